@@ -1,0 +1,107 @@
+# SPDX-License-Identifier: MIT
+# sluice: everything built lands in build/. `make V=1` shows the commands.
+
+OUTPUT := build
+OBJ := $(OUTPUT)/.output
+CLANG ?= clang
+BPFTOOL ?= bpftool
+CC ?= cc
+PREFIX ?= /usr/local
+PYTEST ?= /usr/bin/python3 -m pytest
+ARCH := $(shell uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/')
+
+PKGS := lua5.4 jansson openssl libbpf
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+LLHTTP_DIR ?= /usr/share/llhttp
+LLHTTP_INC ?= /usr/share/include/llhttp
+
+CFLAGS ?= -g -O2
+CFLAGS += -Wall -Wextra -Werror -std=gnu11 -D_GNU_SOURCE -fno-strict-aliasing -Wno-format-truncation
+CPPFLAGS += -I$(OBJ) -Ibpf -Iuserspace -I$(LLHTTP_INC) $(PKG_CFLAGS)
+LDLIBS += $(PKG_LIBS) -lelf -lz -lpthread
+BPF_CFLAGS := -g -O2 -Wall -Werror -target bpf -D__TARGET_ARCH_$(ARCH) -I. -Ibpf -I$(OBJ)
+
+ifeq ($(V),1)
+Q =
+msg =
+else
+Q = @
+msg = @printf '  %-8s %s\n' "$(1)" "$(2)";
+endif
+
+BPF_SRCS := $(wildcard bpf/*.bpf.c)
+BPF_HDRS := $(wildcard bpf/*.h)
+SKELS := $(patsubst bpf/%.bpf.c,$(OBJ)/%.skel.h,$(BPF_SRCS))
+LIB_SRCS := $(filter-out userspace/main.c,$(wildcard userspace/*.c))
+LIB_OBJS := $(patsubst userspace/%.c,$(OBJ)/%.o,$(LIB_SRCS))
+LLHTTP_OBJS := $(patsubst $(LLHTTP_DIR)/%.c,$(OBJ)/llhttp/%.o,$(wildcard $(LLHTTP_DIR)/*.c))
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(patsubst tests/unit/%.c,$(OUTPUT)/tests/%,$(UNIT_SRCS))
+BENCH_BINS := $(patsubst tests/bench/%.c,$(OUTPUT)/bench/%,$(wildcard tests/bench/*.c))
+
+.DELETE_ON_ERROR:
+.PHONY: all test unit e2e bench demo install clean
+
+all: $(OUTPUT)/sluiced $(OUTPUT)/sluice
+
+$(OBJ) $(OBJ)/llhttp $(OUTPUT)/tests $(OUTPUT)/bench:
+	$(Q)mkdir -p $@
+
+$(OBJ)/%.bpf.o: bpf/%.bpf.c $(BPF_HDRS) vmlinux.h | $(OBJ)
+	$(call msg,BPF,$@)
+	$(Q)$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+$(OBJ)/%.skel.h: $(OBJ)/%.bpf.o
+	$(call msg,GEN-SKEL,$@)
+	$(Q)$(BPFTOOL) gen skeleton $< name $(subst -,_,$*)_bpf > $@
+
+$(OBJ)/llhttp/%.o: $(LLHTTP_DIR)/%.c | $(OBJ)/llhttp
+	$(call msg,CC,$@)
+	$(Q)$(CC) -g -O2 -fPIC -I$(LLHTTP_INC) -c $< -o $@
+
+$(OBJ)/%.o: userspace/%.c $(wildcard userspace/*.h) $(BPF_HDRS) $(SKELS) | $(OBJ)
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(OBJ)/libsluice.a: $(LIB_OBJS) $(LLHTTP_OBJS)
+	$(call msg,AR,$@)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(OUTPUT)/sluiced: $(OBJ)/main.o $(OBJ)/libsluice.a
+	$(call msg,LINK,$@)
+	$(Q)$(CC) $(CFLAGS) $^ $(LDLIBS) -o $@
+
+$(OUTPUT)/sluice: tools/sluice.c $(OBJ)/libsluice.a $(wildcard userspace/*.h)
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $< $(OBJ)/libsluice.a $(LDLIBS) -o $@
+
+$(OUTPUT)/tests/%: tests/unit/%.c $(OBJ)/libsluice.a $(SKELS) | $(OUTPUT)/tests
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $< $(OBJ)/libsluice.a $(LDLIBS) -lcmocka -o $@
+
+$(OUTPUT)/bench/%: tests/bench/%.c | $(OUTPUT)/bench
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $< -o $@
+
+unit: $(UNIT_BINS)
+	$(Q)set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+
+e2e: all
+	$(Q)$(PYTEST) -q tests/e2e
+
+test: all unit e2e
+
+bench: all $(BENCH_BINS)
+	$(Q)/usr/bin/python3 tests/bench/run.py
+
+demo: all
+	$(Q)tools/demo
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/sbin
+	install -m 0755 $(OUTPUT)/sluice $(DESTDIR)$(PREFIX)/bin/sluice
+	install -m 0755 $(OUTPUT)/sluiced $(DESTDIR)$(PREFIX)/sbin/sluiced
+
+clean:
+	rm -rf $(OUTPUT)

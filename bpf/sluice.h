@@ -1,0 +1,127 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The one header both halves of sluice include: the layout of every map key, map value and
+ * ring-buffer record the kernel programs share with sluiced. Fields are fixed-width, padding
+ * is explicit, nothing is a pointer, bool or enum-typed. Userspace pins each size with a
+ * _Static_assert so that a layout change cannot slip through unnoticed; pinned maps of an
+ * older layout are refused at load time by libbpf (value size mismatch).
+ */
+#ifndef SLUICE_H
+#define SLUICE_H
+
+/* Verdicts, ordered by precedence: when several rules match one destination the highest wins
+ * (an intercepted name sharing an address with a passthrough one is still inspected). */
+#define SL_VERDICT_DENY 0
+#define SL_VERDICT_ALLOW 1
+#define SL_VERDICT_PROXY 2 /* rewritten to the sandbox's proxy listener */
+#define SL_VERDICT_DNS 3 /* rewritten to the sandbox's DNS listener */
+
+/* Protocol bits of a rule. */
+#define SL_PROTO_TCP 0x1
+#define SL_PROTO_UDP 0x2
+#define SL_PROTO_ANY (SL_PROTO_TCP | SL_PROTO_UDP)
+
+#define SL_MAX_SANDBOXES 1024 /* ids 1..1023; id 0 counts sockets of no known sandbox */
+#define SL_MAX_PORT_RANGES 16 /* per prefix, after merging the prefixes that cover it */
+#define SL_MAX_RULES 65536 /* per family, all sandboxes */
+#define SL_MAX_CGROUP_DEPTH 32 /* a sandbox cgroup or its children deeper than this: denied */
+#define SL_RINGBUF_BYTES (256 * 1024)
+
+/* struct sl_sandbox.flags */
+#define SL_SB_DNS 0x1 /* dns_* fields are set: port 53 goes to the DNS listener */
+#define SL_SB_PROXY 0x2 /* proxy_* fields are set: PROXY rules go to the proxy listener */
+
+/* sl_sandboxes: cgroup id (u64) -> sandbox. Written by sluiced when a sandbox is added. */
+struct sl_sandbox {
+	__u32 id; /* index into the per-sandbox arrays and the rule keys */
+	__u32 flags; /* SL_SB_* */
+	__u32 dns_ip4; /* network order */
+	__u32 proxy_ip4; /* network order */
+	__u8 dns_ip6[16];
+	__u8 proxy_ip6[16];
+	__u16 dns_port; /* network order */
+	__u16 proxy_port; /* network order */
+	__u32 pad;
+};
+
+/* One port range of a rule. expires_ns is CLOCK_MONOTONIC (bpf_ktime_get_ns), 0 = never:
+ * expired ranges are ignored by the kernel even if sluiced is not running to remove them. */
+struct sl_port_range {
+	__u64 expires_ns;
+	__u16 lo; /* host order, inclusive */
+	__u16 hi; /* host order, inclusive */
+	__u8 verdict; /* SL_VERDICT_* */
+	__u8 protos; /* SL_PROTO_* bits */
+	__u8 pad[2];
+};
+
+/* Rule value: every port range that applies to the key's prefix, including those of the
+ * shorter prefixes covering it (sluiced merges them), so one LPM lookup decides. */
+struct sl_rule {
+	__u32 n; /* ranges in use, <= SL_MAX_PORT_RANGES */
+	__u32 pad;
+	struct sl_port_range r[SL_MAX_PORT_RANGES];
+};
+
+/* sl_rules4 / sl_rules6 LPM keys. prefixlen counts sandbox_id (always 32 bits) plus the
+ * address prefix. */
+struct sl_key4 {
+	__u32 prefixlen;
+	__u32 sandbox_id;
+	__u8 addr[4]; /* network order */
+};
+
+struct sl_key6 {
+	__u32 prefixlen;
+	__u32 sandbox_id;
+	__u8 addr[16]; /* network order */
+};
+
+/* Per-sandbox per-CPU counters (sl_counters, indexed by sandbox id). Exact: every verdict
+ * is counted whether or not an event is emitted. */
+#define SL_CTR_ALLOW_TCP 0
+#define SL_CTR_ALLOW_UDP 1
+#define SL_CTR_DENY_TCP 2
+#define SL_CTR_DENY_UDP 3
+#define SL_CTR_DENY_SOCKET 4 /* socket() refused: raw, SCTP, ICMP, ... */
+#define SL_CTR_PROXY_TCP 5
+#define SL_CTR_DNS_TCP 6
+#define SL_CTR_DNS_UDP 7
+#define SL_CTR_EV_SENT 8 /* deny events written to the ring buffer */
+#define SL_CTR_EV_LIMITED 9 /* deny events suppressed by the per-sandbox rate limit */
+#define SL_CTR_EV_LOST 10 /* deny events lost because the ring buffer was full */
+#define SL_CTR_MAX 16
+
+struct sl_counters {
+	__u64 c[SL_CTR_MAX];
+};
+
+/* Per-sandbox per-CPU event rate limit window (sl_evlimit). */
+struct sl_evlimit {
+	__u64 window_ns;
+	__u64 count;
+};
+
+/* struct sl_event.kind */
+#define SL_EV_CONNECT 1
+#define SL_EV_SENDMSG 2
+#define SL_EV_SOCKET 3
+
+/* Ring buffer record: one denied operation. */
+struct sl_event {
+	__u64 ts_ns; /* CLOCK_MONOTONIC */
+	__u64 cgroup_id;
+	__u32 sandbox_id; /* 0: the socket's sandbox could not be determined */
+	__u32 pid; /* tgid, in the initial pid namespace */
+	__u8 comm[16];
+	__u8 addr[16]; /* network order; IPv4 in the first 4 bytes */
+	__u16 port; /* host order */
+	__u8 family; /* AF_INET / AF_INET6 (AF_INET6 also for v4-mapped destinations) */
+	__u8 proto; /* IPPROTO_* */
+	__u8 kind; /* SL_EV_* */
+	__u8 verdict; /* SL_VERDICT_* */
+	__u8 socktype; /* SOCK_* of the socket */
+	__u8 pad;
+};
+
+#endif /* SLUICE_H */

@@ -1,0 +1,231 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The kernel half's decision logic: which sandbox a socket belongs to, which verdict a
+ * destination gets, counters and rate-limited deny events. Everything here is
+ * static __always_inline and free of hook context so that tests/unit/test_verdict.c can run
+ * it through BPF_PROG_RUN in a syscall program (sock_addr programs have no test_run).
+ */
+#ifndef SLUICE_VERDICT_H
+#define SLUICE_VERDICT_H
+
+#include "sluice.h"
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+#ifndef AF_INET6
+#define AF_INET6 10
+#endif
+
+/* Maps are pinned by name under the daemon's bpffs directory so that enforcement survives
+ * sluiced and a restarted sluiced adopts them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SL_MAX_SANDBOXES);
+	__type(key, __u64); /* cgroup id */
+	__type(value, struct sl_sandbox);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_sandboxes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, SL_MAX_RULES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct sl_key4);
+	__type(value, struct sl_rule);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_rules4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, SL_MAX_RULES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct sl_key6);
+	__type(value, struct sl_rule);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_rules6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SL_MAX_SANDBOXES);
+	__type(key, __u32);
+	__type(value, struct sl_counters);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SL_MAX_SANDBOXES);
+	__type(key, __u32);
+	__type(value, struct sl_evlimit);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_evlimit SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, SL_RINGBUF_BYTES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_events SEC(".maps");
+
+/* Deny events per sandbox per CPU per second; set by sluiced before load. */
+const volatile __u32 sl_event_limit = 100;
+
+static __always_inline void sl_count(__u32 sandbox_id, __u32 ctr)
+{
+	struct sl_counters *c = bpf_map_lookup_elem(&sl_counters, &sandbox_id);
+
+	/* Per-CPU slot: no atomics needed, and the sum over CPUs is exact. */
+	if (c && ctr < SL_CTR_MAX)
+		c->c[ctr]++;
+}
+
+/*
+ * The sandbox of the current task: its own cgroup, or the nearest ancestor that is a sandbox
+ * (child cgroups of a sandbox are the sandbox). NULL if none: the caller denies.
+ * The hooks run for sockets whose cgroup is under a sandbox; the task doing the connect is
+ * normally the one that created the socket. A task outside every sandbox using a socket
+ * created inside one finds no sandbox here and is denied (fail closed).
+ */
+static __always_inline struct sl_sandbox *sl_current_sandbox(__u64 *cgid_out)
+{
+	__u64 cgid = bpf_get_current_cgroup_id();
+	struct sl_sandbox *sb;
+	int level;
+
+	*cgid_out = cgid;
+	sb = bpf_map_lookup_elem(&sl_sandboxes, &cgid);
+	if (sb)
+		return sb;
+	/* Level 0 is the root, never a sandbox. Walk down from the top until we reach our own
+	 * cgroup (the helper returns 0 past the task's depth). */
+	for (level = 1; level < SL_MAX_CGROUP_DEPTH; level++) {
+		__u64 id = bpf_get_current_ancestor_cgroup_id(level);
+
+		if (!id || id == cgid)
+			break;
+		sb = bpf_map_lookup_elem(&sl_sandboxes, &id);
+		if (sb)
+			return sb;
+	}
+	return NULL;
+}
+
+/* Highest verdict among the unexpired ranges of @rule that cover @port/@proto_bit. */
+static __always_inline int sl_rule_verdict(const struct sl_rule *rule, __u16 port,
+					   __u8 proto_bit, __u64 now_ns)
+{
+	int verdict = SL_VERDICT_DENY;
+	__u32 i;
+
+	for (i = 0; i < SL_MAX_PORT_RANGES; i++) {
+		const struct sl_port_range *r;
+
+		if (i >= rule->n)
+			break;
+		r = &rule->r[i];
+		if (port < r->lo || port > r->hi || !(r->protos & proto_bit))
+			continue;
+		if (r->expires_ns && r->expires_ns <= now_ns)
+			continue;
+		if (r->verdict > verdict)
+			verdict = r->verdict;
+	}
+	return verdict;
+}
+
+static __always_inline int sl_verdict4(__u32 sandbox_id, __u32 addr_be, __u16 port,
+				       __u8 proto_bit, __u64 now_ns)
+{
+	struct sl_key4 key = { .prefixlen = 64, .sandbox_id = sandbox_id };
+	struct sl_rule *rule;
+
+	__builtin_memcpy(key.addr, &addr_be, 4);
+	rule = bpf_map_lookup_elem(&sl_rules4, &key);
+	if (!rule)
+		return SL_VERDICT_DENY;
+	return sl_rule_verdict(rule, port, proto_bit, now_ns);
+}
+
+static __always_inline int sl_verdict6(__u32 sandbox_id, const __u32 addr_be[4], __u16 port,
+				       __u8 proto_bit, __u64 now_ns)
+{
+	struct sl_key6 key = { .prefixlen = 160, .sandbox_id = sandbox_id };
+	struct sl_rule *rule;
+
+	__builtin_memcpy(key.addr, addr_be, 16);
+	rule = bpf_map_lookup_elem(&sl_rules6, &key);
+	if (!rule)
+		return SL_VERDICT_DENY;
+	return sl_rule_verdict(rule, port, proto_bit, now_ns);
+}
+
+/* ::ffff:a.b.c.d: the kernel connects such a destination over IPv4 without running the v4
+ * hooks, so the v6 hooks judge it by the v4 rules. */
+static __always_inline int sl_is_v4mapped(const __u32 a[4])
+{
+	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0x0000ffff);
+}
+
+static __always_inline __u8 sl_proto_bit(__u32 protocol)
+{
+	if (protocol == IPPROTO_TCP)
+		return SL_PROTO_TCP;
+	if (protocol == IPPROTO_UDP)
+		return SL_PROTO_UDP;
+	return 0;
+}
+
+/* Fixed one-second window per CPU: the deny path never waits and never takes a lock. */
+static __always_inline int sl_event_allowed(__u32 sandbox_id, __u64 now_ns)
+{
+	struct sl_evlimit *l = bpf_map_lookup_elem(&sl_evlimit, &sandbox_id);
+
+	if (!l)
+		return 0;
+	if (now_ns - l->window_ns >= 1000000000ULL) {
+		l->window_ns = now_ns;
+		l->count = 0;
+	}
+	if (l->count >= sl_event_limit)
+		return 0;
+	l->count++;
+	return 1;
+}
+
+/* Emit a deny event for @sandbox_id if its rate allows. @addr is network order. */
+static __always_inline void sl_emit_deny(__u32 sandbox_id, __u64 cgid, __u8 kind, __u8 family,
+					 const void *addr, __u32 addr_len, __u16 port, __u8 proto,
+					 __u8 socktype, __u64 now_ns)
+{
+	struct sl_event *ev;
+
+	if (!sl_event_allowed(sandbox_id, now_ns)) {
+		sl_count(sandbox_id, SL_CTR_EV_LIMITED);
+		return;
+	}
+	ev = bpf_ringbuf_reserve(&sl_events, sizeof(*ev), 0);
+	if (!ev) {
+		sl_count(sandbox_id, SL_CTR_EV_LOST);
+		return;
+	}
+	__builtin_memset(ev, 0, sizeof(*ev));
+	ev->ts_ns = now_ns;
+	ev->cgroup_id = cgid;
+	ev->sandbox_id = sandbox_id;
+	ev->pid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+	if (addr_len == 4)
+		__builtin_memcpy(ev->addr, addr, 4);
+	else if (addr_len == 16)
+		__builtin_memcpy(ev->addr, addr, 16);
+	ev->port = port;
+	ev->family = family;
+	ev->proto = proto;
+	ev->kind = kind;
+	ev->verdict = SL_VERDICT_DENY;
+	ev->socktype = socktype;
+	bpf_ringbuf_submit(ev, 0);
+	sl_count(sandbox_id, SL_CTR_EV_SENT);
+}
+
+#endif /* SLUICE_VERDICT_H */
