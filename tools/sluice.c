@@ -1,0 +1,477 @@
+// SPDX-License-Identifier: MIT
+/*
+ * sluice: the command line of sluice, a thin client of sluiced's control API (HTTP/1.1 and
+ * JSON on a unix socket). Every error is one line on stderr and a non-zero exit: 1 when the
+ * daemon refused or could not be reached, 2 for a usage mistake.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "buf.h"
+
+static const char *sock_path = "/run/sluice/sluiced.sock";
+
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void die(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "sluice: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(1);
+}
+
+static void usage_error(const char *cmd, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3), noreturn));
+static void usage_error(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "sluice: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry 'sluice %s--help'.\n", cmd);
+	exit(2);
+}
+
+static const char main_usage[] =
+	"Usage: sluice [--socket PATH] COMMAND [ARGS]\n"
+	"\n"
+	"Controls sluiced, which enforces each sandbox's egress policy in the kernel.\n"
+	"\n"
+	"Commands:\n"
+	"  sandbox add NAME --cgroup PATH --policy FILE   make a cgroup a sandbox\n"
+	"  sandbox rm NAME                                stop enforcing, free the cgroup\n"
+	"  sandbox ls [--json]                            list sandboxes\n"
+	"  sandbox show NAME [--json]                     rules and counters of one sandbox\n"
+	"  events [--sandbox NAME] [--follow]             deny events, as JSON lines\n"
+	"  stats                                          metrics (Prometheus text format)\n"
+	"\n"
+	"Options:\n"
+	"  --socket PATH   sluiced's control socket (default $SLUICE_SOCKET or\n"
+	"                  /run/sluice/sluiced.sock)\n"
+	"  -h, --help      help; `sluice COMMAND --help` for a command\n";
+
+static const char sandbox_usage[] =
+	"Usage: sluice sandbox add NAME --cgroup PATH --policy FILE\n"
+	"       sluice sandbox rm NAME\n"
+	"       sluice sandbox ls [--json]\n"
+	"       sluice sandbox show NAME [--json]\n"
+	"\n"
+	"A sandbox is a cgroup v2 directory; its processes and those of its child cgroups\n"
+	"reach only what the policy names. PATH is absolute, or relative to the cgroup2 mount.\n"
+	"FILE is a Lua policy (see README.md). `rm` removes all enforcement from the cgroup.\n";
+
+static const char events_usage[] =
+	"Usage: sluice events [--sandbox NAME] [--follow]\n"
+	"\n"
+	"Prints recent events (kernel denies and daemon decisions) as JSON lines.\n"
+	"  --sandbox NAME   only this sandbox's events\n"
+	"  -f, --follow     keep printing new events until interrupted\n";
+
+static const char stats_usage[] =
+	"Usage: sluice stats\n"
+	"\n"
+	"Prints sluiced's metrics in the Prometheus text format: per-sandbox counters of\n"
+	"allowed and denied connections by protocol, refused sockets and deny events.\n";
+
+struct response {
+	int status;
+	struct sl_buf body;
+};
+
+static int connect_daemon(void)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd;
+
+	if (strlen(sock_path) >= sizeof(sa.sun_path))
+		die("socket path %s is too long", sock_path);
+	strcpy(sa.sun_path, sock_path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		die("socket: %s", strerror(errno));
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == -1)
+		die("cannot reach sluiced at %s: %s (is sluiced running?)", sock_path,
+		    strerror(errno));
+	return fd;
+}
+
+static void send_all(int fd, const char *p, size_t n)
+{
+	while (n) {
+		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+
+		if (w == -1) {
+			if (errno == EINTR)
+				continue;
+			die("writing to sluiced failed: %s", strerror(errno));
+		}
+		p += w;
+		n -= w;
+	}
+}
+
+/*
+ * Sends one request and reads the status line and headers. With @stream, the body is copied
+ * to stdout as it arrives (GET /v1/events); otherwise it is collected into @res->body.
+ */
+static void request(const char *method, const char *path, const char *body, int stream,
+		    struct response *res)
+{
+	struct sl_buf in = { 0 }, req = { 0 };
+	char buf[8192], *hdr_end = NULL;
+	long content_length = -1;
+	int fd = connect_daemon();
+
+	memset(res, 0, sizeof(*res));
+	sl_buf_printf(&req, "%s %s HTTP/1.1\r\nHost: sluiced\r\nConnection: close\r\n", method,
+		      path);
+	if (body)
+		sl_buf_printf(&req, "Content-Type: application/json\r\nContent-Length: %zu\r\n",
+			      strlen(body));
+	sl_buf_printf(&req, "\r\n%s", body ? body : "");
+	send_all(fd, sl_buf_head(&req), sl_buf_size(&req));
+	sl_buf_free(&req);
+
+	for (;;) {
+		ssize_t n = read(fd, buf, sizeof(buf));
+
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1)
+			die("reading from sluiced failed: %s", strerror(errno));
+		if (n == 0)
+			break;
+		if (hdr_end && stream) {
+			fwrite(buf, 1, n, stdout);
+			fflush(stdout);
+			continue;
+		}
+		sl_buf_append(&in, buf, n);
+		if (!hdr_end && (hdr_end = strstr(in.data, "\r\n\r\n"))) {
+			const char *cl = strcasestr(in.data, "\r\ncontent-length:");
+
+			if (sscanf(in.data, "HTTP/1.1 %d", &res->status) != 1)
+				die("sluiced sent a malformed response");
+			if (cl && cl < hdr_end)
+				content_length = strtol(cl + 17, NULL, 10);
+			hdr_end += 4;
+			if (stream && res->status == 200) {
+				fwrite(hdr_end, 1, in.data + in.len - hdr_end, stdout);
+				fflush(stdout);
+			}
+		}
+		if (hdr_end && !stream && content_length >= 0 &&
+		    (long)(in.data + in.len - hdr_end) >= content_length)
+			break;
+	}
+	close(fd);
+	if (!hdr_end)
+		die("sluiced closed the connection without answering");
+	if (!stream || res->status != 200)
+		sl_buf_append(&res->body, hdr_end, in.data + in.len - hdr_end);
+	sl_buf_free(&in);
+}
+
+/* Parses a JSON response; a 4xx/5xx dies with the daemon's error message. */
+static json_t *json_response(struct response *res)
+{
+	json_error_t jerr;
+	json_t *j = json_loadb(sl_buf_head(&res->body), sl_buf_size(&res->body), 0, &jerr);
+
+	if (res->status >= 400) {
+		const char *msg = j ? json_string_value(json_object_get(j, "error")) : NULL;
+
+		die("%s", msg ? msg : "sluiced refused the request");
+	}
+	if (!j)
+		die("sluiced sent invalid JSON: %s", jerr.text);
+	sl_buf_free(&res->body);
+	return j;
+}
+
+static void print_json(json_t *j)
+{
+	json_dumpf(j, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	putchar('\n');
+}
+
+static const char *str(json_t *o, const char *key)
+{
+	const char *s = json_string_value(json_object_get(o, key));
+
+	return s ? s : "";
+}
+
+static long long num(json_t *o, const char *key)
+{
+	return json_integer_value(json_object_get(o, key));
+}
+
+static int has_help(int argc, char **argv)
+{
+	for (int i = 0; i < argc; i++)
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+			return 1;
+	return 0;
+}
+
+static void check_name(const char *name)
+{
+	if (!*name || strchr(name, '/') || strchr(name, '?') || strchr(name, '%') ||
+	    strchr(name, ' '))
+		usage_error("sandbox ", "invalid sandbox name '%s'", name);
+}
+
+static int cmd_sandbox_add(int argc, char **argv)
+{
+	const char *name = NULL, *cgroup = NULL, *policy = NULL;
+	char policy_abs[PATH_MAX];
+	struct response res;
+	json_t *body, *j;
+	char *s;
+
+	for (int i = 0; i < argc; i++) {
+		if (!strcmp(argv[i], "--cgroup") && i + 1 < argc)
+			cgroup = argv[++i];
+		else if (!strncmp(argv[i], "--cgroup=", 9))
+			cgroup = argv[i] + 9;
+		else if (!strcmp(argv[i], "--policy") && i + 1 < argc)
+			policy = argv[++i];
+		else if (!strncmp(argv[i], "--policy=", 9))
+			policy = argv[i] + 9;
+		else if (argv[i][0] == '-')
+			usage_error("sandbox ", "unknown option '%s' for sandbox add", argv[i]);
+		else if (!name)
+			name = argv[i];
+		else
+			usage_error("sandbox ", "unexpected argument '%s'", argv[i]);
+	}
+	if (!name || !cgroup || !policy)
+		usage_error("sandbox ", "sandbox add needs NAME, --cgroup PATH and --policy FILE");
+	check_name(name);
+	/* The daemon's working directory is not ours: send an absolute policy path. */
+	if (!realpath(policy, policy_abs)) {
+		if (errno == ENOENT)
+			die("policy file %s: No such file or directory", policy);
+		die("policy file %s: %s", policy, strerror(errno));
+	}
+	body = json_pack("{s:s, s:s, s:s}", "name", name, "cgroup", cgroup, "policy_file",
+			 policy_abs);
+	s = json_dumps(body, JSON_COMPACT);
+	json_decref(body);
+	request("POST", "/v1/sandboxes", s, 0, &res);
+	free(s);
+	j = json_response(&res);
+	printf("sandbox %s added (cgroup %s)\n", str(j, "name"), str(j, "cgroup"));
+	json_decref(j);
+	return 0;
+}
+
+static int cmd_sandbox_rm(int argc, char **argv)
+{
+	struct response res;
+	char path[256];
+	json_t *j;
+
+	if (argc != 1)
+		usage_error("sandbox ", "sandbox rm takes exactly one NAME");
+	check_name(argv[0]);
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s", argv[0]);
+	request("DELETE", path, NULL, 0, &res);
+	j = json_response(&res);
+	printf("sandbox %s removed\n", argv[0]);
+	json_decref(j);
+	return 0;
+}
+
+static int cmd_sandbox_ls(int argc, char **argv)
+{
+	int as_json = argc == 1 && !strcmp(argv[0], "--json");
+	struct response res;
+	json_t *j, *arr, *sb;
+	size_t i;
+
+	if (argc && !as_json)
+		usage_error("sandbox ", "sandbox ls takes only --json");
+	request("GET", "/v1/sandboxes", NULL, 0, &res);
+	j = json_response(&res);
+	if (as_json) {
+		print_json(j);
+	} else {
+		arr = json_object_get(j, "sandboxes");
+		printf("%-20s %5s  %-40s %s\n", "NAME", "ID", "CGROUP", "POLICY");
+		json_array_foreach(arr, i, sb)
+			printf("%-20s %5lld  %-40s %s\n", str(sb, "name"), num(sb, "id"),
+			       str(sb, "cgroup"), str(sb, "policy"));
+	}
+	json_decref(j);
+	return 0;
+}
+
+static int cmd_sandbox_show(int argc, char **argv)
+{
+	const char *name = NULL;
+	int as_json = 0;
+	struct response res;
+	char path[256];
+	json_t *j, *rules, *r, *c;
+	size_t i;
+
+	for (int k = 0; k < argc; k++) {
+		if (!strcmp(argv[k], "--json"))
+			as_json = 1;
+		else if (argv[k][0] == '-' || name)
+			usage_error("sandbox ", "unexpected argument '%s'", argv[k]);
+		else
+			name = argv[k];
+	}
+	if (!name)
+		usage_error("sandbox ", "sandbox show needs a NAME");
+	check_name(name);
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s", name);
+	request("GET", path, NULL, 0, &res);
+	j = json_response(&res);
+	if (as_json) {
+		print_json(j);
+		json_decref(j);
+		return 0;
+	}
+	printf("name:     %s\nid:       %lld\ncgroup:   %s\npolicy:   %s\n", str(j, "name"),
+	       num(j, "id"), str(j, "cgroup"), str(j, "policy"));
+	rules = json_object_get(j, "rules");
+	printf("rules:%s\n", json_array_size(rules) ? "" : "    none (everything is denied)");
+	json_array_foreach(rules, i, r)
+		printf("  %-40s %-12s %-8s %s\n", str(r, "dst"), str(r, "ports"), str(r, "proto"),
+		       str(r, "verdict"));
+	c = json_object_get(j, "counters");
+	if (c) {
+		json_t *a = json_object_get(c, "allowed"), *d = json_object_get(c, "denied"),
+		       *e = json_object_get(c, "events");
+
+		printf("allowed:  tcp %lld, udp %lld\n", num(a, "tcp"), num(a, "udp"));
+		printf("denied:   tcp %lld, udp %lld, socket %lld\n", num(d, "tcp"), num(d, "udp"),
+		       num(d, "socket"));
+		printf("events:   sent %lld, rate-limited %lld, lost %lld\n", num(e, "sent"),
+		       num(e, "rate_limited"), num(e, "lost"));
+	}
+	json_decref(j);
+	return 0;
+}
+
+static int cmd_sandbox(int argc, char **argv)
+{
+	if (argc < 1 || has_help(argc, argv)) {
+		fputs(sandbox_usage, argc < 1 ? stderr : stdout);
+		return argc < 1 ? 2 : 0;
+	}
+	if (!strcmp(argv[0], "add"))
+		return cmd_sandbox_add(argc - 1, argv + 1);
+	if (!strcmp(argv[0], "rm"))
+		return cmd_sandbox_rm(argc - 1, argv + 1);
+	if (!strcmp(argv[0], "ls"))
+		return cmd_sandbox_ls(argc - 1, argv + 1);
+	if (!strcmp(argv[0], "show"))
+		return cmd_sandbox_show(argc - 1, argv + 1);
+	usage_error("sandbox ", "unknown sandbox command '%s'", argv[0]);
+}
+
+static int cmd_events(int argc, char **argv)
+{
+	const char *sandbox = NULL;
+	int follow = 0;
+	struct response res;
+	char path[256];
+
+	if (has_help(argc, argv)) {
+		fputs(events_usage, stdout);
+		return 0;
+	}
+	for (int i = 0; i < argc; i++) {
+		if (!strcmp(argv[i], "--sandbox") && i + 1 < argc)
+			sandbox = argv[++i];
+		else if (!strncmp(argv[i], "--sandbox=", 10))
+			sandbox = argv[i] + 10;
+		else if (!strcmp(argv[i], "--follow") || !strcmp(argv[i], "-f"))
+			follow = 1;
+		else
+			usage_error("events ", "unexpected argument '%s'", argv[i]);
+	}
+	if (sandbox)
+		check_name(sandbox);
+	snprintf(path, sizeof(path), "/v1/events?follow=%d%s%s", follow,
+		 sandbox ? "&sandbox=" : "", sandbox ? sandbox : "");
+	request("GET", path, NULL, 1, &res);
+	if (res.status != 200)
+		json_response(&res); /* dies with the daemon's message */
+	return 0;
+}
+
+static int cmd_stats(int argc, char **argv)
+{
+	struct response res;
+
+	if (has_help(argc, argv)) {
+		fputs(stats_usage, stdout);
+		return 0;
+	}
+	if (argc)
+		usage_error("stats ", "stats takes no arguments");
+	request("GET", "/v1/metrics", NULL, 0, &res);
+	if (res.status != 200)
+		json_response(&res);
+	fwrite(sl_buf_head(&res.body), 1, sl_buf_size(&res.body), stdout);
+	sl_buf_free(&res.body);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	const char *env = getenv("SLUICE_SOCKET");
+	int i = 1;
+
+	if (env && *env)
+		sock_path = env;
+	/* Global options come before the command. */
+	for (; i < argc && argv[i][0] == '-'; i++) {
+		if (!strcmp(argv[i], "--socket") && i + 1 < argc)
+			sock_path = argv[++i];
+		else if (!strncmp(argv[i], "--socket=", 9))
+			sock_path = argv[i] + 9;
+		else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			fputs(main_usage, stdout);
+			return 0;
+		} else
+			usage_error("", "unknown option '%s'", argv[i]);
+	}
+	if (i >= argc) {
+		fputs(main_usage, stderr);
+		return 2;
+	}
+	if (!strcmp(argv[i], "sandbox"))
+		return cmd_sandbox(argc - i - 1, argv + i + 1);
+	if (!strcmp(argv[i], "events"))
+		return cmd_events(argc - i - 1, argv + i + 1);
+	if (!strcmp(argv[i], "stats"))
+		return cmd_stats(argc - i - 1, argv + i + 1);
+	if (!strcmp(argv[i], "help")) {
+		fputs(main_usage, stdout);
+		return 0;
+	}
+	usage_error("", "unknown command '%s'", argv[i]);
+}

@@ -1,0 +1,536 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The bpf loader owns every kernel object of sluiced. Maps are pinned by name under the pin
+ * directory (libbpf's pin_root_path), so that a restarted or upgraded sluiced reuses them and
+ * enforcement never pauses; programs are always loaded fresh and existing cgroup links are
+ * switched to them with BPF_LINK_UPDATE, which is atomic for the cgroup. Links are pinned per
+ * sandbox under <pin_dir>/sandboxes/<name>/ so that they outlive the daemon (fail closed).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include "bpf_loader.h"
+#include "log.h"
+#include "sluice.skel.h"
+
+#ifndef BPF_FS_MAGIC
+#define BPF_FS_MAGIC 0xcafe4a11
+#endif
+
+struct sl_bpf {
+	struct sluice_bpf *skel;
+	struct ring_buffer *rb;
+	sl_bpf_event_cb *ev_cb;
+	void *ev_arg;
+	char pin_dir[PATH_MAX];
+	int ncpus;
+};
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+	char buf[1024];
+	int n;
+
+	if (level == LIBBPF_DEBUG)
+		return 0;
+	n = vsnprintf(buf, sizeof(buf), fmt, ap);
+	while (n > 0 && n < (int)sizeof(buf) && buf[n - 1] == '\n')
+		buf[--n] = 0;
+	sl_log(level == LIBBPF_WARN ? SL_LOG_WARN : SL_LOG_DEBUG, "libbpf: %s", buf);
+	return 0;
+}
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+	char tmp[PATH_MAX];
+
+	snprintf(tmp, sizeof(tmp), "%s", path);
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = 0;
+		if (mkdir(tmp, mode) == -1 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(tmp, mode) == -1 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+/* bpffs may not be mounted on a fresh machine: mount it at /sys/fs/bpf when the pin directory
+ * lives there; anywhere else the administrator chose the place and must mount it. */
+static int ensure_bpffs(const char *pin_dir, char *err, size_t errlen)
+{
+	char probe[PATH_MAX];
+	struct statfs sfs;
+
+	snprintf(probe, sizeof(probe), "%s", pin_dir);
+	for (;;) {
+		char *slash;
+
+		if (statfs(probe, &sfs) == 0)
+			break;
+		slash = strrchr(probe, '/');
+		if (!slash || slash == probe) {
+			snprintf(probe, sizeof(probe), "/");
+			statfs(probe, &sfs);
+			break;
+		}
+		*slash = 0;
+	}
+	if (sfs.f_type == BPF_FS_MAGIC)
+		return 0;
+	if (strncmp(pin_dir, "/sys/fs/bpf/", 12)) {
+		seterr(err, errlen, "%s is not on a bpf filesystem (mount -t bpf bpf DIR)",
+		       pin_dir);
+		return -ENOTSUP;
+	}
+	if (mkdir_p("/sys/fs/bpf", 0700) ||
+	    mount("bpf", "/sys/fs/bpf", "bpf", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0700")) {
+		seterr(err, errlen, "mounting bpffs at /sys/fs/bpf failed: %s", strerror(errno));
+		return -errno;
+	}
+	sl_info("mounted bpffs at /sys/fs/bpf");
+	return 0;
+}
+
+struct sl_bpf *sl_bpf_open(const struct sl_bpf_opts *opts, char *err, size_t errlen)
+{
+	LIBBPF_OPTS(bpf_object_open_opts, oopts, .pin_root_path = opts->pin_dir);
+	struct bpf_program *prog;
+	struct sl_bpf *b;
+	char path[PATH_MAX];
+	int r;
+
+	libbpf_set_print(libbpf_print);
+	b = calloc(1, sizeof(*b));
+	if (!b) {
+		seterr(err, errlen, "out of memory");
+		return NULL;
+	}
+	snprintf(b->pin_dir, sizeof(b->pin_dir), "%s", opts->pin_dir);
+	b->ncpus = libbpf_num_possible_cpus();
+	if (b->ncpus <= 0) {
+		seterr(err, errlen, "cannot count possible CPUs");
+		goto fail;
+	}
+	if (ensure_bpffs(b->pin_dir, err, errlen))
+		goto fail;
+	snprintf(path, sizeof(path), "%s/sandboxes", b->pin_dir);
+	r = mkdir_p(path, 0700);
+	if (!r) {
+		snprintf(path, sizeof(path), "%s/progs", b->pin_dir);
+		r = mkdir_p(path, 0700);
+	}
+	if (r) {
+		seterr(err, errlen, "creating %s failed: %s", path, strerror(-r));
+		goto fail;
+	}
+	b->skel = sluice_bpf__open_opts(&oopts);
+	if (!b->skel) {
+		seterr(err, errlen, "opening the BPF object failed: %s", strerror(errno));
+		goto fail;
+	}
+	b->skel->rodata->sl_event_limit = opts->event_limit;
+	r = sluice_bpf__load(b->skel);
+	if (r) {
+		seterr(err, errlen,
+		       "loading the BPF programs failed: %s (maps pinned under %s by an "
+		       "incompatible sluiced? see the log)",
+		       strerror(-r), b->pin_dir);
+		goto fail;
+	}
+	bpf_object__for_each_program(prog, b->skel->obj)
+	{
+		snprintf(path, sizeof(path), "%s/progs/%s", b->pin_dir, bpf_program__name(prog));
+		unlink(path);
+		r = bpf_program__pin(prog, path);
+		if (r) {
+			seterr(err, errlen, "pinning %s failed: %s", path, strerror(-r));
+			goto fail;
+		}
+	}
+	return b;
+fail:
+	sl_bpf_close(b);
+	return NULL;
+}
+
+void sl_bpf_close(struct sl_bpf *b)
+{
+	if (!b)
+		return;
+	ring_buffer__free(b->rb);
+	sluice_bpf__destroy(b->skel);
+	free(b);
+}
+
+/* The cgroup a link is attached to, 0 if the cgroup is gone (the link is then defunct). */
+static uint64_t link_cgroup(int fd)
+{
+	struct bpf_link_info info = { 0 };
+	__u32 len = sizeof(info);
+
+	if (bpf_obj_get_info_by_fd(fd, &info, &len) || info.type != BPF_LINK_TYPE_CGROUP)
+		return 0;
+	return info.cgroup.cgroup_id;
+}
+
+static void unpin_link(const char *path)
+{
+	int fd = bpf_obj_get(path);
+
+	if (fd >= 0) {
+		bpf_link_detach(fd); /* effective even if someone else holds the link open */
+		close(fd);
+	}
+	unlink(path);
+}
+
+int sl_bpf_attach(struct sl_bpf *b, const char *name, const char *cgroup_path, uint64_t cgid)
+{
+	struct bpf_program *prog;
+	char dir[PATH_MAX], path[PATH_MAX + 64];
+	char created[16][PATH_MAX + 64];
+	int ncreated = 0, cgfd, err = 0;
+
+	snprintf(dir, sizeof(dir), "%s/sandboxes/%s", b->pin_dir, name);
+	if (mkdir(dir, 0700) == -1 && errno != EEXIST)
+		return -errno;
+	cgfd = open(cgroup_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (cgfd == -1)
+		return -errno;
+
+	bpf_object__for_each_program(prog, b->skel->obj)
+	{
+		struct bpf_link *link;
+
+		snprintf(path, sizeof(path), "%s/%s", dir, bpf_program__name(prog));
+		link = bpf_link__open(path);
+		if (link) {
+			if (link_cgroup(bpf_link__fd(link)) == cgid) {
+				err = bpf_link__update_program(link, prog);
+				bpf_link__destroy(link); /* closes our fd; the pin keeps it */
+				if (err) {
+					sl_err("updating link %s failed: %s", path,
+					       strerror(-err));
+					goto cleanup;
+				}
+				continue;
+			}
+			/* Attached to a cgroup that no longer exists (or another one). */
+			bpf_link__destroy(link);
+			unpin_link(path);
+		}
+		link = bpf_program__attach_cgroup(prog, cgfd);
+		if (!link) {
+			err = -errno;
+			sl_err("attaching %s to %s failed: %s", bpf_program__name(prog),
+			       cgroup_path, strerror(-err));
+			goto cleanup;
+		}
+		err = bpf_link__pin(link, path);
+		bpf_link__destroy(link);
+		if (err) {
+			sl_err("pinning %s failed: %s", path, strerror(-err));
+			goto cleanup;
+		}
+		if (ncreated < 16)
+			snprintf(created[ncreated++], sizeof(created[0]), "%s", path);
+	}
+cleanup:
+	if (err)
+		for (int i = 0; i < ncreated; i++)
+			unpin_link(created[i]);
+	close(cgfd);
+	return err;
+}
+
+int sl_bpf_detach(struct sl_bpf *b, const char *name)
+{
+	char dir[PATH_MAX], path[PATH_MAX + 300];
+	struct dirent *de;
+	DIR *d;
+
+	snprintf(dir, sizeof(dir), "%s/sandboxes/%s", b->pin_dir, name);
+	d = opendir(dir);
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		unpin_link(path);
+	}
+	closedir(d);
+	if (rmdir(dir) == -1 && errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
+void sl_bpf_pinned_sandboxes(struct sl_bpf *b, void (*cb)(const char *name, void *arg),
+			     void *arg)
+{
+	char dir[PATH_MAX];
+	struct dirent *de;
+	DIR *d;
+
+	snprintf(dir, sizeof(dir), "%s/sandboxes", b->pin_dir);
+	d = opendir(dir);
+	if (!d)
+		return;
+	while ((de = readdir(d)))
+		if (de->d_name[0] != '.')
+			cb(de->d_name, arg);
+	closedir(d);
+}
+
+int sl_bpf_set_sandbox(struct sl_bpf *b, uint64_t cgid, const struct sl_sandbox *sb)
+{
+	if (bpf_map__update_elem(b->skel->maps.sl_sandboxes, &cgid, sizeof(cgid), sb,
+				 sizeof(*sb), BPF_ANY))
+		return -errno;
+	return 0;
+}
+
+int sl_bpf_del_sandbox(struct sl_bpf *b, uint64_t cgid)
+{
+	if (bpf_map__delete_elem(b->skel->maps.sl_sandboxes, &cgid, sizeof(cgid), 0) &&
+	    errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
+int sl_bpf_has_sandbox(struct sl_bpf *b, uint64_t cgid, uint32_t sandbox_id)
+{
+	struct sl_sandbox sb;
+
+	if (bpf_map__lookup_elem(b->skel->maps.sl_sandboxes, &cgid, sizeof(cgid), &sb,
+				 sizeof(sb), 0))
+		return 0;
+	return sb.id == sandbox_id;
+}
+
+static void kentry_key4(uint32_t sandbox_id, const struct sl_kentry *e, struct sl_key4 *k)
+{
+	memset(k, 0, sizeof(*k));
+	k->prefixlen = 32 + e->plen;
+	k->sandbox_id = sandbox_id;
+	memcpy(k->addr, e->addr, 4);
+}
+
+static void kentry_key6(uint32_t sandbox_id, const struct sl_kentry *e, struct sl_key6 *k)
+{
+	memset(k, 0, sizeof(*k));
+	k->prefixlen = 32 + e->plen;
+	k->sandbox_id = sandbox_id;
+	memcpy(k->addr, e->addr, 16);
+}
+
+/* Deletes the keys of @sandbox_id in LPM map @map that @keep does not contain. The keys are
+ * collected first: deleting while walking get_next_key would restart the walk. */
+static int prune(struct bpf_map *map, size_t key_size, uint32_t sandbox_id, const void *keep,
+		 size_t nkeep)
+{
+	unsigned char key[sizeof(struct sl_key6)], next[sizeof(struct sl_key6)];
+	unsigned char *stale = NULL;
+	size_t nstale = 0, cap = 0;
+	void *prev = NULL;
+	int err = 0;
+
+	while (!bpf_map__get_next_key(map, prev, next, key_size)) {
+		uint32_t id;
+		int kept = 0;
+
+		memcpy(key, next, key_size);
+		prev = key;
+		memcpy(&id, key + 4, 4);
+		if (id != sandbox_id)
+			continue;
+		for (size_t i = 0; i < nkeep && !kept; i++)
+			kept = !memcmp((const unsigned char *)keep + i * key_size, key, key_size);
+		if (kept)
+			continue;
+		if (nstale == cap) {
+			unsigned char *s;
+
+			cap = cap ? cap * 2 : 64;
+			s = realloc(stale, cap * key_size);
+			if (!s) {
+				err = -ENOMEM;
+				goto cleanup;
+			}
+			stale = s;
+		}
+		memcpy(stale + nstale++ * key_size, key, key_size);
+	}
+	for (size_t i = 0; i < nstale; i++)
+		if (bpf_map__delete_elem(map, stale + i * key_size, key_size, 0) && errno != ENOENT)
+			err = -errno;
+cleanup:
+	free(stale);
+	return err;
+}
+
+int sl_bpf_sync_rules(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_kentry *ents,
+		      size_t n)
+{
+	struct sl_key4 *k4 = calloc(n ? n : 1, sizeof(*k4));
+	struct sl_key6 *k6 = calloc(n ? n : 1, sizeof(*k6));
+	size_t n4 = 0, n6 = 0;
+	int err = 0;
+
+	if (!k4 || !k6) {
+		err = -ENOMEM;
+		goto cleanup;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const struct sl_kentry *e = &ents[i];
+		int r;
+
+		if (e->family == AF_INET) {
+			kentry_key4(sandbox_id, e, &k4[n4]);
+			r = bpf_map__update_elem(b->skel->maps.sl_rules4, &k4[n4], sizeof(*k4),
+						 &e->val, sizeof(e->val), BPF_ANY);
+			n4++;
+		} else {
+			kentry_key6(sandbox_id, e, &k6[n6]);
+			r = bpf_map__update_elem(b->skel->maps.sl_rules6, &k6[n6], sizeof(*k6),
+						 &e->val, sizeof(e->val), BPF_ANY);
+			n6++;
+		}
+		if (r) {
+			err = -errno;
+			goto cleanup;
+		}
+	}
+	err = prune(b->skel->maps.sl_rules4, sizeof(*k4), sandbox_id, k4, n4);
+	if (!err)
+		err = prune(b->skel->maps.sl_rules6, sizeof(*k6), sandbox_id, k6, n6);
+cleanup:
+	free(k4);
+	free(k6);
+	return err;
+}
+
+int sl_bpf_read_counters(struct sl_bpf *b, uint32_t sandbox_id, struct sl_counters *sum)
+{
+	struct sl_counters *per = calloc(b->ncpus, sizeof(*per));
+	int err = 0;
+
+	memset(sum, 0, sizeof(*sum));
+	if (!per)
+		return -ENOMEM;
+	if (bpf_map__lookup_elem(b->skel->maps.sl_counters, &sandbox_id, sizeof(sandbox_id), per,
+				 b->ncpus * sizeof(*per), 0)) {
+		err = -errno;
+		goto cleanup;
+	}
+	for (int cpu = 0; cpu < b->ncpus; cpu++)
+		for (int i = 0; i < SL_CTR_MAX; i++)
+			sum->c[i] += per[cpu].c[i];
+cleanup:
+	free(per);
+	return err;
+}
+
+int sl_bpf_reset_slots(struct sl_bpf *b, uint32_t sandbox_id)
+{
+	size_t sz = b->ncpus * (sizeof(struct sl_counters) > sizeof(struct sl_evlimit) ?
+					sizeof(struct sl_counters) :
+					sizeof(struct sl_evlimit));
+	void *zero = calloc(1, sz);
+	int err = 0;
+
+	if (!zero)
+		return -ENOMEM;
+	if (bpf_map__update_elem(b->skel->maps.sl_counters, &sandbox_id, sizeof(sandbox_id), zero,
+				 b->ncpus * sizeof(struct sl_counters), BPF_ANY) ||
+	    bpf_map__update_elem(b->skel->maps.sl_evlimit, &sandbox_id, sizeof(sandbox_id), zero,
+				 b->ncpus * sizeof(struct sl_evlimit), BPF_ANY))
+		err = -errno;
+	free(zero);
+	return err;
+}
+
+static int on_sample(void *ctx, void *data, size_t size)
+{
+	struct sl_bpf *b = ctx;
+
+	if (size >= sizeof(struct sl_event))
+		b->ev_cb(data, b->ev_arg);
+	return 0;
+}
+
+int sl_bpf_events_fd(struct sl_bpf *b, sl_bpf_event_cb *cb, void *arg)
+{
+	b->ev_cb = cb;
+	b->ev_arg = arg;
+	b->rb = ring_buffer__new(bpf_map__fd(b->skel->maps.sl_events), on_sample, b, NULL);
+	if (!b->rb)
+		return -errno;
+	return ring_buffer__epoll_fd(b->rb);
+}
+
+int sl_bpf_events_poll(struct sl_bpf *b)
+{
+	int n = ring_buffer__consume(b->rb);
+
+	return n < 0 ? n : 0;
+}
+
+static void purge_one(const char *name, void *arg)
+{
+	sl_bpf_detach(arg, name);
+}
+
+int sl_bpf_purge(struct sl_bpf *b)
+{
+	struct bpf_program *prog;
+	struct bpf_map *map;
+	char path[PATH_MAX + 64];
+
+	sl_bpf_pinned_sandboxes(b, purge_one, b);
+	bpf_object__for_each_program(prog, b->skel->obj)
+	{
+		snprintf(path, sizeof(path), "%s/progs/%s", b->pin_dir, bpf_program__name(prog));
+		unlink(path);
+	}
+	bpf_object__for_each_map(map, b->skel->obj)
+		if (bpf_map__is_pinned(map))
+			bpf_map__unpin(map, NULL);
+	snprintf(path, sizeof(path), "%s/sandboxes", b->pin_dir);
+	rmdir(path);
+	snprintf(path, sizeof(path), "%s/progs", b->pin_dir);
+	rmdir(path);
+	if (rmdir(b->pin_dir) == -1 && errno != ENOENT)
+		return -errno;
+	return 0;
+}

@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The kernel half as sluiced sees it: loading and pinning the programs and maps, attaching
+ * them to sandbox cgroups, and reading and writing the maps (see bpf_loader.c).
+ */
+#ifndef SL_BPF_LOADER_H
+#define SL_BPF_LOADER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <linux/types.h>
+#include "sluice.h"
+#include "rules.h"
+
+struct sl_bpf;
+
+struct sl_bpf_opts {
+	const char *pin_dir; /* bpffs directory, e.g. /sys/fs/bpf/sluice */
+	uint32_t event_limit; /* deny events per sandbox per CPU per second */
+};
+
+/*
+ * Loads the programs, reusing the maps pinned under opts->pin_dir if a previous sluiced left
+ * them (enforcement continues from their contents) or creating and pinning them. Mounts bpffs
+ * at /sys/fs/bpf if the pin directory lies there and nothing is mounted. Returns NULL with a
+ * one-line reason in @err.
+ */
+struct sl_bpf *sl_bpf_open(const struct sl_bpf_opts *opts, char *err, size_t errlen);
+/* Closes the loaded objects; pinned maps, programs and links stay. Accepts NULL. */
+void sl_bpf_close(struct sl_bpf *b);
+
+/*
+ * Attaches every program to the cgroup at @cgroup_path with bpf_link and pins the links under
+ * <pin_dir>/sandboxes/@name/. If pinned links exist already (a previous sluiced attached
+ * them), they are switched to the programs of this instance atomically with
+ * BPF_LINK_UPDATE when they still belong to cgroup @cgid, and recreated otherwise.
+ * Returns 0 or -errno; on failure nothing new stays attached.
+ */
+int sl_bpf_attach(struct sl_bpf *b, const char *name, const char *cgroup_path, uint64_t cgid);
+/* Detaches and unpins the links of sandbox @name. Returns 0 or -errno. */
+int sl_bpf_detach(struct sl_bpf *b, const char *name);
+/* Names of sandboxes with pinned links, for reconciling with the state directory. @cb is
+ * called once per name. */
+void sl_bpf_pinned_sandboxes(struct sl_bpf *b, void (*cb)(const char *name, void *arg),
+			     void *arg);
+
+int sl_bpf_set_sandbox(struct sl_bpf *b, uint64_t cgid, const struct sl_sandbox *sb);
+int sl_bpf_del_sandbox(struct sl_bpf *b, uint64_t cgid);
+/* Whether the kernel's sandbox table has @cgid with id @sandbox_id. */
+int sl_bpf_has_sandbox(struct sl_bpf *b, uint64_t cgid, uint32_t sandbox_id);
+
+/*
+ * Makes the kernel rules of @sandbox_id exactly @ents: writes every entry, then deletes the
+ * sandbox's entries that are not in @ents (so a destination allowed before and after never
+ * sees a gap). Returns 0 or -errno.
+ */
+int sl_bpf_sync_rules(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_kentry *ents,
+		      size_t n);
+
+/* Sums the per-CPU counters of @sandbox_id. */
+int sl_bpf_read_counters(struct sl_bpf *b, uint32_t sandbox_id, struct sl_counters *sum);
+/* Zeroes the per-sandbox slots (counters, event limiter) of @sandbox_id. */
+int sl_bpf_reset_slots(struct sl_bpf *b, uint32_t sandbox_id);
+
+/* Deny events: @cb is called for each record. Returns the ring buffer's epoll fd. */
+typedef void sl_bpf_event_cb(const struct sl_event *ev, void *arg);
+int sl_bpf_events_fd(struct sl_bpf *b, sl_bpf_event_cb *cb, void *arg);
+/* Consumes available records. Loop thread only. */
+int sl_bpf_events_poll(struct sl_bpf *b);
+
+/* Removes every pin under the pin directory (programs, maps, links): enforcement ends for
+ * every sandbox of this daemon. */
+int sl_bpf_purge(struct sl_bpf *b);
+
+#endif

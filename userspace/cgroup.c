@@ -1,0 +1,161 @@
+// SPDX-License-Identifier: MIT
+/*
+ * A sandbox is a cgroup v2 directory. This module finds the cgroup2 mount (never assumed:
+ * hybrid systems mount it at /sys/fs/cgroup/unified), checks that a path a user gave is a
+ * cgroup v2 directory, and reads cgroup ids the way the kernel reports them to BPF: the
+ * kernfs node id, which is also the file handle of the directory.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#include "cgroup.h"
+
+#ifndef CGROUP2_SUPER_MAGIC
+#define CGROUP2_SUPER_MAGIC 0x63677270
+#endif
+
+/* mountinfo escapes spaces and friends as \ooo. */
+static void unescape(char *s)
+{
+	char *d = s;
+
+	while (*s) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
+		    s[3] >= '0' && s[3] <= '7') {
+			*d++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
+			s += 4;
+		} else {
+			*d++ = *s++;
+		}
+	}
+	*d = 0;
+}
+
+const char *sl_cgroup_root(void)
+{
+	static char root[PATH_MAX];
+	char *line = NULL;
+	size_t cap = 0;
+	FILE *f;
+
+	if (root[0])
+		return root;
+	f = fopen("/proc/self/mountinfo", "re");
+	if (!f)
+		return NULL;
+	while (getline(&line, &cap, f) != -1) {
+		char *sep = strstr(line, " - ");
+		char mnt[PATH_MAX], fstype[64];
+
+		/* id parent major:minor root mountpoint ... - fstype source options */
+		if (!sep || sscanf(sep + 3, "%63s", fstype) != 1 || strcmp(fstype, "cgroup2"))
+			continue;
+		if (sscanf(line, "%*s %*s %*s %*s %4095s", mnt) != 1)
+			continue;
+		unescape(mnt);
+		snprintf(root, sizeof(root), "%s", mnt);
+		break;
+	}
+	free(line);
+	fclose(f);
+	if (!root[0]) {
+		errno = ENOENT;
+		return NULL;
+	}
+	return root;
+}
+
+int sl_cgroup_resolve(const char *path, char *out, size_t len)
+{
+	const char *root = sl_cgroup_root();
+	char joined[PATH_MAX], real[PATH_MAX];
+	struct statfs sfs;
+	struct stat st;
+
+	if (!path || !*path)
+		return -EINVAL;
+	if (path[0] == '/' || !root)
+		snprintf(joined, sizeof(joined), "%s", path);
+	else
+		snprintf(joined, sizeof(joined), "%s/%s", root, path);
+	if (!realpath(joined, real))
+		return -errno;
+	if (stat(real, &st) == -1)
+		return -errno;
+	if (!S_ISDIR(st.st_mode))
+		return -ENOTDIR;
+	if (statfs(real, &sfs) == -1)
+		return -errno;
+	if (sfs.f_type != CGROUP2_SUPER_MAGIC)
+		return -EMEDIUMTYPE;
+	if (root && !strcmp(real, root))
+		return -EINVAL;
+	if (strlen(real) >= len)
+		return -ENAMETOOLONG;
+	strcpy(out, real);
+	return 0;
+}
+
+int sl_cgroup_id(const char *path, uint64_t *id)
+{
+	struct {
+		struct file_handle fh;
+		uint64_t id;
+	} h;
+	int mount_id;
+
+	h.fh.handle_bytes = sizeof(h.id);
+	if (name_to_handle_at(AT_FDCWD, path, &h.fh, &mount_id, 0) == -1)
+		return -errno;
+	if (h.fh.handle_bytes != sizeof(uint64_t))
+		return -EOPNOTSUPP;
+	memcpy(id, h.fh.f_handle, sizeof(*id));
+	return 0;
+}
+
+int sl_cgroup_level(const char *path)
+{
+	const char *root = sl_cgroup_root();
+	size_t rl;
+	int level = 0;
+
+	if (!root)
+		return -ENOENT;
+	rl = strlen(root);
+	if (strncmp(path, root, rl) || (path[rl] && path[rl] != '/'))
+		return -EINVAL;
+	for (const char *p = path + rl; *p; p++)
+		if (*p == '/' && p[1])
+			level++;
+	return level;
+}
+
+int sl_cgroup_within(const char *a, const char *b)
+{
+	size_t bl = strlen(b);
+
+	return !strncmp(a, b, bl) && (a[bl] == 0 || a[bl] == '/');
+}
+
+int sl_cgroup_enter(const char *path, int pid)
+{
+	char procs[PATH_MAX], buf[32];
+	int fd, n, err = 0;
+
+	snprintf(procs, sizeof(procs), "%s/cgroup.procs", path);
+	fd = open(procs, O_WRONLY | O_CLOEXEC);
+	if (fd == -1)
+		return -errno;
+	n = snprintf(buf, sizeof(buf), "%d\n", pid);
+	if (write(fd, buf, n) != n)
+		err = -errno;
+	close(fd);
+	return err;
+}

@@ -1,0 +1,32 @@
+/* SPDX-License-Identifier: MIT */
+/* cgroup v2 paths: where the hierarchy is mounted, validating a sandbox path, cgroup ids. */
+#ifndef SL_CGROUP_H
+#define SL_CGROUP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The cgroup2 mount point, found from /proc/self/mountinfo (it may be /sys/fs/cgroup or
+ * /sys/fs/cgroup/unified). Returns a static string, or NULL with errno = ENOENT. */
+const char *sl_cgroup_root(void);
+
+/*
+ * Resolves @path (absolute, or relative to the cgroup2 root) into the canonical absolute path
+ * of an existing cgroup v2 directory in @out. Returns 0, -ENOENT (no such path), -ENOTDIR, or
+ * -EMEDIUMTYPE (exists but is not on cgroup v2). The root cgroup itself is refused (-EINVAL).
+ */
+int sl_cgroup_resolve(const char *path, char *out, size_t len);
+
+/* The kernel's id of the cgroup at @path (what bpf_get_current_cgroup_id() returns). */
+int sl_cgroup_id(const char *path, uint64_t *id);
+
+/* Depth of @path below the cgroup2 root (the root is level 0). */
+int sl_cgroup_level(const char *path);
+
+/* Whether @a is @b or lies below it. Both canonical. */
+int sl_cgroup_within(const char *a, const char *b);
+
+/* Writes @pid into @path/cgroup.procs. Returns 0 or -errno. */
+int sl_cgroup_enter(const char *path, int pid);
+
+#endif

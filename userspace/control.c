@@ -1,0 +1,701 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The control API of sluiced: HTTP/1.1 with JSON bodies on a unix socket, the way Docker's
+ * and Firecracker's daemons are driven. Requests are parsed with llhttp (the parser the proxy
+ * uses too), answered synchronously from the loop thread, and bounded in size: a bad request
+ * gets a 4xx and its connection closed, never more. GET /v1/events streams JSON lines until
+ * the client goes away; a follower that cannot keep up loses lines instead of stalling the
+ * daemon.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <llhttp.h>
+
+#include "bpf_loader.h"
+#include "buf.h"
+#include "control.h"
+#include "events.h"
+#include "log.h"
+#include "loop.h"
+#include "sandbox.h"
+
+#define CTL_MAX_URL 4096
+#define CTL_MAX_HEADERS (64 * 1024)
+#define CTL_MAX_BODY (2u << 20)
+#define CTL_MAX_CONNS 256
+#define CTL_STREAM_MAX_PENDING (1u << 20)
+
+struct sl_control {
+	struct sl_control_deps d;
+	int fd;
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	struct ctl_conn *conns;
+	int nconns;
+};
+
+struct ctl_conn {
+	struct sl_control *ctl;
+	int fd;
+	llhttp_t parser;
+	struct sl_buf url, body, out;
+	size_t header_bytes;
+	int too_big; /* 413/414/431 pending */
+	int closing; /* close once out is flushed */
+	int sub; /* events subscription handle, 0 if none */
+	unsigned long dropped; /* event lines lost to a slow follower */
+	struct ctl_conn *next;
+};
+
+static llhttp_settings_t settings;
+
+static void conn_close(struct ctl_conn *c)
+{
+	struct sl_control *ctl = c->ctl;
+
+	for (struct ctl_conn **pp = &ctl->conns; *pp; pp = &(*pp)->next) {
+		if (*pp == c) {
+			*pp = c->next;
+			break;
+		}
+	}
+	ctl->nconns--;
+	if (c->sub)
+		sl_events_unsubscribe(ctl->d.events, c->sub);
+	sl_loop_del_fd(ctl->d.loop, c->fd);
+	close(c->fd);
+	sl_buf_free(&c->url);
+	sl_buf_free(&c->body);
+	sl_buf_free(&c->out);
+	free(c);
+}
+
+/* Writes what it can; returns -1 if the connection was closed. */
+static int conn_flush(struct ctl_conn *c)
+{
+	while (sl_buf_size(&c->out)) {
+		ssize_t n = send(c->fd, sl_buf_head(&c->out), sl_buf_size(&c->out),
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (n == -1) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				break;
+			if (errno == EINTR)
+				continue;
+			conn_close(c);
+			return -1;
+		}
+		sl_buf_consume(&c->out, n);
+	}
+	if (!sl_buf_size(&c->out) && c->closing) {
+		conn_close(c);
+		return -1;
+	}
+	sl_loop_mod_fd(c->ctl->d.loop, c->fd, SL_READ | (sl_buf_size(&c->out) ? SL_WRITE : 0));
+	return 0;
+}
+
+static const char *status_text(int status)
+{
+	switch (status) {
+	case 200:
+		return "OK";
+	case 201:
+		return "Created";
+	case 400:
+		return "Bad Request";
+	case 404:
+		return "Not Found";
+	case 405:
+		return "Method Not Allowed";
+	case 409:
+		return "Conflict";
+	case 413:
+		return "Payload Too Large";
+	case 414:
+		return "URI Too Long";
+	case 431:
+		return "Request Header Fields Too Large";
+	case 503:
+		return "Service Unavailable";
+	default:
+		return "Internal Server Error";
+	}
+}
+
+static void respond_raw(struct ctl_conn *c, int status, const char *ctype, const char *body,
+			size_t len)
+{
+	int keep = !c->closing && llhttp_should_keep_alive(&c->parser);
+
+	if (!keep)
+		c->closing = 1;
+	sl_buf_printf(&c->out,
+		      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s\r\n",
+		      status, status_text(status), ctype, len, keep ? "" : "Connection: close\r\n");
+	sl_buf_append(&c->out, body, len);
+}
+
+/* Sends @j (reference stolen) as the JSON body. */
+static void respond_json(struct ctl_conn *c, int status, json_t *j)
+{
+	char *s = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+
+	json_decref(j);
+	if (!s) {
+		static const char oom[] = "{\"error\":\"out of memory\"}\n";
+
+		respond_raw(c, 500, "application/json", oom, sizeof(oom) - 1);
+		return;
+	}
+	{
+		struct sl_buf b = { 0 };
+
+		sl_buf_printf(&b, "%s\n", s);
+		respond_raw(c, status, "application/json", sl_buf_head(&b), sl_buf_size(&b));
+		sl_buf_free(&b);
+	}
+	free(s);
+}
+
+static void respond_error(struct ctl_conn *c, int status, const char *msg)
+{
+	respond_json(c, status, json_pack("{s:s}", "error", msg));
+}
+
+static int hexval(int ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	if (ch >= 'A' && ch <= 'F')
+		return ch - 'A' + 10;
+	return -1;
+}
+
+/* Percent-decodes @s in place; returns -1 on a malformed escape or an embedded NUL. */
+static int pct_decode(char *s)
+{
+	char *d = s;
+
+	for (; *s; s++) {
+		if (*s == '%') {
+			int hi = hexval(s[1]), lo = hi < 0 ? -1 : hexval(s[2]);
+
+			if (lo < 0 || (hi == 0 && lo == 0))
+				return -1;
+			*d++ = (char)(hi * 16 + lo);
+			s += 2;
+		} else {
+			*d++ = *s == '+' ? ' ' : *s;
+		}
+	}
+	*d = 0;
+	return 0;
+}
+
+/* The value of query parameter @key in @query ("a=1&b=2"), decoded into @out. */
+static int query_param(const char *query, const char *key, char *out, size_t len)
+{
+	size_t kl = strlen(key);
+
+	while (query && *query) {
+		const char *amp = strchr(query, '&');
+		size_t seg = amp ? (size_t)(amp - query) : strlen(query);
+
+		if (seg > kl && !strncmp(query, key, kl) && query[kl] == '=') {
+			size_t vl = seg - kl - 1;
+
+			if (vl >= len)
+				return -1;
+			memcpy(out, query + kl + 1, vl);
+			out[vl] = 0;
+			return pct_decode(out) ? -1 : 1;
+		}
+		if (seg == kl && !strncmp(query, key, kl)) {
+			if (len)
+				out[0] = 0;
+			return 1;
+		}
+		query = amp ? amp + 1 : NULL;
+	}
+	return 0;
+}
+
+static int truthy(const char *v)
+{
+	return !*v || !strcmp(v, "1") || !strcmp(v, "true") || !strcmp(v, "yes");
+}
+
+static void handle_list(struct ctl_conn *c)
+{
+	json_t *arr = json_array();
+
+	for (struct sl_box *b = sl_registry_first(c->ctl->d.reg); b; b = b->next)
+		json_array_append_new(arr, sl_sandbox_json(c->ctl->d.reg, b, 0));
+	respond_json(c, 200, json_pack("{s:o}", "sandboxes", arr));
+}
+
+static void handle_add(struct ctl_conn *c)
+{
+	const char *name = NULL, *cgroup = NULL, *policy_file = NULL, *policy = NULL;
+	size_t policy_len = 0;
+	struct sl_box_spec spec = { 0 };
+	json_error_t jerr;
+	struct sl_box *box;
+	char err[512];
+	json_t *j;
+
+	j = json_loadb(sl_buf_head(&c->body), sl_buf_size(&c->body), 0, &jerr);
+	if (!j) {
+		snprintf(err, sizeof(err), "request body is not valid JSON: %s", jerr.text);
+		respond_error(c, 400, err);
+		return;
+	}
+	if (json_unpack_ex(j, &jerr, JSON_STRICT, "{s:s, s?s, s?s, s?s%}", "name", &name,
+			   "cgroup", &cgroup, "policy_file", &policy_file, "policy", &policy,
+			   &policy_len)) {
+		snprintf(err, sizeof(err), "bad request: %s", jerr.text);
+		respond_error(c, 400, err);
+		goto out;
+	}
+	spec.name = name;
+	spec.cgroup = cgroup;
+	spec.policy_path = policy_file;
+	spec.policy_src = policy;
+	spec.policy_len = policy_len;
+	box = sl_sandbox_add(c->ctl->d.reg, &spec, err, sizeof(err));
+	if (!box) {
+		int status = errno == EINVAL ? 400 : errno == EEXIST ? 409 :
+				       errno == ENOSPC	 ? 503 :
+							   500;
+
+		sl_info("sandbox %s refused: %s", name, err);
+		respond_error(c, status, err);
+		goto out;
+	}
+	respond_json(c, 201, sl_sandbox_json(c->ctl->d.reg, box, 1));
+out:
+	json_decref(j);
+}
+
+static void handle_show(struct ctl_conn *c, const char *name)
+{
+	struct sl_box *b = sl_sandbox_find(c->ctl->d.reg, name);
+	char err[128];
+
+	if (!b) {
+		snprintf(err, sizeof(err), "no sandbox named '%s'", name);
+		respond_error(c, 404, err);
+		return;
+	}
+	respond_json(c, 200, sl_sandbox_json(c->ctl->d.reg, b, 1));
+}
+
+static void handle_rm(struct ctl_conn *c, const char *name)
+{
+	char err[128];
+	int r = sl_sandbox_rm(c->ctl->d.reg, name);
+
+	if (r == -ENOENT) {
+		snprintf(err, sizeof(err), "no sandbox named '%s'", name);
+		respond_error(c, 404, err);
+		return;
+	}
+	if (r) {
+		snprintf(err, sizeof(err), "removing '%s' failed: %s", name, strerror(-r));
+		respond_error(c, 500, err);
+		return;
+	}
+	respond_json(c, 200, json_pack("{s:s}", "removed", name));
+}
+
+static void stream_sink(const char *line, size_t len, void *arg)
+{
+	struct ctl_conn *c = arg;
+
+	if (sl_buf_size(&c->out) + len > CTL_STREAM_MAX_PENDING) {
+		c->dropped++;
+		return;
+	}
+	sl_buf_append(&c->out, line, len);
+	if (c->sub) /* live: push now; during replay the caller flushes once */
+		conn_flush(c);
+}
+
+static void handle_events(struct ctl_conn *c, const char *query)
+{
+	char sandbox[SL_NAME_MAX + 1] = "", follow[8] = "";
+	int has_sb = query_param(query, "sandbox", sandbox, sizeof(sandbox));
+	int has_follow = query_param(query, "follow", follow, sizeof(follow));
+	const char *filter = has_sb > 0 ? sandbox : NULL;
+	char err[160];
+
+	if (has_sb < 0 || has_follow < 0) {
+		respond_error(c, 400, "bad query parameter");
+		return;
+	}
+	if (filter && !sl_sandbox_find(c->ctl->d.reg, filter)) {
+		snprintf(err, sizeof(err), "no sandbox named '%s'", filter);
+		respond_error(c, 404, err);
+		return;
+	}
+	/* A stream: no length, the body ends when the connection does. */
+	c->closing = has_follow > 0 && truthy(follow) ? 0 : 1;
+	sl_buf_printf(&c->out, "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
+			       "Connection: close\r\n\r\n");
+	sl_events_replay(c->ctl->d.events, filter, stream_sink, c);
+	if (!c->closing) {
+		c->sub = sl_events_subscribe(c->ctl->d.events, filter, stream_sink, c);
+		if (c->sub < 0) {
+			c->sub = 0;
+			c->closing = 1;
+		}
+	}
+}
+
+static void metric_sandbox(struct sl_buf *m, const char *metric, const char *name,
+			   const char *labels, unsigned long long v)
+{
+	sl_buf_printf(m, "%s{sandbox=\"%s\"%s%s} %llu\n", metric, name, labels[0] ? "," : "",
+		      labels, v);
+}
+
+static void handle_metrics(struct ctl_conn *c)
+{
+	static const struct {
+		const char *labels;
+		int ctr;
+	} conns[] = {
+		{ "verdict=\"allow\",proto=\"tcp\"", SL_CTR_ALLOW_TCP },
+		{ "verdict=\"allow\",proto=\"udp\"", SL_CTR_ALLOW_UDP },
+		{ "verdict=\"deny\",proto=\"tcp\"", SL_CTR_DENY_TCP },
+		{ "verdict=\"deny\",proto=\"udp\"", SL_CTR_DENY_UDP },
+	}, evs[] = {
+		{ "outcome=\"sent\"", SL_CTR_EV_SENT },
+		{ "outcome=\"rate_limited\"", SL_CTR_EV_LIMITED },
+		{ "outcome=\"lost\"", SL_CTR_EV_LOST },
+	};
+	struct sl_registry *reg = c->ctl->d.reg;
+	struct sl_buf m = { 0 };
+	struct sl_counters cnt, unknown;
+
+	sl_buf_printf(&m, "# HELP sluice_sandboxes Sandboxes managed by this sluiced.\n"
+			  "# TYPE sluice_sandboxes gauge\nsluice_sandboxes %zu\n",
+		      sl_registry_count(reg));
+	sl_buf_printf(&m, "# HELP sluice_connections_total connect() and sendmsg() calls "
+			  "judged in the kernel.\n# TYPE sluice_connections_total counter\n");
+	for (struct sl_box *b = sl_registry_first(reg); b; b = b->next) {
+		if (sl_bpf_read_counters(c->ctl->d.bpf, b->id, &cnt))
+			continue;
+		for (size_t i = 0; i < sizeof(conns) / sizeof(conns[0]); i++)
+			metric_sandbox(&m, "sluice_connections_total", b->name, conns[i].labels,
+				       cnt.c[conns[i].ctr]);
+	}
+	sl_buf_printf(&m, "# HELP sluice_sockets_denied_total socket() calls refused in the "
+			  "kernel (raw, SCTP, ICMP, ...).\n"
+			  "# TYPE sluice_sockets_denied_total counter\n");
+	for (struct sl_box *b = sl_registry_first(reg); b; b = b->next)
+		if (!sl_bpf_read_counters(c->ctl->d.bpf, b->id, &cnt))
+			metric_sandbox(&m, "sluice_sockets_denied_total", b->name, "",
+				       cnt.c[SL_CTR_DENY_SOCKET]);
+	sl_buf_printf(&m, "# HELP sluice_deny_events_total Deny events by outcome (the deny "
+			  "itself is always counted above).\n"
+			  "# TYPE sluice_deny_events_total counter\n");
+	for (struct sl_box *b = sl_registry_first(reg); b; b = b->next) {
+		if (sl_bpf_read_counters(c->ctl->d.bpf, b->id, &cnt))
+			continue;
+		for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
+			metric_sandbox(&m, "sluice_deny_events_total", b->name, evs[i].labels,
+				       cnt.c[evs[i].ctr]);
+	}
+	if (!sl_bpf_read_counters(c->ctl->d.bpf, 0, &unknown))
+		sl_buf_printf(&m, "# HELP sluice_unattributed_denied_total Operations denied "
+				  "because their sandbox could not be determined.\n"
+				  "# TYPE sluice_unattributed_denied_total counter\n"
+				  "sluice_unattributed_denied_total %llu\n",
+			      (unsigned long long)(unknown.c[SL_CTR_DENY_TCP] +
+						   unknown.c[SL_CTR_DENY_UDP] +
+						   unknown.c[SL_CTR_DENY_SOCKET]));
+	respond_raw(c, 200, "text/plain; version=0.0.4", sl_buf_head(&m), sl_buf_size(&m));
+	sl_buf_free(&m);
+}
+
+static void dispatch(struct ctl_conn *c)
+{
+	const char *method = llhttp_method_name(c->parser.method);
+	char *path = c->url.data ? c->url.data : "", *query = strchr(path, '?');
+	static const char sb_prefix[] = "/v1/sandboxes/";
+	int get = !strcmp(method, "GET");
+
+	if (query)
+		*query++ = 0;
+	if (!strcmp(path, "/v1/sandboxes")) {
+		if (get)
+			handle_list(c);
+		else if (!strcmp(method, "POST"))
+			handle_add(c);
+		else
+			respond_error(c, 405, "use GET or POST on /v1/sandboxes");
+	} else if (!strncmp(path, sb_prefix, sizeof(sb_prefix) - 1)) {
+		char *name = path + sizeof(sb_prefix) - 1;
+
+		if (pct_decode(name) || !sl_sandbox_name_ok(name)) {
+			respond_error(c, 400, "invalid sandbox name");
+			return;
+		}
+		if (get)
+			handle_show(c, name);
+		else if (!strcmp(method, "DELETE"))
+			handle_rm(c, name);
+		else
+			respond_error(c, 405, "use GET or DELETE on /v1/sandboxes/NAME");
+	} else if (!strcmp(path, "/v1/events")) {
+		if (get)
+			handle_events(c, query);
+		else
+			respond_error(c, 405, "use GET on /v1/events");
+	} else if (!strcmp(path, "/v1/metrics")) {
+		if (get)
+			handle_metrics(c);
+		else
+			respond_error(c, 405, "use GET on /v1/metrics");
+	} else if (!strcmp(path, "/v1/health")) {
+		respond_json(c, 200, json_pack("{s:b, s:I}", "ok", 1, "sandboxes",
+					       (json_int_t)sl_registry_count(c->ctl->d.reg)));
+	} else {
+		respond_error(c, 404, "no such endpoint");
+	}
+}
+
+static int on_message_begin(llhttp_t *p)
+{
+	struct ctl_conn *c = p->data;
+
+	sl_buf_reset(&c->url);
+	sl_buf_reset(&c->body);
+	c->header_bytes = 0;
+	return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len)
+{
+	struct ctl_conn *c = p->data;
+
+	if (sl_buf_size(&c->url) + len > CTL_MAX_URL) {
+		c->too_big = 414;
+		return -1;
+	}
+	return sl_buf_append(&c->url, at, len) ? -1 : 0;
+}
+
+static int on_header_data(llhttp_t *p, const char *at, size_t len)
+{
+	struct ctl_conn *c = p->data;
+
+	(void)at;
+	c->header_bytes += len;
+	if (c->header_bytes > CTL_MAX_HEADERS) {
+		c->too_big = 431;
+		return -1;
+	}
+	return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+	struct ctl_conn *c = p->data;
+
+	if (sl_buf_size(&c->body) + len > CTL_MAX_BODY) {
+		c->too_big = 413;
+		return -1;
+	}
+	return sl_buf_append(&c->body, at, len) ? -1 : 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+	struct ctl_conn *c = p->data;
+
+	dispatch(c);
+	/* A stream or a closing connection takes no further requests. */
+	return c->closing || c->sub ? HPE_PAUSED : 0;
+}
+
+static void conn_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
+{
+	struct ctl_conn *c = arg;
+	char buf[16384];
+
+	(void)loop;
+	if (events & SL_WRITE) {
+		if (conn_flush(c))
+			return;
+	}
+	if (!(events & (SL_READ | SL_HUP)))
+		return;
+	for (;;) {
+		ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+		llhttp_errno_t e;
+
+		if (n == 0 || (n == -1 && errno != EAGAIN && errno != EINTR)) {
+			conn_close(c);
+			return;
+		}
+		if (n == -1) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (c->closing || c->sub)
+			continue; /* no more requests on this connection: discard */
+		e = llhttp_execute(&c->parser, buf, n);
+		if (e == HPE_PAUSED)
+			continue;
+		if (e != HPE_OK) {
+			c->closing = 1;
+			if (c->too_big)
+				respond_error(c, c->too_big, status_text(c->too_big));
+			else
+				respond_error(c, 400, llhttp_get_error_reason(&c->parser));
+		}
+	}
+	conn_flush(c);
+}
+
+static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
+{
+	struct sl_control *ctl = arg;
+
+	(void)events;
+	for (;;) {
+		int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		struct ctl_conn *c;
+
+		if (cfd == -1) {
+			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+				sl_warn("control accept failed: %s", strerror(errno));
+			return;
+		}
+		if (ctl->nconns >= CTL_MAX_CONNS) {
+			close(cfd);
+			continue;
+		}
+		c = calloc(1, sizeof(*c));
+		if (!c) {
+			close(cfd);
+			continue;
+		}
+		c->ctl = ctl;
+		c->fd = cfd;
+		llhttp_init(&c->parser, HTTP_REQUEST, &settings);
+		c->parser.data = c;
+		if (sl_loop_add_fd(loop, cfd, SL_READ, conn_cb, c)) {
+			close(cfd);
+			free(c);
+			continue;
+		}
+		c->next = ctl->conns;
+		ctl->conns = c;
+		ctl->nconns++;
+	}
+}
+
+struct sl_control *sl_control_open(const char *path, const struct sl_control_deps *deps,
+				   char *err, size_t errlen)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct sl_control *ctl;
+	char dir[sizeof(sa.sun_path)], *slash;
+	int fd;
+
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		snprintf(err, errlen, "socket path %s is too long", path);
+		return NULL;
+	}
+	llhttp_settings_init(&settings);
+	settings.on_message_begin = on_message_begin;
+	settings.on_url = on_url;
+	settings.on_header_field = on_header_data;
+	settings.on_header_value = on_header_data;
+	settings.on_body = on_body;
+	settings.on_message_complete = on_message_complete;
+
+	strcpy(sa.sun_path, path);
+	snprintf(dir, sizeof(dir), "%s", path);
+	slash = strrchr(dir, '/');
+	if (slash && slash != dir) {
+		*slash = 0;
+		if (mkdir(dir, 0755) == -1 && errno != EEXIST) {
+			snprintf(err, errlen, "creating %s failed: %s", dir, strerror(errno));
+			return NULL;
+		}
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		return NULL;
+	}
+	/* A live daemon answers a connect; a stale file from a killed one does not. */
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 || errno == EAGAIN) {
+		snprintf(err, errlen, "another sluiced is serving %s", path);
+		close(fd);
+		return NULL;
+	}
+	close(fd);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		return NULL;
+	}
+	unlink(path);
+	{
+		mode_t old = umask(0177); /* the socket is born 0600: no window for others */
+		int r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+
+		umask(old);
+		if (r == -1 || listen(fd, 64) == -1) {
+			snprintf(err, errlen, "listening on %s failed: %s", path, strerror(errno));
+			close(fd);
+			return NULL;
+		}
+	}
+	ctl = calloc(1, sizeof(*ctl));
+	if (!ctl) {
+		close(fd);
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	ctl->d = *deps;
+	ctl->fd = fd;
+	snprintf(ctl->path, sizeof(ctl->path), "%s", path);
+	if (sl_loop_add_fd(deps->loop, fd, SL_READ, accept_cb, ctl)) {
+		snprintf(err, errlen, "watching %s failed", path);
+		close(fd);
+		unlink(path);
+		free(ctl);
+		return NULL;
+	}
+	return ctl;
+}
+
+void sl_control_close(struct sl_control *ctl)
+{
+	if (!ctl)
+		return;
+	while (ctl->conns)
+		conn_close(ctl->conns);
+	sl_loop_del_fd(ctl->d.loop, ctl->fd);
+	close(ctl->fd);
+	unlink(ctl->path);
+	free(ctl);
+}

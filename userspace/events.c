@@ -1,0 +1,268 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Events are the audit trail of sluice: every kernel deny that passed the rate limit, and
+ * everything the daemon decides. They are JSON lines, kept in a bounded ring for
+ * `sluice events` and pushed to followers. Publishing never blocks the loop: a follower that
+ * cannot keep up loses lines (its sink decides), the daemon does not wait for it.
+ */
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "events.h"
+#include "loop.h"
+
+struct kept {
+	char *line;
+	size_t len;
+	char *sandbox;
+};
+
+struct sub {
+	int handle;
+	char *sandbox;
+	sl_event_sink *sink;
+	void *arg;
+	struct sub *next;
+};
+
+struct sl_events {
+	struct kept *ring;
+	size_t keep, head, count;
+	struct sub *subs;
+	int next_handle;
+};
+
+struct sl_events *sl_events_new(size_t keep)
+{
+	struct sl_events *ev = calloc(1, sizeof(*ev));
+
+	if (!ev)
+		return NULL;
+	ev->ring = calloc(keep ? keep : 1, sizeof(*ev->ring));
+	if (!ev->ring) {
+		free(ev);
+		return NULL;
+	}
+	ev->keep = keep ? keep : 1;
+	ev->next_handle = 1;
+	return ev;
+}
+
+void sl_events_free(struct sl_events *ev)
+{
+	if (!ev)
+		return;
+	for (size_t i = 0; i < ev->keep; i++) {
+		free(ev->ring[i].line);
+		free(ev->ring[i].sandbox);
+	}
+	while (ev->subs) {
+		struct sub *s = ev->subs;
+
+		ev->subs = s->next;
+		free(s->sandbox);
+		free(s);
+	}
+	free(ev->ring);
+	free(ev);
+}
+
+int sl_events_subscribe(struct sl_events *ev, const char *sandbox, sl_event_sink *sink, void *arg)
+{
+	struct sub *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return -1;
+	if (sandbox && !(s->sandbox = strdup(sandbox))) {
+		free(s);
+		return -1;
+	}
+	s->handle = ev->next_handle++;
+	s->sink = sink;
+	s->arg = arg;
+	s->next = ev->subs;
+	ev->subs = s;
+	return s->handle;
+}
+
+void sl_events_unsubscribe(struct sl_events *ev, int handle)
+{
+	for (struct sub **pp = &ev->subs; *pp; pp = &(*pp)->next) {
+		if ((*pp)->handle == handle) {
+			struct sub *s = *pp;
+
+			*pp = s->next;
+			free(s->sandbox);
+			free(s);
+			return;
+		}
+	}
+}
+
+static int matches(const char *want, const char *have)
+{
+	return !want || (have && !strcmp(want, have));
+}
+
+void sl_events_replay(struct sl_events *ev, const char *sandbox, sl_event_sink *sink, void *arg)
+{
+	size_t start = (ev->head + ev->keep - ev->count) % ev->keep;
+
+	for (size_t i = 0; i < ev->count; i++) {
+		struct kept *k = &ev->ring[(start + i) % ev->keep];
+
+		if (matches(sandbox, k->sandbox))
+			sink(k->line, k->len, arg);
+	}
+}
+
+void sl_format_mono_time(__u64 ts_ns, char *buf, size_t len)
+{
+	struct timespec rt, mono;
+	long long now_rt_ms, ms;
+	time_t secs;
+	struct tm tm;
+
+	clock_gettime(CLOCK_REALTIME, &rt);
+	clock_gettime(CLOCK_MONOTONIC, &mono);
+	now_rt_ms = (long long)rt.tv_sec * 1000 + rt.tv_nsec / 1000000;
+	ms = now_rt_ms - ((long long)mono.tv_sec * 1000 + mono.tv_nsec / 1000000 -
+			  (long long)(ts_ns / 1000000));
+	secs = ms / 1000;
+	gmtime_r(&secs, &tm);
+	snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03lldZ", tm.tm_year + 1900,
+		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms % 1000);
+}
+
+void sl_events_publish(struct sl_events *ev, const char *sandbox, json_t *obj)
+{
+	struct kept *k;
+	char *line;
+	size_t len;
+
+	if (!obj)
+		return;
+	if (!json_object_get(obj, "ts")) {
+		char ts[40];
+
+		sl_format_mono_time(sl_now_ns(), ts, sizeof(ts));
+		json_object_set_new(obj, "ts", json_string(ts));
+	}
+	line = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(obj);
+	if (!line)
+		return;
+	len = strlen(line);
+	{
+		char *l2 = realloc(line, len + 2);
+
+		if (!l2) {
+			free(line);
+			return;
+		}
+		line = l2;
+	}
+	line[len++] = '\n';
+	line[len] = 0;
+
+	k = &ev->ring[ev->head];
+	free(k->line);
+	free(k->sandbox);
+	k->line = line;
+	k->len = len;
+	k->sandbox = sandbox ? strdup(sandbox) : NULL;
+	ev->head = (ev->head + 1) % ev->keep;
+	if (ev->count < ev->keep)
+		ev->count++;
+
+	for (struct sub *s = ev->subs, *next; s; s = next) {
+		next = s->next; /* a sink may unsubscribe itself */
+		if (matches(s->sandbox, sandbox))
+			s->sink(line, len, s->arg);
+	}
+}
+
+static const char *proto_name(unsigned p)
+{
+	switch (p) {
+	case 6:
+		return "tcp";
+	case 17:
+		return "udp";
+	case 1:
+		return "icmp";
+	case 58:
+		return "icmpv6";
+	case 132:
+		return "sctp";
+	case 136:
+		return "udplite";
+	case 255:
+		return "raw";
+	case 262:
+		return "mptcp";
+	default:
+		return NULL;
+	}
+}
+
+static const char *socktype_name(unsigned t)
+{
+	switch (t) {
+	case 1:
+		return "stream";
+	case 2:
+		return "dgram";
+	case 3:
+		return "raw";
+	case 5:
+		return "seqpacket";
+	default:
+		return "other";
+	}
+}
+
+json_t *sl_event_json(const struct sl_event *kev, const char *sandbox)
+{
+	char ts[40], comm[17], addr[INET6_ADDRSTRLEN], dst[INET6_ADDRSTRLEN + 10];
+	const char *proto = proto_name(kev->proto);
+	json_t *j;
+
+	sl_format_mono_time(kev->ts_ns, ts, sizeof(ts));
+	memcpy(comm, kev->comm, 16);
+	comm[16] = 0;
+	j = json_pack("{s:s, s:s, s:o, s:s}", "ts", ts, "type", "deny", "sandbox",
+		      sandbox ? json_string(sandbox) : json_null(), "op",
+		      kev->kind == SL_EV_CONNECT ? "connect" :
+		      kev->kind == SL_EV_SENDMSG ? "sendmsg" :
+						   "socket");
+	if (!j)
+		return NULL;
+	if (kev->kind == SL_EV_SOCKET) {
+		json_object_set_new(j, "family",
+				    json_string(kev->family == AF_INET ? "inet" :
+						kev->family == AF_INET6 ? "inet6" :
+									  "other"));
+		json_object_set_new(j, "socktype", json_string(socktype_name(kev->socktype)));
+		json_object_set_new(j, "protocol", json_integer(kev->proto));
+	} else {
+		inet_ntop(kev->family == AF_INET ? AF_INET : AF_INET6, kev->addr, addr,
+			  sizeof(addr));
+		if (kev->family == AF_INET)
+			snprintf(dst, sizeof(dst), "%s:%u", addr, kev->port);
+		else
+			snprintf(dst, sizeof(dst), "[%s]:%u", addr, kev->port);
+		json_object_set_new(j, "proto", proto ? json_string(proto) :
+							json_integer(kev->proto));
+		json_object_set_new(j, "dst", json_string(dst));
+	}
+	json_object_set_new(j, "pid", json_integer(kev->pid));
+	json_object_set_new(j, "comm", json_string(comm));
+	if (!sandbox)
+		json_object_set_new(j, "cgroup_id", json_integer((json_int_t)kev->cgroup_id));
+	return j;
+}

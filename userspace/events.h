@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: MIT */
+/* The event stream: JSON lines from the kernel and the daemon, kept and fanned out. */
+#ifndef SL_EVENTS_H
+#define SL_EVENTS_H
+
+#include <stddef.h>
+
+#include <jansson.h>
+
+#include <linux/types.h>
+#include "sluice.h"
+
+struct sl_events;
+
+/* A subscriber. @line is one JSON object with its trailing newline; @sandbox may be NULL. */
+typedef void sl_event_sink(const char *line, size_t len, void *arg);
+
+/* Keeps the last @keep lines for replay. */
+struct sl_events *sl_events_new(size_t keep);
+void sl_events_free(struct sl_events *ev);
+
+/* Subscribes @sink to lines of sandbox @sandbox (NULL: all). Returns a handle > 0, or -1. */
+int sl_events_subscribe(struct sl_events *ev, const char *sandbox, sl_event_sink *sink, void *arg);
+void sl_events_unsubscribe(struct sl_events *ev, int handle);
+/* Calls @sink for every kept line of @sandbox (NULL: all), oldest first. */
+void sl_events_replay(struct sl_events *ev, const char *sandbox, sl_event_sink *sink, void *arg);
+
+/* Publishes @obj (reference stolen) as an event of @sandbox (NULL: none). A "ts" field is
+ * added if absent. Never blocks: subscribers buffer or drop. */
+void sl_events_publish(struct sl_events *ev, const char *sandbox, json_t *obj);
+
+/* The JSON form of a kernel deny record (new reference). @sandbox NULL when unknown. */
+json_t *sl_event_json(const struct sl_event *kev, const char *sandbox);
+
+/* Formats @ts_ns (CLOCK_MONOTONIC) as an RFC 3339 UTC time with milliseconds. */
+void sl_format_mono_time(__u64 ts_ns, char *buf, size_t len);
+
+#endif

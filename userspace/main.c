@@ -1,0 +1,396 @@
+// SPDX-License-Identifier: MIT
+/*
+ * sluiced: the daemon of sluice. It loads the kernel programs (or adopts the ones a previous
+ * sluiced pinned), takes over the sandboxes of its state directory, and serves the control
+ * API until SIGTERM. Enforcement lives in the kernel: killing sluiced, even with SIGKILL,
+ * leaves every sandbox exactly as enforced as it was; only `sluice sandbox rm` or
+ * `sluiced --purge` take it away.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bpf_loader.h"
+#include "control.h"
+#include "events.h"
+#include "log.h"
+#include "loop.h"
+#include "sandbox.h"
+
+#define SLUICE_VERSION "0.1.0"
+
+struct opts {
+	const char *socket;
+	const char *state_dir;
+	const char *bpffs_dir;
+	const char *log;
+	int foreground;
+	int purge;
+	int verbose;
+	unsigned event_limit;
+};
+
+struct daemon {
+	struct opts o;
+	struct sl_loop *loop;
+	struct sl_bpf *bpf;
+	struct sl_registry *reg;
+	struct sl_events *events;
+	struct sl_control *ctl;
+	int sigfd;
+	int lockfd;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: sluiced [OPTIONS]\n"
+		"\n"
+		"The sluice daemon: enforces each sandbox's egress policy in the kernel and serves\n"
+		"the control API used by the `sluice` command.\n"
+		"\n"
+		"Options:\n"
+		"  --socket PATH       control socket (default /run/sluice/sluiced.sock)\n"
+		"  --state-dir DIR     sandboxes and their policies (default /var/lib/sluice)\n"
+		"  --bpffs-dir DIR     where programs, maps and links are pinned\n"
+		"                      (default /sys/fs/bpf/sluice)\n"
+		"  --log FILE|-        log file (default: stderr in the foreground,\n"
+		"                      STATE_DIR/sluiced.log otherwise)\n"
+		"  --foreground        do not detach\n"
+		"  --event-limit N     deny events per sandbox per CPU per second (default 100)\n"
+		"  --purge             on shutdown, remove every sandbox and all pinned state\n"
+		"                      (default: enforcement stays in the kernel)\n"
+		"  -v, --verbose       debug logging\n"
+		"  -h, --help          this text\n"
+		"  --version           print the version\n"
+		"\n"
+		"Two daemons with different --socket, --state-dir and --bpffs-dir run side by side.\n");
+}
+
+static int parse_opts(int argc, char **argv, struct opts *o)
+{
+	enum { O_SOCKET = 256, O_STATE, O_BPFFS, O_LOG, O_FG, O_PURGE, O_EVLIMIT, O_VERSION };
+	static const struct option longopts[] = {
+		{ "socket", required_argument, NULL, O_SOCKET },
+		{ "state-dir", required_argument, NULL, O_STATE },
+		{ "bpffs-dir", required_argument, NULL, O_BPFFS },
+		{ "log", required_argument, NULL, O_LOG },
+		{ "foreground", no_argument, NULL, O_FG },
+		{ "purge", no_argument, NULL, O_PURGE },
+		{ "event-limit", required_argument, NULL, O_EVLIMIT },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, O_VERSION },
+		{ 0 },
+	};
+	int c;
+
+	o->socket = "/run/sluice/sluiced.sock";
+	o->state_dir = "/var/lib/sluice";
+	o->bpffs_dir = "/sys/fs/bpf/sluice";
+	o->event_limit = 100;
+	while ((c = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
+		switch (c) {
+		case O_SOCKET:
+			o->socket = optarg;
+			break;
+		case O_STATE:
+			o->state_dir = optarg;
+			break;
+		case O_BPFFS:
+			o->bpffs_dir = optarg;
+			break;
+		case O_LOG:
+			o->log = optarg;
+			break;
+		case O_FG:
+			o->foreground = 1;
+			break;
+		case O_PURGE:
+			o->purge = 1;
+			break;
+		case O_EVLIMIT: {
+			char *end;
+			unsigned long v = strtoul(optarg, &end, 10);
+
+			if (*end || !*optarg || v > 1000000) {
+				fprintf(stderr, "sluiced: --event-limit wants 0..1000000\n");
+				return 2;
+			}
+			o->event_limit = (unsigned)v;
+			break;
+		}
+		case 'v':
+			o->verbose = 1;
+			break;
+		case 'h':
+			usage(stdout);
+			exit(0);
+		case O_VERSION:
+			printf("sluiced %s\n", SLUICE_VERSION);
+			exit(0);
+		default:
+			fprintf(stderr, "Try 'sluiced --help'.\n");
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "sluiced: unexpected argument '%s'\nTry 'sluiced --help'.\n",
+			argv[optind]);
+		return 2;
+	}
+	if (o->bpffs_dir[0] != '/' || o->state_dir[0] != '/' || o->socket[0] != '/') {
+		fprintf(stderr, "sluiced: --socket, --state-dir and --bpffs-dir must be absolute\n");
+		return 2;
+	}
+	return 0;
+}
+
+static void on_kernel_event(const struct sl_event *kev, void *arg)
+{
+	struct daemon *d = arg;
+	struct sl_box *box = kev->sandbox_id ? sl_sandbox_by_id(d->reg, kev->sandbox_id) : NULL;
+	const char *name = box ? box->name : NULL;
+
+	sl_events_publish(d->events, name, sl_event_json(kev, name));
+}
+
+static void events_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
+{
+	struct daemon *d = arg;
+
+	(void)loop;
+	(void)fd;
+	(void)events;
+	sl_bpf_events_poll(d->bpf);
+}
+
+static void signal_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
+{
+	struct signalfd_siginfo si;
+
+	(void)arg;
+	(void)events;
+	while (read(fd, &si, sizeof(si)) == sizeof(si)) {
+		if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+			sl_info("signal %d: shutting down", si.ssi_signo);
+			sl_loop_stop(loop);
+		}
+	}
+}
+
+/* One daemon per state directory. */
+static int take_lock(struct daemon *d, char *err, size_t errlen)
+{
+	char path[PATH_MAX + 16];
+
+	snprintf(path, sizeof(path), "%s/sluiced.lock", d->o.state_dir);
+	d->lockfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (d->lockfd == -1) {
+		snprintf(err, errlen, "opening %s failed: %s", path, strerror(errno));
+		return -1;
+	}
+	if (flock(d->lockfd, LOCK_EX | LOCK_NB) == -1) {
+		snprintf(err, errlen, "another sluiced uses state directory %s", d->o.state_dir);
+		return -1;
+	}
+	return 0;
+}
+
+static int start(struct daemon *d, char *err, size_t errlen)
+{
+	struct sl_bpf_opts bo = { .pin_dir = d->o.bpffs_dir, .event_limit = d->o.event_limit };
+	struct sl_control_deps deps;
+	sigset_t mask;
+	int fd, n;
+
+	if (mkdir(d->o.state_dir, 0700) == -1 && errno != EEXIST) {
+		snprintf(err, errlen, "creating %s failed: %s", d->o.state_dir, strerror(errno));
+		return -1;
+	}
+	if (take_lock(d, err, errlen))
+		return -1;
+	d->loop = sl_loop_new();
+	d->events = sl_events_new(4096);
+	if (!d->loop || !d->events) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	d->bpf = sl_bpf_open(&bo, err, errlen);
+	if (!d->bpf)
+		return -1;
+	d->reg = sl_registry_new(d->bpf, d->o.state_dir);
+	if (!d->reg) {
+		snprintf(err, errlen, "state directory %s: %s", d->o.state_dir, strerror(errno));
+		return -1;
+	}
+	n = sl_registry_adopt(d->reg);
+	if (n)
+		sl_info("adopted %d sandbox%s", n, n == 1 ? "" : "es");
+
+	fd = sl_bpf_events_fd(d->bpf, on_kernel_event, d);
+	if (fd < 0 || sl_loop_add_fd(d->loop, fd, SL_READ, events_cb, d)) {
+		snprintf(err, errlen, "watching the event ring buffer failed");
+		return -1;
+	}
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	d->sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (d->sigfd == -1 || sl_loop_add_fd(d->loop, d->sigfd, SL_READ, signal_cb, d)) {
+		snprintf(err, errlen, "signalfd failed: %s", strerror(errno));
+		return -1;
+	}
+	deps = (struct sl_control_deps){ d->loop, d->reg, d->events, d->bpf };
+	d->ctl = sl_control_open(d->o.socket, &deps, err, errlen);
+	if (!d->ctl)
+		return -1;
+	/* Events that were waiting in the ring buffer while no daemon ran. */
+	sl_bpf_events_poll(d->bpf);
+	return 0;
+}
+
+static void stop(struct daemon *d)
+{
+	sl_control_close(d->ctl);
+	if (d->o.purge && d->reg && d->bpf) {
+		sl_registry_rm_all(d->reg);
+		sl_bpf_purge(d->bpf);
+		sl_info("purged: no sandbox is enforced any more");
+	}
+	sl_registry_free(d->reg);
+	sl_bpf_close(d->bpf);
+	sl_events_free(d->events);
+	sl_loop_free(d->loop);
+	if (d->sigfd > 0)
+		close(d->sigfd);
+	if (d->lockfd > 0)
+		close(d->lockfd);
+}
+
+/* Detaches; the parent exits only when the child is serving (0) or has failed (1), so that
+ * `sluiced && sluice ...` never races the socket. Returns the pipe to report on in the child. */
+static int daemonize(void)
+{
+	int p[2];
+	pid_t pid;
+
+	if (pipe2(p, O_CLOEXEC) == -1)
+		return -1;
+	pid = fork();
+	if (pid == -1)
+		return -1;
+	if (pid > 0) {
+		char msg[600];
+		ssize_t n;
+
+		close(p[1]);
+		n = read(p[0], msg, sizeof(msg) - 1);
+		if (n > 0 && msg[0] == 0)
+			exit(0);
+		if (n > 0) {
+			msg[n] = 0;
+			fprintf(stderr, "sluiced: %s\n", msg);
+		} else {
+			fprintf(stderr, "sluiced: the daemon exited during startup\n");
+		}
+		exit(1);
+	}
+	close(p[0]);
+	setsid();
+	if (fork() > 0)
+		_exit(0);
+	{
+		int null = open("/dev/null", O_RDWR);
+
+		if (null >= 0) {
+			dup2(null, 0);
+			dup2(null, 1);
+			dup2(null, 2);
+			if (null > 2)
+				close(null);
+		}
+	}
+	if (chdir("/"))
+		(void)0;
+	return p[1];
+}
+
+int main(int argc, char **argv)
+{
+	struct daemon d = { .sigfd = -1, .lockfd = -1 };
+	char err[512] = "";
+	int report = -1, r;
+
+	r = parse_opts(argc, argv, &d.o);
+	if (r)
+		return r;
+	if (geteuid() != 0) {
+		fprintf(stderr, "sluiced: must run as root (it loads BPF programs)\n");
+		return 1;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	if (!d.o.foreground) {
+		char logpath[PATH_MAX + 16];
+
+		if (!d.o.log) {
+			mkdir(d.o.state_dir, 0700);
+			snprintf(logpath, sizeof(logpath), "%s/sluiced.log", d.o.state_dir);
+			d.o.log = strdup(logpath);
+		}
+		report = daemonize();
+		if (report < 0) {
+			fprintf(stderr, "sluiced: daemonizing failed: %s\n", strerror(errno));
+			return 1;
+		}
+	}
+	r = sl_log_open(d.o.log);
+	if (r) {
+		snprintf(err, sizeof(err), "log %s: %s", d.o.log, strerror(-r));
+		goto fail;
+	}
+	if (d.o.verbose)
+		sl_log_set_level(SL_LOG_DEBUG);
+	if (start(&d, err, sizeof(err)))
+		goto fail;
+	sl_info("sluiced %s serving %s (state %s, pins %s)", SLUICE_VERSION, d.o.socket,
+		d.o.state_dir, d.o.bpffs_dir);
+	if (report >= 0) {
+		char ok = 0;
+
+		if (write(report, &ok, 1) != 1)
+			(void)0;
+		close(report);
+	} else {
+		/* Foreground: tell whoever waits on stdout that the socket is up. */
+		printf("ready\n");
+		fflush(stdout);
+	}
+	r = sl_loop_run(d.loop);
+	if (r)
+		sl_err("event loop failed: %s", strerror(-r));
+	stop(&d);
+	sl_info("sluiced stopped");
+	return r ? 1 : 0;
+fail:
+	sl_err("%s", err);
+	if (report >= 0) {
+		if (write(report, err, strlen(err)) == -1)
+			(void)0;
+	} else if (d.o.log && strcmp(d.o.log, "-")) {
+		fprintf(stderr, "sluiced: %s\n", err);
+	}
+	stop(&d);
+	return 1;
+}

@@ -1,0 +1,598 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Policies are Lua files returning a table (the shape of DESIGN.md, after Cloudflare's
+ * outbound Workers). This module runs a policy file in a fresh, restricted Lua state and
+ * turns its egress section into parsed entries, then into kernel rules. It is the one place
+ * that knows the entry grammar, so the CLI's errors, the daemon's and the tests' agree.
+ * A policy that loops or allocates without bound is stopped (instruction and memory caps)
+ * instead of hanging or exhausting the daemon.
+ */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+
+#include "policy.h"
+
+#define POLICY_MEM_MAX (64u << 20)
+#define POLICY_INSN_MAX 50000000L
+#define POLICY_INSN_STEP 10000
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+/* "443" or "1000-2000". */
+static int parse_ports(const char *s, struct sl_entry *e)
+{
+	unsigned long lo, hi;
+	char *end;
+
+	if (!isdigit((unsigned char)*s))
+		return -EINVAL;
+	lo = strtoul(s, &end, 10);
+	hi = lo;
+	if (*end == '-') {
+		if (!isdigit((unsigned char)end[1]))
+			return -EINVAL;
+		hi = strtoul(end + 1, &end, 10);
+	} else if (lo == 0) {
+		return -EINVAL; /* port 0 is not a destination */
+	}
+	if (*end || lo > 65535 || hi > 65535 || lo > hi)
+		return -EINVAL;
+	e->has_port = 1;
+	e->port_lo = (uint16_t)lo;
+	e->port_hi = (uint16_t)hi;
+	return 0;
+}
+
+static int parse_plen(const char *s, int max)
+{
+	char *end;
+	long v;
+
+	if (!isdigit((unsigned char)*s))
+		return -1;
+	v = strtol(s, &end, 10);
+	if (*end || v < 0 || v > max)
+		return -1;
+	return (int)v;
+}
+
+/* An IP address with an optional /plen, in @s (modifiable). */
+static int parse_addr(char *s, struct sl_entry *e)
+{
+	char *slash = strchr(s, '/');
+	int plen = -1;
+
+	if (slash)
+		*slash = 0;
+	memset(e->addr, 0, sizeof(e->addr));
+	if (inet_pton(AF_INET, s, e->addr) == 1)
+		e->family = AF_INET;
+	else if (inet_pton(AF_INET6, s, e->addr) == 1)
+		e->family = AF_INET6;
+	else
+		return -EINVAL;
+	if (slash) {
+		plen = parse_plen(slash + 1, e->family == AF_INET ? 32 : 128);
+		if (plen < 0)
+			return -ERANGE;
+	}
+	e->plen = plen >= 0 ? plen : e->family == AF_INET ? 32 : 128;
+	e->kind = SL_ENTRY_ADDR;
+	return 0;
+}
+
+/* RFC 1123 host name labels; '_' tolerated (it occurs in real service names). */
+static int valid_host(const char *h)
+{
+	size_t len = strlen(h), label = 0;
+
+	if (!len || len > 253)
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = h[i];
+
+		if (c == '.') {
+			if (!label || h[i - 1] == '-')
+				return 0;
+			label = 0;
+			continue;
+		}
+		if (!(isalnum(c) || c == '-' || c == '_'))
+			return 0;
+		if (c == '-' && !label)
+			return 0;
+		if (++label > 63)
+			return 0;
+	}
+	return label > 0 && h[len - 1] != '-';
+}
+
+int sl_entry_parse(const char *s, struct sl_entry *e, char *err, size_t errlen)
+{
+	char buf[300], *host, *port = NULL;
+	size_t len;
+
+	memset(e, 0, sizeof(*e));
+	e->protos = SL_PROTO_ANY;
+	len = strlen(s);
+	if (!len || len >= sizeof(buf)) {
+		seterr(err, errlen, "empty or overlong entry");
+		return -EINVAL;
+	}
+	memcpy(buf, s, len + 1);
+	host = buf;
+
+	if (buf[0] == '[') {
+		/* [v6addr]:port, [v6addr/plen]:port or [v6addr]/plen:port */
+		char *close = strchr(buf, ']'), *rest;
+
+		if (!close) {
+			seterr(err, errlen, "'%s': missing ']'", s);
+			return -EINVAL;
+		}
+		*close = 0;
+		host = buf + 1;
+		rest = close + 1;
+		if (*rest == '/') {
+			char *colon = strchr(rest, ':');
+			size_t hl = strlen(host);
+
+			if (colon)
+				*colon = 0;
+			if (hl + strlen(rest) + 1 > sizeof(buf) - (host - buf)) {
+				seterr(err, errlen, "'%s': overlong", s);
+				return -EINVAL;
+			}
+			memmove(host + hl, rest, strlen(rest) + 1);
+			port = colon ? colon + 1 : NULL;
+		} else if (*rest == ':') {
+			port = rest + 1;
+		} else if (*rest) {
+			seterr(err, errlen, "'%s': unexpected text after ']'", s);
+			return -EINVAL;
+		}
+		if (parse_addr(host, e) || e->family != AF_INET6) {
+			seterr(err, errlen, "'%s': not an IPv6 address or prefix", s);
+			return -EINVAL;
+		}
+	} else if (strchr(buf, ':') && strchr(buf, ':') != strrchr(buf, ':')) {
+		/* Bare IPv6 (two or more colons): no port possible without brackets. */
+		int r = parse_addr(buf, e);
+
+		if (r) {
+			seterr(err, errlen,
+			       r == -ERANGE ? "'%s': prefix length out of range" :
+					      "'%s': not an IPv6 address (use [addr]:port for a port)",
+			       s);
+			return -EINVAL;
+		}
+	} else {
+		char *colon = strrchr(buf, ':');
+
+		if (colon) {
+			*colon = 0;
+			port = colon + 1;
+		}
+		if (strchr(host, '/') || (isdigit((unsigned char)host[0]) &&
+					   inet_pton(AF_INET, host, e->addr) == 1)) {
+			int r = parse_addr(host, e);
+
+			if (r || e->family != AF_INET) {
+				seterr(err, errlen,
+				       r == -ERANGE ? "'%s': prefix length out of range" :
+						      "'%s': not an IPv4 address or prefix",
+				       s);
+				return -EINVAL;
+			}
+		} else {
+			size_t hl;
+
+			for (char *p = host; *p; p++)
+				*p = (char)tolower((unsigned char)*p);
+			hl = strlen(host);
+			if (hl && host[hl - 1] == '.')
+				host[--hl] = 0;
+			e->kind = SL_ENTRY_HOST;
+			if (!strncmp(host, "*.", 2)) {
+				e->kind = SL_ENTRY_WILDCARD;
+				host += 2;
+			}
+			if (!valid_host(host)) {
+				seterr(err, errlen, "'%s': not an address, prefix or host name", s);
+				return -EINVAL;
+			}
+			snprintf(e->host, sizeof(e->host), "%s", host);
+		}
+	}
+	if (port && parse_ports(port, e)) {
+		seterr(err, errlen, "'%s': bad port '%s' (1-65535, or a range lo-hi)", s, port);
+		return -EINVAL;
+	}
+	if (e->kind == SL_ENTRY_ADDR) {
+		uint8_t masked[16];
+
+		memcpy(masked, e->addr, 16);
+		sl_prefix_mask(masked, e->family == AF_INET ? 4 : 16, e->plen);
+		if (memcmp(masked, e->addr, 16)) {
+			char want[64];
+
+			sl_prefix_str(e->family, masked, e->plen, want, sizeof(want));
+			seterr(err, errlen, "'%s': host bits set in prefix (did you mean %s?)", s,
+			       want);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+void sl_entry_str(const struct sl_entry *e, char *buf, size_t len)
+{
+	char a[80], p[16] = "";
+
+	if (e->kind == SL_ENTRY_ADDR)
+		sl_prefix_str(e->family, e->addr, e->plen, a, sizeof(a));
+	else
+		snprintf(a, sizeof(a), "%s%s", e->kind == SL_ENTRY_WILDCARD ? "*." : "", e->host);
+	if (e->has_port && e->port_lo == e->port_hi)
+		snprintf(p, sizeof(p), ":%u", e->port_lo);
+	else if (e->has_port)
+		snprintf(p, sizeof(p), ":%u-%u", e->port_lo, e->port_hi);
+	if (e->has_port && e->kind == SL_ENTRY_ADDR && e->family == AF_INET6)
+		snprintf(buf, len, "[%s]%s", a, p);
+	else
+		snprintf(buf, len, "%s%s", a, p);
+}
+
+/* Lua state limits. */
+struct policy_limits {
+	size_t mem;
+	long insns;
+};
+
+static void *limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+	struct policy_limits *lim = ud;
+
+	if (!ptr)
+		osize = 0;
+	if (nsize == 0) {
+		lim->mem -= osize;
+		free(ptr);
+		return NULL;
+	}
+	if (nsize > osize && lim->mem + (nsize - osize) > POLICY_MEM_MAX)
+		return NULL;
+	ptr = realloc(ptr, nsize);
+	if (ptr)
+		lim->mem += nsize - osize;
+	return ptr;
+}
+
+static void count_hook(lua_State *L, lua_Debug *ar)
+{
+	struct policy_limits *lim;
+
+	(void)ar;
+	lua_getallocf(L, (void **)&lim);
+	lim->insns += POLICY_INSN_STEP;
+	if (lim->insns > POLICY_INSN_MAX)
+		luaL_error(L, "policy runs too long (instruction limit reached)");
+}
+
+static int traceback(lua_State *L)
+{
+	const char *msg = lua_tostring(L, 1);
+
+	luaL_traceback(L, L, msg ? msg : "(error object is not a string)", 1);
+	return 1;
+}
+
+/* Libraries a policy may use: no io, os, package, debug; no loading of files or bytecode. */
+static void open_safe_libs(lua_State *L)
+{
+	static const luaL_Reg libs[] = {
+		{ LUA_GNAME, luaopen_base },	   { LUA_TABLIBNAME, luaopen_table },
+		{ LUA_STRLIBNAME, luaopen_string }, { LUA_MATHLIBNAME, luaopen_math },
+		{ LUA_UTF8LIBNAME, luaopen_utf8 },  { LUA_COLIBNAME, luaopen_coroutine },
+	};
+
+	for (size_t i = 0; i < sizeof(libs) / sizeof(libs[0]); i++) {
+		luaL_requiref(L, libs[i].name, libs[i].func, 1);
+		lua_pop(L, 1);
+	}
+	lua_pushnil(L);
+	lua_setglobal(L, "dofile");
+	lua_pushnil(L);
+	lua_setglobal(L, "loadfile");
+}
+
+static int check_keys(lua_State *L, int idx, const char *where, const char *const *known,
+		      char *err, size_t errlen)
+{
+	idx = lua_absindex(L, idx);
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		const char *k;
+		int ok = 0;
+
+		lua_pop(L, 1);
+		if (lua_type(L, -1) != LUA_TSTRING) {
+			seterr(err, errlen, "%s: keys must be names", where);
+			lua_pop(L, 1);
+			return -EINVAL;
+		}
+		k = lua_tostring(L, -1);
+		for (const char *const *p = known; *p; p++)
+			ok |= !strcmp(k, *p);
+		if (!ok) {
+			seterr(err, errlen, "%s: unknown key '%s'", where, k);
+			lua_pop(L, 1);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+/* Reads the sequence at the top of the stack into @list. */
+static int read_entries(lua_State *L, const char *where, struct sl_entry_list *list, char *err,
+			size_t errlen)
+{
+	static const char *const entry_keys[] = { "proto", NULL };
+	char what[64];
+	lua_Integer n;
+
+	if (lua_isnil(L, -1))
+		return 0;
+	if (!lua_istable(L, -1)) {
+		seterr(err, errlen, "%s must be a list of entries", where);
+		return -EINVAL;
+	}
+	n = luaL_len(L, -1);
+	lua_pushnil(L);
+	while (lua_next(L, -2)) {
+		int bad = !lua_isinteger(L, -2) || lua_tointeger(L, -2) < 1 ||
+			  lua_tointeger(L, -2) > n;
+
+		lua_pop(L, 1);
+		if (bad) {
+			lua_pop(L, 1);
+			seterr(err, errlen, "%s must be a list (found a non-index key)", where);
+			return -EINVAL;
+		}
+	}
+	if (n > 100000) {
+		seterr(err, errlen, "%s: too many entries", where);
+		return -EINVAL;
+	}
+	list->v = calloc(n ? n : 1, sizeof(*list->v));
+	if (!list->v) {
+		seterr(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	for (lua_Integer i = 1; i <= n; i++) {
+		struct sl_entry *e = &list->v[list->n];
+		const char *s = NULL, *proto = NULL;
+		char why[256];
+
+		snprintf(what, sizeof(what), "%s[%lld]", where, (long long)i);
+		lua_geti(L, -1, i);
+		if (lua_type(L, -1) == LUA_TSTRING) {
+			s = lua_tostring(L, -1);
+		} else if (lua_istable(L, -1)) {
+			/* { "10.0.0.53:53", proto = "udp" } */
+			lua_geti(L, -1, 1);
+			s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+			lua_pop(L, 1);
+			lua_getfield(L, -1, "proto");
+			if (!lua_isnil(L, -1))
+				proto = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
+			lua_pop(L, 1);
+			if (luaL_len(L, -1) != 1) {
+				seterr(err, errlen, "%s: a table entry holds exactly one string",
+				       what);
+				lua_pop(L, 1);
+				return -EINVAL;
+			}
+			lua_pushnil(L);
+			lua_rawseti(L, -2, 1); /* hide [1] from the key check */
+			if (check_keys(L, -1, what, entry_keys, err, errlen)) {
+				lua_pop(L, 1);
+				return -EINVAL;
+			}
+		}
+		if (!s) {
+			seterr(err, errlen, "%s: an entry is a string like \"10.0.0.0/8:443\"",
+			       what);
+			lua_pop(L, 1);
+			return -EINVAL;
+		}
+		if (sl_entry_parse(s, e, why, sizeof(why))) {
+			seterr(err, errlen, "%s: %s", what, why);
+			lua_pop(L, 1);
+			return -EINVAL;
+		}
+		if (proto) {
+			if (!strcmp(proto, "tcp"))
+				e->protos = SL_PROTO_TCP;
+			else if (!strcmp(proto, "udp"))
+				e->protos = SL_PROTO_UDP;
+			else {
+				seterr(err, errlen, "%s: proto must be \"tcp\" or \"udp\"", what);
+				lua_pop(L, 1);
+				return -EINVAL;
+			}
+		}
+		lua_pop(L, 1);
+		list->n++;
+	}
+	return 0;
+}
+
+void sl_policy_free(struct sl_policy *p)
+{
+	if (!p)
+		return;
+	free(p->allow.v);
+	free(p->intercept.v);
+	free(p->private_ranges.v);
+	free(p);
+}
+
+/* The value at the top of the stack is the policy table. */
+static int read_policy(lua_State *L, struct sl_policy *p, char *err, size_t errlen)
+{
+	static const char *const top_keys[] = { "egress", "outbound", "outboundByHost",
+						"outboundHandlers", NULL };
+	static const char *const egress_keys[] = { "allow", "intercept", "private", NULL };
+	int err_;
+
+	if (!lua_istable(L, -1)) {
+		seterr(err, errlen, "a policy must return a table (got %s)",
+		       luaL_typename(L, -1));
+		return -EINVAL;
+	}
+	if (check_keys(L, -1, "policy", top_keys, err, errlen))
+		return -EINVAL;
+	lua_getfield(L, -1, "egress");
+	if (lua_isnil(L, -1)) {
+		lua_pop(L, 1);
+		return 0; /* nothing named: everything denied */
+	}
+	if (!lua_istable(L, -1)) {
+		seterr(err, errlen, "egress must be a table");
+		return -EINVAL;
+	}
+	if (check_keys(L, -1, "egress", egress_keys, err, errlen))
+		return -EINVAL;
+	lua_getfield(L, -1, "allow");
+	err_ = read_entries(L, "egress.allow", &p->allow, err, errlen);
+	lua_pop(L, 1);
+	if (err_)
+		return err_;
+	lua_getfield(L, -1, "intercept");
+	err_ = read_entries(L, "egress.intercept", &p->intercept, err, errlen);
+	lua_pop(L, 1);
+	if (err_)
+		return err_;
+	lua_getfield(L, -1, "private");
+	err_ = read_entries(L, "egress.private", &p->private_ranges, err, errlen);
+	lua_pop(L, 1);
+	if (err_)
+		return err_;
+	for (size_t i = 0; i < p->private_ranges.n; i++) {
+		if (p->private_ranges.v[i].kind != SL_ENTRY_ADDR ||
+		    p->private_ranges.v[i].has_port) {
+			seterr(err, errlen, "egress.private[%zu]: must be an address or prefix "
+					    "without port", i + 1);
+			return -EINVAL;
+		}
+	}
+	lua_pop(L, 1);
+	return 0;
+}
+
+struct sl_policy *sl_policy_load(const char *chunkname, const char *src, size_t len, char *err,
+				 size_t errlen)
+{
+	struct policy_limits lim = { 0 };
+	struct sl_policy *p = NULL;
+	char name[256];
+	lua_State *L;
+	int r;
+
+	L = lua_newstate(limited_alloc, &lim);
+	if (!L) {
+		seterr(err, errlen, "out of memory");
+		return NULL;
+	}
+	open_safe_libs(L);
+	lua_sethook(L, count_hook, LUA_MASKCOUNT, POLICY_INSN_STEP);
+	lua_pushcfunction(L, traceback);
+	snprintf(name, sizeof(name), "@%s", chunkname);
+	r = luaL_loadbufferx(L, src, len, name, "t");
+	if (r == LUA_OK)
+		r = lua_pcall(L, 0, 1, 1);
+	if (r != LUA_OK) {
+		const char *msg = lua_tostring(L, -1);
+		const char *nl = msg ? strchr(msg, '\n') : NULL;
+
+		/* The first line says what and where; the traceback goes to the log only. */
+		seterr(err, errlen, "%.*s", nl ? (int)(nl - msg) : (int)strlen(msg ? msg : ""),
+		       msg ? msg : "error");
+		goto out;
+	}
+	p = calloc(1, sizeof(*p));
+	if (!p) {
+		seterr(err, errlen, "out of memory");
+		goto out;
+	}
+	if (read_policy(L, p, err, errlen)) {
+		char msg[512];
+
+		snprintf(msg, sizeof(msg), "%s: %s", chunkname, err);
+		seterr(err, errlen, "%s", msg);
+		sl_policy_free(p);
+		p = NULL;
+	}
+out:
+	lua_close(L);
+	return p;
+}
+
+int sl_policy_rules(const struct sl_policy *p, struct sl_rule_set *rs, char *err, size_t errlen)
+{
+	char s[300];
+
+	if (p->intercept.n) {
+		sl_entry_str(&p->intercept.v[0], s, sizeof(s));
+		seterr(err, errlen,
+		       "egress.intercept ('%s'): interception is not supported by this sluiced yet",
+		       s);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < p->allow.n; i++) {
+		const struct sl_entry *e = &p->allow.v[i];
+		struct sl_addr_rule r = { 0 };
+
+		if (e->kind != SL_ENTRY_ADDR) {
+			sl_entry_str(e, s, sizeof(s));
+			seterr(err, errlen,
+			       "egress.allow[%zu] ('%s'): host names are not supported by this "
+			       "sluiced yet; use addresses or prefixes",
+			       i + 1, s);
+			return -EINVAL;
+		}
+		r.family = e->family;
+		r.plen = e->plen;
+		memcpy(r.addr, e->addr, 16);
+		r.port_lo = e->has_port ? e->port_lo : 0;
+		r.port_hi = e->has_port ? e->port_hi : 65535;
+		r.protos = e->protos;
+		r.verdict = SL_VERDICT_ALLOW;
+		if (sl_rule_set_add(rs, &r)) {
+			seterr(err, errlen, "out of memory");
+			return -ENOMEM;
+		}
+	}
+	return 0;
+}

@@ -1,0 +1,68 @@
+/* SPDX-License-Identifier: MIT */
+/* A sandbox's policy: the Lua file, its egress entries, and their rules (see policy.c). */
+#ifndef SL_POLICY_H
+#define SL_POLICY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rules.h"
+
+#define SL_HOST_MAX 254
+
+enum sl_entry_kind {
+	SL_ENTRY_ADDR, /* address or CIDR */
+	SL_ENTRY_HOST, /* exact host name */
+	SL_ENTRY_WILDCARD, /* *.suffix: any name below suffix, not suffix itself */
+};
+
+/* One egress entry as written in the policy, parsed. */
+struct sl_entry {
+	enum sl_entry_kind kind;
+	uint8_t family; /* SL_ENTRY_ADDR */
+	uint8_t plen; /* SL_ENTRY_ADDR */
+	uint8_t addr[16]; /* SL_ENTRY_ADDR, network order */
+	char host[SL_HOST_MAX]; /* HOST: the name; WILDCARD: the suffix; lower case, no dot */
+	int has_port;
+	uint16_t port_lo, port_hi;
+	uint8_t protos; /* SL_PROTO_* */
+};
+
+struct sl_entry_list {
+	struct sl_entry *v;
+	size_t n;
+};
+
+struct sl_policy {
+	struct sl_entry_list allow; /* egress.allow */
+	struct sl_entry_list intercept; /* egress.intercept */
+	struct sl_entry_list private_ranges; /* egress.private: addresses only */
+};
+
+/*
+ * Parses one entry string ("10.0.0.0/8:1000-2000", "[::1]:443", "api.github.com",
+ * "*.npmjs.org:443"). Returns 0, or -EINVAL with a reason in @err.
+ */
+int sl_entry_parse(const char *s, struct sl_entry *e, char *err, size_t errlen);
+
+/*
+ * Runs the policy source @src (named @chunkname in messages) in a fresh Lua state with no
+ * io/os/package access and bounded instructions and memory, and reads its egress table.
+ * Returns a policy (free with sl_policy_free) or NULL with a one-line reason in @err.
+ */
+struct sl_policy *sl_policy_load(const char *chunkname, const char *src, size_t len, char *err,
+				 size_t errlen);
+void sl_policy_free(struct sl_policy *p);
+
+/*
+ * Adds the kernel rules of the policy's address entries to @rs: egress.allow addresses get
+ * ALLOW on their ports (all ports if none given). Host names and egress.intercept need the
+ * DNS and proxy layers and are refused here with a clear message. Returns 0 or -EINVAL/-ENOMEM
+ * with the reason in @err.
+ */
+int sl_policy_rules(const struct sl_policy *p, struct sl_rule_set *rs, char *err, size_t errlen);
+
+/* Formats an entry back into its policy syntax. */
+void sl_entry_str(const struct sl_entry *e, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,60 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Address rules of one sandbox and their compilation into kernel LPM entries (see rules.c).
+ */
+#ifndef SL_RULES_H
+#define SL_RULES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <linux/types.h>
+#include "sluice.h"
+
+/* One address rule: a prefix, a port range, protocols and a verdict. */
+struct sl_addr_rule {
+	uint8_t family; /* AF_INET / AF_INET6 */
+	uint8_t plen;
+	uint8_t protos; /* SL_PROTO_* */
+	uint8_t verdict; /* SL_VERDICT_* */
+	uint16_t port_lo, port_hi;
+	uint8_t addr[16]; /* network order, host bits zero */
+	uint64_t expires_ns; /* CLOCK_MONOTONIC, 0 = never */
+};
+
+/* One kernel map entry: a prefix and its merged ranges. */
+struct sl_kentry {
+	uint8_t family;
+	uint8_t plen;
+	uint8_t addr[16];
+	struct sl_rule val;
+};
+
+struct sl_rule_set {
+	struct sl_addr_rule *v;
+	size_t n, cap;
+};
+
+void sl_rule_set_init(struct sl_rule_set *rs);
+void sl_rule_set_free(struct sl_rule_set *rs);
+/* Appends a copy of @r with its host bits cleared. Returns 0 or -ENOMEM. */
+int sl_rule_set_add(struct sl_rule_set *rs, const struct sl_addr_rule *r);
+
+/* Zeroes the bits of @addr beyond @plen. */
+void sl_prefix_mask(uint8_t *addr, int addr_len, int plen);
+
+/*
+ * Compiles @rs into kernel entries, one per distinct prefix, each holding its own ranges and
+ * those of every shorter prefix covering it, so that the kernel's single longest-prefix
+ * lookup sees all rules that apply. Ranges that another range makes redundant are dropped and
+ * adjacent equal ranges merged. On success *@out (malloc'd, caller frees) holds *@nout entries
+ * sorted by (family, addr, plen). Returns 0, -ENOMEM, or -E2BIG when one prefix would need
+ * more than SL_MAX_PORT_RANGES ranges; then @bad (if given) names that prefix.
+ */
+int sl_rules_compile(const struct sl_rule_set *rs, struct sl_kentry **out, size_t *nout,
+		     struct sl_kentry *bad);
+
+/* Formats a prefix as "10.0.0.0/8" or "fd00::/8" (plen omitted for a single address). */
+void sl_prefix_str(uint8_t family, const uint8_t *addr, uint8_t plen, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,80 @@
+/* SPDX-License-Identifier: MIT */
+/* The sandboxes of one sluiced: adding, removing, adopting and describing them. */
+#ifndef SL_SANDBOX_H
+#define SL_SANDBOX_H
+
+#include <limits.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "policy.h"
+#include "rules.h"
+
+#define SL_NAME_MAX 64
+
+struct sl_bpf;
+
+/* One sandbox. Owned by its registry; loop thread only. */
+struct sl_box {
+	char name[SL_NAME_MAX + 1];
+	uint32_t id; /* kernel sandbox id, stable across restarts */
+	char cgroup[PATH_MAX]; /* canonical path */
+	uint64_t cgid;
+	char policy_path[PATH_MAX]; /* where the policy came from ("" if given inline) */
+	char *policy_src; /* the policy text as added: restarts use it, not the file */
+	size_t policy_len;
+	struct sl_policy *policy;
+	struct sl_rule_set rules; /* static rules compiled from the policy */
+	int64_t created_s; /* wall clock */
+	struct sl_box *next;
+};
+
+struct sl_registry;
+
+/* A registry persisting to @state_dir (created 0700 if missing). NULL and errno on failure. */
+struct sl_registry *sl_registry_new(struct sl_bpf *bpf, const char *state_dir);
+/* Frees memory only: kernel state and state files stay. Accepts NULL. */
+void sl_registry_free(struct sl_registry *r);
+
+/* Takes over the sandboxes of the state directory: re-reads their policies, reconciles their
+ * kernel rules and switches their links to the programs now loaded. A sandbox whose cgroup
+ * is gone is removed. Returns the number adopted. */
+int sl_registry_adopt(struct sl_registry *r);
+
+/* The parameters of a new sandbox. policy_src may be NULL: policy_path is then read. */
+struct sl_box_spec {
+	const char *name;
+	const char *cgroup;
+	const char *policy_path;
+	const char *policy_src;
+	size_t policy_len;
+};
+
+/*
+ * Adds a sandbox: validates everything first, then fills the kernel maps and attaches the
+ * programs; on any failure nothing stays attached. Returns the new sandbox, or NULL with
+ * errno (EINVAL bad input, EEXIST name or cgroup taken, ENOSPC no free id, other: system)
+ * and a one-line reason in @err.
+ */
+struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *spec, char *err,
+			      size_t errlen);
+/* Removes sandbox @name: detaches it (the cgroup is free again), clears its kernel state and
+ * its state file. Returns 0, -ENOENT, or -errno. */
+int sl_sandbox_rm(struct sl_registry *r, const char *name);
+/* Removes every sandbox. */
+void sl_registry_rm_all(struct sl_registry *r);
+
+struct sl_box *sl_sandbox_find(struct sl_registry *r, const char *name);
+struct sl_box *sl_sandbox_by_id(struct sl_registry *r, uint32_t id);
+struct sl_box *sl_registry_first(struct sl_registry *r);
+size_t sl_registry_count(struct sl_registry *r);
+
+/* Whether @name is a valid sandbox name: [A-Za-z0-9][A-Za-z0-9_.-]{0,63}. */
+int sl_sandbox_name_ok(const char *name);
+
+/* The sandbox as JSON (new reference). @detail adds rules and counters. */
+json_t *sl_sandbox_json(struct sl_registry *r, const struct sl_box *box, int detail);
+
+#endif
