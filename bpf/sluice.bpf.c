@@ -75,12 +75,8 @@ static __always_inline int sl_judge6(struct bpf_sock_addr *ctx, __u8 kind)
 	sb = sl_current_sandbox(&cgid);
 	if (sb) {
 		sandbox_id = sb->id;
-		if (!proto_bit)
-			verdict = SL_VERDICT_DENY;
-		else if (sl_is_v4mapped(addr))
-			verdict = sl_verdict4(sandbox_id, addr[3], port, proto_bit, now_ns);
-		else
-			verdict = sl_verdict6(sandbox_id, addr, port, proto_bit, now_ns);
+		if (proto_bit)
+			verdict = sl_verdict_addr6(sandbox_id, addr, port, proto_bit, now_ns);
 	}
 	if (verdict != SL_VERDICT_ALLOW)
 		verdict = SL_VERDICT_DENY;

@@ -166,6 +166,15 @@ static __always_inline int sl_is_v4mapped(const __u32 a[4])
 	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0x0000ffff);
 }
 
+/* The verdict for an IPv6 destination, v4-mapped ones by the v4 rules. */
+static __always_inline int sl_verdict_addr6(__u32 sandbox_id, const __u32 addr_be[4], __u16 port,
+					    __u8 proto_bit, __u64 now_ns)
+{
+	if (sl_is_v4mapped(addr_be))
+		return sl_verdict4(sandbox_id, addr_be[3], port, proto_bit, now_ns);
+	return sl_verdict6(sandbox_id, addr_be, port, proto_bit, now_ns);
+}
+
 static __always_inline __u8 sl_proto_bit(__u32 protocol)
 {
 	if (protocol == IPPROTO_TCP)

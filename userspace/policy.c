@@ -124,7 +124,14 @@ static int valid_host(const char *h)
 		if (++label > 63)
 			return 0;
 	}
-	return label > 0 && h[len - 1] != '-';
+	if (label == 0 || h[len - 1] == '-')
+		return 0;
+	/* An all-numeric last label is a mistyped address ("10.0.0.300"), not a name
+	 * (RFC 3696 section 2: top-level domains are not all-numeric). */
+	for (size_t i = len - label; i < len; i++)
+		if (!isdigit((unsigned char)h[i]))
+			return 1;
+	return 0;
 }
 
 int sl_entry_parse(const char *s, struct sl_entry *e, char *err, size_t errlen)
@@ -307,6 +314,27 @@ static int traceback(lua_State *L)
 	return 1;
 }
 
+/* load() restricted to text chunks: precompiled bytecode is unverified and can corrupt the
+ * interpreter (the Lua manual, section 4.6, "load"). */
+static int safe_load(lua_State *L)
+{
+	size_t len;
+	const char *s = luaL_checklstring(L, 1, &len);
+	const char *name = luaL_optstring(L, 2, s);
+
+	if (luaL_loadbufferx(L, s, len, name, "t") != LUA_OK) {
+		lua_pushnil(L);
+		lua_insert(L, -2);
+		return 2;
+	}
+	if (!lua_isnone(L, 4)) {
+		lua_pushvalue(L, 4);
+		if (!lua_setupvalue(L, -2, 1))
+			lua_pop(L, 1);
+	}
+	return 1;
+}
+
 /* Libraries a policy may use: no io, os, package, debug; no loading of files or bytecode. */
 static void open_safe_libs(lua_State *L)
 {
@@ -324,6 +352,8 @@ static void open_safe_libs(lua_State *L)
 	lua_setglobal(L, "dofile");
 	lua_pushnil(L);
 	lua_setglobal(L, "loadfile");
+	lua_pushcfunction(L, safe_load);
+	lua_setglobal(L, "load");
 }
 
 static int check_keys(lua_State *L, int idx, const char *where, const char *const *known,
