@@ -1,0 +1,353 @@
+# SPDX-License-Identifier: MIT
+"""Fixtures of sluice's end-to-end tests: a real sluiced, real cgroups, real servers.
+
+Everything a test creates is named after this run (sluice-e2e-<pid>) and removed at the end,
+even when the test fails: cgroups (their processes are ones we started), the daemon's pinned
+BPF objects, its socket and state directory. Processes are only ever stopped by the pid we
+started. Traffic goes to loopback only.
+"""
+import http.client
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD = ROOT / "build"
+PY = "/usr/bin/python3"
+PROBE = str(Path(__file__).with_name("probe.py"))
+IN_SANDBOX = str(Path(__file__).with_name("in-sandbox"))
+RUN_ID = f"sluice-e2e-{os.getpid()}"
+
+
+def cgroup2_root():
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            pre, _, post = line.partition(" - ")
+            if post.split()[0] == "cgroup2":
+                return pre.split()[4].replace("\\040", " ")
+    raise RuntimeError("no cgroup2 mount")
+
+
+def pytest_configure(config):
+    if os.geteuid() != 0:
+        raise pytest.UsageError("sluice's end-to-end tests load BPF programs: run them as root")
+    for b in ("sluiced", "sluice"):
+        if not (BUILD / b).exists():
+            raise pytest.UsageError(f"{BUILD / b} is missing: run make first")
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path, timeout=10):
+        super().__init__("sluiced", timeout=timeout)
+        self.path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+class Daemon:
+    """One sluiced with its own socket, state directory and pin directory."""
+
+    def __init__(self, workdir, name, extra=()):
+        self.dir = Path(workdir) / name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.socket = str(self.dir / "sluiced.sock")
+        self.state = str(self.dir / "state")
+        self.bpffs = f"/sys/fs/bpf/{RUN_ID}-{name}"
+        self.log = str(self.dir / "sluiced.log")
+        self.extra = list(extra)
+        self.proc = None
+
+    def argv(self, *more):
+        return [str(BUILD / "sluiced"), "--foreground", "--socket", self.socket,
+                "--state-dir", self.state, "--bpffs-dir", self.bpffs, "--log", self.log,
+                *self.extra, *more]
+
+    def start(self, *more, timeout=20):
+        self.proc = subprocess.Popen(self.argv(*more), stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + timeout
+        line = ""
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([self.proc.stdout], [], [], 0.2)
+            if r:
+                line = self.proc.stdout.readline()
+                if line.strip() == "ready" or not line:
+                    break
+            if self.proc.poll() is not None:
+                break
+        if line.strip() != "ready":
+            self.proc.kill()
+            self.proc.wait()
+            raise RuntimeError(f"sluiced did not start: {self.read_log()}")
+        return self
+
+    def read_log(self):
+        try:
+            return Path(self.log).read_text()
+        except OSError:
+            return "(no log)"
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+        self.proc.wait(timeout=15)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def cli(self, *args, input=None, timeout=30):
+        env = dict(os.environ, SLUICE_SOCKET=self.socket)
+        return subprocess.run([str(BUILD / "sluice"), *args], capture_output=True, text=True,
+                              env=env, input=input, timeout=timeout)
+
+    def api(self, method, path, body=None, raw=None):
+        conn = UnixHTTPConnection(self.socket)
+        data = raw if raw is not None else (json.dumps(body) if body is not None else None)
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        conn.request(method, path, body=data, headers=headers)
+        resp = conn.getresponse()
+        text = resp.read().decode()
+        conn.close()
+        try:
+            return resp.status, json.loads(text)
+        except ValueError:
+            return resp.status, text
+
+    def add(self, name, cgroup, policy_path):
+        r = self.cli("sandbox", "add", name, "--cgroup", str(cgroup), "--policy", str(policy_path))
+        assert r.returncode == 0, r.stderr
+        return r
+
+    def metrics(self):
+        status, text = self.api("GET", "/v1/metrics")
+        assert status == 200
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                k, v = line.rsplit(" ", 1)
+                out[k] = int(v)
+        return out
+
+    def events(self, sandbox=None):
+        args = ["events"] + (["--sandbox", sandbox] if sandbox else [])
+        r = self.cli(*args)
+        assert r.returncode == 0, r.stderr
+        return [json.loads(l) for l in r.stdout.splitlines() if l.strip()]
+
+    def cleanup(self):
+        self.stop()
+        purge_pins(self.bpffs)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def purge_pins(path):
+    """Unpinning a link with no other reference detaches it."""
+    if not os.path.isdir(path):
+        return
+    for dirpath, dirnames, filenames in os.walk(path, topdown=False):
+        for f in filenames:
+            try:
+                os.unlink(os.path.join(dirpath, f))
+            except OSError:
+                pass
+        for d in dirnames:
+            try:
+                os.rmdir(os.path.join(dirpath, d))
+            except OSError:
+                pass
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
+class Cgroups:
+    """cgroups under <cgroup2>/sluice-e2e-<pid>/, removed at the end."""
+
+    def __init__(self):
+        self.root = Path(cgroup2_root()) / RUN_ID
+        self.made = []
+
+    def make(self, rel):
+        p = self.root / rel
+        p.mkdir(parents=True, exist_ok=True)
+        self.made.append(p)
+        return p
+
+    def cleanup(self):
+        if not self.root.exists():
+            return
+        dirs = sorted((Path(d) for d, _, _ in os.walk(self.root)), key=lambda p: -len(p.parts))
+        for d in dirs:
+            # Only processes this run put there: probes and servers started by the tests.
+            try:
+                (d / "cgroup.kill").write_text("1")
+            except OSError:
+                pass
+        for d in dirs:
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                try:
+                    d.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sluice")
+    (d / "resolv.conf").write_text("nameserver 127.0.0.153\n")
+    return d
+
+
+@pytest.fixture(scope="session")
+def cgroups():
+    c = Cgroups()
+    yield c
+    c.cleanup()
+
+
+@pytest.fixture(scope="session")
+def daemon(workdir):
+    d = Daemon(workdir, "main", extra=["--purge"])
+    try:
+        d.start()
+        yield d
+    finally:
+        d.cleanup()
+
+
+@pytest.fixture
+def fresh_daemon(workdir, request):
+    """A daemon of its own, for tests that kill or restart it."""
+    d = Daemon(workdir, "t" + str(abs(hash(request.node.nodeid)) % 10**8))
+    try:
+        yield d
+    finally:
+        d.cleanup()
+
+
+def run_in(cgroup, argv, workdir, timeout=60, **kw):
+    """Runs argv as a member of cgroup, with a loopback-only resolv.conf."""
+    return subprocess.run([IN_SANDBOX, str(cgroup), str(Path(workdir) / "resolv.conf"), *argv],
+                          capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def probe(cgroup, ops, workdir):
+    r = run_in(cgroup, [PY, PROBE, json.dumps(ops)], workdir)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def probe_outside(ops):
+    r = subprocess.run([PY, PROBE, json.dumps(ops)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+class Servers:
+    """Dual-stack TCP and UDP servers on [::]:port for each port: they answer 127.0.0.0/8,
+    0.0.0.0, v4-mapped and ::1 alike, so a denied connect fails only because of sluice."""
+
+    def __init__(self, nports=3):
+        self.stop = threading.Event()
+        self.tcp, self.udp, self.ports = [], [], []
+        self.received = {}  # port -> list of payloads (UDP datagrams and TCP data)
+        self.lock = threading.Lock()
+        for _ in range(nports):
+            t = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            t.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            t.setsockopt(socket.IPPROTO_TCP, 23, 16)  # TCP_FASTOPEN queue
+            t.bind(("::", 0))
+            t.listen(128)
+            port = t.getsockname()[1]
+            u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            u.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            u.bind(("::", port))
+            self.tcp.append(t)
+            self.udp.append(u)
+            self.ports.append(port)
+            self.received[port] = []
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        socks = self.tcp + self.udp
+        conns = {}
+        while not self.stop.is_set():
+            r, _, _ = select.select(socks + list(conns), [], [], 0.1)
+            for s in r:
+                if s in self.tcp:
+                    c, _ = s.accept()
+                    conns[c] = s.getsockname()[1]
+                elif s in self.udp:
+                    data, _ = s.recvfrom(65535)
+                    with self.lock:
+                        self.received[s.getsockname()[1]].append(data.decode(errors="replace"))
+                else:
+                    try:
+                        data = s.recv(65535)
+                    except OSError:
+                        data = b""
+                    if data:
+                        with self.lock:
+                            self.received[conns[s]].append(data.decode(errors="replace"))
+                    else:
+                        conns.pop(s)
+                        s.close()
+        for s in socks + list(conns):
+            s.close()
+
+    def got(self, port, payload, wait=2.0):
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            with self.lock:
+                if payload in self.received[port]:
+                    return True
+            time.sleep(0.02)
+        return False
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def servers():
+    s = Servers()
+    yield s
+    s.close()
+
+
+def write_policy(workdir, name, text):
+    p = Path(workdir) / f"{name}.lua"
+    p.write_text(text)
+    return p
+
+
+def bpf_links_of(cgroup):
+    """Program ids attached to a cgroup (effective or not), from bpftool."""
+    r = subprocess.run(["bpftool", "-j", "cgroup", "show", str(cgroup)], capture_output=True,
+                       text=True, timeout=30)
+    if r.returncode != 0 or not r.stdout.strip():
+        return []
+    return json.loads(r.stdout)

@@ -1,0 +1,191 @@
+// SPDX-License-Identifier: MIT
+/* The policy grammar: entry strings and Lua policy files. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <cmocka.h>
+
+#include "policy.h"
+
+static void roundtrip(const char *in, const char *want)
+{
+	struct sl_entry e;
+	char err[256], out[300];
+
+	if (sl_entry_parse(in, &e, err, sizeof(err)))
+		fail_msg("'%s' refused: %s", in, err);
+	sl_entry_str(&e, out, sizeof(out));
+	if (strcmp(out, want))
+		fail_msg("'%s' -> '%s', want '%s'", in, out, want);
+}
+
+static void refused(const char *in, const char *why)
+{
+	struct sl_entry e;
+	char err[256] = "";
+
+	if (!sl_entry_parse(in, &e, err, sizeof(err)))
+		fail_msg("'%s' accepted", in);
+	if (!strstr(err, why))
+		fail_msg("'%s': error '%s' lacks '%s'", in, err, why);
+}
+
+static void test_entries(void **state)
+{
+	struct sl_entry e;
+	char err[256];
+
+	(void)state;
+	roundtrip("10.0.0.1", "10.0.0.1");
+	roundtrip("10.0.0.0/8", "10.0.0.0/8");
+	roundtrip("10.20.0.0/16:5432", "10.20.0.0/16:5432");
+	roundtrip("127.0.0.1:1000-2000", "127.0.0.1:1000-2000");
+	roundtrip("::1", "::1");
+	roundtrip("fd00::/8", "fd00::/8");
+	roundtrip("[::1]:443", "[::1]:443");
+	roundtrip("[2001:db8::/32]:443", "[2001:db8::/32]:443");
+	roundtrip("[2001:db8::]/32:443", "[2001:db8::/32]:443");
+	roundtrip("Registry.NPMJS.org.:443", "registry.npmjs.org:443");
+	roundtrip("*.internal.dev", "*.internal.dev");
+	roundtrip("_service.example.com", "_service.example.com");
+
+	assert_int_equal(sl_entry_parse("*.npmjs.org:443", &e, err, sizeof(err)), 0);
+	assert_int_equal(e.kind, SL_ENTRY_WILDCARD);
+	assert_string_equal(e.host, "npmjs.org");
+	assert_int_equal(e.port_lo, 443);
+	assert_int_equal(sl_entry_parse("10.0.0.0/8", &e, err, sizeof(err)), 0);
+	assert_int_equal(e.kind, SL_ENTRY_ADDR);
+	assert_int_equal(e.has_port, 0);
+	assert_int_equal(e.plen, 8);
+
+	refused("10.0.0.1:0", "bad port");
+	refused("10.0.0.1:65536", "bad port");
+	refused("10.0.0.1:20-10", "bad port");
+	refused("10.0.0.1:http", "bad port");
+	refused("10.0.0.0/33", "prefix length out of range");
+	refused("10.0.0.1/8", "did you mean 10.0.0.0/8");
+	refused("fd00::1/8", "did you mean fd00::/8");
+	refused("[::1", "missing ']'");
+	refused("[10.0.0.1]:80", "not an IPv6");
+	refused("::1:443x", "not an IPv6");
+	refused("", "empty");
+	refused("exa mple.com", "not an address, prefix or host name");
+	refused("-bad.com", "not an address");
+	refused("10.0.0.300", "not an address");
+	refused("1.2.3.4.5", "not an address");
+	refused("a..b", "not an address");
+	refused("*.", "not an address");
+	refused("foo.*.com", "not an address");
+	refused("*", "not an address");
+}
+
+static struct sl_policy *load(const char *src, char *err, size_t errlen)
+{
+	return sl_policy_load("t.lua", src, strlen(src), err, errlen);
+}
+
+static void test_policy_load(void **state)
+{
+	char err[512];
+	struct sl_policy *p;
+
+	(void)state;
+	p = load("local ports = { 80, 443 }\n"
+		 "local allow = {}\n"
+		 "for _, port in ipairs(ports) do allow[#allow + 1] = '10.0.0.1:' .. port end\n"
+		 "allow[#allow + 1] = { '10.0.0.53:53', proto = 'udp' }\n"
+		 "return { egress = { allow = allow, intercept = { 'api.github.com' },\n"
+		 "                    private = { '127.0.0.0/8' } },\n"
+		 "         outbound = function(req) return nil end }\n",
+		 err, sizeof(err));
+	assert_non_null(p);
+	assert_int_equal(p->allow.n, 3);
+	assert_int_equal(p->allow.v[2].protos, SL_PROTO_UDP);
+	assert_int_equal(p->intercept.n, 1);
+	assert_int_equal(p->private_ranges.n, 1);
+	sl_policy_free(p);
+
+	p = load("return {}", err, sizeof(err));
+	assert_non_null(p);
+	assert_int_equal(p->allow.n, 0);
+	sl_policy_free(p);
+}
+
+static void load_fails(const char *src, const char *why)
+{
+	char err[512] = "";
+	struct sl_policy *p = load(src, err, sizeof(err));
+
+	if (p)
+		fail_msg("policy accepted: %s", src);
+	if (!strstr(err, why))
+		fail_msg("error '%s' lacks '%s'", err, why);
+	if (strchr(err, '\n'))
+		fail_msg("error is not one line: %s", err);
+}
+
+static void test_policy_errors(void **state)
+{
+	(void)state;
+	load_fails("return {", "t.lua:1:");
+	load_fails("return 1", "must return a table");
+	load_fails("return { egress = 'all' }", "egress must be a table");
+	load_fails("return { egress = { allowed = {} } }", "unknown key 'allowed'");
+	load_fails("return { egress = { allow = '10.0.0.1' } }", "must be a list");
+	load_fails("return { egress = { allow = { x = '10.0.0.1' } } }", "must be a list");
+	load_fails("return { egress = { allow = { '10.0.0.1', '10.0.0.300' } } }",
+		   "egress.allow[2]");
+	load_fails("return { egress = { allow = { { '10.0.0.1', proto = 'icmp' } } } }",
+		   "proto must be");
+	load_fails("return { egress = { allow = { { '10.0.0.1', port = 80 } } } }",
+		   "unknown key 'port'");
+	load_fails("return { egress = { private = { 'example.com' } } }", "egress.private[1]");
+	load_fails("while true do end", "instruction limit");
+	load_fails("local t = {} for i = 1, 1e9 do t[i] = ('x'):rep(1000) .. i end",
+		   "not enough memory");
+	load_fails("return io.open('/etc/shadow')", "io");
+	load_fails("return os.execute('true')", "os");
+	load_fails("return loadfile('/etc/passwd')", "loadfile");
+	load_fails("return assert(load(string.dump(function() end)))", "attempt to load a binary chunk");
+}
+
+static void test_policy_rules(void **state)
+{
+	char err[512];
+	struct sl_rule_set rs;
+	struct sl_policy *p;
+
+	(void)state;
+	p = load("return { egress = { allow = { '10.0.0.0/8', '[::1]:80-81' } } }", err,
+		 sizeof(err));
+	assert_non_null(p);
+	sl_rule_set_init(&rs);
+	assert_int_equal(sl_policy_rules(p, &rs, err, sizeof(err)), 0);
+	assert_int_equal(rs.n, 2);
+	assert_int_equal(rs.v[0].port_lo, 0);
+	assert_int_equal(rs.v[0].port_hi, 65535);
+	assert_int_equal(rs.v[0].verdict, SL_VERDICT_ALLOW);
+	assert_int_equal(rs.v[1].family, AF_INET6);
+	assert_int_equal(rs.v[1].port_lo, 80);
+	assert_int_equal(rs.v[1].port_hi, 81);
+	sl_rule_set_free(&rs);
+	sl_policy_free(p);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_entries),
+		cmocka_unit_test(test_policy_load),
+		cmocka_unit_test(test_policy_errors),
+		cmocka_unit_test(test_policy_rules),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

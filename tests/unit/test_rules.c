@@ -1,0 +1,188 @@
+// SPDX-License-Identifier: MIT
+/* Rule compilation: merging covering prefixes, subsumption, limits. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <cmocka.h>
+
+#include "rules.h"
+
+static struct sl_addr_rule rule(const char *addr, int plen, uint16_t lo, uint16_t hi,
+				uint8_t protos, uint8_t verdict, uint64_t expires)
+{
+	struct sl_addr_rule r = { .plen = plen, .port_lo = lo, .port_hi = hi, .protos = protos,
+				  .verdict = verdict, .expires_ns = expires };
+
+	if (inet_pton(AF_INET, addr, r.addr) == 1)
+		r.family = AF_INET;
+	else {
+		assert_int_equal(inet_pton(AF_INET6, addr, r.addr), 1);
+		r.family = AF_INET6;
+	}
+	return r;
+}
+
+static const struct sl_kentry *find(const struct sl_kentry *e, size_t n, const char *prefix)
+{
+	char buf[64];
+
+	for (size_t i = 0; i < n; i++) {
+		sl_prefix_str(e[i].family, e[i].addr, e[i].plen, buf, sizeof(buf));
+		if (!strcmp(buf, prefix))
+			return &e[i];
+	}
+	fail_msg("no entry %s", prefix);
+	return NULL;
+}
+
+/* Whether @e has a range covering port @p with @verdict. */
+static int has(const struct sl_kentry *e, uint16_t p, uint8_t verdict)
+{
+	for (uint32_t i = 0; i < e->val.n; i++)
+		if (e->val.r[i].lo <= p && p <= e->val.r[i].hi && e->val.r[i].verdict == verdict)
+			return 1;
+	return 0;
+}
+
+static void test_longer_prefix_inherits_covering_rules(void **state)
+{
+	struct sl_rule_set rs;
+	struct sl_kentry *e;
+	size_t n;
+
+	(void)state;
+	sl_rule_set_init(&rs);
+	struct sl_addr_rule rules[] = {
+		rule("10.0.0.0", 8, 22, 22, SL_PROTO_ANY, SL_VERDICT_ALLOW, 0),
+		rule("10.1.0.0", 16, 80, 80, SL_PROTO_TCP, SL_VERDICT_ALLOW, 0),
+		rule("10.1.2.3", 32, 443, 443, SL_PROTO_ANY, SL_VERDICT_ALLOW, 0),
+		rule("192.168.0.0", 16, 53, 53, SL_PROTO_UDP, SL_VERDICT_ALLOW, 0),
+	};
+	for (size_t i = 0; i < 4; i++)
+		assert_int_equal(sl_rule_set_add(&rs, &rules[i]), 0);
+	assert_int_equal(sl_rules_compile(&rs, &e, &n, NULL), 0);
+	assert_int_equal(n, 4);
+	const struct sl_kentry *h = find(e, n, "10.1.2.3");
+	assert_int_equal(h->val.n, 3);
+	assert_true(has(h, 22, SL_VERDICT_ALLOW) && has(h, 80, SL_VERDICT_ALLOW) &&
+		    has(h, 443, SL_VERDICT_ALLOW));
+	assert_false(has(h, 53, SL_VERDICT_ALLOW));
+	const struct sl_kentry *m = find(e, n, "10.1.0.0/16");
+	assert_int_equal(m->val.n, 2);
+	assert_int_equal(find(e, n, "10.0.0.0/8")->val.n, 1);
+	assert_int_equal(find(e, n, "192.168.0.0/16")->val.n, 1);
+	free(e);
+	sl_rule_set_free(&rs);
+}
+
+static void test_host_bits_cleared_and_duplicates_merged(void **state)
+{
+	struct sl_rule_set rs;
+	struct sl_kentry *e;
+	size_t n;
+
+	(void)state;
+	sl_rule_set_init(&rs);
+	struct sl_addr_rule a = rule("10.9.9.9", 8, 1, 100, SL_PROTO_ANY, SL_VERDICT_ALLOW, 0);
+	struct sl_addr_rule b = rule("10.0.0.0", 8, 101, 200, SL_PROTO_ANY, SL_VERDICT_ALLOW, 0);
+	struct sl_addr_rule c = rule("10.0.0.0", 8, 50, 60, SL_PROTO_TCP, SL_VERDICT_ALLOW, 0);
+	assert_int_equal(sl_rule_set_add(&rs, &a), 0);
+	assert_int_equal(sl_rule_set_add(&rs, &b), 0);
+	assert_int_equal(sl_rule_set_add(&rs, &c), 0);
+	assert_int_equal(sl_rules_compile(&rs, &e, &n, NULL), 0);
+	assert_int_equal(n, 1);
+	/* 1-100 and 101-200 are adjacent with equal attributes: one range; 50-60/tcp is inside. */
+	assert_int_equal(e[0].val.n, 1);
+	assert_int_equal(e[0].val.r[0].lo, 1);
+	assert_int_equal(e[0].val.r[0].hi, 200);
+	free(e);
+	sl_rule_set_free(&rs);
+}
+
+static void test_higher_verdict_and_expiry_kept_apart(void **state)
+{
+	struct sl_rule_set rs;
+	struct sl_kentry *e;
+	size_t n;
+
+	(void)state;
+	sl_rule_set_init(&rs);
+	struct sl_addr_rule a = rule("10.0.0.5", 32, 443, 443, SL_PROTO_TCP, SL_VERDICT_ALLOW, 0);
+	struct sl_addr_rule b = rule("10.0.0.5", 32, 443, 443, SL_PROTO_TCP, SL_VERDICT_PROXY, 0);
+	struct sl_addr_rule c = rule("10.0.0.5", 32, 80, 80, SL_PROTO_TCP, SL_VERDICT_ALLOW, 1000);
+	struct sl_addr_rule d = rule("10.0.0.5", 32, 80, 80, SL_PROTO_TCP, SL_VERDICT_ALLOW, 5000);
+	assert_int_equal(sl_rule_set_add(&rs, &a), 0);
+	assert_int_equal(sl_rule_set_add(&rs, &b), 0);
+	assert_int_equal(sl_rule_set_add(&rs, &c), 0);
+	assert_int_equal(sl_rule_set_add(&rs, &d), 0);
+	assert_int_equal(sl_rules_compile(&rs, &e, &n, NULL), 0);
+	assert_int_equal(n, 1);
+	/* PROXY subsumes ALLOW on 443; the later expiry subsumes the earlier on 80. */
+	assert_int_equal(e[0].val.n, 2);
+	assert_true(has(&e[0], 443, SL_VERDICT_PROXY));
+	assert_false(has(&e[0], 443, SL_VERDICT_ALLOW));
+	for (uint32_t i = 0; i < e[0].val.n; i++)
+		if (e[0].val.r[i].lo == 80)
+			assert_int_equal(e[0].val.r[i].expires_ns, 5000);
+	free(e);
+	sl_rule_set_free(&rs);
+}
+
+static void test_too_many_ranges_named(void **state)
+{
+	struct sl_rule_set rs;
+	struct sl_kentry *e, bad;
+	size_t n;
+	char buf[64];
+
+	(void)state;
+	sl_rule_set_init(&rs);
+	for (int i = 0; i <= SL_MAX_PORT_RANGES; i++) {
+		struct sl_addr_rule r = rule("2001:db8::", 32, 1000 + 2 * i, 1000 + 2 * i,
+					     SL_PROTO_ANY, SL_VERDICT_ALLOW, 0);
+		assert_int_equal(sl_rule_set_add(&rs, &r), 0);
+	}
+	assert_int_equal(sl_rules_compile(&rs, &e, &n, &bad), -E2BIG);
+	sl_prefix_str(bad.family, bad.addr, bad.plen, buf, sizeof(buf));
+	assert_string_equal(buf, "2001:db8::/32");
+	sl_rule_set_free(&rs);
+}
+
+static void test_families_do_not_mix(void **state)
+{
+	struct sl_rule_set rs;
+	struct sl_kentry *e;
+	size_t n;
+
+	(void)state;
+	sl_rule_set_init(&rs);
+	struct sl_addr_rule a = rule("0.0.0.0", 0, 1, 65535, SL_PROTO_ANY, SL_VERDICT_ALLOW, 0);
+	struct sl_addr_rule b = rule("::1", 128, 8080, 8080, SL_PROTO_TCP, SL_VERDICT_ALLOW, 0);
+	assert_int_equal(sl_rule_set_add(&rs, &a), 0);
+	assert_int_equal(sl_rule_set_add(&rs, &b), 0);
+	assert_int_equal(sl_rules_compile(&rs, &e, &n, NULL), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(find(e, n, "::1")->val.n, 1);
+	assert_int_equal(find(e, n, "0.0.0.0/0")->val.n, 1);
+	free(e);
+	sl_rule_set_free(&rs);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_longer_prefix_inherits_covering_rules),
+		cmocka_unit_test(test_host_bits_cleared_and_duplicates_merged),
+		cmocka_unit_test(test_higher_verdict_and_expiry_kept_apart),
+		cmocka_unit_test(test_too_many_ranges_named),
+		cmocka_unit_test(test_families_do_not_mix),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
