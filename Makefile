@@ -17,7 +17,7 @@ LLHTTP_DIR ?= /usr/share/llhttp
 LLHTTP_INC ?= /usr/share/include/llhttp
 
 CFLAGS ?= -g -O2
-CFLAGS += -Wall -Wextra -Werror -std=gnu11 -D_GNU_SOURCE -fno-strict-aliasing -Wno-format-truncation
+CFLAGS += -Wall -Wextra -Werror -std=gnu11 -D_GNU_SOURCE -fno-strict-aliasing -Wno-format-truncation -Wno-unknown-warning-option
 CPPFLAGS += -I$(OBJ) -Ibpf -Iuserspace -I$(LLHTTP_INC) $(PKG_CFLAGS)
 LDLIBS += $(PKG_LIBS) -lelf -lz -lpthread
 BPF_CFLAGS := -g -O2 -Wall -Werror -target bpf -D__TARGET_ARCH_$(ARCH) -I. -Ibpf -I$(OBJ)
@@ -41,6 +41,8 @@ UNIT_BINS := $(patsubst tests/unit/%.c,$(OUTPUT)/tests/%,$(UNIT_SRCS))
 BENCH_BINS := $(patsubst tests/bench/%.c,$(OUTPUT)/bench/%,$(wildcard tests/bench/*.c))
 
 .DELETE_ON_ERROR:
+# Skeletons and BPF objects are intermediates of several targets: keep them.
+.SECONDARY:
 .PHONY: all test unit e2e bench demo install clean
 
 all: $(OUTPUT)/sluiced $(OUTPUT)/sluice
@@ -80,9 +82,9 @@ $(OUTPUT)/tests/%: tests/unit/%.c $(OBJ)/libsluice.a $(SKELS) | $(OUTPUT)/tests
 	$(call msg,CC,$@)
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $< $(OBJ)/libsluice.a $(LDLIBS) -lcmocka -o $@
 
-$(OUTPUT)/bench/%: tests/bench/%.c | $(OUTPUT)/bench
+$(OUTPUT)/bench/%: tests/bench/%.c $(OBJ)/libsluice.a $(SKELS) $(wildcard userspace/*.h) | $(OUTPUT)/bench
 	$(call msg,CC,$@)
-	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $< -o $@
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $< $(OBJ)/libsluice.a $(LDLIBS) -o $@
 
 unit: $(UNIT_BINS)
 	$(Q)set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done

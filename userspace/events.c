@@ -235,6 +235,10 @@ json_t *sl_event_json(const struct sl_event *kev, const char *sandbox)
 	sl_format_mono_time(kev->ts_ns, ts, sizeof(ts));
 	memcpy(comm, kev->comm, 16);
 	comm[16] = 0;
+	/* A task names itself: keep the JSON valid whatever bytes it chose. */
+	for (char *p = comm; *p; p++)
+		if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
+			*p = '?';
 	j = json_pack("{s:s, s:s, s:o, s:s}", "ts", ts, "type", "deny", "sandbox",
 		      sandbox ? json_string(sandbox) : json_null(), "op",
 		      kev->kind == SL_EV_CONNECT ? "connect" :

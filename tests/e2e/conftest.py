@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "build"
 PY = "/usr/bin/python3"
 PROBE = str(Path(__file__).with_name("probe.py"))
-IN_SANDBOX = str(Path(__file__).with_name("in-sandbox"))
+IN_SANDBOX = str(ROOT / "tools" / "in-sandbox")
 RUN_ID = f"sluice-e2e-{os.getpid()}"
 
 

@@ -1,0 +1,108 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""sluice's benchmarks (make bench). Each figure is a ratio against a baseline measured in
+the same run, on the same machine, with the same client; rounds alternate between the two
+sides so that drift hits both. Not a test: it reports, it does not pass or fail, except that
+a measurement whose syscalls end wrong (an allowed connect refused, say) aborts the run."""
+import errno
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD = ROOT / "build"
+RUN_ID = f"sluice-bench-{os.getpid()}"
+
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+from conftest import Cgroups, Daemon  # noqa: E402  (the e2e suite's daemon and cgroup helpers)
+
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "7"))
+CONNECTS = int(os.environ.get("BENCH_CONNECTS", "20000"))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def in_cgroup(cg, argv, cpu=None):
+    def enter():
+        with open(os.path.join(cg, "cgroup.procs"), "w") as f:
+            f.write("0")
+    if cpu is not None:
+        argv = ["taskset", "-c", str(cpu), *argv]
+    r = subprocess.run(argv, preexec_fn=enter, capture_output=True, text=True, timeout=600)
+    if r.returncode:
+        sys.exit(f"bench: {' '.join(argv)} failed: {r.stderr.strip()}")
+    return r.stdout
+
+
+def connect_cost(cg, port, want):
+    out = in_cgroup(str(cg), [str(BUILD / "bench" / "bench_connect"), "client", "127.0.0.1",
+                              str(port), str(CONNECTS), str(want)], cpu=0)
+    conn_ns, iter_ns = map(float, out.split())
+    return conn_ns, iter_ns
+
+
+def report(name, value, unit=""):
+    print(f"{name:<44} {value:>12.3f} {unit}")
+
+
+def bench_connect(daemon, cgroups, workdir):
+    open_port, closed_port = free_port(), free_port()
+    server = subprocess.Popen(["taskset", "-c", "1", str(BUILD / "bench" / "bench_connect"),
+                               "server", str(open_port)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().strip() == "listening"
+        plain = cgroups.make("plain")
+        box = cgroups.make("box")
+        policy = Path(workdir) / "bench.lua"
+        policy.write_text(f'return {{ egress = {{ allow = {{ "127.0.0.1:{open_port}" }} }} }}\n')
+        daemon.add("bench", box, policy)
+
+        samples = {k: [] for k in ("refused", "denied", "plain", "sluice")}
+        for _ in range(ROUNDS):
+            samples["refused"].append(connect_cost(plain, closed_port, errno.ECONNREFUSED))
+            samples["denied"].append(connect_cost(box, closed_port, errno.EPERM))
+            samples["plain"].append(connect_cost(plain, open_port, 0))
+            samples["sluice"].append(connect_cost(box, open_port, 0))
+        med = {k: (statistics.median(c for c, _ in v), statistics.median(i for _, i in v))
+               for k, v in samples.items()}
+        print(f"# connect(): {ROUNDS} rounds x {CONNECTS} connects, median of round means")
+        report("refused connect, no sluice (ns)", med["refused"][0])
+        report("denied connect, sluice (ns)", med["denied"][0])
+        report("ratio denied / refused (target <= 0.5)", med["denied"][0] / med["refused"][0])
+        report("allowed connect, no sluice (ns)", med["plain"][0])
+        report("allowed connect, sluice (ns)", med["sluice"][0])
+        report("ratio allowed sluice / none (target <= 1.03)", med["sluice"][0] / med["plain"][0])
+        report("ratio full iteration allowed (socket..close)", med["sluice"][1] / med["plain"][1])
+    finally:
+        server.stdin.close()
+        server.wait(timeout=10)
+
+
+def main():
+    if os.geteuid() != 0:
+        sys.exit("bench: run as root (it loads BPF programs and creates cgroups)")
+    workdir = Path(tempfile.mkdtemp(prefix="sluice-bench-"))
+    cgroups = Cgroups()
+    cgroups.root = cgroups.root.parent / RUN_ID
+    daemon = Daemon(workdir, "bench", extra=["--purge"])
+    try:
+        daemon.start()
+        bench_connect(daemon, cgroups, workdir)
+    finally:
+        daemon.cleanup()
+        cgroups.cleanup()
+
+
+if __name__ == "__main__":
+    main()
