@@ -1,0 +1,104 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The certificate authority of one sandbox: an EC P-256 CA whose certificate the sandbox
+ * trusts, and the leaf certificates it mints, on the fly and cached, for the names the proxy
+ * intercepts. The CA key never leaves sluiced's memory and state directory.
+ *
+ * Thread safety: every function but sl_ca_free() may be called from any thread, concurrently,
+ * on the same CA (a mutex per CA guards the cache and the signing). sl_ca_free() needs all
+ * other callers to be done with the CA; references it handed out stay valid after it.
+ */
+#ifndef SL_CA_H
+#define SL_CA_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#define SL_CA_CACHE_DEFAULT 1024 /* leaves cached per CA */
+#define SL_CA_CACHE_MAX (1u << 20)
+#define SL_CA_HOST_MAX 253 /* longest name a leaf is minted for (RFC 1035 2.3.4) */
+#define SL_CA_LEAF_LIFETIME_S (7 * 86400)
+#define SL_CA_LEAF_RENEW_S 86400 /* cached leaves closer than this to expiry are re-minted */
+
+struct sl_ca;
+
+struct sl_ca_stats {
+	uint64_t hits; /* leaves served from the cache */
+	uint64_t misses; /* leaves minted: never seen, evicted since, or renewed */
+	uint64_t evictions; /* leaves dropped to stay within the capacity */
+	uint64_t renewals; /* of the misses: cached leaves replaced because of their validity */
+	uint64_t entries; /* leaves in the cache now */
+	uint64_t capacity;
+};
+
+/*
+ * A new CA for sandbox @sandbox_name (at most 64 printable ASCII characters, shown in the CA's
+ * subject): generates the CA key, its self-signed certificate (valid from an hour ago for ten
+ * years) and the sandbox's leaf key. NULL and errno (EINVAL bad name, ENOMEM, EIO) on failure.
+ */
+struct sl_ca *sl_ca_new(const char *sandbox_name);
+
+/*
+ * Reads the CA saved in @dir (ca.key, ca.pem) and generates a new leaf key for it. Refuses a
+ * key file that is not a regular file owned by the caller's euid with mode 0600 or stricter, a
+ * key that is not P-256, a certificate that is not a CA, has expired or does not match the
+ * key. NULL and errno on failure: ENOENT (no CA saved there; not logged), EPERM (unsafe key
+ * file), EINVAL (bad content), EKEYEXPIRED, ENOMEM; every failure but ENOENT is logged.
+ */
+struct sl_ca *sl_ca_load(const char *dir);
+
+/*
+ * Writes the CA into the existing directory @dir: ca.key (PKCS#8 PEM, mode 0600 from its
+ * creation on) and ca.pem (0644), each atomically (temporary file, fsync, rename). A crash
+ * between the two renames leaves a pair that sl_ca_load() refuses as mismatched. Returns 0 or
+ * -errno.
+ */
+int sl_ca_save(const struct sl_ca *ca, const char *dir);
+
+/* Frees the CA and its cache. Certificates and keys handed out keep their own references.
+ * Accepts NULL. */
+void sl_ca_free(struct sl_ca *ca);
+
+/* The CA certificate, borrowed: valid until sl_ca_free(). */
+X509 *sl_ca_cert(const struct sl_ca *ca);
+
+/* The CA certificate as PEM, NUL-terminated, for `sluice ca NAME`. The caller frees it with
+ * free(). NULL and errno (ENOMEM) on failure. */
+char *sl_ca_cert_pem(const struct sl_ca *ca);
+
+/*
+ * The leaf certificate for @name (a host name, or an IPv4/IPv6 literal), from the cache or
+ * minted now, and the sandbox's leaf key. Names are case-insensitive; NULL, a trailing dot,
+ * empty labels, characters outside [A-Za-z0-9_-] and names longer than SL_CA_HOST_MAX are
+ * refused. On success *@cert and *@key are new references that the caller releases with
+ * X509_free() and EVP_PKEY_free(); they stay valid after an eviction or sl_ca_free(). Never
+ * generates a key. A miss signs while holding the CA's lock (about 33 us), so other callers
+ * of the same CA wait that long. Returns 0, -EINVAL (bad name, not logged), -ENOMEM or -EIO
+ * (logged).
+ */
+int sl_ca_leaf(struct sl_ca *ca, const char *name, X509 **cert, EVP_PKEY **key);
+
+/*
+ * Makes @ssl (a server-side SSL, typically inside its SNI or client hello callback) present
+ * the leaf for @name, with the CA certificate as its chain, replacing any certificate it had.
+ * The SSL holds its own references. Returns 0, -EINVAL (bad name), -ENOMEM or -EIO.
+ */
+int sl_ca_use_leaf(struct sl_ca *ca, SSL *ssl, const char *name);
+
+/* Whether @name is a name sl_ca_leaf() accepts (a proxy may check it before anything else). */
+int sl_ca_name_ok(const char *name);
+
+/* Sets the cache capacity (1..SL_CA_CACHE_MAX), evicting the least recently used leaves
+ * beyond it. Returns 0 or -EINVAL/-ENOMEM. */
+int sl_ca_set_cache_capacity(struct sl_ca *ca, size_t capacity);
+
+void sl_ca_get_stats(struct sl_ca *ca, struct sl_ca_stats *st);
+
+/* Tests only: the wall clock that leaf validity is computed from (NULL: time()). */
+void sl_ca_set_clock(struct sl_ca *ca, time_t (*now_s)(void));
+
+#endif
