@@ -3,8 +3,9 @@
  * sluice's cgroup programs. Attached with bpf_link to every sandbox cgroup (and so run for
  * its child cgroups too), they decide each connect(), each unconnected sendmsg() and each
  * socket() of the sandbox in the kernel: deny by default, pass through what the sandbox's
- * rules allow. A denied call fails with EPERM; userspace is never woken for it (it may later
- * read a rate-limited event).
+ * rules allow, send every DNS query (port 53, any address) to the sandbox's DNS listener. A
+ * denied call fails with EPERM; userspace is never woken for it (it may later read a
+ * rate-limited event).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -22,16 +23,68 @@ static __always_inline void sl_count_verdict(__u32 sandbox_id, int verdict, __u8
 
 	if (verdict == SL_VERDICT_ALLOW)
 		sl_count(sandbox_id, tcp ? SL_CTR_ALLOW_TCP : SL_CTR_ALLOW_UDP);
+	else if (verdict == SL_VERDICT_DNS)
+		sl_count(sandbox_id, tcp ? SL_CTR_DNS_TCP : SL_CTR_DNS_UDP);
+	else if (verdict == SL_VERDICT_PROXY)
+		sl_count(sandbox_id, SL_CTR_PROXY_TCP);
 	else
 		sl_count(sandbox_id, tcp ? SL_CTR_DENY_TCP : SL_CTR_DENY_UDP);
 }
 
-/* Returns the hook's answer: 1 lets the call go on, 0 fails it with EPERM. */
+/*
+ * Remembers where @ctx was going in the socket's storage, then points it at @new_addr/@new_port
+ * (16 bytes, network order; IPv4 in the first 4). Returns 0 if the record could not be made:
+ * the caller denies rather than redirect what it could not later restore.
+ */
+static __always_inline int sl_redirect(struct bpf_sock_addr *ctx, __u8 family,
+				       const __u32 orig[4], const __u32 new_addr[4], __u16 new_port,
+				       __u8 verdict, __u32 sandbox_id)
+{
+	struct sl_sockorig *o;
+
+	o = bpf_sk_storage_get(&sl_sockorig, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!o)
+		return 0;
+	__builtin_memcpy(o->orig_addr, orig, 16);
+	__builtin_memcpy(o->new_addr, new_addr, 16);
+	o->orig_port = (__u16)ctx->user_port;
+	o->new_port = new_port;
+	o->family = family;
+	o->verdict = verdict;
+	o->sandbox_id = sandbox_id;
+	o->pid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(o->comm, sizeof(o->comm));
+	if (family == AF_INET) {
+		ctx->user_ip4 = new_addr[0];
+	} else {
+		ctx->user_ip6[0] = new_addr[0];
+		ctx->user_ip6[1] = new_addr[1];
+		ctx->user_ip6[2] = new_addr[2];
+		ctx->user_ip6[3] = new_addr[3];
+	}
+	ctx->user_port = new_port;
+	return 1;
+}
+
+/* Ends a judged call: counts it, emits a deny event, returns the hook's answer (1 lets the
+ * call go on, 0 fails it with EPERM). */
+static __always_inline int sl_finish(struct bpf_sock_addr *ctx, __u32 sandbox_id, __u64 cgid,
+				     int verdict, __u8 proto_bit, __u8 kind, __u8 family,
+				     const __u32 addr[4], __u16 port, __u64 now_ns)
+{
+	sl_count_verdict(sandbox_id, verdict, proto_bit);
+	if (verdict != SL_VERDICT_DENY)
+		return 1;
+	sl_emit_deny(sandbox_id, cgid, kind, family, addr, family == AF_INET ? 4 : 16, port,
+		     ctx->protocol, ctx->type, now_ns);
+	return 0;
+}
+
 static __always_inline int sl_judge4(struct bpf_sock_addr *ctx, __u8 kind)
 {
 	__u64 now_ns = bpf_ktime_get_ns();
 	__u8 proto_bit = sl_proto_bit(ctx->protocol);
-	__u32 addr = ctx->user_ip4;
+	__u32 addr[4] = { ctx->user_ip4, 0, 0, 0 };
 	__u16 port = bpf_ntohs(ctx->user_port);
 	int verdict = SL_VERDICT_DENY;
 	struct sl_sandbox *sb;
@@ -39,20 +92,26 @@ static __always_inline int sl_judge4(struct bpf_sock_addr *ctx, __u8 kind)
 	__u64 cgid;
 
 	sb = sl_current_sandbox(&cgid);
-	if (sb) {
-		sandbox_id = sb->id;
-		if (proto_bit)
-			verdict = sl_verdict4(sandbox_id, addr, port, proto_bit, now_ns);
+	if (!sb || !proto_bit)
+		goto out;
+	sandbox_id = sb->id;
+	if (port == 53 && (sb->flags & SL_SB_DNS)) {
+		/* Every DNS query goes to sluice, whatever resolver the sandbox names. */
+		__u32 dns[4] = { sb->dns_ip4, 0, 0, 0 };
+
+		if (sl_redirect(ctx, AF_INET, addr, dns, sb->dns_port, SL_VERDICT_DNS, sandbox_id))
+			verdict = SL_VERDICT_DNS;
+		goto out;
 	}
-	/* PROXY and DNS rewrites are not wired yet: anything but ALLOW is refused. */
-	if (verdict != SL_VERDICT_ALLOW)
+	verdict = sl_verdict4(sandbox_id, addr[0], port, proto_bit, now_ns);
+	if (verdict != SL_VERDICT_DENY && sl_is_listener(AF_INET, addr, (__u16)ctx->user_port))
+		verdict = SL_VERDICT_DENY; /* the daemon's own sockets are never a destination */
+	/* PROXY rewrites are not wired yet: refused. */
+	if (verdict == SL_VERDICT_PROXY)
 		verdict = SL_VERDICT_DENY;
-	sl_count_verdict(sandbox_id, verdict, proto_bit);
-	if (verdict == SL_VERDICT_ALLOW)
-		return 1;
-	sl_emit_deny(sandbox_id, cgid, kind, AF_INET, &addr, 4, port, ctx->protocol, ctx->type,
-		     now_ns);
-	return 0;
+out:
+	return sl_finish(ctx, sandbox_id, cgid, verdict, proto_bit, kind, AF_INET, addr, port,
+			 now_ns);
 }
 
 static __always_inline int sl_judge6(struct bpf_sock_addr *ctx, __u8 kind)
@@ -65,27 +124,113 @@ static __always_inline int sl_judge6(struct bpf_sock_addr *ctx, __u8 kind)
 	__u32 sandbox_id = 0;
 	__u32 addr[4];
 	__u64 cgid;
+	int mapped;
 
 	/* ctx->user_ip6 allows only 4-byte loads. */
 	addr[0] = ctx->user_ip6[0];
 	addr[1] = ctx->user_ip6[1];
 	addr[2] = ctx->user_ip6[2];
 	addr[3] = ctx->user_ip6[3];
+	mapped = sl_is_v4mapped(addr);
 
 	sb = sl_current_sandbox(&cgid);
-	if (sb) {
-		sandbox_id = sb->id;
-		if (proto_bit)
-			verdict = sl_verdict_addr6(sandbox_id, addr, port, proto_bit, now_ns);
+	if (!sb || !proto_bit)
+		goto out;
+	sandbox_id = sb->id;
+	if (port == 53 && (sb->flags & SL_SB_DNS)) {
+		__u32 dns[4];
+
+		if (mapped) {
+			dns[0] = 0;
+			dns[1] = 0;
+			dns[2] = bpf_htonl(0x0000ffff);
+			dns[3] = sb->dns_ip4;
+		} else {
+			__builtin_memcpy(dns, sb->dns_ip6, 16);
+		}
+		if (sl_redirect(ctx, AF_INET6, addr, dns, sb->dns_port, SL_VERDICT_DNS, sandbox_id))
+			verdict = SL_VERDICT_DNS;
+		goto out;
 	}
-	if (verdict != SL_VERDICT_ALLOW)
+	verdict = sl_verdict_addr6(sandbox_id, addr, port, proto_bit, now_ns);
+	if (verdict != SL_VERDICT_DENY &&
+	    (mapped ? sl_is_listener(AF_INET, &addr[3], (__u16)ctx->user_port) :
+		      sl_is_listener(AF_INET6, addr, (__u16)ctx->user_port)))
 		verdict = SL_VERDICT_DENY;
-	sl_count_verdict(sandbox_id, verdict, proto_bit);
-	if (verdict == SL_VERDICT_ALLOW)
+	if (verdict == SL_VERDICT_PROXY)
+		verdict = SL_VERDICT_DENY;
+out:
+	return sl_finish(ctx, sandbox_id, cgid, verdict, proto_bit, kind, AF_INET6, addr, port,
+			 now_ns);
+}
+
+/*
+ * The reverse of a redirect, for what the sandbox reads back: the source of a reply
+ * (recvmsg) or the peer of a connected socket (getpeername) is the listener; report the
+ * destination the sandbox chose instead, so resolvers accept the answer and the application
+ * sees whom it talks to. Always returns 1 (these hooks cannot fail a call).
+ */
+static __always_inline int sl_restore(struct bpf_sock_addr *ctx, __u8 family)
+{
+	struct sl_sockorig *o = bpf_sk_storage_get(&sl_sockorig, ctx->sk, 0, 0);
+	__u32 a[4], want[4];
+
+	if (!o || (__u16)ctx->user_port != o->new_port)
 		return 1;
-	sl_emit_deny(sandbox_id, cgid, kind, AF_INET6, addr, 16, port, ctx->protocol, ctx->type,
-		     now_ns);
-	return 0;
+	__builtin_memcpy(want, o->new_addr, 16);
+	__builtin_memcpy(a, o->orig_addr, 16);
+	if (family == AF_INET6 && o->family == AF_INET) {
+		/* An IPv6 socket's datagram to a v4-mapped address runs the sendmsg4 hook
+		 * (udpv6_sendmsg hands it to udp_sendmsg), but its reply comes back through
+		 * recvmsg6, in v4-mapped form. */
+		want[3] = want[0];
+		want[0] = want[1] = 0;
+		want[2] = bpf_htonl(0x0000ffff);
+		a[3] = a[0];
+		a[0] = a[1] = 0;
+		a[2] = bpf_htonl(0x0000ffff);
+	} else if (o->family != family) {
+		return 1;
+	}
+	if (family == AF_INET) {
+		if (ctx->user_ip4 != want[0])
+			return 1;
+		ctx->user_ip4 = a[0];
+	} else {
+		if (ctx->user_ip6[0] != want[0] || ctx->user_ip6[1] != want[1] ||
+		    ctx->user_ip6[2] != want[2] || ctx->user_ip6[3] != want[3])
+			return 1;
+		ctx->user_ip6[0] = a[0];
+		ctx->user_ip6[1] = a[1];
+		ctx->user_ip6[2] = a[2];
+		ctx->user_ip6[3] = a[3];
+	}
+	ctx->user_port = o->orig_port;
+	return 1;
+}
+
+SEC("cgroup/recvmsg4")
+int sl_recvmsg4(struct bpf_sock_addr *ctx)
+{
+	return sl_restore(ctx, AF_INET);
+}
+
+SEC("cgroup/recvmsg6")
+int sl_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	return sl_restore(ctx, AF_INET6);
+}
+
+SEC("cgroup/getpeername4")
+int sl_getpeername4(struct bpf_sock_addr *ctx)
+{
+	return sl_restore(ctx, AF_INET);
+}
+
+SEC("cgroup/getpeername6")
+int sl_getpeername6(struct bpf_sock_addr *ctx)
+{
+	return sl_restore(ctx, AF_INET6);
 }
 
 SEC("cgroup/connect4")

@@ -77,6 +77,34 @@ struct sl_key6 {
 	__u8 addr[16]; /* network order */
 };
 
+/*
+ * sl_sockorig: socket local storage of every socket whose destination the kernel rewrote (to
+ * the DNS or proxy listener). recvmsg restores the source of replies from it, getpeername the
+ * peer, and the proxy reads it to learn where a connection was going. It lives and dies with
+ * the socket: nothing to clean up, nothing to leak.
+ */
+struct sl_sockorig {
+	__u8 orig_addr[16]; /* network order; IPv4 in the first 4 bytes (sockaddr_in form) */
+	__u8 new_addr[16]; /* the listener, same form */
+	__u16 orig_port; /* network order */
+	__u16 new_port; /* network order */
+	__u8 family; /* AF_INET, or AF_INET6 (also for v4-mapped, as the caller wrote it) */
+	__u8 verdict; /* SL_VERDICT_DNS or SL_VERDICT_PROXY */
+	__u8 pad[2];
+	__u32 sandbox_id;
+	__u32 pid; /* tgid of the task that connected */
+	__u8 comm[16];
+};
+
+/* sl_listeners: every DNS and proxy listener of the daemon, so that a sandbox connecting to
+ * one directly is denied like any address its policy does not name. Value: sandbox id. */
+struct sl_listener_key {
+	__u8 addr[16]; /* network order, IPv4 in the first 4 bytes */
+	__u16 port; /* network order */
+	__u8 family; /* AF_INET / AF_INET6 */
+	__u8 pad;
+};
+
 /* Per-sandbox per-CPU counters (sl_counters, indexed by sandbox id). Exact: every verdict
  * is counted whether or not an event is emitted. */
 #define SL_CTR_ALLOW_TCP 0

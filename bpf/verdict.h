@@ -67,6 +67,22 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sl_events SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sl_sockorig);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_sockorig SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4 * SL_MAX_SANDBOXES);
+	__type(key, struct sl_listener_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_listeners SEC(".maps");
+
 /* Deny events per sandbox per CPU per second; set by sluiced before load. */
 const volatile __u32 sl_event_limit = 100;
 
@@ -182,6 +198,19 @@ static __always_inline __u8 sl_proto_bit(__u32 protocol)
 	if (protocol == IPPROTO_UDP)
 		return SL_PROTO_UDP;
 	return 0;
+}
+
+/* Whether @addr:@port (network order; @addr 4 or 16 bytes by @family) is one of the daemon's
+ * listeners. */
+static __always_inline int sl_is_listener(__u8 family, const void *addr, __u16 port_be)
+{
+	struct sl_listener_key k = { .port = port_be, .family = family };
+
+	if (family == AF_INET)
+		__builtin_memcpy(k.addr, addr, 4);
+	else
+		__builtin_memcpy(k.addr, addr, 16);
+	return bpf_map_lookup_elem(&sl_listeners, &k) != NULL;
 }
 
 /* Fixed one-second window per CPU: the deny path never waits and never takes a lock. */

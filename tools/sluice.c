@@ -330,7 +330,7 @@ static int cmd_sandbox_show(int argc, char **argv)
 	int as_json = 0;
 	struct response res;
 	char path[256];
-	json_t *j, *rules, *r, *c;
+	json_t *j, *rules, *r, *c, *names, *dns;
 	size_t i;
 
 	for (int k = 0; k < argc; k++) {
@@ -359,6 +359,30 @@ static int cmd_sandbox_show(int argc, char **argv)
 	json_array_foreach(rules, i, r)
 		printf("  %-40s %-12s %-8s %s\n", str(r, "dst"), str(r, "ports"), str(r, "proto"),
 		       str(r, "verdict"));
+	names = json_object_get(j, "names");
+	if (json_array_size(names)) {
+		json_t *n, *a;
+		size_t k, m;
+
+		printf("names:\n");
+		json_array_foreach(names, k, n)
+		{
+			printf("  %s\n", str(n, "name"));
+			json_array_foreach(json_object_get(n, "addresses"), m, a)
+				printf("    %-38s %-12s %-8s %-6s expires in %llds\n", str(a, "dst"),
+				       str(a, "ports"), str(a, "proto"), str(a, "verdict"),
+				       num(a, "expires_in_s"));
+		}
+	}
+	dns = json_object_get(j, "dns");
+	if (json_is_object(dns)) {
+		json_t *q = json_object_get(dns, "queries"), *ad = json_object_get(dns, "addresses");
+
+		printf("dns:      listener port %lld; queries allowed %lld, denied %lld, "
+		       "servfail %lld, formerr %lld; addresses installed %lld, blocked %lld\n",
+		       num(dns, "port"), num(q, "allowed"), num(q, "denied"), num(q, "servfail"),
+		       num(q, "formerr"), num(ad, "installed"), num(ad, "blocked"));
+	}
 	c = json_object_get(j, "counters");
 	if (c) {
 		json_t *a = json_object_get(c, "allowed"), *d = json_object_get(c, "denied"),

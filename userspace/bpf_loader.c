@@ -440,6 +440,105 @@ cleanup:
 	return err;
 }
 
+int sl_bpf_set_rule(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_kentry *e)
+{
+	struct sl_key4 k4;
+	struct sl_key6 k6;
+	struct bpf_map *map = e->family == AF_INET ? b->skel->maps.sl_rules4 :
+						     b->skel->maps.sl_rules6;
+	void *key = e->family == AF_INET ? (void *)&k4 : (void *)&k6;
+	size_t ksz = e->family == AF_INET ? sizeof(k4) : sizeof(k6);
+
+	if (e->family == AF_INET)
+		kentry_key4(sandbox_id, e, &k4);
+	else
+		kentry_key6(sandbox_id, e, &k6);
+	if (!e->val.n) {
+		if (bpf_map__delete_elem(map, key, ksz, 0) && errno != ENOENT)
+			return -errno;
+		return 0;
+	}
+	if (bpf_map__update_elem(map, key, ksz, &e->val, sizeof(e->val), BPF_ANY))
+		return -errno;
+	return 0;
+}
+
+/* Appends the entries of @sandbox_id in LPM map @map to *@out. */
+static int read_rules(struct bpf_map *map, size_t key_size, uint8_t family, uint32_t sandbox_id,
+		      struct sl_kentry **out, size_t *n, size_t *cap)
+{
+	unsigned char key[sizeof(struct sl_key6)], next[sizeof(struct sl_key6)];
+	void *prev = NULL;
+
+	while (!bpf_map__get_next_key(map, prev, next, key_size)) {
+		struct sl_kentry *e;
+		uint32_t id, plen;
+
+		memcpy(key, next, key_size);
+		prev = key;
+		memcpy(&plen, key, 4);
+		memcpy(&id, key + 4, 4);
+		if (id != sandbox_id)
+			continue;
+		if (*n == *cap) {
+			size_t c = *cap ? *cap * 2 : 64;
+			struct sl_kentry *v = realloc(*out, c * sizeof(*v));
+
+			if (!v)
+				return -ENOMEM;
+			*out = v;
+			*cap = c;
+		}
+		e = &(*out)[*n];
+		memset(e, 0, sizeof(*e));
+		e->family = family;
+		e->plen = plen - 32;
+		memcpy(e->addr, key + 8, key_size - 8);
+		if (bpf_map__lookup_elem(map, key, key_size, &e->val, sizeof(e->val), 0))
+			continue; /* deleted meanwhile */
+		(*n)++;
+	}
+	return 0;
+}
+
+int sl_bpf_read_rules(struct sl_bpf *b, uint32_t sandbox_id, struct sl_kentry **out, size_t *n)
+{
+	size_t cap = 0;
+	int err;
+
+	*out = NULL;
+	*n = 0;
+	err = read_rules(b->skel->maps.sl_rules4, sizeof(struct sl_key4), AF_INET, sandbox_id, out,
+			 n, &cap);
+	if (!err)
+		err = read_rules(b->skel->maps.sl_rules6, sizeof(struct sl_key6), AF_INET6,
+				 sandbox_id, out, n, &cap);
+	if (err) {
+		free(*out);
+		*out = NULL;
+		*n = 0;
+	}
+	return err;
+}
+
+int sl_bpf_set_listener(struct sl_bpf *b, uint8_t family, const uint8_t *addr, uint16_t port_be,
+			uint32_t sandbox_id)
+{
+	struct sl_listener_key k = { .port = port_be, .family = family };
+
+	memcpy(k.addr, addr, family == AF_INET ? 4 : 16);
+	if (!sandbox_id) {
+		if (bpf_map__delete_elem(b->skel->maps.sl_listeners, &k, sizeof(k), 0) &&
+		    errno != ENOENT)
+			return -errno;
+		return 0;
+	}
+	if (bpf_map__update_elem(b->skel->maps.sl_listeners, &k, sizeof(k), &sandbox_id,
+				 sizeof(sandbox_id), BPF_ANY))
+		return -errno;
+	return 0;
+}
+
 int sl_bpf_read_counters(struct sl_bpf *b, uint32_t sandbox_id, struct sl_counters *sum)
 {
 	struct sl_counters *per = calloc(b->ncpus, sizeof(*per));

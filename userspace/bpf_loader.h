@@ -58,6 +58,15 @@ int sl_bpf_has_sandbox(struct sl_bpf *b, uint64_t cgid, uint32_t sandbox_id);
 int sl_bpf_sync_rules(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_kentry *ents,
 		      size_t n);
 
+/* Writes one entry of @sandbox_id's rules (deletes it when @e->val.n is 0). */
+int sl_bpf_set_rule(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_kentry *e);
+/* Reads every kernel entry of @sandbox_id into *@out (malloc'd, caller frees). */
+int sl_bpf_read_rules(struct sl_bpf *b, uint32_t sandbox_id, struct sl_kentry **out, size_t *n);
+/* Registers (@sandbox_id > 0) or forgets (0) a listener of the daemon: the kernel denies a
+ * sandbox that connects to it directly. */
+int sl_bpf_set_listener(struct sl_bpf *b, uint8_t family, const uint8_t *addr, uint16_t port_be,
+			uint32_t sandbox_id);
+
 /* Sums the per-CPU counters of @sandbox_id. */
 int sl_bpf_read_counters(struct sl_bpf *b, uint32_t sandbox_id, struct sl_counters *sum);
 /* Zeroes the per-sandbox slots (counters, event limiter) of @sandbox_id. */

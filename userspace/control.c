@@ -23,6 +23,7 @@
 #include "bpf_loader.h"
 #include "buf.h"
 #include "control.h"
+#include "dns.h"
 #include "events.h"
 #include "log.h"
 #include "loop.h"
@@ -417,6 +418,36 @@ static void handle_metrics(struct ctl_conn *c)
 		for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
 			metric_sandbox(&m, "sluice_deny_events_total", b->name, evs[i].labels,
 				       cnt.c[evs[i].ctr]);
+	}
+	sl_buf_printf(&m, "# HELP sluice_dns_queries_total DNS queries of sandboxes, by outcome.\n"
+			  "# TYPE sluice_dns_queries_total counter\n");
+	for (struct sl_box *b = sl_registry_first(reg); b; b = b->next) {
+		const struct sl_dns_stats *st = b->dns ? sl_dns_listener_stats(b->dns) : NULL;
+		const struct {
+			const char *labels;
+			uint64_t v;
+		} q[] = {
+			{ "result=\"allowed\"", st ? st->allowed : 0 },
+			{ "result=\"denied\"", st ? st->denied : 0 },
+			{ "result=\"nodata\"", st ? st->nodata : 0 },
+			{ "result=\"formerr\"", st ? st->formerr : 0 },
+			{ "result=\"refused\"", st ? st->refused : 0 },
+			{ "result=\"servfail\"", st ? st->servfail : 0 },
+		};
+
+		for (size_t i = 0; i < sizeof(q) / sizeof(q[0]); i++)
+			metric_sandbox(&m, "sluice_dns_queries_total", b->name, q[i].labels, q[i].v);
+	}
+	sl_buf_printf(&m, "# HELP sluice_dns_addresses_total Addresses of DNS answers: installed "
+			  "in the kernel, or blocked by the rebinding guard.\n"
+			  "# TYPE sluice_dns_addresses_total counter\n");
+	for (struct sl_box *b = sl_registry_first(reg); b; b = b->next) {
+		const struct sl_dns_stats *st = b->dns ? sl_dns_listener_stats(b->dns) : NULL;
+
+		metric_sandbox(&m, "sluice_dns_addresses_total", b->name, "outcome=\"installed\"",
+			       st ? st->installed : 0);
+		metric_sandbox(&m, "sluice_dns_addresses_total", b->name, "outcome=\"blocked\"",
+			       st ? st->blocked : 0);
 	}
 	if (!sl_bpf_read_counters(c->ctl->d.bpf, 0, &unknown))
 		sl_buf_printf(&m, "# HELP sluice_unattributed_denied_total Operations denied "

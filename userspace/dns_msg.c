@@ -633,16 +633,31 @@ static int rdata_names(uint16_t type, size_t *pre, int *names, size_t *post)
 	return 0;
 }
 
-/* Writes the record @rr, owned by @owner, with every name uncompressed. */
-static int write_rr(const uint8_t *pkt, size_t len, const struct rr *rr, const uint8_t *owner,
-		    size_t olen, struct wbuf *w)
+/* The TTL to write for @rr: at most @max_ttl_s. OPT's TTL field holds flags, not a TTL. */
+static uint32_t capped_ttl(const struct rr *rr, uint32_t max_ttl_s)
 {
-	uint8_t name[SL_DNS_WIRE_MAX], rdlen[2];
+	if (rr->type == SL_DNS_TYPE_OPT || rr->ttl <= max_ttl_s)
+		return rr->ttl;
+	return max_ttl_s;
+}
+
+/* Writes the record @rr, owned by @owner, with every name uncompressed and its TTL capped at
+ * @max_ttl_s. */
+static int write_rr(const uint8_t *pkt, size_t len, const struct rr *rr, const uint8_t *owner,
+		    size_t olen, uint32_t max_ttl_s, struct wbuf *w)
+{
+	uint8_t name[SL_DNS_WIRE_MAX], rdlen[2], ttl[4];
+	uint32_t t = capped_ttl(rr, max_ttl_s);
 	size_t pre, post, nlen, p, lenpos;
 	int names, err;
 
+	ttl[0] = t >> 24;
+	ttl[1] = t >> 16;
+	ttl[2] = t >> 8;
+	ttl[3] = t;
 	w_put(w, owner, olen);
-	w_put(w, pkt + rr->rdata - 10, 8); /* type, class, TTL */
+	w_put(w, pkt + rr->rdata - 10, 4); /* type, class */
+	w_put(w, ttl, 4);
 	if (!rdata_names(rr->type, &pre, &names, &post)) {
 		w_put(w, pkt + rr->rdata - 2, 2 + (size_t)rr->rdlen);
 		return 0;
@@ -710,7 +725,28 @@ static int write_truncated(const uint8_t *pkt, size_t len, unsigned qd, uint8_t 
 	return (int)w.n;
 }
 
+/* Whether the rewrite drops @rr: a bypass record, or an address @drop_addr refuses. */
+static int drop_rr(const uint8_t *pkt, const struct rr *rr, sl_dns_addr_filter *drop_addr,
+		   void *arg)
+{
+	if (bypass_rr(pkt, rr))
+		return 1;
+	if (!drop_addr || rr->class != SL_DNS_CLASS_IN)
+		return 0;
+	if (rr->type == SL_DNS_TYPE_A && rr->rdlen == 4)
+		return drop_addr(AF_INET, pkt + rr->rdata, arg);
+	if (rr->type == SL_DNS_TYPE_AAAA && rr->rdlen == 16)
+		return drop_addr(AF_INET6, pkt + rr->rdata, arg);
+	return 0;
+}
+
 int sl_dns_strip_bypass(const uint8_t *pkt, size_t len, uint8_t *out, size_t outcap)
+{
+	return sl_dns_rewrite(pkt, len, out, outcap, NULL, NULL, UINT32_MAX);
+}
+
+int sl_dns_rewrite(const uint8_t *pkt, size_t len, uint8_t *out, size_t outcap,
+		   sl_dns_addr_filter *drop_addr, void *arg, uint32_t max_ttl_s)
 {
 	uint8_t owner[SL_DNS_WIRE_MAX];
 	struct wbuf w = { .p = out, .cap = outcap < MSG_MAX ? outcap : MSG_MAX };
@@ -744,7 +780,7 @@ int sl_dns_strip_bypass(const uint8_t *pkt, size_t len, uint8_t *out, size_t out
 		err = read_rr(pkt, len, off, 0, owner, &olen, &rr);
 		if (err)
 			return err;
-		found |= bypass_rr(pkt, &rr);
+		found |= drop_rr(pkt, &rr, drop_addr, arg) || capped_ttl(&rr, max_ttl_s) != rr.ttl;
 		off = rr.end;
 	}
 	if (off != len)
@@ -770,11 +806,11 @@ int sl_dns_strip_bypass(const uint8_t *pkt, size_t len, uint8_t *out, size_t out
 			if (err)
 				return err;
 			off = rr.end;
-			if (bypass_rr(pkt, &rr)) {
+			if (drop_rr(pkt, &rr, drop_addr, arg)) {
 				count[s]--;
 				continue;
 			}
-			err = write_rr(pkt, len, &rr, owner, olen, &w);
+			err = write_rr(pkt, len, &rr, owner, olen, max_ttl_s, &w);
 			if (err)
 				return err;
 		}

@@ -163,6 +163,18 @@ int sl_dns_is_bypass_type(uint16_t type);
  */
 int sl_dns_strip_bypass(const uint8_t *pkt, size_t len, uint8_t *out, size_t outcap);
 
+/* Whether to drop the address record @addr (network order, 4 or 16 bytes by @family). */
+typedef int sl_dns_addr_filter(uint8_t family, const uint8_t *addr, void *arg);
+
+/*
+ * sl_dns_strip_bypass(), and also: drops the IN A/AAAA records for which @drop_addr (may be
+ * NULL) returns 1, and caps every TTL (OPT's excepted) at @max_ttl_s. Returns 0 when nothing
+ * needs changing (@pkt can be relayed as is), else the rewritten length in @out, with the
+ * same errors and truncation rules as sl_dns_strip_bypass().
+ */
+int sl_dns_rewrite(const uint8_t *pkt, size_t len, uint8_t *out, size_t outcap,
+		   sl_dns_addr_filter *drop_addr, void *arg, uint32_t max_ttl_s);
+
 /*
  * Whether @name (text, any case, one trailing dot ignored) matches a policy host: equal to
  * @pattern_host when @wildcard is 0, strictly below it when @wildcard is 1 (the policy entry

@@ -21,6 +21,7 @@
 
 #include "bpf_loader.h"
 #include "control.h"
+#include "dns.h"
 #include "events.h"
 #include "log.h"
 #include "loop.h"
@@ -37,6 +38,8 @@ struct opts {
 	int purge;
 	int verbose;
 	unsigned event_limit;
+	const char *dns_upstream;
+	struct sl_dns_ttl ttl;
 };
 
 struct daemon {
@@ -45,6 +48,7 @@ struct daemon {
 	struct sl_bpf *bpf;
 	struct sl_registry *reg;
 	struct sl_events *events;
+	struct sl_dns *dns;
 	struct sl_control *ctl;
 	int sigfd;
 	int lockfd;
@@ -67,6 +71,15 @@ static void usage(FILE *f)
 		"                      STATE_DIR/sluiced.log otherwise)\n"
 		"  --foreground        do not detach\n"
 		"  --event-limit N     deny events per sandbox per CPU per second (default 100)\n"
+		"  --dns-upstream IP[:PORT]\n"
+		"                      resolver for the names policies allow (default: the first\n"
+		"                      nameserver of /etc/resolv.conf)\n"
+		"  --dns-min-ttl S     a resolved address stays in the kernel at least S seconds\n"
+		"                      (default 5) ...\n"
+		"  --dns-max-ttl S     ... at most S seconds; answers' TTLs are capped to it\n"
+		"                      (default 3600) ...\n"
+		"  --dns-grace S       ... plus S seconds for connections made as it expires\n"
+		"                      (default 30)\n"
 		"  --purge             on shutdown, remove every sandbox and all pinned state\n"
 		"                      (default: enforcement stays in the kernel)\n"
 		"  -v, --verbose       debug logging\n"
@@ -78,7 +91,20 @@ static void usage(FILE *f)
 
 static int parse_opts(int argc, char **argv, struct opts *o)
 {
-	enum { O_SOCKET = 256, O_STATE, O_BPFFS, O_LOG, O_FG, O_PURGE, O_EVLIMIT, O_VERSION };
+	enum {
+		O_SOCKET = 256,
+		O_STATE,
+		O_BPFFS,
+		O_LOG,
+		O_FG,
+		O_PURGE,
+		O_EVLIMIT,
+		O_VERSION,
+		O_DNS_UP,
+		O_DNS_MIN,
+		O_DNS_MAX,
+		O_DNS_GRACE,
+	};
 	static const struct option longopts[] = {
 		{ "socket", required_argument, NULL, O_SOCKET },
 		{ "state-dir", required_argument, NULL, O_STATE },
@@ -87,6 +113,10 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		{ "foreground", no_argument, NULL, O_FG },
 		{ "purge", no_argument, NULL, O_PURGE },
 		{ "event-limit", required_argument, NULL, O_EVLIMIT },
+		{ "dns-upstream", required_argument, NULL, O_DNS_UP },
+		{ "dns-min-ttl", required_argument, NULL, O_DNS_MIN },
+		{ "dns-max-ttl", required_argument, NULL, O_DNS_MAX },
+		{ "dns-grace", required_argument, NULL, O_DNS_GRACE },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, O_VERSION },
@@ -98,6 +128,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	o->state_dir = "/var/lib/sluice";
 	o->bpffs_dir = "/sys/fs/bpf/sluice";
 	o->event_limit = 100;
+	o->ttl = (struct sl_dns_ttl){ .min_s = 5, .max_s = 3600, .grace_s = 30 };
 	while ((c = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
 		switch (c) {
 		case O_SOCKET:
@@ -129,6 +160,30 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			o->event_limit = (unsigned)v;
 			break;
 		}
+		case O_DNS_UP:
+			o->dns_upstream = optarg;
+			break;
+		case O_DNS_MIN:
+		case O_DNS_MAX:
+		case O_DNS_GRACE: {
+			char *end;
+			unsigned long v = strtoul(optarg, &end, 10);
+
+			if (*end || !*optarg || v > 86400 * 7) {
+				fprintf(stderr, "sluiced: %s wants seconds (0..604800)\n",
+					c == O_DNS_MIN ? "--dns-min-ttl" :
+					c == O_DNS_MAX ? "--dns-max-ttl" :
+							 "--dns-grace");
+				return 2;
+			}
+			if (c == O_DNS_MIN)
+				o->ttl.min_s = v;
+			else if (c == O_DNS_MAX)
+				o->ttl.max_s = v;
+			else
+				o->ttl.grace_s = v;
+			break;
+		}
 		case 'v':
 			o->verbose = 1;
 			break;
@@ -146,6 +201,18 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	if (optind < argc) {
 		fprintf(stderr, "sluiced: unexpected argument '%s'\nTry 'sluiced --help'.\n",
 			argv[optind]);
+		return 2;
+	}
+	if (o->dns_upstream) {
+		struct sl_dns_opts probe = { 0 };
+
+		if (sl_dns_parse_upstream(o->dns_upstream, &probe)) {
+			fprintf(stderr, "sluiced: --dns-upstream wants IP, IP:PORT or [IPv6]:PORT\n");
+			return 2;
+		}
+	}
+	if (o->ttl.max_s < o->ttl.min_s || !o->ttl.max_s) {
+		fprintf(stderr, "sluiced: --dns-max-ttl must be at least --dns-min-ttl and > 0\n");
 		return 2;
 	}
 	if (o->bpffs_dir[0] != '/' || o->state_dir[0] != '/' || o->socket[0] != '/') {
@@ -209,6 +276,7 @@ static int take_lock(struct daemon *d, char *err, size_t errlen)
 static int start(struct daemon *d, char *err, size_t errlen)
 {
 	struct sl_bpf_opts bo = { .pin_dir = d->o.bpffs_dir, .event_limit = d->o.event_limit };
+	struct sl_dns_opts dopts = { .max_ttl_s = d->o.ttl.max_s };
 	struct sl_control_deps deps;
 	sigset_t mask;
 	int fd, n;
@@ -225,10 +293,20 @@ static int start(struct daemon *d, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
+	if (d->o.dns_upstream)
+		sl_dns_parse_upstream(d->o.dns_upstream, &dopts);
+	else if (sl_dns_upstream_from_resolv("/etc/resolv.conf", &dopts))
+		sl_warn("no nameserver in /etc/resolv.conf and no --dns-upstream: allowed names "
+			"will not resolve");
 	d->bpf = sl_bpf_open(&bo, err, errlen);
 	if (!d->bpf)
 		return -1;
-	d->reg = sl_registry_new(d->bpf, d->o.state_dir);
+	d->dns = sl_dns_new(d->loop, d->events, &dopts);
+	if (!d->dns) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	d->reg = sl_registry_new(d->bpf, d->o.state_dir, d->loop, d->dns, &d->o.ttl);
 	if (!d->reg) {
 		snprintf(err, errlen, "state directory %s: %s", d->o.state_dir, strerror(errno));
 		return -1;
@@ -270,6 +348,7 @@ static void stop(struct daemon *d)
 		sl_info("purged: no sandbox is enforced any more");
 	}
 	sl_registry_free(d->reg);
+	sl_dns_free(d->dns);
 	sl_bpf_close(d->bpf);
 	sl_events_free(d->events);
 	sl_loop_free(d->loop);

@@ -20,6 +20,7 @@
 #include <lua.h>
 #include <lualib.h>
 
+#include "dns_msg.h"
 #include "policy.h"
 
 #define POLICY_MEM_MAX (64u << 20)
@@ -604,14 +605,8 @@ int sl_policy_rules(const struct sl_policy *p, struct sl_rule_set *rs, char *err
 		const struct sl_entry *e = &p->allow.v[i];
 		struct sl_addr_rule r = { 0 };
 
-		if (e->kind != SL_ENTRY_ADDR) {
-			sl_entry_str(e, s, sizeof(s));
-			seterr(err, errlen,
-			       "egress.allow[%zu] ('%s'): host names are not supported by this "
-			       "sluiced yet; use addresses or prefixes",
-			       i + 1, s);
-			return -EINVAL;
-		}
+		if (e->kind != SL_ENTRY_ADDR)
+			continue; /* names become rules when they resolve (sl_policy_name_grants) */
 		r.family = e->family;
 		r.plen = e->plen;
 		memcpy(r.addr, e->addr, 16);
@@ -623,6 +618,114 @@ int sl_policy_rules(const struct sl_policy *p, struct sl_rule_set *rs, char *err
 			seterr(err, errlen, "out of memory");
 			return -ENOMEM;
 		}
+	}
+	return 0;
+}
+
+static int name_matches(const struct sl_entry *e, const char *name)
+{
+	if (e->kind == SL_ENTRY_HOST)
+		return sl_dns_name_match(e->host, 0, name);
+	if (e->kind == SL_ENTRY_WILDCARD)
+		return sl_dns_name_match(e->host, 1, name);
+	return 0;
+}
+
+size_t sl_policy_name_grants(const struct sl_policy *p, const char *name, struct sl_grant *g,
+			     size_t max)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < p->allow.n && n < max; i++) {
+		const struct sl_entry *e = &p->allow.v[i];
+
+		if (!name_matches(e, name))
+			continue;
+		g[n++] = (struct sl_grant){
+			.lo = e->has_port ? e->port_lo : 0,
+			.hi = e->has_port ? e->port_hi : 65535,
+			.protos = e->protos,
+			.verdict = SL_VERDICT_ALLOW,
+		};
+	}
+	return n;
+}
+
+int sl_policy_has_names(const struct sl_policy *p)
+{
+	for (size_t i = 0; i < p->allow.n; i++)
+		if (p->allow.v[i].kind != SL_ENTRY_ADDR)
+			return 1;
+	return 0;
+}
+
+/* Ranges that are not the public Internet: loopback, private, shared, link-local (cloud
+ * metadata lives at 169.254.169.254), documentation and benchmarking nets, multicast and
+ * reserved (RFC 6890). A name that resolves into one of them may be a rebinding attack. */
+static const struct {
+	uint8_t addr[4];
+	uint8_t plen;
+} nonpublic4[] = {
+	{ { 0, 0, 0, 0 }, 8 },	     { { 10, 0, 0, 0 }, 8 },	   { { 100, 64, 0, 0 }, 10 },
+	{ { 127, 0, 0, 0 }, 8 },     { { 169, 254, 0, 0 }, 16 },   { { 172, 16, 0, 0 }, 12 },
+	{ { 192, 0, 0, 0 }, 24 },    { { 192, 0, 2, 0 }, 24 },	   { { 192, 168, 0, 0 }, 16 },
+	{ { 198, 18, 0, 0 }, 15 },   { { 198, 51, 100, 0 }, 24 }, { { 203, 0, 113, 0 }, 24 },
+	{ { 224, 0, 0, 0 }, 4 },     { { 240, 0, 0, 0 }, 4 },
+};
+
+static const struct {
+	uint8_t addr[16];
+	uint8_t plen;
+} nonpublic6[] = {
+	{ { 0 }, 96 }, /* ::, ::1 and the deprecated IPv4-compatible ::a.b.c.d */
+	{ { 0x01, 0x00 }, 64 }, /* 100::/64 discard */
+	{ { 0x20, 0x01, 0x00, 0x00 }, 23 }, /* IETF protocol assignments (Teredo, ...) */
+	{ { 0x20, 0x01, 0x0d, 0xb8 }, 32 }, /* documentation */
+	{ { 0x20, 0x02 }, 16 }, /* 6to4: embeds an IPv4 address */
+	{ { 0x00, 0x64, 0xff, 0x9b }, 32 }, /* NAT64 (64:ff9b::/96 and 64:ff9b:1::/48) */
+	{ { 0xfc }, 7 }, /* unique local (fd00:ec2::254 is a metadata address) */
+	{ { 0xfe, 0x80 }, 10 }, /* link-local */
+	{ { 0xfe, 0xc0 }, 10 }, /* site-local */
+	{ { 0xff }, 8 }, /* multicast */
+};
+
+static int in_prefix(const uint8_t *addr, const uint8_t *prefix, int addr_len, int plen)
+{
+	uint8_t m[16];
+
+	memcpy(m, addr, addr_len);
+	sl_prefix_mask(m, addr_len, plen);
+	return !memcmp(m, prefix, addr_len);
+}
+
+int sl_addr_is_public(uint8_t family, const uint8_t *addr)
+{
+	static const uint8_t mapped[12] = { [10] = 0xff, [11] = 0xff };
+
+	if (family == AF_INET6 && !memcmp(addr, mapped, 12))
+		return sl_addr_is_public(AF_INET, addr + 12);
+	if (family == AF_INET) {
+		for (size_t i = 0; i < sizeof(nonpublic4) / sizeof(nonpublic4[0]); i++)
+			if (in_prefix(addr, nonpublic4[i].addr, 4, nonpublic4[i].plen))
+				return 0;
+		return 1;
+	}
+	for (size_t i = 0; i < sizeof(nonpublic6) / sizeof(nonpublic6[0]); i++)
+		if (in_prefix(addr, nonpublic6[i].addr, 16, nonpublic6[i].plen))
+			return 0;
+	return 1;
+}
+
+int sl_policy_addr_permitted(const struct sl_policy *p, uint8_t family, const uint8_t *addr)
+{
+	if (sl_addr_is_public(family, addr))
+		return 1;
+	for (size_t i = 0; i < p->private_ranges.n; i++) {
+		const struct sl_entry *e = &p->private_ranges.v[i];
+
+		if (e->family == family &&
+		    in_prefix(addr, e->addr, family == AF_INET ? 4 : 16, e->plen))
+			return 1;
 	}
 	return 0;
 }

@@ -56,11 +56,32 @@ void sl_policy_free(struct sl_policy *p);
 
 /*
  * Adds the kernel rules of the policy's address entries to @rs: egress.allow addresses get
- * ALLOW on their ports (all ports if none given). Host names and egress.intercept need the
- * DNS and proxy layers and are refused here with a clear message. Returns 0 or -EINVAL/-ENOMEM
- * with the reason in @err.
+ * ALLOW on their ports (all ports if none given). Host names become rules only when they
+ * resolve (see sl_policy_name_grants()). egress.intercept needs the proxy layer and is
+ * refused here with a clear message. Returns 0 or -EINVAL/-ENOMEM with the reason in @err.
  */
 int sl_policy_rules(const struct sl_policy *p, struct sl_rule_set *rs, char *err, size_t errlen);
+
+/* What the policy grants one resolved name: a port range, protocols and a verdict. */
+struct sl_grant {
+	uint16_t lo, hi;
+	uint8_t protos;
+	uint8_t verdict;
+};
+
+/* The grants of every host entry matching @name (exact or *.suffix, see
+ * sl_dns_name_match()), at most @max. Returns how many: 0 means the name is denied. */
+size_t sl_policy_name_grants(const struct sl_policy *p, const char *name, struct sl_grant *g,
+			     size_t max);
+/* Whether the policy names any host at all. */
+int sl_policy_has_names(const struct sl_policy *p);
+
+/* Whether @addr (network order; 4 or 16 bytes) is on the public Internet: not loopback,
+ * private, shared, link-local (metadata), documentation, multicast or reserved. v4-mapped
+ * IPv6 is judged as IPv4. */
+int sl_addr_is_public(uint8_t family, const uint8_t *addr);
+/* Whether a resolved name may point at @addr: public, or inside an egress.private range. */
+int sl_policy_addr_permitted(const struct sl_policy *p, uint8_t family, const uint8_t *addr);
 
 /* Formats an entry back into its policy syntax. */
 void sl_entry_str(const struct sl_entry *e, char *buf, size_t len);

@@ -133,6 +133,33 @@ static int add_range(struct sl_rule *val, struct sl_port_range r)
 	return 0;
 }
 
+int sl_rules_merge(const struct sl_rule_set *rs, uint8_t family, const uint8_t *addr,
+		   uint8_t plen, struct sl_rule *val)
+{
+	struct sl_addr_rule p = { .family = family, .plen = plen };
+
+	memcpy(p.addr, addr, family == AF_INET ? 4 : 16);
+	sl_prefix_mask(p.addr, addr_len(family), plen);
+	for (size_t j = 0; j < rs->n; j++) {
+		const struct sl_addr_rule *q = &rs->v[j];
+		struct sl_port_range r = {
+			.expires_ns = q->expires_ns,
+			.lo = q->port_lo,
+			.hi = q->port_hi,
+			.verdict = q->verdict,
+			.protos = q->protos,
+		};
+		int err;
+
+		if (!covers(q, &p))
+			continue;
+		err = add_range(val, r);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
 static int cmp_range(const void *a, const void *b)
 {
 	const struct sl_port_range *x = a, *y = b;

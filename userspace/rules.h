@@ -54,6 +54,14 @@ void sl_prefix_mask(uint8_t *addr, int addr_len, int plen);
 int sl_rules_compile(const struct sl_rule_set *rs, struct sl_kentry **out, size_t *nout,
 		     struct sl_kentry *bad);
 
+/*
+ * Adds to @val the ranges of every rule of @rs whose prefix covers (@family, @addr, @plen),
+ * merged as sl_rules_compile() merges them. Call it once per rule set to build the kernel
+ * value of one prefix from several sets. Returns 0 or -E2BIG.
+ */
+int sl_rules_merge(const struct sl_rule_set *rs, uint8_t family, const uint8_t *addr,
+		   uint8_t plen, struct sl_rule *val);
+
 /* Formats a prefix as "10.0.0.0/8" or "fd00::/8" (plen omitted for a single address). */
 void sl_prefix_str(uint8_t family, const uint8_t *addr, uint8_t plen, char *buf, size_t len);
 

@@ -22,17 +22,26 @@
 
 #include "bpf_loader.h"
 #include "cgroup.h"
+#include "dns.h"
 #include "log.h"
+#include "loop.h"
 #include "sandbox.h"
 
 #define POLICY_MAX_BYTES (1u << 20)
+#define SWEEP_MS 1000
 
 struct sl_registry {
 	struct sl_bpf *bpf;
+	struct sl_loop *loop;
+	struct sl_dns *dns;
+	struct sl_dns_ttl ttl;
+	struct sl_timer *sweep;
 	char state_dir[PATH_MAX];
 	struct sl_box *head;
 	size_t count;
 };
+
+static void sweep_cb(struct sl_loop *loop, void *arg);
 
 static void seterr(char *err, size_t errlen, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -46,7 +55,9 @@ static void seterr(char *err, size_t errlen, const char *fmt, ...)
 	va_end(ap);
 }
 
-struct sl_registry *sl_registry_new(struct sl_bpf *bpf, const char *state_dir)
+struct sl_registry *sl_registry_new(struct sl_bpf *bpf, const char *state_dir,
+				    struct sl_loop *loop, struct sl_dns *dns,
+				    const struct sl_dns_ttl *ttl)
 {
 	struct sl_registry *r = calloc(1, sizeof(*r));
 	char dir[PATH_MAX + 16];
@@ -54,6 +65,9 @@ struct sl_registry *sl_registry_new(struct sl_bpf *bpf, const char *state_dir)
 	if (!r)
 		return NULL;
 	r->bpf = bpf;
+	r->loop = loop;
+	r->dns = dns;
+	r->ttl = *ttl;
 	snprintf(r->state_dir, sizeof(r->state_dir), "%s", state_dir);
 	snprintf(dir, sizeof(dir), "%s/sandboxes", state_dir);
 	if ((mkdir(state_dir, 0700) == -1 && errno != EEXIST) ||
@@ -64,6 +78,8 @@ struct sl_registry *sl_registry_new(struct sl_bpf *bpf, const char *state_dir)
 		errno = e;
 		return NULL;
 	}
+	if (loop)
+		r->sweep = sl_loop_add_timer(loop, SWEEP_MS, sweep_cb, r);
 	return r;
 }
 
@@ -71,9 +87,12 @@ static void box_free(struct sl_box *box)
 {
 	if (!box)
 		return;
+	sl_dns_listener_close(box->dns);
 	free(box->policy_src);
 	sl_policy_free(box->policy);
 	sl_rule_set_free(&box->rules);
+	sl_rule_set_free(&box->learned);
+	free(box->learned_names);
 	free(box);
 }
 
@@ -81,6 +100,8 @@ void sl_registry_free(struct sl_registry *r)
 {
 	if (!r)
 		return;
+	if (r->loop)
+		sl_loop_cancel_timer(r->loop, r->sweep);
 	while (r->head) {
 		struct sl_box *b = r->head;
 
@@ -150,10 +171,11 @@ static int save_state(struct sl_registry *r, const struct sl_box *box)
 
 	state_path(r, box->name, path, sizeof(path));
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	j = json_pack("{s:s, s:I, s:s, s:I, s:s, s:s%, s:I}", "name", box->name, "id",
+	j = json_pack("{s:s, s:I, s:s, s:I, s:s, s:s%, s:I, s:i}", "name", box->name, "id",
 		      (json_int_t)box->id, "cgroup", box->cgroup, "cgroup_id",
 		      (json_int_t)box->cgid, "policy_path", box->policy_path, "policy",
-		      box->policy_src, box->policy_len, "created", (json_int_t)box->created_s);
+		      box->policy_src, box->policy_len, "created", (json_int_t)box->created_s,
+		      "dns_port", (int)box->dns_port);
 	if (!j)
 		return -ENOMEM;
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -208,6 +230,24 @@ static int read_file(const char *path, char **out, size_t *len)
 	return 0;
 }
 
+/* The kernel entries of @box: its static rules and what its names resolved to. */
+static int compile_all(struct sl_box *box, struct sl_kentry **ents, size_t *nents,
+		       struct sl_kentry *bad)
+{
+	struct sl_rule_set all;
+	int r = 0;
+
+	sl_rule_set_init(&all);
+	for (size_t i = 0; i < box->rules.n && !r; i++)
+		r = sl_rule_set_add(&all, &box->rules.v[i]);
+	for (size_t i = 0; i < box->learned.n && !r; i++)
+		r = sl_rule_set_add(&all, &box->learned.v[i]);
+	if (!r)
+		r = sl_rules_compile(&all, ents, nents, bad);
+	sl_rule_set_free(&all);
+	return r;
+}
+
 /* Compiles the policy of @box into its rules and kernel entries. */
 static int compile_box(struct sl_box *box, struct sl_kentry **ents, size_t *nents, char *err,
 		       size_t errlen)
@@ -222,7 +262,7 @@ static int compile_box(struct sl_box *box, struct sl_kentry **ents, size_t *nent
 	r = sl_policy_rules(box->policy, &box->rules, err, errlen);
 	if (r)
 		return r;
-	r = sl_rules_compile(&box->rules, ents, nents, &bad);
+	r = compile_all(box, ents, nents, &bad);
 	if (r == -E2BIG) {
 		char p[64];
 
@@ -236,13 +276,249 @@ static int compile_box(struct sl_box *box, struct sl_kentry **ents, size_t *nent
 	return r;
 }
 
+/* ---- resolved names ---- */
+
+static int same_rule(const struct sl_addr_rule *a, const struct sl_addr_rule *b)
+{
+	return a->family == b->family && a->plen == b->plen && !memcmp(a->addr, b->addr, 16) &&
+	       a->port_lo == b->port_lo && a->port_hi == b->port_hi && a->protos == b->protos &&
+	       a->verdict == b->verdict;
+}
+
+/* Records that @name resolved to @r (or extends the expiry of the same record). */
+static int learned_add(struct sl_box *box, const char *name, const struct sl_addr_rule *r)
+{
+	size_t cap = box->learned.cap;
+
+	for (size_t i = 0; i < box->learned.n; i++) {
+		if (same_rule(&box->learned.v[i], r) && !strcmp(box->learned_names[i], name)) {
+			if (r->expires_ns > box->learned.v[i].expires_ns)
+				box->learned.v[i].expires_ns = r->expires_ns;
+			return 0;
+		}
+	}
+	if (box->learned.n >= SL_LEARNED_MAX)
+		return -ENOSPC;
+	if (sl_rule_set_add(&box->learned, r))
+		return -ENOMEM;
+	if (box->learned.cap != cap || !box->learned_names) {
+		char(*names)[SL_DNS_NAME_BUF] = realloc(box->learned_names,
+							box->learned.cap * sizeof(*names));
+
+		if (!names) {
+			box->learned.n--;
+			return -ENOMEM;
+		}
+		box->learned_names = names;
+	}
+	snprintf(box->learned_names[box->learned.n - 1], SL_DNS_NAME_BUF, "%s", name);
+	return 0;
+}
+
+static void learned_del(struct sl_box *box, size_t i)
+{
+	size_t last = --box->learned.n;
+
+	box->learned.v[i] = box->learned.v[last];
+	memcpy(box->learned_names[i], box->learned_names[last], SL_DNS_NAME_BUF);
+}
+
+/*
+ * Rewrites the kernel entry of one address of @box from its static and learned rules: the
+ * merged ranges, or no entry at all when no learned rule and no static rule of exactly this
+ * address remain (a covering static prefix then answers alone).
+ */
+static int write_addr(struct sl_registry *r, struct sl_box *box, uint8_t family,
+		      const uint8_t *addr)
+{
+	struct sl_kentry e = { .family = family, .plen = family == AF_INET ? 32 : 128 };
+	int keep = 0, err;
+
+	memcpy(e.addr, addr, family == AF_INET ? 4 : 16);
+	for (size_t i = 0; i < box->learned.n && !keep; i++)
+		keep = box->learned.v[i].family == family &&
+		       !memcmp(box->learned.v[i].addr, e.addr, 16);
+	for (size_t i = 0; i < box->rules.n && !keep; i++)
+		keep = box->rules.v[i].family == family && box->rules.v[i].plen == e.plen &&
+		       !memcmp(box->rules.v[i].addr, e.addr, 16);
+	if (keep) {
+		err = sl_rules_merge(&box->rules, family, e.addr, e.plen, &e.val);
+		if (!err)
+			err = sl_rules_merge(&box->learned, family, e.addr, e.plen, &e.val);
+		if (err)
+			return err;
+	}
+	return sl_bpf_set_rule(r->bpf, box->id, &e);
+}
+
+static const char *dns_name(void *owner)
+{
+	return ((struct sl_box *)owner)->name;
+}
+
+static size_t dns_grants(void *owner, const char *qname, struct sl_grant *g, size_t max)
+{
+	struct sl_box *box = owner;
+
+	return box->policy ? sl_policy_name_grants(box->policy, qname, g, max) : 0;
+}
+
+/* The kernel half of a DNS answer (struct sl_dns_ops.learn). */
+static int dns_learn(void *owner, const char *qname, const struct sl_dns_answer *a,
+		     uint8_t blocked[SL_DNS_MAX_ADDRS])
+{
+	static const uint8_t mapped[12] = { [10] = 0xff, [11] = 0xff };
+	struct sl_box *box = owner;
+	struct sl_registry *r = box->reg;
+	struct sl_grant g[8];
+	size_t ng = dns_grants(box, qname, g, 8);
+	uint64_t now = sl_now_ns();
+	int err;
+
+	for (size_t i = 0; i < a->naddr; i++) {
+		const struct sl_dns_addr *x = &a->addr[i];
+		uint8_t family = x->family, addr[16] = { 0 };
+		uint32_t ttl = x->ttl_s;
+
+		/* The kernel judges v4-mapped destinations by the IPv4 rules. */
+		if (family == AF_INET6 && !memcmp(x->addr, mapped, 12)) {
+			family = AF_INET;
+			memcpy(addr, x->addr + 12, 4);
+		} else {
+			memcpy(addr, x->addr, family == AF_INET ? 4 : 16);
+		}
+		if (!ng || !sl_policy_addr_permitted(box->policy, family, addr)) {
+			blocked[i] = 1;
+			continue;
+		}
+		ttl = ttl < r->ttl.min_s ? r->ttl.min_s : ttl > r->ttl.max_s ? r->ttl.max_s : ttl;
+		for (size_t k = 0; k < ng; k++) {
+			struct sl_addr_rule rule = {
+				.family = family,
+				.plen = family == AF_INET ? 32 : 128,
+				.port_lo = g[k].lo,
+				.port_hi = g[k].hi,
+				.protos = g[k].protos,
+				.verdict = g[k].verdict,
+				.expires_ns = now + (uint64_t)(ttl + r->ttl.grace_s) * 1000000000ULL,
+			};
+
+			memcpy(rule.addr, addr, 16);
+			err = learned_add(box, qname, &rule);
+			if (err) {
+				sl_err("sandbox %s: recording %s failed: %s", box->name, qname,
+				       strerror(-err));
+				return err;
+			}
+		}
+		err = write_addr(r, box, family, addr);
+		if (err) {
+			sl_err("sandbox %s: installing an address of %s failed: %s", box->name,
+			       qname, strerror(-err));
+			return err;
+		}
+	}
+	return 0;
+}
+
+static const struct sl_dns_ops dns_ops = {
+	.name = dns_name,
+	.grants = dns_grants,
+	.learn = dns_learn,
+};
+
+/* Drops expired resolutions from memory and from the kernel (which already ignores them). */
+static void sweep_box(struct sl_registry *r, struct sl_box *box, uint64_t now)
+{
+	struct sl_addr_rule *gone = NULL;
+	size_t ngone = 0;
+
+	for (size_t i = 0; i < box->learned.n;) {
+		struct sl_addr_rule *x = &box->learned.v[i];
+		int dup = 0;
+
+		if (x->expires_ns > now) {
+			i++;
+			continue;
+		}
+		if (!gone && !(gone = calloc(box->learned.n, sizeof(*gone))))
+			return; /* next sweep */
+		for (size_t k = 0; k < ngone && !dup; k++)
+			dup = gone[k].family == x->family && !memcmp(gone[k].addr, x->addr, 16);
+		if (!dup)
+			gone[ngone++] = *x;
+		learned_del(box, i);
+	}
+	for (size_t k = 0; k < ngone; k++) {
+		int err = write_addr(r, box, gone[k].family, gone[k].addr);
+
+		if (err)
+			sl_warn("sandbox %s: removing an expired entry failed: %s", box->name,
+				strerror(-err));
+	}
+	free(gone);
+}
+
+static void sweep_cb(struct sl_loop *loop, void *arg)
+{
+	struct sl_registry *r = arg;
+	uint64_t now = sl_now_ns();
+
+	for (struct sl_box *b = r->head; b; b = b->next)
+		sweep_box(r, b, now);
+	r->sweep = sl_loop_add_timer(loop, SWEEP_MS, sweep_cb, r);
+}
+
+/* Opens the sandbox's DNS listener (on its previous port if it had one). */
+static int open_dns(struct sl_registry *r, struct sl_box *box, char *err, size_t errlen)
+{
+	if (!r->dns || box->dns)
+		return 0;
+	box->dns = sl_dns_listen(r->dns, &dns_ops, box, box->dns_port, -1, err, errlen);
+	if (!box->dns)
+		return -EIO;
+	box->dns_port = sl_dns_listener_port(box->dns);
+	return 0;
+}
+
+/* Registers or forgets (@sandbox_id 0) the listener addresses of @box in the kernel. */
+static void set_listeners(struct sl_registry *r, const struct sl_box *box, uint32_t sandbox_id)
+{
+	uint32_t lo4 = htonl(INADDR_LOOPBACK);
+
+	if (!box->dns_port)
+		return;
+	sl_bpf_set_listener(r->bpf, AF_INET, (const uint8_t *)&lo4, htons(box->dns_port),
+			    sandbox_id);
+	sl_bpf_set_listener(r->bpf, AF_INET6, in6addr_loopback.s6_addr, htons(box->dns_port),
+			    sandbox_id);
+}
+
+/* The sandbox table entry of @box; registers its listeners with the kernel. */
+static void kernel_entry(struct sl_registry *r, const struct sl_box *box, struct sl_sandbox *ksb)
+{
+	memset(ksb, 0, sizeof(*ksb));
+	ksb->id = box->id;
+	if (!box->dns)
+		return;
+	ksb->flags |= SL_SB_DNS;
+	ksb->dns_ip4 = htonl(INADDR_LOOPBACK);
+	memcpy(ksb->dns_ip6, in6addr_loopback.s6_addr, 16);
+	ksb->dns_port = htons(box->dns_port);
+	set_listeners(r, box, box->id);
+}
+
 /* Programs the kernel for @box: rules, then the sandbox entry, then the links. */
 static int install_box(struct sl_registry *r, struct sl_box *box, const struct sl_kentry *ents,
 		       size_t nents, char *err, size_t errlen)
 {
-	struct sl_sandbox ksb = { .id = box->id };
+	struct sl_sandbox ksb;
 	int e;
 
+	e = open_dns(r, box, err, errlen);
+	if (e)
+		return e;
+	kernel_entry(r, box, &ksb);
 	e = sl_bpf_sync_rules(r->bpf, box->id, ents, nents);
 	if (e) {
 		seterr(err, errlen, "writing kernel rules failed: %s", strerror(-e));
@@ -262,10 +538,13 @@ static int install_box(struct sl_registry *r, struct sl_box *box, const struct s
 }
 
 /* Undoes install_box(). */
-static void uninstall_box(struct sl_registry *r, const struct sl_box *box)
+static void uninstall_box(struct sl_registry *r, struct sl_box *box)
 {
 	int e;
 
+	sl_dns_listener_close(box->dns);
+	box->dns = NULL;
+	set_listeners(r, box, 0);
 	e = sl_bpf_detach(r->bpf, box->name);
 	if (e)
 		sl_err("detaching sandbox %s failed: %s", box->name, strerror(-e));
@@ -346,7 +625,9 @@ struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *s
 		goto fail;
 	}
 	snprintf(box->name, sizeof(box->name), "%s", spec->name);
+	box->reg = r;
 	sl_rule_set_init(&box->rules);
+	sl_rule_set_init(&box->learned);
 	e = sl_cgroup_resolve(spec->cgroup, box->cgroup, sizeof(box->cgroup));
 	if (e) {
 		seterr(err, errlen, "cgroup %s: %s", spec->cgroup, cgroup_error(e));
@@ -470,11 +751,65 @@ void sl_registry_rm_all(struct sl_registry *r)
 	}
 }
 
+/* The resolutions a previous sluiced installed and that have not expired: kept as they are
+ * (their names are not known any more) until they expire. */
+static int recover_learned(struct sl_registry *r, struct sl_box *box)
+{
+	struct sl_kentry *ents;
+	uint64_t now = sl_now_ns();
+	size_t n;
+	int err;
+
+	err = sl_bpf_read_rules(r->bpf, box->id, &ents, &n);
+	if (err)
+		return err;
+	for (size_t i = 0; i < n && !err; i++) {
+		for (uint32_t k = 0; k < ents[i].val.n && k < SL_MAX_PORT_RANGES && !err; k++) {
+			const struct sl_port_range *pr = &ents[i].val.r[k];
+			struct sl_addr_rule rule = {
+				.family = ents[i].family,
+				.plen = ents[i].plen,
+				.port_lo = pr->lo,
+				.port_hi = pr->hi,
+				.protos = pr->protos,
+				.verdict = pr->verdict,
+				.expires_ns = pr->expires_ns,
+			};
+
+			if (!pr->expires_ns || pr->expires_ns <= now)
+				continue;
+			memcpy(rule.addr, ents[i].addr, 16);
+			err = learned_add(box, "", &rule);
+		}
+	}
+	free(ents);
+	return err;
+}
+
+/* Adoption of a sandbox whose stored policy no longer compiles: its kernel rules stay, its
+ * DNS listener answers every name NXDOMAIN. */
+static int adopt_without_policy(struct sl_registry *r, struct sl_box *box)
+{
+	struct sl_sandbox ksb;
+	char err[256];
+	int e;
+
+	e = open_dns(r, box, err, sizeof(err));
+	if (e)
+		sl_err("sandbox %s: %s", box->name, err);
+	kernel_entry(r, box, &ksb);
+	e = sl_bpf_set_sandbox(r->bpf, box->cgid, &ksb);
+	if (!e)
+		e = sl_bpf_attach(r->bpf, box->name, box->cgroup, box->cgid);
+	return e;
+}
+
 /* Loads one state file into a sandbox, adopting its kernel state. */
 static int adopt_one(struct sl_registry *r, const char *path)
 {
 	const char *name, *cgroup, *policy_path, *src;
 	json_int_t id, cgid, created;
+	int dns_port = 0;
 	size_t src_len;
 	json_error_t jerr;
 	struct sl_kentry *ents = NULL;
@@ -490,9 +825,10 @@ static int adopt_one(struct sl_registry *r, const char *path)
 		sl_err("state file %s unreadable: %s", path, jerr.text);
 		return -EINVAL;
 	}
-	if (json_unpack_ex(j, &jerr, 0, "{s:s, s:I, s:s, s:I, s:s, s:s%, s:I}", "name", &name,
-			   "id", &id, "cgroup", &cgroup, "cgroup_id", &cgid, "policy_path",
-			   &policy_path, "policy", &src, &src_len, "created", &created) ||
+	if (json_unpack_ex(j, &jerr, 0, "{s:s, s:I, s:s, s:I, s:s, s:s%, s:I, s?i}", "name",
+			   &name, "id", &id, "cgroup", &cgroup, "cgroup_id", &cgid, "policy_path",
+			   &policy_path, "policy", &src, &src_len, "created", &created, "dns_port",
+			   &dns_port) ||
 	    !sl_sandbox_name_ok(name) || id <= 0 || id >= SL_MAX_SANDBOXES ||
 	    sl_sandbox_by_id(r, (uint32_t)id) || sl_sandbox_find(r, name)) {
 		sl_err("state file %s is invalid or conflicts with another sandbox", path);
@@ -509,7 +845,10 @@ static int adopt_one(struct sl_registry *r, const char *path)
 	box->id = (uint32_t)id;
 	box->cgid = (uint64_t)cgid;
 	box->created_s = created;
+	box->reg = r;
+	box->dns_port = dns_port > 0 && dns_port < 65536 ? (uint16_t)dns_port : 0;
 	sl_rule_set_init(&box->rules);
+	sl_rule_set_init(&box->learned);
 	box->policy_src = strndup(src, src_len);
 	box->policy_len = src_len;
 	if (!box->policy_src) {
@@ -532,14 +871,19 @@ static int adopt_one(struct sl_registry *r, const char *path)
 		sl_bpf_del_sandbox(r->bpf, box->cgid);
 		box->cgid = now_cgid;
 	}
+	e = recover_learned(r, box);
+	if (e)
+		sl_warn("sandbox %s: reading its resolved names from the kernel failed: %s", name,
+			strerror(-e));
 	e = compile_box(box, &ents, &nents, err, sizeof(err));
 	if (e) {
-		/* Keep whatever the kernel enforces now rather than open anything. */
-		sl_err("sandbox %s: policy no longer compiles (%s); kernel state left as is", name,
-		       err);
-		sl_rule_set_free(&box->rules);
-		sl_rule_set_init(&box->rules);
-		e = sl_bpf_attach(r->bpf, box->name, box->cgroup, box->cgid);
+		/* Keep whatever the kernel enforces now rather than open anything; names no
+		 * longer resolve (the listener answers NXDOMAIN without a policy). */
+		sl_err("sandbox %s: policy no longer compiles (%s); kernel rules left as they are",
+		       name, err);
+		sl_policy_free(box->policy);
+		box->policy = NULL;
+		e = adopt_without_policy(r, box);
 	} else {
 		e = install_box(r, box, ents, nents, err, sizeof(err));
 		if (e)
@@ -594,30 +938,79 @@ int sl_registry_adopt(struct sl_registry *r)
 	return n;
 }
 
+/* One rule as {"dst", "ports", "proto", "verdict"}. */
+static json_t *rule_json(const struct sl_addr_rule *ru)
+{
+	static const char *const verdicts[] = { "deny", "allow", "proxy", "dns" };
+	char dst[64], ports[16];
+
+	sl_prefix_str(ru->family, ru->addr, ru->plen, dst, sizeof(dst));
+	if (ru->port_lo == 0 && ru->port_hi == 65535)
+		snprintf(ports, sizeof(ports), "any");
+	else if (ru->port_lo == ru->port_hi)
+		snprintf(ports, sizeof(ports), "%u", ru->port_lo);
+	else
+		snprintf(ports, sizeof(ports), "%u-%u", ru->port_lo, ru->port_hi);
+	return json_pack("{s:s, s:s, s:s, s:s}", "dst", dst, "ports", ports, "proto",
+			 ru->protos == SL_PROTO_ANY ? "tcp,udp" :
+			 ru->protos == SL_PROTO_TCP ? "tcp" :
+						      "udp",
+			 "verdict", verdicts[ru->verdict & 3]);
+}
+
 static json_t *rules_json(const struct sl_box *box)
 {
 	json_t *arr = json_array();
 
-	for (size_t i = 0; i < box->rules.n; i++) {
-		const struct sl_addr_rule *ru = &box->rules.v[i];
-		static const char *const verdicts[] = { "deny", "allow", "proxy", "dns" };
-		char dst[64], ports[16];
-
-		sl_prefix_str(ru->family, ru->addr, ru->plen, dst, sizeof(dst));
-		if (ru->port_lo == 0 && ru->port_hi == 65535)
-			snprintf(ports, sizeof(ports), "any");
-		else if (ru->port_lo == ru->port_hi)
-			snprintf(ports, sizeof(ports), "%u", ru->port_lo);
-		else
-			snprintf(ports, sizeof(ports), "%u-%u", ru->port_lo, ru->port_hi);
-		json_array_append_new(
-			arr, json_pack("{s:s, s:s, s:s, s:s}", "dst", dst, "ports", ports, "proto",
-				       ru->protos == SL_PROTO_ANY ? "tcp,udp" :
-				       ru->protos == SL_PROTO_TCP ? "tcp" :
-								    "udp",
-				       "verdict", verdicts[ru->verdict & 3]));
-	}
+	for (size_t i = 0; i < box->rules.n; i++)
+		json_array_append_new(arr, rule_json(&box->rules.v[i]));
 	return arr;
+}
+
+/* The resolved names of @box, each with its installed addresses and their expiry. */
+static json_t *names_json(const struct sl_box *box)
+{
+	json_t *byname = json_object(), *arr = json_array(), *v;
+	uint64_t now = sl_now_ns();
+	const char *k;
+
+	for (size_t i = 0; i < box->learned.n; i++) {
+		const struct sl_addr_rule *ru = &box->learned.v[i];
+		const char *name = box->learned_names[i][0] ? box->learned_names[i] :
+							      "(resolved before a restart)";
+		json_t *addrs = json_object_get(byname, name), *x = rule_json(ru);
+
+		if (!addrs) {
+			addrs = json_array();
+			json_object_set_new(byname, name, addrs);
+		}
+		json_object_set_new(x, "expires_in_s",
+				    json_integer(ru->expires_ns > now ?
+							 (json_int_t)((ru->expires_ns - now +
+								       999999999ULL) /
+								      1000000000ULL) :
+							 0));
+		json_array_append_new(addrs, x);
+	}
+	json_object_foreach(byname, k, v)
+		json_array_append_new(arr, json_pack("{s:s, s:O}", "name", k, "addresses", v));
+	json_decref(byname);
+	return arr;
+}
+
+static json_t *dns_json(const struct sl_box *box)
+{
+	const struct sl_dns_stats *st;
+
+	if (!box->dns)
+		return json_null();
+	st = sl_dns_listener_stats(box->dns);
+	return json_pack("{s:i, s:{s:I, s:I, s:I, s:I, s:I, s:I}, s:{s:I, s:I}}", "port",
+			 (int)box->dns_port, "queries", "allowed", (json_int_t)st->allowed,
+			 "denied", (json_int_t)st->denied, "nodata", (json_int_t)st->nodata,
+			 "formerr", (json_int_t)st->formerr, "refused", (json_int_t)st->refused,
+			 "servfail", (json_int_t)st->servfail, "addresses", "installed",
+			 (json_int_t)st->installed, "blocked", (json_int_t)st->blocked);
 }
 
 json_t *sl_sandbox_json(struct sl_registry *r, const struct sl_box *box, int detail)
@@ -630,15 +1023,20 @@ json_t *sl_sandbox_json(struct sl_registry *r, const struct sl_box *box, int det
 	if (!j || !detail)
 		return j;
 	json_object_set_new(j, "rules", rules_json(box));
+	json_object_set_new(j, "names", names_json(box));
+	json_object_set_new(j, "dns", dns_json(box));
 	if (!sl_bpf_read_counters(r->bpf, box->id, &c))
 		json_object_set_new(
 			j, "counters",
-			json_pack("{s:{s:I, s:I}, s:{s:I, s:I, s:I}, s:{s:I, s:I, s:I}}",
+			json_pack("{s:{s:I, s:I}, s:{s:I, s:I, s:I}, s:{s:I, s:I}, "
+				  "s:{s:I, s:I, s:I}}",
 				  "allowed", "tcp", (json_int_t)c.c[SL_CTR_ALLOW_TCP], "udp",
 				  (json_int_t)c.c[SL_CTR_ALLOW_UDP], "denied", "tcp",
 				  (json_int_t)c.c[SL_CTR_DENY_TCP], "udp",
 				  (json_int_t)c.c[SL_CTR_DENY_UDP], "socket",
-				  (json_int_t)c.c[SL_CTR_DENY_SOCKET], "events", "sent",
+				  (json_int_t)c.c[SL_CTR_DENY_SOCKET], "dns", "tcp",
+				  (json_int_t)c.c[SL_CTR_DNS_TCP], "udp",
+				  (json_int_t)c.c[SL_CTR_DNS_UDP], "events", "sent",
 				  (json_int_t)c.c[SL_CTR_EV_SENT], "rate_limited",
 				  (json_int_t)c.c[SL_CTR_EV_LIMITED], "lost",
 				  (json_int_t)c.c[SL_CTR_EV_LOST]));

@@ -9,12 +9,18 @@
 
 #include <jansson.h>
 
+#include "dns_msg.h"
 #include "policy.h"
 #include "rules.h"
 
 #define SL_NAME_MAX 64
+#define SL_LEARNED_MAX 16384 /* resolved (name, address, range) entries per sandbox */
 
 struct sl_bpf;
+struct sl_dns;
+struct sl_dns_listener;
+struct sl_loop;
+struct sl_registry;
 
 /* One sandbox. Owned by its registry; loop thread only. */
 struct sl_box {
@@ -27,14 +33,30 @@ struct sl_box {
 	size_t policy_len;
 	struct sl_policy *policy;
 	struct sl_rule_set rules; /* static rules compiled from the policy */
+	struct sl_rule_set learned; /* rules of resolved names, each with its expiry */
+	char (*learned_names)[SL_DNS_NAME_BUF]; /* the name of each learned rule ("" unknown) */
+	struct sl_dns_listener *dns; /* where the kernel sends the sandbox's DNS queries */
+	uint16_t dns_port; /* kept across restarts */
 	int64_t created_s; /* wall clock */
+	struct sl_registry *reg;
 	struct sl_box *next;
 };
 
-struct sl_registry;
+/* How long a resolved address stays in the kernel: the answer's TTL clamped to
+ * [min_s, max_s], plus grace_s for connections made just as the answer expires. */
+struct sl_dns_ttl {
+	uint32_t min_s, max_s, grace_s;
+};
 
-/* A registry persisting to @state_dir (created 0700 if missing). NULL and errno on failure. */
-struct sl_registry *sl_registry_new(struct sl_bpf *bpf, const char *state_dir);
+/*
+ * A registry persisting to @state_dir (created 0700 if missing), serving DNS through @dns
+ * (may be NULL: sandboxes then get no DNS listener, and host names in policies are refused).
+ * Expired DNS entries are swept from the kernel by a timer on @loop. NULL and errno on
+ * failure.
+ */
+struct sl_registry *sl_registry_new(struct sl_bpf *bpf, const char *state_dir,
+				    struct sl_loop *loop, struct sl_dns *dns,
+				    const struct sl_dns_ttl *ttl);
 /* Frees memory only: kernel state and state files stay. Accepts NULL. */
 void sl_registry_free(struct sl_registry *r);
 

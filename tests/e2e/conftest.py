@@ -225,9 +225,92 @@ def cgroups():
     c.cleanup()
 
 
+def free_port(kind=socket.SOCK_STREAM):
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# The names the test resolver knows. 127.0.0.0/8 and ::1 stand in for the Internet; 10.1.2.3
+# for a private address a rebinding attack would point at.
+DNS_RECORDS = """
+host-record=allowed.test,127.0.0.5
+host-record=denied.test,127.0.0.6
+host-record=short.test,127.0.0.7,1
+host-record=v6only.test,::1
+host-record=dual.test,127.0.0.8,::1
+host-record=target.test,127.0.0.9
+cname=alias1.test,alias2.test
+cname=alias2.test,alias3.test
+cname=alias3.test,target.test
+host-record=a.wild.test,127.0.0.10
+host-record=x.y.wild.test,127.0.0.11
+host-record=wild.test,127.0.0.12
+host-record=evilwild.test,127.0.0.13
+host-record=wild.test.evil,127.0.0.14
+host-record=rebind.test,10.1.2.3
+host-record=metadata.test,169.254.169.254
+host-record=mixed.test,127.0.0.15
+host-record=mixed.test,10.1.2.4
+"""
+
+
+class Dnsmasq:
+    """dnsmasq as the real upstream resolver, on loopback, with query logging."""
+
+    def __init__(self, workdir):
+        self.dir = Path(workdir) / "dnsmasq"
+        self.dir.mkdir(exist_ok=True)
+        self.log = self.dir / "queries.log"
+        self.port = free_port(socket.SOCK_DGRAM)
+        conf = self.dir / "dnsmasq.conf"
+        conf.write_text(f"""port={self.port}
+listen-address=127.0.0.1
+bind-interfaces
+no-resolv
+no-hosts
+no-negcache
+log-queries
+log-facility={self.log}
+local-ttl=300
+{DNS_RECORDS}""")
+        self.proc = subprocess.Popen(["dnsmasq", "-k", "-C", str(conf), "-u", "root",
+                                      f"--pid-file={self.dir / 'pid'}"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.log.exists() and "started" in self.log.read_text():
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"dnsmasq failed: {self.proc.stderr.read().decode()}")
+            time.sleep(0.05)
+        raise RuntimeError("dnsmasq did not start")
+
+    def queried(self, name):
+        """Whether dnsmasq ever saw a query for name."""
+        return any(f"] {name} from" in line for line in self.log.read_text().splitlines()
+                   if "query[" in line)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
 @pytest.fixture(scope="session")
-def daemon(workdir):
-    d = Daemon(workdir, "main", extra=["--purge"])
+def dnsmasq(workdir):
+    d = Dnsmasq(workdir)
+    yield d
+    d.stop()
+
+
+def dns_args(dnsmasq):
+    return ["--dns-upstream", f"127.0.0.1:{dnsmasq.port}", "--dns-min-ttl", "1",
+            "--dns-grace", "1"]
+
+
+@pytest.fixture(scope="session")
+def daemon(workdir, dnsmasq):
+    d = Daemon(workdir, "main", extra=["--purge", *dns_args(dnsmasq)])
     try:
         d.start()
         yield d
@@ -236,9 +319,10 @@ def daemon(workdir):
 
 
 @pytest.fixture
-def fresh_daemon(workdir, request):
+def fresh_daemon(workdir, request, dnsmasq):
     """A daemon of its own, for tests that kill or restart it."""
-    d = Daemon(workdir, "t" + str(abs(hash(request.node.nodeid)) % 10**8))
+    d = Daemon(workdir, "t" + str(abs(hash(request.node.nodeid)) % 10**8),
+               extra=dns_args(dnsmasq))
     try:
         yield d
     finally:
@@ -329,6 +413,50 @@ class Servers:
     def close(self):
         self.stop.set()
         self.thread.join(timeout=5)
+
+
+class HTTPServer:
+    """A plain HTTP server on [::]:port (dual-stack) answering every GET with a fixed body."""
+
+    BODY = b"hello from the test server\n"
+
+    def __init__(self):
+        import http.server
+
+        body = self.BODY
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        class Server(http.server.ThreadingHTTPServer):
+            address_family = socket.AF_INET6
+
+            def server_bind(self):
+                self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                super().server_bind()
+
+        self.server = Server(("::", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="session")
+def http_server():
+    s = HTTPServer()
+    yield s
+    s.close()
 
 
 @pytest.fixture(scope="session")

@@ -1184,6 +1184,42 @@ static void test_strip_truncation(void **state)
 	}
 }
 
+/* Drops 5.6.7.8 and 2001:db8::1. */
+static int drop_some(uint8_t family, const uint8_t *addr, void *arg)
+{
+	static const uint8_t v4[4] = { 5, 6, 7, 8 };
+	static const uint8_t v6[16] = { 0x20, 0x01, 0x0d, 0xb8, [15] = 1 };
+
+	(*(int *)arg)++;
+	return family == AF_INET ? !memcmp(addr, v4, 4) : !memcmp(addr, v6, 16);
+}
+
+static void test_rewrite_drops_addresses_and_caps_ttls(void **state)
+{
+	struct sl_dns_answer a;
+	uint8_t out[4096];
+	struct pb p;
+	int n, calls = 0;
+
+	(void)state;
+	chain_answer(&p);
+	/* Nothing to drop, every TTL under the cap: relay as is. */
+	assert_int_equal(sl_dns_rewrite(p.b, p.n, out, sizeof(out), NULL, NULL, 600), 0);
+
+	n = sl_dns_rewrite(p.b, p.n, out, sizeof(out), drop_some, &calls, 100);
+	assert_true(n > 0);
+	assert_true(calls >= 5); /* every A/AAAA record was offered */
+	assert_int_equal(get16(out + 6), 6); /* 8 answers, 2 dropped */
+	assert_int_equal(get16(out + 10), 1);
+	assert_int_equal(sl_dns_parse_answer(out, n, "www.example.com", &a), 0);
+	assert_int_equal(a.ncname, 3);
+	assert_int_equal(a.naddr, 1);
+	assert_v4(&a.addr[0], 1, 2, 3, 4, 30);
+	/* The CNAMEs' 600, 120 and 500 are now at most 100. */
+	assert_int_equal(a.min_ttl_s, 30);
+	assert_int_equal(sl_dns_rewrite(out, n, p.b, sizeof(p.b), NULL, NULL, 100), 0);
+}
+
 static void test_name_match(void **state)
 {
 	static const struct {
@@ -1385,6 +1421,7 @@ int main(void)
 		cmocka_unit_test(test_answer_rejects),
 		cmocka_unit_test(test_strip_bypass),
 		cmocka_unit_test(test_strip_truncation),
+		cmocka_unit_test(test_rewrite_drops_addresses_and_caps_ttls),
 		cmocka_unit_test(test_name_match),
 		cmocka_unit_test(test_fuzz),
 	};

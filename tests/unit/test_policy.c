@@ -178,6 +178,97 @@ static void test_policy_rules(void **state)
 	sl_policy_free(p);
 }
 
+static void test_name_grants(void **state)
+{
+	char err[512];
+	struct sl_grant g[8];
+	struct sl_policy *p;
+
+	(void)state;
+	p = load("return { egress = { allow = { 'api.github.com:443', 'api.github.com:80',\n"
+		 "  '*.npmjs.org', { 'ntp.example:123', proto = 'udp' }, '10.0.0.1' } } }",
+		 err, sizeof(err));
+	assert_non_null(p);
+	assert_true(sl_policy_has_names(p));
+	assert_int_equal(sl_policy_name_grants(p, "api.github.com", g, 8), 2);
+	assert_int_equal(g[0].lo, 443);
+	assert_int_equal(g[1].lo, 80);
+	assert_int_equal(g[0].verdict, SL_VERDICT_ALLOW);
+	assert_int_equal(sl_policy_name_grants(p, "API.GitHub.com.", g, 8), 2);
+	assert_int_equal(sl_policy_name_grants(p, "registry.npmjs.org", g, 8), 1);
+	assert_int_equal(g[0].lo, 0);
+	assert_int_equal(g[0].hi, 65535);
+	assert_int_equal(sl_policy_name_grants(p, "ntp.example", g, 8), 1);
+	assert_int_equal(g[0].protos, SL_PROTO_UDP);
+	/* no partial-label or suffix tricks */
+	assert_int_equal(sl_policy_name_grants(p, "npmjs.org", g, 8), 0);
+	assert_int_equal(sl_policy_name_grants(p, "evilnpmjs.org", g, 8), 0);
+	assert_int_equal(sl_policy_name_grants(p, "api.github.com.evil", g, 8), 0);
+	assert_int_equal(sl_policy_name_grants(p, "xapi.github.com", g, 8), 0);
+	assert_int_equal(sl_policy_name_grants(p, "10.0.0.1", g, 8), 0);
+	/* at most max */
+	assert_int_equal(sl_policy_name_grants(p, "api.github.com", g, 1), 1);
+	sl_policy_free(p);
+}
+
+static int public4(const char *a)
+{
+	uint8_t b[16] = { 0 };
+
+	assert_int_equal(inet_pton(AF_INET, a, b), 1);
+	return sl_addr_is_public(AF_INET, b);
+}
+
+static int public6(const char *a)
+{
+	uint8_t b[16];
+
+	assert_int_equal(inet_pton(AF_INET6, a, b), 1);
+	return sl_addr_is_public(AF_INET6, b);
+}
+
+static void test_public_and_private_addresses(void **state)
+{
+	char err[512];
+	struct sl_policy *p;
+	uint8_t a[16] = { 0 };
+
+	(void)state;
+	assert_true(public4("8.8.8.8"));
+	assert_true(public4("1.1.1.1"));
+	assert_true(public4("100.63.255.255"));
+	assert_true(public4("172.32.0.1"));
+	const char *private4[] = { "127.0.0.1", "10.1.2.3",	  "172.16.0.1",	 "192.168.1.1",
+				   "169.254.169.254", "100.64.0.1", "0.0.0.0",	 "192.0.2.2",
+				   "198.18.0.1",  "224.0.0.1",	  "255.255.255.255" };
+	for (size_t i = 0; i < sizeof(private4) / sizeof(private4[0]); i++)
+		if (public4(private4[i]))
+			fail_msg("%s judged public", private4[i]);
+	assert_true(public6("2606:4700::1111"));
+	const char *private6[] = { "::1", "::", "fe80::1", "fd00:ec2::254", "fc00::1",
+				   "ff02::1", "::ffff:10.0.0.1", "::ffff:127.0.0.1", "2001:db8::1",
+				   "64:ff9b::a00:1", "2002:a00:1::1" };
+	for (size_t i = 0; i < sizeof(private6) / sizeof(private6[0]); i++)
+		if (public6(private6[i]))
+			fail_msg("%s judged public", private6[i]);
+	assert_true(public6("::ffff:8.8.8.8"));
+
+	p = load("return { egress = { private = { '127.0.0.0/8', 'fd00::/8' } } }", err,
+		 sizeof(err));
+	assert_non_null(p);
+	inet_pton(AF_INET, "127.0.0.5", a);
+	assert_true(sl_policy_addr_permitted(p, AF_INET, a));
+	inet_pton(AF_INET, "10.0.0.5", a);
+	assert_false(sl_policy_addr_permitted(p, AF_INET, a));
+	inet_pton(AF_INET, "8.8.4.4", a);
+	assert_true(sl_policy_addr_permitted(p, AF_INET, a));
+	inet_pton(AF_INET6, "fd00:ec2::254", a);
+	assert_true(sl_policy_addr_permitted(p, AF_INET6, a));
+	inet_pton(AF_INET6, "fe80::1", a);
+	assert_false(sl_policy_addr_permitted(p, AF_INET6, a));
+	sl_policy_free(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -185,6 +276,8 @@ int main(void)
 		cmocka_unit_test(test_policy_load),
 		cmocka_unit_test(test_policy_errors),
 		cmocka_unit_test(test_policy_rules),
+		cmocka_unit_test(test_name_grants),
+		cmocka_unit_test(test_public_and_private_addresses),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
