@@ -60,7 +60,7 @@ $(OBJ)/%.skel.h: $(OBJ)/%.bpf.o
 
 $(OBJ)/llhttp/%.o: $(LLHTTP_DIR)/%.c | $(OBJ)/llhttp
 	$(call msg,CC,$@)
-	$(Q)$(CC) -g -O2 -fPIC -I$(LLHTTP_INC) -c $< -o $@
+	$(Q)$(CC) -g -O2 -fPIC -DLLHTTP_STRICT_MODE=1 -I$(LLHTTP_INC) -c $< -o $@
 
 $(OBJ)/%.o: userspace/%.c $(wildcard userspace/*.h) $(BPF_HDRS) $(SKELS) | $(OBJ)
 	$(call msg,CC,$@)

@@ -106,9 +106,15 @@ static __always_inline int sl_judge4(struct bpf_sock_addr *ctx, __u8 kind)
 	verdict = sl_verdict4(sandbox_id, addr[0], port, proto_bit, now_ns);
 	if (verdict != SL_VERDICT_DENY && sl_is_listener(AF_INET, addr, (__u16)ctx->user_port))
 		verdict = SL_VERDICT_DENY; /* the daemon's own sockets are never a destination */
-	/* PROXY rewrites are not wired yet: refused. */
-	if (verdict == SL_VERDICT_PROXY)
-		verdict = SL_VERDICT_DENY;
+	if (verdict == SL_VERDICT_PROXY) {
+		__u32 px[4] = { sb->proxy_ip4, 0, 0, 0 };
+
+		/* Only TCP is intercepted; without a proxy listener there is nowhere to go. */
+		if (proto_bit != SL_PROTO_TCP || !(sb->flags & SL_SB_PROXY) ||
+		    !sl_redirect(ctx, AF_INET, addr, px, sb->proxy_port, SL_VERDICT_PROXY,
+				 sandbox_id))
+			verdict = SL_VERDICT_DENY;
+	}
 out:
 	return sl_finish(ctx, sandbox_id, cgid, verdict, proto_bit, kind, AF_INET, addr, port,
 			 now_ns);
@@ -157,8 +163,22 @@ static __always_inline int sl_judge6(struct bpf_sock_addr *ctx, __u8 kind)
 	    (mapped ? sl_is_listener(AF_INET, &addr[3], (__u16)ctx->user_port) :
 		      sl_is_listener(AF_INET6, addr, (__u16)ctx->user_port)))
 		verdict = SL_VERDICT_DENY;
-	if (verdict == SL_VERDICT_PROXY)
-		verdict = SL_VERDICT_DENY;
+	if (verdict == SL_VERDICT_PROXY) {
+		__u32 px[4];
+
+		if (mapped) {
+			px[0] = 0;
+			px[1] = 0;
+			px[2] = bpf_htonl(0x0000ffff);
+			px[3] = sb->proxy_ip4;
+		} else {
+			__builtin_memcpy(px, sb->proxy_ip6, 16);
+		}
+		if (proto_bit != SL_PROTO_TCP || !(sb->flags & SL_SB_PROXY) ||
+		    !sl_redirect(ctx, AF_INET6, addr, px, sb->proxy_port, SL_VERDICT_PROXY,
+				 sandbox_id))
+			verdict = SL_VERDICT_DENY;
+	}
 out:
 	return sl_finish(ctx, sandbox_id, cgid, verdict, proto_bit, kind, AF_INET6, addr, port,
 			 now_ns);
@@ -285,4 +305,52 @@ int sl_sock_create(struct bpf_sock *ctx)
 	sl_emit_deny(sandbox_id, cgid, SL_EV_SOCKET, family, NULL, 0, 0, protocol, type,
 		     bpf_ktime_get_ns());
 	return 0;
+}
+
+/*
+ * Proxied connections, told to the proxy. When a redirected TCP socket sends its SYN its local
+ * port is known: its record is published under (local address, local port), the peer the
+ * proxy sees on accept. The proxy takes the entry; if the client closes before that, the
+ * state callback removes it, so nothing outlives its connection.
+ */
+SEC("sockops")
+int sl_sockops(struct bpf_sock_ops *skops)
+{
+	struct sl_conn_key key = {};
+	struct sl_sockorig *o;
+	struct bpf_sock *sk;
+	__u32 a[4];
+
+	if (skops->op != BPF_SOCK_OPS_TCP_CONNECT_CB && skops->op != BPF_SOCK_OPS_STATE_CB)
+		return 1;
+	a[0] = skops->local_ip6[0];
+	a[1] = skops->local_ip6[1];
+	a[2] = skops->local_ip6[2];
+	a[3] = skops->local_ip6[3];
+	if (skops->family == AF_INET) {
+		key.family = AF_INET;
+		a[0] = skops->local_ip4;
+		__builtin_memcpy(key.addr, a, 4);
+	} else if (sl_is_v4mapped(a)) {
+		key.family = AF_INET; /* the proxy accepts it on its IPv4 listener */
+		__builtin_memcpy(key.addr, &a[3], 4);
+	} else {
+		key.family = AF_INET6;
+		__builtin_memcpy(key.addr, a, 16);
+	}
+	key.port = (__u16)skops->local_port;
+	if (skops->op == BPF_SOCK_OPS_STATE_CB) {
+		if (skops->args[1] == BPF_TCP_CLOSE)
+			bpf_map_delete_elem(&sl_proxied, &key);
+		return 1;
+	}
+	sk = skops->sk;
+	if (!sk)
+		return 1;
+	o = bpf_sk_storage_get(&sl_sockorig, sk, 0, 0);
+	if (!o || o->verdict != SL_VERDICT_PROXY)
+		return 1;
+	bpf_map_update_elem(&sl_proxied, &key, o, BPF_ANY);
+	bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG);
+	return 1;
 }

@@ -96,6 +96,17 @@ struct sl_sockorig {
 	__u8 comm[16];
 };
 
+/* sl_proxied: a proxied TCP connection as the proxy sees it on accept, keyed by the client's
+ * (the sandbox socket's) local address and port, written by the sockops program when the
+ * connection starts and taken (lookup-and-delete) by the proxy; removed by the kernel if the
+ * client closes first. Value: the socket's struct sl_sockorig. */
+struct sl_conn_key {
+	__u8 addr[16]; /* network order, IPv4 in the first 4 bytes */
+	__u16 port; /* host order */
+	__u8 family; /* AF_INET / AF_INET6 (v4-mapped sockets are AF_INET) */
+	__u8 pad;
+};
+
 /* sl_listeners: every DNS and proxy listener of the daemon, so that a sandbox connecting to
  * one directly is denied like any address its policy does not name. Value: sandbox id. */
 struct sl_listener_key {

@@ -77,6 +77,14 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct sl_conn_key);
+	__type(value, struct sl_sockorig);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_proxied SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4 * SL_MAX_SANDBOXES);
 	__type(key, struct sl_listener_key);
 	__type(value, __u32);

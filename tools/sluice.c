@@ -58,6 +58,7 @@ static const char main_usage[] =
 	"  sandbox rm NAME                                stop enforcing, free the cgroup\n"
 	"  sandbox ls [--json]                            list sandboxes\n"
 	"  sandbox show NAME [--json]                     rules and counters of one sandbox\n"
+	"  ca NAME                                        the sandbox's CA certificate (PEM)\n"
 	"  events [--sandbox NAME] [--follow]             deny events, as JSON lines\n"
 	"  stats                                          metrics (Prometheus text format)\n"
 	"\n"
@@ -446,6 +447,35 @@ static int cmd_events(int argc, char **argv)
 	return 0;
 }
 
+static const char ca_usage[] =
+	"Usage: sluice ca NAME\n"
+	"\n"
+	"Prints the certificate (PEM) of the sandbox's own CA. sluice intercepts the TLS of the\n"
+	"names in the policy's egress.intercept with certificates this CA signs: put it in the\n"
+	"sandbox's trust store (e.g. curl --cacert, NODE_EXTRA_CA_CERTS, SSL_CERT_FILE).\n"
+	"Its key never leaves sluiced.\n";
+
+static int cmd_ca(int argc, char **argv)
+{
+	struct response res;
+	char path[256];
+
+	if (has_help(argc, argv)) {
+		fputs(ca_usage, stdout);
+		return 0;
+	}
+	if (argc != 1)
+		usage_error("ca ", "ca takes exactly one sandbox NAME");
+	check_name(argv[0]);
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/ca", argv[0]);
+	request("GET", path, NULL, 0, &res);
+	if (res.status != 200)
+		json_response(&res);
+	fwrite(sl_buf_head(&res.body), 1, sl_buf_size(&res.body), stdout);
+	sl_buf_free(&res.body);
+	return 0;
+}
+
 static int cmd_stats(int argc, char **argv)
 {
 	struct response res;
@@ -493,6 +523,8 @@ int main(int argc, char **argv)
 		return cmd_events(argc - i - 1, argv + i + 1);
 	if (!strcmp(argv[i], "stats"))
 		return cmd_stats(argc - i - 1, argv + i + 1);
+	if (!strcmp(argv[i], "ca"))
+		return cmd_ca(argc - i - 1, argv + i + 1);
 	if (!strcmp(argv[i], "help")) {
 		fputs(main_usage, stdout);
 		return 0;

@@ -233,7 +233,7 @@ int sl_bpf_attach(struct sl_bpf *b, const char *name, const char *cgroup_path, u
 		struct bpf_link *link;
 
 		snprintf(path, sizeof(path), "%s/%s", dir, bpf_program__name(prog));
-		link = bpf_link__open(path);
+		link = access(path, F_OK) ? NULL : bpf_link__open(path);
 		if (link) {
 			if (link_cgroup(bpf_link__fd(link)) == cgid) {
 				err = bpf_link__update_program(link, prog);
@@ -535,6 +535,17 @@ int sl_bpf_set_listener(struct sl_bpf *b, uint8_t family, const uint8_t *addr, u
 	}
 	if (bpf_map__update_elem(b->skel->maps.sl_listeners, &k, sizeof(k), &sandbox_id,
 				 sizeof(sandbox_id), BPF_ANY))
+		return -errno;
+	return 0;
+}
+
+int sl_bpf_take_proxied(struct sl_bpf *b, uint8_t family, const uint8_t *addr, uint16_t port,
+			struct sl_sockorig *out)
+{
+	struct sl_conn_key k = { .port = port, .family = family };
+
+	memcpy(k.addr, addr, family == AF_INET ? 4 : 16);
+	if (bpf_map_lookup_and_delete_elem(bpf_map__fd(b->skel->maps.sl_proxied), &k, out))
 		return -errno;
 	return 0;
 }

@@ -67,6 +67,11 @@ int sl_bpf_read_rules(struct sl_bpf *b, uint32_t sandbox_id, struct sl_kentry **
 int sl_bpf_set_listener(struct sl_bpf *b, uint8_t family, const uint8_t *addr, uint16_t port_be,
 			uint32_t sandbox_id);
 
+/* Takes the kernel's record of the proxied connection whose client is @addr:@port (host
+ * order), removing it. Returns 0, or -ENOENT when the kernel did not redirect it. */
+int sl_bpf_take_proxied(struct sl_bpf *b, uint8_t family, const uint8_t *addr, uint16_t port,
+			struct sl_sockorig *out);
+
 /* Sums the per-CPU counters of @sandbox_id. */
 int sl_bpf_read_counters(struct sl_bpf *b, uint32_t sandbox_id, struct sl_counters *sum);
 /* Zeroes the per-sandbox slots (counters, event limiter) of @sandbox_id. */

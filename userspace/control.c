@@ -24,6 +24,7 @@
 #include "buf.h"
 #include "control.h"
 #include "dns.h"
+#include "proxy.h"
 #include "events.h"
 #include "log.h"
 #include "loop.h"
@@ -320,6 +321,25 @@ static void handle_rm(struct ctl_conn *c, const char *name)
 	respond_json(c, 200, json_pack("{s:s}", "removed", name));
 }
 
+static void handle_ca(struct ctl_conn *c, const char *name)
+{
+	struct sl_box *b = sl_sandbox_find(c->ctl->d.reg, name);
+	char err[128], *pem;
+
+	if (!b) {
+		snprintf(err, sizeof(err), "no sandbox named '%s'", name);
+		respond_error(c, 404, err);
+		return;
+	}
+	pem = sl_sandbox_ca_pem(b);
+	if (!pem) {
+		respond_error(c, 500, "the sandbox has no CA");
+		return;
+	}
+	respond_raw(c, 200, "application/x-pem-file", pem, strlen(pem));
+	free(pem);
+}
+
 static void stream_sink(const char *line, size_t len, void *arg)
 {
 	struct ctl_conn *c = arg;
@@ -449,6 +469,37 @@ static void handle_metrics(struct ctl_conn *c)
 		metric_sandbox(&m, "sluice_dns_addresses_total", b->name, "outcome=\"blocked\"",
 			       st ? st->blocked : 0);
 	}
+	sl_buf_printf(&m, "# HELP sluice_http_connections_total Connections to the intercepting "
+			  "proxy, by outcome.\n# TYPE sluice_http_connections_total counter\n");
+	for (struct sl_box *b = sl_registry_first(reg); b; b = b->next) {
+		const struct sl_proxy_stats *st = b->proxy ? sl_proxy_listener_stats(b->proxy) : NULL;
+		const struct {
+			const char *labels;
+			uint64_t v;
+		} q[] = {
+			{ "outcome=\"accepted\"", st ? st->conns : 0 },
+			{ "outcome=\"unredirected\"", st ? st->unredirected : 0 },
+			{ "outcome=\"refused\"", st ? st->refused : 0 },
+			{ "outcome=\"tls_failed\"", st ? st->tls_failed : 0 },
+			{ "outcome=\"passthrough\"", st ? st->spliced : 0 },
+		};
+
+		for (size_t i = 0; i < sizeof(q) / sizeof(q[0]); i++)
+			metric_sandbox(&m, "sluice_http_connections_total", b->name, q[i].labels,
+				       q[i].v);
+	}
+	sl_buf_printf(&m, "# HELP sluice_http_requests_total Intercepted requests, by outcome.\n"
+			  "# TYPE sluice_http_requests_total counter\n");
+	for (struct sl_box *b = sl_registry_first(reg); b; b = b->next) {
+		const struct sl_proxy_stats *st = b->proxy ? sl_proxy_listener_stats(b->proxy) : NULL;
+
+		metric_sandbox(&m, "sluice_http_requests_total", b->name, "outcome=\"forwarded\"",
+			       st ? st->requests : 0);
+		metric_sandbox(&m, "sluice_http_requests_total", b->name, "outcome=\"rejected\"",
+			       st ? st->rejected : 0);
+		metric_sandbox(&m, "sluice_http_requests_total", b->name,
+			       "outcome=\"upstream_error\"", st ? st->upstream_errors : 0);
+	}
 	if (!sl_bpf_read_counters(c->ctl->d.bpf, 0, &unknown))
 		sl_buf_printf(&m, "# HELP sluice_unattributed_denied_total Operations denied "
 				  "because their sandbox could not be determined.\n"
@@ -478,13 +529,22 @@ static void dispatch(struct ctl_conn *c)
 		else
 			respond_error(c, 405, "use GET or POST on /v1/sandboxes");
 	} else if (!strncmp(path, sb_prefix, sizeof(sb_prefix) - 1)) {
-		char *name = path + sizeof(sb_prefix) - 1;
+		char *name = path + sizeof(sb_prefix) - 1, *sub = strchr(name, '/');
 
+		if (sub)
+			*sub++ = 0;
 		if (pct_decode(name) || !sl_sandbox_name_ok(name)) {
 			respond_error(c, 400, "invalid sandbox name");
 			return;
 		}
-		if (get)
+		if (sub && !strcmp(sub, "ca")) {
+			if (get)
+				handle_ca(c, name);
+			else
+				respond_error(c, 405, "use GET on /v1/sandboxes/NAME/ca");
+		} else if (sub) {
+			respond_error(c, 404, "no such endpoint");
+		} else if (get)
 			handle_show(c, name);
 		else if (!strcmp(method, "DELETE"))
 			handle_rm(c, name);

@@ -17,7 +17,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +31,7 @@
 #include "events.h"
 #include "log.h"
 #include "loop.h"
+#include "sockets.h"
 
 #define DNS_MAX_PENDING 512 /* queries in flight per listener */
 #define DNS_MAX_TCP 64 /* TCP clients per listener */
@@ -687,73 +687,6 @@ void sl_dns_free(struct sl_dns *dns)
 	free(dns);
 }
 
-/* A socket created in network namespace @netns_fd (-1: ours). */
-static int socket_in(int netns_fd, int domain, int type)
-{
-	int self, fd, err;
-
-	if (netns_fd < 0)
-		return socket(domain, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	self = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
-	if (self == -1)
-		return -1;
-	if (setns(netns_fd, CLONE_NEWNET) == -1) {
-		err = errno;
-		close(self);
-		errno = err;
-		return -1;
-	}
-	fd = socket(domain, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	err = errno;
-	if (setns(self, CLONE_NEWNET) == -1)
-		sl_err("returning to our network namespace failed: %s", strerror(errno));
-	close(self);
-	errno = err;
-	return fd;
-}
-
-static int bind_one(int netns_fd, int family, int type, uint16_t port, uint16_t *bound)
-{
-	struct sockaddr_storage ss = { 0 };
-	socklen_t len;
-	int fd, one = 1;
-
-	fd = socket_in(netns_fd, family, type);
-	if (fd == -1)
-		return -errno;
-	if (family == AF_INET) {
-		struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
-
-		sin->sin_family = AF_INET;
-		sin->sin_port = htons(port);
-		sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		len = sizeof(*sin);
-	} else {
-		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
-
-		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons(port);
-		sin6->sin6_addr = in6addr_loopback;
-		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-		len = sizeof(*sin6);
-	}
-	if (type == SOCK_STREAM)
-		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(fd, (struct sockaddr *)&ss, len) == -1 ||
-	    (type == SOCK_STREAM && listen(fd, 128) == -1)) {
-		int e = errno;
-
-		close(fd);
-		return -e;
-	}
-	if (bound) {
-		len = sizeof(ss);
-		getsockname(fd, (struct sockaddr *)&ss, &len);
-		*bound = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-	}
-	return fd;
-}
-
 static void close_fds(struct sl_dns_listener *l)
 {
 	for (int i = 0; i < 2; i++) {
@@ -774,21 +707,21 @@ static int bind_all(struct sl_dns_listener *l, uint16_t port, int netns_fd)
 {
 	int fd;
 
-	fd = bind_one(netns_fd, AF_INET, SOCK_DGRAM, port, &l->port);
+	fd = sl_listen_loopback(netns_fd, AF_INET, SOCK_DGRAM, port, &l->port);
 	if (fd < 0)
 		return fd;
 	l->udp[0] = fd;
-	fd = bind_one(netns_fd, AF_INET, SOCK_STREAM, l->port, NULL);
+	fd = sl_listen_loopback(netns_fd, AF_INET, SOCK_STREAM, l->port, NULL);
 	if (fd < 0)
 		return fd;
 	l->tcp[0] = fd;
-	fd = bind_one(netns_fd, AF_INET6, SOCK_DGRAM, l->port, NULL);
+	fd = sl_listen_loopback(netns_fd, AF_INET6, SOCK_DGRAM, l->port, NULL);
 	if (fd == -EADDRNOTAVAIL || fd == -EAFNOSUPPORT)
 		return 0; /* no IPv6 here: IPv4 only */
 	if (fd < 0)
 		return fd;
 	l->udp[1] = fd;
-	fd = bind_one(netns_fd, AF_INET6, SOCK_STREAM, l->port, NULL);
+	fd = sl_listen_loopback(netns_fd, AF_INET6, SOCK_STREAM, l->port, NULL);
 	if (fd < 0)
 		return fd;
 	l->tcp[1] = fd;

@@ -22,6 +22,7 @@
 #include "bpf_loader.h"
 #include "control.h"
 #include "dns.h"
+#include "proxy.h"
 #include "events.h"
 #include "log.h"
 #include "loop.h"
@@ -40,6 +41,8 @@ struct opts {
 	unsigned event_limit;
 	const char *dns_upstream;
 	struct sl_dns_ttl ttl;
+	const char *upstream_ca;
+	unsigned http_header_s, http_idle_s, http_max_conns;
 };
 
 struct daemon {
@@ -49,6 +52,7 @@ struct daemon {
 	struct sl_registry *reg;
 	struct sl_events *events;
 	struct sl_dns *dns;
+	struct sl_proxy *proxy;
 	struct sl_control *ctl;
 	int sigfd;
 	int lockfd;
@@ -80,6 +84,13 @@ static void usage(FILE *f)
 		"                      (default 3600) ...\n"
 		"  --dns-grace S       ... plus S seconds for connections made as it expires\n"
 		"                      (default 30)\n"
+		"  --upstream-ca FILE  trust anchors (PEM) for intercepted upstreams (default: the\n"
+		"                      system trust store)\n"
+		"  --http-header-timeout S  an intercepted request head must arrive within S\n"
+		"                      seconds (default 10; slowloris guard)\n"
+		"  --http-idle-timeout S    an intercepted connection moving nothing for S seconds\n"
+		"                      is closed (default 60)\n"
+		"  --http-max-conns N  intercepted connections per sandbox (default 256)\n"
 		"  --purge             on shutdown, remove every sandbox and all pinned state\n"
 		"                      (default: enforcement stays in the kernel)\n"
 		"  -v, --verbose       debug logging\n"
@@ -104,6 +115,10 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		O_DNS_MIN,
 		O_DNS_MAX,
 		O_DNS_GRACE,
+		O_UPSTREAM_CA,
+		O_HTTP_HEADER,
+		O_HTTP_IDLE,
+		O_HTTP_CONNS,
 	};
 	static const struct option longopts[] = {
 		{ "socket", required_argument, NULL, O_SOCKET },
@@ -117,6 +132,10 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		{ "dns-min-ttl", required_argument, NULL, O_DNS_MIN },
 		{ "dns-max-ttl", required_argument, NULL, O_DNS_MAX },
 		{ "dns-grace", required_argument, NULL, O_DNS_GRACE },
+		{ "upstream-ca", required_argument, NULL, O_UPSTREAM_CA },
+		{ "http-header-timeout", required_argument, NULL, O_HTTP_HEADER },
+		{ "http-idle-timeout", required_argument, NULL, O_HTTP_IDLE },
+		{ "http-max-conns", required_argument, NULL, O_HTTP_CONNS },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, O_VERSION },
@@ -162,6 +181,35 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		}
 		case O_DNS_UP:
 			o->dns_upstream = optarg;
+			break;
+		case O_HTTP_HEADER:
+		case O_HTTP_IDLE:
+		case O_HTTP_CONNS: {
+			char *end;
+			unsigned long v = strtoul(optarg, &end, 10);
+
+			if (*end || !*optarg || v == 0 || v > 86400) {
+				fprintf(stderr, "sluiced: %s wants 1..86400\n",
+					c == O_HTTP_HEADER ? "--http-header-timeout" :
+					c == O_HTTP_IDLE   ? "--http-idle-timeout" :
+							     "--http-max-conns");
+				return 2;
+			}
+			if (c == O_HTTP_HEADER)
+				o->http_header_s = v;
+			else if (c == O_HTTP_IDLE)
+				o->http_idle_s = v;
+			else
+				o->http_max_conns = v;
+			break;
+		}
+		case O_UPSTREAM_CA:
+			if (access(optarg, R_OK)) {
+				fprintf(stderr, "sluiced: --upstream-ca %s: %s\n", optarg,
+					strerror(errno));
+				return 2;
+			}
+			o->upstream_ca = optarg;
 			break;
 		case O_DNS_MIN:
 		case O_DNS_MAX:
@@ -306,7 +354,19 @@ static int start(struct daemon *d, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	d->reg = sl_registry_new(d->bpf, d->o.state_dir, d->loop, d->dns, &d->o.ttl);
+	{
+		struct sl_proxy_opts po = {
+			.upstream_ca = d->o.upstream_ca,
+			.header_timeout_ms = d->o.http_header_s * 1000,
+			.idle_timeout_ms = d->o.http_idle_s * 1000,
+			.max_conns = d->o.http_max_conns,
+		};
+
+		d->proxy = sl_proxy_new(d->loop, d->events, d->bpf, &po, err, errlen);
+		if (!d->proxy)
+			return -1;
+	}
+	d->reg = sl_registry_new(d->bpf, d->o.state_dir, d->loop, d->dns, &d->o.ttl, d->proxy);
 	if (!d->reg) {
 		snprintf(err, errlen, "state directory %s: %s", d->o.state_dir, strerror(errno));
 		return -1;
@@ -348,6 +408,7 @@ static void stop(struct daemon *d)
 		sl_info("purged: no sandbox is enforced any more");
 	}
 	sl_registry_free(d->reg);
+	sl_proxy_free(d->proxy);
 	sl_dns_free(d->dns);
 	sl_bpf_close(d->bpf);
 	sl_events_free(d->events);

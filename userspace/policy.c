@@ -594,12 +594,17 @@ int sl_policy_rules(const struct sl_policy *p, struct sl_rule_set *rs, char *err
 {
 	char s[300];
 
-	if (p->intercept.n) {
-		sl_entry_str(&p->intercept.v[0], s, sizeof(s));
-		seterr(err, errlen,
-		       "egress.intercept ('%s'): interception is not supported by this sluiced yet",
-		       s);
-		return -EINVAL;
+	for (size_t i = 0; i < p->intercept.n; i++) {
+		const struct sl_entry *e = &p->intercept.v[i];
+
+		if (e->kind == SL_ENTRY_ADDR || e->protos != SL_PROTO_ANY) {
+			sl_entry_str(e, s, sizeof(s));
+			seterr(err, errlen,
+			       "egress.intercept[%zu] ('%s'): only host names are intercepted (TLS "
+			       "needs a name); allow addresses in egress.allow",
+			       i + 1, s);
+			return -EINVAL;
+		}
 	}
 	for (size_t i = 0; i < p->allow.n; i++) {
 		const struct sl_entry *e = &p->allow.v[i];
@@ -648,7 +653,34 @@ size_t sl_policy_name_grants(const struct sl_policy *p, const char *name, struct
 			.verdict = SL_VERDICT_ALLOW,
 		};
 	}
+	/* Intercepted names: TCP only, 80 and 443 unless the entry names ports. */
+	for (size_t i = 0; i < p->intercept.n && n < max; i++) {
+		const struct sl_entry *e = &p->intercept.v[i];
+
+		if (!name_matches(e, name))
+			continue;
+		if (e->has_port) {
+			g[n++] = (struct sl_grant){ e->port_lo, e->port_hi, SL_PROTO_TCP,
+						    SL_VERDICT_PROXY };
+			continue;
+		}
+		g[n++] = (struct sl_grant){ 443, 443, SL_PROTO_TCP, SL_VERDICT_PROXY };
+		if (n < max)
+			g[n++] = (struct sl_grant){ 80, 80, SL_PROTO_TCP, SL_VERDICT_PROXY };
+	}
 	return n;
+}
+
+int sl_policy_name_verdict(const struct sl_policy *p, const char *name)
+{
+	struct sl_grant g[16];
+	size_t n = sl_policy_name_grants(p, name, g, 16);
+	int v = SL_VERDICT_DENY;
+
+	for (size_t i = 0; i < n; i++)
+		if (g[i].verdict > v)
+			v = g[i].verdict;
+	return v;
 }
 
 int sl_policy_has_names(const struct sl_policy *p)
@@ -656,7 +688,7 @@ int sl_policy_has_names(const struct sl_policy *p)
 	for (size_t i = 0; i < p->allow.n; i++)
 		if (p->allow.v[i].kind != SL_ENTRY_ADDR)
 			return 1;
-	return 0;
+	return p->intercept.n > 0;
 }
 
 /* Ranges that are not the public Internet: loopback, private, shared, link-local (cloud

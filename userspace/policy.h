@@ -57,8 +57,9 @@ void sl_policy_free(struct sl_policy *p);
 /*
  * Adds the kernel rules of the policy's address entries to @rs: egress.allow addresses get
  * ALLOW on their ports (all ports if none given). Host names become rules only when they
- * resolve (see sl_policy_name_grants()). egress.intercept needs the proxy layer and is
- * refused here with a clear message. Returns 0 or -EINVAL/-ENOMEM with the reason in @err.
+ * resolve (see sl_policy_name_grants()). egress.intercept takes host names only (TLS needs a
+ * name): an address there is refused with a clear message. Returns 0 or -EINVAL/-ENOMEM with
+ * the reason in @err.
  */
 int sl_policy_rules(const struct sl_policy *p, struct sl_rule_set *rs, char *err, size_t errlen);
 
@@ -70,9 +71,13 @@ struct sl_grant {
 };
 
 /* The grants of every host entry matching @name (exact or *.suffix, see
- * sl_dns_name_match()), at most @max. Returns how many: 0 means the name is denied. */
+ * sl_dns_name_match()), at most @max: egress.allow entries give ALLOW on their ports (any
+ * port by default), egress.intercept entries PROXY on TCP 443 and 80 (or their ports).
+ * Returns how many: 0 means the name is denied. */
 size_t sl_policy_name_grants(const struct sl_policy *p, const char *name, struct sl_grant *g,
 			     size_t max);
+/* The strongest verdict the policy gives @name: SL_VERDICT_PROXY, _ALLOW or _DENY. */
+int sl_policy_name_verdict(const struct sl_policy *p, const char *name);
 /* Whether the policy names any host at all. */
 int sl_policy_has_names(const struct sl_policy *p);
 

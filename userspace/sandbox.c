@@ -21,8 +21,10 @@
 #include <unistd.h>
 
 #include "bpf_loader.h"
+#include "ca.h"
 #include "cgroup.h"
 #include "dns.h"
+#include "proxy.h"
 #include "log.h"
 #include "loop.h"
 #include "sandbox.h"
@@ -35,6 +37,7 @@ struct sl_registry {
 	struct sl_loop *loop;
 	struct sl_dns *dns;
 	struct sl_dns_ttl ttl;
+	struct sl_proxy *proxy;
 	struct sl_timer *sweep;
 	char state_dir[PATH_MAX];
 	struct sl_box *head;
@@ -57,7 +60,7 @@ static void seterr(char *err, size_t errlen, const char *fmt, ...)
 
 struct sl_registry *sl_registry_new(struct sl_bpf *bpf, const char *state_dir,
 				    struct sl_loop *loop, struct sl_dns *dns,
-				    const struct sl_dns_ttl *ttl)
+				    const struct sl_dns_ttl *ttl, struct sl_proxy *proxy)
 {
 	struct sl_registry *r = calloc(1, sizeof(*r));
 	char dir[PATH_MAX + 16];
@@ -68,6 +71,7 @@ struct sl_registry *sl_registry_new(struct sl_bpf *bpf, const char *state_dir,
 	r->loop = loop;
 	r->dns = dns;
 	r->ttl = *ttl;
+	r->proxy = proxy;
 	snprintf(r->state_dir, sizeof(r->state_dir), "%s", state_dir);
 	snprintf(dir, sizeof(dir), "%s/sandboxes", state_dir);
 	if ((mkdir(state_dir, 0700) == -1 && errno != EEXIST) ||
@@ -88,6 +92,8 @@ static void box_free(struct sl_box *box)
 	if (!box)
 		return;
 	sl_dns_listener_close(box->dns);
+	sl_proxy_listener_close(box->proxy);
+	sl_ca_free(box->ca);
 	free(box->policy_src);
 	sl_policy_free(box->policy);
 	sl_rule_set_free(&box->rules);
@@ -171,11 +177,11 @@ static int save_state(struct sl_registry *r, const struct sl_box *box)
 
 	state_path(r, box->name, path, sizeof(path));
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	j = json_pack("{s:s, s:I, s:s, s:I, s:s, s:s%, s:I, s:i}", "name", box->name, "id",
+	j = json_pack("{s:s, s:I, s:s, s:I, s:s, s:s%, s:I, s:i, s:i}", "name", box->name, "id",
 		      (json_int_t)box->id, "cgroup", box->cgroup, "cgroup_id",
 		      (json_int_t)box->cgid, "policy_path", box->policy_path, "policy",
 		      box->policy_src, box->policy_len, "created", (json_int_t)box->created_s,
-		      "dns_port", (int)box->dns_port);
+		      "dns_port", (int)box->dns_port, "proxy_port", (int)box->proxy_port);
 	if (!j)
 		return -ENOMEM;
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -481,17 +487,154 @@ static int open_dns(struct sl_registry *r, struct sl_box *box, char *err, size_t
 	return 0;
 }
 
+/* ---- the proxy's questions ---- */
+
+static uint32_t px_id(void *owner)
+{
+	return ((struct sl_box *)owner)->id;
+}
+
+static int px_name_verdict(void *owner, const char *host)
+{
+	struct sl_box *box = owner;
+
+	return box->policy ? sl_policy_name_verdict(box->policy, host) : SL_VERDICT_DENY;
+}
+
+static int learned_at(const struct sl_addr_rule *r, uint8_t family, const uint8_t *addr)
+{
+	return r->verdict == SL_VERDICT_PROXY && r->family == family &&
+	       !memcmp(r->addr, addr, family == AF_INET ? 4 : 16);
+}
+
+static int px_name_at(void *owner, const char *host, uint8_t family, const uint8_t *addr)
+{
+	struct sl_box *box = owner;
+	int unknown = 0;
+
+	for (size_t i = 0; i < box->learned.n; i++) {
+		if (!learned_at(&box->learned.v[i], family, addr))
+			continue;
+		if (!strcmp(box->learned_names[i], host))
+			return 1;
+		unknown |= !box->learned_names[i][0];
+	}
+	/* Resolved before a restart: the name is not known, the policy still decides. */
+	return unknown && px_name_verdict(owner, host) == SL_VERDICT_PROXY;
+}
+
+static int px_only_name_at(void *owner, uint8_t family, const uint8_t *addr, char *buf,
+			   size_t len)
+{
+	struct sl_box *box = owner;
+	const char *found = NULL;
+
+	for (size_t i = 0; i < box->learned.n; i++) {
+		if (!learned_at(&box->learned.v[i], family, addr))
+			continue;
+		if (!box->learned_names[i][0])
+			return 0;
+		if (found && strcmp(found, box->learned_names[i]))
+			return 0; /* several names share the address */
+		found = box->learned_names[i];
+	}
+	if (!found)
+		return 0;
+	snprintf(buf, len, "%s", found);
+	return 1;
+}
+
+static struct sl_ca *px_ca(void *owner)
+{
+	return ((struct sl_box *)owner)->ca;
+}
+
+static const struct sl_proxy_ops proxy_ops = {
+	.name = dns_name,
+	.id = px_id,
+	.name_verdict = px_name_verdict,
+	.name_at = px_name_at,
+	.only_name_at = px_only_name_at,
+	.ca = px_ca,
+};
+
+static void ca_dir(struct sl_registry *r, const char *name, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/sandboxes/%s.ca", r->state_dir, name);
+}
+
+/* The sandbox's CA: the one saved for it, or a new one. */
+static int open_ca(struct sl_registry *r, struct sl_box *box, char *err, size_t errlen)
+{
+	char dir[PATH_MAX + 128];
+	int e;
+
+	if (box->ca)
+		return 0;
+	ca_dir(r, box->name, dir, sizeof(dir));
+	box->ca = sl_ca_load(dir);
+	if (box->ca)
+		return 0;
+	if (errno != ENOENT) {
+		seterr(err, errlen, "the CA saved in %s cannot be used: %s", dir, strerror(errno));
+		return -errno;
+	}
+	box->ca = sl_ca_new(box->name);
+	if (!box->ca) {
+		seterr(err, errlen, "creating the sandbox CA failed: %s", strerror(errno));
+		return -errno;
+	}
+	e = mkdir(dir, 0700) == -1 && errno != EEXIST ? -errno : sl_ca_save(box->ca, dir);
+	if (e) {
+		seterr(err, errlen, "saving the sandbox CA in %s failed: %s", dir, strerror(-e));
+		return e;
+	}
+	return 0;
+}
+
+static void remove_ca(struct sl_registry *r, const char *name)
+{
+	char dir[PATH_MAX + 128], path[PATH_MAX + 160];
+
+	ca_dir(r, name, dir, sizeof(dir));
+	snprintf(path, sizeof(path), "%s/ca.key", dir);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/ca.pem", dir);
+	unlink(path);
+	rmdir(dir);
+}
+
+/* Opens the sandbox's proxy listener (on its previous port if it had one). */
+static int open_proxy(struct sl_registry *r, struct sl_box *box, char *err, size_t errlen)
+{
+	if (!r->proxy || box->proxy)
+		return 0;
+	box->proxy = sl_proxy_listen(r->proxy, &proxy_ops, box, box->proxy_port, -1, err, errlen);
+	if (!box->proxy)
+		return -EIO;
+	box->proxy_port = sl_proxy_listener_port(box->proxy);
+	return 0;
+}
+
+char *sl_sandbox_ca_pem(const struct sl_box *box)
+{
+	return box->ca ? sl_ca_cert_pem(box->ca) : NULL;
+}
+
 /* Registers or forgets (@sandbox_id 0) the listener addresses of @box in the kernel. */
 static void set_listeners(struct sl_registry *r, const struct sl_box *box, uint32_t sandbox_id)
 {
 	uint32_t lo4 = htonl(INADDR_LOOPBACK);
+	uint16_t ports[2] = { box->dns_port, box->proxy_port };
 
-	if (!box->dns_port)
-		return;
-	sl_bpf_set_listener(r->bpf, AF_INET, (const uint8_t *)&lo4, htons(box->dns_port),
-			    sandbox_id);
-	sl_bpf_set_listener(r->bpf, AF_INET6, in6addr_loopback.s6_addr, htons(box->dns_port),
-			    sandbox_id);
+	for (int i = 0; i < 2; i++) {
+		if (!ports[i])
+			continue;
+		sl_bpf_set_listener(r->bpf, AF_INET, (const uint8_t *)&lo4, htons(ports[i]),
+				    sandbox_id);
+		sl_bpf_set_listener(r->bpf, AF_INET6, in6addr_loopback.s6_addr, htons(ports[i]),
+				    sandbox_id);
+	}
 }
 
 /* The sandbox table entry of @box; registers its listeners with the kernel. */
@@ -499,12 +642,18 @@ static void kernel_entry(struct sl_registry *r, const struct sl_box *box, struct
 {
 	memset(ksb, 0, sizeof(*ksb));
 	ksb->id = box->id;
-	if (!box->dns)
-		return;
-	ksb->flags |= SL_SB_DNS;
-	ksb->dns_ip4 = htonl(INADDR_LOOPBACK);
-	memcpy(ksb->dns_ip6, in6addr_loopback.s6_addr, 16);
-	ksb->dns_port = htons(box->dns_port);
+	if (box->dns) {
+		ksb->flags |= SL_SB_DNS;
+		ksb->dns_ip4 = htonl(INADDR_LOOPBACK);
+		memcpy(ksb->dns_ip6, in6addr_loopback.s6_addr, 16);
+		ksb->dns_port = htons(box->dns_port);
+	}
+	if (box->proxy) {
+		ksb->flags |= SL_SB_PROXY;
+		ksb->proxy_ip4 = htonl(INADDR_LOOPBACK);
+		memcpy(ksb->proxy_ip6, in6addr_loopback.s6_addr, 16);
+		ksb->proxy_port = htons(box->proxy_port);
+	}
 	set_listeners(r, box, box->id);
 }
 
@@ -516,6 +665,10 @@ static int install_box(struct sl_registry *r, struct sl_box *box, const struct s
 	int e;
 
 	e = open_dns(r, box, err, errlen);
+	if (!e)
+		e = open_ca(r, box, err, errlen);
+	if (!e)
+		e = open_proxy(r, box, err, errlen);
 	if (e)
 		return e;
 	kernel_entry(r, box, &ksb);
@@ -544,7 +697,10 @@ static void uninstall_box(struct sl_registry *r, struct sl_box *box)
 
 	sl_dns_listener_close(box->dns);
 	box->dns = NULL;
+	sl_proxy_listener_close(box->proxy);
+	box->proxy = NULL;
 	set_listeners(r, box, 0);
+	remove_ca(r, box->name);
 	e = sl_bpf_detach(r->bpf, box->name);
 	if (e)
 		sl_err("detaching sandbox %s failed: %s", box->name, strerror(-e));
@@ -795,6 +951,10 @@ static int adopt_without_policy(struct sl_registry *r, struct sl_box *box)
 	int e;
 
 	e = open_dns(r, box, err, sizeof(err));
+	if (!e)
+		e = open_ca(r, box, err, sizeof(err));
+	if (!e)
+		e = open_proxy(r, box, err, sizeof(err));
 	if (e)
 		sl_err("sandbox %s: %s", box->name, err);
 	kernel_entry(r, box, &ksb);
@@ -809,7 +969,7 @@ static int adopt_one(struct sl_registry *r, const char *path)
 {
 	const char *name, *cgroup, *policy_path, *src;
 	json_int_t id, cgid, created;
-	int dns_port = 0;
+	int dns_port = 0, proxy_port = 0;
 	size_t src_len;
 	json_error_t jerr;
 	struct sl_kentry *ents = NULL;
@@ -825,10 +985,10 @@ static int adopt_one(struct sl_registry *r, const char *path)
 		sl_err("state file %s unreadable: %s", path, jerr.text);
 		return -EINVAL;
 	}
-	if (json_unpack_ex(j, &jerr, 0, "{s:s, s:I, s:s, s:I, s:s, s:s%, s:I, s?i}", "name",
+	if (json_unpack_ex(j, &jerr, 0, "{s:s, s:I, s:s, s:I, s:s, s:s%, s:I, s?i, s?i}", "name",
 			   &name, "id", &id, "cgroup", &cgroup, "cgroup_id", &cgid, "policy_path",
 			   &policy_path, "policy", &src, &src_len, "created", &created, "dns_port",
-			   &dns_port) ||
+			   &dns_port, "proxy_port", &proxy_port) ||
 	    !sl_sandbox_name_ok(name) || id <= 0 || id >= SL_MAX_SANDBOXES ||
 	    sl_sandbox_by_id(r, (uint32_t)id) || sl_sandbox_find(r, name)) {
 		sl_err("state file %s is invalid or conflicts with another sandbox", path);
@@ -847,6 +1007,7 @@ static int adopt_one(struct sl_registry *r, const char *path)
 	box->created_s = created;
 	box->reg = r;
 	box->dns_port = dns_port > 0 && dns_port < 65536 ? (uint16_t)dns_port : 0;
+	box->proxy_port = proxy_port > 0 && proxy_port < 65536 ? (uint16_t)proxy_port : 0;
 	sl_rule_set_init(&box->rules);
 	sl_rule_set_init(&box->learned);
 	box->policy_src = strndup(src, src_len);
@@ -1013,6 +1174,23 @@ static json_t *dns_json(const struct sl_box *box)
 			 (json_int_t)st->installed, "blocked", (json_int_t)st->blocked);
 }
 
+static json_t *proxy_json(const struct sl_box *box)
+{
+	const struct sl_proxy_stats *st;
+
+	if (!box->proxy)
+		return json_null();
+	st = sl_proxy_listener_stats(box->proxy);
+	return json_pack("{s:i, s:{s:I, s:I, s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I}}",
+			 "port", (int)box->proxy_port, "connections", "accepted",
+			 (json_int_t)st->conns, "active", (json_int_t)st->active, "unredirected",
+			 (json_int_t)st->unredirected, "refused", (json_int_t)st->refused,
+			 "tls_failed", (json_int_t)st->tls_failed, "passthrough",
+			 (json_int_t)st->spliced, "requests", "forwarded",
+			 (json_int_t)st->requests, "reused", (json_int_t)st->reused, "rejected",
+			 (json_int_t)st->rejected, "upstream_errors", (json_int_t)st->upstream_errors);
+}
+
 json_t *sl_sandbox_json(struct sl_registry *r, const struct sl_box *box, int detail)
 {
 	json_t *j = json_pack("{s:s, s:I, s:s, s:s, s:I}", "name", box->name, "id",
@@ -1025,6 +1203,7 @@ json_t *sl_sandbox_json(struct sl_registry *r, const struct sl_box *box, int det
 	json_object_set_new(j, "rules", rules_json(box));
 	json_object_set_new(j, "names", names_json(box));
 	json_object_set_new(j, "dns", dns_json(box));
+	json_object_set_new(j, "proxy", proxy_json(box));
 	if (!sl_bpf_read_counters(r->bpf, box->id, &c))
 		json_object_set_new(
 			j, "counters",

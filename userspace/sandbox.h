@@ -17,8 +17,11 @@
 #define SL_LEARNED_MAX 16384 /* resolved (name, address, range) entries per sandbox */
 
 struct sl_bpf;
+struct sl_ca;
 struct sl_dns;
 struct sl_dns_listener;
+struct sl_proxy;
+struct sl_proxy_listener;
 struct sl_loop;
 struct sl_registry;
 
@@ -37,6 +40,9 @@ struct sl_box {
 	char (*learned_names)[SL_DNS_NAME_BUF]; /* the name of each learned rule ("" unknown) */
 	struct sl_dns_listener *dns; /* where the kernel sends the sandbox's DNS queries */
 	uint16_t dns_port; /* kept across restarts */
+	struct sl_proxy_listener *proxy; /* where the kernel sends intercepted connections */
+	uint16_t proxy_port; /* kept across restarts */
+	struct sl_ca *ca; /* the sandbox's own CA: its leaves are what the sandbox sees */
 	int64_t created_s; /* wall clock */
 	struct sl_registry *reg;
 	struct sl_box *next;
@@ -56,7 +62,7 @@ struct sl_dns_ttl {
  */
 struct sl_registry *sl_registry_new(struct sl_bpf *bpf, const char *state_dir,
 				    struct sl_loop *loop, struct sl_dns *dns,
-				    const struct sl_dns_ttl *ttl);
+				    const struct sl_dns_ttl *ttl, struct sl_proxy *proxy);
 /* Frees memory only: kernel state and state files stay. Accepts NULL. */
 void sl_registry_free(struct sl_registry *r);
 
@@ -95,6 +101,9 @@ size_t sl_registry_count(struct sl_registry *r);
 
 /* Whether @name is a valid sandbox name: [A-Za-z0-9][A-Za-z0-9_.-]{0,63}. */
 int sl_sandbox_name_ok(const char *name);
+
+/* The PEM of the sandbox's CA certificate (malloc'd; caller frees), NULL on failure. */
+char *sl_sandbox_ca_pem(const struct sl_box *box);
 
 /* The sandbox as JSON (new reference). @detail adds rules and counters. */
 json_t *sl_sandbox_json(struct sl_registry *r, const struct sl_box *box, int detail);

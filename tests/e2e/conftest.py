@@ -154,7 +154,8 @@ class Daemon:
     def cleanup(self):
         self.stop()
         purge_pins(self.bpffs)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if not os.environ.get("SLUICE_E2E_KEEP"):  # keep the log to look at a failure
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def purge_pins(path):
@@ -252,6 +253,13 @@ host-record=rebind.test,10.1.2.3
 host-record=metadata.test,169.254.169.254
 host-record=mixed.test,127.0.0.15
 host-record=mixed.test,10.1.2.4
+host-record=api.test,127.0.0.20
+host-record=www.test,127.0.0.20
+host-record=ws.test,127.0.0.20
+host-record=v6.test,::1
+host-record=wrongname.test,127.0.0.20
+host-record=untrusted.test,127.0.0.20
+host-record=notintercepted.test,127.0.0.20
 """
 
 
@@ -303,14 +311,29 @@ def dnsmasq(workdir):
     d.stop()
 
 
-def dns_args(dnsmasq):
+@pytest.fixture(scope="session")
+def upstreams(workdir):
+    """nginx as the real HTTPS upstream (127.0.0.20:443, [::1]:443, 127.0.0.20:80) with a
+    test CA, in front of a Python backend (echo, hashes, WebSocket)."""
+    from upstreams import Upstreams
+
+    u = Upstreams(Path(workdir) / "upstreams")
+    try:
+        u.start()
+        yield u
+    finally:
+        u.close()
+
+
+def dns_args(dnsmasq, upstreams):
     return ["--dns-upstream", f"127.0.0.1:{dnsmasq.port}", "--dns-min-ttl", "1",
-            "--dns-grace", "1"]
+            "--dns-grace", "1", "--upstream-ca", str(upstreams.pki.ca_pem),
+            "--http-header-timeout", "2"]
 
 
 @pytest.fixture(scope="session")
-def daemon(workdir, dnsmasq):
-    d = Daemon(workdir, "main", extra=["--purge", *dns_args(dnsmasq)])
+def daemon(workdir, dnsmasq, upstreams):
+    d = Daemon(workdir, "main", extra=["--purge", "-v", *dns_args(dnsmasq, upstreams)])
     try:
         d.start()
         yield d
@@ -319,10 +342,10 @@ def daemon(workdir, dnsmasq):
 
 
 @pytest.fixture
-def fresh_daemon(workdir, request, dnsmasq):
+def fresh_daemon(workdir, request, dnsmasq, upstreams):
     """A daemon of its own, for tests that kill or restart it."""
     d = Daemon(workdir, "t" + str(abs(hash(request.node.nodeid)) % 10**8),
-               extra=dns_args(dnsmasq))
+               extra=dns_args(dnsmasq, upstreams))
     try:
         yield d
     finally:

@@ -1,0 +1,1421 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The transparent proxy. The kernel rewrites a sandbox's connections to intercepted names to
+ * this sandbox's listener and records where each was going; the proxy takes that record on
+ * accept (a connection without one is closed), peeks at the first bytes (a TLS ClientHello or
+ * plain HTTP/1.x), terminates TLS with a leaf minted by the sandbox's CA, and parses every
+ * request with llhttp. Each request head goes through the decision seam (sl_px_decide_fn),
+ * then to the *original destination address* (never re-resolved: the address the kernel
+ * allowed is the one used), over TLS verified against the SNI name. Bodies stream in both
+ * directions with at most a few buffers per connection, so a 1 GiB upload costs what a small
+ * one does. Requests on a keep-alive connection are handled one at a time, in order
+ * (pipelining), each judged on its own; upstream connections are pooled per sandbox, name and
+ * address. Everything runs on the loop thread and nothing blocks it.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include "bpf_loader.h"
+#include "ca.h"
+#include "events.h"
+#include "log.h"
+#include "loop.h"
+#include "proxy.h"
+#include "sockets.h"
+#include "tls.h"
+#include "tls_hello.h"
+
+#define BUF_LIMIT (64 * 1024) /* per direction: what is read ahead, what waits to be written */
+#define PEEK_MAX SL_TLS_PEEK_MAX /* enough for any ClientHello sl_tls_parse_client_hello() takes */
+#define POOL_MAX 32 /* idle upstream connections per sandbox */
+#define POOL_IDLE_MS 30000
+#define SWEEP_MS 250
+
+struct sl_proxy {
+	struct sl_loop *loop;
+	struct sl_events *events;
+	struct sl_bpf *bpf;
+	struct sl_proxy_opts o;
+	SSL_CTX *server_ctx, *client_ctx;
+	sl_px_decide_fn *decide;
+	void *decide_arg;
+};
+
+/* An idle upstream connection, kept for the next request to the same name and address. */
+struct upconn {
+	struct sl_proxy_listener *l;
+	struct upconn *next;
+	int fd;
+	SSL *ssl;
+	int tls;
+	char host[256];
+	struct sockaddr_storage dst;
+	socklen_t dstlen;
+	uint64_t since_ms;
+};
+
+struct pconn;
+
+struct parse_ctx {
+	struct sl_http_msg *m; /* first: http.c's callbacks find the message here */
+	struct pconn *c;
+};
+
+enum cstate { C_SNIFF, C_HANDSHAKE, C_HTTP, C_TUNNEL, C_CLOSING };
+enum rqstate { RQ_IDLE, RQ_HEAD, RQ_DECIDE, RQ_CONNECT, RQ_BODY, RQ_DONE };
+enum upstate { UP_NONE, UP_CONNECTING, UP_HANDSHAKE, UP_READY };
+
+/* One client connection and, while a request is in flight, its upstream connection. */
+struct pconn {
+	struct sl_proxy_listener *l;
+	struct pconn *next;
+	struct sl_stream c, u;
+	enum cstate st;
+	enum rqstate rq;
+	enum upstate up;
+	struct sl_sockorig orig;
+	struct sockaddr_storage dst;
+	socklen_t dstlen;
+	uint8_t dst_family, dst_addr[16];
+	char name[256]; /* the name served: SNI, or the Host of plain HTTP */
+	char comm[17];
+	int tls;
+	llhttp_t reqp, respp;
+	struct parse_ctx reqx, respx;
+	struct sl_http_msg req, resp;
+	char *path; /* origin-form target sent upstream */
+	enum sl_http_body req_body, resp_body;
+	int websocket; /* the request asks for a WebSocket upgrade */
+	int interim; /* the response being parsed is a 1xx */
+	int to_tunnel; /* a 101 arrived: relay raw bytes from now on */
+	int resp_started, resp_head_sent, resp_done;
+	int close_after; /* the client does not keep the connection alive */
+	int deciding, dead; /* a decision is pending; the connection has ended */
+	int busy; /* pump() frames on the stack: freeing waits for the outermost */
+	int reject_status; /* set by a parser callback: answer this and close */
+	const char *reject_why;
+	int up_wants; /* SL_READ/SL_WRITE the upstream handshake waits for */
+	int reused; /* the upstream connection came from the pool */
+	uint64_t deadline_ms;
+	uint64_t t_req_ms, t_up_ms, t_up_first_ms;
+	uint64_t req_bytes, resp_bytes;
+};
+
+struct sl_proxy_listener {
+	struct sl_proxy *px;
+	const struct sl_proxy_ops *ops;
+	void *owner;
+	int fd[2];
+	uint16_t port;
+	struct pconn *conns;
+	struct upconn *idle;
+	unsigned nidle;
+	struct sl_timer *sweep;
+	struct sl_proxy_stats stats;
+};
+
+static llhttp_settings_t req_settings, resp_settings;
+
+static void pump(struct pconn *c);
+static void conn_cb(struct sl_loop *loop, int fd, void *arg, unsigned events);
+
+/* ---- events ---- */
+
+static void path_for_event(const char *path, char *out, size_t len)
+{
+	/* Queries often carry tokens: events keep the path only. */
+	size_t n = strcspn(path ? path : "", "?#");
+
+	snprintf(out, len, "%.*s", (int)(n < len ? n : len - 1), path ? path : "");
+}
+
+/* One JSON line per request: who, what, where, how it ended. No header values. */
+static void request_event(struct pconn *c, int status, const char *verdict, const char *reason)
+{
+	struct sl_proxy_listener *l = c->l;
+	uint64_t now = sl_now_ms();
+	char path[512];
+	json_t *j;
+
+	if (!l->px->events)
+		return;
+	path_for_event(c->path ? c->path : c->req.target, path, sizeof(path));
+	j = json_pack("{s:s, s:s, s:i, s:s, s:s, s:s, s:s, s:s, s:i, s:I, s:I, s:I, s:I, s:s}",
+		      "type", "http", "sandbox", l->ops->name(l->owner), "pid", (int)c->orig.pid,
+		      "comm", c->comm, "method", c->req.method[0] ? c->req.method : "-", "scheme",
+		      c->tls ? "https" : "http", "host", c->name, "path", path, "status", status,
+		      "bytes_in", (json_int_t)c->req_bytes, "bytes_out", (json_int_t)c->resp_bytes,
+		      "upstream_ms",
+		      (json_int_t)(c->t_up_ms && c->t_up_first_ms ? c->t_up_first_ms - c->t_up_ms :
+								    0),
+		      "total_ms", (json_int_t)(c->t_req_ms ? now - c->t_req_ms : 0), "verdict",
+		      verdict);
+	if (j && reason)
+		json_object_set_new(j, "reason", json_string(reason));
+	sl_events_publish(l->px->events, l->ops->name(l->owner), j);
+}
+
+/* A connection-level event (before any request: not redirected, TLS failed, ...). */
+static void conn_event(struct sl_proxy_listener *l, const struct pconn *c, const char *verdict,
+		       const char *reason)
+{
+	json_t *j;
+
+	if (!l->px->events)
+		return;
+	j = json_pack("{s:s, s:s, s:s, s:s}", "type", "http", "sandbox", l->ops->name(l->owner),
+		      "verdict", verdict, "reason", reason);
+	if (j && c) {
+		json_object_set_new(j, "pid", json_integer(c->orig.pid));
+		json_object_set_new(j, "comm", json_string(c->comm));
+		if (c->name[0])
+			json_object_set_new(j, "host", json_string(c->name));
+	}
+	sl_events_publish(l->px->events, l->ops->name(l->owner), j);
+}
+
+/* ---- connection life ---- */
+
+static void conn_free(struct pconn *c)
+{
+	struct sl_proxy_listener *l = c->l;
+
+	for (struct pconn **pp = &l->conns; *pp; pp = &(*pp)->next) {
+		if (*pp == c) {
+			*pp = c->next;
+			break;
+		}
+	}
+	l->stats.active--;
+	if (c->c.fd >= 0)
+		sl_loop_del_fd(l->px->loop, c->c.fd);
+	if (c->u.fd >= 0)
+		sl_loop_del_fd(l->px->loop, c->u.fd);
+	sl_stream_close(&c->c);
+	sl_stream_close(&c->u);
+	sl_http_msg_free(&c->req);
+	sl_http_msg_free(&c->resp);
+	free(c->path);
+	free(c);
+}
+
+/* Ends the connection: now, or when the outermost pump() returns, or when its pending
+ * decision comes back, whichever is last. Callers must not touch @c after it unless they are
+ * inside pump() (which checks @c->dead). */
+static void conn_close(struct pconn *c)
+{
+	c->dead = 1;
+	if (!c->deciding && !c->busy)
+		conn_free(c);
+}
+
+static void close_upstream(struct pconn *c)
+{
+	if (c->u.fd >= 0)
+		sl_loop_del_fd(c->l->px->loop, c->u.fd);
+	sl_stream_close(&c->u);
+	c->up = UP_NONE;
+}
+
+/* Answers the current request here and closes the connection after it. */
+static void respond_error(struct pconn *c, int status, const char *why, const char *verdict)
+{
+	char body[512];
+
+	snprintf(body, sizeof(body), "sluice: %s", why);
+	if (c->resp_head_sent) {
+		/* Too late for a status: the client sees the connection end. */
+		c->c.err = 1;
+	} else {
+		sl_buf_reset(&c->c.out);
+		sl_http_write_error(&c->c.out, status, body);
+	}
+	if (status >= 500)
+		c->l->stats.upstream_errors++;
+	else
+		c->l->stats.rejected++;
+	request_event(c, status, verdict, why);
+	close_upstream(c);
+	c->st = C_CLOSING;
+}
+
+/* ---- upstream pool ---- */
+
+static void upconn_free(struct upconn *u)
+{
+	struct sl_proxy_listener *l = u->l;
+
+	for (struct upconn **pp = &l->idle; *pp; pp = &(*pp)->next) {
+		if (*pp == u) {
+			*pp = u->next;
+			l->nidle--;
+			break;
+		}
+	}
+	sl_loop_del_fd(l->px->loop, u->fd);
+	SSL_free(u->ssl);
+	close(u->fd);
+	free(u);
+}
+
+/* An idle connection became readable. TLS 1.3 servers send session tickets after the
+ * handshake, often after the first response: OpenSSL consumes those and reports WANT_READ,
+ * and the connection stays pooled. Anything else (data out of turn, close_notify, EOF) ends
+ * it. */
+static void pool_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
+{
+	struct upconn *u = arg;
+	char b;
+
+	(void)loop;
+	if (!(events & SL_HUP) && u->ssl) {
+		size_t n;
+
+		ERR_clear_error();
+		if (!SSL_read_ex(u->ssl, &b, 1, &n) &&
+		    SSL_get_error(u->ssl, 0) == SSL_ERROR_WANT_READ)
+			return;
+	} else if (!(events & SL_HUP) && recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == -1 &&
+		   errno == EAGAIN) {
+		return;
+	}
+	sl_debug("proxy: pooled connection to %s closed (events %u)", u->host, events);
+	upconn_free(u);
+}
+
+/* Keeps the upstream connection of @c for a later request, if it is clean. */
+static void pool_put(struct pconn *c)
+{
+	struct sl_proxy_listener *l = c->l;
+	struct upconn *u;
+
+	if (c->u.fd < 0 || sl_buf_size(&c->u.in) || sl_buf_size(&c->u.out) || c->u.eof ||
+	    c->u.err || (c->u.ssl && SSL_pending(c->u.ssl)) || l->nidle >= POOL_MAX ||
+	    !(u = calloc(1, sizeof(*u)))) {
+		sl_debug("proxy: not pooling the connection to %s (in %zu, eof %d, err %d)", c->name,
+			 sl_buf_size(&c->u.in), c->u.eof, c->u.err);
+		close_upstream(c);
+		return;
+	}
+	sl_loop_del_fd(l->px->loop, c->u.fd);
+	u->l = l;
+	u->fd = c->u.fd;
+	u->ssl = c->u.ssl;
+	u->tls = c->tls;
+	snprintf(u->host, sizeof(u->host), "%s", c->name);
+	u->dst = c->dst;
+	u->dstlen = c->dstlen;
+	u->since_ms = sl_now_ms();
+	if (sl_loop_add_fd(l->px->loop, u->fd, SL_READ, pool_cb, u)) {
+		SSL_free(u->ssl);
+		close(u->fd);
+		free(u);
+	} else {
+		u->next = l->idle;
+		l->idle = u;
+		l->nidle++;
+	}
+	c->u.fd = -1;
+	c->u.ssl = NULL;
+	sl_stream_close(&c->u);
+	c->up = UP_NONE;
+}
+
+/* An idle connection to the same name and address, moved into @c. */
+static int pool_take(struct pconn *c)
+{
+	struct sl_proxy_listener *l = c->l;
+
+	for (struct upconn *u = l->idle; u; u = u->next) {
+		if (u->tls != c->tls || strcmp(u->host, c->name) || u->dstlen != c->dstlen ||
+		    memcmp(&u->dst, &c->dst, c->dstlen))
+			continue;
+		sl_loop_del_fd(l->px->loop, u->fd);
+		sl_stream_init(&c->u);
+		c->u.fd = u->fd;
+		c->u.ssl = u->ssl;
+		u->fd = -1;
+		u->ssl = NULL;
+		for (struct upconn **pp = &l->idle; *pp; pp = &(*pp)->next) {
+			if (*pp == u) {
+				*pp = u->next;
+				l->nidle--;
+				break;
+			}
+		}
+		free(u);
+		if (sl_loop_add_fd(l->px->loop, c->u.fd, SL_READ, conn_cb, c)) {
+			sl_stream_close(&c->u);
+			return 0;
+		}
+		c->up = UP_READY;
+		return 1;
+	}
+	return 0;
+}
+
+/* ---- upstream connection ---- */
+
+static void upstream_ready(struct pconn *c);
+
+static int start_upstream(struct pconn *c)
+{
+	struct sl_proxy *px = c->l->px;
+	int fd, r;
+
+	c->reused = pool_take(c);
+	if (c->reused) {
+		c->l->stats.reused++;
+		return 0;
+	}
+	fd = socket(c->dst.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return -errno;
+	sl_stream_init(&c->u);
+	c->u.fd = fd;
+	r = connect(fd, (struct sockaddr *)&c->dst, c->dstlen);
+	if (r == -1 && errno != EINPROGRESS)
+		return -errno;
+	if (sl_loop_add_fd(px->loop, fd, SL_WRITE, conn_cb, c))
+		return -ENOMEM;
+	c->up = UP_CONNECTING;
+	c->deadline_ms = sl_now_ms() + px->o.connect_timeout_ms;
+	return 0;
+}
+
+/* Drives the upstream connect and TLS handshake. Returns -1 if @c answered with an error. */
+static int upstream_progress(struct pconn *c)
+{
+	char why[512], err[256];
+
+	if (c->up == UP_CONNECTING) {
+		int soerr = 0;
+		socklen_t sl = sizeof(soerr);
+
+		getsockopt(c->u.fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+		if (soerr) {
+			snprintf(why, sizeof(why), "connecting to the upstream failed: %s",
+				 strerror(soerr));
+			respond_error(c, 502, why, "error");
+			return -1;
+		}
+		{
+			struct sockaddr_storage ss;
+			socklen_t l = sizeof(ss);
+
+			if (getpeername(c->u.fd, (struct sockaddr *)&ss, &l) == -1)
+				return 0; /* still connecting */
+		}
+		if (!c->tls) {
+			c->up = UP_READY;
+			return 0;
+		}
+		c->u.ssl = SSL_new(c->l->px->client_ctx);
+		if (!c->u.ssl || !SSL_set_fd(c->u.ssl, c->u.fd) ||
+		    !SSL_set_tlsext_host_name(c->u.ssl, c->name) || !SSL_set1_host(c->u.ssl, c->name)) {
+			respond_error(c, 502, "setting up upstream TLS failed", "error");
+			return -1;
+		}
+		SSL_set_connect_state(c->u.ssl);
+		c->up = UP_HANDSHAKE;
+	}
+	if (c->up == UP_HANDSHAKE) {
+		int r;
+
+		ERR_clear_error();
+		r = SSL_do_handshake(c->u.ssl);
+		if (r == 1) {
+			c->up = UP_READY;
+			c->up_wants = 0;
+			return 0;
+		}
+		r = SSL_get_error(c->u.ssl, r);
+		if (r == SSL_ERROR_WANT_READ) {
+			c->up_wants = SL_READ;
+			return 0;
+		}
+		if (r == SSL_ERROR_WANT_WRITE) {
+			c->up_wants = SL_WRITE;
+			return 0;
+		}
+		if (SSL_get_verify_result(c->u.ssl) != X509_V_OK)
+			snprintf(why, sizeof(why),
+				 "upstream certificate verification failed for %s: %s", c->name,
+				 X509_verify_cert_error_string(SSL_get_verify_result(c->u.ssl)));
+		else
+			snprintf(why, sizeof(why), "upstream TLS handshake with %s failed: %s",
+				 c->name, sl_tls_error(err, sizeof(err)));
+		respond_error(c, 502, why, "error");
+		return -1;
+	}
+	return 0;
+}
+
+/* The upstream is ready: send the request head, then let the body flow. */
+static void upstream_ready(struct pconn *c)
+{
+	const char *up = c->websocket ? "websocket" : NULL;
+
+	c->t_up_ms = sl_now_ms();
+	c->deadline_ms = sl_now_ms() + c->l->px->o.idle_timeout_ms;
+	sl_http_write_request(&c->req, c->path, c->req_body, up, &c->u.out);
+	c->l->stats.requests++;
+	llhttp_init(&c->respp, HTTP_RESPONSE, &resp_settings);
+	c->respp.data = &c->respx;
+	sl_http_msg_reset(&c->resp);
+	c->resp_started = c->resp_head_sent = c->resp_done = c->interim = 0;
+	c->rq = RQ_BODY;
+	llhttp_resume(&c->reqp);
+}
+
+/* ---- the decision seam ---- */
+
+static void forward_all(void *arg, struct sl_px_request *req, struct sl_px_pending *pending)
+{
+	struct sl_px_decision d = { .respond = 0 };
+
+	(void)arg;
+	(void)req;
+	sl_px_decided(pending, &d);
+}
+
+void sl_px_decided(struct sl_px_pending *pending, const struct sl_px_decision *d)
+{
+	struct pconn *c = (struct pconn *)pending;
+
+	c->deciding = 0;
+	if (c->dead) {
+		if (!c->busy)
+			conn_free(c);
+		return;
+	}
+	if (d->respond) {
+		char status_line[64];
+		size_t n = d->body ? d->body_len : 0;
+
+		sl_buf_reset(&c->c.out);
+		snprintf(status_line, sizeof(status_line), "HTTP/1.1 %d %s\r\n", d->status,
+			 sl_http_reason(d->status));
+		sl_buf_printf(&c->c.out, "%sContent-Type: %s\r\nContent-Length: %zu\r\n"
+					 "Connection: close\r\n\r\n",
+			      status_line, d->content_type ? d->content_type : "text/plain", n);
+		if (n)
+			sl_buf_append(&c->c.out, d->body, n);
+		c->resp_bytes = n;
+		request_event(c, d->status, "respond", NULL);
+		c->st = C_CLOSING;
+		pump(c);
+		return;
+	}
+	c->rq = RQ_CONNECT;
+	if (start_upstream(c)) {
+		respond_error(c, 502, "connecting to the upstream failed", "error");
+	} else if (c->up == UP_READY) {
+		upstream_ready(c);
+	}
+	pump(c);
+}
+
+static void decide(struct pconn *c)
+{
+	struct sl_proxy *px = c->l->px;
+	struct sl_px_request req = {
+		.sandbox = c->l->ops->name(c->l->owner),
+		.pid = c->orig.pid,
+		.comm = c->comm,
+		.scheme = c->tls ? "https" : "http",
+		.host = c->name,
+		.path = c->path,
+		.msg = &c->req,
+		.dst = (struct sockaddr *)&c->dst,
+	};
+
+	c->deciding = 1;
+	px->decide(px->decide_arg, &req, (struct sl_px_pending *)c);
+}
+
+/* ---- request parsing ---- */
+
+static struct pconn *conn_of(llhttp_t *p)
+{
+	return ((struct parse_ctx *)p->data)->c;
+}
+
+static int req_begin(llhttp_t *p)
+{
+	struct pconn *c = conn_of(p);
+
+	sl_http_msg_reset(&c->req);
+	free(c->path);
+	c->path = NULL;
+	c->rq = RQ_HEAD;
+	c->websocket = 0;
+	c->req_bytes = c->resp_bytes = 0;
+	c->t_req_ms = sl_now_ms();
+	c->t_up_ms = c->t_up_first_ms = 0;
+	/* The whole head must arrive within the header timeout, however slowly it trickles. */
+	c->deadline_ms = c->t_req_ms + c->l->px->o.header_timeout_ms;
+	return 0;
+}
+
+static int reject(struct pconn *c, int status, const char *why)
+{
+	c->reject_status = status;
+	c->reject_why = why;
+	return HPE_PAUSED;
+}
+
+/* The request head is complete: is it one we serve? */
+static int req_headers_complete(llhttp_t *p)
+{
+	struct pconn *c = conn_of(p);
+	struct sl_http_msg *m = &c->req;
+	const char *hosthdr, *path = NULL, *upgrade;
+	char host[256], thost[256], scheme[8];
+
+	snprintf(m->method, sizeof(m->method), "%s", llhttp_method_name(p->method));
+	m->major = p->http_major;
+	m->minor = p->http_minor;
+	if (p->method == HTTP_CONNECT || p->method == HTTP_TRACE)
+		return reject(c, 405, "CONNECT and TRACE are not served");
+	if (!m->target || sl_http_split_target(m->target, scheme, sizeof(scheme), thost,
+					       sizeof(thost), &path))
+		return reject(c, 400, "unsupported request target");
+	hosthdr = sl_http_get(m, "host");
+	if (sl_http_count(m, "host") != 1 || sl_http_host_only(hosthdr, host, sizeof(host)))
+		return reject(c, 400, "exactly one valid Host header is required");
+	if (thost[0] && strcmp(thost, host))
+		return reject(c, 421, "the absolute-form target names another host than Host");
+	if (c->tls) {
+		if (strcmp(host, c->name))
+			return reject(c, 421, "Host differs from the TLS server name");
+	} else {
+		/* Plain HTTP: Host names the host, which must be intercepted, here. */
+		if (c->l->ops->name_verdict(c->l->owner, host) != SL_VERDICT_PROXY ||
+		    !c->l->ops->name_at(c->l->owner, host, c->dst_family, c->dst_addr))
+			return reject(c, 421, "Host is not an intercepted name at this address");
+		snprintf(c->name, sizeof(c->name), "%s", host);
+	}
+	upgrade = sl_http_get(m, "upgrade");
+	if (upgrade) {
+		if (!strcasecmp(upgrade, "h2c") || sl_http_has_token(m, "upgrade", "h2c"))
+			return reject(c, 400, "Upgrade: h2c is not served (HTTP/1.1 only)");
+		if (strcasecmp(upgrade, "websocket"))
+			return reject(c, 400, "only WebSocket upgrades are relayed");
+		c->websocket = 1;
+	}
+	c->path = strdup(path);
+	if (!c->path)
+		return reject(c, 500, "out of memory");
+	c->close_after = !llhttp_should_keep_alive(p);
+	if (p->flags & F_CHUNKED)
+		c->req_body = SL_BODY_CHUNKED;
+	else if (p->flags & F_CONTENT_LENGTH)
+		c->req_body = SL_BODY_LENGTH;
+	else
+		c->req_body = SL_BODY_NONE;
+	c->rq = RQ_DECIDE;
+	c->deadline_ms = sl_now_ms() + c->l->px->o.idle_timeout_ms;
+	return HPE_PAUSED;
+}
+
+static int req_body(llhttp_t *p, const char *at, size_t len)
+{
+	struct pconn *c = conn_of(p);
+
+	c->req_bytes += len;
+	return sl_http_write_body(&c->u.out, c->req_body, at, len) ? -1 : 0;
+}
+
+static int req_complete(llhttp_t *p)
+{
+	struct pconn *c = conn_of(p);
+
+	if (c->req_body == SL_BODY_CHUNKED && sl_http_write_last_chunk(&c->u.out))
+		return -1;
+	c->rq = RQ_DONE;
+	/* One request at a time: the next (pipelined) one waits for this response. */
+	return HPE_PAUSED;
+}
+
+/* ---- response parsing ---- */
+
+static int resp_begin(llhttp_t *p)
+{
+	struct pconn *c = conn_of(p);
+
+	sl_http_msg_reset(&c->resp);
+	c->resp_started = 1;
+	if (!c->t_up_first_ms)
+		c->t_up_first_ms = sl_now_ms();
+	return 0;
+}
+
+static int resp_headers_complete(llhttp_t *p)
+{
+	struct pconn *c = conn_of(p);
+	struct sl_http_msg *m = &c->resp;
+	int head = !strcmp(c->req.method, "HEAD");
+
+	m->status = p->status_code;
+	m->major = p->http_major;
+	m->minor = p->http_minor;
+	if (m->status == 101) {
+		if (!c->websocket)
+			return -1; /* an upgrade nobody asked for */
+		c->to_tunnel = 1;
+		sl_http_write_response(m, SL_BODY_NONE, "websocket", 0, &c->c.out);
+		c->resp_head_sent = 1;
+		return 0;
+	}
+	if (m->status >= 100 && m->status < 200) {
+		/* 100 Continue, 103 Early Hints: relayed; the final response follows. */
+		c->interim = 1;
+		sl_http_write_response(m, SL_BODY_NONE, NULL, 0, &c->c.out);
+		return 0;
+	}
+	c->interim = 0;
+	if (head || m->status == 204 || m->status == 304)
+		c->resp_body = SL_BODY_NONE;
+	else if ((p->flags & F_CONTENT_LENGTH) && !(p->flags & F_CHUNKED))
+		c->resp_body = SL_BODY_LENGTH;
+	else
+		c->resp_body = SL_BODY_CHUNKED; /* chunked, or delimited by the close */
+	if (c->resp_body == SL_BODY_NONE && (p->flags & F_CONTENT_LENGTH) && head) {
+		/* A HEAD answer keeps its Content-Length: it describes the GET. */
+		sl_http_write_response(m, SL_BODY_LENGTH, NULL, c->close_after, &c->c.out);
+	} else {
+		sl_http_write_response(m, c->resp_body, NULL, c->close_after, &c->c.out);
+	}
+	c->resp_head_sent = 1;
+	/* llhttp cannot know that a response to HEAD has no body: 1 tells it. */
+	return head ? 1 : 0;
+}
+
+static int resp_body(llhttp_t *p, const char *at, size_t len)
+{
+	struct pconn *c = conn_of(p);
+
+	c->resp_bytes += len;
+	return sl_http_write_body(&c->c.out, c->resp_body, at, len) ? -1 : 0;
+}
+
+static int resp_complete(llhttp_t *p)
+{
+	struct pconn *c = conn_of(p);
+
+	if (c->to_tunnel)
+		return HPE_PAUSED;
+	if (c->interim) {
+		c->interim = 0;
+		return 0; /* the final response is next in the same stream */
+	}
+	if (c->resp_body == SL_BODY_CHUNKED && sl_http_write_last_chunk(&c->c.out))
+		return -1;
+	c->resp_done = 1;
+	return HPE_PAUSED;
+}
+
+/* The response is complete: account, keep the upstream if it may be reused, and let the
+ * next pipelined request through. */
+static void finish_request(struct pconn *c)
+{
+	request_event(c, c->resp.status, "forward", NULL);
+	if (c->rq == RQ_DONE && llhttp_should_keep_alive(&c->respp) && !c->close_after)
+		pool_put(c);
+	else
+		close_upstream(c);
+	if (c->rq != RQ_DONE || c->close_after) {
+		/* The response ended before the request did, or the client is done: close. */
+		c->st = C_CLOSING;
+		return;
+	}
+	c->rq = RQ_IDLE;
+	c->resp_done = 0;
+	c->deadline_ms = sl_now_ms() + c->l->px->o.idle_timeout_ms;
+	llhttp_resume(&c->reqp);
+}
+
+/* ---- the pump ---- */
+
+/* Feeds @p (parsing @m) the unconsumed bytes of @in; returns the llhttp result. */
+static llhttp_errno_t feed(llhttp_t *p, struct sl_http_msg *m, struct sl_buf *in, size_t max)
+{
+	size_t n = sl_buf_size(in) < max ? sl_buf_size(in) : max;
+	const char *data = n ? sl_buf_head(in) : "";
+	llhttp_errno_t e;
+
+	/* Even without bytes: a parser resumed after a pause may still owe callbacks (a GET's
+	 * message completion follows its headers without consuming anything). */
+	m->feed_end = data + n;
+	e = llhttp_execute(p, data, n);
+	if (e == HPE_OK) {
+		sl_buf_consume(in, n);
+	} else if (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE) {
+		sl_buf_consume(in, llhttp_get_error_pos(p) - data);
+	}
+	return e;
+}
+
+static void handle_requests(struct pconn *c)
+{
+	llhttp_errno_t e;
+
+	if (c->rq != RQ_IDLE && c->rq != RQ_HEAD && c->rq != RQ_BODY)
+		return;
+	if (c->rq == RQ_BODY && sl_buf_size(&c->u.out) >= BUF_LIMIT)
+		return;
+	e = feed(&c->reqp, &c->req, &c->c.in, c->rq == RQ_BODY ? BUF_LIMIT : SIZE_MAX);
+	if (e == HPE_OK || e == HPE_PAUSED_UPGRADE)
+		return;
+	if (e == HPE_PAUSED) {
+		if (c->reject_status) {
+			request_event(c, c->reject_status, "reject", c->reject_why);
+			c->l->stats.rejected++;
+			sl_buf_reset(&c->c.out);
+			sl_http_write_error(&c->c.out, c->reject_status, c->reject_why);
+			c->reject_status = 0;
+			c->st = C_CLOSING;
+			return;
+		}
+		if (c->rq == RQ_DECIDE)
+			decide(c);
+		return;
+	}
+	/* Malformed: bad framing (CL and TE, invalid chunks), obs-fold, bare LF, oversize. */
+	{
+		char why[256];
+		int status = c->req.head_bytes > SL_HTTP_MAX_HEAD ? 431 : 400;
+
+		snprintf(why, sizeof(why), "malformed request: %s",
+			 llhttp_get_error_reason(&c->reqp) ? llhttp_get_error_reason(&c->reqp) :
+							     llhttp_errno_name(e));
+		if (c->rq == RQ_BODY && c->resp_head_sent) {
+			request_event(c, 400, "reject", why);
+			c->c.err = 1;
+			return;
+		}
+		respond_error(c, status, why, "reject");
+	}
+}
+
+static void handle_response(struct pconn *c)
+{
+	llhttp_errno_t e;
+
+	if (c->up != UP_READY || c->rq < RQ_BODY || c->resp_done)
+		return;
+	if (sl_buf_size(&c->c.out) >= BUF_LIMIT)
+		return;
+	e = feed(&c->respp, &c->resp, &c->u.in, BUF_LIMIT);
+	if (e == HPE_OK && c->u.eof && !sl_buf_size(&c->u.in)) {
+		if (c->resp_started && llhttp_message_needs_eof(&c->respp))
+			e = llhttp_finish(&c->respp);
+		else {
+			respond_error(c, 502, "the upstream closed the connection mid-response",
+				      "error");
+			return;
+		}
+	}
+	if (e == HPE_PAUSED && c->to_tunnel) {
+		/* 101 Switching Protocols: from now on both directions are raw. */
+		request_event(c, 101, "forward", NULL);
+		c->st = C_TUNNEL;
+		return;
+	}
+	if (e == HPE_PAUSED && c->resp_done) {
+		finish_request(c);
+		return;
+	}
+	if (e != HPE_OK && e != HPE_PAUSED) {
+		char why[256];
+
+		snprintf(why, sizeof(why), "malformed upstream response: %s",
+			 llhttp_errno_name(e));
+		respond_error(c, 502, why, "error");
+	}
+}
+
+/* Raw bytes both ways (WebSocket after 101, or a spliced TLS passthrough). */
+static int handle_tunnel(struct pconn *c)
+{
+	size_t n = 0;
+
+	if (sl_buf_size(&c->c.in) && sl_buf_size(&c->u.out) < BUF_LIMIT) {
+		n += sl_buf_size(&c->c.in);
+		sl_buf_append(&c->u.out, sl_buf_head(&c->c.in), sl_buf_size(&c->c.in));
+		sl_buf_reset(&c->c.in);
+	}
+	if (sl_buf_size(&c->u.in) && sl_buf_size(&c->c.out) < BUF_LIMIT) {
+		n += sl_buf_size(&c->u.in);
+		sl_buf_append(&c->c.out, sl_buf_head(&c->u.in), sl_buf_size(&c->u.in));
+		sl_buf_reset(&c->u.in);
+	}
+	if (c->c.eof && !sl_buf_size(&c->c.in))
+		sl_stream_shutdown(&c->u);
+	if (c->u.eof && !sl_buf_size(&c->u.in))
+		sl_stream_shutdown(&c->c);
+	if ((c->c.eof && c->u.eof && !sl_buf_size(&c->c.out) && !sl_buf_size(&c->u.out)) ||
+	    c->c.err || c->u.err)
+		return -1;
+	return n ? 1 : 0;
+}
+
+static int client_handshake(struct pconn *c)
+{
+	int r;
+
+	ERR_clear_error();
+	r = SSL_accept(c->c.ssl);
+	if (r == 1) {
+		c->st = C_HTTP;
+		return 1;
+	}
+	r = SSL_get_error(c->c.ssl, r);
+	if (r == SSL_ERROR_WANT_READ) {
+		c->c.ssl_wants_write = 0;
+		return 0;
+	}
+	if (r == SSL_ERROR_WANT_WRITE) {
+		c->c.ssl_wants_write = 1;
+		return 0;
+	}
+	{
+		char err[256], why[320];
+
+		snprintf(why, sizeof(why), "client TLS handshake failed: %s",
+			 sl_tls_error(err, sizeof(err)));
+		c->l->stats.tls_failed++;
+		conn_event(c->l, c, "error", why);
+	}
+	return -1;
+}
+
+static void update_events(struct pconn *c)
+{
+	struct sl_loop *loop = c->l->px->loop;
+	unsigned ce = 0, ue = 0;
+
+	switch (c->st) {
+	case C_SNIFF:
+		ce = SL_READ;
+		break;
+	case C_HANDSHAKE:
+		ce = c->c.ssl_wants_write ? SL_WRITE : SL_READ;
+		break;
+	case C_HTTP:
+	case C_TUNNEL:
+		ce = sl_stream_events(&c->c, !c->c.eof && sl_buf_size(&c->c.in) < BUF_LIMIT);
+		break;
+	case C_CLOSING:
+		ce = sl_stream_events(&c->c, 0);
+		break;
+	}
+	sl_loop_mod_fd(loop, c->c.fd, ce);
+	if (c->u.fd < 0)
+		return;
+	if (c->up == UP_CONNECTING)
+		ue = SL_WRITE;
+	else if (c->up == UP_HANDSHAKE)
+		ue = c->up_wants;
+	else
+		ue = sl_stream_events(&c->u, !c->u.eof && sl_buf_size(&c->u.in) < BUF_LIMIT);
+	sl_loop_mod_fd(loop, c->u.fd, ue);
+}
+
+static void sniff(struct pconn *c);
+
+/* Moves everything that can move; runs until nothing does. May end @c. */
+static void pump(struct pconn *c)
+{
+	c->busy++;
+	for (int round = 0; round < 64 && !c->dead && !c->deciding; round++) {
+		uint64_t before = c->c.rx + c->c.tx + c->u.rx + c->u.tx;
+		enum cstate st = c->st;
+		enum rqstate rq = c->rq;
+		enum upstate up = c->up;
+
+		if (c->st == C_SNIFF) {
+			sniff(c);
+			if (c->st == C_SNIFF)
+				break;
+			continue;
+		}
+		if (c->st == C_HANDSHAKE) {
+			int r = client_handshake(c);
+
+			if (r < 0) {
+				conn_close(c);
+				break;
+			}
+			if (!r)
+				break;
+		}
+		if (c->st == C_CLOSING) {
+			sl_stream_flush(&c->c);
+			if (!sl_buf_size(&c->c.out) || c->c.err)
+				conn_close(c);
+			break;
+		}
+		if (c->up == UP_CONNECTING || c->up == UP_HANDSHAKE) {
+			if (upstream_progress(c))
+				continue;
+			if (c->up == UP_READY && c->st == C_HTTP && c->rq == RQ_CONNECT)
+				upstream_ready(c);
+		}
+		sl_stream_read(&c->c, BUF_LIMIT);
+		if (c->u.fd >= 0 && c->up == UP_READY)
+			sl_stream_read(&c->u, BUF_LIMIT);
+		if (c->st == C_TUNNEL) {
+			if (handle_tunnel(c) < 0) {
+				conn_close(c);
+				break;
+			}
+		} else {
+			handle_requests(c);
+			if (c->st == C_HTTP && !c->deciding)
+				handle_response(c);
+		}
+		if (c->dead || c->deciding)
+			break;
+		if (c->u.fd >= 0 && c->up == UP_READY)
+			sl_stream_flush(&c->u);
+		sl_stream_flush(&c->c);
+		if (c->st == C_HTTP) {
+			/* The client went away: nothing left to answer (a response in flight
+			 * to a half-closed client is still delivered). */
+			if (c->c.err || (c->c.eof && c->rq <= RQ_HEAD && !sl_buf_size(&c->c.in))) {
+				conn_close(c);
+				break;
+			}
+			if (c->u.err && c->rq >= RQ_BODY) {
+				respond_error(c, 502, "the upstream connection failed", "error");
+				continue;
+			}
+			if (c->c.eof && c->rq > RQ_HEAD && c->rq < RQ_DONE && !sl_buf_size(&c->c.in)) {
+				conn_close(c); /* the request body was cut short */
+				break;
+			}
+		}
+		if (c->c.rx + c->c.tx + c->u.rx + c->u.tx != before) {
+			if (c->rq >= RQ_BODY || c->st == C_TUNNEL)
+				c->deadline_ms = sl_now_ms() + c->l->px->o.idle_timeout_ms;
+			continue;
+		}
+		if (c->st == st && c->rq == rq && c->up == up)
+			break;
+	}
+	if (--c->busy)
+		return;
+	if (c->dead) {
+		if (!c->deciding)
+			conn_free(c);
+		return;
+	}
+	update_events(c);
+}
+
+static void conn_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
+{
+	struct pconn *c = arg;
+
+	(void)loop;
+	(void)fd;
+	(void)events;
+	pump(c);
+}
+
+/* ---- accepting and sniffing ---- */
+
+static int start_splice(struct pconn *c)
+{
+	/* A passthrough name on an address that is also intercepted: relay the TLS bytes
+	 * untouched (the peeked ClientHello is still in the socket). */
+	c->tls = 0;
+	c->st = C_TUNNEL;
+	c->rq = RQ_DONE;
+	c->l->stats.spliced++;
+	conn_event(c->l, c, "passthrough", "TLS for a name the policy allows without interception");
+	return start_upstream(c);
+}
+
+/* Decides what the client speaks from its first bytes, without consuming them. */
+static void sniff(struct pconn *c)
+{
+	struct sl_proxy_listener *l = c->l;
+	uint8_t buf[PEEK_MAX];
+	struct sl_client_hello ch;
+	ssize_t n;
+	int kind, r, v;
+
+	n = recv(c->c.fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
+	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+		conn_close(c);
+		return;
+	}
+	if (n < 0)
+		return;
+	kind = sl_tls_sniff(buf, n);
+	if (kind == -EAGAIN)
+		return;
+	if (kind == SL_SNIFF_HTTP) {
+		c->st = C_HTTP;
+		c->tls = 0;
+		return;
+	}
+	if (kind != SL_SNIFF_TLS) {
+		l->stats.refused++;
+		conn_event(l, c, "reject", "neither TLS nor HTTP/1.x");
+		conn_close(c);
+		return;
+	}
+	r = sl_tls_parse_client_hello(buf, n, &ch);
+	if (r == -EAGAIN && (size_t)n < sizeof(buf))
+		return;
+	if (r) {
+		l->stats.refused++;
+		conn_event(l, c, "reject", "malformed TLS ClientHello");
+		conn_close(c);
+		return;
+	}
+	c->tls = 1;
+	if (ch.sni_ok) {
+		snprintf(c->name, sizeof(c->name), "%s", ch.sni);
+	} else if (!l->ops->only_name_at(l->owner, c->dst_family, c->dst_addr, c->name,
+					 sizeof(c->name))) {
+		l->stats.refused++;
+		conn_event(l, c, "reject",
+			   "ClientHello without SNI for an address of no single intercepted name");
+		conn_close(c);
+		return;
+	}
+	v = l->ops->name_verdict(l->owner, c->name);
+	if (v == SL_VERDICT_ALLOW) {
+		if (start_splice(c))
+			conn_close(c);
+		return;
+	}
+	if (v != SL_VERDICT_PROXY ||
+	    !l->ops->name_at(l->owner, c->name, c->dst_family, c->dst_addr)) {
+		l->stats.refused++;
+		conn_event(l, c, "reject", "TLS server name not intercepted at this address");
+		conn_close(c);
+		return;
+	}
+	c->c.ssl = SSL_new(l->px->server_ctx);
+	if (!c->c.ssl || !SSL_set_fd(c->c.ssl, c->c.fd) ||
+	    sl_ca_use_leaf(l->ops->ca(l->owner), c->c.ssl, c->name)) {
+		conn_event(l, c, "error", "minting a certificate failed");
+		conn_close(c);
+		return;
+	}
+	SSL_set_accept_state(c->c.ssl);
+	c->st = C_HANDSHAKE;
+}
+
+static void sockaddr_from(struct pconn *c)
+{
+	const struct sl_sockorig *o = &c->orig;
+
+	memset(&c->dst, 0, sizeof(c->dst));
+	/* The original destination as the sandbox wrote it; v4-mapped becomes IPv4. */
+	if (o->family == AF_INET6 && !memcmp(o->orig_addr, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12)) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&c->dst;
+
+		sin->sin_family = AF_INET;
+		memcpy(&sin->sin_addr, o->orig_addr + 12, 4);
+		sin->sin_port = o->orig_port;
+		c->dstlen = sizeof(*sin);
+	} else if (o->family == AF_INET) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&c->dst;
+
+		sin->sin_family = AF_INET;
+		memcpy(&sin->sin_addr, o->orig_addr, 4);
+		sin->sin_port = o->orig_port;
+		c->dstlen = sizeof(*sin);
+	} else {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&c->dst;
+
+		sin6->sin6_family = AF_INET6;
+		memcpy(&sin6->sin6_addr, o->orig_addr, 16);
+		sin6->sin6_port = o->orig_port;
+		c->dstlen = sizeof(*sin6);
+	}
+	c->dst_family = c->dst.ss_family;
+	memset(c->dst_addr, 0, 16);
+	if (c->dst_family == AF_INET)
+		memcpy(c->dst_addr, &((struct sockaddr_in *)&c->dst)->sin_addr, 4);
+	else
+		memcpy(c->dst_addr, &((struct sockaddr_in6 *)&c->dst)->sin6_addr, 16);
+}
+
+static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
+{
+	struct sl_proxy_listener *l = arg;
+
+	(void)events;
+	for (int i = 0; i < 64; i++) {
+		struct sockaddr_storage peer;
+		socklen_t plen = sizeof(peer);
+		struct sl_sockorig orig;
+		uint8_t addr[16] = { 0 };
+		uint16_t port;
+		struct pconn *c;
+		int cfd;
+
+		cfd = accept4(fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (cfd == -1)
+			return;
+		if (peer.ss_family == AF_INET) {
+			memcpy(addr, &((struct sockaddr_in *)&peer)->sin_addr, 4);
+			port = ntohs(((struct sockaddr_in *)&peer)->sin_port);
+		} else {
+			memcpy(addr, &((struct sockaddr_in6 *)&peer)->sin6_addr, 16);
+			port = ntohs(((struct sockaddr_in6 *)&peer)->sin6_port);
+		}
+		/* Only what the kernel redirected, for this sandbox, is served. */
+		if (sl_bpf_take_proxied(l->px->bpf, peer.ss_family, addr, port, &orig) ||
+		    orig.sandbox_id != l->ops->id(l->owner)) {
+			l->stats.unredirected++;
+			conn_event(l, NULL, "reject", "connection not redirected by the kernel");
+			close(cfd);
+			continue;
+		}
+		if (l->stats.active >= l->px->o.max_conns) {
+			l->stats.refused++;
+			conn_event(l, NULL, "reject", "too many connections for this sandbox");
+			close(cfd);
+			continue;
+		}
+		c = calloc(1, sizeof(*c));
+		if (!c) {
+			close(cfd);
+			continue;
+		}
+		c->l = l;
+		sl_stream_init(&c->c);
+		sl_stream_init(&c->u);
+		c->c.fd = cfd;
+		c->orig = orig;
+		memcpy(c->comm, orig.comm, 16);
+		for (char *p = c->comm; *p; p++)
+			if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
+				*p = '?';
+		sockaddr_from(c);
+		sl_http_msg_init(&c->req);
+		sl_http_msg_init(&c->resp);
+		c->reqx = (struct parse_ctx){ &c->req, c };
+		c->respx = (struct parse_ctx){ &c->resp, c };
+		llhttp_init(&c->reqp, HTTP_REQUEST, &req_settings);
+		c->reqp.data = &c->reqx;
+		c->deadline_ms = sl_now_ms() + l->px->o.header_timeout_ms;
+		if (sl_loop_add_fd(loop, cfd, SL_READ, conn_cb, c)) {
+			close(cfd);
+			free(c);
+			continue;
+		}
+		c->next = l->conns;
+		l->conns = c;
+		l->stats.conns++;
+		l->stats.active++;
+	}
+}
+
+/* Deadlines: slow heads (408), upstream connects (504), stalled transfers, idle pool. */
+static void sweep_cb(struct sl_loop *loop, void *arg)
+{
+	struct sl_proxy_listener *l = arg;
+	uint64_t now = sl_now_ms();
+	struct pconn *c, *next;
+
+	for (c = l->conns; c; c = next) {
+		next = c->next;
+		if (c->deciding || c->dead || now < c->deadline_ms)
+			continue;
+		if (c->st == C_HTTP && c->rq == RQ_HEAD && !c->resp_head_sent) {
+			respond_error(c, 408, "the request head did not arrive in time", "reject");
+			pump(c);
+		} else if (c->st == C_HTTP && c->rq == RQ_CONNECT) {
+			respond_error(c, 504, "the upstream did not answer the connection in time",
+				      "error");
+			pump(c);
+		} else {
+			conn_close(c);
+		}
+	}
+	for (struct upconn *u = l->idle, *un; u; u = un) {
+		un = u->next;
+		if (now - u->since_ms > POOL_IDLE_MS)
+			upconn_free(u);
+	}
+	l->sweep = sl_loop_add_timer(loop, SWEEP_MS, sweep_cb, l);
+}
+
+/* ---- service and listeners ---- */
+
+static void init_settings(void)
+{
+	llhttp_settings_init(&req_settings);
+	req_settings.on_message_begin = req_begin;
+	req_settings.on_url = sl_http_on_url;
+	req_settings.on_header_field = sl_http_on_header_field;
+	req_settings.on_header_value = sl_http_on_header_value;
+	req_settings.on_header_value_complete = sl_http_on_header_value_complete;
+	req_settings.on_headers_complete = req_headers_complete;
+	req_settings.on_body = req_body;
+	req_settings.on_message_complete = req_complete;
+
+	llhttp_settings_init(&resp_settings);
+	resp_settings.on_message_begin = resp_begin;
+	resp_settings.on_status = sl_http_on_status;
+	resp_settings.on_header_field = sl_http_on_header_field;
+	resp_settings.on_header_value = sl_http_on_header_value;
+	resp_settings.on_header_value_complete = sl_http_on_header_value_complete;
+	resp_settings.on_headers_complete = resp_headers_complete;
+	resp_settings.on_body = resp_body;
+	resp_settings.on_message_complete = resp_complete;
+}
+
+struct sl_proxy *sl_proxy_new(struct sl_loop *loop, struct sl_events *events, struct sl_bpf *bpf,
+			      const struct sl_proxy_opts *opts, char *err, size_t errlen)
+{
+	struct sl_proxy *px = calloc(1, sizeof(*px));
+
+	if (!px) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	init_settings();
+	px->loop = loop;
+	px->events = events;
+	px->bpf = bpf;
+	px->o = *opts;
+	if (!px->o.header_timeout_ms)
+		px->o.header_timeout_ms = 10000;
+	if (!px->o.idle_timeout_ms)
+		px->o.idle_timeout_ms = 60000;
+	if (!px->o.connect_timeout_ms)
+		px->o.connect_timeout_ms = 10000;
+	if (!px->o.max_conns)
+		px->o.max_conns = 256;
+	px->decide = forward_all;
+	px->server_ctx = sl_tls_server_ctx(err, errlen);
+	if (px->server_ctx)
+		px->client_ctx = sl_tls_client_ctx(px->o.upstream_ca, err, errlen);
+	if (!px->server_ctx || !px->client_ctx) {
+		sl_proxy_free(px);
+		return NULL;
+	}
+	return px;
+}
+
+void sl_proxy_free(struct sl_proxy *px)
+{
+	if (!px)
+		return;
+	SSL_CTX_free(px->server_ctx);
+	SSL_CTX_free(px->client_ctx);
+	free(px);
+}
+
+void sl_proxy_set_decider(struct sl_proxy *px, sl_px_decide_fn *fn, void *arg)
+{
+	px->decide = fn ? fn : forward_all;
+	px->decide_arg = arg;
+}
+
+struct sl_proxy_listener *sl_proxy_listen(struct sl_proxy *px, const struct sl_proxy_ops *ops,
+					  void *owner, uint16_t want_port, int netns_fd,
+					  char *err, size_t errlen)
+{
+	struct sl_proxy_listener *l = calloc(1, sizeof(*l));
+	int r = -EADDRINUSE;
+
+	if (!l) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	l->px = px;
+	l->ops = ops;
+	l->owner = owner;
+	l->fd[0] = l->fd[1] = -1;
+	for (int tries = 0; tries < 16 && r; tries++) {
+		uint16_t port = tries == 0 ? want_port : 0;
+
+		if (tries == 0 && !want_port)
+			continue;
+		r = sl_listen_loopback(netns_fd, AF_INET, SOCK_STREAM, port, &l->port);
+		if (r < 0)
+			continue;
+		l->fd[0] = r;
+		r = sl_listen_loopback(netns_fd, AF_INET6, SOCK_STREAM, l->port, NULL);
+		if (r == -EADDRNOTAVAIL || r == -EAFNOSUPPORT) {
+			r = 0; /* IPv4 only here */
+			break;
+		}
+		if (r < 0) {
+			close(l->fd[0]);
+			l->fd[0] = -1;
+			continue;
+		}
+		l->fd[1] = r;
+		r = 0;
+	}
+	if (r) {
+		snprintf(err, errlen, "opening the proxy listener failed: %s", strerror(-r));
+		free(l);
+		return NULL;
+	}
+	for (int i = 0; i < 2; i++) {
+		if (l->fd[i] >= 0 && sl_loop_add_fd(px->loop, l->fd[i], SL_READ, accept_cb, l)) {
+			snprintf(err, errlen, "watching the proxy listener failed");
+			sl_proxy_listener_close(l);
+			return NULL;
+		}
+	}
+	l->sweep = sl_loop_add_timer(px->loop, SWEEP_MS, sweep_cb, l);
+	return l;
+}
+
+void sl_proxy_listener_close(struct sl_proxy_listener *l)
+{
+	if (!l)
+		return;
+	while (l->conns) {
+		struct pconn *c = l->conns;
+
+		c->deciding = 0; /* a pending decision now finds nothing: see sl_px_decided */
+		conn_free(c);
+	}
+	while (l->idle)
+		upconn_free(l->idle);
+	for (int i = 0; i < 2; i++) {
+		if (l->fd[i] >= 0) {
+			sl_loop_del_fd(l->px->loop, l->fd[i]);
+			close(l->fd[i]);
+		}
+	}
+	sl_loop_cancel_timer(l->px->loop, l->sweep);
+	free(l);
+}
+
+uint16_t sl_proxy_listener_port(const struct sl_proxy_listener *l)
+{
+	return l->port;
+}
+
+const struct sl_proxy_stats *sl_proxy_listener_stats(const struct sl_proxy_listener *l)
+{
+	return &l->stats;
+}

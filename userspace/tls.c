@@ -1,0 +1,240 @@
+// SPDX-License-Identifier: MIT
+/*
+ * TLS for the intercepting proxy, both legs, with OpenSSL 3. The client leg presents a leaf
+ * minted by the sandbox's own CA (ca.c); the upstream leg verifies the real server's chain
+ * and name, so interception never turns into a silent downgrade. Both legs speak only
+ * HTTP/1.1 (ALPN): the proxy parses every request and could not judge HTTP/2 frames.
+ * Streams are non-blocking: OpenSSL's WANT_READ/WANT_WRITE become loop events.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+
+#include "loop.h"
+#include "tls.h"
+
+static const unsigned char alpn_h1[] = "\x08http/1.1";
+
+/* ALPN on the client leg: http/1.1 or nothing. A client that offers ALPN without http/1.1
+ * (h2 only) cannot be served and is told so (RFC 7301 section 3.2). */
+static int select_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+		       const unsigned char *in, unsigned inlen, void *arg)
+{
+	(void)ssl;
+	(void)arg;
+	if (SSL_select_next_proto((unsigned char **)out, outlen, alpn_h1, sizeof(alpn_h1) - 1, in,
+				  inlen) == OPENSSL_NPN_NEGOTIATED)
+		return SSL_TLSEXT_ERR_OK;
+	return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+static void set_err(char *err, size_t errlen, const char *what)
+{
+	char why[256];
+
+	snprintf(err, errlen, "%s: %s", what, sl_tls_error(why, sizeof(why)));
+}
+
+SSL_CTX *sl_tls_server_ctx(char *err, size_t errlen)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+
+	if (!ctx) {
+		set_err(err, errlen, "creating the TLS server context failed");
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
+					 SSL_OP_NO_TICKET);
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+				      SSL_MODE_RELEASE_BUFFERS);
+	SSL_CTX_set_alpn_select_cb(ctx, select_alpn, NULL);
+	return ctx;
+}
+
+SSL_CTX *sl_tls_client_ctx(const char *ca_file, char *err, size_t errlen)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+
+	if (!ctx) {
+		set_err(err, errlen, "creating the TLS client context failed");
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+				      SSL_MODE_RELEASE_BUFFERS);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	if (ca_file ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1 :
+		      SSL_CTX_set_default_verify_paths(ctx) != 1) {
+		char what[300];
+
+		snprintf(what, sizeof(what), "loading trust anchors from %s failed",
+			 ca_file ? ca_file : "the system store");
+		set_err(err, errlen, what);
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	SSL_CTX_set_alpn_protos(ctx, alpn_h1, sizeof(alpn_h1) - 1);
+	return ctx;
+}
+
+const char *sl_tls_error(char *buf, size_t len)
+{
+	unsigned long e = ERR_peek_last_error();
+
+	if (!e) {
+		snprintf(buf, len, "%s", errno ? strerror(errno) : "connection closed");
+		return buf;
+	}
+	ERR_error_string_n(e, buf, len);
+	ERR_clear_error();
+	return buf;
+}
+
+void sl_stream_init(struct sl_stream *s)
+{
+	memset(s, 0, sizeof(*s));
+	s->fd = -1;
+}
+
+void sl_stream_close(struct sl_stream *s)
+{
+	SSL_free(s->ssl);
+	if (s->fd >= 0)
+		close(s->fd);
+	sl_buf_free(&s->in);
+	sl_buf_free(&s->out);
+	sl_stream_init(s);
+}
+
+size_t sl_stream_read(struct sl_stream *s, size_t limit)
+{
+	char buf[16384];
+	size_t total = 0;
+
+	s->ssl_wants_write = 0;
+	while (!s->eof && !s->err && sl_buf_size(&s->in) < limit) {
+		size_t want = limit - sl_buf_size(&s->in), n = 0;
+
+		if (want > sizeof(buf))
+			want = sizeof(buf);
+		if (s->ssl) {
+			int r;
+
+			ERR_clear_error();
+			r = SSL_read_ex(s->ssl, buf, want, &n);
+			if (!r) {
+				int e = SSL_get_error(s->ssl, 0);
+
+				if (e == SSL_ERROR_WANT_READ)
+					break;
+				if (e == SSL_ERROR_WANT_WRITE) {
+					s->ssl_wants_write = 1;
+					break;
+				}
+				if (e == SSL_ERROR_ZERO_RETURN)
+					s->eof = 1;
+				else if (e == SSL_ERROR_SYSCALL && !ERR_peek_error())
+					s->eof = 1; /* EOF without close_notify: treat as end */
+				else
+					s->err = 1;
+				break;
+			}
+		} else {
+			ssize_t r = recv(s->fd, buf, want, MSG_DONTWAIT);
+
+			if (r == -1 && errno == EINTR)
+				continue;
+			if (r == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
+				break;
+			if (r == -1) {
+				s->err = 1;
+				break;
+			}
+			if (r == 0) {
+				s->eof = 1;
+				break;
+			}
+			n = r;
+		}
+		if (sl_buf_append(&s->in, buf, n)) {
+			s->err = 1;
+			break;
+		}
+		total += n;
+	}
+	s->rx += total;
+	return total;
+}
+
+size_t sl_stream_flush(struct sl_stream *s)
+{
+	size_t total = 0;
+
+	s->ssl_wants_read = 0;
+	while (!s->err && sl_buf_size(&s->out)) {
+		size_t n = 0;
+
+		if (s->ssl) {
+			ERR_clear_error();
+			if (!SSL_write_ex(s->ssl, sl_buf_head(&s->out), sl_buf_size(&s->out), &n)) {
+				int e = SSL_get_error(s->ssl, 0);
+
+				if (e == SSL_ERROR_WANT_WRITE)
+					break;
+				if (e == SSL_ERROR_WANT_READ) {
+					s->ssl_wants_read = 1;
+					break;
+				}
+				s->err = 1;
+				break;
+			}
+		} else {
+			ssize_t r = send(s->fd, sl_buf_head(&s->out), sl_buf_size(&s->out),
+					 MSG_DONTWAIT | MSG_NOSIGNAL);
+
+			if (r == -1 && errno == EINTR)
+				continue;
+			if (r == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
+				break;
+			if (r == -1) {
+				s->err = 1;
+				break;
+			}
+			n = r;
+		}
+		sl_buf_consume(&s->out, n);
+		total += n;
+	}
+	s->tx += total;
+	return total;
+}
+
+void sl_stream_shutdown(struct sl_stream *s)
+{
+	if (s->shut || s->err || sl_buf_size(&s->out))
+		return;
+	if (s->ssl) {
+		ERR_clear_error();
+		SSL_shutdown(s->ssl);
+	}
+	shutdown(s->fd, SHUT_WR);
+	s->shut = 1;
+}
+
+unsigned sl_stream_events(const struct sl_stream *s, int want_read)
+{
+	unsigned ev = 0;
+
+	if (want_read || s->ssl_wants_read)
+		ev |= SL_READ;
+	if (sl_buf_size(&s->out) || s->ssl_wants_write)
+		ev |= SL_WRITE;
+	return ev;
+}

@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: MIT */
+/* TLS for the proxy: contexts for both legs and non-blocking streams (see tls.c). */
+#ifndef SL_TLS_H
+#define SL_TLS_H
+
+#include <stddef.h>
+
+#include <openssl/ssl.h>
+
+#include "buf.h"
+
+/* The client-facing context: TLS 1.2+, ALPN http/1.1 only (a client offering ALPN without
+ * it gets no_application_protocol), certificates set per connection from the sandbox CA. */
+SSL_CTX *sl_tls_server_ctx(char *err, size_t errlen);
+/* The upstream context: TLS 1.2+, peer verified against @ca_file (NULL: the system store),
+ * ALPN http/1.1. */
+SSL_CTX *sl_tls_client_ctx(const char *ca_file, char *err, size_t errlen);
+
+/*
+ * One side of a proxied connection: a socket, maybe with TLS, and its two buffers. Reads fill
+ * @in up to a bound, writes drain @out; SSL's want-read/want-write are folded into the events
+ * the stream needs (sl_stream_events()).
+ */
+struct sl_stream {
+	int fd;
+	SSL *ssl; /* NULL: plain TCP */
+	struct sl_buf in, out;
+	int eof; /* the peer finished sending */
+	int err; /* a fatal error: the connection is over */
+	int ssl_wants_write; /* a read needs the socket writable */
+	int ssl_wants_read; /* a write needs the socket readable */
+	int shut; /* we sent our close_notify / FIN */
+	unsigned long long rx, tx; /* bytes of plaintext moved */
+};
+
+void sl_stream_init(struct sl_stream *s);
+/* Closes the socket, frees the SSL and the buffers. */
+void sl_stream_close(struct sl_stream *s);
+/* Reads while @in holds less than @limit bytes. Returns bytes read (0: nothing now). */
+size_t sl_stream_read(struct sl_stream *s, size_t limit);
+/* Writes what it can of @out. Returns bytes written. */
+size_t sl_stream_flush(struct sl_stream *s);
+/* Ends our direction once @out is drained (close_notify, then FIN). */
+void sl_stream_shutdown(struct sl_stream *s);
+/* SL_READ/SL_WRITE the stream needs from the loop, given whether we want to read now. */
+unsigned sl_stream_events(const struct sl_stream *s, int want_read);
+/* A short reason for the last TLS error of this thread (for logs and events). */
+const char *sl_tls_error(char *buf, size_t len);
+
+#endif
