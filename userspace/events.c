@@ -122,25 +122,58 @@ void sl_events_replay(struct sl_events *ev, const char *sandbox, sl_event_sink *
 
 void sl_format_mono_time(__u64 ts_ns, char *buf, size_t len)
 {
-	struct timespec rt, mono;
-	long long now_rt_ms, ms;
-	time_t secs;
-	struct tm tm;
+	/* The wall-clock offset and the formatted second are recomputed once a second, not
+	 * for every event (loop thread only). */
+	static long long offset_ms, offset_at_ms = -10000, cached_sec = -1;
+	static char prefix[32];
+	long long mono_ms = (long long)(ts_ns / 1000000), ms, secs;
 
-	clock_gettime(CLOCK_REALTIME, &rt);
-	clock_gettime(CLOCK_MONOTONIC, &mono);
-	now_rt_ms = (long long)rt.tv_sec * 1000 + rt.tv_nsec / 1000000;
-	ms = now_rt_ms - ((long long)mono.tv_sec * 1000 + mono.tv_nsec / 1000000 -
-			  (long long)(ts_ns / 1000000));
+	if (mono_ms - offset_at_ms >= 1000 || mono_ms < offset_at_ms) {
+		struct timespec rt, mono;
+
+		clock_gettime(CLOCK_REALTIME, &rt);
+		clock_gettime(CLOCK_MONOTONIC, &mono);
+		offset_ms = (long long)rt.tv_sec * 1000 + rt.tv_nsec / 1000000 -
+			    ((long long)mono.tv_sec * 1000 + mono.tv_nsec / 1000000);
+		offset_at_ms = mono_ms;
+	}
+	ms = mono_ms + offset_ms;
 	secs = ms / 1000;
-	gmtime_r(&secs, &tm);
-	snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03lldZ", tm.tm_year + 1900,
-		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms % 1000);
+	if (secs != cached_sec) {
+		time_t t = secs;
+		struct tm tm;
+
+		gmtime_r(&t, &tm);
+		snprintf(prefix, sizeof(prefix), "%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900,
+			 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+		cached_sec = secs;
+	}
+	snprintf(buf, len, "%s.%03lldZ", prefix, ms % 1000);
+}
+
+/* Keeps @line (malloc'd, newline-terminated, owned from here) and hands it to subscribers. */
+static void publish_line(struct sl_events *ev, const char *sandbox, char *line, size_t len)
+{
+	struct kept *k = &ev->ring[ev->head];
+
+	free(k->line);
+	free(k->sandbox);
+	k->line = line;
+	k->len = len;
+	k->sandbox = sandbox ? strdup(sandbox) : NULL;
+	ev->head = (ev->head + 1) % ev->keep;
+	if (ev->count < ev->keep)
+		ev->count++;
+
+	for (struct sub *s = ev->subs, *next; s; s = next) {
+		next = s->next; /* a sink may unsubscribe itself */
+		if (matches(s->sandbox, sandbox))
+			s->sink(line, len, s->arg);
+	}
 }
 
 void sl_events_publish(struct sl_events *ev, const char *sandbox, json_t *obj)
 {
-	struct kept *k;
 	char *line;
 	size_t len;
 
@@ -168,22 +201,90 @@ void sl_events_publish(struct sl_events *ev, const char *sandbox, json_t *obj)
 	}
 	line[len++] = '\n';
 	line[len] = 0;
+	publish_line(ev, sandbox, line, len);
+}
 
-	k = &ev->ring[ev->head];
-	free(k->line);
-	free(k->sandbox);
-	k->line = line;
-	k->len = len;
-	k->sandbox = sandbox ? strdup(sandbox) : NULL;
-	ev->head = (ev->head + 1) % ev->keep;
-	if (ev->count < ev->keep)
-		ev->count++;
+/* ,"key": (keys are ours: plain ASCII, no escaping needed) */
+static void jw_key(struct sl_jw *w, const char *key)
+{
+	if (w->n++)
+		sl_buf_append(&w->b, ",", 1);
+	sl_buf_append(&w->b, "\"", 1);
+	sl_buf_append(&w->b, key, strlen(key));
+	sl_buf_append(&w->b, "\":", 2);
+}
 
-	for (struct sub *s = ev->subs, *next; s; s = next) {
-		next = s->next; /* a sink may unsubscribe itself */
-		if (matches(s->sandbox, sandbox))
-			s->sink(line, len, s->arg);
+void sl_jw_begin(struct sl_jw *w)
+{
+	char ts[40];
+
+	memset(w, 0, sizeof(*w));
+	sl_format_mono_time(sl_now_ns(), ts, sizeof(ts));
+	sl_buf_append(&w->b, "{", 1);
+	sl_jw_str(w, "ts", ts);
+}
+
+void sl_jw_str(struct sl_jw *w, const char *key, const char *val)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *p = (const unsigned char *)val;
+
+	jw_key(w, key);
+	sl_buf_append(&w->b, "\"", 1);
+	for (; *p; p++) {
+		const unsigned char *run = p;
+
+		while (*p >= 0x20 && *p < 0x7f && *p != '"' && *p != '\\')
+			p++;
+		if (p > run)
+			sl_buf_append(&w->b, run, p - run);
+		if (!*p)
+			break;
+		if (*p == '"' || *p == '\\') {
+			char e[2] = { '\\', (char)*p };
+
+			sl_buf_append(&w->b, e, 2);
+		} else if (*p < 0x20 || *p == 0x7f) {
+			char e[6] = { '\\', 'u', '0', '0', hex[*p >> 4], hex[*p & 15] };
+
+			sl_buf_append(&w->b, e, 6);
+		} else {
+			/* Not ASCII: kept only as the replacement character, so that an event
+			 * is valid UTF-8 whatever bytes a name carried. */
+			sl_buf_append(&w->b, "\\ufffd", 6);
+		}
 	}
+	sl_buf_append(&w->b, "\"", 1);
+}
+
+void sl_jw_int(struct sl_jw *w, const char *key, long long val)
+{
+	char d[24], *e = d + sizeof(d), *p = e;
+	unsigned long long u = val < 0 ? -(unsigned long long)val : (unsigned long long)val;
+
+	jw_key(w, key);
+	do
+		*--p = (char)('0' + u % 10);
+	while (u /= 10);
+	if (val < 0)
+		*--p = '-';
+	sl_buf_append(&w->b, p, e - p);
+}
+
+void sl_jw_publish(struct sl_jw *w, struct sl_events *ev, const char *sandbox)
+{
+	size_t len;
+	char *line;
+
+	sl_buf_append(&w->b, "}\n", 2);
+	len = sl_buf_size(&w->b);
+	line = malloc(len + 1);
+	if (line) {
+		memcpy(line, sl_buf_head(&w->b), len);
+		line[len] = 0;
+		publish_line(ev, sandbox, line, len);
+	}
+	sl_buf_free(&w->b);
 }
 
 static const char *proto_name(unsigned p)

@@ -330,31 +330,40 @@ int sl_http_split_target(const char *target, char *scheme, size_t schemelen, cha
 	return 0;
 }
 
-static int hop_by_hop(const struct sl_http_msg *m, const char *name, const char *upgrade)
+static int hop_by_hop(const char *name, const char *connection)
 {
 	static const char *const fixed[] = { "connection",	   "keep-alive", "proxy-connection",
 					     "proxy-authenticate", "proxy-authorization",
 					     "te",		   "trailer",	 "transfer-encoding",
 					     "upgrade",		   "content-length" };
+	char c = (char)(name[0] | 0x20);
 
-	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
-		if (!strcasecmp(name, fixed[i]))
-			return 1;
-	(void)upgrade;
+	/* Every fixed name starts with one of these letters: most headers are decided here. */
+	if (c == 'c' || c == 'k' || c == 'p' || c == 't' || c == 'u') {
+		for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+			if (!strcasecmp(name, fixed[i]))
+				return 1;
+	}
 	/* Whatever the Connection header names is hop-by-hop too. */
-	return sl_http_has_token(m, "connection", name);
+	return connection && list_has(connection, name);
 }
 
 /* Headers and our framing, then the blank line. */
 static int write_headers(const struct sl_http_msg *m, enum sl_http_body body, const char *upgrade,
 			 int close, struct sl_buf *out)
 {
+	size_t nconn = sl_http_count(m, "connection");
+	const char *connection = nconn == 1 ? sl_http_get(m, "connection") : NULL;
 	int err = 0;
 
 	for (size_t i = 0; i < m->nh && !err; i++) {
-		if (hop_by_hop(m, m->h[i].name, upgrade))
+		if (hop_by_hop(m->h[i].name, connection) ||
+		    (nconn > 1 && sl_http_has_token(m, "connection", m->h[i].name)))
 			continue;
-		err = sl_buf_printf(out, "%s: %s\r\n", m->h[i].name, m->h[i].value);
+		err = sl_buf_append(out, m->h[i].name, strlen(m->h[i].name)) ||
+		      sl_buf_append(out, ": ", 2) ||
+		      sl_buf_append(out, m->h[i].value, strlen(m->h[i].value)) ||
+		      sl_buf_append(out, "\r\n", 2);
 	}
 	if (!err && body == SL_BODY_LENGTH)
 		err = sl_buf_printf(out, "Content-Length: %s\r\n", sl_http_get(m, "content-length"));
@@ -372,7 +381,8 @@ static int write_headers(const struct sl_http_msg *m, enum sl_http_body body, co
 int sl_http_write_request(const struct sl_http_msg *m, const char *path, enum sl_http_body body,
 			  const char *upgrade, struct sl_buf *out)
 {
-	if (sl_buf_printf(out, "%s %s HTTP/1.1\r\n", m->method, path))
+	if (sl_buf_append(out, m->method, strlen(m->method)) || sl_buf_append(out, " ", 1) ||
+	    sl_buf_append(out, path, strlen(path)) || sl_buf_append(out, " HTTP/1.1\r\n", 11))
 		return -ENOMEM;
 	return write_headers(m, body, upgrade, 0, out);
 }
@@ -391,7 +401,14 @@ int sl_http_write_body(struct sl_buf *out, enum sl_http_body body, const char *p
 	if (!n)
 		return 0;
 	if (body == SL_BODY_CHUNKED) {
-		if (sl_buf_printf(out, "%zx\r\n", n) || sl_buf_append(out, p, n) ||
+		static const char hex[] = "0123456789abcdef";
+		char size[20], *e = size + sizeof(size), *q = e;
+
+		*--q = '\n';
+		*--q = '\r';
+		for (size_t v = n; v; v >>= 4)
+			*--q = hex[v & 15];
+		if (sl_buf_append(out, q, e - q) || sl_buf_append(out, p, n) ||
 		    sl_buf_append(out, "\r\n", 2))
 			return -ENOMEM;
 		return 0;

@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -128,6 +130,7 @@ struct sl_proxy_listener {
 static llhttp_settings_t req_settings, resp_settings;
 
 static void pump(struct pconn *c);
+static void pool_put(struct pconn *c);
 static void conn_cb(struct sl_loop *loop, int fd, void *arg, unsigned events);
 
 /* ---- events ---- */
@@ -145,25 +148,31 @@ static void request_event(struct pconn *c, int status, const char *verdict, cons
 {
 	struct sl_proxy_listener *l = c->l;
 	uint64_t now = sl_now_ms();
+	struct sl_jw w;
 	char path[512];
-	json_t *j;
 
 	if (!l->px->events)
 		return;
 	path_for_event(c->path ? c->path : c->req.target, path, sizeof(path));
-	j = json_pack("{s:s, s:s, s:i, s:s, s:s, s:s, s:s, s:s, s:i, s:I, s:I, s:I, s:I, s:s}",
-		      "type", "http", "sandbox", l->ops->name(l->owner), "pid", (int)c->orig.pid,
-		      "comm", c->comm, "method", c->req.method[0] ? c->req.method : "-", "scheme",
-		      c->tls ? "https" : "http", "host", c->name, "path", path, "status", status,
-		      "bytes_in", (json_int_t)c->req_bytes, "bytes_out", (json_int_t)c->resp_bytes,
-		      "upstream_ms",
-		      (json_int_t)(c->t_up_ms && c->t_up_first_ms ? c->t_up_first_ms - c->t_up_ms :
-								    0),
-		      "total_ms", (json_int_t)(c->t_req_ms ? now - c->t_req_ms : 0), "verdict",
-		      verdict);
-	if (j && reason)
-		json_object_set_new(j, "reason", json_string(reason));
-	sl_events_publish(l->px->events, l->ops->name(l->owner), j);
+	sl_jw_begin(&w);
+	sl_jw_str(&w, "type", "http");
+	sl_jw_str(&w, "sandbox", l->ops->name(l->owner));
+	sl_jw_int(&w, "pid", c->orig.pid);
+	sl_jw_str(&w, "comm", c->comm);
+	sl_jw_str(&w, "method", c->req.method[0] ? c->req.method : "-");
+	sl_jw_str(&w, "scheme", c->tls ? "https" : "http");
+	sl_jw_str(&w, "host", c->name);
+	sl_jw_str(&w, "path", path);
+	sl_jw_int(&w, "status", status);
+	sl_jw_int(&w, "bytes_in", (long long)c->req_bytes);
+	sl_jw_int(&w, "bytes_out", (long long)c->resp_bytes);
+	sl_jw_int(&w, "upstream_ms",
+		  c->t_up_ms && c->t_up_first_ms ? (long long)(c->t_up_first_ms - c->t_up_ms) : 0);
+	sl_jw_int(&w, "total_ms", c->t_req_ms ? (long long)(now - c->t_req_ms) : 0);
+	sl_jw_str(&w, "verdict", verdict);
+	if (reason)
+		sl_jw_str(&w, "reason", reason);
+	sl_jw_publish(&w, l->px->events, l->ops->name(l->owner));
 }
 
 /* A connection-level event (before any request: not redirected, TLS failed, ...). */
@@ -198,6 +207,8 @@ static void conn_free(struct pconn *c)
 		}
 	}
 	l->stats.active--;
+	if (c->st == C_HTTP && c->rq == RQ_IDLE)
+		pool_put(c); /* a clean idle upstream outlives its client */
 	if (c->c.fd >= 0)
 		sl_loop_del_fd(l->px->loop, c->c.fd);
 	if (c->u.fd >= 0)
@@ -300,8 +311,9 @@ static void pool_put(struct pconn *c)
 	struct sl_proxy_listener *l = c->l;
 	struct upconn *u;
 
-	if (c->u.fd < 0 || sl_buf_size(&c->u.in) || sl_buf_size(&c->u.out) || c->u.eof ||
-	    c->u.err || (c->u.ssl && SSL_pending(c->u.ssl)) || l->nidle >= POOL_MAX ||
+	if (c->u.fd < 0 || c->up != UP_READY || sl_buf_size(&c->u.in) || sl_buf_size(&c->u.out) ||
+	    c->u.eof || c->u.err || (c->u.ssl && SSL_has_pending(c->u.ssl)) ||
+	    l->nidle >= POOL_MAX ||
 	    !(u = calloc(1, sizeof(*u)))) {
 		sl_debug("proxy: not pooling the connection to %s (in %zu, eof %d, err %d)", c->name,
 			 sl_buf_size(&c->u.in), c->u.eof, c->u.err);
@@ -374,6 +386,16 @@ static int start_upstream(struct pconn *c)
 	struct sl_proxy *px = c->l->px;
 	int fd, r;
 
+	if (c->u.fd >= 0) {
+		/* Still attached from this client's previous request: same name and address
+		 * (the name of a TLS connection does not change), reuse it as is. */
+		if (c->up == UP_READY && !c->u.eof && !c->u.err && !sl_buf_size(&c->u.in)) {
+			c->reused = 1;
+			c->l->stats.reused++;
+			return 0;
+		}
+		close_upstream(c);
+	}
 	c->reused = pool_take(c);
 	if (c->reused) {
 		c->l->stats.reused++;
@@ -382,6 +404,8 @@ static int start_upstream(struct pconn *c)
 	fd = socket(c->dst.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd == -1)
 		return -errno;
+	/* Every write is a whole head, chunk or record: Nagle would only add latency. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
 	sl_stream_init(&c->u);
 	c->u.fd = fd;
 	r = connect(fd, (struct sockaddr *)&c->dst, c->dstlen);
@@ -732,10 +756,13 @@ static int resp_complete(llhttp_t *p)
 static void finish_request(struct pconn *c)
 {
 	request_event(c, c->resp.status, "forward", NULL);
-	if (c->rq == RQ_DONE && llhttp_should_keep_alive(&c->respp) && !c->close_after)
-		pool_put(c);
-	else
+	/* A reusable upstream stays with this client for its next request (no loop changes
+	 * at all), or goes to the pool when this client is done: a client that closes after
+	 * each request must not cost a TLS handshake upstream each time. */
+	if (c->rq != RQ_DONE || !llhttp_should_keep_alive(&c->respp))
 		close_upstream(c);
+	else if (c->close_after)
+		pool_put(c);
 	if (c->rq != RQ_DONE || c->close_after) {
 		/* The response ended before the request did, or the client is done: close. */
 		c->st = C_CLOSING;
@@ -1008,6 +1035,9 @@ static void pump(struct pconn *c)
 				break;
 			}
 		}
+		if (c->st == C_HTTP && c->rq <= RQ_HEAD && c->u.fd >= 0 &&
+		    (c->u.eof || c->u.err || sl_buf_size(&c->u.in)))
+			close_upstream(c); /* the idle upstream closed, or spoke out of turn */
 		if (c->c.rx + c->c.tx + c->u.rx + c->u.tx != before) {
 			if (c->rq >= RQ_BODY || c->st == C_TUNNEL)
 				c->deadline_ms = sl_now_ms() + c->l->px->o.idle_timeout_ms;
@@ -1031,8 +1061,12 @@ static void conn_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 	struct pconn *c = arg;
 
 	(void)loop;
-	(void)fd;
-	(void)events;
+	if (events & (SL_READ | SL_HUP)) {
+		if (fd == c->c.fd)
+			c->c.readable = 1;
+		else if (fd == c->u.fd)
+			c->u.readable = 1;
+	}
 	pump(c);
 }
 
@@ -1203,6 +1237,7 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 			close(cfd);
 			continue;
 		}
+		setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
 		c->l = l;
 		sl_stream_init(&c->c);
 		sl_stream_init(&c->u);

@@ -30,13 +30,15 @@ struct sl_stream {
 	int ssl_wants_write; /* a read needs the socket writable */
 	int ssl_wants_read; /* a write needs the socket readable */
 	int shut; /* we sent our close_notify / FIN */
+	int readable; /* the loop said so and no read has drained it since */
 	unsigned long long rx, tx; /* bytes of plaintext moved */
 };
 
 void sl_stream_init(struct sl_stream *s);
 /* Closes the socket, frees the SSL and the buffers. */
 void sl_stream_close(struct sl_stream *s);
-/* Reads while @in holds less than @limit bytes. Returns bytes read (0: nothing now). */
+/* Reads while @in holds less than @limit bytes, if the socket is @readable or OpenSSL holds
+ * unread bytes: no read() is spent to learn that there is nothing. Returns bytes read. */
 size_t sl_stream_read(struct sl_stream *s, size_t limit);
 /* Writes what it can of @out. Returns bytes written. */
 size_t sl_stream_flush(struct sl_stream *s);

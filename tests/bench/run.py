@@ -21,6 +21,7 @@ RUN_ID = f"sluice-bench-{os.getpid()}"
 
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 from conftest import Cgroups, Daemon, Dnsmasq  # noqa: E402  (the e2e suite's helpers)
+from upstreams import Upstreams  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "7"))
 CONNECTS = int(os.environ.get("BENCH_CONNECTS", "20000"))
@@ -127,6 +128,102 @@ def bench_dns(daemon, cgroups, workdir, dnsmasq):
     report("ratio queries/s sluice / dnsmasq", s[0] / d[0])
 
 
+PROXY_SECONDS = int(os.environ.get("BENCH_PROXY_SECONDS", "5"))
+STATIC = "x" * 1024  # the response body: nginx answers it itself, no backend in the way
+
+
+def wrk(argv_prefix, url, conns, close=False):
+    argv = [*argv_prefix, "wrk", "-t1", f"-c{conns}",
+            f"-d{PROXY_SECONDS}s", "--latency", url]
+    if close:
+        argv[-1:-1] = ["-H", "Connection: close"]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=PROXY_SECONDS + 60)
+    if r.returncode:
+        sys.exit(f"bench: wrk failed: {r.stderr.strip() or r.stdout.strip()}")
+    out = {"rps": 0.0}
+    for line in r.stdout.splitlines():
+        f = line.split()
+        if line.startswith("Requests/sec:"):
+            out["rps"] = float(f[1])
+        elif len(f) == 2 and f[0] in ("50%", "99%"):
+            v = f[1]
+            scale = 1e3 if v.endswith("ms") else 1e6 if v.endswith("s") and not \
+                v.endswith("us") else 1.0
+            out[f[0]] = float(v.rstrip("usm")) * (1 if v.endswith("us") else scale)
+        elif "Non-2xx" in line or "Socket errors" in line:
+            out["errors"] = line.strip()
+    if out.get("errors") or not out["rps"]:
+        sys.exit(f"bench: wrk saw errors: {r.stdout}")
+    return out
+
+
+def cpu_s(pid):
+    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_proxy(daemon, cgroups, workdir, upstreams):
+    plain = cgroups.make("pxplain")
+    box = cgroups.make("pxbox")
+    policy = Path(workdir) / "proxy.lua"
+    policy.write_text('return { egress = { intercept = { "api.test" }, '
+                      'private = { "127.0.0.0/8" } } }\n')
+    daemon.add("pxbench", box, policy)
+    hosts = Path(workdir) / "hosts"
+    hosts.write_text("127.0.0.20 api.test\n")
+    inside = [str(ROOT / "tools" / "in-sandbox"), str(box), str(Path(workdir) / "resolv.conf")]
+    # The direct run resolves api.test from a hosts file of its own (never the machine's DNS).
+    direct = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+              f'mount --bind {hosts} /etc/hosts && exec "$@"', "sh"]
+    url = "https://api.test/static"
+    rows = {}
+    pids = (daemon.proc.pid, upstreams.nginx.proc.pid)
+
+    def measured(prefix, conns, close):
+        before = [cpu_s(p) for p in pids]
+        r = wrk(prefix, url, conns, close)
+        n = r["rps"] * PROXY_SECONDS
+        r["sluiced_us"], r["nginx_us"] = ((cpu_s(p) - b) / n * 1e6 for p, b in zip(pids, before))
+        return r
+
+    for label, conns, close in (("keepalive", 16, False), ("newconn", 8, True)):
+        d, v = [], []
+        for _ in range(3):
+            d.append(measured(direct, conns, close))
+            v.append(measured(inside, conns, close))
+        keys = ("rps", "50%", "99%", "sluiced_us", "nginx_us")
+        rows[label] = ({k: statistics.median(x[k] for x in d) for k in keys},
+                       {k: statistics.median(x[k] for x in v) for k in keys})
+    print(f"# HTTPS through the proxy vs directly to nginx: wrk, 1 thread, {PROXY_SECONDS} s "
+          "runs, median of 3; client, proxy and nginx share this machine's CPUs")
+    d, v = rows["keepalive"]
+    report("keep-alive req/s (16 conns), direct", d["rps"])
+    report("keep-alive req/s (16 conns), sluice", v["rps"])
+    report("ratio keep-alive sluice / direct (target >= 0.5)", v["rps"] / d["rps"])
+    report("keep-alive p50 latency direct / sluice (us)", d["50%"])
+    report("", v["50%"])
+    report("keep-alive p99 latency direct / sluice (us)", d["99%"])
+    report("", v["99%"])
+    report("keep-alive CPU per request: nginx direct (us)", d["nginx_us"])
+    report("keep-alive CPU per request: sluiced, nginx (us)", v["sluiced_us"])
+    report("", v["nginx_us"])
+    d, v = rows["newconn"]
+    report("new-connection req/s (8 conns), direct", d["rps"])
+    report("new-connection req/s (8 conns), sluice", v["rps"])
+    report("ratio new-connection sluice / direct", v["rps"] / d["rps"])
+    report("new-connection CPU per request: nginx direct (us)", d["nginx_us"])
+    report("new-connection CPU per request: sluiced, nginx (us)", v["sluiced_us"])
+    report("", v["nginx_us"])
+    out = subprocess.run([str(BUILD / "bench" / "bench_mint")], capture_output=True, text=True,
+                         timeout=300)
+    print("# leaf minting (tests/bench/bench_mint.c; target cold <= 60 us)")
+    for line in out.stdout.splitlines():
+        k, _, val = line.partition(" ")
+        if k in ("mint_cold_us_p50", "mint_cold_us_p99", "mint_cached_us_p50",
+                 "mint_cached_us_p99"):
+            report(k, float(val), "us")
+
+
 def main():
     if os.geteuid() != 0:
         sys.exit("bench: run as root (it loads BPF programs and creates cgroups)")
@@ -135,17 +232,26 @@ def main():
     cgroups.root = cgroups.root.parent / RUN_ID
     (workdir / "resolv.conf").write_text("nameserver 127.0.0.153\n")
     dnsmasq = Dnsmasq(workdir)
-    daemon = Daemon(workdir, "bench", extra=["--purge", "--dns-upstream",
-                                             f"127.0.0.1:{dnsmasq.port}"])
+    upstreams = Upstreams(workdir / "upstreams",
+                          extra_server=f'    location = /static {{ return 200 "{STATIC}"; }}')
+    daemon = None
     try:
+        upstreams.start()
+        daemon = Daemon(workdir, "bench", extra=["--purge", "--dns-upstream",
+                                                 f"127.0.0.1:{dnsmasq.port}", "--upstream-ca",
+                                                 str(upstreams.pki.ca_pem)])
         daemon.start()
-        which = sys.argv[1:] or ["connect", "dns"]
+        which = sys.argv[1:] or ["connect", "dns", "proxy"]
         if "connect" in which:
             bench_connect(daemon, cgroups, workdir)
         if "dns" in which:
             bench_dns(daemon, cgroups, workdir, dnsmasq)
+        if "proxy" in which:
+            bench_proxy(daemon, cgroups, workdir, upstreams)
     finally:
-        daemon.cleanup()
+        if daemon:
+            daemon.cleanup()
+        upstreams.close()
         dnsmasq.stop()
         cgroups.cleanup()
 
