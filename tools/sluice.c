@@ -331,7 +331,7 @@ static int cmd_sandbox_show(int argc, char **argv)
 	int as_json = 0;
 	struct response res;
 	char path[256];
-	json_t *j, *rules, *r, *c, *names, *dns;
+	json_t *j, *rules, *r, *c, *names, *dns, *px;
 	size_t i;
 
 	for (int k = 0; k < argc; k++) {
@@ -384,12 +384,25 @@ static int cmd_sandbox_show(int argc, char **argv)
 		       num(dns, "port"), num(q, "allowed"), num(q, "denied"), num(q, "servfail"),
 		       num(q, "formerr"), num(ad, "installed"), num(ad, "blocked"));
 	}
+	px = json_object_get(j, "proxy");
+	if (json_is_object(px)) {
+		json_t *pc = json_object_get(px, "connections"), *pr = json_object_get(px, "requests");
+
+		printf("proxy:    listener port %lld; connections %lld (not redirected %lld, refused "
+		       "%lld, TLS failed %lld, passthrough %lld); requests forwarded %lld, "
+		       "rejected %lld, upstream errors %lld\n",
+		       num(px, "port"), num(pc, "accepted"), num(pc, "unredirected"),
+		       num(pc, "refused"), num(pc, "tls_failed"), num(pc, "passthrough"),
+		       num(pr, "forwarded"), num(pr, "rejected"), num(pr, "upstream_errors"));
+	}
 	c = json_object_get(j, "counters");
 	if (c) {
 		json_t *a = json_object_get(c, "allowed"), *d = json_object_get(c, "denied"),
 		       *e = json_object_get(c, "events");
 
-		printf("allowed:  tcp %lld, udp %lld\n", num(a, "tcp"), num(a, "udp"));
+		printf("allowed:  tcp %lld, udp %lld; proxied tcp %lld; dns tcp %lld, udp %lld\n",
+		       num(a, "tcp"), num(a, "udp"), num(json_object_get(c, "proxied"), "tcp"),
+		       num(json_object_get(c, "dns"), "tcp"), num(json_object_get(c, "dns"), "udp"));
 		printf("denied:   tcp %lld, udp %lld, socket %lld\n", num(d, "tcp"), num(d, "udp"),
 		       num(d, "socket"));
 		printf("events:   sent %lld, rate-limited %lld, lost %lld\n", num(e, "sent"),

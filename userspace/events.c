@@ -180,10 +180,15 @@ void sl_events_publish(struct sl_events *ev, const char *sandbox, json_t *obj)
 	if (!obj)
 		return;
 	if (!json_object_get(obj, "ts")) {
+		/* "ts" first, as in every event line. */
 		char ts[40];
+		json_t *o = json_object();
 
 		sl_format_mono_time(sl_now_ns(), ts, sizeof(ts));
-		json_object_set_new(obj, "ts", json_string(ts));
+		json_object_set_new(o, "ts", json_string(ts));
+		json_object_update(o, obj);
+		json_decref(obj);
+		obj = o;
 	}
 	line = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	json_decref(obj);

@@ -42,7 +42,7 @@ struct opts {
 	const char *dns_upstream;
 	struct sl_dns_ttl ttl;
 	const char *upstream_ca;
-	unsigned http_header_s, http_idle_s, http_max_conns;
+	unsigned http_header_s, http_idle_s, http_max_conns, http_connect_s;
 };
 
 struct daemon {
@@ -90,6 +90,7 @@ static void usage(FILE *f)
 		"                      seconds (default 10; slowloris guard)\n"
 		"  --http-idle-timeout S    an intercepted connection moving nothing for S seconds\n"
 		"                      is closed (default 60)\n"
+		"  --http-connect-timeout S  upstream connect and TLS handshake (default 10)\n"
 		"  --http-max-conns N  intercepted connections per sandbox (default 256)\n"
 		"  --purge             on shutdown, remove every sandbox and all pinned state\n"
 		"                      (default: enforcement stays in the kernel)\n"
@@ -119,6 +120,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		O_HTTP_HEADER,
 		O_HTTP_IDLE,
 		O_HTTP_CONNS,
+		O_HTTP_CONNECT,
 	};
 	static const struct option longopts[] = {
 		{ "socket", required_argument, NULL, O_SOCKET },
@@ -136,6 +138,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		{ "http-header-timeout", required_argument, NULL, O_HTTP_HEADER },
 		{ "http-idle-timeout", required_argument, NULL, O_HTTP_IDLE },
 		{ "http-max-conns", required_argument, NULL, O_HTTP_CONNS },
+		{ "http-connect-timeout", required_argument, NULL, O_HTTP_CONNECT },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, O_VERSION },
@@ -184,6 +187,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			break;
 		case O_HTTP_HEADER:
 		case O_HTTP_IDLE:
+		case O_HTTP_CONNECT:
 		case O_HTTP_CONNS: {
 			char *end;
 			unsigned long v = strtoul(optarg, &end, 10);
@@ -192,6 +196,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 				fprintf(stderr, "sluiced: %s wants 1..86400\n",
 					c == O_HTTP_HEADER ? "--http-header-timeout" :
 					c == O_HTTP_IDLE   ? "--http-idle-timeout" :
+					c == O_HTTP_CONNECT ? "--http-connect-timeout" :
 							     "--http-max-conns");
 				return 2;
 			}
@@ -199,6 +204,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 				o->http_header_s = v;
 			else if (c == O_HTTP_IDLE)
 				o->http_idle_s = v;
+			else if (c == O_HTTP_CONNECT)
+				o->http_connect_s = v;
 			else
 				o->http_max_conns = v;
 			break;
@@ -359,6 +366,7 @@ static int start(struct daemon *d, char *err, size_t errlen)
 			.upstream_ca = d->o.upstream_ca,
 			.header_timeout_ms = d->o.http_header_s * 1000,
 			.idle_timeout_ms = d->o.http_idle_s * 1000,
+			.connect_timeout_ms = d->o.http_connect_s * 1000,
 			.max_conns = d->o.http_max_conns,
 		};
 

@@ -260,6 +260,7 @@ host-record=v6.test,::1
 host-record=wrongname.test,127.0.0.20
 host-record=untrusted.test,127.0.0.20
 host-record=notintercepted.test,127.0.0.20
+host-record=silent.test,127.0.0.22
 """
 
 
@@ -328,7 +329,7 @@ def upstreams(workdir):
 def dns_args(dnsmasq, upstreams):
     return ["--dns-upstream", f"127.0.0.1:{dnsmasq.port}", "--dns-min-ttl", "1",
             "--dns-grace", "1", "--upstream-ca", str(upstreams.pki.ca_pem),
-            "--http-header-timeout", "2"]
+            "--http-header-timeout", "2", "--http-connect-timeout", "2"]
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ def box(daemon, cgroups, workdir, upstreams):
 return {
   egress = {
     intercept = { "api.test", "www.test", "ws.test", "v6.test", "wrongname.test",
-                  "untrusted.test" },
+                  "untrusted.test", "silent.test" },
     private = { "127.0.0.0/8", "::1" },
   },
 }
@@ -361,3 +361,77 @@ def test_one_event_per_request_without_header_values(box, workdir, daemon):
     assert ev["status"] == 200 and ev["bytes_out"] == 123 and ev["verdict"] == "forward"
     text = daemon.cli("events", "--sandbox", "proxy").stdout
     assert "sekrit" not in text
+
+
+def test_other_protocols_are_closed_and_logged(box, workdir, daemon):
+    cg, _ = box
+    script = ("import socket; s = socket.create_connection(('api.test', 443), timeout=5); "
+              "s.sendall(b'\\x00\\x01SSH-2.0-x\\r\\n')\n"
+              "try: print(repr(s.recv(100)))\n"
+              "except ConnectionResetError: print('reset')")
+    r = run_in(cg, [PY, "-c", script], workdir)
+    assert r.returncode == 0 and r.stdout.strip() in ("b''", "reset"), (r.stdout, r.stderr)
+    ev = [e for e in daemon.events("proxy") if e.get("reason") == "neither TLS nor HTTP/1.x"]
+    assert ev and ev[-1]["comm"] == "python3"
+
+
+def test_ca_key_stays_private(daemon, box):
+    key = Path(daemon.state) / "sandboxes" / "proxy.ca" / "ca.key"
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert "PRIVATE KEY" not in daemon.cli("ca", "proxy").stdout
+    assert daemon.cli("ca", "ghost").returncode == 1
+
+
+def test_alpn_http11_on_both_legs(box, workdir, upstreams):
+    mark = upstreams.nginx.mark()
+    r = curl(box, workdir, "-o", "/dev/null", "-w", "%{http_version}", "https://api.test/bytes/2")
+    assert r.stdout == "1.1"
+    seen = upstreams.nginx.wait_requests(1, since=mark, uri="/bytes/2")
+    assert seen and seen[-1]["alpn"] == "http/1.1"
+
+
+def test_upstream_that_never_answers_is_504(box, workdir):
+    """silent.test accepts TCP and never speaks TLS: the connect timeout (2 s here) ends it."""
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.22", 443))
+        srv.listen(8)
+        t0 = time.monotonic()
+        r = curl(box, workdir, "-o", "/dev/null", "-w", "%{http_code}",
+                 "https://silent.test/bytes/1")
+        assert r.stdout == "504", (r.stdout, r.stderr)
+        assert 1.5 < time.monotonic() - t0 < 10
+
+
+def test_connection_limit_per_sandbox(fresh_daemon, cgroups, workdir, upstreams):
+    d = fresh_daemon
+    d.extra += ["--http-max-conns", "2"]
+    d.start()
+    cg = cgroups.make("limited")
+    d.add("limited", cg, write_policy(workdir, "limited", """
+return { egress = { intercept = { "api.test" }, private = { "127.0.0.0/8" } } }
+"""))
+    # Two idle connections hold the limit; a third is closed; after they go, it works again.
+    script = f"""
+import socket, time
+held = [socket.create_connection(("api.test", 80), timeout=5) for _ in range(2)]
+time.sleep(0.3)
+s = socket.create_connection(("api.test", 80), timeout=5)
+s.sendall(b"GET /bytes/1 HTTP/1.1\\r\\nHost: api.test\\r\\n\\r\\n")
+try:
+    print("third:", repr(s.recv(100)[:12]))
+except ConnectionResetError:
+    print("third: reset")
+for h in held:
+    h.close()
+time.sleep(0.3)
+s = socket.create_connection(("api.test", 80), timeout=5)
+s.sendall(b"GET /bytes/1 HTTP/1.1\\r\\nHost: api.test\\r\\nConnection: close\\r\\n\\r\\n")
+print("fourth:", repr(s.recv(100)[:12]))
+"""
+    r = run_in(cg, [PY, "-c", script], workdir)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] in ("third: b''", "third: reset"), lines
+    assert lines[1] == "fourth: b'HTTP/1.1 200'", lines
+    m = d.metrics()
+    assert m['sluice_http_connections_total{sandbox="limited",outcome="refused"}'] == 1
