@@ -80,15 +80,38 @@ static __always_inline int sl_finish(struct bpf_sock_addr *ctx, __u32 sandbox_id
 	return 0;
 }
 
-static __always_inline int sl_judge4(struct bpf_sock_addr *ctx, __u8 kind)
+/* The address of a listener (@ip4 / @ip6, network order) in the form a destination of
+ * @family takes: IPv4, IPv6, or v4-mapped IPv6 for an IPv6 socket talking IPv4. */
+static __always_inline void sl_listener_addr(__u32 out[4], __u8 family, int mapped, __u32 ip4,
+					     const __u8 ip6[16])
+{
+	if (family == AF_INET) {
+		out[0] = ip4;
+		out[1] = out[2] = out[3] = 0;
+	} else if (mapped) {
+		out[0] = out[1] = 0;
+		out[2] = bpf_htonl(0x0000ffff);
+		out[3] = ip4;
+	} else {
+		__builtin_memcpy(out, ip6, 16);
+	}
+}
+
+/*
+ * The verdict of one connect() or sendmsg() to @addr (network order; IPv4 in addr[0]) and its
+ * consequences: DNS queries and intercepted connections are rewritten to the sandbox's
+ * listeners, everything not allowed fails with EPERM. Returns the hook's answer.
+ */
+static __always_inline int sl_judge(struct bpf_sock_addr *ctx, __u8 kind, __u8 family,
+				    const __u32 addr[4], int mapped)
 {
 	__u64 now_ns = bpf_ktime_get_ns();
 	__u8 proto_bit = sl_proto_bit(ctx->protocol);
-	__u32 addr[4] = { ctx->user_ip4, 0, 0, 0 };
 	__u16 port = bpf_ntohs(ctx->user_port);
 	int verdict = SL_VERDICT_DENY;
 	struct sl_sandbox *sb;
 	__u32 sandbox_id = 0;
+	__u32 to[4];
 	__u64 cgid;
 
 	sb = sl_current_sandbox(&cgid);
@@ -97,91 +120,52 @@ static __always_inline int sl_judge4(struct bpf_sock_addr *ctx, __u8 kind)
 	sandbox_id = sb->id;
 	if (port == 53 && (sb->flags & SL_SB_DNS)) {
 		/* Every DNS query goes to sluice, whatever resolver the sandbox names. */
-		__u32 dns[4] = { sb->dns_ip4, 0, 0, 0 };
-
-		if (sl_redirect(ctx, AF_INET, addr, dns, sb->dns_port, SL_VERDICT_DNS, sandbox_id))
+		sl_listener_addr(to, family, mapped, sb->dns_ip4, sb->dns_ip6);
+		if (sl_redirect(ctx, family, addr, to, sb->dns_port, SL_VERDICT_DNS, sandbox_id))
 			verdict = SL_VERDICT_DNS;
 		goto out;
 	}
-	verdict = sl_verdict4(sandbox_id, addr[0], port, proto_bit, now_ns);
-	if (verdict != SL_VERDICT_DENY && sl_is_listener(AF_INET, addr, (__u16)ctx->user_port))
-		verdict = SL_VERDICT_DENY; /* the daemon's own sockets are never a destination */
+	if (family == AF_INET)
+		verdict = sl_verdict4(sandbox_id, addr[0], port, proto_bit, now_ns);
+	else
+		verdict = sl_verdict_addr6(sandbox_id, addr, port, proto_bit, now_ns);
+	/* The daemon's own sockets are never a destination. */
+	if (verdict != SL_VERDICT_DENY &&
+	    (family == AF_INET || mapped ?
+		     sl_is_listener(AF_INET, family == AF_INET ? &addr[0] : &addr[3],
+				    (__u16)ctx->user_port) :
+		     sl_is_listener(AF_INET6, addr, (__u16)ctx->user_port)))
+		verdict = SL_VERDICT_DENY;
 	if (verdict == SL_VERDICT_PROXY) {
-		__u32 px[4] = { sb->proxy_ip4, 0, 0, 0 };
-
 		/* Only TCP is intercepted; without a proxy listener there is nowhere to go. */
+		sl_listener_addr(to, family, mapped, sb->proxy_ip4, sb->proxy_ip6);
 		if (proto_bit != SL_PROTO_TCP || !(sb->flags & SL_SB_PROXY) ||
-		    !sl_redirect(ctx, AF_INET, addr, px, sb->proxy_port, SL_VERDICT_PROXY,
+		    !sl_redirect(ctx, family, addr, to, sb->proxy_port, SL_VERDICT_PROXY,
 				 sandbox_id))
 			verdict = SL_VERDICT_DENY;
 	}
 out:
-	return sl_finish(ctx, sandbox_id, cgid, verdict, proto_bit, kind, AF_INET, addr, port,
+	return sl_finish(ctx, sandbox_id, cgid, verdict, proto_bit, kind, family, addr, port,
 			 now_ns);
+}
+
+static __always_inline int sl_judge4(struct bpf_sock_addr *ctx, __u8 kind)
+{
+	__u32 addr[4] = { ctx->user_ip4, 0, 0, 0 };
+
+	return sl_judge(ctx, kind, AF_INET, addr, 0);
 }
 
 static __always_inline int sl_judge6(struct bpf_sock_addr *ctx, __u8 kind)
 {
-	__u64 now_ns = bpf_ktime_get_ns();
-	__u8 proto_bit = sl_proto_bit(ctx->protocol);
-	__u16 port = bpf_ntohs(ctx->user_port);
-	int verdict = SL_VERDICT_DENY;
-	struct sl_sandbox *sb;
-	__u32 sandbox_id = 0;
 	__u32 addr[4];
-	__u64 cgid;
-	int mapped;
 
 	/* ctx->user_ip6 allows only 4-byte loads. */
 	addr[0] = ctx->user_ip6[0];
 	addr[1] = ctx->user_ip6[1];
 	addr[2] = ctx->user_ip6[2];
 	addr[3] = ctx->user_ip6[3];
-	mapped = sl_is_v4mapped(addr);
-
-	sb = sl_current_sandbox(&cgid);
-	if (!sb || !proto_bit)
-		goto out;
-	sandbox_id = sb->id;
-	if (port == 53 && (sb->flags & SL_SB_DNS)) {
-		__u32 dns[4];
-
-		if (mapped) {
-			dns[0] = 0;
-			dns[1] = 0;
-			dns[2] = bpf_htonl(0x0000ffff);
-			dns[3] = sb->dns_ip4;
-		} else {
-			__builtin_memcpy(dns, sb->dns_ip6, 16);
-		}
-		if (sl_redirect(ctx, AF_INET6, addr, dns, sb->dns_port, SL_VERDICT_DNS, sandbox_id))
-			verdict = SL_VERDICT_DNS;
-		goto out;
-	}
-	verdict = sl_verdict_addr6(sandbox_id, addr, port, proto_bit, now_ns);
-	if (verdict != SL_VERDICT_DENY &&
-	    (mapped ? sl_is_listener(AF_INET, &addr[3], (__u16)ctx->user_port) :
-		      sl_is_listener(AF_INET6, addr, (__u16)ctx->user_port)))
-		verdict = SL_VERDICT_DENY;
-	if (verdict == SL_VERDICT_PROXY) {
-		__u32 px[4];
-
-		if (mapped) {
-			px[0] = 0;
-			px[1] = 0;
-			px[2] = bpf_htonl(0x0000ffff);
-			px[3] = sb->proxy_ip4;
-		} else {
-			__builtin_memcpy(px, sb->proxy_ip6, 16);
-		}
-		if (proto_bit != SL_PROTO_TCP || !(sb->flags & SL_SB_PROXY) ||
-		    !sl_redirect(ctx, AF_INET6, addr, px, sb->proxy_port, SL_VERDICT_PROXY,
-				 sandbox_id))
-			verdict = SL_VERDICT_DENY;
-	}
-out:
-	return sl_finish(ctx, sandbox_id, cgid, verdict, proto_bit, kind, AF_INET6, addr, port,
-			 now_ns);
+	return sl_judge(ctx, kind, AF_INET6, addr, sl_is_v4mapped(addr));
 }
 
 /*

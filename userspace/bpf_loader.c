@@ -40,18 +40,6 @@ struct sl_bpf {
 	int ncpus;
 };
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
 {
 	char buf[1024];
@@ -108,13 +96,13 @@ static int ensure_bpffs(const char *pin_dir, char *err, size_t errlen)
 	if (sfs.f_type == BPF_FS_MAGIC)
 		return 0;
 	if (strncmp(pin_dir, "/sys/fs/bpf/", 12)) {
-		seterr(err, errlen, "%s is not on a bpf filesystem (mount -t bpf bpf DIR)",
+		sl_errf(err, errlen, "%s is not on a bpf filesystem (mount -t bpf bpf DIR)",
 		       pin_dir);
 		return -ENOTSUP;
 	}
 	if (mkdir_p("/sys/fs/bpf", 0700) ||
 	    mount("bpf", "/sys/fs/bpf", "bpf", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0700")) {
-		seterr(err, errlen, "mounting bpffs at /sys/fs/bpf failed: %s", strerror(errno));
+		sl_errf(err, errlen, "mounting bpffs at /sys/fs/bpf failed: %s", strerror(errno));
 		return -errno;
 	}
 	sl_info("mounted bpffs at /sys/fs/bpf");
@@ -132,13 +120,13 @@ struct sl_bpf *sl_bpf_open(const struct sl_bpf_opts *opts, char *err, size_t err
 	libbpf_set_print(libbpf_print);
 	b = calloc(1, sizeof(*b));
 	if (!b) {
-		seterr(err, errlen, "out of memory");
+		sl_errf(err, errlen, "out of memory");
 		return NULL;
 	}
 	snprintf(b->pin_dir, sizeof(b->pin_dir), "%s", opts->pin_dir);
 	b->ncpus = libbpf_num_possible_cpus();
 	if (b->ncpus <= 0) {
-		seterr(err, errlen, "cannot count possible CPUs");
+		sl_errf(err, errlen, "cannot count possible CPUs");
 		goto fail;
 	}
 	if (ensure_bpffs(b->pin_dir, err, errlen))
@@ -150,18 +138,18 @@ struct sl_bpf *sl_bpf_open(const struct sl_bpf_opts *opts, char *err, size_t err
 		r = mkdir_p(path, 0700);
 	}
 	if (r) {
-		seterr(err, errlen, "creating %s failed: %s", path, strerror(-r));
+		sl_errf(err, errlen, "creating %s failed: %s", path, strerror(-r));
 		goto fail;
 	}
 	b->skel = sluice_bpf__open_opts(&oopts);
 	if (!b->skel) {
-		seterr(err, errlen, "opening the BPF object failed: %s", strerror(errno));
+		sl_errf(err, errlen, "opening the BPF object failed: %s", strerror(errno));
 		goto fail;
 	}
 	b->skel->rodata->sl_event_limit = opts->event_limit;
 	r = sluice_bpf__load(b->skel);
 	if (r) {
-		seterr(err, errlen,
+		sl_errf(err, errlen,
 		       "loading the BPF programs failed: %s (maps pinned under %s by an "
 		       "incompatible sluiced? see the log)",
 		       strerror(-r), b->pin_dir);
@@ -173,7 +161,7 @@ struct sl_bpf *sl_bpf_open(const struct sl_bpf_opts *opts, char *err, size_t err
 		unlink(path);
 		r = bpf_program__pin(prog, path);
 		if (r) {
-			seterr(err, errlen, "pinning %s failed: %s", path, strerror(-r));
+			sl_errf(err, errlen, "pinning %s failed: %s", path, strerror(-r));
 			goto fail;
 		}
 	}

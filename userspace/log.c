@@ -71,3 +71,14 @@ void sl_log(int level, const char *fmt, ...)
 	if (write(log_fd, line, n) == -1)
 		(void)0; /* nowhere left to report it */
 }
+
+void sl_errf(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || !errlen)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}

@@ -21,23 +21,12 @@
 #include <lualib.h>
 
 #include "dns_msg.h"
+#include "log.h"
 #include "policy.h"
 
 #define POLICY_MEM_MAX (64u << 20)
 #define POLICY_INSN_MAX 50000000L
 #define POLICY_INSN_STEP 10000
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 /* "443" or "1000-2000". */
 static int parse_ports(const char *s, struct sl_entry *e)
@@ -144,7 +133,7 @@ int sl_entry_parse(const char *s, struct sl_entry *e, char *err, size_t errlen)
 	e->protos = SL_PROTO_ANY;
 	len = strlen(s);
 	if (!len || len >= sizeof(buf)) {
-		seterr(err, errlen, "empty or overlong entry");
+		sl_errf(err, errlen, "empty or overlong entry");
 		return -EINVAL;
 	}
 	memcpy(buf, s, len + 1);
@@ -155,7 +144,7 @@ int sl_entry_parse(const char *s, struct sl_entry *e, char *err, size_t errlen)
 		char *close = strchr(buf, ']'), *rest;
 
 		if (!close) {
-			seterr(err, errlen, "'%s': missing ']'", s);
+			sl_errf(err, errlen, "'%s': missing ']'", s);
 			return -EINVAL;
 		}
 		*close = 0;
@@ -168,7 +157,7 @@ int sl_entry_parse(const char *s, struct sl_entry *e, char *err, size_t errlen)
 			if (colon)
 				*colon = 0;
 			if (hl + strlen(rest) + 1 > sizeof(buf) - (host - buf)) {
-				seterr(err, errlen, "'%s': overlong", s);
+				sl_errf(err, errlen, "'%s': overlong", s);
 				return -EINVAL;
 			}
 			memmove(host + hl, rest, strlen(rest) + 1);
@@ -176,11 +165,11 @@ int sl_entry_parse(const char *s, struct sl_entry *e, char *err, size_t errlen)
 		} else if (*rest == ':') {
 			port = rest + 1;
 		} else if (*rest) {
-			seterr(err, errlen, "'%s': unexpected text after ']'", s);
+			sl_errf(err, errlen, "'%s': unexpected text after ']'", s);
 			return -EINVAL;
 		}
 		if (parse_addr(host, e) || e->family != AF_INET6) {
-			seterr(err, errlen, "'%s': not an IPv6 address or prefix", s);
+			sl_errf(err, errlen, "'%s': not an IPv6 address or prefix", s);
 			return -EINVAL;
 		}
 	} else if (strchr(buf, ':') && strchr(buf, ':') != strrchr(buf, ':')) {
@@ -188,7 +177,7 @@ int sl_entry_parse(const char *s, struct sl_entry *e, char *err, size_t errlen)
 		int r = parse_addr(buf, e);
 
 		if (r) {
-			seterr(err, errlen,
+			sl_errf(err, errlen,
 			       r == -ERANGE ? "'%s': prefix length out of range" :
 					      "'%s': not an IPv6 address (use [addr]:port for a port)",
 			       s);
@@ -206,7 +195,7 @@ int sl_entry_parse(const char *s, struct sl_entry *e, char *err, size_t errlen)
 			int r = parse_addr(host, e);
 
 			if (r || e->family != AF_INET) {
-				seterr(err, errlen,
+				sl_errf(err, errlen,
 				       r == -ERANGE ? "'%s': prefix length out of range" :
 						      "'%s': not an IPv4 address or prefix",
 				       s);
@@ -226,14 +215,14 @@ int sl_entry_parse(const char *s, struct sl_entry *e, char *err, size_t errlen)
 				host += 2;
 			}
 			if (!valid_host(host)) {
-				seterr(err, errlen, "'%s': not an address, prefix or host name", s);
+				sl_errf(err, errlen, "'%s': not an address, prefix or host name", s);
 				return -EINVAL;
 			}
 			snprintf(e->host, sizeof(e->host), "%s", host);
 		}
 	}
 	if (port && parse_ports(port, e)) {
-		seterr(err, errlen, "'%s': bad port '%s' (1-65535, or a range lo-hi)", s, port);
+		sl_errf(err, errlen, "'%s': bad port '%s' (1-65535, or a range lo-hi)", s, port);
 		return -EINVAL;
 	}
 	if (e->kind == SL_ENTRY_ADDR) {
@@ -245,7 +234,7 @@ int sl_entry_parse(const char *s, struct sl_entry *e, char *err, size_t errlen)
 			char want[64];
 
 			sl_prefix_str(e->family, masked, e->plen, want, sizeof(want));
-			seterr(err, errlen, "'%s': host bits set in prefix (did you mean %s?)", s,
+			sl_errf(err, errlen, "'%s': host bits set in prefix (did you mean %s?)", s,
 			       want);
 			return -EINVAL;
 		}
@@ -368,7 +357,7 @@ static int check_keys(lua_State *L, int idx, const char *where, const char *cons
 
 		lua_pop(L, 1);
 		if (lua_type(L, -1) != LUA_TSTRING) {
-			seterr(err, errlen, "%s: keys must be names", where);
+			sl_errf(err, errlen, "%s: keys must be names", where);
 			lua_pop(L, 1);
 			return -EINVAL;
 		}
@@ -376,7 +365,7 @@ static int check_keys(lua_State *L, int idx, const char *where, const char *cons
 		for (const char *const *p = known; *p; p++)
 			ok |= !strcmp(k, *p);
 		if (!ok) {
-			seterr(err, errlen, "%s: unknown key '%s'", where, k);
+			sl_errf(err, errlen, "%s: unknown key '%s'", where, k);
 			lua_pop(L, 1);
 			return -EINVAL;
 		}
@@ -395,7 +384,7 @@ static int read_entries(lua_State *L, const char *where, struct sl_entry_list *l
 	if (lua_isnil(L, -1))
 		return 0;
 	if (!lua_istable(L, -1)) {
-		seterr(err, errlen, "%s must be a list of entries", where);
+		sl_errf(err, errlen, "%s must be a list of entries", where);
 		return -EINVAL;
 	}
 	n = luaL_len(L, -1);
@@ -407,17 +396,17 @@ static int read_entries(lua_State *L, const char *where, struct sl_entry_list *l
 		lua_pop(L, 1);
 		if (bad) {
 			lua_pop(L, 1);
-			seterr(err, errlen, "%s must be a list (found a non-index key)", where);
+			sl_errf(err, errlen, "%s must be a list (found a non-index key)", where);
 			return -EINVAL;
 		}
 	}
 	if (n > 100000) {
-		seterr(err, errlen, "%s: too many entries", where);
+		sl_errf(err, errlen, "%s: too many entries", where);
 		return -EINVAL;
 	}
 	list->v = calloc(n ? n : 1, sizeof(*list->v));
 	if (!list->v) {
-		seterr(err, errlen, "out of memory");
+		sl_errf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
 	for (lua_Integer i = 1; i <= n; i++) {
@@ -439,7 +428,7 @@ static int read_entries(lua_State *L, const char *where, struct sl_entry_list *l
 				proto = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
 			lua_pop(L, 1);
 			if (luaL_len(L, -1) != 1) {
-				seterr(err, errlen, "%s: a table entry holds exactly one string",
+				sl_errf(err, errlen, "%s: a table entry holds exactly one string",
 				       what);
 				lua_pop(L, 1);
 				return -EINVAL;
@@ -452,13 +441,13 @@ static int read_entries(lua_State *L, const char *where, struct sl_entry_list *l
 			}
 		}
 		if (!s) {
-			seterr(err, errlen, "%s: an entry is a string like \"10.0.0.0/8:443\"",
+			sl_errf(err, errlen, "%s: an entry is a string like \"10.0.0.0/8:443\"",
 			       what);
 			lua_pop(L, 1);
 			return -EINVAL;
 		}
 		if (sl_entry_parse(s, e, why, sizeof(why))) {
-			seterr(err, errlen, "%s: %s", what, why);
+			sl_errf(err, errlen, "%s: %s", what, why);
 			lua_pop(L, 1);
 			return -EINVAL;
 		}
@@ -468,7 +457,7 @@ static int read_entries(lua_State *L, const char *where, struct sl_entry_list *l
 			else if (!strcmp(proto, "udp"))
 				e->protos = SL_PROTO_UDP;
 			else {
-				seterr(err, errlen, "%s: proto must be \"tcp\" or \"udp\"", what);
+				sl_errf(err, errlen, "%s: proto must be \"tcp\" or \"udp\"", what);
 				lua_pop(L, 1);
 				return -EINVAL;
 			}
@@ -498,7 +487,7 @@ static int read_policy(lua_State *L, struct sl_policy *p, char *err, size_t errl
 	int err_;
 
 	if (!lua_istable(L, -1)) {
-		seterr(err, errlen, "a policy must return a table (got %s)",
+		sl_errf(err, errlen, "a policy must return a table (got %s)",
 		       luaL_typename(L, -1));
 		return -EINVAL;
 	}
@@ -510,7 +499,7 @@ static int read_policy(lua_State *L, struct sl_policy *p, char *err, size_t errl
 		return 0; /* nothing named: everything denied */
 	}
 	if (!lua_istable(L, -1)) {
-		seterr(err, errlen, "egress must be a table");
+		sl_errf(err, errlen, "egress must be a table");
 		return -EINVAL;
 	}
 	if (check_keys(L, -1, "egress", egress_keys, err, errlen))
@@ -533,7 +522,7 @@ static int read_policy(lua_State *L, struct sl_policy *p, char *err, size_t errl
 	for (size_t i = 0; i < p->private_ranges.n; i++) {
 		if (p->private_ranges.v[i].kind != SL_ENTRY_ADDR ||
 		    p->private_ranges.v[i].has_port) {
-			seterr(err, errlen, "egress.private[%zu]: must be an address or prefix "
+			sl_errf(err, errlen, "egress.private[%zu]: must be an address or prefix "
 					    "without port", i + 1);
 			return -EINVAL;
 		}
@@ -553,7 +542,7 @@ struct sl_policy *sl_policy_load(const char *chunkname, const char *src, size_t 
 
 	L = lua_newstate(limited_alloc, &lim);
 	if (!L) {
-		seterr(err, errlen, "out of memory");
+		sl_errf(err, errlen, "out of memory");
 		return NULL;
 	}
 	open_safe_libs(L);
@@ -568,20 +557,20 @@ struct sl_policy *sl_policy_load(const char *chunkname, const char *src, size_t 
 		const char *nl = msg ? strchr(msg, '\n') : NULL;
 
 		/* The first line says what and where; the traceback goes to the log only. */
-		seterr(err, errlen, "%.*s", nl ? (int)(nl - msg) : (int)strlen(msg ? msg : ""),
+		sl_errf(err, errlen, "%.*s", nl ? (int)(nl - msg) : (int)strlen(msg ? msg : ""),
 		       msg ? msg : "error");
 		goto out;
 	}
 	p = calloc(1, sizeof(*p));
 	if (!p) {
-		seterr(err, errlen, "out of memory");
+		sl_errf(err, errlen, "out of memory");
 		goto out;
 	}
 	if (read_policy(L, p, err, errlen)) {
 		char msg[512];
 
 		snprintf(msg, sizeof(msg), "%s: %s", chunkname, err);
-		seterr(err, errlen, "%s", msg);
+		sl_errf(err, errlen, "%s", msg);
 		sl_policy_free(p);
 		p = NULL;
 	}
@@ -599,7 +588,7 @@ int sl_policy_rules(const struct sl_policy *p, struct sl_rule_set *rs, char *err
 
 		if (e->kind == SL_ENTRY_ADDR || e->protos != SL_PROTO_ANY) {
 			sl_entry_str(e, s, sizeof(s));
-			seterr(err, errlen,
+			sl_errf(err, errlen,
 			       "egress.intercept[%zu] ('%s'): only host names are intercepted (TLS "
 			       "needs a name); allow addresses in egress.allow",
 			       i + 1, s);
@@ -620,7 +609,7 @@ int sl_policy_rules(const struct sl_policy *p, struct sl_rule_set *rs, char *err
 		r.protos = e->protos;
 		r.verdict = SL_VERDICT_ALLOW;
 		if (sl_rule_set_add(rs, &r)) {
-			seterr(err, errlen, "out of memory");
+			sl_errf(err, errlen, "out of memory");
 			return -ENOMEM;
 		}
 	}

@@ -203,24 +203,11 @@ int sl_rules_compile(const struct sl_rule_set *rs, struct sl_kentry **out, size_
 		e->family = p->family;
 		e->plen = p->plen;
 		memcpy(e->addr, p->addr, 16);
-		for (size_t j = 0; j < rs->n; j++) {
-			const struct sl_addr_rule *q = &rs->v[j];
-			struct sl_port_range r = {
-				.expires_ns = q->expires_ns,
-				.lo = q->port_lo,
-				.hi = q->port_hi,
-				.verdict = q->verdict,
-				.protos = q->protos,
-			};
-
-			if (!covers(q, p))
-				continue;
-			err = add_range(&e->val, r);
-			if (err) {
-				if (bad)
-					*bad = *e;
-				goto cleanup;
-			}
+		err = sl_rules_merge(rs, p->family, p->addr, p->plen, &e->val);
+		if (err) {
+			if (bad)
+				*bad = *e;
+			goto cleanup;
 		}
 		qsort(e->val.r, e->val.n, sizeof(e->val.r[0]), cmp_range);
 	}

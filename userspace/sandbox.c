@@ -46,18 +46,6 @@ struct sl_registry {
 
 static void sweep_cb(struct sl_loop *loop, void *arg);
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 struct sl_registry *sl_registry_new(struct sl_bpf *bpf, const char *state_dir,
 				    struct sl_loop *loop, struct sl_dns *dns,
 				    const struct sl_dns_ttl *ttl, struct sl_proxy *proxy)
@@ -273,12 +261,12 @@ static int compile_box(struct sl_box *box, struct sl_kentry **ents, size_t *nent
 		char p[64];
 
 		sl_prefix_str(bad.family, bad.addr, bad.plen, p, sizeof(p));
-		seterr(err, errlen, "%s: too many distinct port ranges apply to %s (max %d)", chunk,
+		sl_errf(err, errlen, "%s: too many distinct port ranges apply to %s (max %d)", chunk,
 		       p, SL_MAX_PORT_RANGES);
 		return -EINVAL;
 	}
 	if (r)
-		seterr(err, errlen, "compiling rules failed: %s", strerror(-r));
+		sl_errf(err, errlen, "compiling rules failed: %s", strerror(-r));
 	return r;
 }
 
@@ -576,17 +564,17 @@ static int open_ca(struct sl_registry *r, struct sl_box *box, char *err, size_t 
 	if (box->ca)
 		return 0;
 	if (errno != ENOENT) {
-		seterr(err, errlen, "the CA saved in %s cannot be used: %s", dir, strerror(errno));
+		sl_errf(err, errlen, "the CA saved in %s cannot be used: %s", dir, strerror(errno));
 		return -errno;
 	}
 	box->ca = sl_ca_new(box->name);
 	if (!box->ca) {
-		seterr(err, errlen, "creating the sandbox CA failed: %s", strerror(errno));
+		sl_errf(err, errlen, "creating the sandbox CA failed: %s", strerror(errno));
 		return -errno;
 	}
 	e = mkdir(dir, 0700) == -1 && errno != EEXIST ? -errno : sl_ca_save(box->ca, dir);
 	if (e) {
-		seterr(err, errlen, "saving the sandbox CA in %s failed: %s", dir, strerror(-e));
+		sl_errf(err, errlen, "saving the sandbox CA in %s failed: %s", dir, strerror(-e));
 		return e;
 	}
 	return 0;
@@ -674,17 +662,17 @@ static int install_box(struct sl_registry *r, struct sl_box *box, const struct s
 	kernel_entry(r, box, &ksb);
 	e = sl_bpf_sync_rules(r->bpf, box->id, ents, nents);
 	if (e) {
-		seterr(err, errlen, "writing kernel rules failed: %s", strerror(-e));
+		sl_errf(err, errlen, "writing kernel rules failed: %s", strerror(-e));
 		return e;
 	}
 	e = sl_bpf_set_sandbox(r->bpf, box->cgid, &ksb);
 	if (e) {
-		seterr(err, errlen, "writing the sandbox table failed: %s", strerror(-e));
+		sl_errf(err, errlen, "writing the sandbox table failed: %s", strerror(-e));
 		return e;
 	}
 	e = sl_bpf_attach(r->bpf, box->name, box->cgroup, box->cgid);
 	if (e) {
-		seterr(err, errlen, "attaching to %s failed: %s", box->cgroup, strerror(-e));
+		sl_errf(err, errlen, "attaching to %s failed: %s", box->cgroup, strerror(-e));
 		return e;
 	}
 	return 0;
@@ -759,25 +747,25 @@ struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *s
 	int e, level;
 
 	if (!spec->name || !sl_sandbox_name_ok(spec->name)) {
-		seterr(err, errlen, "invalid sandbox name '%s' (letters, digits, '_', '.', '-'; "
+		sl_errf(err, errlen, "invalid sandbox name '%s' (letters, digits, '_', '.', '-'; "
 				    "at most %d)", spec->name ? spec->name : "", SL_NAME_MAX);
 		e = -EINVAL;
 		goto fail;
 	}
 	if (sl_sandbox_find(r, spec->name)) {
-		seterr(err, errlen, "sandbox '%s' already exists", spec->name);
+		sl_errf(err, errlen, "sandbox '%s' already exists", spec->name);
 		e = -EEXIST;
 		goto fail;
 	}
 	if (!spec->cgroup || !*spec->cgroup) {
-		seterr(err, errlen, "a cgroup path is required");
+		sl_errf(err, errlen, "a cgroup path is required");
 		e = -EINVAL;
 		goto fail;
 	}
 	box = calloc(1, sizeof(*box));
 	if (!box) {
 		e = -ENOMEM;
-		seterr(err, errlen, "out of memory");
+		sl_errf(err, errlen, "out of memory");
 		goto fail;
 	}
 	snprintf(box->name, sizeof(box->name), "%s", spec->name);
@@ -786,13 +774,13 @@ struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *s
 	sl_rule_set_init(&box->learned);
 	e = sl_cgroup_resolve(spec->cgroup, box->cgroup, sizeof(box->cgroup));
 	if (e) {
-		seterr(err, errlen, "cgroup %s: %s", spec->cgroup, cgroup_error(e));
+		sl_errf(err, errlen, "cgroup %s: %s", spec->cgroup, cgroup_error(e));
 		e = -EINVAL;
 		goto fail;
 	}
 	level = sl_cgroup_level(box->cgroup);
 	if (level < 0 || level >= SL_MAX_CGROUP_DEPTH - 1) {
-		seterr(err, errlen, "cgroup %s: nested too deep (at most %d levels)", box->cgroup,
+		sl_errf(err, errlen, "cgroup %s: nested too deep (at most %d levels)", box->cgroup,
 		       SL_MAX_CGROUP_DEPTH - 2);
 		e = -EINVAL;
 		goto fail;
@@ -800,7 +788,7 @@ struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *s
 	for (struct sl_box *o = r->head; o; o = o->next) {
 		if (sl_cgroup_within(box->cgroup, o->cgroup) ||
 		    sl_cgroup_within(o->cgroup, box->cgroup)) {
-			seterr(err, errlen, "cgroup %s overlaps sandbox '%s' (%s)", box->cgroup,
+			sl_errf(err, errlen, "cgroup %s overlaps sandbox '%s' (%s)", box->cgroup,
 			       o->name, o->cgroup);
 			e = -EEXIST;
 			goto fail;
@@ -808,7 +796,7 @@ struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *s
 	}
 	e = sl_cgroup_id(box->cgroup, &box->cgid);
 	if (e) {
-		seterr(err, errlen, "cgroup %s: reading its id failed: %s", box->cgroup,
+		sl_errf(err, errlen, "cgroup %s: reading its id failed: %s", box->cgroup,
 		       strerror(-e));
 		goto fail;
 	}
@@ -816,14 +804,14 @@ struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *s
 		snprintf(box->policy_path, sizeof(box->policy_path), "%s", spec->policy_path);
 	if (spec->policy_src) {
 		if (spec->policy_len > POLICY_MAX_BYTES) {
-			seterr(err, errlen, "policy too large (max %u bytes)", POLICY_MAX_BYTES);
+			sl_errf(err, errlen, "policy too large (max %u bytes)", POLICY_MAX_BYTES);
 			e = -EINVAL;
 			goto fail;
 		}
 		box->policy_src = malloc(spec->policy_len + 1);
 		if (!box->policy_src) {
 			e = -ENOMEM;
-			seterr(err, errlen, "out of memory");
+			sl_errf(err, errlen, "out of memory");
 			goto fail;
 		}
 		memcpy(box->policy_src, spec->policy_src, spec->policy_len);
@@ -832,13 +820,13 @@ struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *s
 	} else if (spec->policy_path && *spec->policy_path) {
 		e = read_file(spec->policy_path, &box->policy_src, &box->policy_len);
 		if (e) {
-			seterr(err, errlen, "policy file %s: %s", spec->policy_path,
+			sl_errf(err, errlen, "policy file %s: %s", spec->policy_path,
 			       e == -EFBIG ? "too large" : strerror(-e));
 			e = -EINVAL;
 			goto fail;
 		}
 	} else {
-		seterr(err, errlen, "a policy file is required");
+		sl_errf(err, errlen, "a policy file is required");
 		e = -EINVAL;
 		goto fail;
 	}
@@ -849,7 +837,7 @@ struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *s
 	}
 	box->id = alloc_id(r);
 	if (!box->id) {
-		seterr(err, errlen, "too many sandboxes (max %d)", SL_MAX_SANDBOXES - 1);
+		sl_errf(err, errlen, "too many sandboxes (max %d)", SL_MAX_SANDBOXES - 1);
 		e = -ENOSPC;
 		goto fail;
 	}
@@ -862,7 +850,7 @@ struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *s
 	if (!e) {
 		e = save_state(r, box);
 		if (e)
-			seterr(err, errlen, "saving state failed: %s", strerror(-e));
+			sl_errf(err, errlen, "saving state failed: %s", strerror(-e));
 	}
 	if (e) {
 		uninstall_box(r, box);
