@@ -129,13 +129,18 @@ static __always_inline int sl_judge(struct bpf_sock_addr *ctx, __u8 kind, __u8 f
 		verdict = sl_verdict4(sandbox_id, addr[0], port, proto_bit, now_ns);
 	else
 		verdict = sl_verdict_addr6(sandbox_id, addr, port, proto_bit, now_ns);
-	/* The daemon's own sockets are never a destination. */
-	if (verdict != SL_VERDICT_DENY &&
-	    (family == AF_INET || mapped ?
-		     sl_is_listener(AF_INET, family == AF_INET ? &addr[0] : &addr[3],
-				    (__u16)ctx->user_port) :
-		     sl_is_listener(AF_INET6, addr, (__u16)ctx->user_port)))
-		verdict = SL_VERDICT_DENY;
+	/* The daemon's own sockets are never a destination. They live on loopback only, so
+	 * other destinations skip the lookup. */
+	if (verdict != SL_VERDICT_DENY) {
+		__u32 a4 = family == AF_INET ? addr[0] : addr[3];
+
+		if ((family == AF_INET || mapped) ?
+			    ((a4 & bpf_htonl(0xff000000)) == bpf_htonl(0x7f000000) &&
+			     sl_is_listener(AF_INET, &a4, (__u16)ctx->user_port)) :
+			    (!addr[0] && !addr[1] && !addr[2] && addr[3] == bpf_htonl(1) &&
+			     sl_is_listener(AF_INET6, addr, (__u16)ctx->user_port)))
+			verdict = SL_VERDICT_DENY;
+	}
 	if (verdict == SL_VERDICT_PROXY) {
 		/* Only TCP is intercepted; without a proxy listener there is nowhere to go. */
 		sl_listener_addr(to, family, mapped, sb->proxy_ip4, sb->proxy_ip6);

@@ -202,7 +202,8 @@ static void unpin_link(const char *path)
 	unlink(path);
 }
 
-int sl_bpf_attach(struct sl_bpf *b, const char *name, const char *cgroup_path, uint64_t cgid)
+int sl_bpf_attach(struct sl_bpf *b, const char *name, const char *cgroup_path, uint64_t cgid,
+		  int intercept)
 {
 	struct bpf_program *prog;
 	char dir[PATH_MAX], path[PATH_MAX + 64];
@@ -221,6 +222,11 @@ int sl_bpf_attach(struct sl_bpf *b, const char *name, const char *cgroup_path, u
 		struct bpf_link *link;
 
 		snprintf(path, sizeof(path), "%s/%s", dir, bpf_program__name(prog));
+		if (!intercept && prog == b->skel->progs.sl_sockops) {
+			if (!access(path, F_OK))
+				unpin_link(path);
+			continue;
+		}
 		link = access(path, F_OK) ? NULL : bpf_link__open(path);
 		if (link) {
 			if (link_cgroup(bpf_link__fd(link)) == cgid) {

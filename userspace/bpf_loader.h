@@ -31,13 +31,16 @@ struct sl_bpf *sl_bpf_open(const struct sl_bpf_opts *opts, char *err, size_t err
 void sl_bpf_close(struct sl_bpf *b);
 
 /*
- * Attaches every program to the cgroup at @cgroup_path with bpf_link and pins the links under
+ * Attaches the programs to the cgroup at @cgroup_path with bpf_link and pins the links under
  * <pin_dir>/sandboxes/@name/. If pinned links exist already (a previous sluiced attached
  * them), they are switched to the programs of this instance atomically with
  * BPF_LINK_UPDATE when they still belong to cgroup @cgid, and recreated otherwise.
+ * The sockops program, which only serves interception, runs on every TCP connect of the
+ * cgroup: it is attached only when @intercept is set (and detached otherwise).
  * Returns 0 or -errno; on failure nothing new stays attached.
  */
-int sl_bpf_attach(struct sl_bpf *b, const char *name, const char *cgroup_path, uint64_t cgid);
+int sl_bpf_attach(struct sl_bpf *b, const char *name, const char *cgroup_path, uint64_t cgid,
+		  int intercept);
 /* Detaches and unpins the links of sandbox @name. Returns 0 or -errno. */
 int sl_bpf_detach(struct sl_bpf *b, const char *name);
 /* Names of sandboxes with pinned links, for reconciling with the state directory. @cb is

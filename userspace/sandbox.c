@@ -670,7 +670,8 @@ static int install_box(struct sl_registry *r, struct sl_box *box, const struct s
 		sl_errf(err, errlen, "writing the sandbox table failed: %s", strerror(-e));
 		return e;
 	}
-	e = sl_bpf_attach(r->bpf, box->name, box->cgroup, box->cgid);
+	e = sl_bpf_attach(r->bpf, box->name, box->cgroup, box->cgid,
+			  box->policy && box->policy->intercept.n);
 	if (e) {
 		sl_errf(err, errlen, "attaching to %s failed: %s", box->cgroup, strerror(-e));
 		return e;
@@ -948,7 +949,7 @@ static int adopt_without_policy(struct sl_registry *r, struct sl_box *box)
 	kernel_entry(r, box, &ksb);
 	e = sl_bpf_set_sandbox(r->bpf, box->cgid, &ksb);
 	if (!e)
-		e = sl_bpf_attach(r->bpf, box->name, box->cgroup, box->cgid);
+		e = sl_bpf_attach(r->bpf, box->name, box->cgroup, box->cgid, 1);
 	return e;
 }
 

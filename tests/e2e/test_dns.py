@@ -236,7 +236,7 @@ def test_malformed_queries_get_formerr(box, workdir):
     assert res[3]["rcode"] == 0  # the listener is still serving
 
 
-def test_listener_cannot_be_reached_directly(daemon, cgroups, servers, workdir):
+def test_listener_cannot_be_reached_directly(box, daemon, cgroups, servers, workdir):
     """Even a policy allowing all of 127.0.0.0/8 cannot talk to sluice's listeners; port 53
     still reaches it through the capture."""
     pa, _, _ = servers.ports

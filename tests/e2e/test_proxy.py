@@ -375,6 +375,24 @@ def test_other_protocols_are_closed_and_logged(box, workdir, daemon):
     assert ev and ev[-1]["comm"] == "python3"
 
 
+def test_sockops_attached_only_with_intercept(daemon, box, cgroups, workdir):
+    """The sockops program runs on every TCP connect of its cgroup: only sandboxes that
+    intercept carry it."""
+    from conftest import bpf_links_of
+
+    def types(cg):
+        return sorted(p["attach_type"] for p in bpf_links_of(cg))
+    cg, _ = box
+    assert "cgroup_sock_ops" in types(cg)
+    plain = cgroups.make("nointercept")
+    daemon.add("nointercept", plain, write_policy(workdir, "nointercept",
+                                                  "return { egress = {} }"))
+    try:
+        assert "cgroup_sock_ops" not in types(plain) and "cgroup_inet4_connect" in types(plain)
+    finally:
+        daemon.cli("sandbox", "rm", "nointercept")
+
+
 def test_ca_key_stays_private(daemon, box):
     key = Path(daemon.state) / "sandboxes" / "proxy.ca" / "ca.key"
     assert key.stat().st_mode & 0o777 == 0o600
