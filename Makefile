@@ -20,6 +20,11 @@ CFLAGS ?= -g -O2
 CFLAGS += -Wall -Wextra -Werror -std=gnu11 -D_GNU_SOURCE -fno-strict-aliasing -Wno-format-truncation -Wno-unknown-warning-option
 CPPFLAGS += -I$(OBJ) -Ibpf -Iuserspace -I$(LLHTTP_INC) $(PKG_CFLAGS)
 LDLIBS += $(PKG_LIBS) -lelf -lz -lpthread
+# make SANITIZE=address,undefined: every C binary built with those sanitizers
+ifneq ($(SANITIZE),)
+CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
+LDLIBS += -fsanitize=$(SANITIZE)
+endif
 BPF_CFLAGS := -g -O2 -Wall -Werror -target bpf -D__TARGET_ARCH_$(ARCH) -I. -Ibpf -I$(OBJ)
 
 ifeq ($(V),1)

@@ -197,8 +197,12 @@ static json_t *json_response(struct response *res)
 
 	if (res->status >= 400) {
 		const char *msg = j ? json_string_value(json_object_get(j, "error")) : NULL;
+		char copy[1024];
 
-		die("%s", msg ? msg : "sluiced refused the request");
+		snprintf(copy, sizeof(copy), "%s", msg ? msg : "sluiced refused the request");
+		json_decref(j);
+		sl_buf_free(&res->body);
+		die("%s", copy);
 	}
 	if (!j)
 		die("sluiced sent invalid JSON: %s", jerr.text);

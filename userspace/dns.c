@@ -856,7 +856,7 @@ int sl_dns_parse_upstream(const char *s, struct sl_dns_opts *o)
 
 int sl_dns_upstream_from_resolv(const char *resolv_conf, struct sl_dns_opts *o)
 {
-	char line[512], ns[INET6_ADDRSTRLEN + 8];
+	char line[512], ns[64];
 	FILE *f = fopen(resolv_conf, "re");
 	int r = -ENOENT;
 
