@@ -453,3 +453,37 @@ print("fourth:", repr(s.recv(100)[:12]))
     assert lines[1] == "fourth: b'HTTP/1.1 200'", lines
     m = d.metrics()
     assert m['sluice_http_connections_total{sandbox="limited",outcome="refused"}'] == 1
+
+
+def test_many_concurrent_connections_each_get_their_own_destination(box, workdir, daemon):
+    """60 connections at once, each to its own path, half of them over IPv6: each gets its
+    own record (destination, pid) and its own answer; no record is left in the kernel."""
+    cg, ca = box
+    script = f"""
+import concurrent.futures, hashlib, http.client, ssl, sys
+ctx = ssl.create_default_context(cafile={ca!r})
+def one(i):
+    host = "api.test" if i % 2 else "v6.test"
+    c = http.client.HTTPSConnection(host, 443, context=ctx, timeout=20)
+    c.request("GET", f"/bytes/{{1000 + i}}")
+    r = c.getresponse()
+    body = r.read()
+    c.close()
+    return r.status, len(body), hashlib.sha256(body).hexdigest()
+with concurrent.futures.ThreadPoolExecutor(60) as ex:
+    for i, (status, n, h) in enumerate(ex.map(one, range(60))):
+        print(i, status, n, h)
+"""
+    r = run_in(cg, [PY, "-c", script], workdir, timeout=120)
+    assert r.returncode == 0, r.stderr
+    for line in r.stdout.splitlines():
+        i, status, n, h = line.split()
+        assert (int(status), int(n)) == (200, 1000 + int(i))
+        assert h == hashlib.sha256(pattern(1000 + int(i))).hexdigest()
+    time.sleep(0.5)
+    dump = subprocess.run(["bpftool", "-j", "map", "dump", "pinned",
+                           f"{daemon.bpffs}/sl_proxied"], capture_output=True, text=True)
+    assert dump.returncode == 0 and json.loads(dump.stdout) == []
+    evs = [e for e in daemon.events("proxy") if e.get("path", "").startswith("/bytes/1")
+           and 1000 <= int(e["path"][7:]) < 1060]
+    assert len({e["path"] for e in evs}) == 60 and all(e["comm"] == "python3" for e in evs)
