@@ -59,7 +59,7 @@ static const char main_usage[] =
 	"  sandbox ls [--json]                            list sandboxes\n"
 	"  sandbox show NAME [--json]                     rules and counters of one sandbox\n"
 	"  ca NAME                                        the sandbox's CA certificate (PEM)\n"
-	"  events [--sandbox NAME] [--follow]             deny events, as JSON lines\n"
+	"  events [--sandbox NAME] [--follow]             kernel, DNS and HTTP events (JSON lines)\n"
 	"  stats                                          metrics (Prometheus text format)\n"
 	"\n"
 	"Options:\n"
@@ -80,7 +80,8 @@ static const char sandbox_usage[] =
 static const char events_usage[] =
 	"Usage: sluice events [--sandbox NAME] [--follow]\n"
 	"\n"
-	"Prints recent events (kernel denies and daemon decisions) as JSON lines.\n"
+	"Prints recent events as JSON lines: kernel denies (type deny), DNS decisions (type\n"
+	"dns) and intercepted requests (type http).\n"
 	"  --sandbox NAME   only this sandbox's events\n"
 	"  -f, --follow     keep printing new events until interrupted\n";
 

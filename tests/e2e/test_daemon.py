@@ -267,7 +267,7 @@ def test_cli_errors_and_help(daemon, workdir):
                        env=env, timeout=10)
     assert r.returncode == 1 and "cannot reach sluiced" in r.stderr
     for args in (["--help"], ["sandbox", "--help"], ["sandbox", "add", "--help"],
-                 ["events", "--help"], ["stats", "--help"]):
+                 ["events", "--help"], ["stats", "--help"], ["ca", "--help"]):
         r = daemon.cli(*args)
         assert r.returncode == 0 and "Usage:" in r.stdout, args
     r = subprocess.run([str(BUILD / "sluiced"), "--help"], capture_output=True, text=True)
