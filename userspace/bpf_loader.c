@@ -322,16 +322,6 @@ int sl_bpf_del_sandbox(struct sl_bpf *b, uint64_t cgid)
 	return 0;
 }
 
-int sl_bpf_has_sandbox(struct sl_bpf *b, uint64_t cgid, uint32_t sandbox_id)
-{
-	struct sl_sandbox sb;
-
-	if (bpf_map__lookup_elem(b->skel->maps.sl_sandboxes, &cgid, sizeof(cgid), &sb,
-				 sizeof(sb), 0))
-		return 0;
-	return sb.id == sandbox_id;
-}
-
 static void kentry_key4(uint32_t sandbox_id, const struct sl_kentry *e, struct sl_key4 *k)
 {
 	memset(k, 0, sizeof(*k));

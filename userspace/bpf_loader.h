@@ -50,8 +50,6 @@ void sl_bpf_pinned_sandboxes(struct sl_bpf *b, void (*cb)(const char *name, void
 
 int sl_bpf_set_sandbox(struct sl_bpf *b, uint64_t cgid, const struct sl_sandbox *sb);
 int sl_bpf_del_sandbox(struct sl_bpf *b, uint64_t cgid);
-/* Whether the kernel's sandbox table has @cgid with id @sandbox_id. */
-int sl_bpf_has_sandbox(struct sl_bpf *b, uint64_t cgid, uint32_t sandbox_id);
 
 /*
  * Makes the kernel rules of @sandbox_id exactly @ents: writes every entry, then deletes the

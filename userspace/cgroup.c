@@ -144,18 +144,3 @@ int sl_cgroup_within(const char *a, const char *b)
 	return !strncmp(a, b, bl) && (a[bl] == 0 || a[bl] == '/');
 }
 
-int sl_cgroup_enter(const char *path, int pid)
-{
-	char procs[PATH_MAX], buf[32];
-	int fd, n, err = 0;
-
-	snprintf(procs, sizeof(procs), "%s/cgroup.procs", path);
-	fd = open(procs, O_WRONLY | O_CLOEXEC);
-	if (fd == -1)
-		return -errno;
-	n = snprintf(buf, sizeof(buf), "%d\n", pid);
-	if (write(fd, buf, n) != n)
-		err = -errno;
-	close(fd);
-	return err;
-}

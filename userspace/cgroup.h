@@ -26,7 +26,4 @@ int sl_cgroup_level(const char *path);
 /* Whether @a is @b or lies below it. Both canonical. */
 int sl_cgroup_within(const char *a, const char *b);
 
-/* Writes @pid into @path/cgroup.procs. Returns 0 or -errno. */
-int sl_cgroup_enter(const char *path, int pid);
-
 #endif

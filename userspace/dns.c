@@ -788,11 +788,6 @@ uint16_t sl_dns_listener_port(const struct sl_dns_listener *l)
 	return l->port;
 }
 
-int sl_dns_listener_has_v6(const struct sl_dns_listener *l)
-{
-	return l->udp[1] >= 0;
-}
-
 const struct sl_dns_stats *sl_dns_listener_stats(const struct sl_dns_listener *l)
 {
 	return &l->stats;

@@ -68,8 +68,6 @@ struct sl_dns_listener *sl_dns_listen(struct sl_dns *dns, const struct sl_dns_op
 /* Closes the sockets and drops queries in flight. Accepts NULL. */
 void sl_dns_listener_close(struct sl_dns_listener *l);
 uint16_t sl_dns_listener_port(const struct sl_dns_listener *l);
-/* Whether the listener has an IPv6 side. */
-int sl_dns_listener_has_v6(const struct sl_dns_listener *l);
 const struct sl_dns_stats *sl_dns_listener_stats(const struct sl_dns_listener *l);
 
 /* Parses "IP" or "IP:PORT" or "[IPv6]:PORT" into @opts->upstream (port 53 by default). */

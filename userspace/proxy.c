@@ -108,7 +108,6 @@ struct pconn {
 	int reject_status; /* set by a parser callback: answer this and close */
 	const char *reject_why;
 	int up_wants; /* SL_READ/SL_WRITE the upstream handshake waits for */
-	int reused; /* the upstream connection came from the pool */
 	uint64_t deadline_ms;
 	uint64_t t_req_ms, t_up_ms, t_up_first_ms;
 	uint64_t req_bytes, resp_bytes;
@@ -390,14 +389,12 @@ static int start_upstream(struct pconn *c)
 		/* Still attached from this client's previous request: same name and address
 		 * (the name of a TLS connection does not change), reuse it as is. */
 		if (c->up == UP_READY && !c->u.eof && !c->u.err && !sl_buf_size(&c->u.in)) {
-			c->reused = 1;
 			c->l->stats.reused++;
 			return 0;
 		}
 		close_upstream(c);
 	}
-	c->reused = pool_take(c);
-	if (c->reused) {
+	if (pool_take(c)) {
 		c->l->stats.reused++;
 		return 0;
 	}
