@@ -10,7 +10,7 @@ PREFIX ?= /usr/local
 PYTEST ?= /usr/bin/python3 -m pytest
 ARCH := $(shell uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/')
 
-PKGS := lua5.4 jansson openssl libbpf
+PKGS := lua5.4 jansson openssl libbpf sqlite3
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 LLHTTP_DIR ?= /usr/share/llhttp

@@ -16,8 +16,10 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <openssl/crypto.h>
 
 #include "buf.h"
+#include "kv.h"
 
 static const char *sock_path = "/run/sluice/sluiced.sock";
 
@@ -61,6 +63,8 @@ static const char main_usage[] =
 	"  ca NAME                                        the sandbox's CA certificate (PEM)\n"
 	"  events [--sandbox NAME] [--follow]             kernel, DNS and HTTP events (JSON lines)\n"
 	"  stats                                          metrics (Prometheus text format)\n"
+	"  kv put NS KEY [VALUE]                          store a value (stdin without VALUE)\n"
+	"  kv get NS KEY | kv rm NS KEY | kv ls NS        read, remove, list keys\n"
 	"\n"
 	"Options:\n"
 	"  --socket PATH   sluiced's control socket (default $SLUICE_SOCKET or\n"
@@ -90,6 +94,27 @@ static const char stats_usage[] =
 	"\n"
 	"Prints sluiced's metrics in the Prometheus text format: per-sandbox counters of\n"
 	"allowed and denied connections by protocol, refused sockets and deny events.\n";
+
+static const char kv_usage[] =
+	"Usage: sluice kv put NS KEY [VALUE]\n"
+	"       sluice kv get NS KEY\n"
+	"       sluice kv rm NS KEY\n"
+	"       sluice kv ls NS\n"
+	"\n"
+	"The KV store of sluiced: values (secrets, typically) that the policies' handlers read\n"
+	"as env.NS:get(KEY) and that never enter a sandbox. sluiced keeps them encrypted on\n"
+	"disk (AES-256-GCM, STATE_DIR/kv/).\n"
+	"\n"
+	"  put   stores VALUE, or without VALUE everything read from stdin up to end of file,\n"
+	"        byte for byte (a trailing newline is kept: use printf '%s' or echo -n).\n"
+	"        Prefer stdin for secrets: a VALUE argument is visible in ps and in the\n"
+	"        shell's history.\n"
+	"  get   writes the value to stdout exactly, with no newline added\n"
+	"  rm    removes the key\n"
+	"  ls    lists the keys of NS, one per line (never values)\n"
+	"\n"
+	"NS: 1 to 128 of A-Z a-z 0-9 _ . : @ -. KEY: 1 to 512 printable ASCII characters.\n"
+	"Values: at most 64 KiB.\n";
 
 struct response {
 	int status;
@@ -129,14 +154,17 @@ static void send_all(int fd, const char *p, size_t n)
 }
 
 /*
- * Sends one request and reads the status line and headers. With @stream, the body is copied
- * to stdout as it arrives (GET /v1/events); otherwise it is collected into @res->body.
+ * Sends one request with @body_len bytes of @body (of type @ctype; none if @body is NULL) and
+ * reads the status line and headers. With @stream, the body is copied to stdout as it
+ * arrives (GET /v1/events); otherwise it is collected into @res->body. The request buffer is
+ * wiped: it may have held a secret.
  */
-static void request(const char *method, const char *path, const char *body, int stream,
-		    struct response *res)
+static void request_body(const char *method, const char *path, const void *body,
+			 size_t body_len, const char *ctype, int stream, struct response *res)
 {
 	struct sl_buf in = { 0 }, req = { 0 };
-	char buf[8192], *hdr_end = NULL;
+	char buf[8192];
+	size_t hdr_len = 0; /* offset of the body in @in, once the head is complete */
 	long content_length = -1;
 	int fd = connect_daemon();
 
@@ -144,10 +172,14 @@ static void request(const char *method, const char *path, const char *body, int 
 	sl_buf_printf(&req, "%s %s HTTP/1.1\r\nHost: sluiced\r\nConnection: close\r\n", method,
 		      path);
 	if (body)
-		sl_buf_printf(&req, "Content-Type: application/json\r\nContent-Length: %zu\r\n",
-			      strlen(body));
-	sl_buf_printf(&req, "\r\n%s", body ? body : "");
+		sl_buf_printf(&req, "Content-Type: %s\r\nContent-Length: %zu\r\n", ctype,
+			      body_len);
+	sl_buf_printf(&req, "\r\n");
+	if (body)
+		sl_buf_append(&req, body, body_len);
 	send_all(fd, sl_buf_head(&req), sl_buf_size(&req));
+	if (req.data)
+		OPENSSL_cleanse(req.data, req.len);
 	sl_buf_free(&req);
 
 	for (;;) {
@@ -159,35 +191,47 @@ static void request(const char *method, const char *path, const char *body, int 
 			die("reading from sluiced failed: %s", strerror(errno));
 		if (n == 0)
 			break;
-		if (hdr_end && stream) {
+		if (hdr_len && stream) {
 			fwrite(buf, 1, n, stdout);
 			fflush(stdout);
 			continue;
 		}
 		sl_buf_append(&in, buf, n);
-		if (!hdr_end && (hdr_end = strstr(in.data, "\r\n\r\n"))) {
+		/* The head is text: strstr() finds its end before any NUL of a binary body. */
+		if (!hdr_len) {
+			const char *end = strstr(in.data, "\r\n\r\n");
 			const char *cl = strcasestr(in.data, "\r\ncontent-length:");
 
+			if (!end)
+				continue;
 			if (sscanf(in.data, "HTTP/1.1 %d", &res->status) != 1)
 				die("sluiced sent a malformed response");
-			if (cl && cl < hdr_end)
+			if (cl && cl < end)
 				content_length = strtol(cl + 17, NULL, 10);
-			hdr_end += 4;
+			hdr_len = end + 4 - in.data;
 			if (stream && res->status == 200) {
-				fwrite(hdr_end, 1, in.data + in.len - hdr_end, stdout);
+				fwrite(in.data + hdr_len, 1, in.len - hdr_len, stdout);
 				fflush(stdout);
 			}
 		}
-		if (hdr_end && !stream && content_length >= 0 &&
-		    (long)(in.data + in.len - hdr_end) >= content_length)
+		if (!stream && content_length >= 0 && (long)(in.len - hdr_len) >= content_length)
 			break;
 	}
 	close(fd);
-	if (!hdr_end)
+	if (!hdr_len)
 		die("sluiced closed the connection without answering");
 	if (!stream || res->status != 200)
-		sl_buf_append(&res->body, hdr_end, in.data + in.len - hdr_end);
+		sl_buf_append(&res->body, in.data + hdr_len, in.len - hdr_len);
+	if (in.data)
+		OPENSSL_cleanse(in.data, in.len);
 	sl_buf_free(&in);
+}
+
+static void request(const char *method, const char *path, const char *body, int stream,
+		    struct response *res)
+{
+	request_body(method, path, body, body ? strlen(body) : 0, "application/json", stream,
+		     res);
 }
 
 /* Parses a JSON response; a 4xx/5xx dies with the daemon's error message. */
@@ -512,6 +556,138 @@ static int cmd_stats(int argc, char **argv)
 	return 0;
 }
 
+/* Appends @s to @b percent-encoded: everything but RFC 3986's unreserved characters. */
+static void append_pct(struct sl_buf *b, const char *s)
+{
+	for (; *s; s++) {
+		unsigned char ch = *s;
+
+		if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+		    ch == '-' || ch == '.' || ch == '_' || ch == '~')
+			sl_buf_append(b, s, 1);
+		else
+			sl_buf_printf(b, "%%%02X", ch);
+	}
+}
+
+/* "/v1/kv/NS[/KEY]", checked and encoded; a bad name is a usage error. */
+static void kv_path(struct sl_buf *b, const char *ns, const char *key)
+{
+	if (!sl_kv_ns_ok(ns))
+		usage_error("kv ", "invalid namespace '%s': 1 to 128 of A-Z a-z 0-9 _ . : @ -",
+			    ns);
+	if (key && !sl_kv_key_ok(key))
+		usage_error("kv ", "invalid key: 1 to 512 printable ASCII characters");
+	sl_buf_printf(b, "/v1/kv/");
+	append_pct(b, ns);
+	if (key) {
+		sl_buf_printf(b, "/");
+		append_pct(b, key);
+	}
+}
+
+/* Reads stdin to its end, at most SL_KV_VALUE_MAX bytes, into @b. */
+static void read_stdin_value(struct sl_buf *b)
+{
+	char buf[4096];
+
+	if (isatty(STDIN_FILENO))
+		fprintf(stderr, "sluice: reading the value from stdin (end it with Ctrl-D)\n");
+	for (;;) {
+		ssize_t n = read(STDIN_FILENO, buf, sizeof(buf));
+
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1)
+			die("reading the value from stdin failed: %s", strerror(errno));
+		if (n == 0)
+			break;
+		if (sl_buf_size(b) + n > SL_KV_VALUE_MAX) {
+			OPENSSL_cleanse(buf, sizeof(buf));
+			die("the value is larger than %d bytes", SL_KV_VALUE_MAX);
+		}
+		sl_buf_append(b, buf, n);
+	}
+	OPENSSL_cleanse(buf, sizeof(buf));
+}
+
+static int cmd_kv(int argc, char **argv)
+{
+	struct sl_buf path = { 0 }, val = { 0 };
+	const char *sub = argc ? argv[0] : "";
+	struct response res;
+	json_t *j;
+
+	if (argc < 1 || has_help(argc, argv)) {
+		fputs(kv_usage, argc < 1 ? stderr : stdout);
+		return argc < 1 ? 2 : 0;
+	}
+	if (!strcmp(sub, "put")) {
+		if (argc != 3 && argc != 4)
+			usage_error("kv ", "kv put takes NS KEY and an optional VALUE");
+		kv_path(&path, argv[1], argv[2]);
+		if (argc == 4)
+			sl_buf_append(&val, argv[3], strlen(argv[3]));
+		else
+			read_stdin_value(&val);
+		if (sl_buf_size(&val) > SL_KV_VALUE_MAX)
+			die("the value is larger than %d bytes", SL_KV_VALUE_MAX);
+		request_body("PUT", path.data, val.data ? val.data : "", sl_buf_size(&val),
+			     "application/octet-stream", 0, &res);
+		if (val.data)
+			OPENSSL_cleanse(val.data, val.len);
+		sl_buf_free(&val);
+		sl_buf_free(&path);
+		j = json_response(&res);
+		printf("kv %s/%s stored (%lld bytes)\n", argv[1], argv[2], num(j, "bytes"));
+		json_decref(j);
+		return 0;
+	}
+	if (!strcmp(sub, "get")) {
+		if (argc != 3)
+			usage_error("kv ", "kv get takes NS KEY");
+		kv_path(&path, argv[1], argv[2]);
+		request("GET", path.data, NULL, 0, &res);
+		sl_buf_free(&path);
+		if (res.status != 200)
+			json_response(&res); /* dies with the daemon's message */
+		fwrite(sl_buf_head(&res.body), 1, sl_buf_size(&res.body), stdout);
+		if (res.body.data)
+			OPENSSL_cleanse(res.body.data, res.body.len);
+		sl_buf_free(&res.body);
+		if (fflush(stdout) == EOF)
+			die("writing the value failed: %s", strerror(errno));
+		return 0;
+	}
+	if (!strcmp(sub, "rm")) {
+		if (argc != 3)
+			usage_error("kv ", "kv rm takes NS KEY");
+		kv_path(&path, argv[1], argv[2]);
+		request("DELETE", path.data, NULL, 0, &res);
+		sl_buf_free(&path);
+		j = json_response(&res);
+		printf("kv %s/%s removed\n", argv[1], argv[2]);
+		json_decref(j);
+		return 0;
+	}
+	if (!strcmp(sub, "ls")) {
+		json_t *k;
+		size_t i;
+
+		if (argc != 2)
+			usage_error("kv ", "kv ls takes NS");
+		kv_path(&path, argv[1], NULL);
+		request("GET", path.data, NULL, 0, &res);
+		sl_buf_free(&path);
+		j = json_response(&res);
+		json_array_foreach(json_object_get(j, "keys"), i, k)
+			printf("%s\n", json_string_value(k));
+		json_decref(j);
+		return 0;
+	}
+	usage_error("kv ", "unknown kv command '%s'", sub);
+}
+
 int main(int argc, char **argv)
 {
 	const char *env = getenv("SLUICE_SOCKET");
@@ -543,6 +719,8 @@ int main(int argc, char **argv)
 		return cmd_stats(argc - i - 1, argv + i + 1);
 	if (!strcmp(argv[i], "ca"))
 		return cmd_ca(argc - i - 1, argv + i + 1);
+	if (!strcmp(argv[i], "kv"))
+		return cmd_kv(argc - i - 1, argv + i + 1);
 	if (!strcmp(argv[i], "help")) {
 		fputs(main_usage, stdout);
 		return 0;

@@ -19,6 +19,7 @@
 
 #include <jansson.h>
 #include <llhttp.h>
+#include <openssl/crypto.h>
 
 #include "bpf_loader.h"
 #include "buf.h"
@@ -26,6 +27,7 @@
 #include "dns.h"
 #include "proxy.h"
 #include "events.h"
+#include "kv.h"
 #include "log.h"
 #include "loop.h"
 #include "sandbox.h"
@@ -184,8 +186,9 @@ static int hexval(int ch)
 	return -1;
 }
 
-/* Percent-decodes @s in place; returns -1 on a malformed escape or an embedded NUL. */
-static int pct_decode(char *s)
+/* Percent-decodes @s in place, '+' as a space when @plus_is_space (query strings; in a path a
+ * '+' is itself); returns -1 on a malformed escape or an embedded NUL. */
+static int pct_decode(char *s, int plus_is_space)
 {
 	char *d = s;
 
@@ -198,7 +201,7 @@ static int pct_decode(char *s)
 			*d++ = (char)(hi * 16 + lo);
 			s += 2;
 		} else {
-			*d++ = *s == '+' ? ' ' : *s;
+			*d++ = *s == '+' && plus_is_space ? ' ' : *s;
 		}
 	}
 	*d = 0;
@@ -221,7 +224,7 @@ static int query_param(const char *query, const char *key, char *out, size_t len
 				return -1;
 			memcpy(out, query + kl + 1, vl);
 			out[vl] = 0;
-			return pct_decode(out) ? -1 : 1;
+			return pct_decode(out, 1) ? -1 : 1;
 		}
 		if (seg == kl && !strncmp(query, key, kl)) {
 			if (len)
@@ -512,11 +515,116 @@ static void handle_metrics(struct ctl_conn *c)
 	sl_buf_free(&m);
 }
 
+static int kv_list_key(const char *key, void *arg)
+{
+	return json_array_append_new(arg, json_string(key)) ? -ENOMEM : 0;
+}
+
+/*
+ * /v1/kv/NS/KEY, the KV store. The value travels as the raw body, not wrapped in JSON, so
+ * that any bytes (at most SL_KV_VALUE_MAX) need no encoding: PUT stores the request body and
+ * answers {"ns", "key", "bytes"}; GET answers the value as application/octet-stream; DELETE
+ * answers {"ns", "key", "removed": true}. GET /v1/kv/NS answers {"ns", "keys": [...]}, never
+ * values. NS and KEY are percent-decoded ('+' stays a plus); KEY is everything after NS and
+ * its slash, slashes included. Values never reach the log: it notes "kv put NS/KEY".
+ */
+static void handle_kv(struct ctl_conn *c, const char *method, char *path)
+{
+	struct sl_kv *kv = c->ctl->d.kv;
+	char *ns = path, *key = strchr(path, '/'), msg[SL_KV_KEY_MAX + SL_KV_NS_MAX + 128];
+	char *val = NULL;
+	size_t len = 0;
+	int r = 0;
+
+	if (key)
+		*key++ = 0;
+	if (pct_decode(ns, 0) || !sl_kv_ns_ok(ns)) {
+		respond_error(c, 400, "invalid namespace: 1 to 128 of A-Z a-z 0-9 _ . : @ -");
+		return;
+	}
+	if (key && (pct_decode(key, 0) || !sl_kv_key_ok(key))) {
+		respond_error(c, 400, "invalid key: 1 to 512 printable ASCII characters");
+		return;
+	}
+	if (!kv) {
+		respond_error(c, 503, "the KV store is not open");
+		return;
+	}
+	if (!key) {
+		json_t *keys = json_array();
+
+		if (strcmp(method, "GET")) {
+			respond_error(c, 405, "use GET on /v1/kv/NS");
+			json_decref(keys);
+			return;
+		}
+		r = keys ? sl_kv_list(kv, ns, kv_list_key, keys) : -ENOMEM;
+		if (!r) {
+			respond_json(c, 200, json_pack("{s:s, s:o}", "ns", ns, "keys", keys));
+			return;
+		}
+		json_decref(keys);
+	} else if (!strcmp(method, "PUT")) {
+		len = sl_buf_size(&c->body);
+		r = sl_kv_put(kv, ns, key, sl_buf_head(&c->body), len);
+		/* The body was a secret: do not leave it in the connection's buffer. */
+		if (c->body.data)
+			OPENSSL_cleanse(c->body.data, c->body.len);
+		sl_buf_reset(&c->body);
+		if (!r) {
+			sl_info("kv put %s/%s", ns, key);
+			respond_json(c, 200, json_pack("{s:s, s:s, s:I}", "ns", ns, "key", key,
+						       "bytes", (json_int_t)len));
+			return;
+		}
+	} else if (!strcmp(method, "GET")) {
+		r = sl_kv_get(kv, ns, key, &val, &len);
+		if (!r) {
+			sl_debug("kv get %s/%s", ns, key);
+			respond_raw(c, 200, "application/octet-stream", val, len);
+			OPENSSL_cleanse(val, len);
+			free(val);
+			return;
+		}
+	} else if (!strcmp(method, "DELETE")) {
+		r = sl_kv_rm(kv, ns, key);
+		if (!r) {
+			sl_info("kv rm %s/%s", ns, key);
+			respond_json(c, 200, json_pack("{s:s, s:s, s:b}", "ns", ns, "key", key,
+						       "removed", 1));
+			return;
+		}
+	} else {
+		respond_error(c, 405, "use GET, PUT or DELETE on /v1/kv/NS/KEY");
+		return;
+	}
+	switch (r) {
+	case -ENOENT:
+		snprintf(msg, sizeof(msg), "no key '%s' in namespace '%s'", key, ns);
+		respond_error(c, 404, msg);
+		break;
+	case -E2BIG:
+		snprintf(msg, sizeof(msg), "the value is larger than %d bytes", SL_KV_VALUE_MAX);
+		respond_error(c, 413, msg);
+		break;
+	case -EBADMSG:
+		snprintf(msg, sizeof(msg),
+			 "the stored value of %s/%s does not authenticate (tampered with, or "
+			 "written under another key): put it again",
+			 ns, key);
+		respond_error(c, 500, msg);
+		break;
+	default:
+		snprintf(msg, sizeof(msg), "KV store: %s", strerror(-r));
+		respond_error(c, 500, msg);
+	}
+}
+
 static void dispatch(struct ctl_conn *c)
 {
 	const char *method = llhttp_method_name(c->parser.method);
 	char *path = c->url.data ? c->url.data : "", *query = strchr(path, '?');
-	static const char sb_prefix[] = "/v1/sandboxes/";
+	static const char sb_prefix[] = "/v1/sandboxes/", kv_prefix[] = "/v1/kv/";
 	int get = !strcmp(method, "GET");
 
 	if (query)
@@ -533,7 +641,7 @@ static void dispatch(struct ctl_conn *c)
 
 		if (sub)
 			*sub++ = 0;
-		if (pct_decode(name) || !sl_sandbox_name_ok(name)) {
+		if (pct_decode(name, 1) || !sl_sandbox_name_ok(name)) {
 			respond_error(c, 400, "invalid sandbox name");
 			return;
 		}
@@ -550,6 +658,8 @@ static void dispatch(struct ctl_conn *c)
 			handle_rm(c, name);
 		else
 			respond_error(c, 405, "use GET or DELETE on /v1/sandboxes/NAME");
+	} else if (!strncmp(path, kv_prefix, sizeof(kv_prefix) - 1)) {
+		handle_kv(c, method, path + sizeof(kv_prefix) - 1);
 	} else if (!strcmp(path, "/v1/events")) {
 		if (get)
 			handle_events(c, query);

@@ -9,6 +9,7 @@ struct sl_loop;
 struct sl_registry;
 struct sl_events;
 struct sl_bpf;
+struct sl_kv;
 struct sl_control;
 
 struct sl_control_deps {
@@ -16,6 +17,7 @@ struct sl_control_deps {
 	struct sl_registry *reg;
 	struct sl_events *events;
 	struct sl_bpf *bpf;
+	struct sl_kv *kv; /* /v1/kv: read and written from the loop thread */
 };
 
 /* Listens on unix socket @path (mode 0600; a stale socket file is replaced, a live one is

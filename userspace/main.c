@@ -22,8 +22,10 @@
 #include "bpf_loader.h"
 #include "control.h"
 #include "dns.h"
+#include "envfile.h"
 #include "proxy.h"
 #include "events.h"
+#include "kv.h"
 #include "log.h"
 #include "loop.h"
 #include "sandbox.h"
@@ -42,6 +44,7 @@ struct opts {
 	const char *dns_upstream;
 	struct sl_dns_ttl ttl;
 	const char *upstream_ca;
+	const char *env_file; /* absolute: the daemon chdirs to / when it detaches */
 	unsigned http_header_s, http_idle_s, http_max_conns, http_connect_s;
 };
 
@@ -54,6 +57,11 @@ struct daemon {
 	struct sl_dns *dns;
 	struct sl_proxy *proxy;
 	struct sl_control *ctl;
+	/* The secrets of --env-file (NULL without one) and the KV store (STATE_DIR/kv/): the
+	 * Lua host reads both, as a handler's `env.KEY` and `env.NS:get(key)`; the control API
+	 * writes the KV store (sl_control_deps.kv). Both live as long as the daemon. */
+	struct sl_env *env;
+	struct sl_kv *kv;
 	int sigfd;
 	int lockfd;
 };
@@ -86,6 +94,9 @@ static void usage(FILE *f)
 		"                      (default 30)\n"
 		"  --upstream-ca FILE  trust anchors (PEM) for intercepted upstreams (default: the\n"
 		"                      system trust store)\n"
+		"  --env-file FILE     secrets for the policies' handlers (env.KEY): KEY=VALUE\n"
+		"                      lines; the file must be mode 0600 (or stricter), owned by\n"
+		"                      root or the daemon's user\n"
 		"  --http-header-timeout S  an intercepted request head must arrive within S\n"
 		"                      seconds (default 10; slowloris guard)\n"
 		"  --http-idle-timeout S    an intercepted connection moving nothing for S seconds\n"
@@ -121,6 +132,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		O_HTTP_IDLE,
 		O_HTTP_CONNS,
 		O_HTTP_CONNECT,
+		O_ENV_FILE,
 	};
 	static const struct option longopts[] = {
 		{ "socket", required_argument, NULL, O_SOCKET },
@@ -139,6 +151,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		{ "http-idle-timeout", required_argument, NULL, O_HTTP_IDLE },
 		{ "http-max-conns", required_argument, NULL, O_HTTP_CONNS },
 		{ "http-connect-timeout", required_argument, NULL, O_HTTP_CONNECT },
+		{ "env-file", required_argument, NULL, O_ENV_FILE },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, O_VERSION },
@@ -218,6 +231,27 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			}
 			o->upstream_ca = optarg;
 			break;
+		case O_ENV_FILE: {
+			char cwd[PATH_MAX], *abs;
+
+			/* Read in start(), after the log is open, so that a bad file is reported
+			 * like any other startup failure. */
+			if (!*optarg) {
+				fprintf(stderr, "sluiced: --env-file wants a file\n");
+				return 2;
+			}
+			if (optarg[0] == '/') {
+				o->env_file = optarg;
+				break;
+			}
+			if (!getcwd(cwd, sizeof(cwd)) || asprintf(&abs, "%s/%s", cwd, optarg) == -1) {
+				fprintf(stderr, "sluiced: --env-file %s: %s\n", optarg,
+					strerror(errno));
+				return 2;
+			}
+			o->env_file = abs;
+			break;
+		}
 		case O_DNS_MIN:
 		case O_DNS_MAX:
 		case O_DNS_GRACE: {
@@ -342,6 +376,26 @@ static int start(struct daemon *d, char *err, size_t errlen)
 	}
 	if (take_lock(d, err, errlen))
 		return -1;
+	if (d->o.env_file) {
+		d->env = sl_env_load(d->o.env_file, err, errlen);
+		if (!d->env)
+			return -1;
+		n = (int)sl_env_count(d->env);
+		sl_info("env file %s: %d variable%s", d->o.env_file, n, n == 1 ? "" : "s");
+	}
+	{
+		char kvdir[PATH_MAX];
+
+		snprintf(kvdir, sizeof(kvdir), "%s/kv", d->o.state_dir);
+		d->kv = sl_kv_open(kvdir, err, errlen);
+		if (!d->kv) {
+			char why[512];
+
+			snprintf(why, sizeof(why), "%s", err);
+			snprintf(err, errlen, "KV store: %s", why);
+			return -1;
+		}
+	}
 	d->loop = sl_loop_new();
 	d->events = sl_events_new(4096);
 	if (!d->loop || !d->events) {
@@ -398,7 +452,9 @@ static int start(struct daemon *d, char *err, size_t errlen)
 		snprintf(err, errlen, "signalfd failed: %s", strerror(errno));
 		return -1;
 	}
-	deps = (struct sl_control_deps){ d->loop, d->reg, d->events, d->bpf };
+	deps = (struct sl_control_deps){
+		.loop = d->loop, .reg = d->reg, .events = d->events, .bpf = d->bpf, .kv = d->kv,
+	};
 	d->ctl = sl_control_open(d->o.socket, &deps, err, errlen);
 	if (!d->ctl)
 		return -1;
@@ -421,6 +477,8 @@ static void stop(struct daemon *d)
 	sl_bpf_close(d->bpf);
 	sl_events_free(d->events);
 	sl_loop_free(d->loop);
+	sl_kv_close(d->kv);
+	sl_env_free(d->env);
 	if (d->sigfd > 0)
 		close(d->sigfd);
 	if (d->lockfd > 0)
