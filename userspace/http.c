@@ -48,6 +48,8 @@ void sl_http_msg_free(struct sl_http_msg *m)
 	memset(m, 0, sizeof(*m));
 }
 
+static int hop_by_hop(const char *name, const char *connection);
+
 static struct sl_http_msg *msg_of(llhttp_t *p)
 {
 	return *(struct sl_http_msg **)p->data;
@@ -248,6 +250,67 @@ int sl_http_set(struct sl_http_msg *m, const char *name, const char *value)
 		m->nh++;
 	}
 	return 0;
+}
+
+int sl_http_add(struct sl_http_msg *m, const char *name, const char *value)
+{
+	struct sl_http_header *h;
+
+	if (m->nh >= SL_HTTP_MAX_HEADERS)
+		return -E2BIG;
+	if (m->nh == m->caph) {
+		size_t cap = m->caph ? m->caph * 2 : 16;
+
+		h = realloc(m->h, cap * sizeof(*h));
+		if (!h)
+			return -ENOMEM;
+		m->h = h;
+		m->caph = cap;
+	}
+	h = &m->h[m->nh];
+	h->name = strdup(name);
+	h->value = strdup(value);
+	if (!h->name || !h->value) {
+		free(h->name);
+		free(h->value);
+		return -ENOMEM;
+	}
+	m->nh++;
+	return 0;
+}
+
+int sl_http_valid_name(const char *name)
+{
+	/* RFC 9110 section 5.6.2: a token. */
+	static const char tchar[] = "!#$%&'*+-.^_`|~";
+
+	if (!*name || strlen(name) > 256)
+		return 0;
+	for (const char *p = name; *p; p++)
+		if (!isalnum((unsigned char)*p) && !strchr(tchar, *p))
+			return 0;
+	return 1;
+}
+
+int sl_http_valid_value(const char *value, size_t len)
+{
+	/* Visible characters, spaces and tabs, obs-text: never CR, LF or NUL (no header
+	 * injection), no leading or trailing whitespace. */
+	if (len > 16384)
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = value[i];
+
+		if ((c < 0x20 && c != '\t') || c == 0x7f)
+			return 0;
+	}
+	return !len || (value[0] != ' ' && value[0] != '\t' && value[len - 1] != ' ' &&
+			value[len - 1] != '\t');
+}
+
+int sl_http_managed(const char *name)
+{
+	return hop_by_hop(name, NULL) || !strcasecmp(name, "host");
 }
 
 int sl_http_host_only(const char *value, char *out, size_t len)

@@ -66,6 +66,17 @@ int sl_http_has_token(const struct sl_http_msg *m, const char *name, const char 
 /* Replaces every @name header by one with @value (NULL: removes them). Returns 0/-ENOMEM. */
 int sl_http_set(struct sl_http_msg *m, const char *name, const char *value);
 
+/* Appends one more @name header (multi-valued). Returns 0, -E2BIG past SL_HTTP_MAX_HEADERS
+ * or -ENOMEM. */
+int sl_http_add(struct sl_http_msg *m, const char *name, const char *value);
+/* Whether @name is a header name (a token), and @value a value that cannot break the head
+ * (no CR, LF, NUL or other controls; no surrounding whitespace). */
+int sl_http_valid_name(const char *name);
+int sl_http_valid_value(const char *value, size_t len);
+/* Whether sluice writes @name itself (framing, connection management, Host): handlers may
+ * not set it. */
+int sl_http_managed(const char *name);
+
 /*
  * Splits a request-target: origin-form ("/path?q") leaves @host empty; absolute-form
  * ("https://host:port/path") fills @host (lower case, no port) and @scheme. *@path points

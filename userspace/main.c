@@ -26,6 +26,7 @@
 #include "proxy.h"
 #include "events.h"
 #include "kv.h"
+#include "lua_host.h"
 #include "log.h"
 #include "loop.h"
 #include "sandbox.h"
@@ -433,6 +434,8 @@ static int start(struct daemon *d, char *err, size_t errlen)
 		snprintf(err, errlen, "state directory %s: %s", d->o.state_dir, strerror(errno));
 		return -1;
 	}
+	sl_registry_set_lua(d->reg, &(struct sl_lua_opts){
+					    .env = d->env, .kv = d->kv, .events = d->events });
 	n = sl_registry_adopt(d->reg);
 	if (n)
 		sl_info("adopted %d sandbox%s", n, n == 1 ? "" : "es");

@@ -22,11 +22,9 @@
 
 #include "dns_msg.h"
 #include "log.h"
+#include "lua_host.h"
 #include "policy.h"
 
-#define POLICY_MEM_MAX (64u << 20)
-#define POLICY_INSN_MAX 50000000L
-#define POLICY_INSN_STEP 10000
 
 /* "443" or "1000-2000". */
 static int parse_ports(const char *s, struct sl_entry *e)
@@ -260,92 +258,6 @@ void sl_entry_str(const struct sl_entry *e, char *buf, size_t len)
 		snprintf(buf, len, "%s%s", a, p);
 }
 
-/* Lua state limits. */
-struct policy_limits {
-	size_t mem;
-	long insns;
-};
-
-static void *limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
-{
-	struct policy_limits *lim = ud;
-
-	if (!ptr)
-		osize = 0;
-	if (nsize == 0) {
-		lim->mem -= osize;
-		free(ptr);
-		return NULL;
-	}
-	if (nsize > osize && lim->mem + (nsize - osize) > POLICY_MEM_MAX)
-		return NULL;
-	ptr = realloc(ptr, nsize);
-	if (ptr)
-		lim->mem += nsize - osize;
-	return ptr;
-}
-
-static void count_hook(lua_State *L, lua_Debug *ar)
-{
-	struct policy_limits *lim;
-
-	(void)ar;
-	lua_getallocf(L, (void **)&lim);
-	lim->insns += POLICY_INSN_STEP;
-	if (lim->insns > POLICY_INSN_MAX)
-		luaL_error(L, "policy runs too long (instruction limit reached)");
-}
-
-static int traceback(lua_State *L)
-{
-	const char *msg = lua_tostring(L, 1);
-
-	luaL_traceback(L, L, msg ? msg : "(error object is not a string)", 1);
-	return 1;
-}
-
-/* load() restricted to text chunks: precompiled bytecode is unverified and can corrupt the
- * interpreter (the Lua manual, section 4.6, "load"). */
-static int safe_load(lua_State *L)
-{
-	size_t len;
-	const char *s = luaL_checklstring(L, 1, &len);
-	const char *name = luaL_optstring(L, 2, s);
-
-	if (luaL_loadbufferx(L, s, len, name, "t") != LUA_OK) {
-		lua_pushnil(L);
-		lua_insert(L, -2);
-		return 2;
-	}
-	if (!lua_isnone(L, 4)) {
-		lua_pushvalue(L, 4);
-		if (!lua_setupvalue(L, -2, 1))
-			lua_pop(L, 1);
-	}
-	return 1;
-}
-
-/* Libraries a policy may use: no io, os, package, debug; no loading of files or bytecode. */
-static void open_safe_libs(lua_State *L)
-{
-	static const luaL_Reg libs[] = {
-		{ LUA_GNAME, luaopen_base },	   { LUA_TABLIBNAME, luaopen_table },
-		{ LUA_STRLIBNAME, luaopen_string }, { LUA_MATHLIBNAME, luaopen_math },
-		{ LUA_UTF8LIBNAME, luaopen_utf8 },  { LUA_COLIBNAME, luaopen_coroutine },
-	};
-
-	for (size_t i = 0; i < sizeof(libs) / sizeof(libs[0]); i++) {
-		luaL_requiref(L, libs[i].name, libs[i].func, 1);
-		lua_pop(L, 1);
-	}
-	lua_pushnil(L);
-	lua_setglobal(L, "dofile");
-	lua_pushnil(L);
-	lua_setglobal(L, "loadfile");
-	lua_pushcfunction(L, safe_load);
-	lua_setglobal(L, "load");
-}
-
 static int check_keys(lua_State *L, int idx, const char *where, const char *const *known,
 		      char *err, size_t errlen)
 {
@@ -478,13 +390,55 @@ void sl_policy_free(struct sl_policy *p)
 	free(p);
 }
 
-/* The value at the top of the stack is the policy table. */
+static int read_egress(lua_State *L, struct sl_policy *p, const char *where, char *err,
+		       size_t errlen)
+{
+	static const char *const egress_keys[] = { "allow", "intercept", "private", NULL };
+	char what[96];
+	int err_;
+
+	if (lua_isnil(L, -1))
+		return 0; /* nothing named: everything denied */
+	if (!lua_istable(L, -1)) {
+		sl_errf(err, errlen, "%s must be a table", where);
+		return -EINVAL;
+	}
+	if (check_keys(L, -1, where, egress_keys, err, errlen))
+		return -EINVAL;
+	snprintf(what, sizeof(what), "%s.allow", where);
+	lua_getfield(L, -1, "allow");
+	err_ = read_entries(L, what, &p->allow, err, errlen);
+	lua_pop(L, 1);
+	if (err_)
+		return err_;
+	snprintf(what, sizeof(what), "%s.intercept", where);
+	lua_getfield(L, -1, "intercept");
+	err_ = read_entries(L, what, &p->intercept, err, errlen);
+	lua_pop(L, 1);
+	if (err_)
+		return err_;
+	snprintf(what, sizeof(what), "%s.private", where);
+	lua_getfield(L, -1, "private");
+	err_ = read_entries(L, what, &p->private_ranges, err, errlen);
+	lua_pop(L, 1);
+	if (err_)
+		return err_;
+	for (size_t i = 0; i < p->private_ranges.n; i++) {
+		if (p->private_ranges.v[i].kind != SL_ENTRY_ADDR ||
+		    p->private_ranges.v[i].has_port) {
+			sl_errf(err, errlen, "%s.private[%zu]: must be an address or prefix "
+					    "without port", where, i + 1);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
 static int read_policy(lua_State *L, struct sl_policy *p, char *err, size_t errlen)
 {
 	static const char *const top_keys[] = { "egress", "outbound", "outboundByHost",
 						"outboundHandlers", NULL };
-	static const char *const egress_keys[] = { "allow", "intercept", "private", NULL };
-	int err_;
+	int r;
 
 	if (!lua_istable(L, -1)) {
 		sl_errf(err, errlen, "a policy must return a table (got %s)",
@@ -494,71 +448,94 @@ static int read_policy(lua_State *L, struct sl_policy *p, char *err, size_t errl
 	if (check_keys(L, -1, "policy", top_keys, err, errlen))
 		return -EINVAL;
 	lua_getfield(L, -1, "egress");
-	if (lua_isnil(L, -1)) {
-		lua_pop(L, 1);
-		return 0; /* nothing named: everything denied */
-	}
-	if (!lua_istable(L, -1)) {
-		sl_errf(err, errlen, "egress must be a table");
-		return -EINVAL;
-	}
-	if (check_keys(L, -1, "egress", egress_keys, err, errlen))
-		return -EINVAL;
-	lua_getfield(L, -1, "allow");
-	err_ = read_entries(L, "egress.allow", &p->allow, err, errlen);
+	r = read_egress(L, p, "egress", err, errlen);
 	lua_pop(L, 1);
-	if (err_)
-		return err_;
-	lua_getfield(L, -1, "intercept");
-	err_ = read_entries(L, "egress.intercept", &p->intercept, err, errlen);
-	lua_pop(L, 1);
-	if (err_)
-		return err_;
-	lua_getfield(L, -1, "private");
-	err_ = read_entries(L, "egress.private", &p->private_ranges, err, errlen);
-	lua_pop(L, 1);
-	if (err_)
-		return err_;
-	for (size_t i = 0; i < p->private_ranges.n; i++) {
-		if (p->private_ranges.v[i].kind != SL_ENTRY_ADDR ||
-		    p->private_ranges.v[i].has_port) {
-			sl_errf(err, errlen, "egress.private[%zu]: must be an address or prefix "
-					    "without port", i + 1);
-			return -EINVAL;
-		}
-	}
-	lua_pop(L, 1);
+	return r;
+}
+
+/* What read_guarded() runs, and what it returns. */
+struct read_args {
+	struct sl_policy *p;
+	const char *where; /* an egress table named so; NULL: a whole policy */
+	char *err;
+	size_t errlen;
+	int ret;
+};
+
+static int read_protected(lua_State *L)
+{
+	struct read_args *a = lua_touserdata(L, 1);
+
+	a->ret = a->where ? read_egress(L, a->p, a->where, a->err, a->errlen) :
+			    read_policy(L, a->p, a->err, a->errlen);
 	return 0;
+}
+
+/*
+ * Runs @a's read of the value at the top of @L's stack in protected mode, and leaves the stack
+ * as it was. The policy's tables are read through the Lua API, so their metamethods (__index,
+ * __len) run policy code that may raise, and any allocation past the memory cap raises too:
+ * unprotected, such an error is a Lua panic, which aborts the daemon. Entries read before the
+ * error stay in @a->p (its owner frees them). The error object is not converted to a string
+ * here: that could allocate, and raise, again.
+ */
+static int read_guarded(lua_State *L, struct read_args *a)
+{
+	const char *msg, *nl;
+
+	if (!lua_checkstack(L, 3)) {
+		sl_errf(a->err, a->errlen, "out of memory");
+		return -ENOMEM;
+	}
+	lua_pushcfunction(L, read_protected);
+	lua_pushlightuserdata(L, a);
+	lua_pushvalue(L, -3);
+	if (lua_pcall(L, 2, 0, 0) == LUA_OK)
+		return a->ret;
+	msg = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) :
+					       "reading the policy raised a non-string error";
+	nl = strchr(msg, '\n');
+	sl_errf(a->err, a->errlen, "%.*s", nl ? (int)(nl - msg) : (int)strlen(msg), msg);
+	lua_pop(L, 1);
+	return -EINVAL;
+}
+
+int sl_policy_read_egress(lua_State *L, struct sl_policy *p, const char *where, char *err,
+			  size_t errlen)
+{
+	struct read_args a = { p, where, err, errlen, 0 };
+
+	return read_guarded(L, &a);
+}
+
+int sl_policy_read(lua_State *L, struct sl_policy *p, char *err, size_t errlen)
+{
+	struct read_args a = { p, NULL, err, errlen, 0 };
+
+	return read_guarded(L, &a);
 }
 
 struct sl_policy *sl_policy_load(const char *chunkname, const char *src, size_t len, char *err,
 				 size_t errlen)
 {
-	struct policy_limits lim = { 0 };
+	struct sl_lua_limits lim = { .mem_max = SL_LUA_MEM_MAX, .insn_max = 50000000L };
 	struct sl_policy *p = NULL;
 	char name[256];
 	lua_State *L;
 	int r;
 
-	L = lua_newstate(limited_alloc, &lim);
+	L = sl_lua_state_new(&lim);
 	if (!L) {
 		sl_errf(err, errlen, "out of memory");
 		return NULL;
 	}
-	open_safe_libs(L);
-	lua_sethook(L, count_hook, LUA_MASKCOUNT, POLICY_INSN_STEP);
-	lua_pushcfunction(L, traceback);
+	lua_pushcfunction(L, sl_lua_traceback);
 	snprintf(name, sizeof(name), "@%s", chunkname);
 	r = luaL_loadbufferx(L, src, len, name, "t");
 	if (r == LUA_OK)
 		r = lua_pcall(L, 0, 1, 1);
 	if (r != LUA_OK) {
-		const char *msg = lua_tostring(L, -1);
-		const char *nl = msg ? strchr(msg, '\n') : NULL;
-
-		/* The first line says what and where; the traceback goes to the log only. */
-		sl_errf(err, errlen, "%.*s", nl ? (int)(nl - msg) : (int)strlen(msg ? msg : ""),
-		       msg ? msg : "error");
+		sl_lua_first_line(L, err, errlen);
 		goto out;
 	}
 	p = calloc(1, sizeof(*p));
@@ -566,7 +543,7 @@ struct sl_policy *sl_policy_load(const char *chunkname, const char *src, size_t 
 		sl_errf(err, errlen, "out of memory");
 		goto out;
 	}
-	if (read_policy(L, p, err, errlen)) {
+	if (sl_policy_read(L, p, err, errlen)) {
 		char msg[512];
 
 		snprintf(msg, sizeof(msg), "%s: %s", chunkname, err);

@@ -54,6 +54,14 @@ struct sl_policy *sl_policy_load(const char *chunkname, const char *src, size_t 
 				 size_t errlen);
 void sl_policy_free(struct sl_policy *p);
 
+struct lua_State;
+/* Reads the policy table at the top of @L's stack: its keys and egress. 0 or -EINVAL. */
+int sl_policy_read(struct lua_State *L, struct sl_policy *p, char *err, size_t errlen);
+/* Reads an egress table ({ allow, intercept, private }, or nil) at the top of @L's stack;
+ * @where names it in messages ("egress", "outboundHandlers.x.egress"). */
+int sl_policy_read_egress(struct lua_State *L, struct sl_policy *p, const char *where, char *err,
+			  size_t errlen);
+
 /*
  * Adds the kernel rules of the policy's address entries to @rs: egress.allow addresses get
  * ALLOW on their ports (all ports if none given). Host names become rules only when they

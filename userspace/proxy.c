@@ -4,8 +4,8 @@
  * this sandbox's listener and records where each was going; the proxy takes that record on
  * accept (a connection without one is closed), peeks at the first bytes (a TLS ClientHello or
  * plain HTTP/1.x), terminates TLS with a leaf minted by the sandbox's CA, and parses every
- * request with llhttp. Each request head goes through the decision seam (sl_px_decide_fn),
- * then to the *original destination address* (never re-resolved: the address the kernel
+ * request with llhttp. Each request head goes to the sandbox's handler (sl_proxy_ops.handle,
+ * the Lua host; see the sl_px_x_*() calls), then to the *original destination address* (never re-resolved: the address the kernel
  * allowed is the one used), over TLS verified against the SNI name. Bodies stream in both
  * directions with at most a few buffers per connection, so a 1 GiB upload costs what a small
  * one does. Requests on a keep-alive connection are handled one at a time, in order
@@ -50,8 +50,6 @@ struct sl_proxy {
 	struct sl_bpf *bpf;
 	struct sl_proxy_opts o;
 	SSL_CTX *server_ctx, *client_ctx;
-	sl_px_decide_fn *decide;
-	void *decide_arg;
 };
 
 /* An idle upstream connection, kept for the next request to the same name and address. */
@@ -77,6 +75,17 @@ struct parse_ctx {
 enum cstate { C_SNIFF, C_HANDSHAKE, C_HTTP, C_TUNNEL, C_CLOSING };
 enum rqstate { RQ_IDLE, RQ_HEAD, RQ_DECIDE, RQ_CONNECT, RQ_BODY, RQ_DONE };
 enum upstate { UP_NONE, UP_CONNECTING, UP_HANDSHAKE, UP_READY };
+/* What a request's handler waits for (see sl_px_x_*). */
+enum hwait { HW_NONE, HW_REQ_BODY, HW_RESP_HEAD, HW_RESP_BODY };
+
+#define MASK_MAX 16
+#define MASK_LEN_MIN 4
+#define MASK_LEN_MAX 4096
+
+struct mask {
+	char *s;
+	size_t n;
+};
 
 /* One client connection and, while a request is in flight, its upstream connection. */
 struct pconn {
@@ -103,7 +112,7 @@ struct pconn {
 	int to_tunnel; /* a 101 arrived: relay raw bytes from now on */
 	int resp_started, resp_head_sent, resp_done;
 	int close_after; /* the client does not keep the connection alive */
-	int deciding, dead; /* a decision is pending; the connection has ended */
+	int dead; /* the connection has ended */
 	int busy; /* pump() frames on the stack: freeing waits for the outermost */
 	int reject_status; /* set by a parser callback: answer this and close */
 	const char *reject_why;
@@ -111,6 +120,24 @@ struct pconn {
 	uint64_t deadline_ms;
 	uint64_t t_req_ms, t_up_ms, t_up_first_ms;
 	uint64_t req_bytes, resp_bytes;
+	/* the request's handler: see sl_px_x_*() */
+	const struct sl_px_handler *h;
+	void *hctx;
+	enum hwait hw;
+	unsigned hseq; /* bumped by every handler call: the pump looks again */
+	int decided; /* the request head went to the sandbox */
+	int fetched; /* the handler sent the request upstream */
+	int hold_resp, resp_held; /* the response head waits for the handler */
+	int req_buffer, req_complete_seen, req_discard, req_body_set;
+	size_t req_max, resp_max;
+	struct sl_buf reqbody;
+	int resp_buffer, resp_too_big, resp_body_set;
+	struct sl_buf respbody;
+	int local; /* answered here: the rest of the request is read and dropped */
+	struct mask masks[MASK_MAX];
+	size_t nmask, mask_longest;
+	struct sl_buf mcarry; /* body bytes held back until no secret can straddle them */
+	char handler[80];
 };
 
 struct sl_proxy_listener {
@@ -129,6 +156,7 @@ struct sl_proxy_listener {
 static llhttp_settings_t req_settings, resp_settings;
 
 static void pump(struct pconn *c);
+static void finish_request(struct pconn *c);
 static void pool_put(struct pconn *c);
 static void conn_cb(struct sl_loop *loop, int fd, void *arg, unsigned events);
 
@@ -153,6 +181,7 @@ static void request_event(struct pconn *c, int status, const char *verdict, cons
 	if (!l->px->events)
 		return;
 	path_for_event(c->path ? c->path : c->req.target, path, sizeof(path));
+	sl_px_x_redact((struct sl_px_xchg *)c, path, strlen(path));
 	sl_jw_begin(&w);
 	sl_jw_str(&w, "type", "http");
 	sl_jw_str(&w, "sandbox", l->ops->name(l->owner));
@@ -169,6 +198,8 @@ static void request_event(struct pconn *c, int status, const char *verdict, cons
 		  c->t_up_ms && c->t_up_first_ms ? (long long)(c->t_up_first_ms - c->t_up_ms) : 0);
 	sl_jw_int(&w, "total_ms", c->t_req_ms ? (long long)(now - c->t_req_ms) : 0);
 	sl_jw_str(&w, "verdict", verdict);
+	if (c->handler[0])
+		sl_jw_str(&w, "handler", c->handler);
 	if (reason)
 		sl_jw_str(&w, "reason", reason);
 	sl_jw_publish(&w, l->px->events, l->ops->name(l->owner));
@@ -195,9 +226,32 @@ static void conn_event(struct sl_proxy_listener *l, const struct pconn *c, const
 
 /* ---- connection life ---- */
 
+static void clear_masks(struct pconn *c)
+{
+	for (size_t i = 0; i < c->nmask; i++) {
+		OPENSSL_cleanse(c->masks[i].s, c->masks[i].n);
+		free(c->masks[i].s);
+	}
+	c->nmask = c->mask_longest = 0;
+	sl_buf_reset(&c->mcarry);
+}
+
+/* The request ends without its handler: tell it, and forget it. */
+static void handler_abort(struct pconn *c, const char *why)
+{
+	const struct sl_px_handler *h = c->h;
+
+	c->h = NULL;
+	c->hw = HW_NONE;
+	if (h)
+		h->abort(c->hctx, why);
+}
+
 static void conn_free(struct pconn *c)
 {
 	struct sl_proxy_listener *l = c->l;
+
+	handler_abort(c, "the connection ended");
 
 	for (struct pconn **pp = &l->conns; *pp; pp = &(*pp)->next) {
 		if (*pp == c) {
@@ -217,6 +271,10 @@ static void conn_free(struct pconn *c)
 	sl_http_msg_free(&c->req);
 	sl_http_msg_free(&c->resp);
 	free(c->path);
+	clear_masks(c);
+	sl_buf_free(&c->mcarry);
+	sl_buf_free(&c->reqbody);
+	sl_buf_free(&c->respbody);
 	free(c);
 }
 
@@ -226,7 +284,7 @@ static void conn_free(struct pconn *c)
 static void conn_close(struct pconn *c)
 {
 	c->dead = 1;
-	if (!c->deciding && !c->busy)
+	if (!c->busy)
 		conn_free(c);
 }
 
@@ -243,6 +301,7 @@ static void respond_error(struct pconn *c, int status, const char *why, const ch
 {
 	char body[512];
 
+	handler_abort(c, why);
 	snprintf(body, sizeof(body), "sluice: %s", why);
 	if (c->resp_head_sent) {
 		/* Too late for a status: the client sees the connection end. */
@@ -490,80 +549,438 @@ static void upstream_ready(struct pconn *c)
 
 	c->t_up_ms = sl_now_ms();
 	c->deadline_ms = sl_now_ms() + c->l->px->o.idle_timeout_ms;
-	sl_http_write_request(&c->req, c->path, c->req_body, up, &c->u.out);
 	c->l->stats.requests++;
 	llhttp_init(&c->respp, HTTP_RESPONSE, &resp_settings);
 	c->respp.data = &c->respx;
 	sl_http_msg_reset(&c->resp);
 	c->resp_started = c->resp_head_sent = c->resp_done = c->interim = 0;
+	if (c->req_body_set) {
+		/* The handler read or replaced the body: it goes whole, with its length. */
+		char n[24];
+
+		snprintf(n, sizeof(n), "%zu", sl_buf_size(&c->reqbody));
+		if (sl_http_set(&c->req, "content-length", n) ||
+		    sl_http_write_request(&c->req, c->path, SL_BODY_LENGTH, up, &c->u.out) ||
+		    sl_buf_append(&c->u.out, sl_buf_head(&c->reqbody), sl_buf_size(&c->reqbody)))
+			c->u.err = 1;
+		if (c->req_complete_seen) {
+			c->rq = RQ_DONE; /* the parser waits at the end of the request */
+			return;
+		}
+		c->req_discard = 1; /* what the client still sends is not what goes upstream */
+	} else {
+		sl_http_write_request(&c->req, c->path, c->req_body, up, &c->u.out);
+	}
 	c->rq = RQ_BODY;
 	llhttp_resume(&c->reqp);
 }
 
-/* ---- the decision seam ---- */
+/* ---- requests and their handlers ---- */
 
-static void forward_all(void *arg, struct sl_px_request *req, struct sl_px_pending *pending)
+static void forward(struct pconn *c)
 {
-	struct sl_px_decision d = { .respond = 0 };
-
-	(void)arg;
-	(void)req;
-	sl_px_decided(pending, &d);
-}
-
-void sl_px_decided(struct sl_px_pending *pending, const struct sl_px_decision *d)
-{
-	struct pconn *c = (struct pconn *)pending;
-
-	c->deciding = 0;
-	if (c->dead) {
-		if (!c->busy)
-			conn_free(c);
-		return;
-	}
-	if (d->respond) {
-		char status_line[64];
-		size_t n = d->body ? d->body_len : 0;
-
-		sl_buf_reset(&c->c.out);
-		snprintf(status_line, sizeof(status_line), "HTTP/1.1 %d %s\r\n", d->status,
-			 sl_http_reason(d->status));
-		sl_buf_printf(&c->c.out, "%sContent-Type: %s\r\nContent-Length: %zu\r\n"
-					 "Connection: close\r\n\r\n",
-			      status_line, d->content_type ? d->content_type : "text/plain", n);
-		if (n)
-			sl_buf_append(&c->c.out, d->body, n);
-		c->resp_bytes = n;
-		request_event(c, d->status, "respond", NULL);
-		c->st = C_CLOSING;
-		pump(c);
-		return;
-	}
 	c->rq = RQ_CONNECT;
-	if (start_upstream(c)) {
+	if (start_upstream(c))
 		respond_error(c, 502, "connecting to the upstream failed", "error");
-	} else if (c->up == UP_READY) {
+	else if (c->up == UP_READY)
 		upstream_ready(c);
-	}
-	pump(c);
 }
 
+/* The head is complete: the sandbox's handler takes the request, or it goes upstream as is. */
 static void decide(struct pconn *c)
 {
-	struct sl_proxy *px = c->l->px;
-	struct sl_px_request req = {
-		.sandbox = c->l->ops->name(c->l->owner),
-		.pid = c->orig.pid,
-		.comm = c->comm,
-		.scheme = c->tls ? "https" : "http",
-		.host = c->name,
-		.path = c->path,
-		.msg = &c->req,
-		.dst = (struct sockaddr *)&c->dst,
-	};
+	struct sl_proxy_listener *l = c->l;
 
-	c->deciding = 1;
-	px->decide(px->decide_arg, &req, (struct sl_px_pending *)c);
+	c->decided = 1;
+	c->hseq++;
+	if (l->ops->handle && !l->ops->handle(l->owner, (struct sl_px_xchg *)c))
+		return;
+	forward(c);
+}
+
+static void handler_resume(struct pconn *c)
+{
+	c->hseq++;
+	if (c->h)
+		c->h->resume(c->hctx);
+}
+
+/* Ends the handler's part in the request (it called one of the endings). */
+static void handler_done(struct pconn *c)
+{
+	c->h = NULL;
+	c->hw = HW_NONE;
+	c->hseq++;
+}
+
+static void mask_bytes(const struct pconn *c, char *p, size_t n)
+{
+	for (size_t i = 0; i < c->nmask; i++) {
+		const struct mask *m = &c->masks[i];
+		char *q = p;
+
+		while ((size_t)(p + n - q) >= m->n && (q = memmem(q, p + n - q, m->s, m->n))) {
+			memset(q, '*', m->n);
+			q += m->n;
+		}
+	}
+}
+
+static void mask_msg(const struct pconn *c, struct sl_http_msg *m)
+{
+	if (!c->nmask)
+		return;
+	for (size_t i = 0; i < m->nh; i++)
+		mask_bytes(c, m->h[i].value, strlen(m->h[i].value));
+	if (m->reason)
+		mask_bytes(c, m->reason, strlen(m->reason));
+}
+
+/* Response body bytes to the client with every mask applied. The last (longest mask - 1)
+ * bytes are held back until more arrive, so that a secret split across reads is caught. */
+static int write_masked(struct pconn *c, const char *at, size_t len, int last)
+{
+	size_t keep = last ? 0 : c->mask_longest - 1, n;
+	char *d;
+
+	if (len && sl_buf_append(&c->mcarry, at, len))
+		return -1;
+	d = (char *)sl_buf_head(&c->mcarry);
+	n = sl_buf_size(&c->mcarry);
+	mask_bytes(c, d, n);
+	if (n <= keep)
+		return 0;
+	if (sl_http_write_body(&c->c.out, c->resp_body, d, n - keep))
+		return -1;
+	sl_buf_consume(&c->mcarry, n - keep);
+	return 0;
+}
+
+static void next_request(struct pconn *c)
+{
+	c->rq = RQ_IDLE;
+	c->resp_done = 0;
+	c->deadline_ms = sl_now_ms() + c->l->px->o.idle_timeout_ms;
+	llhttp_resume(&c->reqp);
+}
+
+void sl_px_x_attach(struct sl_px_xchg *x, const struct sl_px_handler *h, void *hctx)
+{
+	struct pconn *c = (struct pconn *)x;
+
+	c->h = h;
+	c->hctx = hctx;
+}
+
+void sl_px_x_info(struct sl_px_xchg *x, struct sl_px_info *info)
+{
+	struct pconn *c = (struct pconn *)x;
+
+	info->sandbox = c->l->ops->name(c->l->owner);
+	info->pid = c->orig.pid;
+	info->comm = c->comm;
+	info->scheme = c->tls ? "https" : "http";
+	info->host = c->name;
+	info->sni = c->tls ? c->name : "";
+	info->dst = (const struct sockaddr *)&c->dst;
+}
+
+struct sl_http_msg *sl_px_x_req(struct sl_px_xchg *x)
+{
+	return &((struct pconn *)x)->req;
+}
+
+const char *sl_px_x_path(struct sl_px_xchg *x)
+{
+	return ((struct pconn *)x)->path;
+}
+
+int sl_px_x_set_path(struct sl_px_xchg *x, const char *path)
+{
+	struct pconn *c = (struct pconn *)x;
+	char *p;
+
+	if (c->fetched)
+		return -EALREADY;
+	if (path[0] != '/' || strlen(path) > 8192)
+		return -EINVAL;
+	for (const char *q = path; *q; q++)
+		if ((unsigned char)*q <= 0x20 || *q == 0x7f || *q == '#')
+			return -EINVAL;
+	p = strdup(path);
+	if (!p)
+		return -ENOMEM;
+	free(c->path);
+	c->path = p;
+	return 0;
+}
+
+int sl_px_x_set_method(struct sl_px_xchg *x, const char *method)
+{
+	struct pconn *c = (struct pconn *)x;
+
+	if (c->fetched)
+		return -EALREADY;
+	if (strlen(method) >= sizeof(c->req.method) || !sl_http_valid_name(method) ||
+	    !strcasecmp(method, "CONNECT") || !strcasecmp(method, "TRACE"))
+		return -EINVAL;
+	snprintf(c->req.method, sizeof(c->req.method), "%s", method);
+	return 0;
+}
+
+int sl_px_x_read_body(struct sl_px_xchg *x, size_t max)
+{
+	struct pconn *c = (struct pconn *)x;
+
+	if (c->req_complete_seen || c->req_body_set || c->req_body == SL_BODY_NONE)
+		return 1;
+	if (c->fetched)
+		return -EALREADY; /* it streams upstream already */
+	if (c->hw != HW_NONE)
+		return -EBUSY;
+	c->req_buffer = 1;
+	c->req_max = max;
+	c->hw = HW_REQ_BODY;
+	c->hseq++;
+	llhttp_resume(&c->reqp);
+	return 0;
+}
+
+const char *sl_px_x_body(struct sl_px_xchg *x, size_t *len)
+{
+	struct pconn *c = (struct pconn *)x;
+
+	*len = sl_buf_size(&c->reqbody);
+	return *len ? sl_buf_head(&c->reqbody) : "";
+}
+
+int sl_px_x_set_body(struct sl_px_xchg *x, const char *body, size_t len)
+{
+	struct pconn *c = (struct pconn *)x;
+
+	if (c->fetched)
+		return -EALREADY;
+	if (c->hw != HW_NONE)
+		return -EBUSY;
+	sl_buf_reset(&c->reqbody);
+	if (len && sl_buf_append(&c->reqbody, body, len))
+		return -ENOMEM;
+	c->req_body_set = 1;
+	return 0;
+}
+
+int sl_px_x_fetch(struct sl_px_xchg *x)
+{
+	struct pconn *c = (struct pconn *)x;
+	int r;
+
+	if (c->fetched)
+		return -EALREADY;
+	if (c->hw != HW_NONE)
+		return -EBUSY;
+	c->fetched = c->hold_resp = 1;
+	c->hw = HW_RESP_HEAD;
+	c->hseq++;
+	c->rq = RQ_CONNECT;
+	r = start_upstream(c);
+	if (r) {
+		close_upstream(c);
+		c->hw = HW_NONE;
+		return r;
+	}
+	if (c->up == UP_READY)
+		upstream_ready(c);
+	return 0;
+}
+
+struct sl_http_msg *sl_px_x_resp(struct sl_px_xchg *x)
+{
+	struct pconn *c = (struct pconn *)x;
+
+	return c->resp_held ? &c->resp : NULL;
+}
+
+int sl_px_x_read_resp_body(struct sl_px_xchg *x, size_t max)
+{
+	struct pconn *c = (struct pconn *)x;
+
+	if (!c->resp_held)
+		return -EINVAL;
+	if (c->resp_done || c->resp_body == SL_BODY_NONE || c->to_tunnel)
+		return 1;
+	if (c->hw != HW_NONE)
+		return -EBUSY;
+	c->resp_buffer = 1;
+	c->resp_max = max;
+	c->hw = HW_RESP_BODY;
+	c->hseq++;
+	llhttp_resume(&c->respp);
+	return 0;
+}
+
+const char *sl_px_x_resp_body(struct sl_px_xchg *x, size_t *len)
+{
+	struct pconn *c = (struct pconn *)x;
+
+	*len = sl_buf_size(&c->respbody);
+	return *len ? sl_buf_head(&c->respbody) : "";
+}
+
+int sl_px_x_set_resp_body(struct sl_px_xchg *x, const char *body, size_t len)
+{
+	struct pconn *c = (struct pconn *)x;
+
+	if (!c->resp_held || c->to_tunnel)
+		return -EINVAL;
+	if (c->hw != HW_NONE)
+		return -EBUSY;
+	sl_buf_reset(&c->respbody);
+	if (len && sl_buf_append(&c->respbody, body, len))
+		return -ENOMEM;
+	c->resp_body_set = 1;
+	return 0;
+}
+
+/* A whole response body made or read here goes out with its length. */
+static void write_whole(struct pconn *c, struct sl_http_msg *m, struct sl_buf *body, int close)
+{
+	char n[24];
+	int nobody = !strcmp(c->req.method, "HEAD") || m->status == 204 || m->status == 304;
+
+	mask_msg(c, m);
+	mask_bytes(c, (char *)sl_buf_head(body), sl_buf_size(body));
+	snprintf(n, sizeof(n), "%zu", sl_buf_size(body));
+	if (m->status == 204 || m->status == 304) {
+		sl_http_set(m, "content-length", NULL);
+		sl_http_write_response(m, SL_BODY_NONE, NULL, close, &c->c.out);
+	} else {
+		sl_http_set(m, "content-length", n);
+		sl_http_write_response(m, SL_BODY_LENGTH, NULL, close, &c->c.out);
+	}
+	if (!nobody)
+		sl_buf_append(&c->c.out, sl_buf_head(body), sl_buf_size(body));
+	c->resp_head_sent = 1;
+	c->resp_bytes = nobody ? 0 : sl_buf_size(body);
+}
+
+void sl_px_x_send_fetched(struct sl_px_xchg *x)
+{
+	struct pconn *c = (struct pconn *)x;
+	struct sl_http_msg *m = &c->resp;
+
+	handler_done(c);
+	if (!c->resp_held) {
+		respond_error(c, 502, "the handler returned a response it did not fetch", "error");
+		return;
+	}
+	c->resp_held = c->hold_resp = 0;
+	if (c->to_tunnel) {
+		mask_msg(c, m);
+		sl_http_write_response(m, SL_BODY_NONE, "websocket", 0, &c->c.out);
+		c->resp_head_sent = 1;
+		llhttp_resume(&c->respp);
+		return;
+	}
+	if (c->resp_body_set || c->resp_done) {
+		if (!c->resp_done)
+			close_upstream(c); /* the rest of the upstream's body is not wanted */
+		write_whole(c, m, &c->respbody, c->close_after);
+		finish_request(c);
+		return;
+	}
+	mask_msg(c, m);
+	if (c->resp_body == SL_BODY_NONE && sl_http_get(m, "content-length") &&
+	    !strcmp(c->req.method, "HEAD"))
+		sl_http_write_response(m, SL_BODY_LENGTH, NULL, c->close_after, &c->c.out);
+	else
+		sl_http_write_response(m, c->resp_body, NULL, c->close_after, &c->c.out);
+	c->resp_head_sent = 1;
+	llhttp_resume(&c->respp);
+}
+
+void sl_px_x_send(struct sl_px_xchg *x, int status, const struct sl_http_msg *headers,
+		  const char *body, size_t len)
+{
+	struct pconn *c = (struct pconn *)x;
+	int keep = !c->close_after && !c->c.eof &&
+		   (c->req_complete_seen || c->rq == RQ_DONE ||
+		    (c->req_body == SL_BODY_NONE && !c->req_body_set));
+	struct sl_http_msg m;
+	struct sl_buf b = { 0 };
+
+	handler_done(c);
+	if (c->fetched && !(c->resp_done && c->rq == RQ_DONE))
+		close_upstream(c); /* mid-exchange: it cannot be reused */
+	c->resp_held = c->hold_resp = 0;
+	sl_http_msg_init(&m);
+	m.status = status;
+	for (size_t i = 0; headers && i < headers->nh; i++)
+		if (!sl_http_managed(headers->h[i].name))
+			sl_http_add(&m, headers->h[i].name, headers->h[i].value);
+	if (len)
+		sl_buf_append(&b, body, len);
+	write_whole(c, &m, &b, !keep);
+	sl_http_msg_free(&m);
+	sl_buf_free(&b);
+	request_event(c, status, "respond", NULL);
+	if (!keep) {
+		c->st = C_CLOSING;
+		return;
+	}
+	if (c->req_complete_seen || c->rq == RQ_DONE) {
+		next_request(c);
+		return;
+	}
+	/* The request's end (a GET's completion, a body being sent) is still to be parsed:
+	 * read and drop it, then take the next request. */
+	c->local = c->req_discard = 1;
+	if (c->rq < RQ_BODY)
+		llhttp_resume(&c->reqp);
+	c->rq = RQ_BODY;
+}
+
+void sl_px_x_fail(struct sl_px_xchg *x, int status, const char *why)
+{
+	struct pconn *c = (struct pconn *)x;
+
+	handler_done(c);
+	respond_error(c, status, why, "error");
+}
+
+int sl_px_x_mask(struct sl_px_xchg *x, const char *secret, size_t len)
+{
+	struct pconn *c = (struct pconn *)x;
+	struct mask *m;
+
+	if (len < MASK_LEN_MIN || len > MASK_LEN_MAX)
+		return 0;
+	for (size_t i = 0; i < c->nmask; i++)
+		if (c->masks[i].n == len && !memcmp(c->masks[i].s, secret, len))
+			return 0;
+	if (c->nmask == MASK_MAX)
+		return -ENOSPC;
+	m = &c->masks[c->nmask];
+	m->s = malloc(len);
+	if (!m->s)
+		return -ENOMEM;
+	memcpy(m->s, secret, len);
+	m->n = len;
+	c->nmask++;
+	if (len > c->mask_longest)
+		c->mask_longest = len;
+	return 0;
+}
+
+void sl_px_x_set_handler(struct sl_px_xchg *x, const char *name)
+{
+	struct pconn *c = (struct pconn *)x;
+
+	snprintf(c->handler, sizeof(c->handler), "%s", name);
+}
+
+void sl_px_x_redact(struct sl_px_xchg *x, char *s, size_t len)
+{
+	mask_bytes((struct pconn *)x, s, len);
 }
 
 /* ---- request parsing ---- */
@@ -582,6 +999,14 @@ static int req_begin(llhttp_t *p)
 	c->path = NULL;
 	c->rq = RQ_HEAD;
 	c->websocket = 0;
+	handler_abort(c, "a new request began"); /* never: each request ends its handler */
+	c->decided = c->fetched = c->hold_resp = c->resp_held = c->local = 0;
+	c->req_buffer = c->req_complete_seen = c->req_discard = c->req_body_set = 0;
+	c->resp_buffer = c->resp_too_big = c->resp_body_set = 0;
+	sl_buf_reset(&c->reqbody);
+	sl_buf_reset(&c->respbody);
+	clear_masks(c);
+	c->handler[0] = 0;
 	c->req_bytes = c->resp_bytes = 0;
 	c->t_req_ms = sl_now_ms();
 	c->t_up_ms = c->t_up_first_ms = 0;
@@ -656,6 +1081,13 @@ static int req_body(llhttp_t *p, const char *at, size_t len)
 	struct pconn *c = conn_of(p);
 
 	c->req_bytes += len;
+	if (c->req_discard)
+		return 0;
+	if (c->req_buffer) {
+		if (sl_buf_size(&c->reqbody) + len > c->req_max)
+			return reject(c, 413, "the request body is larger than its handler may read");
+		return sl_buf_append(&c->reqbody, at, len) ? -1 : 0;
+	}
 	return sl_http_write_body(&c->u.out, c->req_body, at, len) ? -1 : 0;
 }
 
@@ -663,7 +1095,14 @@ static int req_complete(llhttp_t *p)
 {
 	struct pconn *c = conn_of(p);
 
-	if (c->req_body == SL_BODY_CHUNKED && sl_http_write_last_chunk(&c->u.out))
+	if (c->req_buffer && !c->req_discard) {
+		/* Read for the handler: the parser waits here until the request is answered. */
+		c->req_complete_seen = 1;
+		c->req_body_set = 1;
+		return HPE_PAUSED;
+	}
+	if (!c->req_discard && c->req_body == SL_BODY_CHUNKED &&
+	    sl_http_write_last_chunk(&c->u.out))
 		return -1;
 	c->rq = RQ_DONE;
 	/* One request at a time: the next (pipelined) one waits for this response. */
@@ -696,6 +1135,10 @@ static int resp_headers_complete(llhttp_t *p)
 		if (!c->websocket)
 			return -1; /* an upgrade nobody asked for */
 		c->to_tunnel = 1;
+		if (c->hold_resp) {
+			c->resp_held = 1;
+			return HPE_PAUSED;
+		}
 		sl_http_write_response(m, SL_BODY_NONE, "websocket", 0, &c->c.out);
 		c->resp_head_sent = 1;
 		return 0;
@@ -713,6 +1156,14 @@ static int resp_headers_complete(llhttp_t *p)
 		c->resp_body = SL_BODY_LENGTH;
 	else
 		c->resp_body = SL_BODY_CHUNKED; /* chunked, or delimited by the close */
+	if (c->hold_resp) {
+		/* The handler sees the head first (sl_px_x_send_fetched writes it). */
+		c->resp_held = 1;
+		if (head)
+			p->flags |= F_SKIPBODY; /* what returning 1 would have said */
+		return HPE_PAUSED;
+	}
+	mask_msg(c, m);
 	if (c->resp_body == SL_BODY_NONE && (p->flags & F_CONTENT_LENGTH) && head) {
 		/* A HEAD answer keeps its Content-Length: it describes the GET. */
 		sl_http_write_response(m, SL_BODY_LENGTH, NULL, c->close_after, &c->c.out);
@@ -729,6 +1180,15 @@ static int resp_body(llhttp_t *p, const char *at, size_t len)
 	struct pconn *c = conn_of(p);
 
 	c->resp_bytes += len;
+	if (c->resp_buffer) {
+		if (sl_buf_size(&c->respbody) + len > c->resp_max) {
+			c->resp_too_big = 1;
+			return -1;
+		}
+		return sl_buf_append(&c->respbody, at, len) ? -1 : 0;
+	}
+	if (c->nmask)
+		return write_masked(c, at, len, 0);
 	return sl_http_write_body(&c->c.out, c->resp_body, at, len) ? -1 : 0;
 }
 
@@ -742,8 +1202,12 @@ static int resp_complete(llhttp_t *p)
 		c->interim = 0;
 		return 0; /* the final response is next in the same stream */
 	}
-	if (c->resp_body == SL_BODY_CHUNKED && sl_http_write_last_chunk(&c->c.out))
-		return -1;
+	if (!c->resp_buffer) {
+		if (c->nmask && write_masked(c, NULL, 0, 1))
+			return -1;
+		if (c->resp_body == SL_BODY_CHUNKED && sl_http_write_last_chunk(&c->c.out))
+			return -1;
+	}
 	c->resp_done = 1;
 	return HPE_PAUSED;
 }
@@ -765,10 +1229,7 @@ static void finish_request(struct pconn *c)
 		c->st = C_CLOSING;
 		return;
 	}
-	c->rq = RQ_IDLE;
-	c->resp_done = 0;
-	c->deadline_ms = sl_now_ms() + c->l->px->o.idle_timeout_ms;
-	llhttp_resume(&c->reqp);
+	next_request(c);
 }
 
 /* ---- the pump ---- */
@@ -796,7 +1257,8 @@ static void handle_requests(struct pconn *c)
 {
 	llhttp_errno_t e;
 
-	if (c->rq != RQ_IDLE && c->rq != RQ_HEAD && c->rq != RQ_BODY)
+	if (c->rq != RQ_IDLE && c->rq != RQ_HEAD && c->rq != RQ_BODY &&
+	    !(c->rq == RQ_DECIDE && c->hw == HW_REQ_BODY))
 		return;
 	if (c->rq == RQ_BODY && sl_buf_size(&c->u.out) >= BUF_LIMIT)
 		return;
@@ -805,6 +1267,7 @@ static void handle_requests(struct pconn *c)
 		return;
 	if (e == HPE_PAUSED) {
 		if (c->reject_status) {
+			handler_abort(c, c->reject_why);
 			request_event(c, c->reject_status, "reject", c->reject_why);
 			c->l->stats.rejected++;
 			sl_buf_reset(&c->c.out);
@@ -813,8 +1276,19 @@ static void handle_requests(struct pconn *c)
 			c->st = C_CLOSING;
 			return;
 		}
-		if (c->rq == RQ_DECIDE)
+		if (c->rq == RQ_DECIDE && !c->decided) {
 			decide(c);
+			/* Sent upstream at once (a pooled connection): parse the body before the
+			 * head is flushed, so that a malformed body never reaches the upstream. */
+			if (c->rq == RQ_BODY && c->st == C_HTTP && !c->dead)
+				handle_requests(c);
+		} else if (c->rq == RQ_DECIDE && c->hw == HW_REQ_BODY && c->req_complete_seen) {
+			c->hw = HW_NONE;
+			handler_resume(c);
+		} else if (c->rq == RQ_DONE && c->local) {
+			c->local = 0; /* answered here, and now read to its end */
+			next_request(c);
+		}
 		return;
 	}
 	/* Malformed: bad framing (CL and TE, invalid chunks), obs-fold, bare LF, oversize. */
@@ -838,7 +1312,8 @@ static void handle_response(struct pconn *c)
 {
 	llhttp_errno_t e;
 
-	if (c->up != UP_READY || c->rq < RQ_BODY || c->resp_done)
+	if (c->up != UP_READY || c->rq < RQ_BODY || c->resp_done ||
+	    (c->resp_held && c->hw != HW_RESP_BODY))
 		return;
 	if (sl_buf_size(&c->c.out) >= BUF_LIMIT)
 		return;
@@ -852,6 +1327,11 @@ static void handle_response(struct pconn *c)
 			return;
 		}
 	}
+	if (e == HPE_PAUSED && c->resp_held && c->hw == HW_RESP_HEAD) {
+		c->hw = HW_NONE;
+		handler_resume(c);
+		return;
+	}
 	if (e == HPE_PAUSED && c->to_tunnel) {
 		/* 101 Switching Protocols: from now on both directions are raw. */
 		request_event(c, 101, "forward", NULL);
@@ -859,14 +1339,23 @@ static void handle_response(struct pconn *c)
 		return;
 	}
 	if (e == HPE_PAUSED && c->resp_done) {
+		if (c->hw == HW_RESP_BODY) {
+			c->hw = HW_NONE;
+			handler_resume(c);
+			return;
+		}
 		finish_request(c);
 		return;
 	}
 	if (e != HPE_OK && e != HPE_PAUSED) {
 		char why[256];
 
-		snprintf(why, sizeof(why), "malformed upstream response: %s",
-			 llhttp_errno_name(e));
+		if (c->resp_too_big)
+			snprintf(why, sizeof(why),
+				 "the upstream response body is larger than its handler may read");
+		else
+			snprintf(why, sizeof(why), "malformed upstream response: %s",
+				 llhttp_errno_name(e));
 		respond_error(c, 502, why, "error");
 	}
 }
@@ -964,8 +1453,9 @@ static void sniff(struct pconn *c);
 static void pump(struct pconn *c)
 {
 	c->busy++;
-	for (int round = 0; round < 64 && !c->dead && !c->deciding; round++) {
+	for (int round = 0; round < 64 && !c->dead; round++) {
 		uint64_t before = c->c.rx + c->c.tx + c->u.rx + c->u.tx;
+		unsigned hseq = c->hseq;
 		enum cstate st = c->st;
 		enum rqstate rq = c->rq;
 		enum upstate up = c->up;
@@ -1008,10 +1498,10 @@ static void pump(struct pconn *c)
 			}
 		} else {
 			handle_requests(c);
-			if (c->st == C_HTTP && !c->deciding)
+			if (c->st == C_HTTP)
 				handle_response(c);
 		}
-		if (c->dead || c->deciding)
+		if (c->dead)
 			break;
 		if (c->u.fd >= 0 && c->up == UP_READY)
 			sl_stream_flush(&c->u);
@@ -1040,14 +1530,13 @@ static void pump(struct pconn *c)
 				c->deadline_ms = sl_now_ms() + c->l->px->o.idle_timeout_ms;
 			continue;
 		}
-		if (c->st == st && c->rq == rq && c->up == up)
+		if (c->st == st && c->rq == rq && c->up == up && c->hseq == hseq)
 			break;
 	}
 	if (--c->busy)
 		return;
 	if (c->dead) {
-		if (!c->deciding)
-			conn_free(c);
+		conn_free(c);
 		return;
 	}
 	update_events(c);
@@ -1273,7 +1762,7 @@ static void sweep_cb(struct sl_loop *loop, void *arg)
 
 	for (c = l->conns; c; c = next) {
 		next = c->next;
-		if (c->deciding || c->dead || now < c->deadline_ms)
+		if (c->dead || now < c->deadline_ms)
 			continue;
 		if (c->st == C_HTTP && c->rq == RQ_HEAD && !c->resp_head_sent) {
 			respond_error(c, 408, "the request head did not arrive in time", "reject");
@@ -1341,7 +1830,6 @@ struct sl_proxy *sl_proxy_new(struct sl_loop *loop, struct sl_events *events, st
 		px->o.connect_timeout_ms = 10000;
 	if (!px->o.max_conns)
 		px->o.max_conns = 256;
-	px->decide = forward_all;
 	px->server_ctx = sl_tls_server_ctx(err, errlen);
 	if (px->server_ctx)
 		px->client_ctx = sl_tls_client_ctx(px->o.upstream_ca, err, errlen);
@@ -1359,12 +1847,6 @@ void sl_proxy_free(struct sl_proxy *px)
 	SSL_CTX_free(px->server_ctx);
 	SSL_CTX_free(px->client_ctx);
 	free(px);
-}
-
-void sl_proxy_set_decider(struct sl_proxy *px, sl_px_decide_fn *fn, void *arg)
-{
-	px->decide = fn ? fn : forward_all;
-	px->decide_arg = arg;
 }
 
 struct sl_proxy_listener *sl_proxy_listen(struct sl_proxy *px, const struct sl_proxy_ops *ops,
@@ -1427,8 +1909,7 @@ void sl_proxy_listener_close(struct sl_proxy_listener *l)
 	while (l->conns) {
 		struct pconn *c = l->conns;
 
-		c->deciding = 0; /* a pending decision now finds nothing: see sl_px_decided */
-		conn_free(c);
+		conn_free(c); /* a handler waiting for it is told (abort) */
 	}
 	while (l->idle)
 		upconn_free(l->idle);

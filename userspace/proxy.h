@@ -15,6 +15,7 @@ struct sl_bpf;
 struct sl_ca;
 struct sl_proxy;
 struct sl_proxy_listener;
+struct sl_px_xchg;
 
 struct sl_proxy_opts {
 	const char *upstream_ca; /* PEM bundle; NULL: the system trust store */
@@ -37,44 +38,79 @@ struct sl_proxy_ops {
 	int (*only_name_at)(void *owner, uint8_t family, const uint8_t *addr, char *buf,
 			    size_t len);
 	struct sl_ca *(*ca)(void *owner);
+	/* A request head arrived: 0 if the sandbox's handler took it (see sl_px_x_attach), 1 to
+	 * forward it unchanged. NULL: always forward. */
+	int (*handle)(void *owner, struct sl_px_xchg *x);
 };
 
 /*
- * The seam where a request is judged. The proxy hands every parsed request head to the
- * decider and waits (without blocking the loop) until sl_px_decided() is called for it, now or
- * later. The decider may change @req->msg's headers before deciding. The default decider
- * forwards every request unchanged.
+ * A request in flight, as its handler sees it (lua_host.c is the handler). The proxy hands
+ * every parsed request head to the sandbox (sl_proxy_ops.handle). A handler that takes it
+ * works through the sl_px_x_*() calls below and ends it with exactly one of
+ * sl_px_x_send_fetched(), sl_px_x_send() or sl_px_x_fail(). The asynchronous calls
+ * (read_body, fetch, read_resp_body) return 0 and later call the handler's resume() from the
+ * loop, never from inside the call; 1 means "already done, no wait". If the request ends
+ * otherwise (client gone, timeout, bound exceeded: the proxy answers itself), the proxy calls
+ * abort() instead and forgets the handler. Loop thread only.
  */
-struct sl_px_pending;
+struct sl_px_xchg;
 
-struct sl_px_request {
+struct sl_px_handler {
+	void (*resume)(void *hctx);
+	void (*abort)(void *hctx, const char *why);
+};
+
+struct sl_px_info {
 	const char *sandbox;
 	uint32_t pid;
 	const char *comm;
 	const char *scheme; /* "https" or "http" */
 	const char *host; /* the name served: SNI, or Host for plain HTTP */
-	const char *path; /* origin-form, query included */
-	struct sl_http_msg *msg; /* the request head; the decider may edit its headers */
+	const char *sni; /* "" for plain HTTP */
 	const struct sockaddr *dst; /* the original destination */
 };
 
-struct sl_px_decision {
-	int respond; /* 0: forward upstream; 1: answer with status/body here */
-	int status;
-	const char *body;
-	size_t body_len;
-	const char *content_type;
-};
-
-typedef void sl_px_decide_fn(void *arg, struct sl_px_request *req, struct sl_px_pending *pending);
-/* Ends a decision. Loop thread only; @pending is invalid afterwards. */
-void sl_px_decided(struct sl_px_pending *pending, const struct sl_px_decision *d);
+void sl_px_x_attach(struct sl_px_xchg *x, const struct sl_px_handler *h, void *hctx);
+void sl_px_x_info(struct sl_px_xchg *x, struct sl_px_info *info);
+/* The request head: its headers may be edited (sl_http_set/add), not its framing. */
+struct sl_http_msg *sl_px_x_req(struct sl_px_xchg *x);
+const char *sl_px_x_path(struct sl_px_xchg *x);
+/* Origin-form path ("/..."), validated. -EINVAL or -ENOMEM. */
+int sl_px_x_set_path(struct sl_px_xchg *x, const char *path);
+/* A method token other than CONNECT/TRACE. -EINVAL. */
+int sl_px_x_set_method(struct sl_px_xchg *x, const char *method);
+/* Buffers the whole request body, up to @max bytes (the proxy answers 413 past it). */
+int sl_px_x_read_body(struct sl_px_xchg *x, size_t max);
+const char *sl_px_x_body(struct sl_px_xchg *x, size_t *len);
+/* Replaces the request body sent upstream (what the client sends is read and dropped). */
+int sl_px_x_set_body(struct sl_px_xchg *x, const char *body, size_t len);
+/* Sends the request upstream (to the original destination) and waits for the response
+ * head, which sl_px_x_resp() then returns. -errno if it cannot start, or -EALREADY. */
+int sl_px_x_fetch(struct sl_px_xchg *x);
+struct sl_http_msg *sl_px_x_resp(struct sl_px_xchg *x);
+/* Buffers the whole response body, up to @max bytes (502 past it). */
+int sl_px_x_read_resp_body(struct sl_px_xchg *x, size_t max);
+const char *sl_px_x_resp_body(struct sl_px_xchg *x, size_t *len);
+int sl_px_x_set_resp_body(struct sl_px_xchg *x, const char *body, size_t len);
+/* Ends the request with the fetched response (status and headers as edited). */
+void sl_px_x_send_fetched(struct sl_px_xchg *x);
+/* Ends the request with a response made here; @headers may be NULL. */
+void sl_px_x_send(struct sl_px_xchg *x, int status, const struct sl_http_msg *headers,
+		  const char *body, size_t len);
+/* Ends the request with an error answer (a 5xx) and @why in its event. */
+void sl_px_x_fail(struct sl_px_xchg *x, int status, const char *why);
+/* Bytes that must never reach the client in this request's response (an injected secret):
+ * replaced by '*' in the headers and the body, across reads. Shorter than 4 bytes: ignored. */
+int sl_px_x_mask(struct sl_px_xchg *x, const char *secret, size_t len);
+/* The handler's name, for the request's event. */
+void sl_px_x_set_handler(struct sl_px_xchg *x, const char *name);
+/* Replaces every mask of the request in @s (for log lines about it). */
+void sl_px_x_redact(struct sl_px_xchg *x, char *s, size_t len);
 
 struct sl_proxy *sl_proxy_new(struct sl_loop *loop, struct sl_events *events, struct sl_bpf *bpf,
 			      const struct sl_proxy_opts *opts, char *err, size_t errlen);
 /* Frees the service; its listeners must be closed first. Accepts NULL. */
 void sl_proxy_free(struct sl_proxy *px);
-void sl_proxy_set_decider(struct sl_proxy *px, sl_px_decide_fn *fn, void *arg);
 
 /* A sandbox's listener: TCP on 127.0.0.1 and ::1, one port (@want_port if free), created in
  * network namespace @netns_fd if >= 0. NULL with a reason in @err. */

@@ -27,6 +27,7 @@
 #include "proxy.h"
 #include "log.h"
 #include "loop.h"
+#include "lua_host.h"
 #include "sandbox.h"
 
 #define POLICY_MAX_BYTES (1u << 20)
@@ -38,6 +39,7 @@ struct sl_registry {
 	struct sl_dns *dns;
 	struct sl_dns_ttl ttl;
 	struct sl_proxy *proxy;
+	struct sl_lua_opts lua_opts;
 	struct sl_timer *sweep;
 	char state_dir[PATH_MAX];
 	struct sl_box *head;
@@ -75,12 +77,18 @@ struct sl_registry *sl_registry_new(struct sl_bpf *bpf, const char *state_dir,
 	return r;
 }
 
+void sl_registry_set_lua(struct sl_registry *r, const struct sl_lua_opts *o)
+{
+	r->lua_opts = *o;
+}
+
 static void box_free(struct sl_box *box)
 {
 	if (!box)
 		return;
 	sl_dns_listener_close(box->dns);
-	sl_proxy_listener_close(box->proxy);
+	sl_proxy_listener_close(box->proxy); /* first: it ends the handlers still running */
+	sl_lua_unref(box->lua);
 	sl_ca_free(box->ca);
 	free(box->policy_src);
 	sl_policy_free(box->policy);
@@ -250,8 +258,9 @@ static int compile_box(struct sl_box *box, struct sl_kentry **ents, size_t *nent
 	struct sl_kentry bad;
 	int r;
 
-	box->policy = sl_policy_load(chunk, box->policy_src, box->policy_len, err, errlen);
-	if (!box->policy)
+	box->lua = sl_lua_load(chunk, box->policy_src, box->policy_len, &box->reg->lua_opts,
+			       box->name, &box->policy, err, errlen);
+	if (!box->lua)
 		return -EINVAL;
 	r = sl_policy_rules(box->policy, &box->rules, err, errlen);
 	if (r)
@@ -537,7 +546,15 @@ static struct sl_ca *px_ca(void *owner)
 	return ((struct sl_box *)owner)->ca;
 }
 
+static int px_handle(void *owner, struct sl_px_xchg *x)
+{
+	struct sl_box *box = owner;
+
+	return box->lua ? sl_lua_handle(box->lua, x) : 1;
+}
+
 static const struct sl_proxy_ops proxy_ops = {
+	.handle = px_handle,
 	.name = dns_name,
 	.id = px_id,
 	.name_verdict = px_name_verdict,
@@ -1033,6 +1050,8 @@ static int adopt_one(struct sl_registry *r, const char *path)
 		       name, err);
 		sl_policy_free(box->policy);
 		box->policy = NULL;
+		sl_lua_unref(box->lua);
+		box->lua = NULL;
 		e = adopt_without_policy(r, box);
 	} else {
 		e = install_box(r, box, ents, nents, err, sizeof(err));

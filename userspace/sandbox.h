@@ -23,6 +23,8 @@ struct sl_dns_listener;
 struct sl_proxy;
 struct sl_proxy_listener;
 struct sl_loop;
+struct sl_lua;
+struct sl_lua_opts;
 struct sl_registry;
 
 /* One sandbox. Owned by its registry; loop thread only. */
@@ -35,6 +37,7 @@ struct sl_box {
 	char *policy_src; /* the policy text as added: restarts use it, not the file */
 	size_t policy_len;
 	struct sl_policy *policy;
+	struct sl_lua *lua; /* the policy's Lua state: its handlers run there */
 	struct sl_rule_set rules; /* static rules compiled from the policy */
 	struct sl_rule_set learned; /* rules of resolved names, each with its expiry */
 	char (*learned_names)[SL_DNS_NAME_BUF]; /* the name of each learned rule ("" unknown) */
@@ -63,6 +66,8 @@ struct sl_dns_ttl {
 struct sl_registry *sl_registry_new(struct sl_bpf *bpf, const char *state_dir,
 				    struct sl_loop *loop, struct sl_dns *dns,
 				    const struct sl_dns_ttl *ttl, struct sl_proxy *proxy);
+/* What the sandboxes' Lua states get: secrets, KV, events, limits. Before adding any. */
+void sl_registry_set_lua(struct sl_registry *r, const struct sl_lua_opts *o);
 /* Frees memory only: kernel state and state files stay. Accepts NULL. */
 void sl_registry_free(struct sl_registry *r);
 

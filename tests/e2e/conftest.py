@@ -9,6 +9,7 @@ started. Traffic goes to loopback only.
 import http.client
 import json
 import os
+import secrets
 import select
 import shutil
 import signal
@@ -260,6 +261,8 @@ host-record=v6.test,::1
 host-record=wrongname.test,127.0.0.20
 host-record=untrusted.test,127.0.0.20
 host-record=notintercepted.test,127.0.0.20
+host-record=git.internal.test,127.0.0.20
+host-record=npm.test,127.0.0.20
 host-record=silent.test,127.0.0.22
 """
 
@@ -332,9 +335,25 @@ def dns_args(dnsmasq, upstreams):
             "--http-header-timeout", "2", "--http-connect-timeout", "2"]
 
 
+# The secrets the session daemon holds (--env-file): tests check they reach upstreams and
+# never the sandbox. Random per run, so no file or log can hold them by accident.
+ENV_SECRETS = {"VCS_TOKEN": "vcs-" + secrets.token_hex(16)}
+
+
+def write_env_file(workdir, values):
+    path = Path(workdir) / "sluiced.env"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("# secrets for the policies' handlers\n")
+        for k, v in values.items():
+            f.write(f"{k}={v}\n")
+    return str(path)
+
+
 @pytest.fixture(scope="session")
 def daemon(workdir, dnsmasq, upstreams):
-    d = Daemon(workdir, "main", extra=["--purge", "-v", *dns_args(dnsmasq, upstreams)])
+    d = Daemon(workdir, "main", extra=["--purge", "-v", *dns_args(dnsmasq, upstreams),
+                                       "--env-file", write_env_file(workdir, ENV_SECRETS)])
     try:
         d.start()
         yield d

@@ -43,7 +43,7 @@ OPENSSL = "/usr/bin/openssl"
 UPSTREAM_V4 = "127.0.0.20"
 UPSTREAM_V6 = "::1"
 
-DEFAULT_NAMES = ("api.test", "www.test", "ws.test", "v6.test")
+DEFAULT_NAMES = ("api.test", "www.test", "ws.test", "v6.test", "git.internal.test", "npm.test")
 # served name -> the name its (CA-signed) certificate is for: verification must fail.
 DEFAULT_WRONG = {"wrongname.test": "other.test"}
 # served with a certificate from a CA that is not in ca.pem: verification must fail.
@@ -482,7 +482,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 except ValueError:
                     return self.respond(400, b"bad length\n", "text/plain")
                 return self.send_pattern(n, chunked=parts[0] == "chunked")
-            if path == "/echo" and self.command in ("POST", "PUT"):
+            if parts[0] == "slow" and len(parts) == 2:
+                # /slow/MS: answers after MS milliseconds (at most 10 s)
+                self.drain()
+                time.sleep(min(int(parts[1]), 10000) / 1000)
+                return self.respond(200, b"slow\n", "text/plain")
+            if path == "/echo" and self.command in ("POST", "PUT", "PATCH"):
                 return self.echo()
             if path == "/sha256" and self.command in ("POST", "PUT"):
                 h, n = hashlib.sha256(), 0
@@ -712,6 +717,8 @@ _LOG_FIELDS = [
     ("h_transfer_encoding", "$http_transfer_encoding"),
     ("h_content_length", "$http_content_length"), ("h_expect", "$http_expect"),
     ("h_proxy_authorization", "$http_proxy_authorization"),
+    ("h_x_auth_token", "$http_x_auth_token"), ("h_authorization", "$http_authorization"),
+    ("h_x_handler", "$http_x_handler"),
 ]
 _LOG_INTS = ("connection", "connection_requests", "remote_port", "server_port", "status",
              "request_length", "bytes_sent", "body_bytes_sent")

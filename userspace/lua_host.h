@@ -1,0 +1,88 @@
+/* SPDX-License-Identifier: MIT */
+/* The Lua host: a sandbox's policy loaded in its own Lua state, and its handlers run for
+ * every intercepted request (see lua_host.c). */
+#ifndef SL_LUA_HOST_H
+#define SL_LUA_HOST_H
+
+#include <stddef.h>
+
+#include <lua.h>
+
+struct sl_env;
+struct sl_events;
+struct sl_kv;
+struct sl_policy;
+struct sl_px_xchg;
+
+/* The limits of one Lua state: memory in bytes, instructions of the code run at load. */
+struct sl_lua_limits {
+	size_t mem, mem_max;
+	long insns, insn_max;
+};
+
+/* A restricted state: base, table, string, math, utf8 and coroutine only; no io, os,
+ * package or debug, no bytecode; allocations past @lim->mem_max fail, and code run outside
+ * a request stops after @lim->insn_max instructions. NULL if out of memory. */
+lua_State *sl_lua_state_new(struct sl_lua_limits *lim);
+/* A message handler for lua_pcall: the error with a traceback. */
+int sl_lua_traceback(lua_State *L);
+/* The first line of the error message at the top of @L's stack, into @err. */
+void sl_lua_first_line(lua_State *L, char *err, size_t errlen);
+
+#define SL_LUA_MEM_MAX (64u << 20) /* per sandbox state */
+#define SL_LUA_INSN_MAX 5000000L /* per request */
+#define SL_LUA_BODY_MAX (1u << 20) /* req:text() */
+#define SL_LUA_RESP_BODY_MAX (8u << 20) /* resp:text() */
+
+struct sl_lua_opts {
+	const struct sl_env *env; /* --env-file secrets; may be NULL */
+	struct sl_kv *kv; /* KV namespaces; may be NULL */
+	struct sl_events *events; /* sluice.log() lines; may be NULL */
+	size_t mem_max; /* 0: the defaults above */
+	long insn_max;
+	size_t body_max, resp_body_max;
+};
+
+struct sl_lua;
+
+/*
+ * Runs the policy source @src (named @chunkname in messages) in a new restricted state and
+ * checks its shape: egress entries (into *@policy, owned by the caller), outbound a function,
+ * outboundByHost a table of functions, outboundHandlers a table of { egress, handle }.
+ * NULL with the Lua error (file:line: message) or the shape error in @err.
+ */
+struct sl_lua *sl_lua_load(const char *chunkname, const char *src, size_t len,
+			   const struct sl_lua_opts *o, const char *sandbox,
+			   struct sl_policy **policy, char *err, size_t errlen);
+/* References: in-flight requests keep a state alive after its sandbox let go of it. */
+struct sl_lua *sl_lua_ref(struct sl_lua *lua);
+void sl_lua_unref(struct sl_lua *lua); /* accepts NULL */
+
+/* Whether the policy has a handler for some request (outbound, outboundByHost, or an active
+ * outboundHandlers entry). */
+int sl_lua_has_handlers(const struct sl_lua *lua);
+
+/* The proxy's question for every request head (sl_proxy_ops.handle): 0 if a handler took
+ * the request, 1 to forward it unchanged. */
+int sl_lua_handle(struct sl_lua *lua, struct sl_px_xchg *x);
+
+/* Whether outboundHandlers[@name] exists. */
+int sl_lua_handler_exists(struct sl_lua *lua, const char *name);
+/*
+ * The kernel layer of outboundHandlers[@name] with @params_json (a JSON object or NULL for
+ * none): its egress table, or what its egress function returns for the params. Into
+ * *@policy (caller owns; NULL when the handler has no egress: the policy's own applies).
+ * -EINVAL with the reason (unknown handler, bad params, the function raised) in @err.
+ */
+int sl_lua_handler_egress(struct sl_lua *lua, const char *name, const char *params_json,
+			  struct sl_policy **policy, char *err, size_t errlen);
+/* Makes outboundHandlers[@name] the active handler with @params_json (NULL @name: none,
+ * back to the policy's own handlers). Requests already running keep theirs. */
+int sl_lua_set_active(struct sl_lua *lua, const char *name, const char *params_json, char *err,
+		      size_t errlen);
+const char *sl_lua_active(const struct sl_lua *lua); /* "" if none */
+
+/* Bytes in use by the state (for metrics). */
+size_t sl_lua_mem(const struct sl_lua *lua);
+
+#endif
