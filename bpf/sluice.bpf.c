@@ -125,10 +125,14 @@ static __always_inline int sl_judge(struct bpf_sock_addr *ctx, __u8 kind, __u8 f
 			verdict = SL_VERDICT_DNS;
 		goto out;
 	}
-	if (family == AF_INET)
-		verdict = sl_verdict4(sandbox_id, addr[0], port, proto_bit, now_ns);
-	else
-		verdict = sl_verdict_addr6(sandbox_id, addr, port, proto_bit, now_ns);
+	{
+		__u32 rules_id = sb->rules_id ? sb->rules_id : sandbox_id;
+
+		if (family == AF_INET)
+			verdict = sl_verdict4(rules_id, addr[0], port, proto_bit, now_ns);
+		else
+			verdict = sl_verdict_addr6(rules_id, addr, port, proto_bit, now_ns);
+	}
 	/* The daemon's own sockets are never a destination. They live on loopback only, so
 	 * other destinations skip the lookup. */
 	if (verdict != SL_VERDICT_DENY) {

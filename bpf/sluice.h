@@ -41,8 +41,12 @@ struct sl_sandbox {
 	__u8 proxy_ip6[16];
 	__u16 dns_port; /* network order */
 	__u16 proxy_port; /* network order */
-	__u32 pad;
+	/* The sandbox_id of the rule keys in force (0: id). sluiced writes a new rule set under
+	 * the other bank (id | SL_RULES_BANK) and flips this one field: a sandbox switches from
+	 * one layer to the next in a single map update, never seeing a mix of the two. */
+	__u32 rules_id;
 };
+#define SL_RULES_BANK 0x80000000u
 
 /* One port range of a rule. expires_ns is CLOCK_MONOTONIC (bpf_ktime_get_ns), 0 = never:
  * expired ranges are ignored by the kernel even if sluiced is not running to remove them. */

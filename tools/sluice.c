@@ -19,6 +19,7 @@
 #include <openssl/crypto.h>
 
 #include "buf.h"
+#include "cli.h"
 #include "kv.h"
 
 static const char *sock_path = "/run/sluice/sluiced.sock";
@@ -57,12 +58,19 @@ static const char main_usage[] =
 	"\n"
 	"Commands:\n"
 	"  sandbox add NAME --cgroup PATH --policy FILE   make a cgroup a sandbox\n"
+	"      [--netns NSPATH]                           ... with a network namespace of its own\n"
+	"  sandbox add NAME --pid PID --policy FILE       the cgroup and network namespace of PID\n"
+	"  run [--name N] --policy FILE -- CMD...         run one command in a new sandbox\n"
+	"  oci-hook [create|delete]                       OCI runtime hook (state JSON on stdin)\n"
 	"  sandbox rm NAME                                stop enforcing, free the cgroup\n"
 	"  sandbox ls [--json]                            list sandboxes\n"
 	"  sandbox show NAME [--json]                     rules and counters of one sandbox\n"
 	"  ca NAME                                        the sandbox's CA certificate (PEM)\n"
 	"  events [--sandbox NAME] [--follow]             kernel, DNS and HTTP events (JSON lines)\n"
 	"  stats                                          metrics (Prometheus text format)\n"
+	"  handler set NAME HANDLER [--params JSON]       switch to an outboundHandlers entry\n"
+	"  handler clear NAME                             back to the policy's own handlers\n"
+	"  policy reload NAME [--policy FILE]             replace the sandbox's policy\n"
 	"  kv put NS KEY [VALUE]                          store a value (stdin without VALUE)\n"
 	"  kv get NS KEY | kv rm NS KEY | kv ls NS        read, remove, list keys\n"
 	"\n"
@@ -72,14 +80,38 @@ static const char main_usage[] =
 	"  -h, --help      help; `sluice COMMAND --help` for a command\n";
 
 static const char sandbox_usage[] =
-	"Usage: sluice sandbox add NAME --cgroup PATH --policy FILE\n"
+	"Usage: sluice sandbox add NAME --cgroup PATH --policy FILE [--handler H [--params JSON]]\n"
+	"       sluice sandbox add NAME --cgroup PATH --netns NSPATH --policy FILE [...]\n"
+	"       sluice sandbox add NAME --pid PID --policy FILE [...]\n"
 	"       sluice sandbox rm NAME\n"
 	"       sluice sandbox ls [--json]\n"
 	"       sluice sandbox show NAME [--json]\n"
 	"\n"
 	"A sandbox is a cgroup v2 directory; its processes and those of its child cgroups\n"
 	"reach only what the policy names. PATH is absolute, or relative to the cgroup2 mount.\n"
-	"FILE is a Lua policy (see README.md). `rm` removes all enforcement from the cgroup.\n";
+	"FILE is a Lua policy (see README.md). `rm` removes all enforcement from the cgroup.\n"
+	"A container has a network of its own: --netns names its namespace (/run/netns/NAME,\n"
+	"/proc/PID/ns/net), where sluiced then opens the sandbox's DNS and proxy listeners;\n"
+	"--pid PID takes both the cgroup and the network namespace of that process.\n";
+
+static const char handler_usage[] =
+	"Usage: sluice handler set NAME HANDLER [--params JSON]\n"
+	"       sluice handler clear NAME\n"
+	"\n"
+	"`set` makes the policy's outboundHandlers[HANDLER] the sandbox's active handler, with\n"
+	"JSON params (an object) its egress function and handler see as params/ctx.params. Its\n"
+	"egress replaces the sandbox's kernel layer at once: what it does not give is denied in\n"
+	"the kernel, open connections it does not allow are closed (the count is printed), and\n"
+	"DNS entries it does not give are removed. `clear` returns to the policy's own egress\n"
+	"and handlers. An unknown HANDLER or params its egress function rejects change nothing.\n";
+
+static const char policy_usage[] =
+	"Usage: sluice policy reload NAME [--policy FILE]\n"
+	"\n"
+	"Replaces the sandbox's policy with FILE (default: the file it was added with, read\n"
+	"again). The switch works like `handler set`: the new kernel layer applies at once and\n"
+	"connections it does not allow are closed. A policy with errors changes nothing; the\n"
+	"error names the line. An active handler stays active and must exist in the new policy.\n";
 
 static const char events_usage[] =
 	"Usage: sluice events [--sandbox NAME] [--follow]\n"
@@ -288,10 +320,173 @@ static void check_name(const char *name)
 		usage_error("sandbox ", "invalid sandbox name '%s'", name);
 }
 
+/* --params JSON: an object, checked here so that a typo fails before the daemon is asked. */
+static json_t *parse_params(const char *cmd, const char *text)
+{
+	json_error_t jerr;
+	json_t *p;
+
+	if (!text)
+		return NULL;
+	p = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
+	if (!p || !json_is_object(p))
+		usage_error(cmd, "--params must be a JSON object%s%s", p ? "" : ": ",
+			    p ? "" : jerr.text);
+	return p;
+}
+
+static void print_closed(json_t *j)
+{
+	json_t *c = json_object_get(j, "closed");
+
+	printf("closed %lld open connection%s (%lld passthrough in the kernel, %lld proxied); "
+	       "removed %lld DNS entr%s\n",
+	       num(c, "kernel_flows") + num(c, "proxied"),
+	       num(c, "kernel_flows") + num(c, "proxied") == 1 ? "" : "s",
+	       num(c, "kernel_flows"), num(c, "proxied"), num(c, "dns_entries"),
+	       num(c, "dns_entries") == 1 ? "y" : "ies");
+}
+
+static int cmd_handler(int argc, char **argv)
+{
+	const char *name = NULL, *handler = NULL, *params = NULL;
+	struct response res;
+	char path[256];
+	json_t *body = NULL, *j;
+	char *s = NULL;
+	int set;
+
+	if (argc < 1 || has_help(argc, argv)) {
+		fputs(handler_usage, argc < 1 ? stderr : stdout);
+		return argc < 1 ? 2 : 0;
+	}
+	set = !strcmp(argv[0], "set");
+	if (!set && strcmp(argv[0], "clear"))
+		usage_error("handler ", "unknown subcommand '%s'", argv[0]);
+	for (int i = 1; i < argc; i++) {
+		if (set && !strcmp(argv[i], "--params") && i + 1 < argc)
+			params = argv[++i];
+		else if (set && !strncmp(argv[i], "--params=", 9))
+			params = argv[i] + 9;
+		else if (argv[i][0] == '-')
+			usage_error("handler ", "unknown option '%s'", argv[i]);
+		else if (!name)
+			name = argv[i];
+		else if (set && !handler)
+			handler = argv[i];
+		else
+			usage_error("handler ", "unexpected argument '%s'", argv[i]);
+	}
+	if (!name || (set && !handler))
+		usage_error("handler ", set ? "handler set needs NAME and HANDLER" :
+					      "handler clear needs NAME");
+	check_name(name);
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/handler", name);
+	if (set) {
+		json_t *p = parse_params("handler ", params);
+
+		body = json_pack("{s:s}", "handler", handler);
+		if (p)
+			json_object_set_new(body, "params", p);
+		s = json_dumps(body, JSON_COMPACT);
+		json_decref(body);
+	}
+	request(set ? "PUT" : "DELETE", path, s, 0, &res);
+	free(s);
+	j = json_response(&res);
+	if (set)
+		printf("sandbox %s: handler %s active\n", name, handler);
+	else
+		printf("sandbox %s: back to its policy's own handlers\n", name);
+	print_closed(j);
+	json_decref(j);
+	return 0;
+}
+
+/* The whole file, for the daemon (it may not see our files: a different mount namespace). */
+static char *slurp(const char *file, size_t *len)
+{
+	FILE *f = fopen(file, "re");
+	struct sl_buf b = { 0 };
+	char chunk[65536];
+	size_t n;
+
+	if (!f)
+		die("policy file %s: %s", file, strerror(errno));
+	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+		if (sl_buf_append(&b, chunk, n))
+			die("out of memory");
+	if (ferror(f))
+		die("policy file %s: %s", file, strerror(errno));
+	fclose(f);
+	if (sl_buf_append(&b, "", 1))
+		die("out of memory");
+	*len = sl_buf_size(&b) - 1;
+	return b.data;
+}
+
+static int cmd_policy(int argc, char **argv)
+{
+	const char *name = NULL, *file = NULL;
+	char abs[PATH_MAX], path[256], *text, *s;
+	struct response res;
+	json_t *body, *j, *cur;
+	size_t len;
+
+	if (argc < 1 || has_help(argc, argv)) {
+		fputs(policy_usage, argc < 1 ? stderr : stdout);
+		return argc < 1 ? 2 : 0;
+	}
+	if (strcmp(argv[0], "reload"))
+		usage_error("policy ", "unknown subcommand '%s'", argv[0]);
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--policy") && i + 1 < argc)
+			file = argv[++i];
+		else if (!strncmp(argv[i], "--policy=", 9))
+			file = argv[i] + 9;
+		else if (argv[i][0] == '-')
+			usage_error("policy ", "unknown option '%s'", argv[i]);
+		else if (!name)
+			name = argv[i];
+		else
+			usage_error("policy ", "unexpected argument '%s'", argv[i]);
+	}
+	if (!name)
+		usage_error("policy ", "policy reload needs NAME");
+	check_name(name);
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s", name);
+	if (!file) {
+		request("GET", path, NULL, 0, &res);
+		cur = json_response(&res);
+		snprintf(abs, sizeof(abs), "%s", str(cur, "policy"));
+		json_decref(cur);
+		if (!abs[0] || !strcmp(abs, "-"))
+			die("sandbox %s was added with an inline policy: give --policy FILE", name);
+	} else if (!realpath(file, abs)) {
+		die("policy file %s: %s", file, strerror(errno));
+	}
+	text = slurp(abs, &len);
+	body = json_pack("{s:s%, s:s}", "policy", text, len, "policy_file", abs);
+	free(text);
+	if (!body)
+		die("policy file %s is not valid UTF-8 text", abs);
+	s = json_dumps(body, JSON_COMPACT);
+	json_decref(body);
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/policy", name);
+	request("PUT", path, s, 0, &res);
+	free(s);
+	j = json_response(&res);
+	printf("sandbox %s: policy reloaded from %s\n", name, abs);
+	print_closed(j);
+	json_decref(j);
+	return 0;
+}
+
 static int cmd_sandbox_add(int argc, char **argv)
 {
 	const char *name = NULL, *cgroup = NULL, *policy = NULL;
-	char policy_abs[PATH_MAX];
+	const char *handler = NULL, *params = NULL, *netns = NULL, *pid = NULL;
+	char policy_abs[PATH_MAX], netns_abs[PATH_MAX];
 	struct response res;
 	json_t *body, *j;
 	char *s;
@@ -305,6 +500,22 @@ static int cmd_sandbox_add(int argc, char **argv)
 			policy = argv[++i];
 		else if (!strncmp(argv[i], "--policy=", 9))
 			policy = argv[i] + 9;
+		else if (!strcmp(argv[i], "--handler") && i + 1 < argc)
+			handler = argv[++i];
+		else if (!strncmp(argv[i], "--handler=", 10))
+			handler = argv[i] + 10;
+		else if (!strcmp(argv[i], "--params") && i + 1 < argc)
+			params = argv[++i];
+		else if (!strncmp(argv[i], "--params=", 9))
+			params = argv[i] + 9;
+		else if (!strcmp(argv[i], "--netns") && i + 1 < argc)
+			netns = argv[++i];
+		else if (!strncmp(argv[i], "--netns=", 8))
+			netns = argv[i] + 8;
+		else if (!strcmp(argv[i], "--pid") && i + 1 < argc)
+			pid = argv[++i];
+		else if (!strncmp(argv[i], "--pid=", 6))
+			pid = argv[i] + 6;
 		else if (argv[i][0] == '-')
 			usage_error("sandbox ", "unknown option '%s' for sandbox add", argv[i]);
 		else if (!name)
@@ -312,8 +523,25 @@ static int cmd_sandbox_add(int argc, char **argv)
 		else
 			usage_error("sandbox ", "unexpected argument '%s'", argv[i]);
 	}
-	if (!name || !cgroup || !policy)
-		usage_error("sandbox ", "sandbox add needs NAME, --cgroup PATH and --policy FILE");
+	if (!name || !policy || !cgroup == !pid)
+		usage_error("sandbox ", "sandbox add needs NAME, --cgroup PATH (or --pid PID) and "
+					"--policy FILE");
+	if (pid && netns)
+		usage_error("sandbox ",
+			    "--pid names the network namespace too: no --netns with it");
+	if (pid && (strspn(pid, "0123456789") != strlen(pid) || atoi(pid) <= 0))
+		usage_error("sandbox ", "--pid takes a process id, not '%s'", pid);
+	/* The daemon opens the namespace: give it an absolute path, without resolving the
+	 * /proc/PID/ns/net kind of link. */
+	if (netns && netns[0] != '/') {
+		char cwd[PATH_MAX];
+
+		if (!getcwd(cwd, sizeof(cwd)) ||
+		    snprintf(netns_abs, sizeof(netns_abs), "%s/%s", cwd, netns) >=
+			    (int)sizeof(netns_abs))
+			die("network namespace %s: path too long", netns);
+		netns = netns_abs;
+	}
 	check_name(name);
 	/* The daemon's working directory is not ours: send an absolute policy path. */
 	if (!realpath(policy, policy_abs)) {
@@ -321,14 +549,29 @@ static int cmd_sandbox_add(int argc, char **argv)
 			die("policy file %s: No such file or directory", policy);
 		die("policy file %s: %s", policy, strerror(errno));
 	}
-	body = json_pack("{s:s, s:s, s:s}", "name", name, "cgroup", cgroup, "policy_file",
-			 policy_abs);
+	if (params && !handler)
+		usage_error("sandbox ", "--params goes with --handler");
+	body = json_pack("{s:s, s:s}", "name", name, "policy_file", policy_abs);
+	if (cgroup)
+		json_object_set_new(body, "cgroup", json_string(cgroup));
+	if (netns)
+		json_object_set_new(body, "netns", json_string(netns));
+	if (pid)
+		json_object_set_new(body, "pid", json_integer(atoi(pid)));
+	if (handler) {
+		json_t *p = parse_params("sandbox ", params);
+
+		json_object_set_new(body, "handler", json_string(handler));
+		if (p)
+			json_object_set_new(body, "params", p);
+	}
 	s = json_dumps(body, JSON_COMPACT);
 	json_decref(body);
 	request("POST", "/v1/sandboxes", s, 0, &res);
 	free(s);
 	j = json_response(&res);
-	printf("sandbox %s added (cgroup %s)\n", str(j, "name"), str(j, "cgroup"));
+	printf("sandbox %s added (cgroup %s%s%s)\n", str(j, "name"), str(j, "cgroup"),
+	       *str(j, "netns") ? ", network namespace " : "", str(j, "netns"));
 	json_decref(j);
 	return 0;
 }
@@ -404,6 +647,17 @@ static int cmd_sandbox_show(int argc, char **argv)
 	}
 	printf("name:     %s\nid:       %lld\ncgroup:   %s\npolicy:   %s\n", str(j, "name"),
 	       num(j, "id"), str(j, "cgroup"), str(j, "policy"));
+	if (*str(j, "netns"))
+		printf("netns:    %s (inode %lld)\n", str(j, "netns"), num(j, "netns_inode"));
+	if (json_is_string(json_object_get(j, "handler"))) {
+		char *p = json_dumps(json_object_get(j, "params"), JSON_COMPACT);
+
+		printf("handler:  %s, params %s (since %lld); %lld switches\n", str(j, "handler"),
+		       p ? p : "{}", num(j, "handler_since"), num(j, "switches"));
+		free(p);
+	} else {
+		printf("handler:  none (the policy's own); %lld switches\n", num(j, "switches"));
+	}
 	rules = json_object_get(j, "rules");
 	printf("rules:%s\n", json_array_size(rules) ? "" : "    none (everything is denied)");
 	json_array_foreach(rules, i, r)
@@ -721,6 +975,14 @@ int main(int argc, char **argv)
 		return cmd_ca(argc - i - 1, argv + i + 1);
 	if (!strcmp(argv[i], "kv"))
 		return cmd_kv(argc - i - 1, argv + i + 1);
+	if (!strcmp(argv[i], "handler"))
+		return cmd_handler(argc - i - 1, argv + i + 1);
+	if (!strcmp(argv[i], "policy"))
+		return cmd_policy(argc - i - 1, argv + i + 1);
+	if (!strcmp(argv[i], "run"))
+		return sl_cli_run(argc - i - 1, argv + i + 1, sock_path);
+	if (!strcmp(argv[i], "oci-hook"))
+		return sl_cli_oci_hook(argc - i - 1, argv + i + 1, sock_path);
 	if (!strcmp(argv[i], "help")) {
 		fputs(main_usage, stdout);
 		return 0;

@@ -314,6 +314,14 @@ int sl_bpf_set_sandbox(struct sl_bpf *b, uint64_t cgid, const struct sl_sandbox 
 	return 0;
 }
 
+int sl_bpf_get_sandbox(struct sl_bpf *b, uint64_t cgid, struct sl_sandbox *sb)
+{
+	if (bpf_map__lookup_elem(b->skel->maps.sl_sandboxes, &cgid, sizeof(cgid), sb,
+				 sizeof(*sb), 0))
+		return -errno;
+	return 0;
+}
+
 int sl_bpf_del_sandbox(struct sl_bpf *b, uint64_t cgid)
 {
 	if (bpf_map__delete_elem(b->skel->maps.sl_sandboxes, &cgid, sizeof(cgid), 0) &&

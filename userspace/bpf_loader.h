@@ -49,6 +49,7 @@ void sl_bpf_pinned_sandboxes(struct sl_bpf *b, void (*cb)(const char *name, void
 			     void *arg);
 
 int sl_bpf_set_sandbox(struct sl_bpf *b, uint64_t cgid, const struct sl_sandbox *sb);
+int sl_bpf_get_sandbox(struct sl_bpf *b, uint64_t cgid, struct sl_sandbox *sb);
 int sl_bpf_del_sandbox(struct sl_bpf *b, uint64_t cgid);
 
 /*

@@ -12,13 +12,15 @@ struct sl_buf {
 	size_t cap;
 };
 
+/* Makes room for @n more bytes (and a NUL). Returns 0 or -ENOMEM. */
+int sl_buf_reserve(struct sl_buf *b, size_t n);
 /* Appends @n bytes. Returns 0 or -ENOMEM. */
 int sl_buf_append(struct sl_buf *b, const void *p, size_t n);
 int sl_buf_printf(struct sl_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Unconsumed bytes. */
+/* Unconsumed bytes; NULL for a buffer that never held any (NULL + 0 is undefined in C). */
 static inline const char *sl_buf_head(const struct sl_buf *b)
 {
-	return b->data + b->off;
+	return b->data ? b->data + b->off : NULL;
 }
 static inline size_t sl_buf_size(const struct sl_buf *b)
 {

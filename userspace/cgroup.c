@@ -144,3 +144,57 @@ int sl_cgroup_within(const char *a, const char *b)
 	return !strncmp(a, b, bl) && (a[bl] == 0 || a[bl] == '/');
 }
 
+
+int sl_cgroup_of_pid(int pid, char *out, size_t len)
+{
+	const char *root = sl_cgroup_root();
+	char path[64], *line = NULL, joined[PATH_MAX];
+	size_t cap = 0;
+	int e = -ENOENT;
+	FILE *f;
+
+	if (!root)
+		return -ENOENT;
+	snprintf(path, sizeof(path), "/proc/%d/cgroup", pid);
+	f = fopen(path, "re");
+	if (!f)
+		return errno == ENOENT ? -ESRCH : -errno;
+	while (getline(&line, &cap, f) != -1) {
+		size_t n = strlen(line);
+
+		if (strncmp(line, "0::/", 4))
+			continue;
+		if (n && line[n - 1] == '\n')
+			line[--n] = 0;
+		/* A path outside our cgroup namespace reads "/../..": not ours to resolve. */
+		if (strstr(line, "/..")) {
+			e = -EXDEV;
+			break;
+		}
+		snprintf(joined, sizeof(joined), "%s%s", root, line + 3);
+		e = sl_cgroup_resolve(joined, out, len);
+		break;
+	}
+	free(line);
+	fclose(f);
+	return e;
+}
+
+int sl_cgroup_populated(const char *path)
+{
+	char p[PATH_MAX + 16], *line = NULL;
+	size_t cap = 0;
+	int v = -ENOENT;
+	FILE *f;
+
+	snprintf(p, sizeof(p), "%s/cgroup.events", path);
+	f = fopen(p, "re");
+	if (!f)
+		return -errno;
+	while (getline(&line, &cap, f) != -1)
+		if (sscanf(line, "populated %d", &v) == 1)
+			break;
+	free(line);
+	fclose(f);
+	return v < 0 ? v : !!v;
+}

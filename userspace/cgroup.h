@@ -26,4 +26,11 @@ int sl_cgroup_level(const char *path);
 /* Whether @a is @b or lies below it. Both canonical. */
 int sl_cgroup_within(const char *a, const char *b);
 
+/* The canonical path of the cgroup v2 directory of process @pid (its "0::" line in
+ * /proc/PID/cgroup, joined with the cgroup2 mount). Returns 0 or -errno. */
+int sl_cgroup_of_pid(int pid, char *out, size_t len);
+
+/* Whether any process lives in @path or below it (cgroup.events "populated"): 1, 0 or -errno. */
+int sl_cgroup_populated(const char *path);
+
 #endif

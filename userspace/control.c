@@ -23,6 +23,7 @@
 
 #include "bpf_loader.h"
 #include "buf.h"
+#include "ca.h"
 #include "control.h"
 #include "dns.h"
 #include "proxy.h"
@@ -30,6 +31,7 @@
 #include "kv.h"
 #include "log.h"
 #include "loop.h"
+#include "lua_host.h"
 #include "sandbox.h"
 
 #define CTL_MAX_URL 4096
@@ -44,6 +46,8 @@ struct sl_control {
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	struct ctl_conn *conns;
 	int nconns;
+	unsigned long long events_dropped; /* event lines lost to slow followers, all of them */
+	struct sl_timer *paused; /* accepting again after running out of descriptors */
 };
 
 struct ctl_conn {
@@ -172,7 +176,13 @@ static void respond_json(struct ctl_conn *c, int status, json_t *j)
 
 static void respond_error(struct ctl_conn *c, int status, const char *msg)
 {
-	respond_json(c, status, json_pack("{s:s}", "error", msg));
+	char text[1024];
+
+	/* Messages quote what the client sent (jansson's parse errors, names), possibly cut
+	 * inside a UTF-8 sequence: JSON wants valid UTF-8. */
+	snprintf(text, sizeof(text), "%s", msg);
+	sl_utf8_scrub(text);
+	respond_json(c, status, json_pack("{s:s}", "error", text));
 }
 
 static int hexval(int ch)
@@ -250,9 +260,151 @@ static void handle_list(struct ctl_conn *c)
 	respond_json(c, 200, json_pack("{s:o}", "sandboxes", arr));
 }
 
+/* Who is asking, for events: the peer's credentials on the unix socket. */
+static void peer_of(struct ctl_conn *c, char *buf, size_t len)
+{
+	struct ucred cr;
+	socklen_t l = sizeof(cr);
+
+	if (getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cr, &l) == -1)
+		snprintf(buf, len, "control API");
+	else
+		snprintf(buf, len, "uid %u pid %d", (unsigned)cr.uid, (int)cr.pid);
+}
+
+/* A params member: a JSON object (NULL if absent), as compact text in *@out (malloc'd). */
+static int params_text(json_t *params, char **out, char *err, size_t errlen)
+{
+	*out = NULL;
+	if (!params || json_is_null(params))
+		return 0;
+	if (!json_is_object(params)) {
+		snprintf(err, errlen, "params must be a JSON object");
+		return -EINVAL;
+	}
+	*out = json_dumps(params, JSON_COMPACT);
+	if (!*out) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static json_t *switch_json(struct sl_registry *reg, struct sl_box *box,
+			   const struct sl_switch_result *res)
+{
+	json_t *j = sl_sandbox_json(reg, box, 0);
+
+	if (j)
+		json_object_set_new(j, "closed",
+				    json_pack("{s:I, s:I, s:I}", "kernel_flows",
+					      (json_int_t)res->closed_kernel, "proxied",
+					      (json_int_t)res->closed_proxy, "dns_entries",
+					      (json_int_t)res->dns_dropped));
+	return j;
+}
+
+/* PUT /v1/sandboxes/NAME/handler {"handler": H, "params": {...}}, DELETE: back to the
+ * policy's own handlers. */
+static void handle_handler(struct ctl_conn *c, const char *method, const char *name)
+{
+	struct sl_box *box = sl_sandbox_find(c->ctl->d.reg, name);
+	const char *handler = NULL;
+	json_t *j = NULL, *params = NULL;
+	struct sl_switch_result res;
+	char err[512], who[64], *ptext = NULL;
+	json_error_t jerr;
+	int e;
+
+	if (!box) {
+		snprintf(err, sizeof(err), "no sandbox named '%s'", name);
+		respond_error(c, 404, err);
+		return;
+	}
+	peer_of(c, who, sizeof(who));
+	if (!strcmp(method, "DELETE")) {
+		e = sl_sandbox_set_handler(c->ctl->d.reg, box, NULL, NULL, who, &res, err,
+					   sizeof(err));
+		if (e)
+			respond_error(c, 500, err);
+		else
+			respond_json(c, 200, switch_json(c->ctl->d.reg, box, &res));
+		return;
+	}
+	if (strcmp(method, "PUT")) {
+		respond_error(c, 405, "use PUT or DELETE on /v1/sandboxes/NAME/handler");
+		return;
+	}
+	j = json_loadb(sl_buf_head(&c->body), sl_buf_size(&c->body), 0, &jerr);
+	if (!j || json_unpack_ex(j, &jerr, JSON_STRICT, "{s:s, s?o}", "handler", &handler,
+				 "params", &params)) {
+		snprintf(err, sizeof(err), "bad request: %s (want {\"handler\": NAME, \"params\": "
+					   "{...}})", jerr.text);
+		respond_error(c, 400, err);
+		goto out;
+	}
+	if (params_text(params, &ptext, err, sizeof(err))) {
+		respond_error(c, 400, err);
+		goto out;
+	}
+	e = sl_sandbox_set_handler(c->ctl->d.reg, box, handler, ptext, who, &res, err,
+				   sizeof(err));
+	if (e)
+		respond_error(c, e == -ENOENT ? 404 : e == -EINVAL ? 400 : 500, err);
+	else
+		respond_json(c, 200, switch_json(c->ctl->d.reg, box, &res));
+out:
+	free(ptext);
+	json_decref(j);
+}
+
+/* PUT /v1/sandboxes/NAME/policy {"policy": TEXT, "policy_file": PATH} */
+static void handle_reload(struct ctl_conn *c, const char *method, const char *name)
+{
+	struct sl_box *box = sl_sandbox_find(c->ctl->d.reg, name);
+	const char *policy = NULL, *policy_file = NULL;
+	size_t policy_len = 0;
+	struct sl_switch_result res;
+	char err[512], who[64];
+	json_error_t jerr;
+	json_t *j;
+	int e;
+
+	if (!box) {
+		snprintf(err, sizeof(err), "no sandbox named '%s'", name);
+		respond_error(c, 404, err);
+		return;
+	}
+	if (strcmp(method, "PUT")) {
+		respond_error(c, 405, "use PUT on /v1/sandboxes/NAME/policy");
+		return;
+	}
+	j = json_loadb(sl_buf_head(&c->body), sl_buf_size(&c->body), 0, &jerr);
+	if (!j || json_unpack_ex(j, &jerr, JSON_STRICT, "{s:s%, s?s}", "policy", &policy,
+				 &policy_len, "policy_file", &policy_file)) {
+		snprintf(err, sizeof(err), "bad request: %s (want {\"policy\": TEXT})", jerr.text);
+		respond_error(c, 400, err);
+		json_decref(j);
+		return;
+	}
+	peer_of(c, who, sizeof(who));
+	e = sl_sandbox_reload(c->ctl->d.reg, box, policy_file, policy, policy_len, who, &res, err,
+			      sizeof(err));
+	if (e) {
+		sl_info("sandbox %s: policy reload refused: %s", name, err);
+		respond_error(c, e == -EINVAL ? 400 : 500, err);
+	} else {
+		respond_json(c, 200, switch_json(c->ctl->d.reg, box, &res));
+	}
+	json_decref(j);
+}
+
 static void handle_add(struct ctl_conn *c)
 {
 	const char *name = NULL, *cgroup = NULL, *policy_file = NULL, *policy = NULL;
+	const char *handler = NULL;
+	json_t *params = NULL;
+	char *ptext = NULL;
 	size_t policy_len = 0;
 	struct sl_box_spec spec = { 0 };
 	json_error_t jerr;
@@ -266,13 +418,20 @@ static void handle_add(struct ctl_conn *c)
 		respond_error(c, 400, err);
 		return;
 	}
-	if (json_unpack_ex(j, &jerr, JSON_STRICT, "{s:s, s?s, s?s, s?s%}", "name", &name,
-			   "cgroup", &cgroup, "policy_file", &policy_file, "policy", &policy,
-			   &policy_len)) {
+	if (json_unpack_ex(j, &jerr, JSON_STRICT, "{s:s, s?s, s?s, s?s%, s?s, s?o, s?s, s?i}",
+			   "name", &name, "cgroup", &cgroup, "policy_file", &policy_file, "policy",
+			   &policy, &policy_len, "handler", &handler, "params", &params, "netns",
+			   &spec.netns, "pid", &spec.pid)) {
 		snprintf(err, sizeof(err), "bad request: %s", jerr.text);
 		respond_error(c, 400, err);
 		goto out;
 	}
+	if (params_text(params, &ptext, err, sizeof(err))) {
+		respond_error(c, 400, err);
+		goto out;
+	}
+	spec.handler = handler;
+	spec.params = ptext;
 	spec.name = name;
 	spec.cgroup = cgroup;
 	spec.policy_path = policy_file;
@@ -290,6 +449,7 @@ static void handle_add(struct ctl_conn *c)
 	}
 	respond_json(c, 201, sl_sandbox_json(c->ctl->d.reg, box, 1));
 out:
+	free(ptext);
 	json_decref(j);
 }
 
@@ -349,6 +509,7 @@ static void stream_sink(const char *line, size_t len, void *arg)
 
 	if (sl_buf_size(&c->out) + len > CTL_STREAM_MAX_PENDING) {
 		c->dropped++;
+		c->ctl->events_dropped++;
 		return;
 	}
 	sl_buf_append(&c->out, line, len);
@@ -392,6 +553,67 @@ static void metric_sandbox(struct sl_buf *m, const char *metric, const char *nam
 {
 	sl_buf_printf(m, "%s{sandbox=\"%s\"%s%s} %llu\n", metric, name, labels[0] ? "," : "",
 		      labels, v);
+}
+
+static uint64_t leaf_evictions(struct sl_ca *ca)
+{
+	struct sl_ca_stats st = { 0 };
+
+	if (ca)
+		sl_ca_get_stats(ca, &st);
+	return st.evictions;
+}
+
+/* Every bound of the daemon that was reached, per sandbox (README, Reliability), and the
+ * gauges that show how close the others are. */
+static void metrics_limits(struct sl_buf *m, struct sl_registry *reg,
+			   unsigned long long events_dropped)
+{
+	sl_buf_printf(m, "# HELP sluice_limits_reached_total Requests, connections and queries "
+			 "refused because a bound was reached.\n"
+			 "# TYPE sluice_limits_reached_total counter\n");
+	for (struct sl_box *b = sl_registry_first(reg); b; b = b->next) {
+		const struct sl_proxy_stats *p = b->proxy ? sl_proxy_listener_stats(b->proxy) :
+							    NULL;
+		const struct sl_dns_stats *d = b->dns ? sl_dns_listener_stats(b->dns) : NULL;
+		const struct {
+			const char *labels;
+			uint64_t v;
+		} q[] = {
+			{ "limit=\"http_conns\"", p ? p->limit_conns : 0 },
+			{ "limit=\"http_conns_total\"", p ? p->limit_conns_total : 0 },
+			{ "limit=\"fds\"", p ? p->limit_fds : 0 },
+			{ "limit=\"http_head\"", p ? p->limit_head : 0 },
+			{ "limit=\"req_body\"", p ? p->limit_req_body : 0 },
+			{ "limit=\"resp_body\"", p ? p->limit_resp_body : 0 },
+			{ "limit=\"lua_memory\"", p ? p->limit_lua_mem : 0 },
+			{ "limit=\"lua_instructions\"", p ? p->limit_lua_insns : 0 },
+			{ "limit=\"upstream_pool\"", p ? p->pool_full : 0 },
+			{ "limit=\"dns_pending\"", d ? d->limit_pending : 0 },
+			{ "limit=\"dns_tcp\"", d ? d->limit_tcp : 0 },
+			{ "limit=\"dns_learned\"", d ? d->limit_learned : 0 },
+			{ "limit=\"kernel_rules\"", d ? d->limit_kernel_rules : 0 },
+			{ "limit=\"leaf_cache\"", leaf_evictions(b->ca) },
+		};
+
+		for (size_t i = 0; i < sizeof(q) / sizeof(q[0]); i++)
+			metric_sandbox(m, "sluice_limits_reached_total", b->name, q[i].labels,
+				       q[i].v);
+	}
+	sl_buf_printf(m, "# HELP sluice_http_connections_active Intercepted connections open "
+			 "now.\n# TYPE sluice_http_connections_active gauge\n");
+	for (struct sl_box *b = sl_registry_first(reg); b; b = b->next)
+		metric_sandbox(m, "sluice_http_connections_active", b->name, "",
+			       b->proxy ? sl_proxy_listener_stats(b->proxy)->active : 0);
+	sl_buf_printf(m, "# HELP sluice_lua_memory_bytes Memory of each sandbox's Lua state.\n"
+			 "# TYPE sluice_lua_memory_bytes gauge\n");
+	for (struct sl_box *b = sl_registry_first(reg); b; b = b->next)
+		metric_sandbox(m, "sluice_lua_memory_bytes", b->name, "",
+			       b->lua ? sl_lua_mem(b->lua) : 0);
+	sl_buf_printf(m, "# HELP sluice_events_dropped_total Event lines a follower (GET "
+			 "/v1/events?follow=1) lost because it did not keep up.\n"
+			 "# TYPE sluice_events_dropped_total counter\n"
+			 "sluice_events_dropped_total %llu\n", events_dropped);
 }
 
 static void handle_metrics(struct ctl_conn *c)
@@ -511,6 +733,7 @@ static void handle_metrics(struct ctl_conn *c)
 			      (unsigned long long)(unknown.c[SL_CTR_DENY_TCP] +
 						   unknown.c[SL_CTR_DENY_UDP] +
 						   unknown.c[SL_CTR_DENY_SOCKET]));
+	metrics_limits(&m, reg, c->ctl->events_dropped);
 	respond_raw(c, 200, "text/plain; version=0.0.4", sl_buf_head(&m), sl_buf_size(&m));
 	sl_buf_free(&m);
 }
@@ -645,7 +868,11 @@ static void dispatch(struct ctl_conn *c)
 			respond_error(c, 400, "invalid sandbox name");
 			return;
 		}
-		if (sub && !strcmp(sub, "ca")) {
+		if (sub && !strcmp(sub, "handler")) {
+			handle_handler(c, method, name);
+		} else if (sub && !strcmp(sub, "policy")) {
+			handle_reload(c, method, name);
+		} else if (sub && !strcmp(sub, "ca")) {
 			if (get)
 				handle_ca(c, name);
 			else
@@ -773,6 +1000,14 @@ static void conn_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 	conn_flush(c);
 }
 
+static void accept_resume(struct sl_loop *loop, void *arg)
+{
+	struct sl_control *ctl = arg;
+
+	ctl->paused = NULL; /* fired: the loop frees it */
+	sl_loop_mod_fd(loop, ctl->fd, SL_READ);
+}
+
 static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 {
 	struct sl_control *ctl = arg;
@@ -782,6 +1017,16 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 		int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		struct ctl_conn *c;
 
+		if (cfd == -1 && (errno == EMFILE || errno == ENFILE)) {
+			/* Level-triggered: wait for descriptors rather than spin (and log) on a
+			 * listener that stays readable. */
+			if (!ctl->paused) {
+				sl_warn("control accept failed: %s", strerror(errno));
+				sl_loop_mod_fd(loop, fd, 0);
+				ctl->paused = sl_loop_add_timer(loop, 100, accept_resume, ctl);
+			}
+			return;
+		}
 		if (cfd == -1) {
 			if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
 				sl_warn("control accept failed: %s", strerror(errno));
@@ -895,6 +1140,7 @@ void sl_control_close(struct sl_control *ctl)
 		return;
 	while (ctl->conns)
 		conn_close(ctl->conns);
+	sl_loop_cancel_timer(ctl->d.loop, ctl->paused);
 	sl_loop_del_fd(ctl->d.loop, ctl->fd);
 	close(ctl->fd);
 	unlink(ctl->path);

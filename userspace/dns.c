@@ -35,6 +35,9 @@
 
 #define DNS_MAX_PENDING 512 /* queries in flight per listener */
 #define DNS_MAX_TCP 64 /* TCP clients per listener */
+/* ... and of all listeners: each holds a descriptor, which the proxy needs too */
+#define DNS_MAX_PENDING_TOTAL SL_DNS_MAX_PENDING_TOTAL
+#define DNS_MAX_TCP_TOTAL SL_DNS_MAX_TCP_TOTAL
 #define DNS_TCP_IDLE_MS 10000
 #define DNS_MSG_MAX 65535
 
@@ -42,6 +45,7 @@ struct sl_dns {
 	struct sl_loop *loop;
 	struct sl_events *events;
 	struct sl_dns_opts o;
+	unsigned npending, ntcp; /* of all listeners */
 };
 
 struct dns_tcp;
@@ -85,6 +89,7 @@ struct sl_dns_listener {
 	unsigned npending;
 	struct dns_tcp *tcps;
 	unsigned ntcp;
+	struct sl_timer *tcp_paused; /* accepting again after running out of descriptors */
 	struct sl_dns_stats stats;
 };
 
@@ -183,6 +188,7 @@ static void query_free(struct dns_query *dq)
 		}
 	}
 	l->npending--;
+	l->dns->npending--;
 	sl_loop_cancel_timer(l->dns->loop, dq->timer);
 	if (dq->up_fd >= 0) {
 		sl_loop_del_fd(l->dns->loop, dq->up_fd);
@@ -266,6 +272,16 @@ static void query_complete(struct dns_query *dq, uint8_t *resp, size_t len)
 	}
 	if (!a->tc) {
 		err = l->ops->learn(l->owner, dq->q.qname, a, blocked);
+		if (err == -EDQUOT) {
+			l->stats.limit_learned++;
+			query_fail(dq, "the sandbox holds too many resolved addresses");
+			goto cleanup;
+		}
+		if (err == -ENOSPC || err == -E2BIG) {
+			l->stats.limit_kernel_rules++;
+			query_fail(dq, "the kernel rule map is full");
+			goto cleanup;
+		}
 		if (err) {
 			query_fail(dq, "installing the addresses failed");
 			goto cleanup;
@@ -462,8 +478,11 @@ static void handle_query(struct sl_dns_listener *l, const uint8_t *pkt, size_t l
 		reply_error(l, &q, pkt, len, SL_DNS_RCODE_NOERROR, udp_fd, from, fromlen, tcp);
 		return;
 	}
-	if (l->npending >= DNS_MAX_PENDING) {
+	if (l->npending >= DNS_MAX_PENDING || l->dns->npending >= DNS_MAX_PENDING_TOTAL) {
 		l->stats.refused++;
+		l->stats.limit_pending++;
+		dns_event(l, &q, "refused",
+			  json_pack("{s:s}", "reason", "too many queries in flight"));
 		reply_error(l, &q, pkt, len, SL_DNS_RCODE_REFUSED, udp_fd, from, fromlen, tcp);
 		return;
 	}
@@ -493,6 +512,7 @@ static void handle_query(struct sl_dns_listener *l, const uint8_t *pkt, size_t l
 	dq->next = l->queries;
 	l->queries = dq;
 	l->npending++;
+	l->dns->npending++;
 	dq->timer = sl_loop_add_timer(l->dns->loop, l->dns->o.timeout_ms, query_timeout, dq);
 	r = query_start(dq);
 	if (r || !dq->timer)
@@ -549,6 +569,7 @@ static void tcp_close(struct dns_tcp *c)
 		}
 	}
 	l->ntcp--;
+	l->dns->ntcp--;
 	sl_loop_cancel_timer(l->dns->loop, c->idle);
 	sl_loop_del_fd(l->dns->loop, c->fd);
 	close(c->fd);
@@ -628,6 +649,16 @@ static void tcp_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 	}
 }
 
+static void tcp_resume(struct sl_loop *loop, void *arg)
+{
+	struct sl_dns_listener *l = arg;
+
+	l->tcp_paused = NULL; /* fired: the loop frees it */
+	for (int i = 0; i < 2; i++)
+		if (l->tcp[i] >= 0)
+			sl_loop_mod_fd(loop, l->tcp[i], SL_READ);
+}
+
 static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 {
 	struct sl_dns_listener *l = arg;
@@ -637,11 +668,27 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 		int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		struct dns_tcp *c;
 
+		if (cfd == -1 && (errno == EMFILE || errno == ENFILE)) {
+			/* Level-triggered: the listener stays readable. Nothing to accept with,
+			 * so the client waits in the backlog (and retries over UDP) rather than
+			 * the loop spinning; the UDP side keeps answering meanwhile. */
+			sl_loop_mod_fd(loop, fd, 0);
+			if (!l->tcp_paused)
+				l->tcp_paused = sl_loop_add_timer(loop, 100, tcp_resume, l);
+			return;
+		}
 		if (cfd == -1)
 			return;
-		if (l->ntcp >= DNS_MAX_TCP) {
+		if (l->ntcp >= DNS_MAX_TCP || l->dns->ntcp >= DNS_MAX_TCP_TOTAL) {
 			l->stats.refused++;
+			l->stats.limit_tcp++;
 			close(cfd);
+			if (l->dns->events)
+				sl_events_publish(l->dns->events, l->ops->name(l->owner),
+						  json_pack("{s:s, s:s, s:s, s:s}", "type", "dns",
+							    "sandbox", l->ops->name(l->owner),
+							    "verdict", "refused", "reason",
+							    "too many DNS clients over TCP"));
 			continue;
 		}
 		c = calloc(1, sizeof(*c));
@@ -660,6 +707,7 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 		c->next = l->tcps;
 		l->tcps = c;
 		l->ntcp++;
+		l->dns->ntcp++;
 	}
 }
 
@@ -779,6 +827,7 @@ void sl_dns_listener_close(struct sl_dns_listener *l)
 		tcp_close(l->tcps);
 	while (l->queries)
 		query_free(l->queries);
+	sl_loop_cancel_timer(l->dns->loop, l->tcp_paused);
 	close_fds(l);
 	free(l);
 }

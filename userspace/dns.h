@@ -33,11 +33,17 @@ struct sl_dns_ops {
 	 * Installs the addresses of @a (the answer for @qname) into the kernel, before the reply
 	 * is released. Sets blocked[i] for each a->addr[i] that the policy refuses (rebinding
 	 * guard): those are removed from the reply. Returns 0 or -errno (the reply becomes
-	 * SERVFAIL: an answer whose addresses are not installed would only fail later).
+	 * SERVFAIL: an answer whose addresses are not installed would only fail later):
+	 * -EDQUOT when the sandbox holds too many resolutions, -ENOSPC when the kernel's rule
+	 * map is full.
 	 */
 	int (*learn)(void *owner, const char *qname, const struct sl_dns_answer *a,
 		     uint8_t blocked[SL_DNS_MAX_ADDRS]);
 };
+
+/* Queries in flight and TCP clients of all listeners together (each holds a descriptor). */
+#define SL_DNS_MAX_PENDING_TOTAL 4096
+#define SL_DNS_MAX_TCP_TOTAL 1024
 
 /* Counters of one listener. */
 struct sl_dns_stats {
@@ -49,6 +55,11 @@ struct sl_dns_stats {
 	uint64_t servfail; /* upstream failed, timed out or answered garbage */
 	uint64_t installed; /* addresses written into the kernel */
 	uint64_t blocked; /* addresses refused by the rebinding guard */
+	/* Bounds reached (README, Reliability), each a clear refusal: */
+	uint64_t limit_pending; /* REFUSED: too many queries in flight (DNS_MAX_PENDING) */
+	uint64_t limit_tcp; /* TCP clients closed at accept (DNS_MAX_TCP) */
+	uint64_t limit_learned; /* SERVFAIL: the sandbox holds SL_LEARNED_MAX resolutions */
+	uint64_t limit_kernel_rules; /* SERVFAIL: the kernel rule map is full (SL_MAX_RULES) */
 };
 
 struct sl_dns *sl_dns_new(struct sl_loop *loop, struct sl_events *events,

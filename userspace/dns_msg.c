@@ -633,12 +633,19 @@ static int rdata_names(uint16_t type, size_t *pre, int *names, size_t *post)
 	return 0;
 }
 
-/* The TTL to write for @rr: at most @max_ttl_s. OPT's TTL field holds flags, not a TTL. */
+/*
+ * The TTL to write for @rr: at most @max_ttl_s, and 0 when the top bit is set (RFC 2181 §8),
+ * which is how sl_dns_parse_answer() reads it for the kernel: capping 0x80000000 at
+ * @max_ttl_s instead would have the client cache for longer than the rule it was given
+ * lives. OPT's TTL field holds flags, not a TTL.
+ */
 static uint32_t capped_ttl(const struct rr *rr, uint32_t max_ttl_s)
 {
-	if (rr->type == SL_DNS_TYPE_OPT || rr->ttl <= max_ttl_s)
+	uint32_t t = ttl_s(rr->ttl);
+
+	if (rr->type == SL_DNS_TYPE_OPT)
 		return rr->ttl;
-	return max_ttl_s;
+	return t <= max_ttl_s ? t : max_ttl_s;
 }
 
 /* Writes the record @rr, owned by @owner, with every name uncompressed and its TTL capped at

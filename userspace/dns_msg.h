@@ -150,8 +150,9 @@ int sl_dns_is_bypass_type(uint16_t type);
 
 /*
  * Removes from the upstream response @pkt (@len bytes) every SVCB and HTTPS record, and the
- * RRSIGs covering them, in all three sections. Returns 0 when there is none and @pkt is not
- * truncated: @pkt can then be relayed as is (@out untouched). Otherwise writes in @out
+ * RRSIGs covering them, in all three sections, and writes a TTL with the top bit set as 0
+ * (RFC 2181 §8). Returns 0 when there is nothing to change and @pkt is not truncated: @pkt
+ * can then be relayed as is (@out untouched). Otherwise writes in @out
  * (@outcap bytes: pass what the client accepts) the same message without them and returns
  * its length: same header with fixed counts, question and other records in order, every
  * name written out uncompressed (moving records breaks the offsets that compression pointers
@@ -168,7 +169,8 @@ typedef int sl_dns_addr_filter(uint8_t family, const uint8_t *addr, void *arg);
 
 /*
  * sl_dns_strip_bypass(), and also: drops the IN A/AAAA records for which @drop_addr (may be
- * NULL) returns 1, and caps every TTL (OPT's excepted) at @max_ttl_s. Returns 0 when nothing
+ * NULL) returns 1, and caps every TTL (OPT's excepted) at @max_ttl_s, a TTL with the top bit
+ * set counting as 0 (RFC 2181 §8, as sl_dns_parse_answer() reads it). Returns 0 when nothing
  * needs changing (@pkt can be relayed as is), else the rewritten length in @out, with the
  * same errors and truncation rules as sl_dns_strip_bypass().
  */

@@ -148,7 +148,20 @@ void sl_format_mono_time(__u64 ts_ns, char *buf, size_t len)
 			 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
 		cached_sec = secs;
 	}
-	snprintf(buf, len, "%s.%03lldZ", prefix, ms % 1000);
+	{
+		size_t n = strlen(prefix);
+		int frac = (int)(ms % 1000);
+
+		if (len < n + 6)
+			return;
+		memcpy(buf, prefix, n);
+		buf[n] = '.';
+		buf[n + 1] = (char)('0' + frac / 100);
+		buf[n + 2] = (char)('0' + frac / 10 % 10);
+		buf[n + 3] = (char)('0' + frac % 10);
+		buf[n + 4] = 'Z';
+		buf[n + 5] = 0;
+	}
 }
 
 /* Keeps @line (malloc'd, newline-terminated, owned from here) and hands it to subscribers. */
@@ -209,14 +222,70 @@ void sl_events_publish(struct sl_events *ev, const char *sandbox, json_t *obj)
 	publish_line(ev, sandbox, line, len);
 }
 
+/* The length of the valid UTF-8 sequence at @p (RFC 3629: no overlong forms, surrogates or
+ * code points past U+10FFFF), 0 if there is none. */
+static size_t utf8_len(const unsigned char *p)
+{
+	unsigned char c = p[0], lo = 0x80, hi = 0xbf;
+	size_t n;
+
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf)
+		n = 2;
+	else if (c >= 0xe0 && c <= 0xef)
+		n = 3;
+	else if (c >= 0xf0 && c <= 0xf4)
+		n = 4;
+	else
+		return 0;
+	if (c == 0xe0)
+		lo = 0xa0;
+	else if (c == 0xed)
+		hi = 0x9f;
+	else if (c == 0xf0)
+		lo = 0x90;
+	else if (c == 0xf4)
+		hi = 0x8f;
+	if (p[1] < lo || p[1] > hi)
+		return 0;
+	for (size_t i = 2; i < n; i++)
+		if (p[i] < 0x80 || p[i] > 0xbf)
+			return 0;
+	return n;
+}
+
+void sl_utf8_scrub(char *s)
+{
+	unsigned char *p = (unsigned char *)s;
+
+	while (*p) {
+		size_t n = utf8_len(p);
+
+		if (n) {
+			p += n;
+		} else {
+			*p++ = '?';
+		}
+	}
+}
+
 /* ,"key": (keys are ours: plain ASCII, no escaping needed) */
 static void jw_key(struct sl_jw *w, const char *key)
 {
+	char k[64];
+	size_t n = strlen(key), i = 0;
+
+	if (n > sizeof(k) - 4)
+		n = sizeof(k) - 4;
 	if (w->n++)
-		sl_buf_append(&w->b, ",", 1);
-	sl_buf_append(&w->b, "\"", 1);
-	sl_buf_append(&w->b, key, strlen(key));
-	sl_buf_append(&w->b, "\":", 2);
+		k[i++] = ',';
+	k[i++] = '"';
+	memcpy(k + i, key, n);
+	i += n;
+	k[i++] = '"';
+	k[i++] = ':';
+	sl_buf_append(&w->b, k, i);
 }
 
 void sl_jw_begin(struct sl_jw *w)
@@ -225,6 +294,7 @@ void sl_jw_begin(struct sl_jw *w)
 
 	memset(w, 0, sizeof(*w));
 	sl_format_mono_time(sl_now_ns(), ts, sizeof(ts));
+	sl_buf_reserve(&w->b, 480); /* most lines fit: one allocation */
 	sl_buf_append(&w->b, "{", 1);
 	sl_jw_str(w, "ts", ts);
 }
@@ -281,15 +351,17 @@ void sl_jw_publish(struct sl_jw *w, struct sl_events *ev, const char *sandbox)
 	size_t len;
 	char *line;
 
-	sl_buf_append(&w->b, "}\n", 2);
-	len = sl_buf_size(&w->b);
-	line = malloc(len + 1);
-	if (line) {
-		memcpy(line, sl_buf_head(&w->b), len);
-		line[len] = 0;
-		publish_line(ev, sandbox, line, len);
+	if (sl_buf_append(&w->b, "}\n", 2)) {
+		sl_buf_free(&w->b);
+		return;
 	}
-	sl_buf_free(&w->b);
+	/* The buffer becomes the line (nothing was consumed from it; append left room for
+	 * the NUL). */
+	len = sl_buf_size(&w->b);
+	line = w->b.data;
+	line[len] = 0;
+	memset(&w->b, 0, sizeof(w->b));
+	publish_line(ev, sandbox, line, len);
 }
 
 static const char *proto_name(unsigned p)

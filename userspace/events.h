@@ -30,6 +30,9 @@ void sl_events_replay(struct sl_events *ev, const char *sandbox, sl_event_sink *
 /* Publishes @obj (reference stolen) as an event of @sandbox (NULL: none). A "ts" field is
  * added if absent. Never blocks: subscribers buffer or drop. */
 void sl_events_publish(struct sl_events *ev, const char *sandbox, json_t *obj);
+/* Replaces every byte of @s that does not belong to valid UTF-8 by '?', in place, so that
+ * text quoting untrusted bytes (a parser's error, a truncated message) can go into JSON. */
+void sl_utf8_scrub(char *s);
 
 /*
  * A JSON object written straight into a buffer, for events on hot paths (one per proxied

@@ -123,6 +123,13 @@ int sl_http_on_header_value_complete(llhttp_t *p)
 	struct sl_http_msg *m = msg_of(p);
 	struct sl_http_header *h;
 
+	/* llhttp 8 reads a line that starts with ':' as a header without a name. A field-name
+	 * is a token, never empty (RFC 9110 section 5.1); written out again, that line would
+	 * reach the other side as something it may read differently. */
+	if (!sl_buf_size(&m->field)) {
+		llhttp_set_error_reason(p, "empty header name");
+		return -1;
+	}
 	if (m->nh >= SL_HTTP_MAX_HEADERS)
 		return -1;
 	if (m->nh == m->caph) {
@@ -420,18 +427,34 @@ static int write_headers(const struct sl_http_msg *m, enum sl_http_body body, co
 	int err = 0;
 
 	for (size_t i = 0; i < m->nh && !err; i++) {
+		size_t nl, vl;
+		char *p;
+
 		if (hop_by_hop(m->h[i].name, connection) ||
 		    (nconn > 1 && sl_http_has_token(m, "connection", m->h[i].name)))
 			continue;
-		err = sl_buf_append(out, m->h[i].name, strlen(m->h[i].name)) ||
-		      sl_buf_append(out, ": ", 2) ||
-		      sl_buf_append(out, m->h[i].value, strlen(m->h[i].value)) ||
+		/* One reservation per line: heads are written for every request. */
+		nl = strlen(m->h[i].name);
+		vl = strlen(m->h[i].value);
+		err = sl_buf_reserve(out, nl + vl + 4);
+		if (err)
+			break;
+		p = out->data + out->len;
+		memcpy(p, m->h[i].name, nl);
+		memcpy(p + nl, ": ", 2);
+		memcpy(p + nl + 2, m->h[i].value, vl);
+		memcpy(p + nl + 2 + vl, "\r\n", 2);
+		out->len += nl + vl + 4;
+	}
+	if (!err && body == SL_BODY_LENGTH) {
+		const char *cl = sl_http_get(m, "content-length");
+
+		err = sl_buf_append(out, "Content-Length: ", 16) ||
+		      sl_buf_append(out, cl ? cl : "0", strlen(cl ? cl : "0")) ||
 		      sl_buf_append(out, "\r\n", 2);
 	}
-	if (!err && body == SL_BODY_LENGTH)
-		err = sl_buf_printf(out, "Content-Length: %s\r\n", sl_http_get(m, "content-length"));
 	if (!err && body == SL_BODY_CHUNKED)
-		err = sl_buf_printf(out, "Transfer-Encoding: chunked\r\n");
+		err = sl_buf_append(out, "Transfer-Encoding: chunked\r\n", 28);
 	if (!err && upgrade)
 		err = sl_buf_printf(out, "Connection: Upgrade\r\nUpgrade: %s\r\n", upgrade);
 	else if (!err && close)
@@ -453,8 +476,15 @@ int sl_http_write_request(const struct sl_http_msg *m, const char *path, enum sl
 int sl_http_write_response(const struct sl_http_msg *m, enum sl_http_body body,
 			   const char *upgrade, int close, struct sl_buf *out)
 {
-	if (sl_buf_printf(out, "HTTP/1.1 %d %s\r\n", m->status,
-			  m->reason && *m->reason ? m->reason : sl_http_reason(m->status)))
+	const char *reason = m->reason && *m->reason ? m->reason : sl_http_reason(m->status);
+	char line[16] = "HTTP/1.1 000 ";
+	int st = m->status >= 100 && m->status <= 999 ? m->status : 500;
+
+	line[9] = (char)('0' + st / 100);
+	line[10] = (char)('0' + st / 10 % 10);
+	line[11] = (char)('0' + st % 10);
+	if (sl_buf_append(out, line, 13) || sl_buf_append(out, reason, strlen(reason)) ||
+	    sl_buf_append(out, "\r\n", 2))
 		return -ENOMEM;
 	return write_headers(m, body, upgrade, close, out);
 }

@@ -50,7 +50,8 @@ void sl_http_msg_free(struct sl_http_msg *m);
 
 /* llhttp callbacks that fill a message; @p->data must point to a struct whose first member
  * is a pointer to the struct sl_http_msg being parsed. They return -1 (an llhttp error) when
- * the head grows past SL_HTTP_MAX_HEAD or SL_HTTP_MAX_HEADERS. */
+ * the head grows past SL_HTTP_MAX_HEAD or SL_HTTP_MAX_HEADERS, for a folded value (obs-fold)
+ * and for a header without a name. */
 int sl_http_on_url(llhttp_t *p, const char *at, size_t len);
 int sl_http_on_status(llhttp_t *p, const char *at, size_t len);
 int sl_http_on_header_field(llhttp_t *p, const char *at, size_t len);

@@ -17,14 +17,12 @@
  * sandbox. Values shorter than 4 bytes are not masked.
  */
 #include <arpa/inet.h>
-#include <ctype.h>
 #include <errno.h>
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 
 #include <jansson.h>
 #include <lauxlib.h>
@@ -32,76 +30,12 @@
 #include <lualib.h>
 #include <openssl/crypto.h>
 
-#include "envfile.h"
-#include "events.h"
-#include "http.h"
-#include "kv.h"
 #include "log.h"
-#include "lua_host.h"
+#include "lua_priv.h"
 #include "policy.h"
 #include "proxy.h"
 
 #define INSN_STEP 1000
-#define LOG_MAX 1024
-#define SECRETS_MAX 64
-
-#define MT_REQ "sluice.Request"
-#define MT_RESP "sluice.Response"
-#define MT_HDRS "sluice.Headers"
-#define MT_CTX "sluice.Context"
-#define MT_KV "sluice.KV"
-
-struct secret {
-	char *s;
-	size_t n;
-};
-
-struct sl_lua {
-	lua_State *L;
-	struct sl_lua_limits lim;
-	unsigned refs;
-	struct sl_lua_opts o;
-	char sandbox[80];
-	int policy_ref; /* the policy table */
-	int env_ref; /* the env table handlers get */
-	int params_ref; /* ctx.params of the active handler */
-	char active[64]; /* the active outboundHandlers entry, "" for none */
-	int has_outbound, has_by_host;
-	struct secret load_secrets[SECRETS_MAX]; /* read while the policy loaded */
-	size_t nload;
-};
-
-enum wait { W_NONE, W_BODY, W_FETCH, W_RESP_BODY };
-
-/* One request's handler run. A full userdata (the `req` handlers see), kept alive by the
- * registry while the request is in flight and by any Lua value that holds it after. */
-struct lreq {
-	struct sl_lua *lua;
-	struct sl_px_xchg *x; /* NULL once the request has ended */
-	lua_State *co;
-	int co_ref, self_ref;
-	long insns;
-	enum wait waiting;
-	int fetched;
-	char handler[96];
-};
-
-enum hdrs_of { H_REQ, H_RESP, H_LOCAL };
-
-/* A response: the one fetch() returned (its head lives in the proxy) or one made by
- * Response.new (its head here; its body is the userdata's first user value). */
-struct lresp {
-	int local;
-	struct lreq *r; /* fetched: the request (the second user value keeps it alive) */
-	int status;
-	struct sl_http_msg h;
-};
-
-struct lhdrs {
-	enum hdrs_of of;
-	struct lreq *r;
-	struct lresp *resp;
-};
 
 /* ---- the restricted state ---- */
 
@@ -116,36 +50,55 @@ static void *limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 		free(ptr);
 		return NULL;
 	}
-	if (nsize > osize && lim->mem + (nsize - osize) > lim->mem_max)
+	if (nsize > osize && (lim->mem + (nsize - osize) > lim->mem_max ||
+			      lim->churn + (nsize - osize) > lim->churn_stop))
 		return NULL;
 	ptr = realloc(ptr, nsize);
-	if (ptr)
+	if (ptr) {
 		lim->mem += nsize - osize;
+		if (nsize > osize)
+			lim->churn += nsize - osize;
+	}
 	return ptr;
 }
 
-static struct lreq *running_req(lua_State *L)
-{
-	return *(struct lreq **)lua_getextraspace(L);
-}
-
+/*
+ * The instruction budget. Past it, the hook fires on every instruction and raises each time:
+ * a pcall that catches the first error cannot buy more time, because the very next
+ * instruction raises again.
+ */
 static void count_hook(lua_State *L, lua_Debug *ar)
 {
-	struct lreq *r = running_req(L);
+	struct lreq *r = sl_lua_running(L);
 	struct sl_lua_limits *lim;
 
 	(void)ar;
 	if (r) {
 		r->insns += INSN_STEP;
-		if (r->insns > r->lua->o.insn_max)
+		if (r->insns > r->lua->o.insn_max) {
+			r->out_of_insns = 1;
+			lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
 			luaL_error(L, "the handler ran out of its instruction budget (%I)",
 				   (lua_Integer)r->lua->o.insn_max);
+		}
 		return;
 	}
 	lua_getallocf(L, (void **)&lim);
 	lim->insns += INSN_STEP;
-	if (lim->insns > lim->insn_max)
+	if (lim->insns > lim->insn_max) {
+		lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
 		luaL_error(L, "policy runs too long (instruction limit reached)");
+	}
+}
+
+/* A fresh budget for code run on @L outside requests; @bounded 0 lifts the allocation
+ * bound (between runs, the C side pushes what it needs). */
+static void budget_reset(lua_State *L, struct sl_lua_limits *lim, int bounded)
+{
+	lim->insns = 0;
+	lim->churn_stop = bounded ? lim->churn + (size_t)lim->insn_max * SL_LUA_CHURN_PER_INSN :
+				    SIZE_MAX;
+	lua_sethook(L, count_hook, LUA_MASKCOUNT, INSN_STEP);
 }
 
 int sl_lua_traceback(lua_State *L)
@@ -187,6 +140,101 @@ static int safe_load(lua_State *L)
 	return 1;
 }
 
+/*
+ * Pattern matching is one instruction that can take exponential time ("a*a*a*...b" on a
+ * string of a's backtracks through every split), out of the instruction budget's sight. A
+ * match is refused when its worst case, about n^(q+1) steps for q repetitions (*, +, -) on
+ * a subject of n bytes (n^q when anchored) and a factor 2 per '?', passes 10^8: linear
+ * patterns on large bodies stay allowed, nested backtracking on long subjects does not.
+ */
+#define PATTERN_LOG10_MAX 8.0
+
+static int pattern_too_costly(const char *p, size_t plen, size_t n)
+{
+	double logn = n > 1 ? log10((double)n) : 0, cost = 0;
+	size_t i = 0;
+
+	if (plen && p[0] == '^')
+		i = 1;
+	else
+		cost = logn;
+	while (i < plen) {
+		size_t start = i;
+
+		if (p[i] == '%' && i + 1 < plen) {
+			if (p[i + 1] == 'b') {
+				i += 4; /* %bxy: balanced, linear */
+				continue;
+			}
+			if (p[i + 1] == 'f') {
+				i += 2; /* %f[set]: a frontier, then its set */
+				if (i < plen && p[i] == '[') {
+					for (i++; i < plen && p[i] != ']'; i++)
+						if (p[i] == '%')
+							i++;
+					i++;
+				}
+				continue;
+			}
+			i += 2;
+		} else if (p[i] == '[') {
+			i++;
+			if (i < plen && p[i] == '^')
+				i++;
+			if (i < plen && p[i] == ']')
+				i++;
+			for (; i < plen && p[i] != ']'; i++)
+				if (p[i] == '%')
+					i++;
+			i++;
+		} else {
+			i++;
+		}
+		if (i < plen && i > start && (p[i] == '*' || p[i] == '+' || p[i] == '-')) {
+			cost += logn;
+			i++;
+		} else if (i < plen && p[i] == '?') {
+			cost += 0.30103;
+			i++;
+		}
+	}
+	return cost > PATTERN_LOG10_MAX;
+}
+
+/* string.find/match/gmatch/gsub with that bound (the original is upvalue 1). */
+static int guarded_match(lua_State *L)
+{
+	size_t n, plen;
+	const char *pat;
+
+	luaL_checklstring(L, 1, &n);
+	pat = luaL_checklstring(L, 2, &plen);
+	/* string.find(s, p, init, plain): a plain find is a substring search. */
+	if (!(lua_toboolean(L, lua_upvalueindex(2)) && lua_toboolean(L, 4)) &&
+	    pattern_too_costly(pat, plen, n))
+		return luaL_error(L, "pattern '%s' may take too long on %I bytes (too many "
+				     "repetitions for a subject this long)",
+				  pat, (lua_Integer)n);
+	lua_pushvalue(L, lua_upvalueindex(1));
+	lua_insert(L, 1);
+	lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+	return lua_gettop(L);
+}
+
+static void guard_patterns(lua_State *L)
+{
+	static const char *const fns[] = { "find", "match", "gmatch", "gsub" };
+
+	lua_getglobal(L, LUA_STRLIBNAME);
+	for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
+		lua_getfield(L, -1, fns[i]);
+		lua_pushboolean(L, i == 0); /* find has a plain mode */
+		lua_pushcclosure(L, guarded_match, 2);
+		lua_setfield(L, -2, fns[i]);
+	}
+	lua_pop(L, 1);
+}
+
 static int open_libs(lua_State *L)
 {
 	static const luaL_Reg libs[] = {
@@ -205,12 +253,16 @@ static int open_libs(lua_State *L)
 	lua_setglobal(L, "loadfile");
 	lua_pushcfunction(L, safe_load);
 	lua_setglobal(L, "load");
+	guard_patterns(L);
 	return 0;
 }
 
 lua_State *sl_lua_state_new(struct sl_lua_limits *lim)
 {
-	lua_State *L = lua_newstate(limited_alloc, lim);
+	lua_State *L;
+
+	lim->churn_stop = lim->churn + (size_t)lim->insn_max * SL_LUA_CHURN_PER_INSN;
+	L = lua_newstate(limited_alloc, lim);
 
 	if (!L)
 		return NULL;
@@ -222,898 +274,6 @@ lua_State *sl_lua_state_new(struct sl_lua_limits *lim)
 	}
 	lua_sethook(L, count_hook, LUA_MASKCOUNT, INSN_STEP);
 	return L;
-}
-
-/* ---- secrets ---- */
-
-/* A secret was read: the response must not carry it back. */
-static void secret_read(lua_State *L, const char *v, size_t n)
-{
-	struct lreq *r = running_req(L);
-	struct sl_lua *lua;
-
-	if (n < 4)
-		return;
-	if (r) {
-		if (r->x)
-			sl_px_x_mask(r->x, v, n);
-		return;
-	}
-	/* At load (a value kept in an upvalue): masked in every response of this policy. */
-	lua_getfield(L, LUA_REGISTRYINDEX, "sluice.host");
-	lua = lua_touserdata(L, -1);
-	lua_pop(L, 1);
-	if (!lua || lua->nload == SECRETS_MAX)
-		return;
-	for (size_t i = 0; i < lua->nload; i++)
-		if (lua->load_secrets[i].n == n && !memcmp(lua->load_secrets[i].s, v, n))
-			return;
-	lua->load_secrets[lua->nload].s = malloc(n);
-	if (!lua->load_secrets[lua->nload].s)
-		return;
-	memcpy(lua->load_secrets[lua->nload].s, v, n);
-	lua->load_secrets[lua->nload].n = n;
-	lua->nload++;
-}
-
-static void mask_in(char *s, size_t len, const char *v, size_t n)
-{
-	char *q = s;
-
-	if (n < 4)
-		return;
-	while ((size_t)(s + len - q) >= n && (q = memmem(q, s + len - q, v, n))) {
-		memset(q, '*', n);
-		q += n;
-	}
-}
-
-/* Removes every secret this request could know from @s: the env file's values, those read
- * at load, and those the request read (KV values). */
-static void redact(struct sl_lua *lua, struct lreq *r, char *s)
-{
-	size_t len = strlen(s);
-
-	for (size_t i = 0; lua->o.env && i < sl_env_count(lua->o.env); i++) {
-		const char *k, *v;
-
-		if (!sl_env_at(lua->o.env, i, &k, &v))
-			mask_in(s, len, v, strlen(v));
-	}
-	for (size_t i = 0; i < lua->nload; i++)
-		mask_in(s, len, lua->load_secrets[i].s, lua->load_secrets[i].n);
-	if (r && r->x)
-		sl_px_x_redact(r->x, s, len);
-}
-
-/* ---- requests ---- */
-
-static struct lreq *check_req(lua_State *L, int idx)
-{
-	struct lreq *r = luaL_checkudata(L, idx, MT_REQ);
-
-	if (!r->x)
-		luaL_error(L, "the request has ended");
-	return r;
-}
-
-static void check_own(lua_State *L, struct lreq *r, const char *what)
-{
-	if (L != r->co)
-		luaL_error(L, "%s must be called from the handler itself, not a coroutine it made",
-			   what);
-}
-
-static struct sl_http_msg *hdrs_msg(lua_State *L, struct lhdrs *h, int writing)
-{
-	struct sl_http_msg *m;
-
-	if (h->of == H_LOCAL)
-		return &h->resp->h;
-	if (!h->r->x)
-		luaL_error(L, "the request has ended");
-	if (h->of == H_REQ) {
-		if (writing && h->r->fetched)
-			luaL_error(L, "the request has been sent upstream already");
-		return sl_px_x_req(h->r->x);
-	}
-	m = sl_px_x_resp(h->r->x);
-	if (!m)
-		luaL_error(L, "the response has been sent already");
-	return m;
-}
-
-/* Pushes a Headers object for @owner (at @owner_idx), remembered in its user value 2. */
-static void push_headers(lua_State *L, int owner_idx, enum hdrs_of of, struct lreq *r,
-			 struct lresp *resp)
-{
-	struct lhdrs *h;
-
-	owner_idx = lua_absindex(L, owner_idx);
-	if (lua_getiuservalue(L, owner_idx, 2) == LUA_TUSERDATA)
-		return;
-	lua_pop(L, 1);
-	h = lua_newuserdatauv(L, sizeof(*h), 1);
-	h->of = of;
-	h->r = r;
-	h->resp = resp;
-	luaL_setmetatable(L, MT_HDRS);
-	lua_pushvalue(L, owner_idx);
-	lua_setiuservalue(L, -2, 1); /* the headers keep their owner alive */
-	lua_pushvalue(L, -1);
-	lua_setiuservalue(L, owner_idx, 2);
-}
-
-static const char *check_name(lua_State *L, int idx)
-{
-	const char *name = luaL_checkstring(L, idx);
-
-	if (!sl_http_valid_name(name))
-		luaL_error(L, "'%s' is not a header name", name);
-	return name;
-}
-
-static const char *check_value(lua_State *L, int idx, const char *name)
-{
-	size_t len;
-	const char *v = luaL_checklstring(L, idx, &len);
-
-	if (strlen(v) != len || !sl_http_valid_value(v, len))
-		luaL_error(L, "the value for header '%s' has control characters, CR/LF or "
-			      "surrounding spaces", name);
-	if (sl_http_managed(name))
-		luaL_error(L, "header '%s' is managed by sluice", name);
-	return v;
-}
-
-static int hdrs_get(lua_State *L)
-{
-	struct lhdrs *h = luaL_checkudata(L, 1, MT_HDRS);
-	const char *name = luaL_checkstring(L, 2);
-	struct sl_http_msg *m = hdrs_msg(L, h, 0);
-	luaL_Buffer b;
-	int n = 0;
-
-	luaL_buffinit(L, &b);
-	for (size_t i = 0; i < m->nh; i++) {
-		if (strcasecmp(m->h[i].name, name))
-			continue;
-		if (n++)
-			luaL_addstring(&b, ", ");
-		luaL_addstring(&b, m->h[i].value);
-	}
-	if (!n) {
-		lua_pushnil(L);
-		return 1;
-	}
-	luaL_pushresult(&b);
-	return 1;
-}
-
-static int hdrs_get_all(lua_State *L)
-{
-	struct lhdrs *h = luaL_checkudata(L, 1, MT_HDRS);
-	const char *name = luaL_checkstring(L, 2);
-	struct sl_http_msg *m = hdrs_msg(L, h, 0);
-	int n = 0;
-
-	lua_newtable(L);
-	for (size_t i = 0; i < m->nh; i++) {
-		if (strcasecmp(m->h[i].name, name))
-			continue;
-		lua_pushstring(L, m->h[i].value);
-		lua_rawseti(L, -2, ++n);
-	}
-	return 1;
-}
-
-static int hdrs_has(lua_State *L)
-{
-	struct lhdrs *h = luaL_checkudata(L, 1, MT_HDRS);
-
-	lua_pushboolean(L, sl_http_get(hdrs_msg(L, h, 0), luaL_checkstring(L, 2)) != NULL);
-	return 1;
-}
-
-static void hdrs_check(lua_State *L, int r)
-{
-	if (r == -E2BIG)
-		luaL_error(L, "too many headers");
-	if (r)
-		luaL_error(L, "not enough memory");
-}
-
-static int hdrs_set(lua_State *L)
-{
-	struct lhdrs *h = luaL_checkudata(L, 1, MT_HDRS);
-	const char *name = check_name(L, 2);
-	const char *v = check_value(L, 3, name);
-
-	hdrs_check(L, sl_http_set(hdrs_msg(L, h, 1), name, v));
-	return 0;
-}
-
-static int hdrs_add(lua_State *L)
-{
-	struct lhdrs *h = luaL_checkudata(L, 1, MT_HDRS);
-	const char *name = check_name(L, 2);
-	const char *v = check_value(L, 3, name);
-
-	hdrs_check(L, sl_http_add(hdrs_msg(L, h, 1), name, v));
-	return 0;
-}
-
-static int hdrs_delete(lua_State *L)
-{
-	struct lhdrs *h = luaL_checkudata(L, 1, MT_HDRS);
-	const char *name = check_name(L, 2);
-
-	if (sl_http_managed(name))
-		luaL_error(L, "header '%s' is managed by sluice", name);
-	hdrs_check(L, sl_http_set(hdrs_msg(L, h, 1), name, NULL));
-	return 0;
-}
-
-static int hdrs_next(lua_State *L)
-{
-	struct lhdrs *h = luaL_checkudata(L, lua_upvalueindex(1), MT_HDRS);
-	struct sl_http_msg *m = hdrs_msg(L, h, 0);
-	lua_Integer i = lua_tointeger(L, lua_upvalueindex(2));
-	char name[257];
-	size_t n;
-
-	if ((size_t)i >= m->nh)
-		return 0;
-	lua_pushinteger(L, i + 1);
-	lua_replace(L, lua_upvalueindex(2));
-	n = snprintf(name, sizeof(name), "%s", m->h[i].name);
-	for (size_t k = 0; k < n && k < sizeof(name); k++)
-		name[k] = (char)tolower((unsigned char)name[k]);
-	lua_pushstring(L, name);
-	lua_pushstring(L, m->h[i].value);
-	return 2;
-}
-
-/* for name, value in req.headers:pairs() (or pairs(req.headers)): every header line, names
- * in lower case, in order; a name given twice comes twice. */
-static int hdrs_pairs(lua_State *L)
-{
-	luaL_checkudata(L, 1, MT_HDRS);
-	lua_pushvalue(L, 1);
-	lua_pushinteger(L, 0);
-	lua_pushcclosure(L, hdrs_next, 2);
-	return 1;
-}
-
-static int hdrs_index(lua_State *L)
-{
-	luaL_checkudata(L, 1, MT_HDRS);
-	luaL_getmetafield(L, 1, "methods");
-	lua_getfield(L, -1, luaL_checkstring(L, 2));
-	return 1;
-}
-
-/* ---- Request ---- */
-
-static int req_text_k(lua_State *L, int status, lua_KContext k)
-{
-	struct lreq *r = running_req(L);
-	const char *body;
-	size_t len;
-
-	(void)status;
-	(void)k;
-	if (!r || !r->x)
-		return luaL_error(L, "the request has ended");
-	r->waiting = W_NONE;
-	body = sl_px_x_body(r->x, &len);
-	lua_pushlstring(L, body, len);
-	return 1;
-}
-
-static int req_text(lua_State *L)
-{
-	struct lreq *r = check_req(L, 1);
-	int rc;
-
-	check_own(L, r, "req:text()");
-	rc = sl_px_x_read_body(r->x, r->lua->o.body_max);
-	if (rc == -EALREADY)
-		return luaL_error(L, "req:text(): the body streamed upstream already (read it "
-				     "before fetch)");
-	if (rc < 0)
-		return luaL_error(L, "req:text(): %s", strerror(-rc));
-	if (rc == 1)
-		return req_text_k(L, LUA_OK, 0);
-	r->waiting = W_BODY;
-	return lua_yieldk(L, 0, 0, req_text_k);
-}
-
-static void push_dst(lua_State *L, const struct sockaddr *sa)
-{
-	char ip[INET6_ADDRSTRLEN] = "?";
-
-	if (sa->sa_family == AF_INET) {
-		const struct sockaddr_in *s = (const void *)sa;
-
-		inet_ntop(AF_INET, &s->sin_addr, ip, sizeof(ip));
-		lua_pushfstring(L, "%s:%d", ip, ntohs(s->sin_port));
-	} else {
-		const struct sockaddr_in6 *s = (const void *)sa;
-
-		inet_ntop(AF_INET6, &s->sin6_addr, ip, sizeof(ip));
-		lua_pushfstring(L, "[%s]:%d", ip, ntohs(s->sin6_port));
-	}
-}
-
-static int req_index(lua_State *L)
-{
-	struct lreq *r = check_req(L, 1);
-	const char *k = luaL_checkstring(L, 2);
-	struct sl_px_info info;
-
-	sl_px_x_info(r->x, &info);
-	if (!strcmp(k, "method"))
-		lua_pushstring(L, sl_px_x_req(r->x)->method);
-	else if (!strcmp(k, "path"))
-		lua_pushstring(L, sl_px_x_path(r->x));
-	else if (!strcmp(k, "host"))
-		lua_pushstring(L, info.host);
-	else if (!strcmp(k, "scheme"))
-		lua_pushstring(L, info.scheme);
-	else if (!strcmp(k, "url"))
-		lua_pushfstring(L, "%s://%s%s", info.scheme, info.host, sl_px_x_path(r->x));
-	else if (!strcmp(k, "headers"))
-		push_headers(L, 1, H_REQ, r, NULL);
-	else if (!strcmp(k, "text"))
-		lua_pushcfunction(L, req_text);
-	else
-		lua_pushnil(L);
-	return 1;
-}
-
-/* A path from a url naming this request's own scheme and host, or a path. */
-static const char *url_path(lua_State *L, struct lreq *r, const char *url)
-{
-	struct sl_px_info info;
-	size_t n;
-
-	if (url[0] == '/')
-		return url;
-	sl_px_x_info(r->x, &info);
-	n = strlen(info.scheme);
-	if (strncmp(url, info.scheme, n) || strncmp(url + n, "://", 3))
-		luaL_error(L, "url '%s': another scheme than the request's (%s)", url, info.scheme);
-	url += n + 3;
-	n = strlen(info.host);
-	if (strncasecmp(url, info.host, n) || (url[n] && url[n] != '/'))
-		luaL_error(L, "url: fetch goes to the request's own host (%s); a handler cannot "
-			      "send it elsewhere", info.host);
-	return url[n] ? url + n : "/";
-}
-
-static void set_field(lua_State *L, struct lreq *r, const char *k, int vidx)
-{
-	int rc = 0;
-
-	if (r->fetched)
-		luaL_error(L, "req.%s: the request has been sent upstream already", k);
-	if (!strcmp(k, "method")) {
-		rc = sl_px_x_set_method(r->x, luaL_checkstring(L, vidx));
-		if (rc == -EINVAL)
-			luaL_error(L, "req.method: '%s' is not a method sluice forwards",
-				   lua_tostring(L, vidx));
-	} else if (!strcmp(k, "path") || !strcmp(k, "url")) {
-		rc = sl_px_x_set_path(r->x, url_path(L, r, luaL_checkstring(L, vidx)));
-		if (rc == -EINVAL)
-			luaL_error(L, "req.%s: '%s' is not an origin-form path", k,
-				   lua_tostring(L, vidx));
-	} else if (!strcmp(k, "body")) {
-		size_t len = 0;
-		const char *b = lua_isnil(L, vidx) ? "" : luaL_checklstring(L, vidx, &len);
-
-		rc = sl_px_x_set_body(r->x, b, len);
-	} else {
-		luaL_error(L, "req.%s cannot be set (method, path, url and body can)", k);
-	}
-	if (rc)
-		luaL_error(L, "req.%s: %s", k, strerror(-rc));
-}
-
-static int req_newindex(lua_State *L)
-{
-	struct lreq *r = check_req(L, 1);
-
-	set_field(L, r, luaL_checkstring(L, 2), 3);
-	return 0;
-}
-
-/* ---- Response ---- */
-
-static struct lresp *check_resp(lua_State *L, int idx)
-{
-	struct lresp *p = luaL_checkudata(L, idx, MT_RESP);
-
-	if (!p->local && !p->r->x)
-		luaL_error(L, "the request has ended");
-	return p;
-}
-
-static struct sl_http_msg *fetched_msg(lua_State *L, struct lresp *p)
-{
-	struct sl_http_msg *m = sl_px_x_resp(p->r->x);
-
-	if (!m)
-		luaL_error(L, "the response has been sent already");
-	return m;
-}
-
-static int resp_text_k(lua_State *L, int status, lua_KContext k)
-{
-	struct lreq *r = running_req(L);
-	const char *body;
-	size_t len;
-
-	(void)status;
-	(void)k;
-	if (!r || !r->x)
-		return luaL_error(L, "the request has ended");
-	r->waiting = W_NONE;
-	body = sl_px_x_resp_body(r->x, &len);
-	lua_pushlstring(L, body, len);
-	return 1;
-}
-
-static int resp_text(lua_State *L)
-{
-	struct lresp *p = check_resp(L, 1);
-	int rc;
-
-	if (p->local) {
-		if (lua_getiuservalue(L, 1, 1) != LUA_TSTRING) {
-			lua_pop(L, 1);
-			lua_pushliteral(L, "");
-		}
-		return 1;
-	}
-	check_own(L, p->r, "resp:text()");
-	fetched_msg(L, p);
-	rc = sl_px_x_read_resp_body(p->r->x, p->r->lua->o.resp_body_max);
-	if (rc < 0)
-		return luaL_error(L, "resp:text(): %s", strerror(-rc));
-	if (rc == 1)
-		return resp_text_k(L, LUA_OK, 0);
-	p->r->waiting = W_RESP_BODY;
-	return lua_yieldk(L, 0, 0, resp_text_k);
-}
-
-static int resp_index(lua_State *L)
-{
-	struct lresp *p = check_resp(L, 1);
-	const char *k = luaL_checkstring(L, 2);
-	int status = p->local ? p->status : fetched_msg(L, p)->status;
-
-	if (!strcmp(k, "status"))
-		lua_pushinteger(L, status);
-	else if (!strcmp(k, "ok"))
-		lua_pushboolean(L, status >= 200 && status < 300);
-	else if (!strcmp(k, "statusText"))
-		lua_pushstring(L, sl_http_reason(status));
-	else if (!strcmp(k, "headers"))
-		push_headers(L, 1, p->local ? H_LOCAL : H_RESP, p->r, p);
-	else if (!strcmp(k, "text"))
-		lua_pushcfunction(L, resp_text);
-	else
-		lua_pushnil(L);
-	return 1;
-}
-
-static int check_status(lua_State *L, int idx)
-{
-	lua_Integer s = luaL_checkinteger(L, idx);
-
-	if (s < 200 || s > 599)
-		luaL_error(L, "status %d: a handler answers with 200 to 599", (int)s);
-	return (int)s;
-}
-
-static int resp_newindex(lua_State *L)
-{
-	struct lresp *p = check_resp(L, 1);
-	const char *k = luaL_checkstring(L, 2);
-
-	if (!strcmp(k, "status")) {
-		int s = check_status(L, 3);
-
-		if (p->local) {
-			p->status = s;
-		} else {
-			struct sl_http_msg *m = fetched_msg(L, p);
-
-			m->status = s;
-			free(m->reason);
-			m->reason = NULL;
-		}
-	} else if (!strcmp(k, "body")) {
-		size_t len = 0;
-		const char *b = lua_isnil(L, 3) ? "" : luaL_checklstring(L, 3, &len);
-
-		if (p->local) {
-			lua_pushvalue(L, 3);
-			lua_setiuservalue(L, 1, 1);
-		} else {
-			fetched_msg(L, p);
-			if (sl_px_x_set_resp_body(p->r->x, b, len))
-				luaL_error(L, "resp.body cannot be set now");
-		}
-	} else {
-		luaL_error(L, "resp.%s cannot be set (status and body can)", k);
-	}
-	return 0;
-}
-
-static int resp_gc(lua_State *L)
-{
-	struct lresp *p = luaL_checkudata(L, 1, MT_RESP);
-
-	if (p->local)
-		sl_http_msg_free(&p->h);
-	return 0;
-}
-
-/* Headers from a table { name = value | { values } } or a Headers object, into @m; with
- * @replace, each name given replaces that header of @m. */
-static void headers_from(lua_State *L, int idx, struct sl_http_msg *m, int replace)
-{
-	idx = lua_absindex(L, idx);
-	if (luaL_testudata(L, idx, MT_HDRS)) {
-		struct sl_http_msg *src = hdrs_msg(L, lua_touserdata(L, idx), 0);
-
-		for (size_t i = 0; i < src->nh; i++)
-			if (!sl_http_managed(src->h[i].name))
-				hdrs_check(L, sl_http_add(m, src->h[i].name, src->h[i].value));
-		return;
-	}
-	luaL_checktype(L, idx, LUA_TTABLE);
-	lua_pushnil(L);
-	while (lua_next(L, idx)) {
-		const char *name;
-
-		if (lua_type(L, -2) != LUA_TSTRING)
-			luaL_error(L, "headers: names must be strings");
-		name = check_name(L, -2);
-		if (replace)
-			hdrs_check(L, sl_http_set(m, name, NULL));
-		if (lua_istable(L, -1)) {
-			for (lua_Integer i = 1; lua_geti(L, -1, i) != LUA_TNIL; i++) {
-				hdrs_check(L, sl_http_add(m, name, check_value(L, -1, name)));
-				lua_pop(L, 1);
-			}
-			lua_pop(L, 1);
-		} else {
-			hdrs_check(L, sl_http_add(m, name, check_value(L, -1, name)));
-		}
-		lua_pop(L, 1);
-	}
-}
-
-/* Response.new(body [, { status = 200, headers = {...} }]) */
-static int response_new(lua_State *L)
-{
-	struct lresp *p;
-
-	lua_settop(L, 2); /* the new userdata goes to 3 */
-	if (!lua_isnoneornil(L, 1) && !lua_isstring(L, 1))
-		return luaL_error(L, "Response.new: the body is a string or nil");
-	p = lua_newuserdatauv(L, sizeof(*p), 2);
-	memset(p, 0, sizeof(*p));
-	p->local = 1;
-	p->status = 200;
-	sl_http_msg_init(&p->h);
-	luaL_setmetatable(L, MT_RESP);
-	if (lua_isstring(L, 1)) {
-		lua_pushvalue(L, 1);
-		lua_tolstring(L, -1, NULL); /* numbers become their text */
-		lua_setiuservalue(L, -2, 1);
-	}
-	if (lua_istable(L, 2)) {
-		if (lua_getfield(L, 2, "status") != LUA_TNIL)
-			p->status = check_status(L, -1);
-		lua_pop(L, 1);
-		if (lua_getfield(L, 2, "headers") != LUA_TNIL)
-			headers_from(L, -1, &p->h, 0);
-		lua_pop(L, 1);
-	} else if (!lua_isnoneornil(L, 2)) {
-		return luaL_error(L, "Response.new: the second argument is { status=, headers= }");
-	}
-	return 1;
-}
-
-/* ---- fetch ---- */
-
-static int fetch_k(lua_State *L, int status, lua_KContext k)
-{
-	struct lreq *r = running_req(L);
-	struct lresp *p;
-
-	(void)status;
-	(void)k;
-	if (!r || !r->x)
-		return luaL_error(L, "the request has ended");
-	r->waiting = W_NONE;
-	p = lua_newuserdatauv(L, sizeof(*p), 2);
-	memset(p, 0, sizeof(*p));
-	p->r = r;
-	luaL_setmetatable(L, MT_RESP);
-	lua_rawgeti(L, LUA_REGISTRYINDEX, r->self_ref);
-	lua_setiuservalue(L, -2, 1);
-	return 1;
-}
-
-/* fetch(req [, { method=, path=, url=, headers=, body= }]): the request goes to its original
- * destination (the address the kernel allowed, TLS verified for its name); the coroutine
- * waits for the response head. */
-static int l_fetch(lua_State *L)
-{
-	struct lreq *r = luaL_testudata(L, 1, MT_REQ);
-	int rc;
-
-	if (!r)
-		return luaL_error(L, "fetch(req [, overrides]) takes the intercepted request");
-	if (!r->x)
-		return luaL_error(L, "the request has ended");
-	check_own(L, r, "fetch()");
-	if (r->fetched)
-		return luaL_error(L, "fetch: one upstream request per intercepted request");
-	if (lua_istable(L, 2)) {
-		static const char *const fields[] = { "method", "url", "path", "body" };
-
-		for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
-			if (lua_getfield(L, 2, fields[i]) != LUA_TNIL)
-				set_field(L, r, fields[i], lua_gettop(L));
-			lua_pop(L, 1);
-		}
-		if (lua_getfield(L, 2, "headers") != LUA_TNIL) {
-			luaL_checktype(L, -1, LUA_TTABLE);
-			headers_from(L, -1, sl_px_x_req(r->x), 1); /* each named replaces */
-		}
-		lua_pop(L, 1);
-	} else if (!lua_isnoneornil(L, 2)) {
-		return luaL_error(L, "fetch: overrides are a table");
-	}
-	rc = sl_px_x_fetch(r->x);
-	if (rc)
-		return luaL_error(L, "fetch: the upstream connection could not start: %s",
-				  strerror(-rc));
-	r->fetched = 1;
-	r->waiting = W_FETCH;
-	return lua_yieldk(L, 0, 0, fetch_k);
-}
-
-/* ---- ctx, env, KV, sluice.log ---- */
-
-static int ctx_index(lua_State *L)
-{
-	struct lreq *r = *(struct lreq **)luaL_checkudata(L, 1, MT_CTX);
-	const char *k = luaL_checkstring(L, 2);
-	struct sl_px_info info;
-
-	if (!r->x)
-		return luaL_error(L, "the request has ended");
-	sl_px_x_info(r->x, &info);
-	if (!strcmp(k, "containerId"))
-		lua_pushstring(L, info.sandbox);
-	else if (!strcmp(k, "params"))
-		lua_rawgeti(L, LUA_REGISTRYINDEX, r->lua->params_ref);
-	else if (!strcmp(k, "handler") && r->lua->active[0])
-		lua_pushstring(L, r->lua->active);
-	else if (!strcmp(k, "pid"))
-		lua_pushinteger(L, info.pid);
-	else if (!strcmp(k, "comm"))
-		lua_pushstring(L, info.comm);
-	else if (!strcmp(k, "dst"))
-		push_dst(L, info.dst);
-	else if (!strcmp(k, "sni"))
-		lua_pushstring(L, info.sni);
-	else
-		lua_pushnil(L);
-	return 1;
-}
-
-static struct sl_lua *host_of(lua_State *L)
-{
-	struct sl_lua *lua;
-
-	lua_getfield(L, LUA_REGISTRYINDEX, "sluice.host");
-	lua = lua_touserdata(L, -1);
-	lua_pop(L, 1);
-	return lua;
-}
-
-static int kv_get(lua_State *L)
-{
-	const char *ns = luaL_checkudata(L, 1, MT_KV);
-	size_t klen;
-	const char *key = luaL_checklstring(L, 2, &klen);
-	struct sl_lua *lua = host_of(L);
-	char *v = NULL;
-	size_t len = 0;
-	int rc;
-
-	if (strlen(key) != klen) {
-		lua_pushnil(L); /* no key holds a NUL */
-		return 1;
-	}
-
-	if (!lua->o.kv)
-		return luaL_error(L, "%s:get(): sluiced has no KV store", ns);
-	if (!sl_kv_key_ok(key)) {
-		lua_pushnil(L);
-		return 1;
-	}
-	rc = sl_kv_get(lua->o.kv, ns, key, &v, &len);
-	if (rc == -ENOENT) {
-		lua_pushnil(L);
-		return 1;
-	}
-	if (rc)
-		return luaL_error(L, "%s:get(): %s", ns, strerror(-rc));
-	secret_read(L, v, len);
-	lua_pushlstring(L, v, len);
-	OPENSSL_cleanse(v, len);
-	free(v);
-	return 1;
-}
-
-/* env.NAME: the --env-file secret NAME, or else the KV namespace NAME. */
-static int env_index(lua_State *L)
-{
-	struct sl_lua *lua = host_of(L);
-	const char *k = luaL_checkstring(L, 2);
-	const char *v = lua->o.env ? sl_env_get(lua->o.env, k) : NULL;
-	char *ns;
-
-	if (v) {
-		secret_read(L, v, strlen(v));
-		lua_pushstring(L, v);
-		return 1;
-	}
-	if (!sl_kv_ns_ok(k)) {
-		lua_pushnil(L);
-		return 1;
-	}
-	ns = lua_newuserdatauv(L, strlen(k) + 1, 0);
-	memcpy(ns, k, strlen(k) + 1);
-	luaL_setmetatable(L, MT_KV);
-	return 1;
-}
-
-static int env_newindex(lua_State *L)
-{
-	return luaL_error(L, "env is read-only");
-}
-
-/* sluice.log(...): one event line with the handler's words, secrets redacted. */
-static int l_log(lua_State *L)
-{
-	struct sl_lua *lua = host_of(L);
-	struct lreq *r = running_req(L);
-	int n = lua_gettop(L);
-	char msg[LOG_MAX];
-	size_t len = 0;
-	struct sl_jw w;
-
-	msg[0] = 0;
-	for (int i = 1; i <= n && len < sizeof(msg) - 1; i++) {
-		const char *s = luaL_tolstring(L, i, NULL);
-
-		len += snprintf(msg + len, sizeof(msg) - len, "%s%s", i > 1 ? " " : "", s);
-		lua_pop(L, 1);
-	}
-	for (char *p = msg; *p; p++)
-		if ((unsigned char)*p < 0x20)
-			*p = ' ';
-	redact(lua, r, msg);
-	if (!lua->o.events)
-		return 0;
-	sl_jw_begin(&w);
-	sl_jw_str(&w, "type", "log");
-	sl_jw_str(&w, "sandbox", lua->sandbox);
-	if (r && r->x) {
-		struct sl_px_info info;
-
-		sl_px_x_info(r->x, &info);
-		sl_jw_str(&w, "handler", r->handler);
-		sl_jw_str(&w, "host", info.host);
-		sl_jw_int(&w, "pid", info.pid);
-	}
-	sl_jw_str(&w, "message", msg);
-	sl_jw_publish(&w, lua->o.events, lua->sandbox);
-	return 0;
-}
-
-static void new_class(lua_State *L, const char *name, lua_CFunction index,
-		      lua_CFunction newindex, lua_CFunction gc)
-{
-	luaL_newmetatable(L, name);
-	lua_pushcfunction(L, index);
-	lua_setfield(L, -2, "__index");
-	if (newindex) {
-		lua_pushcfunction(L, newindex);
-		lua_setfield(L, -2, "__newindex");
-	}
-	if (gc) {
-		lua_pushcfunction(L, gc);
-		lua_setfield(L, -2, "__gc");
-	}
-	lua_pushboolean(L, 0);
-	lua_setfield(L, -2, "__metatable"); /* getmetatable() reveals nothing */
-	lua_pop(L, 1);
-}
-
-static int kv_index(lua_State *L)
-{
-	const char *k = luaL_checkstring(L, 2);
-
-	if (!strcmp(k, "get")) {
-		lua_pushcfunction(L, kv_get);
-		return 1;
-	}
-	lua_pushnil(L);
-	return 1;
-}
-
-/* The API handlers see: Response, fetch, sluice.log, and the classes behind req/ctx/env. */
-static int open_api(lua_State *L)
-{
-	static const luaL_Reg hdrs_methods[] = {
-		{ "get", hdrs_get },	   { "getAll", hdrs_get_all }, { "has", hdrs_has },
-		{ "set", hdrs_set },	   { "add", hdrs_add },	       { "delete", hdrs_delete },
-		{ "pairs", hdrs_pairs }, { NULL, NULL },
-	};
-	struct sl_lua *lua = lua_touserdata(L, 1);
-
-	lua_pushlightuserdata(L, lua);
-	lua_setfield(L, LUA_REGISTRYINDEX, "sluice.host");
-	new_class(L, MT_REQ, req_index, req_newindex, NULL);
-	new_class(L, MT_RESP, resp_index, resp_newindex, resp_gc);
-	new_class(L, MT_CTX, ctx_index, NULL, NULL);
-	new_class(L, MT_KV, kv_index, NULL, NULL);
-	luaL_newmetatable(L, MT_HDRS);
-	lua_pushcfunction(L, hdrs_index);
-	lua_setfield(L, -2, "__index");
-	lua_pushcfunction(L, hdrs_pairs);
-	lua_setfield(L, -2, "__pairs");
-	luaL_newlib(L, hdrs_methods);
-	lua_setfield(L, -2, "methods");
-	lua_pushboolean(L, 0);
-	lua_setfield(L, -2, "__metatable");
-	lua_pop(L, 1);
-
-	lua_newtable(L); /* Response */
-	lua_pushcfunction(L, response_new);
-	lua_setfield(L, -2, "new");
-	lua_setglobal(L, "Response");
-	lua_pushcfunction(L, l_fetch);
-	lua_setglobal(L, "fetch");
-	lua_newtable(L); /* sluice */
-	lua_pushcfunction(L, l_log);
-	lua_setfield(L, -2, "log");
-	lua_setglobal(L, "sluice");
-
-	lua_newtable(L); /* env: reads go through env_index, so secrets read are known */
-	lua_newtable(L);
-	lua_pushcfunction(L, env_index);
-	lua_setfield(L, -2, "__index");
-	lua_pushcfunction(L, env_newindex);
-	lua_setfield(L, -2, "__newindex");
-	lua_pushboolean(L, 0);
-	lua_setfield(L, -2, "__metatable");
-	lua_setmetatable(L, -2);
-	lua->env_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-	lua_newtable(L);
-	lua->params_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-	return 0;
 }
 
 /* ---- loading ---- */
@@ -1219,14 +379,16 @@ struct sl_lua *sl_lua_load(const char *chunkname, const char *src, size_t len,
 		lua->o.resp_body_max = SL_LUA_RESP_BODY_MAX;
 	snprintf(lua->sandbox, sizeof(lua->sandbox), "%s", sandbox ? sandbox : "");
 	lua->lim.mem_max = lua->o.mem_max;
-	lua->lim.insn_max = 50000000L; /* the policy's top level: generous, but bounded */
+	lua->lim.insn_max = 10000000L; /* the policy's top level: generous, but bounded */
 	lua->policy_ref = LUA_NOREF;
 	L = lua->L = sl_lua_state_new(&lua->lim);
 	if (!L) {
 		sl_errf(err, errlen, "out of memory");
 		goto fail;
 	}
-	lua_pushcfunction(L, open_api);
+	/* Requests make short-lived objects: the generational collector takes them young. */
+	lua_gc(L, LUA_GCGEN, 0, 0);
+	lua_pushcfunction(L, sl_lua_open_api);
 	lua_pushlightuserdata(L, lua);
 	if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
 		sl_errf(err, errlen, "out of memory");
@@ -1263,6 +425,7 @@ struct sl_lua *sl_lua_load(const char *chunkname, const char *src, size_t len,
 	}
 	lua_pop(L, 1);
 	lua->policy_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	budget_reset(L, &lua->lim, 0);
 	lua_settop(L, 0);
 	*policy = p;
 	return lua;
@@ -1301,6 +464,24 @@ const char *sl_lua_active(const struct sl_lua *lua)
 
 /* ---- running a handler ---- */
 
+/* @a @b @c into @out (truncated): the hot path's names, without snprintf. */
+static void join3(char *out, size_t len, const char *a, const char *b, const char *c)
+{
+	const char *parts[3] = { a, b, c };
+	size_t n = 0;
+
+	for (int i = 0; i < 3; i++) {
+		size_t k = strlen(parts[i]);
+
+		if (k > len - 1 - n)
+			k = len - 1 - n;
+		memcpy(out + n, parts[i], k);
+		n += k;
+	}
+	out[n] = 0;
+}
+
+
 static void req_release(struct lreq *r)
 {
 	struct sl_lua *lua = r->lua;
@@ -1308,9 +489,19 @@ static void req_release(struct lreq *r)
 
 	r->x = NULL;
 	if (r->co) {
-		/* Closes what the coroutine holds (to-be-closed variables) and lets it go. */
-		lua_resetthread(r->co);
-		*(struct lreq **)lua_getextraspace(r->co) = NULL;
+		lua_State *co = r->co;
+
+		*(struct lreq **)lua_getextraspace(co) = NULL;
+		if (lua_status(co) == LUA_OK && lua->npool < CO_POOL_MAX) {
+			lua_settop(co, 0);
+			lua->pool[lua->npool].co = co;
+			lua->pool[lua->npool].ref = r->co_ref;
+			lua->npool++;
+			r->co_ref = LUA_NOREF;
+		} else {
+			/* Closes what a stopped coroutine holds (to-be-closed variables). */
+			lua_resetthread(co);
+		}
 		r->co = NULL;
 	}
 	luaL_unref(L, LUA_REGISTRYINDEX, r->co_ref);
@@ -1332,7 +523,7 @@ static int error_text(lua_State *L)
 	luaL_traceback(L, co, msg ? msg : "(error object is not a string)", 0);
 	tb = strdup(lua_tostring(L, -1));
 	if (tb) {
-		redact(r->lua, r, tb);
+		sl_lua_redact(r->lua, r, tb);
 		sl_debug("sandbox %s: handler %s failed: %s", r->lua->sandbox, r->handler, tb);
 		free(tb);
 	}
@@ -1340,7 +531,7 @@ static int error_text(lua_State *L)
 		 msg ? msg : "(error object is not a string)");
 	if (strchr(out, '\n'))
 		*strchr(out, '\n') = 0;
-	redact(r->lua, r, out);
+	sl_lua_redact(r->lua, r, out);
 	return 0;
 }
 
@@ -1349,6 +540,16 @@ static void finish_error(struct lreq *r, int status)
 	lua_State *L = r->lua->L;
 	char why[400];
 
+	if (status == LUA_ERRMEM || r->out_of_insns)
+		sl_px_x_count_limit(r->x, status == LUA_ERRMEM ? SL_PX_LIMIT_LUA_MEM :
+								SL_PX_LIMIT_LUA_INSNS);
+	if (status == LUA_ERRMEM &&
+	    r->churn >= (size_t)r->lua->o.insn_max * SL_LUA_CHURN_PER_INSN) {
+		snprintf(why, sizeof(why), "handler %s failed: it ran out of its work budget "
+					   "(%zu MiB allocated)", r->handler, r->churn >> 20);
+		sl_px_x_fail(r->x, 502, why);
+		return;
+	}
 	if (status == LUA_ERRMEM) {
 		/* Nothing more can be allocated now: no traceback. What the handler held is
 		 * garbage once its coroutine is released. */
@@ -1374,7 +575,7 @@ static void finish_error(struct lreq *r, int status)
 static void finish_ok(struct lreq *r, int nres)
 {
 	lua_State *co = r->co;
-	struct lresp *p = nres ? luaL_testudata(co, -nres, MT_RESP) : NULL;
+	struct lresp *p = nres ? sl_lua_to_ud(co, -nres, TAG_RESP) : NULL;
 	char why[200];
 
 	if (!p) {
@@ -1406,9 +607,16 @@ static void finish_ok(struct lreq *r, int nres)
  * until req_release(), so a policy replaced meanwhile stays alive for it. */
 static void run(struct lreq *r, int nargs)
 {
+	struct sl_lua_limits *lim = &r->lua->lim;
+	size_t budget = (size_t)r->lua->o.insn_max * SL_LUA_CHURN_PER_INSN, before = lim->churn;
 	int nres = 0, status;
 
+	/* What the handler allocates is bounded per request too: one instruction can make a
+	 * 32 MB string. */
+	lim->churn_stop = before + (r->churn < budget ? budget - r->churn : 0);
 	status = lua_resume(r->co, r->lua->L, nargs, &nres);
+	r->churn += lim->churn - before;
+	lim->churn_stop = SIZE_MAX;
 	if (status == LUA_YIELD && r->waiting != W_NONE)
 		return;
 	if (status == LUA_YIELD)
@@ -1455,7 +663,8 @@ static int start_request(lua_State *L)
 	struct start *s = lua_touserdata(L, 1);
 	struct sl_lua *lua = s->lua;
 	char handler[96] = "";
-	struct lreq *r, **ctx;
+	struct lreq *r;
+	struct lctx *ctx;
 	lua_State *co;
 
 	lua_rawgeti(L, LUA_REGISTRYINDEX, lua->policy_ref);
@@ -1463,16 +672,16 @@ static int start_request(lua_State *L)
 		lua_getfield(L, -1, "outboundHandlers");
 		lua_getfield(L, -1, lua->active);
 		lua_getfield(L, -1, "handle");
-		snprintf(handler, sizeof(handler), "outboundHandlers.%s", lua->active);
+		join3(handler, sizeof(handler), "outboundHandlers.", lua->active, "");
 	} else {
 		if (lua->has_by_host) {
 			lua_getfield(L, -1, "outboundByHost");
 			lua_getfield(L, -1, s->host);
-			snprintf(handler, sizeof(handler), "outboundByHost[%s]", s->host);
+			join3(handler, sizeof(handler), "outboundByHost[", s->host, "]");
 		}
 		if (!lua_isfunction(L, -1) && lua->has_outbound) {
 			lua_getfield(L, 2, "outbound");
-			snprintf(handler, sizeof(handler), "outbound");
+			join3(handler, sizeof(handler), "outbound", "", "");
 		}
 	}
 	if (!lua_isfunction(L, -1)) {
@@ -1481,25 +690,32 @@ static int start_request(lua_State *L)
 	}
 	r = lua_newuserdatauv(L, sizeof(*r), 2);
 	memset(r, 0, sizeof(*r));
+	r->tag = TAG_REQ;
 	r->co_ref = r->self_ref = LUA_NOREF;
 	luaL_setmetatable(L, MT_REQ);
-	snprintf(r->handler, sizeof(r->handler), "%s", handler);
-	co = lua_newthread(L);
-	r->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	memcpy(r->handler, handler, sizeof(r->handler));
+	r->lua = sl_lua_ref(lua);
+	r->x = s->x;
+	s->r = r; /* from here on the caller releases it if this raises */
+	if (lua->npool) {
+		lua->npool--;
+		co = lua->pool[lua->npool].co;
+		r->co_ref = lua->pool[lua->npool].ref;
+	} else {
+		co = lua_newthread(L);
+		r->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	}
 	r->co = co;
 	*(struct lreq **)lua_getextraspace(co) = r;
 	lua_pushvalue(L, -1);
 	r->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-	r->lua = lua;
-	r->x = s->x;
-	sl_lua_ref(lua);
-	s->r = r;
 	/* function, req, env, ctx */
 	lua_pushvalue(L, -2);
 	lua_pushvalue(L, -2);
 	lua_rawgeti(L, LUA_REGISTRYINDEX, lua->env_ref);
 	ctx = lua_newuserdatauv(L, sizeof(*ctx), 1);
-	*ctx = r;
+	ctx->tag = TAG_CTX;
+	ctx->r = r;
 	luaL_setmetatable(L, MT_CTX);
 	lua_pushvalue(L, -3);
 	lua_setiuservalue(L, -2, 1);
@@ -1684,8 +900,9 @@ static int handler_run(struct sl_lua *lua, const char *name, const char *params_
 	lua_pushcfunction(L, sl_lua_traceback);
 	lua_pushcfunction(L, handler_call);
 	lua_pushlightuserdata(L, &e);
-	lua->lim.insns = 0;
+	budget_reset(L, &lua->lim, 1);
 	r = lua_pcall(L, 1, 1, 1);
+	budget_reset(L, &lua->lim, 0); /* coroutines made from now on inherit the hook */
 	if (r != LUA_OK) {
 		char msg[400];
 

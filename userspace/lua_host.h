@@ -18,7 +18,12 @@ struct sl_px_xchg;
 struct sl_lua_limits {
 	size_t mem, mem_max;
 	long insns, insn_max;
+	/* Bytes ever allocated, and the count past which allocations fail: work done inside C
+	 * functions (string.rep, table.concat) is bounded by what it allocates, which the
+	 * instruction count does not see. Set by sl_lua_state_new() for the load. */
+	size_t churn, churn_stop;
 };
+#define SL_LUA_CHURN_PER_INSN 16 /* bytes allocated that count as one instruction */
 
 /* A restricted state: base, table, string, math, utf8 and coroutine only; no io, os,
  * package or debug, no bytecode; allocations past @lim->mem_max fail, and code run outside

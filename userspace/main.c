@@ -10,11 +10,13 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -32,6 +34,8 @@
 #include "sandbox.h"
 
 #define SLUICE_VERSION "0.1.0"
+#define TRIM_MS 10000
+#define TRIM_FREE_BYTES (16u << 20)
 
 struct opts {
 	const char *socket;
@@ -47,6 +51,7 @@ struct opts {
 	const char *upstream_ca;
 	const char *env_file; /* absolute: the daemon chdirs to / when it detaches */
 	unsigned http_header_s, http_idle_s, http_max_conns, http_connect_s;
+	unsigned http_max_conns_total;
 };
 
 struct daemon {
@@ -65,6 +70,7 @@ struct daemon {
 	struct sl_kv *kv;
 	int sigfd;
 	int lockfd;
+	struct sl_timer *trim;
 };
 
 static void usage(FILE *f)
@@ -104,6 +110,9 @@ static void usage(FILE *f)
 		"                      is closed (default 60)\n"
 		"  --http-connect-timeout S  upstream connect and TLS handshake (default 10)\n"
 		"  --http-max-conns N  intercepted connections per sandbox (default 256)\n"
+		"  --http-max-conns-total N  intercepted connections of all sandboxes together\n"
+		"                      (default 16384; lowered to what the file descriptor limit\n"
+		"                      allows)\n"
 		"  --purge             on shutdown, remove every sandbox and all pinned state\n"
 		"                      (default: enforcement stays in the kernel)\n"
 		"  -v, --verbose       debug logging\n"
@@ -134,6 +143,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		O_HTTP_CONNS,
 		O_HTTP_CONNECT,
 		O_ENV_FILE,
+		O_HTTP_CONNS_TOTAL,
 	};
 	static const struct option longopts[] = {
 		{ "socket", required_argument, NULL, O_SOCKET },
@@ -152,6 +162,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		{ "http-idle-timeout", required_argument, NULL, O_HTTP_IDLE },
 		{ "http-max-conns", required_argument, NULL, O_HTTP_CONNS },
 		{ "http-connect-timeout", required_argument, NULL, O_HTTP_CONNECT },
+		{ "http-max-conns-total", required_argument, NULL, O_HTTP_CONNS_TOTAL },
 		{ "env-file", required_argument, NULL, O_ENV_FILE },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
@@ -199,6 +210,17 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		case O_DNS_UP:
 			o->dns_upstream = optarg;
 			break;
+		case O_HTTP_CONNS_TOTAL: {
+			char *end;
+			unsigned long v = strtoul(optarg, &end, 10);
+
+			if (*end || !*optarg || v == 0 || v > 1000000) {
+				fprintf(stderr, "sluiced: --http-max-conns-total wants 1..1000000\n");
+				return 2;
+			}
+			o->http_max_conns_total = v;
+			break;
+		}
 		case O_HTTP_HEADER:
 		case O_HTTP_IDLE:
 		case O_HTTP_CONNECT:
@@ -345,6 +367,73 @@ static void signal_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 	}
 }
 
+/*
+ * File descriptors: every intercepted connection may hold two (client and upstream), every
+ * sandbox up to eight (its DNS and proxy listeners over IPv4 and IPv6, a namespace), the
+ * upstream pool 1024, DNS queries in flight and DNS TCP clients their bounds, the rest
+ * (control API, log, maps) 1024. Raises
+ * the limit to what --http-max-conns-total needs (root may raise the hard limit too), else
+ * lowers the total to what the limit allows: the bound is met by a refusal at accept, never
+ * by accept() or socket() failing.
+ */
+static void size_fd_limit(struct opts *o)
+{
+	rlim_t reserve = 8 * SL_MAX_SANDBOXES + 1024 + SL_DNS_MAX_PENDING_TOTAL +
+			 SL_DNS_MAX_TCP_TOTAL + 1024, want;
+	int given = o->http_max_conns_total != 0;
+	struct rlimit rl;
+
+	if (!given)
+		o->http_max_conns_total = SL_PROXY_MAX_CONNS_TOTAL;
+	want = 2 * (rlim_t)o->http_max_conns_total + reserve;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1)
+		return;
+	if (rl.rlim_cur < want) {
+		struct rlimit up = { want, rl.rlim_max > want ? rl.rlim_max : want };
+
+		if (setrlimit(RLIMIT_NOFILE, &up) == -1) {
+			up.rlim_cur = up.rlim_max = rl.rlim_max;
+			if (setrlimit(RLIMIT_NOFILE, &up) == -1)
+				up = rl;
+		}
+		rl = up;
+	}
+	if (rl.rlim_cur < want && given) {
+		/* As asked: past the descriptors, accept() fails and the connection is refused
+		 * (the proxy keeps one descriptor for that), an upstream connect is a 502. */
+		sl_warn("file descriptor limit %llu: --http-max-conns-total %u may need more",
+			(unsigned long long)rl.rlim_cur, o->http_max_conns_total);
+	} else if (rl.rlim_cur < want) {
+		unsigned fit = rl.rlim_cur > reserve + 2 ? (unsigned)((rl.rlim_cur - reserve) / 2) :
+							    1;
+
+		sl_info("file descriptor limit %llu: --http-max-conns-total is %u (not %u)",
+			(unsigned long long)rl.rlim_cur, fit, o->http_max_conns_total);
+		o->http_max_conns_total = fit;
+	}
+}
+
+/*
+ * Memory freed after a peak (10,000 connections closed, sandboxes removed) goes back to the
+ * system: glibc gives back only the top of its heap by itself, and a heap that served many
+ * connections is fragmented. Looked at every TRIM_MS, trimmed when much is free (a walk of
+ * the free chunks: about a millisecond for a few hundred MiB).
+ */
+static void trim_cb(struct sl_loop *loop, void *arg)
+{
+	struct daemon *d = arg;
+	struct mallinfo2 mi = mallinfo2();
+
+	if (mi.fordblks > TRIM_FREE_BYTES) {
+		uint64_t t0 = sl_now_ns();
+
+		malloc_trim(0);
+		sl_debug("malloc_trim: %zu MiB free, %llu us", mi.fordblks >> 20,
+			 (unsigned long long)(sl_now_ns() - t0) / 1000);
+	}
+	d->trim = sl_loop_add_timer(loop, TRIM_MS, trim_cb, d);
+}
+
 /* One daemon per state directory. */
 static int take_lock(struct daemon *d, char *err, size_t errlen)
 {
@@ -377,6 +466,7 @@ static int start(struct daemon *d, char *err, size_t errlen)
 	}
 	if (take_lock(d, err, errlen))
 		return -1;
+	size_fd_limit(&d->o);
 	if (d->o.env_file) {
 		d->env = sl_env_load(d->o.env_file, err, errlen);
 		if (!d->env)
@@ -423,6 +513,7 @@ static int start(struct daemon *d, char *err, size_t errlen)
 			.idle_timeout_ms = d->o.http_idle_s * 1000,
 			.connect_timeout_ms = d->o.http_connect_s * 1000,
 			.max_conns = d->o.http_max_conns,
+			.max_conns_total = d->o.http_max_conns_total,
 		};
 
 		d->proxy = sl_proxy_new(d->loop, d->events, d->bpf, &po, err, errlen);
@@ -463,6 +554,7 @@ static int start(struct daemon *d, char *err, size_t errlen)
 		return -1;
 	/* Events that were waiting in the ring buffer while no daemon ran. */
 	sl_bpf_events_poll(d->bpf);
+	d->trim = sl_loop_add_timer(d->loop, TRIM_MS, trim_cb, d);
 	return 0;
 }
 

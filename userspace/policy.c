@@ -40,10 +40,9 @@ static int parse_ports(const char *s, struct sl_entry *e)
 		if (!isdigit((unsigned char)end[1]))
 			return -EINVAL;
 		hi = strtoul(end + 1, &end, 10);
-	} else if (lo == 0) {
-		return -EINVAL; /* port 0 is not a destination */
 	}
-	if (*end || lo > 65535 || hi > 65535 || lo > hi)
+	/* port 0 is not a destination: "0" and "0-0" name nothing ("0-10" names 1-10) */
+	if (*end || lo > 65535 || hi > 65535 || lo > hi || hi == 0)
 		return -EINVAL;
 	e->has_port = 1;
 	e->port_lo = (uint16_t)lo;
@@ -242,7 +241,7 @@ int sl_entry_parse(const char *s, struct sl_entry *e, char *err, size_t errlen)
 
 void sl_entry_str(const struct sl_entry *e, char *buf, size_t len)
 {
-	char a[80], p[16] = "";
+	char a[SL_HOST_MAX + 2], p[16] = ""; /* "*." and a name of up to 253 */
 
 	if (e->kind == SL_ENTRY_ADDR)
 		sl_prefix_str(e->family, e->addr, e->plen, a, sizeof(a));
@@ -518,7 +517,7 @@ int sl_policy_read(lua_State *L, struct sl_policy *p, char *err, size_t errlen)
 struct sl_policy *sl_policy_load(const char *chunkname, const char *src, size_t len, char *err,
 				 size_t errlen)
 {
-	struct sl_lua_limits lim = { .mem_max = SL_LUA_MEM_MAX, .insn_max = 50000000L };
+	struct sl_lua_limits lim = { .mem_max = SL_LUA_MEM_MAX, .insn_max = 10000000L };
 	struct sl_policy *p = NULL;
 	char name[256];
 	lua_State *L;

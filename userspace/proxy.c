@@ -14,6 +14,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,8 +42,10 @@
 #define BUF_LIMIT (64 * 1024) /* per direction: what is read ahead, what waits to be written */
 #define PEEK_MAX SL_TLS_PEEK_MAX /* enough for any ClientHello sl_tls_parse_client_hello() takes */
 #define POOL_MAX 32 /* idle upstream connections per sandbox */
+#define POOL_MAX_TOTAL 1024 /* ... and of all sandboxes (each holds a descriptor) */
 #define POOL_IDLE_MS 30000
 #define SWEEP_MS 250
+#define IDLE_BUF_KEEP 4096 /* buffers larger than this are freed between requests */
 
 struct sl_proxy {
 	struct sl_loop *loop;
@@ -50,6 +53,9 @@ struct sl_proxy {
 	struct sl_bpf *bpf;
 	struct sl_proxy_opts o;
 	SSL_CTX *server_ctx, *client_ctx;
+	unsigned active; /* client connections of every listener */
+	unsigned nidle; /* pooled upstream connections of every listener */
+	int spare_fd; /* given up to accept-and-close a connection when out of descriptors */
 };
 
 /* An idle upstream connection, kept for the next request to the same name and address. */
@@ -102,6 +108,7 @@ struct pconn {
 	char name[256]; /* the name served: SNI, or the Host of plain HTTP */
 	char comm[17];
 	int tls;
+	int spliced; /* TLS of a passthrough name, relayed untouched */
 	llhttp_t reqp, respp;
 	struct parse_ctx reqx, respx;
 	struct sl_http_msg req, resp;
@@ -165,9 +172,12 @@ static void conn_cb(struct sl_loop *loop, int fd, void *arg, unsigned events);
 static void path_for_event(const char *path, char *out, size_t len)
 {
 	/* Queries often carry tokens: events keep the path only. */
-	size_t n = strcspn(path ? path : "", "?#");
+	size_t n = path ? strcspn(path, "?#") : 0;
 
-	snprintf(out, len, "%.*s", (int)(n < len ? n : len - 1), path ? path : "");
+	if (n > len - 1)
+		n = len - 1;
+	memcpy(out, path ? path : "", n);
+	out[n] = 0;
 }
 
 /* One JSON line per request: who, what, where, how it ended. No header values. */
@@ -260,6 +270,7 @@ static void conn_free(struct pconn *c)
 		}
 	}
 	l->stats.active--;
+	l->px->active--;
 	if (c->st == C_HTTP && c->rq == RQ_IDLE)
 		pool_put(c); /* a clean idle upstream outlives its client */
 	if (c->c.fd >= 0)
@@ -329,6 +340,7 @@ static void upconn_free(struct upconn *u)
 		if (*pp == u) {
 			*pp = u->next;
 			l->nidle--;
+			l->px->nidle--;
 			break;
 		}
 	}
@@ -367,12 +379,15 @@ static void pool_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 static void pool_put(struct pconn *c)
 {
 	struct sl_proxy_listener *l = c->l;
+	int clean = c->u.fd >= 0 && c->up == UP_READY && !sl_buf_size(&c->u.in) &&
+		    !sl_buf_size(&c->u.out) && !c->u.eof && !c->u.err &&
+		    !(c->u.ssl && SSL_has_pending(c->u.ssl));
+	int full = l->nidle >= POOL_MAX || l->px->nidle >= POOL_MAX_TOTAL;
 	struct upconn *u;
 
-	if (c->u.fd < 0 || c->up != UP_READY || sl_buf_size(&c->u.in) || sl_buf_size(&c->u.out) ||
-	    c->u.eof || c->u.err || (c->u.ssl && SSL_has_pending(c->u.ssl)) ||
-	    l->nidle >= POOL_MAX ||
-	    !(u = calloc(1, sizeof(*u)))) {
+	if (clean && full)
+		l->stats.pool_full++;
+	if (!clean || full || !(u = calloc(1, sizeof(*u)))) {
 		sl_debug("proxy: not pooling the connection to %s (in %zu, eof %d, err %d)", c->name,
 			 sl_buf_size(&c->u.in), c->u.eof, c->u.err);
 		close_upstream(c);
@@ -395,6 +410,7 @@ static void pool_put(struct pconn *c)
 		u->next = l->idle;
 		l->idle = u;
 		l->nidle++;
+		l->px->nidle++;
 	}
 	c->u.fd = -1;
 	c->u.ssl = NULL;
@@ -421,6 +437,7 @@ static int pool_take(struct pconn *c)
 			if (*pp == u) {
 				*pp = u->next;
 				l->nidle--;
+				l->px->nidle--;
 				break;
 			}
 		}
@@ -654,6 +671,25 @@ static int write_masked(struct pconn *c, const char *at, size_t len, int last)
 		return -1;
 	sl_buf_consume(&c->mcarry, n - keep);
 	return 0;
+}
+
+/* An empty buffer that grew with a large body is not kept by an idle connection. */
+static void trim(struct sl_buf *b)
+{
+	if (!sl_buf_size(b) && b->cap > IDLE_BUF_KEEP)
+		sl_buf_free(b);
+}
+
+/* Between requests: what a large transfer grew goes back. */
+static void trim_idle(struct pconn *c)
+{
+	trim(&c->c.in);
+	trim(&c->c.out);
+	trim(&c->u.in);
+	trim(&c->u.out);
+	trim(&c->reqbody);
+	trim(&c->respbody);
+	trim(&c->mcarry);
 }
 
 static void next_request(struct pconn *c)
@@ -947,6 +983,16 @@ void sl_px_x_fail(struct sl_px_xchg *x, int status, const char *why)
 	respond_error(c, status, why, "error");
 }
 
+void sl_px_x_count_limit(struct sl_px_xchg *x, enum sl_px_limit which)
+{
+	struct sl_proxy_stats *st = &((struct pconn *)x)->l->stats;
+
+	if (which == SL_PX_LIMIT_LUA_MEM)
+		st->limit_lua_mem++;
+	else
+		st->limit_lua_insns++;
+}
+
 int sl_px_x_mask(struct sl_px_xchg *x, const char *secret, size_t len)
 {
 	struct pconn *c = (struct pconn *)x;
@@ -974,8 +1020,12 @@ int sl_px_x_mask(struct sl_px_xchg *x, const char *secret, size_t len)
 void sl_px_x_set_handler(struct sl_px_xchg *x, const char *name)
 {
 	struct pconn *c = (struct pconn *)x;
+	size_t n = strlen(name);
 
-	snprintf(c->handler, sizeof(c->handler), "%s", name);
+	if (n >= sizeof(c->handler))
+		n = sizeof(c->handler) - 1;
+	memcpy(c->handler, name, n);
+	c->handler[n] = 0;
 }
 
 void sl_px_x_redact(struct sl_px_xchg *x, char *s, size_t len)
@@ -1084,8 +1134,10 @@ static int req_body(llhttp_t *p, const char *at, size_t len)
 	if (c->req_discard)
 		return 0;
 	if (c->req_buffer) {
-		if (sl_buf_size(&c->reqbody) + len > c->req_max)
+		if (sl_buf_size(&c->reqbody) + len > c->req_max) {
+			c->l->stats.limit_req_body++;
 			return reject(c, 413, "the request body is larger than its handler may read");
+		}
 		return sl_buf_append(&c->reqbody, at, len) ? -1 : 0;
 	}
 	return sl_http_write_body(&c->u.out, c->req_body, at, len) ? -1 : 0;
@@ -1131,6 +1183,8 @@ static int resp_headers_complete(llhttp_t *p)
 	m->status = p->status_code;
 	m->major = p->http_major;
 	m->minor = p->http_minor;
+	if (m->status < 100 || m->status > 599)
+		return -1; /* llhttp takes "HTTP/1.1 7": not a status to relay */
 	if (m->status == 101) {
 		if (!c->websocket)
 			return -1; /* an upgrade nobody asked for */
@@ -1183,6 +1237,7 @@ static int resp_body(llhttp_t *p, const char *at, size_t len)
 	if (c->resp_buffer) {
 		if (sl_buf_size(&c->respbody) + len > c->resp_max) {
 			c->resp_too_big = 1;
+			c->l->stats.limit_resp_body++;
 			return -1;
 		}
 		return sl_buf_append(&c->respbody, at, len) ? -1 : 0;
@@ -1295,6 +1350,9 @@ static void handle_requests(struct pconn *c)
 	{
 		char why[256];
 		int status = c->req.head_bytes > SL_HTTP_MAX_HEAD ? 431 : 400;
+
+		if (status == 431)
+			c->l->stats.limit_head++;
 
 		snprintf(why, sizeof(why), "malformed request: %s",
 			 llhttp_get_error_reason(&c->reqp) ? llhttp_get_error_reason(&c->reqp) :
@@ -1539,6 +1597,8 @@ static void pump(struct pconn *c)
 		conn_free(c);
 		return;
 	}
+	if (c->st == C_HTTP && c->rq == RQ_IDLE)
+		trim_idle(c);
 	update_events(c);
 }
 
@@ -1563,6 +1623,7 @@ static int start_splice(struct pconn *c)
 	/* A passthrough name on an address that is also intercepted: relay the TLS bytes
 	 * untouched (the peeked ClientHello is still in the socket). */
 	c->tls = 0;
+	c->spliced = 1;
 	c->st = C_TUNNEL;
 	c->rq = RQ_DONE;
 	c->l->stats.spliced++;
@@ -1695,6 +1756,22 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 		int cfd;
 
 		cfd = accept4(fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (cfd == -1 && (errno == EMFILE || errno == ENFILE)) {
+			/* The listener stays readable (level-triggered): refuse the connection
+			 * rather than spin on it, with the descriptor kept for this. */
+			if (l->px->spare_fd < 0)
+				return;
+			close(l->px->spare_fd);
+			cfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
+			if (cfd >= 0)
+				close(cfd);
+			l->px->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+			if (cfd < 0)
+				return;
+			l->stats.limit_fds++;
+			conn_event(l, NULL, "reject", "sluiced is out of file descriptors");
+			continue;
+		}
 		if (cfd == -1)
 			return;
 		if (peer.ss_family == AF_INET) {
@@ -1714,7 +1791,17 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 		}
 		if (l->stats.active >= l->px->o.max_conns) {
 			l->stats.refused++;
-			conn_event(l, NULL, "reject", "too many connections for this sandbox");
+			l->stats.limit_conns++;
+			conn_event(l, NULL, "reject",
+				   "too many connections for this sandbox (--http-max-conns)");
+			close(cfd);
+			continue;
+		}
+		if (l->px->active >= l->px->o.max_conns_total) {
+			l->stats.refused++;
+			l->stats.limit_conns_total++;
+			conn_event(l, NULL, "reject", "too many connections of all sandboxes "
+						      "(--http-max-conns-total)");
 			close(cfd);
 			continue;
 		}
@@ -1750,6 +1837,7 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 		l->conns = c;
 		l->stats.conns++;
 		l->stats.active++;
+		l->px->active++;
 	}
 }
 
@@ -1770,6 +1858,12 @@ static void sweep_cb(struct sl_loop *loop, void *arg)
 		} else if (c->st == C_HTTP && c->rq == RQ_CONNECT) {
 			respond_error(c, 504, "the upstream did not answer the connection in time",
 				      "error");
+			pump(c);
+		} else if (c->st == C_HTTP && c->rq == RQ_DONE && c->up == UP_READY &&
+			   !c->resp_head_sent && !c->resp_done) {
+			/* The request went out whole and nothing came back for the idle
+			 * timeout: the client still gets an answer. */
+			respond_error(c, 504, "the upstream did not answer in time", "error");
 			pump(c);
 		} else {
 			conn_close(c);
@@ -1830,6 +1924,9 @@ struct sl_proxy *sl_proxy_new(struct sl_loop *loop, struct sl_events *events, st
 		px->o.connect_timeout_ms = 10000;
 	if (!px->o.max_conns)
 		px->o.max_conns = 256;
+	if (!px->o.max_conns_total)
+		px->o.max_conns_total = SL_PROXY_MAX_CONNS_TOTAL;
+	px->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	px->server_ctx = sl_tls_server_ctx(err, errlen);
 	if (px->server_ctx)
 		px->client_ctx = sl_tls_client_ctx(px->o.upstream_ca, err, errlen);
@@ -1846,6 +1943,8 @@ void sl_proxy_free(struct sl_proxy *px)
 		return;
 	SSL_CTX_free(px->server_ctx);
 	SSL_CTX_free(px->client_ctx);
+	if (px->spare_fd >= 0)
+		close(px->spare_fd);
 	free(px);
 }
 
@@ -1921,6 +2020,31 @@ void sl_proxy_listener_close(struct sl_proxy_listener *l)
 	}
 	sl_loop_cancel_timer(l->px->loop, l->sweep);
 	free(l);
+}
+
+size_t sl_proxy_listener_revalidate(struct sl_proxy_listener *l)
+{
+	size_t closed = 0;
+
+	for (struct pconn *c = l->conns, *next; c; c = next) {
+		int v;
+
+		next = c->next;
+		if (c->dead || !c->name[0])
+			continue; /* no name yet: judged under the new policy once it has one */
+		v = l->ops->name_verdict(l->owner, c->name);
+		if (c->spliced ? v == SL_VERDICT_ALLOW : v == SL_VERDICT_PROXY)
+			continue;
+		conn_event(l, c, "closed", "the sandbox's policy no longer allows this host");
+		closed++;
+		conn_close(c);
+	}
+	for (struct upconn *u = l->idle, *un; u; u = un) {
+		un = u->next;
+		if (l->ops->name_verdict(l->owner, u->host) != SL_VERDICT_PROXY)
+			upconn_free(u);
+	}
+	return closed;
 }
 
 uint16_t sl_proxy_listener_port(const struct sl_proxy_listener *l)

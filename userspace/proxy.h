@@ -17,12 +17,15 @@ struct sl_proxy;
 struct sl_proxy_listener;
 struct sl_px_xchg;
 
+#define SL_PROXY_MAX_CONNS_TOTAL 16384 /* default of --http-max-conns-total */
+
 struct sl_proxy_opts {
 	const char *upstream_ca; /* PEM bundle; NULL: the system trust store */
 	unsigned header_timeout_ms; /* a request head must arrive within this (slowloris) */
 	unsigned idle_timeout_ms; /* no byte moved for this long: the connection ends */
 	unsigned connect_timeout_ms; /* upstream TCP and TLS handshake */
 	unsigned max_conns; /* client connections per sandbox */
+	unsigned max_conns_total; /* client connections of all sandboxes together */
 };
 
 /* What a listener asks of the sandbox it serves. Loop thread only. */
@@ -99,6 +102,10 @@ void sl_px_x_send(struct sl_px_xchg *x, int status, const struct sl_http_msg *he
 		  const char *body, size_t len);
 /* Ends the request with an error answer (a 5xx) and @why in its event. */
 void sl_px_x_fail(struct sl_px_xchg *x, int status, const char *why);
+/* Counts a bound the handler ran into (before it fails the request): its sandbox's
+ * sluice_limits_reached_total. */
+enum sl_px_limit { SL_PX_LIMIT_LUA_MEM, SL_PX_LIMIT_LUA_INSNS };
+void sl_px_x_count_limit(struct sl_px_xchg *x, enum sl_px_limit which);
 /* Bytes that must never reach the client in this request's response (an injected secret):
  * replaced by '*' in the headers and the body, across reads. Shorter than 4 bytes: ignored. */
 int sl_px_x_mask(struct sl_px_xchg *x, const char *secret, size_t len);
@@ -120,6 +127,10 @@ struct sl_proxy_listener *sl_proxy_listen(struct sl_proxy *px, const struct sl_p
 /* Closes the listener and every connection it accepted. Accepts NULL. */
 void sl_proxy_listener_close(struct sl_proxy_listener *l);
 uint16_t sl_proxy_listener_port(const struct sl_proxy_listener *l);
+/* After the sandbox's policy changed: closes every connection (WebSockets and spliced TLS
+ * included) whose host the policy no longer intercepts (or, spliced, allows), and pooled
+ * upstream connections of such hosts. Returns how many client connections were closed. */
+size_t sl_proxy_listener_revalidate(struct sl_proxy_listener *l);
 
 struct sl_proxy_stats {
 	uint64_t conns; /* accepted and redirected by the kernel */
@@ -132,6 +143,16 @@ struct sl_proxy_stats {
 	uint64_t upstream_errors; /* answered 5xx by the proxy */
 	uint64_t reused; /* requests sent on a pooled upstream connection */
 	uint64_t active; /* client connections open now */
+	/* Bounds reached (README, Reliability), each a clear refusal: */
+	uint64_t limit_conns; /* over --http-max-conns: closed at accept */
+	uint64_t limit_conns_total; /* over --http-max-conns-total: closed at accept */
+	uint64_t limit_fds; /* sluiced out of file descriptors: closed at accept */
+	uint64_t limit_head; /* request head over SL_HTTP_MAX_HEAD: 431 */
+	uint64_t limit_req_body; /* req:text() body over its bound: 413 */
+	uint64_t limit_resp_body; /* resp:text() body over its bound: 502 */
+	uint64_t limit_lua_mem; /* a handler out of its state's Lua memory: 502 */
+	uint64_t limit_lua_insns; /* a handler out of its instruction budget: 502 */
+	uint64_t pool_full; /* idle upstream connections closed, the pool being full */
 };
 const struct sl_proxy_stats *sl_proxy_listener_stats(const struct sl_proxy_listener *l);
 

@@ -24,14 +24,18 @@
 #include "ca.h"
 #include "cgroup.h"
 #include "dns.h"
+#include "events.h"
 #include "proxy.h"
+#include "sockdiag.h"
 #include "log.h"
 #include "loop.h"
 #include "lua_host.h"
+#include "netns.h"
 #include "sandbox.h"
 
 #define POLICY_MAX_BYTES (1u << 20)
 #define SWEEP_MS 1000
+#define NETNS_CHECK_SWEEPS 5 /* namespaces are judged gone every 5th sweep (a /proc scan) */
 
 struct sl_registry {
 	struct sl_bpf *bpf;
@@ -41,12 +45,14 @@ struct sl_registry {
 	struct sl_proxy *proxy;
 	struct sl_lua_opts lua_opts;
 	struct sl_timer *sweep;
+	unsigned netns_sweeps; /* sweeps since namespaces were last judged */
 	char state_dir[PATH_MAX];
 	struct sl_box *head;
 	size_t count;
 };
 
 static void sweep_cb(struct sl_loop *loop, void *arg);
+static void reap_vanished(struct sl_registry *r);
 
 struct sl_registry *sl_registry_new(struct sl_bpf *bpf, const char *state_dir,
 				    struct sl_loop *loop, struct sl_dns *dns,
@@ -88,10 +94,14 @@ static void box_free(struct sl_box *box)
 		return;
 	sl_dns_listener_close(box->dns);
 	sl_proxy_listener_close(box->proxy); /* first: it ends the handlers still running */
+	if (box->netns_fd >= 0)
+		close(box->netns_fd);
 	sl_lua_unref(box->lua);
 	sl_ca_free(box->ca);
 	free(box->policy_src);
-	sl_policy_free(box->policy);
+	sl_policy_free(box->base);
+	sl_policy_free(box->hlayer);
+	free(box->params);
 	sl_rule_set_free(&box->rules);
 	sl_rule_set_free(&box->learned);
 	free(box->learned_names);
@@ -180,6 +190,19 @@ static int save_state(struct sl_registry *r, const struct sl_box *box)
 		      "dns_port", (int)box->dns_port, "proxy_port", (int)box->proxy_port);
 	if (!j)
 		return -ENOMEM;
+	if (box->handler[0]) {
+		/* A restart keeps the sandbox as locked down (or open) as it was. */
+		json_object_set_new(j, "handler", json_string(box->handler));
+		if (box->params)
+			json_object_set_new(j, "params", json_string(box->params));
+	}
+	if (box->netns_fd >= 0) {
+		/* The path may not outlive its process (/proc/PID/ns/net): dev and inode let a
+		 * restart find the same namespace through the cgroup's processes. */
+		json_object_set_new(j, "netns", json_string(box->netns));
+		json_object_set_new(j, "netns_dev", json_integer((json_int_t)box->netns_dev));
+		json_object_set_new(j, "netns_ino", json_integer((json_int_t)box->netns_ino));
+	}
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd == -1) {
 		err = -errno;
@@ -259,9 +282,20 @@ static int compile_box(struct sl_box *box, struct sl_kentry **ents, size_t *nent
 	int r;
 
 	box->lua = sl_lua_load(chunk, box->policy_src, box->policy_len, &box->reg->lua_opts,
-			       box->name, &box->policy, err, errlen);
+			       box->name, &box->base, err, errlen);
 	if (!box->lua)
 		return -EINVAL;
+	box->policy = box->base;
+	if (box->handler[0]) {
+		r = sl_lua_handler_egress(box->lua, box->handler, box->params, &box->hlayer, err,
+					  errlen);
+		if (!r)
+			r = sl_lua_set_active(box->lua, box->handler, box->params, err, errlen);
+		if (r)
+			return r;
+		if (box->hlayer)
+			box->policy = box->hlayer;
+	}
 	r = sl_policy_rules(box->policy, &box->rules, err, errlen);
 	if (r)
 		return r;
@@ -301,7 +335,7 @@ static int learned_add(struct sl_box *box, const char *name, const struct sl_add
 		}
 	}
 	if (box->learned.n >= SL_LEARNED_MAX)
-		return -ENOSPC;
+		return -EDQUOT; /* the sandbox's bound; -ENOSPC is the kernel map's */
 	if (sl_rule_set_add(&box->learned, r))
 		return -ENOMEM;
 	if (box->learned.cap != cap || !box->learned_names) {
@@ -351,7 +385,7 @@ static int write_addr(struct sl_registry *r, struct sl_box *box, uint8_t family,
 		if (err)
 			return err;
 	}
-	return sl_bpf_set_rule(r->bpf, box->id, &e);
+	return sl_bpf_set_rule(r->bpf, box->rules_id, &e);
 }
 
 static const char *dns_name(void *owner)
@@ -410,14 +444,16 @@ static int dns_learn(void *owner, const char *qname, const struct sl_dns_answer 
 			err = learned_add(box, qname, &rule);
 			if (err) {
 				sl_err("sandbox %s: recording %s failed: %s", box->name, qname,
-				       strerror(-err));
+				       err == -EDQUOT ? "too many resolved addresses" :
+							strerror(-err));
 				return err;
 			}
 		}
 		err = write_addr(r, box, family, addr);
 		if (err) {
 			sl_err("sandbox %s: installing an address of %s failed: %s", box->name,
-			       qname, strerror(-err));
+			       qname, err == -ENOSPC ? "the kernel rule map is full" :
+						       strerror(-err));
 			return err;
 		}
 	}
@@ -469,6 +505,7 @@ static void sweep_cb(struct sl_loop *loop, void *arg)
 
 	for (struct sl_box *b = r->head; b; b = b->next)
 		sweep_box(r, b, now);
+	reap_vanished(r);
 	r->sweep = sl_loop_add_timer(loop, SWEEP_MS, sweep_cb, r);
 }
 
@@ -477,7 +514,7 @@ static int open_dns(struct sl_registry *r, struct sl_box *box, char *err, size_t
 {
 	if (!r->dns || box->dns)
 		return 0;
-	box->dns = sl_dns_listen(r->dns, &dns_ops, box, box->dns_port, -1, err, errlen);
+	box->dns = sl_dns_listen(r->dns, &dns_ops, box, box->dns_port, box->netns_fd, err, errlen);
 	if (!box->dns)
 		return -EIO;
 	box->dns_port = sl_dns_listener_port(box->dns);
@@ -614,7 +651,8 @@ static int open_proxy(struct sl_registry *r, struct sl_box *box, char *err, size
 {
 	if (!r->proxy || box->proxy)
 		return 0;
-	box->proxy = sl_proxy_listen(r->proxy, &proxy_ops, box, box->proxy_port, -1, err, errlen);
+	box->proxy = sl_proxy_listen(r->proxy, &proxy_ops, box, box->proxy_port, box->netns_fd,
+				     err, errlen);
 	if (!box->proxy)
 		return -EIO;
 	box->proxy_port = sl_proxy_listener_port(box->proxy);
@@ -635,6 +673,13 @@ static void set_listeners(struct sl_registry *r, const struct sl_box *box, uint3
 	for (int i = 0; i < 2; i++) {
 		if (!ports[i])
 			continue;
+		/* Listeners in different network namespaces may share a port, and the kernel's
+		 * table knows no namespaces: forget a port only when no other sandbox has it. */
+		for (const struct sl_box *o = r->head; o && !sandbox_id && ports[i]; o = o->next)
+			if (o != box && (o->dns_port == ports[i] || o->proxy_port == ports[i]))
+				ports[i] = 0;
+		if (!ports[i])
+			continue;
 		sl_bpf_set_listener(r->bpf, AF_INET, (const uint8_t *)&lo4, htons(ports[i]),
 				    sandbox_id);
 		sl_bpf_set_listener(r->bpf, AF_INET6, in6addr_loopback.s6_addr, htons(ports[i]),
@@ -647,6 +692,7 @@ static void kernel_entry(struct sl_registry *r, const struct sl_box *box, struct
 {
 	memset(ksb, 0, sizeof(*ksb));
 	ksb->id = box->id;
+	ksb->rules_id = box->rules_id;
 	if (box->dns) {
 		ksb->flags |= SL_SB_DNS;
 		ksb->dns_ip4 = htonl(INADDR_LOOPBACK);
@@ -677,9 +723,11 @@ static int install_box(struct sl_registry *r, struct sl_box *box, const struct s
 	if (e)
 		return e;
 	kernel_entry(r, box, &ksb);
-	e = sl_bpf_sync_rules(r->bpf, box->id, ents, nents);
+	e = sl_bpf_sync_rules(r->bpf, box->rules_id, ents, nents);
 	if (e) {
-		sl_errf(err, errlen, "writing kernel rules failed: %s", strerror(-e));
+		sl_errf(err, errlen, "writing kernel rules failed: %s",
+			e == -ENOSPC ? "the kernel rule map is full (SL_MAX_RULES entries of all "
+				       "sandboxes together)" : strerror(-e));
 		return e;
 	}
 	e = sl_bpf_set_sandbox(r->bpf, box->cgid, &ksb);
@@ -712,6 +760,8 @@ static void uninstall_box(struct sl_registry *r, struct sl_box *box)
 		sl_err("detaching sandbox %s failed: %s", box->name, strerror(-e));
 	sl_bpf_del_sandbox(r->bpf, box->cgid);
 	e = sl_bpf_sync_rules(r->bpf, box->id, NULL, 0);
+	if (!e)
+		e = sl_bpf_sync_rules(r->bpf, box->id | SL_RULES_BANK, NULL, 0);
 	if (e)
 		sl_err("clearing rules of sandbox %s failed: %s", box->name, strerror(-e));
 	sl_bpf_reset_slots(r->bpf, box->id);
@@ -756,6 +806,175 @@ static const char *cgroup_error(int e)
 	}
 }
 
+/* ---- network namespaces ---- */
+
+/* Takes namespace @fd (@id) for @box, whose listeners will open inside it. Sluiced's own
+ * namespace makes an ordinary sandbox. */
+static int take_netns(struct sl_box *box, int fd, const struct sl_netns_id *id, char *err,
+		      size_t errlen)
+{
+	int up;
+
+	if (sl_netns_is_ours(id)) {
+		close(fd);
+		box->netns[0] = 0;
+		return 0;
+	}
+	/* 127.0.0.1 can be bound while lo is down, but nothing would reach it. */
+	up = sl_netns_loopback_up(fd);
+	if (up <= 0) {
+		sl_errf(err, errlen, "network namespace %s: %s", box->netns,
+			up ? strerror(-up) :
+			     "its loopback interface is down (ip link set lo up in it)");
+		close(fd);
+		return -EINVAL;
+	}
+	box->netns_fd = fd;
+	box->netns_dev = id->dev;
+	box->netns_ino = id->ino;
+	return 0;
+}
+
+/* Where a new sandbox lives: its cgroup (given, or the process's) and its network namespace
+ * (given, the process's, or sluiced's own). */
+static int box_target(struct sl_box *box, const struct sl_box_spec *spec, char *err,
+		      size_t errlen)
+{
+	struct sl_netns_id id;
+	int fd, e;
+
+	if (spec->pid > 0) {
+		if ((spec->cgroup && *spec->cgroup) || (spec->netns && *spec->netns)) {
+			sl_errf(err, errlen, "a pid names the cgroup and the network namespace: "
+					    "give neither with it");
+			return -EINVAL;
+		}
+		fd = sl_netns_of_pid(spec->pid, box->cgroup, sizeof(box->cgroup), &id);
+		if (fd < 0) {
+			sl_errf(err, errlen, "process %d: %s", spec->pid,
+				fd == -ESRCH ? "no such process" :
+				fd == -EXDEV ? "its cgroup is outside sluiced's cgroup namespace" :
+					       cgroup_error(fd));
+			return -EINVAL;
+		}
+		snprintf(box->netns, sizeof(box->netns), "/proc/%d/ns/net", spec->pid);
+		return take_netns(box, fd, &id, err, errlen);
+	}
+	e = sl_cgroup_resolve(spec->cgroup, box->cgroup, sizeof(box->cgroup));
+	if (e) {
+		sl_errf(err, errlen, "cgroup %s: %s", spec->cgroup, cgroup_error(e));
+		return -EINVAL;
+	}
+	if (!spec->netns || !*spec->netns)
+		return 0;
+	if (spec->netns[0] != '/' || strlen(spec->netns) >= sizeof(box->netns)) {
+		sl_errf(err, errlen, "network namespace %s: not an absolute path", spec->netns);
+		return -EINVAL;
+	}
+	fd = sl_netns_open(spec->netns, &id);
+	if (fd < 0) {
+		sl_errf(err, errlen, "network namespace %s: %s", spec->netns,
+			fd == -EINVAL ? "not a network namespace" : strerror(-fd));
+		return -EINVAL;
+	}
+	snprintf(box->netns, sizeof(box->netns), "%s", spec->netns);
+	return take_netns(box, fd, &id, err, errlen);
+}
+
+/*
+ * After a restart: reopens the namespace the state file @j names, through its path if that
+ * still is the same namespace, else through a process of the sandbox's cgroup. Returns 0
+ * (also for a sandbox without one) or -ENOENT.
+ */
+static int adopt_netns(struct sl_box *box, json_t *j)
+{
+	const char *path = json_string_value(json_object_get(j, "netns"));
+	struct sl_netns_id want, got;
+	int fd;
+
+	if (!path || !*path)
+		return 0;
+	snprintf(box->netns, sizeof(box->netns), "%s", path);
+	want.dev = (uint64_t)json_integer_value(json_object_get(j, "netns_dev"));
+	want.ino = (uint64_t)json_integer_value(json_object_get(j, "netns_ino"));
+	box->netns_dev = want.dev;
+	box->netns_ino = want.ino;
+	fd = sl_netns_open(path, &got);
+	if (fd >= 0 && (got.dev != want.dev || got.ino != want.ino)) {
+		close(fd); /* another namespace now has that path */
+		fd = -ENOENT;
+	}
+	if (fd < 0)
+		fd = sl_netns_find_in_cgroup(box->cgroup, &want);
+	if (fd < 0)
+		return -ENOENT;
+	box->netns_fd = fd;
+	return 0;
+}
+
+/* Removes sandbox @name, which has nothing left to enforce, saying why (log and event). */
+static void reap(struct sl_registry *r, const char *name, const char *why)
+{
+	char copy[SL_NAME_MAX + 1];
+
+	snprintf(copy, sizeof(copy), "%s", name); /* @name may be the sandbox's own */
+	sl_warn("sandbox %s: %s, removing the sandbox", copy, why);
+	if (r->lua_opts.events)
+		sl_events_publish(r->lua_opts.events, copy,
+				  json_pack("{s:s, s:s, s:s, s:s}", "type", "sandbox", "sandbox",
+					    copy, "action", "removed", "reason", why));
+	sl_sandbox_rm(r, copy);
+}
+
+/*
+ * Removes the sandboxes left with nothing to enforce (loop thread, from the sweep): whose
+ * cgroup was removed (or replaced by another of the same path) and, judged every
+ * NETNS_CHECK_SWEEPS sweeps, those with a network namespace whose cgroup is empty and whose
+ * namespace no process and no mount holds any more: sluiced's own fd keeps a namespace alive
+ * in the kernel, so "gone" means nobody else could still use it.
+ */
+static void reap_vanished(struct sl_registry *r)
+{
+	char (*names)[SL_NAME_MAX + 1] = NULL;
+	struct sl_netns_id *ids = NULL;
+	uint8_t *used = NULL;
+	size_t n = 0;
+
+	for (struct sl_box *b = r->head, *next; b; b = next) {
+		uint64_t now_cgid;
+		int e = sl_cgroup_id(b->cgroup, &now_cgid);
+
+		next = b->next;
+		if (e != -ENOENT && (e || now_cgid == b->cgid))
+			continue;
+		reap(r, b->name, "its cgroup was removed");
+	}
+	if (++r->netns_sweeps < NETNS_CHECK_SWEEPS)
+		return;
+	r->netns_sweeps = 0;
+	names = calloc(r->count + 1, sizeof(*names));
+	ids = calloc(r->count + 1, sizeof(*ids));
+	used = calloc(r->count + 1, 1);
+	if (!names || !ids || !used)
+		goto out;
+	for (struct sl_box *b = r->head; b; b = b->next) {
+		if (b->netns_fd < 0 || sl_cgroup_populated(b->cgroup) != 0)
+			continue;
+		snprintf(names[n], sizeof(names[n]), "%s", b->name);
+		ids[n++] = (struct sl_netns_id){ .dev = b->netns_dev, .ino = b->netns_ino };
+	}
+	if (!n || sl_netns_in_use(ids, n, used))
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		if (!used[i])
+			reap(r, names[i], "its network namespace is gone and its cgroup is empty");
+	}
+out:
+	free(names);
+	free(ids);
+	free(used);
+}
+
 struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *spec, char *err,
 			      size_t errlen)
 {
@@ -775,8 +994,8 @@ struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *s
 		e = -EEXIST;
 		goto fail;
 	}
-	if (!spec->cgroup || !*spec->cgroup) {
-		sl_errf(err, errlen, "a cgroup path is required");
+	if (spec->pid <= 0 && (!spec->cgroup || !*spec->cgroup)) {
+		sl_errf(err, errlen, "a cgroup path (or a pid) is required");
 		e = -EINVAL;
 		goto fail;
 	}
@@ -786,16 +1005,14 @@ struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *s
 		sl_errf(err, errlen, "out of memory");
 		goto fail;
 	}
+	box->netns_fd = -1;
 	snprintf(box->name, sizeof(box->name), "%s", spec->name);
 	box->reg = r;
 	sl_rule_set_init(&box->rules);
 	sl_rule_set_init(&box->learned);
-	e = sl_cgroup_resolve(spec->cgroup, box->cgroup, sizeof(box->cgroup));
-	if (e) {
-		sl_errf(err, errlen, "cgroup %s: %s", spec->cgroup, cgroup_error(e));
-		e = -EINVAL;
+	e = box_target(box, spec, err, errlen);
+	if (e)
 		goto fail;
-	}
 	level = sl_cgroup_level(box->cgroup);
 	if (level < 0 || level >= SL_MAX_CGROUP_DEPTH - 1) {
 		sl_errf(err, errlen, "cgroup %s: nested too deep (at most %d levels)", box->cgroup,
@@ -848,6 +1065,11 @@ struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *s
 		e = -EINVAL;
 		goto fail;
 	}
+	if (spec->handler && *spec->handler) {
+		snprintf(box->handler, sizeof(box->handler), "%s", spec->handler);
+		box->params = spec->params ? strdup(spec->params) : NULL;
+		box->handler_since_s = time(NULL);
+	}
 	e = compile_box(box, &ents, &nents, err, errlen);
 	if (e) {
 		e = e == -ENOMEM ? e : -EINVAL;
@@ -859,6 +1081,7 @@ struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *s
 		e = -ENOSPC;
 		goto fail;
 	}
+	box->rules_id = box->id;
 	box->created_s = time(NULL);
 
 	/* Nothing of this sandbox can be in the kernel yet, but a slot may hold counters of a
@@ -876,14 +1099,373 @@ struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *s
 	}
 	link_box(r, box);
 	free(ents);
-	sl_info("sandbox %s added: cgroup %s (id %llu), %zu kernel entries", box->name,
-		box->cgroup, (unsigned long long)box->cgid, nents);
+	sl_info("sandbox %s added: cgroup %s (id %llu)%s%s, %zu kernel entries", box->name,
+		box->cgroup, (unsigned long long)box->cgid, box->netns_fd >= 0 ? ", netns " : "",
+		box->netns_fd >= 0 ? box->netns : "", nents);
 	return box;
 fail:
 	free(ents);
 	box_free(box);
 	errno = -e;
 	return NULL;
+}
+
+/* ---- switching layers ---- */
+
+/* Whether a flow of @box to @dst:@dport is one the kernel would no longer let through. */
+static int flow_condemned(void *arg, uint8_t family, uint8_t proto, const uint8_t *dst,
+			  uint16_t dport)
+{
+	static const uint8_t mapped[12] = { [10] = 0xff, [11] = 0xff };
+	struct sl_box *box = arg;
+	uint8_t addr[16] = { 0 };
+	struct sl_rule val = { 0 };
+	uint8_t bit = proto == IPPROTO_TCP ? SL_PROTO_TCP : SL_PROTO_UDP;
+	uint64_t now = sl_now_ns();
+	int verdict = SL_VERDICT_DENY;
+
+	if (family == AF_INET6 && !memcmp(dst, mapped, 12)) {
+		family = AF_INET;
+		memcpy(addr, dst + 12, 4);
+	} else {
+		memcpy(addr, dst, family == AF_INET ? 4 : 16);
+	}
+	/* Connections to the sandbox's own listeners are the proxy's and the DNS listener's
+	 * (sl_proxy_listener_revalidate judges those by name). */
+	if ((dport == box->dns_port || dport == box->proxy_port) &&
+	    ((family == AF_INET && addr[0] == 127) ||
+	     (family == AF_INET6 && !memcmp(addr, in6addr_loopback.s6_addr, 16))))
+		return 0;
+	if (sl_rules_merge(&box->rules, family, addr, family == AF_INET ? 32 : 128, &val) ||
+	    sl_rules_merge(&box->learned, family, addr, family == AF_INET ? 32 : 128, &val))
+		return 1; /* cannot tell: fail closed */
+	for (uint32_t i = 0; i < val.n && i < SL_MAX_PORT_RANGES; i++) {
+		const struct sl_port_range *pr = &val.r[i];
+
+		if (dport >= pr->lo && dport <= pr->hi && (pr->protos & bit) &&
+		    (!pr->expires_ns || pr->expires_ns > now) && pr->verdict > verdict)
+			verdict = pr->verdict;
+	}
+	return verdict != SL_VERDICT_ALLOW;
+}
+
+/* The cgroup ids of @path and every cgroup below it (sockets carry the one they were made
+ * in). */
+static int subtree_cgids(const char *path, uint64_t **ids, size_t *n, size_t *cap, int depth)
+{
+	DIR *d;
+	struct dirent *de;
+	uint64_t id;
+	int e = 0;
+
+	if (depth > SL_MAX_CGROUP_DEPTH || sl_cgroup_id(path, &id))
+		return 0;
+	if (*n == *cap) {
+		size_t c = *cap ? *cap * 2 : 16;
+		uint64_t *v = realloc(*ids, c * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		*ids = v;
+		*cap = c;
+	}
+	(*ids)[(*n)++] = id;
+	d = opendir(path);
+	if (!d)
+		return 0;
+	while (!e && (de = readdir(d))) {
+		char sub[PATH_MAX];
+
+		if (de->d_type != DT_DIR || de->d_name[0] == '.')
+			continue;
+		if (snprintf(sub, sizeof(sub), "%s/%s", path, de->d_name) >= (int)sizeof(sub))
+			continue;
+		e = subtree_cgids(sub, ids, n, cap, depth + 1);
+	}
+	closedir(d);
+	return e;
+}
+
+static size_t kill_flows(struct sl_box *box)
+{
+	uint64_t *ids = NULL;
+	size_t n = 0, cap = 0, killed = 0;
+	int e;
+
+	e = subtree_cgids(box->cgroup, &ids, &n, &cap, 0);
+	if (!e && n)
+		e = sl_sockdiag_destroy(box->netns_fd, ids, n, flow_condemned, box, &killed);
+	if (e)
+		sl_err("sandbox %s: closing flows the policy no longer allows failed: %s",
+		       box->name, strerror(-e));
+	free(ids);
+	return killed;
+}
+
+static void switch_event(struct sl_registry *r, const struct sl_box *box, const char *what,
+			 const char *old, const char *who, const struct sl_switch_result *res)
+{
+	json_t *j;
+
+	if (!r->lua_opts.events)
+		return;
+	j = json_pack("{s:s, s:s, s:s, s:s?, s:s?, s:s, s:I, s:I, s:I}", "type", "handler",
+		      "sandbox", box->name, "action", what, "old", old[0] ? old : NULL, "new",
+		      box->handler[0] ? box->handler : NULL, "by", who ? who : "?",
+		      "closed_kernel", (json_int_t)res->closed_kernel, "closed_proxy",
+		      (json_int_t)res->closed_proxy, "dns_dropped", (json_int_t)res->dns_dropped);
+	if (j && box->params) {
+		json_t *p = json_loads(box->params, 0, NULL);
+
+		if (p)
+			json_object_set_new(j, "params", p);
+	}
+	sl_events_publish(r->lua_opts.events, box->name, j);
+}
+
+/*
+ * Moves @box to the layer of (@lua, @base, @handler, @params): everything is computed first
+ * (nothing changes on error), then the new rules go into the kernel under the other rule bank
+ * and one update of the sandbox's entry makes them the ones in force. The old bank is
+ * cleared after. On success @box owns @lua and @base.
+ */
+static int switch_layer(struct sl_registry *r, struct sl_box *box, struct sl_lua *lua,
+			struct sl_policy *base, const char *handler, const char *params,
+			struct sl_switch_result *res, char *err, size_t errlen)
+{
+	const struct sl_policy *old_layer = box->policy, *layer;
+	struct sl_policy *hl = NULL;
+	struct sl_box *nb = calloc(1, sizeof(*nb));
+	struct sl_kentry *ents = NULL, bad;
+	size_t nents = 0;
+	struct sl_sandbox ksb;
+	uint32_t bank, old_bank = box->rules_id;
+	char *params_copy = NULL;
+	int e = 0, was_icpt, now_icpt;
+
+	memset(res, 0, sizeof(*res));
+	if (!nb) {
+		sl_errf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	sl_rule_set_init(&nb->rules);
+	sl_rule_set_init(&nb->learned);
+	if (handler && *handler) {
+		if (strlen(handler) >= sizeof(box->handler)) {
+			sl_errf(err, errlen, "handler name too long");
+			e = -EINVAL;
+			goto out;
+		}
+		e = sl_lua_handler_egress(lua, handler, params, &hl, err, errlen);
+		if (e)
+			goto out;
+		if (params && !(params_copy = strdup(params))) {
+			e = -ENOMEM;
+			goto out;
+		}
+	}
+	layer = hl ? hl : base;
+	e = sl_policy_rules(layer, &nb->rules, err, errlen);
+	if (e)
+		goto out;
+	/* What resolved under the old layer stays only where the new one gives the name. */
+	for (size_t i = 0; i < box->learned.n && !e; i++) {
+		const struct sl_addr_rule *x = &box->learned.v[i];
+		const char *name = box->learned_names[i];
+		struct sl_grant g[8];
+		size_t ng = 0;
+
+		if (name[0] && sl_policy_addr_permitted(layer, x->family, x->addr))
+			ng = sl_policy_name_grants(layer, name, g, 8);
+		if (!ng)
+			res->dns_dropped++;
+		for (size_t k = 0; k < ng && !e; k++) {
+			struct sl_addr_rule y = *x;
+
+			y.port_lo = g[k].lo;
+			y.port_hi = g[k].hi;
+			y.protos = g[k].protos;
+			y.verdict = g[k].verdict;
+			e = learned_add(nb, name, &y);
+		}
+	}
+	if (!e)
+		e = compile_all(nb, &ents, &nents, &bad);
+	if (e) {
+		sl_errf(err, errlen, "compiling the new rules failed: %s",
+			e == -E2BIG ? "too many port ranges for one address" :
+			e == -EDQUOT ? "too many resolved addresses" : strerror(-e));
+		goto out;
+	}
+	e = sl_lua_set_active(lua, handler && *handler ? handler : NULL, params, err, errlen);
+	if (e)
+		goto out;
+
+	/* From here on the kernel follows. */
+	bank = (box->rules_id & SL_RULES_BANK) ? box->id : box->id | SL_RULES_BANK;
+	e = sl_bpf_sync_rules(r->bpf, bank, ents, nents);
+	was_icpt = old_layer && old_layer->intercept.n;
+	now_icpt = layer->intercept.n > 0;
+	if (!e && now_icpt && !was_icpt)
+		e = sl_bpf_attach(r->bpf, box->name, box->cgroup, box->cgid, 1);
+	if (!e) {
+		box->rules_id = bank;
+		kernel_entry(r, box, &ksb);
+		e = sl_bpf_set_sandbox(r->bpf, box->cgid, &ksb); /* the switch */
+		if (e)
+			box->rules_id = old_bank;
+	}
+	if (e) {
+		sl_bpf_sync_rules(r->bpf, bank, NULL, 0);
+		sl_lua_set_active(box->lua, box->handler[0] ? box->handler : NULL, box->params,
+				  err, errlen);
+		sl_errf(err, errlen, "writing the kernel rules failed: %s", strerror(-e));
+		goto out;
+	}
+	e = sl_bpf_sync_rules(r->bpf, old_bank, NULL, 0);
+	if (e)
+		sl_warn("sandbox %s: clearing the old rule bank failed: %s", box->name,
+			strerror(-e));
+	e = 0;
+	if (!now_icpt && was_icpt)
+		sl_bpf_attach(r->bpf, box->name, box->cgroup, box->cgid, 0);
+
+	/* The sandbox's own state follows. */
+	{
+		struct sl_rule_set t = box->rules;
+		char(*tn)[SL_DNS_NAME_BUF] = box->learned_names;
+
+		box->rules = nb->rules;
+		nb->rules = t;
+		t = box->learned;
+		box->learned = nb->learned;
+		nb->learned = t;
+		box->learned_names = nb->learned_names;
+		nb->learned_names = tn;
+	}
+	if (lua != box->lua) {
+		sl_lua_unref(box->lua);
+		box->lua = lua;
+	}
+	if (base != box->base) {
+		sl_policy_free(box->base);
+		box->base = base;
+	}
+	sl_policy_free(box->hlayer);
+	box->hlayer = hl;
+	hl = NULL;
+	box->policy = box->hlayer ? box->hlayer : box->base;
+	if (handler && *handler) {
+		if (strcmp(box->handler, handler) || !box->handler_since_s)
+			box->handler_since_s = time(NULL);
+		snprintf(box->handler, sizeof(box->handler), "%s", handler);
+	} else {
+		box->handler[0] = 0;
+		box->handler_since_s = 0;
+	}
+	free(box->params);
+	box->params = params_copy;
+	params_copy = NULL;
+	box->switches++;
+
+	/* Open flows the new layer does not allow. */
+	res->closed_proxy = box->proxy ? sl_proxy_listener_revalidate(box->proxy) : 0;
+	res->closed_kernel = kill_flows(box);
+	e = save_state(r, box);
+	if (e) {
+		sl_warn("sandbox %s: saving state failed: %s", box->name, strerror(-e));
+		e = 0; /* in force now; a restart would come back with the previous layer */
+	}
+out:
+	free(ents);
+	free(params_copy);
+	sl_policy_free(hl);
+	sl_rule_set_free(&nb->rules);
+	sl_rule_set_free(&nb->learned);
+	free(nb->learned_names);
+	free(nb);
+	return e;
+}
+
+int sl_sandbox_set_handler(struct sl_registry *r, struct sl_box *box, const char *handler,
+			   const char *params, const char *who, struct sl_switch_result *res,
+			   char *err, size_t errlen)
+{
+	char old[sizeof(box->handler)];
+	int e;
+
+	if (!box->lua) {
+		sl_errf(err, errlen, "sandbox %s has no working policy", box->name);
+		return -EINVAL;
+	}
+	if (handler && !sl_lua_handler_exists(box->lua, handler)) {
+		sl_errf(err, errlen, "the policy of %s has no handler '%s' in outboundHandlers",
+			box->name, handler);
+		return -ENOENT;
+	}
+	snprintf(old, sizeof(old), "%s", box->handler);
+	e = switch_layer(r, box, box->lua, box->base, handler, params, res, err, errlen);
+	if (e)
+		return e;
+	sl_info("sandbox %s: handler %s -> %s (by %s; closed %zu flows, %zu proxied)",
+		box->name, old[0] ? old : "(policy)", box->handler[0] ? box->handler : "(policy)",
+		who ? who : "?", res->closed_kernel, res->closed_proxy);
+	switch_event(r, box, handler ? "set" : "clear", old, who, res);
+	return 0;
+}
+
+int sl_sandbox_reload(struct sl_registry *r, struct sl_box *box, const char *path,
+		      const char *src, size_t len, const char *who, struct sl_switch_result *res,
+		      char *err, size_t errlen)
+{
+	const char *chunk = path && *path ? path : box->policy_path[0] ? box->policy_path : "policy";
+	struct sl_policy *base = NULL;
+	struct sl_lua *lua;
+	char *copy;
+	int e;
+
+	if (len > POLICY_MAX_BYTES) {
+		sl_errf(err, errlen, "policy too large (max %u bytes)", POLICY_MAX_BYTES);
+		return -EINVAL;
+	}
+	copy = malloc(len + 1);
+	if (!copy) {
+		sl_errf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	memcpy(copy, src, len);
+	copy[len] = 0;
+	lua = sl_lua_load(chunk, copy, len, &r->lua_opts, box->name, &base, err, errlen);
+	if (!lua) {
+		free(copy);
+		return -EINVAL;
+	}
+	if (box->handler[0] && !sl_lua_handler_exists(lua, box->handler)) {
+		sl_errf(err, errlen, "the active handler '%s' is not in the new policy: clear it "
+				    "first (sluice handler clear %s)", box->handler, box->name);
+		e = -EINVAL;
+		goto fail;
+	}
+	e = switch_layer(r, box, lua, base, box->handler[0] ? box->handler : NULL, box->params,
+			 res, err, errlen);
+	if (e)
+		goto fail;
+	free(box->policy_src);
+	box->policy_src = copy;
+	box->policy_len = len;
+	if (path && *path)
+		snprintf(box->policy_path, sizeof(box->policy_path), "%s", path);
+	e = save_state(r, box);
+	if (e)
+		sl_warn("sandbox %s: saving state failed: %s", box->name, strerror(-e));
+	sl_info("sandbox %s: policy reloaded from %s (by %s)", box->name, chunk, who ? who : "?");
+	switch_event(r, box, "reload", box->handler, who, res);
+	return 0;
+fail:
+	sl_lua_unref(lua);
+	sl_policy_free(base);
+	free(copy);
+	return e;
 }
 
 int sl_sandbox_rm(struct sl_registry *r, const char *name)
@@ -922,7 +1504,7 @@ static int recover_learned(struct sl_registry *r, struct sl_box *box)
 	size_t n;
 	int err;
 
-	err = sl_bpf_read_rules(r->bpf, box->id, &ents, &n);
+	err = sl_bpf_read_rules(r->bpf, box->rules_id, &ents, &n);
 	if (err)
 		return err;
 	for (size_t i = 0; i < n && !err; i++) {
@@ -973,8 +1555,9 @@ static int adopt_without_policy(struct sl_registry *r, struct sl_box *box)
 /* Loads one state file into a sandbox, adopting its kernel state. */
 static int adopt_one(struct sl_registry *r, const char *path)
 {
-	const char *name, *cgroup, *policy_path, *src;
+	const char *name, *cgroup, *policy_path, *src, *handler = NULL, *params = NULL;
 	json_int_t id, cgid, created;
+	struct sl_sandbox ksb;
 	int dns_port = 0, proxy_port = 0;
 	size_t src_len;
 	json_error_t jerr;
@@ -991,10 +1574,11 @@ static int adopt_one(struct sl_registry *r, const char *path)
 		sl_err("state file %s unreadable: %s", path, jerr.text);
 		return -EINVAL;
 	}
-	if (json_unpack_ex(j, &jerr, 0, "{s:s, s:I, s:s, s:I, s:s, s:s%, s:I, s?i, s?i}", "name",
-			   &name, "id", &id, "cgroup", &cgroup, "cgroup_id", &cgid, "policy_path",
-			   &policy_path, "policy", &src, &src_len, "created", &created, "dns_port",
-			   &dns_port, "proxy_port", &proxy_port) ||
+	if (json_unpack_ex(j, &jerr, 0, "{s:s, s:I, s:s, s:I, s:s, s:s%, s:I, s?i, s?i, s?s, s?s}",
+			   "name", &name, "id", &id, "cgroup", &cgroup, "cgroup_id", &cgid,
+			   "policy_path", &policy_path, "policy", &src, &src_len, "created",
+			   &created, "dns_port", &dns_port, "proxy_port", &proxy_port, "handler",
+			   &handler, "params", &params) ||
 	    !sl_sandbox_name_ok(name) || id <= 0 || id >= SL_MAX_SANDBOXES ||
 	    sl_sandbox_by_id(r, (uint32_t)id) || sl_sandbox_find(r, name)) {
 		sl_err("state file %s is invalid or conflicts with another sandbox", path);
@@ -1005,12 +1589,22 @@ static int adopt_one(struct sl_registry *r, const char *path)
 		e = -ENOMEM;
 		goto cleanup;
 	}
+	box->netns_fd = -1;
 	snprintf(box->name, sizeof(box->name), "%s", name);
 	snprintf(box->cgroup, sizeof(box->cgroup), "%s", cgroup);
 	snprintf(box->policy_path, sizeof(box->policy_path), "%s", policy_path);
 	box->id = (uint32_t)id;
+	box->rules_id = box->id;
 	box->cgid = (uint64_t)cgid;
 	box->created_s = created;
+	if (handler && strlen(handler) < sizeof(box->handler)) {
+		snprintf(box->handler, sizeof(box->handler), "%s", handler);
+		box->params = params ? strdup(params) : NULL;
+	}
+	/* The rule bank in force is the kernel's to say (a switch may have flipped it). */
+	if (!sl_bpf_get_sandbox(r->bpf, box->cgid, &ksb) &&
+	    (ksb.rules_id == box->id || ksb.rules_id == (box->id | SL_RULES_BANK)))
+		box->rules_id = ksb.rules_id;
 	box->reg = r;
 	box->dns_port = dns_port > 0 && dns_port < 65536 ? (uint16_t)dns_port : 0;
 	box->proxy_port = proxy_port > 0 && proxy_port < 65536 ? (uint16_t)proxy_port : 0;
@@ -1038,6 +1632,22 @@ static int adopt_one(struct sl_registry *r, const char *path)
 		sl_bpf_del_sandbox(r->bpf, box->cgid);
 		box->cgid = now_cgid;
 	}
+	if (adopt_netns(box, j)) {
+		if (sl_cgroup_populated(box->cgroup) == 0) {
+			sl_warn("sandbox %s: its network namespace is gone and its cgroup is empty, "
+				"removing the sandbox", name);
+			uninstall_box(r, box);
+			unlink(path);
+		} else {
+			/* Its processes' DNS and intercepted connections go to listeners that no
+			 * longer exist: they fail, nothing opens. */
+			sl_err("sandbox %s: no process of cgroup %s is in its network namespace "
+			       "(%s, inode %llu) any more; kernel rules left as they are, not adopted",
+			       name, box->cgroup, box->netns, (unsigned long long)box->netns_ino);
+		}
+		e = -ENOENT;
+		goto cleanup;
+	}
 	e = recover_learned(r, box);
 	if (e)
 		sl_warn("sandbox %s: reading its resolved names from the kernel failed: %s", name,
@@ -1048,8 +1658,9 @@ static int adopt_one(struct sl_registry *r, const char *path)
 		 * longer resolve (the listener answers NXDOMAIN without a policy). */
 		sl_err("sandbox %s: policy no longer compiles (%s); kernel rules left as they are",
 		       name, err);
-		sl_policy_free(box->policy);
-		box->policy = NULL;
+		sl_policy_free(box->base);
+		sl_policy_free(box->hlayer);
+		box->policy = box->base = box->hlayer = NULL;
 		sl_lua_unref(box->lua);
 		box->lua = NULL;
 		e = adopt_without_policy(r, box);
@@ -1206,8 +1817,21 @@ json_t *sl_sandbox_json(struct sl_registry *r, const struct sl_box *box, int det
 			      box->policy_path, "created", (json_int_t)box->created_s);
 	struct sl_counters c;
 
-	if (!j || !detail)
+	if (!j)
 		return j;
+	json_object_set_new(j, "handler", box->handler[0] ? json_string(box->handler) : json_null());
+	json_object_set_new(j, "netns", box->netns_fd >= 0 ? json_string(box->netns) : json_null());
+	if (box->netns_fd >= 0)
+		json_object_set_new(j, "netns_inode", json_integer((json_int_t)box->netns_ino));
+	if (!detail)
+		return j;
+	if (box->handler[0]) {
+		json_t *p = box->params ? json_loads(box->params, 0, NULL) : NULL;
+
+		json_object_set_new(j, "params", p ? p : json_object());
+		json_object_set_new(j, "handler_since", json_integer(box->handler_since_s));
+	}
+	json_object_set_new(j, "switches", json_integer(box->switches));
 	json_object_set_new(j, "rules", rules_json(box));
 	json_object_set_new(j, "names", names_json(box));
 	json_object_set_new(j, "dns", dns_json(box));

@@ -36,8 +36,15 @@ struct sl_box {
 	char policy_path[PATH_MAX]; /* where the policy came from ("" if given inline) */
 	char *policy_src; /* the policy text as added: restarts use it, not the file */
 	size_t policy_len;
-	struct sl_policy *policy;
+	struct sl_policy *policy; /* the kernel layer in force: base, or the handler's own */
+	struct sl_policy *base; /* the policy's egress */
+	struct sl_policy *hlayer; /* the active handler's egress; NULL: none or it has none */
 	struct sl_lua *lua; /* the policy's Lua state: its handlers run there */
+	char handler[64]; /* the active outboundHandlers entry, "" for none */
+	char *params; /* its params (JSON text), NULL for none */
+	int64_t handler_since_s;
+	unsigned switches; /* handler sets, clears and policy reloads since added */
+	uint32_t rules_id; /* key id of the kernel rules in force: id, or id | SL_RULES_BANK */
 	struct sl_rule_set rules; /* static rules compiled from the policy */
 	struct sl_rule_set learned; /* rules of resolved names, each with its expiry */
 	char (*learned_names)[SL_DNS_NAME_BUF]; /* the name of each learned rule ("" unknown) */
@@ -45,6 +52,12 @@ struct sl_box {
 	uint16_t dns_port; /* kept across restarts */
 	struct sl_proxy_listener *proxy; /* where the kernel sends intercepted connections */
 	uint16_t proxy_port; /* kept across restarts */
+	/* A sandbox with a network of its own: its listeners live in that namespace, which
+	 * sluiced holds open (-1: sluiced's namespace). The path is as given (a restart tries it
+	 * first); dev/ino name the namespace itself. */
+	int netns_fd;
+	char netns[PATH_MAX];
+	uint64_t netns_dev, netns_ino;
 	struct sl_ca *ca; /* the sandbox's own CA: its leaves are what the sandbox sees */
 	int64_t created_s; /* wall clock */
 	struct sl_registry *reg;
@@ -60,8 +73,10 @@ struct sl_dns_ttl {
 /*
  * A registry persisting to @state_dir (created 0700 if missing), serving DNS through @dns
  * (may be NULL: sandboxes then get no DNS listener, and host names in policies are refused).
- * Expired DNS entries are swept from the kernel by a timer on @loop. NULL and errno on
- * failure.
+ * Expired DNS entries are swept from the kernel by a timer on @loop, which also removes the
+ * sandboxes left with nothing to enforce: whose cgroup was removed, or (with a network
+ * namespace of their own) whose cgroup is empty and whose namespace nothing but sluiced holds
+ * any more. NULL and errno on failure.
  */
 struct sl_registry *sl_registry_new(struct sl_bpf *bpf, const char *state_dir,
 				    struct sl_loop *loop, struct sl_dns *dns,
@@ -72,8 +87,10 @@ void sl_registry_set_lua(struct sl_registry *r, const struct sl_lua_opts *o);
 void sl_registry_free(struct sl_registry *r);
 
 /* Takes over the sandboxes of the state directory: re-reads their policies, reconciles their
- * kernel rules and switches their links to the programs now loaded. A sandbox whose cgroup
- * is gone is removed. Returns the number adopted. */
+ * kernel rules and switches their links to the programs now loaded, and reopens listeners in
+ * the network namespaces of those that have one. A sandbox whose cgroup is gone, or whose
+ * namespace is gone with every process of its cgroup, is removed. Returns the number
+ * adopted. */
 int sl_registry_adopt(struct sl_registry *r);
 
 /* The parameters of a new sandbox. policy_src may be NULL: policy_path is then read. */
@@ -83,6 +100,10 @@ struct sl_box_spec {
 	const char *policy_path;
 	const char *policy_src;
 	size_t policy_len;
+	const char *handler; /* optional: active from the start */
+	const char *params; /* JSON object */
+	const char *netns; /* optional: path of the sandbox's network namespace */
+	int pid; /* optional (> 0): cgroup and network namespace are this process's */
 };
 
 /*
@@ -93,6 +114,30 @@ struct sl_box_spec {
  */
 struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *spec, char *err,
 			      size_t errlen);
+/* What a switch did. */
+struct sl_switch_result {
+	size_t closed_kernel; /* passthrough flows destroyed (sock_diag) */
+	size_t closed_proxy; /* intercepted connections closed by the proxy */
+	size_t dns_dropped; /* resolved entries the new layer does not give */
+};
+
+/*
+ * Makes outboundHandlers[@handler] the active handler of @box with @params (JSON object or
+ * NULL), or (@handler NULL) returns to the policy's own. The handler's egress replaces the
+ * kernel layer at once (a new rule bank, then one map update), flows the new layer does not
+ * allow are closed, and DNS entries it does not give removed. @who names the caller in the
+ * event. On error (-EINVAL unknown handler, bad params, the egress function raised) nothing
+ * changed; the reason is in @err.
+ */
+int sl_sandbox_set_handler(struct sl_registry *r, struct sl_box *box, const char *handler,
+			   const char *params, const char *who, struct sl_switch_result *res,
+			   char *err, size_t errlen);
+/* Replaces the policy of @box with @src (@path names it; may be NULL), keeping the active
+ * handler (it must exist in the new policy). A policy with errors changes nothing. */
+int sl_sandbox_reload(struct sl_registry *r, struct sl_box *box, const char *path,
+		      const char *src, size_t len, const char *who, struct sl_switch_result *res,
+		      char *err, size_t errlen);
+
 /* Removes sandbox @name: detaches it (the cgroup is free again), clears its kernel state and
  * its state file. Returns 0, -ENOENT, or -errno. */
 int sl_sandbox_rm(struct sl_registry *r, const char *name);

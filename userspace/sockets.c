@@ -16,12 +16,12 @@
 #include "log.h"
 #include "sockets.h"
 
-static int socket_in(int netns_fd, int domain, int type)
+int sl_socket_in(int netns_fd, int domain, int type, int protocol)
 {
 	int self, fd, err;
 
 	if (netns_fd < 0)
-		return socket(domain, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		return socket(domain, type | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol);
 	self = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
 	if (self == -1)
 		return -1;
@@ -31,7 +31,7 @@ static int socket_in(int netns_fd, int domain, int type)
 		errno = err;
 		return -1;
 	}
-	fd = socket(domain, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	fd = socket(domain, type | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol);
 	err = errno;
 	if (setns(self, CLONE_NEWNET) == -1)
 		sl_err("returning to our network namespace failed: %s", strerror(errno));
@@ -46,7 +46,7 @@ int sl_listen_loopback(int netns_fd, int family, int type, uint16_t port, uint16
 	socklen_t len;
 	int fd, one = 1;
 
-	fd = socket_in(netns_fd, family, type);
+	fd = sl_socket_in(netns_fd, family, type, 0);
 	if (fd == -1)
 		return -errno;
 	if (family == AF_INET) {

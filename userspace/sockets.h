@@ -12,5 +12,8 @@
  * and keeps living there. Returns the fd or -errno.
  */
 int sl_listen_loopback(int netns_fd, int family, int type, uint16_t port, uint16_t *bound);
+/* socket(@domain, @type | SOCK_NONBLOCK | SOCK_CLOEXEC, @protocol) created inside network
+ * namespace @netns_fd (< 0: ours). Returns the fd, or -1 with errno. */
+int sl_socket_in(int netns_fd, int domain, int type, int protocol);
 
 #endif

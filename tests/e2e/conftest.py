@@ -22,7 +22,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-BUILD = ROOT / "build"
+# `make test SAN=1` runs the tests against build-san/ (SLUICE_BUILD) and sets SLUICE_SAN: every
+# sluiced then writes sanitizer reports to files that Daemon.cleanup() checks.
+BUILD = Path(os.environ.get("SLUICE_BUILD") or ROOT / "build")
+SAN = os.environ.get("SLUICE_SAN", "")
+# Benchmarks under ASan measure ASan.
+collect_ignore = ["test_bench_smoke.py"] if SAN else []
 PY = "/usr/bin/python3"
 PROBE = str(Path(__file__).with_name("probe.py"))
 IN_SANDBOX = str(ROOT / "tools" / "in-sandbox")
@@ -36,6 +41,10 @@ def cgroup2_root():
             if post.split()[0] == "cgroup2":
                 return pre.split()[4].replace("\\040", " ")
     raise RuntimeError("no cgroup2 mount")
+
+
+def pytest_report_header(config):
+    return f"sluice binaries: {BUILD}" + (f" (sanitized: {SAN})" if SAN else "")
 
 
 def pytest_configure(config):
@@ -75,9 +84,30 @@ class Daemon:
                 "--state-dir", self.state, "--bpffs-dir", self.bpffs, "--log", self.log,
                 *self.extra, *more]
 
+    def san_env(self):
+        """The environment of a sanitized sluiced: reports go to files (DIR/san.<pid>), never
+        to a pipe nobody reads."""
+        if not SAN:
+            return None
+        log = str(self.dir / "san")
+        return dict(os.environ,
+                    ASAN_OPTIONS=f"detect_leaks=1:log_path={log}:abort_on_error=0",
+                    UBSAN_OPTIONS=f"print_stacktrace=1:log_path={log}")
+
+    def san_reports(self):
+        """Sanitizer reports of every sluiced this object started (SAN builds only): a file
+        appears only when there is something to report ("ERROR: AddressSanitizer",
+        "ERROR: LeakSanitizer", "runtime error:", or a sanitizer that could not run)."""
+        out = []
+        for p in sorted(self.dir.glob("san.*")):
+            text = p.read_text(errors="replace")
+            if text.strip():
+                out.append(f"{p.name}:\n{text}")
+        return out
+
     def start(self, *more, timeout=20):
         self.proc = subprocess.Popen(self.argv(*more), stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
+                                     stderr=subprocess.STDOUT, text=True, env=self.san_env())
         deadline = time.monotonic() + timeout
         line = ""
         while time.monotonic() < deadline:
@@ -155,8 +185,11 @@ class Daemon:
     def cleanup(self):
         self.stop()
         purge_pins(self.bpffs)
-        if not os.environ.get("SLUICE_E2E_KEEP"):  # keep the log to look at a failure
+        reports = self.san_reports() if SAN else []
+        if not os.environ.get("SLUICE_E2E_KEEP") and not reports:  # keep what shows a failure
             shutil.rmtree(self.dir, ignore_errors=True)
+        # A leak report is written when sluiced exits (SIGTERM above); a SIGKILLed one has none.
+        assert not reports, "sanitizer reports of sluiced:\n" + "\n".join(reports)
 
 
 def purge_pins(path):
@@ -264,6 +297,12 @@ host-record=notintercepted.test,127.0.0.20
 host-record=git.internal.test,127.0.0.20
 host-record=npm.test,127.0.0.20
 host-record=silent.test,127.0.0.22
+host-record=down.test,127.0.0.40
+host-record=reset.test,127.0.0.41
+host-record=garbage.test,127.0.0.42
+host-record=stall.test,127.0.0.43
+host-record=cut.test,127.0.0.44
+host-record=full.test,127.0.0.45
 """
 
 

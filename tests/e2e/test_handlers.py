@@ -364,3 +364,32 @@ def test_policy_errors_are_refused_with_line(daemon, cgroups, workdir):
         r = daemon.cli("sandbox", "add", "badpolicy", "--cgroup", str(cg), "--policy", path)
         assert r.returncode != 0 and want in r.stderr, (text, r.stderr)
     assert daemon.cli("sandbox", "show", "badpolicy").returncode != 0
+
+
+def test_pipelined_requests_each_run_the_handler(boxes, upstreams):
+    box = boxes("pipeline", """
+return {
+  egress = { intercept = { "api.test" }, private = { "127.0.0.0/8" } },
+  outbound = function(req, env, ctx)
+    if req.path == "/local" then
+      return Response.new("local " .. req.headers:get("x-n"), { status = 200 })
+    end
+    req.headers:set("x-handler", "n" .. req.headers:get("x-n"))
+    return fetch(req)
+  end,
+}
+""")
+    mark = upstreams.nginx.mark()
+    reqs = "".join(f"GET {p} HTTP/1.1\r\nHost: api.test\r\nX-N: {n}\r\n\r\n"
+                   for n, p in enumerate(["/bytes/5", "/local", "/bytes/6", "/local",
+                                          "/bytes/7"]))
+    r = box.run([PY, RAWHTTP, json.dumps({"connect": "api.test", "sni": "api.test",
+                                          "ca": str(box.ca), "send": [reqs],
+                                          "stop_after": 5})])
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["statuses"] == [200] * 5, res
+    assert "local 1" in res["text"] and "local 3" in res["text"]
+    seen = nginx_saw(upstreams, mark, 3)
+    assert [s["h_x_handler"] for s in seen] == ["n0", "n2", "n4"]
+    assert len({s["connection"] for s in seen}) == 1  # one upstream connection kept

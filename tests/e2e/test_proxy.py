@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PY, probe, run_in, write_policy
+from conftest import PY, SAN, probe, run_in, write_policy
 from upstreams import pattern, pattern_sha256
 
 WSCLIENT = str(Path(__file__).with_name("wsclient.py"))
@@ -85,9 +85,10 @@ def test_keepalive_pipelining_and_upstream_reuse(box, workdir, upstreams, daemon
     # in order, each response its own body
     bodies = res["text"].split("HTTP/1.1 200")[1:]
     assert [b.count("Content-Length: " + str(n)) for b, n in zip(bodies, (5, 6, 7))] == [1, 1, 1]
-    nginx.wait_requests(3, since=mark)
-    seen = nginx.requests_seen(since=mark)
-    assert [r["uri"] for r in seen] == ["/bytes/5", "/bytes/6", "/bytes/7"]
+    # (the previous test's request may be logged after the mark: nginx logs it when done)
+    ours = ("/bytes/5", "/bytes/6", "/bytes/7")
+    seen = nginx.wait_requests(3, since=mark, uri=lambda u: u in ours)
+    assert [r["uri"] for r in seen] == list(ours)
     assert len({r["connection"] for r in seen}) == 1  # one upstream connection for all three
 
 
@@ -152,7 +153,8 @@ def test_large_upload_and_download_stream(box, workdir, upstreams, daemon):
     assert r.returncode == 0, r.stderr
     assert r.stdout.split()[0] == pattern_sha256(size)
     grown = sluiced_rss_hwm(daemon) - before
-    assert grown < 32 << 20, f"sluiced's peak RSS grew by {grown >> 20} MiB"
+    # Under ASan, freed memory waits in its quarantine: the bound holds in plain builds.
+    assert SAN or grown < 32 << 20, f"sluiced's peak RSS grew by {grown >> 20} MiB"
 
 
 def test_keepalive_reuse_across_clients(box, workdir, upstreams):

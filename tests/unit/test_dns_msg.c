@@ -1218,6 +1218,18 @@ static void test_rewrite_drops_addresses_and_caps_ttls(void **state)
 	/* The CNAMEs' 600, 120 and 500 are now at most 100. */
 	assert_int_equal(a.min_ttl_s, 30);
 	assert_int_equal(sl_dns_rewrite(out, n, p.b, sizeof(p.b), NULL, NULL, 100), 0);
+
+	/* A TTL with the top bit set is 0 (RFC 2181 §8) for the client too, not the cap: the
+	 * kernel rule it got lives as long as a TTL of 0 (found by tests/fuzz/fuzz_dns_answer). */
+	pb_hdr(&p, 1, 0x8180, 1, 1, 0, 0);
+	pb_name(&p, "a.example", 0);
+	pb_u32(&p, 0x00010001);
+	pb_a(&p, "", 12, 0x80000000u, 192, 0, 2, 1);
+	n = sl_dns_rewrite(p.b, p.n, out, sizeof(out), NULL, NULL, 300);
+	assert_true(n > 0);
+	assert_int_equal(sl_dns_parse_answer(out, n, "a.example", &a), 0);
+	assert_v4(&a.addr[0], 192, 0, 2, 1, 0);
+	assert_int_equal(out[n - 10] | out[n - 9] | out[n - 8] | out[n - 7], 0);
 }
 
 static void test_name_match(void **state)

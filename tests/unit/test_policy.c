@@ -54,6 +54,17 @@ static void test_entries(void **state)
 	roundtrip("Registry.NPMJS.org.:443", "registry.npmjs.org:443");
 	roundtrip("*.internal.dev", "*.internal.dev");
 	roundtrip("_service.example.com", "_service.example.com");
+	{
+		/* a name of 253 characters prints whole (it was cut at 79: tests/fuzz/fuzz_entry) */
+		char name[300], want[300];
+
+		memset(name, 'a', 253);
+		for (int i = 63; i < 253; i += 64)
+			name[i] = '.';
+		name[253] = 0;
+		snprintf(want, sizeof(want), "*.%s:443", name + 2);
+		roundtrip(want, want);
+	}
 
 	assert_int_equal(sl_entry_parse("*.npmjs.org:443", &e, err, sizeof(err)), 0);
 	assert_int_equal(e.kind, SL_ENTRY_WILDCARD);
@@ -65,6 +76,7 @@ static void test_entries(void **state)
 	assert_int_equal(e.plen, 8);
 
 	refused("10.0.0.1:0", "bad port");
+	refused("10.0.0.1:0-0", "bad port"); /* printed back as ":0" (tests/fuzz/fuzz_entry) */
 	refused("10.0.0.1:65536", "bad port");
 	refused("10.0.0.1:20-10", "bad port");
 	refused("10.0.0.1:http", "bad port");
@@ -153,6 +165,16 @@ static void test_policy_errors(void **state)
 	load_fails("return os.execute('true')", "os");
 	load_fails("return loadfile('/etc/passwd')", "loadfile");
 	load_fails("return assert(load(string.dump(function() end)))", "attempt to load a binary chunk");
+	/* The policy's metamethods run while its table is read: an error there, or memory
+	 * running out, is the policy's error, not a Lua panic (found by tests/fuzz/fuzz_policy). */
+	load_fails("return setmetatable({}, { __index = function() error('no egress here') end })",
+		   "no egress here");
+	load_fails("return { egress = { allow = setmetatable({}, { __len = function() return 'x' "
+		   "end }) } }",
+		   "integer");
+	load_fails("return setmetatable({}, { __index = function() local t = {} "
+		   "for i = 1, 1e9 do t[i] = ('x'):rep(100) .. i end end })",
+		   "not enough memory");
 }
 
 static void test_policy_rules(void **state)

@@ -1,0 +1,25 @@
+-- GitHub, and nothing else: the API, the web (git over HTTPS) and downloads, every request
+-- seen by sluice. Requests to the API carry sluiced's token (`sluiced --env-file` with
+-- GITHUB_TOKEN=...), added after they left the sandbox: the sandbox never holds it. Without
+-- a token they go out unauthenticated.
+--
+--   sudo sluice run --policy lua/examples/github.lua -- curl https://api.github.com/
+return {
+  egress = {
+    intercept = {
+      "api.github.com",
+      "github.com",
+      "codeload.github.com",
+      "uploads.github.com",
+      "*.githubusercontent.com", -- raw., objects., avatars.
+    },
+  },
+  outboundByHost = {
+    ["api.github.com"] = function(req, env, ctx)
+      if env.GITHUB_TOKEN then
+        req.headers:set("authorization", "Bearer " .. env.GITHUB_TOKEN)
+      end
+      return fetch(req)
+    end,
+  },
+}

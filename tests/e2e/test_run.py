@@ -1,0 +1,239 @@
+# SPDX-License-Identifier: MIT
+"""sluice run: one command in a transient sandbox. Every test gives its own --cgroup-parent
+(below this run's cgroups), so the machine's sluice-run parent is never touched, and checks
+that the sandbox, its cgroup and its CA files are gone afterwards, whatever happened to the
+command (success, failure, a signal, sluice run itself killed)."""
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import BUILD, PROBE, PY, write_policy
+from standin import files, standins  # noqa: F401  (fixtures)
+
+
+@pytest.fixture
+def parent(cgroups, request):
+    return cgroups.make("run-" + request.node.name[:40].replace("[", "-").replace("]", ""))
+
+
+@pytest.fixture
+def policy(workdir, servers):
+    allowed = servers.ports[0]
+    return write_policy(workdir, "run-policy", f"""
+return {{
+  egress = {{
+    allow = {{ "127.0.0.1:{allowed}" }},
+    intercept = {{ "api.test" }},
+    private = {{ "127.0.0.0/8" }},
+  }},
+}}
+""")
+
+
+def run(daemon, parent, policy, cmd, *args, timeout=60):
+    return daemon.cli("run", "--cgroup-parent", str(parent), "--policy", str(policy), *args,
+                      "--", *cmd, timeout=timeout)
+
+
+def names(daemon):
+    r = daemon.cli("sandbox", "ls", "--json")
+    assert r.returncode == 0, r.stderr
+    return [s["name"] for s in json.loads(r.stdout)["sandboxes"]]
+
+
+def assert_clean(daemon, parent, name):
+    assert name not in names(daemon)
+    assert not (Path(parent) / name).exists()
+
+
+def spawn(daemon, parent, policy, cmd, *args):
+    env = dict(os.environ, SLUICE_SOCKET=daemon.socket)
+    return subprocess.Popen([str(BUILD / "sluice"), "run", "--cgroup-parent", str(parent),
+                             "--policy", str(policy), *args, "--", *cmd], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_populated(cg, want=True, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            populated = "populated 1" in (Path(cg) / "cgroup.events").read_text()
+        except OSError:
+            populated = False
+        if populated == want:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def alive(pid):
+    """Whether @pid runs (a zombie waiting for init to reap it does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_command_runs_in_the_sandbox_and_everything_goes_after(daemon, parent, policy, servers,
+                                                               upstreams, workdir):
+    allowed, denied, _ = servers.ports
+    ops = json.dumps([{"op": "connect", "proto": "tcp", "host": "127.0.0.1", "port": p}
+                      for p in (allowed, denied)])
+    # A loopback resolv.conf in a mount namespace of its own, as tools/in-sandbox does: a
+    # query sluice failed to capture would go nowhere.
+    script = f"""
+set -e
+tail -n 1 /proc/self/cgroup
+echo "$SLUICE_SANDBOX $SSL_CERT_FILE $CURL_CA_BUNDLE $REQUESTS_CA_BUNDLE $GIT_SSL_CAINFO"
+echo "$NODE_EXTRA_CA_CERTS"
+{PY} {PROBE} '{ops}'
+unshare -m --propagation private sh -c \
+  'mount --bind {workdir}/resolv.conf /etc/resolv.conf &&
+   curl -sS -o /dev/null -w "%{{http_code}}\\n" --max-time 20 https://api.test/headers'
+"""
+    r = run(daemon, parent, policy, ["sh", "-c", script], "--name", "r-ok")
+    assert r.returncode == 0, r.stderr
+    cg_line, env, node_ca, probe, code = r.stdout.splitlines()
+    assert cg_line.endswith(f"/{Path(parent).name}/r-ok")
+    name, *bundles = env.split()
+    assert name == "r-ok" and len(set(bundles)) == 1
+    assert json.loads(probe) == ["OK", "EPERM"]
+    assert code == "200"  # trusted without --cacert: the bundle has the sandbox CA
+    assert_clean(daemon, parent, "r-ok")
+    assert not os.path.exists(bundles[0]) and not os.path.exists(node_ca)
+
+
+@pytest.mark.parametrize("cmd,status", [
+    (["sh", "-c", "exit 7"], 7),
+    (["sh", "-c", "kill -KILL $$"], 128 + signal.SIGKILL),
+    (["sh", "-c", "kill -TERM $$"], 128 + signal.SIGTERM),
+    (["/nonexistent/command"], 127),
+])
+def test_exit_status_is_the_commands(daemon, parent, policy, cmd, status):
+    r = run(daemon, parent, policy, cmd, "--name", "r-status")
+    assert r.returncode == status, r.stderr
+    assert_clean(daemon, parent, "r-status")
+
+
+def test_what_the_command_leaves_running_is_killed(daemon, parent, policy):
+    r = run(daemon, parent, policy, ["sh", "-c", "sleep 600 & echo $!; exit 3"], "--name",
+            "r-left")
+    assert r.returncode == 3
+    pid = int(r.stdout.split()[0])
+    assert not alive(pid)
+    assert_clean(daemon, parent, "r-left")
+
+
+def test_signals_are_passed_on(daemon, parent, policy):
+    p = spawn(daemon, parent, policy, ["sleep", "600"], "--name", "r-sig")
+    try:
+        assert wait_populated(Path(parent) / "r-sig")
+        assert "r-sig" in names(daemon)
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=20) == 128 + signal.SIGTERM
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert_clean(daemon, parent, "r-sig")
+
+
+def test_killed_run_is_cleaned_up_by_the_next(daemon, parent, policy):
+    """SIGKILL leaves sluice run no chance: its command dies with it (parent-death signal),
+    what that command started lives on, enforced, and the next run removes it all."""
+    p = spawn(daemon, parent, policy, ["sh", "-c", "sleep 600 & echo $!; wait"], "--name",
+              "r-orphan")
+    leftover = int(p.stdout.readline())
+    cg = Path(parent) / "r-orphan"
+    p.kill()
+    p.wait()
+    try:
+        assert alive(leftover) and "r-orphan" in names(daemon)
+        assert str(leftover) in (cg / "cgroup.procs").read_text()
+        r = run(daemon, parent, policy, ["true"], "--name", "r-next")
+        assert r.returncode == 0, r.stderr
+        assert "cleaning up after an earlier run" in r.stderr
+        assert not alive(leftover)
+        assert_clean(daemon, parent, "r-orphan")
+        assert_clean(daemon, parent, "r-next")
+    finally:
+        if cg.exists():
+            (cg / "cgroup.kill").write_text("1")
+
+
+def test_user_drops_root_for_good(daemon, parent, policy):
+    script = f"""
+id -u
+grep NoNewPrivs /proc/self/status
+test -r "$SSL_CERT_FILE" && test -r "$NODE_EXTRA_CA_CERTS" && echo readable
+echo $$ > {Path(parent).parent}/cgroup.procs || echo stayed
+echo "$HOME $USER"
+"""
+    r = run(daemon, parent, policy, ["sh", "-c", script], "--name", "r-user", "--user",
+            "nobody")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.split("\n")
+    assert out[0] == "65534" and out[1].split() == ["NoNewPrivs:", "1"]
+    assert out[2:4] == ["readable", "stayed"] and "Permission denied" in r.stderr
+    assert out[4] == "/nonexistent nobody"
+    assert_clean(daemon, parent, "r-user")
+
+
+def test_run_in_a_network_namespace(daemon, parent, workdir, standins):
+    ct = standins("run")
+    allowed, denied = ct.servers.ports
+    pol = write_policy(workdir, "run-netns", f"""
+return {{ egress = {{ allow = {{ "{ct.host_ip}:{allowed}" }} }} }}
+""")
+    ops = json.dumps([{"op": "connect", "proto": "tcp", "host": ct.host_ip, "port": p}
+                      for p in (allowed, denied)] +
+                     [{"op": "dns", "server": ct.host_ip, "name": "allowed.test"}])
+    r = run(daemon, parent, pol, [PY, PROBE, ops], "--name", "r-netns", "--netns", ct.netns,
+            "--user", "nobody")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert got[:2] == ["OK", "EPERM"]
+    assert got[2]["rcode"] == 3  # answered by sluice in the namespace: not in the policy
+    assert_clean(daemon, parent, "r-netns")
+
+
+def test_failures_leave_nothing_behind(daemon, parent, policy, workdir, cgroups):
+    bad = write_policy(workdir, "run-bad", "return { egres = {} }")
+    r = run(daemon, parent, bad, ["true"], "--name", "r-bad")
+    assert r.returncode == 125 and "unknown key 'egres'" in r.stderr
+    assert_clean(daemon, parent, "r-bad")
+    # The name of a live sandbox: refused, and that sandbox is untouched.
+    cg = cgroups.make("r-taken-cg")
+    assert daemon.cli("sandbox", "add", "r-taken", "--cgroup", str(cg), "--policy",
+                      str(policy)).returncode == 0
+    try:
+        r = run(daemon, parent, policy, ["true"], "--name", "r-taken")
+        assert r.returncode == 125 and "already exists" in r.stderr
+        assert "r-taken" in names(daemon) and not (Path(parent) / "r-taken").exists()
+    finally:
+        daemon.cli("sandbox", "rm", "r-taken")
+    for args, status in ((["--policy", str(policy)], 2), (["--name", "a/b", "--policy",
+                                                            str(policy), "--", "true"], 2),
+                         (["--policy", str(policy), "--user", "no-such-user-x", "--", "true"],
+                          125)):
+        r = daemon.cli("run", "--cgroup-parent", str(parent), *args)
+        assert r.returncode == status, (args, r.stderr)
+    r = subprocess.run([str(BUILD / "sluice"), "--socket", "/nonexistent/sock", "run",
+                        "--cgroup-parent", str(parent), "--policy", str(policy), "--name",
+                        "r-nodaemon", "--", "true"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 125 and "cannot reach sluiced" in r.stderr
+    assert not (Path(parent) / "r-nodaemon").exists()
+
+
+def test_github_example_policy_loads(daemon, parent):
+    """The README's one-liner policy (no GitHub here to talk to: only that it loads, and that
+    its names are intercepted)."""
+    example = Path(__file__).resolve().parents[2] / "lua" / "examples" / "github.lua"
+    r = run(daemon, parent, example, ["true"], "--name", "r-github")
+    assert r.returncode == 0, r.stderr
+    assert_clean(daemon, parent, "r-github")

@@ -1,0 +1,1 @@
+return { egress = { allow = { "10.0.0.1/8" } } }

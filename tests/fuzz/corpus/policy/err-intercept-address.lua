@@ -1,0 +1,1 @@
+return { egress = { intercept = { "10.0.0.1" } } }

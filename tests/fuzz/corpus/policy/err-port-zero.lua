@@ -1,0 +1,1 @@
+return { egress = { allow = { "example.com:0" } } }

@@ -1,0 +1,1 @@
+return { egress = { private = { "a.test" } } }

@@ -1,0 +1,1 @@
+error("policy refuses to load")

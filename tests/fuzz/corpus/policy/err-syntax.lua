@@ -1,0 +1,1 @@
+return { egress = { allow = { "a.test" }

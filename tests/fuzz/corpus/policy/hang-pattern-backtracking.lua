@@ -1,0 +1,1 @@
+return { egress = { allow = { string.find(string.rep("a", 40), string.rep("a*", 40) .. "b") and "a.test" or "b.test" } } }

@@ -1,0 +1,1 @@
+return { egress = { allow = { string.rep("a", 64) .. ".test", string.rep("b.", 130) .. "c" } } }

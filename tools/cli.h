@@ -1,0 +1,42 @@
+/* SPDX-License-Identifier: MIT */
+/* What the sluice CLI's commands share beyond tools/sluice.c: a control API client whose
+ * errors are returned (sluice run must clean up after any of them), `run` and `oci-hook`. */
+#ifndef SL_CLI_H
+#define SL_CLI_H
+
+#include <stddef.h>
+
+#include <jansson.h>
+
+#include "buf.h"
+
+/* One answer of sluiced. */
+struct sl_cli_resp {
+	int status;
+	struct sl_buf body;
+};
+
+/*
+ * Sends @method @path with @body (JSON text, or NULL) to the control socket @sock and reads
+ * the whole answer into @res (the caller frees res->body). Returns 0, or -errno when sluiced
+ * could not be reached or answered garbage; @err then says why.
+ */
+int sl_cli_call(const char *sock, const char *method, const char *path, const char *body,
+		struct sl_cli_resp *res, char *err, size_t errlen);
+
+/* The answer's body as JSON (new reference, NULL if it is not). */
+json_t *sl_cli_json(const struct sl_cli_resp *res);
+
+/* The message of a failed answer ({"error": ...}), copied into @err. */
+void sl_cli_error(const struct sl_cli_resp *res, char *err, size_t errlen);
+
+/* POST /v1/sandboxes with @spec (stolen). 0, or -errno with the reason in @err. */
+int sl_cli_add_sandbox(const char *sock, json_t *spec, char *err, size_t errlen);
+/* DELETE /v1/sandboxes/NAME. 0, -ENOENT (no such sandbox), or -errno with @err. */
+int sl_cli_rm_sandbox(const char *sock, const char *name, char *err, size_t errlen);
+
+/* sluice run ARGS (tools/run.c) and sluice oci-hook ARGS (tools/oci_hook.c): the exit status. */
+int sl_cli_run(int argc, char **argv, const char *sock);
+int sl_cli_oci_hook(int argc, char **argv, const char *sock);
+
+#endif

@@ -1,0 +1,693 @@
+// SPDX-License-Identifier: MIT
+/*
+ * sluice run: one command in a sandbox of its own, the one-line way to try sluice. It makes a
+ * transient cgroup, registers it with sluiced under a policy, gives the command the sandbox's
+ * CA through the variables TLS clients read, runs it there (in a network namespace and as
+ * another user if asked), passes its exit status through, and removes the sandbox and the
+ * cgroup afterwards, also when the command is killed.
+ *
+ * A run holds an flock on its cgroup directory while it lives and marks the cgroup with an
+ * xattr naming the daemon's socket. If sluice run itself is killed (SIGKILL leaves it no
+ * chance to clean up), its command dies with it (PR_SET_PDEATHSIG), and the next sluice run
+ * with the same parent and daemon finds the marked cgroup unlocked: it kills what is left
+ * there and removes the sandbox and the cgroup.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <pwd.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cgroup.h"
+#include "cli.h"
+
+#define EXIT_USAGE 2
+#define EXIT_SETUP 125 /* sluice run itself failed (docker run's convention) */
+#define KILL_WAIT_MS 5000
+#define RUN_XATTR "trusted.sluice.run" /* on a run's cgroup: the socket of its daemon */
+#define RMDIR_DEPTH 8
+
+static const char run_usage[] =
+	"Usage: sluice run [--name NAME] --policy FILE [--handler H [--params JSON]]\n"
+	"                  [--netns PATH] [--user USER] [--cgroup-parent PATH] [--] CMD [ARG...]\n"
+	"\n"
+	"Runs CMD in a sandbox of its own: a new cgroup PARENT/NAME under FILE's policy. CMD\n"
+	"finds the sandbox's CA (with the system's) in SSL_CERT_FILE, CURL_CA_BUNDLE,\n"
+	"REQUESTS_CA_BUNDLE and GIT_SSL_CAINFO, and alone in NODE_EXTRA_CA_CERTS. When CMD ends,\n"
+	"whatever it left running in the cgroup is killed, and the sandbox and the cgroup are\n"
+	"removed. SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to sluice run go to CMD. Needs root.\n"
+	"\n"
+	"  --name NAME           the sandbox's name (default run-PID)\n"
+	"  --policy FILE         the Lua policy\n"
+	"  --handler H           make outboundHandlers[H] active from the start\n"
+	"  --params JSON         its params (a JSON object)\n"
+	"  --netns PATH          run CMD in this network namespace (/run/netns/NAME)\n"
+	"  --user USER           run CMD as USER (name or uid), without a way back to root\n"
+	"  --cgroup-parent PATH  where the cgroup is made (default: sluice-run under the\n"
+	"                        cgroup2 mount); relative paths are below the mount\n"
+	"\n"
+	"Exit status: CMD's; 128+N if signal N killed it; 125 if sluice run failed, 126 if CMD\n"
+	"could not be executed, 127 if it was not found.\n";
+
+struct run {
+	const char *sock;
+	const char *policy, *handler, *params, *netns, *user;
+	char **cmd;
+	char name[72];
+	char policy_abs[PATH_MAX];
+	char parent[PATH_MAX];
+	char cgroup[PATH_MAX];
+	char tmpdir[PATH_MAX]; /* "" until made */
+	char bundle[PATH_MAX + 16], ca[PATH_MAX + 16];
+	int cgfd; /* its flock says the run is alive */
+	int netns_fd;
+	int added; /* the sandbox exists */
+	uid_t uid;
+	gid_t gid;
+	char user_name[256], home[PATH_MAX];
+	pid_t self;
+};
+
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "sluice run: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+static int usage(const char *fmt, const char *arg)
+{
+	fprintf(stderr, "sluice run: ");
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, "\nTry 'sluice run --help'.\n");
+	return EXIT_USAGE;
+}
+
+/* --flag VALUE or --flag=VALUE at argv[*i]: 1 and *@val set, 0 if not this flag, -1 if the
+ * value is missing. */
+static int opt(int argc, char **argv, int *i, const char *flag, const char **val)
+{
+	size_t n = strlen(flag);
+
+	if (strncmp(argv[*i], flag, n))
+		return 0;
+	if (argv[*i][n] == '=') {
+		*val = argv[*i] + n + 1;
+		return 1;
+	}
+	if (argv[*i][n])
+		return 0;
+	if (*i + 1 >= argc)
+		return -1;
+	*val = argv[++*i];
+	return 1;
+}
+
+static int name_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (!n || n > 64 || !((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+			      (*s >= '0' && *s <= '9')))
+		return 0;
+	return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") ==
+	       n;
+}
+
+static int write_file(const char *path, const char *data, size_t len, int flags, mode_t mode)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC | flags, mode), e = 0;
+
+	if (fd == -1)
+		return -errno;
+	while (len) {
+		ssize_t w = write(fd, data, len);
+
+		if (w == -1 && errno == EINTR)
+			continue;
+		if (w == -1) {
+			e = -errno;
+			break;
+		}
+		data += w;
+		len -= w;
+	}
+	if (close(fd) == -1 && !e)
+		e = -errno;
+	return e;
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+		;
+}
+
+/* Kills every process of @cgroup and below, and waits (bounded) until none is left.
+ * Returns 0, or -EBUSY if some would not die. */
+static int kill_all(const char *cgroup)
+{
+	char path[PATH_MAX + 32];
+	int have_kill;
+
+	snprintf(path, sizeof(path), "%s/cgroup.kill", cgroup);
+	have_kill = write_file(path, "1", 1, 0, 0) == 0;
+	for (int waited = 0; waited <= KILL_WAIT_MS; waited += 10) {
+		int pop = sl_cgroup_populated(cgroup);
+
+		if (pop <= 0)
+			return pop == 0 || pop == -ENOENT ? 0 : pop;
+		if (!have_kill) {
+			/* Before Linux 5.14: one process at a time (this cgroup only). */
+			FILE *f;
+			long pid;
+
+			snprintf(path, sizeof(path), "%s/cgroup.procs", cgroup);
+			f = fopen(path, "re");
+			while (f && fscanf(f, "%ld", &pid) == 1)
+				kill((pid_t)pid, SIGKILL);
+			if (f)
+				fclose(f);
+		}
+		sleep_ms(10);
+	}
+	return -EBUSY;
+}
+
+/* Removes @dir and the cgroups a command may have made below it, deepest first. */
+static int rmdir_tree(const char *dir, int depth)
+{
+	struct dirent *de;
+	DIR *d;
+
+	if (depth > 0 && (d = opendir(dir))) {
+		while ((de = readdir(d))) {
+			char sub[PATH_MAX];
+
+			if (de->d_type != DT_DIR || de->d_name[0] == '.')
+				continue;
+			if (snprintf(sub, sizeof(sub), "%s/%s", dir, de->d_name) < (int)sizeof(sub))
+				rmdir_tree(sub, depth - 1);
+		}
+		closedir(d);
+	}
+	/* An emptied cgroup may take a moment to be removable. */
+	for (int i = 0; i < 100; i++) {
+		if (rmdir(dir) == 0 || errno == ENOENT)
+			return 0;
+		if (errno != EBUSY && errno != ENOTEMPTY)
+			return -errno;
+		sleep_ms(10);
+	}
+	return -EBUSY;
+}
+
+/*
+ * The end of a run in @cgroup: its processes are killed first (nothing may run unenforced),
+ * then sandbox @name (NULL: unknown) is removed, then the cgroup. If processes remain,
+ * everything stays: they are still enforced. Returns 0 or -errno.
+ */
+static int end_run(const char *sock, const char *cgroup, const char *name)
+{
+	char err[512];
+	int e;
+
+	e = kill_all(cgroup);
+	if (e) {
+		say("processes of %s would not die: sandbox %s left in place", cgroup,
+		    name ? name : "(unknown)");
+		return e;
+	}
+	if (name) {
+		e = sl_cli_rm_sandbox(sock, name, err, sizeof(err));
+		if (e && e != -ENOENT)
+			say("removing sandbox %s failed: %s", name, err);
+	}
+	e = rmdir_tree(cgroup, RMDIR_DEPTH);
+	if (e)
+		say("removing cgroup %s failed: %s", cgroup, strerror(-e));
+	return e;
+}
+
+/* The sandbox of sluiced whose cgroup is @cgroup, in @list (GET /v1/sandboxes). */
+static const char *sandbox_of(json_t *list, const char *cgroup)
+{
+	json_t *sb;
+	size_t i;
+
+	json_array_foreach(json_object_get(list, "sandboxes"), i, sb) {
+		const char *cg = json_string_value(json_object_get(sb, "cgroup"));
+
+		if (cg && !strcmp(cg, cgroup))
+			return json_string_value(json_object_get(sb, "name"));
+	}
+	return NULL;
+}
+
+/* Ends the runs of this daemon under our parent whose sluice run is gone (no flock). Called
+ * with the parent locked, so that no run is between mkdir and flock. */
+static void sweep_stale(struct run *rn)
+{
+	struct sl_cli_resp res = { 0 };
+	json_t *list = NULL;
+	struct dirent *de;
+	char err[512];
+	DIR *d;
+
+	d = opendir(rn->parent);
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		char path[PATH_MAX], mark[PATH_MAX];
+		ssize_t n;
+		int fd;
+
+		if (de->d_type != DT_DIR || de->d_name[0] == '.')
+			continue;
+		if (snprintf(path, sizeof(path), "%s/%s", rn->parent, de->d_name) >=
+		    (int)sizeof(path))
+			continue;
+		n = getxattr(path, RUN_XATTR, mark, sizeof(mark) - 1);
+		if (n < 0)
+			continue; /* not a run's cgroup */
+		mark[n] = 0;
+		if (strcmp(mark, rn->sock))
+			continue; /* another daemon's run */
+		fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd == -1)
+			continue;
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+			if (!list && !sl_cli_call(rn->sock, "GET", "/v1/sandboxes", NULL, &res, err,
+						  sizeof(err)))
+				list = sl_cli_json(&res);
+			say("cleaning up after an earlier run whose sluice run was killed (%s)",
+			    path);
+			end_run(rn->sock, path, sandbox_of(list, path));
+		}
+		close(fd);
+	}
+	closedir(d);
+	json_decref(list);
+	sl_buf_free(&res.body);
+}
+
+/* The parent cgroup (made if missing), then ours, locked, marked. */
+static int make_cgroup(struct run *rn)
+{
+	const char *root = sl_cgroup_root();
+	char given[PATH_MAX];
+	int plock, e;
+
+	if (!root) {
+		say("no cgroup2 mount found in /proc/self/mountinfo");
+		return -ENOENT;
+	}
+	if (!rn->parent[0])
+		snprintf(given, sizeof(given), "%s/sluice-run", root);
+	else if (rn->parent[0] == '/')
+		snprintf(given, sizeof(given), "%s", rn->parent);
+	else
+		snprintf(given, sizeof(given), "%s/%s", root, rn->parent);
+	if (mkdir(given, 0755) == -1 && errno != EEXIST) {
+		e = -errno;
+		say("cgroup parent %s: %s", given, strerror(-e));
+		return e;
+	}
+	e = sl_cgroup_resolve(given, rn->parent, sizeof(rn->parent));
+	if (e == -EINVAL) { /* the cgroup2 root itself */
+		snprintf(rn->parent, sizeof(rn->parent), "%s", root);
+		e = 0;
+	}
+	if (e) {
+		say("cgroup parent %s: %s", given,
+		    e == -EMEDIUMTYPE ? "not a cgroup v2 directory" : strerror(-e));
+		return e;
+	}
+	if (snprintf(rn->cgroup, sizeof(rn->cgroup), "%s/%s", rn->parent, rn->name) >=
+	    (int)sizeof(rn->cgroup))
+		return -ENAMETOOLONG;
+	plock = open(rn->parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (plock == -1 || flock(plock, LOCK_EX) == -1) {
+		e = -errno;
+		say("locking %s failed: %s", rn->parent, strerror(-e));
+		if (plock >= 0)
+			close(plock);
+		return e;
+	}
+	sweep_stale(rn);
+	if (mkdir(rn->cgroup, 0755) == -1) {
+		e = -errno;
+		say("cgroup %s: %s", rn->cgroup,
+		    e == -EEXIST ? "already exists (is another run of that name alive?)" :
+				   strerror(-e));
+		close(plock);
+		return e;
+	}
+	rn->cgfd = open(rn->cgroup, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (rn->cgfd == -1 || flock(rn->cgfd, LOCK_EX) == -1) {
+		e = -errno;
+		say("locking %s failed: %s", rn->cgroup, strerror(-e));
+		if (rn->cgfd >= 0)
+			close(rn->cgfd);
+		rn->cgfd = -1;
+		rmdir(rn->cgroup);
+		close(plock);
+		return e;
+	}
+	/* Without the mark (no xattrs on this cgroupfs) a leftover is never swept: harmless. */
+	setxattr(rn->cgroup, RUN_XATTR, rn->sock, strlen(rn->sock), 0);
+	close(plock);
+	return 0;
+}
+
+/* The first system trust store found, for the bundle: the command keeps trusting the rest
+ * of the world (hosts the policy passes through untouched). */
+static void append_system_store(struct sl_buf *b)
+{
+	static const char *const stores[] = {
+		"/etc/ssl/certs/ca-certificates.crt", /* Debian, Ubuntu, Alpine */
+		"/etc/pki/tls/certs/ca-bundle.crt", /* Fedora, RHEL */
+		"/etc/ssl/cert.pem",
+	};
+
+	for (size_t i = 0; i < sizeof(stores) / sizeof(stores[0]); i++) {
+		char chunk[65536];
+		size_t n;
+		FILE *f = fopen(stores[i], "re");
+
+		if (!f)
+			continue;
+		while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+			sl_buf_append(b, chunk, n);
+		fclose(f);
+		if (sl_buf_size(b) && sl_buf_head(b)[sl_buf_size(b) - 1] != '\n')
+			sl_buf_append(b, "\n", 1);
+		return;
+	}
+}
+
+/* The sandbox's CA, alone and appended to the system store, in a directory of its own that
+ * the command can read whatever its user (certificates are public). */
+static int write_ca(struct run *rn)
+{
+	const char *tmp = getenv("TMPDIR");
+	struct sl_cli_resp res;
+	struct sl_buf bundle = { 0 };
+	char path[128], err[512];
+	int e;
+
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/ca", rn->name);
+	e = sl_cli_call(rn->sock, "GET", path, NULL, &res, err, sizeof(err));
+	if (!e && res.status != 200) {
+		sl_cli_error(&res, err, sizeof(err));
+		e = -EIO;
+	}
+	if (e) {
+		say("reading the sandbox CA failed: %s", err);
+		goto out;
+	}
+	snprintf(rn->tmpdir, sizeof(rn->tmpdir), "%s/sluice-run-XXXXXX",
+		 tmp && *tmp == '/' ? tmp : "/tmp");
+	if (!mkdtemp(rn->tmpdir) || chmod(rn->tmpdir, 0755) == -1) {
+		e = -errno;
+		say("making a directory for the CA in %s failed: %s", rn->tmpdir, strerror(-e));
+		if (e != -ENOENT)
+			rmdir(rn->tmpdir);
+		rn->tmpdir[0] = 0;
+		goto out;
+	}
+	snprintf(rn->ca, sizeof(rn->ca), "%s/ca.pem", rn->tmpdir);
+	snprintf(rn->bundle, sizeof(rn->bundle), "%s/bundle.pem", rn->tmpdir);
+	append_system_store(&bundle);
+	sl_buf_append(&bundle, sl_buf_head(&res.body), sl_buf_size(&res.body));
+	e = write_file(rn->ca, sl_buf_head(&res.body), sl_buf_size(&res.body),
+		       O_CREAT | O_EXCL, 0644);
+	if (!e)
+		e = write_file(rn->bundle, sl_buf_head(&bundle), sl_buf_size(&bundle),
+			       O_CREAT | O_EXCL, 0644);
+	if (e)
+		say("writing the CA into %s failed: %s", rn->tmpdir, strerror(-e));
+out:
+	sl_buf_free(&bundle);
+	sl_buf_free(&res.body);
+	return e;
+}
+
+static int add_sandbox(struct run *rn)
+{
+	json_t *spec, *p = NULL;
+	char err[512];
+	int e;
+
+	if (rn->params) {
+		p = json_loads(rn->params, JSON_REJECT_DUPLICATES, NULL);
+		if (!json_is_object(p)) {
+			json_decref(p);
+			say("--params must be a JSON object");
+			return -EINVAL;
+		}
+	}
+	spec = json_pack("{s:s, s:s, s:s}", "name", rn->name, "cgroup", rn->cgroup,
+			 "policy_file", rn->policy_abs);
+	if (!spec) {
+		json_decref(p);
+		return -ENOMEM;
+	}
+	if (rn->netns)
+		json_object_set_new(spec, "netns", json_string(rn->netns));
+	if (rn->handler)
+		json_object_set_new(spec, "handler", json_string(rn->handler));
+	if (p)
+		json_object_set_new(spec, "params", p);
+	e = sl_cli_add_sandbox(rn->sock, spec, err, sizeof(err));
+	if (e)
+		say("%s", err);
+	else
+		rn->added = 1;
+	return e;
+}
+
+/* --user: a name or a uid, looked up before the fork so that a typo fails early. */
+static int lookup_user(struct run *rn)
+{
+	struct passwd *pw;
+	char *end;
+	long uid;
+
+	errno = 0;
+	uid = strtol(rn->user, &end, 10);
+	pw = *end || end == rn->user ? getpwnam(rn->user) : getpwuid((uid_t)uid);
+	if (!pw) {
+		say("no user '%s'", rn->user);
+		return -ENOENT;
+	}
+	rn->uid = pw->pw_uid;
+	rn->gid = pw->pw_gid;
+	snprintf(rn->user_name, sizeof(rn->user_name), "%s", pw->pw_name);
+	snprintf(rn->home, sizeof(rn->home), "%s", pw->pw_dir);
+	return 0;
+}
+
+static void child_fail(const char *what, int e) __attribute__((noreturn));
+static void child_fail(const char *what, int e)
+{
+	say("%s: %s", what, strerror(e));
+	_exit(EXIT_SETUP);
+}
+
+/* The command's side of the fork: into the cgroup first (from then on every socket it makes
+ * is judged), then the network namespace, then the user; exec. Never returns. */
+static void child(struct run *rn, const sigset_t *mask)
+{
+	char path[PATH_MAX + 32], pid[24];
+	int n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+
+	snprintf(path, sizeof(path), "%s/cgroup.procs", rn->cgroup);
+	n = write_file(path, pid, n, 0, 0);
+	if (n)
+		child_fail("joining the sandbox's cgroup failed", -n);
+	if (rn->netns_fd >= 0 && setns(rn->netns_fd, CLONE_NEWNET) == -1)
+		child_fail("entering the network namespace failed", errno);
+	if (setenv("SSL_CERT_FILE", rn->bundle, 1) || setenv("CURL_CA_BUNDLE", rn->bundle, 1) ||
+	    setenv("REQUESTS_CA_BUNDLE", rn->bundle, 1) ||
+	    setenv("GIT_SSL_CAINFO", rn->bundle, 1) || setenv("NODE_EXTRA_CA_CERTS", rn->ca, 1) ||
+	    setenv("SLUICE_SANDBOX", rn->name, 1))
+		child_fail("setting the environment failed", errno);
+	if (rn->user) {
+		if (initgroups(rn->user_name, rn->gid) == -1 || setgid(rn->gid) == -1 ||
+		    setuid(rn->uid) == -1)
+			child_fail("becoming the user failed", errno);
+		if (rn->uid != 0 && setuid(0) == 0)
+			child_fail("dropping root failed", EPERM);
+		/* No setuid binary (sudo, su) leads back to root, and out of the cgroup. */
+		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1)
+			child_fail("setting no_new_privs failed", errno);
+		setenv("HOME", rn->home, 1);
+		setenv("USER", rn->user_name, 1);
+		setenv("LOGNAME", rn->user_name, 1);
+	}
+	/* Set after the user change, which clears it. If sluice run is already gone, stop. */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) == -1 || getppid() != rn->self)
+		_exit(EXIT_SETUP);
+	sigprocmask(SIG_SETMASK, mask, NULL);
+	execvp(rn->cmd[0], rn->cmd);
+	n = errno;
+	say("%s: %s", rn->cmd[0], strerror(n));
+	_exit(n == ENOENT ? 127 : 126);
+}
+
+/* Waits for @pid, passing on the signals sluice run is sent. A signal the terminal sent
+ * (Ctrl-C) reached the command already: it is in the same process group. */
+static int wait_child(pid_t pid, const sigset_t *set)
+{
+	int status;
+
+	for (;;) {
+		siginfo_t si;
+		int sig = sigwaitinfo(set, &si);
+
+		if (sig == -1)
+			continue; /* EINTR */
+		if (sig != SIGCHLD) {
+			if (si.si_code != SI_KERNEL)
+				kill(pid, sig);
+			continue;
+		}
+		if (waitpid(pid, &status, WNOHANG) == pid)
+			break;
+	}
+	if (WIFSIGNALED(status))
+		return 128 + WTERMSIG(status);
+	return WEXITSTATUS(status);
+}
+
+static void cleanup(struct run *rn)
+{
+	if (rn->cgroup[0] && rn->cgfd >= 0) /* the cgroup is ours: we made it */
+		end_run(rn->sock, rn->cgroup, rn->added ? rn->name : NULL);
+	if (rn->tmpdir[0]) {
+		unlink(rn->ca);
+		unlink(rn->bundle);
+		rmdir(rn->tmpdir);
+	}
+	if (rn->cgfd >= 0)
+		close(rn->cgfd);
+	if (rn->netns_fd >= 0)
+		close(rn->netns_fd);
+}
+
+int sl_cli_run(int argc, char **argv, const char *sock)
+{
+	struct run rn = { .sock = sock, .cgfd = -1, .netns_fd = -1, .self = getpid() };
+	const char *name = NULL, *parent = NULL;
+	sigset_t set, old;
+	int i, r, status = EXIT_SETUP;
+	pid_t pid;
+
+	for (i = 0; i < argc; i++) {
+		const char *a = argv[i];
+
+		if (!strcmp(a, "--")) {
+			i++;
+			break;
+		}
+		if (a[0] != '-')
+			break;
+		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+			fputs(run_usage, stdout);
+			return 0;
+		}
+		if ((r = opt(argc, argv, &i, "--name", &name)) ||
+		    (r = opt(argc, argv, &i, "--policy", &rn.policy)) ||
+		    (r = opt(argc, argv, &i, "--handler", &rn.handler)) ||
+		    (r = opt(argc, argv, &i, "--params", &rn.params)) ||
+		    (r = opt(argc, argv, &i, "--netns", &rn.netns)) ||
+		    (r = opt(argc, argv, &i, "--user", &rn.user)) ||
+		    (r = opt(argc, argv, &i, "--cgroup-parent", &parent))) {
+			if (r < 0)
+				return usage("option '%s' needs a value", a);
+			continue;
+		}
+		return usage("unknown option '%s'", a);
+	}
+	if (i >= argc)
+		return usage("no command to run%s", "");
+	rn.cmd = argv + i;
+	if (!rn.policy)
+		return usage("--policy FILE is required%s", "");
+	if (rn.params && !rn.handler)
+		return usage("--params goes with --handler%s", "");
+	if (name)
+		snprintf(rn.name, sizeof(rn.name), "%s", name);
+	else
+		snprintf(rn.name, sizeof(rn.name), "run-%d", (int)rn.self);
+	if (!name_ok(rn.name))
+		return usage("invalid sandbox name '%s' (letters, digits, '_', '.', '-'; at most "
+			     "64, starting with a letter or digit)", rn.name);
+	if (parent)
+		snprintf(rn.parent, sizeof(rn.parent), "%s", parent);
+	if (geteuid() != 0) {
+		say("needs root: it makes a cgroup and moves the command into it");
+		return EXIT_SETUP;
+	}
+	if (!realpath(rn.policy, rn.policy_abs)) {
+		say("policy file %s: %s", rn.policy, strerror(errno));
+		return EXIT_SETUP;
+	}
+	if (rn.user && lookup_user(&rn))
+		return EXIT_SETUP;
+	if (rn.netns) {
+		rn.netns_fd = open(rn.netns, O_RDONLY | O_CLOEXEC);
+		if (rn.netns_fd == -1 || rn.netns[0] != '/') {
+			say("network namespace %s: %s", rn.netns,
+			    rn.netns_fd == -1 ? strerror(errno) : "give an absolute path");
+			cleanup(&rn);
+			return EXIT_SETUP;
+		}
+	}
+
+	/* From here on everything made is undone by cleanup(). Signals wait until the command
+	 * runs: then they are passed on to it. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGQUIT);
+	sigaddset(&set, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &set, &old);
+	if (make_cgroup(&rn) || add_sandbox(&rn) || write_ca(&rn))
+		goto out;
+	fflush(NULL);
+	pid = fork();
+	if (pid == -1) {
+		say("fork failed: %s", strerror(errno));
+		goto out;
+	}
+	if (pid == 0)
+		child(&rn, &old);
+	status = wait_child(pid, &set);
+out:
+	cleanup(&rn);
+	return status;
+}
