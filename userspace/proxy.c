@@ -45,6 +45,8 @@
 #define POOL_MAX_TOTAL 1024 /* ... and of all sandboxes (each holds a descriptor) */
 #define POOL_IDLE_MS 30000
 #define SWEEP_MS 250
+#define LINGER_MS 2000
+#define LINGER_BYTES (8u << 20)
 #define IDLE_BUF_KEEP 4096 /* buffers larger than this are freed between requests */
 
 struct sl_proxy {
@@ -120,6 +122,8 @@ struct pconn {
 	int resp_started, resp_head_sent, resp_done;
 	int close_after; /* the client does not keep the connection alive */
 	int dead; /* the connection has ended */
+	int lingering; /* answered and closing: draining what the client still sends */
+	size_t linger_bytes;
 	int busy; /* pump() frames on the stack: freeing waits for the outermost */
 	int reject_status; /* set by a parser callback: answer this and close */
 	const char *reject_why;
@@ -1490,7 +1494,7 @@ static void update_events(struct pconn *c)
 		ce = sl_stream_events(&c->c, !c->c.eof && sl_buf_size(&c->c.in) < BUF_LIMIT);
 		break;
 	case C_CLOSING:
-		ce = sl_stream_events(&c->c, 0);
+		ce = sl_stream_events(&c->c, c->lingering);
 		break;
 	}
 	sl_loop_mod_fd(loop, c->c.fd, ce);
@@ -1506,6 +1510,28 @@ static void update_events(struct pconn *c)
 }
 
 static void sniff(struct pconn *c);
+
+/*
+ * After the answer that ends a connection: our direction is closed (close_notify, FIN) and
+ * what the client still sends, typically the rest of a body we refused, is read and dropped
+ * until it closes too, for at most LINGER_MS and LINGER_BYTES. Closing with unread bytes
+ * would make the kernel answer them with a reset, which can destroy our answer before the
+ * client reads it (what nginx's lingering_close is for). Returns whether to go on.
+ */
+static int linger(struct pconn *c)
+{
+	if (!c->lingering) {
+		if (c->c.eof)
+			return 0;
+		c->lingering = 1;
+		sl_stream_shutdown(&c->c);
+		c->deadline_ms = sl_now_ms() + LINGER_MS;
+	}
+	sl_stream_read(&c->c, BUF_LIMIT);
+	c->linger_bytes += sl_buf_size(&c->c.in);
+	sl_buf_reset(&c->c.in);
+	return !c->c.eof && !c->c.err && c->linger_bytes < LINGER_BYTES;
+}
 
 /* Moves everything that can move; runs until nothing does. May end @c. */
 static void pump(struct pconn *c)
@@ -1536,7 +1562,7 @@ static void pump(struct pconn *c)
 		}
 		if (c->st == C_CLOSING) {
 			sl_stream_flush(&c->c);
-			if (!sl_buf_size(&c->c.out) || c->c.err)
+			if (c->c.err || (!sl_buf_size(&c->c.out) && !linger(c)))
 				conn_close(c);
 			break;
 		}
