@@ -45,6 +45,7 @@
 #define POOL_MAX_TOTAL 1024 /* ... and of all sandboxes (each holds a descriptor) */
 #define POOL_IDLE_MS 30000
 #define SWEEP_MS 250
+#define FLUSH_AT 16384 /* one TLS record: written at once, not held for the pump to settle */
 #define LINGER_MS 2000
 #define LINGER_BYTES (8u << 20)
 #define IDLE_BUF_KEEP 4096 /* buffers larger than this are freed between requests */
@@ -1589,7 +1590,11 @@ static void pump(struct pconn *c)
 			break;
 		if (c->u.fd >= 0 && c->up == UP_READY)
 			sl_stream_flush(&c->u);
-		sl_stream_flush(&c->c);
+		/* The client's bytes go out when the pump settles (below), so that a response's
+		 * head and body share a TLS record and a write(), unless a record's worth is
+		 * waiting already. */
+		if (sl_buf_size(&c->c.out) >= FLUSH_AT)
+			sl_stream_flush(&c->c);
 		if (c->st == C_HTTP) {
 			/* The client went away: nothing left to answer (a response in flight
 			 * to a half-closed client is still delivered). */
@@ -1616,6 +1621,11 @@ static void pump(struct pconn *c)
 		}
 		if (c->st == st && c->rq == rq && c->up == up && c->hseq == hseq)
 			break;
+	}
+	if (c->busy == 1 && !c->dead && c->st != C_SNIFF && c->st != C_HANDSHAKE) {
+		sl_stream_flush(&c->c);
+		if (c->c.err)
+			c->dead = 1;
 	}
 	if (--c->busy)
 		return;

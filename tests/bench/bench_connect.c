@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
  * connect() cost, for tests/bench/run.py.
- *   bench_connect server PORT          accept and close on 127.0.0.1:PORT until stdin closes
+ *   bench_connect server PORT [ADDR]   accept and close on ADDR:PORT (default 127.0.0.1) until
+ *                                      stdin closes
  *   bench_connect client HOST PORT N ERRNO
  *       N times: socket, connect (must end with ERRNO, 0 = success), close with an RST
  *       (SO_LINGER 0: no TIME_WAIT, so the ephemeral ports never run out). Prints the mean
@@ -26,13 +27,14 @@ static long long now_ns(void)
 	return ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-static int server(int port)
+static int server(int port, const char *addr)
 {
 	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
 	int one = 1, fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
 	struct pollfd p[2];
 
-	inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+	if (inet_pton(AF_INET, addr, &sa.sin_addr) != 1)
+		return 2;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) || listen(fd, 4096)) {
 		perror("bench_connect server");
@@ -92,10 +94,10 @@ static int client(const char *host, int port, long n, int want)
 
 int main(int argc, char **argv)
 {
-	if (argc == 3 && !strcmp(argv[1], "server"))
-		return server(atoi(argv[2]));
+	if ((argc == 3 || argc == 4) && !strcmp(argv[1], "server"))
+		return server(atoi(argv[2]), argc == 4 ? argv[3] : "127.0.0.1");
 	if (argc == 6 && !strcmp(argv[1], "client"))
 		return client(argv[2], atoi(argv[3]), atol(argv[4]), atoi(argv[5]));
-	fprintf(stderr, "usage: bench_connect server PORT | client HOST PORT N ERRNO\n");
+	fprintf(stderr, "usage: bench_connect server PORT [ADDR] | client HOST PORT N ERRNO\n");
 	return 2;
 }

@@ -3,7 +3,9 @@
  * DNS resolution cost, for tests/bench/run.py.
  *   bench_dns SERVER PORT NAME COUNT WINDOW
  * Sends COUNT A queries for NAME over one connected UDP socket, keeping WINDOW in flight
- * (WINDOW 1: one at a time, for latency). Every answer must be NOERROR with an answer record.
+ * (WINDOW 1: one at a time, for latency). NAME @FILE: the names of FILE (one a line), each in
+ * turn, so that every query is for a name not yet cached (COUNT = the number of names).
+ * Every answer must be NOERROR with an answer record.
  * Prints: queries per second, p50 and p99 round-trip microseconds.
  */
 #include <arpa/inet.h>
@@ -64,6 +66,8 @@ int main(int argc, char **argv)
 	long count, window, sent = 0, done = 0;
 	long long *rtt, *sent_at, t0;
 	unsigned char q[512], r[4096];
+	char **names = NULL;
+	long nnames = 0;
 	int fd;
 
 	if (argc != 6) {
@@ -74,6 +78,33 @@ int main(int argc, char **argv)
 	sa.sin_port = htons(atoi(argv[2]));
 	count = atol(argv[4]);
 	window = atol(argv[5]);
+	if (argv[3][0] == '@') {
+		FILE *f = fopen(argv[3] + 1, "r");
+		char line[300];
+		long cap = 0;
+
+		if (!f) {
+			perror(argv[3] + 1);
+			return 1;
+		}
+		while (fgets(line, sizeof(line), f)) {
+			line[strcspn(line, "\r\n")] = 0;
+			if (!line[0])
+				continue;
+			if (nnames == cap) {
+				cap = cap ? cap * 2 : 1024;
+				names = realloc(names, cap * sizeof(*names));
+				if (!names)
+					return 1;
+			}
+			names[nnames++] = strdup(line);
+		}
+		fclose(f);
+		if (!nnames) {
+			fprintf(stderr, "bench_dns: no names in %s\n", argv[3] + 1);
+			return 1;
+		}
+	}
 	rtt = calloc(count, sizeof(*rtt));
 	sent_at = calloc(65536, sizeof(*sent_at));
 	fd = socket(AF_INET, SOCK_DGRAM, 0);
@@ -87,7 +118,7 @@ int main(int argc, char **argv)
 
 		while (sent < count && sent - done < window) {
 			unsigned id = sent & 0xffff;
-			size_t n = build(q, id, argv[3]);
+			size_t n = build(q, id, names ? names[sent % nnames] : argv[3]);
 
 			sent_at[id] = now_ns();
 			if (send(fd, q, n, 0) != (ssize_t)n) {

@@ -1,0 +1,322 @@
+# SPDX-License-Identifier: MIT
+"""From one run's results (the dict written to latest.json): the targets met or missed, the
+Markdown tables (latest.md) and the figures (gnuplot, SVG)."""
+import subprocess
+import tempfile
+from pathlib import Path
+
+PEERS = ("direct", "sluice", "nginx", "squid", "mitmproxy")
+LABEL = {"direct": "direct (nginx)", "sluice": "sluice", "nginx": "nginx reverse proxy",
+         "squid": "Squid", "mitmproxy": "mitmproxy"}
+
+
+def _get(d, *path):
+    for k in path:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+def targets(r):
+    """[(what, value, target text, met)] for every target of the issue that this run measured."""
+    out = []
+
+    def add(what, value, op, bound, fmt="{:.3f}"):
+        if value is None:
+            return
+        met = value <= bound if op == "<=" else value >= bound
+        out.append({"what": what, "value": value, "target": f"{op} {bound}", "met": met,
+                    "text": fmt.format(value)})
+
+    c = _get(r, "kernel", "connect") or {}
+    add("denied connect / refused connect", c.get("ratio_denied_refused"), "<=", 0.5)
+    add("allowed connect, sluice / none", c.get("ratio_allowed"), "<=", 1.03)
+    for case in _get(r, "kernel", "scale", "cases") or []:
+        add(f"allowed connect, {case['case']}, sluice / none", case.get("ratio"), "<=", 1.03)
+    for size in ("1k", "64k"):
+        s = _get(r, "https", "keepalive", size, "sluice") or {}
+        add(f"keep-alive {size}, sluice / direct", s.get("ratio_vs_direct"), ">=", 0.5)
+        add(f"keep-alive {size}, sluice / direct, by CPU per request",
+            s.get("cpu_ratio_vs_direct"), ">=", 0.5)
+        add(f"keep-alive {size}, sluice / nginx reverse proxy", s.get("ratio_vs_nginx"), ">=",
+            1.0)
+        add(f"keep-alive {size}, sluice / mitmproxy", s.get("ratio_vs_mitmproxy"), ">=", 20,
+            "{:.1f}")
+        a = _get(r, "https", "fixed_rate", size, "sluice_added_us", "p99_us")
+        add(f"p99 added latency at half of saturation, {size} (us)", a, "<=", 200, "{:.0f}")
+    return out
+
+
+def _f(v, fmt="{:.0f}"):
+    return "–" if v is None else fmt.format(v)
+
+
+def pinning_text(p):
+    if p.get("mode") == "none":
+        return "Pinning: none (BENCH_PIN=none): the scheduler placed every process."
+    parts = []
+    for k in ("client", "upstream", "proxy"):
+        cpu = p[k]["cpus"][0]
+        parts.append(f"{p[k]['what']} on CPU {cpu}" if cpu is not None else
+                     f"{p[k]['what']} unpinned")
+    return f"Pinning (taskset, BENCH_PIN={p['mode']}): " + "; ".join(parts) + \
+        f". Why: {p['why']}."
+
+
+def markdown(r):
+    m = r["machine"]
+    lines = [f"# sluice benchmarks ({'smoke run' if r.get('smoke') else 'full run'})", "",
+             f"{r['started']}, {r['duration_s']:.0f} s. {m['cpu_model']}, {m['cores']} cores "
+             f"({m.get('hypervisor') or 'bare metal'}), {m['memory_gib']} GiB; Linux "
+             f"{m['kernel']}; {m['openssl']}; {m['os']}. nginx {m['versions']['nginx']}, Squid "
+             f"{m['versions']['squid']}, mitmproxy {m['versions']['mitmproxy']}, wrk "
+             f"{m['versions']['wrk']}, dnsmasq {m['versions']['dnsmasq']}. sluice "
+             f"{m.get('sluice_commit') or '(no git)'}.", "",
+             pinning_text(r["pinning"]), ""]
+    busy = (r.get("load_before") or {}).get("busy") or []
+    if busy:
+        lines += ["**Other processes were busy on this machine when the run started** ("
+                  + ", ".join(f"{b['comm']} {b['cpu']:.0%}" for b in busy)
+                  + " of a CPU): the figures are disturbed.", ""]
+    inj = r.get("injection") or {}
+    if inj:
+        lines += ["Credential injection, as seen by the upstream nginx (`$http_x_auth_token` of "
+                  "a /check request through each peer): " + ", ".join(
+                      f"{p} {'yes' if v.get('injected') else 'NO'}" for p, v in inj.items()
+                      if p != "direct") + ".", ""]
+        if not _get(inj, "sluice", "injected"):
+            lines += ["**sluice did not inject the header in this run** (its Lua handler "
+                      "runtime or `--env-file` is not there yet): its figures are for "
+                      "forwarding unchanged.", ""]
+
+    t = r.get("targets") or []
+    if t:
+        lines += ["## Targets", "", "| | measured | target | |", "|---|---|---|---|"]
+        lines += [f"| {x['what']} | {x['text']} | {x['target']} | "
+                  f"{'met' if x['met'] else '**missed**'} |" for x in t]
+        lines.append("")
+
+    k = _get(r, "kernel", "connect")
+    if k:
+        lines += ["## Kernel: `connect()`", "",
+                  f"{k['rounds']} rounds of {k['connects']} connects; ns per connect(), median "
+                  "of round means; ratios: median of per-round ratios.", "",
+                  "| | ns | baseline ns | ratio |", "|---|---|---|---|",
+                  f"| denied by sluice vs refused (closed port, no sluice) | "
+                  f"{_f(k['denied_ns'])} | {_f(k['refused_ns'])} | "
+                  f"{_f(k['ratio_denied_refused'], '{:.3f}')} |",
+                  f"| allowed, sluice vs no sluice | {_f(k['sluice_ns'])} | "
+                  f"{_f(k['plain_ns'])} | {_f(k['ratio_allowed'], '{:.3f}')} |",
+                  f"| `sl_connect4` itself per call (bpf_stats) | {_f(k['prog_ns'])} | | |", ""]
+    sc = _get(r, "kernel", "scale")
+    if sc:
+        lines += ["| allowed connect, as tables grow | rules in the kernel | load time | "
+                  "ns sluice | ns none | ratio |", "|---|---|---|---|---|---|"]
+        for c in sc["cases"]:
+            if c.get("error"):
+                lines.append(f"| {c['case']} | {c['rules']} | {c['load_s']:.1f} s | failed: "
+                             f"{c['error']} | | |")
+                continue
+            lines.append(f"| {c['case']} | {c['rules']} | {c['load_s']:.2f} s | "
+                         f"{_f(c['sluice_ns'])} | {_f(c['plain_ns'])} | "
+                         f"{_f(c['ratio'], '{:.3f}')} |")
+        lines += [""] + [f"- {n}" for n in sc.get("notes", [])] + [""]
+
+    h = r.get("https") or {}
+    if h.get("keepalive"):
+        lines += ["## HTTPS interception with credential injection", "",
+                  f"wrk, 1 thread, {h['settings']['conns']} keep-alive connections, "
+                  f"{h['settings']['seconds']} s runs, median of {h['settings']['rounds']} "
+                  "alternating rounds (mitmproxy: one). CPU: microseconds per request spent "
+                  "in each side's cgroup (all its processes and threads). × direct by CPU: "
+                  "direct's client + upstream CPU per request over the peer's client + proxy + "
+                  "upstream, the throughput ratio if the whole machine were the limit, "
+                  "whatever the pinning.", ""]
+        for size, res in h["keepalive"].items():
+            lines += [f"| keep-alive, {size} responses | req/s | × direct | × direct by CPU | "
+                      "p50 µs | p99 µs | p99.9 µs | CPU µs/req: proxy | upstream | client |",
+                      "|---|---|---|---|---|---|---|---|---|---|"]
+            for p in PEERS:
+                x = res.get(p)
+                if x:
+                    lines.append(f"| {LABEL[p]} | {_f(x['rps'])} | "
+                                 f"{_f(x.get('ratio_vs_direct'), '{:.2f}')} | "
+                                 f"{_f(x.get('cpu_ratio_vs_direct'), '{:.2f}')} | "
+                                 f"{_f(x['p50_us'])} | {_f(x['p99_us'])} | {_f(x['p999_us'])} | "
+                                 f"{_f(x['proxy_cpu_us'], '{:.1f}')} | "
+                                 f"{_f(x['upstream_cpu_us'], '{:.1f}')} | "
+                                 f"{_f(x.get('client_cpu_us'), '{:.1f}')} |")
+            lines.append("")
+    if h.get("fixed_rate"):
+        lines += ["Latency at a fixed rate (bench_load: open loop, each request timed from when "
+                  "it was due, so a stall delays every request behind it): half of sluice's "
+                  "keep-alive saturation for every peer faster than that, half of its own for "
+                  "a slower one.", ""]
+        for size, res in h["fixed_rate"].items():
+            lines += [f"| fixed rate, {size} | req/s | p50 µs | p90 µs | p99 µs | p99.9 µs | "
+                      "max µs | late |", "|---|---|---|---|---|---|---|---|"]
+            for p in PEERS:
+                x = res["peers"].get(p)
+                if x:
+                    lines.append(f"| {LABEL[p]} | {_f(x['rate_target'])} | {_f(x['p50_us'])} |"
+                                 f" {_f(x['p90_us'])} | {_f(x['p99_us'])} | "
+                                 f"{_f(x['p999_us'])} | {_f(x['max_us'])} | {x['late']} |")
+            a = res.get("sluice_added_us")
+            if a:
+                lines.append(f"| *added by sluice* | | {_f(a['p50_us'])} | | {_f(a['p99_us'])} "
+                             f"| {_f(a['p999_us'])} | | |")
+            lines.append("")
+    if h.get("newconn"):
+        lines += [f"| new connection per request, 1k, {h['settings']['newconn_conns']} "
+                  "connections | req/s | × direct | proxy CPU µs/req |", "|---|---|---|---|"]
+        for p in PEERS:
+            x = h["newconn"].get(p)
+            if x:
+                lines.append(f"| {LABEL[p]} | {_f(x['rps'])} | "
+                             f"{_f(x.get('ratio_vs_direct'), '{:.2f}')} | "
+                             f"{_f(x['proxy_cpu_us'], '{:.1f}')} |")
+        lines.append("")
+    tr = r.get("transfer")
+    if tr:
+        n = tr.get("bytes", 0)
+        size = f"{n / (1 << 30):g} GiB" if n >= 1 << 30 else f"{n / (1 << 20):g} MiB"
+        lines += [f"## Large transfers ({size}, curl, one connection)", "",
+                  "| | direct MB/s | sluice MB/s | ratio | sluiced CPU µs/MiB |",
+                  "|---|---|---|---|---|"]
+        for what in ("download", "upload"):
+            x = tr.get(what)
+            if x:
+                lines.append(f"| {what} | {_f(x['direct']['MBps'])} | "
+                             f"{_f(x['sluice']['MBps'])} | "
+                             f"{_f(x['sluice']['ratio_vs_direct'], '{:.2f}')} | "
+                             f"{_f(x['sluice']['proxy_cpu_us_per_MiB'])} |")
+        lines.append("")
+    d = r.get("dns")
+    if d:
+        lines += ["## DNS", "", "| A queries | dnsmasq directly | through sluice | ratio |",
+                  "|---|---|---|---|"]
+        lat, thr = d.get("latency"), d.get("throughput")
+        if lat:
+            lines.append(f"| latency p50 / p99 µs, one at a time | {_f(lat['dnsmasq']['p50_us'])}"
+                         f" / {_f(lat['dnsmasq']['p99_us'])} | {_f(lat['sluice']['p50_us'])} / "
+                         f"{_f(lat['sluice']['p99_us'])} | |")
+        if thr:
+            lines.append(f"| queries/s, 32 in flight, one name | {_f(thr['dnsmasq']['qps'])} | "
+                         f"{_f(thr['sluice']['qps'])} | {_f(thr['ratio_qps'], '{:.2f}')} |")
+        cold = d.get("cold_names")
+        if cold:
+            lines.append(f"| queries/s, 32 in flight, {cold['names']} different names (each "
+                         f"installs a kernel entry) | {_f(cold['dnsmasq']['qps'])} | "
+                         f"{_f(cold['sluice']['qps'])} | {_f(cold['ratio_qps'], '{:.2f}')} |")
+        lines.append("")
+    mi = r.get("mint")
+    if mi:
+        lines += ["## Leaf minting (bench_mint)", "", "| | p50 µs | p99 µs |", "|---|---|---|"]
+        for k in ("mint_cold", "mint_cached"):
+            if f"{k}_us_p50" in mi:
+                lines.append(f"| {k.replace('_', ' ')} | {mi[k + '_us_p50']:.2f} | "
+                             f"{mi[k + '_us_p99']:.2f} |")
+        lines.append("")
+    pr = r.get("profile")
+    if pr:
+        lines += ["## Profiles (perf; details in profile-*.txt)", "",
+                  "| | req/s | CPU µs/req | syscalls/req | write()s/req | top binaries (self time) |",
+                  "|---|---|---|---|---|---|"]
+        for label, x in pr.items():
+            sc = x.get("syscalls_per_request", {})
+            top = ", ".join(f"{b[1].strip()} {b[0]}" for b in x.get("by_binary", [])[:3]
+                            if len(b) == 2)
+            lines.append(f"| {label} | {_f(x.get('rps'))} | "
+                         f"{_f(x.get('cpu_us_per_request'), '{:.1f}')} | {sc.get('all', '–')} | "
+                         f"{sc.get('write', '–')} | {top} |")
+        lines.append("")
+    for note in r.get("notes", []):
+        lines.append(f"- {note}")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+GNUPLOT_COMMON = """set terminal svg size 900,420 dynamic font 'sans,11' background '#ffffff'
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set boxwidth 0.9
+set grid ytics
+set key top right
+set xtics nomirror
+set bmargin 4
+"""
+
+
+def plots(r, outdir):
+    """throughput.svg, latency.svg and connect.svg; returns the files made."""
+    outdir = Path(outdir)
+    made = []
+    h = r.get("https") or {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        scripts = []
+        ka, nc = h.get("keepalive") or {}, h.get("newconn") or {}
+        peers = [p for p in PEERS if p in (ka.get("1k") or {})]
+        if peers:
+            rows = []
+            for p in peers:
+                def v(d):
+                    return (d or {}).get("rps") or 0
+                rows.append(f'"{LABEL[p]}" {v(_get(ka, "1k", p))} {v(_get(ka, "64k", p))} '
+                            f"{v(nc.get(p))}")
+            (tmp / "tput.dat").write_text("\n".join(rows) + "\n")
+            scripts.append(GNUPLOT_COMMON + f"""set output '{outdir / "throughput.svg"}'
+set title 'HTTPS requests/s through each peer (log scale; higher is better)'
+set logscale y
+set ylabel 'requests/s'
+plot '{tmp / "tput.dat"}' using 2:xtic(1) title 'keep-alive, 1 KiB', \\
+     '' using 3 title 'keep-alive, 64 KiB', '' using 4 title 'new connection each, 1 KiB'
+""")
+            made.append(outdir / "throughput.svg")
+        fr = h.get("fixed_rate") or {}
+        if fr:
+            panels = []
+            for size, res in fr.items():
+                rows = []
+                for p in PEERS:
+                    x = res["peers"].get(p)
+                    if x:
+                        rows.append(f'"{LABEL[p]}\\n{x["rate_target"]:.0f}/s" {x["p50_us"]} '
+                                    f'{x["p99_us"]} {x["p999_us"]}')
+                (tmp / f"lat{size}.dat").write_text("\n".join(rows) + "\n")
+                panels.append(f"""set title 'latency at a fixed rate, {size} responses (log scale; lower is better)'
+plot '{tmp / f"lat{size}.dat"}' using 2:xtic(1) title 'p50', '' using 3 title 'p99', \\
+     '' using 4 title 'p99.9'
+""")
+            scripts.append(GNUPLOT_COMMON.replace("size 900,420", f"size 900,{400 * len(panels)}")
+                           + f"""set output '{outdir / "latency.svg"}'
+set key top left
+set logscale y
+set ylabel 'microseconds'
+set multiplot layout {len(panels)},1
+""" + "".join(panels) + "unset multiplot\n")
+            made.append(outdir / "latency.svg")
+        sc = _get(r, "kernel", "scale", "cases") or []
+        k = _get(r, "kernel", "connect")
+        if k and sc:
+            rows = [f'"1 sandbox\\n1 rule" {k["plain_ns"]} {k["sluice_ns"]}']
+            for c in sc:
+                if not c.get("error"):
+                    label = c["case"].split(" (")[0].replace(" ", "\\n", 1)
+                    rows.append(f'"{label}" {c["plain_ns"]} {c["sluice_ns"]}')
+            rows.append(f'"denied vs\\nrefused" {k["refused_ns"]} {k["denied_ns"]}')
+            (tmp / "connect.dat").write_text("\n".join(rows) + "\n")
+            scripts.append(GNUPLOT_COMMON + f"""set output '{outdir / "connect.svg"}'
+set title 'connect() on loopback, ns per call (lower is better)'
+set ylabel 'ns'
+set yrange [0:*]
+plot '{tmp / "connect.dat"}' using 2:xtic(1) title 'no sluice (refused, for the last pair)', \\
+     '' using 3 title 'sluice (denied, for the last pair)'
+""")
+            made.append(outdir / "connect.svg")
+        for s in scripts:
+            p = subprocess.run(["gnuplot"], input=s, capture_output=True, text=True, timeout=60)
+            if p.returncode:
+                raise RuntimeError(f"gnuplot failed: {p.stderr}")
+    return made
