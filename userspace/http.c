@@ -209,6 +209,32 @@ int sl_http_has_token(const struct sl_http_msg *m, const char *name, const char 
 	return 0;
 }
 
+/* One more header at the end of @m. */
+static int append_header(struct sl_http_msg *m, const char *name, const char *value)
+{
+	struct sl_http_header *h;
+
+	if (m->nh == m->caph) {
+		size_t cap = m->caph ? m->caph * 2 : 16;
+
+		h = realloc(m->h, cap * sizeof(*h));
+		if (!h)
+			return -ENOMEM;
+		m->h = h;
+		m->caph = cap;
+	}
+	h = &m->h[m->nh];
+	h->name = strdup(name);
+	h->value = strdup(value);
+	if (!h->name || !h->value) {
+		free(h->name);
+		free(h->value);
+		return -ENOMEM;
+	}
+	m->nh++;
+	return 0;
+}
+
 int sl_http_set(struct sl_http_msg *m, const char *name, const char *value)
 {
 	size_t j = 0;
@@ -234,56 +260,14 @@ int sl_http_set(struct sl_http_msg *m, const char *name, const char *value)
 		free(m->h[i].value);
 	}
 	m->nh = j;
-	if (value && !done) {
-		struct sl_http_header *h;
-
-		if (m->nh == m->caph) {
-			size_t cap = m->caph ? m->caph * 2 : 16;
-
-			h = realloc(m->h, cap * sizeof(*h));
-			if (!h)
-				return -ENOMEM;
-			m->h = h;
-			m->caph = cap;
-		}
-		h = &m->h[m->nh];
-		h->name = strdup(name);
-		h->value = strdup(value);
-		if (!h->name || !h->value) {
-			free(h->name);
-			free(h->value);
-			return -ENOMEM;
-		}
-		m->nh++;
-	}
-	return 0;
+	return value && !done ? append_header(m, name, value) : 0;
 }
 
 int sl_http_add(struct sl_http_msg *m, const char *name, const char *value)
 {
-	struct sl_http_header *h;
-
 	if (m->nh >= SL_HTTP_MAX_HEADERS)
 		return -E2BIG;
-	if (m->nh == m->caph) {
-		size_t cap = m->caph ? m->caph * 2 : 16;
-
-		h = realloc(m->h, cap * sizeof(*h));
-		if (!h)
-			return -ENOMEM;
-		m->h = h;
-		m->caph = cap;
-	}
-	h = &m->h[m->nh];
-	h->name = strdup(name);
-	h->value = strdup(value);
-	if (!h->name || !h->value) {
-		free(h->name);
-		free(h->value);
-		return -ENOMEM;
-	}
-	m->nh++;
-	return 0;
+	return append_header(m, name, value);
 }
 
 int sl_http_valid_name(const char *name)

@@ -841,6 +841,14 @@ static int handler_call(lua_State *L)
 		push_json(L, e->params, 0);
 	else
 		lua_newtable(L);
+	if (e->set_active) {
+		/* Its egress ran already (sl_lua_handler_egress, which the callers call first):
+		 * activating only keeps the params. */
+		lua_rawseti(L, LUA_REGISTRYINDEX, e->lua->params_ref);
+		snprintf(e->lua->active, sizeof(e->lua->active), "%s", e->name);
+		lua_pushinteger(L, 0);
+		return 1;
+	}
 	t = lua_getfield(L, -2, "egress");
 	if (t == LUA_TFUNCTION) {
 		lua_pushvalue(L, -2);
@@ -863,11 +871,7 @@ static int handler_call(lua_State *L)
 			return 1;
 		}
 	}
-	lua_pop(L, 1);
-	if (e->set_active) {
-		lua_rawseti(L, LUA_REGISTRYINDEX, e->lua->params_ref); /* the params table */
-		snprintf(e->lua->active, sizeof(e->lua->active), "%s", e->name);
-	}
+	lua_pop(L, 2); /* egress, params */
 	lua_pushinteger(L, 0);
 	return 1;
 }

@@ -82,7 +82,8 @@ int sl_lua_handler_exists(struct sl_lua *lua, const char *name);
 int sl_lua_handler_egress(struct sl_lua *lua, const char *name, const char *params_json,
 			  struct sl_policy **policy, char *err, size_t errlen);
 /* Makes outboundHandlers[@name] the active handler with @params_json (NULL @name: none,
- * back to the policy's own handlers). Requests already running keep theirs. */
+ * back to the policy's own handlers). Its egress is not run again: callers validate the
+ * params with sl_lua_handler_egress() first. Requests already running keep theirs. */
 int sl_lua_set_active(struct sl_lua *lua, const char *name, const char *params_json, char *err,
 		      size_t errlen);
 const char *sl_lua_active(const struct sl_lua *lua); /* "" if none */
