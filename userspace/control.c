@@ -35,6 +35,8 @@
 #include "sandbox.h"
 
 #define CTL_MAX_URL 4096
+#define CTL_READS_PER_WAKEUP 16 /* of 16 KiB */
+#define CTL_ACCEPTS_PER_WAKEUP 16
 #define CTL_MAX_HEADERS (64 * 1024)
 #define CTL_MAX_BODY (2u << 20)
 #define CTL_MAX_CONNS 256
@@ -591,6 +593,7 @@ static void metrics_limits(struct sl_buf *m, struct sl_registry *reg,
 			{ "limit=\"upstream_pool\"", p ? p->pool_full : 0 },
 			{ "limit=\"dns_pending\"", d ? d->limit_pending : 0 },
 			{ "limit=\"dns_tcp\"", d ? d->limit_tcp : 0 },
+			{ "limit=\"dns_tcp_unread\"", d ? d->limit_tcp_out : 0 },
 			{ "limit=\"dns_learned\"", d ? d->limit_learned : 0 },
 			{ "limit=\"kernel_rules\"", d ? d->limit_kernel_rules : 0 },
 			{ "limit=\"leaf_cache\"", leaf_evictions(b->ca) },
@@ -971,7 +974,8 @@ static void conn_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 	}
 	if (!(events & (SL_READ | SL_HUP)))
 		return;
-	for (;;) {
+	/* Bounded per wake-up like every reader of the loop: the rest waits for its turn. */
+	for (int i = 0; i < CTL_READS_PER_WAKEUP; i++) {
 		ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
 		llhttp_errno_t e;
 
@@ -1013,7 +1017,7 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 	struct sl_control *ctl = arg;
 
 	(void)events;
-	for (;;) {
+	for (int i = 0; i < CTL_ACCEPTS_PER_WAKEUP; i++) {
 		int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		struct ctl_conn *c;
 

@@ -40,6 +40,21 @@
 #define DNS_MAX_TCP_TOTAL SL_DNS_MAX_TCP_TOTAL
 #define DNS_TCP_IDLE_MS 10000
 #define DNS_MSG_MAX 65535
+/*
+ * Per wake-up work of one descriptor, so that every sandbox gets its turn on the one loop:
+ * UDP 64 datagrams; a TCP client 4 reads of 8 KiB and 64 messages; a TCP listener 16 accepts.
+ * A TCP client whose answers pile up unread (more than DNS_TCP_OUT_CAP) is not read any more
+ * (the kernel's socket buffers then stop its writes), and is closed when it stays so for
+ * DNS_TCP_STALL_MS; one with DNS_TCP_MAX_PENDING queries upstream is not read until one is
+ * answered, so that its answers in flight are bounded too.
+ */
+#define DNS_UDP_BATCH 64
+#define DNS_TCP_READS 4
+#define DNS_TCP_BATCH 64
+#define DNS_ACCEPT_BATCH 16
+#define DNS_TCP_OUT_CAP (64 * 1024)
+#define DNS_TCP_STALL_MS 5000
+#define DNS_TCP_MAX_PENDING 16
 
 struct sl_dns {
 	struct sl_loop *loop;
@@ -76,6 +91,10 @@ struct dns_tcp {
 	int fd;
 	struct sl_buf in, out;
 	struct sl_timer *idle;
+	struct sl_timer *stall; /* armed while the output is above DNS_TCP_OUT_CAP */
+	struct sl_timer *kick; /* buffered queries to answer on the next turn of the loop */
+	unsigned npending; /* queries of this client upstream */
+	unsigned events; /* what the loop watches for it */
 	int closing;
 };
 
@@ -177,9 +196,12 @@ static void reply_error(struct sl_dns_listener *l, const struct sl_dns_query *q,
 
 /* ---- queries in flight ---- */
 
+static void tcp_update(struct dns_tcp *c);
+
 static void query_free(struct dns_query *dq)
 {
 	struct sl_dns_listener *l = dq->l;
+	struct dns_tcp *tcp = dq->tcp;
 
 	for (struct dns_query **pp = &l->queries; *pp; pp = &(*pp)->next) {
 		if (*pp == dq) {
@@ -197,6 +219,10 @@ static void query_free(struct dns_query *dq)
 	sl_buf_free(&dq->up_out);
 	sl_buf_free(&dq->up_in);
 	free(dq);
+	if (tcp) {
+		tcp->npending--;
+		tcp_update(tcp); /* may read again; never re-entered from here (see tcp_update) */
+	}
 }
 
 static void query_fail(struct dns_query *dq, const char *why)
@@ -498,6 +524,8 @@ static void handle_query(struct sl_dns_listener *l, const uint8_t *pkt, size_t l
 	dq->client_fd = udp_fd;
 	dq->tcp = tcp;
 	dq->up_tcp = tcp != NULL;
+	if (tcp)
+		tcp->npending++;
 	if (from) {
 		memcpy(&dq->client, from, fromlen);
 		dq->client_len = fromlen;
@@ -530,7 +558,7 @@ static void udp_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 	(void)loop;
 	(void)events;
 	/* Bounded per wake-up so that one busy sandbox cannot starve the loop. */
-	for (int i = 0; i < 64; i++) {
+	for (int i = 0; i < DNS_UDP_BATCH; i++) {
 		struct sockaddr_storage from;
 		socklen_t fromlen = sizeof(from);
 		ssize_t n = recvfrom(fd, buf, sizeof(buf), MSG_DONTWAIT | MSG_TRUNC,
@@ -562,6 +590,8 @@ static void tcp_close(struct dns_tcp *c)
 	for (struct dns_query *q = l->queries; q; q = q->next)
 		if (q->tcp == c)
 			q->tcp = NULL, q->client_fd = -1; /* answered into the void */
+	sl_loop_cancel_timer(l->dns->loop, c->stall);
+	sl_loop_cancel_timer(l->dns->loop, c->kick);
 	for (struct dns_tcp **pp = &l->tcps; *pp; pp = &(*pp)->next) {
 		if (*pp == c) {
 			*pp = c->next;
@@ -595,13 +625,101 @@ static void tcp_flush(struct dns_tcp *c)
 		}
 		sl_buf_consume(&c->out, n);
 	}
-	sl_loop_mod_fd(c->l->dns->loop, c->fd, SL_READ | (sl_buf_size(&c->out) ? SL_WRITE : 0));
+	tcp_update(c);
+}
+
+/* Whether the buffered input holds a whole message. */
+static int tcp_has_msg(struct dns_tcp *c)
+{
+	const uint8_t *p = (const uint8_t *)sl_buf_head(&c->in);
+	size_t have = sl_buf_size(&c->in);
+
+	return have >= 2 && have >= 2 + ((size_t)p[0] << 8 | p[1]);
+}
+
+/* Whether the client may have another query answered now (its output and queries bounded). */
+static int tcp_can_answer(struct dns_tcp *c)
+{
+	return !c->closing && sl_buf_size(&c->out) < DNS_TCP_OUT_CAP &&
+	       c->npending < DNS_TCP_MAX_PENDING;
+}
+
+static void tcp_stalled(struct sl_loop *loop, void *arg)
+{
+	struct dns_tcp *c = arg;
+	struct sl_dns_listener *l = c->l;
+
+	(void)loop;
+	c->stall = NULL; /* fired: the loop frees it */
+	l->stats.limit_tcp_out++;
+	if (l->dns->events)
+		sl_events_publish(l->dns->events, l->ops->name(l->owner),
+				  json_pack("{s:s, s:s, s:s, s:s}", "type", "dns", "sandbox",
+					    l->ops->name(l->owner), "verdict", "closed", "reason",
+					    "DNS client over TCP does not read its answers"));
+	tcp_close(c);
+}
+
+static void tcp_process(struct dns_tcp *c);
+
+static void tcp_kicked(struct sl_loop *loop, void *arg)
+{
+	struct dns_tcp *c = arg;
+
+	(void)loop;
+	c->kick = NULL; /* fired: the loop frees it */
+	if (c->closing) {
+		tcp_close(c);
+		return;
+	}
+	tcp_process(c);
+}
+
+/*
+ * Sets what the loop watches for @c from its state: input only while it may be answered and
+ * nothing whole waits in @c->in, output while some is left. Whatever has to happen next that
+ * no event will announce (buffered queries, a close) is left to a zero-delay timer, so that
+ * this never re-enters the query path it is called from (reply, query_free).
+ */
+static void tcp_update(struct dns_tcp *c)
+{
+	struct sl_loop *loop = c->l->dns->loop;
+	int can = tcp_can_answer(c), msg = tcp_has_msg(c);
+	unsigned ev = (can && !msg ? SL_READ : 0) | (sl_buf_size(&c->out) ? SL_WRITE : 0);
+
+	if (ev != c->events && !sl_loop_mod_fd(loop, c->fd, ev))
+		c->events = ev;
+	if (sl_buf_size(&c->out) >= DNS_TCP_OUT_CAP && !c->closing) {
+		if (!c->stall)
+			c->stall = sl_loop_add_timer(loop, DNS_TCP_STALL_MS, tcp_stalled, c);
+	} else if (c->stall) {
+		sl_loop_cancel_timer(loop, c->stall);
+		c->stall = NULL;
+	}
+	if ((c->closing || (can && msg)) && !c->kick)
+		c->kick = sl_loop_add_timer(loop, 0, tcp_kicked, c);
+}
+
+/* Answers at most DNS_TCP_BATCH whole messages of @c->in, while @c may be answered. */
+static void tcp_process(struct dns_tcp *c)
+{
+	struct sl_dns_listener *l = c->l;
+
+	for (int i = 0; i < DNS_TCP_BATCH && tcp_can_answer(c) && tcp_has_msg(c); i++) {
+		const uint8_t *p = (const uint8_t *)sl_buf_head(&c->in);
+		size_t want = (size_t)p[0] << 8 | p[1];
+		uint8_t msg[DNS_MSG_MAX];
+
+		memcpy(msg, p + 2, want);
+		sl_buf_consume(&c->in, 2 + want);
+		handle_query(l, msg, want, -1, NULL, 0, c);
+	}
+	tcp_update(c);
 }
 
 static void tcp_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 {
 	struct dns_tcp *c = arg;
-	struct sl_dns_listener *l = c->l;
 	uint8_t buf[8192];
 
 	if (events & SL_WRITE)
@@ -612,9 +730,16 @@ static void tcp_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 	}
 	if (!(events & (SL_READ | SL_HUP)))
 		return;
+	if (!tcp_can_answer(c) || tcp_has_msg(c)) {
+		/* Not reading it now (see tcp_update). An error or a peer gone for good is
+		 * reported whatever is watched: nobody is left to answer. */
+		if (events & SL_HUP)
+			tcp_close(c);
+		return;
+	}
 	sl_loop_cancel_timer(loop, c->idle);
 	c->idle = sl_loop_add_timer(loop, DNS_TCP_IDLE_MS, tcp_idle, c);
-	for (;;) {
+	for (int i = 0; i < DNS_TCP_READS && !tcp_has_msg(c); i++) {
 		ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
 
 		if (n == -1 && errno == EINTR)
@@ -630,23 +755,10 @@ static void tcp_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 			return;
 		}
 		sl_buf_append(&c->in, buf, n);
-		/* Every complete message in the buffer is a query. */
-		while (sl_buf_size(&c->in) >= 2) {
-			const uint8_t *p = (const uint8_t *)sl_buf_head(&c->in);
-			size_t want = (size_t)p[0] << 8 | p[1];
-			uint8_t msg[DNS_MSG_MAX];
-
-			if (sl_buf_size(&c->in) < 2 + want)
-				break;
-			memcpy(msg, p + 2, want);
-			sl_buf_consume(&c->in, 2 + want);
-			handle_query(l, msg, want, -1, NULL, 0, c);
-			if (c->closing) {
-				tcp_close(c);
-				return;
-			}
-		}
 	}
+	tcp_process(c);
+	if (c->closing && !c->kick)
+		tcp_close(c);
 }
 
 static void tcp_resume(struct sl_loop *loop, void *arg)
@@ -664,7 +776,7 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 	struct sl_dns_listener *l = arg;
 
 	(void)events;
-	for (;;) {
+	for (int i = 0; i < DNS_ACCEPT_BATCH; i++) {
 		int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		struct dns_tcp *c;
 
@@ -698,6 +810,7 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 		}
 		c->l = l;
 		c->fd = cfd;
+		c->events = SL_READ;
 		if (sl_loop_add_fd(loop, cfd, SL_READ, tcp_cb, c)) {
 			close(cfd);
 			free(c);

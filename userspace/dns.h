@@ -58,6 +58,7 @@ struct sl_dns_stats {
 	/* Bounds reached (README, Reliability), each a clear refusal: */
 	uint64_t limit_pending; /* REFUSED: too many queries in flight (DNS_MAX_PENDING) */
 	uint64_t limit_tcp; /* TCP clients closed at accept (DNS_MAX_TCP) */
+	uint64_t limit_tcp_out; /* TCP clients closed for not reading their answers */
 	uint64_t limit_learned; /* SERVFAIL: the sandbox holds SL_LEARNED_MAX resolutions */
 	uint64_t limit_kernel_rules; /* SERVFAIL: the kernel rule map is full (SL_MAX_RULES) */
 };

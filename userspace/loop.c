@@ -252,9 +252,12 @@ void sl_loop_cancel_timer(struct sl_loop *loop, struct sl_timer *t)
 
 static void run_timers(struct sl_loop *loop)
 {
-	uint64_t now = sl_now_ms();
+	uint64_t now = sl_now_ms(), seq_end = loop->seq;
 
-	while (loop->nheap && loop->heap[0]->deadline_ms <= now) {
+	/* Timers added by these callbacks wait for the next turn, after the descriptors: a
+	 * zero-delay timer that re-arms itself must not hold the loop (a due timer added
+	 * earlier sorts before any of them, so stopping at the first new one skips none). */
+	while (loop->nheap && loop->heap[0]->deadline_ms <= now && loop->heap[0]->seq < seq_end) {
 		struct sl_timer *t = loop->heap[0];
 
 		heap_remove(loop, 0);
