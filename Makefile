@@ -58,9 +58,32 @@ BENCH_BINS := $(patsubst tests/bench/%.c,$(OUTPUT)/bench/%,$(wildcard tests/benc
 .DELETE_ON_ERROR:
 # Skeletons and BPF objects are intermediates of several targets: keep them.
 .SECONDARY:
-.PHONY: all test unit e2e bench demo install clean fuzz fuzz-build fuzz-replay
+.PHONY: all test unit e2e bench demo install clean fuzz fuzz-build fuzz-replay FORCE
 
 all: $(OUTPUT)/sluiced $(OUTPUT)/sluice
+
+# A fresh machine has none of the packages (no pkg-config, no bpf/bpf_helpers.h, no llhttp), so
+# before anything is compiled tools/install-deps runs: make remakes an included makefile first
+# and then reads this file again, so pkg-config's flags and llhttp's sources are found by the
+# same `make`. The stamp makes it free once done (until tools/install-deps changes). Run by
+# another user than root it can only name what is missing: the build goes on (it may not need
+# all of it), and the next make run by root installs it.
+DEPS_STAMP := $(OUTPUT)/.deps.mk
+DEPS_RECHECK := $(if $(and $(filter 0,$(shell id -u)),$(shell grep -l MISSING $(DEPS_STAMP) 2>/dev/null)),FORCE)
+ifeq ($(filter clean,$(MAKECMDGOALS)),)
+include $(DEPS_STAMP)
+endif
+$(DEPS_STAMP): tools/install-deps $(DEPS_RECHECK)
+	$(Q)mkdir -p $(@D)
+	$(Q)if tools/install-deps; then \
+		echo "# tools/install-deps found every package" > $@; \
+	elif [ "$$(id -u)" -ne 0 ]; then \
+		echo "make: going on without them; sudo tools/install-deps installs them" >&2; \
+		echo "# MISSING: tools/install-deps was run as $$(id -un)" > $@; \
+	else \
+		exit 1; \
+	fi
+FORCE:
 
 $(OBJ) $(OBJ)/llhttp $(OUTPUT)/tests $(OUTPUT)/bench:
 	$(Q)mkdir -p $@
@@ -89,7 +112,8 @@ $(OUTPUT)/sluiced: $(OBJ)/main.o $(OBJ)/libsluice.a
 	$(call msg,LINK,$@)
 	$(Q)$(CC) $(CFLAGS) $^ $(LDLIBS) -o $@
 
-CLI_SRCS := tools/sluice.c tools/client.c tools/run.c tools/oci_hook.c
+CLI_SRCS := tools/sluice.c tools/client.c tools/run.c tools/run_trust.c tools/run_summary.c \
+	tools/oci_hook.c
 
 $(OUTPUT)/sluice: $(CLI_SRCS) tools/cli.h $(OBJ)/libsluice.a $(wildcard userspace/*.h)
 	$(call msg,CC,$@)

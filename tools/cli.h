@@ -4,7 +4,9 @@
 #ifndef SL_CLI_H
 #define SL_CLI_H
 
+#include <limits.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include <jansson.h>
 
@@ -38,5 +40,28 @@ int sl_cli_rm_sandbox(const char *sock, const char *name, char *err, size_t errl
 /* sluice run ARGS (tools/run.c) and sluice oci-hook ARGS (tools/oci_hook.c): the exit status. */
 int sl_cli_run(int argc, char **argv, const char *sock);
 int sl_cli_oci_hook(int argc, char **argv, const char *sock);
+
+/*
+ * The trust files of a sluice run (tools/run_trust.c): the sandbox CA alone, the system store
+ * plus the sandbox CA, a hashed directory with the sandbox CA, a PKCS12 truststore for Java
+ * ("" when no Java is there), all in @dir.
+ */
+struct sl_run_trust {
+	char dir[PATH_MAX - 64];
+	char ca[PATH_MAX], bundle[PATH_MAX], certdir[PATH_MAX], hashed[PATH_MAX], p12[PATH_MAX];
+	char certpath[2 * PATH_MAX]; /* SSL_CERT_DIR: certdir, then the system's directory */
+};
+
+/* Makes the trust files for the sandbox CA @ca_pem under $TMPDIR. 0, or -errno with the reason
+ * in @err; what was made is removed by sl_run_trust_remove() either way. */
+int sl_run_trust_write(struct sl_run_trust *t, const char *ca_pem, size_t ca_len, char *err,
+		       size_t errlen);
+/* Points every variable a TLS client reads at them (the command's side of the fork). */
+int sl_run_trust_env(const struct sl_run_trust *t);
+void sl_run_trust_remove(struct sl_run_trust *t);
+
+/* Prints to @out what sandbox @name was denied, from its counters and events (nothing if
+ * nothing was). Called before the sandbox is removed. 0 or -errno (nothing printed). */
+int sl_run_summary(const char *sock, const char *name, FILE *out);
 
 #endif

@@ -2,9 +2,10 @@
 /*
  * sluice run: one command in a sandbox of its own, the one-line way to try sluice. It makes a
  * transient cgroup, registers it with sluiced under a policy, gives the command the sandbox's
- * CA through the variables TLS clients read, runs it there (in a network namespace and as
- * another user if asked), passes its exit status through, and removes the sandbox and the
- * cgroup afterwards, also when the command is killed.
+ * CA through the variables TLS clients read (tools/run_trust.c), runs it there (in a network
+ * namespace and as another user if asked), passes its exit status through, tells what the
+ * sandbox was denied (tools/run_summary.c), and removes the sandbox and the cgroup
+ * afterwards, also when the command is killed.
  *
  * A run holds an flock on its cgroup directory while it lives and marks the cgroup with an
  * xattr naming the daemon's socket. If sluice run itself is killed (SIGKILL leaves it no
@@ -43,13 +44,18 @@
 
 static const char run_usage[] =
 	"Usage: sluice run [--name NAME] --policy FILE [--handler H [--params JSON]]\n"
-	"                  [--netns PATH] [--user USER] [--cgroup-parent PATH] [--] CMD [ARG...]\n"
+	"                  [--netns PATH] [--user USER] [--cgroup-parent PATH] [--quiet]\n"
+	"                  [--] CMD [ARG...]\n"
 	"\n"
 	"Runs CMD in a sandbox of its own: a new cgroup PARENT/NAME under FILE's policy. CMD\n"
-	"finds the sandbox's CA (with the system's) in SSL_CERT_FILE, CURL_CA_BUNDLE,\n"
-	"REQUESTS_CA_BUNDLE and GIT_SSL_CAINFO, and alone in NODE_EXTRA_CA_CERTS. When CMD ends,\n"
-	"whatever it left running in the cgroup is killed, and the sandbox and the cgroup are\n"
-	"removed. SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to sluice run go to CMD. Needs root.\n"
+	"trusts the sandbox's CA as well as the system's: SSL_CERT_FILE, SSL_CERT_DIR,\n"
+	"CURL_CA_BUNDLE, REQUESTS_CA_BUNDLE, PIP_CERT, npm_config_cafile, GIT_SSL_CAINFO,\n"
+	"AWS_CA_BUNDLE, CARGO_HTTP_CAINFO, DENO_CERT and BUNDLE_SSL_CA_CERT name a bundle of\n"
+	"both, NODE_EXTRA_CA_CERTS the sandbox CA, and where Java is installed\n"
+	"JAVA_TOOL_OPTIONS a PKCS12 truststore of both. When CMD ends, whatever it left running\n"
+	"in the cgroup is killed, what the sandbox was denied is printed on stderr, and the\n"
+	"sandbox and the cgroup are removed. SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to\n"
+	"sluice run go to CMD. Needs root.\n"
 	"\n"
 	"  --name NAME           the sandbox's name (default run-PID)\n"
 	"  --policy FILE         the Lua policy\n"
@@ -59,6 +65,7 @@ static const char run_usage[] =
 	"  --user USER           run CMD as USER (name or uid), without a way back to root\n"
 	"  --cgroup-parent PATH  where the cgroup is made (default: sluice-run under the\n"
 	"                        cgroup2 mount); relative paths are below the mount\n"
+	"  -q, --quiet           do not print what the sandbox was denied\n"
 	"\n"
 	"Exit status: CMD's; 128+N if signal N killed it; 125 if sluice run failed, 126 if CMD\n"
 	"could not be executed, 127 if it was not found.\n";
@@ -71,11 +78,12 @@ struct run {
 	char policy_abs[PATH_MAX];
 	char parent[PATH_MAX];
 	char cgroup[PATH_MAX];
-	char tmpdir[PATH_MAX]; /* "" until made */
-	char bundle[PATH_MAX + 16], ca[PATH_MAX + 16];
+	struct sl_run_trust trust; /* trust.dir "" until made */
 	int cgfd; /* its flock says the run is alive */
 	int netns_fd;
 	int added; /* the sandbox exists */
+	int quiet; /* no summary of what was denied */
+	int ran; /* the command was started */
 	uid_t uid;
 	gid_t gid;
 	char user_name[256], home[PATH_MAX];
@@ -225,10 +233,11 @@ static int rmdir_tree(const char *dir, int depth)
 
 /*
  * The end of a run in @cgroup: its processes are killed first (nothing may run unenforced),
- * then sandbox @name (NULL: unknown) is removed, then the cgroup. If processes remain,
- * everything stays: they are still enforced. Returns 0 or -errno.
+ * then, with @summary, what sandbox @name was denied is printed, then the sandbox (@name NULL:
+ * unknown) is removed, then the cgroup. If processes remain, everything stays: they are
+ * still enforced. Returns 0 or -errno.
  */
-static int end_run(const char *sock, const char *cgroup, const char *name)
+static int end_run(const char *sock, const char *cgroup, const char *name, int summary)
 {
 	char err[512];
 	int e;
@@ -238,6 +247,11 @@ static int end_run(const char *sock, const char *cgroup, const char *name)
 		say("processes of %s would not die: sandbox %s left in place", cgroup,
 		    name ? name : "(unknown)");
 		return e;
+	}
+	if (name && summary) {
+		e = sl_run_summary(sock, name, stderr);
+		if (e)
+			say("reading what sandbox %s was denied failed: %s", name, strerror(-e));
 	}
 	if (name) {
 		e = sl_cli_rm_sandbox(sock, name, err, sizeof(err));
@@ -303,7 +317,7 @@ static void sweep_stale(struct run *rn)
 				list = sl_cli_json(&res);
 			say("cleaning up after an earlier run whose sluice run was killed (%s)",
 			    path);
-			end_run(rn->sock, path, sandbox_of(list, path));
+			end_run(rn->sock, path, sandbox_of(list, path), 0);
 		}
 		close(fd);
 	}
@@ -381,39 +395,10 @@ static int make_cgroup(struct run *rn)
 	return 0;
 }
 
-/* The first system trust store found, for the bundle: the command keeps trusting the rest
- * of the world (hosts the policy passes through untouched). */
-static void append_system_store(struct sl_buf *b)
-{
-	static const char *const stores[] = {
-		"/etc/ssl/certs/ca-certificates.crt", /* Debian, Ubuntu, Alpine */
-		"/etc/pki/tls/certs/ca-bundle.crt", /* Fedora, RHEL */
-		"/etc/ssl/cert.pem",
-	};
-
-	for (size_t i = 0; i < sizeof(stores) / sizeof(stores[0]); i++) {
-		char chunk[65536];
-		size_t n;
-		FILE *f = fopen(stores[i], "re");
-
-		if (!f)
-			continue;
-		while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
-			sl_buf_append(b, chunk, n);
-		fclose(f);
-		if (sl_buf_size(b) && sl_buf_head(b)[sl_buf_size(b) - 1] != '\n')
-			sl_buf_append(b, "\n", 1);
-		return;
-	}
-}
-
-/* The sandbox's CA, alone and appended to the system store, in a directory of its own that
- * the command can read whatever its user (certificates are public). */
+/* The sandbox's CA, from sluiced, and the trust files made of it (tools/run_trust.c). */
 static int write_ca(struct run *rn)
 {
-	const char *tmp = getenv("TMPDIR");
 	struct sl_cli_resp res;
-	struct sl_buf bundle = { 0 };
 	char path[128], err[512];
 	int e;
 
@@ -423,33 +408,11 @@ static int write_ca(struct run *rn)
 		sl_cli_error(&res, err, sizeof(err));
 		e = -EIO;
 	}
-	if (e) {
-		say("reading the sandbox CA failed: %s", err);
-		goto out;
-	}
-	snprintf(rn->tmpdir, sizeof(rn->tmpdir), "%s/sluice-run-XXXXXX",
-		 tmp && *tmp == '/' ? tmp : "/tmp");
-	if (!mkdtemp(rn->tmpdir) || chmod(rn->tmpdir, 0755) == -1) {
-		e = -errno;
-		say("making a directory for the CA in %s failed: %s", rn->tmpdir, strerror(-e));
-		if (e != -ENOENT)
-			rmdir(rn->tmpdir);
-		rn->tmpdir[0] = 0;
-		goto out;
-	}
-	snprintf(rn->ca, sizeof(rn->ca), "%s/ca.pem", rn->tmpdir);
-	snprintf(rn->bundle, sizeof(rn->bundle), "%s/bundle.pem", rn->tmpdir);
-	append_system_store(&bundle);
-	sl_buf_append(&bundle, sl_buf_head(&res.body), sl_buf_size(&res.body));
-	e = write_file(rn->ca, sl_buf_head(&res.body), sl_buf_size(&res.body),
-		       O_CREAT | O_EXCL, 0644);
 	if (!e)
-		e = write_file(rn->bundle, sl_buf_head(&bundle), sl_buf_size(&bundle),
-			       O_CREAT | O_EXCL, 0644);
+		e = sl_run_trust_write(&rn->trust, sl_buf_head(&res.body), sl_buf_size(&res.body),
+				       err, sizeof(err));
 	if (e)
-		say("writing the CA into %s failed: %s", rn->tmpdir, strerror(-e));
-out:
-	sl_buf_free(&bundle);
+		say("%s", err);
 	sl_buf_free(&res.body);
 	return e;
 }
@@ -529,11 +492,9 @@ static void child(struct run *rn, const sigset_t *mask)
 		child_fail("joining the sandbox's cgroup failed", -n);
 	if (rn->netns_fd >= 0 && setns(rn->netns_fd, CLONE_NEWNET) == -1)
 		child_fail("entering the network namespace failed", errno);
-	if (setenv("SSL_CERT_FILE", rn->bundle, 1) || setenv("CURL_CA_BUNDLE", rn->bundle, 1) ||
-	    setenv("REQUESTS_CA_BUNDLE", rn->bundle, 1) ||
-	    setenv("GIT_SSL_CAINFO", rn->bundle, 1) || setenv("NODE_EXTRA_CA_CERTS", rn->ca, 1) ||
-	    setenv("SLUICE_SANDBOX", rn->name, 1))
-		child_fail("setting the environment failed", errno);
+	n = sl_run_trust_env(&rn->trust);
+	if (n || setenv("SLUICE_SANDBOX", rn->name, 1))
+		child_fail("setting the environment failed", n ? -n : errno);
 	if (rn->user) {
 		if (initgroups(rn->user_name, rn->gid) == -1 || setgid(rn->gid) == -1 ||
 		    setuid(rn->uid) == -1)
@@ -585,12 +546,8 @@ static int wait_child(pid_t pid, const sigset_t *set)
 static void cleanup(struct run *rn)
 {
 	if (rn->cgroup[0] && rn->cgfd >= 0) /* the cgroup is ours: we made it */
-		end_run(rn->sock, rn->cgroup, rn->added ? rn->name : NULL);
-	if (rn->tmpdir[0]) {
-		unlink(rn->ca);
-		unlink(rn->bundle);
-		rmdir(rn->tmpdir);
-	}
+		end_run(rn->sock, rn->cgroup, rn->added ? rn->name : NULL, rn->ran && !rn->quiet);
+	sl_run_trust_remove(&rn->trust);
 	if (rn->cgfd >= 0)
 		close(rn->cgfd);
 	if (rn->netns_fd >= 0)
@@ -617,6 +574,10 @@ int sl_cli_run(int argc, char **argv, const char *sock)
 		if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
 			fputs(run_usage, stdout);
 			return 0;
+		}
+		if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
+			rn.quiet = 1;
+			continue;
 		}
 		if ((r = opt(argc, argv, &i, "--name", &name)) ||
 		    (r = opt(argc, argv, &i, "--policy", &rn.policy)) ||
@@ -686,6 +647,7 @@ int sl_cli_run(int argc, char **argv, const char *sock)
 	}
 	if (pid == 0)
 		child(&rn, &old);
+	rn.ran = 1;
 	status = wait_child(pid, &set);
 out:
 	cleanup(&rn);
