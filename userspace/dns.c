@@ -194,6 +194,29 @@ static void reply_error(struct sl_dns_listener *l, const struct sl_dns_query *q,
 		reply(l, udp_fd, to, tolen, tcp, out, n);
 }
 
+/*
+ * NXDOMAIN for a name the policy does not name, with an Extended DNS Error when the client
+ * speaks EDNS, so that the program (or the person reading its error) can tell sluice refused
+ * the name and in which sandbox. INFO-CODE 15 "Blocked" (RFC 8914 section 4.16: blocked by
+ * the resolver operator's policy), not 18 "Prohibited" (section 4.19: the *client* is not
+ * authorised to ask this server at all, which is what REFUSED says).
+ */
+static void reply_denied(struct sl_dns_listener *l, const struct sl_dns_query *q,
+			 const uint8_t *pkt, size_t len, int udp_fd, const struct sockaddr *to,
+			 socklen_t tolen, struct dns_tcp *tcp)
+{
+	uint8_t out[1024];
+	char text[SL_DNS_EDE_TEXT_MAX];
+	int n;
+
+	snprintf(text, sizeof(text), "sluice: name not in policy of sandbox %s",
+		 l->ops->name(l->owner));
+	n = sl_dns_build_error_ede(q, pkt, len, SL_DNS_RCODE_NXDOMAIN, SL_DNS_EDE_BLOCKED, text,
+				   out, sizeof(out));
+	if (n > 0)
+		reply(l, udp_fd, to, tolen, tcp, out, n);
+}
+
 /* ---- queries in flight ---- */
 
 static void tcp_update(struct dns_tcp *c);
@@ -495,7 +518,7 @@ static void handle_query(struct sl_dns_listener *l, const uint8_t *pkt, size_t l
 		/* Answered here, never forwarded: the name carries nothing out. */
 		l->stats.denied++;
 		dns_event(l, &q, "deny", NULL);
-		reply_error(l, &q, pkt, len, SL_DNS_RCODE_NXDOMAIN, udp_fd, from, fromlen, tcp);
+		reply_denied(l, &q, pkt, len, udp_fd, from, fromlen, tcp);
 		return;
 	}
 	if (sl_dns_is_bypass_type(q.qtype)) {
@@ -512,7 +535,7 @@ static void handle_query(struct sl_dns_listener *l, const uint8_t *pkt, size_t l
 		reply_error(l, &q, pkt, len, SL_DNS_RCODE_REFUSED, udp_fd, from, fromlen, tcp);
 		return;
 	}
-	dq = calloc(1, sizeof(*dq) + len);
+	dq = calloc(1, sizeof(*dq) + SL_DNS_HDR_LEN + q.question_len + 11);
 	if (!dq) {
 		l->stats.servfail++;
 		reply_error(l, &q, pkt, len, SL_DNS_RCODE_SERVFAIL, udp_fd, from, fromlen, tcp);
@@ -530,19 +553,20 @@ static void handle_query(struct sl_dns_listener *l, const uint8_t *pkt, size_t l
 		memcpy(&dq->client, from, fromlen);
 		dq->client_len = fromlen;
 	}
-	memcpy(dq->pkt, pkt, len);
-	dq->pkt_len = len;
 	/* A fresh id upstream: the client's is not ours to expose (RFC 5452 section 9.2). */
 	if (getrandom(&dq->up_id, sizeof(dq->up_id), 0) != sizeof(dq->up_id))
 		dq->up_id = (uint16_t)(sl_now_ns() ^ (uintptr_t)dq);
-	dq->pkt[0] = dq->up_id >> 8;
-	dq->pkt[1] = dq->up_id & 0xff;
+	/* Rebuilt, never relayed: the sandbox's additional records and EDNS options (client
+	 * subnet, cookies, padding) would reach the resolver's operator (review F14.1). */
+	r = sl_dns_build_forward(&q, pkt, len, dq->up_id, dq->pkt,
+				 SL_DNS_HDR_LEN + q.question_len + 11);
+	dq->pkt_len = r > 0 ? (size_t)r : 0;
 	dq->next = l->queries;
 	l->queries = dq;
 	l->npending++;
 	l->dns->npending++;
 	dq->timer = sl_loop_add_timer(l->dns->loop, l->dns->o.timeout_ms, query_timeout, dq);
-	r = query_start(dq);
+	r = dq->pkt_len ? query_start(dq) : -EINVAL;
 	if (r || !dq->timer)
 		query_fail(dq, r == -EHOSTUNREACH ? "no upstream resolver configured" :
 						     "cannot reach the upstream resolver");

@@ -24,6 +24,7 @@
 #define F_TC 0x0200
 #define F_RD 0x0100
 #define F_RA 0x0080
+#define F_CD 0x0010
 #define OPCODE(flags) (((flags) >> 11) & 0xf)
 
 struct hdr {
@@ -294,11 +295,14 @@ int sl_dns_parse_query(const uint8_t *pkt, size_t len, struct sl_dns_query *q)
 	return 0;
 }
 
-int sl_dns_build_error(const struct sl_dns_query *q, const uint8_t *pkt, size_t len, int rcode,
-		       uint8_t *out, size_t outcap)
+/* sl_dns_build_error(), and an EDE option (RFC 8914) when @ede_text is not NULL. */
+static int build_error(const struct sl_dns_query *q, const uint8_t *pkt, size_t len, int rcode,
+		       uint16_t ede_code, const char *ede_text, uint8_t *out, size_t outcap)
 {
 	int full = q && q->question_len;
 	int opt = full && q->edns;
+	size_t ede_len = opt && ede_text ? strnlen(ede_text, SL_DNS_EDE_TEXT_MAX) : 0;
+	size_t rdlen = opt && ede_text ? 4 + 2 + ede_len : 0;
 	size_t need, n;
 	uint16_t flags;
 
@@ -310,7 +314,7 @@ int sl_dns_build_error(const struct sl_dns_query *q, const uint8_t *pkt, size_t 
 		return -EINVAL;
 	if (full && (len < SL_DNS_HDR_LEN || q->question_len > len - SL_DNS_HDR_LEN))
 		return -EINVAL;
-	need = SL_DNS_HDR_LEN + (full ? q->question_len : 0) + (opt ? 11 : 0);
+	need = SL_DNS_HDR_LEN + (full ? q->question_len : 0) + (opt ? 11 + rdlen : 0);
 	if (need > outcap)
 		return -ENOSPC;
 
@@ -334,7 +338,60 @@ int sl_dns_build_error(const struct sl_dns_query *q, const uint8_t *pkt, size_t 
 		put16(out + n + 2, SL_DNS_EDNS_UDP_SIZE);
 		out[n + 4] = (uint8_t)(rcode >> 4); /* extended RCODE; version 0, no flags */
 		memset(out + n + 5, 0, 5);
+		put16(out + n + 8, (uint16_t)rdlen);
 		n += 10;
+		if (rdlen) {
+			put16(out + n, SL_DNS_OPT_EDE);
+			put16(out + n + 2, (uint16_t)(2 + ede_len));
+			put16(out + n + 4, ede_code);
+			memcpy(out + n + 6, ede_text, ede_len); /* no NUL (RFC 8914 section 2) */
+			n += rdlen;
+		}
+	}
+	return (int)n;
+}
+
+int sl_dns_build_error(const struct sl_dns_query *q, const uint8_t *pkt, size_t len, int rcode,
+		       uint8_t *out, size_t outcap)
+{
+	return build_error(q, pkt, len, rcode, 0, NULL, out, outcap);
+}
+
+int sl_dns_build_error_ede(const struct sl_dns_query *q, const uint8_t *pkt, size_t len,
+			   int rcode, uint16_t info_code, const char *text, uint8_t *out,
+			   size_t outcap)
+{
+	return build_error(q, pkt, len, rcode, info_code, text ? text : "", out, outcap);
+}
+
+int sl_dns_build_forward(const struct sl_dns_query *q, const uint8_t *pkt, size_t len,
+			 uint16_t id, uint8_t *out, size_t outcap)
+{
+	size_t n = SL_DNS_HDR_LEN + (q ? q->question_len : 0);
+	uint16_t udp;
+
+	if (!q || !q->question_len || len < n)
+		return -EINVAL;
+	if (n + (q->edns ? 11 : 0) > outcap)
+		return -ENOSPC;
+	memset(out, 0, SL_DNS_HDR_LEN);
+	put16(out, id);
+	/* RD as asked (stubs ask for recursion), CD for a validating stub; nothing else */
+	put16(out + 2, (q->rd ? F_RD : 0) | (get16(pkt + 2) & F_CD));
+	put16(out + 4, 1);
+	/* as parsed: one uncompressed question right after the header, letter case kept */
+	memcpy(out + SL_DNS_HDR_LEN, pkt + SL_DNS_HDR_LEN, q->question_len);
+	if (q->edns) {
+		/* Never more than the client takes, so that the answer fits it as it comes. */
+		udp = q->udp_max < SL_DNS_EDNS_UDP_SIZE ? q->udp_max : SL_DNS_EDNS_UDP_SIZE;
+		out[11] = 1;
+		out[n] = 0;
+		put16(out + n + 1, SL_DNS_TYPE_OPT);
+		put16(out + n + 3, udp);
+		memset(out + n + 5, 0, 6);
+		if (q->edns_do)
+			out[n + 7] = 0x80; /* DO: the client validates DNSSEC itself */
+		n += 11;
 	}
 	return (int)n;
 }

@@ -38,6 +38,9 @@
 #define SL_DNS_TYPE_AAAA 28
 #define SL_DNS_TYPE_SRV 33
 #define SL_DNS_TYPE_OPT 41
+#define SL_DNS_OPT_EDE 15 /* EDNS option: Extended DNS Error (RFC 8914) */
+#define SL_DNS_EDE_BLOCKED 15 /* INFO-CODE "Blocked": the operator's policy (RFC 8914 §4.16) */
+#define SL_DNS_EDE_TEXT_MAX 200
 #define SL_DNS_TYPE_RRSIG 46
 #define SL_DNS_TYPE_SVCB 64
 #define SL_DNS_TYPE_HTTPS 65
@@ -115,6 +118,29 @@ int sl_dns_parse_query(const uint8_t *pkt, size_t len, struct sl_dns_query *q);
  */
 int sl_dns_build_error(const struct sl_dns_query *q, const uint8_t *pkt, size_t len, int rcode,
 		       uint8_t *out, size_t outcap);
+
+/*
+ * sl_dns_build_error() with an Extended DNS Error (RFC 8914, EDNS option 15) carrying
+ * @info_code and @text (UTF-8, at most SL_DNS_EDE_TEXT_MAX bytes are sent, no NUL) in its OPT
+ * record. The option goes only where an OPT record does: when the query had one (RFC 6891
+ * section 7: no OPT in the answer to a query without). Same returns as sl_dns_build_error().
+ */
+int sl_dns_build_error_ede(const struct sl_dns_query *q, const uint8_t *pkt, size_t len,
+			   int rcode, uint16_t info_code, const char *text, uint8_t *out,
+			   size_t outcap);
+
+/*
+ * Builds in @out (@outcap bytes) the query that goes upstream for the client's query @pkt
+ * (@len bytes) that sl_dns_parse_query() read into @q: id @id, the header's RD and CD as the
+ * client set them and no other flag, the one question exactly as sent, and, when the client
+ * used EDNS, an OPT record of sluice's own (version 0, the DO bit as asked, a UDP size of
+ * at most SL_DNS_EDNS_UDP_SIZE and what the client takes, no options). Nothing else the
+ * client sent goes upstream: no additional records, no EDNS options (client subnet,
+ * cookies, padding, ...), no other header bits. Returns the length, -EINVAL when @q has no
+ * question, -ENOSPC when @outcap is too small (SL_DNS_HDR_LEN + question + 11 always fits).
+ */
+int sl_dns_build_forward(const struct sl_dns_query *q, const uint8_t *pkt, size_t len,
+			 uint16_t id, uint8_t *out, size_t outcap);
 
 /*
  * Builds in @out (@outcap bytes) a query for @name (dotted text, trailing dot optional, case

@@ -85,5 +85,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	FUZZ_CHECK(sl_dns_parse_query(rebuilt, n, &q2) == 0);
 	FUZZ_CHECK(!strcmp(q.qname, q2.qname) && q.qtype == q2.qtype && q.id == q2.id &&
 		   q.rd == q2.rd && q.edns == q2.edns && q.question_len == q2.question_len);
+
+	/* what goes upstream: the same question, nothing of the rest, within what we allot */
+	n = sl_dns_build_forward(&q, data, size, 0x5a5a, rebuilt,
+				 SL_DNS_HDR_LEN + q.question_len + 11);
+	FUZZ_CHECK(n == (int)(SL_DNS_HDR_LEN + q.question_len + (q.edns ? 11 : 0)));
+	FUZZ_CHECK(sl_dns_parse_query(rebuilt, n, &q2) == 0);
+	FUZZ_CHECK(!strcmp(q.qname, q2.qname) && q.qtype == q2.qtype && q2.id == 0x5a5a &&
+		   q.rd == q2.rd && q.edns == q2.edns && q.edns_do == q2.edns_do &&
+		   q2.udp_max <= SL_DNS_EDNS_UDP_SIZE && q2.udp_max <= q.udp_max);
+	FUZZ_CHECK(!memcmp(rebuilt + SL_DNS_HDR_LEN, data + SL_DNS_HDR_LEN, q.question_len));
 	return 0;
 }

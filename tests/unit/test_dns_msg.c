@@ -597,6 +597,148 @@ static void test_build_error_edns(void **state)
 	assert_int_equal(out[ql + 5], 1);
 }
 
+static int find(const uint8_t *hay, size_t n, const void *needle, size_t m);
+
+/* A query as a hostile sandbox sends it: EDNS client subnet, a cookie and padding in its OPT
+ * record, a TXT record in the additional section, AD and CD set. */
+static size_t hostile_query(struct pb *p, uint16_t udp, int edns)
+{
+	size_t at;
+
+	pb_hdr(p, 0x1234, 0x0100 | 0x0020 | 0x0010, 1, 0, 0, edns ? 2 : 1);
+	pb_name(p, "Api.Example.COM", 0);
+	pb_u16(p, SL_DNS_TYPE_AAAA);
+	pb_u16(p, SL_DNS_CLASS_IN);
+	at = pb_rr(p, "leak.example", 0, SL_DNS_TYPE_TXT, 60);
+	pb_u8(p, 6);
+	pb_bytes(p, "secret", 6);
+	pb_rr_end(p, at);
+	if (edns) {
+		pb_u8(p, 0); /* root */
+		pb_u16(p, SL_DNS_TYPE_OPT);
+		pb_u16(p, udp);
+		pb_u32(p, 0x00008000); /* version 0, DO */
+		at = p->n;
+		pb_u16(p, 0);
+		pb_u16(p, 8); /* ECS: family 1, /24 of 10.1.2.0 */
+		pb_u16(p, 7);
+		pb_u16(p, 1);
+		pb_u8(p, 24);
+		pb_u8(p, 0);
+		pb_bytes(p, "\x0a\x01\x02", 3);
+		pb_u16(p, 10); /* COOKIE, client part */
+		pb_u16(p, 8);
+		pb_bytes(p, "COOKIE!!", 8);
+		pb_u16(p, 12); /* PADDING */
+		pb_u16(p, 4);
+		pb_bytes(p, "\0\0\0\0", 4);
+		pb_rr_end(p, at);
+	}
+	return 12 + 17 + 4; /* header and question */
+}
+
+static void test_build_forward(void **state)
+{
+	struct sl_dns_query q, q2;
+	struct pb p;
+	uint8_t out[512];
+	size_t ql;
+	int n;
+
+	(void)state;
+	ql = hostile_query(&p, 4096, 1);
+	assert_int_equal(sl_dns_parse_query(p.b, p.n, &q), 0);
+	n = sl_dns_build_forward(&q, p.b, p.n, 0xa55a, out, sizeof(out));
+	/* header, question as sent, an empty OPT: nothing of the rest */
+	assert_int_equal(n, ql + 11);
+	assert_int_equal(get16(out), 0xa55a);
+	assert_int_equal(get16(out + 2), 0x0100 | 0x0010); /* RD and CD only, AD dropped */
+	assert_int_equal(get16(out + 4), 1);
+	assert_int_equal(get16(out + 6), 0);
+	assert_int_equal(get16(out + 8), 0);
+	assert_int_equal(get16(out + 10), 1);
+	assert_memory_equal(out + 12, p.b + 12, ql - 12); /* letter case kept */
+	assert_int_equal(out[ql], 0);
+	assert_int_equal(get16(out + ql + 1), SL_DNS_TYPE_OPT);
+	assert_int_equal(get16(out + ql + 3), SL_DNS_EDNS_UDP_SIZE); /* not the client's 4096 */
+	assert_int_equal(out[ql + 5], 0); /* extended RCODE */
+	assert_int_equal(out[ql + 6], 0); /* version */
+	assert_int_equal(out[ql + 7], 0x80); /* DO as asked */
+	assert_int_equal(out[ql + 8], 0);
+	assert_int_equal(get16(out + ql + 9), 0); /* no option at all */
+	assert_int_equal(find(out, n, "secret", 6), 0);
+	assert_int_equal(find(out, n, "COOKIE", 6), 0);
+	/* and it is a query the parser accepts, for the same question */
+	assert_int_equal(sl_dns_parse_query(out, n, &q2), 0);
+	assert_string_equal(q2.qname, "api.example.com");
+	assert_int_equal(q2.qtype, SL_DNS_TYPE_AAAA);
+	assert_int_equal(q2.edns_udp_size, SL_DNS_EDNS_UDP_SIZE);
+
+	/* a client taking less than our size gets no more than it takes */
+	hostile_query(&p, 700, 1);
+	assert_int_equal(sl_dns_parse_query(p.b, p.n, &q), 0);
+	n = sl_dns_build_forward(&q, p.b, p.n, 1, out, sizeof(out));
+	assert_int_equal(get16(out + ql + 3), 700);
+	/* ... and below 512 means 512 (RFC 6891 section 6.2.5) */
+	hostile_query(&p, 100, 1);
+	assert_int_equal(sl_dns_parse_query(p.b, p.n, &q), 0);
+	n = sl_dns_build_forward(&q, p.b, p.n, 1, out, sizeof(out));
+	assert_int_equal(get16(out + ql + 3), 512);
+
+	/* without EDNS: no OPT record either (and still not the TXT) */
+	hostile_query(&p, 0, 0);
+	assert_int_equal(sl_dns_parse_query(p.b, p.n, &q), 0);
+	n = sl_dns_build_forward(&q, p.b, p.n, 1, out, sizeof(out));
+	assert_int_equal(n, ql);
+	assert_int_equal(get16(out + 10), 0);
+
+	/* bounds */
+	assert_int_equal(sl_dns_build_forward(&q, p.b, p.n, 1, out, ql - 1), -ENOSPC);
+	assert_int_equal(sl_dns_build_forward(NULL, p.b, p.n, 1, out, sizeof(out)), -EINVAL);
+}
+
+/* A denied name's NXDOMAIN says who refused it, in an EDE option, to EDNS clients only. */
+static void test_build_error_ede(void **state)
+{
+	static const char text[] = "sluice: name not in policy of sandbox agent";
+	struct sl_dns_query q;
+	struct sl_dns_answer a;
+	uint8_t out[512], plain[512];
+	size_t ql = sizeof(query_edns) - 15;
+	int n, m;
+
+	(void)state;
+	assert_int_equal(sl_dns_parse_query(query_edns, sizeof(query_edns), &q), 0);
+	n = sl_dns_build_error_ede(&q, query_edns, sizeof(query_edns), SL_DNS_RCODE_NXDOMAIN,
+				   SL_DNS_EDE_BLOCKED, text, out, sizeof(out));
+	assert_int_equal(n, ql + 11 + 4 + 2 + strlen(text));
+	assert_int_equal(get16(out + 2), 0x8183);
+	assert_int_equal(get16(out + 10), 1);
+	assert_int_equal(get16(out + ql + 1), SL_DNS_TYPE_OPT);
+	assert_int_equal(get16(out + ql + 9), 4 + 2 + strlen(text)); /* RDLENGTH */
+	assert_int_equal(get16(out + ql + 11), 15); /* OPTION-CODE: EDE (RFC 8914) */
+	assert_int_equal(get16(out + ql + 13), 2 + strlen(text));
+	assert_int_equal(get16(out + ql + 15), 15); /* INFO-CODE: Blocked */
+	assert_memory_equal(out + ql + 17, text, strlen(text)); /* no NUL after it */
+	/* still a well-formed answer: no address, NXDOMAIN */
+	assert_int_equal(sl_dns_parse_answer(out, n, "www.example.com", &a), 0);
+	assert_int_equal(a.rcode, SL_DNS_RCODE_NXDOMAIN);
+	assert_int_equal(a.naddr, 0);
+	/* a too small buffer */
+	assert_int_equal(sl_dns_build_error_ede(&q, query_edns, sizeof(query_edns), 3, 15, text,
+						out, n - 1), -ENOSPC);
+
+	/* without EDNS in the query, no OPT, so no EDE: the plain NXDOMAIN */
+	assert_int_equal(sl_dns_parse_query(query_a, sizeof(query_a), &q), 0);
+	n = sl_dns_build_error_ede(&q, query_a, sizeof(query_a), SL_DNS_RCODE_NXDOMAIN,
+				   SL_DNS_EDE_BLOCKED, text, out, sizeof(out));
+	m = sl_dns_build_error(&q, query_a, sizeof(query_a), SL_DNS_RCODE_NXDOMAIN, plain,
+			       sizeof(plain));
+	assert_int_equal(n, m);
+	assert_memory_equal(out, plain, m);
+	assert_int_equal(get16(out + 10), 0);
+}
+
 static void test_build_error_unparsed(void **state)
 {
 	struct sl_dns_query q;
@@ -1426,6 +1568,8 @@ int main(void)
 		cmocka_unit_test(test_build_error_echo),
 		cmocka_unit_test(test_build_error_edns),
 		cmocka_unit_test(test_build_error_unparsed),
+		cmocka_unit_test(test_build_forward),
+		cmocka_unit_test(test_build_error_ede),
 		cmocka_unit_test(test_answer_chain),
 		cmocka_unit_test(test_answer_chain_reversed),
 		cmocka_unit_test(test_answer_out_of_chain),

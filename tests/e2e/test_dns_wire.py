@@ -1,0 +1,180 @@
+# SPDX-License-Identifier: MIT
+"""What crosses sluice's DNS proxy, on the wire: a query for an allowed name reaches the
+upstream rebuilt (the question and sluice's own EDNS fields, never the sandbox's client subnet,
+cookie, padding or extra records: review F14.1); a denied name's NXDOMAIN carries an Extended
+DNS Error naming sluice and the sandbox (RFC 8914) to clients that speak EDNS, and only to
+them (RFC 6891). The upstream here is a tiny resolver of the test's own that keeps every query
+it receives."""
+import json
+import socket
+import struct
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from conftest import PY, Daemon, run_in, write_policy
+
+
+class RecordingResolver:
+    """A UDP resolver on loopback that answers every A query with 127.0.0.31 (TTL 30) and
+    keeps the raw bytes of each query."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.queries = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        self.sock.settimeout(0.1)
+        while not self.stop.is_set():
+            try:
+                q, peer = self.sock.recvfrom(65535)
+            except socket.timeout:
+                continue
+            self.queries.append(q)
+            end = 12
+            while q[end]:
+                end += 1 + q[end]
+            question = q[12:end + 5]
+            ans = struct.pack("!HHHIH4B", 0xc00c, 1, 1, 30, 4, 127, 0, 0, 31)
+            hdr = struct.pack("!HHHHHH", struct.unpack("!H", q[:2])[0], 0x8180, 1, 1, 0, 0)
+            self.sock.sendto(hdr + question + ans, peer)
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(timeout=5)
+        self.sock.close()
+
+
+def name_end(msg, off):
+    while msg[off]:
+        if msg[off] & 0xc0 == 0xc0:
+            return off + 2
+        off += 1 + msg[off]
+    return off + 1
+
+
+def additional(msg):
+    """[(type, class, ttl, rdata)] of the additional section (no answer/authority here)."""
+    qd, an, ns, ar = struct.unpack("!HHHH", msg[4:12])
+    off = 12
+    for _ in range(qd):
+        off = name_end(msg, off) + 4
+    out = []
+    for i in range(an + ns + ar):
+        off = name_end(msg, off)
+        t, c, ttl, rdlen = struct.unpack("!HHIH", msg[off:off + 10])
+        if i >= an + ns:
+            out.append((t, c, ttl, msg[off + 10:off + 10 + rdlen]))
+        off += 10 + rdlen
+    return out
+
+
+def options(rdata):
+    out, off = [], 0
+    while off < len(rdata):
+        code, n = struct.unpack("!HH", rdata[off:off + 4])
+        out.append((code, rdata[off + 4:off + 4 + n]))
+        off += 4 + n
+    return out
+
+
+# Sends argv[1] (hex) to 127.0.0.153:53 over UDP from the sandbox; prints the answer (hex).
+ASK = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(5)
+s.sendto(bytes.fromhex(sys.argv[1]), ("127.0.0.153", 53))
+print(s.recv(65535).hex())
+"""
+
+
+def query(name, edns_options=b"", extra_txt=False, edns=True, qid=0x4242):
+    q = b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\0"
+    q += struct.pack("!HH", 1, 1)
+    ar = b""
+    if extra_txt:  # a record of the sandbox's own in the additional section
+        ar += b"\x04leak\x00" + struct.pack("!HHIH", 16, 1, 60, 7) + b"\x06secret"
+    if edns:
+        ar += b"\x00" + struct.pack("!HHIH", 41, 4096, 0, len(edns_options)) + edns_options
+    narr = (1 if extra_txt else 0) + (1 if edns else 0)
+    return struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, narr) + q + ar
+
+
+def ask(cg, workdir, msg):
+    r = run_in(cg, [PY, "-c", ASK, msg.hex()], workdir)
+    assert r.returncode == 0, r.stderr
+    return bytes.fromhex(r.stdout.strip())
+
+
+@pytest.fixture(scope="module")
+def wire_box(cgroups, workdir):
+    up = RecordingResolver()
+    d = Daemon(workdir, "wire", extra=["--dns-upstream", f"127.0.0.1:{up.port}"])
+    try:
+        d.start()
+        cg = cgroups.make("wire")
+        d.add("wire", cg, write_policy(workdir, "wire", """
+return { egress = { allow = { "ok.test:80" }, private = { "127.0.0.0/8" } } }
+"""))
+        yield d, cg, up
+    finally:
+        d.cleanup()
+        up.close()
+
+
+def test_forwarded_query_carries_only_the_question_and_sluices_edns(wire_box, workdir):
+    d, cg, up = wire_box
+    ecs = struct.pack("!HHHBB", 8, 7, 1, 24, 0) + b"\x0a\x01\x02"
+    cookie = struct.pack("!HH", 10, 8) + b"COOKIE!!"
+    padding = struct.pack("!HH", 12, 16) + b"\0" * 16
+    before = len(up.queries)
+    resp = ask(cg, workdir, query("ok.test", ecs + cookie + padding, extra_txt=True))
+    # The client gets its answer (its own id), the address installed.
+    assert resp[:2] == b"\x42\x42" and resp[3] & 15 == 0
+    assert resp.endswith(bytes([127, 0, 0, 31]))
+    assert len(up.queries) == before + 1
+    sent = up.queries[-1]
+    assert sent[:2] != b"\x42\x42"  # a fresh id upstream
+    assert struct.unpack("!HHHH", sent[4:12]) == (1, 0, 0, 1)  # the question and one OPT
+    (t, udp, ttl, rdata), = additional(sent)
+    assert t == 41 and udp == 1232 and ttl == 0 and rdata == b""  # sluice's own: no options
+    for leak in (b"COOKIE!!", b"secret", b"\x0a\x01\x02"):
+        assert leak not in sent
+
+    # Without EDNS from the client, none goes upstream either; the TXT still stays home.
+    ask(cg, workdir, query("ok.test", extra_txt=True, edns=False))
+    sent = up.queries[-1]
+    assert struct.unpack("!HHHH", sent[4:12]) == (1, 0, 0, 0) and b"secret" not in sent
+
+
+EDE_TEXT = "sluice: name not in policy of sandbox wire"
+
+
+def test_denied_name_carries_an_extended_dns_error(wire_box, workdir):
+    d, cg, up = wire_box
+    resp = ask(cg, workdir, query("no.test"))
+    assert resp[3] & 15 == 3  # NXDOMAIN
+    (t, udp, ttl, rdata), = additional(resp)
+    assert t == 41
+    (code, data), = options(rdata)
+    assert code == 15  # EDE (RFC 8914)
+    assert struct.unpack("!H", data[:2])[0] == 15  # INFO-CODE 15: Blocked
+    assert data[2:].decode() == EDE_TEXT
+    # No EDNS in the query: no OPT in the answer (RFC 6891 section 7), so no EDE.
+    resp = ask(cg, workdir, query("no.test", edns=False))
+    assert resp[3] & 15 == 3 and struct.unpack("!H", resp[10:12])[0] == 0
+    # An allowed name's answer carries none.
+    resp = ask(cg, workdir, query("ok.test"))
+    assert resp[3] & 15 == 0 and b"sluice:" not in resp
+    assert not any(b"no.test" in q or b"\x02no\x04test" in q for q in up.queries)
+    # What a person sees: dig prints the EDE.
+    r = run_in(cg, ["dig", "+tries=1", "+time=5", "@127.0.0.153", "no.test"], workdir)
+    assert "status: NXDOMAIN" in r.stdout, r.stdout
+    assert f"EDE: 15 (Blocked): ({EDE_TEXT})" in r.stdout, r.stdout
