@@ -312,13 +312,25 @@ static void close_upstream(struct pconn *c)
 	c->up = UP_NONE;
 }
 
+/* The body of an answer made here: a program (or the person reading its error) learns that
+ * sluice answered, for which sandbox, and why; never a secret or the policy's text. */
+static void refusal_text(struct pconn *c, int status, const char *why, char *out, size_t len)
+{
+	const char *box = c->l->ops->name(c->l->owner);
+
+	if (status < 500)
+		snprintf(out, len, "sluice refused this request (sandbox %s): %s", box, why);
+	else
+		snprintf(out, len, "sluice (sandbox %s): %s", box, why);
+}
+
 /* Answers the current request here and closes the connection after it. */
 static void respond_error(struct pconn *c, int status, const char *why, const char *verdict)
 {
 	char body[512];
 
 	handler_abort(c, why);
-	snprintf(body, sizeof(body), "sluice: %s", why);
+	refusal_text(c, status, why, body, sizeof(body));
 	if (c->resp_head_sent) {
 		/* Too late for a status: the client sees the connection end. */
 		c->c.err = 1;
@@ -499,7 +511,7 @@ static int start_upstream(struct pconn *c)
 /* Drives the upstream connect and TLS handshake. Returns -1 if @c answered with an error. */
 static int upstream_progress(struct pconn *c)
 {
-	char why[512], err[256];
+	char why[512];
 
 	if (c->up == UP_CONNECTING) {
 		int soerr = 0;
@@ -525,7 +537,7 @@ static int upstream_progress(struct pconn *c)
 		}
 		c->u.ssl = SSL_new(c->l->px->client_ctx);
 		if (!c->u.ssl || !SSL_set_fd(c->u.ssl, c->u.fd) ||
-		    !SSL_set_tlsext_host_name(c->u.ssl, c->name) || !SSL_set1_host(c->u.ssl, c->name)) {
+		    sl_tls_set_upstream_name(c->u.ssl, c->name)) {
 			respond_error(c, 502, "setting up upstream TLS failed", "error");
 			return -1;
 		}
@@ -551,13 +563,7 @@ static int upstream_progress(struct pconn *c)
 			c->up_wants = SL_WRITE;
 			return 0;
 		}
-		if (SSL_get_verify_result(c->u.ssl) != X509_V_OK)
-			snprintf(why, sizeof(why),
-				 "upstream certificate verification failed for %s: %s", c->name,
-				 X509_verify_cert_error_string(SSL_get_verify_result(c->u.ssl)));
-		else
-			snprintf(why, sizeof(why), "upstream TLS handshake with %s failed: %s",
-				 c->name, sl_tls_error(err, sizeof(err)));
+		sl_tls_upstream_why(c->u.ssl, c->name, why, sizeof(why));
 		respond_error(c, 502, why, "error");
 		return -1;
 	}
@@ -958,8 +964,20 @@ void sl_px_x_send(struct sl_px_xchg *x, int status, const struct sl_http_msg *he
 	for (size_t i = 0; headers && i < headers->nh; i++)
 		if (!sl_http_managed(headers->h[i].name))
 			sl_http_add(&m, headers->h[i].name, headers->h[i].value);
-	if (len)
+	if (len) {
 		sl_buf_append(&b, body, len);
+	} else if (status >= 400) {
+		/* A refusal the handler made without words: the program that gets it (or the
+		 * person reading its error) learns that sluice's policy answered, not the host. */
+		char why[160], text[512];
+
+		snprintf(why, sizeof(why), "the policy's handler %s answered %d",
+			 c->handler[0] ? c->handler : "", status);
+		refusal_text(c, status, why, text, sizeof(text));
+		sl_buf_printf(&b, "%s\n", text);
+		if (!sl_http_get(&m, "content-type"))
+			sl_http_add(&m, "content-type", "text/plain; charset=utf-8");
+	}
 	write_whole(c, &m, &b, !keep);
 	sl_http_msg_free(&m);
 	sl_buf_free(&b);
@@ -1109,9 +1127,18 @@ static int req_headers_complete(llhttp_t *p)
 		snprintf(c->name, sizeof(c->name), "%s", host);
 	}
 	upgrade = sl_http_get(m, "upgrade");
+	if (upgrade && sl_http_has_token(m, "upgrade", "h2c") &&
+	    !sl_http_has_token(m, "upgrade", "websocket")) {
+		/* An h2c upgrade is the server's to ignore (RFC 9113 section 3.1 and RFC 9110
+		 * section 7.8): dropped with its settings (Connection and what it names never go
+		 * upstream), and the request served over HTTP/1.1. llhttp must then go on
+		 * parsing HTTP/1.1 after this request, not stop for another protocol. */
+		sl_http_set(m, "upgrade", NULL);
+		sl_http_set(m, "http2-settings", NULL);
+		p->upgrade = 0;
+		upgrade = NULL;
+	}
 	if (upgrade) {
-		if (!strcasecmp(upgrade, "h2c") || sl_http_has_token(m, "upgrade", "h2c"))
-			return reject(c, 400, "Upgrade: h2c is not served (HTTP/1.1 only)");
 		if (strcasecmp(upgrade, "websocket"))
 			return reject(c, 400, "only WebSocket upgrades are relayed");
 		c->websocket = 1;
@@ -1327,11 +1354,14 @@ static void handle_requests(struct pconn *c)
 		return;
 	if (e == HPE_PAUSED) {
 		if (c->reject_status) {
+			char body[512];
+
 			handler_abort(c, c->reject_why);
 			request_event(c, c->reject_status, "reject", c->reject_why);
 			c->l->stats.rejected++;
+			refusal_text(c, c->reject_status, c->reject_why, body, sizeof(body));
 			sl_buf_reset(&c->c.out);
-			sl_http_write_error(&c->c.out, c->reject_status, c->reject_why);
+			sl_http_write_error(&c->c.out, c->reject_status, body);
 			c->reject_status = 0;
 			c->st = C_CLOSING;
 			return;
@@ -1470,8 +1500,14 @@ static int client_handshake(struct pconn *c)
 	{
 		char err[256], why[320];
 
-		snprintf(why, sizeof(why), "client TLS handshake failed: %s",
-			 sl_tls_error(err, sizeof(err)));
+		if (sl_tls_client_distrust(c->c.ssl))
+			snprintf(why, sizeof(why),
+				 "client TLS handshake failed: the client does not trust this "
+				 "sandbox's CA: see `sluice ca %s`",
+				 c->l->ops->name(c->l->owner));
+		else
+			snprintf(why, sizeof(why), "client TLS handshake failed: %s",
+				 sl_tls_error(err, sizeof(err)));
 		c->l->stats.tls_failed++;
 		conn_event(c->l, c, "error", why);
 	}
@@ -1737,6 +1773,7 @@ static void sniff(struct pconn *c)
 		conn_close(c);
 		return;
 	}
+	sl_tls_watch_client(c->c.ssl);
 	SSL_set_accept_state(c->c.ssl);
 	c->st = C_HANDSHAKE;
 }

@@ -46,6 +46,22 @@ size_t sl_stream_flush(struct sl_stream *s);
 void sl_stream_shutdown(struct sl_stream *s);
 /* SL_READ/SL_WRITE the stream needs from the loop, given whether we want to read now. */
 unsigned sl_stream_events(const struct sl_stream *s, int want_read);
+/* Sets up @ssl (an upstream connection) to present @name as SNI and to verify the server's
+ * certificate for it, by subjectAltName only: a name only in the subject CN is refused, as
+ * browsers and Go refuse it (CA/B Forum BR 7.1.4.2). 0 or -ENOMEM. */
+int sl_tls_set_upstream_name(SSL *ssl, const char *name);
+/* Why the upstream handshake of @ssl failed, for the 502 and its event. */
+void sl_tls_upstream_why(SSL *ssl, const char *name, char *buf, size_t len);
+/*
+ * The client leg: remembers what the handshake of @ssl went through (the alert the client
+ * sent, whether our certificate went out), so that a client that does not trust the
+ * sandbox's CA is told apart from any other failure (sl_tls_client_distrust()).
+ */
+void sl_tls_watch_client(SSL *ssl);
+/* Whether the failed handshake of @ssl (watched) looks like a client that rejected the
+ * certificate: an unknown_ca, bad_certificate or certificate_unknown alert, or the
+ * connection closed right after our certificate went out. */
+int sl_tls_client_distrust(SSL *ssl);
 /* A short reason for the last TLS error of this thread (for logs and events). */
 const char *sl_tls_error(char *buf, size_t len);
 

@@ -293,6 +293,7 @@ host-record=ws.test,127.0.0.20
 host-record=v6.test,::1
 host-record=wrongname.test,127.0.0.20
 host-record=untrusted.test,127.0.0.20
+host-record=nosan.test,127.0.0.20
 host-record=notintercepted.test,127.0.0.20
 host-record=git.internal.test,127.0.0.20
 host-record=npm.test,127.0.0.20

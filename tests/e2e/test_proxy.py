@@ -215,8 +215,6 @@ REFUSED = [
     ("bare-lf", "GET /bytes/1 HTTP/1.1\nHost: api.test\n\n", 400),
     ("two-hosts", "GET /bytes/1 HTTP/1.1\r\nHost: api.test\r\nHost: www.test\r\n\r\n", 400),
     ("no-host", "GET /bytes/1 HTTP/1.1\r\n\r\n", 400),
-    ("h2c", "GET / HTTP/1.1\r\nHost: api.test\r\nConnection: Upgrade, HTTP2-Settings\r\n"
-            "Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n", 400),
     ("huge-header", "GET / HTTP/1.1\r\nHost: api.test\r\nX-Big: " + "a" * 70000 + "\r\n\r\n",
      431),
 ]

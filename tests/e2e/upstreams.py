@@ -48,6 +48,9 @@ DEFAULT_NAMES = ("api.test", "www.test", "ws.test", "v6.test", "git.internal.tes
 DEFAULT_WRONG = {"wrongname.test": "other.test"}
 # served with a certificate from a CA that is not in ca.pem: verification must fail.
 DEFAULT_UNTRUSTED = ("untrusted.test",)
+# served with a certificate of the trusted CA that names the host only in its subject CN (no
+# subjectAltName): refused, as browsers and Go refuse it.
+DEFAULT_NOSAN = ("nosan.test",)
 
 
 def _keep():
@@ -177,19 +180,22 @@ class TestPKI:
       wrong                  {served name: name in its certificate}, e.g. wrongname.test is
                              served with a valid certificate for other.test
       untrusted              names served with a certificate of another CA (other-ca.pem)
+      nosan                  names served with a certificate whose only name is its subject
+                             CN (no subjectAltName)
       default                (cert, key) for connections without SNI / unknown names:
                              DNS default.test and IP SANs (127.0.0.20, ::1 by default)
-    issue(label, dns=(), ips=(), ca="ca") makes more certificates.
+    issue(label, dns=(), ips=(), ca="ca", san=True) makes more certificates.
     """
 
     __test__ = False  # not a pytest test class
 
     def __init__(self, dir, names=DEFAULT_NAMES, wrong=None, untrusted=DEFAULT_UNTRUSTED,
-                 ips=(UPSTREAM_V4, UPSTREAM_V6), days=30):
+                 ips=(UPSTREAM_V4, UPSTREAM_V6), days=30, nosan=DEFAULT_NOSAN):
         self.dir = _Dir(dir)
         self.names = tuple(names)
         self.wrong = dict(DEFAULT_WRONG if wrong is None else wrong)
         self.untrusted = tuple(untrusted)
+        self.nosan = tuple(nosan)
         self.ips = tuple(ips)
         self.days = days
         self.certs = {}  # label -> (cert, key)
@@ -228,6 +234,7 @@ class TestPKI:
             jobs += [(n, [n], (), "ca") for n in self.names]
             jobs += [(f"{n}-wrong", [cert_name], (), "ca") for n, cert_name in self.wrong.items()]
             jobs += [(f"{n}-untrusted", [n], (), "other-ca") for n in self.untrusted]
+            jobs += [(f"{n}-nosan", [n], (), "ca", False) for n in self.nosan]
             threads = [threading.Thread(target=self._issue_job, args=j) for j in jobs]
             self._errors = []
             for t in threads:
@@ -240,6 +247,7 @@ class TestPKI:
             self.served = {n: n for n in self.names}
             self.served.update({n: f"{n}-wrong" for n in self.wrong})
             self.served.update({n: f"{n}-untrusted" for n in self.untrusted})
+            self.served.update({n: f"{n}-nosan" for n in self.nosan})
         except BaseException:
             self.close()
             raise
@@ -251,12 +259,16 @@ class TestPKI:
         except Exception as e:  # reported by start()
             self._errors.append(e)
 
-    def issue(self, label, dns=(), ips=(), ca="ca"):
-        """A P-256 server certificate signed by ca ("ca" or "other-ca") with these SANs."""
+    def issue(self, label, dns=(), ips=(), ca="ca", san=True):
+        """A P-256 server certificate signed by ca ("ca" or "other-ca") with these SANs
+        (san=False: none, the first name only in the subject CN)."""
         d = self.dir.path
-        san = ",".join([f"DNS:{n}" for n in dns] + [f"IP:{i}" for i in ips])
+        names = ",".join([f"DNS:{n}" for n in dns] + [f"IP:{i}" for i in ips])
         cnf = self.dir.own(d / f"{label}.cnf")
-        cnf.write_text(_LEAF_CNF.format(san=san))
+        text = _LEAF_CNF.format(san=names)
+        if not san:
+            text = text.replace(f"subjectAltName = {names}\n", "")
+        cnf.write_text(text)
         key, csr, crt = (self.dir.own(d / f"{label}.{e}") for e in ("key", "csr", "pem"))
         cn = (list(dns) + list(ips))[0]
         self._run("req", "-new", "-config", str(cnf), "-newkey", "ec", "-pkeyopt",
@@ -819,7 +831,8 @@ class Nginx:
         servers = []
         if self.https:
             servers.append(self._server([], self.pki.default, self.https, True, default=True))
-            for name in [*self.pki.names, *self.pki.wrong, *self.pki.untrusted]:
+            for name in [*self.pki.names, *self.pki.wrong, *self.pki.untrusted,
+                         *self.pki.nosan]:
                 servers.append(self._server([name], self.pki.server_cert(name), self.https,
                                             True))
         if self.http:
