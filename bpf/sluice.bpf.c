@@ -97,6 +97,61 @@ static __always_inline void sl_listener_addr(__u32 out[4], __u8 family, int mapp
 	}
 }
 
+/* 127.0.0.0/8, ::1, and the unspecified addresses, in IPv4, IPv6 or v4-mapped form: the
+ * destinations Linux delivers to a loopback listener. */
+static __always_inline int sl_is_loopback_form(__u8 family, int mapped, const __u32 addr[4])
+{
+	__u32 a4 = family == AF_INET ? addr[0] : addr[3];
+
+	if (family == AF_INET || mapped)
+		return (a4 & bpf_htonl(0xff000000)) == bpf_htonl(0x7f000000) || !a4;
+	return !addr[0] && !addr[1] && !addr[2] && (!addr[3] || addr[3] == bpf_htonl(1));
+}
+
+/*
+ * Records in the socket's sl_sockdst where its packets may go after this connect() (@kind
+ * SL_EV_CONNECT, also TCP Fast Open) or sendmsg(): the destination as the hook leaves it in
+ * @ctx, in wire form (v4-mapped as IPv4). @redirected: it is a listener of the daemon.
+ * Returns 0 if the record could not be made.
+ */
+static __always_inline int sl_record_dst(struct bpf_sock_addr *ctx, __u8 kind, __u8 family,
+					 int redirected)
+{
+	struct sl_sockdst *d;
+	__u32 a[4] = {};
+	__u8 wire = family;
+
+	d = bpf_sk_storage_get(&sl_sockdst, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!d)
+		return 0;
+	if (family == AF_INET) {
+		a[0] = ctx->user_ip4;
+	} else {
+		a[0] = ctx->user_ip6[0];
+		a[1] = ctx->user_ip6[1];
+		a[2] = ctx->user_ip6[2];
+		a[3] = ctx->user_ip6[3];
+		if (sl_is_v4mapped(a)) {
+			a[0] = a[3];
+			a[1] = a[2] = a[3] = 0;
+			wire = AF_INET;
+		}
+	}
+	if (kind == SL_EV_CONNECT) {
+		__builtin_memcpy(d->conn_addr, a, 16);
+		d->conn_port = (__u16)ctx->user_port;
+		d->conn_family = wire;
+		/* A socket that connects is no listener (any more): no inbound mark. */
+		d->flags = (d->flags & SL_SD_MSG_REDIR) | (redirected ? SL_SD_CONN_REDIR : 0);
+	} else {
+		__builtin_memcpy(d->msg_addr, a, 16);
+		d->msg_port = (__u16)ctx->user_port;
+		d->msg_family = wire;
+		d->flags = (d->flags & SL_SD_CONN_REDIR) | (redirected ? SL_SD_MSG_REDIR : 0);
+	}
+	return 1;
+}
+
 /*
  * The verdict of one connect() or sendmsg() to @addr (network order; IPv4 in addr[0]) and its
  * consequences: DNS queries and intercepted connections are rewritten to the sandbox's
@@ -133,18 +188,14 @@ static __always_inline int sl_judge(struct bpf_sock_addr *ctx, __u8 kind, __u8 f
 		else
 			verdict = sl_verdict_addr6(rules_id, addr, port, proto_bit, now_ns);
 	}
-	/* The daemon's own sockets are never a destination. They live on loopback only, so
-	 * other destinations skip the lookup. */
-	if (verdict != SL_VERDICT_DENY) {
-		__u32 a4 = family == AF_INET ? addr[0] : addr[3];
-
-		if ((family == AF_INET || mapped) ?
-			    ((a4 & bpf_htonl(0xff000000)) == bpf_htonl(0x7f000000) &&
-			     sl_is_listener(AF_INET, &a4, (__u16)ctx->user_port)) :
-			    (!addr[0] && !addr[1] && !addr[2] && addr[3] == bpf_htonl(1) &&
-			     sl_is_listener(AF_INET6, addr, (__u16)ctx->user_port)))
-			verdict = SL_VERDICT_DENY;
-	}
+	/* The daemon's own sockets are never a destination. They live on loopback, which Linux
+	 * also reaches through 0.0.0.0 and :: (ip_route_output_key_hash_rcu, tcp_v6_connect,
+	 * ip6_datagram_connect) and their v4-mapped forms: a listener's port on any of these is
+	 * refused, whatever the rules say. The host's other addresses leave through lo too; the
+	 * egress program refuses a listener's port there. */
+	if (verdict != SL_VERDICT_DENY && sl_is_loopback_form(family, mapped, addr) &&
+	    sl_is_listener_port((__u16)ctx->user_port))
+		verdict = SL_VERDICT_DENY;
 	if (verdict == SL_VERDICT_PROXY) {
 		/* Only TCP is intercepted; without a proxy listener there is nowhere to go. */
 		sl_listener_addr(to, family, mapped, sb->proxy_ip4, sb->proxy_ip6);
@@ -154,6 +205,11 @@ static __always_inline int sl_judge(struct bpf_sock_addr *ctx, __u8 kind, __u8 f
 			verdict = SL_VERDICT_DENY;
 	}
 out:
+	/* What leaves must be what was decided: without its record the egress program would
+	 * drop the socket's packets, so a call whose record cannot be made fails now. */
+	if (verdict != SL_VERDICT_DENY &&
+	    !sl_record_dst(ctx, kind, family, verdict == SL_VERDICT_DNS || verdict == SL_VERDICT_PROXY))
+		verdict = SL_VERDICT_DENY;
 	return sl_finish(ctx, sandbox_id, cgid, verdict, proto_bit, kind, family, addr, port,
 			 now_ns);
 }
@@ -346,4 +402,397 @@ int sl_sockops(struct bpf_sock_ops *skops)
 	bpf_map_update_elem(&sl_proxied, &key, o, BPF_ANY);
 	bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG);
 	return 1;
+}
+
+/* Socket options that change where a packet goes after the connect/sendmsg hooks judged its
+ * destination (include/uapi/linux/in.h, in6.h). */
+#define SOL_IP 0
+#define SOL_IPV6 41
+#define IP_OPTIONS 4
+#define IPV6_2292RTHDR 5
+#define IPV6_2292PKTOPTIONS 6
+#define IPV6_RTHDR 57
+
+/*
+ * setsockopt(): a routing header (IPV6_RTHDR; IPV6_2292RTHDR; IPV6_2292PKTOPTIONS, whose
+ * control messages can carry one) or IPv4 options (IP_OPTIONS: source routing) make the
+ * kernel send a socket's packets to an address the hooks never judged (fl6_update_dst after
+ * the sendmsg6/connect6 hook; ipc.opt->opt.faddr in udp_sendmsg). Setting one fails with
+ * EPERM; clearing one (an empty value) is allowed. optval is never read: the decision needs
+ * optlen only. Every other option goes to the kernel untouched: optlen 0 tells it to use the
+ * caller's buffer, which is also what the hook requires of options longer than a page
+ * (Documentation/bpf/prog_cgroup_sockopt.rst).
+ */
+SEC("cgroup/setsockopt")
+int sl_setsockopt(struct bpf_sockopt *ctx)
+{
+	int level = ctx->level, optname = ctx->optname;
+	struct bpf_sock *sk = ctx->sk;
+	struct sl_sandbox *sb;
+	__u32 sandbox_id = 0;
+	__u64 cgid;
+
+	if (ctx->optlen <= 0 ||
+	    !((level == SOL_IPV6 && (optname == IPV6_RTHDR || optname == IPV6_2292RTHDR ||
+				     optname == IPV6_2292PKTOPTIONS)) ||
+	      (level == SOL_IP && optname == IP_OPTIONS))) {
+		ctx->optlen = 0;
+		return 1;
+	}
+	/* The option is refused whoever sets it; the sandbox is looked up for the counters. */
+	sb = sl_current_sandbox(&cgid);
+	if (sb)
+		sandbox_id = sb->id;
+	sl_count(sandbox_id, SL_CTR_DENY_SOCKOPT);
+	sl_emit_deny(sandbox_id, cgid, SL_EV_SETSOCKOPT, sk ? sk->family : 0, NULL, 0,
+		     (__u16)optname, (__u8)level, sk ? sk->type : 0, bpf_ktime_get_ns());
+	return 0;
+}
+
+/* Counts and reports a refused bind() of a listener's port. */
+static __always_inline int sl_deny_bind(__u8 family, const __u32 addr[4], __u16 port_be,
+					__u32 protocol, __u32 type)
+{
+	struct sl_sandbox *sb;
+	__u32 sandbox_id = 0;
+	__u64 cgid;
+
+	sb = sl_current_sandbox(&cgid);
+	if (sb)
+		sandbox_id = sb->id;
+	sl_count(sandbox_id, SL_CTR_DENY_BIND);
+	sl_emit_deny(sandbox_id, cgid, SL_EV_BIND, family, addr, family == AF_INET ? 4 : 16,
+		     bpf_ntohs(port_be), protocol, type, bpf_ktime_get_ns());
+	return 0;
+}
+
+/*
+ * bind(): the daemon's listener ports are not a sandbox's to bind, on any address. The kernel
+ * keeps redirecting to them while sluiced is away (restart, crash); a sandbox holding one then
+ * would receive other sandboxes' queries and connections. The maps and links stay pinned
+ * while sluiced is stopped, so this holds then too.
+ */
+SEC("cgroup/bind4")
+int sl_bind4(struct bpf_sock_addr *ctx)
+{
+	__u32 addr[4] = { ctx->user_ip4, 0, 0, 0 };
+
+	if (!sl_is_listener_port((__u16)ctx->user_port))
+		return 1;
+	return sl_deny_bind(AF_INET, addr, (__u16)ctx->user_port, ctx->protocol, ctx->type);
+}
+
+SEC("cgroup/bind6")
+int sl_bind6(struct bpf_sock_addr *ctx)
+{
+	__u32 addr[4];
+
+	if (!sl_is_listener_port((__u16)ctx->user_port))
+		return 1;
+	addr[0] = ctx->user_ip6[0];
+	addr[1] = ctx->user_ip6[1];
+	addr[2] = ctx->user_ip6[2];
+	addr[3] = ctx->user_ip6[3];
+	return sl_deny_bind(AF_INET6, addr, (__u16)ctx->user_port, ctx->protocol, ctx->type);
+}
+
+/* After bind(): port 0 lets the kernel choose, and while sluiced is away its ports are free
+ * to be chosen. The bind is undone with EPERM (__inet_bind, __inet6_bind). */
+static __always_inline int sl_post_bind(struct bpf_sock *sk, __u8 family)
+{
+	__u16 port_be = bpf_htons((__u16)sk->src_port);
+	__u32 addr[4] = {};
+
+	if (!sl_is_listener_port(port_be))
+		return 1;
+	if (family == AF_INET) {
+		addr[0] = sk->src_ip4;
+	} else {
+		addr[0] = sk->src_ip6[0];
+		addr[1] = sk->src_ip6[1];
+		addr[2] = sk->src_ip6[2];
+		addr[3] = sk->src_ip6[3];
+	}
+	return sl_deny_bind(family, addr, port_be, sk->protocol, sk->type);
+}
+
+SEC("cgroup/post_bind4")
+int sl_post_bind4(struct bpf_sock *sk)
+{
+	return sl_post_bind(sk, AF_INET);
+}
+
+SEC("cgroup/post_bind6")
+int sl_post_bind6(struct bpf_sock *sk)
+{
+	return sl_post_bind(sk, AF_INET6);
+}
+
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define NEXTHDR_HOP 0 /* IPv6 extension headers (include/net/ipv6.h) */
+#define NEXTHDR_ROUTING 43
+#define NEXTHDR_FRAGMENT 44
+#define NEXTHDR_AUTH 51
+#define NEXTHDR_DEST 60
+#define NEXTHDR_MOBILITY 135
+#define LOOPBACK_IFINDEX 1 /* lo in every network namespace (net/core/dev.c) */
+#define SL_MAX_EXTHDRS 8
+
+/* What the egress program reads of a packet. */
+struct sl_pkt {
+	__u32 daddr[4]; /* network order, IPv4 in daddr[0] */
+	__u16 sport; /* network order */
+	__u16 dport; /* network order */
+	__u8 family;
+	__u8 proto;
+};
+
+/*
+ * Reads the network header of @skb (egress: skb->data is the network header, and the packet
+ * is whole: fragmentation comes later, in __ip_finish_output / ip6_fragment). Returns 0 or
+ * the SL_DROP_* reason to drop it for: IPv4 options, an IPv6 routing header anywhere in the
+ * extension chain, a chain longer than we walk, or a transport we do not judge.
+ */
+static __always_inline int sl_parse_pkt(struct __sk_buff *skb, struct sl_pkt *p)
+{
+	__u32 off;
+	__u8 nh;
+
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		struct iphdr ip;
+
+		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)))
+			return SL_DROP_PROTO;
+		p->family = AF_INET;
+		p->daddr[0] = ip.daddr;
+		p->daddr[1] = p->daddr[2] = p->daddr[3] = 0;
+		p->proto = ip.protocol;
+		if (ip.ihl != 5) {
+			/* Ports only for the event. */
+			bpf_skb_load_bytes(skb, (__u32)ip.ihl * 4, &p->sport, 4);
+			return SL_DROP_IPOPTS;
+		}
+		nh = ip.protocol;
+		off = sizeof(ip);
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr ip6;
+		int i;
+
+		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)))
+			return SL_DROP_PROTO;
+		p->family = AF_INET6;
+		__builtin_memcpy(p->daddr, &ip6.daddr, 16);
+		nh = ip6.nexthdr;
+		p->proto = nh;
+		off = sizeof(ip6);
+		for (i = 0; i < SL_MAX_EXTHDRS; i++) {
+			__u8 h[2];
+
+			if (nh == NEXTHDR_ROUTING)
+				return SL_DROP_RTHDR;
+			if (nh != NEXTHDR_HOP && nh != NEXTHDR_DEST &&
+			    nh != NEXTHDR_FRAGMENT && nh != NEXTHDR_AUTH && nh != NEXTHDR_MOBILITY)
+				break;
+			if (bpf_skb_load_bytes(skb, off, h, sizeof(h)))
+				return SL_DROP_PROTO;
+			if (nh == NEXTHDR_FRAGMENT)
+				off += 8;
+			else if (nh == NEXTHDR_AUTH)
+				off += ((__u32)h[1] + 2) * 4;
+			else
+				off += ((__u32)h[1] + 1) * 8;
+			nh = h[0];
+		}
+		if (i == SL_MAX_EXTHDRS)
+			return SL_DROP_RTHDR;
+	} else {
+		return SL_DROP_PROTO;
+	}
+	if (nh != IPPROTO_TCP && nh != IPPROTO_UDP)
+		return SL_DROP_PROTO;
+	p->proto = nh;
+	/* Source and destination port lead both the TCP and the UDP header. */
+	if (bpf_skb_load_bytes(skb, off, &p->sport, 4))
+		return SL_DROP_PROTO;
+	return 0;
+}
+
+/* Whether the packet goes to @addr:@port_be of family @family (a record slot). An unspecified
+ * address was decided: the kernel sends it to the host itself (127.0.0.1, ::1, or the bound
+ * source address), so any packet through lo matches it. */
+static __always_inline int sl_pkt_is(const struct sl_pkt *p, __u32 ifindex, __u8 family,
+				     const __u8 addr[16], __u16 port_be)
+{
+	__u32 a[4];
+
+	if (!family || port_be != p->dport)
+		return 0;
+	__builtin_memcpy(a, addr, 16);
+	if (!a[0] && !a[1] && !a[2] && !a[3])
+		return ifindex == LOOPBACK_IFINDEX;
+	return family == p->family && a[0] == p->daddr[0] && a[1] == p->daddr[1] &&
+	       a[2] == p->daddr[2] && a[3] == p->daddr[3];
+}
+
+/* The sandbox of the socket that sent @skb (its cgroup or the nearest sandbox above it). */
+static __always_inline struct sl_sandbox *sl_skb_sandbox(struct __sk_buff *skb, __u64 *cgid_out)
+{
+	__u64 cgid = bpf_skb_cgroup_id(skb);
+	struct sl_sandbox *sb;
+	int level;
+
+	*cgid_out = cgid;
+	sb = bpf_map_lookup_elem(&sl_sandboxes, &cgid);
+	if (sb)
+		return sb;
+	for (level = 1; level < SL_MAX_CGROUP_DEPTH; level++) {
+		__u64 id = bpf_skb_ancestor_cgroup_id(skb, level);
+
+		if (!id || id == cgid)
+			break;
+		sb = bpf_map_lookup_elem(&sl_sandboxes, &id);
+		if (sb)
+			return sb;
+	}
+	return NULL;
+}
+
+/*
+ * A packet of a socket that has no record (it predates the egress program, or it is a TCP
+ * child of a listener that never answered through it): it may leave to what the rules allow
+ * (passthrough), or to the listener a redirect recorded in sl_sockorig. Returns 0 or the
+ * SL_DROP_* reason.
+ */
+static __always_inline int sl_judge_unrecorded(struct __sk_buff *skb, struct bpf_sock *sk,
+					       const struct sl_pkt *p)
+{
+	struct sl_sockorig *o = bpf_sk_storage_get(&sl_sockorig, sk, 0, 0);
+	struct sl_sandbox *sb;
+	__u64 cgid;
+	int verdict;
+
+	if (o && sl_pkt_is(p, skb->ifindex, o->family == AF_INET6 && sl_is_v4mapped((void *)o->new_addr) ?
+			   AF_INET : o->family, o->new_addr, o->new_port))
+		return 0;
+	sb = sl_skb_sandbox(skb, &cgid);
+	if (!sb)
+		return SL_DROP_RULES;
+	{
+		__u32 rules_id = sb->rules_id ? sb->rules_id : sb->id;
+		__u8 bit = p->proto == IPPROTO_TCP ? SL_PROTO_TCP : SL_PROTO_UDP;
+		__u64 now_ns = bpf_ktime_get_ns();
+
+		if (p->family == AF_INET)
+			verdict = sl_verdict4(rules_id, p->daddr[0], bpf_ntohs(p->dport), bit,
+					      now_ns);
+		else
+			verdict = sl_verdict_addr6(rules_id, p->daddr, bpf_ntohs(p->dport), bit,
+						   now_ns);
+	}
+	if (verdict != SL_VERDICT_ALLOW)
+		return SL_DROP_RULES;
+	if (skb->ifindex == LOOPBACK_IFINDEX && sl_is_listener_port(p->dport))
+		return SL_DROP_LISTENER;
+	return 0;
+}
+
+/*
+ * The second line, for every packet a sandbox socket sends (cgroup_skb/egress runs in
+ * ip_finish_output / ip6_finish_output, after routing, before fragmentation): the packet must
+ * carry no IPv4 options and no IPv6 routing header (the per-datagram control-message forms,
+ * IP_RETOPTS and IPV6_RTHDR, never meet the setsockopt hook), and must go where the
+ * connect/sendmsg hook decided (sl_sockdst). Per packet that is two header reads and one
+ * socket-storage compare; loopback packets also check the listener table. Inbound TCP
+ * connections accepted by a sandboxed server are not judged (documented): they carry the
+ * listener's inbound mark. Returns 1 to pass, 0 to drop (the sender sees EPERM where the
+ * stack reports it: UDP sendmsg; TCP retransmits, then times out).
+ */
+SEC("cgroup_skb/egress")
+int sl_egress(struct __sk_buff *skb)
+{
+	struct sl_sockdst *d = NULL;
+	struct bpf_sock *sk, *full;
+	struct sl_pkt p = {};
+	int reason;
+
+	reason = sl_parse_pkt(skb, &p);
+	if (reason)
+		goto drop;
+	sk = skb->sk;
+	if (!sk)
+		return 1;
+	full = bpf_sk_fullsock(sk);
+	if (!full) {
+		/* A request socket: the SYN-ACK of a listener of the sandbox. A listener on a
+		 * daemon port is a squatter (it bound while sluiced was away, without bind()):
+		 * it completes no handshake. Otherwise the listener is marked, and the
+		 * connections it accepts inherit the mark (BPF_F_CLONE). */
+		struct bpf_sock *l = bpf_get_listener_sock(sk);
+
+		if (!l)
+			return 1;
+		if (sl_is_listener_port(bpf_htons((__u16)l->src_port))) {
+			reason = SL_DROP_LISTENER;
+			goto drop;
+		}
+		d = bpf_sk_storage_get(&sl_sockdst, l, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (d)
+			d->flags |= SL_SD_INBOUND;
+		return 1;
+	}
+	d = bpf_sk_storage_get(&sl_sockdst, full, 0, 0);
+	if (!d && p.proto == IPPROTO_TCP && full->state == BPF_TCP_SYN_RECV) {
+		/* A Fast Open child, created before its listener sent any SYN-ACK: passive. */
+		d = bpf_sk_storage_get(&sl_sockdst, full, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (d)
+			d->flags |= SL_SD_INBOUND;
+		if (sl_is_listener_port(p.sport)) {
+			reason = SL_DROP_LISTENER;
+			goto drop;
+		}
+		return 1;
+	}
+	if (!d) {
+		reason = sl_judge_unrecorded(skb, full, &p);
+		if (reason)
+			goto drop;
+		return 1;
+	}
+	if (d->flags & SL_SD_INBOUND)
+		return 1;
+	if (sl_pkt_is(&p, skb->ifindex, d->conn_family, d->conn_addr, d->conn_port)) {
+		if (skb->ifindex == LOOPBACK_IFINDEX && !(d->flags & SL_SD_CONN_REDIR) &&
+		    sl_is_listener_port(p.dport))
+			reason = SL_DROP_LISTENER;
+	} else if (p.proto == IPPROTO_UDP &&
+		   sl_pkt_is(&p, skb->ifindex, d->msg_family, d->msg_addr, d->msg_port)) {
+		if (skb->ifindex == LOOPBACK_IFINDEX && !(d->flags & SL_SD_MSG_REDIR) &&
+		    sl_is_listener_port(p.dport))
+			reason = SL_DROP_LISTENER;
+	} else {
+		reason = SL_DROP_DST;
+	}
+	/* A UDP socket answering from a listener's port squats it (it was autobound there
+	 * while sluiced was away). */
+	if (!reason && p.proto == IPPROTO_UDP && skb->ifindex == LOOPBACK_IFINDEX &&
+	    sl_is_listener_port(p.sport))
+		reason = SL_DROP_LISTENER;
+	if (!reason)
+		return 1;
+drop:
+	{
+		struct sl_sandbox *sb;
+		__u32 sandbox_id = 0;
+		__u64 cgid;
+
+		sb = sl_skb_sandbox(skb, &cgid);
+		if (sb)
+			sandbox_id = sb->id;
+		sl_count(sandbox_id, SL_CTR_DROP_EGRESS);
+		sl_emit_deny_reason(sandbox_id, cgid, SL_EV_EGRESS, p.family, p.daddr,
+				    p.family == AF_INET ? 4 : 16, bpf_ntohs(p.dport), p.proto, 0,
+				    (__u8)reason, bpf_ktime_get_ns());
+	}
+	return 0;
 }

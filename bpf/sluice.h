@@ -111,6 +111,29 @@ struct sl_conn_key {
 	__u8 pad;
 };
 
+/*
+ * sl_sockdst: socket local storage of every sandbox socket whose connect() or sendmsg() was
+ * allowed: the destination decided there, in the form it takes on the wire (after a redirect
+ * to a listener; v4-mapped as IPv4). The egress program lets a packet leave only towards it,
+ * so that no later step of the kernel (a routing header, IP options) can send it elsewhere.
+ * Cloned to accepted children (BPF_F_CLONE): a listener is marked SL_SD_INBOUND when it
+ * answers its first SYN, and the connections it accepts inherit the mark.
+ */
+#define SL_SD_INBOUND 0x1 /* a TCP listener of the sandbox or a connection it accepted */
+#define SL_SD_CONN_REDIR 0x2 /* conn_* is a listener of the daemon (DNS, proxy) */
+#define SL_SD_MSG_REDIR 0x4 /* msg_* is a listener of the daemon (DNS) */
+
+struct sl_sockdst {
+	__u8 conn_addr[16]; /* connect(); network order, IPv4 in the first 4 bytes */
+	__u8 msg_addr[16]; /* the last sendmsg() with an address, same form */
+	__u16 conn_port; /* network order */
+	__u16 msg_port; /* network order */
+	__u8 conn_family; /* 0 (none), AF_INET or AF_INET6: the family of the packets */
+	__u8 msg_family;
+	__u8 flags; /* SL_SD_* */
+	__u8 pad;
+};
+
 /* sl_listeners: every DNS and proxy listener of the daemon, so that a sandbox connecting to
  * one directly is denied like any address its policy does not name. Value: sandbox id. */
 struct sl_listener_key {
@@ -133,6 +156,9 @@ struct sl_listener_key {
 #define SL_CTR_EV_SENT 8 /* deny events written to the ring buffer */
 #define SL_CTR_EV_LIMITED 9 /* deny events suppressed by the per-sandbox rate limit */
 #define SL_CTR_EV_LOST 10 /* deny events lost because the ring buffer was full */
+#define SL_CTR_DENY_SOCKOPT 11 /* setsockopt() refused: routing header, IPv4 options */
+#define SL_CTR_DROP_EGRESS 12 /* packets dropped by the egress program (SL_DROP_*) */
+#define SL_CTR_DENY_BIND 13 /* bind() to a port of the daemon's listeners refused */
 #define SL_CTR_MAX 16
 
 struct sl_counters {
@@ -149,6 +175,17 @@ struct sl_evlimit {
 #define SL_EV_CONNECT 1
 #define SL_EV_SENDMSG 2
 #define SL_EV_SOCKET 3
+#define SL_EV_SETSOCKOPT 4 /* proto holds the option's level, port its name */
+#define SL_EV_EGRESS 5 /* a dropped packet: addr/port its wire destination, reason SL_DROP_* */
+#define SL_EV_BIND 6
+
+/* struct sl_event.reason of SL_EV_EGRESS */
+#define SL_DROP_IPOPTS 1 /* IPv4 header with options (source routing, ...) */
+#define SL_DROP_RTHDR 2 /* IPv6 routing header, or an extension chain too long to walk */
+#define SL_DROP_DST 3 /* the wire destination is not the one connect()/sendmsg() decided */
+#define SL_DROP_LISTENER 4 /* a daemon listener's port on a local address, not redirected */
+#define SL_DROP_RULES 5 /* a socket with no decision whose destination the rules deny */
+#define SL_DROP_PROTO 6 /* neither TCP nor UDP (no sandbox socket sends anything else) */
 
 /* Ring buffer record: one denied operation. */
 struct sl_event {
@@ -164,7 +201,7 @@ struct sl_event {
 	__u8 kind; /* SL_EV_* */
 	__u8 verdict; /* SL_VERDICT_* */
 	__u8 socktype; /* SOCK_* of the socket */
-	__u8 pad;
+	__u8 reason; /* SL_EV_EGRESS: SL_DROP_*; 0 otherwise */
 };
 
 #endif /* SLUICE_H */

@@ -76,6 +76,14 @@ struct {
 } sl_sockorig SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC | BPF_F_CLONE);
+	__type(key, int);
+	__type(value, struct sl_sockdst);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_sockdst SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct sl_conn_key);
@@ -221,6 +229,19 @@ static __always_inline int sl_is_listener(__u8 family, const void *addr, __u16 p
 	return bpf_map_lookup_elem(&sl_listeners, &k) != NULL;
 }
 
+/*
+ * Whether @port_be (network order) is the port of one of the daemon's listeners, whatever the
+ * address: sluiced registers each listener port under 127.0.0.1 and ::1 together, so one
+ * lookup answers. Listener ports are never a sandbox's to connect to on a local address, nor
+ * to bind.
+ */
+static __always_inline int sl_is_listener_port(__u16 port_be)
+{
+	__u32 lo = bpf_htonl(0x7f000001);
+
+	return sl_is_listener(AF_INET, &lo, port_be);
+}
+
 /* Fixed one-second window per CPU: the deny path never waits and never takes a lock. */
 static __always_inline int sl_event_allowed(__u32 sandbox_id, __u64 now_ns)
 {
@@ -238,10 +259,12 @@ static __always_inline int sl_event_allowed(__u32 sandbox_id, __u64 now_ns)
 	return 1;
 }
 
-/* Emit a deny event for @sandbox_id if its rate allows. @addr is network order. */
-static __always_inline void sl_emit_deny(__u32 sandbox_id, __u64 cgid, __u8 kind, __u8 family,
-					 const void *addr, __u32 addr_len, __u16 port, __u8 proto,
-					 __u8 socktype, __u64 now_ns)
+/* Emit a deny event for @sandbox_id if its rate allows. @addr is network order; @reason is
+ * the SL_DROP_* of an SL_EV_EGRESS event, 0 otherwise. */
+static __always_inline void sl_emit_deny_reason(__u32 sandbox_id, __u64 cgid, __u8 kind,
+						__u8 family, const void *addr, __u32 addr_len,
+						__u16 port, __u8 proto, __u8 socktype, __u8 reason,
+						__u64 now_ns)
 {
 	struct sl_event *ev;
 
@@ -270,8 +293,17 @@ static __always_inline void sl_emit_deny(__u32 sandbox_id, __u64 cgid, __u8 kind
 	ev->kind = kind;
 	ev->verdict = SL_VERDICT_DENY;
 	ev->socktype = socktype;
+	ev->reason = reason;
 	bpf_ringbuf_submit(ev, 0);
 	sl_count(sandbox_id, SL_CTR_EV_SENT);
+}
+
+static __always_inline void sl_emit_deny(__u32 sandbox_id, __u64 cgid, __u8 kind, __u8 family,
+					 const void *addr, __u32 addr_len, __u16 port, __u8 proto,
+					 __u8 socktype, __u64 now_ns)
+{
+	sl_emit_deny_reason(sandbox_id, cgid, kind, family, addr, addr_len, port, proto, socktype,
+			    0, now_ns);
 }
 
 #endif /* SLUICE_VERDICT_H */

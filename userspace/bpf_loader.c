@@ -27,6 +27,10 @@
 #include "log.h"
 #include "sluice.skel.h"
 
+/* The ABI shared with the kernel programs: a layout change must be deliberate. */
+_Static_assert(sizeof(struct sl_event) == 64, "abi: struct sl_event");
+_Static_assert(sizeof(struct sl_sockdst) == 40, "abi: struct sl_sockdst");
+
 #ifndef BPF_FS_MAGIC
 #define BPF_FS_MAGIC 0xcafe4a11
 #endif
@@ -207,7 +211,7 @@ int sl_bpf_attach(struct sl_bpf *b, const char *name, const char *cgroup_path, u
 {
 	struct bpf_program *prog;
 	char dir[PATH_MAX], path[PATH_MAX + 64];
-	char created[16][PATH_MAX + 64];
+	char created[32][PATH_MAX + 64];
 	int ncreated = 0, cgfd, err = 0;
 
 	snprintf(dir, sizeof(dir), "%s/sandboxes/%s", b->pin_dir, name);
@@ -256,7 +260,7 @@ int sl_bpf_attach(struct sl_bpf *b, const char *name, const char *cgroup_path, u
 			sl_err("pinning %s failed: %s", path, strerror(-err));
 			goto cleanup;
 		}
-		if (ncreated < 16)
+		if (ncreated < (int)(sizeof(created) / sizeof(created[0])))
 			snprintf(created[ncreated++], sizeof(created[0]), "%s", path);
 	}
 cleanup:

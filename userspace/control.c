@@ -657,6 +657,27 @@ static void handle_metrics(struct ctl_conn *c)
 		if (!sl_bpf_read_counters(c->ctl->d.bpf, b->id, &cnt))
 			metric_sandbox(&m, "sluice_sockets_denied_total", b->name, "",
 				       cnt.c[SL_CTR_DENY_SOCKET]);
+	sl_buf_printf(&m, "# HELP sluice_sockopts_denied_total setsockopt() calls refused in the "
+			  "kernel (routing header, IPv4 options).\n"
+			  "# TYPE sluice_sockopts_denied_total counter\n");
+	for (struct sl_box *b = sl_registry_first(reg); b; b = b->next)
+		if (!sl_bpf_read_counters(c->ctl->d.bpf, b->id, &cnt))
+			metric_sandbox(&m, "sluice_sockopts_denied_total", b->name, "",
+				       cnt.c[SL_CTR_DENY_SOCKOPT]);
+	sl_buf_printf(&m, "# HELP sluice_binds_denied_total bind() calls refused in the kernel "
+			  "(a port of sluiced's listeners).\n"
+			  "# TYPE sluice_binds_denied_total counter\n");
+	for (struct sl_box *b = sl_registry_first(reg); b; b = b->next)
+		if (!sl_bpf_read_counters(c->ctl->d.bpf, b->id, &cnt))
+			metric_sandbox(&m, "sluice_binds_denied_total", b->name, "",
+				       cnt.c[SL_CTR_DENY_BIND]);
+	sl_buf_printf(&m, "# HELP sluice_egress_dropped_total Packets dropped by the egress "
+			  "program (IP options, routing header, destination not the one "
+			  "decided).\n# TYPE sluice_egress_dropped_total counter\n");
+	for (struct sl_box *b = sl_registry_first(reg); b; b = b->next)
+		if (!sl_bpf_read_counters(c->ctl->d.bpf, b->id, &cnt))
+			metric_sandbox(&m, "sluice_egress_dropped_total", b->name, "",
+				       cnt.c[SL_CTR_DROP_EGRESS]);
 	sl_buf_printf(&m, "# HELP sluice_deny_events_total Deny events by outcome (the deny "
 			  "itself is always counted above).\n"
 			  "# TYPE sluice_deny_events_total counter\n");
@@ -735,7 +756,10 @@ static void handle_metrics(struct ctl_conn *c)
 				  "sluice_unattributed_denied_total %llu\n",
 			      (unsigned long long)(unknown.c[SL_CTR_DENY_TCP] +
 						   unknown.c[SL_CTR_DENY_UDP] +
-						   unknown.c[SL_CTR_DENY_SOCKET]));
+						   unknown.c[SL_CTR_DENY_SOCKET] +
+						   unknown.c[SL_CTR_DENY_SOCKOPT] +
+						   unknown.c[SL_CTR_DENY_BIND] +
+						   unknown.c[SL_CTR_DROP_EGRESS]));
 	metrics_limits(&m, reg, c->ctl->events_dropped);
 	respond_raw(c, 200, "text/plain; version=0.0.4", sl_buf_head(&m), sl_buf_size(&m));
 	sl_buf_free(&m);

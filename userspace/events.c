@@ -404,6 +404,58 @@ static const char *socktype_name(unsigned t)
 	}
 }
 
+static const char *kind_name(unsigned kind)
+{
+	switch (kind) {
+	case SL_EV_CONNECT:
+		return "connect";
+	case SL_EV_SENDMSG:
+		return "sendmsg";
+	case SL_EV_SETSOCKOPT:
+		return "setsockopt";
+	case SL_EV_EGRESS:
+		return "egress";
+	case SL_EV_BIND:
+		return "bind";
+	default:
+		return "socket";
+	}
+}
+
+/* The option a setsockopt event names (only those the kernel refuses are reported). */
+static const char *sockopt_name(unsigned level, unsigned optname)
+{
+	if (level == 0 && optname == 4)
+		return "IP_OPTIONS";
+	if (level == 41 && optname == 57)
+		return "IPV6_RTHDR";
+	if (level == 41 && optname == 5)
+		return "IPV6_2292RTHDR";
+	if (level == 41 && optname == 6)
+		return "IPV6_2292PKTOPTIONS";
+	return NULL;
+}
+
+static const char *drop_reason(unsigned reason)
+{
+	switch (reason) {
+	case SL_DROP_IPOPTS:
+		return "ip_options";
+	case SL_DROP_RTHDR:
+		return "routing_header";
+	case SL_DROP_DST:
+		return "destination_changed";
+	case SL_DROP_LISTENER:
+		return "listener";
+	case SL_DROP_RULES:
+		return "rules";
+	case SL_DROP_PROTO:
+		return "protocol";
+	default:
+		return "other";
+	}
+}
+
 json_t *sl_event_json(const struct sl_event *kev, const char *sandbox)
 {
 	char ts[40], comm[17], addr[INET6_ADDRSTRLEN], dst[INET6_ADDRSTRLEN + 10];
@@ -418,19 +470,23 @@ json_t *sl_event_json(const struct sl_event *kev, const char *sandbox)
 		if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
 			*p = '?';
 	j = json_pack("{s:s, s:s, s:o, s:s}", "ts", ts, "type", "deny", "sandbox",
-		      sandbox ? json_string(sandbox) : json_null(), "op",
-		      kev->kind == SL_EV_CONNECT ? "connect" :
-		      kev->kind == SL_EV_SENDMSG ? "sendmsg" :
-						   "socket");
+		      sandbox ? json_string(sandbox) : json_null(), "op", kind_name(kev->kind));
 	if (!j)
 		return NULL;
-	if (kev->kind == SL_EV_SOCKET) {
+	if (kev->kind == SL_EV_SOCKET || kev->kind == SL_EV_SETSOCKOPT) {
 		json_object_set_new(j, "family",
 				    json_string(kev->family == AF_INET ? "inet" :
 						kev->family == AF_INET6 ? "inet6" :
 									  "other"));
 		json_object_set_new(j, "socktype", json_string(socktype_name(kev->socktype)));
+	}
+	if (kev->kind == SL_EV_SOCKET) {
 		json_object_set_new(j, "protocol", json_integer(kev->proto));
+	} else if (kev->kind == SL_EV_SETSOCKOPT) {
+		const char *opt = sockopt_name(kev->proto, kev->port);
+
+		json_object_set_new(j, "level", json_string(kev->proto == 0 ? "ip" : "ipv6"));
+		json_object_set_new(j, "option", opt ? json_string(opt) : json_integer(kev->port));
 	} else {
 		inet_ntop(kev->family == AF_INET ? AF_INET : AF_INET6, kev->addr, addr,
 			  sizeof(addr));
@@ -440,7 +496,10 @@ json_t *sl_event_json(const struct sl_event *kev, const char *sandbox)
 			snprintf(dst, sizeof(dst), "[%s]:%u", addr, kev->port);
 		json_object_set_new(j, "proto", proto ? json_string(proto) :
 							json_integer(kev->proto));
-		json_object_set_new(j, "dst", json_string(dst));
+		/* A bind names the local address it wanted, not a destination. */
+		json_object_set_new(j, kev->kind == SL_EV_BIND ? "addr" : "dst", json_string(dst));
+		if (kev->kind == SL_EV_EGRESS)
+			json_object_set_new(j, "reason", json_string(drop_reason(kev->reason)));
 	}
 	json_object_set_new(j, "pid", json_integer(kev->pid));
 	json_object_set_new(j, "comm", json_string(comm));

@@ -1839,13 +1839,16 @@ json_t *sl_sandbox_json(struct sl_registry *r, const struct sl_box *box, int det
 	if (!sl_bpf_read_counters(r->bpf, box->id, &c))
 		json_object_set_new(
 			j, "counters",
-			json_pack("{s:{s:I, s:I}, s:{s:I, s:I, s:I}, s:{s:I, s:I}, s:{s:I}, "
-				  "s:{s:I, s:I, s:I}}",
+			json_pack("{s:{s:I, s:I}, s:{s:I, s:I, s:I, s:I, s:I, s:I}, s:{s:I, s:I}, "
+				  "s:{s:I}, s:{s:I, s:I, s:I}}",
 				  "allowed", "tcp", (json_int_t)c.c[SL_CTR_ALLOW_TCP], "udp",
 				  (json_int_t)c.c[SL_CTR_ALLOW_UDP], "denied", "tcp",
 				  (json_int_t)c.c[SL_CTR_DENY_TCP], "udp",
 				  (json_int_t)c.c[SL_CTR_DENY_UDP], "socket",
-				  (json_int_t)c.c[SL_CTR_DENY_SOCKET], "dns", "tcp",
+				  (json_int_t)c.c[SL_CTR_DENY_SOCKET], "setsockopt",
+				  (json_int_t)c.c[SL_CTR_DENY_SOCKOPT], "bind",
+				  (json_int_t)c.c[SL_CTR_DENY_BIND], "egress_packets",
+				  (json_int_t)c.c[SL_CTR_DROP_EGRESS], "dns", "tcp",
 				  (json_int_t)c.c[SL_CTR_DNS_TCP], "udp",
 				  (json_int_t)c.c[SL_CTR_DNS_UDP], "proxied", "tcp",
 				  (json_int_t)c.c[SL_CTR_PROXY_TCP], "events", "sent",
