@@ -271,3 +271,138 @@ def bench_scale(s, daemon, cgroups, workdir, dnsmasq, sluice_resolv):
     finally:
         server.close()
     return {"cases": cases, "notes": notes, "sl_max_rules": cap}, cold
+
+
+# A stream peer for the egress benchmark: the server (outside any sandbox) answers each
+# connection's 9-byte request ("D" or "U", then a 64-bit size): D sends that many bytes, U
+# reads them and sends one byte back. The client (in a sandbox cgroup) times one transfer
+# from connect() to the last byte and prints the nanoseconds.
+STREAM_SERVER = r"""
+import socket, struct, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", 0))
+s.listen(8)
+print(s.getsockname()[1], flush=True)
+buf = bytearray(1 << 20)
+while True:
+    c, _ = s.accept()
+    with c:
+        req = b""
+        while len(req) < 9:
+            req += c.recv(9 - len(req))
+        kind, n = req[:1], struct.unpack("!Q", req[1:])[0]
+        if kind == b"D":
+            view = memoryview(buf)
+            while n > 0:
+                n -= c.send(view[:min(n, len(buf))])
+        else:
+            while n > 0:
+                n -= c.recv_into(buf, min(n, len(buf)))
+            c.sendall(b"k")
+"""
+
+STREAM_CLIENT = r"""
+import socket, struct, sys, time
+port, kind, n = int(sys.argv[1]), sys.argv[2].encode(), int(sys.argv[3])
+buf = bytearray(1 << 20)
+t = time.monotonic_ns()
+c = socket.create_connection(("127.0.0.1", port))
+c.sendall(kind + struct.pack("!Q", n))
+left = n
+if kind == b"D":
+    while left > 0:
+        got = c.recv_into(buf, min(left, len(buf)))
+        if not got:
+            sys.exit("short download")
+        left -= got
+else:
+    view = memoryview(buf)
+    while left > 0:
+        left -= c.send(view[:min(left, len(buf))])
+    if c.recv(1) != b"k":
+        sys.exit("no ack")
+print(time.monotonic_ns() - t)
+"""
+
+
+def _egress_link(daemon, name):
+    return Path(daemon.bpffs) / "sandboxes" / name / "sl_egress"
+
+
+def bench_egress(s, daemon, cgroups, workdir):
+    """The egress program's cost (cgroup_skb/egress on every packet a sandbox sends): two
+    sandboxes with the same policy, one of them with its sl_egress link removed here (the
+    bench only: unpinning the link, which nothing else holds, detaches it), alternating.
+    A 1 GiB passthrough download and upload over loopback, and the allowed connect()."""
+    from common import in_sandbox
+    resolv = Path(workdir) / "resolv.conf"
+    srv = subprocess.Popen([*taskset(UPSTREAM_CPU), "/usr/bin/python3", "-c", STREAM_SERVER],
+                           stdout=subprocess.PIPE, text=True)
+    cport = free_port()
+    cserver = ConnectServer(cport)
+    try:
+        port = int(srv.stdout.readline())
+        pol = Path(workdir) / "egress.lua"
+        pol.write_text(f'return {{ egress = {{ allow = {{ "127.0.0.1:{port}", '
+                       f'"127.0.0.1:{cport}" }} }} }}\n')
+        with_cg, without_cg = cgroups.make("egress-on"), cgroups.make("egress-off")
+        daemon.add("egress-on", with_cg, pol)
+        daemon.add("egress-off", without_cg, pol)
+        link = _egress_link(daemon, "egress-off")
+        if not link.exists():
+            raise BenchError(f"{link} missing: is sl_egress attached?")
+        link.unlink()
+        if not _egress_link(daemon, "egress-on").exists():
+            raise BenchError("the egress program is not attached to the measured sandbox")
+
+        def transfer(cg, kind):
+            out = run([*taskset(CLIENT_CPU), *in_sandbox(cg, resolv, [
+                "/usr/bin/python3", "-c", STREAM_CLIENT, str(port), kind,
+                str(s.transfer_bytes)])], 600).stdout
+            return int(out.split()[-1])
+
+        res = {"bytes": s.transfer_bytes, "rounds": s.transfer_rounds * 2 + 1}
+        stats = Path("/proc/sys/kernel/bpf_stats_enabled")
+        for kind, label in (("D", "download"), ("U", "upload")):
+            on, off = [], []
+            for i in range(res["rounds"]):
+                # Alternate which side goes first, so that drift hits both.
+                pair = [(with_cg, on), (without_cg, off)]
+                for cg, acc in (pair if i % 2 == 0 else pair[::-1]):
+                    acc.append(transfer(cg, kind))
+            ratio = median([a / b for a, b in zip(on, off)])
+            res[label] = {"with_s": median(on) / 1e9, "without_s": median(off) / 1e9,
+                          "with_gib_s": s.transfer_bytes / (1 << 30) / (median(on) / 1e9),
+                          "without_gib_s": s.transfer_bytes / (1 << 30) / (median(off) / 1e9),
+                          "ratio": ratio}
+            # The program's own time per packet (bpf_stats, on only for this one transfer).
+            old = stats.read_text().strip()
+            prog = f"{daemon.bpffs}/progs/sl_egress"
+            stats.write_text("1")
+            try:
+                before = prog_stats(prog)
+                transfer(with_cg, kind)
+                after = prog_stats(prog)
+            finally:
+                stats.write_text(old)
+            runs = after[1] - before[1]
+            res[label]["packets"] = runs
+            res[label]["prog_ns_per_packet"] = (after[0] - before[0]) / runs if runs else None
+            # The program's share of the transfer's time: steadier than the time ratio on a
+            # busy machine (bpf_stats' own timing included, so an upper bound).
+            res[label]["prog_share"] = (after[0] - before[0]) / median(on)
+            log(f"  {label} {s.transfer_bytes >> 20} MiB: with/without egress {ratio:.3f} "
+                f"({res[label]['with_gib_s']:.2f} vs {res[label]['without_gib_s']:.2f} GiB/s), "
+                f"{runs} packets, {res[label]['prog_ns_per_packet'] or 0:.0f} ns each, "
+                f"{res[label]['prog_share'] * 100:.2f}% of the transfer time")
+        res["connect"] = paired(without_cg, with_cg, "127.0.0.1", cport, s.scale_rounds,
+                                s.connects)
+        log(f"  allowed connect with/without egress: {res['connect']['ratio']:.3f}")
+        remove_sandbox(daemon, "egress-on")
+        remove_sandbox(daemon, "egress-off")
+        return res
+    finally:
+        cserver.close()
+        srv.kill()
+        srv.wait()

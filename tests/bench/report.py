@@ -34,6 +34,11 @@ def targets(r):
     add("allowed connect, sluice / none", c.get("ratio_allowed"), "<=", 1.03)
     for case in _get(r, "kernel", "scale", "cases") or []:
         add(f"allowed connect, {case['case']}, sluice / none", case.get("ratio"), "<=", 1.03)
+    for what in ("download", "upload"):
+        add(f"1 GiB passthrough {what}, egress program / none",
+            _get(r, "kernel", "egress", what, "ratio"), "<=", 1.03)
+    add("allowed connect, egress program / none", _get(r, "kernel", "egress", "connect", "ratio"),
+        "<=", 1.03)
     for size in ("1k", "64k"):
         s = _get(r, "https", "keepalive", size, "sluice") or {}
         add(f"keep-alive {size}, sluice / direct", s.get("ratio_vs_direct"), ">=", 0.5)
@@ -109,6 +114,26 @@ def markdown(r):
                   f"| allowed, sluice vs no sluice | {_f(k['sluice_ns'])} | "
                   f"{_f(k['plain_ns'])} | {_f(k['ratio_allowed'], '{:.3f}')} |",
                   f"| `sl_connect4` itself per call (bpf_stats) | {_f(k['prog_ns'])} | | |", ""]
+    e = _get(r, "kernel", "egress")
+    if e:
+        lines += ["## Kernel: the egress program", "",
+                  f"Two sandboxes with the same policy, one without `sl_egress` (its link "
+                  f"removed by the bench), alternating; {e['rounds']} transfers of "
+                  f"{e['bytes'] >> 20} MiB each way over loopback (one TCP connection, the "
+                  "sandbox as client), median of per-round ratios.", "",
+                  "| | with | without | ratio | packets | `sl_egress` ns/packet | its share of "
+                  "the time |", "|---|---|---|---|---|---|---|"]
+        for what in ("download", "upload"):
+            x = e[what]
+            lines.append(f"| {what}, GiB/s | {x['with_gib_s']:.2f} | {x['without_gib_s']:.2f} | "
+                         f"{x['ratio']:.3f} (time) | {x['packets']} | "
+                         f"{_f(x['prog_ns_per_packet'])} | {x['prog_share'] * 100:.2f}% |")
+        c = e["connect"]
+        lines += [f"| allowed connect(), ns | {_f(c['sluice_ns'])} | {_f(c['plain_ns'])} | "
+                  f"{c['ratio']:.3f} | | | |", "",
+                  "The time ratios move with the machine's load; the program's own time "
+                  "(bpf_stats, per packet, times packets, over the transfer's time) is the "
+                  "steadier measure of what it costs.", ""]
     sc = _get(r, "kernel", "scale")
     if sc:
         lines += ["| allowed connect, as tables grow | rules in the kernel | load time | "

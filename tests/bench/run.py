@@ -8,7 +8,7 @@ an HTTP error) aborts the run.
 
     run.py [--smoke] [--out DIR] [SECTION...]
 
-SECTIONs: connect scale dns https transfer mint (default: all), and profile (only when
+SECTIONs: connect scale egress dns https transfer mint (default: all), and profile (only when
 named: perf profiles and system calls per request of sluiced and of the nginx proxy under
 keep-alive and new-connection load, into DIR/profile-*.txt). Writes DIR/latest.json,
 DIR/latest.md and DIR/*.svg; DIR: tests/bench/results for a full run, build/bench-results
@@ -48,7 +48,7 @@ import names  # noqa: E402
 import peers  # noqa: E402
 import report  # noqa: E402
 
-SECTIONS = ("connect", "scale", "dns", "https", "transfer", "mint")
+SECTIONS = ("connect", "scale", "egress", "dns", "https", "transfer", "mint")
 EXTRA = ("profile",)  # only when named: perf profiles of sluiced and the nginx proxy
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -189,6 +189,8 @@ def main():
                                                                          workdir))
         sc = section("scale", lambda: kernel.bench_scale(s, daemon, cgroups, workdir, dnsmasq,
                                                          resolv))
+        kr["egress"] = section("egress", lambda: kernel.bench_egress(s, daemon, cgroups,
+                                                                       workdir))
         cold = None
         if sc:
             kr["scale"], cold = sc

@@ -101,6 +101,16 @@ def test_injection_checked(smoke):
     assert isinstance(inj["sluice"]["injected"], bool)
 
 
+def test_egress(smoke):
+    _, j, _ = smoke
+    e = j["kernel"]["egress"]
+    for what in ("download", "upload"):
+        for k in ("with_gib_s", "without_gib_s", "ratio", "packets", "prog_ns_per_packet",
+                  "prog_share"):
+            assert positive(e[what][k]), (what, k)
+    assert positive(e["connect"]["ratio"]) and positive(e["connect"]["sluice_ns"])
+
+
 def test_transfer(smoke):
     _, j, _ = smoke
     for what in ("download", "upload"):
