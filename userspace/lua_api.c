@@ -675,6 +675,12 @@ static int l_fetch(lua_State *L)
 	} else if (!lua_isnoneornil(L, 2)) {
 		return luaL_error(L, "fetch: overrides are a table");
 	}
+	if (!r->lua->cleartext_secrets && sl_px_x_cleartext_secret(r->x))
+		/* A secret on the wire in clear text is anyone's on the path (F11): refused
+		 * unless the policy says otherwise. The request fails (502), nothing is sent. */
+		return luaL_error(L, "fetch: secret over cleartext refused: this plain-HTTP "
+				     "request carries an env or KV value (use https, or set "
+				     "cleartextSecrets = true in the policy)");
 	rc = sl_px_x_fetch(r->x);
 	if (rc)
 		return luaL_error(L, "fetch: the upstream connection could not start: %s",

@@ -305,6 +305,13 @@ static int check_shape(lua_State *L, char *err, size_t errlen)
 		}
 	}
 	lua_pop(L, 1);
+	t = lua_getfield(L, -1, "cleartextSecrets");
+	lua_pop(L, 1);
+	if (t != LUA_TNIL && t != LUA_TBOOLEAN) {
+		sl_errf(err, errlen, "cleartextSecrets must be true or false (got %s)",
+			lua_typename(L, t));
+		return -EINVAL;
+	}
 	t = lua_getfield(L, -1, "outboundHandlers");
 	if (t != LUA_TNIL && t != LUA_TTABLE) {
 		sl_errf(err, errlen, "outboundHandlers must be a table of name = { egress, handle }");
@@ -416,6 +423,9 @@ struct sl_lua *sl_lua_load(const char *chunkname, const char *src, size_t len,
 		goto fail;
 	}
 	lua->has_outbound = lua_getfield(L, -1, "outbound") == LUA_TFUNCTION;
+	lua_pop(L, 1);
+	lua_getfield(L, -1, "cleartextSecrets");
+	lua->cleartext_secrets = lua_toboolean(L, -1);
 	lua_pop(L, 1);
 	if (lua_getfield(L, -1, "outboundByHost") == LUA_TTABLE) {
 		lua_pushnil(L);

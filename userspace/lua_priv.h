@@ -41,6 +41,7 @@ struct sl_lua {
 	int params_ref; /* ctx.params of the active handler */
 	char active[64]; /* the active outboundHandlers entry, "" for none */
 	int has_outbound, has_by_host;
+	int cleartext_secrets; /* the policy's cleartextSecrets = true */
 	struct secret load_secrets[SECRETS_MAX]; /* read while the policy loaded */
 	size_t nload;
 	struct {

@@ -436,7 +436,7 @@ static int read_egress(lua_State *L, struct sl_policy *p, const char *where, cha
 static int read_policy(lua_State *L, struct sl_policy *p, char *err, size_t errlen)
 {
 	static const char *const top_keys[] = { "egress", "outbound", "outboundByHost",
-						"outboundHandlers", NULL };
+						"outboundHandlers", "cleartextSecrets", NULL };
 	int r;
 
 	if (!lua_istable(L, -1)) {

@@ -34,10 +34,12 @@
 #include "events.h"
 #include "log.h"
 #include "loop.h"
+#include "mask.h"
 #include "proxy.h"
 #include "sockets.h"
 #include "tls.h"
 #include "tls_hello.h"
+#include "ws.h"
 
 #define BUF_LIMIT (64 * 1024) /* per direction: what is read ahead, what waits to be written */
 #define PEEK_MAX SL_TLS_PEEK_MAX /* enough for any ClientHello sl_tls_parse_client_hello() takes */
@@ -149,6 +151,12 @@ struct pconn {
 	struct mask masks[MASK_MAX];
 	size_t nmask, mask_longest;
 	struct sl_buf mcarry; /* body bytes held back until no secret can straddle them */
+	/* A masked response with a content coding is decoded first (mask.c): the parser
+	 * waits (dec_paused) while the decoder holds input the client has no room for. */
+	struct sl_inflate *dec;
+	int dec_paused, coding_seen;
+	char resp_why[200]; /* why the upstream's response is refused (502), if it is */
+	struct sl_ws_mask *wsm; /* a WebSocket whose handshake carried a secret: frames masked */
 	char handler[80];
 };
 
@@ -262,6 +270,15 @@ static void handler_abort(struct pconn *c, const char *why)
 		h->abort(c->hctx, why);
 }
 
+static void dec_free(struct pconn *c)
+{
+	if (c->dec)
+		sl_inflate_free(c->dec);
+	free(c->dec);
+	c->dec = NULL;
+	c->dec_paused = 0;
+}
+
 static void conn_free(struct pconn *c)
 {
 	struct sl_proxy_listener *l = c->l;
@@ -289,6 +306,10 @@ static void conn_free(struct pconn *c)
 	free(c->path);
 	clear_masks(c);
 	sl_buf_free(&c->mcarry);
+	dec_free(c);
+	if (c->wsm)
+		sl_ws_mask_free(c->wsm);
+	free(c->wsm);
 	sl_buf_free(&c->reqbody);
 	sl_buf_free(&c->respbody);
 	free(c);
@@ -578,10 +599,17 @@ static void upstream_ready(struct pconn *c)
 	c->t_up_ms = sl_now_ms();
 	c->deadline_ms = sl_now_ms() + c->l->px->o.idle_timeout_ms;
 	c->l->stats.requests++;
+	if (c->websocket && c->nmask)
+		/* Frames of this WebSocket will be masked: they must stay plain bytes, so no
+		 * permessage-deflate (RFC 7692) or other extension is offered upstream. */
+		sl_http_set(&c->req, "sec-websocket-extensions", NULL);
 	llhttp_init(&c->respp, HTTP_RESPONSE, &resp_settings);
 	c->respp.data = &c->respx;
 	sl_http_msg_reset(&c->resp);
 	c->resp_started = c->resp_head_sent = c->resp_done = c->interim = 0;
+	dec_free(c);
+	c->coding_seen = 0;
+	c->resp_why[0] = 0;
 	if (c->req_body_set) {
 		/* The handler read or replaced the body: it goes whole, with its length. */
 		char n[24];
@@ -682,6 +710,107 @@ static int write_masked(struct pconn *c, const char *at, size_t len, int last)
 		return -1;
 	sl_buf_consume(&c->mcarry, n - keep);
 	return 0;
+}
+
+/*
+ * The response @m (a final head, not yet written) of a request that holds masks: its body
+ * must reach the masks as the bytes the client will read. gzip and deflate are decoded
+ * (the head loses Content-Encoding and Content-Length and goes chunked); a coding sluice
+ * cannot decode (br, zstd, stacked codings), or a coded range, is refused: -1 with
+ * c->resp_why set. The request's Accept-Encoding asked for neither (req_headers_complete),
+ * so only an upstream that ignores it lands there.
+ */
+static void ws_mask_cb(void *arg, char *p, size_t n)
+{
+	mask_bytes(arg, p, n);
+}
+
+/* A 101 @m to a WebSocket request that holds masks: the frames the upstream sends will be
+ * masked (ws.c). An extension it accepted anyway (it was not offered) would make them
+ * opaque: refused, -1 with c->resp_why. */
+static int ws_begin(struct pconn *c, struct sl_http_msg *m)
+{
+	if (!c->nmask || c->wsm)
+		return 0;
+	if (sl_http_get(m, "sec-websocket-extensions")) {
+		snprintf(c->resp_why, sizeof(c->resp_why),
+			 "the upstream accepted a WebSocket extension nobody offered, on a "
+			 "connection that carried a secret: refused");
+		return -1;
+	}
+	c->wsm = calloc(1, sizeof(*c->wsm));
+	if (!c->wsm) {
+		snprintf(c->resp_why, sizeof(c->resp_why), "out of memory");
+		return -1;
+	}
+	return 0;
+}
+
+static int resp_coding(struct pconn *c, struct sl_http_msg *m)
+{
+	const char *ce = sl_http_get(m, "content-encoding");
+	enum sl_coding k = sl_http_count(m, "content-encoding") > 1 ? SL_CODING_OTHER :
+								      sl_coding_of(ce);
+
+	c->coding_seen = 1;
+	if (k == SL_CODING_IDENTITY || c->resp_body == SL_BODY_NONE)
+		return 0;
+	if (k == SL_CODING_OTHER || m->status == 206) {
+		char coding[48];
+
+		snprintf(coding, sizeof(coding), "%s", ce ? ce : "");
+		for (char *q = coding; *q; q++)
+			if ((unsigned char)*q < 0x20 || *q == '"' || *q == '\\')
+				*q = '?';
+		snprintf(c->resp_why, sizeof(c->resp_why),
+			 "the upstream answered with Content-Encoding %s%s, which sluice cannot "
+			 "decode to mask the secret this request carried: refused",
+			 coding, m->status == 206 ? " on a range" : "");
+		return -1;
+	}
+	c->dec = calloc(1, sizeof(*c->dec));
+	if (!c->dec || sl_inflate_init(c->dec, k)) {
+		snprintf(c->resp_why, sizeof(c->resp_why), "out of memory");
+		return -1;
+	}
+	sl_http_set(m, "content-encoding", NULL);
+	sl_http_set(m, "content-length", NULL);
+	c->resp_body = SL_BODY_CHUNKED;
+	return 0;
+}
+
+/* Decodes what the decoder holds: into the handler's buffer (bounded by its maximum), or
+ * masked to the client while it has room. 0 or -1 (the response fails). */
+static int dec_drain(struct pconn *c)
+{
+	char out[16384];
+
+	for (;;) {
+		ssize_t n;
+
+		if (!c->resp_buffer && sl_buf_size(&c->c.out) >= BUF_LIMIT)
+			return 0;
+		n = sl_inflate_run(c->dec, out, sizeof(out));
+		if (n < 0) {
+			snprintf(c->resp_why, sizeof(c->resp_why),
+				 "the upstream's body is not the %s it is labelled",
+				 c->dec->coding == SL_CODING_GZIP ? "gzip" : "deflate");
+			return -1;
+		}
+		if (c->resp_buffer) {
+			if (sl_buf_size(&c->respbody) + n > c->resp_max) {
+				c->resp_too_big = 1;
+				c->l->stats.limit_resp_body++;
+				return -1;
+			}
+			if (sl_buf_append(&c->respbody, out, n))
+				return -1;
+		} else if (n && write_masked(c, out, n, 0)) {
+			return -1;
+		}
+		if (!sl_inflate_pending(c->dec))
+			return 0;
+	}
 }
 
 /* An empty buffer that grew with a large body is not kept by an idle connection. */
@@ -921,7 +1050,25 @@ void sl_px_x_send_fetched(struct sl_px_xchg *x)
 		return;
 	}
 	c->resp_held = c->hold_resp = 0;
+	if (c->nmask && !c->coding_seen && !c->to_tunnel && !c->resp_body_set) {
+		/* The handler read a secret after the head arrived: the body must still be
+		 * masked as the client will read it. */
+		if (c->resp_done ? sl_coding_of(sl_http_get(m, "content-encoding")) !=
+					   SL_CODING_IDENTITY :
+				   resp_coding(c, m)) {
+			respond_error(c, 502,
+				      c->resp_why[0] ? c->resp_why :
+						       "the response is encoded and was read "
+						       "before a secret: refused",
+				      "error");
+			return;
+		}
+	}
 	if (c->to_tunnel) {
+		if (ws_begin(c, m)) {
+			respond_error(c, 502, c->resp_why, "error");
+			return;
+		}
 		mask_msg(c, m);
 		sl_http_write_response(m, SL_BODY_NONE, "websocket", 0, &c->c.out);
 		c->resp_head_sent = 1;
@@ -1040,6 +1187,31 @@ int sl_px_x_mask(struct sl_px_xchg *x, const char *secret, size_t len)
 	return 0;
 }
 
+static int has_mask(const struct pconn *c, const char *p, size_t n)
+{
+	for (size_t i = 0; i < c->nmask; i++)
+		if (n >= c->masks[i].n && memmem(p, n, c->masks[i].s, c->masks[i].n))
+			return 1;
+	return 0;
+}
+
+int sl_px_x_cleartext_secret(struct sl_px_xchg *x)
+{
+	struct pconn *c = (struct pconn *)x;
+	const struct sl_http_msg *m = &c->req;
+	int found;
+
+	if (c->tls || !c->nmask)
+		return 0;
+	found = has_mask(c, m->method, strlen(m->method)) ||
+		(c->path && has_mask(c, c->path, strlen(c->path))) ||
+		(c->req_body_set && has_mask(c, sl_buf_head(&c->reqbody), sl_buf_size(&c->reqbody)));
+	for (size_t i = 0; i < m->nh && !found; i++)
+		found = has_mask(c, m->h[i].name, strlen(m->h[i].name)) ||
+			has_mask(c, m->h[i].value, strlen(m->h[i].value));
+	return found;
+}
+
 void sl_px_x_set_handler(struct sl_px_xchg *x, const char *name)
 {
 	struct pconn *c = (struct pconn *)x;
@@ -1143,6 +1315,18 @@ static int req_headers_complete(llhttp_t *p)
 			return reject(c, 400, "only WebSocket upgrades are relayed");
 		c->websocket = 1;
 	}
+	if (sl_http_get(m, "accept-encoding")) {
+		/* Every intercepted request asks only for codings sluice can decode: a handler
+		 * may read a secret after this head went to it (or the policy read one at load),
+		 * and its response must then be masked as the client reads it. br or zstd
+		 * would leave a 502 as the only safe answer; gzip costs some ratio, nothing else. */
+		char ae[256];
+
+		if (sl_accept_encoding(sl_http_get(m, "accept-encoding"), ae, sizeof(ae)))
+			snprintf(ae, sizeof(ae), "identity");
+		if (sl_http_set(m, "accept-encoding", ae))
+			return reject(c, 500, "out of memory");
+	}
 	c->path = strdup(path);
 	if (!c->path)
 		return reject(c, 500, "out of memory");
@@ -1221,17 +1405,22 @@ static int resp_headers_complete(llhttp_t *p)
 		if (!c->websocket)
 			return -1; /* an upgrade nobody asked for */
 		c->to_tunnel = 1;
+		if (ws_begin(c, m))
+			return -1;
 		if (c->hold_resp) {
 			c->resp_held = 1;
 			return HPE_PAUSED;
 		}
+		mask_msg(c, m);
 		sl_http_write_response(m, SL_BODY_NONE, "websocket", 0, &c->c.out);
 		c->resp_head_sent = 1;
 		return 0;
 	}
 	if (m->status >= 100 && m->status < 200) {
-		/* 100 Continue, 103 Early Hints: relayed; the final response follows. */
+		/* 100 Continue, 103 Early Hints: relayed, masked like any head (an Early Hints
+		 * Link can echo a request's header); the final response follows. */
 		c->interim = 1;
+		mask_msg(c, m);
 		sl_http_write_response(m, SL_BODY_NONE, NULL, 0, &c->c.out);
 		return 0;
 	}
@@ -1242,6 +1431,8 @@ static int resp_headers_complete(llhttp_t *p)
 		c->resp_body = SL_BODY_LENGTH;
 	else
 		c->resp_body = SL_BODY_CHUNKED; /* chunked, or delimited by the close */
+	if (c->nmask && resp_coding(c, m))
+		return -1;
 	if (c->hold_resp) {
 		/* The handler sees the head first (sl_px_x_send_fetched writes it). */
 		c->resp_held = 1;
@@ -1266,6 +1457,17 @@ static int resp_body(llhttp_t *p, const char *at, size_t len)
 	struct pconn *c = conn_of(p);
 
 	c->resp_bytes += len;
+	if (c->dec) {
+		/* Decoded in bounded steps: what the client has no room for yet waits in the
+		 * decoder, and the parser with it (resumed by handle_response). */
+		if (sl_inflate_feed(c->dec, at, len) || dec_drain(c))
+			return -1;
+		if (sl_inflate_pending(c->dec)) {
+			c->dec_paused = 1;
+			return HPE_PAUSED;
+		}
+		return 0;
+	}
 	if (c->resp_buffer) {
 		if (sl_buf_size(&c->respbody) + len > c->resp_max) {
 			c->resp_too_big = 1;
@@ -1410,6 +1612,17 @@ static void handle_response(struct pconn *c)
 		return;
 	if (sl_buf_size(&c->c.out) >= BUF_LIMIT)
 		return;
+	if (c->dec_paused) {
+		if (dec_drain(c)) {
+			respond_error(c, 502, c->resp_why[0] ? c->resp_why : "decoding failed",
+				      "error");
+			return;
+		}
+		if (sl_inflate_pending(c->dec))
+			return;
+		c->dec_paused = 0;
+		llhttp_resume(&c->respp);
+	}
 	e = feed(&c->respp, &c->resp, &c->u.in, BUF_LIMIT);
 	if (e == HPE_OK && c->u.eof && !sl_buf_size(&c->u.in)) {
 		if (c->resp_started && llhttp_message_needs_eof(&c->respp))
@@ -1446,6 +1659,8 @@ static void handle_response(struct pconn *c)
 		if (c->resp_too_big)
 			snprintf(why, sizeof(why),
 				 "the upstream response body is larger than its handler may read");
+		else if (c->resp_why[0])
+			snprintf(why, sizeof(why), "%s", c->resp_why);
 		else
 			snprintf(why, sizeof(why), "malformed upstream response: %s",
 				 llhttp_errno_name(e));
@@ -1465,13 +1680,22 @@ static int handle_tunnel(struct pconn *c)
 	}
 	if (sl_buf_size(&c->u.in) && sl_buf_size(&c->c.out) < BUF_LIMIT) {
 		n += sl_buf_size(&c->u.in);
-		sl_buf_append(&c->c.out, sl_buf_head(&c->u.in), sl_buf_size(&c->u.in));
+		if (c->wsm) {
+			if (sl_ws_mask_feed(c->wsm, sl_buf_head(&c->u.in), sl_buf_size(&c->u.in),
+					    c->mask_longest - 1, ws_mask_cb, c, &c->c.out))
+				return -1; /* not frames a server sends: the connection ends */
+		} else {
+			sl_buf_append(&c->c.out, sl_buf_head(&c->u.in), sl_buf_size(&c->u.in));
+		}
 		sl_buf_reset(&c->u.in);
 	}
 	if (c->c.eof && !sl_buf_size(&c->c.in))
 		sl_stream_shutdown(&c->u);
-	if (c->u.eof && !sl_buf_size(&c->u.in))
+	if (c->u.eof && !sl_buf_size(&c->u.in)) {
+		if (c->wsm && sl_ws_mask_flush(c->wsm, ws_mask_cb, c, &c->c.out))
+			return -1;
 		sl_stream_shutdown(&c->c);
+	}
 	if ((c->c.eof && c->u.eof && !sl_buf_size(&c->c.out) && !sl_buf_size(&c->u.out)) ||
 	    c->c.err || c->u.err)
 		return -1;

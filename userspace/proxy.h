@@ -109,6 +109,9 @@ void sl_px_x_count_limit(struct sl_px_xchg *x, enum sl_px_limit which);
 /* Bytes that must never reach the client in this request's response (an injected secret):
  * replaced by '*' in the headers and the body, across reads. Shorter than 4 bytes: ignored. */
 int sl_px_x_mask(struct sl_px_xchg *x, const char *secret, size_t len);
+/* Whether @x is plain HTTP and what would go upstream (method, path, header names and
+ * values, a body the handler set) holds one of its masks (a secret it read). */
+int sl_px_x_cleartext_secret(struct sl_px_xchg *x);
 /* The handler's name, for the request's event. */
 void sl_px_x_set_handler(struct sl_px_xchg *x, const char *name);
 /* Replaces every mask of the request in @s (for log lines about it). */

@@ -294,6 +294,7 @@ host-record=v6.test,::1
 host-record=wrongname.test,127.0.0.20
 host-record=untrusted.test,127.0.0.20
 host-record=nosan.test,127.0.0.20
+host-record=mask.test,127.0.0.1
 host-record=notintercepted.test,127.0.0.20
 host-record=git.internal.test,127.0.0.20
 host-record=npm.test,127.0.0.20
