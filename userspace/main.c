@@ -52,6 +52,7 @@ struct opts {
 	const char *env_file; /* absolute: the daemon chdirs to / when it detaches */
 	unsigned http_header_s, http_idle_s, http_max_conns, http_connect_s;
 	unsigned http_max_conns_total;
+	unsigned long long http_body_budget;
 };
 
 struct daemon {
@@ -113,6 +114,9 @@ static void usage(FILE *f)
 		"  --http-max-conns-total N  intercepted connections of all sandboxes together\n"
 		"                      (default 16384; lowered to what the file descriptor limit\n"
 		"                      allows)\n"
+		"  --http-body-budget BYTES  bodies a sandbox's handlers hold whole (req:text(),\n"
+		"                      resp:text()), all its connections together (default\n"
+		"                      67108864, 64 MiB; K, M, G suffixes); past it: 413/502\n"
 		"  --purge             on shutdown, remove every sandbox and all pinned state\n"
 		"                      (default: enforcement stays in the kernel)\n"
 		"  -v, --verbose       debug logging\n"
@@ -144,6 +148,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		O_HTTP_CONNECT,
 		O_ENV_FILE,
 		O_HTTP_CONNS_TOTAL,
+		O_HTTP_BODY_BUDGET,
 	};
 	static const struct option longopts[] = {
 		{ "socket", required_argument, NULL, O_SOCKET },
@@ -163,6 +168,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		{ "http-max-conns", required_argument, NULL, O_HTTP_CONNS },
 		{ "http-connect-timeout", required_argument, NULL, O_HTTP_CONNECT },
 		{ "http-max-conns-total", required_argument, NULL, O_HTTP_CONNS_TOTAL },
+		{ "http-body-budget", required_argument, NULL, O_HTTP_BODY_BUDGET },
 		{ "env-file", required_argument, NULL, O_ENV_FILE },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
@@ -219,6 +225,23 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 				return 2;
 			}
 			o->http_max_conns_total = v;
+			break;
+		}
+		case O_HTTP_BODY_BUDGET: {
+			char *end;
+			unsigned long long v = strtoull(optarg, &end, 10);
+
+			if (*end == 'K' || *end == 'k')
+				v <<= 10, end++;
+			else if (*end == 'M' || *end == 'm')
+				v <<= 20, end++;
+			else if (*end == 'G' || *end == 'g')
+				v <<= 30, end++;
+			if (*end || !*optarg || optarg[0] == '-' || v < 65536 || v > (64ull << 30)) {
+				fprintf(stderr, "sluiced: --http-body-budget wants 64K..64G bytes\n");
+				return 2;
+			}
+			o->http_body_budget = v;
 			break;
 		}
 		case O_HTTP_HEADER:
@@ -514,6 +537,7 @@ static int start(struct daemon *d, char *err, size_t errlen)
 			.connect_timeout_ms = d->o.http_connect_s * 1000,
 			.max_conns = d->o.http_max_conns,
 			.max_conns_total = d->o.http_max_conns_total,
+			.body_budget = (size_t)d->o.http_body_budget,
 		};
 
 		d->proxy = sl_proxy_new(d->loop, d->events, d->bpf, &po, err, errlen);

@@ -157,6 +157,7 @@ struct pconn {
 	int dec_paused, coding_seen;
 	char resp_why[200]; /* why the upstream's response is refused (502), if it is */
 	struct sl_ws_mask *wsm; /* a WebSocket whose handshake carried a secret: frames masked */
+	size_t charged; /* bytes of this connection counted in l->stats.body_bytes */
 	char handler[80];
 };
 
@@ -293,6 +294,7 @@ static void conn_free(struct pconn *c)
 	}
 	l->stats.active--;
 	l->px->active--;
+	l->stats.body_bytes -= c->charged;
 	if (c->st == C_HTTP && c->rq == RQ_IDLE)
 		pool_put(c); /* a clean idle upstream outlives its client */
 	if (c->c.fd >= 0)
@@ -720,6 +722,40 @@ static int write_masked(struct pconn *c, const char *at, size_t len, int last)
  * c->resp_why set. The request's Accept-Encoding asked for neither (req_headers_complete),
  * so only an upstream that ignores it lands there.
  */
+/* Bytes @c holds whole for its handler: bodies read or set, and such a body queued at once
+ * past the streaming bounds (a whole response written, a whole request sent). */
+static size_t held_bytes(const struct pconn *c)
+{
+	size_t cout = sl_buf_size(&c->c.out), uout = sl_buf_size(&c->u.out);
+
+	return sl_buf_size(&c->reqbody) + sl_buf_size(&c->respbody) +
+	       (cout > 2 * BUF_LIMIT ? cout : 0) + (uout > 2 * BUF_LIMIT ? uout : 0);
+}
+
+/* Whether @more bytes on top of what @c holds stay within its sandbox's body budget: every
+ * connection may read a body up to its own bound, but not all of them at once (F12). */
+static int within_budget(struct pconn *c, size_t more)
+{
+	struct sl_proxy_listener *l = c->l;
+	uint64_t others = l->stats.body_bytes - c->charged;
+
+	if (others + held_bytes(c) + more <= l->px->o.body_budget)
+		return 1;
+	l->stats.limit_body_budget++;
+	return 0;
+}
+
+/* Brings @c's share of its sandbox's held bytes up to date (end of every pump). */
+static void account(struct pconn *c)
+{
+	size_t now = held_bytes(c);
+
+	c->l->stats.body_bytes = c->l->stats.body_bytes - c->charged + now;
+	c->charged = now;
+}
+
+#define OVER_BUDGET "the sandbox's handlers hold more body bytes than --http-body-budget allows"
+
 static void ws_mask_cb(void *arg, char *p, size_t n)
 {
 	mask_bytes(arg, p, n);
@@ -801,6 +837,10 @@ static int dec_drain(struct pconn *c)
 			if (sl_buf_size(&c->respbody) + n > c->resp_max) {
 				c->resp_too_big = 1;
 				c->l->stats.limit_resp_body++;
+				return -1;
+			}
+			if (!within_budget(c, (size_t)n)) {
+				snprintf(c->resp_why, sizeof(c->resp_why), "%s", OVER_BUDGET);
 				return -1;
 			}
 			if (sl_buf_append(&c->respbody, out, n))
@@ -938,6 +978,8 @@ int sl_px_x_set_body(struct sl_px_xchg *x, const char *body, size_t len)
 		return -EALREADY;
 	if (c->hw != HW_NONE)
 		return -EBUSY;
+	if (len > sl_buf_size(&c->reqbody) && !within_budget(c, len - sl_buf_size(&c->reqbody)))
+		return -ENOBUFS;
 	sl_buf_reset(&c->reqbody);
 	if (len && sl_buf_append(&c->reqbody, body, len))
 		return -ENOMEM;
@@ -1010,6 +1052,8 @@ int sl_px_x_set_resp_body(struct sl_px_xchg *x, const char *body, size_t len)
 		return -EINVAL;
 	if (c->hw != HW_NONE)
 		return -EBUSY;
+	if (len > sl_buf_size(&c->respbody) && !within_budget(c, len - sl_buf_size(&c->respbody)))
+		return -ENOBUFS;
 	sl_buf_reset(&c->respbody);
 	if (len && sl_buf_append(&c->respbody, body, len))
 		return -ENOMEM;
@@ -1079,6 +1123,7 @@ void sl_px_x_send_fetched(struct sl_px_xchg *x)
 		if (!c->resp_done)
 			close_upstream(c); /* the rest of the upstream's body is not wanted */
 		write_whole(c, m, &c->respbody, c->close_after);
+		sl_buf_free(&c->respbody); /* it waits in c->c.out now (and counts there) */
 		finish_request(c);
 		return;
 	}
@@ -1354,6 +1399,8 @@ static int req_body(llhttp_t *p, const char *at, size_t len)
 			c->l->stats.limit_req_body++;
 			return reject(c, 413, "the request body is larger than its handler may read");
 		}
+		if (!within_budget(c, len))
+			return reject(c, 413, OVER_BUDGET);
 		return sl_buf_append(&c->reqbody, at, len) ? -1 : 0;
 	}
 	return sl_http_write_body(&c->u.out, c->req_body, at, len) ? -1 : 0;
@@ -1472,6 +1519,10 @@ static int resp_body(llhttp_t *p, const char *at, size_t len)
 		if (sl_buf_size(&c->respbody) + len > c->resp_max) {
 			c->resp_too_big = 1;
 			c->l->stats.limit_resp_body++;
+			return -1;
+		}
+		if (!within_budget(c, len)) {
+			snprintf(c->resp_why, sizeof(c->resp_why), "%s", OVER_BUDGET);
 			return -1;
 		}
 		return sl_buf_append(&c->respbody, at, len) ? -1 : 0;
@@ -1895,6 +1946,7 @@ static void pump(struct pconn *c)
 	}
 	if (c->st == C_HTTP && c->rq == RQ_IDLE)
 		trim_idle(c);
+	account(c);
 	update_events(c);
 }
 
@@ -2223,6 +2275,8 @@ struct sl_proxy *sl_proxy_new(struct sl_loop *loop, struct sl_events *events, st
 		px->o.max_conns = 256;
 	if (!px->o.max_conns_total)
 		px->o.max_conns_total = SL_PROXY_MAX_CONNS_TOTAL;
+	if (!px->o.body_budget)
+		px->o.body_budget = SL_PROXY_BODY_BUDGET;
 	px->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	px->server_ctx = sl_tls_server_ctx(err, errlen);
 	if (px->server_ctx)

@@ -18,6 +18,7 @@ struct sl_proxy_listener;
 struct sl_px_xchg;
 
 #define SL_PROXY_MAX_CONNS_TOTAL 16384 /* default of --http-max-conns-total */
+#define SL_PROXY_BODY_BUDGET (64u << 20) /* default of --http-body-budget */
 
 struct sl_proxy_opts {
 	const char *upstream_ca; /* PEM bundle; NULL: the system trust store */
@@ -26,6 +27,9 @@ struct sl_proxy_opts {
 	unsigned connect_timeout_ms; /* upstream TCP and TLS handshake */
 	unsigned max_conns; /* client connections per sandbox */
 	unsigned max_conns_total; /* client connections of all sandboxes together */
+	/* Bytes of bodies held whole for handlers (req:text(), resp:text(), and such a body
+	 * waiting to be written) per sandbox, all connections together. */
+	size_t body_budget;
 };
 
 /* What a listener asks of the sandbox it serves. Loop thread only. */
@@ -156,6 +160,8 @@ struct sl_proxy_stats {
 	uint64_t limit_lua_mem; /* a handler out of its state's Lua memory: 502 */
 	uint64_t limit_lua_insns; /* a handler out of its instruction budget: 502 */
 	uint64_t pool_full; /* idle upstream connections closed, the pool being full */
+	uint64_t limit_body_budget; /* a handler's body over --http-body-budget: 413/502 */
+	uint64_t body_bytes; /* bytes of handler-held bodies now (against the budget) */
 };
 const struct sl_proxy_stats *sl_proxy_listener_stats(const struct sl_proxy_listener *l);
 

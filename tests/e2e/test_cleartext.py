@@ -92,3 +92,4 @@ def test_github_example_adds_its_token_over_https_only(box, upstreams):
     seen = upstreams.nginx.wait_requests(2, since=mark)
     assert [(r["scheme"], r["h_authorization"]) for r in seen] == [
         ("http", ""), ("https", "Bearer " + SECRET)]
+
