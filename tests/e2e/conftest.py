@@ -305,6 +305,11 @@ host-record=garbage.test,127.0.0.42
 host-record=stall.test,127.0.0.43
 host-record=cut.test,127.0.0.44
 host-record=full.test,127.0.0.45
+host-record=git.clients.test,127.0.0.60
+host-record=npm.clients.test,127.0.0.60
+host-record=pypi.clients.test,127.0.0.60
+host-record=web.clients.test,127.0.0.60
+host-record=blocked.clients.test,127.0.0.61
 """
 
 
