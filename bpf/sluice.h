@@ -204,4 +204,16 @@ struct sl_event {
 	__u8 reason; /* SL_EV_EGRESS: SL_DROP_*; 0 otherwise */
 };
 
+/*
+ * sl_splice_ends (bpf/splice.bpf.c): one end of a TLS passthrough connection that the proxy
+ * spliced in the kernel, keyed by the socket's cookie (SO_COOKIE). The stream verdict program
+ * sends every byte received on that socket to the egress of socket @peer and counts it, so
+ * that sluiced knows when a half-close may follow the bytes (README, "Passthrough checked by
+ * name"). Written by sluiced, counted by the kernel, never pinned.
+ */
+struct sl_splice_end {
+	__u64 peer; /* cookie of the socket the bytes go out of */
+	__u64 bytes; /* bytes redirected so far */
+};
+
 #endif /* SLUICE_H */

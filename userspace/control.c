@@ -738,6 +738,18 @@ static void handle_metrics(struct ctl_conn *c)
 			metric_sandbox(&m, "sluice_http_connections_total", b->name, q[i].labels,
 				       q[i].v);
 	}
+	sl_buf_printf(&m, "# HELP sluice_passthrough_connections_total Passthrough TLS connections "
+			  "whose server name the proxy checked, by who carried their bytes: the "
+			  "kernel (sockhash splice) or sluiced (the splice failed).\n"
+			  "# TYPE sluice_passthrough_connections_total counter\n");
+	for (struct sl_box *b = sl_registry_first(reg); b; b = b->next) {
+		const struct sl_proxy_stats *st = b->proxy ? sl_proxy_listener_stats(b->proxy) : NULL;
+
+		metric_sandbox(&m, "sluice_passthrough_connections_total", b->name,
+			       "mode=\"kernel\"", st ? st->spliced_kernel : 0);
+		metric_sandbox(&m, "sluice_passthrough_connections_total", b->name,
+			       "mode=\"userspace\"", st ? st->spliced_user : 0);
+	}
 	sl_buf_printf(&m, "# HELP sluice_http_requests_total Intercepted requests, by outcome.\n"
 			  "# TYPE sluice_http_requests_total counter\n");
 	for (struct sl_box *b = sl_registry_first(reg); b; b = b->next) {

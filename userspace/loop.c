@@ -85,7 +85,8 @@ void sl_loop_free(struct sl_loop *loop)
 
 static uint32_t to_epoll(unsigned events)
 {
-	return (events & SL_READ ? EPOLLIN | EPOLLRDHUP : 0) | (events & SL_WRITE ? EPOLLOUT : 0);
+	return (events & SL_READ ? EPOLLIN | EPOLLRDHUP : 0) | (events & SL_WRITE ? EPOLLOUT : 0) |
+	       (events & SL_RDHUP ? EPOLLRDHUP : 0);
 }
 
 static int grow_fds(struct sl_loop *loop, int fd)

@@ -8,6 +8,9 @@
 #define SL_READ 0x1
 #define SL_WRITE 0x2
 #define SL_HUP 0x4 /* error or hang-up: delivered whatever was asked for */
+/* Only the peer's end of sending (delivered as SL_READ): for sockets whose bytes the kernel
+ * moves elsewhere, so that their data wakes nobody (see splice.c). */
+#define SL_RDHUP 0x8
 
 struct sl_loop;
 struct sl_timer;
@@ -18,7 +21,7 @@ typedef void sl_timer_cb(struct sl_loop *loop, void *arg);
 struct sl_loop *sl_loop_new(void);
 void sl_loop_free(struct sl_loop *loop);
 
-/* Watches @fd for @events (SL_READ|SL_WRITE). Returns 0 or -errno. */
+/* Watches @fd for @events (SL_READ|SL_WRITE|SL_RDHUP). Returns 0 or -errno. */
 int sl_loop_add_fd(struct sl_loop *loop, int fd, unsigned events, sl_fd_cb *cb, void *arg);
 int sl_loop_mod_fd(struct sl_loop *loop, int fd, unsigned events);
 /* Stops watching @fd; pending events for it in the current batch are dropped. Call before

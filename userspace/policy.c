@@ -128,6 +128,7 @@ int sl_entry_parse(const char *s, struct sl_entry *e, char *err, size_t errlen)
 
 	memset(e, 0, sizeof(*e));
 	e->protos = SL_PROTO_ANY;
+	e->sni = -1;
 	len = strlen(s);
 	if (!len || len >= sizeof(buf)) {
 		sl_errf(err, errlen, "empty or overlong entry");
@@ -288,7 +289,7 @@ static int check_keys(lua_State *L, int idx, const char *where, const char *cons
 static int read_entries(lua_State *L, const char *where, struct sl_entry_list *list, char *err,
 			size_t errlen)
 {
-	static const char *const entry_keys[] = { "proto", NULL };
+	static const char *const entry_keys[] = { "proto", "sni", NULL };
 	char what[64];
 	lua_Integer n;
 
@@ -323,6 +324,7 @@ static int read_entries(lua_State *L, const char *where, struct sl_entry_list *l
 	for (lua_Integer i = 1; i <= n; i++) {
 		struct sl_entry *e = &list->v[list->n];
 		const char *s = NULL, *proto = NULL;
+		int sni = -1;
 		char why[256];
 
 		snprintf(what, sizeof(what), "%s[%lld]", where, (long long)i);
@@ -337,6 +339,10 @@ static int read_entries(lua_State *L, const char *where, struct sl_entry_list *l
 			lua_getfield(L, -1, "proto");
 			if (!lua_isnil(L, -1))
 				proto = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
+			lua_pop(L, 1);
+			lua_getfield(L, -1, "sni");
+			if (!lua_isnil(L, -1))
+				sni = lua_isboolean(L, -1) ? lua_toboolean(L, -1) : 2;
 			lua_pop(L, 1);
 			if (luaL_len(L, -1) != 1) {
 				sl_errf(err, errlen, "%s: a table entry holds exactly one string",
@@ -373,6 +379,19 @@ static int read_entries(lua_State *L, const char *where, struct sl_entry_list *l
 				return -EINVAL;
 			}
 		}
+		if (sni == 2 || (sni >= 0 && e->kind == SL_ENTRY_ADDR) ||
+		    (sni == 1 && e->protos == SL_PROTO_UDP)) {
+			sl_errf(err, errlen,
+				sni == 2 ? "%s: sni must be true or false" :
+				e->kind == SL_ENTRY_ADDR ?
+					   "%s: sni applies to host names (an address or prefix is "
+					   "always an address grant)" :
+					   "%s: sni = true needs TCP (TLS); not with proto = \"udp\"",
+				what);
+			lua_pop(L, 1);
+			return -EINVAL;
+		}
+		e->sni = (int8_t)sni;
 		lua_pop(L, 1);
 		list->n++;
 	}
@@ -427,6 +446,13 @@ static int read_egress(lua_State *L, struct sl_policy *p, const char *where, cha
 		    p->private_ranges.v[i].has_port) {
 			sl_errf(err, errlen, "%s.private[%zu]: must be an address or prefix "
 					    "without port", where, i + 1);
+			return -EINVAL;
+		}
+	}
+	for (size_t i = 0; i < p->intercept.n; i++) {
+		if (p->intercept.v[i].sni >= 0) {
+			sl_errf(err, errlen, "%s.intercept[%zu]: sni is an egress.allow setting "
+					    "(intercepted names are always judged by name)", where, i + 1);
 			return -EINVAL;
 		}
 	}
@@ -601,6 +627,36 @@ static int name_matches(const struct sl_entry *e, const char *name)
 	return 0;
 }
 
+/* The TLS port whose connections to an allowed name are checked by name unless the entry
+ * says sni = false (README, "Passthrough checked by name"). */
+#define SNI_PORT 443
+
+/*
+ * The grants of one egress.allow host entry, into @g (room for 3): its ports as ALLOW, less
+ * its SNI-checked ports, which are PROXY (TCP) with .sni set. UDP on a checked port is not
+ * granted at all: QUIC carries its server name encrypted, so it could not be checked.
+ */
+static size_t allow_grants(const struct sl_entry *e, struct sl_grant *g)
+{
+	uint16_t lo = e->has_port ? e->port_lo : 0, hi = e->has_port ? e->port_hi : 65535;
+	uint16_t slo = lo, shi = hi;
+	size_t n = 0;
+
+	if (e->sni == 0 || (e->sni < 0 && (SNI_PORT < lo || SNI_PORT > hi)) ||
+	    !(e->protos & SL_PROTO_TCP)) {
+		g[0] = (struct sl_grant){ lo, hi, e->protos, SL_VERDICT_ALLOW, 0 };
+		return 1;
+	}
+	if (e->sni < 0)
+		slo = shi = SNI_PORT;
+	if (slo > lo)
+		g[n++] = (struct sl_grant){ lo, slo - 1, e->protos, SL_VERDICT_ALLOW, 0 };
+	g[n++] = (struct sl_grant){ slo, shi, SL_PROTO_TCP, SL_VERDICT_PROXY, 1 };
+	if (shi < hi)
+		g[n++] = (struct sl_grant){ shi + 1, hi, e->protos, SL_VERDICT_ALLOW, 0 };
+	return n;
+}
+
 size_t sl_policy_name_grants(const struct sl_policy *p, const char *name, struct sl_grant *g,
 			     size_t max)
 {
@@ -608,15 +664,14 @@ size_t sl_policy_name_grants(const struct sl_policy *p, const char *name, struct
 
 	for (size_t i = 0; i < p->allow.n && n < max; i++) {
 		const struct sl_entry *e = &p->allow.v[i];
+		struct sl_grant eg[3];
+		size_t k = 0, ne;
 
 		if (!name_matches(e, name))
 			continue;
-		g[n++] = (struct sl_grant){
-			.lo = e->has_port ? e->port_lo : 0,
-			.hi = e->has_port ? e->port_hi : 65535,
-			.protos = e->protos,
-			.verdict = SL_VERDICT_ALLOW,
-		};
+		ne = allow_grants(e, eg);
+		while (k < ne && n < max)
+			g[n++] = eg[k++];
 	}
 	/* Intercepted names: TCP only, 80 and 443 unless the entry names ports. */
 	for (size_t i = 0; i < p->intercept.n && n < max; i++) {
@@ -626,12 +681,12 @@ size_t sl_policy_name_grants(const struct sl_policy *p, const char *name, struct
 			continue;
 		if (e->has_port) {
 			g[n++] = (struct sl_grant){ e->port_lo, e->port_hi, SL_PROTO_TCP,
-						    SL_VERDICT_PROXY };
+						    SL_VERDICT_PROXY, 0 };
 			continue;
 		}
-		g[n++] = (struct sl_grant){ 443, 443, SL_PROTO_TCP, SL_VERDICT_PROXY };
+		g[n++] = (struct sl_grant){ 443, 443, SL_PROTO_TCP, SL_VERDICT_PROXY, 0 };
 		if (n < max)
-			g[n++] = (struct sl_grant){ 80, 80, SL_PROTO_TCP, SL_VERDICT_PROXY };
+			g[n++] = (struct sl_grant){ 80, 80, SL_PROTO_TCP, SL_VERDICT_PROXY, 0 };
 	}
 	return n;
 }
@@ -642,10 +697,55 @@ int sl_policy_name_verdict(const struct sl_policy *p, const char *name)
 	size_t n = sl_policy_name_grants(p, name, g, 16);
 	int v = SL_VERDICT_DENY;
 
-	for (size_t i = 0; i < n; i++)
-		if (g[i].verdict > v)
-			v = g[i].verdict;
+	for (size_t i = 0; i < n; i++) {
+		int gv = g[i].sni ? SL_VERDICT_ALLOW : g[i].verdict;
+
+		if (gv > v)
+			v = gv;
+	}
 	return v;
+}
+
+int sl_policy_name_port(const struct sl_policy *p, const char *name, uint16_t port)
+{
+	struct sl_grant g[16];
+	size_t n = sl_policy_name_grants(p, name, g, 16);
+	int v = SL_NAME_DENY;
+
+	for (size_t i = 0; i < n; i++) {
+		int gv;
+
+		if (port < g[i].lo || port > g[i].hi || !(g[i].protos & SL_PROTO_TCP))
+			continue;
+		gv = g[i].verdict != SL_VERDICT_PROXY ? SL_NAME_PASS :
+		     g[i].sni				 ? SL_NAME_SNI :
+							   SL_NAME_INTERCEPT;
+		if (gv > v)
+			v = gv;
+	}
+	return v;
+}
+
+int sl_policy_needs_proxy(const struct sl_policy *p)
+{
+	struct sl_grant g[3];
+
+	if (!p)
+		return 0;
+	if (p->intercept.n)
+		return 1;
+	for (size_t i = 0; i < p->allow.n; i++) {
+		const struct sl_entry *e = &p->allow.v[i];
+		size_t n;
+
+		if (e->kind == SL_ENTRY_ADDR)
+			continue;
+		n = allow_grants(e, g);
+		for (size_t k = 0; k < n; k++)
+			if (g[k].sni)
+				return 1;
+	}
+	return 0;
 }
 
 int sl_policy_has_names(const struct sl_policy *p)

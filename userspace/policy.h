@@ -26,6 +26,7 @@ struct sl_entry {
 	int has_port;
 	uint16_t port_lo, port_hi;
 	uint8_t protos; /* SL_PROTO_* */
+	int8_t sni; /* egress.allow host names: 1 sni = true, 0 sni = false, -1 unsaid (443) */
 };
 
 struct sl_entry_list {
@@ -76,16 +77,30 @@ struct sl_grant {
 	uint16_t lo, hi;
 	uint8_t protos;
 	uint8_t verdict;
+	uint8_t sni; /* PROXY for an SNI-checked passthrough, not an interception */
 };
 
 /* The grants of every host entry matching @name (exact or *.suffix, see
  * sl_dns_name_match()), at most @max: egress.allow entries give ALLOW on their ports (any
- * port by default), egress.intercept entries PROXY on TCP 443 and 80 (or their ports).
- * Returns how many: 0 means the name is denied. */
+ * port by default), except on their SNI-checked ports (443 unless the entry says
+ * sni = true|false), which get PROXY with .sni set on TCP and nothing on UDP (no QUIC: its
+ * server name cannot be checked); egress.intercept entries PROXY on TCP 443 and 80 (or
+ * their ports). Returns how many: 0 means the name is denied. */
 size_t sl_policy_name_grants(const struct sl_policy *p, const char *name, struct sl_grant *g,
 			     size_t max);
-/* The strongest verdict the policy gives @name: SL_VERDICT_PROXY, _ALLOW or _DENY. */
+/* The strongest verdict the policy gives @name: SL_VERDICT_PROXY (intercepted on some
+ * port), _ALLOW (passed through, SNI-checked or not) or _DENY. */
 int sl_policy_name_verdict(const struct sl_policy *p, const char *name);
+
+/* What the policy does with a TCP connection to @name on @port, strongest first. */
+#define SL_NAME_DENY 0
+#define SL_NAME_PASS 1 /* passed through: an address grant (sni = false) */
+#define SL_NAME_SNI 2 /* passed through once its TLS server name is checked */
+#define SL_NAME_INTERCEPT 3 /* TLS terminated, every request judged */
+int sl_policy_name_port(const struct sl_policy *p, const char *name, uint16_t port);
+/* Whether any connection of the policy goes to the proxy: an intercepted name, or an
+ * SNI-checked passthrough one (the kernel's sockops program is needed then). */
+int sl_policy_needs_proxy(const struct sl_policy *p);
 /* Whether the policy names any host at all. */
 int sl_policy_has_names(const struct sl_policy *p);
 

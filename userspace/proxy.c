@@ -35,8 +35,10 @@
 #include "log.h"
 #include "loop.h"
 #include "mask.h"
+#include "policy.h"
 #include "proxy.h"
 #include "sockets.h"
+#include "splice.h"
 #include "tls.h"
 #include "tls_hello.h"
 #include "ws.h"
@@ -61,6 +63,7 @@ struct sl_proxy {
 	unsigned active; /* client connections of every listener */
 	unsigned nidle; /* pooled upstream connections of every listener */
 	int spare_fd; /* given up to accept-and-close a connection when out of descriptors */
+	struct sl_splice *splice; /* NULL: passthrough bytes are relayed here */
 };
 
 /* An idle upstream connection, kept for the next request to the same name and address. */
@@ -114,6 +117,15 @@ struct pconn {
 	char comm[17];
 	int tls;
 	int spliced; /* TLS of a passthrough name, relayed untouched */
+	/* Spliced in the kernel (splice.c): the bytes never come here. Per socket (0 client,
+	 * 1 upstream): what we wrote into it ourselves, its send count when the splice began,
+	 * whether its peer finished sending, whether we passed that on. */
+	int ksplice;
+	struct sl_splice_pair kpair; /* cookie[0] upstream, [1] client: see ksplice_start() */
+	uint64_t kwrote[2], kbase[2];
+	int keof[2], kshut[2];
+	uint64_t kdrain_since_ms;
+	struct sl_timer *ktimer;
 	llhttp_t reqp, respp;
 	struct parse_ctx reqx, respx;
 	struct sl_http_msg req, resp;
@@ -285,6 +297,9 @@ static void conn_free(struct pconn *c)
 	struct sl_proxy_listener *l = c->l;
 
 	handler_abort(c, "the connection ended");
+	if (c->ksplice)
+		sl_splice_part(l->px->splice, &c->kpair);
+	sl_loop_cancel_timer(l->px->loop, c->ktimer);
 
 	for (struct pconn **pp = &l->conns; *pp; pp = &(*pp)->next) {
 		if (*pp == c) {
@@ -352,6 +367,15 @@ static void respond_error(struct pconn *c, int status, const char *why, const ch
 {
 	char body[512];
 
+	if (c->spliced) {
+		/* Nothing to answer in: the client speaks TLS with the upstream itself. */
+		c->l->stats.upstream_errors++;
+		conn_event(c->l, c, "error", why);
+		close_upstream(c);
+		c->c.err = 1;
+		c->st = C_CLOSING;
+		return;
+	}
 	handler_abort(c, why);
 	refusal_text(c, status, why, body, sizeof(body));
 	if (c->resp_head_sent) {
@@ -1794,6 +1818,8 @@ static void update_events(struct pconn *c)
 	struct sl_loop *loop = c->l->px->loop;
 	unsigned ce = 0, ue = 0;
 
+	if (c->ksplice)
+		return; /* ksplice_pump() decides */
 	switch (c->st) {
 	case C_SNIFF:
 		ce = SL_READ;
@@ -1822,6 +1848,8 @@ static void update_events(struct pconn *c)
 }
 
 static void sniff(struct pconn *c);
+static void ksplice_begin(struct pconn *c);
+static void ksplice_pump(struct pconn *c);
 
 /*
  * After the answer that ends a connection: our direction is closed (close_notify, FIN) and
@@ -1856,6 +1884,10 @@ static void pump(struct pconn *c)
 		enum rqstate rq = c->rq;
 		enum upstate up = c->up;
 
+		if (c->ksplice) {
+			ksplice_pump(c);
+			break;
+		}
 		if (c->st == C_SNIFF) {
 			sniff(c);
 			if (c->st == C_SNIFF)
@@ -1883,6 +1915,10 @@ static void pump(struct pconn *c)
 				continue;
 			if (c->up == UP_READY && c->st == C_HTTP && c->rq == RQ_CONNECT)
 				upstream_ready(c);
+			if (c->up == UP_READY && c->spliced) {
+				ksplice_begin(c);
+				continue;
+			}
 		}
 		sl_stream_read(&c->c, BUF_LIMIT);
 		if (c->u.fd >= 0 && c->up == UP_READY)
@@ -1933,7 +1969,7 @@ static void pump(struct pconn *c)
 		if (c->st == st && c->rq == rq && c->up == up && c->hseq == hseq)
 			break;
 	}
-	if (c->busy == 1 && !c->dead && c->st != C_SNIFF && c->st != C_HANDSHAKE) {
+	if (c->busy == 1 && !c->dead && !c->ksplice && c->st != C_SNIFF && c->st != C_HANDSHAKE) {
 		sl_stream_flush(&c->c);
 		if (c->c.err)
 			c->dead = 1;
@@ -1964,29 +2000,212 @@ static void conn_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 	pump(c);
 }
 
+/* ---- passthrough spliced in the kernel ---- */
+
+#define KDRAIN_MS 5000 /* a half-close waits at most this long for bytes still in flight */
+#define KDRAIN_POLL_MS 1
+
+/* Socket @i of a kernel-spliced connection: 0 the client's, 1 the upstream's. */
+static struct sl_stream *kside(struct pconn *c, int i)
+{
+	return i ? &c->u : &c->c;
+}
+
+static void ksplice_timer_cb(struct sl_loop *loop, void *arg)
+{
+	struct pconn *c = arg;
+
+	(void)loop;
+	c->ktimer = NULL;
+	pump(c);
+}
+
+/*
+ * Whether everything meant for socket @i is in its send queue: what we wrote into it, and
+ * what the kernel redirected into it (the bytes taken from the other socket; kpair.cookie[i]
+ * is the *other* socket of @i, see ksplice_start()). Until then a FIN would overtake them.
+ */
+static int kdrained(struct pconn *c, int i)
+{
+	uint64_t queued;
+
+	if (sl_buf_size(&kside(c, i)->out) || sl_tcp_queued(kside(c, i)->fd, &queued))
+		return 0;
+	return queued - c->kbase[i] >= c->kwrote[i] + sl_splice_moved(c->l->px->splice,
+								       &c->kpair, i);
+}
+
+/*
+ * Hands a checked passthrough connection to the kernel. The client's first bytes (its
+ * ClientHello) are read here; then the upstream socket and the client's go into the
+ * sockhash, in that order; only then is the ClientHello written upstream, so that the
+ * server's answer cannot land on a socket whose bytes are not redirected yet. Bytes the
+ * client sends after our read and before its socket is in the map stay queued and are
+ * redirected, in order, with the next ones. Returns 0 when the kernel carries the
+ * connection, or -errno with nothing changed but the read bytes in @c->c.in (the caller
+ * relays it itself then, as handle_tunnel() always did).
+ */
+static int ksplice_start(struct pconn *c)
+{
+	struct sl_proxy *px = c->l->px;
+	int fds[2] = { c->u.fd, c->c.fd };
+	int err = 0;
+
+	if (!px->splice)
+		return -EOPNOTSUPP;
+	for (int i = 0; i < 2 && !err; i++)
+		err = sl_tcp_queued(kside(c, i)->fd, &c->kbase[i]);
+	if (err)
+		return err;
+	while (sl_buf_size(&c->c.in) < BUF_LIMIT) {
+		char b[16384];
+		ssize_t n = recv(c->c.fd, b, sizeof(b), MSG_DONTWAIT);
+
+		if (n == 0)
+			c->keof[0] = 1;
+		if (n <= 0)
+			break;
+		if (sl_buf_append(&c->c.in, b, (size_t)n))
+			return -ENOMEM;
+	}
+	err = sl_splice_join(px->splice, fds, &c->kpair);
+	if (err)
+		return err;
+	c->ksplice = 1;
+	c->kwrote[1] = sl_buf_size(&c->c.in);
+	sl_buf_append(&c->u.out, sl_buf_head(&c->c.in), sl_buf_size(&c->c.in));
+	sl_buf_reset(&c->c.in);
+	c->deadline_ms = UINT64_MAX; /* like any passthrough: no idle timeout */
+	return 0;
+}
+
+/* The upstream of a spliced connection is connected: the kernel takes over, or we relay. */
+static void ksplice_begin(struct pconn *c)
+{
+	char why[200];
+	int err = ksplice_start(c);
+
+	if (!err) {
+		c->l->stats.spliced_kernel++;
+		conn_event(c->l, c, "passthrough", "TLS server name checked; spliced in the kernel");
+		return;
+	}
+	c->l->stats.spliced_user++;
+	snprintf(why, sizeof(why), "TLS server name checked; relayed by sluiced (the kernel "
+				   "splice failed: %s)", strerror(-err));
+	sl_warn("sandbox %s: %s", c->l->ops->name(c->l->owner), why);
+	conn_event(c->l, c, "passthrough", why);
+}
+
+/*
+ * A kernel-spliced connection woke us: a hang-up, or a write of ours that was pending. A
+ * side whose peer finished sending has its FIN passed on once its bytes are through; when
+ * both directions are finished, or on an error, both sockets close. Loop thread; may end @c.
+ */
+static void ksplice_pump(struct pconn *c)
+{
+	struct sl_loop *loop = c->l->px->loop;
+	int waiting = 0;
+
+	if (sl_buf_size(&c->u.out))
+		sl_stream_flush(&c->u);
+	for (int i = 0; i < 2; i++) {
+		struct sl_stream *s = kside(c, i);
+		char b[16384];
+		ssize_t n;
+
+		if (c->keof[i] || s->err)
+			continue;
+		n = recv(s->fd, b, sizeof(b), MSG_PEEK | MSG_DONTWAIT);
+		if (n == 0) {
+			c->keof[i] = 1;
+		} else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+			s->err = 1;
+		} else if (n > 0) {
+			/* Queued before the socket went into the map and seen by no verdict
+			 * since: passed on here, behind everything the kernel moved already. */
+			if (!kdrained(c, !i)) {
+				waiting = 1;
+				continue;
+			}
+			n = recv(s->fd, b, sizeof(b), MSG_DONTWAIT);
+			if (n > 0) {
+				c->kwrote[!i] += (uint64_t)n;
+				sl_buf_append(&kside(c, !i)->out, b, (size_t)n);
+				sl_stream_flush(kside(c, !i));
+			}
+		}
+	}
+	for (int i = 0; i < 2; i++) {
+		if (!c->keof[!i] || c->kshut[i])
+			continue;
+		if (!kdrained(c, i)) {
+			waiting = 1;
+			continue;
+		}
+		shutdown(kside(c, i)->fd, SHUT_WR);
+		c->kshut[i] = 1;
+	}
+	if (c->c.err || c->u.err || (c->kshut[0] && c->kshut[1])) {
+		conn_close(c);
+		return;
+	}
+	if (!waiting) {
+		c->kdrain_since_ms = 0;
+	} else if (!c->kdrain_since_ms) {
+		c->kdrain_since_ms = sl_now_ms();
+	} else if (sl_now_ms() - c->kdrain_since_ms > KDRAIN_MS) {
+		conn_event(c->l, c, "error", "spliced bytes still in flight after 5 s: closed");
+		conn_close(c);
+		return;
+	}
+	if (waiting && !c->ktimer)
+		c->ktimer = sl_loop_add_timer(loop, KDRAIN_POLL_MS, ksplice_timer_cb, c);
+	/* Hang-ups only: the data of these sockets wakes nobody. A socket both of whose
+	 * directions are done would report EPOLLHUP forever: it is not watched any more. */
+	for (int i = 0; i < 2; i++) {
+		struct sl_stream *s = kside(c, i);
+
+		if (c->keof[i] && c->kshut[i])
+			sl_loop_del_fd(loop, s->fd);
+		else
+			sl_loop_mod_fd(loop, s->fd, (c->keof[i] ? 0 : SL_RDHUP) |
+						    (sl_buf_size(&s->out) ? SL_WRITE : 0));
+	}
+}
+
 /* ---- accepting and sniffing ---- */
 
 static int start_splice(struct pconn *c)
 {
-	/* A passthrough name on an address that is also intercepted: relay the TLS bytes
-	 * untouched (the peeked ClientHello is still in the socket). */
+	/* A passthrough name whose server name was checked: relay its TLS untouched (the
+	 * peeked ClientHello is still in the socket). Once the upstream is connected the
+	 * kernel takes over if it can (ksplice_begin). */
 	c->tls = 0;
 	c->spliced = 1;
 	c->st = C_TUNNEL;
 	c->rq = RQ_DONE;
 	c->l->stats.spliced++;
-	conn_event(c->l, c, "passthrough", "TLS for a name the policy allows without interception");
 	return start_upstream(c);
+}
+
+/* Refuses @c at the sniff with @why. */
+static void sniff_refuse(struct pconn *c, const char *why)
+{
+	c->l->stats.refused++;
+	conn_event(c->l, c, "reject", why);
+	conn_close(c);
 }
 
 /* Decides what the client speaks from its first bytes, without consuming them. */
 static void sniff(struct pconn *c)
 {
 	struct sl_proxy_listener *l = c->l;
+	uint16_t port = ntohs(c->orig.orig_port);
 	uint8_t buf[PEEK_MAX];
 	struct sl_client_hello ch;
 	ssize_t n;
-	int kind, r, v;
+	int kind, r, how;
 
 	n = recv(c->c.fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
 	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
@@ -2004,18 +2223,14 @@ static void sniff(struct pconn *c)
 		return;
 	}
 	if (kind != SL_SNIFF_TLS) {
-		l->stats.refused++;
-		conn_event(l, c, "reject", "neither TLS nor HTTP/1.x");
-		conn_close(c);
+		sniff_refuse(c, "neither TLS nor HTTP/1.x");
 		return;
 	}
 	r = sl_tls_parse_client_hello(buf, n, &ch);
 	if (r == -EAGAIN && (size_t)n < sizeof(buf))
 		return;
 	if (r) {
-		l->stats.refused++;
-		conn_event(l, c, "reject", "malformed TLS ClientHello");
-		conn_close(c);
+		sniff_refuse(c, "malformed TLS ClientHello");
 		return;
 	}
 	c->tls = 1;
@@ -2023,23 +2238,36 @@ static void sniff(struct pconn *c)
 		snprintf(c->name, sizeof(c->name), "%s", ch.sni);
 	} else if (!l->ops->only_name_at(l->owner, c->dst_family, c->dst_addr, c->name,
 					 sizeof(c->name))) {
-		l->stats.refused++;
-		conn_event(l, c, "reject",
-			   "ClientHello without SNI for an address of no single intercepted name");
-		conn_close(c);
+		sniff_refuse(c, "ClientHello without SNI for an address of no single intercepted "
+				"name");
 		return;
 	}
-	v = l->ops->name_verdict(l->owner, c->name);
-	if (v == SL_VERDICT_ALLOW) {
-		if (start_splice(c))
+	how = l->ops->name_port(l->owner, c->name, port);
+	if (how == SL_NAME_PASS || how == SL_NAME_SNI) {
+		/* Relayed untouched: only for a name given in the clear, allowed on this port,
+		 * that resolved to this very address for this sandbox. Anything less would make
+		 * an allowed name a key to every tenant of a shared address (or to an
+		 * intercepted host without its handler). Encrypted Client Hello hides the real
+		 * server name behind the one checked here, so it is refused. */
+		if (!ch.sni_ok)
+			sniff_refuse(c, "passthrough refused: ClientHello without SNI");
+		else if (ch.ech)
+			sniff_refuse(c, "passthrough refused: ClientHello with Encrypted Client "
+					"Hello (the real server name is hidden)");
+		else if (!l->ops->resolved_at(l->owner, c->name, c->dst_family, c->dst_addr,
+					      port))
+			sniff_refuse(c, "passthrough refused: the TLS server name did not resolve "
+					"to this address and port for this sandbox");
+		else if (start_splice(c))
 			conn_close(c);
 		return;
 	}
-	if (v != SL_VERDICT_PROXY ||
-	    !l->ops->name_at(l->owner, c->name, c->dst_family, c->dst_addr)) {
-		l->stats.refused++;
-		conn_event(l, c, "reject", "TLS server name not intercepted at this address");
-		conn_close(c);
+	if (how != SL_NAME_INTERCEPT) {
+		sniff_refuse(c, "TLS server name neither intercepted nor allowed on this port");
+		return;
+	}
+	if (!l->ops->name_at(l->owner, c->name, c->dst_family, c->dst_addr)) {
+		sniff_refuse(c, "TLS server name not intercepted at this address");
 		return;
 	}
 	c->c.ssl = SSL_new(l->px->server_ctx);
@@ -2278,6 +2506,14 @@ struct sl_proxy *sl_proxy_new(struct sl_loop *loop, struct sl_events *events, st
 	if (!px->o.body_budget)
 		px->o.body_budget = SL_PROXY_BODY_BUDGET;
 	px->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	{
+		char why[256];
+
+		px->splice = sl_splice_open(why, sizeof(why));
+		if (!px->splice)
+			sl_warn("passthrough connections will be relayed by sluiced, not the "
+				"kernel: %s", why);
+	}
 	px->server_ctx = sl_tls_server_ctx(err, errlen);
 	if (px->server_ctx)
 		px->client_ctx = sl_tls_client_ctx(px->o.upstream_ca, err, errlen);
@@ -2294,6 +2530,7 @@ void sl_proxy_free(struct sl_proxy *px)
 		return;
 	SSL_CTX_free(px->server_ctx);
 	SSL_CTX_free(px->client_ctx);
+	sl_splice_close(px->splice);
 	if (px->spare_fd >= 0)
 		close(px->spare_fd);
 	free(px);
@@ -2383,9 +2620,17 @@ size_t sl_proxy_listener_revalidate(struct sl_proxy_listener *l)
 		next = c->next;
 		if (c->dead || !c->name[0])
 			continue; /* no name yet: judged under the new policy once it has one */
-		v = l->ops->name_verdict(l->owner, c->name);
-		if (c->spliced ? v == SL_VERDICT_ALLOW : v == SL_VERDICT_PROXY)
+		if (c->spliced) {
+			uint16_t port = ntohs(c->orig.orig_port);
+
+			v = l->ops->name_port(l->owner, c->name, port);
+			if ((v == SL_NAME_PASS || v == SL_NAME_SNI) &&
+			    l->ops->resolved_at(l->owner, c->name, c->dst_family, c->dst_addr,
+						port))
+				continue;
+		} else if (l->ops->name_verdict(l->owner, c->name) == SL_VERDICT_PROXY) {
 			continue;
+		}
 		conn_event(l, c, "closed", "the sandbox's policy no longer allows this host");
 		closed++;
 		conn_close(c);

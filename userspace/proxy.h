@@ -41,6 +41,12 @@ struct sl_proxy_ops {
 	/* Whether intercepted @host may be served at @addr: it resolved there (or the names of
 	 * @addr are unknown because they resolved before a restart). */
 	int (*name_at)(void *owner, const char *host, uint8_t family, const uint8_t *addr);
+	/* What the policy does with TCP to @host on @port: SL_NAME_* (policy.h). */
+	int (*name_port)(void *owner, const char *host, uint16_t port);
+	/* Whether @host resolved to @addr for this sandbox with a grant of TCP @port (or the
+	 * names of @addr are unknown, resolved before a restart, and the policy allows it). */
+	int (*resolved_at)(void *owner, const char *host, uint8_t family, const uint8_t *addr,
+			   uint16_t port);
 	/* The single intercepted name that resolved to @addr, into @buf; 0 if none or several. */
 	int (*only_name_at)(void *owner, uint8_t family, const uint8_t *addr, char *buf,
 			    size_t len);
@@ -135,7 +141,8 @@ struct sl_proxy_listener *sl_proxy_listen(struct sl_proxy *px, const struct sl_p
 void sl_proxy_listener_close(struct sl_proxy_listener *l);
 uint16_t sl_proxy_listener_port(const struct sl_proxy_listener *l);
 /* After the sandbox's policy changed: closes every connection (WebSockets and spliced TLS
- * included) whose host the policy no longer intercepts (or, spliced, allows), and pooled
+ * included) whose host the policy no longer intercepts (or, spliced, allows on that port at
+ * that address), and pooled
  * upstream connections of such hosts. Returns how many client connections were closed. */
 size_t sl_proxy_listener_revalidate(struct sl_proxy_listener *l);
 
@@ -145,6 +152,8 @@ struct sl_proxy_stats {
 	uint64_t refused; /* over the connection limit, or protocol not TLS/HTTP */
 	uint64_t tls_failed; /* client TLS handshakes that failed */
 	uint64_t spliced; /* TLS for a passthrough name: relayed untouched */
+	uint64_t spliced_kernel; /* ... of which carried by the kernel (sockhash redirect) */
+	uint64_t spliced_user; /* ... of which relayed by sluiced (the kernel splice failed) */
 	uint64_t requests; /* forwarded upstream */
 	uint64_t rejected; /* answered 4xx by the proxy */
 	uint64_t upstream_errors; /* answered 5xx by the proxy */

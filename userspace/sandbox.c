@@ -407,8 +407,8 @@ static int dns_learn(void *owner, const char *qname, const struct sl_dns_answer 
 	static const uint8_t mapped[12] = { [10] = 0xff, [11] = 0xff };
 	struct sl_box *box = owner;
 	struct sl_registry *r = box->reg;
-	struct sl_grant g[8];
-	size_t ng = dns_grants(box, qname, g, 8);
+	struct sl_grant g[16];
+	size_t ng = dns_grants(box, qname, g, 16);
 	uint64_t now = sl_now_ns();
 	int err;
 
@@ -568,6 +568,8 @@ static int px_only_name_at(void *owner, uint8_t family, const uint8_t *addr, cha
 			continue;
 		if (!box->learned_names[i][0])
 			return 0;
+		if (px_name_verdict(owner, box->learned_names[i]) != SL_VERDICT_PROXY)
+			continue; /* a passthrough name checked by SNI: never served without it */
 		if (found && strcmp(found, box->learned_names[i]))
 			return 0; /* several names share the address */
 		found = box->learned_names[i];
@@ -590,7 +592,37 @@ static int px_handle(void *owner, struct sl_px_xchg *x)
 	return box->lua ? sl_lua_handle(box->lua, x) : 1;
 }
 
+static int px_name_port(void *owner, const char *host, uint16_t port)
+{
+	struct sl_box *box = owner;
+
+	return box->policy ? sl_policy_name_port(box->policy, host, port) : SL_NAME_DENY;
+}
+
+static int px_resolved_at(void *owner, const char *host, uint8_t family, const uint8_t *addr,
+			  uint16_t port)
+{
+	struct sl_box *box = owner;
+	int unknown = 0;
+
+	for (size_t i = 0; i < box->learned.n; i++) {
+		const struct sl_addr_rule *x = &box->learned.v[i];
+
+		if (x->verdict == SL_VERDICT_DENY || x->family != family ||
+		    memcmp(x->addr, addr, family == AF_INET ? 4 : 16) || port < x->port_lo ||
+		    port > x->port_hi || !(x->protos & SL_PROTO_TCP))
+			continue;
+		if (!strcmp(box->learned_names[i], host))
+			return 1;
+		unknown |= !box->learned_names[i][0];
+	}
+	/* Resolved before a restart: the name is not known, the policy still decides. */
+	return unknown && px_name_port(owner, host, port) != SL_NAME_DENY;
+}
+
 static const struct sl_proxy_ops proxy_ops = {
+	.name_port = px_name_port,
+	.resolved_at = px_resolved_at,
 	.handle = px_handle,
 	.name = dns_name,
 	.id = px_id,
@@ -736,7 +768,7 @@ static int install_box(struct sl_registry *r, struct sl_box *box, const struct s
 		return e;
 	}
 	e = sl_bpf_attach(r->bpf, box->name, box->cgroup, box->cgid,
-			  box->policy && box->policy->intercept.n);
+			  sl_policy_needs_proxy(box->policy));
 	if (e) {
 		sl_errf(err, errlen, "attaching to %s failed: %s", box->cgroup, strerror(-e));
 		return e;
@@ -1272,11 +1304,11 @@ static int switch_layer(struct sl_registry *r, struct sl_box *box, struct sl_lua
 	for (size_t i = 0; i < box->learned.n && !e; i++) {
 		const struct sl_addr_rule *x = &box->learned.v[i];
 		const char *name = box->learned_names[i];
-		struct sl_grant g[8];
+		struct sl_grant g[16];
 		size_t ng = 0;
 
 		if (name[0] && sl_policy_addr_permitted(layer, x->family, x->addr))
-			ng = sl_policy_name_grants(layer, name, g, 8);
+			ng = sl_policy_name_grants(layer, name, g, 16);
 		if (!ng)
 			res->dns_dropped++;
 		for (size_t k = 0; k < ng && !e; k++) {
@@ -1304,8 +1336,8 @@ static int switch_layer(struct sl_registry *r, struct sl_box *box, struct sl_lua
 	/* From here on the kernel follows. */
 	bank = (box->rules_id & SL_RULES_BANK) ? box->id : box->id | SL_RULES_BANK;
 	e = sl_bpf_sync_rules(r->bpf, bank, ents, nents);
-	was_icpt = old_layer && old_layer->intercept.n;
-	now_icpt = layer->intercept.n > 0;
+	was_icpt = sl_policy_needs_proxy(old_layer);
+	now_icpt = sl_policy_needs_proxy(layer);
 	if (!e && now_icpt && !was_icpt)
 		e = sl_bpf_attach(r->bpf, box->name, box->cgroup, box->cgid, 1);
 	if (!e) {
@@ -1800,12 +1832,13 @@ static json_t *proxy_json(const struct sl_box *box)
 	if (!box->proxy)
 		return json_null();
 	st = sl_proxy_listener_stats(box->proxy);
-	return json_pack("{s:i, s:{s:I, s:I, s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I}}",
+	return json_pack("{s:i, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I}}",
 			 "port", (int)box->proxy_port, "connections", "accepted",
 			 (json_int_t)st->conns, "active", (json_int_t)st->active, "unredirected",
 			 (json_int_t)st->unredirected, "refused", (json_int_t)st->refused,
 			 "tls_failed", (json_int_t)st->tls_failed, "passthrough",
-			 (json_int_t)st->spliced, "requests", "forwarded",
+			 (json_int_t)st->spliced, "passthrough_kernel", (json_int_t)st->spliced_kernel,
+			 "passthrough_relayed", (json_int_t)st->spliced_user, "requests", "forwarded",
 			 (json_int_t)st->requests, "reused", (json_int_t)st->reused, "rejected",
 			 (json_int_t)st->rejected, "upstream_errors", (json_int_t)st->upstream_errors);
 }

@@ -50,6 +50,10 @@ def targets(r):
             "{:.1f}")
         a = _get(r, "https", "fixed_rate", size, "sluice_added_us", "p99_us")
         add(f"p99 added latency at half of saturation, {size} (us)", a, "<=", 200, "{:.0f}")
+    add("download checked by SNI / sni = false", _get(r, "splice", "download", "ratio"), ">=",
+        0.9, "{:.2f}")
+    add("connect to first byte added by the SNI check (us)",
+        _get(r, "splice", "latency_us", "added_p50"), "<=", 100, "{:.0f}")
     return out
 
 
@@ -217,6 +221,19 @@ def markdown(r):
                              f"{_f(x['sluice']['ratio_vs_direct'], '{:.2f}')} | "
                              f"{_f(x['sluice']['proxy_cpu_us_per_MiB'])} |")
         lines.append("")
+    sp = r.get("splice")
+    if sp:
+        n = sp.get("bytes", 0)
+        size = f"{n / (1 << 30):g} GiB" if n >= 1 << 30 else f"{n / (1 << 20):g} MiB"
+        dl, lat = sp["download"], sp["latency_us"]
+        lines += [f"## Passthrough checked by SNI (kernel splice) vs `sni = false`", "",
+                  f"| | download {size} MB/s | sluiced CPU ms | connect to first byte p50 µs "
+                  "| p90 µs |", "|---|---|---|---|---|"]
+        for k in ("checked", "plain"):
+            lines.append(f"| {k} | {_f(dl[k]['MBps'])} | {_f(dl[k]['sluiced_cpu_ms'], '{:.1f}')}"
+                         f" | {_f(lat[k]['p50'])} | {_f(lat[k]['p90'])} |")
+        lines += ["", f"Ratio {_f(dl['ratio'], '{:.2f}')}; added connect to first byte "
+                  f"{_f(lat['added_p50'])} µs (p50 of {sp['latency_samples']} each).", ""]
     d = r.get("dns")
     if d:
         lines += ["## DNS", "", "| A queries | dnsmasq directly | through sluice | ratio |",

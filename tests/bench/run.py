@@ -8,7 +8,7 @@ an HTTP error) aborts the run.
 
     run.py [--smoke] [--out DIR] [SECTION...]
 
-SECTIONs: connect scale egress dns https transfer mint (default: all), and profile (only when
+SECTIONs: connect scale egress dns https transfer splice mint (default: all), and profile (only when
 named: perf profiles and system calls per request of sluiced and of the nginx proxy under
 keep-alive and new-connection load, into DIR/profile-*.txt). Writes DIR/latest.json,
 DIR/latest.md and DIR/*.svg; DIR: tests/bench/results for a full run, build/bench-results
@@ -47,8 +47,9 @@ import kernel  # noqa: E402
 import names  # noqa: E402
 import peers  # noqa: E402
 import report  # noqa: E402
+import splice  # noqa: E402
 
-SECTIONS = ("connect", "scale", "egress", "dns", "https", "transfer", "mint")
+SECTIONS = ("connect", "scale", "egress", "dns", "https", "transfer", "splice", "mint")
 EXTRA = ("profile",)  # only when named: perf profiles of sluiced and the nginx proxy
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -142,7 +143,7 @@ def main():
                                      f"host-record={peers.NAME},{up_ip}\n", s.dns_names)
         stack.callback(dnsmasq.stop)
 
-        need_up = bool({"https", "transfer", "profile"} & set(which))
+        need_up = bool({"https", "transfer", "splice", "profile"} & set(which))
         upstreams = None
         files = workdir / "upstream-files"
         check_log = workdir / "check.log"
@@ -278,6 +279,8 @@ def main():
             if tr:
                 tr["bytes"] = s.transfer_bytes
                 result["transfer"] = tr
+            result["splice"] = section("splice", lambda: splice.bench_splice(
+                s, daemon, cgroups, workdir, resolv, upstreams.pki.ca_pem, sluiced_cg))
         result["mint"] = section("mint", lambda: bench_mint(s))
 
     result = {k: v for k, v in result.items() if v is not None}

@@ -310,6 +310,8 @@ host-record=npm.clients.test,127.0.0.60
 host-record=pypi.clients.test,127.0.0.60
 host-record=web.clients.test,127.0.0.60
 host-record=blocked.clients.test,127.0.0.61
+host-record=plain.test,127.0.0.46
+host-record=plainsni.test,127.0.0.47
 """
 
 

@@ -215,11 +215,23 @@ static void test_name_grants(void **state)
 	assert_int_equal(sl_policy_name_grants(p, "api.github.com", g, 8), 2);
 	assert_int_equal(g[0].lo, 443);
 	assert_int_equal(g[1].lo, 80);
-	assert_int_equal(g[0].verdict, SL_VERDICT_ALLOW);
+	/* 443 of a name is checked by SNI by default: PROXY on TCP, no QUIC */
+	assert_int_equal(g[0].verdict, SL_VERDICT_PROXY);
+	assert_int_equal(g[0].sni, 1);
+	assert_int_equal(g[0].protos, SL_PROTO_TCP);
+	assert_int_equal(g[1].verdict, SL_VERDICT_ALLOW);
 	assert_int_equal(sl_policy_name_grants(p, "API.GitHub.com.", g, 8), 2);
-	assert_int_equal(sl_policy_name_grants(p, "registry.npmjs.org", g, 8), 1);
+	/* any port: every port but 443 an address grant, 443 checked */
+	assert_int_equal(sl_policy_name_grants(p, "registry.npmjs.org", g, 8), 3);
 	assert_int_equal(g[0].lo, 0);
-	assert_int_equal(g[0].hi, 65535);
+	assert_int_equal(g[0].hi, 442);
+	assert_int_equal(g[0].verdict, SL_VERDICT_ALLOW);
+	assert_int_equal(g[1].lo, 443);
+	assert_int_equal(g[1].hi, 443);
+	assert_int_equal(g[1].sni, 1);
+	assert_int_equal(g[2].lo, 444);
+	assert_int_equal(g[2].hi, 65535);
+	assert_int_equal(g[2].protos, SL_PROTO_ANY);
 	assert_int_equal(sl_policy_name_grants(p, "ntp.example", g, 8), 1);
 	assert_int_equal(g[0].protos, SL_PROTO_UDP);
 	/* no partial-label or suffix tricks */
@@ -231,6 +243,72 @@ static void test_name_grants(void **state)
 	/* at most max */
 	assert_int_equal(sl_policy_name_grants(p, "api.github.com", g, 1), 1);
 	sl_policy_free(p);
+}
+
+static void test_sni_entries(void **state)
+{
+	char err[512];
+	struct sl_grant g[8];
+	struct sl_policy *p;
+
+	(void)state;
+	p = load("return { egress = { allow = { { 'raw.test:443', sni = false },\n"
+		 "  { 'tls.test:8000-8999', sni = true }, 'web.test:80', 'both.test:400-500',\n"
+		 "  '10.0.0.0/8:443' }, intercept = { 'api.test' } } }",
+		 err, sizeof(err));
+	assert_non_null(p);
+	/* sni = false: an address grant on 443, TCP and UDP */
+	assert_int_equal(sl_policy_name_grants(p, "raw.test", g, 8), 1);
+	assert_int_equal(g[0].verdict, SL_VERDICT_ALLOW);
+	assert_int_equal(g[0].protos, SL_PROTO_ANY);
+	assert_int_equal(sl_policy_name_port(p, "raw.test", 443), SL_NAME_PASS);
+	/* sni = true: every port of the entry checked */
+	assert_int_equal(sl_policy_name_grants(p, "tls.test", g, 8), 1);
+	assert_int_equal(g[0].lo, 8000);
+	assert_int_equal(g[0].hi, 8999);
+	assert_int_equal(g[0].sni, 1);
+	assert_int_equal(sl_policy_name_port(p, "tls.test", 8443), SL_NAME_SNI);
+	assert_int_equal(sl_policy_name_port(p, "tls.test", 443), SL_NAME_DENY);
+	/* no 443 among the ports: nothing checked */
+	assert_int_equal(sl_policy_name_port(p, "web.test", 80), SL_NAME_PASS);
+	assert_int_equal(sl_policy_name_port(p, "web.test", 443), SL_NAME_DENY);
+	/* a range around 443: split in three */
+	assert_int_equal(sl_policy_name_grants(p, "both.test", g, 8), 3);
+	assert_int_equal(sl_policy_name_port(p, "both.test", 442), SL_NAME_PASS);
+	assert_int_equal(sl_policy_name_port(p, "both.test", 443), SL_NAME_SNI);
+	assert_int_equal(sl_policy_name_port(p, "both.test", 444), SL_NAME_PASS);
+	/* intercepted names stay intercepted; name_verdict sees passthrough as ALLOW */
+	assert_int_equal(sl_policy_name_port(p, "api.test", 443), SL_NAME_INTERCEPT);
+	assert_int_equal(sl_policy_name_verdict(p, "api.test"), SL_VERDICT_PROXY);
+	assert_int_equal(sl_policy_name_verdict(p, "both.test"), SL_VERDICT_ALLOW);
+	assert_true(sl_policy_needs_proxy(p));
+	sl_policy_free(p);
+
+	/* names checked by SNI need the proxy even with nothing intercepted; sni = false and
+	 * addresses do not */
+	p = load("return { egress = { allow = { 'x.test:443' } } }", err, sizeof(err));
+	assert_non_null(p);
+	assert_true(sl_policy_needs_proxy(p));
+	sl_policy_free(p);
+	p = load("return { egress = { allow = { { 'x.test:443', sni = false }, '10.0.0.1:443',\n"
+		 "  'y.test:80' } } }", err, sizeof(err));
+	assert_non_null(p);
+	assert_false(sl_policy_needs_proxy(p));
+	sl_policy_free(p);
+
+	/* refused: sni on an address, on intercept, not a boolean, with UDP only */
+	assert_null(load("return { egress = { allow = { { '10.0.0.1:443', sni = true } } } }", err,
+			 sizeof(err)));
+	assert_non_null(strstr(err, "sni applies to host names"));
+	assert_null(load("return { egress = { intercept = { { 'a.test', sni = false } } } }", err,
+			 sizeof(err)));
+	assert_non_null(strstr(err, "sni is an egress.allow setting"));
+	assert_null(load("return { egress = { allow = { { 'a.test', sni = 'yes' } } } }", err,
+			 sizeof(err)));
+	assert_non_null(strstr(err, "sni must be true or false"));
+	assert_null(load("return { egress = { allow = { { 'a.test:443', proto = 'udp', sni = true "
+			 "} } } }", err, sizeof(err)));
+	assert_non_null(strstr(err, "sni = true needs TCP"));
 }
 
 static int public4(const char *a)
@@ -299,6 +377,7 @@ int main(void)
 		cmocka_unit_test(test_policy_errors),
 		cmocka_unit_test(test_policy_rules),
 		cmocka_unit_test(test_name_grants),
+		cmocka_unit_test(test_sni_entries),
 		cmocka_unit_test(test_public_and_private_addresses),
 	};
 
