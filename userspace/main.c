@@ -95,11 +95,14 @@ static void usage(FILE *f)
 		"                      resolver for the names policies allow (default: the first\n"
 		"                      nameserver of /etc/resolv.conf)\n"
 		"  --dns-min-ttl S     a resolved address stays in the kernel at least S seconds\n"
-		"                      (default 5) ...\n"
+		"                      (default 3600, or --dns-max-ttl if lower), refreshed by\n"
+		"                      every lookup; the reply's TTL is not raised ...\n"
 		"  --dns-max-ttl S     ... at most S seconds; answers' TTLs are capped to it\n"
 		"                      (default 3600) ...\n"
 		"  --dns-grace S       ... plus S seconds for connections made as it expires\n"
 		"                      (default 30)\n"
+		"  --test-time-scale K tests only: resolved addresses live 1/K of their time\n"
+		"                      (default 1), so that an hour can be tested in a minute\n"
 		"  --upstream-ca FILE  trust anchors (PEM) for intercepted upstreams (default: the\n"
 		"                      system trust store)\n"
 		"  --env-file FILE     secrets for the policies' handlers (env.KEY): KEY=VALUE\n"
@@ -141,6 +144,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		O_DNS_MIN,
 		O_DNS_MAX,
 		O_DNS_GRACE,
+		O_TEST_TIME_SCALE,
 		O_UPSTREAM_CA,
 		O_HTTP_HEADER,
 		O_HTTP_IDLE,
@@ -162,6 +166,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		{ "dns-min-ttl", required_argument, NULL, O_DNS_MIN },
 		{ "dns-max-ttl", required_argument, NULL, O_DNS_MAX },
 		{ "dns-grace", required_argument, NULL, O_DNS_GRACE },
+		{ "test-time-scale", required_argument, NULL, O_TEST_TIME_SCALE },
 		{ "upstream-ca", required_argument, NULL, O_UPSTREAM_CA },
 		{ "http-header-timeout", required_argument, NULL, O_HTTP_HEADER },
 		{ "http-idle-timeout", required_argument, NULL, O_HTTP_IDLE },
@@ -181,7 +186,9 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	o->state_dir = "/var/lib/sluice";
 	o->bpffs_dir = "/sys/fs/bpf/sluice";
 	o->event_limit = 100;
-	o->ttl = (struct sl_dns_ttl){ .min_s = 5, .max_s = 3600, .grace_s = 30 };
+	/* min_s: UINT32_MAX until parsed, then SL_DNS_MIN_LIFE_S unless above max_s (below) */
+	o->ttl = (struct sl_dns_ttl){ .min_s = UINT32_MAX, .max_s = 3600, .grace_s = 30,
+				      .time_scale = 1 };
 	while ((c = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
 		switch (c) {
 		case O_SOCKET:
@@ -300,19 +307,26 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		}
 		case O_DNS_MIN:
 		case O_DNS_MAX:
-		case O_DNS_GRACE: {
+		case O_DNS_GRACE:
+		case O_TEST_TIME_SCALE: {
 			char *end;
 			unsigned long v = strtoul(optarg, &end, 10);
 
-			if (*end || !*optarg || v > 86400 * 7) {
-				fprintf(stderr, "sluiced: %s wants seconds (0..604800)\n",
+			if (*end || !*optarg || v > 86400 * 7 ||
+			    (c == O_TEST_TIME_SCALE && (v < 1 || v > 3600))) {
+				fprintf(stderr, "sluiced: %s wants %s\n",
 					c == O_DNS_MIN ? "--dns-min-ttl" :
 					c == O_DNS_MAX ? "--dns-max-ttl" :
-							 "--dns-grace");
+					c == O_DNS_GRACE ? "--dns-grace" :
+							   "--test-time-scale",
+					c == O_TEST_TIME_SCALE ? "a factor (1..3600)" :
+								 "seconds (0..604800)");
 				return 2;
 			}
 			if (c == O_DNS_MIN)
 				o->ttl.min_s = v;
+			else if (c == O_TEST_TIME_SCALE)
+				o->ttl.time_scale = v;
 			else if (c == O_DNS_MAX)
 				o->ttl.max_s = v;
 			else
@@ -346,6 +360,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			return 2;
 		}
 	}
+	if (o->ttl.min_s == UINT32_MAX)
+		o->ttl.min_s = o->ttl.max_s < SL_DNS_MIN_LIFE_S ? o->ttl.max_s : SL_DNS_MIN_LIFE_S;
 	if (o->ttl.max_s < o->ttl.min_s || !o->ttl.max_s) {
 		fprintf(stderr, "sluiced: --dns-max-ttl must be at least --dns-min-ttl and > 0\n");
 		return 2;

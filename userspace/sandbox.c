@@ -437,7 +437,8 @@ static int dns_learn(void *owner, const char *qname, const struct sl_dns_answer 
 				.port_hi = g[k].hi,
 				.protos = g[k].protos,
 				.verdict = g[k].verdict,
-				.expires_ns = now + (uint64_t)(ttl + r->ttl.grace_s) * 1000000000ULL,
+				.expires_ns = now + (uint64_t)(ttl + r->ttl.grace_s) * 1000000000ULL /
+							  (r->ttl.time_scale ? r->ttl.time_scale : 1),
 			};
 
 			memcpy(rule.addr, addr, 16);

@@ -64,11 +64,28 @@ struct sl_box {
 	struct sl_box *next;
 };
 
-/* How long a resolved address stays in the kernel: the answer's TTL clamped to
- * [min_s, max_s], plus grace_s for connections made just as the answer expires. */
+/*
+ * How long a resolved address stays in the kernel: the answer's TTL clamped to
+ * [min_s, max_s], plus grace_s for connections made just as the answer expires; every lookup
+ * of the name starts it again. The reply's TTL is only capped (at max_s), never raised: an
+ * honest client asks again when its cache expires, and each answer refreshes the entry.
+ * time_scale (tests only, >= 1) divides these lifetimes so that an hour is tested in a minute.
+ */
 struct sl_dns_ttl {
 	uint32_t min_s, max_s, grace_s;
+	uint32_t time_scale;
 };
+
+/*
+ * The default min_s: one hour, so that an address outlives the caches of the clients that
+ * hold one without asking again: npm caches every lookup 5 minutes (and retries for minutes
+ * after), Java 30 s, HTTP client pools keep connections and their addresses for minutes, and
+ * a TTL-0 answer must still serve a tool's run of a few minutes. Cilium's DNS policy keeps
+ * learned addresses at least an hour (--tofqdns-min-ttl 3600) for the same reason. The cost:
+ * an address a name stops resolving to stays reachable for that sandbox up to an hour (on
+ * the entry's ports only); --dns-min-ttl lowers it.
+ */
+#define SL_DNS_MIN_LIFE_S 3600
 
 /*
  * A registry persisting to @state_dir (created 0700 if missing), serving DNS through @dns

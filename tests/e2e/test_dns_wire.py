@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PY, Daemon, run_in, write_policy
+from conftest import IN_SANDBOX, PY, Daemon, run_in, write_policy
 
 
 class RecordingResolver:
-    """A UDP resolver on loopback that answers every A query with 127.0.0.31 (TTL 30) and
+    """A UDP resolver on loopback that answers every A query with 127.0.0.31 (TTL 1 s) and
     keeps the raw bytes of each query."""
 
     def __init__(self):
@@ -42,7 +42,7 @@ class RecordingResolver:
             while q[end]:
                 end += 1 + q[end]
             question = q[12:end + 5]
-            ans = struct.pack("!HHHIH4B", 0xc00c, 1, 1, 30, 4, 127, 0, 0, 31)
+            ans = struct.pack("!HHHIH4B", 0xc00c, 1, 1, 1, 4, 127, 0, 0, 31)
             hdr = struct.pack("!HHHHHH", struct.unpack("!H", q[:2])[0], 0x8180, 1, 1, 0, 0)
             self.sock.sendto(hdr + question + ans, peer)
 
@@ -178,3 +178,75 @@ def test_denied_name_carries_an_extended_dns_error(wire_box, workdir):
     r = run_in(cg, ["dig", "+tries=1", "+time=5", "@127.0.0.153", "no.test"], workdir)
     assert "status: NXDOMAIN" in r.stdout, r.stdout
     assert f"EDE: 15 (Blocked): ({EDE_TEXT})" in r.stdout, r.stdout
+
+
+# ---- how long a learned address lives (issue 15 item 1) ----
+
+# Asks for argv[1] over UDP, sleeps argv[2] seconds, connects to argv[3]:argv[4]; prints
+# [the answer's TTL, the connect's result].
+LATER = r"""
+import errno, json, socket, struct, sys, time
+q = struct.pack("!HHHHHH", 7, 0x0100, 1, 0, 0, 0)
+q += b"".join(bytes([len(l)]) + l.encode() for l in sys.argv[1].split(".")) + b"\0\0\1\0\1"
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.settimeout(5)
+u.sendto(q, ("127.0.0.153", 53))
+r = u.recv(4096)
+ttl = struct.unpack("!I", r[len(q) + 6:len(q) + 10])[0]
+time.sleep(float(sys.argv[2]))
+s = socket.socket()
+try:
+    s.connect((sys.argv[3], int(sys.argv[4])))
+    res = "OK"
+except OSError as e:
+    res = errno.errorcode[e.errno]
+print(json.dumps([ttl, res]))
+"""
+
+
+def show_expiry(d, sandbox, name):
+    r = d.cli("sandbox", "show", sandbox, "--json")
+    assert r.returncode == 0, r.stderr
+    names = {n["name"]: n["addresses"] for n in json.loads(r.stdout)["names"]}
+    return [a["expires_in_s"] for a in names[name]]
+
+
+def test_learned_address_outlives_client_caches(wire_box, cgroups, workdir):
+    """The real default: a TTL-1 answer keeps its address an hour (plus grace) in the kernel,
+    the reply's TTL untouched. With the clock scaled 60x (an hour is a minute), a connect
+    "6 minutes" after the lookup works, where the old 5 s minimum had long expired (EPERM)."""
+    d, cg, up = wire_box
+    resp = ask(cg, workdir, query("ok.test", edns=False))
+    assert struct.unpack("!I", resp[-10:-6])[0] == 1  # the TTL the client caches: not raised
+    assert all(3600 + 30 - 10 <= e <= 3600 + 30 for e in show_expiry(d, "wire", "ok.test"))
+
+    server = socket.socket()
+    server.bind(("127.0.0.31", 0))
+    server.listen(8)
+    port = server.getsockname()[1]
+    daemons = []
+    try:
+        runs = []
+        for tag, flags in (("hour", []), ("old", ["--dns-min-ttl", "5"])):
+            dd = Daemon(workdir, f"life-{tag}", extra=["--dns-upstream", f"127.0.0.1:{up.port}",
+                                                      "--test-time-scale", "60", *flags])
+            daemons.append(dd)
+            dd.start()
+            cgl = cgroups.make(f"life-{tag}")
+            dd.add(f"life-{tag}", cgl, write_policy(workdir, f"life-{tag}", """
+return { egress = { allow = { "ok.test" }, private = { "127.0.0.0/8" } } }
+"""))
+            runs.append(subprocess.Popen(
+                [IN_SANDBOX, str(cgl), str(Path(workdir) / "resolv.conf"), PY, "-c", LATER,
+                 "ok.test", "6.5", "127.0.0.31", str(port)],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        # 6.5 s at 60x: 6.5 minutes after the lookup, past npm's 5-minute cache
+        outs = [r.communicate(timeout=60) for r in runs]
+        assert [r.returncode for r in runs] == [0, 0], outs
+        hour, old = (json.loads(o[0]) for o in outs)
+        assert hour == [1, "OK"]
+        assert old == [1, "EPERM"]  # (5 s + 30 s of grace) / 60: gone long before
+    finally:
+        for dd in daemons:
+            dd.cleanup()
+        server.close()
