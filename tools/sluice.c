@@ -118,7 +118,8 @@ static const char events_usage[] =
 	"\n"
 	"Prints recent events as JSON lines: kernel denies (type deny), DNS decisions (type\n"
 	"dns) and intercepted requests (type http).\n"
-	"  --sandbox NAME   only this sandbox's events\n"
+	"  --sandbox NAME   only this sandbox's events (also of a removed sandbox, while its\n"
+	"                   history is kept: the last 64 removed)\n"
 	"  -f, --follow     keep printing new events until interrupted\n";
 
 static const char stats_usage[] =

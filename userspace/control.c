@@ -531,7 +531,9 @@ static void handle_events(struct ctl_conn *c, const char *query)
 		respond_error(c, 400, "bad query parameter");
 		return;
 	}
-	if (filter && !sl_sandbox_find(c->ctl->d.reg, filter)) {
+	/* A removed sandbox's history is kept a while (events.c): `sluice run`'s, say. */
+	if (filter && !sl_sandbox_find(c->ctl->d.reg, filter) &&
+	    !sl_events_known(c->ctl->d.events, filter)) {
 		snprintf(err, sizeof(err), "no sandbox named '%s'", filter);
 		respond_error(c, 404, err);
 		return;

@@ -6,6 +6,7 @@
  * cannot keep up loses lines (its sink decides), the daemon does not wait for it.
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,10 +16,33 @@
 #include "events.h"
 #include "loop.h"
 
+/*
+ * The history is kept per sandbox, so that one sandbox's flood of events (a DNS flood is
+ * thousands a second) pushes out its own lines only: each sandbox (and the sandbox-less
+ * lines) has a ring of at most @keep lines, grown as it fills. All rings together hold at
+ * most EV_TOTAL_RINGS_OF_KEEP times @keep lines; past that, the longest ring gives up its
+ * oldest line. A removed sandbox's ring stays (`sluice events --sandbox` of a finished
+ * `sluice run`) until EV_GONE_MAX newer removals push it out. Lines carry a sequence number
+ * so that the history of all sandboxes replays in publication order.
+ */
+#define EV_TOTAL_RINGS_OF_KEEP 16
+#define EV_GONE_MAX 64
+#define EV_BUCKETS 256
+
 struct kept {
 	char *line;
 	size_t len;
-	char *sandbox;
+	uint64_t seq;
+};
+
+struct ring {
+	char *name; /* NULL: the lines of no sandbox */
+	struct kept *v; /* circular: the oldest at (head + cap - count) % cap */
+	size_t cap, head, count;
+	int gone; /* the sandbox was removed */
+	uint64_t gone_seq; /* when (the order of removals) */
+	struct ring *hnext; /* in its hash bucket */
+	struct ring *next; /* in the list of all */
 };
 
 struct sub {
@@ -30,8 +54,13 @@ struct sub {
 };
 
 struct sl_events {
-	struct kept *ring;
-	size_t keep, head, count;
+	size_t keep; /* lines per ring */
+	size_t total, total_max; /* lines in all rings */
+	uint64_t seq;
+	struct ring *buckets[EV_BUCKETS];
+	struct ring *rings;
+	struct ring none; /* lines of no sandbox */
+	size_t ngone;
 	struct sub *subs;
 	int next_handle;
 };
@@ -42,24 +71,32 @@ struct sl_events *sl_events_new(size_t keep)
 
 	if (!ev)
 		return NULL;
-	ev->ring = calloc(keep ? keep : 1, sizeof(*ev->ring));
-	if (!ev->ring) {
-		free(ev);
-		return NULL;
-	}
 	ev->keep = keep ? keep : 1;
+	ev->total_max = ev->keep * EV_TOTAL_RINGS_OF_KEEP;
 	ev->next_handle = 1;
 	return ev;
+}
+
+static void ring_clear(struct ring *g)
+{
+	for (size_t i = 0; i < g->cap; i++)
+		free(g->v[i].line);
+	free(g->v);
+	free(g->name);
 }
 
 void sl_events_free(struct sl_events *ev)
 {
 	if (!ev)
 		return;
-	for (size_t i = 0; i < ev->keep; i++) {
-		free(ev->ring[i].line);
-		free(ev->ring[i].sandbox);
+	while (ev->rings) {
+		struct ring *g = ev->rings;
+
+		ev->rings = g->next;
+		ring_clear(g);
+		free(g);
 	}
+	ring_clear(&ev->none);
 	while (ev->subs) {
 		struct sub *s = ev->subs;
 
@@ -67,8 +104,165 @@ void sl_events_free(struct sl_events *ev)
 		free(s->sandbox);
 		free(s);
 	}
-	free(ev->ring);
 	free(ev);
+}
+
+static size_t bucket_of(const char *name)
+{
+	uint32_t h = 2166136261u; /* FNV-1a */
+
+	for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+		h = (h ^ *p) * 16777619u;
+	return h % EV_BUCKETS;
+}
+
+/* The ring of @sandbox (NULL: of no sandbox); NULL if it has none. */
+static struct ring *ring_find(struct sl_events *ev, const char *sandbox)
+{
+	if (!sandbox)
+		return &ev->none;
+	for (struct ring *g = ev->buckets[bucket_of(sandbox)]; g; g = g->hnext)
+		if (!strcmp(g->name, sandbox))
+			return g;
+	return NULL;
+}
+
+/* Frees @g and its lines (not the sandbox-less ring). */
+static void ring_drop(struct sl_events *ev, struct ring *g)
+{
+	for (struct ring **pp = &ev->buckets[bucket_of(g->name)]; *pp; pp = &(*pp)->hnext) {
+		if (*pp == g) {
+			*pp = g->hnext;
+			break;
+		}
+	}
+	for (struct ring **pp = &ev->rings; *pp; pp = &(*pp)->next) {
+		if (*pp == g) {
+			*pp = g->next;
+			break;
+		}
+	}
+	ev->total -= g->count;
+	ev->ngone -= !!g->gone;
+	ring_clear(g);
+	free(g);
+}
+
+static struct kept *ring_at(struct ring *g, size_t i) /* i-th oldest */
+{
+	return &g->v[(g->head + g->cap - g->count + i) % g->cap];
+}
+
+static void ring_pop_oldest(struct sl_events *ev, struct ring *g)
+{
+	struct kept *k = ring_at(g, 0);
+
+	free(k->line);
+	k->line = NULL;
+	g->count--;
+	ev->total--;
+}
+
+/* Room for one more line in @g: grown up to @ev->keep slots, else its oldest line goes. */
+static int ring_make_room(struct sl_events *ev, struct ring *g)
+{
+	size_t ncap;
+	struct kept *v;
+
+	if (g->count < g->cap)
+		return 0;
+	if (g->cap >= ev->keep) {
+		ring_pop_oldest(ev, g);
+		return 0;
+	}
+	ncap = g->cap ? g->cap * 2 : 16;
+	if (ncap > ev->keep)
+		ncap = ev->keep;
+	v = calloc(ncap, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	for (size_t i = 0; i < g->count; i++)
+		v[i] = *ring_at(g, i);
+	free(g->v);
+	g->v = v;
+	g->cap = ncap;
+	g->head = g->count;
+	return 0;
+}
+
+/* Keeps @line (owned from here) in the ring of @sandbox, making it if needed. */
+static void keep_line(struct sl_events *ev, const char *sandbox, char *line, size_t len)
+{
+	struct ring *g = ring_find(ev, sandbox);
+	struct kept *k;
+
+	if (!g) {
+		size_t b = bucket_of(sandbox);
+
+		g = calloc(1, sizeof(*g));
+		if (!g || !(g->name = strdup(sandbox))) {
+			free(g);
+			free(line);
+			return;
+		}
+		g->hnext = ev->buckets[b];
+		ev->buckets[b] = g;
+		g->next = ev->rings;
+		ev->rings = g;
+	}
+	if (g->gone) { /* a sandbox of that name again: its history continues */
+		g->gone = 0;
+		ev->ngone--;
+	}
+	if (ring_make_room(ev, g)) {
+		free(line);
+		return;
+	}
+	if (ev->total >= ev->total_max) {
+		/* The longest history pays: a loud sandbox, never the quiet ones. */
+		struct ring *big = g->count ? g : NULL;
+
+		for (struct ring *x = ev->rings; x; x = x->next)
+			if (!big || x->count > big->count)
+				big = x;
+		if (!big || ev->none.count > big->count)
+			big = &ev->none;
+		if (big->count)
+			ring_pop_oldest(ev, big);
+	}
+	k = &g->v[g->head];
+	k->line = line;
+	k->len = len;
+	k->seq = ev->seq++;
+	g->head = (g->head + 1) % g->cap;
+	g->count++;
+	ev->total++;
+}
+
+void sl_events_sandbox_gone(struct sl_events *ev, const char *sandbox)
+{
+	struct ring *g = ev && sandbox ? ring_find(ev, sandbox) : NULL;
+
+	if (!g || g->gone)
+		return;
+	g->gone = 1;
+	g->gone_seq = ev->seq++;
+	ev->ngone++;
+	while (ev->ngone > EV_GONE_MAX) {
+		struct ring *oldest = NULL;
+
+		for (struct ring *x = ev->rings; x; x = x->next)
+			if (x->gone && (!oldest || x->gone_seq < oldest->gone_seq))
+				oldest = x;
+		ring_drop(ev, oldest);
+	}
+}
+
+int sl_events_known(struct sl_events *ev, const char *sandbox)
+{
+	struct ring *g = ring_find(ev, sandbox);
+
+	return g && g->count;
 }
 
 int sl_events_subscribe(struct sl_events *ev, const char *sandbox, sl_event_sink *sink, void *arg)
@@ -108,16 +302,38 @@ static int matches(const char *want, const char *have)
 	return !want || (have && !strcmp(want, have));
 }
 
+static int cmp_kept(const void *a, const void *b)
+{
+	const struct kept *x = *(const struct kept *const *)a, *y = *(const struct kept *const *)b;
+
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
 void sl_events_replay(struct sl_events *ev, const char *sandbox, sl_event_sink *sink, void *arg)
 {
-	size_t start = (ev->head + ev->keep - ev->count) % ev->keep;
+	struct kept **all;
+	size_t n = 0;
 
-	for (size_t i = 0; i < ev->count; i++) {
-		struct kept *k = &ev->ring[(start + i) % ev->keep];
+	if (sandbox) {
+		struct ring *g = ring_find(ev, sandbox);
 
-		if (matches(sandbox, k->sandbox))
-			sink(k->line, k->len, arg);
+		for (size_t i = 0; g && i < g->count; i++)
+			sink(ring_at(g, i)->line, ring_at(g, i)->len, arg);
+		return;
 	}
+	/* Every ring, merged in publication order. */
+	all = malloc((ev->total ? ev->total : 1) * sizeof(*all));
+	if (!all)
+		return;
+	for (size_t i = 0; i < ev->none.count; i++)
+		all[n++] = ring_at(&ev->none, i);
+	for (struct ring *g = ev->rings; g; g = g->next)
+		for (size_t i = 0; i < g->count; i++)
+			all[n++] = ring_at(g, i);
+	qsort(all, n, sizeof(*all), cmp_kept);
+	for (size_t i = 0; i < n; i++)
+		sink(all[i]->line, all[i]->len, arg);
+	free(all);
 }
 
 void sl_format_mono_time(__u64 ts_ns, char *buf, size_t len)
@@ -167,22 +383,12 @@ void sl_format_mono_time(__u64 ts_ns, char *buf, size_t len)
 /* Keeps @line (malloc'd, newline-terminated, owned from here) and hands it to subscribers. */
 static void publish_line(struct sl_events *ev, const char *sandbox, char *line, size_t len)
 {
-	struct kept *k = &ev->ring[ev->head];
-
-	free(k->line);
-	free(k->sandbox);
-	k->line = line;
-	k->len = len;
-	k->sandbox = sandbox ? strdup(sandbox) : NULL;
-	ev->head = (ev->head + 1) % ev->keep;
-	if (ev->count < ev->keep)
-		ev->count++;
-
 	for (struct sub *s = ev->subs, *next; s; s = next) {
 		next = s->next; /* a sink may unsubscribe itself */
 		if (matches(s->sandbox, sandbox))
 			s->sink(line, len, s->arg);
 	}
+	keep_line(ev, sandbox, line, len); /* last: it may free @line */
 }
 
 void sl_events_publish(struct sl_events *ev, const char *sandbox, json_t *obj)

@@ -17,7 +17,8 @@ struct sl_events;
 /* A subscriber. @line is one JSON object with its trailing newline; @sandbox may be NULL. */
 typedef void sl_event_sink(const char *line, size_t len, void *arg);
 
-/* Keeps the last @keep lines for replay. */
+/* Keeps the last @keep lines of each sandbox (and of no sandbox) for replay, 16 times @keep
+ * in all (see events.c). */
 struct sl_events *sl_events_new(size_t keep);
 void sl_events_free(struct sl_events *ev);
 
@@ -26,6 +27,11 @@ int sl_events_subscribe(struct sl_events *ev, const char *sandbox, sl_event_sink
 void sl_events_unsubscribe(struct sl_events *ev, int handle);
 /* Calls @sink for every kept line of @sandbox (NULL: all), oldest first. */
 void sl_events_replay(struct sl_events *ev, const char *sandbox, sl_event_sink *sink, void *arg);
+/* The sandbox @sandbox was removed: its lines stay for replay until EV_GONE_MAX (64) newer
+ * removals (see events.c). Accepts NULL @ev. */
+void sl_events_sandbox_gone(struct sl_events *ev, const char *sandbox);
+/* Whether lines of @sandbox are kept (a sandbox that exists or existed). */
+int sl_events_known(struct sl_events *ev, const char *sandbox);
 
 /* Publishes @obj (reference stolen) as an event of @sandbox (NULL: none). A "ts" field is
  * added if absent. Never blocks: subscribers buffer or drop. */

@@ -1514,6 +1514,7 @@ int sl_sandbox_rm(struct sl_registry *r, const char *name)
 		sl_warn("removing %s failed: %s", path, strerror(errno));
 	unlink_box(r, box);
 	sl_info("sandbox %s removed", name);
+	sl_events_sandbox_gone(r->lua_opts.events, box->name);
 	box_free(box);
 	return 0;
 }

@@ -250,3 +250,47 @@ return { egress = { allow = { "ok.test" }, private = { "127.0.0.0/8" } } }
         for dd in daemons:
             dd.cleanup()
         server.close()
+
+
+# ---- the event history per sandbox (issue 14 item 9, issue 15 item 4) ----
+
+# Asks argv[2] (a denied name) argv[1] times over UDP, each answer awaited.
+MANY = r"""
+import socket, struct, sys
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.settimeout(5)
+name = b"".join(bytes([len(l)]) + l.encode() for l in sys.argv[2].split(".")) + b"\0\0\1\0\1"
+for i in range(int(sys.argv[1])):
+    u.sendto(struct.pack("!HHHHHH", i & 0xffff, 0x0100, 1, 0, 0, 0) + name, ("127.0.0.153", 53))
+    u.recv(4096)
+"""
+
+
+def events_of(d, sandbox):
+    r = d.cli("events", "--sandbox", sandbox)
+    assert r.returncode == 0, r.stderr
+    return [json.loads(l) for l in r.stdout.splitlines() if l.strip()]
+
+
+def test_one_sandboxs_events_do_not_flush_anothers(wire_box, cgroups, workdir):
+    d, cg, up = wire_box
+    quiet = cgroups.make("quiet")
+    d.add("quiet", quiet, write_policy(workdir, "quiet", "return { egress = {} }"))
+    r = run_in(quiet, [PY, "-c", MANY, "1", "quiet-was-here.test"], workdir)
+    assert r.returncode == 0, r.stderr
+    r = run_in(cg, [PY, "-c", MANY, "5000", "flood.test"], workdir, timeout=120)
+    assert r.returncode == 0, r.stderr
+    loud = [e for e in events_of(d, "wire") if e.get("name") == "flood.test"]
+    assert 4000 <= len(loud) <= 4096  # its own ring: the last 4096 of its lines
+    mine = [e for e in events_of(d, "quiet") if e.get("name") == "quiet-was-here.test"]
+    assert len(mine) == 1 and mine[0]["verdict"] == "deny"
+    # all sandboxes together, in order, still holding the quiet one's line
+    r = d.cli("events")
+    assert r.returncode == 0 and "quiet-was-here.test" in r.stdout
+    # Removed (a finished `sluice run`, say): its history is still there.
+    assert d.cli("sandbox", "rm", "quiet").returncode == 0
+    mine = [e for e in events_of(d, "quiet") if e.get("name") == "quiet-was-here.test"]
+    assert len(mine) == 1
+    # A name that never had a sandbox is still an error.
+    r = d.cli("events", "--sandbox", "never-was")
+    assert r.returncode != 0 and "no sandbox named 'never-was'" in r.stderr

@@ -1,0 +1,191 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Unit tests of the event history: per-sandbox rings (one sandbox's flood keeps the others'
+ * lines), the total bound paid by the longest ring, replay of all sandboxes in publication
+ * order, and the history of removed sandboxes kept for a bounded number of them.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "events.h"
+
+struct seen {
+	size_t n;
+	char last[256];
+	char first[256];
+	long prev; /* the "i" of the previous line, for order */
+	int ordered;
+};
+
+static void collect(const char *line, size_t len, void *arg)
+{
+	struct seen *s = arg;
+	json_t *j = json_loadb(line, len, 0, NULL);
+	long i;
+
+	assert_non_null(j);
+	assert_int_equal(line[len - 1], '\n');
+	i = (long)json_integer_value(json_object_get(j, "i"));
+	if (s->n && i <= s->prev)
+		s->ordered = 0;
+	s->prev = i;
+	if (!s->n)
+		snprintf(s->first, sizeof(s->first), "%.*s", (int)len, line);
+	snprintf(s->last, sizeof(s->last), "%.*s", (int)len, line);
+	s->n++;
+	json_decref(j);
+}
+
+static struct seen replay(struct sl_events *ev, const char *sandbox)
+{
+	struct seen s = { .ordered = 1 };
+
+	sl_events_replay(ev, sandbox, collect, &s);
+	return s;
+}
+
+static long counter;
+
+static void pub(struct sl_events *ev, const char *sandbox)
+{
+	sl_events_publish(ev, sandbox, json_pack("{s:s, s:I}", "sandbox", sandbox ? sandbox : "",
+						 "i", (json_int_t)counter++));
+}
+
+static void test_flood_keeps_others(void **state)
+{
+	struct sl_events *ev = sl_events_new(100);
+	struct seen s;
+
+	(void)state;
+	for (int i = 0; i < 10; i++)
+		pub(ev, "b");
+	for (int i = 0; i < 5000; i++)
+		pub(ev, "a");
+	s = replay(ev, "b");
+	assert_int_equal(s.n, 10); /* all of b's, though a published 5000 after them */
+	assert_true(s.ordered);
+	s = replay(ev, "a");
+	assert_int_equal(s.n, 100); /* a keeps its last 100 */
+	assert_non_null(strstr(s.last, "\"i\":5009"));
+	/* all sandboxes, in publication order */
+	s = replay(ev, NULL);
+	assert_int_equal(s.n, 110);
+	assert_true(s.ordered);
+	assert_int_equal(replay(ev, "nobody").n, 0);
+	assert_true(sl_events_known(ev, "b"));
+	assert_false(sl_events_known(ev, "nobody"));
+	sl_events_free(ev);
+}
+
+static void test_total_bound_paid_by_the_longest(void **state)
+{
+	struct sl_events *ev = sl_events_new(10); /* 160 lines in all */
+	char name[16];
+	struct seen s;
+
+	(void)state;
+	for (int k = 0; k < 20; k++) {
+		snprintf(name, sizeof(name), "s%d", k);
+		for (int i = 0; i < 10; i++)
+			pub(ev, name);
+	}
+	s = replay(ev, NULL);
+	assert_int_equal(s.n, 160);
+	assert_true(s.ordered);
+	/* The last sandboxes came when the total was full: the longest rings gave lines, no
+	 * sandbox lost everything. */
+	for (int k = 0; k < 20; k++) {
+		snprintf(name, sizeof(name), "s%d", k);
+		assert_true(replay(ev, name).n >= 7);
+	}
+	/* lines of no sandbox have their own ring */
+	pub(ev, NULL);
+	assert_int_equal(replay(ev, NULL).n, 160);
+	sl_events_free(ev);
+}
+
+static void test_gone_sandboxes_kept_bounded(void **state)
+{
+	struct sl_events *ev = sl_events_new(8);
+	char name[16];
+
+	(void)state;
+	pub(ev, "run-1");
+	sl_events_sandbox_gone(ev, "run-1");
+	assert_true(sl_events_known(ev, "run-1"));
+	assert_int_equal(replay(ev, "run-1").n, 1);
+	/* a sandbox of the same name again: its history continues */
+	pub(ev, "run-1");
+	assert_int_equal(replay(ev, "run-1").n, 2);
+	sl_events_sandbox_gone(ev, "run-1");
+	/* 64 newer removals push it out; the last 64 stay */
+	for (int k = 0; k < 64; k++) {
+		snprintf(name, sizeof(name), "job%d", k);
+		pub(ev, name);
+		sl_events_sandbox_gone(ev, name);
+	}
+	assert_false(sl_events_known(ev, "run-1"));
+	assert_int_equal(replay(ev, "run-1").n, 0);
+	assert_true(sl_events_known(ev, "job0"));
+	assert_true(sl_events_known(ev, "job63"));
+	/* a live sandbox is never dropped for removed ones */
+	pub(ev, "live");
+	for (int k = 64; k < 200; k++) {
+		snprintf(name, sizeof(name), "job%d", k);
+		pub(ev, name);
+		sl_events_sandbox_gone(ev, name);
+	}
+	assert_true(sl_events_known(ev, "live"));
+	assert_false(sl_events_known(ev, "job135"));
+	assert_true(sl_events_known(ev, "job136"));
+	sl_events_sandbox_gone(ev, "never-had-events"); /* harmless */
+	sl_events_sandbox_gone(NULL, "x");
+	sl_events_free(ev);
+}
+
+static void sub_count(const char *line, size_t len, void *arg)
+{
+	(void)line;
+	(void)len;
+	(*(int *)arg)++;
+}
+
+static void test_subscribers_see_their_sandbox(void **state)
+{
+	struct sl_events *ev = sl_events_new(4);
+	int a = 0, all = 0;
+	int ha = sl_events_subscribe(ev, "a", sub_count, &a);
+	int hall = sl_events_subscribe(ev, NULL, sub_count, &all);
+
+	(void)state;
+	pub(ev, "a");
+	pub(ev, "b");
+	pub(ev, NULL);
+	assert_int_equal(a, 1);
+	assert_int_equal(all, 3);
+	sl_events_unsubscribe(ev, ha);
+	sl_events_unsubscribe(ev, hall);
+	pub(ev, "a");
+	assert_int_equal(a, 1);
+	sl_events_free(ev);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_flood_keeps_others),
+		cmocka_unit_test(test_total_bound_paid_by_the_longest),
+		cmocka_unit_test(test_gone_sandboxes_kept_bounded),
+		cmocka_unit_test(test_subscribers_see_their_sandbox),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
