@@ -113,11 +113,11 @@ $(OUTPUT)/sluiced: $(OBJ)/main.o $(OBJ)/libsluice.a
 	$(Q)$(CC) $(CFLAGS) $^ $(LDLIBS) -o $@
 
 CLI_SRCS := tools/sluice.c tools/client.c tools/run.c tools/run_trust.c tools/run_summary.c \
-	tools/oci_hook.c
+	tools/confine.c tools/oci_hook.c
 
-$(OUTPUT)/sluice: $(CLI_SRCS) tools/cli.h $(OBJ)/libsluice.a $(wildcard userspace/*.h)
+$(OUTPUT)/sluice: $(CLI_SRCS) tools/cli.h tools/confine.h $(OBJ)/libsluice.a $(wildcard userspace/*.h)
 	$(call msg,CC,$@)
-	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(CLI_SRCS) $(OBJ)/libsluice.a $(LDLIBS) -o $@
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(CLI_SRCS) $(OBJ)/libsluice.a $(LDLIBS) -lseccomp -o $@
 
 $(OUTPUT)/tests/%: tests/unit/%.c $(OBJ)/libsluice.a $(SKELS) | $(OUTPUT)/tests
 	$(call msg,CC,$@)

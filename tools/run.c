@@ -3,9 +3,10 @@
  * sluice run: one command in a sandbox of its own, the one-line way to try sluice. It makes a
  * transient cgroup, registers it with sluiced under a policy, gives the command the sandbox's
  * CA through the variables TLS clients read (tools/run_trust.c), runs it there (in a network
- * namespace and as another user if asked), passes its exit status through, tells what the
- * sandbox was denied (tools/run_summary.c), and removes the sandbox and the cgroup
- * afterwards, also when the command is killed.
+ * namespace if asked), never as root unless asked and always confined (tools/confine.c: no
+ * capabilities, no_new_privs, no inherited descriptors, a socket-family filter), passes its
+ * exit status through, tells what the sandbox was denied (tools/run_summary.c), and removes
+ * the sandbox and the cgroup afterwards, also when the command is killed.
  *
  * A run holds an flock on its cgroup directory while it lives and marks the cgroup with an
  * xattr naming the daemon's socket. If sluice run itself is killed (SIGKILL leaves it no
@@ -35,6 +36,7 @@
 
 #include "cgroup.h"
 #include "cli.h"
+#include "confine.h"
 
 #define EXIT_USAGE 2
 #define EXIT_SETUP 125 /* sluice run itself failed (docker run's convention) */
@@ -44,8 +46,8 @@
 
 static const char run_usage[] =
 	"Usage: sluice run [--name NAME] --policy FILE [--handler H [--params JSON]]\n"
-	"                  [--netns PATH] [--user USER] [--cgroup-parent PATH] [--quiet]\n"
-	"                  [--] CMD [ARG...]\n"
+	"                  [--netns PATH] [--user USER] [--preserve-fds N]\n"
+	"                  [--cgroup-parent PATH] [--quiet] [--] CMD [ARG...]\n"
 	"\n"
 	"Runs CMD in a sandbox of its own: a new cgroup PARENT/NAME under FILE's policy. CMD\n"
 	"trusts the sandbox's CA as well as the system's: SSL_CERT_FILE, SSL_CERT_DIR,\n"
@@ -57,12 +59,22 @@ static const char run_usage[] =
 	"sandbox and the cgroup are removed. SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to\n"
 	"sluice run go to CMD. Needs root.\n"
 	"\n"
+	"CMD never runs as root unless asked: under sudo it runs as the calling user (SUDO_UID,\n"
+	"SUDO_GID and that user's groups); as plain root, --user is required. Always: no\n"
+	"capabilities (bounding, ambient and inheritable sets empty), no_new_privs (setuid\n"
+	"binaries do not raise it), descriptors above 2 closed, and a seccomp filter: socket()\n"
+	"makes only AF_UNIX, AF_INET, AF_INET6 and AF_NETLINK sockets (others fail with\n"
+	"EAFNOSUPPORT) and io_uring is refused (EPERM).\n"
+	"\n"
 	"  --name NAME           the sandbox's name (default run-PID)\n"
 	"  --policy FILE         the Lua policy\n"
 	"  --handler H           make outboundHandlers[H] active from the start\n"
 	"  --params JSON         its params (a JSON object)\n"
 	"  --netns PATH          run CMD in this network namespace (/run/netns/NAME)\n"
-	"  --user USER           run CMD as USER (name or uid), without a way back to root\n"
+	"  --user USER           run CMD as USER (name or uid), without a way back to root.\n"
+	"                        --user root is allowed with a warning: a root command can\n"
+	"                        leave its sandbox (it can write any cgroup.procs)\n"
+	"  --preserve-fds N      pass descriptors 3 .. 3+N-1 on to CMD (as systemd-run does)\n"
 	"  --cgroup-parent PATH  where the cgroup is made (default: sluice-run under the\n"
 	"                        cgroup2 mount); relative paths are below the mount\n"
 	"  -q, --quiet           do not print what the sandbox was denied\n"
@@ -84,9 +96,8 @@ struct run {
 	int added; /* the sandbox exists */
 	int quiet; /* no summary of what was denied */
 	int ran; /* the command was started */
-	uid_t uid;
-	gid_t gid;
-	char user_name[256], home[PATH_MAX];
+	int preserve_fds;
+	struct sl_run_user u; /* who CMD runs as */
 	pid_t self;
 };
 
@@ -451,31 +462,13 @@ static int add_sandbox(struct run *rn)
 	return e;
 }
 
-/* --user: a name or a uid, looked up before the fork so that a typo fails early. */
-static int lookup_user(struct run *rn)
-{
-	struct passwd *pw;
-	char *end;
-	long uid;
-
-	errno = 0;
-	uid = strtol(rn->user, &end, 10);
-	pw = *end || end == rn->user ? getpwnam(rn->user) : getpwuid((uid_t)uid);
-	if (!pw) {
-		say("no user '%s'", rn->user);
-		return -ENOENT;
-	}
-	rn->uid = pw->pw_uid;
-	rn->gid = pw->pw_gid;
-	snprintf(rn->user_name, sizeof(rn->user_name), "%s", pw->pw_name);
-	snprintf(rn->home, sizeof(rn->home), "%s", pw->pw_dir);
-	return 0;
-}
-
 static void child_fail(const char *what, int e) __attribute__((noreturn));
 static void child_fail(const char *what, int e)
 {
-	say("%s: %s", what, strerror(e));
+	if (e)
+		say("%s: %s", what, strerror(e));
+	else
+		say("%s", what);
 	_exit(EXIT_SETUP);
 }
 
@@ -483,7 +476,7 @@ static void child_fail(const char *what, int e)
  * is judged), then the network namespace, then the user; exec. Never returns. */
 static void child(struct run *rn, const sigset_t *mask)
 {
-	char path[PATH_MAX + 32], pid[24];
+	char path[PATH_MAX + 32], pid[24], err[512];
 	int n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
 
 	snprintf(path, sizeof(path), "%s/cgroup.procs", rn->cgroup);
@@ -495,19 +488,14 @@ static void child(struct run *rn, const sigset_t *mask)
 	n = sl_run_trust_env(&rn->trust);
 	if (n || setenv("SLUICE_SANDBOX", rn->name, 1))
 		child_fail("setting the environment failed", n ? -n : errno);
-	if (rn->user) {
-		if (initgroups(rn->user_name, rn->gid) == -1 || setgid(rn->gid) == -1 ||
-		    setuid(rn->uid) == -1)
-			child_fail("becoming the user failed", errno);
-		if (rn->uid != 0 && setuid(0) == 0)
-			child_fail("dropping root failed", EPERM);
-		/* No setuid binary (sudo, su) leads back to root, and out of the cgroup. */
-		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1)
-			child_fail("setting no_new_privs failed", errno);
-		setenv("HOME", rn->home, 1);
-		setenv("USER", rn->user_name, 1);
-		setenv("LOGNAME", rn->user_name, 1);
+	if (rn->u.home[0])
+		setenv("HOME", rn->u.home, 1);
+	if (rn->u.name[0]) {
+		setenv("USER", rn->u.name, 1);
+		setenv("LOGNAME", rn->u.name, 1);
 	}
+	if (sl_run_confine(&rn->u, rn->preserve_fds, err, sizeof(err)))
+		child_fail(err, 0);
 	/* Set after the user change, which clears it. If sluice run is already gone, stop. */
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) == -1 || getppid() != rn->self)
 		_exit(EXIT_SETUP);
@@ -557,7 +545,8 @@ static void cleanup(struct run *rn)
 int sl_cli_run(int argc, char **argv, const char *sock)
 {
 	struct run rn = { .sock = sock, .cgfd = -1, .netns_fd = -1, .self = getpid() };
-	const char *name = NULL, *parent = NULL;
+	const char *name = NULL, *parent = NULL, *fds = NULL;
+	char err[512];
 	sigset_t set, old;
 	int i, r, status = EXIT_SETUP;
 	pid_t pid;
@@ -585,6 +574,7 @@ int sl_cli_run(int argc, char **argv, const char *sock)
 		    (r = opt(argc, argv, &i, "--params", &rn.params)) ||
 		    (r = opt(argc, argv, &i, "--netns", &rn.netns)) ||
 		    (r = opt(argc, argv, &i, "--user", &rn.user)) ||
+		    (r = opt(argc, argv, &i, "--preserve-fds", &fds)) ||
 		    (r = opt(argc, argv, &i, "--cgroup-parent", &parent))) {
 			if (r < 0)
 				return usage("option '%s' needs a value", a);
@@ -608,6 +598,17 @@ int sl_cli_run(int argc, char **argv, const char *sock)
 			     "64, starting with a letter or digit)", rn.name);
 	if (parent)
 		snprintf(rn.parent, sizeof(rn.parent), "%s", parent);
+	if (fds) {
+		char *end;
+		long n = strtol(fds, &end, 10);
+
+		if (!*fds || *end || n < 0 || n > SL_PRESERVE_FDS_MAX)
+			return usage("--preserve-fds takes a count of descriptors, not '%s'", fds);
+		rn.preserve_fds = (int)n;
+		/* Before sluice run opens anything of its own there. */
+		if (sl_run_check_fds(rn.preserve_fds, err, sizeof(err)))
+			return usage("%s", err);
+	}
 	if (geteuid() != 0) {
 		say("needs root: it makes a cgroup and moves the command into it");
 		return EXIT_SETUP;
@@ -616,8 +617,16 @@ int sl_cli_run(int argc, char **argv, const char *sock)
 		say("policy file %s: %s", rn.policy, strerror(errno));
 		return EXIT_SETUP;
 	}
-	if (rn.user && lookup_user(&rn))
+	r = sl_run_user_pick(rn.user, &rn.u, err, sizeof(err));
+	if (r == -EPERM)
+		return usage("%s", err);
+	if (r) {
+		say("%s", err);
 		return EXIT_SETUP;
+	}
+	if (rn.u.uid == 0)
+		say("warning: CMD runs as root, which can leave its sandbox (write its pid into "
+		    "another cgroup's cgroup.procs) and is then no longer confined");
 	if (rn.netns) {
 		rn.netns_fd = open(rn.netns, O_RDONLY | O_CLOEXEC);
 		if (rn.netns_fd == -1 || rn.netns[0] != '/') {

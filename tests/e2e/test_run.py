@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BUILD, PROBE, PY, write_policy
+from conftest import BUILD, PROBE, PY, cgroup2_root, write_policy
 from standin import files, standins  # noqa: F401  (fixtures)
 
 
@@ -35,9 +35,21 @@ return {{
 """)
 
 
-def run(daemon, parent, policy, cmd, *args, timeout=60):
-    return daemon.cli("run", "--cgroup-parent", str(parent), "--policy", str(policy), *args,
-                      "--", *cmd, timeout=timeout)
+# As `sudo sluice run` by nobody: the command runs as the user who called sudo.
+SUDO_NOBODY = {"SUDO_UID": "65534", "SUDO_GID": "65534", "SUDO_USER": "nobody"}
+
+
+def run_env(daemon, sudo=SUDO_NOBODY):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SUDO_")}
+    return dict(env, SLUICE_SOCKET=daemon.socket, **(sudo or {}))
+
+
+def run(daemon, parent, policy, cmd, *args, timeout=60, sudo=SUDO_NOBODY, wrap=(), **kw):
+    """sluice run as under sudo (@sudo: its SUDO_* variables; None: plain root); @wrap is
+    put before it (a mount namespace, a shell that opens descriptors)."""
+    return subprocess.run([*wrap, str(BUILD / "sluice"), "run", "--cgroup-parent", str(parent),
+                           "--policy", str(policy), *args, "--", *cmd], capture_output=True,
+                          text=True, env=run_env(daemon, sudo), timeout=timeout, **kw)
 
 
 def names(daemon):
@@ -52,7 +64,7 @@ def assert_clean(daemon, parent, name):
 
 
 def spawn(daemon, parent, policy, cmd, *args):
-    env = dict(os.environ, SLUICE_SOCKET=daemon.socket)
+    env = run_env(daemon)
     return subprocess.Popen([str(BUILD / "sluice"), "run", "--cgroup-parent", str(parent),
                              "--policy", str(policy), *args, "--", *cmd], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -85,18 +97,19 @@ def test_command_runs_in_the_sandbox_and_everything_goes_after(daemon, parent, p
     ops = json.dumps([{"op": "connect", "proto": "tcp", "host": "127.0.0.1", "port": p}
                       for p in (allowed, denied)])
     # A loopback resolv.conf in a mount namespace of its own, as tools/in-sandbox does: a
-    # query sluice failed to capture would go nowhere.
+    # query sluice failed to capture would go nowhere. The command has no capability to
+    # mount: sluice run itself starts in that namespace.
     script = f"""
 set -e
 tail -n 1 /proc/self/cgroup
 echo "$SLUICE_SANDBOX $SSL_CERT_FILE $CURL_CA_BUNDLE $REQUESTS_CA_BUNDLE $GIT_SSL_CAINFO"
 echo "$NODE_EXTRA_CA_CERTS"
 {PY} {PROBE} '{ops}'
-unshare -m --propagation private sh -c \
-  'mount --bind {workdir}/resolv.conf /etc/resolv.conf &&
-   curl -sS -o /dev/null -w "%{{http_code}}\\n" --max-time 20 https://api.test/headers'
+curl -sS -o /dev/null -w "%{{http_code}}\\n" --max-time 20 https://api.test/headers
 """
-    r = run(daemon, parent, policy, ["sh", "-c", script], "--name", "r-ok")
+    wrap = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+            f'mount --bind {workdir}/resolv.conf /etc/resolv.conf && exec "$@"', "sh"]
+    r = run(daemon, parent, policy, ["sh", "-c", script], "--name", "r-ok", wrap=wrap)
     assert r.returncode == 0, r.stderr
     cg_line, env, node_ca, probe, code = r.stdout.splitlines()
     assert cg_line.endswith(f"/{Path(parent).name}/r-ok")
@@ -225,7 +238,8 @@ def test_failures_leave_nothing_behind(daemon, parent, policy, workdir, cgroups)
         assert r.returncode == status, (args, r.stderr)
     r = subprocess.run([str(BUILD / "sluice"), "--socket", "/nonexistent/sock", "run",
                         "--cgroup-parent", str(parent), "--policy", str(policy), "--name",
-                        "r-nodaemon", "--", "true"], capture_output=True, text=True, timeout=30)
+                        "r-nodaemon", "--", "true"], capture_output=True, text=True, timeout=30,
+                       env=run_env(daemon))
     assert r.returncode == 125 and "cannot reach sluiced" in r.stderr
     assert not (Path(parent) / "r-nodaemon").exists()
 
@@ -237,3 +251,139 @@ def test_github_example_policy_loads(daemon, parent):
     r = run(daemon, parent, example, ["true"], "--name", "r-github")
     assert r.returncode == 0, r.stderr
     assert_clean(daemon, parent, "r-github")
+
+
+# ---- safe by default: who the command is, what it holds, what it can make ----
+
+# What the command reports about itself: ids, capability sets, no_new_privs, seccomp mode,
+# and whether it can move itself to the root cgroup.
+WHOAMI = """
+import errno, json, os
+st = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines() if ":" in l)
+out = {"uid": os.getresuid(), "gid": os.getresgid(), "groups": sorted(os.getgroups())}
+for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp"):
+    out[k] = st[k].strip()
+try:
+    with open(%r, "w") as f:
+        f.write(str(os.getpid()))
+    out["escape"] = "OK"
+except OSError as e:
+    out["escape"] = errno.errorcode[e.errno]
+out["cgroup"] = open("/proc/self/cgroup").read().strip()
+print(json.dumps(out))
+""" % os.path.join(cgroup2_root(), "cgroup.procs")
+
+NO_CAPS = {k: "0000000000000000" for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")}
+
+
+def whoami(r):
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.splitlines()[-1])
+
+
+def test_under_sudo_the_command_is_the_calling_user(daemon, parent, policy):
+    r = run(daemon, parent, policy, [PY, "-c", WHOAMI], "--name", "r-sudo")
+    got = whoami(r)
+    assert got["uid"] == [65534] * 3 and got["gid"] == [65534] * 3
+    assert got["groups"] == [65534]  # root's groups are gone, nobody's are set
+    assert {k: got[k] for k in NO_CAPS} == NO_CAPS
+    assert got["NoNewPrivs"] == "1" and got["Seccomp"] == "2"
+    assert got["escape"] == "EACCES" and got["cgroup"].endswith("/r-sudo")
+    assert "warning" not in r.stderr
+    assert_clean(daemon, parent, "r-sudo")
+
+
+@pytest.mark.parametrize("sudo", [None, {"SUDO_UID": "0", "SUDO_GID": "0", "SUDO_USER": "root"}],
+                         ids=["plain-root", "sudo-from-root"])
+def test_as_root_without_user_it_refuses(daemon, parent, policy, sudo):
+    r = run(daemon, parent, policy, ["true"], "--name", "r-root", sudo=sudo)
+    assert r.returncode == 2 and "--user" in r.stderr and "refusing" in r.stderr, r.stderr
+    assert_clean(daemon, parent, "r-root")
+    # The allowed twin: the same with --user.
+    r = run(daemon, parent, policy, [PY, "-c", WHOAMI], "--name", "r-root", "--user", "nobody",
+            sudo=sudo)
+    assert whoami(r)["uid"] == [65534] * 3
+    assert_clean(daemon, parent, "r-root")
+
+
+def test_user_root_warns_and_still_holds_no_capability(daemon, parent, policy):
+    r = run(daemon, parent, policy, [PY, "-c", WHOAMI], "--name", "r-asroot", "--user", "root",
+            sudo=None)
+    got = whoami(r)
+    assert "warning" in r.stderr and "can leave its sandbox" in r.stderr
+    assert got["uid"] == [0, 0, 0] and {k: got[k] for k in NO_CAPS} == NO_CAPS
+    assert got["NoNewPrivs"] == "1" and got["Seccomp"] == "2"
+    # What the warning is about: root owns cgroup.procs, no capability needed. The command
+    # moved itself out; sluice run still removes its own cgroup and sandbox.
+    assert got["escape"] == "OK"
+    assert_clean(daemon, parent, "r-asroot")
+
+
+SOCKETS = """
+import ctypes, errno, json, socket
+def try_(f):
+    try:
+        f().close()
+        return "OK"
+    except OSError as e:
+        return errno.errorcode[e.errno]
+out = {}
+for name, fam, typ in (("unix", socket.AF_UNIX, socket.SOCK_STREAM),
+                       ("inet", socket.AF_INET, socket.SOCK_STREAM),
+                       ("inet6", socket.AF_INET6, socket.SOCK_DGRAM),
+                       ("netlink", socket.AF_NETLINK, socket.SOCK_RAW),
+                       ("packet", socket.AF_PACKET, socket.SOCK_DGRAM),
+                       ("vsock", 40, socket.SOCK_STREAM),
+                       ("alg", 38, socket.SOCK_SEQPACKET)):
+    out[name] = try_(lambda: socket.socket(fam, typ))
+out["pair_unix"] = try_(lambda: socket.socketpair(socket.AF_UNIX)[0])
+libc = ctypes.CDLL(None, use_errno=True)
+def sys(nr, *args):
+    r = libc.syscall(ctypes.c_long(nr), *[ctypes.c_long(a) for a in args])
+    return "OK" if r >= 0 else errno.errorcode[ctypes.get_errno()]
+# AF_PACKET (17) with bits above the int: the kernel reads 17, the filter must too.
+out["packet_hi"] = sys(41, (1 << 32) | 17, socket.SOCK_DGRAM, 0)
+params = ctypes.create_string_buffer(120)
+out["io_uring_setup"] = sys(425, 4, ctypes.addressof(params))
+out["io_uring_enter"] = sys(426, 0, 0, 0, 0)
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("user", [None, "root"], ids=["sudo-user", "root"])
+def test_socket_families_and_io_uring_are_filtered(daemon, parent, policy, user):
+    args = ["--user", user] if user else []
+    r = run(daemon, parent, policy, [PY, "-c", SOCKETS], "--name", "r-seccomp", *args,
+            sudo=None if user else SUDO_NOBODY)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    # Without the filter: packet EPERM (no CAP_NET_RAW), vsock ENODEV, io_uring works.
+    assert got == {"unix": "OK", "inet": "OK", "inet6": "OK", "netlink": "OK",
+                   "pair_unix": "OK", "packet": "EAFNOSUPPORT", "vsock": "EAFNOSUPPORT",
+                   "alg": "EAFNOSUPPORT", "packet_hi": "EAFNOSUPPORT",
+                   "io_uring_setup": "EPERM", "io_uring_enter": "EPERM"}
+    assert_clean(daemon, parent, "r-seccomp")
+
+
+FDS = "for fd in 3 4 5 6 7 8 9; do [ -e /proc/self/fd/$fd ] && printf '%s ' $fd; done; echo"
+
+
+def test_inherited_descriptors_are_closed_unless_preserved(daemon, parent, policy):
+    # The caller's descriptors 3, 4 and 7 (not close-on-exec, as a shell leaves them).
+    wrap = ["sh", "-c", 'exec 3</etc/hostname 4</etc/hostname 7</etc/hostname; exec "$@"',
+            "sh"]
+    r = run(daemon, parent, policy, ["sh", "-c", FDS], "--name", "r-fds", wrap=wrap)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == []
+    r = run(daemon, parent, policy, ["sh", "-c", FDS], "--name", "r-fds", "--preserve-fds",
+            "2", wrap=wrap)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["3", "4"]
+    # Descriptor 5 is not open: refused before anything is made.
+    r = run(daemon, parent, policy, ["true"], "--name", "r-fds", "--preserve-fds", "3",
+            wrap=wrap)
+    assert r.returncode == 2 and "descriptor 5 is not open" in r.stderr
+    for bad in ("-1", "x", "100000"):
+        r = run(daemon, parent, policy, ["true"], "--name", "r-fds", "--preserve-fds", bad)
+        assert r.returncode == 2 and "--preserve-fds" in r.stderr, (bad, r.stderr)
+    assert_clean(daemon, parent, "r-fds")
