@@ -198,3 +198,55 @@ int sl_cgroup_populated(const char *path)
 	fclose(f);
 	return v < 0 ? v : !!v;
 }
+
+/* Whether someone other than root may write @file: its owner is not root (an owner can
+ * always chmod), or its group or other write bit is set. 1, 0, or -errno. */
+static int others_may_write(const char *file)
+{
+	struct stat st;
+
+	if (stat(file, &st) == -1)
+		return errno == ENOENT ? 0 : -errno;
+	return st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH)) ? 1 : 0;
+}
+
+int sl_cgroup_user_writable(const char *path, char *which, size_t len)
+{
+	static const char *const files[] = { "cgroup.procs", "cgroup.threads" };
+	const char *root = sl_cgroup_root();
+	char dir[PATH_MAX], file[PATH_MAX + 32];
+	size_t rootlen;
+
+	if (!root)
+		return -ENOENT;
+	rootlen = strlen(root);
+	if (snprintf(dir, sizeof(dir), "%s", path) >= (int)sizeof(dir))
+		return -ENAMETOOLONG;
+	if (strncmp(dir, root, rootlen) || (dir[rootlen] && dir[rootlen] != '/'))
+		return -EINVAL;
+	/* Moving a process needs write access to cgroup.procs of the common ancestor of where
+	 * it is and where it goes: any writable one from here to the root is a way out. */
+	for (;;) {
+		char *slash;
+
+		for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+			int w;
+
+			snprintf(file, sizeof(file), "%s/%s", dir, files[i]);
+			w = others_may_write(file);
+			if (w) {
+				if (w > 0)
+					snprintf(which, len, "%s", file);
+				return w;
+			}
+		}
+		if (strlen(dir) <= rootlen)
+			return 0;
+		slash = strrchr(dir, '/');
+		if (!slash || (size_t)(slash - dir) < rootlen)
+			return 0;
+		*slash = 0;
+		if ((size_t)(slash - dir) == 0)
+			return 0;
+	}
+}

@@ -30,6 +30,13 @@ int sl_cgroup_within(const char *a, const char *b);
  * /proc/PID/cgroup, joined with the cgroup2 mount). Returns 0 or -errno. */
 int sl_cgroup_of_pid(int pid, char *out, size_t len);
 
+/*
+ * Whether a user other than root could move a process out of cgroup @path (canonical):
+ * cgroup.procs or cgroup.threads of @path or of an ancestor up to the cgroup2 root is owned
+ * by a non-root user or group/other-writable. 1 (the file in @which), 0, or -errno.
+ */
+int sl_cgroup_user_writable(const char *path, char *which, size_t len);
+
 /* Whether any process lives in @path or below it (cgroup.events "populated"): 1, 0 or -errno. */
 int sl_cgroup_populated(const char *path);
 

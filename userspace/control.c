@@ -11,9 +11,12 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <limits.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -24,6 +27,7 @@
 #include "bpf_loader.h"
 #include "buf.h"
 #include "ca.h"
+#include "cgroup.h"
 #include "control.h"
 #include "dns.h"
 #include "proxy.h"
@@ -41,6 +45,10 @@
 #define CTL_MAX_BODY (2u << 20)
 #define CTL_MAX_CONNS 256
 #define CTL_STREAM_MAX_PENDING (1u << 20)
+
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77 /* Linux 6.5 */
+#endif
 
 struct sl_control {
 	struct sl_control_deps d;
@@ -61,6 +69,9 @@ struct ctl_conn {
 	int too_big; /* 413/414/431 pending */
 	int closing; /* close once out is flushed */
 	int sub; /* events subscription handle, 0 if none */
+	pid_t pid; /* the peer: the process that connected (SO_PEERCRED), 0 if unknown */
+	uid_t uid;
+	int pidfd; /* that process itself, so that a reused pid is never mistaken for it */
 	unsigned long dropped; /* event lines lost to a slow follower */
 	struct ctl_conn *next;
 };
@@ -82,6 +93,8 @@ static void conn_close(struct ctl_conn *c)
 		sl_events_unsubscribe(ctl->d.events, c->sub);
 	sl_loop_del_fd(ctl->d.loop, c->fd);
 	close(c->fd);
+	if (c->pidfd >= 0)
+		close(c->pidfd);
 	sl_buf_free(&c->url);
 	sl_buf_free(&c->body);
 	sl_buf_free(&c->out);
@@ -420,10 +433,12 @@ static void handle_add(struct ctl_conn *c)
 		respond_error(c, 400, err);
 		return;
 	}
-	if (json_unpack_ex(j, &jerr, JSON_STRICT, "{s:s, s?s, s?s, s?s%, s?s, s?o, s?s, s?i}",
-			   "name", &name, "cgroup", &cgroup, "policy_file", &policy_file, "policy",
-			   &policy, &policy_len, "handler", &handler, "params", &params, "netns",
-			   &spec.netns, "pid", &spec.pid)) {
+	if (json_unpack_ex(j, &jerr, JSON_STRICT,
+			   "{s:s, s?s, s?s, s?s%, s?s, s?o, s?s, s?i, s?s, s?b}", "name", &name,
+			   "cgroup", &cgroup, "policy_file", &policy_file, "policy", &policy,
+			   &policy_len, "handler", &handler, "params", &params, "netns", &spec.netns,
+			   "pid", &spec.pid, "container_id", &spec.container_id,
+			   "allow_writable_cgroup", &spec.allow_writable_cgroup)) {
 		snprintf(err, sizeof(err), "bad request: %s", jerr.text);
 		respond_error(c, 400, err);
 		goto out;
@@ -442,6 +457,7 @@ static void handle_add(struct ctl_conn *c)
 	box = sl_sandbox_add(c->ctl->d.reg, &spec, err, sizeof(err));
 	if (!box) {
 		int status = errno == EINVAL ? 400 : errno == EEXIST ? 409 :
+				       errno == EPERM	 ? 403 :
 				       errno == ENOSPC	 ? 503 :
 							   500;
 
@@ -468,11 +484,38 @@ static void handle_show(struct ctl_conn *c, const char *name)
 	respond_json(c, 200, sl_sandbox_json(c->ctl->d.reg, b, 1));
 }
 
-static void handle_rm(struct ctl_conn *c, const char *name)
+/*
+ * DELETE /v1/sandboxes/NAME[?container_id=ID]. With a container id (the OCI hook's poststop)
+ * the sandbox goes only if it was made for that container and no process is left in its
+ * cgroup: whoever can create containers must not end another container's enforcement.
+ */
+static void handle_rm(struct ctl_conn *c, const char *name, const char *query)
 {
-	char err[128];
-	int r = sl_sandbox_rm(c->ctl->d.reg, name);
+	char err[PATH_MAX + 512], cid[SL_CONTAINER_ID_MAX + 2];
+	struct sl_box *box = sl_sandbox_find(c->ctl->d.reg, name);
+	int r = box && query ? query_param(query, "container_id", cid, sizeof(cid)) : 0;
 
+	if (r < 0) {
+		respond_error(c, 400, "invalid container_id");
+		return;
+	}
+	if (r > 0) {
+		if (strcmp(cid, box->container_id)) {
+			snprintf(err, sizeof(err), "sandbox '%s' was not made for container %s",
+				 name, cid);
+			respond_error(c, 409, err);
+			return;
+		}
+		if (sl_cgroup_populated(box->cgroup) > 0) {
+			snprintf(err, sizeof(err),
+				 "sandbox '%s': processes still run in %s; it is removed once "
+				 "they are gone",
+				 name, box->cgroup);
+			respond_error(c, 409, err);
+			return;
+		}
+	}
+	r = sl_sandbox_rm(c->ctl->d.reg, name);
 	if (r == -ENOENT) {
 		snprintf(err, sizeof(err), "no sandbox named '%s'", name);
 		respond_error(c, 404, err);
@@ -885,6 +928,85 @@ static void handle_kv(struct ctl_conn *c, const char *method, char *path)
 	}
 }
 
+/* Who is at the other end of @c, read once at accept: the connecting process's pid, uid and
+ * a pidfd of it. SO_PEERPIDFD names the process that connected; before Linux 6.5 a pidfd
+ * opened at accept names whoever has the pid then, which is the same process unless it
+ * exited and its pid was reused in between. */
+static void peer_identify(struct ctl_conn *c)
+{
+	struct ucred cr;
+	socklen_t l = sizeof(cr);
+	int fd = -1;
+
+	c->pidfd = -1;
+	if (getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cr, &l) == -1 || cr.pid <= 0)
+		return;
+	c->pid = cr.pid;
+	c->uid = cr.uid;
+	l = sizeof(fd);
+	if (getsockopt(c->fd, SOL_SOCKET, SO_PEERPIDFD, &fd, &l) == -1 || fd < 0)
+		fd = (int)syscall(SYS_pidfd_open, cr.pid, 0);
+	c->pidfd = fd >= 0 ? fd : -1;
+	if (c->pidfd >= 0)
+		fcntl(c->pidfd, F_SETFD, FD_CLOEXEC);
+}
+
+/*
+ * Whether the peer of @c runs inside a sandbox (its cgroup or one below): 1 with the
+ * sandbox's name in @box, 0 if not, -errno if that cannot be told (the peer is gone, its
+ * cgroup unreadable): refused as well. A sandboxed process, root or not, must not change
+ * its own rules. Read at every request: a process may have been moved into a sandbox since
+ * it connected.
+ */
+static int peer_confined(struct ctl_conn *c, char *box, size_t len)
+{
+	char cg[PATH_MAX];
+	int e;
+
+	if (c->pid <= 0)
+		return -ESRCH;
+	e = sl_cgroup_of_pid(c->pid, cg, sizeof(cg));
+	/* Read the cgroup first, then check the process that connected is still alive: if it
+	 * is, the pid was not reused and what was read is its cgroup. */
+	if (c->pidfd < 0 || syscall(SYS_pidfd_send_signal, c->pidfd, 0, NULL, 0) == -1)
+		return -ESRCH;
+	if (e == -EXDEV || e == -EINVAL)
+		return 0; /* outside sluiced's cgroup namespace, or the root cgroup: no sandbox */
+	if (e)
+		return e;
+	for (struct sl_box *b = sl_registry_first(c->ctl->d.reg); b; b = b->next) {
+		if (sl_cgroup_within(cg, b->cgroup)) {
+			snprintf(box, len, "%s", b->name);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* 403 to a peer inside a sandbox (evented on that sandbox), then the connection closes.
+ * Returns 1 if refused. */
+static int refuse_confined(struct ctl_conn *c, const char *method, const char *path)
+{
+	char box[SL_NAME_MAX + 1] = "", shown[256];
+	int r = peer_confined(c, box, sizeof(box));
+
+	if (!r)
+		return 0;
+	snprintf(shown, sizeof(shown), "%s", path);
+	sl_utf8_scrub(shown);
+	sl_info("control API: %s %s from pid %d uid %u refused: %s", method, shown, (int)c->pid,
+		(unsigned)c->uid, r > 0 ? "it runs in a sandbox" : "its cgroup cannot be told");
+	sl_events_publish(c->ctl->d.events, r > 0 ? box : NULL,
+			  json_pack("{s:s, s:s, s:s, s:s, s:i, s:i, s:s}", "type", "control",
+				    "verdict", "refused", "method", method, "path", shown, "pid",
+				    (int)c->pid, "uid", (int)c->uid, "reason",
+				    r > 0 ? "peer runs in a sandbox" : "peer unknown"));
+	c->closing = 1;
+	respond_error(c, 403, r > 0 ? "the control API is not for processes in a sandbox" :
+				      "the control API could not tell where the caller runs");
+	return 1;
+}
+
 static void dispatch(struct ctl_conn *c)
 {
 	const char *method = llhttp_method_name(c->parser.method);
@@ -894,6 +1016,8 @@ static void dispatch(struct ctl_conn *c)
 
 	if (query)
 		*query++ = 0;
+	if (refuse_confined(c, method, path))
+		return;
 	if (!strcmp(path, "/v1/sandboxes")) {
 		if (get)
 			handle_list(c);
@@ -924,7 +1048,7 @@ static void dispatch(struct ctl_conn *c)
 		} else if (get)
 			handle_show(c, name);
 		else if (!strcmp(method, "DELETE"))
-			handle_rm(c, name);
+			handle_rm(c, name, query);
 		else
 			respond_error(c, 405, "use GET or DELETE on /v1/sandboxes/NAME");
 	} else if (!strncmp(path, kv_prefix, sizeof(kv_prefix) - 1)) {
@@ -1086,10 +1210,13 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 		}
 		c->ctl = ctl;
 		c->fd = cfd;
+		peer_identify(c);
 		llhttp_init(&c->parser, HTTP_REQUEST, &settings);
 		c->parser.data = c;
 		if (sl_loop_add_fd(loop, cfd, SL_READ, conn_cb, c)) {
 			close(cfd);
+			if (c->pidfd >= 0)
+				close(c->pidfd);
 			free(c);
 			continue;
 		}
