@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "sandbox.h"
 
 #define STATE_MAX (1u << 20)
 #define DEFAULT_POLICY_DIR "/etc/sluice/policies"
@@ -30,9 +31,11 @@ static const char hook_usage[] =
 	"\n"
 	"An OCI runtime hook: reads a container's state JSON (id, status, pid, annotations) on\n"
 	"stdin, as runtimes pass it to their hooks. `create` (the createRuntime stage) makes the\n"
-	"container a sandbox named after its id, with the cgroup and the network namespace of\n"
-	"its pid; `delete` (poststop) removes it. Without either, the state's status decides\n"
-	"(creating or created: create; stopped: delete).\n"
+	"container a sandbox named by its id exactly, with the cgroup and the network namespace\n"
+	"of its pid; `delete` (poststop) removes it: only the sandbox made for that container id,\n"
+	"and only once no process is left in its cgroup. An id that is not a valid sandbox name\n"
+	"(letters, digits, '_', '.', '-', at most 64) is refused, never renamed. Without a stage,\n"
+	"the state's status decides (creating or created: create; stopped: delete).\n"
 	"\n"
 	"Annotations of the container:\n"
 	"  io.sluice.policy    the policy: a file name in the policy directory\n"
@@ -110,17 +113,37 @@ static json_t *read_state(char *err, size_t errlen)
 	return j;
 }
 
-/* The sandbox name of container @id: its first 64 characters, those a name may not hold
- * turned into '-' (runtimes make ids of 64 hex digits: they fit as they are). */
-static void sandbox_name(const char *id, char *out, size_t len)
+/*
+ * The sandbox of container @id is named @id, as it is: a name made up from an id (characters
+ * replaced, cut at 64) would give two containers one sandbox (`job+1` and `job-1`), and one's
+ * hooks would act on the other's. An id that is not a valid sandbox name is refused instead.
+ * Runtimes make ids of 64 hex digits, which fit.
+ */
+static int id_is_name(const char *id)
 {
-	size_t n = 0;
+	return sl_sandbox_name_ok(id);
+}
 
-	if (!isalnum((unsigned char)id[0]) && len > 1)
-		out[n++] = 'c';
-	for (; *id && n < 64 && n + 1 < len; id++)
-		out[n++] = isalnum((unsigned char)*id) || strchr("_.-", *id) ? *id : '-';
-	out[n] = 0;
+/* poststop: DELETE ?container_id=ID, which sluiced honours only for the sandbox made for that
+ * container, once no process is left in its cgroup. 0 (removed, or nothing to remove), 1. */
+static int hook_delete(const char *sock, const char *id)
+{
+	struct sl_cli_resp res = { 0 };
+	char path[256], err[512];
+	int e, r = 0;
+
+	if (!id_is_name(id))
+		return 0; /* its create was refused: there is no sandbox of this container */
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s?container_id=%s", id, id);
+	e = sl_cli_call(sock, "DELETE", path, NULL, &res, err, sizeof(err));
+	if (!e && res.status != 200 && res.status != 404) {
+		sl_cli_error(&res, err, sizeof(err));
+		e = -EIO;
+	}
+	if (e)
+		r = fail(id, "%s", err);
+	sl_buf_free(&res.body);
+	return r;
 }
 
 /* @name resolved inside @dir: the annotation may name a file there, and nothing else. */
@@ -176,7 +199,8 @@ static int hook_create(const char *sock, json_t *state, const char *id, const ch
 			return fail(id, "io.sluice.params must be a JSON object");
 		}
 	}
-	spec = json_pack("{s:s, s:I, s:s}", "name", name, "pid", pid, "policy_file", path);
+	spec = json_pack("{s:s, s:I, s:s, s:s}", "name", name, "pid", pid, "policy_file", path,
+			 "container_id", id);
 	if (!spec) {
 		json_decref(p);
 		return fail(id, "out of memory");
@@ -195,7 +219,7 @@ int sl_cli_oci_hook(int argc, char **argv, const char *sock)
 {
 	const char *stage = NULL, *dir = DEFAULT_POLICY_DIR, *default_policy = NULL;
 	const char *id, *status;
-	char name[72], err[512];
+	char err[512];
 	json_t *state;
 	int r, create;
 
@@ -243,14 +267,17 @@ int sl_cli_oci_hook(int argc, char **argv, const char *sock)
 		json_decref(state);
 		return r;
 	}
-	sandbox_name(id, name, sizeof(name));
-	if (create) {
-		r = hook_create(sock, state, id, name, dir, default_policy);
-	} else {
-		int e = sl_cli_rm_sandbox(sock, name, err, sizeof(err));
-
-		r = e && e != -ENOENT ? fail(id, "%s", err) : 0;
-	}
+	if (create && !id_is_name(id) &&
+	    (json_object_get(json_object_get(state, "annotations"), "io.sluice.policy") ||
+	     default_policy))
+		r = fail(id, "the id cannot be a sandbox name as it is (letters, digits, '_', '.', "
+			     "'-'; at most %d, starting with a letter or digit): refused rather "
+			     "than renamed, since a renamed id could collide with another's",
+			 SL_NAME_MAX);
+	else if (create)
+		r = hook_create(sock, state, id, id, dir, default_policy);
+	else
+		r = hook_delete(sock, id);
 	json_decref(state);
 	return r;
 }

@@ -83,6 +83,7 @@ static const char sandbox_usage[] =
 	"Usage: sluice sandbox add NAME --cgroup PATH --policy FILE [--handler H [--params JSON]]\n"
 	"       sluice sandbox add NAME --cgroup PATH --netns NSPATH --policy FILE [...]\n"
 	"       sluice sandbox add NAME --pid PID --policy FILE [...]\n"
+	"       sluice sandbox add ... --allow-writable-cgroup\n"
 	"       sluice sandbox rm NAME\n"
 	"       sluice sandbox ls [--json]\n"
 	"       sluice sandbox show NAME [--json]\n"
@@ -92,7 +93,12 @@ static const char sandbox_usage[] =
 	"FILE is a Lua policy (see README.md). `rm` removes all enforcement from the cgroup.\n"
 	"A container has a network of its own: --netns names its namespace (/run/netns/NAME,\n"
 	"/proc/PID/ns/net), where sluiced then opens the sandbox's DNS and proxy listeners;\n"
-	"--pid PID takes both the cgroup and the network namespace of that process.\n";
+	"--pid PID takes both the cgroup and the network namespace of that process.\n"
+	"\n"
+	"A cgroup whose cgroup.procs (or cgroup.threads), or an ancestor's up to the cgroup2\n"
+	"root, a user other than root owns or may write is refused: that user could move the\n"
+	"sandbox's processes out of it. --allow-writable-cgroup adds it anyway (for a user you\n"
+	"trust with that, e.g. a delegated cgroup whose processes all run as someone else).\n";
 
 static const char handler_usage[] =
 	"Usage: sluice handler set NAME HANDLER [--params JSON]\n"
@@ -491,6 +497,7 @@ static int cmd_sandbox_add(int argc, char **argv)
 	struct response res;
 	json_t *body, *j;
 	char *s;
+	int writable = 0;
 
 	for (int i = 0; i < argc; i++) {
 		if (!strcmp(argv[i], "--cgroup") && i + 1 < argc)
@@ -517,6 +524,8 @@ static int cmd_sandbox_add(int argc, char **argv)
 			pid = argv[++i];
 		else if (!strncmp(argv[i], "--pid=", 6))
 			pid = argv[i] + 6;
+		else if (!strcmp(argv[i], "--allow-writable-cgroup"))
+			writable = 1;
 		else if (argv[i][0] == '-')
 			usage_error("sandbox ", "unknown option '%s' for sandbox add", argv[i]);
 		else if (!name)
@@ -559,6 +568,8 @@ static int cmd_sandbox_add(int argc, char **argv)
 		json_object_set_new(body, "netns", json_string(netns));
 	if (pid)
 		json_object_set_new(body, "pid", json_integer(atoi(pid)));
+	if (writable)
+		json_object_set_new(body, "allow_writable_cgroup", json_true());
 	if (handler) {
 		json_t *p = parse_params("sandbox ", params);
 

@@ -196,6 +196,8 @@ static int save_state(struct sl_registry *r, const struct sl_box *box)
 		if (box->params)
 			json_object_set_new(j, "params", json_string(box->params));
 	}
+	if (box->container_id[0])
+		json_object_set_new(j, "container_id", json_string(box->container_id));
 	if (box->netns_fd >= 0) {
 		/* The path may not outlive its process (/proc/PID/ns/net): dev and inode let a
 		 * restart find the same namespace through the cgroup's processes. */
@@ -1043,9 +1045,42 @@ struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *s
 	box->reg = r;
 	sl_rule_set_init(&box->rules);
 	sl_rule_set_init(&box->learned);
+	if (spec->container_id) {
+		size_t n = strlen(spec->container_id);
+
+		if (!n || n > SL_CONTAINER_ID_MAX ||
+		    strspn(spec->container_id, "abcdefghijklmnopqrstuvwxyz"
+					       "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.+-") != n) {
+			sl_errf(err, errlen, "invalid container id (letters, digits, '_', '.', "
+					    "'+', '-'; at most %d)", SL_CONTAINER_ID_MAX);
+			e = -EINVAL;
+			goto fail;
+		}
+		snprintf(box->container_id, sizeof(box->container_id), "%s", spec->container_id);
+	}
 	e = box_target(box, spec, err, errlen);
 	if (e)
 		goto fail;
+	if (!spec->allow_writable_cgroup) {
+		char which[PATH_MAX + 32];
+
+		e = sl_cgroup_user_writable(box->cgroup, which, sizeof(which));
+		if (e > 0) {
+			sl_errf(err, errlen,
+				"cgroup %s: %s can be written by a user other than root, who "
+				"could move processes out of the sandbox; if that user is "
+				"trusted, add it with --allow-writable-cgroup (API: "
+				"\"allow_writable_cgroup\": true)",
+				box->cgroup, which);
+			e = -EPERM;
+			goto fail;
+		}
+		if (e < 0) {
+			sl_errf(err, errlen, "cgroup %s: checking who may write it failed: %s",
+			       box->cgroup, strerror(-e));
+			goto fail;
+		}
+	}
 	level = sl_cgroup_level(box->cgroup);
 	if (level < 0 || level >= SL_MAX_CGROUP_DEPTH - 1) {
 		sl_errf(err, errlen, "cgroup %s: nested too deep (at most %d levels)", box->cgroup,
@@ -1635,6 +1670,12 @@ static int adopt_one(struct sl_registry *r, const char *path)
 		snprintf(box->handler, sizeof(box->handler), "%s", handler);
 		box->params = params ? strdup(params) : NULL;
 	}
+	{
+		const char *cid = json_string_value(json_object_get(j, "container_id"));
+
+		if (cid && strlen(cid) <= SL_CONTAINER_ID_MAX)
+			snprintf(box->container_id, sizeof(box->container_id), "%s", cid);
+	}
 	/* The rule bank in force is the kernel's to say (a switch may have flipped it). */
 	if (!sl_bpf_get_sandbox(r->bpf, box->cgid, &ksb) &&
 	    (ksb.rules_id == box->id || ksb.rules_id == (box->id | SL_RULES_BANK)))
@@ -1858,6 +1899,8 @@ json_t *sl_sandbox_json(struct sl_registry *r, const struct sl_box *box, int det
 	json_object_set_new(j, "netns", box->netns_fd >= 0 ? json_string(box->netns) : json_null());
 	if (box->netns_fd >= 0)
 		json_object_set_new(j, "netns_inode", json_integer((json_int_t)box->netns_ino));
+	if (box->container_id[0])
+		json_object_set_new(j, "container_id", json_string(box->container_id));
 	if (!detail)
 		return j;
 	if (box->handler[0]) {

@@ -14,6 +14,7 @@
 #include "rules.h"
 
 #define SL_NAME_MAX 64
+#define SL_CONTAINER_ID_MAX 255
 #define SL_LEARNED_MAX 16384 /* resolved (name, address, range) entries per sandbox */
 
 struct sl_bpf;
@@ -60,6 +61,9 @@ struct sl_box {
 	uint64_t netns_dev, netns_ino;
 	struct sl_ca *ca; /* the sandbox's own CA: its leaves are what the sandbox sees */
 	int64_t created_s; /* wall clock */
+	/* The OCI container this sandbox was made for ("" if none): only that container's
+	 * poststop may remove it. */
+	char container_id[SL_CONTAINER_ID_MAX + 1];
 	struct sl_registry *reg;
 	struct sl_box *next;
 };
@@ -121,12 +125,17 @@ struct sl_box_spec {
 	const char *params; /* JSON object */
 	const char *netns; /* optional: path of the sandbox's network namespace */
 	int pid; /* optional (> 0): cgroup and network namespace are this process's */
+	const char *container_id; /* optional: the OCI container the sandbox is for */
+	/* A cgroup that a non-root user can move processes out of is refused unless this is
+	 * set (that user is trusted not to). */
+	int allow_writable_cgroup;
 };
 
 /*
  * Adds a sandbox: validates everything first, then fills the kernel maps and attaches the
  * programs; on any failure nothing stays attached. Returns the new sandbox, or NULL with
- * errno (EINVAL bad input, EEXIST name or cgroup taken, ENOSPC no free id, other: system)
+ * errno (EINVAL bad input, EEXIST name or cgroup taken, EPERM a non-root user can write the
+ * cgroup's cgroup.procs or an ancestor's, ENOSPC no free id, other: system)
  * and a one-line reason in @err.
  */
 struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *spec, char *err,

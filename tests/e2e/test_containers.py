@@ -358,10 +358,63 @@ def test_oci_hook_leaves_unannotated_containers_alone_and_refuses_bad_state(daem
         assert r.returncode == 1 and message in r.stderr, (stdin, r.stderr)
     assert names(daemon) == before
     # The stage can be named instead of read from the status.
-    r = hook(daemon, oci_state("named/stage", "running", init.pid, files,
+    r = hook(daemon, oci_state("named-stage", "running", init.pid, files,
                                {"io.sluice.policy": "ct.lua"}), "create", *args)
     assert r.returncode == 0, r.stderr
     assert "named-stage" in names(daemon)
-    assert hook(daemon, oci_state("named/stage", "running", 0, files, {}),
+    ct.kill()  # poststop comes after the container's processes are gone
+    assert hook(daemon, oci_state("named-stage", "running", 0, files, {}),
                 "delete").returncode == 0
     assert names(daemon) == before
+
+
+def test_oci_hook_names_are_the_ids_and_only_their_container_removes_them(daemon, standins,
+                                                                        files):
+    """F10: `job+1` and `job-1` once mapped to one sandbox, and the failed container's
+    poststop removed the running one's. Names are now the ids as they are (an id that is no
+    valid name is refused), and poststop removes only the sandbox made for that container id,
+    once its processes are gone."""
+    ct = standins("oci3")
+    init = ct.spawn()
+    policies = files / "policies"
+    policies.mkdir()
+    (policies / "ct.lua").write_text(policy_text(ct))
+    args = ("--policy-dir", str(policies))
+    ann = {"io.sluice.policy": "ct.lua"}
+    job = f"job-{os.getpid()}"
+    other = job.replace("-", "+")
+    r = hook(daemon, oci_state(job, "creating", init.pid, files, ann), *args)
+    assert r.returncode == 0, r.stderr
+    try:
+        assert show(daemon, job)["container_id"] == job
+        allowed, denied = ct.servers.ports
+        assert ct.probe([tcp(ct.host_ip, allowed), tcp(ct.host_ip, denied)]) == ["OK", "EPERM"]
+        # The colliding id: refused at create (runc then runs its poststop), and that
+        # poststop touches nothing.
+        r = hook(daemon, oci_state(other, "creating", init.pid, files, ann), *args)
+        assert r.returncode == 1 and "cannot be a sandbox name" in r.stderr, r.stderr
+        assert hook(daemon, oci_state(other, "stopped", 0, files, ann), *args).returncode == 0
+        # A sandbox of the same name not made for this container (added by hand) is not
+        # the hook's to remove.
+        cg = ct.cg.parent / f"hand-{os.getpid()}"
+        cg.mkdir()
+        try:
+            hand = f"hand-{os.getpid()}"
+            daemon.add(hand, cg, policies / "ct.lua")
+            r = hook(daemon, oci_state(hand, "stopped", 0, files, ann), *args)
+            assert r.returncode == 1 and "not made for container" in r.stderr, r.stderr
+            assert hand in names(daemon)
+            daemon.cli("sandbox", "rm", hand)
+        finally:
+            cg.rmdir()
+        # The container's own poststop while its processes still run (a stray or early
+        # delete): refused, enforcement stays.
+        r = hook(daemon, oci_state(job, "stopped", 0, files, ann), *args)
+        assert r.returncode == 1 and "processes still run" in r.stderr, r.stderr
+        assert job in names(daemon)
+        assert ct.probe([tcp(ct.host_ip, allowed), tcp(ct.host_ip, denied)]) == ["OK", "EPERM"]
+    finally:
+        ct.kill()
+        r = hook(daemon, oci_state(job, "stopped", 0, files, ann), *args)
+    assert r.returncode == 0, r.stderr
+    assert job not in names(daemon)
