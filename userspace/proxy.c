@@ -2004,6 +2004,7 @@ static void conn_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 
 #define KDRAIN_MS 5000 /* a half-close waits at most this long for bytes still in flight */
 #define KDRAIN_POLL_MS 1
+#define KSPLICE_SNDBUF (4 << 20)
 
 /* Socket @i of a kernel-spliced connection: 0 the client's, 1 the upstream's. */
 static struct sl_stream *kside(struct pconn *c, int i)
@@ -2068,6 +2069,10 @@ static int ksplice_start(struct pconn *c)
 		if (sl_buf_append(&c->c.in, b, (size_t)n))
 			return -ENOMEM;
 	}
+	/* The kernel's redirect queues what the other side's send buffer cannot take yet and
+	 * retries from a workqueue: room for a few windows keeps it from stalling. */
+	for (int i = 0; i < 2; i++)
+		setsockopt(fds[i], SOL_SOCKET, SO_SNDBUF, &(int){ KSPLICE_SNDBUF }, sizeof(int));
 	err = sl_splice_join(px->splice, fds, &c->kpair);
 	if (err)
 		return err;
@@ -2415,6 +2420,10 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 		l->stats.conns++;
 		l->stats.active++;
 		l->px->active++;
+		/* The client writes its first bytes right after connect(): they are often here
+		 * already, and a name-checked passthrough should not wait a loop turn for them. */
+		c->c.readable = 1;
+		pump(c);
 	}
 }
 
