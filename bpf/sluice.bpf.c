@@ -14,6 +14,11 @@
 
 #define SOCK_STREAM 1
 #define SOCK_DGRAM 2
+#define AF_UNIX 1
+
+/* kfunc of kernels >= 6.2. Weak: the object still loads where it is missing; the programs that
+ * call it (the UNIX socket hooks, kernels >= 6.7) are then not loaded (bpf_loader.c). */
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym __weak;
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -326,6 +331,116 @@ SEC("cgroup/sendmsg6")
 int sl_sendmsg6(struct bpf_sock_addr *ctx)
 {
 	return sl_judge6(ctx, SL_EV_SENDMSG);
+}
+
+/*
+ * The address of a UNIX socket connect()/sendmsg() as the kernel reads it, into @k->path and
+ * @k->len: a filesystem path up to its first NUL (unix_mkname_bsd() terminates it there), or an
+ * abstract name (a 0 byte, then every byte up to the address length). Returns 0, or -1 when it
+ * cannot be read (the caller denies).
+ */
+static __always_inline int sl_unix_addr(struct bpf_sock_addr *ctx, struct sl_unix_key *k)
+{
+	struct bpf_sock_addr_kern *sa = bpf_cast_to_kern_ctx(ctx);
+	__u32 alen = sa->uaddrlen, n, i;
+	__u64 uaddr = (__u64)sa->uaddr;
+
+	/* unix_validate_addr() ran before the hook: 2 < alen <= sizeof(struct sockaddr_un). An
+	 * unnamed address never reaches it (EINVAL). */
+	if (alen <= 2 || alen > 2 + SL_UNIX_PATH_MAX)
+		return -1;
+	n = alen - 2;
+	/* The kernel holds the address in a struct sockaddr_storage (connect, sendto, sendmsg and
+	 * io_uring all copy it there), so all of sun_path can be read; what lies past the
+	 * address length is zeroed below. */
+	if (bpf_probe_read_kernel(k->path, sizeof(k->path), (const void *)(uaddr + 2)))
+		return -1;
+	if (k->path[0]) {
+		for (i = 0; i < SL_UNIX_PATH_MAX; i++)
+			if (i >= n || !k->path[i])
+				break;
+		n = i;
+	}
+	for (i = 0; i < SL_UNIX_PATH_MAX; i++)
+		if (i >= n)
+			k->path[i] = 0;
+	k->len = n;
+	return 0;
+}
+
+/* A deny event for a UNIX socket address, rate-limited like every deny event. */
+static __always_inline void sl_emit_deny_unix(__u32 sandbox_id, __u64 cgid, __u8 kind,
+					      const struct sl_unix_key *k, __u8 socktype,
+					      __u64 now_ns)
+{
+	struct sl_event_unix *ev;
+
+	if (!sl_event_allowed(sandbox_id, now_ns)) {
+		sl_count(sandbox_id, SL_CTR_EV_LIMITED);
+		return;
+	}
+	ev = bpf_ringbuf_reserve(&sl_events, sizeof(*ev), 0);
+	if (!ev) {
+		sl_count(sandbox_id, SL_CTR_EV_LOST);
+		return;
+	}
+	__builtin_memset(ev, 0, sizeof(*ev));
+	ev->ev.ts_ns = now_ns;
+	ev->ev.cgroup_id = cgid;
+	ev->ev.sandbox_id = sandbox_id;
+	ev->ev.pid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(ev->ev.comm, sizeof(ev->ev.comm));
+	ev->ev.family = AF_UNIX;
+	ev->ev.kind = kind;
+	ev->ev.verdict = SL_VERDICT_DENY;
+	ev->ev.socktype = socktype;
+	ev->path_len = k->len;
+	__builtin_memcpy(ev->path, k->path, SL_UNIX_PATH_MAX);
+	bpf_ringbuf_submit(ev, 0);
+	sl_count(sandbox_id, SL_CTR_EV_SENT);
+}
+
+/*
+ * connect() and sendmsg() of a UNIX socket: allowed only to an address the sandbox's rules in
+ * force name exactly (egress.unix), and never to one of sluiced's own sockets. Everything
+ * else, relative paths, symlinks and other spellings of a listed path included, is EPERM:
+ * the kernel resolves the path after this hook, so only the exact string is judged.
+ */
+static __always_inline int sl_judge_unix(struct bpf_sock_addr *ctx, __u8 kind)
+{
+	struct sl_unix_key k = {};
+	struct sl_sandbox *sb;
+	__u32 sandbox_id = 0;
+	int allow = 0;
+	__u64 cgid;
+
+	sb = sl_current_sandbox(&cgid);
+	if (sb && !sl_unix_addr(ctx, &k)) {
+		sandbox_id = sb->id;
+		k.sandbox_id = sb->rules_id ? sb->rules_id : sb->id;
+		if (bpf_map_lookup_elem(&sl_unix, &k)) {
+			k.sandbox_id = 0;
+			allow = !bpf_map_lookup_elem(&sl_unix, &k);
+		}
+	}
+	sl_count(sandbox_id, allow ? SL_CTR_ALLOW_UNIX : SL_CTR_DENY_UNIX);
+	if (!allow)
+		sl_emit_deny_unix(sandbox_id, cgid, kind, &k, ctx->type, bpf_ktime_get_ns());
+	return allow;
+}
+
+/* Section names of kernels >= 6.7 that libbpf before 1.3 does not know: bpf_loader.c sets
+ * the program type and attach type itself. */
+SEC("cgroup/connect_unix")
+int sl_connect_unix(struct bpf_sock_addr *ctx)
+{
+	return sl_judge_unix(ctx, SL_EV_CONNECT);
+}
+
+SEC("cgroup/sendmsg_unix")
+int sl_sendmsg_unix(struct bpf_sock_addr *ctx)
+{
+	return sl_judge_unix(ctx, SL_EV_SENDMSG);
 }
 
 /*

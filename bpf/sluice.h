@@ -159,6 +159,8 @@ struct sl_listener_key {
 #define SL_CTR_DENY_SOCKOPT 11 /* setsockopt() refused: routing header, IPv4 options */
 #define SL_CTR_DROP_EGRESS 12 /* packets dropped by the egress program (SL_DROP_*) */
 #define SL_CTR_DENY_BIND 13 /* bind() to a port of the daemon's listeners refused */
+#define SL_CTR_ALLOW_UNIX 14 /* connect()/sendmsg() to a UNIX socket the policy names */
+#define SL_CTR_DENY_UNIX 15 /* ... to any other UNIX socket */
 #define SL_CTR_MAX 16
 
 struct sl_counters {
@@ -214,6 +216,31 @@ struct sl_event {
 struct sl_splice_end {
 	__u64 peer; /* cookie of the socket the bytes go out of */
 	__u64 bytes; /* bytes redirected so far */
+};
+
+/*
+ * sl_unix: the UNIX socket addresses a sandbox may connect() or sendmsg() to (egress.unix),
+ * exact strings. Keyed by the rule bank (sl_sandbox.rules_id), like the address rules, so that
+ * a handler switch flips them with the same one map update. sandbox_id 0 holds sluiced's own
+ * sockets: never allowed, whatever a policy says. Value: 1.
+ */
+#define SL_UNIX_PATH_MAX 108 /* sizeof(sockaddr_un.sun_path) */
+#define SL_MAX_UNIX_RULES 16384 /* all sandboxes and banks together */
+#define SL_MAX_UNIX_PER_LAYER 256 /* egress.unix entries of one policy or handler layer */
+struct sl_unix_key {
+	__u32 sandbox_id; /* a rules_id; 0: the daemon's own sockets */
+	__u32 len; /* bytes of path in use, 1..SL_UNIX_PATH_MAX */
+	/* A filesystem path (no NUL), or an abstract name: a 0 byte, then the name's bytes.
+	 * Zero past len. */
+	__u8 path[SL_UNIX_PATH_MAX];
+};
+
+/* Ring buffer record of a denied UNIX socket connect()/sendmsg(): the common record (family
+ * AF_UNIX, no addr/port) followed by the address the sandbox named. */
+struct sl_event_unix {
+	struct sl_event ev;
+	__u32 path_len; /* bytes of path in use (the sun_path as the kernel reads it) */
+	__u8 path[SL_UNIX_PATH_MAX]; /* as in struct sl_unix_key */
 };
 
 #endif /* SLUICE_H */

@@ -99,6 +99,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sl_listeners SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SL_MAX_UNIX_RULES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct sl_unix_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_unix SEC(".maps");
+
 /* Deny events per sandbox per CPU per second; set by sluiced before load. */
 const volatile __u32 sl_event_limit = 100;
 

@@ -675,6 +675,11 @@ static int cmd_sandbox_show(int argc, char **argv)
 	json_array_foreach(rules, i, r)
 		printf("  %-40s %-12s %-8s %s\n", str(r, "dst"), str(r, "ports"), str(r, "proto"),
 		       str(r, "verdict"));
+	printf("unix:%s\n", json_array_size(json_object_get(j, "unix")) ?
+				    "" :
+				    "     none (every UNIX socket is denied)");
+	json_array_foreach(json_object_get(j, "unix"), i, r)
+		printf("  %s\n", json_string_value(r));
 	names = json_object_get(j, "names");
 	if (json_array_size(names)) {
 		json_t *n, *a;
@@ -715,11 +720,13 @@ static int cmd_sandbox_show(int argc, char **argv)
 		json_t *a = json_object_get(c, "allowed"), *d = json_object_get(c, "denied"),
 		       *e = json_object_get(c, "events");
 
-		printf("allowed:  tcp %lld, udp %lld; proxied tcp %lld; dns tcp %lld, udp %lld\n",
-		       num(a, "tcp"), num(a, "udp"), num(json_object_get(c, "proxied"), "tcp"),
+		printf("allowed:  tcp %lld, udp %lld, unix %lld; proxied tcp %lld; dns tcp %lld, "
+		       "udp %lld\n",
+		       num(a, "tcp"), num(a, "udp"), num(a, "unix"),
+		       num(json_object_get(c, "proxied"), "tcp"),
 		       num(json_object_get(c, "dns"), "tcp"), num(json_object_get(c, "dns"), "udp"));
-		printf("denied:   tcp %lld, udp %lld, socket %lld\n", num(d, "tcp"), num(d, "udp"),
-		       num(d, "socket"));
+		printf("denied:   tcp %lld, udp %lld, unix %lld, socket %lld\n", num(d, "tcp"),
+		       num(d, "udp"), num(d, "unix"), num(d, "socket"));
 		printf("events:   sent %lld, rate-limited %lld, lost %lld\n", num(e, "sent"),
 		       num(e, "rate_limited"), num(e, "lost"));
 	}

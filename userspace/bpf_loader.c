@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 
 #include "bpf_loader.h"
@@ -30,6 +31,8 @@
 /* The ABI shared with the kernel programs: a layout change must be deliberate. */
 _Static_assert(sizeof(struct sl_event) == 64, "abi: struct sl_event");
 _Static_assert(sizeof(struct sl_sockdst) == 40, "abi: struct sl_sockdst");
+_Static_assert(sizeof(struct sl_event_unix) == 176, "abi: struct sl_event_unix");
+_Static_assert(sizeof(struct sl_unix_key) == 116, "abi: struct sl_unix_key");
 
 #ifndef BPF_FS_MAGIC
 #define BPF_FS_MAGIC 0xcafe4a11
@@ -42,6 +45,7 @@ struct sl_bpf {
 	void *ev_arg;
 	char pin_dir[PATH_MAX];
 	int ncpus;
+	int unix_hooks; /* the UNIX socket programs are loaded (kernel >= 6.7) */
 };
 
 static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
@@ -113,6 +117,66 @@ static int ensure_bpffs(const char *pin_dir, char *err, size_t errlen)
 	return 0;
 }
 
+/* The value of enumerator @name of enum bpf_attach_type in the running kernel's BTF, or -1
+ * when the kernel has no such attach type. */
+static int kernel_attach_type(const struct btf *vmlinux, const char *name)
+{
+	const struct btf_type *t;
+	const struct btf_enum *e;
+	int id;
+
+	if (!vmlinux)
+		return -1;
+	id = btf__find_by_name_kind(vmlinux, "bpf_attach_type", BTF_KIND_ENUM);
+	if (id <= 0)
+		return -1;
+	t = btf__type_by_id(vmlinux, id);
+	e = btf_enum(t);
+	for (int i = 0; i < btf_vlen(t); i++, e++)
+		if (!strcmp(btf__name_by_offset(vmlinux, e->name_off), name))
+			return (int)e->val;
+	return -1;
+}
+
+/*
+ * cgroup/connect_unix and cgroup/sendmsg_unix (kernel >= 6.7, commit 859051dd165e) are newer
+ * than the libbpf sluice builds against, which does not know their section names: their
+ * program and attach types are set here, by the values the running kernel's BTF gives (so
+ * nothing is hard-coded). On an older kernel they are not loaded at all and @b->unix_hooks
+ * stays 0. The kfunc they call (bpf_cast_to_kern_ctx, 6.2) must be there too.
+ */
+static void setup_unix_hooks(struct sl_bpf *b)
+{
+	struct btf *vmlinux = btf__load_vmlinux_btf();
+	int connect_t, sendmsg_t;
+
+	if (libbpf_get_error(vmlinux))
+		vmlinux = NULL;
+	connect_t = kernel_attach_type(vmlinux, "BPF_CGROUP_UNIX_CONNECT");
+	sendmsg_t = kernel_attach_type(vmlinux, "BPF_CGROUP_UNIX_SENDMSG");
+	b->unix_hooks = connect_t >= 0 && sendmsg_t >= 0 && vmlinux &&
+			btf__find_by_name_kind(vmlinux, "bpf_cast_to_kern_ctx", BTF_KIND_FUNC) > 0;
+	if (b->unix_hooks) {
+		bpf_program__set_type(b->skel->progs.sl_connect_unix,
+				      BPF_PROG_TYPE_CGROUP_SOCK_ADDR);
+		bpf_program__set_expected_attach_type(b->skel->progs.sl_connect_unix,
+						      (enum bpf_attach_type)connect_t);
+		bpf_program__set_type(b->skel->progs.sl_sendmsg_unix,
+				      BPF_PROG_TYPE_CGROUP_SOCK_ADDR);
+		bpf_program__set_expected_attach_type(b->skel->progs.sl_sendmsg_unix,
+						      (enum bpf_attach_type)sendmsg_t);
+	} else {
+		bpf_program__set_autoload(b->skel->progs.sl_connect_unix, false);
+		bpf_program__set_autoload(b->skel->progs.sl_sendmsg_unix, false);
+	}
+	btf__free(vmlinux);
+}
+
+int sl_bpf_unix_confined(const struct sl_bpf *b)
+{
+	return b->unix_hooks;
+}
+
 struct sl_bpf *sl_bpf_open(const struct sl_bpf_opts *opts, char *err, size_t errlen)
 {
 	LIBBPF_OPTS(bpf_object_open_opts, oopts, .pin_root_path = opts->pin_dir);
@@ -151,6 +215,7 @@ struct sl_bpf *sl_bpf_open(const struct sl_bpf_opts *opts, char *err, size_t err
 		goto fail;
 	}
 	b->skel->rodata->sl_event_limit = opts->event_limit;
+	setup_unix_hooks(b);
 	r = sluice_bpf__load(b->skel);
 	if (r) {
 		sl_errf(err, errlen,
@@ -163,6 +228,8 @@ struct sl_bpf *sl_bpf_open(const struct sl_bpf_opts *opts, char *err, size_t err
 	{
 		snprintf(path, sizeof(path), "%s/progs/%s", b->pin_dir, bpf_program__name(prog));
 		unlink(path);
+		if (!bpf_program__autoload(prog))
+			continue;
 		r = bpf_program__pin(prog, path);
 		if (r) {
 			sl_errf(err, errlen, "pinning %s failed: %s", path, strerror(-r));
@@ -226,6 +293,8 @@ int sl_bpf_attach(struct sl_bpf *b, const char *name, const char *cgroup_path, u
 		struct bpf_link *link;
 
 		snprintf(path, sizeof(path), "%s/%s", dir, bpf_program__name(prog));
+		if (!bpf_program__autoload(prog))
+			continue; /* not supported by this kernel (the UNIX hooks) */
 		if (!intercept && prog == b->skel->progs.sl_sockops) {
 			if (!access(path, F_OK))
 				unpin_link(path);
@@ -517,6 +586,57 @@ int sl_bpf_read_rules(struct sl_bpf *b, uint32_t sandbox_id, struct sl_kentry **
 	return err;
 }
 
+int sl_bpf_sync_unix(struct sl_bpf *b, uint32_t rules_id, const struct sl_unix_key *keys,
+		     size_t n)
+{
+	struct bpf_map *map = b->skel->maps.sl_unix;
+	struct sl_unix_key key, next, *stale = NULL;
+	size_t nstale = 0, cap = 0;
+	const __u32 one = 1;
+	void *prev = NULL;
+	int err = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		key = keys[i];
+		key.sandbox_id = rules_id;
+		if (bpf_map__update_elem(map, &key, sizeof(key), &one, sizeof(one), BPF_ANY)) {
+			err = -errno;
+			goto cleanup;
+		}
+	}
+	/* Then the keys of @rules_id that are not in @keys, collected first (see prune()). */
+	while (!bpf_map__get_next_key(map, prev, &next, sizeof(next))) {
+		int kept = 0;
+
+		key = next;
+		prev = &key;
+		if (key.sandbox_id != rules_id)
+			continue;
+		for (size_t i = 0; i < n && !kept; i++)
+			kept = key.len == keys[i].len && !memcmp(key.path, keys[i].path, key.len);
+		if (kept)
+			continue;
+		if (nstale == cap) {
+			struct sl_unix_key *v;
+
+			cap = cap ? cap * 2 : 16;
+			v = realloc(stale, cap * sizeof(*v));
+			if (!v) {
+				err = -ENOMEM;
+				goto cleanup;
+			}
+			stale = v;
+		}
+		stale[nstale++] = key;
+	}
+	for (size_t i = 0; i < nstale; i++)
+		if (bpf_map__delete_elem(map, &stale[i], sizeof(stale[i]), 0) && errno != ENOENT)
+			err = -errno;
+cleanup:
+	free(stale);
+	return err;
+}
+
 int sl_bpf_set_listener(struct sl_bpf *b, uint8_t family, const uint8_t *addr, uint16_t port_be,
 			uint32_t sandbox_id)
 {
@@ -590,7 +710,9 @@ static int on_sample(void *ctx, void *data, size_t size)
 {
 	struct sl_bpf *b = ctx;
 
-	if (size >= sizeof(struct sl_event))
+	if (size >= sizeof(struct sl_event) &&
+	    (((const struct sl_event *)data)->family != AF_UNIX ||
+	     size >= sizeof(struct sl_event_unix)))
 		b->ev_cb(data, b->ev_arg);
 	return 0;
 }

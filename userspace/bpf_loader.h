@@ -64,6 +64,18 @@ int sl_bpf_sync_rules(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_ken
 int sl_bpf_set_rule(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_kentry *e);
 /* Reads every kernel entry of @sandbox_id into *@out (malloc'd, caller frees). */
 int sl_bpf_read_rules(struct sl_bpf *b, uint32_t sandbox_id, struct sl_kentry **out, size_t *n);
+/*
+ * Makes the UNIX socket addresses allowed under rule bank @rules_id exactly @keys (their
+ * sandbox_id is ignored; path zero-padded past len): writes every key, then deletes the others
+ * of @rules_id. @rules_id 0 holds sluiced's own sockets, denied to every sandbox. Returns 0
+ * or -errno (-E2BIG or -ENOSPC: the map is full).
+ */
+int sl_bpf_sync_unix(struct sl_bpf *b, uint32_t rules_id, const struct sl_unix_key *keys,
+		     size_t n);
+/* Whether the kernel runs sluice's UNIX socket hooks (connect_unix/sendmsg_unix, Linux >= 6.7):
+ * if not, UNIX sockets of sandboxes are not confined. */
+int sl_bpf_unix_confined(const struct sl_bpf *b);
+
 /* Registers (@sandbox_id > 0) or forgets (0) a listener of the daemon: the kernel denies a
  * sandbox that connects to it directly. */
 int sl_bpf_set_listener(struct sl_bpf *b, uint8_t family, const uint8_t *addr, uint16_t port_be,

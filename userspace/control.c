@@ -675,6 +675,8 @@ static void handle_metrics(struct ctl_conn *c)
 		{ "verdict=\"allow\",proto=\"udp\"", SL_CTR_ALLOW_UDP },
 		{ "verdict=\"deny\",proto=\"tcp\"", SL_CTR_DENY_TCP },
 		{ "verdict=\"deny\",proto=\"udp\"", SL_CTR_DENY_UDP },
+		{ "verdict=\"allow\",proto=\"unix\"", SL_CTR_ALLOW_UNIX },
+		{ "verdict=\"deny\",proto=\"unix\"", SL_CTR_DENY_UNIX },
 	}, evs[] = {
 		{ "outcome=\"sent\"", SL_CTR_EV_SENT },
 		{ "outcome=\"rate_limited\"", SL_CTR_EV_LIMITED },
@@ -688,7 +690,7 @@ static void handle_metrics(struct ctl_conn *c)
 			  "# TYPE sluice_sandboxes gauge\nsluice_sandboxes %zu\n",
 		      sl_registry_count(reg));
 	sl_buf_printf(&m, "# HELP sluice_connections_total connect() and sendmsg() calls "
-			  "judged in the kernel.\n# TYPE sluice_connections_total counter\n");
+			  "judged in the kernel (proto unix: UNIX sockets).\n# TYPE sluice_connections_total counter\n");
 	for (struct sl_box *b = sl_registry_first(reg); b; b = b->next) {
 		if (sl_bpf_read_counters(c->ctl->d.bpf, b->id, &cnt))
 			continue;
@@ -815,6 +817,7 @@ static void handle_metrics(struct ctl_conn *c)
 			      (unsigned long long)(unknown.c[SL_CTR_DENY_TCP] +
 						   unknown.c[SL_CTR_DENY_UDP] +
 						   unknown.c[SL_CTR_DENY_SOCKET] +
+						   unknown.c[SL_CTR_DENY_UNIX] +
 						   unknown.c[SL_CTR_DENY_SOCKOPT] +
 						   unknown.c[SL_CTR_DENY_BIND] +
 						   unknown.c[SL_CTR_DROP_EGRESS]));

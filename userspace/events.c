@@ -15,6 +15,7 @@
 
 #include "events.h"
 #include "loop.h"
+#include "policy.h"
 
 /*
  * The history is kept per sandbox, so that one sandbox's flood of events (a DNS flood is
@@ -679,14 +680,27 @@ json_t *sl_event_json(const struct sl_event *kev, const char *sandbox)
 		      sandbox ? json_string(sandbox) : json_null(), "op", kind_name(kev->kind));
 	if (!j)
 		return NULL;
-	if (kev->kind == SL_EV_SOCKET || kev->kind == SL_EV_SETSOCKOPT) {
+	if (kev->family == AF_UNIX) {
+		/* The record is a struct sl_event_unix (checked by sl_bpf_events_poll()). */
+		const struct sl_event_unix *u = (const struct sl_event_unix *)kev;
+		struct sl_unix_key k = { .len = u->path_len };
+		char path[SL_UNIX_PATH_MAX * 4 + 2];
+
+		memcpy(k.path, u->path, sizeof(k.path));
+		sl_unix_str(&k, path, sizeof(path));
+		json_object_set_new(j, "family", json_string("unix"));
+		json_object_set_new(j, "socktype", json_string(socktype_name(kev->socktype)));
+		json_object_set_new(j, "dst", json_string(path));
+	} else if (kev->kind == SL_EV_SOCKET || kev->kind == SL_EV_SETSOCKOPT) {
 		json_object_set_new(j, "family",
 				    json_string(kev->family == AF_INET ? "inet" :
 						kev->family == AF_INET6 ? "inet6" :
 									  "other"));
 		json_object_set_new(j, "socktype", json_string(socktype_name(kev->socktype)));
 	}
-	if (kev->kind == SL_EV_SOCKET) {
+	if (kev->family == AF_UNIX) {
+		/* its address is above */
+	} else if (kev->kind == SL_EV_SOCKET) {
 		json_object_set_new(j, "protocol", json_integer(kev->proto));
 	} else if (kev->kind == SL_EV_SETSOCKOPT) {
 		const char *opt = sockopt_name(kev->proto, kev->port);

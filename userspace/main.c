@@ -567,6 +567,12 @@ static int start(struct daemon *d, char *err, size_t errlen)
 	}
 	sl_registry_set_lua(d->reg, &(struct sl_lua_opts){
 					    .env = d->env, .kv = d->kv, .events = d->events });
+	if (sl_registry_set_control_socket(d->reg, d->o.socket, err, errlen))
+		return -1;
+	if (!sl_bpf_unix_confined(d->bpf))
+		sl_warn("this kernel has no cgroup/connect_unix and sendmsg_unix hooks (Linux >= "
+			"6.7): UNIX sockets of sandboxes are NOT confined (egress.unix has no "
+			"effect; any socket file permissions allow is reachable)");
 	n = sl_registry_adopt(d->reg);
 	if (n)
 		sl_info("adopted %d sandbox%s", n, n == 1 ? "" : "es");

@@ -258,6 +258,72 @@ void sl_entry_str(const struct sl_entry *e, char *buf, size_t len)
 		snprintf(buf, len, "%s%s", a, p);
 }
 
+int sl_unix_parse(const char *s, size_t len, struct sl_unix_key *k, char *err, size_t errlen)
+{
+	memset(k, 0, sizeof(*k));
+	for (size_t i = 0; i < len; i++) {
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) {
+			sl_errf(err, errlen, "'%.*s': control characters or NUL in a UNIX socket "
+					    "address", (int)strnlen(s, len), s);
+			return -EINVAL;
+		}
+	}
+	if (len && s[0] == '@') {
+		/* Abstract: sun_path[0] = 0, then the name (autobind names are abstract too, and
+		 * are allowed only if listed like any other). */
+		if (len < 2 || len > SL_UNIX_PATH_MAX) {
+			sl_errf(err, errlen, "'%s': an abstract name is '@' and 1 to %d bytes", s,
+			       SL_UNIX_PATH_MAX - 1);
+			return -EINVAL;
+		}
+		memcpy(k->path + 1, s + 1, len - 1);
+		k->len = (__u32)len;
+		return 0;
+	}
+	if (!len || s[0] != '/') {
+		sl_errf(err, errlen, "'%s': a UNIX socket is an absolute path or '@' and an abstract "
+				    "name (relative paths are never allowed)", s);
+		return -EINVAL;
+	}
+	if (len > SL_UNIX_PATH_MAX) {
+		sl_errf(err, errlen, "'%.40s...': longer than a UNIX socket path can be (%d bytes)",
+		       s, SL_UNIX_PATH_MAX);
+		return -EINVAL;
+	}
+	/* The kernel matches the exact string the sandbox passes: a path spelled another way
+	 * would never match, so say so instead of accepting an entry that does nothing. */
+	if (len == 1 || s[len - 1] == '/' || strstr(s, "//") || strstr(s, "/./") ||
+	    strstr(s, "/../") || (len >= 2 && !strcmp(s + len - 2, "/.")) ||
+	    (len >= 3 && !strcmp(s + len - 3, "/.."))) {
+		sl_errf(err, errlen, "'%s': not a normalised path to a socket (no '//', '.', '..' or "
+				    "trailing '/')", s);
+		return -EINVAL;
+	}
+	memcpy(k->path, s, len);
+	k->len = (__u32)len;
+	return 0;
+}
+
+void sl_unix_str(const struct sl_unix_key *k, char *buf, size_t len)
+{
+	size_t o = 0, n = k->len > SL_UNIX_PATH_MAX ? SL_UNIX_PATH_MAX : k->len;
+
+	if (!len)
+		return;
+	buf[0] = 0;
+	for (size_t i = 0; i < n && o + 5 < len; i++) {
+		unsigned char c = k->path[i];
+
+		if (i == 0 && c == 0)
+			buf[o++] = '@';
+		else if (c < 0x20 || c >= 0x7f || c == '\\')
+			o += snprintf(buf + o, len - o, "\\x%02x", c);
+		else
+			buf[o++] = (char)c;
+	}
+	buf[o] = 0;
+}
+
 static int check_keys(lua_State *L, int idx, const char *where, const char *const *known,
 		      char *err, size_t errlen)
 {
@@ -398,10 +464,75 @@ static int read_entries(lua_State *L, const char *where, struct sl_entry_list *l
 	return 0;
 }
 
+/* Reads egress.unix, the sequence of strings at the top of the stack, into @list (each
+ * address once). */
+static int read_unix(lua_State *L, const char *where, struct sl_unix_list *list, char *err,
+		     size_t errlen)
+{
+	lua_Integer n;
+
+	if (lua_isnil(L, -1))
+		return 0;
+	if (!lua_istable(L, -1)) {
+		sl_errf(err, errlen, "%s must be a list of socket paths and @abstract names", where);
+		return -EINVAL;
+	}
+	n = luaL_len(L, -1);
+	lua_pushnil(L);
+	while (lua_next(L, -2)) {
+		int bad = !lua_isinteger(L, -2) || lua_tointeger(L, -2) < 1 ||
+			  lua_tointeger(L, -2) > n;
+
+		lua_pop(L, 1);
+		if (bad) {
+			lua_pop(L, 1);
+			sl_errf(err, errlen, "%s must be a list (found a non-index key)", where);
+			return -EINVAL;
+		}
+	}
+	if (n > SL_MAX_UNIX_PER_LAYER) {
+		sl_errf(err, errlen, "%s: too many entries (max %d)", where, SL_MAX_UNIX_PER_LAYER);
+		return -EINVAL;
+	}
+	list->v = calloc(n ? n : 1, sizeof(*list->v));
+	if (!list->v) {
+		sl_errf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	for (lua_Integer i = 1; i <= n; i++) {
+		struct sl_unix_key *k = &list->v[list->n];
+		const char *s;
+		char why[256];
+		size_t len;
+		int dup = 0;
+
+		lua_geti(L, -1, i);
+		if (lua_type(L, -1) != LUA_TSTRING) {
+			sl_errf(err, errlen, "%s[%lld]: an entry is a string like \"/run/x.sock\" or "
+					    "\"@name\"", where, (long long)i);
+			lua_pop(L, 1);
+			return -EINVAL;
+		}
+		s = lua_tolstring(L, -1, &len);
+		if (sl_unix_parse(s, len, k, why, sizeof(why))) {
+			sl_errf(err, errlen, "%s[%lld]: %s", where, (long long)i, why);
+			lua_pop(L, 1);
+			return -EINVAL;
+		}
+		lua_pop(L, 1);
+		for (size_t j = 0; j < list->n && !dup; j++)
+			dup = list->v[j].len == k->len && !memcmp(list->v[j].path, k->path, k->len);
+		if (!dup)
+			list->n++;
+	}
+	return 0;
+}
+
 void sl_policy_free(struct sl_policy *p)
 {
 	if (!p)
 		return;
+	free(p->unix_socks.v);
 	free(p->allow.v);
 	free(p->intercept.v);
 	free(p->private_ranges.v);
@@ -411,7 +542,8 @@ void sl_policy_free(struct sl_policy *p)
 static int read_egress(lua_State *L, struct sl_policy *p, const char *where, char *err,
 		       size_t errlen)
 {
-	static const char *const egress_keys[] = { "allow", "intercept", "private", NULL };
+	static const char *const egress_keys[] = { "allow", "intercept", "private", "unix",
+						   NULL };
 	char what[96];
 	int err_;
 
@@ -438,6 +570,12 @@ static int read_egress(lua_State *L, struct sl_policy *p, const char *where, cha
 	snprintf(what, sizeof(what), "%s.private", where);
 	lua_getfield(L, -1, "private");
 	err_ = read_entries(L, what, &p->private_ranges, err, errlen);
+	lua_pop(L, 1);
+	if (err_)
+		return err_;
+	snprintf(what, sizeof(what), "%s.unix", where);
+	lua_getfield(L, -1, "unix");
+	err_ = read_unix(L, what, &p->unix_socks, err, errlen);
 	lua_pop(L, 1);
 	if (err_)
 		return err_;

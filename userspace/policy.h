@@ -34,11 +34,29 @@ struct sl_entry_list {
 	size_t n;
 };
 
+/* egress.unix: UNIX socket addresses, as the kernel's sl_unix keys (sandbox_id unused). */
+struct sl_unix_list {
+	struct sl_unix_key *v;
+	size_t n;
+};
+
 struct sl_policy {
 	struct sl_entry_list allow; /* egress.allow */
 	struct sl_entry_list intercept; /* egress.intercept */
 	struct sl_entry_list private_ranges; /* egress.private: addresses only */
+	struct sl_unix_list unix_socks; /* egress.unix ("unix" is a macro in GNU C) */
 };
+
+/*
+ * Parses one egress.unix entry of @len bytes: an absolute filesystem path ("/run/x.sock",
+ * normalised: no "//", "/./", "/../", trailing "/") or an abstract name ("@name"). At most
+ * SL_UNIX_PATH_MAX bytes as the kernel stores them, no NUL or control characters. Returns 0,
+ * or -EINVAL with a reason in @err.
+ */
+int sl_unix_parse(const char *s, size_t len, struct sl_unix_key *k, char *err, size_t errlen);
+/* Formats a UNIX socket address back into its policy syntax ("/path" or "@name"); bytes an
+ * abstract name may hold that are not printable show as \xHH. */
+void sl_unix_str(const struct sl_unix_key *k, char *buf, size_t len);
 
 /*
  * Parses one entry string ("10.0.0.0/8:1000-2000", "[::1]:443", "api.github.com",

@@ -47,6 +47,8 @@ struct sl_registry {
 	struct sl_timer *sweep;
 	unsigned netns_sweeps; /* sweeps since namespaces were last judged */
 	char state_dir[PATH_MAX];
+	/* sluiced's control socket: no egress.unix may name it (also denied in the kernel). */
+	char ctl_path[PATH_MAX];
 	struct sl_box *head;
 	size_t count;
 };
@@ -86,6 +88,62 @@ struct sl_registry *sl_registry_new(struct sl_bpf *bpf, const char *state_dir,
 void sl_registry_set_lua(struct sl_registry *r, const struct sl_lua_opts *o)
 {
 	r->lua_opts = *o;
+}
+
+int sl_registry_set_control_socket(struct sl_registry *r, const char *path, char *err,
+				   size_t errlen)
+{
+	struct sl_unix_key k;
+	int e;
+
+	snprintf(r->ctl_path, sizeof(r->ctl_path), "%s", path);
+	e = sl_unix_parse(path, strlen(path), &k, err, errlen);
+	if (!e) {
+		e = sl_bpf_sync_unix(r->bpf, 0, &k, 1);
+		if (e)
+			sl_errf(err, errlen, "writing the kernel's guard of %s failed: %s", path,
+				strerror(-e));
+	}
+	return e;
+}
+
+/*
+ * Refuses an egress.unix entry of @p that reaches sluiced's control socket: its path, or a
+ * file that is that socket (a hard link, a symlink or another spelling of the path, as far as
+ * it exists now). The kernel denies the path itself whatever this says.
+ */
+static int check_unix(struct sl_registry *r, const struct sl_policy *p, const char *where,
+		      char *err, size_t errlen)
+{
+	struct stat ctl, st;
+	int have_ctl;
+
+	if (!p || !r->ctl_path[0])
+		return 0;
+	have_ctl = stat(r->ctl_path, &ctl) == 0;
+	for (size_t i = 0; i < p->unix_socks.n; i++) {
+		const struct sl_unix_key *k = &p->unix_socks.v[i];
+		char s[SL_UNIX_PATH_MAX * 4 + 2];
+
+		if (!k->path[0])
+			continue; /* abstract: not a file */
+		sl_unix_str(k, s, sizeof(s));
+		if (!strcmp(s, r->ctl_path) ||
+		    (have_ctl && stat(s, &st) == 0 && st.st_dev == ctl.st_dev &&
+		     st.st_ino == ctl.st_ino)) {
+			sl_errf(err, errlen, "%s.unix[%zu] ('%s'): sluiced's control socket is never "
+					    "reachable from a sandbox", where, i + 1, s);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+/* Writes the egress.unix addresses of @p (NULL: none) under rule bank @rules_id. */
+static int sync_unix(struct sl_registry *r, uint32_t rules_id, const struct sl_policy *p)
+{
+	return sl_bpf_sync_unix(r->bpf, rules_id, p ? p->unix_socks.v : NULL,
+				p ? p->unix_socks.n : 0);
 }
 
 static void box_free(struct sl_box *box)
@@ -298,6 +356,10 @@ static int compile_box(struct sl_box *box, struct sl_kentry **ents, size_t *nent
 		if (box->hlayer)
 			box->policy = box->hlayer;
 	}
+	r = check_unix(box->reg, box->policy, box->hlayer ? "the handler's egress" : "egress",
+		       err, errlen);
+	if (r)
+		return r;
 	r = sl_policy_rules(box->policy, &box->rules, err, errlen);
 	if (r)
 		return r;
@@ -759,10 +821,14 @@ static int install_box(struct sl_registry *r, struct sl_box *box, const struct s
 		return e;
 	kernel_entry(r, box, &ksb);
 	e = sl_bpf_sync_rules(r->bpf, box->rules_id, ents, nents);
+	if (!e)
+		e = sync_unix(r, box->rules_id, box->policy);
 	if (e) {
 		sl_errf(err, errlen, "writing kernel rules failed: %s",
-			e == -ENOSPC ? "the kernel rule map is full (SL_MAX_RULES entries of all "
-				       "sandboxes together)" : strerror(-e));
+			e == -ENOSPC || e == -E2BIG ? "a kernel rule map is full (SL_MAX_RULES "
+						      "addresses or SL_MAX_UNIX_RULES UNIX "
+						      "sockets of all sandboxes together)" :
+						      strerror(-e));
 		return e;
 	}
 	e = sl_bpf_set_sandbox(r->bpf, box->cgid, &ksb);
@@ -797,6 +863,10 @@ static void uninstall_box(struct sl_registry *r, struct sl_box *box)
 	e = sl_bpf_sync_rules(r->bpf, box->id, NULL, 0);
 	if (!e)
 		e = sl_bpf_sync_rules(r->bpf, box->id | SL_RULES_BANK, NULL, 0);
+	if (!e)
+		e = sync_unix(r, box->id, NULL);
+	if (!e)
+		e = sync_unix(r, box->id | SL_RULES_BANK, NULL);
 	if (e)
 		sl_err("clearing rules of sandbox %s failed: %s", box->name, strerror(-e));
 	sl_bpf_reset_slots(r->bpf, box->id);
@@ -1333,6 +1403,9 @@ static int switch_layer(struct sl_registry *r, struct sl_box *box, struct sl_lua
 		}
 	}
 	layer = hl ? hl : base;
+	e = check_unix(r, layer, hl ? "the handler's egress" : "egress", err, errlen);
+	if (e)
+		goto out;
 	e = sl_policy_rules(layer, &nb->rules, err, errlen);
 	if (e)
 		goto out;
@@ -1372,6 +1445,8 @@ static int switch_layer(struct sl_registry *r, struct sl_box *box, struct sl_lua
 	/* From here on the kernel follows. */
 	bank = (box->rules_id & SL_RULES_BANK) ? box->id : box->id | SL_RULES_BANK;
 	e = sl_bpf_sync_rules(r->bpf, bank, ents, nents);
+	if (!e)
+		e = sync_unix(r, bank, layer);
 	was_icpt = sl_policy_needs_proxy(old_layer);
 	now_icpt = sl_policy_needs_proxy(layer);
 	if (!e && now_icpt && !was_icpt)
@@ -1385,12 +1460,15 @@ static int switch_layer(struct sl_registry *r, struct sl_box *box, struct sl_lua
 	}
 	if (e) {
 		sl_bpf_sync_rules(r->bpf, bank, NULL, 0);
+		sync_unix(r, bank, NULL);
 		sl_lua_set_active(box->lua, box->handler[0] ? box->handler : NULL, box->params,
 				  err, errlen);
 		sl_errf(err, errlen, "writing the kernel rules failed: %s", strerror(-e));
 		goto out;
 	}
 	e = sl_bpf_sync_rules(r->bpf, old_bank, NULL, 0);
+	if (!e)
+		e = sync_unix(r, old_bank, NULL);
 	if (e)
 		sl_warn("sandbox %s: clearing the old rule bank failed: %s", box->name,
 			strerror(-e));
@@ -1822,6 +1900,20 @@ static json_t *rules_json(const struct sl_box *box)
 	return arr;
 }
 
+/* The egress.unix addresses in force, as the policy writes them. */
+static json_t *unix_json(const struct sl_box *box)
+{
+	json_t *arr = json_array();
+
+	for (size_t i = 0; box->policy && i < box->policy->unix_socks.n; i++) {
+		char s[SL_UNIX_PATH_MAX * 4 + 2];
+
+		sl_unix_str(&box->policy->unix_socks.v[i], s, sizeof(s));
+		json_array_append_new(arr, json_string(s));
+	}
+	return arr;
+}
+
 /* The resolved names of @box, each with its installed addresses and their expiry. */
 static json_t *names_json(const struct sl_box *box)
 {
@@ -1911,18 +2003,21 @@ json_t *sl_sandbox_json(struct sl_registry *r, const struct sl_box *box, int det
 	}
 	json_object_set_new(j, "switches", json_integer(box->switches));
 	json_object_set_new(j, "rules", rules_json(box));
+	json_object_set_new(j, "unix", unix_json(box));
 	json_object_set_new(j, "names", names_json(box));
 	json_object_set_new(j, "dns", dns_json(box));
 	json_object_set_new(j, "proxy", proxy_json(box));
 	if (!sl_bpf_read_counters(r->bpf, box->id, &c))
 		json_object_set_new(
 			j, "counters",
-			json_pack("{s:{s:I, s:I}, s:{s:I, s:I, s:I, s:I, s:I, s:I}, s:{s:I, s:I}, "
+			json_pack("{s:{s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:{s:I, s:I}, "
 				  "s:{s:I}, s:{s:I, s:I, s:I}}",
 				  "allowed", "tcp", (json_int_t)c.c[SL_CTR_ALLOW_TCP], "udp",
-				  (json_int_t)c.c[SL_CTR_ALLOW_UDP], "denied", "tcp",
+				  (json_int_t)c.c[SL_CTR_ALLOW_UDP], "unix",
+				  (json_int_t)c.c[SL_CTR_ALLOW_UNIX], "denied", "tcp",
 				  (json_int_t)c.c[SL_CTR_DENY_TCP], "udp",
-				  (json_int_t)c.c[SL_CTR_DENY_UDP], "socket",
+				  (json_int_t)c.c[SL_CTR_DENY_UDP], "unix",
+				  (json_int_t)c.c[SL_CTR_DENY_UNIX], "socket",
 				  (json_int_t)c.c[SL_CTR_DENY_SOCKET], "setsockopt",
 				  (json_int_t)c.c[SL_CTR_DENY_SOCKOPT], "bind",
 				  (json_int_t)c.c[SL_CTR_DENY_BIND], "egress_packets",

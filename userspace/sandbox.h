@@ -104,6 +104,10 @@ struct sl_registry *sl_registry_new(struct sl_bpf *bpf, const char *state_dir,
 				    const struct sl_dns_ttl *ttl, struct sl_proxy *proxy);
 /* What the sandboxes' Lua states get: secrets, KV, events, limits. Before adding any. */
 void sl_registry_set_lua(struct sl_registry *r, const struct sl_lua_opts *o);
+/* sluiced's control socket at @path (absolute): denied to every sandbox in the kernel, and no
+ * policy may name it. Before adopting. Returns 0 or -errno with a reason in @err. */
+int sl_registry_set_control_socket(struct sl_registry *r, const char *path, char *err,
+				   size_t errlen);
 /* Frees memory only: kernel state and state files stay. Accepts NULL. */
 void sl_registry_free(struct sl_registry *r);
 

@@ -177,6 +177,94 @@ static void test_policy_errors(void **state)
 		   "not enough memory");
 }
 
+static void unix_roundtrip(const char *in, size_t want_len, int abstract)
+{
+	struct sl_unix_key k;
+	char err[256], out[SL_UNIX_PATH_MAX * 4 + 2];
+
+	if (sl_unix_parse(in, strlen(in), &k, err, sizeof(err)))
+		fail_msg("'%s' refused: %s", in, err);
+	assert_int_equal(k.len, want_len);
+	assert_int_equal(k.path[0] == 0, abstract);
+	for (size_t i = k.len; i < SL_UNIX_PATH_MAX; i++)
+		if (k.path[i])
+			fail_msg("'%s': byte %zu past the address is not zero", in, i);
+	sl_unix_str(&k, out, sizeof(out));
+	if (strcmp(out, in))
+		fail_msg("'%s' -> '%s'", in, out);
+}
+
+static void unix_refused(const char *in, size_t len, const char *why)
+{
+	struct sl_unix_key k;
+	char err[256] = "";
+
+	if (!sl_unix_parse(in, len, &k, err, sizeof(err)))
+		fail_msg("'%s' accepted", in);
+	if (!strstr(err, why))
+		fail_msg("'%s': error '%s' lacks '%s'", in, err, why);
+}
+
+/* egress.unix: exact absolute paths and @abstract names, as the kernel compares them. */
+static void test_unix_entries(void **state)
+{
+	char longest[SL_UNIX_PATH_MAX + 2], err[512];
+	struct sl_policy *p;
+
+	(void)state;
+	unix_roundtrip("/run/postgresql/.s.PGSQL.5432", 29, 0);
+	unix_roundtrip("/x", 2, 0);
+	unix_roundtrip("@some-abstract-name", 19, 1); /* the 0 byte, then 18 */
+	unix_roundtrip("@a", 2, 1);
+	unix_roundtrip("@/with/slashes", 14, 1);
+	/* sun_path holds 108 bytes; a path may fill it without a NUL */
+	memset(longest, 'a', sizeof(longest));
+	longest[0] = '/';
+	longest[SL_UNIX_PATH_MAX] = 0;
+	unix_roundtrip(longest, SL_UNIX_PATH_MAX, 0);
+	longest[0] = '@';
+	unix_roundtrip(longest, SL_UNIX_PATH_MAX, 1);
+	longest[SL_UNIX_PATH_MAX] = 'a';
+	longest[SL_UNIX_PATH_MAX + 1] = 0;
+	unix_refused(longest, strlen(longest), "abstract name");
+	longest[0] = '/';
+	unix_refused(longest, strlen(longest), "longer than");
+
+	unix_refused("relative.sock", 13, "absolute path");
+	unix_refused("./x.sock", 8, "absolute path");
+	unix_refused("", 0, "absolute path");
+	unix_refused("@", 1, "abstract name");
+	unix_refused("/", 1, "normalised");
+	unix_refused("/run//x.sock", 12, "normalised");
+	unix_refused("/run/./x.sock", 13, "normalised");
+	unix_refused("/run/../x.sock", 14, "normalised");
+	unix_refused("/run/x/", 7, "normalised");
+	unix_refused("/run/x/..", 9, "normalised");
+	unix_refused("/run/x/.", 8, "normalised");
+	unix_refused("/run/a\nb", 8, "control characters");
+	unix_refused("@a\0b", 4, "control characters"); /* a Lua string may hold a NUL */
+
+	p = load("return { egress = { unix = { '/run/a.sock', '@b', '/run/a.sock' } } }", err,
+		 sizeof(err));
+	assert_non_null(p);
+	assert_int_equal(p->unix_socks.n, 2); /* each address once */
+	assert_int_equal(p->unix_socks.v[1].len, 2);
+	sl_policy_free(p);
+	p = load("return { egress = { allow = { '10.0.0.1' } } }", err, sizeof(err));
+	assert_non_null(p);
+	assert_int_equal(p->unix_socks.n, 0); /* nothing named: every UNIX socket denied */
+	sl_policy_free(p);
+	load_fails("return { egress = { unix = '/run/a.sock' } }", "egress.unix must be a list");
+	load_fails("return { egress = { unix = { s = '/run/a.sock' } } }", "must be a list");
+	load_fails("return { egress = { unix = { 'a.sock' } } }", "egress.unix[1]: 'a.sock'");
+	load_fails("return { egress = { unix = { { '/run/a.sock' } } } }", "egress.unix[1]");
+	load_fails("return { egress = { unix = { '/run/a.sock', 42 } } }", "egress.unix[2]");
+	load_fails("return { egress = { unix = { '/run/a\\0.sock' } } }", "control characters");
+	load_fails("local t = {} for i = 1, 257 do t[i] = '/s' .. i end "
+		   "return { egress = { unix = t } }",
+		   "too many entries");
+}
+
 static void test_policy_rules(void **state)
 {
 	char err[512];
@@ -375,6 +463,7 @@ int main(void)
 		cmocka_unit_test(test_entries),
 		cmocka_unit_test(test_policy_load),
 		cmocka_unit_test(test_policy_errors),
+		cmocka_unit_test(test_unix_entries),
 		cmocka_unit_test(test_policy_rules),
 		cmocka_unit_test(test_name_grants),
 		cmocka_unit_test(test_sni_entries),
