@@ -15,6 +15,8 @@
 #define SOCK_STREAM 1
 #define SOCK_DGRAM 2
 #define AF_UNIX 1
+#define ENOMEM 12
+#define E2BIG 7
 
 /* kfunc of kernels >= 6.2. Weak: the object still loads where it is missing; the programs that
  * call it (the UNIX socket hooks, kernels >= 6.7) are then not loaded (bpf_loader.c). */
@@ -157,6 +159,37 @@ static __always_inline int sl_record_dst(struct bpf_sock_addr *ctx, __u8 kind, _
 	return 1;
 }
 
+static __always_inline void sl_count_pxfull(__u32 sandbox_id)
+{
+	__u64 *n = bpf_map_lookup_elem(&sl_pxfull, &sandbox_id);
+
+	if (n)
+		(*n)++;
+}
+
+/*
+ * Whether sandbox @sandbox_id's sl_proxied map can take one more record: a probe record (port
+ * 0, which no connection has) is inserted and removed. A full map refuses it (-E2BIG); a probe
+ * of another CPU in place (-EEXIST) means there was room a moment ago. No map: no room.
+ */
+static __always_inline int sl_proxied_room(__u32 sandbox_id)
+{
+	struct sl_proxied_rec rec = {};
+	struct sl_conn_key probe = {};
+	void *inner;
+	long r;
+
+	inner = bpf_map_lookup_elem(&sl_proxied, &sandbox_id);
+	if (!inner)
+		return 0;
+	r = bpf_map_update_elem(inner, &probe, &rec, BPF_NOEXIST);
+	if (r == -E2BIG || r == -ENOMEM)
+		return 0;
+	if (!r)
+		bpf_map_delete_elem(inner, &probe);
+	return 1;
+}
+
 /*
  * The verdict of one connect() or sendmsg() to @addr (network order; IPv4 in addr[0]) and its
  * consequences: DNS queries and intercepted connections are rewritten to the sandbox's
@@ -204,10 +237,18 @@ static __always_inline int sl_judge(struct bpf_sock_addr *ctx, __u8 kind, __u8 f
 	if (verdict == SL_VERDICT_PROXY) {
 		/* Only TCP is intercepted; without a proxy listener there is nowhere to go. */
 		sl_listener_addr(to, family, mapped, sb->proxy_ip4, sb->proxy_ip6);
-		if (proto_bit != SL_PROTO_TCP || !(sb->flags & SL_SB_PROXY) ||
-		    !sl_redirect(ctx, family, addr, to, sb->proxy_port, SL_VERDICT_PROXY,
-				 sandbox_id))
+		if (proto_bit != SL_PROTO_TCP || !(sb->flags & SL_SB_PROXY)) {
 			verdict = SL_VERDICT_DENY;
+		} else if (!sl_proxied_room(sandbox_id)) {
+			/* Its record could not be published: refuse now rather than hand the
+			 * proxy a connection it must close. This sandbox's own doing. */
+			sl_count_pxfull(sandbox_id);
+			verdict = SL_VERDICT_DENY;
+			kind = SL_EV_PROXIED_FULL;
+		} else if (!sl_redirect(ctx, family, addr, to, sb->proxy_port, SL_VERDICT_PROXY,
+					sandbox_id)) {
+			verdict = SL_VERDICT_DENY;
+		}
 	}
 out:
 	/* What leaves must be what was decided: without its record the egress program would
@@ -473,19 +514,35 @@ int sl_sock_create(struct bpf_sock *ctx)
 
 /*
  * Proxied connections, told to the proxy. When a redirected TCP socket sends its SYN its local
- * port is known: its record is published under (local address, local port), the peer the
- * proxy sees on accept. The proxy takes the entry; if the client closes before that, the
- * state callback removes it, so nothing outlives its connection.
+ * port is known: its record is published in its sandbox's own sl_proxied map under (network
+ * namespace, local address, local port), the peer the proxy sees on accept. The proxy takes the
+ * entry; if the client closes before that, the state callback removes it, and sluiced sweeps
+ * what neither took. A full map (the connect hook's probe raced) is counted; the proxy then
+ * closes that connection.
  */
 SEC("sockops")
 int sl_sockops(struct bpf_sock_ops *skops)
 {
 	struct sl_conn_key key = {};
+	struct sl_proxied_rec rec;
 	struct sl_sockorig *o;
 	struct bpf_sock *sk;
+	void *inner;
 	__u32 a[4];
 
 	if (skops->op != BPF_SOCK_OPS_TCP_CONNECT_CB && skops->op != BPF_SOCK_OPS_STATE_CB)
+		return 1;
+	if (skops->op == BPF_SOCK_OPS_STATE_CB && skops->args[1] != BPF_TCP_CLOSE)
+		return 1;
+	sk = skops->sk;
+	if (!sk)
+		return 1;
+	o = bpf_sk_storage_get(&sl_sockorig, sk, 0, 0);
+	if (!o || o->verdict != SL_VERDICT_PROXY)
+		return 1;
+	/* Only the socket's own sandbox's map: a sandbox can neither fill nor empty another's. */
+	inner = bpf_map_lookup_elem(&sl_proxied, &o->sandbox_id);
+	if (!inner)
 		return 1;
 	a[0] = skops->local_ip6[0];
 	a[1] = skops->local_ip6[1];
@@ -503,18 +560,17 @@ int sl_sockops(struct bpf_sock_ops *skops)
 		__builtin_memcpy(key.addr, a, 16);
 	}
 	key.port = (__u16)skops->local_port;
+	key.netns_cookie = bpf_get_netns_cookie(skops);
 	if (skops->op == BPF_SOCK_OPS_STATE_CB) {
-		if (skops->args[1] == BPF_TCP_CLOSE)
-			bpf_map_delete_elem(&sl_proxied, &key);
+		bpf_map_delete_elem(inner, &key);
 		return 1;
 	}
-	sk = skops->sk;
-	if (!sk)
+	__builtin_memcpy(&rec.o, o, sizeof(rec.o));
+	rec.ts_ns = bpf_ktime_get_ns();
+	if (bpf_map_update_elem(inner, &key, &rec, BPF_ANY)) {
+		sl_count_pxfull(o->sandbox_id);
 		return 1;
-	o = bpf_sk_storage_get(&sl_sockorig, sk, 0, 0);
-	if (!o || o->verdict != SL_VERDICT_PROXY)
-		return 1;
-	bpf_map_update_elem(&sl_proxied, &key, o, BPF_ANY);
+	}
 	bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG);
 	return 1;
 }

@@ -100,15 +100,30 @@ struct sl_sockorig {
 	__u8 comm[16];
 };
 
-/* sl_proxied: a proxied TCP connection as the proxy sees it on accept, keyed by the client's
- * (the sandbox socket's) local address and port, written by the sockops program when the
+/*
+ * sl_proxied: proxied TCP connections as the proxy sees them on accept. One map per sandbox
+ * (an inner hash of SL_PROXIED_PER_SANDBOX records, held by the outer map under the sandbox
+ * id), so that a sandbox that opens connections nobody accepts fills only its own: its next
+ * intercepted connect() fails with EPERM, other sandboxes never notice. sluiced creates the
+ * inner map when it adds a sandbox (replacing any map a previous sandbox of the same id left)
+ * and drops it with `sandbox rm`. A record is keyed by the client's (the sandbox socket's)
+ * network namespace, local address and port, written by the sockops program when the
  * connection starts and taken (lookup-and-delete) by the proxy; removed by the kernel if the
- * client closes first. Value: the socket's struct sl_sockorig. */
+ * client closes first, and by sluiced's sweep when nobody took it in SL_PROXIED_MAX_AGE_S.
+ */
+#define SL_PROXIED_PER_SANDBOX 4096
+#define SL_PROXIED_MAX_AGE_S 10
 struct sl_conn_key {
+	__u64 netns_cookie; /* bpf_get_netns_cookie() / SO_NETNS_COOKIE of the listener */
 	__u8 addr[16]; /* network order, IPv4 in the first 4 bytes */
-	__u16 port; /* host order */
+	__u16 port; /* host order; 0 is no connection's (the connect hook's room probe) */
 	__u8 family; /* AF_INET / AF_INET6 (v4-mapped sockets are AF_INET) */
-	__u8 pad;
+	__u8 pad[5];
+};
+
+struct sl_proxied_rec {
+	struct sl_sockorig o;
+	__u64 ts_ns; /* CLOCK_MONOTONIC when the connection started */
 };
 
 /*
@@ -180,6 +195,7 @@ struct sl_evlimit {
 #define SL_EV_SETSOCKOPT 4 /* proto holds the option's level, port its name */
 #define SL_EV_EGRESS 5 /* a dropped packet: addr/port its wire destination, reason SL_DROP_* */
 #define SL_EV_BIND 6
+#define SL_EV_PROXIED_FULL 7 /* connect() to an intercepted address: sl_proxied quota reached */
 
 /* struct sl_event.reason of SL_EV_EGRESS */
 #define SL_DROP_IPOPTS 1 /* IPv4 header with options (source routing, ...) */

@@ -83,12 +83,33 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sl_sockdst SEC(".maps");
 
+/* Per-sandbox per-CPU count of intercepted connect()s refused because the sandbox's sl_proxied
+ * map was full (SL_CTR_MAX has no slot left; a map of its own keeps sl_counters' layout). */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
-	__type(key, struct sl_conn_key);
-	__type(value, struct sl_sockorig);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SL_MAX_SANDBOXES);
+	__type(key, __u32);
+	__type(value, __u64);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_pxfull SEC(".maps");
+
+/* The inner map of sl_proxied, one per sandbox; sluiced creates them with these attributes
+ * (bpf_loader.c). */
+struct sl_proxied_inner {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SL_PROXIED_PER_SANDBOX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	/* Sizes rather than types: libbpf 1.1 cannot size the types of an inner map. */
+	__uint(key_size, sizeof(struct sl_conn_key));
+	__uint(value_size, sizeof(struct sl_proxied_rec));
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__uint(max_entries, SL_MAX_SANDBOXES);
+	__type(key, __u32); /* sandbox id */
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct sl_proxied_inner);
 } sl_proxied SEC(".maps");
 
 struct {

@@ -708,10 +708,11 @@ static int cmd_sandbox_show(int argc, char **argv)
 	if (json_is_object(px)) {
 		json_t *pc = json_object_get(px, "connections"), *pr = json_object_get(px, "requests");
 
-		printf("proxy:    listener port %lld; connections %lld (not redirected %lld, refused "
-		       "%lld, TLS failed %lld, passthrough %lld); requests forwarded %lld, "
-		       "rejected %lld, upstream errors %lld\n",
+		printf("proxy:    listener port %lld; connections %lld (not redirected %lld, never "
+		       "accepted %lld, refused %lld, TLS failed %lld, passthrough %lld); requests "
+		       "forwarded %lld, rejected %lld, upstream errors %lld\n",
 		       num(px, "port"), num(pc, "accepted"), num(pc, "unredirected"),
+		       num(pc, "never_accepted"),
 		       num(pc, "refused"), num(pc, "tls_failed"), num(pc, "passthrough"),
 		       num(pr, "forwarded"), num(pr, "rejected"), num(pr, "upstream_errors"));
 	}

@@ -33,6 +33,8 @@ _Static_assert(sizeof(struct sl_event) == 64, "abi: struct sl_event");
 _Static_assert(sizeof(struct sl_sockdst) == 40, "abi: struct sl_sockdst");
 _Static_assert(sizeof(struct sl_event_unix) == 176, "abi: struct sl_event_unix");
 _Static_assert(sizeof(struct sl_unix_key) == 116, "abi: struct sl_unix_key");
+_Static_assert(sizeof(struct sl_conn_key) == 32, "abi: struct sl_conn_key");
+_Static_assert(sizeof(struct sl_proxied_rec) == 72, "abi: struct sl_proxied_rec");
 
 #ifndef BPF_FS_MAGIC
 #define BPF_FS_MAGIC 0xcafe4a11
@@ -46,6 +48,7 @@ struct sl_bpf {
 	char pin_dir[PATH_MAX];
 	int ncpus;
 	int unix_hooks; /* the UNIX socket programs are loaded (kernel >= 6.7) */
+	int px_fd[SL_MAX_SANDBOXES]; /* each sandbox's sl_proxied inner map, -1: none open */
 };
 
 static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
@@ -177,6 +180,39 @@ int sl_bpf_unix_confined(const struct sl_bpf *b)
 	return b->unix_hooks;
 }
 
+/*
+ * A map pinned by an older sluiced whose layout this one changed would make libbpf refuse to
+ * load (it reuses pins by name). For maps whose contents are short-lived and can be lost
+ * without opening anything (sl_proxied: records of connections being accepted), the stale pin
+ * is removed so that a new map is created; said in the log. The old programs keep their old
+ * map until their links are switched to the new ones.
+ */
+static void drop_stale_pin(const char *pin_dir, const char *name, __u32 type, __u32 key_size,
+			   __u32 value_size, const char *loss)
+{
+	struct bpf_map_info info = { 0 };
+	__u32 len = sizeof(info);
+	char path[PATH_MAX + 32];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%s", pin_dir, name);
+	fd = bpf_obj_get(path);
+	if (fd < 0)
+		return;
+	if (!bpf_obj_get_info_by_fd(fd, &info, &len) &&
+	    (info.type != type || info.key_size != key_size || info.value_size != value_size)) {
+		if (unlink(path) == -1)
+			sl_err("%s has an older layout and cannot be removed: %s", path,
+			       strerror(errno));
+		else
+			sl_warn("%s was pinned by an older sluiced with another layout (type %u, key "
+				"%u bytes, value %u; now %u, %u, %u): recreated it; %s",
+				path, info.type, info.key_size, info.value_size, type, key_size,
+				value_size, loss);
+	}
+	close(fd);
+}
+
 struct sl_bpf *sl_bpf_open(const struct sl_bpf_opts *opts, char *err, size_t errlen)
 {
 	LIBBPF_OPTS(bpf_object_open_opts, oopts, .pin_root_path = opts->pin_dir);
@@ -192,6 +228,8 @@ struct sl_bpf *sl_bpf_open(const struct sl_bpf_opts *opts, char *err, size_t err
 		return NULL;
 	}
 	snprintf(b->pin_dir, sizeof(b->pin_dir), "%s", opts->pin_dir);
+	for (int i = 0; i < SL_MAX_SANDBOXES; i++)
+		b->px_fd[i] = -1;
 	b->ncpus = libbpf_num_possible_cpus();
 	if (b->ncpus <= 0) {
 		sl_errf(err, errlen, "cannot count possible CPUs");
@@ -209,6 +247,9 @@ struct sl_bpf *sl_bpf_open(const struct sl_bpf_opts *opts, char *err, size_t err
 		sl_errf(err, errlen, "creating %s failed: %s", path, strerror(-r));
 		goto fail;
 	}
+	drop_stale_pin(b->pin_dir, "sl_proxied", BPF_MAP_TYPE_HASH_OF_MAPS, sizeof(__u32),
+		       sizeof(__u32),
+		       "intercepted connections not yet accepted by the proxy are closed");
 	b->skel = sluice_bpf__open_opts(&oopts);
 	if (!b->skel) {
 		sl_errf(err, errlen, "opening the BPF object failed: %s", strerror(errno));
@@ -246,6 +287,9 @@ void sl_bpf_close(struct sl_bpf *b)
 {
 	if (!b)
 		return;
+	for (int i = 0; i < SL_MAX_SANDBOXES; i++)
+		if (b->px_fd[i] >= 0)
+			close(b->px_fd[i]);
 	ring_buffer__free(b->rb);
 	sluice_bpf__destroy(b->skel);
 	free(b);
@@ -655,15 +699,105 @@ int sl_bpf_set_listener(struct sl_bpf *b, uint8_t family, const uint8_t *addr, u
 	return 0;
 }
 
-int sl_bpf_take_proxied(struct sl_bpf *b, uint8_t family, const uint8_t *addr, uint16_t port,
-			struct sl_sockorig *out)
+int sl_bpf_proxied_open(struct sl_bpf *b, uint32_t sandbox_id)
 {
-	struct sl_conn_key k = { .port = port, .family = family };
+	LIBBPF_OPTS(bpf_map_create_opts, mo, .map_flags = BPF_F_NO_PREALLOC);
+	int outer = bpf_map__fd(b->skel->maps.sl_proxied), fd = -1, err = 0;
+	__u32 inner_id;
 
+	if (!sandbox_id || sandbox_id >= SL_MAX_SANDBOXES)
+		return -EINVAL;
+	if (b->px_fd[sandbox_id] >= 0)
+		return 0;
+	/* A restarted sluiced finds the map its predecessor made (records pending included). */
+	if (!bpf_map_lookup_elem(outer, &sandbox_id, &inner_id)) {
+		fd = bpf_map_get_fd_by_id(inner_id);
+		if (fd >= 0)
+			goto done;
+	}
+	fd = bpf_map_create(BPF_MAP_TYPE_HASH, "sl_proxied_sb", sizeof(struct sl_conn_key),
+			    sizeof(struct sl_proxied_rec), SL_PROXIED_PER_SANDBOX, &mo);
+	if (fd < 0) {
+		err = -errno;
+		goto cleanup;
+	}
+	if (bpf_map_update_elem(outer, &sandbox_id, &fd, BPF_ANY)) {
+		err = -errno;
+		goto cleanup;
+	}
+done:
+	b->px_fd[sandbox_id] = fd;
+	fd = -1;
+cleanup:
+	if (fd >= 0)
+		close(fd);
+	return err;
+}
+
+int sl_bpf_proxied_drop(struct sl_bpf *b, uint32_t sandbox_id)
+{
+	int err = 0;
+
+	if (!sandbox_id || sandbox_id >= SL_MAX_SANDBOXES)
+		return -EINVAL;
+	if (bpf_map_delete_elem(bpf_map__fd(b->skel->maps.sl_proxied), &sandbox_id) &&
+	    errno != ENOENT)
+		err = -errno;
+	if (b->px_fd[sandbox_id] >= 0) {
+		close(b->px_fd[sandbox_id]);
+		b->px_fd[sandbox_id] = -1;
+	}
+	return err;
+}
+
+int sl_bpf_take_proxied(struct sl_bpf *b, uint32_t sandbox_id, uint64_t netns_cookie,
+			uint8_t family, const uint8_t *addr, uint16_t port, struct sl_sockorig *out)
+{
+	struct sl_conn_key k = { .netns_cookie = netns_cookie, .port = port, .family = family };
+	struct sl_proxied_rec rec;
+
+	if (!sandbox_id || sandbox_id >= SL_MAX_SANDBOXES || b->px_fd[sandbox_id] < 0 || !port)
+		return -ENOENT;
 	memcpy(k.addr, addr, family == AF_INET ? 4 : 16);
-	if (bpf_map_lookup_and_delete_elem(bpf_map__fd(b->skel->maps.sl_proxied), &k, out))
+	if (bpf_map_lookup_and_delete_elem(b->px_fd[sandbox_id], &k, &rec))
 		return -errno;
+	*out = rec.o;
 	return 0;
+}
+
+int sl_bpf_proxied_sweep(struct sl_bpf *b, uint32_t sandbox_id, uint64_t now_ns,
+			 uint64_t max_age_ns)
+{
+	struct sl_conn_key key, next, *stale = NULL;
+	size_t nstale = 0, cap = 0;
+	struct sl_proxied_rec rec;
+	void *prev = NULL;
+	int fd, n = 0;
+
+	if (!sandbox_id || sandbox_id >= SL_MAX_SANDBOXES || b->px_fd[sandbox_id] < 0)
+		return 0;
+	fd = b->px_fd[sandbox_id];
+	/* Bounded by the map's size; collected first, as deleting restarts a walk. */
+	while (!bpf_map_get_next_key(fd, prev, &next)) {
+		key = next;
+		prev = &key;
+		if (bpf_map_lookup_elem(fd, &key, &rec) || rec.ts_ns + max_age_ns > now_ns)
+			continue;
+		if (nstale == cap) {
+			struct sl_conn_key *v;
+
+			cap = cap ? cap * 2 : 64;
+			v = realloc(stale, cap * sizeof(*v));
+			if (!v)
+				break;
+			stale = v;
+		}
+		stale[nstale++] = key;
+	}
+	for (size_t i = 0; i < nstale; i++)
+		n += !bpf_map_delete_elem(fd, &stale[i]);
+	free(stale);
+	return n;
 }
 
 int sl_bpf_read_counters(struct sl_bpf *b, uint32_t sandbox_id, struct sl_counters *sum)
@@ -687,6 +821,23 @@ cleanup:
 	return err;
 }
 
+int sl_bpf_read_proxied_full(struct sl_bpf *b, uint32_t sandbox_id, uint64_t *sum)
+{
+	uint64_t *per = calloc(b->ncpus, sizeof(*per));
+	int err = 0;
+
+	*sum = 0;
+	if (!per)
+		return -ENOMEM;
+	if (bpf_map__lookup_elem(b->skel->maps.sl_pxfull, &sandbox_id, sizeof(sandbox_id), per,
+				 b->ncpus * sizeof(*per), 0))
+		err = -errno;
+	for (int cpu = 0; !err && cpu < b->ncpus; cpu++)
+		*sum += per[cpu];
+	free(per);
+	return err;
+}
+
 int sl_bpf_reset_slots(struct sl_bpf *b, uint32_t sandbox_id)
 {
 	size_t sz = b->ncpus * (sizeof(struct sl_counters) > sizeof(struct sl_evlimit) ?
@@ -700,7 +851,9 @@ int sl_bpf_reset_slots(struct sl_bpf *b, uint32_t sandbox_id)
 	if (bpf_map__update_elem(b->skel->maps.sl_counters, &sandbox_id, sizeof(sandbox_id), zero,
 				 b->ncpus * sizeof(struct sl_counters), BPF_ANY) ||
 	    bpf_map__update_elem(b->skel->maps.sl_evlimit, &sandbox_id, sizeof(sandbox_id), zero,
-				 b->ncpus * sizeof(struct sl_evlimit), BPF_ANY))
+				 b->ncpus * sizeof(struct sl_evlimit), BPF_ANY) ||
+	    bpf_map__update_elem(b->skel->maps.sl_pxfull, &sandbox_id, sizeof(sandbox_id), zero,
+				 b->ncpus * sizeof(uint64_t), BPF_ANY))
 		err = -errno;
 	free(zero);
 	return err;

@@ -81,13 +81,28 @@ int sl_bpf_unix_confined(const struct sl_bpf *b);
 int sl_bpf_set_listener(struct sl_bpf *b, uint8_t family, const uint8_t *addr, uint16_t port_be,
 			uint32_t sandbox_id);
 
-/* Takes the kernel's record of the proxied connection whose client is @addr:@port (host
- * order), removing it. Returns 0, or -ENOENT when the kernel did not redirect it. */
-int sl_bpf_take_proxied(struct sl_bpf *b, uint8_t family, const uint8_t *addr, uint16_t port,
-			struct sl_sockorig *out);
+/*
+ * sandbox @sandbox_id's own sl_proxied map (see sluice.h). _open makes it available: the map a
+ * previous sluiced left for this id, or a new one. _drop removes it with every record in it
+ * (sandbox rm; and before a new sandbox takes an id, so that it never meets a stale record).
+ * Return 0 or -errno.
+ */
+int sl_bpf_proxied_open(struct sl_bpf *b, uint32_t sandbox_id);
+int sl_bpf_proxied_drop(struct sl_bpf *b, uint32_t sandbox_id);
+/* Takes the kernel's record of the proxied connection of sandbox @sandbox_id whose client is
+ * @addr:@port (host order) in the network namespace @netns_cookie, removing it. Returns 0, or
+ * -ENOENT when the kernel did not redirect it (for this sandbox). */
+int sl_bpf_take_proxied(struct sl_bpf *b, uint32_t sandbox_id, uint64_t netns_cookie,
+			uint8_t family, const uint8_t *addr, uint16_t port, struct sl_sockorig *out);
+/* Removes the records of @sandbox_id older than @max_age_ns (CLOCK_MONOTONIC @now_ns): their
+ * connections were never accepted. Returns how many. */
+int sl_bpf_proxied_sweep(struct sl_bpf *b, uint32_t sandbox_id, uint64_t now_ns,
+			 uint64_t max_age_ns);
 
 /* Sums the per-CPU counters of @sandbox_id. */
 int sl_bpf_read_counters(struct sl_bpf *b, uint32_t sandbox_id, struct sl_counters *sum);
+/* Sums the per-CPU count of @sandbox_id's intercepted connects refused for a full sl_proxied. */
+int sl_bpf_read_proxied_full(struct sl_bpf *b, uint32_t sandbox_id, uint64_t *sum);
 /* Zeroes the per-sandbox slots (counters, event limiter) of @sandbox_id. */
 int sl_bpf_reset_slots(struct sl_bpf *b, uint32_t sandbox_id);
 

@@ -613,7 +613,7 @@ static uint64_t leaf_evictions(struct sl_ca *ca)
 
 /* Every bound of the daemon that was reached, per sandbox (README, Reliability), and the
  * gauges that show how close the others are. */
-static void metrics_limits(struct sl_buf *m, struct sl_registry *reg,
+static void metrics_limits(struct sl_buf *m, struct sl_registry *reg, struct sl_bpf *bpf,
 			   unsigned long long events_dropped)
 {
 	sl_buf_printf(m, "# HELP sluice_limits_reached_total Requests, connections and queries "
@@ -623,10 +623,13 @@ static void metrics_limits(struct sl_buf *m, struct sl_registry *reg,
 		const struct sl_proxy_stats *p = b->proxy ? sl_proxy_listener_stats(b->proxy) :
 							    NULL;
 		const struct sl_dns_stats *d = b->dns ? sl_dns_listener_stats(b->dns) : NULL;
+		uint64_t pxfull = 0;
 		const struct {
 			const char *labels;
 			uint64_t v;
 		} q[] = {
+			{ "limit=\"proxied\"",
+			  sl_bpf_read_proxied_full(bpf, b->id, &pxfull) ? 0 : pxfull },
 			{ "limit=\"http_conns\"", p ? p->limit_conns : 0 },
 			{ "limit=\"http_conns_total\"", p ? p->limit_conns_total : 0 },
 			{ "limit=\"fds\"", p ? p->limit_fds : 0 },
@@ -821,7 +824,7 @@ static void handle_metrics(struct ctl_conn *c)
 						   unknown.c[SL_CTR_DENY_SOCKOPT] +
 						   unknown.c[SL_CTR_DENY_BIND] +
 						   unknown.c[SL_CTR_DROP_EGRESS]));
-	metrics_limits(&m, reg, c->ctl->events_dropped);
+	metrics_limits(&m, reg, c->ctl->d.bpf, c->ctl->events_dropped);
 	respond_raw(c, 200, "text/plain; version=0.0.4", sl_buf_head(&m), sl_buf_size(&m));
 	sl_buf_free(&m);
 }

@@ -615,6 +615,7 @@ static const char *kind_name(unsigned kind)
 {
 	switch (kind) {
 	case SL_EV_CONNECT:
+	case SL_EV_PROXIED_FULL:
 		return "connect";
 	case SL_EV_SENDMSG:
 		return "sendmsg";
@@ -680,6 +681,10 @@ json_t *sl_event_json(const struct sl_event *kev, const char *sandbox)
 		      sandbox ? json_string(sandbox) : json_null(), "op", kind_name(kev->kind));
 	if (!j)
 		return NULL;
+	if (kev->kind == SL_EV_PROXIED_FULL)
+		json_object_set_new(j, "reason",
+				    json_string("too many intercepted connections not yet accepted "
+						"(sl_proxied quota of the sandbox)"));
 	if (kev->family == AF_UNIX) {
 		/* The record is a struct sl_event_unix (checked by sl_bpf_events_poll()). */
 		const struct sl_event_unix *u = (const struct sl_event_unix *)kev;

@@ -173,12 +173,17 @@ struct pconn {
 	char handler[80];
 };
 
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71 /* Linux 5.14 */
+#endif
+
 struct sl_proxy_listener {
 	struct sl_proxy *px;
 	const struct sl_proxy_ops *ops;
 	void *owner;
 	int fd[2];
 	uint16_t port;
+	uint64_t netns_cookie; /* of the namespace the listener (and its sandbox's clients) is in */
 	struct pconn *conns;
 	struct upconn *idle;
 	unsigned nidle;
@@ -2364,7 +2369,8 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 			port = ntohs(((struct sockaddr_in6 *)&peer)->sin6_port);
 		}
 		/* Only what the kernel redirected, for this sandbox, is served. */
-		if (sl_bpf_take_proxied(l->px->bpf, peer.ss_family, addr, port, &orig) ||
+		if (sl_bpf_take_proxied(l->px->bpf, l->ops->id(l->owner), l->netns_cookie,
+					peer.ss_family, addr, port, &orig) ||
 		    orig.sandbox_id != l->ops->id(l->owner)) {
 			l->stats.unredirected++;
 			conn_event(l, NULL, "reject", "connection not redirected by the kernel");
@@ -2582,8 +2588,19 @@ struct sl_proxy_listener *sl_proxy_listen(struct sl_proxy *px, const struct sl_p
 		l->fd[1] = r;
 		r = 0;
 	}
+	if (!r) {
+		/* The kernel's records of redirected connections are keyed by the client's
+		 * network namespace: the one the listener lives in. */
+		socklen_t len = sizeof(l->netns_cookie);
+
+		if (getsockopt(l->fd[0], SOL_SOCKET, SO_NETNS_COOKIE, &l->netns_cookie, &len) == -1)
+			r = -errno;
+	}
 	if (r) {
 		snprintf(err, errlen, "opening the proxy listener failed: %s", strerror(-r));
+		for (int i = 0; i < 2; i++)
+			if (l->fd[i] >= 0)
+				close(l->fd[i]);
 		free(l);
 		return NULL;
 	}

@@ -35,6 +35,7 @@
 
 #define POLICY_MAX_BYTES (1u << 20)
 #define SWEEP_MS 1000
+#define PROXIED_SWEEPS 5 /* sl_proxied records are swept every 5th sweep */
 #define NETNS_CHECK_SWEEPS 5 /* namespaces are judged gone every 5th sweep (a /proc scan) */
 
 struct sl_registry {
@@ -46,6 +47,7 @@ struct sl_registry {
 	struct sl_lua_opts lua_opts;
 	struct sl_timer *sweep;
 	unsigned netns_sweeps; /* sweeps since namespaces were last judged */
+	unsigned px_sweeps; /* sweeps since sl_proxied records were last swept */
 	char state_dir[PATH_MAX];
 	/* sluiced's control socket: no egress.unix may name it (also denied in the kernel). */
 	char ctl_path[PATH_MAX];
@@ -568,8 +570,19 @@ static void sweep_cb(struct sl_loop *loop, void *arg)
 	struct sl_registry *r = arg;
 	uint64_t now = sl_now_ns();
 
-	for (struct sl_box *b = r->head; b; b = b->next)
+	int px = ++r->px_sweeps >= PROXIED_SWEEPS;
+
+	if (px)
+		r->px_sweeps = 0;
+	for (struct sl_box *b = r->head; b; b = b->next) {
 		sweep_box(r, b, now);
+		/* Records of intercepted connections nobody accepted (the sandbox aimed them at
+		 * a listener of its own, or the client vanished unseen): they count against the
+		 * sandbox's quota until they go. */
+		if (px)
+			b->proxied_swept += (uint64_t)sl_bpf_proxied_sweep(
+				r->bpf, b->id, now, SL_PROXIED_MAX_AGE_S * 1000000000ULL);
+	}
 	reap_vanished(r);
 	r->sweep = sl_loop_add_timer(loop, SWEEP_MS, sweep_cb, r);
 }
@@ -819,6 +832,12 @@ static int install_box(struct sl_registry *r, struct sl_box *box, const struct s
 		e = open_proxy(r, box, err, errlen);
 	if (e)
 		return e;
+	e = sl_bpf_proxied_open(r->bpf, box->id);
+	if (e) {
+		sl_errf(err, errlen, "creating the sandbox's sl_proxied map failed: %s",
+			strerror(-e));
+		return e;
+	}
 	kernel_entry(r, box, &ksb);
 	e = sl_bpf_sync_rules(r->bpf, box->rules_id, ents, nents);
 	if (!e)
@@ -860,6 +879,7 @@ static void uninstall_box(struct sl_registry *r, struct sl_box *box)
 	if (e)
 		sl_err("detaching sandbox %s failed: %s", box->name, strerror(-e));
 	sl_bpf_del_sandbox(r->bpf, box->cgid);
+	sl_bpf_proxied_drop(r->bpf, box->id);
 	e = sl_bpf_sync_rules(r->bpf, box->id, NULL, 0);
 	if (!e)
 		e = sl_bpf_sync_rules(r->bpf, box->id | SL_RULES_BANK, NULL, 0);
@@ -1225,6 +1245,8 @@ struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *s
 	/* Nothing of this sandbox can be in the kernel yet, but a slot may hold counters of a
 	 * sandbox that had the same id. */
 	sl_bpf_reset_slots(r->bpf, box->id);
+	/* Nor may it meet a record of that sandbox's connections: a new map. */
+	sl_bpf_proxied_drop(r->bpf, box->id);
 	e = install_box(r, box, ents, nents, err, errlen);
 	if (!e) {
 		e = save_state(r, box);
@@ -1692,6 +1714,10 @@ static int adopt_without_policy(struct sl_registry *r, struct sl_box *box)
 		e = open_proxy(r, box, err, sizeof(err));
 	if (e)
 		sl_err("sandbox %s: %s", box->name, err);
+	e = sl_bpf_proxied_open(r->bpf, box->id);
+	if (e)
+		sl_err("sandbox %s: opening its sl_proxied map failed: %s", box->name,
+		       strerror(-e));
 	kernel_entry(r, box, &ksb);
 	e = sl_bpf_set_sandbox(r->bpf, box->cgid, &ksb);
 	if (!e)
@@ -1967,10 +1993,12 @@ static json_t *proxy_json(const struct sl_box *box)
 	if (!box->proxy)
 		return json_null();
 	st = sl_proxy_listener_stats(box->proxy);
-	return json_pack("{s:i, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I}}",
+	return json_pack("{s:i, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, "
+			 "s:{s:I, s:I, s:I, s:I}}",
 			 "port", (int)box->proxy_port, "connections", "accepted",
 			 (json_int_t)st->conns, "active", (json_int_t)st->active, "unredirected",
-			 (json_int_t)st->unredirected, "refused", (json_int_t)st->refused,
+			 (json_int_t)st->unredirected, "never_accepted",
+			 (json_int_t)box->proxied_swept, "refused", (json_int_t)st->refused,
 			 "tls_failed", (json_int_t)st->tls_failed, "passthrough",
 			 (json_int_t)st->spliced, "passthrough_kernel", (json_int_t)st->spliced_kernel,
 			 "passthrough_relayed", (json_int_t)st->spliced_user, "requests", "forwarded",

@@ -53,6 +53,7 @@ struct sl_box {
 	uint16_t dns_port; /* kept across restarts */
 	struct sl_proxy_listener *proxy; /* where the kernel sends intercepted connections */
 	uint16_t proxy_port; /* kept across restarts */
+	uint64_t proxied_swept; /* kernel records of intercepted connections never accepted */
 	/* A sandbox with a network of its own: its listeners live in that namespace, which
 	 * sluiced holds open (-1: sluiced's namespace). The path is as given (a restart tries it
 	 * first); dev/ino name the namespace itself. */
