@@ -844,9 +844,9 @@ static int install_box(struct sl_registry *r, struct sl_box *box, const struct s
 		e = sync_unix(r, box->rules_id, box->policy);
 	if (e) {
 		sl_errf(err, errlen, "writing kernel rules failed: %s",
-			e == -ENOSPC || e == -E2BIG ? "a kernel rule map is full (SL_MAX_RULES "
-						      "addresses or SL_MAX_UNIX_RULES UNIX "
-						      "sockets of all sandboxes together)" :
+			e == -ENOSPC || e == -E2BIG ? "the kernel rule map is full (SL_MAX_RULES "
+						      "addresses, or SL_MAX_UNIX_RULES UNIX "
+						      "sockets, of all sandboxes together)" :
 						      strerror(-e));
 		return e;
 	}

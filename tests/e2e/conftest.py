@@ -563,6 +563,29 @@ def write_policy(workdir, name, text):
     return p
 
 
+def progs_bpftool_lists(bpffs):
+    """The programs of a daemon that `bpftool cgroup show` can list: bpftool 7.1 (Debian 12)
+    does not know the UNIX socket attach types (Linux 6.7) and leaves their links out."""
+    return [p for p in os.listdir(f"{bpffs}/progs") if not p.endswith("_unix")]
+
+
+def proxied_records(bpffs):
+    """Every record of every sandbox's sl_proxied map (an inner map per sandbox)."""
+    r = subprocess.run(["bpftool", "-j", "map", "dump", "pinned", f"{bpffs}/sl_proxied"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    out = []
+    for e in json.loads(r.stdout):
+        v = e["value"]
+        inner = v if isinstance(v, int) else int.from_bytes(bytes(int(x, 16) for x in v),
+                                                              "little")
+        d = subprocess.run(["bpftool", "-j", "map", "dump", "id", str(inner)],
+                           capture_output=True, text=True, timeout=60)
+        assert d.returncode == 0, d.stderr
+        out += json.loads(d.stdout)
+    return out
+
+
 def bpf_links_of(cgroup):
     """Program ids attached to a cgroup (effective or not), from bpftool."""
     r = subprocess.run(["bpftool", "-j", "cgroup", "show", str(cgroup)], capture_output=True,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BUILD, Daemon, bpf_links_of, probe, write_policy
+from conftest import BUILD, Daemon, bpf_links_of, probe, progs_bpftool_lists, write_policy
 
 
 def tcp(host, port):
@@ -124,7 +124,7 @@ return {{ egress = {{ allow = {{ "127.0.0.1:{pa}" }} }} }}
     assert any(e["dst"] == f"127.0.0.1:{pb}" for e in d.events("survivor"))
     # Exactly one set of programs is attached after adoption (links updated, not doubled):
     # all but sockops, which only sandboxes with egress.intercept need.
-    assert len(bpf_links_of(cg)) == len(os.listdir(f"{d.bpffs}/progs")) - 1 >= 5
+    assert len(bpf_links_of(cg)) == len(progs_bpftool_lists(d.bpffs)) - 1 >= 5
     assert d.cli("sandbox", "rm", "survivor").returncode == 0
     assert probe(cg, ops, workdir) == ["OK", "OK"]
 
@@ -152,7 +152,7 @@ def test_rm_frees_the_cgroup(daemon, cgroups, servers, workdir):
     cg = cgroups.make("freed")
     daemon.add("freed", cg, write_policy(workdir, "freed", "return { egress = {} }"))
     assert probe(cg, [tcp("127.0.0.1", pb)], workdir) == ["EPERM"]
-    assert len(bpf_links_of(cg)) == len(os.listdir(f"{daemon.bpffs}/progs")) - 1 >= 5
+    assert len(bpf_links_of(cg)) == len(progs_bpftool_lists(daemon.bpffs)) - 1 >= 5
     r = daemon.cli("sandbox", "rm", "freed")
     assert r.returncode == 0 and "removed" in r.stdout
     assert bpf_links_of(cg) == []

@@ -207,7 +207,10 @@ return { egress = { intercept = { "api.test" }, private = { "127.0.0.0/8" } } }
         fill.stdin.flush()
         assert fill.stdout.readline().strip() == "released"
         fill.wait(timeout=30)
-        deadline = time.monotonic() + 5
+        stop(hold)
+        # Each close removes its record (sockops, TCP_CLOSE); a socket the kernel still
+        # closes in the background goes at the latest with the sweep.
+        deadline = time.monotonic() + 20
         while len(inner_records(daemon, sa["id"])) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert inner_records(daemon, sa["id"]) == []
@@ -264,7 +267,6 @@ def test_older_pinned_sl_proxied_is_recreated(cgroups, workdir, dnsmasq):
         d.add("pxold", cg, write_policy(workdir, "pxold", """
 return { egress = { intercept = { "api.test" }, private = { "127.0.0.0/8" } } }
 """))
-        assert run_in(cg, ["getent", "ahostsv4", "api.test"], workdir).returncode == 0
         assert tcp_probe(cg, workdir, "127.0.0.20", 443) == "OK"
         c = show(d, "pxold")["proxy"]["connections"]
         assert c["accepted"] == 1 and c["unredirected"] == 0

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PY, SAN, probe, run_in, write_policy
+from conftest import PY, SAN, probe, proxied_records, run_in, write_policy
 from upstreams import pattern, pattern_sha256
 
 WSCLIENT = str(Path(__file__).with_name("wsclient.py"))
@@ -481,9 +481,7 @@ with concurrent.futures.ThreadPoolExecutor(60) as ex:
         assert (int(status), int(n)) == (200, 1000 + int(i))
         assert h == hashlib.sha256(pattern(1000 + int(i))).hexdigest()
     time.sleep(0.5)
-    dump = subprocess.run(["bpftool", "-j", "map", "dump", "pinned",
-                           f"{daemon.bpffs}/sl_proxied"], capture_output=True, text=True)
-    assert dump.returncode == 0 and json.loads(dump.stdout) == []
+    assert proxied_records(daemon.bpffs) == []
     evs = [e for e in daemon.events("proxy") if e.get("path", "").startswith("/bytes/1")
            and 1000 <= int(e["path"][7:]) < 1060]
     assert len({e["path"] for e in evs}) == 60 and all(e["comm"] == "python3" for e in evs)
