@@ -426,6 +426,182 @@ static void learned_del(struct sl_box *box, size_t i)
 	memcpy(box->learned_names[i], box->learned_names[last], SL_DNS_NAME_BUF);
 }
 
+/* ---- names across restarts ----
+ *
+ * The kernel keeps the addresses a sandbox resolved, not the names they were resolved for;
+ * a plain-HTTP Host is judged by that binding (px_name_at), and without it a restarted
+ * sluiced would take any intercepted Host at any intercepted address (review F11). So every
+ * new name-address pair is appended to STATE_DIR/sandboxes/NAME.names ("family hexaddr
+ * name" lines; a write() per new pair, which outlives a crash of sluiced in the page cache),
+ * read back on adoption, and compacted from the live set then and whenever it grows past
+ * NAMES_MAX_BYTES.
+ */
+#define NAMES_MAX_BYTES (4u << 20)
+
+struct name_rec {
+	uint8_t family, addr[16];
+	char name[SL_DNS_NAME_BUF];
+};
+
+static void names_path(struct sl_registry *r, const char *name, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/sandboxes/%s.names", r->state_dir, name);
+}
+
+static int names_line(char *buf, size_t len, uint8_t family, const uint8_t *addr,
+		      const char *name)
+{
+	static const char hex[] = "0123456789abcdef";
+	char a[33];
+
+	for (int i = 0; i < 16; i++) {
+		a[2 * i] = hex[addr[i] >> 4];
+		a[2 * i + 1] = hex[addr[i] & 15];
+	}
+	a[32] = 0;
+	return snprintf(buf, len, "%u %s %s\n", family, a, name);
+}
+
+/* Whether @name may go in a line: a DNS name as sluice forwards it. */
+static int names_ok(const char *name)
+{
+	if (!name[0])
+		return 0;
+	for (const char *q = name; *q; q++)
+		if ((unsigned char)*q <= 0x20 || (unsigned char)*q >= 0x7f)
+			return 0;
+	return 1;
+}
+
+/* Rewrites @box's file from what it has learned now (temporary file and rename). */
+static void names_rewrite(struct sl_registry *r, struct sl_box *box)
+{
+	char path[PATH_MAX + 128], tmp[PATH_MAX + 160], line[SL_DNS_NAME_BUF + 64];
+	FILE *f;
+	int fd, ok = 1;
+
+	names_path(r, box->name, path, sizeof(path));
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd == -1 || !(f = fdopen(fd, "w"))) {
+		if (fd >= 0)
+			close(fd);
+		sl_warn("sandbox %s: writing %s failed: %s", box->name, tmp, strerror(errno));
+		return;
+	}
+	for (size_t i = 0; i < box->learned.n && ok; i++) {
+		const struct sl_addr_rule *x = &box->learned.v[i];
+		int dup = 0;
+
+		if (!names_ok(box->learned_names[i]))
+			continue;
+		/* One line per pair, whatever its ports. */
+		for (size_t k = 0; k < i && !dup; k++)
+			dup = box->learned.v[k].family == x->family &&
+			      !memcmp(box->learned.v[k].addr, x->addr, 16) &&
+			      !strcmp(box->learned_names[k], box->learned_names[i]);
+		if (dup)
+			continue;
+		names_line(line, sizeof(line), x->family, x->addr, box->learned_names[i]);
+		ok = fputs(line, f) >= 0;
+	}
+	if (fclose(f) || !ok || rename(tmp, path) == -1) {
+		sl_warn("sandbox %s: writing %s failed: %s", box->name, path, strerror(errno));
+		unlink(tmp);
+	}
+}
+
+/* @name resolved to @addr for @box, the first time: one line more. */
+static void names_note(struct sl_registry *r, struct sl_box *box, const char *name,
+		       uint8_t family, const uint8_t *addr)
+{
+	char path[PATH_MAX + 128], line[SL_DNS_NAME_BUF + 64];
+	struct stat st;
+	int fd, n;
+
+	if (!names_ok(name))
+		return;
+	names_path(r, box->name, path, sizeof(path));
+	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+	if (fd == -1)
+		return;
+	if (fstat(fd, &st) == 0 && st.st_size > NAMES_MAX_BYTES) {
+		close(fd);
+		names_rewrite(r, box); /* the live set holds the new pair already */
+		return;
+	}
+	n = names_line(line, sizeof(line), family, addr, name);
+	if (write(fd, line, n) != n)
+		sl_warn("sandbox %s: appending to %s failed", box->name, path);
+	close(fd);
+}
+
+/* Whether @box already knows that @name resolved to @addr. */
+static int learned_knows(const struct sl_box *box, const char *name, uint8_t family,
+			 const uint8_t *addr)
+{
+	for (size_t i = 0; i < box->learned.n; i++)
+		if (box->learned.v[i].family == family && !memcmp(box->learned.v[i].addr, addr, 16) &&
+		    !strcmp(box->learned_names[i], name))
+			return 1;
+	return 0;
+}
+
+static int name_rec_cmp(const void *a, const void *b)
+{
+	const struct name_rec *x = a, *y = b;
+
+	if (x->family != y->family)
+		return x->family < y->family ? -1 : 1;
+	return memcmp(x->addr, y->addr, 16);
+}
+
+/* The pairs of @box's file, sorted by address. */
+static struct name_rec *names_load(struct sl_registry *r, const struct sl_box *box, size_t *n)
+{
+	char path[PATH_MAX + 128], line[SL_DNS_NAME_BUF + 64];
+	struct name_rec *v = NULL;
+	size_t cap = 0;
+	FILE *f;
+
+	*n = 0;
+	names_path(r, box->name, path, sizeof(path));
+	f = fopen(path, "re");
+	if (!f)
+		return NULL;
+	while (fgets(line, sizeof(line), f)) {
+		struct name_rec rec = { 0 };
+		char a[33], name[SL_DNS_NAME_BUF];
+		unsigned fam;
+
+		if (sscanf(line, "%u %32s %254s", &fam, a, name) != 3 || strlen(a) != 32 ||
+		    (fam != AF_INET && fam != AF_INET6) || !names_ok(name))
+			continue; /* a line cut by a crash, or not ours */
+		for (int i = 0; i < 16; i++) {
+			unsigned b;
+
+			if (sscanf(a + 2 * i, "%2x", &b) != 1)
+				break;
+			rec.addr[i] = (uint8_t)b;
+		}
+		rec.family = (uint8_t)fam;
+		snprintf(rec.name, sizeof(rec.name), "%s", name);
+		if (*n == cap) {
+			struct name_rec *nv = realloc(v, (cap = cap ? 2 * cap : 64) * sizeof(*v));
+
+			if (!nv)
+				break;
+			v = nv;
+		}
+		v[(*n)++] = rec;
+	}
+	fclose(f);
+	if (*n)
+		qsort(v, *n, sizeof(*v), name_rec_cmp);
+	return v;
+}
+
+
 /*
  * Rewrites the kernel entry of one address of @box from its static and learned rules: the
  * merged ranges, or no entry at all when no learned rule and no static rule of exactly this
@@ -476,7 +652,7 @@ static int dns_learn(void *owner, const char *qname, const struct sl_dns_answer 
 	struct sl_grant g[16];
 	size_t ng = dns_grants(box, qname, g, 16);
 	uint64_t now = sl_now_ns();
-	int err;
+	int err, known;
 
 	for (size_t i = 0; i < a->naddr; i++) {
 		const struct sl_dns_addr *x = &a->addr[i];
@@ -508,7 +684,10 @@ static int dns_learn(void *owner, const char *qname, const struct sl_dns_answer 
 			};
 
 			memcpy(rule.addr, addr, 16);
+			known = k || learned_knows(box, qname, family, addr);
 			err = learned_add(box, qname, &rule);
+			if (!err && !known)
+				names_note(r, box, qname, family, addr);
 			if (err) {
 				sl_err("sandbox %s: recording %s failed: %s", box->name, qname,
 				       err == -EDQUOT ? "too many resolved addresses" :
@@ -1647,6 +1826,8 @@ int sl_sandbox_rm(struct sl_registry *r, const char *name)
 	state_path(r, name, path, sizeof(path));
 	if (unlink(path) == -1 && errno != ENOENT)
 		sl_warn("removing %s failed: %s", path, strerror(errno));
+	names_path(r, name, path, sizeof(path));
+	unlink(path);
 	unlink_box(r, box);
 	sl_info("sandbox %s removed", name);
 	sl_events_sandbox_gone(r->lua_opts.events, box->name);
@@ -1665,17 +1846,20 @@ void sl_registry_rm_all(struct sl_registry *r)
 }
 
 /* The resolutions a previous sluiced installed and that have not expired: kept as they are
- * (their names are not known any more) until they expire. */
+ * until they expire, each with the names it resolved for (from the names file; "" when no
+ * name is known for its address). */
 static int recover_learned(struct sl_registry *r, struct sl_box *box)
 {
 	struct sl_kentry *ents;
 	uint64_t now = sl_now_ns();
-	size_t n;
+	struct name_rec *names;
+	size_t n, nnames;
 	int err;
 
 	err = sl_bpf_read_rules(r->bpf, box->rules_id, &ents, &n);
 	if (err)
 		return err;
+	names = names_load(r, box, &nnames);
 	for (size_t i = 0; i < n && !err; i++) {
 		for (uint32_t k = 0; k < ents[i].val.n && k < SL_MAX_PORT_RANGES && !err; k++) {
 			const struct sl_port_range *pr = &ents[i].val.r[k];
@@ -1689,13 +1873,28 @@ static int recover_learned(struct sl_registry *r, struct sl_box *box)
 				.expires_ns = pr->expires_ns,
 			};
 
+			struct name_rec key = { .family = ents[i].family };
+			struct name_rec *hit;
+			int named = 0;
+
 			if (!pr->expires_ns || pr->expires_ns <= now)
 				continue;
 			memcpy(rule.addr, ents[i].addr, 16);
-			err = learned_add(box, "", &rule);
+			memcpy(key.addr, ents[i].addr, 16);
+			hit = names ? bsearch(&key, names, nnames, sizeof(*names), name_rec_cmp) :
+				      NULL;
+			while (hit && hit > names && !name_rec_cmp(hit - 1, &key))
+				hit--;
+			for (; hit && hit < names + nnames && !name_rec_cmp(hit, &key) && !err;
+			     hit++, named = 1)
+				err = learned_add(box, hit->name, &rule);
+			if (!named && !err)
+				err = learned_add(box, "", &rule);
 		}
 	}
 	free(ents);
+	free(names);
+	names_rewrite(r, box); /* what is left of the file: the pairs still live */
 	return err;
 }
 

@@ -93,3 +93,34 @@ def test_github_example_adds_its_token_over_https_only(box, upstreams):
     assert [(r["scheme"], r["h_authorization"]) for r in seen] == [
         ("http", ""), ("https", "Bearer " + SECRET)]
 
+
+
+def test_plain_http_host_binding_survives_a_restart(fresh_daemon, cgroups, workdir, upstreams):
+    """A plain-HTTP Host must be a name that resolved to the address connected to, also for
+    addresses resolved before sluiced restarted (their names come back from the state
+    directory): another intercepted name at that address stays a 421."""
+    import signal
+
+    d = fresh_daemon.start()
+    cg = cgroups.make("rebind")
+    d.add("rebind", cg, write_policy(workdir, "rebind", """
+return { egress = { intercept = { "api.test", "allowed.test" }, private = { "127.0.0.0/8" } } }
+"""))
+
+    def get(host):
+        r = run_in(cg, ["curl", "-sS", "--max-time", "10", "-o", "/dev/null", "-w",
+                        "%{http_code}", "-H", f"Host: {host}", "http://127.0.0.20/bytes/1"],
+                   workdir)
+        return r.stdout
+
+    r = run_in(cg, ["curl", "-sS", "--max-time", "10", "-o", "/dev/null", "-w",
+                    "%{http_code}", "http://api.test/bytes/1"], workdir)
+    assert r.stdout == "200"  # api.test resolved to 127.0.0.20 (allowed.test did not)
+    assert (get("api.test"), get("allowed.test")) == ("200", "421")
+    for how in (signal.SIGKILL, signal.SIGTERM):
+        d.signal(how)
+        d.start()
+        assert "sandbox rebind adopted" in d.read_log()
+        assert (get("api.test"), get("allowed.test")) == ("200", "421"), how
+    d.cli("sandbox", "rm", "rebind")
+    assert not list((Path(d.state) / "sandboxes").glob("rebind.*"))
