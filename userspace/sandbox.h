@@ -49,6 +49,7 @@ struct sl_box {
 	struct sl_rule_set rules; /* static rules compiled from the policy */
 	struct sl_rule_set learned; /* rules of resolved names, each with its expiry */
 	char (*learned_names)[SL_DNS_NAME_BUF]; /* the name of each learned rule ("" unknown) */
+	uint64_t learned_next_ns; /* no learned rule expires before (a lower bound); 0: unknown */
 	struct sl_dns_listener *dns; /* where the kernel sends the sandbox's DNS queries */
 	uint16_t dns_port; /* kept across restarts */
 	struct sl_proxy_listener *proxy; /* where the kernel sends intercepted connections */
