@@ -15,26 +15,45 @@ BPFTOOL ?= bpftool
 CC ?= cc
 PREFIX ?= /usr/local
 PYTEST ?= /usr/bin/python3 -m pytest
+DEPS_STAMP_FILE := $(OUTPUT)/.deps.mk
 ARCH := $(shell uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/')
 
 PKGS := lua5.4 jansson openssl libbpf sqlite3
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 LLHTTP_DIR ?= /usr/share/llhttp
 LLHTTP_INC ?= /usr/share/include/llhttp
+# Loud when a dependency is missing (tools/install-deps installs them; the stamp below runs it
+# first), never a compile that fails later on a missing header. `make clean` needs none.
+ifeq ($(filter clean,$(MAKECMDGOALS)),)
+ifneq ($(wildcard $(DEPS_STAMP_FILE)),)
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
+PKG_LIBS := $(shell pkg-config --libs $(PKGS))
+ifeq ($(PKG_LIBS),)
+$(error pkg-config found none of: $(PKGS); run sudo tools/install-deps)
+endif
+ifeq ($(wildcard $(LLHTTP_DIR)/*.c),)
+$(error no llhttp sources in $(LLHTTP_DIR) (Debian: node-llhttp); run sudo tools/install-deps)
+endif
+endif
+endif
 
+# The flags the build needs live apart from the user's CFLAGS (Redis's FINAL_CFLAGS), so that
+# `make CFLAGS=-O0` changes the optimisation and nothing else. WERROR=0 for a newer compiler.
 CFLAGS ?= -g -O2
-CFLAGS += -Wall -Wextra -Werror -std=gnu11 -D_GNU_SOURCE -fno-strict-aliasing -Wno-format-truncation -Wno-unknown-warning-option
-CPPFLAGS += -I$(OBJ) -Ibpf -Iuserspace -I$(LLHTTP_INC) $(PKG_CFLAGS)
-LDLIBS += $(PKG_LIBS) -lelf -lz -lpthread -lm
+WERROR ?= 1
+SL_CFLAGS := -std=gnu11 -D_GNU_SOURCE -fno-strict-aliasing -Wall -Wextra \
+	-Wno-format-truncation -Wno-unknown-warning-option $(if $(filter 1,$(WERROR)),-Werror)
+SL_CPPFLAGS := -I$(OBJ) -Ibpf -Iuserspace -I$(LLHTTP_INC) $(PKG_CFLAGS)
+SL_LDLIBS := $(PKG_LIBS) -lelf -lz -lpthread -lm
 # make SANITIZE=address,undefined: every C binary built with those sanitizers
 ifneq ($(SANITIZE),)
-CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
+SL_CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
 # GCC's object-size warnings misread the instrumented code (a false -Warray-bounds in
 # tests/unit/test_envfile.c): they hold in the plain build.
-CFLAGS += -Wno-array-bounds -Wno-stringop-overflow
-LDLIBS += -fsanitize=$(SANITIZE)
+SL_CFLAGS += -Wno-array-bounds -Wno-stringop-overflow
+SL_LDLIBS += -fsanitize=$(SANITIZE)
 endif
+ALL_CFLAGS = $(SL_CPPFLAGS) $(CPPFLAGS) $(SL_CFLAGS) $(CFLAGS)
+ALL_LDLIBS = $(SL_LDLIBS) $(LDLIBS)
 BPF_CFLAGS := -g -O2 -Wall -Werror -target bpf -D__TARGET_ARCH_$(ARCH) -I. -Ibpf -I$(OBJ)
 
 ifeq ($(V),1)
@@ -47,9 +66,20 @@ endif
 
 BPF_SRCS := $(wildcard bpf/*.bpf.c)
 BPF_HDRS := $(wildcard bpf/*.h)
+# tests/bpf: BPF programs that exist only for the unit tests (kernel selftests' progs/)
+TEST_BPF_SRCS := $(wildcard tests/bpf/*.bpf.c)
 SKELS := $(patsubst bpf/%.bpf.c,$(OBJ)/%.skel.h,$(BPF_SRCS))
-LIB_SRCS := $(filter-out userspace/main.c,$(wildcard userspace/*.c))
-LIB_OBJS := $(patsubst userspace/%.c,$(OBJ)/%.o,$(LIB_SRCS))
+TEST_SKELS := $(patsubst tests/bpf/%.bpf.c,$(OBJ)/%.skel.h,$(TEST_BPF_SRCS))
+# userspace/<subsystem>/*.c, basenames unique across the tree (checked below), objects flat
+# in $(OBJ)/; ARCHITECTURE.md names the subsystems and their layers.
+US_DIRS := $(sort $(dir $(wildcard userspace/*/*.c)))
+LIB_SRCS := $(wildcard userspace/*/*.c)
+LIB_OBJS := $(patsubst %.c,$(OBJ)/%.o,$(notdir $(LIB_SRCS)))
+US_HDRS := $(wildcard userspace/*/*.h)
+ifneq ($(words $(LIB_OBJS)),$(words $(sort $(LIB_OBJS))))
+$(error two files under userspace/ share a basename: objects are flat in $(OBJ))
+endif
+vpath %.c userspace $(US_DIRS)
 LLHTTP_OBJS := $(patsubst $(LLHTTP_DIR)/%.c,$(OBJ)/llhttp/%.o,$(wildcard $(LLHTTP_DIR)/*.c))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(OUTPUT)/tests/%,$(UNIT_SRCS))
@@ -92,6 +122,10 @@ $(OBJ)/%.bpf.o: bpf/%.bpf.c $(BPF_HDRS) vmlinux.h | $(OBJ)
 	$(call msg,BPF,$@)
 	$(Q)$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
+$(OBJ)/%.bpf.o: tests/bpf/%.bpf.c $(wildcard tests/bpf/*.h) $(BPF_HDRS) vmlinux.h | $(OBJ)
+	$(call msg,BPF,$@)
+	$(Q)$(CLANG) $(BPF_CFLAGS) -Itests/bpf -c $< -o $@
+
 $(OBJ)/%.skel.h: $(OBJ)/%.bpf.o
 	$(call msg,GEN-SKEL,$@)
 	$(Q)$(BPFTOOL) gen skeleton $< name $(subst -,_,$*)_bpf > $@
@@ -100,9 +134,9 @@ $(OBJ)/llhttp/%.o: $(LLHTTP_DIR)/%.c | $(OBJ)/llhttp
 	$(call msg,CC,$@)
 	$(Q)$(CC) -g -O2 -fPIC -DLLHTTP_STRICT_MODE=1 -I$(LLHTTP_INC) -c $< -o $@
 
-$(OBJ)/%.o: userspace/%.c $(wildcard userspace/*.h) $(BPF_HDRS) $(SKELS) | $(OBJ)
+$(OBJ)/%.o: %.c $(US_HDRS) $(BPF_HDRS) $(SKELS) | $(OBJ)
 	$(call msg,CC,$@)
-	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+	$(Q)$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 $(OBJ)/libsluice.a: $(LIB_OBJS) $(LLHTTP_OBJS)
 	$(call msg,AR,$@)
@@ -110,22 +144,22 @@ $(OBJ)/libsluice.a: $(LIB_OBJS) $(LLHTTP_OBJS)
 
 $(OUTPUT)/sluiced: $(OBJ)/main.o $(OBJ)/libsluice.a
 	$(call msg,LINK,$@)
-	$(Q)$(CC) $(CFLAGS) $^ $(LDLIBS) -o $@
+	$(Q)$(CC) $(SL_CFLAGS) $(CFLAGS) $^ $(ALL_LDLIBS) -o $@
 
 CLI_SRCS := tools/sluice.c tools/client.c tools/run.c tools/run_trust.c tools/run_summary.c \
 	tools/confine.c tools/oci_hook.c
 
-$(OUTPUT)/sluice: $(CLI_SRCS) tools/cli.h tools/confine.h $(OBJ)/libsluice.a $(wildcard userspace/*.h)
+$(OUTPUT)/sluice: $(CLI_SRCS) tools/cli.h tools/confine.h $(OBJ)/libsluice.a $(US_HDRS)
 	$(call msg,CC,$@)
-	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(CLI_SRCS) $(OBJ)/libsluice.a $(LDLIBS) -lseccomp -o $@
+	$(Q)$(CC) $(ALL_CFLAGS) $(CLI_SRCS) $(OBJ)/libsluice.a $(ALL_LDLIBS) -lseccomp -o $@
 
-$(OUTPUT)/tests/%: tests/unit/%.c $(OBJ)/libsluice.a $(SKELS) | $(OUTPUT)/tests
+$(OUTPUT)/tests/%: tests/unit/%.c $(OBJ)/libsluice.a $(SKELS) $(TEST_SKELS) $(US_HDRS) | $(OUTPUT)/tests
 	$(call msg,CC,$@)
-	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $< $(OBJ)/libsluice.a $(LDLIBS) -lcmocka -o $@
+	$(Q)$(CC) $(ALL_CFLAGS) -Itests/bpf $< $(OBJ)/libsluice.a $(ALL_LDLIBS) -lcmocka -o $@
 
-$(OUTPUT)/bench/%: tests/bench/%.c $(OBJ)/libsluice.a $(SKELS) $(wildcard userspace/*.h) | $(OUTPUT)/bench
+$(OUTPUT)/bench/%: tests/bench/%.c $(OBJ)/libsluice.a $(SKELS) $(US_HDRS) | $(OUTPUT)/bench
 	$(call msg,CC,$@)
-	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $< $(OBJ)/libsluice.a $(LDLIBS) -o $@
+	$(Q)$(CC) $(ALL_CFLAGS) $< $(OBJ)/libsluice.a $(ALL_LDLIBS) -o $@
 
 unit: $(UNIT_BINS)
 	$(Q)set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
@@ -135,7 +169,13 @@ unit: $(UNIT_BINS)
 e2e: all $(BENCH_BINS)
 	$(Q)SLUICE_BUILD=$(abspath $(OUTPUT)) SLUICE_SAN=$(SANITIZE) $(PYTEST) -q tests/e2e
 
-test: all unit fuzz-replay e2e
+# One after the other even under `make -j`: the unit tests need root, network namespaces and
+# BPF, and the e2e suite is timing-sensitive; neither may share the machine with the other.
+test: all
+	$(Q)tools/check-layers
+	$(Q)$(MAKE) --no-print-directory unit
+	$(Q)$(MAKE) --no-print-directory fuzz-replay
+	$(Q)$(MAKE) --no-print-directory e2e
 
 # Writes tests/bench/results/latest.{json,md} and *.svg. BENCH_ARGS: --smoke, or sections
 # (connect scale dns https transfer mint); tests/e2e/test_bench_smoke.py runs --smoke.

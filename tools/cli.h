@@ -10,7 +10,7 @@
 
 #include <jansson.h>
 
-#include "buf.h"
+#include "core/buf.h"
 
 /* One answer of sluiced. */
 struct sl_cli_resp {

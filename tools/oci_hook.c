@@ -21,7 +21,7 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "sandbox.h"
+#include "sandbox/sandbox.h"
 
 #define STATE_MAX (1u << 20)
 #define DEFAULT_POLICY_DIR "/etc/sluice/policies"

@@ -34,7 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cgroup.h"
+#include "kernel/cgroup.h"
 #include "cli.h"
 #include "confine.h"
 

@@ -18,9 +18,9 @@
 #include <jansson.h>
 #include <openssl/crypto.h>
 
-#include "buf.h"
+#include "core/buf.h"
 #include "cli.h"
-#include "kv.h"
+#include "store/kv.h"
 
 static const char *sock_path = "/run/sluice/sluiced.sock";
 

@@ -21,17 +21,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "bpf_loader.h"
-#include "control.h"
-#include "dns.h"
-#include "envfile.h"
-#include "proxy.h"
-#include "events.h"
-#include "kv.h"
-#include "lua_host.h"
-#include "log.h"
-#include "loop.h"
-#include "sandbox.h"
+#include "kernel/bpf_loader.h"
+#include "control/control.h"
+#include "dns/dns.h"
+#include "store/envfile.h"
+#include "proxy/proxy.h"
+#include "core/events.h"
+#include "store/kv.h"
+#include "lua/lua_host.h"
+#include "core/log.h"
+#include "core/loop.h"
+#include "sandbox/sandbox.h"
 
 #define SLUICE_VERSION "0.1.0"
 #define TRIM_MS 10000

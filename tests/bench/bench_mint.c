@@ -17,7 +17,7 @@
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 
-#include "ca.h"
+#include "tls/ca.h"
 
 #define WARMUP 64
 #define TARGET_COLD_US 60.0

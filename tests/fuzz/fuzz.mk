@@ -31,7 +31,7 @@ FUZZ_MODS_tls_hello := tls_hello
 FUZZ_MODS_http := http buf
 # policy.c loads policies in lua_host.c's restricted state, which reaches most of the daemon:
 # those two link every module but main.c.
-FUZZ_ALL_MODS := $(filter-out main,$(patsubst userspace/%.c,%,$(wildcard userspace/*.c)))
+FUZZ_ALL_MODS := $(patsubst %.c,%,$(notdir $(LIB_SRCS)))
 FUZZ_MODS_policy := $(FUZZ_ALL_MODS)
 FUZZ_MODS_entry := $(FUZZ_ALL_MODS)
 FUZZ_MODS_control := $(FUZZ_ALL_MODS)
@@ -55,7 +55,7 @@ FUZZ_BINS := $(patsubst %,$(FUZZ_OUT)/fuzz_%,$(FUZZ_TARGETS))
 $(FUZZ_OBJ):
 	$(Q)mkdir -p $@
 
-$(FUZZ_OBJ)/%.o: userspace/%.c $(wildcard userspace/*.h) $(BPF_HDRS) $(SKELS) | $(FUZZ_OBJ)
+$(FUZZ_OBJ)/%.o: %.c $(US_HDRS) $(BPF_HDRS) $(SKELS) | $(FUZZ_OBJ)
 	$(call msg,FUZZ-CC,$@)
 	$(Q)$(FUZZ_CC) $(FUZZ_CPPFLAGS) $(FUZZ_CFLAGS) -c $< -o $@
 

@@ -14,7 +14,7 @@
 
 #include <jansson.h>
 
-#include "events.h"
+#include "core/events.h"
 #include "fuzz.h"
 
 /* respond_error(): the body of a 4xx answer carrying @msg. */

@@ -14,7 +14,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include "dns_msg.h"
+#include "dns/dns_msg.h"
 #include "fuzz.h"
 
 /* The question name at offset 12 as text (it can hold no pointer: nothing precedes it). */

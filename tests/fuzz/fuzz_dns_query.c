@@ -10,7 +10,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "dns_msg.h"
+#include "dns/dns_msg.h"
 #include "fuzz.h"
 
 static void check_matching(const char *name)

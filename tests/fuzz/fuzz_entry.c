@@ -13,10 +13,10 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include "dns_msg.h"
+#include "dns/dns_msg.h"
 #include "fuzz.h"
-#include "policy.h"
-#include "rules.h"
+#include "policy/policy.h"
+#include "kernel/rules.h"
 
 #define MAX_ENTRIES 24
 

@@ -27,7 +27,7 @@
 #include <strings.h>
 
 #include "fuzz.h"
-#include "http.h"
+#include "http/http.h"
 
 struct run {
 	struct sl_http_msg *m; /* first: http.c's callbacks find the message here */

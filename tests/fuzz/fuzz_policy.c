@@ -12,9 +12,9 @@
 #include <string.h>
 
 #include "fuzz.h"
-#include "lua_host.h"
-#include "policy.h"
-#include "rules.h"
+#include "lua/lua_host.h"
+#include "policy/policy.h"
+#include "kernel/rules.h"
 
 static void check_entries(const struct sl_entry_list *l, int is_private)
 {

@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "fuzz.h"
-#include "tls_hello.h"
+#include "tls/tls_hello.h"
 
 static int same_hello(const struct sl_client_hello *a, const struct sl_client_hello *b)
 {

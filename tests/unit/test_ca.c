@@ -30,7 +30,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
-#include "ca.h"
+#include "tls/ca.h"
 
 /* X509_verify_cert() of @leaf under @ca_cert alone, as a TLS client of @host (or @ip) would.
  * Returns the verification error (X509_V_OK on success). */

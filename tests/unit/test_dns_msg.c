@@ -18,7 +18,7 @@
 
 #include <cmocka.h>
 
-#include "dns_msg.h"
+#include "dns/dns_msg.h"
 
 /* A packet under construction. */
 struct pb {

@@ -18,7 +18,7 @@
 
 #include <cmocka.h>
 
-#include "envfile.h"
+#include "store/envfile.h"
 
 struct fixture {
 	char dir[64];

@@ -14,7 +14,7 @@
 
 #include <cmocka.h>
 
-#include "events.h"
+#include "core/events.h"
 
 struct seen {
 	size_t n;

@@ -21,7 +21,7 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
-#include "kv.h"
+#include "store/kv.h"
 
 #define SECRET "ghp_s3cr3t-PLAINTEXT-that-must-never-hit-the-disk"
 

@@ -19,9 +19,9 @@
 
 #include <cmocka.h>
 
-#include "http.h"
-#include "lua_host.h"
-#include "policy.h"
+#include "http/http.h"
+#include "lua/lua_host.h"
+#include "policy/policy.h"
 
 static struct sl_lua *load(const char *src, const struct sl_lua_opts *o, char *err,
 			   size_t errlen)

@@ -11,7 +11,7 @@
 #include <cmocka.h>
 #include <zlib.h>
 
-#include "mask.h"
+#include "http/mask.h"
 
 /* @n bytes of @in compressed with zlib window bits @bits (31 gzip, 15 zlib, -15 raw). */
 static unsigned char *squeeze(const void *in, size_t n, int bits, size_t *outlen)

@@ -16,8 +16,8 @@
 
 #include <cmocka.h>
 
-#include "cgroup.h"
-#include "netns.h"
+#include "kernel/cgroup.h"
+#include "kernel/netns.h"
 
 static char ns_name[64], ns_path[128];
 

@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "rules.h"
+#include "kernel/rules.h"
 
 static struct sl_addr_rule rule(const char *addr, int plen, uint16_t lo, uint16_t hi,
 				uint8_t protos, uint8_t verdict, uint64_t expires)

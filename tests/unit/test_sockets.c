@@ -16,7 +16,7 @@
 
 #include <cmocka.h>
 
-#include "sockets.h"
+#include "kernel/sockets.h"
 
 #ifndef SO_NETNS_COOKIE
 #define SO_NETNS_COOKIE 71

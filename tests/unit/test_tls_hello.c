@@ -23,8 +23,8 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
-#include "ca.h"
-#include "tls_hello.h"
+#include "tls/ca.h"
+#include "tls/tls_hello.h"
 
 #define ALPN_H2_H11 "\x02h2\x08http/1.1"
 #define ALPN_H11 "\x08http/1.1"

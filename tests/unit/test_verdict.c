@@ -18,7 +18,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
-#include "rules.h"
+#include "kernel/rules.h"
 #include "verdict_test.h"
 #include "verdict_test.skel.h"
 

@@ -10,7 +10,7 @@
 
 #include <cmocka.h>
 
-#include "ws.h"
+#include "http/ws.h"
 
 #define SECRET "SECRET-0123456789"
 #define SLEN (sizeof(SECRET) - 1)

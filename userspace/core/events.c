@@ -1,0 +1,734 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Events are the audit trail of sluice: every kernel deny that passed the rate limit, and
+ * everything the daemon decides. They are JSON lines, kept in a bounded ring for
+ * `sluice events` and pushed to followers. Publishing never blocks the loop: a follower that
+ * cannot keep up loses lines (its sink decides), the daemon does not wait for it.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "core/events.h"
+#include "core/loop.h"
+#include "policy/policy.h"
+
+/*
+ * The history is kept per sandbox, so that one sandbox's flood of events (a DNS flood is
+ * thousands a second) pushes out its own lines only: each sandbox (and the sandbox-less
+ * lines) has a ring of at most @keep lines, grown as it fills. All rings together hold at
+ * most EV_TOTAL_RINGS_OF_KEEP times @keep lines; past that, the longest ring gives up its
+ * oldest line. A removed sandbox's ring stays (`sluice events --sandbox` of a finished
+ * `sluice run`) until EV_GONE_MAX newer removals push it out. Lines carry a sequence number
+ * so that the history of all sandboxes replays in publication order.
+ */
+#define EV_TOTAL_RINGS_OF_KEEP 16
+#define EV_GONE_MAX 64
+#define EV_BUCKETS 256
+
+struct kept {
+	char *line;
+	size_t len;
+	uint64_t seq;
+};
+
+struct ring {
+	char *name; /* NULL: the lines of no sandbox */
+	struct kept *v; /* circular: the oldest at (head + cap - count) % cap */
+	size_t cap, head, count;
+	int gone; /* the sandbox was removed */
+	uint64_t gone_seq; /* when (the order of removals) */
+	struct ring *hnext; /* in its hash bucket */
+	struct ring *next; /* in the list of all */
+};
+
+struct sub {
+	int handle;
+	char *sandbox;
+	sl_event_sink *sink;
+	void *arg;
+	struct sub *next;
+};
+
+struct sl_events {
+	size_t keep; /* lines per ring */
+	size_t total, total_max; /* lines in all rings */
+	uint64_t seq;
+	struct ring *buckets[EV_BUCKETS];
+	struct ring *rings;
+	struct ring none; /* lines of no sandbox */
+	size_t ngone;
+	struct sub *subs;
+	int next_handle;
+};
+
+struct sl_events *sl_events_new(size_t keep)
+{
+	struct sl_events *ev = calloc(1, sizeof(*ev));
+
+	if (!ev)
+		return NULL;
+	ev->keep = keep ? keep : 1;
+	ev->total_max = ev->keep * EV_TOTAL_RINGS_OF_KEEP;
+	ev->next_handle = 1;
+	return ev;
+}
+
+static void ring_clear(struct ring *g)
+{
+	for (size_t i = 0; i < g->cap; i++)
+		free(g->v[i].line);
+	free(g->v);
+	free(g->name);
+}
+
+void sl_events_free(struct sl_events *ev)
+{
+	if (!ev)
+		return;
+	while (ev->rings) {
+		struct ring *g = ev->rings;
+
+		ev->rings = g->next;
+		ring_clear(g);
+		free(g);
+	}
+	ring_clear(&ev->none);
+	while (ev->subs) {
+		struct sub *s = ev->subs;
+
+		ev->subs = s->next;
+		free(s->sandbox);
+		free(s);
+	}
+	free(ev);
+}
+
+static size_t bucket_of(const char *name)
+{
+	uint32_t h = 2166136261u; /* FNV-1a */
+
+	for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+		h = (h ^ *p) * 16777619u;
+	return h % EV_BUCKETS;
+}
+
+/* The ring of @sandbox (NULL: of no sandbox); NULL if it has none. */
+static struct ring *ring_find(struct sl_events *ev, const char *sandbox)
+{
+	if (!sandbox)
+		return &ev->none;
+	for (struct ring *g = ev->buckets[bucket_of(sandbox)]; g; g = g->hnext)
+		if (!strcmp(g->name, sandbox))
+			return g;
+	return NULL;
+}
+
+/* Frees @g and its lines (not the sandbox-less ring). */
+static void ring_drop(struct sl_events *ev, struct ring *g)
+{
+	for (struct ring **pp = &ev->buckets[bucket_of(g->name)]; *pp; pp = &(*pp)->hnext) {
+		if (*pp == g) {
+			*pp = g->hnext;
+			break;
+		}
+	}
+	for (struct ring **pp = &ev->rings; *pp; pp = &(*pp)->next) {
+		if (*pp == g) {
+			*pp = g->next;
+			break;
+		}
+	}
+	ev->total -= g->count;
+	ev->ngone -= !!g->gone;
+	ring_clear(g);
+	free(g);
+}
+
+static struct kept *ring_at(struct ring *g, size_t i) /* i-th oldest */
+{
+	return &g->v[(g->head + g->cap - g->count + i) % g->cap];
+}
+
+static void ring_pop_oldest(struct sl_events *ev, struct ring *g)
+{
+	struct kept *k = ring_at(g, 0);
+
+	free(k->line);
+	k->line = NULL;
+	g->count--;
+	ev->total--;
+}
+
+/* Room for one more line in @g: grown up to @ev->keep slots, else its oldest line goes. */
+static int ring_make_room(struct sl_events *ev, struct ring *g)
+{
+	size_t ncap;
+	struct kept *v;
+
+	if (g->count < g->cap)
+		return 0;
+	if (g->cap >= ev->keep) {
+		ring_pop_oldest(ev, g);
+		return 0;
+	}
+	ncap = g->cap ? g->cap * 2 : 16;
+	if (ncap > ev->keep)
+		ncap = ev->keep;
+	v = calloc(ncap, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	for (size_t i = 0; i < g->count; i++)
+		v[i] = *ring_at(g, i);
+	free(g->v);
+	g->v = v;
+	g->cap = ncap;
+	g->head = g->count;
+	return 0;
+}
+
+/* Keeps @line (owned from here) in the ring of @sandbox, making it if needed. */
+static void keep_line(struct sl_events *ev, const char *sandbox, char *line, size_t len)
+{
+	struct ring *g = ring_find(ev, sandbox);
+	struct kept *k;
+
+	if (!g) {
+		size_t b = bucket_of(sandbox);
+
+		g = calloc(1, sizeof(*g));
+		if (!g || !(g->name = strdup(sandbox))) {
+			free(g);
+			free(line);
+			return;
+		}
+		g->hnext = ev->buckets[b];
+		ev->buckets[b] = g;
+		g->next = ev->rings;
+		ev->rings = g;
+	}
+	if (g->gone) { /* a sandbox of that name again: its history continues */
+		g->gone = 0;
+		ev->ngone--;
+	}
+	if (ring_make_room(ev, g)) {
+		free(line);
+		return;
+	}
+	if (ev->total >= ev->total_max) {
+		/* The longest history pays: a loud sandbox, never the quiet ones. */
+		struct ring *big = g->count ? g : NULL;
+
+		for (struct ring *x = ev->rings; x; x = x->next)
+			if (!big || x->count > big->count)
+				big = x;
+		if (!big || ev->none.count > big->count)
+			big = &ev->none;
+		if (big->count)
+			ring_pop_oldest(ev, big);
+	}
+	k = &g->v[g->head];
+	k->line = line;
+	k->len = len;
+	k->seq = ev->seq++;
+	g->head = (g->head + 1) % g->cap;
+	g->count++;
+	ev->total++;
+}
+
+void sl_events_sandbox_gone(struct sl_events *ev, const char *sandbox)
+{
+	struct ring *g = ev && sandbox ? ring_find(ev, sandbox) : NULL;
+
+	if (!g || g->gone)
+		return;
+	g->gone = 1;
+	g->gone_seq = ev->seq++;
+	ev->ngone++;
+	while (ev->ngone > EV_GONE_MAX) {
+		struct ring *oldest = NULL;
+
+		for (struct ring *x = ev->rings; x; x = x->next)
+			if (x->gone && (!oldest || x->gone_seq < oldest->gone_seq))
+				oldest = x;
+		ring_drop(ev, oldest);
+	}
+}
+
+int sl_events_known(struct sl_events *ev, const char *sandbox)
+{
+	struct ring *g = ring_find(ev, sandbox);
+
+	return g && g->count;
+}
+
+int sl_events_subscribe(struct sl_events *ev, const char *sandbox, sl_event_sink *sink, void *arg)
+{
+	struct sub *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return -1;
+	if (sandbox && !(s->sandbox = strdup(sandbox))) {
+		free(s);
+		return -1;
+	}
+	s->handle = ev->next_handle++;
+	s->sink = sink;
+	s->arg = arg;
+	s->next = ev->subs;
+	ev->subs = s;
+	return s->handle;
+}
+
+void sl_events_unsubscribe(struct sl_events *ev, int handle)
+{
+	for (struct sub **pp = &ev->subs; *pp; pp = &(*pp)->next) {
+		if ((*pp)->handle == handle) {
+			struct sub *s = *pp;
+
+			*pp = s->next;
+			free(s->sandbox);
+			free(s);
+			return;
+		}
+	}
+}
+
+static int matches(const char *want, const char *have)
+{
+	return !want || (have && !strcmp(want, have));
+}
+
+static int cmp_kept(const void *a, const void *b)
+{
+	const struct kept *x = *(const struct kept *const *)a, *y = *(const struct kept *const *)b;
+
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+void sl_events_replay(struct sl_events *ev, const char *sandbox, sl_event_sink *sink, void *arg)
+{
+	struct kept **all;
+	size_t n = 0;
+
+	if (sandbox) {
+		struct ring *g = ring_find(ev, sandbox);
+
+		for (size_t i = 0; g && i < g->count; i++)
+			sink(ring_at(g, i)->line, ring_at(g, i)->len, arg);
+		return;
+	}
+	/* Every ring, merged in publication order. */
+	all = malloc((ev->total ? ev->total : 1) * sizeof(*all));
+	if (!all)
+		return;
+	for (size_t i = 0; i < ev->none.count; i++)
+		all[n++] = ring_at(&ev->none, i);
+	for (struct ring *g = ev->rings; g; g = g->next)
+		for (size_t i = 0; i < g->count; i++)
+			all[n++] = ring_at(g, i);
+	qsort(all, n, sizeof(*all), cmp_kept);
+	for (size_t i = 0; i < n; i++)
+		sink(all[i]->line, all[i]->len, arg);
+	free(all);
+}
+
+void sl_format_mono_time(__u64 ts_ns, char *buf, size_t len)
+{
+	/* The wall-clock offset and the formatted second are recomputed once a second, not
+	 * for every event (loop thread only). */
+	static long long offset_ms, offset_at_ms = -10000, cached_sec = -1;
+	static char prefix[32];
+	long long mono_ms = (long long)(ts_ns / 1000000), ms, secs;
+
+	if (mono_ms - offset_at_ms >= 1000 || mono_ms < offset_at_ms) {
+		struct timespec rt, mono;
+
+		clock_gettime(CLOCK_REALTIME, &rt);
+		clock_gettime(CLOCK_MONOTONIC, &mono);
+		offset_ms = (long long)rt.tv_sec * 1000 + rt.tv_nsec / 1000000 -
+			    ((long long)mono.tv_sec * 1000 + mono.tv_nsec / 1000000);
+		offset_at_ms = mono_ms;
+	}
+	ms = mono_ms + offset_ms;
+	secs = ms / 1000;
+	if (secs != cached_sec) {
+		time_t t = secs;
+		struct tm tm;
+
+		gmtime_r(&t, &tm);
+		snprintf(prefix, sizeof(prefix), "%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900,
+			 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+		cached_sec = secs;
+	}
+	{
+		size_t n = strlen(prefix);
+		int frac = (int)(ms % 1000);
+
+		if (len < n + 6)
+			return;
+		memcpy(buf, prefix, n);
+		buf[n] = '.';
+		buf[n + 1] = (char)('0' + frac / 100);
+		buf[n + 2] = (char)('0' + frac / 10 % 10);
+		buf[n + 3] = (char)('0' + frac % 10);
+		buf[n + 4] = 'Z';
+		buf[n + 5] = 0;
+	}
+}
+
+/* Keeps @line (malloc'd, newline-terminated, owned from here) and hands it to subscribers. */
+static void publish_line(struct sl_events *ev, const char *sandbox, char *line, size_t len)
+{
+	for (struct sub *s = ev->subs, *next; s; s = next) {
+		next = s->next; /* a sink may unsubscribe itself */
+		if (matches(s->sandbox, sandbox))
+			s->sink(line, len, s->arg);
+	}
+	keep_line(ev, sandbox, line, len); /* last: it may free @line */
+}
+
+void sl_events_publish(struct sl_events *ev, const char *sandbox, json_t *obj)
+{
+	char *line;
+	size_t len;
+
+	if (!obj)
+		return;
+	if (!json_object_get(obj, "ts")) {
+		/* "ts" first, as in every event line. */
+		char ts[40];
+		json_t *o = json_object();
+
+		sl_format_mono_time(sl_now_ns(), ts, sizeof(ts));
+		json_object_set_new(o, "ts", json_string(ts));
+		json_object_update(o, obj);
+		json_decref(obj);
+		obj = o;
+	}
+	line = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(obj);
+	if (!line)
+		return;
+	len = strlen(line);
+	{
+		char *l2 = realloc(line, len + 2);
+
+		if (!l2) {
+			free(line);
+			return;
+		}
+		line = l2;
+	}
+	line[len++] = '\n';
+	line[len] = 0;
+	publish_line(ev, sandbox, line, len);
+}
+
+/* The length of the valid UTF-8 sequence at @p (RFC 3629: no overlong forms, surrogates or
+ * code points past U+10FFFF), 0 if there is none. */
+static size_t utf8_len(const unsigned char *p)
+{
+	unsigned char c = p[0], lo = 0x80, hi = 0xbf;
+	size_t n;
+
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf)
+		n = 2;
+	else if (c >= 0xe0 && c <= 0xef)
+		n = 3;
+	else if (c >= 0xf0 && c <= 0xf4)
+		n = 4;
+	else
+		return 0;
+	if (c == 0xe0)
+		lo = 0xa0;
+	else if (c == 0xed)
+		hi = 0x9f;
+	else if (c == 0xf0)
+		lo = 0x90;
+	else if (c == 0xf4)
+		hi = 0x8f;
+	if (p[1] < lo || p[1] > hi)
+		return 0;
+	for (size_t i = 2; i < n; i++)
+		if (p[i] < 0x80 || p[i] > 0xbf)
+			return 0;
+	return n;
+}
+
+void sl_utf8_scrub(char *s)
+{
+	unsigned char *p = (unsigned char *)s;
+
+	while (*p) {
+		size_t n = utf8_len(p);
+
+		if (n) {
+			p += n;
+		} else {
+			*p++ = '?';
+		}
+	}
+}
+
+/* ,"key": (keys are ours: plain ASCII, no escaping needed) */
+static void jw_key(struct sl_jw *w, const char *key)
+{
+	char k[64];
+	size_t n = strlen(key), i = 0;
+
+	if (n > sizeof(k) - 4)
+		n = sizeof(k) - 4;
+	if (w->n++)
+		k[i++] = ',';
+	k[i++] = '"';
+	memcpy(k + i, key, n);
+	i += n;
+	k[i++] = '"';
+	k[i++] = ':';
+	sl_buf_append(&w->b, k, i);
+}
+
+void sl_jw_begin(struct sl_jw *w)
+{
+	char ts[40];
+
+	memset(w, 0, sizeof(*w));
+	sl_format_mono_time(sl_now_ns(), ts, sizeof(ts));
+	sl_buf_reserve(&w->b, 480); /* most lines fit: one allocation */
+	sl_buf_append(&w->b, "{", 1);
+	sl_jw_str(w, "ts", ts);
+}
+
+void sl_jw_str(struct sl_jw *w, const char *key, const char *val)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *p = (const unsigned char *)val;
+
+	jw_key(w, key);
+	sl_buf_append(&w->b, "\"", 1);
+	for (; *p; p++) {
+		const unsigned char *run = p;
+
+		while (*p >= 0x20 && *p < 0x7f && *p != '"' && *p != '\\')
+			p++;
+		if (p > run)
+			sl_buf_append(&w->b, run, p - run);
+		if (!*p)
+			break;
+		if (*p == '"' || *p == '\\') {
+			char e[2] = { '\\', (char)*p };
+
+			sl_buf_append(&w->b, e, 2);
+		} else if (*p < 0x20 || *p == 0x7f) {
+			char e[6] = { '\\', 'u', '0', '0', hex[*p >> 4], hex[*p & 15] };
+
+			sl_buf_append(&w->b, e, 6);
+		} else {
+			/* Not ASCII: kept only as the replacement character, so that an event
+			 * is valid UTF-8 whatever bytes a name carried. */
+			sl_buf_append(&w->b, "\\ufffd", 6);
+		}
+	}
+	sl_buf_append(&w->b, "\"", 1);
+}
+
+void sl_jw_int(struct sl_jw *w, const char *key, long long val)
+{
+	char d[24], *e = d + sizeof(d), *p = e;
+	unsigned long long u = val < 0 ? -(unsigned long long)val : (unsigned long long)val;
+
+	jw_key(w, key);
+	do
+		*--p = (char)('0' + u % 10);
+	while (u /= 10);
+	if (val < 0)
+		*--p = '-';
+	sl_buf_append(&w->b, p, e - p);
+}
+
+void sl_jw_publish(struct sl_jw *w, struct sl_events *ev, const char *sandbox)
+{
+	size_t len;
+	char *line;
+
+	if (sl_buf_append(&w->b, "}\n", 2)) {
+		sl_buf_free(&w->b);
+		return;
+	}
+	/* The buffer becomes the line (nothing was consumed from it; append left room for
+	 * the NUL). */
+	len = sl_buf_size(&w->b);
+	line = w->b.data;
+	line[len] = 0;
+	memset(&w->b, 0, sizeof(w->b));
+	publish_line(ev, sandbox, line, len);
+}
+
+static const char *proto_name(unsigned p)
+{
+	switch (p) {
+	case 6:
+		return "tcp";
+	case 17:
+		return "udp";
+	case 1:
+		return "icmp";
+	case 58:
+		return "icmpv6";
+	case 132:
+		return "sctp";
+	case 136:
+		return "udplite";
+	case 255:
+		return "raw";
+	case 262:
+		return "mptcp";
+	default:
+		return NULL;
+	}
+}
+
+static const char *socktype_name(unsigned t)
+{
+	switch (t) {
+	case 1:
+		return "stream";
+	case 2:
+		return "dgram";
+	case 3:
+		return "raw";
+	case 5:
+		return "seqpacket";
+	default:
+		return "other";
+	}
+}
+
+static const char *kind_name(unsigned kind)
+{
+	switch (kind) {
+	case SL_EV_CONNECT:
+	case SL_EV_PROXIED_FULL:
+		return "connect";
+	case SL_EV_SENDMSG:
+		return "sendmsg";
+	case SL_EV_SETSOCKOPT:
+		return "setsockopt";
+	case SL_EV_EGRESS:
+		return "egress";
+	case SL_EV_BIND:
+		return "bind";
+	default:
+		return "socket";
+	}
+}
+
+/* The option a setsockopt event names (only those the kernel refuses are reported). */
+static const char *sockopt_name(unsigned level, unsigned optname)
+{
+	if (level == 0 && optname == 4)
+		return "IP_OPTIONS";
+	if (level == 41 && optname == 57)
+		return "IPV6_RTHDR";
+	if (level == 41 && optname == 5)
+		return "IPV6_2292RTHDR";
+	if (level == 41 && optname == 6)
+		return "IPV6_2292PKTOPTIONS";
+	return NULL;
+}
+
+static const char *drop_reason(unsigned reason)
+{
+	switch (reason) {
+	case SL_DROP_IPOPTS:
+		return "ip_options";
+	case SL_DROP_RTHDR:
+		return "routing_header";
+	case SL_DROP_DST:
+		return "destination_changed";
+	case SL_DROP_LISTENER:
+		return "listener";
+	case SL_DROP_RULES:
+		return "rules";
+	case SL_DROP_PROTO:
+		return "protocol";
+	default:
+		return "other";
+	}
+}
+
+json_t *sl_event_json(const struct sl_event *kev, const char *sandbox)
+{
+	char ts[40], comm[17], addr[INET6_ADDRSTRLEN], dst[INET6_ADDRSTRLEN + 10];
+	const char *proto = proto_name(kev->proto);
+	json_t *j;
+
+	sl_format_mono_time(kev->ts_ns, ts, sizeof(ts));
+	memcpy(comm, kev->comm, 16);
+	comm[16] = 0;
+	/* A task names itself: keep the JSON valid whatever bytes it chose. */
+	for (char *p = comm; *p; p++)
+		if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
+			*p = '?';
+	j = json_pack("{s:s, s:s, s:o, s:s}", "ts", ts, "type", "deny", "sandbox",
+		      sandbox ? json_string(sandbox) : json_null(), "op", kind_name(kev->kind));
+	if (!j)
+		return NULL;
+	if (kev->kind == SL_EV_PROXIED_FULL)
+		json_object_set_new(j, "reason",
+				    json_string("too many intercepted connections not yet accepted "
+						"(sl_proxied quota of the sandbox)"));
+	if (kev->family == AF_UNIX) {
+		/* The record is a struct sl_event_unix (checked by sl_bpf_events_poll()). */
+		const struct sl_event_unix *u = (const struct sl_event_unix *)kev;
+		struct sl_unix_key k = { .len = u->path_len };
+		char path[SL_UNIX_PATH_MAX * 4 + 2];
+
+		memcpy(k.path, u->path, sizeof(k.path));
+		sl_unix_str(&k, path, sizeof(path));
+		json_object_set_new(j, "family", json_string("unix"));
+		json_object_set_new(j, "socktype", json_string(socktype_name(kev->socktype)));
+		json_object_set_new(j, "dst", json_string(path));
+	} else if (kev->kind == SL_EV_SOCKET || kev->kind == SL_EV_SETSOCKOPT) {
+		json_object_set_new(j, "family",
+				    json_string(kev->family == AF_INET ? "inet" :
+						kev->family == AF_INET6 ? "inet6" :
+									  "other"));
+		json_object_set_new(j, "socktype", json_string(socktype_name(kev->socktype)));
+	}
+	if (kev->family == AF_UNIX) {
+		/* its address is above */
+	} else if (kev->kind == SL_EV_SOCKET) {
+		json_object_set_new(j, "protocol", json_integer(kev->proto));
+	} else if (kev->kind == SL_EV_SETSOCKOPT) {
+		const char *opt = sockopt_name(kev->proto, kev->port);
+
+		json_object_set_new(j, "level", json_string(kev->proto == 0 ? "ip" : "ipv6"));
+		json_object_set_new(j, "option", opt ? json_string(opt) : json_integer(kev->port));
+	} else {
+		inet_ntop(kev->family == AF_INET ? AF_INET : AF_INET6, kev->addr, addr,
+			  sizeof(addr));
+		if (kev->family == AF_INET)
+			snprintf(dst, sizeof(dst), "%s:%u", addr, kev->port);
+		else
+			snprintf(dst, sizeof(dst), "[%s]:%u", addr, kev->port);
+		json_object_set_new(j, "proto", proto ? json_string(proto) :
+							json_integer(kev->proto));
+		/* A bind names the local address it wanted, not a destination. */
+		json_object_set_new(j, kev->kind == SL_EV_BIND ? "addr" : "dst", json_string(dst));
+		if (kev->kind == SL_EV_EGRESS)
+			json_object_set_new(j, "reason", json_string(drop_reason(kev->reason)));
+	}
+	json_object_set_new(j, "pid", json_integer(kev->pid));
+	json_object_set_new(j, "comm", json_string(comm));
+	if (!sandbox)
+		json_object_set_new(j, "cgroup_id", json_integer((json_int_t)kev->cgroup_id));
+	return j;
+}

@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: MIT */
+/* The event stream: JSON lines from the kernel and the daemon, kept and fanned out. */
+#ifndef SL_EVENTS_H
+#define SL_EVENTS_H
+
+#include <stddef.h>
+
+#include <jansson.h>
+
+#include "core/buf.h"
+
+#include <linux/types.h>
+#include "sluice.h"
+
+struct sl_events;
+
+/* A subscriber. @line is one JSON object with its trailing newline; @sandbox may be NULL. */
+typedef void sl_event_sink(const char *line, size_t len, void *arg);
+
+/* Keeps the last @keep lines of each sandbox (and of no sandbox) for replay, 16 times @keep
+ * in all (see events.c). */
+struct sl_events *sl_events_new(size_t keep);
+void sl_events_free(struct sl_events *ev);
+
+/* Subscribes @sink to lines of sandbox @sandbox (NULL: all). Returns a handle > 0, or -1. */
+int sl_events_subscribe(struct sl_events *ev, const char *sandbox, sl_event_sink *sink, void *arg);
+void sl_events_unsubscribe(struct sl_events *ev, int handle);
+/* Calls @sink for every kept line of @sandbox (NULL: all), oldest first. */
+void sl_events_replay(struct sl_events *ev, const char *sandbox, sl_event_sink *sink, void *arg);
+/* The sandbox @sandbox was removed: its lines stay for replay until EV_GONE_MAX (64) newer
+ * removals (see events.c). Accepts NULL @ev. */
+void sl_events_sandbox_gone(struct sl_events *ev, const char *sandbox);
+/* Whether lines of @sandbox are kept (a sandbox that exists or existed). */
+int sl_events_known(struct sl_events *ev, const char *sandbox);
+
+/* Publishes @obj (reference stolen) as an event of @sandbox (NULL: none). A "ts" field is
+ * added if absent. Never blocks: subscribers buffer or drop. */
+void sl_events_publish(struct sl_events *ev, const char *sandbox, json_t *obj);
+/* Replaces every byte of @s that does not belong to valid UTF-8 by '?', in place, so that
+ * text quoting untrusted bytes (a parser's error, a truncated message) can go into JSON. */
+void sl_utf8_scrub(char *s);
+
+/*
+ * A JSON object written straight into a buffer, for events on hot paths (one per proxied
+ * request) where building a json_t and dumping it would cost more than the request.
+ * sl_jw_begin() opens the object with the "ts" field; strings are escaped (RFC 8259).
+ */
+struct sl_jw {
+	struct sl_buf b;
+	int n;
+};
+void sl_jw_begin(struct sl_jw *w);
+void sl_jw_str(struct sl_jw *w, const char *key, const char *val);
+void sl_jw_int(struct sl_jw *w, const char *key, long long val);
+/* Closes the object and publishes it; the buffer is consumed. */
+void sl_jw_publish(struct sl_jw *w, struct sl_events *ev, const char *sandbox);
+
+/* The JSON form of a kernel deny record (new reference). @sandbox NULL when unknown. */
+json_t *sl_event_json(const struct sl_event *kev, const char *sandbox);
+
+/* Formats @ts_ns (CLOCK_MONOTONIC) as an RFC 3339 UTC time with milliseconds. */
+void sl_format_mono_time(__u64 ts_ns, char *buf, size_t len);
+
+#endif

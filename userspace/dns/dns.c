@@ -1,0 +1,1054 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The DNS proxy. The kernel sends every DNS query of a sandbox (UDP or TCP to port 53, any
+ * address) to that sandbox's listener here, so the name policy is enforced where names are
+ * resolved: a name the policy does not name is answered NXDOMAIN locally and never leaves
+ * the machine (no DNS tunnelling through it); an allowed name is resolved upstream and its
+ * addresses are written into the sandbox's kernel rules *before* the answer is released, so
+ * a connect() right after the answer never races the map update.
+ *
+ * Why NXDOMAIN and not REFUSED for a denied name: REFUSED makes stub resolvers try the next
+ * nameserver (which is sluice again) and some report it as a server fault; NXDOMAIN is the
+ * definite "no such name" every client handles at once.
+ *
+ * Every query costs one upstream socket (a fresh source port, a fresh random id), bounded by
+ * a per-listener limit and a deadline. Malformed queries get FORMERR and nothing else.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "core/buf.h"
+#include "dns/dns.h"
+#include "core/events.h"
+#include "core/log.h"
+#include "core/loop.h"
+#include "kernel/sockets.h"
+
+#define DNS_MAX_PENDING 512 /* queries in flight per listener */
+#define DNS_MAX_TCP 64 /* TCP clients per listener */
+/* ... and of all listeners: each holds a descriptor, which the proxy needs too */
+#define DNS_MAX_PENDING_TOTAL SL_DNS_MAX_PENDING_TOTAL
+#define DNS_MAX_TCP_TOTAL SL_DNS_MAX_TCP_TOTAL
+#define DNS_TCP_IDLE_MS 10000
+#define DNS_MSG_MAX 65535
+/*
+ * Per wake-up work of one descriptor, so that every sandbox gets its turn on the one loop:
+ * UDP 64 datagrams; a TCP client 4 reads of 8 KiB and 64 messages; a TCP listener 16 accepts.
+ * A TCP client whose answers pile up unread (more than DNS_TCP_OUT_CAP) is not read any more
+ * (the kernel's socket buffers then stop its writes), and is closed when it stays so for
+ * DNS_TCP_STALL_MS; one with DNS_TCP_MAX_PENDING queries upstream is not read until one is
+ * answered, so that its answers in flight are bounded too.
+ */
+#define DNS_UDP_BATCH 64
+#define DNS_TCP_READS 4
+#define DNS_TCP_BATCH 64
+#define DNS_ACCEPT_BATCH 16
+#define DNS_TCP_OUT_CAP (64 * 1024)
+#define DNS_TCP_STALL_MS 5000
+#define DNS_TCP_MAX_PENDING 16
+
+struct sl_dns {
+	struct sl_loop *loop;
+	struct sl_events *events;
+	struct sl_dns_opts o;
+	unsigned npending, ntcp; /* of all listeners */
+};
+
+struct dns_tcp;
+
+/* One query in flight upstream. Owned by its listener. */
+struct dns_query {
+	struct sl_dns_listener *l;
+	struct dns_query *next;
+	/* the client: a UDP peer on one of our sockets, or a TCP connection (NULL once gone) */
+	int client_fd;
+	struct sockaddr_storage client;
+	socklen_t client_len;
+	struct dns_tcp *tcp;
+	struct sl_dns_query q;
+	uint16_t up_id;
+	int up_fd;
+	int up_tcp;
+	struct sl_buf up_out, up_in;
+	struct sl_timer *timer;
+	size_t pkt_len;
+	uint8_t pkt[]; /* the query as the client sent it, id replaced by up_id */
+};
+
+/* A client on TCP: length-prefixed messages both ways (RFC 1035 section 4.2.2). */
+struct dns_tcp {
+	struct sl_dns_listener *l;
+	struct dns_tcp *next;
+	int fd;
+	struct sl_buf in, out;
+	struct sl_timer *idle;
+	struct sl_timer *stall; /* armed while the output is above DNS_TCP_OUT_CAP */
+	struct sl_timer *kick; /* buffered queries to answer on the next turn of the loop */
+	unsigned npending; /* queries of this client upstream */
+	unsigned events; /* what the loop watches for it */
+	int closing;
+};
+
+struct sl_dns_listener {
+	struct sl_dns *dns;
+	const struct sl_dns_ops *ops;
+	void *owner;
+	int udp[2], tcp[2]; /* [0] IPv4, [1] IPv6; -1 if absent */
+	uint16_t port;
+	struct dns_query *queries;
+	unsigned npending;
+	struct dns_tcp *tcps;
+	unsigned ntcp;
+	struct sl_timer *tcp_paused; /* accepting again after running out of descriptors */
+	struct sl_dns_stats stats;
+};
+
+static const char *type_name(uint16_t t, char *buf, size_t len)
+{
+	switch (t) {
+	case SL_DNS_TYPE_A:
+		return "A";
+	case SL_DNS_TYPE_AAAA:
+		return "AAAA";
+	case SL_DNS_TYPE_CNAME:
+		return "CNAME";
+	case SL_DNS_TYPE_MX:
+		return "MX";
+	case SL_DNS_TYPE_TXT:
+		return "TXT";
+	case SL_DNS_TYPE_PTR:
+		return "PTR";
+	case SL_DNS_TYPE_SRV:
+		return "SRV";
+	case SL_DNS_TYPE_HTTPS:
+		return "HTTPS";
+	case SL_DNS_TYPE_SVCB:
+		return "SVCB";
+	default:
+		snprintf(buf, len, "TYPE%u", t);
+		return buf;
+	}
+}
+
+/* Publishes one DNS event of the listener's sandbox. @extra (stolen) adds fields. */
+static void dns_event(struct sl_dns_listener *l, const struct sl_dns_query *q, const char *verdict,
+		      json_t *extra)
+{
+	char tbuf[16];
+	json_t *j;
+
+	if (!l->dns->events) {
+		json_decref(extra);
+		return;
+	}
+	j = json_pack("{s:s, s:s, s:s, s:s, s:s}", "type", "dns", "sandbox",
+		      l->ops->name(l->owner), "name", q->qname, "qtype",
+		      type_name(q->qtype, tbuf, sizeof(tbuf)), "verdict", verdict);
+	if (j && extra)
+		json_object_update(j, extra);
+	json_decref(extra);
+	sl_events_publish(l->dns->events, l->ops->name(l->owner), j);
+}
+
+/* ---- replies ---- */
+
+static void tcp_close(struct dns_tcp *c);
+static void tcp_flush(struct dns_tcp *c);
+
+/* Sends @msg to the client of a UDP query or a TCP connection. */
+static void reply(struct sl_dns_listener *l, int udp_fd, const struct sockaddr *to,
+		  socklen_t tolen, struct dns_tcp *tcp, const uint8_t *msg, size_t len)
+{
+	(void)l;
+	if (tcp) {
+		uint8_t pre[2] = { len >> 8, len & 0xff };
+
+		if (tcp->closing)
+			return;
+		sl_buf_append(&tcp->out, pre, 2);
+		sl_buf_append(&tcp->out, msg, len);
+		tcp_flush(tcp);
+		return;
+	}
+	/* A full socket buffer drops the answer: UDP clients retry. */
+	sendto(udp_fd, msg, len, MSG_DONTWAIT, to, tolen);
+}
+
+static void reply_error(struct sl_dns_listener *l, const struct sl_dns_query *q,
+			const uint8_t *pkt, size_t len, int rcode, int udp_fd,
+			const struct sockaddr *to, socklen_t tolen, struct dns_tcp *tcp)
+{
+	uint8_t out[1024];
+	int n = sl_dns_build_error(q, pkt, len, rcode, out, sizeof(out));
+
+	if (n > 0)
+		reply(l, udp_fd, to, tolen, tcp, out, n);
+}
+
+/*
+ * NXDOMAIN for a name the policy does not name, with an Extended DNS Error when the client
+ * speaks EDNS, so that the program (or the person reading its error) can tell sluice refused
+ * the name and in which sandbox. INFO-CODE 15 "Blocked" (RFC 8914 section 4.16: blocked by
+ * the resolver operator's policy), not 18 "Prohibited" (section 4.19: the *client* is not
+ * authorised to ask this server at all, which is what REFUSED says).
+ */
+static void reply_denied(struct sl_dns_listener *l, const struct sl_dns_query *q,
+			 const uint8_t *pkt, size_t len, int udp_fd, const struct sockaddr *to,
+			 socklen_t tolen, struct dns_tcp *tcp)
+{
+	uint8_t out[1024];
+	char text[SL_DNS_EDE_TEXT_MAX];
+	int n;
+
+	snprintf(text, sizeof(text), "sluice: name not in policy of sandbox %s",
+		 l->ops->name(l->owner));
+	n = sl_dns_build_error_ede(q, pkt, len, SL_DNS_RCODE_NXDOMAIN, SL_DNS_EDE_BLOCKED, text,
+				   out, sizeof(out));
+	if (n > 0)
+		reply(l, udp_fd, to, tolen, tcp, out, n);
+}
+
+/* ---- queries in flight ---- */
+
+static void tcp_update(struct dns_tcp *c);
+
+static void query_free(struct dns_query *dq)
+{
+	struct sl_dns_listener *l = dq->l;
+	struct dns_tcp *tcp = dq->tcp;
+
+	for (struct dns_query **pp = &l->queries; *pp; pp = &(*pp)->next) {
+		if (*pp == dq) {
+			*pp = dq->next;
+			break;
+		}
+	}
+	l->npending--;
+	l->dns->npending--;
+	sl_loop_cancel_timer(l->dns->loop, dq->timer);
+	if (dq->up_fd >= 0) {
+		sl_loop_del_fd(l->dns->loop, dq->up_fd);
+		close(dq->up_fd);
+	}
+	sl_buf_free(&dq->up_out);
+	sl_buf_free(&dq->up_in);
+	free(dq);
+	if (tcp) {
+		tcp->npending--;
+		tcp_update(tcp); /* may read again; never re-entered from here (see tcp_update) */
+	}
+}
+
+static void query_fail(struct dns_query *dq, const char *why)
+{
+	struct sl_dns_listener *l = dq->l;
+
+	l->stats.servfail++;
+	sl_debug("dns %s: %s: %s", l->ops->name(l->owner), dq->q.qname, why);
+	dns_event(l, &dq->q, "servfail", json_pack("{s:s}", "reason", why));
+	/* The client's own id goes back in the header the error echoes. */
+	dq->pkt[0] = dq->q.id >> 8;
+	dq->pkt[1] = dq->q.id & 0xff;
+	reply_error(l, &dq->q, dq->pkt, dq->pkt_len, SL_DNS_RCODE_SERVFAIL, dq->client_fd,
+		    (struct sockaddr *)&dq->client, dq->client_len, dq->tcp);
+	query_free(dq);
+}
+
+struct blocked_set {
+	const struct sl_dns_answer *a;
+	const uint8_t *blocked;
+};
+
+static int drop_blocked(uint8_t family, const uint8_t *addr, void *arg)
+{
+	const struct blocked_set *b = arg;
+
+	for (size_t i = 0; i < b->a->naddr; i++) {
+		const struct sl_dns_addr *x = &b->a->addr[i];
+
+		if (b->blocked[i] && x->family == family &&
+		    !memcmp(x->addr, addr, family == AF_INET ? 4 : 16))
+			return 1;
+	}
+	return 0;
+}
+
+static json_t *addr_list(const struct sl_dns_answer *a, const uint8_t *blocked, int want_blocked)
+{
+	json_t *arr = json_array();
+	char s[INET6_ADDRSTRLEN];
+
+	for (size_t i = 0; i < a->naddr; i++) {
+		if (!!blocked[i] != want_blocked)
+			continue;
+		inet_ntop(a->addr[i].family, a->addr[i].addr, s, sizeof(s));
+		json_array_append_new(arr, json_string(s));
+	}
+	return arr;
+}
+
+/* The upstream answered @resp: install, filter, relay. */
+static void query_complete(struct dns_query *dq, uint8_t *resp, size_t len)
+{
+	struct sl_dns_listener *l = dq->l;
+	uint8_t blocked[SL_DNS_MAX_ADDRS] = { 0 };
+	struct sl_dns_answer *a;
+	struct blocked_set bs;
+	size_t cap = dq->tcp ? DNS_MSG_MAX : dq->q.udp_max;
+	uint8_t *out = NULL;
+	size_t nblocked = 0;
+	int n, err;
+
+	a = malloc(sizeof(*a));
+	out = malloc(DNS_MSG_MAX);
+	if (!a || !out) {
+		query_fail(dq, "out of memory");
+		goto cleanup;
+	}
+	err = sl_dns_parse_answer(resp, len, dq->q.qname, a);
+	if (err) {
+		query_fail(dq, "malformed upstream answer");
+		goto cleanup;
+	}
+	if (!a->tc) {
+		err = l->ops->learn(l->owner, dq->q.qname, a, blocked);
+		if (err == -EDQUOT) {
+			l->stats.limit_learned++;
+			query_fail(dq, "the sandbox holds too many resolved addresses");
+			goto cleanup;
+		}
+		if (err == -ENOSPC || err == -E2BIG) {
+			l->stats.limit_kernel_rules++;
+			query_fail(dq, "the kernel rule map is full");
+			goto cleanup;
+		}
+		if (err) {
+			query_fail(dq, "installing the addresses failed");
+			goto cleanup;
+		}
+	}
+	for (size_t i = 0; i < a->naddr; i++)
+		nblocked += blocked[i];
+	bs.a = a;
+	bs.blocked = blocked;
+	n = sl_dns_rewrite(resp, len, out, cap, drop_blocked, &bs, l->dns->o.max_ttl_s);
+	if (n < 0) {
+		query_fail(dq, "malformed upstream answer");
+		goto cleanup;
+	}
+	if (n == 0) {
+		if (len > cap) {
+			/* Cannot happen with a conforming upstream; never send more than asked. */
+			query_fail(dq, "upstream answer too large");
+			goto cleanup;
+		}
+		memcpy(out, resp, len);
+		n = (int)len;
+	}
+	out[0] = dq->q.id >> 8;
+	out[1] = dq->q.id & 0xff;
+	l->stats.allowed++;
+	l->stats.installed += a->naddr - nblocked;
+	l->stats.blocked += nblocked;
+	dns_event(l, &dq->q, "allow",
+		  json_pack("{s:i, s:o, s:o, s:i}", "rcode", a->rcode, "installed",
+			    addr_list(a, blocked, 0), "blocked", addr_list(a, blocked, 1), "ttl",
+			    (int)a->min_ttl_s));
+	if (nblocked)
+		sl_warn("dns %s: %s resolves to %zu address(es) outside the public Internet that "
+			"egress.private does not allow: not installed",
+			l->ops->name(l->owner), dq->q.qname, nblocked);
+	reply(l, dq->client_fd, (struct sockaddr *)&dq->client, dq->client_len, dq->tcp, out, n);
+	query_free(dq);
+cleanup:
+	free(a);
+	free(out);
+}
+
+static void query_timeout(struct sl_loop *loop, void *arg)
+{
+	struct dns_query *dq = arg;
+
+	(void)loop;
+	dq->timer = NULL; /* fired: the loop frees it */
+	query_fail(dq, "upstream timed out");
+}
+
+static void upstream_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
+{
+	struct dns_query *dq = arg;
+	uint8_t buf[DNS_MSG_MAX];
+
+	(void)loop;
+	if (!dq->up_tcp) {
+		for (;;) {
+			ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+
+			if (n == -1 && (errno == EAGAIN || errno == EINTR))
+				return;
+			if (n < 0) {
+				query_fail(dq, "upstream unreachable");
+				return;
+			}
+			/* The socket is connected: only the upstream can send here. Still, an
+			 * answer to another id is not ours (RFC 5452 section 9.1). */
+			if (n >= SL_DNS_HDR_LEN && buf[0] == dq->up_id >> 8 &&
+			    buf[1] == (dq->up_id & 0xff) && (buf[2] & 0x80)) {
+				query_complete(dq, buf, n);
+				return;
+			}
+		}
+	}
+	if (events & SL_WRITE) {
+		while (sl_buf_size(&dq->up_out)) {
+			ssize_t n = send(fd, sl_buf_head(&dq->up_out), sl_buf_size(&dq->up_out),
+					 MSG_DONTWAIT | MSG_NOSIGNAL);
+
+			if (n == -1 && (errno == EAGAIN || errno == EINTR))
+				break;
+			if (n < 0) {
+				query_fail(dq, "upstream unreachable");
+				return;
+			}
+			sl_buf_consume(&dq->up_out, n);
+		}
+		sl_loop_mod_fd(dq->l->dns->loop, fd, SL_READ | (sl_buf_size(&dq->up_out) ? SL_WRITE : 0));
+	}
+	if (events & (SL_READ | SL_HUP)) {
+		for (;;) {
+			ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+			size_t have;
+
+			if (n == -1 && (errno == EAGAIN || errno == EINTR))
+				return;
+			if (n <= 0) {
+				query_fail(dq, n == 0 ? "upstream closed the connection" :
+							"upstream unreachable");
+				return;
+			}
+			sl_buf_append(&dq->up_in, buf, n);
+			have = sl_buf_size(&dq->up_in);
+			if (have >= 2) {
+				const uint8_t *p = (const uint8_t *)sl_buf_head(&dq->up_in);
+				size_t want = (size_t)p[0] << 8 | p[1];
+
+				if (have >= 2 + want) {
+					if (want < SL_DNS_HDR_LEN || p[2] != dq->up_id >> 8 ||
+					    p[3] != (dq->up_id & 0xff)) {
+						query_fail(dq, "upstream answered another query");
+						return;
+					}
+					memcpy(buf, p + 2, want);
+					query_complete(dq, buf, want);
+					return;
+				}
+			}
+		}
+	}
+}
+
+/* Sends the client's query upstream, over TCP when the client used TCP. */
+static int query_start(struct dns_query *dq)
+{
+	struct sl_dns *dns = dq->l->dns;
+	int type = dq->up_tcp ? SOCK_STREAM : SOCK_DGRAM;
+	int fd, r;
+
+	if (!dns->o.upstream_len)
+		return -EHOSTUNREACH;
+	fd = socket(dns->o.upstream.ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return -errno;
+	dq->up_fd = fd;
+	r = connect(fd, (struct sockaddr *)&dns->o.upstream, dns->o.upstream_len);
+	if (r == -1 && errno != EINPROGRESS)
+		return -errno;
+	if (dq->up_tcp) {
+		uint8_t pre[2] = { dq->pkt_len >> 8, dq->pkt_len & 0xff };
+
+		sl_buf_append(&dq->up_out, pre, 2);
+		sl_buf_append(&dq->up_out, dq->pkt, dq->pkt_len);
+		return sl_loop_add_fd(dns->loop, fd, SL_READ | SL_WRITE, upstream_cb, dq);
+	}
+	if (send(fd, dq->pkt, dq->pkt_len, MSG_DONTWAIT) != (ssize_t)dq->pkt_len)
+		return -errno;
+	return sl_loop_add_fd(dns->loop, fd, SL_READ, upstream_cb, dq);
+}
+
+/* Answers or forwards one query. @tcp is the client's connection, or NULL for UDP. */
+static void handle_query(struct sl_dns_listener *l, const uint8_t *pkt, size_t len, int udp_fd,
+			 const struct sockaddr *from, socklen_t fromlen, struct dns_tcp *tcp)
+{
+	struct sl_grant grants[8];
+	struct dns_query *dq;
+	struct sl_dns_query q;
+	int r;
+
+	r = sl_dns_parse_query(pkt, len, &q);
+	if (r == -EOPNOTSUPP) {
+		l->stats.refused++;
+		reply_error(l, NULL, pkt, len, SL_DNS_RCODE_NOTIMP, udp_fd, from, fromlen, tcp);
+		return;
+	}
+	if (r) {
+		l->stats.formerr++;
+		reply_error(l, NULL, pkt, len, SL_DNS_RCODE_FORMERR, udp_fd, from, fromlen, tcp);
+		return;
+	}
+	if (q.edns && q.edns_version) {
+		l->stats.formerr++;
+		reply_error(l, &q, pkt, len, SL_DNS_RCODE_BADVERS, udp_fd, from, fromlen, tcp);
+		return;
+	}
+	if (q.qclass != SL_DNS_CLASS_IN) {
+		l->stats.refused++;
+		reply_error(l, &q, pkt, len, SL_DNS_RCODE_REFUSED, udp_fd, from, fromlen, tcp);
+		return;
+	}
+	if (!l->ops->grants(l->owner, q.qname, grants, 8)) {
+		/* Answered here, never forwarded: the name carries nothing out. */
+		l->stats.denied++;
+		dns_event(l, &q, "deny", NULL);
+		reply_denied(l, &q, pkt, len, udp_fd, from, fromlen, tcp);
+		return;
+	}
+	if (sl_dns_is_bypass_type(q.qtype)) {
+		/* HTTPS/SVCB carry ECH keys and other endpoints: the name has none (dns_msg.h). */
+		l->stats.nodata++;
+		reply_error(l, &q, pkt, len, SL_DNS_RCODE_NOERROR, udp_fd, from, fromlen, tcp);
+		return;
+	}
+	if (l->npending >= DNS_MAX_PENDING || l->dns->npending >= DNS_MAX_PENDING_TOTAL) {
+		l->stats.refused++;
+		l->stats.limit_pending++;
+		dns_event(l, &q, "refused",
+			  json_pack("{s:s}", "reason", "too many queries in flight"));
+		reply_error(l, &q, pkt, len, SL_DNS_RCODE_REFUSED, udp_fd, from, fromlen, tcp);
+		return;
+	}
+	dq = calloc(1, sizeof(*dq) + SL_DNS_HDR_LEN + q.question_len + 11);
+	if (!dq) {
+		l->stats.servfail++;
+		reply_error(l, &q, pkt, len, SL_DNS_RCODE_SERVFAIL, udp_fd, from, fromlen, tcp);
+		return;
+	}
+	dq->l = l;
+	dq->q = q;
+	dq->up_fd = -1;
+	dq->client_fd = udp_fd;
+	dq->tcp = tcp;
+	dq->up_tcp = tcp != NULL;
+	if (tcp)
+		tcp->npending++;
+	if (from) {
+		memcpy(&dq->client, from, fromlen);
+		dq->client_len = fromlen;
+	}
+	/* A fresh id upstream: the client's is not ours to expose (RFC 5452 section 9.2). */
+	if (getrandom(&dq->up_id, sizeof(dq->up_id), 0) != sizeof(dq->up_id))
+		dq->up_id = (uint16_t)(sl_now_ns() ^ (uintptr_t)dq);
+	/* Rebuilt, never relayed: the sandbox's additional records and EDNS options (client
+	 * subnet, cookies, padding) would reach the resolver's operator (review F14.1). */
+	r = sl_dns_build_forward(&q, pkt, len, dq->up_id, dq->pkt,
+				 SL_DNS_HDR_LEN + q.question_len + 11);
+	dq->pkt_len = r > 0 ? (size_t)r : 0;
+	dq->next = l->queries;
+	l->queries = dq;
+	l->npending++;
+	l->dns->npending++;
+	dq->timer = sl_loop_add_timer(l->dns->loop, l->dns->o.timeout_ms, query_timeout, dq);
+	r = dq->pkt_len ? query_start(dq) : -EINVAL;
+	if (r || !dq->timer)
+		query_fail(dq, r == -EHOSTUNREACH ? "no upstream resolver configured" :
+						     "cannot reach the upstream resolver");
+}
+
+/* ---- UDP and TCP clients ---- */
+
+static void udp_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
+{
+	struct sl_dns_listener *l = arg;
+	uint8_t buf[4096];
+
+	(void)loop;
+	(void)events;
+	/* Bounded per wake-up so that one busy sandbox cannot starve the loop. */
+	for (int i = 0; i < DNS_UDP_BATCH; i++) {
+		struct sockaddr_storage from;
+		socklen_t fromlen = sizeof(from);
+		ssize_t n = recvfrom(fd, buf, sizeof(buf), MSG_DONTWAIT | MSG_TRUNC,
+				     (struct sockaddr *)&from, &fromlen);
+
+		if (n < 0)
+			return;
+		if ((size_t)n > sizeof(buf)) {
+			l->stats.formerr++; /* no query is that long */
+			continue;
+		}
+		handle_query(l, buf, n, fd, (struct sockaddr *)&from, fromlen, NULL);
+	}
+}
+
+static void tcp_idle(struct sl_loop *loop, void *arg)
+{
+	struct dns_tcp *c = arg;
+
+	(void)loop;
+	c->idle = NULL;
+	tcp_close(c);
+}
+
+static void tcp_close(struct dns_tcp *c)
+{
+	struct sl_dns_listener *l = c->l;
+
+	for (struct dns_query *q = l->queries; q; q = q->next)
+		if (q->tcp == c)
+			q->tcp = NULL, q->client_fd = -1; /* answered into the void */
+	sl_loop_cancel_timer(l->dns->loop, c->stall);
+	sl_loop_cancel_timer(l->dns->loop, c->kick);
+	for (struct dns_tcp **pp = &l->tcps; *pp; pp = &(*pp)->next) {
+		if (*pp == c) {
+			*pp = c->next;
+			break;
+		}
+	}
+	l->ntcp--;
+	l->dns->ntcp--;
+	sl_loop_cancel_timer(l->dns->loop, c->idle);
+	sl_loop_del_fd(l->dns->loop, c->fd);
+	close(c->fd);
+	sl_buf_free(&c->in);
+	sl_buf_free(&c->out);
+	free(c);
+}
+
+static void tcp_flush(struct dns_tcp *c)
+{
+	while (sl_buf_size(&c->out)) {
+		ssize_t n = send(c->fd, sl_buf_head(&c->out), sl_buf_size(&c->out),
+				 MSG_DONTWAIT | MSG_NOSIGNAL);
+
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1 && errno == EAGAIN)
+			break;
+		if (n < 0) {
+			c->closing = 1;
+			sl_buf_reset(&c->out);
+			break;
+		}
+		sl_buf_consume(&c->out, n);
+	}
+	tcp_update(c);
+}
+
+/* Whether the buffered input holds a whole message. */
+static int tcp_has_msg(struct dns_tcp *c)
+{
+	const uint8_t *p = (const uint8_t *)sl_buf_head(&c->in);
+	size_t have = sl_buf_size(&c->in);
+
+	return have >= 2 && have >= 2 + ((size_t)p[0] << 8 | p[1]);
+}
+
+/* Whether the client may have another query answered now (its output and queries bounded). */
+static int tcp_can_answer(struct dns_tcp *c)
+{
+	return !c->closing && sl_buf_size(&c->out) < DNS_TCP_OUT_CAP &&
+	       c->npending < DNS_TCP_MAX_PENDING;
+}
+
+static void tcp_stalled(struct sl_loop *loop, void *arg)
+{
+	struct dns_tcp *c = arg;
+	struct sl_dns_listener *l = c->l;
+
+	(void)loop;
+	c->stall = NULL; /* fired: the loop frees it */
+	l->stats.limit_tcp_out++;
+	if (l->dns->events)
+		sl_events_publish(l->dns->events, l->ops->name(l->owner),
+				  json_pack("{s:s, s:s, s:s, s:s}", "type", "dns", "sandbox",
+					    l->ops->name(l->owner), "verdict", "closed", "reason",
+					    "DNS client over TCP does not read its answers"));
+	tcp_close(c);
+}
+
+static void tcp_process(struct dns_tcp *c);
+
+static void tcp_kicked(struct sl_loop *loop, void *arg)
+{
+	struct dns_tcp *c = arg;
+
+	(void)loop;
+	c->kick = NULL; /* fired: the loop frees it */
+	if (c->closing) {
+		tcp_close(c);
+		return;
+	}
+	tcp_process(c);
+}
+
+/*
+ * Sets what the loop watches for @c from its state: input only while it may be answered and
+ * nothing whole waits in @c->in, output while some is left. Whatever has to happen next that
+ * no event will announce (buffered queries, a close) is left to a zero-delay timer, so that
+ * this never re-enters the query path it is called from (reply, query_free).
+ */
+static void tcp_update(struct dns_tcp *c)
+{
+	struct sl_loop *loop = c->l->dns->loop;
+	int can = tcp_can_answer(c), msg = tcp_has_msg(c);
+	unsigned ev = (can && !msg ? SL_READ : 0) | (sl_buf_size(&c->out) ? SL_WRITE : 0);
+
+	if (ev != c->events && !sl_loop_mod_fd(loop, c->fd, ev))
+		c->events = ev;
+	if (sl_buf_size(&c->out) >= DNS_TCP_OUT_CAP && !c->closing) {
+		if (!c->stall)
+			c->stall = sl_loop_add_timer(loop, DNS_TCP_STALL_MS, tcp_stalled, c);
+	} else if (c->stall) {
+		sl_loop_cancel_timer(loop, c->stall);
+		c->stall = NULL;
+	}
+	if ((c->closing || (can && msg)) && !c->kick)
+		c->kick = sl_loop_add_timer(loop, 0, tcp_kicked, c);
+}
+
+/* Answers at most DNS_TCP_BATCH whole messages of @c->in, while @c may be answered. */
+static void tcp_process(struct dns_tcp *c)
+{
+	struct sl_dns_listener *l = c->l;
+
+	for (int i = 0; i < DNS_TCP_BATCH && tcp_can_answer(c) && tcp_has_msg(c); i++) {
+		const uint8_t *p = (const uint8_t *)sl_buf_head(&c->in);
+		size_t want = (size_t)p[0] << 8 | p[1];
+		uint8_t msg[DNS_MSG_MAX];
+
+		memcpy(msg, p + 2, want);
+		sl_buf_consume(&c->in, 2 + want);
+		handle_query(l, msg, want, -1, NULL, 0, c);
+	}
+	tcp_update(c);
+}
+
+static void tcp_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
+{
+	struct dns_tcp *c = arg;
+	uint8_t buf[8192];
+
+	if (events & SL_WRITE)
+		tcp_flush(c);
+	if (c->closing) {
+		tcp_close(c);
+		return;
+	}
+	if (!(events & (SL_READ | SL_HUP)))
+		return;
+	if (!tcp_can_answer(c) || tcp_has_msg(c)) {
+		/* Not reading it now (see tcp_update). An error or a peer gone for good is
+		 * reported whatever is watched: nobody is left to answer. */
+		if (events & SL_HUP)
+			tcp_close(c);
+		return;
+	}
+	sl_loop_cancel_timer(loop, c->idle);
+	c->idle = sl_loop_add_timer(loop, DNS_TCP_IDLE_MS, tcp_idle, c);
+	for (int i = 0; i < DNS_TCP_READS && !tcp_has_msg(c); i++) {
+		ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1 && errno == EAGAIN)
+			break;
+		if (n <= 0) {
+			tcp_close(c);
+			return;
+		}
+		if (sl_buf_size(&c->in) + n > 2 + DNS_MSG_MAX + sizeof(buf)) {
+			tcp_close(c);
+			return;
+		}
+		sl_buf_append(&c->in, buf, n);
+	}
+	tcp_process(c);
+	if (c->closing && !c->kick)
+		tcp_close(c);
+}
+
+static void tcp_resume(struct sl_loop *loop, void *arg)
+{
+	struct sl_dns_listener *l = arg;
+
+	l->tcp_paused = NULL; /* fired: the loop frees it */
+	for (int i = 0; i < 2; i++)
+		if (l->tcp[i] >= 0)
+			sl_loop_mod_fd(loop, l->tcp[i], SL_READ);
+}
+
+static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
+{
+	struct sl_dns_listener *l = arg;
+
+	(void)events;
+	for (int i = 0; i < DNS_ACCEPT_BATCH; i++) {
+		int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		struct dns_tcp *c;
+
+		if (cfd == -1 && (errno == EMFILE || errno == ENFILE)) {
+			/* Level-triggered: the listener stays readable. Nothing to accept with,
+			 * so the client waits in the backlog (and retries over UDP) rather than
+			 * the loop spinning; the UDP side keeps answering meanwhile. */
+			sl_loop_mod_fd(loop, fd, 0);
+			if (!l->tcp_paused)
+				l->tcp_paused = sl_loop_add_timer(loop, 100, tcp_resume, l);
+			return;
+		}
+		if (cfd == -1)
+			return;
+		if (l->ntcp >= DNS_MAX_TCP || l->dns->ntcp >= DNS_MAX_TCP_TOTAL) {
+			l->stats.refused++;
+			l->stats.limit_tcp++;
+			close(cfd);
+			if (l->dns->events)
+				sl_events_publish(l->dns->events, l->ops->name(l->owner),
+						  json_pack("{s:s, s:s, s:s, s:s}", "type", "dns",
+							    "sandbox", l->ops->name(l->owner),
+							    "verdict", "refused", "reason",
+							    "too many DNS clients over TCP"));
+			continue;
+		}
+		c = calloc(1, sizeof(*c));
+		if (!c) {
+			close(cfd);
+			continue;
+		}
+		c->l = l;
+		c->fd = cfd;
+		c->events = SL_READ;
+		if (sl_loop_add_fd(loop, cfd, SL_READ, tcp_cb, c)) {
+			close(cfd);
+			free(c);
+			continue;
+		}
+		c->idle = sl_loop_add_timer(loop, DNS_TCP_IDLE_MS, tcp_idle, c);
+		c->next = l->tcps;
+		l->tcps = c;
+		l->ntcp++;
+		l->dns->ntcp++;
+	}
+}
+
+/* ---- listeners ---- */
+
+struct sl_dns *sl_dns_new(struct sl_loop *loop, struct sl_events *events,
+			  const struct sl_dns_opts *opts)
+{
+	struct sl_dns *dns = calloc(1, sizeof(*dns));
+
+	if (!dns)
+		return NULL;
+	dns->loop = loop;
+	dns->events = events;
+	dns->o = *opts;
+	if (!dns->o.timeout_ms)
+		dns->o.timeout_ms = 4000;
+	if (!dns->o.max_ttl_s)
+		dns->o.max_ttl_s = 3600;
+	return dns;
+}
+
+void sl_dns_free(struct sl_dns *dns)
+{
+	free(dns);
+}
+
+static void close_fds(struct sl_dns_listener *l)
+{
+	for (int i = 0; i < 2; i++) {
+		if (l->udp[i] >= 0) {
+			sl_loop_del_fd(l->dns->loop, l->udp[i]);
+			close(l->udp[i]);
+		}
+		if (l->tcp[i] >= 0) {
+			sl_loop_del_fd(l->dns->loop, l->tcp[i]);
+			close(l->tcp[i]);
+		}
+		l->udp[i] = l->tcp[i] = -1;
+	}
+}
+
+/* Binds the four sockets on @port (0: the kernel's pick for the first, then the same). */
+static int bind_all(struct sl_dns_listener *l, uint16_t port, int netns_fd)
+{
+	int fd;
+
+	fd = sl_listen_loopback(netns_fd, AF_INET, SOCK_DGRAM, port, &l->port);
+	if (fd < 0)
+		return fd;
+	l->udp[0] = fd;
+	fd = sl_listen_loopback(netns_fd, AF_INET, SOCK_STREAM, l->port, NULL);
+	if (fd < 0)
+		return fd;
+	l->tcp[0] = fd;
+	fd = sl_listen_loopback(netns_fd, AF_INET6, SOCK_DGRAM, l->port, NULL);
+	if (fd == -EADDRNOTAVAIL || fd == -EAFNOSUPPORT)
+		return 0; /* no IPv6 here: IPv4 only */
+	if (fd < 0)
+		return fd;
+	l->udp[1] = fd;
+	fd = sl_listen_loopback(netns_fd, AF_INET6, SOCK_STREAM, l->port, NULL);
+	if (fd < 0)
+		return fd;
+	l->tcp[1] = fd;
+	return 0;
+}
+
+struct sl_dns_listener *sl_dns_listen(struct sl_dns *dns, const struct sl_dns_ops *ops,
+				      void *owner, uint16_t want_port, int netns_fd, char *err,
+				      size_t errlen)
+{
+	struct sl_dns_listener *l = calloc(1, sizeof(*l));
+	int r = -EADDRINUSE;
+
+	if (!l) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	l->dns = dns;
+	l->ops = ops;
+	l->owner = owner;
+	l->udp[0] = l->udp[1] = l->tcp[0] = l->tcp[1] = -1;
+	if (want_port) {
+		r = bind_all(l, want_port, netns_fd);
+		if (r)
+			close_fds(l);
+	}
+	/* A kernel-picked UDP port may be taken for TCP or IPv6: try a few. */
+	for (int tries = 0; r && tries < 16; tries++) {
+		r = bind_all(l, 0, netns_fd);
+		if (r)
+			close_fds(l);
+	}
+	if (r) {
+		snprintf(err, errlen, "opening the DNS listener failed: %s", strerror(-r));
+		free(l);
+		return NULL;
+	}
+	for (int i = 0; i < 2; i++) {
+		if ((l->udp[i] >= 0 && sl_loop_add_fd(dns->loop, l->udp[i], SL_READ, udp_cb, l)) ||
+		    (l->tcp[i] >= 0 && sl_loop_add_fd(dns->loop, l->tcp[i], SL_READ, accept_cb, l))) {
+			snprintf(err, errlen, "watching the DNS listener failed");
+			close_fds(l);
+			free(l);
+			return NULL;
+		}
+	}
+	return l;
+}
+
+void sl_dns_listener_close(struct sl_dns_listener *l)
+{
+	if (!l)
+		return;
+	while (l->tcps)
+		tcp_close(l->tcps);
+	while (l->queries)
+		query_free(l->queries);
+	sl_loop_cancel_timer(l->dns->loop, l->tcp_paused);
+	close_fds(l);
+	free(l);
+}
+
+uint16_t sl_dns_listener_port(const struct sl_dns_listener *l)
+{
+	return l->port;
+}
+
+const struct sl_dns_stats *sl_dns_listener_stats(const struct sl_dns_listener *l)
+{
+	return &l->stats;
+}
+
+int sl_dns_parse_upstream(const char *s, struct sl_dns_opts *o)
+{
+	char host[INET6_ADDRSTRLEN + 2];
+	const char *port = NULL;
+	unsigned long p = 53;
+	struct sockaddr_in *sin = (struct sockaddr_in *)&o->upstream;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&o->upstream;
+
+	memset(&o->upstream, 0, sizeof(o->upstream));
+	o->upstream_len = 0;
+	if (s[0] == '[') {
+		const char *close = strchr(s, ']');
+
+		if (!close || (size_t)(close - s - 1) >= sizeof(host))
+			return -EINVAL;
+		memcpy(host, s + 1, close - s - 1);
+		host[close - s - 1] = 0;
+		if (close[1] == ':')
+			port = close + 2;
+		else if (close[1])
+			return -EINVAL;
+	} else {
+		const char *colon = strchr(s, ':');
+
+		if (colon && strchr(colon + 1, ':'))
+			colon = NULL; /* bare IPv6 */
+		if (strlen(s) >= sizeof(host))
+			return -EINVAL;
+		snprintf(host, sizeof(host), "%s", s);
+		if (colon) {
+			host[colon - s] = 0;
+			port = colon + 1;
+		}
+	}
+	if (port) {
+		char *end;
+
+		p = strtoul(port, &end, 10);
+		if (!*port || *end || p == 0 || p > 65535)
+			return -EINVAL;
+	}
+	if (inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons(p);
+		o->upstream_len = sizeof(*sin);
+		return 0;
+	}
+	if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons(p);
+		o->upstream_len = sizeof(*sin6);
+		return 0;
+	}
+	return -EINVAL;
+}
+
+int sl_dns_upstream_from_resolv(const char *resolv_conf, struct sl_dns_opts *o)
+{
+	char line[512], ns[64];
+	FILE *f = fopen(resolv_conf, "re");
+	int r = -ENOENT;
+
+	if (!f)
+		return -ENOENT;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, " nameserver %63s", ns) == 1 && !sl_dns_parse_upstream(ns, o)) {
+			r = 0;
+			break;
+		}
+	}
+	fclose(f);
+	return r;
+}

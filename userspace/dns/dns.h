@@ -1,0 +1,90 @@
+/* SPDX-License-Identifier: MIT */
+/* The DNS proxy: one listener per sandbox, answering what the policy allows (see dns.c). */
+#ifndef SL_DNS_H
+#define SL_DNS_H
+
+#include <netinet/in.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "dns/dns_msg.h"
+#include "policy/policy.h"
+
+struct sl_loop;
+struct sl_events;
+struct sl_dns;
+struct sl_dns_listener;
+
+struct sl_dns_opts {
+	struct sockaddr_storage upstream; /* where allowed names are resolved */
+	socklen_t upstream_len; /* 0: no upstream, every allowed name gets SERVFAIL */
+	unsigned timeout_ms; /* upstream answer deadline */
+	uint32_t max_ttl_s; /* TTLs in answers are capped at this */
+};
+
+/* What a listener asks of the sandbox it serves. Loop thread only. */
+struct sl_dns_ops {
+	/* The sandbox's name, for events. */
+	const char *(*name)(void *owner);
+	/* The grants of the policy for @qname (0: the name is denied). */
+	size_t (*grants)(void *owner, const char *qname, struct sl_grant *g, size_t max);
+	/*
+	 * Installs the addresses of @a (the answer for @qname) into the kernel, before the reply
+	 * is released. Sets blocked[i] for each a->addr[i] that the policy refuses (rebinding
+	 * guard): those are removed from the reply. Returns 0 or -errno (the reply becomes
+	 * SERVFAIL: an answer whose addresses are not installed would only fail later):
+	 * -EDQUOT when the sandbox holds too many resolutions, -ENOSPC when the kernel's rule
+	 * map is full.
+	 */
+	int (*learn)(void *owner, const char *qname, const struct sl_dns_answer *a,
+		     uint8_t blocked[SL_DNS_MAX_ADDRS]);
+};
+
+/* Queries in flight and TCP clients of all listeners together (each holds a descriptor). */
+#define SL_DNS_MAX_PENDING_TOTAL 4096
+#define SL_DNS_MAX_TCP_TOTAL 1024
+
+/* Counters of one listener. */
+struct sl_dns_stats {
+	uint64_t allowed; /* forwarded upstream and answered */
+	uint64_t denied; /* NXDOMAIN for a name the policy does not name */
+	uint64_t nodata; /* HTTPS/SVCB answered empty */
+	uint64_t formerr; /* malformed */
+	uint64_t refused; /* other classes or opcodes, or too many queries in flight */
+	uint64_t servfail; /* upstream failed, timed out or answered garbage */
+	uint64_t installed; /* addresses written into the kernel */
+	uint64_t blocked; /* addresses refused by the rebinding guard */
+	/* Bounds reached (README, Reliability), each a clear refusal: */
+	uint64_t limit_pending; /* REFUSED: too many queries in flight (DNS_MAX_PENDING) */
+	uint64_t limit_tcp; /* TCP clients closed at accept (DNS_MAX_TCP) */
+	uint64_t limit_tcp_out; /* TCP clients closed for not reading their answers */
+	uint64_t limit_learned; /* SERVFAIL: the sandbox holds SL_LEARNED_MAX resolutions */
+	uint64_t limit_kernel_rules; /* SERVFAIL: the kernel rule map is full (SL_MAX_RULES) */
+};
+
+struct sl_dns *sl_dns_new(struct sl_loop *loop, struct sl_events *events,
+			  const struct sl_dns_opts *opts);
+/* Frees the service; its listeners must be closed first. Accepts NULL. */
+void sl_dns_free(struct sl_dns *dns);
+
+/*
+ * Opens a sandbox's listener: UDP and TCP on 127.0.0.1 and ::1 (where IPv6 exists), all on
+ * one port, @want_port if it is free (a restarted daemon keeps its port), else one the
+ * kernel picks. With @netns_fd >= 0 the sockets are created inside that network namespace
+ * (a sandbox with a network of its own). Returns NULL with a reason in @err.
+ */
+struct sl_dns_listener *sl_dns_listen(struct sl_dns *dns, const struct sl_dns_ops *ops,
+				      void *owner, uint16_t want_port, int netns_fd, char *err,
+				      size_t errlen);
+/* Closes the sockets and drops queries in flight. Accepts NULL. */
+void sl_dns_listener_close(struct sl_dns_listener *l);
+uint16_t sl_dns_listener_port(const struct sl_dns_listener *l);
+const struct sl_dns_stats *sl_dns_listener_stats(const struct sl_dns_listener *l);
+
+/* Parses "IP" or "IP:PORT" or "[IPv6]:PORT" into @opts->upstream (port 53 by default). */
+int sl_dns_parse_upstream(const char *s, struct sl_dns_opts *opts);
+/* The first nameserver of @resolv_conf, into @opts->upstream. Returns 0 or -ENOENT. */
+int sl_dns_upstream_from_resolv(const char *resolv_conf, struct sl_dns_opts *opts);
+
+#endif

@@ -1,0 +1,917 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The bpf loader owns every kernel object of sluiced. Maps are pinned by name under the pin
+ * directory (libbpf's pin_root_path), so that a restarted or upgraded sluiced reuses them and
+ * enforcement never pauses; programs are always loaded fresh and existing cgroup links are
+ * switched to them with BPF_LINK_UPDATE, which is atomic for the cgroup. Links are pinned per
+ * sandbox under <pin_dir>/sandboxes/<name>/ so that they outlive the daemon (fail closed).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/btf.h>
+#include <bpf/libbpf.h>
+
+#include "kernel/bpf_loader.h"
+#include "core/log.h"
+#include "sluice.skel.h"
+
+/* The ABI shared with the kernel programs: a layout change must be deliberate. */
+_Static_assert(sizeof(struct sl_event) == 64, "abi: struct sl_event");
+_Static_assert(sizeof(struct sl_sockdst) == 40, "abi: struct sl_sockdst");
+_Static_assert(sizeof(struct sl_event_unix) == 176, "abi: struct sl_event_unix");
+_Static_assert(sizeof(struct sl_unix_key) == 116, "abi: struct sl_unix_key");
+_Static_assert(sizeof(struct sl_conn_key) == 32, "abi: struct sl_conn_key");
+_Static_assert(sizeof(struct sl_proxied_rec) == 72, "abi: struct sl_proxied_rec");
+
+#ifndef BPF_FS_MAGIC
+#define BPF_FS_MAGIC 0xcafe4a11
+#endif
+
+struct sl_bpf {
+	struct sluice_bpf *skel;
+	struct ring_buffer *rb;
+	sl_bpf_event_cb *ev_cb;
+	void *ev_arg;
+	char pin_dir[PATH_MAX];
+	int ncpus;
+	int unix_hooks; /* the UNIX socket programs are loaded (kernel >= 6.7) */
+	int px_fd[SL_MAX_SANDBOXES]; /* each sandbox's sl_proxied inner map, -1: none open */
+};
+
+static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+	char buf[1024];
+	int n;
+
+	if (level == LIBBPF_DEBUG)
+		return 0;
+	n = vsnprintf(buf, sizeof(buf), fmt, ap);
+	while (n > 0 && n < (int)sizeof(buf) && buf[n - 1] == '\n')
+		buf[--n] = 0;
+	sl_log(level == LIBBPF_WARN ? SL_LOG_WARN : SL_LOG_DEBUG, "libbpf: %s", buf);
+	return 0;
+}
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+	char tmp[PATH_MAX];
+
+	snprintf(tmp, sizeof(tmp), "%s", path);
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = 0;
+		if (mkdir(tmp, mode) == -1 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(tmp, mode) == -1 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+/* bpffs may not be mounted on a fresh machine: mount it at /sys/fs/bpf when the pin directory
+ * lives there; anywhere else the administrator chose the place and must mount it. */
+static int ensure_bpffs(const char *pin_dir, char *err, size_t errlen)
+{
+	char probe[PATH_MAX];
+	struct statfs sfs;
+
+	snprintf(probe, sizeof(probe), "%s", pin_dir);
+	for (;;) {
+		char *slash;
+
+		if (statfs(probe, &sfs) == 0)
+			break;
+		slash = strrchr(probe, '/');
+		if (!slash || slash == probe) {
+			snprintf(probe, sizeof(probe), "/");
+			statfs(probe, &sfs);
+			break;
+		}
+		*slash = 0;
+	}
+	if (sfs.f_type == BPF_FS_MAGIC)
+		return 0;
+	if (strncmp(pin_dir, "/sys/fs/bpf/", 12)) {
+		sl_errf(err, errlen, "%s is not on a bpf filesystem (mount -t bpf bpf DIR)",
+		       pin_dir);
+		return -ENOTSUP;
+	}
+	if (mkdir_p("/sys/fs/bpf", 0700) ||
+	    mount("bpf", "/sys/fs/bpf", "bpf", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0700")) {
+		sl_errf(err, errlen, "mounting bpffs at /sys/fs/bpf failed: %s", strerror(errno));
+		return -errno;
+	}
+	sl_info("mounted bpffs at /sys/fs/bpf");
+	return 0;
+}
+
+/* The value of enumerator @name of enum bpf_attach_type in the running kernel's BTF, or -1
+ * when the kernel has no such attach type. */
+static int kernel_attach_type(const struct btf *vmlinux, const char *name)
+{
+	const struct btf_type *t;
+	const struct btf_enum *e;
+	int id;
+
+	if (!vmlinux)
+		return -1;
+	id = btf__find_by_name_kind(vmlinux, "bpf_attach_type", BTF_KIND_ENUM);
+	if (id <= 0)
+		return -1;
+	t = btf__type_by_id(vmlinux, id);
+	e = btf_enum(t);
+	for (int i = 0; i < btf_vlen(t); i++, e++)
+		if (!strcmp(btf__name_by_offset(vmlinux, e->name_off), name))
+			return (int)e->val;
+	return -1;
+}
+
+/*
+ * cgroup/connect_unix and cgroup/sendmsg_unix (kernel >= 6.7, commit 859051dd165e) are newer
+ * than the libbpf sluice builds against, which does not know their section names: their
+ * program and attach types are set here, by the values the running kernel's BTF gives (so
+ * nothing is hard-coded). On an older kernel they are not loaded at all and @b->unix_hooks
+ * stays 0. The kfunc they call (bpf_cast_to_kern_ctx, 6.2) must be there too.
+ */
+static void setup_unix_hooks(struct sl_bpf *b)
+{
+	struct btf *vmlinux = btf__load_vmlinux_btf();
+	int connect_t, sendmsg_t;
+
+	if (libbpf_get_error(vmlinux))
+		vmlinux = NULL;
+	connect_t = kernel_attach_type(vmlinux, "BPF_CGROUP_UNIX_CONNECT");
+	sendmsg_t = kernel_attach_type(vmlinux, "BPF_CGROUP_UNIX_SENDMSG");
+	b->unix_hooks = connect_t >= 0 && sendmsg_t >= 0 && vmlinux &&
+			btf__find_by_name_kind(vmlinux, "bpf_cast_to_kern_ctx", BTF_KIND_FUNC) > 0;
+	if (b->unix_hooks) {
+		bpf_program__set_type(b->skel->progs.sl_connect_unix,
+				      BPF_PROG_TYPE_CGROUP_SOCK_ADDR);
+		bpf_program__set_expected_attach_type(b->skel->progs.sl_connect_unix,
+						      (enum bpf_attach_type)connect_t);
+		bpf_program__set_type(b->skel->progs.sl_sendmsg_unix,
+				      BPF_PROG_TYPE_CGROUP_SOCK_ADDR);
+		bpf_program__set_expected_attach_type(b->skel->progs.sl_sendmsg_unix,
+						      (enum bpf_attach_type)sendmsg_t);
+	} else {
+		bpf_program__set_autoload(b->skel->progs.sl_connect_unix, false);
+		bpf_program__set_autoload(b->skel->progs.sl_sendmsg_unix, false);
+	}
+	btf__free(vmlinux);
+}
+
+int sl_bpf_unix_confined(const struct sl_bpf *b)
+{
+	return b->unix_hooks;
+}
+
+/*
+ * A map pinned by an older sluiced whose layout this one changed would make libbpf refuse to
+ * load (it reuses pins by name). For maps whose contents are short-lived and can be lost
+ * without opening anything (sl_proxied: records of connections being accepted), the stale pin
+ * is removed so that a new map is created; said in the log. The old programs keep their old
+ * map until their links are switched to the new ones.
+ */
+static void drop_stale_pin(const char *pin_dir, const char *name, __u32 type, __u32 key_size,
+			   __u32 value_size, const char *loss)
+{
+	struct bpf_map_info info = { 0 };
+	__u32 len = sizeof(info);
+	char path[PATH_MAX + 32];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%s", pin_dir, name);
+	fd = bpf_obj_get(path);
+	if (fd < 0)
+		return;
+	if (!bpf_obj_get_info_by_fd(fd, &info, &len) &&
+	    (info.type != type || info.key_size != key_size || info.value_size != value_size)) {
+		if (unlink(path) == -1)
+			sl_err("%s has an older layout and cannot be removed: %s", path,
+			       strerror(errno));
+		else
+			sl_warn("%s was pinned by an older sluiced with another layout (type %u, key "
+				"%u bytes, value %u; now %u, %u, %u): recreated it; %s",
+				path, info.type, info.key_size, info.value_size, type, key_size,
+				value_size, loss);
+	}
+	close(fd);
+}
+
+struct sl_bpf *sl_bpf_open(const struct sl_bpf_opts *opts, char *err, size_t errlen)
+{
+	LIBBPF_OPTS(bpf_object_open_opts, oopts, .pin_root_path = opts->pin_dir);
+	struct bpf_program *prog;
+	struct sl_bpf *b;
+	char path[PATH_MAX];
+	int r;
+
+	libbpf_set_print(libbpf_print);
+	b = calloc(1, sizeof(*b));
+	if (!b) {
+		sl_errf(err, errlen, "out of memory");
+		return NULL;
+	}
+	snprintf(b->pin_dir, sizeof(b->pin_dir), "%s", opts->pin_dir);
+	for (int i = 0; i < SL_MAX_SANDBOXES; i++)
+		b->px_fd[i] = -1;
+	b->ncpus = libbpf_num_possible_cpus();
+	if (b->ncpus <= 0) {
+		sl_errf(err, errlen, "cannot count possible CPUs");
+		goto fail;
+	}
+	if (ensure_bpffs(b->pin_dir, err, errlen))
+		goto fail;
+	snprintf(path, sizeof(path), "%s/sandboxes", b->pin_dir);
+	r = mkdir_p(path, 0700);
+	if (!r) {
+		snprintf(path, sizeof(path), "%s/progs", b->pin_dir);
+		r = mkdir_p(path, 0700);
+	}
+	if (r) {
+		sl_errf(err, errlen, "creating %s failed: %s", path, strerror(-r));
+		goto fail;
+	}
+	drop_stale_pin(b->pin_dir, "sl_proxied", BPF_MAP_TYPE_HASH_OF_MAPS, sizeof(__u32),
+		       sizeof(__u32),
+		       "intercepted connections not yet accepted by the proxy are closed");
+	b->skel = sluice_bpf__open_opts(&oopts);
+	if (!b->skel) {
+		sl_errf(err, errlen, "opening the BPF object failed: %s", strerror(errno));
+		goto fail;
+	}
+	b->skel->rodata->sl_event_limit = opts->event_limit;
+	setup_unix_hooks(b);
+	r = sluice_bpf__load(b->skel);
+	if (r) {
+		sl_errf(err, errlen,
+		       "loading the BPF programs failed: %s (maps pinned under %s by an "
+		       "incompatible sluiced? see the log)",
+		       strerror(-r), b->pin_dir);
+		goto fail;
+	}
+	bpf_object__for_each_program(prog, b->skel->obj)
+	{
+		snprintf(path, sizeof(path), "%s/progs/%s", b->pin_dir, bpf_program__name(prog));
+		unlink(path);
+		if (!bpf_program__autoload(prog))
+			continue;
+		r = bpf_program__pin(prog, path);
+		if (r) {
+			sl_errf(err, errlen, "pinning %s failed: %s", path, strerror(-r));
+			goto fail;
+		}
+	}
+	return b;
+fail:
+	sl_bpf_close(b);
+	return NULL;
+}
+
+void sl_bpf_close(struct sl_bpf *b)
+{
+	if (!b)
+		return;
+	for (int i = 0; i < SL_MAX_SANDBOXES; i++)
+		if (b->px_fd[i] >= 0)
+			close(b->px_fd[i]);
+	ring_buffer__free(b->rb);
+	sluice_bpf__destroy(b->skel);
+	free(b);
+}
+
+/* The cgroup a link is attached to, 0 if the cgroup is gone (the link is then defunct). */
+static uint64_t link_cgroup(int fd)
+{
+	struct bpf_link_info info = { 0 };
+	__u32 len = sizeof(info);
+
+	if (bpf_obj_get_info_by_fd(fd, &info, &len) || info.type != BPF_LINK_TYPE_CGROUP)
+		return 0;
+	return info.cgroup.cgroup_id;
+}
+
+static void unpin_link(const char *path)
+{
+	int fd = bpf_obj_get(path);
+
+	if (fd >= 0) {
+		bpf_link_detach(fd); /* effective even if someone else holds the link open */
+		close(fd);
+	}
+	unlink(path);
+}
+
+int sl_bpf_attach(struct sl_bpf *b, const char *name, const char *cgroup_path, uint64_t cgid,
+		  int intercept)
+{
+	struct bpf_program *prog;
+	char dir[PATH_MAX], path[PATH_MAX + 64];
+	char created[32][PATH_MAX + 64];
+	int ncreated = 0, cgfd, err = 0;
+
+	snprintf(dir, sizeof(dir), "%s/sandboxes/%s", b->pin_dir, name);
+	if (mkdir(dir, 0700) == -1 && errno != EEXIST)
+		return -errno;
+	cgfd = open(cgroup_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (cgfd == -1)
+		return -errno;
+
+	bpf_object__for_each_program(prog, b->skel->obj)
+	{
+		struct bpf_link *link;
+
+		snprintf(path, sizeof(path), "%s/%s", dir, bpf_program__name(prog));
+		if (!bpf_program__autoload(prog))
+			continue; /* not supported by this kernel (the UNIX hooks) */
+		if (!intercept && prog == b->skel->progs.sl_sockops) {
+			if (!access(path, F_OK))
+				unpin_link(path);
+			continue;
+		}
+		link = access(path, F_OK) ? NULL : bpf_link__open(path);
+		if (link) {
+			if (link_cgroup(bpf_link__fd(link)) == cgid) {
+				err = bpf_link__update_program(link, prog);
+				bpf_link__destroy(link); /* closes our fd; the pin keeps it */
+				if (err) {
+					sl_err("updating link %s failed: %s", path,
+					       strerror(-err));
+					goto cleanup;
+				}
+				continue;
+			}
+			/* Attached to a cgroup that no longer exists (or another one). */
+			bpf_link__destroy(link);
+			unpin_link(path);
+		}
+		link = bpf_program__attach_cgroup(prog, cgfd);
+		if (!link) {
+			err = -errno;
+			sl_err("attaching %s to %s failed: %s", bpf_program__name(prog),
+			       cgroup_path, strerror(-err));
+			goto cleanup;
+		}
+		err = bpf_link__pin(link, path);
+		bpf_link__destroy(link);
+		if (err) {
+			sl_err("pinning %s failed: %s", path, strerror(-err));
+			goto cleanup;
+		}
+		if (ncreated < (int)(sizeof(created) / sizeof(created[0])))
+			snprintf(created[ncreated++], sizeof(created[0]), "%s", path);
+	}
+cleanup:
+	if (err)
+		for (int i = 0; i < ncreated; i++)
+			unpin_link(created[i]);
+	close(cgfd);
+	return err;
+}
+
+int sl_bpf_detach(struct sl_bpf *b, const char *name)
+{
+	char dir[PATH_MAX], path[PATH_MAX + 300];
+	struct dirent *de;
+	DIR *d;
+
+	snprintf(dir, sizeof(dir), "%s/sandboxes/%s", b->pin_dir, name);
+	d = opendir(dir);
+	if (!d)
+		return errno == ENOENT ? 0 : -errno;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		unpin_link(path);
+	}
+	closedir(d);
+	if (rmdir(dir) == -1 && errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
+void sl_bpf_pinned_sandboxes(struct sl_bpf *b, void (*cb)(const char *name, void *arg),
+			     void *arg)
+{
+	char dir[PATH_MAX];
+	struct dirent *de;
+	DIR *d;
+
+	snprintf(dir, sizeof(dir), "%s/sandboxes", b->pin_dir);
+	d = opendir(dir);
+	if (!d)
+		return;
+	while ((de = readdir(d)))
+		if (de->d_name[0] != '.')
+			cb(de->d_name, arg);
+	closedir(d);
+}
+
+int sl_bpf_set_sandbox(struct sl_bpf *b, uint64_t cgid, const struct sl_sandbox *sb)
+{
+	if (bpf_map__update_elem(b->skel->maps.sl_sandboxes, &cgid, sizeof(cgid), sb,
+				 sizeof(*sb), BPF_ANY))
+		return -errno;
+	return 0;
+}
+
+int sl_bpf_get_sandbox(struct sl_bpf *b, uint64_t cgid, struct sl_sandbox *sb)
+{
+	if (bpf_map__lookup_elem(b->skel->maps.sl_sandboxes, &cgid, sizeof(cgid), sb,
+				 sizeof(*sb), 0))
+		return -errno;
+	return 0;
+}
+
+int sl_bpf_del_sandbox(struct sl_bpf *b, uint64_t cgid)
+{
+	if (bpf_map__delete_elem(b->skel->maps.sl_sandboxes, &cgid, sizeof(cgid), 0) &&
+	    errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
+static void kentry_key4(uint32_t sandbox_id, const struct sl_kentry *e, struct sl_key4 *k)
+{
+	memset(k, 0, sizeof(*k));
+	k->prefixlen = 32 + e->plen;
+	k->sandbox_id = sandbox_id;
+	memcpy(k->addr, e->addr, 4);
+}
+
+static void kentry_key6(uint32_t sandbox_id, const struct sl_kentry *e, struct sl_key6 *k)
+{
+	memset(k, 0, sizeof(*k));
+	k->prefixlen = 32 + e->plen;
+	k->sandbox_id = sandbox_id;
+	memcpy(k->addr, e->addr, 16);
+}
+
+/* Deletes the keys of @sandbox_id in LPM map @map that @keep does not contain. The keys are
+ * collected first: deleting while walking get_next_key would restart the walk. */
+static int prune(struct bpf_map *map, size_t key_size, uint32_t sandbox_id, const void *keep,
+		 size_t nkeep)
+{
+	unsigned char key[sizeof(struct sl_key6)], next[sizeof(struct sl_key6)];
+	unsigned char *stale = NULL;
+	size_t nstale = 0, cap = 0;
+	void *prev = NULL;
+	int err = 0;
+
+	while (!bpf_map__get_next_key(map, prev, next, key_size)) {
+		uint32_t id;
+		int kept = 0;
+
+		memcpy(key, next, key_size);
+		prev = key;
+		memcpy(&id, key + 4, 4);
+		if (id != sandbox_id)
+			continue;
+		for (size_t i = 0; i < nkeep && !kept; i++)
+			kept = !memcmp((const unsigned char *)keep + i * key_size, key, key_size);
+		if (kept)
+			continue;
+		if (nstale == cap) {
+			unsigned char *s;
+
+			cap = cap ? cap * 2 : 64;
+			s = realloc(stale, cap * key_size);
+			if (!s) {
+				err = -ENOMEM;
+				goto cleanup;
+			}
+			stale = s;
+		}
+		memcpy(stale + nstale++ * key_size, key, key_size);
+	}
+	for (size_t i = 0; i < nstale; i++)
+		if (bpf_map__delete_elem(map, stale + i * key_size, key_size, 0) && errno != ENOENT)
+			err = -errno;
+cleanup:
+	free(stale);
+	return err;
+}
+
+int sl_bpf_sync_rules(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_kentry *ents,
+		      size_t n)
+{
+	struct sl_key4 *k4 = calloc(n ? n : 1, sizeof(*k4));
+	struct sl_key6 *k6 = calloc(n ? n : 1, sizeof(*k6));
+	size_t n4 = 0, n6 = 0;
+	int err = 0;
+
+	if (!k4 || !k6) {
+		err = -ENOMEM;
+		goto cleanup;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const struct sl_kentry *e = &ents[i];
+		int r;
+
+		if (e->family == AF_INET) {
+			kentry_key4(sandbox_id, e, &k4[n4]);
+			r = bpf_map__update_elem(b->skel->maps.sl_rules4, &k4[n4], sizeof(*k4),
+						 &e->val, sizeof(e->val), BPF_ANY);
+			n4++;
+		} else {
+			kentry_key6(sandbox_id, e, &k6[n6]);
+			r = bpf_map__update_elem(b->skel->maps.sl_rules6, &k6[n6], sizeof(*k6),
+						 &e->val, sizeof(e->val), BPF_ANY);
+			n6++;
+		}
+		if (r) {
+			err = -errno;
+			goto cleanup;
+		}
+	}
+	err = prune(b->skel->maps.sl_rules4, sizeof(*k4), sandbox_id, k4, n4);
+	if (!err)
+		err = prune(b->skel->maps.sl_rules6, sizeof(*k6), sandbox_id, k6, n6);
+cleanup:
+	free(k4);
+	free(k6);
+	return err;
+}
+
+int sl_bpf_set_rule(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_kentry *e)
+{
+	struct sl_key4 k4;
+	struct sl_key6 k6;
+	struct bpf_map *map = e->family == AF_INET ? b->skel->maps.sl_rules4 :
+						     b->skel->maps.sl_rules6;
+	void *key = e->family == AF_INET ? (void *)&k4 : (void *)&k6;
+	size_t ksz = e->family == AF_INET ? sizeof(k4) : sizeof(k6);
+
+	if (e->family == AF_INET)
+		kentry_key4(sandbox_id, e, &k4);
+	else
+		kentry_key6(sandbox_id, e, &k6);
+	if (!e->val.n) {
+		if (bpf_map__delete_elem(map, key, ksz, 0) && errno != ENOENT)
+			return -errno;
+		return 0;
+	}
+	if (bpf_map__update_elem(map, key, ksz, &e->val, sizeof(e->val), BPF_ANY))
+		return -errno;
+	return 0;
+}
+
+/* Appends the entries of @sandbox_id in LPM map @map to *@out. */
+static int read_rules(struct bpf_map *map, size_t key_size, uint8_t family, uint32_t sandbox_id,
+		      struct sl_kentry **out, size_t *n, size_t *cap)
+{
+	unsigned char key[sizeof(struct sl_key6)], next[sizeof(struct sl_key6)];
+	void *prev = NULL;
+
+	while (!bpf_map__get_next_key(map, prev, next, key_size)) {
+		struct sl_kentry *e;
+		uint32_t id, plen;
+
+		memcpy(key, next, key_size);
+		prev = key;
+		memcpy(&plen, key, 4);
+		memcpy(&id, key + 4, 4);
+		if (id != sandbox_id)
+			continue;
+		if (*n == *cap) {
+			size_t c = *cap ? *cap * 2 : 64;
+			struct sl_kentry *v = realloc(*out, c * sizeof(*v));
+
+			if (!v)
+				return -ENOMEM;
+			*out = v;
+			*cap = c;
+		}
+		e = &(*out)[*n];
+		memset(e, 0, sizeof(*e));
+		e->family = family;
+		e->plen = plen - 32;
+		memcpy(e->addr, key + 8, key_size - 8);
+		if (bpf_map__lookup_elem(map, key, key_size, &e->val, sizeof(e->val), 0))
+			continue; /* deleted meanwhile */
+		(*n)++;
+	}
+	return 0;
+}
+
+int sl_bpf_read_rules(struct sl_bpf *b, uint32_t sandbox_id, struct sl_kentry **out, size_t *n)
+{
+	size_t cap = 0;
+	int err;
+
+	*out = NULL;
+	*n = 0;
+	err = read_rules(b->skel->maps.sl_rules4, sizeof(struct sl_key4), AF_INET, sandbox_id, out,
+			 n, &cap);
+	if (!err)
+		err = read_rules(b->skel->maps.sl_rules6, sizeof(struct sl_key6), AF_INET6,
+				 sandbox_id, out, n, &cap);
+	if (err) {
+		free(*out);
+		*out = NULL;
+		*n = 0;
+	}
+	return err;
+}
+
+int sl_bpf_sync_unix(struct sl_bpf *b, uint32_t rules_id, const struct sl_unix_key *keys,
+		     size_t n)
+{
+	struct bpf_map *map = b->skel->maps.sl_unix;
+	struct sl_unix_key key, next, *stale = NULL;
+	size_t nstale = 0, cap = 0;
+	const __u32 one = 1;
+	void *prev = NULL;
+	int err = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		key = keys[i];
+		key.sandbox_id = rules_id;
+		if (bpf_map__update_elem(map, &key, sizeof(key), &one, sizeof(one), BPF_ANY)) {
+			err = -errno;
+			goto cleanup;
+		}
+	}
+	/* Then the keys of @rules_id that are not in @keys, collected first (see prune()). */
+	while (!bpf_map__get_next_key(map, prev, &next, sizeof(next))) {
+		int kept = 0;
+
+		key = next;
+		prev = &key;
+		if (key.sandbox_id != rules_id)
+			continue;
+		for (size_t i = 0; i < n && !kept; i++)
+			kept = key.len == keys[i].len && !memcmp(key.path, keys[i].path, key.len);
+		if (kept)
+			continue;
+		if (nstale == cap) {
+			struct sl_unix_key *v;
+
+			cap = cap ? cap * 2 : 16;
+			v = realloc(stale, cap * sizeof(*v));
+			if (!v) {
+				err = -ENOMEM;
+				goto cleanup;
+			}
+			stale = v;
+		}
+		stale[nstale++] = key;
+	}
+	for (size_t i = 0; i < nstale; i++)
+		if (bpf_map__delete_elem(map, &stale[i], sizeof(stale[i]), 0) && errno != ENOENT)
+			err = -errno;
+cleanup:
+	free(stale);
+	return err;
+}
+
+int sl_bpf_set_listener(struct sl_bpf *b, uint8_t family, const uint8_t *addr, uint16_t port_be,
+			uint32_t sandbox_id)
+{
+	struct sl_listener_key k = { .port = port_be, .family = family };
+
+	memcpy(k.addr, addr, family == AF_INET ? 4 : 16);
+	if (!sandbox_id) {
+		if (bpf_map__delete_elem(b->skel->maps.sl_listeners, &k, sizeof(k), 0) &&
+		    errno != ENOENT)
+			return -errno;
+		return 0;
+	}
+	if (bpf_map__update_elem(b->skel->maps.sl_listeners, &k, sizeof(k), &sandbox_id,
+				 sizeof(sandbox_id), BPF_ANY))
+		return -errno;
+	return 0;
+}
+
+int sl_bpf_proxied_open(struct sl_bpf *b, uint32_t sandbox_id)
+{
+	LIBBPF_OPTS(bpf_map_create_opts, mo, .map_flags = BPF_F_NO_PREALLOC);
+	int outer = bpf_map__fd(b->skel->maps.sl_proxied), fd = -1, err = 0;
+	__u32 inner_id;
+
+	if (!sandbox_id || sandbox_id >= SL_MAX_SANDBOXES)
+		return -EINVAL;
+	if (b->px_fd[sandbox_id] >= 0)
+		return 0;
+	/* A restarted sluiced finds the map its predecessor made (records pending included). */
+	if (!bpf_map_lookup_elem(outer, &sandbox_id, &inner_id)) {
+		fd = bpf_map_get_fd_by_id(inner_id);
+		if (fd >= 0)
+			goto done;
+	}
+	fd = bpf_map_create(BPF_MAP_TYPE_HASH, "sl_proxied_sb", sizeof(struct sl_conn_key),
+			    sizeof(struct sl_proxied_rec), SL_PROXIED_PER_SANDBOX, &mo);
+	if (fd < 0) {
+		err = -errno;
+		goto cleanup;
+	}
+	if (bpf_map_update_elem(outer, &sandbox_id, &fd, BPF_ANY)) {
+		err = -errno;
+		goto cleanup;
+	}
+done:
+	b->px_fd[sandbox_id] = fd;
+	fd = -1;
+cleanup:
+	if (fd >= 0)
+		close(fd);
+	return err;
+}
+
+int sl_bpf_proxied_drop(struct sl_bpf *b, uint32_t sandbox_id)
+{
+	int err = 0;
+
+	if (!sandbox_id || sandbox_id >= SL_MAX_SANDBOXES)
+		return -EINVAL;
+	if (bpf_map_delete_elem(bpf_map__fd(b->skel->maps.sl_proxied), &sandbox_id) &&
+	    errno != ENOENT)
+		err = -errno;
+	if (b->px_fd[sandbox_id] >= 0) {
+		close(b->px_fd[sandbox_id]);
+		b->px_fd[sandbox_id] = -1;
+	}
+	return err;
+}
+
+int sl_bpf_take_proxied(struct sl_bpf *b, uint32_t sandbox_id, uint64_t netns_cookie,
+			uint8_t family, const uint8_t *addr, uint16_t port, struct sl_sockorig *out)
+{
+	struct sl_conn_key k = { .netns_cookie = netns_cookie, .port = port, .family = family };
+	struct sl_proxied_rec rec;
+
+	if (!sandbox_id || sandbox_id >= SL_MAX_SANDBOXES || b->px_fd[sandbox_id] < 0 || !port)
+		return -ENOENT;
+	memcpy(k.addr, addr, family == AF_INET ? 4 : 16);
+	if (bpf_map_lookup_and_delete_elem(b->px_fd[sandbox_id], &k, &rec))
+		return -errno;
+	*out = rec.o;
+	return 0;
+}
+
+int sl_bpf_proxied_sweep(struct sl_bpf *b, uint32_t sandbox_id, uint64_t now_ns,
+			 uint64_t max_age_ns)
+{
+	struct sl_conn_key key, next, *stale = NULL;
+	size_t nstale = 0, cap = 0;
+	struct sl_proxied_rec rec;
+	void *prev = NULL;
+	int fd, n = 0;
+
+	if (!sandbox_id || sandbox_id >= SL_MAX_SANDBOXES || b->px_fd[sandbox_id] < 0)
+		return 0;
+	fd = b->px_fd[sandbox_id];
+	/* Bounded by the map's size; collected first, as deleting restarts a walk. */
+	while (!bpf_map_get_next_key(fd, prev, &next)) {
+		key = next;
+		prev = &key;
+		if (bpf_map_lookup_elem(fd, &key, &rec) || rec.ts_ns + max_age_ns > now_ns)
+			continue;
+		if (nstale == cap) {
+			struct sl_conn_key *v;
+
+			cap = cap ? cap * 2 : 64;
+			v = realloc(stale, cap * sizeof(*v));
+			if (!v)
+				break;
+			stale = v;
+		}
+		stale[nstale++] = key;
+	}
+	for (size_t i = 0; i < nstale; i++)
+		n += !bpf_map_delete_elem(fd, &stale[i]);
+	free(stale);
+	return n;
+}
+
+int sl_bpf_read_counters(struct sl_bpf *b, uint32_t sandbox_id, struct sl_counters *sum)
+{
+	struct sl_counters *per = calloc(b->ncpus, sizeof(*per));
+	int err = 0;
+
+	memset(sum, 0, sizeof(*sum));
+	if (!per)
+		return -ENOMEM;
+	if (bpf_map__lookup_elem(b->skel->maps.sl_counters, &sandbox_id, sizeof(sandbox_id), per,
+				 b->ncpus * sizeof(*per), 0)) {
+		err = -errno;
+		goto cleanup;
+	}
+	for (int cpu = 0; cpu < b->ncpus; cpu++)
+		for (int i = 0; i < SL_CTR_MAX; i++)
+			sum->c[i] += per[cpu].c[i];
+cleanup:
+	free(per);
+	return err;
+}
+
+int sl_bpf_read_proxied_full(struct sl_bpf *b, uint32_t sandbox_id, uint64_t *sum)
+{
+	uint64_t *per = calloc(b->ncpus, sizeof(*per));
+	int err = 0;
+
+	*sum = 0;
+	if (!per)
+		return -ENOMEM;
+	if (bpf_map__lookup_elem(b->skel->maps.sl_pxfull, &sandbox_id, sizeof(sandbox_id), per,
+				 b->ncpus * sizeof(*per), 0))
+		err = -errno;
+	for (int cpu = 0; !err && cpu < b->ncpus; cpu++)
+		*sum += per[cpu];
+	free(per);
+	return err;
+}
+
+int sl_bpf_reset_slots(struct sl_bpf *b, uint32_t sandbox_id)
+{
+	size_t sz = b->ncpus * (sizeof(struct sl_counters) > sizeof(struct sl_evlimit) ?
+					sizeof(struct sl_counters) :
+					sizeof(struct sl_evlimit));
+	void *zero = calloc(1, sz);
+	int err = 0;
+
+	if (!zero)
+		return -ENOMEM;
+	if (bpf_map__update_elem(b->skel->maps.sl_counters, &sandbox_id, sizeof(sandbox_id), zero,
+				 b->ncpus * sizeof(struct sl_counters), BPF_ANY) ||
+	    bpf_map__update_elem(b->skel->maps.sl_evlimit, &sandbox_id, sizeof(sandbox_id), zero,
+				 b->ncpus * sizeof(struct sl_evlimit), BPF_ANY) ||
+	    bpf_map__update_elem(b->skel->maps.sl_pxfull, &sandbox_id, sizeof(sandbox_id), zero,
+				 b->ncpus * sizeof(uint64_t), BPF_ANY))
+		err = -errno;
+	free(zero);
+	return err;
+}
+
+static int on_sample(void *ctx, void *data, size_t size)
+{
+	struct sl_bpf *b = ctx;
+
+	if (size >= sizeof(struct sl_event) &&
+	    (((const struct sl_event *)data)->family != AF_UNIX ||
+	     size >= sizeof(struct sl_event_unix)))
+		b->ev_cb(data, b->ev_arg);
+	return 0;
+}
+
+int sl_bpf_events_fd(struct sl_bpf *b, sl_bpf_event_cb *cb, void *arg)
+{
+	b->ev_cb = cb;
+	b->ev_arg = arg;
+	b->rb = ring_buffer__new(bpf_map__fd(b->skel->maps.sl_events), on_sample, b, NULL);
+	if (!b->rb)
+		return -errno;
+	return ring_buffer__epoll_fd(b->rb);
+}
+
+int sl_bpf_events_poll(struct sl_bpf *b)
+{
+	int n = ring_buffer__consume(b->rb);
+
+	return n < 0 ? n : 0;
+}
+
+static void purge_one(const char *name, void *arg)
+{
+	sl_bpf_detach(arg, name);
+}
+
+int sl_bpf_purge(struct sl_bpf *b)
+{
+	struct bpf_program *prog;
+	struct bpf_map *map;
+	char path[PATH_MAX + 64];
+
+	sl_bpf_pinned_sandboxes(b, purge_one, b);
+	bpf_object__for_each_program(prog, b->skel->obj)
+	{
+		snprintf(path, sizeof(path), "%s/progs/%s", b->pin_dir, bpf_program__name(prog));
+		unlink(path);
+	}
+	bpf_object__for_each_map(map, b->skel->obj)
+		if (bpf_map__is_pinned(map))
+			bpf_map__unpin(map, NULL);
+	snprintf(path, sizeof(path), "%s/sandboxes", b->pin_dir);
+	rmdir(path);
+	snprintf(path, sizeof(path), "%s/progs", b->pin_dir);
+	rmdir(path);
+	if (rmdir(b->pin_dir) == -1 && errno != ENOENT)
+		return -errno;
+	return 0;
+}

@@ -1,0 +1,119 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The kernel half as sluiced sees it: loading and pinning the programs and maps, attaching
+ * them to sandbox cgroups, and reading and writing the maps (see bpf_loader.c).
+ */
+#ifndef SL_BPF_LOADER_H
+#define SL_BPF_LOADER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <linux/types.h>
+#include "sluice.h"
+#include "kernel/rules.h"
+
+struct sl_bpf;
+
+struct sl_bpf_opts {
+	const char *pin_dir; /* bpffs directory, e.g. /sys/fs/bpf/sluice */
+	uint32_t event_limit; /* deny events per sandbox per CPU per second */
+};
+
+/*
+ * Loads the programs, reusing the maps pinned under opts->pin_dir if a previous sluiced left
+ * them (enforcement continues from their contents) or creating and pinning them. Mounts bpffs
+ * at /sys/fs/bpf if the pin directory lies there and nothing is mounted. Returns NULL with a
+ * one-line reason in @err.
+ */
+struct sl_bpf *sl_bpf_open(const struct sl_bpf_opts *opts, char *err, size_t errlen);
+/* Closes the loaded objects; pinned maps, programs and links stay. Accepts NULL. */
+void sl_bpf_close(struct sl_bpf *b);
+
+/*
+ * Attaches the programs to the cgroup at @cgroup_path with bpf_link and pins the links under
+ * <pin_dir>/sandboxes/@name/. If pinned links exist already (a previous sluiced attached
+ * them), they are switched to the programs of this instance atomically with
+ * BPF_LINK_UPDATE when they still belong to cgroup @cgid, and recreated otherwise.
+ * The sockops program, which only serves interception, runs on every TCP connect of the
+ * cgroup: it is attached only when @intercept is set (and detached otherwise).
+ * Returns 0 or -errno; on failure nothing new stays attached.
+ */
+int sl_bpf_attach(struct sl_bpf *b, const char *name, const char *cgroup_path, uint64_t cgid,
+		  int intercept);
+/* Detaches and unpins the links of sandbox @name. Returns 0 or -errno. */
+int sl_bpf_detach(struct sl_bpf *b, const char *name);
+/* Names of sandboxes with pinned links, for reconciling with the state directory. @cb is
+ * called once per name. */
+void sl_bpf_pinned_sandboxes(struct sl_bpf *b, void (*cb)(const char *name, void *arg),
+			     void *arg);
+
+int sl_bpf_set_sandbox(struct sl_bpf *b, uint64_t cgid, const struct sl_sandbox *sb);
+int sl_bpf_get_sandbox(struct sl_bpf *b, uint64_t cgid, struct sl_sandbox *sb);
+int sl_bpf_del_sandbox(struct sl_bpf *b, uint64_t cgid);
+
+/*
+ * Makes the kernel rules of @sandbox_id exactly @ents: writes every entry, then deletes the
+ * sandbox's entries that are not in @ents (so a destination allowed before and after never
+ * sees a gap). Returns 0 or -errno.
+ */
+int sl_bpf_sync_rules(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_kentry *ents,
+		      size_t n);
+
+/* Writes one entry of @sandbox_id's rules (deletes it when @e->val.n is 0). */
+int sl_bpf_set_rule(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_kentry *e);
+/* Reads every kernel entry of @sandbox_id into *@out (malloc'd, caller frees). */
+int sl_bpf_read_rules(struct sl_bpf *b, uint32_t sandbox_id, struct sl_kentry **out, size_t *n);
+/*
+ * Makes the UNIX socket addresses allowed under rule bank @rules_id exactly @keys (their
+ * sandbox_id is ignored; path zero-padded past len): writes every key, then deletes the others
+ * of @rules_id. @rules_id 0 holds sluiced's own sockets, denied to every sandbox. Returns 0
+ * or -errno (-E2BIG or -ENOSPC: the map is full).
+ */
+int sl_bpf_sync_unix(struct sl_bpf *b, uint32_t rules_id, const struct sl_unix_key *keys,
+		     size_t n);
+/* Whether the kernel runs sluice's UNIX socket hooks (connect_unix/sendmsg_unix, Linux >= 6.7):
+ * if not, UNIX sockets of sandboxes are not confined. */
+int sl_bpf_unix_confined(const struct sl_bpf *b);
+
+/* Registers (@sandbox_id > 0) or forgets (0) a listener of the daemon: the kernel denies a
+ * sandbox that connects to it directly. */
+int sl_bpf_set_listener(struct sl_bpf *b, uint8_t family, const uint8_t *addr, uint16_t port_be,
+			uint32_t sandbox_id);
+
+/*
+ * sandbox @sandbox_id's own sl_proxied map (see sluice.h). _open makes it available: the map a
+ * previous sluiced left for this id, or a new one. _drop removes it with every record in it
+ * (sandbox rm; and before a new sandbox takes an id, so that it never meets a stale record).
+ * Return 0 or -errno.
+ */
+int sl_bpf_proxied_open(struct sl_bpf *b, uint32_t sandbox_id);
+int sl_bpf_proxied_drop(struct sl_bpf *b, uint32_t sandbox_id);
+/* Takes the kernel's record of the proxied connection of sandbox @sandbox_id whose client is
+ * @addr:@port (host order) in the network namespace @netns_cookie, removing it. Returns 0, or
+ * -ENOENT when the kernel did not redirect it (for this sandbox). */
+int sl_bpf_take_proxied(struct sl_bpf *b, uint32_t sandbox_id, uint64_t netns_cookie,
+			uint8_t family, const uint8_t *addr, uint16_t port, struct sl_sockorig *out);
+/* Removes the records of @sandbox_id older than @max_age_ns (CLOCK_MONOTONIC @now_ns): their
+ * connections were never accepted. Returns how many. */
+int sl_bpf_proxied_sweep(struct sl_bpf *b, uint32_t sandbox_id, uint64_t now_ns,
+			 uint64_t max_age_ns);
+
+/* Sums the per-CPU counters of @sandbox_id. */
+int sl_bpf_read_counters(struct sl_bpf *b, uint32_t sandbox_id, struct sl_counters *sum);
+/* Sums the per-CPU count of @sandbox_id's intercepted connects refused for a full sl_proxied. */
+int sl_bpf_read_proxied_full(struct sl_bpf *b, uint32_t sandbox_id, uint64_t *sum);
+/* Zeroes the per-sandbox slots (counters, event limiter) of @sandbox_id. */
+int sl_bpf_reset_slots(struct sl_bpf *b, uint32_t sandbox_id);
+
+/* Deny events: @cb is called for each record. Returns the ring buffer's epoll fd. */
+typedef void sl_bpf_event_cb(const struct sl_event *ev, void *arg);
+int sl_bpf_events_fd(struct sl_bpf *b, sl_bpf_event_cb *cb, void *arg);
+/* Consumes available records. Loop thread only. */
+int sl_bpf_events_poll(struct sl_bpf *b);
+
+/* Removes every pin under the pin directory (programs, maps, links): enforcement ends for
+ * every sandbox of this daemon. */
+int sl_bpf_purge(struct sl_bpf *b);
+
+#endif

@@ -1,0 +1,232 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Rule compilation. The kernel decides a destination with one LPM lookup, which returns only
+ * the longest matching prefix; a rule on 10.0.0.0/8 port 22 must therefore also be present in
+ * the entry for 10.1.2.3/32 port 443, or 10.1.2.3:22 would be denied. Prefixes are nested or
+ * disjoint, so every prefix containing a destination that is shorter than the longest match
+ * also contains that longest match: merging each entry with the prefixes that cover it gives
+ * the kernel the complete answer in one lookup.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "kernel/rules.h"
+
+void sl_rule_set_init(struct sl_rule_set *rs)
+{
+	memset(rs, 0, sizeof(*rs));
+}
+
+void sl_rule_set_free(struct sl_rule_set *rs)
+{
+	if (!rs)
+		return;
+	free(rs->v);
+	memset(rs, 0, sizeof(*rs));
+}
+
+void sl_prefix_mask(uint8_t *addr, int addr_len, int plen)
+{
+	for (int i = 0; i < addr_len; i++) {
+		int bits = plen - i * 8;
+
+		if (bits >= 8)
+			continue;
+		addr[i] &= bits <= 0 ? 0 : (uint8_t)(0xff << (8 - bits));
+	}
+}
+
+int sl_rule_set_add(struct sl_rule_set *rs, const struct sl_addr_rule *r)
+{
+	struct sl_addr_rule *c;
+
+	if (rs->n == rs->cap) {
+		size_t cap = rs->cap ? rs->cap * 2 : 16;
+		struct sl_addr_rule *v = realloc(rs->v, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		rs->v = v;
+		rs->cap = cap;
+	}
+	c = &rs->v[rs->n++];
+	*c = *r;
+	if (c->family == AF_INET)
+		memset(c->addr + 4, 0, 12);
+	sl_prefix_mask(c->addr, c->family == AF_INET ? 4 : 16, c->plen);
+	return 0;
+}
+
+static int addr_len(uint8_t family)
+{
+	return family == AF_INET ? 4 : 16;
+}
+
+/* Whether prefix (@fam, @a, @alen) covers prefix (@fam, @b, @blen). */
+static int covers(const struct sl_addr_rule *q, const struct sl_addr_rule *p)
+{
+	uint8_t masked[16];
+
+	if (q->family != p->family || q->plen > p->plen)
+		return 0;
+	memcpy(masked, p->addr, 16);
+	sl_prefix_mask(masked, addr_len(p->family), q->plen);
+	return !memcmp(masked, q->addr, addr_len(p->family));
+}
+
+static int cmp_prefix(const void *a, const void *b)
+{
+	const struct sl_addr_rule *x = a, *y = b;
+	int c;
+
+	if (x->family != y->family)
+		return x->family - y->family;
+	c = memcmp(x->addr, y->addr, 16);
+	if (c)
+		return c;
+	return x->plen - y->plen;
+}
+
+/* Whether range @a makes range @b redundant: it matches everything @b matches, with at least
+ * @b's verdict, for at least as long. */
+static int subsumes(const struct sl_port_range *a, const struct sl_port_range *b)
+{
+	return a->lo <= b->lo && a->hi >= b->hi && (a->protos & b->protos) == b->protos &&
+	       a->verdict >= b->verdict &&
+	       (a->expires_ns == 0 || (b->expires_ns != 0 && a->expires_ns >= b->expires_ns));
+}
+
+/* Adds @r to @val, merging it with an equal-attribute range it touches. */
+static int add_range(struct sl_rule *val, struct sl_port_range r)
+{
+	for (;;) {
+		int merged = 0;
+
+		for (uint32_t i = 0; i < val->n; i++) {
+			struct sl_port_range *x = &val->r[i];
+
+			if (subsumes(x, &r))
+				return 0;
+			if (subsumes(&r, x) ||
+			    (x->verdict == r.verdict && x->protos == r.protos &&
+			     x->expires_ns == r.expires_ns && (uint32_t)x->lo <= (uint32_t)r.hi + 1 &&
+			     (uint32_t)r.lo <= (uint32_t)x->hi + 1)) {
+				if (!subsumes(&r, x)) {
+					r.lo = x->lo < r.lo ? x->lo : r.lo;
+					r.hi = x->hi > r.hi ? x->hi : r.hi;
+				}
+				val->r[i] = val->r[--val->n];
+				merged = 1;
+				break;
+			}
+		}
+		if (!merged)
+			break;
+	}
+	if (val->n >= SL_MAX_PORT_RANGES)
+		return -E2BIG;
+	val->r[val->n++] = r;
+	return 0;
+}
+
+int sl_rules_merge(const struct sl_rule_set *rs, uint8_t family, const uint8_t *addr,
+		   uint8_t plen, struct sl_rule *val)
+{
+	struct sl_addr_rule p = { .family = family, .plen = plen };
+
+	memcpy(p.addr, addr, family == AF_INET ? 4 : 16);
+	sl_prefix_mask(p.addr, addr_len(family), plen);
+	for (size_t j = 0; j < rs->n; j++) {
+		const struct sl_addr_rule *q = &rs->v[j];
+		struct sl_port_range r = {
+			.expires_ns = q->expires_ns,
+			.lo = q->port_lo,
+			.hi = q->port_hi,
+			.verdict = q->verdict,
+			.protos = q->protos,
+		};
+		int err;
+
+		if (!covers(q, &p))
+			continue;
+		err = add_range(val, r);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+static int cmp_range(const void *a, const void *b)
+{
+	const struct sl_port_range *x = a, *y = b;
+
+	if (x->lo != y->lo)
+		return x->lo - y->lo;
+	if (x->hi != y->hi)
+		return x->hi - y->hi;
+	return x->verdict - y->verdict;
+}
+
+int sl_rules_compile(const struct sl_rule_set *rs, struct sl_kentry **out, size_t *nout,
+		     struct sl_kentry *bad)
+{
+	struct sl_addr_rule *sorted = NULL;
+	struct sl_kentry *ents = NULL;
+	size_t n = 0;
+	int err = 0;
+
+	*out = NULL;
+	*nout = 0;
+	if (!rs->n)
+		return 0;
+	sorted = malloc(rs->n * sizeof(*sorted));
+	ents = calloc(rs->n, sizeof(*ents));
+	if (!sorted || !ents) {
+		err = -ENOMEM;
+		goto cleanup;
+	}
+	memcpy(sorted, rs->v, rs->n * sizeof(*sorted));
+	qsort(sorted, rs->n, sizeof(*sorted), cmp_prefix);
+
+	for (size_t i = 0; i < rs->n; i++) {
+		const struct sl_addr_rule *p = &sorted[i];
+		struct sl_kentry *e;
+
+		if (n && ents[n - 1].family == p->family && ents[n - 1].plen == p->plen &&
+		    !memcmp(ents[n - 1].addr, p->addr, 16))
+			continue; /* prefix already compiled */
+		e = &ents[n++];
+		e->family = p->family;
+		e->plen = p->plen;
+		memcpy(e->addr, p->addr, 16);
+		err = sl_rules_merge(rs, p->family, p->addr, p->plen, &e->val);
+		if (err) {
+			if (bad)
+				*bad = *e;
+			goto cleanup;
+		}
+		qsort(e->val.r, e->val.n, sizeof(e->val.r[0]), cmp_range);
+	}
+	*out = ents;
+	*nout = n;
+	ents = NULL;
+cleanup:
+	free(sorted);
+	free(ents);
+	return err;
+}
+
+void sl_prefix_str(uint8_t family, const uint8_t *addr, uint8_t plen, char *buf, size_t len)
+{
+	char a[INET6_ADDRSTRLEN];
+
+	inet_ntop(family, addr, a, sizeof(a));
+	if (plen == (family == AF_INET ? 32 : 128))
+		snprintf(buf, len, "%s", a);
+	else
+		snprintf(buf, len, "%s/%u", a, plen);
+}

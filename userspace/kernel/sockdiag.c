@@ -1,0 +1,203 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Open flows of a sandbox, closed from outside when its policy no longer allows them. The
+ * kernel's own way from BPF, bpf_sock_destroy(), only runs in a BTF socket iterator, and the
+ * kernel here (lockdown=integrity) refuses BTF-attached programs. sock_diag does the same
+ * from userspace: a dump of TCP and connected UDP sockets with each one's cgroup id, and
+ * SOCK_DESTROY (CONFIG_INET_DIAG_DESTROY) for those the caller condemns: the owner's next
+ * call fails with ECONNABORTED, a TCP peer gets a RST.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <linux/sock_diag.h>
+
+#include "kernel/sockdiag.h"
+#include "kernel/sockets.h"
+
+#define TCP_FLOW_STATES                                                                       \
+	((1u << TCP_ESTABLISHED) | (1u << TCP_SYN_SENT) | (1u << TCP_SYN_RECV) |              \
+	 (1u << TCP_FIN_WAIT1) | (1u << TCP_FIN_WAIT2) | (1u << TCP_CLOSE_WAIT) |              \
+	 (1u << TCP_LAST_ACK) | (1u << TCP_CLOSING))
+#define RECV_TIMEOUT_MS 2000
+
+struct victim {
+	uint8_t family, proto;
+	struct inet_diag_sockid id;
+};
+
+struct req {
+	struct nlmsghdr nh;
+	struct inet_diag_req_v2 r;
+};
+
+static int send_req(int fd, uint16_t type, uint16_t flags, uint8_t family, uint8_t proto,
+		    uint32_t states, const struct inet_diag_sockid *id)
+{
+	struct req q = { 0 };
+	struct sockaddr_nl nl = { .nl_family = AF_NETLINK };
+
+	q.nh.nlmsg_len = sizeof(q);
+	q.nh.nlmsg_type = type;
+	q.nh.nlmsg_flags = NLM_F_REQUEST | flags;
+	q.r.sdiag_family = family;
+	q.r.sdiag_protocol = proto;
+	q.r.idiag_states = states;
+	if (id)
+		q.r.id = *id;
+	if (sendto(fd, &q, sizeof(q), 0, (struct sockaddr *)&nl, sizeof(nl)) == -1)
+		return -errno;
+	return 0;
+}
+
+static ssize_t recv_some(int fd, void *buf, size_t len)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	ssize_t n;
+
+	for (;;) {
+		n = recv(fd, buf, len, 0);
+		if (n >= 0)
+			return n;
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN)
+			return -errno;
+		if (poll(&p, 1, RECV_TIMEOUT_MS) <= 0)
+			return -ETIMEDOUT;
+	}
+}
+
+static uint64_t cgroup_of(const struct inet_diag_msg *m, size_t len)
+{
+	struct rtattr *a = (struct rtattr *)(m + 1);
+	int left = (int)(len - NLMSG_ALIGN(sizeof(*m)));
+
+	for (; RTA_OK(a, left); a = RTA_NEXT(a, left)) {
+		if (a->rta_type == INET_DIAG_CGROUP_ID && RTA_PAYLOAD(a) >= (int)sizeof(uint64_t)) {
+			uint64_t id;
+
+			memcpy(&id, RTA_DATA(a), sizeof(id));
+			return id;
+		}
+	}
+	return 0;
+}
+
+/* Appends to *@v the sockets of one family and protocol that belong to @cgids and that
+ * @judge condemns. */
+static int dump(int fd, uint8_t family, uint8_t proto, const uint64_t *cgids, size_t ncg,
+		sl_flow_judge *judge, void *arg, struct victim **v, size_t *nv, size_t *cap)
+{
+	static char buf[32768] __attribute__((aligned(NLMSG_ALIGNTO)));
+	int err;
+
+	err = send_req(fd, SOCK_DIAG_BY_FAMILY, NLM_F_DUMP, family, proto,
+		       proto == IPPROTO_TCP ? TCP_FLOW_STATES : 1u << TCP_ESTABLISHED, NULL);
+	if (err)
+		return err;
+	for (;;) {
+		ssize_t n = recv_some(fd, buf, sizeof(buf));
+		struct nlmsghdr *h = (struct nlmsghdr *)buf;
+
+		if (n < 0)
+			return (int)n;
+		for (; NLMSG_OK(h, (size_t)n); h = NLMSG_NEXT(h, n)) {
+			const struct inet_diag_msg *m = NLMSG_DATA(h);
+			uint64_t cg;
+			int mine = 0;
+			uint8_t dst[16] = { 0 };
+
+			if (h->nlmsg_type == NLMSG_DONE)
+				return 0;
+			if (h->nlmsg_type == NLMSG_ERROR) {
+				const struct nlmsgerr *e = NLMSG_DATA(h);
+
+				return e->error ? e->error : -EIO;
+			}
+			if (h->nlmsg_len < NLMSG_LENGTH(sizeof(*m)))
+				continue;
+			cg = cgroup_of(m, h->nlmsg_len - NLMSG_LENGTH(0));
+			for (size_t i = 0; i < ncg && !mine; i++)
+				mine = cgids[i] == cg;
+			if (!mine)
+				continue;
+			memcpy(dst, m->id.idiag_dst, family == AF_INET ? 4 : 16);
+			if (!judge(arg, family, proto, dst, ntohs(m->id.idiag_dport)))
+				continue;
+			if (*nv == *cap) {
+				size_t c = *cap ? *cap * 2 : 16;
+				struct victim *nvp = realloc(*v, c * sizeof(**v));
+
+				if (!nvp)
+					return -ENOMEM;
+				*v = nvp;
+				*cap = c;
+			}
+			(*v)[*nv].family = family;
+			(*v)[*nv].proto = proto;
+			(*v)[*nv].id = m->id;
+			(*nv)++;
+		}
+	}
+}
+
+static int destroy(int fd, const struct victim *v)
+{
+	char buf[1024] __attribute__((aligned(NLMSG_ALIGNTO)));
+	struct nlmsghdr *h = (struct nlmsghdr *)buf;
+	ssize_t n;
+	int err;
+
+	err = send_req(fd, SOCK_DESTROY, NLM_F_ACK, v->family, v->proto, ~0u, &v->id);
+	if (err)
+		return err;
+	n = recv_some(fd, buf, sizeof(buf));
+	if (n < 0)
+		return (int)n;
+	if (NLMSG_OK(h, (size_t)n) && h->nlmsg_type == NLMSG_ERROR)
+		return ((struct nlmsgerr *)NLMSG_DATA(h))->error;
+	return 0;
+}
+
+int sl_sockdiag_destroy(int netns_fd, const uint64_t *cgids, size_t ncg, sl_flow_judge *judge,
+			void *arg, size_t *destroyed)
+{
+	static const uint8_t families[] = { AF_INET, AF_INET6 };
+	static const uint8_t protos[] = { IPPROTO_TCP, IPPROTO_UDP };
+	struct victim *v = NULL;
+	size_t nv = 0, cap = 0;
+	int fd, err = 0;
+
+	*destroyed = 0;
+	fd = sl_socket_in(netns_fd, AF_NETLINK, SOCK_RAW, NETLINK_SOCK_DIAG);
+	if (fd == -1)
+		return -errno;
+	/* First the whole list, then the destruction: a dump is not to be interleaved with
+	 * other requests on its socket. */
+	for (size_t f = 0; f < 2 && !err; f++)
+		for (size_t p = 0; p < 2 && !err; p++)
+			err = dump(fd, families[f], protos[p], cgids, ncg, judge, arg, &v, &nv,
+				   &cap);
+	for (size_t i = 0; i < nv && !err; i++) {
+		int e = destroy(fd, &v[i]);
+
+		if (!e)
+			(*destroyed)++;
+		else if (e != -ENOENT) /* closed meanwhile: fine */
+			err = e;
+	}
+	free(v);
+	close(fd);
+	return err;
+}

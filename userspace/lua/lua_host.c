@@ -1,0 +1,966 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The Lua host. Each sandbox's policy lives in its own restricted Lua state (no io, os,
+ * package or debug, no bytecode, a memory cap), so that one sandbox's policy never sees
+ * another's state. For every intercepted request the proxy asks sl_lua_handle(); the handler
+ * chosen (the active outboundHandlers entry, else outboundByHost[host], else outbound) runs
+ * in a coroutine of that state with (req, env, ctx), the shape of Cloudflare's outbound
+ * Workers. req:text(), fetch() and resp:text() yield the coroutine while the proxy does the
+ * I/O on the event loop (sl_px_x_*), and resume it from the loop when it is done: other
+ * connections are served meanwhile. Every request has an instruction budget; a handler that
+ * raises, loops, runs out of memory or returns something other than a Response costs its own
+ * request a 502 and an event with the reason, nothing else.
+ *
+ * Secrets: env values (--env-file) and KV values a handler reads are masked in the response
+ * the sandbox gets (headers and body, see sl_px_x_mask) and redacted from log lines and error
+ * reasons, so an upstream that echoes request headers does not hand the credential to the
+ * sandbox. Values shorter than 4 bytes are not masked.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+#include <openssl/crypto.h>
+
+#include "core/log.h"
+#include "lua/lua_priv.h"
+#include "policy/policy.h"
+#include "proxy/proxy.h"
+
+#define INSN_STEP 1000
+
+/* ---- the restricted state ---- */
+
+static void *limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+	struct sl_lua_limits *lim = ud;
+
+	if (!ptr)
+		osize = 0;
+	if (nsize == 0) {
+		lim->mem -= osize;
+		free(ptr);
+		return NULL;
+	}
+	if (nsize > osize && (lim->mem + (nsize - osize) > lim->mem_max ||
+			      lim->churn + (nsize - osize) > lim->churn_stop))
+		return NULL;
+	ptr = realloc(ptr, nsize);
+	if (ptr) {
+		lim->mem += nsize - osize;
+		if (nsize > osize)
+			lim->churn += nsize - osize;
+	}
+	return ptr;
+}
+
+/*
+ * The instruction budget. Past it, the hook fires on every instruction and raises each time:
+ * a pcall that catches the first error cannot buy more time, because the very next
+ * instruction raises again.
+ */
+static void count_hook(lua_State *L, lua_Debug *ar)
+{
+	struct lreq *r = sl_lua_running(L);
+	struct sl_lua_limits *lim;
+
+	(void)ar;
+	if (r) {
+		r->insns += INSN_STEP;
+		if (r->insns > r->lua->o.insn_max) {
+			r->out_of_insns = 1;
+			lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
+			luaL_error(L, "the handler ran out of its instruction budget (%I)",
+				   (lua_Integer)r->lua->o.insn_max);
+		}
+		return;
+	}
+	lua_getallocf(L, (void **)&lim);
+	lim->insns += INSN_STEP;
+	if (lim->insns > lim->insn_max) {
+		lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
+		luaL_error(L, "policy runs too long (instruction limit reached)");
+	}
+}
+
+/* A fresh budget for code run on @L outside requests; @bounded 0 lifts the allocation
+ * bound (between runs, the C side pushes what it needs). */
+static void budget_reset(lua_State *L, struct sl_lua_limits *lim, int bounded)
+{
+	lim->insns = 0;
+	lim->churn_stop = bounded ? lim->churn + (size_t)lim->insn_max * SL_LUA_CHURN_PER_INSN :
+				    SIZE_MAX;
+	lua_sethook(L, count_hook, LUA_MASKCOUNT, INSN_STEP);
+}
+
+int sl_lua_traceback(lua_State *L)
+{
+	const char *msg = lua_tostring(L, 1);
+
+	luaL_traceback(L, L, msg ? msg : "(error object is not a string)", 1);
+	return 1;
+}
+
+void sl_lua_first_line(lua_State *L, char *err, size_t errlen)
+{
+	const char *msg = lua_tostring(L, -1);
+	const char *nl = msg ? strchr(msg, '\n') : NULL;
+
+	/* The first line says what and where; a traceback goes to the log only. */
+	sl_errf(err, errlen, "%.*s", nl ? (int)(nl - msg) : (int)strlen(msg ? msg : ""),
+		msg ? msg : "error (not a string)");
+}
+
+/* load() restricted to text chunks: precompiled bytecode is unverified and can corrupt the
+ * interpreter (the Lua manual, section 4.6, "load"). */
+static int safe_load(lua_State *L)
+{
+	size_t len;
+	const char *s = luaL_checklstring(L, 1, &len);
+	const char *name = luaL_optstring(L, 2, s);
+
+	if (luaL_loadbufferx(L, s, len, name, "t") != LUA_OK) {
+		lua_pushnil(L);
+		lua_insert(L, -2);
+		return 2;
+	}
+	if (!lua_isnone(L, 4)) {
+		lua_pushvalue(L, 4);
+		if (!lua_setupvalue(L, -2, 1))
+			lua_pop(L, 1);
+	}
+	return 1;
+}
+
+/*
+ * Pattern matching is one instruction that can take exponential time ("a*a*a*...b" on a
+ * string of a's backtracks through every split), out of the instruction budget's sight. A
+ * match is refused when its worst case, about n^(q+1) steps for q repetitions (*, +, -) on
+ * a subject of n bytes (n^q when anchored) and a factor 2 per '?', passes 10^8: linear
+ * patterns on large bodies stay allowed, nested backtracking on long subjects does not.
+ */
+#define PATTERN_LOG10_MAX 8.0
+
+static int pattern_too_costly(const char *p, size_t plen, size_t n)
+{
+	double logn = n > 1 ? log10((double)n) : 0, cost = 0;
+	size_t i = 0;
+
+	if (plen && p[0] == '^')
+		i = 1;
+	else
+		cost = logn;
+	while (i < plen) {
+		size_t start = i;
+
+		if (p[i] == '%' && i + 1 < plen) {
+			if (p[i + 1] == 'b') {
+				i += 4; /* %bxy: balanced, linear */
+				continue;
+			}
+			if (p[i + 1] == 'f') {
+				i += 2; /* %f[set]: a frontier, then its set */
+				if (i < plen && p[i] == '[') {
+					for (i++; i < plen && p[i] != ']'; i++)
+						if (p[i] == '%')
+							i++;
+					i++;
+				}
+				continue;
+			}
+			i += 2;
+		} else if (p[i] == '[') {
+			i++;
+			if (i < plen && p[i] == '^')
+				i++;
+			if (i < plen && p[i] == ']')
+				i++;
+			for (; i < plen && p[i] != ']'; i++)
+				if (p[i] == '%')
+					i++;
+			i++;
+		} else {
+			i++;
+		}
+		if (i < plen && i > start && (p[i] == '*' || p[i] == '+' || p[i] == '-')) {
+			cost += logn;
+			i++;
+		} else if (i < plen && p[i] == '?') {
+			cost += 0.30103;
+			i++;
+		}
+	}
+	return cost > PATTERN_LOG10_MAX;
+}
+
+/* string.find/match/gmatch/gsub with that bound (the original is upvalue 1). */
+static int guarded_match(lua_State *L)
+{
+	size_t n, plen;
+	const char *pat;
+
+	luaL_checklstring(L, 1, &n);
+	pat = luaL_checklstring(L, 2, &plen);
+	/* string.find(s, p, init, plain): a plain find is a substring search. */
+	if (!(lua_toboolean(L, lua_upvalueindex(2)) && lua_toboolean(L, 4)) &&
+	    pattern_too_costly(pat, plen, n))
+		return luaL_error(L, "pattern '%s' may take too long on %I bytes (too many "
+				     "repetitions for a subject this long)",
+				  pat, (lua_Integer)n);
+	lua_pushvalue(L, lua_upvalueindex(1));
+	lua_insert(L, 1);
+	lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+	return lua_gettop(L);
+}
+
+static void guard_patterns(lua_State *L)
+{
+	static const char *const fns[] = { "find", "match", "gmatch", "gsub" };
+
+	lua_getglobal(L, LUA_STRLIBNAME);
+	for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
+		lua_getfield(L, -1, fns[i]);
+		lua_pushboolean(L, i == 0); /* find has a plain mode */
+		lua_pushcclosure(L, guarded_match, 2);
+		lua_setfield(L, -2, fns[i]);
+	}
+	lua_pop(L, 1);
+}
+
+static int open_libs(lua_State *L)
+{
+	static const luaL_Reg libs[] = {
+		{ LUA_GNAME, luaopen_base },	   { LUA_TABLIBNAME, luaopen_table },
+		{ LUA_STRLIBNAME, luaopen_string }, { LUA_MATHLIBNAME, luaopen_math },
+		{ LUA_UTF8LIBNAME, luaopen_utf8 },  { LUA_COLIBNAME, luaopen_coroutine },
+	};
+
+	for (size_t i = 0; i < sizeof(libs) / sizeof(libs[0]); i++) {
+		luaL_requiref(L, libs[i].name, libs[i].func, 1);
+		lua_pop(L, 1);
+	}
+	lua_pushnil(L);
+	lua_setglobal(L, "dofile");
+	lua_pushnil(L);
+	lua_setglobal(L, "loadfile");
+	lua_pushcfunction(L, safe_load);
+	lua_setglobal(L, "load");
+	guard_patterns(L);
+	return 0;
+}
+
+lua_State *sl_lua_state_new(struct sl_lua_limits *lim)
+{
+	lua_State *L;
+
+	lim->churn_stop = lim->churn + (size_t)lim->insn_max * SL_LUA_CHURN_PER_INSN;
+	L = lua_newstate(limited_alloc, lim);
+
+	if (!L)
+		return NULL;
+	*(struct lreq **)lua_getextraspace(L) = NULL;
+	lua_pushcfunction(L, open_libs);
+	if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
+		lua_close(L);
+		return NULL;
+	}
+	lua_sethook(L, count_hook, LUA_MASKCOUNT, INSN_STEP);
+	return L;
+}
+
+/* ---- loading ---- */
+
+static int check_shape(lua_State *L, char *err, size_t errlen)
+{
+	int t;
+
+	t = lua_getfield(L, -1, "outbound");
+	if (t != LUA_TNIL && t != LUA_TFUNCTION) {
+		sl_errf(err, errlen, "outbound must be a function (got %s)", lua_typename(L, t));
+		return -EINVAL;
+	}
+	lua_pop(L, 1);
+	t = lua_getfield(L, -1, "outboundByHost");
+	if (t != LUA_TNIL && t != LUA_TTABLE) {
+		sl_errf(err, errlen, "outboundByHost must be a table of host = function");
+		return -EINVAL;
+	}
+	if (t == LUA_TTABLE) {
+		lua_pushnil(L);
+		while (lua_next(L, -2)) {
+			if (lua_type(L, -2) != LUA_TSTRING || !lua_isfunction(L, -1)) {
+				sl_errf(err, errlen, "outboundByHost: every entry is "
+						    "[\"host\"] = function(req, env, ctx)");
+				return -EINVAL;
+			}
+			lua_pop(L, 1);
+		}
+	}
+	lua_pop(L, 1);
+	t = lua_getfield(L, -1, "cleartextSecrets");
+	lua_pop(L, 1);
+	if (t != LUA_TNIL && t != LUA_TBOOLEAN) {
+		sl_errf(err, errlen, "cleartextSecrets must be true or false (got %s)",
+			lua_typename(L, t));
+		return -EINVAL;
+	}
+	t = lua_getfield(L, -1, "outboundHandlers");
+	if (t != LUA_TNIL && t != LUA_TTABLE) {
+		sl_errf(err, errlen, "outboundHandlers must be a table of name = { egress, handle }");
+		return -EINVAL;
+	}
+	if (t == LUA_TTABLE) {
+		lua_pushnil(L);
+		while (lua_next(L, -2)) {
+			const char *name = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+			int e, h;
+
+			if (!name || !lua_istable(L, -1)) {
+				sl_errf(err, errlen, "outboundHandlers: every entry is "
+						    "name = { egress = ..., handle = function }");
+				return -EINVAL;
+			}
+			h = lua_getfield(L, -1, "handle");
+			e = lua_getfield(L, -2, "egress");
+			lua_pop(L, 2);
+			if (h != LUA_TFUNCTION && h != LUA_TNIL) {
+				sl_errf(err, errlen, "outboundHandlers.%s.handle must be a function",
+					name);
+				return -EINVAL;
+			}
+			if (e != LUA_TTABLE && e != LUA_TFUNCTION && e != LUA_TNIL) {
+				sl_errf(err, errlen, "outboundHandlers.%s.egress must be a table or "
+						    "a function(params)", name);
+				return -EINVAL;
+			}
+			lua_pop(L, 1);
+		}
+	}
+	lua_pop(L, 1);
+	return 0;
+}
+
+static void lua_free(struct sl_lua *lua)
+{
+	if (lua->L)
+		lua_close(lua->L);
+	for (size_t i = 0; i < lua->nload; i++) {
+		OPENSSL_cleanse(lua->load_secrets[i].s, lua->load_secrets[i].n);
+		free(lua->load_secrets[i].s);
+	}
+	free(lua);
+}
+
+struct sl_lua *sl_lua_load(const char *chunkname, const char *src, size_t len,
+			   const struct sl_lua_opts *o, const char *sandbox,
+			   struct sl_policy **policy, char *err, size_t errlen)
+{
+	struct sl_lua *lua = calloc(1, sizeof(*lua));
+	struct sl_policy *p = NULL;
+	char name[256];
+	lua_State *L;
+	int r;
+
+	*policy = NULL;
+	if (!lua) {
+		sl_errf(err, errlen, "out of memory");
+		return NULL;
+	}
+	lua->refs = 1;
+	lua->o = *o;
+	if (!lua->o.mem_max)
+		lua->o.mem_max = SL_LUA_MEM_MAX;
+	if (!lua->o.insn_max)
+		lua->o.insn_max = SL_LUA_INSN_MAX;
+	if (!lua->o.body_max)
+		lua->o.body_max = SL_LUA_BODY_MAX;
+	if (!lua->o.resp_body_max)
+		lua->o.resp_body_max = SL_LUA_RESP_BODY_MAX;
+	snprintf(lua->sandbox, sizeof(lua->sandbox), "%s", sandbox ? sandbox : "");
+	lua->lim.mem_max = lua->o.mem_max;
+	lua->lim.insn_max = 10000000L; /* the policy's top level: generous, but bounded */
+	lua->policy_ref = LUA_NOREF;
+	L = lua->L = sl_lua_state_new(&lua->lim);
+	if (!L) {
+		sl_errf(err, errlen, "out of memory");
+		goto fail;
+	}
+	/* Requests make short-lived objects: the generational collector takes them young. */
+	lua_gc(L, LUA_GCGEN, 0, 0);
+	lua_pushcfunction(L, sl_lua_open_api);
+	lua_pushlightuserdata(L, lua);
+	if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+		sl_errf(err, errlen, "out of memory");
+		goto fail;
+	}
+	lua_pushcfunction(L, sl_lua_traceback);
+	snprintf(name, sizeof(name), "@%s", chunkname);
+	r = luaL_loadbufferx(L, src, len, name, "t");
+	if (r == LUA_OK)
+		r = lua_pcall(L, 0, 1, 1);
+	if (r != LUA_OK) {
+		sl_lua_first_line(L, err, errlen);
+		goto fail;
+	}
+	p = calloc(1, sizeof(*p));
+	if (!p) {
+		sl_errf(err, errlen, "out of memory");
+		goto fail;
+	}
+	if (sl_policy_read(L, p, err, errlen) || check_shape(L, err, errlen)) {
+		char msg[512];
+
+		snprintf(msg, sizeof(msg), "%s: %s", chunkname, err);
+		sl_errf(err, errlen, "%s", msg);
+		goto fail;
+	}
+	lua->has_outbound = lua_getfield(L, -1, "outbound") == LUA_TFUNCTION;
+	lua_pop(L, 1);
+	lua_getfield(L, -1, "cleartextSecrets");
+	lua->cleartext_secrets = lua_toboolean(L, -1);
+	lua_pop(L, 1);
+	if (lua_getfield(L, -1, "outboundByHost") == LUA_TTABLE) {
+		lua_pushnil(L);
+		lua->has_by_host = lua_next(L, -2) != 0;
+		if (lua->has_by_host)
+			lua_pop(L, 2);
+	}
+	lua_pop(L, 1);
+	lua->policy_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	budget_reset(L, &lua->lim, 0);
+	lua_settop(L, 0);
+	*policy = p;
+	return lua;
+fail:
+	sl_policy_free(p);
+	lua_free(lua);
+	return NULL;
+}
+
+struct sl_lua *sl_lua_ref(struct sl_lua *lua)
+{
+	lua->refs++;
+	return lua;
+}
+
+void sl_lua_unref(struct sl_lua *lua)
+{
+	if (lua && !--lua->refs)
+		lua_free(lua);
+}
+
+int sl_lua_has_handlers(const struct sl_lua *lua)
+{
+	return lua->has_outbound || lua->has_by_host || lua->active[0];
+}
+
+size_t sl_lua_mem(const struct sl_lua *lua)
+{
+	return lua->lim.mem;
+}
+
+const char *sl_lua_active(const struct sl_lua *lua)
+{
+	return lua->active;
+}
+
+/* ---- running a handler ---- */
+
+/* @a @b @c into @out (truncated): the hot path's names, without snprintf. */
+static void join3(char *out, size_t len, const char *a, const char *b, const char *c)
+{
+	const char *parts[3] = { a, b, c };
+	size_t n = 0;
+
+	for (int i = 0; i < 3; i++) {
+		size_t k = strlen(parts[i]);
+
+		if (k > len - 1 - n)
+			k = len - 1 - n;
+		memcpy(out + n, parts[i], k);
+		n += k;
+	}
+	out[n] = 0;
+}
+
+
+static void req_release(struct lreq *r)
+{
+	struct sl_lua *lua = r->lua;
+	lua_State *L = lua->L;
+
+	r->x = NULL;
+	if (r->co) {
+		lua_State *co = r->co;
+
+		*(struct lreq **)lua_getextraspace(co) = NULL;
+		if (lua_status(co) == LUA_OK && lua->npool < CO_POOL_MAX) {
+			lua_settop(co, 0);
+			lua->pool[lua->npool].co = co;
+			lua->pool[lua->npool].ref = r->co_ref;
+			lua->npool++;
+			r->co_ref = LUA_NOREF;
+		} else {
+			/* Closes what a stopped coroutine holds (to-be-closed variables). */
+			lua_resetthread(co);
+		}
+		r->co = NULL;
+	}
+	luaL_unref(L, LUA_REGISTRYINDEX, r->co_ref);
+	luaL_unref(L, LUA_REGISTRYINDEX, r->self_ref);
+	r->co_ref = r->self_ref = LUA_NOREF;
+	sl_lua_unref(lua);
+}
+
+/* The reason of a failed run, first line only and without secrets; the traceback goes to
+ * the daemon's debug log. Runs protected: tracebacks allocate. */
+static int error_text(lua_State *L)
+{
+	lua_State *co = lua_touserdata(L, 1);
+	char *out = lua_touserdata(L, 2);
+	struct lreq *r = lua_touserdata(L, 3);
+	const char *msg = lua_tostring(co, -1);
+	char *tb;
+
+	luaL_traceback(L, co, msg ? msg : "(error object is not a string)", 0);
+	tb = strdup(lua_tostring(L, -1));
+	if (tb) {
+		sl_lua_redact(r->lua, r, tb);
+		sl_debug("sandbox %s: handler %s failed: %s", r->lua->sandbox, r->handler, tb);
+		free(tb);
+	}
+	snprintf(out, 400, "handler %s failed: %s", r->handler,
+		 msg ? msg : "(error object is not a string)");
+	if (strchr(out, '\n'))
+		*strchr(out, '\n') = 0;
+	sl_lua_redact(r->lua, r, out);
+	return 0;
+}
+
+static void finish_error(struct lreq *r, int status)
+{
+	lua_State *L = r->lua->L;
+	char why[400];
+
+	if (status == LUA_ERRMEM || r->out_of_insns)
+		sl_px_x_count_limit(r->x, status == LUA_ERRMEM ? SL_PX_LIMIT_LUA_MEM :
+								SL_PX_LIMIT_LUA_INSNS);
+	if (status == LUA_ERRMEM &&
+	    r->churn >= (size_t)r->lua->o.insn_max * SL_LUA_CHURN_PER_INSN) {
+		snprintf(why, sizeof(why), "handler %s failed: it ran out of its work budget "
+					   "(%zu MiB allocated)", r->handler, r->churn >> 20);
+		sl_px_x_fail(r->x, 502, why);
+		return;
+	}
+	if (status == LUA_ERRMEM) {
+		/* Nothing more can be allocated now: no traceback. What the handler held is
+		 * garbage once its coroutine is released. */
+		snprintf(why, sizeof(why), "handler %s failed: not enough memory (its policy's "
+					   "Lua state may use %zu MiB)", r->handler,
+			 r->lua->o.mem_max >> 20);
+		sl_px_x_fail(r->x, 502, why);
+		return;
+	}
+	lua_pushcfunction(L, error_text);
+	lua_pushlightuserdata(L, r->co);
+	lua_pushlightuserdata(L, why);
+	lua_pushlightuserdata(L, r);
+	if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
+		snprintf(why, sizeof(why), "handler %s failed (%s)", r->handler,
+			 status == LUA_ERRMEM ? "out of memory" : "error");
+		lua_pop(L, 1);
+	}
+	sl_px_x_fail(r->x, 502, why);
+}
+
+/* The handler returned: what it returned is the answer. */
+static void finish_ok(struct lreq *r, int nres)
+{
+	lua_State *co = r->co;
+	struct lresp *p = nres ? sl_lua_to_ud(co, -nres, TAG_RESP) : NULL;
+	char why[200];
+
+	if (!p) {
+		snprintf(why, sizeof(why), "handler %s returned %s, not a Response", r->handler,
+			 nres ? luaL_typename(co, -nres) : "nothing");
+		sl_px_x_fail(r->x, 502, why);
+		return;
+	}
+	if (!p->local) {
+		if (p->r != r || !sl_px_x_resp(r->x)) {
+			sl_px_x_fail(r->x, 502, "the handler returned a response it did not fetch");
+			return;
+		}
+		sl_px_x_send_fetched(r->x);
+		return;
+	}
+	{
+		size_t len = 0;
+		const char *body = NULL;
+
+		if (lua_getiuservalue(co, -nres, 1) == LUA_TSTRING)
+			body = lua_tolstring(co, -1, &len);
+		sl_px_x_send(r->x, p->status, &p->h, body, len);
+		lua_pop(co, 1);
+	}
+}
+
+/* Runs the handler until it returns, fails or waits. @r holds a reference on its state
+ * until req_release(), so a policy replaced meanwhile stays alive for it. */
+static void run(struct lreq *r, int nargs)
+{
+	struct sl_lua_limits *lim = &r->lua->lim;
+	size_t budget = (size_t)r->lua->o.insn_max * SL_LUA_CHURN_PER_INSN, before = lim->churn;
+	int nres = 0, status;
+
+	/* What the handler allocates is bounded per request too: one instruction can make a
+	 * 32 MB string. */
+	lim->churn_stop = before + (r->churn < budget ? budget - r->churn : 0);
+	status = lua_resume(r->co, r->lua->L, nargs, &nres);
+	r->churn += lim->churn - before;
+	lim->churn_stop = SIZE_MAX;
+	if (status == LUA_YIELD && r->waiting != W_NONE)
+		return;
+	if (status == LUA_YIELD)
+		sl_px_x_fail(r->x, 502, "the handler yielded outside fetch() or text()");
+	else if (status == LUA_OK)
+		finish_ok(r, nres);
+	else
+		finish_error(r, status);
+	req_release(r);
+}
+
+static void on_resume(void *hctx)
+{
+	struct lreq *r = hctx;
+
+	if (r->x)
+		run(r, 0);
+}
+
+static void on_abort(void *hctx, const char *why)
+{
+	struct lreq *r = hctx;
+
+	sl_debug("sandbox %s: handler %s stopped: %s", r->lua->sandbox, r->handler, why);
+	req_release(r);
+}
+
+static const struct sl_px_handler px_handler = {
+	.resume = on_resume,
+	.abort = on_abort,
+};
+
+struct start {
+	struct sl_lua *lua;
+	struct sl_px_xchg *x;
+	struct lreq *r;
+	const char *host;
+};
+
+/* Finds the handler for the request and sets up its coroutine: (function, req, env, ctx) on
+ * the coroutine's stack. Protected (allocates); returns 0 with nothing to run. */
+static int start_request(lua_State *L)
+{
+	struct start *s = lua_touserdata(L, 1);
+	struct sl_lua *lua = s->lua;
+	char handler[96] = "";
+	struct lreq *r;
+	struct lctx *ctx;
+	lua_State *co;
+
+	lua_rawgeti(L, LUA_REGISTRYINDEX, lua->policy_ref);
+	if (lua->active[0]) {
+		lua_getfield(L, -1, "outboundHandlers");
+		lua_getfield(L, -1, lua->active);
+		lua_getfield(L, -1, "handle");
+		join3(handler, sizeof(handler), "outboundHandlers.", lua->active, "");
+	} else {
+		if (lua->has_by_host) {
+			lua_getfield(L, -1, "outboundByHost");
+			lua_getfield(L, -1, s->host);
+			join3(handler, sizeof(handler), "outboundByHost[", s->host, "]");
+		}
+		if (!lua_isfunction(L, -1) && lua->has_outbound) {
+			lua_getfield(L, 2, "outbound");
+			join3(handler, sizeof(handler), "outbound", "", "");
+		}
+	}
+	if (!lua_isfunction(L, -1)) {
+		lua_pushboolean(L, 0);
+		return 1;
+	}
+	r = lua_newuserdatauv(L, sizeof(*r), 2);
+	memset(r, 0, sizeof(*r));
+	r->tag = TAG_REQ;
+	r->co_ref = r->self_ref = LUA_NOREF;
+	luaL_setmetatable(L, MT_REQ);
+	memcpy(r->handler, handler, sizeof(r->handler));
+	r->lua = sl_lua_ref(lua);
+	r->x = s->x;
+	s->r = r; /* from here on the caller releases it if this raises */
+	if (lua->npool) {
+		lua->npool--;
+		co = lua->pool[lua->npool].co;
+		r->co_ref = lua->pool[lua->npool].ref;
+	} else {
+		co = lua_newthread(L);
+		r->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	}
+	r->co = co;
+	*(struct lreq **)lua_getextraspace(co) = r;
+	lua_pushvalue(L, -1);
+	r->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+	/* function, req, env, ctx */
+	lua_pushvalue(L, -2);
+	lua_pushvalue(L, -2);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, lua->env_ref);
+	ctx = lua_newuserdatauv(L, sizeof(*ctx), 1);
+	ctx->tag = TAG_CTX;
+	ctx->r = r;
+	luaL_setmetatable(L, MT_CTX);
+	lua_pushvalue(L, -3);
+	lua_setiuservalue(L, -2, 1);
+	luaL_checkstack(co, 8, "handler stack");
+	lua_xmove(L, co, 4);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+int sl_lua_handle(struct sl_lua *lua, struct sl_px_xchg *x)
+{
+	lua_State *L = lua->L;
+	struct sl_px_info info;
+	struct start s = { .lua = lua, .x = x };
+	int ok;
+
+	if (!sl_lua_has_handlers(lua))
+		return 1;
+	sl_px_x_info(x, &info);
+	s.host = info.host;
+	lua_settop(L, 0);
+	lua_pushcfunction(L, start_request);
+	lua_pushlightuserdata(L, &s);
+	if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+		/* Out of memory setting up: this request fails, nothing else. */
+		lua_settop(L, 0);
+		if (s.r)
+			req_release(s.r);
+		sl_px_x_fail(x, 502, "the handler could not start: the policy's Lua state is out "
+				     "of memory");
+		return 0;
+	}
+	ok = lua_toboolean(L, -1);
+	lua_settop(L, 0);
+	if (!ok)
+		return 1; /* no handler for this host: forwarded unchanged */
+	sl_px_x_attach(x, &px_handler, s.r);
+	sl_px_x_set_handler(x, s.r->handler);
+	for (size_t i = 0; i < lua->nload; i++)
+		sl_px_x_mask(x, lua->load_secrets[i].s, lua->load_secrets[i].n);
+	run(s.r, 3);
+	return 0;
+}
+
+/* ---- outboundHandlers ---- */
+
+/* Pushes the JSON value @j as Lua. */
+static void push_json(lua_State *L, json_t *j, int depth)
+{
+	luaL_checkstack(L, 4, "params");
+	if (depth > 32)
+		luaL_error(L, "params nest too deep");
+	switch (json_typeof(j)) {
+	case JSON_OBJECT: {
+		const char *k;
+		json_t *v;
+
+		lua_createtable(L, 0, (int)json_object_size(j));
+		json_object_foreach (j, k, v) {
+			push_json(L, v, depth + 1);
+			lua_setfield(L, -2, k);
+		}
+		break;
+	}
+	case JSON_ARRAY: {
+		size_t i;
+		json_t *v;
+
+		lua_createtable(L, (int)json_array_size(j), 0);
+		json_array_foreach (j, i, v) {
+			push_json(L, v, depth + 1);
+			lua_rawseti(L, -2, (lua_Integer)i + 1);
+		}
+		break;
+	}
+	case JSON_STRING:
+		lua_pushlstring(L, json_string_value(j), json_string_length(j));
+		break;
+	case JSON_INTEGER:
+		lua_pushinteger(L, json_integer_value(j));
+		break;
+	case JSON_REAL:
+		lua_pushnumber(L, json_real_value(j));
+		break;
+	case JSON_TRUE:
+		lua_pushboolean(L, 1);
+		break;
+	case JSON_FALSE:
+		lua_pushboolean(L, 0);
+		break;
+	default:
+		lua_pushnil(L);
+	}
+}
+
+struct egress_call {
+	struct sl_lua *lua;
+	const char *name;
+	json_t *params;
+	struct sl_policy *p;
+	int set_active;
+	char *err;
+	size_t errlen;
+};
+
+/* outboundHandlers[name]: its kernel layer for the params, and (set_active) make it the
+ * active one. Protected: runs the egress function. */
+static int handler_call(lua_State *L)
+{
+	struct egress_call *e = lua_touserdata(L, 1);
+	char where[96];
+	int t;
+
+	lua_rawgeti(L, LUA_REGISTRYINDEX, e->lua->policy_ref);
+	if (lua_getfield(L, -1, "outboundHandlers") != LUA_TTABLE ||
+	    lua_getfield(L, -1, e->name) != LUA_TTABLE) {
+		sl_errf(e->err, e->errlen, "the policy has no handler '%s' in outboundHandlers",
+			e->name);
+		lua_pushinteger(L, -ENOENT);
+		return 1;
+	}
+	if (e->params)
+		push_json(L, e->params, 0);
+	else
+		lua_newtable(L);
+	if (e->set_active) {
+		/* Its egress ran already (sl_lua_handler_egress, which the callers call first):
+		 * activating only keeps the params. */
+		lua_rawseti(L, LUA_REGISTRYINDEX, e->lua->params_ref);
+		snprintf(e->lua->active, sizeof(e->lua->active), "%s", e->name);
+		lua_pushinteger(L, 0);
+		return 1;
+	}
+	t = lua_getfield(L, -2, "egress");
+	if (t == LUA_TFUNCTION) {
+		lua_pushvalue(L, -2);
+		lua_call(L, 1, 1); /* raises: the caller's pcall reports it */
+		t = lua_type(L, -1);
+		if (t != LUA_TTABLE && t != LUA_TNIL) {
+			sl_errf(e->err, e->errlen, "outboundHandlers.%s.egress(params) returned %s, "
+						   "not a table", e->name, lua_typename(L, t));
+			lua_pushinteger(L, -EINVAL);
+			return 1;
+		}
+	}
+	if (t != LUA_TNIL) {
+		e->p = calloc(1, sizeof(*e->p));
+		if (!e->p)
+			return luaL_error(L, "not enough memory");
+		snprintf(where, sizeof(where), "outboundHandlers.%s.egress", e->name);
+		if (sl_policy_read_egress(L, e->p, where, e->err, e->errlen)) {
+			lua_pushinteger(L, -EINVAL);
+			return 1;
+		}
+	}
+	lua_pop(L, 2); /* egress, params */
+	lua_pushinteger(L, 0);
+	return 1;
+}
+
+static int handler_run(struct sl_lua *lua, const char *name, const char *params_json,
+		       struct sl_policy **policy, int set_active, char *err, size_t errlen)
+{
+	struct egress_call e = { .lua = lua, .name = name, .set_active = set_active,
+				 .err = err, .errlen = errlen };
+	lua_State *L = lua->L;
+	json_error_t jerr;
+	int r;
+
+	if (policy)
+		*policy = NULL;
+	if (strlen(name) >= sizeof(lua->active)) {
+		sl_errf(err, errlen, "handler name too long");
+		return -EINVAL;
+	}
+	if (params_json && *params_json) {
+		e.params = json_loads(params_json, JSON_REJECT_DUPLICATES, &jerr);
+		if (!e.params || !json_is_object(e.params)) {
+			sl_errf(err, errlen, "params must be a JSON object%s%s", e.params ? "" : ": ",
+				e.params ? "" : jerr.text);
+			json_decref(e.params);
+			return -EINVAL;
+		}
+	}
+	lua_settop(L, 0);
+	lua_pushcfunction(L, sl_lua_traceback);
+	lua_pushcfunction(L, handler_call);
+	lua_pushlightuserdata(L, &e);
+	budget_reset(L, &lua->lim, 1);
+	r = lua_pcall(L, 1, 1, 1);
+	budget_reset(L, &lua->lim, 0); /* coroutines made from now on inherit the hook */
+	if (r != LUA_OK) {
+		char msg[400];
+
+		sl_lua_first_line(L, msg, sizeof(msg));
+		sl_errf(err, errlen, "outboundHandlers.%s.egress(params) failed: %s", name, msg);
+		r = -EINVAL;
+	} else {
+		r = (int)lua_tointeger(L, -1);
+		if (r == -ENOENT)
+			r = -EINVAL;
+	}
+	lua_settop(L, 0);
+	json_decref(e.params);
+	if (r || !policy)
+		sl_policy_free(e.p);
+	else
+		*policy = e.p;
+	return r;
+}
+
+int sl_lua_handler_exists(struct sl_lua *lua, const char *name)
+{
+	lua_State *L = lua->L;
+	int ok;
+
+	lua_rawgeti(L, LUA_REGISTRYINDEX, lua->policy_ref);
+	ok = lua_getfield(L, -1, "outboundHandlers") == LUA_TTABLE &&
+	     lua_getfield(L, -1, name) == LUA_TTABLE;
+	lua_settop(L, 0);
+	return ok;
+}
+
+int sl_lua_handler_egress(struct sl_lua *lua, const char *name, const char *params_json,
+			  struct sl_policy **policy, char *err, size_t errlen)
+{
+	return handler_run(lua, name, params_json, policy, 0, err, errlen);
+}
+
+int sl_lua_set_active(struct sl_lua *lua, const char *name, const char *params_json, char *err,
+		      size_t errlen)
+{
+	if (!name) {
+		lua->active[0] = 0;
+		return 0;
+	}
+	return handler_run(lua, name, params_json, NULL, 1, err, errlen);
+}

@@ -1,0 +1,139 @@
+/* SPDX-License-Identifier: MIT */
+/* What the Lua host (lua_host.c) and the API it gives handlers (lua_api.c) share. */
+#ifndef SL_LUA_PRIV_H
+#define SL_LUA_PRIV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "http/http.h"
+#include "lua/lua_host.h"
+
+struct sl_px_xchg;
+
+#define SECRETS_MAX 64
+/* Idle coroutines kept for the next requests: a thread that finished normally is as good as
+ * new once its stack is emptied (the Lua manual, lua_resume). */
+#define CO_POOL_MAX 32
+
+#define MT_REQ "sluice.Request"
+#define MT_RESP "sluice.Response"
+#define MT_HDRS "sluice.Headers"
+#define MT_CTX "sluice.Context"
+#define MT_KV "sluice.KV"
+
+struct secret {
+	char *s;
+	size_t n;
+};
+
+struct sl_lua {
+	lua_State *L;
+	struct sl_lua_limits lim;
+	unsigned refs;
+	struct sl_lua_opts o;
+	char sandbox[80];
+	int policy_ref; /* the policy table */
+	int env_ref; /* the env table handlers get */
+	int params_ref; /* ctx.params of the active handler */
+	char active[64]; /* the active outboundHandlers entry, "" for none */
+	int has_outbound, has_by_host;
+	int cleartext_secrets; /* the policy's cleartextSecrets = true */
+	struct secret load_secrets[SECRETS_MAX]; /* read while the policy loaded */
+	size_t nload;
+	struct {
+		lua_State *co;
+		int ref;
+	} pool[CO_POOL_MAX];
+	int npool;
+};
+
+enum wait { W_NONE, W_BODY, W_FETCH, W_RESP_BODY };
+
+/*
+ * Every userdata made here starts with a tag naming its kind: the type checks on the hot path
+ * read it instead of looking metatables up by name. Policies cannot make full userdata (no
+ * debug library, no C modules), so only these carry tags.
+ */
+enum ud_tag {
+	TAG_REQ = 0x51c0aa01,
+	TAG_RESP,
+	TAG_HDRS,
+	TAG_CTX,
+	TAG_KV,
+};
+
+/* One request's handler run. A full userdata (the `req` handlers see), kept alive by the
+ * registry while the request is in flight and by any Lua value that holds it after. */
+struct lreq {
+	uint32_t tag;
+	struct sl_lua *lua;
+	struct sl_px_xchg *x; /* NULL once the request has ended */
+	lua_State *co;
+	int co_ref, self_ref;
+	long insns;
+	size_t churn; /* bytes its handler allocated so far (bounded like instructions) */
+	int out_of_insns; /* the instruction budget ended the run */
+	enum wait waiting;
+	int fetched;
+	char handler[96];
+};
+
+enum hdrs_of { H_REQ, H_RESP, H_LOCAL };
+
+/* A response: the one fetch() returned (its head lives in the proxy) or one made by
+ * Response.new (its head here; its body is the userdata's first user value). */
+struct lresp {
+	uint32_t tag;
+	int local;
+	struct lreq *r; /* fetched: the request (the second user value keeps it alive) */
+	int status;
+	struct sl_http_msg h;
+};
+
+struct lhdrs {
+	uint32_t tag;
+	enum hdrs_of of;
+	struct lreq *r;
+	struct lresp *resp;
+};
+
+struct lctx {
+	uint32_t tag;
+	struct lreq *r;
+};
+
+struct lkv {
+	uint32_t tag;
+	char ns[];
+};
+
+/* The userdata at @idx if it is of kind @tag, else NULL. */
+/* The request whose handler runs on coroutine @L (NULL outside requests). */
+static inline struct lreq *sl_lua_running(lua_State *L)
+{
+	return *(struct lreq **)lua_getextraspace(L);
+}
+
+/* The userdata at @idx if it is of kind @tag, else NULL. */
+static inline void *sl_lua_to_ud(lua_State *L, int idx, uint32_t tag)
+{
+	uint32_t *p;
+
+	if (lua_type(L, idx) != LUA_TUSERDATA || lua_rawlen(L, idx) < sizeof(*p))
+		return NULL;
+	p = lua_touserdata(L, idx);
+	return *p == tag ? p : NULL;
+}
+
+/* Installs Response, fetch, sluice.log, the classes and env in a new state (protected:
+ * call through lua_pcall with @lua as the one light userdata argument). */
+int sl_lua_open_api(lua_State *L);
+/* Removes every secret @r's handler could know from @s (env values, those read at load,
+ * those the request read). @r may be NULL. */
+void sl_lua_redact(struct sl_lua *lua, struct lreq *r, char *s);
+
+#endif

@@ -1,0 +1,966 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Policies are Lua files returning a table (the shape of DESIGN.md, after Cloudflare's
+ * outbound Workers). This module runs a policy file in a fresh, restricted Lua state and
+ * turns its egress section into parsed entries, then into kernel rules. It is the one place
+ * that knows the entry grammar, so the CLI's errors, the daemon's and the tests' agree.
+ * A policy that loops or allocates without bound is stopped (instruction and memory caps)
+ * instead of hanging or exhausting the daemon.
+ */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+
+#include "dns/dns_msg.h"
+#include "core/log.h"
+#include "lua/lua_host.h"
+#include "policy/policy.h"
+
+
+/* "443" or "1000-2000". */
+static int parse_ports(const char *s, struct sl_entry *e)
+{
+	unsigned long lo, hi;
+	char *end;
+
+	if (!isdigit((unsigned char)*s))
+		return -EINVAL;
+	lo = strtoul(s, &end, 10);
+	hi = lo;
+	if (*end == '-') {
+		if (!isdigit((unsigned char)end[1]))
+			return -EINVAL;
+		hi = strtoul(end + 1, &end, 10);
+	}
+	/* port 0 is not a destination: "0" and "0-0" name nothing ("0-10" names 1-10) */
+	if (*end || lo > 65535 || hi > 65535 || lo > hi || hi == 0)
+		return -EINVAL;
+	e->has_port = 1;
+	e->port_lo = (uint16_t)lo;
+	e->port_hi = (uint16_t)hi;
+	return 0;
+}
+
+static int parse_plen(const char *s, int max)
+{
+	char *end;
+	long v;
+
+	if (!isdigit((unsigned char)*s))
+		return -1;
+	v = strtol(s, &end, 10);
+	if (*end || v < 0 || v > max)
+		return -1;
+	return (int)v;
+}
+
+/* An IP address with an optional /plen, in @s (modifiable). */
+static int parse_addr(char *s, struct sl_entry *e)
+{
+	char *slash = strchr(s, '/');
+	int plen = -1;
+
+	if (slash)
+		*slash = 0;
+	memset(e->addr, 0, sizeof(e->addr));
+	if (inet_pton(AF_INET, s, e->addr) == 1)
+		e->family = AF_INET;
+	else if (inet_pton(AF_INET6, s, e->addr) == 1)
+		e->family = AF_INET6;
+	else
+		return -EINVAL;
+	if (slash) {
+		plen = parse_plen(slash + 1, e->family == AF_INET ? 32 : 128);
+		if (plen < 0)
+			return -ERANGE;
+	}
+	e->plen = plen >= 0 ? plen : e->family == AF_INET ? 32 : 128;
+	e->kind = SL_ENTRY_ADDR;
+	return 0;
+}
+
+/* RFC 1123 host name labels; '_' tolerated (it occurs in real service names). */
+static int valid_host(const char *h)
+{
+	size_t len = strlen(h), label = 0;
+
+	if (!len || len > 253)
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = h[i];
+
+		if (c == '.') {
+			if (!label || h[i - 1] == '-')
+				return 0;
+			label = 0;
+			continue;
+		}
+		if (!(isalnum(c) || c == '-' || c == '_'))
+			return 0;
+		if (c == '-' && !label)
+			return 0;
+		if (++label > 63)
+			return 0;
+	}
+	if (label == 0 || h[len - 1] == '-')
+		return 0;
+	/* An all-numeric last label is a mistyped address ("10.0.0.300"), not a name
+	 * (RFC 3696 section 2: top-level domains are not all-numeric). */
+	for (size_t i = len - label; i < len; i++)
+		if (!isdigit((unsigned char)h[i]))
+			return 1;
+	return 0;
+}
+
+int sl_entry_parse(const char *s, struct sl_entry *e, char *err, size_t errlen)
+{
+	char buf[300], *host, *port = NULL;
+	size_t len;
+
+	memset(e, 0, sizeof(*e));
+	e->protos = SL_PROTO_ANY;
+	e->sni = -1;
+	len = strlen(s);
+	if (!len || len >= sizeof(buf)) {
+		sl_errf(err, errlen, "empty or overlong entry");
+		return -EINVAL;
+	}
+	memcpy(buf, s, len + 1);
+	host = buf;
+
+	if (buf[0] == '[') {
+		/* [v6addr]:port, [v6addr/plen]:port or [v6addr]/plen:port */
+		char *close = strchr(buf, ']'), *rest;
+
+		if (!close) {
+			sl_errf(err, errlen, "'%s': missing ']'", s);
+			return -EINVAL;
+		}
+		*close = 0;
+		host = buf + 1;
+		rest = close + 1;
+		if (*rest == '/') {
+			char *colon = strchr(rest, ':');
+			size_t hl = strlen(host);
+
+			if (colon)
+				*colon = 0;
+			if (hl + strlen(rest) + 1 > sizeof(buf) - (host - buf)) {
+				sl_errf(err, errlen, "'%s': overlong", s);
+				return -EINVAL;
+			}
+			memmove(host + hl, rest, strlen(rest) + 1);
+			port = colon ? colon + 1 : NULL;
+		} else if (*rest == ':') {
+			port = rest + 1;
+		} else if (*rest) {
+			sl_errf(err, errlen, "'%s': unexpected text after ']'", s);
+			return -EINVAL;
+		}
+		if (parse_addr(host, e) || e->family != AF_INET6) {
+			sl_errf(err, errlen, "'%s': not an IPv6 address or prefix", s);
+			return -EINVAL;
+		}
+	} else if (strchr(buf, ':') && strchr(buf, ':') != strrchr(buf, ':')) {
+		/* Bare IPv6 (two or more colons): no port possible without brackets. */
+		int r = parse_addr(buf, e);
+
+		if (r) {
+			sl_errf(err, errlen,
+			       r == -ERANGE ? "'%s': prefix length out of range" :
+					      "'%s': not an IPv6 address (use [addr]:port for a port)",
+			       s);
+			return -EINVAL;
+		}
+	} else {
+		char *colon = strrchr(buf, ':');
+
+		if (colon) {
+			*colon = 0;
+			port = colon + 1;
+		}
+		if (strchr(host, '/') || (isdigit((unsigned char)host[0]) &&
+					   inet_pton(AF_INET, host, e->addr) == 1)) {
+			int r = parse_addr(host, e);
+
+			if (r || e->family != AF_INET) {
+				sl_errf(err, errlen,
+				       r == -ERANGE ? "'%s': prefix length out of range" :
+						      "'%s': not an IPv4 address or prefix",
+				       s);
+				return -EINVAL;
+			}
+		} else {
+			size_t hl;
+
+			for (char *p = host; *p; p++)
+				*p = (char)tolower((unsigned char)*p);
+			hl = strlen(host);
+			if (hl && host[hl - 1] == '.')
+				host[--hl] = 0;
+			e->kind = SL_ENTRY_HOST;
+			if (!strncmp(host, "*.", 2)) {
+				e->kind = SL_ENTRY_WILDCARD;
+				host += 2;
+			}
+			if (!valid_host(host)) {
+				sl_errf(err, errlen, "'%s': not an address, prefix or host name", s);
+				return -EINVAL;
+			}
+			snprintf(e->host, sizeof(e->host), "%s", host);
+		}
+	}
+	if (port && parse_ports(port, e)) {
+		sl_errf(err, errlen, "'%s': bad port '%s' (1-65535, or a range lo-hi)", s, port);
+		return -EINVAL;
+	}
+	if (e->kind == SL_ENTRY_ADDR) {
+		uint8_t masked[16];
+
+		memcpy(masked, e->addr, 16);
+		sl_prefix_mask(masked, e->family == AF_INET ? 4 : 16, e->plen);
+		if (memcmp(masked, e->addr, 16)) {
+			char want[64];
+
+			sl_prefix_str(e->family, masked, e->plen, want, sizeof(want));
+			sl_errf(err, errlen, "'%s': host bits set in prefix (did you mean %s?)", s,
+			       want);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+void sl_entry_str(const struct sl_entry *e, char *buf, size_t len)
+{
+	char a[SL_HOST_MAX + 2], p[16] = ""; /* "*." and a name of up to 253 */
+
+	if (e->kind == SL_ENTRY_ADDR)
+		sl_prefix_str(e->family, e->addr, e->plen, a, sizeof(a));
+	else
+		snprintf(a, sizeof(a), "%s%s", e->kind == SL_ENTRY_WILDCARD ? "*." : "", e->host);
+	if (e->has_port && e->port_lo == e->port_hi)
+		snprintf(p, sizeof(p), ":%u", e->port_lo);
+	else if (e->has_port)
+		snprintf(p, sizeof(p), ":%u-%u", e->port_lo, e->port_hi);
+	if (e->has_port && e->kind == SL_ENTRY_ADDR && e->family == AF_INET6)
+		snprintf(buf, len, "[%s]%s", a, p);
+	else
+		snprintf(buf, len, "%s%s", a, p);
+}
+
+int sl_unix_parse(const char *s, size_t len, struct sl_unix_key *k, char *err, size_t errlen)
+{
+	memset(k, 0, sizeof(*k));
+	for (size_t i = 0; i < len; i++) {
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) {
+			sl_errf(err, errlen, "'%.*s': control characters or NUL in a UNIX socket "
+					    "address", (int)strnlen(s, len), s);
+			return -EINVAL;
+		}
+	}
+	if (len && s[0] == '@') {
+		/* Abstract: sun_path[0] = 0, then the name (autobind names are abstract too, and
+		 * are allowed only if listed like any other). */
+		if (len < 2 || len > SL_UNIX_PATH_MAX) {
+			sl_errf(err, errlen, "'%s': an abstract name is '@' and 1 to %d bytes", s,
+			       SL_UNIX_PATH_MAX - 1);
+			return -EINVAL;
+		}
+		memcpy(k->path + 1, s + 1, len - 1);
+		k->len = (__u32)len;
+		return 0;
+	}
+	if (!len || s[0] != '/') {
+		sl_errf(err, errlen, "'%s': a UNIX socket is an absolute path or '@' and an abstract "
+				    "name (relative paths are never allowed)", s);
+		return -EINVAL;
+	}
+	if (len > SL_UNIX_PATH_MAX) {
+		sl_errf(err, errlen, "'%.40s...': longer than a UNIX socket path can be (%d bytes)",
+		       s, SL_UNIX_PATH_MAX);
+		return -EINVAL;
+	}
+	/* The kernel matches the exact string the sandbox passes: a path spelled another way
+	 * would never match, so say so instead of accepting an entry that does nothing. */
+	if (len == 1 || s[len - 1] == '/' || strstr(s, "//") || strstr(s, "/./") ||
+	    strstr(s, "/../") || (len >= 2 && !strcmp(s + len - 2, "/.")) ||
+	    (len >= 3 && !strcmp(s + len - 3, "/.."))) {
+		sl_errf(err, errlen, "'%s': not a normalised path to a socket (no '//', '.', '..' or "
+				    "trailing '/')", s);
+		return -EINVAL;
+	}
+	memcpy(k->path, s, len);
+	k->len = (__u32)len;
+	return 0;
+}
+
+void sl_unix_str(const struct sl_unix_key *k, char *buf, size_t len)
+{
+	size_t o = 0, n = k->len > SL_UNIX_PATH_MAX ? SL_UNIX_PATH_MAX : k->len;
+
+	if (!len)
+		return;
+	buf[0] = 0;
+	for (size_t i = 0; i < n && o + 5 < len; i++) {
+		unsigned char c = k->path[i];
+
+		if (i == 0 && c == 0)
+			buf[o++] = '@';
+		else if (c < 0x20 || c >= 0x7f || c == '\\')
+			o += snprintf(buf + o, len - o, "\\x%02x", c);
+		else
+			buf[o++] = (char)c;
+	}
+	buf[o] = 0;
+}
+
+static int check_keys(lua_State *L, int idx, const char *where, const char *const *known,
+		      char *err, size_t errlen)
+{
+	idx = lua_absindex(L, idx);
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		const char *k;
+		int ok = 0;
+
+		lua_pop(L, 1);
+		if (lua_type(L, -1) != LUA_TSTRING) {
+			sl_errf(err, errlen, "%s: keys must be names", where);
+			lua_pop(L, 1);
+			return -EINVAL;
+		}
+		k = lua_tostring(L, -1);
+		for (const char *const *p = known; *p; p++)
+			ok |= !strcmp(k, *p);
+		if (!ok) {
+			sl_errf(err, errlen, "%s: unknown key '%s'", where, k);
+			lua_pop(L, 1);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+/* Reads the sequence at the top of the stack into @list. */
+static int read_entries(lua_State *L, const char *where, struct sl_entry_list *list, char *err,
+			size_t errlen)
+{
+	static const char *const entry_keys[] = { "proto", "sni", NULL };
+	char what[64];
+	lua_Integer n;
+
+	if (lua_isnil(L, -1))
+		return 0;
+	if (!lua_istable(L, -1)) {
+		sl_errf(err, errlen, "%s must be a list of entries", where);
+		return -EINVAL;
+	}
+	n = luaL_len(L, -1);
+	lua_pushnil(L);
+	while (lua_next(L, -2)) {
+		int bad = !lua_isinteger(L, -2) || lua_tointeger(L, -2) < 1 ||
+			  lua_tointeger(L, -2) > n;
+
+		lua_pop(L, 1);
+		if (bad) {
+			lua_pop(L, 1);
+			sl_errf(err, errlen, "%s must be a list (found a non-index key)", where);
+			return -EINVAL;
+		}
+	}
+	if (n > 100000) {
+		sl_errf(err, errlen, "%s: too many entries", where);
+		return -EINVAL;
+	}
+	list->v = calloc(n ? n : 1, sizeof(*list->v));
+	if (!list->v) {
+		sl_errf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	for (lua_Integer i = 1; i <= n; i++) {
+		struct sl_entry *e = &list->v[list->n];
+		const char *s = NULL, *proto = NULL;
+		int sni = -1;
+		char why[256];
+
+		snprintf(what, sizeof(what), "%s[%lld]", where, (long long)i);
+		lua_geti(L, -1, i);
+		if (lua_type(L, -1) == LUA_TSTRING) {
+			s = lua_tostring(L, -1);
+		} else if (lua_istable(L, -1)) {
+			/* { "10.0.0.53:53", proto = "udp" } */
+			lua_geti(L, -1, 1);
+			s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+			lua_pop(L, 1);
+			lua_getfield(L, -1, "proto");
+			if (!lua_isnil(L, -1))
+				proto = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
+			lua_pop(L, 1);
+			lua_getfield(L, -1, "sni");
+			if (!lua_isnil(L, -1))
+				sni = lua_isboolean(L, -1) ? lua_toboolean(L, -1) : 2;
+			lua_pop(L, 1);
+			if (luaL_len(L, -1) != 1) {
+				sl_errf(err, errlen, "%s: a table entry holds exactly one string",
+				       what);
+				lua_pop(L, 1);
+				return -EINVAL;
+			}
+			lua_pushnil(L);
+			lua_rawseti(L, -2, 1); /* hide [1] from the key check */
+			if (check_keys(L, -1, what, entry_keys, err, errlen)) {
+				lua_pop(L, 1);
+				return -EINVAL;
+			}
+		}
+		if (!s) {
+			sl_errf(err, errlen, "%s: an entry is a string like \"10.0.0.0/8:443\"",
+			       what);
+			lua_pop(L, 1);
+			return -EINVAL;
+		}
+		if (sl_entry_parse(s, e, why, sizeof(why))) {
+			sl_errf(err, errlen, "%s: %s", what, why);
+			lua_pop(L, 1);
+			return -EINVAL;
+		}
+		if (proto) {
+			if (!strcmp(proto, "tcp"))
+				e->protos = SL_PROTO_TCP;
+			else if (!strcmp(proto, "udp"))
+				e->protos = SL_PROTO_UDP;
+			else {
+				sl_errf(err, errlen, "%s: proto must be \"tcp\" or \"udp\"", what);
+				lua_pop(L, 1);
+				return -EINVAL;
+			}
+		}
+		if (sni == 2 || (sni >= 0 && e->kind == SL_ENTRY_ADDR) ||
+		    (sni == 1 && e->protos == SL_PROTO_UDP)) {
+			sl_errf(err, errlen,
+				sni == 2 ? "%s: sni must be true or false" :
+				e->kind == SL_ENTRY_ADDR ?
+					   "%s: sni applies to host names (an address or prefix is "
+					   "always an address grant)" :
+					   "%s: sni = true needs TCP (TLS); not with proto = \"udp\"",
+				what);
+			lua_pop(L, 1);
+			return -EINVAL;
+		}
+		e->sni = (int8_t)sni;
+		lua_pop(L, 1);
+		list->n++;
+	}
+	return 0;
+}
+
+/* Reads egress.unix, the sequence of strings at the top of the stack, into @list (each
+ * address once). */
+static int read_unix(lua_State *L, const char *where, struct sl_unix_list *list, char *err,
+		     size_t errlen)
+{
+	lua_Integer n;
+
+	if (lua_isnil(L, -1))
+		return 0;
+	if (!lua_istable(L, -1)) {
+		sl_errf(err, errlen, "%s must be a list of socket paths and @abstract names", where);
+		return -EINVAL;
+	}
+	n = luaL_len(L, -1);
+	lua_pushnil(L);
+	while (lua_next(L, -2)) {
+		int bad = !lua_isinteger(L, -2) || lua_tointeger(L, -2) < 1 ||
+			  lua_tointeger(L, -2) > n;
+
+		lua_pop(L, 1);
+		if (bad) {
+			lua_pop(L, 1);
+			sl_errf(err, errlen, "%s must be a list (found a non-index key)", where);
+			return -EINVAL;
+		}
+	}
+	if (n > SL_MAX_UNIX_PER_LAYER) {
+		sl_errf(err, errlen, "%s: too many entries (max %d)", where, SL_MAX_UNIX_PER_LAYER);
+		return -EINVAL;
+	}
+	list->v = calloc(n ? n : 1, sizeof(*list->v));
+	if (!list->v) {
+		sl_errf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	for (lua_Integer i = 1; i <= n; i++) {
+		struct sl_unix_key *k = &list->v[list->n];
+		const char *s;
+		char why[256];
+		size_t len;
+		int dup = 0;
+
+		lua_geti(L, -1, i);
+		if (lua_type(L, -1) != LUA_TSTRING) {
+			sl_errf(err, errlen, "%s[%lld]: an entry is a string like \"/run/x.sock\" or "
+					    "\"@name\"", where, (long long)i);
+			lua_pop(L, 1);
+			return -EINVAL;
+		}
+		s = lua_tolstring(L, -1, &len);
+		if (sl_unix_parse(s, len, k, why, sizeof(why))) {
+			sl_errf(err, errlen, "%s[%lld]: %s", where, (long long)i, why);
+			lua_pop(L, 1);
+			return -EINVAL;
+		}
+		lua_pop(L, 1);
+		for (size_t j = 0; j < list->n && !dup; j++)
+			dup = list->v[j].len == k->len && !memcmp(list->v[j].path, k->path, k->len);
+		if (!dup)
+			list->n++;
+	}
+	return 0;
+}
+
+void sl_policy_free(struct sl_policy *p)
+{
+	if (!p)
+		return;
+	free(p->unix_socks.v);
+	free(p->allow.v);
+	free(p->intercept.v);
+	free(p->private_ranges.v);
+	free(p);
+}
+
+static int read_egress(lua_State *L, struct sl_policy *p, const char *where, char *err,
+		       size_t errlen)
+{
+	static const char *const egress_keys[] = { "allow", "intercept", "private", "unix",
+						   NULL };
+	char what[96];
+	int err_;
+
+	if (lua_isnil(L, -1))
+		return 0; /* nothing named: everything denied */
+	if (!lua_istable(L, -1)) {
+		sl_errf(err, errlen, "%s must be a table", where);
+		return -EINVAL;
+	}
+	if (check_keys(L, -1, where, egress_keys, err, errlen))
+		return -EINVAL;
+	snprintf(what, sizeof(what), "%s.allow", where);
+	lua_getfield(L, -1, "allow");
+	err_ = read_entries(L, what, &p->allow, err, errlen);
+	lua_pop(L, 1);
+	if (err_)
+		return err_;
+	snprintf(what, sizeof(what), "%s.intercept", where);
+	lua_getfield(L, -1, "intercept");
+	err_ = read_entries(L, what, &p->intercept, err, errlen);
+	lua_pop(L, 1);
+	if (err_)
+		return err_;
+	snprintf(what, sizeof(what), "%s.private", where);
+	lua_getfield(L, -1, "private");
+	err_ = read_entries(L, what, &p->private_ranges, err, errlen);
+	lua_pop(L, 1);
+	if (err_)
+		return err_;
+	snprintf(what, sizeof(what), "%s.unix", where);
+	lua_getfield(L, -1, "unix");
+	err_ = read_unix(L, what, &p->unix_socks, err, errlen);
+	lua_pop(L, 1);
+	if (err_)
+		return err_;
+	for (size_t i = 0; i < p->private_ranges.n; i++) {
+		if (p->private_ranges.v[i].kind != SL_ENTRY_ADDR ||
+		    p->private_ranges.v[i].has_port) {
+			sl_errf(err, errlen, "%s.private[%zu]: must be an address or prefix "
+					    "without port", where, i + 1);
+			return -EINVAL;
+		}
+	}
+	for (size_t i = 0; i < p->intercept.n; i++) {
+		if (p->intercept.v[i].sni >= 0) {
+			sl_errf(err, errlen, "%s.intercept[%zu]: sni is an egress.allow setting "
+					    "(intercepted names are always judged by name)", where, i + 1);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+static int read_policy(lua_State *L, struct sl_policy *p, char *err, size_t errlen)
+{
+	static const char *const top_keys[] = { "egress", "outbound", "outboundByHost",
+						"outboundHandlers", "cleartextSecrets", NULL };
+	int r;
+
+	if (!lua_istable(L, -1)) {
+		sl_errf(err, errlen, "a policy must return a table (got %s)",
+		       luaL_typename(L, -1));
+		return -EINVAL;
+	}
+	if (check_keys(L, -1, "policy", top_keys, err, errlen))
+		return -EINVAL;
+	lua_getfield(L, -1, "egress");
+	r = read_egress(L, p, "egress", err, errlen);
+	lua_pop(L, 1);
+	return r;
+}
+
+/* What read_guarded() runs, and what it returns. */
+struct read_args {
+	struct sl_policy *p;
+	const char *where; /* an egress table named so; NULL: a whole policy */
+	char *err;
+	size_t errlen;
+	int ret;
+};
+
+static int read_protected(lua_State *L)
+{
+	struct read_args *a = lua_touserdata(L, 1);
+
+	a->ret = a->where ? read_egress(L, a->p, a->where, a->err, a->errlen) :
+			    read_policy(L, a->p, a->err, a->errlen);
+	return 0;
+}
+
+/*
+ * Runs @a's read of the value at the top of @L's stack in protected mode, and leaves the stack
+ * as it was. The policy's tables are read through the Lua API, so their metamethods (__index,
+ * __len) run policy code that may raise, and any allocation past the memory cap raises too:
+ * unprotected, such an error is a Lua panic, which aborts the daemon. Entries read before the
+ * error stay in @a->p (its owner frees them). The error object is not converted to a string
+ * here: that could allocate, and raise, again.
+ */
+static int read_guarded(lua_State *L, struct read_args *a)
+{
+	const char *msg, *nl;
+
+	if (!lua_checkstack(L, 3)) {
+		sl_errf(a->err, a->errlen, "out of memory");
+		return -ENOMEM;
+	}
+	lua_pushcfunction(L, read_protected);
+	lua_pushlightuserdata(L, a);
+	lua_pushvalue(L, -3);
+	if (lua_pcall(L, 2, 0, 0) == LUA_OK)
+		return a->ret;
+	msg = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) :
+					       "reading the policy raised a non-string error";
+	nl = strchr(msg, '\n');
+	sl_errf(a->err, a->errlen, "%.*s", nl ? (int)(nl - msg) : (int)strlen(msg), msg);
+	lua_pop(L, 1);
+	return -EINVAL;
+}
+
+int sl_policy_read_egress(lua_State *L, struct sl_policy *p, const char *where, char *err,
+			  size_t errlen)
+{
+	struct read_args a = { p, where, err, errlen, 0 };
+
+	return read_guarded(L, &a);
+}
+
+int sl_policy_read(lua_State *L, struct sl_policy *p, char *err, size_t errlen)
+{
+	struct read_args a = { p, NULL, err, errlen, 0 };
+
+	return read_guarded(L, &a);
+}
+
+struct sl_policy *sl_policy_load(const char *chunkname, const char *src, size_t len, char *err,
+				 size_t errlen)
+{
+	struct sl_lua_limits lim = { .mem_max = SL_LUA_MEM_MAX, .insn_max = 10000000L };
+	struct sl_policy *p = NULL;
+	char name[256];
+	lua_State *L;
+	int r;
+
+	L = sl_lua_state_new(&lim);
+	if (!L) {
+		sl_errf(err, errlen, "out of memory");
+		return NULL;
+	}
+	lua_pushcfunction(L, sl_lua_traceback);
+	snprintf(name, sizeof(name), "@%s", chunkname);
+	r = luaL_loadbufferx(L, src, len, name, "t");
+	if (r == LUA_OK)
+		r = lua_pcall(L, 0, 1, 1);
+	if (r != LUA_OK) {
+		sl_lua_first_line(L, err, errlen);
+		goto out;
+	}
+	p = calloc(1, sizeof(*p));
+	if (!p) {
+		sl_errf(err, errlen, "out of memory");
+		goto out;
+	}
+	if (sl_policy_read(L, p, err, errlen)) {
+		char msg[512];
+
+		snprintf(msg, sizeof(msg), "%s: %s", chunkname, err);
+		sl_errf(err, errlen, "%s", msg);
+		sl_policy_free(p);
+		p = NULL;
+	}
+out:
+	lua_close(L);
+	return p;
+}
+
+int sl_policy_rules(const struct sl_policy *p, struct sl_rule_set *rs, char *err, size_t errlen)
+{
+	char s[300];
+
+	for (size_t i = 0; i < p->intercept.n; i++) {
+		const struct sl_entry *e = &p->intercept.v[i];
+
+		if (e->kind == SL_ENTRY_ADDR || e->protos != SL_PROTO_ANY) {
+			sl_entry_str(e, s, sizeof(s));
+			sl_errf(err, errlen,
+			       "egress.intercept[%zu] ('%s'): only host names are intercepted (TLS "
+			       "needs a name); allow addresses in egress.allow",
+			       i + 1, s);
+			return -EINVAL;
+		}
+	}
+	for (size_t i = 0; i < p->allow.n; i++) {
+		const struct sl_entry *e = &p->allow.v[i];
+		struct sl_addr_rule r = { 0 };
+
+		if (e->kind != SL_ENTRY_ADDR)
+			continue; /* names become rules when they resolve (sl_policy_name_grants) */
+		r.family = e->family;
+		r.plen = e->plen;
+		memcpy(r.addr, e->addr, 16);
+		r.port_lo = e->has_port ? e->port_lo : 0;
+		r.port_hi = e->has_port ? e->port_hi : 65535;
+		r.protos = e->protos;
+		r.verdict = SL_VERDICT_ALLOW;
+		if (sl_rule_set_add(rs, &r)) {
+			sl_errf(err, errlen, "out of memory");
+			return -ENOMEM;
+		}
+	}
+	return 0;
+}
+
+static int name_matches(const struct sl_entry *e, const char *name)
+{
+	if (e->kind == SL_ENTRY_HOST)
+		return sl_dns_name_match(e->host, 0, name);
+	if (e->kind == SL_ENTRY_WILDCARD)
+		return sl_dns_name_match(e->host, 1, name);
+	return 0;
+}
+
+/* The TLS port whose connections to an allowed name are checked by name unless the entry
+ * says sni = false (README, "Passthrough checked by name"). */
+#define SNI_PORT 443
+
+/*
+ * The grants of one egress.allow host entry, into @g (room for 3): its ports as ALLOW, less
+ * its SNI-checked ports, which are PROXY (TCP) with .sni set. UDP on a checked port is not
+ * granted at all: QUIC carries its server name encrypted, so it could not be checked.
+ */
+static size_t allow_grants(const struct sl_entry *e, struct sl_grant *g)
+{
+	uint16_t lo = e->has_port ? e->port_lo : 0, hi = e->has_port ? e->port_hi : 65535;
+	uint16_t slo = lo, shi = hi;
+	size_t n = 0;
+
+	if (e->sni == 0 || (e->sni < 0 && (SNI_PORT < lo || SNI_PORT > hi)) ||
+	    !(e->protos & SL_PROTO_TCP)) {
+		g[0] = (struct sl_grant){ lo, hi, e->protos, SL_VERDICT_ALLOW, 0 };
+		return 1;
+	}
+	if (e->sni < 0)
+		slo = shi = SNI_PORT;
+	if (slo > lo)
+		g[n++] = (struct sl_grant){ lo, slo - 1, e->protos, SL_VERDICT_ALLOW, 0 };
+	g[n++] = (struct sl_grant){ slo, shi, SL_PROTO_TCP, SL_VERDICT_PROXY, 1 };
+	if (shi < hi)
+		g[n++] = (struct sl_grant){ shi + 1, hi, e->protos, SL_VERDICT_ALLOW, 0 };
+	return n;
+}
+
+size_t sl_policy_name_grants(const struct sl_policy *p, const char *name, struct sl_grant *g,
+			     size_t max)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < p->allow.n && n < max; i++) {
+		const struct sl_entry *e = &p->allow.v[i];
+		struct sl_grant eg[3];
+		size_t k = 0, ne;
+
+		if (!name_matches(e, name))
+			continue;
+		ne = allow_grants(e, eg);
+		while (k < ne && n < max)
+			g[n++] = eg[k++];
+	}
+	/* Intercepted names: TCP only, 80 and 443 unless the entry names ports. */
+	for (size_t i = 0; i < p->intercept.n && n < max; i++) {
+		const struct sl_entry *e = &p->intercept.v[i];
+
+		if (!name_matches(e, name))
+			continue;
+		if (e->has_port) {
+			g[n++] = (struct sl_grant){ e->port_lo, e->port_hi, SL_PROTO_TCP,
+						    SL_VERDICT_PROXY, 0 };
+			continue;
+		}
+		g[n++] = (struct sl_grant){ 443, 443, SL_PROTO_TCP, SL_VERDICT_PROXY, 0 };
+		if (n < max)
+			g[n++] = (struct sl_grant){ 80, 80, SL_PROTO_TCP, SL_VERDICT_PROXY, 0 };
+	}
+	return n;
+}
+
+int sl_policy_name_verdict(const struct sl_policy *p, const char *name)
+{
+	struct sl_grant g[16];
+	size_t n = sl_policy_name_grants(p, name, g, 16);
+	int v = SL_VERDICT_DENY;
+
+	for (size_t i = 0; i < n; i++) {
+		int gv = g[i].sni ? SL_VERDICT_ALLOW : g[i].verdict;
+
+		if (gv > v)
+			v = gv;
+	}
+	return v;
+}
+
+int sl_policy_name_port(const struct sl_policy *p, const char *name, uint16_t port)
+{
+	struct sl_grant g[16];
+	size_t n = sl_policy_name_grants(p, name, g, 16);
+	int v = SL_NAME_DENY;
+
+	for (size_t i = 0; i < n; i++) {
+		int gv;
+
+		if (port < g[i].lo || port > g[i].hi || !(g[i].protos & SL_PROTO_TCP))
+			continue;
+		gv = g[i].verdict != SL_VERDICT_PROXY ? SL_NAME_PASS :
+		     g[i].sni				 ? SL_NAME_SNI :
+							   SL_NAME_INTERCEPT;
+		if (gv > v)
+			v = gv;
+	}
+	return v;
+}
+
+int sl_policy_needs_proxy(const struct sl_policy *p)
+{
+	struct sl_grant g[3];
+
+	if (!p)
+		return 0;
+	if (p->intercept.n)
+		return 1;
+	for (size_t i = 0; i < p->allow.n; i++) {
+		const struct sl_entry *e = &p->allow.v[i];
+		size_t n;
+
+		if (e->kind == SL_ENTRY_ADDR)
+			continue;
+		n = allow_grants(e, g);
+		for (size_t k = 0; k < n; k++)
+			if (g[k].sni)
+				return 1;
+	}
+	return 0;
+}
+
+int sl_policy_has_names(const struct sl_policy *p)
+{
+	for (size_t i = 0; i < p->allow.n; i++)
+		if (p->allow.v[i].kind != SL_ENTRY_ADDR)
+			return 1;
+	return p->intercept.n > 0;
+}
+
+/* Ranges that are not the public Internet: loopback, private, shared, link-local (cloud
+ * metadata lives at 169.254.169.254), documentation and benchmarking nets, multicast and
+ * reserved (RFC 6890). A name that resolves into one of them may be a rebinding attack. */
+static const struct {
+	uint8_t addr[4];
+	uint8_t plen;
+} nonpublic4[] = {
+	{ { 0, 0, 0, 0 }, 8 },	     { { 10, 0, 0, 0 }, 8 },	   { { 100, 64, 0, 0 }, 10 },
+	{ { 127, 0, 0, 0 }, 8 },     { { 169, 254, 0, 0 }, 16 },   { { 172, 16, 0, 0 }, 12 },
+	{ { 192, 0, 0, 0 }, 24 },    { { 192, 0, 2, 0 }, 24 },	   { { 192, 168, 0, 0 }, 16 },
+	{ { 198, 18, 0, 0 }, 15 },   { { 198, 51, 100, 0 }, 24 }, { { 203, 0, 113, 0 }, 24 },
+	{ { 224, 0, 0, 0 }, 4 },     { { 240, 0, 0, 0 }, 4 },
+};
+
+static const struct {
+	uint8_t addr[16];
+	uint8_t plen;
+} nonpublic6[] = {
+	{ { 0 }, 96 }, /* ::, ::1 and the deprecated IPv4-compatible ::a.b.c.d */
+	{ { 0x01, 0x00 }, 64 }, /* 100::/64 discard */
+	{ { 0x20, 0x01, 0x00, 0x00 }, 23 }, /* IETF protocol assignments (Teredo, ...) */
+	{ { 0x20, 0x01, 0x0d, 0xb8 }, 32 }, /* documentation */
+	{ { 0x20, 0x02 }, 16 }, /* 6to4: embeds an IPv4 address */
+	{ { 0x00, 0x64, 0xff, 0x9b }, 32 }, /* NAT64 (64:ff9b::/96 and 64:ff9b:1::/48) */
+	{ { 0xfc }, 7 }, /* unique local (fd00:ec2::254 is a metadata address) */
+	{ { 0xfe, 0x80 }, 10 }, /* link-local */
+	{ { 0xfe, 0xc0 }, 10 }, /* site-local */
+	{ { 0xff }, 8 }, /* multicast */
+};
+
+static int in_prefix(const uint8_t *addr, const uint8_t *prefix, int addr_len, int plen)
+{
+	uint8_t m[16];
+
+	memcpy(m, addr, addr_len);
+	sl_prefix_mask(m, addr_len, plen);
+	return !memcmp(m, prefix, addr_len);
+}
+
+int sl_addr_is_public(uint8_t family, const uint8_t *addr)
+{
+	static const uint8_t mapped[12] = { [10] = 0xff, [11] = 0xff };
+
+	if (family == AF_INET6 && !memcmp(addr, mapped, 12))
+		return sl_addr_is_public(AF_INET, addr + 12);
+	if (family == AF_INET) {
+		for (size_t i = 0; i < sizeof(nonpublic4) / sizeof(nonpublic4[0]); i++)
+			if (in_prefix(addr, nonpublic4[i].addr, 4, nonpublic4[i].plen))
+				return 0;
+		return 1;
+	}
+	for (size_t i = 0; i < sizeof(nonpublic6) / sizeof(nonpublic6[0]); i++)
+		if (in_prefix(addr, nonpublic6[i].addr, 16, nonpublic6[i].plen))
+			return 0;
+	return 1;
+}
+
+int sl_policy_addr_permitted(const struct sl_policy *p, uint8_t family, const uint8_t *addr)
+{
+	if (sl_addr_is_public(family, addr))
+		return 1;
+	for (size_t i = 0; i < p->private_ranges.n; i++) {
+		const struct sl_entry *e = &p->private_ranges.v[i];
+
+		if (e->family == family &&
+		    in_prefix(addr, e->addr, family == AF_INET ? 4 : 16, e->plen))
+			return 1;
+	}
+	return 0;
+}

@@ -1,0 +1,135 @@
+/* SPDX-License-Identifier: MIT */
+/* A sandbox's policy: the Lua file, its egress entries, and their rules (see policy.c). */
+#ifndef SL_POLICY_H
+#define SL_POLICY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernel/rules.h"
+
+#define SL_HOST_MAX 254
+
+enum sl_entry_kind {
+	SL_ENTRY_ADDR, /* address or CIDR */
+	SL_ENTRY_HOST, /* exact host name */
+	SL_ENTRY_WILDCARD, /* *.suffix: any name below suffix, not suffix itself */
+};
+
+/* One egress entry as written in the policy, parsed. */
+struct sl_entry {
+	enum sl_entry_kind kind;
+	uint8_t family; /* SL_ENTRY_ADDR */
+	uint8_t plen; /* SL_ENTRY_ADDR */
+	uint8_t addr[16]; /* SL_ENTRY_ADDR, network order */
+	char host[SL_HOST_MAX]; /* HOST: the name; WILDCARD: the suffix; lower case, no dot */
+	int has_port;
+	uint16_t port_lo, port_hi;
+	uint8_t protos; /* SL_PROTO_* */
+	int8_t sni; /* egress.allow host names: 1 sni = true, 0 sni = false, -1 unsaid (443) */
+};
+
+struct sl_entry_list {
+	struct sl_entry *v;
+	size_t n;
+};
+
+/* egress.unix: UNIX socket addresses, as the kernel's sl_unix keys (sandbox_id unused). */
+struct sl_unix_list {
+	struct sl_unix_key *v;
+	size_t n;
+};
+
+struct sl_policy {
+	struct sl_entry_list allow; /* egress.allow */
+	struct sl_entry_list intercept; /* egress.intercept */
+	struct sl_entry_list private_ranges; /* egress.private: addresses only */
+	struct sl_unix_list unix_socks; /* egress.unix ("unix" is a macro in GNU C) */
+};
+
+/*
+ * Parses one egress.unix entry of @len bytes: an absolute filesystem path ("/run/x.sock",
+ * normalised: no "//", "/./", "/../", trailing "/") or an abstract name ("@name"). At most
+ * SL_UNIX_PATH_MAX bytes as the kernel stores them, no NUL or control characters. Returns 0,
+ * or -EINVAL with a reason in @err.
+ */
+int sl_unix_parse(const char *s, size_t len, struct sl_unix_key *k, char *err, size_t errlen);
+/* Formats a UNIX socket address back into its policy syntax ("/path" or "@name"); bytes an
+ * abstract name may hold that are not printable show as \xHH. */
+void sl_unix_str(const struct sl_unix_key *k, char *buf, size_t len);
+
+/*
+ * Parses one entry string ("10.0.0.0/8:1000-2000", "[::1]:443", "api.github.com",
+ * "*.npmjs.org:443"). Returns 0, or -EINVAL with a reason in @err.
+ */
+int sl_entry_parse(const char *s, struct sl_entry *e, char *err, size_t errlen);
+
+/*
+ * Runs the policy source @src (named @chunkname in messages) in a fresh Lua state with no
+ * io/os/package access and bounded instructions and memory, and reads its egress table.
+ * Returns a policy (free with sl_policy_free) or NULL with a one-line reason in @err.
+ */
+struct sl_policy *sl_policy_load(const char *chunkname, const char *src, size_t len, char *err,
+				 size_t errlen);
+void sl_policy_free(struct sl_policy *p);
+
+struct lua_State;
+/* Reads the policy table at the top of @L's stack: its keys and egress. 0 or -EINVAL. */
+int sl_policy_read(struct lua_State *L, struct sl_policy *p, char *err, size_t errlen);
+/* Reads an egress table ({ allow, intercept, private }, or nil) at the top of @L's stack;
+ * @where names it in messages ("egress", "outboundHandlers.x.egress"). */
+int sl_policy_read_egress(struct lua_State *L, struct sl_policy *p, const char *where, char *err,
+			  size_t errlen);
+
+/*
+ * Adds the kernel rules of the policy's address entries to @rs: egress.allow addresses get
+ * ALLOW on their ports (all ports if none given). Host names become rules only when they
+ * resolve (see sl_policy_name_grants()). egress.intercept takes host names only (TLS needs a
+ * name): an address there is refused with a clear message. Returns 0 or -EINVAL/-ENOMEM with
+ * the reason in @err.
+ */
+int sl_policy_rules(const struct sl_policy *p, struct sl_rule_set *rs, char *err, size_t errlen);
+
+/* What the policy grants one resolved name: a port range, protocols and a verdict. */
+struct sl_grant {
+	uint16_t lo, hi;
+	uint8_t protos;
+	uint8_t verdict;
+	uint8_t sni; /* PROXY for an SNI-checked passthrough, not an interception */
+};
+
+/* The grants of every host entry matching @name (exact or *.suffix, see
+ * sl_dns_name_match()), at most @max: egress.allow entries give ALLOW on their ports (any
+ * port by default), except on their SNI-checked ports (443 unless the entry says
+ * sni = true|false), which get PROXY with .sni set on TCP and nothing on UDP (no QUIC: its
+ * server name cannot be checked); egress.intercept entries PROXY on TCP 443 and 80 (or
+ * their ports). Returns how many: 0 means the name is denied. */
+size_t sl_policy_name_grants(const struct sl_policy *p, const char *name, struct sl_grant *g,
+			     size_t max);
+/* The strongest verdict the policy gives @name: SL_VERDICT_PROXY (intercepted on some
+ * port), _ALLOW (passed through, SNI-checked or not) or _DENY. */
+int sl_policy_name_verdict(const struct sl_policy *p, const char *name);
+
+/* What the policy does with a TCP connection to @name on @port, strongest first. */
+#define SL_NAME_DENY 0
+#define SL_NAME_PASS 1 /* passed through: an address grant (sni = false) */
+#define SL_NAME_SNI 2 /* passed through once its TLS server name is checked */
+#define SL_NAME_INTERCEPT 3 /* TLS terminated, every request judged */
+int sl_policy_name_port(const struct sl_policy *p, const char *name, uint16_t port);
+/* Whether any connection of the policy goes to the proxy: an intercepted name, or an
+ * SNI-checked passthrough one (the kernel's sockops program is needed then). */
+int sl_policy_needs_proxy(const struct sl_policy *p);
+/* Whether the policy names any host at all. */
+int sl_policy_has_names(const struct sl_policy *p);
+
+/* Whether @addr (network order; 4 or 16 bytes) is on the public Internet: not loopback,
+ * private, shared, link-local (metadata), documentation, multicast or reserved. v4-mapped
+ * IPv6 is judged as IPv4. */
+int sl_addr_is_public(uint8_t family, const uint8_t *addr);
+/* Whether a resolved name may point at @addr: public, or inside an egress.private range. */
+int sl_policy_addr_permitted(const struct sl_policy *p, uint8_t family, const uint8_t *addr);
+
+/* Formats an entry back into its policy syntax. */
+void sl_entry_str(const struct sl_entry *e, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,68 @@
+/* SPDX-License-Identifier: MIT */
+/* TLS for the proxy: contexts for both legs and non-blocking streams (see tls.c). */
+#ifndef SL_TLS_H
+#define SL_TLS_H
+
+#include <stddef.h>
+
+#include <openssl/ssl.h>
+
+#include "core/buf.h"
+
+/* The client-facing context: TLS 1.2+, ALPN http/1.1 only (a client offering ALPN without
+ * it gets no_application_protocol), certificates set per connection from the sandbox CA. */
+SSL_CTX *sl_tls_server_ctx(char *err, size_t errlen);
+/* The upstream context: TLS 1.2+, peer verified against @ca_file (NULL: the system store),
+ * ALPN http/1.1. */
+SSL_CTX *sl_tls_client_ctx(const char *ca_file, char *err, size_t errlen);
+
+/*
+ * One side of a proxied connection: a socket, maybe with TLS, and its two buffers. Reads fill
+ * @in up to a bound, writes drain @out; SSL's want-read/want-write are folded into the events
+ * the stream needs (sl_stream_events()).
+ */
+struct sl_stream {
+	int fd;
+	SSL *ssl; /* NULL: plain TCP */
+	struct sl_buf in, out;
+	int eof; /* the peer finished sending */
+	int err; /* a fatal error: the connection is over */
+	int ssl_wants_write; /* a read needs the socket writable */
+	int ssl_wants_read; /* a write needs the socket readable */
+	int shut; /* we sent our close_notify / FIN */
+	int readable; /* the loop said so and no read has drained it since */
+	unsigned long long rx, tx; /* bytes of plaintext moved */
+};
+
+void sl_stream_init(struct sl_stream *s);
+/* Closes the socket, frees the SSL and the buffers. */
+void sl_stream_close(struct sl_stream *s);
+/* Reads while @in holds less than @limit bytes, if the socket is @readable or OpenSSL holds
+ * unread bytes: no read() is spent to learn that there is nothing. Returns bytes read. */
+size_t sl_stream_read(struct sl_stream *s, size_t limit);
+/* Writes what it can of @out. Returns bytes written. */
+size_t sl_stream_flush(struct sl_stream *s);
+/* Ends our direction once @out is drained (close_notify, then FIN). */
+void sl_stream_shutdown(struct sl_stream *s);
+/* SL_READ/SL_WRITE the stream needs from the loop, given whether we want to read now. */
+unsigned sl_stream_events(const struct sl_stream *s, int want_read);
+/* Sets up @ssl (an upstream connection) to present @name as SNI and to verify the server's
+ * certificate for it, by subjectAltName only: a name only in the subject CN is refused, as
+ * browsers and Go refuse it (CA/B Forum BR 7.1.4.2). 0 or -ENOMEM. */
+int sl_tls_set_upstream_name(SSL *ssl, const char *name);
+/* Why the upstream handshake of @ssl failed, for the 502 and its event. */
+void sl_tls_upstream_why(SSL *ssl, const char *name, char *buf, size_t len);
+/*
+ * The client leg: remembers what the handshake of @ssl went through (the alert the client
+ * sent, whether our certificate went out), so that a client that does not trust the
+ * sandbox's CA is told apart from any other failure (sl_tls_client_distrust()).
+ */
+void sl_tls_watch_client(SSL *ssl);
+/* Whether the failed handshake of @ssl (watched) looks like a client that rejected the
+ * certificate: an unknown_ca, bad_certificate or certificate_unknown alert, or the
+ * connection closed right after our certificate went out. */
+int sl_tls_client_distrust(SSL *ssl);
+/* A short reason for the last TLS error of this thread (for logs and events). */
+const char *sl_tls_error(char *buf, size_t len);
+
+#endif
