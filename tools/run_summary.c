@@ -99,6 +99,15 @@ static int file_event(struct tally *t, json_t *ev)
 				 str(ev, "socktype"),
 				 (long long)json_integer_value(json_object_get(ev, "protocol")));
 			tally_add(&t[K_SOCKET], key);
+		} else if (!strcmp(op, "setsockopt")) {
+			json_t *opt = json_object_get(ev, "option");
+
+			if (json_is_string(opt))
+				snprintf(key, sizeof(key), "setsockopt %s", json_string_value(opt));
+			else
+				snprintf(key, sizeof(key), "setsockopt %s option %lld",
+					 str(ev, "level"), (long long)json_integer_value(opt));
+			tally_add(&t[K_SOCKET], key);
 		} else {
 			json_t *proto = json_object_get(ev, "proto");
 			char pbuf[24];
@@ -108,7 +117,14 @@ static int file_event(struct tally *t, json_t *ev)
 			else
 				snprintf(pbuf, sizeof(pbuf), "proto %lld",
 					 (long long)json_integer_value(proto));
-			snprintf(key, sizeof(key), "%s %s", pbuf, str(ev, "dst"));
+			/* bind names its local address; a dropped packet says why. */
+			if (!strcmp(op, "bind"))
+				snprintf(key, sizeof(key), "bind %s %s", pbuf, str(ev, "addr"));
+			else if (!strcmp(op, "egress"))
+				snprintf(key, sizeof(key), "%s %s (packet dropped: %s)", pbuf,
+					 str(ev, "dst"), str(ev, "reason"));
+			else
+				snprintf(key, sizeof(key), "%s %s", pbuf, str(ev, "dst"));
 			tally_add(&t[K_CONNECT], key);
 		}
 		return 1;
@@ -209,7 +225,8 @@ int sl_run_summary(const char *sock, const char *name, FILE *out)
 		goto out;
 	ctr = json_object_get(show, "counters");
 	kernel = get_int(ctr, "denied", "tcp") + get_int(ctr, "denied", "udp") +
-		 get_int(ctr, "denied", "socket");
+		 get_int(ctr, "denied", "socket") + get_int(ctr, "denied", "setsockopt") +
+		 get_int(ctr, "denied", "bind") + get_int(ctr, "denied", "egress_packets");
 	sent = get_int(ctr, "events", "sent");
 	for (int i = 0; i < DRAIN_TRIES; i++) {
 		struct timespec ts = { 0, DRAIN_WAIT_MS * 1000000L };
@@ -231,7 +248,7 @@ int sl_run_summary(const char *sock, const char *name, FILE *out)
 	for (int k = 0; k < K_MAX; k++)
 		print_kind(out, labels[k], &t[k]);
 	if (kernel > denies)
-		fprintf(out, "  and %lld more denied connect/sendmsg/socket calls, not itemised "
+		fprintf(out, "  and %lld more denied calls and packets, not itemised "
 			     "(events rate-limited or lost; see `sluice stats`)\n",
 			(long long)(kernel - denies));
 	fflush(out);

@@ -726,8 +726,10 @@ static int cmd_sandbox_show(int argc, char **argv)
 		       num(a, "tcp"), num(a, "udp"), num(a, "unix"),
 		       num(json_object_get(c, "proxied"), "tcp"),
 		       num(json_object_get(c, "dns"), "tcp"), num(json_object_get(c, "dns"), "udp"));
-		printf("denied:   tcp %lld, udp %lld, unix %lld, socket %lld\n", num(d, "tcp"),
-		       num(d, "udp"), num(d, "unix"), num(d, "socket"));
+		printf("denied:   tcp %lld, udp %lld, unix %lld, socket %lld, setsockopt %lld, "
+		       "bind %lld; egress packets dropped %lld\n",
+		       num(d, "tcp"), num(d, "udp"), num(d, "unix"), num(d, "socket"),
+		       num(d, "setsockopt"), num(d, "bind"), num(d, "egress_packets"));
 		printf("events:   sent %lld, rate-limited %lld, lost %lld\n", num(e, "sent"),
 		       num(e, "rate_limited"), num(e, "lost"));
 	}

@@ -18,6 +18,10 @@ or the errno name, or a list of those for operations with several steps.
   {"op": "dns", "host": H, "port": P, "name": N, "rthdr_via": A|null}
      a DNS query for N over UDP (with a routing header by setsockopt if rthdr_via):
      "OK" when an answer came back
+  {"op": "other_sockopts"}
+     options the kernel must see untouched: IP_TOS set and read back, IPV6_V6ONLY, and
+     SO_SNDBUF with a 5000-byte buffer (more than a page: the sockopt hook's special case);
+     then IP_OPTIONS with 5000 bytes: [tos read back, v6only, sndbuf, big IP_OPTIONS]
   {"op": "bind", "proto": "tcp"|"udp", "host": H, "port": P}        bind() only
   {"op": "connect", "proto": "tcp"|"udp", "host": H, "port": P}     connect() only
 Every socket has a 3 s timeout.
@@ -123,6 +127,16 @@ def run(op):
                 s.sendto(dns_query(op["name"]), dst)
                 s.recvfrom(4096)
             return result(ask)
+    if kind == "other_sockopts":
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s4, \
+                socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s6:
+            s4.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 0x10)
+            tos = s4.getsockopt(socket.IPPROTO_IP, socket.IP_TOS)
+            v6 = result(lambda: s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1))
+            big = struct.pack("i", 65536) + bytes(4996)
+            sndbuf = result(lambda: s4.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, big))
+            opts = result(lambda: s4.setsockopt(socket.IPPROTO_IP, IP_OPTIONS, bytes(5000)))
+            return [tos, v6, sndbuf, opts]
     if kind in ("bind", "connect"):
         t = socket.SOCK_STREAM if op["proto"] == "tcp" else socket.SOCK_DGRAM
         with socket.socket(family(op["host"]), t) as s:

@@ -179,6 +179,16 @@ def test_ipv4_options_refused_and_dropped(esc, daemon):
     assert ev and ev[-1]["reason"] == "ip_options" and ev[-1]["dst"] == f"{ALLOWED4}:{PORT}"
 
 
+def test_other_socket_options_untouched(esc):
+    """Only the options that reroute are refused: others reach the kernel as given, also
+    past a page (the sockopt hook hands such buffers back to the kernel untouched), while
+    IP_OPTIONS of that size is refused like a small one. Outside the kernel itself answers
+    EINVAL (options are at most 40 bytes)."""
+    op = [{"op": "other_sockopts"}]
+    assert run_esc(esc, op) == [[0x10, "OK", "OK", "EPERM"]]
+    assert outside(op) == [[0x10, "OK", "OK", "EINVAL"]]
+
+
 def test_own_address_reaches_no_listener(esc, daemon):
     """The sandbox's own address (allowed, any port) at its DNS listener's port: the packet
     would go through lo to a local listener, and is dropped; another port of the same
@@ -295,6 +305,20 @@ c.close()
 """
 
 
+CLIENT = r"""
+import socket, sys
+with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10) as c:
+    c.sendall(b"hello-inbound")
+    n = 0
+    while True:
+        b = c.recv(65536)
+        if not b:
+            break
+        n += len(b)
+print(n)
+"""
+
+
 @pytest.mark.parametrize("fam,how", [("4", "bind"), ("6", "bind"), ("4", "listen")])
 def test_inbound_connection_to_a_sandboxed_server_works(lbox, servers, workdir, fam, how):
     """Inbound connections are not judged (README: threat model): a server in the sandbox
@@ -315,6 +339,23 @@ def test_inbound_connection_to_a_sandboxed_server_works(lbox, servers, workdir, 
                     break
                 got += b
         assert got.startswith(b"hello-inbound ") and len(got) == len(b"hello-inbound ") + 200000
+        assert p.wait(timeout=10) == 0, p.stderr.read()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    # A client in the same sandbox reaches it too (both ends judged as the policy says).
+    p = subprocess.Popen([IN_SANDBOX, "--user", USER, str(lbox), str(Path(workdir) /
+                          "resolv.conf"), PY, "-c", SERVER, fam, how],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
+    try:
+        port = int(p.stdout.readline())
+        host = "::1" if fam == "6" else "127.0.0.1"
+        r = subprocess.run([IN_SANDBOX, "--user", USER, str(lbox), str(Path(workdir) /
+                            "resolv.conf"), PY, "-c", CLIENT, host, str(port)],
+                           capture_output=True, text=True, timeout=30, cwd="/")
+        assert r.returncode == 0 and r.stdout.strip() == str(len(b"hello-inbound ") + 200000), \
+            r.stderr
         assert p.wait(timeout=10) == 0, p.stderr.read()
     finally:
         if p.poll() is None:
