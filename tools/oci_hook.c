@@ -21,13 +21,14 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "oci_trust.h"
 #include "sandbox/sandbox.h"
 
 #define STATE_MAX (1u << 20)
 #define DEFAULT_POLICY_DIR "/etc/sluice/policies"
 
 static const char hook_usage[] =
-	"Usage: sluice oci-hook [create|delete] [--policy-dir DIR] [--policy FILE]\n"
+	"Usage: sluice oci-hook [create|delete] [--policy-dir DIR] [--policy FILE] [--no-ca]\n"
 	"\n"
 	"An OCI runtime hook: reads a container's state JSON (id, status, pid, annotations) on\n"
 	"stdin, as runtimes pass it to their hooks. `create` (the createRuntime stage) makes the\n"
@@ -36,6 +37,10 @@ static const char hook_usage[] =
 	"and only once no process is left in its cgroup. An id that is not a valid sandbox name\n"
 	"(letters, digits, '_', '.', '-', at most 64) is refused, never renamed. Without a stage,\n"
 	"the state's status decides (creating or created: create; stopped: delete).\n"
+	"At create, the sandbox's CA is added to the system CA bundles of the container's own\n"
+	"root filesystem (etc/ssl/certs/ca-certificates.crt, etc/pki/tls/certs/ca-bundle.crt,\n"
+	"etc/ssl/cert.pem, etc/ssl/ca-bundle.pem: those it has), so that a stock image trusts\n"
+	"its intercepted hosts.\n"
 	"\n"
 	"Annotations of the container:\n"
 	"  io.sluice.policy    the policy: a file name in the policy directory\n"
@@ -46,6 +51,8 @@ static const char hook_usage[] =
 	"                      (default " DEFAULT_POLICY_DIR ")\n"
 	"  --policy FILE       the policy of containers without the annotation (default: such\n"
 	"                      containers are left alone)\n"
+	"  --no-ca             leave the root filesystem as it is (the CA is given to the\n"
+	"                      container another way)\n"
 	"\n"
 	"Exit status: 0 done (or nothing to do), 1 failed (at create the runtime then does not\n"
 	"start the container), 2 usage.\n";
@@ -169,8 +176,34 @@ static int policy_in_dir(const char *dir, const char *name, char *out, char *err
 	return 0;
 }
 
+/* The sandbox's CA into the container's root filesystem (tools/oci_trust.c). 0 or 1. */
+static int hook_trust(const char *sock, json_t *state, const char *id, const char *name)
+{
+	const char *bundle = json_string_value(json_object_get(state, "bundle"));
+	struct sl_cli_resp res = { 0 };
+	char path[256], err[512];
+	int e;
+
+	if (!bundle || !*bundle)
+		return fail(id, "the state has no bundle: cannot add the sandbox CA to the root "
+			    "filesystem (--no-ca leaves it)");
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/ca", name);
+	e = sl_cli_call(sock, "GET", path, NULL, &res, err, sizeof(err));
+	if (!e && res.status != 200) {
+		sl_cli_error(&res, err, sizeof(err));
+		e = -EIO;
+	}
+	if (!e)
+		e = sl_oci_trust_rootfs(bundle, sl_buf_head(&res.body) ? sl_buf_head(&res.body) : "",
+					sl_buf_size(&res.body), stderr, err, sizeof(err));
+	sl_buf_free(&res.body);
+	/* The sandbox stays: the runtime does not start the container and its poststop
+	 * removes the sandbox once the init process is gone. */
+	return e ? fail(id, "%s", err) : 0;
+}
+
 static int hook_create(const char *sock, json_t *state, const char *id, const char *name,
-		       const char *dir, const char *default_policy)
+		       const char *dir, const char *default_policy, int trust)
 {
 	json_t *ann = json_object_get(state, "annotations");
 	const char *policy = json_string_value(json_object_get(ann, "io.sluice.policy"));
@@ -211,6 +244,8 @@ static int hook_create(const char *sock, json_t *state, const char *id, const ch
 		json_object_set_new(spec, "params", p);
 	if (sl_cli_add_sandbox(sock, spec, err, sizeof(err)))
 		return fail(id, "%s", err);
+	if (trust && hook_trust(sock, state, id, name))
+		return 1;
 	printf("sluice: container %s is sandbox %s (policy %s)\n", id, name, path);
 	return 0;
 }
@@ -221,7 +256,7 @@ int sl_cli_oci_hook(int argc, char **argv, const char *sock)
 	const char *id, *status;
 	char err[512];
 	json_t *state;
-	int r, create;
+	int r, create, trust = 1;
 
 	for (int i = 0; i < argc; i++) {
 		if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
@@ -236,6 +271,8 @@ int sl_cli_oci_hook(int argc, char **argv, const char *sock)
 			default_policy = argv[++i];
 		else if (!strncmp(argv[i], "--policy=", 9))
 			default_policy = argv[i] + 9;
+		else if (!strcmp(argv[i], "--no-ca"))
+			trust = 0;
 		else if (argv[i][0] == '-')
 			return usage("unknown option '%s'", argv[i]);
 		else if (!stage)
@@ -275,7 +312,7 @@ int sl_cli_oci_hook(int argc, char **argv, const char *sock)
 			     "than renamed, since a renamed id could collide with another's",
 			 SL_NAME_MAX);
 	else if (create)
-		r = hook_create(sock, state, id, id, dir, default_policy);
+		r = hook_create(sock, state, id, id, dir, default_policy, trust);
 	else
 		r = hook_delete(sock, id);
 	json_decref(state);

@@ -1,0 +1,217 @@
+# SPDX-License-Identifier: MIT
+"""Real containers for the end-to-end tests: Debian's podman with runc, the sluice OCI hook from
+a hooks.d directory the tests write, and a root filesystem built from the host's own binaries
+(busybox-static, curl with its libraries, the CA bundle), so that no image registry is needed.
+
+Everything podman keeps lives in a directory of this run (--root, --runroot, --tmpdir), so the
+machine's own podman state is never touched, and the module fixture removes every container it
+made (podman rm -f, by the ids it started) even after a failure. Each container gets a network
+namespace made here (standin.Net: a veth to servers on its host side), named with
+`--network ns:PATH`; its resolv.conf names a loopback address only (--dns).
+
+crun is not used: it refuses this host's hybrid cgroup layout. runc puts the container in the
+cgroup v2 directory /libpod_parent/libpod-<id>. The capability bounding set of the tests has
+no CAP_SYS_RESOURCE, so the rlimits are lowered explicitly (--ulimit), never raised.
+"""
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import BUILD, RUN_ID
+from standin import Listener, free_subnet, ip
+
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+BUSYBOX = "/bin/busybox"
+# The busybox applets the tests run inside.
+APPLETS = ("sh", "cat", "echo", "sleep", "id", "ls", "nc", "nslookup", "ping", "env", "grep",
+           "wc", "tail", "head")
+
+
+def missing_runtime():
+    """Why podman cannot run here (a visible skip reason), or None."""
+    for cmd in ("podman", "runc", "conmon"):
+        if not shutil.which(cmd, path=PATH):
+            return f"{cmd} is not installed (tools/install-deps installs it)"
+    if not Path(BUSYBOX).exists() or not shutil.which("curl", path=PATH):
+        return "busybox-static or curl is not installed (tools/install-deps installs them)"
+    return None
+
+
+def libraries(binary):
+    """The shared objects binary loads (ldd), the loader included."""
+    out = subprocess.run(["ldd", binary], capture_output=True, text=True, check=True).stdout
+    libs = []
+    for line in out.splitlines():
+        parts = line.split()
+        if "=>" in parts and len(parts) >= 3 and parts[2].startswith("/"):
+            libs.append(parts[2])
+        elif parts and parts[0].startswith("/"):
+            libs.append(parts[0])
+    return libs
+
+
+def build_rootfs(root):
+    """A root filesystem of the host's binaries: busybox (static), curl and its libraries,
+    the CA bundle (which the hook extends with the sandbox's CA), passwd and group."""
+    for d in ("bin", "etc/ssl/certs", "proc", "sys", "dev", "tmp", "run", "root"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    shutil.copy2(BUSYBOX, root / "bin/busybox")
+    for a in APPLETS:
+        (root / "bin" / a).symlink_to("busybox")
+    curl = shutil.which("curl", path=PATH)
+    shutil.copy2(curl, root / "bin/curl")
+    for lib in libraries(curl):
+        dest = root / lib.lstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(os.path.realpath(lib), dest)
+    shutil.copy2("/etc/ssl/certs/ca-certificates.crt", root / "etc/ssl/certs")
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n"
+                                     "nobody:x:65534:65534:nobody:/:/bin/sh\n")
+    (root / "etc/group").write_text("root:x:0:\nnogroup:x:65534:\n")
+    (root / "tmp").chmod(0o1777)
+
+
+class Net:
+    """A network namespace for one container: a veth to the host, two TCP servers on the host
+    side (each answers 'hello'), loopback up. Removed by close()."""
+
+    def __init__(self, tag):
+        self.ns = f"{RUN_ID}-pm-{tag}"
+        self.path = f"/run/netns/{self.ns}"
+        self.veth = f"pm{os.getpid() % 100000}{tag[:4]}"[:13]
+        self.host_ip, self.ns_ip = free_subnet()
+        ip("netns", "add", self.ns)
+        try:
+            ip("link", "add", self.veth + "h", "type", "veth", "peer", "name", self.veth + "c")
+            ip("link", "set", self.veth + "c", "netns", self.ns)
+            ip("addr", "add", f"{self.host_ip}/30", "dev", self.veth + "h")
+            ip("link", "set", self.veth + "h", "up")
+            ip("-n", self.ns, "addr", "add", f"{self.ns_ip}/30", "dev", self.veth + "c")
+            ip("-n", self.ns, "link", "set", self.veth + "c", "up")
+            ip("-n", self.ns, "link", "set", "lo", "up")
+            self.servers = Listener(self.host_ip)
+        except Exception:
+            self.close()
+            raise
+
+    def close(self):
+        if hasattr(self, "servers"):
+            self.servers.close()
+        ip("link", "del", self.veth + "h", check=False)
+        ip("netns", "del", self.ns, check=False)
+
+
+class Podman:
+    """podman with a state of its own, the sluice hook of `daemon` in its hooks.d."""
+
+    def __init__(self, daemon, base):
+        self.base = base
+        self.rootfs = base / "rootfs"
+        self.policies = base / "policies"
+        self.hooks = base / "hooks.d"
+        for d in (self.rootfs, self.policies, self.hooks, base / "tmp"):
+            d.mkdir(parents=True)
+        build_rootfs(self.rootfs)
+        # What README.md's hooks.d file says, with the test daemon's socket and policies.
+        (self.hooks / "sluice.json").write_text(json.dumps({
+            "version": "1.0.0",
+            "hook": {"path": str(BUILD / "sluice"),
+                     "args": ["sluice", "--socket", daemon.socket, "oci-hook",
+                              "--policy-dir", str(self.policies)]},
+            "when": {"annotations": {"^io\\.sluice\\.policy$": ".+"}},
+            "stages": ["createRuntime", "poststop"],
+        }, indent=2))
+        self.argv0 = ["podman", "--root", str(base / "storage"), "--runroot",
+                      str(base / "run"), "--tmpdir", str(base / "tmp"),
+                      "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs",
+                      "--events-backend", "file", "--hooks-dir", str(self.hooks)]
+        self.ids = []
+
+    def __call__(self, *args, timeout=60, check=True):
+        r = subprocess.run([*self.argv0, *args], capture_output=True, text=True,
+                           timeout=timeout, env=dict(os.environ, PATH=PATH), cwd="/")
+        if check and r.returncode:
+            raise AssertionError(f"podman {' '.join(args)}: {r.returncode} {r.stderr.strip()}")
+        return r
+
+    def start(self, net, policy=None, extra=(), argv=("sleep", "600")):
+        """A detached container in net, with io.sluice.policy=policy (a file name of the
+        policy directory). Its id, once it runs."""
+        ann = ["--annotation", f"io.sluice.policy={policy}"] if policy else []
+        r = self("run", "-d", "--runtime", "runc", "--ulimit", "nofile=1024:1024",
+                 "--ulimit", "nproc=4096:4096", "--network", f"ns:{net.path}",
+                 "--dns", "127.0.0.153", *ann, *extra, "--rootfs", f"{self.rootfs}:O", *argv,
+                 check=False)
+        if r.returncode:
+            raise AssertionError(f"podman run failed ({r.returncode}): {r.stderr.strip()}")
+        cid = r.stdout.strip().splitlines()[-1]
+        self.ids.append(cid)
+        return cid
+
+    def exec(self, cid, script, timeout=60):
+        return self("exec", cid, "sh", "-c", script, timeout=timeout, check=False)
+
+    def pid(self, cid):
+        return int(self("inspect", "--format", "{{.State.Pid}}", cid).stdout.strip())
+
+    def cgroup(self, cid):
+        """The container's cgroup v2 directory, relative to the cgroup2 mount."""
+        for line in Path(f"/proc/{self.pid(cid)}/cgroup").read_text().splitlines():
+            if line.startswith("0::"):
+                return line[3:]
+        raise AssertionError("no cgroup v2 line")
+
+    def close(self):
+        for cid in self.ids:
+            self("rm", "-f", "-t", "0", cid, check=False)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def podman(daemon):
+    """One podman state and one root filesystem for a test module (a container start costs
+    about a second; building the root filesystem once saves the rest)."""
+    why = missing_runtime()
+    if why:
+        pytest.skip(f"podman cannot run here: {why}")
+    base = Path(tempfile.mkdtemp(prefix=f"{RUN_ID}-podman-"))
+    base.chmod(0o755)
+    p = None
+    try:
+        p = Podman(daemon, base)
+        yield p
+    finally:
+        if p:
+            p.close()
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def nets():
+    """nets(tag) makes a Net, removed after the test."""
+    made = []
+
+    def make(tag):
+        n = Net(tag)
+        made.append(n)
+        return n
+
+    yield make
+    for n in made:
+        n.close()
+
+
+def wait_for(cond, timeout=15, step=0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(step)
+    return False
