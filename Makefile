@@ -185,10 +185,31 @@ bench: all $(BENCH_BINS)
 demo: all
 	$(Q)tools/demo
 
+# make install [DESTDIR=...] [PREFIX=/usr/local]: the binaries, sluiced's systemd unit, the OCI
+# hook's hooks.d file (Podman and CRI-O read /etc/containers/oci/hooks.d), the hook's policy
+# directory (empty) and the example policies. Paths in the unit and hook are the installed ones.
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(if $(filter /usr/local,$(PREFIX)),/etc,$(PREFIX)/etc))
+BINDIR ?= $(PREFIX)/bin
+SBINDIR ?= $(PREFIX)/sbin
+DATADIR ?= $(PREFIX)/share
+DOCDIR ?= $(DATADIR)/doc/sluice
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+HOOKSDIR ?= $(SYSCONFDIR)/containers/oci/hooks.d
+INSTALL_SUBST = sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SBINDIR@|$(SBINDIR)|g' \
+	-e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g'
+
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/sbin
-	install -m 0755 $(OUTPUT)/sluice $(DESTDIR)$(PREFIX)/bin/sluice
-	install -m 0755 $(OUTPUT)/sluiced $(DESTDIR)$(PREFIX)/sbin/sluiced
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(UNITDIR) \
+		$(DESTDIR)$(HOOKSDIR) $(DESTDIR)$(DATADIR)/sluice/policies $(DESTDIR)$(DOCDIR)
+	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/sluice/policies
+	install -m 0755 $(OUTPUT)/sluice $(DESTDIR)$(BINDIR)/sluice
+	install -m 0755 $(OUTPUT)/sluiced $(DESTDIR)$(SBINDIR)/sluiced
+	$(INSTALL_SUBST) deploy/systemd/sluiced.service.in > $(DESTDIR)$(UNITDIR)/sluiced.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/sluiced.service
+	$(INSTALL_SUBST) deploy/oci/sluice-hook.json.in > $(DESTDIR)$(HOOKSDIR)/sluice.json
+	chmod 0644 $(DESTDIR)$(HOOKSDIR)/sluice.json
+	install -m 0644 lua/examples/*.lua $(DESTDIR)$(DATADIR)/sluice/policies/
+	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
 
 clean:
 	rm -rf $(OUTPUT)
