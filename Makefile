@@ -146,10 +146,11 @@ $(OUTPUT)/sluiced: $(OBJ)/main.o $(OBJ)/libsluice.a
 	$(call msg,LINK,$@)
 	$(Q)$(CC) $(SL_CFLAGS) $(CFLAGS) $^ $(ALL_LDLIBS) -o $@
 
-CLI_SRCS := tools/sluice.c tools/client.c tools/run.c tools/run_trust.c tools/run_summary.c \
-	tools/confine.c tools/oci_hook.c tools/oci_trust.c
+# The CLI is tools/cli/: every .c there is one binary, sluice (one command object a file).
+CLI_SRCS := $(wildcard tools/cli/*.c)
+CLI_HDRS := $(wildcard tools/cli/*.h)
 
-$(OUTPUT)/sluice: $(CLI_SRCS) tools/cli.h tools/confine.h tools/oci_trust.h $(OBJ)/libsluice.a $(US_HDRS)
+$(OUTPUT)/sluice: $(CLI_SRCS) $(CLI_HDRS) $(OBJ)/libsluice.a $(US_HDRS)
 	$(call msg,CC,$@)
 	$(Q)$(CC) $(ALL_CFLAGS) $(CLI_SRCS) $(OBJ)/libsluice.a $(ALL_LDLIBS) -lseccomp -o $@
 
