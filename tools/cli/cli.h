@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* What the sluice CLI's commands share beyond tools/sluice.c: a control API client whose
+/* What the sluice CLI's commands share beyond tools/cli/main.c: a control API client whose
  * errors are returned (sluice run must clean up after any of them), `run` and `oci-hook`. */
 #ifndef SL_CLI_H
 #define SL_CLI_H
@@ -37,12 +37,13 @@ int sl_cli_add_sandbox(const char *sock, json_t *spec, char *err, size_t errlen)
 /* DELETE /v1/sandboxes/NAME. 0, -ENOENT (no such sandbox), or -errno with @err. */
 int sl_cli_rm_sandbox(const char *sock, const char *name, char *err, size_t errlen);
 
-/* sluice run ARGS (tools/run.c) and sluice oci-hook ARGS (tools/oci_hook.c): the exit status. */
+/* sluice run ARGS (tools/cli/run.c) and sluice oci-hook ARGS (tools/cli/oci_hook.c): the exit
+ * status. */
 int sl_cli_run(int argc, char **argv, const char *sock);
 int sl_cli_oci_hook(int argc, char **argv, const char *sock);
 
 /*
- * The trust files of a sluice run (tools/run_trust.c): the sandbox CA alone, the system store
+ * The trust files of a sluice run (tools/cli/run_trust.c): the sandbox CA alone, the system store
  * plus the sandbox CA, a hashed directory with the sandbox CA, a PKCS12 truststore for Java
  * ("" when no Java is there), all in @dir.
  */

@@ -176,7 +176,7 @@ static int policy_in_dir(const char *dir, const char *name, char *out, char *err
 	return 0;
 }
 
-/* The sandbox's CA into the container's root filesystem (tools/oci_trust.c). 0 or 1. */
+/* The sandbox's CA into the container's root filesystem (tools/cli/oci_trust.c). 0 or 1. */
 static int hook_trust(const char *sock, json_t *state, const char *id, const char *name)
 {
 	const char *bundle = json_string_value(json_object_get(state, "bundle"));

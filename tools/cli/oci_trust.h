@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* The sandbox CA added to a container's own root filesystem by the OCI hook (tools/oci_trust.c).
+/* The sandbox CA added to a container's own root filesystem by the OCI hook
+ * (tools/cli/oci_trust.c).
  * Threading: the CLI's one thread; it blocks on file I/O only. */
 #ifndef SL_OCI_TRUST_H
 #define SL_OCI_TRUST_H

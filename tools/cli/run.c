@@ -2,10 +2,10 @@
 /*
  * sluice run: one command in a sandbox of its own, the one-line way to try sluice. It makes a
  * transient cgroup, registers it with sluiced under a policy, gives the command the sandbox's
- * CA through the variables TLS clients read (tools/run_trust.c), runs it there (in a network
- * namespace if asked), never as root unless asked and always confined (tools/confine.c: no
+ * CA through the variables TLS clients read (tools/cli/run_trust.c), runs it there (in a network
+ * namespace if asked), never as root unless asked and always confined (tools/cli/confine.c: no
  * capabilities, no_new_privs, no inherited descriptors, a socket-family filter), passes its
- * exit status through, tells what the sandbox was denied (tools/run_summary.c), and removes
+ * exit status through, tells what the sandbox was denied (tools/cli/run_summary.c), and removes
  * the sandbox and the cgroup afterwards, also when the command is killed.
  *
  * A run holds an flock on its cgroup directory while it lives and marks the cgroup with an
@@ -406,7 +406,7 @@ static int make_cgroup(struct run *rn)
 	return 0;
 }
 
-/* The sandbox's CA, from sluiced, and the trust files made of it (tools/run_trust.c). */
+/* The sandbox's CA, from sluiced, and the trust files made of it (tools/cli/run_trust.c). */
 static int write_ca(struct run *rn)
 {
 	struct sl_cli_resp res;
