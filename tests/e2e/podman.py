@@ -127,35 +127,54 @@ class Podman:
             "when": {"annotations": {"^io\\.sluice\\.policy$": ".+"}},
             "stages": ["createRuntime", "poststop"],
         }, indent=2))
+        # The runtime wrapper (sluice oci-runtime), as deploy/kubernetes's sluice-runc and
+        # README's Docker runtime run it; with it, podman is given an empty hooks.d.
+        self.no_hooks = base / "no-hooks.d"
+        self.no_hooks.mkdir()
+        self.wrapper = base / "sluice-runc"
+        self.wrapper.write_text(
+            "#!/bin/sh\n"
+            f"exec {BUILD / 'sluice'} --socket {daemon.socket} oci-runtime "
+            f"--runtime {shutil.which('runc', path=PATH)} "
+            f"--hook-arg --policy-dir={self.policies} -- \"$@\"\n")
+        self.wrapper.chmod(0o755)
         self.argv0 = ["podman", "--root", str(base / "storage"), "--runroot",
                       str(base / "run"), "--tmpdir", str(base / "tmp"),
                       "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs",
-                      "--events-backend", "file", "--hooks-dir", str(self.hooks)]
+                      "--events-backend", "file"]
         self.ids = []
+        self.runtime = {}  # container id: the wrapper, for those it runs
 
-    def __call__(self, *args, timeout=60, check=True):
-        r = subprocess.run([*self.argv0, *args], capture_output=True, text=True,
+    def __call__(self, *args, timeout=60, check=True, wrapped=False):
+        hooks = self.no_hooks if wrapped else self.hooks
+        r = subprocess.run([*self.argv0, "--hooks-dir", str(hooks), *args],
+                           capture_output=True, text=True,
                            timeout=timeout, env=dict(os.environ, PATH=PATH), cwd="/")
         if check and r.returncode:
             raise AssertionError(f"podman {' '.join(args)}: {r.returncode} {r.stderr.strip()}")
         return r
 
-    def start(self, net, policy=None, extra=(), argv=("sleep", "600")):
+    def start(self, net, policy=None, extra=(), argv=("sleep", "600"), wrapped=False):
         """A detached container in net, with io.sluice.policy=policy (a file name of the
-        policy directory). Its id, once it runs."""
+        policy directory). Its id, once it runs. wrapped: run by the runtime wrapper, with
+        no hooks.d."""
         ann = ["--annotation", f"io.sluice.policy={policy}"] if policy else []
-        r = self("run", "-d", "--runtime", "runc", "--ulimit", "nofile=1024:1024",
+        runtime = str(self.wrapper) if wrapped else "runc"
+        r = self("run", "-d", "--runtime", runtime, "--ulimit", "nofile=1024:1024",
                  "--ulimit", "nproc=4096:4096", "--network", f"ns:{net.path}",
                  "--dns", "127.0.0.153", *ann, *extra, "--rootfs", f"{self.rootfs}:O", *argv,
-                 check=False)
+                 check=False, wrapped=wrapped)
         if r.returncode:
             raise AssertionError(f"podman run failed ({r.returncode}): {r.stderr.strip()}")
         cid = r.stdout.strip().splitlines()[-1]
         self.ids.append(cid)
+        if wrapped:
+            self.runtime[cid] = True
         return cid
 
     def exec(self, cid, script, timeout=60):
-        return self("exec", cid, "sh", "-c", script, timeout=timeout, check=False)
+        return self("exec", cid, "sh", "-c", script, timeout=timeout, check=False,
+                    wrapped=cid in self.runtime)
 
     def pid(self, cid):
         return int(self("inspect", "--format", "{{.State.Pid}}", cid).stdout.strip())
@@ -169,7 +188,7 @@ class Podman:
 
     def close(self):
         for cid in self.ids:
-            self("rm", "-f", "-t", "0", cid, check=False)
+            self("rm", "-f", "-t", "0", cid, check=False, wrapped=cid in self.runtime)
         shutil.rmtree(self.base, ignore_errors=True)
 
 

@@ -146,3 +146,33 @@ def test_podman_two_containers_own_policies_and_sigkill_is_reaped(daemon, podman
             if cid:
                 podman("rm", "-f", "-t", "0", cid, check=False)
     assert wait_for(lambda: cb not in names(daemon))
+
+
+def test_runtime_wrapper_adds_the_hooks_without_hooks_d(daemon, podman, nets):
+    """sluice oci-runtime in place of runc (Docker's and containerd's way), podman given an
+    empty hooks.d: the wrapper's hooks register the container, the policy taken from
+    SLUICE_POLICY in its environment (Docker sets no annotations), and runc's own poststop
+    (at podman rm) removes it. A container without SLUICE_POLICY runs as it is."""
+    net = nets("wrap")
+    (podman.policies / "wrap.lua").write_text(policy_text(net, net.servers.ports[0]))
+    cid = podman.start(net, extra=["-e", "SLUICE_POLICY=wrap.lua"], wrapped=True)
+    plain = None
+    try:
+        sb = show(daemon, cid)
+        assert sb["container_id"] == cid and sb["policy"].endswith("/wrap.lua")
+        assert nc(podman, cid, net.host_ip, net.servers.ports[0]) == "hello"
+        assert "Operation not permitted" in nc(podman, cid, net.host_ip, net.servers.ports[1])
+        r = podman.exec(cid, "curl -sS -o /dev/null --max-time 20 -w '%{http_code}' "
+                             "https://git.internal.test/headers")
+        assert r.stdout == "200", r.stderr
+        plain = podman.start(net, wrapped=True)
+        assert plain not in names(daemon)
+        assert nc(podman, plain, net.host_ip, net.servers.ports[1]) == "hello"
+        podman("rm", "-f", "-t", "0", cid, wrapped=True)
+        assert wait_for(lambda: cid not in names(daemon)), "the sandbox outlived podman rm"
+        # Removed by the poststop hook (runc delete), not by sluiced's sweep of gone cgroups.
+        assert f"sandbox {cid}: its cgroup was removed" not in daemon.read_log()
+    finally:
+        for c in (cid, plain):
+            if c:
+                podman("rm", "-f", "-t", "0", c, check=False, wrapped=True)

@@ -62,6 +62,7 @@ static const char main_usage[] =
 	"  sandbox add NAME --pid PID --policy FILE       the cgroup and network namespace of PID\n"
 	"  run [--name N] --policy FILE -- CMD...         run one command in a new sandbox\n"
 	"  oci-hook [create|delete]                       OCI runtime hook (state JSON on stdin)\n"
+	"  oci-runtime [OPTIONS] -- RUNC-ARGS...          runc with the OCI hook added (Docker)\n"
 	"  sandbox rm NAME                                stop enforcing, free the cgroup\n"
 	"  sandbox ls [--json]                            list sandboxes\n"
 	"  sandbox show NAME [--json]                     rules and counters of one sandbox\n"
@@ -1005,6 +1006,8 @@ int main(int argc, char **argv)
 		return sl_cli_run(argc - i - 1, argv + i + 1, sock_path);
 	if (!strcmp(argv[i], "oci-hook"))
 		return sl_cli_oci_hook(argc - i - 1, argv + i + 1, sock_path);
+	if (!strcmp(argv[i], "oci-runtime"))
+		return sl_cli_oci_runtime(argc - i - 1, argv + i + 1, sock_path);
 	if (!strcmp(argv[i], "help")) {
 		fputs(main_usage, stdout);
 		return 0;
