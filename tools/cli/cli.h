@@ -41,7 +41,7 @@ int sl_cli_rm_sandbox(const char *sock, const char *name, char *err, size_t errl
  * status. */
 int sl_cli_run(int argc, char **argv, const char *sock);
 int sl_cli_oci_hook(int argc, char **argv, const char *sock);
-/* sluice oci-runtime ARGS (tools/oci_runtime.c): runc with the hooks added; returns only on
+/* sluice oci-runtime ARGS (tools/cli/oci_runtime.c): runc with the hooks added; returns only on
  * failure (the exit status). */
 int sl_cli_oci_runtime(int argc, char **argv, const char *sock);
 
