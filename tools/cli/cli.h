@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* What the sluice CLI's commands share beyond tools/cli/main.c: a control API client whose
- * errors are returned (sluice run must clean up after any of them), `run` and `oci-hook`. */
+/* What the sluice CLI's files share: the one control API client (errors returned, for `run`
+ * and `oci-hook`, which must clean up after any of them, and its dying wrappers for the
+ * other commands), the command table, the commands, and `run`'s trust files and summary.
+ * Threading: the CLI's one thread; every call blocks on the control socket (each wait
+ * bounded but a followed event stream's) or on files. */
 #ifndef SL_CLI_H
 #define SL_CLI_H
 
@@ -12,17 +15,30 @@
 
 #include "core/buf.h"
 
+/* One request to sluiced. */
+struct sl_cli_req {
+	const char *method, *path;
+	const void *body; /* NULL: none */
+	size_t body_len;
+	const char *ctype; /* of the body; NULL: application/json */
+	FILE *stream;	   /* a 200's body is copied here as it arrives (GET /v1/events) */
+};
+
 /* One answer of sluiced. */
 struct sl_cli_resp {
 	int status;
-	struct sl_buf body;
+	struct sl_buf body; /* empty when @stream took it */
 };
 
 /*
- * Sends @method @path with @body (JSON text, or NULL) to the control socket @sock and reads
- * the whole answer into @res (the caller frees res->body). Returns 0, or -errno when sluiced
- * could not be reached or answered garbage; @err then says why.
+ * Sends @rq to the control socket @sock and reads the answer into @res (the caller frees
+ * res->body). Returns 0, or -errno when sluiced could not be reached or answered garbage;
+ * @err then says why. The request and the buffers it read into are wiped: a KV value is a
+ * secret.
  */
+int sl_cli_request(const char *sock, const struct sl_cli_req *rq, struct sl_cli_resp *res,
+		   char *err, size_t errlen);
+/* sl_cli_request() of @method @path with @body (JSON text, or NULL). */
 int sl_cli_call(const char *sock, const char *method, const char *path, const char *body,
 		struct sl_cli_resp *res, char *err, size_t errlen);
 
@@ -36,6 +52,53 @@ void sl_cli_error(const struct sl_cli_resp *res, char *err, size_t errlen);
 int sl_cli_add_sandbox(const char *sock, json_t *spec, char *err, size_t errlen);
 /* DELETE /v1/sandboxes/NAME. 0, -ENOENT (no such sandbox), or -errno with @err. */
 int sl_cli_rm_sandbox(const char *sock, const char *name, char *err, size_t errlen);
+
+/*
+ * The dying side, for commands that have nothing to clean up: an error is one line on
+ * stderr and exit status 1 (sluiced refused or could not be reached), 2 for a usage mistake
+ * (with a pointer to `sluice @cmd--help`).
+ */
+void sl_cli_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+void sl_cli_usage_error(const char *cmd, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3), noreturn));
+/* sl_cli_request(), dying on an error. */
+void sl_cli_request_or_die(const char *sock, const struct sl_cli_req *rq,
+			   struct sl_cli_resp *res);
+/* sl_cli_call(), dying on an error. */
+void sl_cli_call_or_die(const char *sock, const char *method, const char *path,
+			const char *body, struct sl_cli_resp *res);
+/* The answer's JSON (frees res->body); a 4xx/5xx dies with sluiced's error message. */
+json_t *sl_cli_json_or_die(struct sl_cli_resp *res);
+
+/* One command, or one subcommand of an object (bpftool's struct cmd): @func gets the
+ * arguments after its name and the control socket; it returns the exit status. */
+struct sl_cli_cmd {
+	const char *name;
+	int (*func)(int argc, char **argv, const char *sock);
+};
+/* Runs the entry of @cmds (ended by a NULL name) that argv[0] names; an unknown name is a
+ * usage error, "unknown @what" "command" (@what is "" or the object and a space). */
+int sl_cli_select(const struct sl_cli_cmd *cmds, const char *what, int argc, char **argv,
+		  const char *sock);
+
+/* Small helpers of the commands (cmd_*.c). */
+int sl_cli_has_help(int argc, char **argv);
+void sl_cli_check_name(const char *name); /* a sandbox name in a URL path; else usage error */
+json_t *sl_cli_parse_params(const char *cmd, const char *text); /* --params JSON, or NULL */
+void sl_cli_print_json(json_t *j);
+void sl_cli_print_closed(json_t *j); /* what a switch closed (handler set, policy reload) */
+const char *sl_cli_str(json_t *o, const char *key); /* "" when absent */
+long long sl_cli_num(json_t *o, const char *key);
+
+/* The command objects, one file each: cmd_sandbox.c, cmd_policy.c (handler and policy),
+ * cmd_kv.c, cmd_events.c (events, ca, stats). */
+int sl_cli_cmd_sandbox(int argc, char **argv, const char *sock);
+int sl_cli_cmd_handler(int argc, char **argv, const char *sock);
+int sl_cli_cmd_policy(int argc, char **argv, const char *sock);
+int sl_cli_cmd_kv(int argc, char **argv, const char *sock);
+int sl_cli_cmd_events(int argc, char **argv, const char *sock);
+int sl_cli_cmd_ca(int argc, char **argv, const char *sock);
+int sl_cli_cmd_stats(int argc, char **argv, const char *sock);
 
 /* sluice run ARGS (tools/cli/run.c) and sluice oci-hook ARGS (tools/cli/oci_hook.c): the exit
  * status. */

@@ -22,35 +22,6 @@
 #include "cli.h"
 #include "store/kv.h"
 
-static const char *sock_path = "/run/sluice/sluiced.sock";
-
-static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void die(const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "sluice: ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	exit(1);
-}
-
-static void usage_error(const char *cmd, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3), noreturn));
-static void usage_error(const char *cmd, const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "sluice: ");
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\nTry 'sluice %s--help'.\n", cmd);
-	exit(2);
-}
-
 static const char main_usage[] =
 	"Usage: sluice [--socket PATH] COMMAND [ARGS]\n"
 	"\n"
@@ -156,164 +127,25 @@ static const char kv_usage[] =
 	"NS: 1 to 128 of A-Z a-z 0-9 _ . : @ -. KEY: 1 to 512 printable ASCII characters.\n"
 	"Values: at most 64 KiB.\n";
 
-struct response {
-	int status;
-	struct sl_buf body;
-};
-
-static int connect_daemon(void)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd;
-
-	if (strlen(sock_path) >= sizeof(sa.sun_path))
-		die("socket path %s is too long", sock_path);
-	strcpy(sa.sun_path, sock_path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd == -1)
-		die("socket: %s", strerror(errno));
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == -1)
-		die("cannot reach sluiced at %s: %s (is sluiced running?)", sock_path,
-		    strerror(errno));
-	return fd;
-}
-
-static void send_all(int fd, const char *p, size_t n)
-{
-	while (n) {
-		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-
-		if (w == -1) {
-			if (errno == EINTR)
-				continue;
-			die("writing to sluiced failed: %s", strerror(errno));
-		}
-		p += w;
-		n -= w;
-	}
-}
-
-/*
- * Sends one request with @body_len bytes of @body (of type @ctype; none if @body is NULL) and
- * reads the status line and headers. With @stream, the body is copied to stdout as it
- * arrives (GET /v1/events); otherwise it is collected into @res->body. The request buffer is
- * wiped: it may have held a secret.
- */
-static void request_body(const char *method, const char *path, const void *body,
-			 size_t body_len, const char *ctype, int stream, struct response *res)
-{
-	struct sl_buf in = { 0 }, req = { 0 };
-	char buf[8192];
-	size_t hdr_len = 0; /* offset of the body in @in, once the head is complete */
-	long content_length = -1;
-	int fd = connect_daemon();
-
-	memset(res, 0, sizeof(*res));
-	sl_buf_printf(&req, "%s %s HTTP/1.1\r\nHost: sluiced\r\nConnection: close\r\n", method,
-		      path);
-	if (body)
-		sl_buf_printf(&req, "Content-Type: %s\r\nContent-Length: %zu\r\n", ctype,
-			      body_len);
-	sl_buf_printf(&req, "\r\n");
-	if (body)
-		sl_buf_append(&req, body, body_len);
-	send_all(fd, sl_buf_head(&req), sl_buf_size(&req));
-	if (req.data)
-		OPENSSL_cleanse(req.data, req.len);
-	sl_buf_free(&req);
-
-	for (;;) {
-		ssize_t n = read(fd, buf, sizeof(buf));
-
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n == -1)
-			die("reading from sluiced failed: %s", strerror(errno));
-		if (n == 0)
-			break;
-		if (hdr_len && stream) {
-			fwrite(buf, 1, n, stdout);
-			fflush(stdout);
-			continue;
-		}
-		sl_buf_append(&in, buf, n);
-		/* The head is text: strstr() finds its end before any NUL of a binary body. */
-		if (!hdr_len) {
-			const char *end = strstr(in.data, "\r\n\r\n");
-			const char *cl = strcasestr(in.data, "\r\ncontent-length:");
-
-			if (!end)
-				continue;
-			if (sscanf(in.data, "HTTP/1.1 %d", &res->status) != 1)
-				die("sluiced sent a malformed response");
-			if (cl && cl < end)
-				content_length = strtol(cl + 17, NULL, 10);
-			hdr_len = end + 4 - in.data;
-			if (stream && res->status == 200) {
-				fwrite(in.data + hdr_len, 1, in.len - hdr_len, stdout);
-				fflush(stdout);
-			}
-		}
-		if (!stream && content_length >= 0 && (long)(in.len - hdr_len) >= content_length)
-			break;
-	}
-	close(fd);
-	if (!hdr_len)
-		die("sluiced closed the connection without answering");
-	if (!stream || res->status != 200)
-		sl_buf_append(&res->body, in.data + hdr_len, in.len - hdr_len);
-	if (in.data)
-		OPENSSL_cleanse(in.data, in.len);
-	sl_buf_free(&in);
-}
-
-static void request(const char *method, const char *path, const char *body, int stream,
-		    struct response *res)
-{
-	request_body(method, path, body, body ? strlen(body) : 0, "application/json", stream,
-		     res);
-}
-
-/* Parses a JSON response; a 4xx/5xx dies with the daemon's error message. */
-static json_t *json_response(struct response *res)
-{
-	json_error_t jerr;
-	json_t *j = json_loadb(sl_buf_head(&res->body), sl_buf_size(&res->body), 0, &jerr);
-
-	if (res->status >= 400) {
-		const char *msg = j ? json_string_value(json_object_get(j, "error")) : NULL;
-		char copy[1024];
-
-		snprintf(copy, sizeof(copy), "%s", msg ? msg : "sluiced refused the request");
-		json_decref(j);
-		sl_buf_free(&res->body);
-		die("%s", copy);
-	}
-	if (!j)
-		die("sluiced sent invalid JSON: %s", jerr.text);
-	sl_buf_free(&res->body);
-	return j;
-}
-
-static void print_json(json_t *j)
+void sl_cli_print_json(json_t *j)
 {
 	json_dumpf(j, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 	putchar('\n');
 }
 
-static const char *str(json_t *o, const char *key)
+const char *sl_cli_str(json_t *o, const char *key)
 {
 	const char *s = json_string_value(json_object_get(o, key));
 
 	return s ? s : "";
 }
 
-static long long num(json_t *o, const char *key)
+long long sl_cli_num(json_t *o, const char *key)
 {
 	return json_integer_value(json_object_get(o, key));
 }
 
-static int has_help(int argc, char **argv)
+int sl_cli_has_help(int argc, char **argv)
 {
 	for (int i = 0; i < argc; i++)
 		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
@@ -321,15 +153,15 @@ static int has_help(int argc, char **argv)
 	return 0;
 }
 
-static void check_name(const char *name)
+void sl_cli_check_name(const char *name)
 {
 	if (!*name || strchr(name, '/') || strchr(name, '?') || strchr(name, '%') ||
 	    strchr(name, ' '))
-		usage_error("sandbox ", "invalid sandbox name '%s'", name);
+		sl_cli_usage_error("sandbox ", "invalid sandbox name '%s'", name);
 }
 
 /* --params JSON: an object, checked here so that a typo fails before the daemon is asked. */
-static json_t *parse_params(const char *cmd, const char *text)
+json_t *sl_cli_parse_params(const char *cmd, const char *text)
 {
 	json_error_t jerr;
 	json_t *p;
@@ -338,60 +170,60 @@ static json_t *parse_params(const char *cmd, const char *text)
 		return NULL;
 	p = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
 	if (!p || !json_is_object(p))
-		usage_error(cmd, "--params must be a JSON object%s%s", p ? "" : ": ",
+		sl_cli_usage_error(cmd, "--params must be a JSON object%s%s", p ? "" : ": ",
 			    p ? "" : jerr.text);
 	return p;
 }
 
-static void print_closed(json_t *j)
+void sl_cli_print_closed(json_t *j)
 {
 	json_t *c = json_object_get(j, "closed");
 
 	printf("closed %lld open connection%s (%lld passthrough in the kernel, %lld proxied); "
 	       "removed %lld DNS entr%s\n",
-	       num(c, "kernel_flows") + num(c, "proxied"),
-	       num(c, "kernel_flows") + num(c, "proxied") == 1 ? "" : "s",
-	       num(c, "kernel_flows"), num(c, "proxied"), num(c, "dns_entries"),
-	       num(c, "dns_entries") == 1 ? "y" : "ies");
+	       sl_cli_num(c, "kernel_flows") + sl_cli_num(c, "proxied"),
+	       sl_cli_num(c, "kernel_flows") + sl_cli_num(c, "proxied") == 1 ? "" : "s",
+	       sl_cli_num(c, "kernel_flows"), sl_cli_num(c, "proxied"), sl_cli_num(c, "dns_entries"),
+	       sl_cli_num(c, "dns_entries") == 1 ? "y" : "ies");
 }
 
-static int cmd_handler(int argc, char **argv)
+int sl_cli_cmd_handler(int argc, char **argv, const char *sock)
 {
 	const char *name = NULL, *handler = NULL, *params = NULL;
-	struct response res;
+	struct sl_cli_resp res;
 	char path[256];
 	json_t *body = NULL, *j;
 	char *s = NULL;
 	int set;
 
-	if (argc < 1 || has_help(argc, argv)) {
+	if (argc < 1 || sl_cli_has_help(argc, argv)) {
 		fputs(handler_usage, argc < 1 ? stderr : stdout);
 		return argc < 1 ? 2 : 0;
 	}
 	set = !strcmp(argv[0], "set");
 	if (!set && strcmp(argv[0], "clear"))
-		usage_error("handler ", "unknown subcommand '%s'", argv[0]);
+		sl_cli_usage_error("handler ", "unknown subcommand '%s'", argv[0]);
 	for (int i = 1; i < argc; i++) {
 		if (set && !strcmp(argv[i], "--params") && i + 1 < argc)
 			params = argv[++i];
 		else if (set && !strncmp(argv[i], "--params=", 9))
 			params = argv[i] + 9;
 		else if (argv[i][0] == '-')
-			usage_error("handler ", "unknown option '%s'", argv[i]);
+			sl_cli_usage_error("handler ", "unknown option '%s'", argv[i]);
 		else if (!name)
 			name = argv[i];
 		else if (set && !handler)
 			handler = argv[i];
 		else
-			usage_error("handler ", "unexpected argument '%s'", argv[i]);
+			sl_cli_usage_error("handler ", "unexpected argument '%s'", argv[i]);
 	}
 	if (!name || (set && !handler))
-		usage_error("handler ", set ? "handler set needs NAME and HANDLER" :
+		sl_cli_usage_error("handler ", set ? "handler set needs NAME and HANDLER" :
 					      "handler clear needs NAME");
-	check_name(name);
+	sl_cli_check_name(name);
 	snprintf(path, sizeof(path), "/v1/sandboxes/%s/handler", name);
 	if (set) {
-		json_t *p = parse_params("handler ", params);
+		json_t *p = sl_cli_parse_params("handler ", params);
 
 		body = json_pack("{s:s}", "handler", handler);
 		if (p)
@@ -399,14 +231,14 @@ static int cmd_handler(int argc, char **argv)
 		s = json_dumps(body, JSON_COMPACT);
 		json_decref(body);
 	}
-	request(set ? "PUT" : "DELETE", path, s, 0, &res);
+	sl_cli_call_or_die(sock, set ? "PUT" : "DELETE", path, s, &res);
 	free(s);
-	j = json_response(&res);
+	j = sl_cli_json_or_die(&res);
 	if (set)
 		printf("sandbox %s: handler %s active\n", name, handler);
 	else
 		printf("sandbox %s: back to its policy's own handlers\n", name);
-	print_closed(j);
+	sl_cli_print_closed(j);
 	json_decref(j);
 	return 0;
 }
@@ -420,82 +252,82 @@ static char *slurp(const char *file, size_t *len)
 	size_t n;
 
 	if (!f)
-		die("policy file %s: %s", file, strerror(errno));
+		sl_cli_die("policy file %s: %s", file, strerror(errno));
 	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
 		if (sl_buf_append(&b, chunk, n))
-			die("out of memory");
+			sl_cli_die("out of memory");
 	if (ferror(f))
-		die("policy file %s: %s", file, strerror(errno));
+		sl_cli_die("policy file %s: %s", file, strerror(errno));
 	fclose(f);
 	if (sl_buf_append(&b, "", 1))
-		die("out of memory");
+		sl_cli_die("out of memory");
 	*len = sl_buf_size(&b) - 1;
 	return b.data;
 }
 
-static int cmd_policy(int argc, char **argv)
+int sl_cli_cmd_policy(int argc, char **argv, const char *sock)
 {
 	const char *name = NULL, *file = NULL;
 	char abs[PATH_MAX], path[256], *text, *s;
-	struct response res;
+	struct sl_cli_resp res;
 	json_t *body, *j, *cur;
 	size_t len;
 
-	if (argc < 1 || has_help(argc, argv)) {
+	if (argc < 1 || sl_cli_has_help(argc, argv)) {
 		fputs(policy_usage, argc < 1 ? stderr : stdout);
 		return argc < 1 ? 2 : 0;
 	}
 	if (strcmp(argv[0], "reload"))
-		usage_error("policy ", "unknown subcommand '%s'", argv[0]);
+		sl_cli_usage_error("policy ", "unknown subcommand '%s'", argv[0]);
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--policy") && i + 1 < argc)
 			file = argv[++i];
 		else if (!strncmp(argv[i], "--policy=", 9))
 			file = argv[i] + 9;
 		else if (argv[i][0] == '-')
-			usage_error("policy ", "unknown option '%s'", argv[i]);
+			sl_cli_usage_error("policy ", "unknown option '%s'", argv[i]);
 		else if (!name)
 			name = argv[i];
 		else
-			usage_error("policy ", "unexpected argument '%s'", argv[i]);
+			sl_cli_usage_error("policy ", "unexpected argument '%s'", argv[i]);
 	}
 	if (!name)
-		usage_error("policy ", "policy reload needs NAME");
-	check_name(name);
+		sl_cli_usage_error("policy ", "policy reload needs NAME");
+	sl_cli_check_name(name);
 	snprintf(path, sizeof(path), "/v1/sandboxes/%s", name);
 	if (!file) {
-		request("GET", path, NULL, 0, &res);
-		cur = json_response(&res);
-		snprintf(abs, sizeof(abs), "%s", str(cur, "policy"));
+		sl_cli_call_or_die(sock, "GET", path, NULL, &res);
+		cur = sl_cli_json_or_die(&res);
+		snprintf(abs, sizeof(abs), "%s", sl_cli_str(cur, "policy"));
 		json_decref(cur);
 		if (!abs[0] || !strcmp(abs, "-"))
-			die("sandbox %s was added with an inline policy: give --policy FILE", name);
+			sl_cli_die("sandbox %s was added with an inline policy: give --policy FILE", name);
 	} else if (!realpath(file, abs)) {
-		die("policy file %s: %s", file, strerror(errno));
+		sl_cli_die("policy file %s: %s", file, strerror(errno));
 	}
 	text = slurp(abs, &len);
 	body = json_pack("{s:s%, s:s}", "policy", text, len, "policy_file", abs);
 	free(text);
 	if (!body)
-		die("policy file %s is not valid UTF-8 text", abs);
+		sl_cli_die("policy file %s is not valid UTF-8 text", abs);
 	s = json_dumps(body, JSON_COMPACT);
 	json_decref(body);
 	snprintf(path, sizeof(path), "/v1/sandboxes/%s/policy", name);
-	request("PUT", path, s, 0, &res);
+	sl_cli_call_or_die(sock, "PUT", path, s, &res);
 	free(s);
-	j = json_response(&res);
+	j = sl_cli_json_or_die(&res);
 	printf("sandbox %s: policy reloaded from %s\n", name, abs);
-	print_closed(j);
+	sl_cli_print_closed(j);
 	json_decref(j);
 	return 0;
 }
 
-static int cmd_sandbox_add(int argc, char **argv)
+static int cmd_sandbox_add(int argc, char **argv, const char *sock)
 {
 	const char *name = NULL, *cgroup = NULL, *policy = NULL;
 	const char *handler = NULL, *params = NULL, *netns = NULL, *pid = NULL;
 	char policy_abs[PATH_MAX], netns_abs[PATH_MAX];
-	struct response res;
+	struct sl_cli_resp res;
 	json_t *body, *j;
 	char *s;
 	int writable = 0;
@@ -528,20 +360,20 @@ static int cmd_sandbox_add(int argc, char **argv)
 		else if (!strcmp(argv[i], "--allow-writable-cgroup"))
 			writable = 1;
 		else if (argv[i][0] == '-')
-			usage_error("sandbox ", "unknown option '%s' for sandbox add", argv[i]);
+			sl_cli_usage_error("sandbox ", "unknown option '%s' for sandbox add", argv[i]);
 		else if (!name)
 			name = argv[i];
 		else
-			usage_error("sandbox ", "unexpected argument '%s'", argv[i]);
+			sl_cli_usage_error("sandbox ", "unexpected argument '%s'", argv[i]);
 	}
 	if (!name || !policy || !cgroup == !pid)
-		usage_error("sandbox ", "sandbox add needs NAME, --cgroup PATH (or --pid PID) and "
+		sl_cli_usage_error("sandbox ", "sandbox add needs NAME, --cgroup PATH (or --pid PID) and "
 					"--policy FILE");
 	if (pid && netns)
-		usage_error("sandbox ",
+		sl_cli_usage_error("sandbox ",
 			    "--pid names the network namespace too: no --netns with it");
 	if (pid && (strspn(pid, "0123456789") != strlen(pid) || atoi(pid) <= 0))
-		usage_error("sandbox ", "--pid takes a process id, not '%s'", pid);
+		sl_cli_usage_error("sandbox ", "--pid takes a process id, not '%s'", pid);
 	/* The daemon opens the namespace: give it an absolute path, without resolving the
 	 * /proc/PID/ns/net kind of link. */
 	if (netns && netns[0] != '/') {
@@ -550,18 +382,18 @@ static int cmd_sandbox_add(int argc, char **argv)
 		if (!getcwd(cwd, sizeof(cwd)) ||
 		    snprintf(netns_abs, sizeof(netns_abs), "%s/%s", cwd, netns) >=
 			    (int)sizeof(netns_abs))
-			die("network namespace %s: path too long", netns);
+			sl_cli_die("network namespace %s: path too long", netns);
 		netns = netns_abs;
 	}
-	check_name(name);
+	sl_cli_check_name(name);
 	/* The daemon's working directory is not ours: send an absolute policy path. */
 	if (!realpath(policy, policy_abs)) {
 		if (errno == ENOENT)
-			die("policy file %s: No such file or directory", policy);
-		die("policy file %s: %s", policy, strerror(errno));
+			sl_cli_die("policy file %s: No such file or directory", policy);
+		sl_cli_die("policy file %s: %s", policy, strerror(errno));
 	}
 	if (params && !handler)
-		usage_error("sandbox ", "--params goes with --handler");
+		sl_cli_usage_error("sandbox ", "--params goes with --handler");
 	body = json_pack("{s:s, s:s}", "name", name, "policy_file", policy_abs);
 	if (cgroup)
 		json_object_set_new(body, "cgroup", json_string(cgroup));
@@ -572,7 +404,7 @@ static int cmd_sandbox_add(int argc, char **argv)
 	if (writable)
 		json_object_set_new(body, "allow_writable_cgroup", json_true());
 	if (handler) {
-		json_t *p = parse_params("sandbox ", params);
+		json_t *p = sl_cli_parse_params("sandbox ", params);
 
 		json_object_set_new(body, "handler", json_string(handler));
 		if (p)
@@ -580,61 +412,61 @@ static int cmd_sandbox_add(int argc, char **argv)
 	}
 	s = json_dumps(body, JSON_COMPACT);
 	json_decref(body);
-	request("POST", "/v1/sandboxes", s, 0, &res);
+	sl_cli_call_or_die(sock, "POST", "/v1/sandboxes", s, &res);
 	free(s);
-	j = json_response(&res);
-	printf("sandbox %s added (cgroup %s%s%s)\n", str(j, "name"), str(j, "cgroup"),
-	       *str(j, "netns") ? ", network namespace " : "", str(j, "netns"));
+	j = sl_cli_json_or_die(&res);
+	printf("sandbox %s added (cgroup %s%s%s)\n", sl_cli_str(j, "name"), sl_cli_str(j, "cgroup"),
+	       *sl_cli_str(j, "netns") ? ", network namespace " : "", sl_cli_str(j, "netns"));
 	json_decref(j);
 	return 0;
 }
 
-static int cmd_sandbox_rm(int argc, char **argv)
+static int cmd_sandbox_rm(int argc, char **argv, const char *sock)
 {
-	struct response res;
+	struct sl_cli_resp res;
 	char path[256];
 	json_t *j;
 
 	if (argc != 1)
-		usage_error("sandbox ", "sandbox rm takes exactly one NAME");
-	check_name(argv[0]);
+		sl_cli_usage_error("sandbox ", "sandbox rm takes exactly one NAME");
+	sl_cli_check_name(argv[0]);
 	snprintf(path, sizeof(path), "/v1/sandboxes/%s", argv[0]);
-	request("DELETE", path, NULL, 0, &res);
-	j = json_response(&res);
+	sl_cli_call_or_die(sock, "DELETE", path, NULL, &res);
+	j = sl_cli_json_or_die(&res);
 	printf("sandbox %s removed\n", argv[0]);
 	json_decref(j);
 	return 0;
 }
 
-static int cmd_sandbox_ls(int argc, char **argv)
+static int cmd_sandbox_ls(int argc, char **argv, const char *sock)
 {
 	int as_json = argc == 1 && !strcmp(argv[0], "--json");
-	struct response res;
+	struct sl_cli_resp res;
 	json_t *j, *arr, *sb;
 	size_t i;
 
 	if (argc && !as_json)
-		usage_error("sandbox ", "sandbox ls takes only --json");
-	request("GET", "/v1/sandboxes", NULL, 0, &res);
-	j = json_response(&res);
+		sl_cli_usage_error("sandbox ", "sandbox ls takes only --json");
+	sl_cli_call_or_die(sock, "GET", "/v1/sandboxes", NULL, &res);
+	j = sl_cli_json_or_die(&res);
 	if (as_json) {
-		print_json(j);
+		sl_cli_print_json(j);
 	} else {
 		arr = json_object_get(j, "sandboxes");
 		printf("%-20s %5s  %-40s %s\n", "NAME", "ID", "CGROUP", "POLICY");
 		json_array_foreach(arr, i, sb)
-			printf("%-20s %5lld  %-40s %s\n", str(sb, "name"), num(sb, "id"),
-			       str(sb, "cgroup"), str(sb, "policy"));
+			printf("%-20s %5lld  %-40s %s\n", sl_cli_str(sb, "name"), sl_cli_num(sb, "id"),
+			       sl_cli_str(sb, "cgroup"), sl_cli_str(sb, "policy"));
 	}
 	json_decref(j);
 	return 0;
 }
 
-static int cmd_sandbox_show(int argc, char **argv)
+static int cmd_sandbox_show(int argc, char **argv, const char *sock)
 {
 	const char *name = NULL;
 	int as_json = 0;
-	struct response res;
+	struct sl_cli_resp res;
 	char path[256];
 	json_t *j, *rules, *r, *c, *names, *dns, *px;
 	size_t i;
@@ -643,39 +475,39 @@ static int cmd_sandbox_show(int argc, char **argv)
 		if (!strcmp(argv[k], "--json"))
 			as_json = 1;
 		else if (argv[k][0] == '-' || name)
-			usage_error("sandbox ", "unexpected argument '%s'", argv[k]);
+			sl_cli_usage_error("sandbox ", "unexpected argument '%s'", argv[k]);
 		else
 			name = argv[k];
 	}
 	if (!name)
-		usage_error("sandbox ", "sandbox show needs a NAME");
-	check_name(name);
+		sl_cli_usage_error("sandbox ", "sandbox show needs a NAME");
+	sl_cli_check_name(name);
 	snprintf(path, sizeof(path), "/v1/sandboxes/%s", name);
-	request("GET", path, NULL, 0, &res);
-	j = json_response(&res);
+	sl_cli_call_or_die(sock, "GET", path, NULL, &res);
+	j = sl_cli_json_or_die(&res);
 	if (as_json) {
-		print_json(j);
+		sl_cli_print_json(j);
 		json_decref(j);
 		return 0;
 	}
-	printf("name:     %s\nid:       %lld\ncgroup:   %s\npolicy:   %s\n", str(j, "name"),
-	       num(j, "id"), str(j, "cgroup"), str(j, "policy"));
-	if (*str(j, "netns"))
-		printf("netns:    %s (inode %lld)\n", str(j, "netns"), num(j, "netns_inode"));
+	printf("name:     %s\nid:       %lld\ncgroup:   %s\npolicy:   %s\n", sl_cli_str(j, "name"),
+	       sl_cli_num(j, "id"), sl_cli_str(j, "cgroup"), sl_cli_str(j, "policy"));
+	if (*sl_cli_str(j, "netns"))
+		printf("netns:    %s (inode %lld)\n", sl_cli_str(j, "netns"), sl_cli_num(j, "netns_inode"));
 	if (json_is_string(json_object_get(j, "handler"))) {
 		char *p = json_dumps(json_object_get(j, "params"), JSON_COMPACT);
 
-		printf("handler:  %s, params %s (since %lld); %lld switches\n", str(j, "handler"),
-		       p ? p : "{}", num(j, "handler_since"), num(j, "switches"));
+		printf("handler:  %s, params %s (since %lld); %lld switches\n", sl_cli_str(j, "handler"),
+		       p ? p : "{}", sl_cli_num(j, "handler_since"), sl_cli_num(j, "switches"));
 		free(p);
 	} else {
-		printf("handler:  none (the policy's own); %lld switches\n", num(j, "switches"));
+		printf("handler:  none (the policy's own); %lld switches\n", sl_cli_num(j, "switches"));
 	}
 	rules = json_object_get(j, "rules");
 	printf("rules:%s\n", json_array_size(rules) ? "" : "    none (everything is denied)");
 	json_array_foreach(rules, i, r)
-		printf("  %-40s %-12s %-8s %s\n", str(r, "dst"), str(r, "ports"), str(r, "proto"),
-		       str(r, "verdict"));
+		printf("  %-40s %-12s %-8s %s\n", sl_cli_str(r, "dst"), sl_cli_str(r, "ports"), sl_cli_str(r, "proto"),
+		       sl_cli_str(r, "verdict"));
 	printf("unix:%s\n", json_array_size(json_object_get(j, "unix")) ?
 				    "" :
 				    "     none (every UNIX socket is denied)");
@@ -689,11 +521,11 @@ static int cmd_sandbox_show(int argc, char **argv)
 		printf("names:\n");
 		json_array_foreach(names, k, n)
 		{
-			printf("  %s\n", str(n, "name"));
+			printf("  %s\n", sl_cli_str(n, "name"));
 			json_array_foreach(json_object_get(n, "addresses"), m, a)
-				printf("    %-38s %-12s %-8s %-6s expires in %llds\n", str(a, "dst"),
-				       str(a, "ports"), str(a, "proto"), str(a, "verdict"),
-				       num(a, "expires_in_s"));
+				printf("    %-38s %-12s %-8s %-6s expires in %llds\n", sl_cli_str(a, "dst"),
+				       sl_cli_str(a, "ports"), sl_cli_str(a, "proto"), sl_cli_str(a, "verdict"),
+				       sl_cli_num(a, "expires_in_s"));
 		}
 	}
 	dns = json_object_get(j, "dns");
@@ -702,8 +534,8 @@ static int cmd_sandbox_show(int argc, char **argv)
 
 		printf("dns:      listener port %lld; queries allowed %lld, denied %lld, "
 		       "servfail %lld, formerr %lld; addresses installed %lld, blocked %lld\n",
-		       num(dns, "port"), num(q, "allowed"), num(q, "denied"), num(q, "servfail"),
-		       num(q, "formerr"), num(ad, "installed"), num(ad, "blocked"));
+		       sl_cli_num(dns, "port"), sl_cli_num(q, "allowed"), sl_cli_num(q, "denied"), sl_cli_num(q, "servfail"),
+		       sl_cli_num(q, "formerr"), sl_cli_num(ad, "installed"), sl_cli_num(ad, "blocked"));
 	}
 	px = json_object_get(j, "proxy");
 	if (json_is_object(px)) {
@@ -712,10 +544,10 @@ static int cmd_sandbox_show(int argc, char **argv)
 		printf("proxy:    listener port %lld; connections %lld (not redirected %lld, never "
 		       "accepted %lld, refused %lld, TLS failed %lld, passthrough %lld); requests "
 		       "forwarded %lld, rejected %lld, upstream errors %lld\n",
-		       num(px, "port"), num(pc, "accepted"), num(pc, "unredirected"),
-		       num(pc, "never_accepted"),
-		       num(pc, "refused"), num(pc, "tls_failed"), num(pc, "passthrough"),
-		       num(pr, "forwarded"), num(pr, "rejected"), num(pr, "upstream_errors"));
+		       sl_cli_num(px, "port"), sl_cli_num(pc, "accepted"), sl_cli_num(pc, "unredirected"),
+		       sl_cli_num(pc, "never_accepted"),
+		       sl_cli_num(pc, "refused"), sl_cli_num(pc, "tls_failed"), sl_cli_num(pc, "passthrough"),
+		       sl_cli_num(pr, "forwarded"), sl_cli_num(pr, "rejected"), sl_cli_num(pr, "upstream_errors"));
 	}
 	c = json_object_get(j, "counters");
 	if (c) {
@@ -724,45 +556,46 @@ static int cmd_sandbox_show(int argc, char **argv)
 
 		printf("allowed:  tcp %lld, udp %lld, unix %lld; proxied tcp %lld; dns tcp %lld, "
 		       "udp %lld\n",
-		       num(a, "tcp"), num(a, "udp"), num(a, "unix"),
-		       num(json_object_get(c, "proxied"), "tcp"),
-		       num(json_object_get(c, "dns"), "tcp"), num(json_object_get(c, "dns"), "udp"));
+		       sl_cli_num(a, "tcp"), sl_cli_num(a, "udp"), sl_cli_num(a, "unix"),
+		       sl_cli_num(json_object_get(c, "proxied"), "tcp"),
+		       sl_cli_num(json_object_get(c, "dns"), "tcp"), sl_cli_num(json_object_get(c, "dns"), "udp"));
 		printf("denied:   tcp %lld, udp %lld, unix %lld, socket %lld, setsockopt %lld, "
 		       "bind %lld; egress packets dropped %lld\n",
-		       num(d, "tcp"), num(d, "udp"), num(d, "unix"), num(d, "socket"),
-		       num(d, "setsockopt"), num(d, "bind"), num(d, "egress_packets"));
-		printf("events:   sent %lld, rate-limited %lld, lost %lld\n", num(e, "sent"),
-		       num(e, "rate_limited"), num(e, "lost"));
+		       sl_cli_num(d, "tcp"), sl_cli_num(d, "udp"), sl_cli_num(d, "unix"), sl_cli_num(d, "socket"),
+		       sl_cli_num(d, "setsockopt"), sl_cli_num(d, "bind"), sl_cli_num(d, "egress_packets"));
+		printf("events:   sent %lld, rate-limited %lld, lost %lld\n", sl_cli_num(e, "sent"),
+		       sl_cli_num(e, "rate_limited"), sl_cli_num(e, "lost"));
 	}
 	json_decref(j);
 	return 0;
 }
 
-static int cmd_sandbox(int argc, char **argv)
+int sl_cli_cmd_sandbox(int argc, char **argv, const char *sock)
 {
-	if (argc < 1 || has_help(argc, argv)) {
+	static const struct sl_cli_cmd cmds[] = {
+		{ "add", cmd_sandbox_add },
+		{ "rm", cmd_sandbox_rm },
+		{ "ls", cmd_sandbox_ls },
+		{ "show", cmd_sandbox_show },
+		{ 0 },
+	};
+
+	if (argc < 1 || sl_cli_has_help(argc, argv)) {
 		fputs(sandbox_usage, argc < 1 ? stderr : stdout);
 		return argc < 1 ? 2 : 0;
 	}
-	if (!strcmp(argv[0], "add"))
-		return cmd_sandbox_add(argc - 1, argv + 1);
-	if (!strcmp(argv[0], "rm"))
-		return cmd_sandbox_rm(argc - 1, argv + 1);
-	if (!strcmp(argv[0], "ls"))
-		return cmd_sandbox_ls(argc - 1, argv + 1);
-	if (!strcmp(argv[0], "show"))
-		return cmd_sandbox_show(argc - 1, argv + 1);
-	usage_error("sandbox ", "unknown sandbox command '%s'", argv[0]);
+	return sl_cli_select(cmds, "sandbox ", argc, argv, sock);
 }
 
-static int cmd_events(int argc, char **argv)
+int sl_cli_cmd_events(int argc, char **argv, const char *sock)
 {
 	const char *sandbox = NULL;
 	int follow = 0;
-	struct response res;
+	struct sl_cli_resp res;
 	char path[256];
+	struct sl_cli_req rq = { .method = "GET", .path = path, .stream = stdout };
 
-	if (has_help(argc, argv)) {
+	if (sl_cli_has_help(argc, argv)) {
 		fputs(events_usage, stdout);
 		return 0;
 	}
@@ -774,15 +607,15 @@ static int cmd_events(int argc, char **argv)
 		else if (!strcmp(argv[i], "--follow") || !strcmp(argv[i], "-f"))
 			follow = 1;
 		else
-			usage_error("events ", "unexpected argument '%s'", argv[i]);
+			sl_cli_usage_error("events ", "unexpected argument '%s'", argv[i]);
 	}
 	if (sandbox)
-		check_name(sandbox);
+		sl_cli_check_name(sandbox);
 	snprintf(path, sizeof(path), "/v1/events?follow=%d%s%s", follow,
 		 sandbox ? "&sandbox=" : "", sandbox ? sandbox : "");
-	request("GET", path, NULL, 1, &res);
+	sl_cli_request_or_die(sock, &rq, &res);
 	if (res.status != 200)
-		json_response(&res); /* dies with the daemon's message */
+		sl_cli_json_or_die(&res); /* dies with the daemon's message */
 	return 0;
 }
 
@@ -794,40 +627,40 @@ static const char ca_usage[] =
 	"sandbox's trust store (e.g. curl --cacert, NODE_EXTRA_CA_CERTS, SSL_CERT_FILE).\n"
 	"Its key never leaves sluiced.\n";
 
-static int cmd_ca(int argc, char **argv)
+int sl_cli_cmd_ca(int argc, char **argv, const char *sock)
 {
-	struct response res;
+	struct sl_cli_resp res;
 	char path[256];
 
-	if (has_help(argc, argv)) {
+	if (sl_cli_has_help(argc, argv)) {
 		fputs(ca_usage, stdout);
 		return 0;
 	}
 	if (argc != 1)
-		usage_error("ca ", "ca takes exactly one sandbox NAME");
-	check_name(argv[0]);
+		sl_cli_usage_error("ca ", "ca takes exactly one sandbox NAME");
+	sl_cli_check_name(argv[0]);
 	snprintf(path, sizeof(path), "/v1/sandboxes/%s/ca", argv[0]);
-	request("GET", path, NULL, 0, &res);
+	sl_cli_call_or_die(sock, "GET", path, NULL, &res);
 	if (res.status != 200)
-		json_response(&res);
+		sl_cli_json_or_die(&res);
 	fwrite(sl_buf_head(&res.body), 1, sl_buf_size(&res.body), stdout);
 	sl_buf_free(&res.body);
 	return 0;
 }
 
-static int cmd_stats(int argc, char **argv)
+int sl_cli_cmd_stats(int argc, char **argv, const char *sock)
 {
-	struct response res;
+	struct sl_cli_resp res;
 
-	if (has_help(argc, argv)) {
+	if (sl_cli_has_help(argc, argv)) {
 		fputs(stats_usage, stdout);
 		return 0;
 	}
 	if (argc)
-		usage_error("stats ", "stats takes no arguments");
-	request("GET", "/v1/metrics", NULL, 0, &res);
+		sl_cli_usage_error("stats ", "stats takes no arguments");
+	sl_cli_call_or_die(sock, "GET", "/v1/metrics", NULL, &res);
 	if (res.status != 200)
-		json_response(&res);
+		sl_cli_json_or_die(&res);
 	fwrite(sl_buf_head(&res.body), 1, sl_buf_size(&res.body), stdout);
 	sl_buf_free(&res.body);
 	return 0;
@@ -851,10 +684,10 @@ static void append_pct(struct sl_buf *b, const char *s)
 static void kv_path(struct sl_buf *b, const char *ns, const char *key)
 {
 	if (!sl_kv_ns_ok(ns))
-		usage_error("kv ", "invalid namespace '%s': 1 to 128 of A-Z a-z 0-9 _ . : @ -",
+		sl_cli_usage_error("kv ", "invalid namespace '%s': 1 to 128 of A-Z a-z 0-9 _ . : @ -",
 			    ns);
 	if (key && !sl_kv_key_ok(key))
-		usage_error("kv ", "invalid key: 1 to 512 printable ASCII characters");
+		sl_cli_usage_error("kv ", "invalid key: 1 to 512 printable ASCII characters");
 	sl_buf_printf(b, "/v1/kv/");
 	append_pct(b, ns);
 	if (key) {
@@ -876,141 +709,175 @@ static void read_stdin_value(struct sl_buf *b)
 		if (n == -1 && errno == EINTR)
 			continue;
 		if (n == -1)
-			die("reading the value from stdin failed: %s", strerror(errno));
+			sl_cli_die("reading the value from stdin failed: %s", strerror(errno));
 		if (n == 0)
 			break;
 		if (sl_buf_size(b) + n > SL_KV_VALUE_MAX) {
 			OPENSSL_cleanse(buf, sizeof(buf));
-			die("the value is larger than %d bytes", SL_KV_VALUE_MAX);
+			sl_cli_die("the value is larger than %d bytes", SL_KV_VALUE_MAX);
 		}
 		sl_buf_append(b, buf, n);
 	}
 	OPENSSL_cleanse(buf, sizeof(buf));
 }
 
-static int cmd_kv(int argc, char **argv)
+static int cmd_kv_put(int argc, char **argv, const char *sock)
 {
 	struct sl_buf path = { 0 }, val = { 0 };
-	const char *sub = argc ? argv[0] : "";
-	struct response res;
+	struct sl_cli_req rq = { .method = "PUT", .ctype = "application/octet-stream" };
+	struct sl_cli_resp res;
 	json_t *j;
 
-	if (argc < 1 || has_help(argc, argv)) {
+	if (argc != 2 && argc != 3)
+		sl_cli_usage_error("kv ", "kv put takes NS KEY and an optional VALUE");
+	kv_path(&path, argv[0], argv[1]);
+	if (argc == 3)
+		sl_buf_append(&val, argv[2], strlen(argv[2]));
+	else
+		read_stdin_value(&val);
+	if (sl_buf_size(&val) > SL_KV_VALUE_MAX)
+		sl_cli_die("the value is larger than %d bytes", SL_KV_VALUE_MAX);
+	rq.path = path.data;
+	rq.body = val.data ? val.data : "";
+	rq.body_len = sl_buf_size(&val);
+	sl_cli_request_or_die(sock, &rq, &res);
+	if (val.data)
+		OPENSSL_cleanse(val.data, val.len);
+	sl_buf_free(&val);
+	sl_buf_free(&path);
+	j = sl_cli_json_or_die(&res);
+	printf("kv %s/%s stored (%lld bytes)\n", argv[0], argv[1], sl_cli_num(j, "bytes"));
+	json_decref(j);
+	return 0;
+}
+
+static int cmd_kv_get(int argc, char **argv, const char *sock)
+{
+	struct sl_buf path = { 0 };
+	struct sl_cli_resp res;
+
+	if (argc != 2)
+		sl_cli_usage_error("kv ", "kv get takes NS KEY");
+	kv_path(&path, argv[0], argv[1]);
+	sl_cli_call_or_die(sock, "GET", path.data, NULL, &res);
+	sl_buf_free(&path);
+	if (res.status != 200)
+		sl_cli_json_or_die(&res); /* dies with the daemon's message */
+	fwrite(sl_buf_head(&res.body), 1, sl_buf_size(&res.body), stdout);
+	if (res.body.data)
+		OPENSSL_cleanse(res.body.data, res.body.len);
+	sl_buf_free(&res.body);
+	if (fflush(stdout) == EOF)
+		sl_cli_die("writing the value failed: %s", strerror(errno));
+	return 0;
+}
+
+static int cmd_kv_rm(int argc, char **argv, const char *sock)
+{
+	struct sl_buf path = { 0 };
+	struct sl_cli_resp res;
+	json_t *j;
+
+	if (argc != 2)
+		sl_cli_usage_error("kv ", "kv rm takes NS KEY");
+	kv_path(&path, argv[0], argv[1]);
+	sl_cli_call_or_die(sock, "DELETE", path.data, NULL, &res);
+	sl_buf_free(&path);
+	j = sl_cli_json_or_die(&res);
+	printf("kv %s/%s removed\n", argv[0], argv[1]);
+	json_decref(j);
+	return 0;
+}
+
+static int cmd_kv_ls(int argc, char **argv, const char *sock)
+{
+	struct sl_buf path = { 0 };
+	struct sl_cli_resp res;
+	json_t *j, *k;
+	size_t i;
+
+	if (argc != 1)
+		sl_cli_usage_error("kv ", "kv ls takes NS");
+	kv_path(&path, argv[0], NULL);
+	sl_cli_call_or_die(sock, "GET", path.data, NULL, &res);
+	sl_buf_free(&path);
+	j = sl_cli_json_or_die(&res);
+	json_array_foreach(json_object_get(j, "keys"), i, k)
+		printf("%s\n", json_string_value(k));
+	json_decref(j);
+	return 0;
+}
+
+int sl_cli_cmd_kv(int argc, char **argv, const char *sock)
+{
+	static const struct sl_cli_cmd cmds[] = {
+		{ "put", cmd_kv_put },
+		{ "get", cmd_kv_get },
+		{ "rm", cmd_kv_rm },
+		{ "ls", cmd_kv_ls },
+		{ 0 },
+	};
+
+	if (argc < 1 || sl_cli_has_help(argc, argv)) {
 		fputs(kv_usage, argc < 1 ? stderr : stdout);
 		return argc < 1 ? 2 : 0;
 	}
-	if (!strcmp(sub, "put")) {
-		if (argc != 3 && argc != 4)
-			usage_error("kv ", "kv put takes NS KEY and an optional VALUE");
-		kv_path(&path, argv[1], argv[2]);
-		if (argc == 4)
-			sl_buf_append(&val, argv[3], strlen(argv[3]));
-		else
-			read_stdin_value(&val);
-		if (sl_buf_size(&val) > SL_KV_VALUE_MAX)
-			die("the value is larger than %d bytes", SL_KV_VALUE_MAX);
-		request_body("PUT", path.data, val.data ? val.data : "", sl_buf_size(&val),
-			     "application/octet-stream", 0, &res);
-		if (val.data)
-			OPENSSL_cleanse(val.data, val.len);
-		sl_buf_free(&val);
-		sl_buf_free(&path);
-		j = json_response(&res);
-		printf("kv %s/%s stored (%lld bytes)\n", argv[1], argv[2], num(j, "bytes"));
-		json_decref(j);
-		return 0;
-	}
-	if (!strcmp(sub, "get")) {
-		if (argc != 3)
-			usage_error("kv ", "kv get takes NS KEY");
-		kv_path(&path, argv[1], argv[2]);
-		request("GET", path.data, NULL, 0, &res);
-		sl_buf_free(&path);
-		if (res.status != 200)
-			json_response(&res); /* dies with the daemon's message */
-		fwrite(sl_buf_head(&res.body), 1, sl_buf_size(&res.body), stdout);
-		if (res.body.data)
-			OPENSSL_cleanse(res.body.data, res.body.len);
-		sl_buf_free(&res.body);
-		if (fflush(stdout) == EOF)
-			die("writing the value failed: %s", strerror(errno));
-		return 0;
-	}
-	if (!strcmp(sub, "rm")) {
-		if (argc != 3)
-			usage_error("kv ", "kv rm takes NS KEY");
-		kv_path(&path, argv[1], argv[2]);
-		request("DELETE", path.data, NULL, 0, &res);
-		sl_buf_free(&path);
-		j = json_response(&res);
-		printf("kv %s/%s removed\n", argv[1], argv[2]);
-		json_decref(j);
-		return 0;
-	}
-	if (!strcmp(sub, "ls")) {
-		json_t *k;
-		size_t i;
+	return sl_cli_select(cmds, "kv ", argc, argv, sock);
+}
 
-		if (argc != 2)
-			usage_error("kv ", "kv ls takes NS");
-		kv_path(&path, argv[1], NULL);
-		request("GET", path.data, NULL, 0, &res);
-		sl_buf_free(&path);
-		j = json_response(&res);
-		json_array_foreach(json_object_get(j, "keys"), i, k)
-			printf("%s\n", json_string_value(k));
-		json_decref(j);
-		return 0;
-	}
-	usage_error("kv ", "unknown kv command '%s'", sub);
+int sl_cli_select(const struct sl_cli_cmd *cmds, const char *what, int argc, char **argv,
+		  const char *sock)
+{
+	for (const struct sl_cli_cmd *c = cmds; c->name; c++)
+		if (!strcmp(argv[0], c->name))
+			return c->func(argc - 1, argv + 1, sock);
+	sl_cli_usage_error(what, "unknown %scommand '%s'", what, argv[0]);
+}
+
+static int cmd_help(int argc, char **argv, const char *sock)
+{
+	(void)argc, (void)argv, (void)sock;
+	fputs(main_usage, stdout);
+	return 0;
 }
 
 int main(int argc, char **argv)
 {
+	static const struct sl_cli_cmd cmds[] = {
+		{ "sandbox", sl_cli_cmd_sandbox },
+		{ "events", sl_cli_cmd_events },
+		{ "stats", sl_cli_cmd_stats },
+		{ "ca", sl_cli_cmd_ca },
+		{ "kv", sl_cli_cmd_kv },
+		{ "handler", sl_cli_cmd_handler },
+		{ "policy", sl_cli_cmd_policy },
+		{ "run", sl_cli_run },
+		{ "oci-hook", sl_cli_oci_hook },
+		{ "oci-runtime", sl_cli_oci_runtime },
+		{ "help", cmd_help },
+		{ 0 },
+	};
 	const char *env = getenv("SLUICE_SOCKET");
+	const char *sock = "/run/sluice/sluiced.sock";
 	int i = 1;
 
 	if (env && *env)
-		sock_path = env;
+		sock = env;
 	/* Global options come before the command. */
 	for (; i < argc && argv[i][0] == '-'; i++) {
 		if (!strcmp(argv[i], "--socket") && i + 1 < argc)
-			sock_path = argv[++i];
+			sock = argv[++i];
 		else if (!strncmp(argv[i], "--socket=", 9))
-			sock_path = argv[i] + 9;
+			sock = argv[i] + 9;
 		else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
 			fputs(main_usage, stdout);
 			return 0;
 		} else
-			usage_error("", "unknown option '%s'", argv[i]);
+			sl_cli_usage_error("", "unknown option '%s'", argv[i]);
 	}
 	if (i >= argc) {
 		fputs(main_usage, stderr);
 		return 2;
 	}
-	if (!strcmp(argv[i], "sandbox"))
-		return cmd_sandbox(argc - i - 1, argv + i + 1);
-	if (!strcmp(argv[i], "events"))
-		return cmd_events(argc - i - 1, argv + i + 1);
-	if (!strcmp(argv[i], "stats"))
-		return cmd_stats(argc - i - 1, argv + i + 1);
-	if (!strcmp(argv[i], "ca"))
-		return cmd_ca(argc - i - 1, argv + i + 1);
-	if (!strcmp(argv[i], "kv"))
-		return cmd_kv(argc - i - 1, argv + i + 1);
-	if (!strcmp(argv[i], "handler"))
-		return cmd_handler(argc - i - 1, argv + i + 1);
-	if (!strcmp(argv[i], "policy"))
-		return cmd_policy(argc - i - 1, argv + i + 1);
-	if (!strcmp(argv[i], "run"))
-		return sl_cli_run(argc - i - 1, argv + i + 1, sock_path);
-	if (!strcmp(argv[i], "oci-hook"))
-		return sl_cli_oci_hook(argc - i - 1, argv + i + 1, sock_path);
-	if (!strcmp(argv[i], "oci-runtime"))
-		return sl_cli_oci_runtime(argc - i - 1, argv + i + 1, sock_path);
-	if (!strcmp(argv[i], "help")) {
-		fputs(main_usage, stdout);
-		return 0;
-	}
-	usage_error("", "unknown command '%s'", argv[i]);
+	return sl_cli_select(cmds, "", argc - i, argv + i, sock);
 }
