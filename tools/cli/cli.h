@@ -86,7 +86,6 @@ int sl_cli_has_help(int argc, char **argv);
 void sl_cli_check_name(const char *name); /* a sandbox name in a URL path; else usage error */
 json_t *sl_cli_parse_params(const char *cmd, const char *text); /* --params JSON, or NULL */
 void sl_cli_print_json(json_t *j);
-void sl_cli_print_closed(json_t *j); /* what a switch closed (handler set, policy reload) */
 const char *sl_cli_str(json_t *o, const char *key); /* "" when absent */
 long long sl_cli_num(json_t *o, const char *key);
 
