@@ -175,15 +175,17 @@ def test_daemonset_entrypoint_runs_and_enforces(standins, files):
         ip("-n", ns, "link", "set", "lo", "up")
         assert subprocess.run(probe, capture_output=True, timeout=30).returncode != 0
         p = subprocess.Popen(["nsenter", f"--net=/run/netns/{ns}", *argv],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        out, deadline = [], time.monotonic() + 20
-        while time.monotonic() < deadline and p.poll() is None:
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        # The log (--log -) and "ready" share stdout: read raw bytes, so that a line read
+        # along with the one before it is not left in a buffer select() cannot see.
+        out, deadline = b"", time.monotonic() + 60
+        while time.monotonic() < deadline and b"\nready\n" not in b"\n" + out:
             if select.select([p.stdout], [], [], 0.2)[0]:
-                line = p.stdout.readline()
-                out.append(line)
-                if line.strip() == "ready":
+                chunk = os.read(p.stdout.fileno(), 65536)
+                if not chunk:
                     break
-        assert out and out[-1].strip() == "ready", "".join(out)
+                out += chunk
+        assert b"\nready\n" in b"\n" + out, out.decode(errors="replace")
         r = subprocess.run(probe, capture_output=True, text=True, timeout=30)
         assert r.returncode == 0, r.stderr
         # sluiced lives in the namespace it was given (hostNetwork: the node's).
