@@ -80,48 +80,82 @@ def unit_capabilities(unit):
     return m.group(1).split()
 
 
+class Capped:
+    """The installed sluiced under setpriv: the capability bounding set caps, no_new_privs, no
+    inheritable capabilities (what systemd makes of the unit's CapabilityBoundingSet= and
+    NoNewPrivileges=)."""
+
+    def __init__(self, prefix, caps, d):
+        d.mkdir()
+        self.dir = d
+        self.sock, self.bpffs = str(d / "sluiced.sock"), f"/sys/fs/bpf/{RUN_ID}-{d.name}"
+        bounding = "-all," + ",".join("+" + c[4:].lower() for c in caps)
+        argv = ["setpriv", "--bounding-set", bounding, "--inh-caps", "-all", "--no-new-privs",
+                str(prefix / "sbin/sluiced"), "--foreground", "--socket", self.sock,
+                "--state-dir", str(d / "state"), "--bpffs-dir", self.bpffs, "--log",
+                str(d / "log"), "--purge"]
+        self.cli = [str(prefix / "bin/sluice"), "--socket", self.sock]
+        self.p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True)
+        line, deadline = "", time.monotonic() + 20
+        while time.monotonic() < deadline and line.strip() != "ready" and self.p.poll() is None:
+            if select.select([self.p.stdout], [], [], 0.2)[0]:
+                line = self.p.stdout.readline()
+        if line.strip() != "ready":
+            self.close()
+            raise AssertionError(f"sluiced did not start: {self.log()}")
+
+    def log(self):
+        try:
+            return (self.dir / "log").read_text()
+        except OSError:
+            return ""
+
+    def add(self, name, *args):
+        return subprocess.run([*self.cli, "sandbox", "add", name, *args], capture_output=True,
+                              text=True, timeout=30)
+
+    def close(self):
+        self.p.terminate()
+        try:
+            self.p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait()
+        purge_pins(self.bpffs)
+
+
 def test_sluiced_runs_with_the_units_capabilities_only(installed, standins, workdir):
     prefix = installed / "usr"
     caps = unit_capabilities(prefix / "lib/systemd/system/sluiced.service")
     assert "CAP_SYS_ADMIN" in caps and "CAP_SYS_RESOURCE" not in caps
-    d = workdir / "installed"
-    d.mkdir()
-    sock, bpffs = str(d / "sluiced.sock"), f"/sys/fs/bpf/{RUN_ID}-installed"
-    bounding = "-all," + ",".join("+" + c[4:].lower() for c in caps)
-    argv = ["setpriv", "--bounding-set", bounding, "--inh-caps", "-all", "--no-new-privs",
-            str(prefix / "sbin/sluiced"), "--foreground", "--socket", sock, "--state-dir",
-            str(d / "state"), "--bpffs-dir", bpffs, "--log", str(d / "log"), "--purge"]
-    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ct = standins("inst")
+    init = ct.spawn()  # runs as nobody: its /proc/PID/ns/net needs CAP_SYS_PTRACE
+    pol = write_policy(workdir, "inst", f'return {{ egress = {{ allow = '
+                                        f'{{ "{ct.host_ip}:{ct.servers.ports[0]}" }} }} }}')
+    d = Capped(prefix, caps, workdir / "installed")
     try:
-        line, deadline = "", time.monotonic() + 20
-        while time.monotonic() < deadline and line.strip() != "ready" and p.poll() is None:
-            if select.select([p.stdout], [], [], 0.2)[0]:
-                line = p.stdout.readline()
-        assert line.strip() == "ready", Path(d / "log").read_text()
-        status = Path(f"/proc/{p.pid}/status").read_text()
+        status = Path(f"/proc/{d.p.pid}/status").read_text()
         bnd = int(re.search(r"CapBnd:\s*(\w+)", status).group(1), 16)
         assert bin(bnd).count("1") == len(caps)
-
-        ct = standins("inst")
-        init = ct.spawn()  # runs as nobody: its /proc/PID/ns/net needs CAP_SYS_PTRACE
-        pol = write_policy(workdir, "inst", f'return {{ egress = {{ allow = '
-                                            f'{{ "{ct.host_ip}:{ct.servers.ports[0]}" }} }} }}')
-        cli = [str(prefix / "bin/sluice"), "--socket", sock]
-        r = subprocess.run([*cli, "sandbox", "add", "inst", "--pid", str(init.pid), "--policy",
-                            str(pol)], capture_output=True, text=True, timeout=30)
-        assert r.returncode == 0, r.stderr + Path(d / "log").read_text()
+        r = d.add("inst", "--pid", str(init.pid), "--policy", str(pol))
+        assert r.returncode == 0, r.stderr + d.log()
         got = ct.probe([{"op": "connect", "proto": "tcp", "host": ct.host_ip, "port": port}
                         for port in ct.servers.ports] +
                        [{"op": "dns", "server": "127.0.0.153", "name": "unlisted.test",
                          "tcp": False}])
         assert got[:2] == ["OK", "EPERM"] and got[2]["rcode"] == 3, got
-        assert subprocess.run([*cli, "sandbox", "rm", "inst"], capture_output=True,
+        assert subprocess.run([*d.cli, "sandbox", "rm", "inst"], capture_output=True,
                               timeout=30).returncode == 0
     finally:
-        p.terminate()
-        try:
-            p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-        purge_pins(bpffs)
+        d.close()
+    # And each of them is needed: without CAP_SYS_PTRACE a container of another user cannot
+    # be added by pid; without CAP_SYS_ADMIN (and so without CAP_BPF too) no program loads.
+    d = Capped(prefix, [c for c in caps if c != "CAP_SYS_PTRACE"], workdir / "no-ptrace")
+    try:
+        r = d.add("inst", "--pid", str(init.pid), "--policy", str(pol))
+        assert r.returncode != 0 and "Permission denied" in r.stderr, r.stderr
+    finally:
+        d.close()
+    with pytest.raises(AssertionError, match="loading the BPF programs failed"):
+        Capped(prefix, [c for c in caps if c != "CAP_SYS_ADMIN"], workdir / "no-sysadmin")
