@@ -418,3 +418,61 @@ def test_oci_hook_names_are_the_ids_and_only_their_container_removes_them(daemon
         r = hook(daemon, oci_state(job, "stopped", 0, files, ann), *args)
     assert r.returncode == 0, r.stderr
     assert job not in names(daemon)
+
+
+def test_oci_hook_adds_the_ca_inside_the_root_filesystem_only(daemon, standins, files):
+    """The hook (root on the host) writes the sandbox CA into the bundles of the container's
+    root filesystem, resolving the image's symbolic links inside it: an absolute link to a
+    host file reaches the root filesystem's own path (absent here) and the host file stays as
+    it was; a relative link to a bundle done already (Alpine's cert.pem) is not done twice; a
+    file with two links is left alone; a second create replaces the block."""
+    ct = standins("ocica")
+    init = ct.spawn()
+    policies = files / "policies"
+    policies.mkdir()
+    (policies / "ct.lua").write_text(policy_text(ct))
+    bundle = files / "bundle"
+    root = bundle / "rootfs"
+    (root / "etc/ssl/certs").mkdir(parents=True)
+    (root / "etc/pki/tls/certs").mkdir(parents=True)
+    (bundle / "config.json").write_text(json.dumps({"ociVersion": "1.2.0",
+                                                    "root": {"path": "rootfs"}}))
+    system = "-----BEGIN CERTIFICATE-----\nsystem\n-----END CERTIFICATE-----\n"
+    (root / "etc/ssl/certs/ca-certificates.crt").write_text(system)
+    (root / "etc/ssl/cert.pem").symlink_to("certs/ca-certificates.crt")
+    victim = files / "host-file.pem"
+    victim.write_text("host\n")
+    (root / "etc/pki/tls/certs/ca-bundle.crt").symlink_to(str(victim))  # leads out
+    (root / "etc/ssl/ca-bundle.pem").write_text(system)
+    os.link(root / "etc/ssl/ca-bundle.pem", files / "outside-link.pem")  # two links
+    args = ("--policy-dir", str(policies))
+    cid = os.urandom(32).hex()
+    ann = {"io.sluice.policy": "ct.lua"}
+    try:
+        for round_ in (1, 2):
+            r = hook(daemon, oci_state(cid, "creating", init.pid, bundle, ann), *args)
+            assert r.returncode == 0, r.stderr
+            ca = daemon.cli("ca", cid).stdout
+            text = (root / "etc/ssl/certs/ca-certificates.crt").read_text()
+            assert text == (system + "# BEGIN sluice sandbox CA\n" + ca +
+                            "# END sluice sandbox CA\n"), round_
+            assert "ca-bundle.pem is not a regular file of one link" in r.stderr
+            if round_ == 1:  # a container started again: a new sandbox, a new CA
+                ct.kill()
+                assert hook(daemon, oci_state(cid, "stopped", 0, bundle, ann),
+                            *args).returncode == 0
+                init = ct.spawn()
+        assert victim.read_text() == "host\n"
+        assert (root / "etc/ssl/ca-bundle.pem").read_text() == system
+        assert not (root / str(victim).lstrip("/")).exists()
+    finally:
+        ct.kill()
+        hook(daemon, oci_state(cid, "stopped", 0, bundle, ann), *args)
+    # --no-ca leaves the root filesystem alone.
+    init = ct.spawn()
+    before = (root / "etc/ssl/certs/ca-certificates.crt").read_text()
+    r = hook(daemon, oci_state(cid, "creating", init.pid, bundle, ann), "--no-ca", *args)
+    assert r.returncode == 0, r.stderr
+    ct.kill()
+    assert hook(daemon, oci_state(cid, "stopped", 0, bundle, ann), *args).returncode == 0
+    assert (root / "etc/ssl/certs/ca-certificates.crt").read_text() == before
