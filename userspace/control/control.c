@@ -29,6 +29,7 @@
 #include "tls/ca.h"
 #include "kernel/cgroup.h"
 #include "control/control.h"
+#include "control/ctl_decode.h"
 #include "dns/dns.h"
 #include "proxy/proxy.h"
 #include "core/events.h"
@@ -191,13 +192,7 @@ static void respond_json(struct ctl_conn *c, int status, json_t *j)
 
 static void respond_error(struct ctl_conn *c, int status, const char *msg)
 {
-	char text[1024];
-
-	/* Messages quote what the client sent (jansson's parse errors, names), possibly cut
-	 * inside a UTF-8 sequence: JSON wants valid UTF-8. */
-	snprintf(text, sizeof(text), "%s", msg);
-	sl_utf8_scrub(text);
-	respond_json(c, status, json_pack("{s:s}", "error", text));
+	respond_json(c, status, sl_ctl_error_json(msg));
 }
 
 static int hexval(int ch)
@@ -287,24 +282,6 @@ static void peer_of(struct ctl_conn *c, char *buf, size_t len)
 		snprintf(buf, len, "uid %u pid %d", (unsigned)cr.uid, (int)cr.pid);
 }
 
-/* A params member: a JSON object (NULL if absent), as compact text in *@out (malloc'd). */
-static int params_text(json_t *params, char **out, char *err, size_t errlen)
-{
-	*out = NULL;
-	if (!params || json_is_null(params))
-		return 0;
-	if (!json_is_object(params)) {
-		snprintf(err, errlen, "params must be a JSON object");
-		return -EINVAL;
-	}
-	*out = json_dumps(params, JSON_COMPACT);
-	if (!*out) {
-		snprintf(err, errlen, "out of memory");
-		return -ENOMEM;
-	}
-	return 0;
-}
-
 static json_t *switch_json(struct sl_registry *reg, struct sl_box *box,
 			   const struct sl_switch_result *res)
 {
@@ -358,7 +335,7 @@ static void handle_handler(struct ctl_conn *c, const char *method, const char *n
 		respond_error(c, 400, err);
 		goto out;
 	}
-	if (params_text(params, &ptext, err, sizeof(err))) {
+	if (sl_ctl_params_text(params, &ptext, err, sizeof(err))) {
 		respond_error(c, 400, err);
 		goto out;
 	}
@@ -416,59 +393,29 @@ static void handle_reload(struct ctl_conn *c, const char *method, const char *na
 
 static void handle_add(struct ctl_conn *c)
 {
-	const char *name = NULL, *cgroup = NULL, *policy_file = NULL, *policy = NULL;
-	const char *handler = NULL;
-	json_t *params = NULL;
-	char *ptext = NULL;
-	size_t policy_len = 0;
-	struct sl_box_spec spec = { 0 };
-	json_error_t jerr;
+	struct sl_ctl_add add;
 	struct sl_box *box;
 	char err[512];
-	json_t *j;
 
-	j = json_loadb(sl_buf_head(&c->body), sl_buf_size(&c->body), 0, &jerr);
-	if (!j) {
-		snprintf(err, sizeof(err), "request body is not valid JSON: %s", jerr.text);
-		respond_error(c, 400, err);
-		return;
-	}
-	if (json_unpack_ex(j, &jerr, JSON_STRICT,
-			   "{s:s, s?s, s?s, s?s%, s?s, s?o, s?s, s?i, s?s, s?b}", "name", &name,
-			   "cgroup", &cgroup, "policy_file", &policy_file, "policy", &policy,
-			   &policy_len, "handler", &handler, "params", &params, "netns", &spec.netns,
-			   "pid", &spec.pid, "container_id", &spec.container_id,
-			   "allow_writable_cgroup", &spec.allow_writable_cgroup)) {
-		snprintf(err, sizeof(err), "bad request: %s", jerr.text);
+	if (sl_ctl_decode_add(sl_buf_head(&c->body), sl_buf_size(&c->body), &add, err,
+			      sizeof(err))) {
 		respond_error(c, 400, err);
 		goto out;
 	}
-	if (params_text(params, &ptext, err, sizeof(err))) {
-		respond_error(c, 400, err);
-		goto out;
-	}
-	spec.handler = handler;
-	spec.params = ptext;
-	spec.name = name;
-	spec.cgroup = cgroup;
-	spec.policy_path = policy_file;
-	spec.policy_src = policy;
-	spec.policy_len = policy_len;
-	box = sl_sandbox_add(c->ctl->d.reg, &spec, err, sizeof(err));
+	box = sl_sandbox_add(c->ctl->d.reg, &add.spec, err, sizeof(err));
 	if (!box) {
 		int status = errno == EINVAL ? 400 : errno == EEXIST ? 409 :
 				       errno == EPERM	 ? 403 :
 				       errno == ENOSPC	 ? 503 :
 							   500;
 
-		sl_info("sandbox %s refused: %s", name, err);
+		sl_info("sandbox %s refused: %s", add.spec.name, err);
 		respond_error(c, status, err);
 		goto out;
 	}
 	respond_json(c, 201, sl_sandbox_json(c->ctl->d.reg, box, 1));
 out:
-	free(ptext);
-	json_decref(j);
+	sl_ctl_add_release(&add);
 }
 
 static void handle_show(struct ctl_conn *c, const char *name)
