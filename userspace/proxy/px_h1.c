@@ -1,0 +1,494 @@
+// SPDX-License-Identifier: MIT
+/*
+ * HTTP/1: llhttp's request and response callbacks (head checks, framing), feeding the
+ * parsers, and what the pump asks of a request and a response. Loop thread only; nothing here
+ * blocks.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "policy/policy.h"
+#include "proxy/px_int.h"
+
+llhttp_settings_t req_settings, resp_settings;
+
+void next_request(struct pconn *c)
+{
+	c->rq = RQ_IDLE;
+	c->resp_done = 0;
+	c->deadline_ms = sl_now_ms() + c->l->px->o.idle_timeout_ms;
+	llhttp_resume(&c->reqp);
+}
+
+/* ---- request parsing ---- */
+
+static struct pconn *conn_of(llhttp_t *p)
+{
+	return ((struct parse_ctx *)p->data)->c;
+}
+
+static int req_begin(llhttp_t *p)
+{
+	struct pconn *c = conn_of(p);
+
+	sl_http_msg_reset(&c->req);
+	free(c->path);
+	c->path = NULL;
+	c->rq = RQ_HEAD;
+	c->websocket = 0;
+	handler_abort(c, "a new request began"); /* never: each request ends its handler */
+	c->decided = c->fetched = c->hold_resp = c->resp_held = c->local = 0;
+	c->req_buffer = c->req_complete_seen = c->req_discard = c->req_body_set = 0;
+	c->resp_buffer = c->resp_too_big = c->resp_body_set = 0;
+	sl_buf_reset(&c->reqbody);
+	sl_buf_reset(&c->respbody);
+	clear_masks(c);
+	c->handler[0] = 0;
+	c->req_bytes = c->resp_bytes = 0;
+	c->t_req_ms = sl_now_ms();
+	c->t_up_ms = c->t_up_first_ms = 0;
+	/* The whole head must arrive within the header timeout, however slowly it trickles. */
+	c->deadline_ms = c->t_req_ms + c->l->px->o.header_timeout_ms;
+	return 0;
+}
+
+static int reject(struct pconn *c, int status, const char *why)
+{
+	c->reject_status = status;
+	c->reject_why = why;
+	return HPE_PAUSED;
+}
+
+/* The request head is complete: is it one we serve? */
+static int req_headers_complete(llhttp_t *p)
+{
+	struct pconn *c = conn_of(p);
+	struct sl_http_msg *m = &c->req;
+	const char *hosthdr, *path = NULL, *upgrade;
+	char host[256], thost[256], scheme[8];
+
+	snprintf(m->method, sizeof(m->method), "%s", llhttp_method_name(p->method));
+	m->major = p->http_major;
+	m->minor = p->http_minor;
+	if (p->method == HTTP_CONNECT || p->method == HTTP_TRACE)
+		return reject(c, 405, "CONNECT and TRACE are not served");
+	if (!m->target || sl_http_split_target(m->target, scheme, sizeof(scheme), thost,
+					       sizeof(thost), &path))
+		return reject(c, 400, "unsupported request target");
+	hosthdr = sl_http_get(m, "host");
+	if (sl_http_count(m, "host") != 1 || sl_http_host_only(hosthdr, host, sizeof(host)))
+		return reject(c, 400, "exactly one valid Host header is required");
+	if (thost[0] && strcmp(thost, host))
+		return reject(c, 421, "the absolute-form target names another host than Host");
+	if (c->tls) {
+		if (strcmp(host, c->name))
+			return reject(c, 421, "Host differs from the TLS server name");
+	} else {
+		/* Plain HTTP: Host names the host, which must be intercepted, here. */
+		if (c->l->ops->name_verdict(c->l->owner, host) != SL_VERDICT_PROXY ||
+		    !c->l->ops->name_at(c->l->owner, host, c->dst_family, c->dst_addr))
+			return reject(c, 421, "Host is not an intercepted name at this address");
+		snprintf(c->name, sizeof(c->name), "%s", host);
+	}
+	upgrade = sl_http_get(m, "upgrade");
+	if (upgrade && sl_http_has_token(m, "upgrade", "h2c") &&
+	    !sl_http_has_token(m, "upgrade", "websocket")) {
+		/* An h2c upgrade is the server's to ignore (RFC 9113 section 3.1 and RFC 9110
+		 * section 7.8): dropped with its settings (Connection and what it names never go
+		 * upstream), and the request served over HTTP/1.1. llhttp must then go on
+		 * parsing HTTP/1.1 after this request, not stop for another protocol. */
+		sl_http_set(m, "upgrade", NULL);
+		sl_http_set(m, "http2-settings", NULL);
+		p->upgrade = 0;
+		upgrade = NULL;
+	}
+	if (upgrade) {
+		if (strcasecmp(upgrade, "websocket"))
+			return reject(c, 400, "only WebSocket upgrades are relayed");
+		c->websocket = 1;
+	}
+	if (sl_http_get(m, "accept-encoding")) {
+		/* Every intercepted request asks only for codings sluice can decode: a handler
+		 * may read a secret after this head went to it (or the policy read one at load),
+		 * and its response must then be masked as the client reads it. br or zstd
+		 * would leave a 502 as the only safe answer; gzip costs some ratio, nothing else. */
+		char ae[256];
+
+		if (sl_accept_encoding(sl_http_get(m, "accept-encoding"), ae, sizeof(ae)))
+			snprintf(ae, sizeof(ae), "identity");
+		if (sl_http_set(m, "accept-encoding", ae))
+			return reject(c, 500, "out of memory");
+	}
+	c->path = strdup(path);
+	if (!c->path)
+		return reject(c, 500, "out of memory");
+	c->close_after = !llhttp_should_keep_alive(p);
+	if (p->flags & F_CHUNKED)
+		c->req_body = SL_BODY_CHUNKED;
+	else if (p->flags & F_CONTENT_LENGTH)
+		c->req_body = SL_BODY_LENGTH;
+	else
+		c->req_body = SL_BODY_NONE;
+	c->rq = RQ_DECIDE;
+	c->deadline_ms = sl_now_ms() + c->l->px->o.idle_timeout_ms;
+	return HPE_PAUSED;
+}
+
+static int req_body(llhttp_t *p, const char *at, size_t len)
+{
+	struct pconn *c = conn_of(p);
+
+	c->req_bytes += len;
+	if (c->req_discard)
+		return 0;
+	if (c->req_buffer) {
+		if (sl_buf_size(&c->reqbody) + len > c->req_max) {
+			c->l->stats.limit_req_body++;
+			return reject(c, 413, "the request body is larger than its handler may read");
+		}
+		if (!within_budget(c, len))
+			return reject(c, 413, OVER_BUDGET);
+		return sl_buf_append(&c->reqbody, at, len) ? -1 : 0;
+	}
+	return sl_http_write_body(&c->u.out, c->req_body, at, len) ? -1 : 0;
+}
+
+static int req_complete(llhttp_t *p)
+{
+	struct pconn *c = conn_of(p);
+
+	if (c->req_buffer && !c->req_discard) {
+		/* Read for the handler: the parser waits here until the request is answered. */
+		c->req_complete_seen = 1;
+		c->req_body_set = 1;
+		return HPE_PAUSED;
+	}
+	if (!c->req_discard && c->req_body == SL_BODY_CHUNKED &&
+	    sl_http_write_last_chunk(&c->u.out))
+		return -1;
+	c->rq = RQ_DONE;
+	/* One request at a time: the next (pipelined) one waits for this response. */
+	return HPE_PAUSED;
+}
+
+/* ---- response parsing ---- */
+
+static int resp_begin(llhttp_t *p)
+{
+	struct pconn *c = conn_of(p);
+
+	sl_http_msg_reset(&c->resp);
+	c->resp_started = 1;
+	if (!c->t_up_first_ms)
+		c->t_up_first_ms = sl_now_ms();
+	return 0;
+}
+
+static int resp_headers_complete(llhttp_t *p)
+{
+	struct pconn *c = conn_of(p);
+	struct sl_http_msg *m = &c->resp;
+	int head = !strcmp(c->req.method, "HEAD");
+
+	m->status = p->status_code;
+	m->major = p->http_major;
+	m->minor = p->http_minor;
+	if (m->status < 100 || m->status > 599)
+		return -1; /* llhttp takes "HTTP/1.1 7": not a status to relay */
+	if (m->status == 101) {
+		if (!c->websocket)
+			return -1; /* an upgrade nobody asked for */
+		c->to_tunnel = 1;
+		if (ws_begin(c, m))
+			return -1;
+		if (c->hold_resp) {
+			c->resp_held = 1;
+			return HPE_PAUSED;
+		}
+		mask_msg(c, m);
+		sl_http_write_response(m, SL_BODY_NONE, "websocket", 0, &c->c.out);
+		c->resp_head_sent = 1;
+		return 0;
+	}
+	if (m->status >= 100 && m->status < 200) {
+		/* 100 Continue, 103 Early Hints: relayed, masked like any head (an Early Hints
+		 * Link can echo a request's header); the final response follows. */
+		c->interim = 1;
+		mask_msg(c, m);
+		sl_http_write_response(m, SL_BODY_NONE, NULL, 0, &c->c.out);
+		return 0;
+	}
+	c->interim = 0;
+	if (head || m->status == 204 || m->status == 304)
+		c->resp_body = SL_BODY_NONE;
+	else if ((p->flags & F_CONTENT_LENGTH) && !(p->flags & F_CHUNKED))
+		c->resp_body = SL_BODY_LENGTH;
+	else
+		c->resp_body = SL_BODY_CHUNKED; /* chunked, or delimited by the close */
+	if (c->nmask && resp_coding(c, m))
+		return -1;
+	if (c->hold_resp) {
+		/* The handler sees the head first (sl_px_x_send_fetched writes it). */
+		c->resp_held = 1;
+		if (head)
+			p->flags |= F_SKIPBODY; /* what returning 1 would have said */
+		return HPE_PAUSED;
+	}
+	mask_msg(c, m);
+	if (c->resp_body == SL_BODY_NONE && (p->flags & F_CONTENT_LENGTH) && head) {
+		/* A HEAD answer keeps its Content-Length: it describes the GET. */
+		sl_http_write_response(m, SL_BODY_LENGTH, NULL, c->close_after, &c->c.out);
+	} else {
+		sl_http_write_response(m, c->resp_body, NULL, c->close_after, &c->c.out);
+	}
+	c->resp_head_sent = 1;
+	/* llhttp cannot know that a response to HEAD has no body: 1 tells it. */
+	return head ? 1 : 0;
+}
+
+static int resp_body(llhttp_t *p, const char *at, size_t len)
+{
+	struct pconn *c = conn_of(p);
+
+	c->resp_bytes += len;
+	if (c->dec) {
+		/* Decoded in bounded steps: what the client has no room for yet waits in the
+		 * decoder, and the parser with it (resumed by handle_response). */
+		if (sl_inflate_feed(c->dec, at, len) || dec_drain(c))
+			return -1;
+		if (sl_inflate_pending(c->dec)) {
+			c->dec_paused = 1;
+			return HPE_PAUSED;
+		}
+		return 0;
+	}
+	if (c->resp_buffer) {
+		if (sl_buf_size(&c->respbody) + len > c->resp_max) {
+			c->resp_too_big = 1;
+			c->l->stats.limit_resp_body++;
+			return -1;
+		}
+		if (!within_budget(c, len)) {
+			snprintf(c->resp_why, sizeof(c->resp_why), "%s", OVER_BUDGET);
+			return -1;
+		}
+		return sl_buf_append(&c->respbody, at, len) ? -1 : 0;
+	}
+	if (c->nmask)
+		return write_masked(c, at, len, 0);
+	return sl_http_write_body(&c->c.out, c->resp_body, at, len) ? -1 : 0;
+}
+
+static int resp_complete(llhttp_t *p)
+{
+	struct pconn *c = conn_of(p);
+
+	if (c->to_tunnel)
+		return HPE_PAUSED;
+	if (c->interim) {
+		c->interim = 0;
+		return 0; /* the final response is next in the same stream */
+	}
+	if (!c->resp_buffer) {
+		if (c->nmask && write_masked(c, NULL, 0, 1))
+			return -1;
+		if (c->resp_body == SL_BODY_CHUNKED && sl_http_write_last_chunk(&c->c.out))
+			return -1;
+	}
+	c->resp_done = 1;
+	return HPE_PAUSED;
+}
+
+/* The response is complete: account, keep the upstream if it may be reused, and let the
+ * next pipelined request through. */
+void finish_request(struct pconn *c)
+{
+	request_event(c, c->resp.status, "forward", NULL);
+	/* A reusable upstream stays with this client for its next request (no loop changes
+	 * at all), or goes to the pool when this client is done: a client that closes after
+	 * each request must not cost a TLS handshake upstream each time. */
+	if (c->rq != RQ_DONE || !llhttp_should_keep_alive(&c->respp))
+		close_upstream(c);
+	else if (c->close_after)
+		pool_put(c);
+	if (c->rq != RQ_DONE || c->close_after) {
+		/* The response ended before the request did, or the client is done: close. */
+		c->st = C_CLOSING;
+		return;
+	}
+	next_request(c);
+}
+
+/* ---- the pump ---- */
+
+/* Feeds @p (parsing @m) the unconsumed bytes of @in; returns the llhttp result. */
+static llhttp_errno_t feed(llhttp_t *p, struct sl_http_msg *m, struct sl_buf *in, size_t max)
+{
+	size_t n = sl_buf_size(in) < max ? sl_buf_size(in) : max;
+	const char *data = n ? sl_buf_head(in) : "";
+	llhttp_errno_t e;
+
+	/* Even without bytes: a parser resumed after a pause may still owe callbacks (a GET's
+	 * message completion follows its headers without consuming anything). */
+	m->feed_end = data + n;
+	e = llhttp_execute(p, data, n);
+	if (e == HPE_OK) {
+		sl_buf_consume(in, n);
+	} else if (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE) {
+		sl_buf_consume(in, llhttp_get_error_pos(p) - data);
+	}
+	return e;
+}
+
+void handle_requests(struct pconn *c)
+{
+	llhttp_errno_t e;
+
+	if (c->rq != RQ_IDLE && c->rq != RQ_HEAD && c->rq != RQ_BODY &&
+	    !(c->rq == RQ_DECIDE && c->hw == HW_REQ_BODY))
+		return;
+	if (c->rq == RQ_BODY && sl_buf_size(&c->u.out) >= BUF_LIMIT)
+		return;
+	e = feed(&c->reqp, &c->req, &c->c.in, c->rq == RQ_BODY ? BUF_LIMIT : SIZE_MAX);
+	if (e == HPE_OK || e == HPE_PAUSED_UPGRADE)
+		return;
+	if (e == HPE_PAUSED) {
+		if (c->reject_status) {
+			char body[512];
+
+			handler_abort(c, c->reject_why);
+			request_event(c, c->reject_status, "reject", c->reject_why);
+			c->l->stats.rejected++;
+			refusal_text(c, c->reject_status, c->reject_why, body, sizeof(body));
+			sl_buf_reset(&c->c.out);
+			sl_http_write_error(&c->c.out, c->reject_status, body);
+			c->reject_status = 0;
+			c->st = C_CLOSING;
+			return;
+		}
+		if (c->rq == RQ_DECIDE && !c->decided) {
+			decide(c);
+			/* Sent upstream at once (a pooled connection): parse the body before the
+			 * head is flushed, so that a malformed body never reaches the upstream. */
+			if (c->rq == RQ_BODY && c->st == C_HTTP && !c->dead)
+				handle_requests(c);
+		} else if (c->rq == RQ_DECIDE && c->hw == HW_REQ_BODY && c->req_complete_seen) {
+			c->hw = HW_NONE;
+			handler_resume(c);
+		} else if (c->rq == RQ_DONE && c->local) {
+			c->local = 0; /* answered here, and now read to its end */
+			next_request(c);
+		}
+		return;
+	}
+	/* Malformed: bad framing (CL and TE, invalid chunks), obs-fold, bare LF, oversize. */
+	{
+		char why[256];
+		int status = c->req.head_bytes > SL_HTTP_MAX_HEAD ? 431 : 400;
+
+		if (status == 431)
+			c->l->stats.limit_head++;
+
+		snprintf(why, sizeof(why), "malformed request: %s",
+			 llhttp_get_error_reason(&c->reqp) ? llhttp_get_error_reason(&c->reqp) :
+							     llhttp_errno_name(e));
+		if (c->rq == RQ_BODY && c->resp_head_sent) {
+			request_event(c, 400, "reject", why);
+			c->c.err = 1;
+			return;
+		}
+		respond_error(c, status, why, "reject");
+	}
+}
+
+void handle_response(struct pconn *c)
+{
+	llhttp_errno_t e;
+
+	if (c->up != UP_READY || c->rq < RQ_BODY || c->resp_done ||
+	    (c->resp_held && c->hw != HW_RESP_BODY))
+		return;
+	if (sl_buf_size(&c->c.out) >= BUF_LIMIT)
+		return;
+	if (c->dec_paused) {
+		if (dec_drain(c)) {
+			respond_error(c, 502, c->resp_why[0] ? c->resp_why : "decoding failed",
+				      "error");
+			return;
+		}
+		if (sl_inflate_pending(c->dec))
+			return;
+		c->dec_paused = 0;
+		llhttp_resume(&c->respp);
+	}
+	e = feed(&c->respp, &c->resp, &c->u.in, BUF_LIMIT);
+	if (e == HPE_OK && c->u.eof && !sl_buf_size(&c->u.in)) {
+		if (c->resp_started && llhttp_message_needs_eof(&c->respp))
+			e = llhttp_finish(&c->respp);
+		else {
+			respond_error(c, 502, "the upstream closed the connection mid-response",
+				      "error");
+			return;
+		}
+	}
+	if (e == HPE_PAUSED && c->resp_held && c->hw == HW_RESP_HEAD) {
+		c->hw = HW_NONE;
+		handler_resume(c);
+		return;
+	}
+	if (e == HPE_PAUSED && c->to_tunnel) {
+		/* 101 Switching Protocols: from now on both directions are raw. */
+		request_event(c, 101, "forward", NULL);
+		c->st = C_TUNNEL;
+		return;
+	}
+	if (e == HPE_PAUSED && c->resp_done) {
+		if (c->hw == HW_RESP_BODY) {
+			c->hw = HW_NONE;
+			handler_resume(c);
+			return;
+		}
+		finish_request(c);
+		return;
+	}
+	if (e != HPE_OK && e != HPE_PAUSED) {
+		char why[256];
+
+		if (c->resp_too_big)
+			snprintf(why, sizeof(why),
+				 "the upstream response body is larger than its handler may read");
+		else if (c->resp_why[0])
+			snprintf(why, sizeof(why), "%s", c->resp_why);
+		else
+			snprintf(why, sizeof(why), "malformed upstream response: %s",
+				 llhttp_errno_name(e));
+		respond_error(c, 502, why, "error");
+	}
+}
+
+/* ---- service and listeners ---- */
+
+void init_settings(void)
+{
+	llhttp_settings_init(&req_settings);
+	req_settings.on_message_begin = req_begin;
+	req_settings.on_url = sl_http_on_url;
+	req_settings.on_header_field = sl_http_on_header_field;
+	req_settings.on_header_value = sl_http_on_header_value;
+	req_settings.on_header_value_complete = sl_http_on_header_value_complete;
+	req_settings.on_headers_complete = req_headers_complete;
+	req_settings.on_body = req_body;
+	req_settings.on_message_complete = req_complete;
+
+	llhttp_settings_init(&resp_settings);
+	resp_settings.on_message_begin = resp_begin;
+	resp_settings.on_status = sl_http_on_status;
+	resp_settings.on_header_field = sl_http_on_header_field;
+	resp_settings.on_header_value = sl_http_on_header_value;
+	resp_settings.on_header_value_complete = sl_http_on_header_value_complete;
+	resp_settings.on_headers_complete = resp_headers_complete;
+	resp_settings.on_body = resp_body;
+	resp_settings.on_message_complete = resp_complete;
+}

@@ -1,0 +1,225 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * What the files of the proxy share and nobody else sees: the service, listener, client
+ * connection and idle upstream structs, the tunables, and the functions one file of
+ * userspace/proxy/ calls in another. Threading: loop thread only; nothing here blocks.
+ */
+#ifndef SL_PX_INT_H
+#define SL_PX_INT_H
+
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include <openssl/ssl.h>
+
+#include "core/buf.h"
+#include "core/loop.h"
+#include "http/http.h"
+#include "http/mask.h"
+#include "http/ws.h"
+#include "kernel/bpf_loader.h"
+#include "kernel/sockets.h"
+#include "kernel/splice.h"
+#include "proxy/proxy.h"
+#include "tls/tls.h"
+#include "tls/tls_hello.h"
+
+#define BUF_LIMIT (64 * 1024) /* per direction: what is read ahead, what waits to be written */
+#define PEEK_MAX SL_TLS_PEEK_MAX /* enough for any ClientHello sl_tls_parse_client_hello() takes */
+#define POOL_MAX 32 /* idle upstream connections per sandbox */
+#define POOL_MAX_TOTAL 1024 /* ... and of all sandboxes (each holds a descriptor) */
+#define POOL_IDLE_MS 30000
+#define SWEEP_MS 250
+#define FLUSH_AT 16384 /* one TLS record: written at once, not held for the pump to settle */
+#define LINGER_MS 2000
+#define LINGER_BYTES (8u << 20)
+#define IDLE_BUF_KEEP 4096 /* buffers larger than this are freed between requests */
+
+struct sl_proxy {
+	struct sl_loop *loop;
+	struct sl_events *events;
+	struct sl_bpf *bpf;
+	struct sl_proxy_opts o;
+	SSL_CTX *server_ctx, *client_ctx;
+	unsigned active; /* client connections of every listener */
+	unsigned nidle; /* pooled upstream connections of every listener */
+	int spare_fd; /* given up to accept-and-close a connection when out of descriptors */
+	struct sl_splice *splice; /* NULL: passthrough bytes are relayed here */
+};
+
+/* An idle upstream connection, kept for the next request to the same name and address. */
+struct upconn {
+	struct sl_proxy_listener *l;
+	struct upconn *next;
+	int fd;
+	SSL *ssl;
+	int tls;
+	char host[256];
+	struct sockaddr_storage dst;
+	socklen_t dstlen;
+	uint64_t since_ms;
+};
+
+struct pconn;
+
+struct parse_ctx {
+	struct sl_http_msg *m; /* first: http.c's callbacks find the message here */
+	struct pconn *c;
+};
+
+enum cstate { C_SNIFF, C_HANDSHAKE, C_HTTP, C_TUNNEL, C_CLOSING };
+enum rqstate { RQ_IDLE, RQ_HEAD, RQ_DECIDE, RQ_CONNECT, RQ_BODY, RQ_DONE };
+enum upstate { UP_NONE, UP_CONNECTING, UP_HANDSHAKE, UP_READY };
+/* What a request's handler waits for (see sl_px_x_*). */
+enum hwait { HW_NONE, HW_REQ_BODY, HW_RESP_HEAD, HW_RESP_BODY };
+
+#define MASK_MAX 16
+#define MASK_LEN_MIN 4
+#define MASK_LEN_MAX 4096
+
+struct mask {
+	char *s;
+	size_t n;
+};
+
+/* One client connection and, while a request is in flight, its upstream connection. */
+struct pconn {
+	struct sl_proxy_listener *l;
+	struct pconn *next;
+	struct sl_stream c, u;
+	enum cstate st;
+	enum rqstate rq;
+	enum upstate up;
+	struct sl_sockorig orig;
+	struct sockaddr_storage dst;
+	socklen_t dstlen;
+	uint8_t dst_family, dst_addr[16];
+	char name[256]; /* the name served: SNI, or the Host of plain HTTP */
+	char comm[17];
+	int tls;
+	int spliced; /* TLS of a passthrough name, relayed untouched */
+	/* Spliced in the kernel (splice.c): the bytes never come here. Per socket (0 client,
+	 * 1 upstream): what we wrote into it ourselves, its send count when the splice began,
+	 * whether its peer finished sending, whether we passed that on. */
+	int ksplice;
+	struct sl_splice_pair kpair; /* cookie[0] upstream, [1] client: see ksplice_start() */
+	uint64_t kwrote[2], kbase[2];
+	int keof[2], kshut[2];
+	uint64_t kdrain_since_ms;
+	struct sl_timer *ktimer;
+	llhttp_t reqp, respp;
+	struct parse_ctx reqx, respx;
+	struct sl_http_msg req, resp;
+	char *path; /* origin-form target sent upstream */
+	enum sl_http_body req_body, resp_body;
+	int websocket; /* the request asks for a WebSocket upgrade */
+	int interim; /* the response being parsed is a 1xx */
+	int to_tunnel; /* a 101 arrived: relay raw bytes from now on */
+	int resp_started, resp_head_sent, resp_done;
+	int close_after; /* the client does not keep the connection alive */
+	int dead; /* the connection has ended */
+	int lingering; /* answered and closing: draining what the client still sends */
+	size_t linger_bytes;
+	int busy; /* pump() frames on the stack: freeing waits for the outermost */
+	int reject_status; /* set by a parser callback: answer this and close */
+	const char *reject_why;
+	int up_wants; /* SL_READ/SL_WRITE the upstream handshake waits for */
+	uint64_t deadline_ms;
+	uint64_t t_req_ms, t_up_ms, t_up_first_ms;
+	uint64_t req_bytes, resp_bytes;
+	/* the request's handler: see sl_px_x_*() */
+	const struct sl_px_handler *h;
+	void *hctx;
+	enum hwait hw;
+	unsigned hseq; /* bumped by every handler call: the pump looks again */
+	int decided; /* the request head went to the sandbox */
+	int fetched; /* the handler sent the request upstream */
+	int hold_resp, resp_held; /* the response head waits for the handler */
+	int req_buffer, req_complete_seen, req_discard, req_body_set;
+	size_t req_max, resp_max;
+	struct sl_buf reqbody;
+	int resp_buffer, resp_too_big, resp_body_set;
+	struct sl_buf respbody;
+	int local; /* answered here: the rest of the request is read and dropped */
+	struct mask masks[MASK_MAX];
+	size_t nmask, mask_longest;
+	struct sl_buf mcarry; /* body bytes held back until no secret can straddle them */
+	/* A masked response with a content coding is decoded first (mask.c): the parser
+	 * waits (dec_paused) while the decoder holds input the client has no room for. */
+	struct sl_inflate *dec;
+	int dec_paused, coding_seen;
+	char resp_why[200]; /* why the upstream's response is refused (502), if it is */
+	struct sl_ws_mask *wsm; /* a WebSocket whose handshake carried a secret: frames masked */
+	size_t charged; /* bytes of this connection counted in l->stats.body_bytes */
+	char handler[80];
+};
+
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71 /* Linux 5.14 */
+#endif
+
+struct sl_proxy_listener {
+	struct sl_proxy *px;
+	const struct sl_proxy_ops *ops;
+	void *owner;
+	int fd[2];
+	uint16_t port;
+	uint64_t netns_cookie; /* of the namespace the listener (and its sandbox's clients) is in */
+	struct pconn *conns;
+	struct upconn *idle;
+	unsigned nidle;
+	struct sl_timer *sweep;
+	struct sl_proxy_stats stats;
+};
+
+#define OVER_BUDGET "the sandbox's handlers hold more body bytes than --http-body-budget allows"
+
+extern llhttp_settings_t req_settings, resp_settings;
+
+/* px_conn.c */
+void conn_event(struct sl_proxy_listener *l, const struct pconn *c, const char *verdict,
+		const char *reason);
+void conn_free(struct pconn *c);
+void conn_close(struct pconn *c);
+void refusal_text(struct pconn *c, int status, const char *why, char *out, size_t len);
+void respond_error(struct pconn *c, int status, const char *why, const char *verdict);
+int within_budget(struct pconn *c, size_t more);
+void pump(struct pconn *c);
+void conn_cb(struct sl_loop *loop, int fd, void *arg, unsigned events);
+
+/* px_xchg.c */
+void request_event(struct pconn *c, int status, const char *verdict, const char *reason);
+void clear_masks(struct pconn *c);
+void handler_abort(struct pconn *c, const char *why);
+void dec_free(struct pconn *c);
+void decide(struct pconn *c);
+void handler_resume(struct pconn *c);
+void mask_msg(const struct pconn *c, struct sl_http_msg *m);
+int write_masked(struct pconn *c, const char *at, size_t len, int last);
+void ws_mask_cb(void *arg, char *p, size_t n);
+int ws_begin(struct pconn *c, struct sl_http_msg *m);
+int resp_coding(struct pconn *c, struct sl_http_msg *m);
+int dec_drain(struct pconn *c);
+
+/* px_h1.c */
+void next_request(struct pconn *c);
+void finish_request(struct pconn *c);
+void handle_requests(struct pconn *c);
+void handle_response(struct pconn *c);
+void init_settings(void);
+
+/* px_upstream.c */
+void close_upstream(struct pconn *c);
+void upconn_free(struct upconn *u);
+void pool_put(struct pconn *c);
+int start_upstream(struct pconn *c);
+int upstream_progress(struct pconn *c);
+void upstream_ready(struct pconn *c);
+
+/* px_tunnel.c */
+int handle_tunnel(struct pconn *c);
+void ksplice_begin(struct pconn *c);
+void ksplice_pump(struct pconn *c);
+int start_splice(struct pconn *c);
+
+#endif

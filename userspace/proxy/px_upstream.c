@@ -1,0 +1,287 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The upstream side: connecting to the original destination, the upstream TLS handshake
+ * verified against the served name, and the per-sandbox idle pool. Loop thread only; nothing
+ * here blocks.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+
+#include "core/log.h"
+#include "proxy/px_int.h"
+
+void close_upstream(struct pconn *c)
+{
+	if (c->u.fd >= 0)
+		sl_loop_del_fd(c->l->px->loop, c->u.fd);
+	sl_stream_close(&c->u);
+	c->up = UP_NONE;
+}
+
+/* ---- upstream pool ---- */
+
+void upconn_free(struct upconn *u)
+{
+	struct sl_proxy_listener *l = u->l;
+
+	for (struct upconn **pp = &l->idle; *pp; pp = &(*pp)->next) {
+		if (*pp == u) {
+			*pp = u->next;
+			l->nidle--;
+			l->px->nidle--;
+			break;
+		}
+	}
+	sl_loop_del_fd(l->px->loop, u->fd);
+	SSL_free(u->ssl);
+	close(u->fd);
+	free(u);
+}
+
+/* An idle connection became readable. TLS 1.3 servers send session tickets after the
+ * handshake, often after the first response: OpenSSL consumes those and reports WANT_READ,
+ * and the connection stays pooled. Anything else (data out of turn, close_notify, EOF) ends
+ * it. */
+static void pool_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
+{
+	struct upconn *u = arg;
+	char b;
+
+	(void)loop;
+	if (!(events & SL_HUP) && u->ssl) {
+		size_t n;
+
+		ERR_clear_error();
+		if (!SSL_read_ex(u->ssl, &b, 1, &n) &&
+		    SSL_get_error(u->ssl, 0) == SSL_ERROR_WANT_READ)
+			return;
+	} else if (!(events & SL_HUP) && recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == -1 &&
+		   errno == EAGAIN) {
+		return;
+	}
+	sl_debug("proxy: pooled connection to %s closed (events %u)", u->host, events);
+	upconn_free(u);
+}
+
+/* Keeps the upstream connection of @c for a later request, if it is clean. */
+void pool_put(struct pconn *c)
+{
+	struct sl_proxy_listener *l = c->l;
+	int clean = c->u.fd >= 0 && c->up == UP_READY && !sl_buf_size(&c->u.in) &&
+		    !sl_buf_size(&c->u.out) && !c->u.eof && !c->u.err &&
+		    !(c->u.ssl && SSL_has_pending(c->u.ssl));
+	int full = l->nidle >= POOL_MAX || l->px->nidle >= POOL_MAX_TOTAL;
+	struct upconn *u;
+
+	if (clean && full)
+		l->stats.pool_full++;
+	if (!clean || full || !(u = calloc(1, sizeof(*u)))) {
+		sl_debug("proxy: not pooling the connection to %s (in %zu, eof %d, err %d)", c->name,
+			 sl_buf_size(&c->u.in), c->u.eof, c->u.err);
+		close_upstream(c);
+		return;
+	}
+	sl_loop_del_fd(l->px->loop, c->u.fd);
+	u->l = l;
+	u->fd = c->u.fd;
+	u->ssl = c->u.ssl;
+	u->tls = c->tls;
+	snprintf(u->host, sizeof(u->host), "%s", c->name);
+	u->dst = c->dst;
+	u->dstlen = c->dstlen;
+	u->since_ms = sl_now_ms();
+	if (sl_loop_add_fd(l->px->loop, u->fd, SL_READ, pool_cb, u)) {
+		SSL_free(u->ssl);
+		close(u->fd);
+		free(u);
+	} else {
+		u->next = l->idle;
+		l->idle = u;
+		l->nidle++;
+		l->px->nidle++;
+	}
+	c->u.fd = -1;
+	c->u.ssl = NULL;
+	sl_stream_close(&c->u);
+	c->up = UP_NONE;
+}
+
+/* An idle connection to the same name and address, moved into @c. */
+static int pool_take(struct pconn *c)
+{
+	struct sl_proxy_listener *l = c->l;
+
+	for (struct upconn *u = l->idle; u; u = u->next) {
+		if (u->tls != c->tls || strcmp(u->host, c->name) || u->dstlen != c->dstlen ||
+		    memcmp(&u->dst, &c->dst, c->dstlen))
+			continue;
+		sl_loop_del_fd(l->px->loop, u->fd);
+		sl_stream_init(&c->u);
+		c->u.fd = u->fd;
+		c->u.ssl = u->ssl;
+		u->fd = -1;
+		u->ssl = NULL;
+		for (struct upconn **pp = &l->idle; *pp; pp = &(*pp)->next) {
+			if (*pp == u) {
+				*pp = u->next;
+				l->nidle--;
+				l->px->nidle--;
+				break;
+			}
+		}
+		free(u);
+		if (sl_loop_add_fd(l->px->loop, c->u.fd, SL_READ, conn_cb, c)) {
+			sl_stream_close(&c->u);
+			return 0;
+		}
+		c->up = UP_READY;
+		return 1;
+	}
+	return 0;
+}
+
+/* ---- upstream connection ---- */
+
+int start_upstream(struct pconn *c)
+{
+	struct sl_proxy *px = c->l->px;
+	int fd, r;
+
+	if (c->u.fd >= 0) {
+		/* Still attached from this client's previous request: same name and address
+		 * (the name of a TLS connection does not change), reuse it as is. */
+		if (c->up == UP_READY && !c->u.eof && !c->u.err && !sl_buf_size(&c->u.in)) {
+			c->l->stats.reused++;
+			return 0;
+		}
+		close_upstream(c);
+	}
+	if (pool_take(c)) {
+		c->l->stats.reused++;
+		return 0;
+	}
+	fd = socket(c->dst.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return -errno;
+	/* Every write is a whole head, chunk or record: Nagle would only add latency. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
+	sl_stream_init(&c->u);
+	c->u.fd = fd;
+	r = connect(fd, (struct sockaddr *)&c->dst, c->dstlen);
+	if (r == -1 && errno != EINPROGRESS)
+		return -errno;
+	if (sl_loop_add_fd(px->loop, fd, SL_WRITE, conn_cb, c))
+		return -ENOMEM;
+	c->up = UP_CONNECTING;
+	c->deadline_ms = sl_now_ms() + px->o.connect_timeout_ms;
+	return 0;
+}
+
+/* Drives the upstream connect and TLS handshake. Returns -1 if @c answered with an error. */
+int upstream_progress(struct pconn *c)
+{
+	char why[512];
+
+	if (c->up == UP_CONNECTING) {
+		int soerr = 0;
+		socklen_t sl = sizeof(soerr);
+
+		getsockopt(c->u.fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+		if (soerr) {
+			snprintf(why, sizeof(why), "connecting to the upstream failed: %s",
+				 strerror(soerr));
+			respond_error(c, 502, why, "error");
+			return -1;
+		}
+		{
+			struct sockaddr_storage ss;
+			socklen_t l = sizeof(ss);
+
+			if (getpeername(c->u.fd, (struct sockaddr *)&ss, &l) == -1)
+				return 0; /* still connecting */
+		}
+		if (!c->tls) {
+			c->up = UP_READY;
+			return 0;
+		}
+		c->u.ssl = SSL_new(c->l->px->client_ctx);
+		if (!c->u.ssl || !SSL_set_fd(c->u.ssl, c->u.fd) ||
+		    sl_tls_set_upstream_name(c->u.ssl, c->name)) {
+			respond_error(c, 502, "setting up upstream TLS failed", "error");
+			return -1;
+		}
+		SSL_set_connect_state(c->u.ssl);
+		c->up = UP_HANDSHAKE;
+	}
+	if (c->up == UP_HANDSHAKE) {
+		int r;
+
+		ERR_clear_error();
+		r = SSL_do_handshake(c->u.ssl);
+		if (r == 1) {
+			c->up = UP_READY;
+			c->up_wants = 0;
+			return 0;
+		}
+		r = SSL_get_error(c->u.ssl, r);
+		if (r == SSL_ERROR_WANT_READ) {
+			c->up_wants = SL_READ;
+			return 0;
+		}
+		if (r == SSL_ERROR_WANT_WRITE) {
+			c->up_wants = SL_WRITE;
+			return 0;
+		}
+		sl_tls_upstream_why(c->u.ssl, c->name, why, sizeof(why));
+		respond_error(c, 502, why, "error");
+		return -1;
+	}
+	return 0;
+}
+
+/* The upstream is ready: send the request head, then let the body flow. */
+void upstream_ready(struct pconn *c)
+{
+	const char *up = c->websocket ? "websocket" : NULL;
+
+	c->t_up_ms = sl_now_ms();
+	c->deadline_ms = sl_now_ms() + c->l->px->o.idle_timeout_ms;
+	c->l->stats.requests++;
+	if (c->websocket && c->nmask)
+		/* Frames of this WebSocket will be masked: they must stay plain bytes, so no
+		 * permessage-deflate (RFC 7692) or other extension is offered upstream. */
+		sl_http_set(&c->req, "sec-websocket-extensions", NULL);
+	llhttp_init(&c->respp, HTTP_RESPONSE, &resp_settings);
+	c->respp.data = &c->respx;
+	sl_http_msg_reset(&c->resp);
+	c->resp_started = c->resp_head_sent = c->resp_done = c->interim = 0;
+	dec_free(c);
+	c->coding_seen = 0;
+	c->resp_why[0] = 0;
+	if (c->req_body_set) {
+		/* The handler read or replaced the body: it goes whole, with its length. */
+		char n[24];
+
+		snprintf(n, sizeof(n), "%zu", sl_buf_size(&c->reqbody));
+		if (sl_http_set(&c->req, "content-length", n) ||
+		    sl_http_write_request(&c->req, c->path, SL_BODY_LENGTH, up, &c->u.out) ||
+		    sl_buf_append(&c->u.out, sl_buf_head(&c->reqbody), sl_buf_size(&c->reqbody)))
+			c->u.err = 1;
+		if (c->req_complete_seen) {
+			c->rq = RQ_DONE; /* the parser waits at the end of the request */
+			return;
+		}
+		c->req_discard = 1; /* what the client still sends is not what goes upstream */
+	} else {
+		sl_http_write_request(&c->req, c->path, c->req_body, up, &c->u.out);
+	}
+	c->rq = RQ_BODY;
+	llhttp_resume(&c->reqp);
+}
