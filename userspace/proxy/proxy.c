@@ -90,7 +90,7 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 			if (cfd < 0)
 				return;
 			l->stats.limit_fds++;
-			conn_event(l, NULL, "reject", "sluiced is out of file descriptors");
+			px_conn_event(l, NULL, "reject", "sluiced is out of file descriptors");
 			continue;
 		}
 		if (cfd == -1)
@@ -107,14 +107,14 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 					peer.ss_family, addr, port, &orig) ||
 		    orig.sandbox_id != l->ops->id(l->owner)) {
 			l->stats.unredirected++;
-			conn_event(l, NULL, "reject", "connection not redirected by the kernel");
+			px_conn_event(l, NULL, "reject", "connection not redirected by the kernel");
 			close(cfd);
 			continue;
 		}
 		if (l->stats.active >= l->px->o.max_conns) {
 			l->stats.refused++;
 			l->stats.limit_conns++;
-			conn_event(l, NULL, "reject",
+			px_conn_event(l, NULL, "reject",
 				   "too many connections for this sandbox (--http-max-conns)");
 			close(cfd);
 			continue;
@@ -122,7 +122,7 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 		if (l->px->active >= l->px->o.max_conns_total) {
 			l->stats.refused++;
 			l->stats.limit_conns_total++;
-			conn_event(l, NULL, "reject", "too many connections of all sandboxes "
+			px_conn_event(l, NULL, "reject", "too many connections of all sandboxes "
 						      "(--http-max-conns-total)");
 			close(cfd);
 			continue;
@@ -147,10 +147,10 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 		sl_http_msg_init(&c->resp);
 		c->reqx = (struct parse_ctx){ &c->req, c };
 		c->respx = (struct parse_ctx){ &c->resp, c };
-		llhttp_init(&c->reqp, HTTP_REQUEST, &req_settings);
+		llhttp_init(&c->reqp, HTTP_REQUEST, &px_req_settings);
 		c->reqp.data = &c->reqx;
 		c->deadline_ms = sl_now_ms() + l->px->o.header_timeout_ms;
-		if (sl_loop_add_fd(loop, cfd, SL_READ, conn_cb, c)) {
+		if (sl_loop_add_fd(loop, cfd, SL_READ, px_conn_cb, c)) {
 			close(cfd);
 			free(c);
 			continue;
@@ -163,7 +163,7 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 		/* The client writes its first bytes right after connect(): they are often here
 		 * already, and a name-checked passthrough should not wait a loop turn for them. */
 		c->c.readable = 1;
-		pump(c);
+		px_pump(c);
 	}
 }
 
@@ -179,26 +179,26 @@ static void sweep_cb(struct sl_loop *loop, void *arg)
 		if (c->dead || now < c->deadline_ms)
 			continue;
 		if (c->st == C_HTTP && c->rq == RQ_HEAD && !c->resp_head_sent) {
-			respond_error(c, 408, "the request head did not arrive in time", "reject");
-			pump(c);
+			px_respond_error(c, 408, "the request head did not arrive in time", "reject");
+			px_pump(c);
 		} else if (c->st == C_HTTP && c->rq == RQ_CONNECT) {
-			respond_error(c, 504, "the upstream did not answer the connection in time",
+			px_respond_error(c, 504, "the upstream did not answer the connection in time",
 				      "error");
-			pump(c);
+			px_pump(c);
 		} else if (c->st == C_HTTP && c->rq == RQ_DONE && c->up == UP_READY &&
 			   !c->resp_head_sent && !c->resp_done) {
 			/* The request went out whole and nothing came back for the idle
 			 * timeout: the client still gets an answer. */
-			respond_error(c, 504, "the upstream did not answer in time", "error");
-			pump(c);
+			px_respond_error(c, 504, "the upstream did not answer in time", "error");
+			px_pump(c);
 		} else {
-			conn_close(c);
+			px_conn_close(c);
 		}
 	}
 	for (struct upconn *u = l->idle, *un; u; u = un) {
 		un = u->next;
 		if (now - u->since_ms > POOL_IDLE_MS)
-			upconn_free(u);
+			px_upconn_free(u);
 	}
 	l->sweep = sl_loop_add_timer(loop, SWEEP_MS, sweep_cb, l);
 }
@@ -212,7 +212,7 @@ struct sl_proxy *sl_proxy_new(struct sl_loop *loop, struct sl_events *events, st
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
-	init_settings();
+	px_h1_init_settings();
 	px->loop = loop;
 	px->events = events;
 	px->bpf = bpf;
@@ -331,10 +331,10 @@ void sl_proxy_listener_close(struct sl_proxy_listener *l)
 	while (l->conns) {
 		struct pconn *c = l->conns;
 
-		conn_free(c); /* a handler waiting for it is told (abort) */
+		px_conn_free(c); /* a handler waiting for it is told (abort) */
 	}
 	while (l->idle)
-		upconn_free(l->idle);
+		px_upconn_free(l->idle);
 	for (int i = 0; i < 2; i++) {
 		if (l->fd[i] >= 0) {
 			sl_loop_del_fd(l->px->loop, l->fd[i]);
@@ -366,14 +366,14 @@ size_t sl_proxy_listener_revalidate(struct sl_proxy_listener *l)
 		} else if (l->ops->name_verdict(l->owner, c->name) == SL_VERDICT_PROXY) {
 			continue;
 		}
-		conn_event(l, c, "closed", "the sandbox's policy no longer allows this host");
+		px_conn_event(l, c, "closed", "the sandbox's policy no longer allows this host");
 		closed++;
-		conn_close(c);
+		px_conn_close(c);
 	}
 	for (struct upconn *u = l->idle, *un; u; u = un) {
 		un = u->next;
 		if (l->ops->name_verdict(l->owner, u->host) != SL_VERDICT_PROXY)
-			upconn_free(u);
+			px_upconn_free(u);
 	}
 	return closed;
 }

@@ -19,7 +19,7 @@
 #include "proxy/px_int.h"
 
 /* A connection-level event (before any request: not redirected, TLS failed, ...). */
-void conn_event(struct sl_proxy_listener *l, const struct pconn *c, const char *verdict,
+void px_conn_event(struct sl_proxy_listener *l, const struct pconn *c, const char *verdict,
 		       const char *reason)
 {
 	json_t *j;
@@ -37,11 +37,11 @@ void conn_event(struct sl_proxy_listener *l, const struct pconn *c, const char *
 	sl_events_publish(l->px->events, l->ops->name(l->owner), j);
 }
 
-void conn_free(struct pconn *c)
+void px_conn_free(struct pconn *c)
 {
 	struct sl_proxy_listener *l = c->l;
 
-	handler_abort(c, "the connection ended");
+	px_handler_abort(c, "the connection ended");
 	if (c->ksplice)
 		sl_splice_part(l->px->splice, &c->kpair);
 	sl_loop_cancel_timer(l->px->loop, c->ktimer);
@@ -56,7 +56,7 @@ void conn_free(struct pconn *c)
 	l->px->active--;
 	l->stats.body_bytes -= c->charged;
 	if (c->st == C_HTTP && c->rq == RQ_IDLE)
-		pool_put(c); /* a clean idle upstream outlives its client */
+		px_pool_put(c); /* a clean idle upstream outlives its client */
 	if (c->c.fd >= 0)
 		sl_loop_del_fd(l->px->loop, c->c.fd);
 	if (c->u.fd >= 0)
@@ -66,9 +66,9 @@ void conn_free(struct pconn *c)
 	sl_http_msg_free(&c->req);
 	sl_http_msg_free(&c->resp);
 	free(c->path);
-	clear_masks(c);
+	px_clear_masks(c);
 	sl_buf_free(&c->mcarry);
-	dec_free(c);
+	px_dec_free(c);
 	if (c->wsm)
 		sl_ws_mask_free(c->wsm);
 	free(c->wsm);
@@ -77,19 +77,19 @@ void conn_free(struct pconn *c)
 	free(c);
 }
 
-/* Ends the connection: now, or when the outermost pump() returns, or when its pending
+/* Ends the connection: now, or when the outermost px_pump() returns, or when its pending
  * decision comes back, whichever is last. Callers must not touch @c after it unless they are
- * inside pump() (which checks @c->dead). */
-void conn_close(struct pconn *c)
+ * inside px_pump() (which checks @c->dead). */
+void px_conn_close(struct pconn *c)
 {
 	c->dead = 1;
 	if (!c->busy)
-		conn_free(c);
+		px_conn_free(c);
 }
 
 /* The body of an answer made here: a program (or the person reading its error) learns that
  * sluice answered, for which sandbox, and why; never a secret or the policy's text. */
-void refusal_text(struct pconn *c, int status, const char *why, char *out, size_t len)
+void px_refusal_text(struct pconn *c, int status, const char *why, char *out, size_t len)
 {
 	const char *box = c->l->ops->name(c->l->owner);
 
@@ -100,21 +100,21 @@ void refusal_text(struct pconn *c, int status, const char *why, char *out, size_
 }
 
 /* Answers the current request here and closes the connection after it. */
-void respond_error(struct pconn *c, int status, const char *why, const char *verdict)
+void px_respond_error(struct pconn *c, int status, const char *why, const char *verdict)
 {
 	char body[512];
 
 	if (c->spliced) {
 		/* Nothing to answer in: the client speaks TLS with the upstream itself. */
 		c->l->stats.upstream_errors++;
-		conn_event(c->l, c, "error", why);
-		close_upstream(c);
+		px_conn_event(c->l, c, "error", why);
+		px_close_upstream(c);
 		c->c.err = 1;
 		c->st = C_CLOSING;
 		return;
 	}
-	handler_abort(c, why);
-	refusal_text(c, status, why, body, sizeof(body));
+	px_handler_abort(c, why);
+	px_refusal_text(c, status, why, body, sizeof(body));
 	if (c->resp_head_sent) {
 		/* Too late for a status: the client sees the connection end. */
 		c->c.err = 1;
@@ -126,8 +126,8 @@ void respond_error(struct pconn *c, int status, const char *why, const char *ver
 		c->l->stats.upstream_errors++;
 	else
 		c->l->stats.rejected++;
-	request_event(c, status, verdict, why);
-	close_upstream(c);
+	px_request_event(c, status, verdict, why);
+	px_close_upstream(c);
 	c->st = C_CLOSING;
 }
 
@@ -151,7 +151,7 @@ static size_t held_bytes(const struct pconn *c)
 
 /* Whether @more bytes on top of what @c holds stay within its sandbox's body budget: every
  * connection may read a body up to its own bound, but not all of them at once (F12). */
-int within_budget(struct pconn *c, size_t more)
+int px_within_budget(struct pconn *c, size_t more)
 {
 	struct sl_proxy_listener *l = c->l;
 	uint64_t others = l->stats.body_bytes - c->charged;
@@ -221,7 +221,7 @@ static int client_handshake(struct pconn *c)
 			snprintf(why, sizeof(why), "client TLS handshake failed: %s",
 				 sl_tls_error(err, sizeof(err)));
 		c->l->stats.tls_failed++;
-		conn_event(c->l, c, "error", why);
+		px_conn_event(c->l, c, "error", why);
 	}
 	return -1;
 }
@@ -232,7 +232,7 @@ static void update_events(struct pconn *c)
 	unsigned ce = 0, ue = 0;
 
 	if (c->ksplice)
-		return; /* ksplice_pump() decides */
+		return; /* px_ksplice_pump() decides */
 	switch (c->st) {
 	case C_SNIFF:
 		ce = SL_READ;
@@ -285,7 +285,7 @@ static int linger(struct pconn *c)
 }
 
 /* Moves everything that can move; runs until nothing does. May end @c. */
-void pump(struct pconn *c)
+void px_pump(struct pconn *c)
 {
 	c->busy++;
 	for (int round = 0; round < 64 && !c->dead; round++) {
@@ -296,7 +296,7 @@ void pump(struct pconn *c)
 		enum upstate up = c->up;
 
 		if (c->ksplice) {
-			ksplice_pump(c);
+			px_ksplice_pump(c);
 			break;
 		}
 		if (c->st == C_SNIFF) {
@@ -309,7 +309,7 @@ void pump(struct pconn *c)
 			int r = client_handshake(c);
 
 			if (r < 0) {
-				conn_close(c);
+				px_conn_close(c);
 				break;
 			}
 			if (!r)
@@ -318,16 +318,16 @@ void pump(struct pconn *c)
 		if (c->st == C_CLOSING) {
 			sl_stream_flush(&c->c);
 			if (c->c.err || (!sl_buf_size(&c->c.out) && !linger(c)))
-				conn_close(c);
+				px_conn_close(c);
 			break;
 		}
 		if (c->up == UP_CONNECTING || c->up == UP_HANDSHAKE) {
-			if (upstream_progress(c))
+			if (px_upstream_progress(c))
 				continue;
 			if (c->up == UP_READY && c->st == C_HTTP && c->rq == RQ_CONNECT)
-				upstream_ready(c);
+				px_upstream_ready(c);
 			if (c->up == UP_READY && c->spliced) {
-				ksplice_begin(c);
+				px_ksplice_begin(c);
 				continue;
 			}
 		}
@@ -335,14 +335,14 @@ void pump(struct pconn *c)
 		if (c->u.fd >= 0 && c->up == UP_READY)
 			sl_stream_read(&c->u, BUF_LIMIT);
 		if (c->st == C_TUNNEL) {
-			if (handle_tunnel(c) < 0) {
-				conn_close(c);
+			if (px_handle_tunnel(c) < 0) {
+				px_conn_close(c);
 				break;
 			}
 		} else {
-			handle_requests(c);
+			px_handle_requests(c);
 			if (c->st == C_HTTP)
-				handle_response(c);
+				px_handle_response(c);
 		}
 		if (c->dead)
 			break;
@@ -357,21 +357,21 @@ void pump(struct pconn *c)
 			/* The client went away: nothing left to answer (a response in flight
 			 * to a half-closed client is still delivered). */
 			if (c->c.err || (c->c.eof && c->rq <= RQ_HEAD && !sl_buf_size(&c->c.in))) {
-				conn_close(c);
+				px_conn_close(c);
 				break;
 			}
 			if (c->u.err && c->rq >= RQ_BODY) {
-				respond_error(c, 502, "the upstream connection failed", "error");
+				px_respond_error(c, 502, "the upstream connection failed", "error");
 				continue;
 			}
 			if (c->c.eof && c->rq > RQ_HEAD && c->rq < RQ_DONE && !sl_buf_size(&c->c.in)) {
-				conn_close(c); /* the request body was cut short */
+				px_conn_close(c); /* the request body was cut short */
 				break;
 			}
 		}
 		if (c->st == C_HTTP && c->rq <= RQ_HEAD && c->u.fd >= 0 &&
 		    (c->u.eof || c->u.err || sl_buf_size(&c->u.in)))
-			close_upstream(c); /* the idle upstream closed, or spoke out of turn */
+			px_close_upstream(c); /* the idle upstream closed, or spoke out of turn */
 		if (c->c.rx + c->c.tx + c->u.rx + c->u.tx != before) {
 			if (c->rq >= RQ_BODY || c->st == C_TUNNEL)
 				c->deadline_ms = sl_now_ms() + c->l->px->o.idle_timeout_ms;
@@ -388,7 +388,7 @@ void pump(struct pconn *c)
 	if (--c->busy)
 		return;
 	if (c->dead) {
-		conn_free(c);
+		px_conn_free(c);
 		return;
 	}
 	if (c->st == C_HTTP && c->rq == RQ_IDLE)
@@ -397,7 +397,7 @@ void pump(struct pconn *c)
 	update_events(c);
 }
 
-void conn_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
+void px_conn_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 {
 	struct pconn *c = arg;
 
@@ -408,15 +408,15 @@ void conn_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 		else if (fd == c->u.fd)
 			c->u.readable = 1;
 	}
-	pump(c);
+	px_pump(c);
 }
 
 /* Refuses @c at the sniff with @why. */
 static void sniff_refuse(struct pconn *c, const char *why)
 {
 	c->l->stats.refused++;
-	conn_event(c->l, c, "reject", why);
-	conn_close(c);
+	px_conn_event(c->l, c, "reject", why);
+	px_conn_close(c);
 }
 
 /* Decides what the client speaks from its first bytes, without consuming them. */
@@ -431,7 +431,7 @@ static void sniff(struct pconn *c)
 
 	n = recv(c->c.fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
 	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
-		conn_close(c);
+		px_conn_close(c);
 		return;
 	}
 	if (n < 0)
@@ -480,8 +480,8 @@ static void sniff(struct pconn *c)
 					      port))
 			sniff_refuse(c, "passthrough refused: the TLS server name did not resolve "
 					"to this address and port for this sandbox");
-		else if (start_splice(c))
-			conn_close(c);
+		else if (px_start_splice(c))
+			px_conn_close(c);
 		return;
 	}
 	if (how != SL_NAME_INTERCEPT) {
@@ -495,8 +495,8 @@ static void sniff(struct pconn *c)
 	c->c.ssl = SSL_new(l->px->server_ctx);
 	if (!c->c.ssl || !SSL_set_fd(c->c.ssl, c->c.fd) ||
 	    sl_ca_use_leaf(l->ops->ca(l->owner), c->c.ssl, c->name)) {
-		conn_event(l, c, "error", "minting a certificate failed");
-		conn_close(c);
+		px_conn_event(l, c, "error", "minting a certificate failed");
+		px_conn_close(c);
 		return;
 	}
 	sl_tls_watch_client(c->c.ssl);

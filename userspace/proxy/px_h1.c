@@ -12,9 +12,9 @@
 #include "policy/policy.h"
 #include "proxy/px_int.h"
 
-llhttp_settings_t req_settings, resp_settings;
+llhttp_settings_t px_req_settings, px_resp_settings;
 
-void next_request(struct pconn *c)
+void px_next_request(struct pconn *c)
 {
 	c->rq = RQ_IDLE;
 	c->resp_done = 0;
@@ -38,13 +38,13 @@ static int req_begin(llhttp_t *p)
 	c->path = NULL;
 	c->rq = RQ_HEAD;
 	c->websocket = 0;
-	handler_abort(c, "a new request began"); /* never: each request ends its handler */
+	px_handler_abort(c, "a new request began"); /* never: each request ends its handler */
 	c->decided = c->fetched = c->hold_resp = c->resp_held = c->local = 0;
 	c->req_buffer = c->req_complete_seen = c->req_discard = c->req_body_set = 0;
 	c->resp_buffer = c->resp_too_big = c->resp_body_set = 0;
 	sl_buf_reset(&c->reqbody);
 	sl_buf_reset(&c->respbody);
-	clear_masks(c);
+	px_clear_masks(c);
 	c->handler[0] = 0;
 	c->req_bytes = c->resp_bytes = 0;
 	c->t_req_ms = sl_now_ms();
@@ -148,7 +148,7 @@ static int req_body(llhttp_t *p, const char *at, size_t len)
 			c->l->stats.limit_req_body++;
 			return reject(c, 413, "the request body is larger than its handler may read");
 		}
-		if (!within_budget(c, len))
+		if (!px_within_budget(c, len))
 			return reject(c, 413, OVER_BUDGET);
 		return sl_buf_append(&c->reqbody, at, len) ? -1 : 0;
 	}
@@ -201,13 +201,13 @@ static int resp_headers_complete(llhttp_t *p)
 		if (!c->websocket)
 			return -1; /* an upgrade nobody asked for */
 		c->to_tunnel = 1;
-		if (ws_begin(c, m))
+		if (px_ws_begin(c, m))
 			return -1;
 		if (c->hold_resp) {
 			c->resp_held = 1;
 			return HPE_PAUSED;
 		}
-		mask_msg(c, m);
+		px_mask_msg(c, m);
 		sl_http_write_response(m, SL_BODY_NONE, "websocket", 0, &c->c.out);
 		c->resp_head_sent = 1;
 		return 0;
@@ -216,7 +216,7 @@ static int resp_headers_complete(llhttp_t *p)
 		/* 100 Continue, 103 Early Hints: relayed, masked like any head (an Early Hints
 		 * Link can echo a request's header); the final response follows. */
 		c->interim = 1;
-		mask_msg(c, m);
+		px_mask_msg(c, m);
 		sl_http_write_response(m, SL_BODY_NONE, NULL, 0, &c->c.out);
 		return 0;
 	}
@@ -227,7 +227,7 @@ static int resp_headers_complete(llhttp_t *p)
 		c->resp_body = SL_BODY_LENGTH;
 	else
 		c->resp_body = SL_BODY_CHUNKED; /* chunked, or delimited by the close */
-	if (c->nmask && resp_coding(c, m))
+	if (c->nmask && px_resp_coding(c, m))
 		return -1;
 	if (c->hold_resp) {
 		/* The handler sees the head first (sl_px_x_send_fetched writes it). */
@@ -236,7 +236,7 @@ static int resp_headers_complete(llhttp_t *p)
 			p->flags |= F_SKIPBODY; /* what returning 1 would have said */
 		return HPE_PAUSED;
 	}
-	mask_msg(c, m);
+	px_mask_msg(c, m);
 	if (c->resp_body == SL_BODY_NONE && (p->flags & F_CONTENT_LENGTH) && head) {
 		/* A HEAD answer keeps its Content-Length: it describes the GET. */
 		sl_http_write_response(m, SL_BODY_LENGTH, NULL, c->close_after, &c->c.out);
@@ -256,7 +256,7 @@ static int resp_body(llhttp_t *p, const char *at, size_t len)
 	if (c->dec) {
 		/* Decoded in bounded steps: what the client has no room for yet waits in the
 		 * decoder, and the parser with it (resumed by handle_response). */
-		if (sl_inflate_feed(c->dec, at, len) || dec_drain(c))
+		if (sl_inflate_feed(c->dec, at, len) || px_dec_drain(c))
 			return -1;
 		if (sl_inflate_pending(c->dec)) {
 			c->dec_paused = 1;
@@ -270,14 +270,14 @@ static int resp_body(llhttp_t *p, const char *at, size_t len)
 			c->l->stats.limit_resp_body++;
 			return -1;
 		}
-		if (!within_budget(c, len)) {
+		if (!px_within_budget(c, len)) {
 			snprintf(c->resp_why, sizeof(c->resp_why), "%s", OVER_BUDGET);
 			return -1;
 		}
 		return sl_buf_append(&c->respbody, at, len) ? -1 : 0;
 	}
 	if (c->nmask)
-		return write_masked(c, at, len, 0);
+		return px_write_masked(c, at, len, 0);
 	return sl_http_write_body(&c->c.out, c->resp_body, at, len) ? -1 : 0;
 }
 
@@ -292,7 +292,7 @@ static int resp_complete(llhttp_t *p)
 		return 0; /* the final response is next in the same stream */
 	}
 	if (!c->resp_buffer) {
-		if (c->nmask && write_masked(c, NULL, 0, 1))
+		if (c->nmask && px_write_masked(c, NULL, 0, 1))
 			return -1;
 		if (c->resp_body == SL_BODY_CHUNKED && sl_http_write_last_chunk(&c->c.out))
 			return -1;
@@ -303,22 +303,22 @@ static int resp_complete(llhttp_t *p)
 
 /* The response is complete: account, keep the upstream if it may be reused, and let the
  * next pipelined request through. */
-void finish_request(struct pconn *c)
+void px_finish_request(struct pconn *c)
 {
-	request_event(c, c->resp.status, "forward", NULL);
+	px_request_event(c, c->resp.status, "forward", NULL);
 	/* A reusable upstream stays with this client for its next request (no loop changes
 	 * at all), or goes to the pool when this client is done: a client that closes after
 	 * each request must not cost a TLS handshake upstream each time. */
 	if (c->rq != RQ_DONE || !llhttp_should_keep_alive(&c->respp))
-		close_upstream(c);
+		px_close_upstream(c);
 	else if (c->close_after)
-		pool_put(c);
+		px_pool_put(c);
 	if (c->rq != RQ_DONE || c->close_after) {
 		/* The response ended before the request did, or the client is done: close. */
 		c->st = C_CLOSING;
 		return;
 	}
-	next_request(c);
+	px_next_request(c);
 }
 
 /* ---- the pump ---- */
@@ -342,7 +342,7 @@ static llhttp_errno_t feed(llhttp_t *p, struct sl_http_msg *m, struct sl_buf *in
 	return e;
 }
 
-void handle_requests(struct pconn *c)
+void px_handle_requests(struct pconn *c)
 {
 	llhttp_errno_t e;
 
@@ -358,10 +358,10 @@ void handle_requests(struct pconn *c)
 		if (c->reject_status) {
 			char body[512];
 
-			handler_abort(c, c->reject_why);
-			request_event(c, c->reject_status, "reject", c->reject_why);
+			px_handler_abort(c, c->reject_why);
+			px_request_event(c, c->reject_status, "reject", c->reject_why);
 			c->l->stats.rejected++;
-			refusal_text(c, c->reject_status, c->reject_why, body, sizeof(body));
+			px_refusal_text(c, c->reject_status, c->reject_why, body, sizeof(body));
 			sl_buf_reset(&c->c.out);
 			sl_http_write_error(&c->c.out, c->reject_status, body);
 			c->reject_status = 0;
@@ -369,17 +369,17 @@ void handle_requests(struct pconn *c)
 			return;
 		}
 		if (c->rq == RQ_DECIDE && !c->decided) {
-			decide(c);
+			px_decide(c);
 			/* Sent upstream at once (a pooled connection): parse the body before the
 			 * head is flushed, so that a malformed body never reaches the upstream. */
 			if (c->rq == RQ_BODY && c->st == C_HTTP && !c->dead)
-				handle_requests(c);
+				px_handle_requests(c);
 		} else if (c->rq == RQ_DECIDE && c->hw == HW_REQ_BODY && c->req_complete_seen) {
 			c->hw = HW_NONE;
-			handler_resume(c);
+			px_handler_resume(c);
 		} else if (c->rq == RQ_DONE && c->local) {
 			c->local = 0; /* answered here, and now read to its end */
-			next_request(c);
+			px_next_request(c);
 		}
 		return;
 	}
@@ -395,15 +395,15 @@ void handle_requests(struct pconn *c)
 			 llhttp_get_error_reason(&c->reqp) ? llhttp_get_error_reason(&c->reqp) :
 							     llhttp_errno_name(e));
 		if (c->rq == RQ_BODY && c->resp_head_sent) {
-			request_event(c, 400, "reject", why);
+			px_request_event(c, 400, "reject", why);
 			c->c.err = 1;
 			return;
 		}
-		respond_error(c, status, why, "reject");
+		px_respond_error(c, status, why, "reject");
 	}
 }
 
-void handle_response(struct pconn *c)
+void px_handle_response(struct pconn *c)
 {
 	llhttp_errno_t e;
 
@@ -413,8 +413,8 @@ void handle_response(struct pconn *c)
 	if (sl_buf_size(&c->c.out) >= BUF_LIMIT)
 		return;
 	if (c->dec_paused) {
-		if (dec_drain(c)) {
-			respond_error(c, 502, c->resp_why[0] ? c->resp_why : "decoding failed",
+		if (px_dec_drain(c)) {
+			px_respond_error(c, 502, c->resp_why[0] ? c->resp_why : "decoding failed",
 				      "error");
 			return;
 		}
@@ -428,29 +428,29 @@ void handle_response(struct pconn *c)
 		if (c->resp_started && llhttp_message_needs_eof(&c->respp))
 			e = llhttp_finish(&c->respp);
 		else {
-			respond_error(c, 502, "the upstream closed the connection mid-response",
+			px_respond_error(c, 502, "the upstream closed the connection mid-response",
 				      "error");
 			return;
 		}
 	}
 	if (e == HPE_PAUSED && c->resp_held && c->hw == HW_RESP_HEAD) {
 		c->hw = HW_NONE;
-		handler_resume(c);
+		px_handler_resume(c);
 		return;
 	}
 	if (e == HPE_PAUSED && c->to_tunnel) {
 		/* 101 Switching Protocols: from now on both directions are raw. */
-		request_event(c, 101, "forward", NULL);
+		px_request_event(c, 101, "forward", NULL);
 		c->st = C_TUNNEL;
 		return;
 	}
 	if (e == HPE_PAUSED && c->resp_done) {
 		if (c->hw == HW_RESP_BODY) {
 			c->hw = HW_NONE;
-			handler_resume(c);
+			px_handler_resume(c);
 			return;
 		}
-		finish_request(c);
+		px_finish_request(c);
 		return;
 	}
 	if (e != HPE_OK && e != HPE_PAUSED) {
@@ -464,31 +464,31 @@ void handle_response(struct pconn *c)
 		else
 			snprintf(why, sizeof(why), "malformed upstream response: %s",
 				 llhttp_errno_name(e));
-		respond_error(c, 502, why, "error");
+		px_respond_error(c, 502, why, "error");
 	}
 }
 
 /* ---- service and listeners ---- */
 
-void init_settings(void)
+void px_h1_init_settings(void)
 {
-	llhttp_settings_init(&req_settings);
-	req_settings.on_message_begin = req_begin;
-	req_settings.on_url = sl_http_on_url;
-	req_settings.on_header_field = sl_http_on_header_field;
-	req_settings.on_header_value = sl_http_on_header_value;
-	req_settings.on_header_value_complete = sl_http_on_header_value_complete;
-	req_settings.on_headers_complete = req_headers_complete;
-	req_settings.on_body = req_body;
-	req_settings.on_message_complete = req_complete;
+	llhttp_settings_init(&px_req_settings);
+	px_req_settings.on_message_begin = req_begin;
+	px_req_settings.on_url = sl_http_on_url;
+	px_req_settings.on_header_field = sl_http_on_header_field;
+	px_req_settings.on_header_value = sl_http_on_header_value;
+	px_req_settings.on_header_value_complete = sl_http_on_header_value_complete;
+	px_req_settings.on_headers_complete = req_headers_complete;
+	px_req_settings.on_body = req_body;
+	px_req_settings.on_message_complete = req_complete;
 
-	llhttp_settings_init(&resp_settings);
-	resp_settings.on_message_begin = resp_begin;
-	resp_settings.on_status = sl_http_on_status;
-	resp_settings.on_header_field = sl_http_on_header_field;
-	resp_settings.on_header_value = sl_http_on_header_value;
-	resp_settings.on_header_value_complete = sl_http_on_header_value_complete;
-	resp_settings.on_headers_complete = resp_headers_complete;
-	resp_settings.on_body = resp_body;
-	resp_settings.on_message_complete = resp_complete;
+	llhttp_settings_init(&px_resp_settings);
+	px_resp_settings.on_message_begin = resp_begin;
+	px_resp_settings.on_status = sl_http_on_status;
+	px_resp_settings.on_header_field = sl_http_on_header_field;
+	px_resp_settings.on_header_value = sl_http_on_header_value;
+	px_resp_settings.on_header_value_complete = sl_http_on_header_value_complete;
+	px_resp_settings.on_headers_complete = resp_headers_complete;
+	px_resp_settings.on_body = resp_body;
+	px_resp_settings.on_message_complete = resp_complete;
 }

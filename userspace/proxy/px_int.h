@@ -120,7 +120,7 @@ struct pconn {
 	int dead; /* the connection has ended */
 	int lingering; /* answered and closing: draining what the client still sends */
 	size_t linger_bytes;
-	int busy; /* pump() frames on the stack: freeing waits for the outermost */
+	int busy; /* px_pump() frames on the stack: freeing waits for the outermost */
 	int reject_status; /* set by a parser callback: answer this and close */
 	const char *reject_why;
 	int up_wants; /* SL_READ/SL_WRITE the upstream handshake waits for */
@@ -174,52 +174,52 @@ struct sl_proxy_listener {
 
 #define OVER_BUDGET "the sandbox's handlers hold more body bytes than --http-body-budget allows"
 
-extern llhttp_settings_t req_settings, resp_settings;
+extern llhttp_settings_t px_req_settings, px_resp_settings;
 
 /* px_conn.c */
-void conn_event(struct sl_proxy_listener *l, const struct pconn *c, const char *verdict,
+void px_conn_event(struct sl_proxy_listener *l, const struct pconn *c, const char *verdict,
 		const char *reason);
-void conn_free(struct pconn *c);
-void conn_close(struct pconn *c);
-void refusal_text(struct pconn *c, int status, const char *why, char *out, size_t len);
-void respond_error(struct pconn *c, int status, const char *why, const char *verdict);
-int within_budget(struct pconn *c, size_t more);
-void pump(struct pconn *c);
-void conn_cb(struct sl_loop *loop, int fd, void *arg, unsigned events);
+void px_conn_free(struct pconn *c);
+void px_conn_close(struct pconn *c);
+void px_refusal_text(struct pconn *c, int status, const char *why, char *out, size_t len);
+void px_respond_error(struct pconn *c, int status, const char *why, const char *verdict);
+int px_within_budget(struct pconn *c, size_t more);
+void px_pump(struct pconn *c);
+void px_conn_cb(struct sl_loop *loop, int fd, void *arg, unsigned events);
 
 /* px_xchg.c */
-void request_event(struct pconn *c, int status, const char *verdict, const char *reason);
-void clear_masks(struct pconn *c);
-void handler_abort(struct pconn *c, const char *why);
-void dec_free(struct pconn *c);
-void decide(struct pconn *c);
-void handler_resume(struct pconn *c);
-void mask_msg(const struct pconn *c, struct sl_http_msg *m);
-int write_masked(struct pconn *c, const char *at, size_t len, int last);
-void ws_mask_cb(void *arg, char *p, size_t n);
-int ws_begin(struct pconn *c, struct sl_http_msg *m);
-int resp_coding(struct pconn *c, struct sl_http_msg *m);
-int dec_drain(struct pconn *c);
+void px_request_event(struct pconn *c, int status, const char *verdict, const char *reason);
+void px_clear_masks(struct pconn *c);
+void px_handler_abort(struct pconn *c, const char *why);
+void px_dec_free(struct pconn *c);
+void px_decide(struct pconn *c);
+void px_handler_resume(struct pconn *c);
+void px_mask_msg(const struct pconn *c, struct sl_http_msg *m);
+int px_write_masked(struct pconn *c, const char *at, size_t len, int last);
+void px_ws_mask_cb(void *arg, char *p, size_t n);
+int px_ws_begin(struct pconn *c, struct sl_http_msg *m);
+int px_resp_coding(struct pconn *c, struct sl_http_msg *m);
+int px_dec_drain(struct pconn *c);
 
 /* px_h1.c */
-void next_request(struct pconn *c);
-void finish_request(struct pconn *c);
-void handle_requests(struct pconn *c);
-void handle_response(struct pconn *c);
-void init_settings(void);
+void px_next_request(struct pconn *c);
+void px_finish_request(struct pconn *c);
+void px_handle_requests(struct pconn *c);
+void px_handle_response(struct pconn *c);
+void px_h1_init_settings(void);
 
 /* px_upstream.c */
-void close_upstream(struct pconn *c);
-void upconn_free(struct upconn *u);
-void pool_put(struct pconn *c);
-int start_upstream(struct pconn *c);
-int upstream_progress(struct pconn *c);
-void upstream_ready(struct pconn *c);
+void px_close_upstream(struct pconn *c);
+void px_upconn_free(struct upconn *u);
+void px_pool_put(struct pconn *c);
+int px_start_upstream(struct pconn *c);
+int px_upstream_progress(struct pconn *c);
+void px_upstream_ready(struct pconn *c);
 
 /* px_tunnel.c */
-int handle_tunnel(struct pconn *c);
-void ksplice_begin(struct pconn *c);
-void ksplice_pump(struct pconn *c);
-int start_splice(struct pconn *c);
+int px_handle_tunnel(struct pconn *c);
+void px_ksplice_begin(struct pconn *c);
+void px_ksplice_pump(struct pconn *c);
+int px_start_splice(struct pconn *c);
 
 #endif

@@ -12,7 +12,7 @@
 #include "proxy/px_int.h"
 
 /* Raw bytes both ways (WebSocket after 101, or a spliced TLS passthrough). */
-int handle_tunnel(struct pconn *c)
+int px_handle_tunnel(struct pconn *c)
 {
 	size_t n = 0;
 
@@ -25,7 +25,7 @@ int handle_tunnel(struct pconn *c)
 		n += sl_buf_size(&c->u.in);
 		if (c->wsm) {
 			if (sl_ws_mask_feed(c->wsm, sl_buf_head(&c->u.in), sl_buf_size(&c->u.in),
-					    c->mask_longest - 1, ws_mask_cb, c, &c->c.out))
+					    c->mask_longest - 1, px_ws_mask_cb, c, &c->c.out))
 				return -1; /* not frames a server sends: the connection ends */
 		} else {
 			sl_buf_append(&c->c.out, sl_buf_head(&c->u.in), sl_buf_size(&c->u.in));
@@ -35,7 +35,7 @@ int handle_tunnel(struct pconn *c)
 	if (c->c.eof && !sl_buf_size(&c->c.in))
 		sl_stream_shutdown(&c->u);
 	if (c->u.eof && !sl_buf_size(&c->u.in)) {
-		if (c->wsm && sl_ws_mask_flush(c->wsm, ws_mask_cb, c, &c->c.out))
+		if (c->wsm && sl_ws_mask_flush(c->wsm, px_ws_mask_cb, c, &c->c.out))
 			return -1;
 		sl_stream_shutdown(&c->c);
 	}
@@ -63,7 +63,7 @@ static void ksplice_timer_cb(struct sl_loop *loop, void *arg)
 
 	(void)loop;
 	c->ktimer = NULL;
-	pump(c);
+	px_pump(c);
 }
 
 /*
@@ -89,7 +89,7 @@ static int kdrained(struct pconn *c, int i)
  * client sends after our read and before its socket is in the map stay queued and are
  * redirected, in order, with the next ones. Returns 0 when the kernel carries the
  * connection, or -errno with nothing changed but the read bytes in @c->c.in (the caller
- * relays it itself then, as handle_tunnel() always did).
+ * relays it itself then, as px_handle_tunnel() always did).
  */
 static int ksplice_start(struct pconn *c)
 {
@@ -130,21 +130,21 @@ static int ksplice_start(struct pconn *c)
 }
 
 /* The upstream of a spliced connection is connected: the kernel takes over, or we relay. */
-void ksplice_begin(struct pconn *c)
+void px_ksplice_begin(struct pconn *c)
 {
 	char why[200];
 	int err = ksplice_start(c);
 
 	if (!err) {
 		c->l->stats.spliced_kernel++;
-		conn_event(c->l, c, "passthrough", "TLS server name checked; spliced in the kernel");
+		px_conn_event(c->l, c, "passthrough", "TLS server name checked; spliced in the kernel");
 		return;
 	}
 	c->l->stats.spliced_user++;
 	snprintf(why, sizeof(why), "TLS server name checked; relayed by sluiced (the kernel "
 				   "splice failed: %s)", strerror(-err));
 	sl_warn("sandbox %s: %s", c->l->ops->name(c->l->owner), why);
-	conn_event(c->l, c, "passthrough", why);
+	px_conn_event(c->l, c, "passthrough", why);
 }
 
 /*
@@ -152,7 +152,7 @@ void ksplice_begin(struct pconn *c)
  * side whose peer finished sending has its FIN passed on once its bytes are through; when
  * both directions are finished, or on an error, both sockets close. Loop thread; may end @c.
  */
-void ksplice_pump(struct pconn *c)
+void px_ksplice_pump(struct pconn *c)
 {
 	struct sl_loop *loop = c->l->px->loop;
 	int waiting = 0;
@@ -197,7 +197,7 @@ void ksplice_pump(struct pconn *c)
 		c->kshut[i] = 1;
 	}
 	if (c->c.err || c->u.err || (c->kshut[0] && c->kshut[1])) {
-		conn_close(c);
+		px_conn_close(c);
 		return;
 	}
 	if (!waiting) {
@@ -205,8 +205,8 @@ void ksplice_pump(struct pconn *c)
 	} else if (!c->kdrain_since_ms) {
 		c->kdrain_since_ms = sl_now_ms();
 	} else if (sl_now_ms() - c->kdrain_since_ms > KDRAIN_MS) {
-		conn_event(c->l, c, "error", "spliced bytes still in flight after 5 s: closed");
-		conn_close(c);
+		px_conn_event(c->l, c, "error", "spliced bytes still in flight after 5 s: closed");
+		px_conn_close(c);
 		return;
 	}
 	if (waiting && !c->ktimer)
@@ -226,7 +226,7 @@ void ksplice_pump(struct pconn *c)
 
 /* ---- accepting and sniffing ---- */
 
-int start_splice(struct pconn *c)
+int px_start_splice(struct pconn *c)
 {
 	/* A passthrough name whose server name was checked: relay its TLS untouched (the
 	 * peeked ClientHello is still in the socket). Once the upstream is connected the
@@ -236,5 +236,5 @@ int start_splice(struct pconn *c)
 	c->st = C_TUNNEL;
 	c->rq = RQ_DONE;
 	c->l->stats.spliced++;
-	return start_upstream(c);
+	return px_start_upstream(c);
 }

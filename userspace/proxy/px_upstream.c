@@ -17,7 +17,7 @@
 #include "core/log.h"
 #include "proxy/px_int.h"
 
-void close_upstream(struct pconn *c)
+void px_close_upstream(struct pconn *c)
 {
 	if (c->u.fd >= 0)
 		sl_loop_del_fd(c->l->px->loop, c->u.fd);
@@ -27,7 +27,7 @@ void close_upstream(struct pconn *c)
 
 /* ---- upstream pool ---- */
 
-void upconn_free(struct upconn *u)
+void px_upconn_free(struct upconn *u)
 {
 	struct sl_proxy_listener *l = u->l;
 
@@ -67,11 +67,11 @@ static void pool_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 		return;
 	}
 	sl_debug("proxy: pooled connection to %s closed (events %u)", u->host, events);
-	upconn_free(u);
+	px_upconn_free(u);
 }
 
 /* Keeps the upstream connection of @c for a later request, if it is clean. */
-void pool_put(struct pconn *c)
+void px_pool_put(struct pconn *c)
 {
 	struct sl_proxy_listener *l = c->l;
 	int clean = c->u.fd >= 0 && c->up == UP_READY && !sl_buf_size(&c->u.in) &&
@@ -85,7 +85,7 @@ void pool_put(struct pconn *c)
 	if (!clean || full || !(u = calloc(1, sizeof(*u)))) {
 		sl_debug("proxy: not pooling the connection to %s (in %zu, eof %d, err %d)", c->name,
 			 sl_buf_size(&c->u.in), c->u.eof, c->u.err);
-		close_upstream(c);
+		px_close_upstream(c);
 		return;
 	}
 	sl_loop_del_fd(l->px->loop, c->u.fd);
@@ -137,7 +137,7 @@ static int pool_take(struct pconn *c)
 			}
 		}
 		free(u);
-		if (sl_loop_add_fd(l->px->loop, c->u.fd, SL_READ, conn_cb, c)) {
+		if (sl_loop_add_fd(l->px->loop, c->u.fd, SL_READ, px_conn_cb, c)) {
 			sl_stream_close(&c->u);
 			return 0;
 		}
@@ -149,7 +149,7 @@ static int pool_take(struct pconn *c)
 
 /* ---- upstream connection ---- */
 
-int start_upstream(struct pconn *c)
+int px_start_upstream(struct pconn *c)
 {
 	struct sl_proxy *px = c->l->px;
 	int fd, r;
@@ -161,7 +161,7 @@ int start_upstream(struct pconn *c)
 			c->l->stats.reused++;
 			return 0;
 		}
-		close_upstream(c);
+		px_close_upstream(c);
 	}
 	if (pool_take(c)) {
 		c->l->stats.reused++;
@@ -177,7 +177,7 @@ int start_upstream(struct pconn *c)
 	r = connect(fd, (struct sockaddr *)&c->dst, c->dstlen);
 	if (r == -1 && errno != EINPROGRESS)
 		return -errno;
-	if (sl_loop_add_fd(px->loop, fd, SL_WRITE, conn_cb, c))
+	if (sl_loop_add_fd(px->loop, fd, SL_WRITE, px_conn_cb, c))
 		return -ENOMEM;
 	c->up = UP_CONNECTING;
 	c->deadline_ms = sl_now_ms() + px->o.connect_timeout_ms;
@@ -185,7 +185,7 @@ int start_upstream(struct pconn *c)
 }
 
 /* Drives the upstream connect and TLS handshake. Returns -1 if @c answered with an error. */
-int upstream_progress(struct pconn *c)
+int px_upstream_progress(struct pconn *c)
 {
 	char why[512];
 
@@ -197,7 +197,7 @@ int upstream_progress(struct pconn *c)
 		if (soerr) {
 			snprintf(why, sizeof(why), "connecting to the upstream failed: %s",
 				 strerror(soerr));
-			respond_error(c, 502, why, "error");
+			px_respond_error(c, 502, why, "error");
 			return -1;
 		}
 		{
@@ -214,7 +214,7 @@ int upstream_progress(struct pconn *c)
 		c->u.ssl = SSL_new(c->l->px->client_ctx);
 		if (!c->u.ssl || !SSL_set_fd(c->u.ssl, c->u.fd) ||
 		    sl_tls_set_upstream_name(c->u.ssl, c->name)) {
-			respond_error(c, 502, "setting up upstream TLS failed", "error");
+			px_respond_error(c, 502, "setting up upstream TLS failed", "error");
 			return -1;
 		}
 		SSL_set_connect_state(c->u.ssl);
@@ -240,14 +240,14 @@ int upstream_progress(struct pconn *c)
 			return 0;
 		}
 		sl_tls_upstream_why(c->u.ssl, c->name, why, sizeof(why));
-		respond_error(c, 502, why, "error");
+		px_respond_error(c, 502, why, "error");
 		return -1;
 	}
 	return 0;
 }
 
 /* The upstream is ready: send the request head, then let the body flow. */
-void upstream_ready(struct pconn *c)
+void px_upstream_ready(struct pconn *c)
 {
 	const char *up = c->websocket ? "websocket" : NULL;
 
@@ -258,11 +258,11 @@ void upstream_ready(struct pconn *c)
 		/* Frames of this WebSocket will be masked: they must stay plain bytes, so no
 		 * permessage-deflate (RFC 7692) or other extension is offered upstream. */
 		sl_http_set(&c->req, "sec-websocket-extensions", NULL);
-	llhttp_init(&c->respp, HTTP_RESPONSE, &resp_settings);
+	llhttp_init(&c->respp, HTTP_RESPONSE, &px_resp_settings);
 	c->respp.data = &c->respx;
 	sl_http_msg_reset(&c->resp);
 	c->resp_started = c->resp_head_sent = c->resp_done = c->interim = 0;
-	dec_free(c);
+	px_dec_free(c);
 	c->coding_seen = 0;
 	c->resp_why[0] = 0;
 	if (c->req_body_set) {

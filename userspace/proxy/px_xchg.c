@@ -27,7 +27,7 @@ static void path_for_event(const char *path, char *out, size_t len)
 }
 
 /* One JSON line per request: who, what, where, how it ended. No header values. */
-void request_event(struct pconn *c, int status, const char *verdict, const char *reason)
+void px_request_event(struct pconn *c, int status, const char *verdict, const char *reason)
 {
 	struct sl_proxy_listener *l = c->l;
 	uint64_t now = sl_now_ms();
@@ -63,7 +63,7 @@ void request_event(struct pconn *c, int status, const char *verdict, const char 
 
 /* ---- connection life ---- */
 
-void clear_masks(struct pconn *c)
+void px_clear_masks(struct pconn *c)
 {
 	for (size_t i = 0; i < c->nmask; i++) {
 		OPENSSL_cleanse(c->masks[i].s, c->masks[i].n);
@@ -74,7 +74,7 @@ void clear_masks(struct pconn *c)
 }
 
 /* The request ends without its handler: tell it, and forget it. */
-void handler_abort(struct pconn *c, const char *why)
+void px_handler_abort(struct pconn *c, const char *why)
 {
 	const struct sl_px_handler *h = c->h;
 
@@ -84,7 +84,7 @@ void handler_abort(struct pconn *c, const char *why)
 		h->abort(c->hctx, why);
 }
 
-void dec_free(struct pconn *c)
+void px_dec_free(struct pconn *c)
 {
 	if (c->dec)
 		sl_inflate_free(c->dec);
@@ -98,14 +98,14 @@ void dec_free(struct pconn *c)
 static void forward(struct pconn *c)
 {
 	c->rq = RQ_CONNECT;
-	if (start_upstream(c))
-		respond_error(c, 502, "connecting to the upstream failed", "error");
+	if (px_start_upstream(c))
+		px_respond_error(c, 502, "connecting to the upstream failed", "error");
 	else if (c->up == UP_READY)
-		upstream_ready(c);
+		px_upstream_ready(c);
 }
 
 /* The head is complete: the sandbox's handler takes the request, or it goes upstream as is. */
-void decide(struct pconn *c)
+void px_decide(struct pconn *c)
 {
 	struct sl_proxy_listener *l = c->l;
 
@@ -116,7 +116,7 @@ void decide(struct pconn *c)
 	forward(c);
 }
 
-void handler_resume(struct pconn *c)
+void px_handler_resume(struct pconn *c)
 {
 	c->hseq++;
 	if (c->h)
@@ -144,7 +144,7 @@ static void mask_bytes(const struct pconn *c, char *p, size_t n)
 	}
 }
 
-void mask_msg(const struct pconn *c, struct sl_http_msg *m)
+void px_mask_msg(const struct pconn *c, struct sl_http_msg *m)
 {
 	if (!c->nmask)
 		return;
@@ -156,7 +156,7 @@ void mask_msg(const struct pconn *c, struct sl_http_msg *m)
 
 /* Response body bytes to the client with every mask applied. The last (longest mask - 1)
  * bytes are held back until more arrive, so that a secret split across reads is caught. */
-int write_masked(struct pconn *c, const char *at, size_t len, int last)
+int px_write_masked(struct pconn *c, const char *at, size_t len, int last)
 {
 	size_t keep = last ? 0 : c->mask_longest - 1, n;
 	char *d;
@@ -174,7 +174,7 @@ int write_masked(struct pconn *c, const char *at, size_t len, int last)
 	return 0;
 }
 
-void ws_mask_cb(void *arg, char *p, size_t n)
+void px_ws_mask_cb(void *arg, char *p, size_t n)
 {
 	mask_bytes(arg, p, n);
 }
@@ -182,7 +182,7 @@ void ws_mask_cb(void *arg, char *p, size_t n)
 /* A 101 @m to a WebSocket request that holds masks: the frames the upstream sends will be
  * masked (ws.c). An extension it accepted anyway (it was not offered) would make them
  * opaque: refused, -1 with c->resp_why. */
-int ws_begin(struct pconn *c, struct sl_http_msg *m)
+int px_ws_begin(struct pconn *c, struct sl_http_msg *m)
 {
 	if (!c->nmask || c->wsm)
 		return 0;
@@ -200,7 +200,7 @@ int ws_begin(struct pconn *c, struct sl_http_msg *m)
 	return 0;
 }
 
-int resp_coding(struct pconn *c, struct sl_http_msg *m)
+int px_resp_coding(struct pconn *c, struct sl_http_msg *m)
 {
 	const char *ce = sl_http_get(m, "content-encoding");
 	enum sl_coding k = sl_http_count(m, "content-encoding") > 1 ? SL_CODING_OTHER :
@@ -235,7 +235,7 @@ int resp_coding(struct pconn *c, struct sl_http_msg *m)
 
 /* Decodes what the decoder holds: into the handler's buffer (bounded by its maximum), or
  * masked to the client while it has room. 0 or -1 (the response fails). */
-int dec_drain(struct pconn *c)
+int px_dec_drain(struct pconn *c)
 {
 	char out[16384];
 
@@ -257,13 +257,13 @@ int dec_drain(struct pconn *c)
 				c->l->stats.limit_resp_body++;
 				return -1;
 			}
-			if (!within_budget(c, (size_t)n)) {
+			if (!px_within_budget(c, (size_t)n)) {
 				snprintf(c->resp_why, sizeof(c->resp_why), "%s", OVER_BUDGET);
 				return -1;
 			}
 			if (sl_buf_append(&c->respbody, out, n))
 				return -1;
-		} else if (n && write_masked(c, out, n, 0)) {
+		} else if (n && px_write_masked(c, out, n, 0)) {
 			return -1;
 		}
 		if (!sl_inflate_pending(c->dec))
@@ -369,7 +369,7 @@ int sl_px_x_set_body(struct sl_px_xchg *x, const char *body, size_t len)
 		return -EALREADY;
 	if (c->hw != HW_NONE)
 		return -EBUSY;
-	if (len > sl_buf_size(&c->reqbody) && !within_budget(c, len - sl_buf_size(&c->reqbody)))
+	if (len > sl_buf_size(&c->reqbody) && !px_within_budget(c, len - sl_buf_size(&c->reqbody)))
 		return -ENOBUFS;
 	sl_buf_reset(&c->reqbody);
 	if (len && sl_buf_append(&c->reqbody, body, len))
@@ -391,14 +391,14 @@ int sl_px_x_fetch(struct sl_px_xchg *x)
 	c->hw = HW_RESP_HEAD;
 	c->hseq++;
 	c->rq = RQ_CONNECT;
-	r = start_upstream(c);
+	r = px_start_upstream(c);
 	if (r) {
-		close_upstream(c);
+		px_close_upstream(c);
 		c->hw = HW_NONE;
 		return r;
 	}
 	if (c->up == UP_READY)
-		upstream_ready(c);
+		px_upstream_ready(c);
 	return 0;
 }
 
@@ -443,7 +443,7 @@ int sl_px_x_set_resp_body(struct sl_px_xchg *x, const char *body, size_t len)
 		return -EINVAL;
 	if (c->hw != HW_NONE)
 		return -EBUSY;
-	if (len > sl_buf_size(&c->respbody) && !within_budget(c, len - sl_buf_size(&c->respbody)))
+	if (len > sl_buf_size(&c->respbody) && !px_within_budget(c, len - sl_buf_size(&c->respbody)))
 		return -ENOBUFS;
 	sl_buf_reset(&c->respbody);
 	if (len && sl_buf_append(&c->respbody, body, len))
@@ -458,7 +458,7 @@ static void write_whole(struct pconn *c, struct sl_http_msg *m, struct sl_buf *b
 	char n[24];
 	int nobody = !strcmp(c->req.method, "HEAD") || m->status == 204 || m->status == 304;
 
-	mask_msg(c, m);
+	px_mask_msg(c, m);
 	mask_bytes(c, (char *)sl_buf_head(body), sl_buf_size(body));
 	snprintf(n, sizeof(n), "%zu", sl_buf_size(body));
 	if (m->status == 204 || m->status == 304) {
@@ -481,7 +481,7 @@ void sl_px_x_send_fetched(struct sl_px_xchg *x)
 
 	handler_done(c);
 	if (!c->resp_held) {
-		respond_error(c, 502, "the handler returned a response it did not fetch", "error");
+		px_respond_error(c, 502, "the handler returned a response it did not fetch", "error");
 		return;
 	}
 	c->resp_held = c->hold_resp = 0;
@@ -490,8 +490,8 @@ void sl_px_x_send_fetched(struct sl_px_xchg *x)
 		 * masked as the client will read it. */
 		if (c->resp_done ? sl_coding_of(sl_http_get(m, "content-encoding")) !=
 					   SL_CODING_IDENTITY :
-				   resp_coding(c, m)) {
-			respond_error(c, 502,
+				   px_resp_coding(c, m)) {
+			px_respond_error(c, 502,
 				      c->resp_why[0] ? c->resp_why :
 						       "the response is encoded and was read "
 						       "before a secret: refused",
@@ -500,11 +500,11 @@ void sl_px_x_send_fetched(struct sl_px_xchg *x)
 		}
 	}
 	if (c->to_tunnel) {
-		if (ws_begin(c, m)) {
-			respond_error(c, 502, c->resp_why, "error");
+		if (px_ws_begin(c, m)) {
+			px_respond_error(c, 502, c->resp_why, "error");
 			return;
 		}
-		mask_msg(c, m);
+		px_mask_msg(c, m);
 		sl_http_write_response(m, SL_BODY_NONE, "websocket", 0, &c->c.out);
 		c->resp_head_sent = 1;
 		llhttp_resume(&c->respp);
@@ -512,13 +512,13 @@ void sl_px_x_send_fetched(struct sl_px_xchg *x)
 	}
 	if (c->resp_body_set || c->resp_done) {
 		if (!c->resp_done)
-			close_upstream(c); /* the rest of the upstream's body is not wanted */
+			px_close_upstream(c); /* the rest of the upstream's body is not wanted */
 		write_whole(c, m, &c->respbody, c->close_after);
 		sl_buf_free(&c->respbody); /* it waits in c->c.out now (and counts there) */
-		finish_request(c);
+		px_finish_request(c);
 		return;
 	}
-	mask_msg(c, m);
+	px_mask_msg(c, m);
 	if (c->resp_body == SL_BODY_NONE && sl_http_get(m, "content-length") &&
 	    !strcmp(c->req.method, "HEAD"))
 		sl_http_write_response(m, SL_BODY_LENGTH, NULL, c->close_after, &c->c.out);
@@ -540,7 +540,7 @@ void sl_px_x_send(struct sl_px_xchg *x, int status, const struct sl_http_msg *he
 
 	handler_done(c);
 	if (c->fetched && !(c->resp_done && c->rq == RQ_DONE))
-		close_upstream(c); /* mid-exchange: it cannot be reused */
+		px_close_upstream(c); /* mid-exchange: it cannot be reused */
 	c->resp_held = c->hold_resp = 0;
 	sl_http_msg_init(&m);
 	m.status = status;
@@ -556,7 +556,7 @@ void sl_px_x_send(struct sl_px_xchg *x, int status, const struct sl_http_msg *he
 
 		snprintf(why, sizeof(why), "the policy's handler %s answered %d",
 			 c->handler[0] ? c->handler : "", status);
-		refusal_text(c, status, why, text, sizeof(text));
+		px_refusal_text(c, status, why, text, sizeof(text));
 		sl_buf_printf(&b, "%s\n", text);
 		if (!sl_http_get(&m, "content-type"))
 			sl_http_add(&m, "content-type", "text/plain; charset=utf-8");
@@ -564,13 +564,13 @@ void sl_px_x_send(struct sl_px_xchg *x, int status, const struct sl_http_msg *he
 	write_whole(c, &m, &b, !keep);
 	sl_http_msg_free(&m);
 	sl_buf_free(&b);
-	request_event(c, status, "respond", NULL);
+	px_request_event(c, status, "respond", NULL);
 	if (!keep) {
 		c->st = C_CLOSING;
 		return;
 	}
 	if (c->req_complete_seen || c->rq == RQ_DONE) {
-		next_request(c);
+		px_next_request(c);
 		return;
 	}
 	/* The request's end (a GET's completion, a body being sent) is still to be parsed:
@@ -586,7 +586,7 @@ void sl_px_x_fail(struct sl_px_xchg *x, int status, const char *why)
 	struct pconn *c = (struct pconn *)x;
 
 	handler_done(c);
-	respond_error(c, status, why, "error");
+	px_respond_error(c, status, why, "error");
 }
 
 void sl_px_x_count_limit(struct sl_px_xchg *x, enum sl_px_limit which)
