@@ -24,8 +24,11 @@ def installed(tmp_path_factory):
     check that its commands exist; and a DESTDIR install, to check both variables."""
     base = tmp_path_factory.mktemp("install")
     prefix = base / "usr"
+    # The binaries under test: `make test SAN=1` runs these tests against build-san/.
     build = os.environ.get("SLUICE_BUILD")
-    out = ["OUTPUT=" + os.path.relpath(build, ROOT)] if build else []
+    out = ["SAN=1"] if os.environ.get("SLUICE_SAN") else []
+    if build:
+        out.append("OUTPUT=" + os.path.relpath(build, ROOT))
     for args in ([f"PREFIX={prefix}"], [f"DESTDIR={base / 'dest'}", "PREFIX=/usr"]):
         r = subprocess.run(["make", "-s", "install", *args, *out], cwd=ROOT,
                            capture_output=True, text=True, timeout=600)
