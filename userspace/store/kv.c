@@ -8,7 +8,8 @@
  * a database opened with another kv.key fails to authenticate and is reported as such
  * (-EBADMSG), never returned as garbage. Names and sizes are not secret (the database holds
  * them in the clear); values are. Plaintext buffers this module owns are wiped before free.
- * Every call takes the store's mutex: any thread may use it; writes are synchronous (fsync).
+ * Every call takes the store's mutex: any thread may use it; writes are synchronous (fsync),
+ * on purpose: kv.h says who may block on them and why.
  */
 #include <errno.h>
 #include <fcntl.h>

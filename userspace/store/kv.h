@@ -1,5 +1,11 @@
 /* SPDX-License-Identifier: MIT */
-/* The KV store: namespaced secrets, encrypted at rest, in SQLite (see kv.c). */
+/* The KV store: namespaced secrets, encrypted at rest, in SQLite (see kv.c).
+ * Threading: any thread (every call takes the store's mutex). sl_kv_put() and sl_kv_rm() block
+ * on an fsync (PRAGMA synchronous = FULL: 3 ms on average, up to ~30 ms); sl_kv_get() and
+ * sl_kv_list() only read. sluiced calls the writers on its loop thread, for the control API's
+ * PUT and DELETE /v1/kv only (an operator's `sluice kv put|rm`; Lua and the sandboxes' traffic
+ * only read): the one exception to "nothing in a callback blocks", taken so that a 200 means
+ * the value is on disk (ARCHITECTURE.md, Threads). */
 #ifndef SL_KV_H
 #define SL_KV_H
 
