@@ -31,6 +31,7 @@
 #include "control/control.h"
 #include "control/ctl_decode.h"
 #include "dns/dns.h"
+#include "http/http.h"
 #include "proxy/proxy.h"
 #include "core/events.h"
 #include "store/kv.h"
@@ -127,34 +128,6 @@ static int conn_flush(struct ctl_conn *c)
 	return 0;
 }
 
-static const char *status_text(int status)
-{
-	switch (status) {
-	case 200:
-		return "OK";
-	case 201:
-		return "Created";
-	case 400:
-		return "Bad Request";
-	case 404:
-		return "Not Found";
-	case 405:
-		return "Method Not Allowed";
-	case 409:
-		return "Conflict";
-	case 413:
-		return "Payload Too Large";
-	case 414:
-		return "URI Too Long";
-	case 431:
-		return "Request Header Fields Too Large";
-	case 503:
-		return "Service Unavailable";
-	default:
-		return "Internal Server Error";
-	}
-}
-
 static void respond_raw(struct ctl_conn *c, int status, const char *ctype, const char *body,
 			size_t len)
 {
@@ -164,7 +137,7 @@ static void respond_raw(struct ctl_conn *c, int status, const char *ctype, const
 		c->closing = 1;
 	sl_buf_printf(&c->out,
 		      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s\r\n",
-		      status, status_text(status), ctype, len, keep ? "" : "Connection: close\r\n");
+		      status, sl_http_reason(status), ctype, len, keep ? "" : "Connection: close\r\n");
 	sl_buf_append(&c->out, body, len);
 }
 
@@ -1112,7 +1085,7 @@ static void conn_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 		if (e != HPE_OK) {
 			c->closing = 1;
 			if (c->too_big)
-				respond_error(c, c->too_big, status_text(c->too_big));
+				respond_error(c, c->too_big, sl_http_reason(c->too_big));
 			else
 				respond_error(c, 400, llhttp_get_error_reason(&c->parser));
 		}

@@ -507,6 +507,8 @@ const char *sl_http_reason(int status)
 		return "Switching Protocols";
 	case 200:
 		return "OK";
+	case 201:
+		return "Created";
 	case 204:
 		return "No Content";
 	case 400:
@@ -519,12 +521,18 @@ const char *sl_http_reason(int status)
 		return "Method Not Allowed";
 	case 408:
 		return "Request Timeout";
+	case 409:
+		return "Conflict";
 	case 413:
 		return "Content Too Large";
+	case 414:
+		return "URI Too Long";
 	case 421:
 		return "Misdirected Request";
 	case 431:
 		return "Request Header Fields Too Large";
+	case 500:
+		return "Internal Server Error";
 	case 502:
 		return "Bad Gateway";
 	case 503:
