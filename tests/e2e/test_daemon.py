@@ -261,6 +261,35 @@ def test_api_rejects_malformed_requests(daemon):
     assert daemon.api("GET", "/v1/health")[0] == 200
 
 
+def test_api_routes_answer_unknown_paths_and_methods(daemon):
+    """The router table: a wrong method names the right ones (405), a bad sandbox name is a
+    400 before its method is looked at, anything else unknown is a 404."""
+    cases = [
+        ("PATCH", "/v1/sandboxes", 405, "use GET or POST on /v1/sandboxes"),
+        ("POST", "/v1/sandboxes/ghost", 405, "use GET or DELETE on /v1/sandboxes/NAME"),
+        ("GET", "/v1/sandboxes/ghost", 404, "no sandbox named 'ghost'"),
+        ("POST", "/v1/sandboxes/ghost/ca", 405, "use GET on /v1/sandboxes/NAME/ca"),
+        ("GET", "/v1/sandboxes/ghost/nope", 404, "no such endpoint"),
+        ("GET", "/v1/sandboxes/ghost/", 404, "no such endpoint"),
+        ("GET", "/v1/sandboxes/", 400, "invalid sandbox name"),
+        ("POST", "/v1/sandboxes/a%20b", 400, "invalid sandbox name"),
+        ("GET", "/v1/sandboxes/a%2Fb/nope", 400, "invalid sandbox name"),
+        ("POST", "/v1/sandboxes/ghost/handler", 404, "no sandbox named 'ghost'"),
+        ("GET", "/v1/sandboxes/ghost/policy", 404, "no sandbox named 'ghost'"),
+        ("POST", "/v1/events", 405, "use GET on /v1/events"),
+        ("PUT", "/v1/metrics", 405, "use GET on /v1/metrics"),
+        ("POST", "/v1/kv/ns", 405, "use GET on /v1/kv/NS"),
+        ("GET", "/v1/kv/bad%20ns", 400, "invalid namespace"),
+        ("GET", "/v1/nope", 404, "no such endpoint"),
+        ("GET", "/v1/sandboxesx", 404, "no such endpoint"),
+    ]
+    for method, path, status, msg in cases:
+        got, body = daemon.api(method, path)
+        assert got == status and msg in body["error"], (method, path, got, body)
+    status, body = daemon.api("POST", "/v1/health")
+    assert status == 200 and body["ok"] is True
+
+
 def test_cli_errors_and_help(daemon, workdir):
     env = dict(os.environ, SLUICE_SOCKET=str(workdir / "nobody-listens.sock"))
     r = subprocess.run([str(BUILD / "sluice"), "sandbox", "ls"], capture_output=True, text=True,
