@@ -933,68 +933,196 @@ static int refuse_confined(struct ctl_conn *c, const char *method, const char *p
 	return 1;
 }
 
+/* What a route's handler gets: @arg is the sandbox name of a "*" (decoded and checked) or
+ * the rest of the path at a "**". */
+struct ctl_req {
+	const char *method;
+	char *arg;
+	const char *query;
+};
+
+static void route_list(struct ctl_conn *c, const struct ctl_req *rq)
+{
+	(void)rq;
+	handle_list(c);
+}
+
+static void route_add(struct ctl_conn *c, const struct ctl_req *rq)
+{
+	(void)rq;
+	handle_add(c);
+}
+
+static void route_show(struct ctl_conn *c, const struct ctl_req *rq)
+{
+	handle_show(c, rq->arg);
+}
+
+static void route_rm(struct ctl_conn *c, const struct ctl_req *rq)
+{
+	handle_rm(c, rq->arg, rq->query);
+}
+
+static void route_handler(struct ctl_conn *c, const struct ctl_req *rq)
+{
+	handle_handler(c, rq->method, rq->arg);
+}
+
+static void route_reload(struct ctl_conn *c, const struct ctl_req *rq)
+{
+	handle_reload(c, rq->method, rq->arg);
+}
+
+static void route_ca(struct ctl_conn *c, const struct ctl_req *rq)
+{
+	handle_ca(c, rq->arg);
+}
+
+static void route_kv(struct ctl_conn *c, const struct ctl_req *rq)
+{
+	handle_kv(c, rq->method, rq->arg);
+}
+
+static void route_events(struct ctl_conn *c, const struct ctl_req *rq)
+{
+	handle_events(c, rq->query);
+}
+
+static void route_metrics(struct ctl_conn *c, const struct ctl_req *rq)
+{
+	(void)rq;
+	handle_metrics(c);
+}
+
+static void route_health(struct ctl_conn *c, const struct ctl_req *rq)
+{
+	(void)rq;
+	respond_json(c, 200, json_pack("{s:b, s:I}", "ok", 1, "sandboxes",
+				       (json_int_t)sl_registry_count(c->ctl->d.reg)));
+}
+
+static void route_not_found(struct ctl_conn *c, const struct ctl_req *rq)
+{
+	(void)rq;
+	respond_error(c, 404, "no such endpoint");
+}
+
+/*
+ * The control API. A pattern is matched segment by segment: "*" is one segment (a sandbox
+ * name), a final "**" the rest of the path. The first route whose pattern matches decides:
+ * its method, or another route of the same pattern's, or a 405 that names them; a route
+ * without a method takes every method and answers the wrong ones itself.
+ */
+static const struct ctl_route {
+	const char *method;
+	const char *pattern;
+	void (*fn)(struct ctl_conn *c, const struct ctl_req *rq);
+} routes[] = {
+	{ "GET", "/v1/sandboxes", route_list },
+	{ "POST", "/v1/sandboxes", route_add },
+	{ "GET", "/v1/sandboxes/*", route_show },
+	{ "DELETE", "/v1/sandboxes/*", route_rm },
+	{ NULL, "/v1/sandboxes/*/handler", route_handler }, /* PUT, DELETE */
+	{ NULL, "/v1/sandboxes/*/policy", route_reload }, /* PUT */
+	{ "GET", "/v1/sandboxes/*/ca", route_ca },
+	{ NULL, "/v1/sandboxes/*/**", route_not_found },
+	{ NULL, "/v1/kv/**", route_kv }, /* GET, PUT, DELETE */
+	{ "GET", "/v1/events", route_events },
+	{ "GET", "/v1/metrics", route_metrics },
+	{ NULL, "/v1/health", route_health },
+};
+
+/* Whether @path matches @pat; @arg (@arg_len) is what its "*" matched, else its "**". */
+static int route_match(const char *pat, char *path, char **arg, size_t *arg_len)
+{
+	*arg = NULL;
+	*arg_len = 0;
+	while (*pat) {
+		if (pat[0] == '*' && pat[1] == '*') {
+			if (!*arg) {
+				*arg = path;
+				*arg_len = strlen(path);
+			}
+			return 1;
+		}
+		if (*pat == '*') {
+			size_t n = strcspn(path, "/");
+
+			*arg = path;
+			*arg_len = n;
+			path += n;
+			pat++;
+			continue;
+		}
+		if (*pat++ != *path++)
+			return 0;
+	}
+	return !*path;
+}
+
+/* Whether @pat has a "*" segment (a sandbox name), not only a "**". */
+static int route_has_name(const char *pat)
+{
+	const char *p = strchr(pat, '*');
+
+	return p && p[1] != '*';
+}
+
 static void dispatch(struct ctl_conn *c)
 {
 	const char *method = llhttp_method_name(c->parser.method);
 	char *path = c->url.data ? c->url.data : "", *query = strchr(path, '?');
-	static const char sb_prefix[] = "/v1/sandboxes/", kv_prefix[] = "/v1/kv/";
-	int get = !strcmp(method, "GET");
+	const struct ctl_route *matched = NULL;
+	struct ctl_req rq = { .method = method };
+	struct sl_buf allowed = { 0 };
+	size_t arg_len;
 
 	if (query)
 		*query++ = 0;
+	rq.query = query;
 	if (refuse_confined(c, method, path))
 		return;
-	if (!strcmp(path, "/v1/sandboxes")) {
-		if (get)
-			handle_list(c);
-		else if (!strcmp(method, "POST"))
-			handle_add(c);
-		else
-			respond_error(c, 405, "use GET or POST on /v1/sandboxes");
-	} else if (!strncmp(path, sb_prefix, sizeof(sb_prefix) - 1)) {
-		char *name = path + sizeof(sb_prefix) - 1, *sub = strchr(name, '/');
+	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+		const struct ctl_route *r = &routes[i];
 
-		if (sub)
-			*sub++ = 0;
-		if (pct_decode(name, 1) || !sl_sandbox_name_ok(name)) {
-			respond_error(c, 400, "invalid sandbox name");
-			return;
+		if (matched && strcmp(r->pattern, matched->pattern))
+			continue;
+		if (!matched) {
+			if (!route_match(r->pattern, path, &rq.arg, &arg_len))
+				continue;
+			matched = r;
+			/* A sandbox name is checked before its method (400 before 405). */
+			if (route_has_name(r->pattern)) {
+				rq.arg[arg_len] = 0;
+				if (pct_decode(rq.arg, 1) || !sl_sandbox_name_ok(rq.arg)) {
+					respond_error(c, 400, "invalid sandbox name");
+					goto out;
+				}
+			}
 		}
-		if (sub && !strcmp(sub, "handler")) {
-			handle_handler(c, method, name);
-		} else if (sub && !strcmp(sub, "policy")) {
-			handle_reload(c, method, name);
-		} else if (sub && !strcmp(sub, "ca")) {
-			if (get)
-				handle_ca(c, name);
-			else
-				respond_error(c, 405, "use GET on /v1/sandboxes/NAME/ca");
-		} else if (sub) {
-			respond_error(c, 404, "no such endpoint");
-		} else if (get)
-			handle_show(c, name);
-		else if (!strcmp(method, "DELETE"))
-			handle_rm(c, name, query);
-		else
-			respond_error(c, 405, "use GET or DELETE on /v1/sandboxes/NAME");
-	} else if (!strncmp(path, kv_prefix, sizeof(kv_prefix) - 1)) {
-		handle_kv(c, method, path + sizeof(kv_prefix) - 1);
-	} else if (!strcmp(path, "/v1/events")) {
-		if (get)
-			handle_events(c, query);
-		else
-			respond_error(c, 405, "use GET on /v1/events");
-	} else if (!strcmp(path, "/v1/metrics")) {
-		if (get)
-			handle_metrics(c);
-		else
-			respond_error(c, 405, "use GET on /v1/metrics");
-	} else if (!strcmp(path, "/v1/health")) {
-		respond_json(c, 200, json_pack("{s:b, s:I}", "ok", 1, "sandboxes",
-					       (json_int_t)sl_registry_count(c->ctl->d.reg)));
-	} else {
-		respond_error(c, 404, "no such endpoint");
+		if (!r->method || !strcmp(r->method, method)) {
+			r->fn(c, &rq);
+			goto out;
+		}
+		sl_buf_printf(&allowed, "%s%s", sl_buf_size(&allowed) ? " or " : "", r->method);
 	}
+	if (!matched) {
+		respond_error(c, 404, "no such endpoint");
+	} else {
+		struct sl_buf msg = { 0 };
+
+		sl_buf_printf(&msg, "use %s on ", sl_buf_head(&allowed));
+		for (const char *p = matched->pattern; *p; p++) {
+			if (*p == '*')
+				sl_buf_printf(&msg, "NAME");
+			else
+				sl_buf_append(&msg, p, 1);
+		}
+		respond_error(c, 405, sl_buf_head(&msg));
+		sl_buf_free(&msg);
+	}
+out:
+	sl_buf_free(&allowed);
 }
 
 static int on_message_begin(llhttp_t *p)
