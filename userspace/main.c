@@ -377,7 +377,7 @@ static void on_kernel_event(const struct sl_event *kev, void *arg)
 {
 	struct daemon *d = arg;
 	struct sl_box *box = kev->sandbox_id ? sl_sandbox_by_id(d->reg, kev->sandbox_id) : NULL;
-	const char *name = box ? box->name : NULL;
+	const char *name = box ? sl_box_name(box) : NULL;
 
 	sl_events_publish(d->events, name, sl_event_json(kev, name));
 }

@@ -238,7 +238,7 @@ static void handle_list(struct ctl_conn *c)
 {
 	json_t *arr = json_array();
 
-	for (struct sl_box *b = sl_registry_first(c->ctl->d.reg); b; b = b->next)
+	sl_registry_foreach(b, c->ctl->d.reg)
 		json_array_append_new(arr, sl_sandbox_json(c->ctl->d.reg, b, 0));
 	respond_json(c, 200, json_pack("{s:o}", "sandboxes", arr));
 }
@@ -420,17 +420,17 @@ static void handle_rm(struct ctl_conn *c, const char *name, const char *query)
 		return;
 	}
 	if (r > 0) {
-		if (strcmp(cid, box->container_id)) {
+		if (strcmp(cid, sl_box_container_id(box))) {
 			snprintf(err, sizeof(err), "sandbox '%s' was not made for container %s",
 				 name, cid);
 			respond_error(c, 409, err);
 			return;
 		}
-		if (sl_cgroup_populated(box->cgroup) > 0) {
+		if (sl_cgroup_populated(sl_box_cgroup(box)) > 0) {
 			snprintf(err, sizeof(err),
 				 "sandbox '%s': processes still run in %s; it is removed once "
 				 "they are gone",
-				 name, box->cgroup);
+				 name, sl_box_cgroup(box));
 			respond_error(c, 409, err);
 			return;
 		}
@@ -515,9 +515,11 @@ static void handle_events(struct ctl_conn *c, const char *query)
 	}
 }
 
-static void metric_sandbox(struct sl_buf *m, const char *metric, const char *name,
+static void metric_sandbox(struct sl_buf *m, const char *metric, const struct sl_box *b,
 			   const char *labels, unsigned long long v)
 {
+	const char *name = sl_box_name(b);
+
 	sl_buf_printf(m, "%s{sandbox=\"%s\"%s%s} %llu\n", metric, name, labels[0] ? "," : "",
 		      labels, v);
 }
@@ -539,17 +541,16 @@ static void metrics_limits(struct sl_buf *m, struct sl_registry *reg, struct sl_
 	sl_buf_printf(m, "# HELP sluice_limits_reached_total Requests, connections and queries "
 			 "refused because a bound was reached.\n"
 			 "# TYPE sluice_limits_reached_total counter\n");
-	for (struct sl_box *b = sl_registry_first(reg); b; b = b->next) {
-		const struct sl_proxy_stats *p = b->proxy ? sl_proxy_listener_stats(b->proxy) :
-							    NULL;
-		const struct sl_dns_stats *d = b->dns ? sl_dns_listener_stats(b->dns) : NULL;
+	sl_registry_foreach(b, reg) {
+		const struct sl_proxy_stats *p = sl_box_proxy_stats(b);
+		const struct sl_dns_stats *d = sl_box_dns_stats(b);
 		uint64_t pxfull = 0;
 		const struct {
 			const char *labels;
 			uint64_t v;
 		} q[] = {
 			{ "limit=\"proxied\"",
-			  sl_bpf_read_proxied_full(bpf, b->id, &pxfull) ? 0 : pxfull },
+			  sl_bpf_read_proxied_full(bpf, sl_box_id(b), &pxfull) ? 0 : pxfull },
 			{ "limit=\"http_conns\"", p ? p->limit_conns : 0 },
 			{ "limit=\"http_conns_total\"", p ? p->limit_conns_total : 0 },
 			{ "limit=\"fds\"", p ? p->limit_fds : 0 },
@@ -565,23 +566,23 @@ static void metrics_limits(struct sl_buf *m, struct sl_registry *reg, struct sl_
 			{ "limit=\"dns_tcp_unread\"", d ? d->limit_tcp_out : 0 },
 			{ "limit=\"dns_learned\"", d ? d->limit_learned : 0 },
 			{ "limit=\"kernel_rules\"", d ? d->limit_kernel_rules : 0 },
-			{ "limit=\"leaf_cache\"", leaf_evictions(b->ca) },
+			{ "limit=\"leaf_cache\"", leaf_evictions(sl_box_ca(b)) },
 		};
 
 		for (size_t i = 0; i < sizeof(q) / sizeof(q[0]); i++)
-			metric_sandbox(m, "sluice_limits_reached_total", b->name, q[i].labels,
+			metric_sandbox(m, "sluice_limits_reached_total", b, q[i].labels,
 				       q[i].v);
 	}
 	sl_buf_printf(m, "# HELP sluice_http_connections_active Intercepted connections open "
 			 "now.\n# TYPE sluice_http_connections_active gauge\n");
-	for (struct sl_box *b = sl_registry_first(reg); b; b = b->next)
-		metric_sandbox(m, "sluice_http_connections_active", b->name, "",
-			       b->proxy ? sl_proxy_listener_stats(b->proxy)->active : 0);
+	sl_registry_foreach(b, reg)
+		metric_sandbox(m, "sluice_http_connections_active", b, "",
+			       sl_box_proxy_stats(b) ? sl_box_proxy_stats(b)->active : 0);
 	sl_buf_printf(m, "# HELP sluice_lua_memory_bytes Memory of each sandbox's Lua state.\n"
 			 "# TYPE sluice_lua_memory_bytes gauge\n");
-	for (struct sl_box *b = sl_registry_first(reg); b; b = b->next)
-		metric_sandbox(m, "sluice_lua_memory_bytes", b->name, "",
-			       b->lua ? sl_lua_mem(b->lua) : 0);
+	sl_registry_foreach(b, reg)
+		metric_sandbox(m, "sluice_lua_memory_bytes", b, "",
+			       sl_box_lua_mem(b));
 	sl_buf_printf(m, "# HELP sluice_events_dropped_total Event lines a follower (GET "
 			 "/v1/events?follow=1) lost because it did not keep up.\n"
 			 "# TYPE sluice_events_dropped_total counter\n"
@@ -614,55 +615,55 @@ static void handle_metrics(struct ctl_conn *c)
 		      sl_registry_count(reg));
 	sl_buf_printf(&m, "# HELP sluice_connections_total connect() and sendmsg() calls "
 			  "judged in the kernel (proto unix: UNIX sockets).\n# TYPE sluice_connections_total counter\n");
-	for (struct sl_box *b = sl_registry_first(reg); b; b = b->next) {
-		if (sl_bpf_read_counters(c->ctl->d.bpf, b->id, &cnt))
+	sl_registry_foreach(b, reg) {
+		if (sl_bpf_read_counters(c->ctl->d.bpf, sl_box_id(b), &cnt))
 			continue;
 		for (size_t i = 0; i < sizeof(conns) / sizeof(conns[0]); i++)
-			metric_sandbox(&m, "sluice_connections_total", b->name, conns[i].labels,
+			metric_sandbox(&m, "sluice_connections_total", b, conns[i].labels,
 				       cnt.c[conns[i].ctr]);
 	}
 	sl_buf_printf(&m, "# HELP sluice_sockets_denied_total socket() calls refused in the "
 			  "kernel (raw, SCTP, ICMP, ...).\n"
 			  "# TYPE sluice_sockets_denied_total counter\n");
-	for (struct sl_box *b = sl_registry_first(reg); b; b = b->next)
-		if (!sl_bpf_read_counters(c->ctl->d.bpf, b->id, &cnt))
-			metric_sandbox(&m, "sluice_sockets_denied_total", b->name, "",
+	sl_registry_foreach(b, reg)
+		if (!sl_bpf_read_counters(c->ctl->d.bpf, sl_box_id(b), &cnt))
+			metric_sandbox(&m, "sluice_sockets_denied_total", b, "",
 				       cnt.c[SL_CTR_DENY_SOCKET]);
 	sl_buf_printf(&m, "# HELP sluice_sockopts_denied_total setsockopt() calls refused in the "
 			  "kernel (routing header, IPv4 options).\n"
 			  "# TYPE sluice_sockopts_denied_total counter\n");
-	for (struct sl_box *b = sl_registry_first(reg); b; b = b->next)
-		if (!sl_bpf_read_counters(c->ctl->d.bpf, b->id, &cnt))
-			metric_sandbox(&m, "sluice_sockopts_denied_total", b->name, "",
+	sl_registry_foreach(b, reg)
+		if (!sl_bpf_read_counters(c->ctl->d.bpf, sl_box_id(b), &cnt))
+			metric_sandbox(&m, "sluice_sockopts_denied_total", b, "",
 				       cnt.c[SL_CTR_DENY_SOCKOPT]);
 	sl_buf_printf(&m, "# HELP sluice_binds_denied_total bind() calls refused in the kernel "
 			  "(a port of sluiced's listeners).\n"
 			  "# TYPE sluice_binds_denied_total counter\n");
-	for (struct sl_box *b = sl_registry_first(reg); b; b = b->next)
-		if (!sl_bpf_read_counters(c->ctl->d.bpf, b->id, &cnt))
-			metric_sandbox(&m, "sluice_binds_denied_total", b->name, "",
+	sl_registry_foreach(b, reg)
+		if (!sl_bpf_read_counters(c->ctl->d.bpf, sl_box_id(b), &cnt))
+			metric_sandbox(&m, "sluice_binds_denied_total", b, "",
 				       cnt.c[SL_CTR_DENY_BIND]);
 	sl_buf_printf(&m, "# HELP sluice_egress_dropped_total Packets dropped by the egress "
 			  "program (IP options, routing header, destination not the one "
 			  "decided).\n# TYPE sluice_egress_dropped_total counter\n");
-	for (struct sl_box *b = sl_registry_first(reg); b; b = b->next)
-		if (!sl_bpf_read_counters(c->ctl->d.bpf, b->id, &cnt))
-			metric_sandbox(&m, "sluice_egress_dropped_total", b->name, "",
+	sl_registry_foreach(b, reg)
+		if (!sl_bpf_read_counters(c->ctl->d.bpf, sl_box_id(b), &cnt))
+			metric_sandbox(&m, "sluice_egress_dropped_total", b, "",
 				       cnt.c[SL_CTR_DROP_EGRESS]);
 	sl_buf_printf(&m, "# HELP sluice_deny_events_total Deny events by outcome (the deny "
 			  "itself is always counted above).\n"
 			  "# TYPE sluice_deny_events_total counter\n");
-	for (struct sl_box *b = sl_registry_first(reg); b; b = b->next) {
-		if (sl_bpf_read_counters(c->ctl->d.bpf, b->id, &cnt))
+	sl_registry_foreach(b, reg) {
+		if (sl_bpf_read_counters(c->ctl->d.bpf, sl_box_id(b), &cnt))
 			continue;
 		for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
-			metric_sandbox(&m, "sluice_deny_events_total", b->name, evs[i].labels,
+			metric_sandbox(&m, "sluice_deny_events_total", b, evs[i].labels,
 				       cnt.c[evs[i].ctr]);
 	}
 	sl_buf_printf(&m, "# HELP sluice_dns_queries_total DNS queries of sandboxes, by outcome.\n"
 			  "# TYPE sluice_dns_queries_total counter\n");
-	for (struct sl_box *b = sl_registry_first(reg); b; b = b->next) {
-		const struct sl_dns_stats *st = b->dns ? sl_dns_listener_stats(b->dns) : NULL;
+	sl_registry_foreach(b, reg) {
+		const struct sl_dns_stats *st = sl_box_dns_stats(b);
 		const struct {
 			const char *labels;
 			uint64_t v;
@@ -676,23 +677,23 @@ static void handle_metrics(struct ctl_conn *c)
 		};
 
 		for (size_t i = 0; i < sizeof(q) / sizeof(q[0]); i++)
-			metric_sandbox(&m, "sluice_dns_queries_total", b->name, q[i].labels, q[i].v);
+			metric_sandbox(&m, "sluice_dns_queries_total", b, q[i].labels, q[i].v);
 	}
 	sl_buf_printf(&m, "# HELP sluice_dns_addresses_total Addresses of DNS answers: installed "
 			  "in the kernel, or blocked by the rebinding guard.\n"
 			  "# TYPE sluice_dns_addresses_total counter\n");
-	for (struct sl_box *b = sl_registry_first(reg); b; b = b->next) {
-		const struct sl_dns_stats *st = b->dns ? sl_dns_listener_stats(b->dns) : NULL;
+	sl_registry_foreach(b, reg) {
+		const struct sl_dns_stats *st = sl_box_dns_stats(b);
 
-		metric_sandbox(&m, "sluice_dns_addresses_total", b->name, "outcome=\"installed\"",
+		metric_sandbox(&m, "sluice_dns_addresses_total", b, "outcome=\"installed\"",
 			       st ? st->installed : 0);
-		metric_sandbox(&m, "sluice_dns_addresses_total", b->name, "outcome=\"blocked\"",
+		metric_sandbox(&m, "sluice_dns_addresses_total", b, "outcome=\"blocked\"",
 			       st ? st->blocked : 0);
 	}
 	sl_buf_printf(&m, "# HELP sluice_http_connections_total Connections to the intercepting "
 			  "proxy, by outcome.\n# TYPE sluice_http_connections_total counter\n");
-	for (struct sl_box *b = sl_registry_first(reg); b; b = b->next) {
-		const struct sl_proxy_stats *st = b->proxy ? sl_proxy_listener_stats(b->proxy) : NULL;
+	sl_registry_foreach(b, reg) {
+		const struct sl_proxy_stats *st = sl_box_proxy_stats(b);
 		const struct {
 			const char *labels;
 			uint64_t v;
@@ -705,31 +706,31 @@ static void handle_metrics(struct ctl_conn *c)
 		};
 
 		for (size_t i = 0; i < sizeof(q) / sizeof(q[0]); i++)
-			metric_sandbox(&m, "sluice_http_connections_total", b->name, q[i].labels,
+			metric_sandbox(&m, "sluice_http_connections_total", b, q[i].labels,
 				       q[i].v);
 	}
 	sl_buf_printf(&m, "# HELP sluice_passthrough_connections_total Passthrough TLS connections "
 			  "whose server name the proxy checked, by who carried their bytes: the "
 			  "kernel (sockhash splice) or sluiced (the splice failed).\n"
 			  "# TYPE sluice_passthrough_connections_total counter\n");
-	for (struct sl_box *b = sl_registry_first(reg); b; b = b->next) {
-		const struct sl_proxy_stats *st = b->proxy ? sl_proxy_listener_stats(b->proxy) : NULL;
+	sl_registry_foreach(b, reg) {
+		const struct sl_proxy_stats *st = sl_box_proxy_stats(b);
 
-		metric_sandbox(&m, "sluice_passthrough_connections_total", b->name,
+		metric_sandbox(&m, "sluice_passthrough_connections_total", b,
 			       "mode=\"kernel\"", st ? st->spliced_kernel : 0);
-		metric_sandbox(&m, "sluice_passthrough_connections_total", b->name,
+		metric_sandbox(&m, "sluice_passthrough_connections_total", b,
 			       "mode=\"userspace\"", st ? st->spliced_user : 0);
 	}
 	sl_buf_printf(&m, "# HELP sluice_http_requests_total Intercepted requests, by outcome.\n"
 			  "# TYPE sluice_http_requests_total counter\n");
-	for (struct sl_box *b = sl_registry_first(reg); b; b = b->next) {
-		const struct sl_proxy_stats *st = b->proxy ? sl_proxy_listener_stats(b->proxy) : NULL;
+	sl_registry_foreach(b, reg) {
+		const struct sl_proxy_stats *st = sl_box_proxy_stats(b);
 
-		metric_sandbox(&m, "sluice_http_requests_total", b->name, "outcome=\"forwarded\"",
+		metric_sandbox(&m, "sluice_http_requests_total", b, "outcome=\"forwarded\"",
 			       st ? st->requests : 0);
-		metric_sandbox(&m, "sluice_http_requests_total", b->name, "outcome=\"rejected\"",
+		metric_sandbox(&m, "sluice_http_requests_total", b, "outcome=\"rejected\"",
 			       st ? st->rejected : 0);
-		metric_sandbox(&m, "sluice_http_requests_total", b->name,
+		metric_sandbox(&m, "sluice_http_requests_total", b,
 			       "outcome=\"upstream_error\"", st ? st->upstream_errors : 0);
 	}
 	if (!sl_bpf_read_counters(c->ctl->d.bpf, 0, &unknown))
@@ -900,9 +901,9 @@ static int peer_confined(struct ctl_conn *c, char *box, size_t len)
 		return 0; /* outside sluiced's cgroup namespace, or the root cgroup: no sandbox */
 	if (e)
 		return e;
-	for (struct sl_box *b = sl_registry_first(c->ctl->d.reg); b; b = b->next) {
-		if (sl_cgroup_within(cg, b->cgroup)) {
-			snprintf(box, len, "%s", b->name);
+	sl_registry_foreach(b, c->ctl->d.reg) {
+		if (sl_cgroup_within(cg, sl_box_cgroup(b))) {
+			snprintf(box, len, "%s", sl_box_name(b));
 			return 1;
 		}
 	}

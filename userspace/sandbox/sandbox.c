@@ -32,6 +32,7 @@
 #include "lua/lua_host.h"
 #include "kernel/netns.h"
 #include "sandbox/sandbox.h"
+#include "sandbox/sb_int.h"
 
 #define POLICY_MAX_BYTES (1u << 20)
 #define SWEEP_MS 1000
@@ -214,6 +215,51 @@ struct sl_box *sl_sandbox_by_id(struct sl_registry *r, uint32_t id)
 struct sl_box *sl_registry_first(struct sl_registry *r)
 {
 	return r->head;
+}
+
+struct sl_box *sl_registry_next(const struct sl_box *box)
+{
+	return box->next;
+}
+
+const char *sl_box_name(const struct sl_box *box)
+{
+	return box->name;
+}
+
+uint32_t sl_box_id(const struct sl_box *box)
+{
+	return box->id;
+}
+
+const char *sl_box_cgroup(const struct sl_box *box)
+{
+	return box->cgroup;
+}
+
+const char *sl_box_container_id(const struct sl_box *box)
+{
+	return box->container_id;
+}
+
+const struct sl_proxy_stats *sl_box_proxy_stats(const struct sl_box *box)
+{
+	return box->proxy ? sl_proxy_listener_stats(box->proxy) : NULL;
+}
+
+const struct sl_dns_stats *sl_box_dns_stats(const struct sl_box *box)
+{
+	return box->dns ? sl_dns_listener_stats(box->dns) : NULL;
+}
+
+struct sl_ca *sl_box_ca(const struct sl_box *box)
+{
+	return box->ca;
+}
+
+size_t sl_box_lua_mem(const struct sl_box *box)
+{
+	return box->lua ? sl_lua_mem(box->lua) : 0;
 }
 
 size_t sl_registry_count(struct sl_registry *r)

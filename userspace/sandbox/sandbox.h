@@ -1,5 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* The sandboxes of one sluiced: adding, removing, adopting and describing them. */
+/*
+ * The sandboxes of one sluiced: adding, removing, adopting and describing them.
+ * Threading: loop thread only (the registry and its sandboxes belong to the loop); adding,
+ * switching, reloading and adopting write state files and kernel maps synchronously.
+ */
 #ifndef SL_SANDBOX_H
 #define SL_SANDBOX_H
 
@@ -20,55 +24,19 @@
 struct sl_bpf;
 struct sl_ca;
 struct sl_dns;
+struct sl_dns_stats;
 struct sl_dns_listener;
 struct sl_proxy;
+struct sl_proxy_stats;
 struct sl_proxy_listener;
 struct sl_loop;
 struct sl_lua;
 struct sl_lua_opts;
 struct sl_registry;
 
-/* One sandbox. Owned by its registry; loop thread only. */
-struct sl_box {
-	char name[SL_NAME_MAX + 1];
-	uint32_t id; /* kernel sandbox id, stable across restarts */
-	char cgroup[PATH_MAX]; /* canonical path */
-	uint64_t cgid;
-	char policy_path[PATH_MAX]; /* where the policy came from ("" if given inline) */
-	char *policy_src; /* the policy text as added: restarts use it, not the file */
-	size_t policy_len;
-	struct sl_policy *policy; /* the kernel layer in force: base, or the handler's own */
-	struct sl_policy *base; /* the policy's egress */
-	struct sl_policy *hlayer; /* the active handler's egress; NULL: none or it has none */
-	struct sl_lua *lua; /* the policy's Lua state: its handlers run there */
-	char handler[64]; /* the active outboundHandlers entry, "" for none */
-	char *params; /* its params (JSON text), NULL for none */
-	int64_t handler_since_s;
-	unsigned switches; /* handler sets, clears and policy reloads since added */
-	uint32_t rules_id; /* key id of the kernel rules in force: id, or id | SL_RULES_BANK */
-	struct sl_rule_set rules; /* static rules compiled from the policy */
-	struct sl_rule_set learned; /* rules of resolved names, each with its expiry */
-	char (*learned_names)[SL_DNS_NAME_BUF]; /* the name of each learned rule ("" unknown) */
-	uint64_t learned_next_ns; /* no learned rule expires before (a lower bound); 0: unknown */
-	struct sl_dns_listener *dns; /* where the kernel sends the sandbox's DNS queries */
-	uint16_t dns_port; /* kept across restarts */
-	struct sl_proxy_listener *proxy; /* where the kernel sends intercepted connections */
-	uint16_t proxy_port; /* kept across restarts */
-	uint64_t proxied_swept; /* kernel records of intercepted connections never accepted */
-	/* A sandbox with a network of its own: its listeners live in that namespace, which
-	 * sluiced holds open (-1: sluiced's namespace). The path is as given (a restart tries it
-	 * first); dev/ino name the namespace itself. */
-	int netns_fd;
-	char netns[PATH_MAX];
-	uint64_t netns_dev, netns_ino;
-	struct sl_ca *ca; /* the sandbox's own CA: its leaves are what the sandbox sees */
-	int64_t created_s; /* wall clock */
-	/* The OCI container this sandbox was made for ("" if none): only that container's
-	 * poststop may remove it. */
-	char container_id[SL_CONTAINER_ID_MAX + 1];
-	struct sl_registry *reg;
-	struct sl_box *next;
-};
+/* One sandbox. Owned by its registry; loop thread only. Its fields are the registry's own
+ * (sandbox/sb_int.h): others read them through the accessors below. */
+struct sl_box;
 
 /*
  * How long a resolved address stays in the kernel: the answer's TTL clamped to
@@ -178,8 +146,27 @@ void sl_registry_rm_all(struct sl_registry *r);
 
 struct sl_box *sl_sandbox_find(struct sl_registry *r, const char *name);
 struct sl_box *sl_sandbox_by_id(struct sl_registry *r, uint32_t id);
-struct sl_box *sl_registry_first(struct sl_registry *r);
 size_t sl_registry_count(struct sl_registry *r);
+
+/* The sandboxes in the registry's order: the first (NULL if none), the one after @box (NULL
+ * after the last). Adding or removing a sandbox ends a walk: restart it from the first. */
+struct sl_box *sl_registry_first(struct sl_registry *r);
+struct sl_box *sl_registry_next(const struct sl_box *box);
+/* for (each sandbox @b of registry @r): declares @b, a struct sl_box *. The body must not add
+ * or remove sandboxes. */
+#define sl_registry_foreach(b, r) \
+	for (struct sl_box *b = sl_registry_first(r); b; b = sl_registry_next(b))
+
+/* What the rest of sluiced reads of a sandbox; pointers live as long as the sandbox. */
+const char *sl_box_name(const struct sl_box *box);
+uint32_t sl_box_id(const struct sl_box *box); /* the kernel's sandbox id */
+const char *sl_box_cgroup(const struct sl_box *box); /* canonical path */
+const char *sl_box_container_id(const struct sl_box *box); /* "" if none */
+/* The counters of the sandbox's proxy and DNS listeners; NULL if it has none. */
+const struct sl_proxy_stats *sl_box_proxy_stats(const struct sl_box *box);
+const struct sl_dns_stats *sl_box_dns_stats(const struct sl_box *box);
+struct sl_ca *sl_box_ca(const struct sl_box *box); /* the sandbox's CA; NULL if none */
+size_t sl_box_lua_mem(const struct sl_box *box); /* bytes of its Lua state; 0 if none */
 
 /* Whether @name is a valid sandbox name: [A-Za-z0-9][A-Za-z0-9_.-]{0,63}. */
 int sl_sandbox_name_ok(const char *name);
