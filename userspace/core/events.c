@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "core/events.h"
+#include "core/list.h"
 #include "core/loop.h"
 #include "policy/policy.h"
 
@@ -42,8 +43,8 @@ struct ring {
 	size_t cap, head, count;
 	int gone; /* the sandbox was removed */
 	uint64_t gone_seq; /* when (the order of removals) */
-	struct ring *hnext; /* in its hash bucket */
-	struct ring *next; /* in the list of all */
+	struct sl_list hlink; /* in its hash bucket */
+	struct sl_list link; /* in the list of all */
 };
 
 struct sub {
@@ -51,18 +52,18 @@ struct sub {
 	char *sandbox;
 	sl_event_sink *sink;
 	void *arg;
-	struct sub *next;
+	struct sl_list link;
 };
 
 struct sl_events {
 	size_t keep; /* lines per ring */
 	size_t total, total_max; /* lines in all rings */
 	uint64_t seq;
-	struct ring *buckets[EV_BUCKETS];
-	struct ring *rings;
+	struct sl_list buckets[EV_BUCKETS];
+	struct sl_list rings;
 	struct ring none; /* lines of no sandbox */
 	size_t ngone;
-	struct sub *subs;
+	struct sl_list subs;
 	int next_handle;
 };
 
@@ -75,6 +76,10 @@ struct sl_events *sl_events_new(size_t keep)
 	ev->keep = keep ? keep : 1;
 	ev->total_max = ev->keep * EV_TOTAL_RINGS_OF_KEEP;
 	ev->next_handle = 1;
+	for (size_t i = 0; i < EV_BUCKETS; i++)
+		sl_list_init(&ev->buckets[i]);
+	sl_list_init(&ev->rings);
+	sl_list_init(&ev->subs);
 	return ev;
 }
 
@@ -88,20 +93,17 @@ static void ring_clear(struct ring *g)
 
 void sl_events_free(struct sl_events *ev)
 {
+	struct ring *g, *gtmp;
+	struct sub *s, *stmp;
+
 	if (!ev)
 		return;
-	while (ev->rings) {
-		struct ring *g = ev->rings;
-
-		ev->rings = g->next;
+	sl_list_for_each_safe(g, gtmp, &ev->rings, link) {
 		ring_clear(g);
 		free(g);
 	}
 	ring_clear(&ev->none);
-	while (ev->subs) {
-		struct sub *s = ev->subs;
-
-		ev->subs = s->next;
+	sl_list_for_each_safe(s, stmp, &ev->subs, link) {
 		free(s->sandbox);
 		free(s);
 	}
@@ -120,9 +122,11 @@ static size_t bucket_of(const char *name)
 /* The ring of @sandbox (NULL: of no sandbox); NULL if it has none. */
 static struct ring *ring_find(struct sl_events *ev, const char *sandbox)
 {
+	struct ring *g;
+
 	if (!sandbox)
 		return &ev->none;
-	for (struct ring *g = ev->buckets[bucket_of(sandbox)]; g; g = g->hnext)
+	sl_list_for_each(g, &ev->buckets[bucket_of(sandbox)], hlink)
 		if (!strcmp(g->name, sandbox))
 			return g;
 	return NULL;
@@ -131,18 +135,8 @@ static struct ring *ring_find(struct sl_events *ev, const char *sandbox)
 /* Frees @g and its lines (not the sandbox-less ring). */
 static void ring_drop(struct sl_events *ev, struct ring *g)
 {
-	for (struct ring **pp = &ev->buckets[bucket_of(g->name)]; *pp; pp = &(*pp)->hnext) {
-		if (*pp == g) {
-			*pp = g->hnext;
-			break;
-		}
-	}
-	for (struct ring **pp = &ev->rings; *pp; pp = &(*pp)->next) {
-		if (*pp == g) {
-			*pp = g->next;
-			break;
-		}
-	}
+	sl_list_del(&g->hlink);
+	sl_list_del(&g->link);
 	ev->total -= g->count;
 	ev->ngone -= !!g->gone;
 	ring_clear(g);
@@ -198,18 +192,14 @@ static void keep_line(struct sl_events *ev, const char *sandbox, char *line, siz
 	struct kept *k;
 
 	if (!g) {
-		size_t b = bucket_of(sandbox);
-
 		g = calloc(1, sizeof(*g));
 		if (!g || !(g->name = strdup(sandbox))) {
 			free(g);
 			free(line);
 			return;
 		}
-		g->hnext = ev->buckets[b];
-		ev->buckets[b] = g;
-		g->next = ev->rings;
-		ev->rings = g;
+		sl_list_add(&ev->buckets[bucket_of(sandbox)], &g->hlink);
+		sl_list_add(&ev->rings, &g->link);
 	}
 	if (g->gone) { /* a sandbox of that name again: its history continues */
 		g->gone = 0;
@@ -221,9 +211,9 @@ static void keep_line(struct sl_events *ev, const char *sandbox, char *line, siz
 	}
 	if (ev->total >= ev->total_max) {
 		/* The longest history pays: a loud sandbox, never the quiet ones. */
-		struct ring *big = g->count ? g : NULL;
+		struct ring *big = g->count ? g : NULL, *x;
 
-		for (struct ring *x = ev->rings; x; x = x->next)
+		sl_list_for_each(x, &ev->rings, link)
 			if (!big || x->count > big->count)
 				big = x;
 		if (!big || ev->none.count > big->count)
@@ -250,9 +240,9 @@ void sl_events_sandbox_gone(struct sl_events *ev, const char *sandbox)
 	g->gone_seq = ev->seq++;
 	ev->ngone++;
 	while (ev->ngone > EV_GONE_MAX) {
-		struct ring *oldest = NULL;
+		struct ring *oldest = NULL, *x;
 
-		for (struct ring *x = ev->rings; x; x = x->next)
+		sl_list_for_each(x, &ev->rings, link)
 			if (x->gone && (!oldest || x->gone_seq < oldest->gone_seq))
 				oldest = x;
 		ring_drop(ev, oldest);
@@ -279,18 +269,17 @@ int sl_events_subscribe(struct sl_events *ev, const char *sandbox, sl_event_sink
 	s->handle = ev->next_handle++;
 	s->sink = sink;
 	s->arg = arg;
-	s->next = ev->subs;
-	ev->subs = s;
+	sl_list_add(&ev->subs, &s->link);
 	return s->handle;
 }
 
 void sl_events_unsubscribe(struct sl_events *ev, int handle)
 {
-	for (struct sub **pp = &ev->subs; *pp; pp = &(*pp)->next) {
-		if ((*pp)->handle == handle) {
-			struct sub *s = *pp;
+	struct sub *s;
 
-			*pp = s->next;
+	sl_list_for_each(s, &ev->subs, link) {
+		if (s->handle == handle) {
+			sl_list_del(&s->link);
 			free(s->sandbox);
 			free(s);
 			return;
@@ -313,11 +302,11 @@ static int cmp_kept(const void *a, const void *b)
 void sl_events_replay(struct sl_events *ev, const char *sandbox, sl_event_sink *sink, void *arg)
 {
 	struct kept **all;
+	struct ring *g;
 	size_t n = 0;
 
 	if (sandbox) {
-		struct ring *g = ring_find(ev, sandbox);
-
+		g = ring_find(ev, sandbox);
 		for (size_t i = 0; g && i < g->count; i++)
 			sink(ring_at(g, i)->line, ring_at(g, i)->len, arg);
 		return;
@@ -328,7 +317,7 @@ void sl_events_replay(struct sl_events *ev, const char *sandbox, sl_event_sink *
 		return;
 	for (size_t i = 0; i < ev->none.count; i++)
 		all[n++] = ring_at(&ev->none, i);
-	for (struct ring *g = ev->rings; g; g = g->next)
+	sl_list_for_each(g, &ev->rings, link)
 		for (size_t i = 0; i < g->count; i++)
 			all[n++] = ring_at(g, i);
 	qsort(all, n, sizeof(*all), cmp_kept);
@@ -384,8 +373,9 @@ void sl_format_mono_time(__u64 ts_ns, char *buf, size_t len)
 /* Keeps @line (malloc'd, newline-terminated, owned from here) and hands it to subscribers. */
 static void publish_line(struct sl_events *ev, const char *sandbox, char *line, size_t len)
 {
-	for (struct sub *s = ev->subs, *next; s; s = next) {
-		next = s->next; /* a sink may unsubscribe itself */
+	struct sub *s, *next;
+
+	sl_list_for_each_safe(s, next, &ev->subs, link) { /* a sink may unsubscribe itself */
 		if (matches(s->sandbox, sandbox))
 			s->sink(line, len, s->arg);
 	}

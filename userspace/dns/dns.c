@@ -29,6 +29,7 @@
 #include "core/buf.h"
 #include "dns/dns.h"
 #include "core/events.h"
+#include "core/list.h"
 #include "core/log.h"
 #include "core/loop.h"
 #include "kernel/sockets.h"
@@ -68,7 +69,7 @@ struct dns_tcp;
 /* One query in flight upstream. Owned by its listener. */
 struct dns_query {
 	struct sl_dns_listener *l;
-	struct dns_query *next;
+	struct sl_list link; /* in l->queries */
 	/* the client: a UDP peer on one of our sockets, or a TCP connection (NULL once gone) */
 	int client_fd;
 	struct sockaddr_storage client;
@@ -87,7 +88,7 @@ struct dns_query {
 /* A client on TCP: length-prefixed messages both ways (RFC 1035 section 4.2.2). */
 struct dns_tcp {
 	struct sl_dns_listener *l;
-	struct dns_tcp *next;
+	struct sl_list link; /* in l->tcps */
 	int fd;
 	struct sl_buf in, out;
 	struct sl_timer *idle;
@@ -104,9 +105,9 @@ struct sl_dns_listener {
 	void *owner;
 	int udp[2], tcp[2]; /* [0] IPv4, [1] IPv6; -1 if absent */
 	uint16_t port;
-	struct dns_query *queries;
+	struct sl_list queries;
 	unsigned npending;
-	struct dns_tcp *tcps;
+	struct sl_list tcps;
 	unsigned ntcp;
 	struct sl_timer *tcp_paused; /* accepting again after running out of descriptors */
 	struct sl_dns_stats stats;
@@ -226,12 +227,7 @@ static void query_free(struct dns_query *dq)
 	struct sl_dns_listener *l = dq->l;
 	struct dns_tcp *tcp = dq->tcp;
 
-	for (struct dns_query **pp = &l->queries; *pp; pp = &(*pp)->next) {
-		if (*pp == dq) {
-			*pp = dq->next;
-			break;
-		}
-	}
+	sl_list_del(&dq->link);
 	l->npending--;
 	l->dns->npending--;
 	sl_loop_cancel_timer(l->dns->loop, dq->timer);
@@ -561,8 +557,7 @@ static void handle_query(struct sl_dns_listener *l, const uint8_t *pkt, size_t l
 	r = sl_dns_build_forward(&q, pkt, len, dq->up_id, dq->pkt,
 				 SL_DNS_HDR_LEN + q.question_len + 11);
 	dq->pkt_len = r > 0 ? (size_t)r : 0;
-	dq->next = l->queries;
-	l->queries = dq;
+	sl_list_add(&l->queries, &dq->link);
 	l->npending++;
 	l->dns->npending++;
 	dq->timer = sl_loop_add_timer(l->dns->loop, l->dns->o.timeout_ms, query_timeout, dq);
@@ -610,18 +605,14 @@ static void tcp_idle(struct sl_loop *loop, void *arg)
 static void tcp_close(struct dns_tcp *c)
 {
 	struct sl_dns_listener *l = c->l;
+	struct dns_query *q;
 
-	for (struct dns_query *q = l->queries; q; q = q->next)
+	sl_list_for_each(q, &l->queries, link)
 		if (q->tcp == c)
 			q->tcp = NULL, q->client_fd = -1; /* answered into the void */
 	sl_loop_cancel_timer(l->dns->loop, c->stall);
 	sl_loop_cancel_timer(l->dns->loop, c->kick);
-	for (struct dns_tcp **pp = &l->tcps; *pp; pp = &(*pp)->next) {
-		if (*pp == c) {
-			*pp = c->next;
-			break;
-		}
-	}
+	sl_list_del(&c->link);
 	l->ntcp--;
 	l->dns->ntcp--;
 	sl_loop_cancel_timer(l->dns->loop, c->idle);
@@ -841,8 +832,7 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 			continue;
 		}
 		c->idle = sl_loop_add_timer(loop, DNS_TCP_IDLE_MS, tcp_idle, c);
-		c->next = l->tcps;
-		l->tcps = c;
+		sl_list_add(&l->tcps, &c->link);
 		l->ntcp++;
 		l->dns->ntcp++;
 	}
@@ -928,6 +918,8 @@ struct sl_dns_listener *sl_dns_listen(struct sl_dns *dns, const struct sl_dns_op
 	l->ops = ops;
 	l->owner = owner;
 	l->udp[0] = l->udp[1] = l->tcp[0] = l->tcp[1] = -1;
+	sl_list_init(&l->queries);
+	sl_list_init(&l->tcps);
 	if (want_port) {
 		r = bind_all(l, want_port, netns_fd);
 		if (r)
@@ -960,10 +952,10 @@ void sl_dns_listener_close(struct sl_dns_listener *l)
 {
 	if (!l)
 		return;
-	while (l->tcps)
-		tcp_close(l->tcps);
-	while (l->queries)
-		query_free(l->queries);
+	while (!sl_list_empty(&l->tcps))
+		tcp_close(sl_list_first(&l->tcps, struct dns_tcp, link));
+	while (!sl_list_empty(&l->queries))
+		query_free(sl_list_first(&l->queries, struct dns_query, link));
 	sl_loop_cancel_timer(l->dns->loop, l->tcp_paused);
 	close_fds(l);
 	free(l);

@@ -32,6 +32,7 @@
 #include <openssl/x509v3.h>
 
 #include "tls/ca.h"
+#include "core/list.h"
 #include "core/log.h"
 
 #define CA_LIFETIME_S (3653 * 86400L) /* ten years */
@@ -53,7 +54,7 @@ struct host {
 /* A cached leaf: in its hash bucket's chain and in the LRU list (most recent first). */
 struct leaf {
 	struct leaf *hnext;
-	struct leaf *prev, *next;
+	struct sl_list lru;
 	X509 *cert;
 	time_t not_before_s, not_after_s;
 	uint64_t hash;
@@ -76,7 +77,7 @@ struct sl_ca {
 	struct leaf **buckets;
 	size_t nbuckets; /* a power of two */
 	uint64_t seed; /* of the bucket hash: a client choosing names cannot aim at one bucket */
-	struct leaf *lru_head, *lru_tail;
+	struct sl_list lru; /* of struct leaf, most recent first */
 	size_t count, capacity;
 	uint64_t hits, misses, evictions, renewals;
 };
@@ -261,7 +262,7 @@ static int is_p256(EVP_PKEY *key)
 static int resize_buckets(struct sl_ca *ca, size_t capacity)
 {
 	size_t n = 16;
-	struct leaf **b;
+	struct leaf **b, *e;
 
 	while (n < capacity)
 		n <<= 1;
@@ -271,7 +272,7 @@ static int resize_buckets(struct sl_ca *ca, size_t capacity)
 	free(ca->buckets);
 	ca->buckets = b;
 	ca->nbuckets = n;
-	for (struct leaf *e = ca->lru_head; e; e = e->next) {
+	sl_list_for_each(e, &ca->lru, lru) {
 		struct leaf **head = &b[e->hash & (n - 1)];
 
 		e->hnext = *head;
@@ -356,6 +357,7 @@ static struct sl_ca *ca_alloc(void)
 		free(ca);
 		return NULL;
 	}
+	sl_list_init(&ca->lru);
 	return ca;
 }
 
@@ -402,12 +404,11 @@ cleanup:
 
 void sl_ca_free(struct sl_ca *ca)
 {
+	struct leaf *e, *tmp;
+
 	if (!ca)
 		return;
-	while (ca->lru_head) {
-		struct leaf *e = ca->lru_head;
-
-		ca->lru_head = e->next;
+	sl_list_for_each_safe(e, tmp, &ca->lru, lru) {
 		X509_free(e->cert);
 		free(e);
 	}
@@ -507,30 +508,6 @@ static struct leaf *cache_find(struct sl_ca *ca, const struct host *h, uint64_t 
 	return NULL;
 }
 
-static void lru_unlink(struct sl_ca *ca, struct leaf *e)
-{
-	if (e->prev)
-		e->prev->next = e->next;
-	else
-		ca->lru_head = e->next;
-	if (e->next)
-		e->next->prev = e->prev;
-	else
-		ca->lru_tail = e->prev;
-	e->prev = e->next = NULL;
-}
-
-static void lru_push(struct sl_ca *ca, struct leaf *e)
-{
-	e->prev = NULL;
-	e->next = ca->lru_head;
-	if (ca->lru_head)
-		ca->lru_head->prev = e;
-	else
-		ca->lru_tail = e;
-	ca->lru_head = e;
-}
-
 static void cache_remove(struct sl_ca *ca, struct leaf *e)
 {
 	struct leaf **p = &ca->buckets[e->hash & (ca->nbuckets - 1)];
@@ -538,7 +515,7 @@ static void cache_remove(struct sl_ca *ca, struct leaf *e)
 	while (*p != e)
 		p = &(*p)->hnext;
 	*p = e->hnext;
-	lru_unlink(ca, e);
+	sl_list_del(&e->lru);
 	ca->count--;
 	X509_free(e->cert);
 	free(e);
@@ -547,7 +524,7 @@ static void cache_remove(struct sl_ca *ca, struct leaf *e)
 static void cache_evict(struct sl_ca *ca, size_t capacity)
 {
 	while (ca->count > capacity) {
-		cache_remove(ca, ca->lru_tail);
+		cache_remove(ca, sl_list_last(&ca->lru, struct leaf, lru));
 		ca->evictions++;
 	}
 }
@@ -578,8 +555,8 @@ int sl_ca_leaf(struct sl_ca *ca, const char *name, X509 **cert, EVP_PKEY **key)
 	/* A clock set back past the start of the validity also asks for a new leaf. */
 	if (e && now >= e->not_before_s && e->not_after_s - now >= SL_CA_LEAF_RENEW_S) {
 		ca->hits++;
-		lru_unlink(ca, e);
-		lru_push(ca, e);
+		sl_list_del(&e->lru);
+		sl_list_add(&ca->lru, &e->lru);
 		x = e->cert;
 		goto found;
 	}
@@ -603,7 +580,7 @@ int sl_ca_leaf(struct sl_ca *ca, const char *name, X509 **cert, EVP_PKEY **key)
 	memcpy(e->name, h.name, h.len + 1);
 	e->hnext = ca->buckets[hash & (ca->nbuckets - 1)];
 	ca->buckets[hash & (ca->nbuckets - 1)] = e;
-	lru_push(ca, e);
+	sl_list_add(&ca->lru, &e->lru);
 	ca->count++;
 	cache_evict(ca, ca->capacity);
 found:
