@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/list.h"
 #include "core/loop.h"
 
 struct sl_fd_slot {
@@ -23,23 +24,20 @@ struct sl_fd_slot {
 	int active;
 };
 
-struct sl_timer {
-	uint64_t deadline_ms;
-	uint64_t seq; /* FIFO order among equal deadlines */
-	sl_timer_cb *cb;
-	void *arg;
-	size_t idx;
-};
-
 struct sl_loop {
 	int epfd;
 	int stop;
 	struct sl_fd_slot *fds;
 	size_t nfds;
-	struct sl_timer **heap;
-	size_t nheap, capheap;
+	struct sl_timer_node *heap; /* the earliest timer, the root of the heap */
+	size_t nheap;
 	uint64_t seq;
 };
+
+static struct sl_timer *timer_of(struct sl_timer_node *n)
+{
+	return sl_container_of(n, struct sl_timer, node);
+}
 
 uint64_t sl_now_ns(void)
 {
@@ -75,9 +73,13 @@ void sl_loop_free(struct sl_loop *loop)
 {
 	if (!loop)
 		return;
-	for (size_t i = 0; i < loop->nheap; i++)
-		free(loop->heap[i]);
-	free(loop->heap);
+	while (loop->heap) {
+		struct sl_timer *t = timer_of(loop->heap);
+
+		sl_timer_disarm(loop, t);
+		if (t->owned)
+			free(t);
+	}
 	free(loop->fds);
 	close(loop->epfd);
 	free(loop);
@@ -161,85 +163,153 @@ void sl_loop_del_fd(struct sl_loop *loop, int fd)
 	loop->fds[fd].arg = NULL;
 }
 
-static int timer_less(const struct sl_timer *a, const struct sl_timer *b)
+/*
+ * The timers: a binary min-heap whose nodes live in the timers themselves (libuv's
+ * heap-inl.h), a complete binary tree linked by pointers instead of an array, so that arming
+ * never allocates. The last node of the bottom row is found from the count: the bits of the
+ * 1-based position below its top bit are the path from the root (0 left, 1 right).
+ */
+static int node_less(struct sl_timer_node *na, struct sl_timer_node *nb)
 {
+	const struct sl_timer *a = timer_of(na), *b = timer_of(nb);
+
 	return a->deadline_ms < b->deadline_ms ||
 	       (a->deadline_ms == b->deadline_ms && a->seq < b->seq);
 }
 
-static void heap_swap(struct sl_loop *loop, size_t i, size_t j)
+/* Swaps @child with its parent @parent (their places in the tree, not their contents). */
+static void node_swap(struct sl_loop *loop, struct sl_timer_node *parent,
+		      struct sl_timer_node *child)
 {
-	struct sl_timer *t = loop->heap[i];
+	struct sl_timer_node *sibling, t = *parent;
 
-	loop->heap[i] = loop->heap[j];
-	loop->heap[j] = t;
-	loop->heap[i]->idx = i;
-	loop->heap[j]->idx = j;
-}
-
-static void heap_up(struct sl_loop *loop, size_t i)
-{
-	while (i > 0) {
-		size_t p = (i - 1) / 2;
-
-		if (!timer_less(loop->heap[i], loop->heap[p]))
-			break;
-		heap_swap(loop, i, p);
-		i = p;
+	*parent = *child;
+	*child = t;
+	parent->parent = child;
+	if (child->left == child) {
+		child->left = parent;
+		sibling = child->right;
+	} else {
+		child->right = parent;
+		sibling = child->left;
 	}
+	if (sibling)
+		sibling->parent = child;
+	if (parent->left)
+		parent->left->parent = parent;
+	if (parent->right)
+		parent->right->parent = parent;
+	if (!child->parent)
+		loop->heap = child;
+	else if (child->parent->left == parent)
+		child->parent->left = child;
+	else
+		child->parent->right = child;
 }
 
-static void heap_down(struct sl_loop *loop, size_t i)
+/* The link that holds (or would hold) the node at 1-based position @pos. */
+static struct sl_timer_node **heap_slot(struct sl_loop *loop, size_t pos,
+					struct sl_timer_node **parent)
 {
-	for (;;) {
-		size_t l = 2 * i + 1, r = l + 1, m = i;
+	struct sl_timer_node **slot = &loop->heap;
+	size_t path = 0;
+	unsigned k = 0;
 
-		if (l < loop->nheap && timer_less(loop->heap[l], loop->heap[m]))
-			m = l;
-		if (r < loop->nheap && timer_less(loop->heap[r], loop->heap[m]))
-			m = r;
-		if (m == i)
-			break;
-		heap_swap(loop, i, m);
-		i = m;
+	*parent = NULL;
+	for (; pos >= 2; k++, pos /= 2)
+		path = path << 1 | (pos & 1);
+	for (; k; k--, path >>= 1) {
+		*parent = *slot;
+		slot = path & 1 ? &(*slot)->right : &(*slot)->left;
 	}
+	return slot;
 }
 
-static void heap_remove(struct sl_loop *loop, size_t i)
+static void heap_insert(struct sl_loop *loop, struct sl_timer_node *n)
 {
+	struct sl_timer_node *parent, **slot = heap_slot(loop, loop->nheap + 1, &parent);
+
+	n->left = n->right = NULL;
+	n->parent = parent;
+	*slot = n;
+	loop->nheap++;
+	while (n->parent && node_less(n, n->parent))
+		node_swap(loop, n->parent, n);
+}
+
+static void heap_remove(struct sl_loop *loop, struct sl_timer_node *n)
+{
+	struct sl_timer_node *parent, **slot = heap_slot(loop, loop->nheap, &parent);
+	struct sl_timer_node *last = *slot, *smallest;
+
+	/* The last node takes @n's place, then sinks or rises to where it belongs. */
+	*slot = NULL;
 	loop->nheap--;
-	if (i == loop->nheap)
+	if (last == n)
 		return;
-	loop->heap[i] = loop->heap[loop->nheap];
-	loop->heap[i]->idx = i;
-	heap_down(loop, i);
-	heap_up(loop, i);
+	last->left = n->left;
+	last->right = n->right;
+	last->parent = n->parent;
+	if (last->left)
+		last->left->parent = last;
+	if (last->right)
+		last->right->parent = last;
+	if (!n->parent)
+		loop->heap = last;
+	else if (n->parent->left == n)
+		n->parent->left = last;
+	else
+		n->parent->right = last;
+	for (;;) {
+		smallest = last;
+		if (last->left && node_less(last->left, smallest))
+			smallest = last->left;
+		if (last->right && node_less(last->right, smallest))
+			smallest = last->right;
+		if (smallest == last)
+			break;
+		node_swap(loop, last, smallest);
+	}
+	while (last->parent && node_less(last, last->parent))
+		node_swap(loop, last->parent, last);
+}
+
+void sl_timer_disarm(struct sl_loop *loop, struct sl_timer *t)
+{
+	if (!t->armed)
+		return;
+	heap_remove(loop, &t->node);
+	t->armed = 0;
+}
+
+void sl_timer_arm(struct sl_loop *loop, struct sl_timer *t, uint64_t delay_ms, sl_timer_fn *fn)
+{
+	sl_timer_disarm(loop, t);
+	t->deadline_ms = sl_now_ms() + delay_ms;
+	t->seq = loop->seq++;
+	t->fn = fn;
+	t->armed = 1;
+	heap_insert(loop, &t->node);
+}
+
+/* The allocating API on top of the embedded one: a timer of its own, freed once it fired. */
+static void owned_fire(struct sl_loop *loop, struct sl_timer *t)
+{
+	t->cb(loop, t->arg);
+	free(t);
 }
 
 struct sl_timer *sl_loop_add_timer(struct sl_loop *loop, uint64_t delay_ms, sl_timer_cb *cb,
 				   void *arg)
 {
-	struct sl_timer *t;
+	struct sl_timer *t = calloc(1, sizeof(*t));
 
-	if (loop->nheap == loop->capheap) {
-		size_t cap = loop->capheap ? loop->capheap * 2 : 64;
-		struct sl_timer **h = realloc(loop->heap, cap * sizeof(*h));
-
-		if (!h)
-			return NULL;
-		loop->heap = h;
-		loop->capheap = cap;
-	}
-	t = calloc(1, sizeof(*t));
 	if (!t)
 		return NULL;
-	t->deadline_ms = sl_now_ms() + delay_ms;
-	t->seq = loop->seq++;
+	t->owned = 1;
 	t->cb = cb;
 	t->arg = arg;
-	t->idx = loop->nheap;
-	loop->heap[loop->nheap++] = t;
-	heap_up(loop, t->idx);
+	sl_timer_arm(loop, t, delay_ms, owned_fire);
 	return t;
 }
 
@@ -247,7 +317,7 @@ void sl_loop_cancel_timer(struct sl_loop *loop, struct sl_timer *t)
 {
 	if (!t)
 		return;
-	heap_remove(loop, t->idx);
+	sl_timer_disarm(loop, t);
 	free(t);
 }
 
@@ -258,12 +328,12 @@ static void run_timers(struct sl_loop *loop)
 	/* Timers added by these callbacks wait for the next turn, after the descriptors: a
 	 * zero-delay timer that re-arms itself must not hold the loop (a due timer added
 	 * earlier sorts before any of them, so stopping at the first new one skips none). */
-	while (loop->nheap && loop->heap[0]->deadline_ms <= now && loop->heap[0]->seq < seq_end) {
-		struct sl_timer *t = loop->heap[0];
+	while (loop->heap && timer_of(loop->heap)->deadline_ms <= now &&
+	       timer_of(loop->heap)->seq < seq_end) {
+		struct sl_timer *t = timer_of(loop->heap);
 
-		heap_remove(loop, 0);
-		t->cb(loop, t->arg);
-		free(t);
+		sl_timer_disarm(loop, t);
+		t->fn(loop, t);
 	}
 }
 
@@ -275,8 +345,8 @@ int sl_loop_run(struct sl_loop *loop)
 	while (!loop->stop) {
 		int timeout = -1, n;
 
-		if (loop->nheap) {
-			uint64_t now = sl_now_ms(), dl = loop->heap[0]->deadline_ms;
+		if (loop->heap) {
+			uint64_t now = sl_now_ms(), dl = timer_of(loop->heap)->deadline_ms;
 
 			timeout = dl <= now ? 0 : dl - now > 60000 ? 60000 : (int)(dl - now);
 		}

@@ -1,5 +1,11 @@
 /* SPDX-License-Identifier: MIT */
-/* A small epoll event loop with one-shot timers (after Redis's ae.c). Loop thread only. */
+/*
+ * A small epoll event loop with one-shot timers (after Redis's ae.c).
+ *
+ * Threading: a loop and everything registered with it belong to the thread that runs
+ * sl_loop_run() (the loop thread); no call here is safe from another thread. Nothing here
+ * blocks but sl_loop_run() itself, and no callback may block.
+ */
 #ifndef SL_LOOP_H
 #define SL_LOOP_H
 
@@ -16,9 +22,33 @@ struct sl_loop;
 struct sl_timer;
 
 typedef void sl_fd_cb(struct sl_loop *loop, int fd, void *arg, unsigned events);
+/* An embedded timer's callback: @t is the owner's member (sl_container_of() gets the owner),
+ * already disarmed when called, so the callback may re-arm it or free its owner. */
+typedef void sl_timer_fn(struct sl_loop *loop, struct sl_timer *t);
+/* The allocating API's callback (sl_loop_add_timer()). */
 typedef void sl_timer_cb(struct sl_loop *loop, void *arg);
 
+/* A timer that lives in its owner (nginx's ngx_event_t timer, libuv's uv_timer_t): arming
+ * links it into the loop's heap through the node below and never allocates, so it cannot
+ * fail. A zeroed struct is a disarmed timer. The members are the loop's: read none of them
+ * (sl_timer_armed() says whether it is armed). An owner disarms it before freeing itself. */
+struct sl_timer_node {
+	struct sl_timer_node *left, *right, *parent;
+};
+struct sl_timer {
+	struct sl_timer_node node;
+	uint64_t deadline_ms;
+	uint64_t seq; /* FIFO order among equal deadlines */
+	sl_timer_fn *fn;
+	int armed;
+	int owned; /* allocated by sl_loop_add_timer(), freed by the loop */
+	sl_timer_cb *cb; /* sl_loop_add_timer()'s only */
+	void *arg;
+};
+
 struct sl_loop *sl_loop_new(void);
+/* Frees the loop and the timers of sl_loop_add_timer() still pending; an embedded timer still
+ * armed is left disarmed, never called. */
 void sl_loop_free(struct sl_loop *loop);
 
 /* Watches @fd for @events (SL_READ|SL_WRITE|SL_RDHUP). Returns 0 or -errno. */
@@ -28,11 +58,26 @@ int sl_loop_mod_fd(struct sl_loop *loop, int fd, unsigned events);
  * close(). */
 void sl_loop_del_fd(struct sl_loop *loop, int fd);
 
-/* Calls @cb once after @delay_ms. The timer belongs to the loop: it is freed after it fires
- * or when cancelled. Returns NULL on allocation failure. */
+/* Calls @fn(loop, @t) once, @delay_ms from now. Arming an armed timer moves its deadline
+ * (and replaces @fn); cannot fail. A timer armed from a timer callback, even with a zero
+ * delay, fires on a later turn of the loop, after the descriptors. O(log n). */
+void sl_timer_arm(struct sl_loop *loop, struct sl_timer *t, uint64_t delay_ms, sl_timer_fn *fn);
+/* Disarms @t if armed; nothing otherwise (idempotent, also on a zeroed timer). O(log n). */
+void sl_timer_disarm(struct sl_loop *loop, struct sl_timer *t);
+static inline int sl_timer_armed(const struct sl_timer *t)
+{
+	return t->armed;
+}
+
+/* The allocating API, kept until its last users move to embedded timers (today:
+ * sandbox/sandbox.c's sweep, proxy/proxy.c's sweep and splice drain, control/control.c's
+ * accept pause). Calls @cb once after @delay_ms; the timer belongs to the loop, which frees
+ * it after it fires or when cancelled, so the owner must forget its handle in @cb. Returns
+ * NULL on allocation failure, and then nothing is armed: a periodic caller that re-arms
+ * from @cb stops for good (the reason for sl_timer_arm()). */
 struct sl_timer *sl_loop_add_timer(struct sl_loop *loop, uint64_t delay_ms, sl_timer_cb *cb,
 				   void *arg);
-/* Cancels a timer that has not fired yet. Accepts NULL. */
+/* Cancels and frees a timer of sl_loop_add_timer() that has not fired yet. Accepts NULL. */
 void sl_loop_cancel_timer(struct sl_loop *loop, struct sl_timer *t);
 
 /* Runs until sl_loop_stop(). Returns 0 or -errno of a failed epoll_wait. */

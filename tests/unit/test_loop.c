@@ -1,0 +1,245 @@
+// SPDX-License-Identifier: MIT
+/* core/loop.c's timers: embedded timers fire in deadline order (FIFO among equals), disarm is
+ * idempotent, a callback re-arms its own timer or disarms another, and the heap stays a heap
+ * through thousands of random arms and disarms. The allocating API still works on top. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include <cmocka.h>
+
+#include "core/list.h"
+#include "core/loop.h"
+
+struct owner {
+	int id;
+	int fired;
+	struct sl_timer t;
+};
+
+static int order[64], norder;
+
+static void record(struct sl_loop *loop, struct sl_timer *t)
+{
+	struct owner *o = sl_container_of(t, struct owner, t);
+
+	(void)loop;
+	o->fired++;
+	if (norder < 64)
+		order[norder++] = o->id;
+}
+
+static void stop(struct sl_loop *loop, struct sl_timer *t)
+{
+	(void)t;
+	sl_loop_stop(loop);
+}
+
+static void test_order_and_disarm(void **state)
+{
+	struct sl_loop *loop = sl_loop_new();
+	struct owner o[5] = { { .id = 0 }, { .id = 1 }, { .id = 2 }, { .id = 3 }, { .id = 4 } };
+	struct sl_timer end = { 0 };
+
+	(void)state;
+	assert_non_null(loop);
+	norder = 0;
+	assert_false(sl_timer_armed(&o[0].t));
+	sl_timer_disarm(loop, &o[0].t); /* zeroed: disarmed, harmless */
+	sl_timer_arm(loop, &o[3].t, 20, record);
+	sl_timer_arm(loop, &o[1].t, 0, record);
+	sl_timer_arm(loop, &o[2].t, 0, record); /* same deadline as 1: after it */
+	sl_timer_arm(loop, &o[4].t, 5, record);
+	sl_timer_arm(loop, &o[0].t, 1000, record);
+	sl_timer_arm(loop, &o[0].t, 10, record); /* re-armed: moved, not doubled */
+	assert_true(sl_timer_armed(&o[4].t));
+	sl_timer_disarm(loop, &o[4].t);
+	sl_timer_disarm(loop, &o[4].t); /* twice: harmless */
+	assert_false(sl_timer_armed(&o[4].t));
+	sl_timer_arm(loop, &end, 40, stop);
+	assert_int_equal(sl_loop_run(loop), 0);
+	assert_int_equal(norder, 4);
+	assert_int_equal(order[0], 1);
+	assert_int_equal(order[1], 2);
+	assert_int_equal(order[2], 0);
+	assert_int_equal(order[3], 3);
+	assert_int_equal(o[0].fired, 1);
+	assert_int_equal(o[4].fired, 0);
+	for (int i = 0; i < 5; i++)
+		assert_false(sl_timer_armed(&o[i].t));
+	sl_loop_free(loop);
+}
+
+/* A periodic timer: re-armed from its own callback, also with a zero delay (which must wait
+ * for the next turn, not spin inside one). */
+struct periodic {
+	int n, limit;
+	uint64_t delay_ms;
+	struct sl_timer t;
+};
+
+static void tick(struct sl_loop *loop, struct sl_timer *t)
+{
+	struct periodic *p = sl_container_of(t, struct periodic, t);
+
+	assert_false(sl_timer_armed(t)); /* disarmed before the call */
+	if (++p->n < p->limit)
+		sl_timer_arm(loop, t, p->delay_ms, tick);
+	else
+		sl_loop_stop(loop);
+}
+
+static void test_rearm_from_callback(void **state)
+{
+	struct sl_loop *loop = sl_loop_new();
+	struct periodic p = { .limit = 5, .delay_ms = 1 }, z = { .limit = 1000, .delay_ms = 0 };
+
+	(void)state;
+	sl_timer_arm(loop, &p.t, 1, tick);
+	assert_int_equal(sl_loop_run(loop), 0);
+	assert_int_equal(p.n, 5);
+	assert_false(sl_timer_armed(&p.t));
+
+	sl_timer_arm(loop, &z.t, 0, tick);
+	assert_int_equal(sl_loop_run(loop), 0);
+	assert_int_equal(z.n, 1000);
+	sl_loop_free(loop);
+}
+
+/* A callback that disarms a timer due in the same turn, and one that frees its own owner. */
+struct pair {
+	struct sl_timer a, b;
+	int a_fired, b_fired;
+};
+
+static void fire_a(struct sl_loop *loop, struct sl_timer *t)
+{
+	struct pair *p = sl_container_of(t, struct pair, a);
+
+	p->a_fired++;
+	sl_timer_disarm(loop, &p->b);
+}
+
+static void fire_b(struct sl_loop *loop, struct sl_timer *t)
+{
+	struct pair *p = sl_container_of(t, struct pair, b);
+
+	(void)loop;
+	p->b_fired++;
+}
+
+static void free_self(struct sl_loop *loop, struct sl_timer *t)
+{
+	(void)loop;
+	free(sl_container_of(t, struct owner, t));
+}
+
+static void test_disarm_and_free_from_callback(void **state)
+{
+	struct sl_loop *loop = sl_loop_new();
+	struct pair p = { 0 };
+	struct owner *o = calloc(1, sizeof(*o));
+	struct sl_timer end = { 0 };
+
+	(void)state;
+	assert_non_null(o);
+	sl_timer_arm(loop, &p.a, 0, fire_a);
+	sl_timer_arm(loop, &p.b, 0, fire_b);
+	sl_timer_arm(loop, &o->t, 0, free_self);
+	sl_timer_arm(loop, &end, 20, stop);
+	assert_int_equal(sl_loop_run(loop), 0);
+	assert_int_equal(p.a_fired, 1);
+	assert_int_equal(p.b_fired, 0);
+	sl_loop_free(loop);
+}
+
+/* Thousands of timers armed, re-armed and disarmed at random: every one still armed fires,
+ * in deadline order, and none that was disarmed does. */
+#define N 3000
+static struct owner many[N];
+static uint64_t last_deadline;
+static int nfired, out_of_order;
+
+static void check_order(struct sl_loop *loop, struct sl_timer *t)
+{
+	struct owner *o = sl_container_of(t, struct owner, t);
+
+	(void)loop;
+	if (t->deadline_ms < last_deadline)
+		out_of_order++;
+	last_deadline = t->deadline_ms;
+	o->fired++;
+	nfired++;
+}
+
+static void test_random_heap(void **state)
+{
+	struct sl_loop *loop = sl_loop_new();
+	struct sl_timer end = { 0 };
+	int armed = 0;
+
+	(void)state;
+	srand(42);
+	for (int round = 0; round < 4 * N; round++) {
+		struct owner *o = &many[rand() % N];
+
+		if (rand() % 3)
+			sl_timer_arm(loop, &o->t, rand() % 50, check_order);
+		else
+			sl_timer_disarm(loop, &o->t);
+	}
+	for (int i = 0; i < N; i++)
+		armed += sl_timer_armed(&many[i].t);
+	sl_timer_arm(loop, &end, 200, stop);
+	assert_int_equal(sl_loop_run(loop), 0);
+	assert_int_equal(nfired, armed);
+	assert_int_equal(out_of_order, 0);
+	for (int i = 0; i < N; i++) {
+		assert_true(many[i].fired <= 1);
+		assert_false(sl_timer_armed(&many[i].t));
+	}
+	sl_loop_free(loop);
+}
+
+/* The allocating API: fires once, cancel frees, and pending ones go with the loop. */
+static int legacy_fired;
+
+static void legacy_cb(struct sl_loop *loop, void *arg)
+{
+	(void)loop;
+	legacy_fired += *(int *)arg;
+}
+
+static void test_allocating_api(void **state)
+{
+	struct sl_loop *loop = sl_loop_new();
+	struct sl_timer end = { 0 }, *c;
+	int one = 1, hundred = 100;
+
+	(void)state;
+	assert_non_null(sl_loop_add_timer(loop, 0, legacy_cb, &one));
+	c = sl_loop_add_timer(loop, 0, legacy_cb, &hundred);
+	assert_non_null(c);
+	sl_loop_cancel_timer(loop, c);
+	sl_loop_cancel_timer(loop, NULL);
+	assert_non_null(sl_loop_add_timer(loop, 60000, legacy_cb, &hundred)); /* freed below */
+	sl_timer_arm(loop, &end, 10, stop);
+	assert_int_equal(sl_loop_run(loop), 0);
+	assert_int_equal(legacy_fired, 1);
+	sl_loop_free(loop);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_order_and_disarm),
+		cmocka_unit_test(test_rearm_from_callback),
+		cmocka_unit_test(test_disarm_and_free_from_callback),
+		cmocka_unit_test(test_random_heap),
+		cmocka_unit_test(test_allocating_api),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
