@@ -71,7 +71,7 @@ struct daemon {
 	struct sl_kv *kv;
 	int sigfd;
 	int lockfd;
-	struct sl_timer *trim;
+	struct sl_timer trim; /* the periodic malloc_trim look */
 };
 
 static void usage(FILE *f)
@@ -458,9 +458,8 @@ static void size_fd_limit(struct opts *o)
  * connections is fragmented. Looked at every TRIM_MS, trimmed when much is free (a walk of
  * the free chunks: about a millisecond for a few hundred MiB).
  */
-static void trim_cb(struct sl_loop *loop, void *arg)
+static void trim_cb(struct sl_loop *loop, struct sl_timer *t)
 {
-	struct daemon *d = arg;
 	struct mallinfo2 mi = mallinfo2();
 
 	if (mi.fordblks > TRIM_FREE_BYTES) {
@@ -470,7 +469,7 @@ static void trim_cb(struct sl_loop *loop, void *arg)
 		sl_debug("malloc_trim: %zu MiB free, %llu us", mi.fordblks >> 20,
 			 (unsigned long long)(sl_now_ns() - t0) / 1000);
 	}
-	d->trim = sl_loop_add_timer(loop, TRIM_MS, trim_cb, d);
+	sl_timer_arm(loop, t, TRIM_MS, trim_cb); /* cannot fail: it never stops */
 }
 
 /* One daemon per state directory. */
@@ -600,7 +599,7 @@ static int start(struct daemon *d, char *err, size_t errlen)
 		return -1;
 	/* Events that were waiting in the ring buffer while no daemon ran. */
 	sl_bpf_events_poll(d->bpf);
-	d->trim = sl_loop_add_timer(d->loop, TRIM_MS, trim_cb, d);
+	sl_timer_arm(d->loop, &d->trim, TRIM_MS, trim_cb);
 	return 0;
 }
 
@@ -617,6 +616,8 @@ static void stop(struct daemon *d)
 	sl_dns_free(d->dns);
 	sl_bpf_close(d->bpf);
 	sl_events_free(d->events);
+	if (d->loop)
+		sl_timer_disarm(d->loop, &d->trim);
 	sl_loop_free(d->loop);
 	sl_kv_close(d->kv);
 	sl_env_free(d->env);

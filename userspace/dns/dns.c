@@ -80,7 +80,7 @@ struct dns_query {
 	int up_fd;
 	int up_tcp;
 	struct sl_buf up_out, up_in;
-	struct sl_timer *timer;
+	struct sl_timer timer; /* the upstream's deadline */
 	size_t pkt_len;
 	uint8_t pkt[]; /* the query as the client sent it, id replaced by up_id */
 };
@@ -91,9 +91,9 @@ struct dns_tcp {
 	struct sl_list link; /* in l->tcps */
 	int fd;
 	struct sl_buf in, out;
-	struct sl_timer *idle;
-	struct sl_timer *stall; /* armed while the output is above DNS_TCP_OUT_CAP */
-	struct sl_timer *kick; /* buffered queries to answer on the next turn of the loop */
+	struct sl_timer idle;
+	struct sl_timer stall; /* armed while the output is above DNS_TCP_OUT_CAP */
+	struct sl_timer kick; /* buffered queries to answer on the next turn of the loop */
 	unsigned npending; /* queries of this client upstream */
 	unsigned events; /* what the loop watches for it */
 	int closing;
@@ -109,7 +109,7 @@ struct sl_dns_listener {
 	unsigned npending;
 	struct sl_list tcps;
 	unsigned ntcp;
-	struct sl_timer *tcp_paused; /* accepting again after running out of descriptors */
+	struct sl_timer tcp_paused; /* accepting again after running out of descriptors */
 	struct sl_dns_stats stats;
 };
 
@@ -230,7 +230,7 @@ static void query_free(struct dns_query *dq)
 	sl_list_del(&dq->link);
 	l->npending--;
 	l->dns->npending--;
-	sl_loop_cancel_timer(l->dns->loop, dq->timer);
+	sl_timer_disarm(l->dns->loop, &dq->timer);
 	if (dq->up_fd >= 0) {
 		sl_loop_del_fd(l->dns->loop, dq->up_fd);
 		close(dq->up_fd);
@@ -370,12 +370,11 @@ cleanup:
 	free(out);
 }
 
-static void query_timeout(struct sl_loop *loop, void *arg)
+static void query_timeout(struct sl_loop *loop, struct sl_timer *t)
 {
-	struct dns_query *dq = arg;
+	struct dns_query *dq = sl_container_of(t, struct dns_query, timer);
 
 	(void)loop;
-	dq->timer = NULL; /* fired: the loop frees it */
 	query_fail(dq, "upstream timed out");
 }
 
@@ -560,9 +559,9 @@ static void handle_query(struct sl_dns_listener *l, const uint8_t *pkt, size_t l
 	sl_list_add(&l->queries, &dq->link);
 	l->npending++;
 	l->dns->npending++;
-	dq->timer = sl_loop_add_timer(l->dns->loop, l->dns->o.timeout_ms, query_timeout, dq);
+	sl_timer_arm(l->dns->loop, &dq->timer, l->dns->o.timeout_ms, query_timeout);
 	r = dq->pkt_len ? query_start(dq) : -EINVAL;
-	if (r || !dq->timer)
+	if (r)
 		query_fail(dq, r == -EHOSTUNREACH ? "no upstream resolver configured" :
 						     "cannot reach the upstream resolver");
 }
@@ -593,13 +592,10 @@ static void udp_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 	}
 }
 
-static void tcp_idle(struct sl_loop *loop, void *arg)
+static void tcp_idle(struct sl_loop *loop, struct sl_timer *t)
 {
-	struct dns_tcp *c = arg;
-
 	(void)loop;
-	c->idle = NULL;
-	tcp_close(c);
+	tcp_close(sl_container_of(t, struct dns_tcp, idle));
 }
 
 static void tcp_close(struct dns_tcp *c)
@@ -610,12 +606,12 @@ static void tcp_close(struct dns_tcp *c)
 	sl_list_for_each(q, &l->queries, link)
 		if (q->tcp == c)
 			q->tcp = NULL, q->client_fd = -1; /* answered into the void */
-	sl_loop_cancel_timer(l->dns->loop, c->stall);
-	sl_loop_cancel_timer(l->dns->loop, c->kick);
+	sl_timer_disarm(l->dns->loop, &c->stall);
+	sl_timer_disarm(l->dns->loop, &c->kick);
 	sl_list_del(&c->link);
 	l->ntcp--;
 	l->dns->ntcp--;
-	sl_loop_cancel_timer(l->dns->loop, c->idle);
+	sl_timer_disarm(l->dns->loop, &c->idle);
 	sl_loop_del_fd(l->dns->loop, c->fd);
 	close(c->fd);
 	sl_buf_free(&c->in);
@@ -659,13 +655,12 @@ static int tcp_can_answer(struct dns_tcp *c)
 	       c->npending < DNS_TCP_MAX_PENDING;
 }
 
-static void tcp_stalled(struct sl_loop *loop, void *arg)
+static void tcp_stalled(struct sl_loop *loop, struct sl_timer *t)
 {
-	struct dns_tcp *c = arg;
+	struct dns_tcp *c = sl_container_of(t, struct dns_tcp, stall);
 	struct sl_dns_listener *l = c->l;
 
 	(void)loop;
-	c->stall = NULL; /* fired: the loop frees it */
 	l->stats.limit_tcp_out++;
 	if (l->dns->events)
 		sl_events_publish(l->dns->events, l->ops->name(l->owner),
@@ -677,12 +672,11 @@ static void tcp_stalled(struct sl_loop *loop, void *arg)
 
 static void tcp_process(struct dns_tcp *c);
 
-static void tcp_kicked(struct sl_loop *loop, void *arg)
+static void tcp_kicked(struct sl_loop *loop, struct sl_timer *t)
 {
-	struct dns_tcp *c = arg;
+	struct dns_tcp *c = sl_container_of(t, struct dns_tcp, kick);
 
 	(void)loop;
-	c->kick = NULL; /* fired: the loop frees it */
 	if (c->closing) {
 		tcp_close(c);
 		return;
@@ -705,14 +699,13 @@ static void tcp_update(struct dns_tcp *c)
 	if (ev != c->events && !sl_loop_mod_fd(loop, c->fd, ev))
 		c->events = ev;
 	if (sl_buf_size(&c->out) >= DNS_TCP_OUT_CAP && !c->closing) {
-		if (!c->stall)
-			c->stall = sl_loop_add_timer(loop, DNS_TCP_STALL_MS, tcp_stalled, c);
-	} else if (c->stall) {
-		sl_loop_cancel_timer(loop, c->stall);
-		c->stall = NULL;
+		if (!sl_timer_armed(&c->stall))
+			sl_timer_arm(loop, &c->stall, DNS_TCP_STALL_MS, tcp_stalled);
+	} else {
+		sl_timer_disarm(loop, &c->stall);
 	}
-	if ((c->closing || (can && msg)) && !c->kick)
-		c->kick = sl_loop_add_timer(loop, 0, tcp_kicked, c);
+	if ((c->closing || (can && msg)) && !sl_timer_armed(&c->kick))
+		sl_timer_arm(loop, &c->kick, 0, tcp_kicked);
 }
 
 /* Answers at most DNS_TCP_BATCH whole messages of @c->in, while @c may be answered. */
@@ -752,8 +745,7 @@ static void tcp_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 			tcp_close(c);
 		return;
 	}
-	sl_loop_cancel_timer(loop, c->idle);
-	c->idle = sl_loop_add_timer(loop, DNS_TCP_IDLE_MS, tcp_idle, c);
+	sl_timer_arm(loop, &c->idle, DNS_TCP_IDLE_MS, tcp_idle);
 	for (int i = 0; i < DNS_TCP_READS && !tcp_has_msg(c); i++) {
 		ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
 
@@ -772,15 +764,14 @@ static void tcp_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 		sl_buf_append(&c->in, buf, n);
 	}
 	tcp_process(c);
-	if (c->closing && !c->kick)
+	if (c->closing && !sl_timer_armed(&c->kick))
 		tcp_close(c);
 }
 
-static void tcp_resume(struct sl_loop *loop, void *arg)
+static void tcp_resume(struct sl_loop *loop, struct sl_timer *t)
 {
-	struct sl_dns_listener *l = arg;
+	struct sl_dns_listener *l = sl_container_of(t, struct sl_dns_listener, tcp_paused);
 
-	l->tcp_paused = NULL; /* fired: the loop frees it */
 	for (int i = 0; i < 2; i++)
 		if (l->tcp[i] >= 0)
 			sl_loop_mod_fd(loop, l->tcp[i], SL_READ);
@@ -800,8 +791,8 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 			 * so the client waits in the backlog (and retries over UDP) rather than
 			 * the loop spinning; the UDP side keeps answering meanwhile. */
 			sl_loop_mod_fd(loop, fd, 0);
-			if (!l->tcp_paused)
-				l->tcp_paused = sl_loop_add_timer(loop, 100, tcp_resume, l);
+			if (!sl_timer_armed(&l->tcp_paused))
+				sl_timer_arm(loop, &l->tcp_paused, 100, tcp_resume);
 			return;
 		}
 		if (cfd == -1)
@@ -831,7 +822,7 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 			free(c);
 			continue;
 		}
-		c->idle = sl_loop_add_timer(loop, DNS_TCP_IDLE_MS, tcp_idle, c);
+		sl_timer_arm(loop, &c->idle, DNS_TCP_IDLE_MS, tcp_idle);
 		sl_list_add(&l->tcps, &c->link);
 		l->ntcp++;
 		l->dns->ntcp++;
@@ -956,7 +947,7 @@ void sl_dns_listener_close(struct sl_dns_listener *l)
 		tcp_close(sl_list_first(&l->tcps, struct dns_tcp, link));
 	while (!sl_list_empty(&l->queries))
 		query_free(sl_list_first(&l->queries, struct dns_query, link));
-	sl_loop_cancel_timer(l->dns->loop, l->tcp_paused);
+	sl_timer_disarm(l->dns->loop, &l->tcp_paused);
 	close_fds(l);
 	free(l);
 }
