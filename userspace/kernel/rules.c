@@ -29,17 +29,6 @@ void sl_rule_set_free(struct sl_rule_set *rs)
 	memset(rs, 0, sizeof(*rs));
 }
 
-void sl_prefix_mask(uint8_t *addr, int addr_len, int plen)
-{
-	for (int i = 0; i < addr_len; i++) {
-		int bits = plen - i * 8;
-
-		if (bits >= 8)
-			continue;
-		addr[i] &= bits <= 0 ? 0 : (uint8_t)(0xff << (8 - bits));
-	}
-}
-
 int sl_rule_set_add(struct sl_rule_set *rs, const struct sl_addr_rule *r)
 {
 	struct sl_addr_rule *c;

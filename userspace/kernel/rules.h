@@ -11,6 +11,8 @@
 #include <linux/types.h>
 #include "sluice.h"
 
+#include "core/addr.h" /* sl_prefix_mask: moved there */
+
 /* One address rule: a prefix, a port range, protocols and a verdict. */
 struct sl_addr_rule {
 	uint8_t family; /* AF_INET / AF_INET6 */
@@ -39,9 +41,6 @@ void sl_rule_set_init(struct sl_rule_set *rs);
 void sl_rule_set_free(struct sl_rule_set *rs);
 /* Appends a copy of @r with its host bits cleared. Returns 0 or -ENOMEM. */
 int sl_rule_set_add(struct sl_rule_set *rs, const struct sl_addr_rule *r);
-
-/* Zeroes the bits of @addr beyond @plen. */
-void sl_prefix_mask(uint8_t *addr, int addr_len, int plen);
 
 /*
  * Compiles @rs into kernel entries, one per distinct prefix, each holding its own ranges and

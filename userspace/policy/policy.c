@@ -304,26 +304,6 @@ int sl_unix_parse(const char *s, size_t len, struct sl_unix_key *k, char *err, s
 	return 0;
 }
 
-void sl_unix_str(const struct sl_unix_key *k, char *buf, size_t len)
-{
-	size_t o = 0, n = k->len > SL_UNIX_PATH_MAX ? SL_UNIX_PATH_MAX : k->len;
-
-	if (!len)
-		return;
-	buf[0] = 0;
-	for (size_t i = 0; i < n && o + 5 < len; i++) {
-		unsigned char c = k->path[i];
-
-		if (i == 0 && c == 0)
-			buf[o++] = '@';
-		else if (c < 0x20 || c >= 0x7f || c == '\\')
-			o += snprintf(buf + o, len - o, "\\x%02x", c);
-		else
-			buf[o++] = (char)c;
-	}
-	buf[o] = 0;
-}
-
 static int check_keys(lua_State *L, int idx, const char *where, const char *const *known,
 		      char *err, size_t errlen)
 {
@@ -897,33 +877,6 @@ int sl_policy_has_names(const struct sl_policy *p)
 /* Ranges that are not the public Internet: loopback, private, shared, link-local (cloud
  * metadata lives at 169.254.169.254), documentation and benchmarking nets, multicast and
  * reserved (RFC 6890). A name that resolves into one of them may be a rebinding attack. */
-static const struct {
-	uint8_t addr[4];
-	uint8_t plen;
-} nonpublic4[] = {
-	{ { 0, 0, 0, 0 }, 8 },	     { { 10, 0, 0, 0 }, 8 },	   { { 100, 64, 0, 0 }, 10 },
-	{ { 127, 0, 0, 0 }, 8 },     { { 169, 254, 0, 0 }, 16 },   { { 172, 16, 0, 0 }, 12 },
-	{ { 192, 0, 0, 0 }, 24 },    { { 192, 0, 2, 0 }, 24 },	   { { 192, 168, 0, 0 }, 16 },
-	{ { 198, 18, 0, 0 }, 15 },   { { 198, 51, 100, 0 }, 24 }, { { 203, 0, 113, 0 }, 24 },
-	{ { 224, 0, 0, 0 }, 4 },     { { 240, 0, 0, 0 }, 4 },
-};
-
-static const struct {
-	uint8_t addr[16];
-	uint8_t plen;
-} nonpublic6[] = {
-	{ { 0 }, 96 }, /* ::, ::1 and the deprecated IPv4-compatible ::a.b.c.d */
-	{ { 0x01, 0x00 }, 64 }, /* 100::/64 discard */
-	{ { 0x20, 0x01, 0x00, 0x00 }, 23 }, /* IETF protocol assignments (Teredo, ...) */
-	{ { 0x20, 0x01, 0x0d, 0xb8 }, 32 }, /* documentation */
-	{ { 0x20, 0x02 }, 16 }, /* 6to4: embeds an IPv4 address */
-	{ { 0x00, 0x64, 0xff, 0x9b }, 32 }, /* NAT64 (64:ff9b::/96 and 64:ff9b:1::/48) */
-	{ { 0xfc }, 7 }, /* unique local (fd00:ec2::254 is a metadata address) */
-	{ { 0xfe, 0x80 }, 10 }, /* link-local */
-	{ { 0xfe, 0xc0 }, 10 }, /* site-local */
-	{ { 0xff }, 8 }, /* multicast */
-};
-
 static int in_prefix(const uint8_t *addr, const uint8_t *prefix, int addr_len, int plen)
 {
 	uint8_t m[16];
@@ -931,24 +884,6 @@ static int in_prefix(const uint8_t *addr, const uint8_t *prefix, int addr_len, i
 	memcpy(m, addr, addr_len);
 	sl_prefix_mask(m, addr_len, plen);
 	return !memcmp(m, prefix, addr_len);
-}
-
-int sl_addr_is_public(uint8_t family, const uint8_t *addr)
-{
-	static const uint8_t mapped[12] = { [10] = 0xff, [11] = 0xff };
-
-	if (family == AF_INET6 && !memcmp(addr, mapped, 12))
-		return sl_addr_is_public(AF_INET, addr + 12);
-	if (family == AF_INET) {
-		for (size_t i = 0; i < sizeof(nonpublic4) / sizeof(nonpublic4[0]); i++)
-			if (in_prefix(addr, nonpublic4[i].addr, 4, nonpublic4[i].plen))
-				return 0;
-		return 1;
-	}
-	for (size_t i = 0; i < sizeof(nonpublic6) / sizeof(nonpublic6[0]); i++)
-		if (in_prefix(addr, nonpublic6[i].addr, 16, nonpublic6[i].plen))
-			return 0;
-	return 1;
 }
 
 int sl_policy_addr_permitted(const struct sl_policy *p, uint8_t family, const uint8_t *addr)

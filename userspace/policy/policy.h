@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/addr.h" /* sl_addr_is_public, sl_unix_str: moved there */
 #include "kernel/rules.h"
 
 #define SL_HOST_MAX 254
@@ -54,9 +55,6 @@ struct sl_policy {
  * or -EINVAL with a reason in @err.
  */
 int sl_unix_parse(const char *s, size_t len, struct sl_unix_key *k, char *err, size_t errlen);
-/* Formats a UNIX socket address back into its policy syntax ("/path" or "@name"); bytes an
- * abstract name may hold that are not printable show as \xHH. */
-void sl_unix_str(const struct sl_unix_key *k, char *buf, size_t len);
 
 /*
  * Parses one entry string ("10.0.0.0/8:1000-2000", "[::1]:443", "api.github.com",
@@ -122,10 +120,6 @@ int sl_policy_needs_proxy(const struct sl_policy *p);
 /* Whether the policy names any host at all. */
 int sl_policy_has_names(const struct sl_policy *p);
 
-/* Whether @addr (network order; 4 or 16 bytes) is on the public Internet: not loopback,
- * private, shared, link-local (metadata), documentation, multicast or reserved. v4-mapped
- * IPv6 is judged as IPv4. */
-int sl_addr_is_public(uint8_t family, const uint8_t *addr);
 /* Whether a resolved name may point at @addr: public, or inside an egress.private range. */
 int sl_policy_addr_permitted(const struct sl_policy *p, uint8_t family, const uint8_t *addr);
 

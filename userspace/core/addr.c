@@ -1,0 +1,96 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Address helpers every layer needs: prefix masks, whether an address is on the public
+ * Internet, and the policy syntax of a UNIX socket address. Moved here from policy.c and
+ * rules.c so that core/events.c (and the proxy, the registry) need not include the policy.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "core/addr.h"
+
+void sl_prefix_mask(uint8_t *addr, int addr_len, int plen)
+{
+	for (int i = 0; i < addr_len; i++) {
+		int bits = plen - i * 8;
+
+		if (bits >= 8)
+			continue;
+		addr[i] &= bits <= 0 ? 0 : (uint8_t)(0xff << (8 - bits));
+	}
+}
+
+static const struct {
+	uint8_t addr[4];
+	uint8_t plen;
+} nonpublic4[] = {
+	{ { 0, 0, 0, 0 }, 8 },	     { { 10, 0, 0, 0 }, 8 },	   { { 100, 64, 0, 0 }, 10 },
+	{ { 127, 0, 0, 0 }, 8 },     { { 169, 254, 0, 0 }, 16 },   { { 172, 16, 0, 0 }, 12 },
+	{ { 192, 0, 0, 0 }, 24 },    { { 192, 0, 2, 0 }, 24 },	   { { 192, 168, 0, 0 }, 16 },
+	{ { 198, 18, 0, 0 }, 15 },   { { 198, 51, 100, 0 }, 24 }, { { 203, 0, 113, 0 }, 24 },
+	{ { 224, 0, 0, 0 }, 4 },     { { 240, 0, 0, 0 }, 4 },
+};
+
+static const struct {
+	uint8_t addr[16];
+	uint8_t plen;
+} nonpublic6[] = {
+	{ { 0 }, 96 }, /* ::, ::1 and the deprecated IPv4-compatible ::a.b.c.d */
+	{ { 0x01, 0x00 }, 64 }, /* 100::/64 discard */
+	{ { 0x20, 0x01, 0x00, 0x00 }, 23 }, /* IETF protocol assignments (Teredo, ...) */
+	{ { 0x20, 0x01, 0x0d, 0xb8 }, 32 }, /* documentation */
+	{ { 0x20, 0x02 }, 16 }, /* 6to4: embeds an IPv4 address */
+	{ { 0x00, 0x64, 0xff, 0x9b }, 32 }, /* NAT64 (64:ff9b::/96 and 64:ff9b:1::/48) */
+	{ { 0xfc }, 7 }, /* unique local (fd00:ec2::254 is a metadata address) */
+	{ { 0xfe, 0x80 }, 10 }, /* link-local */
+	{ { 0xfe, 0xc0 }, 10 }, /* site-local */
+	{ { 0xff }, 8 }, /* multicast */
+};
+
+static int in_prefix(const uint8_t *addr, const uint8_t *prefix, int addr_len, int plen)
+{
+	uint8_t m[16];
+
+	memcpy(m, addr, addr_len);
+	sl_prefix_mask(m, addr_len, plen);
+	return !memcmp(m, prefix, addr_len);
+}
+
+int sl_addr_is_public(uint8_t family, const uint8_t *addr)
+{
+	static const uint8_t mapped[12] = { [10] = 0xff, [11] = 0xff };
+
+	if (family == AF_INET6 && !memcmp(addr, mapped, 12))
+		return sl_addr_is_public(AF_INET, addr + 12);
+	if (family == AF_INET) {
+		for (size_t i = 0; i < sizeof(nonpublic4) / sizeof(nonpublic4[0]); i++)
+			if (in_prefix(addr, nonpublic4[i].addr, 4, nonpublic4[i].plen))
+				return 0;
+		return 1;
+	}
+	for (size_t i = 0; i < sizeof(nonpublic6) / sizeof(nonpublic6[0]); i++)
+		if (in_prefix(addr, nonpublic6[i].addr, 16, nonpublic6[i].plen))
+			return 0;
+	return 1;
+}
+
+void sl_unix_str(const struct sl_unix_key *k, char *buf, size_t len)
+{
+	size_t o = 0, n = k->len > SL_UNIX_PATH_MAX ? SL_UNIX_PATH_MAX : k->len;
+
+	if (!len)
+		return;
+	buf[0] = 0;
+	for (size_t i = 0; i < n && o + 5 < len; i++) {
+		unsigned char c = k->path[i];
+
+		if (i == 0 && c == 0)
+			buf[o++] = '@';
+		else if (c < 0x20 || c >= 0x7f || c == '\\')
+			o += snprintf(buf + o, len - o, "\\x%02x", c);
+		else
+			buf[o++] = (char)c;
+	}
+	buf[o] = 0;
+}
