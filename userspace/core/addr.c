@@ -1,9 +1,13 @@
 // SPDX-License-Identifier: MIT
 /*
- * Address helpers every layer needs: prefix masks, whether an address is on the public
- * Internet, and the policy syntax of a UNIX socket address. Moved here from policy.c and
- * rules.c so that core/events.c (and the proxy, the registry) need not include the policy.
+ * Address helpers every layer needs: prefix masks, v4-mapped IPv6, sockaddr <-> bytes, whether
+ * an address is on the public Internet, and the policy syntax of a UNIX socket address. One
+ * copy each, instead of one per subsystem, so that they cannot drift apart (the kernel judges
+ * a v4-mapped address by the IPv4 rules: a copy that forgot would decide differently).
  */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -48,7 +52,7 @@ static const struct {
 	{ { 0xff }, 8 }, /* multicast */
 };
 
-static int in_prefix(const uint8_t *addr, const uint8_t *prefix, int addr_len, int plen)
+int sl_addr_in_prefix(const uint8_t *addr, const uint8_t *prefix, int addr_len, int plen)
 {
 	uint8_t m[16];
 
@@ -57,20 +61,82 @@ static int in_prefix(const uint8_t *addr, const uint8_t *prefix, int addr_len, i
 	return !memcmp(m, prefix, addr_len);
 }
 
-int sl_addr_is_public(uint8_t family, const uint8_t *addr)
+int sl_addr_is_v4mapped(const uint8_t *addr)
 {
 	static const uint8_t mapped[12] = { [10] = 0xff, [11] = 0xff };
 
-	if (family == AF_INET6 && !memcmp(addr, mapped, 12))
+	return !memcmp(addr, mapped, 12);
+}
+
+uint8_t sl_addr_unmap(uint8_t family, const uint8_t *addr, uint8_t out[16])
+{
+	memset(out, 0, 16);
+	if (family == AF_INET6 && sl_addr_is_v4mapped(addr)) {
+		memcpy(out, addr + 12, 4);
+		return AF_INET;
+	}
+	memcpy(out, addr, family == AF_INET ? 4 : 16);
+	return family;
+}
+
+int sl_addr_from_sockaddr(const struct sockaddr *sa, uint8_t *family, uint8_t addr[16],
+			  uint16_t *port)
+{
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
+
+		memset(addr, 0, 16);
+		memcpy(addr, &sin->sin_addr, 4);
+		if (port)
+			*port = ntohs(sin->sin_port);
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
+
+		memcpy(addr, &sin6->sin6_addr, 16);
+		if (port)
+			*port = ntohs(sin6->sin6_port);
+	} else {
+		return -EAFNOSUPPORT;
+	}
+	*family = (uint8_t)sa->sa_family;
+	return 0;
+}
+
+unsigned sl_addr_to_sockaddr(uint8_t family, const uint8_t *addr, uint16_t port,
+			     struct sockaddr_storage *ss)
+{
+	memset(ss, 0, sizeof(*ss));
+	if (family == AF_INET) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+
+		sin->sin_family = AF_INET;
+		memcpy(&sin->sin_addr, addr, 4);
+		sin->sin_port = htons(port);
+		return sizeof(*sin);
+	}
+	if (family == AF_INET6) {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+
+		sin6->sin6_family = AF_INET6;
+		memcpy(&sin6->sin6_addr, addr, 16);
+		sin6->sin6_port = htons(port);
+		return sizeof(*sin6);
+	}
+	return 0;
+}
+
+int sl_addr_is_public(uint8_t family, const uint8_t *addr)
+{
+	if (family == AF_INET6 && sl_addr_is_v4mapped(addr))
 		return sl_addr_is_public(AF_INET, addr + 12);
 	if (family == AF_INET) {
 		for (size_t i = 0; i < sizeof(nonpublic4) / sizeof(nonpublic4[0]); i++)
-			if (in_prefix(addr, nonpublic4[i].addr, 4, nonpublic4[i].plen))
+			if (sl_addr_in_prefix(addr, nonpublic4[i].addr, 4, nonpublic4[i].plen))
 				return 0;
 		return 1;
 	}
 	for (size_t i = 0; i < sizeof(nonpublic6) / sizeof(nonpublic6[0]); i++)
-		if (in_prefix(addr, nonpublic6[i].addr, 16, nonpublic6[i].plen))
+		if (sl_addr_in_prefix(addr, nonpublic6[i].addr, 16, nonpublic6[i].plen))
 			return 0;
 	return 1;
 }

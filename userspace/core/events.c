@@ -13,10 +13,10 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "core/addr.h"
 #include "core/events.h"
 #include "core/list.h"
 #include "core/loop.h"
-#include "policy/policy.h"
 
 /*
  * The history is kept per sandbox, so that one sandbox's flood of events (a DNS flood is

@@ -877,15 +877,6 @@ int sl_policy_has_names(const struct sl_policy *p)
 /* Ranges that are not the public Internet: loopback, private, shared, link-local (cloud
  * metadata lives at 169.254.169.254), documentation and benchmarking nets, multicast and
  * reserved (RFC 6890). A name that resolves into one of them may be a rebinding attack. */
-static int in_prefix(const uint8_t *addr, const uint8_t *prefix, int addr_len, int plen)
-{
-	uint8_t m[16];
-
-	memcpy(m, addr, addr_len);
-	sl_prefix_mask(m, addr_len, plen);
-	return !memcmp(m, prefix, addr_len);
-}
-
 int sl_policy_addr_permitted(const struct sl_policy *p, uint8_t family, const uint8_t *addr)
 {
 	if (sl_addr_is_public(family, addr))
@@ -894,7 +885,7 @@ int sl_policy_addr_permitted(const struct sl_policy *p, uint8_t family, const ui
 		const struct sl_entry *e = &p->private_ranges.v[i];
 
 		if (e->family == family &&
-		    in_prefix(addr, e->addr, family == AF_INET ? 4 : 16, e->plen))
+		    sl_addr_in_prefix(addr, e->addr, family == AF_INET ? 4 : 16, e->plen))
 			return 1;
 	}
 	return 0;
