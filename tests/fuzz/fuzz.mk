@@ -28,7 +28,8 @@ FUZZ_CPPFLAGS := -I$(OBJ) -Ibpf -Iuserspace -I$(LLHTTP_INC) $(PKG_CFLAGS)
 FUZZ_MODS_dns_query := dns_msg
 FUZZ_MODS_dns_answer := dns_msg
 FUZZ_MODS_tls_hello := tls_hello
-FUZZ_MODS_http := http buf
+# the proxy's own head checks (px_h1_check.c), with the Accept-Encoding filter of mask.c
+FUZZ_MODS_http := http buf mask px_h1_check
 # policy.c loads policies in lua_host.c's restricted state, which reaches most of the daemon:
 # those two link every module but main.c.
 FUZZ_ALL_MODS := $(patsubst %.c,%,$(notdir $(LIB_SRCS)))
@@ -40,6 +41,7 @@ FUZZ_LLHTTP_policy := 1
 FUZZ_LLHTTP_entry := 1
 FUZZ_LIBS_policy := $(PKG_LIBS) -lelf -lz -lpthread -lm
 FUZZ_LIBS_entry := $(PKG_LIBS) -lelf -lz -lpthread -lm
+FUZZ_LIBS_http := -lz
 FUZZ_LIBS_control := $(PKG_LIBS) -lelf -lz -lpthread -lm
 FUZZ_LLHTTP_control := 1
 # Per-target libFuzzer options: a ClientHello's records may take SL_TLS_PEEK_MAX (20 KiB) bytes.

@@ -1,16 +1,18 @@
 // SPDX-License-Identifier: MIT
 /*
- * The proxy's HTTP path over any bytes, the way proxy.c drives it: llhttp (strict) with
- * http.c's callbacks storing the head, the checks of the request head (target, Host,
- * Upgrade), the head re-serialised for the other side with hop-by-hop headers dropped, the
- * body re-framed, a pause after each head and each message (pipelining), and bytes that
- * arrive in pieces: the unconsumed rest of the buffer is fed again after a pause, with
- * @feed_end at its end, as proxy.c's feed() does.
+ * The proxy's HTTP path over any bytes, the way the proxy drives it: llhttp (strict) with
+ * http.c's callbacks storing the head, the proxy's own head checks (px_h1_check_request()
+ * and px_h1_check_response(), the functions px_h1.c calls, without a policy), the head
+ * re-serialised for the other side with hop-by-hop headers dropped, the body re-framed, a
+ * pause after each head and each message (pipelining), and bytes that arrive in pieces: the
+ * unconsumed rest of the buffer is fed again after a pause, with @feed_end at its end, as
+ * px_h1.c's feed() does.
  *
  * Input: byte 0 picks requests (bit 0 clear) or responses (set) and, with byte 1, seeds the
  * split points; the rest is the stream. With bit 1 of byte 0 set, the stream's last line,
  * split at its first ':', is also a header a Lua handler sets (bit 2) or adds to every head,
  * when http.c says a handler may (sl_http_valid_name(), _valid_value(), _managed()).
+ * Responses answer a HEAD request with bit 3 set, a WebSocket upgrade with bit 4.
  *
  * Invariants:
  * - what is parsed does not depend on how the stream was split: the transcript (heads,
@@ -28,6 +30,7 @@
 
 #include "fuzz.h"
 #include "http/http.h"
+#include "proxy/px_h1.h"
 
 struct run {
 	struct sl_http_msg *m; /* first: http.c's callbacks find the message here */
@@ -36,7 +39,8 @@ struct run {
 	struct sl_buf log; /* the transcript compared across splits */
 	struct sl_buf out; /* what would go to the other side */
 	enum sl_http_body body;
-	int websocket;
+	int websocket; /* responses: to a WebSocket request (byte 0, bit 4) */
+	int head; /* responses: to a HEAD request (byte 0, bit 3) */
 	int stop; /* the proxy would answer with an error and close */
 	const char *inject_name, *inject_value; /* a handler's header, or NULL */
 	int inject_set; /* sl_http_set() rather than sl_http_add() */
@@ -214,86 +218,70 @@ static void log_head(struct run *r)
 	}
 }
 
-/* proxy.c's req_headers_complete(), minus the policy and the sockets. */
+/* px_h1.c's req_headers_complete(): the proxy's own check, without a policy (any Host). */
 static int req_headers_complete(llhttp_t *p)
 {
 	struct run *r = run_of(p);
 	struct sl_http_msg *m = &r->msg;
-	const char *hosthdr, *path = NULL, *upgrade = NULL;
-	char host[256], thost[256], scheme[8];
+	const char *upgrade;
+	struct px_h1_req v;
 	size_t start;
+	int err;
 
-	snprintf(m->method, sizeof(m->method), "%s", llhttp_method_name(p->method));
-	m->major = p->http_major;
-	m->minor = p->http_minor;
 	check_stored(m);
+	err = px_h1_check_request(p, m, NULL, &v);
 	log_head(r);
-	if (p->method == HTTP_CONNECT || p->method == HTTP_TRACE)
-		return reject(r, "method");
-	if (!m->target || sl_http_split_target(m->target, scheme, sizeof(scheme), thost,
-					       sizeof(thost), &path))
-		return reject(r, "target");
-	FUZZ_CHECK(path && path[0] == '/');
-	hosthdr = sl_http_get(m, "host");
-	if (sl_http_count(m, "host") != 1 || sl_http_host_only(hosthdr, host, sizeof(host)))
-		return reject(r, "host");
-	FUZZ_CHECK(host[0] && strlen(host) < sizeof(host));
-	if (thost[0] && strcmp(thost, host))
-		return reject(r, "target host");
-	log_str(r, "host:", host);
-	log_str(r, "path:", path);
-	if (sl_http_get(m, "upgrade")) {
-		upgrade = sl_http_get(m, "upgrade");
-		if (!strcasecmp(upgrade, "h2c") || sl_http_has_token(m, "upgrade", "h2c"))
-			return reject(r, "h2c");
-		if (strcasecmp(upgrade, "websocket"))
-			return reject(r, "upgrade");
-		r->websocket = 1;
-		upgrade = "websocket";
+	if (err) {
+		FUZZ_CHECK(v.status >= 400 && v.status <= 599 && v.why);
+		return reject(r, v.why);
 	}
-	if (p->flags & F_CHUNKED)
-		r->body = SL_BODY_CHUNKED;
-	else if (p->flags & F_CONTENT_LENGTH)
-		r->body = SL_BODY_LENGTH;
-	else
-		r->body = SL_BODY_NONE;
+	FUZZ_CHECK(v.path && v.path[0] == '/');
+	FUZZ_CHECK(v.host[0] && strlen(v.host) < sizeof(v.host));
+	/* an h2c upgrade was dropped: llhttp goes on with HTTP/1.1, nothing is relayed */
+	FUZZ_CHECK(!sl_http_has_token(m, "upgrade", "h2c") || v.websocket);
+	log_str(r, "host:", v.host);
+	log_str(r, "path:", v.path);
+	r->websocket = v.websocket;
+	upgrade = v.websocket ? "websocket" : NULL;
+	r->body = v.body;
 	log_str(r, "body:", r->body == SL_BODY_CHUNKED ? "chunked" :
 			     r->body == SL_BODY_LENGTH ? "length" : "none");
 	inject(r);
 	start = sl_buf_size(&r->out);
-	FUZZ_CHECK(sl_http_write_request(m, path, r->body, upgrade, &r->out) == 0);
-	check_reparse(m, path, sl_buf_head(&r->out) + start, sl_buf_size(&r->out) - start, r->body,
-		      upgrade, 0);
+	FUZZ_CHECK(sl_http_write_request(m, v.path, r->body, upgrade, &r->out) == 0);
+	check_reparse(m, v.path, sl_buf_head(&r->out) + start, sl_buf_size(&r->out) - start,
+		      r->body, upgrade, 0);
 	return HPE_PAUSED; /* the proxy decides, then resumes */
 }
 
-/* proxy.c's resp_headers_complete(): framing of the response relayed to the client. */
+/* px_h1.c's resp_headers_complete(): the proxy's own check and framing of the response
+ * relayed to the client, for a request that was HEAD or a WebSocket upgrade (byte 0). */
 static int resp_headers_complete(llhttp_t *p)
 {
 	struct run *r = run_of(p);
 	struct sl_http_msg *m = &r->msg;
 	const char *upgrade = NULL;
+	struct px_h1_resp v;
 	size_t start;
 
-	m->status = p->status_code;
-	m->major = p->http_major;
-	m->minor = p->http_minor;
 	check_stored(m);
+	if (px_h1_check_response(p, m, r->head, r->websocket, &v)) {
+		log_head(r);
+		return reject(r, "status");
+	}
 	log_head(r);
-	if (m->status == 101)
+	FUZZ_CHECK(m->status >= 100 && m->status <= 599);
+	if (v.kind == PX_H1_RESP_SWITCH)
 		upgrade = "websocket";
-	if ((m->status >= 100 && m->status < 200) || m->status == 204 || m->status == 304)
-		r->body = SL_BODY_NONE;
-	else if ((p->flags & F_CONTENT_LENGTH) && !(p->flags & F_CHUNKED))
-		r->body = SL_BODY_LENGTH;
-	else
-		r->body = SL_BODY_CHUNKED;
+	r->body = v.body;
 	inject(r);
 	start = sl_buf_size(&r->out);
-	FUZZ_CHECK(sl_http_write_response(m, r->body, upgrade, 0, &r->out) == 0);
-	check_reparse(m, NULL, sl_buf_head(&r->out) + start, sl_buf_size(&r->out) - start, r->body,
-		      upgrade, 1);
-	return 0;
+	FUZZ_CHECK(sl_http_write_response(m, v.head_length ? SL_BODY_LENGTH : r->body, upgrade, 0,
+					  &r->out) == 0);
+	check_reparse(m, NULL, sl_buf_head(&r->out) + start, sl_buf_size(&r->out) - start,
+		      v.head_length ? SL_BODY_LENGTH : r->body, upgrade, 1);
+	/* llhttp cannot know that a response to HEAD has no body: 1 tells it (as px_h1.c). */
+	return v.kind == PX_H1_RESP_FINAL && r->head ? 1 : 0;
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t len)
@@ -350,8 +338,8 @@ static void init_settings(void)
  * Feeds @data (@size bytes) arriving in pieces (@seed 0: all at once) to a fresh parser, as
  * proxy.c does, and leaves the transcript in @r->log.
  */
-static void run_stream(struct run *r, int response, const char *const *inj, int inject_set,
-		       const uint8_t *data, size_t size, uint32_t seed)
+static void run_stream(struct run *r, int response, int flags, const char *const *inj,
+		       int inject_set, const uint8_t *data, size_t size, uint32_t seed)
 {
 	const char *base = (const char *)data;
 	size_t arrived = 0, consumed = 0;
@@ -359,6 +347,8 @@ static void run_stream(struct run *r, int response, const char *const *inj, int 
 
 	memset(r, 0, sizeof(*r));
 	r->response = response;
+	r->head = response && (flags & 8);
+	r->websocket = response && (flags & 16);
 	r->inject_name = inj[0];
 	r->inject_value = inj[1];
 	r->inject_set = inject_set;
@@ -423,13 +413,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	const char *inj[2] = { NULL, NULL };
 	struct run whole, split;
 	uint32_t seed;
-	int response, inject_set;
+	int response, inject_set, flags;
 
 	if (size < 2)
 		return 0;
 	init_settings();
 	seed = (uint32_t)data[0] << 8 | data[1] | 1;
 	response = data[0] & 1;
+	flags = data[0];
 	inject_set = data[0] & 4;
 	if (data[0] & 2) {
 		const uint8_t *nl = memrchr(data + 2, '\n', size - 2);
@@ -453,8 +444,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	data += 2;
 	size -= 2;
 
-	run_stream(&whole, response, inj, inject_set, data, size, 0);
-	run_stream(&split, response, inj, inject_set, data, size, seed);
+	run_stream(&whole, response, flags, inj, inject_set, data, size, 0);
+	run_stream(&split, response, flags, inj, inject_set, data, size, seed);
 	if (sl_buf_size(&whole.log) != sl_buf_size(&split.log) ||
 	    memcmp(sl_buf_head(&whole.log), sl_buf_head(&split.log), sl_buf_size(&whole.log))) {
 		fputs("whole: ", stderr);

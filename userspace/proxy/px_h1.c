@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "policy/policy.h"
+#include "proxy/px_h1.h"
 #include "proxy/px_int.h"
 
 llhttp_settings_t px_req_settings, px_resp_settings;
@@ -61,76 +62,39 @@ static int reject(struct pconn *c, int status, const char *why)
 	return HPE_PAUSED;
 }
 
+/* The policy's say on a request's Host (px_h1_check_request() asks). */
+static const char *host_here(void *arg, const char *host)
+{
+	struct pconn *c = arg;
+
+	if (c->tls) {
+		if (strcmp(host, c->name))
+			return "Host differs from the TLS server name";
+		return NULL;
+	}
+	/* Plain HTTP: Host names the host, which must be intercepted, here. */
+	if (c->l->ops->name_verdict(c->l->owner, host) != SL_VERDICT_PROXY ||
+	    !c->l->ops->name_at(c->l->owner, host, c->dst_family, c->dst_addr))
+		return "Host is not an intercepted name at this address";
+	snprintf(c->name, sizeof(c->name), "%s", host);
+	return NULL;
+}
+
 /* The request head is complete: is it one we serve? */
 static int req_headers_complete(llhttp_t *p)
 {
 	struct pconn *c = conn_of(p);
-	struct sl_http_msg *m = &c->req;
-	const char *hosthdr, *path = NULL, *upgrade;
-	char host[256], thost[256], scheme[8];
+	const struct px_h1_policy pol = { host_here, c };
+	struct px_h1_req v;
 
-	snprintf(m->method, sizeof(m->method), "%s", llhttp_method_name(p->method));
-	m->major = p->http_major;
-	m->minor = p->http_minor;
-	if (p->method == HTTP_CONNECT || p->method == HTTP_TRACE)
-		return reject(c, 405, "CONNECT and TRACE are not served");
-	if (!m->target || sl_http_split_target(m->target, scheme, sizeof(scheme), thost,
-					       sizeof(thost), &path))
-		return reject(c, 400, "unsupported request target");
-	hosthdr = sl_http_get(m, "host");
-	if (sl_http_count(m, "host") != 1 || sl_http_host_only(hosthdr, host, sizeof(host)))
-		return reject(c, 400, "exactly one valid Host header is required");
-	if (thost[0] && strcmp(thost, host))
-		return reject(c, 421, "the absolute-form target names another host than Host");
-	if (c->tls) {
-		if (strcmp(host, c->name))
-			return reject(c, 421, "Host differs from the TLS server name");
-	} else {
-		/* Plain HTTP: Host names the host, which must be intercepted, here. */
-		if (c->l->ops->name_verdict(c->l->owner, host) != SL_VERDICT_PROXY ||
-		    !c->l->ops->name_at(c->l->owner, host, c->dst_family, c->dst_addr))
-			return reject(c, 421, "Host is not an intercepted name at this address");
-		snprintf(c->name, sizeof(c->name), "%s", host);
-	}
-	upgrade = sl_http_get(m, "upgrade");
-	if (upgrade && sl_http_has_token(m, "upgrade", "h2c") &&
-	    !sl_http_has_token(m, "upgrade", "websocket")) {
-		/* An h2c upgrade is the server's to ignore (RFC 9113 section 3.1 and RFC 9110
-		 * section 7.8): dropped with its settings (Connection and what it names never go
-		 * upstream), and the request served over HTTP/1.1. llhttp must then go on
-		 * parsing HTTP/1.1 after this request, not stop for another protocol. */
-		sl_http_set(m, "upgrade", NULL);
-		sl_http_set(m, "http2-settings", NULL);
-		p->upgrade = 0;
-		upgrade = NULL;
-	}
-	if (upgrade) {
-		if (strcasecmp(upgrade, "websocket"))
-			return reject(c, 400, "only WebSocket upgrades are relayed");
-		c->websocket = 1;
-	}
-	if (sl_http_get(m, "accept-encoding")) {
-		/* Every intercepted request asks only for codings sluice can decode: a handler
-		 * may read a secret after this head went to it (or the policy read one at load),
-		 * and its response must then be masked as the client reads it. br or zstd
-		 * would leave a 502 as the only safe answer; gzip costs some ratio, nothing else. */
-		char ae[256];
-
-		if (sl_accept_encoding(sl_http_get(m, "accept-encoding"), ae, sizeof(ae)))
-			snprintf(ae, sizeof(ae), "identity");
-		if (sl_http_set(m, "accept-encoding", ae))
-			return reject(c, 500, "out of memory");
-	}
-	c->path = strdup(path);
+	if (px_h1_check_request(p, &c->req, &pol, &v))
+		return reject(c, v.status, v.why);
+	c->websocket = v.websocket;
+	c->path = strdup(v.path);
 	if (!c->path)
 		return reject(c, 500, "out of memory");
-	c->close_after = !llhttp_should_keep_alive(p);
-	if (p->flags & F_CHUNKED)
-		c->req_body = SL_BODY_CHUNKED;
-	else if (p->flags & F_CONTENT_LENGTH)
-		c->req_body = SL_BODY_LENGTH;
-	else
-		c->req_body = SL_BODY_NONE;
+	c->close_after = v.close_after;
+	c->req_body = v.body;
 	c->rq = RQ_DECIDE;
 	c->deadline_ms = sl_now_ms() + c->l->px->o.idle_timeout_ms;
 	return HPE_PAUSED;
@@ -191,15 +155,11 @@ static int resp_headers_complete(llhttp_t *p)
 	struct pconn *c = conn_of(p);
 	struct sl_http_msg *m = &c->resp;
 	int head = !strcmp(c->req.method, "HEAD");
+	struct px_h1_resp v;
 
-	m->status = p->status_code;
-	m->major = p->http_major;
-	m->minor = p->http_minor;
-	if (m->status < 100 || m->status > 599)
-		return -1; /* llhttp takes "HTTP/1.1 7": not a status to relay */
-	if (m->status == 101) {
-		if (!c->websocket)
-			return -1; /* an upgrade nobody asked for */
+	if (px_h1_check_response(p, m, head, c->websocket, &v))
+		return -1;
+	if (v.kind == PX_H1_RESP_SWITCH) {
 		c->to_tunnel = 1;
 		if (px_ws_begin(c, m))
 			return -1;
@@ -212,7 +172,7 @@ static int resp_headers_complete(llhttp_t *p)
 		c->resp_head_sent = 1;
 		return 0;
 	}
-	if (m->status >= 100 && m->status < 200) {
+	if (v.kind == PX_H1_RESP_INTERIM) {
 		/* 100 Continue, 103 Early Hints: relayed, masked like any head (an Early Hints
 		 * Link can echo a request's header); the final response follows. */
 		c->interim = 1;
@@ -221,12 +181,7 @@ static int resp_headers_complete(llhttp_t *p)
 		return 0;
 	}
 	c->interim = 0;
-	if (head || m->status == 204 || m->status == 304)
-		c->resp_body = SL_BODY_NONE;
-	else if ((p->flags & F_CONTENT_LENGTH) && !(p->flags & F_CHUNKED))
-		c->resp_body = SL_BODY_LENGTH;
-	else
-		c->resp_body = SL_BODY_CHUNKED; /* chunked, or delimited by the close */
+	c->resp_body = v.body;
 	if (c->nmask && px_resp_coding(c, m))
 		return -1;
 	if (c->hold_resp) {
@@ -237,7 +192,7 @@ static int resp_headers_complete(llhttp_t *p)
 		return HPE_PAUSED;
 	}
 	px_mask_msg(c, m);
-	if (c->resp_body == SL_BODY_NONE && (p->flags & F_CONTENT_LENGTH) && head) {
+	if (v.head_length) {
 		/* A HEAD answer keeps its Content-Length: it describes the GET. */
 		sl_http_write_response(m, SL_BODY_LENGTH, NULL, c->close_after, &c->c.out);
 	} else {
