@@ -212,7 +212,6 @@ struct sl_proxy *sl_proxy_new(struct sl_loop *loop, struct sl_events *events, st
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
-	px_h1_init_settings();
 	px->loop = loop;
 	px->events = events;
 	px->bpf = bpf;

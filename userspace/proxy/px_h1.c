@@ -13,8 +13,6 @@
 #include "proxy/px_h1.h"
 #include "proxy/px_int.h"
 
-llhttp_settings_t px_req_settings, px_resp_settings;
-
 void px_next_request(struct pconn *c)
 {
 	c->rq = RQ_IDLE;
@@ -423,27 +421,27 @@ void px_handle_response(struct pconn *c)
 	}
 }
 
-/* ---- service and listeners ---- */
+/* ---- llhttp's settings ---- */
 
-void px_h1_init_settings(void)
-{
-	llhttp_settings_init(&px_req_settings);
-	px_req_settings.on_message_begin = req_begin;
-	px_req_settings.on_url = sl_http_on_url;
-	px_req_settings.on_header_field = sl_http_on_header_field;
-	px_req_settings.on_header_value = sl_http_on_header_value;
-	px_req_settings.on_header_value_complete = sl_http_on_header_value_complete;
-	px_req_settings.on_headers_complete = req_headers_complete;
-	px_req_settings.on_body = req_body;
-	px_req_settings.on_message_complete = req_complete;
+/* Constant: llhttp only reads them, and every parser of every thread may share them. */
+const llhttp_settings_t px_req_settings = {
+	.on_message_begin = req_begin,
+	.on_url = sl_http_on_url,
+	.on_header_field = sl_http_on_header_field,
+	.on_header_value = sl_http_on_header_value,
+	.on_header_value_complete = sl_http_on_header_value_complete,
+	.on_headers_complete = req_headers_complete,
+	.on_body = req_body,
+	.on_message_complete = req_complete,
+};
 
-	llhttp_settings_init(&px_resp_settings);
-	px_resp_settings.on_message_begin = resp_begin;
-	px_resp_settings.on_status = sl_http_on_status;
-	px_resp_settings.on_header_field = sl_http_on_header_field;
-	px_resp_settings.on_header_value = sl_http_on_header_value;
-	px_resp_settings.on_header_value_complete = sl_http_on_header_value_complete;
-	px_resp_settings.on_headers_complete = resp_headers_complete;
-	px_resp_settings.on_body = resp_body;
-	px_resp_settings.on_message_complete = resp_complete;
-}
+const llhttp_settings_t px_resp_settings = {
+	.on_message_begin = resp_begin,
+	.on_status = sl_http_on_status,
+	.on_header_field = sl_http_on_header_field,
+	.on_header_value = sl_http_on_header_value,
+	.on_header_value_complete = sl_http_on_header_value_complete,
+	.on_headers_complete = resp_headers_complete,
+	.on_body = resp_body,
+	.on_message_complete = resp_complete,
+};

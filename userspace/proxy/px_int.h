@@ -174,7 +174,7 @@ struct sl_proxy_listener {
 
 #define OVER_BUDGET "the sandbox's handlers hold more body bytes than --http-body-budget allows"
 
-extern llhttp_settings_t px_req_settings, px_resp_settings;
+extern const llhttp_settings_t px_req_settings, px_resp_settings;
 
 /* px_conn.c */
 void px_conn_event(struct sl_proxy_listener *l, const struct pconn *c, const char *verdict,
@@ -206,7 +206,6 @@ void px_next_request(struct pconn *c);
 void px_finish_request(struct pconn *c);
 void px_handle_requests(struct pconn *c);
 void px_handle_response(struct pconn *c);
-void px_h1_init_settings(void);
 
 /* px_upstream.c */
 void px_close_upstream(struct pconn *c);
