@@ -134,6 +134,7 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 		}
 		setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
 		c->l = l;
+		c->x.conn = c;
 		sl_stream_init(&c->c);
 		sl_stream_init(&c->u);
 		c->c.fd = cfd;
@@ -143,10 +144,10 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 			if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
 				*p = '?';
 		sockaddr_from(c);
-		sl_http_msg_init(&c->req);
-		sl_http_msg_init(&c->resp);
-		c->reqx = (struct parse_ctx){ &c->req, c };
-		c->respx = (struct parse_ctx){ &c->resp, c };
+		sl_http_msg_init(&c->x.req);
+		sl_http_msg_init(&c->x.resp);
+		c->reqx = (struct parse_ctx){ &c->x.req, c };
+		c->respx = (struct parse_ctx){ &c->x.resp, c };
 		llhttp_init(&c->reqp, HTTP_REQUEST, &px_req_settings);
 		c->reqp.data = &c->reqx;
 		c->deadline_ms = sl_now_ms() + l->px->o.header_timeout_ms;
@@ -178,15 +179,15 @@ static void sweep_cb(struct sl_loop *loop, void *arg)
 		next = c->next;
 		if (c->dead || now < c->deadline_ms)
 			continue;
-		if (c->st == C_HTTP && c->rq == RQ_HEAD && !c->resp_head_sent) {
+		if (c->st == C_HTTP && c->x.rq == RQ_HEAD && !c->x.resp_head_sent) {
 			px_respond_error(c, 408, "the request head did not arrive in time", "reject");
 			px_pump(c);
-		} else if (c->st == C_HTTP && c->rq == RQ_CONNECT) {
+		} else if (c->st == C_HTTP && c->x.rq == RQ_CONNECT) {
 			px_respond_error(c, 504, "the upstream did not answer the connection in time",
 				      "error");
 			px_pump(c);
-		} else if (c->st == C_HTTP && c->rq == RQ_DONE && c->up == UP_READY &&
-			   !c->resp_head_sent && !c->resp_done) {
+		} else if (c->st == C_HTTP && c->x.rq == RQ_DONE && c->up == UP_READY &&
+			   !c->x.resp_head_sent && !c->x.resp_done) {
 			/* The request went out whole and nothing came back for the idle
 			 * timeout: the client still gets an answer. */
 			px_respond_error(c, 504, "the upstream did not answer in time", "error");

@@ -55,7 +55,7 @@ void px_conn_free(struct pconn *c)
 	l->stats.active--;
 	l->px->active--;
 	l->stats.body_bytes -= c->charged;
-	if (c->st == C_HTTP && c->rq == RQ_IDLE)
+	if (c->st == C_HTTP && c->x.rq == RQ_IDLE)
 		px_pool_put(c); /* a clean idle upstream outlives its client */
 	if (c->c.fd >= 0)
 		sl_loop_del_fd(l->px->loop, c->c.fd);
@@ -63,17 +63,17 @@ void px_conn_free(struct pconn *c)
 		sl_loop_del_fd(l->px->loop, c->u.fd);
 	sl_stream_close(&c->c);
 	sl_stream_close(&c->u);
-	sl_http_msg_free(&c->req);
-	sl_http_msg_free(&c->resp);
-	free(c->path);
+	sl_http_msg_free(&c->x.req);
+	sl_http_msg_free(&c->x.resp);
+	free(c->x.path);
 	px_clear_masks(c);
-	sl_buf_free(&c->mcarry);
+	sl_buf_free(&c->x.mcarry);
 	px_dec_free(c);
-	if (c->wsm)
-		sl_ws_mask_free(c->wsm);
-	free(c->wsm);
-	sl_buf_free(&c->reqbody);
-	sl_buf_free(&c->respbody);
+	if (c->x.wsm)
+		sl_ws_mask_free(c->x.wsm);
+	free(c->x.wsm);
+	sl_buf_free(&c->x.reqbody);
+	sl_buf_free(&c->x.respbody);
 	free(c);
 }
 
@@ -115,7 +115,7 @@ void px_respond_error(struct pconn *c, int status, const char *why, const char *
 	}
 	px_handler_abort(c, why);
 	px_refusal_text(c, status, why, body, sizeof(body));
-	if (c->resp_head_sent) {
+	if (c->x.resp_head_sent) {
 		/* Too late for a status: the client sees the connection end. */
 		c->c.err = 1;
 	} else {
@@ -136,7 +136,7 @@ void px_respond_error(struct pconn *c, int status, const char *why, const char *
  * must reach the masks as the bytes the client will read. gzip and deflate are decoded
  * (the head loses Content-Encoding and Content-Length and goes chunked); a coding sluice
  * cannot decode (br, zstd, stacked codings), or a coded range, is refused: -1 with
- * c->resp_why set. The request's Accept-Encoding asked for neither (req_headers_complete),
+ * c->x.resp_why set. The request's Accept-Encoding asked for neither (req_headers_complete),
  * so only an upstream that ignores it lands there.
  */
 /* Bytes @c holds whole for its handler: bodies read or set, and such a body queued at once
@@ -145,7 +145,7 @@ static size_t held_bytes(const struct pconn *c)
 {
 	size_t cout = sl_buf_size(&c->c.out), uout = sl_buf_size(&c->u.out);
 
-	return sl_buf_size(&c->reqbody) + sl_buf_size(&c->respbody) +
+	return sl_buf_size(&c->x.reqbody) + sl_buf_size(&c->x.respbody) +
 	       (cout > 2 * BUF_LIMIT ? cout : 0) + (uout > 2 * BUF_LIMIT ? uout : 0);
 }
 
@@ -185,9 +185,9 @@ static void trim_idle(struct pconn *c)
 	trim(&c->c.out);
 	trim(&c->u.in);
 	trim(&c->u.out);
-	trim(&c->reqbody);
-	trim(&c->respbody);
-	trim(&c->mcarry);
+	trim(&c->x.reqbody);
+	trim(&c->x.respbody);
+	trim(&c->x.mcarry);
 }
 
 static int client_handshake(struct pconn *c)
@@ -290,9 +290,9 @@ void px_pump(struct pconn *c)
 	c->busy++;
 	for (int round = 0; round < 64 && !c->dead; round++) {
 		uint64_t before = c->c.rx + c->c.tx + c->u.rx + c->u.tx;
-		unsigned hseq = c->hseq;
+		unsigned hseq = c->x.hseq;
 		enum cstate st = c->st;
-		enum rqstate rq = c->rq;
+		enum rqstate rq = c->x.rq;
 		enum upstate up = c->up;
 
 		if (c->ksplice) {
@@ -324,7 +324,7 @@ void px_pump(struct pconn *c)
 		if (c->up == UP_CONNECTING || c->up == UP_HANDSHAKE) {
 			if (px_upstream_progress(c))
 				continue;
-			if (c->up == UP_READY && c->st == C_HTTP && c->rq == RQ_CONNECT)
+			if (c->up == UP_READY && c->st == C_HTTP && c->x.rq == RQ_CONNECT)
 				px_upstream_ready(c);
 			if (c->up == UP_READY && c->spliced) {
 				px_ksplice_begin(c);
@@ -356,28 +356,28 @@ void px_pump(struct pconn *c)
 		if (c->st == C_HTTP) {
 			/* The client went away: nothing left to answer (a response in flight
 			 * to a half-closed client is still delivered). */
-			if (c->c.err || (c->c.eof && c->rq <= RQ_HEAD && !sl_buf_size(&c->c.in))) {
+			if (c->c.err || (c->c.eof && c->x.rq <= RQ_HEAD && !sl_buf_size(&c->c.in))) {
 				px_conn_close(c);
 				break;
 			}
-			if (c->u.err && c->rq >= RQ_BODY) {
+			if (c->u.err && c->x.rq >= RQ_BODY) {
 				px_respond_error(c, 502, "the upstream connection failed", "error");
 				continue;
 			}
-			if (c->c.eof && c->rq > RQ_HEAD && c->rq < RQ_DONE && !sl_buf_size(&c->c.in)) {
+			if (c->c.eof && c->x.rq > RQ_HEAD && c->x.rq < RQ_DONE && !sl_buf_size(&c->c.in)) {
 				px_conn_close(c); /* the request body was cut short */
 				break;
 			}
 		}
-		if (c->st == C_HTTP && c->rq <= RQ_HEAD && c->u.fd >= 0 &&
+		if (c->st == C_HTTP && c->x.rq <= RQ_HEAD && c->u.fd >= 0 &&
 		    (c->u.eof || c->u.err || sl_buf_size(&c->u.in)))
 			px_close_upstream(c); /* the idle upstream closed, or spoke out of turn */
 		if (c->c.rx + c->c.tx + c->u.rx + c->u.tx != before) {
-			if (c->rq >= RQ_BODY || c->st == C_TUNNEL)
+			if (c->x.rq >= RQ_BODY || c->st == C_TUNNEL)
 				c->deadline_ms = sl_now_ms() + c->l->px->o.idle_timeout_ms;
 			continue;
 		}
-		if (c->st == st && c->rq == rq && c->up == up && c->hseq == hseq)
+		if (c->st == st && c->x.rq == rq && c->up == up && c->x.hseq == hseq)
 			break;
 	}
 	if (c->busy == 1 && !c->dead && !c->ksplice && c->st != C_SNIFF && c->st != C_HANDSHAKE) {
@@ -391,7 +391,7 @@ void px_pump(struct pconn *c)
 		px_conn_free(c);
 		return;
 	}
-	if (c->st == C_HTTP && c->rq == RQ_IDLE)
+	if (c->st == C_HTTP && c->x.rq == RQ_IDLE)
 		trim_idle(c);
 	account(c);
 	update_events(c);

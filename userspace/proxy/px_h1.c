@@ -15,8 +15,8 @@
 
 void px_next_request(struct pconn *c)
 {
-	c->rq = RQ_IDLE;
-	c->resp_done = 0;
+	c->x.rq = RQ_IDLE;
+	c->x.resp_done = 0;
 	c->deadline_ms = sl_now_ms() + c->l->px->o.idle_timeout_ms;
 	llhttp_resume(&c->reqp);
 }
@@ -32,24 +32,24 @@ static int req_begin(llhttp_t *p)
 {
 	struct pconn *c = conn_of(p);
 
-	sl_http_msg_reset(&c->req);
-	free(c->path);
-	c->path = NULL;
-	c->rq = RQ_HEAD;
-	c->websocket = 0;
+	sl_http_msg_reset(&c->x.req);
+	free(c->x.path);
+	c->x.path = NULL;
+	c->x.rq = RQ_HEAD;
+	c->x.websocket = 0;
 	px_handler_abort(c, "a new request began"); /* never: each request ends its handler */
-	c->decided = c->fetched = c->hold_resp = c->resp_held = c->local = 0;
-	c->req_buffer = c->req_complete_seen = c->req_discard = c->req_body_set = 0;
-	c->resp_buffer = c->resp_too_big = c->resp_body_set = 0;
-	sl_buf_reset(&c->reqbody);
-	sl_buf_reset(&c->respbody);
+	c->x.decided = c->x.fetched = c->x.hold_resp = c->x.resp_held = c->x.local = 0;
+	c->x.req_buffer = c->x.req_complete_seen = c->x.req_discard = c->x.req_body_set = 0;
+	c->x.resp_buffer = c->x.resp_too_big = c->x.resp_body_set = 0;
+	sl_buf_reset(&c->x.reqbody);
+	sl_buf_reset(&c->x.respbody);
 	px_clear_masks(c);
-	c->handler[0] = 0;
-	c->req_bytes = c->resp_bytes = 0;
-	c->t_req_ms = sl_now_ms();
-	c->t_up_ms = c->t_up_first_ms = 0;
+	c->x.handler[0] = 0;
+	c->x.req_bytes = c->x.resp_bytes = 0;
+	c->x.t_req_ms = sl_now_ms();
+	c->x.t_up_ms = c->x.t_up_first_ms = 0;
 	/* The whole head must arrive within the header timeout, however slowly it trickles. */
-	c->deadline_ms = c->t_req_ms + c->l->px->o.header_timeout_ms;
+	c->deadline_ms = c->x.t_req_ms + c->l->px->o.header_timeout_ms;
 	return 0;
 }
 
@@ -85,15 +85,15 @@ static int req_headers_complete(llhttp_t *p)
 	const struct px_h1_policy pol = { host_here, c };
 	struct px_h1_req v;
 
-	if (px_h1_check_request(p, &c->req, &pol, &v))
+	if (px_h1_check_request(p, &c->x.req, &pol, &v))
 		return reject(c, v.status, v.why);
-	c->websocket = v.websocket;
-	c->path = strdup(v.path);
-	if (!c->path)
+	c->x.websocket = v.websocket;
+	c->x.path = strdup(v.path);
+	if (!c->x.path)
 		return reject(c, 500, "out of memory");
 	c->close_after = v.close_after;
-	c->req_body = v.body;
-	c->rq = RQ_DECIDE;
+	c->x.req_body = v.body;
+	c->x.rq = RQ_DECIDE;
 	c->deadline_ms = sl_now_ms() + c->l->px->o.idle_timeout_ms;
 	return HPE_PAUSED;
 }
@@ -102,35 +102,35 @@ static int req_body(llhttp_t *p, const char *at, size_t len)
 {
 	struct pconn *c = conn_of(p);
 
-	c->req_bytes += len;
-	if (c->req_discard)
+	c->x.req_bytes += len;
+	if (c->x.req_discard)
 		return 0;
-	if (c->req_buffer) {
-		if (sl_buf_size(&c->reqbody) + len > c->req_max) {
+	if (c->x.req_buffer) {
+		if (sl_buf_size(&c->x.reqbody) + len > c->x.req_max) {
 			c->l->stats.limit_req_body++;
 			return reject(c, 413, "the request body is larger than its handler may read");
 		}
 		if (!px_within_budget(c, len))
 			return reject(c, 413, OVER_BUDGET);
-		return sl_buf_append(&c->reqbody, at, len) ? -1 : 0;
+		return sl_buf_append(&c->x.reqbody, at, len) ? -1 : 0;
 	}
-	return sl_http_write_body(&c->u.out, c->req_body, at, len) ? -1 : 0;
+	return sl_http_write_body(&c->u.out, c->x.req_body, at, len) ? -1 : 0;
 }
 
 static int req_complete(llhttp_t *p)
 {
 	struct pconn *c = conn_of(p);
 
-	if (c->req_buffer && !c->req_discard) {
+	if (c->x.req_buffer && !c->x.req_discard) {
 		/* Read for the handler: the parser waits here until the request is answered. */
-		c->req_complete_seen = 1;
-		c->req_body_set = 1;
+		c->x.req_complete_seen = 1;
+		c->x.req_body_set = 1;
 		return HPE_PAUSED;
 	}
-	if (!c->req_discard && c->req_body == SL_BODY_CHUNKED &&
+	if (!c->x.req_discard && c->x.req_body == SL_BODY_CHUNKED &&
 	    sl_http_write_last_chunk(&c->u.out))
 		return -1;
-	c->rq = RQ_DONE;
+	c->x.rq = RQ_DONE;
 	/* One request at a time: the next (pipelined) one waits for this response. */
 	return HPE_PAUSED;
 }
@@ -141,50 +141,50 @@ static int resp_begin(llhttp_t *p)
 {
 	struct pconn *c = conn_of(p);
 
-	sl_http_msg_reset(&c->resp);
-	c->resp_started = 1;
-	if (!c->t_up_first_ms)
-		c->t_up_first_ms = sl_now_ms();
+	sl_http_msg_reset(&c->x.resp);
+	c->x.resp_started = 1;
+	if (!c->x.t_up_first_ms)
+		c->x.t_up_first_ms = sl_now_ms();
 	return 0;
 }
 
 static int resp_headers_complete(llhttp_t *p)
 {
 	struct pconn *c = conn_of(p);
-	struct sl_http_msg *m = &c->resp;
-	int head = !strcmp(c->req.method, "HEAD");
+	struct sl_http_msg *m = &c->x.resp;
+	int head = !strcmp(c->x.req.method, "HEAD");
 	struct px_h1_resp v;
 
-	if (px_h1_check_response(p, m, head, c->websocket, &v))
+	if (px_h1_check_response(p, m, head, c->x.websocket, &v))
 		return -1;
 	if (v.kind == PX_H1_RESP_SWITCH) {
-		c->to_tunnel = 1;
+		c->x.to_tunnel = 1;
 		if (px_ws_begin(c, m))
 			return -1;
-		if (c->hold_resp) {
-			c->resp_held = 1;
+		if (c->x.hold_resp) {
+			c->x.resp_held = 1;
 			return HPE_PAUSED;
 		}
 		px_mask_msg(c, m);
 		sl_http_write_response(m, SL_BODY_NONE, "websocket", 0, &c->c.out);
-		c->resp_head_sent = 1;
+		c->x.resp_head_sent = 1;
 		return 0;
 	}
 	if (v.kind == PX_H1_RESP_INTERIM) {
 		/* 100 Continue, 103 Early Hints: relayed, masked like any head (an Early Hints
 		 * Link can echo a request's header); the final response follows. */
-		c->interim = 1;
+		c->x.interim = 1;
 		px_mask_msg(c, m);
 		sl_http_write_response(m, SL_BODY_NONE, NULL, 0, &c->c.out);
 		return 0;
 	}
-	c->interim = 0;
-	c->resp_body = v.body;
-	if (c->nmask && px_resp_coding(c, m))
+	c->x.interim = 0;
+	c->x.resp_body = v.body;
+	if (c->x.nmask && px_resp_coding(c, m))
 		return -1;
-	if (c->hold_resp) {
+	if (c->x.hold_resp) {
 		/* The handler sees the head first (sl_px_x_send_fetched writes it). */
-		c->resp_held = 1;
+		c->x.resp_held = 1;
 		if (head)
 			p->flags |= F_SKIPBODY; /* what returning 1 would have said */
 		return HPE_PAUSED;
@@ -194,9 +194,9 @@ static int resp_headers_complete(llhttp_t *p)
 		/* A HEAD answer keeps its Content-Length: it describes the GET. */
 		sl_http_write_response(m, SL_BODY_LENGTH, NULL, c->close_after, &c->c.out);
 	} else {
-		sl_http_write_response(m, c->resp_body, NULL, c->close_after, &c->c.out);
+		sl_http_write_response(m, c->x.resp_body, NULL, c->close_after, &c->c.out);
 	}
-	c->resp_head_sent = 1;
+	c->x.resp_head_sent = 1;
 	/* llhttp cannot know that a response to HEAD has no body: 1 tells it. */
 	return head ? 1 : 0;
 }
@@ -205,52 +205,52 @@ static int resp_body(llhttp_t *p, const char *at, size_t len)
 {
 	struct pconn *c = conn_of(p);
 
-	c->resp_bytes += len;
-	if (c->dec) {
+	c->x.resp_bytes += len;
+	if (c->x.dec) {
 		/* Decoded in bounded steps: what the client has no room for yet waits in the
 		 * decoder, and the parser with it (resumed by handle_response). */
-		if (sl_inflate_feed(c->dec, at, len) || px_dec_drain(c))
+		if (sl_inflate_feed(c->x.dec, at, len) || px_dec_drain(c))
 			return -1;
-		if (sl_inflate_pending(c->dec)) {
-			c->dec_paused = 1;
+		if (sl_inflate_pending(c->x.dec)) {
+			c->x.dec_paused = 1;
 			return HPE_PAUSED;
 		}
 		return 0;
 	}
-	if (c->resp_buffer) {
-		if (sl_buf_size(&c->respbody) + len > c->resp_max) {
-			c->resp_too_big = 1;
+	if (c->x.resp_buffer) {
+		if (sl_buf_size(&c->x.respbody) + len > c->x.resp_max) {
+			c->x.resp_too_big = 1;
 			c->l->stats.limit_resp_body++;
 			return -1;
 		}
 		if (!px_within_budget(c, len)) {
-			snprintf(c->resp_why, sizeof(c->resp_why), "%s", OVER_BUDGET);
+			snprintf(c->x.resp_why, sizeof(c->x.resp_why), "%s", OVER_BUDGET);
 			return -1;
 		}
-		return sl_buf_append(&c->respbody, at, len) ? -1 : 0;
+		return sl_buf_append(&c->x.respbody, at, len) ? -1 : 0;
 	}
-	if (c->nmask)
+	if (c->x.nmask)
 		return px_write_masked(c, at, len, 0);
-	return sl_http_write_body(&c->c.out, c->resp_body, at, len) ? -1 : 0;
+	return sl_http_write_body(&c->c.out, c->x.resp_body, at, len) ? -1 : 0;
 }
 
 static int resp_complete(llhttp_t *p)
 {
 	struct pconn *c = conn_of(p);
 
-	if (c->to_tunnel)
+	if (c->x.to_tunnel)
 		return HPE_PAUSED;
-	if (c->interim) {
-		c->interim = 0;
+	if (c->x.interim) {
+		c->x.interim = 0;
 		return 0; /* the final response is next in the same stream */
 	}
-	if (!c->resp_buffer) {
-		if (c->nmask && px_write_masked(c, NULL, 0, 1))
+	if (!c->x.resp_buffer) {
+		if (c->x.nmask && px_write_masked(c, NULL, 0, 1))
 			return -1;
-		if (c->resp_body == SL_BODY_CHUNKED && sl_http_write_last_chunk(&c->c.out))
+		if (c->x.resp_body == SL_BODY_CHUNKED && sl_http_write_last_chunk(&c->c.out))
 			return -1;
 	}
-	c->resp_done = 1;
+	c->x.resp_done = 1;
 	return HPE_PAUSED;
 }
 
@@ -258,15 +258,15 @@ static int resp_complete(llhttp_t *p)
  * next pipelined request through. */
 void px_finish_request(struct pconn *c)
 {
-	px_request_event(c, c->resp.status, "forward", NULL);
+	px_request_event(c, c->x.resp.status, "forward", NULL);
 	/* A reusable upstream stays with this client for its next request (no loop changes
 	 * at all), or goes to the pool when this client is done: a client that closes after
 	 * each request must not cost a TLS handshake upstream each time. */
-	if (c->rq != RQ_DONE || !llhttp_should_keep_alive(&c->respp))
+	if (c->x.rq != RQ_DONE || !llhttp_should_keep_alive(&c->respp))
 		px_close_upstream(c);
 	else if (c->close_after)
 		px_pool_put(c);
-	if (c->rq != RQ_DONE || c->close_after) {
+	if (c->x.rq != RQ_DONE || c->close_after) {
 		/* The response ended before the request did, or the client is done: close. */
 		c->st = C_CLOSING;
 		return;
@@ -299,12 +299,12 @@ void px_handle_requests(struct pconn *c)
 {
 	llhttp_errno_t e;
 
-	if (c->rq != RQ_IDLE && c->rq != RQ_HEAD && c->rq != RQ_BODY &&
-	    !(c->rq == RQ_DECIDE && c->hw == HW_REQ_BODY))
+	if (c->x.rq != RQ_IDLE && c->x.rq != RQ_HEAD && c->x.rq != RQ_BODY &&
+	    !(c->x.rq == RQ_DECIDE && c->x.hw == HW_REQ_BODY))
 		return;
-	if (c->rq == RQ_BODY && sl_buf_size(&c->u.out) >= BUF_LIMIT)
+	if (c->x.rq == RQ_BODY && sl_buf_size(&c->u.out) >= BUF_LIMIT)
 		return;
-	e = feed(&c->reqp, &c->req, &c->c.in, c->rq == RQ_BODY ? BUF_LIMIT : SIZE_MAX);
+	e = feed(&c->reqp, &c->x.req, &c->c.in, c->x.rq == RQ_BODY ? BUF_LIMIT : SIZE_MAX);
 	if (e == HPE_OK || e == HPE_PAUSED_UPGRADE)
 		return;
 	if (e == HPE_PAUSED) {
@@ -321,17 +321,17 @@ void px_handle_requests(struct pconn *c)
 			c->st = C_CLOSING;
 			return;
 		}
-		if (c->rq == RQ_DECIDE && !c->decided) {
+		if (c->x.rq == RQ_DECIDE && !c->x.decided) {
 			px_decide(c);
 			/* Sent upstream at once (a pooled connection): parse the body before the
 			 * head is flushed, so that a malformed body never reaches the upstream. */
-			if (c->rq == RQ_BODY && c->st == C_HTTP && !c->dead)
+			if (c->x.rq == RQ_BODY && c->st == C_HTTP && !c->dead)
 				px_handle_requests(c);
-		} else if (c->rq == RQ_DECIDE && c->hw == HW_REQ_BODY && c->req_complete_seen) {
-			c->hw = HW_NONE;
+		} else if (c->x.rq == RQ_DECIDE && c->x.hw == HW_REQ_BODY && c->x.req_complete_seen) {
+			c->x.hw = HW_NONE;
 			px_handler_resume(c);
-		} else if (c->rq == RQ_DONE && c->local) {
-			c->local = 0; /* answered here, and now read to its end */
+		} else if (c->x.rq == RQ_DONE && c->x.local) {
+			c->x.local = 0; /* answered here, and now read to its end */
 			px_next_request(c);
 		}
 		return;
@@ -339,7 +339,7 @@ void px_handle_requests(struct pconn *c)
 	/* Malformed: bad framing (CL and TE, invalid chunks), obs-fold, bare LF, oversize. */
 	{
 		char why[256];
-		int status = c->req.head_bytes > SL_HTTP_MAX_HEAD ? 431 : 400;
+		int status = c->x.req.head_bytes > SL_HTTP_MAX_HEAD ? 431 : 400;
 
 		if (status == 431)
 			c->l->stats.limit_head++;
@@ -347,7 +347,7 @@ void px_handle_requests(struct pconn *c)
 		snprintf(why, sizeof(why), "malformed request: %s",
 			 llhttp_get_error_reason(&c->reqp) ? llhttp_get_error_reason(&c->reqp) :
 							     llhttp_errno_name(e));
-		if (c->rq == RQ_BODY && c->resp_head_sent) {
+		if (c->x.rq == RQ_BODY && c->x.resp_head_sent) {
 			px_request_event(c, 400, "reject", why);
 			c->c.err = 1;
 			return;
@@ -360,25 +360,25 @@ void px_handle_response(struct pconn *c)
 {
 	llhttp_errno_t e;
 
-	if (c->up != UP_READY || c->rq < RQ_BODY || c->resp_done ||
-	    (c->resp_held && c->hw != HW_RESP_BODY))
+	if (c->up != UP_READY || c->x.rq < RQ_BODY || c->x.resp_done ||
+	    (c->x.resp_held && c->x.hw != HW_RESP_BODY))
 		return;
 	if (sl_buf_size(&c->c.out) >= BUF_LIMIT)
 		return;
-	if (c->dec_paused) {
+	if (c->x.dec_paused) {
 		if (px_dec_drain(c)) {
-			px_respond_error(c, 502, c->resp_why[0] ? c->resp_why : "decoding failed",
+			px_respond_error(c, 502, c->x.resp_why[0] ? c->x.resp_why : "decoding failed",
 				      "error");
 			return;
 		}
-		if (sl_inflate_pending(c->dec))
+		if (sl_inflate_pending(c->x.dec))
 			return;
-		c->dec_paused = 0;
+		c->x.dec_paused = 0;
 		llhttp_resume(&c->respp);
 	}
-	e = feed(&c->respp, &c->resp, &c->u.in, BUF_LIMIT);
+	e = feed(&c->respp, &c->x.resp, &c->u.in, BUF_LIMIT);
 	if (e == HPE_OK && c->u.eof && !sl_buf_size(&c->u.in)) {
-		if (c->resp_started && llhttp_message_needs_eof(&c->respp))
+		if (c->x.resp_started && llhttp_message_needs_eof(&c->respp))
 			e = llhttp_finish(&c->respp);
 		else {
 			px_respond_error(c, 502, "the upstream closed the connection mid-response",
@@ -386,20 +386,20 @@ void px_handle_response(struct pconn *c)
 			return;
 		}
 	}
-	if (e == HPE_PAUSED && c->resp_held && c->hw == HW_RESP_HEAD) {
-		c->hw = HW_NONE;
+	if (e == HPE_PAUSED && c->x.resp_held && c->x.hw == HW_RESP_HEAD) {
+		c->x.hw = HW_NONE;
 		px_handler_resume(c);
 		return;
 	}
-	if (e == HPE_PAUSED && c->to_tunnel) {
+	if (e == HPE_PAUSED && c->x.to_tunnel) {
 		/* 101 Switching Protocols: from now on both directions are raw. */
 		px_request_event(c, 101, "forward", NULL);
 		c->st = C_TUNNEL;
 		return;
 	}
-	if (e == HPE_PAUSED && c->resp_done) {
-		if (c->hw == HW_RESP_BODY) {
-			c->hw = HW_NONE;
+	if (e == HPE_PAUSED && c->x.resp_done) {
+		if (c->x.hw == HW_RESP_BODY) {
+			c->x.hw = HW_NONE;
 			px_handler_resume(c);
 			return;
 		}
@@ -409,11 +409,11 @@ void px_handle_response(struct pconn *c)
 	if (e != HPE_OK && e != HPE_PAUSED) {
 		char why[256];
 
-		if (c->resp_too_big)
+		if (c->x.resp_too_big)
 			snprintf(why, sizeof(why),
 				 "the upstream response body is larger than its handler may read");
-		else if (c->resp_why[0])
-			snprintf(why, sizeof(why), "%s", c->resp_why);
+		else if (c->x.resp_why[0])
+			snprintf(why, sizeof(why), "%s", c->x.resp_why);
 		else
 			snprintf(why, sizeof(why), "malformed upstream response: %s",
 				 llhttp_errno_name(e));

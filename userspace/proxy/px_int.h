@@ -82,49 +82,30 @@ struct mask {
 	size_t n;
 };
 
-/* One client connection and, while a request is in flight, its upstream connection. */
-struct pconn {
-	struct sl_proxy_listener *l;
-	struct pconn *next;
-	struct sl_stream c, u;
-	enum cstate st;
+/*
+ * The exchange: one request and its response, what its handler sees through sl_px_x_*()
+ * (proxy.h's opaque struct sl_px_xchg is this struct: no casts). HTTP/1 has one at a time,
+ * embedded in its connection and reset by each request; a protocol with several streams
+ * would give each its own. The request state machine, the heads, the bodies a handler holds,
+ * the masks of the secrets it read and the decoder they need, the event's figures.
+ */
+struct sl_px_xchg {
+	struct pconn *conn; /* the connection it arrived on */
 	enum rqstate rq;
-	enum upstate up;
-	struct sl_sockorig orig;
-	struct sockaddr_storage dst;
-	socklen_t dstlen;
-	uint8_t dst_family, dst_addr[16];
-	char name[256]; /* the name served: SNI, or the Host of plain HTTP */
-	char comm[17];
-	int tls;
-	int spliced; /* TLS of a passthrough name, relayed untouched */
-	/* Spliced in the kernel (splice.c): the bytes never come here. Per socket (0 client,
-	 * 1 upstream): what we wrote into it ourselves, its send count when the splice began,
-	 * whether its peer finished sending, whether we passed that on. */
-	int ksplice;
-	struct sl_splice_pair kpair; /* cookie[0] upstream, [1] client: see ksplice_start() */
-	uint64_t kwrote[2], kbase[2];
-	int keof[2], kshut[2];
-	uint64_t kdrain_since_ms;
-	struct sl_timer *ktimer;
-	llhttp_t reqp, respp;
-	struct parse_ctx reqx, respx;
 	struct sl_http_msg req, resp;
 	char *path; /* origin-form target sent upstream */
 	enum sl_http_body req_body, resp_body;
-	int websocket; /* the request asks for a WebSocket upgrade */
-	int interim; /* the response being parsed is a 1xx */
-	int to_tunnel; /* a 101 arrived: relay raw bytes from now on */
-	int resp_started, resp_head_sent, resp_done;
-	int close_after; /* the client does not keep the connection alive */
-	int dead; /* the connection has ended */
-	int lingering; /* answered and closing: draining what the client still sends */
-	size_t linger_bytes;
-	int busy; /* px_pump() frames on the stack: freeing waits for the outermost */
-	int reject_status; /* set by a parser callback: answer this and close */
-	const char *reject_why;
-	int up_wants; /* SL_READ/SL_WRITE the upstream handshake waits for */
-	uint64_t deadline_ms;
+	unsigned websocket : 1; /* the request asks for a WebSocket upgrade */
+	unsigned interim : 1; /* the response being parsed is a 1xx */
+	unsigned to_tunnel : 1; /* a 101 arrived: relay raw bytes from now on */
+	unsigned resp_started : 1, resp_head_sent : 1, resp_done : 1;
+	unsigned decided : 1; /* the request head went to the sandbox */
+	unsigned fetched : 1; /* the handler sent the request upstream */
+	unsigned hold_resp : 1, resp_held : 1; /* the response head waits for the handler */
+	unsigned req_buffer : 1, req_complete_seen : 1, req_discard : 1, req_body_set : 1;
+	unsigned resp_buffer : 1, resp_too_big : 1, resp_body_set : 1;
+	unsigned local : 1; /* answered here: the rest of the request is read and dropped */
+	unsigned dec_paused : 1, coding_seen : 1; /* see dec */
 	uint64_t t_req_ms, t_up_ms, t_up_first_ms;
 	uint64_t req_bytes, resp_bytes;
 	/* the request's handler: see sl_px_x_*() */
@@ -132,26 +113,57 @@ struct pconn {
 	void *hctx;
 	enum hwait hw;
 	unsigned hseq; /* bumped by every handler call: the pump looks again */
-	int decided; /* the request head went to the sandbox */
-	int fetched; /* the handler sent the request upstream */
-	int hold_resp, resp_held; /* the response head waits for the handler */
-	int req_buffer, req_complete_seen, req_discard, req_body_set;
 	size_t req_max, resp_max;
 	struct sl_buf reqbody;
-	int resp_buffer, resp_too_big, resp_body_set;
 	struct sl_buf respbody;
-	int local; /* answered here: the rest of the request is read and dropped */
 	struct mask masks[MASK_MAX];
 	size_t nmask, mask_longest;
 	struct sl_buf mcarry; /* body bytes held back until no secret can straddle them */
 	/* A masked response with a content coding is decoded first (mask.c): the parser
 	 * waits (dec_paused) while the decoder holds input the client has no room for. */
 	struct sl_inflate *dec;
-	int dec_paused, coding_seen;
 	char resp_why[200]; /* why the upstream's response is refused (502), if it is */
 	struct sl_ws_mask *wsm; /* a WebSocket whose handshake carried a secret: frames masked */
-	size_t charged; /* bytes of this connection counted in l->stats.body_bytes */
 	char handler[80];
+};
+
+/* One client connection and, while a request is in flight, its upstream connection. */
+struct pconn {
+	struct sl_proxy_listener *l;
+	struct pconn *next;
+	struct sl_stream c, u;
+	enum cstate st;
+	enum upstate up;
+	struct sl_sockorig orig;
+	struct sockaddr_storage dst;
+	socklen_t dstlen;
+	uint8_t dst_family, dst_addr[16];
+	char name[256]; /* the name served: SNI, or the Host of plain HTTP */
+	char comm[17];
+	unsigned tls : 1;
+	unsigned spliced : 1; /* TLS of a passthrough name, relayed untouched */
+	unsigned close_after : 1; /* the client does not keep the connection alive */
+	unsigned dead : 1; /* the connection has ended */
+	unsigned lingering : 1; /* answered and closing: draining what the client still sends */
+	/* Spliced in the kernel (splice.c): the bytes never come here. Per socket (0 client,
+	 * 1 upstream): what we wrote into it ourselves, its send count when the splice began,
+	 * whether its peer finished sending, whether we passed that on. */
+	unsigned ksplice : 1;
+	struct sl_splice_pair kpair; /* cookie[0] upstream, [1] client: see ksplice_start() */
+	uint64_t kwrote[2], kbase[2];
+	int keof[2], kshut[2];
+	uint64_t kdrain_since_ms;
+	struct sl_timer *ktimer;
+	llhttp_t reqp, respp;
+	struct parse_ctx reqx, respx;
+	size_t linger_bytes;
+	int busy; /* px_pump() frames on the stack: freeing waits for the outermost */
+	int reject_status; /* set by a parser callback: answer this and close */
+	const char *reject_why;
+	int up_wants; /* SL_READ/SL_WRITE the upstream handshake waits for */
+	uint64_t deadline_ms;
+	size_t charged; /* bytes of this connection counted in l->stats.body_bytes */
+	struct sl_px_xchg x; /* the request in flight (HTTP/1: one at a time) */
 };
 
 #ifndef SO_NETNS_COOKIE

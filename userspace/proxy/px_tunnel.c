@@ -23,9 +23,9 @@ int px_handle_tunnel(struct pconn *c)
 	}
 	if (sl_buf_size(&c->u.in) && sl_buf_size(&c->c.out) < BUF_LIMIT) {
 		n += sl_buf_size(&c->u.in);
-		if (c->wsm) {
-			if (sl_ws_mask_feed(c->wsm, sl_buf_head(&c->u.in), sl_buf_size(&c->u.in),
-					    c->mask_longest - 1, px_ws_mask_cb, c, &c->c.out))
+		if (c->x.wsm) {
+			if (sl_ws_mask_feed(c->x.wsm, sl_buf_head(&c->u.in), sl_buf_size(&c->u.in),
+					    c->x.mask_longest - 1, px_ws_mask_cb, c, &c->c.out))
 				return -1; /* not frames a server sends: the connection ends */
 		} else {
 			sl_buf_append(&c->c.out, sl_buf_head(&c->u.in), sl_buf_size(&c->u.in));
@@ -35,7 +35,7 @@ int px_handle_tunnel(struct pconn *c)
 	if (c->c.eof && !sl_buf_size(&c->c.in))
 		sl_stream_shutdown(&c->u);
 	if (c->u.eof && !sl_buf_size(&c->u.in)) {
-		if (c->wsm && sl_ws_mask_flush(c->wsm, px_ws_mask_cb, c, &c->c.out))
+		if (c->x.wsm && sl_ws_mask_flush(c->x.wsm, px_ws_mask_cb, c, &c->c.out))
 			return -1;
 		sl_stream_shutdown(&c->c);
 	}
@@ -234,7 +234,7 @@ int px_start_splice(struct pconn *c)
 	c->tls = 0;
 	c->spliced = 1;
 	c->st = C_TUNNEL;
-	c->rq = RQ_DONE;
+	c->x.rq = RQ_DONE;
 	c->l->stats.spliced++;
 	return px_start_upstream(c);
 }

@@ -249,39 +249,39 @@ int px_upstream_progress(struct pconn *c)
 /* The upstream is ready: send the request head, then let the body flow. */
 void px_upstream_ready(struct pconn *c)
 {
-	const char *up = c->websocket ? "websocket" : NULL;
+	const char *up = c->x.websocket ? "websocket" : NULL;
 
-	c->t_up_ms = sl_now_ms();
+	c->x.t_up_ms = sl_now_ms();
 	c->deadline_ms = sl_now_ms() + c->l->px->o.idle_timeout_ms;
 	c->l->stats.requests++;
-	if (c->websocket && c->nmask)
+	if (c->x.websocket && c->x.nmask)
 		/* Frames of this WebSocket will be masked: they must stay plain bytes, so no
 		 * permessage-deflate (RFC 7692) or other extension is offered upstream. */
-		sl_http_set(&c->req, "sec-websocket-extensions", NULL);
+		sl_http_set(&c->x.req, "sec-websocket-extensions", NULL);
 	llhttp_init(&c->respp, HTTP_RESPONSE, &px_resp_settings);
 	c->respp.data = &c->respx;
-	sl_http_msg_reset(&c->resp);
-	c->resp_started = c->resp_head_sent = c->resp_done = c->interim = 0;
+	sl_http_msg_reset(&c->x.resp);
+	c->x.resp_started = c->x.resp_head_sent = c->x.resp_done = c->x.interim = 0;
 	px_dec_free(c);
-	c->coding_seen = 0;
-	c->resp_why[0] = 0;
-	if (c->req_body_set) {
+	c->x.coding_seen = 0;
+	c->x.resp_why[0] = 0;
+	if (c->x.req_body_set) {
 		/* The handler read or replaced the body: it goes whole, with its length. */
 		char n[24];
 
-		snprintf(n, sizeof(n), "%zu", sl_buf_size(&c->reqbody));
-		if (sl_http_set(&c->req, "content-length", n) ||
-		    sl_http_write_request(&c->req, c->path, SL_BODY_LENGTH, up, &c->u.out) ||
-		    sl_buf_append(&c->u.out, sl_buf_head(&c->reqbody), sl_buf_size(&c->reqbody)))
+		snprintf(n, sizeof(n), "%zu", sl_buf_size(&c->x.reqbody));
+		if (sl_http_set(&c->x.req, "content-length", n) ||
+		    sl_http_write_request(&c->x.req, c->x.path, SL_BODY_LENGTH, up, &c->u.out) ||
+		    sl_buf_append(&c->u.out, sl_buf_head(&c->x.reqbody), sl_buf_size(&c->x.reqbody)))
 			c->u.err = 1;
-		if (c->req_complete_seen) {
-			c->rq = RQ_DONE; /* the parser waits at the end of the request */
+		if (c->x.req_complete_seen) {
+			c->x.rq = RQ_DONE; /* the parser waits at the end of the request */
 			return;
 		}
-		c->req_discard = 1; /* what the client still sends is not what goes upstream */
+		c->x.req_discard = 1; /* what the client still sends is not what goes upstream */
 	} else {
-		sl_http_write_request(&c->req, c->path, c->req_body, up, &c->u.out);
+		sl_http_write_request(&c->x.req, c->x.path, c->x.req_body, up, &c->u.out);
 	}
-	c->rq = RQ_BODY;
+	c->x.rq = RQ_BODY;
 	llhttp_resume(&c->reqp);
 }

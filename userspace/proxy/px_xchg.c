@@ -36,26 +36,26 @@ void px_request_event(struct pconn *c, int status, const char *verdict, const ch
 
 	if (!l->px->events)
 		return;
-	path_for_event(c->path ? c->path : c->req.target, path, sizeof(path));
-	sl_px_x_redact((struct sl_px_xchg *)c, path, strlen(path));
+	path_for_event(c->x.path ? c->x.path : c->x.req.target, path, sizeof(path));
+	sl_px_x_redact(&c->x, path, strlen(path));
 	sl_jw_begin(&w);
 	sl_jw_str(&w, "type", "http");
 	sl_jw_str(&w, "sandbox", l->ops->name(l->owner));
 	sl_jw_int(&w, "pid", c->orig.pid);
 	sl_jw_str(&w, "comm", c->comm);
-	sl_jw_str(&w, "method", c->req.method[0] ? c->req.method : "-");
+	sl_jw_str(&w, "method", c->x.req.method[0] ? c->x.req.method : "-");
 	sl_jw_str(&w, "scheme", c->tls ? "https" : "http");
 	sl_jw_str(&w, "host", c->name);
 	sl_jw_str(&w, "path", path);
 	sl_jw_int(&w, "status", status);
-	sl_jw_int(&w, "bytes_in", (long long)c->req_bytes);
-	sl_jw_int(&w, "bytes_out", (long long)c->resp_bytes);
+	sl_jw_int(&w, "bytes_in", (long long)c->x.req_bytes);
+	sl_jw_int(&w, "bytes_out", (long long)c->x.resp_bytes);
 	sl_jw_int(&w, "upstream_ms",
-		  c->t_up_ms && c->t_up_first_ms ? (long long)(c->t_up_first_ms - c->t_up_ms) : 0);
-	sl_jw_int(&w, "total_ms", c->t_req_ms ? (long long)(now - c->t_req_ms) : 0);
+		  c->x.t_up_ms && c->x.t_up_first_ms ? (long long)(c->x.t_up_first_ms - c->x.t_up_ms) : 0);
+	sl_jw_int(&w, "total_ms", c->x.t_req_ms ? (long long)(now - c->x.t_req_ms) : 0);
 	sl_jw_str(&w, "verdict", verdict);
-	if (c->handler[0])
-		sl_jw_str(&w, "handler", c->handler);
+	if (c->x.handler[0])
+		sl_jw_str(&w, "handler", c->x.handler);
 	if (reason)
 		sl_jw_str(&w, "reason", reason);
 	sl_jw_publish(&w, l->px->events, l->ops->name(l->owner));
@@ -65,39 +65,39 @@ void px_request_event(struct pconn *c, int status, const char *verdict, const ch
 
 void px_clear_masks(struct pconn *c)
 {
-	for (size_t i = 0; i < c->nmask; i++) {
-		OPENSSL_cleanse(c->masks[i].s, c->masks[i].n);
-		free(c->masks[i].s);
+	for (size_t i = 0; i < c->x.nmask; i++) {
+		OPENSSL_cleanse(c->x.masks[i].s, c->x.masks[i].n);
+		free(c->x.masks[i].s);
 	}
-	c->nmask = c->mask_longest = 0;
-	sl_buf_reset(&c->mcarry);
+	c->x.nmask = c->x.mask_longest = 0;
+	sl_buf_reset(&c->x.mcarry);
 }
 
 /* The request ends without its handler: tell it, and forget it. */
 void px_handler_abort(struct pconn *c, const char *why)
 {
-	const struct sl_px_handler *h = c->h;
+	const struct sl_px_handler *h = c->x.h;
 
-	c->h = NULL;
-	c->hw = HW_NONE;
+	c->x.h = NULL;
+	c->x.hw = HW_NONE;
 	if (h)
-		h->abort(c->hctx, why);
+		h->abort(c->x.hctx, why);
 }
 
 void px_dec_free(struct pconn *c)
 {
-	if (c->dec)
-		sl_inflate_free(c->dec);
-	free(c->dec);
-	c->dec = NULL;
-	c->dec_paused = 0;
+	if (c->x.dec)
+		sl_inflate_free(c->x.dec);
+	free(c->x.dec);
+	c->x.dec = NULL;
+	c->x.dec_paused = 0;
 }
 
 /* ---- requests and their handlers ---- */
 
 static void forward(struct pconn *c)
 {
-	c->rq = RQ_CONNECT;
+	c->x.rq = RQ_CONNECT;
 	if (px_start_upstream(c))
 		px_respond_error(c, 502, "connecting to the upstream failed", "error");
 	else if (c->up == UP_READY)
@@ -109,32 +109,32 @@ void px_decide(struct pconn *c)
 {
 	struct sl_proxy_listener *l = c->l;
 
-	c->decided = 1;
-	c->hseq++;
-	if (l->ops->handle && !l->ops->handle(l->owner, (struct sl_px_xchg *)c))
+	c->x.decided = 1;
+	c->x.hseq++;
+	if (l->ops->handle && !l->ops->handle(l->owner, &c->x))
 		return;
 	forward(c);
 }
 
 void px_handler_resume(struct pconn *c)
 {
-	c->hseq++;
-	if (c->h)
-		c->h->resume(c->hctx);
+	c->x.hseq++;
+	if (c->x.h)
+		c->x.h->resume(c->x.hctx);
 }
 
 /* Ends the handler's part in the request (it called one of the endings). */
 static void handler_done(struct pconn *c)
 {
-	c->h = NULL;
-	c->hw = HW_NONE;
-	c->hseq++;
+	c->x.h = NULL;
+	c->x.hw = HW_NONE;
+	c->x.hseq++;
 }
 
 static void mask_bytes(const struct pconn *c, char *p, size_t n)
 {
-	for (size_t i = 0; i < c->nmask; i++) {
-		const struct mask *m = &c->masks[i];
+	for (size_t i = 0; i < c->x.nmask; i++) {
+		const struct mask *m = &c->x.masks[i];
 		char *q = p;
 
 		while ((size_t)(p + n - q) >= m->n && (q = memmem(q, p + n - q, m->s, m->n))) {
@@ -146,7 +146,7 @@ static void mask_bytes(const struct pconn *c, char *p, size_t n)
 
 void px_mask_msg(const struct pconn *c, struct sl_http_msg *m)
 {
-	if (!c->nmask)
+	if (!c->x.nmask)
 		return;
 	for (size_t i = 0; i < m->nh; i++)
 		mask_bytes(c, m->h[i].value, strlen(m->h[i].value));
@@ -158,19 +158,19 @@ void px_mask_msg(const struct pconn *c, struct sl_http_msg *m)
  * bytes are held back until more arrive, so that a secret split across reads is caught. */
 int px_write_masked(struct pconn *c, const char *at, size_t len, int last)
 {
-	size_t keep = last ? 0 : c->mask_longest - 1, n;
+	size_t keep = last ? 0 : c->x.mask_longest - 1, n;
 	char *d;
 
-	if (len && sl_buf_append(&c->mcarry, at, len))
+	if (len && sl_buf_append(&c->x.mcarry, at, len))
 		return -1;
-	d = (char *)sl_buf_head(&c->mcarry);
-	n = sl_buf_size(&c->mcarry);
+	d = (char *)sl_buf_head(&c->x.mcarry);
+	n = sl_buf_size(&c->x.mcarry);
 	mask_bytes(c, d, n);
 	if (n <= keep)
 		return 0;
-	if (sl_http_write_body(&c->c.out, c->resp_body, d, n - keep))
+	if (sl_http_write_body(&c->c.out, c->x.resp_body, d, n - keep))
 		return -1;
-	sl_buf_consume(&c->mcarry, n - keep);
+	sl_buf_consume(&c->x.mcarry, n - keep);
 	return 0;
 }
 
@@ -181,20 +181,20 @@ void px_ws_mask_cb(void *arg, char *p, size_t n)
 
 /* A 101 @m to a WebSocket request that holds masks: the frames the upstream sends will be
  * masked (ws.c). An extension it accepted anyway (it was not offered) would make them
- * opaque: refused, -1 with c->resp_why. */
+ * opaque: refused, -1 with c->x.resp_why. */
 int px_ws_begin(struct pconn *c, struct sl_http_msg *m)
 {
-	if (!c->nmask || c->wsm)
+	if (!c->x.nmask || c->x.wsm)
 		return 0;
 	if (sl_http_get(m, "sec-websocket-extensions")) {
-		snprintf(c->resp_why, sizeof(c->resp_why),
+		snprintf(c->x.resp_why, sizeof(c->x.resp_why),
 			 "the upstream accepted a WebSocket extension nobody offered, on a "
 			 "connection that carried a secret: refused");
 		return -1;
 	}
-	c->wsm = calloc(1, sizeof(*c->wsm));
-	if (!c->wsm) {
-		snprintf(c->resp_why, sizeof(c->resp_why), "out of memory");
+	c->x.wsm = calloc(1, sizeof(*c->x.wsm));
+	if (!c->x.wsm) {
+		snprintf(c->x.resp_why, sizeof(c->x.resp_why), "out of memory");
 		return -1;
 	}
 	return 0;
@@ -206,8 +206,8 @@ int px_resp_coding(struct pconn *c, struct sl_http_msg *m)
 	enum sl_coding k = sl_http_count(m, "content-encoding") > 1 ? SL_CODING_OTHER :
 								      sl_coding_of(ce);
 
-	c->coding_seen = 1;
-	if (k == SL_CODING_IDENTITY || c->resp_body == SL_BODY_NONE)
+	c->x.coding_seen = 1;
+	if (k == SL_CODING_IDENTITY || c->x.resp_body == SL_BODY_NONE)
 		return 0;
 	if (k == SL_CODING_OTHER || m->status == 206) {
 		char coding[48];
@@ -216,20 +216,20 @@ int px_resp_coding(struct pconn *c, struct sl_http_msg *m)
 		for (char *q = coding; *q; q++)
 			if ((unsigned char)*q < 0x20 || *q == '"' || *q == '\\')
 				*q = '?';
-		snprintf(c->resp_why, sizeof(c->resp_why),
+		snprintf(c->x.resp_why, sizeof(c->x.resp_why),
 			 "the upstream answered with Content-Encoding %s%s, which sluice cannot "
 			 "decode to mask the secret this request carried: refused",
 			 coding, m->status == 206 ? " on a range" : "");
 		return -1;
 	}
-	c->dec = calloc(1, sizeof(*c->dec));
-	if (!c->dec || sl_inflate_init(c->dec, k)) {
-		snprintf(c->resp_why, sizeof(c->resp_why), "out of memory");
+	c->x.dec = calloc(1, sizeof(*c->x.dec));
+	if (!c->x.dec || sl_inflate_init(c->x.dec, k)) {
+		snprintf(c->x.resp_why, sizeof(c->x.resp_why), "out of memory");
 		return -1;
 	}
 	sl_http_set(m, "content-encoding", NULL);
 	sl_http_set(m, "content-length", NULL);
-	c->resp_body = SL_BODY_CHUNKED;
+	c->x.resp_body = SL_BODY_CHUNKED;
 	return 0;
 }
 
@@ -242,46 +242,46 @@ int px_dec_drain(struct pconn *c)
 	for (;;) {
 		ssize_t n;
 
-		if (!c->resp_buffer && sl_buf_size(&c->c.out) >= BUF_LIMIT)
+		if (!c->x.resp_buffer && sl_buf_size(&c->c.out) >= BUF_LIMIT)
 			return 0;
-		n = sl_inflate_run(c->dec, out, sizeof(out));
+		n = sl_inflate_run(c->x.dec, out, sizeof(out));
 		if (n < 0) {
-			snprintf(c->resp_why, sizeof(c->resp_why),
+			snprintf(c->x.resp_why, sizeof(c->x.resp_why),
 				 "the upstream's body is not the %s it is labelled",
-				 c->dec->coding == SL_CODING_GZIP ? "gzip" : "deflate");
+				 c->x.dec->coding == SL_CODING_GZIP ? "gzip" : "deflate");
 			return -1;
 		}
-		if (c->resp_buffer) {
-			if (sl_buf_size(&c->respbody) + n > c->resp_max) {
-				c->resp_too_big = 1;
+		if (c->x.resp_buffer) {
+			if (sl_buf_size(&c->x.respbody) + n > c->x.resp_max) {
+				c->x.resp_too_big = 1;
 				c->l->stats.limit_resp_body++;
 				return -1;
 			}
 			if (!px_within_budget(c, (size_t)n)) {
-				snprintf(c->resp_why, sizeof(c->resp_why), "%s", OVER_BUDGET);
+				snprintf(c->x.resp_why, sizeof(c->x.resp_why), "%s", OVER_BUDGET);
 				return -1;
 			}
-			if (sl_buf_append(&c->respbody, out, n))
+			if (sl_buf_append(&c->x.respbody, out, n))
 				return -1;
 		} else if (n && px_write_masked(c, out, n, 0)) {
 			return -1;
 		}
-		if (!sl_inflate_pending(c->dec))
+		if (!sl_inflate_pending(c->x.dec))
 			return 0;
 	}
 }
 
 void sl_px_x_attach(struct sl_px_xchg *x, const struct sl_px_handler *h, void *hctx)
 {
-	struct pconn *c = (struct pconn *)x;
+	struct pconn *c = x->conn;
 
-	c->h = h;
-	c->hctx = hctx;
+	c->x.h = h;
+	c->x.hctx = hctx;
 }
 
 void sl_px_x_info(struct sl_px_xchg *x, struct sl_px_info *info)
 {
-	struct pconn *c = (struct pconn *)x;
+	struct pconn *c = x->conn;
 
 	info->sandbox = c->l->ops->name(c->l->owner);
 	info->pid = c->orig.pid;
@@ -294,20 +294,20 @@ void sl_px_x_info(struct sl_px_xchg *x, struct sl_px_info *info)
 
 struct sl_http_msg *sl_px_x_req(struct sl_px_xchg *x)
 {
-	return &((struct pconn *)x)->req;
+	return &x->req;
 }
 
 const char *sl_px_x_path(struct sl_px_xchg *x)
 {
-	return ((struct pconn *)x)->path;
+	return x->path;
 }
 
 int sl_px_x_set_path(struct sl_px_xchg *x, const char *path)
 {
-	struct pconn *c = (struct pconn *)x;
+	struct pconn *c = x->conn;
 	char *p;
 
-	if (c->fetched)
+	if (c->x.fetched)
 		return -EALREADY;
 	if (path[0] != '/' || strlen(path) > 8192)
 		return -EINVAL;
@@ -317,84 +317,84 @@ int sl_px_x_set_path(struct sl_px_xchg *x, const char *path)
 	p = strdup(path);
 	if (!p)
 		return -ENOMEM;
-	free(c->path);
-	c->path = p;
+	free(c->x.path);
+	c->x.path = p;
 	return 0;
 }
 
 int sl_px_x_set_method(struct sl_px_xchg *x, const char *method)
 {
-	struct pconn *c = (struct pconn *)x;
+	struct pconn *c = x->conn;
 
-	if (c->fetched)
+	if (c->x.fetched)
 		return -EALREADY;
-	if (strlen(method) >= sizeof(c->req.method) || !sl_http_valid_name(method) ||
+	if (strlen(method) >= sizeof(c->x.req.method) || !sl_http_valid_name(method) ||
 	    !strcasecmp(method, "CONNECT") || !strcasecmp(method, "TRACE"))
 		return -EINVAL;
-	snprintf(c->req.method, sizeof(c->req.method), "%s", method);
+	snprintf(c->x.req.method, sizeof(c->x.req.method), "%s", method);
 	return 0;
 }
 
 int sl_px_x_read_body(struct sl_px_xchg *x, size_t max)
 {
-	struct pconn *c = (struct pconn *)x;
+	struct pconn *c = x->conn;
 
-	if (c->req_complete_seen || c->req_body_set || c->req_body == SL_BODY_NONE)
+	if (c->x.req_complete_seen || c->x.req_body_set || c->x.req_body == SL_BODY_NONE)
 		return 1;
-	if (c->fetched)
+	if (c->x.fetched)
 		return -EALREADY; /* it streams upstream already */
-	if (c->hw != HW_NONE)
+	if (c->x.hw != HW_NONE)
 		return -EBUSY;
-	c->req_buffer = 1;
-	c->req_max = max;
-	c->hw = HW_REQ_BODY;
-	c->hseq++;
+	c->x.req_buffer = 1;
+	c->x.req_max = max;
+	c->x.hw = HW_REQ_BODY;
+	c->x.hseq++;
 	llhttp_resume(&c->reqp);
 	return 0;
 }
 
 const char *sl_px_x_body(struct sl_px_xchg *x, size_t *len)
 {
-	struct pconn *c = (struct pconn *)x;
+	struct pconn *c = x->conn;
 
-	*len = sl_buf_size(&c->reqbody);
-	return *len ? sl_buf_head(&c->reqbody) : "";
+	*len = sl_buf_size(&c->x.reqbody);
+	return *len ? sl_buf_head(&c->x.reqbody) : "";
 }
 
 int sl_px_x_set_body(struct sl_px_xchg *x, const char *body, size_t len)
 {
-	struct pconn *c = (struct pconn *)x;
+	struct pconn *c = x->conn;
 
-	if (c->fetched)
+	if (c->x.fetched)
 		return -EALREADY;
-	if (c->hw != HW_NONE)
+	if (c->x.hw != HW_NONE)
 		return -EBUSY;
-	if (len > sl_buf_size(&c->reqbody) && !px_within_budget(c, len - sl_buf_size(&c->reqbody)))
+	if (len > sl_buf_size(&c->x.reqbody) && !px_within_budget(c, len - sl_buf_size(&c->x.reqbody)))
 		return -ENOBUFS;
-	sl_buf_reset(&c->reqbody);
-	if (len && sl_buf_append(&c->reqbody, body, len))
+	sl_buf_reset(&c->x.reqbody);
+	if (len && sl_buf_append(&c->x.reqbody, body, len))
 		return -ENOMEM;
-	c->req_body_set = 1;
+	c->x.req_body_set = 1;
 	return 0;
 }
 
 int sl_px_x_fetch(struct sl_px_xchg *x)
 {
-	struct pconn *c = (struct pconn *)x;
+	struct pconn *c = x->conn;
 	int r;
 
-	if (c->fetched)
+	if (c->x.fetched)
 		return -EALREADY;
-	if (c->hw != HW_NONE)
+	if (c->x.hw != HW_NONE)
 		return -EBUSY;
-	c->fetched = c->hold_resp = 1;
-	c->hw = HW_RESP_HEAD;
-	c->hseq++;
-	c->rq = RQ_CONNECT;
+	c->x.fetched = c->x.hold_resp = 1;
+	c->x.hw = HW_RESP_HEAD;
+	c->x.hseq++;
+	c->x.rq = RQ_CONNECT;
 	r = px_start_upstream(c);
 	if (r) {
 		px_close_upstream(c);
-		c->hw = HW_NONE;
+		c->x.hw = HW_NONE;
 		return r;
 	}
 	if (c->up == UP_READY)
@@ -404,51 +404,51 @@ int sl_px_x_fetch(struct sl_px_xchg *x)
 
 struct sl_http_msg *sl_px_x_resp(struct sl_px_xchg *x)
 {
-	struct pconn *c = (struct pconn *)x;
+	struct pconn *c = x->conn;
 
-	return c->resp_held ? &c->resp : NULL;
+	return c->x.resp_held ? &c->x.resp : NULL;
 }
 
 int sl_px_x_read_resp_body(struct sl_px_xchg *x, size_t max)
 {
-	struct pconn *c = (struct pconn *)x;
+	struct pconn *c = x->conn;
 
-	if (!c->resp_held)
+	if (!c->x.resp_held)
 		return -EINVAL;
-	if (c->resp_done || c->resp_body == SL_BODY_NONE || c->to_tunnel)
+	if (c->x.resp_done || c->x.resp_body == SL_BODY_NONE || c->x.to_tunnel)
 		return 1;
-	if (c->hw != HW_NONE)
+	if (c->x.hw != HW_NONE)
 		return -EBUSY;
-	c->resp_buffer = 1;
-	c->resp_max = max;
-	c->hw = HW_RESP_BODY;
-	c->hseq++;
+	c->x.resp_buffer = 1;
+	c->x.resp_max = max;
+	c->x.hw = HW_RESP_BODY;
+	c->x.hseq++;
 	llhttp_resume(&c->respp);
 	return 0;
 }
 
 const char *sl_px_x_resp_body(struct sl_px_xchg *x, size_t *len)
 {
-	struct pconn *c = (struct pconn *)x;
+	struct pconn *c = x->conn;
 
-	*len = sl_buf_size(&c->respbody);
-	return *len ? sl_buf_head(&c->respbody) : "";
+	*len = sl_buf_size(&c->x.respbody);
+	return *len ? sl_buf_head(&c->x.respbody) : "";
 }
 
 int sl_px_x_set_resp_body(struct sl_px_xchg *x, const char *body, size_t len)
 {
-	struct pconn *c = (struct pconn *)x;
+	struct pconn *c = x->conn;
 
-	if (!c->resp_held || c->to_tunnel)
+	if (!c->x.resp_held || c->x.to_tunnel)
 		return -EINVAL;
-	if (c->hw != HW_NONE)
+	if (c->x.hw != HW_NONE)
 		return -EBUSY;
-	if (len > sl_buf_size(&c->respbody) && !px_within_budget(c, len - sl_buf_size(&c->respbody)))
+	if (len > sl_buf_size(&c->x.respbody) && !px_within_budget(c, len - sl_buf_size(&c->x.respbody)))
 		return -ENOBUFS;
-	sl_buf_reset(&c->respbody);
-	if (len && sl_buf_append(&c->respbody, body, len))
+	sl_buf_reset(&c->x.respbody);
+	if (len && sl_buf_append(&c->x.respbody, body, len))
 		return -ENOMEM;
-	c->resp_body_set = 1;
+	c->x.resp_body_set = 1;
 	return 0;
 }
 
@@ -456,7 +456,7 @@ int sl_px_x_set_resp_body(struct sl_px_xchg *x, const char *body, size_t len)
 static void write_whole(struct pconn *c, struct sl_http_msg *m, struct sl_buf *body, int close)
 {
 	char n[24];
-	int nobody = !strcmp(c->req.method, "HEAD") || m->status == 204 || m->status == 304;
+	int nobody = !strcmp(c->x.req.method, "HEAD") || m->status == 204 || m->status == 304;
 
 	px_mask_msg(c, m);
 	mask_bytes(c, (char *)sl_buf_head(body), sl_buf_size(body));
@@ -470,78 +470,78 @@ static void write_whole(struct pconn *c, struct sl_http_msg *m, struct sl_buf *b
 	}
 	if (!nobody)
 		sl_buf_append(&c->c.out, sl_buf_head(body), sl_buf_size(body));
-	c->resp_head_sent = 1;
-	c->resp_bytes = nobody ? 0 : sl_buf_size(body);
+	c->x.resp_head_sent = 1;
+	c->x.resp_bytes = nobody ? 0 : sl_buf_size(body);
 }
 
 void sl_px_x_send_fetched(struct sl_px_xchg *x)
 {
-	struct pconn *c = (struct pconn *)x;
-	struct sl_http_msg *m = &c->resp;
+	struct pconn *c = x->conn;
+	struct sl_http_msg *m = &c->x.resp;
 
 	handler_done(c);
-	if (!c->resp_held) {
+	if (!c->x.resp_held) {
 		px_respond_error(c, 502, "the handler returned a response it did not fetch", "error");
 		return;
 	}
-	c->resp_held = c->hold_resp = 0;
-	if (c->nmask && !c->coding_seen && !c->to_tunnel && !c->resp_body_set) {
+	c->x.resp_held = c->x.hold_resp = 0;
+	if (c->x.nmask && !c->x.coding_seen && !c->x.to_tunnel && !c->x.resp_body_set) {
 		/* The handler read a secret after the head arrived: the body must still be
 		 * masked as the client will read it. */
-		if (c->resp_done ? sl_coding_of(sl_http_get(m, "content-encoding")) !=
+		if (c->x.resp_done ? sl_coding_of(sl_http_get(m, "content-encoding")) !=
 					   SL_CODING_IDENTITY :
 				   px_resp_coding(c, m)) {
 			px_respond_error(c, 502,
-				      c->resp_why[0] ? c->resp_why :
+				      c->x.resp_why[0] ? c->x.resp_why :
 						       "the response is encoded and was read "
 						       "before a secret: refused",
 				      "error");
 			return;
 		}
 	}
-	if (c->to_tunnel) {
+	if (c->x.to_tunnel) {
 		if (px_ws_begin(c, m)) {
-			px_respond_error(c, 502, c->resp_why, "error");
+			px_respond_error(c, 502, c->x.resp_why, "error");
 			return;
 		}
 		px_mask_msg(c, m);
 		sl_http_write_response(m, SL_BODY_NONE, "websocket", 0, &c->c.out);
-		c->resp_head_sent = 1;
+		c->x.resp_head_sent = 1;
 		llhttp_resume(&c->respp);
 		return;
 	}
-	if (c->resp_body_set || c->resp_done) {
-		if (!c->resp_done)
+	if (c->x.resp_body_set || c->x.resp_done) {
+		if (!c->x.resp_done)
 			px_close_upstream(c); /* the rest of the upstream's body is not wanted */
-		write_whole(c, m, &c->respbody, c->close_after);
-		sl_buf_free(&c->respbody); /* it waits in c->c.out now (and counts there) */
+		write_whole(c, m, &c->x.respbody, c->close_after);
+		sl_buf_free(&c->x.respbody); /* it waits in c->c.out now (and counts there) */
 		px_finish_request(c);
 		return;
 	}
 	px_mask_msg(c, m);
-	if (c->resp_body == SL_BODY_NONE && sl_http_get(m, "content-length") &&
-	    !strcmp(c->req.method, "HEAD"))
+	if (c->x.resp_body == SL_BODY_NONE && sl_http_get(m, "content-length") &&
+	    !strcmp(c->x.req.method, "HEAD"))
 		sl_http_write_response(m, SL_BODY_LENGTH, NULL, c->close_after, &c->c.out);
 	else
-		sl_http_write_response(m, c->resp_body, NULL, c->close_after, &c->c.out);
-	c->resp_head_sent = 1;
+		sl_http_write_response(m, c->x.resp_body, NULL, c->close_after, &c->c.out);
+	c->x.resp_head_sent = 1;
 	llhttp_resume(&c->respp);
 }
 
 void sl_px_x_send(struct sl_px_xchg *x, int status, const struct sl_http_msg *headers,
 		  const char *body, size_t len)
 {
-	struct pconn *c = (struct pconn *)x;
+	struct pconn *c = x->conn;
 	int keep = !c->close_after && !c->c.eof &&
-		   (c->req_complete_seen || c->rq == RQ_DONE ||
-		    (c->req_body == SL_BODY_NONE && !c->req_body_set));
+		   (c->x.req_complete_seen || c->x.rq == RQ_DONE ||
+		    (c->x.req_body == SL_BODY_NONE && !c->x.req_body_set));
 	struct sl_http_msg m;
 	struct sl_buf b = { 0 };
 
 	handler_done(c);
-	if (c->fetched && !(c->resp_done && c->rq == RQ_DONE))
+	if (c->x.fetched && !(c->x.resp_done && c->x.rq == RQ_DONE))
 		px_close_upstream(c); /* mid-exchange: it cannot be reused */
-	c->resp_held = c->hold_resp = 0;
+	c->x.resp_held = c->x.hold_resp = 0;
 	sl_http_msg_init(&m);
 	m.status = status;
 	for (size_t i = 0; headers && i < headers->nh; i++)
@@ -555,7 +555,7 @@ void sl_px_x_send(struct sl_px_xchg *x, int status, const struct sl_http_msg *he
 		char why[160], text[512];
 
 		snprintf(why, sizeof(why), "the policy's handler %s answered %d",
-			 c->handler[0] ? c->handler : "", status);
+			 c->x.handler[0] ? c->x.handler : "", status);
 		px_refusal_text(c, status, why, text, sizeof(text));
 		sl_buf_printf(&b, "%s\n", text);
 		if (!sl_http_get(&m, "content-type"))
@@ -569,21 +569,21 @@ void sl_px_x_send(struct sl_px_xchg *x, int status, const struct sl_http_msg *he
 		c->st = C_CLOSING;
 		return;
 	}
-	if (c->req_complete_seen || c->rq == RQ_DONE) {
+	if (c->x.req_complete_seen || c->x.rq == RQ_DONE) {
 		px_next_request(c);
 		return;
 	}
 	/* The request's end (a GET's completion, a body being sent) is still to be parsed:
 	 * read and drop it, then take the next request. */
-	c->local = c->req_discard = 1;
-	if (c->rq < RQ_BODY)
+	c->x.local = c->x.req_discard = 1;
+	if (c->x.rq < RQ_BODY)
 		llhttp_resume(&c->reqp);
-	c->rq = RQ_BODY;
+	c->x.rq = RQ_BODY;
 }
 
 void sl_px_x_fail(struct sl_px_xchg *x, int status, const char *why)
 {
-	struct pconn *c = (struct pconn *)x;
+	struct pconn *c = x->conn;
 
 	handler_done(c);
 	px_respond_error(c, status, why, "error");
@@ -591,7 +591,7 @@ void sl_px_x_fail(struct sl_px_xchg *x, int status, const char *why)
 
 void sl_px_x_count_limit(struct sl_px_xchg *x, enum sl_px_limit which)
 {
-	struct sl_proxy_stats *st = &((struct pconn *)x)->l->stats;
+	struct sl_proxy_stats *st = &x->conn->l->stats;
 
 	if (which == SL_PX_LIMIT_LUA_MEM)
 		st->limit_lua_mem++;
@@ -601,47 +601,47 @@ void sl_px_x_count_limit(struct sl_px_xchg *x, enum sl_px_limit which)
 
 int sl_px_x_mask(struct sl_px_xchg *x, const char *secret, size_t len)
 {
-	struct pconn *c = (struct pconn *)x;
+	struct pconn *c = x->conn;
 	struct mask *m;
 
 	if (len < MASK_LEN_MIN || len > MASK_LEN_MAX)
 		return 0;
-	for (size_t i = 0; i < c->nmask; i++)
-		if (c->masks[i].n == len && !memcmp(c->masks[i].s, secret, len))
+	for (size_t i = 0; i < c->x.nmask; i++)
+		if (c->x.masks[i].n == len && !memcmp(c->x.masks[i].s, secret, len))
 			return 0;
-	if (c->nmask == MASK_MAX)
+	if (c->x.nmask == MASK_MAX)
 		return -ENOSPC;
-	m = &c->masks[c->nmask];
+	m = &c->x.masks[c->x.nmask];
 	m->s = malloc(len);
 	if (!m->s)
 		return -ENOMEM;
 	memcpy(m->s, secret, len);
 	m->n = len;
-	c->nmask++;
-	if (len > c->mask_longest)
-		c->mask_longest = len;
+	c->x.nmask++;
+	if (len > c->x.mask_longest)
+		c->x.mask_longest = len;
 	return 0;
 }
 
 static int has_mask(const struct pconn *c, const char *p, size_t n)
 {
-	for (size_t i = 0; i < c->nmask; i++)
-		if (n >= c->masks[i].n && memmem(p, n, c->masks[i].s, c->masks[i].n))
+	for (size_t i = 0; i < c->x.nmask; i++)
+		if (n >= c->x.masks[i].n && memmem(p, n, c->x.masks[i].s, c->x.masks[i].n))
 			return 1;
 	return 0;
 }
 
 int sl_px_x_cleartext_secret(struct sl_px_xchg *x)
 {
-	struct pconn *c = (struct pconn *)x;
-	const struct sl_http_msg *m = &c->req;
+	struct pconn *c = x->conn;
+	const struct sl_http_msg *m = &c->x.req;
 	int found;
 
-	if (c->tls || !c->nmask)
+	if (c->tls || !c->x.nmask)
 		return 0;
 	found = has_mask(c, m->method, strlen(m->method)) ||
-		(c->path && has_mask(c, c->path, strlen(c->path))) ||
-		(c->req_body_set && has_mask(c, sl_buf_head(&c->reqbody), sl_buf_size(&c->reqbody)));
+		(c->x.path && has_mask(c, c->x.path, strlen(c->x.path))) ||
+		(c->x.req_body_set && has_mask(c, sl_buf_head(&c->x.reqbody), sl_buf_size(&c->x.reqbody)));
 	for (size_t i = 0; i < m->nh && !found; i++)
 		found = has_mask(c, m->h[i].name, strlen(m->h[i].name)) ||
 			has_mask(c, m->h[i].value, strlen(m->h[i].value));
@@ -650,16 +650,16 @@ int sl_px_x_cleartext_secret(struct sl_px_xchg *x)
 
 void sl_px_x_set_handler(struct sl_px_xchg *x, const char *name)
 {
-	struct pconn *c = (struct pconn *)x;
+	struct pconn *c = x->conn;
 	size_t n = strlen(name);
 
-	if (n >= sizeof(c->handler))
-		n = sizeof(c->handler) - 1;
-	memcpy(c->handler, name, n);
-	c->handler[n] = 0;
+	if (n >= sizeof(c->x.handler))
+		n = sizeof(c->x.handler) - 1;
+	memcpy(c->x.handler, name, n);
+	c->x.handler[n] = 0;
 }
 
 void sl_px_x_redact(struct sl_px_xchg *x, char *s, size_t len)
 {
-	mask_bytes((struct pconn *)x, s, len);
+	mask_bytes(x->conn, s, len);
 }
