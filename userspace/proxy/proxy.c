@@ -146,10 +146,8 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 		sockaddr_from(c);
 		sl_http_msg_init(&c->x.req);
 		sl_http_msg_init(&c->x.resp);
-		c->reqx = (struct parse_ctx){ &c->x.req, c };
-		c->respx = (struct parse_ctx){ &c->x.resp, c };
-		llhttp_init(&c->reqp, HTTP_REQUEST, &px_req_settings);
-		c->reqp.data = &c->reqx;
+		c->proto = &px_h1_proto;
+		c->proto->init(c);
 		c->deadline_ms = sl_now_ms() + l->px->o.header_timeout_ms;
 		if (sl_loop_add_fd(loop, cfd, SL_READ, px_conn_cb, c)) {
 			close(cfd);

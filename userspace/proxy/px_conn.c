@@ -340,9 +340,9 @@ void px_pump(struct pconn *c)
 				break;
 			}
 		} else {
-			px_handle_requests(c);
+			c->proto->recv(c);
 			if (c->st == C_HTTP)
-				px_handle_response(c);
+				c->proto->send(c);
 		}
 		if (c->dead)
 			break;

@@ -295,7 +295,7 @@ static llhttp_errno_t feed(llhttp_t *p, struct sl_http_msg *m, struct sl_buf *in
 	return e;
 }
 
-void px_handle_requests(struct pconn *c)
+static void handle_requests(struct pconn *c)
 {
 	llhttp_errno_t e;
 
@@ -326,7 +326,7 @@ void px_handle_requests(struct pconn *c)
 			/* Sent upstream at once (a pooled connection): parse the body before the
 			 * head is flushed, so that a malformed body never reaches the upstream. */
 			if (c->x.rq == RQ_BODY && c->st == C_HTTP && !c->dead)
-				px_handle_requests(c);
+				handle_requests(c);
 		} else if (c->x.rq == RQ_DECIDE && c->x.hw == HW_REQ_BODY && c->x.req_complete_seen) {
 			c->x.hw = HW_NONE;
 			px_handler_resume(c);
@@ -356,7 +356,7 @@ void px_handle_requests(struct pconn *c)
 	}
 }
 
-void px_handle_response(struct pconn *c)
+static void handle_response(struct pconn *c)
 {
 	llhttp_errno_t e;
 
@@ -424,7 +424,7 @@ void px_handle_response(struct pconn *c)
 /* ---- llhttp's settings ---- */
 
 /* Constant: llhttp only reads them, and every parser of every thread may share them. */
-const llhttp_settings_t px_req_settings = {
+static const llhttp_settings_t req_settings = {
 	.on_message_begin = req_begin,
 	.on_url = sl_http_on_url,
 	.on_header_field = sl_http_on_header_field,
@@ -435,7 +435,7 @@ const llhttp_settings_t px_req_settings = {
 	.on_message_complete = req_complete,
 };
 
-const llhttp_settings_t px_resp_settings = {
+static const llhttp_settings_t resp_settings = {
 	.on_message_begin = resp_begin,
 	.on_status = sl_http_on_status,
 	.on_header_field = sl_http_on_header_field,
@@ -444,4 +444,36 @@ const llhttp_settings_t px_resp_settings = {
 	.on_headers_complete = resp_headers_complete,
 	.on_body = resp_body,
 	.on_message_complete = resp_complete,
+};
+
+/* ---- the protocol table ---- */
+
+static void h1_init(struct pconn *c)
+{
+	c->reqx = (struct parse_ctx){ &c->x.req, c };
+	c->respx = (struct parse_ctx){ &c->x.resp, c };
+	llhttp_init(&c->reqp, HTTP_REQUEST, &req_settings);
+	c->reqp.data = &c->reqx;
+}
+
+static void h1_resp_begin(struct sl_px_xchg *x)
+{
+	struct pconn *c = x->conn;
+
+	llhttp_init(&c->respp, HTTP_RESPONSE, &resp_settings);
+	c->respp.data = &c->respx;
+}
+
+static void h1_wake(struct sl_px_xchg *x, enum px_side side)
+{
+	llhttp_resume(side == PX_REQ ? &x->conn->reqp : &x->conn->respp);
+}
+
+const struct px_proto px_h1_proto = {
+	.name = "h1",
+	.init = h1_init,
+	.recv = handle_requests,
+	.send = handle_response,
+	.resp_begin = h1_resp_begin,
+	.wake = h1_wake,
 };

@@ -127,8 +127,28 @@ struct sl_px_xchg {
 	char handler[80];
 };
 
+/* Which parser a handler's call lets go on: the request's or the response's. */
+enum px_side { PX_REQ, PX_RESP };
+
+/*
+ * A protocol the client speaks, as the connection drives it (HAProxy's mux_ops): the pump
+ * does the I/O, TLS and deadlines and calls these for everything HTTP, so that it never names
+ * a parser. HTTP/1 (px_h1.c) is the one there is; HTTP/2 would be a sibling table.
+ */
+struct px_proto {
+	const char *name; /* "h1" */
+	void (*init)(struct pconn *c); /* at accept: the request parser */
+	void (*recv)(struct pconn *c); /* client bytes -> exchange(s) */
+	void (*send)(struct pconn *c); /* upstream bytes -> client */
+	void (*resp_begin)(struct sl_px_xchg *x); /* the request went upstream: parse its answer */
+	void (*wake)(struct sl_px_xchg *x, enum px_side side); /* a paused parser goes on */
+};
+
+extern const struct px_proto px_h1_proto;
+
 /* One client connection and, while a request is in flight, its upstream connection. */
 struct pconn {
+	const struct px_proto *proto;
 	struct sl_proxy_listener *l;
 	struct pconn *next;
 	struct sl_stream c, u;
@@ -186,8 +206,6 @@ struct sl_proxy_listener {
 
 #define OVER_BUDGET "the sandbox's handlers hold more body bytes than --http-body-budget allows"
 
-extern const llhttp_settings_t px_req_settings, px_resp_settings;
-
 /* px_conn.c */
 void px_conn_event(struct sl_proxy_listener *l, const struct pconn *c, const char *verdict,
 		const char *reason);
@@ -216,8 +234,6 @@ int px_dec_drain(struct pconn *c);
 /* px_h1.c */
 void px_next_request(struct pconn *c);
 void px_finish_request(struct pconn *c);
-void px_handle_requests(struct pconn *c);
-void px_handle_response(struct pconn *c);
 
 /* px_upstream.c */
 void px_close_upstream(struct pconn *c);

@@ -258,8 +258,7 @@ void px_upstream_ready(struct pconn *c)
 		/* Frames of this WebSocket will be masked: they must stay plain bytes, so no
 		 * permessage-deflate (RFC 7692) or other extension is offered upstream. */
 		sl_http_set(&c->x.req, "sec-websocket-extensions", NULL);
-	llhttp_init(&c->respp, HTTP_RESPONSE, &px_resp_settings);
-	c->respp.data = &c->respx;
+	c->proto->resp_begin(&c->x);
 	sl_http_msg_reset(&c->x.resp);
 	c->x.resp_started = c->x.resp_head_sent = c->x.resp_done = c->x.interim = 0;
 	px_dec_free(c);
@@ -283,5 +282,5 @@ void px_upstream_ready(struct pconn *c)
 		sl_http_write_request(&c->x.req, c->x.path, c->x.req_body, up, &c->u.out);
 	}
 	c->x.rq = RQ_BODY;
-	llhttp_resume(&c->reqp);
+	c->proto->wake(&c->x, PX_REQ);
 }

@@ -349,7 +349,7 @@ int sl_px_x_read_body(struct sl_px_xchg *x, size_t max)
 	c->x.req_max = max;
 	c->x.hw = HW_REQ_BODY;
 	c->x.hseq++;
-	llhttp_resume(&c->reqp);
+	c->proto->wake(&c->x, PX_REQ);
 	return 0;
 }
 
@@ -423,7 +423,7 @@ int sl_px_x_read_resp_body(struct sl_px_xchg *x, size_t max)
 	c->x.resp_max = max;
 	c->x.hw = HW_RESP_BODY;
 	c->x.hseq++;
-	llhttp_resume(&c->respp);
+	c->proto->wake(&c->x, PX_RESP);
 	return 0;
 }
 
@@ -507,7 +507,7 @@ void sl_px_x_send_fetched(struct sl_px_xchg *x)
 		px_mask_msg(c, m);
 		sl_http_write_response(m, SL_BODY_NONE, "websocket", 0, &c->c.out);
 		c->x.resp_head_sent = 1;
-		llhttp_resume(&c->respp);
+		c->proto->wake(&c->x, PX_RESP);
 		return;
 	}
 	if (c->x.resp_body_set || c->x.resp_done) {
@@ -525,7 +525,7 @@ void sl_px_x_send_fetched(struct sl_px_xchg *x)
 	else
 		sl_http_write_response(m, c->x.resp_body, NULL, c->close_after, &c->c.out);
 	c->x.resp_head_sent = 1;
-	llhttp_resume(&c->respp);
+	c->proto->wake(&c->x, PX_RESP);
 }
 
 void sl_px_x_send(struct sl_px_xchg *x, int status, const struct sl_http_msg *headers,
@@ -577,7 +577,7 @@ void sl_px_x_send(struct sl_px_xchg *x, int status, const struct sl_http_msg *he
 	 * read and drop it, then take the next request. */
 	c->x.local = c->x.req_discard = 1;
 	if (c->x.rq < RQ_BODY)
-		llhttp_resume(&c->reqp);
+		c->proto->wake(&c->x, PX_REQ);
 	c->x.rq = RQ_BODY;
 }
 
