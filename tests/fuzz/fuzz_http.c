@@ -336,7 +336,7 @@ static void init_settings(void)
 
 /*
  * Feeds @data (@size bytes) arriving in pieces (@seed 0: all at once) to a fresh parser, as
- * proxy.c does, and leaves the transcript in @r->log.
+ * px_h1.c does, and leaves the transcript in @r->log.
  */
 static void run_stream(struct run *r, int response, int flags, const char *const *inj,
 		       int inject_set, const uint8_t *data, size_t size, uint32_t seed)

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 /*
  * Content codings, for secret masking. A response to a request whose handler read a secret is
- * masked byte for byte (proxy.c), which only works on the bytes the client will read: a
+ * masked byte for byte (proxy/px_xchg.c), which only works on the bytes the client will read: a
  * gzip'd echo of the secret matches nothing and is decoded by the client. So the proxy asks
  * upstreams only for codings it can decode (sl_accept_encoding), decodes gzip and deflate
  * responses before masking them (sl_inflate_*, zlib), and refuses the rest. Decoding streams

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* The transparent TLS-intercepting HTTP proxy (see proxy.c). */
+/* The transparent TLS-intercepting HTTP proxy (see proxy.c and ARCHITECTURE.md). */
 #ifndef SL_PROXY_H
 #define SL_PROXY_H
 
