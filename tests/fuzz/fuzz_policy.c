@@ -13,6 +13,7 @@
 
 #include "fuzz.h"
 #include "lua/lua_host.h"
+#include "lua/lua_policy.h"
 #include "policy/policy.h"
 #include "kernel/rules.h"
 

@@ -11,6 +11,7 @@
 
 #include <cmocka.h>
 
+#include "lua/lua_policy.h"
 #include "policy/policy.h"
 
 static void roundtrip(const char *in, const char *want)

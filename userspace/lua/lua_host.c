@@ -30,6 +30,7 @@
 #include <openssl/crypto.h>
 
 #include "core/log.h"
+#include "lua/lua_policy.h"
 #include "lua/lua_priv.h"
 #include "lua/lua_vm.h"
 #include "policy/policy.h"

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* A sandbox's policy: the Lua file, its egress entries, and their rules (see policy.c). */
+/* A sandbox's policy as data: its egress entries, their grammar, the grants and kernel rules
+ * made of them (see policy.c). No Lua: lua/lua_policy.h reads a policy file into this. */
 #ifndef SL_POLICY_H
 #define SL_POLICY_H
 
@@ -62,22 +63,8 @@ int sl_unix_parse(const char *s, size_t len, struct sl_unix_key *k, char *err, s
  */
 int sl_entry_parse(const char *s, struct sl_entry *e, char *err, size_t errlen);
 
-/*
- * Runs the policy source @src (named @chunkname in messages) in a fresh Lua state with no
- * io/os/package access and bounded instructions and memory, and reads its egress table.
- * Returns a policy (free with sl_policy_free) or NULL with a one-line reason in @err.
- */
-struct sl_policy *sl_policy_load(const char *chunkname, const char *src, size_t len, char *err,
-				 size_t errlen);
+/* Frees @p and its entry lists; accepts NULL. */
 void sl_policy_free(struct sl_policy *p);
-
-struct lua_State;
-/* Reads the policy table at the top of @L's stack: its keys and egress. 0 or -EINVAL. */
-int sl_policy_read(struct lua_State *L, struct sl_policy *p, char *err, size_t errlen);
-/* Reads an egress table ({ allow, intercept, private }, or nil) at the top of @L's stack;
- * @where names it in messages ("egress", "outboundHandlers.x.egress"). */
-int sl_policy_read_egress(struct lua_State *L, struct sl_policy *p, const char *where, char *err,
-			  size_t errlen);
 
 /*
  * Adds the kernel rules of the policy's address entries to @rs: egress.allow addresses get

@@ -1,0 +1,25 @@
+/* SPDX-License-Identifier: MIT */
+/* The reader of a policy table into a struct sl_policy (see lua_policy.c). */
+#ifndef SL_LUA_POLICY_H
+#define SL_LUA_POLICY_H
+
+#include <stddef.h>
+
+#include "policy/policy.h"
+
+/*
+ * Runs the policy source @src (named @chunkname in messages) in a fresh Lua state with no
+ * io/os/package access and bounded instructions and memory, and reads its egress table.
+ * Returns a policy (free with sl_policy_free) or NULL with a one-line reason in @err.
+ */
+struct sl_policy *sl_policy_load(const char *chunkname, const char *src, size_t len, char *err,
+				 size_t errlen);
+struct lua_State;
+/* Reads the policy table at the top of @L's stack: its keys and egress. 0 or -EINVAL. */
+int sl_policy_read(struct lua_State *L, struct sl_policy *p, char *err, size_t errlen);
+/* Reads an egress table ({ allow, intercept, private }, or nil) at the top of @L's stack;
+ * @where names it in messages ("egress", "outboundHandlers.x.egress"). */
+int sl_policy_read_egress(struct lua_State *L, struct sl_policy *p, const char *where, char *err,
+			  size_t errlen);
+
+#endif
