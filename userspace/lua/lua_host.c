@@ -261,7 +261,7 @@ static void req_release(struct lreq *r)
 	if (r->co) {
 		lua_State *co = r->co;
 
-		*(struct lreq **)lua_getextraspace(co) = NULL;
+		sl_lua_run_set(co, NULL);
 		if (lua_status(co) == LUA_OK && lua->npool < CO_POOL_MAX) {
 			lua_settop(co, 0);
 			lua->pool[lua->npool].co = co;
@@ -310,7 +310,7 @@ static void finish_error(struct lreq *r, int status)
 	lua_State *L = r->lua->L;
 	char why[400];
 
-	if (status == LUA_ERRMEM || r->out_of_insns)
+	if (status == LUA_ERRMEM || r->run.out_of_insns)
 		sl_px_x_count_limit(r->x, status == LUA_ERRMEM ? SL_PX_LIMIT_LUA_MEM :
 								SL_PX_LIMIT_LUA_INSNS);
 	if (status == LUA_ERRMEM &&
@@ -476,7 +476,8 @@ static int start_request(lua_State *L)
 		r->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 	}
 	r->co = co;
-	*(struct lreq **)lua_getextraspace(co) = r;
+	r->run.insn_max = lua->o.insn_max;
+	sl_lua_run_set(co, &r->run);
 	lua_pushvalue(L, -1);
 	r->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 	/* function, req, env, ctx */

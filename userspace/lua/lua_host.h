@@ -16,7 +16,6 @@ struct sl_kv;
 struct sl_policy;
 struct sl_px_xchg;
 
-#define SL_LUA_MEM_MAX (64u << 20) /* per sandbox state */
 #define SL_LUA_INSN_MAX 5000000L /* per request */
 #define SL_LUA_BODY_MAX (1u << 20) /* req:text() */
 #define SL_LUA_RESP_BODY_MAX (8u << 20) /* resp:text() */

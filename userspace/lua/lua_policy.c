@@ -16,8 +16,8 @@
 #include <lua.h>
 
 #include "core/log.h"
-#include "lua/lua_host.h"
 #include "lua/lua_policy.h"
+#include "lua/lua_vm.h"
 #include "policy/policy.h"
 
 static int check_keys(lua_State *L, int idx, const char *where, const char *const *known,

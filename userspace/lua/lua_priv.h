@@ -11,6 +11,7 @@
 
 #include "http/http.h"
 #include "lua/lua_host.h"
+#include "lua/lua_vm.h"
 
 struct sl_px_xchg;
 
@@ -74,9 +75,8 @@ struct lreq {
 	struct sl_px_xchg *x; /* NULL once the request has ended */
 	lua_State *co;
 	int co_ref, self_ref;
-	long insns;
+	struct sl_lua_run run; /* its instruction budget (lua_vm.h) */
 	size_t churn; /* bytes its handler allocated so far (bounded like instructions) */
-	int out_of_insns; /* the instruction budget ended the run */
 	enum wait waiting;
 	int fetched;
 	char handler[96];
@@ -111,11 +111,13 @@ struct lkv {
 	char ns[];
 };
 
-/* The userdata at @idx if it is of kind @tag, else NULL. */
-/* The request whose handler runs on coroutine @L (NULL outside requests). */
+/* The request whose handler runs on coroutine @L (NULL outside requests): its run is the
+ * one the coroutine counts against. */
 static inline struct lreq *sl_lua_running(lua_State *L)
 {
-	return *(struct lreq **)lua_getextraspace(L);
+	struct sl_lua_run *run = sl_lua_run_of(L);
+
+	return run ? (struct lreq *)((char *)run - offsetof(struct lreq, run)) : NULL;
 }
 
 /* The userdata at @idx if it is of kind @tag, else NULL. */

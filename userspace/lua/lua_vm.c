@@ -17,7 +17,6 @@
 #include <lualib.h>
 
 #include "core/log.h"
-#include "lua/lua_priv.h"
 #include "lua/lua_vm.h"
 
 #define INSN_STEP 1000
@@ -54,17 +53,17 @@ static void *limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
  */
 static void count_hook(lua_State *L, lua_Debug *ar)
 {
-	struct lreq *r = sl_lua_running(L);
+	struct sl_lua_run *run = sl_lua_run_of(L);
 	struct sl_lua_limits *lim;
 
 	(void)ar;
-	if (r) {
-		r->insns += INSN_STEP;
-		if (r->insns > r->lua->o.insn_max) {
-			r->out_of_insns = 1;
+	if (run) {
+		run->insns += INSN_STEP;
+		if (run->insns > run->insn_max) {
+			run->out_of_insns = 1;
 			lua_sethook(L, count_hook, LUA_MASKCOUNT, 1);
 			luaL_error(L, "the handler ran out of its instruction budget (%I)",
-				   (lua_Integer)r->lua->o.insn_max);
+				   (lua_Integer)run->insn_max);
 		}
 		return;
 	}
@@ -249,7 +248,7 @@ lua_State *sl_lua_state_new(struct sl_lua_limits *lim)
 
 	if (!L)
 		return NULL;
-	*(struct lreq **)lua_getextraspace(L) = NULL;
+	sl_lua_run_set(L, NULL); /* coroutines copy it: none runs a handler yet */
 	lua_pushcfunction(L, open_libs);
 	if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
 		lua_close(L);

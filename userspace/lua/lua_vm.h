@@ -1,5 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* The restricted Lua state policies run in (see lua_vm.c). */
+/* The restricted Lua state policies run in (see lua_vm.c): a leaf that knows no policy,
+ * request or proxy; it depends on Lua and core/log only.
+ * Threading: a state and everything made in it belong to the one thread that created it (Lua
+ * states are not thread-safe); nothing here blocks. */
 #ifndef SL_LUA_VM_H
 #define SL_LUA_VM_H
 
@@ -17,6 +20,27 @@ struct sl_lua_limits {
 	size_t churn, churn_stop;
 };
 #define SL_LUA_CHURN_PER_INSN 16 /* bytes allocated that count as one instruction */
+#define SL_LUA_MEM_MAX (64u << 20) /* per state, unless its owner says otherwise */
+
+/* The instruction budget of one run on a coroutine (a request's handler), apart from the
+ * state's: while a coroutine's run is set (sl_lua_run_set), the hook counts against it and
+ * raises past @insn_max, setting @out_of_insns. Coroutines made later copy the main thread's
+ * (none). */
+struct sl_lua_run {
+	long insns, insn_max;
+	int out_of_insns; /* the budget ended the run */
+};
+
+/* The run coroutine @L counts against, NULL for none (the state's budget applies). */
+static inline struct sl_lua_run *sl_lua_run_of(lua_State *L)
+{
+	return *(struct sl_lua_run **)lua_getextraspace(L);
+}
+
+static inline void sl_lua_run_set(lua_State *L, struct sl_lua_run *run)
+{
+	*(struct sl_lua_run **)lua_getextraspace(L) = run;
+}
 
 /* A restricted state: base, table, string, math, utf8 and coroutine only; no io, os,
  * package or debug, no bytecode; allocations past @lim->mem_max fail, and code run outside
