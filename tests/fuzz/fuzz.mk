@@ -30,17 +30,16 @@ FUZZ_MODS_dns_answer := dns_msg
 FUZZ_MODS_tls_hello := tls_hello
 # the proxy's own head checks (px_h1_check.c), with the Accept-Encoding filter of mask.c
 FUZZ_MODS_http := http buf mask px_h1_check
-# policy.c loads policies in lua_host.c's restricted state, which reaches most of the daemon:
-# those two link every module but main.c.
+FUZZ_MODS_entry := policy rules dns_msg log addr
+# fuzz_policy also runs sl_lua_load(), whose handler API (lua_api.c) calls the exchange API
+# of the proxy (sl_px_x_*), which reaches most of the daemon: it links every module but
+# main.c, as fuzz_control does.
 FUZZ_ALL_MODS := $(patsubst %.c,%,$(notdir $(LIB_SRCS)))
 FUZZ_MODS_policy := $(FUZZ_ALL_MODS)
-FUZZ_MODS_entry := $(FUZZ_ALL_MODS)
 FUZZ_MODS_control := $(FUZZ_ALL_MODS)
 FUZZ_LLHTTP_http := 1
 FUZZ_LLHTTP_policy := 1
-FUZZ_LLHTTP_entry := 1
 FUZZ_LIBS_policy := $(PKG_LIBS) -lelf -lz -lpthread -lm
-FUZZ_LIBS_entry := $(PKG_LIBS) -lelf -lz -lpthread -lm
 FUZZ_LIBS_http := -lz
 FUZZ_LIBS_control := $(PKG_LIBS) -lelf -lz -lpthread -lm
 FUZZ_LLHTTP_control := 1
