@@ -2,9 +2,10 @@
 /*
  * The one header both halves of sluice include: the layout of every map key, map value and
  * ring-buffer record the kernel programs share with sluiced. Fields are fixed-width, padding
- * is explicit, nothing is a pointer, bool or enum-typed. Userspace pins each size with a
- * _Static_assert so that a layout change cannot slip through unnoticed; pinned maps of an
- * older layout are refused at load time by libbpf (value size mismatch).
+ * is explicit, nothing is a pointer, bool or enum-typed. userspace/kernel/bpf_abi.c pins the
+ * size and every field offset with a _Static_assert, so that a layout change (a reordering
+ * too) fails the build; pinned maps of an older size are refused at load time by libbpf
+ * (value size mismatch).
  */
 #ifndef SLUICE_H
 #define SLUICE_H
