@@ -3,7 +3,8 @@
  * The kernel half's decision logic: which sandbox a socket belongs to, which verdict a
  * destination gets, counters and rate-limited deny events. Everything here is
  * static __always_inline and free of hook context so that tests/unit/test_verdict.c can run
- * it through BPF_PROG_RUN in a syscall program (sock_addr programs have no test_run).
+ * it through BPF_PROG_RUN in a tc program, tests/bpf/verdict_test.bpf.c (sock_addr programs
+ * have no test_run).
  */
 #ifndef SLUICE_VERDICT_H
 #define SLUICE_VERDICT_H

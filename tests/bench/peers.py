@@ -31,7 +31,7 @@ HEADER = "x-auth-token"
 ENV_KEY = "BENCH_TOKEN"
 
 POLICY = """\
--- sluice's bench policy: the credential-injection example of DESIGN.md ("Policy (Lua)").
+-- sluice's bench policy: credential injection by host, as in lua/examples/inject-by-host.lua.
 return {
   egress = { intercept = { "bench.test" }, private = { "127.0.0.0/8" } },
   outboundByHost = {

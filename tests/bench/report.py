@@ -95,8 +95,8 @@ def markdown(r):
                       f"{p} {'yes' if v.get('injected') else 'NO'}" for p, v in inj.items()
                       if p != "direct") + ".", ""]
         if not _get(inj, "sluice", "injected"):
-            lines += ["**sluice did not inject the header in this run** (its Lua handler "
-                      "runtime or `--env-file` is not there yet): its figures are for "
+            lines += ["**sluice did not inject the header in this run** (its handler did not "
+                      "run, or `--env-file` lacked the token): its figures are for "
                       "forwarding unchanged.", ""]
 
     t = r.get("targets") or []

@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* The event stream: JSON lines from the kernel and the daemon, kept and fanned out. */
+/* The event stream: JSON lines from the kernel and the daemon, kept and fanned out.
+ * Threading: loop thread only; nothing here blocks (a follower that cannot keep up loses
+ * lines, events.c). */
 #ifndef SL_EVENTS_H
 #define SL_EVENTS_H
 
@@ -14,7 +16,8 @@
 
 struct sl_events;
 
-/* A subscriber. @line is one JSON object with its trailing newline; @sandbox may be NULL. */
+/* A subscriber. @line is one JSON object with its trailing newline, @len bytes; @arg is the
+ * one given to sl_events_subscribe(). */
 typedef void sl_event_sink(const char *line, size_t len, void *arg);
 
 /* Keeps the last @keep lines of each sandbox (and of no sandbox) for replay, 16 times @keep

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /*
- * The API handlers see (DESIGN.md, "Policy (Lua)"): req, Headers, Response, fetch, ctx, env
+ * The API handlers see (README.md, "A policy"): req, Headers, Response, fetch, ctx, env
  * with its KV namespaces, and sluice.log. Objects that stand for a request in flight refer
  * to it through the proxy (sl_px_x_*): a header set here is set on the head the proxy will
  * send. Whatever a policy keeps after its request ended fails with "the request has ended"

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /*
- * Policies are Lua files returning a table (the shape of DESIGN.md, after Cloudflare's
+ * Policies are Lua files returning a table (README.md, "A policy"; the shape of Cloudflare's
  * outbound Workers). lua/lua_policy.c reads a policy's egress section into the entries
  * parsed here; this module turns them into name grants and kernel rules. It is the one
  * place that knows the entry grammar, so the CLI's errors, the daemon's and the tests' agree.
