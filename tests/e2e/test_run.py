@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BUILD, PROBE, PY, cgroup2_root, write_policy
+from conftest import BUILD, PROBE, PY, bpf_links_of, cgroup2_root, write_policy
 from standin import files, standins  # noqa: F401  (fixtures)
 
 
@@ -244,12 +244,41 @@ def test_failures_leave_nothing_behind(daemon, parent, policy, workdir, cgroups)
     assert not (Path(parent) / "r-nodaemon").exists()
 
 
-def test_github_example_policy_loads(daemon, parent):
+def test_github_example_policy_loads(daemon, parent, workdir, dnsmasq):
     """The README's one-liner policy (no GitHub here to talk to: only that it loads, and that
-    its names are intercepted)."""
+    its names are intercepted). While the command runs: the names it lists resolve (the
+    wildcard too: the query reaches the upstream resolver) and a GitHub name it does not list
+    never leaves; the sandbox's cgroup holds the sock_ops program that hands intercepted
+    connections to the proxy (attached only when a policy intercepts)."""
     example = Path(__file__).resolve().parents[2] / "lua" / "examples" / "github.lua"
-    r = run(daemon, parent, example, ["true"], "--name", "r-github")
-    assert r.returncode == 0, r.stderr
+    ops = json.dumps([{"op": "resolve", "name": n, "family": 4}
+                      for n in ("api.github.com", "raw.githubusercontent.com",
+                                "gist.github.com")])
+    # The probe's answer, then wait for the test to look at the sandbox (one byte on stdin).
+    script = f"{PY} {PROBE} '{ops}'; head -c 1 >/dev/null"
+    wrap = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+            f'mount --bind {workdir}/resolv.conf /etc/resolv.conf && exec "$@"', "sh"]
+    p = subprocess.Popen([*wrap, str(BUILD / "sluice"), "run", "--cgroup-parent", str(parent),
+                          "--policy", str(example), "--name", "r-github", "--", "sh", "-c",
+                          script], env=run_env(daemon), stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        resolved = json.loads(p.stdout.readline() or "null")
+        cg = Path(parent) / "r-github"
+        links = [x.get("attach_type", "") for x in bpf_links_of(cg)]
+        p.stdin.write("x")
+        p.stdin.close()
+        assert p.wait(timeout=30) == 0, p.stderr.read()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert resolved is not None and len(resolved) == 3, resolved
+    # Nothing serves these names here: the upstream is asked, and fails, for the listed ones;
+    # sluice itself refuses the unlisted one.
+    assert dnsmasq.queried("api.github.com") and dnsmasq.queried("raw.githubusercontent.com")
+    assert not dnsmasq.queried("gist.github.com") and resolved[2].startswith("EAI_"), resolved
+    assert any("sock_ops" in t for t in links), links
     assert_clean(daemon, parent, "r-github")
 
 
