@@ -5,7 +5,13 @@ Everything a test creates is named after this run (sluice-e2e-<pid>) and removed
 even when the test fails: cgroups (their processes are ones we started), the daemon's pinned
 BPF objects, its socket and state directory. Processes are only ever stopped by the pid we
 started. Traffic goes to loopback only.
+
+The whole run happens in a network namespace of its own (private_netns() below): its
+loopback addresses and ports (nginx on 127.0.0.20:443, the stand-ins' servers, ...) are
+this run's alone, so two runs at once (two worktrees, two CI jobs) never meet. cgroups and
+BPF objects are not per network namespace: they are named after the run instead.
 """
+import ctypes
 import http.client
 import json
 import os
@@ -47,12 +53,32 @@ def pytest_report_header(config):
     return f"sluice binaries: {BUILD}" + (f" (sanitized: {SAN})" if SAN else "")
 
 
+CLONE_NEWNET = 0x40000000
+
+
+def private_netns():
+    """Moves this process into a new network namespace with only lo, up (what `unshare -n`
+    does), before any fixture binds or starts anything: every thread and process the tests
+    start later inherits it, and it goes away with the last of them. The namespace holds the
+    fixed loopback addresses the fixtures bind, so parallel runs cannot collide
+    (AddressBusy). Nothing here can reach another network namespace but the ones tests make."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise pytest.UsageError(f"unshare(CLONE_NEWNET): {os.strerror(err)}")
+    r = subprocess.run(["ip", "link", "set", "lo", "up"], capture_output=True, text=True,
+                       timeout=30)
+    if r.returncode:
+        raise pytest.UsageError(f"ip link set lo up in the test namespace: {r.stderr.strip()}")
+
+
 def pytest_configure(config):
     if os.geteuid() != 0:
         raise pytest.UsageError("sluice's end-to-end tests load BPF programs: run them as root")
     for b in ("sluiced", "sluice"):
         if not (BUILD / b).exists():
             raise pytest.UsageError(f"{BUILD / b} is missing: run make first")
+    private_netns()
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
