@@ -14,7 +14,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-BUILD = ROOT / "build"
+# The binaries measured: build/, or SLUICE_BUILD as the e2e tests take it (make e2e sets it,
+# so tests/e2e/test_bench_smoke.py runs the build it was asked to test).
+BUILD = Path(os.environ.get("SLUICE_BUILD") or ROOT / "build")
 PY = "/usr/bin/python3"
 
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
