@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import IN_SANDBOX, PY, UnixHTTPConnection, write_policy
+from conftest import IN_SANDBOX, PY, SAN, SLOW, UnixHTTPConnection, write_policy
 
 # Streams queries for a denied name over TCP port 53 (captured by the kernel) without ever
 # reading, for at most argv[1] seconds; prints how it ended.
@@ -142,9 +142,9 @@ return { egress = { intercept = { "api.test" }, private = { "127.0.0.0/8" } } }
               f"p99 {p99(ok) * 1e3:.1f} ms, max {max(ok) * 1e3:.1f} ms")
         assert len(ok) == len(xs) and len(xs) >= 10, (kind, xs)
         # 50 ms is the goal; this shared 2-core machine gets some slack, never seconds.
-        assert p99(ok) < 0.1, (kind, sorted(ok)[-5:])
+        assert p99(ok) < 0.1 * SLOW, (kind, sorted(ok)[-5:])
     print(f"sluiced RSS {rss0} KiB before the flood, {rss1} KiB after; flood: {flood_out}")
-    assert rss1 - rss0 < 16 * 1024
+    assert SAN or rss1 - rss0 < 16 * 1024  # under ASan freed memory waits in quarantine
     for f in flood_out:
         # Not reading its answers, the client is cut (after DNS_TCP_STALL_MS, 5 s).
         assert f["how"] in ("ConnectionResetError", "BrokenPipeError"), f
