@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The registry's own view of a sandbox: the fields of struct sl_box, shared by the files of
- * sandbox/ and by nobody else (sandbox.h gives the rest of sluiced accessors).
- * Threading: loop thread only; nothing here blocks.
+ * The registry's insides, shared by the files of sandbox/ and by nobody else (sandbox.h gives
+ * the rest of sluiced accessors): struct sl_registry, struct sl_box, and what each file of
+ * sandbox/ offers the others.
+ * Threading: loop thread only; adding, switching and adopting write state files and kernel
+ * maps synchronously.
  */
 #ifndef SL_SB_INT_H
 #define SL_SB_INT_H
@@ -10,8 +12,12 @@
 #include <limits.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "dns/dns_msg.h"
+#include "kernel/bpf_loader.h"
 #include "kernel/rules.h"
+#include "lua/lua_host.h"
 #include "sandbox/sandbox.h"
 
 /* One sandbox. Owned by its registry; loop thread only. */
@@ -55,5 +61,67 @@ struct sl_box {
 	struct sl_registry *reg;
 	struct sl_box *next;
 };
+
+#define POLICY_MAX_BYTES (1u << 20)
+
+/* The sandboxes of one sluiced (sandbox.h). Loop thread only. */
+struct sl_registry {
+	struct sl_bpf *bpf;
+	struct sl_loop *loop;
+	struct sl_dns *dns;
+	struct sl_dns_ttl ttl;
+	struct sl_proxy *proxy;
+	struct sl_lua_opts lua_opts;
+	struct sl_timer *sweep;
+	unsigned netns_sweeps; /* sweeps since namespaces were last judged */
+	unsigned px_sweeps; /* sweeps since sl_proxied records were last swept */
+	char state_dir[PATH_MAX];
+	/* sluiced's control socket: no egress.unix may name it (also denied in the kernel). */
+	char ctl_path[PATH_MAX];
+	struct sl_box *head;
+	size_t count;
+};
+
+/* sandbox.c: the registry's list. */
+void sb_box_free(struct sl_box *box);
+void sb_link(struct sl_registry *r, struct sl_box *box);
+
+/* sb_state.c: the state file and the names file. */
+void sb_state_path(struct sl_registry *r, const char *name, char *buf, size_t len);
+int sb_save_state(struct sl_registry *r, const struct sl_box *box);
+void sb_names_path(struct sl_registry *r, const char *name, char *buf, size_t len);
+void sb_names_note(struct sl_registry *r, struct sl_box *box, const char *name,
+		   uint8_t family, const uint8_t *addr);
+
+/* sb_kernel.c: policy to rules, rules to the kernel. */
+int sb_check_unix(struct sl_registry *r, const struct sl_policy *p, const char *where,
+		  char *err, size_t errlen);
+int sb_sync_unix(struct sl_registry *r, uint32_t rules_id, const struct sl_policy *p);
+int sb_compile_all(struct sl_box *box, struct sl_kentry **ents, size_t *nents,
+		   struct sl_kentry *bad);
+int sb_compile_box(struct sl_box *box, struct sl_kentry **ents, size_t *nents, char *err,
+		   size_t errlen);
+void sb_kernel_entry(struct sl_registry *r, const struct sl_box *box, struct sl_sandbox *ksb);
+int sb_install(struct sl_registry *r, struct sl_box *box, const struct sl_kentry *ents,
+	       size_t nents, char *err, size_t errlen);
+void sb_uninstall(struct sl_registry *r, struct sl_box *box);
+
+/* sb_learned.c: resolved names. */
+extern const struct sl_dns_ops sb_dns_ops;
+const char *sb_dns_name(void *owner);
+int sb_learned_add(struct sl_box *box, const char *name, const struct sl_addr_rule *r);
+void sb_learned_sweep(struct sl_registry *r, struct sl_box *box, uint64_t now);
+
+/* sb_listeners.c: listeners and the CA. */
+int sb_open_dns(struct sl_registry *r, struct sl_box *box, char *err, size_t errlen);
+int sb_open_ca(struct sl_registry *r, struct sl_box *box, char *err, size_t errlen);
+void sb_remove_ca(struct sl_registry *r, const char *name);
+int sb_open_proxy(struct sl_registry *r, struct sl_box *box, char *err, size_t errlen);
+
+/* sb_netns.c: cgroup, network namespace, reaping. */
+int sb_netns_target(struct sl_box *box, const struct sl_box_spec *spec, char *err,
+		    size_t errlen);
+int sb_netns_adopt(struct sl_box *box, json_t *j);
+void sb_reap_vanished(struct sl_registry *r);
 
 #endif

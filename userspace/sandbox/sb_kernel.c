@@ -1,0 +1,251 @@
+// SPDX-License-Identifier: MIT
+/*
+ * A sandbox's policy compiled into kernel rules, and the kernel programmed for it: rules,
+ * the sandbox entry, the listeners' addresses, the cgroup links; and all of it undone.
+ */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kernel/bpf_loader.h"
+#include "tls/ca.h"
+#include "kernel/cgroup.h"
+#include "dns/dns.h"
+#include "core/events.h"
+#include "proxy/proxy.h"
+#include "kernel/sockdiag.h"
+#include "core/log.h"
+#include "core/loop.h"
+#include "lua/lua_host.h"
+#include "kernel/netns.h"
+#include "sandbox/sandbox.h"
+#include "sandbox/sb_int.h"
+
+/*
+ * Refuses an egress.unix entry of @p that reaches sluiced's control socket: its path, or a
+ * file that is that socket (a hard link, a symlink or another spelling of the path, as far as
+ * it exists now). The kernel denies the path itself whatever this says.
+ */
+int sb_check_unix(struct sl_registry *r, const struct sl_policy *p, const char *where,
+		      char *err, size_t errlen)
+{
+	struct stat ctl, st;
+	int have_ctl;
+
+	if (!p || !r->ctl_path[0])
+		return 0;
+	have_ctl = stat(r->ctl_path, &ctl) == 0;
+	for (size_t i = 0; i < p->unix_socks.n; i++) {
+		const struct sl_unix_key *k = &p->unix_socks.v[i];
+		char s[SL_UNIX_PATH_MAX * 4 + 2];
+
+		if (!k->path[0])
+			continue; /* abstract: not a file */
+		sl_unix_str(k, s, sizeof(s));
+		if (!strcmp(s, r->ctl_path) ||
+		    (have_ctl && stat(s, &st) == 0 && st.st_dev == ctl.st_dev &&
+		     st.st_ino == ctl.st_ino)) {
+			sl_errf(err, errlen, "%s.unix[%zu] ('%s'): sluiced's control socket is never "
+					    "reachable from a sandbox", where, i + 1, s);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+/* Writes the egress.unix addresses of @p (NULL: none) under rule bank @rules_id. */
+int sb_sync_unix(struct sl_registry *r, uint32_t rules_id, const struct sl_policy *p)
+{
+	return sl_bpf_sync_unix(r->bpf, rules_id, p ? p->unix_socks.v : NULL,
+				p ? p->unix_socks.n : 0);
+}
+
+/* The kernel entries of @box: its static rules and what its names resolved to. */
+int sb_compile_all(struct sl_box *box, struct sl_kentry **ents, size_t *nents,
+		       struct sl_kentry *bad)
+{
+	struct sl_rule_set all;
+	int r = 0;
+
+	sl_rule_set_init(&all);
+	for (size_t i = 0; i < box->rules.n && !r; i++)
+		r = sl_rule_set_add(&all, &box->rules.v[i]);
+	for (size_t i = 0; i < box->learned.n && !r; i++)
+		r = sl_rule_set_add(&all, &box->learned.v[i]);
+	if (!r)
+		r = sl_rules_compile(&all, ents, nents, bad);
+	sl_rule_set_free(&all);
+	return r;
+}
+
+/* Compiles the policy of @box into its rules and kernel entries. */
+int sb_compile_box(struct sl_box *box, struct sl_kentry **ents, size_t *nents, char *err,
+		       size_t errlen)
+{
+	const char *chunk = box->policy_path[0] ? box->policy_path : "policy";
+	struct sl_kentry bad;
+	int r;
+
+	box->lua = sl_lua_load(chunk, box->policy_src, box->policy_len, &box->reg->lua_opts,
+			       box->name, &box->base, err, errlen);
+	if (!box->lua)
+		return -EINVAL;
+	box->policy = box->base;
+	if (box->handler[0]) {
+		r = sl_lua_handler_egress(box->lua, box->handler, box->params, &box->hlayer, err,
+					  errlen);
+		if (!r)
+			r = sl_lua_set_active(box->lua, box->handler, box->params, err, errlen);
+		if (r)
+			return r;
+		if (box->hlayer)
+			box->policy = box->hlayer;
+	}
+	r = sb_check_unix(box->reg, box->policy, box->hlayer ? "the handler's egress" : "egress",
+		       err, errlen);
+	if (r)
+		return r;
+	r = sl_policy_rules(box->policy, &box->rules, err, errlen);
+	if (r)
+		return r;
+	r = sb_compile_all(box, ents, nents, &bad);
+	if (r == -E2BIG) {
+		char p[64];
+
+		sl_prefix_str(bad.family, bad.addr, bad.plen, p, sizeof(p));
+		sl_errf(err, errlen, "%s: too many distinct port ranges apply to %s (max %d)", chunk,
+		       p, SL_MAX_PORT_RANGES);
+		return -EINVAL;
+	}
+	if (r)
+		sl_errf(err, errlen, "compiling rules failed: %s", strerror(-r));
+	return r;
+}
+
+/* Registers or forgets (@sandbox_id 0) the listener addresses of @box in the kernel. */
+static void set_listeners(struct sl_registry *r, const struct sl_box *box, uint32_t sandbox_id)
+{
+	uint32_t lo4 = htonl(INADDR_LOOPBACK);
+	uint16_t ports[2] = { box->dns_port, box->proxy_port };
+
+	for (int i = 0; i < 2; i++) {
+		if (!ports[i])
+			continue;
+		/* Listeners in different network namespaces may share a port, and the kernel's
+		 * table knows no namespaces: forget a port only when no other sandbox has it. */
+		for (const struct sl_box *o = r->head; o && !sandbox_id && ports[i]; o = o->next)
+			if (o != box && (o->dns_port == ports[i] || o->proxy_port == ports[i]))
+				ports[i] = 0;
+		if (!ports[i])
+			continue;
+		sl_bpf_set_listener(r->bpf, AF_INET, (const uint8_t *)&lo4, htons(ports[i]),
+				    sandbox_id);
+		sl_bpf_set_listener(r->bpf, AF_INET6, in6addr_loopback.s6_addr, htons(ports[i]),
+				    sandbox_id);
+	}
+}
+
+/* The sandbox table entry of @box; registers its listeners with the kernel. */
+void sb_kernel_entry(struct sl_registry *r, const struct sl_box *box, struct sl_sandbox *ksb)
+{
+	memset(ksb, 0, sizeof(*ksb));
+	ksb->id = box->id;
+	ksb->rules_id = box->rules_id;
+	if (box->dns) {
+		ksb->flags |= SL_SB_DNS;
+		ksb->dns_ip4 = htonl(INADDR_LOOPBACK);
+		memcpy(ksb->dns_ip6, in6addr_loopback.s6_addr, 16);
+		ksb->dns_port = htons(box->dns_port);
+	}
+	if (box->proxy) {
+		ksb->flags |= SL_SB_PROXY;
+		ksb->proxy_ip4 = htonl(INADDR_LOOPBACK);
+		memcpy(ksb->proxy_ip6, in6addr_loopback.s6_addr, 16);
+		ksb->proxy_port = htons(box->proxy_port);
+	}
+	set_listeners(r, box, box->id);
+}
+
+/* Programs the kernel for @box: rules, then the sandbox entry, then the links. */
+int sb_install(struct sl_registry *r, struct sl_box *box, const struct sl_kentry *ents,
+		       size_t nents, char *err, size_t errlen)
+{
+	struct sl_sandbox ksb;
+	int e;
+
+	e = sb_open_dns(r, box, err, errlen);
+	if (!e)
+		e = sb_open_ca(r, box, err, errlen);
+	if (!e)
+		e = sb_open_proxy(r, box, err, errlen);
+	if (e)
+		return e;
+	e = sl_bpf_proxied_open(r->bpf, box->id);
+	if (e) {
+		sl_errf(err, errlen, "creating the sandbox's sl_proxied map failed: %s",
+			strerror(-e));
+		return e;
+	}
+	sb_kernel_entry(r, box, &ksb);
+	e = sl_bpf_sync_rules(r->bpf, box->rules_id, ents, nents);
+	if (!e)
+		e = sb_sync_unix(r, box->rules_id, box->policy);
+	if (e) {
+		sl_errf(err, errlen, "writing kernel rules failed: %s",
+			e == -ENOSPC || e == -E2BIG ? "the kernel rule map is full (SL_MAX_RULES "
+						      "addresses, or SL_MAX_UNIX_RULES UNIX "
+						      "sockets, of all sandboxes together)" :
+						      strerror(-e));
+		return e;
+	}
+	e = sl_bpf_set_sandbox(r->bpf, box->cgid, &ksb);
+	if (e) {
+		sl_errf(err, errlen, "writing the sandbox table failed: %s", strerror(-e));
+		return e;
+	}
+	e = sl_bpf_attach(r->bpf, box->name, box->cgroup, box->cgid,
+			  sl_policy_needs_proxy(box->policy));
+	if (e) {
+		sl_errf(err, errlen, "attaching to %s failed: %s", box->cgroup, strerror(-e));
+		return e;
+	}
+	return 0;
+}
+
+/* Undoes sb_install(). */
+void sb_uninstall(struct sl_registry *r, struct sl_box *box)
+{
+	int e;
+
+	sl_dns_listener_close(box->dns);
+	box->dns = NULL;
+	sl_proxy_listener_close(box->proxy);
+	box->proxy = NULL;
+	set_listeners(r, box, 0);
+	sb_remove_ca(r, box->name);
+	e = sl_bpf_detach(r->bpf, box->name);
+	if (e)
+		sl_err("detaching sandbox %s failed: %s", box->name, strerror(-e));
+	sl_bpf_del_sandbox(r->bpf, box->cgid);
+	sl_bpf_proxied_drop(r->bpf, box->id);
+	e = sl_bpf_sync_rules(r->bpf, box->id, NULL, 0);
+	if (!e)
+		e = sl_bpf_sync_rules(r->bpf, box->id | SL_RULES_BANK, NULL, 0);
+	if (!e)
+		e = sb_sync_unix(r, box->id, NULL);
+	if (!e)
+		e = sb_sync_unix(r, box->id | SL_RULES_BANK, NULL);
+	if (e)
+		sl_err("clearing rules of sandbox %s failed: %s", box->name, strerror(-e));
+	sl_bpf_reset_slots(r->bpf, box->id);
+}

@@ -1,0 +1,219 @@
+// SPDX-License-Identifier: MIT
+/*
+ * A sandbox's listeners, DNS and proxy, and its CA; and the questions the proxy asks the
+ * registry about a sandbox (struct sl_proxy_ops).
+ */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kernel/bpf_loader.h"
+#include "tls/ca.h"
+#include "kernel/cgroup.h"
+#include "dns/dns.h"
+#include "core/events.h"
+#include "proxy/proxy.h"
+#include "kernel/sockdiag.h"
+#include "core/log.h"
+#include "core/loop.h"
+#include "lua/lua_host.h"
+#include "kernel/netns.h"
+#include "sandbox/sandbox.h"
+#include "sandbox/sb_int.h"
+
+/* Opens the sandbox's DNS listener (on its previous port if it had one). */
+int sb_open_dns(struct sl_registry *r, struct sl_box *box, char *err, size_t errlen)
+{
+	if (!r->dns || box->dns)
+		return 0;
+	box->dns = sl_dns_listen(r->dns, &sb_dns_ops, box, box->dns_port, box->netns_fd, err, errlen);
+	if (!box->dns)
+		return -EIO;
+	box->dns_port = sl_dns_listener_port(box->dns);
+	return 0;
+}
+
+/* ---- the proxy's questions ---- */
+
+static uint32_t px_id(void *owner)
+{
+	return ((struct sl_box *)owner)->id;
+}
+
+static int px_name_verdict(void *owner, const char *host)
+{
+	struct sl_box *box = owner;
+
+	return box->policy ? sl_policy_name_verdict(box->policy, host) : SL_VERDICT_DENY;
+}
+
+static int learned_at(const struct sl_addr_rule *r, uint8_t family, const uint8_t *addr)
+{
+	return r->verdict == SL_VERDICT_PROXY && r->family == family &&
+	       !memcmp(r->addr, addr, family == AF_INET ? 4 : 16);
+}
+
+static int px_name_at(void *owner, const char *host, uint8_t family, const uint8_t *addr)
+{
+	struct sl_box *box = owner;
+	int unknown = 0;
+
+	for (size_t i = 0; i < box->learned.n; i++) {
+		if (!learned_at(&box->learned.v[i], family, addr))
+			continue;
+		if (!strcmp(box->learned_names[i], host))
+			return 1;
+		unknown |= !box->learned_names[i][0];
+	}
+	/* Resolved before a restart: the name is not known, the policy still decides. */
+	return unknown && px_name_verdict(owner, host) == SL_VERDICT_PROXY;
+}
+
+static int px_only_name_at(void *owner, uint8_t family, const uint8_t *addr, char *buf,
+			   size_t len)
+{
+	struct sl_box *box = owner;
+	const char *found = NULL;
+
+	for (size_t i = 0; i < box->learned.n; i++) {
+		if (!learned_at(&box->learned.v[i], family, addr))
+			continue;
+		if (!box->learned_names[i][0])
+			return 0;
+		if (px_name_verdict(owner, box->learned_names[i]) != SL_VERDICT_PROXY)
+			continue; /* a passthrough name checked by SNI: never served without it */
+		if (found && strcmp(found, box->learned_names[i]))
+			return 0; /* several names share the address */
+		found = box->learned_names[i];
+	}
+	if (!found)
+		return 0;
+	snprintf(buf, len, "%s", found);
+	return 1;
+}
+
+static struct sl_ca *px_ca(void *owner)
+{
+	return ((struct sl_box *)owner)->ca;
+}
+
+static int px_handle(void *owner, struct sl_px_xchg *x)
+{
+	struct sl_box *box = owner;
+
+	return box->lua ? sl_lua_handle(box->lua, x) : 1;
+}
+
+static int px_name_port(void *owner, const char *host, uint16_t port)
+{
+	struct sl_box *box = owner;
+
+	return box->policy ? sl_policy_name_port(box->policy, host, port) : SL_NAME_DENY;
+}
+
+static int px_resolved_at(void *owner, const char *host, uint8_t family, const uint8_t *addr,
+			  uint16_t port)
+{
+	struct sl_box *box = owner;
+	int unknown = 0;
+
+	for (size_t i = 0; i < box->learned.n; i++) {
+		const struct sl_addr_rule *x = &box->learned.v[i];
+
+		if (x->verdict == SL_VERDICT_DENY || x->family != family ||
+		    memcmp(x->addr, addr, family == AF_INET ? 4 : 16) || port < x->port_lo ||
+		    port > x->port_hi || !(x->protos & SL_PROTO_TCP))
+			continue;
+		if (!strcmp(box->learned_names[i], host))
+			return 1;
+		unknown |= !box->learned_names[i][0];
+	}
+	/* Resolved before a restart: the name is not known, the policy still decides. */
+	return unknown && px_name_port(owner, host, port) != SL_NAME_DENY;
+}
+
+static const struct sl_proxy_ops proxy_ops = {
+	.name_port = px_name_port,
+	.resolved_at = px_resolved_at,
+	.handle = px_handle,
+	.name = sb_dns_name,
+	.id = px_id,
+	.name_verdict = px_name_verdict,
+	.name_at = px_name_at,
+	.only_name_at = px_only_name_at,
+	.ca = px_ca,
+};
+
+static void ca_dir(struct sl_registry *r, const char *name, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/sandboxes/%s.ca", r->state_dir, name);
+}
+
+/* The sandbox's CA: the one saved for it, or a new one. */
+int sb_open_ca(struct sl_registry *r, struct sl_box *box, char *err, size_t errlen)
+{
+	char dir[PATH_MAX + 128];
+	int e;
+
+	if (box->ca)
+		return 0;
+	ca_dir(r, box->name, dir, sizeof(dir));
+	box->ca = sl_ca_load(dir);
+	if (box->ca)
+		return 0;
+	if (errno != ENOENT) {
+		sl_errf(err, errlen, "the CA saved in %s cannot be used: %s", dir, strerror(errno));
+		return -errno;
+	}
+	box->ca = sl_ca_new(box->name);
+	if (!box->ca) {
+		sl_errf(err, errlen, "creating the sandbox CA failed: %s", strerror(errno));
+		return -errno;
+	}
+	e = mkdir(dir, 0700) == -1 && errno != EEXIST ? -errno : sl_ca_save(box->ca, dir);
+	if (e) {
+		sl_errf(err, errlen, "saving the sandbox CA in %s failed: %s", dir, strerror(-e));
+		return e;
+	}
+	return 0;
+}
+
+void sb_remove_ca(struct sl_registry *r, const char *name)
+{
+	char dir[PATH_MAX + 128], path[PATH_MAX + 160];
+
+	ca_dir(r, name, dir, sizeof(dir));
+	snprintf(path, sizeof(path), "%s/ca.key", dir);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/ca.pem", dir);
+	unlink(path);
+	rmdir(dir);
+}
+
+/* Opens the sandbox's proxy listener (on its previous port if it had one). */
+int sb_open_proxy(struct sl_registry *r, struct sl_box *box, char *err, size_t errlen)
+{
+	if (!r->proxy || box->proxy)
+		return 0;
+	box->proxy = sl_proxy_listen(r->proxy, &proxy_ops, box, box->proxy_port, box->netns_fd,
+				     err, errlen);
+	if (!box->proxy)
+		return -EIO;
+	box->proxy_port = sl_proxy_listener_port(box->proxy);
+	return 0;
+}
+
+char *sl_sandbox_ca_pem(const struct sl_box *box)
+{
+	return box->ca ? sl_ca_cert_pem(box->ca) : NULL;
+}

@@ -1,0 +1,501 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The state a sandbox leaves on disk and what a restarted sluiced makes of it: the state
+ * file (<state_dir>/sandboxes/<name>.json), the names file of its resolved addresses, and
+ * adoption (re-reading both, reconciling the kernel, reopening listeners).
+ */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kernel/bpf_loader.h"
+#include "tls/ca.h"
+#include "kernel/cgroup.h"
+#include "dns/dns.h"
+#include "core/events.h"
+#include "proxy/proxy.h"
+#include "kernel/sockdiag.h"
+#include "core/log.h"
+#include "core/loop.h"
+#include "lua/lua_host.h"
+#include "kernel/netns.h"
+#include "sandbox/sandbox.h"
+#include "sandbox/sb_int.h"
+
+void sb_state_path(struct sl_registry *r, const char *name, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/sandboxes/%s.json", r->state_dir, name);
+}
+
+/* Writes the state file atomically (temporary file, fsync, rename). */
+int sb_save_state(struct sl_registry *r, const struct sl_box *box)
+{
+	char path[PATH_MAX + 128], tmp[PATH_MAX + 160];
+	json_t *j;
+	int fd, err = 0;
+
+	sb_state_path(r, box->name, path, sizeof(path));
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	j = json_pack("{s:s, s:I, s:s, s:I, s:s, s:s%, s:I, s:i, s:i}", "name", box->name, "id",
+		      (json_int_t)box->id, "cgroup", box->cgroup, "cgroup_id",
+		      (json_int_t)box->cgid, "policy_path", box->policy_path, "policy",
+		      box->policy_src, box->policy_len, "created", (json_int_t)box->created_s,
+		      "dns_port", (int)box->dns_port, "proxy_port", (int)box->proxy_port);
+	if (!j)
+		return -ENOMEM;
+	if (box->handler[0]) {
+		/* A restart keeps the sandbox as locked down (or open) as it was. */
+		json_object_set_new(j, "handler", json_string(box->handler));
+		if (box->params)
+			json_object_set_new(j, "params", json_string(box->params));
+	}
+	if (box->container_id[0])
+		json_object_set_new(j, "container_id", json_string(box->container_id));
+	if (box->netns_fd >= 0) {
+		/* The path may not outlive its process (/proc/PID/ns/net): dev and inode let a
+		 * restart find the same namespace through the cgroup's processes. */
+		json_object_set_new(j, "netns", json_string(box->netns));
+		json_object_set_new(j, "netns_dev", json_integer((json_int_t)box->netns_dev));
+		json_object_set_new(j, "netns_ino", json_integer((json_int_t)box->netns_ino));
+	}
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd == -1) {
+		err = -errno;
+		goto cleanup;
+	}
+	if (json_dumpfd(j, fd, JSON_INDENT(2)) || fsync(fd) == -1)
+		err = errno ? -errno : -EIO;
+	close(fd);
+	if (!err && rename(tmp, path) == -1)
+		err = -errno;
+	if (err)
+		unlink(tmp);
+cleanup:
+	json_decref(j);
+	return err;
+}
+
+/* ---- names across restarts ----
+ *
+ * The kernel keeps the addresses a sandbox resolved, not the names they were resolved for;
+ * a plain-HTTP Host is judged by that binding (px_name_at), and without it a restarted
+ * sluiced would take any intercepted Host at any intercepted address (review F11). So every
+ * new name-address pair is appended to STATE_DIR/sandboxes/NAME.names ("family hexaddr
+ * name" lines; a write() per new pair, which outlives a crash of sluiced in the page cache),
+ * read back on adoption, and compacted from the live set then and whenever it grows past
+ * NAMES_MAX_BYTES.
+ */
+#define NAMES_MAX_BYTES (4u << 20)
+
+struct name_rec {
+	uint8_t family, addr[16];
+	char name[SL_DNS_NAME_BUF];
+};
+
+void sb_names_path(struct sl_registry *r, const char *name, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/sandboxes/%s.names", r->state_dir, name);
+}
+
+static int names_line(char *buf, size_t len, uint8_t family, const uint8_t *addr,
+		      const char *name)
+{
+	static const char hex[] = "0123456789abcdef";
+	char a[33];
+
+	for (int i = 0; i < 16; i++) {
+		a[2 * i] = hex[addr[i] >> 4];
+		a[2 * i + 1] = hex[addr[i] & 15];
+	}
+	a[32] = 0;
+	return snprintf(buf, len, "%u %s %s\n", family, a, name);
+}
+
+/* Whether @name may go in a line: a DNS name as sluice forwards it. */
+static int names_ok(const char *name)
+{
+	if (!name[0])
+		return 0;
+	for (const char *q = name; *q; q++)
+		if ((unsigned char)*q <= 0x20 || (unsigned char)*q >= 0x7f)
+			return 0;
+	return 1;
+}
+
+/* Rewrites @box's file from what it has learned now (temporary file and rename). */
+static void names_rewrite(struct sl_registry *r, struct sl_box *box)
+{
+	char path[PATH_MAX + 128], tmp[PATH_MAX + 160], line[SL_DNS_NAME_BUF + 64];
+	FILE *f;
+	int fd, ok = 1;
+
+	sb_names_path(r, box->name, path, sizeof(path));
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd == -1 || !(f = fdopen(fd, "w"))) {
+		if (fd >= 0)
+			close(fd);
+		sl_warn("sandbox %s: writing %s failed: %s", box->name, tmp, strerror(errno));
+		return;
+	}
+	for (size_t i = 0; i < box->learned.n && ok; i++) {
+		const struct sl_addr_rule *x = &box->learned.v[i];
+		int dup = 0;
+
+		if (!names_ok(box->learned_names[i]))
+			continue;
+		/* One line per pair, whatever its ports. */
+		for (size_t k = 0; k < i && !dup; k++)
+			dup = box->learned.v[k].family == x->family &&
+			      !memcmp(box->learned.v[k].addr, x->addr, 16) &&
+			      !strcmp(box->learned_names[k], box->learned_names[i]);
+		if (dup)
+			continue;
+		names_line(line, sizeof(line), x->family, x->addr, box->learned_names[i]);
+		ok = fputs(line, f) >= 0;
+	}
+	if (fclose(f) || !ok || rename(tmp, path) == -1) {
+		sl_warn("sandbox %s: writing %s failed: %s", box->name, path, strerror(errno));
+		unlink(tmp);
+	}
+}
+
+/* @name resolved to @addr for @box, the first time: one line more. */
+void sb_names_note(struct sl_registry *r, struct sl_box *box, const char *name,
+		       uint8_t family, const uint8_t *addr)
+{
+	char path[PATH_MAX + 128], line[SL_DNS_NAME_BUF + 64];
+	struct stat st;
+	int fd, n;
+
+	if (!names_ok(name))
+		return;
+	sb_names_path(r, box->name, path, sizeof(path));
+	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+	if (fd == -1)
+		return;
+	if (fstat(fd, &st) == 0 && st.st_size > NAMES_MAX_BYTES) {
+		close(fd);
+		names_rewrite(r, box); /* the live set holds the new pair already */
+		return;
+	}
+	n = names_line(line, sizeof(line), family, addr, name);
+	if (write(fd, line, n) != n)
+		sl_warn("sandbox %s: appending to %s failed", box->name, path);
+	close(fd);
+}
+
+static int name_rec_cmp(const void *a, const void *b)
+{
+	const struct name_rec *x = a, *y = b;
+
+	if (x->family != y->family)
+		return x->family < y->family ? -1 : 1;
+	return memcmp(x->addr, y->addr, 16);
+}
+
+/* The pairs of @box's file, sorted by address. */
+static struct name_rec *names_load(struct sl_registry *r, const struct sl_box *box, size_t *n)
+{
+	char path[PATH_MAX + 128], line[SL_DNS_NAME_BUF + 64];
+	struct name_rec *v = NULL;
+	size_t cap = 0;
+	FILE *f;
+
+	*n = 0;
+	sb_names_path(r, box->name, path, sizeof(path));
+	f = fopen(path, "re");
+	if (!f)
+		return NULL;
+	while (fgets(line, sizeof(line), f)) {
+		struct name_rec rec = { 0 };
+		char a[33], name[SL_DNS_NAME_BUF];
+		unsigned fam;
+
+		if (sscanf(line, "%u %32s %254s", &fam, a, name) != 3 || strlen(a) != 32 ||
+		    (fam != AF_INET && fam != AF_INET6) || !names_ok(name))
+			continue; /* a line cut by a crash, or not ours */
+		for (int i = 0; i < 16; i++) {
+			unsigned b;
+
+			if (sscanf(a + 2 * i, "%2x", &b) != 1)
+				break;
+			rec.addr[i] = (uint8_t)b;
+		}
+		rec.family = (uint8_t)fam;
+		snprintf(rec.name, sizeof(rec.name), "%s", name);
+		if (*n == cap) {
+			struct name_rec *nv = realloc(v, (cap = cap ? 2 * cap : 64) * sizeof(*v));
+
+			if (!nv)
+				break;
+			v = nv;
+		}
+		v[(*n)++] = rec;
+	}
+	fclose(f);
+	if (*n)
+		qsort(v, *n, sizeof(*v), name_rec_cmp);
+	return v;
+}
+
+/* The resolutions a previous sluiced installed and that have not expired: kept as they are
+ * until they expire, each with the names it resolved for (from the names file; "" when no
+ * name is known for its address). */
+static int recover_learned(struct sl_registry *r, struct sl_box *box)
+{
+	struct sl_kentry *ents;
+	uint64_t now = sl_now_ns();
+	struct name_rec *names;
+	size_t n, nnames;
+	int err;
+
+	err = sl_bpf_read_rules(r->bpf, box->rules_id, &ents, &n);
+	if (err)
+		return err;
+	names = names_load(r, box, &nnames);
+	for (size_t i = 0; i < n && !err; i++) {
+		for (uint32_t k = 0; k < ents[i].val.n && k < SL_MAX_PORT_RANGES && !err; k++) {
+			const struct sl_port_range *pr = &ents[i].val.r[k];
+			struct sl_addr_rule rule = {
+				.family = ents[i].family,
+				.plen = ents[i].plen,
+				.port_lo = pr->lo,
+				.port_hi = pr->hi,
+				.protos = pr->protos,
+				.verdict = pr->verdict,
+				.expires_ns = pr->expires_ns,
+			};
+
+			struct name_rec key = { .family = ents[i].family };
+			struct name_rec *hit;
+			int named = 0;
+
+			if (!pr->expires_ns || pr->expires_ns <= now)
+				continue;
+			memcpy(rule.addr, ents[i].addr, 16);
+			memcpy(key.addr, ents[i].addr, 16);
+			hit = names ? bsearch(&key, names, nnames, sizeof(*names), name_rec_cmp) :
+				      NULL;
+			while (hit && hit > names && !name_rec_cmp(hit - 1, &key))
+				hit--;
+			for (; hit && hit < names + nnames && !name_rec_cmp(hit, &key) && !err;
+			     hit++, named = 1)
+				err = sb_learned_add(box, hit->name, &rule);
+			if (!named && !err)
+				err = sb_learned_add(box, "", &rule);
+		}
+	}
+	free(ents);
+	free(names);
+	names_rewrite(r, box); /* what is left of the file: the pairs still live */
+	return err;
+}
+
+/* Adoption of a sandbox whose stored policy no longer compiles: its kernel rules stay, its
+ * DNS listener answers every name NXDOMAIN. */
+static int adopt_without_policy(struct sl_registry *r, struct sl_box *box)
+{
+	struct sl_sandbox ksb;
+	char err[256];
+	int e;
+
+	e = sb_open_dns(r, box, err, sizeof(err));
+	if (!e)
+		e = sb_open_ca(r, box, err, sizeof(err));
+	if (!e)
+		e = sb_open_proxy(r, box, err, sizeof(err));
+	if (e)
+		sl_err("sandbox %s: %s", box->name, err);
+	e = sl_bpf_proxied_open(r->bpf, box->id);
+	if (e)
+		sl_err("sandbox %s: opening its sl_proxied map failed: %s", box->name,
+		       strerror(-e));
+	sb_kernel_entry(r, box, &ksb);
+	e = sl_bpf_set_sandbox(r->bpf, box->cgid, &ksb);
+	if (!e)
+		e = sl_bpf_attach(r->bpf, box->name, box->cgroup, box->cgid, 1);
+	return e;
+}
+
+/* Loads one state file into a sandbox, adopting its kernel state. */
+static int adopt_one(struct sl_registry *r, const char *path)
+{
+	const char *name, *cgroup, *policy_path, *src, *handler = NULL, *params = NULL;
+	json_int_t id, cgid, created;
+	struct sl_sandbox ksb;
+	int dns_port = 0, proxy_port = 0;
+	size_t src_len;
+	json_error_t jerr;
+	struct sl_kentry *ents = NULL;
+	struct sl_box *box = NULL;
+	size_t nents = 0;
+	char err[512];
+	json_t *j;
+	int e = -EINVAL;
+	uint64_t now_cgid = 0;
+
+	j = json_load_file(path, 0, &jerr);
+	if (!j) {
+		sl_err("state file %s unreadable: %s", path, jerr.text);
+		return -EINVAL;
+	}
+	if (json_unpack_ex(j, &jerr, 0, "{s:s, s:I, s:s, s:I, s:s, s:s%, s:I, s?i, s?i, s?s, s?s}",
+			   "name", &name, "id", &id, "cgroup", &cgroup, "cgroup_id", &cgid,
+			   "policy_path", &policy_path, "policy", &src, &src_len, "created",
+			   &created, "dns_port", &dns_port, "proxy_port", &proxy_port, "handler",
+			   &handler, "params", &params) ||
+	    !sl_sandbox_name_ok(name) || id <= 0 || id >= SL_MAX_SANDBOXES ||
+	    sl_sandbox_by_id(r, (uint32_t)id) || sl_sandbox_find(r, name)) {
+		sl_err("state file %s is invalid or conflicts with another sandbox", path);
+		goto cleanup;
+	}
+	box = calloc(1, sizeof(*box));
+	if (!box) {
+		e = -ENOMEM;
+		goto cleanup;
+	}
+	box->netns_fd = -1;
+	snprintf(box->name, sizeof(box->name), "%s", name);
+	snprintf(box->cgroup, sizeof(box->cgroup), "%s", cgroup);
+	snprintf(box->policy_path, sizeof(box->policy_path), "%s", policy_path);
+	box->id = (uint32_t)id;
+	box->rules_id = box->id;
+	box->cgid = (uint64_t)cgid;
+	box->created_s = created;
+	if (handler && strlen(handler) < sizeof(box->handler)) {
+		snprintf(box->handler, sizeof(box->handler), "%s", handler);
+		box->params = params ? strdup(params) : NULL;
+	}
+	{
+		const char *cid = json_string_value(json_object_get(j, "container_id"));
+
+		if (cid && strlen(cid) <= SL_CONTAINER_ID_MAX)
+			snprintf(box->container_id, sizeof(box->container_id), "%s", cid);
+	}
+	/* The rule bank in force is the kernel's to say (a switch may have flipped it). */
+	if (!sl_bpf_get_sandbox(r->bpf, box->cgid, &ksb) &&
+	    (ksb.rules_id == box->id || ksb.rules_id == (box->id | SL_RULES_BANK)))
+		box->rules_id = ksb.rules_id;
+	box->reg = r;
+	box->dns_port = dns_port > 0 && dns_port < 65536 ? (uint16_t)dns_port : 0;
+	box->proxy_port = proxy_port > 0 && proxy_port < 65536 ? (uint16_t)proxy_port : 0;
+	sl_rule_set_init(&box->rules);
+	sl_rule_set_init(&box->learned);
+	box->policy_src = strndup(src, src_len);
+	box->policy_len = src_len;
+	if (!box->policy_src) {
+		e = -ENOMEM;
+		goto cleanup;
+	}
+
+	if (sl_cgroup_id(box->cgroup, &now_cgid)) {
+		/* The cgroup is gone (deleted, or the machine rebooted): nothing left to enforce. */
+		sl_warn("sandbox %s: cgroup %s no longer exists, removing the sandbox", name,
+			box->cgroup);
+		sb_uninstall(r, box);
+		unlink(path);
+		e = -ENOENT;
+		goto cleanup;
+	}
+	if (now_cgid != box->cgid) {
+		sl_warn("sandbox %s: cgroup %s was recreated, enforcing on the new one", name,
+			box->cgroup);
+		sl_bpf_del_sandbox(r->bpf, box->cgid);
+		box->cgid = now_cgid;
+	}
+	if (sb_netns_adopt(box, j)) {
+		if (sl_cgroup_populated(box->cgroup) == 0) {
+			sl_warn("sandbox %s: its network namespace is gone and its cgroup is empty, "
+				"removing the sandbox", name);
+			sb_uninstall(r, box);
+			unlink(path);
+		} else {
+			/* Its processes' DNS and intercepted connections go to listeners that no
+			 * longer exist: they fail, nothing opens. */
+			sl_err("sandbox %s: no process of cgroup %s is in its network namespace "
+			       "(%s, inode %llu) any more; kernel rules left as they are, not adopted",
+			       name, box->cgroup, box->netns, (unsigned long long)box->netns_ino);
+		}
+		e = -ENOENT;
+		goto cleanup;
+	}
+	e = recover_learned(r, box);
+	if (e)
+		sl_warn("sandbox %s: reading its resolved names from the kernel failed: %s", name,
+			strerror(-e));
+	e = sb_compile_box(box, &ents, &nents, err, sizeof(err));
+	if (e) {
+		/* Keep whatever the kernel enforces now rather than open anything; names no
+		 * longer resolve (the listener answers NXDOMAIN without a policy). */
+		sl_err("sandbox %s: policy no longer compiles (%s); kernel rules left as they are",
+		       name, err);
+		sl_policy_free(box->base);
+		sl_policy_free(box->hlayer);
+		box->policy = box->base = box->hlayer = NULL;
+		sl_lua_unref(box->lua);
+		box->lua = NULL;
+		e = adopt_without_policy(r, box);
+	} else {
+		e = sb_install(r, box, ents, nents, err, sizeof(err));
+		if (e)
+			sl_err("sandbox %s: %s", name, err);
+	}
+	if (!e)
+		e = sb_save_state(r, box);
+	if (e)
+		goto cleanup;
+	sb_link(r, box);
+	box = NULL;
+	sl_info("sandbox %s adopted (%zu kernel entries)", name, nents);
+cleanup:
+	free(ents);
+	sb_box_free(box);
+	json_decref(j);
+	return e;
+}
+
+static void warn_orphan(const char *name, void *arg)
+{
+	struct sl_registry *r = arg;
+
+	if (!sl_sandbox_find(r, name))
+		sl_warn("pinned links of unknown sandbox '%s' left in place (sluiced --purge "
+			"removes them)",
+			name);
+}
+
+int sl_registry_adopt(struct sl_registry *r)
+{
+	char dir[PATH_MAX + 16], path[PATH_MAX + 300];
+	struct dirent *de;
+	int n = 0;
+	DIR *d;
+
+	snprintf(dir, sizeof(dir), "%s/sandboxes", r->state_dir);
+	d = opendir(dir);
+	if (!d)
+		return 0;
+	while ((de = readdir(d))) {
+		size_t l = strlen(de->d_name);
+
+		if (l < 6 || strcmp(de->d_name + l - 5, ".json"))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		if (!adopt_one(r, path))
+			n++;
+	}
+	closedir(d);
+	sl_bpf_pinned_sandboxes(r->bpf, warn_orphan, r);
+	return n;
+}

@@ -1,0 +1,400 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Switching a sandbox's layer (a handler set or cleared, a policy reloaded): the new rules
+ * into the other rule bank, one map write to make them the ones in force, then the flows the
+ * new layer forbids closed.
+ */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kernel/bpf_loader.h"
+#include "tls/ca.h"
+#include "kernel/cgroup.h"
+#include "dns/dns.h"
+#include "core/events.h"
+#include "proxy/proxy.h"
+#include "kernel/sockdiag.h"
+#include "core/log.h"
+#include "core/loop.h"
+#include "lua/lua_host.h"
+#include "kernel/netns.h"
+#include "sandbox/sandbox.h"
+#include "sandbox/sb_int.h"
+
+/* ---- switching layers ---- */
+
+/* Whether a flow of @box to @dst:@dport is one the kernel would no longer let through. */
+static int flow_condemned(void *arg, uint8_t family, uint8_t proto, const uint8_t *dst,
+			  uint16_t dport)
+{
+	static const uint8_t mapped[12] = { [10] = 0xff, [11] = 0xff };
+	struct sl_box *box = arg;
+	uint8_t addr[16] = { 0 };
+	struct sl_rule val = { 0 };
+	uint8_t bit = proto == IPPROTO_TCP ? SL_PROTO_TCP : SL_PROTO_UDP;
+	uint64_t now = sl_now_ns();
+	int verdict = SL_VERDICT_DENY;
+
+	if (family == AF_INET6 && !memcmp(dst, mapped, 12)) {
+		family = AF_INET;
+		memcpy(addr, dst + 12, 4);
+	} else {
+		memcpy(addr, dst, family == AF_INET ? 4 : 16);
+	}
+	/* Connections to the sandbox's own listeners are the proxy's and the DNS listener's
+	 * (sl_proxy_listener_revalidate judges those by name). */
+	if ((dport == box->dns_port || dport == box->proxy_port) &&
+	    ((family == AF_INET && addr[0] == 127) ||
+	     (family == AF_INET6 && !memcmp(addr, in6addr_loopback.s6_addr, 16))))
+		return 0;
+	if (sl_rules_merge(&box->rules, family, addr, family == AF_INET ? 32 : 128, &val) ||
+	    sl_rules_merge(&box->learned, family, addr, family == AF_INET ? 32 : 128, &val))
+		return 1; /* cannot tell: fail closed */
+	for (uint32_t i = 0; i < val.n && i < SL_MAX_PORT_RANGES; i++) {
+		const struct sl_port_range *pr = &val.r[i];
+
+		if (dport >= pr->lo && dport <= pr->hi && (pr->protos & bit) &&
+		    (!pr->expires_ns || pr->expires_ns > now) && pr->verdict > verdict)
+			verdict = pr->verdict;
+	}
+	return verdict != SL_VERDICT_ALLOW;
+}
+
+/* The cgroup ids of @path and every cgroup below it (sockets carry the one they were made
+ * in). */
+static int subtree_cgids(const char *path, uint64_t **ids, size_t *n, size_t *cap, int depth)
+{
+	DIR *d;
+	struct dirent *de;
+	uint64_t id;
+	int e = 0;
+
+	if (depth > SL_MAX_CGROUP_DEPTH || sl_cgroup_id(path, &id))
+		return 0;
+	if (*n == *cap) {
+		size_t c = *cap ? *cap * 2 : 16;
+		uint64_t *v = realloc(*ids, c * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		*ids = v;
+		*cap = c;
+	}
+	(*ids)[(*n)++] = id;
+	d = opendir(path);
+	if (!d)
+		return 0;
+	while (!e && (de = readdir(d))) {
+		char sub[PATH_MAX];
+
+		if (de->d_type != DT_DIR || de->d_name[0] == '.')
+			continue;
+		if (snprintf(sub, sizeof(sub), "%s/%s", path, de->d_name) >= (int)sizeof(sub))
+			continue;
+		e = subtree_cgids(sub, ids, n, cap, depth + 1);
+	}
+	closedir(d);
+	return e;
+}
+
+static size_t kill_flows(struct sl_box *box)
+{
+	uint64_t *ids = NULL;
+	size_t n = 0, cap = 0, killed = 0;
+	int e;
+
+	e = subtree_cgids(box->cgroup, &ids, &n, &cap, 0);
+	if (!e && n)
+		e = sl_sockdiag_destroy(box->netns_fd, ids, n, flow_condemned, box, &killed);
+	if (e)
+		sl_err("sandbox %s: closing flows the policy no longer allows failed: %s",
+		       box->name, strerror(-e));
+	free(ids);
+	return killed;
+}
+
+static void switch_event(struct sl_registry *r, const struct sl_box *box, const char *what,
+			 const char *old, const char *who, const struct sl_switch_result *res)
+{
+	json_t *j;
+
+	if (!r->lua_opts.events)
+		return;
+	j = json_pack("{s:s, s:s, s:s, s:s?, s:s?, s:s, s:I, s:I, s:I}", "type", "handler",
+		      "sandbox", box->name, "action", what, "old", old[0] ? old : NULL, "new",
+		      box->handler[0] ? box->handler : NULL, "by", who ? who : "?",
+		      "closed_kernel", (json_int_t)res->closed_kernel, "closed_proxy",
+		      (json_int_t)res->closed_proxy, "dns_dropped", (json_int_t)res->dns_dropped);
+	if (j && box->params) {
+		json_t *p = json_loads(box->params, 0, NULL);
+
+		if (p)
+			json_object_set_new(j, "params", p);
+	}
+	sl_events_publish(r->lua_opts.events, box->name, j);
+}
+
+/*
+ * Moves @box to the layer of (@lua, @base, @handler, @params): everything is computed first
+ * (nothing changes on error), then the new rules go into the kernel under the other rule bank
+ * and one update of the sandbox's entry makes them the ones in force. The old bank is
+ * cleared after. On success @box owns @lua and @base.
+ */
+static int switch_layer(struct sl_registry *r, struct sl_box *box, struct sl_lua *lua,
+			struct sl_policy *base, const char *handler, const char *params,
+			struct sl_switch_result *res, char *err, size_t errlen)
+{
+	const struct sl_policy *old_layer = box->policy, *layer;
+	struct sl_policy *hl = NULL;
+	struct sl_box *nb = calloc(1, sizeof(*nb));
+	struct sl_kentry *ents = NULL, bad;
+	size_t nents = 0;
+	struct sl_sandbox ksb;
+	uint32_t bank, old_bank = box->rules_id;
+	char *params_copy = NULL;
+	int e = 0, was_icpt, now_icpt;
+
+	memset(res, 0, sizeof(*res));
+	if (!nb) {
+		sl_errf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	sl_rule_set_init(&nb->rules);
+	sl_rule_set_init(&nb->learned);
+	if (handler && *handler) {
+		if (strlen(handler) >= sizeof(box->handler)) {
+			sl_errf(err, errlen, "handler name too long");
+			e = -EINVAL;
+			goto out;
+		}
+		e = sl_lua_handler_egress(lua, handler, params, &hl, err, errlen);
+		if (e)
+			goto out;
+		if (params && !(params_copy = strdup(params))) {
+			e = -ENOMEM;
+			goto out;
+		}
+	}
+	layer = hl ? hl : base;
+	e = sb_check_unix(r, layer, hl ? "the handler's egress" : "egress", err, errlen);
+	if (e)
+		goto out;
+	e = sl_policy_rules(layer, &nb->rules, err, errlen);
+	if (e)
+		goto out;
+	/* What resolved under the old layer stays only where the new one gives the name. */
+	for (size_t i = 0; i < box->learned.n && !e; i++) {
+		const struct sl_addr_rule *x = &box->learned.v[i];
+		const char *name = box->learned_names[i];
+		struct sl_grant g[16];
+		size_t ng = 0;
+
+		if (name[0] && sl_policy_addr_permitted(layer, x->family, x->addr))
+			ng = sl_policy_name_grants(layer, name, g, 16);
+		if (!ng)
+			res->dns_dropped++;
+		for (size_t k = 0; k < ng && !e; k++) {
+			struct sl_addr_rule y = *x;
+
+			y.port_lo = g[k].lo;
+			y.port_hi = g[k].hi;
+			y.protos = g[k].protos;
+			y.verdict = g[k].verdict;
+			e = sb_learned_add(nb, name, &y);
+		}
+	}
+	if (!e)
+		e = sb_compile_all(nb, &ents, &nents, &bad);
+	if (e) {
+		sl_errf(err, errlen, "compiling the new rules failed: %s",
+			e == -E2BIG ? "too many port ranges for one address" :
+			e == -EDQUOT ? "too many resolved addresses" : strerror(-e));
+		goto out;
+	}
+	e = sl_lua_set_active(lua, handler && *handler ? handler : NULL, params, err, errlen);
+	if (e)
+		goto out;
+
+	/* From here on the kernel follows. */
+	bank = (box->rules_id & SL_RULES_BANK) ? box->id : box->id | SL_RULES_BANK;
+	e = sl_bpf_sync_rules(r->bpf, bank, ents, nents);
+	if (!e)
+		e = sb_sync_unix(r, bank, layer);
+	was_icpt = sl_policy_needs_proxy(old_layer);
+	now_icpt = sl_policy_needs_proxy(layer);
+	if (!e && now_icpt && !was_icpt)
+		e = sl_bpf_attach(r->bpf, box->name, box->cgroup, box->cgid, 1);
+	if (!e) {
+		box->rules_id = bank;
+		sb_kernel_entry(r, box, &ksb);
+		e = sl_bpf_set_sandbox(r->bpf, box->cgid, &ksb); /* the switch */
+		if (e)
+			box->rules_id = old_bank;
+	}
+	if (e) {
+		sl_bpf_sync_rules(r->bpf, bank, NULL, 0);
+		sb_sync_unix(r, bank, NULL);
+		sl_lua_set_active(box->lua, box->handler[0] ? box->handler : NULL, box->params,
+				  err, errlen);
+		sl_errf(err, errlen, "writing the kernel rules failed: %s", strerror(-e));
+		goto out;
+	}
+	e = sl_bpf_sync_rules(r->bpf, old_bank, NULL, 0);
+	if (!e)
+		e = sb_sync_unix(r, old_bank, NULL);
+	if (e)
+		sl_warn("sandbox %s: clearing the old rule bank failed: %s", box->name,
+			strerror(-e));
+	e = 0;
+	if (!now_icpt && was_icpt)
+		sl_bpf_attach(r->bpf, box->name, box->cgroup, box->cgid, 0);
+
+	/* The sandbox's own state follows. */
+	{
+		struct sl_rule_set t = box->rules;
+		char(*tn)[SL_DNS_NAME_BUF] = box->learned_names;
+
+		box->rules = nb->rules;
+		nb->rules = t;
+		t = box->learned;
+		box->learned = nb->learned;
+		nb->learned = t;
+		box->learned_names = nb->learned_names;
+		nb->learned_names = tn;
+		box->learned_next_ns = 0; /* unknown: the next sweep finds it */
+	}
+	if (lua != box->lua) {
+		sl_lua_unref(box->lua);
+		box->lua = lua;
+	}
+	if (base != box->base) {
+		sl_policy_free(box->base);
+		box->base = base;
+	}
+	sl_policy_free(box->hlayer);
+	box->hlayer = hl;
+	hl = NULL;
+	box->policy = box->hlayer ? box->hlayer : box->base;
+	if (handler && *handler) {
+		if (strcmp(box->handler, handler) || !box->handler_since_s)
+			box->handler_since_s = time(NULL);
+		snprintf(box->handler, sizeof(box->handler), "%s", handler);
+	} else {
+		box->handler[0] = 0;
+		box->handler_since_s = 0;
+	}
+	free(box->params);
+	box->params = params_copy;
+	params_copy = NULL;
+	box->switches++;
+
+	/* Open flows the new layer does not allow. */
+	res->closed_proxy = box->proxy ? sl_proxy_listener_revalidate(box->proxy) : 0;
+	res->closed_kernel = kill_flows(box);
+	e = sb_save_state(r, box);
+	if (e) {
+		sl_warn("sandbox %s: saving state failed: %s", box->name, strerror(-e));
+		e = 0; /* in force now; a restart would come back with the previous layer */
+	}
+out:
+	free(ents);
+	free(params_copy);
+	sl_policy_free(hl);
+	sl_rule_set_free(&nb->rules);
+	sl_rule_set_free(&nb->learned);
+	free(nb->learned_names);
+	free(nb);
+	return e;
+}
+
+int sl_sandbox_set_handler(struct sl_registry *r, struct sl_box *box, const char *handler,
+			   const char *params, const char *who, struct sl_switch_result *res,
+			   char *err, size_t errlen)
+{
+	char old[sizeof(box->handler)];
+	int e;
+
+	if (!box->lua) {
+		sl_errf(err, errlen, "sandbox %s has no working policy", box->name);
+		return -EINVAL;
+	}
+	if (handler && !sl_lua_handler_exists(box->lua, handler)) {
+		sl_errf(err, errlen, "the policy of %s has no handler '%s' in outboundHandlers",
+			box->name, handler);
+		return -ENOENT;
+	}
+	snprintf(old, sizeof(old), "%s", box->handler);
+	e = switch_layer(r, box, box->lua, box->base, handler, params, res, err, errlen);
+	if (e)
+		return e;
+	sl_info("sandbox %s: handler %s -> %s (by %s; closed %zu flows, %zu proxied)",
+		box->name, old[0] ? old : "(policy)", box->handler[0] ? box->handler : "(policy)",
+		who ? who : "?", res->closed_kernel, res->closed_proxy);
+	switch_event(r, box, handler ? "set" : "clear", old, who, res);
+	return 0;
+}
+
+int sl_sandbox_reload(struct sl_registry *r, struct sl_box *box, const char *path,
+		      const char *src, size_t len, const char *who, struct sl_switch_result *res,
+		      char *err, size_t errlen)
+{
+	const char *chunk = path && *path ? path : box->policy_path[0] ? box->policy_path : "policy";
+	struct sl_policy *base = NULL;
+	struct sl_lua *lua;
+	char *copy;
+	int e;
+
+	if (len > POLICY_MAX_BYTES) {
+		sl_errf(err, errlen, "policy too large (max %u bytes)", POLICY_MAX_BYTES);
+		return -EINVAL;
+	}
+	copy = malloc(len + 1);
+	if (!copy) {
+		sl_errf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	memcpy(copy, src, len);
+	copy[len] = 0;
+	lua = sl_lua_load(chunk, copy, len, &r->lua_opts, box->name, &base, err, errlen);
+	if (!lua) {
+		free(copy);
+		return -EINVAL;
+	}
+	if (box->handler[0] && !sl_lua_handler_exists(lua, box->handler)) {
+		sl_errf(err, errlen, "the active handler '%s' is not in the new policy: clear it "
+				    "first (sluice handler clear %s)", box->handler, box->name);
+		e = -EINVAL;
+		goto fail;
+	}
+	e = switch_layer(r, box, lua, base, box->handler[0] ? box->handler : NULL, box->params,
+			 res, err, errlen);
+	if (e)
+		goto fail;
+	free(box->policy_src);
+	box->policy_src = copy;
+	box->policy_len = len;
+	if (path && *path)
+		snprintf(box->policy_path, sizeof(box->policy_path), "%s", path);
+	e = sb_save_state(r, box);
+	if (e)
+		sl_warn("sandbox %s: saving state failed: %s", box->name, strerror(-e));
+	sl_info("sandbox %s: policy reloaded from %s (by %s)", box->name, chunk, who ? who : "?");
+	switch_event(r, box, "reload", box->handler, who, res);
+	return 0;
+fail:
+	sl_lua_unref(lua);
+	sl_policy_free(base);
+	free(copy);
+	return e;
+}
