@@ -19,6 +19,7 @@
 #include "kernel/rules.h"
 #include "lua/lua_host.h"
 #include "sandbox/sandbox.h"
+#include "sandbox/sb_lindex.h"
 
 /* One sandbox. Owned by its registry; loop thread only. */
 struct sl_box {
@@ -41,7 +42,7 @@ struct sl_box {
 	struct sl_rule_set rules; /* static rules compiled from the policy */
 	struct sl_rule_set learned; /* rules of resolved names, each with its expiry */
 	char (*learned_names)[SL_DNS_NAME_BUF]; /* the name of each learned rule ("" unknown) */
-	uint64_t learned_next_ns; /* no learned rule expires before (a lower bound); 0: unknown */
+	struct sb_lindex learned_ix; /* learned by expiry (a heap) and by address (a hash) */
 	struct sl_dns_listener *dns; /* where the kernel sends the sandbox's DNS queries */
 	uint16_t dns_port; /* kept across restarts */
 	struct sl_proxy_listener *proxy; /* where the kernel sends intercepted connections */
@@ -111,6 +112,11 @@ extern const struct sl_dns_ops sb_dns_ops;
 const char *sb_dns_name(void *owner);
 int sb_learned_add(struct sl_box *box, const char *name, const struct sl_addr_rule *r);
 void sb_learned_sweep(struct sl_registry *r, struct sl_box *box, uint64_t now);
+/* Drops from memory the learned entries of @box expired at @now, at most @max of them, the
+ * earliest first (the kernel is not written): returns how many addresses lost one, each
+ * once, sorted, in *@gone (malloc'd; caller frees). O(log n) per entry dropped. */
+size_t sb_learned_expire(struct sl_box *box, uint64_t now, size_t max,
+			 struct sl_addr_rule **gone);
 
 /* sb_listeners.c: listeners and the CA. */
 int sb_open_dns(struct sl_registry *r, struct sl_box *box, char *err, size_t errlen);

@@ -43,12 +43,16 @@ static int same_rule(const struct sl_addr_rule *a, const struct sl_addr_rule *b)
 /* Records that @name resolved to @r (or extends the expiry of the same record). */
 int sb_learned_add(struct sl_box *box, const char *name, const struct sl_addr_rule *r)
 {
+	struct sb_lindex *x = &box->learned_ix;
 	size_t cap = box->learned.cap;
 
-	for (size_t i = 0; i < box->learned.n; i++) {
+	for (uint32_t i = sb_lx_first_at(x, &box->learned, r->family, r->addr); i != SB_LX_NONE;
+	     i = sb_lx_next_at(x, &box->learned, i)) {
 		if (same_rule(&box->learned.v[i], r) && !strcmp(box->learned_names[i], name)) {
-			if (r->expires_ns > box->learned.v[i].expires_ns)
+			if (r->expires_ns > box->learned.v[i].expires_ns) {
 				box->learned.v[i].expires_ns = r->expires_ns;
+				sb_lx_later(x, &box->learned, i);
+			}
 			return 0;
 		}
 	}
@@ -60,15 +64,16 @@ int sb_learned_add(struct sl_box *box, const char *name, const struct sl_addr_ru
 		char(*names)[SL_DNS_NAME_BUF] = realloc(box->learned_names,
 							box->learned.cap * sizeof(*names));
 
-		if (!names) {
+		if (!names || sb_lx_reserve(x, &box->learned, box->learned.cap)) {
+			if (names)
+				box->learned_names = names;
 			box->learned.n--;
 			return -ENOMEM;
 		}
 		box->learned_names = names;
 	}
 	snprintf(box->learned_names[box->learned.n - 1], SL_DNS_NAME_BUF, "%s", name);
-	if (!box->learned_next_ns || r->expires_ns < box->learned_next_ns)
-		box->learned_next_ns = r->expires_ns;
+	sb_lx_insert(x, &box->learned, (uint32_t)box->learned.n - 1);
 	return 0;
 }
 
@@ -76,46 +81,44 @@ int sb_learned_add(struct sl_box *box, const char *name, const struct sl_addr_ru
 static int learned_knows(const struct sl_box *box, const char *name, uint8_t family,
 			 const uint8_t *addr)
 {
-	for (size_t i = 0; i < box->learned.n; i++)
-		if (box->learned.v[i].family == family && !memcmp(box->learned.v[i].addr, addr, 16) &&
-		    !strcmp(box->learned_names[i], name))
+	for (uint32_t i = sb_lx_first_at(&box->learned_ix, &box->learned, family, addr);
+	     i != SB_LX_NONE; i = sb_lx_next_at(&box->learned_ix, &box->learned, i))
+		if (!strcmp(box->learned_names[i], name))
 			return 1;
 	return 0;
 }
 
-
 /*
  * Rewrites the kernel entry of one address of @box from its static and learned rules: the
  * merged ranges, or no entry at all when no learned rule and no static rule of exactly this
- * address remain (a covering static prefix then answers alone).
+ * address remain (a covering static prefix then answers alone). The learned rules of the
+ * address come from the index: O(rules of that address), not O(learned).
  */
-static int write_addr_from(struct sl_registry *r, struct sl_box *box, uint8_t family,
-			   const uint8_t *addr, const struct sl_rule_set *learned)
-{
-	struct sl_kentry e = { .family = family, .plen = family == AF_INET ? 32 : 128 };
-	int keep = 0, err;
-
-	memcpy(e.addr, addr, family == AF_INET ? 4 : 16);
-	for (size_t i = 0; i < learned->n && !keep; i++)
-		keep = learned->v[i].family == family && !memcmp(learned->v[i].addr, e.addr, 16);
-	for (size_t i = 0; i < box->rules.n && !keep; i++)
-		keep = box->rules.v[i].family == family && box->rules.v[i].plen == e.plen &&
-		       !memcmp(box->rules.v[i].addr, e.addr, 16);
-	if (keep) {
-		err = sl_rules_merge(&box->rules, family, e.addr, e.plen, &e.val);
-		if (!err)
-			err = sl_rules_merge(learned, family, e.addr, e.plen, &e.val);
-		if (err)
-			return err;
-	}
-	return sl_bpf_set_rule(r->bpf, box->rules_id, &e);
-}
-
-/* write_addr_from() with all the learned rules of @box (which it scans: O(learned)). */
 static int write_addr(struct sl_registry *r, struct sl_box *box, uint8_t family,
 		      const uint8_t *addr)
 {
-	return write_addr_from(r, box, family, addr, &box->learned);
+	struct sl_kentry e = { .family = family, .plen = family == AF_INET ? 32 : 128 };
+	struct sl_rule_set at;
+	int keep = 0, err = 0;
+
+	sl_rule_set_init(&at);
+	memcpy(e.addr, addr, family == AF_INET ? 4 : 16);
+	for (uint32_t i = sb_lx_first_at(&box->learned_ix, &box->learned, family, e.addr);
+	     i != SB_LX_NONE && !err; i = sb_lx_next_at(&box->learned_ix, &box->learned, i))
+		err = sl_rule_set_add(&at, &box->learned.v[i]);
+	keep = at.n > 0;
+	for (size_t i = 0; i < box->rules.n && !keep; i++)
+		keep = box->rules.v[i].family == family && box->rules.v[i].plen == e.plen &&
+		       !memcmp(box->rules.v[i].addr, e.addr, 16);
+	if (keep && !err) {
+		err = sl_rules_merge(&box->rules, family, e.addr, e.plen, &e.val);
+		if (!err)
+			err = sl_rules_merge(&at, family, e.addr, e.plen, &e.val);
+	}
+	if (!err)
+		err = sl_bpf_set_rule(r->bpf, box->rules_id, &e);
+	sl_rule_set_free(&at);
+	return err;
 }
 
 const char *sb_dns_name(void *owner)
@@ -209,75 +212,67 @@ static int cmp_rule_addr(const void *a, const void *b)
 	return memcmp(x->addr, y->addr, 16);
 }
 
+#define SWEEP_BATCH 2048 /* learned entries dropped per sandbox and sweep, at most */
+
+size_t sb_learned_expire(struct sl_box *box, uint64_t now, size_t max,
+			 struct sl_addr_rule **gone)
+{
+	struct sb_lindex *x = &box->learned_ix;
+	struct sl_addr_rule *v = NULL;
+	size_t n = 0, cap = 0, k = 0;
+	uint32_t i;
+
+	while (n < max && (i = sb_lx_earliest(x)) != SB_LX_NONE &&
+	       box->learned.v[i].expires_ns <= now) {
+		if (n == cap) {
+			struct sl_addr_rule *nv = realloc(v, (cap = cap ? 2 * cap : 16) * sizeof(*v));
+
+			if (!nv)
+				break; /* the rest at the next sweep */
+			v = nv;
+		}
+		v[n++] = box->learned.v[i];
+		sb_lx_remove(x, &box->learned, box->learned_names, i);
+	}
+	if (n > 1) {
+		qsort(v, n, sizeof(*v), cmp_rule_addr);
+		for (size_t j = 1; j < n; j++) /* one per address */
+			if (cmp_rule_addr(&v[k], &v[j]))
+				v[++k] = v[j];
+	}
+	*gone = v;
+	return n ? k + 1 : 0;
+}
+
 /*
  * Drops expired resolutions from memory and from the kernel (which already ignores them).
- * Nothing to do before the earliest expiry (box->learned_next_ns), so most sweeps cost
- * nothing. A sweep that drops k of n entries costs O(n + (n + k) log n): one pass that
- * compacts the survivors, then the survivors sorted by address so that each address that lost
- * an entry is rewritten from its own few rules (a binary search), not from a scan of all n
- * (review F13: 16k entries expiring together were 10^8 comparisons on the loop).
+ * The expiry heap says which: nothing to do before the earliest expiry, so most sweeps cost
+ * O(1), and each expired entry costs O(log n) to find and drop, plus a rewrite of its
+ * address's kernel entry from that address's own rules (review F13, issue 14: 16k entries
+ * were a sort of all of them per sweep that dropped any). The kernel map writes, a syscall
+ * each, are what remains costly: at most SWEEP_BATCH entries go per sweep, the rest at the
+ * next ones (the kernel ignores an expired range until then), so that 16k entries expiring
+ * together do not hold the loop for the length of 16k syscalls.
  */
 void sb_learned_sweep(struct sl_registry *r, struct sl_box *box, uint64_t now)
 {
-	struct sl_addr_rule *gone = NULL, *kept = NULL;
-	size_t ngone = 0, n = 0, total = box->learned.n;
-	uint64_t next = 0, t0 = sl_now_ns();
+	uint32_t first = sb_lx_earliest(&box->learned_ix);
+	struct sl_addr_rule *gone = NULL;
+	size_t total = box->learned.n, naddr;
+	uint64_t t0;
 
-	if (!box->learned.n || (box->learned_next_ns && box->learned_next_ns > now))
+	if (first == SB_LX_NONE || box->learned.v[first].expires_ns > now)
 		return;
-	gone = malloc(box->learned.n * sizeof(*gone));
-	kept = malloc(box->learned.n * sizeof(*kept));
-	if (!gone || !kept)
-		goto cleanup; /* next sweep */
-	for (size_t i = 0; i < box->learned.n; i++) {
-		const struct sl_addr_rule *x = &box->learned.v[i];
+	t0 = sl_now_ns();
+	naddr = sb_learned_expire(box, now, SWEEP_BATCH, &gone);
+	for (size_t k = 0; k < naddr; k++) {
+		int err = write_addr(r, box, gone[k].family, gone[k].addr);
 
-		if (x->expires_ns <= now) {
-			gone[ngone++] = *x;
-			continue;
-		}
-		if (!next || x->expires_ns < next)
-			next = x->expires_ns;
-		if (n != i) {
-			box->learned.v[n] = *x;
-			memcpy(box->learned_names[n], box->learned_names[i], SL_DNS_NAME_BUF);
-		}
-		n++;
-	}
-	box->learned.n = n;
-	box->learned_next_ns = next;
-	if (!ngone)
-		goto cleanup;
-	memcpy(kept, box->learned.v, n * sizeof(*kept));
-	qsort(kept, n, sizeof(*kept), cmp_rule_addr);
-	qsort(gone, ngone, sizeof(*gone), cmp_rule_addr);
-	for (size_t k = 0; k < ngone; k++) {
-		struct sl_rule_set at = { 0 };
-		size_t lo = 0, hi = n;
-		int err;
-
-		if (k && !cmp_rule_addr(&gone[k - 1], &gone[k]))
-			continue; /* that address is done */
-		while (lo < hi) { /* the first survivor at or after this address */
-			size_t mid = lo + (hi - lo) / 2;
-
-			if (cmp_rule_addr(&kept[mid], &gone[k]) < 0)
-				lo = mid + 1;
-			else
-				hi = mid;
-		}
-		at.v = kept + lo;
-		while (lo + at.n < n && !cmp_rule_addr(&kept[lo + at.n], &gone[k]))
-			at.n++;
-		at.cap = at.n;
-		err = write_addr_from(r, box, gone[k].family, gone[k].addr, &at);
 		if (err)
 			sl_warn("sandbox %s: removing an expired entry failed: %s", box->name,
 				strerror(-err));
 	}
-	sl_debug("sandbox %s: swept %zu of %zu resolved addresses in %llu us", box->name, ngone,
-		 total, (unsigned long long)(sl_now_ns() - t0) / 1000);
-cleanup:
+	sl_debug("sandbox %s: swept %zu of %zu resolved addresses in %llu us", box->name,
+		 total - box->learned.n, total, (unsigned long long)(sl_now_ns() - t0) / 1000);
 	free(gone);
-	free(kept);
 }

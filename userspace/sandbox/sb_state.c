@@ -154,11 +154,12 @@ static void names_rewrite(struct sl_registry *r, struct sl_box *box)
 
 		if (!names_ok(box->learned_names[i]))
 			continue;
-		/* One line per pair, whatever its ports. */
-		for (size_t k = 0; k < i && !dup; k++)
-			dup = box->learned.v[k].family == x->family &&
-			      !memcmp(box->learned.v[k].addr, x->addr, 16) &&
-			      !strcmp(box->learned_names[k], box->learned_names[i]);
+		/* One line per pair, whatever its ports: the first entry of the pair writes it
+		 * (the address's entries come from the index, not a scan of all). */
+		for (uint32_t k = sb_lx_first_at(&box->learned_ix, &box->learned, x->family,
+						 x->addr);
+		     k != SB_LX_NONE && !dup; k = sb_lx_next_at(&box->learned_ix, &box->learned, k))
+			dup = k < i && !strcmp(box->learned_names[k], box->learned_names[i]);
 		if (dup)
 			continue;
 		names_line(line, sizeof(line), x->family, x->addr, box->learned_names[i]);

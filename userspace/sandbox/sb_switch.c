@@ -264,6 +264,7 @@ static int switch_layer(struct sl_registry *r, struct sl_box *box, struct sl_lua
 	{
 		struct sl_rule_set t = box->rules;
 		char(*tn)[SL_DNS_NAME_BUF] = box->learned_names;
+		struct sb_lindex tx = box->learned_ix;
 
 		box->rules = nb->rules;
 		nb->rules = t;
@@ -272,7 +273,8 @@ static int switch_layer(struct sl_registry *r, struct sl_box *box, struct sl_lua
 		nb->learned = t;
 		box->learned_names = nb->learned_names;
 		nb->learned_names = tn;
-		box->learned_next_ns = 0; /* unknown: the next sweep finds it */
+		box->learned_ix = nb->learned_ix;
+		nb->learned_ix = tx;
 	}
 	if (lua != box->lua) {
 		sl_lua_unref(box->lua);
@@ -314,6 +316,7 @@ out:
 	sl_rule_set_free(&nb->rules);
 	sl_rule_set_free(&nb->learned);
 	free(nb->learned_names);
+	sb_lx_free(&nb->learned_ix);
 	free(nb);
 	return e;
 }
