@@ -30,6 +30,7 @@
 #include "kernel/cgroup.h"
 #include "dns/dns.h"
 #include "core/events.h"
+#include "core/list.h"
 #include "proxy/proxy.h"
 #include "kernel/sockdiag.h"
 #include "core/log.h"
@@ -42,7 +43,7 @@
 #define SWEEP_MS 1000
 #define PROXIED_SWEEPS 5 /* sl_proxied records are swept every 5th sweep */
 
-static void sweep_cb(struct sl_loop *loop, void *arg);
+static void sweep_cb(struct sl_loop *loop, struct sl_timer *t);
 
 struct sl_registry *sl_registry_new(struct sl_bpf *bpf, const char *state_dir,
 				    struct sl_loop *loop, struct sl_dns *dns,
@@ -69,7 +70,7 @@ struct sl_registry *sl_registry_new(struct sl_bpf *bpf, const char *state_dir,
 		return NULL;
 	}
 	if (loop)
-		r->sweep = sl_loop_add_timer(loop, SWEEP_MS, sweep_cb, r);
+		sl_timer_arm(loop, &r->sweep, SWEEP_MS, sweep_cb);
 	return r;
 }
 
@@ -121,7 +122,7 @@ void sl_registry_free(struct sl_registry *r)
 	if (!r)
 		return;
 	if (r->loop)
-		sl_loop_cancel_timer(r->loop, r->sweep);
+		sl_timer_disarm(r->loop, &r->sweep);
 	while (r->head) {
 		struct sl_box *b = r->head;
 
@@ -257,9 +258,9 @@ static int read_file(const char *path, char **out, size_t *len)
 	return 0;
 }
 
-static void sweep_cb(struct sl_loop *loop, void *arg)
+static void sweep_cb(struct sl_loop *loop, struct sl_timer *t)
 {
-	struct sl_registry *r = arg;
+	struct sl_registry *r = sl_container_of(t, struct sl_registry, sweep);
 	uint64_t now = sl_now_ns();
 
 	int px = ++r->px_sweeps >= PROXIED_SWEEPS;
@@ -276,7 +277,7 @@ static void sweep_cb(struct sl_loop *loop, void *arg)
 				r->bpf, b->id, now, SL_PROXIED_MAX_AGE_S * 1000000000ULL);
 	}
 	sb_reap_vanished(r);
-	r->sweep = sl_loop_add_timer(loop, SWEEP_MS, sweep_cb, r);
+	sl_timer_arm(loop, &r->sweep, SWEEP_MS, sweep_cb);
 }
 
 void sb_link(struct sl_registry *r, struct sl_box *box)

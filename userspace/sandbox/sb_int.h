@@ -14,6 +14,7 @@
 
 #include <jansson.h>
 
+#include "core/loop.h"
 #include "dns/dns_msg.h"
 #include "kernel/bpf_loader.h"
 #include "kernel/rules.h"
@@ -73,7 +74,7 @@ struct sl_registry {
 	struct sl_dns_ttl ttl;
 	struct sl_proxy *proxy;
 	struct sl_lua_opts lua_opts;
-	struct sl_timer *sweep;
+	struct sl_timer sweep; /* embedded: re-arming cannot fail, so the sweep never stops */
 	unsigned netns_sweeps; /* sweeps since namespaces were last judged */
 	unsigned px_sweeps; /* sweeps since sl_proxied records were last swept */
 	char state_dir[PATH_MAX];
