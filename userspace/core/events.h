@@ -10,6 +10,7 @@
 #include <jansson.h>
 
 #include "core/buf.h"
+#include "core/jsonw.h" /* struct sl_jw, sl_utf8_scrub, sl_format_mono_time: moved there */
 
 #include <linux/types.h>
 #include "sluice.h"
@@ -39,29 +40,11 @@ int sl_events_known(struct sl_events *ev, const char *sandbox);
 /* Publishes @obj (reference stolen) as an event of @sandbox (NULL: none). A "ts" field is
  * added if absent. Never blocks: subscribers buffer or drop. */
 void sl_events_publish(struct sl_events *ev, const char *sandbox, json_t *obj);
-/* Replaces every byte of @s that does not belong to valid UTF-8 by '?', in place, so that
- * text quoting untrusted bytes (a parser's error, a truncated message) can go into JSON. */
-void sl_utf8_scrub(char *s);
 
-/*
- * A JSON object written straight into a buffer, for events on hot paths (one per proxied
- * request) where building a json_t and dumping it would cost more than the request.
- * sl_jw_begin() opens the object with the "ts" field; strings are escaped (RFC 8259).
- */
-struct sl_jw {
-	struct sl_buf b;
-	int n;
-};
-void sl_jw_begin(struct sl_jw *w);
-void sl_jw_str(struct sl_jw *w, const char *key, const char *val);
-void sl_jw_int(struct sl_jw *w, const char *key, long long val);
 /* Closes the object and publishes it; the buffer is consumed. */
 void sl_jw_publish(struct sl_jw *w, struct sl_events *ev, const char *sandbox);
 
 /* The JSON form of a kernel deny record (new reference). @sandbox NULL when unknown. */
 json_t *sl_event_json(const struct sl_event *kev, const char *sandbox);
-
-/* Formats @ts_ns (CLOCK_MONOTONIC) as an RFC 3339 UTC time with milliseconds. */
-void sl_format_mono_time(__u64 ts_ns, char *buf, size_t len);
 
 #endif
