@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* What `sluice run` does to its command before exec so that the command meets what sluice
  * assumes of a sandbox: not root, no capabilities, no way back to either, no descriptors of
- * its caller, and no socket family the kernel hooks cannot judge. */
+ * its caller, and no socket family the kernel hooks cannot judge.
+ * Threading: the CLI's one thread (sl_run_confine() in the child, before exec); the user
+ * lookup reads the passwd and group databases, nothing else blocks. */
 #ifndef SL_CONFINE_H
 #define SL_CONFINE_H
 

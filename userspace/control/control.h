@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* The control API: HTTP/1.1 + JSON on a unix socket (see control.c). */
+/* The control API: HTTP/1.1 + JSON on a unix socket (see control.c).
+ * Threading: loop thread only; nothing here blocks but a KV write's fsync (store/kv.h). */
 #ifndef SL_CONTROL_H
 #define SL_CONTROL_H
 
