@@ -297,7 +297,6 @@ int sl_unix_parse(const char *s, size_t len, struct sl_unix_key *k, char *err, s
 	return 0;
 }
 
-
 void sl_policy_free(struct sl_policy *p)
 {
 	if (!p)
