@@ -14,9 +14,9 @@
 void sl_format_mono_time(__u64 ts_ns, char *buf, size_t len)
 {
 	/* The wall-clock offset and the formatted second are recomputed once a second, not
-	 * for every event (loop thread only). */
-	static long long offset_ms, offset_at_ms = -10000, cached_sec = -1;
-	static char prefix[32];
+	 * for every event: a cache per thread, so that any thread may format. */
+	static __thread long long offset_ms, offset_at_ms = -10000, cached_sec = -1;
+	static __thread char prefix[32];
 	long long mono_ms = (long long)(ts_ns / 1000000), ms, secs;
 
 	if (mono_ms - offset_at_ms >= 1000 || mono_ms < offset_at_ms) {

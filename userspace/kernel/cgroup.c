@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,18 +39,20 @@ static void unescape(char *s)
 	*d = 0;
 }
 
-const char *sl_cgroup_root(void)
+/* The cgroup2 mount point, written once by find_root() under pthread_once(): read-only after
+ * that, from any thread. Empty if there is none. */
+static char root[PATH_MAX];
+static pthread_once_t root_once = PTHREAD_ONCE_INIT;
+
+static void find_root(void)
 {
-	static char root[PATH_MAX];
 	char *line = NULL;
 	size_t cap = 0;
 	FILE *f;
 
-	if (root[0])
-		return root;
 	f = fopen("/proc/self/mountinfo", "re");
 	if (!f)
-		return NULL;
+		return;
 	while (getline(&line, &cap, f) != -1) {
 		char *sep = strstr(line, " - ");
 		char mnt[PATH_MAX], fstype[64];
@@ -65,6 +68,11 @@ const char *sl_cgroup_root(void)
 	}
 	free(line);
 	fclose(f);
+}
+
+const char *sl_cgroup_root(void)
+{
+	pthread_once(&root_once, find_root);
 	if (!root[0]) {
 		errno = ENOENT;
 		return NULL;

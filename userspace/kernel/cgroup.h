@@ -7,7 +7,8 @@
 #include <stdint.h>
 
 /* The cgroup2 mount point, found from /proc/self/mountinfo (it may be /sys/fs/cgroup or
- * /sys/fs/cgroup/unified). Returns a static string, or NULL with errno = ENOENT. */
+ * /sys/fs/cgroup/unified) on the first call, once for the process. Returns a static string,
+ * or NULL with errno = ENOENT (then for good: a cgroup2 mounted later is not seen). */
 const char *sl_cgroup_root(void);
 
 /*

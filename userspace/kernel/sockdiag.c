@@ -94,12 +94,14 @@ static uint64_t cgroup_of(const struct inet_diag_msg *m, size_t len)
 	return 0;
 }
 
+#define DUMP_BUF 32768
+
 /* Appends to *@v the sockets of one family and protocol that belong to @cgids and that
- * @judge condemns. */
-static int dump(int fd, uint8_t family, uint8_t proto, const uint64_t *cgids, size_t ncg,
-		sl_flow_judge *judge, void *arg, struct victim **v, size_t *nv, size_t *cap)
+ * @judge condemns. @buf (DUMP_BUF bytes, NLMSG_ALIGNTO-aligned) receives the dump. */
+static int dump(int fd, char *buf, uint8_t family, uint8_t proto, const uint64_t *cgids,
+		size_t ncg, sl_flow_judge *judge, void *arg, struct victim **v, size_t *nv,
+		size_t *cap)
 {
-	static char buf[32768] __attribute__((aligned(NLMSG_ALIGNTO)));
 	int err;
 
 	err = send_req(fd, SOCK_DIAG_BY_FAMILY, NLM_F_DUMP, family, proto,
@@ -107,7 +109,7 @@ static int dump(int fd, uint8_t family, uint8_t proto, const uint64_t *cgids, si
 	if (err)
 		return err;
 	for (;;) {
-		ssize_t n = recv_some(fd, buf, sizeof(buf));
+		ssize_t n = recv_some(fd, buf, DUMP_BUF);
 		struct nlmsghdr *h = (struct nlmsghdr *)buf;
 
 		if (n < 0)
@@ -177,18 +179,26 @@ int sl_sockdiag_destroy(int netns_fd, const uint64_t *cgids, size_t ncg, sl_flow
 	static const uint8_t protos[] = { IPPROTO_TCP, IPPROTO_UDP };
 	struct victim *v = NULL;
 	size_t nv = 0, cap = 0;
+	char *buf;
 	int fd, err = 0;
 
 	*destroyed = 0;
+	/* The call's own buffer, not a static one: two threads may judge flows at once. */
+	buf = malloc(DUMP_BUF); /* malloc aligns to more than NLMSG_ALIGNTO */
+	if (!buf)
+		return -ENOMEM;
 	fd = sl_socket_in(netns_fd, AF_NETLINK, SOCK_RAW, NETLINK_SOCK_DIAG);
-	if (fd == -1)
-		return -errno;
+	if (fd == -1) {
+		err = -errno;
+		free(buf);
+		return err;
+	}
 	/* First the whole list, then the destruction: a dump is not to be interleaved with
 	 * other requests on its socket. */
 	for (size_t f = 0; f < 2 && !err; f++)
 		for (size_t p = 0; p < 2 && !err; p++)
-			err = dump(fd, families[f], protos[p], cgids, ncg, judge, arg, &v, &nv,
-				   &cap);
+			err = dump(fd, buf, families[f], protos[p], cgids, ncg, judge, arg, &v,
+				   &nv, &cap);
 	for (size_t i = 0; i < nv && !err; i++) {
 		int e = destroy(fd, &v[i]);
 
@@ -198,6 +208,7 @@ int sl_sockdiag_destroy(int netns_fd, const uint64_t *cgids, size_t ncg, sl_flow
 			err = e;
 	}
 	free(v);
+	free(buf);
 	close(fd);
 	return err;
 }

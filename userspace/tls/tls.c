@@ -7,6 +7,7 @@
  * Streams are non-blocking: OpenSSL's WANT_READ/WANT_WRITE become loop events.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,7 +74,15 @@ SSL_CTX *sl_tls_server_ctx(char *err, size_t errlen)
 	return ctx;
 }
 
-static int nosan_idx = -1; /* SSL ex_data: the leaf that failed its name has no SAN */
+/* SSL ex_data indexes, each taken once for the process (pthread_once), read-only after: -1
+ * if OpenSSL had none to give. */
+static int nosan_idx = -1; /* the leaf that failed its name has no SAN */
+static pthread_once_t nosan_once = PTHREAD_ONCE_INIT;
+
+static void nosan_init(void)
+{
+	nosan_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+}
 
 /* Notes why a leaf failed its name check, while the certificate is at hand (a failed
  * handshake keeps no peer certificate). */
@@ -101,8 +110,7 @@ SSL_CTX *sl_tls_client_ctx(const char *ca_file, char *err, size_t errlen)
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
 				      SSL_MODE_RELEASE_BUFFERS);
-	if (nosan_idx < 0)
-		nosan_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+	pthread_once(&nosan_once, nosan_init);
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, upstream_verify);
 	if (ca_file ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1 :
 		      SSL_CTX_set_default_verify_paths(ctx) != 1) {
@@ -157,7 +165,8 @@ struct watch {
 	int cert_sent; /* our Certificate message went out */
 };
 
-static int watch_idx = -1;
+static int watch_idx = -1; /* taken once, like nosan_idx */
+static pthread_once_t watch_once = PTHREAD_ONCE_INIT;
 
 static void watch_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
 		       void *argp)
@@ -186,12 +195,16 @@ static void watch_msg(int write_p, int version, int content_type, const void *bu
 		w->cert_sent = 1;
 }
 
+static void watch_init(void)
+{
+	watch_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, watch_free);
+}
+
 void sl_tls_watch_client(SSL *ssl)
 {
 	struct watch *w;
 
-	if (watch_idx < 0)
-		watch_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, watch_free);
+	pthread_once(&watch_once, watch_init);
 	if (watch_idx < 0 || !(w = calloc(1, sizeof(*w))))
 		return;
 	w->alert = -1;
