@@ -99,8 +99,8 @@ int sl_netns_loopback_up(int fd)
 	int s, e = 0;
 
 	s = sl_socket_in(fd, AF_INET, SOCK_DGRAM, 0);
-	if (s == -1)
-		return -errno;
+	if (s < 0)
+		return s;
 	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "lo");
 	if (ioctl(s, SIOCGIFFLAGS, &ifr) == -1)
 		e = -errno;

@@ -188,10 +188,9 @@ int sl_sockdiag_destroy(int netns_fd, const uint64_t *cgids, size_t ncg, sl_flow
 	if (!buf)
 		return -ENOMEM;
 	fd = sl_socket_in(netns_fd, AF_NETLINK, SOCK_RAW, NETLINK_SOCK_DIAG);
-	if (fd == -1) {
-		err = -errno;
+	if (fd < 0) {
 		free(buf);
-		return err;
+		return fd;
 	}
 	/* First the whole list, then the destruction: a dump is not to be interleaved with
 	 * other requests on its socket. */

@@ -18,25 +18,26 @@
 
 int sl_socket_in(int netns_fd, int domain, int type, int protocol)
 {
-	int self, fd, err;
+	int self, fd;
 
-	if (netns_fd < 0)
-		return socket(domain, type | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol);
+	if (netns_fd < 0) {
+		fd = socket(domain, type | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol);
+		return fd == -1 ? -errno : fd;
+	}
 	self = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
 	if (self == -1)
-		return -1;
+		return -errno;
 	if (setns(netns_fd, CLONE_NEWNET) == -1) {
-		err = errno;
+		fd = -errno;
 		close(self);
-		errno = err;
-		return -1;
+		return fd;
 	}
 	fd = socket(domain, type | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol);
-	err = errno;
+	if (fd == -1)
+		fd = -errno;
 	if (setns(self, CLONE_NEWNET) == -1)
 		sl_err("returning to our network namespace failed: %s", strerror(errno));
 	close(self);
-	errno = err;
 	return fd;
 }
 
@@ -47,8 +48,8 @@ int sl_listen_loopback(int netns_fd, int family, int type, uint16_t port, uint16
 	int fd, one = 1;
 
 	fd = sl_socket_in(netns_fd, family, type, 0);
-	if (fd == -1)
-		return -errno;
+	if (fd < 0)
+		return fd;
 	if (family == AF_INET) {
 		struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
 

@@ -1,5 +1,11 @@
 /* SPDX-License-Identifier: MIT */
-/* Loopback listeners of the daemon, optionally inside a sandbox's network namespace. */
+/*
+ * Loopback listeners of the daemon, optionally inside a sandbox's network namespace. Both
+ * functions return the fd or -errno.
+ *
+ * Threading: any thread. With a namespace, the calling thread enters it for the socket() call
+ * only (setns() is per thread) and returns before anything else runs on it; nothing blocks.
+ */
 #ifndef SL_SOCKETS_H
 #define SL_SOCKETS_H
 
@@ -13,7 +19,7 @@
  */
 int sl_listen_loopback(int netns_fd, int family, int type, uint16_t port, uint16_t *bound);
 /* socket(@domain, @type | SOCK_NONBLOCK | SOCK_CLOEXEC, @protocol) created inside network
- * namespace @netns_fd (< 0: ours). Returns the fd, or -1 with errno. */
+ * namespace @netns_fd (< 0: ours). Returns the fd or -errno. */
 int sl_socket_in(int netns_fd, int domain, int type, int protocol);
 
 #endif
