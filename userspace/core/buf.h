@@ -1,5 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* A growable byte buffer with a read offset. */
+/*
+ * A growable byte buffer with a read offset.
+ *
+ * Threading: a buffer belongs to its owner's thread (no lock); nothing here blocks.
+ */
 #ifndef SL_BUF_H
 #define SL_BUF_H
 

@@ -1,7 +1,11 @@
 /* SPDX-License-Identifier: MIT */
-/* The event stream: JSON lines from the kernel and the daemon, kept and fanned out.
- * Threading: loop thread only; nothing here blocks (a follower that cannot keep up loses
- * lines, events.c). */
+/*
+ * The event stream: JSON lines from the kernel and the daemon, kept and fanned out.
+ *
+ * Threading: an event bus belongs to the loop thread (rings and subscribers have no lock),
+ * and so does every call on it; sinks run on it and must not block. Publishing never blocks.
+ * sl_event_json() is a pure function: any thread.
+ */
 #ifndef SL_EVENTS_H
 #define SL_EVENTS_H
 
@@ -17,8 +21,8 @@
 
 struct sl_events;
 
-/* A subscriber. @line is one JSON object with its trailing newline, @len bytes; @arg is the
- * one given to sl_events_subscribe(). */
+/* A subscriber. @line is one JSON object with its trailing newline, valid during the call
+ * only. A sink may unsubscribe itself (not another subscriber). */
 typedef void sl_event_sink(const char *line, size_t len, void *arg);
 
 /* Keeps the last @keep lines of each sandbox (and of no sandbox) for replay, 16 times @keep

@@ -1,5 +1,10 @@
 /* SPDX-License-Identifier: MIT */
-/* The JSON writer of event lines, the UTF-8 scrubber and the events' time format. */
+/*
+ * The JSON writer of event lines, the UTF-8 scrubber and the events' time format.
+ *
+ * Threading: any thread (a writer belongs to its caller, the time format's cache is per
+ * thread); nothing here blocks.
+ */
 #ifndef SL_JSONW_H
 #define SL_JSONW_H
 

@@ -1,5 +1,11 @@
 /* SPDX-License-Identifier: MIT */
-/* Daemon logging: one line per message, timestamped, to a file or stderr. */
+/*
+ * Daemon logging: one line per message, timestamped, to a file or stderr.
+ *
+ * Threading: sl_log() and sl_errf() from any thread; sl_log() writes each line with one
+ * write() (lines do not interleave) and blocks as long as that write does. sl_log_open() and
+ * sl_log_set_level() at startup only, before a second thread exists.
+ */
 #ifndef SL_LOG_H
 #define SL_LOG_H
 

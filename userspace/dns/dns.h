@@ -1,5 +1,11 @@
 /* SPDX-License-Identifier: MIT */
-/* The DNS proxy: one listener per sandbox, answering what the policy allows (see dns.c). */
+/*
+ * The DNS proxy: one listener per sandbox, answering what the policy allows (see dns.c).
+ *
+ * Threading: a struct sl_dns and its listeners belong to the loop thread, which runs every
+ * call and every sl_dns_ops callback; nothing blocks (upstream queries are non-blocking, with
+ * a deadline), except sl_dns_listen() entering a network namespace for its sockets.
+ */
 #ifndef SL_DNS_H
 #define SL_DNS_H
 

@@ -5,6 +5,8 @@
  * the records that would let a client bypass the name policy. Pure functions over byte
  * buffers, no allocation: every input is assumed hostile (see dns_msg.c).
  *
+ * Threading: any thread, no state; nothing blocks.
+ *
  * HTTPS (65) and SVCB (64): a query of one of those types is answered NODATA locally, never
  * forwarded (sl_dns_is_bypass_type(), then sl_dns_build_error() with SL_DNS_RCODE_NOERROR).
  * The whole content of such an answer is the bypass: ECH keys that hide the real server name

@@ -2,6 +2,10 @@
 /*
  * The kernel half as sluiced sees it: loading and pinning the programs and maps, attaching
  * them to sandbox cgroups, and reading and writing the maps (see bpf_loader.c).
+ *
+ * Threading: a struct sl_bpf belongs to the loop thread (no lock). sl_bpf_open() loads the
+ * programs (the verifier: tens of milliseconds) and runs at startup; the other calls are bpf()
+ * syscalls on maps and links, which do not sleep, and walks of a sandbox's entries.
  */
 #ifndef SL_BPF_LOADER_H
 #define SL_BPF_LOADER_H

@@ -1,5 +1,10 @@
 /* SPDX-License-Identifier: MIT */
-/* cgroup v2 paths: where the hierarchy is mounted, validating a sandbox path, cgroup ids. */
+/*
+ * cgroup v2 paths: where the hierarchy is mounted, validating a sandbox path, cgroup ids.
+ *
+ * Threading: any thread, no state but the mount point found once. Every call reads /proc or
+ * cgroupfs (quick filesystem reads, no network).
+ */
 #ifndef SL_CGROUP_H
 #define SL_CGROUP_H
 

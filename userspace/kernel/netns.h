@@ -1,5 +1,11 @@
 /* SPDX-License-Identifier: MIT */
-/* Network namespaces of sandboxes: opening one, knowing it again, noticing it is gone. */
+/*
+ * Network namespaces of sandboxes: opening one, knowing it again, noticing it is gone.
+ *
+ * Threading: any thread, no state. The calls read /proc and nsfs; sl_netns_find_in_cgroup()
+ * and sl_netns_in_use() walk processes' /proc entries (milliseconds for thousands), and
+ * sl_netns_loopback_up() enters the namespace on the calling thread for one socket().
+ */
 #ifndef SL_NETNS_H
 #define SL_NETNS_H
 

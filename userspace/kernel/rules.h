@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Address rules of one sandbox and their compilation into kernel LPM entries (see rules.c).
+ *
+ * Threading: a rule set belongs to its owner's thread (no lock); pure computation, nothing
+ * blocks.
  */
 #ifndef SL_RULES_H
 #define SL_RULES_H

@@ -1,5 +1,11 @@
 /* SPDX-License-Identifier: MIT */
-/* Open flows of a sandbox, closed when its policy stops allowing them (see sockdiag.c). */
+/*
+ * Open flows of a sandbox, closed when its policy stops allowing them (see sockdiag.c).
+ *
+ * Threading: any thread, no state (each call has its own netlink socket and buffer). It blocks
+ * on the kernel's socket dump: milliseconds for thousands of sockets, at most 2 s per
+ * netlink read before it gives up with -ETIMEDOUT; the judge runs on the calling thread.
+ */
 #ifndef SL_SOCKDIAG_H
 #define SL_SOCKDIAG_H
 

@@ -1,5 +1,10 @@
 /* SPDX-License-Identifier: MIT */
-/* The kernel splice of passthrough connections: a sockhash and its verdict (see splice.c). */
+/*
+ * The kernel splice of passthrough connections: a sockhash and its verdict (see splice.c).
+ *
+ * Threading: a struct sl_splice belongs to the loop thread (no lock). sl_splice_open() loads
+ * a BPF program at startup; the other calls are map syscalls that do not sleep.
+ */
 #ifndef SL_SPLICE_H
 #define SL_SPLICE_H
 

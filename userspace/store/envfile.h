@@ -1,5 +1,10 @@
 /* SPDX-License-Identifier: MIT */
-/* sluiced --env-file: secrets for the policies' handlers, KEY=VALUE lines (see envfile.c). */
+/*
+ * sluiced --env-file: secrets for the policies' handlers, KEY=VALUE lines (see envfile.c).
+ *
+ * Threading: sl_env_load() reads the file (blocking) at startup; the loaded set is read-only
+ * after, so its getters may run on any thread, until sl_env_free().
+ */
 #ifndef SL_ENVFILE_H
 #define SL_ENVFILE_H
 

@@ -4,9 +4,11 @@
  * trusts, and the leaf certificates it mints, on the fly and cached, for the names the proxy
  * intercepts. The CA key never leaves sluiced's memory and state directory.
  *
- * Thread safety: every function but sl_ca_free() may be called from any thread, concurrently,
- * on the same CA (a mutex per CA guards the cache and the signing). sl_ca_free() needs all
- * other callers to be done with the CA; references it handed out stay valid after it.
+ * Threading: every function but sl_ca_free() may be called from any thread, concurrently, on
+ * the same CA (a mutex per CA guards the cache and the signing). sl_ca_free() needs all
+ * other callers to be done with the CA; references it handed out stay valid after it. What
+ * blocks: key generation (sl_ca_new()), the state directory's files (load and save), and a
+ * leaf cache miss, which signs under the CA's lock (see sl_ca_leaf()).
  */
 #ifndef SL_CA_H
 #define SL_CA_H

@@ -1,5 +1,11 @@
 /* SPDX-License-Identifier: MIT */
-/* TLS for the proxy: contexts for both legs and non-blocking streams (see tls.c). */
+/*
+ * TLS for the proxy: contexts for both legs and non-blocking streams (see tls.c).
+ *
+ * Threading: contexts are made at startup (the client one reads the CA bundle from disk) and
+ * then shared read-only, as OpenSSL allows from any thread; a stream and its SSL belong to
+ * the thread of their connection (the loop thread). Stream calls never block.
+ */
 #ifndef SL_TLS_H
 #define SL_TLS_H
 

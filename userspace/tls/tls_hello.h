@@ -9,6 +9,8 @@
  * more bytes arrived", never "consume". Pure functions over hostile byte buffers, no
  * allocation, no state (see tls_hello.c).
  *
+ * Threading: any thread; nothing blocks (about 24 KiB of stack, see below).
+ *
  * ECH (draft-ietf-tls-esni): the extension hides the real server name behind a public one, so
  * a proxy that passes the hello on untouched (no interception) must refuse it. Note that
  * browsers send a GREASE ECH extension (random bytes, draft §6.2) whenever they hold no ECH
