@@ -234,3 +234,41 @@ def wait_for(cond, timeout=15, step=0.2):
             return True
         time.sleep(step)
     return False
+
+
+def policy_text(host_ip, port):
+    """The container tests' policy: one address:port allowed, git.internal.test intercepted
+    with the VCS token injected."""
+    return f"""
+return {{
+  egress = {{
+    allow = {{ "{host_ip}:{port}" }},
+    intercept = {{ "git.internal.test" }},
+    private = {{ "127.0.0.0/8" }},  -- git.internal.test is 127.0.0.20 here
+  }},
+  outboundByHost = {{
+    ["git.internal.test"] = function(req, env, ctx)
+      req.headers:set("x-auth-token", env.VCS_TOKEN)
+      return fetch(req)
+    end,
+  }},
+}}
+"""
+
+
+def names(daemon):
+    r = daemon.cli("sandbox", "ls", "--json")
+    assert r.returncode == 0, r.stderr
+    return [s["name"] for s in json.loads(r.stdout)["sandboxes"]]
+
+
+def show(daemon, name):
+    r = daemon.cli("sandbox", "show", name, "--json")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def nc(runtime, cid, host, port):
+    """'hello' from a server that answered, else busybox nc's error (podman or docker)."""
+    r = runtime.exec(cid, f"nc -w 5 {host} {port} </dev/null 2>&1")
+    return r.stdout.strip()

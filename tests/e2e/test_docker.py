@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BUILD, ENV_SECRETS, RUN_ID, cgroup2_root
-from podman import PATH, build_rootfs, wait_for
+from podman import PATH, build_rootfs, names, nc, policy_text, show, wait_for
 from standin import Listener, free_subnet, ip
 
 SECRET = ENV_SECRETS["VCS_TOKEN"]
@@ -175,40 +175,6 @@ class Veth:
         if hasattr(self, "servers"):
             self.servers.close()
         ip("link", "del", self.name + "h", check=False)
-
-
-def policy_text(host_ip, port):
-    return f"""
-return {{
-  egress = {{
-    allow = {{ "{host_ip}:{port}" }},
-    intercept = {{ "git.internal.test" }},
-    private = {{ "127.0.0.0/8" }},  -- git.internal.test is 127.0.0.20 here
-  }},
-  outboundByHost = {{
-    ["git.internal.test"] = function(req, env, ctx)
-      req.headers:set("x-auth-token", env.VCS_TOKEN)
-      return fetch(req)
-    end,
-  }},
-}}
-"""
-
-
-def names(daemon):
-    r = daemon.cli("sandbox", "ls", "--json")
-    assert r.returncode == 0, r.stderr
-    return [s["name"] for s in json.loads(r.stdout)["sandboxes"]]
-
-
-def show(daemon, name):
-    r = daemon.cli("sandbox", "show", name, "--json")
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
-
-
-def nc(dk, cid, host, port):
-    return dk.exec(cid, f"nc -w 5 {host} {port} </dev/null 2>&1").stdout.strip()
 
 
 def test_docker_container_is_enforced_through_the_runtime_wrapper(daemon, docker, upstreams,

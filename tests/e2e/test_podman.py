@@ -15,52 +15,16 @@ import os
 import signal
 
 from conftest import ENV_SECRETS, cgroup2_root
-from podman import nets, podman, wait_for  # noqa: F401  (fixtures)
+from podman import names, nc, nets, podman, policy_text, show, wait_for  # noqa: F401  (fixtures)
 
 SECRET = ENV_SECRETS["VCS_TOKEN"]
-
-
-def policy_text(net, port):
-    return f"""
-return {{
-  egress = {{
-    allow = {{ "{net.host_ip}:{port}" }},
-    intercept = {{ "git.internal.test" }},
-    private = {{ "127.0.0.0/8" }},  -- git.internal.test is 127.0.0.20 here
-  }},
-  outboundByHost = {{
-    ["git.internal.test"] = function(req, env, ctx)
-      req.headers:set("x-auth-token", env.VCS_TOKEN)
-      return fetch(req)
-    end,
-  }},
-}}
-"""
-
-
-def names(daemon):
-    r = daemon.cli("sandbox", "ls", "--json")
-    assert r.returncode == 0, r.stderr
-    return [s["name"] for s in json.loads(r.stdout)["sandboxes"]]
-
-
-def show(daemon, name):
-    r = daemon.cli("sandbox", "show", name, "--json")
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
-
-
-def nc(pm, cid, host, port):
-    """'hello' from a server that answered, else busybox nc's error."""
-    r = pm.exec(cid, f"nc -w 5 {host} {port} </dev/null 2>&1")
-    return r.stdout.strip()
 
 
 def test_podman_container_is_enforced_through_the_hook(daemon, podman, nets, upstreams,
                                                        dnsmasq):
     net = nets("main")
     allowed, other = net.servers.ports
-    (podman.policies / "main.lua").write_text(policy_text(net, allowed))
+    (podman.policies / "main.lua").write_text(policy_text(net.host_ip, allowed))
     # Root in the container, with CAP_NET_RAW added: the raw socket is refused by sluice's
     # kernel hooks, not by a missing capability.
     cid = podman.start(net, "main.lua", extra=["--cap-add", "NET_RAW"])
@@ -119,8 +83,8 @@ def test_podman_container_is_enforced_through_the_hook(daemon, podman, nets, ups
 
 def test_podman_two_containers_own_policies_and_sigkill_is_reaped(daemon, podman, nets):
     a, b = nets("a"), nets("b")
-    (podman.policies / "a.lua").write_text(policy_text(a, a.servers.ports[0]))
-    (podman.policies / "b.lua").write_text(policy_text(b, b.servers.ports[1]))
+    (podman.policies / "a.lua").write_text(policy_text(a.host_ip, a.servers.ports[0]))
+    (podman.policies / "b.lua").write_text(policy_text(b.host_ip, b.servers.ports[1]))
     plain = None
     ca = podman.start(a, "a.lua")
     cb = podman.start(b, "b.lua", extra=["--user", "65534:65534"])
@@ -154,7 +118,7 @@ def test_runtime_wrapper_adds_the_hooks_without_hooks_d(daemon, podman, nets):
     SLUICE_POLICY in its environment (Docker sets no annotations), and runc's own poststop
     (at podman rm) removes it. A container without SLUICE_POLICY runs as it is."""
     net = nets("wrap")
-    (podman.policies / "wrap.lua").write_text(policy_text(net, net.servers.ports[0]))
+    (podman.policies / "wrap.lua").write_text(policy_text(net.host_ip, net.servers.ports[0]))
     cid = podman.start(net, extra=["-e", "SLUICE_POLICY=wrap.lua"], wrapped=True)
     plain = None
     try:
