@@ -159,6 +159,18 @@ def inner_records(daemon, sandbox_id):
     return out
 
 
+def connections_after(daemon, name, accepted):
+    """The proxy's connection counters once it has accepted `accepted` connections (or 10 s
+    passed): the kernel completes a handshake from the listen queue, and sluiced's loop
+    accepts it on a later turn, possibly after the client has already returned."""
+    deadline = time.monotonic() + 10
+    while True:
+        c = show(daemon, name)["proxy"]["connections"]
+        if c["accepted"] >= accepted or time.monotonic() > deadline:
+            return c
+        time.sleep(0.05)
+
+
 def host_netns_cookie():
     import socket
     with socket.socket() as s:
@@ -191,7 +203,7 @@ return { egress = { intercept = { "api.test" }, private = { "127.0.0.0/8" } } }
         # its record and keeps it (a connection without one is closed as not redirected).
         before = show(daemon, "pxother")["proxy"]["connections"]
         assert tcp_probe(cgb, workdir, st["ip"], 443) == "OK"
-        after = show(daemon, "pxother")["proxy"]["connections"]
+        after = connections_after(daemon, "pxother", before["accepted"] + 1)
         assert after["accepted"] == before["accepted"] + 1
         assert after["unredirected"] == before["unredirected"] == 0
         # The filler's own sandbox, back in the host namespace: refused in the kernel.
@@ -268,7 +280,7 @@ def test_older_pinned_sl_proxied_is_recreated(cgroups, workdir, dnsmasq):
 return { egress = { intercept = { "api.test" }, private = { "127.0.0.0/8" } } }
 """))
         assert tcp_probe(cg, workdir, "127.0.0.20", 443) == "OK"
-        c = show(d, "pxold")["proxy"]["connections"]
+        c = connections_after(d, "pxold", 1)
         assert c["accepted"] == 1 and c["unredirected"] == 0
         d.cli("sandbox", "rm", "pxold")
     finally:
