@@ -33,7 +33,7 @@
 #include "proxy/px_h1.h"
 
 struct run {
-	struct sl_http_msg *m; /* first: http.c's callbacks find the message here */
+	struct sl_http_h1 h1; /* first: http.c's callbacks find the parser state here */
 	struct sl_http_msg msg;
 	int response;
 	struct sl_buf log; /* the transcript compared across splits */
@@ -69,6 +69,7 @@ static int on_begin(llhttp_t *p)
 	struct run *r = run_of(p);
 
 	sl_http_msg_reset(&r->msg);
+	sl_http_h1_reset(&r->h1);
 	r->body = SL_BODY_NONE;
 	log_bytes(r, "<", 1);
 	return 0;
@@ -105,7 +106,7 @@ static int fixed_hop_by_hop(const char *name)
 }
 
 struct reparse {
-	struct sl_http_msg *m;
+	struct sl_http_h1 h1;
 	struct sl_http_msg msg;
 	int done;
 };
@@ -128,12 +129,12 @@ static void check_reparse(const struct sl_http_msg *m, const char *path, const c
 	llhttp_t p;
 	llhttp_errno_t e;
 
-	rp.m = &rp.msg;
+	rp.h1.m = &rp.msg;
 	sl_http_msg_init(&rp.msg);
 	llhttp_init(&p, response ? HTTP_RESPONSE : HTTP_REQUEST,
 		    response ? &reparse_resp : &reparse_req);
 	p.data = &rp;
-	rp.msg.feed_end = head + n;
+	rp.h1.feed_end = head + n;
 	e = llhttp_execute(&p, head, n);
 	if (e != HPE_PAUSED || !rp.done) {
 		fprintf(stderr, "re-serialised head does not parse (%s: %s):\n%.*s\n",
@@ -180,6 +181,7 @@ static void check_reparse(const struct sl_http_msg *m, const char *path, const c
 		FUZZ_CHECK(sl_http_write_request(&rp.msg, path, body, upgrade, &again) == 0);
 	FUZZ_CHECK(sl_buf_size(&again) == n && !memcmp(sl_buf_head(&again), head, n));
 	sl_buf_free(&again);
+	sl_http_h1_free(&rp.h1);
 	sl_http_msg_free(&rp.msg);
 }
 
@@ -352,7 +354,7 @@ static void run_stream(struct run *r, int response, int flags, const char *const
 	r->inject_name = inj[0];
 	r->inject_value = inj[1];
 	r->inject_set = inject_set;
-	r->m = &r->msg;
+	r->h1.m = &r->msg;
 	sl_http_msg_init(&r->msg);
 	llhttp_init(&p, r->response ? HTTP_RESPONSE : HTTP_REQUEST,
 		    r->response ? &resp_settings : &req_settings);
@@ -376,7 +378,7 @@ static void run_stream(struct run *r, int response, int flags, const char *const
 			size_t n = arrived - consumed;
 			llhttp_errno_t e;
 
-			r->msg.feed_end = at + n;
+			r->h1.feed_end = at + n;
 			e = llhttp_execute(&p, at, n);
 			if (e == HPE_OK) {
 				consumed = arrived;
@@ -404,6 +406,7 @@ static void run_stream(struct run *r, int response, int flags, const char *const
 	}
 	if (!r->stop)
 		log_bytes(r, "|eof", 4);
+	sl_http_h1_free(&r->h1);
 	sl_http_msg_free(&r->msg);
 }
 

@@ -33,32 +33,43 @@ void sl_http_msg_reset(struct sl_http_msg *m)
 	m->target = m->reason = NULL;
 	m->method[0] = 0;
 	m->status = 0;
-	m->head_bytes = 0;
 	m->major = m->minor = 0;
-	sl_buf_reset(&m->field);
-	sl_buf_reset(&m->value);
 }
 
 void sl_http_msg_free(struct sl_http_msg *m)
 {
 	sl_http_msg_reset(m);
 	free(m->h);
-	sl_buf_free(&m->field);
-	sl_buf_free(&m->value);
 	memset(m, 0, sizeof(*m));
+}
+
+void sl_http_h1_reset(struct sl_http_h1 *h)
+{
+	h->head_bytes = 0;
+	sl_buf_reset(&h->field);
+	sl_buf_reset(&h->value);
+	h->value_at_end = 0;
+}
+
+void sl_http_h1_free(struct sl_http_h1 *h)
+{
+	sl_buf_free(&h->field);
+	sl_buf_free(&h->value);
+	h->head_bytes = 0;
+	h->value_at_end = 0;
 }
 
 static int hop_by_hop(const char *name, const char *connection);
 
-static struct sl_http_msg *msg_of(llhttp_t *p)
+static struct sl_http_h1 *h1_of(llhttp_t *p)
 {
-	return *(struct sl_http_msg **)p->data;
+	return p->data;
 }
 
-static int count(struct sl_http_msg *m, size_t len)
+static int count(struct sl_http_h1 *h, size_t len)
 {
-	m->head_bytes += len;
-	return m->head_bytes > SL_HTTP_MAX_HEAD ? -1 : 0;
+	h->head_bytes += len;
+	return h->head_bytes > SL_HTTP_MAX_HEAD ? -1 : 0;
 }
 
 static int append_str(char **s, const char *at, size_t len)
@@ -76,57 +87,58 @@ static int append_str(char **s, const char *at, size_t len)
 
 int sl_http_on_url(llhttp_t *p, const char *at, size_t len)
 {
-	struct sl_http_msg *m = msg_of(p);
+	struct sl_http_h1 *h = h1_of(p);
 
-	if (count(m, len))
+	if (count(h, len))
 		return -1;
-	return append_str(&m->target, at, len);
+	return append_str(&h->m->target, at, len);
 }
 
 int sl_http_on_status(llhttp_t *p, const char *at, size_t len)
 {
-	struct sl_http_msg *m = msg_of(p);
+	struct sl_http_h1 *h = h1_of(p);
 
-	if (count(m, len))
+	if (count(h, len))
 		return -1;
-	return append_str(&m->reason, at, len);
+	return append_str(&h->m->reason, at, len);
 }
 
 int sl_http_on_header_field(llhttp_t *p, const char *at, size_t len)
 {
-	struct sl_http_msg *m = msg_of(p);
+	struct sl_http_h1 *h = h1_of(p);
 
-	if (count(m, len))
+	if (count(h, len))
 		return -1;
-	return sl_buf_append(&m->field, at, len) ? -1 : 0;
+	return sl_buf_append(&h->field, at, len) ? -1 : 0;
 }
 
 int sl_http_on_header_value(llhttp_t *p, const char *at, size_t len)
 {
-	struct sl_http_msg *m = msg_of(p);
+	struct sl_http_h1 *h = h1_of(p);
 
-	if (count(m, len))
+	if (count(h, len))
 		return -1;
 	/* llhttp delivers one span per call; within one buffer a value comes in two spans only
 	 * when a line break folded it (obs-fold, RFC 9112 section 5.2): refused, since the two
 	 * ends of a connection may read a folded header differently. */
-	if (sl_buf_size(&m->value) && !m->value_at_end) {
+	if (sl_buf_size(&h->value) && !h->value_at_end) {
 		llhttp_set_error_reason(p, "obsolete line folding in a header");
 		return -1;
 	}
-	m->value_at_end = at + len == m->feed_end;
-	return sl_buf_append(&m->value, at, len) ? -1 : 0;
+	h->value_at_end = at + len == h->feed_end;
+	return sl_buf_append(&h->value, at, len) ? -1 : 0;
 }
 
 int sl_http_on_header_value_complete(llhttp_t *p)
 {
-	struct sl_http_msg *m = msg_of(p);
+	struct sl_http_h1 *ps = h1_of(p);
+	struct sl_http_msg *m = ps->m;
 	struct sl_http_header *h;
 
 	/* llhttp 8 reads a line that starts with ':' as a header without a name. A field-name
 	 * is a token, never empty (RFC 9110 section 5.1); written out again, that line would
 	 * reach the other side as something it may read differently. */
-	if (!sl_buf_size(&m->field)) {
+	if (!sl_buf_size(&ps->field)) {
 		llhttp_set_error_reason(p, "empty header name");
 		return -1;
 	}
@@ -142,13 +154,13 @@ int sl_http_on_header_value_complete(llhttp_t *p)
 		m->caph = cap;
 	}
 	h = &m->h[m->nh];
-	h->name = strndup(sl_buf_head(&m->field) ? sl_buf_head(&m->field) : "",
-			  sl_buf_size(&m->field));
-	h->value = strndup(sl_buf_size(&m->value) ? sl_buf_head(&m->value) : "",
-			   sl_buf_size(&m->value));
-	sl_buf_reset(&m->field);
-	sl_buf_reset(&m->value);
-	m->value_at_end = 0;
+	h->name = strndup(sl_buf_head(&ps->field) ? sl_buf_head(&ps->field) : "",
+			  sl_buf_size(&ps->field));
+	h->value = strndup(sl_buf_size(&ps->value) ? sl_buf_head(&ps->value) : "",
+			   sl_buf_size(&ps->value));
+	sl_buf_reset(&ps->field);
+	sl_buf_reset(&ps->value);
+	ps->value_at_end = 0;
 	if (!h->name || !h->value) {
 		free(h->name);
 		free(h->value);

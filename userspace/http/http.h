@@ -18,7 +18,8 @@ struct sl_http_header {
 	char *value;
 };
 
-/* One request or response head, as parsed. Owns its strings. */
+/* One request or response head, as parsed (or made). Owns its strings. Protocol-neutral:
+ * what a parser accumulates on the way lives in the parser's state (struct sl_http_h1). */
 struct sl_http_msg {
 	char method[24]; /* requests */
 	char *target; /* requests: the request-target as sent */
@@ -27,6 +28,12 @@ struct sl_http_msg {
 	uint8_t major, minor;
 	struct sl_http_header *h;
 	size_t nh, caph;
+};
+
+/* llhttp's accumulation state while it fills the head @m: one per parser, reset with
+ * sl_http_h1_reset() when a message begins. */
+struct sl_http_h1 {
+	struct sl_http_msg *m; /* the head being filled */
 	size_t head_bytes; /* counted against SL_HTTP_MAX_HEAD */
 	/* accumulation of the field or value being parsed */
 	struct sl_buf field, value;
@@ -48,8 +55,11 @@ void sl_http_msg_init(struct sl_http_msg *m);
 void sl_http_msg_reset(struct sl_http_msg *m);
 void sl_http_msg_free(struct sl_http_msg *m);
 
+void sl_http_h1_reset(struct sl_http_h1 *h);
+void sl_http_h1_free(struct sl_http_h1 *h);
+
 /* llhttp callbacks that fill a message; @p->data must point to a struct whose first member
- * is a pointer to the struct sl_http_msg being parsed. They return -1 (an llhttp error) when
+ * is the struct sl_http_h1 (its @m the message being parsed). They return -1 (an llhttp error) when
  * the head grows past SL_HTTP_MAX_HEAD or SL_HTTP_MAX_HEADERS, for a folded value (obs-fold)
  * and for a header without a name. */
 int sl_http_on_url(llhttp_t *p, const char *at, size_t len);

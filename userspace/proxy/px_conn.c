@@ -63,6 +63,7 @@ void px_conn_free(struct pconn *c)
 		sl_loop_del_fd(l->px->loop, c->u.fd);
 	sl_stream_close(&c->c);
 	sl_stream_close(&c->u);
+	c->proto->release(c);
 	sl_http_msg_free(&c->x.req);
 	sl_http_msg_free(&c->x.resp);
 	free(c->x.path);

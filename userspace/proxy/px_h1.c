@@ -33,6 +33,7 @@ static int req_begin(llhttp_t *p)
 	struct pconn *c = conn_of(p);
 
 	sl_http_msg_reset(&c->x.req);
+	sl_http_h1_reset(&c->reqx.h1);
 	free(c->x.path);
 	c->x.path = NULL;
 	c->x.rq = RQ_HEAD;
@@ -142,6 +143,7 @@ static int resp_begin(llhttp_t *p)
 	struct pconn *c = conn_of(p);
 
 	sl_http_msg_reset(&c->x.resp);
+	sl_http_h1_reset(&c->respx.h1);
 	c->x.resp_started = 1;
 	if (!c->x.t_up_first_ms)
 		c->x.t_up_first_ms = sl_now_ms();
@@ -276,8 +278,8 @@ void px_finish_request(struct pconn *c)
 
 /* ---- the pump ---- */
 
-/* Feeds @p (parsing @m) the unconsumed bytes of @in; returns the llhttp result. */
-static llhttp_errno_t feed(llhttp_t *p, struct sl_http_msg *m, struct sl_buf *in, size_t max)
+/* Feeds @p (its state @h) the unconsumed bytes of @in; returns the llhttp result. */
+static llhttp_errno_t feed(llhttp_t *p, struct sl_http_h1 *h, struct sl_buf *in, size_t max)
 {
 	size_t n = sl_buf_size(in) < max ? sl_buf_size(in) : max;
 	const char *data = n ? sl_buf_head(in) : "";
@@ -285,7 +287,7 @@ static llhttp_errno_t feed(llhttp_t *p, struct sl_http_msg *m, struct sl_buf *in
 
 	/* Even without bytes: a parser resumed after a pause may still owe callbacks (a GET's
 	 * message completion follows its headers without consuming anything). */
-	m->feed_end = data + n;
+	h->feed_end = data + n;
 	e = llhttp_execute(p, data, n);
 	if (e == HPE_OK) {
 		sl_buf_consume(in, n);
@@ -304,7 +306,7 @@ static void handle_requests(struct pconn *c)
 		return;
 	if (c->x.rq == RQ_BODY && sl_buf_size(&c->u.out) >= BUF_LIMIT)
 		return;
-	e = feed(&c->reqp, &c->x.req, &c->c.in, c->x.rq == RQ_BODY ? BUF_LIMIT : SIZE_MAX);
+	e = feed(&c->reqp, &c->reqx.h1, &c->c.in, c->x.rq == RQ_BODY ? BUF_LIMIT : SIZE_MAX);
 	if (e == HPE_OK || e == HPE_PAUSED_UPGRADE)
 		return;
 	if (e == HPE_PAUSED) {
@@ -339,7 +341,7 @@ static void handle_requests(struct pconn *c)
 	/* Malformed: bad framing (CL and TE, invalid chunks), obs-fold, bare LF, oversize. */
 	{
 		char why[256];
-		int status = c->x.req.head_bytes > SL_HTTP_MAX_HEAD ? 431 : 400;
+		int status = c->reqx.h1.head_bytes > SL_HTTP_MAX_HEAD ? 431 : 400;
 
 		if (status == 431)
 			c->l->stats.limit_head++;
@@ -376,7 +378,7 @@ static void handle_response(struct pconn *c)
 		c->x.dec_paused = 0;
 		llhttp_resume(&c->respp);
 	}
-	e = feed(&c->respp, &c->x.resp, &c->u.in, BUF_LIMIT);
+	e = feed(&c->respp, &c->respx.h1, &c->u.in, BUF_LIMIT);
 	if (e == HPE_OK && c->u.eof && !sl_buf_size(&c->u.in)) {
 		if (c->x.resp_started && llhttp_message_needs_eof(&c->respp))
 			e = llhttp_finish(&c->respp);
@@ -450,8 +452,8 @@ static const llhttp_settings_t resp_settings = {
 
 static void h1_init(struct pconn *c)
 {
-	c->reqx = (struct parse_ctx){ &c->x.req, c };
-	c->respx = (struct parse_ctx){ &c->x.resp, c };
+	c->reqx = (struct parse_ctx){ { .m = &c->x.req }, c };
+	c->respx = (struct parse_ctx){ { .m = &c->x.resp }, c };
 	llhttp_init(&c->reqp, HTTP_REQUEST, &req_settings);
 	c->reqp.data = &c->reqx;
 }
@@ -462,11 +464,18 @@ static void h1_resp_begin(struct sl_px_xchg *x)
 
 	llhttp_init(&c->respp, HTTP_RESPONSE, &resp_settings);
 	c->respp.data = &c->respx;
+	sl_http_h1_reset(&c->respx.h1);
 }
 
 static void h1_wake(struct sl_px_xchg *x, enum px_side side)
 {
 	llhttp_resume(side == PX_REQ ? &x->conn->reqp : &x->conn->respp);
+}
+
+static void h1_release(struct pconn *c)
+{
+	sl_http_h1_free(&c->reqx.h1);
+	sl_http_h1_free(&c->respx.h1);
 }
 
 const struct px_proto px_h1_proto = {
@@ -476,4 +485,5 @@ const struct px_proto px_h1_proto = {
 	.send = handle_response,
 	.resp_begin = h1_resp_begin,
 	.wake = h1_wake,
+	.release = h1_release,
 };

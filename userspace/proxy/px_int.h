@@ -63,7 +63,7 @@ struct upconn {
 struct pconn;
 
 struct parse_ctx {
-	struct sl_http_msg *m; /* first: http.c's callbacks find the message here */
+	struct sl_http_h1 h1; /* first: http.c's callbacks find the parser state here */
 	struct pconn *c;
 };
 
@@ -142,6 +142,7 @@ struct px_proto {
 	void (*send)(struct pconn *c); /* upstream bytes -> client */
 	void (*resp_begin)(struct sl_px_xchg *x); /* the request went upstream: parse its answer */
 	void (*wake)(struct sl_px_xchg *x, enum px_side side); /* a paused parser goes on */
+	void (*release)(struct pconn *c); /* the connection ends: what init and parsing hold */
 };
 
 extern const struct px_proto px_h1_proto;
