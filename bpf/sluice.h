@@ -22,9 +22,12 @@
 #define SL_PROTO_UDP 0x2
 #define SL_PROTO_ANY (SL_PROTO_TCP | SL_PROTO_UDP)
 
-#define SL_MAX_SANDBOXES 1024 /* ids 1..1023; id 0 counts sockets of no known sandbox */
+/* Capacity defaults. sluiced sizes the maps at load (--max-sandboxes, --max-rules; the loader
+ * sets max_entries of every map declared with these, by name: a new per-sandbox map must be
+ * added to its table in userspace/kernel/bpf_loader.c). */
+#define SL_MAX_SANDBOXES 16384 /* ids 1..16383; id 0 counts sockets of no known sandbox */
 #define SL_MAX_PORT_RANGES 16 /* per prefix, after merging the prefixes that cover it */
-#define SL_MAX_RULES 65536 /* per family, all sandboxes */
+#define SL_MAX_RULES 1048576 /* per family, all sandboxes */
 #define SL_MAX_CGROUP_DEPTH 32 /* a sandbox cgroup or its children deeper than this: denied */
 #define SL_RINGBUF_BYTES (256 * 1024)
 

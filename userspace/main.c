@@ -53,6 +53,7 @@ struct opts {
 	unsigned http_header_s, http_idle_s, http_max_conns, http_connect_s;
 	unsigned http_max_conns_total;
 	unsigned long long http_body_budget;
+	unsigned max_rules, max_sandboxes; /* kernel map capacity (sl_bpf_opts) */
 };
 
 struct daemon {
@@ -120,6 +121,11 @@ static void usage(FILE *f)
 		"  --http-body-budget BYTES  bodies a sandbox's handlers hold whole (req:text(),\n"
 		"                      resp:text()), all its connections together (default\n"
 		"                      67108864, 64 MiB; K, M, G suffixes); past it: 413/502\n"
+		"  --max-rules N       entries of each kernel rule map (IPv4, IPv6), all sandboxes\n"
+		"                      together: a prefix or resolved address of one rule layer\n"
+		"                      is one entry (default 1048576; see README, Capacity)\n"
+		"  --max-sandboxes N   sandboxes at most, plus one (default 16384); sizes the\n"
+		"                      per-sandbox kernel maps\n"
 		"  --purge             on shutdown, remove every sandbox and all pinned state\n"
 		"                      (default: enforcement stays in the kernel)\n"
 		"  -v, --verbose       debug logging\n"
@@ -153,6 +159,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		O_ENV_FILE,
 		O_HTTP_CONNS_TOTAL,
 		O_HTTP_BODY_BUDGET,
+		O_MAX_RULES,
+		O_MAX_SANDBOXES,
 	};
 	static const struct option longopts[] = {
 		{ "socket", required_argument, NULL, O_SOCKET },
@@ -175,6 +183,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		{ "http-max-conns-total", required_argument, NULL, O_HTTP_CONNS_TOTAL },
 		{ "http-body-budget", required_argument, NULL, O_HTTP_BODY_BUDGET },
 		{ "env-file", required_argument, NULL, O_ENV_FILE },
+		{ "max-rules", required_argument, NULL, O_MAX_RULES },
+		{ "max-sandboxes", required_argument, NULL, O_MAX_SANDBOXES },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, O_VERSION },
@@ -223,6 +233,26 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		case O_DNS_UP:
 			o->dns_upstream = optarg;
 			break;
+		case O_MAX_RULES:
+		case O_MAX_SANDBOXES: {
+			char *end;
+			unsigned long v = strtoul(optarg, &end, 10);
+			/* Bounds: an LPM trie takes up to 2^24 - 1 entries (BPF_MAP_LPM_TRIE's own
+			 * limit is memory; this keeps a typo from asking for it all). */
+			unsigned long lo = c == O_MAX_RULES ? 16 : 2,
+				      hi = c == O_MAX_RULES ? 16777215 : 1048576;
+
+			if (*end || !*optarg || optarg[0] == '-' || v < lo || v > hi) {
+				fprintf(stderr, "sluiced: --%s wants %lu..%lu\n",
+					c == O_MAX_RULES ? "max-rules" : "max-sandboxes", lo, hi);
+				return 2;
+			}
+			if (c == O_MAX_RULES)
+				o->max_rules = (unsigned)v;
+			else
+				o->max_sandboxes = (unsigned)v;
+			break;
+		}
 		case O_HTTP_CONNS_TOTAL: {
 			char *end;
 			unsigned long v = strtoul(optarg, &end, 10);
@@ -417,14 +447,19 @@ static void signal_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
  */
 static void size_fd_limit(struct opts *o)
 {
-	rlim_t reserve = 8 * SL_MAX_SANDBOXES + 1024 + SL_DNS_MAX_PENDING_TOTAL +
-			 SL_DNS_MAX_TCP_TOTAL + 1024, want;
+	rlim_t max_sb = o->max_sandboxes ? o->max_sandboxes : SL_MAX_SANDBOXES;
+	/* The sandboxes' share is asked for in full, but when the limit cannot be raised it
+	 * does not squeeze the connections below what 1,024 sandboxes leave them. */
+	rlim_t reserve = 8 * (max_sb < 1024 ? max_sb : 1024) + 1024 + SL_DNS_MAX_PENDING_TOTAL +
+			 SL_DNS_MAX_TCP_TOTAL + 1024,
+	       want;
 	int given = o->http_max_conns_total != 0;
 	struct rlimit rl;
 
 	if (!given)
 		o->http_max_conns_total = SL_PROXY_MAX_CONNS_TOTAL;
-	want = 2 * (rlim_t)o->http_max_conns_total + reserve;
+	want = 2 * (rlim_t)o->http_max_conns_total + reserve +
+	       8 * (max_sb - (max_sb < 1024 ? max_sb : 1024));
 	if (getrlimit(RLIMIT_NOFILE, &rl) == -1)
 		return;
 	if (rl.rlim_cur < want) {
@@ -492,7 +527,10 @@ static int take_lock(struct daemon *d, char *err, size_t errlen)
 
 static int start(struct daemon *d, char *err, size_t errlen)
 {
-	struct sl_bpf_opts bo = { .pin_dir = d->o.bpffs_dir, .event_limit = d->o.event_limit };
+	struct sl_bpf_opts bo = { .pin_dir = d->o.bpffs_dir,
+				  .event_limit = d->o.event_limit,
+				  .max_rules = d->o.max_rules,
+				  .max_sandboxes = d->o.max_sandboxes };
 	struct sl_dns_opts dopts = { .max_ttl_s = d->o.ttl.max_s };
 	struct sl_control_deps deps;
 	sigset_t mask;

@@ -504,14 +504,17 @@ def filler_policy(first, n):
     return "return { egress = { allow = { " + ", ".join(addrs) + " } } }"
 
 
+MAX_RULES = 4096  # the --max-rules of the full-map test: small, so that filling is quick
+
+
 def test_kernel_rule_map_full_refuses_new_names_never_allows(fresh_daemon, cgroups, servers,
                                                               workdir):
-    """sl_rules4 holds SL_MAX_RULES (65536) entries of all sandboxes together. Filled for real
-    with sandboxes of 1024 address rules each (then smaller ones until not one more entry
+    """sl_rules4 holds --max-rules entries of all sandboxes together (4096 here). Filled for
+    real with sandboxes of 256 address rules each (then smaller ones until not one more entry
     fits), a name resolving to a new address is answered SERVFAIL, its address stays denied,
     and the refusal is counted; a sandbox add is refused whole; freeing entries ends it."""
     pa, pb, _ = servers.ports
-    d = fresh_daemon.start()
+    d = fresh_daemon.start("--max-rules", str(MAX_RULES))
     victim = cgroups.make("full-victim")
     d.add("victim", victim, write_policy(workdir, "full-victim", f"""
 return {{ egress = {{ allow = {{ "full.test:{pb}", "127.0.0.1:{pa}" }},
@@ -519,7 +522,7 @@ return {{ egress = {{ allow = {{ "full.test:{pb}", "127.0.0.1:{pa}" }},
 """))
     fill_cg = cgroups.make("full-fill")
     t0 = time.monotonic()
-    n, first, size, added = 0, 0, 1024, []
+    n, first, size, added = 0, 0, 256, []
     while size >= 1:
         cg = fill_cg / f"f{n}"
         cg.mkdir(exist_ok=True)
@@ -536,7 +539,7 @@ return {{ egress = {{ allow = {{ "full.test:{pb}", "127.0.0.1:{pa}" }},
         assert n < 200 and time.monotonic() - t0 < 120
     print(f"rule map filled with {first} filler entries by {len(added)} sandboxes "
           f"in {time.monotonic() - t0:.1f} s")
-    assert 65536 - 16 < first < 65536
+    assert MAX_RULES - 16 < first < MAX_RULES
 
     # A name whose address is not in the kernel yet: refused, and its address stays denied.
     out = probe(victim, [{"op": "resolve", "name": "full.test", "family": 4},
@@ -553,6 +556,51 @@ return {{ egress = {{ allow = {{ "full.test:{pb}", "127.0.0.1:{pa}" }},
     assert d.cli("sandbox", "rm", added[0]).returncode == 0
     assert probe(victim, [{"op": "resolve", "name": "full.test", "family": 4},
                           tcp("127.0.0.45", pb)], workdir) == [["127.0.0.45"], "OK"]
+
+
+def map_max_entries(d, name):
+    r = subprocess.run(["bpftool", "-j", "map", "show", "pinned", f"{d.bpffs}/{name}"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)["max_entries"]
+
+
+def test_capacity_change_on_restart_migrates_or_refuses(fresh_daemon, cgroups, servers,
+                                                        workdir):
+    """The maps pinned by a sluiced of one --max-rules/--max-sandboxes are taken over by a
+    sluiced of another: moved into maps of the new size while the old programs still decide
+    (the sandbox's allowed and denied destinations stay so throughout), or, when they hold
+    more than the new size, the start is refused saying which option to raise, and the old
+    maps stay in force untouched."""
+    pa, pb, _ = servers.ports
+    d = fresh_daemon.start("--max-rules", "4096", "--max-sandboxes", "64")
+    assert map_max_entries(d, "sl_rules4") == 4096
+    assert map_max_entries(d, "sl_sandboxes") == 64
+    cg = cgroups.make("cap-box")
+    d.add("cap", cg, write_policy(workdir, "cap", filler_policy(0, 100).replace(
+        "allow = {", f'allow = {{ "127.0.0.1:{pa}", ')))
+    want = [tcp("127.0.0.1", pa), tcp("127.0.0.1", pb)]
+    assert probe(cg, want, workdir) == ["OK", "EPERM"]
+    d.stop()
+    d.start("--max-rules", "8192", "--max-sandboxes", "128")
+    log = d.read_log()
+    assert "sl_rules4: 101 entries moved from a map of 4096 entries to one of 8192" in log, log
+    assert map_max_entries(d, "sl_rules4") == 8192
+    assert map_max_entries(d, "sl_counters") == 128
+    assert probe(cg, want, workdir) == ["OK", "EPERM"]
+    d.stop()
+
+    # Too small for what is in force: refused, nothing moved, enforcement as it was.
+    with pytest.raises(RuntimeError) as exc:
+        d.start("--max-rules", "64")
+    assert "holds 101 entries, more than --max-rules allows (64): start sluiced with " \
+           "--max-rules 101 or more" in str(exc.value), str(exc.value)
+    assert map_max_entries(d, "sl_rules4") == 8192
+    assert probe(cg, want, workdir) == ["OK", "EPERM"]
+    d.start("--max-rules", "101", "--max-sandboxes", "128")
+    assert map_max_entries(d, "sl_rules4") == 101
+    assert probe(cg, want, workdir) == ["OK", "EPERM"]
+    assert d.cli("sandbox", "rm", "cap").returncode == 0
 
 
 # ---- bounds: each a clear refusal, counted ----

@@ -48,8 +48,34 @@ struct sl_bpf {
 	char pin_dir[PATH_MAX];
 	int ncpus;
 	int unix_hooks; /* the UNIX socket programs are loaded (kernel >= 6.7) */
-	int px_fd[SL_MAX_SANDBOXES]; /* each sandbox's sl_proxied inner map, -1: none open */
+	uint32_t max_sandboxes, max_rules;
+	int *px_fd; /* [max_sandboxes]: each sandbox's sl_proxied inner map, -1: none open */
+	/* [2 * max_sandboxes]: the entries of each rule bank in sl_rules4 and sl_rules6 (index
+	 * bank_ix()), counted at open and kept by every write: a sync that leaves none of the
+	 * bank's earlier keys behind needs no walk of the whole map to prune. */
+	uint32_t *bank_n;
 };
+
+/* Maps sized by the capacity options (the rest keep their declared size). */
+enum sl_map_size { SZ_RULES, SZ_SANDBOXES, SZ_LISTENERS };
+static const struct {
+	const char *name;
+	enum sl_map_size size;
+} sized_maps[] = {
+	{ "sl_rules4", SZ_RULES },	  { "sl_rules6", SZ_RULES },
+	{ "sl_sandboxes", SZ_SANDBOXES }, { "sl_counters", SZ_SANDBOXES },
+	{ "sl_evlimit", SZ_SANDBOXES },	  { "sl_pxfull", SZ_SANDBOXES },
+	{ "sl_proxied", SZ_SANDBOXES },	  { "sl_listeners", SZ_LISTENERS },
+};
+
+/* A pinned map of another size, being replaced (see sl_bpf_open()). */
+struct sl_migration {
+	struct bpf_map *map; /* the new one */
+	int old_fd;
+	struct bpf_map_info old;
+	char path[PATH_MAX];
+};
+#define SL_MAX_MIGRATIONS 32
 
 static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
 {
@@ -213,13 +239,254 @@ static void drop_stale_pin(const char *pin_dir, const char *name, __u32 type, __
 	close(fd);
 }
 
+/* Sets max_entries of the maps the capacity options size. */
+static void size_maps(struct sl_bpf *b)
+{
+	struct bpf_map *map;
+
+	bpf_object__for_each_map(map, b->skel->obj)
+	{
+		for (size_t i = 0; i < sizeof(sized_maps) / sizeof(sized_maps[0]); i++) {
+			uint32_t n;
+
+			if (strcmp(bpf_map__name(map), sized_maps[i].name))
+				continue;
+			n = sized_maps[i].size == SZ_RULES     ? b->max_rules :
+			    sized_maps[i].size == SZ_SANDBOXES ? b->max_sandboxes :
+								 4 * b->max_sandboxes;
+			bpf_map__set_max_entries(map, n);
+		}
+	}
+}
+
+static uint32_t count_keys(int fd, uint32_t key_size)
+{
+	unsigned char *key = malloc(key_size), *next = malloc(key_size);
+	void *prev = NULL;
+	uint32_t n = 0;
+
+	while (key && next && !bpf_map_get_next_key(fd, prev, next)) {
+		memcpy(key, next, key_size);
+		prev = key;
+		n++;
+	}
+	free(key);
+	free(next);
+	return n;
+}
+
+/* The highest sandbox id in a pinned sl_sandboxes (0: none). */
+static uint32_t max_sandbox_id(int fd)
+{
+	struct sl_sandbox sb;
+	uint64_t key, next;
+	void *prev = NULL;
+	uint32_t max = 0;
+
+	while (!bpf_map_get_next_key(fd, prev, &next)) {
+		key = next;
+		prev = &key;
+		if (!bpf_map_lookup_elem(fd, &key, &sb) && sb.id > max)
+			max = sb.id;
+	}
+	return max;
+}
+
+/*
+ * Finds the pinned maps whose size differs from the one asked, checks that their contents fit
+ * the new size, and unpins them so that libbpf creates new ones (the old stay alive through
+ * @mig's fds and through the old programs' links). Nothing is unpinned when one does not fit.
+ */
+static int migrate_prepare(struct sl_bpf *b, struct sl_migration *mig, int *nmig, char *err,
+			   size_t errlen)
+{
+	struct bpf_map *map;
+	int n = 0, e = 0;
+
+	*nmig = 0;
+	bpf_object__for_each_map(map, b->skel->obj)
+	{
+		struct sl_migration *m = &mig[n];
+		__u32 len = sizeof(m->old);
+		const char *pin = bpf_map__pin_path(map);
+		const char *opt = strncmp(bpf_map__name(map), "sl_rules", 8) ? "--max-sandboxes" :
+									      "--max-rules";
+		uint32_t want = bpf_map__max_entries(map), have, top;
+		int fd;
+
+		if (!pin || n == SL_MAX_MIGRATIONS)
+			continue;
+		fd = bpf_obj_get(pin);
+		if (fd < 0)
+			continue;
+		memset(&m->old, 0, sizeof(m->old));
+		if (bpf_obj_get_info_by_fd(fd, &m->old, &len) ||
+		    m->old.type != bpf_map__type(map) || m->old.key_size != bpf_map__key_size(map) ||
+		    m->old.value_size != bpf_map__value_size(map) || m->old.max_entries == want) {
+			close(fd); /* the same size, or a layout libbpf will judge */
+			continue;
+		}
+		m->map = map;
+		m->old_fd = fd;
+		snprintf(m->path, sizeof(m->path), "%s", pin);
+		n++;
+		if (m->old.type == BPF_MAP_TYPE_ARRAY || m->old.type == BPF_MAP_TYPE_PERCPU_ARRAY)
+			continue; /* slots by sandbox id: the ids are checked on sl_sandboxes */
+		have = count_keys(fd, m->old.key_size);
+		if (have > want) {
+			sl_errf(err, errlen,
+				"%s (pinned by an earlier sluiced) holds %u entries, more than %s "
+				"allows (%u): start sluiced with %s %u or more, or with the earlier "
+				"size and remove sandboxes first",
+				pin, have, opt, want, opt, have);
+			e = -ENOSPC;
+			break;
+		}
+		top = strcmp(bpf_map__name(map), "sl_sandboxes") ? 0 : max_sandbox_id(fd);
+		if (top >= b->max_sandboxes) {
+			sl_errf(err, errlen,
+				"%s (pinned by an earlier sluiced) holds sandbox id %u, beyond "
+				"--max-sandboxes %u: start sluiced with --max-sandboxes %u or more",
+				pin, top, b->max_sandboxes, top + 1);
+			e = -ENOSPC;
+			break;
+		}
+	}
+	for (int i = 0; !e && i < n; i++)
+		if (unlink(mig[i].path) == -1) {
+			e = -errno;
+			sl_errf(err, errlen, "unpinning %s failed: %s", mig[i].path, strerror(errno));
+			/* the ones unpinned already are pinned back by migrate_undo() */
+		}
+	if (e) {
+		for (int i = 0; i < n; i++)
+			if (access(mig[i].path, F_OK))
+				bpf_obj_pin(mig[i].old_fd, mig[i].path);
+		for (int i = 0; i < n; i++)
+			close(mig[i].old_fd);
+		n = 0;
+	}
+	*nmig = n;
+	return e;
+}
+
+/* Puts the old maps back under their pins (a start that failed after migrate_prepare()). */
+static void migrate_undo(struct sl_migration *mig, int nmig)
+{
+	for (int i = 0; i < nmig; i++) {
+		unlink(mig[i].path);
+		if (bpf_obj_pin(mig[i].old_fd, mig[i].path))
+			sl_err("pinning %s back failed: %s", mig[i].path, strerror(errno));
+	}
+}
+
+/* Copies every entry of the old map of @m into the new one. */
+static int migrate_copy(struct sl_bpf *b, const struct sl_migration *m)
+{
+	const struct bpf_map_info *o = &m->old;
+	int to = bpf_map__fd(m->map), percpu, e = 0;
+	uint32_t vsz = o->value_size, n = 0;
+	unsigned char *key = NULL, *next = NULL, *val = NULL;
+	void *prev = NULL;
+
+	percpu = o->type == BPF_MAP_TYPE_PERCPU_ARRAY || o->type == BPF_MAP_TYPE_PERCPU_HASH ||
+		 o->type == BPF_MAP_TYPE_LRU_PERCPU_HASH;
+	if (percpu)
+		vsz = ((vsz + 7) & ~7u) * (uint32_t)b->ncpus;
+	key = calloc(1, o->key_size);
+	next = calloc(1, o->key_size);
+	val = calloc(1, vsz < 4 ? 4 : vsz);
+	if (!key || !next || !val) {
+		e = -ENOMEM;
+		goto cleanup;
+	}
+	if (o->type == BPF_MAP_TYPE_ARRAY || o->type == BPF_MAP_TYPE_PERCPU_ARRAY) {
+		uint32_t top = o->max_entries < bpf_map__max_entries(m->map) ?
+				       o->max_entries :
+				       bpf_map__max_entries(m->map);
+
+		for (uint32_t i = 0; i < top && !e; i++)
+			if (!bpf_map_lookup_elem(m->old_fd, &i, val) &&
+			    bpf_map_update_elem(to, &i, val, BPF_ANY))
+				e = -errno;
+		n = top;
+		goto cleanup;
+	}
+	while (!e && !bpf_map_get_next_key(m->old_fd, prev, next)) {
+		memcpy(key, next, o->key_size);
+		prev = key;
+		if (bpf_map_lookup_elem(m->old_fd, key, val))
+			continue;
+		if (o->type == BPF_MAP_TYPE_HASH_OF_MAPS || o->type == BPF_MAP_TYPE_ARRAY_OF_MAPS) {
+			/* A lookup gives the inner map's id, an update wants an fd. */
+			uint32_t id;
+			int fd;
+
+			memcpy(&id, val, 4);
+			fd = bpf_map_get_fd_by_id(id);
+			if (fd < 0)
+				continue; /* gone meanwhile */
+			if (bpf_map_update_elem(to, key, &fd, BPF_ANY))
+				e = -errno;
+			close(fd);
+		} else if (bpf_map_update_elem(to, key, val, BPF_ANY)) {
+			e = -errno;
+		}
+		n++;
+	}
+cleanup:
+	if (e)
+		sl_err("migrating %s failed: %s", m->path, strerror(-e));
+	else
+		sl_info("%s: %u entries moved from a map of %u entries to one of %u", m->path, n,
+			o->max_entries, bpf_map__max_entries(m->map));
+	free(key);
+	free(next);
+	free(val);
+	return e;
+}
+
+static uint32_t bank_ix(const struct sl_bpf *b, uint32_t rules_id)
+{
+	uint32_t id = rules_id & ~SL_RULES_BANK;
+
+	return id < b->max_sandboxes ? 2 * id + !!(rules_id & SL_RULES_BANK) : 0;
+}
+
+/* Counts the entries of each rule bank in LPM map @map (once, at open). */
+static void count_banks(struct sl_bpf *b, struct bpf_map *map, size_t key_size)
+{
+	unsigned char key[sizeof(struct sl_key6)], next[sizeof(struct sl_key6)];
+	void *prev = NULL;
+
+	while (!bpf_map__get_next_key(map, prev, next, key_size)) {
+		uint32_t id;
+
+		memcpy(key, next, key_size);
+		prev = key;
+		memcpy(&id, key + 4, 4);
+		b->bank_n[bank_ix(b, id)]++;
+	}
+}
+
+uint32_t sl_bpf_max_sandboxes(const struct sl_bpf *b)
+{
+	return b->max_sandboxes;
+}
+
+uint32_t sl_bpf_max_rules(const struct sl_bpf *b)
+{
+	return b->max_rules;
+}
+
 struct sl_bpf *sl_bpf_open(const struct sl_bpf_opts *opts, char *err, size_t errlen)
 {
 	LIBBPF_OPTS(bpf_object_open_opts, oopts, .pin_root_path = opts->pin_dir);
+	struct sl_migration mig[SL_MAX_MIGRATIONS];
 	struct bpf_program *prog;
 	struct sl_bpf *b;
 	char path[PATH_MAX];
-	int r;
+	int r, nmig = 0;
 
 	libbpf_set_print(libbpf_print);
 	b = calloc(1, sizeof(*b));
@@ -228,7 +495,15 @@ struct sl_bpf *sl_bpf_open(const struct sl_bpf_opts *opts, char *err, size_t err
 		return NULL;
 	}
 	snprintf(b->pin_dir, sizeof(b->pin_dir), "%s", opts->pin_dir);
-	for (int i = 0; i < SL_MAX_SANDBOXES; i++)
+	b->max_rules = opts->max_rules ? opts->max_rules : SL_MAX_RULES;
+	b->max_sandboxes = opts->max_sandboxes ? opts->max_sandboxes : SL_MAX_SANDBOXES;
+	b->px_fd = malloc(b->max_sandboxes * sizeof(*b->px_fd));
+	b->bank_n = calloc(2 * (size_t)b->max_sandboxes, sizeof(*b->bank_n));
+	if (!b->px_fd || !b->bank_n) {
+		sl_errf(err, errlen, "out of memory");
+		goto fail;
+	}
+	for (uint32_t i = 0; i < b->max_sandboxes; i++)
 		b->px_fd[i] = -1;
 	b->ncpus = libbpf_num_possible_cpus();
 	if (b->ncpus <= 0) {
@@ -257,6 +532,9 @@ struct sl_bpf *sl_bpf_open(const struct sl_bpf_opts *opts, char *err, size_t err
 	}
 	b->skel->rodata->sl_event_limit = opts->event_limit;
 	setup_unix_hooks(b);
+	size_maps(b);
+	if (migrate_prepare(b, mig, &nmig, err, errlen))
+		goto fail;
 	r = sluice_bpf__load(b->skel);
 	if (r) {
 		sl_errf(err, errlen,
@@ -265,6 +543,19 @@ struct sl_bpf *sl_bpf_open(const struct sl_bpf_opts *opts, char *err, size_t err
 		       strerror(-r), b->pin_dir);
 		goto fail;
 	}
+	/* The new maps are filled before any link moves to the new programs (sl_bpf_attach()):
+	 * until then the old programs decide from the old maps, which hold the same. */
+	for (int i = 0; i < nmig; i++)
+		if (migrate_copy(b, &mig[i])) {
+			sl_errf(err, errlen, "migrating %s to the new size failed (see the log)",
+				mig[i].path);
+			goto fail;
+		}
+	for (int i = 0; i < nmig; i++)
+		close(mig[i].old_fd);
+	nmig = 0;
+	count_banks(b, b->skel->maps.sl_rules4, sizeof(struct sl_key4));
+	count_banks(b, b->skel->maps.sl_rules6, sizeof(struct sl_key6));
 	bpf_object__for_each_program(prog, b->skel->obj)
 	{
 		snprintf(path, sizeof(path), "%s/progs/%s", b->pin_dir, bpf_program__name(prog));
@@ -279,6 +570,9 @@ struct sl_bpf *sl_bpf_open(const struct sl_bpf_opts *opts, char *err, size_t err
 	}
 	return b;
 fail:
+	migrate_undo(mig, nmig);
+	for (int i = 0; i < nmig; i++)
+		close(mig[i].old_fd);
 	sl_bpf_close(b);
 	return NULL;
 }
@@ -287,9 +581,11 @@ void sl_bpf_close(struct sl_bpf *b)
 {
 	if (!b)
 		return;
-	for (int i = 0; i < SL_MAX_SANDBOXES; i++)
+	for (uint32_t i = 0; b->px_fd && i < b->max_sandboxes; i++)
 		if (b->px_fd[i] >= 0)
 			close(b->px_fd[i]);
+	free(b->px_fd);
+	free(b->bank_n);
 	ring_buffer__free(b->rb);
 	sluice_bpf__destroy(b->skel);
 	free(b);
@@ -463,8 +759,19 @@ static void kentry_key6(uint32_t sandbox_id, const struct sl_kentry *e, struct s
 	memcpy(k->addr, e->addr, 16);
 }
 
-/* Deletes the keys of @sandbox_id in LPM map @map that @keep does not contain. The keys are
- * collected first: deleting while walking get_next_key would restart the walk. */
+static int cmp_key4(const void *a, const void *b)
+{
+	return memcmp(a, b, sizeof(struct sl_key4));
+}
+
+static int cmp_key6(const void *a, const void *b)
+{
+	return memcmp(a, b, sizeof(struct sl_key6));
+}
+
+/* Deletes the keys of @sandbox_id in LPM map @map that @keep (sorted by memcmp) does not
+ * contain. The keys are collected first: deleting while walking get_next_key would restart
+ * the walk. Returns the number deleted or -errno. */
 static int prune(struct bpf_map *map, size_t key_size, uint32_t sandbox_id, const void *keep,
 		 size_t nkeep)
 {
@@ -472,20 +779,18 @@ static int prune(struct bpf_map *map, size_t key_size, uint32_t sandbox_id, cons
 	unsigned char *stale = NULL;
 	size_t nstale = 0, cap = 0;
 	void *prev = NULL;
-	int err = 0;
+	int err = 0, n = 0;
 
 	while (!bpf_map__get_next_key(map, prev, next, key_size)) {
 		uint32_t id;
-		int kept = 0;
 
 		memcpy(key, next, key_size);
 		prev = key;
 		memcpy(&id, key + 4, 4);
 		if (id != sandbox_id)
 			continue;
-		for (size_t i = 0; i < nkeep && !kept; i++)
-			kept = !memcmp((const unsigned char *)keep + i * key_size, key, key_size);
-		if (kept)
+		if (nkeep && bsearch(key, keep, nkeep, key_size,
+				     key_size == sizeof(struct sl_key4) ? cmp_key4 : cmp_key6))
 			continue;
 		if (nstale == cap) {
 			unsigned char *s;
@@ -500,12 +805,32 @@ static int prune(struct bpf_map *map, size_t key_size, uint32_t sandbox_id, cons
 		}
 		memcpy(stale + nstale++ * key_size, key, key_size);
 	}
-	for (size_t i = 0; i < nstale; i++)
-		if (bpf_map__delete_elem(map, stale + i * key_size, key_size, 0) && errno != ENOENT)
+	for (size_t i = 0; i < nstale; i++) {
+		if (!bpf_map__delete_elem(map, stale + i * key_size, key_size, 0))
+			n++;
+		else if (errno != ENOENT)
 			err = -errno;
+	}
 cleanup:
 	free(stale);
-	return err;
+	return err ? err : n;
+}
+
+/* Writes one rule entry, counting it in its bank when it is new. */
+static int put_rule(struct sl_bpf *b, struct bpf_map *map, const void *key, size_t key_size,
+		    const struct sl_rule *val, uint32_t rules_id, int *added)
+{
+	*added = 0;
+	if (!bpf_map__update_elem(map, key, key_size, val, sizeof(*val), BPF_NOEXIST)) {
+		b->bank_n[bank_ix(b, rules_id)]++;
+		*added = 1;
+		return 0;
+	}
+	if (errno != EEXIST)
+		return -errno;
+	if (bpf_map__update_elem(map, key, key_size, val, sizeof(*val), BPF_EXIST))
+		return -errno;
+	return 0;
 }
 
 int sl_bpf_sync_rules(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_kentry *ents,
@@ -513,8 +838,9 @@ int sl_bpf_sync_rules(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_ken
 {
 	struct sl_key4 *k4 = calloc(n ? n : 1, sizeof(*k4));
 	struct sl_key6 *k6 = calloc(n ? n : 1, sizeof(*k6));
+	uint32_t *bank = &b->bank_n[bank_ix(b, sandbox_id)];
 	size_t n4 = 0, n6 = 0;
-	int err = 0;
+	int err = 0, r;
 
 	if (!k4 || !k6) {
 		err = -ENOMEM;
@@ -522,27 +848,37 @@ int sl_bpf_sync_rules(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_ken
 	}
 	for (size_t i = 0; i < n; i++) {
 		const struct sl_kentry *e = &ents[i];
-		int r;
+		int added;
 
 		if (e->family == AF_INET) {
 			kentry_key4(sandbox_id, e, &k4[n4]);
-			r = bpf_map__update_elem(b->skel->maps.sl_rules4, &k4[n4], sizeof(*k4),
-						 &e->val, sizeof(e->val), BPF_ANY);
-			n4++;
+			r = put_rule(b, b->skel->maps.sl_rules4, &k4[n4++], sizeof(*k4), &e->val,
+				     sandbox_id, &added);
 		} else {
 			kentry_key6(sandbox_id, e, &k6[n6]);
-			r = bpf_map__update_elem(b->skel->maps.sl_rules6, &k6[n6], sizeof(*k6),
-						 &e->val, sizeof(e->val), BPF_ANY);
-			n6++;
+			r = put_rule(b, b->skel->maps.sl_rules6, &k6[n6++], sizeof(*k6), &e->val,
+				     sandbox_id, &added);
 		}
 		if (r) {
-			err = -errno;
+			err = r;
 			goto cleanup;
 		}
 	}
-	err = prune(b->skel->maps.sl_rules4, sizeof(*k4), sandbox_id, k4, n4);
-	if (!err)
-		err = prune(b->skel->maps.sl_rules6, sizeof(*k6), sandbox_id, k6, n6);
+	/* Every key of @ents is in the bank now; more entries than that: some are stale, and
+	 * only then is the whole map walked (a new sandbox's or a cleared bank's sync is not). */
+	if (*bank <= n4 + n6)
+		goto cleanup;
+	qsort(k4, n4, sizeof(*k4), cmp_key4);
+	qsort(k6, n6, sizeof(*k6), cmp_key6);
+	r = prune(b->skel->maps.sl_rules4, sizeof(*k4), sandbox_id, k4, n4);
+	if (r >= 0) {
+		*bank -= *bank > (uint32_t)r ? (uint32_t)r : *bank;
+		r = prune(b->skel->maps.sl_rules6, sizeof(*k6), sandbox_id, k6, n6);
+	}
+	if (r >= 0)
+		*bank -= *bank > (uint32_t)r ? (uint32_t)r : *bank;
+	else
+		err = r;
 cleanup:
 	free(k4);
 	free(k6);
@@ -557,19 +893,23 @@ int sl_bpf_set_rule(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_kentr
 						     b->skel->maps.sl_rules6;
 	void *key = e->family == AF_INET ? (void *)&k4 : (void *)&k6;
 	size_t ksz = e->family == AF_INET ? sizeof(k4) : sizeof(k6);
+	uint32_t *bank = &b->bank_n[bank_ix(b, sandbox_id)];
+	int added;
 
 	if (e->family == AF_INET)
 		kentry_key4(sandbox_id, e, &k4);
 	else
 		kentry_key6(sandbox_id, e, &k6);
 	if (!e->val.n) {
-		if (bpf_map__delete_elem(map, key, ksz, 0) && errno != ENOENT)
+		if (!bpf_map__delete_elem(map, key, ksz, 0)) {
+			if (*bank)
+				(*bank)--;
+		} else if (errno != ENOENT) {
 			return -errno;
+		}
 		return 0;
 	}
-	if (bpf_map__update_elem(map, key, ksz, &e->val, sizeof(e->val), BPF_ANY))
-		return -errno;
-	return 0;
+	return put_rule(b, map, key, ksz, &e->val, sandbox_id, &added);
 }
 
 /* Appends the entries of @sandbox_id in LPM map @map to *@out. */
@@ -705,7 +1045,7 @@ int sl_bpf_proxied_open(struct sl_bpf *b, uint32_t sandbox_id)
 	int outer = bpf_map__fd(b->skel->maps.sl_proxied), fd = -1, err = 0;
 	__u32 inner_id;
 
-	if (!sandbox_id || sandbox_id >= SL_MAX_SANDBOXES)
+	if (!sandbox_id || sandbox_id >= b->max_sandboxes)
 		return -EINVAL;
 	if (b->px_fd[sandbox_id] >= 0)
 		return 0;
@@ -738,7 +1078,7 @@ int sl_bpf_proxied_drop(struct sl_bpf *b, uint32_t sandbox_id)
 {
 	int err = 0;
 
-	if (!sandbox_id || sandbox_id >= SL_MAX_SANDBOXES)
+	if (!sandbox_id || sandbox_id >= b->max_sandboxes)
 		return -EINVAL;
 	if (bpf_map_delete_elem(bpf_map__fd(b->skel->maps.sl_proxied), &sandbox_id) &&
 	    errno != ENOENT)
@@ -756,7 +1096,7 @@ int sl_bpf_take_proxied(struct sl_bpf *b, uint32_t sandbox_id, uint64_t netns_co
 	struct sl_conn_key k = { .netns_cookie = netns_cookie, .port = port, .family = family };
 	struct sl_proxied_rec rec;
 
-	if (!sandbox_id || sandbox_id >= SL_MAX_SANDBOXES || b->px_fd[sandbox_id] < 0 || !port)
+	if (!sandbox_id || sandbox_id >= b->max_sandboxes || b->px_fd[sandbox_id] < 0 || !port)
 		return -ENOENT;
 	memcpy(k.addr, addr, family == AF_INET ? 4 : 16);
 	if (bpf_map_lookup_and_delete_elem(b->px_fd[sandbox_id], &k, &rec))
@@ -774,7 +1114,7 @@ int sl_bpf_proxied_sweep(struct sl_bpf *b, uint32_t sandbox_id, uint64_t now_ns,
 	void *prev = NULL;
 	int fd, n = 0;
 
-	if (!sandbox_id || sandbox_id >= SL_MAX_SANDBOXES || b->px_fd[sandbox_id] < 0)
+	if (!sandbox_id || sandbox_id >= b->max_sandboxes || b->px_fd[sandbox_id] < 0)
 		return 0;
 	fd = b->px_fd[sandbox_id];
 	/* Bounded by the map's size; collected first, as deleting restarts a walk. */

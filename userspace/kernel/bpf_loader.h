@@ -22,15 +22,26 @@ struct sl_bpf;
 struct sl_bpf_opts {
 	const char *pin_dir; /* bpffs directory, e.g. /sys/fs/bpf/sluice */
 	uint32_t event_limit; /* deny events per sandbox per CPU per second */
+	/* Capacity, fixed at load (0: the default): entries of each rule map (sl_rules4 and
+	 * sl_rules6 each, all sandboxes and both banks together), and sandbox ids (ids
+	 * 1..max_sandboxes-1) which size every per-sandbox map. */
+	uint32_t max_rules; /* default SL_MAX_RULES */
+	uint32_t max_sandboxes; /* default SL_MAX_SANDBOXES */
 };
 
 /*
  * Loads the programs, reusing the maps pinned under opts->pin_dir if a previous sluiced left
- * them (enforcement continues from their contents) or creating and pinning them. Mounts bpffs
- * at /sys/fs/bpf if the pin directory lies there and nothing is mounted. Returns NULL with a
- * one-line reason in @err.
+ * them (enforcement continues from their contents) or creating and pinning them. A pinned map
+ * of another size than opts asks is migrated: its contents copied into a new map of the new
+ * size before any cgroup link is switched to the new programs (the old programs keep the old
+ * map until then, so enforcement never pauses); if its contents do not fit the new size the
+ * start is refused, saying which option to raise. Mounts bpffs at /sys/fs/bpf if the pin
+ * directory lies there and nothing is mounted. Returns NULL with a one-line reason in @err.
  */
 struct sl_bpf *sl_bpf_open(const struct sl_bpf_opts *opts, char *err, size_t errlen);
+/* The capacity in force (opts of sl_bpf_open() with the defaults applied). */
+uint32_t sl_bpf_max_sandboxes(const struct sl_bpf *b);
+uint32_t sl_bpf_max_rules(const struct sl_bpf *b);
 /* Closes the loaded objects; pinned maps, programs and links stay. Accepts NULL. */
 void sl_bpf_close(struct sl_bpf *b);
 

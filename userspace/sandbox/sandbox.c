@@ -59,12 +59,20 @@ struct sl_registry *sl_registry_new(struct sl_bpf *bpf, const char *state_dir,
 	r->dns = dns;
 	r->ttl = *ttl;
 	r->proxy = proxy;
+	r->max_ids = bpf ? sl_bpf_max_sandboxes(bpf) : SL_MAX_SANDBOXES;
+	r->by_id = calloc(r->max_ids, sizeof(*r->by_id));
+	if (!r->by_id) {
+		free(r);
+		errno = ENOMEM;
+		return NULL;
+	}
 	snprintf(r->state_dir, sizeof(r->state_dir), "%s", state_dir);
 	snprintf(dir, sizeof(dir), "%s/sandboxes", state_dir);
 	if ((mkdir(state_dir, 0700) == -1 && errno != EEXIST) ||
 	    (mkdir(dir, 0700) == -1 && errno != EEXIST)) {
 		int e = errno;
 
+		free(r->by_id);
 		free(r);
 		errno = e;
 		return NULL;
@@ -129,6 +137,7 @@ void sl_registry_free(struct sl_registry *r)
 		r->head = b->next;
 		sb_box_free(b);
 	}
+	free(r->by_id);
 	free(r);
 }
 
@@ -154,10 +163,7 @@ struct sl_box *sl_sandbox_find(struct sl_registry *r, const char *name)
 
 struct sl_box *sl_sandbox_by_id(struct sl_registry *r, uint32_t id)
 {
-	for (struct sl_box *b = r->head; b; b = b->next)
-		if (b->id == id)
-			return b;
-	return NULL;
+	return id < r->max_ids ? r->by_id[id] : NULL;
 }
 
 struct sl_box *sl_registry_first(struct sl_registry *r)
@@ -217,8 +223,8 @@ size_t sl_registry_count(struct sl_registry *r)
 
 static uint32_t alloc_id(struct sl_registry *r)
 {
-	for (uint32_t id = 1; id < SL_MAX_SANDBOXES; id++)
-		if (!sl_sandbox_by_id(r, id))
+	for (uint32_t id = 1; id < r->max_ids; id++)
+		if (!r->by_id[id])
 			return id;
 	return 0;
 }
@@ -290,6 +296,8 @@ void sb_link(struct sl_registry *r, struct sl_box *box)
 	box->next = *pp;
 	*pp = box;
 	r->count++;
+	if (box->id < r->max_ids)
+		r->by_id[box->id] = box;
 }
 
 static void unlink_box(struct sl_registry *r, struct sl_box *box)
@@ -298,6 +306,8 @@ static void unlink_box(struct sl_registry *r, struct sl_box *box)
 		if (*pp == box) {
 			*pp = box->next;
 			r->count--;
+			if (box->id < r->max_ids && r->by_id[box->id] == box)
+				r->by_id[box->id] = NULL;
 			return;
 		}
 	}
@@ -438,7 +448,8 @@ struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *s
 	}
 	box->id = alloc_id(r);
 	if (!box->id) {
-		sl_errf(err, errlen, "too many sandboxes (max %d)", SL_MAX_SANDBOXES - 1);
+		sl_errf(err, errlen, "too many sandboxes (max %u: sluiced --max-sandboxes)",
+			r->max_ids - 1);
 		e = -ENOSPC;
 		goto fail;
 	}

@@ -82,6 +82,8 @@ struct sl_registry {
 	char ctl_path[PATH_MAX];
 	struct sl_box *head;
 	size_t count;
+	struct sl_box **by_id; /* [max_ids]: the sandbox of each kernel id, NULL: free */
+	uint32_t max_ids; /* --max-sandboxes: ids are 1..max_ids-1 */
 };
 
 /* sandbox.c: the registry's list. */

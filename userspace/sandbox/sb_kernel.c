@@ -202,9 +202,9 @@ int sb_install(struct sl_registry *r, struct sl_box *box, const struct sl_kentry
 		e = sb_sync_unix(r, box->rules_id, box->policy);
 	if (e) {
 		sl_errf(err, errlen, "writing kernel rules failed: %s",
-			e == -ENOSPC || e == -E2BIG ? "the kernel rule map is full (SL_MAX_RULES "
-						      "addresses, or SL_MAX_UNIX_RULES UNIX "
-						      "sockets, of all sandboxes together)" :
+			e == -ENOSPC || e == -E2BIG ? "the kernel rule map is full (sluiced "
+						      "--max-rules addresses, or SL_MAX_UNIX_RULES "
+						      "UNIX sockets, of all sandboxes together)" :
 						      strerror(-e));
 		return e;
 	}

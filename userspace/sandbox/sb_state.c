@@ -356,7 +356,7 @@ static int adopt_one(struct sl_registry *r, const char *path)
 			   "policy_path", &policy_path, "policy", &src, &src_len, "created",
 			   &created, "dns_port", &dns_port, "proxy_port", &proxy_port, "handler",
 			   &handler, "params", &params) ||
-	    !sl_sandbox_name_ok(name) || id <= 0 || id >= SL_MAX_SANDBOXES ||
+	    !sl_sandbox_name_ok(name) || id <= 0 || id >= r->max_ids ||
 	    sl_sandbox_by_id(r, (uint32_t)id) || sl_sandbox_find(r, name)) {
 		sl_err("state file %s is invalid or conflicts with another sandbox", path);
 		goto cleanup;
