@@ -11,6 +11,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "verdict.h"
+#include "audit.h"
 
 #define SOCK_STREAM 1
 #define SOCK_DGRAM 2
@@ -201,7 +202,7 @@ static __always_inline int sl_judge(struct bpf_sock_addr *ctx, __u8 kind, __u8 f
 	__u64 now_ns = bpf_ktime_get_ns();
 	__u8 proto_bit = sl_proto_bit(ctx->protocol);
 	__u16 port = bpf_ntohs(ctx->user_port);
-	int verdict = SL_VERDICT_DENY;
+	int verdict = SL_VERDICT_DENY, audited = 0;
 	struct sl_sandbox *sb;
 	__u32 sandbox_id = 0;
 	__u32 to[4];
@@ -234,6 +235,14 @@ static __always_inline int sl_judge(struct bpf_sock_addr *ctx, __u8 kind, __u8 f
 	if (verdict != SL_VERDICT_DENY && sl_is_loopback_form(family, mapped, addr) &&
 	    sl_is_listener_port((__u16)ctx->user_port))
 		verdict = SL_VERDICT_DENY;
+	else if (verdict == SL_VERDICT_DENY && sl_audit_mode(sb) &&
+		 !(sl_is_loopback_form(family, mapped, addr) &&
+		   sl_is_listener_port((__u16)ctx->user_port))) {
+		/* Audit mode: what the rules deny passes (and is recorded below); what is
+		 * refused whatever the rules say, above and after, stays refused. */
+		verdict = SL_VERDICT_ALLOW;
+		audited = 1;
+	}
 	if (verdict == SL_VERDICT_PROXY) {
 		/* Only TCP is intercepted; without a proxy listener there is nowhere to go. */
 		sl_listener_addr(to, family, mapped, sb->proxy_ip4, sb->proxy_ip6);
@@ -256,6 +265,9 @@ out:
 	if (verdict != SL_VERDICT_DENY &&
 	    !sl_record_dst(ctx, kind, family, verdict == SL_VERDICT_DNS || verdict == SL_VERDICT_PROXY))
 		verdict = SL_VERDICT_DENY;
+	if (audited && verdict != SL_VERDICT_DENY)
+		sl_audit_note(sandbox_id, cgid, kind, family, addr, mapped, port, ctx->protocol,
+			      ctx->type, now_ns);
 	return sl_finish(ctx, sandbox_id, cgid, verdict, proto_bit, kind, family, addr, port,
 			 now_ns);
 }
@@ -462,6 +474,15 @@ static __always_inline int sl_judge_unix(struct bpf_sock_addr *ctx, __u8 kind)
 		if (bpf_map_lookup_elem(&sl_unix, &k)) {
 			k.sandbox_id = 0;
 			allow = !bpf_map_lookup_elem(&sl_unix, &k);
+		} else if (sl_audit_mode(sb)) {
+			/* Audit mode: any address but the daemon's own sockets. */
+			k.sandbox_id = 0;
+			if (!bpf_map_lookup_elem(&sl_unix, &k)) {
+				k.sandbox_id = sandbox_id;
+				sl_audit_count(&sl_audit_unix, &k, sandbox_id,
+					       bpf_ktime_get_ns());
+				allow = 1;
+			}
 		}
 	}
 	sl_count(sandbox_id, allow ? SL_CTR_ALLOW_UNIX : SL_CTR_DENY_UNIX);
@@ -861,7 +882,8 @@ static __always_inline int sl_judge_unrecorded(struct __sk_buff *skb, struct bpf
 			verdict = sl_verdict_addr6(rules_id, p->daddr, bpf_ntohs(p->dport), bit,
 						   now_ns);
 	}
-	if (verdict != SL_VERDICT_ALLOW)
+	/* Audit mode passes what the rules deny, as the connect/sendmsg hooks do. */
+	if (verdict != SL_VERDICT_ALLOW && !(verdict == SL_VERDICT_DENY && sl_audit_mode(sb)))
 		return SL_DROP_RULES;
 	if (skb->ifindex == LOOPBACK_IFINDEX && sl_is_listener_port(p->dport))
 		return SL_DROP_LISTENER;

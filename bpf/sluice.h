@@ -16,6 +16,9 @@
 #define SL_VERDICT_ALLOW 1
 #define SL_VERDICT_PROXY 2 /* rewritten to the sandbox's proxy listener */
 #define SL_VERDICT_DNS 3 /* rewritten to the sandbox's DNS listener */
+/* Events only, never a rule's: a call the rules deny, allowed because the sandbox is in audit
+ * mode (SL_SB_AUDIT) and recorded in sl_audit. */
+#define SL_VERDICT_AUDIT 4
 
 /* Protocol bits of a rule. */
 #define SL_PROTO_TCP 0x1
@@ -34,6 +37,11 @@
 /* struct sl_sandbox.flags */
 #define SL_SB_DNS 0x1 /* dns_* fields are set: port 53 goes to the DNS listener */
 #define SL_SB_PROXY 0x2 /* proxy_* fields are set: PROXY rules go to the proxy listener */
+/* Audit mode: what the rules deny is allowed and recorded (sl_audit, sl_audit_unix) instead.
+ * Only the rules' verdict changes: the daemon's listeners and sockets, socket(), setsockopt(),
+ * bind() and the egress checks stay as in enforce mode. A flag of the entry that also holds
+ * rules_id, so that a mode switch is the same one map update as a handler switch. */
+#define SL_SB_AUDIT 0x80
 
 /* sl_sandboxes: cgroup id (u64) -> sandbox. Written by sluiced when a sandbox is added. */
 struct sl_sandbox {
@@ -261,6 +269,38 @@ struct sl_event_unix {
 	struct sl_event ev;
 	__u32 path_len; /* bytes of path in use (the sun_path as the kernel reads it) */
 	__u8 path[SL_UNIX_PATH_MAX]; /* as in struct sl_unix_key */
+};
+
+/*
+ * sl_audit: what a sandbox in audit mode did that its rules deny, one record per (sandbox,
+ * destination, port, protocol), counted by the kernel on every call, so that nothing is lost to
+ * the event rate limit however busy the sandbox is. Read by `sluice policy suggest`; cleared
+ * when a sandbox is removed or a new one takes its id. A full map counts the calls it could not
+ * record (sl_auditn.lost).
+ */
+#define SL_MAX_AUDIT 65536 /* records, all sandboxes */
+struct sl_audit_key {
+	__u32 sandbox_id; /* the sandbox's id (never a rule bank) */
+	__u16 port; /* host order */
+	__u8 family; /* AF_INET / AF_INET6 (v4-mapped destinations as AF_INET) */
+	__u8 proto; /* IPPROTO_TCP / IPPROTO_UDP */
+	__u8 addr[16]; /* network order; IPv4 in the first 4 bytes */
+};
+
+struct sl_audit_val {
+	__u64 count;
+	__u64 first_ns; /* CLOCK_MONOTONIC */
+	__u64 last_ns;
+};
+
+/* sl_audit_unix: the same for UNIX socket addresses; the key is a struct sl_unix_key whose
+ * sandbox_id is the sandbox's id. */
+#define SL_MAX_AUDIT_UNIX 4096
+
+/* Per-sandbox per-CPU audit counters (sl_auditn, indexed by sandbox id). */
+struct sl_audit_ctr {
+	__u64 audited; /* calls allowed by audit mode (recorded or not) */
+	__u64 lost; /* of those, not recorded: sl_audit or sl_audit_unix was full */
 };
 
 #endif /* SLUICE_H */

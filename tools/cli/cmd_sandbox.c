@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-/* sluice sandbox add|rm|ls|show: the sandboxes of sluiced (POST, DELETE and GET /v1/sandboxes). */
+/* sluice sandbox add|rm|ls|show|mode: the sandboxes of sluiced (POST, DELETE and GET
+ * /v1/sandboxes, PUT /v1/sandboxes/NAME/mode). */
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -16,6 +17,8 @@ static const char sandbox_usage[] =
 	"       sluice sandbox add NAME --cgroup PATH --netns NSPATH --policy FILE [...]\n"
 	"       sluice sandbox add NAME --pid PID --policy FILE [...]\n"
 	"       sluice sandbox add ... --allow-writable-cgroup\n"
+	"       sluice sandbox add ... --mode audit|enforce\n"
+	"       sluice sandbox mode NAME audit|enforce\n"
 	"       sluice sandbox rm NAME\n"
 	"       sluice sandbox ls [--json]\n"
 	"       sluice sandbox show NAME [--json]\n"
@@ -30,7 +33,14 @@ static const char sandbox_usage[] =
 	"A cgroup whose cgroup.procs (or cgroup.threads), or an ancestor's up to the cgroup2\n"
 	"root, a user other than root owns or may write is refused: that user could move the\n"
 	"sandbox's processes out of it. --allow-writable-cgroup adds it anyway (for a user you\n"
-	"trust with that, e.g. a delegated cgroup whose processes all run as someone else).\n";
+	"trust with that, e.g. a delegated cgroup whose processes all run as someone else).\n"
+	"\n"
+	"Audit mode (--mode audit, or `sandbox mode NAME audit`) enforces NOTHING the policy\n"
+	"would deny: such connections, names and requests are allowed and recorded (events of\n"
+	"type audit; `sluice policy suggest NAME` turns them into a policy). sluiced's own\n"
+	"sockets, raw sockets and the other checks that do not come from the policy stay\n"
+	"enforced. `sandbox mode NAME enforce` switches back at once (one kernel map update) and\n"
+	"closes the open connections the policy does not allow. The default is enforce.\n";
 
 void sl_cli_check_name(const char *name)
 {
@@ -62,10 +72,15 @@ static int cmd_sandbox_add(int argc, char **argv, const char *sock)
 	struct sl_cli_resp res;
 	json_t *body, *j;
 	char *s;
+	const char *mode = NULL;
 	int writable = 0;
 
 	for (int i = 0; i < argc; i++) {
-		if (!strcmp(argv[i], "--cgroup") && i + 1 < argc)
+		if (!strcmp(argv[i], "--mode") && i + 1 < argc)
+			mode = argv[++i];
+		else if (!strncmp(argv[i], "--mode=", 7))
+			mode = argv[i] + 7;
+		else if (!strcmp(argv[i], "--cgroup") && i + 1 < argc)
 			cgroup = argv[++i];
 		else if (!strncmp(argv[i], "--cgroup=", 9))
 			cgroup = argv[i] + 9;
@@ -126,6 +141,8 @@ static int cmd_sandbox_add(int argc, char **argv, const char *sock)
 	}
 	if (params && !handler)
 		sl_cli_usage_error("sandbox ", "--params goes with --handler");
+	if (mode && strcmp(mode, "audit") && strcmp(mode, "enforce"))
+		sl_cli_usage_error("sandbox ", "--mode is audit or enforce, not '%s'", mode);
 	body = json_pack("{s:s, s:s}", "name", name, "policy_file", policy_abs);
 	if (cgroup)
 		json_object_set_new(body, "cgroup", json_string(cgroup));
@@ -135,6 +152,8 @@ static int cmd_sandbox_add(int argc, char **argv, const char *sock)
 		json_object_set_new(body, "pid", json_integer(atoi(pid)));
 	if (writable)
 		json_object_set_new(body, "allow_writable_cgroup", json_true());
+	if (mode)
+		json_object_set_new(body, "mode", json_string(mode));
 	if (handler) {
 		json_t *p = sl_cli_parse_params("sandbox ", params);
 
@@ -149,6 +168,32 @@ static int cmd_sandbox_add(int argc, char **argv, const char *sock)
 	j = sl_cli_json_or_die(&res);
 	printf("sandbox %s added (cgroup %s%s%s)\n", sl_cli_str(j, "name"), sl_cli_str(j, "cgroup"),
 	       *sl_cli_str(j, "netns") ? ", network namespace " : "", sl_cli_str(j, "netns"));
+	if (!strcmp(sl_cli_str(j, "mode"), "audit"))
+		fprintf(stderr, "sluice: sandbox %s is in AUDIT mode: nothing its policy denies is "
+				"enforced\n", sl_cli_str(j, "name"));
+	json_decref(j);
+	return 0;
+}
+
+static int cmd_sandbox_mode(int argc, char **argv, const char *sock)
+{
+	struct sl_cli_resp res;
+	char path[256], body[64];
+	json_t *j, *cl;
+
+	if (argc != 2 || (strcmp(argv[1], "audit") && strcmp(argv[1], "enforce")))
+		sl_cli_usage_error("sandbox ", "sandbox mode takes NAME and audit or enforce");
+	sl_cli_check_name(argv[0]);
+	snprintf(path, sizeof(path), "/v1/sandboxes/%s/mode", argv[0]);
+	snprintf(body, sizeof(body), "{\"mode\":\"%s\"}", argv[1]);
+	sl_cli_call_or_die(sock, "PUT", path, body, &res);
+	j = sl_cli_json_or_die(&res);
+	cl = json_object_get(j, "closed");
+	printf("sandbox %s: mode %s (closed %lld flows, %lld proxied connections)\n", argv[0],
+	       sl_cli_str(j, "mode"), sl_cli_num(cl, "kernel_flows"), sl_cli_num(cl, "proxied"));
+	if (!strcmp(sl_cli_str(j, "mode"), "audit"))
+		fprintf(stderr, "sluice: sandbox %s is in AUDIT mode: nothing its policy denies is "
+				"enforced\n", argv[0]);
 	json_decref(j);
 	return 0;
 }
@@ -224,6 +269,14 @@ static int cmd_sandbox_show(int argc, char **argv, const char *sock)
 	}
 	printf("name:     %s\nid:       %lld\ncgroup:   %s\npolicy:   %s\n", sl_cli_str(j, "name"),
 	       sl_cli_num(j, "id"), sl_cli_str(j, "cgroup"), sl_cli_str(j, "policy"));
+	if (!strcmp(sl_cli_str(j, "mode"), "audit")) {
+		json_t *au = json_object_get(j, "audit");
+
+		printf("mode:     AUDIT (nothing the policy denies is enforced); %lld calls audited, "
+		       "%lld not recorded\n", sl_cli_num(au, "audited"), sl_cli_num(au, "lost"));
+	} else {
+		printf("mode:     enforce\n");
+	}
 	if (*sl_cli_str(j, "netns"))
 		printf("netns:    %s (inode %lld)\n", sl_cli_str(j, "netns"), sl_cli_num(j, "netns_inode"));
 	if (json_is_string(json_object_get(j, "handler"))) {
@@ -309,6 +362,7 @@ int sl_cli_cmd_sandbox(int argc, char **argv, const char *sock)
 		{ "rm", cmd_sandbox_rm },
 		{ "ls", cmd_sandbox_ls },
 		{ "show", cmd_sandbox_show },
+		{ "mode", cmd_sandbox_mode },
 		{ 0 },
 	};
 

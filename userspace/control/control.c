@@ -323,6 +323,45 @@ out:
 	json_decref(j);
 }
 
+/* PUT /v1/sandboxes/NAME/mode {"mode": "audit"|"enforce"} */
+static void handle_mode(struct ctl_conn *c, const char *method, const char *name)
+{
+	struct sl_box *box = sl_sandbox_find(c->ctl->d.reg, name);
+	struct sl_switch_result res;
+	const char *mode = NULL;
+	char err[512], who[64];
+	json_error_t jerr;
+	json_t *j = NULL;
+	int e;
+
+	if (!box) {
+		snprintf(err, sizeof(err), "no sandbox named '%s'", name);
+		respond_error(c, 404, err);
+		return;
+	}
+	if (strcmp(method, "PUT")) {
+		respond_error(c, 405, "use PUT on /v1/sandboxes/NAME/mode");
+		return;
+	}
+	j = json_loadb(sl_buf_head(&c->body), sl_buf_size(&c->body), 0, &jerr);
+	if (!j || json_unpack_ex(j, &jerr, JSON_STRICT, "{s:s}", "mode", &mode) ||
+	    (strcmp(mode, "audit") && strcmp(mode, "enforce"))) {
+		snprintf(err, sizeof(err), "bad request: %s (want {\"mode\": \"audit\" or "
+					   "\"enforce\"})", j && mode ? "unknown mode" : jerr.text);
+		respond_error(c, 400, err);
+		goto out;
+	}
+	peer_of(c, who, sizeof(who));
+	e = sl_sandbox_set_mode(c->ctl->d.reg, box, !strcmp(mode, "audit"), who, &res, err,
+				sizeof(err));
+	if (e)
+		respond_error(c, e == -EINVAL ? 400 : 500, err);
+	else
+		respond_json(c, 200, switch_json(c->ctl->d.reg, box, &res));
+out:
+	json_decref(j);
+}
+
 /* PUT /v1/sandboxes/NAME/policy {"policy": TEXT, "policy_file": PATH} */
 static void handle_reload(struct ctl_conn *c, const char *method, const char *name)
 {
@@ -583,6 +622,24 @@ static void metrics_limits(struct sl_buf *m, struct sl_registry *reg, struct sl_
 	sl_registry_foreach(b, reg)
 		metric_sandbox(m, "sluice_lua_memory_bytes", b, "",
 			       sl_box_lua_mem(b));
+	sl_buf_printf(m, "# HELP sluice_sandbox_audit_mode 1 if the sandbox is in audit mode "
+			 "(nothing its rules deny is refused), 0 in enforce mode.\n"
+			 "# TYPE sluice_sandbox_audit_mode gauge\n");
+	sl_registry_foreach(b, reg)
+		metric_sandbox(m, "sluice_sandbox_audit_mode", b, "", (uint64_t)sl_box_audit(b));
+	sl_buf_printf(m, "# HELP sluice_audited_total connect(), sendmsg() and UNIX socket calls "
+			 "the rules deny that audit mode let through (outcome lost: not recorded, "
+			 "the audit map was full).\n"
+			 "# TYPE sluice_audited_total counter\n");
+	sl_registry_foreach(b, reg) {
+		struct sl_audit_ctr a;
+
+		if (sl_bpf_read_audit_ctr(bpf, sl_box_id(b), &a))
+			continue;
+		metric_sandbox(m, "sluice_audited_total", b, "outcome=\"recorded\"",
+			       a.audited - a.lost);
+		metric_sandbox(m, "sluice_audited_total", b, "outcome=\"lost\"", a.lost);
+	}
 	sl_buf_printf(m, "# HELP sluice_events_dropped_total Event lines a follower (GET "
 			 "/v1/events?follow=1) lost because it did not keep up.\n"
 			 "# TYPE sluice_events_dropped_total counter\n"
@@ -969,6 +1026,11 @@ static void route_handler(struct ctl_conn *c, const struct ctl_req *rq)
 	handle_handler(c, rq->method, rq->arg);
 }
 
+static void route_mode(struct ctl_conn *c, const struct ctl_req *rq)
+{
+	handle_mode(c, rq->method, rq->arg);
+}
+
 static void route_reload(struct ctl_conn *c, const struct ctl_req *rq)
 {
 	handle_reload(c, rq->method, rq->arg);
@@ -1025,6 +1087,7 @@ static const struct ctl_route {
 	{ "DELETE", "/v1/sandboxes/*", route_rm },
 	{ NULL, "/v1/sandboxes/*/handler", route_handler }, /* PUT, DELETE */
 	{ NULL, "/v1/sandboxes/*/policy", route_reload }, /* PUT */
+	{ NULL, "/v1/sandboxes/*/mode", route_mode }, /* PUT */
 	{ "GET", "/v1/sandboxes/*/ca", route_ca },
 	{ NULL, "/v1/sandboxes/*/**", route_not_found },
 	{ NULL, "/v1/kv/**", route_kv }, /* GET, PUT, DELETE */

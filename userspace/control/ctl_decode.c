@@ -33,7 +33,7 @@ int sl_ctl_decode_add(const char *body, size_t len, struct sl_ctl_add *add, char
 		      size_t errlen)
 {
 	struct sl_box_spec *spec = &add->spec;
-	const char *policy_file = NULL, *policy = NULL;
+	const char *policy_file = NULL, *policy = NULL, *mode = NULL;
 	json_t *params = NULL;
 	json_error_t jerr;
 	int e;
@@ -45,15 +45,20 @@ int sl_ctl_decode_add(const char *body, size_t len, struct sl_ctl_add *add, char
 		return -EINVAL;
 	}
 	if (json_unpack_ex(add->json, &jerr, JSON_STRICT,
-			   "{s:s, s?s, s?s, s?s%, s?s, s?o, s?s, s?i, s?s, s?b}", "name",
+			   "{s:s, s?s, s?s, s?s%, s?s, s?o, s?s, s?i, s?s, s?b, s?s}", "name",
 			   &spec->name, "cgroup", &spec->cgroup, "policy_file", &policy_file,
 			   "policy", &policy, &spec->policy_len, "handler", &spec->handler,
 			   "params", &params, "netns", &spec->netns, "pid", &spec->pid,
 			   "container_id", &spec->container_id, "allow_writable_cgroup",
-			   &spec->allow_writable_cgroup)) {
+			   &spec->allow_writable_cgroup, "mode", &mode)) {
 		snprintf(err, errlen, "bad request: %s", jerr.text);
 		return -EINVAL;
 	}
+	if (mode && strcmp(mode, "audit") && strcmp(mode, "enforce")) {
+		snprintf(err, errlen, "bad request: mode must be \"audit\" or \"enforce\"");
+		return -EINVAL;
+	}
+	spec->audit = mode && !strcmp(mode, "audit");
 	spec->policy_path = policy_file;
 	spec->policy_src = policy;
 	e = sl_ctl_params_text(params, &add->params, err, errlen);

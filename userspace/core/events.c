@@ -499,10 +499,14 @@ json_t *sl_event_json(const struct sl_event *kev, const char *sandbox)
 	for (char *p = comm; *p; p++)
 		if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
 			*p = '?';
-	j = json_pack("{s:s, s:s, s:o, s:s}", "ts", ts, "type", "deny", "sandbox",
+	/* Audit mode's record: allowed, what enforce mode would have denied. */
+	j = json_pack("{s:s, s:s, s:o, s:s}", "ts", ts, "type",
+		      kev->verdict == SL_VERDICT_AUDIT ? "audit" : "deny", "sandbox",
 		      sandbox ? json_string(sandbox) : json_null(), "op", kind_name(kev->kind));
 	if (!j)
 		return NULL;
+	if (kev->verdict == SL_VERDICT_AUDIT)
+		json_object_set_new(j, "mode", json_string("audit"));
 	if (kev->kind == SL_EV_PROXIED_FULL)
 		json_object_set_new(j, "reason",
 				    json_string("too many intercepted connections not yet accepted "

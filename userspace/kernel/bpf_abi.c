@@ -125,3 +125,19 @@ SL_ABI_SIZE(sl_event_unix, 176);
 SL_ABI_OFF(sl_event_unix, ev, 0);
 SL_ABI_OFF(sl_event_unix, path_len, 64);
 SL_ABI_OFF(sl_event_unix, path, 68);
+
+SL_ABI_SIZE(sl_audit_key, 24);
+SL_ABI_OFF(sl_audit_key, sandbox_id, 0);
+SL_ABI_OFF(sl_audit_key, port, 4);
+SL_ABI_OFF(sl_audit_key, family, 6);
+SL_ABI_OFF(sl_audit_key, proto, 7);
+SL_ABI_OFF(sl_audit_key, addr, 8);
+
+SL_ABI_SIZE(sl_audit_val, 24);
+SL_ABI_OFF(sl_audit_val, count, 0);
+SL_ABI_OFF(sl_audit_val, first_ns, 8);
+SL_ABI_OFF(sl_audit_val, last_ns, 16);
+
+SL_ABI_SIZE(sl_audit_ctr, 16);
+SL_ABI_OFF(sl_audit_ctr, audited, 0);
+SL_ABI_OFF(sl_audit_ctr, lost, 8);

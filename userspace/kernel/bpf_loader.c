@@ -1196,6 +1196,126 @@ int sl_bpf_reset_slots(struct sl_bpf *b, uint32_t sandbox_id)
 				 b->ncpus * sizeof(uint64_t), BPF_ANY))
 		err = -errno;
 	free(zero);
+	if (!err)
+		err = sl_bpf_audit_clear(b, sandbox_id);
+	return err;
+}
+
+/* ---- audit mode's records (bpf/audit.h) ---- */
+
+int sl_bpf_read_audit_ctr(struct sl_bpf *b, uint32_t sandbox_id, struct sl_audit_ctr *sum)
+{
+	struct sl_audit_ctr *per = calloc(b->ncpus, sizeof(*per));
+	int err = 0;
+
+	memset(sum, 0, sizeof(*sum));
+	if (!per)
+		return -ENOMEM;
+	if (bpf_map__lookup_elem(b->skel->maps.sl_auditn, &sandbox_id, sizeof(sandbox_id), per,
+				 b->ncpus * sizeof(*per), 0))
+		err = -errno;
+	for (int cpu = 0; !err && cpu < b->ncpus; cpu++) {
+		sum->audited += per[cpu].audited;
+		sum->lost += per[cpu].lost;
+	}
+	free(per);
+	return err;
+}
+
+/*
+ * Walks map @fd (keys of @ksz bytes whose first 4 are a sandbox id, values struct sl_audit_val)
+ * and keeps the records of @sandbox_id: copied into *@out (@rsz bytes each: the key, then the
+ * value at @voff) when @out is set, deleted otherwise. A walk that loses its place (the key it
+ * stood on was deleted meanwhile) starts again from the first key: deleting restarts are cheap,
+ * since what was deleted is not met again.
+ */
+static int audit_walk(int fd, size_t ksz, uint32_t sandbox_id, void **out, size_t *n,
+		      size_t rsz, size_t voff)
+{
+	uint8_t key[sizeof(struct sl_unix_key)], next[sizeof(struct sl_unix_key)];
+	struct sl_audit_val v;
+	size_t cap = 0;
+	void *prev = NULL;
+	int err = 0;
+
+	if (out) {
+		*out = NULL;
+		*n = 0;
+	}
+	while (!bpf_map_get_next_key(fd, prev, next)) {
+		uint32_t id;
+
+		memcpy(key, next, ksz);
+		prev = key;
+		memcpy(&id, key, sizeof(id));
+		if (id != sandbox_id)
+			continue;
+		if (!out) {
+			if (bpf_map_delete_elem(fd, key) && errno != ENOENT) {
+				err = -errno;
+				break;
+			}
+			prev = NULL; /* our place is gone */
+			continue;
+		}
+		if (bpf_map_lookup_elem(fd, key, &v))
+			continue;
+		if (*n == cap) {
+			size_t c = cap ? cap * 2 : 64;
+			void *p = realloc(*out, c * rsz);
+
+			if (!p) {
+				err = -ENOMEM;
+				break;
+			}
+			*out = p;
+			cap = c;
+		}
+		memcpy((uint8_t *)*out + *n * rsz, key, ksz);
+		memcpy((uint8_t *)*out + *n * rsz + voff, &v, sizeof(v));
+		(*n)++;
+	}
+	if (err && out) {
+		free(*out);
+		*out = NULL;
+		*n = 0;
+	}
+	return err;
+}
+
+int sl_bpf_audit_read(struct sl_bpf *b, uint32_t sandbox_id, struct sl_audit_rec **out,
+		      size_t *n)
+{
+	return audit_walk(bpf_map__fd(b->skel->maps.sl_audit), sizeof(struct sl_audit_key),
+			  sandbox_id, (void **)out, n, sizeof(**out),
+			  offsetof(struct sl_audit_rec, v));
+}
+
+int sl_bpf_audit_unix_read(struct sl_bpf *b, uint32_t sandbox_id, struct sl_audit_unix_rec **out,
+			   size_t *n)
+{
+	return audit_walk(bpf_map__fd(b->skel->maps.sl_audit_unix), sizeof(struct sl_unix_key),
+			  sandbox_id, (void **)out, n, sizeof(**out),
+			  offsetof(struct sl_audit_unix_rec, v));
+}
+
+int sl_bpf_audit_clear(struct sl_bpf *b, uint32_t sandbox_id)
+{
+	size_t sz = b->ncpus * sizeof(struct sl_audit_ctr);
+	void *zero = calloc(1, sz);
+	int err;
+
+	if (!zero)
+		return -ENOMEM;
+	err = audit_walk(bpf_map__fd(b->skel->maps.sl_audit), sizeof(struct sl_audit_key),
+			 sandbox_id, NULL, NULL, 0, 0);
+	if (!err)
+		err = audit_walk(bpf_map__fd(b->skel->maps.sl_audit_unix),
+				 sizeof(struct sl_unix_key), sandbox_id, NULL, NULL, 0, 0);
+	if (!err && bpf_map__update_elem(b->skel->maps.sl_auditn, &sandbox_id, sizeof(sandbox_id),
+					 zero, sz, BPF_ANY))
+		err = -errno;
+	free(zero);
 	return err;
 }
 

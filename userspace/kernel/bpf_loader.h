@@ -121,6 +121,28 @@ int sl_bpf_read_proxied_full(struct sl_bpf *b, uint32_t sandbox_id, uint64_t *su
 /* Zeroes the per-sandbox slots (counters, event limiter) of @sandbox_id. */
 int sl_bpf_reset_slots(struct sl_bpf *b, uint32_t sandbox_id);
 
+/*
+ * Audit mode's records of sandbox @sandbox_id (bpf/audit.h): what its calls reached that its
+ * rules deny, with counts and first/last times. _read copies them into *@out (malloc'd, caller
+ * frees); _clear removes them and zeroes the sandbox's audit counters (sl_bpf_reset_slots does
+ * too). Return 0 or -errno. O(records of every sandbox) each.
+ */
+struct sl_audit_rec {
+	struct sl_audit_key k;
+	struct sl_audit_val v;
+};
+struct sl_audit_unix_rec {
+	struct sl_unix_key k;
+	struct sl_audit_val v;
+};
+int sl_bpf_audit_read(struct sl_bpf *b, uint32_t sandbox_id, struct sl_audit_rec **out,
+		      size_t *n);
+int sl_bpf_audit_unix_read(struct sl_bpf *b, uint32_t sandbox_id, struct sl_audit_unix_rec **out,
+			   size_t *n);
+int sl_bpf_audit_clear(struct sl_bpf *b, uint32_t sandbox_id);
+/* Sums the per-CPU audit counters of @sandbox_id. */
+int sl_bpf_read_audit_ctr(struct sl_bpf *b, uint32_t sandbox_id, struct sl_audit_ctr *sum);
+
 /* Deny events: @cb is called for each record. Returns the ring buffer's epoll fd. */
 typedef void sl_bpf_event_cb(const struct sl_event *ev, void *arg);
 int sl_bpf_events_fd(struct sl_bpf *b, sl_bpf_event_cb *cb, void *arg);

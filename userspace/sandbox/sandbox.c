@@ -211,6 +211,11 @@ struct sl_ca *sl_box_ca(const struct sl_box *box)
 	return box->ca;
 }
 
+int sl_box_audit(const struct sl_box *box)
+{
+	return box->audit;
+}
+
 size_t sl_box_lua_mem(const struct sl_box *box)
 {
 	return box->lua ? sl_lua_mem(box->lua) : 0;
@@ -436,6 +441,7 @@ struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *s
 		e = -EINVAL;
 		goto fail;
 	}
+	box->audit = !!spec->audit;
 	if (spec->handler && *spec->handler) {
 		snprintf(box->handler, sizeof(box->handler), "%s", spec->handler);
 		box->params = spec->params ? strdup(spec->params) : NULL;

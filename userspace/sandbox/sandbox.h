@@ -103,6 +103,7 @@ struct sl_box_spec {
 	/* A cgroup that a non-root user can move processes out of is refused unless this is
 	 * set (that user is trusted not to). */
 	int allow_writable_cgroup;
+	int audit; /* start in audit mode (--mode audit) */
 };
 
 /*
@@ -138,6 +139,15 @@ int sl_sandbox_reload(struct sl_registry *r, struct sl_box *box, const char *pat
 		      const char *src, size_t len, const char *who, struct sl_switch_result *res,
 		      char *err, size_t errlen);
 
+/*
+ * Puts @box in audit mode (@audit 1) or enforce mode (0): the mode is a flag of the sandbox's
+ * kernel entry, so the switch is the handler switch's own (the layer rewritten into the other
+ * rule bank, one map update); on the way to enforce, open flows the layer does not allow are
+ * closed as a handler switch closes them. A switch to the mode in force changes nothing.
+ */
+int sl_sandbox_set_mode(struct sl_registry *r, struct sl_box *box, int audit, const char *who,
+			struct sl_switch_result *res, char *err, size_t errlen);
+
 /* Removes sandbox @name: detaches it (the cgroup is free again), clears its kernel state and
  * its state file. Returns 0, -ENOENT, or -errno. */
 int sl_sandbox_rm(struct sl_registry *r, const char *name);
@@ -167,6 +177,7 @@ const struct sl_proxy_stats *sl_box_proxy_stats(const struct sl_box *box);
 const struct sl_dns_stats *sl_box_dns_stats(const struct sl_box *box);
 struct sl_ca *sl_box_ca(const struct sl_box *box); /* the sandbox's CA; NULL if none */
 size_t sl_box_lua_mem(const struct sl_box *box); /* bytes of its Lua state; 0 if none */
+int sl_box_audit(const struct sl_box *box); /* 1: audit mode, 0: enforce */
 
 /* Whether @name is a valid sandbox name: [A-Za-z0-9][A-Za-z0-9_.-]{0,63}. */
 int sl_sandbox_name_ok(const char *name);

@@ -39,6 +39,10 @@ struct sl_box {
 	char *params; /* its params (JSON text), NULL for none */
 	int64_t handler_since_s;
 	unsigned switches; /* handler sets, clears and policy reloads since added */
+	/* Audit mode: the kernel allows and records what the rules deny, DNS resolves names the
+	 * policy does not give, the proxy records what handlers refuse (SL_SB_AUDIT). */
+	int audit;
+	int64_t mode_since_s; /* wall clock of the last mode switch (0: since added) */
 	uint32_t rules_id; /* key id of the kernel rules in force: id, or id | SL_RULES_BANK */
 	struct sl_rule_set rules; /* static rules compiled from the policy */
 	struct sl_rule_set learned; /* rules of resolved names, each with its expiry */

@@ -149,6 +149,7 @@ json_t *sl_sandbox_json(struct sl_registry *r, const struct sl_box *box, int det
 	if (!j)
 		return j;
 	json_object_set_new(j, "handler", box->handler[0] ? json_string(box->handler) : json_null());
+	json_object_set_new(j, "mode", json_string(box->audit ? "audit" : "enforce"));
 	json_object_set_new(j, "netns", box->netns_fd >= 0 ? json_string(box->netns) : json_null());
 	if (box->netns_fd >= 0)
 		json_object_set_new(j, "netns_inode", json_integer((json_int_t)box->netns_ino));
@@ -163,6 +164,16 @@ json_t *sl_sandbox_json(struct sl_registry *r, const struct sl_box *box, int det
 		json_object_set_new(j, "handler_since", json_integer(box->handler_since_s));
 	}
 	json_object_set_new(j, "switches", json_integer(box->switches));
+	if (box->mode_since_s)
+		json_object_set_new(j, "mode_since", json_integer(box->mode_since_s));
+	if (box->audit) {
+		struct sl_audit_ctr a;
+
+		if (!sl_bpf_read_audit_ctr(r->bpf, box->id, &a))
+			json_object_set_new(j, "audit", json_pack("{s:I, s:I}", "audited",
+								  (json_int_t)a.audited, "lost",
+								  (json_int_t)a.lost));
+	}
 	json_object_set_new(j, "rules", rules_json(box));
 	json_object_set_new(j, "unix", unix_json(box));
 	json_object_set_new(j, "names", names_json(box));

@@ -161,6 +161,8 @@ void sb_kernel_entry(struct sl_registry *r, const struct sl_box *box, struct sl_
 	memset(ksb, 0, sizeof(*ksb));
 	ksb->id = box->id;
 	ksb->rules_id = box->rules_id;
+	if (box->audit)
+		ksb->flags |= SL_SB_AUDIT;
 	if (box->dns) {
 		ksb->flags |= SL_SB_DNS;
 		ksb->dns_ip4 = htonl(INADDR_LOOPBACK);

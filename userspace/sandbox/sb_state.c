@@ -61,6 +61,8 @@ int sb_save_state(struct sl_registry *r, const struct sl_box *box)
 	}
 	if (box->container_id[0])
 		json_object_set_new(j, "container_id", json_string(box->container_id));
+	if (box->audit)
+		json_object_set_new(j, "mode", json_string("audit"));
 	if (box->netns_fd >= 0) {
 		/* The path may not outlive its process (/proc/PID/ns/net): dev and inode let a
 		 * restart find the same namespace through the cgroup's processes. */
@@ -383,6 +385,8 @@ static int adopt_one(struct sl_registry *r, const char *path)
 
 		if (cid && strlen(cid) <= SL_CONTAINER_ID_MAX)
 			snprintf(box->container_id, sizeof(box->container_id), "%s", cid);
+		cid = json_string_value(json_object_get(j, "mode"));
+		box->audit = cid && !strcmp(cid, "audit");
 	}
 	/* The rule bank in force is the kernel's to say (a switch may have flipped it). */
 	if (!sl_bpf_get_sandbox(r->bpf, box->cgid, &ksb) &&

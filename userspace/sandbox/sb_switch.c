@@ -46,6 +46,9 @@ static int flow_condemned(void *arg, uint8_t family, uint8_t proto, const uint8_
 	uint64_t now = sl_now_ns();
 	int verdict = SL_VERDICT_DENY;
 
+	/* Audit mode closes nothing: the kernel lets through what the rules deny. */
+	if (box->audit)
+		return 0;
 	if (family == AF_INET6 && !memcmp(dst, mapped, 12)) {
 		family = AF_INET;
 		memcpy(addr, dst + 12, 4);
@@ -400,4 +403,47 @@ fail:
 	sl_policy_free(base);
 	free(copy);
 	return e;
+}
+
+int sl_sandbox_set_mode(struct sl_registry *r, struct sl_box *box, int audit, const char *who,
+			struct sl_switch_result *res, char *err, size_t errlen)
+{
+	int old = box->audit, e;
+	json_t *j;
+
+	memset(res, 0, sizeof(*res));
+	audit = !!audit;
+	if (audit == old)
+		return 0;
+	if (!box->lua) {
+		sl_errf(err, errlen, "sandbox %s has no working policy", box->name);
+		return -EINVAL;
+	}
+	/* The flag rides in the sandbox entry that switch_layer() writes once: the rules and the
+	 * mode change together, and leaving audit closes what the layer forbids. */
+	box->audit = audit;
+	e = switch_layer(r, box, box->lua, box->base, box->handler[0] ? box->handler : NULL,
+			 box->params, res, err, errlen);
+	if (e) {
+		box->audit = old;
+		return e;
+	}
+	box->switches--; /* a mode switch is not a layer switch */
+	box->mode_since_s = time(NULL);
+	e = sb_save_state(r, box);
+	if (e)
+		sl_warn("sandbox %s: saving state failed: %s", box->name, strerror(-e));
+	sl_info("sandbox %s: mode %s -> %s (by %s; closed %zu flows, %zu proxied)", box->name,
+		old ? "audit" : "enforce", audit ? "audit" : "enforce", who ? who : "?",
+		res->closed_kernel, res->closed_proxy);
+	if (r->lua_opts.events) {
+		j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I}", "type", "mode", "sandbox",
+			      box->name, "mode", audit ? "audit" : "enforce", "old",
+			      old ? "audit" : "enforce", "by", who ? who : "?", "closed_kernel",
+			      (json_int_t)res->closed_kernel, "closed_proxy",
+			      (json_int_t)res->closed_proxy, "dns_dropped",
+			      (json_int_t)res->dns_dropped);
+		sl_events_publish(r->lua_opts.events, box->name, j);
+	}
+	return 0;
 }
