@@ -75,8 +75,9 @@ class Settings:
         self.rounds = int(e("BENCH_ROUNDS", "3" if smoke else "11"))
         self.connects = int(e("BENCH_CONNECTS", "300" if smoke else "20000"))
         self.scale_rounds = int(e("BENCH_SCALE_ROUNDS", "2" if smoke else "7"))
-        self.rule_counts = [10, 100] if smoke else [10, 1000, 100000]
-        self.sandboxes = 20 if smoke else 1000
+        self.rule_counts = [int(x) for x in e("BENCH_RULE_COUNTS", "10,100" if smoke else
+                                              "10,1000,100000,1000000").split(",")]
+        self.sandboxes = int(e("BENCH_SANDBOXES", "20" if smoke else "10000"))
         self.dns_names = 200 if smoke else 10000
         self.dns_queries = int(e("BENCH_DNS_QUERIES", "300" if smoke else "5000"))
         # wrk takes whole seconds

@@ -30,7 +30,7 @@ def free_port(host="127.0.0.1"):
 
 
 def sl_max_rules():
-    """SL_MAX_RULES of bpf/sluice.h: the kernel rule maps' size, per family, all sandboxes."""
+    """SL_MAX_RULES of bpf/sluice.h: the default --max-rules, per family, all sandboxes."""
     m = re.search(r"#define SL_MAX_RULES (\d+)", (ROOT / "bpf" / "sluice.h").read_text())
     return int(m.group(1)) if m else 65536
 
@@ -133,11 +133,23 @@ def bench_connect(s, daemon, cgroups, workdir):
         server.close()
 
 
-def rules_policy(path, port, n):
-    """A policy of n rules: 127.0.0.1:port (the one measured) and n - 1 other /32s."""
+PER_POLICY = 100000  # rules per sandbox in the scale cases of more than that
+
+
+def rss_of(daemon):
+    """sluiced's resident set, KiB."""
+    for line in Path(f"/proc/{daemon.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return None
+
+
+def rules_policy(path, port, n, base=0):
+    """A policy of n rules: 127.0.0.1:port (the one measured) and n - 1 other /32s in
+    10.0.0.0/8, from index base + 1 (so that several such policies name distinct ones)."""
     Path(path).write_text(
         f'local a = {{ "127.0.0.1:{port}" }}\n'
-        f"for i = 1, {n - 1} do\n"
+        f"for i = {base + 1}, {base + n - 1} do\n"
         "  a[#a + 1] = string.format('10.%d.%d.%d:443', (i >> 16) & 255, (i >> 8) & 255,"
         " i & 255)\n"
         "end\n"
@@ -182,31 +194,46 @@ def bench_scale(s, daemon, cgroups, workdir, dnsmasq, sluice_resolv):
         for n in s.rule_counts:
             load = n
             if n > cap - 100:
-                # The kernel's rule tries hold SL_MAX_RULES entries per family for all
+                # The kernel's rule tries hold --max-rules entries per family for all
                 # sandboxes together: more is refused (ENOSPC) after the whole policy has
                 # been compiled. Measure the largest round size that fits instead.
                 load = (cap * 9 // 10) // 10000 * 10000
-                notes.append(f"{n} rules do not fit the kernel's rule map (SL_MAX_RULES = "
+                notes.append(f"{n} rules do not fit the kernel's rule map (--max-rules = "
                              f"{cap} per family, all sandboxes together; sluiced answers 503 "
                              f"'No space left on device'): measured at {load}")
-            label = f"{load} rules" + (f" ({n} do not fit)" if load != n else "")
-            cg = cgroups.make(f"rules{n}")
-            pf = Path(workdir) / f"rules{n}.lua"
-            rules_policy(pf, port, load)
+            # One policy's top level is bounded (10,000,000 Lua instructions, 64 MiB): more
+            # than PER_POLICY rules go in as several sandboxes, the measured one last.
+            whole = (load - 1) // PER_POLICY
+            parts = [PER_POLICY] * whole + [load - whole * PER_POLICY]
+            label = f"{load} rules" + (f" ({n} do not fit)" if load != n else "") + \
+                (f" ({len(parts)} sandboxes)" if len(parts) > 1 else "")
             t = time.monotonic()
-            status, text = add_sandbox(daemon, f"rules{n}", cg, policy_file=pf)
+            added, error = [], None
+            for k, part in enumerate(parts):
+                name = f"rules{n}" + (f"-{k}" if k < len(parts) - 1 else "")
+                cg = cgroups.make(name)
+                pf = Path(workdir) / f"{name}.lua"
+                rules_policy(pf, port, part, base=k * PER_POLICY)
+                status, text = add_sandbox(daemon, name, cg, policy_file=pf)
+                if status >= 300:
+                    error = text
+                    break
+                added.append(name)
             load_s = time.monotonic() - t
-            if status >= 300:
-                notes.append(f"{load} rules: sandbox add failed ({status}): {text}")
+            if error is not None:
+                notes.append(f"{load} rules: sandbox add failed ({status}): {error}")
                 cases.append({"case": label, "rules": load, "requested": n,
-                              "sandboxes": 1, "error": text, "load_s": load_s})
+                              "sandboxes": len(parts), "error": error, "load_s": load_s})
+                for name in added:
+                    remove_sandbox(daemon, name)
                 continue
             res = paired(plain, cg, "127.0.0.1", port, s.scale_rounds, s.connects)
-            res.update({"case": label, "rules": load, "requested": n, "sandboxes": 1,
-                        "load_s": load_s})
+            res.update({"case": label, "rules": load, "requested": n,
+                        "sandboxes": len(parts), "load_s": load_s})
             cases.append(res)
-            log(f"  {load} rules (loaded in {load_s:.1f} s): ratio {res['ratio']:.3f}")
-            remove_sandbox(daemon, f"rules{n}")
+            log(f"  {label} (loaded in {load_s:.1f} s): ratio {res['ratio']:.3f}")
+            for name in added:
+                remove_sandbox(daemon, name)
 
         # Many sandboxes: the measured one has 10 rules, every other one 10 rules too.
         t = time.monotonic()
@@ -222,6 +249,7 @@ def bench_scale(s, daemon, cgroups, workdir, dnsmasq, sluice_resolv):
                 break
             others.append(f"many{i}")
         add_s = time.monotonic() - t
+        rss_kib = rss_of(daemon)
         cg = cgroups.make("manybox")
         pf = Path(workdir) / "manybox.lua"
         rules_policy(pf, port, 10)
@@ -231,9 +259,11 @@ def bench_scale(s, daemon, cgroups, workdir, dnsmasq, sluice_resolv):
         res = paired(plain, cg, "127.0.0.1", port, s.scale_rounds, s.connects)
         res.update({"case": f"{len(others) + 1} sandboxes", "rules": 10,
                     "sandboxes": len(others) + 1, "load_s": add_s,
-                    "add_ms_per_sandbox": add_s / max(1, len(others)) * 1e3})
+                    "add_ms_per_sandbox": add_s / max(1, len(others)) * 1e3,
+                    "rss_kib": rss_kib})
         cases.append(res)
-        log(f"  {len(others) + 1} sandboxes (added in {add_s:.1f} s): ratio {res['ratio']:.3f}")
+        log(f"  {len(others) + 1} sandboxes (added in {add_s:.1f} s, sluiced RSS "
+            f"{rss_kib / 1024:.0f} MiB): ratio {res['ratio']:.3f}")
         t = time.monotonic()
         for name in ["manybox", *others]:
             remove_sandbox(daemon, name)
@@ -270,7 +300,12 @@ def bench_scale(s, daemon, cgroups, workdir, dnsmasq, sluice_resolv):
         remove_sandbox(daemon, "dnsentries")
     finally:
         server.close()
-    return {"cases": cases, "notes": notes, "sl_max_rules": cap}, cold
+    compile = []
+    for n in (100000, 1000000) if not s.smoke else (10000,):
+        out = run([str(BUILD / "bench" / "bench_compile"), str(n)], 600).stdout.split()
+        compile.append({"rules": n, "entries": int(out[0]), "seconds": float(out[1])})
+        log(f"  compile alone (bench_compile): {n} rules in {float(out[1]):.2f} s")
+    return {"cases": cases, "notes": notes, "sl_max_rules": cap, "compile": compile}, cold
 
 
 # A stream peer for the egress benchmark: the server (outside any sandbox) answers each

@@ -174,6 +174,102 @@ static void test_families_do_not_mix(void **state)
 	sl_rule_set_free(&rs);
 }
 
+/* The verdict of @port/@bit at @addr (IPv4, 4 bytes) by brute force over every rule. */
+static int brute_verdict(const struct sl_rule_set *rs, const uint8_t *addr, uint16_t port,
+			 uint8_t bit)
+{
+	int v = SL_VERDICT_DENY;
+
+	for (size_t i = 0; i < rs->n; i++) {
+		const struct sl_addr_rule *r = &rs->v[i];
+		uint8_t m[16] = { 0 };
+
+		memcpy(m, addr, 4);
+		sl_prefix_mask(m, 4, r->plen);
+		if (memcmp(m, r->addr, 4) || port < r->port_lo || port > r->port_hi ||
+		    !(r->protos & bit))
+			continue;
+		if (r->verdict > v)
+			v = r->verdict;
+	}
+	return v;
+}
+
+/* ... and by the compiled entries, as the kernel decides: the longest prefix's value. */
+static int lpm_verdict(const struct sl_kentry *e, size_t n, const uint8_t *addr, uint16_t port,
+		       uint8_t bit)
+{
+	const struct sl_kentry *best = NULL;
+	int v = SL_VERDICT_DENY;
+
+	for (size_t i = 0; i < n; i++) {
+		uint8_t m[16] = { 0 };
+
+		memcpy(m, addr, 4);
+		sl_prefix_mask(m, 4, e[i].plen);
+		if (e[i].family == AF_INET && !memcmp(m, e[i].addr, 4) &&
+		    (!best || e[i].plen > best->plen))
+			best = &e[i];
+	}
+	for (uint32_t i = 0; best && i < best->val.n; i++) {
+		const struct sl_port_range *r = &best->val.r[i];
+
+		if (port >= r->lo && port <= r->hi && (r->protos & bit) && r->verdict > v)
+			v = r->verdict;
+	}
+	return v;
+}
+
+/* Nested and overlapping prefixes at random (a narrow address space, so that they nest a lot):
+ * the compiled entries decide every destination as all the rules together do. */
+static void test_compiled_matches_brute_force(void **state)
+{
+	struct sl_rule_set rs;
+	struct sl_kentry *e = NULL;
+	size_t n = 0;
+	unsigned seed = 12345;
+
+	(void)state;
+	for (int round = 0; round < 50; round++) {
+		int err;
+
+		sl_rule_set_init(&rs);
+		for (int i = 0; i < 40; i++) {
+			struct sl_addr_rule r = { .family = AF_INET };
+			uint16_t lo = (uint16_t)(rand_r(&seed) % 8);
+
+			r.addr[0] = 10;
+			r.addr[1] = (uint8_t)(rand_r(&seed) % 2);
+			r.addr[2] = (uint8_t)(rand_r(&seed) % 4);
+			r.addr[3] = (uint8_t)(rand_r(&seed) % 4);
+			r.plen = (uint8_t)(8 + rand_r(&seed) % 25);
+			r.port_lo = lo;
+			r.port_hi = (uint16_t)(lo + rand_r(&seed) % 3);
+			r.protos = (uint8_t)(1 + rand_r(&seed) % 3);
+			r.verdict = (uint8_t)(1 + rand_r(&seed) % 2);
+			assert_int_equal(sl_rule_set_add(&rs, &r), 0);
+		}
+		err = sl_rules_compile(&rs, &e, &n, NULL);
+		if (err == -E2BIG) { /* too many ranges on one prefix: a legal refusal */
+			sl_rule_set_free(&rs);
+			continue;
+		}
+		assert_int_equal(err, 0);
+		for (int a = 0; a < 2 * 4 * 4; a++) {
+			uint8_t addr[4] = { 10, (uint8_t)(a / 16), (uint8_t)(a / 4 % 4),
+					    (uint8_t)(a % 4) };
+
+			for (uint16_t port = 0; port < 11; port++)
+				for (uint8_t bit = 1; bit <= 2; bit++)
+					assert_int_equal(lpm_verdict(e, n, addr, port, bit),
+							 brute_verdict(&rs, addr, port, bit));
+		}
+		free(e);
+		e = NULL;
+		sl_rule_set_free(&rs);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -182,6 +278,7 @@ int main(void)
 		cmocka_unit_test(test_higher_verdict_and_expiry_kept_apart),
 		cmocka_unit_test(test_too_many_ranges_named),
 		cmocka_unit_test(test_families_do_not_mix),
+		cmocka_unit_test(test_compiled_matches_brute_force),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -160,12 +160,33 @@ static int cmp_range(const void *a, const void *b)
 	return x->verdict - y->verdict;
 }
 
+static int same_prefix(const struct sl_addr_rule *a, const struct sl_addr_rule *b)
+{
+	return a->family == b->family && a->plen == b->plen && !memcmp(a->addr, b->addr, 16);
+}
+
+/* Whether the compiled entry @q covers prefix @p. */
+static int entry_covers(const struct sl_kentry *q, const struct sl_addr_rule *p)
+{
+	struct sl_addr_rule x = { .family = q->family, .plen = q->plen };
+
+	memcpy(x.addr, q->addr, 16);
+	return covers(&x, p);
+}
+
+/*
+ * In (family, address, plen) order a prefix comes before every prefix it covers, and those
+ * follow it without a gap: a stack of the entries covering the current prefix (at most one per
+ * length, 129 for IPv6) gives each prefix its nearest covering entry, whose value already holds
+ * the ranges of every shorter prefix covering both. Each entry is that value plus its own
+ * rules: O(n log n) for the sort, then O(1) merges per rule (SL_MAX_PORT_RANGES bounds each).
+ */
 int sl_rules_compile(const struct sl_rule_set *rs, struct sl_kentry **out, size_t *nout,
 		     struct sl_kentry *bad)
 {
 	struct sl_addr_rule *sorted = NULL;
 	struct sl_kentry *ents = NULL;
-	size_t n = 0;
+	size_t stack[130], top = 0, n = 0;
 	int err = 0;
 
 	*out = NULL;
@@ -173,7 +194,7 @@ int sl_rules_compile(const struct sl_rule_set *rs, struct sl_kentry **out, size_
 	if (!rs->n)
 		return 0;
 	sorted = malloc(rs->n * sizeof(*sorted));
-	ents = calloc(rs->n, sizeof(*ents));
+	ents = calloc(rs->n, sizeof(*ents)); /* fresh pages: zero without a write */
 	if (!sorted || !ents) {
 		err = -ENOMEM;
 		goto cleanup;
@@ -181,24 +202,42 @@ int sl_rules_compile(const struct sl_rule_set *rs, struct sl_kentry **out, size_
 	memcpy(sorted, rs->v, rs->n * sizeof(*sorted));
 	qsort(sorted, rs->n, sizeof(*sorted), cmp_prefix);
 
-	for (size_t i = 0; i < rs->n; i++) {
+	for (size_t i = 0; i < rs->n;) {
 		const struct sl_addr_rule *p = &sorted[i];
-		struct sl_kentry *e;
+		struct sl_kentry *e = &ents[n];
 
-		if (n && ents[n - 1].family == p->family && ents[n - 1].plen == p->plen &&
-		    !memcmp(ents[n - 1].addr, p->addr, 16))
-			continue; /* prefix already compiled */
-		e = &ents[n++];
+		while (top && !entry_covers(&ents[stack[top - 1]], p))
+			top--;
 		e->family = p->family;
 		e->plen = p->plen;
 		memcpy(e->addr, p->addr, 16);
-		err = sl_rules_merge(rs, p->family, p->addr, p->plen, &e->val);
-		if (err) {
-			if (bad)
-				*bad = *e;
-			goto cleanup;
+		if (top) {
+			const struct sl_rule *pv = &ents[stack[top - 1]].val;
+
+			e->val.n = pv->n;
+			memcpy(e->val.r, pv->r, pv->n * sizeof(pv->r[0]));
+		}
+		for (; i < rs->n && same_prefix(&sorted[i], p); i++) {
+			const struct sl_addr_rule *q = &sorted[i];
+			struct sl_port_range r = {
+				.expires_ns = q->expires_ns,
+				.lo = q->port_lo,
+				.hi = q->port_hi,
+				.verdict = q->verdict,
+				.protos = q->protos,
+			};
+
+			err = add_range(&e->val, r);
+			if (err) {
+				if (bad)
+					*bad = *e;
+				goto cleanup;
+			}
 		}
 		qsort(e->val.r, e->val.n, sizeof(e->val.r[0]), cmp_range);
+		if (top < sizeof(stack) / sizeof(stack[0]))
+			stack[top++] = n;
+		n++;
 	}
 	*out = ents;
 	*nout = n;
