@@ -66,6 +66,7 @@ static const struct {
 	{ "sl_sandboxes", SZ_SANDBOXES }, { "sl_counters", SZ_SANDBOXES },
 	{ "sl_evlimit", SZ_SANDBOXES },	  { "sl_pxfull", SZ_SANDBOXES },
 	{ "sl_proxied", SZ_SANDBOXES },	  { "sl_listeners", SZ_LISTENERS },
+	{ "sl_auditn", SZ_SANDBOXES },
 };
 
 /* A pinned map of another size, being replaced (see sl_bpf_open()). */
