@@ -11,8 +11,12 @@
  * nameserver (which is sluice again) and some report it as a server fault; NXDOMAIN is the
  * definite "no such name" every client handles at once.
  *
- * Every query costs one upstream socket (a fresh source port, a fresh random id), bounded by
- * a per-listener limit and a deadline. Malformed queries get FORMERR and nothing else.
+ * Queries go upstream over a pool of connected UDP sockets (DNS_UP_SOCKS source ports, each
+ * replaced by a fresh one after DNS_UP_REUSE queries) with a random id unique on its socket,
+ * so that a query costs no socket of its own (RFC 5452 section 9: the id and the port are
+ * both unpredictable; the pool is how dnsmasq and unbound spend ports too). A query from a
+ * TCP client goes upstream over a TCP connection of its own. Each query is bounded by a
+ * per-listener limit and a deadline. Malformed queries get FORMERR and nothing else.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -56,12 +60,32 @@
 #define DNS_TCP_OUT_CAP (64 * 1024)
 #define DNS_TCP_STALL_MS 5000
 #define DNS_TCP_MAX_PENDING 16
+#define DNS_UP_SOCKS 16 /* upstream UDP sockets in use */
+#define DNS_UP_REUSE 512 /* queries a socket sends before a fresh port replaces it */
+#define DNS_UP_BATCH 64 /* answers read per wake-up of an upstream socket */
+
+/* One upstream UDP socket of the pool: its queries in flight, matched by id. */
+struct dns_up {
+	struct sl_dns *dns;
+	int fd;
+	unsigned uses; /* queries sent on it */
+	unsigned nq;
+	int retired; /* replaced in the pool: closed when its last query ends */
+	struct sl_list queries; /* struct dns_query.up_link */
+};
 
 struct sl_dns {
 	struct sl_loop *loop;
 	struct sl_events *events;
 	struct sl_dns_opts o;
 	unsigned npending, ntcp; /* of all listeners */
+	struct dns_up *up[DNS_UP_SOCKS]; /* NULL: opened when first needed */
+	unsigned up_next;
+	uint16_t rnd[256]; /* random ids, taken from the end, refilled by one getrandom() */
+	unsigned nrnd;
+	/* Scratch of query_complete() (loop thread, never re-entered): no allocation per answer. */
+	struct sl_dns_answer answer;
+	uint8_t out[DNS_MSG_MAX];
 };
 
 struct dns_tcp;
@@ -77,7 +101,9 @@ struct dns_query {
 	struct dns_tcp *tcp;
 	struct sl_dns_query q;
 	uint16_t up_id;
-	int up_fd;
+	struct dns_up *up; /* the pooled socket of a UDP query, NULL for TCP */
+	struct sl_list up_link; /* in up->queries */
+	int up_fd; /* a TCP query's own connection */
 	int up_tcp;
 	struct sl_buf up_out, up_in;
 	struct sl_timer timer; /* the upstream's deadline */
@@ -221,6 +247,7 @@ static void reply_denied(struct sl_dns_listener *l, const struct sl_dns_query *q
 /* ---- queries in flight ---- */
 
 static void tcp_update(struct dns_tcp *c);
+static void up_close(struct dns_up *up);
 
 static void query_free(struct dns_query *dq)
 {
@@ -231,6 +258,14 @@ static void query_free(struct dns_query *dq)
 	l->npending--;
 	l->dns->npending--;
 	sl_timer_disarm(l->dns->loop, &dq->timer);
+	if (dq->up) {
+		struct dns_up *up = dq->up;
+
+		sl_list_del(&dq->up_link);
+		up->nq--;
+		if (up->retired && !up->nq)
+			up_close(up);
+	}
 	if (dq->up_fd >= 0) {
 		sl_loop_del_fd(l->dns->loop, dq->up_fd);
 		close(dq->up_fd);
@@ -297,19 +332,13 @@ static void query_complete(struct dns_query *dq, uint8_t *resp, size_t len)
 {
 	struct sl_dns_listener *l = dq->l;
 	uint8_t blocked[SL_DNS_MAX_ADDRS] = { 0 };
-	struct sl_dns_answer *a;
+	struct sl_dns_answer *a = &l->dns->answer;
 	struct blocked_set bs;
 	size_t cap = dq->tcp ? DNS_MSG_MAX : dq->q.udp_max;
-	uint8_t *out = NULL;
+	uint8_t *out = l->dns->out;
 	size_t nblocked = 0;
 	int n, err;
 
-	a = malloc(sizeof(*a));
-	out = malloc(DNS_MSG_MAX);
-	if (!a || !out) {
-		query_fail(dq, "out of memory");
-		goto cleanup;
-	}
 	err = sl_dns_parse_answer(resp, len, dq->q.qname, a);
 	if (err) {
 		query_fail(dq, "malformed upstream answer");
@@ -366,8 +395,7 @@ static void query_complete(struct dns_query *dq, uint8_t *resp, size_t len)
 	reply(l, dq->client_fd, (struct sockaddr *)&dq->client, dq->client_len, dq->tcp, out, n);
 	query_free(dq);
 cleanup:
-	free(a);
-	free(out);
+	return;
 }
 
 static void query_timeout(struct sl_loop *loop, struct sl_timer *t)
@@ -451,6 +479,113 @@ static void upstream_cb(struct sl_loop *loop, int fd, void *arg, unsigned events
 	}
 }
 
+/* ---- the upstream socket pool ---- */
+
+static void up_close(struct dns_up *up)
+{
+	sl_loop_del_fd(up->dns->loop, up->fd);
+	close(up->fd);
+	free(up);
+}
+
+/* Answers on a pooled socket: each to the query of its id, if still in flight. */
+static void up_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
+{
+	struct dns_up *up = arg;
+	uint8_t buf[DNS_MSG_MAX];
+
+	(void)loop;
+	(void)events;
+	for (int i = 0; i < DNS_UP_BATCH; i++) {
+		ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+		struct dns_query *dq = NULL, *x;
+		uint16_t id;
+
+		if (n < 0)
+			return; /* EAGAIN, or an ICMP error: the queries time out */
+		if (n < SL_DNS_HDR_LEN || !(buf[2] & 0x80))
+			continue;
+		id = (uint16_t)(buf[0] << 8 | buf[1]);
+		sl_list_for_each(x, &up->queries, up_link) {
+			if (x->up_id == id) {
+				dq = x;
+				break;
+			}
+		}
+		/* A late answer (its query timed out) or another id: not ours (RFC 5452 9.1). */
+		if (!dq)
+			continue;
+		if (up->retired && up->nq == 1) {
+			query_complete(dq, buf, n); /* the last one: @up is closed with it */
+			return;
+		}
+		query_complete(dq, buf, n);
+	}
+}
+
+static uint16_t random_id(struct sl_dns *dns)
+{
+	if (!dns->nrnd) {
+		if (getrandom(dns->rnd, sizeof(dns->rnd), 0) != sizeof(dns->rnd)) {
+			for (unsigned i = 0; i < 256; i++)
+				dns->rnd[i] = (uint16_t)(sl_now_ns() * 2654435761u >> (i & 15));
+		}
+		dns->nrnd = 256;
+	}
+	return dns->rnd[--dns->nrnd];
+}
+
+/* A socket of the pool for one more query, a fresh one in place of a worn one. */
+static struct dns_up *up_pick(struct sl_dns *dns)
+{
+	unsigned slot = dns->up_next++ % DNS_UP_SOCKS;
+	struct dns_up *up = dns->up[slot];
+	int fd;
+
+	if (up && up->uses < DNS_UP_REUSE)
+		return up;
+	if (up) {
+		up->retired = 1;
+		dns->up[slot] = NULL;
+		if (!up->nq)
+			up_close(up);
+	}
+	fd = socket(dns->o.upstream.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return NULL;
+	up = calloc(1, sizeof(*up));
+	if (!up || connect(fd, (struct sockaddr *)&dns->o.upstream, dns->o.upstream_len) == -1 ||
+	    sl_loop_add_fd(dns->loop, fd, SL_READ, up_cb, up)) {
+		free(up);
+		close(fd);
+		return NULL;
+	}
+	up->dns = dns;
+	up->fd = fd;
+	sl_list_init(&up->queries);
+	dns->up[slot] = up;
+	return up;
+}
+
+/* An id no other query in flight on @up has. */
+static uint16_t up_fresh_id(struct sl_dns *dns, struct dns_up *up)
+{
+	for (;;) {
+		uint16_t id = random_id(dns);
+		struct dns_query *x;
+		int taken = 0;
+
+		sl_list_for_each(x, &up->queries, up_link) {
+			if (x->up_id == id) {
+				taken = 1;
+				break;
+			}
+		}
+		if (!taken)
+			return id;
+	}
+}
+
 /* Sends the client's query upstream, over TCP when the client used TCP. */
 static int query_start(struct dns_query *dq)
 {
@@ -460,6 +595,11 @@ static int query_start(struct dns_query *dq)
 
 	if (!dns->o.upstream_len)
 		return -EHOSTUNREACH;
+	if (dq->up) {
+		/* A full send buffer: the query times out, as a lost datagram would. */
+		send(dq->up->fd, dq->pkt, dq->pkt_len, MSG_DONTWAIT);
+		return 0;
+	}
 	fd = socket(dns->o.upstream.ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd == -1)
 		return -errno;
@@ -548,9 +688,19 @@ static void handle_query(struct sl_dns_listener *l, const uint8_t *pkt, size_t l
 		memcpy(&dq->client, from, fromlen);
 		dq->client_len = fromlen;
 	}
+	sl_list_init(&dq->up_link);
 	/* A fresh id upstream: the client's is not ours to expose (RFC 5452 section 9.2). */
-	if (getrandom(&dq->up_id, sizeof(dq->up_id), 0) != sizeof(dq->up_id))
-		dq->up_id = (uint16_t)(sl_now_ns() ^ (uintptr_t)dq);
+	if (!tcp && l->dns->o.upstream_len) {
+		dq->up = up_pick(l->dns);
+		if (dq->up) {
+			dq->up_id = up_fresh_id(l->dns, dq->up);
+			sl_list_add(&dq->up->queries, &dq->up_link);
+			dq->up->nq++;
+			dq->up->uses++;
+		}
+	}
+	if (!dq->up)
+		dq->up_id = random_id(l->dns);
 	/* Rebuilt, never relayed: the sandbox's additional records and EDNS options (client
 	 * subnet, cookies, padding) would reach the resolver's operator (review F14.1). */
 	r = sl_dns_build_forward(&q, pkt, len, dq->up_id, dq->pkt,
@@ -850,6 +1000,12 @@ struct sl_dns *sl_dns_new(struct sl_loop *loop, struct sl_events *events,
 
 void sl_dns_free(struct sl_dns *dns)
 {
+	if (!dns)
+		return;
+	/* The listeners (and their queries) are gone: only the pool's own sockets remain. */
+	for (int i = 0; i < DNS_UP_SOCKS; i++)
+		if (dns->up[i])
+			up_close(dns->up[i]);
 	free(dns);
 }
 

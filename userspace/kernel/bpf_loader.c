@@ -817,11 +817,18 @@ cleanup:
 	return err ? err : n;
 }
 
-/* Writes one rule entry, counting it in its bank when it is new. */
+/* Writes one rule entry, counting it in its bank when it is new. @likely_exists: try it as an
+ * update of an existing entry first (a resolved address refreshed: one syscall). */
 static int put_rule(struct sl_bpf *b, struct bpf_map *map, const void *key, size_t key_size,
-		    const struct sl_rule *val, uint32_t rules_id, int *added)
+		    const struct sl_rule *val, uint32_t rules_id, int likely_exists, int *added)
 {
 	*added = 0;
+	if (likely_exists) {
+		if (!bpf_map__update_elem(map, key, key_size, val, sizeof(*val), BPF_EXIST))
+			return 0;
+		if (errno != ENOENT)
+			return -errno;
+	}
 	if (!bpf_map__update_elem(map, key, key_size, val, sizeof(*val), BPF_NOEXIST)) {
 		b->bank_n[bank_ix(b, rules_id)]++;
 		*added = 1;
@@ -854,11 +861,11 @@ int sl_bpf_sync_rules(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_ken
 		if (e->family == AF_INET) {
 			kentry_key4(sandbox_id, e, &k4[n4]);
 			r = put_rule(b, b->skel->maps.sl_rules4, &k4[n4++], sizeof(*k4), &e->val,
-				     sandbox_id, &added);
+				     sandbox_id, 0, &added);
 		} else {
 			kentry_key6(sandbox_id, e, &k6[n6]);
 			r = put_rule(b, b->skel->maps.sl_rules6, &k6[n6++], sizeof(*k6), &e->val,
-				     sandbox_id, &added);
+				     sandbox_id, 0, &added);
 		}
 		if (r) {
 			err = r;
@@ -910,7 +917,7 @@ int sl_bpf_set_rule(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_kentr
 		}
 		return 0;
 	}
-	return put_rule(b, map, key, ksz, &e->val, sandbox_id, &added);
+	return put_rule(b, map, key, ksz, &e->val, sandbox_id, 1, &added);
 }
 
 /* Appends the entries of @sandbox_id in LPM map @map to *@out. */
