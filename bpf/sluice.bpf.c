@@ -12,6 +12,7 @@
 #include <bpf/bpf_endian.h>
 #include "verdict.h"
 #include "audit.h"
+#include "sni.h"
 
 #define SOCK_STREAM 1
 #define SOCK_DGRAM 2
@@ -29,7 +30,7 @@ static __always_inline void sl_count_verdict(__u32 sandbox_id, int verdict, __u8
 {
 	int tcp = proto_bit == SL_PROTO_TCP;
 
-	if (verdict == SL_VERDICT_ALLOW)
+	if (verdict == SL_VERDICT_ALLOW || verdict == SL_VERDICT_SNI)
 		sl_count(sandbox_id, tcp ? SL_CTR_ALLOW_TCP : SL_CTR_ALLOW_UDP);
 	else if (verdict == SL_VERDICT_DNS)
 		sl_count(sandbox_id, tcp ? SL_CTR_DNS_TCP : SL_CTR_DNS_UDP);
@@ -160,6 +161,36 @@ static __always_inline int sl_record_dst(struct bpf_sock_addr *ctx, __u8 kind, _
 	return 1;
 }
 
+/*
+ * A connect() of verdict SL_VERDICT_SNI (after sl_record_dst): the socket is marked PENDING
+ * for the kernel SNI check (bpf/sni.h), with its destination in wire form. Returns 0 if it
+ * could not be (the caller denies): an unmarked socket would not be checked.
+ */
+static __always_inline int sl_sni_start(struct bpf_sock_addr *ctx, __u32 sandbox_id,
+					__u8 family, const __u32 addr[4], int mapped)
+{
+	struct sl_sockdst *d;
+	__u32 a[4] = {};
+	__u8 wire = family;
+
+	if (family == AF_INET || mapped) {
+		a[0] = family == AF_INET ? addr[0] : addr[3];
+		wire = AF_INET;
+	} else {
+		a[0] = addr[0];
+		a[1] = addr[1];
+		a[2] = addr[2];
+		a[3] = addr[3];
+	}
+	if (!sl_sni_mark(ctx, sandbox_id, wire, a, bpf_ntohs(ctx->user_port)))
+		return 0;
+	d = bpf_sk_storage_get(&sl_sockdst, ctx->sk, 0, 0);
+	if (!d)
+		return 0;
+	d->flags |= SL_SD_SNI;
+	return 1;
+}
+
 static __always_inline void sl_count_pxfull(__u32 sandbox_id)
 {
 	__u64 *n = bpf_map_lookup_elem(&sl_pxfull, &sandbox_id);
@@ -264,6 +295,13 @@ out:
 	 * drop the socket's packets, so a call whose record cannot be made fails now. */
 	if (verdict != SL_VERDICT_DENY &&
 	    !sl_record_dst(ctx, kind, family, verdict == SL_VERDICT_DNS || verdict == SL_VERDICT_PROXY))
+		verdict = SL_VERDICT_DENY;
+	/* Checked passthrough: TCP connect() only (a sendmsg() is UDP, which no SNI rule
+	 * grants); the socket connects straight to its destination, and nothing but the
+	 * handshake leaves until its ClientHello passed the kernel check. */
+	if (verdict == SL_VERDICT_SNI &&
+	    (kind != SL_EV_CONNECT || proto_bit != SL_PROTO_TCP ||
+	     !sl_sni_start(ctx, sandbox_id, family, addr, mapped)))
 		verdict = SL_VERDICT_DENY;
 	if (audited && verdict != SL_VERDICT_DENY)
 		sl_audit_note(sandbox_id, cgid, kind, family, addr, mapped, port, ctx->protocol,
@@ -551,6 +589,10 @@ int sl_sockops(struct bpf_sock_ops *skops)
 	void *inner;
 	__u32 a[4];
 
+	if (skops->op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB) {
+		sl_sni_established(skops);
+		return 1;
+	}
 	if (skops->op != BPF_SOCK_OPS_TCP_CONNECT_CB && skops->op != BPF_SOCK_OPS_STATE_CB)
 		return 1;
 	if (skops->op == BPF_SOCK_OPS_STATE_CB && skops->args[1] != BPF_TCP_CLOSE)
@@ -738,6 +780,7 @@ struct sl_pkt {
 	__u16 dport; /* network order */
 	__u8 family;
 	__u8 proto;
+	__u16 l4off; /* the transport header's offset */
 };
 
 /*
@@ -804,6 +847,7 @@ static __always_inline int sl_parse_pkt(struct __sk_buff *skb, struct sl_pkt *p)
 	if (nh != IPPROTO_TCP && nh != IPPROTO_UDP)
 		return SL_DROP_PROTO;
 	p->proto = nh;
+	p->l4off = (__u16)off;
 	/* Source and destination port lead both the TCP and the UDP header. */
 	if (bpf_skb_load_bytes(skb, off, &p->sport, 4))
 		return SL_DROP_PROTO;
@@ -952,6 +996,11 @@ int sl_egress(struct __sk_buff *skb)
 			goto drop;
 		return 1;
 	}
+	if ((d->flags & SL_SD_SNI) && p.proto == IPPROTO_TCP) {
+		reason = sl_sni_egress(skb, full, p.l4off);
+		if (reason)
+			goto drop;
+	}
 	if (d->flags & SL_SD_INBOUND)
 		return 1;
 	if (sl_pkt_is(&p, skb->ifindex, d->conn_family, d->conn_addr, d->conn_port)) {
@@ -988,4 +1037,76 @@ drop:
 				    (__u8)reason, bpf_ktime_get_ns());
 	}
 	return 0;
+}
+
+/* A refusal of the kernel SNI check, as a deny event (rate-limited like every one). sk_msg has
+ * neither the task's comm nor a cgroup helper that names the socket's own cgroup: the sending
+ * task's cgroup is reported. */
+static __always_inline void sl_sni_refused(const struct sl_sni_sk *s, int reason)
+{
+	__u64 now_ns = bpf_ktime_get_ns();
+	struct sl_event *ev;
+
+	sl_sni_count(s->sandbox_id, SL_SNI_CTR_REFUSED);
+	if (!sl_event_allowed(s->sandbox_id, now_ns)) {
+		sl_count(s->sandbox_id, SL_CTR_EV_LIMITED);
+		return;
+	}
+	ev = bpf_ringbuf_reserve(&sl_events, sizeof(*ev), 0);
+	if (!ev) {
+		sl_count(s->sandbox_id, SL_CTR_EV_LOST);
+		return;
+	}
+	__builtin_memset(ev, 0, sizeof(*ev));
+	ev->ts_ns = now_ns;
+	ev->cgroup_id = bpf_get_current_cgroup_id();
+	ev->sandbox_id = s->sandbox_id;
+	ev->pid = bpf_get_current_pid_tgid() >> 32;
+	__builtin_memcpy(ev->addr, s->addr, 16);
+	ev->port = s->port;
+	ev->family = s->family;
+	ev->proto = IPPROTO_TCP;
+	ev->kind = SL_EV_SNI;
+	ev->verdict = SL_VERDICT_DENY;
+	ev->socktype = SOCK_STREAM;
+	ev->reason = (__u8)reason;
+	bpf_ringbuf_submit(ev, 0);
+	sl_count(s->sandbox_id, SL_CTR_EV_SENT);
+}
+
+/*
+ * Every sendmsg() of a socket in sl_sni_socks (bpf/sni.h): the kernel SNI check of its first
+ * TLS record. Only PENDING sockets are judged; a PASSED one is let through for 4 GiB at a time
+ * (bpf_msg_apply_bytes), a REFUSED one never sends again (EACCES).
+ */
+SEC("sk_msg")
+int sl_sni_msg(struct sk_msg_md *msg)
+{
+	struct bpf_sock *sk = msg->sk;
+	struct sl_sni_sk *s;
+	int r;
+
+	if (!sk)
+		return SK_DROP;
+	s = bpf_sk_storage_get(&sl_sni_sk, sk, 0, 0);
+	if (!s)
+		return SK_DROP;
+	if (s->state == SL_SNI_PASSED) {
+		bpf_msg_apply_bytes(msg, 0xffffffffu);
+		return SK_PASS;
+	}
+	if (s->state != SL_SNI_PENDING)
+		return SK_DROP;
+	r = sl_sni_judge(msg, s);
+	if (r < 0)
+		return SK_PASS; /* corked: held until the record is whole */
+	if (r) {
+		s->state = SL_SNI_REFUSED;
+		sl_sni_refused(s, r);
+		return SK_DROP;
+	}
+	s->state = SL_SNI_PASSED;
+	sl_sni_count(s->sandbox_id, SL_SNI_CTR_PASSED);
+	bpf_msg_apply_bytes(msg, 0xffffffffu);
+	return SK_PASS;
 }

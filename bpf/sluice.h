@@ -19,6 +19,14 @@
 /* Events only, never a rule's: a call the rules deny, allowed because the sandbox is in audit
  * mode (SL_SB_AUDIT) and recorded in sl_audit. */
 #define SL_VERDICT_AUDIT 4
+/* Connected straight to the destination, and nothing passes until the kernel has read the
+ * first TLS record and found its server name granted at this address and port (bpf/sni.h).
+ * Numbered last so that the other values keep their meaning in pinned maps; its precedence
+ * is between ALLOW and PROXY: SL_VERDICT_RANK. */
+#define SL_VERDICT_SNI 5
+/* The precedence of a verdict: when several rules match one destination the highest rank
+ * wins. DENY < ALLOW < SNI < PROXY < DNS (AUDIT is never a rule's). */
+#define SL_VERDICT_RANK(v) ((v) == SL_VERDICT_SNI ? 3 : 2 * (v))
 
 /* Protocol bits of a rule. */
 #define SL_PROTO_TCP 0x1
@@ -149,6 +157,7 @@ struct sl_proxied_rec {
 #define SL_SD_INBOUND 0x1 /* a TCP listener of the sandbox or a connection it accepted */
 #define SL_SD_CONN_REDIR 0x2 /* conn_* is a listener of the daemon (DNS, proxy) */
 #define SL_SD_MSG_REDIR 0x4 /* msg_* is a listener of the daemon (DNS) */
+#define SL_SD_SNI 0x8 /* connected under SL_VERDICT_SNI: sl_sni_sk says whether it passed */
 
 struct sl_sockdst {
 	__u8 conn_addr[16]; /* connect(); network order, IPv4 in the first 4 bytes */
@@ -208,6 +217,7 @@ struct sl_evlimit {
 #define SL_EV_EGRESS 5 /* a dropped packet: addr/port its wire destination, reason SL_DROP_* */
 #define SL_EV_BIND 6
 #define SL_EV_PROXIED_FULL 7 /* connect() to an intercepted address: sl_proxied quota reached */
+#define SL_EV_SNI 8 /* a first TLS record refused by the kernel SNI check, reason SL_SNIR_* */
 
 /* struct sl_event.reason of SL_EV_EGRESS */
 #define SL_DROP_IPOPTS 1 /* IPv4 header with options (source routing, ...) */
@@ -216,6 +226,7 @@ struct sl_evlimit {
 #define SL_DROP_LISTENER 4 /* a daemon listener's port on a local address, not redirected */
 #define SL_DROP_RULES 5 /* a socket with no decision whose destination the rules deny */
 #define SL_DROP_PROTO 6 /* neither TCP nor UDP (no sandbox socket sends anything else) */
+#define SL_DROP_SNI 7 /* payload of a socket whose TLS server name was not (yet) accepted */
 
 /* Ring buffer record: one denied operation. */
 struct sl_event {
@@ -301,6 +312,70 @@ struct sl_audit_val {
 struct sl_audit_ctr {
 	__u64 audited; /* calls allowed by audit mode (recorded or not) */
 	__u64 lost; /* of those, not recorded: sl_audit or sl_audit_unix was full */
+};
+
+/* struct sl_event.reason of SL_EV_SNI */
+#define SL_SNIR_NOT_HELLO 1 /* the first record is not a TLS handshake ClientHello */
+#define SL_SNIR_TOO_BIG 2 /* a record longer than TLS allows (2^14 bytes) */
+#define SL_SNIR_MALFORMED 3 /* the ClientHello does not parse */
+#define SL_SNIR_NO_SNI 4 /* no server_name extension */
+#define SL_SNIR_ECH 5 /* Encrypted Client Hello: the real name is hidden */
+#define SL_SNIR_NAME 6 /* the name is not granted at this address and port */
+#define SL_SNIR_EARLY 7 /* bytes were queued before the ClientHello (Fast Open, a 2nd thread) */
+
+/* sl_sni_ctr (per CPU, indexed by sandbox id): what the kernel SNI check decided. */
+#define SL_SNI_CTR_PASSED 0
+#define SL_SNI_CTR_REFUSED 1
+#define SL_SNI_CTR_NOMAP 2 /* the socket could not enter sl_sni_socks: it stays closed */
+#define SL_SNI_CTR_MAX 4
+struct sl_sni_ctr {
+	__u64 c[SL_SNI_CTR_MAX];
+};
+
+/*
+ * The kernel check of SNI-checked passthrough (bpf/sni.h, README "Passthrough checked by
+ * name"). sl_sni_sk: socket local storage of a socket connected under SL_VERDICT_SNI, what the
+ * check needs and where it stands.
+ */
+#define SL_SNI_PENDING 0 /* nothing may leave but the handshake until the ClientHello passes */
+#define SL_SNI_PASSED 1 /* the first record was a ClientHello of a granted name */
+#define SL_SNI_REFUSED 2 /* it was not: nothing will ever leave this socket */
+struct sl_sni_sk {
+	__u8 addr[16]; /* the destination, network order, IPv4 (also v4-mapped) in the first 4 */
+	__u32 sandbox_id;
+	__u16 port; /* host order */
+	__u8 family; /* AF_INET / AF_INET6 of the packets */
+	__u8 state; /* SL_SNI_* */
+};
+
+/*
+ * sl_sni_names: the names a sandbox may present as TLS server name at an address, written by
+ * sluiced from its resolved names (learned entries of verdict ALLOW or SNI on TCP): exactly
+ * what px_resolved_at() asks in userspace. The name is lower-case without a trailing dot,
+ * zero past its end. The value holds the name's port ranges at the address with their
+ * expiry (CLOCK_MONOTONIC; the kernel ignores expired ones, sluiced deletes them).
+ */
+#define SL_SNI_NAME_MAX 256 /* a DNS name is at most 253 bytes in this form */
+#define SL_SNI_RANGES 8
+#define SL_MAX_SNI_NAMES 65536 /* all sandboxes together */
+struct sl_sni_key {
+	__u32 sandbox_id;
+	__u8 family; /* AF_INET / AF_INET6 */
+	__u8 pad[3];
+	__u8 addr[16]; /* network order, IPv4 in the first 4 bytes */
+	__u8 name[SL_SNI_NAME_MAX];
+};
+
+struct sl_sni_range {
+	__u64 expires_ns; /* 0: never */
+	__u16 lo, hi; /* host order, inclusive */
+	__u32 pad;
+};
+
+struct sl_sni_val {
+	__u32 n; /* ranges in use */
+	__u32 pad;
+	struct sl_sni_range r[SL_SNI_RANGES];
 };
 
 #endif /* SLUICE_H */

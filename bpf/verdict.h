@@ -190,7 +190,7 @@ static __always_inline int sl_rule_verdict(const struct sl_rule *rule, __u16 por
 			continue;
 		if (r->expires_ns && r->expires_ns <= now_ns)
 			continue;
-		if (r->verdict > verdict)
+		if (SL_VERDICT_RANK(r->verdict) > SL_VERDICT_RANK(verdict))
 			verdict = r->verdict;
 	}
 	return verdict;

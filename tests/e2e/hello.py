@@ -5,7 +5,8 @@ which no client of the test machine sends.
 
 Usage: hello.py JSON with keys: host, port (443), sni (null for none), ech (bool), raw (a
 string sent instead of a ClientHello), wait (seconds, default 3). Prints JSON:
-{"got": bytes received, "first": hex of the first 5, "end": "eof", "reset" or "timeout"}."""
+{"got": bytes received, "first": hex of the first 5, "end": "eof", "reset", "timeout", or
+"refused" (the send failed with EACCES: the kernel SNI check refused the hello)}."""
 import json
 import os
 import socket
@@ -44,7 +45,13 @@ def main():
     a = json.loads(sys.argv[1])
     out = {"got": 0, "first": "", "end": "timeout"}
     s = socket.create_connection((a["host"], a.get("port", 443)), timeout=5)
-    s.sendall(a["raw"].encode() if "raw" in a else client_hello(a.get("sni"), a.get("ech")))
+    try:
+        s.sendall(a["raw"].encode() if "raw" in a else client_hello(a.get("sni"), a.get("ech")))
+    except PermissionError:
+        # the kernel SNI check refused the first record (EACCES): nothing was sent
+        out["end"] = "refused"
+        print(json.dumps(out))
+        return
     deadline = time.monotonic() + a.get("wait", 3)
     got = b""
     while time.monotonic() < deadline:

@@ -778,6 +778,22 @@ static void handle_metrics(struct ctl_conn *c)
 		metric_sandbox(&m, "sluice_passthrough_connections_total", b,
 			       "mode=\"userspace\"", st ? st->spliced_user : 0);
 	}
+	sl_buf_printf(&m, "# HELP sluice_sni_checks_total Checked passthrough connections whose "
+			  "first TLS record the kernel judged on the sandbox's own socket, by "
+			  "outcome (unchecked: the socket could not enter the check's sockhash and "
+			  "can send nothing).\n# TYPE sluice_sni_checks_total counter\n");
+	sl_registry_foreach(b, reg) {
+		struct sl_sni_ctr sc;
+
+		if (sl_bpf_read_sni_counters(c->ctl->d.bpf, sl_box_id(b), &sc))
+			continue;
+		metric_sandbox(&m, "sluice_sni_checks_total", b, "outcome=\"passed\"",
+			       sc.c[SL_SNI_CTR_PASSED]);
+		metric_sandbox(&m, "sluice_sni_checks_total", b, "outcome=\"refused\"",
+			       sc.c[SL_SNI_CTR_REFUSED]);
+		metric_sandbox(&m, "sluice_sni_checks_total", b, "outcome=\"unchecked\"",
+			       sc.c[SL_SNI_CTR_NOMAP]);
+	}
 	sl_buf_printf(&m, "# HELP sluice_http_requests_total Intercepted requests, by outcome.\n"
 			  "# TYPE sluice_http_requests_total counter\n");
 	sl_registry_foreach(b, reg) {

@@ -447,6 +447,8 @@ static const char *kind_name(unsigned kind)
 		return "egress";
 	case SL_EV_BIND:
 		return "bind";
+	case SL_EV_SNI:
+		return "tls_hello";
 	default:
 		return "socket";
 	}
@@ -481,8 +483,35 @@ static const char *drop_reason(unsigned reason)
 		return "rules";
 	case SL_DROP_PROTO:
 		return "protocol";
+	case SL_DROP_SNI:
+		return "tls_server_name_unchecked";
 	default:
 		return "other";
+	}
+}
+
+/* Why the kernel SNI check refused a connection's first TLS record (SL_EV_SNI). */
+static const char *sni_reason(unsigned reason)
+{
+	switch (reason) {
+	case SL_SNIR_NOT_HELLO:
+		return "passthrough refused: the first bytes are not a TLS ClientHello";
+	case SL_SNIR_TOO_BIG:
+		return "passthrough refused: a TLS record longer than 16 KiB";
+	case SL_SNIR_MALFORMED:
+		return "passthrough refused: malformed TLS ClientHello";
+	case SL_SNIR_NO_SNI:
+		return "passthrough refused: ClientHello without SNI";
+	case SL_SNIR_ECH:
+		return "passthrough refused: ClientHello with Encrypted Client Hello (the real "
+		       "server name is hidden)";
+	case SL_SNIR_NAME:
+		return "passthrough refused: the TLS server name did not resolve to this address "
+		       "and port for this sandbox";
+	case SL_SNIR_EARLY:
+		return "passthrough refused: bytes were sent before the ClientHello";
+	default:
+		return "passthrough refused";
 	}
 }
 
@@ -551,6 +580,8 @@ json_t *sl_event_json(const struct sl_event *kev, const char *sandbox)
 		json_object_set_new(j, kev->kind == SL_EV_BIND ? "addr" : "dst", json_string(dst));
 		if (kev->kind == SL_EV_EGRESS)
 			json_object_set_new(j, "reason", json_string(drop_reason(kev->reason)));
+		if (kev->kind == SL_EV_SNI)
+			json_object_set_new(j, "reason", json_string(sni_reason(kev->reason)));
 	}
 	json_object_set_new(j, "pid", json_integer(kev->pid));
 	json_object_set_new(j, "comm", json_string(comm));

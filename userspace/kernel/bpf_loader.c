@@ -67,6 +67,7 @@ static const struct {
 	{ "sl_evlimit", SZ_SANDBOXES },	  { "sl_pxfull", SZ_SANDBOXES },
 	{ "sl_proxied", SZ_SANDBOXES },	  { "sl_listeners", SZ_LISTENERS },
 	{ "sl_auditn", SZ_SANDBOXES },
+	{ "sl_sni_ctr", SZ_SANDBOXES },
 };
 
 /* A pinned map of another size, being replaced (see sl_bpf_open()). */
@@ -569,6 +570,15 @@ struct sl_bpf *sl_bpf_open(const struct sl_bpf_opts *opts, char *err, size_t err
 			goto fail;
 		}
 	}
+	/* The kernel SNI check (bpf/sni.h) runs on the sockets of the pinned sockhash: the
+	 * map keeps the program, so it outlives sluiced like the cgroup links do; a restarted
+	 * sluiced replaces it. Sockets already in the map keep the program they entered with. */
+	if (bpf_prog_attach(bpf_program__fd(b->skel->progs.sl_sni_msg),
+			    bpf_map__fd(b->skel->maps.sl_sni_socks), BPF_SK_MSG_VERDICT, 0)) {
+		sl_errf(err, errlen, "attaching the SNI check to its sockhash failed: %s",
+			strerror(errno));
+		goto fail;
+	}
 	return b;
 fail:
 	migrate_undo(mig, nmig);
@@ -636,6 +646,8 @@ int sl_bpf_attach(struct sl_bpf *b, const char *name, const char *cgroup_path, u
 		snprintf(path, sizeof(path), "%s/%s", dir, bpf_program__name(prog));
 		if (!bpf_program__autoload(prog))
 			continue; /* not supported by this kernel (the UNIX hooks) */
+		if (prog == b->skel->progs.sl_sni_msg)
+			continue; /* on the sockhash, not a cgroup */
 		if (!intercept && prog == b->skel->progs.sl_sockops) {
 			if (!access(path, F_OK))
 				unpin_link(path);
@@ -1188,9 +1200,8 @@ int sl_bpf_read_proxied_full(struct sl_bpf *b, uint32_t sandbox_id, uint64_t *su
 
 int sl_bpf_reset_slots(struct sl_bpf *b, uint32_t sandbox_id)
 {
-	size_t sz = b->ncpus * (sizeof(struct sl_counters) > sizeof(struct sl_evlimit) ?
-					sizeof(struct sl_counters) :
-					sizeof(struct sl_evlimit));
+	size_t sz = b->ncpus * (sizeof(struct sl_counters) + sizeof(struct sl_evlimit) +
+				sizeof(struct sl_sni_ctr));
 	void *zero = calloc(1, sz);
 	int err = 0;
 
@@ -1201,7 +1212,9 @@ int sl_bpf_reset_slots(struct sl_bpf *b, uint32_t sandbox_id)
 	    bpf_map__update_elem(b->skel->maps.sl_evlimit, &sandbox_id, sizeof(sandbox_id), zero,
 				 b->ncpus * sizeof(struct sl_evlimit), BPF_ANY) ||
 	    bpf_map__update_elem(b->skel->maps.sl_pxfull, &sandbox_id, sizeof(sandbox_id), zero,
-				 b->ncpus * sizeof(uint64_t), BPF_ANY))
+				 b->ncpus * sizeof(uint64_t), BPF_ANY) ||
+	    bpf_map__update_elem(b->skel->maps.sl_sni_ctr, &sandbox_id, sizeof(sandbox_id), zero,
+				 b->ncpus * sizeof(struct sl_sni_ctr), BPF_ANY))
 		err = -errno;
 	free(zero);
 	if (!err)
@@ -1382,4 +1395,103 @@ int sl_bpf_purge(struct sl_bpf *b)
 	if (rmdir(b->pin_dir) == -1 && errno != ENOENT)
 		return -errno;
 	return 0;
+}
+
+/* The key of @name (lower case, no trailing dot) at @addr for @sandbox_id. */
+static int sni_key(struct sl_sni_key *k, uint32_t sandbox_id, uint8_t family, const uint8_t *addr,
+		   const char *name)
+{
+	size_t n = strlen(name);
+
+	memset(k, 0, sizeof(*k));
+	if (!n || n >= sizeof(k->name))
+		return -EINVAL;
+	k->sandbox_id = sandbox_id;
+	k->family = family;
+	memcpy(k->addr, addr, family == AF_INET ? 4 : 16);
+	memcpy(k->name, name, n);
+	return 0;
+}
+
+int sl_bpf_set_sni_name(struct sl_bpf *b, uint32_t sandbox_id, uint8_t family, const uint8_t *addr,
+			const char *name, const struct sl_sni_val *v)
+{
+	struct sl_sni_key k;
+	int r = sni_key(&k, sandbox_id, family, addr, name);
+
+	if (r)
+		return r;
+	if (!v || !v->n)
+		r = bpf_map_delete_elem(bpf_map__fd(b->skel->maps.sl_sni_names), &k);
+	else
+		r = bpf_map_update_elem(bpf_map__fd(b->skel->maps.sl_sni_names), &k, v, BPF_ANY);
+	if (r && errno == ENOENT)
+		return 0;
+	return r ? -errno : 0;
+}
+
+int sl_bpf_sni_names_each(struct sl_bpf *b, uint32_t sandbox_id,
+			  int (*cb)(const struct sl_sni_key *k, const struct sl_sni_val *v, void *arg),
+			  void *arg)
+{
+	int fd = bpf_map__fd(b->skel->maps.sl_sni_names);
+	struct sl_sni_key k, next;
+	struct sl_sni_val v;
+	void *prev = NULL;
+	int r = 0;
+
+	while (!bpf_map_get_next_key(fd, prev, &next)) {
+		k = next;
+		prev = &k;
+		if (k.sandbox_id != sandbox_id || bpf_map_lookup_elem(fd, &k, &v))
+			continue;
+		r = cb(&k, &v, arg);
+		if (r)
+			break;
+	}
+	return r;
+}
+
+int sl_bpf_drop_sni_names(struct sl_bpf *b, uint32_t sandbox_id)
+{
+	int fd = bpf_map__fd(b->skel->maps.sl_sni_names);
+	struct sl_sni_key k, next;
+	int found;
+
+	/* Deleting the key in hand restarts the walk; each pass deletes all it meets. */
+	do {
+		void *prev = NULL;
+
+		found = 0;
+		while (!bpf_map_get_next_key(fd, prev, &next)) {
+			k = next;
+			prev = &k;
+			if (k.sandbox_id != sandbox_id)
+				continue;
+			if (!bpf_map_delete_elem(fd, &k)) {
+				found = 1;
+				break;
+			}
+		}
+	} while (found);
+	return 0;
+}
+
+int sl_bpf_read_sni_counters(struct sl_bpf *b, uint32_t sandbox_id, struct sl_sni_ctr *sum)
+{
+	struct sl_sni_ctr *per = calloc((size_t)b->ncpus, sizeof(*per));
+	int r = 0;
+
+	memset(sum, 0, sizeof(*sum));
+	if (!per)
+		return -ENOMEM;
+	if (bpf_map_lookup_elem(bpf_map__fd(b->skel->maps.sl_sni_ctr), &sandbox_id, per)) {
+		r = -errno;
+	} else {
+		for (int c = 0; c < b->ncpus; c++)
+			for (int i = 0; i < SL_SNI_CTR_MAX; i++)
+				sum->c[i] += per[c].c[i];
+	}
+	free(per);
+	return r;
 }

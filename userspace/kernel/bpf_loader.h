@@ -153,4 +153,20 @@ int sl_bpf_events_poll(struct sl_bpf *b);
  * every sandbox of this daemon. */
 int sl_bpf_purge(struct sl_bpf *b);
 
+/*
+ * The names sandbox @sandbox_id may present as TLS server name at @addr (@family, network
+ * order) on a checked passthrough (bpf/sni.h): @v's port ranges, or no entry if @v is NULL or
+ * empty. @name: lower case, no trailing dot. Returns 0 or -errno.
+ */
+int sl_bpf_set_sni_name(struct sl_bpf *b, uint32_t sandbox_id, uint8_t family, const uint8_t *addr,
+			const char *name, const struct sl_sni_val *v);
+/* Calls @cb for every name entry of @sandbox_id until it returns non-zero (returned). */
+int sl_bpf_sni_names_each(struct sl_bpf *b, uint32_t sandbox_id,
+			  int (*cb)(const struct sl_sni_key *k, const struct sl_sni_val *v, void *arg),
+			  void *arg);
+/* Deletes every name entry of @sandbox_id. */
+int sl_bpf_drop_sni_names(struct sl_bpf *b, uint32_t sandbox_id);
+/* The kernel SNI check's counters of @sandbox_id, summed over CPUs. */
+int sl_bpf_read_sni_counters(struct sl_bpf *b, uint32_t sandbox_id, struct sl_sni_ctr *sum);
+
 #endif

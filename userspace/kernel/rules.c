@@ -85,7 +85,7 @@ static int cmp_prefix(const void *a, const void *b)
 static int subsumes(const struct sl_port_range *a, const struct sl_port_range *b)
 {
 	return a->lo <= b->lo && a->hi >= b->hi && (a->protos & b->protos) == b->protos &&
-	       a->verdict >= b->verdict &&
+	       SL_VERDICT_RANK(a->verdict) >= SL_VERDICT_RANK(b->verdict) &&
 	       (a->expires_ns == 0 || (b->expires_ns != 0 && a->expires_ns >= b->expires_ns));
 }
 

@@ -360,7 +360,7 @@ static int name_matches(const struct sl_entry *e, const char *name)
 
 /*
  * The grants of one egress.allow host entry, into @g (room for 3): its ports as ALLOW, less
- * its SNI-checked ports, which are PROXY (TCP) with .sni set. UDP on a checked port is not
+ * its SNI-checked ports, which are SL_VERDICT_SNI (TCP) with .sni set. UDP on a checked port is not
  * granted at all: QUIC carries its server name encrypted, so it could not be checked.
  */
 static size_t allow_grants(const struct sl_entry *e, struct sl_grant *g)
@@ -378,7 +378,7 @@ static size_t allow_grants(const struct sl_entry *e, struct sl_grant *g)
 		slo = shi = SNI_PORT;
 	if (slo > lo)
 		g[n++] = (struct sl_grant){ lo, slo - 1, e->protos, SL_VERDICT_ALLOW, 0 };
-	g[n++] = (struct sl_grant){ slo, shi, SL_PROTO_TCP, SL_VERDICT_PROXY, 1 };
+	g[n++] = (struct sl_grant){ slo, shi, SL_PROTO_TCP, SL_VERDICT_SNI, 1 };
 	if (shi < hi)
 		g[n++] = (struct sl_grant){ shi + 1, hi, e->protos, SL_VERDICT_ALLOW, 0 };
 	return n;
@@ -444,8 +444,8 @@ int sl_policy_name_port(const struct sl_policy *p, const char *name, uint16_t po
 
 		if (port < g[i].lo || port > g[i].hi || !(g[i].protos & SL_PROTO_TCP))
 			continue;
-		gv = g[i].verdict != SL_VERDICT_PROXY ? SL_NAME_PASS :
-		     g[i].sni				 ? SL_NAME_SNI :
+		gv = g[i].sni				 ? SL_NAME_SNI :
+		     g[i].verdict != SL_VERDICT_PROXY ? SL_NAME_PASS :
 							   SL_NAME_INTERCEPT;
 		if (gv > v)
 			v = gv;

@@ -80,13 +80,13 @@ struct sl_grant {
 	uint16_t lo, hi;
 	uint8_t protos;
 	uint8_t verdict;
-	uint8_t sni; /* PROXY for an SNI-checked passthrough, not an interception */
+	uint8_t sni; /* SL_VERDICT_SNI: a passthrough checked by name in the kernel */
 };
 
 /* The grants of every host entry matching @name (exact or *.suffix, see
  * sl_dns_name_match()), at most @max: egress.allow entries give ALLOW on their ports (any
  * port by default), except on their SNI-checked ports (443 unless the entry says
- * sni = true|false), which get PROXY with .sni set on TCP and nothing on UDP (no QUIC: its
+ * sni = true|false), which get SL_VERDICT_SNI with .sni set on TCP and nothing on UDP (no QUIC: its
  * server name cannot be checked); egress.intercept entries PROXY on TCP 443 and 80 (or
  * their ports). Returns how many: 0 means the name is denied. */
 size_t sl_policy_name_grants(const struct sl_policy *p, const char *name, struct sl_grant *g,

@@ -467,6 +467,7 @@ struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *s
 	sl_bpf_reset_slots(r->bpf, box->id);
 	/* Nor may it meet a record of that sandbox's connections: a new map. */
 	sl_bpf_proxied_drop(r->bpf, box->id);
+	sb_sni_drop(r, box); /* names that sandbox's checked connections could present */
 	e = sb_install(r, box, ents, nents, err, errlen);
 	if (!e) {
 		e = sb_save_state(r, box);

@@ -125,6 +125,19 @@ void sb_learned_sweep(struct sl_registry *r, struct sl_box *box, uint64_t now);
 size_t sb_learned_expire(struct sl_box *box, uint64_t now, size_t max,
 			 struct sl_addr_rule **gone);
 
+/* sb_sni.c: the names the kernel SNI check accepts (bpf/sni.h). */
+int sb_sni_relevant(const struct sl_addr_rule *x);
+/* Writes the kernel entries of every name learned at @family/@addr. */
+int sb_sni_write_addr(struct sl_registry *r, struct sl_box *box, uint8_t family,
+		      const uint8_t *addr);
+/* Learned entry @x of @name is being dropped: its name's kernel entry goes (write_addr()
+ * writes back what remains of the name there). */
+void sb_sni_forget(struct sl_box *box, const struct sl_addr_rule *x, const char *name);
+/* Rewrites all of @box's kernel entries from its learned entries (after a switch). */
+int sb_sni_sync(struct sl_registry *r, struct sl_box *box);
+/* Deletes all of them. */
+void sb_sni_drop(struct sl_registry *r, struct sl_box *box);
+
 /* sb_listeners.c: listeners and the CA. */
 int sb_open_dns(struct sl_registry *r, struct sl_box *box, char *err, size_t errlen);
 int sb_open_ca(struct sl_registry *r, struct sl_box *box, char *err, size_t errlen);

@@ -33,7 +33,7 @@
 /* One rule as {"dst", "ports", "proto", "verdict"}. */
 static json_t *rule_json(const struct sl_addr_rule *ru)
 {
-	static const char *const verdicts[] = { "deny", "allow", "proxy", "dns" };
+	static const char *const verdicts[] = { "deny", "allow", "proxy", "dns", "audit", "sni" };
 	char dst[64], ports[16];
 
 	sl_prefix_str(ru->family, ru->addr, ru->plen, dst, sizeof(dst));
@@ -47,7 +47,7 @@ static json_t *rule_json(const struct sl_addr_rule *ru)
 			 ru->protos == SL_PROTO_ANY ? "tcp,udp" :
 			 ru->protos == SL_PROTO_TCP ? "tcp" :
 						      "udp",
-			 "verdict", verdicts[ru->verdict & 3]);
+			 "verdict", verdicts[ru->verdict <= SL_VERDICT_SNI ? ru->verdict : 0]);
 }
 
 static json_t *rules_json(const struct sl_box *box)

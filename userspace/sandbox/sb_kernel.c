@@ -240,6 +240,7 @@ void sb_uninstall(struct sl_registry *r, struct sl_box *box)
 		sl_err("detaching sandbox %s failed: %s", box->name, strerror(-e));
 	sl_bpf_del_sandbox(r->bpf, box->cgid);
 	sl_bpf_proxied_drop(r->bpf, box->id);
+	sb_sni_drop(r, box);
 	e = sl_bpf_sync_rules(r->bpf, box->id, NULL, 0);
 	if (!e)
 		e = sl_bpf_sync_rules(r->bpf, box->id | SL_RULES_BANK, NULL, 0);

@@ -117,6 +117,8 @@ static int write_addr(struct sl_registry *r, struct sl_box *box, uint8_t family,
 	}
 	if (!err)
 		err = sl_bpf_set_rule(r->bpf, box->rules_id, &e);
+	if (!err)
+		err = sb_sni_write_addr(r, box, family, e.addr);
 	sl_rule_set_free(&at);
 	return err;
 }
@@ -232,6 +234,7 @@ size_t sb_learned_expire(struct sl_box *box, uint64_t now, size_t max,
 			v = nv;
 		}
 		v[n++] = box->learned.v[i];
+		sb_sni_forget(box, &box->learned.v[i], box->learned_names[i]);
 		sb_lx_remove(x, &box->learned, box->learned_names, i);
 	}
 	if (n > 1) {

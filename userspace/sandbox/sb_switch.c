@@ -34,12 +34,46 @@
 
 /* ---- switching layers ---- */
 
+/* The sandbox after a switch, and its learned entries from before it (@old). */
+struct kill_ctx {
+	struct sl_box *box;
+	const struct sl_box *old;
+};
+
+/* Whether @box still grants, at @family/@addr on TCP @dport, every name @old granted there
+ * (the names a checked passthrough flow may have presented). A name not known (resolved
+ * before a restart) cannot be told: no. */
+static int names_kept(const struct sl_box *box, const struct sl_box *old, uint8_t family,
+		      const uint8_t *addr, uint16_t dport)
+{
+	for (uint32_t i = sb_lx_first_at(&old->learned_ix, &old->learned, family, addr);
+	     i != SB_LX_NONE; i = sb_lx_next_at(&old->learned_ix, &old->learned, i)) {
+		const struct sl_addr_rule *x = &old->learned.v[i];
+		int kept = 0;
+
+		if (!sb_sni_relevant(x) || dport < x->port_lo || dport > x->port_hi)
+			continue;
+		if (!old->learned_names[i][0])
+			return 0;
+		for (uint32_t k = sb_lx_first_at(&box->learned_ix, &box->learned, family, addr);
+		     k != SB_LX_NONE && !kept; k = sb_lx_next_at(&box->learned_ix, &box->learned, k))
+			kept = sb_sni_relevant(&box->learned.v[k]) &&
+			       dport >= box->learned.v[k].port_lo &&
+			       dport <= box->learned.v[k].port_hi &&
+			       !strcmp(box->learned_names[k], old->learned_names[i]);
+		if (!kept)
+			return 0;
+	}
+	return 1;
+}
+
 /* Whether a flow of @box to @dst:@dport is one the kernel would no longer let through. */
 static int flow_condemned(void *arg, uint8_t family, uint8_t proto, const uint8_t *dst,
 			  uint16_t dport)
 {
 	static const uint8_t mapped[12] = { [10] = 0xff, [11] = 0xff };
-	struct sl_box *box = arg;
+	struct kill_ctx *kc = arg;
+	struct sl_box *box = kc->box;
 	uint8_t addr[16] = { 0 };
 	struct sl_rule val = { 0 };
 	uint8_t bit = proto == IPPROTO_TCP ? SL_PROTO_TCP : SL_PROTO_UDP;
@@ -68,9 +102,15 @@ static int flow_condemned(void *arg, uint8_t family, uint8_t proto, const uint8_
 		const struct sl_port_range *pr = &val.r[i];
 
 		if (dport >= pr->lo && dport <= pr->hi && (pr->protos & bit) &&
-		    (!pr->expires_ns || pr->expires_ns > now) && pr->verdict > verdict)
+		    (!pr->expires_ns || pr->expires_ns > now) &&
+		    SL_VERDICT_RANK(pr->verdict) > SL_VERDICT_RANK(verdict))
 			verdict = pr->verdict;
 	}
+	/* A checked passthrough flow presented one name the kernel accepted, which it did not
+	 * keep: the flow stays only if every name it could have been is still granted here. */
+	if (verdict == SL_VERDICT_SNI)
+		return proto != IPPROTO_TCP || !kc->old ||
+		       !names_kept(box, kc->old, family, addr, dport);
 	return verdict != SL_VERDICT_ALLOW;
 }
 
@@ -111,15 +151,16 @@ static int subtree_cgids(const char *path, uint64_t **ids, size_t *n, size_t *ca
 	return e;
 }
 
-static size_t kill_flows(struct sl_box *box)
+static size_t kill_flows(struct sl_box *box, const struct sl_box *old)
 {
+	struct kill_ctx kc = { box, old };
 	uint64_t *ids = NULL;
 	size_t n = 0, cap = 0, killed = 0;
 	int e;
 
 	e = subtree_cgids(box->cgroup, &ids, &n, &cap, 0);
 	if (!e && n)
-		e = sl_sockdiag_destroy(box->netns_fd, ids, n, flow_condemned, box, &killed);
+		e = sl_sockdiag_destroy(box->netns_fd, ids, n, flow_condemned, &kc, &killed);
 	if (e)
 		sl_err("sandbox %s: closing flows the policy no longer allows failed: %s",
 		       box->name, strerror(-e));
@@ -304,9 +345,17 @@ static int switch_layer(struct sl_registry *r, struct sl_box *box, struct sl_lua
 	params_copy = NULL;
 	box->switches++;
 
+	/* The names the kernel SNI check accepts follow the learned entries. */
+	e = sb_sni_sync(r, box);
+	if (e) {
+		sl_warn("sandbox %s: rewriting the names of checked passthrough failed: %s",
+			box->name, strerror(-e));
+		e = 0;
+	}
+
 	/* Open flows the new layer does not allow. */
 	res->closed_proxy = box->proxy ? sl_proxy_listener_revalidate(box->proxy) : 0;
-	res->closed_kernel = kill_flows(box);
+	res->closed_kernel = kill_flows(box, nb); /* nb holds the learned entries of before */
 	e = sb_save_state(r, box);
 	if (e) {
 		sl_warn("sandbox %s: saving state failed: %s", box->name, strerror(-e));
