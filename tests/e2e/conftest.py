@@ -341,6 +341,10 @@ host-record=web.clients.test,127.0.0.60
 host-record=blocked.clients.test,127.0.0.61
 host-record=plain.test,127.0.0.46
 host-record=plainsni.test,127.0.0.47
+host-record=sni.k.test,127.0.0.48
+host-record=tenant.k.test,127.0.0.48
+host-record=far.k.test,127.0.0.49
+host-record=slow.k.test,127.0.0.50
 """
 
 

@@ -304,8 +304,8 @@ static void test_name_grants(void **state)
 	assert_int_equal(sl_policy_name_grants(p, "api.github.com", g, 8), 2);
 	assert_int_equal(g[0].lo, 443);
 	assert_int_equal(g[1].lo, 80);
-	/* 443 of a name is checked by SNI by default: PROXY on TCP, no QUIC */
-	assert_int_equal(g[0].verdict, SL_VERDICT_PROXY);
+	/* 443 of a name is checked by SNI by default, in the kernel: SNI on TCP, no QUIC */
+	assert_int_equal(g[0].verdict, SL_VERDICT_SNI);
 	assert_int_equal(g[0].sni, 1);
 	assert_int_equal(g[0].protos, SL_PROTO_TCP);
 	assert_int_equal(g[1].verdict, SL_VERDICT_ALLOW);

@@ -115,6 +115,7 @@ static int judge(uint32_t sandbox_id, const char *addr, uint16_t port, uint8_t p
 #define ALLOW SL_VERDICT_ALLOW
 #define DENY SL_VERDICT_DENY
 #define PROXY SL_VERDICT_PROXY
+#define SNI SL_VERDICT_SNI
 
 static void test_v4_ports_prefixes_protocols(void **state)
 {
@@ -177,12 +178,38 @@ static void test_expiry_and_precedence(void **state)
 	assert_int_equal(judge(11, "198.51.100.2", 443, TCP, 5), PROXY);
 }
 
+/* SL_VERDICT_SNI is numbered after the others but ranks between ALLOW and PROXY: a name checked
+ * by SNI sharing an address with an address grant is checked; with an intercepted one, it is
+ * intercepted (the proxy then checks the SNI). The merge keeps the same order. */
+static void test_sni_rank(void **state)
+{
+	struct sl_rule_set rs;
+
+	(void)state;
+	sl_rule_set_init(&rs);
+	add(&rs, "203.0.113.1", 32, 443, 443, TCP, ALLOW, 0);
+	add(&rs, "203.0.113.1", 32, 443, 443, TCP, SNI, 0);
+	add(&rs, "203.0.113.2", 32, 443, 443, TCP, SNI, 0);
+	add(&rs, "203.0.113.2", 32, 443, 443, TCP, PROXY, 0);
+	add(&rs, "203.0.113.3", 32, 0, 65535, TCP, ALLOW, 0);
+	add(&rs, "203.0.113.3", 32, 443, 443, TCP, SNI, 0);
+	install(12, &rs);
+	sl_rule_set_free(&rs);
+
+	assert_int_equal(judge(12, "203.0.113.1", 443, TCP, 1), SNI);
+	assert_int_equal(judge(12, "203.0.113.2", 443, TCP, 1), PROXY);
+	assert_int_equal(judge(12, "203.0.113.3", 443, TCP, 1), SNI);
+	assert_int_equal(judge(12, "203.0.113.3", 444, TCP, 1), ALLOW);
+	assert_int_equal(judge(12, "203.0.113.3", 443, UDP, 1), DENY);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_v4_ports_prefixes_protocols),
 		cmocka_unit_test(test_v6_and_v4_mapped),
 		cmocka_unit_test(test_expiry_and_precedence),
+		cmocka_unit_test(test_sni_rank),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

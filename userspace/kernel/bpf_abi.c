@@ -141,3 +141,27 @@ SL_ABI_OFF(sl_audit_val, last_ns, 16);
 SL_ABI_SIZE(sl_audit_ctr, 16);
 SL_ABI_OFF(sl_audit_ctr, audited, 0);
 SL_ABI_OFF(sl_audit_ctr, lost, 8);
+
+SL_ABI_SIZE(sl_sni_sk, 24);
+SL_ABI_OFF(sl_sni_sk, addr, 0);
+SL_ABI_OFF(sl_sni_sk, sandbox_id, 16);
+SL_ABI_OFF(sl_sni_sk, port, 20);
+SL_ABI_OFF(sl_sni_sk, family, 22);
+SL_ABI_OFF(sl_sni_sk, state, 23);
+
+SL_ABI_SIZE(sl_sni_key, 280);
+SL_ABI_OFF(sl_sni_key, sandbox_id, 0);
+SL_ABI_OFF(sl_sni_key, family, 4);
+SL_ABI_OFF(sl_sni_key, addr, 8);
+SL_ABI_OFF(sl_sni_key, name, 24);
+
+SL_ABI_SIZE(sl_sni_range, 16);
+SL_ABI_OFF(sl_sni_range, expires_ns, 0);
+SL_ABI_OFF(sl_sni_range, lo, 8);
+SL_ABI_OFF(sl_sni_range, hi, 10);
+
+SL_ABI_SIZE(sl_sni_val, 136);
+SL_ABI_OFF(sl_sni_val, n, 0);
+SL_ABI_OFF(sl_sni_val, r, 8);
+
+SL_ABI_SIZE(sl_sni_ctr, 32);
