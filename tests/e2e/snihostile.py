@@ -2,7 +2,8 @@
 """Runs in a sandbox: one way of getting bytes past the kernel SNI check (bpf/sni.h) to a
 checked passthrough destination, and says how each send went.
 
-Usage: snihostile.py JSON with keys: mode, host, port (443), sni, bad_sni. Modes:
+Usage: snihostile.py JSON with keys: mode, host (an IPv6 address: an AF_INET6 socket), port
+(443), sni. Modes:
   hello       one ClientHello for sni, in one write
   split       the ClientHello one byte per write, TCP_NODELAY (corked by the kernel)
   ech         a ClientHello with an Encrypted Client Hello extension
@@ -43,7 +44,7 @@ def main():
     hello = client_hello(a.get("sni"), mode == "ech")
     sends = []
     out = {}
-    s = socket.socket()
+    s = socket.socket(socket.AF_INET6 if ":" in addr[0] else socket.AF_INET)
     s.settimeout(10)
     if mode == "tfo":
         s.setsockopt(socket.IPPROTO_TCP, TCP_FASTOPEN_NO_COOKIE, 1)

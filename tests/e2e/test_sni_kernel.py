@@ -168,6 +168,17 @@ def test_refused_sends_nothing(box, ups, case, kw, why):
     assert any(why in x for x in refusals(box)), (case, refusals(box))
 
 
+def test_v4_mapped_destination_is_checked_alike(box, ups):
+    r = attack(box, mode="hello", host="::ffff:127.0.0.48", sni="sni.k.test")
+    assert r["sends"] == ["ok"], r
+    conns = ups["main"].take()
+    assert len(conns) == 1 and b"sni.k.test" in conns[0]["bytes"], conns
+    r = attack(box, mode="hello", host="::ffff:127.0.0.48", sni="tenant.k.test")
+    assert r["sends"] == ["EACCES"], r
+    conns = ups["main"].take()
+    assert len(conns) == 1 and conns[0]["bytes"] == b"", conns
+
+
 def test_split_hello_passes(box, ups):
     r = attack(box, mode="split", sni="sni.k.test")
     assert set(r["sends"]) == {"ok"}, r
