@@ -226,7 +226,7 @@ def markdown(r):
         n = sp.get("bytes", 0)
         size = f"{n / (1 << 30):g} GiB" if n >= 1 << 30 else f"{n / (1 << 20):g} MiB"
         dl, lat = sp["download"], sp["latency_us"]
-        lines += [f"## Passthrough checked by SNI (kernel splice) vs `sni = false`", "",
+        lines += [f"## Passthrough checked by SNI (in the kernel, on the sandbox's socket) vs `sni = false`", "",
                   f"| | download {size} MB/s | sluiced CPU ms | connect to first byte p50 µs "
                   "| p90 µs |", "|---|---|---|---|---|"]
         for k in ("checked", "plain"):

@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: MIT
-"""The splice section of `make bench`: a passthrough name checked by SNI (the kernel
-redirects the connection to sluiced's proxy, which peeks at the ClientHello, connects
-upstream and splices the two sockets in the kernel) against the same name as a plain address
-grant (`sni = false`: the connect goes straight to the upstream). Same upstream (nginx with
+"""The splice section of `make bench`: a passthrough name checked by SNI (the connection goes
+straight to the upstream and the kernel judges its ClientHello on the sandbox's own socket,
+bpf/sni.h) against the same name as a plain address grant (`sni = false`: no check at all).
+The name is historical: until the check moved into the kernel, a checked connection went to
+sluiced's proxy, which spliced it to a second connection upstream. Same upstream (nginx with
 the name's real certificate), same curl, rounds alternating between the two sandboxes:
 
     download   1 GiB (BENCH_TRANSFER_BYTES) over one connection: MB/s, and the ratio
