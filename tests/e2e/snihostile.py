@@ -11,6 +11,8 @@ Usage: snihostile.py JSON with keys: mode, host (an IPv6 address: an AF_INET6 so
   huge        a record header announcing 16 KiB + 1 (more than TLS allows), then its bytes
   tfo         sendto(MSG_FASTOPEN) of junk in the SYN, then a good ClientHello
   tfo_connect TCP_FASTOPEN_CONNECT: connect(), junk in the first write, then a good hello
+  hold        one ClientHello, then "ready" on stdout, then reads until the connection ends
+              and prints "closed" (a flow for a switch to keep or close)
   blocked     a second thread blocked in send() of junk while connect() waits (the listener's
               accept queue is full, so the SYN is retransmitted a second later), then a good
               ClientHello from the first thread
@@ -79,6 +81,17 @@ def main():
         send(s, hello, sends)
     else:
         s.connect(addr)
+        if mode == "hold":
+            s.sendall(hello)
+            print("ready", flush=True)
+            s.settimeout(None)
+            try:
+                while s.recv(65536):
+                    pass
+            except OSError:
+                pass
+            print("closed", flush=True)
+            return
         if mode == "split":
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             for i in range(len(hello)):

@@ -7,6 +7,7 @@ tries (Fast Open data in the SYN, a thread blocked in send() during connect(), a
 connection ever reaches the proxy."""
 import json
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 from conftest import PY, probe, run_in, write_policy
 
 HOSTILE = str(Path(__file__).with_name("snihostile.py"))
+IN_SANDBOX = str(Path(__file__).resolve().parents[2] / "tools" / "in-sandbox")
 TCP_FASTOPEN = 23
 TCP_FASTOPEN_NO_COOKIE = 34
 
@@ -54,7 +56,7 @@ class Upstream:
             self.threads.append(t)
 
     def read(self, c, rec):
-        c.settimeout(5)
+        c.settimeout(15)
         with c:
             while True:
                 try:
@@ -216,3 +218,43 @@ def test_thread_blocked_in_send_during_connect_gets_nothing_out(box, ups):
         every += slow.take()
     conns = [c for c in every if c["peer"] == r["local"]]
     assert len(conns) == 1 and conns[0]["bytes"] == b"", (every, r)
+
+
+def test_switch_keeps_a_flow_only_while_every_name_of_its_address_stays(box, ups, workdir):
+    """The kernel keeps no record of which name a flow presented: a reload that still grants
+    the address but drops one of its names closes the flows to that address."""
+    daemon = box["daemon"]
+    both = write_policy(workdir, "sni-kernel-both", """
+return { egress = { allow = { "sni.k.test", "tenant.k.test:443", "far.k.test:443",
+                              "slow.k.test:443" }, private = { "127.0.0.0/8" } } }
+""")
+    only_tenant = write_policy(workdir, "sni-kernel-tenant", """
+return { egress = { allow = { "tenant.k.test:443" }, private = { "127.0.0.0/8" } } }
+""")
+    original = Path(workdir) / "sni-kernel.lua"
+    hold = None
+    try:
+        assert daemon.cli("policy", "reload", box["name"], "--policy", str(both)).returncode == 0
+        res = probe(box["cg"], [{"op": "resolve", "name": n, "family": 4}
+                                for n in ("sni.k.test", "tenant.k.test")], workdir)
+        assert all(isinstance(r, list) for r in res), res
+        hold = subprocess.Popen([IN_SANDBOX, str(box["cg"]), str(Path(workdir) / "resolv.conf"),
+                                 PY, HOSTILE, json.dumps({"mode": "hold", "host": "127.0.0.48",
+                                                          "sni": "sni.k.test"})],
+                                stdout=subprocess.PIPE, text=True)
+        assert hold.stdout.readline().strip() == "ready"
+        # the same policy again: every name stays, so does the flow
+        assert daemon.cli("policy", "reload", box["name"], "--policy", str(both)).returncode == 0
+        with pytest.raises(subprocess.TimeoutExpired):
+            hold.communicate(timeout=1)
+        # 127.0.0.48:443 is still a checked passthrough (tenant.k.test), but sni.k.test is gone
+        r = daemon.cli("policy", "reload", box["name"], "--policy", str(only_tenant))
+        assert r.returncode == 0, r.stderr
+        out, _ = hold.communicate(timeout=10)
+        assert out.strip() == "closed"
+    finally:
+        if hold and hold.poll() is None:
+            hold.kill()
+            hold.wait()
+        ups["main"].take()
+        daemon.cli("policy", "reload", box["name"], "--policy", str(original))
