@@ -598,8 +598,10 @@ def write_policy(workdir, name, text):
 
 def progs_bpftool_lists(bpffs):
     """The programs of a daemon that `bpftool cgroup show` can list: bpftool 7.1 (Debian 12)
-    does not know the UNIX socket attach types (Linux 6.7) and leaves their links out."""
-    return [p for p in os.listdir(f"{bpffs}/progs") if not p.endswith("_unix")]
+    does not know the UNIX socket attach types (Linux 6.7) and leaves their links out; the
+    kernel SNI check's sk_msg program is attached to its sockhash, not to cgroups."""
+    return [p for p in os.listdir(f"{bpffs}/progs")
+            if not p.endswith("_unix") and p != "sl_sni_msg"]
 
 
 def proxied_records(bpffs):
