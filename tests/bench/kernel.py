@@ -287,6 +287,7 @@ def bench_scale(s, daemon, cgroups, workdir, dnsmasq, sluice_resolv):
             return [str(ROOT / "tools" / "in-sandbox"), str(cg), str(sluice_resolv), *argv]
 
         cold = bench_cold_names(dnsmasq, lambda a: a, box_argv)
+        loop = loop_latency(s, daemon, cgroups, workdir, port, box_argv, names[0])
         status, show = daemon.api("GET", "/v1/sandboxes/dnsentries")
         installed = None
         if status == 200 and isinstance(show, dict) and isinstance(show.get("names"), list):
@@ -300,12 +301,93 @@ def bench_scale(s, daemon, cgroups, workdir, dnsmasq, sluice_resolv):
         remove_sandbox(daemon, "dnsentries")
     finally:
         server.close()
+    cold["loop_latency"] = loop
     compile = []
     for n in (100000, 1000000) if not s.smoke else (10000,):
         out = run([str(BUILD / "bench" / "bench_compile"), str(n)], 600).stdout.split()
         compile.append({"rules": n, "entries": int(out[0]), "seconds": float(out[1])})
         log(f"  compile alone (bench_compile): {n} rules in {float(out[1]):.2f} s")
     return {"cases": cases, "notes": notes, "sl_max_rules": cap, "compile": compile}, cold
+
+
+# Open-loop DNS client (in a sandbox): one A query every GAP seconds for SECS seconds over one
+# UDP socket, whatever is outstanding; prints the latencies (us) of the answers as JSON, and
+# how many never came back within 5 s of the end.
+PACED_DNS = r"""
+import json, random, select, socket, struct, sys, time
+server, name, secs, gap = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+q = b"".join(bytes([len(x)]) + x.encode() for x in name.split(".")) + b"\0\0\1\0\1"
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect((server, 53))
+s.setblocking(False)
+sent, lat, i = {}, [], 0
+start = time.monotonic()
+nxt, end = start, start + secs
+while True:
+    now = time.monotonic()
+    if now >= end + 5 or (now >= end and not sent):
+        break
+    if now >= nxt and now < end:
+        i = (i + 1) & 0xffff
+        s.send(struct.pack("!HHHHHH", i, 0x0100, 1, 0, 0, 0) + q)
+        sent[i] = now
+        nxt += gap
+    r, _, _ = select.select([s], [], [], max(0.0, min(nxt, end + 5) - now))
+    if r:
+        while True:
+            try:
+                msg = s.recv(4096)
+            except BlockingIOError:
+                break
+            t0 = sent.pop(struct.unpack("!H", msg[:2])[0], None)
+            if t0 is not None:
+                lat.append((time.monotonic() - t0) * 1e6)
+print(json.dumps({"lat_us": lat, "lost": len(sent)}))
+"""
+
+
+def pct(v, p):
+    v = sorted(v)
+    return v[min(len(v) - 1, int(len(v) * p))] if v else None
+
+
+def loop_latency(s, daemon, cgroups, workdir, port, box_argv, name):
+    """Another sandbox's DNS while a 100,000-rule policy loads: one query every 2 ms (open
+    loop) through the sandbox of box_argv, first idle, then across the sandbox add. Every
+    callback of sluiced runs on its one loop: whatever the add does on it, the queries wait."""
+    n = 10000 if s.smoke else 100000
+    out = {}
+    for label in ("idle", f"during a {n}-rule add"):
+        proc = subprocess.Popen(box_argv(["/usr/bin/python3", "-c", PACED_DNS, "127.0.0.153",
+                                          name, "6", "0.002"]),
+                                stdout=subprocess.PIPE, text=True)
+        add_s = None
+        try:
+            if label != "idle":
+                time.sleep(1)
+                cg = cgroups.make("loadrules")
+                pf = Path(workdir) / "loadrules.lua"
+                rules_policy(pf, port, n)
+                t = time.monotonic()
+                status, text = add_sandbox(daemon, "loadrules", cg, policy_file=pf)
+                add_s = time.monotonic() - t
+                if status >= 300:
+                    raise BenchError(f"loop latency: the {n}-rule add failed: {text}")
+            res = json.loads(proc.communicate(timeout=60)[0])
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if add_s is not None:
+            remove_sandbox(daemon, "loadrules")
+        lat = res["lat_us"]
+        out[label] = {"queries": len(lat) + res["lost"], "lost": res["lost"],
+                      "p50_us": pct(lat, 0.5), "p99_us": pct(lat, 0.99),
+                      "max_us": max(lat) if lat else None, "add_s": add_s}
+        log(f"  another sandbox's DNS, {label}: p50 {out[label]['p50_us'] or 0:.0f} us, p99 "
+            f"{out[label]['p99_us'] or 0:.0f} us, max {out[label]['max_us'] or 0:.0f} us"
+            + (f" (add took {add_s:.2f} s)" if add_s else ""))
+    return out
 
 
 # A stream peer for the egress benchmark: the server (outside any sandbox) answers each
