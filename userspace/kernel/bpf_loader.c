@@ -853,6 +853,64 @@ static int put_rule(struct sl_bpf *b, struct bpf_map *map, const void *key, size
 	return 0;
 }
 
+/*
+ * Writes the @n entries of @family of @ents into an empty bank of @map with batched updates
+ * (BPF_MAP_UPDATE_BATCH: one syscall per 8,192 entries instead of one each). Returns 0,
+ * -EOPNOTSUPP when the kernel has no batched update for the map (nothing written), or -errno
+ * (what was written before the error is counted in the bank).
+ */
+static int put_batch(struct sl_bpf *b, struct bpf_map *map, uint32_t sandbox_id, uint8_t family,
+		     const struct sl_kentry *ents, size_t n)
+{
+	/* elem_flags 0: the generic batch takes no BPF_NOEXIST, and the bank is empty anyway */
+	LIBBPF_OPTS(bpf_map_batch_opts, bo, .elem_flags = 0);
+	size_t ksz = family == AF_INET ? sizeof(struct sl_key4) : sizeof(struct sl_key6);
+	size_t chunk = 8192, i = 0;
+	unsigned char *keys = malloc(chunk * ksz);
+	struct sl_rule *vals = malloc(chunk * sizeof(*vals));
+	int err = 0;
+
+	if (!keys || !vals) {
+		err = -ENOMEM;
+		goto cleanup;
+	}
+	while (!err && i < n) {
+		__u32 count = 0;
+
+		for (; i < n && count < chunk; i++) {
+			if (ents[i].family != family)
+				continue;
+			if (family == AF_INET)
+				kentry_key4(sandbox_id, &ents[i],
+					    (struct sl_key4 *)(keys + count * ksz));
+			else
+				kentry_key6(sandbox_id, &ents[i],
+					    (struct sl_key6 *)(keys + count * ksz));
+			vals[count++] = ents[i].val;
+		}
+		if (!count)
+			break;
+		{
+			__u32 done = count;
+
+			if (bpf_map_update_batch(bpf_map__fd(map), keys, vals, &done, &bo)) {
+				err = -errno;
+				/* 524 is the kernel's ENOTSUPP: no batch op for this map type */
+				if (err == -EINVAL || err == -524 || err == -EOPNOTSUPP)
+					err = done ? -EIO : -EOPNOTSUPP;
+				else
+					b->bank_n[bank_ix(b, sandbox_id)] += done;
+			} else {
+				b->bank_n[bank_ix(b, sandbox_id)] += count;
+			}
+		}
+	}
+cleanup:
+	free(keys);
+	free(vals);
+	return err;
+}
+
 int sl_bpf_sync_rules(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_kentry *ents,
 		      size_t n)
 {
@@ -865,6 +923,16 @@ int sl_bpf_sync_rules(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_ken
 	if (!k4 || !k6) {
 		err = -ENOMEM;
 		goto cleanup;
+	}
+	/* An empty bank (a new sandbox, a switch's other bank): every entry is new. */
+	if (!*bank && n >= 64) {
+		r = put_batch(b, b->skel->maps.sl_rules4, sandbox_id, AF_INET, ents, n);
+		if (!r)
+			r = put_batch(b, b->skel->maps.sl_rules6, sandbox_id, AF_INET6, ents, n);
+		if (r != -EOPNOTSUPP) {
+			err = r;
+			goto cleanup;
+		}
 	}
 	for (size_t i = 0; i < n; i++) {
 		const struct sl_kentry *e = &ents[i];
