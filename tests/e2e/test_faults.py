@@ -587,7 +587,7 @@ def test_capacity_change_on_restart_migrates_or_refuses(fresh_daemon, cgroups, s
     assert "sl_rules4: 101 entries moved from a map of 4096 entries to one of 8192" in log, log
     assert map_max_entries(d, "sl_rules4") == 8192
     for per_sandbox in ("sl_sandboxes", "sl_counters", "sl_evlimit", "sl_pxfull", "sl_proxied",
-                        "sl_auditn"):
+                        "sl_auditn", "sl_sni_ctr"):
         assert map_max_entries(d, per_sandbox) == 128, per_sandbox
     assert map_max_entries(d, "sl_listeners") == 4 * 128
     assert probe(cg, want, workdir) == ["OK", "EPERM"]
