@@ -258,3 +258,28 @@ return { egress = { allow = { "tenant.k.test:443" }, private = { "127.0.0.0/8" }
             hold.wait()
         ups["main"].take()
         daemon.cli("policy", "reload", box["name"], "--policy", str(original))
+
+
+def sni_name_owners(bpffs):
+    """The sandbox id of every entry of the pinned sl_sni_names map."""
+    r = subprocess.run(["bpftool", "-j", "map", "dump", "pinned", f"{bpffs}/sl_sni_names"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return [int.from_bytes(bytes(int(x, 16) for x in e["key"][:4]), "little")
+            for e in json.loads(r.stdout)]
+
+
+def test_names_follow_the_sandbox(daemon, cgroups, workdir, ups):
+    name = "sni-kernel-rm"
+    cg = cgroups.make(name)
+    daemon.add(name, cg, write_policy(workdir, name, """
+return { egress = { allow = { "sni.k.test", "tenant.k.test:443" },
+                    private = { "127.0.0.0/8" } } }
+"""))
+    sid = json.loads(daemon.cli("sandbox", "show", name, "--json").stdout)["id"]
+    res = probe(cg, [{"op": "resolve", "name": n, "family": 4}
+                     for n in ("sni.k.test", "tenant.k.test")], workdir)
+    assert all(isinstance(r, list) for r in res), res
+    assert sni_name_owners(daemon.bpffs).count(sid) == 2
+    daemon.cli("sandbox", "rm", name)
+    assert sid not in sni_name_owners(daemon.bpffs)

@@ -1523,26 +1523,33 @@ int sl_bpf_sni_names_each(struct sl_bpf *b, uint32_t sandbox_id,
 int sl_bpf_drop_sni_names(struct sl_bpf *b, uint32_t sandbox_id)
 {
 	int fd = bpf_map__fd(b->skel->maps.sl_sni_names);
-	struct sl_sni_key k, next;
-	int found;
+	struct sl_sni_key k, next, *v = NULL;
+	size_t n = 0, cap = 0;
+	void *prev = NULL;
+	int err = 0;
 
-	/* Deleting the key in hand restarts the walk; each pass deletes all it meets. */
-	do {
-		void *prev = NULL;
+	/* One walk collects the keys, then they go: deleting during the walk would restart
+	 * it at every deletion (quadratic in the map's size). */
+	while (!bpf_map_get_next_key(fd, prev, &next)) {
+		k = next;
+		prev = &k;
+		if (k.sandbox_id != sandbox_id)
+			continue;
+		if (n == cap) {
+			struct sl_sni_key *nv = realloc(v, (cap = cap ? 2 * cap : 64) * sizeof(*v));
 
-		found = 0;
-		while (!bpf_map_get_next_key(fd, prev, &next)) {
-			k = next;
-			prev = &k;
-			if (k.sandbox_id != sandbox_id)
-				continue;
-			if (!bpf_map_delete_elem(fd, &k)) {
-				found = 1;
+			if (!nv) {
+				err = -ENOMEM;
 				break;
 			}
+			v = nv;
 		}
-	} while (found);
-	return 0;
+		v[n++] = k;
+	}
+	for (size_t i = 0; i < n; i++)
+		bpf_map_delete_elem(fd, &v[i]);
+	free(v);
+	return err;
 }
 
 int sl_bpf_read_sni_counters(struct sl_bpf *b, uint32_t sandbox_id, struct sl_sni_ctr *sum)

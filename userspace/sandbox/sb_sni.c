@@ -138,10 +138,13 @@ int sb_sni_sync(struct sl_registry *r, struct sl_box *box)
 				    NULL);
 	}
 	free(c.stale);
-	for (size_t i = 0; i < box->learned.n && !err; i++)
-		if (sb_sni_relevant(&box->learned.v[i]) && box->learned_names[i][0])
-			err = sb_sni_write_addr(r, box, box->learned.v[i].family,
-						box->learned.v[i].addr);
+	/* Each address once: from the first entry of its chain. */
+	for (size_t i = 0; i < box->learned.n && !err; i++) {
+		const struct sl_addr_rule *x = &box->learned.v[i];
+
+		if (sb_lx_first_at(&box->learned_ix, &box->learned, x->family, x->addr) == i)
+			err = sb_sni_write_addr(r, box, x->family, x->addr);
+	}
 	return err;
 }
 
