@@ -485,6 +485,15 @@ static void size_fd_limit(struct opts *o)
 			(unsigned long long)rl.rlim_cur, fit, o->http_max_conns_total);
 		o->http_max_conns_total = fit;
 	}
+	if (rl.rlim_cur < 8 * max_sb + 2 * (rlim_t)o->http_max_conns_total)
+		sl_warn("file descriptor limit %llu: only about %llu sandboxes can open their "
+			"listeners (--max-sandboxes %llu; a sandbox holds up to 8 descriptors): "
+			"raise RLIMIT_NOFILE (LimitNOFILE= in the unit)",
+			(unsigned long long)rl.rlim_cur,
+			(unsigned long long)(rl.rlim_cur > 2 * (rlim_t)o->http_max_conns_total ?
+						     (rl.rlim_cur - 2 * (rlim_t)o->http_max_conns_total) / 8 :
+						     0),
+			(unsigned long long)max_sb);
 }
 
 /*
