@@ -157,3 +157,99 @@ def test_switch_busy_sandbox_to_enforce_leaves_no_window(box, daemon, servers, w
     assert len(before) > 20 and len(after) > 20, (len(before), len(after))
     assert all(x[2] == "OK" for x in before), [x for x in before if x[2] != "OK"][:5]
     assert all(x[2] == "EPERM" for x in after), [x for x in after if x[2] != "EPERM"][:5]
+
+
+# ---- the user's loop: learn, then enforce what was learned ----
+
+from test_clients import (LUA_B64, NPM_PKG, TOKEN, home, own, parent,  # noqa: E402,F401
+                          site, sluice_run, udir)
+from conftest import BUILD  # noqa: E402
+
+JOB = """set -e
+git clone -q https://git.clients.test/repo.git work
+cat work/README
+npm install --no-audit --no-fund {pkg} >/dev/null
+node -p "require('{pkg}')"
+{py} -c '
+import socket, sys
+for a in sys.argv[1:]:
+    h, p = a.rsplit(":", 1)
+    s = socket.socket()
+    s.settimeout(5)
+    try:
+        s.connect((h, int(p)))
+        print("connect", a, "OK")
+    except OSError as e:
+        print("connect", a, e.strerror)
+    s.close()
+' {dsts}
+"""
+
+
+def job(dsts, home, ca):
+    """The job: clone from the git server (intercepted: the base policy's handler injects
+    its credential), install from the npm registry (not in the base policy), connect to
+    addresses directly."""
+    script = JOB.format(pkg=NPM_PKG, py=PY, dsts=" ".join(dsts))
+    # npm talks to the registry itself (passthrough): it trusts the test CA.
+    return ["env", f"npm_config_cafile={ca}", "npm_config_registry=https://npm.clients.test/",
+            f"npm_config_cache={home}/npm-cache", "npm_config_update_notifier=false",
+            "GIT_TERMINAL_PROMPT=0", "sh", "-c", script]
+
+
+def test_learn_then_enforce_the_learned_policy(daemon, workdir, parent, site, home, servers,
+                                               upstreams):
+    port = servers.ports[0]
+    ca = home / "test-ca.pem"
+    ca.write_text(Path(upstreams.pki.ca_pem).read_text())
+    (home / "package.json").write_text('{"name": "app", "version": "0.0.0"}\n')
+    own(home)
+    base = write_policy(workdir, "learn-base", LUA_B64 + """
+return {
+  egress = { intercept = { "git.clients.test" }, private = { "127.0.0.0/8" } },
+  outboundByHost = {
+    ["git.clients.test"] = function(req, env, ctx)
+      req.headers:set("authorization", "Basic " .. b64("git:" .. env.VCS_TOKEN))
+      return fetch(req)
+    end,
+  },
+}
+""")
+    out = home / "p.lua"
+    r = sluice_run(daemon, workdir, parent, base, job([f"127.0.0.9:{port}"], home, ca), home,
+                   "--name", "learn1", "--learn", "-o", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "LEARN MODE" in r.stderr and "NOTHING" in r.stderr
+    assert f"connect 127.0.0.9:{port} OK" in r.stdout
+    assert "seeded" in r.stdout and "hello from sluice-demo-pkg" in r.stdout
+    text = out.read_text()
+    # Names with their ports, not their addresses; the address no name explains; the
+    # base policy whole (its handler and env reference), each entry with its counts.
+    assert '{ "npm.clients.test:443", proto = "tcp" },' in text, text
+    assert f'{{ "127.0.0.9:{port}", proto = "tcp" }},' in text, text
+    assert '"127.0.0.60' not in text, text  # the registry's address is never an entry
+    assert "env.VCS_TOKEN" in text and '"git.clients.test"' in text
+    assert "first 20" in text and "last 20" in text
+    assert TOKEN not in text
+    chk = subprocess.run([str(BUILD / "sluice"), "policy", "check", str(out), "--verbose"],
+                         capture_output=True, text=True, timeout=30)
+    assert chk.returncode == 0, chk.stderr
+    assert "npm.clients.test" in chk.stdout and f"127.0.0.9" in chk.stdout
+
+    # Enforced: the same job succeeds under the learned policy ...
+    for d in ("work", "node_modules", "npm-cache"):
+        subprocess.run(["rm", "-rf", str(home / d)], check=True)
+    r = sluice_run(daemon, workdir, parent, out, job([f"127.0.0.9:{port}"], home, ca), home,
+                   "--name", "learn2")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "hello from sluice-demo-pkg" in r.stdout and "seeded" in r.stdout
+    # ... and one more destination is denied, exactly that one.
+    for d in ("work", "node_modules", "npm-cache"):
+        subprocess.run(["rm", "-rf", str(home / d)], check=True)
+    r = sluice_run(daemon, workdir, parent, out,
+                   job([f"127.0.0.9:{port}", f"127.0.0.10:{port}"], home, ca), home,
+                   "--name", "learn3")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"connect 127.0.0.9:{port} OK" in r.stdout
+    assert f"connect 127.0.0.10:{port} Operation not permitted" in r.stdout
+    assert "seeded" in r.stdout and "hello from sluice-demo-pkg" in r.stdout

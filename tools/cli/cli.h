@@ -94,6 +94,10 @@ long long sl_cli_num(json_t *o, const char *key);
 int sl_cli_cmd_sandbox(int argc, char **argv, const char *sock);
 int sl_cli_cmd_handler(int argc, char **argv, const char *sock);
 int sl_cli_cmd_policy(int argc, char **argv, const char *sock);
+/* GET /v1/sandboxes/@name/suggest into the file @out ("-" or NULL: stdout). 0, or -errno with
+ * @err. */
+int sl_cli_suggest(const char *sock, const char *name, unsigned collapse, const char *out,
+		   char *err, size_t errlen);
 int sl_cli_cmd_kv(int argc, char **argv, const char *sock);
 int sl_cli_cmd_events(int argc, char **argv, const char *sock);
 int sl_cli_cmd_ca(int argc, char **argv, const char *sock);

@@ -46,6 +46,7 @@
 
 static const char run_usage[] =
 	"Usage: sluice run [--name NAME] --policy FILE [--handler H [--params JSON]]\n"
+	"       sluice run --learn [-o OUT] [--policy FILE] [...] [--] CMD [ARG...]\n"
 	"                  [--netns PATH] [--user USER] [--preserve-fds N]\n"
 	"                  [--cgroup-parent PATH] [--quiet] [--] CMD [ARG...]\n"
 	"\n"
@@ -78,6 +79,13 @@ static const char run_usage[] =
 	"  --cgroup-parent PATH  where the cgroup is made (default: sluice-run under the\n"
 	"                        cgroup2 mount); relative paths are below the mount\n"
 	"  -q, --quiet           do not print what the sandbox was denied\n"
+	"  --learn               audit mode: NOTHING the policy would deny is enforced while CMD\n"
+	"                        runs; what it reached beyond the policy (FILE, default none) is\n"
+	"                        recorded, and when CMD ends the suggested policy (`sluice policy\n"
+	"                        suggest`) is written to OUT. Then `sluice run --policy OUT`\n"
+	"  -o, --output OUT      where --learn writes (default ./policy.lua, never overwritten\n"
+	"                        unless named with -o)\n"
+	"  --collapse N          with --learn: as `sluice policy suggest --collapse N`\n"
 	"\n"
 	"Exit status: CMD's; 128+N if signal N killed it; 125 if sluice run failed, 126 if CMD\n"
 	"could not be executed, 127 if it was not found.\n";
@@ -95,6 +103,9 @@ struct run {
 	int netns_fd;
 	int added; /* the sandbox exists */
 	int quiet; /* no summary of what was denied */
+	int learn; /* --learn: audit mode, then the suggestion into @out */
+	const char *out;
+	unsigned collapse;
 	int ran; /* the command was started */
 	int preserve_fds;
 	struct sl_run_user u; /* who CMD runs as */
@@ -442,8 +453,12 @@ static int add_sandbox(struct run *rn)
 			return -EINVAL;
 		}
 	}
-	spec = json_pack("{s:s, s:s, s:s}", "name", rn->name, "cgroup", rn->cgroup,
-			 "policy_file", rn->policy_abs);
+	if (rn->policy)
+		spec = json_pack("{s:s, s:s, s:s}", "name", rn->name, "cgroup", rn->cgroup,
+				 "policy_file", rn->policy_abs);
+	else /* --learn without a policy: everything is beyond it */
+		spec = json_pack("{s:s, s:s, s:s}", "name", rn->name, "cgroup", rn->cgroup,
+				 "policy", "return { egress = {} }\n");
 	if (!spec) {
 		json_decref(p);
 		return -ENOMEM;
@@ -452,6 +467,8 @@ static int add_sandbox(struct run *rn)
 		json_object_set_new(spec, "netns", json_string(rn->netns));
 	if (rn->handler)
 		json_object_set_new(spec, "handler", json_string(rn->handler));
+	if (rn->learn)
+		json_object_set_new(spec, "mode", json_string("audit"));
 	if (p)
 		json_object_set_new(spec, "params", p);
 	e = sl_cli_add_sandbox(rn->sock, spec, err, sizeof(err));
@@ -531,8 +548,24 @@ static int wait_child(pid_t pid, const sigset_t *set)
 	return WEXITSTATUS(status);
 }
 
+/* --learn: once nothing runs in the sandbox any more, its records as a policy. */
+static void write_learned(struct run *rn)
+{
+	char err[512];
+
+	if (kill_all(rn->cgroup))
+		return; /* end_run() says so */
+	if (sl_cli_suggest(rn->sock, rn->name, rn->collapse, rn->out, err, sizeof(err)))
+		say("writing the suggested policy failed: %s", err);
+	else
+		say("suggested policy written to %s (check it: sluice policy check %s --verbose; "
+		    "use it: sluice run --policy %s -- ...)", rn->out, rn->out, rn->out);
+}
+
 static void cleanup(struct run *rn)
 {
+	if (rn->learn && rn->ran && rn->added && rn->cgroup[0] && rn->cgfd >= 0)
+		write_learned(rn);
 	if (rn->cgroup[0] && rn->cgfd >= 0) /* the cgroup is ours: we made it */
 		end_run(rn->sock, rn->cgroup, rn->added ? rn->name : NULL, rn->ran && !rn->quiet);
 	sl_run_trust_remove(&rn->trust);
@@ -545,7 +578,7 @@ static void cleanup(struct run *rn)
 int sl_cli_run(int argc, char **argv, const char *sock)
 {
 	struct run rn = { .sock = sock, .cgfd = -1, .netns_fd = -1, .self = getpid() };
-	const char *name = NULL, *parent = NULL, *fds = NULL;
+	const char *name = NULL, *parent = NULL, *fds = NULL, *collapse = NULL;
 	char err[512];
 	sigset_t set, old;
 	int i, r, status = EXIT_SETUP;
@@ -568,6 +601,10 @@ int sl_cli_run(int argc, char **argv, const char *sock)
 			rn.quiet = 1;
 			continue;
 		}
+		if (!strcmp(a, "--learn")) {
+			rn.learn = 1;
+			continue;
+		}
 		if ((r = opt(argc, argv, &i, "--name", &name)) ||
 		    (r = opt(argc, argv, &i, "--policy", &rn.policy)) ||
 		    (r = opt(argc, argv, &i, "--handler", &rn.handler)) ||
@@ -575,7 +612,10 @@ int sl_cli_run(int argc, char **argv, const char *sock)
 		    (r = opt(argc, argv, &i, "--netns", &rn.netns)) ||
 		    (r = opt(argc, argv, &i, "--user", &rn.user)) ||
 		    (r = opt(argc, argv, &i, "--preserve-fds", &fds)) ||
-		    (r = opt(argc, argv, &i, "--cgroup-parent", &parent))) {
+		    (r = opt(argc, argv, &i, "--cgroup-parent", &parent)) ||
+		    (r = opt(argc, argv, &i, "--output", &rn.out)) ||
+		    (r = opt(argc, argv, &i, "-o", &rn.out)) ||
+		    (r = opt(argc, argv, &i, "--collapse", &collapse))) {
 			if (r < 0)
 				return usage("option '%s' needs a value", a);
 			continue;
@@ -585,8 +625,24 @@ int sl_cli_run(int argc, char **argv, const char *sock)
 	if (i >= argc)
 		return usage("no command to run%s", "");
 	rn.cmd = argv + i;
-	if (!rn.policy)
+	if (!rn.policy && !rn.learn)
 		return usage("--policy FILE is required%s", "");
+	if ((rn.out || collapse) && !rn.learn)
+		return usage("-o and --collapse go with --learn%s", "");
+	if (collapse) {
+		char *end;
+		unsigned long n = strtoul(collapse, &end, 10);
+
+		if (!*collapse || *end || n > 1000000)
+			return usage("--collapse takes a number of names, not '%s'", collapse);
+		rn.collapse = (unsigned)n;
+	}
+	if (rn.learn && !rn.out) {
+		rn.out = "policy.lua";
+		if (access(rn.out, F_OK) == 0)
+			return usage("%s exists: name the output with -o (it is then replaced)",
+				     rn.out);
+	}
 	if (rn.params && !rn.handler)
 		return usage("--params goes with --handler%s", "");
 	if (name)
@@ -613,7 +669,7 @@ int sl_cli_run(int argc, char **argv, const char *sock)
 		say("needs root: it makes a cgroup and moves the command into it");
 		return EXIT_SETUP;
 	}
-	if (!realpath(rn.policy, rn.policy_abs)) {
+	if (rn.policy && !realpath(rn.policy, rn.policy_abs)) {
 		say("policy file %s: %s", rn.policy, strerror(errno));
 		return EXIT_SETUP;
 	}
@@ -648,6 +704,10 @@ int sl_cli_run(int argc, char **argv, const char *sock)
 	sigprocmask(SIG_BLOCK, &set, &old);
 	if (make_cgroup(&rn) || add_sandbox(&rn) || write_ca(&rn))
 		goto out;
+	if (rn.learn)
+		say("LEARN MODE: sandbox %s is in audit mode, NOTHING its policy would deny is "
+		    "enforced while the command runs; the suggested policy goes to %s", rn.name,
+		    rn.out);
 	fflush(NULL);
 	pid = fork();
 	if (pid == -1) {

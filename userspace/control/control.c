@@ -362,6 +362,39 @@ out:
 	json_decref(j);
 }
 
+/* GET /v1/sandboxes/NAME/suggest[?collapse=N]: {"sandbox", "mode", "policy": TEXT} */
+static void handle_suggest(struct ctl_conn *c, const char *name, const char *query)
+{
+	struct sl_box *box = sl_sandbox_find(c->ctl->d.reg, name);
+	unsigned long collapse = 0;
+	char err[512], *text = NULL;
+	const char *q = query ? strstr(query, "collapse=") : NULL;
+	int e;
+
+	if (!box) {
+		snprintf(err, sizeof(err), "no sandbox named '%s'", name);
+		respond_error(c, 404, err);
+		return;
+	}
+	if (q) {
+		char *end;
+
+		collapse = strtoul(q + 9, &end, 10);
+		if (end == q + 9 || (*end && *end != '&') || collapse > 1000000) {
+			respond_error(c, 400, "collapse takes a number of names (0: never)");
+			return;
+		}
+	}
+	e = sl_sandbox_suggest(c->ctl->d.reg, box, (unsigned)collapse, &text, err, sizeof(err));
+	if (e) {
+		respond_error(c, 500, err);
+		return;
+	}
+	respond_json(c, 200, json_pack("{s:s, s:s, s:s}", "sandbox", name, "mode",
+				       sl_box_audit(box) ? "audit" : "enforce", "policy", text));
+	free(text);
+}
+
 /* PUT /v1/sandboxes/NAME/policy {"policy": TEXT, "policy_file": PATH} */
 static void handle_reload(struct ctl_conn *c, const char *method, const char *name)
 {
@@ -1042,6 +1075,11 @@ static void route_handler(struct ctl_conn *c, const struct ctl_req *rq)
 	handle_handler(c, rq->method, rq->arg);
 }
 
+static void route_suggest(struct ctl_conn *c, const struct ctl_req *rq)
+{
+	handle_suggest(c, rq->arg, rq->query);
+}
+
 static void route_mode(struct ctl_conn *c, const struct ctl_req *rq)
 {
 	handle_mode(c, rq->method, rq->arg);
@@ -1104,6 +1142,7 @@ static const struct ctl_route {
 	{ NULL, "/v1/sandboxes/*/handler", route_handler }, /* PUT, DELETE */
 	{ NULL, "/v1/sandboxes/*/policy", route_reload }, /* PUT */
 	{ NULL, "/v1/sandboxes/*/mode", route_mode }, /* PUT */
+	{ "GET", "/v1/sandboxes/*/suggest", route_suggest },
 	{ "GET", "/v1/sandboxes/*/ca", route_ca },
 	{ NULL, "/v1/sandboxes/*/**", route_not_found },
 	{ NULL, "/v1/kv/**", route_kv }, /* GET, PUT, DELETE */

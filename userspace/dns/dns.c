@@ -107,6 +107,7 @@ struct dns_query {
 	int up_tcp;
 	struct sl_buf up_out, up_in;
 	struct sl_timer timer; /* the upstream's deadline */
+	int audited; /* the policy does not give the name: resolved for audit mode only */
 	size_t pkt_len;
 	uint8_t pkt[]; /* the query as the client sent it, id replaced by up_id */
 };
@@ -182,6 +183,8 @@ static void dns_event(struct sl_dns_listener *l, const struct sl_dns_query *q, c
 		      type_name(q->qtype, tbuf, sizeof(tbuf)), "verdict", verdict);
 	if (j && extra)
 		json_object_update(j, extra);
+	if (j && l->ops->audit && l->ops->audit(l->owner))
+		json_object_set_new(j, "mode", json_string("audit"));
 	json_decref(extra);
 	sl_events_publish(l->dns->events, l->ops->name(l->owner), j);
 }
@@ -384,7 +387,7 @@ static void query_complete(struct dns_query *dq, uint8_t *resp, size_t len)
 	l->stats.allowed++;
 	l->stats.installed += a->naddr - nblocked;
 	l->stats.blocked += nblocked;
-	dns_event(l, &dq->q, "allow",
+	dns_event(l, &dq->q, dq->audited ? "audit" : "allow",
 		  json_pack("{s:i, s:o, s:o, s:i}", "rcode", a->rcode, "installed",
 			    addr_list(a, blocked, 0), "blocked", addr_list(a, blocked, 1), "ttl",
 			    (int)a->min_ttl_s));
@@ -626,7 +629,7 @@ static void handle_query(struct sl_dns_listener *l, const uint8_t *pkt, size_t l
 	struct sl_grant grants[8];
 	struct dns_query *dq;
 	struct sl_dns_query q;
-	int r;
+	int r, audited = 0;
 
 	r = sl_dns_parse_query(pkt, len, &q);
 	if (r == -EOPNOTSUPP) {
@@ -649,7 +652,11 @@ static void handle_query(struct sl_dns_listener *l, const uint8_t *pkt, size_t l
 		reply_error(l, &q, pkt, len, SL_DNS_RCODE_REFUSED, udp_fd, from, fromlen, tcp);
 		return;
 	}
-	if (!l->ops->grants(l->owner, q.qname, grants, 8)) {
+	if (!l->ops->grants(l->owner, q.qname, grants, 8) && l->ops->audit &&
+	    l->ops->audit(l->owner)) {
+		/* Audit mode: what the policy would refuse is resolved and recorded. */
+		audited = 1;
+	} else if (!l->ops->grants(l->owner, q.qname, grants, 8)) {
 		/* Answered here, never forwarded: the name carries nothing out. */
 		l->stats.denied++;
 		dns_event(l, &q, "deny", NULL);
@@ -678,6 +685,7 @@ static void handle_query(struct sl_dns_listener *l, const uint8_t *pkt, size_t l
 	}
 	dq->l = l;
 	dq->q = q;
+	dq->audited = audited;
 	dq->up_fd = -1;
 	dq->client_fd = udp_fd;
 	dq->tcp = tcp;

@@ -45,6 +45,10 @@ struct sl_dns_ops {
 	 */
 	int (*learn)(void *owner, const char *qname, const struct sl_dns_answer *a,
 		     uint8_t blocked[SL_DNS_MAX_ADDRS]);
+	/* Whether the sandbox is in audit mode (NULL: never): a name without grants is then
+	 * resolved like an allowed one (learn still runs, and the rebinding guard with it)
+	 * instead of answered NXDOMAIN, and every event of the listener says "mode":"audit". */
+	int (*audit)(void *owner);
 };
 
 /* Queries in flight and TCP clients of all listeners together (each holds a descriptor). */

@@ -54,6 +54,15 @@ struct sl_proxy_ops {
 	/* A request head arrived: 0 if the sandbox's handler took it (see sl_px_x_attach), 1 to
 	 * forward it unchanged. NULL: always forward. */
 	int (*handle)(void *owner, struct sl_px_xchg *x);
+	/* Whether the sandbox is in audit mode (NULL: never): a connection the proxy would
+	 * refuse for the policy's sake is relayed untouched to its original destination
+	 * instead, and recorded through observe(). */
+	int (*audit)(void *owner);
+	/* Audit mode's records (NULL: none): a request (@method set: its host, path, status,
+	 * and whether a handler @refused it), or a connection relayed for audit mode (@method
+	 * NULL: @host, the TLS server name or "", and @port). */
+	void (*observe)(void *owner, const char *method, const char *host, const char *path,
+			uint16_t port, int status, int refused);
 };
 
 /*

@@ -415,6 +415,19 @@ void px_conn_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 /* Refuses @c at the sniff with @why. */
 static void sniff_refuse(struct pconn *c, const char *why)
 {
+	struct sl_proxy_listener *l = c->l;
+
+	if (l->ops->audit && l->ops->audit(l->owner)) {
+		/* Audit mode: what the policy refuses here goes on, relayed untouched to where
+		 * the sandbox was going (the peeked bytes are still in the socket). */
+		px_conn_event(l, c, "audit", why);
+		if (l->ops->observe)
+			l->ops->observe(l->owner, NULL, c->name, NULL, ntohs(c->orig.orig_port), 0,
+					0);
+		if (px_start_splice(c))
+			px_conn_close(c);
+		return;
+	}
 	c->l->stats.refused++;
 	px_conn_event(c->l, c, "reject", why);
 	px_conn_close(c);

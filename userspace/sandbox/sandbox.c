@@ -122,6 +122,7 @@ void sb_box_free(struct sl_box *box)
 	sl_rule_set_free(&box->learned);
 	free(box->learned_names);
 	sb_lx_free(&box->learned_ix);
+	sb_obs_free(&box->obs);
 	free(box);
 }
 

@@ -148,6 +148,15 @@ int sl_sandbox_reload(struct sl_registry *r, struct sl_box *box, const char *pat
 int sl_sandbox_set_mode(struct sl_registry *r, struct sl_box *box, int audit, const char *who,
 			struct sl_switch_result *res, char *err, size_t errlen);
 
+/*
+ * The policy that audit mode's records of @box call for (`sluice policy suggest`, see
+ * policy/suggest.h): the policy in force with the learned entries added. @collapse: siblings
+ * past this many become `*.parent` (0: never). *@out is malloc'd text. Returns 0 or -errno with
+ * a reason in @err.
+ */
+int sl_sandbox_suggest(struct sl_registry *r, struct sl_box *box, unsigned collapse, char **out,
+		       char *err, size_t errlen);
+
 /* Removes sandbox @name: detaches it (the cgroup is free again), clears its kernel state and
  * its state file. Returns 0, -ENOENT, or -errno. */
 int sl_sandbox_rm(struct sl_registry *r, const char *name);

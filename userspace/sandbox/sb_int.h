@@ -22,6 +22,53 @@
 #include "sandbox/sandbox.h"
 #include "sandbox/sb_lindex.h"
 
+/* What a sandbox in audit mode resolved and what its intercepted requests were: the inputs of
+ * `policy suggest` that the kernel does not hold (sb_audit.c). Bounded; lost ones counted. */
+#define SB_OBS_NAMES_MAX 4096
+#define SB_OBS_HTTP_MAX 4096
+#define SB_OBS_ADDRS 16
+struct sb_obs_name {
+	char name[SL_DNS_NAME_BUF]; /* as asked: a CNAME chain's addresses are the asked name's */
+	uint64_t count;
+	int64_t first_s, last_s;
+	uint8_t granted; /* the policy gives the name (on some ports) */
+	uint8_t naddr;
+	uint8_t nblocked; /* addresses refused by the rebinding guard */
+	struct {
+		uint8_t family;
+		uint8_t blocked;
+		uint8_t addr[16];
+	} a[SB_OBS_ADDRS];
+};
+struct sb_obs_http {
+	char method[16];
+	char host[256];
+	char path[64]; /* prefix: the first two segments */
+	int status;
+	uint8_t refused; /* a handler refused it; audit mode forwarded it anyway */
+	uint64_t count;
+	int64_t first_s, last_s;
+};
+/* A name used on a port without the kernel seeing it: a TLS connection the proxy relayed for
+ * audit mode (its server name at an intercepted or name-checked address). */
+struct sb_obs_use {
+	char name[SL_DNS_NAME_BUF];
+	uint16_t port;
+	uint8_t proto;
+	uint64_t count;
+	int64_t first_s, last_s;
+};
+struct sb_obs {
+	struct sb_obs_use *uses;
+	size_t nuses, uses_cap;
+	struct sb_obs_name *names;
+	size_t nnames, names_cap;
+	uint64_t names_lost;
+	struct sb_obs_http *http;
+	size_t nhttp, http_cap;
+	uint64_t http_lost;
+};
+
 /* One sandbox. Owned by its registry; loop thread only. */
 struct sl_box {
 	char name[SL_NAME_MAX + 1];
@@ -43,6 +90,7 @@ struct sl_box {
 	 * policy does not give, the proxy records what handlers refuse (SL_SB_AUDIT). */
 	int audit;
 	int64_t mode_since_s; /* wall clock of the last mode switch (0: since added) */
+	struct sb_obs obs; /* what audit mode saw in DNS and the proxy (sb_audit.c) */
 	uint32_t rules_id; /* key id of the kernel rules in force: id, or id | SL_RULES_BANK */
 	struct sl_rule_set rules; /* static rules compiled from the policy */
 	struct sl_rule_set learned; /* rules of resolved names, each with its expiry */
@@ -137,6 +185,14 @@ void sb_sni_forget(struct sl_box *box, const struct sl_addr_rule *x, const char 
 int sb_sni_sync(struct sl_registry *r, struct sl_box *box);
 /* Deletes all of them. */
 void sb_sni_drop(struct sl_registry *r, struct sl_box *box);
+
+/* sb_audit.c: audit mode's records. */
+void sb_obs_dns(struct sl_box *box, const char *qname, const struct sl_dns_answer *a,
+		const uint8_t blocked[SL_DNS_MAX_ADDRS], int granted);
+void sb_obs_http(struct sl_box *box, const char *method, const char *host, const char *path,
+		 int status, int refused);
+void sb_obs_use(struct sl_box *box, const char *name, uint16_t port, uint8_t proto);
+void sb_obs_free(struct sb_obs *o);
 
 /* sb_listeners.c: listeners and the CA. */
 int sb_open_dns(struct sl_registry *r, struct sl_box *box, char *err, size_t errlen);

@@ -135,6 +135,11 @@ static size_t dns_grants(void *owner, const char *qname, struct sl_grant *g, siz
 	return box->policy ? sl_policy_name_grants(box->policy, qname, g, max) : 0;
 }
 
+static int dns_audit(void *owner)
+{
+	return ((struct sl_box *)owner)->audit;
+}
+
 /* The kernel half of a DNS answer (struct sl_dns_ops.learn). */
 static int dns_learn(void *owner, const char *qname, const struct sl_dns_answer *a,
 		     uint8_t blocked[SL_DNS_MAX_ADDRS])
@@ -146,6 +151,27 @@ static int dns_learn(void *owner, const char *qname, const struct sl_dns_answer 
 	size_t ng = dns_grants(box, qname, g, 16);
 	uint64_t now = sl_now_ns();
 	int err, known;
+
+	if (box->audit && !ng) {
+		/* Recorded with its answer (the name asked, CNAMEs reduced to it). A name the
+		 * policy does not give is resolved but not installed: the kernel lets audit mode's
+		 * connections through and counts each with its port, which an installed entry would
+		 * hide. The rebinding guard still applies to it. */
+		for (size_t i = 0; i < a->naddr; i++) {
+			const struct sl_dns_addr *x = &a->addr[i];
+			uint8_t addr[16] = { 0 }, family = x->family;
+
+			if (family == AF_INET6 && !memcmp(x->addr, mapped, 12)) {
+				family = AF_INET;
+				memcpy(addr, x->addr + 12, 4);
+			} else {
+				memcpy(addr, x->addr, family == AF_INET ? 4 : 16);
+			}
+			blocked[i] = !sl_policy_addr_permitted(box->policy, family, addr);
+		}
+		sb_obs_dns(box, qname, a, blocked, 0);
+		return 0;
+	}
 
 	for (size_t i = 0; i < a->naddr; i++) {
 		const struct sl_dns_addr *x = &a->addr[i];
@@ -196,6 +222,8 @@ static int dns_learn(void *owner, const char *qname, const struct sl_dns_answer 
 			return err;
 		}
 	}
+	if (box->audit)
+		sb_obs_dns(box, qname, a, blocked, 1);
 	return 0;
 }
 
@@ -203,6 +231,7 @@ const struct sl_dns_ops sb_dns_ops = {
 	.name = sb_dns_name,
 	.grants = dns_grants,
 	.learn = dns_learn,
+	.audit = dns_audit,
 };
 
 static int cmp_rule_addr(const void *a, const void *b)

@@ -142,7 +142,23 @@ static int px_resolved_at(void *owner, const char *host, uint8_t family, const u
 	return unknown && px_name_port(owner, host, port) != SL_NAME_DENY;
 }
 
+static int px_audit(void *owner)
+{
+	return ((struct sl_box *)owner)->audit;
+}
+
+static void px_observe(void *owner, const char *method, const char *host, const char *path,
+		       uint16_t port, int status, int refused)
+{
+	if (method)
+		sb_obs_http(owner, method, host, path, status, refused);
+	else if (host && *host)
+		sb_obs_use(owner, host, port, IPPROTO_TCP);
+}
+
 static const struct sl_proxy_ops proxy_ops = {
+	.audit = px_audit,
+	.observe = px_observe,
 	.name_port = px_name_port,
 	.resolved_at = px_resolved_at,
 	.handle = px_handle,

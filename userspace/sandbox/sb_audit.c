@@ -1,0 +1,445 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Audit mode's records that live in sluiced (the kernel counts connections itself, in
+ * sl_audit): the names a sandbox resolved with their answers, and the requests its
+ * intercepted hosts saw. `sluice policy suggest` joins the two: an address the kernel saw is
+ * written as the names that resolved to it, with the port and protocol it was used on.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/log.h"
+#include "core/loop.h"
+#include "kernel/bpf_loader.h"
+#include "policy/suggest.h"
+#include "sandbox/sandbox.h"
+#include "sandbox/sb_int.h"
+
+void sb_obs_free(struct sb_obs *o)
+{
+	free(o->uses);
+	free(o->names);
+	free(o->http);
+	memset(o, 0, sizeof(*o));
+}
+
+/* Grows the array *@v of @size-byte items to hold one more than @n (at most @max). */
+static int grow(void **v, size_t *cap, size_t n, size_t size, size_t max)
+{
+	size_t c;
+	void *p;
+
+	if (n < *cap)
+		return 0;
+	if (n >= max)
+		return -ENOSPC;
+	c = *cap ? *cap * 2 : 16;
+	if (c > max)
+		c = max;
+	p = realloc(*v, c * size);
+	if (!p)
+		return -ENOMEM;
+	*v = p;
+	*cap = c;
+	return 0;
+}
+
+void sb_obs_dns(struct sl_box *box, const char *qname, const struct sl_dns_answer *a,
+		const uint8_t blocked[SL_DNS_MAX_ADDRS], int granted)
+{
+	static const uint8_t mapped[12] = { [10] = 0xff, [11] = 0xff };
+	struct sb_obs *o = &box->obs;
+	struct sb_obs_name *n = NULL;
+	int64_t now = time(NULL);
+
+	for (size_t i = 0; i < o->nnames; i++)
+		if (!strcmp(o->names[i].name, qname)) {
+			n = &o->names[i];
+			break;
+		}
+	if (!n) {
+		if (grow((void **)&o->names, &o->names_cap, o->nnames, sizeof(*o->names),
+			 SB_OBS_NAMES_MAX)) {
+			o->names_lost++;
+			return;
+		}
+		n = &o->names[o->nnames++];
+		memset(n, 0, sizeof(*n));
+		snprintf(n->name, sizeof(n->name), "%s", qname);
+		n->first_s = now;
+	}
+	n->count++;
+	n->last_s = now;
+	n->granted |= !!granted;
+	for (size_t i = 0; i < a->naddr; i++) {
+		const struct sl_dns_addr *x = &a->addr[i];
+		uint8_t family = x->family, addr[16] = { 0 };
+		size_t k;
+
+		if (family == AF_INET6 && !memcmp(x->addr, mapped, 12)) {
+			family = AF_INET;
+			memcpy(addr, x->addr + 12, 4);
+		} else {
+			memcpy(addr, x->addr, family == AF_INET ? 4 : 16);
+		}
+		for (k = 0; k < n->naddr; k++)
+			if (n->a[k].family == family && !memcmp(n->a[k].addr, addr, 16))
+				break;
+		if (k < n->naddr || n->naddr >= SB_OBS_ADDRS)
+			continue;
+		n->a[k].family = family;
+		n->a[k].blocked = blocked[i];
+		memcpy(n->a[k].addr, addr, 16);
+		n->naddr++;
+		n->nblocked += blocked[i];
+	}
+}
+
+void sb_obs_use(struct sl_box *box, const char *name, uint16_t port, uint8_t proto)
+{
+	struct sb_obs *o = &box->obs;
+	struct sb_obs_use *u = NULL;
+	int64_t now = time(NULL);
+
+	for (size_t i = 0; i < o->nuses; i++)
+		if (o->uses[i].port == port && o->uses[i].proto == proto &&
+		    !strcmp(o->uses[i].name, name)) {
+			u = &o->uses[i];
+			break;
+		}
+	if (!u) {
+		if (grow((void **)&o->uses, &o->uses_cap, o->nuses, sizeof(*o->uses),
+			 SB_OBS_NAMES_MAX)) {
+			o->names_lost++;
+			return;
+		}
+		u = &o->uses[o->nuses++];
+		memset(u, 0, sizeof(*u));
+		snprintf(u->name, sizeof(u->name), "%s", name);
+		u->port = port;
+		u->proto = proto;
+		u->first_s = now;
+	}
+	u->count++;
+	u->last_s = now;
+}
+
+void sb_obs_http(struct sl_box *box, const char *method, const char *host, const char *path,
+		 int status, int refused)
+{
+	struct sb_obs *o = &box->obs;
+	struct sb_obs_http *h = NULL;
+	char prefix[sizeof(h->path)];
+	int64_t now = time(NULL);
+	size_t n = 0;
+	int seg = 0;
+
+	/* The path up to its second segment, without the query: enough to say what a job
+	 * fetches, without the tokens some put in paths further down. */
+	for (const char *p = path ? path : "/"; *p && *p != '?' && *p != '#'; p++) {
+		if (*p == '/' && n && ++seg == 2)
+			break;
+		if (n + 1 >= sizeof(prefix))
+			break;
+		prefix[n++] = *p;
+	}
+	prefix[n] = 0;
+	for (size_t i = 0; i < o->nhttp; i++) {
+		struct sb_obs_http *x = &o->http[i];
+
+		if (x->status == status && x->refused == !!refused && !strcmp(x->method, method) &&
+		    !strcmp(x->host, host) && !strcmp(x->path, prefix)) {
+			h = x;
+			break;
+		}
+	}
+	if (!h) {
+		if (grow((void **)&o->http, &o->http_cap, o->nhttp, sizeof(*o->http),
+			 SB_OBS_HTTP_MAX)) {
+			o->http_lost++;
+			return;
+		}
+		h = &o->http[o->nhttp++];
+		memset(h, 0, sizeof(*h));
+		snprintf(h->method, sizeof(h->method), "%s", method);
+		snprintf(h->host, sizeof(h->host), "%s", host);
+		snprintf(h->path, sizeof(h->path), "%s", prefix);
+		h->status = status;
+		h->refused = !!refused;
+		h->first_s = now;
+	}
+	h->count++;
+	h->last_s = now;
+}
+
+/* A kernel time (CLOCK_MONOTONIC ns) on the wall clock. */
+static int64_t wall_of(uint64_t ns, uint64_t now_ns, int64_t now_s)
+{
+	return ns && ns <= now_ns ? now_s - (int64_t)((now_ns - ns) / 1000000000ULL) : now_s;
+}
+
+struct sg_build {
+	struct sl_sg_name *names;
+	size_t nnames, names_cap;
+	struct sl_sg_addr *addrs;
+	size_t naddrs, addrs_cap;
+	char **notes;
+	size_t nnotes, notes_cap;
+	uint8_t *used; /* per obs name: an audited connection went to one of its addresses */
+};
+
+static int add_name(struct sg_build *b, const char *name, const struct sl_audit_rec *rec,
+		    uint64_t now_ns, int64_t now_s)
+{
+	struct sl_sg_name *n;
+
+	if (grow((void **)&b->names, &b->names_cap, b->nnames, sizeof(*b->names), SIZE_MAX / 2))
+		return -ENOMEM;
+	n = &b->names[b->nnames++];
+	memset(n, 0, sizeof(*n));
+	snprintf(n->name, sizeof(n->name), "%s", name);
+	n->port = rec->k.port;
+	n->proto = rec->k.proto;
+	n->count = rec->v.count;
+	n->first_s = wall_of(rec->v.first_ns, now_ns, now_s);
+	n->last_s = wall_of(rec->v.last_ns, now_ns, now_s);
+	return 0;
+}
+
+static int add_note(struct sg_build *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int add_note(struct sg_build *b, const char *fmt, ...)
+{
+	va_list ap;
+	char *s = NULL;
+	int n;
+
+	if (grow((void **)&b->notes, &b->notes_cap, b->nnotes, sizeof(*b->notes), 100000))
+		return -ENOMEM;
+	va_start(ap, fmt);
+	n = vasprintf(&s, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return -ENOMEM;
+	b->notes[b->nnotes++] = s;
+	return 0;
+}
+
+/* The names of @box whose answers held @family/@addr; returns how many were added. */
+static int names_of(struct sl_box *box, struct sg_build *b, const struct sl_audit_rec *rec,
+		    uint64_t now_ns, int64_t now_s, size_t *found)
+{
+	const struct sb_obs *o = &box->obs;
+	int e = 0;
+
+	*found = 0;
+	for (size_t i = 0; i < o->nnames && !e; i++) {
+		const struct sb_obs_name *n = &o->names[i];
+
+		for (size_t k = 0; k < n->naddr; k++) {
+			if (n->a[k].blocked || n->a[k].family != rec->k.family ||
+			    memcmp(n->a[k].addr, rec->k.addr, 16))
+				continue;
+			e = add_name(b, n->name, rec, now_ns, now_s);
+			b->used[i] = 1;
+			(*found)++;
+			break;
+		}
+	}
+	/* Names resolved before audit mode began: the sandbox's learned entries. */
+	for (size_t i = 0; i < box->learned.n && !e; i++) {
+		const struct sl_addr_rule *x = &box->learned.v[i];
+		int dup = 0;
+
+		if (!box->learned_names[i][0] || x->family != rec->k.family ||
+		    memcmp(x->addr, rec->k.addr, x->family == AF_INET ? 4 : 16))
+			continue;
+		for (size_t j = b->nnames - *found; j < b->nnames; j++)
+			dup |= !strcmp(b->names[j].name, box->learned_names[i]);
+		if (dup)
+			continue;
+		e = add_name(b, box->learned_names[i], rec, now_ns, now_s);
+		(*found)++;
+	}
+	return e;
+}
+
+int sl_sandbox_suggest(struct sl_registry *r, struct sl_box *box, unsigned collapse, char **out,
+		       char *err, size_t errlen)
+{
+	struct sl_audit_rec *recs = NULL;
+	struct sl_audit_unix_rec *urecs = NULL;
+	struct sl_sg_unix *us = NULL;
+	struct sg_build b = { 0 };
+	struct sl_suggest_in in = { 0 };
+	struct sl_audit_ctr ctr = { 0 };
+	size_t nrecs = 0, nurecs = 0, nus = 0;
+	uint64_t now_ns = sl_now_ns();
+	int64_t now_s = time(NULL);
+	int e;
+
+	*out = NULL;
+	e = sl_bpf_audit_read(r->bpf, box->id, &recs, &nrecs);
+	if (!e)
+		e = sl_bpf_audit_unix_read(r->bpf, box->id, &urecs, &nurecs);
+	if (e) {
+		sl_errf(err, errlen, "reading the kernel's audit records failed: %s", strerror(-e));
+		goto out;
+	}
+	sl_bpf_read_audit_ctr(r->bpf, box->id, &ctr);
+	b.used = calloc(box->obs.nnames + 1, 1);
+	us = calloc(nurecs + 1, sizeof(*us));
+	if (!b.used || !us) {
+		e = -ENOMEM;
+		goto nomem;
+	}
+	for (size_t i = 0; i < nrecs && !e; i++) {
+		const struct sl_audit_rec *rec = &recs[i];
+		struct sl_sg_addr *a;
+		size_t found;
+
+		e = names_of(box, &b, rec, now_ns, now_s, &found);
+		if (e || found)
+			continue;
+		e = grow((void **)&b.addrs, &b.addrs_cap, b.naddrs, sizeof(*b.addrs), SIZE_MAX / 2);
+		if (e)
+			break;
+		a = &b.addrs[b.naddrs++];
+		memset(a, 0, sizeof(*a));
+		a->family = rec->k.family;
+		memcpy(a->addr, rec->k.addr, 16);
+		a->port = rec->k.port;
+		a->proto = rec->k.proto;
+		a->count = rec->v.count;
+		a->first_s = wall_of(rec->v.first_ns, now_ns, now_s);
+		a->last_s = wall_of(rec->v.last_ns, now_ns, now_s);
+	}
+	for (size_t i = 0; i < nurecs; i++) {
+		static const char *const resolvers[] = { "/var/run/nscd/socket", "/run/nscd/socket",
+							 "/run/systemd/resolve/io.systemd.Resolve" };
+		int resolver = 0;
+
+		for (size_t k = 0; k < sizeof(resolvers) / sizeof(resolvers[0]); k++)
+			resolver |= urecs[i].k.len == strlen(resolvers[k]) &&
+				    !memcmp(urecs[i].k.path, resolvers[k], urecs[i].k.len);
+		if (resolver) {
+			/* A resolver socket answers any name, past the policy: never suggested;
+			 * glibc falls back to DNS without it (README, UNIX sockets). */
+			e = add_note(&b, "-- %s (a name resolver outside the policy) was reached but "
+					 "is not suggested: glibc falls back to DNS without it",
+				     resolvers[0][0] ? (const char *)urecs[i].k.path : "");
+			continue;
+		}
+		us[nus].k = urecs[i].k;
+		us[nus].count = urecs[i].v.count;
+		us[nus].first_s = wall_of(urecs[i].v.first_ns, now_ns, now_s);
+		us[nus].last_s = wall_of(urecs[i].v.last_ns, now_ns, now_s);
+		nus++;
+	}
+	for (size_t i = 0; i < box->obs.nuses && !e; i++) {
+		const struct sb_obs_use *u = &box->obs.uses[i];
+		struct sl_sg_name *n;
+
+		e = grow((void **)&b.names, &b.names_cap, b.nnames, sizeof(*b.names), SIZE_MAX / 2);
+		if (e)
+			break;
+		n = &b.names[b.nnames++];
+		memset(n, 0, sizeof(*n));
+		snprintf(n->name, sizeof(n->name), "%s", u->name);
+		n->port = u->port;
+		n->proto = u->proto;
+		n->count = u->count;
+		n->first_s = u->first_s;
+		n->last_s = u->last_s;
+		for (size_t k = 0; k < box->obs.nnames; k++)
+			if (!strcmp(box->obs.names[k].name, u->name))
+				b.used[k] = 1;
+	}
+	/* What the entries cannot say, as comments. */
+	for (size_t i = 0; i < box->obs.nnames && !e; i++) {
+		const struct sb_obs_name *n = &box->obs.names[i];
+
+		if (n->nblocked) {
+			char list[256] = "";
+			size_t len = 0;
+
+			for (size_t k = 0; k < n->naddr && len < sizeof(list) - 48; k++) {
+				char a[INET6_ADDRSTRLEN];
+
+				if (!n->a[k].blocked)
+					continue;
+				inet_ntop(n->a[k].family, n->a[k].addr, a, sizeof(a));
+				len += (size_t)snprintf(list + len, sizeof(list) - len, "%s%s",
+							len ? " " : "", a);
+			}
+			e = add_note(&b, "-- %s resolved to addresses outside the public Internet that "
+					 "egress.private does not allow (withheld from the sandbox: "
+					 "add them to egress.private if they are meant): %s",
+				     n->name, list);
+		}
+		if (!e && !n->granted && !b.used[i] && n->nblocked < n->naddr)
+			e = add_note(&b, "-- %s was resolved (%llu times) but never connected to: no "
+					 "entry (add one with its port if the job needs it)",
+				     n->name, (unsigned long long)n->count);
+	}
+	for (size_t i = 0; i < box->obs.nhttp && !e; i++) {
+		const struct sb_obs_http *h = &box->obs.http[i];
+		char f[32], l[32];
+		time_t t;
+		struct tm tm;
+
+		t = (time_t)h->first_s;
+		gmtime_r(&t, &tm);
+		strftime(f, sizeof(f), "%Y-%m-%dT%H:%M:%SZ", &tm);
+		t = (time_t)h->last_s;
+		gmtime_r(&t, &tm);
+		strftime(l, sizeof(l), "%Y-%m-%dT%H:%M:%SZ", &tm);
+		e = add_note(&b, "-- intercepted: %s %s%s -> %d%s; %llu, first %s, last %s",
+			     h->method, h->host, h->path, h->status,
+			     h->refused ? " (refused by the policy's handler; audit mode forwarded it)" :
+					  "",
+			     (unsigned long long)h->count, f, l);
+	}
+	if (!e && (ctr.lost || box->obs.names_lost || box->obs.http_lost))
+		e = add_note(&b, "-- NOT COMPLETE: %llu connections, %llu names and %llu requests "
+				 "were not recorded (the records were full)",
+			     (unsigned long long)ctr.lost, (unsigned long long)box->obs.names_lost,
+			     (unsigned long long)box->obs.http_lost);
+	if (e)
+		goto nomem;
+	in.sandbox = box->name;
+	in.base_src = box->policy_src;
+	in.base_path = box->policy_path;
+	in.names = b.names;
+	in.nnames = b.nnames;
+	in.addrs = b.addrs;
+	in.naddrs = b.naddrs;
+	in.unix_socks = us;
+	in.nunix = nus;
+	in.notes = (const char *const *)b.notes;
+	in.nnotes = b.nnotes;
+	in.collapse = collapse;
+	in.now_s = now_s;
+	*out = sl_suggest_policy(&in);
+	if (!*out)
+		e = -errno;
+nomem:
+	if (e)
+		sl_errf(err, errlen, "writing the suggestion failed: %s", strerror(-e));
+out:
+	for (size_t i = 0; i < b.nnotes; i++)
+		free(b.notes[i]);
+	free(b.notes);
+	free(b.names);
+	free(b.addrs);
+	free(b.used);
+	free(us);
+	free(recs);
+	free(urecs);
+	return e;
+}
