@@ -18,7 +18,7 @@ PYTEST ?= /usr/bin/python3 -m pytest
 DEPS_STAMP_FILE := $(OUTPUT)/.deps.mk
 ARCH := $(shell uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/')
 
-PKGS := lua5.4 jansson openssl libbpf sqlite3 libpsl
+PKGS := lua5.4 jansson openssl libbpf sqlite3 libpsl libnghttp2
 LLHTTP_DIR ?= /usr/share/llhttp
 LLHTTP_INC ?= /usr/share/include/llhttp
 # Loud when a dependency is missing (tools/install-deps installs them; the stamp below runs it

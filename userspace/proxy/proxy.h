@@ -180,6 +180,8 @@ struct sl_proxy_stats {
 	uint64_t pool_full; /* idle upstream connections closed, the pool being full */
 	uint64_t limit_body_budget; /* a handler's body over --http-body-budget: 413/502 */
 	uint64_t body_bytes; /* bytes of handler-held bodies now (against the budget) */
+	uint64_t h2_streams; /* HTTP/2 streams that became an exchange */
+	uint64_t h2_floods; /* HTTP/2 connections ended for a flood (resets, empty frames, acks) */
 };
 const struct sl_proxy_stats *sl_proxy_listener_stats(const struct sl_proxy_listener *l);
 

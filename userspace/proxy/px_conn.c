@@ -42,6 +42,8 @@ void px_conn_free(struct pconn *c)
 	struct sl_proxy_listener *l = c->l;
 
 	px_handler_abort(c, "the connection ended");
+	if (c->h2s)
+		px_h2_stream_gone(c); /* its last bytes, and the end of its stream */
 	if (c->ksplice)
 		sl_splice_part(l->px->splice, &c->kpair);
 	sl_loop_cancel_timer(l->px->loop, c->ktimer);
@@ -198,7 +200,13 @@ static int client_handshake(struct pconn *c)
 	ERR_clear_error();
 	r = SSL_accept(c->c.ssl);
 	if (r == 1) {
+		const unsigned char *alpn;
+		unsigned alen;
+
 		c->st = C_HTTP;
+		SSL_get0_alpn_selected(c->c.ssl, &alpn, &alen);
+		if (alen == 2 && !memcmp(alpn, "h2", 2))
+			px_h2_begin(c);
 		return 1;
 	}
 	r = SSL_get_error(c->c.ssl, r);
@@ -249,7 +257,8 @@ static void update_events(struct pconn *c)
 		ce = sl_stream_events(&c->c, c->lingering);
 		break;
 	}
-	sl_loop_mod_fd(loop, c->c.fd, ce);
+	if (c->c.fd >= 0)
+		sl_loop_mod_fd(loop, c->c.fd, ce);
 	if (c->u.fd < 0)
 		return;
 	if (c->up == UP_CONNECTING)
@@ -285,6 +294,21 @@ static int linger(struct pconn *c)
 	return !c->c.eof && !c->c.err && c->linger_bytes < LINGER_BYTES;
 }
 
+/* Writes what the client is owed: to its socket, or, for an HTTP/2 stream connection, to
+ * its stream (which takes what it has room for). */
+static void flush_client(struct pconn *c)
+{
+	if (c->h2s) {
+		px_h2_stream_out(c);
+	} else if (c->c.fd < 0) {
+		/* a stream connection whose stream ended: nobody to answer */
+		sl_buf_reset(&c->c.out);
+		c->c.err = 1;
+	} else {
+		sl_stream_flush(&c->c);
+	}
+}
+
 /* Moves everything that can move; runs until nothing does. May end @c. */
 void px_pump(struct pconn *c)
 {
@@ -317,7 +341,13 @@ void px_pump(struct pconn *c)
 				break;
 		}
 		if (c->st == C_CLOSING) {
-			sl_stream_flush(&c->c);
+			flush_client(c);
+			if (c->c.fd < 0) {
+				/* a stream connection: done once its stream took the answer */
+				if (c->c.err || !sl_buf_size(&c->c.out))
+					px_conn_close(c);
+				break;
+			}
 			if (c->c.err || (!sl_buf_size(&c->c.out) && !linger(c)))
 				px_conn_close(c);
 			break;
@@ -353,7 +383,7 @@ void px_pump(struct pconn *c)
 		 * head and body share a TLS record and a write(), unless a record's worth is
 		 * waiting already. */
 		if (sl_buf_size(&c->c.out) >= FLUSH_AT)
-			sl_stream_flush(&c->c);
+			flush_client(c);
 		if (c->st == C_HTTP) {
 			/* The client went away: nothing left to answer (a response in flight
 			 * to a half-closed client is still delivered). */
@@ -382,7 +412,7 @@ void px_pump(struct pconn *c)
 			break;
 	}
 	if (c->busy == 1 && !c->dead && !c->ksplice && c->st != C_SNIFF && c->st != C_HANDSHAKE) {
-		sl_stream_flush(&c->c);
+		flush_client(c);
 		if (c->c.err)
 			c->dead = 1;
 	}
@@ -450,6 +480,17 @@ static void sniff(struct pconn *c)
 	}
 	if (n < 0)
 		return;
+	/* HTTP/2 with prior knowledge (RFC 9113 section 3.3) on an intercepted cleartext port:
+	 * the preface, then frames; each stream's :authority is judged as a Host would be. */
+	r = px_h2_preface(buf, n);
+	if (r == -EAGAIN)
+		return;
+	if (r == 1) {
+		c->st = C_HTTP;
+		c->tls = 0;
+		px_h2_begin(c);
+		return;
+	}
 	kind = sl_tls_sniff(buf, n);
 	if (kind == -EAGAIN)
 		return;

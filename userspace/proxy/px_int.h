@@ -133,7 +133,8 @@ enum px_side { PX_REQ, PX_RESP };
 /*
  * A protocol the client speaks, as the connection drives it (HAProxy's mux_ops): the pump
  * does the I/O, TLS and deadlines and calls these for everything HTTP, so that it never names
- * a parser. HTTP/1 (px_h1.c) is the one there is; HTTP/2 would be a sibling table.
+ * a parser. HTTP/1 (px_h1.c) and HTTP/2 (px_h2.c, whose streams are HTTP/1 exchanges on
+ * stream connections).
  */
 struct px_proto {
 	const char *name; /* "h1" */
@@ -146,6 +147,10 @@ struct px_proto {
 };
 
 extern const struct px_proto px_h1_proto;
+extern const struct px_proto px_h2_proto;
+
+struct px_h2;
+struct px_h2_stream;
 
 /* One client connection and, while a request is in flight, its upstream connection. */
 struct pconn {
@@ -184,6 +189,10 @@ struct pconn {
 	int up_wants; /* SL_READ/SL_WRITE the upstream handshake waits for */
 	uint64_t deadline_ms;
 	size_t charged; /* bytes of this connection counted in l->stats.body_bytes */
+	struct px_h2 *h2; /* an HTTP/2 connection's session (px_h2.c) */
+	/* A stream connection: the exchange of one HTTP/2 stream. Its client leg is that stream,
+	 * not a socket (c.fd is -1): px_h2.c fills c.in and takes c.out. */
+	struct px_h2_stream *h2s;
 	struct sl_px_xchg x; /* the request in flight (HTTP/1: one at a time) */
 };
 
@@ -235,6 +244,13 @@ int px_dec_drain(struct pconn *c);
 /* px_h1.c */
 void px_next_request(struct pconn *c);
 void px_finish_request(struct pconn *c);
+
+/* px_h2.c */
+void px_h2_begin(struct pconn *c);
+int px_h2_preface(const uint8_t *buf, size_t n);
+void px_h2_goaway(struct pconn *c);
+size_t px_h2_stream_out(struct pconn *x);
+void px_h2_stream_gone(struct pconn *x);
 
 /* px_upstream.c */
 void px_close_upstream(struct pconn *c);

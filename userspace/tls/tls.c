@@ -21,16 +21,17 @@
 #include "tls/tls.h"
 
 static const unsigned char alpn_h1[] = "\x08http/1.1";
+static const unsigned char alpn_sandbox[] = "\x02h2\x08http/1.1";
 
-/* ALPN on the client leg: http/1.1 or nothing. A client that offers ALPN without http/1.1
- * (h2 only) cannot be served and is told so (RFC 7301 section 3.2). */
+/* ALPN on the client leg: h2 when offered (the proxy speaks it, px_h2.c), else http/1.1. A
+ * client that offers neither cannot be served and is told so (RFC 7301 section 3.2). */
 static int select_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
 		       const unsigned char *in, unsigned inlen, void *arg)
 {
 	(void)ssl;
 	(void)arg;
-	if (SSL_select_next_proto((unsigned char **)out, outlen, alpn_h1, sizeof(alpn_h1) - 1, in,
-				  inlen) == OPENSSL_NPN_NEGOTIATED)
+	if (SSL_select_next_proto((unsigned char **)out, outlen, alpn_sandbox,
+				  sizeof(alpn_sandbox) - 1, in, inlen) == OPENSSL_NPN_NEGOTIATED)
 		return SSL_TLSEXT_ERR_OK;
 	return SSL_TLSEXT_ERR_ALERT_FATAL;
 }

@@ -15,8 +15,8 @@
 
 #include "core/buf.h"
 
-/* The client-facing context: TLS 1.2+, ALPN http/1.1 only (a client offering ALPN without
- * it gets no_application_protocol), certificates set per connection from the sandbox CA. */
+/* The client-facing context: TLS 1.2+, ALPN h2 or http/1.1 (a client offering ALPN with
+ * neither gets no_application_protocol), certificates set per connection from the sandbox CA. */
 SSL_CTX *sl_tls_server_ctx(char *err, size_t errlen);
 /* The upstream context: TLS 1.2+, peer verified against @ca_file (NULL: the system store),
  * ALPN http/1.1. */
