@@ -2,7 +2,10 @@
 """Kernel benchmarks: what sluice's cgroup programs add to connect().
 
     connect     denied connect (EPERM from sl_connect4) vs a refused one with no sluice
-                (RST from a closed loopback port); allowed connect with and without sluice
+                (RST from a closed loopback port); allowed connect with and without sluice;
+                the same allowed connect from a sandbox in audit mode, and an audited one
+                (the rules deny it, audit mode records it and lets it through), each next
+                to enforce mode's allowed connect
     scale       allowed connect with 10 / 1,000 / 100,000 rules in the sandbox, with 1,000
                 sandboxes registered, and with 10,000 DNS-installed entries: the cost must
                 stay flat, since one LPM lookup decides
@@ -96,15 +99,21 @@ def paired(plain, box, host, port, rounds, n):
 
 
 def bench_connect(s, daemon, cgroups, workdir):
-    open_port, closed_port = free_port(), free_port()
+    open_port, closed_port, other_port = free_port(), free_port(), free_port()
     server = ConnectServer(open_port)
+    other = ConnectServer(other_port)
     try:
         plain = cgroups.make("plain")
         box = cgroups.make("box")
+        abox = cgroups.make("abox")
         policy = Path(workdir) / "connect.lua"
         policy.write_text(f'return {{ egress = {{ allow = {{ "127.0.0.1:{open_port}" }} }} }}\n')
         daemon.add("connect", box, policy)
-        samples = {k: [] for k in ("refused", "denied", "plain", "sluice")}
+        daemon.add("connect-audit", abox, policy)
+        r = daemon.cli("sandbox", "mode", "connect-audit", "audit")
+        if r.returncode:
+            raise BenchError(f"sandbox mode audit: {r.stderr}")
+        samples = {k: [] for k in ("refused", "denied", "plain", "sluice", "audit", "audited")}
         for _ in range(s.rounds):
             samples["refused"].append(connect_cost(plain, "127.0.0.1", closed_port,
                                                    errno.ECONNREFUSED, s.connects))
@@ -112,6 +121,9 @@ def bench_connect(s, daemon, cgroups, workdir):
                                                   s.connects))
             samples["plain"].append(connect_cost(plain, "127.0.0.1", open_port, 0, s.connects))
             samples["sluice"].append(connect_cost(box, "127.0.0.1", open_port, 0, s.connects))
+            samples["audit"].append(connect_cost(abox, "127.0.0.1", open_port, 0, s.connects))
+            samples["audited"].append(connect_cost(abox, "127.0.0.1", other_port, 0,
+                                                   s.connects))
         med = {k: median(c for c, _ in v) for k, v in samples.items()}
 
         def r(k, base, i=0):
@@ -124,13 +136,18 @@ def bench_connect(s, daemon, cgroups, workdir):
             "plain_ns": med["plain"], "sluice_ns": med["sluice"],
             "ratio_allowed": r("sluice", "plain"),
             "ratio_allowed_iteration": r("sluice", "plain", 1),
+            "audit_ns": med["audit"], "audited_ns": med["audited"],
+            "ratio_audit_enforce": r("audit", "sluice"),
+            "ratio_audited_enforce": r("audited", "sluice"),
             "prog_ns": program_ns(daemon, box, "127.0.0.1", open_port, s.connects),
         }
         log(f"  connect: denied/refused {res['ratio_denied_refused']:.3f}, allowed "
-            f"{res['ratio_allowed']:.3f}, sl_connect4 {res['prog_ns'] or 0:.0f} ns")
+            f"{res['ratio_allowed']:.3f}, sl_connect4 {res['prog_ns'] or 0:.0f} ns; audit/enforce "
+            f"{res['ratio_audit_enforce']:.3f}, audited/enforce {res['ratio_audited_enforce']:.3f}")
         return res
     finally:
         server.close()
+        other.close()
 
 
 PER_POLICY = 100000  # rules per sandbox in the scale cases of more than that

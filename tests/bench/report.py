@@ -32,6 +32,9 @@ def targets(r):
     c = _get(r, "kernel", "connect") or {}
     add("denied connect / refused connect", c.get("ratio_denied_refused"), "<=", 0.5)
     add("allowed connect, sluice / none", c.get("ratio_allowed"), "<=", 1.03)
+    add("allowed connect, audit mode / enforce mode", c.get("ratio_audit_enforce"), "<=", 1.03)
+    add("audited connect (rules deny, audit lets through) / enforce's allowed connect",
+        c.get("ratio_audited_enforce"), "<=", 1.03)
     for case in _get(r, "kernel", "scale", "cases") or []:
         add(f"allowed connect, {case['case']}, sluice / none", case.get("ratio"), "<=", 1.03)
     for what in ("download", "upload"):

@@ -253,3 +253,24 @@ return {
     assert f"connect 127.0.0.9:{port} OK" in r.stdout
     assert f"connect 127.0.0.10:{port} Operation not permitted" in r.stdout
     assert "seeded" in r.stdout and "hello from sluice-demo-pkg" in r.stdout
+
+
+def test_burst_loses_no_destination(box, daemon, servers, workdir):
+    """5,000 connects to 50 destinations as fast as they go: the event rate limit drops most
+    events, the kernel's records drop none, and every destination is in the suggestion."""
+    dsts = [[f"127.0.1.{i % 25 + 1}", servers.ports[i // 25]] for i in range(50)]
+    sb = box("burst", "return { egress = {} }\n", "--mode", "audit")
+    r = run_in(sb.cg, [PY, str(HERE / "burst.py"),
+                       json.dumps({"mode": "burst", "dsts": dsts, "count": 5000})],
+               workdir, timeout=180)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["ok"] == 5000, res
+    show = sb.show()
+    assert show["audit"]["audited"] >= 5000 and show["audit"]["lost"] == 0
+    assert show["counters"]["events"]["rate_limited"] > 0  # the events did not keep up
+    r = daemon.cli("policy", "suggest", "burst")
+    assert r.returncode == 0, r.stderr
+    for host, port in dsts:
+        assert f'{{ "{host}:{port}", proto = "tcp" }},' in r.stdout, (host, port)
+    assert "100 calls" in r.stdout
