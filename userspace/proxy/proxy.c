@@ -134,6 +134,7 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 		}
 		setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 }, sizeof(int));
 		c->l = l;
+		sl_list_init(&c->link);
 		c->x.conn = c;
 		sl_stream_init(&c->c);
 		sl_stream_init(&c->u);
@@ -154,8 +155,7 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 			free(c);
 			continue;
 		}
-		c->next = l->conns;
-		l->conns = c;
+		sl_list_add(&l->conns, &c->link);
 		l->stats.conns++;
 		l->stats.active++;
 		l->px->active++;
@@ -172,9 +172,9 @@ static void sweep_cb(struct sl_loop *loop, void *arg)
 	struct sl_proxy_listener *l = arg;
 	uint64_t now = sl_now_ms();
 	struct pconn *c, *next;
+	struct upconn *u, *un;
 
-	for (c = l->conns; c; c = next) {
-		next = c->next;
+	sl_list_for_each_safe(c, next, &l->conns, link) {
 		if (c->dead || now < c->deadline_ms)
 			continue;
 		if (c->st == C_HTTP && c->x.rq == RQ_HEAD && !c->x.resp_head_sent) {
@@ -194,8 +194,7 @@ static void sweep_cb(struct sl_loop *loop, void *arg)
 			px_conn_close(c);
 		}
 	}
-	for (struct upconn *u = l->idle, *un; u; u = un) {
-		un = u->next;
+	sl_list_for_each_safe(u, un, &l->idle, link) {
 		if (now - u->since_ms > POOL_IDLE_MS)
 			px_upconn_free(u);
 	}
@@ -273,6 +272,8 @@ struct sl_proxy_listener *sl_proxy_listen(struct sl_proxy *px, const struct sl_p
 	l->ops = ops;
 	l->owner = owner;
 	l->fd[0] = l->fd[1] = -1;
+	sl_list_init(&l->conns);
+	sl_list_init(&l->idle);
 	for (int tries = 0; tries < 16 && r; tries++) {
 		uint16_t port = tries == 0 ? want_port : 0;
 
@@ -326,13 +327,13 @@ void sl_proxy_listener_close(struct sl_proxy_listener *l)
 {
 	if (!l)
 		return;
-	while (l->conns) {
-		struct pconn *c = l->conns;
+	while (!sl_list_empty(&l->conns)) {
+		struct pconn *c = sl_list_first(&l->conns, struct pconn, link);
 
 		px_conn_free(c); /* a handler waiting for it is told (abort) */
 	}
-	while (l->idle)
-		px_upconn_free(l->idle);
+	while (!sl_list_empty(&l->idle))
+		px_upconn_free(sl_list_first(&l->idle, struct upconn, link));
 	for (int i = 0; i < 2; i++) {
 		if (l->fd[i] >= 0) {
 			sl_loop_del_fd(l->px->loop, l->fd[i]);
@@ -346,11 +347,12 @@ void sl_proxy_listener_close(struct sl_proxy_listener *l)
 size_t sl_proxy_listener_revalidate(struct sl_proxy_listener *l)
 {
 	size_t closed = 0;
+	struct pconn *c, *next;
+	struct upconn *u, *un;
 
-	for (struct pconn *c = l->conns, *next; c; c = next) {
+	sl_list_for_each_safe(c, next, &l->conns, link) {
 		int v;
 
-		next = c->next;
 		if (c->dead || !c->name[0])
 			continue; /* no name yet: judged under the new policy once it has one */
 		if (c->spliced) {
@@ -368,8 +370,7 @@ size_t sl_proxy_listener_revalidate(struct sl_proxy_listener *l)
 		closed++;
 		px_conn_close(c);
 	}
-	for (struct upconn *u = l->idle, *un; u; u = un) {
-		un = u->next;
+	sl_list_for_each_safe(u, un, &l->idle, link) {
 		if (l->ops->name_verdict(l->owner, u->host) != SL_VERDICT_PROXY)
 			px_upconn_free(u);
 	}

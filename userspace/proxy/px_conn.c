@@ -47,13 +47,7 @@ void px_conn_free(struct pconn *c)
 	if (c->ksplice)
 		sl_splice_part(l->px->splice, &c->kpair);
 	sl_loop_cancel_timer(l->px->loop, c->ktimer);
-
-	for (struct pconn **pp = &l->conns; *pp; pp = &(*pp)->next) {
-		if (*pp == c) {
-			*pp = c->next;
-			break;
-		}
-	}
+	sl_list_del(&c->link);
 	l->stats.active--;
 	l->px->active--;
 	l->stats.body_bytes -= c->charged;

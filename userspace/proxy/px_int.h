@@ -13,6 +13,7 @@
 #include <openssl/ssl.h>
 
 #include "core/buf.h"
+#include "core/list.h"
 #include "core/loop.h"
 #include "http/http.h"
 #include "http/mask.h"
@@ -50,7 +51,7 @@ struct sl_proxy {
 /* An idle upstream connection, kept for the next request to the same name and address. */
 struct upconn {
 	struct sl_proxy_listener *l;
-	struct upconn *next;
+	struct sl_list link; /* in l->idle, most recent first */
 	int fd;
 	SSL *ssl;
 	int tls;
@@ -156,7 +157,7 @@ struct px_h2_stream;
 struct pconn {
 	const struct px_proto *proto;
 	struct sl_proxy_listener *l;
-	struct pconn *next;
+	struct sl_list link; /* in l->conns, newest first */
 	struct sl_stream c, u;
 	enum cstate st;
 	enum upstate up;
@@ -207,8 +208,8 @@ struct sl_proxy_listener {
 	int fd[2];
 	uint16_t port;
 	uint64_t netns_cookie; /* of the namespace the listener (and its sandbox's clients) is in */
-	struct pconn *conns;
-	struct upconn *idle;
+	struct sl_list conns; /* of struct pconn */
+	struct sl_list idle; /* of struct upconn */
 	unsigned nidle;
 	struct sl_timer *sweep;
 	struct sl_proxy_stats stats;

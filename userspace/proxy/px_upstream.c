@@ -31,13 +31,10 @@ void px_upconn_free(struct upconn *u)
 {
 	struct sl_proxy_listener *l = u->l;
 
-	for (struct upconn **pp = &l->idle; *pp; pp = &(*pp)->next) {
-		if (*pp == u) {
-			*pp = u->next;
-			l->nidle--;
-			l->px->nidle--;
-			break;
-		}
+	if (sl_list_linked(&u->link)) {
+		sl_list_del(&u->link);
+		l->nidle--;
+		l->px->nidle--;
 	}
 	sl_loop_del_fd(l->px->loop, u->fd);
 	SSL_free(u->ssl);
@@ -90,6 +87,7 @@ void px_pool_put(struct pconn *c)
 	}
 	sl_loop_del_fd(l->px->loop, c->u.fd);
 	u->l = l;
+	sl_list_init(&u->link);
 	u->fd = c->u.fd;
 	u->ssl = c->u.ssl;
 	u->tls = c->tls;
@@ -102,8 +100,7 @@ void px_pool_put(struct pconn *c)
 		close(u->fd);
 		free(u);
 	} else {
-		u->next = l->idle;
-		l->idle = u;
+		sl_list_add(&l->idle, &u->link);
 		l->nidle++;
 		l->px->nidle++;
 	}
@@ -117,8 +114,9 @@ void px_pool_put(struct pconn *c)
 static int pool_take(struct pconn *c)
 {
 	struct sl_proxy_listener *l = c->l;
+	struct upconn *u;
 
-	for (struct upconn *u = l->idle; u; u = u->next) {
+	sl_list_for_each(u, &l->idle, link) {
 		if (u->tls != c->tls || strcmp(u->host, c->name) || u->dstlen != c->dstlen ||
 		    memcmp(&u->dst, &c->dst, c->dstlen))
 			continue;
@@ -128,14 +126,9 @@ static int pool_take(struct pconn *c)
 		c->u.ssl = u->ssl;
 		u->fd = -1;
 		u->ssl = NULL;
-		for (struct upconn **pp = &l->idle; *pp; pp = &(*pp)->next) {
-			if (*pp == u) {
-				*pp = u->next;
-				l->nidle--;
-				l->px->nidle--;
-				break;
-			}
-		}
+		sl_list_del(&u->link);
+		l->nidle--;
+		l->px->nidle--;
 		free(u);
 		if (sl_loop_add_fd(l->px->loop, c->u.fd, SL_READ, px_conn_cb, c)) {
 			sl_stream_close(&c->u);
