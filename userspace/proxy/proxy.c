@@ -167,9 +167,9 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 }
 
 /* Deadlines: slow heads (408), upstream connects (504), stalled transfers, idle pool. */
-static void sweep_cb(struct sl_loop *loop, void *arg)
+static void sweep_cb(struct sl_loop *loop, struct sl_timer *t)
 {
-	struct sl_proxy_listener *l = arg;
+	struct sl_proxy_listener *l = sl_container_of(t, struct sl_proxy_listener, sweep);
 	uint64_t now = sl_now_ms();
 	struct pconn *c, *next;
 	struct upconn *u, *un;
@@ -198,7 +198,7 @@ static void sweep_cb(struct sl_loop *loop, void *arg)
 		if (now - u->since_ms > POOL_IDLE_MS)
 			px_upconn_free(u);
 	}
-	l->sweep = sl_loop_add_timer(loop, SWEEP_MS, sweep_cb, l);
+	sl_timer_arm(loop, &l->sweep, SWEEP_MS, sweep_cb);
 }
 
 struct sl_proxy *sl_proxy_new(struct sl_loop *loop, struct sl_events *events, struct sl_bpf *bpf,
@@ -319,7 +319,7 @@ struct sl_proxy_listener *sl_proxy_listen(struct sl_proxy *px, const struct sl_p
 			return NULL;
 		}
 	}
-	l->sweep = sl_loop_add_timer(px->loop, SWEEP_MS, sweep_cb, l);
+	sl_timer_arm(px->loop, &l->sweep, SWEEP_MS, sweep_cb);
 	return l;
 }
 
@@ -340,7 +340,7 @@ void sl_proxy_listener_close(struct sl_proxy_listener *l)
 			close(l->fd[i]);
 		}
 	}
-	sl_loop_cancel_timer(l->px->loop, l->sweep);
+	sl_timer_disarm(l->px->loop, &l->sweep);
 	free(l);
 }
 

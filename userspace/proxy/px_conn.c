@@ -46,7 +46,7 @@ void px_conn_free(struct pconn *c)
 		px_h2_stream_gone(c); /* its last bytes, and the end of its stream */
 	if (c->ksplice)
 		sl_splice_part(l->px->splice, &c->kpair);
-	sl_loop_cancel_timer(l->px->loop, c->ktimer);
+	sl_timer_disarm(l->px->loop, &c->ktimer);
 	sl_list_del(&c->link);
 	l->stats.active--;
 	l->px->active--;

@@ -180,7 +180,7 @@ struct pconn {
 	uint64_t kwrote[2], kbase[2];
 	int keof[2], kshut[2];
 	uint64_t kdrain_since_ms;
-	struct sl_timer *ktimer;
+	struct sl_timer ktimer; /* polls a drain the kernel does not wake us for */
 	llhttp_t reqp, respp;
 	struct parse_ctx reqx, respx;
 	size_t linger_bytes;
@@ -211,7 +211,7 @@ struct sl_proxy_listener {
 	struct sl_list conns; /* of struct pconn */
 	struct sl_list idle; /* of struct upconn */
 	unsigned nidle;
-	struct sl_timer *sweep;
+	struct sl_timer sweep; /* embedded: re-arming cannot fail, so the sweep never stops */
 	struct sl_proxy_stats stats;
 };
 

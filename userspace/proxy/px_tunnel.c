@@ -57,12 +57,11 @@ static struct sl_stream *kside(struct pconn *c, int i)
 	return i ? &c->u : &c->c;
 }
 
-static void ksplice_timer_cb(struct sl_loop *loop, void *arg)
+static void ksplice_timer_cb(struct sl_loop *loop, struct sl_timer *t)
 {
-	struct pconn *c = arg;
+	struct pconn *c = sl_container_of(t, struct pconn, ktimer);
 
 	(void)loop;
-	c->ktimer = NULL;
 	px_pump(c);
 }
 
@@ -209,8 +208,8 @@ void px_ksplice_pump(struct pconn *c)
 		px_conn_close(c);
 		return;
 	}
-	if (waiting && !c->ktimer)
-		c->ktimer = sl_loop_add_timer(loop, KDRAIN_POLL_MS, ksplice_timer_cb, c);
+	if (waiting && !sl_timer_armed(&c->ktimer))
+		sl_timer_arm(loop, &c->ktimer, KDRAIN_POLL_MS, ksplice_timer_cb);
 	/* Hang-ups only: the data of these sockets wakes nobody. A socket both of whose
 	 * directions are done would report EPOLLHUP forever: it is not watched any more. */
 	for (int i = 0; i < 2; i++) {
