@@ -26,6 +26,7 @@
 
 #include "kernel/bpf_loader.h"
 #include "core/buf.h"
+#include "core/list.h"
 #include "tls/ca.h"
 #include "kernel/cgroup.h"
 #include "control/control.h"
@@ -56,10 +57,10 @@ struct sl_control {
 	struct sl_control_deps d;
 	int fd;
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-	struct ctl_conn *conns;
+	struct sl_list conns; /* of struct ctl_conn */
 	int nconns;
 	unsigned long long events_dropped; /* event lines lost to slow followers, all of them */
-	struct sl_timer *paused; /* accepting again after running out of descriptors */
+	struct sl_timer paused; /* armed: accepting again after running out of descriptors */
 };
 
 struct ctl_conn {
@@ -75,7 +76,7 @@ struct ctl_conn {
 	uid_t uid;
 	int pidfd; /* that process itself, so that a reused pid is never mistaken for it */
 	unsigned long dropped; /* event lines lost to a slow follower */
-	struct ctl_conn *next;
+	struct sl_list link; /* in ctl->conns */
 };
 
 static llhttp_settings_t settings;
@@ -83,13 +84,7 @@ static llhttp_settings_t settings;
 static void conn_close(struct ctl_conn *c)
 {
 	struct sl_control *ctl = c->ctl;
-
-	for (struct ctl_conn **pp = &ctl->conns; *pp; pp = &(*pp)->next) {
-		if (*pp == c) {
-			*pp = c->next;
-			break;
-		}
-	}
+	sl_list_del(&c->link);
 	ctl->nconns--;
 	if (c->sub)
 		sl_events_unsubscribe(ctl->d.events, c->sub);
@@ -1340,11 +1335,10 @@ static void conn_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 	conn_flush(c);
 }
 
-static void accept_resume(struct sl_loop *loop, void *arg)
+static void accept_resume(struct sl_loop *loop, struct sl_timer *t)
 {
-	struct sl_control *ctl = arg;
+	struct sl_control *ctl = sl_container_of(t, struct sl_control, paused);
 
-	ctl->paused = NULL; /* fired: the loop frees it */
 	sl_loop_mod_fd(loop, ctl->fd, SL_READ);
 }
 
@@ -1360,10 +1354,10 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 		if (cfd == -1 && (errno == EMFILE || errno == ENFILE)) {
 			/* Level-triggered: wait for descriptors rather than spin (and log) on a
 			 * listener that stays readable. */
-			if (!ctl->paused) {
+			if (!sl_timer_armed(&ctl->paused)) {
 				sl_warn("control accept failed: %s", strerror(errno));
 				sl_loop_mod_fd(loop, fd, 0);
-				ctl->paused = sl_loop_add_timer(loop, 100, accept_resume, ctl);
+				sl_timer_arm(loop, &ctl->paused, 100, accept_resume);
 			}
 			return;
 		}
@@ -1383,6 +1377,7 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 		}
 		c->ctl = ctl;
 		c->fd = cfd;
+		sl_list_init(&c->link);
 		peer_identify(c);
 		llhttp_init(&c->parser, HTTP_REQUEST, &settings);
 		c->parser.data = c;
@@ -1393,8 +1388,7 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 			free(c);
 			continue;
 		}
-		c->next = ctl->conns;
-		ctl->conns = c;
+		sl_list_add(&ctl->conns, &c->link);
 		ctl->nconns++;
 	}
 }
@@ -1466,6 +1460,7 @@ struct sl_control *sl_control_open(const char *path, const struct sl_control_dep
 	}
 	ctl->d = *deps;
 	ctl->fd = fd;
+	sl_list_init(&ctl->conns);
 	snprintf(ctl->path, sizeof(ctl->path), "%s", path);
 	if (sl_loop_add_fd(deps->loop, fd, SL_READ, accept_cb, ctl)) {
 		snprintf(err, errlen, "watching %s failed", path);
@@ -1481,9 +1476,9 @@ void sl_control_close(struct sl_control *ctl)
 {
 	if (!ctl)
 		return;
-	while (ctl->conns)
-		conn_close(ctl->conns);
-	sl_loop_cancel_timer(ctl->d.loop, ctl->paused);
+	while (!sl_list_empty(&ctl->conns))
+		conn_close(sl_list_first(&ctl->conns, struct ctl_conn, link));
+	sl_timer_disarm(ctl->d.loop, &ctl->paused);
 	sl_loop_del_fd(ctl->d.loop, ctl->fd);
 	close(ctl->fd);
 	unlink(ctl->path);
