@@ -59,6 +59,7 @@ struct sl_registry *sl_registry_new(struct sl_bpf *bpf, const char *state_dir,
 	r->dns = dns;
 	r->ttl = *ttl;
 	r->proxy = proxy;
+	sl_list_init(&r->boxes);
 	r->max_ids = bpf ? sl_bpf_max_sandboxes(bpf) : SL_MAX_SANDBOXES;
 	r->by_id = calloc(r->max_ids, sizeof(*r->by_id));
 	if (!r->by_id) {
@@ -132,10 +133,10 @@ void sl_registry_free(struct sl_registry *r)
 		return;
 	if (r->loop)
 		sl_timer_disarm(r->loop, &r->sweep);
-	while (r->head) {
-		struct sl_box *b = r->head;
+	while (!sl_list_empty(&r->boxes)) {
+		struct sl_box *b = sl_list_first(&r->boxes, struct sl_box, link);
 
-		r->head = b->next;
+		sl_list_del(&b->link);
 		sb_box_free(b);
 	}
 	free(r->by_id);
@@ -156,7 +157,9 @@ int sl_sandbox_name_ok(const char *name)
 
 struct sl_box *sl_sandbox_find(struct sl_registry *r, const char *name)
 {
-	for (struct sl_box *b = r->head; b; b = b->next)
+	struct sl_box *b;
+
+	sl_list_for_each(b, &r->boxes, link)
 		if (!strcmp(b->name, name))
 			return b;
 	return NULL;
@@ -169,12 +172,13 @@ struct sl_box *sl_sandbox_by_id(struct sl_registry *r, uint32_t id)
 
 struct sl_box *sl_registry_first(struct sl_registry *r)
 {
-	return r->head;
+	return sl_list_empty(&r->boxes) ? NULL : sl_list_first(&r->boxes, struct sl_box, link);
 }
 
 struct sl_box *sl_registry_next(const struct sl_box *box)
 {
-	return box->next;
+	return box->link.next == &box->reg->boxes ? NULL
+						  : sl_list_entry(box->link.next, struct sl_box, link);
 }
 
 const char *sl_box_name(const struct sl_box *box)
@@ -274,12 +278,13 @@ static void sweep_cb(struct sl_loop *loop, struct sl_timer *t)
 {
 	struct sl_registry *r = sl_container_of(t, struct sl_registry, sweep);
 	uint64_t now = sl_now_ns();
+	struct sl_box *b;
 
 	int px = ++r->px_sweeps >= PROXIED_SWEEPS;
 
 	if (px)
 		r->px_sweeps = 0;
-	for (struct sl_box *b = r->head; b; b = b->next) {
+	sl_list_for_each(b, &r->boxes, link) {
 		sb_learned_sweep(r, b, now);
 		/* Records of intercepted connections nobody accepted (the sandbox aimed them at
 		 * a listener of its own, or the client vanished unseen): they count against the
@@ -294,13 +299,17 @@ static void sweep_cb(struct sl_loop *loop, struct sl_timer *t)
 
 void sb_link(struct sl_registry *r, struct sl_box *box)
 {
-	struct sl_box **pp = &r->head;
+	struct sl_list *at = &r->boxes;
+	struct sl_box *b;
 
 	/* Keep the list sorted by name: ls output is stable. */
-	while (*pp && strcmp((*pp)->name, box->name) < 0)
-		pp = &(*pp)->next;
-	box->next = *pp;
-	*pp = box;
+	sl_list_for_each(b, &r->boxes, link) {
+		if (strcmp(b->name, box->name) >= 0) {
+			at = &b->link;
+			break;
+		}
+	}
+	sl_list_add_tail(at, &box->link); /* before @at */
 	r->count++;
 	if (box->id < r->max_ids)
 		r->by_id[box->id] = box;
@@ -308,14 +317,11 @@ void sb_link(struct sl_registry *r, struct sl_box *box)
 
 static void unlink_box(struct sl_registry *r, struct sl_box *box)
 {
-	for (struct sl_box **pp = &r->head; *pp; pp = &(*pp)->next) {
-		if (*pp == box) {
-			*pp = box->next;
-			r->count--;
-			if (box->id < r->max_ids && r->by_id[box->id] == box)
-				r->by_id[box->id] = NULL;
-			return;
-		}
+	if (sl_list_linked(&box->link)) {
+		sl_list_del(&box->link);
+		r->count--;
+		if (box->id < r->max_ids && r->by_id[box->id] == box)
+			r->by_id[box->id] = NULL;
 	}
 }
 
@@ -323,7 +329,7 @@ struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *s
 			      size_t errlen)
 {
 	struct sl_kentry *ents = NULL;
-	struct sl_box *box = NULL;
+	struct sl_box *box = NULL, *o;
 	size_t nents = 0;
 	int e, level;
 
@@ -352,6 +358,7 @@ struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *s
 	box->netns_fd = -1;
 	snprintf(box->name, sizeof(box->name), "%s", spec->name);
 	box->reg = r;
+	sl_list_init(&box->link);
 	sl_rule_set_init(&box->rules);
 	sl_rule_set_init(&box->learned);
 	if (spec->container_id) {
@@ -397,7 +404,7 @@ struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *s
 		e = -EINVAL;
 		goto fail;
 	}
-	for (struct sl_box *o = r->head; o; o = o->next) {
+	sl_list_for_each(o, &r->boxes, link) {
 		if (sl_cgroup_within(box->cgroup, o->cgroup) ||
 		    sl_cgroup_within(o->cgroup, box->cgroup)) {
 			sl_errf(err, errlen, "cgroup %s overlaps sandbox '%s' (%s)", box->cgroup,
@@ -514,10 +521,11 @@ int sl_sandbox_rm(struct sl_registry *r, const char *name)
 
 void sl_registry_rm_all(struct sl_registry *r)
 {
-	while (r->head) {
+	while (!sl_list_empty(&r->boxes)) {
 		char name[SL_NAME_MAX + 1];
 
-		snprintf(name, sizeof(name), "%s", r->head->name);
+		snprintf(name, sizeof(name), "%s",
+			 sl_list_first(&r->boxes, struct sl_box, link)->name);
 		sl_sandbox_rm(r, name);
 	}
 }

@@ -14,6 +14,7 @@
 
 #include <jansson.h>
 
+#include "core/list.h"
 #include "core/loop.h"
 #include "dns/dns_msg.h"
 #include "kernel/bpf_loader.h"
@@ -113,7 +114,7 @@ struct sl_box {
 	 * poststop may remove it. */
 	char container_id[SL_CONTAINER_ID_MAX + 1];
 	struct sl_registry *reg;
-	struct sl_box *next;
+	struct sl_list link; /* in reg->boxes */
 };
 
 #define POLICY_MAX_BYTES (1u << 20)
@@ -132,7 +133,7 @@ struct sl_registry {
 	char state_dir[PATH_MAX];
 	/* sluiced's control socket: no egress.unix may name it (also denied in the kernel). */
 	char ctl_path[PATH_MAX];
-	struct sl_box *head;
+	struct sl_list boxes; /* of struct sl_box, sorted by name: ls output is stable */
 	size_t count;
 	struct sl_box **by_id; /* [max_ids]: the sandbox of each kernel id, NULL: free */
 	uint32_t max_ids; /* --max-sandboxes: ids are 1..max_ids-1 */

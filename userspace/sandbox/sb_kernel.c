@@ -137,15 +137,19 @@ static void set_listeners(struct sl_registry *r, const struct sl_box *box, uint3
 {
 	uint32_t lo4 = htonl(INADDR_LOOPBACK);
 	uint16_t ports[2] = { box->dns_port, box->proxy_port };
+	const struct sl_box *o;
 
 	for (int i = 0; i < 2; i++) {
 		if (!ports[i])
 			continue;
 		/* Listeners in different network namespaces may share a port, and the kernel's
 		 * table knows no namespaces: forget a port only when no other sandbox has it. */
-		for (const struct sl_box *o = r->head; o && !sandbox_id && ports[i]; o = o->next)
+		sl_list_for_each(o, &r->boxes, link) {
+			if (sandbox_id || !ports[i])
+				break;
 			if (o != box && (o->dns_port == ports[i] || o->proxy_port == ports[i]))
 				ports[i] = 0;
+		}
 		if (!ports[i])
 			continue;
 		sl_bpf_set_listener(r->bpf, AF_INET, (const uint8_t *)&lo4, htons(ports[i]),

@@ -182,12 +182,12 @@ void sb_reap_vanished(struct sl_registry *r)
 	struct sl_netns_id *ids = NULL;
 	uint8_t *used = NULL;
 	size_t n = 0;
+	struct sl_box *b, *next;
 
-	for (struct sl_box *b = r->head, *next; b; b = next) {
+	sl_list_for_each_safe(b, next, &r->boxes, link) {
 		uint64_t now_cgid;
 		int e = sl_cgroup_id(b->cgroup, &now_cgid);
 
-		next = b->next;
 		if (e != -ENOENT && (e || now_cgid == b->cgid))
 			continue;
 		reap(r, b->name, "its cgroup was removed");
@@ -200,7 +200,7 @@ void sb_reap_vanished(struct sl_registry *r)
 	used = calloc(r->count + 1, 1);
 	if (!names || !ids || !used)
 		goto out;
-	for (struct sl_box *b = r->head; b; b = b->next) {
+	sl_list_for_each(b, &r->boxes, link) {
 		if (b->netns_fd < 0 || sl_cgroup_populated(b->cgroup) != 0)
 			continue;
 		snprintf(names[n], sizeof(names[n]), "%s", b->name);

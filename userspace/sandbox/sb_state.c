@@ -393,6 +393,7 @@ static int adopt_one(struct sl_registry *r, const char *path)
 	    (ksb.rules_id == box->id || ksb.rules_id == (box->id | SL_RULES_BANK)))
 		box->rules_id = ksb.rules_id;
 	box->reg = r;
+	sl_list_init(&box->link);
 	box->dns_port = dns_port > 0 && dns_port < 65536 ? (uint16_t)dns_port : 0;
 	box->proxy_port = proxy_port > 0 && proxy_port < 65536 ? (uint16_t)proxy_port : 0;
 	sl_rule_set_init(&box->rules);
