@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 /* core/loop.c's timers: embedded timers fire in deadline order (FIFO among equals), disarm is
  * idempotent, a callback re-arms its own timer or disarms another, and the heap stays a heap
- * through thousands of random arms and disarms. The allocating API still works on top. */
+ * through thousands of random arms and disarms. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -203,34 +203,6 @@ static void test_random_heap(void **state)
 	sl_loop_free(loop);
 }
 
-/* The allocating API: fires once, cancel frees, and pending ones go with the loop. */
-static int legacy_fired;
-
-static void legacy_cb(struct sl_loop *loop, void *arg)
-{
-	(void)loop;
-	legacy_fired += *(int *)arg;
-}
-
-static void test_allocating_api(void **state)
-{
-	struct sl_loop *loop = sl_loop_new();
-	struct sl_timer end = { 0 }, *c;
-	int one = 1, hundred = 100;
-
-	(void)state;
-	assert_non_null(sl_loop_add_timer(loop, 0, legacy_cb, &one));
-	c = sl_loop_add_timer(loop, 0, legacy_cb, &hundred);
-	assert_non_null(c);
-	sl_loop_cancel_timer(loop, c);
-	sl_loop_cancel_timer(loop, NULL);
-	assert_non_null(sl_loop_add_timer(loop, 60000, legacy_cb, &hundred)); /* freed below */
-	sl_timer_arm(loop, &end, 10, stop);
-	assert_int_equal(sl_loop_run(loop), 0);
-	assert_int_equal(legacy_fired, 1);
-	sl_loop_free(loop);
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -238,7 +210,6 @@ int main(void)
 		cmocka_unit_test(test_rearm_from_callback),
 		cmocka_unit_test(test_disarm_and_free_from_callback),
 		cmocka_unit_test(test_random_heap),
-		cmocka_unit_test(test_allocating_api),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -77,8 +77,6 @@ void sl_loop_free(struct sl_loop *loop)
 		struct sl_timer *t = timer_of(loop->heap);
 
 		sl_timer_disarm(loop, t);
-		if (t->owned)
-			free(t);
 	}
 	free(loop->fds);
 	close(loop->epfd);
@@ -290,35 +288,6 @@ void sl_timer_arm(struct sl_loop *loop, struct sl_timer *t, uint64_t delay_ms, s
 	t->fn = fn;
 	t->armed = 1;
 	heap_insert(loop, &t->node);
-}
-
-/* The allocating API on top of the embedded one: a timer of its own, freed once it fired. */
-static void owned_fire(struct sl_loop *loop, struct sl_timer *t)
-{
-	t->cb(loop, t->arg);
-	free(t);
-}
-
-struct sl_timer *sl_loop_add_timer(struct sl_loop *loop, uint64_t delay_ms, sl_timer_cb *cb,
-				   void *arg)
-{
-	struct sl_timer *t = calloc(1, sizeof(*t));
-
-	if (!t)
-		return NULL;
-	t->owned = 1;
-	t->cb = cb;
-	t->arg = arg;
-	sl_timer_arm(loop, t, delay_ms, owned_fire);
-	return t;
-}
-
-void sl_loop_cancel_timer(struct sl_loop *loop, struct sl_timer *t)
-{
-	if (!t)
-		return;
-	sl_timer_disarm(loop, t);
-	free(t);
 }
 
 static void run_timers(struct sl_loop *loop)

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * A small epoll event loop with one-shot timers (after Redis's ae.c).
+ * A small epoll event loop with one-shot timers embedded in their owners (after Redis's ae.c).
  *
  * Threading: a loop and everything registered with it belong to the thread that runs
  * sl_loop_run() (the loop thread); no call here is safe from another thread. Nothing here
@@ -25,8 +25,6 @@ typedef void sl_fd_cb(struct sl_loop *loop, int fd, void *arg, unsigned events);
 /* An embedded timer's callback: @t is the owner's member (sl_container_of() gets the owner),
  * already disarmed when called, so the callback may re-arm it or free its owner. */
 typedef void sl_timer_fn(struct sl_loop *loop, struct sl_timer *t);
-/* The allocating API's callback (sl_loop_add_timer()). */
-typedef void sl_timer_cb(struct sl_loop *loop, void *arg);
 
 /* A timer that lives in its owner (nginx's ngx_event_t timer, libuv's uv_timer_t): arming
  * links it into the loop's heap through the node below and never allocates, so it cannot
@@ -41,14 +39,10 @@ struct sl_timer {
 	uint64_t seq; /* FIFO order among equal deadlines */
 	sl_timer_fn *fn;
 	int armed;
-	int owned; /* allocated by sl_loop_add_timer(), freed by the loop */
-	sl_timer_cb *cb; /* sl_loop_add_timer()'s only */
-	void *arg;
 };
 
 struct sl_loop *sl_loop_new(void);
-/* Frees the loop and the timers of sl_loop_add_timer() still pending; an embedded timer still
- * armed is left disarmed, never called. */
+/* Frees the loop; a timer still armed is left disarmed, never called. */
 void sl_loop_free(struct sl_loop *loop);
 
 /* Watches @fd for @events (SL_READ|SL_WRITE|SL_RDHUP). Returns 0 or -errno. */
@@ -68,17 +62,6 @@ static inline int sl_timer_armed(const struct sl_timer *t)
 {
 	return t->armed;
 }
-
-/* The allocating API, kept until its last users move to embedded timers (today:
- * sandbox/sandbox.c's sweep, proxy/proxy.c's sweep and splice drain, control/control.c's
- * accept pause). Calls @cb once after @delay_ms; the timer belongs to the loop, which frees
- * it after it fires or when cancelled, so the owner must forget its handle in @cb. Returns
- * NULL on allocation failure, and then nothing is armed: a periodic caller that re-arms
- * from @cb stops for good (the reason for sl_timer_arm()). */
-struct sl_timer *sl_loop_add_timer(struct sl_loop *loop, uint64_t delay_ms, sl_timer_cb *cb,
-				   void *arg);
-/* Cancels and frees a timer of sl_loop_add_timer() that has not fired yet. Accepts NULL. */
-void sl_loop_cancel_timer(struct sl_loop *loop, struct sl_timer *t);
 
 /* Runs until sl_loop_stop(). Returns 0 or -errno of a failed epoll_wait. */
 int sl_loop_run(struct sl_loop *loop);
