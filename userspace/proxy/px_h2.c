@@ -617,6 +617,7 @@ static void stream_start(struct px_h2 *h, struct px_h2_stream *s)
 		return;
 	}
 	x->l = l;
+	sl_list_init(&x->link);
 	x->x.conn = x;
 	sl_stream_init(&x->c);
 	sl_stream_init(&x->u);
@@ -649,8 +650,7 @@ static void stream_start(struct px_h2 *h, struct px_h2_stream *s)
 		return;
 	}
 	s->x = x;
-	x->next = l->conns;
-	l->conns = x;
+	sl_list_add(&l->conns, &x->link);
 	l->stats.active++;
 	l->px->active++;
 	l->stats.h2_streams++;
