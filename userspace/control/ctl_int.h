@@ -1,0 +1,89 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * What the files of the control API share and nobody else sees: the server and connection
+ * structs, the responders, the query helpers, and each resource's route handlers (the
+ * router table in control.c lists them). Threading: loop thread only; nothing here blocks
+ * but a KV write's fsync (store/kv.h).
+ */
+#ifndef SL_CTL_INT_H
+#define SL_CTL_INT_H
+
+#include <stddef.h>
+#include <sys/types.h>
+#include <sys/un.h>
+
+#include <jansson.h>
+#include <llhttp.h>
+
+#include "control/control.h"
+#include "core/buf.h"
+#include "core/list.h"
+#include "core/loop.h"
+
+#define CTL_STREAM_MAX_PENDING (1u << 20)
+
+struct sl_control {
+	struct sl_control_deps d;
+	int fd;
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	struct sl_list conns; /* of struct ctl_conn */
+	int nconns;
+	unsigned long long events_dropped; /* event lines lost to slow followers, all of them */
+	struct sl_timer paused; /* armed: accepting again after running out of descriptors */
+};
+
+struct ctl_conn {
+	struct sl_control *ctl;
+	int fd;
+	llhttp_t parser;
+	struct sl_buf url, body, out;
+	size_t header_bytes;
+	int too_big; /* 413/414/431 pending */
+	int closing; /* close once out is flushed */
+	int sub; /* events subscription handle, 0 if none */
+	pid_t pid; /* the peer: the process that connected (SO_PEERCRED), 0 if unknown */
+	uid_t uid;
+	int pidfd; /* that process itself, so that a reused pid is never mistaken for it */
+	unsigned long dropped; /* event lines lost to a slow follower */
+	struct sl_list link; /* in ctl->conns */
+};
+
+/* What a route's handler gets: @arg is the sandbox name of a "*" (decoded and checked) or
+ * the rest of the path at a "**". */
+struct ctl_req {
+	const char *method;
+	char *arg;
+	const char *query;
+};
+
+/* control.c */
+int conn_flush(struct ctl_conn *c);
+void respond_raw(struct ctl_conn *c, int status, const char *ctype, const char *body,
+			size_t len);
+void respond_json(struct ctl_conn *c, int status, json_t *j);
+void respond_error(struct ctl_conn *c, int status, const char *msg);
+int pct_decode(char *s, int plus_is_space);
+int query_param(const char *query, const char *key, char *out, size_t len);
+int truthy(const char *v);
+
+/* ctl_sandboxes.c */
+void route_list(struct ctl_conn *c, const struct ctl_req *rq);
+void route_add(struct ctl_conn *c, const struct ctl_req *rq);
+void route_show(struct ctl_conn *c, const struct ctl_req *rq);
+void route_rm(struct ctl_conn *c, const struct ctl_req *rq);
+void route_handler(struct ctl_conn *c, const struct ctl_req *rq);
+void route_suggest(struct ctl_conn *c, const struct ctl_req *rq);
+void route_mode(struct ctl_conn *c, const struct ctl_req *rq);
+void route_reload(struct ctl_conn *c, const struct ctl_req *rq);
+void route_ca(struct ctl_conn *c, const struct ctl_req *rq);
+
+/* ctl_kv.c */
+void route_kv(struct ctl_conn *c, const struct ctl_req *rq);
+
+/* ctl_events.c */
+void route_events(struct ctl_conn *c, const struct ctl_req *rq);
+
+/* metrics.c */
+void route_metrics(struct ctl_conn *c, const struct ctl_req *rq);
+
+#endif
