@@ -73,7 +73,7 @@ static void conn_close(struct ctl_conn *c)
 }
 
 /* Writes what it can; returns -1 if the connection was closed. */
-int conn_flush(struct ctl_conn *c)
+int ctl_conn_flush(struct ctl_conn *c)
 {
 	while (sl_buf_size(&c->out)) {
 		ssize_t n = send(c->fd, sl_buf_head(&c->out), sl_buf_size(&c->out),
@@ -97,7 +97,7 @@ int conn_flush(struct ctl_conn *c)
 	return 0;
 }
 
-void respond_raw(struct ctl_conn *c, int status, const char *ctype, const char *body,
+void ctl_respond_raw(struct ctl_conn *c, int status, const char *ctype, const char *body,
 			size_t len)
 {
 	int keep = !c->closing && llhttp_should_keep_alive(&c->parser);
@@ -111,7 +111,7 @@ void respond_raw(struct ctl_conn *c, int status, const char *ctype, const char *
 }
 
 /* Sends @j (reference stolen) as the JSON body. */
-void respond_json(struct ctl_conn *c, int status, json_t *j)
+void ctl_respond_json(struct ctl_conn *c, int status, json_t *j)
 {
 	char *s = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
 
@@ -119,22 +119,22 @@ void respond_json(struct ctl_conn *c, int status, json_t *j)
 	if (!s) {
 		static const char oom[] = "{\"error\":\"out of memory\"}\n";
 
-		respond_raw(c, 500, "application/json", oom, sizeof(oom) - 1);
+		ctl_respond_raw(c, 500, "application/json", oom, sizeof(oom) - 1);
 		return;
 	}
 	{
 		struct sl_buf b = { 0 };
 
 		sl_buf_printf(&b, "%s\n", s);
-		respond_raw(c, status, "application/json", sl_buf_head(&b), sl_buf_size(&b));
+		ctl_respond_raw(c, status, "application/json", sl_buf_head(&b), sl_buf_size(&b));
 		sl_buf_free(&b);
 	}
 	free(s);
 }
 
-void respond_error(struct ctl_conn *c, int status, const char *msg)
+void ctl_respond_error(struct ctl_conn *c, int status, const char *msg)
 {
-	respond_json(c, status, sl_ctl_error_json(msg));
+	ctl_respond_json(c, status, sl_ctl_error_json(msg));
 }
 
 static int hexval(int ch)
@@ -150,7 +150,7 @@ static int hexval(int ch)
 
 /* Percent-decodes @s in place, '+' as a space when @plus_is_space (query strings; in a path a
  * '+' is itself); returns -1 on a malformed escape or an embedded NUL. */
-int pct_decode(char *s, int plus_is_space)
+int ctl_pct_decode(char *s, int plus_is_space)
 {
 	char *d = s;
 
@@ -171,7 +171,7 @@ int pct_decode(char *s, int plus_is_space)
 }
 
 /* The value of query parameter @key in @query ("a=1&b=2"), decoded into @out. */
-int query_param(const char *query, const char *key, char *out, size_t len)
+int ctl_query_param(const char *query, const char *key, char *out, size_t len)
 {
 	size_t kl = strlen(key);
 
@@ -186,7 +186,7 @@ int query_param(const char *query, const char *key, char *out, size_t len)
 				return -1;
 			memcpy(out, query + kl + 1, vl);
 			out[vl] = 0;
-			return pct_decode(out, 1) ? -1 : 1;
+			return ctl_pct_decode(out, 1) ? -1 : 1;
 		}
 		if (seg == kl && !strncmp(query, key, kl)) {
 			if (len)
@@ -198,7 +198,7 @@ int query_param(const char *query, const char *key, char *out, size_t len)
 	return 0;
 }
 
-int truthy(const char *v)
+int ctl_truthy(const char *v)
 {
 	return !*v || !strcmp(v, "1") || !strcmp(v, "true") || !strcmp(v, "yes");
 }
@@ -277,7 +277,7 @@ static int refuse_confined(struct ctl_conn *c, const char *method, const char *p
 				    (int)c->pid, "uid", (int)c->uid, "reason",
 				    r > 0 ? "peer runs in a sandbox" : "peer unknown"));
 	c->closing = 1;
-	respond_error(c, 403, r > 0 ? "the control API is not for processes in a sandbox" :
+	ctl_respond_error(c, 403, r > 0 ? "the control API is not for processes in a sandbox" :
 				      "the control API could not tell where the caller runs");
 	return 1;
 }
@@ -285,14 +285,14 @@ static int refuse_confined(struct ctl_conn *c, const char *method, const char *p
 static void route_health(struct ctl_conn *c, const struct ctl_req *rq)
 {
 	(void)rq;
-	respond_json(c, 200, json_pack("{s:b, s:I}", "ok", 1, "sandboxes",
+	ctl_respond_json(c, 200, json_pack("{s:b, s:I}", "ok", 1, "sandboxes",
 				       (json_int_t)sl_registry_count(c->ctl->d.reg)));
 }
 
 static void route_not_found(struct ctl_conn *c, const struct ctl_req *rq)
 {
 	(void)rq;
-	respond_error(c, 404, "no such endpoint");
+	ctl_respond_error(c, 404, "no such endpoint");
 }
 
 /*
@@ -306,19 +306,19 @@ static const struct ctl_route {
 	const char *pattern;
 	void (*fn)(struct ctl_conn *c, const struct ctl_req *rq);
 } routes[] = {
-	{ "GET", "/v1/sandboxes", route_list },
-	{ "POST", "/v1/sandboxes", route_add },
-	{ "GET", "/v1/sandboxes/*", route_show },
-	{ "DELETE", "/v1/sandboxes/*", route_rm },
-	{ NULL, "/v1/sandboxes/*/handler", route_handler }, /* PUT, DELETE */
-	{ NULL, "/v1/sandboxes/*/policy", route_reload }, /* PUT */
-	{ NULL, "/v1/sandboxes/*/mode", route_mode }, /* PUT */
-	{ "GET", "/v1/sandboxes/*/suggest", route_suggest },
-	{ "GET", "/v1/sandboxes/*/ca", route_ca },
+	{ "GET", "/v1/sandboxes", ctl_route_list },
+	{ "POST", "/v1/sandboxes", ctl_route_add },
+	{ "GET", "/v1/sandboxes/*", ctl_route_show },
+	{ "DELETE", "/v1/sandboxes/*", ctl_route_rm },
+	{ NULL, "/v1/sandboxes/*/handler", ctl_route_handler }, /* PUT, DELETE */
+	{ NULL, "/v1/sandboxes/*/policy", ctl_route_reload }, /* PUT */
+	{ NULL, "/v1/sandboxes/*/mode", ctl_route_mode }, /* PUT */
+	{ "GET", "/v1/sandboxes/*/suggest", ctl_route_suggest },
+	{ "GET", "/v1/sandboxes/*/ca", ctl_route_ca },
 	{ NULL, "/v1/sandboxes/*/**", route_not_found },
-	{ NULL, "/v1/kv/**", route_kv }, /* GET, PUT, DELETE */
-	{ "GET", "/v1/events", route_events },
-	{ "GET", "/v1/metrics", route_metrics },
+	{ NULL, "/v1/kv/**", ctl_route_kv }, /* GET, PUT, DELETE */
+	{ "GET", "/v1/events", ctl_route_events },
+	{ "GET", "/v1/metrics", ctl_route_metrics },
 	{ NULL, "/v1/health", route_health },
 };
 
@@ -384,8 +384,8 @@ static void dispatch(struct ctl_conn *c)
 			/* A sandbox name is checked before its method (400 before 405). */
 			if (route_has_name(r->pattern)) {
 				rq.arg[arg_len] = 0;
-				if (pct_decode(rq.arg, 1) || !sl_sandbox_name_ok(rq.arg)) {
-					respond_error(c, 400, "invalid sandbox name");
+				if (ctl_pct_decode(rq.arg, 1) || !sl_sandbox_name_ok(rq.arg)) {
+					ctl_respond_error(c, 400, "invalid sandbox name");
 					goto out;
 				}
 			}
@@ -397,7 +397,7 @@ static void dispatch(struct ctl_conn *c)
 		sl_buf_printf(&allowed, "%s%s", sl_buf_size(&allowed) ? " or " : "", r->method);
 	}
 	if (!matched) {
-		respond_error(c, 404, "no such endpoint");
+		ctl_respond_error(c, 404, "no such endpoint");
 	} else {
 		struct sl_buf msg = { 0 };
 
@@ -408,7 +408,7 @@ static void dispatch(struct ctl_conn *c)
 			else
 				sl_buf_append(&msg, p, 1);
 		}
-		respond_error(c, 405, sl_buf_head(&msg));
+		ctl_respond_error(c, 405, sl_buf_head(&msg));
 		sl_buf_free(&msg);
 	}
 out:
@@ -476,7 +476,7 @@ static void conn_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 
 	(void)loop;
 	if (events & SL_WRITE) {
-		if (conn_flush(c))
+		if (ctl_conn_flush(c))
 			return;
 	}
 	if (!(events & (SL_READ | SL_HUP)))
@@ -503,12 +503,12 @@ static void conn_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 		if (e != HPE_OK) {
 			c->closing = 1;
 			if (c->too_big)
-				respond_error(c, c->too_big, sl_http_reason(c->too_big));
+				ctl_respond_error(c, c->too_big, sl_http_reason(c->too_big));
 			else
-				respond_error(c, 400, llhttp_get_error_reason(&c->parser));
+				ctl_respond_error(c, 400, llhttp_get_error_reason(&c->parser));
 		}
 	}
-	conn_flush(c);
+	ctl_conn_flush(c);
 }
 
 static void accept_resume(struct sl_loop *loop, struct sl_timer *t)

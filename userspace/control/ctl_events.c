@@ -18,30 +18,30 @@ static void stream_sink(const char *line, size_t len, void *arg)
 	}
 	sl_buf_append(&c->out, line, len);
 	if (c->sub) /* live: push now; during replay the caller flushes once */
-		conn_flush(c);
+		ctl_conn_flush(c);
 }
 
 static void handle_events(struct ctl_conn *c, const char *query)
 {
 	char sandbox[SL_NAME_MAX + 1] = "", follow[8] = "";
-	int has_sb = query_param(query, "sandbox", sandbox, sizeof(sandbox));
-	int has_follow = query_param(query, "follow", follow, sizeof(follow));
+	int has_sb = ctl_query_param(query, "sandbox", sandbox, sizeof(sandbox));
+	int has_follow = ctl_query_param(query, "follow", follow, sizeof(follow));
 	const char *filter = has_sb > 0 ? sandbox : NULL;
 	char err[160];
 
 	if (has_sb < 0 || has_follow < 0) {
-		respond_error(c, 400, "bad query parameter");
+		ctl_respond_error(c, 400, "bad query parameter");
 		return;
 	}
 	/* A removed sandbox's history is kept a while (events.c): `sluice run`'s, say. */
 	if (filter && !sl_sandbox_find(c->ctl->d.reg, filter) &&
 	    !sl_events_known(c->ctl->d.events, filter)) {
 		snprintf(err, sizeof(err), "no sandbox named '%s'", filter);
-		respond_error(c, 404, err);
+		ctl_respond_error(c, 404, err);
 		return;
 	}
 	/* A stream: no length, the body ends when the connection does. */
-	c->closing = has_follow > 0 && truthy(follow) ? 0 : 1;
+	c->closing = has_follow > 0 && ctl_truthy(follow) ? 0 : 1;
 	sl_buf_printf(&c->out, "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
 			       "Connection: close\r\n\r\n");
 	sl_events_replay(c->ctl->d.events, filter, stream_sink, c);
@@ -54,7 +54,7 @@ static void handle_events(struct ctl_conn *c, const char *query)
 	}
 }
 
-void route_events(struct ctl_conn *c, const struct ctl_req *rq)
+void ctl_route_events(struct ctl_conn *c, const struct ctl_req *rq)
 {
 	handle_events(c, rq->query);
 }

@@ -57,33 +57,33 @@ struct ctl_req {
 };
 
 /* control.c */
-int conn_flush(struct ctl_conn *c);
-void respond_raw(struct ctl_conn *c, int status, const char *ctype, const char *body,
+int ctl_conn_flush(struct ctl_conn *c);
+void ctl_respond_raw(struct ctl_conn *c, int status, const char *ctype, const char *body,
 			size_t len);
-void respond_json(struct ctl_conn *c, int status, json_t *j);
-void respond_error(struct ctl_conn *c, int status, const char *msg);
-int pct_decode(char *s, int plus_is_space);
-int query_param(const char *query, const char *key, char *out, size_t len);
-int truthy(const char *v);
+void ctl_respond_json(struct ctl_conn *c, int status, json_t *j);
+void ctl_respond_error(struct ctl_conn *c, int status, const char *msg);
+int ctl_pct_decode(char *s, int plus_is_space);
+int ctl_query_param(const char *query, const char *key, char *out, size_t len);
+int ctl_truthy(const char *v);
 
 /* ctl_sandboxes.c */
-void route_list(struct ctl_conn *c, const struct ctl_req *rq);
-void route_add(struct ctl_conn *c, const struct ctl_req *rq);
-void route_show(struct ctl_conn *c, const struct ctl_req *rq);
-void route_rm(struct ctl_conn *c, const struct ctl_req *rq);
-void route_handler(struct ctl_conn *c, const struct ctl_req *rq);
-void route_suggest(struct ctl_conn *c, const struct ctl_req *rq);
-void route_mode(struct ctl_conn *c, const struct ctl_req *rq);
-void route_reload(struct ctl_conn *c, const struct ctl_req *rq);
-void route_ca(struct ctl_conn *c, const struct ctl_req *rq);
+void ctl_route_list(struct ctl_conn *c, const struct ctl_req *rq);
+void ctl_route_add(struct ctl_conn *c, const struct ctl_req *rq);
+void ctl_route_show(struct ctl_conn *c, const struct ctl_req *rq);
+void ctl_route_rm(struct ctl_conn *c, const struct ctl_req *rq);
+void ctl_route_handler(struct ctl_conn *c, const struct ctl_req *rq);
+void ctl_route_suggest(struct ctl_conn *c, const struct ctl_req *rq);
+void ctl_route_mode(struct ctl_conn *c, const struct ctl_req *rq);
+void ctl_route_reload(struct ctl_conn *c, const struct ctl_req *rq);
+void ctl_route_ca(struct ctl_conn *c, const struct ctl_req *rq);
 
 /* ctl_kv.c */
-void route_kv(struct ctl_conn *c, const struct ctl_req *rq);
+void ctl_route_kv(struct ctl_conn *c, const struct ctl_req *rq);
 
 /* ctl_events.c */
-void route_events(struct ctl_conn *c, const struct ctl_req *rq);
+void ctl_route_events(struct ctl_conn *c, const struct ctl_req *rq);
 
 /* metrics.c */
-void route_metrics(struct ctl_conn *c, const struct ctl_req *rq);
+void ctl_route_metrics(struct ctl_conn *c, const struct ctl_req *rq);
 
 #endif

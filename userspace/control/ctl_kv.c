@@ -36,29 +36,29 @@ static void handle_kv(struct ctl_conn *c, const char *method, char *path)
 
 	if (key)
 		*key++ = 0;
-	if (pct_decode(ns, 0) || !sl_kv_ns_ok(ns)) {
-		respond_error(c, 400, "invalid namespace: 1 to 128 of A-Z a-z 0-9 _ . : @ -");
+	if (ctl_pct_decode(ns, 0) || !sl_kv_ns_ok(ns)) {
+		ctl_respond_error(c, 400, "invalid namespace: 1 to 128 of A-Z a-z 0-9 _ . : @ -");
 		return;
 	}
-	if (key && (pct_decode(key, 0) || !sl_kv_key_ok(key))) {
-		respond_error(c, 400, "invalid key: 1 to 512 printable ASCII characters");
+	if (key && (ctl_pct_decode(key, 0) || !sl_kv_key_ok(key))) {
+		ctl_respond_error(c, 400, "invalid key: 1 to 512 printable ASCII characters");
 		return;
 	}
 	if (!kv) {
-		respond_error(c, 503, "the KV store is not open");
+		ctl_respond_error(c, 503, "the KV store is not open");
 		return;
 	}
 	if (!key) {
 		json_t *keys = json_array();
 
 		if (strcmp(method, "GET")) {
-			respond_error(c, 405, "use GET on /v1/kv/NS");
+			ctl_respond_error(c, 405, "use GET on /v1/kv/NS");
 			json_decref(keys);
 			return;
 		}
 		r = keys ? sl_kv_list(kv, ns, kv_list_key, keys) : -ENOMEM;
 		if (!r) {
-			respond_json(c, 200, json_pack("{s:s, s:o}", "ns", ns, "keys", keys));
+			ctl_respond_json(c, 200, json_pack("{s:s, s:o}", "ns", ns, "keys", keys));
 			return;
 		}
 		json_decref(keys);
@@ -71,7 +71,7 @@ static void handle_kv(struct ctl_conn *c, const char *method, char *path)
 		sl_buf_reset(&c->body);
 		if (!r) {
 			sl_info("kv put %s/%s", ns, key);
-			respond_json(c, 200, json_pack("{s:s, s:s, s:I}", "ns", ns, "key", key,
+			ctl_respond_json(c, 200, json_pack("{s:s, s:s, s:I}", "ns", ns, "key", key,
 						       "bytes", (json_int_t)len));
 			return;
 		}
@@ -79,7 +79,7 @@ static void handle_kv(struct ctl_conn *c, const char *method, char *path)
 		r = sl_kv_get(kv, ns, key, &val, &len);
 		if (!r) {
 			sl_debug("kv get %s/%s", ns, key);
-			respond_raw(c, 200, "application/octet-stream", val, len);
+			ctl_respond_raw(c, 200, "application/octet-stream", val, len);
 			OPENSSL_cleanse(val, len);
 			free(val);
 			return;
@@ -88,37 +88,37 @@ static void handle_kv(struct ctl_conn *c, const char *method, char *path)
 		r = sl_kv_rm(kv, ns, key);
 		if (!r) {
 			sl_info("kv rm %s/%s", ns, key);
-			respond_json(c, 200, json_pack("{s:s, s:s, s:b}", "ns", ns, "key", key,
+			ctl_respond_json(c, 200, json_pack("{s:s, s:s, s:b}", "ns", ns, "key", key,
 						       "removed", 1));
 			return;
 		}
 	} else {
-		respond_error(c, 405, "use GET, PUT or DELETE on /v1/kv/NS/KEY");
+		ctl_respond_error(c, 405, "use GET, PUT or DELETE on /v1/kv/NS/KEY");
 		return;
 	}
 	switch (r) {
 	case -ENOENT:
 		snprintf(msg, sizeof(msg), "no key '%s' in namespace '%s'", key, ns);
-		respond_error(c, 404, msg);
+		ctl_respond_error(c, 404, msg);
 		break;
 	case -E2BIG:
 		snprintf(msg, sizeof(msg), "the value is larger than %d bytes", SL_KV_VALUE_MAX);
-		respond_error(c, 413, msg);
+		ctl_respond_error(c, 413, msg);
 		break;
 	case -EBADMSG:
 		snprintf(msg, sizeof(msg),
 			 "the stored value of %s/%s does not authenticate (tampered with, or "
 			 "written under another key): put it again",
 			 ns, key);
-		respond_error(c, 500, msg);
+		ctl_respond_error(c, 500, msg);
 		break;
 	default:
 		snprintf(msg, sizeof(msg), "KV store: %s", strerror(-r));
-		respond_error(c, 500, msg);
+		ctl_respond_error(c, 500, msg);
 	}
 }
 
-void route_kv(struct ctl_conn *c, const struct ctl_req *rq)
+void ctl_route_kv(struct ctl_conn *c, const struct ctl_req *rq)
 {
 	handle_kv(c, rq->method, rq->arg);
 }

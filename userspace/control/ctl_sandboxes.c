@@ -24,7 +24,7 @@ static void handle_list(struct ctl_conn *c)
 
 	sl_registry_foreach(b, c->ctl->d.reg)
 		json_array_append_new(arr, sl_sandbox_json(c->ctl->d.reg, b, 0));
-	respond_json(c, 200, json_pack("{s:o}", "sandboxes", arr));
+	ctl_respond_json(c, 200, json_pack("{s:o}", "sandboxes", arr));
 }
 
 /* Who is asking, for events: the peer's credentials on the unix socket. */
@@ -67,7 +67,7 @@ static void handle_handler(struct ctl_conn *c, const char *method, const char *n
 
 	if (!box) {
 		snprintf(err, sizeof(err), "no sandbox named '%s'", name);
-		respond_error(c, 404, err);
+		ctl_respond_error(c, 404, err);
 		return;
 	}
 	peer_of(c, who, sizeof(who));
@@ -75,13 +75,13 @@ static void handle_handler(struct ctl_conn *c, const char *method, const char *n
 		e = sl_sandbox_set_handler(c->ctl->d.reg, box, NULL, NULL, who, &res, err,
 					   sizeof(err));
 		if (e)
-			respond_error(c, 500, err);
+			ctl_respond_error(c, 500, err);
 		else
-			respond_json(c, 200, switch_json(c->ctl->d.reg, box, &res));
+			ctl_respond_json(c, 200, switch_json(c->ctl->d.reg, box, &res));
 		return;
 	}
 	if (strcmp(method, "PUT")) {
-		respond_error(c, 405, "use PUT or DELETE on /v1/sandboxes/NAME/handler");
+		ctl_respond_error(c, 405, "use PUT or DELETE on /v1/sandboxes/NAME/handler");
 		return;
 	}
 	j = json_loadb(sl_buf_head(&c->body), sl_buf_size(&c->body), 0, &jerr);
@@ -89,19 +89,19 @@ static void handle_handler(struct ctl_conn *c, const char *method, const char *n
 				 "params", &params)) {
 		snprintf(err, sizeof(err), "bad request: %s (want {\"handler\": NAME, \"params\": "
 					   "{...}})", jerr.text);
-		respond_error(c, 400, err);
+		ctl_respond_error(c, 400, err);
 		goto out;
 	}
 	if (sl_ctl_params_text(params, &ptext, err, sizeof(err))) {
-		respond_error(c, 400, err);
+		ctl_respond_error(c, 400, err);
 		goto out;
 	}
 	e = sl_sandbox_set_handler(c->ctl->d.reg, box, handler, ptext, who, &res, err,
 				   sizeof(err));
 	if (e)
-		respond_error(c, e == -ENOENT ? 404 : e == -EINVAL ? 400 : 500, err);
+		ctl_respond_error(c, e == -ENOENT ? 404 : e == -EINVAL ? 400 : 500, err);
 	else
-		respond_json(c, 200, switch_json(c->ctl->d.reg, box, &res));
+		ctl_respond_json(c, 200, switch_json(c->ctl->d.reg, box, &res));
 out:
 	free(ptext);
 	json_decref(j);
@@ -120,11 +120,11 @@ static void handle_mode(struct ctl_conn *c, const char *method, const char *name
 
 	if (!box) {
 		snprintf(err, sizeof(err), "no sandbox named '%s'", name);
-		respond_error(c, 404, err);
+		ctl_respond_error(c, 404, err);
 		return;
 	}
 	if (strcmp(method, "PUT")) {
-		respond_error(c, 405, "use PUT on /v1/sandboxes/NAME/mode");
+		ctl_respond_error(c, 405, "use PUT on /v1/sandboxes/NAME/mode");
 		return;
 	}
 	j = json_loadb(sl_buf_head(&c->body), sl_buf_size(&c->body), 0, &jerr);
@@ -132,16 +132,16 @@ static void handle_mode(struct ctl_conn *c, const char *method, const char *name
 	    (strcmp(mode, "audit") && strcmp(mode, "enforce"))) {
 		snprintf(err, sizeof(err), "bad request: %s (want {\"mode\": \"audit\" or "
 					   "\"enforce\"})", j && mode ? "unknown mode" : jerr.text);
-		respond_error(c, 400, err);
+		ctl_respond_error(c, 400, err);
 		goto out;
 	}
 	peer_of(c, who, sizeof(who));
 	e = sl_sandbox_set_mode(c->ctl->d.reg, box, !strcmp(mode, "audit"), who, &res, err,
 				sizeof(err));
 	if (e)
-		respond_error(c, e == -EINVAL ? 400 : 500, err);
+		ctl_respond_error(c, e == -EINVAL ? 400 : 500, err);
 	else
-		respond_json(c, 200, switch_json(c->ctl->d.reg, box, &res));
+		ctl_respond_json(c, 200, switch_json(c->ctl->d.reg, box, &res));
 out:
 	json_decref(j);
 }
@@ -157,7 +157,7 @@ static void handle_suggest(struct ctl_conn *c, const char *name, const char *que
 
 	if (!box) {
 		snprintf(err, sizeof(err), "no sandbox named '%s'", name);
-		respond_error(c, 404, err);
+		ctl_respond_error(c, 404, err);
 		return;
 	}
 	if (q) {
@@ -165,16 +165,16 @@ static void handle_suggest(struct ctl_conn *c, const char *name, const char *que
 
 		collapse = strtoul(q + 9, &end, 10);
 		if (end == q + 9 || (*end && *end != '&') || collapse > 1000000) {
-			respond_error(c, 400, "collapse takes a number of names (0: never)");
+			ctl_respond_error(c, 400, "collapse takes a number of names (0: never)");
 			return;
 		}
 	}
 	e = sl_sandbox_suggest(c->ctl->d.reg, box, (unsigned)collapse, &text, err, sizeof(err));
 	if (e) {
-		respond_error(c, 500, err);
+		ctl_respond_error(c, 500, err);
 		return;
 	}
-	respond_json(c, 200, json_pack("{s:s, s:s, s:s}", "sandbox", name, "mode",
+	ctl_respond_json(c, 200, json_pack("{s:s, s:s, s:s}", "sandbox", name, "mode",
 				       sl_box_audit(box) ? "audit" : "enforce", "policy", text));
 	free(text);
 }
@@ -193,18 +193,18 @@ static void handle_reload(struct ctl_conn *c, const char *method, const char *na
 
 	if (!box) {
 		snprintf(err, sizeof(err), "no sandbox named '%s'", name);
-		respond_error(c, 404, err);
+		ctl_respond_error(c, 404, err);
 		return;
 	}
 	if (strcmp(method, "PUT")) {
-		respond_error(c, 405, "use PUT on /v1/sandboxes/NAME/policy");
+		ctl_respond_error(c, 405, "use PUT on /v1/sandboxes/NAME/policy");
 		return;
 	}
 	j = json_loadb(sl_buf_head(&c->body), sl_buf_size(&c->body), 0, &jerr);
 	if (!j || json_unpack_ex(j, &jerr, JSON_STRICT, "{s:s%, s?s}", "policy", &policy,
 				 &policy_len, "policy_file", &policy_file)) {
 		snprintf(err, sizeof(err), "bad request: %s (want {\"policy\": TEXT})", jerr.text);
-		respond_error(c, 400, err);
+		ctl_respond_error(c, 400, err);
 		json_decref(j);
 		return;
 	}
@@ -213,9 +213,9 @@ static void handle_reload(struct ctl_conn *c, const char *method, const char *na
 			      sizeof(err));
 	if (e) {
 		sl_info("sandbox %s: policy reload refused: %s", name, err);
-		respond_error(c, e == -EINVAL ? 400 : 500, err);
+		ctl_respond_error(c, e == -EINVAL ? 400 : 500, err);
 	} else {
-		respond_json(c, 200, switch_json(c->ctl->d.reg, box, &res));
+		ctl_respond_json(c, 200, switch_json(c->ctl->d.reg, box, &res));
 	}
 	json_decref(j);
 }
@@ -228,7 +228,7 @@ static void handle_add(struct ctl_conn *c)
 
 	if (sl_ctl_decode_add(sl_buf_head(&c->body), sl_buf_size(&c->body), &add, err,
 			      sizeof(err))) {
-		respond_error(c, 400, err);
+		ctl_respond_error(c, 400, err);
 		goto out;
 	}
 	box = sl_sandbox_add(c->ctl->d.reg, &add.spec, err, sizeof(err));
@@ -239,10 +239,10 @@ static void handle_add(struct ctl_conn *c)
 							   500;
 
 		sl_info("sandbox %s refused: %s", add.spec.name, err);
-		respond_error(c, status, err);
+		ctl_respond_error(c, status, err);
 		goto out;
 	}
-	respond_json(c, 201, sl_sandbox_json(c->ctl->d.reg, box, 1));
+	ctl_respond_json(c, 201, sl_sandbox_json(c->ctl->d.reg, box, 1));
 out:
 	sl_ctl_add_release(&add);
 }
@@ -254,10 +254,10 @@ static void handle_show(struct ctl_conn *c, const char *name)
 
 	if (!b) {
 		snprintf(err, sizeof(err), "no sandbox named '%s'", name);
-		respond_error(c, 404, err);
+		ctl_respond_error(c, 404, err);
 		return;
 	}
-	respond_json(c, 200, sl_sandbox_json(c->ctl->d.reg, b, 1));
+	ctl_respond_json(c, 200, sl_sandbox_json(c->ctl->d.reg, b, 1));
 }
 
 /*
@@ -269,17 +269,17 @@ static void handle_rm(struct ctl_conn *c, const char *name, const char *query)
 {
 	char err[PATH_MAX + 512], cid[SL_CONTAINER_ID_MAX + 2];
 	struct sl_box *box = sl_sandbox_find(c->ctl->d.reg, name);
-	int r = box && query ? query_param(query, "container_id", cid, sizeof(cid)) : 0;
+	int r = box && query ? ctl_query_param(query, "container_id", cid, sizeof(cid)) : 0;
 
 	if (r < 0) {
-		respond_error(c, 400, "invalid container_id");
+		ctl_respond_error(c, 400, "invalid container_id");
 		return;
 	}
 	if (r > 0) {
 		if (strcmp(cid, sl_box_container_id(box))) {
 			snprintf(err, sizeof(err), "sandbox '%s' was not made for container %s",
 				 name, cid);
-			respond_error(c, 409, err);
+			ctl_respond_error(c, 409, err);
 			return;
 		}
 		if (sl_cgroup_populated(sl_box_cgroup(box)) > 0) {
@@ -287,22 +287,22 @@ static void handle_rm(struct ctl_conn *c, const char *name, const char *query)
 				 "sandbox '%s': processes still run in %s; it is removed once "
 				 "they are gone",
 				 name, sl_box_cgroup(box));
-			respond_error(c, 409, err);
+			ctl_respond_error(c, 409, err);
 			return;
 		}
 	}
 	r = sl_sandbox_rm(c->ctl->d.reg, name);
 	if (r == -ENOENT) {
 		snprintf(err, sizeof(err), "no sandbox named '%s'", name);
-		respond_error(c, 404, err);
+		ctl_respond_error(c, 404, err);
 		return;
 	}
 	if (r) {
 		snprintf(err, sizeof(err), "removing '%s' failed: %s", name, strerror(-r));
-		respond_error(c, 500, err);
+		ctl_respond_error(c, 500, err);
 		return;
 	}
-	respond_json(c, 200, json_pack("{s:s}", "removed", name));
+	ctl_respond_json(c, 200, json_pack("{s:s}", "removed", name));
 }
 
 static void handle_ca(struct ctl_conn *c, const char *name)
@@ -312,61 +312,61 @@ static void handle_ca(struct ctl_conn *c, const char *name)
 
 	if (!b) {
 		snprintf(err, sizeof(err), "no sandbox named '%s'", name);
-		respond_error(c, 404, err);
+		ctl_respond_error(c, 404, err);
 		return;
 	}
 	pem = sl_sandbox_ca_pem(b);
 	if (!pem) {
-		respond_error(c, 500, "the sandbox has no CA");
+		ctl_respond_error(c, 500, "the sandbox has no CA");
 		return;
 	}
-	respond_raw(c, 200, "application/x-pem-file", pem, strlen(pem));
+	ctl_respond_raw(c, 200, "application/x-pem-file", pem, strlen(pem));
 	free(pem);
 }
 
-void route_list(struct ctl_conn *c, const struct ctl_req *rq)
+void ctl_route_list(struct ctl_conn *c, const struct ctl_req *rq)
 {
 	(void)rq;
 	handle_list(c);
 }
 
-void route_add(struct ctl_conn *c, const struct ctl_req *rq)
+void ctl_route_add(struct ctl_conn *c, const struct ctl_req *rq)
 {
 	(void)rq;
 	handle_add(c);
 }
 
-void route_show(struct ctl_conn *c, const struct ctl_req *rq)
+void ctl_route_show(struct ctl_conn *c, const struct ctl_req *rq)
 {
 	handle_show(c, rq->arg);
 }
 
-void route_rm(struct ctl_conn *c, const struct ctl_req *rq)
+void ctl_route_rm(struct ctl_conn *c, const struct ctl_req *rq)
 {
 	handle_rm(c, rq->arg, rq->query);
 }
 
-void route_handler(struct ctl_conn *c, const struct ctl_req *rq)
+void ctl_route_handler(struct ctl_conn *c, const struct ctl_req *rq)
 {
 	handle_handler(c, rq->method, rq->arg);
 }
 
-void route_suggest(struct ctl_conn *c, const struct ctl_req *rq)
+void ctl_route_suggest(struct ctl_conn *c, const struct ctl_req *rq)
 {
 	handle_suggest(c, rq->arg, rq->query);
 }
 
-void route_mode(struct ctl_conn *c, const struct ctl_req *rq)
+void ctl_route_mode(struct ctl_conn *c, const struct ctl_req *rq)
 {
 	handle_mode(c, rq->method, rq->arg);
 }
 
-void route_reload(struct ctl_conn *c, const struct ctl_req *rq)
+void ctl_route_reload(struct ctl_conn *c, const struct ctl_req *rq)
 {
 	handle_reload(c, rq->method, rq->arg);
 }
 
-void route_ca(struct ctl_conn *c, const struct ctl_req *rq)
+void ctl_route_ca(struct ctl_conn *c, const struct ctl_req *rq)
 {
 	handle_ca(c, rq->arg);
 }

@@ -275,11 +275,11 @@ static void handle_metrics(struct ctl_conn *c)
 						   unknown.c[SL_CTR_DENY_BIND] +
 						   unknown.c[SL_CTR_DROP_EGRESS]));
 	metrics_limits(&m, reg, c->ctl->d.bpf, c->ctl->events_dropped);
-	respond_raw(c, 200, "text/plain; version=0.0.4", sl_buf_head(&m), sl_buf_size(&m));
+	ctl_respond_raw(c, 200, "text/plain; version=0.0.4", sl_buf_head(&m), sl_buf_size(&m));
 	sl_buf_free(&m);
 }
 
-void route_metrics(struct ctl_conn *c, const struct ctl_req *rq)
+void ctl_route_metrics(struct ctl_conn *c, const struct ctl_req *rq)
 {
 	(void)rq;
 	handle_metrics(c);
