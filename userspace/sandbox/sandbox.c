@@ -201,29 +201,37 @@ const char *sl_box_container_id(const struct sl_box *box)
 	return box->container_id;
 }
 
-const struct sl_proxy_stats *sl_box_proxy_stats(const struct sl_box *box)
-{
-	return box->proxy ? sl_proxy_listener_stats(box->proxy) : NULL;
-}
-
-const struct sl_dns_stats *sl_box_dns_stats(const struct sl_box *box)
-{
-	return box->dns ? sl_dns_listener_stats(box->dns) : NULL;
-}
-
-struct sl_ca *sl_box_ca(const struct sl_box *box)
-{
-	return box->ca;
-}
-
 int sl_box_audit(const struct sl_box *box)
 {
 	return box->audit;
 }
 
-size_t sl_box_lua_mem(const struct sl_box *box)
+void sl_box_get_stats(struct sl_registry *r, const struct sl_box *box, struct sl_box_stats *st)
 {
-	return box->lua ? sl_lua_mem(box->lua) : 0;
+	struct sl_ca_stats ca = { 0 };
+
+	memset(st, 0, sizeof(*st));
+	if (box->proxy)
+		st->proxy = *sl_proxy_listener_stats(box->proxy);
+	if (box->dns)
+		st->dns = *sl_dns_listener_stats(box->dns);
+	st->kernel_ok = !sl_bpf_read_counters(r->bpf, box->id, &st->kernel);
+	st->audited_ok = !sl_bpf_read_audit_ctr(r->bpf, box->id, &st->audited);
+	st->sni_ok = !sl_bpf_read_sni_counters(r->bpf, box->id, &st->sni);
+	if (sl_bpf_read_proxied_full(r->bpf, box->id, &st->proxied_full))
+		st->proxied_full = 0;
+	if (box->ca)
+		sl_ca_get_stats(box->ca, &ca);
+	st->leaf_evictions = ca.evictions;
+	st->lua_mem = box->lua ? sl_lua_mem(box->lua) : 0;
+	st->audit = box->audit;
+}
+
+void sl_registry_get_stats(struct sl_registry *r, struct sl_registry_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->sandboxes = r->count;
+	st->unattributed_ok = !sl_bpf_read_counters(r->bpf, 0, &st->unattributed);
 }
 
 size_t sl_registry_count(struct sl_registry *r)

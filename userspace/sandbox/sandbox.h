@@ -13,8 +13,11 @@
 
 #include <jansson.h>
 
+#include "dns/dns.h"
 #include "dns/dns_msg.h"
 #include "policy/policy.h"
+#include "proxy/proxy.h"
+#include "kernel/bpf_loader.h"
 #include "kernel/rules.h"
 
 #define SL_NAME_MAX 64
@@ -24,10 +27,8 @@
 struct sl_bpf;
 struct sl_ca;
 struct sl_dns;
-struct sl_dns_stats;
 struct sl_dns_listener;
 struct sl_proxy;
-struct sl_proxy_stats;
 struct sl_proxy_listener;
 struct sl_loop;
 struct sl_lua;
@@ -167,6 +168,15 @@ struct sl_box *sl_sandbox_find(struct sl_registry *r, const char *name);
 struct sl_box *sl_sandbox_by_id(struct sl_registry *r, uint32_t id);
 size_t sl_registry_count(struct sl_registry *r);
 
+/* The registry's figures (metrics.c formats them): how many sandboxes, and the kernel's
+ * counters of operations whose sandbox could not be determined (sandbox id 0). */
+struct sl_registry_stats {
+	size_t sandboxes;
+	struct sl_counters unattributed;
+	int unattributed_ok; /* 0: the kernel's counters could not be read */
+};
+void sl_registry_get_stats(struct sl_registry *r, struct sl_registry_stats *st);
+
 /* The sandboxes in the registry's order: the first (NULL if none), the one after @box (NULL
  * after the last). Adding or removing a sandbox ends a walk: restart it from the first. */
 struct sl_box *sl_registry_first(struct sl_registry *r);
@@ -181,12 +191,26 @@ const char *sl_box_name(const struct sl_box *box);
 uint32_t sl_box_id(const struct sl_box *box); /* the kernel's sandbox id */
 const char *sl_box_cgroup(const struct sl_box *box); /* canonical path */
 const char *sl_box_container_id(const struct sl_box *box); /* "" if none */
-/* The counters of the sandbox's proxy and DNS listeners; NULL if it has none. */
-const struct sl_proxy_stats *sl_box_proxy_stats(const struct sl_box *box);
-const struct sl_dns_stats *sl_box_dns_stats(const struct sl_box *box);
-struct sl_ca *sl_box_ca(const struct sl_box *box); /* the sandbox's CA; NULL if none */
-size_t sl_box_lua_mem(const struct sl_box *box); /* bytes of its Lua state; 0 if none */
 int sl_box_audit(const struct sl_box *box); /* 1: audit mode, 0: enforce */
+
+/* One sandbox's figures, each subsystem's own stats copied at one moment (metrics.c formats
+ * them, and reaches into none of the subsystems itself). A struct whose _ok is 0 could not be
+ * read from the kernel: its metrics are left out. */
+struct sl_box_stats {
+	struct sl_proxy_stats proxy; /* its proxy listener's; zero if it has none */
+	struct sl_dns_stats dns; /* its DNS listener's; zero if it has none */
+	struct sl_counters kernel; /* the kernel's verdict counters of the sandbox */
+	int kernel_ok;
+	struct sl_audit_ctr audited; /* what audit mode let through */
+	int audited_ok;
+	struct sl_sni_ctr sni; /* the kernel's SNI checks of checked passthrough */
+	int sni_ok;
+	uint64_t proxied_full; /* intercepted connects refused for a full sl_proxied */
+	uint64_t leaf_evictions; /* of its CA's leaf cache */
+	size_t lua_mem; /* bytes of its Lua state; 0 if none */
+	int audit; /* 1: audit mode, 0: enforce */
+};
+void sl_box_get_stats(struct sl_registry *r, const struct sl_box *box, struct sl_box_stats *st);
 
 /* Whether @name is a valid sandbox name: [A-Za-z0-9][A-Za-z0-9_.-]{0,63}. */
 int sl_sandbox_name_ok(const char *name);
