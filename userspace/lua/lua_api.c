@@ -44,7 +44,7 @@ static void *check_ud(lua_State *L, int idx, uint32_t tag, const char *what)
 /* A secret was read: the response must not carry it back. */
 static void secret_read(lua_State *L, const char *v, size_t n)
 {
-	struct lreq *r = sl_lua_running(L);
+	struct sl_lua_req *r = sl_lua_running(L);
 	struct sl_lua *lua;
 
 	if (n < 4)
@@ -58,7 +58,7 @@ static void secret_read(lua_State *L, const char *v, size_t n)
 	lua_getfield(L, LUA_REGISTRYINDEX, "sluice.host");
 	lua = lua_touserdata(L, -1);
 	lua_pop(L, 1);
-	if (!lua || lua->nload == SECRETS_MAX)
+	if (!lua || lua->nload == SL_LUA_SECRETS_MAX)
 		return;
 	for (size_t i = 0; i < lua->nload; i++)
 		if (lua->load_secrets[i].n == n && !memcmp(lua->load_secrets[i].s, v, n))
@@ -85,7 +85,7 @@ static void mask_in(char *s, size_t len, const char *v, size_t n)
 
 /* Removes every secret this request could know from @s: the env file's values, those read
  * at load, and those the request read (KV values). */
-void sl_lua_redact(struct sl_lua *lua, struct lreq *r, char *s)
+void sl_lua_redact(struct sl_lua *lua, struct sl_lua_req *r, char *s)
 {
 	size_t len = strlen(s);
 
@@ -103,31 +103,31 @@ void sl_lua_redact(struct sl_lua *lua, struct lreq *r, char *s)
 
 /* ---- requests ---- */
 
-static struct lreq *check_req(lua_State *L, int idx)
+static struct sl_lua_req *check_req(lua_State *L, int idx)
 {
-	struct lreq *r = check_ud(L, idx, TAG_REQ, "request");
+	struct sl_lua_req *r = check_ud(L, idx, SL_LUA_TAG_REQ, "request");
 
 	if (!r->x)
 		luaL_error(L, "the request has ended");
 	return r;
 }
 
-static void check_own(lua_State *L, struct lreq *r, const char *what)
+static void check_own(lua_State *L, struct sl_lua_req *r, const char *what)
 {
 	if (L != r->co)
 		luaL_error(L, "%s must be called from the handler itself, not a coroutine it made",
 			   what);
 }
 
-static struct sl_http_msg *hdrs_msg(lua_State *L, struct lhdrs *h, int writing)
+static struct sl_http_msg *hdrs_msg(lua_State *L, struct sl_lua_hdrs *h, int writing)
 {
 	struct sl_http_msg *m;
 
-	if (h->of == H_LOCAL)
+	if (h->of == SL_LUA_H_LOCAL)
 		return &h->resp->h;
 	if (!h->r->x)
 		luaL_error(L, "the request has ended");
-	if (h->of == H_REQ) {
+	if (h->of == SL_LUA_H_REQ) {
 		if (writing && h->r->fetched)
 			luaL_error(L, "the request has been sent upstream already");
 		return sl_px_x_req(h->r->x);
@@ -139,21 +139,21 @@ static struct sl_http_msg *hdrs_msg(lua_State *L, struct lhdrs *h, int writing)
 }
 
 /* Pushes a Headers object for @owner (at @owner_idx), remembered in its user value 2. */
-static void push_headers(lua_State *L, int owner_idx, enum hdrs_of of, struct lreq *r,
-			 struct lresp *resp)
+static void push_headers(lua_State *L, int owner_idx, enum sl_lua_hdrs_of of, struct sl_lua_req *r,
+			 struct sl_lua_resp *resp)
 {
-	struct lhdrs *h;
+	struct sl_lua_hdrs *h;
 
 	owner_idx = lua_absindex(L, owner_idx);
 	if (lua_getiuservalue(L, owner_idx, 2) == LUA_TUSERDATA)
 		return;
 	lua_pop(L, 1);
 	h = lua_newuserdatauv(L, sizeof(*h), 1);
-	h->tag = TAG_HDRS;
+	h->tag = SL_LUA_TAG_HDRS;
 	h->of = of;
 	h->r = r;
 	h->resp = resp;
-	luaL_setmetatable(L, MT_HDRS);
+	luaL_setmetatable(L, SL_LUA_MT_HDRS);
 	lua_pushvalue(L, owner_idx);
 	lua_setiuservalue(L, -2, 1); /* the headers keep their owner alive */
 	lua_pushvalue(L, -1);
@@ -184,7 +184,7 @@ static const char *check_value(lua_State *L, int idx, const char *name)
 
 static int hdrs_get(lua_State *L)
 {
-	struct lhdrs *h = check_ud(L, 1, TAG_HDRS, "headers");
+	struct sl_lua_hdrs *h = check_ud(L, 1, SL_LUA_TAG_HDRS, "headers");
 	const char *name = luaL_checkstring(L, 2);
 	struct sl_http_msg *m = hdrs_msg(L, h, 0);
 	luaL_Buffer b;
@@ -208,7 +208,7 @@ static int hdrs_get(lua_State *L)
 
 static int hdrs_get_all(lua_State *L)
 {
-	struct lhdrs *h = check_ud(L, 1, TAG_HDRS, "headers");
+	struct sl_lua_hdrs *h = check_ud(L, 1, SL_LUA_TAG_HDRS, "headers");
 	const char *name = luaL_checkstring(L, 2);
 	struct sl_http_msg *m = hdrs_msg(L, h, 0);
 	int n = 0;
@@ -225,7 +225,7 @@ static int hdrs_get_all(lua_State *L)
 
 static int hdrs_has(lua_State *L)
 {
-	struct lhdrs *h = check_ud(L, 1, TAG_HDRS, "headers");
+	struct sl_lua_hdrs *h = check_ud(L, 1, SL_LUA_TAG_HDRS, "headers");
 
 	lua_pushboolean(L, sl_http_get(hdrs_msg(L, h, 0), luaL_checkstring(L, 2)) != NULL);
 	return 1;
@@ -241,7 +241,7 @@ static void hdrs_check(lua_State *L, int r)
 
 static int hdrs_set(lua_State *L)
 {
-	struct lhdrs *h = check_ud(L, 1, TAG_HDRS, "headers");
+	struct sl_lua_hdrs *h = check_ud(L, 1, SL_LUA_TAG_HDRS, "headers");
 	const char *name = check_name(L, 2);
 	const char *v = check_value(L, 3, name);
 
@@ -251,7 +251,7 @@ static int hdrs_set(lua_State *L)
 
 static int hdrs_add(lua_State *L)
 {
-	struct lhdrs *h = check_ud(L, 1, TAG_HDRS, "headers");
+	struct sl_lua_hdrs *h = check_ud(L, 1, SL_LUA_TAG_HDRS, "headers");
 	const char *name = check_name(L, 2);
 	const char *v = check_value(L, 3, name);
 
@@ -261,7 +261,7 @@ static int hdrs_add(lua_State *L)
 
 static int hdrs_delete(lua_State *L)
 {
-	struct lhdrs *h = check_ud(L, 1, TAG_HDRS, "headers");
+	struct sl_lua_hdrs *h = check_ud(L, 1, SL_LUA_TAG_HDRS, "headers");
 	const char *name = check_name(L, 2);
 
 	if (sl_http_managed(name))
@@ -272,7 +272,7 @@ static int hdrs_delete(lua_State *L)
 
 static int hdrs_next(lua_State *L)
 {
-	struct lhdrs *h = check_ud(L, lua_upvalueindex(1), TAG_HDRS, "headers");
+	struct sl_lua_hdrs *h = check_ud(L, lua_upvalueindex(1), SL_LUA_TAG_HDRS, "headers");
 	struct sl_http_msg *m = hdrs_msg(L, h, 0);
 	lua_Integer i = lua_tointeger(L, lua_upvalueindex(2));
 	char name[257];
@@ -294,7 +294,7 @@ static int hdrs_next(lua_State *L)
  * in lower case, in order; a name given twice comes twice. */
 static int hdrs_pairs(lua_State *L)
 {
-	check_ud(L, 1, TAG_HDRS, "headers");
+	check_ud(L, 1, SL_LUA_TAG_HDRS, "headers");
 	lua_pushvalue(L, 1);
 	lua_pushinteger(L, 0);
 	lua_pushcclosure(L, hdrs_next, 2);
@@ -306,14 +306,14 @@ static int hdrs_pairs(lua_State *L)
 /* The continuation of req:text() (@k 0) and resp:text() (@k 1): the body the proxy read. */
 static int body_k(lua_State *L, int status, lua_KContext k)
 {
-	struct lreq *r = sl_lua_running(L);
+	struct sl_lua_req *r = sl_lua_running(L);
 	const char *body;
 	size_t len;
 
 	(void)status;
 	if (!r || !r->x)
 		return luaL_error(L, "the request has ended");
-	r->waiting = W_NONE;
+	r->waiting = SL_LUA_W_NONE;
 	body = k ? sl_px_x_resp_body(r->x, &len) : sl_px_x_body(r->x, &len);
 	lua_pushlstring(L, body, len);
 	return 1;
@@ -321,7 +321,7 @@ static int body_k(lua_State *L, int status, lua_KContext k)
 
 static int req_text(lua_State *L)
 {
-	struct lreq *r = check_req(L, 1);
+	struct sl_lua_req *r = check_req(L, 1);
 	int rc;
 
 	check_own(L, r, "req:text()");
@@ -333,7 +333,7 @@ static int req_text(lua_State *L)
 		return luaL_error(L, "req:text(): %s", strerror(-rc));
 	if (rc == 1)
 		return body_k(L, LUA_OK, 0);
-	r->waiting = W_BODY;
+	r->waiting = SL_LUA_W_BODY;
 	return lua_yieldk(L, 0, 0, body_k);
 }
 
@@ -356,7 +356,7 @@ static void push_dst(lua_State *L, const struct sockaddr *sa)
 
 static int req_index(lua_State *L)
 {
-	struct lreq *r = check_req(L, 1);
+	struct sl_lua_req *r = check_req(L, 1);
 	const char *k = luaL_checkstring(L, 2);
 	struct sl_px_info info;
 
@@ -372,7 +372,7 @@ static int req_index(lua_State *L)
 	else if (!strcmp(k, "url"))
 		lua_pushfstring(L, "%s://%s%s", info.scheme, info.host, sl_px_x_path(r->x));
 	else if (!strcmp(k, "headers"))
-		push_headers(L, 1, H_REQ, r, NULL);
+		push_headers(L, 1, SL_LUA_H_REQ, r, NULL);
 	else if (!strcmp(k, "text"))
 		lua_pushcfunction(L, req_text);
 	else
@@ -381,7 +381,7 @@ static int req_index(lua_State *L)
 }
 
 /* A path from a url naming this request's own scheme and host, or a path. */
-static const char *url_path(lua_State *L, struct lreq *r, const char *url)
+static const char *url_path(lua_State *L, struct sl_lua_req *r, const char *url)
 {
 	struct sl_px_info info;
 	size_t n;
@@ -400,7 +400,7 @@ static const char *url_path(lua_State *L, struct lreq *r, const char *url)
 	return url[n] ? url + n : "/";
 }
 
-static void set_field(lua_State *L, struct lreq *r, const char *k, int vidx)
+static void set_field(lua_State *L, struct sl_lua_req *r, const char *k, int vidx)
 {
 	int rc = 0;
 
@@ -430,7 +430,7 @@ static void set_field(lua_State *L, struct lreq *r, const char *k, int vidx)
 
 static int req_newindex(lua_State *L)
 {
-	struct lreq *r = check_req(L, 1);
+	struct sl_lua_req *r = check_req(L, 1);
 
 	set_field(L, r, luaL_checkstring(L, 2), 3);
 	return 0;
@@ -438,16 +438,16 @@ static int req_newindex(lua_State *L)
 
 /* ---- Response ---- */
 
-static struct lresp *check_resp(lua_State *L, int idx)
+static struct sl_lua_resp *check_resp(lua_State *L, int idx)
 {
-	struct lresp *p = check_ud(L, idx, TAG_RESP, "response");
+	struct sl_lua_resp *p = check_ud(L, idx, SL_LUA_TAG_RESP, "response");
 
 	if (!p->local && !p->r->x)
 		luaL_error(L, "the request has ended");
 	return p;
 }
 
-static struct sl_http_msg *fetched_msg(lua_State *L, struct lresp *p)
+static struct sl_http_msg *fetched_msg(lua_State *L, struct sl_lua_resp *p)
 {
 	struct sl_http_msg *m = sl_px_x_resp(p->r->x);
 
@@ -458,7 +458,7 @@ static struct sl_http_msg *fetched_msg(lua_State *L, struct lresp *p)
 
 static int resp_text(lua_State *L)
 {
-	struct lresp *p = check_resp(L, 1);
+	struct sl_lua_resp *p = check_resp(L, 1);
 	int rc;
 
 	if (p->local) {
@@ -475,13 +475,13 @@ static int resp_text(lua_State *L)
 		return luaL_error(L, "resp:text(): %s", strerror(-rc));
 	if (rc == 1)
 		return body_k(L, LUA_OK, 1);
-	p->r->waiting = W_RESP_BODY;
+	p->r->waiting = SL_LUA_W_RESP_BODY;
 	return lua_yieldk(L, 0, 1, body_k);
 }
 
 static int resp_index(lua_State *L)
 {
-	struct lresp *p = check_resp(L, 1);
+	struct sl_lua_resp *p = check_resp(L, 1);
 	const char *k = luaL_checkstring(L, 2);
 	int status = p->local ? p->status : fetched_msg(L, p)->status;
 
@@ -492,7 +492,7 @@ static int resp_index(lua_State *L)
 	else if (!strcmp(k, "statusText"))
 		lua_pushstring(L, sl_http_reason(status));
 	else if (!strcmp(k, "headers"))
-		push_headers(L, 1, p->local ? H_LOCAL : H_RESP, p->r, p);
+		push_headers(L, 1, p->local ? SL_LUA_H_LOCAL : SL_LUA_H_RESP, p->r, p);
 	else if (!strcmp(k, "text"))
 		lua_pushcfunction(L, resp_text);
 	else
@@ -511,7 +511,7 @@ static int check_status(lua_State *L, int idx)
 
 static int resp_newindex(lua_State *L)
 {
-	struct lresp *p = check_resp(L, 1);
+	struct sl_lua_resp *p = check_resp(L, 1);
 	const char *k = luaL_checkstring(L, 2);
 
 	if (!strcmp(k, "status")) {
@@ -546,7 +546,7 @@ static int resp_newindex(lua_State *L)
 
 static int resp_gc(lua_State *L)
 {
-	struct lresp *p = check_ud(L, 1, TAG_RESP, "response");
+	struct sl_lua_resp *p = check_ud(L, 1, SL_LUA_TAG_RESP, "response");
 
 	if (p->local)
 		sl_http_msg_free(&p->h);
@@ -558,7 +558,7 @@ static int resp_gc(lua_State *L)
 static void headers_from(lua_State *L, int idx, struct sl_http_msg *m, int replace)
 {
 	idx = lua_absindex(L, idx);
-	if (sl_lua_to_ud(L, idx, TAG_HDRS)) {
+	if (sl_lua_to_ud(L, idx, SL_LUA_TAG_HDRS)) {
 		struct sl_http_msg *src = hdrs_msg(L, lua_touserdata(L, idx), 0);
 
 		for (size_t i = 0; i < src->nh; i++)
@@ -592,18 +592,18 @@ static void headers_from(lua_State *L, int idx, struct sl_http_msg *m, int repla
 /* Response.new(body [, { status = 200, headers = {...} }]) */
 static int response_new(lua_State *L)
 {
-	struct lresp *p;
+	struct sl_lua_resp *p;
 
 	lua_settop(L, 2); /* the new userdata goes to 3 */
 	if (!lua_isnoneornil(L, 1) && !lua_isstring(L, 1))
 		return luaL_error(L, "Response.new: the body is a string or nil");
 	p = lua_newuserdatauv(L, sizeof(*p), 2);
 	memset(p, 0, sizeof(*p));
-	p->tag = TAG_RESP;
+	p->tag = SL_LUA_TAG_RESP;
 	p->local = 1;
 	p->status = 200;
 	sl_http_msg_init(&p->h);
-	luaL_setmetatable(L, MT_RESP);
+	luaL_setmetatable(L, SL_LUA_MT_RESP);
 	if (lua_isstring(L, 1)) {
 		lua_pushvalue(L, 1);
 		lua_tolstring(L, -1, NULL); /* numbers become their text */
@@ -626,19 +626,19 @@ static int response_new(lua_State *L)
 
 static int fetch_k(lua_State *L, int status, lua_KContext k)
 {
-	struct lreq *r = sl_lua_running(L);
-	struct lresp *p;
+	struct sl_lua_req *r = sl_lua_running(L);
+	struct sl_lua_resp *p;
 
 	(void)status;
 	(void)k;
 	if (!r || !r->x)
 		return luaL_error(L, "the request has ended");
-	r->waiting = W_NONE;
+	r->waiting = SL_LUA_W_NONE;
 	p = lua_newuserdatauv(L, sizeof(*p), 2);
 	memset(p, 0, sizeof(*p));
-	p->tag = TAG_RESP;
+	p->tag = SL_LUA_TAG_RESP;
 	p->r = r;
-	luaL_setmetatable(L, MT_RESP);
+	luaL_setmetatable(L, SL_LUA_MT_RESP);
 	lua_rawgeti(L, LUA_REGISTRYINDEX, r->self_ref);
 	lua_setiuservalue(L, -2, 1);
 	return 1;
@@ -649,7 +649,7 @@ static int fetch_k(lua_State *L, int status, lua_KContext k)
  * waits for the response head. */
 static int l_fetch(lua_State *L)
 {
-	struct lreq *r = sl_lua_to_ud(L, 1, TAG_REQ);
+	struct sl_lua_req *r = sl_lua_to_ud(L, 1, SL_LUA_TAG_REQ);
 	int rc;
 
 	if (!r)
@@ -686,7 +686,7 @@ static int l_fetch(lua_State *L)
 		return luaL_error(L, "fetch: the upstream connection could not start: %s",
 				  strerror(-rc));
 	r->fetched = 1;
-	r->waiting = W_FETCH;
+	r->waiting = SL_LUA_W_FETCH;
 	return lua_yieldk(L, 0, 0, fetch_k);
 }
 
@@ -694,7 +694,7 @@ static int l_fetch(lua_State *L)
 
 static int ctx_index(lua_State *L)
 {
-	struct lreq *r = ((struct lctx *)check_ud(L, 1, TAG_CTX, "context"))->r;
+	struct sl_lua_req *r = ((struct sl_lua_ctx *)check_ud(L, 1, SL_LUA_TAG_CTX, "context"))->r;
 	const char *k = luaL_checkstring(L, 2);
 	struct sl_px_info info;
 
@@ -732,7 +732,7 @@ static struct sl_lua *host_of(lua_State *L)
 
 static int kv_get(lua_State *L)
 {
-	const char *ns = ((struct lkv *)check_ud(L, 1, TAG_KV, "KV namespace"))->ns;
+	const char *ns = ((struct sl_lua_kv *)check_ud(L, 1, SL_LUA_TAG_KV, "KV namespace"))->ns;
 	size_t klen;
 	const char *key = luaL_checklstring(L, 2, &klen);
 	struct sl_lua *lua = host_of(L);
@@ -771,7 +771,7 @@ static int env_index(lua_State *L)
 	struct sl_lua *lua = host_of(L);
 	const char *k = luaL_checkstring(L, 2);
 	const char *v = lua->o.env ? sl_env_get(lua->o.env, k) : NULL;
-	struct lkv *ns;
+	struct sl_lua_kv *ns;
 	size_t klen;
 
 	if (v) {
@@ -785,9 +785,9 @@ static int env_index(lua_State *L)
 	}
 	klen = strlen(k);
 	ns = lua_newuserdatauv(L, sizeof(*ns) + klen + 1, 0);
-	ns->tag = TAG_KV;
+	ns->tag = SL_LUA_TAG_KV;
 	memcpy(ns->ns, k, klen + 1);
-	luaL_setmetatable(L, MT_KV);
+	luaL_setmetatable(L, SL_LUA_MT_KV);
 	return 1;
 }
 
@@ -800,7 +800,7 @@ static int env_newindex(lua_State *L)
 static int l_log(lua_State *L)
 {
 	struct sl_lua *lua = host_of(L);
-	struct lreq *r = sl_lua_running(L);
+	struct sl_lua_req *r = sl_lua_running(L);
 	int n = lua_gettop(L);
 	char msg[LOG_MAX];
 	size_t len = 0;
@@ -866,11 +866,11 @@ int sl_lua_open_api(lua_State *L)
 
 	lua_pushlightuserdata(L, lua);
 	lua_setfield(L, LUA_REGISTRYINDEX, "sluice.host");
-	new_class(L, MT_REQ, req_index, req_newindex, NULL);
-	new_class(L, MT_RESP, resp_index, resp_newindex, resp_gc);
-	new_class(L, MT_CTX, ctx_index, NULL, NULL);
+	new_class(L, SL_LUA_MT_REQ, req_index, req_newindex, NULL);
+	new_class(L, SL_LUA_MT_RESP, resp_index, resp_newindex, resp_gc);
+	new_class(L, SL_LUA_MT_CTX, ctx_index, NULL, NULL);
 	/* Headers and KV namespaces index a table of methods: no C call to find one. */
-	luaL_newmetatable(L, MT_KV);
+	luaL_newmetatable(L, SL_LUA_MT_KV);
 	lua_newtable(L);
 	lua_pushcfunction(L, kv_get);
 	lua_setfield(L, -2, "get");
@@ -878,7 +878,7 @@ int sl_lua_open_api(lua_State *L)
 	lua_pushboolean(L, 0);
 	lua_setfield(L, -2, "__metatable");
 	lua_pop(L, 1);
-	luaL_newmetatable(L, MT_HDRS);
+	luaL_newmetatable(L, SL_LUA_MT_HDRS);
 	luaL_newlib(L, hdrs_methods);
 	lua_setfield(L, -2, "__index");
 	lua_pushcfunction(L, hdrs_pairs);

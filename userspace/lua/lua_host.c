@@ -108,7 +108,7 @@ static int check_shape(lua_State *L, char *err, size_t errlen)
 	return 0;
 }
 
-static void lua_free(struct sl_lua *lua)
+static void host_free(struct sl_lua *lua)
 {
 	if (lua->L)
 		lua_close(lua->L);
@@ -201,7 +201,7 @@ struct sl_lua *sl_lua_load(const char *chunkname, const char *src, size_t len,
 	return lua;
 fail:
 	sl_policy_free(p);
-	lua_free(lua);
+	host_free(lua);
 	return NULL;
 }
 
@@ -214,7 +214,7 @@ struct sl_lua *sl_lua_ref(struct sl_lua *lua)
 void sl_lua_unref(struct sl_lua *lua)
 {
 	if (lua && !--lua->refs)
-		lua_free(lua);
+		host_free(lua);
 }
 
 int sl_lua_has_handlers(const struct sl_lua *lua)
@@ -252,7 +252,7 @@ static void join3(char *out, size_t len, const char *a, const char *b, const cha
 }
 
 
-static void req_release(struct lreq *r)
+static void req_release(struct sl_lua_req *r)
 {
 	struct sl_lua *lua = r->lua;
 	lua_State *L = lua->L;
@@ -262,7 +262,7 @@ static void req_release(struct lreq *r)
 		lua_State *co = r->co;
 
 		sl_lua_run_set(co, NULL);
-		if (lua_status(co) == LUA_OK && lua->npool < CO_POOL_MAX) {
+		if (lua_status(co) == LUA_OK && lua->npool < SL_LUA_CO_POOL_MAX) {
 			lua_settop(co, 0);
 			lua->pool[lua->npool].co = co;
 			lua->pool[lua->npool].ref = r->co_ref;
@@ -286,7 +286,7 @@ static int error_text(lua_State *L)
 {
 	lua_State *co = lua_touserdata(L, 1);
 	char *out = lua_touserdata(L, 2);
-	struct lreq *r = lua_touserdata(L, 3);
+	struct sl_lua_req *r = lua_touserdata(L, 3);
 	const char *msg = lua_tostring(co, -1);
 	char *tb;
 
@@ -305,7 +305,7 @@ static int error_text(lua_State *L)
 	return 0;
 }
 
-static void finish_error(struct lreq *r, int status)
+static void finish_error(struct sl_lua_req *r, int status)
 {
 	lua_State *L = r->lua->L;
 	char why[400];
@@ -342,10 +342,10 @@ static void finish_error(struct lreq *r, int status)
 }
 
 /* The handler returned: what it returned is the answer. */
-static void finish_ok(struct lreq *r, int nres)
+static void finish_ok(struct sl_lua_req *r, int nres)
 {
 	lua_State *co = r->co;
-	struct lresp *p = nres ? sl_lua_to_ud(co, -nres, TAG_RESP) : NULL;
+	struct sl_lua_resp *p = nres ? sl_lua_to_ud(co, -nres, SL_LUA_TAG_RESP) : NULL;
 	char why[200];
 
 	if (!p) {
@@ -375,7 +375,7 @@ static void finish_ok(struct lreq *r, int nres)
 
 /* Runs the handler until it returns, fails or waits. @r holds a reference on its state
  * until req_release(), so a policy replaced meanwhile stays alive for it. */
-static void run(struct lreq *r, int nargs)
+static void run(struct sl_lua_req *r, int nargs)
 {
 	struct sl_lua_limits *lim = &r->lua->lim;
 	size_t budget = (size_t)r->lua->o.insn_max * SL_LUA_CHURN_PER_INSN, before = lim->churn;
@@ -387,7 +387,7 @@ static void run(struct lreq *r, int nargs)
 	status = lua_resume(r->co, r->lua->L, nargs, &nres);
 	r->churn += lim->churn - before;
 	lim->churn_stop = SIZE_MAX;
-	if (status == LUA_YIELD && r->waiting != W_NONE)
+	if (status == LUA_YIELD && r->waiting != SL_LUA_W_NONE)
 		return;
 	if (status == LUA_YIELD)
 		sl_px_x_fail(r->x, 502, "the handler yielded outside fetch() or text()");
@@ -400,7 +400,7 @@ static void run(struct lreq *r, int nargs)
 
 static void on_resume(void *hctx)
 {
-	struct lreq *r = hctx;
+	struct sl_lua_req *r = hctx;
 
 	if (r->x)
 		run(r, 0);
@@ -408,7 +408,7 @@ static void on_resume(void *hctx)
 
 static void on_abort(void *hctx, const char *why)
 {
-	struct lreq *r = hctx;
+	struct sl_lua_req *r = hctx;
 
 	sl_debug("sandbox %s: handler %s stopped: %s", r->lua->sandbox, r->handler, why);
 	req_release(r);
@@ -422,7 +422,7 @@ static const struct sl_px_handler px_handler = {
 struct start {
 	struct sl_lua *lua;
 	struct sl_px_xchg *x;
-	struct lreq *r;
+	struct sl_lua_req *r;
 	const char *host;
 };
 
@@ -433,8 +433,8 @@ static int start_request(lua_State *L)
 	struct start *s = lua_touserdata(L, 1);
 	struct sl_lua *lua = s->lua;
 	char handler[96] = "";
-	struct lreq *r;
-	struct lctx *ctx;
+	struct sl_lua_req *r;
+	struct sl_lua_ctx *ctx;
 	lua_State *co;
 
 	lua_rawgeti(L, LUA_REGISTRYINDEX, lua->policy_ref);
@@ -460,9 +460,9 @@ static int start_request(lua_State *L)
 	}
 	r = lua_newuserdatauv(L, sizeof(*r), 2);
 	memset(r, 0, sizeof(*r));
-	r->tag = TAG_REQ;
+	r->tag = SL_LUA_TAG_REQ;
 	r->co_ref = r->self_ref = LUA_NOREF;
-	luaL_setmetatable(L, MT_REQ);
+	luaL_setmetatable(L, SL_LUA_MT_REQ);
 	memcpy(r->handler, handler, sizeof(r->handler));
 	r->lua = sl_lua_ref(lua);
 	r->x = s->x;
@@ -485,9 +485,9 @@ static int start_request(lua_State *L)
 	lua_pushvalue(L, -2);
 	lua_rawgeti(L, LUA_REGISTRYINDEX, lua->env_ref);
 	ctx = lua_newuserdatauv(L, sizeof(*ctx), 1);
-	ctx->tag = TAG_CTX;
+	ctx->tag = SL_LUA_TAG_CTX;
 	ctx->r = r;
-	luaL_setmetatable(L, MT_CTX);
+	luaL_setmetatable(L, SL_LUA_MT_CTX);
 	lua_pushvalue(L, -3);
 	lua_setiuservalue(L, -2, 1);
 	luaL_checkstack(co, 8, "handler stack");

@@ -1,6 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /* The Lua host: a sandbox's policy loaded in its own Lua state, and its handlers run for
- * every intercepted request (see lua_host.c). */
+ * every intercepted request (see lua_host.c).
+ * Threading: loop thread only. A struct sl_lua, its Lua state and its reference count (a
+ * plain unsigned, not atomic: sl_lua_ref/sl_lua_unref are safe only on the one thread) belong
+ * to the loop thread, as do the requests that hold references. Handlers wait for no I/O
+ * (fetch() and body reads yield to the loop) and stop at their instruction and allocation
+ * budgets; a handler's KV read (ns:get()) reads SQLite on the loop thread (store/kv.h: reads
+ * never fsync). */
 #ifndef SL_LUA_HOST_H
 #define SL_LUA_HOST_H
 

@@ -47,6 +47,34 @@ static int check_keys(lua_State *L, int idx, const char *where, const char *cons
 	return 0;
 }
 
+/*
+ * The length of the list at the top of the stack (not nil) into *@n: a table whose keys are
+ * the indices 1..#t only. -EINVAL otherwise, with the reason in @err (@holds says what the
+ * list holds: "entries").
+ */
+static int list_len(lua_State *L, const char *where, const char *holds, lua_Integer *n,
+		    char *err, size_t errlen)
+{
+	if (!lua_istable(L, -1)) {
+		sl_errf(err, errlen, "%s must be a list of %s", where, holds);
+		return -EINVAL;
+	}
+	*n = luaL_len(L, -1);
+	lua_pushnil(L);
+	while (lua_next(L, -2)) {
+		int bad = !lua_isinteger(L, -2) || lua_tointeger(L, -2) < 1 ||
+			  lua_tointeger(L, -2) > *n;
+
+		lua_pop(L, 1);
+		if (bad) {
+			lua_pop(L, 1);
+			sl_errf(err, errlen, "%s must be a list (found a non-index key)", where);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
 /* Reads the sequence at the top of the stack into @list. */
 static int read_entries(lua_State *L, const char *where, struct sl_entry_list *list, char *err,
 			size_t errlen)
@@ -57,23 +85,8 @@ static int read_entries(lua_State *L, const char *where, struct sl_entry_list *l
 
 	if (lua_isnil(L, -1))
 		return 0;
-	if (!lua_istable(L, -1)) {
-		sl_errf(err, errlen, "%s must be a list of entries", where);
+	if (list_len(L, where, "entries", &n, err, errlen))
 		return -EINVAL;
-	}
-	n = luaL_len(L, -1);
-	lua_pushnil(L);
-	while (lua_next(L, -2)) {
-		int bad = !lua_isinteger(L, -2) || lua_tointeger(L, -2) < 1 ||
-			  lua_tointeger(L, -2) > n;
-
-		lua_pop(L, 1);
-		if (bad) {
-			lua_pop(L, 1);
-			sl_errf(err, errlen, "%s must be a list (found a non-index key)", where);
-			return -EINVAL;
-		}
-	}
 	if (n > 100000) {
 		sl_errf(err, errlen, "%s: too many entries", where);
 		return -EINVAL;
@@ -169,23 +182,8 @@ static int read_unix(lua_State *L, const char *where, struct sl_unix_list *list,
 
 	if (lua_isnil(L, -1))
 		return 0;
-	if (!lua_istable(L, -1)) {
-		sl_errf(err, errlen, "%s must be a list of socket paths and @abstract names", where);
+	if (list_len(L, where, "socket paths and @abstract names", &n, err, errlen))
 		return -EINVAL;
-	}
-	n = luaL_len(L, -1);
-	lua_pushnil(L);
-	while (lua_next(L, -2)) {
-		int bad = !lua_isinteger(L, -2) || lua_tointeger(L, -2) < 1 ||
-			  lua_tointeger(L, -2) > n;
-
-		lua_pop(L, 1);
-		if (bad) {
-			lua_pop(L, 1);
-			sl_errf(err, errlen, "%s must be a list (found a non-index key)", where);
-			return -EINVAL;
-		}
-	}
 	if (n > SL_MAX_UNIX_PER_LAYER) {
 		sl_errf(err, errlen, "%s: too many entries (max %d)", where, SL_MAX_UNIX_PER_LAYER);
 		return -EINVAL;

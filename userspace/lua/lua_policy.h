@@ -1,5 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* The reader of a policy table into a struct sl_policy (see lua_policy.c). */
+/* The reader of a policy table into a struct sl_policy (see lua_policy.c).
+ * Threading: any thread; a Lua state is used by one thread at a time (the readers run on the
+ * thread that owns @L, sl_policy_load makes and closes a state of its own). Nothing here
+ * blocks: policy code runs within the state's instruction and memory caps. */
 #ifndef SL_LUA_POLICY_H
 #define SL_LUA_POLICY_H
 

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* What the Lua host (lua_host.c) and the API it gives handlers (lua_api.c) share. */
+/* What the Lua host (lua_host.c) and the API it gives handlers (lua_api.c) share; nothing
+ * outside lua/ includes it. Threading: loop thread only, as lua_host.h; nothing here blocks. */
 #ifndef SL_LUA_PRIV_H
 #define SL_LUA_PRIV_H
 
@@ -15,18 +16,18 @@
 
 struct sl_px_xchg;
 
-#define SECRETS_MAX 64
+#define SL_LUA_SECRETS_MAX 64
 /* Idle coroutines kept for the next requests: a thread that finished normally is as good as
  * new once its stack is emptied (the Lua manual, lua_resume). */
-#define CO_POOL_MAX 32
+#define SL_LUA_CO_POOL_MAX 32
 
-#define MT_REQ "sluice.Request"
-#define MT_RESP "sluice.Response"
-#define MT_HDRS "sluice.Headers"
-#define MT_CTX "sluice.Context"
-#define MT_KV "sluice.KV"
+#define SL_LUA_MT_REQ "sluice.Request"
+#define SL_LUA_MT_RESP "sluice.Response"
+#define SL_LUA_MT_HDRS "sluice.Headers"
+#define SL_LUA_MT_CTX "sluice.Context"
+#define SL_LUA_MT_KV "sluice.KV"
 
-struct secret {
+struct sl_lua_secret {
 	char *s;
 	size_t n;
 };
@@ -43,33 +44,33 @@ struct sl_lua {
 	char active[64]; /* the active outboundHandlers entry, "" for none */
 	int has_outbound, has_by_host;
 	int cleartext_secrets; /* the policy's cleartextSecrets = true */
-	struct secret load_secrets[SECRETS_MAX]; /* read while the policy loaded */
+	struct sl_lua_secret load_secrets[SL_LUA_SECRETS_MAX]; /* read while the policy loaded */
 	size_t nload;
 	struct {
 		lua_State *co;
 		int ref;
-	} pool[CO_POOL_MAX];
+	} pool[SL_LUA_CO_POOL_MAX];
 	int npool;
 };
 
-enum wait { W_NONE, W_BODY, W_FETCH, W_RESP_BODY };
+enum sl_lua_wait { SL_LUA_W_NONE, SL_LUA_W_BODY, SL_LUA_W_FETCH, SL_LUA_W_RESP_BODY };
 
 /*
  * Every userdata made here starts with a tag naming its kind: the type checks on the hot path
  * read it instead of looking metatables up by name. Policies cannot make full userdata (no
  * debug library, no C modules), so only these carry tags.
  */
-enum ud_tag {
-	TAG_REQ = 0x51c0aa01,
-	TAG_RESP,
-	TAG_HDRS,
-	TAG_CTX,
-	TAG_KV,
+enum sl_lua_tag {
+	SL_LUA_TAG_REQ = 0x51c0aa01,
+	SL_LUA_TAG_RESP,
+	SL_LUA_TAG_HDRS,
+	SL_LUA_TAG_CTX,
+	SL_LUA_TAG_KV,
 };
 
 /* One request's handler run. A full userdata (the `req` handlers see), kept alive by the
  * registry while the request is in flight and by any Lua value that holds it after. */
-struct lreq {
+struct sl_lua_req {
 	uint32_t tag;
 	struct sl_lua *lua;
 	struct sl_px_xchg *x; /* NULL once the request has ended */
@@ -77,47 +78,47 @@ struct lreq {
 	int co_ref, self_ref;
 	struct sl_lua_run run; /* its instruction budget (lua_vm.h) */
 	size_t churn; /* bytes its handler allocated so far (bounded like instructions) */
-	enum wait waiting;
+	enum sl_lua_wait waiting;
 	int fetched;
 	char handler[96];
 };
 
-enum hdrs_of { H_REQ, H_RESP, H_LOCAL };
+enum sl_lua_hdrs_of { SL_LUA_H_REQ, SL_LUA_H_RESP, SL_LUA_H_LOCAL };
 
 /* A response: the one fetch() returned (its head lives in the proxy) or one made by
  * Response.new (its head here; its body is the userdata's first user value). */
-struct lresp {
+struct sl_lua_resp {
 	uint32_t tag;
 	int local;
-	struct lreq *r; /* fetched: the request (the second user value keeps it alive) */
+	struct sl_lua_req *r; /* fetched: the request (the second user value keeps it alive) */
 	int status;
 	struct sl_http_msg h;
 };
 
-struct lhdrs {
+struct sl_lua_hdrs {
 	uint32_t tag;
-	enum hdrs_of of;
-	struct lreq *r;
-	struct lresp *resp;
+	enum sl_lua_hdrs_of of;
+	struct sl_lua_req *r;
+	struct sl_lua_resp *resp;
 };
 
-struct lctx {
+struct sl_lua_ctx {
 	uint32_t tag;
-	struct lreq *r;
+	struct sl_lua_req *r;
 };
 
-struct lkv {
+struct sl_lua_kv {
 	uint32_t tag;
 	char ns[];
 };
 
 /* The request whose handler runs on coroutine @L (NULL outside requests): its run is the
  * one the coroutine counts against. */
-static inline struct lreq *sl_lua_running(lua_State *L)
+static inline struct sl_lua_req *sl_lua_running(lua_State *L)
 {
 	struct sl_lua_run *run = sl_lua_run_of(L);
 
-	return run ? (struct lreq *)((char *)run - offsetof(struct lreq, run)) : NULL;
+	return run ? (struct sl_lua_req *)((char *)run - offsetof(struct sl_lua_req, run)) : NULL;
 }
 
 /* The userdata at @idx if it is of kind @tag, else NULL. */
@@ -136,6 +137,6 @@ static inline void *sl_lua_to_ud(lua_State *L, int idx, uint32_t tag)
 int sl_lua_open_api(lua_State *L);
 /* Removes every secret @r's handler could know from @s (env values, those read at load,
  * those the request read). @r may be NULL. */
-void sl_lua_redact(struct sl_lua *lua, struct lreq *r, char *s);
+void sl_lua_redact(struct sl_lua *lua, struct sl_lua_req *r, char *s);
 
 #endif

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* A sandbox's policy as data: its egress entries, their grammar, the grants and kernel rules
- * made of them (see policy.c). No Lua: lua/lua_policy.h reads a policy file into this. */
+ * made of them (see policy.c). No Lua: lua/lua_policy.h reads a policy file into this.
+ * Threading: plain data, owned by whoever read it; nothing here blocks or keeps state, and
+ * a policy no longer written may be read from any thread. */
 #ifndef SL_POLICY_H
 #define SL_POLICY_H
 
