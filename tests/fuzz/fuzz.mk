@@ -32,17 +32,18 @@ FUZZ_MODS_tls_hello := tls_hello
 FUZZ_MODS_http := http buf mask px_h1_check
 FUZZ_MODS_entry := policy rules dns_msg log addr
 # fuzz_policy also runs sl_lua_load(), whose handler API (lua_api.c) calls the exchange API
-# of the proxy (sl_px_x_*), which reaches most of the daemon: it links every module but
-# main.c, as fuzz_control does.
-FUZZ_ALL_MODS := $(patsubst %.c,%,$(notdir $(LIB_SRCS)))
-FUZZ_MODS_policy := $(FUZZ_ALL_MODS)
-FUZZ_MODS_control := $(FUZZ_ALL_MODS)
+# of the proxy (sl_px_x_*): the exchange and the connection files it drives come along, but
+# not the proxy's service (proxy.c), the kernel loader, the registry, DNS or control.
+FUZZ_MODS_policy := policy rules dns_msg addr buf log loop jsonw events lua_vm lua_policy \
+	lua_host lua_api envfile kv http mask ws tls tls_hello ca splice px_xchg px_conn px_h1 \
+	px_h1_check px_h2 px_upstream px_tunnel
+# the body decoder of POST /v1/sandboxes and the error body (ctl_decode.c), nothing else
+FUZZ_MODS_control := ctl_decode jsonw buf loop
 FUZZ_LLHTTP_http := 1
 FUZZ_LLHTTP_policy := 1
 FUZZ_LIBS_policy := $(PKG_LIBS) -lelf -lz -lpthread -lm
 FUZZ_LIBS_http := -lz
-FUZZ_LIBS_control := $(PKG_LIBS) -lelf -lz -lpthread -lm
-FUZZ_LLHTTP_control := 1
+FUZZ_LIBS_control := $(PKG_LIBS)
 # Per-target libFuzzer options: a ClientHello's records may take SL_TLS_PEEK_MAX (20 KiB) bytes.
 FUZZ_OPTS_tls_hello := -max_len=24576
 FUZZ_OPTS_http := -max_len=8192
