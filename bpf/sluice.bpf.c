@@ -45,9 +45,9 @@ static __always_inline void sl_count_verdict(__u32 sandbox_id, int verdict, __u8
  * (16 bytes, network order; IPv4 in the first 4). Returns 0 if the record could not be made:
  * the caller denies rather than redirect what it could not later restore.
  */
-static __always_inline int sl_redirect(struct bpf_sock_addr *ctx, __u8 family,
-				       const __u32 orig[4], const __u32 new_addr[4], __u16 new_port,
-				       __u8 verdict, __u32 sandbox_id)
+static __always_inline int sl_redirect(struct bpf_sock_addr *ctx, __u8 family, const __u32 orig[4],
+				       const __u32 new_addr[4], __u16 new_port, __u8 verdict,
+				       __u32 sandbox_id)
 {
 	struct sl_sockorig *o;
 
@@ -166,8 +166,8 @@ static __always_inline int sl_record_dst(struct bpf_sock_addr *ctx, __u8 kind, _
  * for the kernel SNI check (bpf/sni.h), with its destination in wire form. Returns 0 if it
  * could not be (the caller denies): an unmarked socket would not be checked.
  */
-static __always_inline int sl_sni_start(struct bpf_sock_addr *ctx, __u32 sandbox_id,
-					__u8 family, const __u32 addr[4], int mapped)
+static __always_inline int sl_sni_start(struct bpf_sock_addr *ctx, __u32 sandbox_id, __u8 family,
+					const __u32 addr[4], int mapped)
 {
 	struct sl_sockdst *d;
 	__u32 a[4] = {};
@@ -294,14 +294,14 @@ out:
 	/* What leaves must be what was decided: without its record the egress program would
 	 * drop the socket's packets, so a call whose record cannot be made fails now. */
 	if (verdict != SL_VERDICT_DENY &&
-	    !sl_record_dst(ctx, kind, family, verdict == SL_VERDICT_DNS || verdict == SL_VERDICT_PROXY))
+	    !sl_record_dst(ctx, kind, family,
+			   verdict == SL_VERDICT_DNS || verdict == SL_VERDICT_PROXY))
 		verdict = SL_VERDICT_DENY;
 	/* Checked passthrough: TCP connect() only (a sendmsg() is UDP, which no SNI rule
 	 * grants); the socket connects straight to its destination, and nothing but the
 	 * handshake leaves until its ClientHello passed the kernel check. */
-	if (verdict == SL_VERDICT_SNI &&
-	    (kind != SL_EV_CONNECT || proto_bit != SL_PROTO_TCP ||
-	     !sl_sni_start(ctx, sandbox_id, family, addr, mapped)))
+	if (verdict == SL_VERDICT_SNI && (kind != SL_EV_CONNECT || proto_bit != SL_PROTO_TCP ||
+					  !sl_sni_start(ctx, sandbox_id, family, addr, mapped)))
 		verdict = SL_VERDICT_DENY;
 	if (audited && verdict != SL_VERDICT_DENY)
 		sl_audit_note(sandbox_id, cgid, kind, family, addr, mapped, port, ctx->protocol,
@@ -517,8 +517,7 @@ static __always_inline int sl_judge_unix(struct bpf_sock_addr *ctx, __u8 kind)
 			k.sandbox_id = 0;
 			if (!bpf_map_lookup_elem(&sl_unix, &k)) {
 				k.sandbox_id = sandbox_id;
-				sl_audit_count(&sl_audit_unix, &k, sandbox_id,
-					       bpf_ktime_get_ns());
+				sl_audit_count(&sl_audit_unix, &k, sandbox_id, bpf_ktime_get_ns());
 				allow = 1;
 			}
 		}
@@ -826,8 +825,8 @@ static __always_inline int sl_parse_pkt(struct __sk_buff *skb, struct sl_pkt *p)
 
 			if (nh == NEXTHDR_ROUTING)
 				return SL_DROP_RTHDR;
-			if (nh != NEXTHDR_HOP && nh != NEXTHDR_DEST &&
-			    nh != NEXTHDR_FRAGMENT && nh != NEXTHDR_AUTH && nh != NEXTHDR_MOBILITY)
+			if (nh != NEXTHDR_HOP && nh != NEXTHDR_DEST && nh != NEXTHDR_FRAGMENT &&
+			    nh != NEXTHDR_AUTH && nh != NEXTHDR_MOBILITY)
 				break;
 			if (bpf_skb_load_bytes(skb, off, h, sizeof(h)))
 				return SL_DROP_PROTO;
@@ -908,8 +907,10 @@ static __always_inline int sl_judge_unrecorded(struct __sk_buff *skb, struct bpf
 	__u64 cgid;
 	int verdict;
 
-	if (o && sl_pkt_is(p, skb->ifindex, o->family == AF_INET6 && sl_is_v4mapped((void *)o->new_addr) ?
-			   AF_INET : o->family, o->new_addr, o->new_port))
+	if (o && sl_pkt_is(p, skb->ifindex,
+			   o->family == AF_INET6 && sl_is_v4mapped((void *)o->new_addr) ? AF_INET :
+											  o->family,
+			   o->new_addr, o->new_port))
 		return 0;
 	sb = sl_skb_sandbox(skb, &cgid);
 	if (!sb)
@@ -1022,20 +1023,19 @@ int sl_egress(struct __sk_buff *skb)
 		reason = SL_DROP_LISTENER;
 	if (!reason)
 		return 1;
-drop:
-	{
-		struct sl_sandbox *sb;
-		__u32 sandbox_id = 0;
-		__u64 cgid;
+drop : {
+	struct sl_sandbox *sb;
+	__u32 sandbox_id = 0;
+	__u64 cgid;
 
-		sb = sl_skb_sandbox(skb, &cgid);
-		if (sb)
-			sandbox_id = sb->id;
-		sl_count(sandbox_id, SL_CTR_DROP_EGRESS);
-		sl_emit_deny_reason(sandbox_id, cgid, SL_EV_EGRESS, p.family, p.daddr,
-				    p.family == AF_INET ? 4 : 16, bpf_ntohs(p.dport), p.proto, 0,
-				    (__u8)reason, bpf_ktime_get_ns());
-	}
+	sb = sl_skb_sandbox(skb, &cgid);
+	if (sb)
+		sandbox_id = sb->id;
+	sl_count(sandbox_id, SL_CTR_DROP_EGRESS);
+	sl_emit_deny_reason(sandbox_id, cgid, SL_EV_EGRESS, p.family, p.daddr,
+			    p.family == AF_INET ? 4 : 16, bpf_ntohs(p.dport), p.proto, 0,
+			    (__u8)reason, bpf_ktime_get_ns());
+}
 	return 0;
 }
 

@@ -73,7 +73,6 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sl_sni_ctr SEC(".maps");
 
-
 static __always_inline void sl_sni_count(__u32 sandbox_id, __u32 ctr)
 {
 	struct sl_sni_ctr *c = bpf_map_lookup_elem(&sl_sni_ctr, &sandbox_id);

@@ -174,8 +174,8 @@ static __always_inline struct sl_sandbox *sl_current_sandbox(__u64 *cgid_out)
 }
 
 /* Highest verdict among the unexpired ranges of @rule that cover @port/@proto_bit. */
-static __always_inline int sl_rule_verdict(const struct sl_rule *rule, __u16 port,
-					   __u8 proto_bit, __u64 now_ns)
+static __always_inline int sl_rule_verdict(const struct sl_rule *rule, __u16 port, __u8 proto_bit,
+					   __u64 now_ns)
 {
 	int verdict = SL_VERDICT_DENY;
 	__u32 i;
@@ -196,8 +196,8 @@ static __always_inline int sl_rule_verdict(const struct sl_rule *rule, __u16 por
 	return verdict;
 }
 
-static __always_inline int sl_verdict4(__u32 sandbox_id, __u32 addr_be, __u16 port,
-				       __u8 proto_bit, __u64 now_ns)
+static __always_inline int sl_verdict4(__u32 sandbox_id, __u32 addr_be, __u16 port, __u8 proto_bit,
+				       __u64 now_ns)
 {
 	struct sl_key4 key = { .prefixlen = 64, .sandbox_id = sandbox_id };
 	struct sl_rule *rule;

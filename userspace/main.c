@@ -197,8 +197,9 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	o->bpffs_dir = "/sys/fs/bpf/sluice";
 	o->event_limit = 100;
 	/* min_s: UINT32_MAX until parsed, then SL_DNS_MIN_LIFE_S unless above max_s (below) */
-	o->ttl = (struct sl_dns_ttl){ .min_s = UINT32_MAX, .max_s = 3600, .grace_s = 30,
-				      .time_scale = 1 };
+	o->ttl = (struct sl_dns_ttl){
+		.min_s = UINT32_MAX, .max_s = 3600, .grace_s = 30, .time_scale = 1
+	};
 	while ((c = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
 		switch (c) {
 		case O_SOCKET:
@@ -258,7 +259,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			unsigned long v = strtoul(optarg, &end, 10);
 
 			if (*end || !*optarg || v == 0 || v > 1000000) {
-				fprintf(stderr, "sluiced: --http-max-conns-total wants 1..1000000\n");
+				fprintf(stderr,
+					"sluiced: --http-max-conns-total wants 1..1000000\n");
 				return 2;
 			}
 			o->http_max_conns_total = v;
@@ -274,8 +276,10 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 				v <<= 20, end++;
 			else if (*end == 'G' || *end == 'g')
 				v <<= 30, end++;
-			if (*end || !*optarg || optarg[0] == '-' || v < 65536 || v > (64ull << 30)) {
-				fprintf(stderr, "sluiced: --http-body-budget wants 64K..64G bytes\n");
+			if (*end || !*optarg || optarg[0] == '-' || v < 65536 ||
+			    v > (64ull << 30)) {
+				fprintf(stderr,
+					"sluiced: --http-body-budget wants 64K..64G bytes\n");
 				return 2;
 			}
 			o->http_body_budget = v;
@@ -290,10 +294,10 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 
 			if (*end || !*optarg || v == 0 || v > 86400) {
 				fprintf(stderr, "sluiced: %s wants 1..86400\n",
-					c == O_HTTP_HEADER ? "--http-header-timeout" :
-					c == O_HTTP_IDLE   ? "--http-idle-timeout" :
+					c == O_HTTP_HEADER  ? "--http-header-timeout" :
+					c == O_HTTP_IDLE    ? "--http-idle-timeout" :
 					c == O_HTTP_CONNECT ? "--http-connect-timeout" :
-							     "--http-max-conns");
+							      "--http-max-conns");
 				return 2;
 			}
 			if (c == O_HTTP_HEADER)
@@ -327,7 +331,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 				o->env_file = optarg;
 				break;
 			}
-			if (!getcwd(cwd, sizeof(cwd)) || asprintf(&abs, "%s/%s", cwd, optarg) == -1) {
+			if (!getcwd(cwd, sizeof(cwd)) ||
+			    asprintf(&abs, "%s/%s", cwd, optarg) == -1) {
 				fprintf(stderr, "sluiced: --env-file %s: %s\n", optarg,
 					strerror(errno));
 				return 2;
@@ -345,8 +350,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			if (*end || !*optarg || v > 86400 * 7 ||
 			    (c == O_TEST_TIME_SCALE && (v < 1 || v > 3600))) {
 				fprintf(stderr, "sluiced: %s wants %s\n",
-					c == O_DNS_MIN ? "--dns-min-ttl" :
-					c == O_DNS_MAX ? "--dns-max-ttl" :
+					c == O_DNS_MIN	 ? "--dns-min-ttl" :
+					c == O_DNS_MAX	 ? "--dns-max-ttl" :
 					c == O_DNS_GRACE ? "--dns-grace" :
 							   "--test-time-scale",
 					c == O_TEST_TIME_SCALE ? "a factor (1..3600)" :
@@ -386,7 +391,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		struct sl_dns_opts probe = { 0 };
 
 		if (sl_dns_parse_upstream(o->dns_upstream, &probe)) {
-			fprintf(stderr, "sluiced: --dns-upstream wants IP, IP:PORT or [IPv6]:PORT\n");
+			fprintf(stderr,
+				"sluiced: --dns-upstream wants IP, IP:PORT or [IPv6]:PORT\n");
 			return 2;
 		}
 	}
@@ -397,7 +403,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		return 2;
 	}
 	if (o->bpffs_dir[0] != '/' || o->state_dir[0] != '/' || o->socket[0] != '/') {
-		fprintf(stderr, "sluiced: --socket, --state-dir and --bpffs-dir must be absolute\n");
+		fprintf(stderr,
+			"sluiced: --socket, --state-dir and --bpffs-dir must be absolute\n");
 		return 2;
 	}
 	return 0;
@@ -479,7 +486,7 @@ static void size_fd_limit(struct opts *o)
 			(unsigned long long)rl.rlim_cur, o->http_max_conns_total);
 	} else if (rl.rlim_cur < want) {
 		unsigned fit = rl.rlim_cur > reserve + 2 ? (unsigned)((rl.rlim_cur - reserve) / 2) :
-							    1;
+							   1;
 
 		sl_info("file descriptor limit %llu: --http-max-conns-total is %u (not %u)",
 			(unsigned long long)rl.rlim_cur, fit, o->http_max_conns_total);
@@ -491,7 +498,9 @@ static void size_fd_limit(struct opts *o)
 			"raise RLIMIT_NOFILE (LimitNOFILE= in the unit)",
 			(unsigned long long)rl.rlim_cur,
 			(unsigned long long)(rl.rlim_cur > 2 * (rlim_t)o->http_max_conns_total ?
-						     (rl.rlim_cur - 2 * (rlim_t)o->http_max_conns_total) / 8 :
+						     (rl.rlim_cur -
+						      2 * (rlim_t)o->http_max_conns_total) /
+							     8 :
 						     0),
 			(unsigned long long)max_sb);
 }
@@ -611,8 +620,8 @@ static int start(struct daemon *d, char *err, size_t errlen)
 		snprintf(err, errlen, "state directory %s: %s", d->o.state_dir, strerror(errno));
 		return -1;
 	}
-	sl_registry_set_lua(d->reg, &(struct sl_lua_opts){
-					    .env = d->env, .kv = d->kv, .events = d->events });
+	sl_registry_set_lua(
+		d->reg, &(struct sl_lua_opts){ .env = d->env, .kv = d->kv, .events = d->events });
 	if (sl_registry_set_control_socket(d->reg, d->o.socket, err, errlen))
 		return -1;
 	if (!sl_bpf_unix_confined(d->bpf))
@@ -639,7 +648,11 @@ static int start(struct daemon *d, char *err, size_t errlen)
 		return -1;
 	}
 	deps = (struct sl_control_deps){
-		.loop = d->loop, .reg = d->reg, .events = d->events, .bpf = d->bpf, .kv = d->kv,
+		.loop = d->loop,
+		.reg = d->reg,
+		.events = d->events,
+		.bpf = d->bpf,
+		.kv = d->kv,
 	};
 	d->ctl = sl_control_open(d->o.socket, &deps, err, errlen);
 	if (!d->ctl)

@@ -23,8 +23,12 @@ static double now_s(void)
 
 int main(int argc, char **argv)
 {
-	struct sl_addr_rule r = { .family = AF_INET, .plen = 8, .port_lo = 22, .port_hi = 22,
-				  .protos = SL_PROTO_TCP, .verdict = SL_VERDICT_ALLOW };
+	struct sl_addr_rule r = { .family = AF_INET,
+				  .plen = 8,
+				  .port_lo = 22,
+				  .port_hi = 22,
+				  .protos = SL_PROTO_TCP,
+				  .verdict = SL_VERDICT_ALLOW };
 	struct sl_kentry *ents = NULL;
 	struct sl_rule_set rs;
 	size_t n, nents = 0;

@@ -152,7 +152,8 @@ static int parse(struct conn *c, const char *p, size_t n)
 			cl = strstr(c->head, "\r\ncontent-length:");
 			te = strstr(c->head, "\r\ntransfer-encoding:");
 			c->in_body = 1;
-			if (te && strstr(te, "chunked") && strstr(te, "chunked") < strstr(te + 2, "\r\n")) {
+			if (te && strstr(te, "chunked") &&
+			    strstr(te, "chunked") < strstr(te + 2, "\r\n")) {
 				c->chunked = 1;
 				c->chunk_state = 0;
 				c->llen = 0;
@@ -185,7 +186,8 @@ static int parse(struct conn *c, const char *p, size_t n)
 				return -1;
 			c->line[c->llen++] = *p++;
 			n--;
-			if (c->llen < 2 || c->line[c->llen - 2] != '\r' || c->line[c->llen - 1] != '\n')
+			if (c->llen < 2 || c->line[c->llen - 2] != '\r' ||
+			    c->line[c->llen - 1] != '\n')
 				continue;
 			c->line[c->llen] = 0;
 			if (c->chunk_state == 2) {
@@ -298,7 +300,8 @@ int main(int argc, char **argv)
 	size_t n;
 
 	if (argc < 7) {
-		fprintf(stderr, "usage: bench_load HOST PORT PATH CONNS RATE SECONDS [HEADER]...\n");
+		fprintf(stderr,
+			"usage: bench_load HOST PORT PATH CONNS RATE SECONDS [HEADER]...\n");
 		return 2;
 	}
 	host = argv[1];

@@ -51,8 +51,8 @@ static struct summary summarize(const char *what, double *v, size_t n)
 	qsort(v, n, sizeof(*v), cmp_double);
 	s.p50 = v[n / 2];
 	s.p99 = v[n * 99 / 100];
-	printf("%s_us_mean %.2f\n%s_us_p50 %.2f\n%s_us_p99 %.2f\n", what, s.mean, what, s.p50,
-	       what, s.p99);
+	printf("%s_us_mean %.2f\n%s_us_p50 %.2f\n%s_us_p99 %.2f\n", what, s.mean, what, s.p50, what,
+	       s.p99);
 	return s;
 }
 
@@ -88,7 +88,8 @@ static int baseline_sign(EVP_PKEY *key, double *v, size_t n)
 		EVP_MD_CTX *md = EVP_MD_CTX_new();
 		size_t siglen = sizeof(sig);
 		double t0 = now_us();
-		int ok = md && EVP_DigestSignInit_ex(md, NULL, "SHA256", NULL, NULL, key, NULL) == 1 &&
+		int ok = md &&
+			 EVP_DigestSignInit_ex(md, NULL, "SHA256", NULL, NULL, key, NULL) == 1 &&
 			 EVP_DigestSign(md, sig, &siglen, msg, sizeof(msg)) == 1;
 
 		v[i] = now_us() - t0;
@@ -119,8 +120,8 @@ int main(int argc, char **argv)
 	ca = sl_ca_new("bench");
 	key = EVP_EC_gen("P-256");
 	sctx = SSL_CTX_new(TLS_server_method());
-	if (!v || !ca || !key || !sctx ||
-	    sl_ca_set_cache_capacity(ca, n + WARMUP) || baseline_sign(key, v, n))
+	if (!v || !ca || !key || !sctx || sl_ca_set_cache_capacity(ca, n + WARMUP) ||
+	    baseline_sign(key, v, n))
 		goto cleanup;
 	printf("cold_names %zu\n", n);
 	base = summarize("baseline_sign", v, n);

@@ -40,7 +40,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		check_error_body(err);
 	} else {
 		FUZZ_CHECK(add.spec.name);
-		FUZZ_CHECK(!add.spec.policy_src || strlen(add.spec.policy_src) <= add.spec.policy_len);
+		FUZZ_CHECK(!add.spec.policy_src ||
+			   strlen(add.spec.policy_src) <= add.spec.policy_len);
 		FUZZ_CHECK(!add.spec.params || add.spec.params == add.params);
 	}
 	sl_ctl_add_release(&add);

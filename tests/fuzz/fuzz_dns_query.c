@@ -26,8 +26,8 @@ static void check_matching(const char *name)
 	}
 }
 
-static void check_response(const struct sl_dns_query *q, const uint8_t *pkt, size_t len,
-			   int rcode, size_t cap)
+static void check_response(const struct sl_dns_query *q, const uint8_t *pkt, size_t len, int rcode,
+			   size_t cap)
 {
 	uint8_t out[1024];
 	struct sl_dns_answer a;
@@ -58,8 +58,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* what the proxy answers to a refused query: FORMERR or NOTIMP, header only */
 	if (err) {
 		FUZZ_CHECK(q.question_len == 0);
-		check_response(&q, data, size, err == -EOPNOTSUPP ? SL_DNS_RCODE_NOTIMP :
-								    SL_DNS_RCODE_FORMERR,
+		check_response(&q, data, size,
+			       err == -EOPNOTSUPP ? SL_DNS_RCODE_NOTIMP : SL_DNS_RCODE_FORMERR,
 			       512);
 		check_response(NULL, data, size, SL_DNS_RCODE_FORMERR, cap);
 		return 0;

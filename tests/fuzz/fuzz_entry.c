@@ -75,8 +75,8 @@ static int judge_rules(const struct sl_rule_set *rs, uint8_t family, const uint8
 }
 
 /* The kernel: one longest-prefix lookup, then bpf/verdict.h's sl_rule_verdict(). */
-static int judge_kernel(const struct sl_kentry *ents, size_t n, uint8_t family,
-			const uint8_t *addr, uint32_t port, uint8_t proto, uint64_t now)
+static int judge_kernel(const struct sl_kentry *ents, size_t n, uint8_t family, const uint8_t *addr,
+			uint32_t port, uint8_t proto, uint64_t now)
 {
 	const struct sl_kentry *best = NULL;
 	int v = SL_VERDICT_DENY;

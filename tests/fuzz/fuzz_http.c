@@ -94,9 +94,15 @@ static int named_by_connection(const struct sl_http_msg *m, const char *name)
 
 static int fixed_hop_by_hop(const char *name)
 {
-	static const char *const names[] = { "connection", "keep-alive", "proxy-connection",
-					     "proxy-authenticate", "proxy-authorization", "te",
-					     "trailer", "transfer-encoding", "upgrade",
+	static const char *const names[] = { "connection",
+					     "keep-alive",
+					     "proxy-connection",
+					     "proxy-authenticate",
+					     "proxy-authorization",
+					     "te",
+					     "trailer",
+					     "transfer-encoding",
+					     "upgrade",
 					     "content-length" };
 
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
@@ -120,8 +126,8 @@ static int reparse_done(llhttp_t *p)
 }
 
 /* The head @m serialised into @head (@n bytes) reads back as @m minus hop-by-hop headers. */
-static void check_reparse(const struct sl_http_msg *m, const char *path, const char *head,
-			  size_t n, enum sl_http_body body, const char *upgrade, int response)
+static void check_reparse(const struct sl_http_msg *m, const char *path, const char *head, size_t n,
+			  enum sl_http_body body, const char *upgrade, int response)
 {
 	struct reparse rp = { 0 };
 	struct sl_buf again = { 0 };
@@ -246,8 +252,10 @@ static int req_headers_complete(llhttp_t *p)
 	r->websocket = v.websocket;
 	upgrade = v.websocket ? "websocket" : NULL;
 	r->body = v.body;
-	log_str(r, "body:", r->body == SL_BODY_CHUNKED ? "chunked" :
-			     r->body == SL_BODY_LENGTH ? "length" : "none");
+	log_str(r, "body:",
+		r->body == SL_BODY_CHUNKED ? "chunked" :
+		r->body == SL_BODY_LENGTH  ? "length" :
+					     "none");
 	inject(r);
 	start = sl_buf_size(&r->out);
 	FUZZ_CHECK(sl_http_write_request(m, v.path, r->body, upgrade, &r->out) == 0);

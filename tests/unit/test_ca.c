@@ -265,9 +265,8 @@ static void test_leaf_keys(void **state)
 	assert_int_not_equal(EVP_PKEY_eq(X509_get0_pubkey(xa1), X509_get0_pubkey(xb)), 1);
 	assert_int_not_equal(EVP_PKEY_eq(ka1, kb), 1);
 	assert_int_not_equal(EVP_PKEY_eq(ka1, X509_get0_pubkey(sl_ca_cert(a))), 1);
-	assert_int_not_equal(ASN1_INTEGER_cmp(X509_get0_serialNumber(xa1),
-					      X509_get0_serialNumber(xa2)),
-			     0);
+	assert_int_not_equal(
+		ASN1_INTEGER_cmp(X509_get0_serialNumber(xa1), X509_get0_serialNumber(xa2)), 0);
 	X509_free(xa1);
 	X509_free(xa2);
 	X509_free(xb);
@@ -336,8 +335,7 @@ static void test_cache_lru(void **state)
 
 	x = leaf(ca, "b.test"); /* evicted: minted anew */
 	assert_ptr_not_equal(x, b);
-	assert_int_not_equal(ASN1_INTEGER_cmp(X509_get0_serialNumber(x),
-					      X509_get0_serialNumber(b)),
+	assert_int_not_equal(ASN1_INTEGER_cmp(X509_get0_serialNumber(x), X509_get0_serialNumber(b)),
 			     0);
 	/* the reference handed out before the eviction is still good */
 	assert_int_equal(X509_check_host(b, "b.test", 0, 0, NULL), 1);
@@ -460,15 +458,54 @@ static void test_leaf_long_name(void **state)
 static void test_leaf_invalid_names(void **state)
 {
 	static const char *const bad[] = {
-		"", ".", "..", "a..b", ".a", "a.", "example.com.", "-a.com", "a-.com", "a.-b.com",
-		"a/b", "a b", " a", "a\tb", "a\\b", "a@b", "a;b", "a,b", "a'b", "a\"b", "a%b",
-		"a.b:443", "[::1]", "fe80::1%eth0", "*.example.com", "a*.example.com",
-		"a.com\r\nX-Injected: 1", "exa\xc3\xa4mple.com", "\xff\xfe\xfd", "1.2.3.999",
-		"1.2.3", "01.2.3.4", "example.123", ":::", "1::2::3",
+		"",
+		".",
+		"..",
+		"a..b",
+		".a",
+		"a.",
+		"example.com.",
+		"-a.com",
+		"a-.com",
+		"a.-b.com",
+		"a/b",
+		"a b",
+		" a",
+		"a\tb",
+		"a\\b",
+		"a@b",
+		"a;b",
+		"a,b",
+		"a'b",
+		"a\"b",
+		"a%b",
+		"a.b:443",
+		"[::1]",
+		"fe80::1%eth0",
+		"*.example.com",
+		"a*.example.com",
+		"a.com\r\nX-Injected: 1",
+		"exa\xc3\xa4mple.com",
+		"\xff\xfe\xfd",
+		"1.2.3.999",
+		"1.2.3",
+		"01.2.3.4",
+		"example.123",
+		":::",
+		"1::2::3",
 	};
 	static const char *const good[] = {
-		"localhost", "a", "A", "xn--bcher-kva.example", "_acme-challenge.example.com",
-		"a-b.c_d.example", "1a.com", "a.1b", "10.0.0.1", "2001:db8::1", "::ffff:1.2.3.4",
+		"localhost",
+		"a",
+		"A",
+		"xn--bcher-kva.example",
+		"_acme-challenge.example.com",
+		"a-b.c_d.example",
+		"1a.com",
+		"a.1b",
+		"10.0.0.1",
+		"2001:db8::1",
+		"::ffff:1.2.3.4",
 	};
 	struct sl_ca *ca = new_ca("alpha");
 	unsigned char garbage[300];
@@ -887,7 +924,8 @@ static void *mint_worker(void *arg)
 		X509 *x;
 
 		snprintf(name, sizeof(name), "h%d.example.com", (i * 7 + w->id * 13) % 40);
-		if (sl_ca_leaf(w->ca, name, &x, &key) || X509_check_host(x, name, 0, 0, NULL) != 1 ||
+		if (sl_ca_leaf(w->ca, name, &x, &key) ||
+		    X509_check_host(x, name, 0, 0, NULL) != 1 ||
 		    X509_check_private_key(x, key) != 1)
 			w->failures++;
 		X509_free(x);

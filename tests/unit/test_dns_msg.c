@@ -56,8 +56,8 @@ static void pb_set16(struct pb *p, size_t off, uint16_t v)
 	p->b[off + 1] = v & 0xff;
 }
 
-static void pb_hdr(struct pb *p, uint16_t id, uint16_t flags, uint16_t qd, uint16_t an,
-		   uint16_t ns, uint16_t ar)
+static void pb_hdr(struct pb *p, uint16_t id, uint16_t flags, uint16_t qd, uint16_t an, uint16_t ns,
+		   uint16_t ar)
 {
 	p->n = 0;
 	pb_u16(p, id);
@@ -93,8 +93,7 @@ static size_t pb_name(struct pb *p, const char *name, size_t ptr)
 }
 
 /* Owner, type, class IN, TTL and a placeholder RDLENGTH; returns where the RDLENGTH is. */
-static size_t pb_rr(struct pb *p, const char *owner, size_t owner_ptr, uint16_t type,
-		    uint32_t ttl)
+static size_t pb_rr(struct pb *p, const char *owner, size_t owner_ptr, uint16_t type, uint32_t ttl)
 {
 	size_t at;
 
@@ -126,16 +125,14 @@ static void pb_a(struct pb *p, const char *owner, size_t owner_ptr, uint32_t ttl
 
 /* "WWW.Example.com" A, RD, id 0xbeef; with an OPT record (4096, DO) if @edns. */
 static const uint8_t query_a[] = {
-	0xbe, 0xef, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0,
-	3, 'W', 'W', 'W', 7, 'E', 'x', 'a', 'm', 'p', 'l', 'e', 3, 'c', 'o', 'm', 0,
-	0, 1, 0, 1,
+	0xbe, 0xef, 0x01, 0x00, 0,   1,	  0,   0, 0,   0,   0,	 0, 3, 'W', 'W', 'W', 7,
+	'E',  'x',  'a',  'm',	'p', 'l', 'e', 3, 'c', 'o', 'm', 0, 0, 1,   0,	 1,
 };
 
 static const uint8_t query_edns[] = {
-	0xbe, 0xef, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1,
-	3, 'W', 'W', 'W', 7, 'E', 'x', 'a', 'm', 'p', 'l', 'e', 3, 'c', 'o', 'm', 0,
-	0, 1, 0, 1,
-	0, 0, 41, 0x10, 0x00, 0, 0, 0x80, 0, 0, 4, 0, 10, 0, 0, /* OPT, COOKIE option, empty */
+	0xbe, 0xef, 0x01, 0x00, 0,   1,	  0,	0, 0,	0,   0,	  1,  3, 'W', 'W', 'W', 7,
+	'E',  'x',  'a',  'm',	'p', 'l', 'e',	3, 'c', 'o', 'm', 0,  0, 1,   0,   1,	0,
+	0,    41,   0x10, 0x00, 0,   0,	  0x80, 0, 0,	4,   0,	  10, 0, 0, /* OPT, COOKIE option, empty */
 };
 
 /* A heap copy of exactly @n bytes, so that AddressSanitizer or valgrind sees any overread. */
@@ -726,7 +723,8 @@ static void test_build_error_ede(void **state)
 	assert_int_equal(a.naddr, 0);
 	/* a too small buffer */
 	assert_int_equal(sl_dns_build_error_ede(&q, query_edns, sizeof(query_edns), 3, 15, text,
-						out, n - 1), -ENOSPC);
+						out, n - 1),
+			 -ENOSPC);
 
 	/* without EDNS in the query, no OPT, so no EDE: the plain NXDOMAIN */
 	assert_int_equal(sl_dns_parse_query(query_a, sizeof(query_a), &q), 0);
@@ -783,8 +781,7 @@ static void test_build_error_unparsed(void **state)
 	/* a response is never answered */
 	memcpy(pkt, query_a, sizeof(pkt));
 	pkt[2] |= 0x80;
-	assert_int_equal(sl_dns_build_error(NULL, pkt, sizeof(pkt), 1, out, sizeof(out)),
-			 -EINVAL);
+	assert_int_equal(sl_dns_build_error(NULL, pkt, sizeof(pkt), 1, out, sizeof(out)), -EINVAL);
 	assert_int_equal(sl_dns_build_error(NULL, NULL, 0, 1, out, sizeof(out)), -EINVAL);
 }
 
@@ -1316,8 +1313,7 @@ static void test_strip_truncation(void **state)
 	bypass_answer(&p, SL_DNS_TYPE_A);
 	p.b[p.n++] = 0;
 	assert_int_equal(sl_dns_strip_bypass(p.b, p.n, out, sizeof(out)), -EINVAL);
-	assert_int_equal(sl_dns_strip_bypass(query_a, sizeof(query_a), out, sizeof(out)),
-			 -EINVAL);
+	assert_int_equal(sl_dns_strip_bypass(query_a, sizeof(query_a), out, sizeof(out)), -EINVAL);
 	for (size_t n = 0; n + 1 < p.n; n++) {
 		uint8_t *buf = dup_exact(p.b, n);
 

@@ -75,26 +75,25 @@ static void test_syntax(void **state)
 {
 	struct fixture *f = *state;
 	const char *key, *val;
-	struct sl_env *env = load_text(f,
-				       "# a comment\n"
-				       "\n"
-				       "   \t\n"
-				       "  # an indented comment\n"
-				       "PLAIN=value\n"
-				       "export EXPORTED=yes\n"
-				       "export\tTABBED=tab\n"
-				       "DOUBLE=\"  spaced value  \"\n"
-				       "SINGLE='it has \"quotes\" and $dollars'\n"
-				       "EMPTY=\n"
-				       "EMPTY_QUOTED=\"\"\n"
-				       "EQUALS=a=b=c\n"
-				       "HASH=abc#not-a-comment\n"
-				       "TRIMMED=   around   \t\n"
-				       "CRLF=windows\r\n"
-				       "_under_score9=1\n"
-				       "  INDENTED=ok\n"
-				       "export=not the prefix\n"
-				       "LAST=no newline at the end");
+	struct sl_env *env = load_text(f, "# a comment\n"
+					  "\n"
+					  "   \t\n"
+					  "  # an indented comment\n"
+					  "PLAIN=value\n"
+					  "export EXPORTED=yes\n"
+					  "export\tTABBED=tab\n"
+					  "DOUBLE=\"  spaced value  \"\n"
+					  "SINGLE='it has \"quotes\" and $dollars'\n"
+					  "EMPTY=\n"
+					  "EMPTY_QUOTED=\"\"\n"
+					  "EQUALS=a=b=c\n"
+					  "HASH=abc#not-a-comment\n"
+					  "TRIMMED=   around   \t\n"
+					  "CRLF=windows\r\n"
+					  "_under_score9=1\n"
+					  "  INDENTED=ok\n"
+					  "export=not the prefix\n"
+					  "LAST=no newline at the end");
 
 	if (!env)
 		fail_msg("sl_env_load: %s", f->err);
@@ -166,7 +165,8 @@ static void test_bad_lines(void **state)
 		{ "export hunter2\n", "line 1 is not KEY=VALUE" },
 		{ "export  \n", "line 1 is not KEY=VALUE" },
 		{ "K\xc3\xa9Y=hunter2\n", "line 1 is not KEY=VALUE" },
-		{ "A=1\nKEY=\"hunter2\n", "line 2: the value's opening double quote is not closed" },
+		{ "A=1\nKEY=\"hunter2\n",
+		  "line 2: the value's opening double quote is not closed" },
 		{ "KEY='hunter2\"\n", "line 1: the value's opening single quote is not closed" },
 		{ "KEY=\"\n", "line 1: the value's opening double quote" },
 		{ "KEY=\"hunter2\" # comment\n", "line 1: the value's opening double quote" },

@@ -55,8 +55,9 @@ static long counter;
 
 static void pub(struct sl_events *ev, const char *sandbox)
 {
-	sl_events_publish(ev, sandbox, json_pack("{s:s, s:I}", "sandbox", sandbox ? sandbox : "",
-						 "i", (json_int_t)counter++));
+	sl_events_publish(ev, sandbox,
+			  json_pack("{s:s, s:I}", "sandbox", sandbox ? sandbox : "", "i",
+				    (json_int_t)counter++));
 }
 
 static void test_flood_keeps_others(void **state)

@@ -64,7 +64,8 @@ static void test_targets(void **state)
 	assert_string_equal(path, "/");
 	assert_int_equal(sl_http_split_target("https://user@a.test/", scheme, 8, host, 64, &path),
 			 -EINVAL);
-	assert_int_equal(sl_http_split_target("ftp://a.test/", scheme, 8, host, 64, &path), -EINVAL);
+	assert_int_equal(sl_http_split_target("ftp://a.test/", scheme, 8, host, 64, &path),
+			 -EINVAL);
 	assert_int_equal(sl_http_split_target("a.test:443", scheme, 8, host, 64, &path), -EINVAL);
 	assert_int_equal(sl_http_split_target("*", scheme, 8, host, 64, &path), -EINVAL);
 }
@@ -93,9 +94,10 @@ static void test_reserialised_without_hop_by_hop(void **state)
 {
 	struct sl_http_msg m;
 	struct sl_buf out = { 0 };
-	const char *raw = "GET /x HTTP/1.1\r\nHost: api.test\r\nConnection: keep-alive, X-Secret\r\n"
-			  "X-Secret: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nProxy-Authorization: b\r\n"
-			  "Accept: */*\r\nContent-Length: 0\r\n\r\n";
+	const char *raw =
+		"GET /x HTTP/1.1\r\nHost: api.test\r\nConnection: keep-alive, X-Secret\r\n"
+		"X-Secret: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nProxy-Authorization: b\r\n"
+		"Accept: */*\r\nContent-Length: 0\r\n\r\n";
 
 	(void)state;
 	sl_http_msg_init(&m);
@@ -126,8 +128,8 @@ static void test_body_framing(void **state)
 	struct sl_buf out = { 0 };
 
 	(void)state;
-	assert_int_equal(sl_http_write_body(&out, SL_BODY_CHUNKED, "hello world, 26 bytes long!", 26),
-			 0);
+	assert_int_equal(
+		sl_http_write_body(&out, SL_BODY_CHUNKED, "hello world, 26 bytes long!", 26), 0);
 	assert_int_equal(sl_http_write_last_chunk(&out), 0);
 	assert_string_equal(sl_buf_head(&out), "1a\r\nhello world, 26 bytes long\r\n0\r\n\r\n");
 	sl_buf_reset(&out);
@@ -152,7 +154,8 @@ static void test_obs_fold_refused_split_value_kept(void **state)
 
 	(void)state;
 	sl_http_msg_init(&m);
-	assert_int_not_equal(parse("GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n 2\r\n\r\n", &m), HPE_OK);
+	assert_int_not_equal(parse("GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n 2\r\n\r\n", &m),
+			     HPE_OK);
 	sl_http_msg_free(&m);
 
 	/* The same bytes as a value split across two reads is one legitimate value. */

@@ -61,7 +61,8 @@ static int teardown(void **state)
 	while (d && (e = readdir(d))) {
 		char p[512];
 
-		if (e->d_name[0] == '.' && (!e->d_name[1] || (e->d_name[1] == '.' && !e->d_name[2])))
+		if (e->d_name[0] == '.' &&
+		    (!e->d_name[1] || (e->d_name[1] == '.' && !e->d_name[2])))
 			continue;
 		snprintf(p, sizeof(p), "%s/%s", f->dir, e->d_name);
 		unlink(p);
@@ -218,8 +219,8 @@ static int db_read_blob(struct fixture *f, const char *ns, const char *key, unsi
 
 	path_of(f, "kv.db", path, sizeof(path));
 	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-	assert_int_equal(sqlite3_prepare_v2(db, "SELECT val FROM kv WHERE ns = ?1 AND key = ?2",
-					    -1, &st, NULL),
+	assert_int_equal(sqlite3_prepare_v2(db, "SELECT val FROM kv WHERE ns = ?1 AND key = ?2", -1,
+					    &st, NULL),
 			 SQLITE_OK);
 	sqlite3_bind_text(st, 1, ns, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);

@@ -23,13 +23,12 @@
 #include "lua/lua_host.h"
 #include "policy/policy.h"
 
-static struct sl_lua *load(const char *src, const struct sl_lua_opts *o, char *err,
-			   size_t errlen)
+static struct sl_lua *load(const char *src, const struct sl_lua_opts *o, char *err, size_t errlen)
 {
 	struct sl_lua_opts none = { 0 };
 	struct sl_policy *p = NULL;
-	struct sl_lua *lua = sl_lua_load("t.lua", src, strlen(src), o ? o : &none, "box", &p, err,
-					 errlen);
+	struct sl_lua *lua =
+		sl_lua_load("t.lua", src, strlen(src), o ? o : &none, "box", &p, err, errlen);
 
 	sl_policy_free(p);
 	return lua;
@@ -51,8 +50,9 @@ static int run_lua(const char *body, const struct sl_lua_opts *o, char *err, siz
 	lua = load(src, o, err, errlen);
 	if (!lua)
 		fail_msg("policy refused: %s", err);
-	r = sl_lua_handler_egress(lua, "t", "{\"n\": 3, \"list\": [\"a\", \"b\"], \"o\": {\"x\": true}}",
-				  &p, err, errlen);
+	r = sl_lua_handler_egress(lua, "t",
+				  "{\"n\": 3, \"list\": [\"a\", \"b\"], \"o\": {\"x\": true}}", &p,
+				  err, errlen);
 	sl_policy_free(p);
 	sl_lua_unref(lua);
 	return r;
@@ -82,8 +82,8 @@ static void test_load_and_shape(void **state)
 	struct sl_lua *lua;
 
 	(void)state;
-	lua = load("return { outbound = function(req, env, ctx) return fetch(req) end }", NULL,
-		   err, sizeof(err));
+	lua = load("return { outbound = function(req, env, ctx) return fetch(req) end }", NULL, err,
+		   sizeof(err));
 	assert_non_null(lua);
 	assert_true(sl_lua_has_handlers(lua));
 	sl_lua_unref(lua);
@@ -164,9 +164,8 @@ static void test_handler_egress_and_params(void **state)
 	assert_non_null(strstr(err, "no handler 'nosuch'"));
 	/* Activation. */
 	assert_string_equal(sl_lua_active(lua), "");
-	assert_int_equal(sl_lua_set_active(lua, "open", "{\"hosts\": [\"x.test\"]}", err,
-					   sizeof(err)),
-			 0);
+	assert_int_equal(
+		sl_lua_set_active(lua, "open", "{\"hosts\": [\"x.test\"]}", err, sizeof(err)), 0);
 	assert_string_equal(sl_lua_active(lua), "open");
 	assert_true(sl_lua_has_handlers(lua));
 	assert_int_equal(sl_lua_set_active(lua, NULL, NULL, err, sizeof(err)), 0);

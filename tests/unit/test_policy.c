@@ -165,7 +165,8 @@ static void test_policy_errors(void **state)
 	load_fails("return io.open('/etc/shadow')", "io");
 	load_fails("return os.execute('true')", "os");
 	load_fails("return loadfile('/etc/passwd')", "loadfile");
-	load_fails("return assert(load(string.dump(function() end)))", "attempt to load a binary chunk");
+	load_fails("return assert(load(string.dump(function() end)))",
+		   "attempt to load a binary chunk");
 	/* The policy's metamethods run while its table is read: an error there, or memory
 	 * running out, is the policy's error, not a Lua panic (found by tests/fuzz/fuzz_policy). */
 	load_fails("return setmetatable({}, { __index = function() error('no egress here') end })",
@@ -380,7 +381,8 @@ static void test_sni_entries(void **state)
 	assert_true(sl_policy_needs_proxy(p));
 	sl_policy_free(p);
 	p = load("return { egress = { allow = { { 'x.test:443', sni = false }, '10.0.0.1:443',\n"
-		 "  'y.test:80' } } }", err, sizeof(err));
+		 "  'y.test:80' } } }",
+		 err, sizeof(err));
 	assert_non_null(p);
 	assert_false(sl_policy_needs_proxy(p));
 	sl_policy_free(p);
@@ -396,7 +398,8 @@ static void test_sni_entries(void **state)
 			 sizeof(err)));
 	assert_non_null(strstr(err, "sni must be true or false"));
 	assert_null(load("return { egress = { allow = { { 'a.test:443', proto = 'udp', sni = true "
-			 "} } } }", err, sizeof(err)));
+			 "} } } }",
+			 err, sizeof(err)));
 	assert_non_null(strstr(err, "sni = true needs TCP"));
 }
 
@@ -427,16 +430,24 @@ static void test_public_and_private_addresses(void **state)
 	assert_true(public4("1.1.1.1"));
 	assert_true(public4("100.63.255.255"));
 	assert_true(public4("172.32.0.1"));
-	const char *private4[] = { "127.0.0.1", "10.1.2.3",	  "172.16.0.1",	 "192.168.1.1",
-				   "169.254.169.254", "100.64.0.1", "0.0.0.0",	 "192.0.2.2",
-				   "198.18.0.1",  "224.0.0.1",	  "255.255.255.255" };
+	const char *private4[] = { "127.0.0.1",	      "10.1.2.3",   "172.16.0.1",     "192.168.1.1",
+				   "169.254.169.254", "100.64.0.1", "0.0.0.0",	      "192.0.2.2",
+				   "198.18.0.1",      "224.0.0.1",  "255.255.255.255" };
 	for (size_t i = 0; i < sizeof(private4) / sizeof(private4[0]); i++)
 		if (public4(private4[i]))
 			fail_msg("%s judged public", private4[i]);
 	assert_true(public6("2606:4700::1111"));
-	const char *private6[] = { "::1", "::", "fe80::1", "fd00:ec2::254", "fc00::1",
-				   "ff02::1", "::ffff:10.0.0.1", "::ffff:127.0.0.1", "2001:db8::1",
-				   "64:ff9b::a00:1", "2002:a00:1::1" };
+	const char *private6[] = { "::1",
+				   "::",
+				   "fe80::1",
+				   "fd00:ec2::254",
+				   "fc00::1",
+				   "ff02::1",
+				   "::ffff:10.0.0.1",
+				   "::ffff:127.0.0.1",
+				   "2001:db8::1",
+				   "64:ff9b::a00:1",
+				   "2002:a00:1::1" };
 	for (size_t i = 0; i < sizeof(private6) / sizeof(private6[0]); i++)
 		if (public6(private6[i]))
 			fail_msg("%s judged public", private6[i]);

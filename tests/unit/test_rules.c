@@ -16,8 +16,12 @@
 static struct sl_addr_rule rule(const char *addr, int plen, uint16_t lo, uint16_t hi,
 				uint8_t protos, uint8_t verdict, uint64_t expires)
 {
-	struct sl_addr_rule r = { .plen = plen, .port_lo = lo, .port_hi = hi, .protos = protos,
-				  .verdict = verdict, .expires_ns = expires };
+	struct sl_addr_rule r = { .plen = plen,
+				  .port_lo = lo,
+				  .port_hi = hi,
+				  .protos = protos,
+				  .verdict = verdict,
+				  .expires_ns = expires };
 
 	if (inet_pton(AF_INET, addr, r.addr) == 1)
 		r.family = AF_INET;

@@ -51,8 +51,11 @@ static void box_done(struct sl_box *b)
 /* Entry @k: IPv4 10.x.y.z by k / @per (so @per entries share an address), ports by k. */
 static struct sl_addr_rule entry(uint32_t k, uint32_t per, uint64_t expires)
 {
-	struct sl_addr_rule r = { .family = AF_INET, .plen = 32, .protos = SL_PROTO_TCP,
-				  .verdict = SL_VERDICT_ALLOW, .expires_ns = expires };
+	struct sl_addr_rule r = { .family = AF_INET,
+				  .plen = 32,
+				  .protos = SL_PROTO_TCP,
+				  .verdict = SL_VERDICT_ALLOW,
+				  .expires_ns = expires };
 	uint32_t a = htonl(0x0a000000u + k / per);
 
 	memcpy(r.addr, &a, 4);
@@ -129,7 +132,8 @@ static void test_expire_matches_model(void **state)
 				assert_true(listed);
 				model[k] = 0;
 			}
-			for (uint32_t i = sb_lx_first_at(&b->learned_ix, &b->learned, AF_INET, r.addr);
+			for (uint32_t i =
+				     sb_lx_first_at(&b->learned_ix, &b->learned, AF_INET, r.addr);
 			     i != SB_LX_NONE; i = sb_lx_next_at(&b->learned_ix, &b->learned, i))
 				if (b->learned.v[i].port_lo == r.port_lo) {
 					found++;
@@ -181,8 +185,8 @@ static void test_16k_expire_one_by_one(void **state)
 	assert_int_equal(total, SL_LEARNED_MAX);
 	assert_int_equal(b->learned.n, 0);
 	printf("# %d entries expired one sweep each: %.1f ms CPU in all, %.2f us a sweep, the "
-	       "slowest %.1f us\n", SL_LEARNED_MAX, all / 1e6, all / 1e3 / SL_LEARNED_MAX,
-	       worst / 1e3);
+	       "slowest %.1f us\n",
+	       SL_LEARNED_MAX, all / 1e6, all / 1e3 / SL_LEARNED_MAX, worst / 1e3);
 	/* O(log n) each: microseconds; the bound leaves room for a loaded machine. */
 	assert_true(all / SL_LEARNED_MAX < 20000);
 	box_done(b);
@@ -205,8 +209,8 @@ static void test_16k_expire_together(void **state)
 	t = cpu_ns();
 	n = sb_learned_expire(b, 1000, SIZE_MAX, &gone);
 	t = cpu_ns() - t;
-	printf("# %d entries (%zu addresses) expired in one sweep: %.2f ms CPU\n", SL_LEARNED_MAX, n,
-	       t / 1e6);
+	printf("# %d entries (%zu addresses) expired in one sweep: %.2f ms CPU\n", SL_LEARNED_MAX,
+	       n, t / 1e6);
 	assert_int_equal(n, SL_LEARNED_MAX / 2);
 	assert_int_equal(b->learned.n, 0);
 	assert_true(t < 200000000ULL);

@@ -98,8 +98,7 @@ static int setup(void **state)
 		return -1;
 	}
 	snprintf(ns_name, sizeof(ns_name), "sl-unit-%d", (int)getpid());
-	snprintf(cmd, sizeof(cmd), "ip netns add %s && ip -n %s link set lo up", ns_name,
-		 ns_name);
+	snprintf(cmd, sizeof(cmd), "ip netns add %s && ip -n %s link set lo up", ns_name, ns_name);
 	return system(cmd) == 0 ? 0 : -1;
 }
 

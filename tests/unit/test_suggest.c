@@ -36,8 +36,11 @@ static void test_wildcard_never_at_or_above_a_registrable_domain(void **state)
 
 static struct sl_sg_name nm(const char *name, uint16_t port)
 {
-	struct sl_sg_name n = { .port = port, .proto = IPPROTO_TCP, .count = 2,
-				.first_s = 1764950400, .last_s = 1764950460 };
+	struct sl_sg_name n = { .port = port,
+				.proto = IPPROTO_TCP,
+				.count = 2,
+				.first_s = 1764950400,
+				.last_s = 1764950460 };
 
 	snprintf(n.name, sizeof(n.name), "%s", name);
 	return n;
@@ -45,8 +48,9 @@ static struct sl_sg_name nm(const char *name, uint16_t port)
 
 static char *suggest(struct sl_sg_name *v, size_t n, unsigned collapse)
 {
-	struct sl_suggest_in in = { .sandbox = "t", .names = v, .nnames = n,
-				    .collapse = collapse, .now_s = 1764950500 };
+	struct sl_suggest_in in = {
+		.sandbox = "t", .names = v, .nnames = n, .collapse = collapse, .now_s = 1764950500
+	};
 	char *s = sl_suggest_policy(&in);
 
 	assert_non_null(s);
@@ -116,7 +120,10 @@ static void test_base_policy_kept_whole(void **state)
 {
 	struct sl_sg_name v[1] = { nm("npm.example.org", 443) };
 	struct sl_suggest_in in = {
-		.sandbox = "t", .names = v, .nnames = 1, .now_s = 1764950500,
+		.sandbox = "t",
+		.names = v,
+		.nnames = 1,
+		.now_s = 1764950500,
 		.base_src = "return { egress = { intercept = { \"api.test\" } },\n"
 			    "  outbound = function(req, env) return fetch(req) end }\n",
 		.base_path = "/p/base.lua",

@@ -800,7 +800,9 @@ static void test_sni_names(void **state)
 		{ "a/b.com", 0, NULL },
 		{ "a*.com", 0, NULL },
 		{ "*.example.com", 0, NULL },
-		{ "b\xc3\xbc" "cher.example", 0, NULL },
+		{ "b\xc3\xbc"
+		  "cher.example",
+		  0, NULL },
 		{ "example.com\r\n", 0, NULL },
 	};
 	struct pb *p = pb_new();
@@ -881,7 +883,9 @@ static void test_alpn(void **state)
 		{ "\x08http/1.1", 9, SL_TLS_ALPN_HTTP11 },
 		{ "\x08http/1.0", 9, SL_TLS_ALPN_HTTP10 },
 		{ "\x08http/1.1\x02h2", 12, SL_TLS_ALPN_HTTP11 | SL_TLS_ALPN_H2 },
-		{ "\x02h3\x03" "dot", 7, SL_TLS_ALPN_OTHER },
+		{ "\x02h3\x03"
+		  "dot",
+		  7, SL_TLS_ALPN_OTHER },
 		{ "\x03h2c", 4, SL_TLS_ALPN_OTHER },
 		{ "\x02H2", 3, SL_TLS_ALPN_OTHER },
 		{ "\x09http/1.11", 10, SL_TLS_ALPN_OTHER },
@@ -921,10 +925,8 @@ static void test_supported_versions(void **state)
 		size_t n;
 		int tls13;
 	} cases[] = {
-		{ { 0x0304, 0x0303 }, 2, 1 },
-		{ { 0x0304 }, 1, 1 },
-		{ { 0x0303, 0x0302 }, 2, 0 },
-		{ { 0x7f1c }, 1, 0 }, /* a TLS 1.3 draft */
+		{ { 0x0304, 0x0303 }, 2, 1 },	      { { 0x0304 }, 1, 1 },
+		{ { 0x0303, 0x0302 }, 2, 0 },	      { { 0x7f1c }, 1, 0 }, /* a TLS 1.3 draft */
 		{ { 0x3a3a, 0x0304, 0x0303 }, 3, 1 }, /* GREASE first */
 	};
 	struct pb *p = pb_new();
@@ -1010,8 +1012,7 @@ static void test_no_extensions(void **state)
 	hb_finish(p);
 	assert_int_equal(parse(p->b, p->n, &ch), 0);
 	assert_int_equal(ch.len, p->n);
-	assert_int_equal(ch.sni_present + ch.sni_ok + ch.alpn_present + ch.alpn + ch.tls13 +
-				 ch.ech,
+	assert_int_equal(ch.sni_present + ch.sni_ok + ch.alpn_present + ch.alpn + ch.tls13 + ch.ech,
 			 0);
 	assert_string_equal(ch.sni, "");
 	/* one byte of an extension block is not one */

@@ -52,8 +52,12 @@ static int teardown(void **state)
 static void add(struct sl_rule_set *rs, const char *addr, int plen, uint16_t lo, uint16_t hi,
 		uint8_t protos, uint8_t verdict, uint64_t expires)
 {
-	struct sl_addr_rule r = { .plen = plen, .port_lo = lo, .port_hi = hi, .protos = protos,
-				  .verdict = verdict, .expires_ns = expires };
+	struct sl_addr_rule r = { .plen = plen,
+				  .port_lo = lo,
+				  .port_hi = hi,
+				  .protos = protos,
+				  .verdict = verdict,
+				  .expires_ns = expires };
 
 	r.family = inet_pton(AF_INET, addr, r.addr) == 1 ? AF_INET : AF_INET6;
 	if (r.family == AF_INET6)
@@ -70,14 +74,16 @@ static void install(uint32_t sandbox_id, struct sl_rule_set *rs)
 	assert_int_equal(sl_rules_compile(rs, &e, &n, NULL), 0);
 	for (size_t i = 0; i < n; i++) {
 		if (e[i].family == AF_INET) {
-			struct sl_key4 k = { .prefixlen = 32 + e[i].plen, .sandbox_id = sandbox_id };
+			struct sl_key4 k = { .prefixlen = 32 + e[i].plen,
+					     .sandbox_id = sandbox_id };
 
 			memcpy(k.addr, e[i].addr, 4);
 			assert_int_equal(bpf_map__update_elem(skel->maps.sl_rules4, &k, sizeof(k),
 							      &e[i].val, sizeof(e[i].val), 0),
 					 0);
 		} else {
-			struct sl_key6 k = { .prefixlen = 32 + e[i].plen, .sandbox_id = sandbox_id };
+			struct sl_key6 k = { .prefixlen = 32 + e[i].plen,
+					     .sandbox_id = sandbox_id };
 
 			memcpy(k.addr, e[i].addr, 16);
 			assert_int_equal(bpf_map__update_elem(skel->maps.sl_rules6, &k, sizeof(k),
@@ -91,8 +97,9 @@ static void install(uint32_t sandbox_id, struct sl_rule_set *rs)
 static int judge(uint32_t sandbox_id, const char *addr, uint16_t port, uint8_t proto_bit,
 		 uint64_t now_ns)
 {
-	struct sl_verdict_query q = { .sandbox_id = sandbox_id, .port = port,
-				      .proto_bit = proto_bit, .now_ns = now_ns };
+	struct sl_verdict_query q = {
+		.sandbox_id = sandbox_id, .port = port, .proto_bit = proto_bit, .now_ns = now_ns
+	};
 	unsigned char pkt[64] = { 0 };
 	LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = pkt, .data_size_in = sizeof(pkt),
 		    .repeat = 1);
@@ -104,9 +111,8 @@ static int judge(uint32_t sandbox_id, const char *addr, uint16_t port, uint8_t p
 		q.family = 6;
 	}
 	memcpy(pkt, &q, sizeof(q));
-	assert_int_equal(bpf_prog_test_run_opts(bpf_program__fd(skel->progs.sl_verdict_test),
-						&opts),
-			 0);
+	assert_int_equal(
+		bpf_prog_test_run_opts(bpf_program__fd(skel->progs.sl_verdict_test), &opts), 0);
 	return (int)opts.retval;
 }
 

@@ -77,7 +77,10 @@ static void test_payloads_masked_heads_kept(void **state)
 	n += frame(in + n, 0, 1, "frag SECRET-01", 14);
 	n += frame(in + n, 1, 9, "ping", 4);
 	n += frame(in + n, 1, 0, "23456789 end", 12);
-	n += frame(in + n, 1, 8, "\x03\xe8" "bye " SECRET, 6 + SLEN);
+	n += frame(in + n, 1, 8,
+		   "\x03\xe8"
+		   "bye " SECRET,
+		   6 + SLEN);
 
 	memset(big + 290, '*', SLEN);
 	wn += frame(want + wn, 1, 1, "token *****************", 6 + SLEN);
@@ -85,7 +88,10 @@ static void test_payloads_masked_heads_kept(void **state)
 	wn += frame(want + wn, 0, 1, "frag *********", 14);
 	wn += frame(want + wn, 1, 9, "ping", 4);
 	wn += frame(want + wn, 1, 0, "******** end", 12);
-	wn += frame(want + wn, 1, 8, "\x03\xe8" "bye *****************", 6 + SLEN);
+	wn += frame(want + wn, 1, 8,
+		    "\x03\xe8"
+		    "bye *****************",
+		    6 + SLEN);
 	assert_int_equal(n, wn);
 	for (size_t piece = 1; piece <= n; piece = piece * 3 + 1) {
 		struct sl_buf out = run(in, n, piece);
@@ -111,9 +117,8 @@ static void test_ended_message_goes_out_at_once(void **state)
 	n = frame(in, 1, 1, "0123456789abcdefghijklmnopqrstuvwxyz", 36);
 	assert_int_equal(sl_ws_mask_feed(&w, (char *)in, 30, SLEN - 1, mask_fn, NULL, &out), 0);
 	assert_int_equal(sl_buf_size(&out), 29 + 2 + (28 - (SLEN - 1)));
-	assert_int_equal(sl_ws_mask_feed(&w, (char *)in + 30, n - 30, SLEN - 1, mask_fn, NULL,
-					 &out),
-			 0);
+	assert_int_equal(
+		sl_ws_mask_feed(&w, (char *)in + 30, n - 30, SLEN - 1, mask_fn, NULL, &out), 0);
 	assert_int_equal(sl_buf_size(&out), 29 + 38);
 	sl_buf_free(&out);
 	sl_ws_mask_free(&w);
@@ -125,9 +130,16 @@ static void test_frames_a_server_must_not_send(void **state)
 		const char *bytes;
 		size_t n;
 	} bad[] = {
-		{ "\x81\x85" "abcd" "hello", 11 }, /* masked */
-		{ "\xc1\x05" "hello", 7 }, /* RSV1: compressed, never negotiated */
-		{ "\x09\x05" "hello", 7 }, /* a fragmented ping */
+		{ "\x81\x85"
+		  "abcd"
+		  "hello",
+		  11 }, /* masked */
+		{ "\xc1\x05"
+		  "hello",
+		  7 }, /* RSV1: compressed, never negotiated */
+		{ "\x09\x05"
+		  "hello",
+		  7 }, /* a fragmented ping */
 		{ "\x89\x7e\x00\x80", 4 }, /* a ping of 128 bytes */
 		{ "\x83\x00", 2 }, /* reserved opcode */
 	};
@@ -137,7 +149,8 @@ static void test_frames_a_server_must_not_send(void **state)
 		struct sl_ws_mask w = { 0 };
 		struct sl_buf out = { 0 };
 
-		assert_int_equal(sl_ws_mask_feed(&w, bad[i].bytes, bad[i].n, 4, mask_fn, NULL, &out),
+		assert_int_equal(sl_ws_mask_feed(&w, bad[i].bytes, bad[i].n, 4, mask_fn, NULL,
+						 &out),
 				 -EPROTO);
 		sl_buf_free(&out);
 		sl_ws_mask_free(&w);

@@ -21,7 +21,7 @@ struct sl_cli_req {
 	const void *body; /* NULL: none */
 	size_t body_len;
 	const char *ctype; /* of the body; NULL: application/json */
-	FILE *stream;	   /* a 200's body is copied here as it arrives (GET /v1/events) */
+	FILE *stream; /* a 200's body is copied here as it arrives (GET /v1/events) */
 };
 
 /* One answer of sluiced. */
@@ -62,11 +62,10 @@ void sl_cli_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noret
 void sl_cli_usage_error(const char *cmd, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3), noreturn));
 /* sl_cli_request(), dying on an error. */
-void sl_cli_request_or_die(const char *sock, const struct sl_cli_req *rq,
-			   struct sl_cli_resp *res);
+void sl_cli_request_or_die(const char *sock, const struct sl_cli_req *rq, struct sl_cli_resp *res);
 /* sl_cli_call(), dying on an error. */
-void sl_cli_call_or_die(const char *sock, const char *method, const char *path,
-			const char *body, struct sl_cli_resp *res);
+void sl_cli_call_or_die(const char *sock, const char *method, const char *path, const char *body,
+			struct sl_cli_resp *res);
 /* The answer's JSON (frees res->body); a 4xx/5xx dies with sluiced's error message. */
 json_t *sl_cli_json_or_die(struct sl_cli_resp *res);
 

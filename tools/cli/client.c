@@ -73,8 +73,8 @@ int sl_cli_request(const char *sock, const struct sl_cli_req *rq, struct sl_cli_
 			 strerror(-e));
 		goto out;
 	}
-	sl_buf_printf(&req, "%s %s HTTP/1.1\r\nHost: sluiced\r\nConnection: close\r\n",
-		      rq->method, rq->path);
+	sl_buf_printf(&req, "%s %s HTTP/1.1\r\nHost: sluiced\r\nConnection: close\r\n", rq->method,
+		      rq->path);
 	if (rq->body)
 		sl_buf_printf(&req, "Content-Type: %s\r\nContent-Length: %zu\r\n",
 			      rq->ctype ? rq->ctype : "application/json", rq->body_len);
@@ -85,8 +85,8 @@ int sl_cli_request(const char *sock, const struct sl_cli_req *rq, struct sl_cli_
 		goto out;
 	}
 	for (size_t off = 0; off < sl_buf_size(&req);) {
-		ssize_t w = send(fd, sl_buf_head(&req) + off, sl_buf_size(&req) - off,
-				 MSG_NOSIGNAL);
+		ssize_t w =
+			send(fd, sl_buf_head(&req) + off, sl_buf_size(&req) - off, MSG_NOSIGNAL);
 
 		if (w == -1 && errno == EINTR)
 			continue;
@@ -201,8 +201,7 @@ void sl_cli_usage_error(const char *cmd, const char *fmt, ...)
 	exit(2);
 }
 
-void sl_cli_request_or_die(const char *sock, const struct sl_cli_req *rq,
-			   struct sl_cli_resp *res)
+void sl_cli_request_or_die(const char *sock, const struct sl_cli_req *rq, struct sl_cli_resp *res)
 {
 	char err[512];
 
@@ -210,8 +209,8 @@ void sl_cli_request_or_die(const char *sock, const struct sl_cli_req *rq,
 		sl_cli_die("%s", err);
 }
 
-void sl_cli_call_or_die(const char *sock, const char *method, const char *path,
-			const char *body, struct sl_cli_resp *res)
+void sl_cli_call_or_die(const char *sock, const char *method, const char *path, const char *body,
+			struct sl_cli_resp *res)
 {
 	char err[512];
 

@@ -48,8 +48,8 @@ int sl_cli_cmd_events(int argc, char **argv, const char *sock)
 	}
 	if (sandbox)
 		sl_cli_check_name(sandbox);
-	snprintf(path, sizeof(path), "/v1/events?follow=%d%s%s", follow,
-		 sandbox ? "&sandbox=" : "", sandbox ? sandbox : "");
+	snprintf(path, sizeof(path), "/v1/events?follow=%d%s%s", follow, sandbox ? "&sandbox=" : "",
+		 sandbox ? sandbox : "");
 	sl_cli_request_or_die(sock, &rq, &res);
 	if (res.status != 200)
 		sl_cli_json_or_die(&res); /* dies with the daemon's message */

@@ -40,8 +40,8 @@ static void append_pct(struct sl_buf *b, const char *s)
 	for (; *s; s++) {
 		unsigned char ch = *s;
 
-		if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
-		    ch == '-' || ch == '.' || ch == '_' || ch == '~')
+		if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+		    (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' || ch == '_' || ch == '~')
 			sl_buf_append(b, s, 1);
 		else
 			sl_buf_printf(b, "%%%02X", ch);
@@ -52,8 +52,8 @@ static void append_pct(struct sl_buf *b, const char *s)
 static void kv_path(struct sl_buf *b, const char *ns, const char *key)
 {
 	if (!sl_kv_ns_ok(ns))
-		sl_cli_usage_error("kv ", "invalid namespace '%s': 1 to 128 of A-Z a-z 0-9 _ . : @ -",
-			    ns);
+		sl_cli_usage_error("kv ",
+				   "invalid namespace '%s': 1 to 128 of A-Z a-z 0-9 _ . : @ -", ns);
 	if (key && !sl_kv_key_ok(key))
 		sl_cli_usage_error("kv ", "invalid key: 1 to 512 printable ASCII characters");
 	sl_buf_printf(b, "/v1/kv/");

@@ -62,8 +62,8 @@ static void print_closed(json_t *j)
 	       "removed %lld DNS entr%s\n",
 	       sl_cli_num(c, "kernel_flows") + sl_cli_num(c, "proxied"),
 	       sl_cli_num(c, "kernel_flows") + sl_cli_num(c, "proxied") == 1 ? "" : "s",
-	       sl_cli_num(c, "kernel_flows"), sl_cli_num(c, "proxied"), sl_cli_num(c, "dns_entries"),
-	       sl_cli_num(c, "dns_entries") == 1 ? "y" : "ies");
+	       sl_cli_num(c, "kernel_flows"), sl_cli_num(c, "proxied"),
+	       sl_cli_num(c, "dns_entries"), sl_cli_num(c, "dns_entries") == 1 ? "y" : "ies");
 }
 
 int sl_cli_cmd_handler(int argc, char **argv, const char *sock)
@@ -98,7 +98,7 @@ int sl_cli_cmd_handler(int argc, char **argv, const char *sock)
 	}
 	if (!name || (set && !handler))
 		sl_cli_usage_error("handler ", set ? "handler set needs NAME and HANDLER" :
-					      "handler clear needs NAME");
+						     "handler clear needs NAME");
 	sl_cli_check_name(name);
 	snprintf(path, sizeof(path), "/v1/sandboxes/%s/handler", name);
 	if (set) {
@@ -174,7 +174,8 @@ static int cmd_policy_reload(int argc, char **argv, const char *sock)
 		snprintf(abs, sizeof(abs), "%s", sl_cli_str(cur, "policy"));
 		json_decref(cur);
 		if (!abs[0] || !strcmp(abs, "-"))
-			sl_cli_die("sandbox %s was added with an inline policy: give --policy FILE", name);
+			sl_cli_die("sandbox %s was added with an inline policy: give --policy FILE",
+				   name);
 	} else if (!realpath(file, abs)) {
 		sl_cli_die("policy file %s: %s", file, strerror(errno));
 	}
@@ -219,7 +220,9 @@ static void print_entries(const char *what, const struct sl_entry_list *l)
 			snprintf(ports, sizeof(ports), "80,443");
 		printf("  %-9s %-44s %-11s %-7s%s\n", what, a, ports,
 		       !strcmp(what, "intercept") ? "tcp" : proto_names(e->protos),
-		       e->sni > 0 ? " sni" : e->sni == 0 ? " sni=false" : "");
+		       e->sni > 0  ? " sni" :
+		       e->sni == 0 ? " sni=false" :
+				     "");
 	}
 }
 
@@ -280,8 +283,8 @@ static int cmd_policy_check(int argc, char **argv, const char *sock)
 
 			sl_prefix_str(k->family, k->addr, k->plen, a, sizeof(a));
 			for (uint32_t r = 0; r < k->val.n && r < SL_MAX_PORT_RANGES; r++)
-				printf("  %-44s %5u-%-5u %-7s %s\n", a, k->val.r[r].lo, k->val.r[r].hi,
-				       proto_names(k->val.r[r].protos),
+				printf("  %-44s %5u-%-5u %-7s %s\n", a, k->val.r[r].lo,
+				       k->val.r[r].hi, proto_names(k->val.r[r].protos),
 				       k->val.r[r].verdict == SL_VERDICT_PROXY ? "proxy" : "allow");
 		}
 		printf("handlers: %s\n", sl_lua_has_handlers(lua) ? "yes" : "none");
@@ -367,7 +370,8 @@ static int cmd_policy_suggest(int argc, char **argv, const char *sock)
 	if (sl_cli_suggest(sock, name, (unsigned)collapse, out, err, sizeof(err)))
 		sl_cli_die("%s", err);
 	if (out && strcmp(out, "-"))
-		fprintf(stderr, "sluice: suggested policy for sandbox %s written to %s\n", name, out);
+		fprintf(stderr, "sluice: suggested policy for sandbox %s written to %s\n", name,
+			out);
 	return 0;
 }
 

@@ -60,7 +60,7 @@ json_t *sl_cli_parse_params(const char *cmd, const char *text)
 	p = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
 	if (!p || !json_is_object(p))
 		sl_cli_usage_error(cmd, "--params must be a JSON object%s%s", p ? "" : ": ",
-			    p ? "" : jerr.text);
+				   p ? "" : jerr.text);
 	return p;
 }
 
@@ -107,18 +107,20 @@ static int cmd_sandbox_add(int argc, char **argv, const char *sock)
 		else if (!strcmp(argv[i], "--allow-writable-cgroup"))
 			writable = 1;
 		else if (argv[i][0] == '-')
-			sl_cli_usage_error("sandbox ", "unknown option '%s' for sandbox add", argv[i]);
+			sl_cli_usage_error("sandbox ", "unknown option '%s' for sandbox add",
+					   argv[i]);
 		else if (!name)
 			name = argv[i];
 		else
 			sl_cli_usage_error("sandbox ", "unexpected argument '%s'", argv[i]);
 	}
 	if (!name || !policy || !cgroup == !pid)
-		sl_cli_usage_error("sandbox ", "sandbox add needs NAME, --cgroup PATH (or --pid PID) and "
-					"--policy FILE");
+		sl_cli_usage_error("sandbox ",
+				   "sandbox add needs NAME, --cgroup PATH (or --pid PID) and "
+				   "--policy FILE");
 	if (pid && netns)
 		sl_cli_usage_error("sandbox ",
-			    "--pid names the network namespace too: no --netns with it");
+				   "--pid names the network namespace too: no --netns with it");
 	if (pid && (strspn(pid, "0123456789") != strlen(pid) || atoi(pid) <= 0))
 		sl_cli_usage_error("sandbox ", "--pid takes a process id, not '%s'", pid);
 	/* The daemon opens the namespace: give it an absolute path, without resolving the
@@ -126,9 +128,8 @@ static int cmd_sandbox_add(int argc, char **argv, const char *sock)
 	if (netns && netns[0] != '/') {
 		char cwd[PATH_MAX];
 
-		if (!getcwd(cwd, sizeof(cwd)) ||
-		    snprintf(netns_abs, sizeof(netns_abs), "%s/%s", cwd, netns) >=
-			    (int)sizeof(netns_abs))
+		if (!getcwd(cwd, sizeof(cwd)) || snprintf(netns_abs, sizeof(netns_abs), "%s/%s",
+							  cwd, netns) >= (int)sizeof(netns_abs))
 			sl_cli_die("network namespace %s: path too long", netns);
 		netns = netns_abs;
 	}
@@ -169,8 +170,10 @@ static int cmd_sandbox_add(int argc, char **argv, const char *sock)
 	printf("sandbox %s added (cgroup %s%s%s)\n", sl_cli_str(j, "name"), sl_cli_str(j, "cgroup"),
 	       *sl_cli_str(j, "netns") ? ", network namespace " : "", sl_cli_str(j, "netns"));
 	if (!strcmp(sl_cli_str(j, "mode"), "audit"))
-		fprintf(stderr, "sluice: sandbox %s is in AUDIT mode: nothing its policy denies is "
-				"enforced\n", sl_cli_str(j, "name"));
+		fprintf(stderr,
+			"sluice: sandbox %s is in AUDIT mode: nothing its policy denies is "
+			"enforced\n",
+			sl_cli_str(j, "name"));
 	json_decref(j);
 	return 0;
 }
@@ -192,8 +195,10 @@ static int cmd_sandbox_mode(int argc, char **argv, const char *sock)
 	printf("sandbox %s: mode %s (closed %lld flows, %lld proxied connections)\n", argv[0],
 	       sl_cli_str(j, "mode"), sl_cli_num(cl, "kernel_flows"), sl_cli_num(cl, "proxied"));
 	if (!strcmp(sl_cli_str(j, "mode"), "audit"))
-		fprintf(stderr, "sluice: sandbox %s is in AUDIT mode: nothing its policy denies is "
-				"enforced\n", argv[0]);
+		fprintf(stderr,
+			"sluice: sandbox %s is in AUDIT mode: nothing its policy denies is "
+			"enforced\n",
+			argv[0]);
 	json_decref(j);
 	return 0;
 }
@@ -232,8 +237,9 @@ static int cmd_sandbox_ls(int argc, char **argv, const char *sock)
 		arr = json_object_get(j, "sandboxes");
 		printf("%-20s %5s  %-40s %s\n", "NAME", "ID", "CGROUP", "POLICY");
 		json_array_foreach(arr, i, sb)
-			printf("%-20s %5lld  %-40s %s\n", sl_cli_str(sb, "name"), sl_cli_num(sb, "id"),
-			       sl_cli_str(sb, "cgroup"), sl_cli_str(sb, "policy"));
+			printf("%-20s %5lld  %-40s %s\n", sl_cli_str(sb, "name"),
+			       sl_cli_num(sb, "id"), sl_cli_str(sb, "cgroup"),
+			       sl_cli_str(sb, "policy"));
 	}
 	json_decref(j);
 	return 0;
@@ -273,26 +279,30 @@ static int cmd_sandbox_show(int argc, char **argv, const char *sock)
 		json_t *au = json_object_get(j, "audit");
 
 		printf("mode:     AUDIT (nothing the policy denies is enforced); %lld calls audited, "
-		       "%lld not recorded\n", sl_cli_num(au, "audited"), sl_cli_num(au, "lost"));
+		       "%lld not recorded\n",
+		       sl_cli_num(au, "audited"), sl_cli_num(au, "lost"));
 	} else {
 		printf("mode:     enforce\n");
 	}
 	if (*sl_cli_str(j, "netns"))
-		printf("netns:    %s (inode %lld)\n", sl_cli_str(j, "netns"), sl_cli_num(j, "netns_inode"));
+		printf("netns:    %s (inode %lld)\n", sl_cli_str(j, "netns"),
+		       sl_cli_num(j, "netns_inode"));
 	if (json_is_string(json_object_get(j, "handler"))) {
 		char *p = json_dumps(json_object_get(j, "params"), JSON_COMPACT);
 
-		printf("handler:  %s, params %s (since %lld); %lld switches\n", sl_cli_str(j, "handler"),
-		       p ? p : "{}", sl_cli_num(j, "handler_since"), sl_cli_num(j, "switches"));
+		printf("handler:  %s, params %s (since %lld); %lld switches\n",
+		       sl_cli_str(j, "handler"), p ? p : "{}", sl_cli_num(j, "handler_since"),
+		       sl_cli_num(j, "switches"));
 		free(p);
 	} else {
-		printf("handler:  none (the policy's own); %lld switches\n", sl_cli_num(j, "switches"));
+		printf("handler:  none (the policy's own); %lld switches\n",
+		       sl_cli_num(j, "switches"));
 	}
 	rules = json_object_get(j, "rules");
 	printf("rules:%s\n", json_array_size(rules) ? "" : "    none (everything is denied)");
 	json_array_foreach(rules, i, r)
-		printf("  %-40s %-12s %-8s %s\n", sl_cli_str(r, "dst"), sl_cli_str(r, "ports"), sl_cli_str(r, "proto"),
-		       sl_cli_str(r, "verdict"));
+		printf("  %-40s %-12s %-8s %s\n", sl_cli_str(r, "dst"), sl_cli_str(r, "ports"),
+		       sl_cli_str(r, "proto"), sl_cli_str(r, "verdict"));
 	printf("unix:%s\n", json_array_size(json_object_get(j, "unix")) ?
 				    "" :
 				    "     none (every UNIX socket is denied)");
@@ -304,35 +314,39 @@ static int cmd_sandbox_show(int argc, char **argv, const char *sock)
 		size_t k, m;
 
 		printf("names:\n");
-		json_array_foreach(names, k, n)
-		{
+		json_array_foreach(names, k, n) {
 			printf("  %s\n", sl_cli_str(n, "name"));
 			json_array_foreach(json_object_get(n, "addresses"), m, a)
-				printf("    %-38s %-12s %-8s %-6s expires in %llds\n", sl_cli_str(a, "dst"),
-				       sl_cli_str(a, "ports"), sl_cli_str(a, "proto"), sl_cli_str(a, "verdict"),
+				printf("    %-38s %-12s %-8s %-6s expires in %llds\n",
+				       sl_cli_str(a, "dst"), sl_cli_str(a, "ports"),
+				       sl_cli_str(a, "proto"), sl_cli_str(a, "verdict"),
 				       sl_cli_num(a, "expires_in_s"));
 		}
 	}
 	dns = json_object_get(j, "dns");
 	if (json_is_object(dns)) {
-		json_t *q = json_object_get(dns, "queries"), *ad = json_object_get(dns, "addresses");
+		json_t *q = json_object_get(dns, "queries"),
+		       *ad = json_object_get(dns, "addresses");
 
 		printf("dns:      listener port %lld; queries allowed %lld, denied %lld, "
 		       "servfail %lld, formerr %lld; addresses installed %lld, blocked %lld\n",
-		       sl_cli_num(dns, "port"), sl_cli_num(q, "allowed"), sl_cli_num(q, "denied"), sl_cli_num(q, "servfail"),
-		       sl_cli_num(q, "formerr"), sl_cli_num(ad, "installed"), sl_cli_num(ad, "blocked"));
+		       sl_cli_num(dns, "port"), sl_cli_num(q, "allowed"), sl_cli_num(q, "denied"),
+		       sl_cli_num(q, "servfail"), sl_cli_num(q, "formerr"),
+		       sl_cli_num(ad, "installed"), sl_cli_num(ad, "blocked"));
 	}
 	px = json_object_get(j, "proxy");
 	if (json_is_object(px)) {
-		json_t *pc = json_object_get(px, "connections"), *pr = json_object_get(px, "requests");
+		json_t *pc = json_object_get(px, "connections"),
+		       *pr = json_object_get(px, "requests");
 
 		printf("proxy:    listener port %lld; connections %lld (not redirected %lld, never "
 		       "accepted %lld, refused %lld, TLS failed %lld, passthrough %lld); requests "
 		       "forwarded %lld, rejected %lld, upstream errors %lld\n",
-		       sl_cli_num(px, "port"), sl_cli_num(pc, "accepted"), sl_cli_num(pc, "unredirected"),
-		       sl_cli_num(pc, "never_accepted"),
-		       sl_cli_num(pc, "refused"), sl_cli_num(pc, "tls_failed"), sl_cli_num(pc, "passthrough"),
-		       sl_cli_num(pr, "forwarded"), sl_cli_num(pr, "rejected"), sl_cli_num(pr, "upstream_errors"));
+		       sl_cli_num(px, "port"), sl_cli_num(pc, "accepted"),
+		       sl_cli_num(pc, "unredirected"), sl_cli_num(pc, "never_accepted"),
+		       sl_cli_num(pc, "refused"), sl_cli_num(pc, "tls_failed"),
+		       sl_cli_num(pc, "passthrough"), sl_cli_num(pr, "forwarded"),
+		       sl_cli_num(pr, "rejected"), sl_cli_num(pr, "upstream_errors"));
 	}
 	c = json_object_get(j, "counters");
 	if (c) {
@@ -343,11 +357,13 @@ static int cmd_sandbox_show(int argc, char **argv, const char *sock)
 		       "udp %lld\n",
 		       sl_cli_num(a, "tcp"), sl_cli_num(a, "udp"), sl_cli_num(a, "unix"),
 		       sl_cli_num(json_object_get(c, "proxied"), "tcp"),
-		       sl_cli_num(json_object_get(c, "dns"), "tcp"), sl_cli_num(json_object_get(c, "dns"), "udp"));
+		       sl_cli_num(json_object_get(c, "dns"), "tcp"),
+		       sl_cli_num(json_object_get(c, "dns"), "udp"));
 		printf("denied:   tcp %lld, udp %lld, unix %lld, socket %lld, setsockopt %lld, "
 		       "bind %lld; egress packets dropped %lld\n",
-		       sl_cli_num(d, "tcp"), sl_cli_num(d, "udp"), sl_cli_num(d, "unix"), sl_cli_num(d, "socket"),
-		       sl_cli_num(d, "setsockopt"), sl_cli_num(d, "bind"), sl_cli_num(d, "egress_packets"));
+		       sl_cli_num(d, "tcp"), sl_cli_num(d, "udp"), sl_cli_num(d, "unix"),
+		       sl_cli_num(d, "socket"), sl_cli_num(d, "setsockopt"), sl_cli_num(d, "bind"),
+		       sl_cli_num(d, "egress_packets"));
 		printf("events:   sent %lld, rate-limited %lld, lost %lld\n", sl_cli_num(e, "sent"),
 		       sl_cli_num(e, "rate_limited"), sl_cli_num(e, "lost"));
 	}
@@ -358,12 +374,9 @@ static int cmd_sandbox_show(int argc, char **argv, const char *sock)
 int sl_cli_cmd_sandbox(int argc, char **argv, const char *sock)
 {
 	static const struct sl_cli_cmd cmds[] = {
-		{ "add", cmd_sandbox_add },
-		{ "rm", cmd_sandbox_rm },
-		{ "ls", cmd_sandbox_ls },
-		{ "show", cmd_sandbox_show },
-		{ "mode", cmd_sandbox_mode },
-		{ 0 },
+		{ "add", cmd_sandbox_add },   { "rm", cmd_sandbox_rm },
+		{ "ls", cmd_sandbox_ls },     { "show", cmd_sandbox_show },
+		{ "mode", cmd_sandbox_mode }, { 0 },
 	};
 
 	if (argc < 1 || sl_cli_has_help(argc, argv)) {

@@ -109,9 +109,10 @@ int sl_run_user_pick(const char *opt, struct sl_run_user *u, char *err, size_t e
 			return 0;
 		}
 	}
-	snprintf(err, errlen, "refusing to run the command as root: a root command can leave its "
-			      "sandbox. Give --user USER (under sudo the calling user is the "
-			      "default; --user root runs it as root anyway)");
+	snprintf(err, errlen,
+		 "refusing to run the command as root: a root command can leave its "
+		 "sandbox. Give --user USER (under sudo the calling user is the "
+		 "default; --user root runs it as root anyway)");
 	return -EPERM;
 }
 

@@ -185,8 +185,10 @@ static int hook_trust(const char *sock, json_t *state, const char *id, const cha
 	int e;
 
 	if (!bundle || !*bundle) {
-		fprintf(stderr, "sluice oci-hook: container %s: the state has no bundle: the "
-				"sandbox CA is not added to its root filesystem\n", id);
+		fprintf(stderr,
+			"sluice oci-hook: container %s: the state has no bundle: the "
+			"sandbox CA is not added to its root filesystem\n",
+			id);
 		return 0;
 	}
 	snprintf(path, sizeof(path), "/v1/sandboxes/%s/ca", name);
@@ -196,7 +198,8 @@ static int hook_trust(const char *sock, json_t *state, const char *id, const cha
 		e = -EIO;
 	}
 	if (!e)
-		e = sl_oci_trust_rootfs(bundle, sl_buf_head(&res.body) ? sl_buf_head(&res.body) : "",
+		e = sl_oci_trust_rootfs(bundle,
+					sl_buf_head(&res.body) ? sl_buf_head(&res.body) : "",
 					sl_buf_size(&res.body), stderr, err, sizeof(err));
 	sl_buf_free(&res.body);
 	/* The sandbox stays: the runtime does not start the container and its poststop
@@ -301,17 +304,20 @@ int sl_cli_oci_hook(int argc, char **argv, const char *sock)
 	} else if (status && !strcmp(status, "stopped")) {
 		create = 0;
 	} else {
-		r = fail(id, "status '%s': run the hook at createRuntime and poststop, or name "
-			     "the stage (create, delete)", status ? status : "");
+		r = fail(id,
+			 "status '%s': run the hook at createRuntime and poststop, or name "
+			 "the stage (create, delete)",
+			 status ? status : "");
 		json_decref(state);
 		return r;
 	}
 	if (create && !id_is_name(id) &&
 	    (json_object_get(json_object_get(state, "annotations"), "io.sluice.policy") ||
 	     default_policy))
-		r = fail(id, "the id cannot be a sandbox name as it is (letters, digits, '_', '.', "
-			     "'-'; at most %d, starting with a letter or digit): refused rather "
-			     "than renamed, since a renamed id could collide with another's",
+		r = fail(id,
+			 "the id cannot be a sandbox name as it is (letters, digits, '_', '.', "
+			 "'-'; at most %d, starting with a letter or digit): refused rather "
+			 "than renamed, since a renamed id could collide with another's",
 			 SL_NAME_MAX);
 	else if (create)
 		r = hook_create(sock, state, id, id, dir, default_policy, trust);

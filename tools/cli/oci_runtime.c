@@ -58,8 +58,8 @@ struct rt_opts {
  * that is neither one of them, their value, nor another option. */
 static int global_takes_value(const char *a)
 {
-	static const char *const with_value[] = { "--root", "--log", "--log-format", "--criu",
-						  "--rootless", "--cgroup-manager" };
+	static const char *const with_value[] = { "--root", "--log",	  "--log-format",
+						  "--criu", "--rootless", "--cgroup-manager" };
 
 	for (size_t i = 0; i < sizeof(with_value) / sizeof(with_value[0]); i++)
 		if (!strcmp(a, with_value[i]))
@@ -148,7 +148,8 @@ static void env_annotations(json_t *cfg)
 				json_object_set_new(cfg, "annotations", ann);
 			}
 			if (!json_object_get(ann, map[k][1]))
-				json_object_set_new(ann, map[k][1], json_string(s + strlen(map[k][0])));
+				json_object_set_new(ann, map[k][1],
+						    json_string(s + strlen(map[k][0])));
 		}
 	}
 }
@@ -189,7 +190,8 @@ static int edit_config(const struct rt_opts *o, const char *bundle)
 	}
 	fd = -1;
 	if (json_dumpf(cfg, f, JSON_COMPACT) || fflush(f) || fsync(fileno(f)) == -1) {
-		fprintf(stderr, "sluice oci-runtime: writing %s failed: %s\n", tmp, strerror(errno));
+		fprintf(stderr, "sluice oci-runtime: writing %s failed: %s\n", tmp,
+			strerror(errno));
 		goto out;
 	}
 	if (rename(tmp, path) == -1) {
@@ -236,8 +238,9 @@ int sl_cli_oci_runtime(int argc, char **argv, const char *sock)
 			}
 			o.hook_args[o.n_hook_args++] = argv[++i];
 		} else {
-			fprintf(stderr, "sluice oci-runtime: unknown option '%s' (the runtime's "
-					"arguments go after --)\nTry 'sluice oci-runtime --help'.\n",
+			fprintf(stderr,
+				"sluice oci-runtime: unknown option '%s' (the runtime's "
+				"arguments go after --)\nTry 'sluice oci-runtime --help'.\n",
 				argv[i]);
 			return 2;
 		}

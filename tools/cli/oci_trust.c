@@ -173,10 +173,13 @@ out:
 	return e;
 }
 
-int sl_oci_trust_rootfs(const char *bundle, const char *ca, size_t ca_len, FILE *report,
-			char *err, size_t errlen)
+int sl_oci_trust_rootfs(const char *bundle, const char *ca, size_t ca_len, FILE *report, char *err,
+			size_t errlen)
 {
-	struct { dev_t dev; ino_t ino; } done[sizeof(rootfs_bundles) / sizeof(rootfs_bundles[0])];
+	struct {
+		dev_t dev;
+		ino_t ino;
+	} done[sizeof(rootfs_bundles) / sizeof(rootfs_bundles[0])];
 	int rootfd, n_done = 0, e = 0;
 
 	rootfd = open_rootfs(bundle, err, errlen);
@@ -197,13 +200,17 @@ int sl_oci_trust_rootfs(const char *bundle, const char *ca, size_t ca_len, FILE 
 			 * (a read-only root, a link leading out) is said, and the container
 			 * still starts: without the CA its intercepted TLS fails, closed. */
 			if (errno != ENOENT && errno != ENOTDIR)
-				fprintf(report, "sluice oci-hook: /%s: %s: the sandbox CA is not "
-						"added there\n", path, strerror(errno));
+				fprintf(report,
+					"sluice oci-hook: /%s: %s: the sandbox CA is not "
+					"added there\n",
+					path, strerror(errno));
 			continue;
 		}
 		if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode) || st.st_nlink != 1) {
-			fprintf(report, "sluice oci-hook: /%s is not a regular file of one link: the "
-					"sandbox CA is not added there\n", path);
+			fprintf(report,
+				"sluice oci-hook: /%s is not a regular file of one link: the "
+				"sandbox CA is not added there\n",
+				path);
 			close(fd);
 			continue;
 		}
@@ -216,7 +223,8 @@ int sl_oci_trust_rootfs(const char *bundle, const char *ca, size_t ca_len, FILE 
 		r = add_to_bundle(fd, &st, ca, ca_len);
 		close(fd);
 		if (r) {
-			snprintf(err, errlen, "adding the sandbox CA to /%s: %s", path, strerror(-r));
+			snprintf(err, errlen, "adding the sandbox CA to /%s: %s", path,
+				 strerror(-r));
 			e = r;
 			break;
 		}

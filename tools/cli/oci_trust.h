@@ -15,7 +15,7 @@
  * writing, or a root filesystem that cannot be found, is skipped with a line on @report. 0, or
  * -errno with the reason in @err: a bundle could not be rewritten.
  */
-int sl_oci_trust_rootfs(const char *bundle, const char *ca, size_t ca_len, FILE *report,
-			char *err, size_t errlen);
+int sl_oci_trust_rootfs(const char *bundle, const char *ca, size_t ca_len, FILE *report, char *err,
+			size_t errlen);
 
 #endif

@@ -156,11 +156,10 @@ static int name_ok(const char *s)
 {
 	size_t n = strlen(s);
 
-	if (!n || n > 64 || !((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
-			      (*s >= '0' && *s <= '9')))
+	if (!n || n > 64 ||
+	    !((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9')))
 		return 0;
-	return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") ==
-	       n;
+	return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") == n;
 }
 
 static int write_file(const char *path, const char *data, size_t len, int flags, mode_t mode)
@@ -559,7 +558,8 @@ static void write_learned(struct run *rn)
 		say("writing the suggested policy failed: %s", err);
 	else
 		say("suggested policy written to %s (check it: sluice policy check %s --verbose; "
-		    "use it: sluice run --policy %s -- ...)", rn->out, rn->out, rn->out);
+		    "use it: sluice run --policy %s -- ...)",
+		    rn->out, rn->out, rn->out);
 }
 
 static void cleanup(struct run *rn)
@@ -651,7 +651,8 @@ int sl_cli_run(int argc, char **argv, const char *sock)
 		snprintf(rn.name, sizeof(rn.name), "run-%d", (int)rn.self);
 	if (!name_ok(rn.name))
 		return usage("invalid sandbox name '%s' (letters, digits, '_', '.', '-'; at most "
-			     "64, starting with a letter or digit)", rn.name);
+			     "64, starting with a letter or digit)",
+			     rn.name);
 	if (parent)
 		snprintf(rn.parent, sizeof(rn.parent), "%s", parent);
 	if (fds) {
@@ -706,8 +707,8 @@ int sl_cli_run(int argc, char **argv, const char *sock)
 		goto out;
 	if (rn.learn)
 		say("LEARN MODE: sandbox %s is in audit mode, NOTHING its policy would deny is "
-		    "enforced while the command runs; the suggested policy goes to %s", rn.name,
-		    rn.out);
+		    "enforced while the command runs; the suggested policy goes to %s",
+		    rn.name, rn.out);
 	fflush(NULL);
 	pid = fork();
 	if (pid == -1) {

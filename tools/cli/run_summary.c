@@ -137,13 +137,15 @@ static int file_event(struct tally *t, json_t *ev)
 		if (*method && strcmp(method, "-"))
 			snprintf(key, sizeof(key), "%s %s://%s%s: %d%s%s%s", method,
 				 str(ev, "scheme"), str(ev, "host"), str(ev, "path"), status,
-				 *reason ? " (" : !strcmp(str(ev, "verdict"), "respond") ?
+				 *reason ? " (" :
+				 !strcmp(str(ev, "verdict"), "respond") ?
 					   " (answered by the policy)" :
 					   "",
 				 reason, *reason ? ")" : "");
 		else
 			snprintf(key, sizeof(key), "%s%s%s", str(ev, "host"),
-				 *str(ev, "host") ? ": " : "", *reason ? reason : str(ev, "verdict"));
+				 *str(ev, "host") ? ": " : "",
+				 *reason ? reason : str(ev, "verdict"));
 		tally_add(&t[K_REQUEST], key);
 	}
 	return 0;
@@ -248,8 +250,9 @@ int sl_run_summary(const char *sock, const char *name, FILE *out)
 	for (int k = 0; k < K_MAX; k++)
 		print_kind(out, labels[k], &t[k]);
 	if (kernel > denies)
-		fprintf(out, "  and %lld more denied calls and packets, not itemised "
-			     "(events rate-limited or lost; see `sluice stats`)\n",
+		fprintf(out,
+			"  and %lld more denied calls and packets, not itemised "
+			"(events rate-limited or lost; see `sluice stats`)\n",
 			(long long)(kernel - denies));
 	fflush(out);
 out:

@@ -117,7 +117,7 @@ static int have_java(void)
 
 /* One trusted-certificate bag: the certificate, an alias (Java lists entries by it) and the
  * attribute that makes Java trust it. Returns 0 or -ENOMEM. */
-static int add_trusted(STACK_OF(PKCS12_SAFEBAG) **bags, X509 *x, int idx, ASN1_OBJECT *any_eku)
+static int add_trusted(STACK_OF(PKCS12_SAFEBAG) * *bags, X509 *x, int idx, ASN1_OBJECT *any_eku)
 {
 	PKCS12_SAFEBAG *bag = PKCS12_add_cert(bags, x);
 	char alias[32];
@@ -210,8 +210,7 @@ static int write_cert_dir(struct sl_run_trust *t, const char *ca_pem, size_t ca_
 		goto out;
 	}
 	snprintf(t->certdir, sizeof(t->certdir), "%s/certs", t->dir);
-	snprintf(t->hashed, sizeof(t->hashed), "%s/%08lx.0", t->certdir,
-		 X509_subject_name_hash(x));
+	snprintf(t->hashed, sizeof(t->hashed), "%s/%08lx.0", t->certdir, X509_subject_name_hash(x));
 	if (mkdir(t->certdir, 0755) == -1 || chmod(t->certdir, 0755) == -1) {
 		e = -errno;
 		t->certdir[0] = 0;

@@ -98,15 +98,15 @@ int ctl_conn_flush(struct ctl_conn *c)
 }
 
 void ctl_respond_raw(struct ctl_conn *c, int status, const char *ctype, const char *body,
-			size_t len)
+		     size_t len)
 {
 	int keep = !c->closing && llhttp_should_keep_alive(&c->parser);
 
 	if (!keep)
 		c->closing = 1;
 	sl_buf_printf(&c->out,
-		      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s\r\n",
-		      status, sl_http_reason(status), ctype, len, keep ? "" : "Connection: close\r\n");
+		      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s\r\n", status,
+		      sl_http_reason(status), ctype, len, keep ? "" : "Connection: close\r\n");
 	sl_buf_append(&c->out, body, len);
 }
 
@@ -277,16 +277,18 @@ static int refuse_confined(struct ctl_conn *c, const char *method, const char *p
 				    (int)c->pid, "uid", (int)c->uid, "reason",
 				    r > 0 ? "peer runs in a sandbox" : "peer unknown"));
 	c->closing = 1;
-	ctl_respond_error(c, 403, r > 0 ? "the control API is not for processes in a sandbox" :
-				      "the control API could not tell where the caller runs");
+	ctl_respond_error(c, 403,
+			  r > 0 ? "the control API is not for processes in a sandbox" :
+				  "the control API could not tell where the caller runs");
 	return 1;
 }
 
 static void route_health(struct ctl_conn *c, const struct ctl_req *rq)
 {
 	(void)rq;
-	ctl_respond_json(c, 200, json_pack("{s:b, s:I}", "ok", 1, "sandboxes",
-				       (json_int_t)sl_registry_count(c->ctl->d.reg)));
+	ctl_respond_json(c, 200,
+			 json_pack("{s:b, s:I}", "ok", 1, "sandboxes",
+				   (json_int_t)sl_registry_count(c->ctl->d.reg)));
 }
 
 static void route_not_found(struct ctl_conn *c, const struct ctl_req *rq)
@@ -569,8 +571,8 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 	}
 }
 
-struct sl_control *sl_control_open(const char *path, const struct sl_control_deps *deps,
-				   char *err, size_t errlen)
+struct sl_control *sl_control_open(const char *path, const struct sl_control_deps *deps, char *err,
+				   size_t errlen)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct sl_control *ctl;

@@ -23,8 +23,8 @@ struct sl_control_deps {
 
 /* Listens on unix socket @path (mode 0600; a stale socket file is replaced, a live one is
  * an error). Returns NULL with a one-line reason in @err. */
-struct sl_control *sl_control_open(const char *path, const struct sl_control_deps *deps,
-				   char *err, size_t errlen);
+struct sl_control *sl_control_open(const char *path, const struct sl_control_deps *deps, char *err,
+				   size_t errlen);
 /* Closes the listener and every connection, and removes the socket file. Accepts NULL. */
 void sl_control_close(struct sl_control *c);
 

@@ -59,7 +59,7 @@ struct ctl_req {
 /* control.c */
 int ctl_conn_flush(struct ctl_conn *c);
 void ctl_respond_raw(struct ctl_conn *c, int status, const char *ctype, const char *body,
-			size_t len);
+		     size_t len);
 void ctl_respond_json(struct ctl_conn *c, int status, json_t *j);
 void ctl_respond_error(struct ctl_conn *c, int status, const char *msg);
 int ctl_pct_decode(char *s, int plus_is_space);

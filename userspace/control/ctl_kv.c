@@ -71,8 +71,9 @@ static void handle_kv(struct ctl_conn *c, const char *method, char *path)
 		sl_buf_reset(&c->body);
 		if (!r) {
 			sl_info("kv put %s/%s", ns, key);
-			ctl_respond_json(c, 200, json_pack("{s:s, s:s, s:I}", "ns", ns, "key", key,
-						       "bytes", (json_int_t)len));
+			ctl_respond_json(c, 200,
+					 json_pack("{s:s, s:s, s:I}", "ns", ns, "key", key, "bytes",
+						   (json_int_t)len));
 			return;
 		}
 	} else if (!strcmp(method, "GET")) {
@@ -88,8 +89,9 @@ static void handle_kv(struct ctl_conn *c, const char *method, char *path)
 		r = sl_kv_rm(kv, ns, key);
 		if (!r) {
 			sl_info("kv rm %s/%s", ns, key);
-			ctl_respond_json(c, 200, json_pack("{s:s, s:s, s:b}", "ns", ns, "key", key,
-						       "removed", 1));
+			ctl_respond_json(c, 200,
+					 json_pack("{s:s, s:s, s:b}", "ns", ns, "key", key,
+						   "removed", 1));
 			return;
 		}
 	} else {

@@ -85,10 +85,12 @@ static void handle_handler(struct ctl_conn *c, const char *method, const char *n
 		return;
 	}
 	j = json_loadb(sl_buf_head(&c->body), sl_buf_size(&c->body), 0, &jerr);
-	if (!j || json_unpack_ex(j, &jerr, JSON_STRICT, "{s:s, s?o}", "handler", &handler,
-				 "params", &params)) {
-		snprintf(err, sizeof(err), "bad request: %s (want {\"handler\": NAME, \"params\": "
-					   "{...}})", jerr.text);
+	if (!j || json_unpack_ex(j, &jerr, JSON_STRICT, "{s:s, s?o}", "handler", &handler, "params",
+				 &params)) {
+		snprintf(err, sizeof(err),
+			 "bad request: %s (want {\"handler\": NAME, \"params\": "
+			 "{...}})",
+			 jerr.text);
 		ctl_respond_error(c, 400, err);
 		goto out;
 	}
@@ -96,8 +98,7 @@ static void handle_handler(struct ctl_conn *c, const char *method, const char *n
 		ctl_respond_error(c, 400, err);
 		goto out;
 	}
-	e = sl_sandbox_set_handler(c->ctl->d.reg, box, handler, ptext, who, &res, err,
-				   sizeof(err));
+	e = sl_sandbox_set_handler(c->ctl->d.reg, box, handler, ptext, who, &res, err, sizeof(err));
 	if (e)
 		ctl_respond_error(c, e == -ENOENT ? 404 : e == -EINVAL ? 400 : 500, err);
 	else
@@ -130,8 +131,10 @@ static void handle_mode(struct ctl_conn *c, const char *method, const char *name
 	j = json_loadb(sl_buf_head(&c->body), sl_buf_size(&c->body), 0, &jerr);
 	if (!j || json_unpack_ex(j, &jerr, JSON_STRICT, "{s:s}", "mode", &mode) ||
 	    (strcmp(mode, "audit") && strcmp(mode, "enforce"))) {
-		snprintf(err, sizeof(err), "bad request: %s (want {\"mode\": \"audit\" or "
-					   "\"enforce\"})", j && mode ? "unknown mode" : jerr.text);
+		snprintf(err, sizeof(err),
+			 "bad request: %s (want {\"mode\": \"audit\" or "
+			 "\"enforce\"})",
+			 j && mode ? "unknown mode" : jerr.text);
 		ctl_respond_error(c, 400, err);
 		goto out;
 	}
@@ -174,8 +177,9 @@ static void handle_suggest(struct ctl_conn *c, const char *name, const char *que
 		ctl_respond_error(c, 500, err);
 		return;
 	}
-	ctl_respond_json(c, 200, json_pack("{s:s, s:s, s:s}", "sandbox", name, "mode",
-				       sl_box_audit(box) ? "audit" : "enforce", "policy", text));
+	ctl_respond_json(c, 200,
+			 json_pack("{s:s, s:s, s:s}", "sandbox", name, "mode",
+				   sl_box_audit(box) ? "audit" : "enforce", "policy", text));
 	free(text);
 }
 
@@ -233,10 +237,11 @@ static void handle_add(struct ctl_conn *c)
 	}
 	box = sl_sandbox_add(c->ctl->d.reg, &add.spec, err, sizeof(err));
 	if (!box) {
-		int status = errno == EINVAL ? 400 : errno == EEXIST ? 409 :
-				       errno == EPERM	 ? 403 :
-				       errno == ENOSPC	 ? 503 :
-							   500;
+		int status = errno == EINVAL ? 400 :
+			     errno == EEXIST ? 409 :
+			     errno == EPERM  ? 403 :
+			     errno == ENOSPC ? 503 :
+					       500;
 
 		sl_info("sandbox %s refused: %s", add.spec.name, err);
 		ctl_respond_error(c, status, err);

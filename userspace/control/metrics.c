@@ -86,10 +86,12 @@ static void metrics_limits(struct sl_buf *m, const struct snap *sn, size_t n,
 		metric_sandbox(m, "sluice_audited_total", s, "outcome=\"lost\"",
 			       s->st.audited.lost);
 	}
-	sl_buf_printf(m, "# HELP sluice_events_dropped_total Event lines a follower (GET "
-			 "/v1/events?follow=1) lost because it did not keep up.\n"
-			 "# TYPE sluice_events_dropped_total counter\n"
-			 "sluice_events_dropped_total %llu\n", events_dropped);
+	sl_buf_printf(m,
+		      "# HELP sluice_events_dropped_total Event lines a follower (GET "
+		      "/v1/events?follow=1) lost because it did not keep up.\n"
+		      "# TYPE sluice_events_dropped_total counter\n"
+		      "sluice_events_dropped_total %llu\n",
+		      events_dropped);
 }
 
 /* The families of the kernel's per-sandbox counters with one value each (no labels). */
@@ -97,14 +99,22 @@ static const struct {
 	const char *metric, *help;
 	int ctr;
 } kernel_one[] = {
-	{ "sluice_sockets_denied_total", "socket() calls refused in the kernel (raw, SCTP, "
-	  "ICMP, ...).", SL_CTR_DENY_SOCKET },
-	{ "sluice_sockopts_denied_total", "setsockopt() calls refused in the kernel (routing "
-	  "header, IPv4 options).", SL_CTR_DENY_SOCKOPT },
-	{ "sluice_binds_denied_total", "bind() calls refused in the kernel (a port of sluiced's "
-	  "listeners).", SL_CTR_DENY_BIND },
-	{ "sluice_egress_dropped_total", "Packets dropped by the egress program (IP options, "
-	  "routing header, destination not the one decided).", SL_CTR_DROP_EGRESS },
+	{ "sluice_sockets_denied_total",
+	  "socket() calls refused in the kernel (raw, SCTP, "
+	  "ICMP, ...).",
+	  SL_CTR_DENY_SOCKET },
+	{ "sluice_sockopts_denied_total",
+	  "setsockopt() calls refused in the kernel (routing "
+	  "header, IPv4 options).",
+	  SL_CTR_DENY_SOCKOPT },
+	{ "sluice_binds_denied_total",
+	  "bind() calls refused in the kernel (a port of sluiced's "
+	  "listeners).",
+	  SL_CTR_DENY_BIND },
+	{ "sluice_egress_dropped_total",
+	  "Packets dropped by the egress program (IP options, "
+	  "routing header, destination not the one decided).",
+	  SL_CTR_DROP_EGRESS },
 };
 
 static void handle_metrics(struct ctl_conn *c)
@@ -143,11 +153,14 @@ static void handle_metrics(struct ctl_conn *c)
 		sl_box_get_stats(reg, b, &sn[n].st);
 		n++;
 	}
-	sl_buf_printf(&m, "# HELP sluice_sandboxes Sandboxes managed by this sluiced.\n"
-			  "# TYPE sluice_sandboxes gauge\nsluice_sandboxes %zu\n",
+	sl_buf_printf(&m,
+		      "# HELP sluice_sandboxes Sandboxes managed by this sluiced.\n"
+		      "# TYPE sluice_sandboxes gauge\nsluice_sandboxes %zu\n",
 		      rs.sandboxes);
-	sl_buf_printf(&m, "# HELP sluice_connections_total connect() and sendmsg() calls "
-			  "judged in the kernel (proto unix: UNIX sockets).\n# TYPE sluice_connections_total counter\n");
+	sl_buf_printf(
+		&m,
+		"# HELP sluice_connections_total connect() and sendmsg() calls "
+		"judged in the kernel (proto unix: UNIX sockets).\n# TYPE sluice_connections_total counter\n");
 	for (const struct snap *s = sn; s < sn + n; s++) {
 		if (!s->st.kernel_ok)
 			continue;
@@ -217,8 +230,7 @@ static void handle_metrics(struct ctl_conn *c)
 		};
 
 		for (size_t i = 0; i < sizeof(q) / sizeof(q[0]); i++)
-			metric_sandbox(&m, "sluice_http_connections_total", s, q[i].labels,
-				       q[i].v);
+			metric_sandbox(&m, "sluice_http_connections_total", s, q[i].labels, q[i].v);
 	}
 	sl_buf_printf(&m, "# HELP sluice_passthrough_connections_total Passthrough TLS connections "
 			  "whose server name the proxy checked, by who carried their bytes: the "
@@ -227,8 +239,8 @@ static void handle_metrics(struct ctl_conn *c)
 	for (const struct snap *s = sn; s < sn + n; s++) {
 		metric_sandbox(&m, "sluice_passthrough_connections_total", s, "mode=\"kernel\"",
 			       s->st.proxy.spliced_kernel);
-		metric_sandbox(&m, "sluice_passthrough_connections_total", s,
-			       "mode=\"userspace\"", s->st.proxy.spliced_user);
+		metric_sandbox(&m, "sluice_passthrough_connections_total", s, "mode=\"userspace\"",
+			       s->st.proxy.spliced_user);
 	}
 	sl_buf_printf(&m, "# HELP sluice_sni_checks_total Checked passthrough connections whose "
 			  "first TLS record the kernel judged on the sandbox's own socket, by "
@@ -257,10 +269,11 @@ static void handle_metrics(struct ctl_conn *c)
 			       st->upstream_errors);
 	}
 	if (rs.unattributed_ok)
-		sl_buf_printf(&m, "# HELP sluice_unattributed_denied_total Operations denied "
-				  "because their sandbox could not be determined.\n"
-				  "# TYPE sluice_unattributed_denied_total counter\n"
-				  "sluice_unattributed_denied_total %llu\n",
+		sl_buf_printf(&m,
+			      "# HELP sluice_unattributed_denied_total Operations denied "
+			      "because their sandbox could not be determined.\n"
+			      "# TYPE sluice_unattributed_denied_total counter\n"
+			      "sluice_unattributed_denied_total %llu\n",
 			      (unsigned long long)(rs.unattributed.c[SL_CTR_DENY_TCP] +
 						   rs.unattributed.c[SL_CTR_DENY_UDP] +
 						   rs.unattributed.c[SL_CTR_DENY_SOCKET] +

@@ -553,7 +553,7 @@ json_t *sl_event_json(const struct sl_event *kev, const char *sandbox)
 		json_object_set_new(j, "dst", json_string(path));
 	} else if (kev->kind == SL_EV_SOCKET || kev->kind == SL_EV_SETSOCKOPT) {
 		json_object_set_new(j, "family",
-				    json_string(kev->family == AF_INET ? "inet" :
+				    json_string(kev->family == AF_INET	? "inet" :
 						kev->family == AF_INET6 ? "inet6" :
 									  "other"));
 		json_object_set_new(j, "socktype", json_string(socktype_name(kev->socktype)));
@@ -574,8 +574,8 @@ json_t *sl_event_json(const struct sl_event *kev, const char *sandbox)
 			snprintf(dst, sizeof(dst), "%s:%u", addr, kev->port);
 		else
 			snprintf(dst, sizeof(dst), "[%s]:%u", addr, kev->port);
-		json_object_set_new(j, "proto", proto ? json_string(proto) :
-							json_integer(kev->proto));
+		json_object_set_new(j, "proto",
+				    proto ? json_string(proto) : json_integer(kev->proto));
 		/* A bind names the local address it wanted, not a destination. */
 		json_object_set_new(j, kev->kind == SL_EV_BIND ? "addr" : "dst", json_string(dst));
 		if (kev->kind == SL_EV_EGRESS)

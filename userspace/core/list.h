@@ -25,14 +25,17 @@
 #include <stddef.h>
 
 /* The struct of @type whose @member is at @ptr (the kernel's container_of). */
-#define sl_container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define sl_container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 struct sl_list {
 	struct sl_list *next, *prev;
 };
 
 /* For a head defined statically or on the stack: struct sl_list h = SL_LIST_INIT(h); */
-#define SL_LIST_INIT(name) { &(name), &(name) }
+#define SL_LIST_INIT(name)       \
+	{                        \
+		&(name), &(name) \
+	}
 
 static inline void sl_list_init(struct sl_list *l)
 {
@@ -89,15 +92,15 @@ static inline void sl_list_del(struct sl_list *node)
 
 /* Walks the elements: @pos is a pointer to the element type. The body must not unlink @pos
  * (use sl_list_for_each_safe for that). */
-#define sl_list_for_each(pos, head, member)                                                 \
+#define sl_list_for_each(pos, head, member)                                                       \
 	for (pos = sl_list_entry((head)->next, __typeof__(*pos), member); &pos->member != (head); \
 	     pos = sl_list_entry(pos->member.next, __typeof__(*pos), member))
 
 /* Walks the elements; the body may unlink or free @pos (not the next one: @tmp holds it). */
-#define sl_list_for_each_safe(pos, tmp, head, member)                                       \
-	for (pos = sl_list_entry((head)->next, __typeof__(*pos), member),                   \
-	    tmp = sl_list_entry(pos->member.next, __typeof__(*pos), member);                \
-	     &pos->member != (head);                                                         \
+#define sl_list_for_each_safe(pos, tmp, head, member)                        \
+	for (pos = sl_list_entry((head)->next, __typeof__(*pos), member),    \
+	    tmp = sl_list_entry(pos->member.next, __typeof__(*pos), member); \
+	     &pos->member != (head);                                         \
 	     pos = tmp, tmp = sl_list_entry(tmp->member.next, __typeof__(*pos), member))
 
 #endif

@@ -178,9 +178,9 @@ static void dns_event(struct sl_dns_listener *l, const struct sl_dns_query *q, c
 		json_decref(extra);
 		return;
 	}
-	j = json_pack("{s:s, s:s, s:s, s:s, s:s}", "type", "dns", "sandbox",
-		      l->ops->name(l->owner), "name", q->qname, "qtype",
-		      type_name(q->qtype, tbuf, sizeof(tbuf)), "verdict", verdict);
+	j = json_pack("{s:s, s:s, s:s, s:s, s:s}", "type", "dns", "sandbox", l->ops->name(l->owner),
+		      "name", q->qname, "qtype", type_name(q->qtype, tbuf, sizeof(tbuf)), "verdict",
+		      verdict);
 	if (j && extra)
 		json_object_update(j, extra);
 	if (j && l->ops->audit && l->ops->audit(l->owner))
@@ -195,8 +195,8 @@ static void tcp_close(struct dns_tcp *c);
 static void tcp_flush(struct dns_tcp *c);
 
 /* Sends @msg to the client of a UDP query or a TCP connection. */
-static void reply(struct sl_dns_listener *l, int udp_fd, const struct sockaddr *to,
-		  socklen_t tolen, struct dns_tcp *tcp, const uint8_t *msg, size_t len)
+static void reply(struct sl_dns_listener *l, int udp_fd, const struct sockaddr *to, socklen_t tolen,
+		  struct dns_tcp *tcp, const uint8_t *msg, size_t len)
 {
 	(void)l;
 	if (tcp) {
@@ -213,9 +213,9 @@ static void reply(struct sl_dns_listener *l, int udp_fd, const struct sockaddr *
 	sendto(udp_fd, msg, len, MSG_DONTWAIT, to, tolen);
 }
 
-static void reply_error(struct sl_dns_listener *l, const struct sl_dns_query *q,
-			const uint8_t *pkt, size_t len, int rcode, int udp_fd,
-			const struct sockaddr *to, socklen_t tolen, struct dns_tcp *tcp)
+static void reply_error(struct sl_dns_listener *l, const struct sl_dns_query *q, const uint8_t *pkt,
+			size_t len, int rcode, int udp_fd, const struct sockaddr *to,
+			socklen_t tolen, struct dns_tcp *tcp)
 {
 	uint8_t out[1024];
 	int n = sl_dns_build_error(q, pkt, len, rcode, out, sizeof(out));
@@ -447,7 +447,8 @@ static void upstream_cb(struct sl_loop *loop, int fd, void *arg, unsigned events
 			}
 			sl_buf_consume(&dq->up_out, n);
 		}
-		sl_loop_mod_fd(dq->l->dns->loop, fd, SL_READ | (sl_buf_size(&dq->up_out) ? SL_WRITE : 0));
+		sl_loop_mod_fd(dq->l->dns->loop, fd,
+			       SL_READ | (sl_buf_size(&dq->up_out) ? SL_WRITE : 0));
 	}
 	if (events & (SL_READ | SL_HUP)) {
 		for (;;) {
@@ -721,7 +722,7 @@ static void handle_query(struct sl_dns_listener *l, const uint8_t *pkt, size_t l
 	r = dq->pkt_len ? query_start(dq) : -EINVAL;
 	if (r)
 		query_fail(dq, r == -EHOSTUNREACH ? "no upstream resolver configured" :
-						     "cannot reach the upstream resolver");
+						    "cannot reach the upstream resolver");
 }
 
 /* ---- UDP and TCP clients ---- */
@@ -1058,9 +1059,8 @@ static int bind_all(struct sl_dns_listener *l, uint16_t port, int netns_fd)
 	return 0;
 }
 
-struct sl_dns_listener *sl_dns_listen(struct sl_dns *dns, const struct sl_dns_ops *ops,
-				      void *owner, uint16_t want_port, int netns_fd, char *err,
-				      size_t errlen)
+struct sl_dns_listener *sl_dns_listen(struct sl_dns *dns, const struct sl_dns_ops *ops, void *owner,
+				      uint16_t want_port, int netns_fd, char *err, size_t errlen)
 {
 	struct sl_dns_listener *l = calloc(1, sizeof(*l));
 	int r = -EADDRINUSE;
@@ -1093,7 +1093,8 @@ struct sl_dns_listener *sl_dns_listen(struct sl_dns *dns, const struct sl_dns_op
 	}
 	for (int i = 0; i < 2; i++) {
 		if ((l->udp[i] >= 0 && sl_loop_add_fd(dns->loop, l->udp[i], SL_READ, udp_cb, l)) ||
-		    (l->tcp[i] >= 0 && sl_loop_add_fd(dns->loop, l->tcp[i], SL_READ, accept_cb, l))) {
+		    (l->tcp[i] >= 0 &&
+		     sl_loop_add_fd(dns->loop, l->tcp[i], SL_READ, accept_cb, l))) {
 			snprintf(err, errlen, "watching the DNS listener failed");
 			close_fds(l);
 			free(l);

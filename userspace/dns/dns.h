@@ -84,9 +84,8 @@ void sl_dns_free(struct sl_dns *dns);
  * kernel picks. With @netns_fd >= 0 the sockets are created inside that network namespace
  * (a sandbox with a network of its own). Returns NULL with a reason in @err.
  */
-struct sl_dns_listener *sl_dns_listen(struct sl_dns *dns, const struct sl_dns_ops *ops,
-				      void *owner, uint16_t want_port, int netns_fd, char *err,
-				      size_t errlen);
+struct sl_dns_listener *sl_dns_listen(struct sl_dns *dns, const struct sl_dns_ops *ops, void *owner,
+				      uint16_t want_port, int netns_fd, char *err, size_t errlen);
 /* Closes the sockets and drops queries in flight. Accepts NULL. */
 void sl_dns_listener_close(struct sl_dns_listener *l);
 uint16_t sl_dns_listener_port(const struct sl_dns_listener *l);

@@ -357,15 +357,14 @@ int sl_dns_build_error(const struct sl_dns_query *q, const uint8_t *pkt, size_t 
 	return build_error(q, pkt, len, rcode, 0, NULL, out, outcap);
 }
 
-int sl_dns_build_error_ede(const struct sl_dns_query *q, const uint8_t *pkt, size_t len,
-			   int rcode, uint16_t info_code, const char *text, uint8_t *out,
-			   size_t outcap)
+int sl_dns_build_error_ede(const struct sl_dns_query *q, const uint8_t *pkt, size_t len, int rcode,
+			   uint16_t info_code, const char *text, uint8_t *out, size_t outcap)
 {
 	return build_error(q, pkt, len, rcode, info_code, text ? text : "", out, outcap);
 }
 
-int sl_dns_build_forward(const struct sl_dns_query *q, const uint8_t *pkt, size_t len,
-			 uint16_t id, uint8_t *out, size_t outcap)
+int sl_dns_build_forward(const struct sl_dns_query *q, const uint8_t *pkt, size_t len, uint16_t id,
+			 uint8_t *out, size_t outcap)
 {
 	size_t n = SL_DNS_HDR_LEN + (q ? q->question_len : 0);
 	uint16_t udp;
@@ -446,8 +445,8 @@ static int chain_find(const struct chain *c, const uint8_t *wire, size_t wlen)
 	return -1;
 }
 
-static void add_addr(struct sl_dns_answer *a, uint8_t family, const uint8_t *addr,
-		     size_t alen, uint32_t ttl)
+static void add_addr(struct sl_dns_answer *a, uint8_t family, const uint8_t *addr, size_t alen,
+		     uint32_t ttl)
 {
 	struct sl_dns_addr *x;
 
@@ -522,8 +521,7 @@ static int chain_pass(const uint8_t *pkt, size_t len, size_t ans, unsigned an, s
 	return 0;
 }
 
-int sl_dns_parse_answer(const uint8_t *pkt, size_t len, const char *qname,
-			struct sl_dns_answer *a)
+int sl_dns_parse_answer(const uint8_t *pkt, size_t len, const char *qname, struct sl_dns_answer *a)
 {
 	uint8_t owner[SL_DNS_WIRE_MAX];
 	uint32_t min_ttl = UINT32_MAX;
@@ -749,8 +747,7 @@ static int write_rr(const uint8_t *pkt, size_t len, const struct rr *rr, const u
 }
 
 /* Header and @qd questions of @pkt, uncompressed, into @w. *@off: after the questions. */
-static int write_questions(const uint8_t *pkt, size_t len, unsigned qd, struct wbuf *w,
-			   size_t *off)
+static int write_questions(const uint8_t *pkt, size_t len, unsigned qd, struct wbuf *w, size_t *off)
 {
 	uint8_t name[SL_DNS_WIRE_MAX];
 	size_t nlen;
@@ -772,8 +769,7 @@ static int write_questions(const uint8_t *pkt, size_t len, unsigned qd, struct w
 }
 
 /* The header and questions of @pkt with TC set and no records (RFC 2181 §9). */
-static int write_truncated(const uint8_t *pkt, size_t len, unsigned qd, uint8_t *out,
-			   size_t outcap)
+static int write_truncated(const uint8_t *pkt, size_t len, unsigned qd, uint8_t *out, size_t outcap)
 {
 	struct wbuf w = { .p = out, .cap = outcap };
 	size_t off;

@@ -127,9 +127,8 @@ int sl_dns_build_error(const struct sl_dns_query *q, const uint8_t *pkt, size_t 
  * record. The option goes only where an OPT record does: when the query had one (RFC 6891
  * section 7: no OPT in the answer to a query without). Same returns as sl_dns_build_error().
  */
-int sl_dns_build_error_ede(const struct sl_dns_query *q, const uint8_t *pkt, size_t len,
-			   int rcode, uint16_t info_code, const char *text, uint8_t *out,
-			   size_t outcap);
+int sl_dns_build_error_ede(const struct sl_dns_query *q, const uint8_t *pkt, size_t len, int rcode,
+			   uint16_t info_code, const char *text, uint8_t *out, size_t outcap);
 
 /*
  * Builds in @out (@outcap bytes) the query that goes upstream for the client's query @pkt
@@ -141,8 +140,8 @@ int sl_dns_build_error_ede(const struct sl_dns_query *q, const uint8_t *pkt, siz
  * cookies, padding, ...), no other header bits. Returns the length, -EINVAL when @q has no
  * question, -ENOSPC when @outcap is too small (SL_DNS_HDR_LEN + question + 11 always fits).
  */
-int sl_dns_build_forward(const struct sl_dns_query *q, const uint8_t *pkt, size_t len,
-			 uint16_t id, uint8_t *out, size_t outcap);
+int sl_dns_build_forward(const struct sl_dns_query *q, const uint8_t *pkt, size_t len, uint16_t id,
+			 uint8_t *out, size_t outcap);
 
 /*
  * Builds in @out (@outcap bytes) a query for @name (dotted text, trailing dot optional, case
@@ -170,8 +169,7 @@ int sl_dns_build_query(uint16_t id, const char *name, uint16_t qtype, int rd,
  * trailing bytes). On error, @a holds id, rcode and tc at most and must not be used for rules.
  * Never reads outside @pkt[0..@len).
  */
-int sl_dns_parse_answer(const uint8_t *pkt, size_t len, const char *qname,
-			struct sl_dns_answer *a);
+int sl_dns_parse_answer(const uint8_t *pkt, size_t len, const char *qname, struct sl_dns_answer *a);
 
 /* Whether a record or query type carries endpoints that bypass the name policy (SVCB, HTTPS). */
 int sl_dns_is_bypass_type(uint16_t type);

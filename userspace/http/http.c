@@ -398,10 +398,16 @@ int sl_http_split_target(const char *target, char *scheme, size_t schemelen, cha
 
 static int hop_by_hop(const char *name, const char *connection)
 {
-	static const char *const fixed[] = { "connection",	   "keep-alive", "proxy-connection",
-					     "proxy-authenticate", "proxy-authorization",
-					     "te",		   "trailer",	 "transfer-encoding",
-					     "upgrade",		   "content-length" };
+	static const char *const fixed[] = { "connection",
+					     "keep-alive",
+					     "proxy-connection",
+					     "proxy-authenticate",
+					     "proxy-authorization",
+					     "te",
+					     "trailer",
+					     "transfer-encoding",
+					     "upgrade",
+					     "content-length" };
 	char c = (char)(name[0] | 0x20);
 
 	/* Every fixed name starts with one of these letters: most headers are decided here. */
@@ -469,8 +475,8 @@ int sl_http_write_request(const struct sl_http_msg *m, const char *path, enum sl
 	return write_headers(m, body, upgrade, 0, out);
 }
 
-int sl_http_write_response(const struct sl_http_msg *m, enum sl_http_body body,
-			   const char *upgrade, int close, struct sl_buf *out)
+int sl_http_write_response(const struct sl_http_msg *m, enum sl_http_body body, const char *upgrade,
+			   int close, struct sl_buf *out)
 {
 	const char *reason = m->reason && *m->reason ? m->reason : sl_http_reason(m->status);
 	char line[16] = "HTTP/1.1 000 ";

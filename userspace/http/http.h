@@ -110,8 +110,8 @@ int sl_http_host_only(const char *value, char *out, size_t len);
 int sl_http_write_request(const struct sl_http_msg *m, const char *path, enum sl_http_body body,
 			  const char *upgrade, struct sl_buf *out);
 /* The same for a response to the client; @close adds "Connection: close". */
-int sl_http_write_response(const struct sl_http_msg *m, enum sl_http_body body,
-			   const char *upgrade, int close, struct sl_buf *out);
+int sl_http_write_response(const struct sl_http_msg *m, enum sl_http_body body, const char *upgrade,
+			   int close, struct sl_buf *out);
 /* Appends @n body bytes framed by @body to @out. */
 int sl_http_write_body(struct sl_buf *out, enum sl_http_body body, const char *p, size_t n);
 /* Ends a chunked body. */

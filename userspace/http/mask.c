@@ -99,7 +99,8 @@ ssize_t sl_inflate_run(struct sl_inflate *d, char *out, size_t max)
 
 		if (d->ended) {
 			if (d->coding != SL_CODING_GZIP) {
-				sl_buf_reset(&d->in); /* after a deflate stream: nothing to decode */
+				sl_buf_reset(
+					&d->in); /* after a deflate stream: nothing to decode */
 				break;
 			}
 			/* Another gzip member follows (RFC 1952 section 2.2). */
@@ -113,7 +114,7 @@ ssize_t sl_inflate_run(struct sl_inflate *d, char *out, size_t max)
 		d->z.avail_out = (unsigned)(max - produced);
 		r = inflate(&d->z, Z_NO_FLUSH);
 		sl_buf_consume(&d->in, avail > (1u << 30) ? (1u << 30) - d->z.avail_in :
-							     avail - d->z.avail_in);
+							    avail - d->z.avail_in);
 		produced = max - d->z.avail_out;
 		if (r == Z_STREAM_END) {
 			d->ended = 1;
@@ -164,7 +165,8 @@ int sl_accept_encoding(const char *value, char *out, size_t len)
 		if (te > e)
 			te = e;
 		n = (size_t)(te - t);
-		if ((n == 4 && !strncasecmp(t, "gzip", 4)) || (n == 6 && !strncasecmp(t, "x-gzip", 6)) ||
+		if ((n == 4 && !strncasecmp(t, "gzip", 4)) ||
+		    (n == 6 && !strncasecmp(t, "x-gzip", 6)) ||
 		    (n == 7 && !strncasecmp(t, "deflate", 7)) ||
 		    (n == 8 && !strncasecmp(t, "identity", 8))) {
 			size_t m = (size_t)(e - t);

@@ -118,8 +118,7 @@ static int parse(struct sl_ws_mask *w, const char *p, size_t n)
 
 /* Masks the held data payload bytes as one run and each control payload on its own, then
  * writes out everything before @cut. */
-static int emit(struct sl_ws_mask *w, size_t cut, sl_ws_mask_fn *fn, void *arg,
-		struct sl_buf *out)
+static int emit(struct sl_ws_mask *w, size_t cut, sl_ws_mask_fn *fn, void *arg, struct sl_buf *out)
 {
 	char *raw = (char *)sl_buf_head(&w->raw);
 	const char *kind = sl_buf_head(&w->kind);
@@ -164,8 +163,8 @@ static int emit(struct sl_ws_mask *w, size_t cut, sl_ws_mask_fn *fn, void *arg,
 	return 0;
 }
 
-int sl_ws_mask_feed(struct sl_ws_mask *w, const char *p, size_t n, size_t keep,
-		    sl_ws_mask_fn *fn, void *arg, struct sl_buf *out)
+int sl_ws_mask_feed(struct sl_ws_mask *w, const char *p, size_t n, size_t keep, sl_ws_mask_fn *fn,
+		    void *arg, struct sl_buf *out)
 {
 	const char *kind;
 	size_t held, cut, seen = 0;

@@ -33,8 +33,8 @@ struct sl_ws_mask {
 /* Takes @n bytes from the upstream, appends what may go to the client to @out (masked by
  * @fn). Returns 0, -EPROTO for frames a server must not send (masked, reserved bits without
  * an extension, a fragmented or long control frame), -ENOMEM. */
-int sl_ws_mask_feed(struct sl_ws_mask *w, const char *p, size_t n, size_t keep,
-		    sl_ws_mask_fn *fn, void *arg, struct sl_buf *out);
+int sl_ws_mask_feed(struct sl_ws_mask *w, const char *p, size_t n, size_t keep, sl_ws_mask_fn *fn,
+		    void *arg, struct sl_buf *out);
 /* Everything held (the connection is ending), masked. */
 int sl_ws_mask_flush(struct sl_ws_mask *w, sl_ws_mask_fn *fn, void *arg, struct sl_buf *out);
 void sl_ws_mask_free(struct sl_ws_mask *w);

@@ -66,8 +66,7 @@ static const struct {
 	{ "sl_sandboxes", SZ_SANDBOXES }, { "sl_counters", SZ_SANDBOXES },
 	{ "sl_evlimit", SZ_SANDBOXES },	  { "sl_pxfull", SZ_SANDBOXES },
 	{ "sl_proxied", SZ_SANDBOXES },	  { "sl_listeners", SZ_LISTENERS },
-	{ "sl_auditn", SZ_SANDBOXES },
-	{ "sl_sni_ctr", SZ_SANDBOXES },
+	{ "sl_auditn", SZ_SANDBOXES },	  { "sl_sni_ctr", SZ_SANDBOXES },
 };
 
 /* A pinned map of another size, being replaced (see sl_bpf_open()). */
@@ -136,7 +135,7 @@ static int ensure_bpffs(const char *pin_dir, char *err, size_t errlen)
 		return 0;
 	if (strncmp(pin_dir, "/sys/fs/bpf/", 12)) {
 		sl_errf(err, errlen, "%s is not on a bpf filesystem (mount -t bpf bpf DIR)",
-		       pin_dir);
+			pin_dir);
 		return -ENOTSUP;
 	}
 	if (mkdir_p("/sys/fs/bpf", 0700) ||
@@ -246,8 +245,7 @@ static void size_maps(struct sl_bpf *b)
 {
 	struct bpf_map *map;
 
-	bpf_object__for_each_map(map, b->skel->obj)
-	{
+	bpf_object__for_each_map(map, b->skel->obj) {
 		for (size_t i = 0; i < sizeof(sized_maps) / sizeof(sized_maps[0]); i++) {
 			uint32_t n;
 
@@ -306,13 +304,12 @@ static int migrate_prepare(struct sl_bpf *b, struct sl_migration *mig, int *nmig
 	int n = 0, e = 0;
 
 	*nmig = 0;
-	bpf_object__for_each_map(map, b->skel->obj)
-	{
+	bpf_object__for_each_map(map, b->skel->obj) {
 		struct sl_migration *m = &mig[n];
 		__u32 len = sizeof(m->old);
 		const char *pin = bpf_map__pin_path(map);
 		const char *opt = strncmp(bpf_map__name(map), "sl_rules", 8) ? "--max-sandboxes" :
-									      "--max-rules";
+									       "--max-rules";
 		uint32_t want = bpf_map__max_entries(map), have, top;
 		int fd;
 
@@ -323,7 +320,8 @@ static int migrate_prepare(struct sl_bpf *b, struct sl_migration *mig, int *nmig
 			continue;
 		memset(&m->old, 0, sizeof(m->old));
 		if (bpf_obj_get_info_by_fd(fd, &m->old, &len) ||
-		    m->old.type != bpf_map__type(map) || m->old.key_size != bpf_map__key_size(map) ||
+		    m->old.type != bpf_map__type(map) ||
+		    m->old.key_size != bpf_map__key_size(map) ||
 		    m->old.value_size != bpf_map__value_size(map) || m->old.max_entries == want) {
 			close(fd); /* the same size, or a layout libbpf will judge */
 			continue;
@@ -357,7 +355,8 @@ static int migrate_prepare(struct sl_bpf *b, struct sl_migration *mig, int *nmig
 	for (int i = 0; !e && i < n; i++)
 		if (unlink(mig[i].path) == -1) {
 			e = -errno;
-			sl_errf(err, errlen, "unpinning %s failed: %s", mig[i].path, strerror(errno));
+			sl_errf(err, errlen, "unpinning %s failed: %s", mig[i].path,
+				strerror(errno));
 			/* the ones unpinned already are pinned back by migrate_undo() */
 		}
 	if (e) {
@@ -540,9 +539,9 @@ struct sl_bpf *sl_bpf_open(const struct sl_bpf_opts *opts, char *err, size_t err
 	r = sluice_bpf__load(b->skel);
 	if (r) {
 		sl_errf(err, errlen,
-		       "loading the BPF programs failed: %s (maps pinned under %s by an "
-		       "incompatible sluiced? see the log)",
-		       strerror(-r), b->pin_dir);
+			"loading the BPF programs failed: %s (maps pinned under %s by an "
+			"incompatible sluiced? see the log)",
+			strerror(-r), b->pin_dir);
 		goto fail;
 	}
 	/* The new maps are filled before any link moves to the new programs (sl_bpf_attach()):
@@ -558,8 +557,7 @@ struct sl_bpf *sl_bpf_open(const struct sl_bpf_opts *opts, char *err, size_t err
 	nmig = 0;
 	count_banks(b, b->skel->maps.sl_rules4, sizeof(struct sl_key4));
 	count_banks(b, b->skel->maps.sl_rules6, sizeof(struct sl_key6));
-	bpf_object__for_each_program(prog, b->skel->obj)
-	{
+	bpf_object__for_each_program(prog, b->skel->obj) {
 		snprintf(path, sizeof(path), "%s/progs/%s", b->pin_dir, bpf_program__name(prog));
 		unlink(path);
 		if (!bpf_program__autoload(prog))
@@ -639,8 +637,7 @@ int sl_bpf_attach(struct sl_bpf *b, const char *name, const char *cgroup_path, u
 	if (cgfd == -1)
 		return -errno;
 
-	bpf_object__for_each_program(prog, b->skel->obj)
-	{
+	bpf_object__for_each_program(prog, b->skel->obj) {
 		struct bpf_link *link;
 
 		snprintf(path, sizeof(path), "%s/%s", dir, bpf_program__name(prog));
@@ -659,8 +656,7 @@ int sl_bpf_attach(struct sl_bpf *b, const char *name, const char *cgroup_path, u
 				err = bpf_link__update_program(link, prog);
 				bpf_link__destroy(link); /* closes our fd; the pin keeps it */
 				if (err) {
-					sl_err("updating link %s failed: %s", path,
-					       strerror(-err));
+					sl_err("updating link %s failed: %s", path, strerror(-err));
 					goto cleanup;
 				}
 				continue;
@@ -715,8 +711,7 @@ int sl_bpf_detach(struct sl_bpf *b, const char *name)
 	return 0;
 }
 
-void sl_bpf_pinned_sandboxes(struct sl_bpf *b, void (*cb)(const char *name, void *arg),
-			     void *arg)
+void sl_bpf_pinned_sandboxes(struct sl_bpf *b, void (*cb)(const char *name, void *arg), void *arg)
 {
 	char dir[PATH_MAX];
 	struct dirent *de;
@@ -734,16 +729,16 @@ void sl_bpf_pinned_sandboxes(struct sl_bpf *b, void (*cb)(const char *name, void
 
 int sl_bpf_set_sandbox(struct sl_bpf *b, uint64_t cgid, const struct sl_sandbox *sb)
 {
-	if (bpf_map__update_elem(b->skel->maps.sl_sandboxes, &cgid, sizeof(cgid), sb,
-				 sizeof(*sb), BPF_ANY))
+	if (bpf_map__update_elem(b->skel->maps.sl_sandboxes, &cgid, sizeof(cgid), sb, sizeof(*sb),
+				 BPF_ANY))
 		return -errno;
 	return 0;
 }
 
 int sl_bpf_get_sandbox(struct sl_bpf *b, uint64_t cgid, struct sl_sandbox *sb)
 {
-	if (bpf_map__lookup_elem(b->skel->maps.sl_sandboxes, &cgid, sizeof(cgid), sb,
-				 sizeof(*sb), 0))
+	if (bpf_map__lookup_elem(b->skel->maps.sl_sandboxes, &cgid, sizeof(cgid), sb, sizeof(*sb),
+				 0))
 		return -errno;
 	return 0;
 }
@@ -911,8 +906,7 @@ cleanup:
 	return err;
 }
 
-int sl_bpf_sync_rules(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_kentry *ents,
-		      size_t n)
+int sl_bpf_sync_rules(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_kentry *ents, size_t n)
 {
 	struct sl_key4 *k4 = calloc(n ? n : 1, sizeof(*k4));
 	struct sl_key6 *k6 = calloc(n ? n : 1, sizeof(*k6));
@@ -1058,8 +1052,7 @@ int sl_bpf_read_rules(struct sl_bpf *b, uint32_t sandbox_id, struct sl_kentry **
 	return err;
 }
 
-int sl_bpf_sync_unix(struct sl_bpf *b, uint32_t rules_id, const struct sl_unix_key *keys,
-		     size_t n)
+int sl_bpf_sync_unix(struct sl_bpf *b, uint32_t rules_id, const struct sl_unix_key *keys, size_t n)
 {
 	struct bpf_map *map = b->skel->maps.sl_unix;
 	struct sl_unix_key key, next, *stale = NULL;
@@ -1318,8 +1311,8 @@ int sl_bpf_read_audit_ctr(struct sl_bpf *b, uint32_t sandbox_id, struct sl_audit
  * stood on was deleted meanwhile) starts again from the first key: deleting restarts are cheap,
  * since what was deleted is not met again.
  */
-static int audit_walk(int fd, size_t ksz, uint32_t sandbox_id, void **out, size_t *n,
-		      size_t rsz, size_t voff)
+static int audit_walk(int fd, size_t ksz, uint32_t sandbox_id, void **out, size_t *n, size_t rsz,
+		      size_t voff)
 {
 	uint8_t key[sizeof(struct sl_unix_key)], next[sizeof(struct sl_unix_key)];
 	struct sl_audit_val v;
@@ -1372,8 +1365,7 @@ static int audit_walk(int fd, size_t ksz, uint32_t sandbox_id, void **out, size_
 	return err;
 }
 
-int sl_bpf_audit_read(struct sl_bpf *b, uint32_t sandbox_id, struct sl_audit_rec **out,
-		      size_t *n)
+int sl_bpf_audit_read(struct sl_bpf *b, uint32_t sandbox_id, struct sl_audit_rec **out, size_t *n)
 {
 	return audit_walk(bpf_map__fd(b->skel->maps.sl_audit), sizeof(struct sl_audit_key),
 			  sandbox_id, (void **)out, n, sizeof(**out),
@@ -1448,8 +1440,7 @@ int sl_bpf_purge(struct sl_bpf *b)
 	char path[PATH_MAX + 64];
 
 	sl_bpf_pinned_sandboxes(b, purge_one, b);
-	bpf_object__for_each_program(prog, b->skel->obj)
-	{
+	bpf_object__for_each_program(prog, b->skel->obj) {
 		snprintf(path, sizeof(path), "%s/progs/%s", b->pin_dir, bpf_program__name(prog));
 		unlink(path);
 	}
@@ -1499,7 +1490,8 @@ int sl_bpf_set_sni_name(struct sl_bpf *b, uint32_t sandbox_id, uint8_t family, c
 }
 
 int sl_bpf_sni_names_each(struct sl_bpf *b, uint32_t sandbox_id,
-			  int (*cb)(const struct sl_sni_key *k, const struct sl_sni_val *v, void *arg),
+			  int (*cb)(const struct sl_sni_key *k, const struct sl_sni_val *v,
+				    void *arg),
 			  void *arg)
 {
 	int fd = bpf_map__fd(b->skel->maps.sl_sni_names);

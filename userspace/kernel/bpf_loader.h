@@ -60,8 +60,7 @@ int sl_bpf_attach(struct sl_bpf *b, const char *name, const char *cgroup_path, u
 int sl_bpf_detach(struct sl_bpf *b, const char *name);
 /* Names of sandboxes with pinned links, for reconciling with the state directory. @cb is
  * called once per name. */
-void sl_bpf_pinned_sandboxes(struct sl_bpf *b, void (*cb)(const char *name, void *arg),
-			     void *arg);
+void sl_bpf_pinned_sandboxes(struct sl_bpf *b, void (*cb)(const char *name, void *arg), void *arg);
 
 int sl_bpf_set_sandbox(struct sl_bpf *b, uint64_t cgid, const struct sl_sandbox *sb);
 int sl_bpf_get_sandbox(struct sl_bpf *b, uint64_t cgid, struct sl_sandbox *sb);
@@ -85,8 +84,7 @@ int sl_bpf_read_rules(struct sl_bpf *b, uint32_t sandbox_id, struct sl_kentry **
  * of @rules_id. @rules_id 0 holds sluiced's own sockets, denied to every sandbox. Returns 0
  * or -errno (-E2BIG or -ENOSPC: the map is full).
  */
-int sl_bpf_sync_unix(struct sl_bpf *b, uint32_t rules_id, const struct sl_unix_key *keys,
-		     size_t n);
+int sl_bpf_sync_unix(struct sl_bpf *b, uint32_t rules_id, const struct sl_unix_key *keys, size_t n);
 /* Whether the kernel runs sluice's UNIX socket hooks (connect_unix/sendmsg_unix, Linux >= 6.7):
  * if not, UNIX sockets of sandboxes are not confined. */
 int sl_bpf_unix_confined(const struct sl_bpf *b);
@@ -108,7 +106,8 @@ int sl_bpf_proxied_drop(struct sl_bpf *b, uint32_t sandbox_id);
  * @addr:@port (host order) in the network namespace @netns_cookie, removing it. Returns 0, or
  * -ENOENT when the kernel did not redirect it (for this sandbox). */
 int sl_bpf_take_proxied(struct sl_bpf *b, uint32_t sandbox_id, uint64_t netns_cookie,
-			uint8_t family, const uint8_t *addr, uint16_t port, struct sl_sockorig *out);
+			uint8_t family, const uint8_t *addr, uint16_t port,
+			struct sl_sockorig *out);
 /* Removes the records of @sandbox_id older than @max_age_ns (CLOCK_MONOTONIC @now_ns): their
  * connections were never accepted. Returns how many. */
 int sl_bpf_proxied_sweep(struct sl_bpf *b, uint32_t sandbox_id, uint64_t now_ns,
@@ -135,8 +134,7 @@ struct sl_audit_unix_rec {
 	struct sl_unix_key k;
 	struct sl_audit_val v;
 };
-int sl_bpf_audit_read(struct sl_bpf *b, uint32_t sandbox_id, struct sl_audit_rec **out,
-		      size_t *n);
+int sl_bpf_audit_read(struct sl_bpf *b, uint32_t sandbox_id, struct sl_audit_rec **out, size_t *n);
 int sl_bpf_audit_unix_read(struct sl_bpf *b, uint32_t sandbox_id, struct sl_audit_unix_rec **out,
 			   size_t *n);
 int sl_bpf_audit_clear(struct sl_bpf *b, uint32_t sandbox_id);
@@ -162,7 +160,8 @@ int sl_bpf_set_sni_name(struct sl_bpf *b, uint32_t sandbox_id, uint8_t family, c
 			const char *name, const struct sl_sni_val *v);
 /* Calls @cb for every name entry of @sandbox_id until it returns non-zero (returned). */
 int sl_bpf_sni_names_each(struct sl_bpf *b, uint32_t sandbox_id,
-			  int (*cb)(const struct sl_sni_key *k, const struct sl_sni_val *v, void *arg),
+			  int (*cb)(const struct sl_sni_key *k, const struct sl_sni_val *v,
+				    void *arg),
 			  void *arg);
 /* Deletes every name entry of @sandbox_id. */
 int sl_bpf_drop_sni_names(struct sl_bpf *b, uint32_t sandbox_id);

@@ -152,7 +152,6 @@ int sl_cgroup_within(const char *a, const char *b)
 	return !strncmp(a, b, bl) && (a[bl] == 0 || a[bl] == '/');
 }
 
-
 int sl_cgroup_of_pid(int pid, char *out, size_t len)
 {
 	const char *root = sl_cgroup_root();

@@ -89,8 +89,7 @@ int sl_netns_is_ours(const struct sl_netns_id *id)
 {
 	struct stat st;
 
-	return stat("/proc/self/ns/net", &st) == 0 && st.st_dev == id->dev &&
-	       st.st_ino == id->ino;
+	return stat("/proc/self/ns/net", &st) == 0 && st.st_dev == id->dev && st.st_ino == id->ino;
 }
 
 int sl_netns_loopback_up(int fd)
@@ -167,8 +166,7 @@ int sl_netns_find_in_cgroup(const char *cgroup, const struct sl_netns_id *id)
 	return find_in(cgroup, id, CGROUP_SCAN_DEPTH);
 }
 
-static void mark(const struct sl_netns_id *ids, size_t n, uint8_t *used, uint64_t dev,
-		 uint64_t ino)
+static void mark(const struct sl_netns_id *ids, size_t n, uint8_t *used, uint64_t dev, uint64_t ino)
 {
 	for (size_t i = 0; i < n; i++)
 		if (ids[i].dev == dev && ids[i].ino == ino)

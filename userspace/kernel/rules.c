@@ -100,10 +100,10 @@ static int add_range(struct sl_rule *val, struct sl_port_range r)
 
 			if (subsumes(x, &r))
 				return 0;
-			if (subsumes(&r, x) ||
-			    (x->verdict == r.verdict && x->protos == r.protos &&
-			     x->expires_ns == r.expires_ns && (uint32_t)x->lo <= (uint32_t)r.hi + 1 &&
-			     (uint32_t)r.lo <= (uint32_t)x->hi + 1)) {
+			if (subsumes(&r, x) || (x->verdict == r.verdict && x->protos == r.protos &&
+						x->expires_ns == r.expires_ns &&
+						(uint32_t)x->lo <= (uint32_t)r.hi + 1 &&
+						(uint32_t)r.lo <= (uint32_t)x->hi + 1)) {
 				if (!subsumes(&r, x)) {
 					r.lo = x->lo < r.lo ? x->lo : r.lo;
 					r.hi = x->hi > r.hi ? x->hi : r.hi;
@@ -122,8 +122,8 @@ static int add_range(struct sl_rule *val, struct sl_port_range r)
 	return 0;
 }
 
-int sl_rules_merge(const struct sl_rule_set *rs, uint8_t family, const uint8_t *addr,
-		   uint8_t plen, struct sl_rule *val)
+int sl_rules_merge(const struct sl_rule_set *rs, uint8_t family, const uint8_t *addr, uint8_t plen,
+		   struct sl_rule *val)
 {
 	struct sl_addr_rule p = { .family = family, .plen = plen };
 

@@ -61,8 +61,8 @@ int sl_rules_compile(const struct sl_rule_set *rs, struct sl_kentry **out, size_
  * merged as sl_rules_compile() merges them. Call it once per rule set to build the kernel
  * value of one prefix from several sets. Returns 0 or -E2BIG.
  */
-int sl_rules_merge(const struct sl_rule_set *rs, uint8_t family, const uint8_t *addr,
-		   uint8_t plen, struct sl_rule *val);
+int sl_rules_merge(const struct sl_rule_set *rs, uint8_t family, const uint8_t *addr, uint8_t plen,
+		   struct sl_rule *val);
 
 /* Formats a prefix as "10.0.0.0/8" or "fd00::/8" (plen omitted for a single address). */
 void sl_prefix_str(uint8_t family, const uint8_t *addr, uint8_t plen, char *buf, size_t len);

@@ -25,9 +25,9 @@
 #include "kernel/sockdiag.h"
 #include "kernel/sockets.h"
 
-#define TCP_FLOW_STATES                                                                       \
-	((1u << TCP_ESTABLISHED) | (1u << TCP_SYN_SENT) | (1u << TCP_SYN_RECV) |              \
-	 (1u << TCP_FIN_WAIT1) | (1u << TCP_FIN_WAIT2) | (1u << TCP_CLOSE_WAIT) |              \
+#define TCP_FLOW_STATES                                                           \
+	((1u << TCP_ESTABLISHED) | (1u << TCP_SYN_SENT) | (1u << TCP_SYN_RECV) |  \
+	 (1u << TCP_FIN_WAIT1) | (1u << TCP_FIN_WAIT2) | (1u << TCP_CLOSE_WAIT) | \
 	 (1u << TCP_LAST_ACK) | (1u << TCP_CLOSING))
 #define RECV_TIMEOUT_MS 2000
 
@@ -98,9 +98,8 @@ static uint64_t cgroup_of(const struct inet_diag_msg *m, size_t len)
 
 /* Appends to *@v the sockets of one family and protocol that belong to @cgids and that
  * @judge condemns. @buf (DUMP_BUF bytes, NLMSG_ALIGNTO-aligned) receives the dump. */
-static int dump(int fd, char *buf, uint8_t family, uint8_t proto, const uint64_t *cgids,
-		size_t ncg, sl_flow_judge *judge, void *arg, struct victim **v, size_t *nv,
-		size_t *cap)
+static int dump(int fd, char *buf, uint8_t family, uint8_t proto, const uint64_t *cgids, size_t ncg,
+		sl_flow_judge *judge, void *arg, struct victim **v, size_t *nv, size_t *cap)
 {
 	int err;
 
@@ -196,8 +195,8 @@ int sl_sockdiag_destroy(int netns_fd, const uint64_t *cgids, size_t ncg, sl_flow
 	 * other requests on its socket. */
 	for (size_t f = 0; f < 2 && !err; f++)
 		for (size_t p = 0; p < 2 && !err; p++)
-			err = dump(fd, buf, families[f], protos[p], cgids, ncg, judge, arg, &v,
-				   &nv, &cap);
+			err = dump(fd, buf, families[f], protos[p], cgids, ncg, judge, arg, &v, &nv,
+				   &cap);
 	for (size_t i = 0; i < nv && !err; i++) {
 		int e = destroy(fd, &v[i]);
 

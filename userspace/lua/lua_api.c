@@ -175,8 +175,10 @@ static const char *check_value(lua_State *L, int idx, const char *name)
 	const char *v = luaL_checklstring(L, idx, &len);
 
 	if (strlen(v) != len || !sl_http_valid_value(v, len))
-		luaL_error(L, "the value for header '%s' has control characters, CR/LF or "
-			      "surrounding spaces", name);
+		luaL_error(L,
+			   "the value for header '%s' has control characters, CR/LF or "
+			   "surrounding spaces",
+			   name);
 	if (sl_http_managed(name))
 		luaL_error(L, "header '%s' is managed by sluice", name);
 	return v;
@@ -395,8 +397,10 @@ static const char *url_path(lua_State *L, struct sl_lua_req *r, const char *url)
 	url += n + 3;
 	n = strlen(info.host);
 	if (strncasecmp(url, info.host, n) || (url[n] && url[n] != '/'))
-		luaL_error(L, "url: fetch goes to the request's own host (%s); a handler cannot "
-			      "send it elsewhere", info.host);
+		luaL_error(L,
+			   "url: fetch goes to the request's own host (%s); a handler cannot "
+			   "send it elsewhere",
+			   info.host);
 	return url[n] ? url + n : "/";
 }
 
@@ -835,8 +839,8 @@ static int l_log(lua_State *L)
 	return 0;
 }
 
-static void new_class(lua_State *L, const char *name, lua_CFunction index,
-		      lua_CFunction newindex, lua_CFunction gc)
+static void new_class(lua_State *L, const char *name, lua_CFunction index, lua_CFunction newindex,
+		      lua_CFunction gc)
 {
 	luaL_newmetatable(L, name);
 	lua_pushcfunction(L, index);
@@ -858,8 +862,9 @@ static void new_class(lua_State *L, const char *name, lua_CFunction index,
 int sl_lua_open_api(lua_State *L)
 {
 	static const luaL_Reg hdrs_methods[] = {
-		{ "get", hdrs_get },	   { "getAll", hdrs_get_all }, { "has", hdrs_has },
-		{ "set", hdrs_set },	   { "add", hdrs_add },	       { "delete", hdrs_delete },
+		{ "get", hdrs_get },	 { "getAll", hdrs_get_all },
+		{ "has", hdrs_has },	 { "set", hdrs_set },
+		{ "add", hdrs_add },	 { "delete", hdrs_delete },
 		{ "pairs", hdrs_pairs }, { NULL, NULL },
 	};
 	struct sl_lua *lua = lua_touserdata(L, 1);
@@ -912,4 +917,3 @@ int sl_lua_open_api(lua_State *L)
 	lua->params_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 	return 0;
 }
-

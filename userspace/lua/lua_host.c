@@ -57,8 +57,9 @@ static int check_shape(lua_State *L, char *err, size_t errlen)
 		lua_pushnil(L);
 		while (lua_next(L, -2)) {
 			if (lua_type(L, -2) != LUA_TSTRING || !lua_isfunction(L, -1)) {
-				sl_errf(err, errlen, "outboundByHost: every entry is "
-						    "[\"host\"] = function(req, env, ctx)");
+				sl_errf(err, errlen,
+					"outboundByHost: every entry is "
+					"[\"host\"] = function(req, env, ctx)");
 				return -EINVAL;
 			}
 			lua_pop(L, 1);
@@ -74,31 +75,36 @@ static int check_shape(lua_State *L, char *err, size_t errlen)
 	}
 	t = lua_getfield(L, -1, "outboundHandlers");
 	if (t != LUA_TNIL && t != LUA_TTABLE) {
-		sl_errf(err, errlen, "outboundHandlers must be a table of name = { egress, handle }");
+		sl_errf(err, errlen,
+			"outboundHandlers must be a table of name = { egress, handle }");
 		return -EINVAL;
 	}
 	if (t == LUA_TTABLE) {
 		lua_pushnil(L);
 		while (lua_next(L, -2)) {
-			const char *name = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+			const char *name = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) :
+									    NULL;
 			int e, h;
 
 			if (!name || !lua_istable(L, -1)) {
-				sl_errf(err, errlen, "outboundHandlers: every entry is "
-						    "name = { egress = ..., handle = function }");
+				sl_errf(err, errlen,
+					"outboundHandlers: every entry is "
+					"name = { egress = ..., handle = function }");
 				return -EINVAL;
 			}
 			h = lua_getfield(L, -1, "handle");
 			e = lua_getfield(L, -2, "egress");
 			lua_pop(L, 2);
 			if (h != LUA_TFUNCTION && h != LUA_TNIL) {
-				sl_errf(err, errlen, "outboundHandlers.%s.handle must be a function",
-					name);
+				sl_errf(err, errlen,
+					"outboundHandlers.%s.handle must be a function", name);
 				return -EINVAL;
 			}
 			if (e != LUA_TTABLE && e != LUA_TFUNCTION && e != LUA_TNIL) {
-				sl_errf(err, errlen, "outboundHandlers.%s.egress must be a table or "
-						    "a function(params)", name);
+				sl_errf(err, errlen,
+					"outboundHandlers.%s.egress must be a table or "
+					"a function(params)",
+					name);
 				return -EINVAL;
 			}
 			lua_pop(L, 1);
@@ -251,7 +257,6 @@ static void join3(char *out, size_t len, const char *a, const char *b, const cha
 	out[n] = 0;
 }
 
-
 static void req_release(struct sl_lua_req *r)
 {
 	struct sl_lua *lua = r->lua;
@@ -312,20 +317,23 @@ static void finish_error(struct sl_lua_req *r, int status)
 
 	if (status == LUA_ERRMEM || r->run.out_of_insns)
 		sl_px_x_count_limit(r->x, status == LUA_ERRMEM ? SL_PX_LIMIT_LUA_MEM :
-								SL_PX_LIMIT_LUA_INSNS);
+								 SL_PX_LIMIT_LUA_INSNS);
 	if (status == LUA_ERRMEM &&
 	    r->churn >= (size_t)r->lua->o.insn_max * SL_LUA_CHURN_PER_INSN) {
-		snprintf(why, sizeof(why), "handler %s failed: it ran out of its work budget "
-					   "(%zu MiB allocated)", r->handler, r->churn >> 20);
+		snprintf(why, sizeof(why),
+			 "handler %s failed: it ran out of its work budget "
+			 "(%zu MiB allocated)",
+			 r->handler, r->churn >> 20);
 		sl_px_x_fail(r->x, 502, why);
 		return;
 	}
 	if (status == LUA_ERRMEM) {
 		/* Nothing more can be allocated now: no traceback. What the handler held is
 		 * garbage once its coroutine is released. */
-		snprintf(why, sizeof(why), "handler %s failed: not enough memory (its policy's "
-					   "Lua state may use %zu MiB)", r->handler,
-			 r->lua->o.mem_max >> 20);
+		snprintf(why, sizeof(why),
+			 "handler %s failed: not enough memory (its policy's "
+			 "Lua state may use %zu MiB)",
+			 r->handler, r->lua->o.mem_max >> 20);
 		sl_px_x_fail(r->x, 502, why);
 		return;
 	}
@@ -515,8 +523,9 @@ int sl_lua_handle(struct sl_lua *lua, struct sl_px_xchg *x)
 		lua_settop(L, 0);
 		if (s.r)
 			req_release(s.r);
-		sl_px_x_fail(x, 502, "the handler could not start: the policy's Lua state is out "
-				     "of memory");
+		sl_px_x_fail(x, 502,
+			     "the handler could not start: the policy's Lua state is out "
+			     "of memory");
 		return 0;
 	}
 	ok = lua_toboolean(L, -1);
@@ -545,7 +554,7 @@ static void push_json(lua_State *L, json_t *j, int depth)
 		json_t *v;
 
 		lua_createtable(L, 0, (int)json_object_size(j));
-		json_object_foreach (j, k, v) {
+		json_object_foreach(j, k, v) {
 			push_json(L, v, depth + 1);
 			lua_setfield(L, -2, k);
 		}
@@ -556,7 +565,7 @@ static void push_json(lua_State *L, json_t *j, int depth)
 		json_t *v;
 
 		lua_createtable(L, (int)json_array_size(j), 0);
-		json_array_foreach (j, i, v) {
+		json_array_foreach(j, i, v) {
 			push_json(L, v, depth + 1);
 			lua_rawseti(L, -2, (lua_Integer)i + 1);
 		}
@@ -626,8 +635,10 @@ static int handler_call(lua_State *L)
 		lua_call(L, 1, 1); /* raises: the caller's pcall reports it */
 		t = lua_type(L, -1);
 		if (t != LUA_TTABLE && t != LUA_TNIL) {
-			sl_errf(e->err, e->errlen, "outboundHandlers.%s.egress(params) returned %s, "
-						   "not a table", e->name, lua_typename(L, t));
+			sl_errf(e->err, e->errlen,
+				"outboundHandlers.%s.egress(params) returned %s, "
+				"not a table",
+				e->name, lua_typename(L, t));
 			lua_pushinteger(L, -EINVAL);
 			return 1;
 		}
@@ -650,8 +661,9 @@ static int handler_call(lua_State *L)
 static int handler_run(struct sl_lua *lua, const char *name, const char *params_json,
 		       struct sl_policy **policy, int set_active, char *err, size_t errlen)
 {
-	struct egress_call e = { .lua = lua, .name = name, .set_active = set_active,
-				 .err = err, .errlen = errlen };
+	struct egress_call e = {
+		.lua = lua, .name = name, .set_active = set_active, .err = err, .errlen = errlen
+	};
 	lua_State *L = lua->L;
 	json_error_t jerr;
 	int r;
@@ -665,8 +677,8 @@ static int handler_run(struct sl_lua *lua, const char *name, const char *params_
 	if (params_json && *params_json) {
 		e.params = json_loads(params_json, JSON_REJECT_DUPLICATES, &jerr);
 		if (!e.params || !json_is_object(e.params)) {
-			sl_errf(err, errlen, "params must be a JSON object%s%s", e.params ? "" : ": ",
-				e.params ? "" : jerr.text);
+			sl_errf(err, errlen, "params must be a JSON object%s%s",
+				e.params ? "" : ": ", e.params ? "" : jerr.text);
 			json_decref(e.params);
 			return -EINVAL;
 		}

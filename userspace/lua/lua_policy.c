@@ -20,8 +20,8 @@
 #include "lua/lua_vm.h"
 #include "policy/policy.h"
 
-static int check_keys(lua_State *L, int idx, const char *where, const char *const *known,
-		      char *err, size_t errlen)
+static int check_keys(lua_State *L, int idx, const char *where, const char *const *known, char *err,
+		      size_t errlen)
 {
 	idx = lua_absindex(L, idx);
 	lua_pushnil(L);
@@ -52,8 +52,8 @@ static int check_keys(lua_State *L, int idx, const char *where, const char *cons
  * the indices 1..#t only. -EINVAL otherwise, with the reason in @err (@holds says what the
  * list holds: "entries").
  */
-static int list_len(lua_State *L, const char *where, const char *holds, lua_Integer *n,
-		    char *err, size_t errlen)
+static int list_len(lua_State *L, const char *where, const char *holds, lua_Integer *n, char *err,
+		    size_t errlen)
 {
 	if (!lua_istable(L, -1)) {
 		sl_errf(err, errlen, "%s must be a list of %s", where, holds);
@@ -121,7 +121,7 @@ static int read_entries(lua_State *L, const char *where, struct sl_entry_list *l
 			lua_pop(L, 1);
 			if (luaL_len(L, -1) != 1) {
 				sl_errf(err, errlen, "%s: a table entry holds exactly one string",
-				       what);
+					what);
 				lua_pop(L, 1);
 				return -EINVAL;
 			}
@@ -134,7 +134,7 @@ static int read_entries(lua_State *L, const char *where, struct sl_entry_list *l
 		}
 		if (!s) {
 			sl_errf(err, errlen, "%s: an entry is a string like \"10.0.0.0/8:443\"",
-			       what);
+				what);
 			lua_pop(L, 1);
 			return -EINVAL;
 		}
@@ -157,11 +157,12 @@ static int read_entries(lua_State *L, const char *where, struct sl_entry_list *l
 		if (sni == 2 || (sni >= 0 && e->kind == SL_ENTRY_ADDR) ||
 		    (sni == 1 && e->protos == SL_PROTO_UDP)) {
 			sl_errf(err, errlen,
-				sni == 2 ? "%s: sni must be true or false" :
+				sni == 2 ?
+					"%s: sni must be true or false" :
 				e->kind == SL_ENTRY_ADDR ?
-					   "%s: sni applies to host names (an address or prefix is "
-					   "always an address grant)" :
-					   "%s: sni = true needs TCP (TLS); not with proto = \"udp\"",
+					"%s: sni applies to host names (an address or prefix is "
+					"always an address grant)" :
+					"%s: sni = true needs TCP (TLS); not with proto = \"udp\"",
 				what);
 			lua_pop(L, 1);
 			return -EINVAL;
@@ -202,8 +203,10 @@ static int read_unix(lua_State *L, const char *where, struct sl_unix_list *list,
 
 		lua_geti(L, -1, i);
 		if (lua_type(L, -1) != LUA_TSTRING) {
-			sl_errf(err, errlen, "%s[%lld]: an entry is a string like \"/run/x.sock\" or "
-					    "\"@name\"", where, (long long)i);
+			sl_errf(err, errlen,
+				"%s[%lld]: an entry is a string like \"/run/x.sock\" or "
+				"\"@name\"",
+				where, (long long)i);
 			lua_pop(L, 1);
 			return -EINVAL;
 		}
@@ -225,8 +228,7 @@ static int read_unix(lua_State *L, const char *where, struct sl_unix_list *list,
 static int read_egress(lua_State *L, struct sl_policy *p, const char *where, char *err,
 		       size_t errlen)
 {
-	static const char *const egress_keys[] = { "allow", "intercept", "private", "unix",
-						   NULL };
+	static const char *const egress_keys[] = { "allow", "intercept", "private", "unix", NULL };
 	char what[96];
 	int err_;
 
@@ -265,15 +267,19 @@ static int read_egress(lua_State *L, struct sl_policy *p, const char *where, cha
 	for (size_t i = 0; i < p->private_ranges.n; i++) {
 		if (p->private_ranges.v[i].kind != SL_ENTRY_ADDR ||
 		    p->private_ranges.v[i].has_port) {
-			sl_errf(err, errlen, "%s.private[%zu]: must be an address or prefix "
-					    "without port", where, i + 1);
+			sl_errf(err, errlen,
+				"%s.private[%zu]: must be an address or prefix "
+				"without port",
+				where, i + 1);
 			return -EINVAL;
 		}
 	}
 	for (size_t i = 0; i < p->intercept.n; i++) {
 		if (p->intercept.v[i].sni >= 0) {
-			sl_errf(err, errlen, "%s.intercept[%zu]: sni is an egress.allow setting "
-					    "(intercepted names are always judged by name)", where, i + 1);
+			sl_errf(err, errlen,
+				"%s.intercept[%zu]: sni is an egress.allow setting "
+				"(intercepted names are always judged by name)",
+				where, i + 1);
 			return -EINVAL;
 		}
 	}
@@ -282,13 +288,13 @@ static int read_egress(lua_State *L, struct sl_policy *p, const char *where, cha
 
 static int read_policy(lua_State *L, struct sl_policy *p, char *err, size_t errlen)
 {
-	static const char *const top_keys[] = { "egress", "outbound", "outboundByHost",
-						"outboundHandlers", "cleartextSecrets", NULL };
+	static const char *const top_keys[] = { "egress",	    "outbound",
+						"outboundByHost",   "outboundHandlers",
+						"cleartextSecrets", NULL };
 	int r;
 
 	if (!lua_istable(L, -1)) {
-		sl_errf(err, errlen, "a policy must return a table (got %s)",
-		       luaL_typename(L, -1));
+		sl_errf(err, errlen, "a policy must return a table (got %s)", luaL_typename(L, -1));
 		return -EINVAL;
 	}
 	if (check_keys(L, -1, "policy", top_keys, err, errlen))

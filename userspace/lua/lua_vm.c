@@ -194,8 +194,9 @@ static int guarded_match(lua_State *L)
 	/* string.find(s, p, init, plain): a plain find is a substring search. */
 	if (!(lua_toboolean(L, lua_upvalueindex(2)) && lua_toboolean(L, 4)) &&
 	    pattern_too_costly(pat, plen, n))
-		return luaL_error(L, "pattern '%s' may take too long on %I bytes (too many "
-				     "repetitions for a subject this long)",
+		return luaL_error(L,
+				  "pattern '%s' may take too long on %I bytes (too many "
+				  "repetitions for a subject this long)",
 				  pat, (lua_Integer)n);
 	lua_pushvalue(L, lua_upvalueindex(1));
 	lua_insert(L, 1);
@@ -220,7 +221,7 @@ static void guard_patterns(lua_State *L)
 static int open_libs(lua_State *L)
 {
 	static const luaL_Reg libs[] = {
-		{ LUA_GNAME, luaopen_base },	   { LUA_TABLIBNAME, luaopen_table },
+		{ LUA_GNAME, luaopen_base },	    { LUA_TABLIBNAME, luaopen_table },
 		{ LUA_STRLIBNAME, luaopen_string }, { LUA_MATHLIBNAME, luaopen_math },
 		{ LUA_UTF8LIBNAME, luaopen_utf8 },  { LUA_COLIBNAME, luaopen_coroutine },
 	};

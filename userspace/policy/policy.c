@@ -169,9 +169,10 @@ int sl_entry_parse(const char *s, struct sl_entry *e, char *err, size_t errlen)
 
 		if (r) {
 			sl_errf(err, errlen,
-			       r == -ERANGE ? "'%s': prefix length out of range" :
-					      "'%s': not an IPv6 address (use [addr]:port for a port)",
-			       s);
+				r == -ERANGE ?
+					"'%s': prefix length out of range" :
+					"'%s': not an IPv6 address (use [addr]:port for a port)",
+				s);
 			return -EINVAL;
 		}
 	} else {
@@ -181,15 +182,15 @@ int sl_entry_parse(const char *s, struct sl_entry *e, char *err, size_t errlen)
 			*colon = 0;
 			port = colon + 1;
 		}
-		if (strchr(host, '/') || (isdigit((unsigned char)host[0]) &&
-					   inet_pton(AF_INET, host, e->addr) == 1)) {
+		if (strchr(host, '/') ||
+		    (isdigit((unsigned char)host[0]) && inet_pton(AF_INET, host, e->addr) == 1)) {
 			int r = parse_addr(host, e);
 
 			if (r || e->family != AF_INET) {
 				sl_errf(err, errlen,
-				       r == -ERANGE ? "'%s': prefix length out of range" :
-						      "'%s': not an IPv4 address or prefix",
-				       s);
+					r == -ERANGE ? "'%s': prefix length out of range" :
+						       "'%s': not an IPv4 address or prefix",
+					s);
 				return -EINVAL;
 			}
 		} else {
@@ -206,7 +207,8 @@ int sl_entry_parse(const char *s, struct sl_entry *e, char *err, size_t errlen)
 				host += 2;
 			}
 			if (!valid_host(host)) {
-				sl_errf(err, errlen, "'%s': not an address, prefix or host name", s);
+				sl_errf(err, errlen, "'%s': not an address, prefix or host name",
+					s);
 				return -EINVAL;
 			}
 			snprintf(e->host, sizeof(e->host), "%s", host);
@@ -226,7 +228,7 @@ int sl_entry_parse(const char *s, struct sl_entry *e, char *err, size_t errlen)
 
 			sl_prefix_str(e->family, masked, e->plen, want, sizeof(want));
 			sl_errf(err, errlen, "'%s': host bits set in prefix (did you mean %s?)", s,
-			       want);
+				want);
 			return -EINVAL;
 		}
 	}
@@ -256,8 +258,10 @@ int sl_unix_parse(const char *s, size_t len, struct sl_unix_key *k, char *err, s
 	memset(k, 0, sizeof(*k));
 	for (size_t i = 0; i < len; i++) {
 		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) {
-			sl_errf(err, errlen, "'%.*s': control characters or NUL in a UNIX socket "
-					    "address", (int)strnlen(s, len), s);
+			sl_errf(err, errlen,
+				"'%.*s': control characters or NUL in a UNIX socket "
+				"address",
+				(int)strnlen(s, len), s);
 			return -EINVAL;
 		}
 	}
@@ -266,7 +270,7 @@ int sl_unix_parse(const char *s, size_t len, struct sl_unix_key *k, char *err, s
 		 * are allowed only if listed like any other). */
 		if (len < 2 || len > SL_UNIX_PATH_MAX) {
 			sl_errf(err, errlen, "'%s': an abstract name is '@' and 1 to %d bytes", s,
-			       SL_UNIX_PATH_MAX - 1);
+				SL_UNIX_PATH_MAX - 1);
 			return -EINVAL;
 		}
 		memcpy(k->path + 1, s + 1, len - 1);
@@ -274,13 +278,15 @@ int sl_unix_parse(const char *s, size_t len, struct sl_unix_key *k, char *err, s
 		return 0;
 	}
 	if (!len || s[0] != '/') {
-		sl_errf(err, errlen, "'%s': a UNIX socket is an absolute path or '@' and an abstract "
-				    "name (relative paths are never allowed)", s);
+		sl_errf(err, errlen,
+			"'%s': a UNIX socket is an absolute path or '@' and an abstract "
+			"name (relative paths are never allowed)",
+			s);
 		return -EINVAL;
 	}
 	if (len > SL_UNIX_PATH_MAX) {
 		sl_errf(err, errlen, "'%.40s...': longer than a UNIX socket path can be (%d bytes)",
-		       s, SL_UNIX_PATH_MAX);
+			s, SL_UNIX_PATH_MAX);
 		return -EINVAL;
 	}
 	/* The kernel matches the exact string the sandbox passes: a path spelled another way
@@ -288,8 +294,10 @@ int sl_unix_parse(const char *s, size_t len, struct sl_unix_key *k, char *err, s
 	if (len == 1 || s[len - 1] == '/' || strstr(s, "//") || strstr(s, "/./") ||
 	    strstr(s, "/../") || (len >= 2 && !strcmp(s + len - 2, "/.")) ||
 	    (len >= 3 && !strcmp(s + len - 3, "/.."))) {
-		sl_errf(err, errlen, "'%s': not a normalised path to a socket (no '//', '.', '..' or "
-				    "trailing '/')", s);
+		sl_errf(err, errlen,
+			"'%s': not a normalised path to a socket (no '//', '.', '..' or "
+			"trailing '/')",
+			s);
 		return -EINVAL;
 	}
 	memcpy(k->path, s, len);
@@ -318,9 +326,9 @@ int sl_policy_rules(const struct sl_policy *p, struct sl_rule_set *rs, char *err
 		if (e->kind == SL_ENTRY_ADDR || e->protos != SL_PROTO_ANY) {
 			sl_entry_str(e, s, sizeof(s));
 			sl_errf(err, errlen,
-			       "egress.intercept[%zu] ('%s'): only host names are intercepted (TLS "
-			       "needs a name); allow addresses in egress.allow",
-			       i + 1, s);
+				"egress.intercept[%zu] ('%s'): only host names are intercepted (TLS "
+				"needs a name); allow addresses in egress.allow",
+				i + 1, s);
 			return -EINVAL;
 		}
 	}
@@ -444,9 +452,9 @@ int sl_policy_name_port(const struct sl_policy *p, const char *name, uint16_t po
 
 		if (port < g[i].lo || port > g[i].hi || !(g[i].protos & SL_PROTO_TCP))
 			continue;
-		gv = g[i].sni				 ? SL_NAME_SNI :
+		gv = g[i].sni			      ? SL_NAME_SNI :
 		     g[i].verdict != SL_VERDICT_PROXY ? SL_NAME_PASS :
-							   SL_NAME_INTERCEPT;
+							SL_NAME_INTERCEPT;
 		if (gv > v)
 			v = gv;
 	}

@@ -186,8 +186,8 @@ static void put_names(struct out *o, struct sl_sg_name *v, size_t n, unsigned co
 		const char *parent = parent_of(v[i].name);
 		size_t j = i + 1;
 
-		while (j < n && v[j].port == v[i].port && v[j].proto == v[i].proto &&
-		       parent && parent_of(v[j].name) && !strcmp(parent_of(v[j].name), parent))
+		while (j < n && v[j].port == v[i].port && v[j].proto == v[i].proto && parent &&
+		       parent_of(v[j].name) && !strcmp(parent_of(v[j].name), parent))
 			j++;
 		if (collapse && parent && j - i > collapse && sl_suggest_wildcard_ok(parent)) {
 			uint64_t count = 0;
@@ -228,8 +228,7 @@ static void put_addrs(struct out *o, const struct sl_sg_addr *v, size_t n)
 		else
 			put(o, "    { \"%s:%u\", proto = \"%s\" },\n", a, v[i].port,
 			    proto_str(v[i].proto));
-		put_seen(o, 0, v[i].count, v[i].first_s, v[i].last_s,
-			 "; no name seen for it");
+		put_seen(o, 0, v[i].count, v[i].first_s, v[i].last_s, "; no name seen for it");
 	}
 }
 
@@ -279,8 +278,9 @@ char *sl_suggest_policy(struct sl_suggest_in *in)
 	qsort(in->names, in->nnames, sizeof(*in->names), cmp_name);
 	nn = merge_names(in->names, in->nnames);
 	fmt_time(in->now_s, now, sizeof(now));
-	put(&o, "-- Suggested by `sluice policy suggest` for sandbox %s at %s, from what it did\n"
-		"-- in audit mode beyond its policy. Check it: `sluice policy check FILE --verbose`.\n",
+	put(&o,
+	    "-- Suggested by `sluice policy suggest` for sandbox %s at %s, from what it did\n"
+	    "-- in audit mode beyond its policy. Check it: `sluice policy check FILE --verbose`.\n",
 	    in->sandbox, now);
 	if (!nn && !in->naddrs && !in->nunix)
 		put(&o, "-- Nothing was observed beyond the policy: it is the policy unchanged.\n");

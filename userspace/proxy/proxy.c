@@ -115,15 +115,16 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 			l->stats.refused++;
 			l->stats.limit_conns++;
 			px_conn_event(l, NULL, "reject",
-				   "too many connections for this sandbox (--http-max-conns)");
+				      "too many connections for this sandbox (--http-max-conns)");
 			close(cfd);
 			continue;
 		}
 		if (l->px->active >= l->px->o.max_conns_total) {
 			l->stats.refused++;
 			l->stats.limit_conns_total++;
-			px_conn_event(l, NULL, "reject", "too many connections of all sandboxes "
-						      "(--http-max-conns-total)");
+			px_conn_event(l, NULL, "reject",
+				      "too many connections of all sandboxes "
+				      "(--http-max-conns-total)");
 			close(cfd);
 			continue;
 		}
@@ -178,11 +179,13 @@ static void sweep_cb(struct sl_loop *loop, struct sl_timer *t)
 		if (c->dead || now < c->deadline_ms)
 			continue;
 		if (c->st == C_HTTP && c->x.rq == RQ_HEAD && !c->x.resp_head_sent) {
-			px_respond_error(c, 408, "the request head did not arrive in time", "reject");
+			px_respond_error(c, 408, "the request head did not arrive in time",
+					 "reject");
 			px_pump(c);
 		} else if (c->st == C_HTTP && c->x.rq == RQ_CONNECT) {
-			px_respond_error(c, 504, "the upstream did not answer the connection in time",
-				      "error");
+			px_respond_error(c, 504,
+					 "the upstream did not answer the connection in time",
+					 "error");
 			px_pump(c);
 		} else if (c->st == C_HTTP && c->x.rq == RQ_DONE && c->up == UP_READY &&
 			   !c->x.resp_head_sent && !c->x.resp_done) {
@@ -233,7 +236,8 @@ struct sl_proxy *sl_proxy_new(struct sl_loop *loop, struct sl_events *events, st
 		px->splice = sl_splice_open(why, sizeof(why));
 		if (!px->splice)
 			sl_warn("passthrough connections will be relayed by sluiced, not the "
-				"kernel: %s", why);
+				"kernel: %s",
+				why);
 	}
 	px->server_ctx = sl_tls_server_ctx(err, errlen);
 	if (px->server_ctx)
@@ -258,8 +262,8 @@ void sl_proxy_free(struct sl_proxy *px)
 }
 
 struct sl_proxy_listener *sl_proxy_listen(struct sl_proxy *px, const struct sl_proxy_ops *ops,
-					  void *owner, uint16_t want_port, int netns_fd,
-					  char *err, size_t errlen)
+					  void *owner, uint16_t want_port, int netns_fd, char *err,
+					  size_t errlen)
 {
 	struct sl_proxy_listener *l = calloc(1, sizeof(*l));
 	int r = -EADDRINUSE;

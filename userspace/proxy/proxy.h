@@ -144,8 +144,8 @@ void sl_proxy_free(struct sl_proxy *px);
 /* A sandbox's listener: TCP on 127.0.0.1 and ::1, one port (@want_port if free), created in
  * network namespace @netns_fd if >= 0. NULL with a reason in @err. */
 struct sl_proxy_listener *sl_proxy_listen(struct sl_proxy *px, const struct sl_proxy_ops *ops,
-					  void *owner, uint16_t want_port, int netns_fd,
-					  char *err, size_t errlen);
+					  void *owner, uint16_t want_port, int netns_fd, char *err,
+					  size_t errlen);
 /* Closes the listener and every connection it accepted. Accepts NULL. */
 void sl_proxy_listener_close(struct sl_proxy_listener *l);
 uint16_t sl_proxy_listener_port(const struct sl_proxy_listener *l);

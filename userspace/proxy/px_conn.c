@@ -20,7 +20,7 @@
 
 /* A connection-level event (before any request: not redirected, TLS failed, ...). */
 void px_conn_event(struct sl_proxy_listener *l, const struct pconn *c, const char *verdict,
-		       const char *reason)
+		   const char *reason)
 {
 	json_t *j;
 
@@ -381,7 +381,8 @@ void px_pump(struct pconn *c)
 		if (c->st == C_HTTP) {
 			/* The client went away: nothing left to answer (a response in flight
 			 * to a half-closed client is still delivered). */
-			if (c->c.err || (c->c.eof && c->x.rq <= RQ_HEAD && !sl_buf_size(&c->c.in))) {
+			if (c->c.err ||
+			    (c->c.eof && c->x.rq <= RQ_HEAD && !sl_buf_size(&c->c.in))) {
 				px_conn_close(c);
 				break;
 			}
@@ -389,7 +390,8 @@ void px_pump(struct pconn *c)
 				px_respond_error(c, 502, "the upstream connection failed", "error");
 				continue;
 			}
-			if (c->c.eof && c->x.rq > RQ_HEAD && c->x.rq < RQ_DONE && !sl_buf_size(&c->c.in)) {
+			if (c->c.eof && c->x.rq > RQ_HEAD && c->x.rq < RQ_DONE &&
+			    !sl_buf_size(&c->c.in)) {
 				px_conn_close(c); /* the request body was cut short */
 				break;
 			}
@@ -525,8 +527,7 @@ static void sniff(struct pconn *c)
 		else if (ch.ech)
 			sniff_refuse(c, "passthrough refused: ClientHello with Encrypted Client "
 					"Hello (the real server name is hidden)");
-		else if (!l->ops->resolved_at(l->owner, c->name, c->dst_family, c->dst_addr,
-					      port))
+		else if (!l->ops->resolved_at(l->owner, c->name, c->dst_family, c->dst_addr, port))
 			sniff_refuse(c, "passthrough refused: the TLS server name did not resolve "
 					"to this address and port for this sandbox");
 		else if (px_start_splice(c))

@@ -109,7 +109,8 @@ static int req_body(llhttp_t *p, const char *at, size_t len)
 	if (c->x.req_buffer) {
 		if (sl_buf_size(&c->x.reqbody) + len > c->x.req_max) {
 			c->l->stats.limit_req_body++;
-			return reject(c, 413, "the request body is larger than its handler may read");
+			return reject(c, 413,
+				      "the request body is larger than its handler may read");
 		}
 		if (!px_within_budget(c, len))
 			return reject(c, 413, OVER_BUDGET);
@@ -329,7 +330,8 @@ static void handle_requests(struct pconn *c)
 			 * head is flushed, so that a malformed body never reaches the upstream. */
 			if (c->x.rq == RQ_BODY && c->st == C_HTTP && !c->dead)
 				handle_requests(c);
-		} else if (c->x.rq == RQ_DECIDE && c->x.hw == HW_REQ_BODY && c->x.req_complete_seen) {
+		} else if (c->x.rq == RQ_DECIDE && c->x.hw == HW_REQ_BODY &&
+			   c->x.req_complete_seen) {
 			c->x.hw = HW_NONE;
 			px_handler_resume(c);
 		} else if (c->x.rq == RQ_DONE && c->x.local) {
@@ -369,8 +371,9 @@ static void handle_response(struct pconn *c)
 		return;
 	if (c->x.dec_paused) {
 		if (px_dec_drain(c)) {
-			px_respond_error(c, 502, c->x.resp_why[0] ? c->x.resp_why : "decoding failed",
-				      "error");
+			px_respond_error(c, 502,
+					 c->x.resp_why[0] ? c->x.resp_why : "decoding failed",
+					 "error");
 			return;
 		}
 		if (sl_inflate_pending(c->x.dec))
@@ -384,7 +387,7 @@ static void handle_response(struct pconn *c)
 			e = llhttp_finish(&c->respp);
 		else {
 			px_respond_error(c, 502, "the upstream closed the connection mid-response",
-				      "error");
+					 "error");
 			return;
 		}
 	}

@@ -31,8 +31,8 @@ int px_h1_check_request(llhttp_t *p, struct sl_http_msg *m, const struct px_h1_p
 	m->minor = p->http_minor;
 	if (p->method == HTTP_CONNECT || p->method == HTTP_TRACE)
 		return refuse(v, 405, "CONNECT and TRACE are not served", -EINVAL);
-	if (!m->target || sl_http_split_target(m->target, scheme, sizeof(scheme), thost,
-					       sizeof(thost), &v->path))
+	if (!m->target ||
+	    sl_http_split_target(m->target, scheme, sizeof(scheme), thost, sizeof(thost), &v->path))
 		return refuse(v, 400, "unsupported request target", -EINVAL);
 	hosthdr = sl_http_get(m, "host");
 	if (sl_http_count(m, "host") != 1 || sl_http_host_only(hosthdr, v->host, sizeof(v->host)))

@@ -117,7 +117,9 @@ static int on_begin_headers(nghttp2_session *ss, const nghttp2_frame *f, void *u
 		return 0;
 	if (h->closing)
 		return nghttp2_submit_rst_stream(ss, NGHTTP2_FLAG_NONE, f->hd.stream_id,
-						 NGHTTP2_REFUSED_STREAM) ? NGHTTP2_ERR_CALLBACK_FAILURE : 0;
+						 NGHTTP2_REFUSED_STREAM) ?
+			       NGHTTP2_ERR_CALLBACK_FAILURE :
+			       0;
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
@@ -210,8 +212,8 @@ static int on_header(nghttp2_session *ss, const nghttp2_frame *f, const uint8_t 
 	return r ? NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE : 0;
 }
 
-static int on_data(nghttp2_session *ss, uint8_t flags, int32_t id, const uint8_t *data,
-		   size_t len, void *ud)
+static int on_data(nghttp2_session *ss, uint8_t flags, int32_t id, const uint8_t *data, size_t len,
+		   void *ud)
 {
 	struct px_h2_stream *s = stream_of(ud, id);
 
@@ -250,8 +252,8 @@ static int on_frame(nghttp2_session *ss, const nghttp2_frame *f, void *ud)
 		}
 		return 0;
 	}
-	if (f->hd.type == NGHTTP2_DATA && !f->hd.length && !(f->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
-	    ++h->empty > H2_EMPTY_MAX) {
+	if (f->hd.type == NGHTTP2_DATA && !f->hd.length &&
+	    !(f->hd.flags & NGHTTP2_FLAG_END_STREAM) && ++h->empty > H2_EMPTY_MAX) {
 		h->c->l->stats.h2_floods++;
 		nghttp2_session_terminate_session(ss, NGHTTP2_ENHANCE_YOUR_CALM);
 		return 0;
@@ -314,8 +316,8 @@ static int on_close(nghttp2_session *ss, int32_t id, uint32_t error_code, void *
 
 /* ---- the response: what the stream connection wrote, parsed back into frames ---- */
 
-static ssize_t read_body(nghttp2_session *ss, int32_t id, uint8_t *buf, size_t len,
-			 uint32_t *flags, nghttp2_data_source *src, void *ud)
+static ssize_t read_body(nghttp2_session *ss, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
+			 nghttp2_data_source *src, void *ud)
 {
 	struct px_h2_stream *s = src->ptr;
 	size_t n = sl_buf_size(&s->out);
@@ -348,8 +350,10 @@ static ssize_t read_body(nghttp2_session *ss, int32_t id, uint8_t *buf, size_t l
 /* Connection-specific fields of HTTP/1 that HTTP/2 forbids (RFC 9113 section 8.2.2). */
 static int h1_only(const char *name)
 {
-	static const char *const names[] = { "connection", "keep-alive", "proxy-connection",
-					     "transfer-encoding", "upgrade", "te", "trailer" };
+	static const char *const names[] = { "connection",	 "keep-alive",
+					     "proxy-connection", "transfer-encoding",
+					     "upgrade",		 "te",
+					     "trailer" };
 
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
 		if (!strcasecmp(name, names[i]))
@@ -369,8 +373,8 @@ static int submit_head(struct px_h2_stream *s)
 	if (!nv)
 		return -ENOMEM;
 	snprintf(status, sizeof(status), "%03d", m->status % 1000);
-	nv[n++] = (nghttp2_nv){ (uint8_t *)":status", (uint8_t *)status, 7, 3,
-				 NGHTTP2_NV_FLAG_NONE };
+	nv[n++] =
+		(nghttp2_nv){ (uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE };
 	for (size_t i = 0; i < m->nh; i++) {
 		if (h1_only(m->h[i].name))
 			continue;
@@ -379,8 +383,8 @@ static int submit_head(struct px_h2_stream *s)
 			if (*q >= 'A' && *q <= 'Z')
 				*q += 'a' - 'A';
 		nv[n++] = (nghttp2_nv){ (uint8_t *)m->h[i].name, (uint8_t *)m->h[i].value,
-					 strlen(m->h[i].name), strlen(m->h[i].value),
-					 NGHTTP2_NV_FLAG_NONE };
+					strlen(m->h[i].name), strlen(m->h[i].value),
+					NGHTTP2_NV_FLAG_NONE };
 	}
 	r = nghttp2_submit_response(s->h->s, s->id, nv, n, &prd);
 	free(nv);
@@ -735,7 +739,8 @@ static void h2_recv(struct pconn *c)
 	size_t n = sl_buf_size(&c->c.in);
 
 	if (n && !h->fatal) {
-		ssize_t r = nghttp2_session_mem_recv(h->s, (const uint8_t *)sl_buf_head(&c->c.in), n);
+		ssize_t r =
+			nghttp2_session_mem_recv(h->s, (const uint8_t *)sl_buf_head(&c->c.in), n);
 
 		if (r < 0) {
 			char why[160];
@@ -895,6 +900,6 @@ void px_h2_goaway(struct pconn *c)
 		return;
 	h->closing = 1;
 	nghttp2_submit_goaway(h->s, NGHTTP2_FLAG_NONE,
-			      nghttp2_session_get_last_proc_stream_id(h->s), NGHTTP2_NO_ERROR,
-			      NULL, 0);
+			      nghttp2_session_get_last_proc_stream_id(h->s), NGHTTP2_NO_ERROR, NULL,
+			      0);
 }

@@ -219,7 +219,7 @@ struct sl_proxy_listener {
 
 /* px_conn.c */
 void px_conn_event(struct sl_proxy_listener *l, const struct pconn *c, const char *verdict,
-		const char *reason);
+		   const char *reason);
 void px_conn_free(struct pconn *c);
 void px_conn_close(struct pconn *c);
 void px_refusal_text(struct pconn *c, int status, const char *why, char *out, size_t len);

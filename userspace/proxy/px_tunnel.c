@@ -76,8 +76,8 @@ static int kdrained(struct pconn *c, int i)
 
 	if (sl_buf_size(&kside(c, i)->out) || sl_tcp_queued(kside(c, i)->fd, &queued))
 		return 0;
-	return queued - c->kbase[i] >= c->kwrote[i] + sl_splice_moved(c->l->px->splice,
-								       &c->kpair, i);
+	return queued - c->kbase[i] >=
+	       c->kwrote[i] + sl_splice_moved(c->l->px->splice, &c->kpair, i);
 }
 
 /*
@@ -136,12 +136,15 @@ void px_ksplice_begin(struct pconn *c)
 
 	if (!err) {
 		c->l->stats.spliced_kernel++;
-		px_conn_event(c->l, c, "passthrough", "TLS server name checked; spliced in the kernel");
+		px_conn_event(c->l, c, "passthrough",
+			      "TLS server name checked; spliced in the kernel");
 		return;
 	}
 	c->l->stats.spliced_user++;
-	snprintf(why, sizeof(why), "TLS server name checked; relayed by sluiced (the kernel "
-				   "splice failed: %s)", strerror(-err));
+	snprintf(why, sizeof(why),
+		 "TLS server name checked; relayed by sluiced (the kernel "
+		 "splice failed: %s)",
+		 strerror(-err));
 	sl_warn("sandbox %s: %s", c->l->ops->name(c->l->owner), why);
 	px_conn_event(c->l, c, "passthrough", why);
 }
@@ -218,8 +221,9 @@ void px_ksplice_pump(struct pconn *c)
 		if (c->keof[i] && c->kshut[i])
 			sl_loop_del_fd(loop, s->fd);
 		else
-			sl_loop_mod_fd(loop, s->fd, (c->keof[i] ? 0 : SL_RDHUP) |
-						    (sl_buf_size(&s->out) ? SL_WRITE : 0));
+			sl_loop_mod_fd(loop, s->fd,
+				       (c->keof[i] ? 0 : SL_RDHUP) |
+					       (sl_buf_size(&s->out) ? SL_WRITE : 0));
 	}
 }
 

@@ -80,8 +80,8 @@ void px_pool_put(struct pconn *c)
 	if (clean && full)
 		l->stats.pool_full++;
 	if (!clean || full || !(u = calloc(1, sizeof(*u)))) {
-		sl_debug("proxy: not pooling the connection to %s (in %zu, eof %d, err %d)", c->name,
-			 sl_buf_size(&c->u.in), c->u.eof, c->u.err);
+		sl_debug("proxy: not pooling the connection to %s (in %zu, eof %d, err %d)",
+			 c->name, sl_buf_size(&c->u.in), c->u.eof, c->u.err);
 		px_close_upstream(c);
 		return;
 	}
@@ -264,7 +264,8 @@ void px_upstream_ready(struct pconn *c)
 		snprintf(n, sizeof(n), "%zu", sl_buf_size(&c->x.reqbody));
 		if (sl_http_set(&c->x.req, "content-length", n) ||
 		    sl_http_write_request(&c->x.req, c->x.path, SL_BODY_LENGTH, up, &c->u.out) ||
-		    sl_buf_append(&c->u.out, sl_buf_head(&c->x.reqbody), sl_buf_size(&c->x.reqbody)))
+		    sl_buf_append(&c->u.out, sl_buf_head(&c->x.reqbody),
+				  sl_buf_size(&c->x.reqbody)))
 			c->u.err = 1;
 		if (c->x.req_complete_seen) {
 			c->x.rq = RQ_DONE; /* the parser waits at the end of the request */

@@ -51,7 +51,9 @@ void px_request_event(struct pconn *c, int status, const char *verdict, const ch
 	sl_jw_int(&w, "bytes_in", (long long)c->x.req_bytes);
 	sl_jw_int(&w, "bytes_out", (long long)c->x.resp_bytes);
 	sl_jw_int(&w, "upstream_ms",
-		  c->x.t_up_ms && c->x.t_up_first_ms ? (long long)(c->x.t_up_first_ms - c->x.t_up_ms) : 0);
+		  c->x.t_up_ms && c->x.t_up_first_ms ?
+			  (long long)(c->x.t_up_first_ms - c->x.t_up_ms) :
+			  0);
 	sl_jw_int(&w, "total_ms", c->x.t_req_ms ? (long long)(now - c->x.t_req_ms) : 0);
 	sl_jw_str(&w, "verdict", verdict);
 	if (c->x.handler[0])
@@ -369,7 +371,8 @@ int sl_px_x_set_body(struct sl_px_xchg *x, const char *body, size_t len)
 		return -EALREADY;
 	if (c->x.hw != HW_NONE)
 		return -EBUSY;
-	if (len > sl_buf_size(&c->x.reqbody) && !px_within_budget(c, len - sl_buf_size(&c->x.reqbody)))
+	if (len > sl_buf_size(&c->x.reqbody) &&
+	    !px_within_budget(c, len - sl_buf_size(&c->x.reqbody)))
 		return -ENOBUFS;
 	sl_buf_reset(&c->x.reqbody);
 	if (len && sl_buf_append(&c->x.reqbody, body, len))
@@ -443,7 +446,8 @@ int sl_px_x_set_resp_body(struct sl_px_xchg *x, const char *body, size_t len)
 		return -EINVAL;
 	if (c->x.hw != HW_NONE)
 		return -EBUSY;
-	if (len > sl_buf_size(&c->x.respbody) && !px_within_budget(c, len - sl_buf_size(&c->x.respbody)))
+	if (len > sl_buf_size(&c->x.respbody) &&
+	    !px_within_budget(c, len - sl_buf_size(&c->x.respbody)))
 		return -ENOBUFS;
 	sl_buf_reset(&c->x.respbody);
 	if (len && sl_buf_append(&c->x.respbody, body, len))
@@ -481,21 +485,22 @@ void sl_px_x_send_fetched(struct sl_px_xchg *x)
 
 	handler_done(c);
 	if (!c->x.resp_held) {
-		px_respond_error(c, 502, "the handler returned a response it did not fetch", "error");
+		px_respond_error(c, 502, "the handler returned a response it did not fetch",
+				 "error");
 		return;
 	}
 	c->x.resp_held = c->x.hold_resp = 0;
 	if (c->x.nmask && !c->x.coding_seen && !c->x.to_tunnel && !c->x.resp_body_set) {
 		/* The handler read a secret after the head arrived: the body must still be
 		 * masked as the client will read it. */
-		if (c->x.resp_done ? sl_coding_of(sl_http_get(m, "content-encoding")) !=
-					   SL_CODING_IDENTITY :
-				   px_resp_coding(c, m)) {
+		if (c->x.resp_done ?
+			    sl_coding_of(sl_http_get(m, "content-encoding")) != SL_CODING_IDENTITY :
+			    px_resp_coding(c, m)) {
 			px_respond_error(c, 502,
-				      c->x.resp_why[0] ? c->x.resp_why :
-						       "the response is encoded and was read "
-						       "before a secret: refused",
-				      "error");
+					 c->x.resp_why[0] ? c->x.resp_why :
+							    "the response is encoded and was read "
+							    "before a secret: refused",
+					 "error");
 			return;
 		}
 	}
@@ -641,7 +646,8 @@ int sl_px_x_cleartext_secret(struct sl_px_xchg *x)
 		return 0;
 	found = has_mask(c, m->method, strlen(m->method)) ||
 		(c->x.path && has_mask(c, c->x.path, strlen(c->x.path))) ||
-		(c->x.req_body_set && has_mask(c, sl_buf_head(&c->x.reqbody), sl_buf_size(&c->x.reqbody)));
+		(c->x.req_body_set &&
+		 has_mask(c, sl_buf_head(&c->x.reqbody), sl_buf_size(&c->x.reqbody)));
 	for (size_t i = 0; i < m->nh && !found; i++)
 		found = has_mask(c, m->h[i].name, strlen(m->h[i].name)) ||
 			has_mask(c, m->h[i].value, strlen(m->h[i].value));

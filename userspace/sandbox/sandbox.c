@@ -45,9 +45,9 @@
 
 static void sweep_cb(struct sl_loop *loop, struct sl_timer *t);
 
-struct sl_registry *sl_registry_new(struct sl_bpf *bpf, const char *state_dir,
-				    struct sl_loop *loop, struct sl_dns *dns,
-				    const struct sl_dns_ttl *ttl, struct sl_proxy *proxy)
+struct sl_registry *sl_registry_new(struct sl_bpf *bpf, const char *state_dir, struct sl_loop *loop,
+				    struct sl_dns *dns, const struct sl_dns_ttl *ttl,
+				    struct sl_proxy *proxy)
 {
 	struct sl_registry *r = calloc(1, sizeof(*r));
 	char dir[PATH_MAX + 16];
@@ -177,8 +177,9 @@ struct sl_box *sl_registry_first(struct sl_registry *r)
 
 struct sl_box *sl_registry_next(const struct sl_box *box)
 {
-	return box->link.next == &box->reg->boxes ? NULL
-						  : sl_list_entry(box->link.next, struct sl_box, link);
+	return box->link.next == &box->reg->boxes ?
+		       NULL :
+		       sl_list_entry(box->link.next, struct sl_box, link);
 }
 
 const char *sl_box_name(const struct sl_box *box)
@@ -342,8 +343,10 @@ struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *s
 	int e, level;
 
 	if (!spec->name || !sl_sandbox_name_ok(spec->name)) {
-		sl_errf(err, errlen, "invalid sandbox name '%s' (letters, digits, '_', '.', '-'; "
-				    "at most %d)", spec->name ? spec->name : "", SL_NAME_MAX);
+		sl_errf(err, errlen,
+			"invalid sandbox name '%s' (letters, digits, '_', '.', '-'; "
+			"at most %d)",
+			spec->name ? spec->name : "", SL_NAME_MAX);
 		e = -EINVAL;
 		goto fail;
 	}
@@ -375,8 +378,10 @@ struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *s
 		if (!n || n > SL_CONTAINER_ID_MAX ||
 		    strspn(spec->container_id, "abcdefghijklmnopqrstuvwxyz"
 					       "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.+-") != n) {
-			sl_errf(err, errlen, "invalid container id (letters, digits, '_', '.', "
-					    "'+', '-'; at most %d)", SL_CONTAINER_ID_MAX);
+			sl_errf(err, errlen,
+				"invalid container id (letters, digits, '_', '.', "
+				"'+', '-'; at most %d)",
+				SL_CONTAINER_ID_MAX);
 			e = -EINVAL;
 			goto fail;
 		}
@@ -401,14 +406,14 @@ struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *s
 		}
 		if (e < 0) {
 			sl_errf(err, errlen, "cgroup %s: checking who may write it failed: %s",
-			       box->cgroup, strerror(-e));
+				box->cgroup, strerror(-e));
 			goto fail;
 		}
 	}
 	level = sl_cgroup_level(box->cgroup);
 	if (level < 0 || level >= SL_MAX_CGROUP_DEPTH - 1) {
 		sl_errf(err, errlen, "cgroup %s: nested too deep (at most %d levels)", box->cgroup,
-		       SL_MAX_CGROUP_DEPTH - 2);
+			SL_MAX_CGROUP_DEPTH - 2);
 		e = -EINVAL;
 		goto fail;
 	}
@@ -416,7 +421,7 @@ struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *s
 		if (sl_cgroup_within(box->cgroup, o->cgroup) ||
 		    sl_cgroup_within(o->cgroup, box->cgroup)) {
 			sl_errf(err, errlen, "cgroup %s overlaps sandbox '%s' (%s)", box->cgroup,
-			       o->name, o->cgroup);
+				o->name, o->cgroup);
 			e = -EEXIST;
 			goto fail;
 		}
@@ -424,7 +429,7 @@ struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *s
 	e = sl_cgroup_id(box->cgroup, &box->cgid);
 	if (e) {
 		sl_errf(err, errlen, "cgroup %s: reading its id failed: %s", box->cgroup,
-		       strerror(-e));
+			strerror(-e));
 		goto fail;
 	}
 	if (spec->policy_path)
@@ -448,7 +453,7 @@ struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *s
 		e = read_file(spec->policy_path, &box->policy_src, &box->policy_len);
 		if (e) {
 			sl_errf(err, errlen, "policy file %s: %s", spec->policy_path,
-			       e == -EFBIG ? "too large" : strerror(-e));
+				e == -EFBIG ? "too large" : strerror(-e));
 			e = -EINVAL;
 			goto fail;
 		}

@@ -70,9 +70,9 @@ struct sl_dns_ttl {
  * namespace of their own) whose cgroup is empty and whose namespace nothing but sluiced holds
  * any more. NULL and errno on failure.
  */
-struct sl_registry *sl_registry_new(struct sl_bpf *bpf, const char *state_dir,
-				    struct sl_loop *loop, struct sl_dns *dns,
-				    const struct sl_dns_ttl *ttl, struct sl_proxy *proxy);
+struct sl_registry *sl_registry_new(struct sl_bpf *bpf, const char *state_dir, struct sl_loop *loop,
+				    struct sl_dns *dns, const struct sl_dns_ttl *ttl,
+				    struct sl_proxy *proxy);
 /* What the sandboxes' Lua states get: secrets, KV, events, limits. Before adding any. */
 void sl_registry_set_lua(struct sl_registry *r, const struct sl_lua_opts *o);
 /* sluiced's control socket at @path (absolute): denied to every sandbox in the kernel, and no
@@ -136,9 +136,9 @@ int sl_sandbox_set_handler(struct sl_registry *r, struct sl_box *box, const char
 			   char *err, size_t errlen);
 /* Replaces the policy of @box with @src (@path names it; may be NULL), keeping the active
  * handler (it must exist in the new policy). A policy with errors changes nothing. */
-int sl_sandbox_reload(struct sl_registry *r, struct sl_box *box, const char *path,
-		      const char *src, size_t len, const char *who, struct sl_switch_result *res,
-		      char *err, size_t errlen);
+int sl_sandbox_reload(struct sl_registry *r, struct sl_box *box, const char *path, const char *src,
+		      size_t len, const char *who, struct sl_switch_result *res, char *err,
+		      size_t errlen);
 
 /*
  * Puts @box in audit mode (@audit 1) or enforce mode (0): the mode is a flag of the sandbox's

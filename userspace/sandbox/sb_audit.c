@@ -330,8 +330,9 @@ int sl_sandbox_suggest(struct sl_registry *r, struct sl_box *box, unsigned colla
 		if (resolver) {
 			/* A resolver socket answers any name, past the policy: never suggested;
 			 * glibc falls back to DNS without it (README, UNIX sockets). */
-			e = add_note(&b, "-- %s (a name resolver outside the policy) was reached but "
-					 "is not suggested: glibc falls back to DNS without it",
+			e = add_note(&b,
+				     "-- %s (a name resolver outside the policy) was reached but "
+				     "is not suggested: glibc falls back to DNS without it",
 				     resolvers[0][0] ? (const char *)urecs[i].k.path : "");
 			continue;
 		}
@@ -377,14 +378,16 @@ int sl_sandbox_suggest(struct sl_registry *r, struct sl_box *box, unsigned colla
 				len += (size_t)snprintf(list + len, sizeof(list) - len, "%s%s",
 							len ? " " : "", a);
 			}
-			e = add_note(&b, "-- %s resolved to addresses outside the public Internet that "
-					 "egress.private does not allow (withheld from the sandbox: "
-					 "add them to egress.private if they are meant): %s",
+			e = add_note(&b,
+				     "-- %s resolved to addresses outside the public Internet that "
+				     "egress.private does not allow (withheld from the sandbox: "
+				     "add them to egress.private if they are meant): %s",
 				     n->name, list);
 		}
 		if (!e && !n->granted && !b.used[i] && n->nblocked < n->naddr)
-			e = add_note(&b, "-- %s was resolved (%llu times) but never connected to: no "
-					 "entry (add one with its port if the job needs it)",
+			e = add_note(&b,
+				     "-- %s was resolved (%llu times) but never connected to: no "
+				     "entry (add one with its port if the job needs it)",
 				     n->name, (unsigned long long)n->count);
 	}
 	for (size_t i = 0; i < box->obs.nhttp && !e; i++) {
@@ -401,13 +404,15 @@ int sl_sandbox_suggest(struct sl_registry *r, struct sl_box *box, unsigned colla
 		strftime(l, sizeof(l), "%Y-%m-%dT%H:%M:%SZ", &tm);
 		e = add_note(&b, "-- intercepted: %s %s%s -> %d%s; %llu, first %s, last %s",
 			     h->method, h->host, h->path, h->status,
-			     h->refused ? " (refused by the policy's handler; audit mode forwarded it)" :
-					  "",
+			     h->refused ?
+				     " (refused by the policy's handler; audit mode forwarded it)" :
+				     "",
 			     (unsigned long long)h->count, f, l);
 	}
 	if (!e && (ctr.lost || box->obs.names_lost || box->obs.http_lost))
-		e = add_note(&b, "-- NOT COMPLETE: %llu connections, %llu names and %llu requests "
-				 "were not recorded (the records were full)",
+		e = add_note(&b,
+			     "-- NOT COMPLETE: %llu connections, %llu names and %llu requests "
+			     "were not recorded (the records were full)",
 			     (unsigned long long)ctr.lost, (unsigned long long)box->obs.names_lost,
 			     (unsigned long long)box->obs.http_lost);
 	if (e)

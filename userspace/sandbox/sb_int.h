@@ -147,12 +147,12 @@ void sb_link(struct sl_registry *r, struct sl_box *box);
 void sb_state_path(struct sl_registry *r, const char *name, char *buf, size_t len);
 int sb_save_state(struct sl_registry *r, const struct sl_box *box);
 void sb_names_path(struct sl_registry *r, const char *name, char *buf, size_t len);
-void sb_names_note(struct sl_registry *r, struct sl_box *box, const char *name,
-		   uint8_t family, const uint8_t *addr);
+void sb_names_note(struct sl_registry *r, struct sl_box *box, const char *name, uint8_t family,
+		   const uint8_t *addr);
 
 /* sb_kernel.c: policy to rules, rules to the kernel. */
-int sb_check_unix(struct sl_registry *r, const struct sl_policy *p, const char *where,
-		  char *err, size_t errlen);
+int sb_check_unix(struct sl_registry *r, const struct sl_policy *p, const char *where, char *err,
+		  size_t errlen);
 int sb_sync_unix(struct sl_registry *r, uint32_t rules_id, const struct sl_policy *p);
 int sb_compile_all(struct sl_box *box, struct sl_kentry **ents, size_t *nents,
 		   struct sl_kentry *bad);
@@ -171,8 +171,7 @@ void sb_learned_sweep(struct sl_registry *r, struct sl_box *box, uint64_t now);
 /* Drops from memory the learned entries of @box expired at @now, at most @max of them, the
  * earliest first (the kernel is not written): returns how many addresses lost one, each
  * once, sorted, in *@gone (malloc'd; caller frees). O(log n) per entry dropped. */
-size_t sb_learned_expire(struct sl_box *box, uint64_t now, size_t max,
-			 struct sl_addr_rule **gone);
+size_t sb_learned_expire(struct sl_box *box, uint64_t now, size_t max, struct sl_addr_rule **gone);
 
 /* sb_sni.c: the names the kernel SNI check accepts (bpf/sni.h). */
 int sb_sni_relevant(const struct sl_addr_rule *x);
@@ -202,8 +201,7 @@ void sb_remove_ca(struct sl_registry *r, const char *name);
 int sb_open_proxy(struct sl_registry *r, struct sl_box *box, char *err, size_t errlen);
 
 /* sb_netns.c: cgroup, network namespace, reaping. */
-int sb_netns_target(struct sl_box *box, const struct sl_box_spec *spec, char *err,
-		    size_t errlen);
+int sb_netns_target(struct sl_box *box, const struct sl_box_spec *spec, char *err, size_t errlen);
 int sb_netns_adopt(struct sl_box *box, json_t *j);
 void sb_reap_vanished(struct sl_registry *r);
 

@@ -90,12 +90,12 @@ static json_t *names_json(const struct sl_box *box)
 			addrs = json_array();
 			json_object_set_new(byname, name, addrs);
 		}
-		json_object_set_new(x, "expires_in_s",
-				    json_integer(ru->expires_ns > now ?
-							 (json_int_t)((ru->expires_ns - now +
-								       999999999ULL) /
-								      1000000000ULL) :
-							 0));
+		json_object_set_new(
+			x, "expires_in_s",
+			json_integer(ru->expires_ns > now ?
+					     (json_int_t)((ru->expires_ns - now + 999999999ULL) /
+							  1000000000ULL) :
+					     0));
 		json_array_append_new(addrs, x);
 	}
 	json_object_foreach(byname, k, v)
@@ -126,17 +126,17 @@ static json_t *proxy_json(const struct sl_box *box)
 	if (!box->proxy)
 		return json_null();
 	st = sl_proxy_listener_stats(box->proxy);
-	return json_pack("{s:i, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, "
-			 "s:{s:I, s:I, s:I, s:I}}",
-			 "port", (int)box->proxy_port, "connections", "accepted",
-			 (json_int_t)st->conns, "active", (json_int_t)st->active, "unredirected",
-			 (json_int_t)st->unredirected, "never_accepted",
-			 (json_int_t)box->proxied_swept, "refused", (json_int_t)st->refused,
-			 "tls_failed", (json_int_t)st->tls_failed, "passthrough",
-			 (json_int_t)st->spliced, "passthrough_kernel", (json_int_t)st->spliced_kernel,
-			 "passthrough_relayed", (json_int_t)st->spliced_user, "requests", "forwarded",
-			 (json_int_t)st->requests, "reused", (json_int_t)st->reused, "rejected",
-			 (json_int_t)st->rejected, "upstream_errors", (json_int_t)st->upstream_errors);
+	return json_pack(
+		"{s:i, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, "
+		"s:{s:I, s:I, s:I, s:I}}",
+		"port", (int)box->proxy_port, "connections", "accepted", (json_int_t)st->conns,
+		"active", (json_int_t)st->active, "unredirected", (json_int_t)st->unredirected,
+		"never_accepted", (json_int_t)box->proxied_swept, "refused",
+		(json_int_t)st->refused, "tls_failed", (json_int_t)st->tls_failed, "passthrough",
+		(json_int_t)st->spliced, "passthrough_kernel", (json_int_t)st->spliced_kernel,
+		"passthrough_relayed", (json_int_t)st->spliced_user, "requests", "forwarded",
+		(json_int_t)st->requests, "reused", (json_int_t)st->reused, "rejected",
+		(json_int_t)st->rejected, "upstream_errors", (json_int_t)st->upstream_errors);
 }
 
 json_t *sl_sandbox_json(struct sl_registry *r, const struct sl_box *box, int detail)
@@ -148,7 +148,8 @@ json_t *sl_sandbox_json(struct sl_registry *r, const struct sl_box *box, int det
 
 	if (!j)
 		return j;
-	json_object_set_new(j, "handler", box->handler[0] ? json_string(box->handler) : json_null());
+	json_object_set_new(j, "handler",
+			    box->handler[0] ? json_string(box->handler) : json_null());
 	json_object_set_new(j, "mode", json_string(box->audit ? "audit" : "enforce"));
 	json_object_set_new(j, "netns", box->netns_fd >= 0 ? json_string(box->netns) : json_null());
 	if (box->netns_fd >= 0)
@@ -170,9 +171,10 @@ json_t *sl_sandbox_json(struct sl_registry *r, const struct sl_box *box, int det
 		struct sl_audit_ctr a;
 
 		if (!sl_bpf_read_audit_ctr(r->bpf, box->id, &a))
-			json_object_set_new(j, "audit", json_pack("{s:I, s:I}", "audited",
-								  (json_int_t)a.audited, "lost",
-								  (json_int_t)a.lost));
+			json_object_set_new(j, "audit",
+					    json_pack("{s:I, s:I}", "audited",
+						      (json_int_t)a.audited, "lost",
+						      (json_int_t)a.lost));
 	}
 	json_object_set_new(j, "rules", rules_json(box));
 	json_object_set_new(j, "unix", unix_json(box));
@@ -182,23 +184,24 @@ json_t *sl_sandbox_json(struct sl_registry *r, const struct sl_box *box, int det
 	if (!sl_bpf_read_counters(r->bpf, box->id, &c))
 		json_object_set_new(
 			j, "counters",
-			json_pack("{s:{s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:{s:I, s:I}, "
-				  "s:{s:I}, s:{s:I, s:I, s:I}}",
-				  "allowed", "tcp", (json_int_t)c.c[SL_CTR_ALLOW_TCP], "udp",
-				  (json_int_t)c.c[SL_CTR_ALLOW_UDP], "unix",
-				  (json_int_t)c.c[SL_CTR_ALLOW_UNIX], "denied", "tcp",
-				  (json_int_t)c.c[SL_CTR_DENY_TCP], "udp",
-				  (json_int_t)c.c[SL_CTR_DENY_UDP], "unix",
-				  (json_int_t)c.c[SL_CTR_DENY_UNIX], "socket",
-				  (json_int_t)c.c[SL_CTR_DENY_SOCKET], "setsockopt",
-				  (json_int_t)c.c[SL_CTR_DENY_SOCKOPT], "bind",
-				  (json_int_t)c.c[SL_CTR_DENY_BIND], "egress_packets",
-				  (json_int_t)c.c[SL_CTR_DROP_EGRESS], "dns", "tcp",
-				  (json_int_t)c.c[SL_CTR_DNS_TCP], "udp",
-				  (json_int_t)c.c[SL_CTR_DNS_UDP], "proxied", "tcp",
-				  (json_int_t)c.c[SL_CTR_PROXY_TCP], "events", "sent",
-				  (json_int_t)c.c[SL_CTR_EV_SENT], "rate_limited",
-				  (json_int_t)c.c[SL_CTR_EV_LIMITED], "lost",
-				  (json_int_t)c.c[SL_CTR_EV_LOST]));
+			json_pack(
+				"{s:{s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:{s:I, s:I}, "
+				"s:{s:I}, s:{s:I, s:I, s:I}}",
+				"allowed", "tcp", (json_int_t)c.c[SL_CTR_ALLOW_TCP], "udp",
+				(json_int_t)c.c[SL_CTR_ALLOW_UDP], "unix",
+				(json_int_t)c.c[SL_CTR_ALLOW_UNIX], "denied", "tcp",
+				(json_int_t)c.c[SL_CTR_DENY_TCP], "udp",
+				(json_int_t)c.c[SL_CTR_DENY_UDP], "unix",
+				(json_int_t)c.c[SL_CTR_DENY_UNIX], "socket",
+				(json_int_t)c.c[SL_CTR_DENY_SOCKET], "setsockopt",
+				(json_int_t)c.c[SL_CTR_DENY_SOCKOPT], "bind",
+				(json_int_t)c.c[SL_CTR_DENY_BIND], "egress_packets",
+				(json_int_t)c.c[SL_CTR_DROP_EGRESS], "dns", "tcp",
+				(json_int_t)c.c[SL_CTR_DNS_TCP], "udp",
+				(json_int_t)c.c[SL_CTR_DNS_UDP], "proxied", "tcp",
+				(json_int_t)c.c[SL_CTR_PROXY_TCP], "events", "sent",
+				(json_int_t)c.c[SL_CTR_EV_SENT], "rate_limited",
+				(json_int_t)c.c[SL_CTR_EV_LIMITED], "lost",
+				(json_int_t)c.c[SL_CTR_EV_LOST]));
 	return j;
 }

@@ -36,8 +36,8 @@
  * file that is that socket (a hard link, a symlink or another spelling of the path, as far as
  * it exists now). The kernel denies the path itself whatever this says.
  */
-int sb_check_unix(struct sl_registry *r, const struct sl_policy *p, const char *where,
-		      char *err, size_t errlen)
+int sb_check_unix(struct sl_registry *r, const struct sl_policy *p, const char *where, char *err,
+		  size_t errlen)
 {
 	struct stat ctl, st;
 	int have_ctl;
@@ -55,8 +55,10 @@ int sb_check_unix(struct sl_registry *r, const struct sl_policy *p, const char *
 		if (!strcmp(s, r->ctl_path) ||
 		    (have_ctl && stat(s, &st) == 0 && st.st_dev == ctl.st_dev &&
 		     st.st_ino == ctl.st_ino)) {
-			sl_errf(err, errlen, "%s.unix[%zu] ('%s'): sluiced's control socket is never "
-					    "reachable from a sandbox", where, i + 1, s);
+			sl_errf(err, errlen,
+				"%s.unix[%zu] ('%s'): sluiced's control socket is never "
+				"reachable from a sandbox",
+				where, i + 1, s);
 			return -EINVAL;
 		}
 	}
@@ -72,7 +74,7 @@ int sb_sync_unix(struct sl_registry *r, uint32_t rules_id, const struct sl_polic
 
 /* The kernel entries of @box: its static rules and what its names resolved to. */
 int sb_compile_all(struct sl_box *box, struct sl_kentry **ents, size_t *nents,
-		       struct sl_kentry *bad)
+		   struct sl_kentry *bad)
 {
 	struct sl_rule_set all;
 	int r = 0;
@@ -90,7 +92,7 @@ int sb_compile_all(struct sl_box *box, struct sl_kentry **ents, size_t *nents,
 
 /* Compiles the policy of @box into its rules and kernel entries. */
 int sb_compile_box(struct sl_box *box, struct sl_kentry **ents, size_t *nents, char *err,
-		       size_t errlen)
+		   size_t errlen)
 {
 	const char *chunk = box->policy_path[0] ? box->policy_path : "policy";
 	struct sl_kentry bad;
@@ -112,7 +114,7 @@ int sb_compile_box(struct sl_box *box, struct sl_kentry **ents, size_t *nents, c
 			box->policy = box->hlayer;
 	}
 	r = sb_check_unix(box->reg, box->policy, box->hlayer ? "the handler's egress" : "egress",
-		       err, errlen);
+			  err, errlen);
 	if (r)
 		return r;
 	r = sl_policy_rules(box->policy, &box->rules, err, errlen);
@@ -123,8 +125,8 @@ int sb_compile_box(struct sl_box *box, struct sl_kentry **ents, size_t *nents, c
 		char p[64];
 
 		sl_prefix_str(bad.family, bad.addr, bad.plen, p, sizeof(p));
-		sl_errf(err, errlen, "%s: too many distinct port ranges apply to %s (max %d)", chunk,
-		       p, SL_MAX_PORT_RANGES);
+		sl_errf(err, errlen, "%s: too many distinct port ranges apply to %s (max %d)",
+			chunk, p, SL_MAX_PORT_RANGES);
 		return -EINVAL;
 	}
 	if (r)
@@ -184,7 +186,7 @@ void sb_kernel_entry(struct sl_registry *r, const struct sl_box *box, struct sl_
 
 /* Programs the kernel for @box: rules, then the sandbox entry, then the links. */
 int sb_install(struct sl_registry *r, struct sl_box *box, const struct sl_kentry *ents,
-		       size_t nents, char *err, size_t errlen)
+	       size_t nents, char *err, size_t errlen)
 {
 	struct sl_sandbox ksb;
 	int e;

@@ -61,8 +61,8 @@ int sb_learned_add(struct sl_box *box, const char *name, const struct sl_addr_ru
 	if (sl_rule_set_add(&box->learned, r))
 		return -ENOMEM;
 	if (box->learned.cap != cap || !box->learned_names) {
-		char(*names)[SL_DNS_NAME_BUF] = realloc(box->learned_names,
-							box->learned.cap * sizeof(*names));
+		char(*names)[SL_DNS_NAME_BUF] =
+			realloc(box->learned_names, box->learned.cap * sizeof(*names));
 
 		if (!names || sb_lx_reserve(x, &box->learned, box->learned.cap)) {
 			if (names)
@@ -198,8 +198,9 @@ static int dns_learn(void *owner, const char *qname, const struct sl_dns_answer 
 				.port_hi = g[k].hi,
 				.protos = g[k].protos,
 				.verdict = g[k].verdict,
-				.expires_ns = now + (uint64_t)(ttl + r->ttl.grace_s) * 1000000000ULL /
-							  (r->ttl.time_scale ? r->ttl.time_scale : 1),
+				.expires_ns =
+					now + (uint64_t)(ttl + r->ttl.grace_s) * 1000000000ULL /
+						      (r->ttl.time_scale ? r->ttl.time_scale : 1),
 			};
 
 			memcpy(rule.addr, addr, 16);
@@ -217,8 +218,8 @@ static int dns_learn(void *owner, const char *qname, const struct sl_dns_answer 
 		err = write_addr(r, box, family, addr);
 		if (err) {
 			sl_err("sandbox %s: installing an address of %s failed: %s", box->name,
-			       qname, err == -ENOSPC ? "the kernel rule map is full" :
-						       strerror(-err));
+			       qname,
+			       err == -ENOSPC ? "the kernel rule map is full" : strerror(-err));
 			return err;
 		}
 	}
@@ -245,8 +246,7 @@ static int cmp_rule_addr(const void *a, const void *b)
 
 #define SWEEP_BATCH 2048 /* learned entries dropped per sandbox and sweep, at most */
 
-size_t sb_learned_expire(struct sl_box *box, uint64_t now, size_t max,
-			 struct sl_addr_rule **gone)
+size_t sb_learned_expire(struct sl_box *box, uint64_t now, size_t max, struct sl_addr_rule **gone)
 {
 	struct sb_lindex *x = &box->learned_ix;
 	struct sl_addr_rule *v = NULL;
@@ -256,7 +256,8 @@ size_t sb_learned_expire(struct sl_box *box, uint64_t now, size_t max,
 	while (n < max && (i = sb_lx_earliest(x)) != SB_LX_NONE &&
 	       box->learned.v[i].expires_ns <= now) {
 		if (n == cap) {
-			struct sl_addr_rule *nv = realloc(v, (cap = cap ? 2 * cap : 16) * sizeof(*v));
+			struct sl_addr_rule *nv =
+				realloc(v, (cap = cap ? 2 * cap : 16) * sizeof(*v));
 
 			if (!nv)
 				break; /* the rest at the next sweep */

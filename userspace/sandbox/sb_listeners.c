@@ -36,7 +36,8 @@ int sb_open_dns(struct sl_registry *r, struct sl_box *box, char *err, size_t err
 {
 	if (!r->dns || box->dns)
 		return 0;
-	box->dns = sl_dns_listen(r->dns, &sb_dns_ops, box, box->dns_port, box->netns_fd, err, errlen);
+	box->dns =
+		sl_dns_listen(r->dns, &sb_dns_ops, box, box->dns_port, box->netns_fd, err, errlen);
 	if (!box->dns)
 		return -EIO;
 	box->dns_port = sl_dns_listener_port(box->dns);
@@ -79,8 +80,7 @@ static int px_name_at(void *owner, const char *host, uint8_t family, const uint8
 	return unknown && px_name_verdict(owner, host) == SL_VERDICT_PROXY;
 }
 
-static int px_only_name_at(void *owner, uint8_t family, const uint8_t *addr, char *buf,
-			   size_t len)
+static int px_only_name_at(void *owner, uint8_t family, const uint8_t *addr, char *buf, size_t len)
 {
 	struct sl_box *box = owner;
 	const char *found = NULL;
@@ -221,8 +221,8 @@ int sb_open_proxy(struct sl_registry *r, struct sl_box *box, char *err, size_t e
 {
 	if (!r->proxy || box->proxy)
 		return 0;
-	box->proxy = sl_proxy_listen(r->proxy, &proxy_ops, box, box->proxy_port, box->netns_fd,
-				     err, errlen);
+	box->proxy = sl_proxy_listen(r->proxy, &proxy_ops, box, box->proxy_port, box->netns_fd, err,
+				     errlen);
 	if (!box->proxy)
 		return -EIO;
 	box->proxy_port = sl_proxy_listener_port(box->proxy);

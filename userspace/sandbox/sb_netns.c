@@ -80,16 +80,16 @@ static int take_netns(struct sl_box *box, int fd, const struct sl_netns_id *id, 
 
 /* Where a new sandbox lives: its cgroup (given, or the process's) and its network namespace
  * (given, the process's, or sluiced's own). */
-int sb_netns_target(struct sl_box *box, const struct sl_box_spec *spec, char *err,
-		      size_t errlen)
+int sb_netns_target(struct sl_box *box, const struct sl_box_spec *spec, char *err, size_t errlen)
 {
 	struct sl_netns_id id;
 	int fd, e;
 
 	if (spec->pid > 0) {
 		if ((spec->cgroup && *spec->cgroup) || (spec->netns && *spec->netns)) {
-			sl_errf(err, errlen, "a pid names the cgroup and the network namespace: "
-					    "give neither with it");
+			sl_errf(err, errlen,
+				"a pid names the cgroup and the network namespace: "
+				"give neither with it");
 			return -EINVAL;
 		}
 		fd = sl_netns_of_pid(spec->pid, box->cgroup, sizeof(box->cgroup), &id);
@@ -178,7 +178,7 @@ static void reap(struct sl_registry *r, const char *name, const char *why)
  */
 void sb_reap_vanished(struct sl_registry *r)
 {
-	char (*names)[SL_NAME_MAX + 1] = NULL;
+	char(*names)[SL_NAME_MAX + 1] = NULL;
 	struct sl_netns_id *ids = NULL;
 	uint8_t *used = NULL;
 	size_t n = 0;

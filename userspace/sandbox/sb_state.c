@@ -109,8 +109,7 @@ void sb_names_path(struct sl_registry *r, const char *name, char *buf, size_t le
 	snprintf(buf, len, "%s/sandboxes/%s.names", r->state_dir, name);
 }
 
-static int names_line(char *buf, size_t len, uint8_t family, const uint8_t *addr,
-		      const char *name)
+static int names_line(char *buf, size_t len, uint8_t family, const uint8_t *addr, const char *name)
 {
 	static const char hex[] = "0123456789abcdef";
 	char a[33];
@@ -158,8 +157,8 @@ static void names_rewrite(struct sl_registry *r, struct sl_box *box)
 			continue;
 		/* One line per pair, whatever its ports: the first entry of the pair writes it
 		 * (the address's entries come from the index, not a scan of all). */
-		for (uint32_t k = sb_lx_first_at(&box->learned_ix, &box->learned, x->family,
-						 x->addr);
+		for (uint32_t k =
+			     sb_lx_first_at(&box->learned_ix, &box->learned, x->family, x->addr);
 		     k != SB_LX_NONE && !dup; k = sb_lx_next_at(&box->learned_ix, &box->learned, k))
 			dup = k < i && !strcmp(box->learned_names[k], box->learned_names[i]);
 		if (dup)
@@ -174,8 +173,8 @@ static void names_rewrite(struct sl_registry *r, struct sl_box *box)
 }
 
 /* @name resolved to @addr for @box, the first time: one line more. */
-void sb_names_note(struct sl_registry *r, struct sl_box *box, const char *name,
-		       uint8_t family, const uint8_t *addr)
+void sb_names_note(struct sl_registry *r, struct sl_box *box, const char *name, uint8_t family,
+		   const uint8_t *addr)
 {
 	char path[PATH_MAX + 128], line[SL_DNS_NAME_BUF + 64];
 	struct stat st;
@@ -423,7 +422,8 @@ static int adopt_one(struct sl_registry *r, const char *path)
 	if (sb_netns_adopt(box, j)) {
 		if (sl_cgroup_populated(box->cgroup) == 0) {
 			sl_warn("sandbox %s: its network namespace is gone and its cgroup is empty, "
-				"removing the sandbox", name);
+				"removing the sandbox",
+				name);
 			sb_uninstall(r, box);
 			unlink(path);
 		} else {

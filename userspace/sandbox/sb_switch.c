@@ -56,7 +56,8 @@ static int names_kept(const struct sl_box *box, const struct sl_box *old, uint8_
 		if (!old->learned_names[i][0])
 			return 0;
 		for (uint32_t k = sb_lx_first_at(&box->learned_ix, &box->learned, family, addr);
-		     k != SB_LX_NONE && !kept; k = sb_lx_next_at(&box->learned_ix, &box->learned, k))
+		     k != SB_LX_NONE && !kept;
+		     k = sb_lx_next_at(&box->learned_ix, &box->learned, k))
 			kept = sb_sni_relevant(&box->learned.v[k]) &&
 			       dport >= box->learned.v[k].port_lo &&
 			       dport <= box->learned.v[k].port_hi &&
@@ -177,9 +178,9 @@ static void switch_event(struct sl_registry *r, const struct sl_box *box, const 
 		return;
 	j = json_pack("{s:s, s:s, s:s, s:s?, s:s?, s:s, s:I, s:I, s:I}", "type", "handler",
 		      "sandbox", box->name, "action", what, "old", old[0] ? old : NULL, "new",
-		      box->handler[0] ? box->handler : NULL, "by", who ? who : "?",
-		      "closed_kernel", (json_int_t)res->closed_kernel, "closed_proxy",
-		      (json_int_t)res->closed_proxy, "dns_dropped", (json_int_t)res->dns_dropped);
+		      box->handler[0] ? box->handler : NULL, "by", who ? who : "?", "closed_kernel",
+		      (json_int_t)res->closed_kernel, "closed_proxy", (json_int_t)res->closed_proxy,
+		      "dns_dropped", (json_int_t)res->dns_dropped);
 	if (j && box->params) {
 		json_t *p = json_loads(box->params, 0, NULL);
 
@@ -262,8 +263,9 @@ static int switch_layer(struct sl_registry *r, struct sl_box *box, struct sl_lua
 		e = sb_compile_all(nb, &ents, &nents, &bad);
 	if (e) {
 		sl_errf(err, errlen, "compiling the new rules failed: %s",
-			e == -E2BIG ? "too many port ranges for one address" :
-			e == -EDQUOT ? "too many resolved addresses" : strerror(-e));
+			e == -E2BIG  ? "too many port ranges for one address" :
+			e == -EDQUOT ? "too many resolved addresses" :
+				       strerror(-e));
 		goto out;
 	}
 	e = sl_lua_set_active(lua, handler && *handler ? handler : NULL, params, err, errlen);
@@ -289,8 +291,8 @@ static int switch_layer(struct sl_registry *r, struct sl_box *box, struct sl_lua
 	if (e) {
 		sl_bpf_sync_rules(r->bpf, bank, NULL, 0);
 		sb_sync_unix(r, bank, NULL);
-		sl_lua_set_active(box->lua, box->handler[0] ? box->handler : NULL, box->params,
-				  err, errlen);
+		sl_lua_set_active(box->lua, box->handler[0] ? box->handler : NULL, box->params, err,
+				  errlen);
 		sl_errf(err, errlen, "writing the kernel rules failed: %s", strerror(-e));
 		goto out;
 	}
@@ -393,18 +395,20 @@ int sl_sandbox_set_handler(struct sl_registry *r, struct sl_box *box, const char
 	e = switch_layer(r, box, box->lua, box->base, handler, params, res, err, errlen);
 	if (e)
 		return e;
-	sl_info("sandbox %s: handler %s -> %s (by %s; closed %zu flows, %zu proxied)",
-		box->name, old[0] ? old : "(policy)", box->handler[0] ? box->handler : "(policy)",
+	sl_info("sandbox %s: handler %s -> %s (by %s; closed %zu flows, %zu proxied)", box->name,
+		old[0] ? old : "(policy)", box->handler[0] ? box->handler : "(policy)",
 		who ? who : "?", res->closed_kernel, res->closed_proxy);
 	switch_event(r, box, handler ? "set" : "clear", old, who, res);
 	return 0;
 }
 
-int sl_sandbox_reload(struct sl_registry *r, struct sl_box *box, const char *path,
-		      const char *src, size_t len, const char *who, struct sl_switch_result *res,
-		      char *err, size_t errlen)
+int sl_sandbox_reload(struct sl_registry *r, struct sl_box *box, const char *path, const char *src,
+		      size_t len, const char *who, struct sl_switch_result *res, char *err,
+		      size_t errlen)
 {
-	const char *chunk = path && *path ? path : box->policy_path[0] ? box->policy_path : "policy";
+	const char *chunk = path && *path	? path :
+			    box->policy_path[0] ? box->policy_path :
+						  "policy";
 	struct sl_policy *base = NULL;
 	struct sl_lua *lua;
 	char *copy;
@@ -427,13 +431,15 @@ int sl_sandbox_reload(struct sl_registry *r, struct sl_box *box, const char *pat
 		return -EINVAL;
 	}
 	if (box->handler[0] && !sl_lua_handler_exists(lua, box->handler)) {
-		sl_errf(err, errlen, "the active handler '%s' is not in the new policy: clear it "
-				    "first (sluice handler clear %s)", box->handler, box->name);
+		sl_errf(err, errlen,
+			"the active handler '%s' is not in the new policy: clear it "
+			"first (sluice handler clear %s)",
+			box->handler, box->name);
 		e = -EINVAL;
 		goto fail;
 	}
-	e = switch_layer(r, box, lua, base, box->handler[0] ? box->handler : NULL, box->params,
-			 res, err, errlen);
+	e = switch_layer(r, box, lua, base, box->handler[0] ? box->handler : NULL, box->params, res,
+			 err, errlen);
 	if (e)
 		goto fail;
 	free(box->policy_src);

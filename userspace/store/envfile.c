@@ -230,8 +230,10 @@ static int check_file(int fd, const char *path, char *err, size_t errlen)
 		return -EPERM;
 	}
 	if (st.st_uid != 0 && st.st_uid != geteuid()) {
-		sl_errf(err, errlen, "env file %s is owned by uid %u: only root's or uid %u's are "
-			"accepted", path, (unsigned)st.st_uid, (unsigned)geteuid());
+		sl_errf(err, errlen,
+			"env file %s is owned by uid %u: only root's or uid %u's are "
+			"accepted",
+			path, (unsigned)st.st_uid, (unsigned)geteuid());
 		return -EPERM;
 	}
 	if (st.st_size > SL_ENV_FILE_MAX) {

@@ -88,8 +88,8 @@ static size_t build_aad(unsigned char *aad, const char *ns, const char *key)
 #define KV_AAD_MAX (sizeof(KV_AAD_LABEL) + SL_KV_NS_MAX + 1 + SL_KV_KEY_MAX + 1)
 
 /* Seals @len bytes of @pt into @out (@len + KV_OVERHEAD bytes): nonce || ciphertext || tag. */
-static int seal(const unsigned char *key, const unsigned char *aad, size_t aad_len,
-		const void *pt, size_t len, unsigned char *out)
+static int seal(const unsigned char *key, const unsigned char *aad, size_t aad_len, const void *pt,
+		size_t len, unsigned char *out)
 {
 	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
 	int n, err = -EIO;
@@ -228,7 +228,8 @@ static int read_key(const char *path, unsigned char *key, char *err, size_t errl
 	if (fd == -1) {
 		r = -errno;
 		if (r == -ELOOP)
-			sl_errf(err, errlen, "%s is a symbolic link: refusing it as the KV key", path);
+			sl_errf(err, errlen, "%s is a symbolic link: refusing it as the KV key",
+				path);
 		else if (r != -ENOENT)
 			sl_errf(err, errlen, "opening %s failed: %s", path, strerror(-r));
 		return r;
@@ -607,7 +608,8 @@ cleanup:
 	pthread_mutex_unlock(&kv->lock);
 	if (r == -EBADMSG)
 		sl_warn("kv: the value of %s/%s does not authenticate (tampered with, or written "
-			"under another name or key)", ns, key);
+			"under another name or key)",
+			ns, key);
 	return r;
 }
 

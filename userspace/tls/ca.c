@@ -125,7 +125,8 @@ static int parse_host(const char *in, struct host *h)
 		}
 		if (c >= 'A' && c <= 'Z')
 			c += 'a' - 'A';
-		if (c == '-' ? !label : !((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
+		if (c == '-' ? !label :
+			       !((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
 			return -EINVAL;
 		if (c < '0' || c > '9')
 			digits = 0;
@@ -206,8 +207,7 @@ static X509 *ca_cert_new(EVP_PKEY *key, const char *sandbox)
 	X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
 	if (add_ext(x, &v3, NID_basic_constraints, "critical,CA:TRUE,pathlen:0") ||
 	    add_ext(x, &v3, NID_key_usage, "critical,keyCertSign,cRLSign") ||
-	    add_ext(x, &v3, NID_subject_key_identifier, "hash") ||
-	    !X509_sign(x, key, EVP_sha256()))
+	    add_ext(x, &v3, NID_subject_key_identifier, "hash") || !X509_sign(x, key, EVP_sha256()))
 		goto fail;
 	return x;
 fail:
@@ -250,8 +250,7 @@ static int is_p256(EVP_PKEY *key)
 	size_t len;
 	int nid;
 
-	if (!EVP_PKEY_is_a(key, "EC") ||
-	    !EVP_PKEY_get_group_name(key, group, sizeof(group), &len))
+	if (!EVP_PKEY_is_a(key, "EC") || !EVP_PKEY_get_group_name(key, group, sizeof(group), &len))
 		return 0;
 	nid = OBJ_sn2nid(group);
 	if (nid == NID_undef)
@@ -311,9 +310,10 @@ static int ca_prepare(struct sl_ca *ca)
 		return -ENOMEM;
 
 	X509V3_set_ctx(&v3, ca->cert, NULL, NULL, NULL, 0);
-	ca->ext[EXT_BC] = X509V3_EXT_nconf_nid(NULL, &v3, NID_basic_constraints, "critical,CA:FALSE");
-	ca->ext[EXT_KU] = X509V3_EXT_nconf_nid(NULL, &v3, NID_key_usage,
-					       "critical,digitalSignature");
+	ca->ext[EXT_BC] =
+		X509V3_EXT_nconf_nid(NULL, &v3, NID_basic_constraints, "critical,CA:FALSE");
+	ca->ext[EXT_KU] =
+		X509V3_EXT_nconf_nid(NULL, &v3, NID_key_usage, "critical,digitalSignature");
 	ca->ext[EXT_EKU] = X509V3_EXT_nconf_nid(NULL, &v3, NID_ext_key_usage, "serverAuth");
 	akid = AUTHORITY_KEYID_new();
 	if (akid) {
@@ -446,7 +446,9 @@ static int add_san(X509 *x, const struct host *h)
 
 	ok = gens && gen && val &&
 	     ASN1_STRING_set(val, dns ? (const void *)h->name : h->ip,
-			     dns ? (int)h->len : h->kind == HOST_IP4 ? 4 : 16);
+			     dns		 ? (int)h->len :
+			     h->kind == HOST_IP4 ? 4 :
+						   16);
 	if (ok) {
 		GENERAL_NAME_set0_value(gen, dns ? GEN_DNS : GEN_IPADD, val);
 		val = NULL;

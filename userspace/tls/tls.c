@@ -169,8 +169,7 @@ struct watch {
 static int watch_idx = -1; /* taken once, like nosan_idx */
 static pthread_once_t watch_once = PTHREAD_ONCE_INIT;
 
-static void watch_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
-		       void *argp)
+static void watch_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
 	(void)parent;
 	(void)ad;

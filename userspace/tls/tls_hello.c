@@ -116,7 +116,7 @@ static int rd_vec_all(struct rd *r, int lenbytes, size_t min, size_t max, struct
 int sl_tls_sniff(const uint8_t *buf, size_t len)
 {
 	static const char *const methods[] = {
-		"GET ", "HEAD ", "POST ", "PUT ", "DELETE ",
+		"GET ",	    "HEAD ",  "POST ",	  "PUT ",   "DELETE ",
 		"OPTIONS ", "PATCH ", "CONNECT ", "TRACE ",
 	};
 	int partial = 0;
@@ -251,8 +251,8 @@ static int parse_body(struct rd *r, struct sl_client_hello *ch)
 	struct rd v, exts;
 
 	/* legacy_version and random, then session id, cipher suites, compression methods */
-	if (rd_skip(r, 2 + 32) || rd_vec(r, 1, 0, 32, &v) ||
-	    rd_vec(r, 2, 2, UINT16_MAX - 1, &v) || v.n % 2 || rd_vec(r, 1, 1, UINT8_MAX, &v))
+	if (rd_skip(r, 2 + 32) || rd_vec(r, 1, 0, 32, &v) || rd_vec(r, 2, 2, UINT16_MAX - 1, &v) ||
+	    v.n % 2 || rd_vec(r, 1, 1, UINT8_MAX, &v))
 		return -EINVAL;
 	/* an SSL 3.0 / TLS 1.0 hello may end here: no extensions, so no name */
 	if (!r->n)
