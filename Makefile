@@ -28,7 +28,7 @@ ifneq ($(wildcard $(DEPS_STAMP_FILE)),)
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS := $(shell pkg-config --libs $(PKGS))
 ifeq ($(PKG_LIBS),)
-$(error pkg-config found none of: $(PKGS); run sudo tools/install-deps)
+$(error pkg-config: $(shell pkg-config --print-errors --exists $(PKGS) 2>&1 | head -3) (of: $(PKGS)); run sudo tools/install-deps)
 endif
 ifeq ($(wildcard $(LLHTTP_DIR)/*.c),)
 $(error no llhttp sources in $(LLHTTP_DIR) (Debian: node-llhttp); run sudo tools/install-deps)

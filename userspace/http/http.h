@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* HTTP/1.1 messages for the proxy: headers, framing, serialisation (see http.c). */
+/* HTTP/1.1 messages for the proxy: headers, framing, serialisation (see http.c).
+ * Threading: any thread, each message and parser owned by its caller (no shared state); nothing
+ * here blocks. */
 #ifndef SL_HTTP_H
 #define SL_HTTP_H
 

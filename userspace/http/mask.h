@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* Content codings for secret masking: what a response is encoded with, stream decoding of
- * gzip and deflate with bounded memory, and the Accept-Encoding sluice can honour (mask.c). */
+ * gzip and deflate with bounded memory, and the Accept-Encoding sluice can honour (mask.c).
+ * Threading: any thread, each decoder owned by its caller (no shared state); nothing here
+ * blocks. */
 #ifndef SL_MASK_H
 #define SL_MASK_H
 

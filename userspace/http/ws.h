@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* Masking secrets in the WebSocket frames an upstream sends (see ws.c). */
+/* Masking secrets in the WebSocket frames an upstream sends (see ws.c).
+ * Threading: any thread, each struct sl_ws_mask owned by its caller (no shared state); nothing
+ * blocks. */
 #ifndef SL_WS_H
 #define SL_WS_H
 

@@ -28,13 +28,7 @@
 #include "core/log.h"
 #include "sluice.skel.h"
 
-/* The ABI shared with the kernel programs: a layout change must be deliberate. */
-_Static_assert(sizeof(struct sl_event) == 64, "abi: struct sl_event");
-_Static_assert(sizeof(struct sl_sockdst) == 40, "abi: struct sl_sockdst");
-_Static_assert(sizeof(struct sl_event_unix) == 176, "abi: struct sl_event_unix");
-_Static_assert(sizeof(struct sl_unix_key) == 116, "abi: struct sl_unix_key");
-_Static_assert(sizeof(struct sl_conn_key) == 32, "abi: struct sl_conn_key");
-_Static_assert(sizeof(struct sl_proxied_rec) == 72, "abi: struct sl_proxied_rec");
+/* The ABI shared with the kernel programs (sizes and offsets) is pinned in bpf_abi.c. */
 
 #ifndef BPF_FS_MAGIC
 #define BPF_FS_MAGIC 0xcafe4a11

@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* The transparent TLS-intercepting HTTP proxy (see proxy.c and ARCHITECTURE.md). */
+/* The transparent TLS-intercepting HTTP proxy (see proxy.c and ARCHITECTURE.md).
+ * Threading: loop thread only (the loop passed to sl_proxy_new()); nothing here blocks: sockets
+ * are non-blocking, and a handler's waits (body, upstream fetch) end in its resume(). */
 #ifndef SL_PROXY_H
 #define SL_PROXY_H
 

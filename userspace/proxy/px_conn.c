@@ -74,9 +74,9 @@ void px_conn_free(struct pconn *c)
 	free(c);
 }
 
-/* Ends the connection: now, or when the outermost px_pump() returns, or when its pending
- * decision comes back, whichever is last. Callers must not touch @c after it unless they are
- * inside px_pump() (which checks @c->dead). */
+/* Ends the connection: now, or when the outermost px_pump() (or an HTTP/2 kick, px_h2.c)
+ * on the stack returns: @c->busy counts them. Callers must not touch @c after it unless they
+ * are inside px_pump() (which checks @c->dead). */
 void px_conn_close(struct pconn *c)
 {
 	c->dead = 1;
