@@ -59,6 +59,7 @@
 #define DNS_ACCEPT_BATCH 16
 #define DNS_TCP_OUT_CAP (64 * 1024)
 #define DNS_TCP_STALL_MS 5000
+#define DNS_TCP_SNDBUF (64 * 1024) /* SO_SNDBUF of a TCP client's socket */
 #define DNS_TCP_MAX_PENDING 16
 #define DNS_UP_SOCKS 16 /* upstream UDP sockets in use */
 #define DNS_UP_REUSE 512 /* queries a socket sends before a fresh port replaces it */
@@ -973,6 +974,11 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 			close(cfd);
 			continue;
 		}
+		/* A fixed send buffer: the kernel's autotuning would otherwise let a client
+		 * that never reads take megabytes of answers (tens of thousands of queries
+		 * served) before its output reaches DNS_TCP_OUT_CAP and the stall clock starts.
+		 * A whole message still fits; the kernel doubles what is set here. */
+		setsockopt(cfd, SOL_SOCKET, SO_SNDBUF, &(int){ DNS_TCP_SNDBUF }, sizeof(int));
 		c->l = l;
 		c->fd = cfd;
 		c->events = SL_READ;
