@@ -368,6 +368,13 @@ size_t sl_proxy_listener_revalidate(struct sl_proxy_listener *l)
 						port))
 				continue;
 		} else if (l->ops->name_verdict(l->owner, c->name) == SL_VERDICT_PROXY) {
+			/* Still served, but an HTTP/2 connection's next stream must meet the new
+			 * handler on a connection that never saw the old one: GOAWAY lets the
+			 * streams in flight finish and sends the client to a new connection
+			 * (RFC 9113 section 6.8). HTTP/1 takes the handler per request. */
+			if (c->h2 && px_h2_goaway(c))
+				px_conn_event(l, c, "goaway",
+					      "the sandbox's handler or policy changed");
 			continue;
 		}
 		px_conn_event(l, c, "closed", "the sandbox's policy no longer allows this host");

@@ -151,10 +151,11 @@ struct sl_proxy_listener *sl_proxy_listen(struct sl_proxy *px, const struct sl_p
 /* Closes the listener and every connection it accepted. Accepts NULL. */
 void sl_proxy_listener_close(struct sl_proxy_listener *l);
 uint16_t sl_proxy_listener_port(const struct sl_proxy_listener *l);
-/* After the sandbox's policy changed: closes every connection (WebSockets and spliced TLS
- * included) whose host the policy no longer intercepts (or, spliced, allows on that port at
- * that address), and pooled
- * upstream connections of such hosts. Returns how many client connections were closed. */
+/* After the sandbox's policy or handler changed: closes every connection (WebSockets and
+ * spliced TLS included) whose host the policy no longer intercepts (or, spliced, allows on
+ * that port at that address), and pooled upstream connections of such hosts; ends the HTTP/2
+ * connections it keeps with GOAWAY (their streams in flight finish, new ones go to a new
+ * connection). Returns how many client connections were closed. */
 size_t sl_proxy_listener_revalidate(struct sl_proxy_listener *l);
 
 struct sl_proxy_stats {

@@ -892,14 +892,22 @@ int px_h2_preface(const uint8_t *buf, size_t n)
 	return n < m ? -EAGAIN : 1;
 }
 
-void px_h2_goaway(struct pconn *c)
+/* Ends @c gracefully: GOAWAY (NO_ERROR) naming the last stream it took, whose streams
+ * finish; a new stream gets REFUSED_STREAM and the connection closes once the last one
+ * ended. Sent from the kick timer, so that it may be called from anywhere on the loop
+ * thread (no pump runs here). Returns 1 if a GOAWAY was queued, 0 if not (not HTTP/2, or
+ * ending already). */
+int px_h2_goaway(struct pconn *c)
 {
 	struct px_h2 *h = h2_of(c);
 
-	if (!h || !h->s || h->closing)
-		return;
+	if (!h || !h->s || h->closing || h->fatal)
+		return 0;
+	if (nghttp2_submit_goaway(h->s, NGHTTP2_FLAG_NONE,
+				  nghttp2_session_get_last_proc_stream_id(h->s), NGHTTP2_NO_ERROR,
+				  NULL, 0))
+		return 0;
 	h->closing = 1;
-	nghttp2_submit_goaway(h->s, NGHTTP2_FLAG_NONE,
-			      nghttp2_session_get_last_proc_stream_id(h->s), NGHTTP2_NO_ERROR, NULL,
-			      0);
+	want_kick(h);
+	return 1;
 }

@@ -249,7 +249,7 @@ void px_finish_request(struct pconn *c);
 /* px_h2.c */
 void px_h2_begin(struct pconn *c);
 int px_h2_preface(const uint8_t *buf, size_t n);
-void px_h2_goaway(struct pconn *c);
+int px_h2_goaway(struct pconn *c);
 size_t px_h2_stream_out(struct pconn *x);
 void px_h2_stream_gone(struct pconn *x);
 
