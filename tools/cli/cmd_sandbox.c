@@ -347,6 +347,13 @@ static int cmd_sandbox_show(int argc, char **argv, const char *sock)
 		       sl_cli_num(pc, "refused"), sl_cli_num(pc, "tls_failed"),
 		       sl_cli_num(pc, "passthrough"), sl_cli_num(pr, "forwarded"),
 		       sl_cli_num(pr, "rejected"), sl_cli_num(pr, "upstream_errors"));
+		pc = json_object_get(px, "http2");
+		if (json_is_object(pc))
+			printf("http2:    connections %lld (open %lld); streams %lld, refused %lld; "
+			       "connections ended for a flood %lld\n",
+			       sl_cli_num(pc, "connections"), sl_cli_num(pc, "active"),
+			       sl_cli_num(pc, "streams"), sl_cli_num(pc, "streams_refused"),
+			       sl_cli_num(pc, "floods"));
 	}
 	c = json_object_get(j, "counters");
 	if (c) {

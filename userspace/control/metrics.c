@@ -232,6 +232,28 @@ static void handle_metrics(struct ctl_conn *c)
 		for (size_t i = 0; i < sizeof(q) / sizeof(q[0]); i++)
 			metric_sandbox(&m, "sluice_http_connections_total", s, q[i].labels, q[i].v);
 	}
+	sl_buf_printf(&m, "# HELP sluice_http2_connections_total Intercepted connections that "
+			  "spoke HTTP/2, by outcome (floods: ended for a flood of resets, "
+			  "frames or acks).\n# TYPE sluice_http2_connections_total counter\n");
+	for (const struct snap *s = sn; s < sn + n; s++) {
+		metric_sandbox(&m, "sluice_http2_connections_total", s, "outcome=\"accepted\"",
+			       s->st.proxy.h2_conns);
+		metric_sandbox(&m, "sluice_http2_connections_total", s, "outcome=\"flood\"",
+			       s->st.proxy.h2_floods);
+	}
+	sl_buf_printf(&m, "# HELP sluice_http2_connections_active Intercepted HTTP/2 "
+			  "connections open now.\n# TYPE sluice_http2_connections_active gauge\n");
+	for (const struct snap *s = sn; s < sn + n; s++)
+		metric_sandbox(&m, "sluice_http2_connections_active", s, "", s->st.proxy.h2_active);
+	sl_buf_printf(&m, "# HELP sluice_http2_streams_total HTTP/2 streams, by outcome: an "
+			  "exchange (a request), or refused alone (malformed, over a limit).\n"
+			  "# TYPE sluice_http2_streams_total counter\n");
+	for (const struct snap *s = sn; s < sn + n; s++) {
+		metric_sandbox(&m, "sluice_http2_streams_total", s, "outcome=\"exchange\"",
+			       s->st.proxy.h2_streams);
+		metric_sandbox(&m, "sluice_http2_streams_total", s, "outcome=\"refused\"",
+			       s->st.proxy.h2_refused);
+	}
 	sl_buf_printf(&m, "# HELP sluice_passthrough_connections_total Passthrough TLS connections "
 			  "whose server name the proxy checked, by who carried their bytes: the "
 			  "kernel (sockhash splice) or sluiced (the splice failed).\n"

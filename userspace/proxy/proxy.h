@@ -183,7 +183,13 @@ struct sl_proxy_stats {
 	uint64_t pool_full; /* idle upstream connections closed, the pool being full */
 	uint64_t limit_body_budget; /* a handler's body over --http-body-budget: 413/502 */
 	uint64_t body_bytes; /* bytes of handler-held bodies now (against the budget) */
+	uint64_t h2_conns; /* client connections that spoke HTTP/2 */
+	uint64_t h2_active; /* ... open now */
 	uint64_t h2_streams; /* HTTP/2 streams that became an exchange */
+	/* HTTP/2 streams refused alone, the connection going on: malformed heads (RFC 9113
+	 * section 8.1.1: connection-specific or upper-case fields, pseudo-header rules), over
+	 * SETTINGS_MAX_CONCURRENT_STREAMS, over the head bound (431), over a limit */
+	uint64_t h2_refused;
 	uint64_t h2_floods; /* HTTP/2 connections ended for a flood (resets, empty frames, acks) */
 };
 const struct sl_proxy_stats *sl_proxy_listener_stats(const struct sl_proxy_listener *l);

@@ -33,6 +33,10 @@ void px_conn_event(struct sl_proxy_listener *l, const struct pconn *c, const cha
 		json_object_set_new(j, "comm", json_string(c->comm));
 		if (c->name[0])
 			json_object_set_new(j, "host", json_string(c->name));
+		if (c->h2 || c->h2s)
+			json_object_set_new(j, "proto", json_string("h2"));
+		else if (c->st == C_HTTP)
+			json_object_set_new(j, "proto", json_string("h1"));
 	}
 	sl_events_publish(l->px->events, l->ops->name(l->owner), j);
 }

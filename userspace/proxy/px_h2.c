@@ -41,6 +41,7 @@
 #define H2_RESETS_MAX 200 /* client RST_STREAMs per connection per H2_RESETS_MS ... */
 #define H2_RESETS_MS 10000 /* ... before it is told to go away (rapid reset) */
 #define H2_EMPTY_MAX 1000 /* empty DATA frames (no END_STREAM) per connection */
+#define H2_HEAD_RESET (4 * SL_HTTP_MAX_HEAD) /* a head this far past the bound is reset */
 
 static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -115,11 +116,13 @@ static int on_begin_headers(nghttp2_session *ss, const nghttp2_frame *f, void *u
 
 	if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
 		return 0;
-	if (h->closing)
+	if (h->closing) {
+		h->c->l->stats.h2_refused++;
 		return nghttp2_submit_rst_stream(ss, NGHTTP2_FLAG_NONE, f->hd.stream_id,
 						 NGHTTP2_REFUSED_STREAM) ?
 			       NGHTTP2_ERR_CALLBACK_FAILURE :
 			       0;
+	}
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
@@ -165,11 +168,20 @@ static int on_header(nghttp2_session *ss, const nghttp2_frame *f, const uint8_t 
 	if (!s || f->headers.cat != NGHTTP2_HCAT_REQUEST)
 		return 0; /* trailers of a request: not passed on (an HTTP/1 exchange has none) */
 	/* SETTINGS_MAX_HEADER_LIST_SIZE is advice to the client: this is the bound. What is
-	 * past it is not kept, and the stream is answered 431 once its head has ended. */
+	 * past it is not kept, and the stream is answered 431 once its head has ended. A head
+	 * far past it is an HPACK bomb (one dynamic table entry referenced by the byte: 4 KiB
+	 * per byte of the frame), whose every field nghttp2 would still check before this
+	 * callback: the stream is reset instead (INTERNAL_ERROR), and nghttp2 decodes the
+	 * rest of the block without emitting it. */
 	s->head_bytes += namelen + valuelen + 32;
 	if (s->head_bytes > SL_HTTP_MAX_HEAD) {
+		if (s->bad_status != 431)
+			s->h->c->l->stats.limit_head++;
 		bad(s, 431, "the request head is larger than sluice accepts");
-		return 0;
+		if (s->head_bytes <= H2_HEAD_RESET)
+			return 0;
+		s->h->c->l->stats.h2_refused++;
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	}
 	if (!sl_http_valid_value((const char *)value, valuelen)) {
 		bad(s, 400, "a header value that HTTP/1.1 cannot carry");
@@ -266,6 +278,19 @@ static int on_frame(nghttp2_session *ss, const nghttp2_frame *f, void *ud)
 	    (f->hd.flags & NGHTTP2_FLAG_END_STREAM))
 		s->req_end = 1;
 	s->kick = 1;
+	return 0;
+}
+
+/* nghttp2 refused a frame: for a stream (a malformed head by RFC 9113 section 8.1.1, over
+ * SETTINGS_MAX_CONCURRENT_STREAMS) it reset that stream alone, which the stats count. */
+static int on_invalid_frame(nghttp2_session *ss, const nghttp2_frame *f, int lib_error, void *ud)
+{
+	struct px_h2 *h = ud;
+
+	(void)ss;
+	(void)lib_error;
+	if (f->hd.stream_id && (f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_PRIORITY))
+		h->c->l->stats.h2_refused++;
 	return 0;
 }
 
@@ -540,6 +565,7 @@ static void answer_here(struct px_h2 *h, struct px_h2_stream *s, int status, con
 	px_refusal_text(c, status, why, text, sizeof(text));
 	px_conn_event(c->l, c, "reject", why);
 	c->l->stats.rejected++;
+	c->l->stats.h2_refused++;
 	sl_http_msg_reset(&s->resp);
 	s->resp.status = status;
 	sl_http_add(&s->resp, "content-type", "text/plain; charset=utf-8");
@@ -612,6 +638,7 @@ static void stream_start(struct px_h2 *h, struct px_h2_stream *s)
 	}
 	if (l->stats.active >= l->px->o.max_conns || l->px->active >= l->px->o.max_conns_total) {
 		l->stats.limit_conns++;
+		l->stats.h2_refused++;
 		stream_reset(s, NGHTTP2_REFUSED_STREAM);
 		return;
 	}
@@ -802,11 +829,14 @@ static void h2_init(struct pconn *c)
 	if (!h || nghttp2_session_callbacks_new(&cbs) || nghttp2_option_new(&opt))
 		goto out;
 	h->c = c;
+	c->l->stats.h2_conns++;
+	c->l->stats.h2_active++;
 	nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
 	nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data);
 	nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame);
 	nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_close);
+	nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cbs, on_invalid_frame);
 	/* Window updates follow what the exchanges took (stream_feed()), not what arrived. */
 	nghttp2_option_set_no_auto_window_update(opt, 1);
 	/* The floods: queued SETTINGS/PING acks the client does not read, SETTINGS entries,
@@ -850,6 +880,7 @@ static void h2_release(struct pconn *c)
 	}
 	sl_timer_disarm(c->l->px->loop, &h->kick);
 	nghttp2_session_del(h->s);
+	c->l->stats.h2_active--;
 	free(h);
 	c->h2 = NULL;
 }

@@ -45,6 +45,7 @@ void px_request_event(struct pconn *c, int status, const char *verdict, const ch
 	sl_jw_str(&w, "comm", c->comm);
 	sl_jw_str(&w, "method", c->x.req.method[0] ? c->x.req.method : "-");
 	sl_jw_str(&w, "scheme", c->tls ? "https" : "http");
+	sl_jw_str(&w, "proto", c->h2s ? "h2" : "h1");
 	sl_jw_str(&w, "host", c->name);
 	sl_jw_str(&w, "path", path);
 	sl_jw_int(&w, "status", status);
