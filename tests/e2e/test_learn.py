@@ -3,6 +3,7 @@
 (kernel, DNS, proxy), the switch to enforce is atomic and closes what enforce forbids, and
 `sluice policy suggest` / `sluice run --learn` turn the records into a policy that works."""
 import json
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -274,3 +275,140 @@ def test_burst_loses_no_destination(box, daemon, servers, workdir):
     for host, port in dsts:
         assert f'{{ "{host}:{port}", proto = "tcp" }},' in r.stdout, (host, port)
     assert "100 calls" in r.stdout
+
+
+# ---- handlers run dry in audit mode; the records survive a restart ----
+
+from conftest import ENV_SECRETS  # noqa: E402
+
+ROOT = HERE.parents[1]
+
+REFUSING = """
+return {
+  egress = { intercept = { "api.test" }, private = { "127.0.0.0/8" } },
+  outboundByHost = {
+    ["api.test"] = function(req, env, ctx)
+      req.headers:set("x-auth-token", env.VCS_TOKEN)
+      if req.method ~= "GET" then return Response.new("no writes", { status = 405 }) end
+      if req.path:find("^/boom") then error("no booms here") end
+      return fetch(req)
+    end,
+  },
+}
+"""
+
+
+def curl(daemon, cg, name, workdir, *args):
+    """(status, body) of one request from inside sandbox @name, trusting its CA."""
+    ca = Path(workdir) / f"{name}-ca.pem"
+    if not ca.exists():
+        r = daemon.cli("ca", name)
+        assert r.returncode == 0, r.stderr
+        ca.write_text(r.stdout)
+    r = subprocess.run([str(ROOT / "tools/in-sandbox"), str(cg), str(Path(workdir) / "resolv.conf"),
+                        "curl", "-sS", "--max-time", "20", "--cacert", str(ca),
+                        "-o", "-", "-w", "\n%{http_code}", *args],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    body, _, code = r.stdout.rpartition("\n")
+    return int(code), body
+
+
+def test_handler_refusal_goes_on_in_audit_mode_and_is_recorded(box, daemon, workdir,
+                                                                 upstreams):
+    """A handler's refusal (a Response it makes with a 4xx, an error it raises) is recorded
+    and the request goes upstream as the handler left it (its injected credential too);
+    enforce mode refuses the same requests. The suggestion keeps the handler and the
+    intercept entry, and lists the requests with their counts."""
+    secret = ENV_SECRETS["VCS_TOKEN"]
+    sb = box("dry", REFUSING, "--mode", "audit")
+    mark = upstreams.nginx.mark()
+    assert curl(daemon, sb.cg, "dry", workdir, "https://api.test/headers")[0] == 200
+    code, body = curl(daemon, sb.cg, "dry", workdir, "-d", "hello", "https://api.test/echo")
+    assert code == 200 and "hello" in body, body  # refused by the handler, went on
+    assert curl(daemon, sb.cg, "dry", workdir, "-d", "again", "https://api.test/echo")[0] == 200
+    code, body = curl(daemon, sb.cg, "dry", workdir, "https://api.test/boom/1?t=x")
+    assert code == 404 and "not found" in body, body  # the handler raised; the backend's 404
+    upstreams.nginx.wait_requests(4, since=mark)
+    seen = upstreams.nginx.requests_seen(since=mark)
+    assert len(seen) == 4
+    assert all(s["h_x_auth_token"] == secret for s in seen)  # injected, refused or not
+    ev = [e for e in daemon.events("dry") if e.get("type") == "http"]
+    assert ev and all(e.get("mode") == "audit" for e in ev), ev
+    audited = [e for e in ev if e["verdict"] == "audit"]
+    assert sorted((e["method"], e["path"], e["status"], e["refused_status"]) for e in audited) \
+        == [("GET", "/boom/1", 404, 502), ("POST", "/echo", 200, 405),
+            ("POST", "/echo", 200, 405)], audited
+    assert all(e["handler"] == "outboundByHost[api.test]" for e in audited)
+    assert any("answered 405" in e["reason"] for e in audited)
+    assert any("no booms here" in e["reason"] for e in audited)
+    assert secret not in json.dumps(ev)
+
+    r = daemon.cli("policy", "suggest", "dry")
+    assert r.returncode == 0, r.stderr
+    text = r.stdout
+    assert 'outboundByHost' in text and 'intercept = { "api.test" }' in text, text
+    assert "--   GET api.test/headers: 1 request (200 x1)" in text, text
+    assert "--   POST api.test/echo: 2 requests (200 x2)" in text, text
+    assert "--   GET api.test/boom/1: 1 request (404 x1)" in text, text
+    assert "--     REFUSED 2 of them when enforced: the policy's handler " \
+           "outboundByHost[api.test] answered 405" in text, text
+    assert "REFUSED 1 of them when enforced: handler outboundByHost[api.test] failed" in text
+    assert "t=x" not in text and secret not in text
+    p = Path(workdir) / "dry-suggested.lua"
+    p.write_text(text)
+    chk = subprocess.run([str(BUILD / "sluice"), "policy", "check", str(p)],
+                         capture_output=True, text=True, timeout=30)
+    assert chk.returncode == 0, chk.stdout + chk.stderr
+
+    # Enforced: the handler's answers stand.
+    sb.mode("enforce")
+    code, body = curl(daemon, sb.cg, "dry", workdir, "-d", "hello", "https://api.test/echo")
+    assert code == 405 and body == "no writes", body
+    assert curl(daemon, sb.cg, "dry", workdir, "https://api.test/boom/1")[0] == 502
+    assert curl(daemon, sb.cg, "dry", workdir, "https://api.test/headers")[0] == 200
+
+
+def test_restart_keeps_audit_records(fresh_daemon, cgroups, servers, workdir, upstreams):
+    """What audit mode saw in DNS and the proxy survives a restart of sluiced, a clean stop
+    (SIGTERM) and a crash (SIGKILL after the sweep wrote the records), as the kernel's counts
+    do: the suggestion still names what was resolved, not its address, and the requests."""
+    port = servers.ports[0]
+    d = fresh_daemon.start()
+    cg = cgroups.make("kept")
+    pol = write_policy(workdir, "kept", """
+return { egress = { intercept = { "api.test" }, private = { "127.0.0.0/8" } } }
+""")
+    r = d.cli("sandbox", "add", "kept", "--cgroup", str(cg), "--policy", pol, "--mode", "audit")
+    assert r.returncode == 0, r.stderr
+    assert probe(cg, [{"op": "resolve", "name": "denied.test", "family": 4},
+                      connect("127.0.0.6", port)], workdir) == [["127.0.0.6"], "OK"]
+    assert curl(d, cg, "kept", workdir, "https://api.test/headers")[0] == 200
+    before = d.cli("policy", "suggest", "kept").stdout
+    assert f'{{ "denied.test:{port}", proto = "tcp" }},' in before, before
+    assert "--   GET api.test/headers: 1 request (200 x1)" in before, before
+
+    d.signal(signal.SIGTERM)
+    d.start()
+    assert "sandbox kept adopted" in d.read_log()
+    after = d.cli("policy", "suggest", "kept").stdout
+    assert f'{{ "denied.test:{port}", proto = "tcp" }},' in after, after
+    assert "127.0.0.6" not in after  # the name explains the address, as before
+    assert "--   GET api.test/headers: 1 request (200 x1)" in after, after
+
+    # A crash: what the sweep wrote (within seconds) is what the next sluiced knows.
+    assert curl(d, cg, "kept", workdir, "https://api.test/headers")[0] == 200
+    saved = Path(d.state) / "sandboxes" / "kept.audit"
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if saved.exists() and [h["count"] for h in json.loads(saved.read_text())["http"]] == [2]:
+            break
+        time.sleep(0.2)
+    d.signal(signal.SIGKILL)
+    d.start()
+    after = d.cli("policy", "suggest", "kept").stdout
+    assert "--   GET api.test/headers: 2 requests (200 x2)" in after, after
+    assert f'{{ "denied.test:{port}", proto = "tcp" }},' in after, after
+    # Removing the sandbox removes its records.
+    assert d.cli("sandbox", "rm", "kept").returncode == 0
+    assert not saved.exists()

@@ -60,11 +60,12 @@ struct sl_proxy_ops {
 	 * refuse for the policy's sake is relayed untouched to its original destination
 	 * instead, and recorded through observe(). */
 	int (*audit)(void *owner);
-	/* Audit mode's records (NULL: none): a request (@method set: its host, path, status,
-	 * and whether a handler @refused it), or a connection relayed for audit mode (@method
-	 * NULL: @host, the TLS server name or "", and @port). */
+	/* Audit mode's records (NULL: none): a request as it ended (@method set: its host, its
+	 * path without the query, status, and @refused, how its handler refused it, or NULL),
+	 * or a connection relayed for audit mode (@method NULL: @host, the TLS server name or
+	 * "", and @port). */
 	void (*observe)(void *owner, const char *method, const char *host, const char *path,
-			uint16_t port, int status, int refused);
+			uint16_t port, int status, const char *refused);
 };
 
 /*
@@ -76,6 +77,12 @@ struct sl_proxy_ops {
  * loop, never from inside the call; 1 means "already done, no wait". If the request ends
  * otherwise (client gone, timeout, bound exceeded: the proxy answers itself), the proxy calls
  * abort() instead and forgets the handler. Loop thread only.
+ *
+ * Audit mode (ops->audit) runs handlers dry: a refusal, sl_px_x_send() with a status of 400 or
+ * more or sl_px_x_fail(), does not end the request. It is recorded (the request's event says
+ * "verdict":"audit", the refusal and "refused_status"; observe() gets it), and the request
+ * goes on as the handler left it: its edits, injected credentials included, go upstream, or
+ * the response it fetched goes to the client. A secret in a cleartext request stays refused.
  */
 struct sl_px_xchg;
 

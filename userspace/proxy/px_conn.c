@@ -28,6 +28,8 @@ void px_conn_event(struct sl_proxy_listener *l, const struct pconn *c, const cha
 		return;
 	j = json_pack("{s:s, s:s, s:s, s:s}", "type", "http", "sandbox", l->ops->name(l->owner),
 		      "verdict", verdict, "reason", reason);
+	if (j && l->ops->audit && l->ops->audit(l->owner))
+		json_object_set_new(j, "mode", json_string("audit"));
 	if (j && c) {
 		json_object_set_new(j, "pid", json_integer(c->orig.pid));
 		json_object_set_new(j, "comm", json_string(c->comm));
@@ -453,7 +455,7 @@ static void sniff_refuse(struct pconn *c, const char *why)
 		px_conn_event(l, c, "audit", why);
 		if (l->ops->observe)
 			l->ops->observe(l->owner, NULL, c->name, NULL, ntohs(c->orig.orig_port), 0,
-					0);
+					NULL);
 		if (px_start_splice(c))
 			px_conn_close(c);
 		return;

@@ -45,7 +45,8 @@ static int req_begin(llhttp_t *p)
 	sl_buf_reset(&c->x.reqbody);
 	sl_buf_reset(&c->x.respbody);
 	px_clear_masks(c);
-	c->x.handler[0] = 0;
+	c->x.handler[0] = c->x.refused[0] = 0;
+	c->x.refused_status = 0;
 	c->x.req_bytes = c->x.resp_bytes = 0;
 	c->x.t_req_ms = sl_now_ms();
 	c->x.t_up_ms = c->x.t_up_first_ms = 0;

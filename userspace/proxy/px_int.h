@@ -126,6 +126,11 @@ struct sl_px_xchg {
 	char resp_why[200]; /* why the upstream's response is refused (502), if it is */
 	struct sl_ws_mask *wsm; /* a WebSocket whose handshake carried a secret: frames masked */
 	char handler[80];
+	/* Audit mode's dry run: the handler refused the request (it answered refused_status
+	 * itself, or failed: refused_status 502) and the request went on anyway; refused says
+	 * how, for its event and its record. "" if it did not refuse. */
+	char refused[200];
+	int refused_status;
 };
 
 /* Which parser a handler's call lets go on: the request's or the response's. */

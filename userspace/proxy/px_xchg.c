@@ -26,18 +26,28 @@ static void path_for_event(const char *path, char *out, size_t len)
 	out[n] = 0;
 }
 
-/* One JSON line per request: who, what, where, how it ended. No header values. */
+/* One JSON line per request: who, what, where, how it ended. No header values. In audit
+ * mode the request is also recorded (sl_proxy_ops.observe), whether or not events are on. */
 void px_request_event(struct pconn *c, int status, const char *verdict, const char *reason)
 {
 	struct sl_proxy_listener *l = c->l;
 	uint64_t now = sl_now_ms();
 	struct sl_jw w;
 	char path[512];
+	int audit;
 
-	if (!l->px->events)
-		return;
 	path_for_event(c->x.path ? c->x.path : c->x.req.target, path, sizeof(path));
 	sl_px_x_redact(&c->x, path, strlen(path));
+	audit = l->ops->audit && l->ops->audit(l->owner);
+	if (audit && l->ops->observe)
+		l->ops->observe(l->owner, c->x.req.method[0] ? c->x.req.method : "-", c->name, path,
+				0, status, c->x.refused[0] ? c->x.refused : NULL);
+	if (!l->px->events)
+		return;
+	if (c->x.refused[0]) {
+		verdict = "audit";
+		reason = c->x.refused;
+	}
 	sl_jw_begin(&w);
 	sl_jw_str(&w, "type", "http");
 	sl_jw_str(&w, "sandbox", l->ops->name(l->owner));
@@ -61,6 +71,10 @@ void px_request_event(struct pconn *c, int status, const char *verdict, const ch
 		sl_jw_str(&w, "handler", c->x.handler);
 	if (reason)
 		sl_jw_str(&w, "reason", reason);
+	if (c->x.refused[0])
+		sl_jw_int(&w, "refused_status", c->x.refused_status);
+	if (audit)
+		sl_jw_str(&w, "mode", "audit");
 	sl_jw_publish(&w, l->px->events, l->ops->name(l->owner));
 }
 
@@ -534,6 +548,35 @@ void sl_px_x_send_fetched(struct sl_px_xchg *x)
 	c->proto->wake(&c->x, PX_RESP);
 }
 
+/*
+ * Audit mode's dry run (proxy.h): the handler of @c refused its request, answering @status
+ * itself or failing (@why). The refusal is recorded in the request's event and audit record,
+ * and the request goes on as the handler left it (its edits and injected credentials
+ * included): upstream now, or, if the handler fetched it already, with the response it got.
+ * Returns 1 if it went on, 0 if the refusal stands (enforce mode; no handler; the fetch itself
+ * failed; a secret the handler read would go out in clear text, which audit mode never lets
+ * through).
+ */
+static int dry_run(struct pconn *c, int status, const char *why)
+{
+	struct sl_proxy_listener *l = c->l;
+
+	if (!c->x.h || !l->ops->audit || !l->ops->audit(l->owner))
+		return 0;
+	if ((c->x.fetched && !c->x.resp_held) || sl_px_x_cleartext_secret(&c->x))
+		return 0;
+	snprintf(c->x.refused, sizeof(c->x.refused), "%s", why);
+	mask_bytes(c, c->x.refused, strlen(c->x.refused));
+	c->x.refused_status = status;
+	if (c->x.resp_held) {
+		sl_px_x_send_fetched(&c->x);
+		return 1;
+	}
+	handler_done(c);
+	forward(c);
+	return 1;
+}
+
 void sl_px_x_send(struct sl_px_xchg *x, int status, const struct sl_http_msg *headers,
 		  const char *body, size_t len)
 {
@@ -544,6 +587,14 @@ void sl_px_x_send(struct sl_px_xchg *x, int status, const struct sl_http_msg *he
 	struct sl_http_msg m;
 	struct sl_buf b = { 0 };
 
+	if (status >= 400) {
+		char why[160];
+
+		snprintf(why, sizeof(why), "the policy's handler %s answered %d", c->x.handler,
+			 status);
+		if (dry_run(c, status, why))
+			return;
+	}
 	handler_done(c);
 	if (c->x.fetched && !(c->x.resp_done && c->x.rq == RQ_DONE))
 		px_close_upstream(c); /* mid-exchange: it cannot be reused */
@@ -591,6 +642,8 @@ void sl_px_x_fail(struct sl_px_xchg *x, int status, const char *why)
 {
 	struct pconn *c = x->conn;
 
+	if (dry_run(c, status, why))
+		return;
 	handler_done(c);
 	px_respond_error(c, status, why, "error");
 }

@@ -136,6 +136,7 @@ void sl_registry_free(struct sl_registry *r)
 	while (!sl_list_empty(&r->boxes)) {
 		struct sl_box *b = sl_list_first(&r->boxes, struct sl_box, link);
 
+		sb_obs_save(r, b, time(NULL)); /* what audit mode saw, for the next sluiced */
 		sl_list_del(&b->link);
 		sb_box_free(b);
 	}
@@ -287,6 +288,7 @@ static void sweep_cb(struct sl_loop *loop, struct sl_timer *t)
 {
 	struct sl_registry *r = sl_container_of(t, struct sl_registry, sweep);
 	uint64_t now = sl_now_ns();
+	int64_t now_s = time(NULL);
 	struct sl_box *b;
 
 	int px = ++r->px_sweeps >= PROXIED_SWEEPS;
@@ -295,6 +297,8 @@ static void sweep_cb(struct sl_loop *loop, struct sl_timer *t)
 		r->px_sweeps = 0;
 	sl_list_for_each(b, &r->boxes, link) {
 		sb_learned_sweep(r, b, now);
+		if (b->obs.dirty && now_s - b->obs.saved_s >= SB_OBS_SAVE_S)
+			sb_obs_save(r, b, now_s);
 		/* Records of intercepted connections nobody accepted (the sandbox aimed them at
 		 * a listener of its own, or the client vanished unseen): they count against the
 		 * sandbox's quota until they go. */
@@ -524,6 +528,8 @@ int sl_sandbox_rm(struct sl_registry *r, const char *name)
 	if (unlink(path) == -1 && errno != ENOENT)
 		sl_warn("removing %s failed: %s", path, strerror(errno));
 	sb_names_path(r, name, path, sizeof(path));
+	unlink(path);
+	sb_obs_path(r, name, path, sizeof(path));
 	unlink(path);
 	unlink_box(r, box);
 	sl_info("sandbox %s removed", name);

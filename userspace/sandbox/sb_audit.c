@@ -13,6 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
 
 #include "core/log.h"
 #include "core/loop.h"
@@ -67,6 +70,7 @@ void sb_obs_dns(struct sl_box *box, const char *qname, const struct sl_dns_answe
 		if (grow((void **)&o->names, &o->names_cap, o->nnames, sizeof(*o->names),
 			 SB_OBS_NAMES_MAX)) {
 			o->names_lost++;
+			o->dirty = 1;
 			return;
 		}
 		n = &o->names[o->nnames++];
@@ -76,6 +80,7 @@ void sb_obs_dns(struct sl_box *box, const char *qname, const struct sl_dns_answe
 	}
 	n->count++;
 	n->last_s = now;
+	o->dirty = 1;
 	n->granted |= !!granted;
 	for (size_t i = 0; i < a->naddr; i++) {
 		const struct sl_dns_addr *x = &a->addr[i];
@@ -117,6 +122,7 @@ void sb_obs_use(struct sl_box *box, const char *name, uint16_t port, uint8_t pro
 		if (grow((void **)&o->uses, &o->uses_cap, o->nuses, sizeof(*o->uses),
 			 SB_OBS_NAMES_MAX)) {
 			o->names_lost++;
+			o->dirty = 1;
 			return;
 		}
 		u = &o->uses[o->nuses++];
@@ -128,33 +134,66 @@ void sb_obs_use(struct sl_box *box, const char *name, uint16_t port, uint8_t pro
 	}
 	u->count++;
 	u->last_s = now;
+	o->dirty = 1;
 }
 
+/* FNV-1a over the NUL-terminated strings of @v. */
+static uint32_t obs_hash(const char *const *v, size_t n)
+{
+	uint32_t h = 2166136261u;
+
+	for (size_t i = 0; i < n; i++)
+		for (const char *p = v[i];; p++) {
+			h = (h ^ (uint8_t)*p) * 16777619u;
+			if (!*p)
+				break;
+		}
+	return h;
+}
+
+/* A request's path as recorded: up to its second segment, without the query. Enough to say
+ * what a job fetches, without the tokens some put in paths further down. */
+static void obs_prefix(const char *path, char *out, size_t len)
+{
+	size_t n = 0;
+	int seg = 0;
+
+	for (const char *p = path && *path ? path : "/"; *p && *p != '?' && *p != '#'; p++) {
+		if (*p == '/' && n && ++seg == 2)
+			break;
+		if (n + 1 >= len)
+			break;
+		out[n++] = *p;
+	}
+	out[n] = 0;
+}
+
+/*
+ * Aggregated per method, host and path prefix, so that a busy job grows a record's counts,
+ * not the records: at most SB_OBS_HTTP_MAX of them (what does not fit is counted in
+ * http_lost). Lookups compare a hash first; the scan is over at most SB_OBS_HTTP_MAX words.
+ */
 void sb_obs_http(struct sl_box *box, const char *method, const char *host, const char *path,
-		 int status, int refused)
+		 int status, const char *refused)
 {
 	struct sb_obs *o = &box->obs;
 	struct sb_obs_http *h = NULL;
 	char prefix[sizeof(h->path)];
+	const char *key[3];
 	int64_t now = time(NULL);
-	size_t n = 0;
-	int seg = 0;
+	uint32_t hash;
+	size_t k;
 
-	/* The path up to its second segment, without the query: enough to say what a job
-	 * fetches, without the tokens some put in paths further down. */
-	for (const char *p = path ? path : "/"; *p && *p != '?' && *p != '#'; p++) {
-		if (*p == '/' && n && ++seg == 2)
-			break;
-		if (n + 1 >= sizeof(prefix))
-			break;
-		prefix[n++] = *p;
-	}
-	prefix[n] = 0;
+	obs_prefix(path, prefix, sizeof(prefix));
+	key[0] = method;
+	key[1] = host;
+	key[2] = prefix;
+	hash = obs_hash(key, 3);
 	for (size_t i = 0; i < o->nhttp; i++) {
 		struct sb_obs_http *x = &o->http[i];
 
-		if (x->status == status && x->refused == !!refused && !strcmp(x->method, method) &&
-		    !strcmp(x->host, host) && !strcmp(x->path, prefix)) {
+		if (x->hash == hash && !strcmp(x->method, method) && !strcmp(x->host, host) &&
+		    !strcmp(x->path, prefix)) {
 			h = x;
 			break;
 		}
@@ -163,19 +202,271 @@ void sb_obs_http(struct sl_box *box, const char *method, const char *host, const
 		if (grow((void **)&o->http, &o->http_cap, o->nhttp, sizeof(*o->http),
 			 SB_OBS_HTTP_MAX)) {
 			o->http_lost++;
+			o->dirty = 1;
 			return;
 		}
 		h = &o->http[o->nhttp++];
 		memset(h, 0, sizeof(*h));
+		h->hash = hash;
 		snprintf(h->method, sizeof(h->method), "%s", method);
 		snprintf(h->host, sizeof(h->host), "%s", host);
 		snprintf(h->path, sizeof(h->path), "%s", prefix);
-		h->status = status;
-		h->refused = !!refused;
 		h->first_s = now;
 	}
+	for (k = 0; k < SB_OBS_STATUSES && h->status_n[k]; k++)
+		if (h->status[k] == status)
+			break;
+	if (k < SB_OBS_STATUSES) {
+		h->status[k] = (uint16_t)status;
+		h->status_n[k]++;
+	} else {
+		h->status_other++;
+	}
 	h->count++;
+	if (refused) {
+		h->refused++;
+		snprintf(h->why, sizeof(h->why), "%s", refused);
+	}
 	h->last_s = now;
+	o->dirty = 1;
+}
+
+/* ---- across restarts ----
+ *
+ * The kernel keeps its audit counts in a pinned map, which outlives sluiced; these records
+ * live in sluiced's memory, so they are written to STATE_DIR/sandboxes/NAME.audit (JSON): by
+ * the registry's sweep at most every SB_OBS_SAVE_S seconds when they changed, and when
+ * sluiced stops. A temporary file and a rename, without fsync (like the names file): what was
+ * written outlives a crash of sluiced in the page cache; a crash loses at most the last
+ * SB_OBS_SAVE_S seconds. Adoption reads the file back; `sandbox rm` deletes it.
+ */
+
+void sb_obs_path(struct sl_registry *r, const char *name, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/sandboxes/%s.audit", r->state_dir, name);
+}
+
+static json_t *addr_json(uint8_t family, const uint8_t *addr)
+{
+	char a[INET6_ADDRSTRLEN];
+
+	if (!inet_ntop(family == AF_INET6 ? AF_INET6 : AF_INET, addr, a, sizeof(a)))
+		return json_string("");
+	return json_string(a);
+}
+
+static json_t *obs_json(const struct sb_obs *o)
+{
+	json_t *j = json_object(), *names = json_array(), *uses = json_array(),
+	       *http = json_array();
+
+	if (!j || !names || !uses || !http)
+		goto nomem;
+	for (size_t i = 0; i < o->nnames; i++) {
+		const struct sb_obs_name *n = &o->names[i];
+		json_t *a = json_array(), *x;
+
+		for (size_t k = 0; a && k < n->naddr; k++)
+			json_array_append_new(a, json_pack("{s:o, s:b}", "addr",
+							   addr_json(n->a[k].family, n->a[k].addr),
+							   "blocked", n->a[k].blocked));
+		x = json_pack("{s:s, s:I, s:I, s:I, s:b, s:o*}", "name", n->name, "count",
+			      (json_int_t)n->count, "first", (json_int_t)n->first_s, "last",
+			      (json_int_t)n->last_s, "granted", n->granted, "addrs", a);
+		if (!x || json_array_append_new(names, x))
+			goto nomem;
+	}
+	for (size_t i = 0; i < o->nuses; i++) {
+		const struct sb_obs_use *u = &o->uses[i];
+		json_t *x = json_pack("{s:s, s:i, s:i, s:I, s:I, s:I}", "name", u->name, "port",
+				      (int)u->port, "proto", (int)u->proto, "count",
+				      (json_int_t)u->count, "first", (json_int_t)u->first_s, "last",
+				      (json_int_t)u->last_s);
+
+		if (!x || json_array_append_new(uses, x))
+			goto nomem;
+	}
+	for (size_t i = 0; i < o->nhttp; i++) {
+		const struct sb_obs_http *h = &o->http[i];
+		json_t *st = json_array(), *x;
+
+		for (size_t k = 0; st && k < SB_OBS_STATUSES && h->status_n[k]; k++)
+			json_array_append_new(st, json_pack("[i, I]", (int)h->status[k],
+							    (json_int_t)h->status_n[k]));
+		x = json_pack("{s:s, s:s, s:s, s:o*, s:I, s:I, s:I, s:s, s:I, s:I}", "method",
+			      h->method, "host", h->host, "path", h->path, "statuses", st,
+			      "status_other", (json_int_t)h->status_other, "count",
+			      (json_int_t)h->count, "refused", (json_int_t)h->refused, "why",
+			      h->why, "first", (json_int_t)h->first_s, "last",
+			      (json_int_t)h->last_s);
+		if (!x || json_array_append_new(http, x))
+			goto nomem;
+	}
+	if (json_object_set_new(j, "names", names) || json_object_set_new(j, "uses", uses) ||
+	    json_object_set_new(j, "http", http)) {
+		names = uses = http = NULL;
+		goto nomem;
+	}
+	json_object_set_new(j, "names_lost", json_integer((json_int_t)o->names_lost));
+	json_object_set_new(j, "http_lost", json_integer((json_int_t)o->http_lost));
+	return j;
+nomem:
+	json_decref(names);
+	json_decref(uses);
+	json_decref(http);
+	json_decref(j);
+	return NULL;
+}
+
+int sb_obs_save(struct sl_registry *r, struct sl_box *box, int64_t now_s)
+{
+	char path[PATH_MAX + 128], tmp[PATH_MAX + 160];
+	json_t *j;
+	int e = 0;
+
+	if (!box->obs.dirty)
+		return 0;
+	j = obs_json(&box->obs);
+	if (!j)
+		return -ENOMEM;
+	sb_obs_path(r, box->name, path, sizeof(path));
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	if (json_dump_file(j, tmp, JSON_COMPACT))
+		e = errno ? -errno : -EIO;
+	else if (rename(tmp, path) == -1)
+		e = -errno;
+	if (e) {
+		unlink(tmp);
+		sl_warn("sandbox %s: saving its audit records to %s failed: %s", box->name, path,
+			strerror(-e));
+	} else {
+		box->obs.dirty = 0;
+		box->obs.saved_s = now_s;
+	}
+	json_decref(j);
+	return e;
+}
+
+static void str_field(json_t *o, const char *key, char *buf, size_t len)
+{
+	const char *v = json_string_value(json_object_get(o, key));
+
+	snprintf(buf, len, "%s", v ? v : "");
+}
+
+static uint64_t u64_field(json_t *o, const char *key)
+{
+	json_int_t v = json_integer_value(json_object_get(o, key));
+
+	return v > 0 ? (uint64_t)v : 0;
+}
+
+/* Appends to @v (items of @size bytes, at most @max) one zeroed item; NULL when full. */
+static void *load_slot(void **v, size_t *cap, size_t *n, size_t size, size_t max)
+{
+	char *p;
+
+	if (grow(v, cap, *n, size, max))
+		return NULL;
+	p = (char *)*v + (*n)++ * size;
+	memset(p, 0, size);
+	return p;
+}
+
+int sb_obs_load(struct sl_registry *r, struct sl_box *box)
+{
+	char path[PATH_MAX + 128];
+	struct sb_obs *o = &box->obs;
+	json_error_t jerr;
+	json_t *j, *x;
+	size_t i;
+
+	sb_obs_path(r, box->name, path, sizeof(path));
+	j = json_load_file(path, 0, &jerr);
+	if (!j) {
+		if (access(path, F_OK) == 0)
+			sl_warn("sandbox %s: its audit records %s are unreadable (%s): starting "
+				"without them",
+				box->name, path, jerr.text);
+		return 0;
+	}
+	json_array_foreach(json_object_get(j, "names"), i, x) {
+		struct sb_obs_name *n = load_slot((void **)&o->names, &o->names_cap, &o->nnames,
+						  sizeof(*n), SB_OBS_NAMES_MAX);
+		json_t *a;
+		size_t k;
+
+		if (!n)
+			break;
+		str_field(x, "name", n->name, sizeof(n->name));
+		n->count = u64_field(x, "count");
+		n->first_s = (int64_t)u64_field(x, "first");
+		n->last_s = (int64_t)u64_field(x, "last");
+		n->granted = json_is_true(json_object_get(x, "granted"));
+		json_array_foreach(json_object_get(x, "addrs"), k, a) {
+			const char *s = json_string_value(json_object_get(a, "addr"));
+			uint8_t *d = n->a[n->naddr].addr;
+
+			if (n->naddr >= SB_OBS_ADDRS || !s)
+				break;
+			memset(d, 0, 16);
+			if (inet_pton(AF_INET, s, d) == 1)
+				n->a[n->naddr].family = AF_INET;
+			else if (inet_pton(AF_INET6, s, d) == 1)
+				n->a[n->naddr].family = AF_INET6;
+			else
+				continue;
+			n->a[n->naddr].blocked = json_is_true(json_object_get(a, "blocked"));
+			n->nblocked += n->a[n->naddr].blocked;
+			n->naddr++;
+		}
+	}
+	json_array_foreach(json_object_get(j, "uses"), i, x) {
+		struct sb_obs_use *u = load_slot((void **)&o->uses, &o->uses_cap, &o->nuses,
+						 sizeof(*u), SB_OBS_NAMES_MAX);
+
+		if (!u)
+			break;
+		str_field(x, "name", u->name, sizeof(u->name));
+		u->port = (uint16_t)u64_field(x, "port");
+		u->proto = (uint8_t)u64_field(x, "proto");
+		u->count = u64_field(x, "count");
+		u->first_s = (int64_t)u64_field(x, "first");
+		u->last_s = (int64_t)u64_field(x, "last");
+	}
+	json_array_foreach(json_object_get(j, "http"), i, x) {
+		struct sb_obs_http *h = load_slot((void **)&o->http, &o->http_cap, &o->nhttp,
+						  sizeof(*h), SB_OBS_HTTP_MAX);
+		const char *key[3];
+		json_t *st;
+		size_t k;
+
+		if (!h)
+			break;
+		str_field(x, "method", h->method, sizeof(h->method));
+		str_field(x, "host", h->host, sizeof(h->host));
+		str_field(x, "path", h->path, sizeof(h->path));
+		str_field(x, "why", h->why, sizeof(h->why));
+		key[0] = h->method;
+		key[1] = h->host;
+		key[2] = h->path;
+		h->hash = obs_hash(key, 3);
+		json_array_foreach(json_object_get(x, "statuses"), k, st) {
+			if (k >= SB_OBS_STATUSES)
+				break;
+			h->status[k] = (uint16_t)json_integer_value(json_array_get(st, 0));
+			h->status_n[k] = (uint64_t)json_integer_value(json_array_get(st, 1));
+		}
+		h->status_other = u64_field(x, "status_other");
+		h->count = u64_field(x, "count");
+		h->refused = u64_field(x, "refused");
+		h->first_s = (int64_t)u64_field(x, "first");
+		h->last_s = (int64_t)u64_field(x, "last");
+	}
+	o->names_lost = u64_field(j, "names_lost");
+	o->http_lost = u64_field(j, "http_lost");
+	json_decref(j);
+	return 0;
 }
 
 /* A kernel time (CLOCK_MONOTONIC ns) on the wall clock. */
@@ -266,6 +557,70 @@ static int names_of(struct sl_box *box, struct sg_build *b, const struct sl_audi
 		e = add_name(b, box->learned_names[i], rec, now_ns, now_s);
 		(*found)++;
 	}
+	return e;
+}
+
+static int cmp_http(const void *x, const void *y)
+{
+	const struct sb_obs_http *a = *(const struct sb_obs_http *const *)x;
+	const struct sb_obs_http *b = *(const struct sb_obs_http *const *)y;
+	int c = strcmp(a->host, b->host);
+
+	if (!c)
+		c = strcmp(a->path, b->path);
+	return c ? c : strcmp(a->method, b->method);
+}
+
+/*
+ * The requests intercepted hosts saw, as comments: the policy format has no per-path grammar,
+ * and the hosts' intercept entries and handlers are the policy's own, kept whole. Requests
+ * a handler refused are marked: the kept handler refuses them again once enforced.
+ */
+static int http_notes(struct sl_box *box, struct sg_build *b)
+{
+	const struct sb_obs *o = &box->obs;
+	const struct sb_obs_http **v;
+	int e = 0;
+
+	if (!o->nhttp)
+		return 0;
+	v = malloc(o->nhttp * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	for (size_t i = 0; i < o->nhttp; i++)
+		v[i] = &o->http[i];
+	qsort(v, o->nhttp, sizeof(*v), cmp_http);
+	e = add_note(b, "-- Requests at intercepted hosts (their intercept entries and handlers "
+			"are the policy's own, kept above); path prefixes, no queries:");
+	for (size_t i = 0; i < o->nhttp && !e; i++) {
+		const struct sb_obs_http *h = v[i];
+		char st[96] = "", f[32], l[32];
+		size_t n = 0;
+		time_t t;
+		struct tm tm;
+
+		for (size_t k = 0; k < SB_OBS_STATUSES && h->status_n[k] && n < sizeof(st); k++)
+			n += (size_t)snprintf(st + n, sizeof(st) - n, "%s%u x%llu", k ? ", " : "",
+					      h->status[k], (unsigned long long)h->status_n[k]);
+		if (h->status_other && n < sizeof(st))
+			snprintf(st + n, sizeof(st) - n, ", other x%llu",
+				 (unsigned long long)h->status_other);
+		t = (time_t)h->first_s;
+		gmtime_r(&t, &tm);
+		strftime(f, sizeof(f), "%Y-%m-%dT%H:%M:%SZ", &tm);
+		t = (time_t)h->last_s;
+		gmtime_r(&t, &tm);
+		strftime(l, sizeof(l), "%Y-%m-%dT%H:%M:%SZ", &tm);
+		e = add_note(b, "--   %s %s%s: %llu %s (%s), first %s, last %s", h->method, h->host,
+			     h->path, (unsigned long long)h->count,
+			     h->count == 1 ? "request" : "requests", st, f, l);
+		if (!e && h->refused)
+			e = add_note(b,
+				     "--     REFUSED %llu of them when enforced: %s; the handler "
+				     "is kept, change it if the job needs these",
+				     (unsigned long long)h->refused, h->why);
+	}
+	free(v);
 	return e;
 }
 
@@ -390,25 +745,8 @@ int sl_sandbox_suggest(struct sl_registry *r, struct sl_box *box, unsigned colla
 				     "entry (add one with its port if the job needs it)",
 				     n->name, (unsigned long long)n->count);
 	}
-	for (size_t i = 0; i < box->obs.nhttp && !e; i++) {
-		const struct sb_obs_http *h = &box->obs.http[i];
-		char f[32], l[32];
-		time_t t;
-		struct tm tm;
-
-		t = (time_t)h->first_s;
-		gmtime_r(&t, &tm);
-		strftime(f, sizeof(f), "%Y-%m-%dT%H:%M:%SZ", &tm);
-		t = (time_t)h->last_s;
-		gmtime_r(&t, &tm);
-		strftime(l, sizeof(l), "%Y-%m-%dT%H:%M:%SZ", &tm);
-		e = add_note(&b, "-- intercepted: %s %s%s -> %d%s; %llu, first %s, last %s",
-			     h->method, h->host, h->path, h->status,
-			     h->refused ?
-				     " (refused by the policy's handler; audit mode forwarded it)" :
-				     "",
-			     (unsigned long long)h->count, f, l);
-	}
+	if (!e)
+		e = http_notes(box, &b);
 	if (!e && (ctr.lost || box->obs.names_lost || box->obs.http_lost))
 		e = add_note(&b,
 			     "-- NOT COMPLETE: %llu connections, %llu names and %llu requests "

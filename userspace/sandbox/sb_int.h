@@ -41,13 +41,20 @@ struct sb_obs_name {
 		uint8_t addr[16];
 	} a[SB_OBS_ADDRS];
 };
+#define SB_OBS_STATUSES 4
+/* Requests at an intercepted host, one record per method, host and path prefix. */
 struct sb_obs_http {
+	uint32_t hash; /* of method, host and path: compared first */
 	char method[16];
 	char host[256];
-	char path[64]; /* prefix: the first two segments */
-	int status;
-	uint8_t refused; /* a handler refused it; audit mode forwarded it anyway */
+	char path[64]; /* prefix: the first two segments, no query */
+	/* The statuses the client got, the first SB_OBS_STATUSES distinct ones, with counts
+	 * (the rest counted in other). */
+	uint16_t status[SB_OBS_STATUSES];
+	uint64_t status_n[SB_OBS_STATUSES], status_other;
 	uint64_t count;
+	uint64_t refused; /* of which a handler refused: audit mode let them go on */
+	char why[160]; /* the last refusal: which handler, what it answered or why it failed */
 	int64_t first_s, last_s;
 };
 /* A name used on a port without the kernel seeing it: a TLS connection the proxy relayed for
@@ -68,6 +75,8 @@ struct sb_obs {
 	struct sb_obs_http *http;
 	size_t nhttp, http_cap;
 	uint64_t http_lost;
+	int dirty; /* changed since last saved (sb_obs_save) */
+	int64_t saved_s;
 };
 
 /* One sandbox. Owned by its registry; loop thread only. */
@@ -190,9 +199,16 @@ void sb_sni_drop(struct sl_registry *r, struct sl_box *box);
 void sb_obs_dns(struct sl_box *box, const char *qname, const struct sl_dns_answer *a,
 		const uint8_t blocked[SL_DNS_MAX_ADDRS], int granted);
 void sb_obs_http(struct sl_box *box, const char *method, const char *host, const char *path,
-		 int status, int refused);
+		 int status, const char *refused);
 void sb_obs_use(struct sl_box *box, const char *name, uint16_t port, uint8_t proto);
 void sb_obs_free(struct sb_obs *o);
+/* Across restarts: STATE_DIR/sandboxes/NAME.audit. _save writes @box's records if they changed
+ * since it last did (0, or -errno, logged); _load reads them back at adoption (a missing or
+ * unreadable file: none, not an error). */
+#define SB_OBS_SAVE_S 5
+void sb_obs_path(struct sl_registry *r, const char *name, char *buf, size_t len);
+int sb_obs_save(struct sl_registry *r, struct sl_box *box, int64_t now_s);
+int sb_obs_load(struct sl_registry *r, struct sl_box *box);
 
 /* sb_listeners.c: listeners and the CA. */
 int sb_open_dns(struct sl_registry *r, struct sl_box *box, char *err, size_t errlen);

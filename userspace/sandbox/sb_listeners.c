@@ -148,7 +148,7 @@ static int px_audit(void *owner)
 }
 
 static void px_observe(void *owner, const char *method, const char *host, const char *path,
-		       uint16_t port, int status, int refused)
+		       uint16_t port, int status, const char *refused)
 {
 	if (method)
 		sb_obs_http(owner, method, host, path, status, refused);

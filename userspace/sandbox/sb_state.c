@@ -387,6 +387,7 @@ static int adopt_one(struct sl_registry *r, const char *path)
 		cid = json_string_value(json_object_get(j, "mode"));
 		box->audit = cid && !strcmp(cid, "audit");
 	}
+	sb_obs_load(r, box); /* what audit mode saw before the restart */
 	/* The rule bank in force is the kernel's to say (a switch may have flipped it). */
 	if (!sl_bpf_get_sandbox(r->bpf, box->cgid, &ksb) &&
 	    (ksb.rules_id == box->id || ksb.rules_id == (box->id | SL_RULES_BANK)))
