@@ -345,6 +345,9 @@ host-record=sni.k.test,127.0.0.48
 host-record=tenant.k.test,127.0.0.48
 host-record=far.k.test,127.0.0.49
 host-record=slow.k.test,127.0.0.50
+address=/github.io/127.0.0.30
+address=/co.uk/127.0.0.30
+address=/cdn.learn.test/127.0.0.31
 """
 
 

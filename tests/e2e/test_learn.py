@@ -412,3 +412,29 @@ return { egress = { intercept = { "api.test" }, private = { "127.0.0.0/8" } } }
     # Removing the sandbox removes its records.
     assert d.cli("sandbox", "rm", "kept").returncode == 0
     assert not saved.exists()
+
+
+def test_suggestion_never_collapses_onto_a_public_suffix(box, daemon, servers, workdir):
+    """Many names below github.io and co.uk (public suffixes), each used, stay one entry each
+    however low the collapse threshold; siblings below a registrable domain do collapse."""
+    port = servers.ports[0]
+    sb = box("psl", 'return { egress = { private = { "127.0.0.0/8" } } }\n', "--mode", "audit")
+    names = [f"user{i}.github.io" for i in range(6)] + [f"shop{i}.co.uk" for i in range(6)] \
+        + [f"{x}.cdn.learn.test" for x in "abc"]
+    res = sb.probe(*[{"op": "resolve", "name": n, "family": 4} for n in names],
+                   connect("127.0.0.30", port), connect("127.0.0.31", port))
+    assert res == [["127.0.0.30"]] * 12 + [["127.0.0.31"]] * 3 + ["OK", "OK"], res
+    r = daemon.cli("policy", "suggest", "psl", "--collapse", "2")
+    assert r.returncode == 0, r.stderr
+    text = r.stdout
+    assert "*.github.io" not in text and "*.co.uk" not in text, text
+    for n in names[:12]:
+        assert f'{{ "{n}:{port}", proto = "tcp" }},' in text, (n, text)
+    assert f'{{ "*.cdn.learn.test:{port}", proto = "tcp" }},' in text, text
+    assert "a.cdn.learn.test:" not in text
+    assert "127.0.0.30" not in text  # the names explain the address
+    p = Path(workdir) / "psl-suggested.lua"
+    p.write_text(text)
+    chk = subprocess.run([str(BUILD / "sluice"), "policy", "check", str(p)],
+                         capture_output=True, text=True, timeout=30)
+    assert chk.returncode == 0, chk.stdout + chk.stderr
