@@ -76,32 +76,15 @@ static __always_inline void sl_audit_event(__u32 sandbox_id, __u64 cgid, __u8 ki
 					   const void *addr, __u16 port, __u8 proto, __u8 socktype,
 					   __u64 now_ns)
 {
-	struct sl_event *ev;
+	struct sl_event *ev = sl_event_start(sandbox_id, cgid, kind, family, SL_VERDICT_AUDIT,
+					     socktype, sizeof(*ev), 1, now_ns);
 
-	if (!sl_event_allowed(sandbox_id, now_ns)) {
-		sl_count(sandbox_id, SL_CTR_EV_LIMITED);
+	if (!ev)
 		return;
-	}
-	ev = bpf_ringbuf_reserve(&sl_events, sizeof(*ev), 0);
-	if (!ev) {
-		sl_count(sandbox_id, SL_CTR_EV_LOST);
-		return;
-	}
-	__builtin_memset(ev, 0, sizeof(*ev));
-	ev->ts_ns = now_ns;
-	ev->cgroup_id = cgid;
-	ev->sandbox_id = sandbox_id;
-	ev->pid = bpf_get_current_pid_tgid() >> 32;
-	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
 	__builtin_memcpy(ev->addr, addr, 16);
 	ev->port = port;
-	ev->family = family;
 	ev->proto = proto;
-	ev->kind = kind;
-	ev->verdict = SL_VERDICT_AUDIT;
-	ev->socktype = socktype;
-	bpf_ringbuf_submit(ev, 0);
-	sl_count(sandbox_id, SL_CTR_EV_SENT);
+	sl_event_submit(sandbox_id, ev);
 }
 
 /*

@@ -464,31 +464,14 @@ static __always_inline void sl_emit_deny_unix(__u32 sandbox_id, __u64 cgid, __u8
 					      const struct sl_unix_key *k, __u8 socktype,
 					      __u64 now_ns)
 {
-	struct sl_event_unix *ev;
+	struct sl_event_unix *ev = (struct sl_event_unix *)sl_event_start(
+		sandbox_id, cgid, kind, AF_UNIX, SL_VERDICT_DENY, socktype, sizeof(*ev), 1, now_ns);
 
-	if (!sl_event_allowed(sandbox_id, now_ns)) {
-		sl_count(sandbox_id, SL_CTR_EV_LIMITED);
+	if (!ev)
 		return;
-	}
-	ev = bpf_ringbuf_reserve(&sl_events, sizeof(*ev), 0);
-	if (!ev) {
-		sl_count(sandbox_id, SL_CTR_EV_LOST);
-		return;
-	}
-	__builtin_memset(ev, 0, sizeof(*ev));
-	ev->ev.ts_ns = now_ns;
-	ev->ev.cgroup_id = cgid;
-	ev->ev.sandbox_id = sandbox_id;
-	ev->ev.pid = bpf_get_current_pid_tgid() >> 32;
-	bpf_get_current_comm(ev->ev.comm, sizeof(ev->ev.comm));
-	ev->ev.family = AF_UNIX;
-	ev->ev.kind = kind;
-	ev->ev.verdict = SL_VERDICT_DENY;
-	ev->ev.socktype = socktype;
 	ev->path_len = k->len;
 	__builtin_memcpy(ev->path, k->path, SL_UNIX_PATH_MAX);
-	bpf_ringbuf_submit(ev, 0);
-	sl_count(sandbox_id, SL_CTR_EV_SENT);
+	sl_event_submit(sandbox_id, ev);
 }
 
 /*
@@ -1044,34 +1027,18 @@ drop : {
  * task's cgroup is reported. */
 static __always_inline void sl_sni_refused(const struct sl_sni_sk *s, int reason)
 {
-	__u64 now_ns = bpf_ktime_get_ns();
 	struct sl_event *ev;
 
 	sl_sni_count(s->sandbox_id, SL_SNI_CTR_REFUSED);
-	if (!sl_event_allowed(s->sandbox_id, now_ns)) {
-		sl_count(s->sandbox_id, SL_CTR_EV_LIMITED);
+	ev = sl_event_start(s->sandbox_id, bpf_get_current_cgroup_id(), SL_EV_SNI, s->family,
+			    SL_VERDICT_DENY, SOCK_STREAM, sizeof(*ev), 0, bpf_ktime_get_ns());
+	if (!ev)
 		return;
-	}
-	ev = bpf_ringbuf_reserve(&sl_events, sizeof(*ev), 0);
-	if (!ev) {
-		sl_count(s->sandbox_id, SL_CTR_EV_LOST);
-		return;
-	}
-	__builtin_memset(ev, 0, sizeof(*ev));
-	ev->ts_ns = now_ns;
-	ev->cgroup_id = bpf_get_current_cgroup_id();
-	ev->sandbox_id = s->sandbox_id;
-	ev->pid = bpf_get_current_pid_tgid() >> 32;
 	__builtin_memcpy(ev->addr, s->addr, 16);
 	ev->port = s->port;
-	ev->family = s->family;
 	ev->proto = IPPROTO_TCP;
-	ev->kind = SL_EV_SNI;
-	ev->verdict = SL_VERDICT_DENY;
-	ev->socktype = SOCK_STREAM;
 	ev->reason = (__u8)reason;
-	bpf_ringbuf_submit(ev, 0);
-	sl_count(s->sandbox_id, SL_CTR_EV_SENT);
+	sl_event_submit(s->sandbox_id, ev);
 }
 
 /*

@@ -290,6 +290,49 @@ static __always_inline int sl_event_allowed(__u32 sandbox_id, __u64 now_ns)
 	return 1;
 }
 
+/*
+ * The start of every event record (deny, audit, UNIX deny, SNI refusal): NULL, counted, when
+ * the sandbox's rate is spent or the ring is full; otherwise a zeroed record of @size bytes (a
+ * constant after inlining: the ring and the verifier want one) that begins with a struct
+ * sl_event whose common fields are filled. @comm 0 leaves the comm empty, for program types
+ * without bpf_get_current_comm() (sk_msg): a constant too, so that the call is compiled out.
+ * The caller fills the rest and calls sl_event_submit().
+ */
+static __always_inline struct sl_event *sl_event_start(__u32 sandbox_id, __u64 cgid, __u8 kind,
+						       __u8 family, __u8 verdict, __u8 socktype,
+						       __u32 size, int comm, __u64 now_ns)
+{
+	struct sl_event *ev;
+
+	if (!sl_event_allowed(sandbox_id, now_ns)) {
+		sl_count(sandbox_id, SL_CTR_EV_LIMITED);
+		return NULL;
+	}
+	ev = bpf_ringbuf_reserve(&sl_events, size, 0);
+	if (!ev) {
+		sl_count(sandbox_id, SL_CTR_EV_LOST);
+		return NULL;
+	}
+	__builtin_memset(ev, 0, size);
+	ev->ts_ns = now_ns;
+	ev->cgroup_id = cgid;
+	ev->sandbox_id = sandbox_id;
+	ev->pid = bpf_get_current_pid_tgid() >> 32;
+	if (comm)
+		bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+	ev->family = family;
+	ev->kind = kind;
+	ev->verdict = verdict;
+	ev->socktype = socktype;
+	return ev;
+}
+
+static __always_inline void sl_event_submit(__u32 sandbox_id, void *ev)
+{
+	bpf_ringbuf_submit(ev, 0);
+	sl_count(sandbox_id, SL_CTR_EV_SENT);
+}
+
 /* Emit a deny event for @sandbox_id if its rate allows. @addr is network order; @reason is
  * the SL_DROP_* of an SL_EV_EGRESS event, 0 otherwise. */
 static __always_inline void sl_emit_deny_reason(__u32 sandbox_id, __u64 cgid, __u8 kind,
@@ -297,36 +340,19 @@ static __always_inline void sl_emit_deny_reason(__u32 sandbox_id, __u64 cgid, __
 						__u16 port, __u8 proto, __u8 socktype, __u8 reason,
 						__u64 now_ns)
 {
-	struct sl_event *ev;
+	struct sl_event *ev = sl_event_start(sandbox_id, cgid, kind, family, SL_VERDICT_DENY,
+					     socktype, sizeof(*ev), 1, now_ns);
 
-	if (!sl_event_allowed(sandbox_id, now_ns)) {
-		sl_count(sandbox_id, SL_CTR_EV_LIMITED);
+	if (!ev)
 		return;
-	}
-	ev = bpf_ringbuf_reserve(&sl_events, sizeof(*ev), 0);
-	if (!ev) {
-		sl_count(sandbox_id, SL_CTR_EV_LOST);
-		return;
-	}
-	__builtin_memset(ev, 0, sizeof(*ev));
-	ev->ts_ns = now_ns;
-	ev->cgroup_id = cgid;
-	ev->sandbox_id = sandbox_id;
-	ev->pid = bpf_get_current_pid_tgid() >> 32;
-	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
 	if (addr_len == 4)
 		__builtin_memcpy(ev->addr, addr, 4);
 	else if (addr_len == 16)
 		__builtin_memcpy(ev->addr, addr, 16);
 	ev->port = port;
-	ev->family = family;
 	ev->proto = proto;
-	ev->kind = kind;
-	ev->verdict = SL_VERDICT_DENY;
-	ev->socktype = socktype;
 	ev->reason = reason;
-	bpf_ringbuf_submit(ev, 0);
-	sl_count(sandbox_id, SL_CTR_EV_SENT);
+	sl_event_submit(sandbox_id, ev);
 }
 
 static __always_inline void sl_emit_deny(__u32 sandbox_id, __u64 cgid, __u8 kind, __u8 family,
