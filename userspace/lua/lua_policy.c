@@ -229,6 +229,12 @@ static int read_egress(lua_State *L, struct sl_policy *p, const char *where, cha
 		       size_t errlen)
 {
 	static const char *const egress_keys[] = { "allow", "intercept", "private", "unix", NULL };
+	const struct {
+		const char *key;
+		struct sl_entry_list *list;
+	} lists[] = { { "allow", &p->allow },
+		      { "intercept", &p->intercept },
+		      { "private", &p->private_ranges } };
 	char what[96];
 	int err_;
 
@@ -240,24 +246,14 @@ static int read_egress(lua_State *L, struct sl_policy *p, const char *where, cha
 	}
 	if (check_keys(L, -1, where, egress_keys, err, errlen))
 		return -EINVAL;
-	snprintf(what, sizeof(what), "%s.allow", where);
-	lua_getfield(L, -1, "allow");
-	err_ = read_entries(L, what, &p->allow, err, errlen);
-	lua_pop(L, 1);
-	if (err_)
-		return err_;
-	snprintf(what, sizeof(what), "%s.intercept", where);
-	lua_getfield(L, -1, "intercept");
-	err_ = read_entries(L, what, &p->intercept, err, errlen);
-	lua_pop(L, 1);
-	if (err_)
-		return err_;
-	snprintf(what, sizeof(what), "%s.private", where);
-	lua_getfield(L, -1, "private");
-	err_ = read_entries(L, what, &p->private_ranges, err, errlen);
-	lua_pop(L, 1);
-	if (err_)
-		return err_;
+	for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
+		snprintf(what, sizeof(what), "%s.%s", where, lists[i].key);
+		lua_getfield(L, -1, lists[i].key);
+		err_ = read_entries(L, what, lists[i].list, err, errlen);
+		lua_pop(L, 1);
+		if (err_)
+			return err_;
+	}
 	snprintf(what, sizeof(what), "%s.unix", where);
 	lua_getfield(L, -1, "unix");
 	err_ = read_unix(L, what, &p->unix_socks, err, errlen);
