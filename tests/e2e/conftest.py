@@ -593,6 +593,19 @@ def servers():
     s.close()
 
 
+def add_box(daemon, cgroups, workdir, name, policy_text):
+    """Sandbox @name: a cgroup, the policy @policy_text, and its CA certificate written to
+    WORKDIR/NAME-ca.pem for the clients inside. Returns (cgroup path, CA path); the caller
+    removes the sandbox (the cgroups fixture removes the cgroup)."""
+    cg = cgroups.make(name)
+    daemon.add(name, cg, write_policy(workdir, name, policy_text))
+    r = daemon.cli("ca", name)
+    assert r.returncode == 0 and r.stdout.startswith("-----BEGIN CERTIFICATE-----"), r.stderr
+    ca = Path(workdir) / f"{name}-ca.pem"
+    ca.write_text(r.stdout)
+    return cg, str(ca)
+
+
 def write_policy(workdir, name, text):
     p = Path(workdir) / f"{name}.lua"
     p.write_text(text)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ENV_SECRETS, PY, run_in, write_policy
+from conftest import ENV_SECRETS, PY, add_box, run_in
 from maskup import MaskUpstream
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,7 +31,7 @@ def up(upstreams):
 
 @pytest.fixture(scope="module")
 def box(daemon, cgroups, workdir, up):
-    policy = write_policy(workdir, NAME, f"""
+    policy = f"""
 return {{
   egress = {{ intercept = {{ "mask.test:{up.port}" }}, private = {{ "127.0.0.0/8" }} }},
   outbound = function(req, env, ctx)
@@ -50,14 +50,9 @@ return {{
     return fetch(req)
   end,
 }}
-""")
-    cg = cgroups.make(NAME)
-    daemon.add(NAME, cg, policy)
-    ca = Path(workdir) / f"{NAME}-ca.pem"
-    r = daemon.cli("ca", NAME)
-    assert r.returncode == 0
-    ca.write_text(r.stdout)
-    yield cg, str(ca), up.port
+"""
+    cg, ca = add_box(daemon, cgroups, workdir, NAME, policy)
+    yield cg, ca, up.port
     daemon.cli("sandbox", "rm", NAME)
 
 

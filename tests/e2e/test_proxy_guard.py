@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PY, run_in, write_policy
+from conftest import PY, add_box, run_in
 
 ROOT = Path(__file__).resolve().parents[2]
 RAWHTTP = str(Path(__file__).with_name("rawhttp.py"))
@@ -19,7 +19,7 @@ NAME = "guard"
 
 @pytest.fixture(scope="module")
 def box(daemon, cgroups, workdir, upstreams):
-    policy = write_policy(workdir, NAME, """
+    policy = """
 return {
   egress = { intercept = { "api.test", "www.test", "nosan.test" }, private = { "127.0.0.0/8" } },
   outbound = function(req, env, ctx)
@@ -28,14 +28,8 @@ return {
     return fetch(req)
   end,
 }
-""")
-    cg = cgroups.make(NAME)
-    daemon.add(NAME, cg, policy)
-    ca = Path(workdir) / f"{NAME}-ca.pem"
-    r = daemon.cli("ca", NAME)
-    assert r.returncode == 0
-    ca.write_text(r.stdout)
-    yield cg, str(ca)
+"""
+    yield add_box(daemon, cgroups, workdir, NAME, policy)
     daemon.cli("sandbox", "rm", NAME)
 
 
