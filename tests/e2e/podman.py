@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BUILD, RUN_ID
-from standin import Listener, free_subnet, ip
+import standin
 
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BUSYBOX = "/bin/busybox"
@@ -77,34 +77,12 @@ def build_rootfs(root):
     (root / "tmp").chmod(0o1777)
 
 
-class Net:
-    """A network namespace for one container: a veth to the host, two TCP servers on the host
-    side (each answers 'hello'), loopback up. Removed by close()."""
+class Net(standin.Net):
+    """A network namespace for one container (standin.Net, named for podman). Removed by
+    close()."""
 
     def __init__(self, tag):
-        self.ns = f"{RUN_ID}-pm-{tag}"
-        self.path = f"/run/netns/{self.ns}"
-        self.veth = f"pm{os.getpid() % 100000}{tag[:4]}"[:13]
-        self.host_ip, self.ns_ip = free_subnet()
-        ip("netns", "add", self.ns)
-        try:
-            ip("link", "add", self.veth + "h", "type", "veth", "peer", "name", self.veth + "c")
-            ip("link", "set", self.veth + "c", "netns", self.ns)
-            ip("addr", "add", f"{self.host_ip}/30", "dev", self.veth + "h")
-            ip("link", "set", self.veth + "h", "up")
-            ip("-n", self.ns, "addr", "add", f"{self.ns_ip}/30", "dev", self.veth + "c")
-            ip("-n", self.ns, "link", "set", self.veth + "c", "up")
-            ip("-n", self.ns, "link", "set", "lo", "up")
-            self.servers = Listener(self.host_ip)
-        except Exception:
-            self.close()
-            raise
-
-    def close(self):
-        if hasattr(self, "servers"):
-            self.servers.close()
-        ip("link", "del", self.veth + "h", check=False)
-        ip("netns", "del", self.ns, check=False)
+        super().__init__(f"{RUN_ID}-pm-{tag}", f"pm{os.getpid() % 100000}{tag[:4]}"[:13])
 
 
 class Podman:

@@ -74,17 +74,15 @@ class Listener:
             s.close()
 
 
-class StandIn:
-    """A container stand-in: network namespace + veth + cgroup + an unprivileged user."""
+class Net:
+    """A network namespace @ns (at .path) joined to the host by the veth pair @veth+"h" /
+    @veth+"c" (a private /30 from free_subnet()), loopback up inside, and TCP servers on the
+    host side (.servers, each answers 'hello'). Removed by close(), also after a failure here."""
 
-    def __init__(self, cgroups, files, tag):
-        self.tag = tag
-        self.ns = f"{RUN_ID}-{tag}"
-        self.netns = f"/run/netns/{self.ns}"
-        self.veth = f"sl{os.getpid() % 100000}{tag[:4]}"[:14]
-        self.procs = []
-        self.files = files
-        self.resolv = files / "resolv.conf"
+    def __init__(self, ns, veth):
+        self.ns = ns
+        self.path = f"/run/netns/{ns}"
+        self.veth = veth
         self.host_ip, self.ns_ip = free_subnet()
         ip("netns", "add", self.ns)
         try:
@@ -95,8 +93,33 @@ class StandIn:
             ip("-n", self.ns, "addr", "add", f"{self.ns_ip}/30", "dev", self.veth + "c")
             ip("-n", self.ns, "link", "set", self.veth + "c", "up")
             ip("-n", self.ns, "link", "set", "lo", "up")
-            self.cg = cgroups.make(f"ct-{tag}")
             self.servers = Listener(self.host_ip)
+        except Exception:
+            Net.close(self)
+            raise
+
+    def delete_netns(self):
+        ip("link", "del", self.veth + "h", check=False)
+        ip("netns", "del", self.ns, check=False)
+
+    def close(self):
+        if hasattr(self, "servers"):
+            self.servers.close()
+        self.delete_netns()
+
+
+class StandIn(Net):
+    """A container stand-in: network namespace + veth + cgroup + an unprivileged user."""
+
+    def __init__(self, cgroups, files, tag):
+        self.tag = tag
+        self.procs = []
+        self.files = files
+        self.resolv = files / "resolv.conf"
+        super().__init__(f"{RUN_ID}-{tag}", f"sl{os.getpid() % 100000}{tag[:4]}"[:14])
+        self.netns = self.path
+        try:
+            self.cg = cgroups.make(f"ct-{tag}")
         except Exception:
             self.close()
             raise
@@ -135,7 +158,8 @@ class StandIn:
     def kill(self):
         """Kills every process of the stand-in (all of them ours)."""
         try:
-            (self.cg / "cgroup.kill").write_text("1")
+            if hasattr(self, "cg"):
+                (self.cg / "cgroup.kill").write_text("1")
         except OSError:
             pass
         for p in self.procs:
@@ -146,15 +170,9 @@ class StandIn:
                 p.wait()
         self.procs = []
 
-    def delete_netns(self):
-        ip("link", "del", self.veth + "h", check=False)
-        ip("netns", "del", self.ns, check=False)
-
     def close(self):
         self.kill()
-        if hasattr(self, "servers"):
-            self.servers.close()
-        self.delete_netns()
+        super().close()
 
 
 @pytest.fixture
