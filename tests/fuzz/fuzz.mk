@@ -35,7 +35,7 @@ FUZZ_MODS_entry := policy rules dns_msg log addr
 # of the proxy (sl_px_x_*): the exchange and the connection files it drives come along, but
 # not the proxy's service (proxy.c), the kernel loader, the registry, DNS or control.
 FUZZ_MODS_policy := policy rules dns_msg addr buf log loop jsonw events lua_vm lua_policy \
-	lua_host lua_api envfile kv http mask ws tls tls_hello ca splice px_xchg px_conn px_h1 \
+	lua_host lua_api envfile file kv http mask ws tls tls_hello ca splice px_xchg px_conn px_h1 \
 	px_h1_check px_h2 px_upstream px_tunnel
 # the body decoder of POST /v1/sandboxes and the error body (ctl_decode.c), nothing else
 FUZZ_MODS_control := ctl_decode jsonw buf loop

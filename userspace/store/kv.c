@@ -27,6 +27,7 @@
 #include <sqlite3.h>
 
 #include "store/kv.h"
+#include "core/file.h"
 #include "core/log.h"
 
 #define KV_KEY_BYTES 32
@@ -165,57 +166,6 @@ static void stmt_done(sqlite3_stmt *st)
 	sqlite3_clear_bindings(st);
 }
 
-/* Writes the key to a new @path via a temporary file created 0600 with O_EXCL, linked into
- * place (link() never replaces: a key some other process created first wins, and -EEXIST
- * tells the caller to read that one). A crash leaves at worst the temporary file. */
-static int create_key(const char *dir, const char *path, const unsigned char *key)
-{
-	char tmp[PATH_MAX];
-	const unsigned char *p = key;
-	size_t left = KV_KEY_BYTES;
-	int fd, dfd, err = 0;
-
-	if ((size_t)snprintf(tmp, sizeof(tmp), "%s/.kv.key.tmp", dir) >= sizeof(tmp))
-		return -ENAMETOOLONG;
-	if (unlink(tmp) == -1 && errno != ENOENT)
-		return -errno;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (fd == -1)
-		return -errno;
-	if (fchmod(fd, 0600) == -1)
-		goto fail;
-	while (left) {
-		ssize_t n = write(fd, p, left);
-
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n == -1)
-			goto fail;
-		p += n;
-		left -= n;
-	}
-	if (fsync(fd) == -1)
-		goto fail;
-	close(fd);
-	fd = -1;
-	if (link(tmp, path) == -1)
-		goto fail;
-	unlink(tmp);
-	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd != -1) {
-		if (fsync(dfd) == -1 && errno != EINVAL)
-			err = -errno;
-		close(dfd);
-	}
-	return err;
-fail:
-	err = -errno;
-	if (fd != -1)
-		close(fd);
-	unlink(tmp);
-	return err;
-}
-
 /* Reads @path into @key after checking it is ours alone. -ENOENT if it does not exist. */
 static int read_key(const char *path, unsigned char *key, char *err, size_t errlen)
 {
@@ -298,7 +248,7 @@ static int load_key(struct sl_kv *kv, const char *dir, const char *db_path, char
 			sl_errf(err, errlen, "no randomness for the KV key");
 			return -EIO;
 		}
-		r = create_key(dir, path, kv->key);
+		r = sl_file_write(dir, "kv.key", kv->key, sizeof(kv->key), 0600, SL_FILE_NEW);
 		if (r != -EEXIST) {
 			if (r)
 				sl_errf(err, errlen, "creating %s failed: %s", path, strerror(-r));

@@ -32,6 +32,7 @@
 #include <openssl/x509v3.h>
 
 #include "tls/ca.h"
+#include "core/file.h"
 #include "core/list.h"
 #include "core/log.h"
 
@@ -656,59 +657,6 @@ void sl_ca_set_clock(struct sl_ca *ca, time_t (*now_s)(void))
 	pthread_mutex_unlock(&ca->lock);
 }
 
-/* Writes @len bytes to @dir/@name through a temporary file created with @mode (never wider at
- * any moment), fsynced and renamed over the target; then fsyncs @dir for the rename. */
-static int write_atomic(const char *dir, const char *name, const void *data, size_t len,
-			mode_t mode)
-{
-	char path[PATH_MAX], tmp[PATH_MAX];
-	const char *p = data;
-	int fd = -1, dfd = -1, err = 0;
-
-	if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, name) >= sizeof(path) ||
-	    (size_t)snprintf(tmp, sizeof(tmp), "%s/.%s.tmp", dir, name) >= sizeof(tmp))
-		return -ENAMETOOLONG;
-	/* A leftover of a crash; O_EXCL then guarantees the file below is ours and new. */
-	if (unlink(tmp) == -1 && errno != ENOENT)
-		return -errno;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
-	if (fd == -1)
-		return -errno;
-	if (fchmod(fd, mode) == -1) /* the umask may have narrowed it; never widens */
-		goto fail;
-	while (len) {
-		ssize_t n = write(fd, p, len);
-
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n == -1)
-			goto fail;
-		p += n;
-		len -= n;
-	}
-	if (fsync(fd) == -1)
-		goto fail;
-	if (close(fd) == -1) {
-		fd = -1;
-		goto fail;
-	}
-	fd = -1;
-	if (rename(tmp, path) == -1)
-		goto fail;
-	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd == -1 || (fsync(dfd) == -1 && errno != EINVAL))
-		err = -errno;
-	if (dfd != -1)
-		close(dfd);
-	return err;
-fail:
-	err = -errno;
-	if (fd != -1)
-		close(fd);
-	unlink(tmp);
-	return err;
-}
-
 int sl_ca_save(const struct sl_ca *ca, const char *dir)
 {
 	BIO *bio = BIO_new(BIO_s_secmem()); /* cleared when freed */
@@ -721,9 +669,9 @@ int sl_ca_save(const struct sl_ca *ca, const char *dir)
 		goto cleanup;
 	}
 	len = BIO_get_mem_data(bio, &data);
-	err = write_atomic(dir, "ca.key", data, len, 0600);
+	err = sl_file_write(dir, "ca.key", data, len, 0600, SL_FILE_REPLACE);
 	if (!err)
-		err = write_atomic(dir, "ca.pem", ca->pem, strlen(ca->pem), 0644);
+		err = sl_file_write(dir, "ca.pem", ca->pem, strlen(ca->pem), 0644, SL_FILE_REPLACE);
 	if (err)
 		sl_err("ca: saving the CA into %s failed: %s", dir, strerror(-err));
 cleanup:
