@@ -2,7 +2,8 @@
 /*
  * sluiced's event loop: epoll for file descriptors and a binary min-heap for timers. Every
  * socket of the daemon (control API, ring buffer, DNS and proxy listeners) is served from
- * here, so nothing in a callback may block. Registrations carry a generation so that an event
+ * here, so nothing in a callback may block (the one exception, an operator's KV write and its
+ * fsync, is in loop.h). Registrations carry a generation so that an event
  * already fetched for an fd that a previous callback closed (and the kernel reused) is
  * dropped instead of being delivered to the new owner.
  */

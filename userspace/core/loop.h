@@ -4,7 +4,9 @@
  *
  * Threading: a loop and everything registered with it belong to the thread that runs
  * sl_loop_run() (the loop thread); no call here is safe from another thread. Nothing here
- * blocks but sl_loop_run() itself, and no callback may block.
+ * blocks but sl_loop_run() itself, and no callback may block, with one exception chosen and
+ * bounded: an operator's KV write (PUT or DELETE /v1/kv) commits with an fsync before its
+ * answer, as Redis's appendfsync always does (store/kv.h, ARCHITECTURE.md "Threads").
  */
 #ifndef SL_LOOP_H
 #define SL_LOOP_H
