@@ -27,7 +27,8 @@
 
 #define BUF_LIMIT (64 * 1024) /* per direction: what is read ahead, what waits to be written */
 #define PEEK_MAX SL_TLS_PEEK_MAX /* enough for any ClientHello sl_tls_parse_client_hello() takes */
-#define POOL_MAX 32 /* idle upstream connections per sandbox */
+#define POOL_MAX \
+	128 /* idle upstream connections per sandbox: above an h2 connection's 100 streams */
 #define POOL_MAX_TOTAL 1024 /* ... and of all sandboxes (each holds a descriptor) */
 #define POOL_IDLE_MS 30000
 #define SWEEP_MS 250
