@@ -525,9 +525,12 @@ size_t px_h2_stream_out(struct pconn *x)
 	sl_buf_consume(&x->c.out, n);
 	x->c.tx += n;
 	/* A busy connection is in its pump (its recv pumped this stream connection, or the
-	 * kick did): it sends what this added when that returns. */
+	 * kick did): it sends what this added when that returns. Otherwise the kick sends it
+	 * after this loop turn's events: the answers of every stream whose upstream spoke in
+	 * it leave in one TLS write, not one each (a third of the CPU of a 1 KiB request was
+	 * write()s). */
 	if (!c->busy)
-		px_pump(c);
+		want_kick(s->h);
 	return n;
 }
 
