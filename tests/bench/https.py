@@ -9,6 +9,11 @@
                saturation for the others
     newconn    wrk with `Connection: close`: a TCP and TLS handshake per request
     transfer   curl, one 1 GiB download and one 1 GiB upload, sluice vs direct
+    h2         h2load (nghttp2-client), HTTP/2, 10 connections x 10 concurrent streams, 1 KiB
+               responses: direct (the upstream nginx speaks h2), sluice and the nginx proxy
+               (h2 towards the client, HTTP/1.1 with keep-alive towards the upstream, as
+               sluice), plus both proxies under HTTP/1.1 with the same 100 requests in
+               flight (100 connections), for each one's h1 CPU per request
 
 Rounds alternate between the peers so that drift hits all of them; each figure is the median
 of its rounds, each ratio the median of per-round ratios against direct.
@@ -130,6 +135,64 @@ class Bench:
                 "p50_us": j["p50_us"], "p99_us": j["p99_us"], "p999_us": j["p999_us"],
                 "proxy_cpu_us": pcpu / n if pcpu else 0.0, "upstream_cpu_us": ucpu / n,
                 "client_cpu_us": ccpu / n}
+
+    def h2load(self, peer, path, conns, streams, seconds, h1=False):
+        """h2load through peer for seconds: requests/s and CPU microseconds per request of
+        the proxy (its cgroup: every thread) and of the upstream. h1: HTTP/1.1 (ALPN
+        http/1.1), one request in flight per connection."""
+        argv = ["h2load", "-t1", f"-c{conns}", f"-m{streams}", "-D", str(seconds)]
+        if h1:
+            argv.append("--h1")
+        argv.append(f"https://{NAME}{path}")
+        out, pcpu, ucpu, ccpu = self.measured(peer, argv, seconds + 60)
+        m = re.search(r"finished in ([\d.]+)(m?s), ([\d.]+) req/s", out)
+        done = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, "
+                         r"(\d+) failed, (\d+) errored, (\d+) timeout", out)
+        codes = re.search(r"status codes: (\d+) 2xx", out)
+        proto = re.search(r"Application protocol: (\S+)", out)
+        want = "http/1.1" if h1 else "h2"
+        if not (m and done and codes and proto):
+            raise BenchError(f"h2load through {peer}: no summary: {out[-1500:]}")
+        n, failed = int(done.group(1)), sum(int(done.group(i)) for i in (2, 3, 4))
+        if proto.group(1) != want or failed or not n or int(codes.group(1)) != n:
+            raise BenchError(f"h2load through {peer} {path}: protocol {proto.group(1)}, "
+                             f"{n} succeeded, {failed} failed, {codes.group(1)} 2xx: "
+                             f"{out[-1500:]}")
+        secs = float(m.group(1)) / (1000 if m.group(2) == "ms" else 1)
+        return {"rps": n / secs, "requests": n,
+                "proxy_cpu_us": pcpu / n if pcpu else 0.0, "upstream_cpu_us": ucpu / n,
+                "client_cpu_us": ccpu / n}
+
+    def h2(self, peers):
+        """The h2 section (see the module's head): {"h2": {peer: ...}, "h1": {peer: ...},
+        and the ratios the targets read}."""
+        s = self.s
+        out = {"settings": {"conns": 10, "streams": 10, "seconds": s.http_seconds,
+                            "rounds": s.http_rounds, "h1_conns": 100}}
+        for p in peers if s.warmup_seconds else ():
+            self.h2load(p, "/1k", 10, 10, s.warmup_seconds)
+        log("  h2, 10 connections x 10 streams, 1k")
+        samples = self.rounds(peers, lambda p: self.h2load(p, "/1k", 10, 10, s.http_seconds),
+                              s.http_rounds)
+        h2 = out["h2"] = self.summarize(samples)
+        proxies = [p for p in peers if p in ("sluice", "nginx")]
+        log("  h1, 100 connections, 1k (the same requests in flight)")
+        h1 = out["h1"] = self.summarize(self.rounds(
+            proxies, lambda p: self.h2load(p, "/1k", 100, 1, s.http_seconds, h1=True),
+            s.http_rounds))
+        if "sluice" in h2 and "nginx" in h2:
+            h2["sluice"]["ratio_vs_nginx"] = median(
+                [x["rps"] / n["rps"] for x, n in zip(samples["sluice"], samples["nginx"])])
+            h2["sluice"]["proxy_cpu_vs_nginx"] = \
+                h2["sluice"]["proxy_cpu_us"] / h2["nginx"]["proxy_cpu_us"]
+        if "sluice" in h2 and "sluice" in h1:
+            h2["sluice"]["proxy_cpu_vs_own_h1"] = \
+                h2["sluice"]["proxy_cpu_us"] / h1["sluice"]["proxy_cpu_us"]
+        for what, res in (("h2", h2), ("h1", h1)):
+            for p, r in res.items():
+                log(f"    {what} {p:10} {r['rps']:9.0f} req/s  proxy {r['proxy_cpu_us']:6.1f} "
+                    f"us/req  upstream {r['upstream_cpu_us']:6.1f} us/req")
+        return out
 
     def load(self, peer, path, rate, seconds):
         argv = [str(BUILD / "bench" / "bench_load"), NAME, "443", path, str(self.s.conns),

@@ -53,6 +53,13 @@ def targets(r):
             "{:.1f}")
         a = _get(r, "https", "fixed_rate", size, "sluice_added_us", "p99_us")
         add(f"p99 added latency at half of saturation, {size} (us)", a, "<=", 200, "{:.0f}")
+    h2 = _get(r, "h2", "h2", "sluice") or {}
+    add("h2 1k (10 conns x 10 streams), sluice / nginx reverse proxy", h2.get("ratio_vs_nginx"),
+        ">=", 1.0)
+    add("h2 1k, sluice's proxy CPU per request / nginx's", h2.get("proxy_cpu_vs_nginx"), "<=",
+        1.0)
+    add("h2 1k, sluice's proxy CPU per request / its own h1 (100 conns)",
+        h2.get("proxy_cpu_vs_own_h1"), "<=", 1.0)
     add("download checked by SNI / sni = false", _get(r, "splice", "download", "ratio"), ">=",
         0.9, "{:.2f}")
     add("connect to first byte added by the SNI check (us)",
@@ -262,6 +269,25 @@ def markdown(r):
             if f"{k}_us_p50" in mi:
                 lines.append(f"| {k.replace('_', ' ')} | {mi[k + '_us_p50']:.2f} | "
                              f"{mi[k + '_us_p99']:.2f} |")
+        lines.append("")
+    h2 = r.get("h2")
+    if h2:
+        st = h2["settings"]
+        lines += ["## HTTP/2 (h2load)", "",
+                  f"h2load, 1 KiB responses, {st['rounds']} rounds of {st['seconds']} s "
+                  f"alternating; h2: {st['conns']} connections x {st['streams']} concurrent "
+                  f"streams; h1: {st['h1_conns']} connections, one request each in flight. "
+                  "Both proxies inject the header and speak HTTP/1.1 with keep-alive to the "
+                  "upstream; direct is the upstream nginx over h2. CPU: each one's cgroup "
+                  "(cpu.stat), per request.", "",
+                  "| | protocol | req/s | / direct | proxy CPU µs/req | upstream CPU µs/req |",
+                  "|---|---|---|---|---|---|"]
+        for proto in ("h2", "h1"):
+            for p, x in (h2.get(proto) or {}).items():
+                lines.append(f"| {LABEL.get(p, p)} | {proto} | {_f(x.get('rps'))} | "
+                             f"{_f(x.get('ratio_vs_direct'), '{:.3f}')} | "
+                             f"{_f(x.get('proxy_cpu_us'), '{:.1f}')} | "
+                             f"{_f(x.get('upstream_cpu_us'), '{:.1f}')} |")
         lines.append("")
     pr = r.get("profile")
     if pr:

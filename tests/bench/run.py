@@ -8,7 +8,7 @@ an HTTP error) aborts the run.
 
     run.py [--smoke] [--out DIR] [SECTION...]
 
-SECTIONs: connect scale egress dns https transfer splice mint (default: all), and profile (only when
+SECTIONs: connect scale egress dns https h2 transfer splice mint (default: all), and profile (only when
 named: perf profiles and system calls per request of sluiced and of the nginx proxy under
 keep-alive and new-connection load, into DIR/profile-*.txt). Writes DIR/latest.json,
 DIR/latest.md and DIR/*.svg; DIR: tests/bench/results for a full run, build/bench-results
@@ -49,7 +49,8 @@ import peers  # noqa: E402
 import report  # noqa: E402
 import splice  # noqa: E402
 
-SECTIONS = ("connect", "scale", "egress", "dns", "https", "transfer", "splice", "mint")
+SECTIONS = ("connect", "scale", "egress", "dns", "https", "h2", "transfer", "splice",
+            "mint")
 EXTRA = ("profile",)  # only when named: perf profiles of sluiced and the nginx proxy
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -143,7 +144,7 @@ def main():
                                      f"host-record={peers.NAME},{up_ip}\n", s.dns_names)
         stack.callback(dnsmasq.stop)
 
-        need_up = bool({"https", "transfer", "splice", "profile"} & set(which))
+        need_up = bool({"https", "h2", "transfer", "splice", "profile"} & set(which))
         upstreams = None
         files = workdir / "upstream-files"
         check_log = workdir / "check.log"
@@ -154,7 +155,10 @@ def main():
                                           "ips": (up_ip,)},
                                   https=((up_ip, 443),), http=(),
                                   extra_http=https.CHECK_LOG_FORMAT,
-                                  extra_server=https.upstream_locations(files, check_log))
+                                  extra_server=https.upstream_locations(files, check_log),
+                                  # direct HTTP/2 for the h2 section's baseline; ALPN
+                                  # picks it only for a client that offers h2
+                                  http2="h2" in which)
             stack.callback(upstreams.close)
             upstreams.start()
             move_to_cgroup(upstreams.nginx.proc.pid, cgroups.make("srv-upstream"))
@@ -227,7 +231,7 @@ def main():
             all_peers = {"direct": Direct(up_ip), "sluice": sl}
             wanted = os.environ.get("BENCH_PEERS", "direct,sluice,nginx,squid,mitmproxy")
             wanted = wanted.split(",")
-            if {"https", "profile"} & set(which):
+            if {"https", "profile", "h2"} & set(which):
                 for cls, ip in zip((peers.NginxProxy, peers.SquidProxy, peers.MitmProxy),
                                    peer_ips):
                     if cls.name not in wanted:
@@ -262,6 +266,10 @@ def main():
                         res["newconn"] = bench.newconn(names_)
                     return res
                 result["https"] = section("https", do_https)
+
+            if "h2" in which:
+                result["h2"] = section("h2", lambda: bench.h2(
+                    [p for p in ("direct", "sluice", "nginx") if p in names_]))
 
             def do_profile():
                 prof = {}

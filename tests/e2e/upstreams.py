@@ -778,8 +778,10 @@ class Nginx:
     """
 
     def __init__(self, dir, pki, backend, https=((UPSTREAM_V4, 443), (UPSTREAM_V6, 443)),
-                 http=((UPSTREAM_V4, 80),), body_timeout=600, extra_http="", extra_server=""):
+                 http=((UPSTREAM_V4, 80),), body_timeout=600, extra_http="", extra_server="",
+                 http2=False):
         self.dir = _Dir(dir)
+        self.http2 = http2  # HTTP/2 on the https addresses (ALPN h2, http/1.1)
         self.pki, self.backend = pki, backend
         self.https = [tuple(a) for a in https]
         self.http = [tuple(a) for a in http]
@@ -808,7 +810,8 @@ class Nginx:
         return f"{scheme}://{host}{'' if port == default else f':{port}'}{path}"
 
     def _listen(self, addrs, ssl, default):
-        opts = (" ssl" if ssl else "") + (" default_server" if default else "")
+        opts = (" ssl" if ssl else "") + (" http2" if ssl and self.http2 else "") + \
+            (" default_server" if default else "")
         out = []
         for host, port in addrs:
             # ipv6only only matters for [::], where it is on by default (and stays on, so a
