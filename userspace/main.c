@@ -549,7 +549,10 @@ static int start(struct daemon *d, char *err, size_t errlen)
 				  .event_limit = d->o.event_limit,
 				  .max_rules = d->o.max_rules,
 				  .max_sandboxes = d->o.max_sandboxes };
-	struct sl_dns_opts dopts = { .max_ttl_s = d->o.ttl.max_s };
+	/* Cached answers live at most the grace: see struct dns_cached (dns/dns.c). */
+	struct sl_dns_opts dopts = { .max_ttl_s = d->o.ttl.max_s,
+				     .cache_ms = d->o.ttl.grace_s * 1000u /
+						 (d->o.ttl.time_scale ? d->o.ttl.time_scale : 1) };
 	struct sl_control_deps deps;
 	sigset_t mask;
 	int fd, n;

@@ -316,6 +316,7 @@ host-record=rebind.test,10.1.2.3
 host-record=metadata.test,169.254.169.254
 host-record=mixed.test,127.0.0.15
 host-record=mixed.test,10.1.2.4
+host-record=cached.test,127.0.0.16
 host-record=api.test,127.0.0.20
 host-record=www.test,127.0.0.20
 host-record=ws.test,127.0.0.20

@@ -112,14 +112,16 @@ def dns_name(msg, off):
 
 def dns_parse(msg):
     qid, flags, qd, an, ns, ar = struct.unpack(">HHHHHH", msg[:12])
-    off = 12
+    off, question = 12, None
     for _ in range(qd):
-        _, off = dns_name(msg, off)
+        name, off = dns_name(msg, off)
+        question = question or name
         off += 4
-    answers = []
+    answers, ttls = [], []
     for _ in range(an):
         _, off = dns_name(msg, off)
         rtype, _, ttl, rdlen = struct.unpack(">HHIH", msg[off:off + 10])
+        ttls.append(ttl)
         off += 10
         rdata = msg[off:off + rdlen]
         if rtype == 1:
@@ -131,7 +133,8 @@ def dns_parse(msg):
         else:
             answers.append([str(rtype), rdata.hex()])
         off += rdlen
-    return {"id": qid, "rcode": flags & 0xF, "tc": bool(flags & 0x200), "answers": answers}
+    return {"id": qid, "rcode": flags & 0xF, "tc": bool(flags & 0x200), "answers": answers,
+            "question": question, "ttls": ttls}
 
 
 def dns_op(op):

@@ -40,7 +40,7 @@ return {{
       "v6only.test:{pa}", "dual.test:{pa}",
       "alias1.test:{pa}",
       "*.wild.test:{pa}",
-      "rebind.test", "metadata.test", "mixed.test:{pa}",
+      "rebind.test", "metadata.test", "mixed.test:{pa}", "cached.test:{pa}",
     }},
     private = {{ "127.0.0.0/8", "::1" }},   -- the test's "Internet" lives on loopback
   }},
@@ -214,6 +214,67 @@ def test_entry_expires_after_its_ttl(box, daemon, servers, workdir):
     keys = [bytes(int(x, 16) for x in e["key"]) for e in json.loads(dump.stdout)]
     assert not [k for k in keys if int.from_bytes(k[4:8], "little") == sid and k[8:12] ==
                 bytes([127, 0, 0, 7])]
+
+
+def test_allowed_answers_are_cached_for_the_grace_only(box, daemon, servers, workdir,
+                                                       dnsmasq):
+    """An allowed name's answer is served again from memory for at most --dns-grace (1 s
+    here) and its smallest TTL, aged, with the asking client's letter case. Every answer
+    served again names an entry the kernel still holds."""
+    pa, _, _ = servers.ports
+
+    def upstream():
+        return sum("query[a] cached.test from" in line.lower()
+                   for line in dnsmasq.log.read_text().splitlines())
+
+    def hits():
+        return daemon.metrics()['sluice_dns_cache_hits_total{sandbox="dns"}']
+
+    n0, h0 = upstream(), hits()
+    first, again, mixed, conn = probe(box, [dns("cached.test"), dns("cached.test"),
+                                            dns("CaChEd.TeSt"), tcp("127.0.0.16", pa)], workdir)
+    for r in (first, again, mixed):
+        assert r["rcode"] == 0 and r["answers"] == [["A", "127.0.0.16"]], r
+    assert conn == "OK"
+    assert mixed["question"] == "CaChEd.TeSt"  # the client's own case (0x20 checks)
+    assert again["ttls"][0] <= first["ttls"][0] <= 300
+    assert upstream() == n0 + 1 and hits() == h0 + 2
+    ev = [e for e in daemon.events("dns") if e.get("name") == "cached.test"][-3:]
+    assert [e.get("cached", False) for e in ev] == [False, True, True], ev
+    assert all(e["installed"] == ["127.0.0.16"] for e in ev), ev
+
+    # Older than the grace: asked upstream again.
+    time.sleep(1.5)
+    assert probe(box, [dns("cached.test")], workdir)[0]["rcode"] == 0
+    assert upstream() == n0 + 2
+
+
+def test_a_reload_forgets_cached_answers(fresh_daemon, cgroups, servers, workdir, dnsmasq):
+    """With a grace of a minute, answers stay cached until the sandbox's rules change: a
+    policy reload that no longer names the name refuses it at once, and one that names it
+    again asks the upstream again."""
+    pa, _, _ = servers.ports
+    d = fresh_daemon.start("--dns-grace", "60")
+    cg = cgroups.make("dnscache")
+    allow = write_policy(workdir, "dnscache", f"""
+return {{ egress = {{ allow = {{ "cached.test:{pa}" }}, private = {{ "127.0.0.0/8" }} }} }}""")
+    deny = write_policy(workdir, "dnscache-no", "return { egress = { allow = {} } }")
+    d.add("dnscache", cg, allow)
+
+    def upstream():
+        return sum("query[a] cached.test from" in line.lower()
+                   for line in dnsmasq.log.read_text().splitlines())
+
+    n0 = upstream()
+    assert [r["rcode"] for r in probe(cg, [dns("cached.test")] * 3, workdir)] == [0, 0, 0]
+    assert upstream() == n0 + 1
+    assert d.cli("policy", "reload", "dnscache", "--policy", deny).returncode == 0
+    refused, conn = probe(cg, [dns("cached.test"), tcp("127.0.0.16", pa)], workdir)
+    assert refused["rcode"] == 3 and refused["answers"] == [] and conn == "EPERM"
+    assert d.cli("policy", "reload", "dnscache", "--policy", allow).returncode == 0
+    assert probe(cg, [dns("cached.test")], workdir)[0]["rcode"] == 0
+    assert upstream() == n0 + 2
+    d.cli("sandbox", "rm", "dnscache")
 
 
 def test_https_and_svcb_answered_empty_and_not_forwarded(box, workdir, dnsmasq):

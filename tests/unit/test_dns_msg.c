@@ -1370,6 +1370,38 @@ static void test_rewrite_drops_addresses_and_caps_ttls(void **state)
 	assert_int_equal(out[n - 10] | out[n - 9] | out[n - 8] | out[n - 7], 0);
 }
 
+/* A cached answer served again: every TTL less its age, never below 0, OPT's flags kept. */
+static void test_age(void **state)
+{
+	struct sl_dns_answer a;
+	struct pb p;
+	size_t at;
+
+	(void)state;
+	pb_hdr(&p, 1, 0x8180, 1, 2, 0, 1);
+	pb_name(&p, "a.example", 0);
+	pb_u32(&p, 0x00010001);
+	pb_a(&p, "", 12, 300, 192, 0, 2, 1);
+	pb_a(&p, "", 12, 20, 192, 0, 2, 2);
+	pb_u8(&p, 0); /* OPT: owner root, DO set in its TTL field */
+	pb_u16(&p, SL_DNS_TYPE_OPT);
+	pb_u16(&p, 1232);
+	pb_u32(&p, 0x00008000);
+	pb_u16(&p, 0);
+	at = p.n;
+	assert_int_equal(sl_dns_age(p.b, p.n, 30), 0);
+	assert_int_equal(sl_dns_parse_answer(p.b, p.n, "a.example", &a), 0);
+	assert_int_equal(a.naddr, 2);
+	assert_v4(&a.addr[0], 192, 0, 2, 1, 270);
+	assert_v4(&a.addr[1], 192, 0, 2, 2, 0);
+	assert_int_equal(get16(p.b + at - 4), 0x8000); /* OPT's flags, not a TTL */
+	assert_int_equal(sl_dns_age(p.b, p.n, 0), 0);
+	assert_v4(&a.addr[0], 192, 0, 2, 1, 270);
+	/* malformed: a record past the end */
+	assert_int_equal(sl_dns_age(p.b, p.n - 1, 1), -EINVAL);
+	assert_int_equal(sl_dns_age(p.b, 5, 1), -EINVAL);
+}
+
 static void test_name_match(void **state)
 {
 	static const struct {
@@ -1574,6 +1606,7 @@ int main(void)
 		cmocka_unit_test(test_strip_bypass),
 		cmocka_unit_test(test_strip_truncation),
 		cmocka_unit_test(test_rewrite_drops_addresses_and_caps_ttls),
+		cmocka_unit_test(test_age),
 		cmocka_unit_test(test_name_match),
 		cmocka_unit_test(test_fuzz),
 	};

@@ -205,6 +205,11 @@ static void handle_metrics(struct ctl_conn *c)
 		for (size_t i = 0; i < sizeof(q) / sizeof(q[0]); i++)
 			metric_sandbox(&m, "sluice_dns_queries_total", s, q[i].labels, q[i].v);
 	}
+	sl_buf_printf(&m, "# HELP sluice_dns_cache_hits_total Allowed DNS queries answered from "
+			  "the answers kept for --dns-grace (counted in result=\"allowed\" too).\n"
+			  "# TYPE sluice_dns_cache_hits_total counter\n");
+	for (const struct snap *s = sn; s < sn + n; s++)
+		metric_sandbox(&m, "sluice_dns_cache_hits_total", s, "", s->st.dns.cached);
 	sl_buf_printf(&m, "# HELP sluice_dns_addresses_total Addresses of DNS answers: installed "
 			  "in the kernel, or blocked by the rebinding guard.\n"
 			  "# TYPE sluice_dns_addresses_total counter\n");

@@ -178,3 +178,9 @@ void sl_jw_int(struct sl_jw *w, const char *key, long long val)
 		*--p = '-';
 	sl_buf_append(&w->b, p, e - p);
 }
+
+void sl_jw_raw(struct sl_jw *w, const char *key, const char *json, size_t len)
+{
+	jw_key(w, key);
+	sl_buf_append(&w->b, json, len);
+}

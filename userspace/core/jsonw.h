@@ -30,6 +30,8 @@ struct sl_jw {
 void sl_jw_begin(struct sl_jw *w);
 void sl_jw_str(struct sl_jw *w, const char *key, const char *val);
 void sl_jw_int(struct sl_jw *w, const char *key, long long val);
+/* A value already written as JSON (@len bytes of @json: a list, true, null): not checked. */
+void sl_jw_raw(struct sl_jw *w, const char *key, const char *json, size_t len);
 
 /* Formats @ts_ns (CLOCK_MONOTONIC) as an RFC 3339 UTC time with milliseconds. */
 void sl_format_mono_time(__u64 ts_ns, char *buf, size_t len);

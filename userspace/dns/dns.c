@@ -64,6 +64,7 @@
 #define DNS_UP_SOCKS 16 /* upstream UDP sockets in use */
 #define DNS_UP_REUSE 512 /* queries a socket sends before a fresh port replaces it */
 #define DNS_UP_BATCH 64 /* answers read per wake-up of an upstream socket */
+#define DNS_CACHE_SLOTS 32 /* answers a listener keeps (direct-mapped by name and type) */
 
 /* One upstream UDP socket of the pool: its queries in flight, matched by id. */
 struct dns_up {
@@ -127,6 +128,25 @@ struct dns_tcp {
 	int closing;
 };
 
+/*
+ * An answer of an allowed name as it went to a client, to serve again while it is young. It
+ * is kept at most --dns-grace (struct sl_dns_opts.cache_ms) and never past its smallest TTL:
+ * the kernel entries it names were written when it came, to live the clamped TTL plus the
+ * grace, so whoever gets it from here still has the whole clamped TTL before they expire,
+ * as after a query that went upstream. Kept only for what may be asked the same way again:
+ * same type, RD, CD, EDNS and DO; never a truncated answer, an audited name's, or one
+ * larger than the asking client takes. A switch of the sandbox's rules empties the cache.
+ */
+struct dns_cached {
+	char qname[SL_DNS_NAME_BUF]; /* "" : an empty slot */
+	uint16_t qtype;
+	uint8_t flags; /* cache_flags() of the query it answered */
+	uint16_t len;
+	uint64_t stored_ns, expires_ns;
+	char *installed, *blocked; /* JSON lists of the answer's event, for each hit's */
+	uint8_t *msg; /* id and question to be replaced by the asking client's */
+};
+
 struct sl_dns_listener {
 	struct sl_dns *dns;
 	const struct sl_dns_ops *ops;
@@ -138,6 +158,7 @@ struct sl_dns_listener {
 	struct sl_list tcps;
 	unsigned ntcp;
 	struct sl_timer tcp_paused; /* accepting again after running out of descriptors */
+	struct dns_cached *cache; /* DNS_CACHE_SLOTS, allocated with the first answer kept */
 	struct sl_dns_stats stats;
 };
 
@@ -168,26 +189,46 @@ static const char *type_name(uint16_t t, char *buf, size_t len)
 	}
 }
 
-/* Publishes one DNS event of the listener's sandbox. @extra (stolen) adds fields. */
-static void dns_event(struct sl_dns_listener *l, const struct sl_dns_query *q, const char *verdict,
-		      json_t *extra)
+/*
+ * One DNS event of the listener's sandbox, written straight into its line (core/jsonw.h): a
+ * sandbox's every query has one, so a json_t built and dumped per query would cost more
+ * than answering it. dns_event_begin() returns 0 when nobody takes events; otherwise the
+ * caller adds its fields and ends with dns_event_end().
+ */
+static int dns_event_begin(struct sl_jw *w, struct sl_dns_listener *l, const struct sl_dns_query *q,
+			   const char *verdict)
 {
 	char tbuf[16];
-	json_t *j;
 
-	if (!l->dns->events) {
-		json_decref(extra);
+	if (!l->dns->events)
+		return 0;
+	sl_jw_begin(w);
+	sl_jw_str(w, "type", "dns");
+	sl_jw_str(w, "sandbox", l->ops->name(l->owner));
+	sl_jw_str(w, "name", q->qname);
+	sl_jw_str(w, "qtype", type_name(q->qtype, tbuf, sizeof(tbuf)));
+	sl_jw_str(w, "verdict", verdict);
+	if (l->ops->audit && l->ops->audit(l->owner))
+		sl_jw_str(w, "mode", "audit");
+	return 1;
+}
+
+static void dns_event_end(struct sl_jw *w, struct sl_dns_listener *l)
+{
+	sl_jw_publish(w, l->dns->events, l->ops->name(l->owner));
+}
+
+/* An event with nothing more, or a reason (may be NULL). */
+static void dns_event(struct sl_dns_listener *l, const struct sl_dns_query *q, const char *verdict,
+		      const char *reason)
+{
+	struct sl_jw w;
+
+	if (!dns_event_begin(&w, l, q, verdict))
 		return;
-	}
-	j = json_pack("{s:s, s:s, s:s, s:s, s:s}", "type", "dns", "sandbox", l->ops->name(l->owner),
-		      "name", q->qname, "qtype", type_name(q->qtype, tbuf, sizeof(tbuf)), "verdict",
-		      verdict);
-	if (j && extra)
-		json_object_update(j, extra);
-	if (j && l->ops->audit && l->ops->audit(l->owner))
-		json_object_set_new(j, "mode", json_string("audit"));
-	json_decref(extra);
-	sl_events_publish(l->dns->events, l->ops->name(l->owner), j);
+	if (reason)
+		sl_jw_str(&w, "reason", reason);
+	dns_event_end(&w, l);
 }
 
 /* ---- replies ---- */
@@ -248,6 +289,127 @@ static void reply_denied(struct sl_dns_listener *l, const struct sl_dns_query *q
 		reply(l, udp_fd, to, tolen, tcp, out, n);
 }
 
+/* ---- the answer cache (struct dns_cached) ---- */
+
+/* What of a query its answer depends on, besides name and type (sl_dns_build_forward()). */
+static uint8_t cache_flags(const struct sl_dns_query *q, const uint8_t *pkt)
+{
+	return (q->rd ? 1 : 0) | (pkt[3] & 0x10 ? 2 : 0) /* CD */ | (q->edns ? 4 : 0) |
+	       (q->edns_do ? 8 : 0);
+}
+
+static struct dns_cached *cache_slot(struct sl_dns_listener *l, const char *qname, uint16_t qtype)
+{
+	uint32_t h = 2166136261u ^ qtype; /* FNV-1a */
+
+	for (const char *p = qname; *p; p++)
+		h = (h ^ (uint8_t)*p) * 16777619u;
+	return &l->cache[h % DNS_CACHE_SLOTS];
+}
+
+static void cache_drop(struct dns_cached *c)
+{
+	free(c->msg);
+	free(c->installed);
+	free(c->blocked);
+	memset(c, 0, sizeof(*c));
+}
+
+void sl_dns_listener_flush(struct sl_dns_listener *l)
+{
+	if (!l || !l->cache)
+		return;
+	for (int i = 0; i < DNS_CACHE_SLOTS; i++)
+		cache_drop(&l->cache[i]);
+}
+
+/* Keeps @msg (@len bytes), the answer @dq got, if it may be served again (see struct
+ * dns_cached). @a is its parse, @installed and @blocked its event's lists (copied). */
+static void cache_put(struct dns_query *dq, const uint8_t *msg, size_t len,
+		      const struct sl_dns_answer *a, const char *installed, const char *blocked)
+{
+	struct sl_dns_listener *l = dq->l;
+	uint64_t life_ms = l->dns->o.cache_ms, now = sl_now_ns();
+	uint32_t ttl = a->min_ttl_s < l->dns->o.max_ttl_s ? a->min_ttl_s : l->dns->o.max_ttl_s;
+	struct dns_cached *c;
+	uint8_t *copy;
+
+	if (!life_ms || dq->audited || a->tc || a->rcode || !ttl || !a->naddr ||
+	    len <= SL_DNS_HDR_LEN + dq->q.question_len || (msg[2] & 0x02) /* TC */)
+		return;
+	if ((uint64_t)ttl * 1000 < life_ms)
+		life_ms = (uint64_t)ttl * 1000;
+	if (!l->cache && !(l->cache = calloc(DNS_CACHE_SLOTS, sizeof(*l->cache))))
+		return;
+	copy = malloc(len);
+	if (!copy)
+		return;
+	memcpy(copy, msg, len);
+	c = cache_slot(l, dq->q.qname, dq->q.qtype);
+	cache_drop(c);
+	c->installed = strdup(installed);
+	c->blocked = strdup(blocked);
+	if (!c->installed || !c->blocked) {
+		free(copy);
+		cache_drop(c);
+		return;
+	}
+	snprintf(c->qname, sizeof(c->qname), "%s", dq->q.qname);
+	c->qtype = dq->q.qtype;
+	c->flags = cache_flags(&dq->q, dq->pkt);
+	c->len = (uint16_t)len;
+	c->stored_ns = now;
+	c->expires_ns = now + life_ms * 1000000ULL;
+	c->msg = copy;
+}
+
+/* Answers @q from the cache if a young enough answer to the same question is there and fits
+ * the client. Returns 1 if it did. */
+static int cache_serve(struct sl_dns_listener *l, const struct sl_dns_query *q, const uint8_t *pkt,
+		       int udp_fd, const struct sockaddr *to, socklen_t tolen, struct dns_tcp *tcp)
+{
+	size_t cap = tcp ? DNS_MSG_MAX : q->udp_max;
+	uint8_t *out = l->dns->out;
+	struct dns_cached *c;
+	struct sl_jw w;
+	uint64_t now;
+	uint32_t age;
+
+	if (!l->cache)
+		return 0;
+	c = cache_slot(l, q->qname, q->qtype);
+	if (!c->msg || c->qtype != q->qtype || c->flags != cache_flags(q, pkt) ||
+	    strcmp(c->qname, q->qname) || c->len > cap ||
+	    c->len <= SL_DNS_HDR_LEN + q->question_len)
+		return 0;
+	now = sl_now_ns();
+	if (now >= c->expires_ns) {
+		cache_drop(c);
+		return 0;
+	}
+	age = (uint32_t)((now - c->stored_ns) / 1000000000ULL);
+	memcpy(out, c->msg, c->len);
+	out[0] = q->id >> 8;
+	out[1] = q->id & 0xff;
+	/* the question as this client wrote it (letter case: RFC 5452's 0x20 checks) */
+	memcpy(out + SL_DNS_HDR_LEN, pkt + SL_DNS_HDR_LEN, q->question_len);
+	if (sl_dns_age(out, c->len, age)) {
+		cache_drop(c);
+		return 0;
+	}
+	l->stats.allowed++;
+	l->stats.cached++;
+	if (dns_event_begin(&w, l, q, "allow")) {
+		sl_jw_int(&w, "rcode", 0);
+		sl_jw_raw(&w, "installed", c->installed, strlen(c->installed));
+		sl_jw_raw(&w, "blocked", c->blocked, strlen(c->blocked));
+		sl_jw_raw(&w, "cached", "true", 4);
+		dns_event_end(&w, l);
+	}
+	reply(l, udp_fd, to, tolen, tcp, out, c->len);
+	return 1;
+}
+
 /* ---- queries in flight ---- */
 
 static void tcp_update(struct dns_tcp *c);
@@ -289,7 +451,7 @@ static void query_fail(struct dns_query *dq, const char *why)
 
 	l->stats.servfail++;
 	sl_debug("dns %s: %s: %s", l->ops->name(l->owner), dq->q.qname, why);
-	dns_event(l, &dq->q, "servfail", json_pack("{s:s}", "reason", why));
+	dns_event(l, &dq->q, "servfail", why);
 	/* The client's own id goes back in the header the error echoes. */
 	dq->pkt[0] = dq->q.id >> 8;
 	dq->pkt[1] = dq->q.id & 0xff;
@@ -317,18 +479,25 @@ static int drop_blocked(uint8_t family, const uint8_t *addr, void *arg)
 	return 0;
 }
 
-static json_t *addr_list(const struct sl_dns_answer *a, const uint8_t *blocked, int want_blocked)
+/* The addresses of @a that are (@want_blocked 0) or are not installed, as a JSON list. */
+static void addr_list(const struct sl_dns_answer *a, const uint8_t *blocked, int want_blocked,
+		      char *out, size_t len)
 {
-	json_t *arr = json_array();
-	char s[INET6_ADDRSTRLEN];
+	size_t n = 0;
 
+	out[n++] = '[';
 	for (size_t i = 0; i < a->naddr; i++) {
-		if (!!blocked[i] != want_blocked)
+		if (!!blocked[i] != want_blocked || len - n < INET6_ADDRSTRLEN + 4)
 			continue;
-		inet_ntop(a->addr[i].family, a->addr[i].addr, s, sizeof(s));
-		json_array_append_new(arr, json_string(s));
+		if (n > 1)
+			out[n++] = ',';
+		out[n++] = '"';
+		inet_ntop(a->addr[i].family, a->addr[i].addr, out + n, len - n);
+		n += strlen(out + n);
+		out[n++] = '"';
 	}
-	return arr;
+	out[n++] = ']';
+	out[n] = 0;
 }
 
 /* The upstream answered @resp: install, filter, relay. */
@@ -338,6 +507,10 @@ static void query_complete(struct dns_query *dq, uint8_t *resp, size_t len)
 	uint8_t blocked[SL_DNS_MAX_ADDRS] = { 0 };
 	struct sl_dns_answer *a = &l->dns->answer;
 	struct blocked_set bs;
+	/* the event's lists: every address quoted, at most SL_DNS_MAX_ADDRS of them */
+	char installed[SL_DNS_MAX_ADDRS * (INET6_ADDRSTRLEN + 3) + 3];
+	char blocked_j[sizeof(installed)];
+	struct sl_jw w;
 	size_t cap = dq->tcp ? DNS_MSG_MAX : dq->q.udp_max;
 	uint8_t *out = l->dns->out;
 	size_t nblocked = 0;
@@ -388,10 +561,16 @@ static void query_complete(struct dns_query *dq, uint8_t *resp, size_t len)
 	l->stats.allowed++;
 	l->stats.installed += a->naddr - nblocked;
 	l->stats.blocked += nblocked;
-	dns_event(l, &dq->q, dq->audited ? "audit" : "allow",
-		  json_pack("{s:i, s:o, s:o, s:i}", "rcode", a->rcode, "installed",
-			    addr_list(a, blocked, 0), "blocked", addr_list(a, blocked, 1), "ttl",
-			    (int)a->min_ttl_s));
+	addr_list(a, blocked, 0, installed, sizeof(installed));
+	addr_list(a, blocked, 1, blocked_j, sizeof(blocked_j));
+	if (dns_event_begin(&w, l, &dq->q, dq->audited ? "audit" : "allow")) {
+		sl_jw_int(&w, "rcode", a->rcode);
+		sl_jw_raw(&w, "installed", installed, strlen(installed));
+		sl_jw_raw(&w, "blocked", blocked_j, strlen(blocked_j));
+		sl_jw_int(&w, "ttl", a->min_ttl_s);
+		dns_event_end(&w, l);
+	}
+	cache_put(dq, out, n, a, installed, blocked_j);
 	if (nblocked)
 		sl_warn("dns %s: %s resolves to %zu address(es) outside the public Internet that "
 			"egress.private does not allow: not installed",
@@ -671,11 +850,12 @@ static void handle_query(struct sl_dns_listener *l, const uint8_t *pkt, size_t l
 		reply_error(l, &q, pkt, len, SL_DNS_RCODE_NOERROR, udp_fd, from, fromlen, tcp);
 		return;
 	}
+	if (!audited && cache_serve(l, &q, pkt, udp_fd, from, fromlen, tcp))
+		return;
 	if (l->npending >= DNS_MAX_PENDING || l->dns->npending >= DNS_MAX_PENDING_TOTAL) {
 		l->stats.refused++;
 		l->stats.limit_pending++;
-		dns_event(l, &q, "refused",
-			  json_pack("{s:s}", "reason", "too many queries in flight"));
+		dns_event(l, &q, "refused", "too many queries in flight");
 		reply_error(l, &q, pkt, len, SL_DNS_RCODE_REFUSED, udp_fd, from, fromlen, tcp);
 		return;
 	}
@@ -1120,6 +1300,8 @@ void sl_dns_listener_close(struct sl_dns_listener *l)
 		query_free(sl_list_first(&l->queries, struct dns_query, link));
 	sl_timer_disarm(l->dns->loop, &l->tcp_paused);
 	close_fds(l);
+	sl_dns_listener_flush(l);
+	free(l->cache);
 	free(l);
 }
 

@@ -27,6 +27,10 @@ struct sl_dns_opts {
 	socklen_t upstream_len; /* 0: no upstream, every allowed name gets SERVFAIL */
 	unsigned timeout_ms; /* upstream answer deadline */
 	uint32_t max_ttl_s; /* TTLs in answers are capped at this */
+	/* How long an answer for an allowed name is served again from memory, at most (its
+	 * smallest TTL bounds it too); 0: never. The caller passes --dns-grace, so that the
+	 * kernel entries a cached answer names outlive it by the whole clamped TTL (dns.c). */
+	unsigned cache_ms;
 };
 
 /* What a listener asks of the sandbox it serves. Loop thread only. */
@@ -57,7 +61,8 @@ struct sl_dns_ops {
 
 /* Counters of one listener. */
 struct sl_dns_stats {
-	uint64_t allowed; /* forwarded upstream and answered */
+	uint64_t allowed; /* forwarded upstream and answered, or answered from the cache */
+	uint64_t cached; /* of those, answered from the cache */
 	uint64_t denied; /* NXDOMAIN for a name the policy does not name */
 	uint64_t nodata; /* HTTPS/SVCB answered empty */
 	uint64_t formerr; /* malformed */
@@ -88,6 +93,9 @@ struct sl_dns_listener *sl_dns_listen(struct sl_dns *dns, const struct sl_dns_op
 				      uint16_t want_port, int netns_fd, char *err, size_t errlen);
 /* Closes the sockets and drops queries in flight. Accepts NULL. */
 void sl_dns_listener_close(struct sl_dns_listener *l);
+/* Forgets the cached answers: the sandbox's rules changed (a handler switch, a policy
+ * reload, a mode switch), so a name's next query is judged and installed anew. */
+void sl_dns_listener_flush(struct sl_dns_listener *l);
 uint16_t sl_dns_listener_port(const struct sl_dns_listener *l);
 const struct sl_dns_stats *sl_dns_listener_stats(const struct sl_dns_listener *l);
 

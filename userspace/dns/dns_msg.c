@@ -883,6 +883,44 @@ int sl_dns_rewrite(const uint8_t *pkt, size_t len, uint8_t *out, size_t outcap,
 	return (int)w.n;
 }
 
+int sl_dns_age(uint8_t *msg, size_t len, uint32_t age_s)
+{
+	uint8_t owner[SL_DNS_WIRE_MAX];
+	size_t off = SL_DNS_HDR_LEN, olen;
+	struct hdr h;
+	int err;
+
+	if (len < SL_DNS_HDR_LEN || len > MSG_MAX)
+		return -EINVAL;
+	read_hdr(msg, &h);
+	for (unsigned i = 0; i < h.qd; i++) {
+		err = read_name(msg, len, off, len, 0, owner, &olen, &off);
+		if (err)
+			return err;
+		if (len - off < 4)
+			return -EINVAL;
+		off += 4;
+	}
+	for (unsigned i = 0; i < (unsigned)h.an + h.ns + h.ar; i++) {
+		struct rr rr;
+		uint32_t t;
+
+		err = read_rr(msg, len, off, 0, owner, &olen, &rr);
+		if (err)
+			return err;
+		if (rr.type != SL_DNS_TYPE_OPT) {
+			t = ttl_s(rr.ttl);
+			t = t > age_s ? t - age_s : 0;
+			msg[rr.rdata - 6] = t >> 24;
+			msg[rr.rdata - 5] = t >> 16;
+			msg[rr.rdata - 4] = t >> 8;
+			msg[rr.rdata - 3] = t;
+		}
+		off = rr.end;
+	}
+	return off == len ? 0 : -EINVAL;
+}
+
 /* @a and @b (@n bytes) equal, ASCII letters matching either case. */
 static int eq_nocase(const char *a, const char *b, size_t n)
 {

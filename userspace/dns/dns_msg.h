@@ -204,6 +204,13 @@ int sl_dns_rewrite(const uint8_t *pkt, size_t len, uint8_t *out, size_t outcap,
 		   sl_dns_addr_filter *drop_addr, void *arg, uint32_t max_ttl_s);
 
 /*
+ * Ages the answer @msg (@len bytes, in place) by @age_s seconds: every record's TTL (OPT's
+ * excepted) less @age_s, never below 0, as a cache serving it again must (RFC 1035 §7.4).
+ * Returns 0, or -EINVAL for a malformed message (which it then leaves partly aged).
+ */
+int sl_dns_age(uint8_t *msg, size_t len, uint32_t age_s);
+
+/*
  * Whether @name (text, any case, one trailing dot ignored) matches a policy host: equal to
  * @pattern_host when @wildcard is 0, strictly below it when @wildcard is 1 (the policy entry
  * "*.example.com" passes "example.com" and 1: "a.example.com" and "x.y.example.com" match,

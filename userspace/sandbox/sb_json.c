@@ -111,12 +111,13 @@ static json_t *dns_json(const struct sl_box *box)
 	if (!box->dns)
 		return json_null();
 	st = sl_dns_listener_stats(box->dns);
-	return json_pack("{s:i, s:{s:I, s:I, s:I, s:I, s:I, s:I}, s:{s:I, s:I}}", "port",
+	return json_pack("{s:i, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I}, s:{s:I, s:I}}", "port",
 			 (int)box->dns_port, "queries", "allowed", (json_int_t)st->allowed,
-			 "denied", (json_int_t)st->denied, "nodata", (json_int_t)st->nodata,
-			 "formerr", (json_int_t)st->formerr, "refused", (json_int_t)st->refused,
-			 "servfail", (json_int_t)st->servfail, "addresses", "installed",
-			 (json_int_t)st->installed, "blocked", (json_int_t)st->blocked);
+			 "cached", (json_int_t)st->cached, "denied", (json_int_t)st->denied,
+			 "nodata", (json_int_t)st->nodata, "formerr", (json_int_t)st->formerr,
+			 "refused", (json_int_t)st->refused, "servfail", (json_int_t)st->servfail,
+			 "addresses", "installed", (json_int_t)st->installed, "blocked",
+			 (json_int_t)st->blocked);
 }
 
 static json_t *proxy_json(const struct sl_box *box)

@@ -346,6 +346,7 @@ static int switch_layer(struct sl_registry *r, struct sl_box *box, struct sl_lua
 	box->params = params_copy;
 	params_copy = NULL;
 	box->switches++;
+	sl_dns_listener_flush(box->dns); /* answers cached under the old layer */
 
 	/* The names the kernel SNI check accepts follow the learned entries. */
 	e = sb_sni_sync(r, box);
