@@ -257,6 +257,7 @@ def test_refused_per_stream_cheaply_others_go_on(box, other, workdir, daemon, up
     m0 = daemon.metrics()
     seen0 = len(upstreams.backend.requests_for("/headers?"))
     t = threading.Thread(target=victim_loop, args=(other, workdir, stop, ok, bad))
+    hwm0 = sluiced_rss_hwm(daemon)
     cpu0 = sluiced_cpu_s(daemon)
     t.start()
     try:
@@ -296,6 +297,10 @@ def test_refused_per_stream_cheaply_others_go_on(box, other, workdir, daemon, up
     assert m[key] - m0.get(key, 0) >= (len(streams) - 1 if expect in ("431", "bomb") else
                                         count - 100 if expect == "refused" else len(streams))
     assert cpu <= cpu_max * (5 if SAN else 1), f"{mode} cost sluiced {cpu:.3f} s of CPU"
+    # What is past the head bound is not kept: the peak RSS barely moves (200 heads of
+    # 100 KiB, or of 64 MB decompressed, on one connection).
+    grown = sluiced_rss_hwm(daemon) - hwm0
+    assert SAN or grown < 16 << 20, f"sluiced's peak RSS grew by {grown >> 20} MiB"
     assert ok and not bad, bad[:3]
 
 
