@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ENV_SECRETS, PY, SAN, run_in, write_policy
-from upstreams import pattern, pattern_sha256
+from upstreams import UPSTREAM_V4, Nginx, free_port, pattern, pattern_sha256
 
 H2CLIENT = str(Path(__file__).with_name("h2client.py"))
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,8 +39,8 @@ return {
 """
 
 
-def make_box(daemon, cgroups, workdir, name):
-    policy = write_policy(workdir, name, POLICY)
+def make_box(daemon, cgroups, workdir, name, policy=POLICY):
+    policy = write_policy(workdir, name, policy)
     cg = cgroups.make(name)
     daemon.add(name, cg, policy)
     ca = Path(workdir) / f"{name}-ca.pem"
@@ -106,7 +106,8 @@ def test_injected_header_reaches_upstream_masked_for_the_sandbox(box, workdir, u
     assert seen["x-auth-token"] == STARS
     logged = upstreams.nginx.wait_requests(1, since=mark, uri="/headers")
     assert logged and logged[-1]["h_x_auth_token"] == SECRET
-    assert logged[-1]["alpn"] == "http/1.1"  # the upstream leg stays HTTP/1.1 today
+    # the shared nginx offers no h2: an h2 client reaches an HTTP/1.1-only upstream
+    assert logged[-1]["alpn"] == "http/1.1" and logged[-1]["protocol"] == "HTTP/1.1"
 
 
 def test_h2_only_alpn_client_and_concurrent_streams(box, workdir):
@@ -405,3 +406,90 @@ def test_events_and_stats_show_h2(box, daemon, workdir):
     r = daemon.cli("sandbox", "show", "h2")
     assert f"http2:    connections {h2['connections']} (open 0); streams {h2['streams']}" \
         in r.stdout, r.stdout
+
+
+# ---- HTTP/2 towards the upstream (px_h2_up.c) ----
+
+
+@pytest.fixture(scope="module")
+def h2nginx(workdir, upstreams):
+    """A second nginx on its own port of the upstream address, same test CA and backend, with
+    HTTP/2 on (nginx 1.22: `listen ... ssl http2`): an upstream that picks h2 by ALPN."""
+    port = free_port(hosts=(UPSTREAM_V4,))
+    n = Nginx(Path(workdir) / "h2nginx", upstreams.pki, upstreams.backend,
+              https=((UPSTREAM_V4, port),), http=(), http2=True)
+    try:
+        n.start()
+        yield n
+    finally:
+        n.close()
+
+
+@pytest.fixture(scope="module")
+def h2box(daemon, cgroups, workdir, h2nginx):
+    """A sandbox whose policy intercepts api.test on the h2 nginx's port too."""
+    port = h2nginx.https_port
+    policy = POLICY.replace('"api.test", "www.test"',
+                            f'"api.test:443", "api.test:80", "api.test:{port}", "www.test"')
+    yield make_box(daemon, cgroups, workdir, "h2up", policy)
+    daemon.cli("sandbox", "rm", "h2up")
+
+
+def h2url(h2nginx, path):
+    return f"https://api.test:{h2nginx.https_port}{path}"
+
+
+def test_h1_client_to_h2_upstream(h2box, workdir, h2nginx):
+    mark = h2nginx.mark()
+    r = curl(h2box, workdir, "--http1.1", "-w", "\n%{http_version}", h2url(h2nginx, "/headers"))
+    assert r.returncode == 0, r.stderr
+    body, _, version = r.stdout.rpartition(b"\n")
+    assert version == b"1.1"
+    assert SECRET.encode() not in body
+    assert json.loads(body)["headers"]["x-auth-token"] == STARS
+    logged = h2nginx.wait_requests(1, since=mark, uri="/headers")
+    assert logged and logged[-1]["h_x_auth_token"] == SECRET
+    assert logged[-1]["alpn"] == "h2" and logged[-1]["protocol"] == "HTTP/2.0", logged[-1]
+    # bodies both ways: a Content-Length download, a chunked one (h2 has no chunks: the
+    # proxy frames it again for the HTTP/1.1 client), an upload with its length, HEAD
+    r = curl(h2box, workdir, "--http1.1", h2url(h2nginx, "/bytes/300000"))
+    assert r.returncode == 0 and r.stdout == pattern(300000), r.stderr
+    r = curl(h2box, workdir, "--http1.1", h2url(h2nginx, "/chunked/200001"))
+    assert r.returncode == 0 and r.stdout == pattern(200001), r.stderr
+    up = Path(workdir) / "h2up-upload.bin"
+    up.write_bytes(pattern(1 << 20))
+    r = curl(h2box, workdir, "--http1.1", "--data-binary", f"@{up}", h2url(h2nginx, "/sha256"))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"length": 1 << 20, "sha256": pattern_sha256(1 << 20)}
+    r = curl(h2box, workdir, "--http1.1", "-I", h2url(h2nginx, "/bytes/1234"))
+    assert r.returncode == 0, r.stderr
+    assert b"content-length: 1234" in r.stdout.lower(), r.stdout
+    seen = h2nginx.matching(since=mark)
+    assert {e["protocol"] for e in seen} == {"HTTP/2.0"}, seen
+
+
+def test_h2_client_to_h2_upstream(h2box, workdir, h2nginx):
+    mark = h2nginx.mark()
+    r = curl(h2box, workdir, "--http2", "-w", "\n%{http_version}", h2url(h2nginx, "/headers"))
+    assert r.returncode == 0, r.stderr
+    body, _, version = r.stdout.rpartition(b"\n")
+    assert version == b"2"
+    assert json.loads(body)["headers"]["x-auth-token"] == STARS
+    logged = h2nginx.wait_requests(1, since=mark, uri="/headers")
+    assert logged and logged[-1]["h_x_auth_token"] == SECRET
+    assert logged[-1]["protocol"] == "HTTP/2.0"
+
+
+def test_h2_upstream_streams_share_one_connection(h2box, workdir, h2nginx):
+    """Concurrent streams of one client, and requests of clients that come and go, are
+    streams of one pooled upstream connection."""
+    mark = h2nginx.mark()
+    res = h2client(h2box, workdir, mode="get", path="/bytes/70000", n=8, port=h2nginx.https_port)
+    assert [r["status"] for r in res["responses"]] == [200] * 8, res
+    assert all(r["body_len"] == 70000 for r in res["responses"]), res
+    for _ in range(3):
+        r = curl(h2box, workdir, "--http1.1", h2url(h2nginx, "/bytes/10"))
+        assert r.returncode == 0 and r.stdout == pattern(10), r.stderr
+    seen = h2nginx.wait_requests(11, since=mark, uri=lambda u: u.startswith("/bytes/"))
+    assert len(seen) == 11, seen
+    assert len(h2nginx.connections_seen(since=mark)) == 1, seen

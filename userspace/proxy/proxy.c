@@ -201,6 +201,7 @@ static void sweep_cb(struct sl_loop *loop, struct sl_timer *t)
 		if (now - u->since_ms > POOL_IDLE_MS)
 			px_upconn_free(u);
 	}
+	px_h2up_sweep(l, now, 0);
 	sl_timer_arm(loop, &l->sweep, SWEEP_MS, sweep_cb);
 }
 
@@ -278,6 +279,7 @@ struct sl_proxy_listener *sl_proxy_listen(struct sl_proxy *px, const struct sl_p
 	l->fd[0] = l->fd[1] = -1;
 	sl_list_init(&l->conns);
 	sl_list_init(&l->idle);
+	sl_list_init(&l->h2up);
 	for (int tries = 0; tries < 16 && r; tries++) {
 		uint16_t port = tries == 0 ? want_port : 0;
 
@@ -338,6 +340,7 @@ void sl_proxy_listener_close(struct sl_proxy_listener *l)
 	}
 	while (!sl_list_empty(&l->idle))
 		px_upconn_free(sl_list_first(&l->idle, struct upconn, link));
+	px_h2up_sweep(l, 0, 1);
 	for (int i = 0; i < 2; i++) {
 		if (l->fd[i] >= 0) {
 			sl_loop_del_fd(l->px->loop, l->fd[i]);
@@ -385,6 +388,7 @@ size_t sl_proxy_listener_revalidate(struct sl_proxy_listener *l)
 		if (l->ops->name_verdict(l->owner, u->host) != SL_VERDICT_PROXY)
 			px_upconn_free(u);
 	}
+	px_h2up_sweep(l, sl_now_ms(), 0);
 	return closed;
 }
 

@@ -59,6 +59,8 @@ void px_conn_free(struct pconn *c)
 	l->stats.body_bytes -= c->charged;
 	if (c->st == C_HTTP && c->x.rq == RQ_IDLE)
 		px_pool_put(c); /* a clean idle upstream outlives its client */
+	if (c->h2u)
+		px_h2up_detach(c);
 	if (c->c.fd >= 0)
 		sl_loop_del_fd(l->px->loop, c->c.fd);
 	if (c->u.fd >= 0)
@@ -365,6 +367,8 @@ void px_pump(struct pconn *c)
 		sl_stream_read(&c->c, BUF_LIMIT);
 		if (c->u.fd >= 0 && c->up == UP_READY)
 			sl_stream_read(&c->u, BUF_LIMIT);
+		else if (c->h2u)
+			px_h2up_pump(c);
 		if (c->st == C_TUNNEL) {
 			if (px_handle_tunnel(c) < 0) {
 				px_conn_close(c);
@@ -379,6 +383,8 @@ void px_pump(struct pconn *c)
 			break;
 		if (c->u.fd >= 0 && c->up == UP_READY)
 			sl_stream_flush(&c->u);
+		else if (c->h2u)
+			px_h2up_pump(c);
 		/* The client's bytes go out when the pump settles (below), so that a response's
 		 * head and body share a TLS record and a write(), unless a record's worth is
 		 * waiting already. */

@@ -345,45 +345,19 @@ static ssize_t read_body(nghttp2_session *ss, int32_t id, uint8_t *buf, size_t l
 			 nghttp2_data_source *src, void *ud)
 {
 	struct px_h2_stream *s = src->ptr;
-	size_t n = sl_buf_size(&s->out);
+	ssize_t n = px_h2_read_buf(&s->out, s->resp_end, buf, len, flags);
 
 	(void)ss;
 	(void)id;
 	(void)ud;
-	if (n > len)
-		n = len;
-	if (n) {
-		memcpy(buf, sl_buf_head(&s->out), n);
-		sl_buf_consume(&s->out, n);
-		if (s->x) {
-			/* Room again: its stream connection may go on with the body. */
-			s->kick = 1;
-			want_kick(s->h);
-		}
+	if (n > 0 && s->x) {
+		/* Room again: its stream connection may go on with the body. */
+		s->kick = 1;
+		want_kick(s->h);
 	}
-	if (!sl_buf_size(&s->out) && s->resp_end) {
-		*flags |= NGHTTP2_DATA_FLAG_EOF;
-		return (ssize_t)n;
-	}
-	if (!n) {
+	if (n == NGHTTP2_ERR_DEFERRED)
 		s->deferred = 1;
-		return NGHTTP2_ERR_DEFERRED;
-	}
-	return (ssize_t)n;
-}
-
-/* Connection-specific fields of HTTP/1 that HTTP/2 forbids (RFC 9113 section 8.2.2). */
-static int h1_only(const char *name)
-{
-	static const char *const names[] = { "connection",	 "keep-alive",
-					     "proxy-connection", "transfer-encoding",
-					     "upgrade",		 "te",
-					     "trailer" };
-
-	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-		if (!strcasecmp(name, names[i]))
-			return 1;
-	return 0;
+	return n;
 }
 
 static int submit_head(struct px_h2_stream *s)
@@ -400,17 +374,7 @@ static int submit_head(struct px_h2_stream *s)
 	snprintf(status, sizeof(status), "%03d", m->status % 1000);
 	nv[n++] =
 		(nghttp2_nv){ (uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE };
-	for (size_t i = 0; i < m->nh; i++) {
-		if (h1_only(m->h[i].name))
-			continue;
-		/* nghttp2 writes names as given: HTTP/2 wants them lower case. */
-		for (char *q = m->h[i].name; *q; q++)
-			if (*q >= 'A' && *q <= 'Z')
-				*q += 'a' - 'A';
-		nv[n++] = (nghttp2_nv){ (uint8_t *)m->h[i].name, (uint8_t *)m->h[i].value,
-					strlen(m->h[i].name), strlen(m->h[i].value),
-					NGHTTP2_NV_FLAG_NONE };
-	}
+	n += px_h2_nv_fields(m, nv + n);
 	r = nghttp2_submit_response(s->h->s, s->id, nv, n, &prd);
 	free(nv);
 	if (!r)

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include <nghttp2/nghttp2.h>
 #include <openssl/ssl.h>
 
 #include "core/buf.h"
@@ -158,6 +159,7 @@ extern const struct px_proto px_h2_proto;
 
 struct px_h2;
 struct px_h2_stream;
+struct px_h2up_stream;
 
 /* One client connection and, while a request is in flight, its upstream connection. */
 struct pconn {
@@ -200,6 +202,9 @@ struct pconn {
 	/* A stream connection: the exchange of one HTTP/2 stream. Its client leg is that stream,
 	 * not a socket (c.fd is -1): px_h2.c fills c.in and takes c.out. */
 	struct px_h2_stream *h2s;
+	/* An upstream leg that is a stream of an HTTP/2 connection (px_h2_up.c): u.fd is -1,
+	 * px_h2up_pump() takes u.out and fills u.in. */
+	struct px_h2up_stream *h2u;
 	struct sl_px_xchg x; /* the request in flight (HTTP/1: one at a time) */
 };
 
@@ -216,6 +221,7 @@ struct sl_proxy_listener {
 	uint64_t netns_cookie; /* of the namespace the listener (and its sandbox's clients) is in */
 	struct sl_list conns; /* of struct pconn */
 	struct sl_list idle; /* of struct upconn */
+	struct sl_list h2up; /* of struct px_h2up: HTTP/2 upstream connections (px_h2_up.c) */
 	unsigned nidle;
 	struct sl_timer sweep; /* embedded: re-arming cannot fail, so the sweep never stops */
 	struct sl_proxy_stats stats;
@@ -258,6 +264,24 @@ int px_h2_preface(const uint8_t *buf, size_t n);
 int px_h2_goaway(struct pconn *c);
 size_t px_h2_stream_out(struct pconn *x);
 void px_h2_stream_gone(struct pconn *x);
+
+/* px_h2_nv.c: what both HTTP/2 legs share */
+/* Whether @name is a field HTTP/2 forbids (RFC 9113 section 8.2.2) or HTTP/1 framing. */
+int px_h2_conn_specific(const char *name);
+/* @m's fields as name-value pairs into @nv (room for m->nh), minus the connection-specific
+ * ones and Host, names lower-cased in place. Returns how many. */
+size_t px_h2_nv_fields(struct sl_http_msg *m, nghttp2_nv *nv);
+/* nghttp2's data provider over @b: up to @len bytes taken, EOF once @b is empty and @end,
+ * NGHTTP2_ERR_DEFERRED when empty and not @end. */
+ssize_t px_h2_read_buf(struct sl_buf *b, int end, uint8_t *buf, size_t len, uint32_t *flags);
+
+/* px_h2_up.c */
+int px_h2up_take(struct pconn *c);
+int px_h2up_chosen(const struct pconn *c);
+int px_h2up_begin(struct pconn *c);
+void px_h2up_pump(struct pconn *c);
+void px_h2up_detach(struct pconn *c);
+void px_h2up_sweep(struct sl_proxy_listener *l, uint64_t now, int all);
 
 /* px_upstream.c */
 void px_close_upstream(struct pconn *c);

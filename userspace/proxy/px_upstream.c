@@ -19,6 +19,8 @@
 
 void px_close_upstream(struct pconn *c)
 {
+	if (c->h2u)
+		px_h2up_detach(c);
 	if (c->u.fd >= 0)
 		sl_loop_del_fd(c->l->px->loop, c->u.fd);
 	sl_stream_close(&c->u);
@@ -77,6 +79,10 @@ void px_pool_put(struct pconn *c)
 	int full = l->nidle >= POOL_MAX || l->px->nidle >= POOL_MAX_TOTAL;
 	struct upconn *u;
 
+	if (c->h2u) {
+		px_close_upstream(c); /* its stream ended; its connection stays in l->h2up */
+		return;
+	}
 	if (clean && full)
 		l->stats.pool_full++;
 	if (!clean || full || !(u = calloc(1, sizeof(*u)))) {
@@ -147,6 +153,8 @@ int px_start_upstream(struct pconn *c)
 	struct sl_proxy *px = c->l->px;
 	int fd, r;
 
+	if (c->h2u)
+		px_close_upstream(c); /* the previous request's stream */
 	if (c->u.fd >= 0) {
 		/* Still attached from this client's previous request: same name and address
 		 * (the name of a TLS connection does not change), reuse it as is. */
@@ -156,7 +164,7 @@ int px_start_upstream(struct pconn *c)
 		}
 		px_close_upstream(c);
 	}
-	if (pool_take(c)) {
+	if (px_h2up_take(c) || pool_take(c)) {
 		c->l->stats.reused++;
 		return 0;
 	}
@@ -210,6 +218,10 @@ int px_upstream_progress(struct pconn *c)
 			px_respond_error(c, 502, "setting up upstream TLS failed", "error");
 			return -1;
 		}
+		/* A WebSocket handshake is HTTP/1.1's (no extended CONNECT here): h2 is not
+		 * offered for it. */
+		if (c->x.websocket)
+			SSL_set_alpn_protos(c->u.ssl, (const unsigned char *)"\x08http/1.1", 9);
 		SSL_set_connect_state(c->u.ssl);
 		c->up = UP_HANDSHAKE;
 	}
@@ -221,6 +233,13 @@ int px_upstream_progress(struct pconn *c)
 		if (r == 1) {
 			c->up = UP_READY;
 			c->up_wants = 0;
+			/* The upstream chose h2: the socket becomes a shared HTTP/2 connection
+			 * and this exchange its first stream. */
+			if (px_h2up_chosen(c) && px_h2up_begin(c)) {
+				px_respond_error(c, 502, "setting up HTTP/2 to the upstream failed",
+						 "error");
+				return -1;
+			}
 			return 0;
 		}
 		r = SSL_get_error(c->u.ssl, r);

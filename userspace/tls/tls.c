@@ -2,8 +2,9 @@
 /*
  * TLS for the intercepting proxy, both legs, with OpenSSL 3. The client leg presents a leaf
  * minted by the sandbox's own CA (ca.c); the upstream leg verifies the real server's chain
- * and name, so interception never turns into a silent downgrade. Both legs speak only
- * HTTP/1.1 (ALPN): the proxy parses every request and could not judge HTTP/2 frames.
+ * and name, so interception never turns into a silent downgrade. Both legs offer ALPN h2 and
+ * http/1.1: the proxy speaks HTTP/2 towards the sandbox (px_h2.c) and the upstream
+ * (px_h2_up.c), and parses every request either way.
  * Streams are non-blocking: OpenSSL's WANT_READ/WANT_WRITE become loop events.
  */
 #include <errno.h>
@@ -20,7 +21,7 @@
 #include "core/loop.h"
 #include "tls/tls.h"
 
-static const unsigned char alpn_h1[] = "\x08http/1.1";
+static const unsigned char alpn_upstream[] = "\x02h2\x08http/1.1";
 static const unsigned char alpn_sandbox[] = "\x02h2\x08http/1.1";
 
 /* ALPN on the client leg: h2 when offered (the proxy speaks it, px_h2.c), else http/1.1. A
@@ -123,7 +124,7 @@ SSL_CTX *sl_tls_client_ctx(const char *ca_file, char *err, size_t errlen)
 		SSL_CTX_free(ctx);
 		return NULL;
 	}
-	SSL_CTX_set_alpn_protos(ctx, alpn_h1, sizeof(alpn_h1) - 1);
+	SSL_CTX_set_alpn_protos(ctx, alpn_upstream, sizeof(alpn_upstream) - 1);
 	SSL_CTX_set_read_ahead(ctx, 1);
 	return ctx;
 }

@@ -19,7 +19,7 @@
  * neither gets no_application_protocol), certificates set per connection from the sandbox CA. */
 SSL_CTX *sl_tls_server_ctx(char *err, size_t errlen);
 /* The upstream context: TLS 1.2+, peer verified against @ca_file (NULL: the system store),
- * ALPN http/1.1. */
+ * ALPN h2 and http/1.1 (px_h2_up.c speaks h2 when the upstream picks it). */
 SSL_CTX *sl_tls_client_ctx(const char *ca_file, char *err, size_t errlen);
 
 /*
