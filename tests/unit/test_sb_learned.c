@@ -36,15 +36,15 @@ static struct sl_box *box_new(void)
 	struct sl_box *b = calloc(1, sizeof(*b));
 
 	assert_non_null(b);
-	sl_rule_set_init(&b->learned);
+	sl_rule_set_init(&b->learned.rules);
 	return b;
 }
 
 static void box_done(struct sl_box *b)
 {
-	sl_rule_set_free(&b->learned);
-	free(b->learned_names);
-	sb_lx_free(&b->learned_ix);
+	sl_rule_set_free(&b->learned.rules);
+	free(b->learned.names);
+	sb_lx_free(&b->learned.ix);
 	free(b);
 }
 
@@ -68,25 +68,27 @@ static void check_index(const struct sl_box *b)
 {
 	uint64_t min = UINT64_MAX;
 
-	assert_int_equal(b->learned_ix.n, b->learned.n);
-	for (size_t i = 0; i < b->learned.n; i++) {
-		const struct sl_addr_rule *x = &b->learned.v[i];
+	assert_int_equal(b->learned.ix.n, b->learned.rules.n);
+	for (size_t i = 0; i < b->learned.rules.n; i++) {
+		const struct sl_addr_rule *x = &b->learned.rules.v[i];
 		int seen = 0;
 
-		for (uint32_t k = sb_lx_first_at(&b->learned_ix, &b->learned, x->family, x->addr);
-		     k != SB_LX_NONE; k = sb_lx_next_at(&b->learned_ix, &b->learned, k)) {
-			assert_true(k < b->learned.n);
-			assert_memory_equal(b->learned.v[k].addr, x->addr, 16);
+		for (uint32_t k =
+			     sb_lx_first_at(&b->learned.ix, &b->learned.rules, x->family, x->addr);
+		     k != SB_LX_NONE; k = sb_lx_next_at(&b->learned.ix, &b->learned.rules, k)) {
+			assert_true(k < b->learned.rules.n);
+			assert_memory_equal(b->learned.rules.v[k].addr, x->addr, 16);
 			seen += k == i;
 		}
 		assert_int_equal(seen, 1);
 		if (x->expires_ns < min)
 			min = x->expires_ns;
 	}
-	if (b->learned.n)
-		assert_int_equal(b->learned.v[sb_lx_earliest(&b->learned_ix)].expires_ns, min);
+	if (b->learned.rules.n)
+		assert_int_equal(b->learned.rules.v[sb_lx_earliest(&b->learned.ix)].expires_ns,
+				 min);
 	else
-		assert_int_equal(sb_lx_earliest(&b->learned_ix), SB_LX_NONE);
+		assert_int_equal(sb_lx_earliest(&b->learned.ix), SB_LX_NONE);
 }
 
 /* Random adds, refreshes and expiries against a plain model of what must remain. */
@@ -111,7 +113,7 @@ static void test_expire_matches_model(void **state)
 			char name[32];
 
 			snprintf(name, sizeof(name), "n%u.test", k / PER);
-			assert_int_equal(sb_learned_add(b, name, &r), 0);
+			assert_int_equal(sb_learned_add(&b->learned, name, &r), 0);
 			if (exp > model[k])
 				model[k] = exp;
 		}
@@ -132,17 +134,19 @@ static void test_expire_matches_model(void **state)
 				assert_true(listed);
 				model[k] = 0;
 			}
-			for (uint32_t i =
-				     sb_lx_first_at(&b->learned_ix, &b->learned, AF_INET, r.addr);
-			     i != SB_LX_NONE; i = sb_lx_next_at(&b->learned_ix, &b->learned, i))
-				if (b->learned.v[i].port_lo == r.port_lo) {
+			for (uint32_t i = sb_lx_first_at(&b->learned.ix, &b->learned.rules, AF_INET,
+							 r.addr);
+			     i != SB_LX_NONE;
+			     i = sb_lx_next_at(&b->learned.ix, &b->learned.rules, i))
+				if (b->learned.rules.v[i].port_lo == r.port_lo) {
 					found++;
-					assert_int_equal(b->learned.v[i].expires_ns, model[k]);
+					assert_int_equal(b->learned.rules.v[i].expires_ns,
+							 model[k]);
 				}
 			assert_int_equal(found, model[k] ? 1 : 0);
 			left += model[k] != 0;
 		}
-		assert_int_equal(b->learned.n, left);
+		assert_int_equal(b->learned.rules.n, left);
 		check_index(b);
 		free(gone);
 	}
@@ -165,9 +169,9 @@ static void test_16k_expire_one_by_one(void **state)
 		/* expiries shuffled over 1..16384 */
 		struct sl_addr_rule r = entry(k, 1, 1 + (k * 7919u) % SL_LEARNED_MAX);
 
-		assert_int_equal(sb_learned_add(b, "many.test", &r), 0);
+		assert_int_equal(sb_learned_add(&b->learned, "many.test", &r), 0);
 	}
-	assert_int_equal(b->learned.n, SL_LEARNED_MAX);
+	assert_int_equal(b->learned.rules.n, SL_LEARNED_MAX);
 	t0 = cpu_ns();
 	for (uint64_t now = 1; now <= SL_LEARNED_MAX; now++) {
 		struct sl_addr_rule *gone = NULL;
@@ -183,7 +187,7 @@ static void test_16k_expire_one_by_one(void **state)
 	}
 	all = cpu_ns() - t0;
 	assert_int_equal(total, SL_LEARNED_MAX);
-	assert_int_equal(b->learned.n, 0);
+	assert_int_equal(b->learned.rules.n, 0);
 	printf("# %d entries expired one sweep each: %.1f ms CPU in all, %.2f us a sweep, the "
 	       "slowest %.1f us\n",
 	       SL_LEARNED_MAX, all / 1e6, all / 1e3 / SL_LEARNED_MAX, worst / 1e3);
@@ -204,7 +208,7 @@ static void test_16k_expire_together(void **state)
 	for (uint32_t k = 0; k < SL_LEARNED_MAX; k++) {
 		struct sl_addr_rule r = entry(k, 2, 100 + k % 3);
 
-		assert_int_equal(sb_learned_add(b, "many.test", &r), 0);
+		assert_int_equal(sb_learned_add(&b->learned, "many.test", &r), 0);
 	}
 	t = cpu_ns();
 	n = sb_learned_expire(b, 1000, SIZE_MAX, &gone);
@@ -212,7 +216,7 @@ static void test_16k_expire_together(void **state)
 	printf("# %d entries (%zu addresses) expired in one sweep: %.2f ms CPU\n", SL_LEARNED_MAX,
 	       n, t / 1e6);
 	assert_int_equal(n, SL_LEARNED_MAX / 2);
-	assert_int_equal(b->learned.n, 0);
+	assert_int_equal(b->learned.rules.n, 0);
 	assert_true(t < 200000000ULL);
 	free(gone);
 	box_done(b);
@@ -228,15 +232,15 @@ static void test_expire_in_batches(void **state)
 	for (uint32_t k = 0; k < 100; k++) {
 		struct sl_addr_rule r = entry(k, 1, 1000 - k);
 
-		assert_int_equal(sb_learned_add(b, "many.test", &r), 0);
+		assert_int_equal(sb_learned_add(&b->learned, "many.test", &r), 0);
 	}
 	assert_int_equal(sb_learned_expire(b, 2000, 30, &gone), 30);
-	assert_int_equal(b->learned.n, 70);
-	for (size_t i = 0; i < b->learned.n; i++) /* the 30 earliest went */
-		assert_true(b->learned.v[i].expires_ns > 1000 - 100 + 30);
+	assert_int_equal(b->learned.rules.n, 70);
+	for (size_t i = 0; i < b->learned.rules.n; i++) /* the 30 earliest went */
+		assert_true(b->learned.rules.v[i].expires_ns > 1000 - 100 + 30);
 	free(gone);
 	assert_int_equal(sb_learned_expire(b, 2000, 100, &gone), 70);
-	assert_int_equal(b->learned.n, 0);
+	assert_int_equal(b->learned.rules.n, 0);
 	check_index(b);
 	free(gone);
 	box_done(b);

@@ -9,7 +9,8 @@
  * This file: the registry itself, adding, removing and finding sandboxes, the periodic sweep.
  * sb_state.c state files and adoption, sb_kernel.c compiling and installing rules,
  * sb_learned.c resolved names, sb_listeners.c listeners and the CA, sb_netns.c namespaces and
- * reaping, sb_switch.c handler and policy switches, sb_json.c the JSON view.
+ * reaping, sb_layer.c the immutable layer a sandbox enforces, sb_switch.c handler and policy
+ * switches, sb_json.c the JSON view.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -113,16 +114,10 @@ void sb_box_free(struct sl_box *box)
 	sl_proxy_listener_close(box->proxy); /* first: it ends the handlers still running */
 	if (box->netns_fd >= 0)
 		close(box->netns_fd);
-	sl_lua_unref(box->lua);
+	sb_layer_unref(box->layer);
 	sl_ca_free(box->ca);
 	free(box->policy_src);
-	sl_policy_free(box->base);
-	sl_policy_free(box->hlayer);
-	free(box->params);
-	sl_rule_set_free(&box->rules);
-	sl_rule_set_free(&box->learned);
-	free(box->learned_names);
-	sb_lx_free(&box->learned_ix);
+	sb_learned_free(&box->learned);
 	sb_obs_free(&box->obs);
 	free(box);
 }
@@ -225,7 +220,7 @@ void sl_box_get_stats(struct sl_registry *r, const struct sl_box *box, struct sl
 	if (box->ca)
 		sl_ca_get_stats(box->ca, &ca);
 	st->leaf_evictions = ca.evictions;
-	st->lua_mem = box->lua ? sl_lua_mem(box->lua) : 0;
+	st->lua_mem = sb_lua(box) ? sl_lua_mem(sb_lua(box)) : 0;
 	st->audit = box->audit;
 }
 
@@ -374,8 +369,7 @@ struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *s
 	snprintf(box->name, sizeof(box->name), "%s", spec->name);
 	box->reg = r;
 	sl_list_init(&box->link);
-	sl_rule_set_init(&box->rules);
-	sl_rule_set_init(&box->learned);
+	sl_rule_set_init(&box->learned.rules);
 	if (spec->container_id) {
 		size_t n = strlen(spec->container_id);
 
@@ -467,12 +461,9 @@ struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *s
 		goto fail;
 	}
 	box->audit = !!spec->audit;
-	if (spec->handler && *spec->handler) {
-		snprintf(box->handler, sizeof(box->handler), "%s", spec->handler);
-		box->params = spec->params ? strdup(spec->params) : NULL;
+	if (spec->handler && *spec->handler)
 		box->handler_since_s = time(NULL);
-	}
-	e = sb_compile_box(box, &ents, &nents, err, errlen);
+	e = sb_compile_box(box, spec->handler, spec->params, &ents, &nents, err, errlen);
 	if (e) {
 		e = e == -ENOMEM ? e : -EINVAL;
 		goto fail;

@@ -543,18 +543,18 @@ static int names_of(struct sl_box *box, struct sg_build *b, const struct sl_audi
 		}
 	}
 	/* Names resolved before audit mode began: the sandbox's learned entries. */
-	for (size_t i = 0; i < box->learned.n && !e; i++) {
-		const struct sl_addr_rule *x = &box->learned.v[i];
+	for (size_t i = 0; i < box->learned.rules.n && !e; i++) {
+		const struct sl_addr_rule *x = &box->learned.rules.v[i];
 		int dup = 0;
 
-		if (!box->learned_names[i][0] || x->family != rec->k.family ||
+		if (!box->learned.names[i][0] || x->family != rec->k.family ||
 		    memcmp(x->addr, rec->k.addr, x->family == AF_INET ? 4 : 16))
 			continue;
 		for (size_t j = b->nnames - *found; j < b->nnames; j++)
-			dup |= !strcmp(b->names[j].name, box->learned_names[i]);
+			dup |= !strcmp(b->names[j].name, box->learned.names[i]);
 		if (dup)
 			continue;
-		e = add_name(b, box->learned_names[i], rec, now_ns, now_s);
+		e = add_name(b, box->learned.names[i], rec, now_ns, now_s);
 		(*found)++;
 	}
 	return e;

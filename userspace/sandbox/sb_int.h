@@ -79,6 +79,39 @@ struct sb_obs {
 	int64_t saved_s;
 };
 
+/* What a sandbox's names resolved to: rules, each with its expiry, and the name of each.
+ * Unlike the layer it changes with every DNS answer: it stays with the sandbox, and a switch
+ * builds the set the new layer keeps and swaps it in. Loop thread only. */
+struct sb_learned {
+	struct sl_rule_set rules;
+	char (*names)[SL_DNS_NAME_BUF]; /* the name of each rule ("" unknown) */
+	struct sb_lindex ix; /* the rules by expiry (a heap) and by address (a hash) */
+};
+
+/*
+ * A sandbox's layer: the policy's egress, the active handler's egress and params, the static
+ * rules compiled from whichever is in force, and the policy's Lua state. Built whole
+ * (sb_layer_new(), then sb_layer_compile()), immutable once published, shared by reference:
+ * a handler switch, a policy reload or a mode change builds a new one and swaps box->layer,
+ * and the old one is freed when its last holder (the sandbox, a compile job) drops it.
+ * The Lua state is shared with the requests running in it through its own count
+ * (sl_lua_ref()); which of its handlers is active is the state's, set at the swap.
+ * Threading: a layer not yet published belongs to whoever builds it, and sb_layer_compile()
+ * may run on a worker thread (it reads the policies and writes the rules, nothing shared);
+ * references are taken and dropped on the loop thread only (a plain counter).
+ */
+struct sb_base; /* the policy's egress, shared by the layers of one policy */
+struct sl_layer {
+	unsigned refs;
+	struct sl_lua *lua; /* a reference; NULL: the policy no longer loads (adopted so) */
+	struct sb_base *base; /* a reference; NULL with lua */
+	struct sl_policy *hlayer; /* the handler's egress (owned); NULL: none or it has none */
+	const struct sl_policy *policy; /* in force: hlayer, else the base's; NULL with lua */
+	char handler[64]; /* the active outboundHandlers entry, "" for none */
+	char *params; /* its params (JSON text), NULL for none */
+	struct sl_rule_set rules; /* static rules compiled from policy */
+};
+
 /* One sandbox. Owned by its registry; loop thread only. */
 struct sl_box {
 	char name[SL_NAME_MAX + 1];
@@ -88,12 +121,9 @@ struct sl_box {
 	char policy_path[PATH_MAX]; /* where the policy came from ("" if given inline) */
 	char *policy_src; /* the policy text as added: restarts use it, not the file */
 	size_t policy_len;
-	struct sl_policy *policy; /* the kernel layer in force: base, or the handler's own */
-	struct sl_policy *base; /* the policy's egress */
-	struct sl_policy *hlayer; /* the active handler's egress; NULL: none or it has none */
-	struct sl_lua *lua; /* the policy's Lua state: its handlers run there */
-	char handler[64]; /* the active outboundHandlers entry, "" for none */
-	char *params; /* its params (JSON text), NULL for none */
+	/* The layer in force (a reference): policy, handler, compiled rules, Lua state. Never
+	 * NULL once the sandbox is added or adopted; a switch replaces it whole. */
+	struct sl_layer *layer;
 	int64_t handler_since_s;
 	unsigned switches; /* handler sets, clears and policy reloads since added */
 	/* Audit mode: the kernel allows and records what the rules deny, DNS resolves names the
@@ -102,10 +132,7 @@ struct sl_box {
 	int64_t mode_since_s; /* wall clock of the last mode switch (0: since added) */
 	struct sb_obs obs; /* what audit mode saw in DNS and the proxy (sb_audit.c) */
 	uint32_t rules_id; /* key id of the kernel rules in force: id, or id | SL_RULES_BANK */
-	struct sl_rule_set rules; /* static rules compiled from the policy */
-	struct sl_rule_set learned; /* rules of resolved names, each with its expiry */
-	char (*learned_names)[SL_DNS_NAME_BUF]; /* the name of each learned rule ("" unknown) */
-	struct sb_lindex learned_ix; /* learned by expiry (a heap) and by address (a hash) */
+	struct sb_learned learned; /* what its names resolved to; changes with every answer */
 	struct sl_dns_listener *dns; /* where the kernel sends the sandbox's DNS queries */
 	uint16_t dns_port; /* kept across restarts */
 	struct sl_proxy_listener *proxy; /* where the kernel sends intercepted connections */
@@ -159,14 +186,41 @@ void sb_names_path(struct sl_registry *r, const char *name, char *buf, size_t le
 void sb_names_note(struct sl_registry *r, struct sl_box *box, const char *name, uint8_t family,
 		   const uint8_t *addr);
 
+/* sb_layer.c: layers. */
+/* A new unpublished layer of @lua and @base (references taken; both NULL: a layer without a
+ * policy) with the handler @handler (NULL or "": none), its egress @hlayer (owned from here on,
+ * may be NULL) and @params (copied). Its rules are empty until sb_layer_compile(). NULL on
+ * failure (ENOMEM, or EINVAL: handler name too long; @hlayer freed either way). */
+struct sl_layer *sb_layer_new(struct sl_lua *lua, struct sb_base *base, const char *handler,
+			      struct sl_policy *hlayer, const char *params);
+/* The base of a freshly loaded policy: takes @p. NULL (ENOMEM) frees it. */
+struct sb_base *sb_base_new(struct sl_policy *p);
+struct sb_base *sb_base_ref(struct sb_base *b);
+void sb_base_unref(struct sb_base *b); /* accepts NULL */
+const struct sl_policy *sb_base_policy(const struct sb_base *b);
+/* Compiles the static rules of @l's policy into @l->rules, once, before it is published: any
+ * thread. 0 or -EINVAL/-ENOMEM with the reason in @err. */
+int sb_layer_compile(struct sl_layer *l, char *err, size_t errlen);
+struct sl_layer *sb_layer_ref(struct sl_layer *l);
+void sb_layer_unref(struct sl_layer *l); /* accepts NULL */
+/* The policy in force for @box (NULL: none) and its Lua state (NULL: none). */
+static inline const struct sl_policy *sb_policy(const struct sl_box *box)
+{
+	return box->layer ? box->layer->policy : NULL;
+}
+static inline struct sl_lua *sb_lua(const struct sl_box *box)
+{
+	return box->layer ? box->layer->lua : NULL;
+}
+
 /* sb_kernel.c: policy to rules, rules to the kernel. */
 int sb_check_unix(struct sl_registry *r, const struct sl_policy *p, const char *where, char *err,
 		  size_t errlen);
 int sb_sync_unix(struct sl_registry *r, uint32_t rules_id, const struct sl_policy *p);
-int sb_compile_all(struct sl_box *box, struct sl_kentry **ents, size_t *nents,
-		   struct sl_kentry *bad);
-int sb_compile_box(struct sl_box *box, struct sl_kentry **ents, size_t *nents, char *err,
-		   size_t errlen);
+int sb_compile_all(const struct sl_rule_set *rules, const struct sb_learned *learned,
+		   struct sl_kentry **ents, size_t *nents, struct sl_kentry *bad);
+int sb_compile_box(struct sl_box *box, const char *handler, const char *params,
+		   struct sl_kentry **ents, size_t *nents, char *err, size_t errlen);
 void sb_kernel_entry(struct sl_registry *r, const struct sl_box *box, struct sl_sandbox *ksb);
 int sb_install(struct sl_registry *r, struct sl_box *box, const struct sl_kentry *ents,
 	       size_t nents, char *err, size_t errlen);
@@ -175,7 +229,8 @@ void sb_uninstall(struct sl_registry *r, struct sl_box *box);
 /* sb_learned.c: resolved names. */
 extern const struct sl_dns_ops sb_dns_ops;
 const char *sb_dns_name(void *owner);
-int sb_learned_add(struct sl_box *box, const char *name, const struct sl_addr_rule *r);
+int sb_learned_add(struct sb_learned *l, const char *name, const struct sl_addr_rule *r);
+void sb_learned_free(struct sb_learned *l);
 void sb_learned_sweep(struct sl_registry *r, struct sl_box *box, uint64_t now);
 /* Drops from memory the learned entries of @box expired at @now, at most @max of them, the
  * earliest first (the kernel is not written): returns how many addresses lost one, each

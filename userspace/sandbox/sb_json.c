@@ -54,8 +54,8 @@ static json_t *rules_json(const struct sl_box *box)
 {
 	json_t *arr = json_array();
 
-	for (size_t i = 0; i < box->rules.n; i++)
-		json_array_append_new(arr, rule_json(&box->rules.v[i]));
+	for (size_t i = 0; box->layer && i < box->layer->rules.n; i++)
+		json_array_append_new(arr, rule_json(&box->layer->rules.v[i]));
 	return arr;
 }
 
@@ -64,10 +64,10 @@ static json_t *unix_json(const struct sl_box *box)
 {
 	json_t *arr = json_array();
 
-	for (size_t i = 0; box->policy && i < box->policy->unix_socks.n; i++) {
+	for (size_t i = 0; sb_policy(box) && i < sb_policy(box)->unix_socks.n; i++) {
 		char s[SL_UNIX_PATH_MAX * 4 + 2];
 
-		sl_unix_str(&box->policy->unix_socks.v[i], s, sizeof(s));
+		sl_unix_str(&sb_policy(box)->unix_socks.v[i], s, sizeof(s));
 		json_array_append_new(arr, json_string(s));
 	}
 	return arr;
@@ -80,9 +80,9 @@ static json_t *names_json(const struct sl_box *box)
 	uint64_t now = sl_now_ns();
 	const char *k;
 
-	for (size_t i = 0; i < box->learned.n; i++) {
-		const struct sl_addr_rule *ru = &box->learned.v[i];
-		const char *name = box->learned_names[i][0] ? box->learned_names[i] :
+	for (size_t i = 0; i < box->learned.rules.n; i++) {
+		const struct sl_addr_rule *ru = &box->learned.rules.v[i];
+		const char *name = box->learned.names[i][0] ? box->learned.names[i] :
 							      "(resolved before a restart)";
 		json_t *addrs = json_object_get(byname, name), *x = rule_json(ru);
 
@@ -153,7 +153,8 @@ json_t *sl_sandbox_json(struct sl_registry *r, const struct sl_box *box, int det
 	if (!j)
 		return j;
 	json_object_set_new(j, "handler",
-			    box->handler[0] ? json_string(box->handler) : json_null());
+			    box->layer->handler[0] ? json_string(box->layer->handler) :
+						     json_null());
 	json_object_set_new(j, "mode", json_string(box->audit ? "audit" : "enforce"));
 	json_object_set_new(j, "netns", box->netns_fd >= 0 ? json_string(box->netns) : json_null());
 	if (box->netns_fd >= 0)
@@ -162,8 +163,8 @@ json_t *sl_sandbox_json(struct sl_registry *r, const struct sl_box *box, int det
 		json_object_set_new(j, "container_id", json_string(box->container_id));
 	if (!detail)
 		return j;
-	if (box->handler[0]) {
-		json_t *p = box->params ? json_loads(box->params, 0, NULL) : NULL;
+	if (box->layer->handler[0]) {
+		json_t *p = box->layer->params ? json_loads(box->layer->params, 0, NULL) : NULL;
 
 		json_object_set_new(j, "params", p ? p : json_object());
 		json_object_set_new(j, "handler_since", json_integer(box->handler_since_s));

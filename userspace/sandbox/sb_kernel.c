@@ -72,55 +72,75 @@ int sb_sync_unix(struct sl_registry *r, uint32_t rules_id, const struct sl_polic
 				p ? p->unix_socks.n : 0);
 }
 
-/* The kernel entries of @box: its static rules and what its names resolved to. */
-int sb_compile_all(struct sl_box *box, struct sl_kentry **ents, size_t *nents,
-		   struct sl_kentry *bad)
+/* The kernel entries of static rules @rules and learned entries @learned together. */
+int sb_compile_all(const struct sl_rule_set *rules, const struct sb_learned *learned,
+		   struct sl_kentry **ents, size_t *nents, struct sl_kentry *bad)
 {
 	struct sl_rule_set all;
 	int r = 0;
 
 	sl_rule_set_init(&all);
-	for (size_t i = 0; i < box->rules.n && !r; i++)
-		r = sl_rule_set_add(&all, &box->rules.v[i]);
-	for (size_t i = 0; i < box->learned.n && !r; i++)
-		r = sl_rule_set_add(&all, &box->learned.v[i]);
+	for (size_t i = 0; i < rules->n && !r; i++)
+		r = sl_rule_set_add(&all, &rules->v[i]);
+	for (size_t i = 0; i < learned->rules.n && !r; i++)
+		r = sl_rule_set_add(&all, &learned->rules.v[i]);
 	if (!r)
 		r = sl_rules_compile(&all, ents, nents, bad);
 	sl_rule_set_free(&all);
 	return r;
 }
 
-/* Compiles the policy of @box into its rules and kernel entries. */
-int sb_compile_box(struct sl_box *box, struct sl_kentry **ents, size_t *nents, char *err,
-		   size_t errlen)
+/* Loads the policy of @box with @handler (NULL: none) and @params active into a new layer,
+ * which becomes box->layer, and compiles it with the learned entries into kernel entries. */
+int sb_compile_box(struct sl_box *box, const char *handler, const char *params,
+		   struct sl_kentry **ents, size_t *nents, char *err, size_t errlen)
 {
 	const char *chunk = box->policy_path[0] ? box->policy_path : "policy";
+	struct sl_policy *bp = NULL, *hl = NULL;
 	struct sl_kentry bad;
+	struct sb_base *base;
+	struct sl_lua *lua;
 	int r;
 
-	box->lua = sl_lua_load(chunk, box->policy_src, box->policy_len, &box->reg->lua_opts,
-			       box->name, &box->base, err, errlen);
-	if (!box->lua)
+	lua = sl_lua_load(chunk, box->policy_src, box->policy_len, &box->reg->lua_opts, box->name,
+			  &bp, err, errlen);
+	if (!lua)
 		return -EINVAL;
-	box->policy = box->base;
-	if (box->handler[0]) {
-		r = sl_lua_handler_egress(box->lua, box->handler, box->params, &box->hlayer, err,
-					  errlen);
-		if (!r)
-			r = sl_lua_set_active(box->lua, box->handler, box->params, err, errlen);
-		if (r)
-			return r;
-		if (box->hlayer)
-			box->policy = box->hlayer;
+	base = sb_base_new(bp);
+	if (!base) {
+		sl_lua_unref(lua);
+		sl_errf(err, errlen, "out of memory");
+		return -ENOMEM;
 	}
-	r = sb_check_unix(box->reg, box->policy, box->hlayer ? "the handler's egress" : "egress",
-			  err, errlen);
+	r = 0;
+	if (handler && *handler) {
+		r = sl_lua_handler_egress(lua, handler, params, &hl, err, errlen);
+		if (!r)
+			r = sl_lua_set_active(lua, handler, params, err, errlen);
+		if (r) {
+			sl_policy_free(hl);
+			hl = NULL;
+		}
+	}
+	if (!r) {
+		box->layer = sb_layer_new(lua, base, handler, hl, params);
+		if (!box->layer) {
+			r = -errno;
+			sl_errf(err, errlen, "%s", strerror(errno));
+		}
+	}
+	sl_lua_unref(lua);
+	sb_base_unref(base);
 	if (r)
 		return r;
-	r = sl_policy_rules(box->policy, &box->rules, err, errlen);
+	r = sb_check_unix(box->reg, box->layer->policy,
+			  box->layer->hlayer ? "the handler's egress" : "egress", err, errlen);
 	if (r)
 		return r;
-	r = sb_compile_all(box, ents, nents, &bad);
+	r = sb_layer_compile(box->layer, err, errlen);
+	if (r)
+		return r;
+	r = sb_compile_all(&box->layer->rules, &box->learned, ents, nents, &bad);
 	if (r == -E2BIG) {
 		char p[64];
 
@@ -207,7 +227,7 @@ int sb_install(struct sl_registry *r, struct sl_box *box, const struct sl_kentry
 	sb_kernel_entry(r, box, &ksb);
 	e = sl_bpf_sync_rules(r->bpf, box->rules_id, ents, nents);
 	if (!e)
-		e = sb_sync_unix(r, box->rules_id, box->policy);
+		e = sb_sync_unix(r, box->rules_id, sb_policy(box));
 	if (e) {
 		sl_errf(err, errlen, "writing kernel rules failed: %s",
 			e == -ENOSPC || e == -E2BIG ? "the kernel rule map is full (sluiced "
@@ -222,7 +242,7 @@ int sb_install(struct sl_registry *r, struct sl_box *box, const struct sl_kentry
 		return e;
 	}
 	e = sl_bpf_attach(r->bpf, box->name, box->cgroup, box->cgid,
-			  sl_policy_needs_proxy(box->policy));
+			  sl_policy_needs_proxy(sb_policy(box)));
 	if (e) {
 		sl_errf(err, errlen, "attaching to %s failed: %s", box->cgroup, strerror(-e));
 		return e;

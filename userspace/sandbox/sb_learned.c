@@ -40,50 +40,57 @@ static int same_rule(const struct sl_addr_rule *a, const struct sl_addr_rule *b)
 	       a->verdict == b->verdict;
 }
 
-/* Records that @name resolved to @r (or extends the expiry of the same record). */
-int sb_learned_add(struct sl_box *box, const char *name, const struct sl_addr_rule *r)
+/* Records in @l that @name resolved to @r (or extends the expiry of the same record). */
+int sb_learned_add(struct sb_learned *l, const char *name, const struct sl_addr_rule *r)
 {
-	struct sb_lindex *x = &box->learned_ix;
-	size_t cap = box->learned.cap;
+	struct sb_lindex *x = &l->ix;
+	size_t cap = l->rules.cap;
 
-	for (uint32_t i = sb_lx_first_at(x, &box->learned, r->family, r->addr); i != SB_LX_NONE;
-	     i = sb_lx_next_at(x, &box->learned, i)) {
-		if (same_rule(&box->learned.v[i], r) && !strcmp(box->learned_names[i], name)) {
-			if (r->expires_ns > box->learned.v[i].expires_ns) {
-				box->learned.v[i].expires_ns = r->expires_ns;
-				sb_lx_later(x, &box->learned, i);
+	for (uint32_t i = sb_lx_first_at(x, &l->rules, r->family, r->addr); i != SB_LX_NONE;
+	     i = sb_lx_next_at(x, &l->rules, i)) {
+		if (same_rule(&l->rules.v[i], r) && !strcmp(l->names[i], name)) {
+			if (r->expires_ns > l->rules.v[i].expires_ns) {
+				l->rules.v[i].expires_ns = r->expires_ns;
+				sb_lx_later(x, &l->rules, i);
 			}
 			return 0;
 		}
 	}
-	if (box->learned.n >= SL_LEARNED_MAX)
+	if (l->rules.n >= SL_LEARNED_MAX)
 		return -EDQUOT; /* the sandbox's bound; -ENOSPC is the kernel map's */
-	if (sl_rule_set_add(&box->learned, r))
+	if (sl_rule_set_add(&l->rules, r))
 		return -ENOMEM;
-	if (box->learned.cap != cap || !box->learned_names) {
-		char(*names)[SL_DNS_NAME_BUF] =
-			realloc(box->learned_names, box->learned.cap * sizeof(*names));
+	if (l->rules.cap != cap || !l->names) {
+		char(*names)[SL_DNS_NAME_BUF] = realloc(l->names, l->rules.cap * sizeof(*names));
 
-		if (!names || sb_lx_reserve(x, &box->learned, box->learned.cap)) {
+		if (!names || sb_lx_reserve(x, &l->rules, l->rules.cap)) {
 			if (names)
-				box->learned_names = names;
-			box->learned.n--;
+				l->names = names;
+			l->rules.n--;
 			return -ENOMEM;
 		}
-		box->learned_names = names;
+		l->names = names;
 	}
-	snprintf(box->learned_names[box->learned.n - 1], SL_DNS_NAME_BUF, "%s", name);
-	sb_lx_insert(x, &box->learned, (uint32_t)box->learned.n - 1);
+	snprintf(l->names[l->rules.n - 1], SL_DNS_NAME_BUF, "%s", name);
+	sb_lx_insert(x, &l->rules, (uint32_t)l->rules.n - 1);
 	return 0;
+}
+
+void sb_learned_free(struct sb_learned *l)
+{
+	sl_rule_set_free(&l->rules);
+	free(l->names);
+	l->names = NULL;
+	sb_lx_free(&l->ix);
 }
 
 /* Whether @box already knows that @name resolved to @addr. */
 static int learned_knows(const struct sl_box *box, const char *name, uint8_t family,
 			 const uint8_t *addr)
 {
-	for (uint32_t i = sb_lx_first_at(&box->learned_ix, &box->learned, family, addr);
-	     i != SB_LX_NONE; i = sb_lx_next_at(&box->learned_ix, &box->learned, i))
-		if (!strcmp(box->learned_names[i], name))
+	for (uint32_t i = sb_lx_first_at(&box->learned.ix, &box->learned.rules, family, addr);
+	     i != SB_LX_NONE; i = sb_lx_next_at(&box->learned.ix, &box->learned.rules, i))
+		if (!strcmp(box->learned.names[i], name))
 			return 1;
 	return 0;
 }
@@ -98,20 +105,21 @@ static int write_addr(struct sl_registry *r, struct sl_box *box, uint8_t family,
 		      const uint8_t *addr)
 {
 	struct sl_kentry e = { .family = family, .plen = family == AF_INET ? 32 : 128 };
+	const struct sl_rule_set *rules = &box->layer->rules;
 	struct sl_rule_set at;
 	int keep = 0, err = 0;
 
 	sl_rule_set_init(&at);
 	memcpy(e.addr, addr, family == AF_INET ? 4 : 16);
-	for (uint32_t i = sb_lx_first_at(&box->learned_ix, &box->learned, family, e.addr);
-	     i != SB_LX_NONE && !err; i = sb_lx_next_at(&box->learned_ix, &box->learned, i))
-		err = sl_rule_set_add(&at, &box->learned.v[i]);
+	for (uint32_t i = sb_lx_first_at(&box->learned.ix, &box->learned.rules, family, e.addr);
+	     i != SB_LX_NONE && !err; i = sb_lx_next_at(&box->learned.ix, &box->learned.rules, i))
+		err = sl_rule_set_add(&at, &box->learned.rules.v[i]);
 	keep = at.n > 0;
-	for (size_t i = 0; i < box->rules.n && !keep; i++)
-		keep = box->rules.v[i].family == family && box->rules.v[i].plen == e.plen &&
-		       !memcmp(box->rules.v[i].addr, e.addr, 16);
+	for (size_t i = 0; i < rules->n && !keep; i++)
+		keep = rules->v[i].family == family && rules->v[i].plen == e.plen &&
+		       !memcmp(rules->v[i].addr, e.addr, 16);
 	if (keep && !err) {
-		err = sl_rules_merge(&box->rules, family, e.addr, e.plen, &e.val);
+		err = sl_rules_merge(rules, family, e.addr, e.plen, &e.val);
 		if (!err)
 			err = sl_rules_merge(&at, family, e.addr, e.plen, &e.val);
 	}
@@ -132,7 +140,7 @@ static size_t dns_grants(void *owner, const char *qname, struct sl_grant *g, siz
 {
 	struct sl_box *box = owner;
 
-	return box->policy ? sl_policy_name_grants(box->policy, qname, g, max) : 0;
+	return sb_policy(box) ? sl_policy_name_grants(sb_policy(box), qname, g, max) : 0;
 }
 
 static int dns_audit(void *owner)
@@ -167,7 +175,7 @@ static int dns_learn(void *owner, const char *qname, const struct sl_dns_answer 
 			} else {
 				memcpy(addr, x->addr, family == AF_INET ? 4 : 16);
 			}
-			blocked[i] = !sl_policy_addr_permitted(box->policy, family, addr);
+			blocked[i] = !sl_policy_addr_permitted(sb_policy(box), family, addr);
 		}
 		sb_obs_dns(box, qname, a, blocked, 0);
 		return 0;
@@ -185,7 +193,7 @@ static int dns_learn(void *owner, const char *qname, const struct sl_dns_answer 
 		} else {
 			memcpy(addr, x->addr, family == AF_INET ? 4 : 16);
 		}
-		if (!ng || !sl_policy_addr_permitted(box->policy, family, addr)) {
+		if (!ng || !sl_policy_addr_permitted(sb_policy(box), family, addr)) {
 			blocked[i] = 1;
 			continue;
 		}
@@ -205,7 +213,7 @@ static int dns_learn(void *owner, const char *qname, const struct sl_dns_answer 
 
 			memcpy(rule.addr, addr, 16);
 			known = k || learned_knows(box, qname, family, addr);
-			err = sb_learned_add(box, qname, &rule);
+			err = sb_learned_add(&box->learned, qname, &rule);
 			if (!err && !known)
 				sb_names_note(r, box, qname, family, addr);
 			if (err) {
@@ -248,13 +256,13 @@ static int cmp_rule_addr(const void *a, const void *b)
 
 size_t sb_learned_expire(struct sl_box *box, uint64_t now, size_t max, struct sl_addr_rule **gone)
 {
-	struct sb_lindex *x = &box->learned_ix;
+	struct sb_lindex *x = &box->learned.ix;
 	struct sl_addr_rule *v = NULL;
 	size_t n = 0, cap = 0, k = 0;
 	uint32_t i;
 
 	while (n < max && (i = sb_lx_earliest(x)) != SB_LX_NONE &&
-	       box->learned.v[i].expires_ns <= now) {
+	       box->learned.rules.v[i].expires_ns <= now) {
 		if (n == cap) {
 			struct sl_addr_rule *nv =
 				realloc(v, (cap = cap ? 2 * cap : 16) * sizeof(*v));
@@ -263,9 +271,9 @@ size_t sb_learned_expire(struct sl_box *box, uint64_t now, size_t max, struct sl
 				break; /* the rest at the next sweep */
 			v = nv;
 		}
-		v[n++] = box->learned.v[i];
-		sb_sni_forget(box, &box->learned.v[i], box->learned_names[i]);
-		sb_lx_remove(x, &box->learned, box->learned_names, i);
+		v[n++] = box->learned.rules.v[i];
+		sb_sni_forget(box, &box->learned.rules.v[i], box->learned.names[i]);
+		sb_lx_remove(x, &box->learned.rules, box->learned.names, i);
 	}
 	if (n > 1) {
 		qsort(v, n, sizeof(*v), cmp_rule_addr);
@@ -289,12 +297,12 @@ size_t sb_learned_expire(struct sl_box *box, uint64_t now, size_t max, struct sl
  */
 void sb_learned_sweep(struct sl_registry *r, struct sl_box *box, uint64_t now)
 {
-	uint32_t first = sb_lx_earliest(&box->learned_ix);
+	uint32_t first = sb_lx_earliest(&box->learned.ix);
 	struct sl_addr_rule *gone = NULL;
-	size_t total = box->learned.n, naddr;
+	size_t total = box->learned.rules.n, naddr;
 	uint64_t t0;
 
-	if (first == SB_LX_NONE || box->learned.v[first].expires_ns > now)
+	if (first == SB_LX_NONE || box->learned.rules.v[first].expires_ns > now)
 		return;
 	t0 = sl_now_ns();
 	naddr = sb_learned_expire(box, now, SWEEP_BATCH, &gone);
@@ -306,6 +314,7 @@ void sb_learned_sweep(struct sl_registry *r, struct sl_box *box, uint64_t now)
 				strerror(-err));
 	}
 	sl_debug("sandbox %s: swept %zu of %zu resolved addresses in %llu us", box->name,
-		 total - box->learned.n, total, (unsigned long long)(sl_now_ns() - t0) / 1000);
+		 total - box->learned.rules.n, total,
+		 (unsigned long long)(sl_now_ns() - t0) / 1000);
 	free(gone);
 }

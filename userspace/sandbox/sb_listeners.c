@@ -55,7 +55,7 @@ static int px_name_verdict(void *owner, const char *host)
 {
 	struct sl_box *box = owner;
 
-	return box->policy ? sl_policy_name_verdict(box->policy, host) : SL_VERDICT_DENY;
+	return sb_policy(box) ? sl_policy_name_verdict(sb_policy(box), host) : SL_VERDICT_DENY;
 }
 
 static int learned_at(const struct sl_addr_rule *r, uint8_t family, const uint8_t *addr)
@@ -69,12 +69,12 @@ static int px_name_at(void *owner, const char *host, uint8_t family, const uint8
 	struct sl_box *box = owner;
 	int unknown = 0;
 
-	for (size_t i = 0; i < box->learned.n; i++) {
-		if (!learned_at(&box->learned.v[i], family, addr))
+	for (size_t i = 0; i < box->learned.rules.n; i++) {
+		if (!learned_at(&box->learned.rules.v[i], family, addr))
 			continue;
-		if (!strcmp(box->learned_names[i], host))
+		if (!strcmp(box->learned.names[i], host))
 			return 1;
-		unknown |= !box->learned_names[i][0];
+		unknown |= !box->learned.names[i][0];
 	}
 	/* Resolved before a restart: the name is not known, the policy still decides. */
 	return unknown && px_name_verdict(owner, host) == SL_VERDICT_PROXY;
@@ -85,16 +85,16 @@ static int px_only_name_at(void *owner, uint8_t family, const uint8_t *addr, cha
 	struct sl_box *box = owner;
 	const char *found = NULL;
 
-	for (size_t i = 0; i < box->learned.n; i++) {
-		if (!learned_at(&box->learned.v[i], family, addr))
+	for (size_t i = 0; i < box->learned.rules.n; i++) {
+		if (!learned_at(&box->learned.rules.v[i], family, addr))
 			continue;
-		if (!box->learned_names[i][0])
+		if (!box->learned.names[i][0])
 			return 0;
-		if (px_name_verdict(owner, box->learned_names[i]) != SL_VERDICT_PROXY)
+		if (px_name_verdict(owner, box->learned.names[i]) != SL_VERDICT_PROXY)
 			continue; /* a passthrough name checked by SNI: never served without it */
-		if (found && strcmp(found, box->learned_names[i]))
+		if (found && strcmp(found, box->learned.names[i]))
 			return 0; /* several names share the address */
-		found = box->learned_names[i];
+		found = box->learned.names[i];
 	}
 	if (!found)
 		return 0;
@@ -111,14 +111,14 @@ static int px_handle(void *owner, struct sl_px_xchg *x)
 {
 	struct sl_box *box = owner;
 
-	return box->lua ? sl_lua_handle(box->lua, x) : 1;
+	return sb_lua(box) ? sl_lua_handle(sb_lua(box), x) : 1;
 }
 
 static int px_name_port(void *owner, const char *host, uint16_t port)
 {
 	struct sl_box *box = owner;
 
-	return box->policy ? sl_policy_name_port(box->policy, host, port) : SL_NAME_DENY;
+	return sb_policy(box) ? sl_policy_name_port(sb_policy(box), host, port) : SL_NAME_DENY;
 }
 
 static int px_resolved_at(void *owner, const char *host, uint8_t family, const uint8_t *addr,
@@ -127,16 +127,16 @@ static int px_resolved_at(void *owner, const char *host, uint8_t family, const u
 	struct sl_box *box = owner;
 	int unknown = 0;
 
-	for (size_t i = 0; i < box->learned.n; i++) {
-		const struct sl_addr_rule *x = &box->learned.v[i];
+	for (size_t i = 0; i < box->learned.rules.n; i++) {
+		const struct sl_addr_rule *x = &box->learned.rules.v[i];
 
 		if (x->verdict == SL_VERDICT_DENY || x->family != family ||
 		    memcmp(x->addr, addr, family == AF_INET ? 4 : 16) || port < x->port_lo ||
 		    port > x->port_hi || !(x->protos & SL_PROTO_TCP))
 			continue;
-		if (!strcmp(box->learned_names[i], host))
+		if (!strcmp(box->learned.names[i], host))
 			return 1;
-		unknown |= !box->learned_names[i][0];
+		unknown |= !box->learned.names[i][0];
 	}
 	/* Resolved before a restart: the name is not known, the policy still decides. */
 	return unknown && px_name_port(owner, host, port) != SL_NAME_DENY;

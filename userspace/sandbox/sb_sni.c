@@ -30,11 +30,11 @@ static void name_value(const struct sl_box *box, uint8_t family, const uint8_t *
 		       const char *name, struct sl_sni_val *v)
 {
 	memset(v, 0, sizeof(*v));
-	for (uint32_t i = sb_lx_first_at(&box->learned_ix, &box->learned, family, addr);
-	     i != SB_LX_NONE; i = sb_lx_next_at(&box->learned_ix, &box->learned, i)) {
-		const struct sl_addr_rule *x = &box->learned.v[i];
+	for (uint32_t i = sb_lx_first_at(&box->learned.ix, &box->learned.rules, family, addr);
+	     i != SB_LX_NONE; i = sb_lx_next_at(&box->learned.ix, &box->learned.rules, i)) {
+		const struct sl_addr_rule *x = &box->learned.rules.v[i];
 
-		if (!sb_sni_relevant(x) || strcmp(box->learned_names[i], name))
+		if (!sb_sni_relevant(x) || strcmp(box->learned.names[i], name))
 			continue;
 		if (v->n == SL_SNI_RANGES) {
 			/* More port ranges than the value holds: the name is refused on the
@@ -58,19 +58,20 @@ int sb_sni_write_addr(struct sl_registry *r, struct sl_box *box, uint8_t family,
 
 	if (!r->bpf)
 		return 0;
-	for (uint32_t i = sb_lx_first_at(&box->learned_ix, &box->learned, family, addr);
-	     i != SB_LX_NONE && !err; i = sb_lx_next_at(&box->learned_ix, &box->learned, i)) {
-		const char *name = box->learned_names[i];
+	for (uint32_t i = sb_lx_first_at(&box->learned.ix, &box->learned.rules, family, addr);
+	     i != SB_LX_NONE && !err; i = sb_lx_next_at(&box->learned.ix, &box->learned.rules, i)) {
+		const char *name = box->learned.names[i];
 		struct sl_sni_val v;
 		int seen = 0;
 
-		if (!name[0] || !sb_sni_relevant(&box->learned.v[i]))
+		if (!name[0] || !sb_sni_relevant(&box->learned.rules.v[i]))
 			continue;
 		/* Each name once: skip it if an earlier entry of the chain had it. */
-		for (uint32_t k = sb_lx_first_at(&box->learned_ix, &box->learned, family, addr);
-		     k != i && !seen; k = sb_lx_next_at(&box->learned_ix, &box->learned, k))
-			seen = sb_sni_relevant(&box->learned.v[k]) &&
-			       !strcmp(box->learned_names[k], name);
+		for (uint32_t k =
+			     sb_lx_first_at(&box->learned.ix, &box->learned.rules, family, addr);
+		     k != i && !seen; k = sb_lx_next_at(&box->learned.ix, &box->learned.rules, k))
+			seen = sb_sni_relevant(&box->learned.rules.v[k]) &&
+			       !strcmp(box->learned.names[k], name);
 		if (seen)
 			continue;
 		name_value(box, family, addr, name, &v);
@@ -139,10 +140,10 @@ int sb_sni_sync(struct sl_registry *r, struct sl_box *box)
 	}
 	free(c.stale);
 	/* Each address once: from the first entry of its chain. */
-	for (size_t i = 0; i < box->learned.n && !err; i++) {
-		const struct sl_addr_rule *x = &box->learned.v[i];
+	for (size_t i = 0; i < box->learned.rules.n && !err; i++) {
+		const struct sl_addr_rule *x = &box->learned.rules.v[i];
 
-		if (sb_lx_first_at(&box->learned_ix, &box->learned, x->family, x->addr) == i)
+		if (sb_lx_first_at(&box->learned.ix, &box->learned.rules, x->family, x->addr) == i)
 			err = sb_sni_write_addr(r, box, x->family, x->addr);
 	}
 	return err;

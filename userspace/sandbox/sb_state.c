@@ -53,11 +53,11 @@ int sb_save_state(struct sl_registry *r, const struct sl_box *box)
 		      "dns_port", (int)box->dns_port, "proxy_port", (int)box->proxy_port);
 	if (!j)
 		return -ENOMEM;
-	if (box->handler[0]) {
+	if (box->layer && box->layer->handler[0]) {
 		/* A restart keeps the sandbox as locked down (or open) as it was. */
-		json_object_set_new(j, "handler", json_string(box->handler));
-		if (box->params)
-			json_object_set_new(j, "params", json_string(box->params));
+		json_object_set_new(j, "handler", json_string(box->layer->handler));
+		if (box->layer->params)
+			json_object_set_new(j, "params", json_string(box->layer->params));
 	}
 	if (box->container_id[0])
 		json_object_set_new(j, "container_id", json_string(box->container_id));
@@ -149,21 +149,22 @@ static void names_rewrite(struct sl_registry *r, struct sl_box *box)
 		sl_warn("sandbox %s: writing %s failed: %s", box->name, tmp, strerror(errno));
 		return;
 	}
-	for (size_t i = 0; i < box->learned.n && ok; i++) {
-		const struct sl_addr_rule *x = &box->learned.v[i];
+	for (size_t i = 0; i < box->learned.rules.n && ok; i++) {
+		const struct sl_addr_rule *x = &box->learned.rules.v[i];
 		int dup = 0;
 
-		if (!names_ok(box->learned_names[i]))
+		if (!names_ok(box->learned.names[i]))
 			continue;
 		/* One line per pair, whatever its ports: the first entry of the pair writes it
 		 * (the address's entries come from the index, not a scan of all). */
-		for (uint32_t k =
-			     sb_lx_first_at(&box->learned_ix, &box->learned, x->family, x->addr);
-		     k != SB_LX_NONE && !dup; k = sb_lx_next_at(&box->learned_ix, &box->learned, k))
-			dup = k < i && !strcmp(box->learned_names[k], box->learned_names[i]);
+		for (uint32_t k = sb_lx_first_at(&box->learned.ix, &box->learned.rules, x->family,
+						 x->addr);
+		     k != SB_LX_NONE && !dup;
+		     k = sb_lx_next_at(&box->learned.ix, &box->learned.rules, k))
+			dup = k < i && !strcmp(box->learned.names[k], box->learned.names[i]);
 		if (dup)
 			continue;
-		names_line(line, sizeof(line), x->family, x->addr, box->learned_names[i]);
+		names_line(line, sizeof(line), x->family, x->addr, box->learned.names[i]);
 		ok = fputs(line, f) >= 0;
 	}
 	if (fclose(f) || !ok || rename(tmp, path) == -1) {
@@ -293,9 +294,9 @@ static int recover_learned(struct sl_registry *r, struct sl_box *box)
 				hit--;
 			for (; hit && hit < names + nnames && !name_rec_cmp(hit, &key) && !err;
 			     hit++, named = 1)
-				err = sb_learned_add(box, hit->name, &rule);
+				err = sb_learned_add(&box->learned, hit->name, &rule);
 			if (!named && !err)
-				err = sb_learned_add(box, "", &rule);
+				err = sb_learned_add(&box->learned, "", &rule);
 		}
 	}
 	free(ents);
@@ -375,10 +376,8 @@ static int adopt_one(struct sl_registry *r, const char *path)
 	box->rules_id = box->id;
 	box->cgid = (uint64_t)cgid;
 	box->created_s = created;
-	if (handler && strlen(handler) < sizeof(box->handler)) {
-		snprintf(box->handler, sizeof(box->handler), "%s", handler);
-		box->params = params ? strdup(params) : NULL;
-	}
+	if (handler && strlen(handler) >= sizeof(((struct sl_layer *)0)->handler))
+		handler = params = NULL;
 	{
 		const char *cid = json_string_value(json_object_get(j, "container_id"));
 
@@ -396,8 +395,7 @@ static int adopt_one(struct sl_registry *r, const char *path)
 	sl_list_init(&box->link);
 	box->dns_port = dns_port > 0 && dns_port < 65536 ? (uint16_t)dns_port : 0;
 	box->proxy_port = proxy_port > 0 && proxy_port < 65536 ? (uint16_t)proxy_port : 0;
-	sl_rule_set_init(&box->rules);
-	sl_rule_set_init(&box->learned);
+	sl_rule_set_init(&box->learned.rules);
 	box->policy_src = strndup(src, src_len);
 	box->policy_len = src_len;
 	if (!box->policy_src) {
@@ -441,18 +439,16 @@ static int adopt_one(struct sl_registry *r, const char *path)
 	if (e)
 		sl_warn("sandbox %s: reading its resolved names from the kernel failed: %s", name,
 			strerror(-e));
-	e = sb_compile_box(box, &ents, &nents, err, sizeof(err));
+	e = sb_compile_box(box, handler, params, &ents, &nents, err, sizeof(err));
 	if (e) {
 		/* Keep whatever the kernel enforces now rather than open anything; names no
-		 * longer resolve (the listener answers NXDOMAIN without a policy). */
+		 * longer resolve (the listener answers NXDOMAIN without a policy). The layer
+		 * keeps only the handler, for the state file. */
 		sl_err("sandbox %s: policy no longer compiles (%s); kernel rules left as they are",
 		       name, err);
-		sl_policy_free(box->base);
-		sl_policy_free(box->hlayer);
-		box->policy = box->base = box->hlayer = NULL;
-		sl_lua_unref(box->lua);
-		box->lua = NULL;
-		e = adopt_without_policy(r, box);
+		sb_layer_unref(box->layer);
+		box->layer = sb_layer_new(NULL, NULL, handler, NULL, params);
+		e = box->layer ? adopt_without_policy(r, box) : -ENOMEM;
 	} else {
 		e = sb_install(r, box, ents, nents, err, sizeof(err));
 		if (e)

@@ -37,31 +37,32 @@
 /* The sandbox after a switch, and its learned entries from before it (@old). */
 struct kill_ctx {
 	struct sl_box *box;
-	const struct sl_box *old;
+	const struct sb_learned *old;
 };
 
 /* Whether @box still grants, at @family/@addr on TCP @dport, every name @old granted there
  * (the names a checked passthrough flow may have presented). A name not known (resolved
  * before a restart) cannot be told: no. */
-static int names_kept(const struct sl_box *box, const struct sl_box *old, uint8_t family,
+static int names_kept(const struct sl_box *box, const struct sb_learned *old, uint8_t family,
 		      const uint8_t *addr, uint16_t dport)
 {
-	for (uint32_t i = sb_lx_first_at(&old->learned_ix, &old->learned, family, addr);
-	     i != SB_LX_NONE; i = sb_lx_next_at(&old->learned_ix, &old->learned, i)) {
-		const struct sl_addr_rule *x = &old->learned.v[i];
+	for (uint32_t i = sb_lx_first_at(&old->ix, &old->rules, family, addr); i != SB_LX_NONE;
+	     i = sb_lx_next_at(&old->ix, &old->rules, i)) {
+		const struct sl_addr_rule *x = &old->rules.v[i];
 		int kept = 0;
 
 		if (!sb_sni_relevant(x) || dport < x->port_lo || dport > x->port_hi)
 			continue;
-		if (!old->learned_names[i][0])
+		if (!old->names[i][0])
 			return 0;
-		for (uint32_t k = sb_lx_first_at(&box->learned_ix, &box->learned, family, addr);
+		for (uint32_t k =
+			     sb_lx_first_at(&box->learned.ix, &box->learned.rules, family, addr);
 		     k != SB_LX_NONE && !kept;
-		     k = sb_lx_next_at(&box->learned_ix, &box->learned, k))
-			kept = sb_sni_relevant(&box->learned.v[k]) &&
-			       dport >= box->learned.v[k].port_lo &&
-			       dport <= box->learned.v[k].port_hi &&
-			       !strcmp(box->learned_names[k], old->learned_names[i]);
+		     k = sb_lx_next_at(&box->learned.ix, &box->learned.rules, k))
+			kept = sb_sni_relevant(&box->learned.rules.v[k]) &&
+			       dport >= box->learned.rules.v[k].port_lo &&
+			       dport <= box->learned.rules.v[k].port_hi &&
+			       !strcmp(box->learned.names[k], old->names[i]);
 		if (!kept)
 			return 0;
 	}
@@ -96,8 +97,8 @@ static int flow_condemned(void *arg, uint8_t family, uint8_t proto, const uint8_
 	    ((family == AF_INET && addr[0] == 127) ||
 	     (family == AF_INET6 && !memcmp(addr, in6addr_loopback.s6_addr, 16))))
 		return 0;
-	if (sl_rules_merge(&box->rules, family, addr, family == AF_INET ? 32 : 128, &val) ||
-	    sl_rules_merge(&box->learned, family, addr, family == AF_INET ? 32 : 128, &val))
+	if (sl_rules_merge(&box->layer->rules, family, addr, family == AF_INET ? 32 : 128, &val) ||
+	    sl_rules_merge(&box->learned.rules, family, addr, family == AF_INET ? 32 : 128, &val))
 		return 1; /* cannot tell: fail closed */
 	for (uint32_t i = 0; i < val.n && i < SL_MAX_PORT_RANGES; i++) {
 		const struct sl_port_range *pr = &val.r[i];
@@ -152,7 +153,7 @@ static int subtree_cgids(const char *path, uint64_t **ids, size_t *n, size_t *ca
 	return e;
 }
 
-static size_t kill_flows(struct sl_box *box, const struct sl_box *old)
+static size_t kill_flows(struct sl_box *box, const struct sb_learned *old)
 {
 	struct kill_ctx kc = { box, old };
 	uint64_t *ids = NULL;
@@ -178,11 +179,11 @@ static void switch_event(struct sl_registry *r, const struct sl_box *box, const 
 		return;
 	j = json_pack("{s:s, s:s, s:s, s:s?, s:s?, s:s, s:I, s:I, s:I}", "type", "handler",
 		      "sandbox", box->name, "action", what, "old", old[0] ? old : NULL, "new",
-		      box->handler[0] ? box->handler : NULL, "by", who ? who : "?", "closed_kernel",
-		      (json_int_t)res->closed_kernel, "closed_proxy", (json_int_t)res->closed_proxy,
-		      "dns_dropped", (json_int_t)res->dns_dropped);
-	if (j && box->params) {
-		json_t *p = json_loads(box->params, 0, NULL);
+		      box->layer->handler[0] ? box->layer->handler : NULL, "by", who ? who : "?",
+		      "closed_kernel", (json_int_t)res->closed_kernel, "closed_proxy",
+		      (json_int_t)res->closed_proxy, "dns_dropped", (json_int_t)res->dns_dropped);
+	if (j && box->layer->params) {
+		json_t *p = json_loads(box->layer->params, 0, NULL);
 
 		if (p)
 			json_object_set_new(j, "params", p);
@@ -191,57 +192,72 @@ static void switch_event(struct sl_registry *r, const struct sl_box *box, const 
 }
 
 /*
- * Moves @box to the layer of (@lua, @base, @handler, @params): everything is computed first
- * (nothing changes on error), then the new rules go into the kernel under the other rule bank
- * and one update of the sandbox's entry makes them the ones in force. The old bank is
- * cleared after. On success @box owns @lua and @base.
+ * The layer of (@lua, @base) with outboundHandlers[@handler] active (NULL or "": none) and
+ * @params: the handler's egress run for them (in the sandbox's Lua state: loop thread),
+ * checked and compiled. Into *@out (a new reference). 0 or -errno with the reason in @err.
  */
-static int switch_layer(struct sl_registry *r, struct sl_box *box, struct sl_lua *lua,
-			struct sl_policy *base, const char *handler, const char *params,
+static int build_layer(struct sl_registry *r, struct sl_lua *lua, struct sb_base *base,
+		       const char *handler, const char *params, struct sl_layer **out, char *err,
+		       size_t errlen)
+{
+	struct sl_policy *hl = NULL;
+	struct sl_layer *l;
+	int e;
+
+	*out = NULL;
+	if (handler && *handler) {
+		if (strlen(handler) >= sizeof(l->handler)) {
+			sl_errf(err, errlen, "handler name too long");
+			return -EINVAL;
+		}
+		e = sl_lua_handler_egress(lua, handler, params, &hl, err, errlen);
+		if (e)
+			return e;
+	} else {
+		handler = NULL;
+		params = NULL;
+	}
+	l = sb_layer_new(lua, base, handler, hl, params);
+	if (!l) {
+		sl_errf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	e = sb_check_unix(r, l->policy, l->hlayer ? "the handler's egress" : "egress", err, errlen);
+	if (!e)
+		e = sb_layer_compile(l, err, errlen);
+	if (e) {
+		sb_layer_unref(l);
+		return e;
+	}
+	*out = l;
+	return 0;
+}
+
+/*
+ * Moves @box to layer @nl (the reference is taken, whatever the outcome): what resolved under
+ * the old layer is kept where the new one gives the name, the kernel entries are compiled
+ * (nothing changes on error), then they go into the kernel under the other rule bank and one
+ * update of the sandbox's entry makes them the ones in force. The old bank is cleared after,
+ * the old layer dropped, and the flows the new one forbids closed.
+ */
+static int switch_layer(struct sl_registry *r, struct sl_box *box, struct sl_layer *nl,
 			struct sl_switch_result *res, char *err, size_t errlen)
 {
-	const struct sl_policy *old_layer = box->policy, *layer;
-	struct sl_policy *hl = NULL;
-	struct sl_box *nb = calloc(1, sizeof(*nb));
+	struct sl_layer *old = box->layer;
+	const struct sl_policy *layer = nl->policy;
+	struct sb_learned learned = { 0 };
 	struct sl_kentry *ents = NULL, bad;
 	size_t nents = 0;
 	struct sl_sandbox ksb;
 	uint32_t bank, old_bank = box->rules_id;
-	char *params_copy = NULL;
 	int e = 0, was_icpt, now_icpt;
 
 	memset(res, 0, sizeof(*res));
-	if (!nb) {
-		sl_errf(err, errlen, "out of memory");
-		return -ENOMEM;
-	}
-	sl_rule_set_init(&nb->rules);
-	sl_rule_set_init(&nb->learned);
-	if (handler && *handler) {
-		if (strlen(handler) >= sizeof(box->handler)) {
-			sl_errf(err, errlen, "handler name too long");
-			e = -EINVAL;
-			goto out;
-		}
-		e = sl_lua_handler_egress(lua, handler, params, &hl, err, errlen);
-		if (e)
-			goto out;
-		if (params && !(params_copy = strdup(params))) {
-			e = -ENOMEM;
-			goto out;
-		}
-	}
-	layer = hl ? hl : base;
-	e = sb_check_unix(r, layer, hl ? "the handler's egress" : "egress", err, errlen);
-	if (e)
-		goto out;
-	e = sl_policy_rules(layer, &nb->rules, err, errlen);
-	if (e)
-		goto out;
+	sl_rule_set_init(&learned.rules);
 	/* What resolved under the old layer stays only where the new one gives the name. */
-	for (size_t i = 0; i < box->learned.n && !e; i++) {
-		const struct sl_addr_rule *x = &box->learned.v[i];
-		const char *name = box->learned_names[i];
+	for (size_t i = 0; i < box->learned.rules.n && !e; i++) {
+		const struct sl_addr_rule *x = &box->learned.rules.v[i];
+		const char *name = box->learned.names[i];
 		struct sl_grant g[16];
 		size_t ng = 0;
 
@@ -256,11 +272,11 @@ static int switch_layer(struct sl_registry *r, struct sl_box *box, struct sl_lua
 			y.port_hi = g[k].hi;
 			y.protos = g[k].protos;
 			y.verdict = g[k].verdict;
-			e = sb_learned_add(nb, name, &y);
+			e = sb_learned_add(&learned, name, &y);
 		}
 	}
 	if (!e)
-		e = sb_compile_all(nb, &ents, &nents, &bad);
+		e = sb_compile_all(&nl->rules, &learned, &ents, &nents, &bad);
 	if (e) {
 		sl_errf(err, errlen, "compiling the new rules failed: %s",
 			e == -E2BIG  ? "too many port ranges for one address" :
@@ -268,7 +284,8 @@ static int switch_layer(struct sl_registry *r, struct sl_box *box, struct sl_lua
 				       strerror(-e));
 		goto out;
 	}
-	e = sl_lua_set_active(lua, handler && *handler ? handler : NULL, params, err, errlen);
+	e = sl_lua_set_active(nl->lua, nl->handler[0] ? nl->handler : NULL, nl->params, err,
+			      errlen);
 	if (e)
 		goto out;
 
@@ -277,7 +294,7 @@ static int switch_layer(struct sl_registry *r, struct sl_box *box, struct sl_lua
 	e = sl_bpf_sync_rules(r->bpf, bank, ents, nents);
 	if (!e)
 		e = sb_sync_unix(r, bank, layer);
-	was_icpt = sl_policy_needs_proxy(old_layer);
+	was_icpt = sl_policy_needs_proxy(old->policy);
 	now_icpt = sl_policy_needs_proxy(layer);
 	if (!e && now_icpt && !was_icpt)
 		e = sl_bpf_attach(r->bpf, box->name, box->cgroup, box->cgid, 1);
@@ -291,7 +308,7 @@ static int switch_layer(struct sl_registry *r, struct sl_box *box, struct sl_lua
 	if (e) {
 		sl_bpf_sync_rules(r->bpf, bank, NULL, 0);
 		sb_sync_unix(r, bank, NULL);
-		sl_lua_set_active(box->lua, box->handler[0] ? box->handler : NULL, box->params, err,
+		sl_lua_set_active(old->lua, old->handler[0] ? old->handler : NULL, old->params, err,
 				  errlen);
 		sl_errf(err, errlen, "writing the kernel rules failed: %s", strerror(-e));
 		goto out;
@@ -306,45 +323,22 @@ static int switch_layer(struct sl_registry *r, struct sl_box *box, struct sl_lua
 	if (!now_icpt && was_icpt)
 		sl_bpf_attach(r->bpf, box->name, box->cgroup, box->cgid, 0);
 
-	/* The sandbox's own state follows. */
+	/* The sandbox's own state follows: one pointer, and the learned set swapped (the old
+	 * one, in @learned from here on, judges the open flows below). */
+	box->layer = nl;
+	nl = old;
 	{
-		struct sl_rule_set t = box->rules;
-		char(*tn)[SL_DNS_NAME_BUF] = box->learned_names;
-		struct sb_lindex tx = box->learned_ix;
+		struct sb_learned t = box->learned;
 
-		box->rules = nb->rules;
-		nb->rules = t;
-		t = box->learned;
-		box->learned = nb->learned;
-		nb->learned = t;
-		box->learned_names = nb->learned_names;
-		nb->learned_names = tn;
-		box->learned_ix = nb->learned_ix;
-		nb->learned_ix = tx;
+		box->learned = learned;
+		learned = t;
 	}
-	if (lua != box->lua) {
-		sl_lua_unref(box->lua);
-		box->lua = lua;
-	}
-	if (base != box->base) {
-		sl_policy_free(box->base);
-		box->base = base;
-	}
-	sl_policy_free(box->hlayer);
-	box->hlayer = hl;
-	hl = NULL;
-	box->policy = box->hlayer ? box->hlayer : box->base;
-	if (handler && *handler) {
-		if (strcmp(box->handler, handler) || !box->handler_since_s)
+	if (box->layer->handler[0]) {
+		if (strcmp(old->handler, box->layer->handler) || !box->handler_since_s)
 			box->handler_since_s = time(NULL);
-		snprintf(box->handler, sizeof(box->handler), "%s", handler);
 	} else {
-		box->handler[0] = 0;
 		box->handler_since_s = 0;
 	}
-	free(box->params);
-	box->params = params_copy;
-	params_copy = NULL;
 	box->switches++;
 	sl_dns_listener_flush(box->dns); /* answers cached under the old layer */
 
@@ -358,7 +352,7 @@ static int switch_layer(struct sl_registry *r, struct sl_box *box, struct sl_lua
 
 	/* Open flows the new layer does not allow. */
 	res->closed_proxy = box->proxy ? sl_proxy_listener_revalidate(box->proxy) : 0;
-	res->closed_kernel = kill_flows(box, nb); /* nb holds the learned entries of before */
+	res->closed_kernel = kill_flows(box, &learned); /* the learned entries of before */
 	e = sb_save_state(r, box);
 	if (e) {
 		sl_warn("sandbox %s: saving state failed: %s", box->name, strerror(-e));
@@ -366,13 +360,8 @@ static int switch_layer(struct sl_registry *r, struct sl_box *box, struct sl_lua
 	}
 out:
 	free(ents);
-	free(params_copy);
-	sl_policy_free(hl);
-	sl_rule_set_free(&nb->rules);
-	sl_rule_set_free(&nb->learned);
-	free(nb->learned_names);
-	sb_lx_free(&nb->learned_ix);
-	free(nb);
+	sb_layer_unref(nl); /* the old layer after a switch, the new one if none happened */
+	sb_learned_free(&learned);
 	return e;
 }
 
@@ -380,25 +369,30 @@ int sl_sandbox_set_handler(struct sl_registry *r, struct sl_box *box, const char
 			   const char *params, const char *who, struct sl_switch_result *res,
 			   char *err, size_t errlen)
 {
-	char old[sizeof(box->handler)];
+	char old[sizeof(box->layer->handler)];
+	struct sl_layer *nl;
 	int e;
 
-	if (!box->lua) {
+	memset(res, 0, sizeof(*res));
+	if (!sb_lua(box)) {
 		sl_errf(err, errlen, "sandbox %s has no working policy", box->name);
 		return -EINVAL;
 	}
-	if (handler && !sl_lua_handler_exists(box->lua, handler)) {
+	if (handler && !sl_lua_handler_exists(sb_lua(box), handler)) {
 		sl_errf(err, errlen, "the policy of %s has no handler '%s' in outboundHandlers",
 			box->name, handler);
 		return -ENOENT;
 	}
-	snprintf(old, sizeof(old), "%s", box->handler);
-	e = switch_layer(r, box, box->lua, box->base, handler, params, res, err, errlen);
+	snprintf(old, sizeof(old), "%s", box->layer->handler);
+	e = build_layer(r, sb_lua(box), box->layer->base, handler, params, &nl, err, errlen);
+	if (!e)
+		e = switch_layer(r, box, nl, res, err, errlen);
 	if (e)
 		return e;
 	sl_info("sandbox %s: handler %s -> %s (by %s; closed %zu flows, %zu proxied)", box->name,
-		old[0] ? old : "(policy)", box->handler[0] ? box->handler : "(policy)",
-		who ? who : "?", res->closed_kernel, res->closed_proxy);
+		old[0] ? old : "(policy)",
+		box->layer->handler[0] ? box->layer->handler : "(policy)", who ? who : "?",
+		res->closed_kernel, res->closed_proxy);
 	switch_event(r, box, handler ? "set" : "clear", old, who, res);
 	return 0;
 }
@@ -410,11 +404,15 @@ int sl_sandbox_reload(struct sl_registry *r, struct sl_box *box, const char *pat
 	const char *chunk = path && *path	? path :
 			    box->policy_path[0] ? box->policy_path :
 						  "policy";
-	struct sl_policy *base = NULL;
+	const char *handler = box->layer->handler[0] ? box->layer->handler : NULL;
+	struct sl_policy *bp = NULL;
+	struct sl_layer *nl = NULL;
+	struct sb_base *base = NULL;
 	struct sl_lua *lua;
 	char *copy;
 	int e;
 
+	memset(res, 0, sizeof(*res));
 	if (len > POLICY_MAX_BYTES) {
 		sl_errf(err, errlen, "policy too large (max %u bytes)", POLICY_MAX_BYTES);
 		return -EINVAL;
@@ -426,23 +424,32 @@ int sl_sandbox_reload(struct sl_registry *r, struct sl_box *box, const char *pat
 	}
 	memcpy(copy, src, len);
 	copy[len] = 0;
-	lua = sl_lua_load(chunk, copy, len, &r->lua_opts, box->name, &base, err, errlen);
+	lua = sl_lua_load(chunk, copy, len, &r->lua_opts, box->name, &bp, err, errlen);
 	if (!lua) {
 		free(copy);
 		return -EINVAL;
 	}
-	if (box->handler[0] && !sl_lua_handler_exists(lua, box->handler)) {
+	base = sb_base_new(bp);
+	if (!base) {
+		sl_errf(err, errlen, "out of memory");
+		e = -ENOMEM;
+		goto fail;
+	}
+	if (handler && !sl_lua_handler_exists(lua, handler)) {
 		sl_errf(err, errlen,
 			"the active handler '%s' is not in the new policy: clear it "
 			"first (sluice handler clear %s)",
-			box->handler, box->name);
+			handler, box->name);
 		e = -EINVAL;
 		goto fail;
 	}
-	e = switch_layer(r, box, lua, base, box->handler[0] ? box->handler : NULL, box->params, res,
-			 err, errlen);
+	e = build_layer(r, lua, base, handler, box->layer->params, &nl, err, errlen);
+	if (!e)
+		e = switch_layer(r, box, nl, res, err, errlen);
 	if (e)
 		goto fail;
+	sl_lua_unref(lua);
+	sb_base_unref(base);
 	free(box->policy_src);
 	box->policy_src = copy;
 	box->policy_len = len;
@@ -452,11 +459,11 @@ int sl_sandbox_reload(struct sl_registry *r, struct sl_box *box, const char *pat
 	if (e)
 		sl_warn("sandbox %s: saving state failed: %s", box->name, strerror(-e));
 	sl_info("sandbox %s: policy reloaded from %s (by %s)", box->name, chunk, who ? who : "?");
-	switch_event(r, box, "reload", box->handler, who, res);
+	switch_event(r, box, "reload", box->layer->handler, who, res);
 	return 0;
 fail:
 	sl_lua_unref(lua);
-	sl_policy_free(base);
+	sb_base_unref(base);
 	free(copy);
 	return e;
 }
@@ -471,15 +478,15 @@ int sl_sandbox_set_mode(struct sl_registry *r, struct sl_box *box, int audit, co
 	audit = !!audit;
 	if (audit == old)
 		return 0;
-	if (!box->lua) {
+	if (!sb_lua(box)) {
 		sl_errf(err, errlen, "sandbox %s has no working policy", box->name);
 		return -EINVAL;
 	}
 	/* The flag rides in the sandbox entry that switch_layer() writes once: the rules and the
-	 * mode change together, and leaving audit closes what the layer forbids. */
+	 * mode change together, and leaving audit closes what the layer forbids. The layer is
+	 * the same one, written into the other bank: it cannot have changed. */
 	box->audit = audit;
-	e = switch_layer(r, box, box->lua, box->base, box->handler[0] ? box->handler : NULL,
-			 box->params, res, err, errlen);
+	e = switch_layer(r, box, sb_layer_ref(box->layer), res, err, errlen);
 	if (e) {
 		box->audit = old;
 		return e;
