@@ -415,8 +415,13 @@ static void on_kernel_event(const struct sl_event *kev, void *arg)
 	struct daemon *d = arg;
 	struct sl_box *box = kev->sandbox_id ? sl_sandbox_by_id(d->reg, kev->sandbox_id) : NULL;
 	const char *name = box ? sl_box_name(box) : NULL;
+	json_t *j = sl_event_json(kev, name);
 
-	sl_events_publish(d->events, name, sl_event_json(kev, name));
+	/* Audit mode is loud: the kernel's other events of such a sandbox (a raw socket
+	 * refused, say) say so too. */
+	if (j && box && sl_box_audit(box) && !json_object_get(j, "mode"))
+		json_object_set_new(j, "mode", json_string("audit"));
+	sl_events_publish(d->events, name, j);
 }
 
 static void events_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)

@@ -101,6 +101,12 @@ def test_audit_allows_and_records_what_the_rules_deny(box, daemon, servers):
     assert ("connect", f"127.0.0.6:{port}", "tcp") in dsts
     assert ("sendmsg", f"127.0.0.7:{port}", "udp") in dsts
     assert all(e["mode"] == "audit" for e in ev)
+    # Loud: every event of the sandbox says so, the kernel's refusals of what no policy
+    # decides (the listeners, the raw socket) included.
+    every = daemon.events("audit1")
+    assert sum(e.get("type") == "deny" for e in every) >= 3, every
+    assert all(e.get("mode") == "audit" for e in every), \
+        [e for e in every if e.get("mode") != "audit"]
     assert ("connect", f"127.0.0.5:{port}", "tcp") not in dsts  # allowed by the rules
     m = daemon.metrics()
     assert m['sluice_sandbox_audit_mode{sandbox="audit1"}'] == 1
@@ -289,6 +295,7 @@ return {
   outboundByHost = {
     ["api.test"] = function(req, env, ctx)
       req.headers:set("x-auth-token", env.VCS_TOKEN)
+      sluice.log("seen", req.method, req.path)
       if req.method ~= "GET" then return Response.new("no writes", { status = 405 }) end
       if req.path:find("^/boom") then error("no booms here") end
       return fetch(req)
@@ -333,8 +340,11 @@ def test_handler_refusal_goes_on_in_audit_mode_and_is_recorded(box, daemon, work
     seen = upstreams.nginx.requests_seen(since=mark)
     assert len(seen) == 4
     assert all(s["h_x_auth_token"] == secret for s in seen)  # injected, refused or not
-    ev = [e for e in daemon.events("dry") if e.get("type") == "http"]
-    assert ev and all(e.get("mode") == "audit" for e in ev), ev
+    every = daemon.events("dry")
+    assert [e for e in every if e.get("type") == "log"], every
+    assert all(e.get("mode") == "audit" for e in every), \
+        [e for e in every if e.get("mode") != "audit"]
+    ev = [e for e in every if e.get("type") == "http"]
     audited = [e for e in ev if e["verdict"] == "audit"]
     assert sorted((e["method"], e["path"], e["status"], e["refused_status"]) for e in audited) \
         == [("GET", "/boom/1", 404, 502), ("POST", "/echo", 200, 405),

@@ -231,6 +231,23 @@ static void dns_event(struct sl_dns_listener *l, const struct sl_dns_query *q, c
 	dns_event_end(&w, l);
 }
 
+/* An event of the listener, not of one query (a TCP client refused or closed). */
+static void listener_event(struct sl_dns_listener *l, const char *verdict, const char *reason)
+{
+	struct sl_jw w;
+
+	if (!l->dns->events)
+		return;
+	sl_jw_begin(&w);
+	sl_jw_str(&w, "type", "dns");
+	sl_jw_str(&w, "sandbox", l->ops->name(l->owner));
+	sl_jw_str(&w, "verdict", verdict);
+	sl_jw_str(&w, "reason", reason);
+	if (l->ops->audit && l->ops->audit(l->owner))
+		sl_jw_str(&w, "mode", "audit"); /* audit mode is loud: every event says so */
+	sl_jw_publish(&w, l->dns->events, l->ops->name(l->owner));
+}
+
 /* ---- replies ---- */
 
 static void tcp_close(struct dns_tcp *c);
@@ -1002,11 +1019,7 @@ static void tcp_stalled(struct sl_loop *loop, struct sl_timer *t)
 
 	(void)loop;
 	l->stats.limit_tcp_out++;
-	if (l->dns->events)
-		sl_events_publish(l->dns->events, l->ops->name(l->owner),
-				  json_pack("{s:s, s:s, s:s, s:s}", "type", "dns", "sandbox",
-					    l->ops->name(l->owner), "verdict", "closed", "reason",
-					    "DNS client over TCP does not read its answers"));
+	listener_event(l, "closed", "DNS client over TCP does not read its answers");
 	tcp_close(c);
 }
 
@@ -1141,12 +1154,7 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 			l->stats.refused++;
 			l->stats.limit_tcp++;
 			close(cfd);
-			if (l->dns->events)
-				sl_events_publish(l->dns->events, l->ops->name(l->owner),
-						  json_pack("{s:s, s:s, s:s, s:s}", "type", "dns",
-							    "sandbox", l->ops->name(l->owner),
-							    "verdict", "refused", "reason",
-							    "too many DNS clients over TCP"));
+			listener_event(l, "refused", "too many DNS clients over TCP");
 			continue;
 		}
 		c = calloc(1, sizeof(*c));

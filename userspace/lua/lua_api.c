@@ -833,6 +833,8 @@ static int l_log(lua_State *L)
 		sl_jw_str(&w, "handler", r->handler);
 		sl_jw_str(&w, "host", info.host);
 		sl_jw_int(&w, "pid", info.pid);
+		if (info.audit)
+			sl_jw_str(&w, "mode", "audit");
 	}
 	sl_jw_str(&w, "message", msg);
 	sl_jw_publish(&w, lua->o.events, lua->sandbox);

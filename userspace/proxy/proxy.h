@@ -99,6 +99,7 @@ struct sl_px_info {
 	const char *host; /* the name served: SNI, or Host for plain HTTP */
 	const char *sni; /* "" for plain HTTP */
 	const struct sockaddr *dst; /* the original destination */
+	int audit; /* the sandbox is in audit mode: the request's handler runs dry */
 };
 
 void sl_px_x_attach(struct sl_px_xchg *x, const struct sl_px_handler *h, void *hctx);

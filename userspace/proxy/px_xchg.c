@@ -307,6 +307,7 @@ void sl_px_x_info(struct sl_px_xchg *x, struct sl_px_info *info)
 	info->host = c->name;
 	info->sni = c->tls ? c->name : "";
 	info->dst = (const struct sockaddr *)&c->dst;
+	info->audit = c->l->ops->audit && c->l->ops->audit(c->l->owner);
 }
 
 struct sl_http_msg *sl_px_x_req(struct sl_px_xchg *x)

@@ -182,6 +182,8 @@ static void switch_event(struct sl_registry *r, const struct sl_box *box, const 
 		      box->layer->handler[0] ? box->layer->handler : NULL, "by", who ? who : "?",
 		      "closed_kernel", (json_int_t)res->closed_kernel, "closed_proxy",
 		      (json_int_t)res->closed_proxy, "dns_dropped", (json_int_t)res->dns_dropped);
+	if (j && box->audit)
+		json_object_set_new(j, "mode", json_string("audit"));
 	if (j && box->layer->params) {
 		json_t *p = json_loads(box->layer->params, 0, NULL);
 
