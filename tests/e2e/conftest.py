@@ -346,9 +346,10 @@ host-record=sni.k.test,127.0.0.48
 host-record=tenant.k.test,127.0.0.48
 host-record=far.k.test,127.0.0.49
 host-record=slow.k.test,127.0.0.50
+host-record=learnme.test,127.0.0.32
 address=/github.io/127.0.0.30
 address=/co.uk/127.0.0.30
-address=/cdn.learn.test/127.0.0.31
+address=/cdn.learn.test/127.0.0.33
 """
 
 

@@ -44,7 +44,8 @@ void px_request_event(struct pconn *c, int status, const char *verdict, const ch
 				0, status, c->x.refused[0] ? c->x.refused : NULL);
 	if (!l->px->events)
 		return;
-	if (c->x.refused[0]) {
+	if (c->x.refused[0] && !strcmp(verdict, "forward")) {
+		/* It went on only because audit mode runs handlers dry. */
 		verdict = "audit";
 		reason = c->x.refused;
 	}
@@ -71,8 +72,11 @@ void px_request_event(struct pconn *c, int status, const char *verdict, const ch
 		sl_jw_str(&w, "handler", c->x.handler);
 	if (reason)
 		sl_jw_str(&w, "reason", reason);
-	if (c->x.refused[0])
+	if (c->x.refused[0]) {
 		sl_jw_int(&w, "refused_status", c->x.refused_status);
+		if (reason != c->x.refused)
+			sl_jw_str(&w, "refused", c->x.refused);
+	}
 	if (audit)
 		sl_jw_str(&w, "mode", "audit");
 	sl_jw_publish(&w, l->px->events, l->ops->name(l->owner));

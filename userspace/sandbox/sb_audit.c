@@ -7,6 +7,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -322,7 +323,7 @@ int sb_obs_save(struct sl_registry *r, struct sl_box *box, int64_t now_s)
 {
 	char path[PATH_MAX + 128], tmp[PATH_MAX + 160];
 	json_t *j;
-	int e = 0;
+	int fd, e = 0;
 
 	if (!box->obs.dirty)
 		return 0;
@@ -331,9 +332,15 @@ int sb_obs_save(struct sl_registry *r, struct sl_box *box, int64_t now_s)
 		return -ENOMEM;
 	sb_obs_path(r, box->name, path, sizeof(path));
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	if (json_dump_file(j, tmp, JSON_COMPACT))
+	/* 0600 like the state file: the records say what the job reached. */
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd == -1)
+		e = -errno;
+	else if (json_dumpfd(j, fd, JSON_COMPACT))
 		e = errno ? -errno : -EIO;
-	else if (rename(tmp, path) == -1)
+	if (fd != -1)
+		close(fd);
+	if (!e && rename(tmp, path) == -1)
 		e = -errno;
 	if (e) {
 		unlink(tmp);
