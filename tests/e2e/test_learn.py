@@ -490,3 +490,25 @@ return { egress = { intercept = { "api.test" }, private = { "127.0.0.0/8" } } }
     assert len(lines) == 4096 - 1, (len(lines), took)  # one record is /files/x
     assert "NOT COMPLETE: 0 connections, 0 names and 105 requests were not recorded" in text
     assert d.cli("sandbox", "rm", "many").returncode == 0
+
+
+def test_suggestion_under_an_active_handler_says_where_entries_apply(box, daemon, servers):
+    """A handler whose egress replaces the policy's was active while audit mode recorded:
+    the suggestion keeps the handler and says the learned entries are for the policy's
+    egress, which the handler replaces while it is active."""
+    port = servers.ports[0]
+    sb = box("hlearn", """
+return {
+  egress = {},
+  outboundHandlers = {
+    closed = { egress = { allow = { "127.0.0.5:1" } }, handle = function() end },
+  },
+}
+""", "--mode", "audit", "--handler", "closed")
+    assert sb.probe(connect("127.0.0.9", port)) == ["OK"]
+    r = daemon.cli("policy", "suggest", "hlearn")
+    assert r.returncode == 0, r.stderr
+    assert f'{{ "127.0.0.9:{port}", proto = "tcp" }},' in r.stdout, r.stdout
+    assert "outboundHandlers" in r.stdout
+    assert "-- NOTE: handler closed was active" in r.stdout, r.stdout
+    assert "outboundHandlers.closed.egress" in r.stdout

@@ -754,6 +754,14 @@ int sl_sandbox_suggest(struct sl_registry *r, struct sl_box *box, unsigned colla
 	}
 	if (!e)
 		e = http_notes(box, &b);
+	if (!e && box->layer && box->layer->hlayer)
+		/* Its egress, not the policy's, was the kernel layer: the learned entries go in
+		 * the policy's egress, which that handler replaces while it is active. */
+		e = add_note(&b,
+			     "-- NOTE: handler %s was active, and its egress replaces the "
+			     "policy's while it is: the entries above apply without it, or "
+			     "once added to outboundHandlers.%s.egress",
+			     box->layer->handler, box->layer->handler);
 	if (!e && (ctr.lost || box->obs.names_lost || box->obs.http_lost))
 		e = add_note(&b,
 			     "-- NOT COMPLETE: %llu connections, %llu names and %llu requests "
