@@ -353,6 +353,10 @@ def test_handler_refusal_goes_on_in_audit_mode_and_is_recorded(box, daemon, work
     assert any("answered 405" in e["reason"] for e in audited)
     assert any("no booms here" in e["reason"] for e in audited)
     assert secret not in json.dumps(ev)
+    au = sb.show()["audit"]
+    assert (au["requests"], au["requests_refused"], au["records_lost"]) == (4, 3, 0), au
+    r = daemon.cli("sandbox", "show", "dry")
+    assert "4 intercepted requests, 3 of them refused by a handler" in r.stdout, r.stdout
 
     r = daemon.cli("policy", "suggest", "dry")
     assert r.returncode == 0, r.stderr

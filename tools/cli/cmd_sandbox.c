@@ -279,8 +279,10 @@ static int cmd_sandbox_show(int argc, char **argv, const char *sock)
 		json_t *au = json_object_get(j, "audit");
 
 		printf("mode:     AUDIT (nothing the policy denies is enforced); %lld calls audited, "
-		       "%lld not recorded\n",
-		       sl_cli_num(au, "audited"), sl_cli_num(au, "lost"));
+		       "%lld not recorded; %lld intercepted requests, %lld of them refused by a "
+		       "handler and let through\n",
+		       sl_cli_num(au, "audited"), sl_cli_num(au, "lost"),
+		       sl_cli_num(au, "requests"), sl_cli_num(au, "requests_refused"));
 	} else {
 		printf("mode:     enforce\n");
 	}

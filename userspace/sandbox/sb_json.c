@@ -174,12 +174,22 @@ json_t *sl_sandbox_json(struct sl_registry *r, const struct sl_box *box, int det
 		json_object_set_new(j, "mode_since", json_integer(box->mode_since_s));
 	if (box->audit) {
 		struct sl_audit_ctr a;
+		uint64_t requests = 0, refused = 0;
 
+		/* What the proxy saw: intercepted requests and how many a handler refused (audit
+		 * mode let them go on). */
+		for (size_t i = 0; i < box->obs.nhttp; i++) {
+			requests += box->obs.http[i].count;
+			refused += box->obs.http[i].refused;
+		}
 		if (!sl_bpf_read_audit_ctr(r->bpf, box->id, &a))
-			json_object_set_new(j, "audit",
-					    json_pack("{s:I, s:I}", "audited",
-						      (json_int_t)a.audited, "lost",
-						      (json_int_t)a.lost));
+			json_object_set_new(
+				j, "audit",
+				json_pack("{s:I, s:I, s:I, s:I, s:I}", "audited",
+					  (json_int_t)a.audited, "lost", (json_int_t)a.lost,
+					  "requests", (json_int_t)requests, "requests_refused",
+					  (json_int_t)refused, "records_lost",
+					  (json_int_t)(box->obs.names_lost + box->obs.http_lost)));
 	}
 	json_object_set_new(j, "rules", rules_json(box));
 	json_object_set_new(j, "unix", unix_json(box));
