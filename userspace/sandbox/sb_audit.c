@@ -348,8 +348,8 @@ int sb_obs_save(struct sl_registry *r, struct sl_box *box, int64_t now_s)
 			strerror(-e));
 	} else {
 		box->obs.dirty = 0;
-		box->obs.saved_s = now_s;
 	}
+	box->obs.saved_s = now_s; /* a failure is tried again SB_OBS_SAVE_S later, not each sweep */
 	json_decref(j);
 	return e;
 }
