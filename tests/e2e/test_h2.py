@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ENV_SECRETS, PY, SAN, run_in, write_policy
+from conftest import ENV_SECRETS, PY, SAN, add_box, run_in, write_policy
 from upstreams import UPSTREAM_V4, Nginx, free_port, pattern, pattern_sha256
 
 H2CLIENT = str(Path(__file__).with_name("h2client.py"))
@@ -40,14 +40,7 @@ return {
 
 
 def make_box(daemon, cgroups, workdir, name, policy=POLICY):
-    policy = write_policy(workdir, name, policy)
-    cg = cgroups.make(name)
-    daemon.add(name, cg, policy)
-    ca = Path(workdir) / f"{name}-ca.pem"
-    r = daemon.cli("ca", name)
-    assert r.returncode == 0
-    ca.write_text(r.stdout)
-    return cg, str(ca)
+    return add_box(daemon, cgroups, workdir, name, policy)
 
 
 @pytest.fixture(scope="module")

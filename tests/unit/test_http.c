@@ -144,6 +144,28 @@ static void test_body_framing(void **state)
 	sl_buf_free(&out);
 }
 
+/* Trailers end a chunked body; what framing or routing would read is never one of them. */
+static void test_trailers_written_without_framing_fields(void **state)
+{
+	struct sl_buf out = { 0 };
+	struct sl_http_msg t;
+
+	(void)state;
+	sl_http_msg_init(&t);
+	assert_int_equal(sl_http_write_trailers(&out, NULL), 0);
+	assert_string_equal(sl_buf_head(&out), "0\r\n\r\n");
+	sl_buf_reset(&out);
+	assert_int_equal(sl_http_add(&t, "grpc-status", "0"), 0);
+	assert_int_equal(sl_http_add(&t, "Content-Length", "5"), 0);
+	assert_int_equal(sl_http_add(&t, "transfer-encoding", "chunked"), 0);
+	assert_int_equal(sl_http_add(&t, "host", "evil.test"), 0);
+	assert_int_equal(sl_http_add(&t, "grpc-message", "fine"), 0);
+	assert_int_equal(sl_http_write_trailers(&out, &t), 0);
+	assert_string_equal(sl_buf_head(&out), "0\r\ngrpc-status: 0\r\ngrpc-message: fine\r\n\r\n");
+	sl_buf_free(&out);
+	sl_http_msg_free(&t);
+}
+
 static void test_obs_fold_refused_split_value_kept(void **state)
 {
 	struct sl_http_msg m;
@@ -213,6 +235,7 @@ int main(void)
 		cmocka_unit_test(test_host_values),
 		cmocka_unit_test(test_reserialised_without_hop_by_hop),
 		cmocka_unit_test(test_body_framing),
+		cmocka_unit_test(test_trailers_written_without_framing_fields),
 		cmocka_unit_test(test_obs_fold_refused_split_value_kept),
 		cmocka_unit_test(test_head_size_bounded),
 		cmocka_unit_test(test_empty_header_name_refused),

@@ -214,7 +214,7 @@ static void test_headers_api(void **state)
 	fails_lua("Response.new('x', { status = 99 })", "200 to 599");
 	fails_lua("Response.new('x', { status = 600 })", "200 to 599");
 	fails_lua("Response.new({})", "string or nil");
-	fails_lua("Response.new('x', 5)", "{ status=, headers= }");
+	fails_lua("Response.new('x', 5)", "{ status=, headers=, trailers= }");
 	fails_lua("Response.new('x').headers = {}", "cannot be set");
 	fails_lua("fetch('https://example.com/')", "takes the intercepted request");
 	fails_lua("assert(getmetatable(Response.new('x')) == false); error('hidden')", "hidden");

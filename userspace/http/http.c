@@ -516,6 +516,24 @@ int sl_http_write_last_chunk(struct sl_buf *out)
 	return sl_buf_append(out, "0\r\n\r\n", 5);
 }
 
+int sl_http_write_trailers(struct sl_buf *out, const struct sl_http_msg *t)
+{
+	if (sl_buf_append(out, "0\r\n", 3))
+		return -ENOMEM;
+	for (size_t i = 0; t && i < t->nh; i++) {
+		const struct sl_http_header *h = &t->h[i];
+
+		/* framing and routing never come from a trailer (RFC 9110 section 6.5.1) */
+		if (sl_http_managed(h->name) || !strcasecmp(h->name, "content-length") ||
+		    !sl_http_valid_name(h->name) ||
+		    !sl_http_valid_value(h->value, strlen(h->value)))
+			continue;
+		if (sl_buf_printf(out, "%s: %s\r\n", h->name, h->value))
+			return -ENOMEM;
+	}
+	return sl_buf_append(out, "\r\n", 2);
+}
+
 const char *sl_http_reason(int status)
 {
 	switch (status) {

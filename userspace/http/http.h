@@ -118,6 +118,9 @@ int sl_http_write_response(const struct sl_http_msg *m, enum sl_http_body body, 
 int sl_http_write_body(struct sl_buf *out, enum sl_http_body body, const char *p, size_t n);
 /* Ends a chunked body. */
 int sl_http_write_last_chunk(struct sl_buf *out);
+/* Ends a chunked body with the trailer fields of @t (NULL: none), less those that framing,
+ * routing or connection management would read (RFC 9110 section 6.5.1). */
+int sl_http_write_trailers(struct sl_buf *out, const struct sl_http_msg *t);
 /* A complete response made here: status, text body, Connection: close. */
 int sl_http_write_error(struct sl_buf *out, int status, const char *body);
 const char *sl_http_reason(int status);

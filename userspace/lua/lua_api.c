@@ -483,6 +483,24 @@ static int resp_text(lua_State *L)
 	return lua_yieldk(L, 0, 1, body_k);
 }
 
+/* Trailer fields as a new table { name = value } (repeated names joined with ", "). */
+static void push_trailers(lua_State *L, const struct sl_http_msg *t)
+{
+	lua_newtable(L);
+	for (size_t i = 0; i < t->nh; i++) {
+		if (lua_getfield(L, -1, t->h[i].name) == LUA_TSTRING) {
+			lua_pushfstring(L, "%s, %s", lua_tostring(L, -1), t->h[i].value);
+			lua_remove(L, -2);
+		} else {
+			lua_pop(L, 1);
+			lua_pushstring(L, t->h[i].value);
+		}
+		lua_setfield(L, -2, t->h[i].name);
+	}
+}
+
+static void headers_from(lua_State *L, int idx, struct sl_http_msg *m, int replace);
+
 static int resp_index(lua_State *L)
 {
 	struct sl_lua_resp *p = check_resp(L, 1);
@@ -499,6 +517,8 @@ static int resp_index(lua_State *L)
 		push_headers(L, 1, p->local ? SL_LUA_H_LOCAL : SL_LUA_H_RESP, p->r, p);
 	else if (!strcmp(k, "text"))
 		lua_pushcfunction(L, resp_text);
+	else if (!strcmp(k, "trailers"))
+		push_trailers(L, p->local ? &p->t : sl_px_x_trailers(p->r->x));
 	else
 		lua_pushnil(L);
 	return 1;
@@ -542,8 +562,21 @@ static int resp_newindex(lua_State *L)
 			if (sl_px_x_set_resp_body(p->r->x, b, len))
 				luaL_error(L, "resp.body cannot be set now");
 		}
+	} else if (!strcmp(k, "trailers")) {
+		/* Parsed into the userdata's own message (freed with it, whatever error the
+		 * table raises); a fetched response's go on to the proxy. */
+		sl_http_msg_reset(&p->t);
+		if (!lua_isnil(L, 3))
+			headers_from(L, 3, &p->t, 0);
+		if (p->local)
+			return 0;
+		fetched_msg(L, p);
+		if (sl_px_x_set_trailers(p->r->x, &p->t))
+			luaL_error(L, "resp.trailers can be set once the body is read "
+				      "(resp:text()) or replaced");
+		sl_http_msg_reset(&p->t);
 	} else {
-		luaL_error(L, "resp.%s cannot be set (status and body can)", k);
+		luaL_error(L, "resp.%s cannot be set (status, body and trailers can)", k);
 	}
 	return 0;
 }
@@ -554,6 +587,7 @@ static int resp_gc(lua_State *L)
 
 	if (p->local)
 		sl_http_msg_free(&p->h);
+	sl_http_msg_free(&p->t);
 	return 0;
 }
 
@@ -593,7 +627,7 @@ static void headers_from(lua_State *L, int idx, struct sl_http_msg *m, int repla
 	}
 }
 
-/* Response.new(body [, { status = 200, headers = {...} }]) */
+/* Response.new(body [, { status = 200, headers = {...}, trailers = {...} }]) */
 static int response_new(lua_State *L)
 {
 	struct sl_lua_resp *p;
@@ -607,6 +641,7 @@ static int response_new(lua_State *L)
 	p->local = 1;
 	p->status = 200;
 	sl_http_msg_init(&p->h);
+	sl_http_msg_init(&p->t);
 	luaL_setmetatable(L, SL_LUA_MT_RESP);
 	if (lua_isstring(L, 1)) {
 		lua_pushvalue(L, 1);
@@ -620,8 +655,12 @@ static int response_new(lua_State *L)
 		if (lua_getfield(L, 2, "headers") != LUA_TNIL)
 			headers_from(L, -1, &p->h, 0);
 		lua_pop(L, 1);
+		if (lua_getfield(L, 2, "trailers") != LUA_TNIL)
+			headers_from(L, -1, &p->t, 0);
+		lua_pop(L, 1);
 	} else if (!lua_isnoneornil(L, 2)) {
-		return luaL_error(L, "Response.new: the second argument is { status=, headers= }");
+		return luaL_error(L, "Response.new: the second argument is { status=, headers=, "
+				     "trailers= }");
 	}
 	return 1;
 }

@@ -376,6 +376,12 @@ static void finish_ok(struct sl_lua_req *r, int nres)
 
 		if (lua_getiuservalue(co, -nres, 1) == LUA_TSTRING)
 			body = lua_tolstring(co, -1, &len);
+		if (sl_px_x_set_trailers(r->x, &p->t)) {
+			lua_pop(co, 1);
+			sl_px_x_fail(r->x, 500,
+				     "the handler's response trailers could not be kept");
+			return;
+		}
 		sl_px_x_send(r->x, p->status, &p->h, body, len);
 		lua_pop(co, 1);
 	}

@@ -93,6 +93,7 @@ struct sl_lua_resp {
 	struct sl_lua_req *r; /* fetched: the request (the second user value keeps it alive) */
 	int status;
 	struct sl_http_msg h;
+	struct sl_http_msg t; /* Response.new's trailers */
 };
 
 struct sl_lua_hdrs {

@@ -124,6 +124,14 @@ struct sl_http_msg *sl_px_x_resp(struct sl_px_xchg *x);
 int sl_px_x_read_resp_body(struct sl_px_xchg *x, size_t max);
 const char *sl_px_x_resp_body(struct sl_px_xchg *x, size_t *len);
 int sl_px_x_set_resp_body(struct sl_px_xchg *x, const char *body, size_t len);
+/* The trailer fields the response ends with: the fetched response's (complete once its body
+ * was read), or those sl_px_x_set_trailers() gave. Never NULL. */
+const struct sl_http_msg *sl_px_x_trailers(struct sl_px_xchg *x);
+/* Replaces them (@t NULL: none), for the fetched response or for the one sl_px_x_send() is
+ * about to make. They reach a client that takes trailers (HTTP/2, or TE: trailers): the body
+ * then goes chunked. -EBUSY while a fetched response's body streams (neither read nor
+ * replaced), -ENOMEM. */
+int sl_px_x_set_trailers(struct sl_px_xchg *x, const struct sl_http_msg *t);
 /* Ends the request with the fetched response (status and headers as edited). */
 void sl_px_x_send_fetched(struct sl_px_xchg *x);
 /* Ends the request with a response made here; @headers may be NULL. */

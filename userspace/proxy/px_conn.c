@@ -70,6 +70,8 @@ void px_conn_free(struct pconn *c)
 	c->proto->release(c);
 	sl_http_msg_free(&c->x.req);
 	sl_http_msg_free(&c->x.resp);
+	sl_http_msg_free(&c->x.req_trailers);
+	sl_http_msg_free(&c->x.resp_trailers);
 	free(c->x.path);
 	px_clear_masks(c);
 	sl_buf_free(&c->x.mcarry);

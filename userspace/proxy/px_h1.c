@@ -33,7 +33,10 @@ static int req_begin(llhttp_t *p)
 	struct pconn *c = conn_of(p);
 
 	sl_http_msg_reset(&c->x.req);
+	sl_http_msg_reset(&c->x.req_trailers);
+	sl_http_msg_reset(&c->x.resp_trailers);
 	sl_http_h1_reset(&c->reqx.h1);
+	c->reqx.h1.m = &c->x.req;
 	free(c->x.path);
 	c->x.path = NULL;
 	c->x.rq = RQ_HEAD;
@@ -90,6 +93,8 @@ static int req_headers_complete(llhttp_t *p)
 	if (px_h1_check_request(p, &c->x.req, &pol, &v))
 		return reject(c, v.status, v.why);
 	c->x.websocket = v.websocket;
+	c->x.te_trailers = c->h2s || sl_http_has_token(&c->x.req, "te", "trailers");
+	c->reqx.h1.m = &c->x.req_trailers; /* what a chunked body ends with */
 	c->x.path = strdup(v.path);
 	if (!c->x.path)
 		return reject(c, 500, "out of memory");
@@ -131,7 +136,7 @@ static int req_complete(llhttp_t *p)
 		return HPE_PAUSED;
 	}
 	if (!c->x.req_discard && c->x.req_body == SL_BODY_CHUNKED &&
-	    sl_http_write_last_chunk(&c->u.out))
+	    sl_http_write_trailers(&c->u.out, &c->x.req_trailers))
 		return -1;
 	c->x.rq = RQ_DONE;
 	/* One request at a time: the next (pipelined) one waits for this response. */
@@ -145,7 +150,9 @@ static int resp_begin(llhttp_t *p)
 	struct pconn *c = conn_of(p);
 
 	sl_http_msg_reset(&c->x.resp);
+	sl_http_msg_reset(&c->x.resp_trailers);
 	sl_http_h1_reset(&c->respx.h1);
+	c->respx.h1.m = &c->x.resp;
 	c->x.resp_started = 1;
 	if (!c->x.t_up_first_ms)
 		c->x.t_up_first_ms = sl_now_ms();
@@ -184,6 +191,7 @@ static int resp_headers_complete(llhttp_t *p)
 	}
 	c->x.interim = 0;
 	c->x.resp_body = v.body;
+	c->respx.h1.m = &c->x.resp_trailers; /* what a chunked body ends with */
 	if (c->x.nmask && px_resp_coding(c, m))
 		return -1;
 	if (c->x.hold_resp) {
@@ -251,8 +259,14 @@ static int resp_complete(llhttp_t *p)
 	if (!c->x.resp_buffer) {
 		if (c->x.nmask && px_write_masked(c, NULL, 0, 1))
 			return -1;
-		if (c->x.resp_body == SL_BODY_CHUNKED && sl_http_write_last_chunk(&c->c.out))
-			return -1;
+		if (c->x.resp_body == SL_BODY_CHUNKED) {
+			/* Trailers (gRPC's status) go to a client that takes them, masked like
+			 * any head. */
+			px_mask_msg(c, &c->x.resp_trailers);
+			if (sl_http_write_trailers(&c->c.out,
+						   c->x.te_trailers ? &c->x.resp_trailers : NULL))
+				return -1;
+		}
 	}
 	c->x.resp_done = 1;
 	return HPE_PAUSED;

@@ -61,6 +61,7 @@ struct px_h2_stream {
 	char *path, *authority, *host;
 	struct sl_buf cookie; /* cookie fields, joined with "; " (RFC 9113 section 8.2.3) */
 	struct sl_http_msg req; /* the other fields */
+	struct sl_http_msg trailers; /* the request's trailers: its chunked body ends with them */
 	size_t head_bytes;
 	int bad_status; /* a head refused here: answered with this */
 	const char *bad_why;
@@ -68,11 +69,13 @@ struct px_h2_stream {
 	unsigned head_req : 1; /* HEAD: the answer has no body whatever it says */
 	unsigned kick : 1; /* its stream connection has something to do: pump it */
 	unsigned submitted : 1, resp_end : 1, interim : 1, deferred : 1, rst : 1;
+	unsigned head_ready : 1; /* the answer's head parsed: submitted once the bytes at hand are */
 	struct sl_buf in; /* DATA not yet taken by the exchange (bounded by the window) */
 	/* the response */
 	llhttp_t rp;
 	struct h2_rparse rx;
 	struct sl_http_msg resp;
+	struct sl_http_msg rtrailers; /* the answer's chunked trailers: a trailing HEADERS */
 	struct sl_buf out; /* the response body, waiting for DATA frames */
 };
 
@@ -165,8 +168,25 @@ static int on_header(nghttp2_session *ss, const nghttp2_frame *f, const uint8_t 
 
 	(void)ss;
 	(void)flags;
+	if (s && f->headers.cat == NGHTTP2_HCAT_HEADERS && name[0] != ':') {
+		/* The request's trailers (nghttp2 refused pseudo-headers in them): they end its
+		 * chunked body, within the same bound as the head. */
+		char *nm, *val;
+
+		s->head_bytes += namelen + valuelen + 32;
+		if (s->head_bytes > SL_HTTP_MAX_HEAD ||
+		    !sl_http_valid_value((const char *)value, valuelen))
+			return 0;
+		nm = strndup(n, namelen);
+		val = strndup((const char *)value, valuelen);
+		if (nm && val)
+			sl_http_add(&s->trailers, nm, val);
+		free(nm);
+		free(val);
+		return nm && val ? 0 : NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	}
 	if (!s || f->headers.cat != NGHTTP2_HCAT_REQUEST)
-		return 0; /* trailers of a request: not passed on (an HTTP/1 exchange has none) */
+		return 0;
 	/* SETTINGS_MAX_HEADER_LIST_SIZE is advice to the client: this is the bound. What is
 	 * past it is not kept, and the stream is answered 431 once its head has ended. A head
 	 * far past it is an HPACK bomb (one dynamic table entry referenced by the byte: 4 KiB
@@ -323,6 +343,8 @@ static void stream_free(struct px_h2_stream *s)
 	sl_buf_free(&s->out);
 	sl_http_msg_free(&s->req);
 	sl_http_msg_free(&s->resp);
+	sl_http_msg_free(&s->trailers);
+	sl_http_msg_free(&s->rtrailers);
 	sl_http_h1_free(&s->rx.h1);
 	free(s);
 }
@@ -357,6 +379,9 @@ static ssize_t read_body(nghttp2_session *ss, int32_t id, uint8_t *buf, size_t l
 	}
 	if (n == NGHTTP2_ERR_DEFERRED)
 		s->deferred = 1;
+	else if ((*flags & NGHTTP2_DATA_FLAG_EOF) && s->rtrailers.nh &&
+		 !px_h2_submit_trailers(ss, id, &s->rtrailers))
+		*flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM; /* the trailers end the stream */
 	return n;
 }
 
@@ -365,6 +390,9 @@ static int submit_head(struct px_h2_stream *s)
 	struct sl_http_msg *m = &s->resp;
 	nghttp2_nv *nv = calloc(m->nh + 1, sizeof(*nv));
 	nghttp2_data_provider prd = { .source.ptr = s, .read_callback = read_body };
+	/* An answer that ended with its head is one HEADERS with END_STREAM: gRPC's
+	 * Trailers-Only form (a status without a message) stays what it was. */
+	int bare = s->resp_end && !sl_buf_size(&s->out) && !s->rtrailers.nh;
 	char status[4];
 	size_t n = 0;
 	int r;
@@ -375,7 +403,7 @@ static int submit_head(struct px_h2_stream *s)
 	nv[n++] =
 		(nghttp2_nv){ (uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE };
 	n += px_h2_nv_fields(m, nv + n);
-	r = nghttp2_submit_response(s->h->s, s->id, nv, n, &prd);
+	r = nghttp2_submit_response(s->h->s, s->id, nv, n, bare ? NULL : &prd);
 	free(nv);
 	if (!r)
 		s->submitted = 1;
@@ -392,7 +420,9 @@ static int r_begin(llhttp_t *p)
 	struct px_h2_stream *s = rstream(p);
 
 	sl_http_msg_reset(&s->resp);
+	sl_http_msg_reset(&s->rtrailers);
 	sl_http_h1_reset(&s->rx.h1);
+	s->rx.h1.m = &s->resp;
 	return 0;
 }
 
@@ -406,8 +436,8 @@ static int r_headers_complete(llhttp_t *p)
 		s->interim = 1;
 		return 0;
 	}
-	if (submit_head(s))
-		return -1;
+	s->head_ready = 1; /* submitted by parse_answer(), which may see the end too */
+	s->rx.h1.m = &s->rtrailers; /* what a chunked body ends with */
 	return s->head_req ? 1 : 0;
 }
 
@@ -462,6 +492,10 @@ static void parse_answer(struct px_h2_stream *s, const char *data, size_t n)
 		stream_reset(s, NGHTTP2_INTERNAL_ERROR);
 		return;
 	}
+	if (s->head_ready && !s->submitted && submit_head(s)) {
+		stream_reset(s, NGHTTP2_INTERNAL_ERROR);
+		return;
+	}
 	if (s->deferred && (sl_buf_size(&s->out) || s->resp_end)) {
 		s->deferred = 0;
 		nghttp2_session_resume_data(s->h->s, s->id);
@@ -512,6 +546,8 @@ void px_h2_stream_gone(struct pconn *x)
 	    s->submitted) {
 		llhttp_finish(&s->rp);
 	}
+	if (s->head_ready && !s->submitted && !s->rst && submit_head(s))
+		stream_reset(s, NGHTTP2_INTERNAL_ERROR);
 	if (!s->resp_end)
 		stream_reset(s, NGHTTP2_INTERNAL_ERROR); /* too late for a status */
 	else if (s->deferred) {
@@ -570,7 +606,10 @@ static int write_head(struct px_h2_stream *s, struct sl_buf *b)
 	if (!r && sl_buf_size(&s->cookie))
 		r = sl_buf_printf(b, "cookie: %.*s\r\n", (int)sl_buf_size(&s->cookie),
 				  sl_buf_head(&s->cookie));
-	if (!r && !sl_http_get(&s->req, "content-length") && !s->req_end) {
+	/* A body without a length is chunked, also one whose every DATA frame (or trailers)
+	 * came with the head (a gRPC call's one message does). */
+	if (!r && !sl_http_get(&s->req, "content-length") &&
+	    (!s->req_end || sl_buf_size(&s->in) || s->trailers.nh)) {
 		s->chunked = 1;
 		r = sl_buf_printf(b, "transfer-encoding: chunked\r\n");
 	}
@@ -674,7 +713,7 @@ static void stream_feed(struct px_h2 *h, struct px_h2_stream *s)
 	if (s->req_end && !sl_buf_size(&s->in) && !s->req_end_sent) {
 		s->req_end_sent = 1;
 		if (s->chunked)
-			sl_buf_append(&x->c.in, "0\r\n\r\n", 5);
+			sl_http_write_trailers(&x->c.in, &s->trailers);
 	}
 }
 

@@ -4,6 +4,8 @@
  * the upstream): an HTTP/1 head's fields as nghttp2 name-value pairs, and a buffered body
  * as nghttp2's data provider reads it. Loop thread only; nothing here blocks.
  */
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -56,4 +58,18 @@ ssize_t px_h2_read_buf(struct sl_buf *b, int end, uint8_t *buf, size_t len, uint
 		return (ssize_t)n;
 	}
 	return n ? (ssize_t)n : NGHTTP2_ERR_DEFERRED;
+}
+
+int px_h2_submit_trailers(nghttp2_session *ss, int32_t id, struct sl_http_msg *t)
+{
+	nghttp2_nv *nv = calloc(t->nh, sizeof(*nv));
+	size_t n;
+	int r;
+
+	if (!nv)
+		return -ENOMEM;
+	n = px_h2_nv_fields(t, nv);
+	r = n ? nghttp2_submit_trailer(ss, id, nv, n) : -EINVAL;
+	free(nv);
+	return r ? -EIO : 0;
 }

@@ -65,15 +65,18 @@ struct px_h2up_stream {
 	llhttp_t qp;
 	struct h2up_qparse qx;
 	struct sl_http_msg req;
+	struct sl_http_msg qtrailers; /* what its chunked body ended with: a trailing HEADERS */
 	struct sl_buf wbuf; /* request body waiting for DATA frames */
 	unsigned req_end : 1, deferred : 1, head_req : 1;
 	/* the response, written into x->u.in */
 	struct sl_http_msg resp;
+	struct sl_http_msg trailers; /* the response's: written as chunked trailers */
 	struct sl_buf rbuf; /* response DATA not yet moved into the exchange */
 	unsigned final_seen : 1, head_written : 1, chunked : 1, resp_end : 1, done : 1;
 	unsigned closed : 1; /* nghttp2 closed it */
 	unsigned failed : 1; /* reset or its connection failed before the response ended */
 	unsigned kick : 1; /* its exchange has something to do: pump it */
+	size_t head_bytes; /* of the response's heads and trailers: SL_HTTP_MAX_HEAD at most */
 };
 
 struct px_h2up {
@@ -100,6 +103,8 @@ static void stream_free(struct px_h2up_stream *s)
 	sl_list_del(&s->link);
 	sl_http_msg_free(&s->req);
 	sl_http_msg_free(&s->resp);
+	sl_http_msg_free(&s->qtrailers);
+	sl_http_msg_free(&s->trailers);
 	sl_http_h1_free(&s->qx.h1);
 	sl_buf_free(&s->wbuf);
 	sl_buf_free(&s->rbuf);
@@ -124,9 +129,7 @@ static int on_header(nghttp2_session *ss, const nghttp2_frame *f, const uint8_t 
 	(void)flags;
 	if (!s || f->hd.type != NGHTTP2_HEADERS)
 		return 0;
-	if (s->final_seen)
-		return 0; /* trailers: not passed on yet */
-	if (namelen == 7 && !memcmp(name, ":status", 7)) {
+	if (namelen == 7 && !memcmp(name, ":status", 7) && !s->final_seen) {
 		s->resp.status = 0;
 		for (size_t i = 0; i < valuelen && i < 3; i++)
 			s->resp.status = s->resp.status * 10 + (value[i] - '0');
@@ -134,11 +137,12 @@ static int on_header(nghttp2_session *ss, const nghttp2_frame *f, const uint8_t 
 	}
 	if (name[0] == ':')
 		return 0;
-	if (!sl_http_valid_value((const char *)value, valuelen))
+	s->head_bytes += namelen + valuelen + 32;
+	if (s->head_bytes > SL_HTTP_MAX_HEAD || !sl_http_valid_value((const char *)value, valuelen))
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets the stream */
 	n = strndup((const char *)name, namelen);
 	v = strndup((const char *)value, valuelen);
-	r = !n || !v || sl_http_add(&s->resp, n, v);
+	r = !n || !v || sl_http_add(s->final_seen ? &s->trailers : &s->resp, n, v);
 	free(n);
 	free(v);
 	return r ? NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE : 0;
@@ -267,6 +271,9 @@ static ssize_t read_body(nghttp2_session *ss, int32_t id, uint8_t *buf, size_t l
 		s->kick = 1; /* room again: the exchange may go on with the body */
 	if (n == NGHTTP2_ERR_DEFERRED)
 		s->deferred = 1;
+	else if ((*flags & NGHTTP2_DATA_FLAG_EOF) && s->qtrailers.nh &&
+		 !px_h2_submit_trailers(ss, id, &s->qtrailers))
+		*flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM; /* the trailers end the stream */
 	return n;
 }
 
@@ -312,6 +319,7 @@ static int q_headers_complete(llhttp_t *p)
 	}
 	s->id = id;
 	u->nopen++;
+	s->qx.h1.m = &s->qtrailers; /* what a chunked body ends with */
 	if (!has_body)
 		s->req_end = 1;
 	return 0;
@@ -689,7 +697,7 @@ void px_h2up_pump(struct pconn *c)
 	}
 	if (s->resp_end && !s->done && !sl_buf_size(&s->rbuf)) {
 		s->done = 1;
-		if (s->chunked && sl_http_write_last_chunk(&c->u.in))
+		if (s->chunked && sl_http_write_trailers(&c->u.in, &s->trailers))
 			c->u.err = 1;
 		c->u.rx++;
 	}

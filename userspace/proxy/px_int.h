@@ -96,9 +96,13 @@ struct sl_px_xchg {
 	struct pconn *conn; /* the connection it arrived on */
 	enum rqstate rq;
 	struct sl_http_msg req, resp;
+	/* Trailer fields of a chunked body (from an HTTP/2 stream, bridged as chunked
+	 * trailers): passed on with the body's end, to a client that takes them (te_trailers). */
+	struct sl_http_msg req_trailers, resp_trailers;
 	char *path; /* origin-form target sent upstream */
 	enum sl_http_body req_body, resp_body;
 	unsigned websocket : 1; /* the request asks for a WebSocket upgrade */
+	unsigned te_trailers : 1; /* the client takes response trailers (HTTP/2, TE: trailers) */
 	unsigned interim : 1; /* the response being parsed is a 1xx */
 	unsigned to_tunnel : 1; /* a 101 arrived: relay raw bytes from now on */
 	unsigned resp_started : 1, resp_head_sent : 1, resp_done : 1;
@@ -274,6 +278,9 @@ size_t px_h2_nv_fields(struct sl_http_msg *m, nghttp2_nv *nv);
 /* nghttp2's data provider over @b: up to @len bytes taken, EOF once @b is empty and @end,
  * NGHTTP2_ERR_DEFERRED when empty and not @end. */
 ssize_t px_h2_read_buf(struct sl_buf *b, int end, uint8_t *buf, size_t len, uint32_t *flags);
+/* Submits @t's fields (px_h2_nv_fields()) as stream @id's trailing HEADERS. 0, or -EINVAL
+ * when none is left, -ENOMEM, -EIO. */
+int px_h2_submit_trailers(nghttp2_session *ss, int32_t id, struct sl_http_msg *t);
 
 /* px_h2_up.c */
 int px_h2up_take(struct pconn *c);

@@ -476,7 +476,24 @@ int sl_px_x_set_resp_body(struct sl_px_xchg *x, const char *body, size_t len)
 	return 0;
 }
 
-/* A whole response body made or read here goes out with its length. */
+const struct sl_http_msg *sl_px_x_trailers(struct sl_px_xchg *x)
+{
+	return &x->resp_trailers;
+}
+
+int sl_px_x_set_trailers(struct sl_px_xchg *x, const struct sl_http_msg *t)
+{
+	if (x->resp_held && !x->resp_done && !x->resp_body_set)
+		return -EBUSY;
+	sl_http_msg_reset(&x->resp_trailers);
+	for (size_t i = 0; t && i < t->nh; i++)
+		if (sl_http_add(&x->resp_trailers, t->h[i].name, t->h[i].value))
+			return -ENOMEM;
+	return 0;
+}
+
+/* A whole response body made or read here goes out with its length, or chunked with the
+ * trailers to a client that takes them. */
 static void write_whole(struct pconn *c, struct sl_http_msg *m, struct sl_buf *body, int close)
 {
 	char n[24];
@@ -485,6 +502,17 @@ static void write_whole(struct pconn *c, struct sl_http_msg *m, struct sl_buf *b
 	px_mask_msg(c, m);
 	mask_bytes(c, (char *)sl_buf_head(body), sl_buf_size(body));
 	snprintf(n, sizeof(n), "%zu", sl_buf_size(body));
+	if (!nobody && c->x.resp_trailers.nh && c->x.te_trailers) {
+		px_mask_msg(c, &c->x.resp_trailers);
+		sl_http_set(m, "content-length", NULL);
+		sl_http_write_response(m, SL_BODY_CHUNKED, NULL, close, &c->c.out);
+		sl_http_write_body(&c->c.out, SL_BODY_CHUNKED, sl_buf_head(body),
+				   sl_buf_size(body));
+		sl_http_write_trailers(&c->c.out, &c->x.resp_trailers);
+		c->x.resp_head_sent = 1;
+		c->x.resp_bytes = sl_buf_size(body);
+		return;
+	}
 	if (m->status == 204 || m->status == 304) {
 		sl_http_set(m, "content-length", NULL);
 		sl_http_write_response(m, SL_BODY_NONE, NULL, close, &c->c.out);
