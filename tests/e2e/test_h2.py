@@ -404,13 +404,12 @@ def test_events_and_stats_show_h2(box, daemon, workdir):
 # ---- HTTP/2 towards the upstream (px_h2_up.c) ----
 
 
-@pytest.fixture(scope="module")
-def h2nginx(workdir, upstreams):
-    """A second nginx on its own port of the upstream address, same test CA and backend, with
+def serve_h2nginx(workdir, upstreams, name, avoid=(), **kw):
+    """An nginx of its own on a port of the upstream address, same test CA and backend, with
     HTTP/2 on (nginx 1.22: `listen ... ssl http2`): an upstream that picks h2 by ALPN."""
-    port = free_port(hosts=(UPSTREAM_V4,))
-    n = Nginx(Path(workdir) / "h2nginx", upstreams.pki, upstreams.backend,
-              https=((UPSTREAM_V4, port),), http=(), http2=True)
+    port = free_port(hosts=(UPSTREAM_V4,), avoid=avoid)
+    n = Nginx(Path(workdir) / name, upstreams.pki, upstreams.backend,
+              https=((UPSTREAM_V4, port),), http=(), http2=True, **kw)
     try:
         n.start()
         yield n
@@ -419,11 +418,24 @@ def h2nginx(workdir, upstreams):
 
 
 @pytest.fixture(scope="module")
-def h2box(daemon, cgroups, workdir, h2nginx):
-    """A sandbox whose policy intercepts api.test on the h2 nginx's port too."""
-    port = h2nginx.https_port
+def h2nginx(workdir, upstreams):
+    yield from serve_h2nginx(workdir, upstreams, "h2nginx")
+
+
+@pytest.fixture(scope="module")
+def h2nginx_goaway(workdir, upstreams, h2nginx):
+    """One that ends each connection with GOAWAY after 3 requests."""
+    yield from serve_h2nginx(workdir, upstreams, "h2nginx-goaway", avoid=(h2nginx.https_port,),
+                             extra_server="keepalive_requests 3;")
+
+
+@pytest.fixture(scope="module")
+def h2box(daemon, cgroups, workdir, h2nginx, h2nginx_goaway):
+    """A sandbox whose policy intercepts api.test on the h2 nginxes' ports too."""
+    ports = (h2nginx.https_port, h2nginx_goaway.https_port)
     policy = POLICY.replace('"api.test", "www.test"',
-                            f'"api.test:443", "api.test:80", "api.test:{port}", "www.test"')
+                            '"api.test:443", "api.test:80", "api.test:%d", "api.test:%d", '
+                            '"www.test"' % ports)
     yield make_box(daemon, cgroups, workdir, "h2up", policy)
     daemon.cli("sandbox", "rm", "h2up")
 
@@ -486,3 +498,16 @@ def test_h2_upstream_streams_share_one_connection(h2box, workdir, h2nginx):
     seen = h2nginx.wait_requests(11, since=mark, uri=lambda u: u.startswith("/bytes/"))
     assert len(seen) == 11, seen
     assert len(h2nginx.connections_seen(since=mark)) == 1, seen
+
+
+def test_h2_upstream_goaway_retires_the_connection(h2box, workdir, h2nginx_goaway):
+    """nginx says GOAWAY after 3 requests on a connection: the next requests go on a new
+    one, none fails."""
+    mark = h2nginx_goaway.mark()
+    for i in range(8):
+        r = curl(h2box, workdir, "--http1.1", h2url(h2nginx_goaway, f"/bytes/{1000 + i}"))
+        assert r.returncode == 0 and r.stdout == pattern(1000 + i), (i, r.stderr)
+    seen = h2nginx_goaway.wait_requests(8, since=mark)
+    assert [e["status"] for e in seen] == [200] * 8, seen
+    assert {e["protocol"] for e in seen} == {"HTTP/2.0"}, seen
+    assert len(h2nginx_goaway.connections_seen(since=mark)) == 3, seen
