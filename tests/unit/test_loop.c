@@ -1,12 +1,15 @@
 // SPDX-License-Identifier: MIT
 /* core/loop.c's timers: embedded timers fire in deadline order (FIFO among equals), disarm is
  * idempotent, a callback re-arms its own timer or disarms another, and the heap stays a heap
- * through thousands of random arms and disarms. */
+ * through thousands of random arms and disarms; a descriptor handed to another owner
+ * (sl_loop_rebind_fd) wakes the new one only. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -203,6 +206,39 @@ static void test_random_heap(void **state)
 	sl_loop_free(loop);
 }
 
+static int woke[2];
+
+static void wake_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
+{
+	char b[8];
+
+	(void)events;
+	woke[*(int *)arg]++;
+	assert_true(read(fd, b, sizeof(b)) > 0);
+	sl_loop_stop(loop);
+}
+
+static void test_rebind_fd(void **state)
+{
+	struct sl_loop *loop = sl_loop_new();
+	int p[2], who[2] = { 0, 1 };
+
+	(void)state;
+	assert_non_null(loop);
+	assert_int_equal(pipe(p), 0);
+	assert_int_equal(sl_loop_add_fd(loop, p[0], SL_READ, wake_cb, &who[0]), 0);
+	assert_int_equal(sl_loop_rebind_fd(loop, p[0], SL_READ, wake_cb, &who[1]), 0);
+	assert_int_equal(write(p[1], "x", 1), 1);
+	assert_int_equal(sl_loop_run(loop), 0);
+	assert_int_equal(woke[0], 0);
+	assert_int_equal(woke[1], 1);
+	assert_int_equal(sl_loop_rebind_fd(loop, p[1], SL_READ, wake_cb, &who[0]), -ENOENT);
+	sl_loop_del_fd(loop, p[0]);
+	close(p[0]);
+	close(p[1]);
+	sl_loop_free(loop);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -210,6 +246,7 @@ int main(void)
 		cmocka_unit_test(test_rearm_from_callback),
 		cmocka_unit_test(test_disarm_and_free_from_callback),
 		cmocka_unit_test(test_random_heap),
+		cmocka_unit_test(test_rebind_fd),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -152,6 +152,17 @@ int sl_loop_mod_fd(struct sl_loop *loop, int fd, unsigned events)
 	return 0;
 }
 
+int sl_loop_rebind_fd(struct sl_loop *loop, int fd, unsigned events, sl_fd_cb *cb, void *arg)
+{
+	int err = sl_loop_mod_fd(loop, fd, events);
+
+	if (err)
+		return err;
+	loop->fds[fd].cb = cb;
+	loop->fds[fd].arg = arg;
+	return 0;
+}
+
 void sl_loop_del_fd(struct sl_loop *loop, int fd)
 {
 	if (fd < 0 || (size_t)fd >= loop->nfds || !loop->fds[fd].active)

@@ -50,6 +50,10 @@ void sl_loop_free(struct sl_loop *loop);
 /* Watches @fd for @events (SL_READ|SL_WRITE|SL_RDHUP). Returns 0 or -errno. */
 int sl_loop_add_fd(struct sl_loop *loop, int fd, unsigned events, sl_fd_cb *cb, void *arg);
 int sl_loop_mod_fd(struct sl_loop *loop, int fd, unsigned events);
+/* Hands watched @fd to another owner: its callback, argument and @events (an epoll_ctl()
+ * only if @events change). An event of the current batch not yet delivered goes to the new
+ * owner. Returns 0, -ENOENT if @fd is not watched, or -errno (the old owner keeps it). */
+int sl_loop_rebind_fd(struct sl_loop *loop, int fd, unsigned events, sl_fd_cb *cb, void *arg);
 /* Stops watching @fd; pending events for it in the current batch are dropped. Call before
  * close(). */
 void sl_loop_del_fd(struct sl_loop *loop, int fd);
