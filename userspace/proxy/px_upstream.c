@@ -91,7 +91,6 @@ void px_pool_put(struct pconn *c)
 		px_close_upstream(c);
 		return;
 	}
-	sl_loop_del_fd(l->px->loop, c->u.fd);
 	u->l = l;
 	sl_list_init(&u->link);
 	u->fd = c->u.fd;
@@ -101,7 +100,10 @@ void px_pool_put(struct pconn *c)
 	u->dst = c->dst;
 	u->dstlen = c->dstlen;
 	u->since_ms = sl_now_ms();
-	if (sl_loop_add_fd(l->px->loop, u->fd, SL_READ, pool_cb, u)) {
+	/* The descriptor stays in epoll, its owner changes: taking and returning a pooled
+	 * connection is no system call (an HTTP/2 stream does both). */
+	if (sl_loop_rebind_fd(l->px->loop, u->fd, SL_READ, pool_cb, u)) {
+		sl_loop_del_fd(l->px->loop, u->fd);
 		SSL_free(u->ssl);
 		close(u->fd);
 		free(u);
@@ -126,7 +128,6 @@ static int pool_take(struct pconn *c)
 		if (u->tls != c->tls || strcmp(u->host, c->name) || u->dstlen != c->dstlen ||
 		    memcmp(&u->dst, &c->dst, c->dstlen))
 			continue;
-		sl_loop_del_fd(l->px->loop, u->fd);
 		sl_stream_init(&c->u);
 		c->u.fd = u->fd;
 		c->u.ssl = u->ssl;
@@ -136,7 +137,8 @@ static int pool_take(struct pconn *c)
 		l->nidle--;
 		l->px->nidle--;
 		free(u);
-		if (sl_loop_add_fd(l->px->loop, c->u.fd, SL_READ, px_conn_cb, c)) {
+		if (sl_loop_rebind_fd(l->px->loop, c->u.fd, SL_READ, px_conn_cb, c)) {
+			sl_loop_del_fd(l->px->loop, c->u.fd);
 			sl_stream_close(&c->u);
 			return 0;
 		}
