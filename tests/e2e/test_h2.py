@@ -160,11 +160,16 @@ def sluiced_rss_hwm(daemon):
 
 
 def test_large_upload_and_download_stream_in_bounded_memory(box, workdir, daemon):
-    size = 256 << 20
+    stream_both_ways(box, workdir, daemon, "https://api.test", 256 << 20)
+
+
+def stream_both_ways(box, workdir, daemon, base, size):
+    """An upload and a download of @size bytes over h2 to @base: sluiced's peak RSS grows
+    by less than 32 MiB."""
     cg, ca = box
     before = sluiced_rss_hwm(daemon)
     r = run_in(cg, ["sh", "-c", f"head -c {size} /dev/zero | curl -sS --http2 --max-time 120 "
-                    f"--cacert {ca} -T - https://api.test/sha256"], workdir, timeout=180)
+                    f"--cacert {ca} -T - {base}/sha256"], workdir, timeout=180)
     assert r.returncode == 0, r.stderr
     h = hashlib.sha256()
     zero = bytes(1 << 20)
@@ -172,10 +177,11 @@ def test_large_upload_and_download_stream_in_bounded_memory(box, workdir, daemon
         h.update(zero)
     assert json.loads(r.stdout) == {"length": size, "sha256": h.hexdigest()}
     r = run_in(cg, ["sh", "-c", f"curl -sS --http2 --max-time 120 --cacert {ca} "
-                    f"https://api.test/bytes/{size} | sha256sum"], workdir, timeout=180)
+                    f"{base}/bytes/{size} | sha256sum"], workdir, timeout=180)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split()[0] == pattern_sha256(size)
     grown = sluiced_rss_hwm(daemon) - before
+    print(f"{base}: {size >> 20} MiB each way, sluiced's peak RSS grew by {grown >> 10} KiB")
     assert SAN or grown < 32 << 20, f"sluiced's peak RSS grew by {grown >> 20} MiB"
 
 
@@ -511,3 +517,11 @@ def test_h2_upstream_goaway_retires_the_connection(h2box, workdir, h2nginx_goawa
     assert [e["status"] for e in seen] == [200] * 8, seen
     assert {e["protocol"] for e in seen} == {"HTTP/2.0"}, seen
     assert len(h2nginx_goaway.connections_seen(since=mark)) == 3, seen
+
+
+def test_h2_upstream_streams_in_bounded_memory(h2box, workdir, daemon, h2nginx):
+    """Both legs HTTP/2: the windows bound what each holds (256 MiB each way)."""
+    mark = h2nginx.mark()
+    stream_both_ways(h2box, workdir, daemon, f"https://api.test:{h2nginx.https_port}", 256 << 20)
+    seen = h2nginx.wait_requests(2, since=mark)
+    assert [e["protocol"] for e in seen] == ["HTTP/2.0"] * 2, seen
