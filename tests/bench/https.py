@@ -10,10 +10,11 @@
     newconn    wrk with `Connection: close`: a TCP and TLS handshake per request
     transfer   curl, one 1 GiB download and one 1 GiB upload, sluice vs direct
     h2         h2load (nghttp2-client), HTTP/2, 10 connections x 10 concurrent streams, 1 KiB
-               responses: direct (the upstream nginx speaks h2), sluice and the nginx proxy
-               (h2 towards the client, HTTP/1.1 with keep-alive towards the upstream, as
-               sluice), plus both proxies under HTTP/1.1 with the same 100 requests in
-               flight (100 connections), for each one's h1 CPU per request
+               responses: direct (the upstream nginx speaks h2), sluice (h2 towards the
+               upstream too, which offers it here) and the nginx proxy (h2 towards the
+               client, HTTP/1.1 with keep-alive towards the upstream: nginx cannot proxy
+               h2), plus both proxies under HTTP/1.1 with the same 100 requests in flight
+               (100 connections), for each one's h1 CPU per request
 
 Rounds alternate between the peers so that drift hits all of them; each figure is the median
 of its rounds, each ratio the median of per-round ratios against direct.

@@ -277,9 +277,10 @@ def markdown(r):
                   f"h2load, 1 KiB responses, {st['rounds']} rounds of {st['seconds']} s "
                   f"alternating; h2: {st['conns']} connections x {st['streams']} concurrent "
                   f"streams; h1: {st['h1_conns']} connections, one request each in flight. "
-                  "Both proxies inject the header and speak HTTP/1.1 with keep-alive to the "
-                  "upstream; direct is the upstream nginx over h2. CPU: each one's cgroup "
-                  "(cpu.stat), per request.", "",
+                  "Both proxies inject the header; the nginx proxy speaks HTTP/1.1 with "
+                  "keep-alive to the upstream, sluice h2 (the upstream offers it in this "
+                  "section, and sluice takes it since px_h2_up.c); direct is the upstream nginx "
+                  "over h2. CPU: each one's cgroup (cpu.stat), per request.", "",
                   "| | protocol | req/s | / direct | proxy CPU µs/req | upstream CPU µs/req |",
                   "|---|---|---|---|---|---|"]
         for proto in ("h2", "h1"):
