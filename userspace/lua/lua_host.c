@@ -228,6 +228,12 @@ int sl_lua_has_handlers(const struct sl_lua *lua)
 	return lua->has_outbound || lua->has_by_host || lua->active[0];
 }
 
+void sl_lua_set_services(struct sl_lua *lua, struct sl_events *events, struct sl_kv *kv)
+{
+	lua->o.events = events;
+	lua->o.kv = kv;
+}
+
 size_t sl_lua_mem(const struct sl_lua *lua)
 {
 	return lua->lim.mem;

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* The Lua host: a sandbox's policy loaded in its own Lua state, and its handlers run for
  * every intercepted request (see lua_host.c).
- * Threading: loop thread only. A struct sl_lua, its Lua state and its reference count (a
+ * Threading: loop thread only, but for a state loaded off the loop (sl_lua_set_services()).
+ * A struct sl_lua, its Lua state and its reference count (a
  * plain unsigned, not atomic: sl_lua_ref/sl_lua_unref are safe only on the one thread) belong
  * to the loop thread, as do the requests that hold references. Handlers wait for no I/O
  * (fetch() and body reads yield to the loop) and stop at their instruction and allocation
@@ -77,5 +78,14 @@ const char *sl_lua_active(const struct sl_lua *lua); /* "" if none */
 
 /* Bytes in use by the state (for metrics). */
 size_t sl_lua_mem(const struct sl_lua *lua);
+
+/*
+ * A state loaded off the loop thread (by a compile job: sl_lua_load() and the handler's
+ * egress may run on any thread for a state nobody else holds yet) is loaded with no events
+ * and no KV in its options, so that its top level touches nothing the loop owns (a
+ * sluice.log() there is dropped). This gives it sluiced's: loop thread, once the state is
+ * handed over, before its first request.
+ */
+void sl_lua_set_services(struct sl_lua *lua, struct sl_events *events, struct sl_kv *kv);
 
 #endif
