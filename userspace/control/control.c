@@ -62,6 +62,9 @@ static void conn_close(struct ctl_conn *c)
 	ctl->nconns--;
 	if (c->sub)
 		sl_events_unsubscribe(ctl->d.events, c->sub);
+	if (c->waiting)
+		c->waiting->c = NULL; /* its completion finds nobody to answer */
+	sl_buf_free(&c->held);
 	sl_loop_del_fd(ctl->d.loop, c->fd);
 	close(c->fd);
 	if (c->pidfd >= 0)
@@ -93,8 +96,30 @@ int ctl_conn_flush(struct ctl_conn *c)
 		conn_close(c);
 		return -1;
 	}
-	sl_loop_mod_fd(c->ctl->d.loop, c->fd, SL_READ | (sl_buf_size(&c->out) ? SL_WRITE : 0));
+	sl_loop_mod_fd(c->ctl->d.loop, c->fd,
+		       (c->waiting ? 0 : SL_READ) | (sl_buf_size(&c->out) ? SL_WRITE : 0));
 	return 0;
+}
+
+struct ctl_wait *ctl_wait_begin(struct ctl_conn *c)
+{
+	struct ctl_wait *w = calloc(1, sizeof(*w));
+
+	if (w) {
+		w->c = c;
+		c->waiting = w;
+	}
+	return w;
+}
+
+struct ctl_conn *ctl_wait_end(struct ctl_wait *w)
+{
+	struct ctl_conn *c = w->c;
+
+	if (c)
+		c->waiting = NULL;
+	free(w);
+	return c;
 }
 
 void ctl_respond_raw(struct ctl_conn *c, int status, const char *ctype, const char *body,
@@ -466,9 +491,59 @@ static int on_message_complete(llhttp_t *p)
 {
 	struct ctl_conn *c = p->data;
 
+	c->dispatching = 1;
 	dispatch(c);
-	/* A stream or a closing connection takes no further requests. */
-	return c->closing || c->sub ? HPE_PAUSED : 0;
+	c->dispatching = 0;
+	/* A stream or a closing connection takes no further requests; one waiting for its
+	 * answer takes the next after it. */
+	return c->closing || c->sub || c->waiting ? HPE_PAUSED : 0;
+}
+
+/* Parses @n bytes of requests; what follows a request that waits for its answer is held. */
+static void conn_feed(struct ctl_conn *c, const char *buf, size_t n)
+{
+	llhttp_errno_t e;
+
+	if (c->closing || c->sub)
+		return; /* no more requests on this connection: discard */
+	if (c->waiting) {
+		sl_buf_append(&c->held, buf, n);
+		return;
+	}
+	e = llhttp_execute(&c->parser, buf, n);
+	if (e == HPE_PAUSED) {
+		if (c->waiting) {
+			const char *at = llhttp_get_error_pos(&c->parser);
+
+			if (at >= buf && at < buf + n)
+				sl_buf_append(&c->held, at, buf + n - at);
+		}
+		return;
+	}
+	if (e != HPE_OK) {
+		c->closing = 1;
+		if (c->too_big)
+			ctl_respond_error(c, c->too_big, sl_http_reason(c->too_big));
+		else
+			ctl_respond_error(c, 400, llhttp_get_error_reason(&c->parser));
+	}
+}
+
+void ctl_wait_resume(struct ctl_conn *c)
+{
+	if (c->dispatching)
+		return; /* answered at once, inside the parser: it goes on by itself */
+	if (!c->closing && !c->sub) {
+		llhttp_resume(&c->parser);
+		if (sl_buf_size(&c->held)) {
+			struct sl_buf b = c->held;
+
+			c->held = (struct sl_buf){ 0 };
+			conn_feed(c, sl_buf_head(&b), sl_buf_size(&b));
+			sl_buf_free(&b);
+		}
+	}
+	ctl_conn_flush(c);
 }
 
 static void conn_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
@@ -483,10 +558,15 @@ static void conn_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 	}
 	if (!(events & (SL_READ | SL_HUP)))
 		return;
+	if (c->waiting) {
+		/* Nothing is read until the answer; a peer that hangs up meanwhile is gone. */
+		if (events & SL_HUP)
+			conn_close(c);
+		return;
+	}
 	/* Bounded per wake-up like every reader of the loop: the rest waits for its turn. */
-	for (int i = 0; i < CTL_READS_PER_WAKEUP; i++) {
+	for (int i = 0; i < CTL_READS_PER_WAKEUP && !c->waiting; i++) {
 		ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
-		llhttp_errno_t e;
 
 		if (n == 0 || (n == -1 && errno != EAGAIN && errno != EINTR)) {
 			conn_close(c);
@@ -497,18 +577,7 @@ static void conn_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 				continue;
 			break;
 		}
-		if (c->closing || c->sub)
-			continue; /* no more requests on this connection: discard */
-		e = llhttp_execute(&c->parser, buf, n);
-		if (e == HPE_PAUSED)
-			continue;
-		if (e != HPE_OK) {
-			c->closing = 1;
-			if (c->too_big)
-				ctl_respond_error(c, c->too_big, sl_http_reason(c->too_big));
-			else
-				ctl_respond_error(c, 400, llhttp_get_error_reason(&c->parser));
-		}
+		conn_feed(c, buf, n);
 	}
 	ctl_conn_flush(c);
 }

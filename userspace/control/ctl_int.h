@@ -3,7 +3,7 @@
  * What the files of the control API share and nobody else sees: the server and connection
  * structs, the responders, the query helpers, and each resource's route handlers (the
  * router table in control.c lists them). Threading: loop thread only; nothing here blocks
- * but a KV write's fsync (store/kv.h).
+ * but a KV write's fsync (store/kv.h); a sandbox add answers from its completion (ctl_wait).
  */
 #ifndef SL_CTL_INT_H
 #define SL_CTL_INT_H
@@ -45,7 +45,20 @@ struct ctl_conn {
 	uid_t uid;
 	int pidfd; /* that process itself, so that a reused pid is never mistaken for it */
 	unsigned long dropped; /* event lines lost to a slow follower */
+	struct ctl_wait *waiting; /* a request answered later: nothing more is read meanwhile */
+	int dispatching; /* in a route's handler (an answer there needs no resume) */
+	struct sl_buf held; /* bytes read behind that request, parsed once it is answered */
 	struct sl_list link; /* in ctl->conns */
+};
+
+/*
+ * A request whose answer comes later, from a completion on the loop (a sandbox add that
+ * compiles off the loop): ctl_wait_begin() in the route's handler, instead of a response;
+ * then, in the completion, ctl_wait_end() gives the connection back (NULL if it closed
+ * meanwhile), which the completion answers, and ctl_wait_resume() goes on with it.
+ */
+struct ctl_wait {
+	struct ctl_conn *c; /* NULL once the connection is gone */
 };
 
 /* What a route's handler gets: @arg is the sandbox name of a "*" (decoded and checked) or
@@ -58,6 +71,9 @@ struct ctl_req {
 
 /* control.c */
 int ctl_conn_flush(struct ctl_conn *c);
+struct ctl_wait *ctl_wait_begin(struct ctl_conn *c); /* NULL: out of memory */
+struct ctl_conn *ctl_wait_end(struct ctl_wait *w); /* frees @w */
+void ctl_wait_resume(struct ctl_conn *c);
 void ctl_respond_raw(struct ctl_conn *c, int status, const char *ctype, const char *body,
 		     size_t len);
 void ctl_respond_json(struct ctl_conn *c, int status, json_t *j);
