@@ -224,30 +224,54 @@ static void handle_reload(struct ctl_conn *c, const char *method, const char *na
 	json_decref(j);
 }
 
+/* The answer of POST /v1/sandboxes, once the sandbox is in force or refused. */
+static void added(void *arg, struct sl_box *box, int e, const char *msg)
+{
+	struct ctl_conn *c = ctl_wait_end(arg);
+
+	if (!c)
+		return; /* the client went away; the sandbox stays (or was refused) all the same */
+	if (!box) {
+		int status = e == -EINVAL ? 400 :
+			     e == -EEXIST ? 409 :
+			     e == -EPERM  ? 403 :
+			     e == -ENOSPC ? 503 :
+					    500;
+
+		ctl_respond_error(c, status, msg);
+	} else {
+		/* The summary, as ls lists it: the detail of a big policy (its rules) is long to
+		 * write, and the other sandboxes would wait for it; GET /v1/sandboxes/NAME has
+		 * it. */
+		ctl_respond_json(c, 201, sl_sandbox_json(c->ctl->d.reg, box, 0));
+	}
+	ctl_wait_resume(c);
+}
+
+/* POST /v1/sandboxes: answered when the sandbox is in force; its policy compiles off the
+ * loop meanwhile (sl_sandbox_add_async()). */
 static void handle_add(struct ctl_conn *c)
 {
 	struct sl_ctl_add add;
-	struct sl_box *box;
+	struct ctl_wait *w;
 	char err[512];
+	int e;
 
 	if (sl_ctl_decode_add(sl_buf_head(&c->body), sl_buf_size(&c->body), &add, err,
 			      sizeof(err))) {
 		ctl_respond_error(c, 400, err);
 		goto out;
 	}
-	box = sl_sandbox_add(c->ctl->d.reg, &add.spec, err, sizeof(err));
-	if (!box) {
-		int status = errno == EINVAL ? 400 :
-			     errno == EEXIST ? 409 :
-			     errno == EPERM  ? 403 :
-			     errno == ENOSPC ? 503 :
-					       500;
-
-		sl_info("sandbox %s refused: %s", add.spec.name, err);
-		ctl_respond_error(c, status, err);
+	w = ctl_wait_begin(c);
+	if (!w) {
+		ctl_respond_error(c, 500, "out of memory");
 		goto out;
 	}
-	ctl_respond_json(c, 201, sl_sandbox_json(c->ctl->d.reg, box, 1));
+	e = sl_sandbox_add_async(c->ctl->d.reg, &add.spec, added, w, err, sizeof(err));
+	if (e) {
+		sl_info("sandbox %s refused: %s", add.spec.name, err);
+		added(w, NULL, e, err);
+	}
 out:
 	sl_ctl_add_release(&add);
 }

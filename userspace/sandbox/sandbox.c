@@ -35,6 +35,7 @@
 #include "proxy/proxy.h"
 #include "kernel/sockdiag.h"
 #include "core/log.h"
+#include "core/jobs.h"
 #include "core/loop.h"
 #include "lua/lua_host.h"
 #include "kernel/netns.h"
@@ -61,6 +62,7 @@ struct sl_registry *sl_registry_new(struct sl_bpf *bpf, const char *state_dir, s
 	r->ttl = *ttl;
 	r->proxy = proxy;
 	sl_list_init(&r->boxes);
+	sl_list_init(&r->adding);
 	r->max_ids = bpf ? sl_bpf_max_sandboxes(bpf) : SL_MAX_SANDBOXES;
 	r->by_id = calloc(r->max_ids, sizeof(*r->by_id));
 	if (!r->by_id) {
@@ -126,6 +128,7 @@ void sl_registry_free(struct sl_registry *r)
 {
 	if (!r)
 		return;
+	sl_jobs_free(r->jobs); /* adds under way end (cancelled) before anything goes */
 	if (r->loop)
 		sl_timer_disarm(r->loop, &r->sweep);
 	while (!sl_list_empty(&r->boxes)) {
@@ -163,7 +166,7 @@ struct sl_box *sl_sandbox_find(struct sl_registry *r, const char *name)
 
 struct sl_box *sl_sandbox_by_id(struct sl_registry *r, uint32_t id)
 {
-	return id < r->max_ids ? r->by_id[id] : NULL;
+	return id < r->max_ids && r->by_id[id] && !r->by_id[id]->adding ? r->by_id[id] : NULL;
 }
 
 struct sl_box *sl_registry_first(struct sl_registry *r)
@@ -235,6 +238,8 @@ size_t sl_registry_count(struct sl_registry *r)
 {
 	return r->count;
 }
+
+static struct sl_box *adding_find(struct sl_registry *r, const char *name);
 
 static uint32_t alloc_id(struct sl_registry *r)
 {
@@ -333,12 +338,15 @@ static void unlink_box(struct sl_registry *r, struct sl_box *box)
 	}
 }
 
-struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *spec, char *err,
-			      size_t errlen)
+/*
+ * An add's first part, on the loop: validates @spec (name and cgroup free, among the sandboxes
+ * and the adds under way), reads the policy, and takes a kernel id. The box is on none of the
+ * registry's lists yet. NULL and errno with the reason in @err.
+ */
+static struct sl_box *add_prepare(struct sl_registry *r, const struct sl_box_spec *spec, char *err,
+				  size_t errlen)
 {
-	struct sl_kentry *ents = NULL;
 	struct sl_box *box = NULL, *o;
-	size_t nents = 0;
 	int e, level;
 
 	if (!spec->name || !sl_sandbox_name_ok(spec->name)) {
@@ -349,7 +357,7 @@ struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *s
 		e = -EINVAL;
 		goto fail;
 	}
-	if (sl_sandbox_find(r, spec->name)) {
+	if (sl_sandbox_find(r, spec->name) || adding_find(r, spec->name)) {
 		sl_errf(err, errlen, "sandbox '%s' already exists", spec->name);
 		e = -EEXIST;
 		goto fail;
@@ -415,13 +423,15 @@ struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *s
 		e = -EINVAL;
 		goto fail;
 	}
-	sl_list_for_each(o, &r->boxes, link) {
-		if (sl_cgroup_within(box->cgroup, o->cgroup) ||
-		    sl_cgroup_within(o->cgroup, box->cgroup)) {
-			sl_errf(err, errlen, "cgroup %s overlaps sandbox '%s' (%s)", box->cgroup,
-				o->name, o->cgroup);
-			e = -EEXIST;
-			goto fail;
+	for (int k = 0; k < 2; k++) {
+		sl_list_for_each(o, k ? &r->adding : &r->boxes, link) {
+			if (sl_cgroup_within(box->cgroup, o->cgroup) ||
+			    sl_cgroup_within(o->cgroup, box->cgroup)) {
+				sl_errf(err, errlen, "cgroup %s overlaps sandbox '%s' (%s)",
+					box->cgroup, o->name, o->cgroup);
+				e = -EEXIST;
+				goto fail;
+			}
 		}
 	}
 	e = sl_cgroup_id(box->cgroup, &box->cgid);
@@ -463,11 +473,6 @@ struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *s
 	box->audit = !!spec->audit;
 	if (spec->handler && *spec->handler)
 		box->handler_since_s = time(NULL);
-	e = sb_compile_box(box, spec->handler, spec->params, &ents, &nents, err, errlen);
-	if (e) {
-		e = e == -ENOMEM ? e : -EINVAL;
-		goto fail;
-	}
 	box->id = alloc_id(r);
 	if (!box->id) {
 		sl_errf(err, errlen, "too many sandboxes (max %u: sluiced --max-sandboxes)",
@@ -476,15 +481,60 @@ struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *s
 		goto fail;
 	}
 	box->rules_id = box->id;
-	box->created_s = time(NULL);
+	return box;
+fail:
+	sb_box_free(box);
+	errno = -e;
+	return NULL;
+}
 
-	/* Nothing of this sandbox can be in the kernel yet, but a slot may hold counters of a
-	 * sandbox that had the same id. */
+/*
+ * An add's second part: the policy loaded with @o (the handler @handler active, NULL: none)
+ * into the box's layer, compiled, and written into the box's rule bank; the CA opened. On the loop, or on the
+ * jobs thread for an async add (the box is its job's alone then). 0 or -errno with @err.
+ */
+static int add_build(struct sl_registry *r, struct sl_box *box, const struct sl_lua_opts *o,
+		     const char *handler, const char *params, char *err, size_t errlen)
+{
+	struct sl_kentry *ents = NULL;
+	size_t nents = 0;
+	int e;
+
+	e = sb_compile_box(box, o, handler, params, &ents, &nents, err, errlen);
+	if (e) {
+		e = e == -ENOMEM ? e : -EINVAL;
+		goto out;
+	}
+	/* The sandbox's CA (made and saved if new: a key to generate, files to sync) is its
+	 * own and nobody else's yet. */
+	e = sb_open_ca(r, box, err, errlen);
+	if (e)
+		goto out;
+	box->nents = nents;
+	e = sb_write_rules(r, box, ents, nents, err, errlen);
+	if (e) {
+		sl_bpf_sync_rules(r->bpf, box->rules_id, NULL, 0);
+		sb_remove_ca(r, box->name);
+	}
+out:
+	free(ents);
+	return e;
+}
+
+/* An add's last part, on the loop: the rest of the kernel, the listeners, the state file,
+ * and the box into the registry. On failure nothing stays. */
+static int add_finish(struct sl_registry *r, struct sl_box *box, char *err, size_t errlen)
+{
+	int e;
+
+	box->created_s = time(NULL);
+	/* Nothing of this sandbox can be in the kernel yet but its rules, but a slot may hold
+	 * counters of a sandbox that had the same id. */
 	sl_bpf_reset_slots(r->bpf, box->id);
 	/* Nor may it meet a record of that sandbox's connections: a new map. */
 	sl_bpf_proxied_drop(r->bpf, box->id);
 	sb_sni_drop(r, box); /* names that sandbox's checked connections could present */
-	e = sb_install(r, box, ents, nents, err, errlen);
+	e = sb_install(r, box, NULL, 0, 1, err, errlen);
 	if (!e) {
 		e = sb_save_state(r, box);
 		if (e)
@@ -492,19 +542,153 @@ struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *s
 	}
 	if (e) {
 		sb_uninstall(r, box);
-		goto fail;
+		return e;
 	}
 	sb_link(r, box);
-	free(ents);
 	sl_info("sandbox %s added: cgroup %s (id %llu)%s%s, %zu kernel entries", box->name,
 		box->cgroup, (unsigned long long)box->cgid, box->netns_fd >= 0 ? ", netns " : "",
-		box->netns_fd >= 0 ? box->netns : "", nents);
+		box->netns_fd >= 0 ? box->netns : "", box->nents);
+	return 0;
+}
+
+struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *spec, char *err,
+			      size_t errlen)
+{
+	struct sl_box *box = add_prepare(r, spec, err, errlen);
+	int e;
+
+	if (!box)
+		return NULL;
+	r->by_id[box->id] = box; /* the id is taken (sb_link() keeps it so) */
+	e = add_build(r, box, &r->lua_opts, spec->handler, spec->params, err, errlen);
+	if (!e)
+		e = add_finish(r, box, err, errlen);
+	if (e) {
+		r->by_id[box->id] = NULL;
+		sb_box_free(box);
+		errno = -e;
+		return NULL;
+	}
 	return box;
-fail:
-	free(ents);
-	sb_box_free(box);
-	errno = -e;
+}
+
+/* An add under way: its compile job, and whom to tell. */
+struct sb_adding {
+	struct sl_job job;
+	struct sl_registry *r;
+	struct sl_box *box; /* on r->adding */
+	struct sl_lua_opts opts; /* the registry's, without events and KV (sl_lua_set_services) */
+	char *handler, *params;
+	int e;
+	char err[512];
+	sl_box_added_fn *done;
+	void *arg;
+};
+
+static struct sl_box *adding_find(struct sl_registry *r, const char *name)
+{
+	struct sl_box *b;
+
+	sl_list_for_each(b, &r->adding, link)
+		if (!strcmp(b->name, name))
+			return b;
 	return NULL;
+}
+
+/* The jobs thread: everything that grows with the policy. */
+static void adding_run(struct sl_job *job)
+{
+	struct sb_adding *a = sl_container_of(job, struct sb_adding, job);
+
+	a->e = add_build(a->r, a->box, &a->opts, a->handler, a->params, a->err, sizeof(a->err));
+}
+
+/* The loop thread: the rest of the add, and the answer. */
+static void adding_done(struct sl_job *job)
+{
+	struct sb_adding *a = sl_container_of(job, struct sb_adding, job);
+	struct sl_registry *r = a->r;
+	struct sl_box *box = a->box;
+	int e = a->e;
+
+	sl_list_del(&box->link);
+	sl_list_init(&box->link);
+	box->adding = 0;
+	if (job->cancelled) {
+		e = -ECANCELED;
+		snprintf(a->err, sizeof(a->err), "sluiced is stopping");
+		sl_bpf_sync_rules(r->bpf, box->rules_id, NULL, 0);
+		if (box->ca)
+			sb_remove_ca(r, box->name);
+	}
+	if (!e) {
+		if (sb_lua(box))
+			sl_lua_set_services(sb_lua(box), r->lua_opts.events, r->lua_opts.kv);
+		e = add_finish(r, box, a->err, sizeof(a->err));
+	}
+	if (e) {
+		r->by_id[box->id] = NULL;
+		sb_box_free(box);
+		box = NULL;
+		sl_info("sandbox add refused: %s", a->err);
+	}
+	a->done(a->arg, box, e, a->err);
+	free(a->handler);
+	free(a->params);
+	free(a);
+}
+
+int sl_sandbox_add_async(struct sl_registry *r, const struct sl_box_spec *spec,
+			 sl_box_added_fn *done, void *arg, char *err, size_t errlen)
+{
+	struct sb_adding *a = NULL;
+	struct sl_box *box;
+
+	if (!r->jobs && r->loop && !(r->jobs = sl_jobs_new(r->loop)))
+		sl_warn("starting the compile thread failed (%s): adding on the loop",
+			strerror(errno));
+	if (!r->jobs)
+		goto sync;
+	a = calloc(1, sizeof(*a));
+	if (!a || (spec->handler && !(a->handler = strdup(spec->handler))) ||
+	    (spec->params && !(a->params = strdup(spec->params)))) {
+		sl_errf(err, errlen, "out of memory");
+		goto oom;
+	}
+	box = add_prepare(r, spec, err, errlen);
+	if (!box) {
+		int e = -errno;
+
+		free(a->handler);
+		free(a->params);
+		free(a);
+		return e;
+	}
+	box->adding = 1;
+	r->by_id[box->id] = box; /* its id is taken; sl_sandbox_by_id() does not show it */
+	sl_list_add_tail(&r->adding, &box->link);
+	a->r = r;
+	a->box = box;
+	a->opts = r->lua_opts;
+	a->opts.events = NULL;
+	a->opts.kv = NULL;
+	a->done = done;
+	a->arg = arg;
+	a->job.run = adding_run;
+	a->job.done = adding_done;
+	sl_jobs_submit(r->jobs, &a->job);
+	return 0;
+oom:
+	if (a) {
+		free(a->handler);
+		free(a->params);
+		free(a);
+	}
+	return -ENOMEM;
+sync:
+	box = sl_sandbox_add(r, spec, err, errlen);
+	done(arg, box, box ? 0 : -errno, err);
+	return 0;
 }
 
 int sl_sandbox_rm(struct sl_registry *r, const char *name)
@@ -531,6 +715,9 @@ int sl_sandbox_rm(struct sl_registry *r, const char *name)
 
 void sl_registry_rm_all(struct sl_registry *r)
 {
+	/* Adds under way end first (cancelled): none writes the kernel after this. */
+	sl_jobs_free(r->jobs);
+	r->jobs = NULL;
 	while (!sl_list_empty(&r->boxes)) {
 		char name[SL_NAME_MAX + 1];
 

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The sandboxes of one sluiced: adding, removing, adopting and describing them.
- * Threading: loop thread only (the registry and its sandboxes belong to the loop); adding,
- * switching, reloading and adopting write state files and kernel maps synchronously.
+ * Threading: loop thread only (the registry and its sandboxes belong to the loop). An async
+ * add compiles on the registry's jobs thread and completes on the loop; switching, reloading
+ * and adopting write state files and kernel maps synchronously.
  */
 #ifndef SL_SANDBOX_H
 #define SL_SANDBOX_H
@@ -116,6 +117,21 @@ struct sl_box_spec {
  */
 struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *spec, char *err,
 			      size_t errlen);
+/*
+ * The same add, answered later: what grows with the policy (loading it, compiling its rules,
+ * writing them into the kernel) runs on the registry's jobs thread (core/jobs.h), so that a
+ * 100,000-rule policy does not hold up the other sandboxes' DNS and proxied requests; the
+ * rest runs on the loop when that is done, and then @done(@arg, box, 0, "") or
+ * @done(@arg, NULL, -errno, reason) is called on the loop, once. Returns 0 when under way (or
+ * done at once without a jobs thread), or -errno with a reason in @err, and no call of @done,
+ * when @spec is refused at once. While under way the sandbox holds its name, cgroup and id,
+ * but is not listed, found or removable. The policy's top level runs without events or KV
+ * there (a sluice.log() at its top level is dropped).
+ */
+typedef void sl_box_added_fn(void *arg, struct sl_box *box, int err, const char *msg);
+int sl_sandbox_add_async(struct sl_registry *r, const struct sl_box_spec *spec,
+			 sl_box_added_fn *done, void *arg, char *err, size_t errlen);
+
 /* What a switch did. */
 struct sl_switch_result {
 	size_t closed_kernel; /* passthrough flows destroyed (sock_diag) */

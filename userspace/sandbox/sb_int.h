@@ -3,8 +3,10 @@
  * The registry's insides, shared by the files of sandbox/ and by nobody else (sandbox.h gives
  * the rest of sluiced accessors): struct sl_registry, struct sl_box, and what each file of
  * sandbox/ offers the others.
- * Threading: loop thread only; adding, switching and adopting write state files and kernel
- * maps synchronously.
+ * Threading: loop thread only, but for an add's compile job (sandbox.c), which builds the new
+ * sandbox's layer and writes its rule bank on the jobs thread (core/jobs.h) while the sandbox
+ * is on reg->adding: nothing on the loop reads or writes that box, layer or bank meanwhile.
+ * Switching and adopting write state files and kernel maps synchronously.
  */
 #ifndef SL_SB_INT_H
 #define SL_SB_INT_H
@@ -14,6 +16,7 @@
 
 #include <jansson.h>
 
+#include "core/jobs.h"
 #include "core/list.h"
 #include "core/loop.h"
 #include "dns/dns_msg.h"
@@ -150,7 +153,9 @@ struct sl_box {
 	 * poststop may remove it. */
 	char container_id[SL_CONTAINER_ID_MAX + 1];
 	struct sl_registry *reg;
-	struct sl_list link; /* in reg->boxes */
+	struct sl_list link; /* in reg->boxes, or reg->adding while its layer compiles */
+	int adding; /* an add under way (sl_sandbox_add_async()): holds its id, nothing else */
+	size_t nents; /* kernel entries when added (for the log line) */
 };
 
 #define POLICY_MAX_BYTES (1u << 20)
@@ -170,6 +175,8 @@ struct sl_registry {
 	/* sluiced's control socket: no egress.unix may name it (also denied in the kernel). */
 	char ctl_path[PATH_MAX];
 	struct sl_list boxes; /* of struct sl_box, sorted by name: ls output is stable */
+	struct sl_list adding; /* of struct sl_box being added: their names and cgroups are taken */
+	struct sl_jobs *jobs; /* the compile jobs' thread, started by the first async add */
 	size_t count;
 	struct sl_box **by_id; /* [max_ids]: the sandbox of each kernel id, NULL: free */
 	uint32_t max_ids; /* --max-sandboxes: ids are 1..max_ids-1 */
@@ -219,11 +226,14 @@ int sb_check_unix(struct sl_registry *r, const struct sl_policy *p, const char *
 int sb_sync_unix(struct sl_registry *r, uint32_t rules_id, const struct sl_policy *p);
 int sb_compile_all(const struct sl_rule_set *rules, const struct sb_learned *learned,
 		   struct sl_kentry **ents, size_t *nents, struct sl_kentry *bad);
-int sb_compile_box(struct sl_box *box, const char *handler, const char *params,
-		   struct sl_kentry **ents, size_t *nents, char *err, size_t errlen);
+int sb_compile_box(struct sl_box *box, const struct sl_lua_opts *o, const char *handler,
+		   const char *params, struct sl_kentry **ents, size_t *nents, char *err,
+		   size_t errlen);
 void sb_kernel_entry(struct sl_registry *r, const struct sl_box *box, struct sl_sandbox *ksb);
+int sb_write_rules(struct sl_registry *r, struct sl_box *box, const struct sl_kentry *ents,
+		   size_t nents, char *err, size_t errlen);
 int sb_install(struct sl_registry *r, struct sl_box *box, const struct sl_kentry *ents,
-	       size_t nents, char *err, size_t errlen);
+	       size_t nents, int written, char *err, size_t errlen);
 void sb_uninstall(struct sl_registry *r, struct sl_box *box);
 
 /* sb_learned.c: resolved names. */

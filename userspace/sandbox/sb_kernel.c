@@ -92,8 +92,9 @@ int sb_compile_all(const struct sl_rule_set *rules, const struct sb_learned *lea
 
 /* Loads the policy of @box with @handler (NULL: none) and @params active into a new layer,
  * which becomes box->layer, and compiles it with the learned entries into kernel entries. */
-int sb_compile_box(struct sl_box *box, const char *handler, const char *params,
-		   struct sl_kentry **ents, size_t *nents, char *err, size_t errlen)
+int sb_compile_box(struct sl_box *box, const struct sl_lua_opts *o, const char *handler,
+		   const char *params, struct sl_kentry **ents, size_t *nents, char *err,
+		   size_t errlen)
 {
 	const char *chunk = box->policy_path[0] ? box->policy_path : "policy";
 	struct sl_policy *bp = NULL, *hl = NULL;
@@ -102,8 +103,11 @@ int sb_compile_box(struct sl_box *box, const char *handler, const char *params,
 	struct sl_lua *lua;
 	int r;
 
-	lua = sl_lua_load(chunk, box->policy_src, box->policy_len, &box->reg->lua_opts, box->name,
-			  &bp, err, errlen);
+	if (handler && strlen(handler) >= sizeof(box->layer->handler)) {
+		sl_errf(err, errlen, "handler name too long");
+		return -EINVAL;
+	}
+	lua = sl_lua_load(chunk, box->policy_src, box->policy_len, o, box->name, &bp, err, errlen);
 	if (!lua)
 		return -EINVAL;
 	base = sb_base_new(bp);
@@ -204,9 +208,26 @@ void sb_kernel_entry(struct sl_registry *r, const struct sl_box *box, struct sl_
 	set_listeners(r, box, box->id);
 }
 
-/* Programs the kernel for @box: rules, then the sandbox entry, then the links. */
+/* Writes @ents into the rule bank of @box not yet in force (a new sandbox's): on the loop, or
+ * on the jobs thread by an add's compile job, which alone writes that bank meanwhile. */
+int sb_write_rules(struct sl_registry *r, struct sl_box *box, const struct sl_kentry *ents,
+		   size_t nents, char *err, size_t errlen)
+{
+	int e = sl_bpf_sync_rules(r->bpf, box->rules_id, ents, nents);
+
+	if (e)
+		sl_errf(err, errlen, "writing kernel rules failed: %s",
+			e == -ENOSPC || e == -E2BIG ? "the kernel rule map is full (sluiced "
+						      "--max-rules addresses of all sandboxes "
+						      "together)" :
+						      strerror(-e));
+	return e;
+}
+
+/* Programs the kernel for @box: rules (unless @written: sb_write_rules() did), then the
+ * sandbox entry, then the links. */
 int sb_install(struct sl_registry *r, struct sl_box *box, const struct sl_kentry *ents,
-	       size_t nents, char *err, size_t errlen)
+	       size_t nents, int written, char *err, size_t errlen)
 {
 	struct sl_sandbox ksb;
 	int e;
@@ -225,14 +246,15 @@ int sb_install(struct sl_registry *r, struct sl_box *box, const struct sl_kentry
 		return e;
 	}
 	sb_kernel_entry(r, box, &ksb);
-	e = sl_bpf_sync_rules(r->bpf, box->rules_id, ents, nents);
-	if (!e)
-		e = sb_sync_unix(r, box->rules_id, sb_policy(box));
+	e = written ? 0 : sb_write_rules(r, box, ents, nents, err, errlen);
+	if (e)
+		return e;
+	e = sb_sync_unix(r, box->rules_id, sb_policy(box));
 	if (e) {
 		sl_errf(err, errlen, "writing kernel rules failed: %s",
-			e == -ENOSPC || e == -E2BIG ? "the kernel rule map is full (sluiced "
-						      "--max-rules addresses, or SL_MAX_UNIX_RULES "
-						      "UNIX sockets, of all sandboxes together)" :
+			e == -ENOSPC || e == -E2BIG ? "the kernel's UNIX socket map is full "
+						      "(SL_MAX_UNIX_RULES of all sandboxes "
+						      "together)" :
 						      strerror(-e));
 		return e;
 	}

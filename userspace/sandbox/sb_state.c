@@ -439,7 +439,7 @@ static int adopt_one(struct sl_registry *r, const char *path)
 	if (e)
 		sl_warn("sandbox %s: reading its resolved names from the kernel failed: %s", name,
 			strerror(-e));
-	e = sb_compile_box(box, handler, params, &ents, &nents, err, sizeof(err));
+	e = sb_compile_box(box, &r->lua_opts, handler, params, &ents, &nents, err, sizeof(err));
 	if (e) {
 		/* Keep whatever the kernel enforces now rather than open anything; names no
 		 * longer resolve (the listener answers NXDOMAIN without a policy). The layer
@@ -450,7 +450,7 @@ static int adopt_one(struct sl_registry *r, const char *path)
 		box->layer = sb_layer_new(NULL, NULL, handler, NULL, params);
 		e = box->layer ? adopt_without_policy(r, box) : -ENOMEM;
 	} else {
-		e = sb_install(r, box, ents, nents, err, sizeof(err));
+		e = sb_install(r, box, ents, nents, 0, err, sizeof(err));
 		if (e)
 			sl_err("sandbox %s: %s", name, err);
 	}
