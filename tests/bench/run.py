@@ -8,11 +8,11 @@ an HTTP error) aborts the run.
 
     run.py [--smoke] [--out DIR] [SECTION...]
 
-SECTIONs: connect scale egress dns https h2 transfer splice mint (default: all), and profile (only when
-named: perf profiles and system calls per request of sluiced and of the nginx proxy under
-keep-alive and new-connection load, into DIR/profile-*.txt). Writes DIR/latest.json,
-DIR/latest.md and DIR/*.svg; DIR: tests/bench/results for a full run, build/bench-results
-for a smoke or partial one. --smoke: a few hundred requests per benchmark, to check that
+SECTIONs: connect scale egress dns loadlat https h2 transfer splice mint (default: all), and
+profile (only when named: perf profiles and system calls per request of sluiced and of the
+nginx proxy under keep-alive and new-connection load, into DIR/profile-*.txt). Writes
+DIR/latest.json, DIR/latest.md and DIR/*.svg; DIR: tests/bench/results for a full run,
+build/bench-results for a smoke or partial one. --smoke: a few hundred requests per benchmark, to check that
 every one of them runs and reports (make test does this). Environment: BENCH_PIN (CPU
 pinning, see common.py), BENCH_PEERS (default direct,sluice,nginx,squid,mitmproxy),
 BENCH_HTTPS (default keepalive,fixed_rate,newconn), and the sizes of common.Settings.
@@ -49,7 +49,7 @@ import peers  # noqa: E402
 import report  # noqa: E402
 import splice  # noqa: E402
 
-SECTIONS = ("connect", "scale", "egress", "dns", "https", "h2", "transfer", "splice",
+SECTIONS = ("connect", "scale", "egress", "dns", "loadlat", "https", "h2", "transfer", "splice",
             "mint")
 EXTRA = ("profile",)  # only when named: perf profiles of sluiced and the nginx proxy
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -214,6 +214,23 @@ def main():
             return res
 
         result["dns"] = section("dns", dns)
+
+        def loadlat():
+            # Loop latency of another sandbox while a 100,000-rule policy loads: its DNS,
+            # one query every 2 ms, idle and across the add (kernel.loop_latency).
+            box = cgroups.make("llbox")
+            pf = workdir / "ll.lua"
+            pf.write_text('return { egress = { allow = { "allowed.test:443" }, '
+                          'private = { "127.0.0.0/8" } } }\n')
+            daemon.add("llbench", box, pf)
+            try:
+                return kernel.loop_latency(s, daemon, cgroups, workdir, kernel.free_port(),
+                                           lambda a: in_sandbox(box, resolv, a),
+                                           "allowed.test")
+            finally:
+                kernel.remove_sandbox(daemon, "llbench")
+
+        result["loadlat"] = section("loadlat", loadlat)
 
         if need_up:
             box = cgroups.make("pxbox")
