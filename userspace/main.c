@@ -628,8 +628,10 @@ static int start(struct daemon *d, char *err, size_t errlen)
 		snprintf(err, errlen, "state directory %s: %s", d->o.state_dir, strerror(errno));
 		return -1;
 	}
-	sl_registry_set_lua(
-		d->reg, &(struct sl_lua_opts){ .env = d->env, .kv = d->kv, .events = d->events });
+	sl_registry_set_lua(d->reg, &(struct sl_lua_opts){ .env = d->env,
+							   .kv = d->kv,
+							   .events = d->events,
+							   .xchg = &sl_lua_px_ops });
 	if (sl_registry_set_control_socket(d->reg, d->o.socket, err, errlen))
 		return -1;
 	if (!sl_bpf_unix_confined(d->bpf))

@@ -31,18 +31,11 @@ FUZZ_MODS_tls_hello := tls_hello
 # the proxy's own head checks (px_h1_check.c), with the Accept-Encoding filter of mask.c
 FUZZ_MODS_http := http buf mask px_h1_check
 FUZZ_MODS_entry := policy rules dns_msg log addr
-# fuzz_policy also runs sl_lua_load(). No input reaches the proxy, but the linker must resolve it:
-# sl_lua_load() registers the handler API (sl_lua_open_api, lua_api.c), whose request methods call
-# the exchange API of proxy.h by name, and lua_host.c attaches a handler to an exchange: 22
-# sl_px_x_* functions in all. px_xchg.c in turn drives the client connection (px_conn, px_h1,
-# px_h2), the upstream (px_upstream, px_h2_up, px_h2_nv: tls, ca) and the tunnel (px_tunnel,
-# splice). The seam that would cut them is an ops table of those 22 calls that the proxy fills and
-# hands to the Lua host (HAProxy's hlua reaches its streams the same way); it is not here yet
-# because it rewrites proxy.h's handler API, which the HTTP/2 work of this session is changing.
-# Not linked: the proxy's service (proxy.c), the kernel loader, the registry, DNS and control.
+# fuzz_policy also runs sl_lua_load(): the policy, the Lua host and the handler API. The host
+# reaches the proxy's exchanges only through the table sluiced hands it (sl_lua_opts.xchg,
+# lua_px.c), which the fuzzer leaves NULL (no input runs a request): no proxy file is linked.
 FUZZ_MODS_policy := policy rules dns_msg addr buf log loop jsonw events lua_vm lua_policy \
-	lua_host lua_api envfile file kv http mask ws tls tls_hello ca splice px_xchg px_conn px_h1 \
-	px_h1_check px_h2 px_h2_nv px_h2_up px_upstream px_tunnel
+	lua_host lua_api envfile file kv http
 # the body decoder of POST /v1/sandboxes and the error body (ctl_decode.c), nothing else
 FUZZ_MODS_control := ctl_decode jsonw buf loop
 FUZZ_LLHTTP_http := 1

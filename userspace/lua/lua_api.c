@@ -51,7 +51,7 @@ static void secret_read(lua_State *L, const char *v, size_t n)
 		return;
 	if (r) {
 		if (r->x)
-			sl_px_x_mask(r->x, v, n);
+			r->lua->o.xchg->mask(r->x, v, n);
 		return;
 	}
 	/* At load (a value kept in an upvalue): masked in every response of this policy. */
@@ -98,7 +98,7 @@ void sl_lua_redact(struct sl_lua *lua, struct sl_lua_req *r, char *s)
 	for (size_t i = 0; i < lua->nload; i++)
 		mask_in(s, len, lua->load_secrets[i].s, lua->load_secrets[i].n);
 	if (r && r->x)
-		sl_px_x_redact(r->x, s, len);
+		r->lua->o.xchg->redact(r->x, s, len);
 }
 
 /* ---- requests ---- */
@@ -130,9 +130,9 @@ static struct sl_http_msg *hdrs_msg(lua_State *L, struct sl_lua_hdrs *h, int wri
 	if (h->of == SL_LUA_H_REQ) {
 		if (writing && h->r->fetched)
 			luaL_error(L, "the request has been sent upstream already");
-		return sl_px_x_req(h->r->x);
+		return h->r->lua->o.xchg->req(h->r->x);
 	}
-	m = sl_px_x_resp(h->r->x);
+	m = h->r->lua->o.xchg->resp(h->r->x);
 	if (!m)
 		luaL_error(L, "the response has been sent already");
 	return m;
@@ -316,7 +316,7 @@ static int body_k(lua_State *L, int status, lua_KContext k)
 	if (!r || !r->x)
 		return luaL_error(L, "the request has ended");
 	r->waiting = SL_LUA_W_NONE;
-	body = k ? sl_px_x_resp_body(r->x, &len) : sl_px_x_body(r->x, &len);
+	body = k ? r->lua->o.xchg->resp_body(r->x, &len) : r->lua->o.xchg->body(r->x, &len);
 	lua_pushlstring(L, body, len);
 	return 1;
 }
@@ -327,7 +327,7 @@ static int req_text(lua_State *L)
 	int rc;
 
 	check_own(L, r, "req:text()");
-	rc = sl_px_x_read_body(r->x, r->lua->o.body_max);
+	rc = r->lua->o.xchg->read_body(r->x, r->lua->o.body_max);
 	if (rc == -EALREADY)
 		return luaL_error(L, "req:text(): the body streamed upstream already (read it "
 				     "before fetch)");
@@ -362,17 +362,17 @@ static int req_index(lua_State *L)
 	const char *k = luaL_checkstring(L, 2);
 	struct sl_px_info info;
 
-	sl_px_x_info(r->x, &info);
+	r->lua->o.xchg->info(r->x, &info);
 	if (!strcmp(k, "method"))
-		lua_pushstring(L, sl_px_x_req(r->x)->method);
+		lua_pushstring(L, r->lua->o.xchg->req(r->x)->method);
 	else if (!strcmp(k, "path"))
-		lua_pushstring(L, sl_px_x_path(r->x));
+		lua_pushstring(L, r->lua->o.xchg->path(r->x));
 	else if (!strcmp(k, "host"))
 		lua_pushstring(L, info.host);
 	else if (!strcmp(k, "scheme"))
 		lua_pushstring(L, info.scheme);
 	else if (!strcmp(k, "url"))
-		lua_pushfstring(L, "%s://%s%s", info.scheme, info.host, sl_px_x_path(r->x));
+		lua_pushfstring(L, "%s://%s%s", info.scheme, info.host, r->lua->o.xchg->path(r->x));
 	else if (!strcmp(k, "headers"))
 		push_headers(L, 1, SL_LUA_H_REQ, r, NULL);
 	else if (!strcmp(k, "text"))
@@ -390,7 +390,7 @@ static const char *url_path(lua_State *L, struct sl_lua_req *r, const char *url)
 
 	if (url[0] == '/')
 		return url;
-	sl_px_x_info(r->x, &info);
+	r->lua->o.xchg->info(r->x, &info);
 	n = strlen(info.scheme);
 	if (strncmp(url, info.scheme, n) || strncmp(url + n, "://", 3))
 		luaL_error(L, "url '%s': another scheme than the request's (%s)", url, info.scheme);
@@ -411,12 +411,12 @@ static void set_field(lua_State *L, struct sl_lua_req *r, const char *k, int vid
 	if (r->fetched)
 		luaL_error(L, "req.%s: the request has been sent upstream already", k);
 	if (!strcmp(k, "method")) {
-		rc = sl_px_x_set_method(r->x, luaL_checkstring(L, vidx));
+		rc = r->lua->o.xchg->set_method(r->x, luaL_checkstring(L, vidx));
 		if (rc == -EINVAL)
 			luaL_error(L, "req.method: '%s' is not a method sluice forwards",
 				   lua_tostring(L, vidx));
 	} else if (!strcmp(k, "path") || !strcmp(k, "url")) {
-		rc = sl_px_x_set_path(r->x, url_path(L, r, luaL_checkstring(L, vidx)));
+		rc = r->lua->o.xchg->set_path(r->x, url_path(L, r, luaL_checkstring(L, vidx)));
 		if (rc == -EINVAL)
 			luaL_error(L, "req.%s: '%s' is not an origin-form path", k,
 				   lua_tostring(L, vidx));
@@ -424,7 +424,7 @@ static void set_field(lua_State *L, struct sl_lua_req *r, const char *k, int vid
 		size_t len = 0;
 		const char *b = lua_isnil(L, vidx) ? "" : luaL_checklstring(L, vidx, &len);
 
-		rc = sl_px_x_set_body(r->x, b, len);
+		rc = r->lua->o.xchg->set_body(r->x, b, len);
 	} else {
 		luaL_error(L, "req.%s cannot be set (method, path, url and body can)", k);
 	}
@@ -453,7 +453,7 @@ static struct sl_lua_resp *check_resp(lua_State *L, int idx)
 
 static struct sl_http_msg *fetched_msg(lua_State *L, struct sl_lua_resp *p)
 {
-	struct sl_http_msg *m = sl_px_x_resp(p->r->x);
+	struct sl_http_msg *m = p->r->lua->o.xchg->resp(p->r->x);
 
 	if (!m)
 		luaL_error(L, "the response has been sent already");
@@ -474,7 +474,7 @@ static int resp_text(lua_State *L)
 	}
 	check_own(L, p->r, "resp:text()");
 	fetched_msg(L, p);
-	rc = sl_px_x_read_resp_body(p->r->x, p->r->lua->o.resp_body_max);
+	rc = p->r->lua->o.xchg->read_resp_body(p->r->x, p->r->lua->o.resp_body_max);
 	if (rc < 0)
 		return luaL_error(L, "resp:text(): %s", strerror(-rc));
 	if (rc == 1)
@@ -518,7 +518,7 @@ static int resp_index(lua_State *L)
 	else if (!strcmp(k, "text"))
 		lua_pushcfunction(L, resp_text);
 	else if (!strcmp(k, "trailers"))
-		push_trailers(L, p->local ? &p->t : sl_px_x_trailers(p->r->x));
+		push_trailers(L, p->local ? &p->t : p->r->lua->o.xchg->trailers(p->r->x));
 	else
 		lua_pushnil(L);
 	return 1;
@@ -559,7 +559,7 @@ static int resp_newindex(lua_State *L)
 			lua_setiuservalue(L, 1, 1);
 		} else {
 			fetched_msg(L, p);
-			if (sl_px_x_set_resp_body(p->r->x, b, len))
+			if (p->r->lua->o.xchg->set_resp_body(p->r->x, b, len))
 				luaL_error(L, "resp.body cannot be set now");
 		}
 	} else if (!strcmp(k, "trailers")) {
@@ -571,7 +571,7 @@ static int resp_newindex(lua_State *L)
 		if (p->local)
 			return 0;
 		fetched_msg(L, p);
-		if (sl_px_x_set_trailers(p->r->x, &p->t))
+		if (p->r->lua->o.xchg->set_trailers(p->r->x, &p->t))
 			luaL_error(L, "resp.trailers can be set once the body is read "
 				      "(resp:text()) or replaced");
 		sl_http_msg_reset(&p->t);
@@ -712,19 +712,19 @@ static int l_fetch(lua_State *L)
 		}
 		if (lua_getfield(L, 2, "headers") != LUA_TNIL) {
 			luaL_checktype(L, -1, LUA_TTABLE);
-			headers_from(L, -1, sl_px_x_req(r->x), 1); /* each named replaces */
+			headers_from(L, -1, r->lua->o.xchg->req(r->x), 1); /* each named replaces */
 		}
 		lua_pop(L, 1);
 	} else if (!lua_isnoneornil(L, 2)) {
 		return luaL_error(L, "fetch: overrides are a table");
 	}
-	if (!r->lua->cleartext_secrets && sl_px_x_cleartext_secret(r->x))
+	if (!r->lua->cleartext_secrets && r->lua->o.xchg->cleartext_secret(r->x))
 		/* A secret on the wire in clear text is anyone's on the path (F11): refused
 		 * unless the policy says otherwise. The request fails (502), nothing is sent. */
 		return luaL_error(L, "fetch: secret over cleartext refused: this plain-HTTP "
 				     "request carries an env or KV value (use https, or set "
 				     "cleartextSecrets = true in the policy)");
-	rc = sl_px_x_fetch(r->x);
+	rc = r->lua->o.xchg->fetch(r->x);
 	if (rc)
 		return luaL_error(L, "fetch: the upstream connection could not start: %s",
 				  strerror(-rc));
@@ -743,7 +743,7 @@ static int ctx_index(lua_State *L)
 
 	if (!r->x)
 		return luaL_error(L, "the request has ended");
-	sl_px_x_info(r->x, &info);
+	r->lua->o.xchg->info(r->x, &info);
 	if (!strcmp(k, "containerId"))
 		lua_pushstring(L, info.sandbox);
 	else if (!strcmp(k, "params"))
@@ -868,7 +868,7 @@ static int l_log(lua_State *L)
 	if (r && r->x) {
 		struct sl_px_info info;
 
-		sl_px_x_info(r->x, &info);
+		r->lua->o.xchg->info(r->x, &info);
 		sl_jw_str(&w, "handler", r->handler);
 		sl_jw_str(&w, "host", info.host);
 		sl_jw_int(&w, "pid", info.pid);

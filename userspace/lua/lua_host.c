@@ -322,15 +322,15 @@ static void finish_error(struct sl_lua_req *r, int status)
 	char why[400];
 
 	if (status == LUA_ERRMEM || r->run.out_of_insns)
-		sl_px_x_count_limit(r->x, status == LUA_ERRMEM ? SL_PX_LIMIT_LUA_MEM :
-								 SL_PX_LIMIT_LUA_INSNS);
+		r->lua->o.xchg->count_limit(r->x, status == LUA_ERRMEM ? SL_PX_LIMIT_LUA_MEM :
+									 SL_PX_LIMIT_LUA_INSNS);
 	if (status == LUA_ERRMEM &&
 	    r->churn >= (size_t)r->lua->o.insn_max * SL_LUA_CHURN_PER_INSN) {
 		snprintf(why, sizeof(why),
 			 "handler %s failed: it ran out of its work budget "
 			 "(%zu MiB allocated)",
 			 r->handler, r->churn >> 20);
-		sl_px_x_fail(r->x, 502, why);
+		r->lua->o.xchg->fail(r->x, 502, why);
 		return;
 	}
 	if (status == LUA_ERRMEM) {
@@ -340,7 +340,7 @@ static void finish_error(struct sl_lua_req *r, int status)
 			 "handler %s failed: not enough memory (its policy's "
 			 "Lua state may use %zu MiB)",
 			 r->handler, r->lua->o.mem_max >> 20);
-		sl_px_x_fail(r->x, 502, why);
+		r->lua->o.xchg->fail(r->x, 502, why);
 		return;
 	}
 	lua_pushcfunction(L, error_text);
@@ -352,7 +352,7 @@ static void finish_error(struct sl_lua_req *r, int status)
 			 status == LUA_ERRMEM ? "out of memory" : "error");
 		lua_pop(L, 1);
 	}
-	sl_px_x_fail(r->x, 502, why);
+	r->lua->o.xchg->fail(r->x, 502, why);
 }
 
 /* The handler returned: what it returned is the answer. */
@@ -365,15 +365,16 @@ static void finish_ok(struct sl_lua_req *r, int nres)
 	if (!p) {
 		snprintf(why, sizeof(why), "handler %s returned %s, not a Response", r->handler,
 			 nres ? luaL_typename(co, -nres) : "nothing");
-		sl_px_x_fail(r->x, 502, why);
+		r->lua->o.xchg->fail(r->x, 502, why);
 		return;
 	}
 	if (!p->local) {
-		if (p->r != r || !sl_px_x_resp(r->x)) {
-			sl_px_x_fail(r->x, 502, "the handler returned a response it did not fetch");
+		if (p->r != r || !r->lua->o.xchg->resp(r->x)) {
+			r->lua->o.xchg->fail(r->x, 502,
+					     "the handler returned a response it did not fetch");
 			return;
 		}
-		sl_px_x_send_fetched(r->x);
+		r->lua->o.xchg->send_fetched(r->x);
 		return;
 	}
 	{
@@ -382,13 +383,13 @@ static void finish_ok(struct sl_lua_req *r, int nres)
 
 		if (lua_getiuservalue(co, -nres, 1) == LUA_TSTRING)
 			body = lua_tolstring(co, -1, &len);
-		if (sl_px_x_set_trailers(r->x, &p->t)) {
+		if (r->lua->o.xchg->set_trailers(r->x, &p->t)) {
 			lua_pop(co, 1);
-			sl_px_x_fail(r->x, 500,
-				     "the handler's response trailers could not be kept");
+			r->lua->o.xchg->fail(r->x, 500,
+					     "the handler's response trailers could not be kept");
 			return;
 		}
-		sl_px_x_send(r->x, p->status, &p->h, body, len);
+		r->lua->o.xchg->send(r->x, p->status, &p->h, body, len);
 		lua_pop(co, 1);
 	}
 }
@@ -410,7 +411,7 @@ static void run(struct sl_lua_req *r, int nargs)
 	if (status == LUA_YIELD && r->waiting != SL_LUA_W_NONE)
 		return;
 	if (status == LUA_YIELD)
-		sl_px_x_fail(r->x, 502, "the handler yielded outside fetch() or text()");
+		r->lua->o.xchg->fail(r->x, 502, "the handler yielded outside fetch() or text()");
 	else if (status == LUA_OK)
 		finish_ok(r, nres);
 	else
@@ -525,7 +526,7 @@ int sl_lua_handle(struct sl_lua *lua, struct sl_px_xchg *x)
 
 	if (!sl_lua_has_handlers(lua))
 		return 1;
-	sl_px_x_info(x, &info);
+	lua->o.xchg->info(x, &info);
 	s.host = info.host;
 	lua_settop(L, 0);
 	lua_pushcfunction(L, start_request);
@@ -535,19 +536,19 @@ int sl_lua_handle(struct sl_lua *lua, struct sl_px_xchg *x)
 		lua_settop(L, 0);
 		if (s.r)
 			req_release(s.r);
-		sl_px_x_fail(x, 502,
-			     "the handler could not start: the policy's Lua state is out "
-			     "of memory");
+		lua->o.xchg->fail(x, 502,
+				  "the handler could not start: the policy's Lua state is out "
+				  "of memory");
 		return 0;
 	}
 	ok = lua_toboolean(L, -1);
 	lua_settop(L, 0);
 	if (!ok)
 		return 1; /* no handler for this host: forwarded unchanged */
-	sl_px_x_attach(x, &px_handler, s.r);
-	sl_px_x_set_handler(x, s.r->handler);
+	lua->o.xchg->attach(x, &px_handler, s.r);
+	lua->o.xchg->set_handler(x, s.r->handler);
 	for (size_t i = 0; i < lua->nload; i++)
-		sl_px_x_mask(x, lua->load_secrets[i].s, lua->load_secrets[i].n);
+		lua->o.xchg->mask(x, lua->load_secrets[i].s, lua->load_secrets[i].n);
 	run(s.r, 3);
 	return 0;
 }

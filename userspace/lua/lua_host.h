@@ -22,6 +22,7 @@ struct sl_events;
 struct sl_kv;
 struct sl_policy;
 struct sl_px_xchg;
+struct sl_lua_xchg_ops;
 
 #define SL_LUA_INSN_MAX 5000000L /* per request */
 #define SL_LUA_BODY_MAX (1u << 20) /* req:text() */
@@ -34,7 +35,14 @@ struct sl_lua_opts {
 	size_t mem_max; /* 0: the defaults above */
 	long insn_max;
 	size_t body_max, resp_body_max;
+	/* How handlers work on an exchange (lua_priv.h): &sl_lua_px_ops, the proxy's. May be NULL
+	 * where no request is ever handled (the CLI's checks, the fuzzers, unit tests of loading). */
+	const struct sl_lua_xchg_ops *xchg;
 };
+
+/* The proxy's exchange API as the Lua host calls it (lua_px.c). Only what runs requests
+ * links it: a program that only loads policies (fuzz_policy) links no proxy file. */
+extern const struct sl_lua_xchg_ops sl_lua_px_ops;
 
 struct sl_lua;
 
@@ -56,7 +64,7 @@ void sl_lua_unref(struct sl_lua *lua); /* accepts NULL */
 int sl_lua_has_handlers(const struct sl_lua *lua);
 
 /* The proxy's question for every request head (sl_proxy_ops.handle): 0 if a handler took
- * the request, 1 to forward it unchanged. */
+ * the request, 1 to forward it unchanged. Only for a state loaded with sl_lua_opts.xchg set. */
 int sl_lua_handle(struct sl_lua *lua, struct sl_px_xchg *x);
 
 /* Whether outboundHandlers[@name] exists. */

@@ -13,8 +13,40 @@
 #include "http/http.h"
 #include "lua/lua_host.h"
 #include "lua/lua_vm.h"
+#include "proxy/proxy.h"
 
-struct sl_px_xchg;
+/*
+ * The exchange API of proxy.h (sl_px_x_*, same arguments, same contract) as a table the Lua
+ * host calls through (sl_lua_opts.xchg): the host names no proxy function, so a program that
+ * only loads policies links no proxy file. lua_px.c fills it with the proxy's functions.
+ */
+struct sl_lua_xchg_ops {
+	void (*attach)(struct sl_px_xchg *x, const struct sl_px_handler *h, void *hctx);
+	void (*info)(struct sl_px_xchg *x, struct sl_px_info *info);
+	struct sl_http_msg *(*req)(struct sl_px_xchg *x);
+	const char *(*path)(struct sl_px_xchg *x);
+	int (*set_path)(struct sl_px_xchg *x, const char *path);
+	int (*set_method)(struct sl_px_xchg *x, const char *method);
+	int (*read_body)(struct sl_px_xchg *x, size_t max);
+	const char *(*body)(struct sl_px_xchg *x, size_t *len);
+	int (*set_body)(struct sl_px_xchg *x, const char *body, size_t len);
+	int (*fetch)(struct sl_px_xchg *x);
+	struct sl_http_msg *(*resp)(struct sl_px_xchg *x);
+	int (*read_resp_body)(struct sl_px_xchg *x, size_t max);
+	const char *(*resp_body)(struct sl_px_xchg *x, size_t *len);
+	int (*set_resp_body)(struct sl_px_xchg *x, const char *body, size_t len);
+	void (*send_fetched)(struct sl_px_xchg *x);
+	void (*send)(struct sl_px_xchg *x, int status, const struct sl_http_msg *headers,
+		     const char *body, size_t len);
+	void (*fail)(struct sl_px_xchg *x, int status, const char *why);
+	void (*count_limit)(struct sl_px_xchg *x, enum sl_px_limit which);
+	int (*mask)(struct sl_px_xchg *x, const char *secret, size_t len);
+	int (*cleartext_secret)(struct sl_px_xchg *x);
+	void (*set_handler)(struct sl_px_xchg *x, const char *name);
+	void (*redact)(struct sl_px_xchg *x, char *s, size_t len);
+	const struct sl_http_msg *(*trailers)(struct sl_px_xchg *x);
+	int (*set_trailers)(struct sl_px_xchg *x, const struct sl_http_msg *t);
+};
 
 #define SL_LUA_SECRETS_MAX 64
 /* Idle coroutines kept for the next requests: a thread that finished normally is as good as
