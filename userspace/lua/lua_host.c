@@ -131,9 +131,7 @@ struct sl_lua *sl_lua_load(const char *chunkname, const char *src, size_t len,
 {
 	struct sl_lua *lua = calloc(1, sizeof(*lua));
 	struct sl_policy *p = NULL;
-	char name[256];
 	lua_State *L;
-	int r;
 
 	*policy = NULL;
 	if (!lua) {
@@ -167,21 +165,10 @@ struct sl_lua *sl_lua_load(const char *chunkname, const char *src, size_t len,
 		sl_errf(err, errlen, "out of memory");
 		goto fail;
 	}
-	lua_pushcfunction(L, sl_lua_traceback);
-	snprintf(name, sizeof(name), "@%s", chunkname);
-	r = luaL_loadbufferx(L, src, len, name, "t");
-	if (r == LUA_OK)
-		r = lua_pcall(L, 0, 1, 1);
-	if (r != LUA_OK) {
-		sl_lua_first_line(L, err, errlen);
+	p = sl_policy_run(L, chunkname, src, len, err, errlen);
+	if (!p)
 		goto fail;
-	}
-	p = calloc(1, sizeof(*p));
-	if (!p) {
-		sl_errf(err, errlen, "out of memory");
-		goto fail;
-	}
-	if (sl_policy_read(L, p, err, errlen) || check_shape(L, err, errlen)) {
+	if (check_shape(L, err, errlen)) {
 		char msg[512];
 
 		snprintf(msg, sizeof(msg), "%s: %s", chunkname, err);

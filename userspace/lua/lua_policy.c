@@ -363,20 +363,13 @@ int sl_policy_read(lua_State *L, struct sl_policy *p, char *err, size_t errlen)
 	return read_guarded(L, &a);
 }
 
-struct sl_policy *sl_policy_load(const char *chunkname, const char *src, size_t len, char *err,
-				 size_t errlen)
+struct sl_policy *sl_policy_run(lua_State *L, const char *chunkname, const char *src, size_t len,
+				char *err, size_t errlen)
 {
-	struct sl_lua_limits lim = { .mem_max = SL_LUA_MEM_MAX, .insn_max = 10000000L };
-	struct sl_policy *p = NULL;
+	struct sl_policy *p;
 	char name[256];
-	lua_State *L;
 	int r;
 
-	L = sl_lua_state_new(&lim);
-	if (!L) {
-		sl_errf(err, errlen, "out of memory");
-		return NULL;
-	}
 	lua_pushcfunction(L, sl_lua_traceback);
 	snprintf(name, sizeof(name), "@%s", chunkname);
 	r = luaL_loadbufferx(L, src, len, name, "t");
@@ -384,12 +377,12 @@ struct sl_policy *sl_policy_load(const char *chunkname, const char *src, size_t 
 		r = lua_pcall(L, 0, 1, 1);
 	if (r != LUA_OK) {
 		sl_lua_first_line(L, err, errlen);
-		goto out;
+		return NULL;
 	}
 	p = calloc(1, sizeof(*p));
 	if (!p) {
 		sl_errf(err, errlen, "out of memory");
-		goto out;
+		return NULL;
 	}
 	if (sl_policy_read(L, p, err, errlen)) {
 		char msg[512];
@@ -397,9 +390,24 @@ struct sl_policy *sl_policy_load(const char *chunkname, const char *src, size_t 
 		snprintf(msg, sizeof(msg), "%s: %s", chunkname, err);
 		sl_errf(err, errlen, "%s", msg);
 		sl_policy_free(p);
-		p = NULL;
+		return NULL;
 	}
-out:
+	return p;
+}
+
+struct sl_policy *sl_policy_load(const char *chunkname, const char *src, size_t len, char *err,
+				 size_t errlen)
+{
+	struct sl_lua_limits lim = { .mem_max = SL_LUA_MEM_MAX, .insn_max = 10000000L };
+	struct sl_policy *p;
+	lua_State *L;
+
+	L = sl_lua_state_new(&lim);
+	if (!L) {
+		sl_errf(err, errlen, "out of memory");
+		return NULL;
+	}
+	p = sl_policy_run(L, chunkname, src, len, err, errlen);
 	lua_close(L);
 	return p;
 }

@@ -18,6 +18,12 @@
 struct sl_policy *sl_policy_load(const char *chunkname, const char *src, size_t len, char *err,
 				 size_t errlen);
 struct lua_State;
+/* Runs the policy source @src (named @chunkname) in @L, whose limits the caller set, and reads
+ * the table it returns into a new policy (free with sl_policy_free). The table stays on top
+ * of @L's stack, above the traceback handler, for the caller's further checks. NULL with the
+ * Lua error (file:line: message) or "@chunkname: reason" in @err. */
+struct sl_policy *sl_policy_run(struct lua_State *L, const char *chunkname, const char *src,
+				size_t len, char *err, size_t errlen);
 /* Reads the policy table at the top of @L's stack: its keys and egress. 0 or -EINVAL. */
 int sl_policy_read(struct lua_State *L, struct sl_policy *p, char *err, size_t errlen);
 /* Reads an egress table ({ allow, intercept, private }, or nil) at the top of @L's stack;
