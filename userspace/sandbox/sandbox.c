@@ -121,6 +121,9 @@ void sb_box_free(struct sl_box *box)
 	free(box->policy_src);
 	sb_learned_free(&box->learned);
 	sb_obs_free(&box->obs);
+	if (box->reg)
+		sl_timer_disarm(box->reg->loop, &box->names_timer);
+	sl_buf_free(&box->names_pending); /* unwritten: sl_registry_free() flushes first */
 	free(box);
 }
 
@@ -135,6 +138,7 @@ void sl_registry_free(struct sl_registry *r)
 		struct sl_box *b = sl_list_first(&r->boxes, struct sl_box, link);
 
 		sb_obs_save(r, b, time(NULL)); /* what audit mode saw, for the next sluiced */
+		sb_names_flush(b);
 		sl_list_del(&b->link);
 		sb_box_free(b);
 	}

@@ -18,6 +18,7 @@
 
 #include "core/jobs.h"
 #include "core/list.h"
+#include "core/buf.h"
 #include "core/loop.h"
 #include "dns/dns_msg.h"
 #include "kernel/bpf_loader.h"
@@ -136,6 +137,10 @@ struct sl_box {
 	struct sb_obs obs; /* what audit mode saw in DNS and the proxy (sb_audit.c) */
 	uint32_t rules_id; /* key id of the kernel rules in force: id, or id | SL_RULES_BANK */
 	struct sb_learned learned; /* what its names resolved to; changes with every answer */
+	/* Lines for the names file not yet written: the pairs of one turn of the loop go out
+	 * in one append (sb_names_note()), not an open, write and close each. */
+	struct sl_buf names_pending;
+	struct sl_timer names_timer;
 	struct sl_dns_listener *dns; /* where the kernel sends the sandbox's DNS queries */
 	uint16_t dns_port; /* kept across restarts */
 	struct sl_proxy_listener *proxy; /* where the kernel sends intercepted connections */
@@ -192,6 +197,8 @@ int sb_save_state(struct sl_registry *r, const struct sl_box *box);
 void sb_names_path(struct sl_registry *r, const char *name, char *buf, size_t len);
 void sb_names_note(struct sl_registry *r, struct sl_box *box, const char *name, uint8_t family,
 		   const uint8_t *addr);
+/* Writes what sb_names_note() holds for @box now (at shutdown; the loop does it otherwise). */
+void sb_names_flush(struct sl_box *box);
 
 /* sb_layer.c: layers. */
 /* A new unpublished layer of @lua and @base (references taken; both NULL: a layer without a

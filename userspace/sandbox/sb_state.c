@@ -140,6 +140,9 @@ static void names_rewrite(struct sl_registry *r, struct sl_box *box)
 	FILE *f;
 	int fd, ok = 1;
 
+	/* the live set holds every pair noted and not yet appended */
+	sl_timer_disarm(r->loop, &box->names_timer);
+	sl_buf_reset(&box->names_pending);
 	sb_names_path(r, box->name, path, sizeof(path));
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -173,29 +176,53 @@ static void names_rewrite(struct sl_registry *r, struct sl_box *box)
 	}
 }
 
-/* @name resolved to @addr for @box, the first time: one line more. */
+void sb_names_flush(struct sl_box *box)
+{
+	char path[PATH_MAX + 128];
+	struct stat st;
+	size_t n = sl_buf_size(&box->names_pending);
+	int fd;
+
+	sl_timer_disarm(box->reg->loop, &box->names_timer);
+	if (!n)
+		return;
+	sb_names_path(box->reg, box->name, path, sizeof(path));
+	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+	if (fd == -1) {
+		sl_warn("sandbox %s: appending to %s failed: %s", box->name, path, strerror(errno));
+	} else if (fstat(fd, &st) == 0 && st.st_size + n > NAMES_MAX_BYTES) {
+		close(fd);
+		names_rewrite(box->reg, box); /* the live set holds the new pairs already */
+	} else {
+		if (write(fd, sl_buf_head(&box->names_pending), n) != (ssize_t)n)
+			sl_warn("sandbox %s: appending to %s failed", box->name, path);
+		close(fd);
+	}
+	sl_buf_reset(&box->names_pending);
+}
+
+static void names_flush_cb(struct sl_loop *loop, struct sl_timer *t)
+{
+	(void)loop;
+	sb_names_flush(sl_container_of(t, struct sl_box, names_timer));
+}
+
+/* @name resolved to @addr for @box, the first time: one line more, written with the others
+ * of this turn of the loop. (A crash of sluiced loses at most those: a pair without a line
+ * comes back nameless after a restart, until its name is asked again.) */
 void sb_names_note(struct sl_registry *r, struct sl_box *box, const char *name, uint8_t family,
 		   const uint8_t *addr)
 {
-	char path[PATH_MAX + 128], line[SL_DNS_NAME_BUF + 64];
-	struct stat st;
-	int fd, n;
+	char line[SL_DNS_NAME_BUF + 64];
+	int n;
 
 	if (!names_ok(name))
 		return;
-	sb_names_path(r, box->name, path, sizeof(path));
-	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-	if (fd == -1)
-		return;
-	if (fstat(fd, &st) == 0 && st.st_size > NAMES_MAX_BYTES) {
-		close(fd);
-		names_rewrite(r, box); /* the live set holds the new pair already */
-		return;
-	}
 	n = names_line(line, sizeof(line), family, addr, name);
-	if (write(fd, line, n) != n)
-		sl_warn("sandbox %s: appending to %s failed", box->name, path);
-	close(fd);
+	if (n <= 0 || sl_buf_append(&box->names_pending, line, n))
+		return;
+	if (!sl_timer_armed(&box->names_timer))
+		sl_timer_arm(r->loop, &box->names_timer, 0, names_flush_cb);
 }
 
 static int name_rec_cmp(const void *a, const void *b)
