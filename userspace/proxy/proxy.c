@@ -193,6 +193,10 @@ static void sweep_cb(struct sl_loop *loop, struct sl_timer *t)
 			 * timeout: the client still gets an answer. */
 			px_respond_error(c, 504, "the upstream did not answer in time", "error");
 			px_pump(c);
+		} else if (px_h2_streams(c)) {
+			/* Quiet while its streams wait for their upstreams: each stream answers
+			 * its own timeout (a 504), which this connection must still carry. */
+			c->deadline_ms = now + l->px->o.idle_timeout_ms;
 		} else {
 			px_conn_close(c);
 		}

@@ -96,6 +96,11 @@ static struct px_h2 *h2_of(struct pconn *c)
 	return c->h2;
 }
 
+int px_h2_streams(struct pconn *c)
+{
+	return c->h2 ? (int)c->h2->nstreams : 0;
+}
+
 static struct px_h2_stream *stream_of(struct px_h2 *h, int32_t id)
 {
 	return nghttp2_session_get_stream_user_data(h->s, id);

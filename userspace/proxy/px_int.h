@@ -266,6 +266,9 @@ void px_finish_request(struct pconn *c);
 void px_h2_begin(struct pconn *c);
 int px_h2_preface(const uint8_t *buf, size_t n);
 int px_h2_goaway(struct pconn *c);
+/* The streams of @c still open (0 when @c is not HTTP/2): its own idle deadline waits for
+ * them, each of which keeps deadlines of its own. */
+int px_h2_streams(struct pconn *c);
 size_t px_h2_stream_out(struct pconn *x);
 void px_h2_stream_gone(struct pconn *x);
 
