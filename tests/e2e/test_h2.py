@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ENV_SECRETS, PY, SAN, add_box, run_in, write_policy
+from conftest import ENV_SECRETS, PY, SAN, SLOW, add_box, run_in, write_policy
 from upstreams import UPSTREAM_V4, Nginx, free_port, pattern, pattern_sha256
 
 H2CLIENT = str(Path(__file__).with_name("h2client.py"))
@@ -66,7 +66,9 @@ def h2client(box, workdir, **kw):
     cg, ca = box
     kw.setdefault("ca", ca)
     kw.setdefault("host", "api.test")
-    r = run_in(cg, [PY, H2CLIENT, json.dumps(kw)], workdir)
+    # 150 slow streams through a sanitized sluiced on a busy machine need more than 20 s.
+    r = run_in(cg, [PY, H2CLIENT, json.dumps(kw)], workdir, timeout=120,
+               env=dict(os.environ, H2CLIENT_TIMEOUT=str(min(20 * SLOW, 90))))
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
