@@ -850,11 +850,12 @@ static void handle_query(struct sl_dns_listener *l, const uint8_t *pkt, size_t l
 		reply_error(l, &q, pkt, len, SL_DNS_RCODE_REFUSED, udp_fd, from, fromlen, tcp);
 		return;
 	}
-	if (!l->ops->grants(l->owner, q.qname, grants, 8) && l->ops->audit &&
-	    l->ops->audit(l->owner)) {
+	if (l->ops->grants(l->owner, q.qname, grants, 8)) {
+		/* the policy gives the name: resolved below */
+	} else if (l->ops->audit && l->ops->audit(l->owner)) {
 		/* Audit mode: what the policy would refuse is resolved and recorded. */
 		audited = 1;
-	} else if (!l->ops->grants(l->owner, q.qname, grants, 8)) {
+	} else {
 		/* Answered here, never forwarded: the name carries nothing out. */
 		l->stats.denied++;
 		dns_event(l, &q, "deny", NULL);
