@@ -2,8 +2,11 @@
 /* core/loop.c's timers: embedded timers fire in deadline order (FIFO among equals), disarm is
  * idempotent, a callback re-arms its own timer or disarms another, and the heap stays a heap
  * through thousands of random arms and disarms; a descriptor handed to another owner
- * (sl_loop_rebind_fd) wakes the new one only. */
+ * (sl_loop_rebind_fd) wakes the new one only; tasks posted from other threads run on the loop's
+ * thread in the order posted, a completion posted back reaches the poster's loop, and
+ * sl_loop_call() waits for its function on a loop another thread runs. */
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -239,6 +242,122 @@ static void test_rebind_fd(void **state)
 	sl_loop_free(loop);
 }
 
+/* Tasks across threads: a worker loop on its own thread, a main loop here. */
+#define NPOSTERS 3
+#define NTASKS 2000
+
+struct ptask {
+	struct sl_task task;
+	struct sl_loop *back; /* where the completion goes */
+	int poster, seq;
+	pthread_t ran_on;
+};
+
+static struct sl_loop *worker_loop, *main_loop;
+static int last_seq[NPOSTERS], out_of_order, ran_elsewhere, completed;
+static pthread_t worker_thread;
+
+static void completion(struct sl_task *t)
+{
+	(void)t;
+	if (++completed == NPOSTERS * NTASKS)
+		sl_loop_stop(main_loop);
+}
+
+static void on_worker(struct sl_task *t)
+{
+	struct ptask *p = sl_container_of(t, struct ptask, task);
+
+	if (sl_loop_current() != worker_loop || !pthread_equal(pthread_self(), worker_thread))
+		ran_elsewhere++;
+	if (p->seq != last_seq[p->poster] + 1)
+		out_of_order++;
+	last_seq[p->poster] = p->seq;
+	sl_loop_post(p->back, &p->task, completion);
+}
+
+static void *run_worker(void *arg)
+{
+	(void)arg;
+	sl_loop_run(worker_loop);
+	return NULL;
+}
+
+struct poster {
+	int id;
+	struct ptask *tasks;
+};
+
+static void *run_poster(void *arg)
+{
+	struct poster *p = arg;
+
+	for (int i = 0; i < NTASKS; i++) {
+		p->tasks[i] = (struct ptask){ .back = main_loop, .poster = p->id, .seq = i + 1 };
+		sl_loop_post(worker_loop, &p->tasks[i].task, on_worker);
+	}
+	return NULL;
+}
+
+static void read_count(void *arg)
+{
+	*(int *)arg = sl_loop_current() == worker_loop ? last_seq[0] : -1;
+}
+
+static void stop_task(struct sl_task *t)
+{
+	(void)t;
+	sl_loop_stop(sl_loop_current());
+}
+
+static void test_post_across_threads(void **state)
+{
+	struct poster posters[NPOSTERS];
+	pthread_t pt[NPOSTERS];
+	struct sl_task stop = { 0 };
+	int seen = 0;
+
+	(void)state;
+	worker_loop = sl_loop_new();
+	main_loop = sl_loop_new();
+	assert_non_null(worker_loop);
+	assert_non_null(main_loop);
+	assert_null(sl_loop_current());
+	assert_int_equal(pthread_create(&worker_thread, NULL, run_worker, NULL), 0);
+	for (int i = 0; i < NPOSTERS; i++) {
+		posters[i] =
+			(struct poster){ .id = i, .tasks = calloc(NTASKS, sizeof(struct ptask)) };
+		assert_non_null(posters[i].tasks);
+		assert_int_equal(pthread_create(&pt[i], NULL, run_poster, &posters[i]), 0);
+	}
+	for (int i = 0; i < NPOSTERS; i++)
+		pthread_join(pt[i], NULL);
+	assert_int_equal(sl_loop_run(main_loop), 0); /* until the last completion */
+	assert_int_equal(completed, NPOSTERS * NTASKS);
+	assert_int_equal(out_of_order, 0);
+	assert_int_equal(ran_elsewhere, 0);
+	/* A call waits for its function, which runs on the worker's thread. */
+	sl_loop_call(worker_loop, read_count, &seen);
+	assert_int_equal(seen, NTASKS);
+	/* A loop stopped by a task posted to it; one stopped from here (another thread). */
+	sl_loop_post(worker_loop, &stop, stop_task);
+	pthread_join(worker_thread, NULL);
+	assert_int_equal(pthread_create(&worker_thread, NULL, run_worker, NULL), 0);
+	sl_loop_call(worker_loop, read_count, &seen); /* it runs again */
+	sl_loop_stop(worker_loop);
+	pthread_join(worker_thread, NULL);
+	/* Posted to a loop nobody runs: drained here. */
+	completed = 0;
+	posters[0].tasks[0].back = main_loop;
+	sl_loop_post(worker_loop, &posters[0].tasks[0].task, completion);
+	sl_loop_drain(worker_loop);
+	assert_int_equal(completed, 1);
+	for (int i = 0; i < NPOSTERS; i++)
+		free(posters[i].tasks);
+	sl_loop_free(worker_loop);
+	sl_loop_free(main_loop);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -247,6 +366,7 @@ int main(void)
 		cmocka_unit_test(test_disarm_and_free_from_callback),
 		cmocka_unit_test(test_random_heap),
 		cmocka_unit_test(test_rebind_fd),
+		cmocka_unit_test(test_post_across_threads),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

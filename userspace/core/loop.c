@@ -8,9 +8,11 @@
  * dropped instead of being delivered to the new owner.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -27,13 +29,22 @@ struct sl_fd_slot {
 
 struct sl_loop {
 	int epfd;
-	int stop;
+	int stop; /* atomic: sl_loop_stop() may come from another thread */
+	/* Tasks posted from any thread (sl_loop_post()): a queue under @mu, and an eventfd the
+	 * loop watches, written when the queue stops being empty. */
+	pthread_mutex_t mu;
+	struct sl_task *posted, **posted_tail;
+	int efd;
 	struct sl_fd_slot *fds;
 	size_t nfds;
 	struct sl_timer_node *heap; /* the earliest timer, the root of the heap */
 	size_t nheap;
 	uint64_t seq;
 };
+
+static __thread struct sl_loop *current;
+
+static void posted_cb(struct sl_loop *loop, int fd, void *arg, unsigned events);
 
 static struct sl_timer *timer_of(struct sl_timer_node *n)
 {
@@ -59,15 +70,31 @@ struct sl_loop *sl_loop_new(void)
 
 	if (!loop)
 		return NULL;
+	pthread_mutex_init(&loop->mu, NULL);
+	loop->posted_tail = &loop->posted;
+	loop->efd = -1;
 	loop->epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (loop->epfd == -1) {
-		int err = errno;
-
-		free(loop);
-		errno = err;
-		return NULL;
-	}
+	if (loop->epfd == -1)
+		goto fail;
+	loop->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (loop->efd == -1)
+		goto fail;
+	if (sl_loop_add_fd(loop, loop->efd, SL_READ, posted_cb, NULL) < 0)
+		goto fail;
 	return loop;
+fail : {
+	int err = errno ? errno : ENOMEM;
+
+	if (loop->efd >= 0)
+		close(loop->efd);
+	if (loop->epfd >= 0)
+		close(loop->epfd);
+	free(loop->fds);
+	pthread_mutex_destroy(&loop->mu);
+	free(loop);
+	errno = err;
+	return NULL;
+}
 }
 
 void sl_loop_free(struct sl_loop *loop)
@@ -80,7 +107,9 @@ void sl_loop_free(struct sl_loop *loop)
 		sl_timer_disarm(loop, t);
 	}
 	free(loop->fds);
+	close(loop->efd);
 	close(loop->epfd);
+	pthread_mutex_destroy(&loop->mu);
 	free(loop);
 }
 
@@ -322,8 +351,11 @@ int sl_loop_run(struct sl_loop *loop)
 {
 	struct epoll_event evs[128];
 
-	loop->stop = 0;
-	while (!loop->stop) {
+	struct sl_loop *outer = current;
+
+	__atomic_store_n(&loop->stop, 0, __ATOMIC_RELAXED);
+	current = loop;
+	while (!__atomic_load_n(&loop->stop, __ATOMIC_RELAXED)) {
 		int timeout = -1, n;
 
 		if (loop->heap) {
@@ -335,9 +367,10 @@ int sl_loop_run(struct sl_loop *loop)
 		if (n == -1) {
 			if (errno == EINTR)
 				continue;
+			current = outer;
 			return -errno;
 		}
-		for (int i = 0; i < n && !loop->stop; i++) {
+		for (int i = 0; i < n && !__atomic_load_n(&loop->stop, __ATOMIC_RELAXED); i++) {
 			int fd = (int)(uint32_t)evs[i].data.u64;
 			uint32_t gen = evs[i].data.u64 >> 32;
 			struct sl_fd_slot *s;
@@ -358,10 +391,120 @@ int sl_loop_run(struct sl_loop *loop)
 		}
 		run_timers(loop);
 	}
+	current = outer;
 	return 0;
+}
+
+static void wake(struct sl_loop *loop)
+{
+	uint64_t one = 1;
+
+	/* EAGAIN: the counter is full, the loop is woken already. */
+	if (write(loop->efd, &one, sizeof(one)) == -1 && errno != EAGAIN)
+		abort(); /* an eventfd write fails for no other reason */
 }
 
 void sl_loop_stop(struct sl_loop *loop)
 {
-	loop->stop = 1;
+	__atomic_store_n(&loop->stop, 1, __ATOMIC_RELAXED);
+	if (current != loop)
+		wake(loop);
+}
+
+struct sl_loop *sl_loop_current(void)
+{
+	return current;
+}
+
+void sl_loop_post(struct sl_loop *loop, struct sl_task *t, sl_task_fn *fn)
+{
+	int was_empty;
+
+	t->fn = fn;
+	t->next = NULL;
+	pthread_mutex_lock(&loop->mu);
+	was_empty = !loop->posted;
+	*loop->posted_tail = t;
+	loop->posted_tail = &t->next;
+	pthread_mutex_unlock(&loop->mu);
+	if (was_empty)
+		wake(loop);
+}
+
+/* Runs the tasks posted until now (those they post run on the next turn). Returns how many. */
+static size_t run_posted(struct sl_loop *loop)
+{
+	struct sl_task *t;
+	size_t n = 0;
+
+	pthread_mutex_lock(&loop->mu);
+	t = loop->posted;
+	loop->posted = NULL;
+	loop->posted_tail = &loop->posted;
+	pthread_mutex_unlock(&loop->mu);
+	while (t) {
+		struct sl_task *next = t->next;
+
+		t->fn(t);
+		t = next;
+		n++;
+	}
+	return n;
+}
+
+static void posted_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
+{
+	uint64_t n;
+
+	(void)arg;
+	(void)events;
+	/* Read first: a task posted while these run writes the eventfd again. */
+	if (read(fd, &n, sizeof(n)) == -1 && errno != EAGAIN)
+		return;
+	run_posted(loop);
+}
+
+void sl_loop_drain(struct sl_loop *loop)
+{
+	while (run_posted(loop))
+		;
+}
+
+struct call {
+	struct sl_task task;
+	void (*fn)(void *arg);
+	void *arg;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int done;
+};
+
+static void call_run(struct sl_task *t)
+{
+	struct call *c = sl_container_of(t, struct call, task);
+
+	c->fn(c->arg);
+	pthread_mutex_lock(&c->mu);
+	c->done = 1;
+	pthread_cond_signal(&c->cv);
+	pthread_mutex_unlock(&c->mu);
+}
+
+void sl_loop_call(struct sl_loop *loop, void (*fn)(void *arg), void *arg)
+{
+	struct call c = { .fn = fn, .arg = arg };
+
+	if (current == loop) {
+		fn(arg);
+		return;
+	}
+	pthread_mutex_init(&c.mu, NULL);
+	pthread_cond_init(&c.cv, NULL);
+	sl_loop_post(loop, &c.task, call_run);
+	pthread_mutex_lock(&c.mu);
+	while (!c.done)
+		pthread_cond_wait(&c.cv, &c.mu);
+	pthread_mutex_unlock(&c.mu);
+	pthread_cond_destroy(&c.cv);
+	pthread_mutex_destroy(&c.mu);
 }

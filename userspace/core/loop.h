@@ -3,8 +3,14 @@
  * A small epoll event loop with one-shot timers embedded in their owners (after Redis's ae.c).
  *
  * Threading: a loop and everything registered with it belong to the thread that runs
- * sl_loop_run() (the loop thread); no call here is safe from another thread. Nothing here
- * blocks but sl_loop_run() itself, and no callback may block, with one exception chosen and
+ * sl_loop_run() (the loop thread); no call here is safe from another thread but
+ * sl_loop_post(), sl_loop_call() and sl_loop_stop(), the one way between threads: a task
+ * posted to a loop runs on its thread (a queue under a mutex and an eventfd the loop watches).
+ * sluiced runs several loops: the main thread's (control API, registry, kernel events) and one
+ * per worker (the sandboxes placed there: their listeners, connections, Lua states, timers).
+ * The rule that keeps this free of deadlock: sl_loop_call() waits, so only the main thread
+ * calls it, and a worker never waits on the main thread (it posts). Nothing here blocks but
+ * sl_loop_run() and sl_loop_call(), and no callback may block, with one exception chosen and
  * bounded: an operator's KV write (PUT or DELETE /v1/kv) commits with an fsync before its
  * answer, as Redis's appendfsync always does (store/kv.h, ARCHITECTURE.md "Threads").
  */
@@ -71,7 +77,31 @@ static inline int sl_timer_armed(const struct sl_timer *t)
 
 /* Runs until sl_loop_stop(). Returns 0 or -errno of a failed epoll_wait. */
 int sl_loop_run(struct sl_loop *loop);
+/* Any thread: sl_loop_run() returns after the callback running now. */
 void sl_loop_stop(struct sl_loop *loop);
+
+/* A task for another loop's thread, embedded in its owner like a timer (posting never
+ * allocates, so it cannot fail). From posting until fn() is called the task is the loop's:
+ * post it again only after that (fn() may). */
+struct sl_task;
+typedef void sl_task_fn(struct sl_task *t);
+struct sl_task {
+	sl_task_fn *fn;
+	struct sl_task *next; /* the loop's */
+};
+/* Any thread: runs @fn(@t) on @loop's thread, after the callback running now, in the order
+ * posted (tasks of one poster keep their order). A task posted to a loop that no thread runs
+ * waits for sl_loop_run() or sl_loop_drain(). */
+void sl_loop_post(struct sl_loop *loop, struct sl_task *t, sl_task_fn *fn);
+/* Runs the tasks posted to @loop on the calling thread, until none is left: for a loop that no
+ * thread runs any more (shutdown, after its thread was joined). */
+void sl_loop_drain(struct sl_loop *loop);
+/* Runs @fn(@arg) on @loop's thread and waits for it: at once if that is the calling thread.
+ * Main thread only, on a loop some thread runs (see Threading above: a worker never waits on
+ * the main thread, so this cannot deadlock). For short reads of a worker's objects. */
+void sl_loop_call(struct sl_loop *loop, void (*fn)(void *arg), void *arg);
+/* The loop the calling thread is running (inside sl_loop_run()), NULL if none. */
+struct sl_loop *sl_loop_current(void);
 
 /* CLOCK_MONOTONIC in milliseconds and nanoseconds (the clock of bpf_ktime_get_ns). */
 uint64_t sl_now_ms(void);
