@@ -961,7 +961,7 @@ cleanup:
 	return err;
 }
 
-int sl_bpf_set_rule(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_kentry *e)
+int sl_bpf_set_rule(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_kentry *e, int fresh)
 {
 	struct sl_key4 k4;
 	struct sl_key6 k6;
@@ -985,7 +985,7 @@ int sl_bpf_set_rule(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_kentr
 		}
 		return 0;
 	}
-	return put_rule(b, map, key, ksz, &e->val, sandbox_id, 1, &added);
+	return put_rule(b, map, key, ksz, &e->val, sandbox_id, !fresh, &added);
 }
 
 /* Appends the entries of @sandbox_id in LPM map @map to *@out. */

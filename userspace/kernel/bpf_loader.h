@@ -74,8 +74,10 @@ int sl_bpf_del_sandbox(struct sl_bpf *b, uint64_t cgid);
 int sl_bpf_sync_rules(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_kentry *ents,
 		      size_t n);
 
-/* Writes one entry of @sandbox_id's rules (deletes it when @e->val.n is 0). */
-int sl_bpf_set_rule(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_kentry *e);
+/* Writes one entry of @sandbox_id's rules (deletes it when @e->val.n is 0). @fresh: the
+ * caller knows of no entry at this key, so it is created first (one syscall, not two); either
+ * way a wrong guess costs one more syscall, never a wrong entry. */
+int sl_bpf_set_rule(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_kentry *e, int fresh);
 /* Reads every kernel entry of @sandbox_id into *@out (malloc'd, caller frees). */
 int sl_bpf_read_rules(struct sl_bpf *b, uint32_t sandbox_id, struct sl_kentry **out, size_t *n);
 /*

@@ -102,7 +102,7 @@ static int learned_knows(const struct sl_box *box, const char *name, uint8_t fam
  * address come from the index: O(rules of that address), not O(learned).
  */
 static int write_addr(struct sl_registry *r, struct sl_box *box, uint8_t family,
-		      const uint8_t *addr)
+		      const uint8_t *addr, int fresh)
 {
 	struct sl_kentry e = { .family = family, .plen = family == AF_INET ? 32 : 128 };
 	const struct sl_rule_set *rules = &box->layer->rules;
@@ -124,7 +124,7 @@ static int write_addr(struct sl_registry *r, struct sl_box *box, uint8_t family,
 			err = sl_rules_merge(&at, family, e.addr, e.plen, &e.val);
 	}
 	if (!err)
-		err = sl_bpf_set_rule(r->bpf, box->rules_id, &e);
+		err = sl_bpf_set_rule(r->bpf, box->rules_id, &e, fresh && keep);
 	if (!err)
 		err = sb_sni_write_addr(r, box, family, e.addr);
 	sl_rule_set_free(&at);
@@ -158,7 +158,7 @@ static int dns_learn(void *owner, const char *qname, const struct sl_dns_answer 
 	struct sl_grant g[16];
 	size_t ng = dns_grants(box, qname, g, 16);
 	uint64_t now = sl_now_ns();
-	int err, known;
+	int err, known, fresh;
 
 	if (box->audit && !ng) {
 		/* Recorded with its answer (the name asked, CNAMEs reduced to it). A name the
@@ -198,6 +198,10 @@ static int dns_learn(void *owner, const char *qname, const struct sl_dns_answer 
 			continue;
 		}
 		ttl = ttl < r->ttl.min_s ? r->ttl.min_s : ttl > r->ttl.max_s ? r->ttl.max_s : ttl;
+		/* No learned rule at the address yet: its kernel entry is new (unless a static
+		 * rule of exactly this address wrote one; that guess costs a syscall). */
+		fresh = sb_lx_first_at(&box->learned.ix, &box->learned.rules, family, addr) ==
+			SB_LX_NONE;
 		for (size_t k = 0; k < ng; k++) {
 			struct sl_addr_rule rule = {
 				.family = family,
@@ -223,7 +227,7 @@ static int dns_learn(void *owner, const char *qname, const struct sl_dns_answer 
 				return err;
 			}
 		}
-		err = write_addr(r, box, family, addr);
+		err = write_addr(r, box, family, addr, fresh);
 		if (err) {
 			sl_err("sandbox %s: installing an address of %s failed: %s", box->name,
 			       qname,
@@ -307,7 +311,7 @@ void sb_learned_sweep(struct sl_registry *r, struct sl_box *box, uint64_t now)
 	t0 = sl_now_ns();
 	naddr = sb_learned_expire(box, now, SWEEP_BATCH, &gone);
 	for (size_t k = 0; k < naddr; k++) {
-		int err = write_addr(r, box, gone[k].family, gone[k].addr);
+		int err = write_addr(r, box, gone[k].family, gone[k].addr, 0);
 
 		if (err)
 			sl_warn("sandbox %s: removing an expired entry failed: %s", box->name,
