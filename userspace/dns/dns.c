@@ -65,6 +65,15 @@
 #define DNS_UP_REUSE 512 /* queries a socket sends before a fresh port replaces it */
 #define DNS_UP_BATCH 64 /* answers read per wake-up of an upstream socket */
 #define DNS_CACHE_SLOTS 32 /* answers a listener keeps (direct-mapped by name and type) */
+/*
+ * Datagrams go in and out in batches (recvmmsg, sendmmsg): what one wake-up reads, and what a
+ * turn of the loop sends, its answers to UDP clients and its queries upstream, leave together
+ * when the turn's descriptors are done (a zero-delay timer), so that 32 queries in flight cost
+ * a few syscalls each way, not one per datagram. A datagram of more than DNS_DGRAM_SLOT bytes
+ * is sent on its own at once.
+ */
+#define DNS_OUT_BATCH 64
+#define DNS_DGRAM_SLOT 4096
 
 /* One upstream UDP socket of the pool: its queries in flight, matched by id. */
 struct dns_up {
@@ -88,6 +97,20 @@ struct sl_dns {
 	/* Scratch of query_complete() (loop thread, never re-entered): no allocation per answer. */
 	struct sl_dns_answer answer;
 	uint8_t out[DNS_MSG_MAX];
+	/* Datagrams of this turn not sent yet, and the scratch of the batched reads. */
+	struct {
+		struct mmsghdr msg[DNS_OUT_BATCH];
+		struct iovec iov[DNS_OUT_BATCH];
+		struct sockaddr_storage to[DNS_OUT_BATCH];
+		int fd[DNS_OUT_BATCH];
+		uint8_t buf[DNS_OUT_BATCH][DNS_DGRAM_SLOT];
+		unsigned n;
+		struct sl_timer flush;
+	} pend;
+	struct mmsghdr in_msg[DNS_OUT_BATCH];
+	struct iovec in_iov[DNS_OUT_BATCH];
+	struct sockaddr_storage in_from[DNS_OUT_BATCH];
+	uint8_t in_buf[DNS_OUT_BATCH][DNS_DGRAM_SLOT];
 };
 
 struct dns_tcp;
@@ -253,11 +276,93 @@ static void listener_event(struct sl_dns_listener *l, const char *verdict, const
 static void tcp_close(struct dns_tcp *c);
 static void tcp_flush(struct dns_tcp *c);
 
+/* Sends the datagrams of this turn: one sendmmsg() per run of the same socket. A datagram
+ * the kernel does not take (a full socket buffer) is dropped, as a lost one would be: UDP
+ * clients retry, and a query upstream times out. */
+static void dgram_flush(struct sl_dns *dns)
+{
+	unsigned i = 0, n = dns->pend.n;
+
+	sl_timer_disarm(dns->loop, &dns->pend.flush);
+	dns->pend.n = 0;
+	dns->up_next++;
+	while (i < n) {
+		unsigned run = 1;
+		int sent;
+
+		while (i + run < n && dns->pend.fd[i + run] == dns->pend.fd[i])
+			run++;
+		sent = sendmmsg(dns->pend.fd[i], &dns->pend.msg[i], run, MSG_DONTWAIT);
+		/* Past a datagram the kernel refused, try the rest once each. */
+		if (sent >= 0 && (unsigned)sent < run) {
+			for (unsigned k = sent + 1; k < run; k++)
+				sendmsg(dns->pend.fd[i], &dns->pend.msg[i + k].msg_hdr,
+					MSG_DONTWAIT);
+		}
+		i += run;
+	}
+}
+
+static void dgram_flush_cb(struct sl_loop *loop, struct sl_timer *t)
+{
+	(void)loop;
+	dgram_flush(sl_container_of(t, struct sl_dns, pend.flush));
+}
+
+/* Queues a datagram to @to (NULL: the socket is connected) for the end of this turn. */
+static void dgram_send(struct sl_dns *dns, int fd, const struct sockaddr *to, socklen_t tolen,
+		       const uint8_t *msg, size_t len)
+{
+	unsigned i;
+
+	if (len > DNS_DGRAM_SLOT || (to && tolen > sizeof(struct sockaddr_storage))) {
+		sendto(fd, msg, len, MSG_DONTWAIT, to, tolen);
+		return;
+	}
+	if (dns->pend.n == DNS_OUT_BATCH)
+		dgram_flush(dns);
+	i = dns->pend.n++;
+	memcpy(dns->pend.buf[i], msg, len);
+	dns->pend.iov[i] = (struct iovec){ dns->pend.buf[i], len };
+	dns->pend.fd[i] = fd;
+	memset(&dns->pend.msg[i], 0, sizeof(dns->pend.msg[i]));
+	dns->pend.msg[i].msg_hdr.msg_iov = &dns->pend.iov[i];
+	dns->pend.msg[i].msg_hdr.msg_iovlen = 1;
+	if (to) {
+		memcpy(&dns->pend.to[i], to, tolen);
+		dns->pend.msg[i].msg_hdr.msg_name = &dns->pend.to[i];
+		dns->pend.msg[i].msg_hdr.msg_namelen = tolen;
+	}
+	if (!sl_timer_armed(&dns->pend.flush))
+		sl_timer_arm(dns->loop, &dns->pend.flush, 0, dgram_flush_cb);
+}
+
+/* Reads up to @max datagrams of @fd into the read scratch (with their senders if @from).
+ * Returns how many; their lengths are in_msg[i].msg_len, MSG_TRUNC in msg_flags if cut. */
+static int dgram_recv(struct sl_dns *dns, int fd, unsigned max, int from)
+{
+	int n;
+
+	if (max > DNS_OUT_BATCH)
+		max = DNS_OUT_BATCH;
+	for (unsigned i = 0; i < max; i++) {
+		dns->in_iov[i] = (struct iovec){ dns->in_buf[i], DNS_DGRAM_SLOT };
+		memset(&dns->in_msg[i], 0, sizeof(dns->in_msg[i]));
+		dns->in_msg[i].msg_hdr.msg_iov = &dns->in_iov[i];
+		dns->in_msg[i].msg_hdr.msg_iovlen = 1;
+		if (from) {
+			dns->in_msg[i].msg_hdr.msg_name = &dns->in_from[i];
+			dns->in_msg[i].msg_hdr.msg_namelen = sizeof(dns->in_from[i]);
+		}
+	}
+	n = recvmmsg(fd, dns->in_msg, max, MSG_DONTWAIT, NULL);
+	return n < 0 ? 0 : n;
+}
+
 /* Sends @msg to the client of a UDP query or a TCP connection. */
 static void reply(struct sl_dns_listener *l, int udp_fd, const struct sockaddr *to, socklen_t tolen,
 		  struct dns_tcp *tcp, const uint8_t *msg, size_t len)
 {
-	(void)l;
 	if (tcp) {
 		uint8_t pre[2] = { len >> 8, len & 0xff };
 
@@ -268,8 +373,7 @@ static void reply(struct sl_dns_listener *l, int udp_fd, const struct sockaddr *
 		tcp_flush(tcp);
 		return;
 	}
-	/* A full socket buffer drops the answer: UDP clients retry. */
-	sendto(udp_fd, msg, len, MSG_DONTWAIT, to, tolen);
+	dgram_send(l->dns, udp_fd, to, tolen, msg, len);
 }
 
 static void reply_error(struct sl_dns_listener *l, const struct sl_dns_query *q, const uint8_t *pkt,
@@ -684,6 +788,7 @@ static void upstream_cb(struct sl_loop *loop, int fd, void *arg, unsigned events
 
 static void up_close(struct dns_up *up)
 {
+	dgram_flush(up->dns); /* nothing queued may outlive its descriptor */
 	sl_loop_del_fd(up->dns->loop, up->fd);
 	close(up->fd);
 	free(up);
@@ -693,18 +798,21 @@ static void up_close(struct dns_up *up)
 static void up_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 {
 	struct dns_up *up = arg;
-	uint8_t buf[DNS_MSG_MAX];
+	struct sl_dns *dns = up->dns;
+	/* EAGAIN, or an ICMP error: 0 (the queries time out) */
+	int got = dgram_recv(dns, fd, DNS_UP_BATCH, 0);
 
 	(void)loop;
 	(void)events;
-	for (int i = 0; i < DNS_UP_BATCH; i++) {
-		ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+	for (int i = 0; i < got; i++) {
+		uint8_t *buf = dns->in_buf[i];
+		size_t n = dns->in_msg[i].msg_len;
 		struct dns_query *dq = NULL, *x;
 		uint16_t id;
 
-		if (n < 0)
-			return; /* EAGAIN, or an ICMP error: the queries time out */
-		if (n < SL_DNS_HDR_LEN || !(buf[2] & 0x80))
+		/* More than we advertised (SL_DNS_EDNS_UDP_SIZE) is not a conforming answer. */
+		if (n < SL_DNS_HDR_LEN || (dns->in_msg[i].msg_hdr.msg_flags & MSG_TRUNC) ||
+		    !(buf[2] & 0x80))
 			continue;
 		id = (uint16_t)(buf[0] << 8 | buf[1]);
 		sl_list_for_each(x, &up->queries, up_link) {
@@ -739,7 +847,9 @@ static uint16_t random_id(struct sl_dns *dns)
 /* A socket of the pool for one more query, a fresh one in place of a worn one. */
 static struct dns_up *up_pick(struct sl_dns *dns)
 {
-	unsigned slot = dns->up_next++ % DNS_UP_SOCKS;
+	/* One socket per turn of the loop (dgram_flush() moves on), so that a turn's queries
+	 * leave in one sendmmsg(). */
+	unsigned slot = dns->up_next % DNS_UP_SOCKS;
 	struct dns_up *up = dns->up[slot];
 	int fd;
 
@@ -798,7 +908,7 @@ static int query_start(struct dns_query *dq)
 		return -EHOSTUNREACH;
 	if (dq->up) {
 		/* A full send buffer: the query times out, as a lost datagram would. */
-		send(dq->up->fd, dq->pkt, dq->pkt_len, MSG_DONTWAIT);
+		dgram_send(dns, dq->up->fd, NULL, 0, dq->pkt, dq->pkt_len);
 		return 0;
 	}
 	fd = socket(dns->o.upstream.ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -929,24 +1039,20 @@ static void handle_query(struct sl_dns_listener *l, const uint8_t *pkt, size_t l
 static void udp_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 {
 	struct sl_dns_listener *l = arg;
-	uint8_t buf[4096];
+	struct sl_dns *dns = l->dns;
+	/* Bounded per wake-up so that one busy sandbox cannot starve the loop. */
+	int got = dgram_recv(dns, fd, DNS_UDP_BATCH, 1);
 
 	(void)loop;
 	(void)events;
-	/* Bounded per wake-up so that one busy sandbox cannot starve the loop. */
-	for (int i = 0; i < DNS_UDP_BATCH; i++) {
-		struct sockaddr_storage from;
-		socklen_t fromlen = sizeof(from);
-		ssize_t n = recvfrom(fd, buf, sizeof(buf), MSG_DONTWAIT | MSG_TRUNC,
-				     (struct sockaddr *)&from, &fromlen);
-
-		if (n < 0)
-			return;
-		if ((size_t)n > sizeof(buf)) {
+	for (int i = 0; i < got; i++) {
+		if (dns->in_msg[i].msg_hdr.msg_flags & MSG_TRUNC) {
 			l->stats.formerr++; /* no query is that long */
 			continue;
 		}
-		handle_query(l, buf, n, fd, (struct sockaddr *)&from, fromlen, NULL);
+		handle_query(l, dns->in_buf[i], dns->in_msg[i].msg_len, fd,
+			     (struct sockaddr *)&dns->in_from[i],
+			     dns->in_msg[i].msg_hdr.msg_namelen, NULL);
 	}
 }
 
@@ -1210,11 +1316,13 @@ void sl_dns_free(struct sl_dns *dns)
 	for (int i = 0; i < DNS_UP_SOCKS; i++)
 		if (dns->up[i])
 			up_close(dns->up[i]);
+	dgram_flush(dns);
 	free(dns);
 }
 
 static void close_fds(struct sl_dns_listener *l)
 {
+	dgram_flush(l->dns); /* nothing queued may outlive its descriptor */
 	for (int i = 0; i < 2; i++) {
 		if (l->udp[i] >= 0) {
 			sl_loop_del_fd(l->dns->loop, l->udp[i]);
