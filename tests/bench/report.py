@@ -64,6 +64,15 @@ def targets(r):
         0.9, "{:.2f}")
     add("connect to first byte added by the SNI check (us)",
         _get(r, "splice", "latency_us", "added_p50"), "<=", 100, "{:.0f}")
+    d = r.get("dns") or {}
+    add("DNS, 32 in flight, one name, sluice / dnsmasq",
+        _get(d, "throughput", "ratio_qps"), ">=", 0.5, "{:.2f}")
+    add("DNS, 32 in flight, different names, sluice / dnsmasq",
+        _get(d, "cold_names", "ratio_qps"), ">=", 0.35, "{:.2f}")
+    lat = d.get("latency")
+    if lat:
+        add("DNS p50 added, one at a time (us)",
+            lat["sluice"]["p50_us"] - lat["dnsmasq"]["p50_us"], "<=", 20, "{:.0f}")
     for label, v in (r.get("loadlat") or {}).items():
         if label.startswith("during"):
             add(f"another sandbox's DNS p99 {label} (us)", v.get("p99_us"), "<=", 10000,
