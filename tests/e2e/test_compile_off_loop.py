@@ -6,6 +6,7 @@ sluiced's jobs thread, and only the rest of the add runs on the loop. Bounded: o
 5 ms and one request at a time, for the length of the load plus a second, at most 120 s."""
 import json
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -84,15 +85,17 @@ def p99(xs):
     return xs[min(len(xs) - 1, int(len(xs) * 0.99))]
 
 
-def rules_policy(path, n):
-    """n /32 rules in 10.0.0.0/8 on port 443."""
+def rules_policy(path, n, port=443):
+    """n /32 rules in 10.0.0.0/8 on @port, and a handler "narrow" whose egress is one name."""
     Path(path).write_text(
         "local a = {}\n"
         f"for i = 1, {n} do\n"
-        "  a[#a + 1] = string.format('10.%d.%d.%d:443', (i >> 16) & 255, (i >> 8) & 255,"
+        f"  a[#a + 1] = string.format('10.%d.%d.%d:{port}', (i >> 16) & 255, (i >> 8) & 255,"
         " i & 255)\n"
         "end\n"
-        "return { egress = { allow = a } }\n")
+        "return { egress = { allow = a },\n"
+        "  outboundHandlers = { narrow = { egress = function() return { intercept ="
+        " { 'api.test' } } end, handle = function(req) return fetch(req) end } } }\n")
     return path
 
 
@@ -170,3 +173,56 @@ return { egress = { intercept = { "api.test" }, private = { "127.0.0.0/8" } } }
     # the same run (a compile on the loop added 1-3 s).
     for kind, v in p_add.items():
         assert v < p_idle[kind] + 0.05 * SLOW, (kind, v, p_idle[kind])
+
+
+def in_thread(fn):
+    """Runs fn() on a thread: (thread, a list that gets its result)."""
+    out = []
+    t = threading.Thread(target=lambda: out.append(fn()))
+    t.start()
+    return t, out
+
+
+def test_one_switch_at_a_time_and_a_removal_ends_a_switch(fresh_daemon, cgroups, workdir):
+    """A switch compiles off the loop: a second switch of the same sandbox asked for meanwhile
+    is refused (409, ask again), and a sandbox removed meanwhile ends its switch cleanly (404),
+    its name, cgroup and id free again afterwards."""
+    d = fresh_daemon.start()
+    cg = cgroups.make("bigswitch")
+    big = rules_policy(Path(workdir) / "bigswitch.lua", N_RULES)
+    other = rules_policy(Path(workdir) / "bigswitch2.lua", N_RULES, port=8443).read_text()
+    status, text = api(d, "POST", "/v1/sandboxes",
+                       {"name": "bigswitch", "cgroup": str(cg), "policy_file": str(big)})
+    assert status == 201, text
+
+    t, out = in_thread(lambda: api(d, "PUT", "/v1/sandboxes/bigswitch/policy",
+                                   {"policy": other}))
+    time.sleep(0.2)  # the reload's compile takes seconds; a second switch meets it
+    status, text = api(d, "PUT", "/v1/sandboxes/bigswitch/mode", {"mode": "audit"})
+    t.join(300)
+    assert status == 409 and "under way" in text, (status, text)
+    assert out and out[0][0] == 200, out
+    # In force when answered: the new rules, and the refused switch changed nothing.
+    status, show = d.api("GET", "/v1/sandboxes/bigswitch")
+    assert status == 200 and show["mode"] == "enforce" and show["switches"] == 1
+    assert len(show["rules"]) == N_RULES and show["rules"][0]["ports"] == "8443"
+    # Asked again once answered, it goes through.
+    status, text = api(d, "PUT", "/v1/sandboxes/bigswitch/mode", {"mode": "audit"})
+    assert status == 200 and json.loads(text)["mode"] == "audit", text
+
+    t, out = in_thread(lambda: api(d, "PUT", "/v1/sandboxes/bigswitch/policy",
+                                   {"policy": big.read_text()}))
+    time.sleep(0.2)
+    r = d.cli("sandbox", "rm", "bigswitch")
+    t.join(300)
+    assert r.returncode == 0, r.stderr
+    assert out and out[0][0] == 404 and "removed while its switch compiled" in out[0][1], out
+    status, _ = d.api("GET", "/v1/sandboxes/bigswitch")
+    assert status == 404
+    # Name, cgroup and id are free again, and the new sandbox gets its own rules.
+    status, text = api(d, "POST", "/v1/sandboxes",
+                       {"name": "bigswitch", "cgroup": str(cg), "policy_file": str(big)})
+    assert status == 201, text
+    status, show = d.api("GET", "/v1/sandboxes/bigswitch")
+    assert len(show["rules"]) == N_RULES and show["rules"][0]["ports"] == "443"
+    d.cli("sandbox", "rm", "bigswitch")

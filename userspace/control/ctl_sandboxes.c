@@ -53,6 +53,36 @@ static json_t *switch_json(struct sl_registry *reg, struct sl_box *box,
 	return j;
 }
 
+/* The answer of a switch (handler, policy, mode), once the new layer is in force or refused. */
+static void switched(void *arg, struct sl_box *box, int e, const char *msg,
+		     const struct sl_switch_result *res)
+{
+	struct ctl_conn *c = ctl_wait_end(arg);
+
+	if (!c)
+		return; /* the client went away; the switch happened (or not) all the same */
+	if (!box)
+		ctl_respond_error(c,
+				  e == -ENOENT ? 404 :
+				  e == -EINVAL ? 400 :
+				  e == -EBUSY  ? 409 :
+						 500,
+				  msg);
+	else
+		ctl_respond_json(c, 200, switch_json(c->ctl->d.reg, box, res));
+	ctl_wait_resume(c);
+}
+
+/* The connection waits for the switch's answer: its compile runs off the loop. */
+static struct ctl_wait *switch_wait(struct ctl_conn *c)
+{
+	struct ctl_wait *w = ctl_wait_begin(c);
+
+	if (!w)
+		ctl_respond_error(c, 500, "out of memory");
+	return w;
+}
+
 /* PUT /v1/sandboxes/NAME/handler {"handler": H, "params": {...}}, DELETE: back to the
  * policy's own handlers. */
 static void handle_handler(struct ctl_conn *c, const char *method, const char *name)
@@ -60,7 +90,7 @@ static void handle_handler(struct ctl_conn *c, const char *method, const char *n
 	struct sl_box *box = sl_sandbox_find(c->ctl->d.reg, name);
 	const char *handler = NULL;
 	json_t *j = NULL, *params = NULL;
-	struct sl_switch_result res;
+	struct ctl_wait *w;
 	char err[512], who[64], *ptext = NULL;
 	json_error_t jerr;
 	int e;
@@ -71,38 +101,33 @@ static void handle_handler(struct ctl_conn *c, const char *method, const char *n
 		return;
 	}
 	peer_of(c, who, sizeof(who));
-	if (!strcmp(method, "DELETE")) {
-		e = sl_sandbox_set_handler(c->ctl->d.reg, box, NULL, NULL, who, &res, err,
-					   sizeof(err));
-		if (e)
-			ctl_respond_error(c, 500, err);
-		else
-			ctl_respond_json(c, 200, switch_json(c->ctl->d.reg, box, &res));
-		return;
-	}
-	if (strcmp(method, "PUT")) {
+	if (strcmp(method, "PUT") && strcmp(method, "DELETE")) {
 		ctl_respond_error(c, 405, "use PUT or DELETE on /v1/sandboxes/NAME/handler");
 		return;
 	}
-	j = json_loadb(sl_buf_head(&c->body), sl_buf_size(&c->body), 0, &jerr);
-	if (!j || json_unpack_ex(j, &jerr, JSON_STRICT, "{s:s, s?o}", "handler", &handler, "params",
-				 &params)) {
-		snprintf(err, sizeof(err),
-			 "bad request: %s (want {\"handler\": NAME, \"params\": "
-			 "{...}})",
-			 jerr.text);
-		ctl_respond_error(c, 400, err);
-		goto out;
+	if (!strcmp(method, "PUT")) {
+		j = json_loadb(sl_buf_head(&c->body), sl_buf_size(&c->body), 0, &jerr);
+		if (!j || json_unpack_ex(j, &jerr, JSON_STRICT, "{s:s, s?o}", "handler", &handler,
+					 "params", &params)) {
+			snprintf(err, sizeof(err),
+				 "bad request: %s (want {\"handler\": NAME, \"params\": "
+				 "{...}})",
+				 jerr.text);
+			ctl_respond_error(c, 400, err);
+			goto out;
+		}
+		if (sl_ctl_params_text(params, &ptext, err, sizeof(err))) {
+			ctl_respond_error(c, 400, err);
+			goto out;
+		}
 	}
-	if (sl_ctl_params_text(params, &ptext, err, sizeof(err))) {
-		ctl_respond_error(c, 400, err);
+	w = switch_wait(c);
+	if (!w)
 		goto out;
-	}
-	e = sl_sandbox_set_handler(c->ctl->d.reg, box, handler, ptext, who, &res, err, sizeof(err));
+	e = sl_sandbox_set_handler(c->ctl->d.reg, box, handler, ptext, who, switched, w, err,
+				   sizeof(err));
 	if (e)
-		ctl_respond_error(c, e == -ENOENT ? 404 : e == -EINVAL ? 400 : 500, err);
-	else
-		ctl_respond_json(c, 200, switch_json(c->ctl->d.reg, box, &res));
+		switched(w, NULL, e, err, NULL);
 out:
 	free(ptext);
 	json_decref(j);
@@ -112,9 +137,9 @@ out:
 static void handle_mode(struct ctl_conn *c, const char *method, const char *name)
 {
 	struct sl_box *box = sl_sandbox_find(c->ctl->d.reg, name);
-	struct sl_switch_result res;
 	const char *mode = NULL;
 	char err[512], who[64];
+	struct ctl_wait *w;
 	json_error_t jerr;
 	json_t *j = NULL;
 	int e;
@@ -139,12 +164,13 @@ static void handle_mode(struct ctl_conn *c, const char *method, const char *name
 		goto out;
 	}
 	peer_of(c, who, sizeof(who));
-	e = sl_sandbox_set_mode(c->ctl->d.reg, box, !strcmp(mode, "audit"), who, &res, err,
+	w = switch_wait(c);
+	if (!w)
+		goto out;
+	e = sl_sandbox_set_mode(c->ctl->d.reg, box, !strcmp(mode, "audit"), who, switched, w, err,
 				sizeof(err));
 	if (e)
-		ctl_respond_error(c, e == -EINVAL ? 400 : 500, err);
-	else
-		ctl_respond_json(c, 200, switch_json(c->ctl->d.reg, box, &res));
+		switched(w, NULL, e, err, NULL);
 out:
 	json_decref(j);
 }
@@ -189,7 +215,7 @@ static void handle_reload(struct ctl_conn *c, const char *method, const char *na
 	struct sl_box *box = sl_sandbox_find(c->ctl->d.reg, name);
 	const char *policy = NULL, *policy_file = NULL;
 	size_t policy_len = 0;
-	struct sl_switch_result res;
+	struct ctl_wait *w;
 	char err[512], who[64];
 	json_error_t jerr;
 	json_t *j;
@@ -213,13 +239,14 @@ static void handle_reload(struct ctl_conn *c, const char *method, const char *na
 		return;
 	}
 	peer_of(c, who, sizeof(who));
-	e = sl_sandbox_reload(c->ctl->d.reg, box, policy_file, policy, policy_len, who, &res, err,
-			      sizeof(err));
-	if (e) {
-		sl_info("sandbox %s: policy reload refused: %s", name, err);
-		ctl_respond_error(c, e == -EINVAL ? 400 : 500, err);
-	} else {
-		ctl_respond_json(c, 200, switch_json(c->ctl->d.reg, box, &res));
+	w = switch_wait(c);
+	if (w) {
+		e = sl_sandbox_reload(c->ctl->d.reg, box, policy_file, policy, policy_len, who,
+				      switched, w, err, sizeof(err));
+		if (e) {
+			sl_info("sandbox %s: policy reload refused: %s", name, err);
+			switched(w, NULL, e, err, NULL);
+		}
 	}
 	json_decref(j);
 }

@@ -170,7 +170,9 @@ struct sl_box *sl_sandbox_find(struct sl_registry *r, const char *name)
 
 struct sl_box *sl_sandbox_by_id(struct sl_registry *r, uint32_t id)
 {
-	return id < r->max_ids && r->by_id[id] && !r->by_id[id]->adding ? r->by_id[id] : NULL;
+	return id < r->max_ids && r->by_id[id] && !r->by_id[id]->adding && !r->by_id[id]->removed ?
+		       r->by_id[id] :
+		       NULL;
 }
 
 struct sl_box *sl_registry_first(struct sl_registry *r)
@@ -578,6 +580,14 @@ struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *s
 	return box;
 }
 
+struct sl_jobs *sb_jobs(struct sl_registry *r)
+{
+	if (!r->jobs && r->loop && !(r->jobs = sl_jobs_new(r->loop)))
+		sl_warn("starting the compile thread failed (%s): compiling on the loop",
+			strerror(errno));
+	return r->jobs;
+}
+
 /* An add under way: its compile job, and whom to tell. */
 struct sb_adding {
 	struct sl_job job;
@@ -650,10 +660,7 @@ int sl_sandbox_add_async(struct sl_registry *r, const struct sl_box_spec *spec,
 	struct sb_adding *a = NULL;
 	struct sl_box *box;
 
-	if (!r->jobs && r->loop && !(r->jobs = sl_jobs_new(r->loop)))
-		sl_warn("starting the compile thread failed (%s): adding on the loop",
-			strerror(errno));
-	if (!r->jobs)
+	if (!sb_jobs(r))
 		goto sync;
 	a = calloc(1, sizeof(*a));
 	if (!a || (spec->handler && !(a->handler = strdup(spec->handler))) ||
@@ -715,6 +722,16 @@ int sl_sandbox_rm(struct sl_registry *r, const char *name)
 	unlink_box(r, box);
 	sl_info("sandbox %s removed", name);
 	sl_events_sandbox_gone(r->lua_opts.events, box->name);
+	if (box->switching) {
+		/* Its switch's job may be writing its other rule bank: the switch's completion
+		 * clears that bank, answers, and frees the box and its id, which stays taken
+		 * until then. Nothing of it is written to its files meanwhile. */
+		box->removed = 1;
+		r->by_id[box->id] = box;
+		sl_timer_disarm(r->loop, &box->names_timer);
+		sl_buf_free(&box->names_pending);
+		return 0;
+	}
 	sb_box_free(box);
 	return 0;
 }

@@ -2,8 +2,8 @@
 /*
  * The sandboxes of one sluiced: adding, removing, adopting and describing them.
  * Threading: loop thread only (the registry and its sandboxes belong to the loop). An async
- * add compiles on the registry's jobs thread and completes on the loop; switching, reloading
- * and adopting write state files and kernel maps synchronously.
+ * add and a switch (handler, policy, mode) compile on the registry's jobs thread and complete
+ * on the loop; adopting writes state files and kernel maps synchronously.
  */
 #ifndef SL_SANDBOX_H
 #define SL_SANDBOX_H
@@ -140,30 +140,52 @@ struct sl_switch_result {
 };
 
 /*
+ * Switches answer later, as an add does: what grows with the policy (loading it, compiling
+ * the new layer, writing it into the sandbox's rule bank not in force) runs on the registry's
+ * jobs thread, so that a 100,000-rule policy does not hold up the other sandboxes; the rest
+ * runs on the loop when that is done: one update of the sandbox's kernel entry makes the new
+ * bank the one in force, flows the new layer does not allow are closed, DNS entries it does not
+ * give removed. Then @done(@arg, box, 0, "", res) is called on the loop, once the new layer is
+ * in force, or @done(@arg, NULL, -errno, reason, res) when nothing changed. Each returns 0 when
+ * under way (or done at once without a jobs thread), or -errno with a reason in @err, and no
+ * call of @done, when refused at once.
+ *
+ * One switch of a sandbox at a time: another asked for while one is under way is refused
+ * with -EBUSY (the caller asks again once the first is answered). A sandbox removed while
+ * its switch compiles ends it with -ENOENT. The sandbox stays in force with its old layer
+ * until the switch completes; what its names resolve to meanwhile is carried into the new
+ * layer. @who names the caller in the event.
+ */
+typedef void sl_box_switched_fn(void *arg, struct sl_box *box, int err, const char *msg,
+				const struct sl_switch_result *res);
+
+/*
  * Makes outboundHandlers[@handler] the active handler of @box with @params (JSON object or
- * NULL), or (@handler NULL) returns to the policy's own. The handler's egress replaces the
- * kernel layer at once (a new rule bank, then one map update), flows the new layer does not
- * allow are closed, and DNS entries it does not give removed. @who names the caller in the
- * event. On error (-EINVAL unknown handler, bad params, the egress function raised) nothing
- * changed; the reason is in @err.
+ * NULL), or (@handler NULL) returns to the policy's own. The handler's egress function runs
+ * on the loop (in the sandbox's Lua state, which its requests use); its compile does not.
+ * Errors: -ENOENT unknown handler, -EINVAL bad params, the egress function raised, no
+ * working policy; -EBUSY a switch is under way.
  */
 int sl_sandbox_set_handler(struct sl_registry *r, struct sl_box *box, const char *handler,
-			   const char *params, const char *who, struct sl_switch_result *res,
+			   const char *params, const char *who, sl_box_switched_fn *done, void *arg,
 			   char *err, size_t errlen);
 /* Replaces the policy of @box with @src (@path names it; may be NULL), keeping the active
- * handler (it must exist in the new policy). A policy with errors changes nothing. */
+ * handler (it must exist in the new policy). The policy loads into a new Lua state off the
+ * loop (its top level runs without events or KV, as an add's). A policy with errors changes
+ * nothing (-EINVAL). */
 int sl_sandbox_reload(struct sl_registry *r, struct sl_box *box, const char *path, const char *src,
-		      size_t len, const char *who, struct sl_switch_result *res, char *err,
+		      size_t len, const char *who, sl_box_switched_fn *done, void *arg, char *err,
 		      size_t errlen);
 
 /*
  * Puts @box in audit mode (@audit 1) or enforce mode (0): the mode is a flag of the sandbox's
  * kernel entry, so the switch is the handler switch's own (the layer rewritten into the other
  * rule bank, one map update); on the way to enforce, open flows the layer does not allow are
- * closed as a handler switch closes them. A switch to the mode in force changes nothing.
+ * closed as a handler switch closes them. A switch to the mode in force changes nothing (and
+ * answers at once).
  */
 int sl_sandbox_set_mode(struct sl_registry *r, struct sl_box *box, int audit, const char *who,
-			struct sl_switch_result *res, char *err, size_t errlen);
+			sl_box_switched_fn *done, void *arg, char *err, size_t errlen);
 
 /*
  * The policy that audit mode's records of @box call for (`sluice policy suggest`, see

@@ -3,10 +3,14 @@
  * The registry's insides, shared by the files of sandbox/ and by nobody else (sandbox.h gives
  * the rest of sluiced accessors): struct sl_registry, struct sl_box, and what each file of
  * sandbox/ offers the others.
- * Threading: loop thread only, but for an add's compile job (sandbox.c), which builds the new
- * sandbox's layer and writes its rule bank on the jobs thread (core/jobs.h) while the sandbox
+ * Threading: loop thread only, but for two kinds of job on the jobs thread (core/jobs.h). An
+ * add's (sandbox.c) builds the new sandbox's layer and writes its rule bank while the sandbox
  * is on reg->adding: nothing on the loop reads or writes that box, layer or bank meanwhile.
- * Switching and adopting write state files and kernel maps synchronously.
+ * A switch's (sb_switch.c: a handler switch, a policy reload, a mode switch) builds and
+ * compiles the new layer and writes it into the sandbox's rule bank not in force while the
+ * sandbox, still in force with its old layer, has box->switching set: the loop writes only
+ * the bank in force meanwhile, and notes which addresses it rewrote (sb_switch_note()).
+ * Adopting writes state files and kernel maps synchronously.
  */
 #ifndef SL_SB_INT_H
 #define SL_SB_INT_H
@@ -88,6 +92,7 @@ struct sb_obs {
  * builds the set the new layer keeps and swaps it in. Loop thread only. */
 struct sb_learned {
 	struct sl_rule_set rules;
+	uint64_t gen; /* changes with every change of rules (a switch's job compares it) */
 	char (*names)[SL_DNS_NAME_BUF]; /* the name of each rule ("" unknown) */
 	struct sb_lindex ix; /* the rules by expiry (a heap) and by address (a hash) */
 };
@@ -105,6 +110,7 @@ struct sb_learned {
  * references are taken and dropped on the loop thread only (a plain counter).
  */
 struct sb_base; /* the policy's egress, shared by the layers of one policy */
+struct sb_switching; /* a switch under way (sb_switch.c) */
 struct sl_layer {
 	unsigned refs;
 	struct sl_lua *lua; /* a reference; NULL: the policy no longer loads (adopted so) */
@@ -160,6 +166,8 @@ struct sl_box {
 	struct sl_registry *reg;
 	struct sl_list link; /* in reg->boxes, or reg->adding while its layer compiles */
 	int adding; /* an add under way (sl_sandbox_add_async()): holds its id, nothing else */
+	struct sb_switching *switching; /* a switch under way (sb_switch.c), NULL: none */
+	int removed; /* removed while its switch compiled: holds its id until the switch ends */
 	size_t nents; /* kernel entries when added (for the log line) */
 };
 
@@ -187,9 +195,17 @@ struct sl_registry {
 	uint32_t max_ids; /* --max-sandboxes: ids are 1..max_ids-1 */
 };
 
-/* sandbox.c: the registry's list. */
+/* sandbox.c: the registry's list, and its jobs thread. */
 void sb_box_free(struct sl_box *box);
 void sb_link(struct sl_registry *r, struct sl_box *box);
+/* The registry's jobs thread, started at the first call; NULL: none (no loop, or it could not
+ * start: the work is then done on the loop). */
+struct sl_jobs *sb_jobs(struct sl_registry *r);
+
+/* sb_switch.c: a switch under way. */
+/* The kernel entry of @family/@addr was rewritten while @s compiled (sb_learned.c): its
+ * entry in the new bank is rewritten too when the switch completes. */
+void sb_switch_note(struct sb_switching *s, uint8_t family, const uint8_t *addr);
 
 /* sb_state.c: the state file and the names file. */
 void sb_state_path(struct sl_registry *r, const char *name, char *buf, size_t len);
@@ -247,6 +263,12 @@ void sb_uninstall(struct sl_registry *r, struct sl_box *box);
 extern const struct sl_dns_ops sb_dns_ops;
 const char *sb_dns_name(void *owner);
 int sb_learned_add(struct sb_learned *l, const char *name, const struct sl_addr_rule *r);
+/* Writes the kernel entry of one address into rule bank @bank from static @rules and @learned
+ * (no entry when neither has that exact address: a covering prefix then answers alone).
+ * @fresh: no entry is known at that key (sl_bpf_set_rule()). */
+int sb_learned_write_addr(struct sl_registry *r, uint32_t bank, const struct sl_rule_set *rules,
+			  const struct sb_learned *learned, uint8_t family, const uint8_t *addr,
+			  int fresh);
 void sb_learned_free(struct sb_learned *l);
 void sb_learned_sweep(struct sl_registry *r, struct sl_box *box, uint64_t now);
 /* Drops from memory the learned entries of @box expired at @now, at most @max of them, the

@@ -289,9 +289,11 @@ void sb_uninstall(struct sl_registry *r, struct sl_box *box)
 	sl_bpf_del_sandbox(r->bpf, box->cgid);
 	sl_bpf_proxied_drop(r->bpf, box->id);
 	sb_sni_drop(r, box);
-	e = sl_bpf_sync_rules(r->bpf, box->id, NULL, 0);
-	if (!e)
-		e = sl_bpf_sync_rules(r->bpf, box->id | SL_RULES_BANK, NULL, 0);
+	/* The bank not in force is a switch's while one is under way (box->switching): its
+	 * completion clears it. */
+	e = sl_bpf_sync_rules(r->bpf, box->rules_id, NULL, 0);
+	if (!e && !box->switching)
+		e = sl_bpf_sync_rules(r->bpf, box->rules_id ^ SL_RULES_BANK, NULL, 0);
 	if (!e)
 		e = sb_sync_unix(r, box->id, NULL);
 	if (!e)

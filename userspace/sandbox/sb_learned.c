@@ -50,6 +50,7 @@ int sb_learned_add(struct sb_learned *l, const char *name, const struct sl_addr_
 	     i = sb_lx_next_at(x, &l->rules, i)) {
 		if (same_rule(&l->rules.v[i], r) && !strcmp(l->names[i], name)) {
 			if (r->expires_ns > l->rules.v[i].expires_ns) {
+				l->gen++;
 				l->rules.v[i].expires_ns = r->expires_ns;
 				sb_lx_later(x, &l->rules, i);
 			}
@@ -73,6 +74,7 @@ int sb_learned_add(struct sb_learned *l, const char *name, const struct sl_addr_
 	}
 	snprintf(l->names[l->rules.n - 1], SL_DNS_NAME_BUF, "%s", name);
 	sb_lx_insert(x, &l->rules, (uint32_t)l->rules.n - 1);
+	l->gen++;
 	return 0;
 }
 
@@ -96,24 +98,24 @@ static int learned_knows(const struct sl_box *box, const char *name, uint8_t fam
 }
 
 /*
- * Rewrites the kernel entry of one address of @box from its static and learned rules: the
+ * Rewrites the kernel entry of one address in @bank from static @rules and @learned: the
  * merged ranges, or no entry at all when no learned rule and no static rule of exactly this
  * address remain (a covering static prefix then answers alone). The learned rules of the
  * address come from the index: O(rules of that address), not O(learned).
  */
-static int write_addr(struct sl_registry *r, struct sl_box *box, uint8_t family,
-		      const uint8_t *addr, int fresh)
+int sb_learned_write_addr(struct sl_registry *r, uint32_t bank, const struct sl_rule_set *rules,
+			  const struct sb_learned *learned, uint8_t family, const uint8_t *addr,
+			  int fresh)
 {
 	struct sl_kentry e = { .family = family, .plen = family == AF_INET ? 32 : 128 };
-	const struct sl_rule_set *rules = &box->layer->rules;
 	struct sl_rule_set at;
 	int keep = 0, err = 0;
 
 	sl_rule_set_init(&at);
 	memcpy(e.addr, addr, family == AF_INET ? 4 : 16);
-	for (uint32_t i = sb_lx_first_at(&box->learned.ix, &box->learned.rules, family, e.addr);
-	     i != SB_LX_NONE && !err; i = sb_lx_next_at(&box->learned.ix, &box->learned.rules, i))
-		err = sl_rule_set_add(&at, &box->learned.rules.v[i]);
+	for (uint32_t i = sb_lx_first_at(&learned->ix, &learned->rules, family, e.addr);
+	     i != SB_LX_NONE && !err; i = sb_lx_next_at(&learned->ix, &learned->rules, i))
+		err = sl_rule_set_add(&at, &learned->rules.v[i]);
 	keep = at.n > 0;
 	for (size_t i = 0; i < rules->n && !keep; i++)
 		keep = rules->v[i].family == family && rules->v[i].plen == e.plen &&
@@ -124,10 +126,23 @@ static int write_addr(struct sl_registry *r, struct sl_box *box, uint8_t family,
 			err = sl_rules_merge(&at, family, e.addr, e.plen, &e.val);
 	}
 	if (!err)
-		err = sl_bpf_set_rule(r->bpf, box->rules_id, &e, fresh && keep);
-	if (!err)
-		err = sb_sni_write_addr(r, box, family, e.addr);
+		err = sl_bpf_set_rule(r->bpf, bank, &e, fresh && keep);
 	sl_rule_set_free(&at);
+	return err;
+}
+
+/* The same for the bank in force of @box, with the names the kernel SNI check accepts there;
+ * a switch under way rewrites the address in its new bank when it completes. */
+static int write_addr(struct sl_registry *r, struct sl_box *box, uint8_t family,
+		      const uint8_t *addr, int fresh)
+{
+	int err = sb_learned_write_addr(r, box->rules_id, &box->layer->rules, &box->learned, family,
+					addr, fresh);
+
+	if (box->switching)
+		sb_switch_note(box->switching, family, addr);
+	if (!err)
+		err = sb_sni_write_addr(r, box, family, addr);
 	return err;
 }
 
@@ -278,6 +293,7 @@ size_t sb_learned_expire(struct sl_box *box, uint64_t now, size_t max, struct sl
 		v[n++] = box->learned.rules.v[i];
 		sb_sni_forget(box, &box->learned.rules.v[i], box->learned.names[i]);
 		sb_lx_remove(x, &box->learned.rules, box->learned.names, i);
+		box->learned.gen++;
 	}
 	if (n > 1) {
 		qsort(v, n, sizeof(*v), cmp_rule_addr);

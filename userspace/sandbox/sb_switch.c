@@ -193,80 +193,115 @@ static void switch_event(struct sl_registry *r, const struct sl_box *box, const 
 	sl_events_publish(r->lua_opts.events, box->name, j);
 }
 
-/*
- * The layer of (@lua, @base) with outboundHandlers[@handler] active (NULL or "": none) and
- * @params: the handler's egress run for them (in the sandbox's Lua state: loop thread),
- * checked and compiled. Into *@out (a new reference). 0 or -errno with the reason in @err.
- */
-static int build_layer(struct sl_registry *r, struct sl_lua *lua, struct sb_base *base,
-		       const char *handler, const char *params, struct sl_layer **out, char *err,
-		       size_t errlen)
-{
-	struct sl_policy *hl = NULL;
-	struct sl_layer *l;
-	int e;
+/* ---- a switch under way ---- */
 
-	*out = NULL;
-	if (handler && *handler) {
-		if (strlen(handler) >= sizeof(l->handler)) {
-			sl_errf(err, errlen, "handler name too long");
-			return -EINVAL;
+enum sw_kind { SW_HANDLER, SW_RELOAD, SW_MODE };
+
+struct sw_addr {
+	uint8_t family;
+	uint8_t addr[16];
+};
+
+/*
+ * A switch of one sandbox (box->switching while under way): a handler switch, a policy reload
+ * or a mode switch. Its job builds and compiles the new layer and writes it into the rule bank
+ * not in force, on the jobs thread; its completion, on the loop, makes that bank the one in
+ * force and does the rest (the learned set, flows, events, the state file), then answers.
+ */
+struct sb_switching {
+	struct sl_job job;
+	struct sl_registry *r;
+	struct sl_box *box;
+	enum sw_kind kind;
+	char *who;
+	char old[sizeof(((struct sl_layer *)0)->handler)]; /* the handler before */
+	/* The new layer: built on the loop for a handler switch (the handler's egress runs in the
+	 * sandbox's Lua state, which the loop's requests use) and a mode switch (the layer in
+	 * force, already compiled), by the job for a reload (a new Lua state). */
+	struct sl_layer *nl;
+	int compiled;
+	/* A reload: the policy text (handed to the box when in force), where it came from, the
+	 * handler kept and its params, the registry's Lua options without events and KV. */
+	char *src, *path, *handler, *params;
+	size_t len;
+	char chunk[PATH_MAX];
+	struct sl_lua_opts opts;
+	int audit; /* a mode switch: the mode asked for */
+	/* box->learned when the switch began (rules and names copied, for the job), and its
+	 * generation then. */
+	struct sl_addr_rule *snap;
+	char (*snap_names)[SL_DNS_NAME_BUF];
+	size_t nsnap;
+	uint64_t snap_gen;
+	/* What the job made: the learned entries the new layer keeps, and the new bank. */
+	struct sb_learned learned;
+	size_t dns_dropped;
+	uint32_t bank;
+	int e;
+	char err[512];
+	/* Addresses whose entry in the bank in force the loop rewrote while the job ran. */
+	struct sw_addr *dirty;
+	size_t ndirty, dirty_cap;
+	int dirty_lost;
+	sl_box_switched_fn *done;
+	void *arg;
+};
+
+void sb_switch_note(struct sb_switching *s, uint8_t family, const uint8_t *addr)
+{
+	if (s->ndirty == s->dirty_cap) {
+		size_t cap = s->dirty_cap ? 2 * s->dirty_cap : 16;
+		struct sw_addr *v = realloc(s->dirty, cap * sizeof(*v));
+
+		if (!v) {
+			s->dirty_lost = 1;
+			return;
 		}
-		e = sl_lua_handler_egress(lua, handler, params, &hl, err, errlen);
-		if (e)
-			return e;
-	} else {
-		handler = NULL;
-		params = NULL;
+		s->dirty = v;
+		s->dirty_cap = cap;
 	}
-	l = sb_layer_new(lua, base, handler, hl, params);
-	if (!l) {
-		sl_errf(err, errlen, "out of memory");
-		return -ENOMEM;
-	}
-	e = sb_check_unix(r, l->policy, l->hlayer ? "the handler's egress" : "egress", err, errlen);
-	if (!e)
-		e = sb_layer_compile(l, err, errlen);
-	if (e) {
-		sb_layer_unref(l);
-		return e;
-	}
-	*out = l;
-	return 0;
+	s->dirty[s->ndirty].family = family;
+	memcpy(s->dirty[s->ndirty].addr, addr, 16);
+	s->ndirty++;
+}
+
+static void switching_free(struct sb_switching *s)
+{
+	sb_layer_unref(s->nl);
+	free(s->who);
+	free(s->src);
+	free(s->path);
+	free(s->handler);
+	free(s->params);
+	free(s->snap);
+	free(s->snap_names);
+	sb_learned_free(&s->learned);
+	free(s->dirty);
+	free(s);
 }
 
 /*
- * Moves @box to layer @nl (the reference is taken, whatever the outcome): what resolved under
- * the old layer is kept where the new one gives the name, the kernel entries are compiled
- * (nothing changes on error), then they go into the kernel under the other rule bank and one
- * update of the sandbox's entry makes them the ones in force. The old bank is cleared after,
- * the old layer dropped, and the flows the new one forbids closed.
+ * The learned entries (@v, @names: @n of them) that @layer keeps: each where the new layer
+ * still gives its name, with the new layer's ports and verdicts. Into @out (empty); how many
+ * it drops into *@dropped. Any thread: reads nothing but its arguments.
  */
-static int switch_layer(struct sl_registry *r, struct sl_box *box, struct sl_layer *nl,
-			struct sl_switch_result *res, char *err, size_t errlen)
+static int learned_under(const struct sl_policy *layer, const struct sl_addr_rule *v,
+			 char (*names)[SL_DNS_NAME_BUF], size_t n, struct sb_learned *out,
+			 size_t *dropped)
 {
-	struct sl_layer *old = box->layer;
-	const struct sl_policy *layer = nl->policy;
-	struct sb_learned learned = { 0 };
-	struct sl_kentry *ents = NULL, bad;
-	size_t nents = 0;
-	struct sl_sandbox ksb;
-	uint32_t bank, old_bank = box->rules_id;
-	int e = 0, was_icpt, now_icpt;
+	int e = 0;
 
-	memset(res, 0, sizeof(*res));
-	sl_rule_set_init(&learned.rules);
-	/* What resolved under the old layer stays only where the new one gives the name. */
-	for (size_t i = 0; i < box->learned.rules.n && !e; i++) {
-		const struct sl_addr_rule *x = &box->learned.rules.v[i];
-		const char *name = box->learned.names[i];
+	*dropped = 0;
+	for (size_t i = 0; i < n && !e; i++) {
+		const struct sl_addr_rule *x = &v[i];
+		const char *name = names[i];
 		struct sl_grant g[16];
 		size_t ng = 0;
 
 		if (name[0] && sl_policy_addr_permitted(layer, x->family, x->addr))
 			ng = sl_policy_name_grants(layer, name, g, 16);
 		if (!ng)
-			res->dns_dropped++;
+			(*dropped)++;
 		for (size_t k = 0; k < ng && !e; k++) {
 			struct sl_addr_rule y = *x;
 
@@ -274,46 +309,162 @@ static int switch_layer(struct sl_registry *r, struct sl_box *box, struct sl_lay
 			y.port_hi = g[k].hi;
 			y.protos = g[k].protos;
 			y.verdict = g[k].verdict;
-			e = sb_learned_add(&learned, name, &y);
+			e = sb_learned_add(out, name, &y);
 		}
 	}
+	return e;
+}
+
+/* A reload's new layer, on the jobs thread: the policy loaded into a new Lua state (nobody
+ * else holds it), the active handler's egress run there. */
+static int reload_layer(struct sb_switching *s)
+{
+	struct sl_policy *bp = NULL, *hl = NULL;
+	struct sb_base *base = NULL;
+	struct sl_lua *lua;
+	int e = 0;
+
+	lua = sl_lua_load(s->chunk, s->src, s->len, &s->opts, s->box->name, &bp, s->err,
+			  sizeof(s->err));
+	if (!lua)
+		return -EINVAL;
+	base = sb_base_new(bp);
+	if (!base) {
+		sl_errf(s->err, sizeof(s->err), "out of memory");
+		e = -ENOMEM;
+	} else if (s->handler && !sl_lua_handler_exists(lua, s->handler)) {
+		sl_errf(s->err, sizeof(s->err),
+			"the active handler '%s' is not in the new policy: clear it "
+			"first (sluice handler clear %s)",
+			s->handler, s->box->name);
+		e = -EINVAL;
+	} else if (s->handler) {
+		e = sl_lua_handler_egress(lua, s->handler, s->params, &hl, s->err, sizeof(s->err));
+	}
+	if (!e) {
+		s->nl = sb_layer_new(lua, base, s->handler, hl, s->params);
+		if (!s->nl) {
+			sl_errf(s->err, sizeof(s->err), "out of memory");
+			e = -ENOMEM;
+		}
+	}
+	sl_lua_unref(lua);
+	sb_base_unref(base);
+	return e;
+}
+
+/* The jobs thread: everything that grows with the policy. The box is read for its name
+ * only; the new bank is the job's alone. */
+static void switching_run(struct sl_job *job)
+{
+	struct sb_switching *s = sl_container_of(job, struct sb_switching, job);
+	struct sl_kentry *ents = NULL, bad;
+	size_t nents = 0;
+	int e = 0;
+
+	if (s->kind == SW_RELOAD)
+		e = reload_layer(s);
+	if (!e && !s->compiled) {
+		e = sb_check_unix(s->r, s->nl->policy,
+				  s->nl->hlayer ? "the handler's egress" : "egress", s->err,
+				  sizeof(s->err));
+		if (!e)
+			e = sb_layer_compile(s->nl, s->err, sizeof(s->err));
+	}
+	/* What resolved under the old layer stays only where the new one gives the name. */
+	if (!e && s->nl->policy)
+		e = learned_under(s->nl->policy, s->snap, s->snap_names, s->nsnap, &s->learned,
+				  &s->dns_dropped);
 	if (!e)
-		e = sb_compile_all(&nl->rules, &learned, &ents, &nents, &bad);
-	if (e) {
-		sl_errf(err, errlen, "compiling the new rules failed: %s",
+		e = sb_compile_all(&s->nl->rules, &s->learned, &ents, &nents, &bad);
+	if (e && !s->err[0])
+		sl_errf(s->err, sizeof(s->err), "compiling the new rules failed: %s",
 			e == -E2BIG  ? "too many port ranges for one address" :
 			e == -EDQUOT ? "too many resolved addresses" :
 				       strerror(-e));
-		goto out;
+	if (!e) {
+		e = sl_bpf_sync_rules(s->r->bpf, s->bank, ents, nents);
+		if (e)
+			sl_errf(s->err, sizeof(s->err), "writing the kernel rules failed: %s",
+				strerror(-e));
 	}
+	free(ents);
+	s->e = e;
+}
+
+/*
+ * The loop, once the new bank is written: what resolved while the job ran is brought into it
+ * (the learned set judged again, the addresses rewritten meanwhile written again), then one
+ * update of the sandbox's entry makes it the bank in force. The old bank is cleared after,
+ * the layers and learned sets swapped, and the flows the new layer forbids closed. On error
+ * nothing changed (the new bank is cleared).
+ */
+static int switch_apply(struct sb_switching *s, struct sl_switch_result *res)
+{
+	struct sl_registry *r = s->r;
+	struct sl_box *box = s->box;
+	struct sl_layer *old = box->layer, *nl = s->nl;
+	const struct sl_policy *layer = nl->policy;
+	struct sl_sandbox ksb;
+	uint32_t bank = s->bank, old_bank = box->rules_id;
+	int e = 0, was_icpt, now_icpt, old_audit = box->audit;
+	char *err = s->err;
+	size_t errlen = sizeof(s->err);
+
+	res->dns_dropped = s->dns_dropped;
+	if (s->dirty_lost) {
+		sl_errf(err, errlen, "out of memory");
+		e = -ENOMEM;
+		goto fail;
+	}
+	if (box->learned.gen != s->snap_gen) {
+		struct sb_learned now = { 0 };
+
+		sl_rule_set_init(&now.rules);
+		e = learned_under(layer, box->learned.rules.v, box->learned.names,
+				  box->learned.rules.n, &now, &res->dns_dropped);
+		sb_learned_free(&s->learned);
+		s->learned = now;
+		for (size_t i = 0; i < s->ndirty && !e; i++)
+			e = sb_learned_write_addr(r, bank, &nl->rules, &s->learned,
+						  s->dirty[i].family, s->dirty[i].addr, 0);
+		if (e) {
+			sl_errf(err, errlen, "bringing in what resolved meanwhile failed: %s",
+				e == -EDQUOT ? "too many resolved addresses" : strerror(-e));
+			goto fail;
+		}
+	}
+	if (s->kind == SW_RELOAD)
+		sl_lua_set_services(nl->lua, r->lua_opts.events, r->lua_opts.kv);
 	e = sl_lua_set_active(nl->lua, nl->handler[0] ? nl->handler : NULL, nl->params, err,
 			      errlen);
 	if (e)
-		goto out;
+		goto fail;
 
 	/* From here on the kernel follows. */
-	bank = (box->rules_id & SL_RULES_BANK) ? box->id : box->id | SL_RULES_BANK;
-	e = sl_bpf_sync_rules(r->bpf, bank, ents, nents);
-	if (!e)
-		e = sb_sync_unix(r, bank, layer);
+	e = sb_sync_unix(r, bank, layer);
 	was_icpt = sl_policy_needs_proxy(old->policy);
 	now_icpt = sl_policy_needs_proxy(layer);
 	if (!e && now_icpt && !was_icpt)
 		e = sl_bpf_attach(r->bpf, box->name, box->cgroup, box->cgid, 1);
 	if (!e) {
 		box->rules_id = bank;
+		if (s->kind == SW_MODE)
+			box->audit =
+				s->audit; /* a flag of the same entry: it changes with the rules */
 		sb_kernel_entry(r, box, &ksb);
 		e = sl_bpf_set_sandbox(r->bpf, box->cgid, &ksb); /* the switch */
-		if (e)
+		if (e) {
 			box->rules_id = old_bank;
+			box->audit = old_audit;
+		}
 	}
 	if (e) {
-		sl_bpf_sync_rules(r->bpf, bank, NULL, 0);
 		sb_sync_unix(r, bank, NULL);
 		sl_lua_set_active(old->lua, old->handler[0] ? old->handler : NULL, old->params, err,
 				  errlen);
 		sl_errf(err, errlen, "writing the kernel rules failed: %s", strerror(-e));
-		goto out;
+		goto fail;
 	}
 	e = sl_bpf_sync_rules(r->bpf, old_bank, NULL, 0);
 	if (!e)
@@ -321,194 +472,302 @@ static int switch_layer(struct sl_registry *r, struct sl_box *box, struct sl_lay
 	if (e)
 		sl_warn("sandbox %s: clearing the old rule bank failed: %s", box->name,
 			strerror(-e));
-	e = 0;
 	if (!now_icpt && was_icpt)
 		sl_bpf_attach(r->bpf, box->name, box->cgroup, box->cgid, 0);
 
 	/* The sandbox's own state follows: one pointer, and the learned set swapped (the old
-	 * one, in @learned from here on, judges the open flows below). */
+	 * one, in s->learned from here on, judges the open flows below). */
 	box->layer = nl;
-	nl = old;
+	s->nl = old; /* dropped with the switch */
 	{
 		struct sb_learned t = box->learned;
 
-		box->learned = learned;
-		learned = t;
+		box->learned = s->learned;
+		box->learned.gen = t.gen + 1;
+		s->learned = t;
 	}
-	if (box->layer->handler[0]) {
-		if (strcmp(old->handler, box->layer->handler) || !box->handler_since_s)
-			box->handler_since_s = time(NULL);
-	} else {
-		box->handler_since_s = 0;
+	if (s->kind != SW_MODE) {
+		if (nl->handler[0]) {
+			if (strcmp(old->handler, nl->handler) || !box->handler_since_s)
+				box->handler_since_s = time(NULL);
+		} else {
+			box->handler_since_s = 0;
+		}
+		box->switches++;
 	}
-	box->switches++;
 	sl_dns_listener_flush(box->dns); /* answers cached under the old layer */
 
 	/* The names the kernel SNI check accepts follow the learned entries. */
 	e = sb_sni_sync(r, box);
-	if (e) {
+	if (e)
 		sl_warn("sandbox %s: rewriting the names of checked passthrough failed: %s",
 			box->name, strerror(-e));
-		e = 0;
-	}
 
 	/* Open flows the new layer does not allow. */
 	res->closed_proxy = box->proxy ? sl_proxy_listener_revalidate(box->proxy) : 0;
-	res->closed_kernel = kill_flows(box, &learned); /* the learned entries of before */
-	e = sb_save_state(r, box);
-	if (e) {
-		sl_warn("sandbox %s: saving state failed: %s", box->name, strerror(-e));
-		e = 0; /* in force now; a restart would come back with the previous layer */
-	}
-out:
-	free(ents);
-	sb_layer_unref(nl); /* the old layer after a switch, the new one if none happened */
-	sb_learned_free(&learned);
+	res->closed_kernel = kill_flows(box, &s->learned); /* the learned entries of before */
+	return 0;
+fail:
+	sl_bpf_sync_rules(r->bpf, bank, NULL, 0);
 	return e;
 }
 
-int sl_sandbox_set_handler(struct sl_registry *r, struct sl_box *box, const char *handler,
-			   const char *params, const char *who, struct sl_switch_result *res,
-			   char *err, size_t errlen)
+/* What follows a switch in force: the box's records, the state file, the log and events. */
+static void switch_finish(struct sb_switching *s, const struct sl_switch_result *res)
 {
-	char old[sizeof(box->layer->handler)];
-	struct sl_layer *nl;
+	struct sl_registry *r = s->r;
+	struct sl_box *box = s->box;
+	const char *who = s->who ? s->who : "?";
 	int e;
 
-	memset(res, 0, sizeof(*res));
-	if (!sb_lua(box)) {
-		sl_errf(err, errlen, "sandbox %s has no working policy", box->name);
-		return -EINVAL;
+	if (s->kind == SW_RELOAD) {
+		free(box->policy_src);
+		box->policy_src = s->src;
+		box->policy_len = s->len;
+		s->src = NULL;
+		if (s->path && *s->path)
+			snprintf(box->policy_path, sizeof(box->policy_path), "%s", s->path);
 	}
+	if (s->kind == SW_MODE)
+		box->mode_since_s = time(NULL);
+	e = sb_save_state(r, box);
+	if (e) /* in force now; a restart would come back with the previous layer */
+		sl_warn("sandbox %s: saving state failed: %s", box->name, strerror(-e));
+	switch (s->kind) {
+	case SW_HANDLER:
+		sl_info("sandbox %s: handler %s -> %s (by %s; closed %zu flows, %zu proxied)",
+			box->name, s->old[0] ? s->old : "(policy)",
+			box->layer->handler[0] ? box->layer->handler : "(policy)", who,
+			res->closed_kernel, res->closed_proxy);
+		switch_event(r, box, box->layer->handler[0] ? "set" : "clear", s->old, who, res);
+		break;
+	case SW_RELOAD:
+		sl_info("sandbox %s: policy reloaded from %s (by %s)", box->name, s->chunk, who);
+		switch_event(r, box, "reload", box->layer->handler, who, res);
+		break;
+	case SW_MODE:
+		sl_info("sandbox %s: mode %s -> %s (by %s; closed %zu flows, %zu proxied)",
+			box->name, s->audit ? "enforce" : "audit", s->audit ? "audit" : "enforce",
+			who, res->closed_kernel, res->closed_proxy);
+		if (r->lua_opts.events)
+			sl_events_publish(r->lua_opts.events, box->name,
+					  json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I}",
+						    "type", "mode", "sandbox", box->name, "mode",
+						    s->audit ? "audit" : "enforce", "old",
+						    s->audit ? "enforce" : "audit", "by", who,
+						    "closed_kernel", (json_int_t)res->closed_kernel,
+						    "closed_proxy", (json_int_t)res->closed_proxy,
+						    "dns_dropped", (json_int_t)res->dns_dropped));
+		break;
+	}
+}
+
+/* The loop thread: the switch applied (or not), and the answer. */
+static void switching_done(struct sl_job *job)
+{
+	struct sb_switching *s = sl_container_of(job, struct sb_switching, job);
+	struct sl_registry *r = s->r;
+	struct sl_box *box = s->box;
+	struct sl_switch_result res = { 0 };
+	int e = s->e;
+
+	box->switching = NULL;
+	if (job->cancelled) {
+		e = -ECANCELED;
+		sl_errf(s->err, sizeof(s->err), "sluiced is stopping");
+	} else if (box->removed) {
+		e = -ENOENT;
+		sl_errf(s->err, sizeof(s->err), "sandbox %s was removed while its switch compiled",
+			box->name);
+	}
+	if (e)
+		sl_bpf_sync_rules(r->bpf, s->bank, NULL, 0); /* what the job wrote */
+	else
+		e = switch_apply(s, &res);
+	if (!e)
+		switch_finish(s, &res);
+	else if (s->kind == SW_RELOAD)
+		sl_info("sandbox %s: policy reload refused: %s", box->name, s->err);
+	if (box->removed) {
+		if (r->by_id[box->id] == box)
+			r->by_id[box->id] = NULL;
+		sb_box_free(box);
+	}
+	s->done(s->arg, e ? NULL : box, e, s->err, &res);
+	switching_free(s);
+}
+
+/*
+ * A switch of @box begun on the loop: refused while another is under way, then the learned
+ * entries copied for the job. NULL with -errno in *@e and the reason in @err.
+ */
+static struct sb_switching *switching_new(struct sl_registry *r, struct sl_box *box,
+					  enum sw_kind kind, const char *who,
+					  sl_box_switched_fn *done, void *arg, int *e, char *err,
+					  size_t errlen)
+{
+	struct sb_switching *s;
+	size_t n = box->learned.rules.n;
+
+	if (box->switching) {
+		sl_errf(err, errlen,
+			"sandbox %s: a switch (handler, policy or mode) is under way; ask again "
+			"once it is answered",
+			box->name);
+		*e = -EBUSY;
+		return NULL;
+	}
+	if (kind != SW_RELOAD && !sb_lua(box)) { /* a reload is how it gets one */
+		sl_errf(err, errlen, "sandbox %s has no working policy", box->name);
+		*e = -EINVAL;
+		return NULL;
+	}
+	s = calloc(1, sizeof(*s));
+	if (!s || (who && !(s->who = strdup(who))) ||
+	    (n && (!(s->snap = malloc(n * sizeof(*s->snap))) ||
+		   !(s->snap_names = malloc(n * sizeof(*s->snap_names)))))) {
+		if (s)
+			switching_free(s);
+		sl_errf(err, errlen, "out of memory");
+		*e = -ENOMEM;
+		return NULL;
+	}
+	if (n) {
+		memcpy(s->snap, box->learned.rules.v, n * sizeof(*s->snap));
+		memcpy(s->snap_names, box->learned.names, n * sizeof(*s->snap_names));
+	}
+	s->nsnap = n;
+	s->snap_gen = box->learned.gen;
+	sl_rule_set_init(&s->learned.rules);
+	s->r = r;
+	s->box = box;
+	s->kind = kind;
+	snprintf(s->old, sizeof(s->old), "%s", box->layer->handler);
+	s->bank = box->rules_id ^ SL_RULES_BANK;
+	s->done = done;
+	s->arg = arg;
+	s->job.run = switching_run;
+	s->job.done = switching_done;
+	return s;
+}
+
+/* Off to the jobs thread (or run here when there is none). */
+static void switching_start(struct sb_switching *s)
+{
+	struct sl_jobs *j = sb_jobs(s->r);
+
+	s->box->switching = s;
+	if (j) {
+		sl_jobs_submit(j, &s->job);
+		return;
+	}
+	switching_run(&s->job);
+	s->job.cancelled = 0;
+	switching_done(&s->job);
+}
+
+int sl_sandbox_set_handler(struct sl_registry *r, struct sl_box *box, const char *handler,
+			   const char *params, const char *who, sl_box_switched_fn *done, void *arg,
+			   char *err, size_t errlen)
+{
+	struct sl_policy *hl = NULL;
+	struct sb_switching *s;
+	int e;
+
+	s = switching_new(r, box, SW_HANDLER, who, done, arg, &e, err, errlen);
+	if (!s)
+		return e;
 	if (handler && !sl_lua_handler_exists(sb_lua(box), handler)) {
 		sl_errf(err, errlen, "the policy of %s has no handler '%s' in outboundHandlers",
 			box->name, handler);
-		return -ENOENT;
+		e = -ENOENT;
+		goto fail;
 	}
-	snprintf(old, sizeof(old), "%s", box->layer->handler);
-	e = build_layer(r, sb_lua(box), box->layer->base, handler, params, &nl, err, errlen);
-	if (!e)
-		e = switch_layer(r, box, nl, res, err, errlen);
-	if (e)
-		return e;
-	sl_info("sandbox %s: handler %s -> %s (by %s; closed %zu flows, %zu proxied)", box->name,
-		old[0] ? old : "(policy)",
-		box->layer->handler[0] ? box->layer->handler : "(policy)", who ? who : "?",
-		res->closed_kernel, res->closed_proxy);
-	switch_event(r, box, handler ? "set" : "clear", old, who, res);
-	return 0;
-}
-
-int sl_sandbox_reload(struct sl_registry *r, struct sl_box *box, const char *path, const char *src,
-		      size_t len, const char *who, struct sl_switch_result *res, char *err,
-		      size_t errlen)
-{
-	const char *chunk = path && *path	? path :
-			    box->policy_path[0] ? box->policy_path :
-						  "policy";
-	const char *handler = box->layer->handler[0] ? box->layer->handler : NULL;
-	struct sl_policy *bp = NULL;
-	struct sl_layer *nl = NULL;
-	struct sb_base *base = NULL;
-	struct sl_lua *lua;
-	char *copy;
-	int e;
-
-	memset(res, 0, sizeof(*res));
-	if (len > POLICY_MAX_BYTES) {
-		sl_errf(err, errlen, "policy too large (max %u bytes)", POLICY_MAX_BYTES);
-		return -EINVAL;
+	if (handler && strlen(handler) >= sizeof(box->layer->handler)) {
+		sl_errf(err, errlen, "handler name too long");
+		e = -EINVAL;
+		goto fail;
 	}
-	copy = malloc(len + 1);
-	if (!copy) {
-		sl_errf(err, errlen, "out of memory");
-		return -ENOMEM;
+	/* The handler's egress runs in the sandbox's Lua state, here on the loop; its compile
+	 * does not. */
+	if (handler) {
+		e = sl_lua_handler_egress(sb_lua(box), handler, params, &hl, err, errlen);
+		if (e)
+			goto fail;
+	} else {
+		params = NULL;
 	}
-	memcpy(copy, src, len);
-	copy[len] = 0;
-	lua = sl_lua_load(chunk, copy, len, &r->lua_opts, box->name, &bp, err, errlen);
-	if (!lua) {
-		free(copy);
-		return -EINVAL;
-	}
-	base = sb_base_new(bp);
-	if (!base) {
+	s->nl = sb_layer_new(sb_lua(box), box->layer->base, handler, hl, params);
+	if (!s->nl) {
 		sl_errf(err, errlen, "out of memory");
 		e = -ENOMEM;
 		goto fail;
 	}
-	if (handler && !sl_lua_handler_exists(lua, handler)) {
-		sl_errf(err, errlen,
-			"the active handler '%s' is not in the new policy: clear it "
-			"first (sluice handler clear %s)",
-			handler, box->name);
-		e = -EINVAL;
-		goto fail;
-	}
-	e = build_layer(r, lua, base, handler, box->layer->params, &nl, err, errlen);
-	if (!e)
-		e = switch_layer(r, box, nl, res, err, errlen);
-	if (e)
-		goto fail;
-	sl_lua_unref(lua);
-	sb_base_unref(base);
-	free(box->policy_src);
-	box->policy_src = copy;
-	box->policy_len = len;
-	if (path && *path)
-		snprintf(box->policy_path, sizeof(box->policy_path), "%s", path);
-	e = sb_save_state(r, box);
-	if (e)
-		sl_warn("sandbox %s: saving state failed: %s", box->name, strerror(-e));
-	sl_info("sandbox %s: policy reloaded from %s (by %s)", box->name, chunk, who ? who : "?");
-	switch_event(r, box, "reload", box->layer->handler, who, res);
+	switching_start(s);
 	return 0;
 fail:
-	sl_lua_unref(lua);
-	sb_base_unref(base);
-	free(copy);
+	switching_free(s);
 	return e;
 }
 
-int sl_sandbox_set_mode(struct sl_registry *r, struct sl_box *box, int audit, const char *who,
-			struct sl_switch_result *res, char *err, size_t errlen)
+int sl_sandbox_reload(struct sl_registry *r, struct sl_box *box, const char *path, const char *src,
+		      size_t len, const char *who, sl_box_switched_fn *done, void *arg, char *err,
+		      size_t errlen)
 {
-	int old = box->audit, e;
-	json_t *j;
+	const char *handler = box->layer->handler[0] ? box->layer->handler : NULL;
+	struct sb_switching *s;
+	int e;
 
-	memset(res, 0, sizeof(*res));
-	audit = !!audit;
-	if (audit == old)
-		return 0;
-	if (!sb_lua(box)) {
-		sl_errf(err, errlen, "sandbox %s has no working policy", box->name);
+	if (len > POLICY_MAX_BYTES) {
+		sl_errf(err, errlen, "policy too large (max %u bytes)", POLICY_MAX_BYTES);
 		return -EINVAL;
 	}
-	/* The flag rides in the sandbox entry that switch_layer() writes once: the rules and the
+	s = switching_new(r, box, SW_RELOAD, who, done, arg, &e, err, errlen);
+	if (!s)
+		return e;
+	if (!(s->src = malloc(len + 1)) || (path && !(s->path = strdup(path))) ||
+	    (handler && !(s->handler = strdup(handler))) ||
+	    (box->layer->params && !(s->params = strdup(box->layer->params))))
+		goto oom;
+	memcpy(s->src, src, len);
+	s->src[len] = 0;
+	s->len = len;
+	snprintf(s->chunk, sizeof(s->chunk), "%s",
+		 path && *path	     ? path :
+		 box->policy_path[0] ? box->policy_path :
+				       "policy");
+	s->opts = r->lua_opts;
+	s->opts.events = NULL; /* given when the state is handed over (sl_lua_set_services) */
+	s->opts.kv = NULL;
+	switching_start(s);
+	return 0;
+oom:
+	sl_errf(err, errlen, "out of memory");
+	switching_free(s);
+	return -ENOMEM;
+}
+
+int sl_sandbox_set_mode(struct sl_registry *r, struct sl_box *box, int audit, const char *who,
+			sl_box_switched_fn *done, void *arg, char *err, size_t errlen)
+{
+	struct sl_switch_result res = { 0 };
+	struct sb_switching *s;
+	int e;
+
+	audit = !!audit;
+	if (audit == box->audit && !box->switching) {
+		done(arg, box, 0, "", &res); /* the mode in force: nothing changes */
+		return 0;
+	}
+	/* The flag rides in the sandbox entry that the switch writes once: the rules and the
 	 * mode change together, and leaving audit closes what the layer forbids. The layer is
 	 * the same one, written into the other bank: it cannot have changed. */
-	box->audit = audit;
-	e = switch_layer(r, box, sb_layer_ref(box->layer), res, err, errlen);
-	if (e) {
-		box->audit = old;
+	s = switching_new(r, box, SW_MODE, who, done, arg, &e, err, errlen);
+	if (!s)
 		return e;
-	}
-	box->switches--; /* a mode switch is not a layer switch */
-	box->mode_since_s = time(NULL);
-	e = sb_save_state(r, box);
-	if (e)
-		sl_warn("sandbox %s: saving state failed: %s", box->name, strerror(-e));
-	sl_info("sandbox %s: mode %s -> %s (by %s; closed %zu flows, %zu proxied)", box->name,
-		old ? "audit" : "enforce", audit ? "audit" : "enforce", who ? who : "?",
-		res->closed_kernel, res->closed_proxy);
-	if (r->lua_opts.events) {
-		j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I}", "type", "mode", "sandbox",
-			      box->name, "mode", audit ? "audit" : "enforce", "old",
-			      old ? "audit" : "enforce", "by", who ? who : "?", "closed_kernel",
-			      (json_int_t)res->closed_kernel, "closed_proxy",
-			      (json_int_t)res->closed_proxy, "dns_dropped",
-			      (json_int_t)res->dns_dropped);
-		sl_events_publish(r->lua_opts.events, box->name, j);
-	}
+	s->audit = audit;
+	s->nl = sb_layer_ref(box->layer);
+	s->compiled = 1;
+	switching_start(s);
 	return 0;
 }
