@@ -4,7 +4,8 @@
  * X509_verify_cert() and host name checks against the CA certificate, and served in real TLS
  * handshakes over a socketpair with the SNI callback the proxy uses. Also the cache (hits,
  * LRU eviction, renewal near expiry), the key file's permissions and names a hostile client
- * may send.
+ * may send, and session resumption with the sandbox's ticket keys (per sandbox, per name,
+ * across a rotation) through the proxy's own server context.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -31,6 +32,7 @@
 #include <openssl/x509v3.h>
 
 #include "tls/ca.h"
+#include "tls/tls.h"
 
 /* X509_verify_cert() of @leaf under @ca_cert alone, as a TLS client of @host (or @ip) would.
  * Returns the verification error (X509_V_OK on success). */
@@ -793,43 +795,26 @@ struct handshake {
 	char cn[256]; /* subject CN of the server's certificate, as the client saw it */
 };
 
-/*
- * A TLS handshake over a nonblocking socketpair between a server using @ca through sni_cb and
- * a client trusting only @trusted (given as the PEM users install), sending @sni (if not NULL)
- * and verifying the certificate against @host.
- */
-static void handshake(struct sl_ca *ca, struct sl_ca *trusted, const char *sni, const char *host,
-		      int max_version, struct handshake *out)
+/* A server SSL *@s of @sctx and a client SSL *@c of @cctx on the two ends of a new
+ * nonblocking socketpair @sv. */
+static void ssl_pair(SSL_CTX *sctx, SSL_CTX *cctx, int sv[2], SSL **s, SSL **c)
 {
-	SSL_CTX *sctx = SSL_CTX_new(TLS_server_method()), *cctx = SSL_CTX_new(TLS_client_method());
-	char *pem = sl_ca_cert_pem(trusted);
-	BIO *bio = BIO_new_mem_buf(pem, -1);
-	X509 *anchor = PEM_read_bio_X509(bio, NULL, NULL, NULL);
-	int sv[2], sdone = 0, cdone = 0, failed = 0;
-	SSL *s, *c;
-
-	assert_non_null(sctx);
-	assert_non_null(cctx);
-	assert_non_null(anchor);
-	SSL_CTX_set_tlsext_servername_callback(sctx, sni_cb);
-	SSL_CTX_set_tlsext_servername_arg(sctx, ca);
-	assert_int_equal(X509_STORE_add_cert(SSL_CTX_get_cert_store(cctx), anchor), 1);
-	SSL_CTX_set_verify(cctx, SSL_VERIFY_PEER, NULL);
-	if (max_version)
-		assert_int_equal(SSL_CTX_set_max_proto_version(cctx, max_version), 1);
-
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
-	s = SSL_new(sctx);
-	c = SSL_new(cctx);
-	assert_non_null(s);
-	assert_non_null(c);
-	SSL_set_fd(s, sv[0]);
-	SSL_set_fd(c, sv[1]);
-	SSL_set_accept_state(s);
-	SSL_set_connect_state(c);
-	if (sni)
-		assert_int_equal(SSL_set_tlsext_host_name(c, sni), 1);
-	assert_int_equal(SSL_set1_host(c, host), 1);
+	*s = SSL_new(sctx);
+	*c = SSL_new(cctx);
+	assert_non_null(*s);
+	assert_non_null(*c);
+	SSL_set_fd(*s, sv[0]);
+	SSL_set_fd(*c, sv[1]);
+	SSL_set_accept_state(*s);
+	SSL_set_connect_state(*c);
+}
+
+/* Runs the handshake of client @c and server @s (nonblocking, over a socketpair) in turns;
+ * whether both completed. */
+static int drive_handshake(SSL *c, SSL *s)
+{
+	int sdone = 0, cdone = 0, failed = 0;
 
 	for (int i = 0; i < 100 && !failed && !(sdone && cdone); i++) {
 		int r;
@@ -851,8 +836,41 @@ static void handshake(struct sl_ca *ca, struct sl_ca *trusted, const char *sni, 
 				failed = 1;
 		}
 	}
+	return sdone && cdone && !failed;
+}
+
+/*
+ * A TLS handshake over a nonblocking socketpair between a server using @ca through sni_cb and
+ * a client trusting only @trusted (given as the PEM users install), sending @sni (if not NULL)
+ * and verifying the certificate against @host.
+ */
+static void handshake(struct sl_ca *ca, struct sl_ca *trusted, const char *sni, const char *host,
+		      int max_version, struct handshake *out)
+{
+	SSL_CTX *sctx = SSL_CTX_new(TLS_server_method()), *cctx = SSL_CTX_new(TLS_client_method());
+	char *pem = sl_ca_cert_pem(trusted);
+	BIO *bio = BIO_new_mem_buf(pem, -1);
+	X509 *anchor = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+	int sv[2];
+	SSL *s, *c;
+
+	assert_non_null(sctx);
+	assert_non_null(cctx);
+	assert_non_null(anchor);
+	SSL_CTX_set_tlsext_servername_callback(sctx, sni_cb);
+	SSL_CTX_set_tlsext_servername_arg(sctx, ca);
+	assert_int_equal(X509_STORE_add_cert(SSL_CTX_get_cert_store(cctx), anchor), 1);
+	SSL_CTX_set_verify(cctx, SSL_VERIFY_PEER, NULL);
+	if (max_version)
+		assert_int_equal(SSL_CTX_set_max_proto_version(cctx, max_version), 1);
+
+	ssl_pair(sctx, cctx, sv, &s, &c);
+	if (sni)
+		assert_int_equal(SSL_set_tlsext_host_name(c, sni), 1);
+	assert_int_equal(SSL_set1_host(c, host), 1);
+
 	memset(out, 0, sizeof(*out));
-	out->ok = sdone && cdone && !failed;
+	out->ok = drive_handshake(c, s);
 	out->verify = SSL_get_verify_result(c);
 	if (SSL_get0_peer_certificate(c)) {
 		name_text(X509_get_subject_name(SSL_get0_peer_certificate(c)), NID_commonName,
@@ -905,6 +923,106 @@ static void test_tls_handshake(void **state)
 	handshake(a, a, "api.example.com", "api.example.com", 0, &h);
 	assert_true(h.ok);
 
+	sl_ca_free(a);
+	sl_ca_free(b);
+}
+
+/*
+ * A handshake between the proxy's server context, set up as the proxy does it
+ * (sl_ca_use_leaf() for @name before the handshake), and a client trusting @anchors that
+ * offers @offer (NULL: none) and sends @name as SNI, up to @max_version (0: TLS 1.3). Reads
+ * one byte from the server so that a TLS 1.3 ticket arrives; *@out (if not NULL) gets the
+ * client's session after it. Returns 1 if the session was resumed, 0 for a full handshake,
+ * -1 if the handshake failed.
+ */
+static int tls_session(SSL_CTX *sctx, struct sl_ca *ca, X509 **anchors, const char *name,
+		       int max_version, SSL_SESSION *offer, SSL_SESSION **out)
+{
+	SSL_CTX *cctx = SSL_CTX_new(TLS_client_method());
+	int sv[2], reused = -1;
+	char byte = 0;
+	SSL *s, *c;
+
+	assert_non_null(cctx);
+	for (int i = 0; anchors[i]; i++)
+		assert_int_equal(X509_STORE_add_cert(SSL_CTX_get_cert_store(cctx), anchors[i]), 1);
+	SSL_CTX_set_verify(cctx, SSL_VERIFY_PEER, NULL);
+	if (max_version)
+		assert_int_equal(SSL_CTX_set_max_proto_version(cctx, max_version), 1);
+	ssl_pair(sctx, cctx, sv, &s, &c);
+	assert_int_equal(sl_ca_use_leaf(ca, s, name), 0);
+	assert_int_equal(SSL_set_tlsext_host_name(c, name), 1);
+	assert_int_equal(SSL_set1_host(c, name), 1);
+	if (offer)
+		assert_int_equal(SSL_set_session(c, offer), 1);
+	if (drive_handshake(c, s)) {
+		assert_int_equal(SSL_write(s, "x", 1), 1);
+		assert_int_equal(SSL_read(c, &byte, 1), 1);
+		assert_int_equal(byte, 'x');
+		assert_int_equal(SSL_session_reused(s), SSL_session_reused(c));
+		reused = SSL_session_reused(c);
+		if (out)
+			*out = SSL_get1_session(c);
+		/* a clean close: a session whose connection was not shut down cannot resume */
+		SSL_shutdown(c);
+	}
+	ERR_clear_error();
+	SSL_free(s);
+	SSL_free(c);
+	close(sv[0]);
+	close(sv[1]);
+	SSL_CTX_free(cctx);
+	return reused;
+}
+
+static void test_tls_resumption(void **state)
+{
+	struct sl_ca *a = new_ca("alpha"), *b = new_ca("beta");
+	X509 *anchors[] = { sl_ca_cert(a), sl_ca_cert(b), NULL };
+	SSL_SESSION *s1 = NULL, *s2 = NULL, *other = NULL;
+	char err[256];
+	SSL_CTX *sctx = sl_tls_server_ctx(err, sizeof(err));
+	const char *name = "api.example.com";
+	time_t start = time(NULL);
+
+	(void)state;
+	assert_non_null(sctx);
+	sl_ca_set_clock(a, fake_clock);
+	fake_now = start;
+	for (int v = 0; v <= 1; v++) {
+		int max = v ? TLS1_2_VERSION : 0;
+
+		assert_int_equal(tls_session(sctx, a, anchors, name, max, NULL, &s1), 0);
+		assert_true(SSL_SESSION_is_resumable(s1));
+		/* the same sandbox and name: resumed, by either TLS version */
+		assert_int_equal(tls_session(sctx, a, anchors, name, max, s1, NULL), 1);
+		/* another sandbox's proxy: its keys do not open the ticket, a full handshake */
+		assert_int_equal(tls_session(sctx, b, anchors, name, max, s1, NULL), 0);
+		/* the same sandbox, another name (a client offering it anyway): full handshake */
+		other = SSL_SESSION_dup(s1);
+		assert_non_null(other);
+		assert_int_equal(SSL_SESSION_set1_hostname(other, "other.example.com"), 1);
+		assert_int_equal(
+			tls_session(sctx, a, anchors, "other.example.com", max, other, NULL), 0);
+		SSL_SESSION_free(other);
+		SSL_SESSION_free(s1);
+	}
+
+	/* Rotation: after a period the previous key still opens the ticket (and the client gets
+	 * one under the new key); after two, the first key is gone. */
+	assert_int_equal(tls_session(sctx, a, anchors, name, 0, NULL, &s1), 0);
+	fake_now += SL_CA_TICKET_ROTATE_S + 1;
+	assert_int_equal(tls_session(sctx, a, anchors, name, 0, s1, &s2), 1);
+	fake_now += SL_CA_TICKET_ROTATE_S + 1;
+	assert_int_equal(tls_session(sctx, a, anchors, name, 0, s1, NULL), 0);
+	assert_int_equal(tls_session(sctx, a, anchors, name, 0, s2, NULL), 1);
+	/* a clock set back makes new keys too: no ticket sealed "in the future" opens */
+	fake_now = start;
+	assert_int_equal(tls_session(sctx, a, anchors, name, 0, s2, NULL), 0);
+
+	SSL_SESSION_free(s1);
+	SSL_SESSION_free(s2);
+	SSL_CTX_free(sctx);
 	sl_ca_free(a);
 	sl_ca_free(b);
 }
@@ -976,6 +1094,7 @@ int main(void)
 		cmocka_unit_test(test_load_refuses),
 		cmocka_unit_test(test_cert_pem),
 		cmocka_unit_test(test_tls_handshake),
+		cmocka_unit_test(test_tls_resumption),
 		cmocka_unit_test(test_threads),
 	};
 

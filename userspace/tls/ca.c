@@ -10,6 +10,9 @@
  * Minting builds the certificate with the X509 API from parts prepared once per CA (issuer
  * name, constant extensions, the leaf public key in a cheap form: see leaf_pub_new()), so a
  * leaf is a handful of small allocations and one ECDSA P-256 signature.
+ *
+ * The CA also holds the sandbox's session ticket keys (see ca.h): a resumed handshake costs
+ * no signature and no certificate at all, and a ticket opens in its own sandbox only.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -23,6 +26,7 @@
 #include <unistd.h>
 
 #include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -65,6 +69,16 @@ struct leaf {
 
 enum { EXT_BC, EXT_KU, EXT_EKU, EXT_AKID, EXT_N };
 
+/* A session ticket key: its name (sent in the clear in each ticket), AES-256-CBC and
+ * HMAC-SHA256 keys (RFC 5077 section 4's recommended construction, what OpenSSL's own
+ * tickets use). */
+struct ticket_key {
+	unsigned char name[16];
+	unsigned char aes[32];
+	unsigned char hmac[32];
+	time_t born_s; /* 0: no key */
+};
+
 struct sl_ca {
 	pthread_mutex_t lock; /* the cache, the counters and every use of @key */
 	EVP_PKEY *key; /* the CA key */
@@ -74,6 +88,8 @@ struct sl_ca {
 	X509_EXTENSION *ext[EXT_N]; /* the extensions every leaf has */
 	char *pem;
 	time_t (*now_s)(void);
+	unsigned char id[32]; /* SHA-256 of the CA certificate: the sandbox's session contexts */
+	struct ticket_key tk[2]; /* [0] seals and opens, [1] the previous one: opens only */
 
 	struct leaf **buckets;
 	size_t nbuckets; /* a power of two */
@@ -303,6 +319,8 @@ static int ca_prepare(struct sl_ca *ca)
 		sl_err("ca: the CA certificate has no subject key identifier");
 		return -EINVAL;
 	}
+	if (!X509_digest(ca->cert, EVP_sha256(), ca->id, NULL))
+		return ossl_err("CA certificate digest");
 	ca->leaf_key = EVP_EC_gen("P-256");
 	if (!ca->leaf_key)
 		return ossl_err("leaf key generation");
@@ -421,6 +439,7 @@ void sl_ca_free(struct sl_ca *ca)
 	X509_free(ca->cert);
 	EVP_PKEY_free(ca->key);
 	free(ca->pem);
+	OPENSSL_cleanse(ca->tk, sizeof(ca->tk));
 	pthread_mutex_destroy(&ca->lock);
 	free(ca);
 }
@@ -537,10 +556,10 @@ static time_t ca_now(const struct sl_ca *ca)
 	return ca->now_s ? ca->now_s() : time(NULL);
 }
 
-int sl_ca_leaf(struct sl_ca *ca, const char *name, X509 **cert, EVP_PKEY **key)
+/* sl_ca_leaf() of a parsed name. */
+static int leaf_get(struct sl_ca *ca, const struct host *h, X509 **cert, EVP_PKEY **key)
 {
 	struct leaf *e;
-	struct host h;
 	uint64_t hash;
 	time_t now;
 	X509 *x;
@@ -548,13 +567,11 @@ int sl_ca_leaf(struct sl_ca *ca, const char *name, X509 **cert, EVP_PKEY **key)
 
 	*cert = NULL;
 	*key = NULL;
-	if (parse_host(name, &h))
-		return -EINVAL;
-	hash = name_hash(ca, h.name, h.len);
+	hash = name_hash(ca, h->name, h->len);
 
 	pthread_mutex_lock(&ca->lock);
 	now = ca_now(ca);
-	e = cache_find(ca, &h, hash);
+	e = cache_find(ca, h, hash);
 	/* A clock set back past the start of the validity also asks for a new leaf. */
 	if (e && now >= e->not_before_s && e->not_after_s - now >= SL_CA_LEAF_RENEW_S) {
 		ca->hits++;
@@ -568,8 +585,8 @@ int sl_ca_leaf(struct sl_ca *ca, const char *name, X509 **cert, EVP_PKEY **key)
 		ca->renewals++;
 		cache_remove(ca, e);
 	}
-	x = leaf_mint(ca, &h, now);
-	e = x ? malloc(sizeof(*e) + h.len + 1) : NULL;
+	x = leaf_mint(ca, h, now);
+	e = x ? malloc(sizeof(*e) + h->len + 1) : NULL;
 	if (!e) {
 		err = x ? -ENOMEM : -errno;
 		X509_free(x);
@@ -579,8 +596,8 @@ int sl_ca_leaf(struct sl_ca *ca, const char *name, X509 **cert, EVP_PKEY **key)
 	e->not_before_s = now - BACKDATE_S;
 	e->not_after_s = now + SL_CA_LEAF_LIFETIME_S;
 	e->hash = hash;
-	e->len = h.len;
-	memcpy(e->name, h.name, h.len + 1);
+	e->len = h->len;
+	memcpy(e->name, h->name, h->len + 1);
 	e->hnext = ca->buckets[hash & (ca->nbuckets - 1)];
 	ca->buckets[hash & (ca->nbuckets - 1)] = e;
 	sl_list_add(&ca->lru, &e->lru);
@@ -603,13 +620,65 @@ unlock:
 	return err;
 }
 
+int sl_ca_leaf(struct sl_ca *ca, const char *name, X509 **cert, EVP_PKEY **key)
+{
+	struct host h;
+
+	*cert = NULL;
+	*key = NULL;
+	if (parse_host(name, &h))
+		return -EINVAL;
+	return leaf_get(ca, &h, cert, key);
+}
+
+/* What the ticket callback needs, taken once for the process (pthread_once) and read-only
+ * after: the SSL ex_data index that finds the CA, and the algorithms, fetched once rather
+ * than looked up by name in every handshake. */
+static int ssl_ca_idx = -1;
+static EVP_CIPHER *ticket_cipher;
+static EVP_MD *sid_md;
+static pthread_once_t ticket_once = PTHREAD_ONCE_INIT;
+
+static void ticket_init(void)
+{
+	ssl_ca_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+	ticket_cipher = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL);
+	sid_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
+/* Binds @ssl to @ca (ticket keys) and to the name @h (session id context: SHA-256 of the
+ * CA's digest and the name, so that neither another sandbox nor another name resumes). */
+static int bind_session(struct sl_ca *ca, SSL *ssl, const struct host *h)
+{
+	unsigned char sid[32];
+	EVP_MD_CTX *md;
+	int ok;
+
+	pthread_once(&ticket_once, ticket_init);
+	if (ssl_ca_idx < 0 || !ticket_cipher || !sid_md)
+		return ossl_err("session ticket setup");
+	md = EVP_MD_CTX_new();
+	ok = md && EVP_DigestInit_ex(md, sid_md, NULL) &&
+	     EVP_DigestUpdate(md, ca->id, sizeof(ca->id)) &&
+	     EVP_DigestUpdate(md, h->name, h->len) && EVP_DigestFinal_ex(md, sid, NULL) &&
+	     SSL_set_session_id_context(ssl, sid, sizeof(sid)) &&
+	     SSL_set_ex_data(ssl, ssl_ca_idx, ca);
+	EVP_MD_CTX_free(md);
+	return ok ? 0 : ossl_err("binding the session to the sandbox");
+}
+
 int sl_ca_use_leaf(struct sl_ca *ca, SSL *ssl, const char *name)
 {
 	EVP_PKEY *key = NULL;
 	X509 *cert = NULL;
+	struct host h;
 	int err;
 
-	err = sl_ca_leaf(ca, name, &cert, &key);
+	if (parse_host(name, &h))
+		return -EINVAL;
+	err = bind_session(ca, ssl, &h);
+	if (!err)
+		err = leaf_get(ca, &h, &cert, &key);
 	if (err)
 		return err;
 	/* The leaf alone: the sandbox trusts the CA itself (it is in its trust store), and a
@@ -621,6 +690,74 @@ int sl_ca_use_leaf(struct sl_ca *ca, SSL *ssl, const char *name)
 	X509_free(cert);
 	EVP_PKEY_free(key);
 	return err;
+}
+
+/* Makes tk[0] a key younger than SL_CA_TICKET_ROTATE_S, keeping the one it replaces while
+ * that one is younger than twice that (its tickets, a period long at most, may still be
+ * alive). Caller holds the lock. 0 or -EIO. */
+static int tickets_rotate(struct sl_ca *ca, time_t now)
+{
+	struct ticket_key *cur = &ca->tk[0];
+	time_t age = now - cur->born_s;
+
+	if (cur->born_s && age >= 0 && age < SL_CA_TICKET_ROTATE_S)
+		return 0;
+	if (cur->born_s && age >= 0 && age < 2 * SL_CA_TICKET_ROTATE_S)
+		ca->tk[1] = *cur;
+	else
+		OPENSSL_cleanse(&ca->tk[1], sizeof(ca->tk[1]));
+	if (RAND_bytes(cur->name, sizeof(cur->name)) != 1 ||
+	    RAND_priv_bytes(cur->aes, sizeof(cur->aes)) != 1 ||
+	    RAND_priv_bytes(cur->hmac, sizeof(cur->hmac)) != 1) {
+		OPENSSL_cleanse(cur, sizeof(*cur));
+		ERR_clear_error();
+		return -EIO;
+	}
+	cur->born_s = now ? now : 1;
+	return 0;
+}
+
+int sl_ca_ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char *iv, EVP_CIPHER_CTX *cctx,
+		    EVP_MAC_CTX *hctx, int enc)
+{
+	struct sl_ca *ca = ssl_ca_idx >= 0 ? SSL_get_ex_data(ssl, ssl_ca_idx) : NULL;
+	struct ticket_key k;
+	OSSL_PARAM params[3];
+	int r = 0, ok;
+
+	if (!ca)
+		return 0;
+	pthread_mutex_lock(&ca->lock);
+	if (!tickets_rotate(ca, ca_now(ca))) {
+		if (enc || !CRYPTO_memcmp(key_name, ca->tk[0].name, sizeof(k.name)))
+			r = 1;
+		else if (ca->tk[1].born_s &&
+			 !CRYPTO_memcmp(key_name, ca->tk[1].name, sizeof(k.name)))
+			r = 2;
+		if (r)
+			k = ca->tk[r - 1];
+	}
+	pthread_mutex_unlock(&ca->lock);
+	if (!r)
+		return 0;
+	params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, k.hmac, sizeof(k.hmac));
+	params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
+	params[2] = OSSL_PARAM_construct_end();
+	if (enc) {
+		memcpy(key_name, k.name, sizeof(k.name));
+		ok = RAND_bytes(iv, EVP_CIPHER_get_iv_length(ticket_cipher)) == 1 &&
+		     EVP_EncryptInit_ex(cctx, ticket_cipher, NULL, k.aes, iv);
+	} else {
+		ok = EVP_DecryptInit_ex(cctx, ticket_cipher, NULL, k.aes, iv);
+	}
+	ok = ok && EVP_MAC_CTX_set_params(hctx, params);
+	OPENSSL_cleanse(&k, sizeof(k));
+	if (!ok) {
+		/* No ticket, or a full handshake: resumption is an optimisation. */
+		ERR_clear_error();
+		return 0;
+	}
+	return r;
 }
 
 int sl_ca_set_cache_capacity(struct sl_ca *ca, size_t capacity)

@@ -85,11 +85,33 @@ char *sl_ca_cert_pem(const struct sl_ca *ca);
 int sl_ca_leaf(struct sl_ca *ca, const char *name, X509 **cert, EVP_PKEY **key);
 
 /*
- * Makes @ssl (a server-side SSL, typically inside its SNI or client hello callback) present
- * the leaf for @name, with the CA certificate as its chain, replacing any certificate it had.
- * The SSL holds its own references. Returns 0, -EINVAL (bad name), -ENOMEM or -EIO.
+ * Makes @ssl (a server-side SSL, before its handshake) present the leaf for @name alone,
+ * replacing any certificate it had, and binds it to the CA and @name for session tickets
+ * (see sl_ca_ticket_cb()): the CA must outlive @ssl's handshake. The SSL holds its own
+ * references to the leaf and key. Returns 0, -EINVAL (bad name), -ENOMEM or -EIO.
  */
 int sl_ca_use_leaf(struct sl_ca *ca, SSL *ssl, const char *name);
+
+/*
+ * Session resumption towards the sandbox: stateless tickets (RFC 5077; RFC 8446 section
+ * 4.6.1) sealed with keys of this CA's sandbox alone. The keys are random, made in memory
+ * when first needed, never saved and never logged; a new one seals from every
+ * SL_CA_TICKET_ROTATE_S on, and the one before it still opens tickets until the next
+ * rotation (a ticket lives SL_CA_TICKET_ROTATE_S at most: sl_tls_server_ctx()).
+ * sl_ca_use_leaf() binds the SSL to the CA (whose keys sl_ca_ticket_cb() then uses) and to
+ * the name: its session id context is a digest of the CA and the name, so a session
+ * resumes only in the sandbox and for the name it was made for; anything else gets a full
+ * handshake.
+ */
+#define SL_CA_TICKET_ROTATE_S 3600
+
+/* The SSL_CTX's ticket key callback (SSL_CTX_set_tlsext_ticket_key_evp_cb()), for SSLs set
+ * up by sl_ca_use_leaf(): seals with the sandbox's current key; opens with it (1) or with
+ * the previous one (2: the client gets a ticket under the current key); 0 for a ticket of
+ * no key of this sandbox (another sandbox's, or older than the previous key: a full
+ * handshake) and for an SSL without a CA. */
+int sl_ca_ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char *iv, EVP_CIPHER_CTX *cctx,
+		    EVP_MAC_CTX *hctx, int enc);
 
 /* Whether @name is a name sl_ca_leaf() accepts (a proxy may check it before anything else). */
 int sl_ca_name_ok(const char *name);
