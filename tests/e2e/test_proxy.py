@@ -16,6 +16,7 @@ from conftest import PY, SAN, probe, proxied_records, run_in, write_policy
 from upstreams import pattern, pattern_sha256
 
 WSCLIENT = str(Path(__file__).with_name("wsclient.py"))
+TLSRESUME = str(Path(__file__).with_name("tlsresume.py"))
 
 
 @pytest.fixture(scope="module")
@@ -278,6 +279,32 @@ return { egress = { intercept = { "api.test" }, private = { "127.0.0.0/8" } } }
         assert r.returncode == 0
     finally:
         daemon.cli("sandbox", "rm", "proxy2")
+
+
+@pytest.mark.parametrize("tls12", [False, True], ids=["tls13", "tls12"])
+def test_tls_sessions_resume_in_their_own_sandbox_only(box, daemon, cgroups, workdir, tls12):
+    """A client resumes its session through sluice (a ticket sealed with its sandbox's keys);
+    the same client, moved into another sandbox, offers that ticket to the other sandbox's
+    proxy and gets a full handshake, then resumes the session that one gave it."""
+    cg, ca = box
+    cg2 = cgroups.make("resume2")
+    daemon.add("resume2", cg2, write_policy(workdir, "resume2", """
+return { egress = { intercept = { "api.test" }, private = { "127.0.0.0/8" } } }
+"""))
+    try:
+        ca2 = Path(workdir) / "resume2-ca.pem"
+        ca2.write_text(daemon.cli("ca", "resume2").stdout)
+        steps = ["fresh", "resume", "resume", {"cgroup": str(cg2)}, "resume", "resume"]
+        r = run_in(cg, [PY, TLSRESUME, json.dumps({
+            "host": "api.test", "path": "/bytes/10", "cafiles": [ca, str(ca2)],
+            "steps": steps, "tls12": tls12})], workdir)
+        assert r.returncode == 0, r.stderr
+        got = json.loads(r.stdout)
+        assert [g["status"] for g in got] == [200] * 5, got
+        assert {g["version"] for g in got} == {"TLSv1.2" if tls12 else "TLSv1.3"}
+        assert [g["reused"] for g in got] == [False, True, True, False, True], got
+    finally:
+        daemon.cli("sandbox", "rm", "resume2")
 
 
 def test_direct_connections_to_the_proxy_port(box, daemon):
