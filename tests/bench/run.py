@@ -15,7 +15,8 @@ DIR/latest.json, DIR/latest.md and DIR/*.svg; DIR: tests/bench/results for a ful
 build/bench-results for a smoke or partial one. --smoke: a few hundred requests per benchmark, to check that
 every one of them runs and reports (make test does this). Environment: BENCH_PIN (CPU
 pinning, see common.py), BENCH_PEERS (default direct,sluice,nginx,squid,mitmproxy),
-BENCH_HTTPS (default keepalive,fixed_rate,newconn), and the sizes of common.Settings.
+BENCH_HTTPS (default keepalive,fixed_rate,newconn; fixed_rate runs keepalive too),
+BENCH_PROFILE (newconn: only the new-connection profiles), and the sizes of common.Settings.
 
 Everything runs on loopback addresses of this run's own (127.N.M.1-4: the upstream nginx and
 the three peer proxies; 127.88.0.0/16: the names of the DNS-scale case), inside cgroups under
@@ -284,12 +285,13 @@ def main():
                 parts = os.environ.get("BENCH_HTTPS", "keepalive,fixed_rate,newconn")
 
                 def do_https():
-                    ka = bench.keepalive(names_)
                     res = {"settings": {"conns": s.conns, "seconds": s.http_seconds,
                                         "rounds": s.http_rounds,
                                         "newconn_conns": s.newconn_conns,
-                                        "rate_seconds": s.rate_seconds},
-                           "keepalive": ka}
+                                        "rate_seconds": s.rate_seconds}}
+                    # fixed_rate runs at a share of the keep-alive saturation it measures
+                    if "keepalive" in parts or "fixed_rate" in parts:
+                        ka = res["keepalive"] = bench.keepalive(names_)
                     if "fixed_rate" in parts:
                         res["fixed_rate"] = bench.fixed_rate(names_, ka)
                     if "newconn" in parts:
@@ -305,7 +307,10 @@ def main():
                 prof = {}
                 for peer, pid in (("sluice", daemon.proc.pid),
                                   ("nginx", all_peers["nginx"].pids()[0])):
-                    for size, close in (("1k", False), ("64k", False), ("1k", True)):
+                    cases = (("1k", False), ("64k", False), ("1k", True))
+                    if os.environ.get("BENCH_PROFILE") == "newconn":
+                        cases = (("1k", True),)
+                    for size, close in cases:
                         label = f"{peer}-{size}" + ("-newconn" if close else "")
                         prof[label] = https.profile(bench, peer, pid, size,
                                                     5 if not s.smoke else 1,
