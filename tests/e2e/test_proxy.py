@@ -281,6 +281,11 @@ return { egress = { intercept = { "api.test" }, private = { "127.0.0.0/8" } } }
         daemon.cli("sandbox", "rm", "proxy2")
 
 
+def resumed(daemon, name):
+    show = json.loads(daemon.cli("sandbox", "show", name, "--json").stdout)
+    return show["proxy"]["connections"]["tls_resumed"]
+
+
 @pytest.mark.parametrize("tls12", [False, True], ids=["tls13", "tls12"])
 def test_tls_sessions_resume_in_their_own_sandbox_only(box, daemon, cgroups, workdir, tls12):
     """A client resumes its session through sluice (a ticket sealed with its sandbox's keys);
@@ -295,6 +300,7 @@ return { egress = { intercept = { "api.test" }, private = { "127.0.0.0/8" } } }
         ca2 = Path(workdir) / "resume2-ca.pem"
         ca2.write_text(daemon.cli("ca", "resume2").stdout)
         steps = ["fresh", "resume", "resume", {"cgroup": str(cg2)}, "resume", "resume"]
+        before = [resumed(daemon, b) for b in ("proxy", "resume2")]
         r = run_in(cg, [PY, TLSRESUME, json.dumps({
             "host": "api.test", "path": "/bytes/10", "cafiles": [ca, str(ca2)],
             "steps": steps, "tls12": tls12})], workdir)
@@ -303,6 +309,9 @@ return { egress = { intercept = { "api.test" }, private = { "127.0.0.0/8" } } }
         assert [g["status"] for g in got] == [200] * 5, got
         assert {g["version"] for g in got} == {"TLSv1.2" if tls12 else "TLSv1.3"}
         assert [g["reused"] for g in got] == [False, True, True, False, True], got
+        # sluiced counts them too (each resumption also renewed the ticket: the third
+        # connection resumed with the second's)
+        assert [resumed(daemon, b) - n for b, n in zip(("proxy", "resume2"), before)] == [2, 1]
     finally:
         daemon.cli("sandbox", "rm", "resume2")
 

@@ -179,6 +179,7 @@ struct sl_proxy_stats {
 	uint64_t unredirected; /* accepted without a kernel record: closed */
 	uint64_t refused; /* over the connection limit, or protocol not TLS/HTTP */
 	uint64_t tls_failed; /* client TLS handshakes that failed */
+	uint64_t tls_resumed; /* client TLS handshakes that resumed a session (a ticket) */
 	uint64_t spliced; /* TLS for a passthrough name: relayed untouched */
 	uint64_t spliced_kernel; /* ... of which carried by the kernel (sockhash redirect) */
 	uint64_t spliced_user; /* ... of which relayed by sluiced (the kernel splice failed) */

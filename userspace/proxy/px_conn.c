@@ -208,6 +208,8 @@ static int client_handshake(struct pconn *c)
 		unsigned alen;
 
 		c->st = C_HTTP;
+		if (SSL_session_reused(c->c.ssl))
+			c->l->stats.tls_resumed++;
 		SSL_get0_alpn_selected(c->c.ssl, &alpn, &alen);
 		if (alen == 2 && !memcmp(alpn, "h2", 2))
 			px_h2_begin(c);

@@ -127,20 +127,22 @@ static json_t *proxy_json(const struct sl_box *box)
 	if (!box->proxy)
 		return json_null();
 	st = sl_proxy_listener_stats(box->proxy);
-	return json_pack(
-		"{s:i, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, "
-		"s:{s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I, s:I}}",
-		"port", (int)box->proxy_port, "connections", "accepted", (json_int_t)st->conns,
-		"active", (json_int_t)st->active, "unredirected", (json_int_t)st->unredirected,
-		"never_accepted", (json_int_t)box->proxied_swept, "refused",
-		(json_int_t)st->refused, "tls_failed", (json_int_t)st->tls_failed, "passthrough",
-		(json_int_t)st->spliced, "passthrough_kernel", (json_int_t)st->spliced_kernel,
-		"passthrough_relayed", (json_int_t)st->spliced_user, "requests", "forwarded",
-		(json_int_t)st->requests, "reused", (json_int_t)st->reused, "rejected",
-		(json_int_t)st->rejected, "upstream_errors", (json_int_t)st->upstream_errors,
-		"http2", "connections", (json_int_t)st->h2_conns, "active",
-		(json_int_t)st->h2_active, "streams", (json_int_t)st->h2_streams, "streams_refused",
-		(json_int_t)st->h2_refused, "floods", (json_int_t)st->h2_floods);
+	return json_pack("{s:i, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, "
+			 "s:{s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:I, s:I, s:I}}",
+			 "port", (int)box->proxy_port, "connections", "accepted",
+			 (json_int_t)st->conns, "active", (json_int_t)st->active, "unredirected",
+			 (json_int_t)st->unredirected, "never_accepted",
+			 (json_int_t)box->proxied_swept, "refused", (json_int_t)st->refused,
+			 "tls_failed", (json_int_t)st->tls_failed, "tls_resumed",
+			 (json_int_t)st->tls_resumed, "passthrough", (json_int_t)st->spliced,
+			 "passthrough_kernel", (json_int_t)st->spliced_kernel,
+			 "passthrough_relayed", (json_int_t)st->spliced_user, "requests",
+			 "forwarded", (json_int_t)st->requests, "reused", (json_int_t)st->reused,
+			 "rejected", (json_int_t)st->rejected, "upstream_errors",
+			 (json_int_t)st->upstream_errors, "http2", "connections",
+			 (json_int_t)st->h2_conns, "active", (json_int_t)st->h2_active, "streams",
+			 (json_int_t)st->h2_streams, "streams_refused", (json_int_t)st->h2_refused,
+			 "floods", (json_int_t)st->h2_floods);
 }
 
 json_t *sl_sandbox_json(struct sl_registry *r, const struct sl_box *box, int detail)

@@ -106,10 +106,10 @@ int sl_ca_use_leaf(struct sl_ca *ca, SSL *ssl, const char *name);
 #define SL_CA_TICKET_ROTATE_S 3600
 
 /* The SSL_CTX's ticket key callback (SSL_CTX_set_tlsext_ticket_key_evp_cb()), for SSLs set
- * up by sl_ca_use_leaf(): seals with the sandbox's current key; opens with it (1) or with
- * the previous one (2: the client gets a ticket under the current key); 0 for a ticket of
- * no key of this sandbox (another sandbox's, or older than the previous key: a full
- * handshake) and for an SSL without a CA. */
+ * up by sl_ca_use_leaf(): seals with the sandbox's current key (1); opens with it or with
+ * the previous one (2: the client gets a new ticket under the current key, as it does after
+ * every resumption); 0 for a ticket of no key of this sandbox (another sandbox's, or older
+ * than the previous key: a full handshake) and for an SSL without a CA. */
 int sl_ca_ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char *iv, EVP_CIPHER_CTX *cctx,
 		    EVP_MAC_CTX *hctx, int enc);
 
