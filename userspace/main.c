@@ -603,6 +603,7 @@ static int start(struct daemon *d, char *err, size_t errlen)
 	d->bpf = sl_bpf_open(&bo, err, errlen);
 	if (!d->bpf)
 		return -1;
+	dopts.bpf = d->bpf;
 	d->dns = sl_dns_new(d->loop, d->events, &dopts);
 	if (!d->dns) {
 		snprintf(err, errlen, "out of memory");

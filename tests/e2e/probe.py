@@ -16,6 +16,9 @@ Usage: probe.py JSON, where JSON is a list of operations:
      one DNS query by hand (or the raw bytes given): {"rcode", "answers", "from", "peer"}
      where answers are [type, data] pairs, from is the reply's source (UDP) and peer
      the connected peer (TCP, getpeername)
+  {"op": "dns_burst", "server": H, "names": [N, ...]}
+     every A query sent on one UDP socket before any answer is read (their answers reach
+     sluice together): {name: sorted addresses} of the answers, in any order
 Hosts containing ':' use AF_INET6. Prints a JSON list: "OK" or the errno name per operation.
 Every socket has a 5 s timeout, so a probe never hangs.
 """
@@ -166,6 +169,22 @@ def dns_op(op):
         return out
 
 
+def dns_burst(op):
+    names = op["names"]
+    with socket.socket(family(op["server"]), socket.SOCK_DGRAM) as s:
+        s.settimeout(5)
+        s.connect(addr(op["server"], op.get("port", 53)))
+        for i, name in enumerate(names):
+            s.send(dns_query(name, 1, qid=i + 1))
+        got = {}
+        for _ in names:
+            msg = s.recv(65535)
+            a = dns_parse(msg)
+            got.setdefault(names[a["id"] - 1], set()).update(
+                x[1] for x in a["answers"] if x[0] == "A")
+    return {k: sorted(v) for k, v in got.items()}
+
+
 def resolve(op):
     fam = {0: socket.AF_UNSPEC, 4: socket.AF_INET, 6: socket.AF_INET6}[op.get("family", 0)]
     try:
@@ -185,6 +204,9 @@ def main():
                 continue
             if op["op"] == "dns":
                 out.append(dns_op(op))
+                continue
+            if op["op"] == "dns_burst":
+                out.append(dns_burst(op))
                 continue
             out.append(run(op))
         except OSError as e:

@@ -82,6 +82,32 @@ def test_denied_name_never_resolves_and_never_leaves(box, daemon, servers, workd
     assert ev and ev[-1]["type"] == "dns" and ev[-1]["verdict"] == "deny"
 
 
+def test_names_answered_together_install_every_grant(daemon, cgroups, servers, workdir):
+    """Answers that reach sluice in one wake-up have their kernel entries written in one
+    batch: names at one address with different ports, each asked several times at once
+    (later answers rewrite an entry staged by an earlier one), must leave one entry with
+    every port, and none they do not give. Whether the answers share a wake-up is the
+    scheduler's: tests/unit/test_kbatch.c covers the staging itself deterministically."""
+    pa, pb, pc = servers.ports
+    policy = write_policy(workdir, "burst", f"""
+return {{ egress = {{ allow = {{ "api.test:{pa}", "www.test:{pb}" }},
+                      private = {{ "127.0.0.0/8" }} }} }}
+""")
+    cg = cgroups.make("burst")
+    daemon.add("burst", cg, policy)
+    try:
+        before = probe(cg, [tcp("127.0.0.20", pa), tcp("127.0.0.20", pb)], workdir)
+        assert before == ["EPERM", "EPERM"]
+        names = ["api.test", "www.test"] * 8
+        res = probe(cg, [{"op": "dns_burst", "server": "127.0.0.153", "names": names},
+                         tcp("127.0.0.20", pa), tcp("127.0.0.20", pb), tcp("127.0.0.20", pc)],
+                    workdir)
+        assert res[0] == {"api.test": ["127.0.0.20"], "www.test": ["127.0.0.20"]}, res
+        assert res[1:] == ["OK", "OK", "EPERM"], res
+    finally:
+        daemon.cli("sandbox", "rm", "burst")
+
+
 def test_getent_and_curl(box, http_server, workdir):
     r = run_in(box, ["getent", "hosts", "allowed.test"], workdir)
     assert r.returncode == 0 and r.stdout.split()[:2] == ["127.0.0.5", "allowed.test"]

@@ -36,6 +36,7 @@
 #include "core/list.h"
 #include "core/log.h"
 #include "core/loop.h"
+#include "kernel/bpf_loader.h"
 #include "kernel/sockets.h"
 
 #define DNS_MAX_PENDING 512 /* queries in flight per listener */
@@ -82,6 +83,7 @@ struct dns_up {
 	unsigned uses; /* queries sent on it */
 	unsigned nq;
 	int retired; /* replaced in the pool: closed when its last query ends */
+	int reading; /* in up_cb(): closed by it, not by query_free() */
 	struct sl_list queries; /* struct dns_query.up_link */
 };
 
@@ -94,8 +96,14 @@ struct sl_dns {
 	unsigned up_next;
 	uint16_t rnd[256]; /* random ids, taken from the end, refilled by one getrandom() */
 	unsigned nrnd;
-	/* Scratch of query_complete() (loop thread, never re-entered): no allocation per answer. */
-	struct sl_dns_answer answer;
+	/* Scratch of the answers of one wake-up (loop thread, never re-entered): no allocation
+	 * per answer. Their new kernel entries are written together (kb) before any is sent. */
+	struct sl_dns_answer answer[DNS_UP_BATCH];
+	uint8_t blocked[DNS_UP_BATCH][SL_DNS_MAX_ADDRS];
+	struct dns_query *batch[DNS_UP_BATCH];
+	const uint8_t *batch_msg[DNS_UP_BATCH];
+	size_t batch_len[DNS_UP_BATCH];
+	struct sl_kbatch *kb; /* NULL without kernel maps */
 	uint8_t out[DNS_MSG_MAX];
 	/* Datagrams of this turn not sent yet, and the scratch of the batched reads. */
 	struct {
@@ -133,6 +141,7 @@ struct dns_query {
 	struct sl_buf up_out, up_in;
 	struct sl_timer timer; /* the upstream's deadline */
 	int audited; /* the policy does not give the name: resolved for audit mode only */
+	int answered; /* its answer is being handled (a second one is not ours) */
 	size_t pkt_len;
 	uint8_t pkt[]; /* the query as the client sent it, id replaced by up_id */
 };
@@ -550,7 +559,7 @@ static void query_free(struct dns_query *dq)
 
 		sl_list_del(&dq->up_link);
 		up->nq--;
-		if (up->retired && !up->nq)
+		if (up->retired && !up->nq && !up->reading)
 			up_close(up);
 	}
 	if (dq->up_fd >= 0) {
@@ -621,12 +630,55 @@ static void addr_list(const struct sl_dns_answer *a, const uint8_t *blocked, int
 	out[n] = 0;
 }
 
-/* The upstream answered @resp: install, filter, relay. */
-static void query_complete(struct dns_query *dq, uint8_t *resp, size_t len)
+/* A query whose addresses could not be installed: SERVFAIL, with the reason. */
+static void learn_failed(struct dns_query *dq, int err)
 {
 	struct sl_dns_listener *l = dq->l;
-	uint8_t blocked[SL_DNS_MAX_ADDRS] = { 0 };
-	struct sl_dns_answer *a = &l->dns->answer;
+
+	if (err == -EDQUOT) {
+		l->stats.limit_learned++;
+		query_fail(dq, "the sandbox holds too many resolved addresses");
+	} else if (err == -ENOSPC || err == -E2BIG) {
+		l->stats.limit_kernel_rules++;
+		query_fail(dq, "the kernel rule map is full");
+	} else {
+		query_fail(dq, "installing the addresses failed");
+	}
+}
+
+/*
+ * The upstream answered @resp (@len bytes), the first half: parse it into @a and learn its
+ * addresses, the new kernel entries staged in @kb (NULL: written at once). Returns 0, or -1
+ * when the query failed (answered and freed).
+ */
+static int query_learn(struct dns_query *dq, const uint8_t *resp, size_t len,
+		       struct sl_dns_answer *a, uint8_t blocked[SL_DNS_MAX_ADDRS],
+		       struct sl_kbatch *kb)
+{
+	struct sl_dns_listener *l = dq->l;
+	int err;
+
+	memset(blocked, 0, SL_DNS_MAX_ADDRS);
+	err = sl_dns_parse_answer(resp, len, dq->q.qname, a);
+	if (err) {
+		query_fail(dq, "malformed upstream answer");
+		return -1;
+	}
+	if (!a->tc) {
+		err = l->ops->learn(l->owner, dq->q.qname, a, blocked, kb);
+		if (err) {
+			learn_failed(dq, err);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* The second half, once the kernel holds the addresses of @a: filter and relay. */
+static void query_answer(struct dns_query *dq, const uint8_t *resp, size_t len,
+			 const struct sl_dns_answer *a, const uint8_t blocked[SL_DNS_MAX_ADDRS])
+{
+	struct sl_dns_listener *l = dq->l;
 	struct blocked_set bs;
 	/* the event's lists: every address quoted, at most SL_DNS_MAX_ADDRS of them */
 	char installed[SL_DNS_MAX_ADDRS * (INET6_ADDRSTRLEN + 3) + 3];
@@ -635,30 +687,8 @@ static void query_complete(struct dns_query *dq, uint8_t *resp, size_t len)
 	size_t cap = dq->tcp ? DNS_MSG_MAX : dq->q.udp_max;
 	uint8_t *out = l->dns->out;
 	size_t nblocked = 0;
-	int n, err;
+	int n;
 
-	err = sl_dns_parse_answer(resp, len, dq->q.qname, a);
-	if (err) {
-		query_fail(dq, "malformed upstream answer");
-		goto cleanup;
-	}
-	if (!a->tc) {
-		err = l->ops->learn(l->owner, dq->q.qname, a, blocked);
-		if (err == -EDQUOT) {
-			l->stats.limit_learned++;
-			query_fail(dq, "the sandbox holds too many resolved addresses");
-			goto cleanup;
-		}
-		if (err == -ENOSPC || err == -E2BIG) {
-			l->stats.limit_kernel_rules++;
-			query_fail(dq, "the kernel rule map is full");
-			goto cleanup;
-		}
-		if (err) {
-			query_fail(dq, "installing the addresses failed");
-			goto cleanup;
-		}
-	}
 	for (size_t i = 0; i < a->naddr; i++)
 		nblocked += blocked[i];
 	bs.a = a;
@@ -666,13 +696,13 @@ static void query_complete(struct dns_query *dq, uint8_t *resp, size_t len)
 	n = sl_dns_rewrite(resp, len, out, cap, drop_blocked, &bs, l->dns->o.max_ttl_s);
 	if (n < 0) {
 		query_fail(dq, "malformed upstream answer");
-		goto cleanup;
+		return;
 	}
 	if (n == 0) {
 		if (len > cap) {
 			/* Cannot happen with a conforming upstream; never send more than asked. */
 			query_fail(dq, "upstream answer too large");
-			goto cleanup;
+			return;
 		}
 		memcpy(out, resp, len);
 		n = (int)len;
@@ -698,8 +728,16 @@ static void query_complete(struct dns_query *dq, uint8_t *resp, size_t len)
 			l->ops->name(l->owner), dq->q.qname, nblocked);
 	reply(l, dq->client_fd, (struct sockaddr *)&dq->client, dq->client_len, dq->tcp, out, n);
 	query_free(dq);
-cleanup:
-	return;
+}
+
+/* One answer on its own (a TCP upstream): install, filter, relay. */
+static void query_complete(struct dns_query *dq, uint8_t *resp, size_t len)
+{
+	struct sl_dns *dns = dq->l->dns;
+	uint8_t blocked[SL_DNS_MAX_ADDRS];
+
+	if (!query_learn(dq, resp, len, &dns->answer[0], blocked, NULL))
+		query_answer(dq, resp, len, &dns->answer[0], blocked);
 }
 
 static void query_timeout(struct sl_loop *loop, struct sl_timer *t)
@@ -800,10 +838,13 @@ static void up_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 	struct dns_up *up = arg;
 	struct sl_dns *dns = up->dns;
 	/* EAGAIN, or an ICMP error: 0 (the queries time out) */
-	int got = dgram_recv(dns, fd, DNS_UP_BATCH, 0);
+	int got = dgram_recv(dns, fd, DNS_UP_BATCH, 0), nb = 0;
+	int kerr[SL_KBATCH_TAGS];
 
 	(void)loop;
 	(void)events;
+	up->reading = 1;
+	/* First every answer's addresses, staged ... */
 	for (int i = 0; i < got; i++) {
 		uint8_t *buf = dns->in_buf[i];
 		size_t n = dns->in_msg[i].msg_len;
@@ -822,14 +863,31 @@ static void up_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 			}
 		}
 		/* A late answer (its query timed out) or another id: not ours (RFC 5452 9.1). */
-		if (!dq)
+		if (!dq || dq->answered)
 			continue;
-		if (up->retired && up->nq == 1) {
-			query_complete(dq, buf, n); /* the last one: @up is closed with it */
-			return;
-		}
-		query_complete(dq, buf, n);
+		dq->answered = 1;
+		if (dns->kb)
+			sl_kbatch_tag(dns->kb, (unsigned)nb);
+		if (query_learn(dq, buf, n, &dns->answer[nb], dns->blocked[nb], dns->kb))
+			continue;
+		dns->batch[nb] = dq;
+		dns->batch_msg[nb] = buf;
+		dns->batch_len[nb] = n;
+		nb++;
 	}
+	/* ... then written to the kernel in one go, and only then the answers go out. */
+	if (dns->kb)
+		sl_kbatch_commit(dns->kb, kerr);
+	for (int k = 0; k < nb; k++) {
+		if (dns->kb && kerr[k])
+			learn_failed(dns->batch[k], kerr[k]);
+		else
+			query_answer(dns->batch[k], dns->batch_msg[k], dns->batch_len[k],
+				     &dns->answer[k], dns->blocked[k]);
+	}
+	up->reading = 0;
+	if (up->retired && !up->nq)
+		up_close(up);
 }
 
 static uint16_t random_id(struct sl_dns *dns)
@@ -1301,6 +1359,10 @@ struct sl_dns *sl_dns_new(struct sl_loop *loop, struct sl_events *events,
 	dns->loop = loop;
 	dns->events = events;
 	dns->o = *opts;
+	if (opts->bpf && !(dns->kb = sl_kbatch_new(opts->bpf))) {
+		free(dns);
+		return NULL;
+	}
 	if (!dns->o.timeout_ms)
 		dns->o.timeout_ms = 4000;
 	if (!dns->o.max_ttl_s)
@@ -1317,6 +1379,7 @@ void sl_dns_free(struct sl_dns *dns)
 		if (dns->up[i])
 			up_close(dns->up[i]);
 	dgram_flush(dns);
+	sl_kbatch_free(dns->kb);
 	free(dns);
 }
 

@@ -19,6 +19,8 @@
 
 struct sl_loop;
 struct sl_events;
+struct sl_bpf;
+struct sl_kbatch;
 struct sl_dns;
 struct sl_dns_listener;
 
@@ -31,6 +33,9 @@ struct sl_dns_opts {
 	 * smallest TTL bounds it too); 0: never. The caller passes --dns-grace, so that the
 	 * kernel entries a cached answer names outlive it by the whole clamped TTL (dns.c). */
 	unsigned cache_ms;
+	/* The kernel maps the listeners' learn() writes (NULL: none): the answers of one
+	 * wake-up write theirs together (struct sl_kbatch), then are released. */
+	struct sl_bpf *bpf;
 };
 
 /* What a listener asks of the sandbox it serves. Loop thread only. */
@@ -45,10 +50,12 @@ struct sl_dns_ops {
 	 * guard): those are removed from the reply. Returns 0 or -errno (the reply becomes
 	 * SERVFAIL: an answer whose addresses are not installed would only fail later):
 	 * -EDQUOT when the sandbox holds too many resolutions, -ENOSPC when the kernel's rule
-	 * map is full.
+	 * map is full. With @kb (may be NULL), new kernel entries are staged in it and written
+	 * by the caller's sl_kbatch_commit() before the reply goes: an error of those comes from
+	 * the commit, under the tag the caller set.
 	 */
 	int (*learn)(void *owner, const char *qname, const struct sl_dns_answer *a,
-		     uint8_t blocked[SL_DNS_MAX_ADDRS]);
+		     uint8_t blocked[SL_DNS_MAX_ADDRS], struct sl_kbatch *kb);
 	/* Whether the sandbox is in audit mode (NULL: never): a name without grants is then
 	 * resolved like an allowed one (learn still runs, and the rebinding guard with it)
 	 * instead of answered NXDOMAIN, and every event of the listener says "mode":"audit". */

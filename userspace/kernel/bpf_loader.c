@@ -988,6 +988,211 @@ int sl_bpf_set_rule(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_kentr
 	return put_rule(b, map, key, ksz, &e->val, sandbox_id, !fresh, &added);
 }
 
+/* ---- batched writes (struct sl_kbatch) ---- */
+
+static int sni_key(struct sl_sni_key *k, uint32_t sandbox_id, uint8_t family, const uint8_t *addr,
+		   const char *name);
+
+#define KB_MAX 512 /* staged entries per map */
+
+/* The staged writes of one map: keys and values side by side, as BPF_MAP_UPDATE_BATCH
+ * takes them, and what the commit needs of each. */
+struct kb_map {
+	size_t ksz, vsz, n;
+	unsigned char *keys, *vals;
+	uint64_t *tags; /* the tags that wrote each entry */
+	uint8_t *del; /* staged as a deletion */
+	uint32_t *bank; /* rule maps: the bank counted when the entry is created, or -1 */
+};
+
+struct sl_kbatch {
+	struct sl_bpf *b;
+	unsigned tag;
+	struct kb_map m[3]; /* sl_rules4, sl_rules6, sl_sni_names */
+};
+
+static int kb_map_init(struct kb_map *m, size_t ksz, size_t vsz)
+{
+	m->ksz = ksz;
+	m->vsz = vsz;
+	m->keys = calloc(KB_MAX, ksz);
+	m->vals = calloc(KB_MAX, vsz);
+	m->tags = calloc(KB_MAX, sizeof(*m->tags));
+	m->del = calloc(KB_MAX, 1);
+	m->bank = calloc(KB_MAX, sizeof(*m->bank));
+	return m->keys && m->vals && m->tags && m->del && m->bank ? 0 : -ENOMEM;
+}
+
+struct sl_kbatch *sl_kbatch_new(struct sl_bpf *b)
+{
+	struct sl_kbatch *kb = calloc(1, sizeof(*kb));
+
+	if (!kb)
+		return NULL;
+	kb->b = b;
+	if (kb_map_init(&kb->m[0], sizeof(struct sl_key4), sizeof(struct sl_rule)) ||
+	    kb_map_init(&kb->m[1], sizeof(struct sl_key6), sizeof(struct sl_rule)) ||
+	    kb_map_init(&kb->m[2], sizeof(struct sl_sni_key), sizeof(struct sl_sni_val))) {
+		sl_kbatch_free(kb);
+		return NULL;
+	}
+	return kb;
+}
+
+void sl_kbatch_free(struct sl_kbatch *kb)
+{
+	if (!kb)
+		return;
+	for (int i = 0; i < 3; i++) {
+		free(kb->m[i].keys);
+		free(kb->m[i].vals);
+		free(kb->m[i].tags);
+		free(kb->m[i].del);
+		free(kb->m[i].bank);
+	}
+	free(kb);
+}
+
+void sl_kbatch_tag(struct sl_kbatch *kb, unsigned tag)
+{
+	kb->tag = tag % SL_KBATCH_TAGS;
+}
+
+static ssize_t kb_find(const struct kb_map *m, const void *key)
+{
+	for (size_t i = 0; i < m->n; i++)
+		if (!memcmp(m->keys + i * m->ksz, key, m->ksz))
+			return (ssize_t)i;
+	return -1;
+}
+
+/* Stages @key = @val (NULL: a deletion) in @m when its key is staged already, or when @stage
+ * and there is room. Returns 1 if staged, 0 if the caller writes it at once. */
+static int kb_put(struct sl_kbatch *kb, struct kb_map *m, const void *key, const void *val,
+		  int stage, uint32_t bank)
+{
+	ssize_t i = kb_find(m, key);
+
+	if (i < 0) {
+		if (!stage || m->n == KB_MAX)
+			return 0;
+		i = (ssize_t)m->n++;
+		memcpy(m->keys + i * m->ksz, key, m->ksz);
+		m->tags[i] = 0;
+		m->bank[i] = bank;
+	}
+	m->tags[i] |= 1ULL << kb->tag;
+	m->del[i] = !val;
+	if (val)
+		memcpy(m->vals + i * m->vsz, val, m->vsz);
+	return 1;
+}
+
+int sl_kbatch_rule(struct sl_kbatch *kb, struct sl_bpf *b, uint32_t sandbox_id,
+		   const struct sl_kentry *e, int fresh)
+{
+	struct sl_key4 k4;
+	struct sl_key6 k6;
+
+	if (!kb)
+		return sl_bpf_set_rule(b, sandbox_id, e, fresh);
+	if (e->family == AF_INET)
+		kentry_key4(sandbox_id, e, &k4);
+	else
+		kentry_key6(sandbox_id, e, &k6);
+	/* Only a creation is staged: it counts in the bank when written. */
+	if (kb_put(kb, &kb->m[e->family == AF_INET ? 0 : 1],
+		   e->family == AF_INET ? (void *)&k4 : (void *)&k6, e->val.n ? &e->val : NULL,
+		   fresh && e->val.n, bank_ix(b, sandbox_id)))
+		return 0;
+	return sl_bpf_set_rule(b, sandbox_id, e, fresh);
+}
+
+int sl_kbatch_sni(struct sl_kbatch *kb, struct sl_bpf *b, uint32_t sandbox_id, uint8_t family,
+		  const uint8_t *addr, const char *name, const struct sl_sni_val *v)
+{
+	struct sl_sni_key k;
+
+	if (!kb || sni_key(&k, sandbox_id, family, addr, name))
+		return sl_bpf_set_sni_name(b, sandbox_id, family, addr, name, v);
+	if (kb_put(kb, &kb->m[2], &k, v && v->n ? v : NULL, v && v->n, UINT32_MAX))
+		return 0;
+	return sl_bpf_set_sni_name(b, sandbox_id, family, addr, name, v);
+}
+
+static void kb_fail(const struct kb_map *m, size_t i, int e, int err[SL_KBATCH_TAGS])
+{
+	for (unsigned t = 0; t < SL_KBATCH_TAGS; t++)
+		if (m->tags[i] >> t & 1 && !err[t])
+			err[t] = e;
+}
+
+/* Writes @m's staged entries into @fd: the updates in batches, then the deletions. */
+static void kb_commit_map(struct sl_kbatch *kb, struct kb_map *m, int fd, int err[SL_KBATCH_TAGS])
+{
+	/* elem_flags 0: the generic batch takes no BPF_NOEXIST */
+	LIBBPF_OPTS(bpf_map_batch_opts, bo, .elem_flags = 0);
+	size_t w = 0;
+
+	/* Deletions to the end, written one by one (rare: a key staged, then emptied). */
+	for (size_t i = 0; i < m->n; i++) {
+		if (m->del[i]) {
+			if (bpf_map_delete_elem(fd, m->keys + i * m->ksz) == 0) {
+				if (m->bank[i] != UINT32_MAX && kb->b->bank_n[m->bank[i]])
+					kb->b->bank_n[m->bank[i]]--;
+			} else if (errno != ENOENT) {
+				kb_fail(m, i, -errno, err);
+			}
+			continue;
+		}
+		if (w != i) {
+			memcpy(m->keys + w * m->ksz, m->keys + i * m->ksz, m->ksz);
+			memcpy(m->vals + w * m->vsz, m->vals + i * m->vsz, m->vsz);
+			m->tags[w] = m->tags[i];
+			m->bank[w] = m->bank[i];
+		}
+		w++;
+	}
+	for (size_t i = 0; i < w;) {
+		__u32 count = (__u32)(w - i);
+		int r = bpf_map_update_batch(fd, m->keys + i * m->ksz, m->vals + i * m->vsz, &count,
+					     &bo);
+		int e = r ? -errno : 0;
+
+		if (count > w - i)
+			count = (__u32)(w - i);
+		for (size_t k = i; k < i + count; k++)
+			if (m->bank[k] != UINT32_MAX)
+				kb->b->bank_n[m->bank[k]]++;
+		i += count;
+		if (!r)
+			break;
+		if (e == -EOPNOTSUPP || e == -EINVAL) {
+			/* no batched update for this map here: one by one */
+			for (; i < w; i++) {
+				if (bpf_map_update_elem(fd, m->keys + i * m->ksz,
+							m->vals + i * m->vsz, BPF_ANY)) {
+					kb_fail(m, i, -errno, err);
+				} else if (m->bank[i] != UINT32_MAX) {
+					kb->b->bank_n[m->bank[i]]++;
+				}
+			}
+			break;
+		}
+		if (i < w)
+			kb_fail(m, i++, e, err); /* the entry the kernel stopped at */
+	}
+	m->n = 0;
+}
+
+void sl_kbatch_commit(struct sl_kbatch *kb, int err[SL_KBATCH_TAGS])
+{
+	memset(err, 0, SL_KBATCH_TAGS * sizeof(*err));
+	kb_commit_map(kb, &kb->m[0], bpf_map__fd(kb->b->skel->maps.sl_rules4), err);
+	kb_commit_map(kb, &kb->m[1], bpf_map__fd(kb->b->skel->maps.sl_rules6), err);
+	kb_commit_map(kb, &kb->m[2], bpf_map__fd(kb->b->skel->maps.sl_sni_names), err);
+}
+
 /* Appends the entries of @sandbox_id in LPM map @map to *@out. */
 static int read_rules(struct bpf_map *map, size_t key_size, uint8_t family, uint32_t sandbox_id,
 		      struct sl_kentry **out, size_t *n, size_t *cap)

@@ -78,6 +78,33 @@ int sl_bpf_sync_rules(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_ken
  * caller knows of no entry at this key, so it is created first (one syscall, not two); either
  * way a wrong guess costs one more syscall, never a wrong entry. */
 int sl_bpf_set_rule(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_kentry *e, int fresh);
+/*
+ * Kernel writes held together, e.g. the addresses one DNS wake-up learned: with a batch, new
+ * rule entries and SNI name entries are staged, and sl_kbatch_commit() writes them with one
+ * BPF_MAP_UPDATE_BATCH per map (one syscall instead of one per entry). A write to a key
+ * staged already replaces the staged value (a deletion too), so the commit writes the last
+ * value; anything else (a rule entry that exists, a deletion of an unstaged key, a full
+ * batch) is written at once, as without a batch. Each staged write carries the batch's
+ * current tag (sl_kbatch_tag(), 0..63); the commit says per tag the first error of its
+ * writes. Nothing staged is in the kernel before the commit: its caller releases nothing that
+ * depends on an entry (a DNS answer) until then.
+ * Threading: a batch belongs to one thread; its writes go to the maps of @b.
+ */
+struct sl_kbatch;
+#define SL_KBATCH_TAGS 64
+struct sl_kbatch *sl_kbatch_new(struct sl_bpf *b);
+void sl_kbatch_free(struct sl_kbatch *kb);
+void sl_kbatch_tag(struct sl_kbatch *kb, unsigned tag);
+/* As sl_bpf_set_rule(), through @kb (NULL: at once). */
+int sl_kbatch_rule(struct sl_kbatch *kb, struct sl_bpf *b, uint32_t sandbox_id,
+		   const struct sl_kentry *e, int fresh);
+/* As sl_bpf_set_sni_name(), through @kb (NULL: at once). */
+int sl_kbatch_sni(struct sl_kbatch *kb, struct sl_bpf *b, uint32_t sandbox_id, uint8_t family,
+		  const uint8_t *addr, const char *name, const struct sl_sni_val *v);
+/* Writes what is staged and empties the batch; @err[tag]: 0, or the first -errno of the
+ * tag's writes. */
+void sl_kbatch_commit(struct sl_kbatch *kb, int err[SL_KBATCH_TAGS]);
+
 /* Reads every kernel entry of @sandbox_id into *@out (malloc'd, caller frees). */
 int sl_bpf_read_rules(struct sl_bpf *b, uint32_t sandbox_id, struct sl_kentry **out, size_t *n);
 /*

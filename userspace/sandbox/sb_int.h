@@ -265,10 +265,11 @@ const char *sb_dns_name(void *owner);
 int sb_learned_add(struct sb_learned *l, const char *name, const struct sl_addr_rule *r);
 /* Writes the kernel entry of one address into rule bank @bank from static @rules and @learned
  * (no entry when neither has that exact address: a covering prefix then answers alone).
- * @fresh: no entry is known at that key (sl_bpf_set_rule()). */
+ * @fresh: no entry is known at that key (sl_bpf_set_rule()); @kb: staged there when not NULL
+ * (sl_kbatch_rule()). */
 int sb_learned_write_addr(struct sl_registry *r, uint32_t bank, const struct sl_rule_set *rules,
 			  const struct sb_learned *learned, uint8_t family, const uint8_t *addr,
-			  int fresh);
+			  int fresh, struct sl_kbatch *kb);
 void sb_learned_free(struct sb_learned *l);
 void sb_learned_sweep(struct sl_registry *r, struct sl_box *box, uint64_t now);
 /* Drops from memory the learned entries of @box expired at @now, at most @max of them, the
@@ -280,7 +281,7 @@ size_t sb_learned_expire(struct sl_box *box, uint64_t now, size_t max, struct sl
 int sb_sni_relevant(const struct sl_addr_rule *x);
 /* Writes the kernel entries of every name learned at @family/@addr. */
 int sb_sni_write_addr(struct sl_registry *r, struct sl_box *box, uint8_t family,
-		      const uint8_t *addr);
+		      const uint8_t *addr, struct sl_kbatch *kb);
 /* Learned entry @x of @name is being dropped: its name's kernel entry goes (write_addr()
  * writes back what remains of the name there). */
 void sb_sni_forget(struct sl_box *box, const struct sl_addr_rule *x, const char *name);

@@ -105,7 +105,7 @@ static int learned_knows(const struct sl_box *box, const char *name, uint8_t fam
  */
 int sb_learned_write_addr(struct sl_registry *r, uint32_t bank, const struct sl_rule_set *rules,
 			  const struct sb_learned *learned, uint8_t family, const uint8_t *addr,
-			  int fresh)
+			  int fresh, struct sl_kbatch *kb)
 {
 	struct sl_kentry e = { .family = family, .plen = family == AF_INET ? 32 : 128 };
 	struct sl_rule_set at;
@@ -126,7 +126,7 @@ int sb_learned_write_addr(struct sl_registry *r, uint32_t bank, const struct sl_
 			err = sl_rules_merge(&at, family, e.addr, e.plen, &e.val);
 	}
 	if (!err)
-		err = sl_bpf_set_rule(r->bpf, bank, &e, fresh && keep);
+		err = sl_kbatch_rule(kb, r->bpf, bank, &e, fresh && keep);
 	sl_rule_set_free(&at);
 	return err;
 }
@@ -134,15 +134,15 @@ int sb_learned_write_addr(struct sl_registry *r, uint32_t bank, const struct sl_
 /* The same for the bank in force of @box, with the names the kernel SNI check accepts there;
  * a switch under way rewrites the address in its new bank when it completes. */
 static int write_addr(struct sl_registry *r, struct sl_box *box, uint8_t family,
-		      const uint8_t *addr, int fresh)
+		      const uint8_t *addr, int fresh, struct sl_kbatch *kb)
 {
 	int err = sb_learned_write_addr(r, box->rules_id, &box->layer->rules, &box->learned, family,
-					addr, fresh);
+					addr, fresh, kb);
 
 	if (box->switching)
 		sb_switch_note(box->switching, family, addr);
 	if (!err)
-		err = sb_sni_write_addr(r, box, family, addr);
+		err = sb_sni_write_addr(r, box, family, addr, kb);
 	return err;
 }
 
@@ -165,7 +165,7 @@ static int dns_audit(void *owner)
 
 /* The kernel half of a DNS answer (struct sl_dns_ops.learn). */
 static int dns_learn(void *owner, const char *qname, const struct sl_dns_answer *a,
-		     uint8_t blocked[SL_DNS_MAX_ADDRS])
+		     uint8_t blocked[SL_DNS_MAX_ADDRS], struct sl_kbatch *kb)
 {
 	static const uint8_t mapped[12] = { [10] = 0xff, [11] = 0xff };
 	struct sl_box *box = owner;
@@ -242,7 +242,7 @@ static int dns_learn(void *owner, const char *qname, const struct sl_dns_answer 
 				return err;
 			}
 		}
-		err = write_addr(r, box, family, addr, fresh);
+		err = write_addr(r, box, family, addr, fresh, kb);
 		if (err) {
 			sl_err("sandbox %s: installing an address of %s failed: %s", box->name,
 			       qname,
@@ -327,7 +327,7 @@ void sb_learned_sweep(struct sl_registry *r, struct sl_box *box, uint64_t now)
 	t0 = sl_now_ns();
 	naddr = sb_learned_expire(box, now, SWEEP_BATCH, &gone);
 	for (size_t k = 0; k < naddr; k++) {
-		int err = write_addr(r, box, gone[k].family, gone[k].addr, 0);
+		int err = write_addr(r, box, gone[k].family, gone[k].addr, 0, NULL);
 
 		if (err)
 			sl_warn("sandbox %s: removing an expired entry failed: %s", box->name,

@@ -52,7 +52,7 @@ static void name_value(const struct sl_box *box, uint8_t family, const uint8_t *
 }
 
 int sb_sni_write_addr(struct sl_registry *r, struct sl_box *box, uint8_t family,
-		      const uint8_t *addr)
+		      const uint8_t *addr, struct sl_kbatch *kb)
 {
 	int err = 0;
 
@@ -75,7 +75,7 @@ int sb_sni_write_addr(struct sl_registry *r, struct sl_box *box, uint8_t family,
 		if (seen)
 			continue;
 		name_value(box, family, addr, name, &v);
-		err = sl_bpf_set_sni_name(r->bpf, box->id, family, addr, name, &v);
+		err = sl_kbatch_sni(kb, r->bpf, box->id, family, addr, name, &v);
 	}
 	return err;
 }
@@ -144,7 +144,7 @@ int sb_sni_sync(struct sl_registry *r, struct sl_box *box)
 		const struct sl_addr_rule *x = &box->learned.rules.v[i];
 
 		if (sb_lx_first_at(&box->learned.ix, &box->learned.rules, x->family, x->addr) == i)
-			err = sb_sni_write_addr(r, box, x->family, x->addr);
+			err = sb_sni_write_addr(r, box, x->family, x->addr, NULL);
 	}
 	return err;
 }

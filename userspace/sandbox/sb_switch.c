@@ -427,7 +427,7 @@ static int switch_apply(struct sb_switching *s, struct sl_switch_result *res)
 		s->learned = now;
 		for (size_t i = 0; i < s->ndirty && !e; i++)
 			e = sb_learned_write_addr(r, bank, &nl->rules, &s->learned,
-						  s->dirty[i].family, s->dirty[i].addr, 0);
+						  s->dirty[i].family, s->dirty[i].addr, 0, NULL);
 		if (e) {
 			sl_errf(err, errlen, "bringing in what resolved meanwhile failed: %s",
 				e == -EDQUOT ? "too many resolved addresses" : strerror(-e));

@@ -1,0 +1,216 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Batched kernel writes (struct sl_kbatch, kernel/bpf_loader.c) against the real maps of a
+ * loaded sluice (pinned in a directory of the test's own): nothing staged reaches the kernel
+ * before the commit, a key staged twice ends with its last value (or deleted), and an entry
+ * the kernel refuses (a full map) is reported under the tags that wrote it and no other.
+ * Needs root.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "kernel/bpf_loader.h"
+
+#define MAX_RULES 16
+#define BOX 5
+
+static struct sl_bpf *b;
+static char pin[64];
+
+static int setup(void **state)
+{
+	struct sl_bpf_opts o = { .pin_dir = pin, .max_rules = MAX_RULES, .max_sandboxes = 64 };
+	char err[256];
+
+	(void)state;
+	if (geteuid() != 0) {
+		fprintf(stderr, "test_kbatch loads BPF programs: run it as root\n");
+		return -1;
+	}
+	snprintf(pin, sizeof(pin), "/sys/fs/bpf/sluice-test-kbatch-%d", (int)getpid());
+	b = sl_bpf_open(&o, err, sizeof(err));
+	if (!b)
+		fprintf(stderr, "sl_bpf_open: %s\n", err);
+	return b ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	sl_bpf_purge(b);
+	sl_bpf_close(b);
+	rmdir(pin);
+	return 0;
+}
+
+static struct sl_kentry entry(unsigned i, uint16_t port)
+{
+	struct sl_kentry e = { .family = AF_INET, .plen = 32 };
+
+	e.addr[0] = 10;
+	e.addr[2] = (uint8_t)(i >> 8);
+	e.addr[3] = (uint8_t)i;
+	if (port) {
+		e.val.n = 1;
+		e.val.r[0] = (struct sl_port_range){ .lo = port, .hi = port, .verdict = 1, .protos = 1 };
+	}
+	return e;
+}
+
+/* The port of @box's entry at 10.0.x.i, 0 if it has none. */
+static uint16_t port_at(uint32_t box, unsigned i)
+{
+	struct sl_kentry *v = NULL;
+	size_t n = 0;
+	uint16_t port = 0;
+	struct sl_kentry want = entry(i, 0);
+
+	assert_int_equal(sl_bpf_read_rules(b, box, &v, &n), 0);
+	for (size_t k = 0; k < n; k++)
+		if (v[k].family == AF_INET && !memcmp(v[k].addr, want.addr, 4) && v[k].val.n)
+			port = v[k].val.r[0].lo;
+	free(v);
+	return port;
+}
+
+static void wipe(uint32_t box)
+{
+	for (unsigned i = 0; i < 40; i++) {
+		struct sl_kentry e = entry(i, 0);
+
+		assert_int_equal(sl_bpf_set_rule(b, box, &e, 0), 0);
+	}
+}
+
+static void test_staged_entries_wait_for_the_commit_and_keep_the_last_value(void **state)
+{
+	struct sl_kbatch *kb = sl_kbatch_new(b);
+	int err[SL_KBATCH_TAGS];
+
+	(void)state;
+	assert_non_null(kb);
+	for (unsigned i = 0; i < 3; i++) {
+		struct sl_kentry e = entry(i, (uint16_t)(100 + i));
+
+		sl_kbatch_tag(kb, i);
+		assert_int_equal(sl_kbatch_rule(kb, b, BOX, &e, 1), 0);
+	}
+	/* a later answer rewrites the staged entry of the first: not fresh any more */
+	{
+		struct sl_kentry e = entry(0, 200);
+
+		sl_kbatch_tag(kb, 3);
+		assert_int_equal(sl_kbatch_rule(kb, b, BOX, &e, 0), 0);
+	}
+	/* staged, then emptied: no entry */
+	{
+		struct sl_kentry e = entry(5, 105), gone = entry(5, 0);
+
+		sl_kbatch_tag(kb, 4);
+		assert_int_equal(sl_kbatch_rule(kb, b, BOX, &e, 1), 0);
+		assert_int_equal(sl_kbatch_rule(kb, b, BOX, &gone, 0), 0);
+	}
+	for (unsigned i = 0; i < 6; i++)
+		assert_int_equal(port_at(BOX, i), 0); /* nothing before the commit */
+	sl_kbatch_commit(kb, err);
+	for (unsigned t = 0; t < SL_KBATCH_TAGS; t++)
+		assert_int_equal(err[t], 0);
+	assert_int_equal(port_at(BOX, 0), 200);
+	assert_int_equal(port_at(BOX, 1), 101);
+	assert_int_equal(port_at(BOX, 2), 102);
+	assert_int_equal(port_at(BOX, 5), 0);
+	/* an entry that exists is written at once, not staged */
+	{
+		struct sl_kentry e = entry(1, 301);
+
+		sl_kbatch_tag(kb, 0);
+		assert_int_equal(sl_kbatch_rule(kb, b, BOX, &e, 0), 0);
+		assert_int_equal(port_at(BOX, 1), 301);
+		sl_kbatch_commit(kb, err);
+		assert_int_equal(err[0], 0);
+	}
+	sl_kbatch_free(kb);
+	wipe(BOX);
+}
+
+static void test_a_full_map_fails_the_tags_that_did_not_fit(void **state)
+{
+	struct sl_kbatch *kb = sl_kbatch_new(b);
+	int err[SL_KBATCH_TAGS], failed = 0;
+
+	(void)state;
+	assert_non_null(kb);
+	for (unsigned i = 0; i < MAX_RULES + 4; i++) {
+		struct sl_kentry e = entry(i, 443);
+
+		sl_kbatch_tag(kb, i);
+		assert_int_equal(sl_kbatch_rule(kb, b, BOX + 1, &e, 1), 0);
+	}
+	sl_kbatch_commit(kb, err);
+	for (unsigned i = 0; i < MAX_RULES + 4; i++) {
+		int in = port_at(BOX + 1, i) == 443;
+
+		/* every tag either has its entry or an error that says the map is full */
+		if (err[i]) {
+			assert_true(err[i] == -ENOSPC || err[i] == -E2BIG);
+			assert_false(in);
+			failed++;
+		} else {
+			assert_true(in);
+		}
+	}
+	assert_int_equal(failed, 4);
+	sl_kbatch_free(kb);
+	wipe(BOX + 1);
+}
+
+static int name_count(const struct sl_sni_key *k, const struct sl_sni_val *v, void *arg)
+{
+	(void)k;
+	(void)v;
+	(*(int *)arg)++;
+	return 0;
+}
+
+static void test_sni_names_are_staged_too(void **state)
+{
+	struct sl_kbatch *kb = sl_kbatch_new(b);
+	struct sl_sni_val v = { .n = 1 };
+	uint8_t addr[16] = { 10, 9, 9, 9 };
+	int err[SL_KBATCH_TAGS], n = 0;
+
+	(void)state;
+	v.r[0].lo = v.r[0].hi = 443;
+	sl_kbatch_tag(kb, 7);
+	assert_int_equal(sl_kbatch_sni(kb, b, BOX + 2, AF_INET, addr, "a.test", &v), 0);
+	assert_int_equal(sl_kbatch_sni(kb, b, BOX + 2, AF_INET, addr, "b.test", &v), 0);
+	assert_int_equal(sl_bpf_sni_names_each(b, BOX + 2, name_count, &n), 0);
+	assert_int_equal(n, 0);
+	sl_kbatch_commit(kb, err);
+	assert_int_equal(err[7], 0);
+	assert_int_equal(sl_bpf_sni_names_each(b, BOX + 2, name_count, &n), 0);
+	assert_int_equal(n, 2);
+	sl_kbatch_free(kb);
+	sl_bpf_drop_sni_names(b, BOX + 2);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_staged_entries_wait_for_the_commit_and_keep_the_last_value),
+		cmocka_unit_test(test_a_full_map_fails_the_tags_that_did_not_fit),
+		cmocka_unit_test(test_sni_names_are_staged_too),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
