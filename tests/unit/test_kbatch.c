@@ -62,7 +62,8 @@ static struct sl_kentry entry(unsigned i, uint16_t port)
 	e.addr[3] = (uint8_t)i;
 	if (port) {
 		e.val.n = 1;
-		e.val.r[0] = (struct sl_port_range){ .lo = port, .hi = port, .verdict = 1, .protos = 1 };
+		e.val.r[0] =
+			(struct sl_port_range){ .lo = port, .hi = port, .verdict = 1, .protos = 1 };
 	}
 	return e;
 }
