@@ -7,6 +7,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +57,10 @@ struct sub {
 };
 
 struct sl_events {
+	/* The loop that owns the bus (sl_events_bind()) and its thread: a line published on
+	 * another thread (a worker's) is posted there. */
+	struct sl_loop *loop;
+	pthread_t owner;
 	size_t keep; /* lines per ring */
 	size_t total, total_max; /* lines in all rings */
 	uint64_t seq;
@@ -327,7 +332,55 @@ void sl_events_replay(struct sl_events *ev, const char *sandbox, sl_event_sink *
 }
 
 /* Keeps @line (malloc'd, newline-terminated, owned from here) and hands it to subscribers. */
+/* A line on its way from another thread to the bus's: the sandbox's name after it. */
+struct posted_line {
+	struct sl_task task;
+	struct sl_events *ev;
+	char *line;
+	size_t len;
+	int has_sandbox;
+	char sandbox[];
+};
+
+static void publish_here(struct sl_events *ev, const char *sandbox, char *line, size_t len);
+
+static void posted_line_run(struct sl_task *t)
+{
+	struct posted_line *p = sl_container_of(t, struct posted_line, task);
+
+	publish_here(p->ev, p->has_sandbox ? p->sandbox : NULL, p->line, p->len);
+	free(p);
+}
+
+void sl_events_bind(struct sl_events *ev, struct sl_loop *loop)
+{
+	ev->loop = loop;
+	ev->owner = pthread_self();
+}
+
 static void publish_line(struct sl_events *ev, const char *sandbox, char *line, size_t len)
+{
+	struct posted_line *p;
+	size_t n = sandbox ? strlen(sandbox) + 1 : 1;
+
+	if (!ev->loop || pthread_equal(pthread_self(), ev->owner)) {
+		publish_here(ev, sandbox, line, len);
+		return;
+	}
+	p = malloc(sizeof(*p) + n);
+	if (!p) { /* lost, as a line a slow subscriber drops */
+		free(line);
+		return;
+	}
+	p->ev = ev;
+	p->line = line;
+	p->len = len;
+	p->has_sandbox = !!sandbox;
+	memcpy(p->sandbox, sandbox ? sandbox : "", n);
+	sl_loop_post(ev->loop, &p->task, posted_line_run);
+}
+
+static void publish_here(struct sl_events *ev, const char *sandbox, char *line, size_t len)
 {
 	struct sub *s, *next;
 

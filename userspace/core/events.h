@@ -2,9 +2,11 @@
 /*
  * The event stream: JSON lines from the kernel and the daemon, kept and fanned out.
  *
- * Threading: an event bus belongs to the loop thread (rings and subscribers have no lock),
- * and so does every call on it; sinks run on it and must not block. Publishing never blocks.
- * sl_event_json() is a pure function: any thread.
+ * Threading: an event bus belongs to the main loop's thread (rings and subscribers have no
+ * lock), and so does every call on it but publishing: sl_events_publish() and sl_jw_publish()
+ * from another thread (a worker's: DNS, proxy, Lua, switches) format the line there and post
+ * it to the main loop (sl_events_bind()), where the sinks run; sinks must not block.
+ * Publishing never blocks. sl_event_json() is a pure function: any thread.
  */
 #ifndef SL_EVENTS_H
 #define SL_EVENTS_H
@@ -29,6 +31,10 @@ typedef void sl_event_sink(const char *line, size_t len, void *arg);
  * in all (see events.c). */
 struct sl_events *sl_events_new(size_t keep);
 void sl_events_free(struct sl_events *ev);
+/* The bus belongs to @loop, run by the calling thread: lines published on other threads are
+ * posted to it (unbound, every publish is direct). Before any other thread publishes. */
+struct sl_loop;
+void sl_events_bind(struct sl_events *ev, struct sl_loop *loop);
 
 /* Subscribes @sink to lines of sandbox @sandbox (NULL: all). Returns a handle > 0, or -1. */
 int sl_events_subscribe(struct sl_events *ev, const char *sandbox, sl_event_sink *sink, void *arg);
