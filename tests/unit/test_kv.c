@@ -3,11 +3,13 @@
  * The KV store, checked from the outside the way an attacker with the database but not the
  * key would look at it: values round-trip, namespaces are separate, a flipped byte or a
  * ciphertext moved under another name is refused (-EBADMSG), the files on disk never hold
- * a plaintext, and a key file anyone else could read is refused.
+ * a plaintext, and a key file anyone else could read is refused. Reads on another thread than
+ * the opener's (sluiced's workers) see every commit and do not wait for a writer.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -16,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -561,6 +564,73 @@ static void test_nonce_is_fresh(void **state)
 	assert_memory_not_equal(first + 12, second + 12, 4);
 }
 
+/* Reads on a thread of their own, as a worker's handler makes them. */
+struct reader_job {
+	struct sl_kv *kv;
+	int r;
+	char val[64];
+	uint64_t took_ms;
+};
+
+static void *read_on_thread(void *arg)
+{
+	struct reader_job *j = arg;
+	struct timespec a, b;
+	char *v = NULL;
+	size_t len = 0;
+
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	j->r = sl_kv_get(j->kv, "KEYS", "box1", &v, &len);
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	j->took_ms = (uint64_t)(b.tv_sec - a.tv_sec) * 1000 + (b.tv_nsec - a.tv_nsec) / 1000000;
+	if (!j->r)
+		snprintf(j->val, sizeof(j->val), "%.*s", (int)len, v);
+	free(v);
+	return NULL;
+}
+
+static struct reader_job read_elsewhere(struct sl_kv *kv)
+{
+	struct reader_job j = { .kv = kv, .r = 1 };
+	pthread_t t;
+
+	assert_int_equal(pthread_create(&t, NULL, read_on_thread, &j), 0);
+	pthread_join(t, NULL);
+	return j;
+}
+
+static void test_reads_on_other_threads(void **state)
+{
+	struct fixture *f = *state;
+	char db[128];
+	struct reader_job j;
+	sqlite3 *w = NULL;
+
+	assert_int_equal(sl_kv_put(f->kv, "KEYS", "box1", "v1", 2), 0);
+	j = read_elsewhere(f->kv);
+	assert_int_equal(j.r, 0);
+	assert_string_equal(j.val, "v1");
+	assert_int_equal(sl_kv_put(f->kv, "KEYS", "box1", "v2", 2), 0);
+	j = read_elsewhere(f->kv);
+	assert_string_equal(j.val, "v2");
+	/* A writer in the middle of a transaction (another connection, as sluiced's own writer
+	 * would be during its fsync) holds the write lock: the reader sees the last commit at
+	 * once, it does not wait for the busy timeout. */
+	path_of(f, "kv.db", db, sizeof(db));
+	assert_int_equal(sqlite3_open(db, &w), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(w, "BEGIN IMMEDIATE; DELETE FROM kv;", NULL, NULL, NULL),
+			 SQLITE_OK);
+	j = read_elsewhere(f->kv);
+	assert_int_equal(j.r, 0);
+	assert_string_equal(j.val, "v2");
+	assert_true(j.took_ms < 1000);
+	assert_int_equal(sqlite3_exec(w, "ROLLBACK;", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(w);
+	assert_int_equal(sl_kv_rm(f->kv, "KEYS", "box1"), 0);
+	j = read_elsewhere(f->kv);
+	assert_int_equal(j.r, -ENOENT);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -578,6 +648,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fresh_store_files, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_list, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_nonce_is_fresh, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reads_on_other_threads, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

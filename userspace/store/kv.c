@@ -44,7 +44,58 @@ struct sl_kv {
 	sqlite3_stmt *put, *get, *rm, *list;
 	pthread_mutex_t lock;
 	unsigned char key[KV_KEY_BYTES];
+	/* Reads on other threads than the opener's (sluiced's workers: handlers) go through a
+	 * read-only connection of their own: in WAL mode a reader sees the last commit and never
+	 * waits for a writer, so a handler's read does not wait for an operator's fsync, nor one
+	 * worker for another. */
+	pthread_t owner;
+	pthread_key_t readers; /* struct kv_reader of the calling thread */
+	int readers_ok;
+	char db_path[PATH_MAX];
 };
+
+struct kv_reader {
+	sqlite3 *db;
+	sqlite3_stmt *get;
+};
+
+static void reader_free(void *arg)
+{
+	struct kv_reader *rd = arg;
+
+	sqlite3_finalize(rd->get);
+	sqlite3_close(rd->db);
+	free(rd);
+}
+
+/* The calling thread's read connection, opened at its first read; NULL on the opener's
+ * thread, or when one cannot be opened (the reads then share the store's mutex). */
+static struct kv_reader *reader_of(struct sl_kv *kv)
+{
+	struct kv_reader *rd;
+
+	if (!kv->readers_ok || pthread_equal(pthread_self(), kv->owner))
+		return NULL;
+	rd = pthread_getspecific(kv->readers);
+	if (rd)
+		return rd;
+	rd = calloc(1, sizeof(*rd));
+	if (!rd)
+		return NULL;
+	if (sqlite3_open_v2(kv->db_path, &rd->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOFOLLOW,
+			    NULL) != SQLITE_OK ||
+	    (sqlite3_db_config(rd->db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL),
+	     sqlite3_busy_timeout(rd->db, 2000),
+	     sqlite3_prepare_v3(rd->db, "SELECT val FROM kv WHERE ns = ?1 AND key = ?2", -1,
+				SQLITE_PREPARE_PERSISTENT, &rd->get, NULL)) != SQLITE_OK ||
+	    pthread_setspecific(kv->readers, rd)) {
+		sl_warn("kv: opening a read connection failed (%s): reads share the writer's",
+			rd->db ? sqlite3_errmsg(rd->db) : "out of memory");
+		reader_free(rd);
+		return NULL;
+	}
+	return rd;
+}
 
 int sl_kv_ns_ok(const char *ns)
 {
@@ -442,11 +493,15 @@ struct sl_kv *sl_kv_open(const char *dir, char *err, size_t errlen)
 		goto fail;
 	}
 	pthread_mutex_init(&kv->lock, NULL);
+	kv->owner = pthread_self();
+	snprintf(kv->db_path, sizeof(kv->db_path), "%s", db_path);
 	r = load_key(kv, dir, db_path, err, errlen);
 	if (!r)
 		r = open_db(kv, db_path, err, errlen);
-	if (!r)
+	if (!r) {
+		kv->readers_ok = !pthread_key_create(&kv->readers, reader_free);
 		return kv;
+	}
 fail:
 	sl_kv_close(kv);
 	errno = -r;
@@ -462,6 +517,9 @@ void sl_kv_close(struct sl_kv *kv)
 	sqlite3_finalize(kv->rm);
 	sqlite3_finalize(kv->list);
 	sqlite3_close(kv->db);
+	/* The readers' threads have ended (each closed its connection then). */
+	if (kv->readers_ok)
+		pthread_key_delete(kv->readers);
 	pthread_mutex_destroy(&kv->lock);
 	OPENSSL_cleanse(kv->key, sizeof(kv->key));
 	free(kv);
@@ -511,6 +569,8 @@ cleanup:
 int sl_kv_get(struct sl_kv *kv, const char *ns, const char *key, char **val, size_t *len)
 {
 	unsigned char aad[KV_AAD_MAX], *pt = NULL;
+	struct kv_reader *rd;
+	sqlite3_stmt *get;
 	size_t aad_len, blob_len;
 	const void *blob;
 	int rc, r = 0;
@@ -520,20 +580,25 @@ int sl_kv_get(struct sl_kv *kv, const char *ns, const char *key, char **val, siz
 	if (!sl_kv_ns_ok(ns) || !sl_kv_key_ok(key))
 		return -EINVAL;
 	aad_len = build_aad(aad, ns, key);
-	pthread_mutex_lock(&kv->lock);
-	rc = bind_names(kv->get, ns, key);
+	rd = reader_of(kv);
+	get = rd ? rd->get : kv->get;
+	if (!rd)
+		pthread_mutex_lock(&kv->lock);
+	rc = bind_names(get, ns, key);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_step(kv->get);
+		rc = sqlite3_step(get);
 	if (rc == SQLITE_DONE) {
 		r = -ENOENT;
 		goto cleanup;
 	}
 	if (rc != SQLITE_ROW) {
-		r = db_fail(kv, rc, "get");
+		r = rd ? -EIO : db_fail(kv, rc, "get");
+		if (rd)
+			sl_err("kv: get failed: %s", sqlite3_errmsg(rd->db));
 		goto cleanup;
 	}
-	blob = sqlite3_column_blob(kv->get, 0);
-	blob_len = sqlite3_column_bytes(kv->get, 0);
+	blob = sqlite3_column_blob(get, 0);
+	blob_len = sqlite3_column_bytes(get, 0);
 	if (blob_len < KV_OVERHEAD || blob_len > SL_KV_VALUE_MAX + KV_OVERHEAD || !blob) {
 		r = -EBADMSG;
 		goto cleanup;
@@ -554,8 +619,9 @@ int sl_kv_get(struct sl_kv *kv, const char *ns, const char *key, char **val, siz
 	*val = (char *)pt;
 	*len = blob_len - KV_OVERHEAD;
 cleanup:
-	stmt_done(kv->get);
-	pthread_mutex_unlock(&kv->lock);
+	stmt_done(get);
+	if (!rd)
+		pthread_mutex_unlock(&kv->lock);
 	if (r == -EBADMSG)
 		sl_warn("kv: the value of %s/%s does not authenticate (tampered with, or written "
 			"under another name or key)",

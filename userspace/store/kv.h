@@ -1,11 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /* The KV store: namespaced secrets, encrypted at rest, in SQLite (see kv.c).
- * Threading: any thread (every call takes the store's mutex). sl_kv_put() and sl_kv_rm() block
- * on an fsync (PRAGMA synchronous = FULL: 3 ms on average, up to ~30 ms); sl_kv_get() and
- * sl_kv_list() only read. sluiced calls the writers on its loop thread, for the control API's
- * PUT and DELETE /v1/kv only (an operator's `sluice kv put|rm`; Lua and the sandboxes' traffic
- * only read): the one exception to "nothing in a callback blocks", taken so that a 200 means
- * the value is on disk (ARCHITECTURE.md, Threads). */
+ * Threading: any thread. Writes and lists take the store's mutex; sl_kv_put() and sl_kv_rm()
+ * block on an fsync (PRAGMA synchronous = FULL: 3 ms on average, up to ~30 ms). sl_kv_get()
+ * on the thread that opened the store takes the mutex too; on any other thread (sluiced's
+ * workers: handlers read the KV there) it reads through a read-only connection of that
+ * thread's own (WAL: it sees the last commit and never waits for a writer or another reader),
+ * closed when the thread ends: such threads end before sl_kv_close(). sluiced calls the
+ * writers on its main thread, for the control API's PUT and DELETE /v1/kv only (an
+ * operator's `sluice kv put|rm`; Lua and the sandboxes' traffic only read): the one exception
+ * to "nothing in a callback blocks", taken so that a 200 means the value is on disk
+ * (ARCHITECTURE.md, Threads). */
 #ifndef SL_KV_H
 #define SL_KV_H
 
