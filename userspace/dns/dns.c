@@ -42,8 +42,6 @@
 #define DNS_MAX_PENDING 512 /* queries in flight per listener */
 #define DNS_MAX_TCP 64 /* TCP clients per listener */
 /* ... and of all listeners: each holds a descriptor, which the proxy needs too */
-#define DNS_MAX_PENDING_TOTAL SL_DNS_MAX_PENDING_TOTAL
-#define DNS_MAX_TCP_TOTAL SL_DNS_MAX_TCP_TOTAL
 #define DNS_TCP_IDLE_MS 10000
 #define DNS_MSG_MAX 65535
 /*
@@ -1038,7 +1036,7 @@ static void handle_query(struct sl_dns_listener *l, const uint8_t *pkt, size_t l
 	}
 	if (!audited && cache_serve(l, &q, pkt, udp_fd, from, fromlen, tcp))
 		return;
-	if (l->npending >= DNS_MAX_PENDING || l->dns->npending >= DNS_MAX_PENDING_TOTAL) {
+	if (l->npending >= DNS_MAX_PENDING || l->dns->npending >= l->dns->o.max_pending_total) {
 		l->stats.refused++;
 		l->stats.limit_pending++;
 		dns_event(l, &q, "refused", "too many queries in flight");
@@ -1315,7 +1313,7 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 		}
 		if (cfd == -1)
 			return;
-		if (l->ntcp >= DNS_MAX_TCP || l->dns->ntcp >= DNS_MAX_TCP_TOTAL) {
+		if (l->ntcp >= DNS_MAX_TCP || l->dns->ntcp >= l->dns->o.max_tcp_total) {
 			l->stats.refused++;
 			l->stats.limit_tcp++;
 			close(cfd);
@@ -1365,6 +1363,10 @@ struct sl_dns *sl_dns_new(struct sl_loop *loop, struct sl_events *events,
 	}
 	if (!dns->o.timeout_ms)
 		dns->o.timeout_ms = 4000;
+	if (!dns->o.max_pending_total)
+		dns->o.max_pending_total = SL_DNS_MAX_PENDING_TOTAL;
+	if (!dns->o.max_tcp_total)
+		dns->o.max_tcp_total = SL_DNS_MAX_TCP_TOTAL;
 	if (!dns->o.max_ttl_s)
 		dns->o.max_ttl_s = 3600;
 	return dns;

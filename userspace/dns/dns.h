@@ -2,8 +2,9 @@
 /*
  * The DNS proxy: one listener per sandbox, answering what the policy allows (see dns.c).
  *
- * Threading: a struct sl_dns and its listeners belong to the loop thread, which runs every
- * call and every sl_dns_ops callback; nothing blocks (upstream queries are non-blocking, with
+ * Threading: a struct sl_dns and its listeners belong to the thread of the loop it was made
+ * with (sluiced: one instance per worker, with its own upstream sockets, queries in flight
+ * and cache), which runs every call and every sl_dns_ops callback; nothing blocks (upstream queries are non-blocking, with
  * a deadline), except sl_dns_listen() entering a network namespace for its sockets.
  */
 #ifndef SL_DNS_H
@@ -36,6 +37,10 @@ struct sl_dns_opts {
 	/* The kernel maps the listeners' learn() writes (NULL: none): the answers of one
 	 * wake-up write theirs together (struct sl_kbatch), then are released. */
 	struct sl_bpf *bpf;
+	/* Queries in flight upstream and TCP clients of all this instance's listeners together
+	 * (0: SL_DNS_MAX_PENDING_TOTAL, SL_DNS_MAX_TCP_TOTAL). sluiced splits those over its
+	 * workers, each of which has an instance of its own. */
+	unsigned max_pending_total, max_tcp_total;
 };
 
 /* What a listener asks of the sandbox it serves. Loop thread only. */

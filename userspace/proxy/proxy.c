@@ -119,7 +119,7 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 			close(cfd);
 			continue;
 		}
-		if (l->px->active >= l->px->o.max_conns_total) {
+		if (px_total_take(l->px->total, l->px->o.max_conns_total)) {
 			l->stats.refused++;
 			l->stats.limit_conns_total++;
 			px_conn_event(l, NULL, "reject",
@@ -130,6 +130,7 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 		}
 		c = calloc(1, sizeof(*c));
 		if (!c) {
+			px_total_put(l->px->total);
 			close(cfd);
 			continue;
 		}
@@ -152,6 +153,7 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 		c->proto->init(c);
 		c->deadline_ms = sl_now_ms() + l->px->o.header_timeout_ms;
 		if (sl_loop_add_fd(loop, cfd, SL_READ, px_conn_cb, c)) {
+			px_total_put(l->px->total);
 			close(cfd);
 			free(c);
 			continue;
@@ -159,7 +161,6 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 		sl_list_add(&l->conns, &c->link);
 		l->stats.conns++;
 		l->stats.active++;
-		l->px->active++;
 		/* The client writes its first bytes right after connect(): they are often here
 		 * already, and a name-checked passthrough should not wait a loop turn for them. */
 		c->c.readable = 1;
@@ -232,6 +233,7 @@ struct sl_proxy *sl_proxy_new(struct sl_loop *loop, struct sl_events *events, st
 		px->o.max_conns = 256;
 	if (!px->o.max_conns_total)
 		px->o.max_conns_total = SL_PROXY_MAX_CONNS_TOTAL;
+	px->total = px->o.conns_total ? px->o.conns_total : &px->active;
 	if (!px->o.body_budget)
 		px->o.body_budget = SL_PROXY_BODY_BUDGET;
 	px->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);

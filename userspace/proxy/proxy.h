@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* The transparent TLS-intercepting HTTP proxy (see proxy.c and ARCHITECTURE.md).
- * Threading: loop thread only (the loop passed to sl_proxy_new()); nothing here blocks: sockets
+ * Threading: the thread of the loop passed to sl_proxy_new() only (sluiced: one proxy per
+ * worker, with its own connections, upstream pool, TLS contexts, splice and share of
+ * max_conns_total; a sandbox's listener is on its worker's); nothing here blocks: sockets
  * are non-blocking, and a handler's waits (body, upstream fetch) end in its resume(). */
 #ifndef SL_PROXY_H
 #define SL_PROXY_H
@@ -29,6 +31,9 @@ struct sl_proxy_opts {
 	unsigned connect_timeout_ms; /* upstream TCP and TLS handshake */
 	unsigned max_conns; /* client connections per sandbox */
 	unsigned max_conns_total; /* client connections of all sandboxes together */
+	/* Where they are counted: NULL, in this proxy; else a counter shared by the proxies of
+	 * several threads (sluiced's workers), changed atomically. */
+	unsigned *conns_total;
 	/* Bytes of bodies held whole for handlers (req:text(), resp:text(), and such a body
 	 * waiting to be written) per sandbox, all connections together. */
 	size_t body_budget;

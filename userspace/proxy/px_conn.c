@@ -55,7 +55,7 @@ void px_conn_free(struct pconn *c)
 	sl_timer_disarm(l->px->loop, &c->ktimer);
 	sl_list_del(&c->link);
 	l->stats.active--;
-	l->px->active--;
+	px_total_put(l->px->total);
 	l->stats.body_bytes -= c->charged;
 	if (c->st == C_HTTP && c->x.rq == RQ_IDLE)
 		px_pool_put(c); /* a clean idle upstream outlives its client */

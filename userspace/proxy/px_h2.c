@@ -647,7 +647,8 @@ static void stream_start(struct px_h2 *h, struct px_h2_stream *s)
 		answer_here(h, s, s->bad_status, s->bad_why);
 		return;
 	}
-	if (l->stats.active >= l->px->o.max_conns || l->px->active >= l->px->o.max_conns_total) {
+	if (l->stats.active >= l->px->o.max_conns ||
+	    px_total_take(l->px->total, l->px->o.max_conns_total)) {
 		l->stats.limit_conns++;
 		l->stats.h2_refused++;
 		stream_reset(s, NGHTTP2_REFUSED_STREAM);
@@ -655,6 +656,7 @@ static void stream_start(struct px_h2 *h, struct px_h2_stream *s)
 	}
 	x = calloc(1, sizeof(*x));
 	if (!x) {
+		px_total_put(l->px->total);
 		stream_reset(s, NGHTTP2_INTERNAL_ERROR);
 		return;
 	}
@@ -688,13 +690,13 @@ static void stream_start(struct px_h2 *h, struct px_h2_stream *s)
 		sl_stream_close(&x->c);
 		x->proto->release(x);
 		free(x);
+		px_total_put(l->px->total);
 		stream_reset(s, NGHTTP2_INTERNAL_ERROR);
 		return;
 	}
 	s->x = x;
 	sl_list_add(&l->conns, &x->link);
 	l->stats.active++;
-	l->px->active++;
 	l->stats.h2_streams++;
 }
 

@@ -2,7 +2,8 @@
 /*
  * What the files of the proxy share and nobody else sees: the service, listener, client
  * connection and idle upstream structs, the tunables, and the functions one file of
- * userspace/proxy/ calls in another. Threading: loop thread only; nothing here blocks.
+ * userspace/proxy/ calls in another. Threading: the proxy's loop thread only (a worker's); nothing here
+ * blocks.
  */
 #ifndef SL_PX_INT_H
 #define SL_PX_INT_H
@@ -38,13 +39,30 @@
 #define LINGER_BYTES (8u << 20)
 #define IDLE_BUF_KEEP 4096 /* buffers larger than this are freed between requests */
 
+struct sl_proxy;
+/* One client connection more of all sandboxes, if max_conns_total allows it: 0 taken, -1
+ * full. The count may be shared with other threads' proxies: taken, then given back when
+ * over, so that two threads never both pass at the last place. */
+static inline int px_total_take(unsigned *total, unsigned max)
+{
+	if (__atomic_add_fetch(total, 1, __ATOMIC_RELAXED) <= max)
+		return 0;
+	__atomic_sub_fetch(total, 1, __ATOMIC_RELAXED);
+	return -1;
+}
+static inline void px_total_put(unsigned *total)
+{
+	__atomic_sub_fetch(total, 1, __ATOMIC_RELAXED);
+}
+
 struct sl_proxy {
 	struct sl_loop *loop;
 	struct sl_events *events;
 	struct sl_bpf *bpf;
 	struct sl_proxy_opts o;
 	SSL_CTX *server_ctx, *client_ctx;
-	unsigned active; /* client connections of every listener */
+	unsigned active; /* client connections of every listener (o.conns_total NULL) */
+	unsigned *total; /* where they are counted against max_conns_total: &active or shared */
 	unsigned nidle; /* pooled upstream connections of every listener */
 	int spare_fd; /* given up to accept-and-close a connection when out of descriptors */
 	struct sl_splice *splice; /* NULL: passthrough bytes are relayed here */
