@@ -11,6 +11,8 @@
 #include <getopt.h>
 #include <limits.h>
 #include <malloc.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +38,7 @@
 #define SLUICE_VERSION "0.1.0"
 #define TRIM_MS 10000
 #define TRIM_FREE_BYTES (16u << 20)
+#define MAX_WORKERS 64
 
 struct opts {
 	const char *socket;
@@ -54,6 +57,24 @@ struct opts {
 	unsigned http_max_conns_total;
 	unsigned long long http_body_budget;
 	unsigned max_rules, max_sandboxes; /* kernel map capacity (sl_bpf_opts) */
+	unsigned workers; /* --workers: 1..MAX_WORKERS */
+};
+
+/*
+ * A worker: a thread with its own loop, DNS service (its upstream socket, its queries in
+ * flight, its cache) and proxy (its connections, upstream pool, share of the connection
+ * limit). The sandboxes placed on it (sandbox.h) run there whole; the main thread (control
+ * API, registry, kernel events, jobs completions, the sweep's schedule) reaches them only by
+ * posting to its loop (core/loop.h).
+ */
+struct worker {
+	unsigned index;
+	struct sl_loop *loop;
+	struct sl_dns *dns;
+	struct sl_proxy *proxy;
+	pthread_t thread;
+	int started;
+	struct sl_task stop;
 };
 
 struct daemon {
@@ -62,8 +83,9 @@ struct daemon {
 	struct sl_bpf *bpf;
 	struct sl_registry *reg;
 	struct sl_events *events;
-	struct sl_dns *dns;
-	struct sl_proxy *proxy;
+	struct worker *workers;
+	unsigned nworkers;
+	unsigned conns_total; /* intercepted connections of all workers (atomic, px_int.h) */
 	struct sl_control *ctl;
 	/* The secrets of --env-file (NULL without one) and the KV store (STATE_DIR/kv/): the
 	 * Lua host reads both, as a handler's `env.KEY` and `env.NS:get(key)`; the control API
@@ -118,6 +140,9 @@ static void usage(FILE *f)
 		"  --http-max-conns-total N  intercepted connections of all sandboxes together\n"
 		"                      (default 16384; lowered to what the file descriptor limit\n"
 		"                      allows)\n"
+		"  --workers N         threads that run the sandboxes' DNS, proxy and handlers,\n"
+		"                      1..64 (default: the CPUs sluiced may run on); each sandbox\n"
+		"                      runs on one, so one busy sandbox uses at most one core\n"
 		"  --http-body-budget BYTES  bodies a sandbox's handlers hold whole (req:text(),\n"
 		"                      resp:text()), all its connections together (default\n"
 		"                      67108864, 64 MiB; K, M, G suffixes); past it: 413/502\n"
@@ -161,6 +186,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		O_HTTP_BODY_BUDGET,
 		O_MAX_RULES,
 		O_MAX_SANDBOXES,
+		O_WORKERS,
 	};
 	static const struct option longopts[] = {
 		{ "socket", required_argument, NULL, O_SOCKET },
@@ -185,6 +211,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		{ "env-file", required_argument, NULL, O_ENV_FILE },
 		{ "max-rules", required_argument, NULL, O_MAX_RULES },
 		{ "max-sandboxes", required_argument, NULL, O_MAX_SANDBOXES },
+		{ "workers", required_argument, NULL, O_WORKERS },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, O_VERSION },
@@ -252,6 +279,18 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 				o->max_rules = (unsigned)v;
 			else
 				o->max_sandboxes = (unsigned)v;
+			break;
+		}
+		case O_WORKERS: {
+			char *end;
+			unsigned long v = strtoul(optarg, &end, 10);
+
+			if (*end || !*optarg || optarg[0] == '-' || v < 1 || v > MAX_WORKERS) {
+				fprintf(stderr, "sluiced: --workers wants 1..%d (threads)\n",
+					MAX_WORKERS);
+				return 2;
+			}
+			o->workers = (unsigned)v;
 			break;
 		}
 		case O_HTTP_CONNS_TOTAL: {
@@ -396,6 +435,12 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			return 2;
 		}
 	}
+	if (!o->workers) {
+		cpu_set_t cpus;
+		int n = sched_getaffinity(0, sizeof(cpus), &cpus) == 0 ? CPU_COUNT(&cpus) : 1;
+
+		o->workers = n < 1 ? 1 : n > MAX_WORKERS ? MAX_WORKERS : (unsigned)n;
+	}
 	if (o->ttl.min_s == UINT32_MAX)
 		o->ttl.min_s = o->ttl.max_s < SL_DNS_MIN_LIFE_S ? o->ttl.max_s : SL_DNS_MIN_LIFE_S;
 	if (o->ttl.max_s < o->ttl.min_s || !o->ttl.max_s) {
@@ -450,8 +495,9 @@ static void signal_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 
 /*
  * File descriptors: every intercepted connection may hold two (client and upstream), every
- * sandbox up to eight (its DNS and proxy listeners over IPv4 and IPv6, a namespace), the
- * upstream pool 1024, DNS queries in flight and DNS TCP clients their bounds, the rest
+ * sandbox up to eight (its DNS and proxy listeners over IPv4 and IPv6, a namespace), each
+ * worker's upstream pool 1024, DNS queries in flight and DNS TCP clients their bounds (split
+ * over the workers), the rest
  * (control API, log, maps) 1024. Raises
  * the limit to what --http-max-conns-total needs (root may raise the hard limit too), else
  * lowers the total to what the limit allows: the bound is met by a refusal at accept, never
@@ -462,8 +508,8 @@ static void size_fd_limit(struct opts *o)
 	rlim_t max_sb = o->max_sandboxes ? o->max_sandboxes : SL_MAX_SANDBOXES;
 	/* The sandboxes' share is asked for in full, but when the limit cannot be raised it
 	 * does not squeeze the connections below what 1,024 sandboxes leave them. */
-	rlim_t reserve = 8 * (max_sb < 1024 ? max_sb : 1024) + 1024 + SL_DNS_MAX_PENDING_TOTAL +
-			 SL_DNS_MAX_TCP_TOTAL + 1024,
+	rlim_t reserve = 8 * (max_sb < 1024 ? max_sb : 1024) + (rlim_t)o->workers * 1024 +
+			 SL_DNS_MAX_PENDING_TOTAL + SL_DNS_MAX_TCP_TOTAL + 1024,
 	       want;
 	int given = o->http_max_conns_total != 0;
 	struct rlimit rl;
@@ -528,6 +574,63 @@ static void trim_cb(struct sl_loop *loop, struct sl_timer *t)
 			 (unsigned long long)(sl_now_ns() - t0) / 1000);
 	}
 	sl_timer_arm(loop, t, TRIM_MS, trim_cb); /* cannot fail: it never stops */
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	char name[16];
+	int r;
+
+	snprintf(name, sizeof(name), "sluiced-w%u", w->index);
+	pthread_setname_np(pthread_self(), name);
+	r = sl_loop_run(w->loop);
+	if (r)
+		sl_err("worker %u: event loop failed: %s", w->index, strerror(-r));
+	return NULL;
+}
+
+static void worker_stop(struct sl_task *t)
+{
+	(void)t;
+	sl_loop_stop(sl_loop_current());
+}
+
+/* Runs on this thread what is still posted between the loops (the workers' and the main
+ * one), with the workers stopped, so that nothing posted is lost or left half done. */
+static void drain_loops(struct daemon *d)
+{
+	int more = 1;
+
+	while (more) {
+		more = 0;
+		for (unsigned i = 0; i < d->nworkers; i++)
+			if (d->workers[i].loop)
+				sl_loop_drain(d->workers[i].loop);
+		if (d->loop) {
+			sl_loop_drain(d->loop);
+			for (unsigned i = 0; i < d->nworkers && !more; i++)
+				more = d->workers[i].loop && sl_loop_has_posted(d->workers[i].loop);
+		}
+	}
+}
+
+/* Stops the workers (a posted stop: what was posted before it runs first), then ends the
+ * switches still compiling on their jobs threads (cancelled: their completions run here). */
+static void stop_workers(struct daemon *d)
+{
+	for (unsigned i = 0; i < d->nworkers; i++)
+		if (d->workers[i].started)
+			sl_loop_post(d->workers[i].loop, &d->workers[i].stop, worker_stop);
+	for (unsigned i = 0; i < d->nworkers; i++) {
+		if (d->workers[i].started)
+			pthread_join(d->workers[i].thread, NULL);
+		d->workers[i].started = 0;
+	}
+	drain_loops(d);
+	if (d->reg)
+		sl_registry_stop_worker_jobs(d->reg);
+	drain_loops(d);
 }
 
 /* One daemon per state directory. */
@@ -595,6 +698,10 @@ static int start(struct daemon *d, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
+	sl_events_bind(d->events, d->loop);
+	/* Each worker's DNS instance gets its share of the bounds. */
+	dopts.max_pending_total = (SL_DNS_MAX_PENDING_TOTAL + d->o.workers - 1) / d->o.workers;
+	dopts.max_tcp_total = (SL_DNS_MAX_TCP_TOTAL + d->o.workers - 1) / d->o.workers;
 	if (d->o.dns_upstream)
 		sl_dns_parse_upstream(d->o.dns_upstream, &dopts);
 	else if (sl_dns_upstream_from_resolv("/etc/resolv.conf", &dopts))
@@ -603,28 +710,46 @@ static int start(struct daemon *d, char *err, size_t errlen)
 	d->bpf = sl_bpf_open(&bo, err, errlen);
 	if (!d->bpf)
 		return -1;
-	dopts.bpf = d->bpf;
-	d->dns = sl_dns_new(d->loop, d->events, &dopts);
-	if (!d->dns) {
+	dopts.bpf = d->bpf; /* each worker's DNS writes its answers' kernel entries */
+	d->workers = calloc(d->o.workers, sizeof(*d->workers));
+	if (!d->workers) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
+	d->nworkers = d->o.workers;
 	{
+		struct sl_worker_env env[MAX_WORKERS];
 		struct sl_proxy_opts po = {
 			.upstream_ca = d->o.upstream_ca,
 			.header_timeout_ms = d->o.http_header_s * 1000,
 			.idle_timeout_ms = d->o.http_idle_s * 1000,
 			.connect_timeout_ms = d->o.http_connect_s * 1000,
 			.max_conns = d->o.http_max_conns,
+			/* The limit of all sandboxes together: one count that every worker's
+			 * proxy takes from atomically at accept. */
 			.max_conns_total = d->o.http_max_conns_total,
+			.conns_total = &d->conns_total,
 			.body_budget = (size_t)d->o.http_body_budget,
 		};
 
-		d->proxy = sl_proxy_new(d->loop, d->events, d->bpf, &po, err, errlen);
-		if (!d->proxy)
-			return -1;
+		for (unsigned i = 0; i < d->nworkers; i++) {
+			struct worker *w = &d->workers[i];
+
+			w->index = i;
+			w->loop = sl_loop_new();
+			w->dns = w->loop ? sl_dns_new(w->loop, d->events, &dopts) : NULL;
+			if (!w->dns) {
+				snprintf(err, errlen, "out of memory");
+				return -1;
+			}
+			w->proxy = sl_proxy_new(w->loop, d->events, d->bpf, &po, err, errlen);
+			if (!w->proxy)
+				return -1;
+			env[i] = (struct sl_worker_env){ w->loop, w->dns, w->proxy };
+		}
+		d->reg = sl_registry_new(d->bpf, d->o.state_dir, d->loop, env, d->nworkers,
+					 &d->o.ttl);
 	}
-	d->reg = sl_registry_new(d->bpf, d->o.state_dir, d->loop, d->dns, &d->o.ttl, d->proxy);
 	if (!d->reg) {
 		snprintf(err, errlen, "state directory %s: %s", d->o.state_dir, strerror(errno));
 		return -1;
@@ -658,6 +783,17 @@ static int start(struct daemon *d, char *err, size_t errlen)
 		snprintf(err, errlen, "signalfd failed: %s", strerror(errno));
 		return -1;
 	}
+	/* After adoption (which opened the adopted sandboxes' listeners on the workers' loops
+	 * from here) and with the signals blocked, which the threads inherit. */
+	for (unsigned i = 0; i < d->nworkers; i++) {
+		int e = pthread_create(&d->workers[i].thread, NULL, worker_main, &d->workers[i]);
+
+		if (e) {
+			snprintf(err, errlen, "starting worker %u failed: %s", i, strerror(e));
+			return -1;
+		}
+		d->workers[i].started = 1;
+	}
 	deps = (struct sl_control_deps){
 		.loop = d->loop,
 		.reg = d->reg,
@@ -677,14 +813,22 @@ static int start(struct daemon *d, char *err, size_t errlen)
 static void stop(struct daemon *d)
 {
 	sl_control_close(d->ctl);
+	/* Adds compiling end now (cancelled), before the workers they would go to stop. */
+	if (d->reg)
+		sl_registry_stop_jobs(d->reg);
+	stop_workers(d);
 	if (d->o.purge && d->reg && d->bpf) {
 		sl_registry_rm_all(d->reg);
 		sl_bpf_purge(d->bpf);
 		sl_info("purged: no sandbox is enforced any more");
 	}
 	sl_registry_free(d->reg);
-	sl_proxy_free(d->proxy);
-	sl_dns_free(d->dns);
+	for (unsigned i = 0; d->workers && i < d->nworkers; i++) {
+		sl_proxy_free(d->workers[i].proxy);
+		sl_dns_free(d->workers[i].dns);
+		sl_loop_free(d->workers[i].loop);
+	}
+	free(d->workers);
 	sl_bpf_close(d->bpf);
 	sl_events_free(d->events);
 	if (d->loop)

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The control API: HTTP/1.1 + JSON on a unix socket (see control.c).
- * Threading: loop thread only; nothing here blocks but a KV write's fsync (store/kv.h). */
+ * Threading: the main thread only; nothing here blocks but a KV write's fsync (store/kv.h), and
+ * the list and metrics, which wait for each worker's short read (sl_registry_visit()). */
 #ifndef SL_CONTROL_H
 #define SL_CONTROL_H
 

@@ -2,8 +2,10 @@
 /*
  * What the files of the control API share and nobody else sees: the server and connection
  * structs, the responders, the query helpers, and each resource's route handlers (the
- * router table in control.c lists them). Threading: loop thread only; nothing here blocks
- * but a KV write's fsync (store/kv.h); a sandbox add answers from its completion (ctl_wait).
+ * router table in control.c lists them). Threading: the main thread only; nothing here blocks
+ * but a KV write's fsync (store/kv.h) and the list's and metrics' one wait per worker
+ * (sl_registry_visit()). What a request does to a sandbox runs on its worker (posted), and the
+ * request answers from the completion posted back (ctl_wait), as a sandbox add does.
  */
 #ifndef SL_CTL_INT_H
 #define SL_CTL_INT_H

@@ -18,12 +18,36 @@
 #include "kernel/cgroup.h"
 #include "sandbox/sandbox.h"
 
+/* GET /v1/sandboxes: each sandbox's summary made on its worker (one wait per worker). */
+struct list_ctx {
+	struct sl_registry *reg;
+	json_t **v;
+};
+
+static void list_one(struct sl_box *box, size_t i, void *arg)
+{
+	struct list_ctx *l = arg;
+
+	l->v[i] = sl_sandbox_json(l->reg, box, 0);
+}
+
 static void handle_list(struct ctl_conn *c)
 {
-	json_t *arr = json_array();
+	size_t n = sl_registry_count(c->ctl->d.reg);
+	json_t *arr = json_array(), **v = calloc(n + 1, sizeof(*v));
+	struct list_ctx l = { c->ctl->d.reg, v };
 
-	sl_registry_foreach(b, c->ctl->d.reg)
-		json_array_append_new(arr, sl_sandbox_json(c->ctl->d.reg, b, 0));
+	if (!arr || !v) {
+		json_decref(arr);
+		free(v);
+		ctl_respond_error(c, 500, "out of memory");
+		return;
+	}
+	sl_registry_visit(c->ctl->d.reg, list_one, &l);
+	for (size_t i = 0; i < n; i++)
+		if (v[i])
+			json_array_append_new(arr, v[i]);
+	free(v);
 	ctl_respond_json(c, 200, json_pack("{s:o}", "sandboxes", arr));
 }
 
@@ -53,104 +77,215 @@ static json_t *switch_json(struct sl_registry *reg, struct sl_box *box,
 	return j;
 }
 
-/* The answer of a switch (handler, policy, mode), once the new layer is in force or refused. */
+/*
+ * A request on one sandbox: decoded on the main thread, run on the sandbox's worker (which
+ * owns everything of it that moves), answered on the main thread from what the worker made
+ * (ctl_wait: the main loop never waits for a worker). Ops posted to a worker run in order,
+ * and a removal frees the sandbox only after its worker has run what was posted before it.
+ */
+struct box_op {
+	struct sl_task task; /* to the worker, and back */
+	struct ctl_wait *w;
+	struct sl_loop *main;
+	struct sl_registry *reg;
+	struct sl_box *box;
+	/* On the worker: sets status and body, or err, then op_answer() (a switch: from its
+	 * completion, on the worker too). */
+	void (*run)(struct box_op *op);
+	char who[64];
+	char *handler, *params, *policy, *policy_file; /* the op's own copies */
+	size_t policy_len;
+	unsigned long n; /* audit (mode), collapse (suggest), detail (show) */
+	int status;
+	json_t *body;
+	char err[512];
+};
+
+static void op_free(struct box_op *op)
+{
+	json_decref(op->body);
+	free(op->handler);
+	free(op->params);
+	free(op->policy);
+	free(op->policy_file);
+	free(op);
+}
+
+static void op_back(struct sl_task *t)
+{
+	struct box_op *op = sl_container_of(t, struct box_op, task);
+	struct ctl_conn *c = ctl_wait_end(op->w);
+
+	if (c) {
+		if (op->body)
+			ctl_respond_json(c, op->status, op->body);
+		else
+			ctl_respond_error(c, op->status, op->err);
+		op->body = NULL;
+		ctl_wait_resume(c);
+	}
+	op_free(op);
+}
+
+/* On the worker: @op is done, its answer goes to the main thread. */
+static void op_answer(struct box_op *op)
+{
+	sl_loop_post(op->main, &op->task, op_back);
+}
+
+static void op_run(struct sl_task *t)
+{
+	struct box_op *op = sl_container_of(t, struct box_op, task);
+
+	op->run(op); /* it calls op_answer(), now or from a completion on the worker */
+}
+
+static struct box_op *op_new(struct ctl_conn *c, const char *name)
+{
+	struct sl_box *box = sl_sandbox_find(c->ctl->d.reg, name);
+	struct box_op *op;
+	char err[128];
+
+	if (!box) {
+		snprintf(err, sizeof(err), "no sandbox named '%s'", name);
+		ctl_respond_error(c, 404, err);
+		return NULL;
+	}
+	op = calloc(1, sizeof(*op));
+	if (!op) {
+		ctl_respond_error(c, 500, "out of memory");
+		return NULL;
+	}
+	op->box = box;
+	op->reg = c->ctl->d.reg;
+	op->main = c->ctl->d.loop;
+	op->status = 500;
+	peer_of(c, op->who, sizeof(op->who));
+	return op;
+}
+
+/* Hands @op (owned from here) to its sandbox's worker; the answer comes from op_back(). */
+static void op_start(struct ctl_conn *c, struct box_op *op, void (*run)(struct box_op *op))
+{
+	op->run = run;
+	op->w = ctl_wait_begin(c);
+	if (!op->w) {
+		ctl_respond_error(c, 500, "out of memory");
+		op_free(op);
+		return;
+	}
+	sl_loop_post(sl_box_loop(op->box), &op->task, op_run);
+}
+
+/* The answer of a switch (handler, policy, mode), on the worker, once the new layer is in
+ * force or refused. */
 static void switched(void *arg, struct sl_box *box, int e, const char *msg,
 		     const struct sl_switch_result *res)
 {
-	struct ctl_conn *c = ctl_wait_end(arg);
+	struct box_op *op = arg;
 
-	if (!c)
-		return; /* the client went away; the switch happened (or not) all the same */
-	if (!box)
-		ctl_respond_error(c,
-				  e == -ENOENT ? 404 :
-				  e == -EINVAL ? 400 :
-				  e == -EBUSY  ? 409 :
-						 500,
-				  msg);
-	else
-		ctl_respond_json(c, 200, switch_json(c->ctl->d.reg, box, res));
-	ctl_wait_resume(c);
+	if (!box) {
+		op->status = e == -ENOENT ? 404 : e == -EINVAL ? 400 : e == -EBUSY ? 409 : 500;
+		if (msg != op->err)
+			snprintf(op->err, sizeof(op->err), "%s", msg);
+	} else {
+		op->status = 200;
+		op->body = switch_json(op->reg, box, res);
+		if (!op->body) {
+			op->status = 500;
+			snprintf(op->err, sizeof(op->err), "out of memory");
+		}
+	}
+	op_answer(op);
 }
 
-/* The connection waits for the switch's answer: its compile runs off the loop. */
-static struct ctl_wait *switch_wait(struct ctl_conn *c)
+static void run_handler(struct box_op *op)
 {
-	struct ctl_wait *w = ctl_wait_begin(c);
+	int e = sl_sandbox_set_handler(op->reg, op->box, op->handler, op->params, op->who, switched,
+				       op, op->err, sizeof(op->err));
 
-	if (!w)
-		ctl_respond_error(c, 500, "out of memory");
-	return w;
+	if (e)
+		switched(op, NULL, e, op->err, NULL);
 }
 
 /* PUT /v1/sandboxes/NAME/handler {"handler": H, "params": {...}}, DELETE: back to the
  * policy's own handlers. */
 static void handle_handler(struct ctl_conn *c, const char *method, const char *name)
 {
-	struct sl_box *box = sl_sandbox_find(c->ctl->d.reg, name);
 	const char *handler = NULL;
 	json_t *j = NULL, *params = NULL;
-	struct ctl_wait *w;
-	char err[512], who[64], *ptext = NULL;
+	struct box_op *op;
+	char err[512];
 	json_error_t jerr;
-	int e;
 
-	if (!box) {
-		snprintf(err, sizeof(err), "no sandbox named '%s'", name);
-		ctl_respond_error(c, 404, err);
+	if (strcmp(method, "DELETE") && strcmp(method, "PUT")) {
+		if (!sl_sandbox_find(c->ctl->d.reg, name)) {
+			snprintf(err, sizeof(err), "no sandbox named '%s'", name);
+			ctl_respond_error(c, 404, err);
+		} else {
+			ctl_respond_error(c, 405,
+					  "use PUT or DELETE on /v1/sandboxes/NAME/handler");
+		}
 		return;
 	}
-	peer_of(c, who, sizeof(who));
-	if (strcmp(method, "PUT") && strcmp(method, "DELETE")) {
-		ctl_respond_error(c, 405, "use PUT or DELETE on /v1/sandboxes/NAME/handler");
+	op = op_new(c, name);
+	if (!op)
+		return;
+	if (!strcmp(method, "DELETE")) {
+		op_start(c, op, run_handler);
 		return;
 	}
-	if (!strcmp(method, "PUT")) {
-		j = json_loadb(sl_buf_head(&c->body), sl_buf_size(&c->body), 0, &jerr);
-		if (!j || json_unpack_ex(j, &jerr, JSON_STRICT, "{s:s, s?o}", "handler", &handler,
-					 "params", &params)) {
-			snprintf(err, sizeof(err),
-				 "bad request: %s (want {\"handler\": NAME, \"params\": "
-				 "{...}})",
-				 jerr.text);
-			ctl_respond_error(c, 400, err);
-			goto out;
-		}
-		if (sl_ctl_params_text(params, &ptext, err, sizeof(err))) {
-			ctl_respond_error(c, 400, err);
-			goto out;
-		}
+	j = json_loadb(sl_buf_head(&c->body), sl_buf_size(&c->body), 0, &jerr);
+	if (!j || json_unpack_ex(j, &jerr, JSON_STRICT, "{s:s, s?o}", "handler", &handler, "params",
+				 &params)) {
+		snprintf(err, sizeof(err),
+			 "bad request: %s (want {\"handler\": NAME, \"params\": "
+			 "{...}})",
+			 jerr.text);
+		ctl_respond_error(c, 400, err);
+		goto fail;
 	}
-	w = switch_wait(c);
-	if (!w)
-		goto out;
-	e = sl_sandbox_set_handler(c->ctl->d.reg, box, handler, ptext, who, switched, w, err,
-				   sizeof(err));
-	if (e)
-		switched(w, NULL, e, err, NULL);
-out:
-	free(ptext);
+	if (sl_ctl_params_text(params, &op->params, err, sizeof(err))) {
+		ctl_respond_error(c, 400, err);
+		goto fail;
+	}
+	op->handler = strdup(handler);
+	if (!op->handler) {
+		ctl_respond_error(c, 500, "out of memory");
+		goto fail;
+	}
 	json_decref(j);
+	op_start(c, op, run_handler);
+	return;
+fail:
+	json_decref(j);
+	op_free(op);
+}
+
+static void run_mode(struct box_op *op)
+{
+	int e = sl_sandbox_set_mode(op->reg, op->box, (int)op->n, op->who, switched, op, op->err,
+				    sizeof(op->err));
+
+	if (e)
+		switched(op, NULL, e, op->err, NULL);
 }
 
 /* PUT /v1/sandboxes/NAME/mode {"mode": "audit"|"enforce"} */
 static void handle_mode(struct ctl_conn *c, const char *method, const char *name)
 {
-	struct sl_box *box = sl_sandbox_find(c->ctl->d.reg, name);
+	struct box_op *op;
 	const char *mode = NULL;
-	char err[512], who[64];
-	struct ctl_wait *w;
+	char err[512];
 	json_error_t jerr;
 	json_t *j = NULL;
-	int e;
 
-	if (!box) {
-		snprintf(err, sizeof(err), "no sandbox named '%s'", name);
-		ctl_respond_error(c, 404, err);
+	op = op_new(c, name);
+	if (!op)
 		return;
-	}
 	if (strcmp(method, "PUT")) {
 		ctl_respond_error(c, 405, "use PUT on /v1/sandboxes/NAME/mode");
+		op_free(op);
 		return;
 	}
 	j = json_loadb(sl_buf_head(&c->body), sl_buf_size(&c->body), 0, &jerr);
@@ -161,73 +296,82 @@ static void handle_mode(struct ctl_conn *c, const char *method, const char *name
 			 "\"enforce\"})",
 			 j && mode ? "unknown mode" : jerr.text);
 		ctl_respond_error(c, 400, err);
-		goto out;
+		json_decref(j);
+		op_free(op);
+		return;
 	}
-	peer_of(c, who, sizeof(who));
-	w = switch_wait(c);
-	if (!w)
-		goto out;
-	e = sl_sandbox_set_mode(c->ctl->d.reg, box, !strcmp(mode, "audit"), who, switched, w, err,
-				sizeof(err));
-	if (e)
-		switched(w, NULL, e, err, NULL);
-out:
+	op->n = !strcmp(mode, "audit");
 	json_decref(j);
+	op_start(c, op, run_mode);
+}
+
+static void run_suggest(struct box_op *op)
+{
+	char *text = NULL;
+	int e = sl_sandbox_suggest(op->reg, op->box, (unsigned)op->n, &text, op->err,
+				   sizeof(op->err));
+
+	if (!e) {
+		op->body = json_pack("{s:s, s:s, s:s}", "sandbox", sl_box_name(op->box), "mode",
+				     sl_box_audit(op->box) ? "audit" : "enforce", "policy", text);
+		op->status = op->body ? 200 : 500;
+		if (!op->body)
+			snprintf(op->err, sizeof(op->err), "out of memory");
+		free(text);
+	}
+	op_answer(op);
 }
 
 /* GET /v1/sandboxes/NAME/suggest[?collapse=N]: {"sandbox", "mode", "policy": TEXT} */
 static void handle_suggest(struct ctl_conn *c, const char *name, const char *query)
 {
-	struct sl_box *box = sl_sandbox_find(c->ctl->d.reg, name);
 	unsigned long collapse = 0;
-	char err[512], *text = NULL;
 	const char *q = query ? strstr(query, "collapse=") : NULL;
-	int e;
+	struct box_op *op = op_new(c, name);
 
-	if (!box) {
-		snprintf(err, sizeof(err), "no sandbox named '%s'", name);
-		ctl_respond_error(c, 404, err);
+	if (!op)
 		return;
-	}
 	if (q) {
 		char *end;
 
 		collapse = strtoul(q + 9, &end, 10);
 		if (end == q + 9 || (*end && *end != '&') || collapse > 1000000) {
 			ctl_respond_error(c, 400, "collapse takes a number of names (0: never)");
+			op_free(op);
 			return;
 		}
 	}
-	e = sl_sandbox_suggest(c->ctl->d.reg, box, (unsigned)collapse, &text, err, sizeof(err));
+	op->n = collapse;
+	op_start(c, op, run_suggest);
+}
+
+static void run_reload(struct box_op *op)
+{
+	int e = sl_sandbox_reload(op->reg, op->box, op->policy_file, op->policy, op->policy_len,
+				  op->who, switched, op, op->err, sizeof(op->err));
+
 	if (e) {
-		ctl_respond_error(c, 500, err);
-		return;
+		sl_info("sandbox %s: policy reload refused: %s", sl_box_name(op->box), op->err);
+		switched(op, NULL, e, op->err, NULL);
 	}
-	ctl_respond_json(c, 200,
-			 json_pack("{s:s, s:s, s:s}", "sandbox", name, "mode",
-				   sl_box_audit(box) ? "audit" : "enforce", "policy", text));
-	free(text);
 }
 
 /* PUT /v1/sandboxes/NAME/policy {"policy": TEXT, "policy_file": PATH} */
 static void handle_reload(struct ctl_conn *c, const char *method, const char *name)
 {
-	struct sl_box *box = sl_sandbox_find(c->ctl->d.reg, name);
 	const char *policy = NULL, *policy_file = NULL;
 	size_t policy_len = 0;
-	struct ctl_wait *w;
-	char err[512], who[64];
+	struct box_op *op;
+	char err[512];
 	json_error_t jerr;
 	json_t *j;
-	int e;
 
-	if (!box) {
-		snprintf(err, sizeof(err), "no sandbox named '%s'", name);
-		ctl_respond_error(c, 404, err);
+	op = op_new(c, name);
+	if (!op)
 		return;
-	}
 	if (strcmp(method, "PUT")) {
 		ctl_respond_error(c, 405, "use PUT on /v1/sandboxes/NAME/policy");
+		op_free(op);
 		return;
 	}
 	j = json_loadb(sl_buf_head(&c->body), sl_buf_size(&c->body), 0, &jerr);
@@ -236,19 +380,23 @@ static void handle_reload(struct ctl_conn *c, const char *method, const char *na
 		snprintf(err, sizeof(err), "bad request: %s (want {\"policy\": TEXT})", jerr.text);
 		ctl_respond_error(c, 400, err);
 		json_decref(j);
+		op_free(op);
 		return;
 	}
-	peer_of(c, who, sizeof(who));
-	w = switch_wait(c);
-	if (w) {
-		e = sl_sandbox_reload(c->ctl->d.reg, box, policy_file, policy, policy_len, who,
-				      switched, w, err, sizeof(err));
-		if (e) {
-			sl_info("sandbox %s: policy reload refused: %s", name, err);
-			switched(w, NULL, e, err, NULL);
-		}
+	op->policy = malloc(policy_len + 1);
+	if (op->policy) {
+		memcpy(op->policy, policy, policy_len);
+		op->policy[policy_len] = 0;
+		op->policy_len = policy_len;
+	}
+	if (!op->policy || (policy_file && !(op->policy_file = strdup(policy_file)))) {
+		ctl_respond_error(c, 500, "out of memory");
+		json_decref(j);
+		op_free(op);
+		return;
 	}
 	json_decref(j);
+	op_start(c, op, run_reload);
 }
 
 /* The answer of POST /v1/sandboxes, once the sandbox is in force or refused. */
@@ -303,17 +451,49 @@ out:
 	sl_ctl_add_release(&add);
 }
 
+static void run_show(struct box_op *op)
+{
+	op->body = sl_sandbox_json(op->reg, op->box, 1);
+	op->status = op->body ? 200 : 500;
+	if (!op->body)
+		snprintf(op->err, sizeof(op->err), "out of memory");
+	op_answer(op);
+}
+
 static void handle_show(struct ctl_conn *c, const char *name)
 {
-	struct sl_box *b = sl_sandbox_find(c->ctl->d.reg, name);
-	char err[128];
+	struct box_op *op = op_new(c, name);
 
-	if (!b) {
-		snprintf(err, sizeof(err), "no sandbox named '%s'", name);
-		ctl_respond_error(c, 404, err);
-		return;
+	if (op)
+		op_start(c, op, run_show);
+}
+
+/* The answer of DELETE /v1/sandboxes/NAME, once its worker let go and it is gone. */
+struct rm_wait {
+	struct ctl_wait *w;
+	char name[];
+};
+
+static void removed(void *arg, int e)
+{
+	struct rm_wait *a = arg;
+	struct ctl_conn *c = ctl_wait_end(a->w);
+	char err[SL_NAME_MAX + 128];
+
+	if (c) {
+		if (e == -ENOENT) {
+			snprintf(err, sizeof(err), "no sandbox named '%s'", a->name);
+			ctl_respond_error(c, 404, err);
+		} else if (e) {
+			snprintf(err, sizeof(err), "removing '%s' failed: %s", a->name,
+				 strerror(-e));
+			ctl_respond_error(c, 500, err);
+		} else {
+			ctl_respond_json(c, 200, json_pack("{s:s}", "removed", a->name));
+		}
+		ctl_wait_resume(c);
 	}
-	ctl_respond_json(c, 200, sl_sandbox_json(c->ctl->d.reg, b, 1));
+	free(a);
 }
 
 /*
@@ -325,6 +505,8 @@ static void handle_rm(struct ctl_conn *c, const char *name, const char *query)
 {
 	char err[PATH_MAX + 512], cid[SL_CONTAINER_ID_MAX + 2];
 	struct sl_box *box = sl_sandbox_find(c->ctl->d.reg, name);
+	struct rm_wait *a;
+	struct ctl_wait *w;
 	int r = box && query ? ctl_query_param(query, "container_id", cid, sizeof(cid)) : 0;
 
 	if (r < 0) {
@@ -347,18 +529,18 @@ static void handle_rm(struct ctl_conn *c, const char *name, const char *query)
 			return;
 		}
 	}
-	r = sl_sandbox_rm(c->ctl->d.reg, name);
-	if (r == -ENOENT) {
-		snprintf(err, sizeof(err), "no sandbox named '%s'", name);
-		ctl_respond_error(c, 404, err);
+	a = calloc(1, sizeof(*a) + strlen(name) + 1);
+	w = a ? ctl_wait_begin(c) : NULL;
+	if (!w) {
+		free(a);
+		ctl_respond_error(c, 500, "out of memory");
 		return;
 	}
-	if (r) {
-		snprintf(err, sizeof(err), "removing '%s' failed: %s", name, strerror(-r));
-		ctl_respond_error(c, 500, err);
-		return;
-	}
-	ctl_respond_json(c, 200, json_pack("{s:s}", "removed", name));
+	a->w = w;
+	memcpy(a->name, name, strlen(name) + 1);
+	r = sl_sandbox_rm_async(c->ctl->d.reg, name, removed, a);
+	if (r)
+		removed(a, r);
 }
 
 static void handle_ca(struct ctl_conn *c, const char *name)

@@ -17,6 +17,20 @@ struct snap {
 	struct sl_box_stats st;
 };
 
+/* One gather per worker (sl_registry_visit()): each sandbox's stats read on its worker. */
+struct gather {
+	struct sl_registry *reg;
+	struct snap *sn;
+};
+
+static void gather_one(struct sl_box *box, size_t i, void *arg)
+{
+	struct gather *g = arg;
+
+	g->sn[i].name = sl_box_name(box);
+	sl_box_get_stats(g->reg, box, &g->sn[i].st);
+}
+
 static void metric_sandbox(struct sl_buf *m, const char *metric, const struct snap *s,
 			   const char *labels, unsigned long long v)
 {
@@ -146,17 +160,23 @@ static void handle_metrics(struct ctl_conn *c)
 		ctl_respond_error(c, 500, "out of memory");
 		return;
 	}
-	sl_registry_foreach(b, reg) {
-		if (n == rs.sandboxes)
-			break;
-		sn[n].name = sl_box_name(b);
-		sl_box_get_stats(reg, b, &sn[n].st);
-		n++;
+	{
+		struct gather g = { reg, sn };
+
+		sl_registry_visit(reg, gather_one, &g);
 	}
+	for (size_t i = 0; i < rs.sandboxes; i++) /* compact: removals under way left holes */
+		if (sn[i].name)
+			sn[n++] = sn[i];
 	sl_buf_printf(&m,
 		      "# HELP sluice_sandboxes Sandboxes managed by this sluiced.\n"
 		      "# TYPE sluice_sandboxes gauge\nsluice_sandboxes %zu\n",
 		      rs.sandboxes);
+	sl_buf_printf(&m, "# HELP sluice_worker_sandboxes Sandboxes placed on each worker thread.\n"
+			  "# TYPE sluice_worker_sandboxes gauge\n");
+	for (unsigned w = 0; w < sl_registry_workers(reg); w++)
+		sl_buf_printf(&m, "sluice_worker_sandboxes{worker=\"%u\"} %zu\n", w,
+			      sl_registry_worker_count(reg, w));
 	sl_buf_printf(
 		&m,
 		"# HELP sluice_connections_total connect() and sendmsg() calls "

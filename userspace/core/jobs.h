@@ -4,8 +4,9 @@
  * policy), and hands each job back to the loop when it is done (an eventfd the loop watches),
  * where its completion runs like any other callback.
  *
- * Threading: sl_jobs_new(), sl_jobs_submit() and sl_jobs_free() are loop-thread calls, and
- * every job's done() runs on the loop thread. A job's run() runs on the jobs thread, one job
+ * Threading: sl_jobs_new(), sl_jobs_submit() and sl_jobs_free() are calls of the thread of
+ * the loop given to sl_jobs_new() (sluiced: the main thread), and every job's done() runs
+ * there (which may go on by posting to a worker, core/loop.h). A job's run() runs on the jobs thread, one job
  * at a time in submission order: it may block and take long, and it touches only what its
  * submitter handed over (the job owns it from submit to done). Nothing else is shared.
  */

@@ -464,6 +464,16 @@ static void posted_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 	run_posted(loop);
 }
 
+int sl_loop_has_posted(struct sl_loop *loop)
+{
+	int r;
+
+	pthread_mutex_lock(&loop->mu);
+	r = loop->posted != NULL;
+	pthread_mutex_unlock(&loop->mu);
+	return r;
+}
+
 void sl_loop_drain(struct sl_loop *loop)
 {
 	while (run_posted(loop))

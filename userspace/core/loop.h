@@ -96,6 +96,8 @@ void sl_loop_post(struct sl_loop *loop, struct sl_task *t, sl_task_fn *fn);
 /* Runs the tasks posted to @loop on the calling thread, until none is left: for a loop that no
  * thread runs any more (shutdown, after its thread was joined). */
 void sl_loop_drain(struct sl_loop *loop);
+/* Whether a task waits in @loop's queue (any thread; true only for that instant). */
+int sl_loop_has_posted(struct sl_loop *loop);
 /* Runs @fn(@arg) on @loop's thread and waits for it: at once if that is the calling thread.
  * Main thread only, on a loop some thread runs (see Threading above: a worker never waits on
  * the main thread, so this cannot deadlock). For short reads of a worker's objects. */

@@ -3,9 +3,13 @@
  * The kernel half as sluiced sees it: loading and pinning the programs and maps, attaching
  * them to sandbox cgroups, and reading and writing the maps (see bpf_loader.c).
  *
- * Threading: a struct sl_bpf belongs to the loop thread (no lock). sl_bpf_open() loads the
- * programs (the verifier: tens of milliseconds) and runs at startup; the other calls are bpf()
- * syscalls on maps and links, which do not sleep, and walks of a sandbox's entries.
+ * Threading: sl_bpf_open(), sl_bpf_close(), the event ring and the unattributed calls belong
+ * to the main thread. The calls on one sandbox (its rules, banks, sl_proxied map, counters,
+ * links) may come from its worker, or the jobs thread while it is added: bpf() syscalls are
+ * thread-safe, and the userspace bookkeeping they keep (a bank's entry count, a sandbox's
+ * sl_proxied descriptor) is per sandbox, so two sandboxes' threads never share it. No lock.
+ * sl_bpf_open() loads the programs (the verifier: tens of milliseconds) at startup; the other
+ * calls are syscalls on maps and links, which do not sleep, and walks of a sandbox's entries.
  */
 #ifndef SL_BPF_LOADER_H
 #define SL_BPF_LOADER_H

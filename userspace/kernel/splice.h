@@ -2,7 +2,8 @@
 /*
  * The kernel splice of passthrough connections: a sockhash and its verdict (see splice.c).
  *
- * Threading: a struct sl_splice belongs to the loop thread (no lock). sl_splice_open() loads
+ * Threading: a struct sl_splice belongs to the thread of the loop of its proxy (one per
+ * worker; no lock). sl_splice_open() loads
  * a BPF program at startup; the other calls are map syscalls that do not sleep.
  */
 #ifndef SL_SPLICE_H

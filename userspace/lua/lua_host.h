@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* The Lua host: a sandbox's policy loaded in its own Lua state, and its handlers run for
  * every intercepted request (see lua_host.c).
- * Threading: loop thread only, but for a state loaded off the loop (sl_lua_set_services()).
+ * Threading: the thread of the loop its sandbox runs on (its worker's) only, but for a state
+ * loaded off it (the jobs thread, adoption on the main thread before the workers start: then
+ * handed over whole, sl_lua_set_services()). "The loop thread" below is that thread.
  * A struct sl_lua, its Lua state and its reference count (a
  * plain unsigned, not atomic: sl_lua_ref/sl_lua_unref are safe only on the one thread) belong
  * to the loop thread, as do the requests that hold references. Handlers wait for no I/O

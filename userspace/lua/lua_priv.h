@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* What the Lua host (lua_host.c) and the API it gives handlers (lua_api.c) share; nothing
- * outside lua/ includes it. Threading: loop thread only, as lua_host.h; nothing here blocks. */
+ * outside lua/ includes it. Threading: the sandbox's worker only, as lua_host.h; nothing here blocks. */
 #ifndef SL_LUA_PRIV_H
 #define SL_LUA_PRIV_H
 

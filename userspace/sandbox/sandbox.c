@@ -48,27 +48,44 @@
 static void sweep_cb(struct sl_loop *loop, struct sl_timer *t);
 
 struct sl_registry *sl_registry_new(struct sl_bpf *bpf, const char *state_dir, struct sl_loop *loop,
-				    struct sl_dns *dns, const struct sl_dns_ttl *ttl,
-				    struct sl_proxy *proxy)
+				    const struct sl_worker_env *workers, unsigned nworkers,
+				    const struct sl_dns_ttl *ttl)
 {
 	struct sl_registry *r = calloc(1, sizeof(*r));
 	char dir[PATH_MAX + 16];
 
 	if (!r)
 		return NULL;
+	if (!nworkers) {
+		free(r);
+		errno = EINVAL;
+		return NULL;
+	}
 	r->bpf = bpf;
 	r->loop = loop;
-	r->dns = dns;
 	r->ttl = *ttl;
-	r->proxy = proxy;
 	sl_list_init(&r->boxes);
 	sl_list_init(&r->adding);
 	r->max_ids = bpf ? sl_bpf_max_sandboxes(bpf) : SL_MAX_SANDBOXES;
 	r->by_id = calloc(r->max_ids, sizeof(*r->by_id));
-	if (!r->by_id) {
+	r->workers = calloc(nworkers, sizeof(*r->workers));
+	if (!r->by_id || !r->workers) {
+		free(r->by_id);
+		free(r->workers);
 		free(r);
 		errno = ENOMEM;
 		return NULL;
+	}
+	r->nworkers = nworkers;
+	for (unsigned i = 0; i < nworkers; i++) {
+		struct sb_worker *w = &r->workers[i];
+
+		w->r = r;
+		w->index = i;
+		w->loop = workers[i].loop;
+		w->dns = workers[i].dns;
+		w->proxy = workers[i].proxy;
+		sl_list_init(&w->boxes);
 	}
 	snprintf(r->state_dir, sizeof(r->state_dir), "%s", state_dir);
 	snprintf(dir, sizeof(dir), "%s/sandboxes", state_dir);
@@ -77,6 +94,7 @@ struct sl_registry *sl_registry_new(struct sl_bpf *bpf, const char *state_dir, s
 		int e = errno;
 
 		free(r->by_id);
+		free(r->workers);
 		free(r);
 		errno = e;
 		return NULL;
@@ -114,6 +132,8 @@ void sb_box_free(struct sl_box *box)
 		return;
 	sl_dns_listener_close(box->dns);
 	sl_proxy_listener_close(box->proxy); /* first: it ends the handlers still running */
+	if (sl_list_linked(&box->wlink))
+		sl_list_del(&box->wlink);
 	if (box->netns_fd >= 0)
 		close(box->netns_fd);
 	sb_layer_unref(box->layer);
@@ -121,10 +141,40 @@ void sb_box_free(struct sl_box *box)
 	free(box->policy_src);
 	sb_learned_free(&box->learned);
 	sb_obs_free(&box->obs);
-	if (box->reg)
-		sl_timer_disarm(box->reg->loop, &box->names_timer);
+	if (box->w)
+		sl_timer_disarm(box->w->loop, &box->names_timer);
 	sl_buf_free(&box->names_pending); /* unwritten: sl_registry_free() flushes first */
 	free(box);
+}
+
+void sb_box_detach(struct sl_box *box)
+{
+	sl_dns_listener_close(box->dns);
+	box->dns = NULL;
+	sl_proxy_listener_close(box->proxy); /* it ends the handlers still running */
+	box->proxy = NULL;
+	sb_names_flush(box);
+	if (sl_list_linked(&box->wlink))
+		sl_list_del(&box->wlink);
+	sl_list_init(&box->wlink);
+}
+
+void sb_place(struct sl_registry *r, struct sl_box *box)
+{
+	struct sb_worker *best = &r->workers[0];
+
+	for (unsigned i = 1; i < r->nworkers; i++)
+		if (r->workers[i].nboxes < best->nboxes)
+			best = &r->workers[i];
+	box->w = best;
+	best->nboxes++;
+}
+
+/* A box leaves its worker's count (main). */
+static void unplace(struct sl_box *box)
+{
+	if (box->w)
+		box->w->nboxes--;
 }
 
 void sl_registry_free(struct sl_registry *r)
@@ -132,6 +182,7 @@ void sl_registry_free(struct sl_registry *r)
 	if (!r)
 		return;
 	sl_jobs_free(r->jobs); /* adds under way end (cancelled) before anything goes */
+	sl_registry_stop_worker_jobs(r); /* and switches */
 	if (r->loop)
 		sl_timer_disarm(r->loop, &r->sweep);
 	while (!sl_list_empty(&r->boxes)) {
@@ -143,6 +194,7 @@ void sl_registry_free(struct sl_registry *r)
 		sb_box_free(b);
 	}
 	free(r->by_id);
+	free(r->workers);
 	free(r);
 }
 
@@ -164,15 +216,75 @@ struct sl_box *sl_sandbox_find(struct sl_registry *r, const char *name)
 
 	sl_list_for_each(b, &r->boxes, link)
 		if (!strcmp(b->name, name))
+			return b->removing ? NULL : b;
+	return NULL;
+}
+
+/* Also a sandbox being removed: its name and files are still its own. */
+static struct sl_box *find_any(struct sl_registry *r, const char *name)
+{
+	struct sl_box *b;
+
+	sl_list_for_each(b, &r->boxes, link)
+		if (!strcmp(b->name, name))
 			return b;
 	return NULL;
 }
 
+struct sl_loop *sl_box_loop(const struct sl_box *box)
+{
+	return box->w->loop;
+}
+
+unsigned sl_box_worker(const struct sl_box *box)
+{
+	return box->w->index;
+}
+
+unsigned sl_registry_workers(const struct sl_registry *r)
+{
+	return r->nworkers;
+}
+
+size_t sl_registry_worker_count(const struct sl_registry *r, unsigned worker)
+{
+	return worker < r->nworkers ? r->workers[worker].nboxes : 0;
+}
+
+struct visit {
+	struct sl_registry *r;
+	struct sb_worker *w;
+	sl_box_visit_fn *fn;
+	void *arg;
+};
+
+/* On worker v->w: the main thread waits in sl_loop_call(), so its list holds still. */
+static void visit_run(void *arg)
+{
+	struct visit *v = arg;
+	struct sl_box *b;
+	size_t i = 0;
+
+	sl_list_for_each(b, &v->r->boxes, link) {
+		if (b->w == v->w && !b->removing)
+			v->fn(b, i, v->arg);
+		i++;
+	}
+}
+
+void sl_registry_visit(struct sl_registry *r, sl_box_visit_fn *fn, void *arg)
+{
+	for (unsigned k = 0; k < r->nworkers; k++) {
+		struct visit v = { .r = r, .w = &r->workers[k], .fn = fn, .arg = arg };
+
+		if (r->workers[k].nboxes)
+			sl_loop_call(r->workers[k].loop, visit_run, &v);
+	}
+}
+
 struct sl_box *sl_sandbox_by_id(struct sl_registry *r, uint32_t id)
 {
-	return id < r->max_ids && r->by_id[id] && !r->by_id[id]->adding && !r->by_id[id]->removed ?
-		       r->by_id[id] :
-		       NULL;
+	return id < r->max_ids && r->by_id[id] && !r->by_id[id]->adding ? r->by_id[id] : NULL;
 }
 
 struct sl_box *sl_registry_first(struct sl_registry *r)
@@ -209,7 +321,7 @@ const char *sl_box_container_id(const struct sl_box *box)
 
 int sl_box_audit(const struct sl_box *box)
 {
-	return box->audit;
+	return sb_box_audit(box);
 }
 
 void sl_box_get_stats(struct sl_registry *r, const struct sl_box *box, struct sl_box_stats *st)
@@ -230,7 +342,7 @@ void sl_box_get_stats(struct sl_registry *r, const struct sl_box *box, struct sl
 		sl_ca_get_stats(box->ca, &ca);
 	st->leaf_evictions = ca.evictions;
 	st->lua_mem = sb_lua(box) ? sl_lua_mem(sb_lua(box)) : 0;
-	st->audit = box->audit;
+	st->audit = sb_box_audit(box);
 }
 
 void sl_registry_get_stats(struct sl_registry *r, struct sl_registry_stats *st)
@@ -290,27 +402,51 @@ static int read_file(const char *path, char **out, size_t *len)
 	return 0;
 }
 
+/* The main thread: the sweep's result is back from worker @t's. */
+static void sweep_back(struct sl_task *t)
+{
+	sl_container_of(t, struct sb_worker, sweep_back)->sweeping = 0;
+}
+
+/* On a worker: its sandboxes' expired names, audit records, stale proxied records. */
+static void sweep_worker(struct sl_task *t)
+{
+	struct sb_worker *w = sl_container_of(t, struct sb_worker, sweep);
+	struct sl_registry *r = w->r;
+	struct sl_box *b;
+
+	sl_list_for_each(b, &w->boxes, wlink) {
+		sb_learned_sweep(r, b, w->sweep_now);
+		if (b->obs.dirty && w->sweep_now_s - b->obs.saved_s >= SB_OBS_SAVE_S)
+			sb_obs_save(r, b, w->sweep_now_s);
+		/* Records of intercepted connections nobody accepted (the sandbox aimed them at
+		 * a listener of its own, or the client vanished unseen): they count against the
+		 * sandbox's quota until they go. */
+		if (w->sweep_px)
+			b->proxied_swept += (uint64_t)sl_bpf_proxied_sweep(
+				r->bpf, b->id, w->sweep_now, SL_PROXIED_MAX_AGE_S * 1000000000ULL);
+	}
+	sl_loop_post(r->loop, &w->sweep_back, sweep_back);
+}
+
 static void sweep_cb(struct sl_loop *loop, struct sl_timer *t)
 {
 	struct sl_registry *r = sl_container_of(t, struct sl_registry, sweep);
-	uint64_t now = sl_now_ns();
-	int64_t now_s = time(NULL);
-	struct sl_box *b;
-
 	int px = ++r->px_sweeps >= PROXIED_SWEEPS;
 
 	if (px)
 		r->px_sweeps = 0;
-	sl_list_for_each(b, &r->boxes, link) {
-		sb_learned_sweep(r, b, now);
-		if (b->obs.dirty && now_s - b->obs.saved_s >= SB_OBS_SAVE_S)
-			sb_obs_save(r, b, now_s);
-		/* Records of intercepted connections nobody accepted (the sandbox aimed them at
-		 * a listener of its own, or the client vanished unseen): they count against the
-		 * sandbox's quota until they go. */
-		if (px)
-			b->proxied_swept += (uint64_t)sl_bpf_proxied_sweep(
-				r->bpf, b->id, now, SL_PROXIED_MAX_AGE_S * 1000000000ULL);
+	/* Each worker sweeps its own sandboxes; one still at it skips this round. */
+	for (unsigned i = 0; i < r->nworkers; i++) {
+		struct sb_worker *w = &r->workers[i];
+
+		if (w->sweeping || !w->nboxes)
+			continue;
+		w->sweeping = 1;
+		w->sweep_now = sl_now_ns();
+		w->sweep_now_s = time(NULL);
+		w->sweep_px = px;
+		sl_loop_post(w->loop, &w->sweep, sweep_worker);
 	}
 	sb_reap_vanished(r);
 	sl_timer_arm(loop, &r->sweep, SWEEP_MS, sweep_cb);
@@ -363,7 +499,7 @@ static struct sl_box *add_prepare(struct sl_registry *r, const struct sl_box_spe
 		e = -EINVAL;
 		goto fail;
 	}
-	if (sl_sandbox_find(r, spec->name) || adding_find(r, spec->name)) {
+	if (find_any(r, spec->name) || adding_find(r, spec->name)) {
 		sl_errf(err, errlen, "sandbox '%s' already exists", spec->name);
 		e = -EEXIST;
 		goto fail;
@@ -383,6 +519,7 @@ static struct sl_box *add_prepare(struct sl_registry *r, const struct sl_box_spe
 	snprintf(box->name, sizeof(box->name), "%s", spec->name);
 	box->reg = r;
 	sl_list_init(&box->link);
+	sl_list_init(&box->wlink);
 	sl_rule_set_init(&box->learned.rules);
 	if (spec->container_id) {
 		size_t n = strlen(spec->container_id);
@@ -476,7 +613,7 @@ static struct sl_box *add_prepare(struct sl_registry *r, const struct sl_box_spe
 		e = -EINVAL;
 		goto fail;
 	}
-	box->audit = !!spec->audit;
+	sb_box_set_audit(box, !!spec->audit);
 	if (spec->handler && *spec->handler)
 		box->handler_since_s = time(NULL);
 	box->id = alloc_id(r);
@@ -529,9 +666,10 @@ out:
 	return e;
 }
 
-/* An add's last part, on the loop: the rest of the kernel, the listeners, the state file,
- * and the box into the registry. On failure nothing stays. */
-static int add_finish(struct sl_registry *r, struct sl_box *box, char *err, size_t errlen)
+/* An add's last part but one, on the box's worker: the rest of the kernel, the listeners,
+ * the state file. On failure its listeners are closed again (sb_uninstall() on the main
+ * thread undoes the kernel's part). */
+static int add_install(struct sl_registry *r, struct sl_box *box, char *err, size_t errlen)
 {
 	int e;
 
@@ -549,14 +687,42 @@ static int add_finish(struct sl_registry *r, struct sl_box *box, char *err, size
 			sl_errf(err, errlen, "saving state failed: %s", strerror(-e));
 	}
 	if (e) {
+		sb_box_detach(box);
+		return e;
+	}
+	sl_list_add_tail(&box->w->boxes, &box->wlink);
+	return 0;
+}
+
+/* An add's last part, on the main thread: the box into the registry, or (@e) what the kernel
+ * holds of it undone. */
+static int add_link(struct sl_registry *r, struct sl_box *box, int e)
+{
+	if (e) {
 		sb_uninstall(r, box);
 		return e;
 	}
 	sb_link(r, box);
-	sl_info("sandbox %s added: cgroup %s (id %llu)%s%s, %zu kernel entries", box->name,
-		box->cgroup, (unsigned long long)box->cgid, box->netns_fd >= 0 ? ", netns " : "",
-		box->netns_fd >= 0 ? box->netns : "", box->nents);
+	sl_info("sandbox %s added on worker %u: cgroup %s (id %llu)%s%s, %zu kernel entries",
+		box->name, box->w->index, box->cgroup, (unsigned long long)box->cgid,
+		box->netns_fd >= 0 ? ", netns " : "", box->netns_fd >= 0 ? box->netns : "",
+		box->nents);
 	return 0;
+}
+
+struct add_call {
+	struct sl_registry *r;
+	struct sl_box *box;
+	int e;
+	char *err;
+	size_t errlen;
+};
+
+static void add_install_call(void *arg)
+{
+	struct add_call *c = arg;
+
+	c->e = add_install(c->r, c->box, c->err, c->errlen);
 }
 
 struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *spec, char *err,
@@ -569,10 +735,16 @@ struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *s
 		return NULL;
 	r->by_id[box->id] = box; /* the id is taken (sb_link() keeps it so) */
 	e = add_build(r, box, &r->lua_opts, spec->handler, spec->params, err, errlen);
-	if (!e)
-		e = add_finish(r, box, err, errlen);
+	if (!e) {
+		struct add_call c = { r, box, 0, err, errlen };
+
+		sb_place(r, box);
+		sl_loop_call(box->w->loop, add_install_call, &c);
+		e = add_link(r, box, c.e);
+	}
 	if (e) {
 		r->by_id[box->id] = NULL;
+		unplace(box);
 		sb_box_free(box);
 		errno = -e;
 		return NULL;
@@ -588,9 +760,10 @@ struct sl_jobs *sb_jobs(struct sl_registry *r)
 	return r->jobs;
 }
 
-/* An add under way: its compile job, and whom to tell. */
+/* An add under way: its compile job, its worker's part, and whom to tell. */
 struct sb_adding {
 	struct sl_job job;
+	struct sl_task task; /* to the worker, and back */
 	struct sl_registry *r;
 	struct sl_box *box; /* on r->adding */
 	struct sl_lua_opts opts; /* the registry's, without events and KV (sl_lua_set_services) */
@@ -619,7 +792,49 @@ static void adding_run(struct sl_job *job)
 	a->e = add_build(a->r, a->box, &a->opts, a->handler, a->params, a->err, sizeof(a->err));
 }
 
-/* The loop thread: the rest of the add, and the answer. */
+/* The main thread, last: the box into the registry or gone, and the answer. */
+static void adding_end(struct sb_adding *a, int e)
+{
+	struct sl_registry *r = a->r;
+	struct sl_box *box = a->box;
+
+	if (e) {
+		r->by_id[box->id] = NULL;
+		unplace(box);
+		sb_box_free(box);
+		box = NULL;
+		sl_info("sandbox add refused: %s", a->err);
+	}
+	a->done(a->arg, box, e, a->err);
+	free(a->handler);
+	free(a->params);
+	free(a);
+}
+
+static void adding_linked(struct sl_task *t)
+{
+	struct sb_adding *a = sl_container_of(t, struct sb_adding, task);
+
+	sl_list_del(&a->box->link);
+	sl_list_init(&a->box->link);
+	a->box->adding = 0;
+	adding_end(a, add_link(a->r, a->box, a->e));
+}
+
+/* The box's worker: its Lua state gets events and KV, its listeners open. */
+static void adding_install(struct sl_task *t)
+{
+	struct sb_adding *a = sl_container_of(t, struct sb_adding, task);
+	struct sl_registry *r = a->r;
+	struct sl_box *box = a->box;
+
+	if (sb_lua(box))
+		sl_lua_set_services(sb_lua(box), r->lua_opts.events, r->lua_opts.kv);
+	a->e = add_install(r, box, a->err, sizeof(a->err));
+	sl_loop_post(r->loop, &a->task, adding_linked);
+}
+
+/* The main thread: the compile is done; the rest of the add goes to the box's worker. */
 static void adding_done(struct sl_job *job)
 {
 	struct sb_adding *a = sl_container_of(job, struct sb_adding, job);
@@ -637,21 +852,16 @@ static void adding_done(struct sl_job *job)
 		if (box->ca)
 			sb_remove_ca(r, box->name);
 	}
-	if (!e) {
-		if (sb_lua(box))
-			sl_lua_set_services(sb_lua(box), r->lua_opts.events, r->lua_opts.kv);
-		e = add_finish(r, box, a->err, sizeof(a->err));
-	}
 	if (e) {
-		r->by_id[box->id] = NULL;
-		sb_box_free(box);
-		box = NULL;
-		sl_info("sandbox add refused: %s", a->err);
+		adding_end(a, e);
+		return;
 	}
-	a->done(a->arg, box, e, a->err);
-	free(a->handler);
-	free(a->params);
-	free(a);
+	/* Its name is kept by the main list from here: linked there only at the end, it
+	 * would be free for another add meanwhile (add_prepare() looks at r->adding too). */
+	box->adding = 1;
+	sl_list_add_tail(&r->adding, &box->link);
+	sb_place(r, box);
+	sl_loop_post(box->w->loop, &a->task, adding_install);
 }
 
 int sl_sandbox_add_async(struct sl_registry *r, const struct sl_box_spec *spec,
@@ -704,43 +914,126 @@ sync:
 	return 0;
 }
 
+/* The main thread's part of a removal, after the worker let go (sb_box_detach()). */
+static void rm_finish(struct sl_registry *r, struct sl_box *box)
+{
+	char path[PATH_MAX + 128];
+
+	sb_uninstall(r, box);
+	sb_state_path(r, box->name, path, sizeof(path));
+	if (unlink(path) == -1 && errno != ENOENT)
+		sl_warn("removing %s failed: %s", path, strerror(errno));
+	sb_names_path(r, box->name, path, sizeof(path));
+	unlink(path);
+	sb_obs_path(r, box->name, path, sizeof(path));
+	unlink(path);
+	unlink_box(r, box);
+	unplace(box);
+	sl_info("sandbox %s removed", box->name);
+	sl_events_sandbox_gone(r->lua_opts.events, box->name);
+	sb_box_free(box);
+}
+
 int sl_sandbox_rm(struct sl_registry *r, const char *name)
 {
 	struct sl_box *box = sl_sandbox_find(r, name);
-	char path[PATH_MAX + 128];
 
 	if (!box)
 		return -ENOENT;
-	sb_uninstall(r, box);
-	sb_state_path(r, name, path, sizeof(path));
-	if (unlink(path) == -1 && errno != ENOENT)
-		sl_warn("removing %s failed: %s", path, strerror(errno));
-	sb_names_path(r, name, path, sizeof(path));
-	unlink(path);
-	sb_obs_path(r, name, path, sizeof(path));
-	unlink(path);
-	unlink_box(r, box);
-	sl_info("sandbox %s removed", name);
-	sl_events_sandbox_gone(r->lua_opts.events, box->name);
-	if (box->switching) {
-		/* Its switch's job may be writing its other rule bank: the switch's completion
-		 * clears that bank, answers, and frees the box and its id, which stays taken
-		 * until then. Nothing of it is written to its files meanwhile. */
-		box->removed = 1;
-		r->by_id[box->id] = box;
-		sl_timer_disarm(r->loop, &box->names_timer);
-		sl_buf_free(&box->names_pending);
-		return 0;
-	}
-	sb_box_free(box);
+	sb_box_detach(box);
+	rm_finish(r, box);
 	return 0;
+}
+
+struct sb_rm {
+	struct sl_task task; /* to the worker, and back */
+	struct sl_registry *r;
+	struct sl_box *box;
+	sl_box_removed_fn *done;
+	void *arg;
+};
+
+static void rm_back(struct sl_task *t)
+{
+	struct sb_rm *m = sl_container_of(t, struct sb_rm, task);
+
+	rm_finish(m->r, m->box);
+	if (m->done)
+		m->done(m->arg, 0);
+	free(m);
+}
+
+static void rm_detach(struct sl_task *t)
+{
+	struct sb_rm *m = sl_container_of(t, struct sb_rm, task);
+
+	if (m->box->switching) {
+		/* Its switch's job may be writing its other rule bank: the switch's completion
+		 * clears that bank, answers (404), and then goes on with this (sb_rm_resume()). */
+		m->box->removed = 1;
+		m->box->rm_after_switch = m;
+		return;
+	}
+	sb_box_detach(m->box);
+	sl_loop_post(m->r->loop, &m->task, rm_back);
+}
+
+void sb_rm_resume(struct sl_box *box)
+{
+	struct sb_rm *m = box->rm_after_switch;
+
+	box->rm_after_switch = NULL;
+	box->removed = 0;
+	if (m)
+		rm_detach(&m->task);
+}
+
+struct sl_jobs *sb_worker_jobs(struct sb_worker *w)
+{
+	if (!w->jobs && w->loop && !(w->jobs = sl_jobs_new(w->loop)))
+		sl_warn("worker %u: starting its compile thread failed (%s): compiling on the loop",
+			w->index, strerror(errno));
+	return w->jobs;
+}
+
+void sl_registry_stop_worker_jobs(struct sl_registry *r)
+{
+	for (unsigned i = 0; i < r->nworkers; i++) {
+		sl_jobs_free(r->workers[i].jobs);
+		r->workers[i].jobs = NULL;
+	}
+}
+
+int sl_sandbox_rm_async(struct sl_registry *r, const char *name, sl_box_removed_fn *done, void *arg)
+{
+	struct sl_box *box = sl_sandbox_find(r, name);
+	struct sb_rm *m;
+
+	if (!box)
+		return -ENOENT;
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	*m = (struct sb_rm){ .r = r, .box = box, .done = done, .arg = arg };
+	/* Whatever was posted to its worker before runs first: the box is freed only after
+	 * the worker has run this one, and its answer came back. */
+	box->removing = 1;
+	sl_loop_post(box->w->loop, &m->task, rm_detach);
+	return 0;
+}
+
+void sl_registry_stop_jobs(struct sl_registry *r)
+{
+	sl_jobs_free(r->jobs);
+	r->jobs = NULL;
 }
 
 void sl_registry_rm_all(struct sl_registry *r)
 {
-	/* Adds under way end first (cancelled): none writes the kernel after this. */
+	/* Adds and switches under way end first (cancelled): none writes the kernel after this. */
 	sl_jobs_free(r->jobs);
 	r->jobs = NULL;
+	sl_registry_stop_worker_jobs(r);
 	while (!sl_list_empty(&r->boxes)) {
 		char name[SL_NAME_MAX + 1];
 

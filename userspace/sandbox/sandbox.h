@@ -1,9 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The sandboxes of one sluiced: adding, removing, adopting and describing them.
- * Threading: loop thread only (the registry and its sandboxes belong to the loop). An async
- * add and a switch (handler, policy, mode) compile on the registry's jobs thread and complete
- * on the loop; adopting writes state files and kernel maps synchronously.
+ * Threading: the registry (the list, names, ids, state files, the sweep's schedule) belongs
+ * to the main thread; each sandbox belongs to one worker (struct sl_worker_env: a loop with
+ * its DNS and proxy services), which runs its listeners, connections, Lua states, learned
+ * names and timers, so the data path takes no lock. Calls on a sandbox (switch, reload, mode,
+ * suggest, JSON, stats) run on its worker's thread: sl_box_loop() says which, and the control
+ * API posts them there (sl_loop_post(), or sl_loop_call() for the short reads). An async add
+ * compiles on the registry's jobs thread, opens the listeners on the worker and completes on
+ * the main thread; a removal lets go on the worker and finishes on the main thread. Adoption
+ * runs on the main thread before the workers start. A switch (handler, policy,
+ * mode) compiles on its worker's jobs thread and completes on the worker; adopting writes
+ * state files and kernel maps synchronously.
  */
 #ifndef SL_SANDBOX_H
 #define SL_SANDBOX_H
@@ -63,17 +71,26 @@ struct sl_dns_ttl {
  */
 #define SL_DNS_MIN_LIFE_S 3600
 
+/* A worker: the loop its sandboxes run on, and the DNS and proxy services of that loop whose
+ * listeners they get (either may be NULL: no such listeners). */
+struct sl_worker_env {
+	struct sl_loop *loop;
+	struct sl_dns *dns;
+	struct sl_proxy *proxy;
+};
+
 /*
- * A registry persisting to @state_dir (created 0700 if missing), serving DNS through @dns
- * (may be NULL: sandboxes then get no DNS listener, and host names in policies are refused).
- * Expired DNS entries are swept from the kernel by a timer on @loop, which also removes the
- * sandboxes left with nothing to enforce: whose cgroup was removed, or (with a network
- * namespace of their own) whose cgroup is empty and whose namespace nothing but sluiced holds
- * any more. NULL and errno on failure.
+ * A registry persisting to @state_dir (created 0700 if missing), whose sandboxes are spread
+ * over the @nworkers (1..64) @workers: each new or adopted sandbox goes to the one with the
+ * fewest (ties: the lowest index) and stays there. Expired DNS entries are swept from the
+ * kernel every second (the timer on the main thread's @loop posts each worker its share),
+ * which also removes the sandboxes left with nothing to enforce: whose cgroup was removed, or
+ * (with a network namespace of their own) whose cgroup is empty and whose namespace nothing
+ * but sluiced holds any more. NULL and errno on failure.
  */
 struct sl_registry *sl_registry_new(struct sl_bpf *bpf, const char *state_dir, struct sl_loop *loop,
-				    struct sl_dns *dns, const struct sl_dns_ttl *ttl,
-				    struct sl_proxy *proxy);
+				    const struct sl_worker_env *workers, unsigned nworkers,
+				    const struct sl_dns_ttl *ttl);
 /* What the sandboxes' Lua states get: secrets, KV, events, limits. Before adding any. */
 void sl_registry_set_lua(struct sl_registry *r, const struct sl_lua_opts *o);
 /* sluiced's control socket at @path (absolute): denied to every sandbox in the kernel, and no
@@ -197,9 +214,22 @@ int sl_sandbox_suggest(struct sl_registry *r, struct sl_box *box, unsigned colla
 		       char *err, size_t errlen);
 
 /* Removes sandbox @name: detaches it (the cgroup is free again), clears its kernel state and
- * its state file. Returns 0, -ENOENT, or -errno. */
+ * its state file. With the workers stopped only (shutdown): sl_sandbox_rm_async() otherwise.
+ * Returns 0, -ENOENT, or -errno. */
 int sl_sandbox_rm(struct sl_registry *r, const char *name);
-/* Removes every sandbox. */
+/* The same, while workers run: the sandbox's worker lets go of it first (listeners, timers),
+ * then the rest runs on the main thread and @done(@arg, 0) is called there (@done may be
+ * NULL). From the call on, the sandbox is not found. Returns 0 under way, or -ENOENT. */
+typedef void sl_box_removed_fn(void *arg, int err);
+int sl_sandbox_rm_async(struct sl_registry *r, const char *name, sl_box_removed_fn *done,
+			void *arg);
+/* Ends the adds still compiling (cancelled: their answers say sluiced is stopping), so that
+ * none goes on to a worker. Main thread, at shutdown, before the workers stop. */
+void sl_registry_stop_jobs(struct sl_registry *r);
+/* Ends the switches still compiling (cancelled), with the workers stopped: their completions
+ * run on the calling thread (main, at shutdown). */
+void sl_registry_stop_worker_jobs(struct sl_registry *r);
+/* Removes every sandbox (workers stopped). */
 void sl_registry_rm_all(struct sl_registry *r);
 
 struct sl_box *sl_sandbox_find(struct sl_registry *r, const char *name);
@@ -215,6 +245,19 @@ struct sl_registry_stats {
 };
 void sl_registry_get_stats(struct sl_registry *r, struct sl_registry_stats *st);
 
+/* The loop of @box's worker, where every call on it but the accessors above runs, and the
+ * worker's index. */
+struct sl_loop *sl_box_loop(const struct sl_box *box);
+unsigned sl_box_worker(const struct sl_box *box);
+/* Workers, and how many sandboxes each has (main thread). */
+unsigned sl_registry_workers(const struct sl_registry *r);
+size_t sl_registry_worker_count(const struct sl_registry *r, unsigned worker);
+/* Main thread: calls @fn(box, i, @arg) for every listed sandbox on its worker's thread, i its
+ * position in the registry's order (< sl_registry_count()), one sl_loop_call() per worker
+ * (the main thread waits: for short reads, the JSON of a list, the stats of metrics). */
+typedef void sl_box_visit_fn(struct sl_box *box, size_t i, void *arg);
+void sl_registry_visit(struct sl_registry *r, sl_box_visit_fn *fn, void *arg);
+
 /* The sandboxes in the registry's order: the first (NULL if none), the one after @box (NULL
  * after the last). Adding or removing a sandbox ends a walk: restart it from the first. */
 struct sl_box *sl_registry_first(struct sl_registry *r);
@@ -224,7 +267,8 @@ struct sl_box *sl_registry_next(const struct sl_box *box);
 #define sl_registry_foreach(b, r) \
 	for (struct sl_box *b = sl_registry_first(r); b; b = sl_registry_next(b))
 
-/* What the rest of sluiced reads of a sandbox; pointers live as long as the sandbox. */
+/* What the rest of sluiced reads of a sandbox, on any thread that holds it (the main thread
+ * or its worker's); pointers live as long as the sandbox. */
 const char *sl_box_name(const struct sl_box *box);
 uint32_t sl_box_id(const struct sl_box *box); /* the kernel's sandbox id */
 const char *sl_box_cgroup(const struct sl_box *box); /* canonical path */

@@ -3,14 +3,21 @@
  * The registry's insides, shared by the files of sandbox/ and by nobody else (sandbox.h gives
  * the rest of sluiced accessors): struct sl_registry, struct sl_box, and what each file of
  * sandbox/ offers the others.
- * Threading: loop thread only, but for two kinds of job on the jobs thread (core/jobs.h). An
- * add's (sandbox.c) builds the new sandbox's layer and writes its rule bank while the sandbox
- * is on reg->adding: nothing on the loop reads or writes that box, layer or bank meanwhile.
- * A switch's (sb_switch.c: a handler switch, a policy reload, a mode switch) builds and
+ * Threading: the registry (its lists, ids, counts, the sweep's timer) is the main thread's;
+ * a sandbox belongs to its worker (box->w, struct sb_worker), whose thread runs everything of
+ * it that moves: its listeners, layer and Lua state, learned set, names file, audit records,
+ * timers, switches. The main thread reads only what never changes once the sandbox is listed
+ * (name, id, cgroup, cgid, container id, namespace, listener ports) and the mode (atomic); it
+ * reaches the rest by posting to the worker (sl_loop_post(), sl_loop_call()). While workers
+ * do not run (adoption at start, shutdown) the main thread does all of it. An add's compile
+ * job (sandbox.c) builds the new sandbox's layer and writes its rule bank on the jobs thread
+ * (core/jobs.h) while the sandbox is on reg->adding: nobody else reads or writes that box,
+ * layer or bank meanwhile.
+ * A switch's job (sb_switch.c: a handler switch, a policy reload, a mode switch) runs on its
+ * worker's jobs thread (struct sb_worker.jobs) and completes on the worker: it builds and
  * compiles the new layer and writes it into the sandbox's rule bank not in force while the
- * sandbox, still in force with its old layer, has box->switching set: the loop writes only
+ * sandbox, still in force with its old layer, has box->switching set: the worker writes only
  * the bank in force meanwhile, and notes which addresses it rewrote (sb_switch_note()).
- * Adopting writes state files and kernel maps synchronously.
  */
 #ifndef SL_SB_INT_H
 #define SL_SB_INT_H
@@ -122,7 +129,28 @@ struct sl_layer {
 	struct sl_rule_set rules; /* static rules compiled from policy */
 };
 
-/* One sandbox. Owned by its registry; loop thread only. */
+/* A worker as the registry sees it (see Threading above). */
+struct sb_worker {
+	struct sl_registry *r;
+	unsigned index;
+	struct sl_loop *loop;
+	struct sl_dns *dns; /* NULL: no DNS listeners */
+	struct sl_proxy *proxy; /* NULL: no proxy listeners */
+	/* The main thread's: sandboxes placed here (adds under way and removals included), and
+	 * whether this worker's sweep is under way. */
+	size_t nboxes;
+	int sweeping;
+	struct sl_task sweep_back;
+	/* The worker's: its sandboxes (struct sl_box.wlink), its sweep's task and inputs. */
+	struct sl_list boxes;
+	struct sl_task sweep;
+	struct sl_jobs *jobs; /* its switches' compile thread (sb_worker_jobs()) */
+	uint64_t sweep_now;
+	int64_t sweep_now_s;
+	int sweep_px;
+};
+
+/* One sandbox. Owned by its registry; its worker's thread (see Threading above). */
 struct sl_box {
 	char name[SL_NAME_MAX + 1];
 	uint32_t id; /* kernel sandbox id, stable across restarts */
@@ -167,19 +195,26 @@ struct sl_box {
 	struct sl_list link; /* in reg->boxes, or reg->adding while its layer compiles */
 	int adding; /* an add under way (sl_sandbox_add_async()): holds its id, nothing else */
 	struct sb_switching *switching; /* a switch under way (sb_switch.c), NULL: none */
-	int removed; /* removed while its switch compiled: holds its id until the switch ends */
+	/* The worker's: removed while its switch compiled; the switch's completion goes on with
+	 * the removal (sb_rm_resume()). */
+	int removed;
+	struct sb_rm *rm_after_switch;
+	int removing; /* main: a removal under way (its worker lets go first): not found */
+	struct sb_worker *w; /* its worker: NULL until placed */
+	struct sl_list wlink; /* in w->boxes: the worker's */
 	size_t nents; /* kernel entries when added (for the log line) */
 };
 
 #define POLICY_MAX_BYTES (1u << 20)
 
-/* The sandboxes of one sluiced (sandbox.h). Loop thread only. */
+/* The sandboxes of one sluiced (sandbox.h). The main thread's, but for what is read-only once
+ * workers run (bpf, ttl, lua_opts, state_dir, ctl_path, workers' loops and services). */
 struct sl_registry {
 	struct sl_bpf *bpf;
-	struct sl_loop *loop;
-	struct sl_dns *dns;
+	struct sl_loop *loop; /* the main thread's */
 	struct sl_dns_ttl ttl;
-	struct sl_proxy *proxy;
+	struct sb_worker *workers;
+	unsigned nworkers;
 	struct sl_lua_opts lua_opts;
 	struct sl_timer sweep; /* embedded: re-arming cannot fail, so the sweep never stops */
 	unsigned netns_sweeps; /* sweeps since namespaces were last judged */
@@ -198,14 +233,35 @@ struct sl_registry {
 /* sandbox.c: the registry's list, and its jobs thread. */
 void sb_box_free(struct sl_box *box);
 void sb_link(struct sl_registry *r, struct sl_box *box);
-/* The registry's jobs thread, started at the first call; NULL: none (no loop, or it could not
- * start: the work is then done on the loop). */
+/* The registry's jobs thread (adds: completions on the main thread), started at the first
+ * call; NULL: none (no loop, or it could not start: the work is then done on the loop). */
 struct sl_jobs *sb_jobs(struct sl_registry *r);
+/* @w's jobs thread (switches: completions on the worker), started at the first call, on the
+ * worker; NULL: none (the work is then done on the worker's loop). */
+struct sl_jobs *sb_worker_jobs(struct sb_worker *w);
+/* A removal that waited for the switch of its sandbox goes on (the worker, once the switch's
+ * completion answered). */
+struct sb_rm;
+void sb_rm_resume(struct sl_box *box);
 
 /* sb_switch.c: a switch under way. */
 /* The kernel entry of @family/@addr was rewritten while @s compiled (sb_learned.c): its
  * entry in the new bank is rewritten too when the switch completes. */
 void sb_switch_note(struct sb_switching *s, uint8_t family, const uint8_t *addr);
+
+/* Places @box on the worker with the fewest sandboxes (ties: the lowest index). Main. */
+void sb_place(struct sl_registry *r, struct sl_box *box);
+/* On @box's worker (or with workers stopped): it lets go of what moves (listeners, names
+ * timer) and leaves the worker's list; the rest of it can then go on the main thread. */
+void sb_box_detach(struct sl_box *box);
+static inline int sb_box_audit(const struct sl_box *box)
+{
+	return __atomic_load_n(&box->audit, __ATOMIC_RELAXED);
+}
+static inline void sb_box_set_audit(struct sl_box *box, int audit)
+{
+	__atomic_store_n(&box->audit, audit, __ATOMIC_RELAXED);
+}
 
 /* sb_state.c: the state file and the names file. */
 void sb_state_path(struct sl_registry *r, const char *name, char *buf, size_t len);

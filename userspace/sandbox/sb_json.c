@@ -158,6 +158,8 @@ json_t *sl_sandbox_json(struct sl_registry *r, const struct sl_box *box, int det
 			    box->layer->handler[0] ? json_string(box->layer->handler) :
 						     json_null());
 	json_object_set_new(j, "mode", json_string(box->audit ? "audit" : "enforce"));
+	if (box->w)
+		json_object_set_new(j, "worker", json_integer(box->w->index));
 	json_object_set_new(j, "netns", box->netns_fd >= 0 ? json_string(box->netns) : json_null());
 	if (box->netns_fd >= 0)
 		json_object_set_new(j, "netns_inode", json_integer((json_int_t)box->netns_ino));

@@ -34,10 +34,11 @@
 /* Opens the sandbox's DNS listener (on its previous port if it had one). */
 int sb_open_dns(struct sl_registry *r, struct sl_box *box, char *err, size_t errlen)
 {
-	if (!r->dns || box->dns)
+	(void)r;
+	if (!box->w->dns || box->dns)
 		return 0;
-	box->dns =
-		sl_dns_listen(r->dns, &sb_dns_ops, box, box->dns_port, box->netns_fd, err, errlen);
+	box->dns = sl_dns_listen(box->w->dns, &sb_dns_ops, box, box->dns_port, box->netns_fd, err,
+				 errlen);
 	if (!box->dns)
 		return -EIO;
 	box->dns_port = sl_dns_listener_port(box->dns);
@@ -219,10 +220,11 @@ void sb_remove_ca(struct sl_registry *r, const char *name)
 /* Opens the sandbox's proxy listener (on its previous port if it had one). */
 int sb_open_proxy(struct sl_registry *r, struct sl_box *box, char *err, size_t errlen)
 {
-	if (!r->proxy || box->proxy)
+	(void)r;
+	if (!box->w->proxy || box->proxy)
 		return 0;
-	box->proxy = sl_proxy_listen(r->proxy, &proxy_ops, box, box->proxy_port, box->netns_fd, err,
-				     errlen);
+	box->proxy = sl_proxy_listen(box->w->proxy, &proxy_ops, box, box->proxy_port, box->netns_fd,
+				     err, errlen);
 	if (!box->proxy)
 		return -EIO;
 	box->proxy_port = sl_proxy_listener_port(box->proxy);

@@ -166,7 +166,7 @@ static void reap(struct sl_registry *r, const char *name, const char *why)
 		sl_events_publish(r->lua_opts.events, copy,
 				  json_pack("{s:s, s:s, s:s, s:s}", "type", "sandbox", "sandbox",
 					    copy, "action", "removed", "reason", why));
-	sl_sandbox_rm(r, copy);
+	sl_sandbox_rm_async(r, copy, NULL, NULL);
 }
 
 /*
@@ -186,7 +186,11 @@ void sb_reap_vanished(struct sl_registry *r)
 
 	sl_list_for_each_safe(b, next, &r->boxes, link) {
 		uint64_t now_cgid;
-		int e = sl_cgroup_id(b->cgroup, &now_cgid);
+		int e;
+
+		if (b->removing)
+			continue;
+		e = sl_cgroup_id(b->cgroup, &now_cgid);
 
 		if (e != -ENOENT && (e || now_cgid == b->cgid))
 			continue;
@@ -201,7 +205,7 @@ void sb_reap_vanished(struct sl_registry *r)
 	if (!names || !ids || !used)
 		goto out;
 	sl_list_for_each(b, &r->boxes, link) {
-		if (b->netns_fd < 0 || sl_cgroup_populated(b->cgroup) != 0)
+		if (b->removing || b->netns_fd < 0 || sl_cgroup_populated(b->cgroup) != 0)
 			continue;
 		snprintf(names[n], sizeof(names[n]), "%s", b->name);
 		ids[n++] = (struct sl_netns_id){ .dev = b->netns_dev, .ino = b->netns_ino };

@@ -141,7 +141,7 @@ static void names_rewrite(struct sl_registry *r, struct sl_box *box)
 	int fd, ok = 1;
 
 	/* the live set holds every pair noted and not yet appended */
-	sl_timer_disarm(r->loop, &box->names_timer);
+	sl_timer_disarm(box->w->loop, &box->names_timer);
 	sl_buf_reset(&box->names_pending);
 	sb_names_path(r, box->name, path, sizeof(path));
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
@@ -183,7 +183,8 @@ void sb_names_flush(struct sl_box *box)
 	size_t n = sl_buf_size(&box->names_pending);
 	int fd;
 
-	sl_timer_disarm(box->reg->loop, &box->names_timer);
+	if (box->w)
+		sl_timer_disarm(box->w->loop, &box->names_timer);
 	if (!n)
 		return;
 	sb_names_path(box->reg, box->name, path, sizeof(path));
@@ -216,13 +217,14 @@ void sb_names_note(struct sl_registry *r, struct sl_box *box, const char *name, 
 	char line[SL_DNS_NAME_BUF + 64];
 	int n;
 
+	(void)r;
 	if (!names_ok(name))
 		return;
 	n = names_line(line, sizeof(line), family, addr, name);
 	if (n <= 0 || sl_buf_append(&box->names_pending, line, n))
 		return;
 	if (!sl_timer_armed(&box->names_timer))
-		sl_timer_arm(r->loop, &box->names_timer, 0, names_flush_cb);
+		sl_timer_arm(box->w->loop, &box->names_timer, 0, names_flush_cb);
 }
 
 static int name_rec_cmp(const void *a, const void *b)
@@ -411,7 +413,7 @@ static int adopt_one(struct sl_registry *r, const char *path)
 		if (cid && strlen(cid) <= SL_CONTAINER_ID_MAX)
 			snprintf(box->container_id, sizeof(box->container_id), "%s", cid);
 		cid = json_string_value(json_object_get(j, "mode"));
-		box->audit = cid && !strcmp(cid, "audit");
+		sb_box_set_audit(box, cid && !strcmp(cid, "audit"));
 	}
 	sb_obs_load(r, box); /* what audit mode saw before the restart */
 	/* The rule bank in force is the kernel's to say (a switch may have flipped it). */
@@ -420,6 +422,7 @@ static int adopt_one(struct sl_registry *r, const char *path)
 		box->rules_id = ksb.rules_id;
 	box->reg = r;
 	sl_list_init(&box->link);
+	sl_list_init(&box->wlink);
 	box->dns_port = dns_port > 0 && dns_port < 65536 ? (uint16_t)dns_port : 0;
 	box->proxy_port = proxy_port > 0 && proxy_port < 65536 ? (uint16_t)proxy_port : 0;
 	sl_rule_set_init(&box->learned.rules);
@@ -462,6 +465,7 @@ static int adopt_one(struct sl_registry *r, const char *path)
 		e = -ENOENT;
 		goto cleanup;
 	}
+	sb_place(r, box); /* before anything opens on its worker's loop (not running yet) */
 	e = recover_learned(r, box);
 	if (e)
 		sl_warn("sandbox %s: reading its resolved names from the kernel failed: %s", name,
@@ -486,10 +490,13 @@ static int adopt_one(struct sl_registry *r, const char *path)
 	if (e)
 		goto cleanup;
 	sb_link(r, box);
+	sl_list_add_tail(&box->w->boxes, &box->wlink);
 	box = NULL;
 	sl_info("sandbox %s adopted (%zu kernel entries)", name, nents);
 cleanup:
 	free(ents);
+	if (box && box->w)
+		box->w->nboxes--;
 	sb_box_free(box);
 	json_decref(j);
 	return e;

@@ -450,13 +450,13 @@ static int switch_apply(struct sb_switching *s, struct sl_switch_result *res)
 	if (!e) {
 		box->rules_id = bank;
 		if (s->kind == SW_MODE)
-			box->audit =
-				s->audit; /* a flag of the same entry: it changes with the rules */
+			/* a flag of the same entry: it changes with the rules */
+			sb_box_set_audit(box, s->audit);
 		sb_kernel_entry(r, box, &ksb);
 		e = sl_bpf_set_sandbox(r->bpf, box->cgid, &ksb); /* the switch */
 		if (e) {
 			box->rules_id = old_bank;
-			box->audit = old_audit;
+			sb_box_set_audit(box, old_audit);
 		}
 	}
 	if (e) {
@@ -562,7 +562,7 @@ static void switch_finish(struct sb_switching *s, const struct sl_switch_result 
 	}
 }
 
-/* The loop thread: the switch applied (or not), and the answer. */
+/* The sandbox's worker: the switch applied (or not), and the answer. */
 static void switching_done(struct sl_job *job)
 {
 	struct sb_switching *s = sl_container_of(job, struct sb_switching, job);
@@ -588,13 +588,10 @@ static void switching_done(struct sl_job *job)
 		switch_finish(s, &res);
 	else if (s->kind == SW_RELOAD)
 		sl_info("sandbox %s: policy reload refused: %s", box->name, s->err);
-	if (box->removed) {
-		if (r->by_id[box->id] == box)
-			r->by_id[box->id] = NULL;
-		sb_box_free(box);
-	}
 	s->done(s->arg, e ? NULL : box, e, s->err, &res);
 	switching_free(s);
+	if (box->removed)
+		sb_rm_resume(box); /* after the answer: the removal frees the box */
 }
 
 /*
@@ -654,7 +651,7 @@ static struct sb_switching *switching_new(struct sl_registry *r, struct sl_box *
 /* Off to the jobs thread (or run here when there is none). */
 static void switching_start(struct sb_switching *s)
 {
-	struct sl_jobs *j = sb_jobs(s->r);
+	struct sl_jobs *j = sb_worker_jobs(s->box->w);
 
 	s->box->switching = s;
 	if (j) {
