@@ -4,8 +4,9 @@
  *
  * Threading: a struct sl_dns and its listeners belong to the thread of the loop it was made
  * with (sluiced: one instance per worker, with its own upstream sockets, queries in flight
- * and cache), which runs every call and every sl_dns_ops callback; nothing blocks (upstream queries are non-blocking, with
- * a deadline), except sl_dns_listen() entering a network namespace for its sockets.
+ * and cache), which runs every call and every sl_dns_ops callback; nothing blocks (upstream
+ * queries are non-blocking, with a deadline), except sl_dns_listen() entering a network
+ * namespace for its sockets.
  */
 #ifndef SL_DNS_H
 #define SL_DNS_H
