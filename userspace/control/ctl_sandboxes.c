@@ -98,12 +98,15 @@ struct box_op {
 	unsigned long n; /* audit (mode), collapse (suggest), detail (show) */
 	int status;
 	json_t *body;
+	char *text; /* or the body as text already (a sandbox's detail, written off the loop) */
+	size_t len;
 	char err[512];
 };
 
 static void op_free(struct box_op *op)
 {
 	json_decref(op->body);
+	free(op->text);
 	free(op->handler);
 	free(op->params);
 	free(op->policy);
@@ -117,7 +120,9 @@ static void op_back(struct sl_task *t)
 	struct ctl_conn *c = ctl_wait_end(op->w);
 
 	if (c) {
-		if (op->body)
+		if (op->text)
+			ctl_respond_raw(c, op->status, "application/json", op->text, op->len);
+		else if (op->body)
 			ctl_respond_json(c, op->status, op->body);
 		else
 			ctl_respond_error(c, op->status, op->err);
@@ -451,13 +456,24 @@ out:
 	sl_ctl_add_release(&add);
 }
 
-static void run_show(struct box_op *op)
+/* The sandbox's detail written (on the worker, from its jobs thread's completion). */
+static void shown(void *arg, char *text, size_t len)
 {
-	op->body = sl_sandbox_json(op->reg, op->box, 1);
-	op->status = op->body ? 200 : 500;
-	if (!op->body)
+	struct box_op *op = arg;
+
+	op->text = text;
+	op->len = len;
+	op->status = text ? 200 : 500;
+	if (!text)
 		snprintf(op->err, sizeof(op->err), "out of memory");
 	op_answer(op);
+}
+
+/* The rules of a big policy are long to write: a job writes them, not the worker's loop. */
+static void run_show(struct box_op *op)
+{
+	if (sl_sandbox_json_async(op->reg, op->box, JSON_COMPACT | JSON_PRESERVE_ORDER, shown, op))
+		shown(op, NULL, 0);
 }
 
 static void handle_show(struct ctl_conn *c, const char *name)

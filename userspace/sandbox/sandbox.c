@@ -967,9 +967,10 @@ static void rm_detach(struct sl_task *t)
 {
 	struct sb_rm *m = sl_container_of(t, struct sb_rm, task);
 
-	if (m->box->switching) {
+	if (m->box->switching || m->box->showing) {
 		/* Its switch's job may be writing its other rule bank: the switch's completion
-		 * clears that bank, answers (404), and then goes on with this (sb_rm_resume()). */
+		 * clears that bank, answers (404), and then goes on with this (sb_rm_resume()).
+		 * A GET's job holds its layer: its completion drops it, then goes on. */
 		m->box->removed = 1;
 		m->box->rm_after_switch = m;
 		return;

@@ -302,5 +302,17 @@ char *sl_sandbox_ca_pem(const struct sl_box *box);
 
 /* The sandbox as JSON (new reference). @detail adds rules and counters. */
 json_t *sl_sandbox_json(struct sl_registry *r, const struct sl_box *box, int detail);
+/*
+ * The detailed JSON of @box (sl_sandbox_json() with @detail) as text, written by json_dumps()
+ * with @flags and a newline, off the loop: the rules of a big policy are long to write (1-3 s
+ * for 100,000 on the loop). On @box's worker: what is not the rules is read now; the rules are
+ * the layer's in force now (a reference keeps it), written on the worker's jobs thread.
+ * @done(@arg, text, len) follows on the worker
+ * (@text malloc'd, the callee's to free; NULL: out of memory, or sluiced is stopping).
+ * Returns 0, or -ENOMEM and no call of @done.
+ */
+typedef void sl_box_json_fn(void *arg, char *text, size_t len);
+int sl_sandbox_json_async(struct sl_registry *r, struct sl_box *box, size_t flags,
+			  sl_box_json_fn *done, void *arg);
 
 #endif

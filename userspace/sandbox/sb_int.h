@@ -195,8 +195,11 @@ struct sl_box {
 	struct sl_list link; /* in reg->boxes, or reg->adding while its layer compiles */
 	int adding; /* an add under way (sl_sandbox_add_async()): holds its id, nothing else */
 	struct sb_switching *switching; /* a switch under way (sb_switch.c), NULL: none */
-	/* The worker's: removed while its switch compiled; the switch's completion goes on with
-	 * the removal (sb_rm_resume()). */
+	/* The worker's: GETs whose JSON a job writes (sl_sandbox_json_async()), holding a
+	 * reference to its layer. */
+	unsigned showing;
+	/* The worker's: removed while its switch compiled or a GET's job ran; the last of those
+	 * completions goes on with the removal (sb_rm_resume()). */
 	int removed;
 	struct sb_rm *rm_after_switch;
 	int removing; /* main: a removal under way (its worker lets go first): not found */

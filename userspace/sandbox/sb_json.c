@@ -50,12 +50,13 @@ static json_t *rule_json(const struct sl_addr_rule *ru)
 			 "verdict", verdicts[ru->verdict <= SL_VERDICT_SNI ? ru->verdict : 0]);
 }
 
-static json_t *rules_json(const struct sl_box *box)
+/* The static rules of layer @l (any thread: the layer is immutable). */
+static json_t *rules_json(const struct sl_layer *l)
 {
 	json_t *arr = json_array();
 
-	for (size_t i = 0; box->layer && i < box->layer->rules.n; i++)
-		json_array_append_new(arr, rule_json(&box->layer->rules.v[i]));
+	for (size_t i = 0; l && i < l->rules.n; i++)
+		json_array_append_new(arr, rule_json(&l->rules.v[i]));
 	return arr;
 }
 
@@ -145,7 +146,9 @@ static json_t *proxy_json(const struct sl_box *box)
 			 "floods", (json_int_t)st->h2_floods);
 }
 
-json_t *sl_sandbox_json(struct sl_registry *r, const struct sl_box *box, int detail)
+/* The JSON of @box; with @detail, its rules too unless @no_rules (then an empty array in
+ * their place, for a job to fill). */
+static json_t *box_json(struct sl_registry *r, const struct sl_box *box, int detail, int no_rules)
 {
 	json_t *j = json_pack("{s:s, s:I, s:s, s:s, s:I}", "name", box->name, "id",
 			      (json_int_t)box->id, "cgroup", box->cgroup, "policy",
@@ -195,7 +198,7 @@ json_t *sl_sandbox_json(struct sl_registry *r, const struct sl_box *box, int det
 					  (json_int_t)refused, "records_lost",
 					  (json_int_t)(box->obs.names_lost + box->obs.http_lost)));
 	}
-	json_object_set_new(j, "rules", rules_json(box));
+	json_object_set_new(j, "rules", no_rules ? json_array() : rules_json(box->layer));
 	json_object_set_new(j, "unix", unix_json(box));
 	json_object_set_new(j, "names", names_json(box));
 	json_object_set_new(j, "dns", dns_json(box));
@@ -223,4 +226,87 @@ json_t *sl_sandbox_json(struct sl_registry *r, const struct sl_box *box, int det
 				(json_int_t)c.c[SL_CTR_EV_LIMITED], "lost",
 				(json_int_t)c.c[SL_CTR_EV_LOST]));
 	return j;
+}
+
+json_t *sl_sandbox_json(struct sl_registry *r, const struct sl_box *box, int detail)
+{
+	return box_json(r, box, detail, 0);
+}
+
+/* A GET's JSON under way: the sandbox's view built on the loop without its rules, and the
+ * layer whose rules the job writes into it before writing it all as text. */
+struct sb_showing {
+	struct sl_job job;
+	json_t *j; /* the job's from submit to done */
+	struct sl_box *box; /* its removal waits for this (box->showing) */
+	struct sl_layer *layer; /* a reference, taken and dropped on the loop */
+	size_t flags;
+	char *text;
+	size_t len;
+	sl_box_json_fn *done;
+	void *arg;
+};
+
+/* The jobs thread: the rules and the text (their length grows with the policy). */
+static void showing_run(struct sl_job *job)
+{
+	struct sb_showing *s = sl_container_of(job, struct sb_showing, job);
+	char *t;
+
+	json_object_set_new(s->j, "rules", rules_json(s->layer)); /* in the placeholder's place */
+	t = json_dumps(s->j, s->flags);
+	json_decref(s->j);
+	s->j = NULL;
+	if (!t)
+		return;
+	s->len = strlen(t);
+	s->text = realloc(t, s->len + 2);
+	if (!s->text) {
+		free(t);
+		return;
+	}
+	s->text[s->len++] = '\n';
+	s->text[s->len] = 0;
+}
+
+static void showing_done(struct sl_job *job)
+{
+	struct sb_showing *s = sl_container_of(job, struct sb_showing, job);
+
+	struct sl_box *box = s->box;
+
+	json_decref(s->j); /* not run (cancelled) */
+	sb_layer_unref(s->layer);
+	s->done(s->arg, s->text, s->text ? s->len : 0);
+	free(s);
+	if (!--box->showing && box->removed && !box->switching)
+		sb_rm_resume(box); /* after the answer: the removal frees the box */
+}
+
+int sl_sandbox_json_async(struct sl_registry *r, struct sl_box *box, size_t flags,
+			  sl_box_json_fn *done, void *arg)
+{
+	struct sb_showing *s = calloc(1, sizeof(*s));
+	struct sl_jobs *jobs;
+
+	if (!s || !(s->j = box_json(r, box, 1, 1))) {
+		free(s);
+		return -ENOMEM;
+	}
+	s->box = box;
+	box->showing++;
+	s->layer = sb_layer_ref(box->layer);
+	s->flags = flags;
+	s->done = done;
+	s->arg = arg;
+	s->job.run = showing_run;
+	s->job.done = showing_done;
+	jobs = sb_worker_jobs(box->w);
+	if (jobs) {
+		sl_jobs_submit(jobs, &s->job);
+		return 0;
+	}
+	showing_run(&s->job);
+	showing_done(&s->job);
+	return 0;
 }
