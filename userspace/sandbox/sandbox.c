@@ -967,10 +967,11 @@ static void rm_detach(struct sl_task *t)
 {
 	struct sb_rm *m = sl_container_of(t, struct sb_rm, task);
 
-	if (m->box->switching || m->box->showing) {
+	if (m->box->switching || m->box->jobs) {
 		/* Its switch's job may be writing its other rule bank: the switch's completion
 		 * clears that bank, answers (404), and then goes on with this (sb_rm_resume()).
-		 * A GET's job holds its layer: its completion drops it, then goes on. */
+		 * Other jobs of the box (box->jobs) hold its layer or clear its old bank: the last
+		 * one's completion goes on (sb_box_job_end()). */
 		m->box->removed = 1;
 		m->box->rm_after_switch = m;
 		return;
@@ -987,6 +988,12 @@ void sb_rm_resume(struct sl_box *box)
 	box->removed = 0;
 	if (m)
 		rm_detach(&m->task);
+}
+
+void sb_box_job_end(struct sl_box *box)
+{
+	if (!--box->jobs && box->removed && !box->switching)
+		sb_rm_resume(box); /* after the answer: the removal frees the box */
 }
 
 struct sl_jobs *sb_worker_jobs(struct sb_worker *w)

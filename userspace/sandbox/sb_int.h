@@ -195,9 +195,9 @@ struct sl_box {
 	struct sl_list link; /* in reg->boxes, or reg->adding while its layer compiles */
 	int adding; /* an add under way (sl_sandbox_add_async()): holds its id, nothing else */
 	struct sb_switching *switching; /* a switch under way (sb_switch.c), NULL: none */
-	/* The worker's: GETs whose JSON a job writes (sl_sandbox_json_async()), holding a
-	 * reference to its layer. */
-	unsigned showing;
+	/* The worker's: jobs of its own under way besides a switch (a GET's, holding a reference
+	 * to its layer; a switch's old rule bank being cleared): its removal waits for them. */
+	unsigned jobs;
 	/* The worker's: removed while its switch compiled or a GET's job ran; the last of those
 	 * completions goes on with the removal (sb_rm_resume()). */
 	int removed;
@@ -246,6 +246,8 @@ struct sl_jobs *sb_worker_jobs(struct sb_worker *w);
  * completion answered). */
 struct sb_rm;
 void sb_rm_resume(struct sl_box *box);
+/* One of box->jobs ended (worker): a removal that waited for it goes on. */
+void sb_box_job_end(struct sl_box *box);
 
 /* sb_switch.c: a switch under way. */
 /* The kernel entry of @family/@addr was rewritten while @s compiled (sb_learned.c): its

@@ -238,7 +238,7 @@ json_t *sl_sandbox_json(struct sl_registry *r, const struct sl_box *box, int det
 struct sb_showing {
 	struct sl_job job;
 	json_t *j; /* the job's from submit to done */
-	struct sl_box *box; /* its removal waits for this (box->showing) */
+	struct sl_box *box; /* its removal waits for this (box->jobs) */
 	struct sl_layer *layer; /* a reference, taken and dropped on the loop */
 	size_t flags;
 	char *text;
@@ -279,8 +279,7 @@ static void showing_done(struct sl_job *job)
 	sb_layer_unref(s->layer);
 	s->done(s->arg, s->text, s->text ? s->len : 0);
 	free(s);
-	if (!--box->showing && box->removed && !box->switching)
-		sb_rm_resume(box); /* after the answer: the removal frees the box */
+	sb_box_job_end(box);
 }
 
 int sl_sandbox_json_async(struct sl_registry *r, struct sl_box *box, size_t flags,
@@ -294,7 +293,7 @@ int sl_sandbox_json_async(struct sl_registry *r, struct sl_box *box, size_t flag
 		return -ENOMEM;
 	}
 	s->box = box;
-	box->showing++;
+	box->jobs++;
 	s->layer = sb_layer_ref(box->layer);
 	s->flags = flags;
 	s->done = done;
