@@ -210,6 +210,11 @@ void sl_lua_unref(struct sl_lua *lua)
 		host_free(lua);
 }
 
+unsigned sl_lua_refs(const struct sl_lua *lua)
+{
+	return lua->refs;
+}
+
 int sl_lua_has_handlers(const struct sl_lua *lua)
 {
 	return lua->has_outbound || lua->has_by_host || lua->active[0];

@@ -60,6 +60,9 @@ struct sl_lua *sl_lua_load(const char *chunkname, const char *src, size_t len,
 /* References: in-flight requests keep a state alive after its sandbox let go of it. */
 struct sl_lua *sl_lua_ref(struct sl_lua *lua);
 void sl_lua_unref(struct sl_lua *lua); /* accepts NULL */
+/* How many references @lua has now (1: the caller's is the only one; nobody else can take
+ * one then but through it). */
+unsigned sl_lua_refs(const struct sl_lua *lua);
 
 /* Whether the policy has a handler for some request (outbound, outboundByHost, or an active
  * outboundHandlers entry). */

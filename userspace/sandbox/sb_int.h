@@ -114,7 +114,9 @@ struct sb_learned {
  * (sl_lua_ref()); which of its handlers is active is the state's, set at the swap.
  * Threading: a layer not yet published belongs to whoever builds it, and sb_layer_compile()
  * may run on a worker thread (it reads the policies and writes the rules, nothing shared);
- * references are taken and dropped on the loop thread only (a plain counter).
+ * references are taken and dropped on the loop thread only (a plain counter), but for a
+ * layer that nobody else reaches any more (sb_layer_sole(): its last reference, its Lua
+ * state's and its base's), which its holder may free on any thread.
  */
 struct sb_base; /* the policy's egress, shared by the layers of one policy */
 struct sb_switching; /* a switch under way (sb_switch.c) */
@@ -294,6 +296,9 @@ const struct sl_policy *sb_base_policy(const struct sb_base *b);
 int sb_layer_compile(struct sl_layer *l, char *err, size_t errlen);
 struct sl_layer *sb_layer_ref(struct sl_layer *l);
 void sb_layer_unref(struct sl_layer *l); /* accepts NULL */
+/* Whether the caller's reference to @l is the last one, and @l the last holder of its Lua
+ * state and base: then freeing it touches nothing anybody else holds (loop thread). */
+int sb_layer_sole(const struct sl_layer *l);
 /* The policy in force for @box (NULL: none) and its Lua state (NULL: none). */
 static inline const struct sl_policy *sb_policy(const struct sl_box *box)
 {

@@ -94,6 +94,12 @@ struct sl_layer *sb_layer_ref(struct sl_layer *l)
 	return l;
 }
 
+int sb_layer_sole(const struct sl_layer *l)
+{
+	return l->refs == 1 && (!l->lua || sl_lua_refs(l->lua) == 1) &&
+	       (!l->base || l->base->refs == 1);
+}
+
 void sb_layer_unref(struct sl_layer *l)
 {
 	if (!l || --l->refs)
