@@ -2,7 +2,9 @@
 /*
  * Leaf minting cost. A TLS connection to a name the sandbox has not used recently waits for
  * one mint before its handshake can go on; every other connection takes the leaf from the
- * cache. This measures both, and what installing a leaf into an SSL costs, against a baseline
+ * cache. This measures both, and what sl_ca_use_leaf() costs a connection (binding the SSL
+ * to its sandbox and name: the leaf itself goes in only when the handshake sends a
+ * certificate, never for a resumed session), against a baseline
  * measured in the same run: one ECDSA P-256 signature over a certificate-sized message, the
  * floor under any mint. Output: one "name value" line per figure, times in microseconds.
  *

@@ -85,10 +85,12 @@ char *sl_ca_cert_pem(const struct sl_ca *ca);
 int sl_ca_leaf(struct sl_ca *ca, const char *name, X509 **cert, EVP_PKEY **key);
 
 /*
- * Makes @ssl (a server-side SSL, before its handshake) present the leaf for @name alone,
- * replacing any certificate it had, and binds it to the CA and @name for session tickets
- * (see sl_ca_ticket_cb()): the CA must outlive @ssl's handshake. The SSL holds its own
- * references to the leaf and key. Returns 0, -EINVAL (bad name), -ENOMEM or -EIO.
+ * Makes @ssl (a server-side SSL, before its handshake or in its SNI callback) present the
+ * leaf for @name alone, and binds it to the CA and @name for session tickets (see
+ * sl_ca_ticket_cb()). The leaf is taken from the cache (or minted) and installed when the
+ * handshake asks for a certificate (SSL_set_cert_cb(); a resumed handshake never does): a
+ * failure then fails the handshake, logged. The CA must outlive @ssl's handshake. Returns 0,
+ * -EINVAL (bad name), -ENOMEM or -EIO.
  */
 int sl_ca_use_leaf(struct sl_ca *ca, SSL *ssl, const char *name);
 
