@@ -7,7 +7,10 @@
     fixed_rate bench_load (open loop, latency from each request's intended start): at half
                of sluice's saturation for every peer that can sustain it, at half of its own
                saturation for the others
-    newconn    wrk with `Connection: close`: a TCP and TLS handshake per request
+    newconn    wrk with `Connection: close`: a TCP and TLS handshake per request (wrk resumes
+               when the peer gives it tickets; sluice's share of resumed handshakes is read
+               from its sandbox), then bench_newconn, which offers no session (full) or the
+               last one (resume) and counts the handshakes that resumed
     transfer   curl, one 1 GiB download and one 1 GiB upload, sluice vs direct
     h2         h2load (nghttp2-client), HTTP/2, 10 connections x 10 concurrent streams, 1 KiB
                responses: direct (the upstream nginx speaks h2), sluice (h2 towards the
@@ -293,17 +296,62 @@ class Bench:
                                                 ("p50_us", "p99_us", "p999_us")}
         return out
 
+    def sluice_handshakes(self):
+        """(client connections accepted, TLS handshakes resumed) by sluice's sandbox so far."""
+        sl = self.ctx["peers"]["sluice"]
+        r = sl.daemon.cli("sandbox", "show", sl.sandbox, "--json")
+        c = json.loads(r.stdout)["proxy"]["connections"]
+        return c["accepted"], c.get("tls_resumed", 0)
+
+    def newconn_wrk(self, peer, seconds):
+        """wrk with `Connection: close`; for sluice, also the share of its handshakes that
+        resumed (wrk resumes whenever the server gives it a ticket)."""
+        before = self.sluice_handshakes() if peer == "sluice" else None
+        res = self.wrk(peer, "/1k", self.s.newconn_conns, seconds, close=True)
+        if before:
+            after = self.sluice_handshakes()
+            res["resumed_share"] = (after[1] - before[1]) / max(1, after[0] - before[0])
+        return res
+
+    def newconn_client(self, peer, mode, seconds):
+        """bench_newconn: a new connection per request, offering no session (full) or the
+        last one (resume); the share that resumed is the client's own count."""
+        argv = [str(BUILD / "bench" / "bench_newconn"), NAME, "443", "/1k",
+                str(self.s.newconn_conns), str(seconds), mode]
+        out, pcpu, ucpu, ccpu = self.measured(peer, argv, seconds + 60)
+        j = json.loads(out.strip().splitlines()[-1])
+        n = j["requests"]
+        if j["errors"] or not n:
+            raise BenchError(f"bench_newconn {mode} through {peer}: {j}")
+        return {"rps": n / j["seconds"], "requests": n, "resumed_share": j["resumed"] / n,
+                "proxy_cpu_us": pcpu / n if pcpu else 0.0, "upstream_cpu_us": ucpu / n,
+                "client_cpu_us": ccpu / n}
+
     def newconn(self, peers):
-        log("  new connection per request, 1k")
+        log("  new connection per request, 1k: wrk")
         for p in peers if self.s.warmup_seconds else ():
             self.wrk(p, "/1k", self.s.newconn_conns, self.s.warmup_seconds, close=True)
-        samples = self.rounds(peers, lambda p: self.wrk(p, "/1k", self.s.newconn_conns,
-                                                         self.s.http_seconds, close=True),
+        samples = self.rounds(peers, lambda p: self.newconn_wrk(p, self.s.http_seconds),
                               self.s.http_rounds)
         out = self.summarize(samples)
+        if "sluice" in out and "nginx" in out and out["nginx"]["proxy_cpu_us"]:
+            out["sluice"]["proxy_cpu_vs_nginx"] = \
+                out["sluice"]["proxy_cpu_us"] / out["nginx"]["proxy_cpu_us"]
         for p in peers:
             log(f"    {p:10} {out[p]['rps']:9.0f} req/s  proxy {out[p]['proxy_cpu_us']:6.1f} "
-                "us/req")
+                "us/req" + (f"  resumed {out[p]['resumed_share']:.0%}"
+                            if "resumed_share" in out[p] else ""))
+        for mode in ("full", "resume"):
+            log(f"  new connection per request, 1k: bench_newconn {mode}")
+            res = out[mode] = self.summarize(self.rounds(
+                peers, lambda p: self.newconn_client(p, mode, self.s.http_seconds),
+                self.s.http_rounds))
+            if "sluice" in res and "nginx" in res and res["nginx"]["proxy_cpu_us"]:
+                res["sluice"]["proxy_cpu_vs_nginx"] = \
+                    res["sluice"]["proxy_cpu_us"] / res["nginx"]["proxy_cpu_us"]
+            for p in peers:
+                log(f"    {p:10} {res[p]['rps']:9.0f} req/s  proxy "
+                    f"{res[p]['proxy_cpu_us']:6.1f} us/req  resumed {res[p]['resumed_share']:.0%}")
         return out
 
     def curl(self, peer, upload, cafile):

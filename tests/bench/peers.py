@@ -273,9 +273,10 @@ class Sluice:
 
     name = "sluice"
 
-    def __init__(self, daemon, box, ip):
+    def __init__(self, daemon, box, ip, sandbox="px"):
         self.daemon = daemon
         self.box = box
+        self.sandbox = sandbox  # its name, for `sluice sandbox show`
         self.ip = ip
         self.cgroup = None
 

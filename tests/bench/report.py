@@ -53,6 +53,14 @@ def targets(r):
             "{:.1f}")
         a = _get(r, "https", "fixed_rate", size, "sluice_added_us", "p99_us")
         add(f"p99 added latency at half of saturation, {size} (us)", a, "<=", 200, "{:.0f}")
+    nc = _get(r, "https", "newconn") or {}
+    for what, res in (("wrk", nc), ("bench_newconn resuming", nc.get("resume")),
+                      ("bench_newconn, full handshakes", nc.get("full"))):
+        s = (res or {}).get("sluice") or {}
+        add(f"new connection per request ({what}), sluice / direct", s.get("ratio_vs_direct"),
+            ">=", 0.8)
+        add(f"new connection per request ({what}), sluice's CPU per connection / the nginx "
+            "proxy's", s.get("proxy_cpu_vs_nginx"), "<=", 1.0)
     h2 = _get(r, "h2", "h2", "sluice") or {}
     add("h2 1k (10 conns x 10 streams), sluice / nginx reverse proxy", h2.get("ratio_vs_nginx"),
         ">=", 1.0)
@@ -220,14 +228,20 @@ def markdown(r):
                              f"| {_f(a['p999_us'])} | | |")
             lines.append("")
     if h.get("newconn"):
+        nc = h["newconn"]
         lines += [f"| new connection per request, 1k, {h['settings']['newconn_conns']} "
-                  "connections | req/s | × direct | proxy CPU µs/req |", "|---|---|---|---|"]
-        for p in PEERS:
-            x = h["newconn"].get(p)
-            if x:
-                lines.append(f"| {LABEL[p]} | {_f(x['rps'])} | "
-                             f"{_f(x.get('ratio_vs_direct'), '{:.2f}')} | "
-                             f"{_f(x['proxy_cpu_us'], '{:.1f}')} |")
+                  "connections | req/s | × direct | proxy CPU µs/req | resumed |",
+                  "|---|---|---|---|---|"]
+        for what, res in (("wrk", nc), ("bench_newconn, no session offered", nc.get("full")),
+                          ("bench_newconn, the last session offered", nc.get("resume"))):
+            for p in PEERS:
+                x = (res or {}).get(p)
+                if x:
+                    share = x.get("resumed_share")
+                    lines.append(f"| {what}: {LABEL[p]} | {_f(x['rps'])} | "
+                                 f"{_f(x.get('ratio_vs_direct'), '{:.2f}')} | "
+                                 f"{_f(x['proxy_cpu_us'], '{:.1f}')} | "
+                                 f"{'' if share is None else f'{share:.0%}'} |")
         lines.append("")
     tr = r.get("transfer")
     if tr:
