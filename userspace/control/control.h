@@ -19,7 +19,7 @@ struct sl_control_deps {
 	struct sl_registry *reg;
 	struct sl_events *events;
 	struct sl_bpf *bpf;
-	struct sl_kv *kv; /* /v1/kv: read and written from the loop thread (a write fsyncs: kv.h) */
+	struct sl_kv *kv; /* /v1/kv: read and written from the main thread (a write fsyncs: kv.h) */
 };
 
 /* Listens on unix socket @path (mode 0600; a stale socket file is replaced, a live one is

@@ -22,7 +22,7 @@ typedef void sl_job_fn(struct sl_job *job);
 /* Embedded in the submitter's own struct (sl_container_of() gets it back). */
 struct sl_job {
 	sl_job_fn *run; /* on the jobs thread */
-	sl_job_fn *done; /* on the loop thread, after run(); also when sl_jobs_free() ends it */
+	sl_job_fn *done; /* on the loop's thread, after run(); also when sl_jobs_free() ends it */
 	int cancelled; /* set before done() when the jobs ended first (run() may not have run) */
 	struct sl_job *next; /* the queue's */
 };

@@ -8,8 +8,8 @@
  * plain unsigned, not atomic: sl_lua_ref/sl_lua_unref are safe only on the one thread) belong
  * to the loop thread, as do the requests that hold references. Handlers wait for no I/O
  * (fetch() and body reads yield to the loop) and stop at their instruction and allocation
- * budgets; a handler's KV read (ns:get()) reads SQLite on the loop thread (store/kv.h: reads
- * never fsync). */
+ * budgets; a handler's KV read (ns:get()) reads SQLite on the loop thread through its own
+ * read connection (store/kv.h: reads never fsync nor wait for a write). */
 #ifndef SL_LUA_HOST_H
 #define SL_LUA_HOST_H
 

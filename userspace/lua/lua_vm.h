@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* The restricted Lua state policies run in (see lua_vm.c): a leaf that knows no policy,
  * request or proxy; it depends on Lua and core/log only.
- * Threading: a state and everything made in it belong to the one thread that created it (Lua
- * states are not thread-safe); nothing here blocks. */
+ * Threading: a state and everything made in it belong to one thread at a time (Lua states are
+ * not thread-safe): the one that created it, or the one it was handed over to whole (sluiced:
+ * a state loaded on a jobs thread goes to its sandbox's worker); nothing here blocks. */
 #ifndef SL_LUA_VM_H
 #define SL_LUA_VM_H
 

@@ -2,8 +2,8 @@
 /*
  * What the files of the proxy share and nobody else sees: the service, listener, client
  * connection and idle upstream structs, the tunables, and the functions one file of
- * userspace/proxy/ calls in another. Threading: the proxy's loop thread only (a worker's); nothing here
- * blocks.
+ * userspace/proxy/ calls in another. Threading: the proxy's loop thread only (a worker's);
+ * nothing here blocks.
  */
 #ifndef SL_PX_INT_H
 #define SL_PX_INT_H

@@ -44,7 +44,7 @@ struct sl_lua;
 struct sl_lua_opts;
 struct sl_registry;
 
-/* One sandbox. Owned by its registry; loop thread only. Its fields are the registry's own
+/* One sandbox. Owned by its registry; its worker's thread (see Threading above). Its fields are the registry's own
  * (sandbox/sb_int.h): others read them through the accessors below. */
 struct sl_box;
 

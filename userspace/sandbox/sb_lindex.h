@@ -10,7 +10,7 @@
  * The index does not own the rules: it names entries by their position in the rule set, and
  * sb_lx_remove() moves the last entry into the freed position (with its name) and tells the
  * index.
- * Threading: loop thread only (the owning sandbox's); nothing here blocks.
+ * Threading: the owning sandbox's worker thread only; nothing here blocks.
  */
 #ifndef SL_SB_LINDEX_H
 #define SL_SB_LINDEX_H

@@ -4,7 +4,7 @@
  *
  * Threading: contexts are made at startup (the client one reads the CA bundle from disk) and
  * then shared read-only, as OpenSSL allows from any thread; a stream and its SSL belong to
- * the thread of their connection (the loop thread). Stream calls never block.
+ * the thread of their connection (its proxy's loop: a worker's). Stream calls never block.
  */
 #ifndef SL_TLS_H
 #define SL_TLS_H
