@@ -15,6 +15,7 @@ CPU. Each figure: the median of per-round means; each ratio: the median of per-r
 """
 import errno
 import json
+import os
 import re
 import socket
 import subprocess
@@ -161,6 +162,18 @@ def rss_of(daemon):
     return None
 
 
+def fd_count(daemon):
+    return len(os.listdir(f"/proc/{daemon.proc.pid}/fd"))
+
+
+def fd_limit(daemon):
+    """sluiced's soft RLIMIT_NOFILE."""
+    for line in open(f"/proc/{daemon.proc.pid}/limits"):
+        if line.startswith("Max open files"):
+            return int(line.split()[3])
+    return 1 << 20
+
+
 def rules_policy(path, port, n, base=0):
     """A policy of n rules: 127.0.0.1:port (the one measured) and n - 1 other /32s in
     10.0.0.0/8, from index base + 1 (so that several such policies name distinct ones)."""
@@ -255,7 +268,23 @@ def bench_scale(s, daemon, cgroups, workdir, dnsmasq, sluice_resolv):
         # Many sandboxes: the measured one has 10 rules, every other one 10 rules too.
         t = time.monotonic()
         others = []
+        want = s.sandboxes - 1
+        fds0 = fd_count(daemon)
         for i in range(s.sandboxes - 1):
+            if i == 20:
+                # Each sandbox holds descriptors (listeners, its sl_proxied map): past
+                # sluiced's RLIMIT_NOFILE an add fails. Measure as many as fit, and say so.
+                per = max(1.0, (fd_count(daemon) - fds0) / 20)
+                fit = int((fd_limit(daemon) - fds0 - 512) / per)
+                if fit < want:
+                    want = fit
+                    notes.append(
+                        f"{s.sandboxes} sandboxes do not fit sluiced's file descriptor limit "
+                        f"({fd_limit(daemon)}; a sandbox holds {per:.1f} descriptors here, and "
+                        "this VM has no CAP_SYS_RESOURCE to raise the hard limit): measured "
+                        f"at {fit + 1}")
+            if i >= want:
+                break
             cg = cgroups.make(f"many/{i}")
             pol = ("return { egress = { allow = { "
                    + ", ".join(f'"10.{i >> 8 & 255}.{i & 255}.{j}:443"' for j in range(10))

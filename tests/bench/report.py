@@ -289,6 +289,21 @@ def markdown(r):
                          f"installs a kernel entry) | {_f(cold['dnsmasq']['qps'])} | "
                          f"{_f(cold['sluice']['qps'])} | {_f(cold['ratio_qps'], '{:.2f}')} |")
         lines.append("")
+    wk = r.get("workers")
+    if wk:
+        lines += ["## `--workers 1` against `--workers 2`", "",
+                  f"Two sluiced side by side, {wk['sandboxes']} sandboxes each (intercepted, "
+                  "injection handler); two wrk clients at once, one per sandbox, keep-alive, "
+                  f"1 KiB, {wk['seconds']} s rounds alternating. Nothing pinned: the clients "
+                  "and the upstream nginx share the VM's two cores with sluiced, so this shows "
+                  "whether sluiced's work spreads over the cores, not a scaling factor. "
+                  f"Sandboxes per worker: {wk['workers_of_sandboxes']}.", "",
+                  "| | req/s | sluiced CPU µs/req | CPUs sluiced used |", "|---|---|---|---|"]
+        for w in (1, 2):
+            v = wk[f"workers{w}"]
+            lines.append(f"| --workers {w} | {_f(v['rps'])} | {_f(v['cpu_us_per_req'], '{:.1f}')}"
+                         f" | {_f(v['cpus_used'], '{:.2f}')} |")
+        lines += ["", f"Ratio of requests/s, 2 / 1: {_f(wk['ratio_rps'], '{:.2f}')}.", ""]
     ll = r.get("loadlat")
     if ll:
         lines += ["## Loop latency of another sandbox while a 100,000-rule policy loads", "",

@@ -49,9 +49,10 @@ import names  # noqa: E402
 import peers  # noqa: E402
 import report  # noqa: E402
 import splice  # noqa: E402
+import workers  # noqa: E402
 
-SECTIONS = ("connect", "scale", "egress", "dns", "loadlat", "https", "h2", "transfer", "splice",
-            "mint")
+SECTIONS = ("connect", "scale", "egress", "dns", "loadlat", "https", "h2", "workers", "transfer",
+            "splice", "mint")
 EXTRA = ("profile",)  # only when named: perf profiles of sluiced and the nginx proxy
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -145,7 +146,7 @@ def main():
                                      f"host-record={peers.NAME},{up_ip}\n", s.dns_names)
         stack.callback(dnsmasq.stop)
 
-        need_up = bool({"https", "h2", "transfer", "splice", "profile"} & set(which))
+        need_up = bool({"https", "h2", "workers", "transfer", "splice", "profile"} & set(which))
         upstreams = None
         files = workdir / "upstream-files"
         check_log = workdir / "check.log"
@@ -302,6 +303,9 @@ def main():
             if "h2" in which:
                 result["h2"] = section("h2", lambda: bench.h2(
                     [p for p in ("direct", "sluice", "nginx") if p in names_]))
+
+            result["workers"] = section("workers", lambda: workers.bench_workers(
+                s, cgroups, workdir, resolv, extra))
 
             def do_profile():
                 prof = {}

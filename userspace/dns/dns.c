@@ -14,7 +14,10 @@
  * Queries go upstream over a pool of connected UDP sockets (DNS_UP_SOCKS source ports, each
  * replaced by a fresh one after DNS_UP_REUSE queries) with a random id unique on its socket,
  * so that a query costs no socket of its own (RFC 5452 section 9: the id and the port are
- * both unpredictable; the pool is how dnsmasq and unbound spend ports too). A query from a
+ * both unpredictable; the pool is how dnsmasq and unbound spend ports too). A turn of the
+ * loop sends its queries on one socket of the pool (one sendmmsg()), the next turn on the
+ * next. The answers one wake-up reads have their new kernel entries written together
+ * (struct sl_kbatch) before any of them is released. A query from a
  * TCP client goes upstream over a TCP connection of its own. Each query is bounded by a
  * per-listener limit and a deadline. Malformed queries get FORMERR and nothing else.
  */

@@ -41,6 +41,7 @@ void sb_state_path(struct sl_registry *r, const char *name, char *buf, size_t le
 int sb_save_state(struct sl_registry *r, const struct sl_box *box)
 {
 	char path[PATH_MAX + 128], tmp[PATH_MAX + 160];
+	char *text = NULL;
 	json_t *j;
 	int fd, err = 0;
 
@@ -70,19 +71,35 @@ int sb_save_state(struct sl_registry *r, const struct sl_box *box)
 		json_object_set_new(j, "netns_dev", json_integer((json_int_t)box->netns_dev));
 		json_object_set_new(j, "netns_ino", json_integer((json_int_t)box->netns_ino));
 	}
+	/* Formatted whole, then one write: json_dumpfd() writes each token on its own (over a
+	 * hundred syscalls per sandbox add). */
+	text = json_dumps(j, JSON_INDENT(2));
+	if (!text) {
+		err = -ENOMEM;
+		goto cleanup;
+	}
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd == -1) {
 		err = -errno;
 		goto cleanup;
 	}
-	if (json_dumpfd(j, fd, JSON_INDENT(2)) || fsync(fd) == -1)
-		err = errno ? -errno : -EIO;
+	for (size_t off = 0, len = strlen(text); off < len && !err;) {
+		ssize_t n = write(fd, text + off, len - off);
+
+		if (n < 0 && errno != EINTR)
+			err = -errno;
+		else if (n > 0)
+			off += (size_t)n;
+	}
+	if (!err && fsync(fd) == -1)
+		err = -errno;
 	close(fd);
 	if (!err && rename(tmp, path) == -1)
 		err = -errno;
 	if (err)
 		unlink(tmp);
 cleanup:
+	free(text);
 	json_decref(j);
 	return err;
 }
