@@ -292,18 +292,26 @@ def markdown(r):
     wk = r.get("workers")
     if wk:
         lines += ["## `--workers 1` against `--workers 2`", "",
-                  f"Two sluiced side by side, {wk['sandboxes']} sandboxes each (intercepted, "
-                  "injection handler); two wrk clients at once, one per sandbox, keep-alive, "
-                  f"1 KiB, {wk['seconds']} s rounds alternating. Nothing pinned: the clients "
-                  "and the upstream nginx share the VM's two cores with sluiced, so this shows "
-                  "whether sluiced's work spreads over the cores, not a scaling factor. "
-                  f"Sandboxes per worker: {wk['workers_of_sandboxes']}.", "",
+                  f"Two sluiced side by side, {wk['sandboxes']} sandboxes of each case in each "
+                  "(intercepted, injection handler; the heavy case's handler also runs about a "
+                  "million Lua instructions per request); two wrk clients at once, one per "
+                  f"sandbox, keep-alive, 1 KiB, {wk['seconds']} s rounds alternating. Nothing "
+                  "pinned: the clients and the upstream nginx share the VM's two cores with "
+                  "sluiced, so this shows whether sluiced's work spreads over the cores, not a "
+                  f"scaling factor. Workers of the sandboxes: {wk['workers_of_sandboxes']}.", "",
                   "| | req/s | sluiced CPU µs/req | CPUs sluiced used |", "|---|---|---|---|"]
-        for w in (1, 2):
-            v = wk[f"workers{w}"]
-            lines.append(f"| --workers {w} | {_f(v['rps'])} | {_f(v['cpu_us_per_req'], '{:.1f}')}"
-                         f" | {_f(v['cpus_used'], '{:.2f}')} |")
-        lines += ["", f"Ratio of requests/s, 2 / 1: {_f(wk['ratio_rps'], '{:.2f}')}.", ""]
+        for case in ("light", "heavy"):
+            c = wk.get(case)
+            if not c:
+                continue
+            for w in (1, 2):
+                v = c[f"workers{w}"]
+                lines.append(f"| {case}, --workers {w} | {_f(v['rps'])} | "
+                             f"{_f(v['cpu_us_per_req'], '{:.1f}')} | "
+                             f"{_f(v['cpus_used'], '{:.2f}')} |")
+        lines += ["", "Requests/s, --workers 2 / --workers 1: " + ", ".join(
+            f"{case} {_f(wk[case]['ratio_rps'], '{:.2f}')}" for case in ("light", "heavy")
+            if wk.get(case)) + ".", ""]
     ll = r.get("loadlat")
     if ll:
         lines += ["## Loop latency of another sandbox while a 100,000-rule policy loads", "",

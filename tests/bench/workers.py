@@ -25,6 +25,15 @@ import peers
 
 SANDBOXES = 2
 
+# The same interception with a handler that spends CPU (about 1,000,000 Lua instructions per
+# request, a fifth of the per-request budget): sluiced, not the clients or nginx, is then what
+# limits, and a second worker has something to take.
+POLICY_HEAVY = peers.POLICY.replace(
+    'req.headers:set("x-auth-token", env.BENCH_TOKEN)',
+    'local x = 0\n      for i = 1, 300000 do x = x + i % 7 end\n'
+    '      req.headers:set("x-auth-token", env.BENCH_TOKEN)')
+assert POLICY_HEAVY != peers.POLICY
+
 
 def cpu_ticks(pid):
     f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
@@ -49,51 +58,65 @@ def bench_workers(s, cgroups, workdir, resolv, extra):
                 pf.write_text(peers.POLICY)
                 d.add(f"w{w}box{i}", cg, pf)
                 boxes[w].append(cg)
+            for i in range(SANDBOXES):
+                cg = cgroups.make(f"workers{w}-heavy{i}")
+                pf = Path(workdir) / f"workers{w}-heavy{i}.lua"
+                pf.write_text(POLICY_HEAVY)
+                d.add(f"w{w}heavy{i}", cg, pf)
+                boxes[(w, "heavy")] = boxes.get((w, "heavy"), []) + [cg]
         placed = {}
         for w, d in daemons.items():
             status, body = d.api("GET", "/v1/sandboxes")
             items = body if isinstance(body, list) else (body or {}).get("sandboxes", [])
             placed[w] = sorted(x.get("worker") for x in items if isinstance(x, dict))
         seconds = s.http_seconds
-        rounds = {1: [], 2: []}
-        for r in range(max(2, s.http_rounds)):
-            for w in (1, 2) if r % 2 == 0 else (2, 1):
-                d = daemons[w]
-                argv = ["wrk", "-t1", f"-c{s.conns // SANDBOXES}", f"-d{seconds}s",
-                        "--timeout", "10s", "-s", str(script), f"https://{peers.NAME}/1k"]
-                c0, t0 = cpu_ticks(d.proc.pid), time.monotonic()
-                procs = [subprocess.Popen(in_sandbox(cg, resolv, argv), stdout=subprocess.PIPE,
-                                          stderr=subprocess.STDOUT, text=True)
-                         for cg in boxes[w]]
-                outs = [p.communicate(timeout=seconds + 60)[0] for p in procs]
-                c1, t1 = cpu_ticks(d.proc.pid), time.monotonic()
-                n = 0
-                for out in outs:
-                    line = [x for x in out.splitlines() if x.startswith("{")]
-                    if not line:
-                        raise BenchError(f"wrk through sluice --workers {w}: {out[-800:]}")
-                    j = json.loads(line[-1])
-                    if j["errors"] or not j["requests"]:
-                        raise BenchError(f"wrk through sluice --workers {w}: {j}")
-                    n += j["requests"]
-                cpu_s = (c1 - c0) / tick
-                rounds[w].append({"rps": n / seconds, "requests": n,
-                                  "cpu_us_per_req": cpu_s * 1e6 / n,
-                                  "cpus_used": cpu_s / (t1 - t0)})
         res = {"sandboxes": SANDBOXES, "seconds": seconds, "workers_of_sandboxes": placed}
-        for w in (1, 2):
-            res[f"workers{w}"] = {k: median([x[k] for x in rounds[w]])
-                                  for k in ("rps", "cpu_us_per_req", "cpus_used")}
-            res[f"workers{w}"]["rounds"] = rounds[w]
-        res["ratio_rps"] = median([b["rps"] / a["rps"] for a, b in zip(rounds[1], rounds[2])])
-        for w in (1, 2):
-            v = res[f"workers{w}"]
-            log(f"  --workers {w}: {v['rps']:.0f} req/s, {v['cpu_us_per_req']:.1f} us of "
-                f"sluiced CPU per request, {v['cpus_used']:.2f} CPUs used")
-        log(f"  sandboxes per worker: {placed}")
+        for case in ("light", "heavy"):
+            res[case] = run_case(s, daemons, boxes, case, resolv, script, seconds, tick)
         return res
     finally:
         for w, d in daemons.items():
             for i in range(SANDBOXES):
                 d.cli("sandbox", "rm", f"w{w}box{i}")
+                d.cli("sandbox", "rm", f"w{w}heavy{i}")
             d.cleanup()
+
+
+def run_case(s, daemons, boxes, case, resolv, script, seconds, tick):
+    """Alternating rounds of both daemons: two wrk clients at once, one per sandbox."""
+    rounds = {1: [], 2: []}
+    for r in range(max(2, s.http_rounds)):
+        for w in (1, 2) if r % 2 == 0 else (2, 1):
+            d = daemons[w]
+            argv = ["wrk", "-t1", f"-c{s.conns // SANDBOXES}", f"-d{seconds}s",
+                    "--timeout", "10s", "-s", str(script), f"https://{peers.NAME}/1k"]
+            c0, t0 = cpu_ticks(d.proc.pid), time.monotonic()
+            procs = [subprocess.Popen(in_sandbox(cg, resolv, argv), stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True)
+                     for cg in (boxes[w] if case == "light" else boxes[(w, "heavy")])]
+            outs = [p.communicate(timeout=seconds + 60)[0] for p in procs]
+            c1, t1 = cpu_ticks(d.proc.pid), time.monotonic()
+            n = 0
+            for out in outs:
+                line = [x for x in out.splitlines() if x.startswith("{")]
+                if not line:
+                    raise BenchError(f"wrk through sluice --workers {w}: {out[-800:]}")
+                j = json.loads(line[-1])
+                if j["errors"] or not j["requests"]:
+                    raise BenchError(f"wrk through sluice --workers {w}: {j}")
+                n += j["requests"]
+            cpu_s = (c1 - c0) / tick
+            rounds[w].append({"rps": n / seconds, "requests": n,
+                              "cpu_us_per_req": cpu_s * 1e6 / n,
+                              "cpus_used": cpu_s / (t1 - t0)})
+    res = {}
+    for w in (1, 2):
+        res[f"workers{w}"] = {k: median([x[k] for x in rounds[w]])
+                              for k in ("rps", "cpu_us_per_req", "cpus_used")}
+        res[f"workers{w}"]["rounds"] = rounds[w]
+    res["ratio_rps"] = median([b["rps"] / a["rps"] for a, b in zip(rounds[1], rounds[2])])
+    for w in (1, 2):
+        v = res[f"workers{w}"]
+        log(f"  {case}, --workers {w}: {v['rps']:.0f} req/s, {v['cpu_us_per_req']:.1f} us "
+            f"of sluiced CPU per request, {v['cpus_used']:.2f} CPUs used")
+    return res
