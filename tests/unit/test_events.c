@@ -13,6 +13,9 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <pthread.h>
+
+#include "core/loop.h"
 
 #include "core/events.h"
 
@@ -179,6 +182,81 @@ static void test_subscribers_see_their_sandbox(void **state)
 	sl_events_free(ev);
 }
 
+/* Lines published on a worker thread in one turn of its loop (posted together at the turn's
+ * end) reach the bus's loop, in order, without waiting for another turn of the worker. */
+static struct sl_loop *bus_loop, *worker_loop;
+static struct sl_events *bus;
+static struct sl_timer publish_t, check_t, stop_t;
+static struct sl_task start_task, stop_task;
+
+static void worker_publish(struct sl_loop *loop, struct sl_timer *t)
+{
+	(void)loop;
+	(void)t;
+	for (int i = 0; i < 5; i++)
+		pub(bus, "w"); /* one turn: one post */
+}
+
+static void worker_start(struct sl_task *t)
+{
+	(void)t;
+	sl_timer_arm(worker_loop, &publish_t, 0, worker_publish);
+}
+
+static void worker_stop(struct sl_task *t)
+{
+	(void)t;
+	sl_loop_stop(worker_loop);
+}
+
+static void *run_worker_loop(void *arg)
+{
+	(void)arg;
+	sl_loop_run(worker_loop);
+	return NULL;
+}
+
+static void bus_check(struct sl_loop *loop, struct sl_timer *t)
+{
+	(void)loop;
+	(void)t;
+	sl_loop_stop(bus_loop);
+}
+
+static void test_lines_from_a_worker_reach_the_bus_in_order(void **state)
+{
+	struct seen live = { .ordered = 1 };
+	pthread_t th;
+
+	(void)state;
+	bus_loop = sl_loop_new();
+	worker_loop = sl_loop_new();
+	bus = sl_events_new(64);
+	assert_non_null(bus_loop);
+	assert_non_null(worker_loop);
+	sl_events_bind(bus, bus_loop);
+	assert_true(sl_events_subscribe(bus, "w", collect, &live) >= 0);
+	assert_int_equal(pthread_create(&th, NULL, run_worker_loop, NULL), 0);
+	sl_loop_post(worker_loop, &start_task, worker_start);
+	/* the bus's loop runs until the lines came (bounded: 5 s) */
+	sl_timer_arm(bus_loop, &stop_t, 5000, bus_check);
+	while (live.n < 5) {
+		sl_timer_arm(bus_loop, &check_t, 10, bus_check);
+		sl_loop_run(bus_loop);
+		if (!sl_timer_armed(&stop_t))
+			break;
+	}
+	sl_loop_post(worker_loop, &stop_task, worker_stop);
+	pthread_join(th, NULL);
+	assert_int_equal(live.n, 5);
+	assert_true(live.ordered);
+	sl_timer_disarm(bus_loop, &stop_t);
+	sl_timer_disarm(bus_loop, &check_t);
+	sl_events_free(bus);
+	sl_loop_free(worker_loop);
+	sl_loop_free(bus_loop);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -186,6 +264,7 @@ int main(void)
 		cmocka_unit_test(test_total_bound_paid_by_the_longest),
 		cmocka_unit_test(test_gone_sandboxes_kept_bounded),
 		cmocka_unit_test(test_subscribers_see_their_sandbox),
+		cmocka_unit_test(test_lines_from_a_worker_reach_the_bus_in_order),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

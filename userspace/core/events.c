@@ -334,7 +334,8 @@ void sl_events_replay(struct sl_events *ev, const char *sandbox, sl_event_sink *
 /* Keeps @line (malloc'd, newline-terminated, owned from here) and hands it to subscribers. */
 /* A line on its way from another thread to the bus's: the sandbox's name after it. */
 struct posted_line {
-	struct sl_task task;
+	struct sl_task task; /* the first of a batch's: runs them all */
+	struct posted_line *next; /* the batch's next line */
 	struct sl_events *ev;
 	char *line;
 	size_t len;
@@ -348,8 +349,45 @@ static void posted_line_run(struct sl_task *t)
 {
 	struct posted_line *p = sl_container_of(t, struct posted_line, task);
 
-	publish_here(p->ev, p->has_sandbox ? p->sandbox : NULL, p->line, p->len);
-	free(p);
+	while (p) {
+		struct posted_line *next = p->next;
+
+		publish_here(p->ev, p->has_sandbox ? p->sandbox : NULL, p->line, p->len);
+		free(p);
+		p = next;
+	}
+}
+
+/*
+ * The lines a thread other than the bus's published in this turn of its loop: posted to the
+ * bus's loop together when the turn's descriptors are done (a zero-delay timer), so that a
+ * worker answering 32 DNS queries wakes the main thread once, not 32 times. A thread without
+ * a loop posts each line at once.
+ */
+static __thread struct {
+	struct posted_line *head, **tail;
+	struct sl_events *ev;
+	struct sl_loop *loop;
+	struct sl_timer flush;
+} batch;
+
+static void batch_flush(void)
+{
+	struct posted_line *head = batch.head;
+
+	batch.head = NULL;
+	batch.tail = &batch.head;
+	if (batch.loop)
+		sl_timer_disarm(batch.loop, &batch.flush);
+	if (head)
+		sl_loop_post(head->ev->loop, &head->task, posted_line_run);
+}
+
+static void batch_flush_cb(struct sl_loop *loop, struct sl_timer *t)
+{
+	(void)loop;
+	(void)t;
+	batch_flush();
 }
 
 void sl_events_bind(struct sl_events *ev, struct sl_loop *loop)
@@ -373,11 +411,25 @@ static void publish_line(struct sl_events *ev, const char *sandbox, char *line, 
 		return;
 	}
 	p->ev = ev;
+	p->next = NULL;
 	p->line = line;
 	p->len = len;
 	p->has_sandbox = !!sandbox;
 	memcpy(p->sandbox, sandbox ? sandbox : "", n);
-	sl_loop_post(ev->loop, &p->task, posted_line_run);
+	if (!sl_loop_current()) {
+		sl_loop_post(ev->loop, &p->task, posted_line_run);
+		return;
+	}
+	if (batch.ev != ev || batch.loop != sl_loop_current())
+		batch_flush(); /* another bus or loop than the pending lines' */
+	if (!batch.tail)
+		batch.tail = &batch.head;
+	batch.ev = ev;
+	batch.loop = sl_loop_current();
+	*batch.tail = p;
+	batch.tail = &p->next;
+	if (!sl_timer_armed(&batch.flush))
+		sl_timer_arm(batch.loop, &batch.flush, 0, batch_flush_cb);
 }
 
 static void publish_here(struct sl_events *ev, const char *sandbox, char *line, size_t len)
