@@ -234,7 +234,18 @@ def test_one_switch_at_a_time_and_a_removal_ends_a_switch(fresh_daemon, cgroups,
     assert status == 201, text
     status, show = d.api("GET", "/v1/sandboxes/bigswitch")
     assert len(show["rules"]) == N_RULES and show["rules"][0]["ports"] == "443"
-    d.cli("sandbox", "rm", "bigswitch")
+    # A removal while a GET's job writes the rules: the GET still gets them all (its job holds
+    # the layer), and the removal goes on after it.
+    t, out = in_thread(lambda: api(d, "GET", "/v1/sandboxes/bigswitch"))
+    time.sleep(0.02)
+    status, text = api(d, "DELETE", "/v1/sandboxes/bigswitch")
+    t.join(300)
+    assert status == 200, text
+    assert out and out[0][0] in (200, 404), out
+    if out[0][0] == 200:
+        assert len(json.loads(out[0][1])["rules"]) == N_RULES
+    status, _ = d.api("GET", "/v1/sandboxes/bigswitch")
+    assert status == 404
 
 
 def test_another_sandbox_keeps_answering_while_a_100k_rule_sandbox_switches(
