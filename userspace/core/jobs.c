@@ -10,11 +10,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "core/jobs.h"
 #include "core/log.h"
 #include "core/loop.h"
+
+#define JOBS_NICE 10
 
 struct sl_jobs {
 	struct sl_loop *loop;
@@ -31,6 +35,11 @@ static void *thread_main(void *arg)
 {
 	struct sl_jobs *j = arg;
 	uint64_t one = 1;
+
+	/* Below the loops: a job's long run (a compile, 10 MB of JSON) must not take the CPU from
+	 * the requests the loops serve when the cores are busy. Linux: a thread's own nice. */
+	if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), JOBS_NICE) == -1)
+		sl_warn("jobs: lowering the thread's priority failed: %s", strerror(errno));
 
 	pthread_mutex_lock(&j->mu);
 	for (;;) {

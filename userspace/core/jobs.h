@@ -6,9 +6,10 @@
  *
  * Threading: sl_jobs_new(), sl_jobs_submit() and sl_jobs_free() are calls of the thread of
  * the loop given to sl_jobs_new() (sluiced: the main thread), and every job's done() runs
- * there (which may go on by posting to a worker, core/loop.h). A job's run() runs on the jobs thread, one job
- * at a time in submission order: it may block and take long, and it touches only what its
- * submitter handed over (the job owns it from submit to done). Nothing else is shared.
+ * there (which may go on by posting to a worker, core/loop.h). A job's run() runs on the jobs
+ * thread, one job at a time in submission order, at nice 10 (below the loops): it may block
+ * and take long, and it touches only what its submitter handed over (the job owns it from
+ * submit to done). Nothing else is shared.
  */
 #ifndef SL_JOBS_H
 #define SL_JOBS_H
