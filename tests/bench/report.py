@@ -295,10 +295,10 @@ def markdown(r):
                   f"Two sluiced side by side, {wk['sandboxes']} sandboxes of each case in each "
                   "(intercepted, injection handler; the heavy case's handler also runs about a "
                   "million Lua instructions per request); two wrk clients at once, one per "
-                  f"sandbox, keep-alive, 1 KiB, {wk['seconds']} s rounds alternating. Nothing "
-                  "pinned: the clients and the upstream nginx share the VM's two cores with "
-                  "sluiced, so this shows whether sluiced's work spreads over the cores, not a "
-                  f"scaling factor. Workers of the sandboxes: {wk['workers_of_sandboxes']}.", "",
+                  f"sandbox, keep-alive, 1 KiB, {wk['seconds']} s rounds alternating. sluiced and "
+                  "the clients may run on either of the VM's two cores (the upstream nginx on "
+                  "the server CPU), so this shows whether sluiced's work spreads over the "
+                  f"cores, not a scaling factor. Workers of the sandboxes: {wk['workers_of_sandboxes']}.", "",
                   "| | req/s | sluiced CPU µs/req | CPUs sluiced used |", "|---|---|---|---|"]
         for case in ("light", "heavy"):
             c = wk.get(case)

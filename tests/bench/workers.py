@@ -7,10 +7,10 @@ once. Reported: requests/s of both clients together, sluiced's CPU per request (
 thread busy).
 
 What this can show on the 2-core VM: whether a host's sandboxes spread over the workers, so
-that sluiced uses more than one core. What it cannot: a scaling factor. The two wrk clients
-and the upstream nginx run on the same two cores (nothing is pinned here), so the machine
-itself is the limit long before two workers are, and one worker's loop gets the CPU the
-other work leaves.
+that sluiced uses more than one core. What it cannot: a scaling factor. sluiced and the two
+wrk clients may run on either core here (the upstream nginx stays on the server CPU), so the
+machine itself is the limit long before two workers are in the light case; the heavy case's
+handler makes sluiced the limit.
 """
 import json
 import os
@@ -35,6 +35,20 @@ POLICY_HEAVY = peers.POLICY.replace(
 assert POLICY_HEAVY != peers.POLICY
 
 
+ALL_CPUS = sorted(os.sched_getaffinity(1)) if os.path.exists("/proc/1") else [0]
+ANY_CPU = ["taskset", "-c", ",".join(map(str, ALL_CPUS))]
+
+
+def unpin(pid):
+    """Every thread of pid may run on any CPU (the bench process pins what it starts to the
+    server CPU; here the point is whether sluiced spreads)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), ALL_CPUS)
+        except ProcessLookupError:
+            pass
+
+
 def cpu_ticks(pid):
     f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return int(f[11]) + int(f[12])  # utime, stime
@@ -50,6 +64,7 @@ def bench_workers(s, cgroups, workdir, resolv, extra):
         for w in (1, 2):
             d = Daemon(workdir, f"workers{w}", extra=[*extra, "--workers", str(w)])
             d.start()
+            unpin(d.proc.pid)
             daemons[w] = d
             boxes[w] = []
             for i in range(SANDBOXES):
@@ -88,7 +103,7 @@ def run_case(s, daemons, boxes, case, resolv, script, seconds, tick):
     for r in range(max(2, s.http_rounds)):
         for w in (1, 2) if r % 2 == 0 else (2, 1):
             d = daemons[w]
-            argv = ["wrk", "-t1", f"-c{s.conns // SANDBOXES}", f"-d{seconds}s",
+            argv = [*ANY_CPU, "wrk", "-t1", f"-c{s.conns // SANDBOXES}", f"-d{seconds}s",
                     "--timeout", "10s", "-s", str(script), f"https://{peers.NAME}/1k"]
             c0, t0 = cpu_ticks(d.proc.pid), time.monotonic()
             procs = [subprocess.Popen(in_sandbox(cg, resolv, argv), stdout=subprocess.PIPE,
