@@ -155,11 +155,16 @@ def test_switch_busy_sandbox_to_enforce_leaves_no_window(box, daemon, servers, w
                             stdout=subprocess.PIPE, text=True)
     assert loop.stdout.readline().strip() == "ready"
     time.sleep(1)
+    asked = time.time()
     sb.mode("enforce")
     switched = time.time()
     out, _ = loop.communicate(timeout=60)
     res = json.loads(out)
-    before = [x for x in res if x[1] < switched - 0.2]
+    # Between the ask and the answer the kernel flips (the answer follows what the switch
+    # does after it: flows closed, the state file): a connect then may pass, be refused, or
+    # be cut (ECONNABORTED) by the switch's closing of flows. Before the ask, audit lets all
+    # through; once answered, nothing passes.
+    before = [x for x in res if x[1] < asked]
     after = [x for x in res if x[0] > switched]
     assert len(before) > 20 and len(after) > 20, (len(before), len(after))
     assert all(x[2] == "OK" for x in before), [x for x in before if x[2] != "OK"][:5]
