@@ -203,22 +203,27 @@ def main():
             kr["scale"], cold = sc
         result["kernel"] = {k: v for k, v in kr.items() if v}
 
+        def bench_box(name, policy_text):
+            """A sandbox of the bench's daemon: its cgroup, named like it."""
+            cg = cgroups.make(name)
+            pf = workdir / f"{name}.lua"
+            pf.write_text(policy_text)
+            daemon.add(name, cg, pf)
+            return cg
+
+        allowed_test = ('return { egress = { allow = { "allowed.test:443" }, '
+                        'private = { "127.0.0.0/8" } } }\n')
+
         def dns():
-            box = cgroups.make("dnsbox")
-            pf = workdir / "dns.lua"
-            pf.write_text('return { egress = { allow = { "allowed.test:443" }, '
-                          'private = { "127.0.0.0/8" } } }\n')
-            daemon.add("dnsbench", box, pf)
+            box = bench_box("dnsbench", allowed_test)
             res = names.bench_dns(s, dnsmasq, lambda a: a,
                                   lambda a: in_sandbox(box, resolv, a))
             if not cold:
                 # Distinct names, each a new kernel entry: a sandbox of its own, so that
                 # none is cached from an earlier section.
-                cbox = cgroups.make("dnscold")
-                cpf = workdir / "dnscold.lua"
-                cpf.write_text(f'return {{ egress = {{ allow = {{ "*.{names.MANY_SUFFIX}:443" }}, '
-                               'private = { "127.0.0.0/8" } } }\n')
-                daemon.add("dnscold", cbox, cpf)
+                cbox = bench_box("dnscold", f'return {{ egress = {{ allow = {{ '
+                                 f'"*.{names.MANY_SUFFIX}:443" }}, '
+                                 'private = { "127.0.0.0/8" } } }\n')
                 try:
                     res["cold_names"] = names.bench_cold_names(
                         dnsmasq, lambda a: a, lambda a: in_sandbox(cbox, resolv, a))
@@ -233,11 +238,7 @@ def main():
         def loadlat():
             # Loop latency of another sandbox while a 100,000-rule policy loads: its DNS,
             # one query every 2 ms, idle and across the add (kernel.loop_latency).
-            box = cgroups.make("llbox")
-            pf = workdir / "ll.lua"
-            pf.write_text('return { egress = { allow = { "allowed.test:443" }, '
-                          'private = { "127.0.0.0/8" } } }\n')
-            daemon.add("llbench", box, pf)
+            box = bench_box("llbench", allowed_test)
             try:
                 return kernel.loop_latency(s, daemon, cgroups, workdir, kernel.free_port(),
                                            lambda a: in_sandbox(box, resolv, a),

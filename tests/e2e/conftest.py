@@ -614,18 +614,6 @@ def write_policy(workdir, name, text):
     return p
 
 
-def add_box(daemon, cgroups, workdir, name, policy_text):
-    """A sandbox @name under @policy_text in a new cgroup: (cgroup, path of its CA's PEM)."""
-    policy = write_policy(workdir, name, policy_text)
-    cg = cgroups.make(name)
-    daemon.add(name, cg, policy)
-    ca = Path(workdir) / f"{name}-ca.pem"
-    r = daemon.cli("ca", name)
-    assert r.returncode == 0, r.stderr
-    ca.write_text(r.stdout)
-    return cg, str(ca)
-
-
 def progs_bpftool_lists(bpffs):
     """The programs of a daemon that `bpftool cgroup show` can list: bpftool 7.1 (Debian 12)
     does not know the UNIX socket attach types (Linux 6.7) and leaves their links out; the

@@ -637,7 +637,7 @@ struct bound {
 	struct host h;
 };
 
-static void bound_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+void sl_ssl_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
 {
 	(void)parent;
 	(void)ad;
@@ -657,7 +657,7 @@ static pthread_once_t bound_once = PTHREAD_ONCE_INIT;
 
 static void bound_init(void)
 {
-	ssl_bound_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, bound_free);
+	ssl_bound_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, sl_ssl_ex_free);
 	ticket_cipher = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL);
 	sid_md = EVP_MD_fetch(NULL, "SHA256", NULL);
 }

@@ -93,6 +93,9 @@ int sl_ca_leaf(struct sl_ca *ca, const char *name, X509 **cert, EVP_PKEY **key);
  * -EINVAL (bad name), -ENOMEM or -EIO.
  */
 int sl_ca_use_leaf(struct sl_ca *ca, SSL *ssl, const char *name);
+/* The free callback of SSL ex_data that is one malloc()ed block (SSL_get_ex_new_index()):
+ * the CA's binding here, the handshake watch of tls.c. */
+void sl_ssl_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp);
 
 /*
  * Session resumption towards the sandbox: stateless tickets (RFC 5077; RFC 8446 section

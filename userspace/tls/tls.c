@@ -177,16 +177,6 @@ struct watch {
 static int watch_idx = -1; /* taken once, like nosan_idx */
 static pthread_once_t watch_once = PTHREAD_ONCE_INIT;
 
-static void watch_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
-{
-	(void)parent;
-	(void)ad;
-	(void)idx;
-	(void)argl;
-	(void)argp;
-	free(ptr);
-}
-
 static void watch_msg(int write_p, int version, int content_type, const void *buf, size_t len,
 		      SSL *ssl, void *arg)
 {
@@ -205,7 +195,7 @@ static void watch_msg(int write_p, int version, int content_type, const void *bu
 
 static void watch_init(void)
 {
-	watch_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, watch_free);
+	watch_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, sl_ssl_ex_free);
 }
 
 void sl_tls_watch_client(SSL *ssl)
