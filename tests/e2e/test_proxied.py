@@ -126,6 +126,16 @@ try:
     print("OK")
 except OSError as e:
     print(errno.errorcode.get(e.errno, str(e.errno)))
+else:
+    # Closed at once, a socket the proxy has not yet accepted takes its kernel record with it
+    # (sl_sockops, TCP_CLOSE) and the proxy would find none. Half-closed, it stays until the
+    # proxy has accepted it, read the end and closed its side.
+    s.shutdown(socket.SHUT_WR)
+    s.settimeout(10)
+    try:
+        s.recv(1)
+    except OSError:
+        pass
 """
     r = run_in(cg, [PY, "-c", code], workdir)
     assert r.returncode == 0, r.stderr
@@ -260,6 +270,61 @@ return { egress = { intercept = { "api.test" }, private = { "127.0.0.0/8" } } }
         stop(fill)
         stop(hold)
         daemon.cli("sandbox", "rm", "pxsweep")
+
+
+def test_a_client_gone_before_the_accept_is_not_called_unredirected(daemon, cgroups, workdir):
+    """A client that connects and closes while sluiced has not yet accepted: the kernel
+    completes both handshakes on its own and removes the record with the closed socket. The
+    proxy, accepting later, closes the connection quietly: it is no connection that bypassed
+    the kernel. sluiced is stopped (SIGSTOP) to hold the accept back."""
+    import os
+    import signal
+    policy = """
+return { egress = { intercept = { "api.test" }, private = { "127.0.0.0/8" } } }
+"""
+    cg = cgroups.make("pxgone")
+    daemon.add("pxgone", cg, write_policy(workdir, "pxgone", policy))
+    sb = show(daemon, "pxgone")
+    code = """
+import socket, sys
+ip = socket.getaddrinfo("api.test", 443, socket.AF_INET)[0][4][0]
+print(ip, flush=True)
+sys.stdin.readline()
+s = socket.create_connection((ip, 443), timeout=5)
+s.close()
+print("closed", flush=True)
+"""
+    p = subprocess.Popen([IN_SANDBOX, str(cg), str(Path(workdir) / "resolv.conf"), PY, "-c",
+                          code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    stopped = False
+    try:
+        ip = p.stdout.readline().strip()
+        assert ip == "127.0.0.20", p.stderr.read()
+        os.kill(daemon.proc.pid, signal.SIGSTOP)
+        stopped = True
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        assert p.stdout.readline().strip() == "closed", p.stderr.read()
+        p.wait(timeout=10)
+        # The kernel acknowledged the client's FIN for the queued socket and dropped the record.
+        deadline = time.monotonic() + 10
+        while inner_records(daemon, sb["id"]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert inner_records(daemon, sb["id"]) == []
+        os.kill(daemon.proc.pid, signal.SIGCONT)
+        stopped = False
+        # The proxy has taken the queued connection once a later one is counted.
+        assert tcp_probe(cg, workdir, "127.0.0.20", 443) == "OK"
+        c = connections_after(daemon, "pxgone", 1)
+        assert c["accepted"] == 1 and c["unredirected"] == 0, c
+        assert not [e for e in daemon.events("pxgone")
+                    if "not redirected" in e.get("reason", "")]
+    finally:
+        if stopped:
+            os.kill(daemon.proc.pid, signal.SIGCONT)
+        stop(p)
+        daemon.cli("sandbox", "rm", "pxgone")
 
 
 def test_older_pinned_sl_proxied_is_recreated(cgroups, workdir, dnsmasq):

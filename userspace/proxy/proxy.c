@@ -20,6 +20,7 @@
 #include <string.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -60,6 +61,19 @@ static void sockaddr_from(struct pconn *c)
 		memcpy(c->dst_addr, &((struct sockaddr_in *)&c->dst)->sin_addr, 4);
 	else
 		memcpy(c->dst_addr, &((struct sockaddr_in6 *)&c->dst)->sin6_addr, 16);
+}
+
+/*
+ * Whether the client of a connection still in the listen queue has closed it: its kernel record
+ * went with it (sl_sockops removes it on TCP_CLOSE, which an orphaned socket reaches as soon as
+ * its FIN is acknowledged), so a missing record is no sign of a connection the kernel did not
+ * redirect. Nobody is left to answer.
+ */
+static int client_gone(int fd)
+{
+	struct pollfd p = { .fd = fd, .events = POLLRDHUP };
+
+	return poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
 }
 
 static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
@@ -106,8 +120,11 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 		if (sl_bpf_take_proxied(l->px->bpf, l->ops->id(l->owner), l->netns_cookie,
 					peer.ss_family, addr, port, &orig) ||
 		    orig.sandbox_id != l->ops->id(l->owner)) {
-			l->stats.unredirected++;
-			px_conn_event(l, NULL, "reject", "connection not redirected by the kernel");
+			if (!client_gone(cfd)) {
+				l->stats.unredirected++;
+				px_conn_event(l, NULL, "reject",
+					      "connection not redirected by the kernel");
+			}
 			close(cfd);
 			continue;
 		}
