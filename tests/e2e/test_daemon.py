@@ -2,6 +2,7 @@
 """sluiced's life cycle and interface, end to end: events and exact counters, a deny storm,
 SIGKILL and restart (enforcement never pauses, the new daemon adopts), SIGTERM and --purge,
 `sandbox rm`, and every bad input answered with a clear error that changes nothing."""
+import json
 import os
 import signal
 import socket
@@ -127,6 +128,57 @@ return {{ egress = {{ allow = {{ "127.0.0.1:{pa}" }} }} }}
     assert len(bpf_links_of(cg)) == len(progs_bpftool_lists(d.bpffs)) - 1 >= 5
     assert d.cli("sandbox", "rm", "survivor").returncode == 0
     assert probe(cg, ops, workdir) == ["OK", "OK"]
+
+
+def test_the_ca_lives_in_the_state_file_and_survives_restarts(fresh_daemon, cgroups, workdir):
+    """The sandbox's CA is kept in its state file (mode 0600), so that an add writes and syncs
+    one file: a restart serves the same CA. A state file of the older layout (the CA in a
+    directory of its own) is adopted with that CA and rewritten; a state file holding the key
+    that others may read is refused."""
+    d = fresh_daemon.start()
+    cg = cgroups.make("keepca")
+    d.add("keepca", cg, write_policy(workdir, "keepca", "return { egress = {} }"))
+    ca = d.cli("ca", "keepca").stdout
+    assert "BEGIN CERTIFICATE" in ca
+    sbdir = Path(d.state) / "sandboxes"
+    state = sbdir / "keepca.json"
+    j = json.loads(state.read_text())
+    assert state.stat().st_mode & 0o777 == 0o600
+    assert j["ca_cert"] == ca and "PRIVATE KEY" in j["ca_key"]
+    assert sorted(p.name for p in sbdir.glob("keepca*")) == ["keepca.json"]
+
+    d.signal(signal.SIGKILL)
+    d.start()
+    assert "sandbox keepca adopted" in d.read_log()
+    assert d.cli("ca", "keepca").stdout == ca
+
+    # The older layout: keepca.ca/ca.key and ca.pem, a state file without the CA.
+    d.signal(signal.SIGTERM)
+    old = sbdir / "keepca.ca"
+    old.mkdir(mode=0o700)
+    fd = os.open(old / "ca.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, j.pop("ca_key").encode())
+    os.close(fd)
+    (old / "ca.pem").write_text(j.pop("ca_cert"))
+    state.write_text(json.dumps(j))
+    d.start()
+    assert "sandbox keepca adopted" in d.read_log()
+    assert d.cli("ca", "keepca").stdout == ca
+    assert not old.exists()
+    assert json.loads(state.read_text())["ca_cert"] == ca
+
+    # A key others may read is no key to sign with.
+    d.signal(signal.SIGTERM)
+    state.chmod(0o644)
+    d.start()
+    assert "holds the CA key but is open to group or others" in d.read_log()
+    assert "keepca" not in d.cli("sandbox", "ls").stdout
+    d.signal(signal.SIGTERM)
+    state.chmod(0o600)
+    d.start()
+    assert d.cli("ca", "keepca").stdout == ca
+    assert d.cli("sandbox", "rm", "keepca").returncode == 0
+    assert not list(sbdir.glob("keepca*"))
 
 
 def test_sigterm_leaves_enforcement_and_purge_removes_it(fresh_daemon, cgroups, servers,

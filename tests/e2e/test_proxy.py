@@ -457,8 +457,10 @@ def test_sockops_attached_only_with_intercept(daemon, box, cgroups, workdir):
 
 
 def test_ca_key_stays_private(daemon, box):
-    key = Path(daemon.state) / "sandboxes" / "proxy.ca" / "ca.key"
-    assert key.stat().st_mode & 0o777 == 0o600
+    state = Path(daemon.state) / "sandboxes" / "proxy.json"
+    assert state.stat().st_mode & 0o777 == 0o600
+    assert "PRIVATE KEY" in json.loads(state.read_text())["ca_key"]
+    assert "PRIVATE KEY" not in daemon.read_log()
     assert "PRIVATE KEY" not in daemon.cli("ca", "proxy").stdout
     assert daemon.cli("ca", "ghost").returncode == 1
 

@@ -648,13 +648,11 @@ static int add_build(struct sl_registry *r, struct sl_box *box, const struct sl_
 		e = e == -ENOMEM ? e : -EINVAL;
 		goto out;
 	}
-	/* The sandbox's CA (made and saved if new: a key to generate, files to sync) is its
-	 * own and nobody else's yet. */
+	/* The sandbox's CA (a key to generate if new; the state file saves it) is its own and
+	 * nobody else's yet. */
 	e = sb_open_ca(r, box, err, errlen);
-	if (e) {
-		sb_remove_ca(r, box->name); /* what a failed save left */
+	if (e)
 		goto out;
-	}
 	box->nents = nents;
 	e = sb_write_rules(r, box, ents, nents, err, errlen);
 	if (e) {

@@ -176,11 +176,14 @@ static void ca_dir(struct sl_registry *r, const char *name, char *buf, size_t le
 	snprintf(buf, len, "%s/sandboxes/%s.ca", r->state_dir, name);
 }
 
-/* The sandbox's CA: the one saved for it, or a new one. */
+/*
+ * The sandbox's CA: the one its state file held (adopt_ca(), sb_state.c), the one saved in a
+ * directory of its own by a sluiced before 7 December, or a new one, which the state file
+ * keeps (sb_save_state()).
+ */
 int sb_open_ca(struct sl_registry *r, struct sl_box *box, char *err, size_t errlen)
 {
 	char dir[PATH_MAX + 128];
-	int e;
 
 	if (box->ca)
 		return 0;
@@ -196,11 +199,6 @@ int sb_open_ca(struct sl_registry *r, struct sl_box *box, char *err, size_t errl
 	if (!box->ca) {
 		sl_errf(err, errlen, "creating the sandbox CA failed: %s", strerror(errno));
 		return -errno;
-	}
-	e = mkdir(dir, 0700) == -1 && errno != EEXIST ? -errno : sl_ca_save(box->ca, dir);
-	if (e) {
-		sl_errf(err, errlen, "saving the sandbox CA in %s failed: %s", dir, strerror(-e));
-		return e;
 	}
 	return 0;
 }

@@ -18,6 +18,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
+#include "core/file.h"
 #include "kernel/bpf_loader.h"
 #include "tls/ca.h"
 #include "kernel/cgroup.h"
@@ -37,16 +40,22 @@ void sb_state_path(struct sl_registry *r, const char *name, char *buf, size_t le
 	snprintf(buf, len, "%s/sandboxes/%s.json", r->state_dir, name);
 }
 
-/* Writes the state file atomically (temporary file, fsync, rename). */
+/*
+ * Writes the state file: everything a restart needs of the sandbox, its CA's key and
+ * certificate too, in one file written whole and durably (core/file.h: mode 0600, fsync,
+ * rename, fsync of the directory). One file, not three: an add syncs twice rather than five
+ * times (the CA once had a directory of its own with two files).
+ */
 int sb_save_state(struct sl_registry *r, const struct sl_box *box)
 {
-	char path[PATH_MAX + 128], tmp[PATH_MAX + 160];
-	char *text = NULL;
+	char dir[PATH_MAX + 16], file[SL_NAME_MAX + 8];
+	char *text = NULL, *key = NULL, *cert = NULL;
+	size_t key_len = 0;
 	json_t *j;
-	int fd, err = 0;
+	int err = 0;
 
-	sb_state_path(r, box->name, path, sizeof(path));
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	snprintf(dir, sizeof(dir), "%s/sandboxes", r->state_dir);
+	snprintf(file, sizeof(file), "%s.json", box->name);
 	j = json_pack("{s:s, s:I, s:s, s:I, s:s, s:s%, s:I, s:i, s:i}", "name", box->name, "id",
 		      (json_int_t)box->id, "cgroup", box->cgroup, "cgroup_id",
 		      (json_int_t)box->cgid, "policy_path", box->policy_path, "policy",
@@ -71,6 +80,18 @@ int sb_save_state(struct sl_registry *r, const struct sl_box *box)
 		json_object_set_new(j, "netns_dev", json_integer((json_int_t)box->netns_dev));
 		json_object_set_new(j, "netns_ino", json_integer((json_int_t)box->netns_ino));
 	}
+	if (box->ca) {
+		/* The same CA after a restart: what the sandbox trusts stays valid. */
+		err = sl_ca_key_pem(box->ca, &key, &key_len);
+		cert = err ? NULL : sl_sandbox_ca_pem(box);
+		if (!err && !cert)
+			err = -ENOMEM;
+		if (!err && (json_object_set_new(j, "ca_key", json_stringn(key, key_len)) ||
+			     json_object_set_new(j, "ca_cert", json_string(cert))))
+			err = -ENOMEM;
+		if (err)
+			goto cleanup;
+	}
 	/* Formatted whole, then one write: json_dumpfd() writes each token on its own (over a
 	 * hundred syscalls per sandbox add). */
 	text = json_dumps(j, JSON_INDENT(2));
@@ -78,28 +99,21 @@ int sb_save_state(struct sl_registry *r, const struct sl_box *box)
 		err = -ENOMEM;
 		goto cleanup;
 	}
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd == -1) {
-		err = -errno;
-		goto cleanup;
-	}
-	for (size_t off = 0, len = strlen(text); off < len && !err;) {
-		ssize_t n = write(fd, text + off, len - off);
-
-		if (n < 0 && errno != EINTR)
-			err = -errno;
-		else if (n > 0)
-			off += (size_t)n;
-	}
-	if (!err && fsync(fd) == -1)
-		err = -errno;
-	close(fd);
-	if (!err && rename(tmp, path) == -1)
-		err = -errno;
-	if (err)
-		unlink(tmp);
+	err = sl_file_write(dir, file, text, strlen(text), 0600, SL_FILE_REPLACE);
 cleanup:
-	free(text);
+	if (text) {
+		OPENSSL_cleanse(text, strlen(text));
+		free(text);
+	}
+	if (key) {
+		json_t *k = json_object_get(j, "ca_key");
+
+		if (k) /* jansson's copy, before it goes back to the heap */
+			OPENSSL_cleanse((char *)json_string_value(k), json_string_length(k));
+		OPENSSL_cleanse(key, key_len);
+		free(key);
+	}
+	free(cert);
 	json_decref(j);
 	return err;
 }
@@ -377,6 +391,39 @@ static int adopt_without_policy(struct sl_registry *r, struct sl_box *box)
 	return e;
 }
 
+/*
+ * The sandbox's CA from its state file (@j, read from @path), when it holds one: a key in a
+ * file that group or others may read, or of another owner, is refused (as sl_ca_load() refuses
+ * such a ca.key). A state file without one (written before 7 December) leaves the CA to
+ * sb_open_ca(), which reads the CA's own directory.
+ */
+static int adopt_ca(struct sl_box *box, json_t *j, const char *path)
+{
+	json_t *key = json_object_get(j, "ca_key"), *cert = json_object_get(j, "ca_cert");
+	struct stat st;
+
+	if (!key && !cert)
+		return 0;
+	if (!json_is_string(key) || !json_is_string(cert)) {
+		sl_err("sandbox %s: state file %s holds half a CA", box->name, path);
+		return -EINVAL;
+	}
+	if (stat(path, &st) == -1)
+		return -errno;
+	if ((st.st_mode & 077) || st.st_uid != geteuid()) {
+		sl_err("sandbox %s: state file %s holds the CA key but is %s (mode %04o, uid %u): "
+		       "refusing it; chmod 600 it if it was not exposed, or remove the sandbox",
+		       box->name, path,
+		       (st.st_mode & 077) ? "open to group or others" : "owned by another user",
+		       (unsigned)(st.st_mode & 07777), (unsigned)st.st_uid);
+		return -EPERM;
+	}
+	box->ca = sl_ca_from_pem(json_string_value(key), json_string_length(key),
+				 json_string_value(cert), json_string_length(cert), path);
+	OPENSSL_cleanse((char *)json_string_value(key), json_string_length(key));
+	return box->ca ? 0 : -errno;
+}
+
 /* Loads one state file into a sandbox, adopting its kernel state. */
 static int adopt_one(struct sl_registry *r, const char *path)
 {
@@ -482,6 +529,9 @@ static int adopt_one(struct sl_registry *r, const char *path)
 		e = -ENOENT;
 		goto cleanup;
 	}
+	e = adopt_ca(box, j, path);
+	if (e)
+		goto cleanup;
 	sb_place(r, box); /* before anything opens on its worker's loop (not running yet) */
 	e = recover_learned(r, box);
 	if (e)
@@ -506,6 +556,7 @@ static int adopt_one(struct sl_registry *r, const char *path)
 		e = sb_save_state(r, box);
 	if (e)
 		goto cleanup;
+	sb_remove_ca(r, box->name); /* a CA of its own directory (before 7 December) is saved */
 	sb_link(r, box);
 	sl_list_add_tail(&box->w->boxes, &box->wlink);
 	box = NULL;

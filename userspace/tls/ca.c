@@ -835,25 +835,48 @@ void sl_ca_set_clock(struct sl_ca *ca, time_t (*now_s)(void))
 	pthread_mutex_unlock(&ca->lock);
 }
 
-int sl_ca_save(const struct sl_ca *ca, const char *dir)
+int sl_ca_key_pem(const struct sl_ca *ca, char **out, size_t *len)
 {
 	BIO *bio = BIO_new(BIO_s_secmem()); /* cleared when freed */
-	char *data;
-	long len;
-	int err;
+	char *data, *copy = NULL;
+	long n;
+	int err = 0;
 
 	if (!bio || !PEM_write_bio_PrivateKey(bio, ca->key, NULL, NULL, 0, NULL, NULL)) {
 		err = ossl_err("CA key encoding");
 		goto cleanup;
 	}
-	len = BIO_get_mem_data(bio, &data);
-	err = sl_file_write(dir, "ca.key", data, len, 0600, SL_FILE_REPLACE);
+	n = BIO_get_mem_data(bio, &data);
+	copy = n > 0 ? malloc((size_t)n + 1) : NULL;
+	if (!copy) {
+		err = -ENOMEM;
+		goto cleanup;
+	}
+	memcpy(copy, data, (size_t)n);
+	copy[n] = 0;
+	*out = copy;
+	*len = (size_t)n;
+cleanup:
+	BIO_free(bio);
+	return err;
+}
+
+int sl_ca_save(const struct sl_ca *ca, const char *dir)
+{
+	char *key = NULL;
+	size_t len = 0;
+	int err;
+
+	err = sl_ca_key_pem(ca, &key, &len);
+	if (!err)
+		err = sl_file_write(dir, "ca.key", key, len, 0600, SL_FILE_REPLACE);
 	if (!err)
 		err = sl_file_write(dir, "ca.pem", ca->pem, strlen(ca->pem), 0644, SL_FILE_REPLACE);
 	if (err)
 		sl_err("ca: saving the CA into %s failed: %s", dir, strerror(-err));
-cleanup:
-	BIO_free(bio);
+	if (key)
+		OPENSSL_cleanse(key, len);
+	free(key);
 	return err;
 }
 
@@ -939,79 +962,104 @@ static int no_password(char *buf, int size, int rwflag, void *u)
 	return -1;
 }
 
-/* Whether the key and certificate read from @dir make a usable CA; logs why not. */
-static int check_loaded(const struct sl_ca *ca, const char *dir)
+/* Whether the key and certificate read from @key_src and @cert_src (where they came from, for
+ * the log) make a usable CA; logs why not. */
+static int check_loaded(const struct sl_ca *ca, const char *key_src, const char *cert_src)
 {
 	if (!ca->key) {
-		sl_err("ca: %s/ca.key holds no PEM private key", dir);
+		sl_err("ca: %s holds no PEM private key", key_src);
 		return -EINVAL;
 	}
 	if (!is_p256(ca->key)) {
-		sl_err("ca: %s/ca.key is not an EC P-256 key", dir);
+		sl_err("ca: %s is not an EC P-256 key", key_src);
 		return -EINVAL;
 	}
 	if (!ca->cert) {
-		sl_err("ca: %s/ca.pem holds no PEM certificate", dir);
+		sl_err("ca: %s holds no PEM certificate", cert_src);
 		return -EINVAL;
 	}
 	if (X509_check_private_key(ca->cert, ca->key) != 1) {
 		ERR_clear_error();
-		sl_err("ca: %s/ca.key does not match %s/ca.pem", dir, dir);
+		sl_err("ca: %s does not match %s", key_src, cert_src);
 		return -EINVAL;
 	}
 	if (X509_check_ca(ca->cert) != 1) {
-		sl_err("ca: %s/ca.pem is not a CA certificate", dir);
+		sl_err("ca: %s is not a CA certificate", cert_src);
 		return -EINVAL;
 	}
 	if (X509_cmp_current_time(X509_get0_notAfter(ca->cert)) <= 0) {
-		sl_err("ca: %s/ca.pem has expired", dir);
+		sl_err("ca: %s has expired", cert_src);
 		return -EKEYEXPIRED;
 	}
 	return 0;
 }
 
-struct sl_ca *sl_ca_load(const char *dir)
+/* The CA of a PEM key and certificate, checked; NULL and errno. */
+static struct sl_ca *ca_from_pem(const char *key_pem, size_t key_len, const char *cert_pem,
+				 size_t cert_len, const char *key_src, const char *cert_src)
 {
-	char *key_pem = NULL, *cert_pem = NULL;
-	size_t key_len = 0, cert_len = 0;
-	struct sl_ca *ca = NULL;
+	struct sl_ca *ca = ca_alloc();
 	BIO *bio = NULL;
 	int err;
 
-	err = read_ca_file(dir, "ca.key", 1, &key_pem, &key_len);
-	if (err)
-		goto cleanup;
-	err = read_ca_file(dir, "ca.pem", 0, &cert_pem, &cert_len);
-	if (err)
-		goto cleanup;
-	ca = ca_alloc();
-	bio = BIO_new_mem_buf(key_pem, key_len);
-	if (!ca || !bio) {
+	if (!ca || key_len > INT_MAX || cert_len > INT_MAX ||
+	    !(bio = BIO_new_mem_buf(key_pem, (int)key_len))) {
 		err = -ENOMEM;
 		goto cleanup;
 	}
 	ca->key = PEM_read_bio_PrivateKey(bio, NULL, no_password, NULL);
 	BIO_free(bio);
-	bio = BIO_new_mem_buf(cert_pem, cert_len);
+	bio = BIO_new_mem_buf(cert_pem, (int)cert_len);
 	if (!bio) {
 		err = -ENOMEM;
 		goto cleanup;
 	}
 	ca->cert = PEM_read_bio_X509(bio, NULL, NULL, NULL);
 	ERR_clear_error();
-	err = check_loaded(ca, dir);
+	err = check_loaded(ca, key_src, cert_src);
 	if (!err)
 		err = ca_prepare(ca);
 cleanup:
 	BIO_free(bio);
-	if (key_pem)
-		OPENSSL_cleanse(key_pem, key_len);
-	free(key_pem);
-	free(cert_pem);
 	if (err) {
 		sl_ca_free(ca);
 		errno = -err;
 		return NULL;
 	}
+	return ca;
+}
+
+struct sl_ca *sl_ca_from_pem(const char *key_pem, size_t key_len, const char *cert_pem,
+			     size_t cert_len, const char *src)
+{
+	char ksrc[PATH_MAX], csrc[PATH_MAX];
+
+	snprintf(ksrc, sizeof(ksrc), "the CA key of %s", src);
+	snprintf(csrc, sizeof(csrc), "the CA certificate of %s", src);
+	return ca_from_pem(key_pem, key_len, cert_pem, cert_len, ksrc, csrc);
+}
+
+struct sl_ca *sl_ca_load(const char *dir)
+{
+	char *key_pem = NULL, *cert_pem = NULL, ksrc[PATH_MAX], csrc[PATH_MAX];
+	size_t key_len = 0, cert_len = 0;
+	struct sl_ca *ca = NULL;
+	int err;
+
+	err = read_ca_file(dir, "ca.key", 1, &key_pem, &key_len);
+	if (!err)
+		err = read_ca_file(dir, "ca.pem", 0, &cert_pem, &cert_len);
+	if (!err) {
+		snprintf(ksrc, sizeof(ksrc), "%s/ca.key", dir);
+		snprintf(csrc, sizeof(csrc), "%s/ca.pem", dir);
+		ca = ca_from_pem(key_pem, key_len, cert_pem, cert_len, ksrc, csrc);
+		err = ca ? 0 : -errno;
+	}
+	if (key_pem)
+		OPENSSL_cleanse(key_pem, key_len);
+	free(key_pem);
+	free(cert_pem);
+	if (err)
+		errno = -err;
 	return ca;
 }

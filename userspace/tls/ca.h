@@ -61,6 +61,21 @@ struct sl_ca *sl_ca_load(const char *dir);
  */
 int sl_ca_save(const struct sl_ca *ca, const char *dir);
 
+/*
+ * The CA key as PKCS#8 PEM, NUL-terminated, in *@out (malloc()ed; the caller clears it with
+ * OPENSSL_cleanse() and frees it), its length in *@len: for a file of sluiced's own that keeps
+ * the sandbox (sandbox/sb_state.c). Returns 0 or -errno.
+ */
+int sl_ca_key_pem(const struct sl_ca *ca, char **out, size_t *len);
+
+/*
+ * The CA of a PEM key and certificate kept elsewhere (@src names where, for the log), checked
+ * as sl_ca_load() checks its files (P-256, matching, a CA, not expired), with a new leaf key.
+ * NULL and errno (EINVAL, EKEYEXPIRED, ENOMEM); every failure is logged.
+ */
+struct sl_ca *sl_ca_from_pem(const char *key_pem, size_t key_len, const char *cert_pem,
+			     size_t cert_len, const char *src);
+
 /* Frees the CA and its cache. Certificates and keys handed out keep their own references.
  * Accepts NULL. */
 void sl_ca_free(struct sl_ca *ca);
