@@ -181,6 +181,14 @@ def markdown(r):
             lines.append(f"| {c['case']} | {c['rules']} | {c['load_s']:.2f} s | "
                          f"{_f(c['sluice_ns'])} | {_f(c['plain_ns'])} | "
                          f"{_f(c['ratio'], '{:.3f}')} |")
+        for c in sc["cases"]:
+            if c.get("add_ms_alone") is not None:
+                lines.append(f"- {c['case']}: an add took {c['add_ms_alone']:.2f} ms alone"
+                             + (f", {c['add_ms_in_flight']:.2f} ms each with "
+                                f"{c['adds_in_flight']} in flight (10,000 at that rate: "
+                                f"{c['projected_10k_s']:.0f} s; the target is 30)"
+                                if c.get("add_ms_in_flight") else "")
+                             + f"; sluiced's RSS after them {c['rss_kib'] / 1024:.0f} MiB")
         lines += [""] + [f"- {n}" for n in sc.get("notes", [])] + [""]
 
     h = r.get("https") or {}

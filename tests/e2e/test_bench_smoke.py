@@ -58,6 +58,9 @@ def test_kernel(smoke):
     for case in cases:
         assert "error" not in case, case
         assert positive(case["ratio"]) and positive(case["plain_ns"]), case
+    many = [c for c in cases if "sandboxes" in c["case"]][0]
+    assert many["sandboxes"] == 20  # one at a time, then eight in flight: all of them added
+    assert positive(many["add_ms_alone"]) and positive(many["add_ms_in_flight"]), many
     dns_case = [c for c in cases if "DNS names" in c["case"]][0]
     assert dns_case["installed"] == dns_case["dns_names"]  # every name became a kernel entry
 
