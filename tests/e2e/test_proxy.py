@@ -312,6 +312,9 @@ return { egress = { intercept = { "api.test" }, private = { "127.0.0.0/8" } } }
         # sluiced counts them too (each resumption also renewed the ticket: the third
         # connection resumed with the second's)
         assert [resumed(daemon, b) - n for b, n in zip(("proxy", "resume2"), before)] == [2, 1]
+        m = daemon.metrics()
+        assert [m[f'sluice_tls_resumed_total{{sandbox="{b}"}}'] for b in ("proxy", "resume2")] \
+            == [resumed(daemon, b) for b in ("proxy", "resume2")]
     finally:
         daemon.cli("sandbox", "rm", "resume2")
 

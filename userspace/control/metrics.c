@@ -257,6 +257,11 @@ static void handle_metrics(struct ctl_conn *c)
 		for (size_t i = 0; i < sizeof(q) / sizeof(q[0]); i++)
 			metric_sandbox(&m, "sluice_http_connections_total", s, q[i].labels, q[i].v);
 	}
+	sl_buf_printf(&m, "# HELP sluice_tls_resumed_total Intercepted connections whose TLS "
+			  "handshake with the sandbox resumed a session (a ticket of its sandbox), "
+			  "of those accepted.\n# TYPE sluice_tls_resumed_total counter\n");
+	for (const struct snap *s = sn; s < sn + n; s++)
+		metric_sandbox(&m, "sluice_tls_resumed_total", s, "", s->st.proxy.tls_resumed);
 	sl_buf_printf(&m, "# HELP sluice_http2_connections_total Intercepted connections that "
 			  "spoke HTTP/2, by outcome (floods: ended for a flood of resets, "
 			  "frames or acks).\n# TYPE sluice_http2_connections_total counter\n");
