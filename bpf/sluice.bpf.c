@@ -79,13 +79,13 @@ static __always_inline int sl_redirect(struct bpf_sock_addr *ctx, __u8 family, c
  * call go on, 0 fails it with EPERM). */
 static __always_inline int sl_finish(struct bpf_sock_addr *ctx, __u32 sandbox_id, __u64 cgid,
 				     int verdict, __u8 proto_bit, __u8 kind, __u8 family,
-				     const __u32 addr[4], __u16 port, __u64 now_ns)
+				     const __u32 addr[4], __u16 port, __u64 *now_ns)
 {
 	sl_count_verdict(sandbox_id, verdict, proto_bit);
 	if (verdict != SL_VERDICT_DENY)
 		return 1;
 	sl_emit_deny(sandbox_id, cgid, kind, family, addr, family == AF_INET ? 4 : 16, port,
-		     ctx->protocol, ctx->type, now_ns);
+		     ctx->protocol, ctx->type, sl_now(now_ns));
 	return 0;
 }
 
@@ -230,12 +230,12 @@ static __always_inline int sl_proxied_room(__u32 sandbox_id)
 static __always_inline int sl_judge(struct bpf_sock_addr *ctx, __u8 kind, __u8 family,
 				    const __u32 addr[4], int mapped)
 {
-	__u64 now_ns = bpf_ktime_get_ns();
 	__u8 proto_bit = sl_proto_bit(ctx->protocol);
 	__u16 port = bpf_ntohs(ctx->user_port);
 	int verdict = SL_VERDICT_DENY, audited = 0;
 	struct sl_sandbox *sb;
 	__u32 sandbox_id = 0;
+	__u64 now_ns = 0; /* sl_now() */
 	__u32 to[4];
 	__u64 cgid;
 
@@ -254,9 +254,9 @@ static __always_inline int sl_judge(struct bpf_sock_addr *ctx, __u8 kind, __u8 f
 		__u32 rules_id = sb->rules_id ? sb->rules_id : sandbox_id;
 
 		if (family == AF_INET)
-			verdict = sl_verdict4(rules_id, addr[0], port, proto_bit, now_ns);
+			verdict = sl_verdict4(rules_id, addr[0], port, proto_bit, &now_ns);
 		else
-			verdict = sl_verdict_addr6(rules_id, addr, port, proto_bit, now_ns);
+			verdict = sl_verdict_addr6(rules_id, addr, port, proto_bit, &now_ns);
 	}
 	/* The daemon's own sockets are never a destination. They live on loopback, which Linux
 	 * also reaches through 0.0.0.0 and :: (ip_route_output_key_hash_rcu, tcp_v6_connect,
@@ -305,9 +305,9 @@ out:
 		verdict = SL_VERDICT_DENY;
 	if (audited && verdict != SL_VERDICT_DENY)
 		sl_audit_note(sandbox_id, cgid, kind, family, addr, mapped, port, ctx->protocol,
-			      ctx->type, now_ns);
+			      ctx->type, sl_now(&now_ns));
 	return sl_finish(ctx, sandbox_id, cgid, verdict, proto_bit, kind, family, addr, port,
-			 now_ns);
+			 &now_ns);
 }
 
 static __always_inline int sl_judge4(struct bpf_sock_addr *ctx, __u8 kind)
@@ -901,14 +901,14 @@ static __always_inline int sl_judge_unrecorded(struct __sk_buff *skb, struct bpf
 	{
 		__u32 rules_id = sb->rules_id ? sb->rules_id : sb->id;
 		__u8 bit = p->proto == IPPROTO_TCP ? SL_PROTO_TCP : SL_PROTO_UDP;
-		__u64 now_ns = bpf_ktime_get_ns();
+		__u64 now_ns = 0;
 
 		if (p->family == AF_INET)
 			verdict = sl_verdict4(rules_id, p->daddr[0], bpf_ntohs(p->dport), bit,
-					      now_ns);
+					      &now_ns);
 		else
 			verdict = sl_verdict_addr6(rules_id, p->daddr, bpf_ntohs(p->dport), bit,
-						   now_ns);
+						   &now_ns);
 	}
 	/* Audit mode passes what the rules deny, as the connect/sendmsg hooks do. */
 	if (verdict != SL_VERDICT_ALLOW && !(verdict == SL_VERDICT_DENY && sl_audit_mode(sb)))

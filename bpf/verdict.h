@@ -173,9 +173,22 @@ static __always_inline struct sl_sandbox *sl_current_sandbox(__u64 *cgid_out)
 	return NULL;
 }
 
-/* Highest verdict among the unexpired ranges of @rule that cover @port/@proto_bit. */
+/*
+ * The clock (CLOCK_MONOTONIC, bpf_ktime_get_ns) in *@now_ns, read on first use: 0 means not
+ * read yet. A clock read costs a good part of an allowed connect() on some hypervisors, and
+ * most calls never need one (no range with an expiry, no event).
+ */
+static __always_inline __u64 sl_now(__u64 *now_ns)
+{
+	if (!*now_ns)
+		*now_ns = bpf_ktime_get_ns();
+	return *now_ns;
+}
+
+/* Highest verdict among the unexpired ranges of @rule that cover @port/@proto_bit. The clock
+ * (*@now_ns, sl_now()) is read only for a covering range that has an expiry. */
 static __always_inline int sl_rule_verdict(const struct sl_rule *rule, __u16 port, __u8 proto_bit,
-					   __u64 now_ns)
+					   __u64 *now_ns)
 {
 	int verdict = SL_VERDICT_DENY;
 	__u32 i;
@@ -188,7 +201,7 @@ static __always_inline int sl_rule_verdict(const struct sl_rule *rule, __u16 por
 		r = &rule->r[i];
 		if (port < r->lo || port > r->hi || !(r->protos & proto_bit))
 			continue;
-		if (r->expires_ns && r->expires_ns <= now_ns)
+		if (r->expires_ns && r->expires_ns <= sl_now(now_ns))
 			continue;
 		if (SL_VERDICT_RANK(r->verdict) > SL_VERDICT_RANK(verdict))
 			verdict = r->verdict;
@@ -197,7 +210,7 @@ static __always_inline int sl_rule_verdict(const struct sl_rule *rule, __u16 por
 }
 
 static __always_inline int sl_verdict4(__u32 sandbox_id, __u32 addr_be, __u16 port, __u8 proto_bit,
-				       __u64 now_ns)
+				       __u64 *now_ns)
 {
 	struct sl_key4 key = { .prefixlen = 64, .sandbox_id = sandbox_id };
 	struct sl_rule *rule;
@@ -210,7 +223,7 @@ static __always_inline int sl_verdict4(__u32 sandbox_id, __u32 addr_be, __u16 po
 }
 
 static __always_inline int sl_verdict6(__u32 sandbox_id, const __u32 addr_be[4], __u16 port,
-				       __u8 proto_bit, __u64 now_ns)
+				       __u8 proto_bit, __u64 *now_ns)
 {
 	struct sl_key6 key = { .prefixlen = 160, .sandbox_id = sandbox_id };
 	struct sl_rule *rule;
@@ -231,7 +244,7 @@ static __always_inline int sl_is_v4mapped(const __u32 a[4])
 
 /* The verdict for an IPv6 destination, v4-mapped ones by the v4 rules. */
 static __always_inline int sl_verdict_addr6(__u32 sandbox_id, const __u32 addr_be[4], __u16 port,
-					    __u8 proto_bit, __u64 now_ns)
+					    __u8 proto_bit, __u64 *now_ns)
 {
 	if (sl_is_v4mapped(addr_be))
 		return sl_verdict4(sandbox_id, addr_be[3], port, proto_bit, now_ns);

@@ -22,6 +22,6 @@ int sl_verdict_test(struct __sk_buff *skb)
 		return -1;
 	__builtin_memcpy(a, q.addr, 16);
 	if (q.family == 4)
-		return sl_verdict4(q.sandbox_id, a[0], q.port, q.proto_bit, q.now_ns);
-	return sl_verdict_addr6(q.sandbox_id, a, q.port, q.proto_bit, q.now_ns);
+		return sl_verdict4(q.sandbox_id, a[0], q.port, q.proto_bit, &q.now_ns);
+	return sl_verdict_addr6(q.sandbox_id, a, q.port, q.proto_bit, &q.now_ns);
 }
