@@ -50,7 +50,7 @@ static struct seen replay(struct sl_events *ev, const char *sandbox)
 {
 	struct seen s = { .ordered = 1 };
 
-	sl_events_replay(ev, sandbox, collect, &s);
+	sl_events_replay(ev, sandbox, 0, collect, &s);
 	return s;
 }
 
@@ -113,6 +113,37 @@ static void test_total_bound_paid_by_the_longest(void **state)
 	/* lines of no sandbox have their own ring */
 	pub(ev, NULL);
 	assert_int_equal(replay(ev, NULL).n, 160);
+	sl_events_free(ev);
+}
+
+/* A replay with a byte budget (the control API's cap on what one answer buffers) gives the
+ * newest lines that fit, not the oldest: a history is read for what just happened. */
+static void test_replay_budget_keeps_the_newest(void **state)
+{
+	struct sl_events *ev = sl_events_new(1000);
+	struct seen all, some;
+	size_t line_len, left;
+
+	(void)state;
+	counter = 0;
+	for (int i = 0; i < 500; i++)
+		pub(ev, i % 2 ? "x" : "y");
+	all = replay(ev, NULL);
+	assert_int_equal(all.n, 500);
+	line_len = strlen(all.last); /* "i" of three digits: every line of i >= 100 is as long */
+	some = (struct seen){ .ordered = 1 };
+	left = sl_events_replay(ev, NULL, 10 * line_len, collect, &some);
+	assert_int_equal(some.n, 10);
+	assert_int_equal(left, 490);
+	assert_true(some.ordered);
+	assert_string_equal(some.last, all.last); /* the newest line is there */
+	assert_non_null(strstr(some.first, "\"i\":490"));
+	some = (struct seen){ .ordered = 1 };
+	left = sl_events_replay(ev, "x", 3 * line_len, collect, &some);
+	assert_int_equal(some.n, 3);
+	assert_int_equal(left, 247);
+	assert_non_null(strstr(some.last, "\"i\":499"));
+	assert_int_equal(sl_events_replay(ev, "x", 0, collect, &some), 0); /* 0: all of them */
 	sl_events_free(ev);
 }
 
@@ -262,6 +293,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_flood_keeps_others),
 		cmocka_unit_test(test_total_bound_paid_by_the_longest),
+		cmocka_unit_test(test_replay_budget_keeps_the_newest),
 		cmocka_unit_test(test_gone_sandboxes_kept_bounded),
 		cmocka_unit_test(test_subscribers_see_their_sandbox),
 		cmocka_unit_test(test_lines_from_a_worker_reach_the_bus_in_order),

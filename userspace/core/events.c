@@ -304,31 +304,41 @@ static int cmp_kept(const void *a, const void *b)
 	return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
-void sl_events_replay(struct sl_events *ev, const char *sandbox, sl_event_sink *sink, void *arg)
+size_t sl_events_replay(struct sl_events *ev, const char *sandbox, size_t max_bytes,
+			sl_event_sink *sink, void *arg)
 {
 	struct kept **all;
 	struct ring *g;
-	size_t n = 0;
+	size_t n = 0, first, bytes = 0;
 
 	if (sandbox) {
 		g = ring_find(ev, sandbox);
-		for (size_t i = 0; g && i < g->count; i++)
-			sink(ring_at(g, i)->line, ring_at(g, i)->len, arg);
-		return;
+		n = g ? g->count : 0;
+		all = malloc((n ? n : 1) * sizeof(*all));
+		if (!all)
+			return n;
+		for (size_t i = 0; i < n; i++)
+			all[i] = ring_at(g, i);
+	} else {
+		/* Every ring, merged in publication order. */
+		all = malloc((ev->total ? ev->total : 1) * sizeof(*all));
+		if (!all)
+			return ev->total;
+		for (size_t i = 0; i < ev->none.count; i++)
+			all[n++] = ring_at(&ev->none, i);
+		sl_list_for_each(g, &ev->rings, link)
+			for (size_t i = 0; i < g->count; i++)
+				all[n++] = ring_at(g, i);
+		qsort(all, n, sizeof(*all), cmp_kept);
 	}
-	/* Every ring, merged in publication order. */
-	all = malloc((ev->total ? ev->total : 1) * sizeof(*all));
-	if (!all)
-		return;
-	for (size_t i = 0; i < ev->none.count; i++)
-		all[n++] = ring_at(&ev->none, i);
-	sl_list_for_each(g, &ev->rings, link)
-		for (size_t i = 0; i < g->count; i++)
-			all[n++] = ring_at(g, i);
-	qsort(all, n, sizeof(*all), cmp_kept);
-	for (size_t i = 0; i < n; i++)
+	/* The newest lines that fit: a history is read for what just happened. */
+	for (first = n; first > 0 && (!max_bytes || bytes + all[first - 1]->len <= max_bytes);
+	     first--)
+		bytes += all[first - 1]->len;
+	for (size_t i = first; i < n; i++)
 		sink(all[i]->line, all[i]->len, arg);
 	free(all);
+	return first;
 }
 
 /* Keeps @line (malloc'd, newline-terminated, owned from here) and hands it to subscribers. */

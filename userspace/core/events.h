@@ -39,8 +39,10 @@ void sl_events_bind(struct sl_events *ev, struct sl_loop *loop);
 /* Subscribes @sink to lines of sandbox @sandbox (NULL: all). Returns a handle > 0, or -1. */
 int sl_events_subscribe(struct sl_events *ev, const char *sandbox, sl_event_sink *sink, void *arg);
 void sl_events_unsubscribe(struct sl_events *ev, int handle);
-/* Calls @sink for every kept line of @sandbox (NULL: all), oldest first. */
-void sl_events_replay(struct sl_events *ev, const char *sandbox, sl_event_sink *sink, void *arg);
+/* Calls @sink, oldest first, for the newest kept lines of @sandbox (NULL: all) that fit in
+ * @max_bytes together (0: every line). Returns how many older lines were left out. */
+size_t sl_events_replay(struct sl_events *ev, const char *sandbox, size_t max_bytes,
+			sl_event_sink *sink, void *arg);
 /* The sandbox @sandbox was removed: its lines stay for replay until EV_GONE_MAX (64) newer
  * removals (see events.c). Accepts NULL @ev. */
 void sl_events_sandbox_gone(struct sl_events *ev, const char *sandbox);
