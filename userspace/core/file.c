@@ -55,6 +55,8 @@ int sl_file_write(const char *dir, const char *name, const void *data, size_t le
 	} else if (rename(tmp, path) == -1) {
 		goto fail;
 	}
+	if (put == SL_FILE_UPDATE)
+		return 0;
 	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd == -1 || (fsync(dfd) == -1 && errno != EINVAL))
 		err = -errno;

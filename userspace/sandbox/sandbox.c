@@ -665,9 +665,11 @@ out:
 }
 
 /* An add's last part but one, on the box's worker: the rest of the kernel, the listeners,
- * the state file. On failure its listeners are closed again (sb_uninstall() on the main
- * thread undoes the kernel's part). */
-static int add_install(struct sl_registry *r, struct sl_box *box, char *err, size_t errlen)
+ * and the state file if @save (an async add has it written on the worker's jobs thread). On
+ * failure its listeners are closed again (sb_uninstall() on the main thread undoes the
+ * kernel's part). */
+static int add_install(struct sl_registry *r, struct sl_box *box, int save, char *err,
+		       size_t errlen)
 {
 	int e;
 
@@ -679,8 +681,8 @@ static int add_install(struct sl_registry *r, struct sl_box *box, char *err, siz
 	sl_bpf_proxied_drop(r->bpf, box->id);
 	sb_sni_drop(r, box); /* names that sandbox's checked connections could present */
 	e = sb_install(r, box, NULL, 0, 1, err, errlen);
-	if (!e) {
-		e = sb_save_state(r, box);
+	if (!e && save) {
+		e = sb_save_state(r, box, 1);
 		if (e)
 			sl_errf(err, errlen, "saving state failed: %s", strerror(-e));
 	}
@@ -720,7 +722,7 @@ static void add_install_call(void *arg)
 {
 	struct add_call *c = arg;
 
-	c->e = add_install(c->r, c->box, c->err, c->errlen);
+	c->e = add_install(c->r, c->box, 1, c->err, c->errlen);
 }
 
 struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *spec, char *err,
@@ -761,6 +763,8 @@ struct sl_jobs *sb_jobs(struct sl_registry *r)
 /* An add under way: its compile job, its worker's part, and whom to tell. */
 struct sb_adding {
 	struct sl_job job;
+	struct sl_job save; /* the state file, on the worker's jobs thread */
+	char *state; /* its text (with the CA key: cleared when freed) */
 	struct sl_task task; /* to the worker, and back */
 	struct sl_registry *r;
 	struct sl_box *box; /* on r->adding */
@@ -819,16 +823,58 @@ static void adding_linked(struct sl_task *t)
 	adding_end(a, add_link(a->r, a->box, a->e));
 }
 
-/* The box's worker: its Lua state gets events and KV, its listeners open. */
+/* The worker's jobs thread: the state file's write and syncs, off the worker's loop. */
+static void adding_save_run(struct sl_job *job)
+{
+	struct sb_adding *a = sl_container_of(job, struct sb_adding, save);
+
+	a->e = sb_state_write(a->r, a->box->name, a->state, 1);
+}
+
+/* The box's worker again (or the main thread, when sluiced stops first: then written
+ * there): the state file saved, or the box's listeners closed; the rest to the main thread. */
+static void adding_saved(struct sl_job *job)
+{
+	struct sb_adding *a = sl_container_of(job, struct sb_adding, save);
+
+	if (job->cancelled)
+		a->e = sb_state_write(a->r, a->box->name, a->state, 1);
+	sb_state_text_free(a->state);
+	a->state = NULL;
+	if (a->e) {
+		sl_errf(a->err, sizeof(a->err), "saving state failed: %s", strerror(-a->e));
+		if (!job->cancelled)
+			sb_box_detach(a->box);
+	}
+	if (job->cancelled)
+		adding_linked(&a->task);
+	else
+		sl_loop_post(a->r->loop, &a->task, adding_linked);
+}
+
+/* The box's worker: its Lua state gets events and KV, its listeners open; its state file is
+ * formatted here and written on the worker's jobs thread. */
 static void adding_install(struct sl_task *t)
 {
 	struct sb_adding *a = sl_container_of(t, struct sb_adding, task);
 	struct sl_registry *r = a->r;
 	struct sl_box *box = a->box;
+	struct sl_jobs *jobs = sb_worker_jobs(box->w);
 
 	if (sb_lua(box))
 		sl_lua_set_services(sb_lua(box), r->lua_opts.events, r->lua_opts.kv);
-	a->e = add_install(r, box, a->err, sizeof(a->err));
+	a->e = add_install(r, box, !jobs, a->err, sizeof(a->err));
+	if (!a->e && jobs) {
+		a->state = sb_state_text(box, &a->e);
+		if (a->state) {
+			a->save.run = adding_save_run;
+			a->save.done = adding_saved;
+			sl_jobs_submit(jobs, &a->save);
+			return;
+		}
+		sl_errf(a->err, sizeof(a->err), "saving state failed: %s", strerror(-a->e));
+		sb_box_detach(box);
+	}
 	sl_loop_post(r->loop, &a->task, adding_linked);
 }
 

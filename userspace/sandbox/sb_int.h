@@ -272,7 +272,12 @@ static inline void sb_box_set_audit(struct sl_box *box, int audit)
 
 /* sb_state.c: the state file and the names file. */
 void sb_state_path(struct sl_registry *r, const char *name, char *buf, size_t len);
-int sb_save_state(struct sl_registry *r, const struct sl_box *box);
+/* The state file (sb_state.c): sb_save_state() formats and writes it in one call; an add
+ * formats it on its worker and writes it on that worker's jobs thread. */
+int sb_save_state(struct sl_registry *r, const struct sl_box *box, int fresh);
+char *sb_state_text(const struct sl_box *box, int *err);
+int sb_state_write(struct sl_registry *r, const char *name, const char *text, int fresh);
+void sb_state_text_free(char *text);
 void sb_names_path(struct sl_registry *r, const char *name, char *buf, size_t len);
 void sb_names_note(struct sl_registry *r, struct sl_box *box, const char *name, uint8_t family,
 		   const uint8_t *addr);

@@ -41,28 +41,31 @@ void sb_state_path(struct sl_registry *r, const char *name, char *buf, size_t le
 }
 
 /*
- * Writes the state file: everything a restart needs of the sandbox, its CA's key and
- * certificate too, in one file written whole and durably (core/file.h: mode 0600, fsync,
- * rename, fsync of the directory). One file, not three: an add syncs twice rather than five
- * times (the CA once had a directory of its own with two files).
+ * The state file: everything a restart needs of the sandbox, its CA's key and certificate
+ * too, in one file written whole and durably (core/file.h: mode 0600, fsync, rename, and for
+ * a @fresh file, an add's, fsync of the directory). One file, not three: an add syncs twice
+ * rather than five times (the CA once had a directory of its own with two files), a switch
+ * once: a crash of the machine leaves its old state file or its new one.
+ *
+ * Formatted on the box's thread (sb_state_text()), written wherever blocking is allowed
+ * (sb_state_write(): an add writes it on its worker's jobs thread).
  */
-int sb_save_state(struct sl_registry *r, const struct sl_box *box)
+char *sb_state_text(const struct sl_box *box, int *err)
 {
-	char dir[PATH_MAX + 16], file[SL_NAME_MAX + 8];
 	char *text = NULL, *key = NULL, *cert = NULL;
 	size_t key_len = 0;
 	json_t *j;
-	int err = 0;
 
-	snprintf(dir, sizeof(dir), "%s/sandboxes", r->state_dir);
-	snprintf(file, sizeof(file), "%s.json", box->name);
+	*err = 0;
 	j = json_pack("{s:s, s:I, s:s, s:I, s:s, s:s%, s:I, s:i, s:i}", "name", box->name, "id",
 		      (json_int_t)box->id, "cgroup", box->cgroup, "cgroup_id",
 		      (json_int_t)box->cgid, "policy_path", box->policy_path, "policy",
 		      box->policy_src, box->policy_len, "created", (json_int_t)box->created_s,
 		      "dns_port", (int)box->dns_port, "proxy_port", (int)box->proxy_port);
-	if (!j)
-		return -ENOMEM;
+	if (!j) {
+		*err = -ENOMEM;
+		return NULL;
+	}
 	if (box->layer && box->layer->handler[0]) {
 		/* A restart keeps the sandbox as locked down (or open) as it was. */
 		json_object_set_new(j, "handler", json_string(box->layer->handler));
@@ -82,29 +85,18 @@ int sb_save_state(struct sl_registry *r, const struct sl_box *box)
 	}
 	if (box->ca) {
 		/* The same CA after a restart: what the sandbox trusts stays valid. */
-		err = sl_ca_key_pem(box->ca, &key, &key_len);
-		cert = err ? NULL : sl_sandbox_ca_pem(box);
-		if (!err && !cert)
-			err = -ENOMEM;
-		if (!err && (json_object_set_new(j, "ca_key", json_stringn(key, key_len)) ||
-			     json_object_set_new(j, "ca_cert", json_string(cert))))
-			err = -ENOMEM;
-		if (err)
-			goto cleanup;
+		*err = sl_ca_key_pem(box->ca, &key, &key_len);
+		cert = *err ? NULL : sl_sandbox_ca_pem(box);
+		if (!*err && !cert)
+			*err = -ENOMEM;
+		if (!*err && (json_object_set_new(j, "ca_key", json_stringn(key, key_len)) ||
+			      json_object_set_new(j, "ca_cert", json_string(cert))))
+			*err = -ENOMEM;
 	}
 	/* Formatted whole, then one write: json_dumpfd() writes each token on its own (over a
 	 * hundred syscalls per sandbox add). */
-	text = json_dumps(j, JSON_INDENT(2));
-	if (!text) {
-		err = -ENOMEM;
-		goto cleanup;
-	}
-	err = sl_file_write(dir, file, text, strlen(text), 0600, SL_FILE_REPLACE);
-cleanup:
-	if (text) {
-		OPENSSL_cleanse(text, strlen(text));
-		free(text);
-	}
+	if (!*err && !(text = json_dumps(j, JSON_INDENT(2))))
+		*err = -ENOMEM;
 	if (key) {
 		json_t *k = json_object_get(j, "ca_key");
 
@@ -115,6 +107,35 @@ cleanup:
 	}
 	free(cert);
 	json_decref(j);
+	return text;
+}
+
+int sb_state_write(struct sl_registry *r, const char *name, const char *text, int fresh)
+{
+	char dir[PATH_MAX + 16], file[SL_NAME_MAX + 8];
+
+	snprintf(dir, sizeof(dir), "%s/sandboxes", r->state_dir);
+	snprintf(file, sizeof(file), "%s.json", name);
+	return sl_file_write(dir, file, text, strlen(text), 0600,
+			     fresh ? SL_FILE_REPLACE : SL_FILE_UPDATE);
+}
+
+void sb_state_text_free(char *text)
+{
+	if (text) {
+		OPENSSL_cleanse(text, strlen(text)); /* it holds the CA key */
+		free(text);
+	}
+}
+
+int sb_save_state(struct sl_registry *r, const struct sl_box *box, int fresh)
+{
+	int err;
+	char *text = sb_state_text(box, &err);
+
+	if (text)
+		err = sb_state_write(r, box->name, text, fresh);
+	sb_state_text_free(text);
 	return err;
 }
 
@@ -552,11 +573,13 @@ static int adopt_one(struct sl_registry *r, const char *path)
 		if (e)
 			sl_err("sandbox %s: %s", name, err);
 	}
+	/* Written again (its ports, its CA); the directory synced too when the CA came from a
+	 * directory of its own (before 7 December), which goes once the file holding it is sure. */
 	if (!e)
-		e = sb_save_state(r, box);
+		e = sb_save_state(r, box, !json_object_get(j, "ca_key"));
 	if (e)
 		goto cleanup;
-	sb_remove_ca(r, box->name); /* a CA of its own directory (before 7 December) is saved */
+	sb_remove_ca(r, box->name);
 	sb_link(r, box);
 	sl_list_add_tail(&box->w->boxes, &box->wlink);
 	box = NULL;

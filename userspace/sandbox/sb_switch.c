@@ -593,7 +593,7 @@ static void switch_finish(struct sb_switching *s, const struct sl_switch_result 
 	}
 	if (s->kind == SW_MODE)
 		box->mode_since_s = time(NULL);
-	e = sb_save_state(r, box);
+	e = sb_save_state(r, box, 0);
 	if (e) /* in force now; a restart would come back with the previous layer */
 		sl_warn("sandbox %s: saving state failed: %s", box->name, strerror(-e));
 	switch (s->kind) {
