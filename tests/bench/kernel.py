@@ -434,18 +434,20 @@ def pct(v, p):
 
 
 def loop_latency(s, daemon, cgroups, workdir, port, box_argv, name):
-    """Another sandbox's DNS while a 100,000-rule policy loads: one query every 2 ms (open
-    loop) through the sandbox of box_argv, first idle, then across the sandbox add. Every
-    callback of sluiced runs on its one loop: whatever the add does on it, the queries wait."""
+    """Another sandbox's DNS while a 100,000-rule policy loads, and while many small
+    sandboxes are added eight at a time (an orchestrator's burst): one query every 2 ms (open
+    loop) through the sandbox of box_argv, first idle, then across each. Whatever an add does
+    on the loop of the worker that sandbox shares, the queries wait for."""
     n = 10000 if s.smoke else 100000
+    burst = 100 if s.smoke else 500
     out = {}
-    for label in ("idle", f"during a {n}-rule add"):
+    for label in ("idle", f"during a {n}-rule add", f"during {burst} adds, 8 in flight"):
         proc = subprocess.Popen(box_argv(["/usr/bin/python3", "-c", PACED_DNS, "127.0.0.153",
                                           name, "6", "0.002"]),
                                 stdout=subprocess.PIPE, text=True)
-        add_s = None
+        add_s, added = None, []
         try:
-            if label != "idle":
+            if label.startswith(f"during a {n}"):
                 time.sleep(1)
                 cg = cgroups.make("loadrules")
                 pf = Path(workdir) / "loadrules.lua"
@@ -455,20 +457,40 @@ def loop_latency(s, daemon, cgroups, workdir, port, box_argv, name):
                 add_s = time.monotonic() - t
                 if status >= 300:
                     raise BenchError(f"loop latency: the {n}-rule add failed: {text}")
+                added.append("loadrules")
+            elif label != "idle":
+                from concurrent.futures import ThreadPoolExecutor
+                cgs = [cgroups.make(f"burst/{i}") for i in range(burst)]
+                pol = f'return {{ egress = {{ allow = {{ "127.0.0.1:{port}" }} }} }}'
+
+                def add_one(i):
+                    return i, *add_sandbox(daemon, f"burst{i}", cgs[i], policy=pol)
+
+                time.sleep(1)
+                t = time.monotonic()
+                failed = []
+                with ThreadPoolExecutor(8) as ex:
+                    for i, status, text in ex.map(add_one, range(burst)):
+                        (added if status < 300 else failed).append(f"burst{i}: {text}")
+                add_s = time.monotonic() - t
+                added = [a.split(":")[0] for a in added]
+                if failed:
+                    raise BenchError(f"loop latency: {len(failed)} adds of the burst failed, "
+                                     f"the first {failed[0]}")
             res = json.loads(proc.communicate(timeout=60)[0])
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        if add_s is not None:
-            remove_sandbox(daemon, "loadrules")
+            for box in added:
+                remove_sandbox(daemon, box)
         lat = res["lat_us"]
         out[label] = {"queries": len(lat) + res["lost"], "lost": res["lost"],
                       "p50_us": pct(lat, 0.5), "p99_us": pct(lat, 0.99),
                       "max_us": max(lat) if lat else None, "add_s": add_s}
         log(f"  another sandbox's DNS, {label}: p50 {out[label]['p50_us'] or 0:.0f} us, p99 "
             f"{out[label]['p99_us'] or 0:.0f} us, max {out[label]['max_us'] or 0:.0f} us"
-            + (f" (add took {add_s:.2f} s)" if add_s else ""))
+            + (f" (adds took {add_s:.2f} s)" if add_s else ""))
     return out
 
 
