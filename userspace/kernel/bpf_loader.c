@@ -1504,62 +1504,119 @@ int sl_bpf_read_audit_ctr(struct sl_bpf *b, uint32_t sandbox_id, struct sl_audit
 }
 
 /*
+ * Calls @fn(key, value, @arg) for every entry of hash map @fd (@ksz-byte keys, @vsz-byte
+ * values) until @fn returns non-zero (returned then). BPF_MAP_LOOKUP_BATCH reads up to 256
+ * entries a syscall where get_next_key() and a lookup took two per entry: an add walks the
+ * SNI and audit maps of all sandboxes for leftovers of its id, and 10,000 names of another
+ * sandbox had it wait 20-30 ms on its worker's loop. @fn may delete the entry it is given
+ * (the walk goes by bucket, from copies). A map without batch operations is walked key by key.
+ */
+static int map_each(int fd, size_t ksz, size_t vsz,
+		    int (*fn)(int fd, const void *key, const void *val, void *arg), void *arg)
+{
+	uint8_t *keys = NULL, *vals = NULL, *key, *next;
+	__u32 batch = 256, count, in_tok = 0, out_tok = 0;
+	int first = 1, more = 1, r = 0;
+	void *prev = NULL;
+
+	while (more && !r) {
+		uint8_t *k2 = realloc(keys, batch * ksz), *v2;
+
+		if (k2)
+			keys = k2;
+		if (!k2 || !(v2 = realloc(vals, batch * vsz))) {
+			r = -ENOMEM; /* never a walk cut short as if it were whole */
+			break;
+		}
+		vals = v2;
+		count = batch;
+		if (bpf_map_lookup_batch(fd, first ? NULL : &in_tok, &out_tok, keys, vals, &count,
+					 NULL)) {
+			if (errno == ENOSPC && !count && batch < 65536) {
+				batch *= 2; /* a bucket holds more than a batch */
+				continue;
+			}
+			if (errno != ENOENT) {
+				if (!first)
+					r = -errno;
+				break; /* no batch operations: key by key below, from the start */
+			}
+			more = 0;
+		}
+		first = 0;
+		in_tok = out_tok;
+		for (__u32 i = 0; i < count && !r; i++)
+			r = fn(fd, keys + i * ksz, vals + i * vsz, arg);
+	}
+	free(keys);
+	free(vals);
+	if (!first || r)
+		return r;
+	key = malloc(2 * ksz);
+	vals = malloc(vsz);
+	next = key ? key + ksz : NULL;
+	while (key && vals && !r && !bpf_map_get_next_key(fd, prev, next)) {
+		memcpy(key, next, ksz);
+		prev = key;
+		if (!bpf_map_lookup_elem(fd, key, vals))
+			r = fn(fd, key, vals, arg);
+	}
+	free(key);
+	free(vals);
+	return r;
+}
+
+/* What audit_walk() keeps, and where. */
+struct audit_walk {
+	uint32_t sandbox_id;
+	size_t ksz, rsz, voff, cap, n;
+	uint8_t *out;
+	int keep; /* copy into out; else delete */
+};
+
+static int audit_walk_one(int fd, const void *key, const void *val, void *arg)
+{
+	struct audit_walk *w = arg;
+	uint32_t id;
+
+	memcpy(&id, key, sizeof(id));
+	if (id != w->sandbox_id)
+		return 0;
+	if (!w->keep)
+		return bpf_map_delete_elem(fd, key) && errno != ENOENT ? -errno : 0;
+	if (w->n == w->cap) {
+		size_t c = w->cap ? w->cap * 2 : 64;
+		uint8_t *p = realloc(w->out, c * w->rsz);
+
+		if (!p)
+			return -ENOMEM;
+		w->out = p;
+		w->cap = c;
+	}
+	memcpy(w->out + w->n * w->rsz, key, w->ksz);
+	memcpy(w->out + w->n * w->rsz + w->voff, val, sizeof(struct sl_audit_val));
+	w->n++;
+	return 0;
+}
+
+/*
  * Walks map @fd (keys of @ksz bytes whose first 4 are a sandbox id, values struct sl_audit_val)
  * and keeps the records of @sandbox_id: copied into *@out (@rsz bytes each: the key, then the
- * value at @voff) when @out is set, deleted otherwise. A walk that loses its place (the key it
- * stood on was deleted meanwhile) starts again from the first key: deleting restarts are cheap,
- * since what was deleted is not met again.
+ * value at @voff) when @out is set, deleted otherwise.
  */
 static int audit_walk(int fd, size_t ksz, uint32_t sandbox_id, void **out, size_t *n, size_t rsz,
 		      size_t voff)
 {
-	uint8_t key[sizeof(struct sl_unix_key)], next[sizeof(struct sl_unix_key)];
-	struct sl_audit_val v;
-	size_t cap = 0;
-	void *prev = NULL;
-	int err = 0;
+	struct audit_walk w = {
+		.sandbox_id = sandbox_id, .ksz = ksz, .rsz = rsz, .voff = voff, .keep = !!out
+	};
+	int err = map_each(fd, ksz, sizeof(struct sl_audit_val), audit_walk_one, &w);
 
+	if (err)
+		free(w.out);
 	if (out) {
-		*out = NULL;
-		*n = 0;
-	}
-	while (!bpf_map_get_next_key(fd, prev, next)) {
-		uint32_t id;
-
-		memcpy(key, next, ksz);
-		prev = key;
-		memcpy(&id, key, sizeof(id));
-		if (id != sandbox_id)
-			continue;
-		if (!out) {
-			if (bpf_map_delete_elem(fd, key) && errno != ENOENT) {
-				err = -errno;
-				break;
-			}
-			prev = NULL; /* our place is gone */
-			continue;
-		}
-		if (bpf_map_lookup_elem(fd, key, &v))
-			continue;
-		if (*n == cap) {
-			size_t c = cap ? cap * 2 : 64;
-			void *p = realloc(*out, c * rsz);
-
-			if (!p) {
-				err = -ENOMEM;
-				break;
-			}
-			*out = p;
-			cap = c;
-		}
-		memcpy((uint8_t *)*out + *n * rsz, key, ksz);
-		memcpy((uint8_t *)*out + *n * rsz + voff, &v, sizeof(v));
-		(*n)++;
-	}
-	if (err && out) {
-		free(*out);
-		*out = NULL;
-		*n = 0;
+		*out = err ? NULL : w.out;
+		*n = err ? 0 : w.n;
 	}
 	return err;
 }
@@ -1688,59 +1745,42 @@ int sl_bpf_set_sni_name(struct sl_bpf *b, uint32_t sandbox_id, uint8_t family, c
 	return r ? -errno : 0;
 }
 
+struct sni_walk {
+	uint32_t sandbox_id;
+	/* NULL: the names are deleted */
+	int (*cb)(const struct sl_sni_key *k, const struct sl_sni_val *v, void *arg);
+	void *arg;
+};
+
+static int sni_walk_one(int fd, const void *key, const void *val, void *arg)
+{
+	const struct sl_sni_key *k = key;
+	struct sni_walk *w = arg;
+
+	if (k->sandbox_id != w->sandbox_id)
+		return 0;
+	if (!w->cb)
+		return bpf_map_delete_elem(fd, k) && errno != ENOENT ? -errno : 0;
+	return w->cb(k, val, w->arg);
+}
+
 int sl_bpf_sni_names_each(struct sl_bpf *b, uint32_t sandbox_id,
 			  int (*cb)(const struct sl_sni_key *k, const struct sl_sni_val *v,
 				    void *arg),
 			  void *arg)
 {
-	int fd = bpf_map__fd(b->skel->maps.sl_sni_names);
-	struct sl_sni_key k, next;
-	struct sl_sni_val v;
-	void *prev = NULL;
-	int r = 0;
+	struct sni_walk w = { sandbox_id, cb, arg };
 
-	while (!bpf_map_get_next_key(fd, prev, &next)) {
-		k = next;
-		prev = &k;
-		if (k.sandbox_id != sandbox_id || bpf_map_lookup_elem(fd, &k, &v))
-			continue;
-		r = cb(&k, &v, arg);
-		if (r)
-			break;
-	}
-	return r;
+	return map_each(bpf_map__fd(b->skel->maps.sl_sni_names), sizeof(struct sl_sni_key),
+			sizeof(struct sl_sni_val), sni_walk_one, &w);
 }
 
 int sl_bpf_drop_sni_names(struct sl_bpf *b, uint32_t sandbox_id)
 {
-	int fd = bpf_map__fd(b->skel->maps.sl_sni_names);
-	struct sl_sni_key k, next, *v = NULL;
-	size_t n = 0, cap = 0;
-	void *prev = NULL;
-	int err = 0;
+	struct sni_walk w = { sandbox_id, NULL, NULL };
 
-	/* One walk collects the keys, then they go: deleting during the walk would restart
-	 * it at every deletion (quadratic in the map's size). */
-	while (!bpf_map_get_next_key(fd, prev, &next)) {
-		k = next;
-		prev = &k;
-		if (k.sandbox_id != sandbox_id)
-			continue;
-		if (n == cap) {
-			struct sl_sni_key *nv = realloc(v, (cap = cap ? 2 * cap : 64) * sizeof(*v));
-
-			if (!nv) {
-				err = -ENOMEM;
-				break;
-			}
-			v = nv;
-		}
-		v[n++] = k;
-	}
-	for (size_t i = 0; i < n; i++)
-		bpf_map_delete_elem(fd, &v[i]);
-	free(v);
-	return err;
+	return map_each(bpf_map__fd(b->skel->maps.sl_sni_names), sizeof(struct sl_sni_key),
+			sizeof(struct sl_sni_val), sni_walk_one, &w);
 }
 
 int sl_bpf_read_sni_counters(struct sl_bpf *b, uint32_t sandbox_id, struct sl_sni_ctr *sum)
