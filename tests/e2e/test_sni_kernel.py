@@ -283,3 +283,35 @@ return { egress = { allow = { "sni.k.test", "tenant.k.test:443" },
     assert sni_name_owners(daemon.bpffs).count(sid) == 2
     daemon.cli("sandbox", "rm", name)
     assert sid not in sni_name_owners(daemon.bpffs)
+
+
+def test_names_left_in_the_kernel_never_reach_the_next_sandbox_of_their_id(fresh_daemon, cgroups,
+                                                                          workdir, ups):
+    """sluiced walks the kernel's name map for a sandbox id only where it may hold names: ids
+    written since it started, and those it found in the pinned map at start. A sandbox whose
+    names stayed in the kernel (its state file gone, as after a removal cut short) must not
+    hand them to the next sandbox of its id; a restart keeps an adopted sandbox's names."""
+    d = fresh_daemon
+    d.start()
+    pol = """
+return { egress = { allow = { "sni.k.test", "tenant.k.test:443" },
+                    private = { "127.0.0.0/8" } } }
+"""
+    old_cg = cgroups.make("sni-left")
+    d.add("sni-left", old_cg, write_policy(workdir, "sni-left", pol))
+    sid = json.loads(d.cli("sandbox", "show", "sni-left", "--json").stdout)["id"]
+    res = probe(old_cg, [{"op": "resolve", "name": n, "family": 4}
+                         for n in ("sni.k.test", "tenant.k.test")], workdir)
+    assert all(isinstance(r, list) for r in res), res
+    d.stop()
+    d.start()
+    assert sni_name_owners(d.bpffs).count(sid) == 2  # adopted with its names
+    d.stop()
+    Path(d.state, "sandboxes", "sni-left.json").unlink()
+    d.start()
+    assert sni_name_owners(d.bpffs).count(sid) == 2  # nobody's now, still in the kernel
+    cg = cgroups.make("sni-next")
+    d.add("sni-next", cg, write_policy(workdir, "sni-next", pol))
+    assert json.loads(d.cli("sandbox", "show", "sni-next", "--json").stdout)["id"] == sid
+    assert sid not in sni_name_owners(d.bpffs)  # the add found them and dropped them
+    d.cli("sandbox", "rm", "sni-next")

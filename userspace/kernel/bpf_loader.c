@@ -44,6 +44,10 @@ struct sl_bpf {
 	int unix_hooks; /* the UNIX socket programs are loaded (kernel >= 6.7) */
 	uint32_t max_sandboxes, max_rules;
 	int *px_fd; /* [max_sandboxes]: each sandbox's sl_proxied inner map, -1: none open */
+	/* [max_sandboxes]: 1 where sl_sni_names may hold names of that sandbox id (found there
+	 * at start, or written since): sl_bpf_drop_sni_names() walks the map only for those.
+	 * An id's byte is touched by one thread at a time (its sandbox's, then its remover's). */
+	uint8_t *sni_held;
 	/* [2 * max_sandboxes]: the entries of each rule bank in sl_rules4 and sl_rules6 (index
 	 * bank_ix()), counted at open and kept by every write: a sync that leaves none of the
 	 * bank's earlier keys behind needs no walk of the whole map to prune. */
@@ -251,6 +255,24 @@ static void size_maps(struct sl_bpf *b)
 			bpf_map__set_max_entries(map, n);
 		}
 	}
+}
+
+static int map_each(int fd, size_t ksz, size_t vsz,
+		    int (*fn)(int fd, const void *key, const void *val, void *arg), void *arg);
+
+/* Notes that sl_sni_names may hold names of sandbox @id (all ids beyond the array do). */
+static void sni_held_set(struct sl_bpf *b, uint32_t id)
+{
+	if (id < b->max_sandboxes)
+		b->sni_held[id] = 1;
+}
+
+static int sni_mark_held(int fd, const void *key, const void *val, void *arg)
+{
+	(void)fd;
+	(void)val;
+	sni_held_set(arg, ((const struct sl_sni_key *)key)->sandbox_id);
+	return 0;
 }
 
 static uint32_t count_keys(int fd, uint32_t key_size)
@@ -494,7 +516,8 @@ struct sl_bpf *sl_bpf_open(const struct sl_bpf_opts *opts, char *err, size_t err
 	b->max_sandboxes = opts->max_sandboxes ? opts->max_sandboxes : SL_MAX_SANDBOXES;
 	b->px_fd = malloc(b->max_sandboxes * sizeof(*b->px_fd));
 	b->bank_n = calloc(2 * (size_t)b->max_sandboxes, sizeof(*b->bank_n));
-	if (!b->px_fd || !b->bank_n) {
+	b->sni_held = calloc(b->max_sandboxes, 1);
+	if (!b->px_fd || !b->bank_n || !b->sni_held) {
 		sl_errf(err, errlen, "out of memory");
 		goto fail;
 	}
@@ -551,6 +574,11 @@ struct sl_bpf *sl_bpf_open(const struct sl_bpf_opts *opts, char *err, size_t err
 	nmig = 0;
 	count_banks(b, b->skel->maps.sl_rules4, sizeof(struct sl_key4));
 	count_banks(b, b->skel->maps.sl_rules6, sizeof(struct sl_key6));
+	if (map_each(bpf_map__fd(b->skel->maps.sl_sni_names), sizeof(struct sl_sni_key),
+		     sizeof(struct sl_sni_val), sni_mark_held, b)) {
+		sl_errf(err, errlen, "reading the pinned sl_sni_names failed: %s", strerror(errno));
+		goto fail;
+	}
 	bpf_object__for_each_program(prog, b->skel->obj) {
 		snprintf(path, sizeof(path), "%s/progs/%s", b->pin_dir, bpf_program__name(prog));
 		unlink(path);
@@ -589,6 +617,7 @@ void sl_bpf_close(struct sl_bpf *b)
 			close(b->px_fd[i]);
 	free(b->px_fd);
 	free(b->bank_n);
+	free(b->sni_held);
 	ring_buffer__free(b->rb);
 	sluice_bpf__destroy(b->skel);
 	free(b);
@@ -1115,6 +1144,8 @@ int sl_kbatch_sni(struct sl_kbatch *kb, struct sl_bpf *b, uint32_t sandbox_id, u
 
 	if (!kb || sni_key(&k, sandbox_id, family, addr, name))
 		return sl_bpf_set_sni_name(b, sandbox_id, family, addr, name, v);
+	if (v && v->n)
+		sni_held_set(b, sandbox_id); /* before it can be in the map */
 	if (kb_put(kb, &kb->m[2], &k, v && v->n ? v : NULL, v && v->n, UINT32_MAX))
 		return 0;
 	return sl_bpf_set_sni_name(b, sandbox_id, family, addr, name, v);
@@ -1736,10 +1767,12 @@ int sl_bpf_set_sni_name(struct sl_bpf *b, uint32_t sandbox_id, uint8_t family, c
 
 	if (r)
 		return r;
-	if (!v || !v->n)
+	if (!v || !v->n) {
 		r = bpf_map_delete_elem(bpf_map__fd(b->skel->maps.sl_sni_names), &k);
-	else
+	} else {
+		sni_held_set(b, sandbox_id); /* before it can be in the map */
 		r = bpf_map_update_elem(bpf_map__fd(b->skel->maps.sl_sni_names), &k, v, BPF_ANY);
+	}
 	if (r && errno == ENOENT)
 		return 0;
 	return r ? -errno : 0;
@@ -1778,9 +1811,17 @@ int sl_bpf_sni_names_each(struct sl_bpf *b, uint32_t sandbox_id,
 int sl_bpf_drop_sni_names(struct sl_bpf *b, uint32_t sandbox_id)
 {
 	struct sni_walk w = { sandbox_id, NULL, NULL };
+	int r;
 
-	return map_each(bpf_map__fd(b->skel->maps.sl_sni_names), sizeof(struct sl_sni_key),
-			sizeof(struct sl_sni_val), sni_walk_one, &w);
+	/* A walk of every sandbox's names (10,000 of one sandbox: 1-2 ms even in batches) only
+	 * where this id may have some: an add's id usually has none. */
+	if (sandbox_id < b->max_sandboxes && !b->sni_held[sandbox_id])
+		return 0;
+	r = map_each(bpf_map__fd(b->skel->maps.sl_sni_names), sizeof(struct sl_sni_key),
+		     sizeof(struct sl_sni_val), sni_walk_one, &w);
+	if (!r && sandbox_id < b->max_sandboxes)
+		b->sni_held[sandbox_id] = 0;
+	return r;
 }
 
 int sl_bpf_read_sni_counters(struct sl_bpf *b, uint32_t sandbox_id, struct sl_sni_ctr *sum)
