@@ -11,6 +11,7 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,6 +102,27 @@ def pin(pid, cpu):
             os.sched_setaffinity(int(tid), {cpu})
         except OSError:
             pass
+
+
+@contextmanager
+def unpinned(pid):
+    """Every CPU for pid's threads and the calling thread while inside, then the pinning as
+    run.py set it (PROXY_CPU for pid, this thread's own): bench scale adds its sandboxes so,
+    since an orchestrator's burst of adds meets sluiced on the whole machine, where the
+    pinning is for the proxies' comparisons (which share one server CPU)."""
+    cpus = os.sched_getaffinity(1)
+    mine = os.sched_getaffinity(0)
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except OSError:
+            pass
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, mine)
+        pin(pid, PROXY_CPU)
 
 
 def taskset(cpu):

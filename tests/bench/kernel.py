@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from common import BUILD, CLIENT_CPU, ROOT, UPSTREAM_CPU, BenchError, log, median, run, \
-    taskset
+    taskset, unpinned
 from names import MANY_SUFFIX, bench_cold_names, many_addr
 
 
@@ -276,51 +276,53 @@ def bench_scale(s, daemon, cgroups, workdir, dnsmasq, sluice_resolv):
                     + ", ".join(f'"10.{i >> 8 & 255}.{i & 255}.{j}:443"' for j in range(10))
                     + " } } }")
 
-        t = time.monotonic()
-        others, failed = [], []
-        want = s.sandboxes - 1
-        fds0 = fd_count(daemon)
-        seq_s = None
-        for i in range(min(SEQ, want)):
-            if i == 20:
-                # Each sandbox holds descriptors (listeners, its sl_proxied map): past
-                # sluiced's RLIMIT_NOFILE an add fails. Measure as many as fit, and say so.
-                per = max(1.0, (fd_count(daemon) - fds0) / 20)
-                fit = int((fd_limit(daemon) - fds0 - 512) / per)
-                if fit < want:
-                    want = fit
-                    notes.append(
-                        f"{s.sandboxes} sandboxes do not fit sluiced's file descriptor limit "
-                        f"({fd_limit(daemon)}; a sandbox holds {per:.1f} descriptors here, and "
-                        "this VM has no CAP_SYS_RESOURCE to raise the hard limit): measured "
-                        f"at {fit + 1}")
-            cg = cgroups.make(f"many/{i}")
-            status, text = add_sandbox(daemon, f"many{i}", cg, policy=many_policy(i))
-            if status >= 300:
-                failed.append(f"sandbox {i + 2}: add failed ({status}): {text}")
-                break
-            others.append(f"many{i}")
-        seq_n = len(others)
-        seq_s = time.monotonic() - t
-        if not failed and want > seq_n:
-            from concurrent.futures import ThreadPoolExecutor
-            cgs = {i: cgroups.make(f"many/{i}") for i in range(seq_n, want)}
+        # The adds run with sluiced and this client on every CPU (common.unpinned()).
+        with unpinned(daemon.proc.pid):
+            t = time.monotonic()
+            others, failed = [], []
+            want = s.sandboxes - 1
+            fds0 = fd_count(daemon)
+            seq_s = None
+            for i in range(min(SEQ, want)):
+                if i == 20:
+                    # Each sandbox holds descriptors (listeners, its sl_proxied map): past
+                    # sluiced's RLIMIT_NOFILE an add fails. Measure as many as fit, and say so.
+                    per = max(1.0, (fd_count(daemon) - fds0) / 20)
+                    fit = int((fd_limit(daemon) - fds0 - 512) / per)
+                    if fit < want:
+                        want = fit
+                        notes.append(
+                            f"{s.sandboxes} sandboxes do not fit sluiced's file descriptor limit "
+                            f"({fd_limit(daemon)}; a sandbox holds {per:.1f} descriptors here, and "
+                            "this VM has no CAP_SYS_RESOURCE to raise the hard limit): measured "
+                            f"at {fit + 1}")
+                cg = cgroups.make(f"many/{i}")
+                status, text = add_sandbox(daemon, f"many{i}", cg, policy=many_policy(i))
+                if status >= 300:
+                    failed.append(f"sandbox {i + 2}: add failed ({status}): {text}")
+                    break
+                others.append(f"many{i}")
+            seq_n = len(others)
+            seq_s = time.monotonic() - t
+            if not failed and want > seq_n:
+                from concurrent.futures import ThreadPoolExecutor
+                cgs = {i: cgroups.make(f"many/{i}") for i in range(seq_n, want)}
 
-            def add_one(i):
-                status, text = add_sandbox(daemon, f"many{i}", cgs[i], policy=many_policy(i))
-                return i, status, text
+                def add_one(i):
+                    status, text = add_sandbox(daemon, f"many{i}", cgs[i], policy=many_policy(i))
+                    return i, status, text
 
-            t2 = time.monotonic()
-            with ThreadPoolExecutor(ADD_CONC) as ex:
-                for i, status, text in ex.map(add_one, range(seq_n, want)):
-                    if status >= 300:
-                        if not failed:
-                            failed.append(f"sandbox {i + 2}: add failed ({status}): {text}")
-                    else:
-                        others.append(f"many{i}")
-            conc_n, conc_s = len(others) - seq_n, time.monotonic() - t2
-        else:
-            conc_n, conc_s = 0, 0.0
+                t2 = time.monotonic()
+                with ThreadPoolExecutor(ADD_CONC) as ex:
+                    for i, status, text in ex.map(add_one, range(seq_n, want)):
+                        if status >= 300:
+                            if not failed:
+                                failed.append(f"sandbox {i + 2}: add failed ({status}): {text}")
+                        else:
+                            others.append(f"many{i}")
+                conc_n, conc_s = len(others) - seq_n, time.monotonic() - t2
+            else:
+                conc_n, conc_s = 0, 0.0
         notes.extend(failed)
         add_s = time.monotonic() - t
         rss_kib = rss_of(daemon)
