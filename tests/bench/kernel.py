@@ -473,9 +473,11 @@ def loop_latency(s, daemon, cgroups, workdir, port, box_argv, name):
                 failed = []
                 with ThreadPoolExecutor(8) as ex:
                     for i, status, text in ex.map(add_one, range(burst)):
-                        (added if status < 300 else failed).append(f"burst{i}: {text}")
+                        if status < 300:
+                            added.append(f"burst{i}")
+                        else:
+                            failed.append(f"burst{i}: {text}")
                 add_s = time.monotonic() - t
-                added = [a.split(":")[0] for a in added]
                 if failed:
                     raise BenchError(f"loop latency: {len(failed)} adds of the burst failed, "
                                      f"the first {failed[0]}")

@@ -831,25 +831,32 @@ static void adding_save_run(struct sl_job *job)
 	a->e = sb_state_write(a->r, a->box->name, a->state, 1);
 }
 
-/* The box's worker again (or the main thread, when sluiced stops first: then written
- * there): the state file saved, or the box's listeners closed; the rest to the main thread. */
+/* The state file's write done (@on_worker), or given up with sluiced stopping (on the main
+ * thread): its text freed, the box's listeners closed if it failed, the rest to the main
+ * thread. */
+static void adding_save_end(struct sb_adding *a, int on_worker)
+{
+	sb_state_text_free(a->state);
+	a->state = NULL;
+	if (a->e) {
+		sl_errf(a->err, sizeof(a->err), "saving state failed: %s", strerror(-a->e));
+		if (on_worker)
+			sb_box_detach(a->box);
+	}
+	if (on_worker)
+		sl_loop_post(a->r->loop, &a->task, adding_linked);
+	else
+		adding_linked(&a->task);
+}
+
+/* The box's worker again, or the main thread when sluiced stops first (written there). */
 static void adding_saved(struct sl_job *job)
 {
 	struct sb_adding *a = sl_container_of(job, struct sb_adding, save);
 
 	if (job->cancelled)
 		a->e = sb_state_write(a->r, a->box->name, a->state, 1);
-	sb_state_text_free(a->state);
-	a->state = NULL;
-	if (a->e) {
-		sl_errf(a->err, sizeof(a->err), "saving state failed: %s", strerror(-a->e));
-		if (!job->cancelled)
-			sb_box_detach(a->box);
-	}
-	if (job->cancelled)
-		adding_linked(&a->task);
-	else
-		sl_loop_post(a->r->loop, &a->task, adding_linked);
+	adding_save_end(a, !job->cancelled);
 }
 
 /* The box's worker: its Lua state gets events and KV, its listeners open; its state file is
@@ -864,18 +871,18 @@ static void adding_install(struct sl_task *t)
 	if (sb_lua(box))
 		sl_lua_set_services(sb_lua(box), r->lua_opts.events, r->lua_opts.kv);
 	a->e = add_install(r, box, !jobs, a->err, sizeof(a->err));
-	if (!a->e && jobs) {
-		a->state = sb_state_text(box, &a->e);
-		if (a->state) {
-			a->save.run = adding_save_run;
-			a->save.done = adding_saved;
-			sl_jobs_submit(jobs, &a->save);
-			return;
-		}
-		sl_errf(a->err, sizeof(a->err), "saving state failed: %s", strerror(-a->e));
-		sb_box_detach(box);
+	if (a->e || !jobs) {
+		sl_loop_post(r->loop, &a->task, adding_linked);
+		return;
 	}
-	sl_loop_post(r->loop, &a->task, adding_linked);
+	a->state = sb_state_text(box, &a->e);
+	if (!a->state) {
+		adding_save_end(a, 1);
+		return;
+	}
+	a->save.run = adding_save_run;
+	a->save.done = adding_saved;
+	sl_jobs_submit(jobs, &a->save);
 }
 
 /* The main thread: the compile is done; the rest of the add goes to the box's worker. */
