@@ -7,13 +7,13 @@
                 --addn-hosts file): through sluice each answer installs a kernel entry before
                 it is released; this is the cost of that, against dnsmasq answering directly
 """
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 from common import BUILD, CLIENT_CPU, UPSTREAM_CPU, BenchError, log, median, ratio, run, \
     taskset
+from conftest import free_udp_tcp_port  # the e2e suite's (common.py puts it on the path)
 
 MANY_SUFFIX = "many.test"
 
@@ -21,21 +21,6 @@ MANY_SUFFIX = "many.test"
 def many_addr(i):
     """The address of the i-th name: 127.88.0.0/16, one /32 each."""
     return f"127.88.{(i >> 8) & 255}.{i & 255}"
-
-
-def free_udp_tcp_port():
-    """A port of 127.0.0.1 free for UDP and TCP at once (dnsmasq listens on both)."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind(("127.0.0.1", 0))
-            port = u.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
-                    t.bind(("127.0.0.1", port))
-                    return port
-                except OSError:
-                    continue
-    raise BenchError("no port free for both UDP and TCP")
 
 
 class BenchDnsmasq:

@@ -295,6 +295,21 @@ def free_port(kind=socket.SOCK_STREAM):
         return s.getsockname()[1]
 
 
+def free_udp_tcp_port():
+    """A port of 127.0.0.1 free for UDP and TCP at once (dnsmasq listens on both)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind(("127.0.0.1", 0))
+            port = u.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                try:
+                    t.bind(("127.0.0.1", port))
+                    return port
+                except OSError:
+                    continue
+    raise RuntimeError("no port free for both UDP and TCP")
+
+
 # The names the test resolver knows. 127.0.0.0/8 and ::1 stand in for the Internet; 10.1.2.3
 # for a private address a rebinding attack would point at.
 DNS_RECORDS = """
@@ -360,7 +375,16 @@ class Dnsmasq:
         self.dir = Path(workdir) / "dnsmasq"
         self.dir.mkdir(exist_ok=True)
         self.log = self.dir / "queries.log"
-        self.port = free_port(socket.SOCK_DGRAM)
+        # The port can be taken between the probe and dnsmasq's bind: then another.
+        for _ in range(5):
+            if self.start(free_udp_tcp_port()):
+                return
+        raise RuntimeError("dnsmasq found no free port")
+
+    def start(self, port):
+        """Starts dnsmasq on port: True, or False if the port was taken."""
+        self.port = port
+        self.log.unlink(missing_ok=True)  # "started" is looked for in this start's log
         conf = self.dir / "dnsmasq.conf"
         conf.write_text(f"""port={self.port}
 listen-address=127.0.0.1
@@ -378,10 +402,15 @@ local-ttl=300
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.log.exists() and "started" in self.log.read_text():
-                return
+                return True
             if self.proc.poll() is not None:
-                raise RuntimeError(f"dnsmasq failed: {self.proc.stderr.read().decode()}")
+                err = self.proc.stderr.read().decode()
+                if "Address already in use" in err:
+                    return False
+                raise RuntimeError(f"dnsmasq failed: {err}")
             time.sleep(0.05)
+        self.proc.kill()
+        self.proc.wait()
         raise RuntimeError("dnsmasq did not start")
 
     def queried(self, name):
