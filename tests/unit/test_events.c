@@ -14,6 +14,7 @@
 
 #include <cmocka.h>
 #include <pthread.h>
+#include <sched.h>
 
 #include "core/loop.h"
 
@@ -288,6 +289,107 @@ static void test_lines_from_a_worker_reach_the_bus_in_order(void **state)
 	sl_loop_free(bus_loop);
 }
 
+/* A worker's lines with no subscriber are kept on the worker itself: the bus's loop is never
+ * woken for them (it does not even run here), and a replay shows them at once. */
+static void worker_publish_quiet(struct sl_loop *loop, struct sl_timer *t)
+{
+	(void)loop;
+	(void)t;
+	for (int i = 0; i < 5; i++)
+		pub(bus, "quiet");
+	sl_loop_stop(worker_loop);
+}
+
+static void worker_start_quiet(struct sl_task *t)
+{
+	(void)t;
+	sl_timer_arm(worker_loop, &publish_t, 0, worker_publish_quiet);
+}
+
+static void test_lines_nobody_follows_are_kept_without_the_bus(void **state)
+{
+	pthread_t th;
+	struct seen s;
+
+	(void)state;
+	bus_loop = sl_loop_new();
+	worker_loop = sl_loop_new();
+	bus = sl_events_new(64);
+	assert_non_null(bus_loop);
+	assert_non_null(worker_loop);
+	sl_events_bind(bus, bus_loop);
+	sl_loop_post(worker_loop, &start_task, worker_start_quiet);
+	assert_int_equal(pthread_create(&th, NULL, run_worker_loop, NULL), 0);
+	pthread_join(th, NULL);
+	s = replay(bus, "quiet");
+	assert_int_equal(s.n, 5);
+	assert_true(s.ordered);
+	sl_events_free(bus);
+	sl_loop_free(worker_loop);
+	sl_loop_free(bus_loop);
+}
+
+/* A follower that starts while a worker publishes gets every line once, in order: those kept
+ * before in its replay, the rest live. */
+#define FOLLOW_LINES 3000
+#define FOLLOW_PER_TURN 10
+static int follow_turns;
+
+static void worker_publish_many(struct sl_loop *loop, struct sl_timer *t)
+{
+	for (int i = 0; i < FOLLOW_PER_TURN; i++)
+		pub(bus, "f");
+	if (++follow_turns < FOLLOW_LINES / FOLLOW_PER_TURN)
+		sl_timer_arm(loop, t, 0, worker_publish_many);
+}
+
+static void worker_start_many(struct sl_task *t)
+{
+	(void)t;
+	sl_timer_arm(worker_loop, &publish_t, 0, worker_publish_many);
+}
+
+static void test_follow_sees_each_line_once_while_a_worker_publishes(void **state)
+{
+	struct seen live = { .ordered = 1 };
+	long base = counter;
+	pthread_t th;
+	int h;
+
+	(void)state;
+	follow_turns = 0;
+	bus_loop = sl_loop_new();
+	worker_loop = sl_loop_new();
+	bus = sl_events_new(2 * FOLLOW_LINES);
+	assert_non_null(bus_loop);
+	assert_non_null(worker_loop);
+	sl_events_bind(bus, bus_loop);
+	assert_int_equal(pthread_create(&th, NULL, run_worker_loop, NULL), 0);
+	sl_loop_post(worker_loop, &start_task, worker_start_many);
+	while (!sl_events_known(bus, "f")) /* the worker has begun */
+		sched_yield();
+	h = sl_events_follow(bus, "f", 0, collect, &live);
+	assert_true(h > 0);
+	sl_timer_arm(bus_loop, &stop_t, 5000, bus_check);
+	while (live.n < FOLLOW_LINES) {
+		sl_timer_arm(bus_loop, &check_t, 10, bus_check);
+		sl_loop_run(bus_loop);
+		if (!sl_timer_armed(&stop_t))
+			break;
+	}
+	sl_loop_post(worker_loop, &stop_task, worker_stop);
+	pthread_join(th, NULL);
+	assert_int_equal(live.n, FOLLOW_LINES);
+	assert_true(live.ordered); /* increasing: no line twice */
+	assert_int_equal(live.prev, base + FOLLOW_LINES - 1); /* and none missing */
+	sl_events_unsubscribe(bus, h);
+	sl_timer_disarm(bus_loop, &stop_t);
+	sl_timer_disarm(bus_loop, &check_t);
+	sl_events_free(bus);
+	sl_loop_free(worker_loop);
+	sl_loop_free(bus_loop);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -297,6 +399,8 @@ int main(void)
 		cmocka_unit_test(test_gone_sandboxes_kept_bounded),
 		cmocka_unit_test(test_subscribers_see_their_sandbox),
 		cmocka_unit_test(test_lines_from_a_worker_reach_the_bus_in_order),
+		cmocka_unit_test(test_lines_nobody_follows_are_kept_without_the_bus),
+		cmocka_unit_test(test_follow_sees_each_line_once_while_a_worker_publishes),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -45,15 +45,18 @@ static void handle_events(struct ctl_conn *c, const char *query)
 	sl_buf_printf(&c->out, "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
 			       "Connection: close\r\n\r\n");
 	/* The newest lines that fit in what one connection may buffer: the whole history of a
-	 * busy host is more, and a history is read for what just happened. */
-	sl_events_replay(c->ctl->d.events, filter, CTL_STREAM_MAX_PENDING - sl_buf_size(&c->out),
-			 stream_sink, c);
-	if (!c->closing) {
-		c->sub = sl_events_subscribe(c->ctl->d.events, filter, stream_sink, c);
-		if (c->sub < 0) {
-			c->sub = 0;
-			c->closing = 1;
-		}
+	 * busy host is more, and a history is read for what just happened. A follower's replay
+	 * and subscription are one step: workers keep lines meanwhile. */
+	if (c->closing) {
+		sl_events_replay(c->ctl->d.events, filter,
+				 CTL_STREAM_MAX_PENDING - sl_buf_size(&c->out), stream_sink, c);
+		return;
+	}
+	c->sub = sl_events_follow(c->ctl->d.events, filter,
+				  CTL_STREAM_MAX_PENDING - sl_buf_size(&c->out), stream_sink, c);
+	if (c->sub < 0) {
+		c->sub = 0;
+		c->closing = 1;
 	}
 }
 

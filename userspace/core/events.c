@@ -53,14 +53,19 @@ struct sub {
 	char *sandbox;
 	sl_event_sink *sink;
 	void *arg;
+	uint64_t from_seq; /* lines kept before (seq below) came in its replay, if any */
 	struct sl_list link;
 };
 
 struct sl_events {
-	/* The loop that owns the bus (sl_events_bind()) and its thread: a line published on
-	 * another thread (a worker's) is posted there. */
+	/* The loop that owns the bus (sl_events_bind()) and its thread: the subscribers' sinks
+	 * run there, and only that thread adds or removes a subscriber. */
 	struct sl_loop *loop;
 	pthread_t owner;
+	/* The rings, the sequence and the list of subscribers: a line published on another
+	 * thread (a worker's) is kept there under @mu, and posted to the bus's loop only when a
+	 * subscriber wants it, so that a busy worker does not wake the main thread per turn. */
+	pthread_mutex_t mu;
 	size_t keep; /* lines per ring */
 	size_t total, total_max; /* lines in all rings */
 	uint64_t seq;
@@ -78,6 +83,10 @@ struct sl_events *sl_events_new(size_t keep)
 
 	if (!ev)
 		return NULL;
+	if (pthread_mutex_init(&ev->mu, NULL)) {
+		free(ev);
+		return NULL;
+	}
 	ev->keep = keep ? keep : 1;
 	ev->total_max = ev->keep * EV_TOTAL_RINGS_OF_KEEP;
 	ev->next_handle = 1;
@@ -112,6 +121,7 @@ void sl_events_free(struct sl_events *ev)
 		free(s->sandbox);
 		free(s);
 	}
+	pthread_mutex_destroy(&ev->mu);
 	free(ev);
 }
 
@@ -237,10 +247,16 @@ static void keep_line(struct sl_events *ev, const char *sandbox, char *line, siz
 
 void sl_events_sandbox_gone(struct sl_events *ev, const char *sandbox)
 {
-	struct ring *g = ev && sandbox ? ring_find(ev, sandbox) : NULL;
+	struct ring *g;
 
-	if (!g || g->gone)
+	if (!ev || !sandbox)
 		return;
+	pthread_mutex_lock(&ev->mu);
+	g = ring_find(ev, sandbox);
+	if (!g || g->gone) {
+		pthread_mutex_unlock(&ev->mu);
+		return;
+	}
 	g->gone = 1;
 	g->gone_seq = ev->seq++;
 	ev->ngone++;
@@ -252,16 +268,26 @@ void sl_events_sandbox_gone(struct sl_events *ev, const char *sandbox)
 				oldest = x;
 		ring_drop(ev, oldest);
 	}
+	pthread_mutex_unlock(&ev->mu);
 }
 
 int sl_events_known(struct sl_events *ev, const char *sandbox)
 {
-	struct ring *g = ring_find(ev, sandbox);
+	struct ring *g;
+	int known;
 
-	return g && g->count;
+	pthread_mutex_lock(&ev->mu);
+	g = ring_find(ev, sandbox);
+	known = g && g->count;
+	pthread_mutex_unlock(&ev->mu);
+	return known;
 }
 
-int sl_events_subscribe(struct sl_events *ev, const char *sandbox, sl_event_sink *sink, void *arg)
+static size_t replay_locked(struct sl_events *ev, const char *sandbox, size_t max_bytes,
+			    sl_event_sink *sink, void *arg);
+
+int sl_events_follow(struct sl_events *ev, const char *sandbox, size_t max_bytes,
+		     sl_event_sink *sink, void *arg)
 {
 	struct sub *s = calloc(1, sizeof(*s));
 
@@ -271,25 +297,39 @@ int sl_events_subscribe(struct sl_events *ev, const char *sandbox, sl_event_sink
 		free(s);
 		return -1;
 	}
-	s->handle = ev->next_handle++;
 	s->sink = sink;
 	s->arg = arg;
+	/* One hold: a line kept by a worker meanwhile is in the replay or comes after it. */
+	pthread_mutex_lock(&ev->mu);
+	if (max_bytes != SL_EVENTS_NO_REPLAY)
+		replay_locked(ev, sandbox, max_bytes, sink, arg);
+	s->handle = ev->next_handle++;
+	s->from_seq = ev->seq;
 	sl_list_add(&ev->subs, &s->link);
+	pthread_mutex_unlock(&ev->mu);
 	return s->handle;
+}
+
+int sl_events_subscribe(struct sl_events *ev, const char *sandbox, sl_event_sink *sink, void *arg)
+{
+	return sl_events_follow(ev, sandbox, SL_EVENTS_NO_REPLAY, sink, arg);
 }
 
 void sl_events_unsubscribe(struct sl_events *ev, int handle)
 {
 	struct sub *s;
 
+	pthread_mutex_lock(&ev->mu);
 	sl_list_for_each(s, &ev->subs, link) {
 		if (s->handle == handle) {
 			sl_list_del(&s->link);
+			pthread_mutex_unlock(&ev->mu);
 			free(s->sandbox);
 			free(s);
 			return;
 		}
 	}
+	pthread_mutex_unlock(&ev->mu);
 }
 
 static int matches(const char *want, const char *have)
@@ -306,6 +346,17 @@ static int cmp_kept(const void *a, const void *b)
 
 size_t sl_events_replay(struct sl_events *ev, const char *sandbox, size_t max_bytes,
 			sl_event_sink *sink, void *arg)
+{
+	size_t left;
+
+	pthread_mutex_lock(&ev->mu);
+	left = replay_locked(ev, sandbox, max_bytes, sink, arg);
+	pthread_mutex_unlock(&ev->mu);
+	return left;
+}
+
+static size_t replay_locked(struct sl_events *ev, const char *sandbox, size_t max_bytes,
+			    sl_event_sink *sink, void *arg)
 {
 	struct kept **all;
 	struct ring *g;
@@ -341,19 +392,31 @@ size_t sl_events_replay(struct sl_events *ev, const char *sandbox, size_t max_by
 	return first;
 }
 
-/* Keeps @line (malloc'd, newline-terminated, owned from here) and hands it to subscribers. */
-/* A line on its way from another thread to the bus's: the sandbox's name after it. */
+/* A kept line on its way from another thread to the bus's subscribers: a copy (the ring may
+ * drop the original meanwhile), its sequence number, and the sandbox's name after it. */
 struct posted_line {
 	struct sl_task task; /* the first of a batch's: runs them all */
 	struct posted_line *next; /* the batch's next line */
 	struct sl_events *ev;
-	char *line;
+	uint64_t seq;
 	size_t len;
 	int has_sandbox;
+	char *line;
 	char sandbox[];
 };
 
-static void publish_here(struct sl_events *ev, const char *sandbox, char *line, size_t len);
+/* On the bus's thread: @line to the subscribers of @sandbox that did not get it in their
+ * replay (it was kept at @seq). The list changes on this thread only: no lock to read it. */
+static void deliver(struct sl_events *ev, const char *sandbox, const char *line, size_t len,
+		    uint64_t seq)
+{
+	struct sub *s, *next;
+
+	sl_list_for_each_safe(s, next, &ev->subs, link) { /* a sink may unsubscribe itself */
+		if (matches(s->sandbox, sandbox) && seq >= s->from_seq)
+			s->sink(line, len, s->arg);
+	}
+}
 
 static void posted_line_run(struct sl_task *t)
 {
@@ -362,17 +425,17 @@ static void posted_line_run(struct sl_task *t)
 	while (p) {
 		struct posted_line *next = p->next;
 
-		publish_here(p->ev, p->has_sandbox ? p->sandbox : NULL, p->line, p->len);
+		deliver(p->ev, p->has_sandbox ? p->sandbox : NULL, p->line, p->len, p->seq);
 		free(p);
 		p = next;
 	}
 }
 
 /*
- * The lines a thread other than the bus's published in this turn of its loop: posted to the
- * bus's loop together when the turn's descriptors are done (a zero-delay timer), so that a
- * worker answering 32 DNS queries wakes the main thread once, not 32 times. A thread without
- * a loop posts each line at once.
+ * The lines a thread other than the bus's published for subscribers in this turn of its loop:
+ * posted to the bus's loop together when the turn's descriptors are done (a zero-delay
+ * timer), so that a worker answering 32 DNS queries wakes the main thread once, not 32 times.
+ * A thread without a loop posts each line at once.
  */
 static __thread struct {
 	struct posted_line *head, **tail;
@@ -406,26 +469,10 @@ void sl_events_bind(struct sl_events *ev, struct sl_loop *loop)
 	ev->owner = pthread_self();
 }
 
-static void publish_line(struct sl_events *ev, const char *sandbox, char *line, size_t len)
+static void post_line(struct posted_line *p)
 {
-	struct posted_line *p;
-	size_t n = sandbox ? strlen(sandbox) + 1 : 1;
+	struct sl_events *ev = p->ev;
 
-	if (!ev->loop || pthread_equal(pthread_self(), ev->owner)) {
-		publish_here(ev, sandbox, line, len);
-		return;
-	}
-	p = malloc(sizeof(*p) + n);
-	if (!p) { /* lost, as a line a slow subscriber drops */
-		free(line);
-		return;
-	}
-	p->ev = ev;
-	p->next = NULL;
-	p->line = line;
-	p->len = len;
-	p->has_sandbox = !!sandbox;
-	memcpy(p->sandbox, sandbox ? sandbox : "", n);
 	if (!sl_loop_current()) {
 		sl_loop_post(ev->loop, &p->task, posted_line_run);
 		return;
@@ -442,15 +489,43 @@ static void publish_line(struct sl_events *ev, const char *sandbox, char *line, 
 		sl_timer_arm(batch.loop, &batch.flush, 0, batch_flush_cb);
 }
 
-static void publish_here(struct sl_events *ev, const char *sandbox, char *line, size_t len)
+/* Keeps @line (malloc'd, newline-terminated, owned from here) and hands it to subscribers. */
+static void publish_line(struct sl_events *ev, const char *sandbox, char *line, size_t len)
 {
-	struct sub *s, *next;
+	struct posted_line *p = NULL;
+	size_t n = sandbox ? strlen(sandbox) + 1 : 1;
+	struct sub *s;
 
-	sl_list_for_each_safe(s, next, &ev->subs, link) { /* a sink may unsubscribe itself */
-		if (matches(s->sandbox, sandbox))
-			s->sink(line, len, s->arg);
+	if (!ev->loop || pthread_equal(pthread_self(), ev->owner)) {
+		/* The bus's own thread: the sinks now, then the ring. */
+		deliver(ev, sandbox, line, len, UINT64_MAX);
+		pthread_mutex_lock(&ev->mu);
+		keep_line(ev, sandbox, line, len);
+		pthread_mutex_unlock(&ev->mu);
+		return;
 	}
-	keep_line(ev, sandbox, line, len); /* last: it may free @line */
+	pthread_mutex_lock(&ev->mu);
+	sl_list_for_each(s, &ev->subs, link) {
+		if (!matches(s->sandbox, sandbox))
+			continue;
+		/* Lost if this fails, as a line a slow subscriber drops; kept all the same. */
+		p = malloc(sizeof(*p) + n + len + 1);
+		if (p) {
+			p->ev = ev;
+			p->next = NULL;
+			p->seq = ev->seq; /* what keep_line() gives it */
+			p->len = len;
+			p->has_sandbox = !!sandbox;
+			memcpy(p->sandbox, sandbox ? sandbox : "", n);
+			p->line = p->sandbox + n;
+			memcpy(p->line, line, len + 1);
+		}
+		break;
+	}
+	keep_line(ev, sandbox, line, len);
+	pthread_mutex_unlock(&ev->mu);
+	if (p)
+		post_line(p);
 }
 
 void sl_events_publish(struct sl_events *ev, const char *sandbox, json_t *obj)

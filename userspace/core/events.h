@@ -2,16 +2,20 @@
 /*
  * The event stream: JSON lines from the kernel and the daemon, kept and fanned out.
  *
- * Threading: an event bus belongs to the main loop's thread (rings and subscribers have no
- * lock), and so does every call on it but publishing: sl_events_publish() and sl_jw_publish()
- * from another thread (a worker's: DNS, proxy, Lua, switches) format the line there and post
- * it to the main loop (sl_events_bind()), where the sinks run; sinks must not block.
- * Publishing never blocks. sl_event_json() is a pure function: any thread.
+ * Threading: the rings are shared under a lock; subscribers belong to the main loop's thread,
+ * where their sinks run and where alone they are added and removed. Publishing works on any
+ * thread: sl_events_publish() and sl_jw_publish() on another thread (a worker's: DNS, proxy,
+ * Lua, switches) format and keep the line there, and post it to the main loop
+ * (sl_events_bind()) only for a subscriber that wants it; sinks must not block.
+ * Publishing never waits for a subscriber; it may wait for the lock while the main thread
+ * replays a history (all sandboxes' history when 65,536 lines are kept: about 4 ms here).
+ * sl_event_json() is a pure function: any thread.
  */
 #ifndef SL_EVENTS_H
 #define SL_EVENTS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <jansson.h>
 
@@ -38,6 +42,12 @@ void sl_events_bind(struct sl_events *ev, struct sl_loop *loop);
 
 /* Subscribes @sink to lines of sandbox @sandbox (NULL: all). Returns a handle > 0, or -1. */
 int sl_events_subscribe(struct sl_events *ev, const char *sandbox, sl_event_sink *sink, void *arg);
+/* sl_events_replay() and sl_events_subscribe() at once: every line kept comes to @sink once,
+ * in the replay or after it, whatever the workers publish meanwhile. @max_bytes as for the
+ * replay; SL_EVENTS_NO_REPLAY: none. */
+#define SL_EVENTS_NO_REPLAY SIZE_MAX
+int sl_events_follow(struct sl_events *ev, const char *sandbox, size_t max_bytes,
+		     sl_event_sink *sink, void *arg);
 void sl_events_unsubscribe(struct sl_events *ev, int handle);
 /* Calls @sink, oldest first, for the newest kept lines of @sandbox (NULL: all) that fit in
  * @max_bytes together (0: every line). Returns how many older lines were left out. */
