@@ -293,8 +293,11 @@ def markdown(r):
                          f"{_f(thr['sluice']['qps'])} | {_f(thr['ratio_qps'], '{:.2f}')} |")
         cold = d.get("cold_names")
         if cold:
+            rounds = cold.get("rounds", 1)
+            how = (f"{rounds} rounds of new names, medians; the ratio: of the rounds' ratios"
+                   if rounds > 1 else "one run")
             lines.append(f"| queries/s, 32 in flight, {cold['names']} different names (each "
-                         f"installs a kernel entry) | {_f(cold['dnsmasq']['qps'])} | "
+                         f"installs a kernel entry; {how}) | {_f(cold['dnsmasq']['qps'])} | "
                          f"{_f(cold['sluice']['qps'])} | {_f(cold['ratio_qps'], '{:.2f}')} |")
         lines.append("")
     wk = r.get("workers")
