@@ -655,7 +655,19 @@ static int add_build(struct sl_registry *r, struct sl_box *box, const struct sl_
 		goto out;
 	box->nents = nents;
 	e = sb_write_rules(r, box, ents, nents, err, errlen);
+	if (!e) {
+		/* Its own sl_proxied map, never a record of an earlier sandbox of this id: made
+		 * here, off the worker's loop, because writing the outer map waits for an RCU
+		 * grace period (maybe_wait_bpf_programs(): 13.6 ms per add on this VM, which the
+		 * worker's other sandboxes waited for). sb_install() finds it made. */
+		sl_bpf_proxied_drop(r->bpf, box->id);
+		e = sl_bpf_proxied_open(r->bpf, box->id);
+		if (e)
+			sl_errf(err, errlen, "creating the sandbox's sl_proxied map failed: %s",
+				strerror(-e));
+	}
 	if (e) {
+		sl_bpf_proxied_drop(r->bpf, box->id);
 		sl_bpf_sync_rules(r->bpf, box->rules_id, NULL, 0);
 		sb_remove_ca(r, box->name);
 	}
@@ -677,8 +689,7 @@ static int add_install(struct sl_registry *r, struct sl_box *box, int save, char
 	/* Nothing of this sandbox can be in the kernel yet but its rules, but a slot may hold
 	 * counters of a sandbox that had the same id. */
 	sl_bpf_reset_slots(r->bpf, box->id);
-	/* Nor may it meet a record of that sandbox's connections: a new map. */
-	sl_bpf_proxied_drop(r->bpf, box->id);
+	/* (Its new sl_proxied map was made by add_build().) */
 	sb_sni_drop(r, box); /* names that sandbox's checked connections could present */
 	e = sb_install(r, box, NULL, 0, 1, err, errlen);
 	if (!e && save) {
