@@ -255,38 +255,55 @@ static void bus_check(struct sl_loop *loop, struct sl_timer *t)
 	sl_loop_stop(bus_loop);
 }
 
+/* A bus on a loop of this thread and a worker loop of its own, keeping @keep lines each. */
+static void bus_setup(size_t keep)
+{
+	bus_loop = sl_loop_new();
+	worker_loop = sl_loop_new();
+	bus = sl_events_new(keep);
+	assert_non_null(bus_loop);
+	assert_non_null(worker_loop);
+	assert_non_null(bus);
+	sl_events_bind(bus, bus_loop);
+}
+
+/* Runs the bus's loop until @s saw @n lines (bounded: 5 s). */
+static void bus_run_until(const struct seen *s, size_t n)
+{
+	sl_timer_arm(bus_loop, &stop_t, 5000, bus_check);
+	while (s->n < n) {
+		sl_timer_arm(bus_loop, &check_t, 10, bus_check);
+		sl_loop_run(bus_loop);
+		if (!sl_timer_armed(&stop_t))
+			break;
+	}
+	sl_timer_disarm(bus_loop, &stop_t);
+	sl_timer_disarm(bus_loop, &check_t);
+}
+
+static void bus_teardown(void)
+{
+	sl_events_free(bus);
+	sl_loop_free(worker_loop);
+	sl_loop_free(bus_loop);
+}
+
 static void test_lines_from_a_worker_reach_the_bus_in_order(void **state)
 {
 	struct seen live = { .ordered = 1 };
 	pthread_t th;
 
 	(void)state;
-	bus_loop = sl_loop_new();
-	worker_loop = sl_loop_new();
-	bus = sl_events_new(64);
-	assert_non_null(bus_loop);
-	assert_non_null(worker_loop);
-	sl_events_bind(bus, bus_loop);
+	bus_setup(64);
 	assert_true(sl_events_subscribe(bus, "w", collect, &live) >= 0);
 	assert_int_equal(pthread_create(&th, NULL, run_worker_loop, NULL), 0);
 	sl_loop_post(worker_loop, &start_task, worker_start);
-	/* the bus's loop runs until the lines came (bounded: 5 s) */
-	sl_timer_arm(bus_loop, &stop_t, 5000, bus_check);
-	while (live.n < 5) {
-		sl_timer_arm(bus_loop, &check_t, 10, bus_check);
-		sl_loop_run(bus_loop);
-		if (!sl_timer_armed(&stop_t))
-			break;
-	}
+	bus_run_until(&live, 5);
 	sl_loop_post(worker_loop, &stop_task, worker_stop);
 	pthread_join(th, NULL);
 	assert_int_equal(live.n, 5);
 	assert_true(live.ordered);
-	sl_timer_disarm(bus_loop, &stop_t);
-	sl_timer_disarm(bus_loop, &check_t);
-	sl_events_free(bus);
-	sl_loop_free(worker_loop);
-	sl_loop_free(bus_loop);
+	bus_teardown();
 }
 
 /* A worker's lines with no subscriber are kept on the worker itself: the bus's loop is never
@@ -312,21 +329,14 @@ static void test_lines_nobody_follows_are_kept_without_the_bus(void **state)
 	struct seen s;
 
 	(void)state;
-	bus_loop = sl_loop_new();
-	worker_loop = sl_loop_new();
-	bus = sl_events_new(64);
-	assert_non_null(bus_loop);
-	assert_non_null(worker_loop);
-	sl_events_bind(bus, bus_loop);
+	bus_setup(64);
 	sl_loop_post(worker_loop, &start_task, worker_start_quiet);
 	assert_int_equal(pthread_create(&th, NULL, run_worker_loop, NULL), 0);
 	pthread_join(th, NULL);
 	s = replay(bus, "quiet");
 	assert_int_equal(s.n, 5);
 	assert_true(s.ordered);
-	sl_events_free(bus);
-	sl_loop_free(worker_loop);
-	sl_loop_free(bus_loop);
+	bus_teardown();
 }
 
 /* A follower that starts while a worker publishes gets every line once, in order: those kept
@@ -358,36 +368,21 @@ static void test_follow_sees_each_line_once_while_a_worker_publishes(void **stat
 
 	(void)state;
 	follow_turns = 0;
-	bus_loop = sl_loop_new();
-	worker_loop = sl_loop_new();
-	bus = sl_events_new(2 * FOLLOW_LINES);
-	assert_non_null(bus_loop);
-	assert_non_null(worker_loop);
-	sl_events_bind(bus, bus_loop);
+	bus_setup(2 * FOLLOW_LINES);
 	assert_int_equal(pthread_create(&th, NULL, run_worker_loop, NULL), 0);
 	sl_loop_post(worker_loop, &start_task, worker_start_many);
 	while (!sl_events_known(bus, "f")) /* the worker has begun */
 		sched_yield();
 	h = sl_events_follow(bus, "f", 0, collect, &live);
 	assert_true(h > 0);
-	sl_timer_arm(bus_loop, &stop_t, 5000, bus_check);
-	while (live.n < FOLLOW_LINES) {
-		sl_timer_arm(bus_loop, &check_t, 10, bus_check);
-		sl_loop_run(bus_loop);
-		if (!sl_timer_armed(&stop_t))
-			break;
-	}
+	bus_run_until(&live, FOLLOW_LINES);
 	sl_loop_post(worker_loop, &stop_task, worker_stop);
 	pthread_join(th, NULL);
 	assert_int_equal(live.n, FOLLOW_LINES);
 	assert_true(live.ordered); /* increasing: no line twice */
 	assert_int_equal(live.prev, base + FOLLOW_LINES - 1); /* and none missing */
 	sl_events_unsubscribe(bus, h);
-	sl_timer_disarm(bus_loop, &stop_t);
-	sl_timer_disarm(bus_loop, &check_t);
-	sl_events_free(bus);
-	sl_loop_free(worker_loop);
-	sl_loop_free(bus_loop);
+	bus_teardown();
 }
 
 int main(void)
