@@ -489,12 +489,42 @@ static void post_line(struct posted_line *p)
 		sl_timer_arm(batch.loop, &batch.flush, 0, batch_flush_cb);
 }
 
+/* Under @ev->mu: whether a subscriber wants lines of @sandbox. */
+static int wanted(struct sl_events *ev, const char *sandbox)
+{
+	struct sub *s;
+
+	sl_list_for_each(s, &ev->subs, link)
+		if (matches(s->sandbox, sandbox))
+			return 1;
+	return 0;
+}
+
+/* Under @ev->mu: a copy of @line to post, with the sequence number keep_line() gives it next.
+ * NULL if out of memory: lost, as a line a slow subscriber drops (it is kept all the same). */
+static struct posted_line *posted_copy(struct sl_events *ev, const char *sandbox, const char *line,
+				       size_t len)
+{
+	size_t n = sandbox ? strlen(sandbox) + 1 : 1;
+	struct posted_line *p = malloc(sizeof(*p) + n + len + 1);
+
+	if (!p)
+		return NULL;
+	p->ev = ev;
+	p->next = NULL;
+	p->seq = ev->seq;
+	p->len = len;
+	p->has_sandbox = !!sandbox;
+	memcpy(p->sandbox, sandbox ? sandbox : "", n);
+	p->line = p->sandbox + n;
+	memcpy(p->line, line, len + 1);
+	return p;
+}
+
 /* Keeps @line (malloc'd, newline-terminated, owned from here) and hands it to subscribers. */
 static void publish_line(struct sl_events *ev, const char *sandbox, char *line, size_t len)
 {
 	struct posted_line *p = NULL;
-	size_t n = sandbox ? strlen(sandbox) + 1 : 1;
-	struct sub *s;
 
 	if (!ev->loop || pthread_equal(pthread_self(), ev->owner)) {
 		/* The bus's own thread: the sinks now, then the ring. */
@@ -505,24 +535,9 @@ static void publish_line(struct sl_events *ev, const char *sandbox, char *line, 
 		return;
 	}
 	pthread_mutex_lock(&ev->mu);
-	sl_list_for_each(s, &ev->subs, link) {
-		if (!matches(s->sandbox, sandbox))
-			continue;
-		/* Lost if this fails, as a line a slow subscriber drops; kept all the same. */
-		p = malloc(sizeof(*p) + n + len + 1);
-		if (p) {
-			p->ev = ev;
-			p->next = NULL;
-			p->seq = ev->seq; /* what keep_line() gives it */
-			p->len = len;
-			p->has_sandbox = !!sandbox;
-			memcpy(p->sandbox, sandbox ? sandbox : "", n);
-			p->line = p->sandbox + n;
-			memcpy(p->line, line, len + 1);
-		}
-		break;
-	}
-	keep_line(ev, sandbox, line, len);
+	if (wanted(ev, sandbox))
+		p = posted_copy(ev, sandbox, line, len);
+	keep_line(ev, sandbox, line, len); /* last: it may free @line */
 	pthread_mutex_unlock(&ev->mu);
 	if (p)
 		post_line(p);

@@ -23,8 +23,9 @@ enum sl_file_put {
 /* Writes @len bytes of @data to @dir/@name: into @dir/.@name.tmp, created with O_EXCL and
  * @mode (fchmod()ed to @mode, so never wider at any moment, whatever the umask), fsynced,
  * put in place as @put says, and @dir fsynced for the new name (not for SL_FILE_UPDATE). A
- * crash leaves at worst the temporary file, which the next call removes. Returns 0 or -errno (-ENAMETOOLONG, -EEXIST
- * for SL_FILE_NEW, or what a call failed with); on an error the temporary file is gone. */
+ * crash leaves at worst the temporary file, which the next call removes. Returns 0 or -errno
+ * (-ENAMETOOLONG, -EEXIST for SL_FILE_NEW, or what a call failed with); on an error the
+ * temporary file is gone. */
 int sl_file_write(const char *dir, const char *name, const void *data, size_t len, mode_t mode,
 		  enum sl_file_put put);
 

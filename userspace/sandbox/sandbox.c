@@ -657,14 +657,10 @@ static int add_build(struct sl_registry *r, struct sl_box *box, const struct sl_
 	e = sb_write_rules(r, box, ents, nents, err, errlen);
 	if (!e) {
 		/* Its own sl_proxied map, never a record of an earlier sandbox of this id: made
-		 * here, off the worker's loop, because writing the outer map waits for an RCU
-		 * grace period (maybe_wait_bpf_programs(): 13.6 ms per add on this VM, which the
-		 * worker's other sandboxes waited for). sb_install() finds it made. */
+		 * here, off the worker's loop (maybe_wait_bpf_programs(): 13.6 ms per add on this
+		 * VM, which the worker's other sandboxes waited for). */
 		sl_bpf_proxied_drop(r->bpf, box->id);
-		e = sl_bpf_proxied_open(r->bpf, box->id);
-		if (e)
-			sl_errf(err, errlen, "creating the sandbox's sl_proxied map failed: %s",
-				strerror(-e));
+		e = sb_open_proxied(r, box, err, errlen);
 	}
 	if (e) {
 		sl_bpf_proxied_drop(r->bpf, box->id);

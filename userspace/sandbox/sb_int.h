@@ -326,6 +326,10 @@ int sb_compile_box(struct sl_box *box, const struct sl_lua_opts *o, const char *
 void sb_kernel_entry(struct sl_registry *r, const struct sl_box *box, struct sl_sandbox *ksb);
 int sb_write_rules(struct sl_registry *r, struct sl_box *box, const struct sl_kentry *ents,
 		   size_t nents, char *err, size_t errlen);
+/* The sandbox's sl_proxied map: the one in the kernel for its id (a restart adopts it with
+ * its pending records), else a new one. An add drops its id's first and calls this off the
+ * worker's loop: writing the outer map waits for an RCU grace period. */
+int sb_open_proxied(struct sl_registry *r, struct sl_box *box, char *err, size_t errlen);
 int sb_install(struct sl_registry *r, struct sl_box *box, const struct sl_kentry *ents,
 	       size_t nents, int written, char *err, size_t errlen);
 void sb_uninstall(struct sl_registry *r, struct sl_box *box);

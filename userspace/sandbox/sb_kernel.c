@@ -224,6 +224,16 @@ int sb_write_rules(struct sl_registry *r, struct sl_box *box, const struct sl_ke
 	return e;
 }
 
+int sb_open_proxied(struct sl_registry *r, struct sl_box *box, char *err, size_t errlen)
+{
+	int e = sl_bpf_proxied_open(r->bpf, box->id);
+
+	if (e)
+		sl_errf(err, errlen, "creating the sandbox's sl_proxied map failed: %s",
+			strerror(-e));
+	return e;
+}
+
 /* Programs the kernel for @box: rules (unless @written: sb_write_rules() did), then the
  * sandbox entry, then the links. */
 int sb_install(struct sl_registry *r, struct sl_box *box, const struct sl_kentry *ents,
@@ -237,14 +247,10 @@ int sb_install(struct sl_registry *r, struct sl_box *box, const struct sl_kentry
 		e = sb_open_ca(r, box, err, errlen);
 	if (!e)
 		e = sb_open_proxy(r, box, err, errlen);
+	if (!e)
+		e = sb_open_proxied(r, box, err, errlen); /* made already by an add */
 	if (e)
 		return e;
-	e = sl_bpf_proxied_open(r->bpf, box->id);
-	if (e) {
-		sl_errf(err, errlen, "creating the sandbox's sl_proxied map failed: %s",
-			strerror(-e));
-		return e;
-	}
 	sb_kernel_entry(r, box, &ksb);
 	e = written ? 0 : sb_write_rules(r, box, ents, nents, err, errlen);
 	if (e)
