@@ -4,6 +4,8 @@
  * loaded sluice (pinned in a directory of the test's own): nothing staged reaches the kernel
  * before the commit, a key staged twice ends with its last value (or deleted), and an entry
  * the kernel refuses (a full map) is reported under the tags that wrote it and no other.
+ * And the sandboxes' sl_proxied maps, written to the map of maps in batches: an add's map is
+ * made with those of the other adds under way, and is never one a sandbox had before.
  * Needs root.
  */
 #include <arpa/inet.h>
@@ -17,6 +19,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <bpf/bpf.h>
 #include <cmocka.h>
 
 #include "kernel/bpf_loader.h"
@@ -205,12 +208,93 @@ static void test_sni_names_are_staged_too(void **state)
 	sl_bpf_drop_sni_names(b, BOX + 2);
 }
 
+/* The id of @box's inner sl_proxied map in the kernel's map of maps, 0: none. */
+static uint32_t inner_of(uint32_t box)
+{
+	char path[128];
+	uint32_t id = 0;
+	int outer;
+
+	snprintf(path, sizeof(path), "%s/sl_proxied", pin);
+	outer = bpf_obj_get(path);
+	assert_true(outer >= 0);
+	if (bpf_map_lookup_elem(outer, &box, &id))
+		id = 0;
+	close(outer);
+	return id;
+}
+
+static void test_an_adds_proxied_map_is_made_with_the_others_wanted(void **state)
+{
+	uint32_t a = BOX + 10, c = BOX + 11, d = BOX + 12, made_c;
+
+	(void)state;
+	sl_bpf_proxied_want(b, a);
+	sl_bpf_proxied_want(b, c);
+	assert_int_equal(inner_of(c), 0);
+	assert_int_equal(sl_bpf_proxied_fresh(b, a), 0);
+	/* One write made both; the other add finds its own made and writes nothing. */
+	assert_int_not_equal(inner_of(a), 0);
+	made_c = inner_of(c);
+	assert_int_not_equal(made_c, 0);
+	/* Two under way: a burst. The ids the next adds get (the lowest free) are made too,
+	 * PX_AHEAD (3) for each wanted one, and no more. */
+	for (uint32_t id = 1; id <= 6; id++)
+		assert_int_not_equal(inner_of(id), 0);
+	assert_int_equal(inner_of(7), 0);
+	assert_int_equal(inner_of(d), 0);
+	assert_int_equal(sl_bpf_proxied_fresh(b, c), 0);
+	assert_int_equal(inner_of(c), made_c);
+	sl_bpf_proxied_drop(b, a);
+	sl_bpf_proxied_drop(b, c);
+	assert_int_equal(sl_bpf_proxied_reap(b), 0);
+	assert_int_equal(inner_of(a), 0);
+	assert_int_equal(inner_of(c), 0);
+}
+
+static void test_a_removed_sandboxs_map_is_reaped_and_never_handed_on(void **state)
+{
+	struct sl_conn_key k = { .netns_cookie = 1, .port = 4000, .family = AF_INET };
+	struct sl_proxied_rec rec = { 0 };
+	struct sl_sockorig o;
+	uint32_t a = BOX + 20, first;
+	int fd;
+
+	(void)state;
+	k.addr[0] = 127;
+	k.addr[3] = 1;
+	assert_int_equal(sl_bpf_proxied_fresh(b, a), 0);
+	first = inner_of(a);
+	fd = bpf_map_get_fd_by_id(first);
+	assert_true(fd >= 0);
+	/* A record the kernel wrote for the sandbox, never taken. */
+	assert_int_equal(bpf_map_update_elem(fd, &k, &rec, BPF_ANY), 0);
+	close(fd);
+	sl_bpf_proxied_drop(b, a);
+	assert_true(sl_bpf_proxied_stale(b));
+	assert_int_equal(sl_bpf_take_proxied(b, a, 1, AF_INET, k.addr, 4000, &o), -ENOENT);
+	/* The id's next sandbox: a new map, without the record. */
+	sl_bpf_proxied_want(b, a);
+	assert_int_equal(sl_bpf_proxied_fresh(b, a), 0);
+	assert_int_not_equal(inner_of(a), first);
+	assert_int_equal(sl_bpf_take_proxied(b, a, 1, AF_INET, k.addr, 4000, &o), -ENOENT);
+	assert_false(sl_bpf_proxied_stale(b));
+	/* Removed again: out of the kernel at the reap. */
+	sl_bpf_proxied_drop(b, a);
+	assert_int_not_equal(inner_of(a), 0);
+	assert_int_equal(sl_bpf_proxied_reap(b), 0);
+	assert_int_equal(inner_of(a), 0);
+	assert_false(sl_bpf_proxied_stale(b));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_staged_entries_wait_for_the_commit_and_keep_the_last_value),
 		cmocka_unit_test(test_a_full_map_fails_the_tags_that_did_not_fit),
 		cmocka_unit_test(test_sni_names_are_staged_too),
+		cmocka_unit_test(test_an_adds_proxied_map_is_made_with_the_others_wanted),
+		cmocka_unit_test(test_a_removed_sandboxs_map_is_reaped_and_never_handed_on),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,7 +44,14 @@ struct sl_bpf {
 	int ncpus;
 	int unix_hooks; /* the UNIX socket programs are loaded (kernel >= 6.7) */
 	uint32_t max_sandboxes, max_rules;
-	int *px_fd; /* [max_sandboxes]: each sandbox's sl_proxied inner map, -1: none open */
+	/* Each sandbox id's sl_proxied inner map: px_fd (-1: none open) and px_state (enum
+	 * px_state) under px_mu, held briefly; px_batch serializes the writes to the outer map
+	 * (each waits for an RCU grace period, see sl_bpf_proxied_fresh()). A LIVE id's fd is
+	 * read without px_mu by its sandbox's thread: only that sandbox's remover changes it. */
+	int *px_fd;
+	uint8_t *px_state;
+	uint32_t px_nfresh; /* ids FRESH */
+	pthread_mutex_t px_mu, px_batch;
 	/* [max_sandboxes]: 1 where sl_sni_names may hold names of that sandbox id (found there
 	 * at start, or written since): sl_bpf_drop_sni_names() walks the map only for those.
 	 * An id's byte is touched by one thread at a time (its sandbox's, then its remover's). */
@@ -53,6 +61,24 @@ struct sl_bpf {
 	 * bank's earlier keys behind needs no walk of the whole map to prune. */
 	uint32_t *bank_n;
 };
+
+/*
+ * An id's inner map moves through these; only px_batch's holder writes its outer entry.
+ *   NONE   none of ours (the outer map may hold a removed or earlier sluiced's map)
+ *   WANTED an add holds the id: the next batch makes its map
+ *   MAKING in a batch under way
+ *   FRESH  px_fd: made and in the outer map, never a sandbox's (no program writes to it)
+ *   LIVE   px_fd: its sandbox's
+ *   STALE  the outer map holds a removed sandbox's map: sl_bpf_proxied_reap() deletes it
+ */
+enum px_state { PX_NONE, PX_WANTED, PX_MAKING, PX_FRESH, PX_LIVE, PX_STALE };
+
+/* At most this many maps are made in one batch (one grace period for all of them), and
+ * PX_AHEAD per wanted one for the adds to come, while fewer than PX_FRESH_MAX wait for their
+ * sandbox (65 KiB of kernel memory each, empty). */
+#define PX_BATCH 64
+#define PX_AHEAD 3
+#define PX_FRESH_MAX 64
 
 /* Maps sized by the capacity options (the rest keep their declared size). */
 enum sl_map_size { SZ_RULES, SZ_SANDBOXES, SZ_LISTENERS };
@@ -515,9 +541,12 @@ struct sl_bpf *sl_bpf_open(const struct sl_bpf_opts *opts, char *err, size_t err
 	b->max_rules = opts->max_rules ? opts->max_rules : SL_MAX_RULES;
 	b->max_sandboxes = opts->max_sandboxes ? opts->max_sandboxes : SL_MAX_SANDBOXES;
 	b->px_fd = malloc(b->max_sandboxes * sizeof(*b->px_fd));
+	b->px_state = calloc(b->max_sandboxes, 1);
+	pthread_mutex_init(&b->px_mu, NULL);
+	pthread_mutex_init(&b->px_batch, NULL);
 	b->bank_n = calloc(2 * (size_t)b->max_sandboxes, sizeof(*b->bank_n));
 	b->sni_held = calloc(b->max_sandboxes, 1);
-	if (!b->px_fd || !b->bank_n || !b->sni_held) {
+	if (!b->px_fd || !b->px_state || !b->bank_n || !b->sni_held) {
 		sl_errf(err, errlen, "out of memory");
 		goto fail;
 	}
@@ -612,10 +641,20 @@ void sl_bpf_close(struct sl_bpf *b)
 {
 	if (!b)
 		return;
+	if (b->skel && b->px_state) {
+		/* Removed sandboxes' maps go, and those made for adds that never finished. */
+		for (uint32_t i = 1; i < b->max_sandboxes; i++)
+			if (b->px_state[i] == PX_FRESH)
+				b->px_state[i] = PX_STALE;
+		sl_bpf_proxied_reap(b);
+	}
 	for (uint32_t i = 0; b->px_fd && i < b->max_sandboxes; i++)
 		if (b->px_fd[i] >= 0)
 			close(b->px_fd[i]);
 	free(b->px_fd);
+	free(b->px_state);
+	pthread_mutex_destroy(&b->px_mu);
+	pthread_mutex_destroy(&b->px_batch);
 	free(b->bank_n);
 	free(b->sni_held);
 	ring_buffer__free(b->rb);
@@ -1350,54 +1389,223 @@ int sl_bpf_set_listener(struct sl_bpf *b, uint8_t family, const uint8_t *addr, u
 	return 0;
 }
 
+/* Takes a FRESH map for @id (LIVE then). 1 if there was one. Under px_mu. */
+static int px_take_fresh(struct sl_bpf *b, uint32_t id)
+{
+	if (b->px_state[id] != PX_FRESH)
+		return 0;
+	b->px_state[id] = PX_LIVE;
+	b->px_nfresh--;
+	return 1;
+}
+
 int sl_bpf_proxied_open(struct sl_bpf *b, uint32_t sandbox_id)
 {
-	LIBBPF_OPTS(bpf_map_create_opts, mo, .map_flags = BPF_F_NO_PREALLOC);
-	int outer = bpf_map__fd(b->skel->maps.sl_proxied), fd = -1, err = 0;
+	int outer = bpf_map__fd(b->skel->maps.sl_proxied), fd;
 	__u32 inner_id;
 
 	if (!sandbox_id || sandbox_id >= b->max_sandboxes)
 		return -EINVAL;
-	if (b->px_fd[sandbox_id] >= 0)
+	pthread_mutex_lock(&b->px_mu);
+	fd = b->px_fd[sandbox_id];
+	if (fd >= 0 && !px_take_fresh(b, sandbox_id))
+		b->px_state[sandbox_id] = PX_LIVE;
+	pthread_mutex_unlock(&b->px_mu);
+	if (fd >= 0)
 		return 0;
 	/* A restarted sluiced finds the map its predecessor made (records pending included). */
 	if (!bpf_map_lookup_elem(outer, &sandbox_id, &inner_id)) {
 		fd = bpf_map_get_fd_by_id(inner_id);
-		if (fd >= 0)
-			goto done;
+		if (fd >= 0) {
+			pthread_mutex_lock(&b->px_mu);
+			b->px_fd[sandbox_id] = fd;
+			b->px_state[sandbox_id] = PX_LIVE;
+			pthread_mutex_unlock(&b->px_mu);
+			return 0;
+		}
 	}
-	fd = bpf_map_create(BPF_MAP_TYPE_HASH, "sl_proxied_sb", sizeof(struct sl_conn_key),
-			    sizeof(struct sl_proxied_rec), SL_PROXIED_PER_SANDBOX, &mo);
-	if (fd < 0) {
-		err = -errno;
-		goto cleanup;
-	}
-	if (bpf_map_update_elem(outer, &sandbox_id, &fd, BPF_ANY)) {
-		err = -errno;
-		goto cleanup;
-	}
-done:
-	b->px_fd[sandbox_id] = fd;
-	fd = -1;
-cleanup:
-	if (fd >= 0)
-		close(fd);
-	return err;
+	return sl_bpf_proxied_fresh(b, sandbox_id);
 }
 
-int sl_bpf_proxied_drop(struct sl_bpf *b, uint32_t sandbox_id)
+void sl_bpf_proxied_want(struct sl_bpf *b, uint32_t sandbox_id)
 {
-	int err = 0;
+	if (!sandbox_id || sandbox_id >= b->max_sandboxes)
+		return;
+	pthread_mutex_lock(&b->px_mu);
+	if (b->px_state[sandbox_id] == PX_NONE || b->px_state[sandbox_id] == PX_STALE)
+		b->px_state[sandbox_id] = PX_WANTED;
+	pthread_mutex_unlock(&b->px_mu);
+}
+
+/*
+ * A write to a map of maps returns after an RCU grace period (the kernel's
+ * maybe_wait_bpf_programs(): 13.6 ms on this 2-CPU VM), one per call. So the maps of every
+ * id an add holds are made together, in one BPF_MAP_UPDATE_BATCH: eight adds in flight wait
+ * once, not eight times.
+ */
+int sl_bpf_proxied_fresh(struct sl_bpf *b, uint32_t sandbox_id)
+{
+	LIBBPF_OPTS(bpf_map_create_opts, mo, .map_flags = BPF_F_NO_PREALLOC);
+	int outer = bpf_map__fd(b->skel->maps.sl_proxied), err = 0, *fds = NULL;
+	uint32_t *ids = NULL, n = 0, made = 0, written = 0;
+	int got;
 
 	if (!sandbox_id || sandbox_id >= b->max_sandboxes)
 		return -EINVAL;
-	if (bpf_map_delete_elem(bpf_map__fd(b->skel->maps.sl_proxied), &sandbox_id) &&
-	    errno != ENOENT)
-		err = -errno;
-	if (b->px_fd[sandbox_id] >= 0) {
+	pthread_mutex_lock(&b->px_mu);
+	got = px_take_fresh(b, sandbox_id);
+	if (!got && b->px_fd[sandbox_id] >= 0) {
+		/* A sandbox's before (an earlier add of this id that failed): never reused. */
 		close(b->px_fd[sandbox_id]);
 		b->px_fd[sandbox_id] = -1;
 	}
+	if (!got)
+		b->px_state[sandbox_id] = PX_WANTED;
+	pthread_mutex_unlock(&b->px_mu);
+	if (got)
+		return 0;
+
+	pthread_mutex_lock(&b->px_batch);
+	ids = malloc(PX_BATCH * sizeof(*ids));
+	fds = malloc(PX_BATCH * sizeof(*fds));
+	pthread_mutex_lock(&b->px_mu);
+	got = px_take_fresh(b, sandbox_id); /* the batch just before made it */
+	if (!got && (!ids || !fds)) {
+		b->px_state[sandbox_id] = PX_NONE;
+		err = -ENOMEM;
+	}
+	if (!got && !err) {
+		ids[n++] = sandbox_id;
+		b->px_state[sandbox_id] = PX_MAKING;
+		for (uint32_t i = 1; i < b->max_sandboxes && n < PX_BATCH; i++) {
+			if (b->px_state[i] == PX_WANTED) {
+				ids[n++] = i;
+				b->px_state[i] = PX_MAKING;
+			}
+		}
+		/* Adds come in bursts (an orchestrator's): more are on their way when several
+		 * are under way. Those get the lowest free ids (the registry's choice): their
+		 * maps are made now too, so that they need no write of their own. */
+		uint32_t ahead = n > 1 ? PX_AHEAD * n : 0;
+
+		if (ahead > PX_FRESH_MAX - b->px_nfresh)
+			ahead = PX_FRESH_MAX - b->px_nfresh;
+		for (uint32_t i = 1; i < b->max_sandboxes && ahead && n < PX_BATCH; i++) {
+			if (b->px_state[i] == PX_NONE) {
+				ids[n++] = i;
+				b->px_state[i] = PX_MAKING;
+				ahead--;
+			}
+		}
+	}
+	pthread_mutex_unlock(&b->px_mu);
+	for (made = 0; made < n; made++) {
+		fds[made] = bpf_map_create(BPF_MAP_TYPE_HASH, "sl_proxied_sb",
+					   sizeof(struct sl_conn_key),
+					   sizeof(struct sl_proxied_rec), SL_PROXIED_PER_SANDBOX,
+					   &mo);
+		if (fds[made] < 0) {
+			err = -errno;
+			break;
+		}
+	}
+	if (made) {
+		__u32 count = made;
+
+		/* The kernel writes them in order and says how many it wrote. */
+		if (bpf_map_update_batch(outer, ids, fds, &count, NULL))
+			err = -errno;
+		written = count <= made ? count : 0;
+	}
+	pthread_mutex_lock(&b->px_mu);
+	for (uint32_t i = 0; i < n; i++) {
+		if (i < written) {
+			b->px_fd[ids[i]] = fds[i];
+			b->px_state[ids[i]] = i ? PX_FRESH : PX_LIVE;
+			b->px_nfresh += !!i;
+			continue;
+		}
+		if (i < made)
+			close(fds[i]);
+		/* Another add's id is made by its own call (or it fails there). */
+		b->px_state[ids[i]] = i ? PX_WANTED : PX_NONE;
+	}
+	pthread_mutex_unlock(&b->px_mu);
+	pthread_mutex_unlock(&b->px_batch);
+	free(ids);
+	free(fds);
+	if (got || written)
+		return 0;
+	return err ? err : -EIO;
+}
+
+void sl_bpf_proxied_drop(struct sl_bpf *b, uint32_t sandbox_id)
+{
+	if (!sandbox_id || sandbox_id >= b->max_sandboxes)
+		return;
+	pthread_mutex_lock(&b->px_mu);
+	switch (b->px_state[sandbox_id]) {
+	case PX_LIVE:
+		close(b->px_fd[sandbox_id]);
+		b->px_fd[sandbox_id] = -1;
+		b->px_state[sandbox_id] = PX_STALE;
+		break;
+	case PX_WANTED:
+		b->px_state[sandbox_id] = PX_NONE;
+		break;
+	default: /* FRESH: still nobody's, kept for the id's next sandbox; MAKING: becomes so */
+		break;
+	}
+	pthread_mutex_unlock(&b->px_mu);
+}
+
+int sl_bpf_proxied_stale(struct sl_bpf *b)
+{
+	int any = 0;
+
+	pthread_mutex_lock(&b->px_mu);
+	for (uint32_t i = 1; i < b->max_sandboxes && !any; i++)
+		any = b->px_state[i] == PX_STALE;
+	pthread_mutex_unlock(&b->px_mu);
+	return any;
+}
+
+int sl_bpf_proxied_reap(struct sl_bpf *b)
+{
+	int outer = bpf_map__fd(b->skel->maps.sl_proxied), err = 0;
+	uint32_t *ids = NULL, n = 0;
+
+	pthread_mutex_lock(&b->px_batch);
+	pthread_mutex_lock(&b->px_mu);
+	for (uint32_t i = 1; i < b->max_sandboxes; i++)
+		n += b->px_state[i] == PX_STALE;
+	ids = n ? malloc(n * sizeof(*ids)) : NULL;
+	if (n && !ids)
+		err = -ENOMEM;
+	n = 0;
+	for (uint32_t i = 1; ids && i < b->max_sandboxes; i++) {
+		if (b->px_state[i] == PX_STALE) {
+			ids[n++] = i;
+			/* No map of ours; a later batch (after this one) may write a new one. */
+			b->px_state[i] = PX_NONE;
+		}
+	}
+	pthread_mutex_unlock(&b->px_mu);
+	/* One grace period for all. The kernel stops at a key that is gone (ENOENT): past it,
+	 * the rest go on. */
+	for (uint32_t at = 0; at < n;) {
+		__u32 count = n - at;
+
+		if (!bpf_map_delete_batch(outer, ids + at, &count, NULL))
+			break;
+		if (errno != ENOENT || count >= n - at) {
+			err = -errno;
+			break;
+		}
+		at += count + 1;
+	}
+	pthread_mutex_unlock(&b->px_batch);
+	free(ids);
 	return err;
 }
 

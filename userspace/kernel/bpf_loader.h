@@ -128,13 +128,24 @@ int sl_bpf_set_listener(struct sl_bpf *b, uint8_t family, const uint8_t *addr, u
 			uint32_t sandbox_id);
 
 /*
- * sandbox @sandbox_id's own sl_proxied map (see sluice.h). _open makes it available: the map a
- * previous sluiced left for this id, or a new one. _drop removes it with every record in it
- * (sandbox rm; and before a new sandbox takes an id, so that it never meets a stale record).
+ * Sandbox @sandbox_id's own sl_proxied map (see sluice.h). Each call is thread-safe.
+ *   _want: an add holds the id (the loop that reserved it): its map is made with the next
+ *	batch, and the add's _fresh finds it made.
+ *   _fresh: a new, empty map for the id, never a sandbox's before: an add's, off the loops
+ *	(it may wait for a grace period). It makes those of every wanted id in the same write.
+ *   _open: a restored sandbox's, the map a previous sluiced left for its id (records pending
+ *	included), or a new one.
+ *   _drop: the sandbox is removed: its map is out of its hands at once, out of the kernel's
+ *	at the next _reap (the jobs thread's: a grace period for all removed since).
+ *   _stale: whether a removed sandbox's map waits for _reap.
  * Return 0 or -errno.
  */
 int sl_bpf_proxied_open(struct sl_bpf *b, uint32_t sandbox_id);
-int sl_bpf_proxied_drop(struct sl_bpf *b, uint32_t sandbox_id);
+void sl_bpf_proxied_want(struct sl_bpf *b, uint32_t sandbox_id);
+int sl_bpf_proxied_fresh(struct sl_bpf *b, uint32_t sandbox_id);
+void sl_bpf_proxied_drop(struct sl_bpf *b, uint32_t sandbox_id);
+int sl_bpf_proxied_stale(struct sl_bpf *b);
+int sl_bpf_proxied_reap(struct sl_bpf *b);
 /* Takes the kernel's record of the proxied connection of sandbox @sandbox_id whose client is
  * @addr:@port (host order) in the network namespace @netns_cookie, removing it. Returns 0, or
  * -ENOENT when the kernel did not redirect it (for this sandbox). */

@@ -181,6 +181,7 @@ void sl_registry_free(struct sl_registry *r)
 {
 	if (!r)
 		return;
+	r->jobs_stopped = 1;
 	sl_jobs_free(r->jobs); /* adds under way end (cancelled) before anything goes */
 	sl_registry_stop_worker_jobs(r); /* and switches */
 	if (r->loop)
@@ -657,10 +658,10 @@ static int add_build(struct sl_registry *r, struct sl_box *box, const struct sl_
 	e = sb_write_rules(r, box, ents, nents, err, errlen);
 	if (!e) {
 		/* Its own sl_proxied map, never a record of an earlier sandbox of this id: made
-		 * here, off the worker's loop (maybe_wait_bpf_programs(): 13.6 ms per add on this
-		 * VM, which the worker's other sandboxes waited for). */
-		sl_bpf_proxied_drop(r->bpf, box->id);
-		e = sb_open_proxied(r, box, err, errlen);
+		 * here, off the worker's loop (a write to the map of maps waits for a grace
+		 * period, which the worker's other sandboxes would wait for too), with those of
+		 * the other adds under way (sl_bpf_proxied_want()). */
+		e = sb_open_proxied(r, box, 1, err, errlen);
 	}
 	if (e) {
 		sl_bpf_proxied_drop(r->bpf, box->id);
@@ -757,6 +758,38 @@ struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *s
 		return NULL;
 	}
 	return box;
+}
+
+static void reap_run(struct sl_job *job)
+{
+	struct sl_registry *r = sl_container_of(job, struct sl_registry, px_reap);
+	int e = sl_bpf_proxied_reap(r->bpf);
+
+	r->px_reap_failed = !!e;
+	if (e)
+		sl_warn("deleting removed sandboxes' sl_proxied maps failed: %s", strerror(-e));
+}
+
+static void reap_done(struct sl_job *job)
+{
+	struct sl_registry *r = sl_container_of(job, struct sl_registry, px_reap);
+
+	r->px_reaping = 0;
+	if (!job->cancelled && !r->px_reap_failed && sl_bpf_proxied_stale(r->bpf))
+		sb_reap_proxied(r); /* removed while this one ran */
+}
+
+void sb_reap_proxied(struct sl_registry *r)
+{
+	struct sl_jobs *j;
+
+	/* Stopping: sl_bpf_close() deletes them, once for all. */
+	if (r->px_reaping || r->jobs_stopped || !(j = sb_jobs(r)))
+		return;
+	r->px_reaping = 1;
+	r->px_reap.run = reap_run;
+	r->px_reap.done = reap_done;
+	sl_jobs_submit(j, &r->px_reap);
 }
 
 struct sl_jobs *sb_jobs(struct sl_registry *r)
@@ -947,6 +980,7 @@ int sl_sandbox_add_async(struct sl_registry *r, const struct sl_box_spec *spec,
 	}
 	box->adding = 1;
 	r->by_id[box->id] = box; /* its id is taken; sl_sandbox_by_id() does not show it */
+	sl_bpf_proxied_want(r->bpf, box->id);
 	sl_list_add_tail(&r->adding, &box->link);
 	a->r = r;
 	a->box = box;
@@ -1090,6 +1124,7 @@ int sl_sandbox_rm_async(struct sl_registry *r, const char *name, sl_box_removed_
 
 void sl_registry_stop_jobs(struct sl_registry *r)
 {
+	r->jobs_stopped = 1;
 	sl_jobs_free(r->jobs);
 	r->jobs = NULL;
 }
@@ -1097,6 +1132,7 @@ void sl_registry_stop_jobs(struct sl_registry *r)
 void sl_registry_rm_all(struct sl_registry *r)
 {
 	/* Adds and switches under way end first (cancelled): none writes the kernel after this. */
+	r->jobs_stopped = 1;
 	sl_jobs_free(r->jobs);
 	r->jobs = NULL;
 	sl_registry_stop_worker_jobs(r);

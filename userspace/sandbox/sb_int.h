@@ -230,6 +230,11 @@ struct sl_registry {
 	struct sl_list boxes; /* of struct sl_box, sorted by name: ls output is stable */
 	struct sl_list adding; /* of struct sl_box being added: their names and cgroups are taken */
 	struct sl_jobs *jobs; /* the compile jobs' thread, started by the first async add */
+	int jobs_stopped; /* sluiced stops: no job is submitted any more */
+	/* Deletes removed sandboxes' sl_proxied maps from the kernel's map of maps, on the jobs
+	 * thread (the write waits for a grace period): queued while px_reaping. */
+	struct sl_job px_reap;
+	int px_reaping, px_reap_failed; /* failed: the next removal tries again */
 	size_t count;
 	struct sl_box **by_id; /* [max_ids]: the sandbox of each kernel id, NULL: free */
 	uint32_t max_ids; /* --max-sandboxes: ids are 1..max_ids-1 */
@@ -241,6 +246,8 @@ void sb_link(struct sl_registry *r, struct sl_box *box);
 /* The registry's jobs thread (adds: completions on the main thread), started at the first
  * call; NULL: none (no loop, or it could not start: the work is then done on the loop). */
 struct sl_jobs *sb_jobs(struct sl_registry *r);
+/* Has the removed sandboxes' sl_proxied maps deleted on the jobs thread (main thread). */
+void sb_reap_proxied(struct sl_registry *r);
 /* @w's jobs thread (switches: completions on the worker), started at the first call, on the
  * worker; NULL: none (the work is then done on the worker's loop). */
 struct sl_jobs *sb_worker_jobs(struct sb_worker *w);
@@ -329,7 +336,7 @@ int sb_write_rules(struct sl_registry *r, struct sl_box *box, const struct sl_ke
 /* The sandbox's sl_proxied map: the one in the kernel for its id (a restart adopts it with
  * its pending records), else a new one. An add drops its id's first and calls this off the
  * worker's loop: writing the outer map waits for an RCU grace period. */
-int sb_open_proxied(struct sl_registry *r, struct sl_box *box, char *err, size_t errlen);
+int sb_open_proxied(struct sl_registry *r, struct sl_box *box, int fresh, char *err, size_t errlen);
 int sb_install(struct sl_registry *r, struct sl_box *box, const struct sl_kentry *ents,
 	       size_t nents, int written, char *err, size_t errlen);
 void sb_uninstall(struct sl_registry *r, struct sl_box *box);

@@ -224,9 +224,11 @@ int sb_write_rules(struct sl_registry *r, struct sl_box *box, const struct sl_ke
 	return e;
 }
 
-int sb_open_proxied(struct sl_registry *r, struct sl_box *box, char *err, size_t errlen)
+/* @box's sl_proxied map: a new one (@fresh: an add's), or the one it has. */
+int sb_open_proxied(struct sl_registry *r, struct sl_box *box, int fresh, char *err, size_t errlen)
 {
-	int e = sl_bpf_proxied_open(r->bpf, box->id);
+	int e = fresh ? sl_bpf_proxied_fresh(r->bpf, box->id) :
+			sl_bpf_proxied_open(r->bpf, box->id);
 
 	if (e)
 		sl_errf(err, errlen, "creating the sandbox's sl_proxied map failed: %s",
@@ -248,7 +250,7 @@ int sb_install(struct sl_registry *r, struct sl_box *box, const struct sl_kentry
 	if (!e)
 		e = sb_open_proxy(r, box, err, errlen);
 	if (!e)
-		e = sb_open_proxied(r, box, err, errlen); /* made already by an add */
+		e = sb_open_proxied(r, box, 0, err, errlen); /* made already by an add */
 	if (e)
 		return e;
 	sb_kernel_entry(r, box, &ksb);
@@ -294,6 +296,7 @@ void sb_uninstall(struct sl_registry *r, struct sl_box *box)
 		sl_err("detaching sandbox %s failed: %s", box->name, strerror(-e));
 	sl_bpf_del_sandbox(r->bpf, box->cgid);
 	sl_bpf_proxied_drop(r->bpf, box->id);
+	sb_reap_proxied(r);
 	sb_sni_drop(r, box);
 	/* The bank not in force is a switch's while one is under way (box->switching): its
 	 * completion clears it. */
