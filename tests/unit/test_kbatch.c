@@ -10,6 +10,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -287,6 +288,73 @@ static void test_a_removed_sandboxs_map_is_reaped_and_never_handed_on(void **sta
 	assert_false(sl_bpf_proxied_stale(b));
 }
 
+/* An orchestrator's adds and removals on two threads, the reaps on a third: every add gets a
+ * map that is in the kernel while it lives, and never one another add had. */
+#define CHURN_ROUNDS 4
+#define CHURN_IDS 6
+
+struct churn {
+	uint32_t lo;
+	uint32_t got[CHURN_ROUNDS * CHURN_IDS]; /* the kernel's id of each add's map */
+	int bad;
+};
+
+static void *churn(void *arg)
+{
+	struct churn *c = arg;
+	int k = 0;
+
+	for (int round = 0; round < CHURN_ROUNDS; round++) {
+		for (uint32_t id = c->lo; id < c->lo + CHURN_IDS; id++)
+			sl_bpf_proxied_want(b, id);
+		for (uint32_t id = c->lo; id < c->lo + CHURN_IDS; id++) {
+			c->bad += sl_bpf_proxied_fresh(b, id) != 0;
+			c->got[k] = inner_of(id);
+			c->bad += !c->got[k++];
+		}
+		for (uint32_t id = c->lo; id < c->lo + CHURN_IDS; id++)
+			sl_bpf_proxied_drop(b, id);
+	}
+	return NULL;
+}
+
+static void *reaper(void *arg)
+{
+	int *stop = arg;
+
+	while (!__atomic_load_n(stop, __ATOMIC_ACQUIRE))
+		sl_bpf_proxied_reap(b);
+	return NULL;
+}
+
+static void test_adds_removals_and_reaps_at_once(void **state)
+{
+	struct churn c[2] = { { .lo = 30 }, { .lo = 40 } };
+	uint32_t all[2 * CHURN_ROUNDS * CHURN_IDS];
+	pthread_t t[2], reap;
+	int stop = 0;
+	size_t n = 0;
+
+	(void)state;
+	pthread_create(&reap, NULL, reaper, &stop);
+	for (int i = 0; i < 2; i++)
+		pthread_create(&t[i], NULL, churn, &c[i]);
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	__atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
+	pthread_join(reap, NULL);
+	assert_int_equal(c[0].bad + c[1].bad, 0);
+	for (int i = 0; i < 2; i++)
+		for (size_t k = 0; k < CHURN_ROUNDS * CHURN_IDS; k++)
+			all[n++] = c[i].got[k];
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = i + 1; j < n; j++)
+			assert_int_not_equal(all[i], all[j]);
+	/* Removed: out of the kernel (an id may hold a new map made ahead for the next add). */
+	assert_int_equal(sl_bpf_proxied_reap(b), 0);
+	assert_false(sl_bpf_proxied_stale(b));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -295,6 +363,7 @@ int main(void)
 		cmocka_unit_test(test_sni_names_are_staged_too),
 		cmocka_unit_test(test_an_adds_proxied_map_is_made_with_the_others_wanted),
 		cmocka_unit_test(test_a_removed_sandboxs_map_is_reaped_and_never_handed_on),
+		cmocka_unit_test(test_adds_removals_and_reaps_at_once),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
