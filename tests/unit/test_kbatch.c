@@ -4,6 +4,7 @@
  * loaded sluice (pinned in a directory of the test's own): nothing staged reaches the kernel
  * before the commit, a key staged twice ends with its last value (or deleted), and an entry
  * the kernel refuses (a full map) is reported under the tags that wrote it and no other.
+ * Removed sandboxes' rule banks are cleared together, and no other's entry with them.
  * And the sandboxes' sl_proxied maps, written to the map of maps in batches: an add's map is
  * made with those of the other adds under way, and is never one a sandbox had before.
  * Needs root.
@@ -209,6 +210,37 @@ static void test_sni_names_are_staged_too(void **state)
 	sl_bpf_drop_sni_names(b, BOX + 2);
 }
 
+static void test_removed_banks_are_cleared_together_and_no_other(void **state)
+{
+	const uint32_t a = BOX + 30, c = BOX + 31, d = BOX + 32;
+	struct sl_kentry ea[2] = { entry(1, 81), entry(2, 82) }, eb[1] = { entry(3, 83) },
+			 ec[1] = { entry(4, 84) }, ed[2] = { entry(5, 85), entry(6, 86) };
+	uint32_t gone[] = { a, a | SL_RULES_BANK, c };
+	struct sl_kentry *v = NULL;
+	size_t n = 0;
+
+	(void)state;
+	assert_int_equal(sl_bpf_sync_rules(b, a, ea, 2), 0);
+	assert_int_equal(sl_bpf_sync_rules(b, a | SL_RULES_BANK, eb, 1), 0);
+	assert_int_equal(sl_bpf_sync_rules(b, c, ec, 1), 0);
+	assert_int_equal(sl_bpf_sync_rules(b, d, ed, 2), 0);
+	assert_int_equal(port_at(a, 2), 82);
+	assert_int_equal(sl_bpf_clear_rules(b, gone, 3), 0);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(sl_bpf_read_rules(b, gone[i], &v, &n), 0);
+		assert_int_equal(n, 0);
+	}
+	assert_int_equal(port_at(d, 5), 85);
+	assert_int_equal(port_at(d, 6), 86);
+	/* The cleared banks count none: an id's next sandbox writes into an empty bank. */
+	assert_int_equal(sl_bpf_sync_rules(b, a, ea, 1), 0);
+	assert_int_equal(port_at(a, 1), 81);
+	assert_int_equal(port_at(a, 2), 0);
+	free(v);
+	assert_int_equal(sl_bpf_sync_rules(b, a, NULL, 0), 0);
+	assert_int_equal(sl_bpf_sync_rules(b, d, NULL, 0), 0);
+}
+
 /* The id of @box's inner sl_proxied map in the kernel's map of maps, 0: none. */
 static uint32_t inner_of(uint32_t box)
 {
@@ -361,6 +393,7 @@ int main(void)
 		cmocka_unit_test(test_staged_entries_wait_for_the_commit_and_keep_the_last_value),
 		cmocka_unit_test(test_a_full_map_fails_the_tags_that_did_not_fit),
 		cmocka_unit_test(test_sni_names_are_staged_too),
+		cmocka_unit_test(test_removed_banks_are_cleared_together_and_no_other),
 		cmocka_unit_test(test_an_adds_proxied_map_is_made_with_the_others_wanted),
 		cmocka_unit_test(test_a_removed_sandboxs_map_is_reaped_and_never_handed_on),
 		cmocka_unit_test(test_adds_removals_and_reaps_at_once),

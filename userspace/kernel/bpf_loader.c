@@ -839,10 +839,27 @@ static int cmp_key6(const void *a, const void *b)
 	return memcmp(a, b, sizeof(struct sl_key6));
 }
 
-/* Deletes the keys of @sandbox_id in LPM map @map that @keep (sorted by memcmp) does not
- * contain. The keys are collected first: deleting while walking get_next_key would restart
- * the walk. Returns the number deleted or -errno. */
-static int prune(struct bpf_map *map, size_t key_size, uint32_t sandbox_id, const void *keep,
+/* The rule banks a prune() is about: one (@id), or every one marked in @sel (by bank_ix()). */
+struct banks {
+	const struct sl_bpf *b;
+	uint32_t id;
+	const uint8_t *sel;
+};
+
+static int in_banks(const struct banks *w, uint32_t rules_id)
+{
+	uint32_t id = rules_id & ~SL_RULES_BANK;
+
+	if (!w->sel)
+		return rules_id == w->id;
+	return id && id < w->b->max_sandboxes && w->sel[bank_ix(w->b, rules_id)];
+}
+
+/* Deletes the keys of the banks @w in LPM map @map that @keep (sorted by memcmp) does not
+ * contain: one walk of the whole map, whatever the number of banks. The keys are collected
+ * first: deleting while walking get_next_key would restart the walk. Returns the number
+ * deleted or -errno. */
+static int prune(struct bpf_map *map, size_t key_size, const struct banks *w, const void *keep,
 		 size_t nkeep)
 {
 	unsigned char key[sizeof(struct sl_key6)], next[sizeof(struct sl_key6)];
@@ -857,7 +874,7 @@ static int prune(struct bpf_map *map, size_t key_size, uint32_t sandbox_id, cons
 		memcpy(key, next, key_size);
 		prev = key;
 		memcpy(&id, key + 4, 4);
-		if (id != sandbox_id)
+		if (!in_banks(w, id))
 			continue;
 		if (nkeep && bsearch(key, keep, nkeep, key_size,
 				     key_size == sizeof(struct sl_key4) ? cmp_key4 : cmp_key6))
@@ -973,6 +990,7 @@ int sl_bpf_sync_rules(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_ken
 	struct sl_key4 *k4 = calloc(n ? n : 1, sizeof(*k4));
 	struct sl_key6 *k6 = calloc(n ? n : 1, sizeof(*k6));
 	uint32_t *bank = &b->bank_n[bank_ix(b, sandbox_id)];
+	struct banks one = { b, sandbox_id, NULL };
 	size_t n4 = 0, n6 = 0;
 	int err = 0, r;
 
@@ -1014,10 +1032,10 @@ int sl_bpf_sync_rules(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_ken
 		goto cleanup;
 	qsort(k4, n4, sizeof(*k4), cmp_key4);
 	qsort(k6, n6, sizeof(*k6), cmp_key6);
-	r = prune(b->skel->maps.sl_rules4, sizeof(*k4), sandbox_id, k4, n4);
+	r = prune(b->skel->maps.sl_rules4, sizeof(*k4), &one, k4, n4);
 	if (r >= 0) {
 		*bank -= *bank > (uint32_t)r ? (uint32_t)r : *bank;
-		r = prune(b->skel->maps.sl_rules6, sizeof(*k6), sandbox_id, k6, n6);
+		r = prune(b->skel->maps.sl_rules6, sizeof(*k6), &one, k6, n6);
 	}
 	if (r >= 0)
 		*bank -= *bank > (uint32_t)r ? (uint32_t)r : *bank;
@@ -1027,6 +1045,33 @@ cleanup:
 	free(k4);
 	free(k6);
 	return err;
+}
+
+int sl_bpf_clear_rules(struct sl_bpf *b, const uint32_t *rules_ids, size_t n)
+{
+	uint8_t *sel = calloc(2 * (size_t)b->max_sandboxes, 1);
+	struct banks w = { b, 0, sel };
+	size_t todo = 0;
+	int r;
+
+	if (!sel)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		uint32_t id = rules_ids[i] & ~SL_RULES_BANK;
+
+		if (id && id < b->max_sandboxes && b->bank_n[bank_ix(b, rules_ids[i])]) {
+			sel[bank_ix(b, rules_ids[i])] = 1;
+			todo++;
+		}
+	}
+	r = todo ? prune(b->skel->maps.sl_rules4, sizeof(struct sl_key4), &w, NULL, 0) : 0;
+	if (r >= 0 && todo)
+		r = prune(b->skel->maps.sl_rules6, sizeof(struct sl_key6), &w, NULL, 0);
+	for (size_t i = 0; r >= 0 && i < 2 * (size_t)b->max_sandboxes; i++)
+		if (sel[i])
+			b->bank_n[i] = 0;
+	free(sel);
+	return r < 0 ? r : 0;
 }
 
 int sl_bpf_set_rule(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_kentry *e, int fresh)

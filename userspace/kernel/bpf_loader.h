@@ -77,6 +77,10 @@ int sl_bpf_del_sandbox(struct sl_bpf *b, uint64_t cgid);
  */
 int sl_bpf_sync_rules(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_kentry *ents,
 		      size_t n);
+/* Deletes every kernel rule of the banks @rules_ids (removed sandboxes'): one walk of each
+ * rule map for all @n of them, where a sync to nothing walks it for each. Returns 0 or
+ * -errno. */
+int sl_bpf_clear_rules(struct sl_bpf *b, const uint32_t *rules_ids, size_t n);
 
 /* Writes one entry of @sandbox_id's rules (deletes it when @e->val.n is 0). @fresh: the
  * caller knows of no entry at this key, so it is created first (one syscall, not two); either

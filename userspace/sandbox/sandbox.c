@@ -68,8 +68,10 @@ struct sl_registry *sl_registry_new(struct sl_bpf *bpf, const char *state_dir, s
 	sl_list_init(&r->adding);
 	r->max_ids = bpf ? sl_bpf_max_sandboxes(bpf) : SL_MAX_SANDBOXES;
 	r->by_id = calloc(r->max_ids, sizeof(*r->by_id));
+	r->id_held = calloc(r->max_ids, 1);
 	r->workers = calloc(nworkers, sizeof(*r->workers));
-	if (!r->by_id || !r->workers) {
+	if (!r->by_id || !r->id_held || !r->workers) {
+		free(r->id_held);
 		free(r->by_id);
 		free(r->workers);
 		free(r);
@@ -93,6 +95,7 @@ struct sl_registry *sl_registry_new(struct sl_bpf *bpf, const char *state_dir, s
 	    (mkdir(dir, 0700) == -1 && errno != EEXIST)) {
 		int e = errno;
 
+		free(r->id_held);
 		free(r->by_id);
 		free(r->workers);
 		free(r);
@@ -177,6 +180,8 @@ static void unplace(struct sl_box *box)
 		box->w->nboxes--;
 }
 
+static void removed_now(struct sl_registry *r);
+
 void sl_registry_free(struct sl_registry *r)
 {
 	if (!r)
@@ -194,6 +199,10 @@ void sl_registry_free(struct sl_registry *r)
 		sl_list_del(&b->link);
 		sb_box_free(b);
 	}
+	removed_now(r);
+	free(r->rm_pending.v);
+	free(r->rm_running.v);
+	free(r->id_held);
 	free(r->by_id);
 	free(r->workers);
 	free(r);
@@ -363,7 +372,7 @@ static struct sl_box *adding_find(struct sl_registry *r, const char *name);
 static uint32_t alloc_id(struct sl_registry *r)
 {
 	for (uint32_t id = 1; id < r->max_ids; id++)
-		if (!r->by_id[id])
+		if (!r->by_id[id] && !r->id_held[id])
 			return id;
 	return 0;
 }
@@ -760,36 +769,95 @@ struct sl_box *sl_sandbox_add(struct sl_registry *r, const struct sl_box_spec *s
 	return box;
 }
 
-static void reap_run(struct sl_job *job)
+/* The removals' job: the kernel rules of the banks handed to it, and the removed sandboxes'
+ * sl_proxied maps, in one walk and one grace period for all the removals since the last. */
+static void removed_run(struct sl_job *job)
 {
-	struct sl_registry *r = sl_container_of(job, struct sl_registry, px_reap);
-	int e = sl_bpf_proxied_reap(r->bpf);
+	struct sl_registry *r = sl_container_of(job, struct sl_registry, rmjob);
+	int e = r->rm_running.n ? sl_bpf_clear_rules(r->bpf, r->rm_running.v, r->rm_running.n) : 0;
 
-	r->px_reap_failed = !!e;
+	if (e)
+		sl_warn("clearing removed sandboxes' kernel rules failed: %s", strerror(-e));
+	e = sl_bpf_proxied_reap(r->bpf);
+	r->rm_reap_failed = !!e;
 	if (e)
 		sl_warn("deleting removed sandboxes' sl_proxied maps failed: %s", strerror(-e));
 }
 
-static void reap_done(struct sl_job *job)
+static void removed_done(struct sl_job *job)
 {
-	struct sl_registry *r = sl_container_of(job, struct sl_registry, px_reap);
+	struct sl_registry *r = sl_container_of(job, struct sl_registry, rmjob);
 
-	r->px_reaping = 0;
-	if (!job->cancelled && !r->px_reap_failed && sl_bpf_proxied_stale(r->bpf))
-		sb_reap_proxied(r); /* removed while this one ran */
+	if (job->cancelled && r->rm_running.n) /* stopping: now, before the ids go */
+		sl_bpf_clear_rules(r->bpf, r->rm_running.v, r->rm_running.n);
+	/* Their rules are gone (or, had that failed, counted in their banks: the id's next
+	 * sandbox's first sync deletes them): the ids are free. */
+	for (size_t i = 0; i < r->rm_running.n; i++)
+		r->id_held[r->rm_running.v[i] & ~SL_RULES_BANK] = 0;
+	r->rm_running.n = 0;
+	r->rm_queued = 0;
+	if (!job->cancelled &&
+	    (r->rm_pending.n || (!r->rm_reap_failed && sl_bpf_proxied_stale(r->bpf))))
+		sb_removed_later(r, NULL); /* removed while this one ran */
 }
 
-void sb_reap_proxied(struct sl_registry *r)
+/* Hands the removals so far to the removals' job (one at a time). */
+static void removed_submit(struct sl_registry *r)
 {
 	struct sl_jobs *j;
+	struct sb_ids t;
 
-	/* Stopping: sl_bpf_close() deletes them, once for all. */
-	if (r->px_reaping || r->jobs_stopped || !(j = sb_jobs(r)))
+	/* Stopping: sl_registry_rm_all() and sl_registry_free() clear them at once. */
+	if (r->rm_queued || r->jobs_stopped || !(j = sb_jobs(r)))
 		return;
-	r->px_reaping = 1;
-	r->px_reap.run = reap_run;
-	r->px_reap.done = reap_done;
-	sl_jobs_submit(j, &r->px_reap);
+	t = r->rm_running; /* empty: its buffer is reused */
+	r->rm_running = r->rm_pending;
+	r->rm_pending = t;
+	r->rm_pending.n = 0;
+	r->rm_queued = 1;
+	r->rmjob.run = removed_run;
+	r->rmjob.done = removed_done;
+	sl_jobs_submit(j, &r->rmjob);
+}
+
+void sb_removed_later(struct sl_registry *r, struct sl_box *box)
+{
+	uint32_t banks = box && !box->switching ? 2 : box ? 1 : 0;
+
+	if (banks && r->rm_pending.n + banks > r->rm_pending.cap) {
+		size_t c = r->rm_pending.cap ? 2 * r->rm_pending.cap : 64;
+		uint32_t *v = realloc(r->rm_pending.v, c * sizeof(*v));
+
+		if (!v) {
+			/* Now, then: the walk for this one alone. */
+			sl_bpf_sync_rules(r->bpf, box->rules_id, NULL, 0);
+			if (!box->switching)
+				sl_bpf_sync_rules(r->bpf, box->rules_id ^ SL_RULES_BANK, NULL, 0);
+			banks = 0;
+		} else {
+			r->rm_pending.v = v;
+			r->rm_pending.cap = c;
+		}
+	}
+	if (banks) {
+		/* The bank not in force is a switch's while one is under way (box->switching):
+		 * its completion clears it. */
+		r->rm_pending.v[r->rm_pending.n++] = box->rules_id;
+		if (banks == 2)
+			r->rm_pending.v[r->rm_pending.n++] = box->rules_id ^ SL_RULES_BANK;
+		r->id_held[box->id] = 1; /* no new sandbox gets the id before they are gone */
+	}
+	removed_submit(r);
+}
+
+/* Stopping (no jobs any more): what removals left, at once. */
+static void removed_now(struct sl_registry *r)
+{
+	if (r->rm_pending.n)
+		sl_bpf_clear_rules(r->bpf, r->rm_pending.v, r->rm_pending.n);
+	for (size_t i = 0; i < r->rm_pending.n; i++)
+		r->id_held[r->rm_pending.v[i] & ~SL_RULES_BANK] = 0;
+	r->rm_pending.n = 0;
 }
 
 struct sl_jobs *sb_jobs(struct sl_registry *r)
@@ -1143,4 +1211,5 @@ void sl_registry_rm_all(struct sl_registry *r)
 			 sl_list_first(&r->boxes, struct sl_box, link)->name);
 		sl_sandbox_rm(r, name);
 	}
+	removed_now(r); /* every removal's rules in one walk */
 }

@@ -231,10 +231,17 @@ struct sl_registry {
 	struct sl_list adding; /* of struct sl_box being added: their names and cgroups are taken */
 	struct sl_jobs *jobs; /* the compile jobs' thread, started by the first async add */
 	int jobs_stopped; /* sluiced stops: no job is submitted any more */
-	/* Deletes removed sandboxes' sl_proxied maps from the kernel's map of maps, on the jobs
-	 * thread (the write waits for a grace period): queued while px_reaping. */
-	struct sl_job px_reap;
-	int px_reaping, px_reap_failed; /* failed: the next removal tries again */
+	/* The removals' job (sb_removed_later()), on the jobs thread: deletes the kernel rules
+	 * of removed sandboxes (a walk of the rule maps: once for all removed since) and their
+	 * sl_proxied maps (a write that waits for a grace period). Queued while rm_queued; it
+	 * clears rm_running, the removals that come meanwhile wait in rm_pending. */
+	struct sl_job rmjob;
+	int rm_queued, rm_reap_failed; /* failed: the next removal tries again */
+	struct sb_ids {
+		uint32_t *v; /* rules ids (banks) */
+		size_t n, cap;
+	} rm_pending, rm_running;
+	uint8_t *id_held; /* [max_ids]: 1 while a removed sandbox's rules are being cleared */
 	size_t count;
 	struct sl_box **by_id; /* [max_ids]: the sandbox of each kernel id, NULL: free */
 	uint32_t max_ids; /* --max-sandboxes: ids are 1..max_ids-1 */
@@ -246,8 +253,10 @@ void sb_link(struct sl_registry *r, struct sl_box *box);
 /* The registry's jobs thread (adds: completions on the main thread), started at the first
  * call; NULL: none (no loop, or it could not start: the work is then done on the loop). */
 struct sl_jobs *sb_jobs(struct sl_registry *r);
-/* Has the removed sandboxes' sl_proxied maps deleted on the jobs thread (main thread). */
-void sb_reap_proxied(struct sl_registry *r);
+/* Main thread: @box is removed; its kernel rules and its sl_proxied map are deleted on the
+ * jobs thread, with those of other removals, and its id is not given out before (NULL: only
+ * what is left to do). */
+void sb_removed_later(struct sl_registry *r, struct sl_box *box);
 /* @w's jobs thread (switches: completions on the worker), started at the first call, on the
  * worker; NULL: none (the work is then done on the worker's loop). */
 struct sl_jobs *sb_worker_jobs(struct sb_worker *w);

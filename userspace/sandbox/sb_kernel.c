@@ -296,15 +296,9 @@ void sb_uninstall(struct sl_registry *r, struct sl_box *box)
 		sl_err("detaching sandbox %s failed: %s", box->name, strerror(-e));
 	sl_bpf_del_sandbox(r->bpf, box->cgid);
 	sl_bpf_proxied_drop(r->bpf, box->id);
-	sb_reap_proxied(r);
 	sb_sni_drop(r, box);
-	/* The bank not in force is a switch's while one is under way (box->switching): its
-	 * completion clears it. */
-	e = sl_bpf_sync_rules(r->bpf, box->rules_id, NULL, 0);
-	if (!e && !box->switching)
-		e = sl_bpf_sync_rules(r->bpf, box->rules_id ^ SL_RULES_BANK, NULL, 0);
-	if (!e)
-		e = sb_sync_unix(r, box->id, NULL);
+	sb_removed_later(r, box); /* its rules (a walk of every sandbox's) and sl_proxied map */
+	e = sb_sync_unix(r, box->id, NULL);
 	if (!e)
 		e = sb_sync_unix(r, box->id | SL_RULES_BANK, NULL);
 	if (e)
