@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -213,6 +214,61 @@ def test_rm_frees_the_cgroup(daemon, cgroups, servers, workdir):
     assert "freed" not in daemon.cli("sandbox", "ls").stdout
     cg.rmdir()  # nothing holds it
 
+
+
+def rule_ids(daemon):
+    """The sandbox ids (either bank) that hold entries in the kernel's IPv4 rule map."""
+    r = subprocess.run(["bpftool", "-j", "map", "dump", "pinned", f"{daemon.bpffs}/sl_rules4"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    ids = set()
+    for e in json.loads(r.stdout):
+        k = e["key"]
+        ids.add((k["sandbox_id"] if isinstance(k, dict) else
+                 int.from_bytes(bytes(int(x, 16) for x in k[4:8]), "little")) & 0x7fffffff)
+    return ids
+
+
+def test_rm_clears_the_rules_and_the_next_sandbox_inherits_none(daemon, cgroups, servers,
+                                                                 workdir):
+    """A removal's rules are cleared after its answer (with other removals', on the jobs
+    thread): a sandbox added at once must not meet them, whichever id it gets."""
+    _, pb, _ = servers.ports
+    open_pol = write_policy(workdir, "heir-open", f'return {{ egress = {{ allow = {{ "127.0.0.1:{pb}" }} }} }}')
+    shut_pol = write_policy(workdir, "heir-shut", "return { egress = {} }")
+    cg_a, cg_b = cgroups.make("heir-a"), cgroups.make("heir-b")
+    gone = set()
+    for _ in range(5):
+        daemon.add("heir-a", cg_a, open_pol)
+        gone.add(json.loads(daemon.cli("sandbox", "show", "heir-a", "--json").stdout)["id"])
+        assert probe(cg_a, [tcp("127.0.0.1", pb)], workdir) == ["OK"]
+        assert daemon.cli("sandbox", "rm", "heir-a").returncode == 0
+        daemon.add("heir-b", cg_b, shut_pol)
+        assert probe(cg_b, [tcp("127.0.0.1", pb)], workdir) == ["EPERM"]
+        assert daemon.cli("sandbox", "rm", "heir-b").returncode == 0
+        # And the clearing, done later, never takes a new sandbox's own rules.
+        daemon.add("heir-c", cg_b, open_pol)
+        time.sleep(0.1)
+        assert probe(cg_b, [tcp("127.0.0.1", pb)], workdir) == ["OK"]
+        assert daemon.cli("sandbox", "rm", "heir-c").returncode == 0
+    # Removals and adds at once: a removal's rules are cleared by a job that may run after
+    # a later add's (removed meanwhile, they wait for it): its id must not be the new one's.
+    from concurrent.futures import ThreadPoolExecutor
+
+    def churn(k):
+        cg, got = cgroups.make(f"heir-{k}"), []
+        for i in range(8):
+            daemon.add(f"heir-{k}", cg, open_pol)
+            got.append(probe(cg, [tcp("127.0.0.1", pb)], workdir)[0])
+            assert daemon.cli("sandbox", "rm", f"heir-{k}").returncode == 0
+        return got
+
+    with ThreadPoolExecutor(4) as ex:
+        assert [r for got in ex.map(churn, range(4)) for r in got] == ["OK"] * 32
+    deadline = time.monotonic() + 10
+    while rule_ids(daemon) & gone and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not rule_ids(daemon) & gone
 
 def assert_nothing_added(daemon, name, cgroup=None):
     ls = daemon.cli("sandbox", "ls")
