@@ -188,6 +188,7 @@ void sl_registry_free(struct sl_registry *r)
 		return;
 	r->jobs_stopped = 1;
 	sl_jobs_free(r->jobs); /* adds under way end (cancelled) before anything goes */
+	sl_jobs_free(r->rm_jobs);
 	sl_registry_stop_worker_jobs(r); /* and switches */
 	if (r->loop)
 		sl_timer_disarm(r->loop, &r->sweep);
@@ -808,7 +809,15 @@ static void removed_submit(struct sl_registry *r)
 	struct sb_ids t;
 
 	/* Stopping: sl_registry_rm_all() and sl_registry_free() clear them at once. */
-	if (r->rm_queued || r->jobs_stopped || !(j = sb_jobs(r)))
+	if (r->rm_queued || r->jobs_stopped)
+		return;
+	/* A thread of its own: a walk of a big rule map takes seconds, and adds need not wait
+	 * for it (the ids it frees are held until it is done). */
+	if (!r->rm_jobs && r->loop && !(r->rm_jobs = sl_jobs_new(r->loop)))
+		sl_warn("starting the removals' thread failed (%s): on the compile thread",
+			strerror(errno));
+	j = r->rm_jobs ? r->rm_jobs : sb_jobs(r);
+	if (!j)
 		return;
 	t = r->rm_running; /* empty: its buffer is reused */
 	r->rm_running = r->rm_pending;
@@ -1195,6 +1204,8 @@ void sl_registry_stop_jobs(struct sl_registry *r)
 	r->jobs_stopped = 1;
 	sl_jobs_free(r->jobs);
 	r->jobs = NULL;
+	sl_jobs_free(r->rm_jobs);
+	r->rm_jobs = NULL;
 }
 
 void sl_registry_rm_all(struct sl_registry *r)
@@ -1203,6 +1214,8 @@ void sl_registry_rm_all(struct sl_registry *r)
 	r->jobs_stopped = 1;
 	sl_jobs_free(r->jobs);
 	r->jobs = NULL;
+	sl_jobs_free(r->rm_jobs);
+	r->rm_jobs = NULL;
 	sl_registry_stop_worker_jobs(r);
 	while (!sl_list_empty(&r->boxes)) {
 		char name[SL_NAME_MAX + 1];

@@ -231,11 +231,12 @@ struct sl_registry {
 	struct sl_list adding; /* of struct sl_box being added: their names and cgroups are taken */
 	struct sl_jobs *jobs; /* the compile jobs' thread, started by the first async add */
 	int jobs_stopped; /* sluiced stops: no job is submitted any more */
-	/* The removals' job (sb_removed_later()), on the jobs thread: deletes the kernel rules
+	/* The removals' job (sb_removed_later()), on a jobs thread of its own: deletes the kernel rules
 	 * of removed sandboxes (a walk of the rule maps: once for all removed since) and their
 	 * sl_proxied maps (a write that waits for a grace period). Queued while rm_queued; it
 	 * clears rm_running, the removals that come meanwhile wait in rm_pending. */
 	struct sl_job rmjob;
+	struct sl_jobs *rm_jobs; /* its thread, started by the first removal */
 	int rm_queued, rm_reap_failed; /* failed: the next removal tries again */
 	struct sb_ids {
 		uint32_t *v; /* rules ids (banks) */
