@@ -8,7 +8,7 @@
  * name is seen and then served from a bounded LRU cache.
  *
  * Minting builds the certificate with the X509 API from parts prepared once per CA (issuer
- * name, constant extensions, the leaf public key in a cheap form: see leaf_pub_new()), so a
+ * name, constant extensions, the leaf public key in a cheap form: see cheap_pub_new()), so a
  * leaf is a handful of small allocations and one ECDSA P-256 signature.
  *
  * The CA also holds the sandbox's session ticket keys (see ca.h): a resumed handshake costs
@@ -84,7 +84,7 @@ struct sl_ca {
 	EVP_PKEY *key; /* the CA key */
 	X509 *cert;
 	EVP_PKEY *leaf_key; /* private key of every leaf of this sandbox */
-	EVP_PKEY *leaf_pub; /* its public half, as leaves carry it (leaf_pub_new()) */
+	EVP_PKEY *leaf_pub; /* its public half, as leaves carry it (cheap_pub_new()) */
 	X509_EXTENSION *ext[EXT_N]; /* the extensions every leaf has */
 	char *pem;
 	time_t (*now_s)(void);
@@ -186,6 +186,35 @@ static int add_ext(X509 *x, X509V3_CTX *v3, int nid, const char *value)
 }
 
 /*
+ * A key's public half in the form that X509_set_pubkey() takes cheaply (the leaf key's, once
+ * per CA, and the CA key's for its own certificate: half of a new CA's time, 586 us, went to
+ * setting that key). OpenSSL 3.0
+ * sets a provider-backed key by encoding it with OSSL_ENCODER and decoding it back with
+ * OSSL_DECODER, about 140 us per certificate spent mostly in provider look-ups (and d2i of an
+ * EC SubjectPublicKeyInfo costs 85 us, which is why leaves are built, not parsed). A key with
+ * a legacy method is encoded directly, in 3 us; copying the parameters into an EVP_PKEY_EC
+ * typed key and setting its point makes one from public, non-deprecated calls. If the library
+ * does not produce an equal key that way (a later OpenSSL), the provider key is used: slower,
+ * equally correct.
+ */
+static EVP_PKEY *cheap_pub_new(EVP_PKEY *key)
+{
+	unsigned char point[133];
+	EVP_PKEY *pub = EVP_PKEY_new();
+	size_t len;
+
+	if (pub &&
+	    EVP_PKEY_get_octet_string_param(key, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, point,
+					    sizeof(point), &len) &&
+	    EVP_PKEY_set_type(pub, EVP_PKEY_EC) && EVP_PKEY_copy_parameters(pub, key) &&
+	    EVP_PKEY_set1_encoded_public_key(pub, point, len) && EVP_PKEY_eq(pub, key) == 1)
+		return pub;
+	ERR_clear_error();
+	EVP_PKEY_free(pub);
+	return EVP_PKEY_up_ref(key) ? key : NULL;
+}
+
+/*
  * The self-signed CA certificate. Its basic constraints carry pathLenConstraint 0: it signs
  * leaves only. No name constraints: the names a sandbox may reach change at run time (an
  * outboundHandlers entry replaces the intercept list), and the CA sits in trust stores that
@@ -194,6 +223,7 @@ static int add_ext(X509 *x, X509V3_CTX *v3, int nid, const char *value)
 static X509 *ca_cert_new(EVP_PKEY *key, const char *sandbox)
 {
 	time_t now = time(NULL);
+	EVP_PKEY *pub = cheap_pub_new(key);
 	X509_NAME *name;
 	X509V3_CTX v3;
 	char cn[CN_MAX + 1];
@@ -205,7 +235,9 @@ static X509 *ca_cert_new(EVP_PKEY *key, const char *sandbox)
 	else
 		snprintf(cn, sizeof(cn), "sluice sandbox CA");
 	x = X509_new();
-	if (!x) {
+	if (!x || !pub) {
+		X509_free(x);
+		EVP_PKEY_free(pub);
 		errno = ENOMEM;
 		return NULL;
 	}
@@ -219,46 +251,21 @@ static X509 *ca_cert_new(EVP_PKEY *key, const char *sandbox)
 					(const unsigned char *)cn, -1, -1, 0) ||
 	    !X509_set_issuer_name(x, name) ||
 	    !ASN1_TIME_set(X509_getm_notBefore(x), now - BACKDATE_S) ||
-	    !ASN1_TIME_set(X509_getm_notAfter(x), now + CA_LIFETIME_S) || !X509_set_pubkey(x, key))
+	    !ASN1_TIME_set(X509_getm_notAfter(x), now + CA_LIFETIME_S) || !X509_set_pubkey(x, pub))
 		goto fail;
 	X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
 	if (add_ext(x, &v3, NID_basic_constraints, "critical,CA:TRUE,pathlen:0") ||
 	    add_ext(x, &v3, NID_key_usage, "critical,keyCertSign,cRLSign") ||
 	    add_ext(x, &v3, NID_subject_key_identifier, "hash") || !X509_sign(x, key, EVP_sha256()))
 		goto fail;
+	EVP_PKEY_free(pub);
 	return x;
 fail:
 	err = ossl_err("CA certificate");
 	X509_free(x);
+	EVP_PKEY_free(pub);
 	errno = -err;
 	return NULL;
-}
-
-/*
- * The leaf key's public half in the form that X509_set_pubkey() takes cheaply. OpenSSL 3.0
- * sets a provider-backed key by encoding it with OSSL_ENCODER and decoding it back with
- * OSSL_DECODER, about 140 us per certificate spent mostly in provider look-ups (and d2i of an
- * EC SubjectPublicKeyInfo costs 85 us, which is why leaves are built, not parsed). A key with
- * a legacy method is encoded directly, in 3 us; copying the parameters into an EVP_PKEY_EC
- * typed key and setting its point makes one from public, non-deprecated calls. If the library
- * does not produce an equal key that way (a later OpenSSL), the provider key is used: slower,
- * equally correct.
- */
-static EVP_PKEY *leaf_pub_new(EVP_PKEY *leaf_key)
-{
-	unsigned char point[133];
-	EVP_PKEY *pub = EVP_PKEY_new();
-	size_t len;
-
-	if (pub &&
-	    EVP_PKEY_get_octet_string_param(leaf_key, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, point,
-					    sizeof(point), &len) &&
-	    EVP_PKEY_set_type(pub, EVP_PKEY_EC) && EVP_PKEY_copy_parameters(pub, leaf_key) &&
-	    EVP_PKEY_set1_encoded_public_key(pub, point, len) && EVP_PKEY_eq(pub, leaf_key) == 1)
-		return pub;
-	ERR_clear_error();
-	EVP_PKEY_free(pub);
-	return EVP_PKEY_up_ref(leaf_key) ? leaf_key : NULL;
 }
 
 static int is_p256(EVP_PKEY *key)
@@ -324,7 +331,7 @@ static int ca_prepare(struct sl_ca *ca)
 	ca->leaf_key = EVP_EC_gen("P-256");
 	if (!ca->leaf_key)
 		return ossl_err("leaf key generation");
-	ca->leaf_pub = leaf_pub_new(ca->leaf_key);
+	ca->leaf_pub = cheap_pub_new(ca->leaf_key);
 	if (!ca->leaf_pub)
 		return -ENOMEM;
 
