@@ -1491,9 +1491,8 @@ void sl_bpf_proxied_want(struct sl_bpf *b, uint32_t sandbox_id)
 int sl_bpf_proxied_fresh(struct sl_bpf *b, uint32_t sandbox_id)
 {
 	LIBBPF_OPTS(bpf_map_create_opts, mo, .map_flags = BPF_F_NO_PREALLOC);
-	int outer = bpf_map__fd(b->skel->maps.sl_proxied), err = 0, *fds = NULL;
-	uint32_t *ids = NULL, n = 0, made = 0, written = 0;
-	int got;
+	int outer = bpf_map__fd(b->skel->maps.sl_proxied), err = 0, fds[PX_BATCH], got;
+	uint32_t ids[PX_BATCH], n = 0, made = 0, written = 0;
 
 	if (!sandbox_id || sandbox_id >= b->max_sandboxes)
 		return -EINVAL;
@@ -1511,15 +1510,9 @@ int sl_bpf_proxied_fresh(struct sl_bpf *b, uint32_t sandbox_id)
 		return 0;
 
 	pthread_mutex_lock(&b->px_batch);
-	ids = malloc(PX_BATCH * sizeof(*ids));
-	fds = malloc(PX_BATCH * sizeof(*fds));
 	pthread_mutex_lock(&b->px_mu);
 	got = px_take_fresh(b, sandbox_id); /* the batch just before made it */
-	if (!got && (!ids || !fds)) {
-		b->px_state[sandbox_id] = PX_NONE;
-		err = -ENOMEM;
-	}
-	if (!got && !err) {
+	if (!got) {
 		ids[n++] = sandbox_id;
 		b->px_state[sandbox_id] = PX_MAKING;
 		for (uint32_t i = 1; i < b->max_sandboxes && n < PX_BATCH; i++) {
@@ -1577,8 +1570,6 @@ int sl_bpf_proxied_fresh(struct sl_bpf *b, uint32_t sandbox_id)
 	}
 	pthread_mutex_unlock(&b->px_mu);
 	pthread_mutex_unlock(&b->px_batch);
-	free(ids);
-	free(fds);
 	if (got || written)
 		return 0;
 	return err ? err : -EIO;

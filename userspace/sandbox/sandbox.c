@@ -785,17 +785,23 @@ static void removed_run(struct sl_job *job)
 		sl_warn("deleting removed sandboxes' sl_proxied maps failed: %s", strerror(-e));
 }
 
+/* The banks @s hold are cleared (@clear: here, now): their ids are free again. Had clearing
+ * failed, their entries are still counted in their banks: the id's next sandbox's first sync
+ * deletes them. */
+static void ids_release(struct sl_registry *r, struct sb_ids *s, int clear)
+{
+	if (clear && s->n)
+		sl_bpf_clear_rules(r->bpf, s->v, s->n);
+	for (size_t i = 0; i < s->n; i++)
+		r->id_held[s->v[i] & ~SL_RULES_BANK] = 0;
+	s->n = 0;
+}
+
 static void removed_done(struct sl_job *job)
 {
 	struct sl_registry *r = sl_container_of(job, struct sl_registry, rmjob);
 
-	if (job->cancelled && r->rm_running.n) /* stopping: now, before the ids go */
-		sl_bpf_clear_rules(r->bpf, r->rm_running.v, r->rm_running.n);
-	/* Their rules are gone (or, had that failed, counted in their banks: the id's next
-	 * sandbox's first sync deletes them): the ids are free. */
-	for (size_t i = 0; i < r->rm_running.n; i++)
-		r->id_held[r->rm_running.v[i] & ~SL_RULES_BANK] = 0;
-	r->rm_running.n = 0;
+	ids_release(r, &r->rm_running, job->cancelled); /* stopping: now, before the ids go */
 	r->rm_queued = 0;
 	if (!job->cancelled &&
 	    (r->rm_pending.n || (!r->rm_reap_failed && sl_bpf_proxied_stale(r->bpf))))
@@ -831,42 +837,34 @@ static void removed_submit(struct sl_registry *r)
 
 void sb_removed_later(struct sl_registry *r, struct sl_box *box)
 {
-	uint32_t banks = box && !box->switching ? 2 : box ? 1 : 0;
+	/* The bank not in force is a switch's while one is under way (box->switching): its
+	 * completion clears it. */
+	uint32_t banks[2] = { box ? box->rules_id : 0, box ? box->rules_id ^ SL_RULES_BANK : 0 };
+	size_t n = !box ? 0 : box->switching ? 1 : 2;
 
-	if (banks && r->rm_pending.n + banks > r->rm_pending.cap) {
+	if (n && r->rm_pending.n + n > r->rm_pending.cap) {
 		size_t c = r->rm_pending.cap ? 2 * r->rm_pending.cap : 64;
 		uint32_t *v = realloc(r->rm_pending.v, c * sizeof(*v));
 
 		if (!v) {
-			/* Now, then: the walk for this one alone. */
-			sl_bpf_sync_rules(r->bpf, box->rules_id, NULL, 0);
-			if (!box->switching)
-				sl_bpf_sync_rules(r->bpf, box->rules_id ^ SL_RULES_BANK, NULL, 0);
-			banks = 0;
+			sl_bpf_clear_rules(r->bpf, banks, n); /* now, then: a walk for this one */
+			n = 0;
 		} else {
 			r->rm_pending.v = v;
 			r->rm_pending.cap = c;
 		}
 	}
-	if (banks) {
-		/* The bank not in force is a switch's while one is under way (box->switching):
-		 * its completion clears it. */
-		r->rm_pending.v[r->rm_pending.n++] = box->rules_id;
-		if (banks == 2)
-			r->rm_pending.v[r->rm_pending.n++] = box->rules_id ^ SL_RULES_BANK;
+	for (size_t i = 0; i < n; i++)
+		r->rm_pending.v[r->rm_pending.n++] = banks[i];
+	if (n)
 		r->id_held[box->id] = 1; /* no new sandbox gets the id before they are gone */
-	}
 	removed_submit(r);
 }
 
 /* Stopping (no jobs any more): what removals left, at once. */
 static void removed_now(struct sl_registry *r)
 {
-	if (r->rm_pending.n)
-		sl_bpf_clear_rules(r->bpf, r->rm_pending.v, r->rm_pending.n);
-	for (size_t i = 0; i < r->rm_pending.n; i++)
-		r->id_held[r->rm_pending.v[i] & ~SL_RULES_BANK] = 0;
-	r->rm_pending.n = 0;
+	ids_release(r, &r->rm_pending, 1);
 }
 
 struct sl_jobs *sb_jobs(struct sl_registry *r)

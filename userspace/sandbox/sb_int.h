@@ -254,9 +254,9 @@ void sb_link(struct sl_registry *r, struct sl_box *box);
 /* The registry's jobs thread (adds: completions on the main thread), started at the first
  * call; NULL: none (no loop, or it could not start: the work is then done on the loop). */
 struct sl_jobs *sb_jobs(struct sl_registry *r);
-/* Main thread: @box is removed; its kernel rules and its sl_proxied map are deleted on the
- * jobs thread, with those of other removals, and its id is not given out before (NULL: only
- * what is left to do). */
+/* Main thread: @box is removed; its kernel rules and its sl_proxied map are deleted by the
+ * removals' job, with those of other removals, and its id is not given out before (NULL:
+ * only what is left to do). */
 void sb_removed_later(struct sl_registry *r, struct sl_box *box);
 /* @w's jobs thread (switches: completions on the worker), started at the first call, on the
  * worker; NULL: none (the work is then done on the worker's loop). */
@@ -343,9 +343,9 @@ int sb_compile_box(struct sl_box *box, const struct sl_lua_opts *o, const char *
 void sb_kernel_entry(struct sl_registry *r, const struct sl_box *box, struct sl_sandbox *ksb);
 int sb_write_rules(struct sl_registry *r, struct sl_box *box, const struct sl_kentry *ents,
 		   size_t nents, char *err, size_t errlen);
-/* The sandbox's sl_proxied map: the one in the kernel for its id (a restart adopts it with
- * its pending records), else a new one. An add drops its id's first and calls this off the
- * worker's loop: writing the outer map waits for an RCU grace period. */
+/* The sandbox's sl_proxied map: @fresh, a new one (an add's, off the worker's loop: writing
+ * the outer map waits for an RCU grace period); else the one it has, or the one in the
+ * kernel for its id (a restart adopts it with its pending records). */
 int sb_open_proxied(struct sl_registry *r, struct sl_box *box, int fresh, char *err, size_t errlen);
 int sb_install(struct sl_registry *r, struct sl_box *box, const struct sl_kentry *ents,
 	       size_t nents, int written, char *err, size_t errlen);

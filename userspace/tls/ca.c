@@ -186,16 +186,15 @@ static int add_ext(X509 *x, X509V3_CTX *v3, int nid, const char *value)
 }
 
 /*
- * A key's public half in the form that X509_set_pubkey() takes cheaply (the leaf key's, once
- * per CA, and the CA key's for its own certificate: half of a new CA's time, 586 us, went to
- * setting that key). OpenSSL 3.0
- * sets a provider-backed key by encoding it with OSSL_ENCODER and decoding it back with
- * OSSL_DECODER, about 140 us per certificate spent mostly in provider look-ups (and d2i of an
- * EC SubjectPublicKeyInfo costs 85 us, which is why leaves are built, not parsed). A key with
- * a legacy method is encoded directly, in 3 us; copying the parameters into an EVP_PKEY_EC
- * typed key and setting its point makes one from public, non-deprecated calls. If the library
- * does not produce an equal key that way (a later OpenSSL), the provider key is used: slower,
- * equally correct.
+ * A key's public half in the form that X509_set_pubkey() takes cheaply: the leaf key's, once
+ * per CA, and the CA key's for its own certificate (half of a new CA's 586 us went to setting
+ * that key). OpenSSL 3.0 sets a provider-backed key by encoding it with OSSL_ENCODER and
+ * decoding it back with OSSL_DECODER, about 140 us per certificate spent mostly in provider
+ * look-ups (and d2i of an EC SubjectPublicKeyInfo costs 85 us, which is why leaves are built,
+ * not parsed). A key with a legacy method is encoded directly, in 3 us; copying the
+ * parameters into an EVP_PKEY_EC typed key and setting its point makes one from public,
+ * non-deprecated calls. If the library does not produce an equal key that way (a later
+ * OpenSSL), the provider key is used: slower, equally correct.
  */
 static EVP_PKEY *cheap_pub_new(EVP_PKEY *key)
 {
