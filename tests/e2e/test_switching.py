@@ -236,4 +236,43 @@ def test_handler_survives_restart(fresh_daemon, cgroups, workdir):
     r = d.cli("handler", "clear", "persist")
     assert r.returncode == 0, r.stderr
     assert probe(cg, [resolve("api.test")], workdir) == [["127.0.0.20"]]
+    # A switch answered is on disk (its state file is written off the loop, before the
+    # answer): a restart comes back without the handler.
+    d.stop()
+    d.start()
+    show = json.loads(d.cli("sandbox", "show", "persist", "--json").stdout)
+    assert show["handler"] is None
+    assert probe(cg, [resolve("api.test")], workdir) == [["127.0.0.20"]]
     d.cli("sandbox", "rm", "persist")
+
+
+def test_removal_racing_a_switch_leaves_no_state(fresh_daemon, cgroups, workdir):
+    """A removal sent while a switch completes (its state file still being written on the jobs
+    thread) waits for the write: the sandbox and its state file are gone after, whichever
+    answered first, and sluiced goes on."""
+    import threading
+    d = fresh_daemon.start("--workers", "1")
+    policy = write_policy(workdir, "race", POLICY)
+    sandboxes = Path(d.state) / "sandboxes"
+    answers = []
+    for i in range(12):
+        name = f"race{i}"
+        cg = cgroups.make(name)
+        r = d.cli("sandbox", "add", name, "--cgroup", str(cg), "--policy", policy)
+        assert r.returncode == 0, r.stderr
+        out = {}
+        t = threading.Thread(target=lambda: out.update(
+            set=d.api("PUT", f"/v1/sandboxes/{name}/handler", {"handler": "noHttp"})))
+        t.start()
+        time.sleep(0.002 * (i % 4))
+        out["rm"] = d.api("DELETE", f"/v1/sandboxes/{name}")
+        t.join(30)
+        assert not t.is_alive()
+        assert out["rm"][0] == 200, out
+        # the switch is in force and answered, or refused because the sandbox went away
+        assert out["set"][0] in (200, 404), out
+        answers.append(out["set"][0])
+        assert d.api("GET", f"/v1/sandboxes/{name}")[0] == 404
+        assert not (sandboxes / f"{name}.json").exists(), name
+    assert d.api("GET", "/v1/sandboxes")[0] == 200
+    print("switch answers:", answers)

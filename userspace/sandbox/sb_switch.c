@@ -245,6 +245,13 @@ struct sb_switching {
 	int dirty_lost;
 	sl_box_switched_fn *done;
 	void *arg;
+	/* In force: the old bank (cleared by retire()), what the switch did, and the state file
+	 * formatted on the loop and written by @save on the jobs thread (save_e its result). */
+	uint32_t old_bank;
+	struct sl_switch_result res;
+	struct sl_job save;
+	char *state;
+	int save_e, saved;
 };
 
 void sb_switch_note(struct sb_switching *s, uint8_t family, const uint8_t *addr)
@@ -277,6 +284,7 @@ static void switching_free(struct sb_switching *s)
 	free(s->snap_names);
 	sb_learned_free(&s->learned);
 	free(s->dirty);
+	sb_state_text_free(s->state);
 	free(s);
 }
 
@@ -568,7 +576,7 @@ static int switch_apply(struct sb_switching *s, struct sl_switch_result *res)
 	/* Open flows the new layer does not allow. */
 	res->closed_proxy = box->proxy ? sl_proxy_listener_revalidate(box->proxy) : 0;
 	res->closed_kernel = kill_flows(box, &s->learned); /* the learned entries of before */
-	retire(r, box, old_bank, &s->nl); /* s->nl: the old layer */
+	s->old_bank = old_bank; /* cleared by retire() after the state file is queued */
 	return 0;
 fail:
 	sl_bpf_sync_rules(r->bpf, bank, NULL, 0);
@@ -581,7 +589,6 @@ static void switch_finish(struct sb_switching *s, const struct sl_switch_result 
 	struct sl_registry *r = s->r;
 	struct sl_box *box = s->box;
 	const char *who = s->who ? s->who : "?";
-	int e;
 
 	if (s->kind == SW_RELOAD) {
 		free(box->policy_src);
@@ -593,9 +600,6 @@ static void switch_finish(struct sb_switching *s, const struct sl_switch_result 
 	}
 	if (s->kind == SW_MODE)
 		box->mode_since_s = time(NULL);
-	e = sb_save_state(r, box, 0);
-	if (e) /* in force now; a restart would come back with the previous layer */
-		sl_warn("sandbox %s: saving state failed: %s", box->name, strerror(-e));
 	switch (s->kind) {
 	case SW_HANDLER:
 		sl_info("sandbox %s: handler %s -> %s (by %s; closed %zu flows, %zu proxied)",
@@ -625,14 +629,75 @@ static void switch_finish(struct sb_switching *s, const struct sl_switch_result 
 	}
 }
 
+/* The answer to a switch (@e: refused, or not in force), and the end of it. */
+static void switch_answer(struct sb_switching *s, int e)
+{
+	struct sl_box *box = s->box;
+
+	if (e && s->kind == SW_RELOAD)
+		sl_info("sandbox %s: policy reload refused: %s", box->name, s->err);
+	s->done(s->arg, e ? NULL : box, e, s->err, &s->res);
+	switching_free(s);
+}
+
+static void save_run(struct sl_job *job)
+{
+	struct sb_switching *s = sl_container_of(job, struct sb_switching, save);
+
+	s->save_e = sb_state_write(s->r, s->box->name, s->state, 0);
+	s->saved = 1;
+}
+
+static void save_warn(struct sb_switching *s)
+{
+	if (s->save_e) /* in force now; a restart would come back with the previous layer */
+		sl_warn("sandbox %s: saving state failed: %s", s->box->name, strerror(-s->save_e));
+}
+
+static void save_done(struct sl_job *job)
+{
+	struct sb_switching *s = sl_container_of(job, struct sb_switching, save);
+	struct sl_box *box = s->box;
+
+	if (!s->saved) /* sluiced is stopping: written here, the switch is in force */
+		save_run(job);
+	save_warn(s);
+	switch_answer(s, 0);
+	sb_box_job_end(box); /* a removal waiting for it goes on */
+}
+
+/*
+ * The state file of a switch in force: formatted here, written and fsynced on the jobs thread
+ * (an fsync every sandbox of the worker waited for on the loop: 0.2-0.3 ms on an idle disk,
+ * 4-18 ms measured on a busy one), before the old bank is cleared there. The answer waits for it, so that a switch
+ * answered is one a restart comes back with; a removal waits too (box->jobs: it unlinks the
+ * file). 1 if the answer is the job's, 0 if the file was written (or failed) here.
+ */
+static int switch_save(struct sb_switching *s)
+{
+	struct sl_jobs *j = sb_worker_jobs(s->box->w);
+
+	s->state = sb_state_text(s->box, &s->save_e);
+	if (!s->state)
+		return 0;
+	if (!j) {
+		save_run(&s->save);
+		return 0;
+	}
+	s->save.run = save_run;
+	s->save.done = save_done;
+	s->box->jobs++;
+	sl_jobs_submit(j, &s->save);
+	return 1;
+}
+
 /* The sandbox's worker: the switch applied (or not), and the answer. */
 static void switching_done(struct sl_job *job)
 {
 	struct sb_switching *s = sl_container_of(job, struct sb_switching, job);
 	struct sl_registry *r = s->r;
 	struct sl_box *box = s->box;
-	struct sl_switch_result res = { 0 };
-	int e = s->e;
+	int e = s->e, later = 0;
 
 	box->switching = NULL;
 	if (job->cancelled) {
@@ -646,15 +711,19 @@ static void switching_done(struct sl_job *job)
 	if (e)
 		sl_bpf_sync_rules(r->bpf, s->bank, NULL, 0); /* what the job wrote */
 	else
-		e = switch_apply(s, &res);
-	if (!e)
-		switch_finish(s, &res);
-	else if (s->kind == SW_RELOAD)
-		sl_info("sandbox %s: policy reload refused: %s", box->name, s->err);
-	s->done(s->arg, e ? NULL : box, e, s->err, &res);
-	switching_free(s);
+		e = switch_apply(s, &s->res);
+	if (!e) {
+		switch_finish(s, &s->res);
+		later = switch_save(s);
+		retire(r, box, s->old_bank, &s->nl); /* s->nl: the old layer */
+		if (!later)
+			save_warn(s);
+	}
+	if (!later)
+		switch_answer(s, e);
 	if (box->removed)
-		sb_rm_resume(box); /* after the answer: the removal frees the box */
+		sb_rm_resume(box); /* after the answer: the removal frees the box (or waits for
+				    * its jobs: sb_box_job_end()) */
 }
 
 /*
