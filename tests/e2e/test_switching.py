@@ -150,6 +150,34 @@ def test_install_then_lock_down(sandbox, daemon, servers):
     assert sb.show()["switches"] == 2
 
 
+def test_lock_down_closes_the_flows_of_the_sandboxs_cgroups_only(sandbox, daemon, servers,
+                                                                  cgroups):
+    """The flows a switch closes are those the kernel's socket dump hands over for the
+    sandbox's cgroup ids (its own and every one below it): a flow from a cgroup below the
+    sandbox's is closed, one to the same address from a process outside it stays open."""
+    port = servers.ports[0]
+    params = {"allowedHostnames": ["api.test"], "passthrough": [f"127.0.0.5:{port}"]}
+    sb = sandbox("lockcg", "--handler", "allowHosts", "--params", json.dumps(params))
+    child = cgroups.make("lockcg/below")
+    op = json.dumps({"mode": "tcp", "host": "127.0.0.5", "port": port, "wait": 4})
+    below = subprocess.Popen([IN_SANDBOX, str(child), str(Path(sb.workdir) / "resolv.conf"),
+                              PY, HOLD, op], stdout=subprocess.PIPE, text=True)
+    outside = subprocess.Popen([PY, HOLD, op], stdout=subprocess.PIPE, text=True)
+    try:
+        assert below.stdout.readline().strip() == "ready"
+        assert outside.stdout.readline().strip() == "ready"
+        r = daemon.cli("handler", "set", "lockcg", "noHttp")
+        assert r.returncode == 0, r.stderr
+        assert "1 passthrough in the kernel" in r.stdout, r.stdout
+        assert ended(below) == "closed"
+        assert ended(outside) == "timeout"  # open until it gave up waiting
+    finally:
+        for p in (below, outside):
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+
+
 def test_switch_under_load_never_allows_unexpectedly(sandbox, daemon, workdir):
     both = {"allowedHostnames": ["api.test", "npm.test"]}
     sb = sandbox("underload", "--handler", "allowHosts", "--params", json.dumps(both))

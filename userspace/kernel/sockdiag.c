@@ -3,9 +3,10 @@
  * Open flows of a sandbox, closed from outside when its policy no longer allows them. The
  * kernel's own way from BPF, bpf_sock_destroy(), only runs in a BTF socket iterator, and the
  * kernel here (lockdown=integrity) refuses BTF-attached programs. sock_diag does the same
- * from userspace: a dump of TCP and connected UDP sockets with each one's cgroup id, and
- * SOCK_DESTROY (CONFIG_INET_DIAG_DESTROY) for those the caller condemns: the owner's next
- * call fails with ECONNABORTED, a TCP peer gets a RST.
+ * from userspace: a dump of TCP and connected UDP sockets with each one's cgroup id, filtered
+ * by the kernel to the sandbox's cgroups, and SOCK_DESTROY (CONFIG_INET_DIAG_DESTROY) for
+ * those the caller condemns: the owner's next call fails with ECONNABORTED, a TCP peer gets a
+ * RST.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <linux/inet_diag.h>
@@ -41,13 +43,50 @@ struct req {
 	struct inet_diag_req_v2 r;
 };
 
-static int send_req(int fd, uint16_t type, uint16_t flags, uint8_t family, uint8_t proto,
-		    uint32_t states, const struct inet_diag_sockid *id)
-{
-	struct req q = { 0 };
-	struct sockaddr_nl nl = { .nl_family = AF_NETLINK };
+/*
+ * The kernel's filter of a dump (INET_DIAG_REQ_BYTECODE): only the sockets of @cgids, so that
+ * a dump of a namespace holding many sockets of others hands over the sandbox's alone. Per id
+ * a CGROUP_COND and a JMP: a match goes on to the JMP, which jumps to the end (kept); else on
+ * to the next id, and from the last one 4 bytes past the end (dropped). The JMP's own "yes" (4,
+ * the next op) is only what the kernel's check follows. At most BC_MAX_IDS ids (the attribute's
+ * length is 16 bits); more, and the dump is not filtered (the caller checks each socket's id
+ * anyway).
+ */
+#define BC_BLOCK 16 /* a CGROUP_COND (op and id) and a JMP */
+#define BC_MAX_IDS ((UINT16_MAX - sizeof(struct rtattr)) / BC_BLOCK)
 
-	q.nh.nlmsg_len = sizeof(q);
+static size_t cgroup_filter(uint8_t *bc, const uint64_t *cgids, size_t n)
+{
+	size_t len = n * BC_BLOCK;
+
+	for (size_t i = 0, off = 0; i < n; i++, off += BC_BLOCK) {
+		struct inet_diag_bc_op cond = { INET_DIAG_BC_CGROUP_COND, 12,
+						i + 1 < n ? BC_BLOCK : BC_BLOCK + 4 };
+		struct inet_diag_bc_op jmp = { INET_DIAG_BC_JMP, 4, (uint16_t)(len - off - 12) };
+
+		memcpy(bc + off, &cond, sizeof(cond));
+		memcpy(bc + off + 4, &cgids[i], sizeof(cgids[i]));
+		memcpy(bc + off + 12, &jmp, sizeof(jmp));
+	}
+	return len;
+}
+
+/* A request; a dump's with the filter @bc (@bclen bytes, 0: none). */
+static int send_req(int fd, uint16_t type, uint16_t flags, uint8_t family, uint8_t proto,
+		    uint32_t states, const struct inet_diag_sockid *id, const uint8_t *bc,
+		    size_t bclen)
+{
+	struct sockaddr_nl nl = { .nl_family = AF_NETLINK };
+	struct rtattr a = { .rta_len = (unsigned short)RTA_LENGTH(bclen),
+			    .rta_type = INET_DIAG_REQ_BYTECODE };
+	struct req q = { 0 };
+	struct iovec iov[3] = { { &q, sizeof(q) }, { &a, sizeof(a) }, { (void *)bc, bclen } };
+	struct msghdr m = { .msg_name = &nl,
+			    .msg_namelen = sizeof(nl),
+			    .msg_iov = iov,
+			    .msg_iovlen = bclen ? 3 : 1 };
+
+	q.nh.nlmsg_len = (uint32_t)(sizeof(q) + (bclen ? RTA_LENGTH(bclen) : 0));
 	q.nh.nlmsg_type = type;
 	q.nh.nlmsg_flags = NLM_F_REQUEST | flags;
 	q.r.sdiag_family = family;
@@ -55,7 +94,7 @@ static int send_req(int fd, uint16_t type, uint16_t flags, uint8_t family, uint8
 	q.r.idiag_states = states;
 	if (id)
 		q.r.id = *id;
-	if (sendto(fd, &q, sizeof(q), 0, (struct sockaddr *)&nl, sizeof(nl)) == -1)
+	if (sendmsg(fd, &m, 0) == -1)
 		return -errno;
 	return 0;
 }
@@ -99,12 +138,14 @@ static uint64_t cgroup_of(const struct inet_diag_msg *m, size_t len)
 /* Appends to *@v the sockets of one family and protocol that belong to @cgids and that
  * @judge condemns. @buf (DUMP_BUF bytes, NLMSG_ALIGNTO-aligned) receives the dump. */
 static int dump(int fd, char *buf, uint8_t family, uint8_t proto, const uint64_t *cgids, size_t ncg,
-		sl_flow_judge *judge, void *arg, struct victim **v, size_t *nv, size_t *cap)
+		const uint8_t *bc, size_t bclen, sl_flow_judge *judge, void *arg, struct victim **v,
+		size_t *nv, size_t *cap)
 {
 	int err;
 
 	err = send_req(fd, SOCK_DIAG_BY_FAMILY, NLM_F_DUMP, family, proto,
-		       proto == IPPROTO_TCP ? TCP_FLOW_STATES : 1u << TCP_ESTABLISHED, NULL);
+		       proto == IPPROTO_TCP ? TCP_FLOW_STATES : 1u << TCP_ESTABLISHED, NULL, bc,
+		       bclen);
 	if (err)
 		return err;
 	for (;;) {
@@ -160,7 +201,7 @@ static int destroy(int fd, const struct victim *v)
 	ssize_t n;
 	int err;
 
-	err = send_req(fd, SOCK_DESTROY, NLM_F_ACK, v->family, v->proto, ~0u, &v->id);
+	err = send_req(fd, SOCK_DESTROY, NLM_F_ACK, v->family, v->proto, ~0u, &v->id, NULL, 0);
 	if (err)
 		return err;
 	n = recv_some(fd, buf, sizeof(buf));
@@ -177,7 +218,8 @@ int sl_sockdiag_destroy(int netns_fd, const uint64_t *cgids, size_t ncg, sl_flow
 	static const uint8_t families[] = { AF_INET, AF_INET6 };
 	static const uint8_t protos[] = { IPPROTO_TCP, IPPROTO_UDP };
 	struct victim *v = NULL;
-	size_t nv = 0, cap = 0;
+	size_t nv = 0, cap = 0, bclen = 0;
+	uint8_t *bc = NULL;
 	char *buf;
 	int fd, err = 0;
 
@@ -186,8 +228,11 @@ int sl_sockdiag_destroy(int netns_fd, const uint64_t *cgids, size_t ncg, sl_flow
 	buf = malloc(DUMP_BUF); /* malloc aligns to more than NLMSG_ALIGNTO */
 	if (!buf)
 		return -ENOMEM;
+	if (ncg <= BC_MAX_IDS && (bc = malloc(ncg * BC_BLOCK)))
+		bclen = cgroup_filter(bc, cgids, ncg);
 	fd = sl_socket_in(netns_fd, AF_NETLINK, SOCK_RAW, NETLINK_SOCK_DIAG);
 	if (fd < 0) {
+		free(bc);
 		free(buf);
 		return fd;
 	}
@@ -195,8 +240,8 @@ int sl_sockdiag_destroy(int netns_fd, const uint64_t *cgids, size_t ncg, sl_flow
 	 * other requests on its socket. */
 	for (size_t f = 0; f < 2 && !err; f++)
 		for (size_t p = 0; p < 2 && !err; p++)
-			err = dump(fd, buf, families[f], protos[p], cgids, ncg, judge, arg, &v, &nv,
-				   &cap);
+			err = dump(fd, buf, families[f], protos[p], cgids, ncg, bc, bclen, judge,
+				   arg, &v, &nv, &cap);
 	for (size_t i = 0; i < nv && !err; i++) {
 		int e = destroy(fd, &v[i]);
 
@@ -206,6 +251,7 @@ int sl_sockdiag_destroy(int netns_fd, const uint64_t *cgids, size_t ncg, sl_flow
 			err = e;
 	}
 	free(v);
+	free(bc);
 	free(buf);
 	close(fd);
 	return err;
