@@ -1076,6 +1076,46 @@ static void test_threads(void **state)
 	sl_ca_free(ca);
 }
 
+/* A thread of test_cas_on_threads(): CAs made at once with the others, each checked (its
+ * certificate self-signed, a leaf it mints signed by the key in that certificate). */
+static void *ca_maker(void *arg)
+{
+	struct worker *w = arg;
+
+	for (int i = 0; i < 12; i++) {
+		struct sl_ca *ca = sl_ca_new("threads");
+		EVP_PKEY *key = NULL;
+		X509 *x = NULL;
+
+		if (!ca || X509_verify(sl_ca_cert(ca), X509_get0_pubkey(sl_ca_cert(ca))) != 1 ||
+		    sl_ca_leaf(ca, "t.example.com", &x, &key) ||
+		    X509_verify(x, X509_get0_pubkey(sl_ca_cert(ca))) != 1 ||
+		    X509_check_private_key(x, key) != 1)
+			w->failures++;
+		X509_free(x);
+		EVP_PKEY_free(key);
+		sl_ca_free(ca);
+	}
+	return NULL;
+}
+
+/* New CAs share the P-256 parameters made once for the process (ca.c: p256_gen()). */
+static void test_cas_on_threads(void **state)
+{
+	struct worker w[4];
+	pthread_t t[4];
+
+	(void)state;
+	for (int i = 0; i < 4; i++) {
+		w[i] = (struct worker){ .id = i };
+		assert_int_equal(pthread_create(&t[i], NULL, ca_maker, &w[i]), 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(pthread_join(t[i], NULL), 0);
+		assert_int_equal(w[i].failures, 0);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1096,6 +1136,7 @@ int main(void)
 		cmocka_unit_test(test_tls_handshake),
 		cmocka_unit_test(test_tls_resumption),
 		cmocka_unit_test(test_threads),
+		cmocka_unit_test(test_cas_on_threads),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -33,6 +33,7 @@
 #include <openssl/objects.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
+#include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
 #include "tls/ca.h"
@@ -186,6 +187,52 @@ static int add_ext(X509 *x, X509V3_CTX *v3, int nid, const char *value)
 }
 
 /*
+ * P-256 once for the process: its parameters as a provider key (every key is generated from
+ * it) and as a legacy one (cheap_pub_new() copies them from it). Built from the curve's name,
+ * the group costs a Montgomery context and a modular inverse each time (EVP_EC_gen(), and
+ * EVP_PKEY_copy_parameters() from a provider key into a legacy one): 40% of a new CA's time
+ * went to that, for its own key and its leaf key. Made under pthread_once and only read after
+ * (OpenSSL reads a key shared by threads without writing it: openssl-threads(7)); NULL if the
+ * library would not make them, and each caller falls back to the curve's name.
+ */
+static EVP_PKEY *p256, *p256_legacy;
+static pthread_once_t p256_once = PTHREAD_ONCE_INIT;
+
+static void p256_init(void)
+{
+	EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+	EVP_PKEY *legacy = EVP_PKEY_new();
+
+	if (!c || EVP_PKEY_paramgen_init(c) <= 0 || EVP_PKEY_CTX_set_group_name(c, "P-256") <= 0 ||
+	    EVP_PKEY_paramgen(c, &p256) <= 0)
+		p256 = NULL;
+	if (p256 && legacy && EVP_PKEY_set_type(legacy, EVP_PKEY_EC) &&
+	    EVP_PKEY_copy_parameters(legacy, p256)) {
+		p256_legacy = legacy;
+		legacy = NULL;
+	}
+	EVP_PKEY_free(legacy);
+	EVP_PKEY_CTX_free(c);
+	ERR_clear_error();
+}
+
+/* A new P-256 key. NULL on failure (OpenSSL's error queue says why). */
+static EVP_PKEY *p256_gen(void)
+{
+	EVP_PKEY_CTX *c;
+	EVP_PKEY *k = NULL;
+
+	pthread_once(&p256_once, p256_init);
+	if (!p256)
+		return EVP_EC_gen("P-256");
+	c = EVP_PKEY_CTX_new_from_pkey(NULL, p256, NULL);
+	if (!c || EVP_PKEY_keygen_init(c) <= 0 || EVP_PKEY_generate(c, &k) <= 0)
+		k = NULL;
+	EVP_PKEY_CTX_free(c);
+	return k;
+}
+
+/*
  * A key's public half in the form that X509_set_pubkey() takes cheaply: the leaf key's, once
  * per CA, and the CA key's for its own certificate (half of a new CA's 586 us went to setting
  * that key). OpenSSL 3.0 sets a provider-backed key by encoding it with OSSL_ENCODER and
@@ -196,18 +243,52 @@ static int add_ext(X509 *x, X509V3_CTX *v3, int nid, const char *value)
  * non-deprecated calls. If the library does not produce an equal key that way (a later
  * OpenSSL), the provider key is used: slower, equally correct.
  */
+/* Whether @pub is the P-256 public key @point (uncompressed, 65 bytes): its
+ * SubjectPublicKeyInfo, which a legacy key encodes directly, is the named curve's prefix and
+ * the point. */
+static int p256_spki_is(EVP_PKEY *pub, const unsigned char *point, size_t len)
+{
+	static const unsigned char prefix[] = { 0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a,
+						0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06,
+						0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03,
+						0x01, 0x07, 0x03, 0x42, 0x00 };
+	unsigned char *der = NULL;
+	int n = i2d_PUBKEY(pub, &der), ok;
+
+	ok = len == 65 && n == (int)(sizeof(prefix) + len) &&
+	     !memcmp(der, prefix, sizeof(prefix)) && !memcmp(der + sizeof(prefix), point, len);
+	OPENSSL_free(der);
+	return ok;
+}
+
 static EVP_PKEY *cheap_pub_new(EVP_PKEY *key)
 {
 	unsigned char point[133];
+	char group[32];
 	EVP_PKEY *pub = EVP_PKEY_new();
 	size_t len;
+	int same;
 
+	pthread_once(&p256_once, p256_init);
 	if (pub &&
 	    EVP_PKEY_get_octet_string_param(key, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, point,
 					    sizeof(point), &len) &&
-	    EVP_PKEY_set_type(pub, EVP_PKEY_EC) && EVP_PKEY_copy_parameters(pub, key) &&
-	    EVP_PKEY_set1_encoded_public_key(pub, point, len) && EVP_PKEY_eq(pub, key) == 1)
-		return pub;
+	    EVP_PKEY_set_type(pub, EVP_PKEY_EC)) {
+		/* A P-256 key takes its parameters from the template and is checked by its
+		 * encoding (EVP_PKEY_eq() would build the group again to compare); any other,
+		 * from itself, checked by EVP_PKEY_eq(). */
+		if (p256_legacy && EVP_PKEY_get_group_name(key, group, sizeof(group), NULL) &&
+		    (!strcmp(group, "prime256v1") || !strcmp(group, "P-256")))
+			same = EVP_PKEY_copy_parameters(pub, p256_legacy) &&
+			       EVP_PKEY_set1_encoded_public_key(pub, point, len) &&
+			       p256_spki_is(pub, point, len);
+		else
+			same = EVP_PKEY_copy_parameters(pub, key) &&
+			       EVP_PKEY_set1_encoded_public_key(pub, point, len) &&
+			       EVP_PKEY_eq(pub, key) == 1;
+		if (same)
+			return pub;
+	}
 	ERR_clear_error();
 	EVP_PKEY_free(pub);
 	return EVP_PKEY_up_ref(key) ? key : NULL;
@@ -327,7 +408,7 @@ static int ca_prepare(struct sl_ca *ca)
 	}
 	if (!X509_digest(ca->cert, EVP_sha256(), ca->id, NULL))
 		return ossl_err("CA certificate digest");
-	ca->leaf_key = EVP_EC_gen("P-256");
+	ca->leaf_key = p256_gen();
 	if (!ca->leaf_key)
 		return ossl_err("leaf key generation");
 	ca->leaf_pub = cheap_pub_new(ca->leaf_key);
@@ -407,7 +488,7 @@ struct sl_ca *sl_ca_new(const char *sandbox_name)
 		errno = ENOMEM;
 		return NULL;
 	}
-	ca->key = EVP_EC_gen("P-256");
+	ca->key = p256_gen();
 	if (!ca->key) {
 		err = ossl_err("CA key generation");
 		goto cleanup;
