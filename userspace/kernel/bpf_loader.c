@@ -734,7 +734,9 @@ int sl_bpf_attach(struct sl_bpf *b, const char *name, const char *cgroup_path, u
 			       cgroup_path, strerror(-err));
 			goto cleanup;
 		}
-		err = bpf_link__pin(link, path);
+		/* bpf_obj_pin(), not bpf_link__pin(): that one also checks the directory is on a
+		 * bpffs and makes it, two syscalls per link of every add (made above). */
+		err = bpf_obj_pin(bpf_link__fd(link), path) ? -errno : 0;
 		bpf_link__destroy(link);
 		if (err) {
 			sl_err("pinning %s failed: %s", path, strerror(-err));
