@@ -347,6 +347,51 @@ def test_conflicts_and_unknown_names(daemon, cgroups, workdir):
         assert r.returncode == 1 and "no sandbox named 'ghost'" in r.stderr, (args, r.stderr)
 
 
+def test_names_and_cgroups_are_found_among_many(daemon, cgroups, workdir):
+    """The registry finds sandboxes by name and by cgroup through sorted indexes: the overlap
+    check sees a sandbox above, below or at a cgroup whatever sorts between them ('-' and '.'
+    sort before '/'), the listing stays sorted by name, and a removal frees both."""
+    policy = write_policy(workdir, "ix", "return { egress = {} }")
+    made = []
+
+    def add(name, path):
+        r = daemon.cli("sandbox", "add", name, "--cgroup", str(cgroups.make(path)), "--policy",
+                       str(policy))
+        if r.returncode == 0:
+            made.append(name)
+        return r
+
+    try:
+        for name, path in (("ix-m", "ix/a"), ("ix-c", "ix/a-b"), ("ix-z", "ix/b/c"),
+                           ("ix-a", "ix/a.b"), ("ix-k", "ix/ab")):
+            r = add(name, path)
+            assert r.returncode == 0, (name, r.stderr)
+        for name, path, owner in (("ix-x1", "ix/a/x", "ix-m"), ("ix-x2", "ix/a", "ix-m"),
+                                  ("ix-x3", "ix/b", "ix-z"), ("ix-x4", "ix", "ix-c"),
+                                  ("ix-x5", "ix/b/c/d/e", "ix-z")):
+            r = add(name, path)
+            assert r.returncode == 1 and f"overlaps sandbox '{owner}'" in r.stderr \
+                or (owner == "ix-c" and "overlaps sandbox 'ix-" in r.stderr), (name, r.stderr)
+            assert_nothing_added(daemon, name)
+        r = add("ix-b", "ix/a-")  # beside ix/a and ix/a-b, within neither
+        assert r.returncode == 0, r.stderr
+        ls = daemon.cli("sandbox", "ls", "--json")
+        names = [x["name"] for x in json.loads(ls.stdout)["sandboxes"]]
+        mine = [n for n in names if n.startswith("ix-")]
+        assert mine == sorted(made), (mine, made)
+        assert daemon.cli("sandbox", "show", "ix-z").returncode == 0
+        daemon.cli("sandbox", "rm", "ix-z")
+        made.remove("ix-z")
+        r = add("ix-y", "ix/b")  # ix/b/c was ix-z's: free now
+        assert r.returncode == 0, r.stderr
+        assert daemon.cli("sandbox", "show", "ix-z").returncode == 1
+        r = add("ix-m", "ix/q")
+        assert r.returncode == 1 and "already exists" in r.stderr
+    finally:
+        for name in made:
+            daemon.cli("sandbox", "rm", name)
+
+
 def test_api_rejects_malformed_requests(daemon):
     status, body = daemon.api("POST", "/v1/sandboxes", raw="{not json")
     assert status == 400 and "not valid JSON" in body["error"]

@@ -68,10 +68,14 @@ struct sl_registry *sl_registry_new(struct sl_bpf *bpf, const char *state_dir, s
 	sl_list_init(&r->adding);
 	r->max_ids = bpf ? sl_bpf_max_sandboxes(bpf) : SL_MAX_SANDBOXES;
 	r->by_id = calloc(r->max_ids, sizeof(*r->by_id));
+	r->by_name = calloc(r->max_ids, sizeof(*r->by_name));
+	r->by_cgroup = calloc(r->max_ids, sizeof(*r->by_cgroup));
 	r->id_held = calloc(r->max_ids, 1);
 	r->workers = calloc(nworkers, sizeof(*r->workers));
-	if (!r->by_id || !r->id_held || !r->workers) {
+	if (!r->by_id || !r->by_name || !r->by_cgroup || !r->id_held || !r->workers) {
 		free(r->id_held);
+		free(r->by_cgroup);
+		free(r->by_name);
 		free(r->by_id);
 		free(r->workers);
 		free(r);
@@ -204,6 +208,8 @@ void sl_registry_free(struct sl_registry *r)
 	free(r->rm_pending.v);
 	free(r->rm_running.v);
 	free(r->id_held);
+	free(r->by_cgroup);
+	free(r->by_name);
 	free(r->by_id);
 	free(r->workers);
 	free(r);
@@ -221,25 +227,80 @@ int sl_sandbox_name_ok(const char *name)
 	return 1;
 }
 
-struct sl_box *sl_sandbox_find(struct sl_registry *r, const char *name)
+/* The first place in @v (@n boxes sorted by name, or by cgroup path if @by_cgroup) whose key
+ * is not below @key. */
+static size_t index_at(struct sl_box *const *v, size_t n, const char *key, int by_cgroup)
 {
-	struct sl_box *b;
+	size_t lo = 0, hi = n;
 
-	sl_list_for_each(b, &r->boxes, link)
-		if (!strcmp(b->name, name))
-			return b->removing ? NULL : b;
-	return NULL;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (strcmp(by_cgroup ? v[mid]->cgroup : v[mid]->name, key) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static void index_put(struct sl_box **v, size_t n, size_t at, struct sl_box *box)
+{
+	memmove(&v[at + 1], &v[at], (n - at) * sizeof(*v));
+	v[at] = box;
+}
+
+static void index_drop(struct sl_box **v, size_t n, struct sl_box *box, int by_cgroup)
+{
+	size_t at = index_at(v, n, by_cgroup ? box->cgroup : box->name, by_cgroup);
+
+	while (at < n && v[at] != box) /* keys are unique; a box is found where its key is */
+		at++;
+	if (at < n)
+		memmove(&v[at], &v[at + 1], (n - at - 1) * sizeof(*v));
 }
 
 /* Also a sandbox being removed: its name and files are still its own. */
 static struct sl_box *find_any(struct sl_registry *r, const char *name)
 {
-	struct sl_box *b;
+	size_t at = index_at(r->by_name, r->nindexed, name, 0);
 
-	sl_list_for_each(b, &r->boxes, link)
-		if (!strcmp(b->name, name))
-			return b;
-	return NULL;
+	return at < r->nindexed && !strcmp(r->by_name[at]->name, name) ? r->by_name[at] : NULL;
+}
+
+struct sl_box *sl_sandbox_find(struct sl_registry *r, const char *name)
+{
+	struct sl_box *b = find_any(r, name);
+
+	return b && !b->removing ? b : NULL;
+}
+
+struct sl_box *sb_cgroup_taken(struct sl_registry *r, const char *cgroup)
+{
+	size_t n = strlen(cgroup), at;
+	char key[PATH_MAX + 2];
+
+	if (!n || n >= PATH_MAX)
+		return NULL;
+	/* Above it or the same (sl_cgroup_within()): each prefix that ends before a '/'. */
+	for (size_t i = 1; i <= n; i++) {
+		if (i < n && cgroup[i] != '/')
+			continue;
+		memcpy(key, cgroup, i);
+		key[i] = 0;
+		at = index_at(r->by_cgroup, r->nindexed, key, 1);
+		if (at < r->nindexed && !strcmp(r->by_cgroup[at]->cgroup, key))
+			return r->by_cgroup[at];
+	}
+	/* Below it: the paths that begin with "@cgroup/" come one after the other, from the
+	 * first that is not below that string. */
+	memcpy(key, cgroup, n);
+	key[n] = '/';
+	key[n + 1] = 0;
+	at = index_at(r->by_cgroup, r->nindexed, key, 1);
+	return at < r->nindexed && !strncmp(r->by_cgroup[at]->cgroup, key, n + 1) ?
+		       r->by_cgroup[at] :
+		       NULL;
 }
 
 struct sl_loop *sl_box_loop(const struct sl_box *box)
@@ -465,17 +526,16 @@ static void sweep_cb(struct sl_loop *loop, struct sl_timer *t)
 
 void sb_link(struct sl_registry *r, struct sl_box *box)
 {
-	struct sl_list *at = &r->boxes;
-	struct sl_box *b;
+	size_t at = index_at(r->by_name, r->nindexed, box->name, 0);
 
-	/* Keep the list sorted by name: ls output is stable. */
-	sl_list_for_each(b, &r->boxes, link) {
-		if (strcmp(b->name, box->name) >= 0) {
-			at = &b->link;
-			break;
-		}
-	}
-	sl_list_add_tail(at, &box->link); /* before @at */
+	/* Keep the list sorted by name: ls output is stable. A box holds an id below max_ids,
+	 * so the indexes have room (its id is taken before it is linked). */
+	sl_list_add_tail(at < r->nindexed ? &r->by_name[at]->link : &r->boxes,
+			 &box->link); /* before it */
+	index_put(r->by_name, r->nindexed, at, box);
+	index_put(r->by_cgroup, r->nindexed,
+		  index_at(r->by_cgroup, r->nindexed, box->cgroup, 1), box);
+	r->nindexed++;
 	r->count++;
 	if (box->id < r->max_ids)
 		r->by_id[box->id] = box;
@@ -485,6 +545,9 @@ static void unlink_box(struct sl_registry *r, struct sl_box *box)
 {
 	if (sl_list_linked(&box->link)) {
 		sl_list_del(&box->link);
+		index_drop(r->by_name, r->nindexed, box, 0);
+		index_drop(r->by_cgroup, r->nindexed, box, 1);
+		r->nindexed--;
 		r->count--;
 		if (box->id < r->max_ids && r->by_id[box->id] == box)
 			r->by_id[box->id] = NULL;
@@ -577,16 +640,24 @@ static struct sl_box *add_prepare(struct sl_registry *r, const struct sl_box_spe
 		e = -EINVAL;
 		goto fail;
 	}
-	for (int k = 0; k < 2; k++) {
-		sl_list_for_each(o, k ? &r->adding : &r->boxes, link) {
-			if (sl_cgroup_within(box->cgroup, o->cgroup) ||
-			    sl_cgroup_within(o->cgroup, box->cgroup)) {
-				sl_errf(err, errlen, "cgroup %s overlaps sandbox '%s' (%s)",
-					box->cgroup, o->name, o->cgroup);
-				e = -EEXIST;
-				goto fail;
+	/* The sandboxes by their sorted paths; the adds under way (a few) one by one. */
+	o = sb_cgroup_taken(r, box->cgroup);
+	if (!o) {
+		struct sl_box *a;
+
+		sl_list_for_each(a, &r->adding, link) {
+			if (sl_cgroup_within(box->cgroup, a->cgroup) ||
+			    sl_cgroup_within(a->cgroup, box->cgroup)) {
+				o = a;
+				break;
 			}
 		}
+	}
+	if (o) {
+		sl_errf(err, errlen, "cgroup %s overlaps sandbox '%s' (%s)", box->cgroup, o->name,
+			o->cgroup);
+		e = -EEXIST;
+		goto fail;
 	}
 	e = sl_cgroup_id(box->cgroup, &box->cgid);
 	if (e) {
