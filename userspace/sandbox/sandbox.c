@@ -43,7 +43,10 @@
 #include "sandbox/sb_int.h"
 
 #define SWEEP_MS 1000
-#define PROXIED_SWEEPS 5 /* sl_proxied records are swept every 5th sweep */
+/* A sandbox's sl_proxied records are swept every 5th sweep: each sweep takes the sandboxes of
+ * one fifth of the ids, so that a worker's loop walks a fifth of its maps each second rather
+ * than all of them every fifth second (one syscall at least per map: 1,300 maps took 5 ms). */
+#define PROXIED_SWEEPS 5
 
 static void sweep_cb(struct sl_loop *loop, struct sl_timer *t);
 
@@ -494,7 +497,7 @@ static void sweep_worker(struct sl_task *t)
 		/* Records of intercepted connections nobody accepted (the sandbox aimed them at
 		 * a listener of its own, or the client vanished unseen): they count against the
 		 * sandbox's quota until they go. */
-		if (w->sweep_px)
+		if (b->id % PROXIED_SWEEPS == w->sweep_px)
 			b->proxied_swept += (uint64_t)sl_bpf_proxied_sweep(
 				r->bpf, b->id, w->sweep_now, SL_PROXIED_MAX_AGE_S * 1000000000ULL);
 	}
@@ -504,10 +507,8 @@ static void sweep_worker(struct sl_task *t)
 static void sweep_cb(struct sl_loop *loop, struct sl_timer *t)
 {
 	struct sl_registry *r = sl_container_of(t, struct sl_registry, sweep);
-	int px = ++r->px_sweeps >= PROXIED_SWEEPS;
+	unsigned px = r->px_sweeps++ % PROXIED_SWEEPS;
 
-	if (px)
-		r->px_sweeps = 0;
 	/* Each worker sweeps its own sandboxes; one still at it skips this round. */
 	for (unsigned i = 0; i < r->nworkers; i++) {
 		struct sb_worker *w = &r->workers[i];

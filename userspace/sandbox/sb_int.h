@@ -149,7 +149,7 @@ struct sb_worker {
 	struct sl_jobs *jobs; /* its switches' compile thread (sb_worker_jobs()) */
 	uint64_t sweep_now;
 	int64_t sweep_now_s;
-	int sweep_px;
+	unsigned sweep_px; /* the sl_proxied records of the ids equal to it modulo 5 */
 };
 
 /* One sandbox. Owned by its registry; its worker's thread (see Threading above). */
@@ -223,7 +223,7 @@ struct sl_registry {
 	struct sl_lua_opts lua_opts;
 	struct sl_timer sweep; /* embedded: re-arming cannot fail, so the sweep never stops */
 	unsigned netns_sweeps; /* sweeps since namespaces were last judged */
-	unsigned px_sweeps; /* sweeps since sl_proxied records were last swept */
+	unsigned px_sweeps; /* sweeps so far: which fifth of the ids sweeps its sl_proxied */
 	char state_dir[PATH_MAX];
 	/* sluiced's control socket: no egress.unix may name it (also denied in the kernel). */
 	char ctl_path[PATH_MAX];
