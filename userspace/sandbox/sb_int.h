@@ -233,6 +233,7 @@ struct sl_registry {
 	 * take a binary search, not a walk of every sandbox (sb_link(), sb_cgroup_taken()). */
 	struct sl_box **by_name, **by_cgroup;
 	size_t nindexed;
+	size_t cgroup_cursor; /* in by_name: where the sweep's next cgroup check begins */
 	struct sl_list adding; /* of struct sl_box being added: their names and cgroups are taken */
 	struct sl_jobs *jobs; /* the compile jobs' thread, started by the first async add */
 	int jobs_stopped; /* sluiced stops: no job is submitted any more */
