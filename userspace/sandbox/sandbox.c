@@ -534,8 +534,8 @@ void sb_link(struct sl_registry *r, struct sl_box *box)
 	sl_list_add_tail(at < r->nindexed ? &r->by_name[at]->link : &r->boxes,
 			 &box->link); /* before it */
 	index_put(r->by_name, r->nindexed, at, box);
-	index_put(r->by_cgroup, r->nindexed,
-		  index_at(r->by_cgroup, r->nindexed, box->cgroup, 1), box);
+	index_put(r->by_cgroup, r->nindexed, index_at(r->by_cgroup, r->nindexed, box->cgroup, 1),
+		  box);
 	r->nindexed++;
 	r->count++;
 	if (box->id < r->max_ids)
