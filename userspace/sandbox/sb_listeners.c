@@ -59,19 +59,22 @@ static int px_name_verdict(void *owner, const char *host)
 	return sb_policy(box) ? sl_policy_name_verdict(sb_policy(box), host) : SL_VERDICT_DENY;
 }
 
-static int learned_at(const struct sl_addr_rule *r, uint8_t family, const uint8_t *addr)
-{
-	return r->verdict == SL_VERDICT_PROXY && r->family == family &&
-	       !memcmp(r->addr, addr, family == AF_INET ? 4 : 16);
-}
+/*
+ * The learned entries at one address come from the learned set's index (sandbox/sb_lindex.h),
+ * not a scan of the set: each intercepted connection asks (name_at, only_name_at), and a
+ * checked passthrough too (resolved_at), and a sandbox may hold 16,384 entries.
+ */
+#define for_each_learned_at(box, i, family, addr)                                             \
+	for (uint32_t i = sb_lx_first_at(&(box)->learned.ix, &(box)->learned.rules, family, addr); \
+	     i != SB_LX_NONE; i = sb_lx_next_at(&(box)->learned.ix, &(box)->learned.rules, i))
 
 static int px_name_at(void *owner, const char *host, uint8_t family, const uint8_t *addr)
 {
 	struct sl_box *box = owner;
 	int unknown = 0;
 
-	for (size_t i = 0; i < box->learned.rules.n; i++) {
-		if (!learned_at(&box->learned.rules.v[i], family, addr))
+	for_each_learned_at(box, i, family, addr) {
+		if (box->learned.rules.v[i].verdict != SL_VERDICT_PROXY)
 			continue;
 		if (!strcmp(box->learned.names[i], host))
 			return 1;
@@ -86,8 +89,8 @@ static int px_only_name_at(void *owner, uint8_t family, const uint8_t *addr, cha
 	struct sl_box *box = owner;
 	const char *found = NULL;
 
-	for (size_t i = 0; i < box->learned.rules.n; i++) {
-		if (!learned_at(&box->learned.rules.v[i], family, addr))
+	for_each_learned_at(box, i, family, addr) {
+		if (box->learned.rules.v[i].verdict != SL_VERDICT_PROXY)
 			continue;
 		if (!box->learned.names[i][0])
 			return 0;
@@ -128,12 +131,11 @@ static int px_resolved_at(void *owner, const char *host, uint8_t family, const u
 	struct sl_box *box = owner;
 	int unknown = 0;
 
-	for (size_t i = 0; i < box->learned.rules.n; i++) {
+	for_each_learned_at(box, i, family, addr) {
 		const struct sl_addr_rule *x = &box->learned.rules.v[i];
 
-		if (x->verdict == SL_VERDICT_DENY || x->family != family ||
-		    memcmp(x->addr, addr, family == AF_INET ? 4 : 16) || port < x->port_lo ||
-		    port > x->port_hi || !(x->protos & SL_PROTO_TCP))
+		if (x->verdict == SL_VERDICT_DENY || port < x->port_lo || port > x->port_hi ||
+		    !(x->protos & SL_PROTO_TCP))
 			continue;
 		if (!strcmp(box->learned.names[i], host))
 			return 1;
