@@ -64,7 +64,7 @@ static int px_name_verdict(void *owner, const char *host)
  * not a scan of the set: each intercepted connection asks (name_at, only_name_at), and a
  * checked passthrough too (resolved_at), and a sandbox may hold 16,384 entries.
  */
-#define for_each_learned_at(box, i, family, addr)                                             \
+#define for_each_learned_at(box, i, family, addr)                                                  \
 	for (uint32_t i = sb_lx_first_at(&(box)->learned.ix, &(box)->learned.rules, family, addr); \
 	     i != SB_LX_NONE; i = sb_lx_next_at(&(box)->learned.ix, &(box)->learned.rules, i))
 
