@@ -459,6 +459,23 @@ def test_suggestion_never_collapses_onto_a_public_suffix(box, daemon, servers, w
     assert chk.returncode == 0, chk.stdout + chk.stderr
 
 
+def test_names_resolved_before_audit_mode_explain_its_records(box, daemon, servers):
+    """A name resolved while enforcing (a learned entry, found by its address through the
+    learned set's index) names what audit mode then records at that address on another port;
+    an address no name resolved to stays an address."""
+    port, other = servers.ports[0], servers.ports[1]
+    sb = box("prior", f'return {{ egress = {{ allow = {{ "allowed.test:{port}" }}, '
+                      'private = { "127.0.0.0/8" } } }\n')
+    assert sb.probe({"op": "resolve", "name": "allowed.test", "family": 4},
+                    connect("127.0.0.5", other)) == [["127.0.0.5"], "EPERM"]
+    sb.mode("audit")
+    assert sb.probe(connect("127.0.0.5", other), connect("127.0.0.31", other)) == ["OK", "OK"]
+    r = daemon.cli("policy", "suggest", "prior")
+    assert r.returncode == 0, r.stderr
+    assert f'{{ "allowed.test:{other}", proto = "tcp" }},' in r.stdout, r.stdout
+    assert f'"127.0.0.31:{other}"' in r.stdout and "127.0.0.5:" not in r.stdout, r.stdout
+
+
 MANY = r"""
 import http.client, ssl, sys
 ctx = ssl.create_default_context(cafile=sys.argv[1])

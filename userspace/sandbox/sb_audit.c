@@ -549,13 +549,14 @@ static int names_of(struct sl_box *box, struct sg_build *b, const struct sl_audi
 			break;
 		}
 	}
-	/* Names resolved before audit mode began: the sandbox's learned entries. */
-	for (size_t i = 0; i < box->learned.rules.n && !e; i++) {
-		const struct sl_addr_rule *x = &box->learned.rules.v[i];
+	/* Names resolved before audit mode began: the sandbox's learned entries at the address
+	 * (the learned set's index; the record's address is zero-padded as theirs are). */
+	for (uint32_t i = sb_lx_first_at(&box->learned.ix, &box->learned.rules, rec->k.family,
+					 rec->k.addr);
+	     i != SB_LX_NONE && !e; i = sb_lx_next_at(&box->learned.ix, &box->learned.rules, i)) {
 		int dup = 0;
 
-		if (!box->learned.names[i][0] || x->family != rec->k.family ||
-		    memcmp(x->addr, rec->k.addr, x->family == AF_INET ? 4 : 16))
+		if (!box->learned.names[i][0])
 			continue;
 		for (size_t j = b->nnames - *found; j < b->nnames; j++)
 			dup |= !strcmp(b->names[j].name, box->learned.names[i]);
