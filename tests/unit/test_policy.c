@@ -469,11 +469,54 @@ static void test_public_and_private_addresses(void **state)
 	sl_policy_free(p);
 }
 
+/* A name's grants come from the policy's name positions: the same as from every entry, in
+ * the same order, among thousands of address entries. */
+static void test_name_positions(void **state)
+{
+	static const char *const names[] = { "api.github.com", "x.npmjs.org", "npmjs.org",
+					     "a.b.npmjs.org", "other.test", "api.test" };
+	const char *src =
+		"local a = { 'api.github.com', '*.npmjs.org:443', { 'api.test:8443', sni = false } }\n"
+		"for i = 1, 5000 do a[#a + 1] = string.format('10.0.%d.%d:443', i >> 8, i & 255) end\n"
+		"a[#a + 1] = 'api.github.com:22'\n"
+		"return { egress = { allow = a, intercept = { 'api.test', '*.github.com:8080' } } }";
+	char err[256];
+	struct sl_policy *p = load(src, err, sizeof(err));
+
+	(void)state;
+	assert_non_null(p);
+	assert_non_null(p->allow_names);
+	assert_int_equal(p->nallow_names, 4);
+	assert_int_equal(p->nintercept_names, 2);
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		struct sl_grant a[16], b[16];
+		size_t na = sl_policy_name_grants(p, names[i], a, 16), nb;
+		uint32_t *an = p->allow_names, *in = p->intercept_names;
+
+		p->allow_names = p->intercept_names = NULL; /* every entry */
+		nb = sl_policy_name_grants(p, names[i], b, 16);
+		p->allow_names = an;
+		p->intercept_names = in;
+		assert_int_equal(na, nb);
+		for (size_t k = 0; k < na; k++) {
+			assert_int_equal(a[k].lo, b[k].lo);
+			assert_int_equal(a[k].hi, b[k].hi);
+			assert_int_equal(a[k].protos, b[k].protos);
+			assert_int_equal(a[k].verdict, b[k].verdict);
+			assert_int_equal(a[k].sni, b[k].sni);
+		}
+		assert_int_equal(sl_policy_name_verdict(p, names[i]) == SL_VERDICT_DENY,
+				 !strcmp(names[i], "other.test") || !strcmp(names[i], "npmjs.org"));
+	}
+	sl_policy_free(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_entries),
 		cmocka_unit_test(test_policy_load),
+		cmocka_unit_test(test_name_positions),
 		cmocka_unit_test(test_policy_errors),
 		cmocka_unit_test(test_unix_entries),
 		cmocka_unit_test(test_policy_rules),

@@ -338,8 +338,12 @@ static int read_guarded(lua_State *L, struct read_args *a)
 	lua_pushcfunction(L, read_protected);
 	lua_pushlightuserdata(L, a);
 	lua_pushvalue(L, -3);
-	if (lua_pcall(L, 2, 0, 0) == LUA_OK)
+	if (lua_pcall(L, 2, 0, 0) == LUA_OK) {
+		/* Read whole: the positions of its names (a failure only costs lookups time). */
+		if (!a->ret)
+			sl_policy_index_names(a->p);
 		return a->ret;
+	}
 	msg = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) :
 					       "reading the policy raised a non-string error";
 	nl = strchr(msg, '\n');

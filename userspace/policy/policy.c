@@ -305,10 +305,43 @@ int sl_unix_parse(const char *s, size_t len, struct sl_unix_key *k, char *err, s
 	return 0;
 }
 
+static int index_names(const struct sl_entry_list *l, uint32_t **out, size_t *n)
+{
+	size_t k = 0;
+
+	*out = NULL;
+	*n = 0;
+	for (size_t i = 0; i < l->n; i++)
+		k += l->v[i].kind == SL_ENTRY_HOST || l->v[i].kind == SL_ENTRY_WILDCARD;
+	*out = malloc((k ? k : 1) * sizeof(**out));
+	if (!*out)
+		return -ENOMEM;
+	for (size_t i = 0; i < l->n; i++)
+		if (l->v[i].kind == SL_ENTRY_HOST || l->v[i].kind == SL_ENTRY_WILDCARD)
+			(*out)[(*n)++] = (uint32_t)i;
+	return 0;
+}
+
+int sl_policy_index_names(struct sl_policy *p)
+{
+	free(p->allow_names);
+	free(p->intercept_names);
+	if (index_names(&p->allow, &p->allow_names, &p->nallow_names) ||
+	    index_names(&p->intercept, &p->intercept_names, &p->nintercept_names)) {
+		free(p->allow_names);
+		free(p->intercept_names);
+		p->allow_names = p->intercept_names = NULL;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
 void sl_policy_free(struct sl_policy *p)
 {
 	if (!p)
 		return;
+	free(p->allow_names);
+	free(p->intercept_names);
 	free(p->unix_socks.v);
 	free(p->allow.v);
 	free(p->intercept.v);
@@ -395,10 +428,12 @@ static size_t allow_grants(const struct sl_entry *e, struct sl_grant *g)
 size_t sl_policy_name_grants(const struct sl_policy *p, const char *name, struct sl_grant *g,
 			     size_t max)
 {
-	size_t n = 0;
+	/* The name entries only, when the policy has their positions (it has once read). */
+	size_t n = 0, na = p->allow_names ? p->nallow_names : p->allow.n,
+	       ni = p->intercept_names ? p->nintercept_names : p->intercept.n;
 
-	for (size_t i = 0; i < p->allow.n && n < max; i++) {
-		const struct sl_entry *e = &p->allow.v[i];
+	for (size_t i = 0; i < na && n < max; i++) {
+		const struct sl_entry *e = &p->allow.v[p->allow_names ? p->allow_names[i] : i];
 		struct sl_grant eg[3];
 		size_t k = 0, ne;
 
@@ -409,8 +444,9 @@ size_t sl_policy_name_grants(const struct sl_policy *p, const char *name, struct
 			g[n++] = eg[k++];
 	}
 	/* Intercepted names: TCP only, 80 and 443 unless the entry names ports. */
-	for (size_t i = 0; i < p->intercept.n && n < max; i++) {
-		const struct sl_entry *e = &p->intercept.v[i];
+	for (size_t i = 0; i < ni && n < max; i++) {
+		const struct sl_entry *e =
+			&p->intercept.v[p->intercept_names ? p->intercept_names[i] : i];
 
 		if (!name_matches(e, name))
 			continue;

@@ -49,7 +49,16 @@ struct sl_policy {
 	struct sl_entry_list intercept; /* egress.intercept */
 	struct sl_entry_list private_ranges; /* egress.private: addresses only */
 	struct sl_unix_list unix_socks; /* egress.unix ("unix" is a macro in GNU C) */
+	/* The positions of allow's and intercept's host and wildcard entries, in order
+	 * (sl_policy_index_names()): a name's grants look at these, not at every address entry
+	 * of a 100,000-entry policy. NULL: not made, every entry is looked at. */
+	uint32_t *allow_names, *intercept_names;
+	size_t nallow_names, nintercept_names;
 };
+
+/* Makes @p's name positions (above), once its entries are read. 0 or -ENOMEM (then none:
+ * lookups look at every entry). */
+int sl_policy_index_names(struct sl_policy *p);
 
 /*
  * Parses one egress.unix entry of @len bytes: an absolute filesystem path ("/run/x.sock",
