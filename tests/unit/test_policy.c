@@ -474,7 +474,7 @@ static void test_public_and_private_addresses(void **state)
 static void test_name_positions(void **state)
 {
 	static const char *const names[] = { "api.github.com", "x.npmjs.org", "npmjs.org",
-					     "a.b.npmjs.org", "other.test", "api.test" };
+					     "a.b.npmjs.org",  "other.test",  "api.test" };
 	const char *src =
 		"local a = { 'api.github.com', '*.npmjs.org:443', { 'api.test:8443', sni = false } }\n"
 		"for i = 1, 5000 do a[#a + 1] = string.format('10.0.%d.%d:443', i >> 8, i & 255) end\n"
