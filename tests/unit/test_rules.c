@@ -274,6 +274,59 @@ static void test_compiled_matches_brute_force(void **state)
 	}
 }
 
+/* The sorted view answers as the scan does: the same ranges in the same order for every
+ * address and prefix length, and the same exact prefixes, IPv4 and IPv6 mixed. */
+static void test_index_matches_the_scan(void **state)
+{
+	unsigned seed = 777;
+
+	(void)state;
+	for (int round = 0; round < 30; round++) {
+		struct sl_rule_set rs;
+		struct sl_rule_index x;
+
+		sl_rule_set_init(&rs);
+		for (int i = 0; i < 60; i++) {
+			struct sl_addr_rule r = { .family = rand_r(&seed) % 3 ? AF_INET : AF_INET6 };
+			uint16_t lo = (uint16_t)(rand_r(&seed) % 8);
+
+			r.addr[0] = 10;
+			r.addr[1] = (uint8_t)(rand_r(&seed) % 2);
+			r.addr[2] = (uint8_t)(rand_r(&seed) % 4);
+			r.addr[3] = (uint8_t)(rand_r(&seed) % 4);
+			r.plen = (uint8_t)(rand_r(&seed) % (r.family == AF_INET ? 33 : 129));
+			r.port_lo = lo;
+			r.port_hi = (uint16_t)(lo + rand_r(&seed) % 3);
+			r.protos = (uint8_t)(1 + rand_r(&seed) % 3);
+			r.verdict = (uint8_t)(1 + rand_r(&seed) % 2);
+			assert_int_equal(sl_rule_set_add(&rs, &r), 0);
+		}
+		assert_int_equal(sl_rule_index_build(&x, &rs), 0);
+		for (int a = 0; a < 2 * 2 * 4 * 4; a++) {
+			uint8_t addr[16] = { 10, (uint8_t)(a / 16 % 2), (uint8_t)(a / 4 % 4),
+					     (uint8_t)(a % 4) };
+			uint8_t family = a < 32 ? AF_INET : AF_INET6;
+
+			for (int plen = 0; plen <= (family == AF_INET ? 32 : 128); plen += 4) {
+				struct sl_rule v1 = { 0 }, v2 = { 0 };
+				int e1 = sl_rules_merge(&rs, family, addr, (uint8_t)plen, &v1),
+				    e2 = sl_rules_merge_ix(&rs, &x, family, addr, (uint8_t)plen,
+							   &v2);
+
+				assert_int_equal(e1, e2);
+				assert_int_equal(v1.n, v2.n);
+				assert_memory_equal(v1.r, v2.r, v1.n * sizeof(v1.r[0]));
+				assert_int_equal(sl_rules_has_prefix(&rs, &x, family, addr,
+								     (uint8_t)plen),
+						 sl_rules_has_prefix(&rs, NULL, family, addr,
+								     (uint8_t)plen));
+			}
+		}
+		sl_rule_index_free(&x);
+		sl_rule_set_free(&rs);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -283,6 +336,7 @@ int main(void)
 		cmocka_unit_test(test_too_many_ranges_named),
 		cmocka_unit_test(test_families_do_not_mix),
 		cmocka_unit_test(test_compiled_matches_brute_force),
+		cmocka_unit_test(test_index_matches_the_scan),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -149,6 +149,138 @@ int sl_rules_merge(const struct sl_rule_set *rs, uint8_t family, const uint8_t *
 	return 0;
 }
 
+/* ---- the sorted view ---- */
+
+/* The key of a prefix: family, length, address (canonical: host bits and IPv4's tail zero). */
+static int key_cmp(const struct sl_addr_rule *r, uint8_t family, uint8_t plen, const uint8_t *addr)
+{
+	if (r->family != family)
+		return r->family < family ? -1 : 1;
+	if (r->plen != plen)
+		return r->plen < plen ? -1 : 1;
+	return memcmp(r->addr, addr, addr_len(family));
+}
+
+static int cmp_pos(const void *a, const void *b, void *arg)
+{
+	const struct sl_rule_set *rs = arg;
+	uint32_t i = *(const uint32_t *)a, j = *(const uint32_t *)b;
+	const struct sl_addr_rule *y = &rs->v[j];
+	int c = key_cmp(&rs->v[i], y->family, y->plen, y->addr);
+
+	return c ? c : (i > j) - (i < j);
+}
+
+int sl_rule_index_build(struct sl_rule_index *x, const struct sl_rule_set *rs)
+{
+	memset(x, 0, sizeof(*x));
+	if (!rs->n)
+		return 0;
+	x->ord = malloc(rs->n * sizeof(*x->ord));
+	if (!x->ord)
+		return -ENOMEM;
+	for (size_t i = 0; i < rs->n; i++) {
+		x->ord[i] = (uint32_t)i;
+		if (rs->v[i].plen <= (rs->v[i].family == AF_INET ? 32 : 128))
+			x->has_plen[rs->v[i].family != AF_INET][rs->v[i].plen] = 1;
+	}
+	qsort_r(x->ord, rs->n, sizeof(*x->ord), cmp_pos, (void *)rs);
+	x->n = rs->n;
+	return 0;
+}
+
+void sl_rule_index_free(struct sl_rule_index *x)
+{
+	free(x->ord);
+	memset(x, 0, sizeof(*x));
+}
+
+/* The first place in @x's order whose rule is not below the key. */
+static size_t ix_lower(const struct sl_rule_set *rs, const struct sl_rule_index *x, uint8_t family,
+		       uint8_t plen, const uint8_t *addr)
+{
+	size_t lo = 0, hi = x->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (key_cmp(&rs->v[x->ord[mid]], family, plen, addr) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t i = *(const uint32_t *)a, j = *(const uint32_t *)b;
+
+	return (i > j) - (i < j);
+}
+
+#define IX_MATCHES 64 /* rules covering one address beyond this: the scan answers */
+
+int sl_rules_merge_ix(const struct sl_rule_set *rs, const struct sl_rule_index *x, uint8_t family,
+		      const uint8_t *addr, uint8_t plen, struct sl_rule *val)
+{
+	uint32_t pos[IX_MATCHES];
+	size_t npos = 0;
+	int maxlen = family == AF_INET ? 32 : 128;
+
+	if (!x || x->n != rs->n || !x->n || plen > maxlen)
+		return sl_rules_merge(rs, family, addr, plen, val);
+	for (int len = 0; len <= plen; len++) {
+		uint8_t key[16] = { 0 };
+
+		if (!x->has_plen[family != AF_INET][len])
+			continue;
+		memcpy(key, addr, addr_len(family));
+		sl_prefix_mask(key, addr_len(family), (uint8_t)len);
+		for (size_t i = ix_lower(rs, x, family, (uint8_t)len, key);
+		     i < x->n && !key_cmp(&rs->v[x->ord[i]], family, (uint8_t)len, key); i++) {
+			if (npos == IX_MATCHES)
+				return sl_rules_merge(rs, family, addr, plen, val);
+			pos[npos++] = x->ord[i];
+		}
+	}
+	/* In the set's order, as the scan adds them. */
+	qsort(pos, npos, sizeof(pos[0]), cmp_u32);
+	for (size_t k = 0; k < npos; k++) {
+		const struct sl_addr_rule *q = &rs->v[pos[k]];
+		struct sl_port_range r = {
+			.expires_ns = q->expires_ns,
+			.lo = q->port_lo,
+			.hi = q->port_hi,
+			.verdict = q->verdict,
+			.protos = q->protos,
+		};
+		int err = add_range(val, r);
+
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+int sl_rules_has_prefix(const struct sl_rule_set *rs, const struct sl_rule_index *x, uint8_t family,
+			const uint8_t *addr, uint8_t plen)
+{
+	uint8_t key[16] = { 0 };
+	size_t i;
+
+	memcpy(key, addr, addr_len(family));
+	sl_prefix_mask(key, addr_len(family), plen);
+	if (!x || x->n != rs->n || !x->n) {
+		for (i = 0; i < rs->n; i++)
+			if (!key_cmp(&rs->v[i], family, plen, key))
+				return 1;
+		return 0;
+	}
+	i = ix_lower(rs, x, family, plen, key);
+	return i < x->n && !key_cmp(&rs->v[x->ord[i]], family, plen, key);
+}
+
 static int cmp_range(const void *a, const void *b)
 {
 	const struct sl_port_range *x = a, *y = b;

@@ -64,6 +64,28 @@ int sl_rules_compile(const struct sl_rule_set *rs, struct sl_kentry **out, size_
 int sl_rules_merge(const struct sl_rule_set *rs, uint8_t family, const uint8_t *addr, uint8_t plen,
 		   struct sl_rule *val);
 
+/*
+ * A sorted view of a rule set that no longer changes (a compiled layer's static rules): the
+ * rules of one prefix, and those covering an address, are found by a binary search per prefix
+ * length the set holds rather than a scan of every rule (100,000 rules: 1.3 ms per address
+ * resolved). Read-only once built: any thread.
+ */
+struct sl_rule_index {
+	uint32_t *ord; /* rule positions sorted by family, prefix length, address, position */
+	size_t n;
+	uint8_t has_plen[2][129]; /* [IPv4, IPv6][length]: the set holds rules of it */
+};
+
+/* Builds @x over @rs (which must not change while @x is used). 0 or -ENOMEM (@x empty). */
+int sl_rule_index_build(struct sl_rule_index *x, const struct sl_rule_set *rs);
+void sl_rule_index_free(struct sl_rule_index *x);
+/* sl_rules_merge() through @x (NULL or empty: the scan): the same ranges in the same order. */
+int sl_rules_merge_ix(const struct sl_rule_set *rs, const struct sl_rule_index *x, uint8_t family,
+		      const uint8_t *addr, uint8_t plen, struct sl_rule *val);
+/* Whether @rs holds a rule of exactly (@family, @addr, @plen), through @x (NULL: a scan). */
+int sl_rules_has_prefix(const struct sl_rule_set *rs, const struct sl_rule_index *x, uint8_t family,
+			const uint8_t *addr, uint8_t plen);
+
 /* Formats a prefix as "10.0.0.0/8" or "fd00::/8" (plen omitted for a single address). */
 void sl_prefix_str(uint8_t family, const uint8_t *addr, uint8_t plen, char *buf, size_t len);
 

@@ -129,6 +129,7 @@ struct sl_layer {
 	char handler[64]; /* the active outboundHandlers entry, "" for none */
 	char *params; /* its params (JSON text), NULL for none */
 	struct sl_rule_set rules; /* static rules compiled from policy */
+	struct sl_rule_index rules_ix; /* their sorted view, built with them */
 };
 
 /* A worker as the registry sees it (see Threading above). */
@@ -368,7 +369,7 @@ int sb_learned_add(struct sb_learned *l, const char *name, const struct sl_addr_
  * (no entry when neither has that exact address: a covering prefix then answers alone).
  * @fresh: no entry is known at that key (sl_bpf_set_rule()); @kb: staged there when not NULL
  * (sl_kbatch_rule()). */
-int sb_learned_write_addr(struct sl_registry *r, uint32_t bank, const struct sl_rule_set *rules,
+int sb_learned_write_addr(struct sl_registry *r, uint32_t bank, const struct sl_layer *layer,
 			  const struct sb_learned *learned, uint8_t family, const uint8_t *addr,
 			  int fresh, struct sl_kbatch *kb);
 void sb_learned_free(struct sb_learned *l);

@@ -84,7 +84,12 @@ struct sl_layer *sb_layer_new(struct sl_lua *lua, struct sb_base *base, const ch
 
 int sb_layer_compile(struct sl_layer *l, char *err, size_t errlen)
 {
-	return l->policy ? sl_policy_rules(l->policy, &l->rules, err, errlen) : 0;
+	int e = l->policy ? sl_policy_rules(l->policy, &l->rules, err, errlen) : 0;
+
+	/* The sorted view each resolved address asks (a failure leaves the scans). */
+	if (!e)
+		sl_rule_index_build(&l->rules_ix, &l->rules);
+	return e;
 }
 
 struct sl_layer *sb_layer_ref(struct sl_layer *l)
@@ -108,6 +113,7 @@ void sb_layer_unref(struct sl_layer *l)
 	sb_base_unref(l->base);
 	sl_policy_free(l->hlayer);
 	free(l->params);
+	sl_rule_index_free(&l->rules_ix);
 	sl_rule_set_free(&l->rules);
 	free(l);
 }

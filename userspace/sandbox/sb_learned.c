@@ -103,10 +103,11 @@ static int learned_knows(const struct sl_box *box, const char *name, uint8_t fam
  * address remain (a covering static prefix then answers alone). The learned rules of the
  * address come from the index: O(rules of that address), not O(learned).
  */
-int sb_learned_write_addr(struct sl_registry *r, uint32_t bank, const struct sl_rule_set *rules,
+int sb_learned_write_addr(struct sl_registry *r, uint32_t bank, const struct sl_layer *layer,
 			  const struct sb_learned *learned, uint8_t family, const uint8_t *addr,
 			  int fresh, struct sl_kbatch *kb)
 {
+	const struct sl_rule_set *rules = &layer->rules;
 	struct sl_kentry e = { .family = family, .plen = family == AF_INET ? 32 : 128 };
 	struct sl_rule_set at;
 	int keep = 0, err = 0;
@@ -116,12 +117,9 @@ int sb_learned_write_addr(struct sl_registry *r, uint32_t bank, const struct sl_
 	for (uint32_t i = sb_lx_first_at(&learned->ix, &learned->rules, family, e.addr);
 	     i != SB_LX_NONE && !err; i = sb_lx_next_at(&learned->ix, &learned->rules, i))
 		err = sl_rule_set_add(&at, &learned->rules.v[i]);
-	keep = at.n > 0;
-	for (size_t i = 0; i < rules->n && !keep; i++)
-		keep = rules->v[i].family == family && rules->v[i].plen == e.plen &&
-		       !memcmp(rules->v[i].addr, e.addr, 16);
+	keep = at.n > 0 || sl_rules_has_prefix(rules, &layer->rules_ix, family, e.addr, e.plen);
 	if (keep && !err) {
-		err = sl_rules_merge(rules, family, e.addr, e.plen, &e.val);
+		err = sl_rules_merge_ix(rules, &layer->rules_ix, family, e.addr, e.plen, &e.val);
 		if (!err)
 			err = sl_rules_merge(&at, family, e.addr, e.plen, &e.val);
 	}
@@ -136,8 +134,8 @@ int sb_learned_write_addr(struct sl_registry *r, uint32_t bank, const struct sl_
 static int write_addr(struct sl_registry *r, struct sl_box *box, uint8_t family,
 		      const uint8_t *addr, int fresh, struct sl_kbatch *kb)
 {
-	int err = sb_learned_write_addr(r, box->rules_id, &box->layer->rules, &box->learned, family,
-					addr, fresh, kb);
+	int err = sb_learned_write_addr(r, box->rules_id, box->layer, &box->learned, family, addr,
+					fresh, kb);
 
 	if (box->switching)
 		sb_switch_note(box->switching, family, addr);

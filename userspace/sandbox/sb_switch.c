@@ -97,7 +97,8 @@ static int flow_condemned(void *arg, uint8_t family, uint8_t proto, const uint8_
 	    ((family == AF_INET && addr[0] == 127) ||
 	     (family == AF_INET6 && !memcmp(addr, in6addr_loopback.s6_addr, 16))))
 		return 0;
-	if (sl_rules_merge(&box->layer->rules, family, addr, family == AF_INET ? 32 : 128, &val) ||
+	if (sl_rules_merge_ix(&box->layer->rules, &box->layer->rules_ix, family, addr,
+			      family == AF_INET ? 32 : 128, &val) ||
 	    sl_rules_merge(&box->learned.rules, family, addr, family == AF_INET ? 32 : 128, &val))
 		return 1; /* cannot tell: fail closed */
 	for (uint32_t i = 0; i < val.n && i < SL_MAX_PORT_RANGES; i++) {
@@ -498,8 +499,8 @@ static int switch_apply(struct sb_switching *s, struct sl_switch_result *res)
 		sb_learned_free(&s->learned);
 		s->learned = now;
 		for (size_t i = 0; i < s->ndirty && !e; i++)
-			e = sb_learned_write_addr(r, bank, &nl->rules, &s->learned,
-						  s->dirty[i].family, s->dirty[i].addr, 0, NULL);
+			e = sb_learned_write_addr(r, bank, nl, &s->learned, s->dirty[i].family,
+						  s->dirty[i].addr, 0, NULL);
 		if (e) {
 			sl_errf(err, errlen, "bringing in what resolved meanwhile failed: %s",
 				e == -EDQUOT ? "too many resolved addresses" : strerror(-e));
