@@ -287,7 +287,8 @@ static void test_index_matches_the_scan(void **state)
 
 		sl_rule_set_init(&rs);
 		for (int i = 0; i < 60; i++) {
-			struct sl_addr_rule r = { .family = rand_r(&seed) % 3 ? AF_INET : AF_INET6 };
+			struct sl_addr_rule r = { .family = rand_r(&seed) % 3 ? AF_INET :
+										AF_INET6 };
 			uint16_t lo = (uint16_t)(rand_r(&seed) % 8);
 
 			r.addr[0] = 10;
