@@ -122,6 +122,20 @@ static int add_range(struct sl_rule *val, struct sl_port_range r)
 	return 0;
 }
 
+/* Adds rule @q's ports and verdict to @val. */
+static int add_rule_range(struct sl_rule *val, const struct sl_addr_rule *q)
+{
+	struct sl_port_range r = {
+		.expires_ns = q->expires_ns,
+		.lo = q->port_lo,
+		.hi = q->port_hi,
+		.verdict = q->verdict,
+		.protos = q->protos,
+	};
+
+	return add_range(val, r);
+}
+
 int sl_rules_merge(const struct sl_rule_set *rs, uint8_t family, const uint8_t *addr, uint8_t plen,
 		   struct sl_rule *val)
 {
@@ -130,19 +144,11 @@ int sl_rules_merge(const struct sl_rule_set *rs, uint8_t family, const uint8_t *
 	memcpy(p.addr, addr, family == AF_INET ? 4 : 16);
 	sl_prefix_mask(p.addr, addr_len(family), plen);
 	for (size_t j = 0; j < rs->n; j++) {
-		const struct sl_addr_rule *q = &rs->v[j];
-		struct sl_port_range r = {
-			.expires_ns = q->expires_ns,
-			.lo = q->port_lo,
-			.hi = q->port_hi,
-			.verdict = q->verdict,
-			.protos = q->protos,
-		};
 		int err;
 
-		if (!covers(q, &p))
+		if (!covers(&rs->v[j], &p))
 			continue;
-		err = add_range(val, r);
+		err = add_rule_range(val, &rs->v[j]);
 		if (err)
 			return err;
 	}
@@ -247,15 +253,7 @@ int sl_rules_merge_ix(const struct sl_rule_set *rs, const struct sl_rule_index *
 	/* In the set's order, as the scan adds them. */
 	qsort(pos, npos, sizeof(pos[0]), cmp_u32);
 	for (size_t k = 0; k < npos; k++) {
-		const struct sl_addr_rule *q = &rs->v[pos[k]];
-		struct sl_port_range r = {
-			.expires_ns = q->expires_ns,
-			.lo = q->port_lo,
-			.hi = q->port_hi,
-			.verdict = q->verdict,
-			.protos = q->protos,
-		};
-		int err = add_range(val, r);
+		int err = add_rule_range(val, &rs->v[pos[k]]);
 
 		if (err)
 			return err;
@@ -350,16 +348,7 @@ int sl_rules_compile(const struct sl_rule_set *rs, struct sl_kentry **out, size_
 			memcpy(e->val.r, pv->r, pv->n * sizeof(pv->r[0]));
 		}
 		for (; i < rs->n && same_prefix(&sorted[i], p); i++) {
-			const struct sl_addr_rule *q = &sorted[i];
-			struct sl_port_range r = {
-				.expires_ns = q->expires_ns,
-				.lo = q->port_lo,
-				.hi = q->port_hi,
-				.verdict = q->verdict,
-				.protos = q->protos,
-			};
-
-			err = add_range(&e->val, r);
+			err = add_rule_range(&e->val, &sorted[i]);
 			if (err) {
 				if (bad)
 					*bad = *e;
