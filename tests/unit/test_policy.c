@@ -469,16 +469,21 @@ static void test_public_and_private_addresses(void **state)
 	sl_policy_free(p);
 }
 
-/* A name's grants come from the policy's name positions: the same as from every entry, in
- * the same order, among thousands of address entries. */
+/* A name's grants come from the policy's hash of its names (or, without it, their positions):
+ * the same as from every entry, in the same order, among thousands of entries, whatever the
+ * case or a trailing dot. */
 static void test_name_positions(void **state)
 {
-	static const char *const names[] = { "api.github.com", "x.npmjs.org", "npmjs.org",
-					     "a.b.npmjs.org",  "other.test",  "api.test" };
+	static const char *const names[] = { "api.github.com",	 "x.npmjs.org",	  "npmjs.org",
+					     "a.b.npmjs.org",	 "other.test",	  "api.test",
+					     "API.Test.",	 "X.Y.NPMJS.org", "h77.names.test",
+					     "a.h77.names.test", "names.test",	  "" };
 	const char *src =
 		"local a = { 'api.github.com', '*.npmjs.org:443', { 'api.test:8443', sni = false } }\n"
 		"for i = 1, 5000 do a[#a + 1] = string.format('10.0.%d.%d:443', i >> 8, i & 255) end\n"
+		"for i = 1, 3000 do a[#a + 1] = string.format('h%d.names.test:%d', i, 1000 + i) end\n"
 		"a[#a + 1] = 'api.github.com:22'\n"
+		"a[#a + 1] = '*.h77.names.test'\n"
 		"return { egress = { allow = a, intercept = { 'api.test', '*.github.com:8080' } } }";
 	char err[256];
 	struct sl_policy *p = load(src, err, sizeof(err));
@@ -486,28 +491,40 @@ static void test_name_positions(void **state)
 	(void)state;
 	assert_non_null(p);
 	assert_non_null(p->allow_names);
-	assert_int_equal(p->nallow_names, 4);
+	assert_non_null(p->name_head);
+	assert_int_equal(p->nallow_names, 3005);
 	assert_int_equal(p->nintercept_names, 2);
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-		struct sl_grant a[16], b[16];
-		size_t na = sl_policy_name_grants(p, names[i], a, 16), nb;
-		uint32_t *an = p->allow_names, *in = p->intercept_names;
+		struct sl_grant a[16], b[16], c[16];
+		size_t na = sl_policy_name_grants(p, names[i], a, 16), nb, nc;
+		uint32_t *an = p->allow_names, *in = p->intercept_names, *head = p->name_head;
 
-		p->allow_names = p->intercept_names = NULL; /* every entry */
+		p->name_head = NULL; /* the positions */
 		nb = sl_policy_name_grants(p, names[i], b, 16);
+		p->allow_names = p->intercept_names = NULL; /* every entry */
+		nc = sl_policy_name_grants(p, names[i], c, 16);
 		p->allow_names = an;
 		p->intercept_names = in;
+		p->name_head = head;
 		assert_int_equal(na, nb);
+		assert_int_equal(na, nc);
 		for (size_t k = 0; k < na; k++) {
-			assert_int_equal(a[k].lo, b[k].lo);
-			assert_int_equal(a[k].hi, b[k].hi);
-			assert_int_equal(a[k].protos, b[k].protos);
-			assert_int_equal(a[k].verdict, b[k].verdict);
-			assert_int_equal(a[k].sni, b[k].sni);
+			assert_int_equal(a[k].lo, c[k].lo);
+			assert_int_equal(a[k].hi, c[k].hi);
+			assert_int_equal(a[k].protos, c[k].protos);
+			assert_int_equal(a[k].verdict, c[k].verdict);
+			assert_int_equal(a[k].sni, c[k].sni);
+			assert_int_equal(b[k].lo, c[k].lo);
+			assert_int_equal(b[k].verdict, c[k].verdict);
 		}
 		assert_int_equal(sl_policy_name_verdict(p, names[i]) == SL_VERDICT_DENY,
-				 !strcmp(names[i], "other.test") || !strcmp(names[i], "npmjs.org"));
+				 !strcmp(names[i], "other.test") ||
+					 !strcmp(names[i], "npmjs.org") ||
+					 !strcmp(names[i], "names.test") || !names[i][0]);
 	}
+	assert_int_equal(sl_policy_name_port(p, "h77.names.test", 1077), SL_NAME_PASS);
+	assert_int_equal(sl_policy_name_port(p, "h77.names.test", 1078), SL_NAME_DENY);
+	assert_int_equal(sl_policy_name_port(p, "A.H77.names.test", 443), SL_NAME_SNI);
 	sl_policy_free(p);
 }
 

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 
 #include "dns/dns_msg.h"
@@ -322,10 +323,77 @@ static int index_names(const struct sl_entry_list *l, uint32_t **out, size_t *n)
 	return 0;
 }
 
+/* FNV-1a of @len bytes of @s, lower-cased (names match without regard to case). */
+static uint32_t name_hash(const char *s, size_t len)
+{
+	uint32_t h = 2166136261u;
+
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ (uint8_t)tolower((unsigned char)s[i])) * 16777619u;
+	return h;
+}
+
+/* The length of @s as a name key: without a trailing dot. */
+static size_t key_len(const char *s)
+{
+	size_t n = strlen(s);
+
+	return n && s[n - 1] == '.' ? n - 1 : n;
+}
+
+static const struct sl_entry *entry_of(const struct sl_policy *p, uint32_t ent)
+{
+	return ent >> 31 ? &p->intercept.v[ent & 0x7fffffffu] : &p->allow.v[ent];
+}
+
+static void free_name_hash(struct sl_policy *p)
+{
+	free(p->name_head);
+	free(p->name_next);
+	free(p->name_ent);
+	p->name_head = p->name_next = p->name_ent = NULL;
+	p->name_nb = 0;
+}
+
+static int hash_names(struct sl_policy *p)
+{
+	size_t n = p->nallow_names + p->nintercept_names, k = 0;
+	uint32_t nb = 16;
+
+	while (nb < 2 * n && nb < (1u << 30))
+		nb *= 2;
+	p->name_head = malloc(nb * sizeof(*p->name_head));
+	p->name_next = malloc((n ? n : 1) * sizeof(*p->name_next));
+	p->name_ent = malloc((n ? n : 1) * sizeof(*p->name_ent));
+	if (!p->name_head || !p->name_next || !p->name_ent || n >= 0x7fffffffu) {
+		free_name_hash(p);
+		return -ENOMEM;
+	}
+	p->name_nb = nb;
+	memset(p->name_head, 0xff, nb * sizeof(*p->name_head));
+	for (int list = 0; list < 2; list++) {
+		size_t m = list ? p->nintercept_names : p->nallow_names;
+
+		/* Backwards, each at its chain's head: a chain lists its entries in order. */
+		for (size_t i = m; i-- > 0;) {
+			uint32_t ent = list ? (1u << 31) | p->intercept_names[i] :
+					      p->allow_names[i];
+			const char *h = entry_of(p, ent)->host;
+			uint32_t b = name_hash(h, key_len(h)) & (nb - 1);
+
+			p->name_ent[k] = ent;
+			p->name_next[k] = p->name_head[b];
+			p->name_head[b] = (uint32_t)k++;
+		}
+	}
+	return 0;
+}
+
 int sl_policy_index_names(struct sl_policy *p)
 {
 	free(p->allow_names);
 	free(p->intercept_names);
+	free_name_hash(p);
 	if (index_names(&p->allow, &p->allow_names, &p->nallow_names) ||
 	    index_names(&p->intercept, &p->intercept_names, &p->nintercept_names)) {
 		free(p->allow_names);
@@ -333,7 +401,49 @@ int sl_policy_index_names(struct sl_policy *p)
 		p->allow_names = p->intercept_names = NULL;
 		return -ENOMEM;
 	}
-	return 0;
+	return hash_names(p); /* failed: the positions answer */
+}
+
+#define NAME_CANDIDATES 64 /* entries of one name and its parents beyond this: the scan */
+
+static int cmp_ent(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+/*
+ * The entries that may match @name, in the policy's order (allow's, then intercept's): those
+ * keyed by the name itself or by one of its parents ("b.c" and "c" of "a.b.c"). Each still
+ * has to match (name_matches()). -1: no hash, or more than @max.
+ */
+static int name_candidates(const struct sl_policy *p, const char *name, uint32_t *out, int max)
+{
+	size_t len = key_len(name);
+	int n = 0;
+
+	if (!p->name_head)
+		return -1;
+	for (size_t at = 0; at <= len; at++) {
+		const char *key = name + at;
+		size_t klen = len - at;
+
+		if (at && name[at - 1] != '.')
+			continue;
+		for (uint32_t i = p->name_head[name_hash(key, klen) & (p->name_nb - 1)];
+		     i != UINT32_MAX; i = p->name_next[i]) {
+			const char *h = entry_of(p, p->name_ent[i])->host;
+
+			if (key_len(h) != klen || strncasecmp(h, key, klen))
+				continue;
+			if (n == max)
+				return -1;
+			out[n++] = p->name_ent[i];
+		}
+	}
+	qsort(out, (size_t)n, sizeof(*out), cmp_ent);
+	return n;
 }
 
 void sl_policy_free(struct sl_policy *p)
@@ -342,6 +452,7 @@ void sl_policy_free(struct sl_policy *p)
 		return;
 	free(p->allow_names);
 	free(p->intercept_names);
+	free_name_hash(p);
 	free(p->unix_socks.v);
 	free(p->allow.v);
 	free(p->intercept.v);
@@ -425,39 +536,60 @@ static size_t allow_grants(const struct sl_entry *e, struct sl_grant *g)
 	return n;
 }
 
-size_t sl_policy_name_grants(const struct sl_policy *p, const char *name, struct sl_grant *g,
-			     size_t max)
+/* Adds to @g (@n used of @max) the grants of entry @e of allow (@intercept 0) or intercept.
+ * Intercepted names: TCP only, 80 and 443 unless the entry names ports. */
+static size_t entry_grants(const struct sl_entry *e, int intercept, struct sl_grant *g, size_t n,
+			   size_t max)
 {
-	/* The name entries only, when the policy has their positions (it has once read). */
-	size_t n = 0, na = p->allow_names ? p->nallow_names : p->allow.n,
-	       ni = p->intercept_names ? p->nintercept_names : p->intercept.n;
+	struct sl_grant eg[3];
+	size_t k = 0, ne;
 
-	for (size_t i = 0; i < na && n < max; i++) {
-		const struct sl_entry *e = &p->allow.v[p->allow_names ? p->allow_names[i] : i];
-		struct sl_grant eg[3];
-		size_t k = 0, ne;
-
-		if (!name_matches(e, name))
-			continue;
+	if (!intercept) {
 		ne = allow_grants(e, eg);
 		while (k < ne && n < max)
 			g[n++] = eg[k++];
+		return n;
 	}
-	/* Intercepted names: TCP only, 80 and 443 unless the entry names ports. */
+	if (e->has_port) {
+		g[n++] = (struct sl_grant){ e->port_lo, e->port_hi, SL_PROTO_TCP, SL_VERDICT_PROXY,
+					    0 };
+		return n;
+	}
+	g[n++] = (struct sl_grant){ 443, 443, SL_PROTO_TCP, SL_VERDICT_PROXY, 0 };
+	if (n < max)
+		g[n++] = (struct sl_grant){ 80, 80, SL_PROTO_TCP, SL_VERDICT_PROXY, 0 };
+	return n;
+}
+
+size_t sl_policy_name_grants(const struct sl_policy *p, const char *name, struct sl_grant *g,
+			     size_t max)
+{
+	uint32_t cand[NAME_CANDIDATES];
+	int nc = name_candidates(p, name, cand, NAME_CANDIDATES);
+	/* Else the name entries only, when the policy has their positions (it has once read). */
+	size_t n = 0, na = p->allow_names ? p->nallow_names : p->allow.n,
+	       ni = p->intercept_names ? p->nintercept_names : p->intercept.n;
+
+	for (int i = 0; i < nc && n < max; i++) {
+		const struct sl_entry *e = entry_of(p, cand[i]);
+
+		if (name_matches(e, name))
+			n = entry_grants(e, (int)(cand[i] >> 31), g, n, max);
+	}
+	if (nc >= 0)
+		return n;
+	for (size_t i = 0; i < na && n < max; i++) {
+		const struct sl_entry *e = &p->allow.v[p->allow_names ? p->allow_names[i] : i];
+
+		if (name_matches(e, name))
+			n = entry_grants(e, 0, g, n, max);
+	}
 	for (size_t i = 0; i < ni && n < max; i++) {
 		const struct sl_entry *e =
 			&p->intercept.v[p->intercept_names ? p->intercept_names[i] : i];
 
-		if (!name_matches(e, name))
-			continue;
-		if (e->has_port) {
-			g[n++] = (struct sl_grant){ e->port_lo, e->port_hi, SL_PROTO_TCP,
-						    SL_VERDICT_PROXY, 0 };
-			continue;
-		}
-		g[n++] = (struct sl_grant){ 443, 443, SL_PROTO_TCP, SL_VERDICT_PROXY, 0 };
-		if (n < max)
-			g[n++] = (struct sl_grant){ 80, 80, SL_PROTO_TCP, SL_VERDICT_PROXY, 0 };
+		if (name_matches(e, name))
+			n = entry_grants(e, 1, g, n, max);
 	}
 	return n;
 }

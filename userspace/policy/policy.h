@@ -54,6 +54,12 @@ struct sl_policy {
 	 * of a 100,000-entry policy. NULL: not made, every entry is looked at. */
 	uint32_t *allow_names, *intercept_names;
 	size_t nallow_names, nintercept_names;
+	/* Those entries hashed by their name (a wildcard's by its suffix): a name's candidates
+	 * are the entries of the name and of each of its parents, not all of them (50,000 names:
+	 * 6 ms a query). name_head: name_nb chains (a power of two), name_next and name_ent
+	 * ((list << 31) | position, list 1: intercept) per entry. NULL: not made. */
+	uint32_t *name_head, *name_next, *name_ent;
+	uint32_t name_nb;
 };
 
 /* Makes @p's name positions (above), once its entries are read. 0 or -ENOMEM (then none:
