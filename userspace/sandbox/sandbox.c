@@ -278,7 +278,9 @@ struct sl_box *sl_sandbox_find(struct sl_registry *r, const char *name)
 	return b && !b->removing ? b : NULL;
 }
 
-struct sl_box *sb_cgroup_taken(struct sl_registry *r, const char *cgroup)
+/* The sandbox of the registry whose cgroup is @cgroup, above it or below it (a removal under
+ * way included); NULL: none. */
+static struct sl_box *cgroup_taken(struct sl_registry *r, const char *cgroup)
 {
 	size_t n = strlen(cgroup), at;
 	char key[PATH_MAX + 2];
@@ -642,7 +644,7 @@ static struct sl_box *add_prepare(struct sl_registry *r, const struct sl_box_spe
 		goto fail;
 	}
 	/* The sandboxes by their sorted paths; the adds under way (a few) one by one. */
-	o = sb_cgroup_taken(r, box->cgroup);
+	o = cgroup_taken(r, box->cgroup);
 	if (!o) {
 		struct sl_box *a;
 

@@ -551,11 +551,11 @@ static int names_of(struct sl_box *box, struct sg_build *b, const struct sl_audi
 	}
 	/* Names resolved before audit mode began: the sandbox's learned entries at the address
 	 * (the learned set's index; the record's address is zero-padded as theirs are). */
-	for (uint32_t i = sb_lx_first_at(&box->learned.ix, &box->learned.rules, rec->k.family,
-					 rec->k.addr);
-	     i != SB_LX_NONE && !e; i = sb_lx_next_at(&box->learned.ix, &box->learned.rules, i)) {
+	sb_lx_for_each_at(i, &box->learned.ix, &box->learned.rules, rec->k.family, rec->k.addr) {
 		int dup = 0;
 
+		if (e)
+			break;
 		if (!box->learned.names[i][0])
 			continue;
 		for (size_t j = b->nnames - *found; j < b->nnames; j++)

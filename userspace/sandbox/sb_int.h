@@ -231,7 +231,7 @@ struct sl_registry {
 	struct sl_list boxes; /* of struct sl_box, sorted by name: ls output is stable */
 	/* The same boxes by name and by cgroup path, sorted (room for max_ids: a box holds an
 	 * id): a lookup by name, the place of a new box and the cgroup overlap check of an add
-	 * take a binary search, not a walk of every sandbox (sb_link(), sb_cgroup_taken()). */
+	 * take a binary search, not a walk of every sandbox (sb_link(), cgroup_taken()). */
 	struct sl_box **by_name, **by_cgroup;
 	size_t nindexed;
 	size_t cgroup_cursor; /* in by_name: where the sweep's next cgroup check begins */
@@ -258,9 +258,7 @@ struct sl_registry {
 /* sandbox.c: the registry's list, and its jobs thread. */
 void sb_box_free(struct sl_box *box);
 void sb_link(struct sl_registry *r, struct sl_box *box);
-/* The sandbox of the registry whose cgroup is @cgroup, above it or below it (a removal under
- * way included); NULL: none. */
-struct sl_box *sb_cgroup_taken(struct sl_registry *r, const char *cgroup);
+
 /* The registry's jobs thread (adds: completions on the main thread), started at the first
  * call; NULL: none (no loop, or it could not start: the work is then done on the loop). */
 struct sl_jobs *sb_jobs(struct sl_registry *r);

@@ -90,8 +90,7 @@ void sb_learned_free(struct sb_learned *l)
 static int learned_knows(const struct sl_box *box, const char *name, uint8_t family,
 			 const uint8_t *addr)
 {
-	for (uint32_t i = sb_lx_first_at(&box->learned.ix, &box->learned.rules, family, addr);
-	     i != SB_LX_NONE; i = sb_lx_next_at(&box->learned.ix, &box->learned.rules, i))
+	sb_lx_for_each_at(i, &box->learned.ix, &box->learned.rules, family, addr)
 		if (!strcmp(box->learned.names[i], name))
 			return 1;
 	return 0;

@@ -49,6 +49,10 @@ uint32_t sb_lx_earliest(const struct sb_lindex *x);
 uint32_t sb_lx_first_at(const struct sb_lindex *x, const struct sl_rule_set *rs, uint8_t family,
 			const uint8_t *addr);
 uint32_t sb_lx_next_at(const struct sb_lindex *x, const struct sl_rule_set *rs, uint32_t i);
+/* Each entry @i (declared here, uint32_t) of @rs at @family/@addr, through index @x. */
+#define sb_lx_for_each_at(i, x, rs, family, addr)                               \
+	for (uint32_t i = sb_lx_first_at(x, rs, family, addr); i != SB_LX_NONE; \
+	     i = sb_lx_next_at(x, rs, i))
 /* Removes entry @i from @rs, @names and the index: the last entry (and its name) moves into
  * position @i. O(log n) plus the length of two hash chains. */
 void sb_lx_remove(struct sb_lindex *x, struct sl_rule_set *rs, char (*names)[SL_DNS_NAME_BUF],

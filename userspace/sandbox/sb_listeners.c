@@ -64,9 +64,8 @@ static int px_name_verdict(void *owner, const char *host)
  * not a scan of the set: each intercepted connection asks (name_at, only_name_at), and a
  * checked passthrough too (resolved_at), and a sandbox may hold 16,384 entries.
  */
-#define for_each_learned_at(box, i, family, addr)                                                  \
-	for (uint32_t i = sb_lx_first_at(&(box)->learned.ix, &(box)->learned.rules, family, addr); \
-	     i != SB_LX_NONE; i = sb_lx_next_at(&(box)->learned.ix, &(box)->learned.rules, i))
+#define for_each_learned_at(box, i, family, addr) \
+	sb_lx_for_each_at(i, &(box)->learned.ix, &(box)->learned.rules, family, addr)
 
 static int px_name_at(void *owner, const char *host, uint8_t family, const uint8_t *addr)
 {

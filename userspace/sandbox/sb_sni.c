@@ -30,8 +30,7 @@ static void name_value(const struct sl_box *box, uint8_t family, const uint8_t *
 		       const char *name, struct sl_sni_val *v)
 {
 	memset(v, 0, sizeof(*v));
-	for (uint32_t i = sb_lx_first_at(&box->learned.ix, &box->learned.rules, family, addr);
-	     i != SB_LX_NONE; i = sb_lx_next_at(&box->learned.ix, &box->learned.rules, i)) {
+	sb_lx_for_each_at(i, &box->learned.ix, &box->learned.rules, family, addr) {
 		const struct sl_addr_rule *x = &box->learned.rules.v[i];
 
 		if (!sb_sni_relevant(x) || strcmp(box->learned.names[i], name))

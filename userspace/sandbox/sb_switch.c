@@ -46,8 +46,7 @@ struct kill_ctx {
 static int names_kept(const struct sl_box *box, const struct sb_learned *old, uint8_t family,
 		      const uint8_t *addr, uint16_t dport)
 {
-	for (uint32_t i = sb_lx_first_at(&old->ix, &old->rules, family, addr); i != SB_LX_NONE;
-	     i = sb_lx_next_at(&old->ix, &old->rules, i)) {
+	sb_lx_for_each_at(i, &old->ix, &old->rules, family, addr) {
 		const struct sl_addr_rule *x = &old->rules.v[i];
 		int kept = 0;
 
