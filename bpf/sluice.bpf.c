@@ -47,7 +47,7 @@ static __always_inline void sl_count_verdict(__u32 sandbox_id, int verdict, __u8
  */
 static __always_inline int sl_redirect(struct bpf_sock_addr *ctx, __u8 family, const __u32 orig[4],
 				       const __u32 new_addr[4], __u16 new_port, __u8 verdict,
-				       __u32 sandbox_id)
+				       const struct sl_sandbox *sb)
 {
 	struct sl_sockorig *o;
 
@@ -60,7 +60,8 @@ static __always_inline int sl_redirect(struct bpf_sock_addr *ctx, __u8 family, c
 	o->new_port = new_port;
 	o->family = family;
 	o->verdict = verdict;
-	o->sandbox_id = sandbox_id;
+	o->flags = sb->flags & SL_SB_SHARED ? SL_SO_SHARED : 0;
+	o->sandbox_id = sb->id;
 	o->pid = bpf_get_current_pid_tgid() >> 32;
 	bpf_get_current_comm(o->comm, sizeof(o->comm));
 	if (family == AF_INET) {
@@ -246,7 +247,7 @@ static __always_inline int sl_judge(struct bpf_sock_addr *ctx, __u8 kind, __u8 f
 	if (port == 53 && (sb->flags & SL_SB_DNS)) {
 		/* Every DNS query goes to sluice, whatever resolver the sandbox names. */
 		sl_listener_addr(to, family, mapped, sb->dns_ip4, sb->dns_ip6);
-		if (sl_redirect(ctx, family, addr, to, sb->dns_port, SL_VERDICT_DNS, sandbox_id))
+		if (sl_redirect(ctx, family, addr, to, sb->dns_port, SL_VERDICT_DNS, sb))
 			verdict = SL_VERDICT_DNS;
 		goto out;
 	}
@@ -286,7 +287,7 @@ static __always_inline int sl_judge(struct bpf_sock_addr *ctx, __u8 kind, __u8 f
 			verdict = SL_VERDICT_DENY;
 			kind = SL_EV_PROXIED_FULL;
 		} else if (!sl_redirect(ctx, family, addr, to, sb->proxy_port, SL_VERDICT_PROXY,
-					sandbox_id)) {
+					sb)) {
 			verdict = SL_VERDICT_DENY;
 		}
 	}
@@ -930,6 +931,42 @@ static __always_inline struct sl_sandbox *sl_skb_sandbox(struct __sk_buff *skb, 
 }
 
 /*
+ * A packet of @sk to the daemon's listener it was redirected to: if that is a shared listener
+ * (SL_SO_SHARED), the packet names its sandbox to the daemon, a datagram in its mark (read
+ * with SO_RCVMARK), a connection's SYN as a sl_accepts record under the client's address and
+ * port. Only this program writes either: a sandbox reaches a listener's port through the
+ * redirect alone, and its own mark needs CAP_NET_ADMIN, which this overwrites anyway.
+ */
+static __always_inline void sl_shared_tag(struct __sk_buff *skb, struct bpf_sock *sk,
+					  const struct sl_pkt *p)
+{
+	struct sl_sockorig *o = bpf_sk_storage_get(&sl_sockorig, sk, 0, 0);
+	struct sl_conn_key key = {};
+	__u8 tcp_flags;
+	__u32 id;
+
+	if (!o || !(o->flags & SL_SO_SHARED))
+		return;
+	id = o->sandbox_id;
+	if (p->proto == IPPROTO_UDP) {
+		skb->mark = SL_SHARED_MARK | (id & ~SL_SHARED_MARK_MASK);
+		return;
+	}
+	/* A SYN (retransmits too), not the rest of the connection. */
+	if (bpf_skb_load_bytes(skb, p->l4off + 13, &tcp_flags, 1) || (tcp_flags & 0x12) != 0x02)
+		return;
+	if (p->family == AF_INET) {
+		if (bpf_skb_load_bytes(skb, 12, key.addr, 4))
+			return;
+	} else if (bpf_skb_load_bytes(skb, 8, key.addr, 16)) {
+		return;
+	}
+	key.family = p->family;
+	key.port = bpf_ntohs(p->sport);
+	bpf_map_update_elem(&sl_accepts, &key, &id, BPF_ANY);
+}
+
+/*
  * A packet of a socket that has no record (it predates the egress program, or it is a TCP
  * child of a listener that never answered through it): it may leave to what the rules allow
  * (passthrough), or to the listener a redirect recorded in sl_sockorig. Returns 0 or the
@@ -946,8 +983,10 @@ static __always_inline int sl_judge_unrecorded(struct __sk_buff *skb, struct bpf
 	if (o && sl_pkt_is(p, skb->ifindex,
 			   o->family == AF_INET6 && sl_is_v4mapped((void *)o->new_addr) ? AF_INET :
 											  o->family,
-			   o->new_addr, o->new_port))
+			   o->new_addr, o->new_port)) {
+		sl_shared_tag(skb, sk, p);
 		return 0;
+	}
 	sb = sl_skb_sandbox(skb, &cgid);
 	if (!sb)
 		return SL_DROP_RULES;
@@ -1041,13 +1080,15 @@ int sl_egress(struct __sk_buff *skb)
 	if (d->flags & SL_SD_INBOUND)
 		return 1;
 	if (sl_pkt_is(&p, skb->ifindex, d->conn_family, d->conn_addr, d->conn_port)) {
-		if (skb->ifindex == LOOPBACK_IFINDEX && !(d->flags & SL_SD_CONN_REDIR) &&
-		    sl_is_listener_port(p.dport))
+		if (d->flags & SL_SD_CONN_REDIR)
+			sl_shared_tag(skb, full, &p);
+		else if (skb->ifindex == LOOPBACK_IFINDEX && sl_is_listener_port(p.dport))
 			reason = SL_DROP_LISTENER;
 	} else if (p.proto == IPPROTO_UDP &&
 		   sl_pkt_is(&p, skb->ifindex, d->msg_family, d->msg_addr, d->msg_port)) {
-		if (skb->ifindex == LOOPBACK_IFINDEX && !(d->flags & SL_SD_MSG_REDIR) &&
-		    sl_is_listener_port(p.dport))
+		if (d->flags & SL_SD_MSG_REDIR)
+			sl_shared_tag(skb, full, &p);
+		else if (skb->ifindex == LOOPBACK_IFINDEX && sl_is_listener_port(p.dport))
 			reason = SL_DROP_LISTENER;
 	} else {
 		reason = SL_DROP_DST;

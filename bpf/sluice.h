@@ -45,6 +45,12 @@
 /* struct sl_sandbox.flags */
 #define SL_SB_DNS 0x1 /* dns_* fields are set: port 53 goes to the DNS listener */
 #define SL_SB_PROXY 0x2 /* proxy_* fields are set: PROXY rules go to the proxy listener */
+/* The listeners named are its worker's shared ones (sluiced --own-listeners): the daemon tells
+ * the sandbox's traffic from the others' by what the egress program adds to it, the mark of a
+ * DNS datagram (SL_SHARED_MARK) and the sl_accepts record of a TCP connection. */
+#define SL_SB_SHARED 0x4
+#define SL_SHARED_MARK 0x5c000000u /* | sandbox id (< 2^24): skb->mark, read with SO_RCVMARK */
+#define SL_SHARED_MARK_MASK 0xff000000u
 /* Audit mode: what the rules deny is allowed and recorded (sl_audit, sl_audit_unix) instead.
  * Only the rules' verdict changes: the daemon's listeners and sockets, socket(), setsockopt(),
  * bind() and the egress checks stay as in enforce mode. A flag of the entry that also holds
@@ -114,7 +120,8 @@ struct sl_sockorig {
 	__u16 new_port; /* network order */
 	__u8 family; /* AF_INET, or AF_INET6 (also for v4-mapped, as the caller wrote it) */
 	__u8 verdict; /* SL_VERDICT_DNS or SL_VERDICT_PROXY */
-	__u8 pad[2];
+	__u8 flags; /* SL_SO_* */
+	__u8 pad;
 	__u32 sandbox_id;
 	__u32 pid; /* tgid of the task that connected */
 	__u8 comm[16];
@@ -140,6 +147,16 @@ struct sl_conn_key {
 	__u8 family; /* AF_INET / AF_INET6 (v4-mapped sockets are AF_INET) */
 	__u8 pad[5];
 };
+
+/*
+ * sl_accepts: the sandbox of each TCP connection to a shared listener (SL_SB_SHARED), keyed
+ * like sl_proxied (netns_cookie 0) by the client's address and port, written by the egress
+ * program as the SYN leaves and taken by sluiced on accept. An LRU: what no accept took (the
+ * client gave up) ages out; a record pushed out by a flood of SYNs fails its connection, which
+ * sluiced then refuses as not redirected.
+ */
+#define SL_ACCEPTS_MAX 65536
+#define SL_SO_SHARED 0x1 /* struct sl_sockorig.flags: redirected to a shared listener */
 
 struct sl_proxied_rec {
 	struct sl_sockorig o;

@@ -114,6 +114,14 @@ struct {
 } sl_proxied SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SL_ACCEPTS_MAX);
+	__type(key, struct sl_conn_key);
+	__type(value, __u32); /* sandbox id */
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_accepts SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4 * SL_MAX_SANDBOXES);
 	__type(key, struct sl_listener_key);

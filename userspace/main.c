@@ -58,6 +58,7 @@ struct opts {
 	unsigned long long http_body_budget;
 	unsigned max_rules, max_sandboxes; /* kernel map capacity (sl_bpf_opts) */
 	unsigned workers; /* --workers: 1..MAX_WORKERS */
+	long own_listeners; /* --own-listeners: -1 until given or sized (size_fd_limit()) */
 };
 
 /*
@@ -151,6 +152,11 @@ static void usage(FILE *f)
 		"                      is one entry (default 1048576; see README, Capacity)\n"
 		"  --max-sandboxes N   sandboxes at most, plus one (default 16384); sizes the\n"
 		"                      per-sandbox kernel maps\n"
+		"  --own-listeners N   sandboxes (in sluiced's network namespace) that get DNS and\n"
+		"                      proxy listeners of their own, 6 descriptors each; those\n"
+		"                      added past N share their worker's (default: every one if\n"
+		"                      the file descriptor limit allows, else a quarter of the\n"
+		"                      limit's worth; see README, Capacity)\n"
 		"  --purge             on shutdown, remove every sandbox and all pinned state\n"
 		"                      (default: enforcement stays in the kernel)\n"
 		"  -v, --verbose       debug logging\n"
@@ -187,6 +193,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		O_MAX_RULES,
 		O_MAX_SANDBOXES,
 		O_WORKERS,
+		O_OWN_LISTENERS,
 	};
 	static const struct option longopts[] = {
 		{ "socket", required_argument, NULL, O_SOCKET },
@@ -212,6 +219,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		{ "max-rules", required_argument, NULL, O_MAX_RULES },
 		{ "max-sandboxes", required_argument, NULL, O_MAX_SANDBOXES },
 		{ "workers", required_argument, NULL, O_WORKERS },
+		{ "own-listeners", required_argument, NULL, O_OWN_LISTENERS },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, O_VERSION },
@@ -223,6 +231,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	o->state_dir = "/var/lib/sluice";
 	o->bpffs_dir = "/sys/fs/bpf/sluice";
 	o->event_limit = 100;
+	o->own_listeners = -1;
 	/* min_s: UINT32_MAX until parsed, then SL_DNS_MIN_LIFE_S unless above max_s (below) */
 	o->ttl = (struct sl_dns_ttl){
 		.min_s = UINT32_MAX, .max_s = 3600, .grace_s = 30, .time_scale = 1
@@ -291,6 +300,17 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 				return 2;
 			}
 			o->workers = (unsigned)v;
+			break;
+		}
+		case O_OWN_LISTENERS: {
+			char *end;
+			unsigned long v = strtoul(optarg, &end, 10);
+
+			if (*end || !*optarg || optarg[0] == '-' || v > 1048576) {
+				fprintf(stderr, "sluiced: --own-listeners wants 0..1048576\n");
+				return 2;
+			}
+			o->own_listeners = (long)v;
 			break;
 		}
 		case O_HTTP_CONNS_TOTAL: {
@@ -543,17 +563,26 @@ static void size_fd_limit(struct opts *o)
 			(unsigned long long)rl.rlim_cur, fit, o->http_max_conns_total);
 		o->http_max_conns_total = fit;
 	}
-	if (rl.rlim_cur < 8 * max_sb + 2 * (rlim_t)o->http_max_conns_total)
-		sl_warn("file descriptor limit %llu: only about %llu sandboxes can open their "
-			"listeners (--max-sandboxes %llu; a sandbox holds up to 8 descriptors): "
-			"raise RLIMIT_NOFILE (LimitNOFILE= in the unit)",
-			(unsigned long long)rl.rlim_cur,
-			(unsigned long long)(rl.rlim_cur > 2 * (rlim_t)o->http_max_conns_total ?
-						     (rl.rlim_cur -
-						      2 * (rlim_t)o->http_max_conns_total) /
-							     8 :
-						     0),
-			(unsigned long long)max_sb);
+	/* Listeners of its own keep a sandbox's floods in its own socket buffers and backlog;
+	 * past what the limit holds, sandboxes share their worker's and hold one descriptor
+	 * each (their sl_proxied map). */
+	if (o->own_listeners < 0) {
+		o->own_listeners = rl.rlim_cur >= 8 * max_sb + 2 * (rlim_t)o->http_max_conns_total ?
+					   (long)max_sb :
+					   (long)(rl.rlim_cur / 4 / 8);
+		if (o->own_listeners < (long)max_sb)
+			sl_info("file descriptor limit %llu: sandboxes past the first %ld share "
+				"their worker's DNS and proxy listeners (--own-listeners; raise "
+				"RLIMIT_NOFILE, LimitNOFILE= in the unit, for more)",
+				(unsigned long long)rl.rlim_cur, o->own_listeners);
+	}
+	if (rl.rlim_cur <
+	    max_sb + 6 * (rlim_t)o->own_listeners + 2 * (rlim_t)o->http_max_conns_total)
+		sl_warn("file descriptor limit %llu: fewer than --max-sandboxes %llu sandboxes "
+			"may fit (each holds a descriptor, one with listeners of its own 7, a "
+			"network namespace one more): raise RLIMIT_NOFILE (LimitNOFILE= in the "
+			"unit)",
+			(unsigned long long)rl.rlim_cur, (unsigned long long)max_sb);
 }
 
 /*
@@ -758,6 +787,7 @@ static int start(struct daemon *d, char *err, size_t errlen)
 							   .kv = d->kv,
 							   .events = d->events,
 							   .xchg = &sl_lua_px_ops });
+	sl_registry_set_own_listeners(d->reg, (unsigned)d->o.own_listeners);
 	if (sl_registry_set_control_socket(d->reg, d->o.socket, err, errlen))
 		return -1;
 	if (!sl_bpf_unix_confined(d->bpf))

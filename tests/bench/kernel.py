@@ -174,6 +174,13 @@ def fd_limit(daemon):
     return 1 << 20
 
 
+def own_listeners(daemon):
+    """sluiced's (used, max) sandboxes with listeners of their own (--own-listeners)."""
+    m = daemon.metrics()
+    return (int(m.get('sluice_own_listeners{state="used"}', 0)),
+            int(m.get('sluice_own_listeners{state="max"}', 0)))
+
+
 def rules_policy(path, port, n, base=0):
     """A policy of n rules: 127.0.0.1:port (the one measured) and n - 1 other /32s in
     10.0.0.0/8, from index base + 1 (so that several such policies name distinct ones)."""
@@ -285,17 +292,27 @@ def bench_scale(s, daemon, cgroups, workdir, dnsmasq, sluice_resolv):
             seq_s = None
             for i in range(min(SEQ, want)):
                 if i == 20:
-                    # Each sandbox holds descriptors (listeners, its sl_proxied map): past
-                    # sluiced's RLIMIT_NOFILE an add fails. Measure as many as fit, and say so.
+                    # Each sandbox holds descriptors: with listeners of its own (measured
+                    # here: the first ones have them) its DNS and proxy listeners and its
+                    # sl_proxied map, sharing its worker's listeners (past --own-listeners,
+                    # which sluiced sizes from its descriptor limit) the map alone. Past
+                    # sluiced's RLIMIT_NOFILE an add fails: measure as many as fit, say so.
                     per = max(1.0, (fd_count(daemon) - fds0) / 20)
-                    fit = int((fd_limit(daemon) - fds0 - 512) / per)
+                    used, cap = own_listeners(daemon)
+                    avail = fd_limit(daemon) - fd_count(daemon) - 512
+                    own_more = max(0, min(cap - used, want - 20))
+                    if own_more * per >= avail:
+                        fit = 20 + int(avail / per)
+                    else:
+                        fit = 20 + own_more + int(avail - own_more * per)
                     if fit < want:
                         want = fit
                         notes.append(
                             f"{s.sandboxes} sandboxes do not fit sluiced's file descriptor limit "
-                            f"({fd_limit(daemon)}; a sandbox holds {per:.1f} descriptors here, and "
-                            "this VM has no CAP_SYS_RESOURCE to raise the hard limit): measured "
-                            f"at {fit + 1}")
+                            f"({fd_limit(daemon)}; a sandbox with listeners of its own holds "
+                            f"{per:.1f} descriptors here, one sharing its worker's 1, and this "
+                            "VM has no CAP_SYS_RESOURCE to raise the hard limit): measured at "
+                            f"{fit + 1}")
                 cg = cgroups.make(f"many/{i}")
                 status, text = add_sandbox(daemon, f"many{i}", cg, policy=many_policy(i))
                 if status >= 300:
@@ -326,6 +343,8 @@ def bench_scale(s, daemon, cgroups, workdir, dnsmasq, sluice_resolv):
         notes.extend(failed)
         add_s = time.monotonic() - t
         rss_kib = rss_of(daemon)
+        fds_many = fd_count(daemon)
+        own_used, own_max = own_listeners(daemon)
         cg = cgroups.make("manybox")
         pf = Path(workdir) / "manybox.lua"
         rules_policy(pf, port, 10)
@@ -341,13 +360,15 @@ def bench_scale(s, daemon, cgroups, workdir, dnsmasq, sluice_resolv):
                     "add_ms_in_flight": per_conc * 1e3 if per_conc else None,
                     "adds_in_flight": ADD_CONC,
                     "projected_10k_s": 10000 * per_conc if per_conc else None,
-                    "rss_kib": rss_kib})
+                    "rss_kib": rss_kib, "fds": fds_many, "fd_limit": fd_limit(daemon),
+                    "own_listeners": own_used, "own_listeners_max": own_max})
         cases.append(res)
         log(f"  {len(others) + 1} sandboxes (added in {add_s:.1f} s: "
             f"{res['add_ms_alone']:.2f} ms each alone, "
             + (f"{per_conc * 1e3:.2f} ms each with {ADD_CONC} in flight, 10,000 at that rate "
                f"{10000 * per_conc:.0f} s; " if per_conc else "")
-            + f"sluiced RSS {rss_kib / 1024:.0f} MiB): ratio {res['ratio']:.3f}")
+            + f"sluiced RSS {rss_kib / 1024:.0f} MiB, {fds_many} descriptors, {own_used} "
+            f"sandboxes with listeners of their own): ratio {res['ratio']:.3f}")
         t = time.monotonic()
         for name in ["manybox", *others]:
             remove_sandbox(daemon, name)

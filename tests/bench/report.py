@@ -188,7 +188,11 @@ def markdown(r):
                                 f"{c['adds_in_flight']} in flight (10,000 at that rate: "
                                 f"{c['projected_10k_s']:.0f} s; the target is 30)"
                                 if c.get("add_ms_in_flight") else "")
-                             + f"; sluiced's RSS after them {c['rss_kib'] / 1024:.0f} MiB")
+                             + f"; sluiced's RSS after them {c['rss_kib'] / 1024:.0f} MiB"
+                             + (f", {c['fds']} descriptors of a limit of {c['fd_limit']}, "
+                                f"{c['own_listeners']} sandboxes with listeners of their own "
+                                f"(--own-listeners {c['own_listeners_max']}), the rest "
+                                "sharing their worker's" if c.get("fds") is not None else ""))
         lines += [""] + [f"- {n}" for n in sc.get("notes", [])] + [""]
 
     h = r.get("https") or {}

@@ -177,6 +177,19 @@ static void handle_metrics(struct ctl_conn *c)
 	for (unsigned w = 0; w < sl_registry_workers(reg); w++)
 		sl_buf_printf(&m, "sluice_worker_sandboxes{worker=\"%u\"} %zu\n", w,
 			      sl_registry_worker_count(reg, w));
+	{
+		unsigned used, max;
+
+		sl_registry_own_listeners(reg, &used, &max);
+		sl_buf_printf(
+			&m,
+			"# HELP sluice_own_listeners Sandboxes with DNS and proxy listeners of "
+			"their own (used), and how many may have them (max, --own-listeners); "
+			"the others share their worker's.\n# TYPE sluice_own_listeners gauge\n"
+			"sluice_own_listeners{state=\"used\"} %u\n"
+			"sluice_own_listeners{state=\"max\"} %u\n",
+			used, max);
+	}
 	sl_buf_printf(
 		&m,
 		"# HELP sluice_connections_total connect() and sendmsg() calls "

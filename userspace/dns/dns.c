@@ -34,6 +34,7 @@
 #include <jansson.h>
 
 #include "core/buf.h"
+#include "core/idtab.h"
 #include "dns/dns.h"
 #include "core/events.h"
 #include "core/list.h"
@@ -120,6 +121,12 @@ struct sl_dns {
 	struct iovec in_iov[DNS_OUT_BATCH];
 	struct sockaddr_storage in_from[DNS_OUT_BATCH];
 	uint8_t in_buf[DNS_OUT_BATCH][DNS_DGRAM_SLOT];
+	uint8_t in_ctl[DNS_OUT_BATCH][CMSG_SPACE(sizeof(uint32_t))];
+	/* The shared listener (sl_dns_listen_shared()): its sockets, held by a listener of no
+	 * sandbox, opened with the first sandbox that shares them; and that listener of each
+	 * sandbox id that shares them. */
+	struct sl_dns_listener *shared;
+	struct sl_idtab sharers; /* the last one gone closes it */
 };
 
 struct dns_tcp;
@@ -193,6 +200,7 @@ struct sl_dns_listener {
 	struct sl_timer tcp_paused; /* accepting again after running out of descriptors */
 	struct dns_cached *cache; /* DNS_CACHE_SLOTS, allocated with the first answer kept */
 	struct sl_dns_stats stats;
+	uint32_t shared_id; /* its sandbox's id on the shared listener; 0: sockets of its own */
 };
 
 static const char *type_name(uint16_t t, char *buf, size_t len)
@@ -285,6 +293,8 @@ static void listener_event(struct sl_dns_listener *l, const char *verdict, const
 
 static void tcp_close(struct dns_tcp *c);
 static void tcp_flush(struct dns_tcp *c);
+static void close_fds(struct sl_dns_listener *l);
+static void close_shared(struct sl_dns *dns);
 
 /* Sends the datagrams of this turn: one sendmmsg() per run of the same socket. A datagram
  * the kernel does not take (a full socket buffer) is dropped, as a lost one would be: UDP
@@ -347,9 +357,10 @@ static void dgram_send(struct sl_dns *dns, int fd, const struct sockaddr *to, so
 		sl_timer_arm(dns->loop, &dns->pend.flush, 0, dgram_flush_cb);
 }
 
-/* Reads up to @max datagrams of @fd into the read scratch (with their senders if @from).
- * Returns how many; their lengths are in_msg[i].msg_len, MSG_TRUNC in msg_flags if cut. */
-static int dgram_recv(struct sl_dns *dns, int fd, unsigned max, int from)
+/* Reads up to @max datagrams of @fd into the read scratch (with their senders if @from, and
+ * their control messages if @ctl). Returns how many; their lengths are in_msg[i].msg_len,
+ * MSG_TRUNC in msg_flags if cut. */
+static int dgram_recv(struct sl_dns *dns, int fd, unsigned max, int from, int ctl)
 {
 	int n;
 
@@ -363,6 +374,10 @@ static int dgram_recv(struct sl_dns *dns, int fd, unsigned max, int from)
 		if (from) {
 			dns->in_msg[i].msg_hdr.msg_name = &dns->in_from[i];
 			dns->in_msg[i].msg_hdr.msg_namelen = sizeof(dns->in_from[i]);
+		}
+		if (ctl) {
+			dns->in_msg[i].msg_hdr.msg_control = dns->in_ctl[i];
+			dns->in_msg[i].msg_hdr.msg_controllen = sizeof(dns->in_ctl[i]);
 		}
 	}
 	n = recvmmsg(fd, dns->in_msg, max, MSG_DONTWAIT, NULL);
@@ -839,7 +854,7 @@ static void up_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 	struct dns_up *up = arg;
 	struct sl_dns *dns = up->dns;
 	/* EAGAIN, or an ICMP error: 0 (the queries time out) */
-	int got = dgram_recv(dns, fd, DNS_UP_BATCH, 0), nb = 0;
+	int got = dgram_recv(dns, fd, DNS_UP_BATCH, 0, 0), nb = 0;
 	int kerr[SL_KBATCH_TAGS];
 
 	(void)loop;
@@ -1095,23 +1110,72 @@ static void handle_query(struct sl_dns_listener *l, const uint8_t *pkt, size_t l
 
 /* ---- UDP and TCP clients ---- */
 
+/* The query of datagram @i of the read scratch, read from @fd, to @l. */
+static void udp_query(struct sl_dns_listener *l, int fd, int i)
+{
+	struct sl_dns *dns = l->dns;
+
+	if (dns->in_msg[i].msg_hdr.msg_flags & MSG_TRUNC) {
+		l->stats.formerr++; /* no query is that long */
+		return;
+	}
+	handle_query(l, dns->in_buf[i], dns->in_msg[i].msg_len, fd,
+		     (struct sockaddr *)&dns->in_from[i], dns->in_msg[i].msg_hdr.msg_namelen, NULL);
+}
+
 static void udp_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 {
 	struct sl_dns_listener *l = arg;
-	struct sl_dns *dns = l->dns;
 	/* Bounded per wake-up so that one busy sandbox cannot starve the loop. */
-	int got = dgram_recv(dns, fd, DNS_UDP_BATCH, 1);
+	int got = dgram_recv(l->dns, fd, DNS_UDP_BATCH, 1, 0);
+
+	(void)loop;
+	(void)events;
+	for (int i = 0; i < got; i++)
+		udp_query(l, fd, i);
+}
+
+/* The listener of sandbox @id on the shared listener, or NULL. */
+static struct sl_dns_listener *shared_listener(struct sl_dns *dns, uint32_t id)
+{
+	return sl_idtab_get(&dns->sharers, id);
+}
+
+/* The sandbox listener that datagram @i of the read scratch is for: the egress program marked
+ * it with the sandbox's id (SL_SHARED_MARK). A datagram without that mark came from no
+ * sandbox (a host process aiming at the port): nobody's, dropped. */
+static struct sl_dns_listener *dgram_owner(struct sl_dns *dns, int i)
+{
+	struct msghdr *m = &dns->in_msg[i].msg_hdr;
+
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR(m, c)) {
+		uint32_t mark;
+
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SO_MARK ||
+		    c->cmsg_len < CMSG_LEN(sizeof(mark)))
+			continue;
+		memcpy(&mark, CMSG_DATA(c), sizeof(mark));
+		if ((mark & SL_SHARED_MARK_MASK) != SL_SHARED_MARK)
+			return NULL;
+		return shared_listener(dns, mark & ~SL_SHARED_MARK_MASK);
+	}
+	return NULL;
+}
+
+/* The shared listener's datagrams, each to its sandbox's listener. Bounded per wake-up like a
+ * listener of one sandbox: the sandboxes that share it share that turn. */
+static void shared_udp_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
+{
+	struct sl_dns *dns = arg;
+	int got = dgram_recv(dns, fd, DNS_UDP_BATCH, 1, 1);
 
 	(void)loop;
 	(void)events;
 	for (int i = 0; i < got; i++) {
-		if (dns->in_msg[i].msg_hdr.msg_flags & MSG_TRUNC) {
-			l->stats.formerr++; /* no query is that long */
-			continue;
-		}
-		handle_query(l, dns->in_buf[i], dns->in_msg[i].msg_len, fd,
-			     (struct sockaddr *)&dns->in_from[i],
-			     dns->in_msg[i].msg_hdr.msg_namelen, NULL);
+		struct sl_dns_listener *l = dgram_owner(dns, i);
+
+		if (l)
+			udp_query(l, fd, i);
 	}
 }
 
@@ -1296,26 +1360,59 @@ static void tcp_resume(struct sl_loop *loop, struct sl_timer *t)
 			sl_loop_mod_fd(loop, l->tcp[i], SL_READ);
 }
 
-static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
+/* The sandbox listener of a connection accepted on the shared listener: the egress program
+ * recorded its SYN's sandbox under the client's address and port (sl_accepts). NULL: none. */
+static struct sl_dns_listener *accepted_owner(struct sl_dns *dns,
+					      const struct sockaddr_storage *peer)
 {
-	struct sl_dns_listener *l = arg;
+	const uint8_t *addr;
+	uint16_t port;
+	uint32_t id;
 
-	(void)events;
+	if (peer->ss_family == AF_INET) {
+		addr = (const uint8_t *)&((const struct sockaddr_in *)peer)->sin_addr;
+		port = ntohs(((const struct sockaddr_in *)peer)->sin_port);
+	} else if (peer->ss_family == AF_INET6) {
+		addr = ((const struct sockaddr_in6 *)peer)->sin6_addr.s6_addr;
+		port = ntohs(((const struct sockaddr_in6 *)peer)->sin6_port);
+	} else {
+		return NULL;
+	}
+	if (sl_bpf_take_accept(dns->o.bpf, peer->ss_family, addr, port, &id))
+		return NULL;
+	return shared_listener(dns, id);
+}
+
+/* Accepts the connections waiting on @fd, a socket of @sock (a sandbox's listener, or the
+ * holder of the shared sockets, whose connections go each to its sandbox's listener). */
+static void accept_on(struct sl_loop *loop, int fd, struct sl_dns_listener *sock)
+{
+	int shared = sock == sock->dns->shared;
+
 	for (int i = 0; i < DNS_ACCEPT_BATCH; i++) {
-		int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		struct sockaddr_storage peer;
+		socklen_t plen = sizeof(peer);
+		struct sl_dns_listener *l = sock;
 		struct dns_tcp *c;
+		int cfd;
 
+		cfd = accept4(fd, shared ? (struct sockaddr *)&peer : NULL, shared ? &plen : NULL,
+			      SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (cfd == -1 && (errno == EMFILE || errno == ENFILE)) {
 			/* Level-triggered: the listener stays readable. Nothing to accept with,
 			 * so the client waits in the backlog (and retries over UDP) rather than
 			 * the loop spinning; the UDP side keeps answering meanwhile. */
 			sl_loop_mod_fd(loop, fd, 0);
-			if (!sl_timer_armed(&l->tcp_paused))
-				sl_timer_arm(loop, &l->tcp_paused, 100, tcp_resume);
+			if (!sl_timer_armed(&sock->tcp_paused))
+				sl_timer_arm(loop, &sock->tcp_paused, 100, tcp_resume);
 			return;
 		}
 		if (cfd == -1)
 			return;
+		if (shared && !(l = accepted_owner(sock->dns, &peer))) {
+			close(cfd); /* the kernel sent it no sandbox's way */
+			continue;
+		}
 		if (l->ntcp >= DNS_MAX_TCP || l->dns->ntcp >= l->dns->o.max_tcp_total) {
 			l->stats.refused++;
 			l->stats.limit_tcp++;
@@ -1346,6 +1443,12 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 		l->ntcp++;
 		l->dns->ntcp++;
 	}
+}
+
+static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
+{
+	(void)events;
+	accept_on(loop, fd, arg);
 }
 
 /* ---- listeners ---- */
@@ -1379,11 +1482,14 @@ void sl_dns_free(struct sl_dns *dns)
 {
 	if (!dns)
 		return;
-	/* The listeners (and their queries) are gone: only the pool's own sockets remain. */
+	/* The listeners (and their queries) are gone: only the pool's own sockets remain, and
+	 * the shared listener's. */
 	for (int i = 0; i < DNS_UP_SOCKS; i++)
 		if (dns->up[i])
 			up_close(dns->up[i]);
 	dgram_flush(dns);
+	close_shared(dns);
+	free(dns->sharers.v);
 	sl_kbatch_free(dns->kb);
 	free(dns);
 }
@@ -1402,6 +1508,17 @@ static void close_fds(struct sl_dns_listener *l)
 		}
 		l->udp[i] = l->tcp[i] = -1;
 	}
+}
+
+/* Closes the shared listener's sockets (its last sandbox went, or sluiced stops). */
+static void close_shared(struct sl_dns *dns)
+{
+	if (!dns->shared)
+		return;
+	sl_timer_disarm(dns->loop, &dns->shared->tcp_paused);
+	close_fds(dns->shared);
+	free(dns->shared);
+	dns->shared = NULL;
 }
 
 /* Binds the four sockets on @port (0: the kernel's pick for the first, then the same). */
@@ -1430,22 +1547,27 @@ static int bind_all(struct sl_dns_listener *l, uint16_t port, int netns_fd)
 	return 0;
 }
 
-struct sl_dns_listener *sl_dns_listen(struct sl_dns *dns, const struct sl_dns_ops *ops, void *owner,
-				      uint16_t want_port, int netns_fd, char *err, size_t errlen)
+static struct sl_dns_listener *listener_new(struct sl_dns *dns, const struct sl_dns_ops *ops,
+					    void *owner)
 {
 	struct sl_dns_listener *l = calloc(1, sizeof(*l));
-	int r = -EADDRINUSE;
 
-	if (!l) {
-		snprintf(err, errlen, "out of memory");
+	if (!l)
 		return NULL;
-	}
 	l->dns = dns;
 	l->ops = ops;
 	l->owner = owner;
 	l->udp[0] = l->udp[1] = l->tcp[0] = l->tcp[1] = -1;
 	sl_list_init(&l->queries);
 	sl_list_init(&l->tcps);
+	return l;
+}
+
+/* Binds @l's sockets, on @want_port if it is free. Returns 0 or -errno. */
+static int open_sockets(struct sl_dns_listener *l, uint16_t want_port, int netns_fd)
+{
+	int r = -EADDRINUSE;
+
 	if (want_port) {
 		r = bind_all(l, want_port, netns_fd);
 		if (r)
@@ -1457,6 +1579,20 @@ struct sl_dns_listener *sl_dns_listen(struct sl_dns *dns, const struct sl_dns_op
 		if (r)
 			close_fds(l);
 	}
+	return r;
+}
+
+struct sl_dns_listener *sl_dns_listen(struct sl_dns *dns, const struct sl_dns_ops *ops, void *owner,
+				      uint16_t want_port, int netns_fd, char *err, size_t errlen)
+{
+	struct sl_dns_listener *l = listener_new(dns, ops, owner);
+	int r;
+
+	if (!l) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	r = open_sockets(l, want_port, netns_fd);
 	if (r) {
 		snprintf(err, errlen, "opening the DNS listener failed: %s", strerror(-r));
 		free(l);
@@ -1475,6 +1611,75 @@ struct sl_dns_listener *sl_dns_listen(struct sl_dns *dns, const struct sl_dns_op
 	return l;
 }
 
+/*
+ * The shared sockets, on loopback of sluiced's own network namespace: each datagram must say
+ * its mark (SO_RCVMARK), the receive buffer is that of many sandboxes (SO_RCVBUFFORCE, as
+ * sluiced has CAP_NET_ADMIN; else what net.core.rmem_max allows), and so is the TCP backlog.
+ */
+static int open_shared(struct sl_dns *dns, uint16_t want_port)
+{
+	struct sl_dns_listener *h = listener_new(dns, NULL, NULL);
+	int r, buf = 4 << 20;
+
+	if (!h)
+		return -ENOMEM;
+	r = open_sockets(h, want_port, -1);
+	for (int i = 0; !r && i < 2; i++) {
+		if (h->udp[i] >= 0 &&
+		    (setsockopt(h->udp[i], SOL_SOCKET, SO_RCVMARK, &(int){ 1 }, sizeof(int)) ||
+		     sl_loop_add_fd(dns->loop, h->udp[i], SL_READ, shared_udp_cb, dns)))
+			r = errno ? -errno : -EIO;
+		if (h->udp[i] >= 0 &&
+		    setsockopt(h->udp[i], SOL_SOCKET, SO_RCVBUFFORCE, &buf, sizeof(buf)))
+			setsockopt(h->udp[i], SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
+		if (!r && h->tcp[i] >= 0 &&
+		    (listen(h->tcp[i], 4096) ||
+		     sl_loop_add_fd(dns->loop, h->tcp[i], SL_READ, accept_cb, h)))
+			r = errno ? -errno : -EIO;
+	}
+	if (r) {
+		close_fds(h);
+		free(h);
+		return r;
+	}
+	dns->shared = h;
+	return 0;
+}
+
+struct sl_dns_listener *sl_dns_listen_shared(struct sl_dns *dns, const struct sl_dns_ops *ops,
+					     void *owner, uint32_t id, uint16_t want_port,
+					     char *err, size_t errlen)
+{
+	struct sl_dns_listener *l;
+	int r;
+
+	if (!id || id & SL_SHARED_MARK_MASK) {
+		snprintf(err, errlen, "sandbox id %u cannot share the DNS listener", id);
+		return NULL;
+	}
+	l = listener_new(dns, ops, owner);
+	if (!l) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	r = dns->shared ? 0 : open_shared(dns, want_port);
+	if (r) {
+		snprintf(err, errlen, "opening the shared DNS listener failed: %s", strerror(-r));
+	} else if ((r = sl_idtab_put(&dns->sharers, id, l))) {
+		snprintf(err, errlen, "sandbox id %u cannot join the shared DNS listener: %s", id,
+			 strerror(-r));
+		if (!dns->sharers.n)
+			close_shared(dns);
+	}
+	if (r) {
+		free(l);
+		return NULL;
+	}
+	l->port = dns->shared->port;
+	l->shared_id = id;
+	return l;
+}
+
 void sl_dns_listener_close(struct sl_dns_listener *l)
 {
 	if (!l)
@@ -1485,6 +1690,13 @@ void sl_dns_listener_close(struct sl_dns_listener *l)
 		query_free(sl_list_first(&l->queries, struct dns_query, link));
 	sl_timer_disarm(l->dns->loop, &l->tcp_paused);
 	close_fds(l);
+	if (l->shared_id) {
+		struct sl_dns *dns = l->dns;
+
+		sl_idtab_del(&dns->sharers, l->shared_id);
+		if (!dns->sharers.n)
+			close_shared(dns);
+	}
 	sl_dns_listener_flush(l);
 	free(l->cache);
 	free(l);

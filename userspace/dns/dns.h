@@ -104,6 +104,16 @@ void sl_dns_free(struct sl_dns *dns);
  */
 struct sl_dns_listener *sl_dns_listen(struct sl_dns *dns, const struct sl_dns_ops *ops, void *owner,
 				      uint16_t want_port, int netns_fd, char *err, size_t errlen);
+/*
+ * A listener of sandbox @id (< 2^24) without sockets of its own: its queries come to the
+ * worker's shared listener (on loopback of sluiced's own network namespace, opened with the
+ * first such sandbox, on @want_port if that is free), which tells them from the other
+ * sandboxes' by the egress program's mark (a datagram) or sl_accepts record (a connection).
+ * The kernel entry of the sandbox must say SL_SB_SHARED.
+ */
+struct sl_dns_listener *sl_dns_listen_shared(struct sl_dns *dns, const struct sl_dns_ops *ops,
+					     void *owner, uint32_t id, uint16_t want_port,
+					     char *err, size_t errlen);
 /* Closes the sockets and drops queries in flight. Accepts NULL. */
 void sl_dns_listener_close(struct sl_dns_listener *l);
 /* Forgets the cached answers: the sandbox's rules changed (a handler switch, a policy

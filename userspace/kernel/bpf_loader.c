@@ -1662,6 +1662,19 @@ int sl_bpf_take_proxied(struct sl_bpf *b, uint32_t sandbox_id, uint64_t netns_co
 	return 0;
 }
 
+int sl_bpf_take_accept(struct sl_bpf *b, uint8_t family, const uint8_t *addr, uint16_t port,
+		       uint32_t *sandbox_id)
+{
+	struct sl_conn_key k = { .port = port, .family = family };
+
+	if (!b || !b->skel)
+		return -ENOENT;
+	memcpy(k.addr, addr, family == AF_INET ? 4 : 16);
+	if (bpf_map_lookup_and_delete_elem(bpf_map__fd(b->skel->maps.sl_accepts), &k, sandbox_id))
+		return -errno;
+	return 0;
+}
+
 int sl_bpf_proxied_sweep(struct sl_bpf *b, uint32_t sandbox_id, uint64_t now_ns,
 			 uint64_t max_age_ns)
 {

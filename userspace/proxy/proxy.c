@@ -76,16 +76,30 @@ static int client_gone(int fd)
 	return poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
 }
 
+static void close_shared(struct sl_proxy *px);
+
+/* The listener of sandbox @id on the shared listener, or NULL. */
+static struct sl_proxy_listener *shared_listener(struct sl_proxy *px, uint32_t id)
+{
+	return sl_idtab_get(&px->sharers, id);
+}
+
+/* Accepts the connections waiting on @fd, a socket of @arg: a sandbox's listener, or the holder
+ * of the shared sockets, whose connections go each to the listener of the sandbox the egress
+ * program recorded for its SYN (sl_accepts). */
 static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 {
-	struct sl_proxy_listener *l = arg;
+	struct sl_proxy_listener *h = arg;
+	int shared = h == h->px->shared;
 
 	(void)events;
 	for (int i = 0; i < 64; i++) {
+		struct sl_proxy_listener *l = h;
 		struct sockaddr_storage peer;
 		socklen_t plen = sizeof(peer);
 		struct sl_sockorig orig;
 		uint8_t addr[16] = { 0 };
+		uint32_t id = 0;
 		uint16_t port;
 		struct pconn *c;
 		int cfd;
@@ -101,8 +115,8 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 			if (cfd >= 0)
 				close(cfd);
 			l->px->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-			if (cfd < 0)
-				return;
+			if (cfd < 0 || shared)
+				return; /* a shared listener's connection is nobody's to report */
 			l->stats.limit_fds++;
 			px_conn_event(l, NULL, "reject", "sluiced is out of file descriptors");
 			continue;
@@ -115,6 +129,11 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 		} else {
 			memcpy(addr, &((struct sockaddr_in6 *)&peer)->sin6_addr, 16);
 			port = ntohs(((struct sockaddr_in6 *)&peer)->sin6_port);
+		}
+		if (shared && (sl_bpf_take_accept(h->px->bpf, peer.ss_family, addr, port, &id) ||
+			       !(l = shared_listener(h->px, id)))) {
+			close(cfd); /* the kernel sent it no sandbox's way */
+			continue;
 		}
 		/* Only what the kernel redirected, for this sandbox, is served. */
 		if (sl_bpf_take_proxied(l->px->bpf, l->ops->id(l->owner), l->netns_cookie,
@@ -280,22 +299,20 @@ void sl_proxy_free(struct sl_proxy *px)
 	SSL_CTX_free(px->server_ctx);
 	SSL_CTX_free(px->client_ctx);
 	sl_splice_close(px->splice);
+	close_shared(px); /* its sandboxes' listeners are closed */
+	free(px->sharers.v);
 	if (px->spare_fd >= 0)
 		close(px->spare_fd);
 	free(px);
 }
 
-struct sl_proxy_listener *sl_proxy_listen(struct sl_proxy *px, const struct sl_proxy_ops *ops,
-					  void *owner, uint16_t want_port, int netns_fd, char *err,
-					  size_t errlen)
+static struct sl_proxy_listener *listener_new(struct sl_proxy *px, const struct sl_proxy_ops *ops,
+					      void *owner)
 {
 	struct sl_proxy_listener *l = calloc(1, sizeof(*l));
-	int r = -EADDRINUSE;
 
-	if (!l) {
-		snprintf(err, errlen, "out of memory");
+	if (!l)
 		return NULL;
-	}
 	l->px = px;
 	l->ops = ops;
 	l->owner = owner;
@@ -303,6 +320,14 @@ struct sl_proxy_listener *sl_proxy_listen(struct sl_proxy *px, const struct sl_p
 	sl_list_init(&l->conns);
 	sl_list_init(&l->idle);
 	sl_list_init(&l->h2up);
+	return l;
+}
+
+/* Binds and watches @l's sockets, on @want_port if it is free. Returns 0 or -errno. */
+static int open_sockets(struct sl_proxy_listener *l, uint16_t want_port, int netns_fd)
+{
+	int r = -EADDRINUSE;
+
 	for (int tries = 0; tries < 16 && r; tries++) {
 		uint16_t port = tries == 0 ? want_port : 0;
 
@@ -333,21 +358,102 @@ struct sl_proxy_listener *sl_proxy_listen(struct sl_proxy *px, const struct sl_p
 		if (getsockopt(l->fd[0], SOL_SOCKET, SO_NETNS_COOKIE, &l->netns_cookie, &len) == -1)
 			r = -errno;
 	}
+	for (int i = 0; !r && i < 2; i++)
+		if (l->fd[i] >= 0 && sl_loop_add_fd(l->px->loop, l->fd[i], SL_READ, accept_cb, l))
+			r = -EIO;
+	if (r) {
+		for (int i = 0; i < 2; i++) {
+			if (l->fd[i] >= 0) {
+				sl_loop_del_fd(l->px->loop, l->fd[i]);
+				close(l->fd[i]);
+			}
+			l->fd[i] = -1;
+		}
+	}
+	return r;
+}
+
+struct sl_proxy_listener *sl_proxy_listen(struct sl_proxy *px, const struct sl_proxy_ops *ops,
+					  void *owner, uint16_t want_port, int netns_fd, char *err,
+					  size_t errlen)
+{
+	struct sl_proxy_listener *l = listener_new(px, ops, owner);
+	int r;
+
+	if (!l) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	r = open_sockets(l, want_port, netns_fd);
 	if (r) {
 		snprintf(err, errlen, "opening the proxy listener failed: %s", strerror(-r));
-		for (int i = 0; i < 2; i++)
-			if (l->fd[i] >= 0)
-				close(l->fd[i]);
 		free(l);
 		return NULL;
 	}
-	for (int i = 0; i < 2; i++) {
-		if (l->fd[i] >= 0 && sl_loop_add_fd(px->loop, l->fd[i], SL_READ, accept_cb, l)) {
-			snprintf(err, errlen, "watching the proxy listener failed");
-			sl_proxy_listener_close(l);
-			return NULL;
-		}
+	sl_timer_arm(px->loop, &l->sweep, SWEEP_MS, sweep_cb);
+	return l;
+}
+
+/* The shared sockets, on loopback of sluiced's own network namespace, with the backlog of many
+ * sandboxes; held by a listener of no sandbox. Returns 0 or -errno. */
+static int open_shared(struct sl_proxy *px, uint16_t want_port)
+{
+	struct sl_proxy_listener *h = listener_new(px, NULL, NULL);
+	int r;
+
+	if (!h)
+		return -ENOMEM;
+	r = open_sockets(h, want_port, -1);
+	if (r) {
+		free(h);
+		return r;
 	}
+	for (int i = 0; i < 2; i++)
+		if (h->fd[i] >= 0)
+			listen(h->fd[i], 4096);
+	px->shared = h;
+	return 0;
+}
+
+/* Closes the shared sockets (their last sandbox went, or sluiced stops). */
+static void close_shared(struct sl_proxy *px)
+{
+	sl_proxy_listener_close(px->shared);
+	px->shared = NULL;
+}
+
+struct sl_proxy_listener *sl_proxy_listen_shared(struct sl_proxy *px,
+						 const struct sl_proxy_ops *ops, void *owner,
+						 uint32_t id, uint16_t want_port, char *err,
+						 size_t errlen)
+{
+	struct sl_proxy_listener *l;
+	int r;
+
+	if (!id) {
+		snprintf(err, errlen, "sandbox id 0 cannot share the proxy listener");
+		return NULL;
+	}
+	l = listener_new(px, ops, owner);
+	if (!l) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	if (!px->shared && (r = open_shared(px, want_port))) {
+		snprintf(err, errlen, "opening the shared proxy listener failed: %s", strerror(-r));
+	} else if ((r = sl_idtab_put(&px->sharers, id, l))) {
+		snprintf(err, errlen, "sandbox id %u cannot join the shared proxy listener: %s", id,
+			 strerror(-r));
+		if (!px->sharers.n)
+			close_shared(px);
+	}
+	if (r) {
+		free(l);
+		return NULL;
+	}
+	l->port = px->shared->port;
+	l->netns_cookie = px->shared->netns_cookie;
+	l->shared_id = id;
 	sl_timer_arm(px->loop, &l->sweep, SWEEP_MS, sweep_cb);
 	return l;
 }
@@ -371,6 +477,11 @@ void sl_proxy_listener_close(struct sl_proxy_listener *l)
 		}
 	}
 	sl_timer_disarm(l->px->loop, &l->sweep);
+	if (l->shared_id) {
+		sl_idtab_del(&l->px->sharers, l->shared_id);
+		if (!l->px->sharers.n)
+			close_shared(l->px);
+	}
 	free(l);
 }
 

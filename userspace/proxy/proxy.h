@@ -169,6 +169,14 @@ void sl_proxy_free(struct sl_proxy *px);
 struct sl_proxy_listener *sl_proxy_listen(struct sl_proxy *px, const struct sl_proxy_ops *ops,
 					  void *owner, uint16_t want_port, int netns_fd, char *err,
 					  size_t errlen);
+/* A listener of sandbox @id without sockets of its own: its connections come to the worker's
+ * shared listener (on loopback of sluiced's own network namespace, opened with the first such
+ * sandbox, on @want_port if that is free), which finds each one's sandbox in the record the
+ * egress program made of its SYN (sl_accepts). The kernel entry must say SL_SB_SHARED. */
+struct sl_proxy_listener *sl_proxy_listen_shared(struct sl_proxy *px,
+						 const struct sl_proxy_ops *ops, void *owner,
+						 uint32_t id, uint16_t want_port, char *err,
+						 size_t errlen);
 /* Closes the listener and every connection it accepted. Accepts NULL. */
 void sl_proxy_listener_close(struct sl_proxy_listener *l);
 uint16_t sl_proxy_listener_port(const struct sl_proxy_listener *l);

@@ -15,6 +15,7 @@
 #include <openssl/ssl.h>
 
 #include "core/buf.h"
+#include "core/idtab.h"
 #include "core/list.h"
 #include "core/loop.h"
 #include "http/http.h"
@@ -66,6 +67,11 @@ struct sl_proxy {
 	unsigned nidle; /* pooled upstream connections of every listener */
 	int spare_fd; /* given up to accept-and-close a connection when out of descriptors */
 	struct sl_splice *splice; /* NULL: passthrough bytes are relayed here */
+	/* The shared listener (sl_proxy_listen_shared()): its sockets, held by a listener of no
+	 * sandbox, opened with the first sandbox that shares them; and that listener of each
+	 * sandbox id that shares them. */
+	struct sl_proxy_listener *shared;
+	struct sl_idtab sharers; /* the last one gone closes it */
 };
 
 /* An idle upstream connection, kept for the next request to the same name and address. */
@@ -247,6 +253,7 @@ struct sl_proxy_listener {
 	unsigned nidle;
 	struct sl_timer sweep; /* embedded: re-arming cannot fail, so the sweep never stops */
 	struct sl_proxy_stats stats;
+	uint32_t shared_id; /* its sandbox's id on the shared listener; 0: sockets of its own */
 };
 
 #define OVER_BUDGET "the sandbox's handlers hold more body bytes than --http-body-budget allows"

@@ -70,6 +70,7 @@ struct sl_registry *sl_registry_new(struct sl_bpf *bpf, const char *state_dir, s
 	sl_list_init(&r->boxes);
 	sl_list_init(&r->adding);
 	r->max_ids = bpf ? sl_bpf_max_sandboxes(bpf) : SL_MAX_SANDBOXES;
+	r->own_max = r->max_ids;
 	r->by_id = calloc(r->max_ids, sizeof(*r->by_id));
 	r->by_name = calloc(r->max_ids, sizeof(*r->by_name));
 	r->by_cgroup = calloc(r->max_ids, sizeof(*r->by_cgroup));
@@ -119,6 +120,11 @@ void sl_registry_set_lua(struct sl_registry *r, const struct sl_lua_opts *o)
 	r->lua_opts = *o;
 }
 
+void sl_registry_set_own_listeners(struct sl_registry *r, unsigned n)
+{
+	r->own_max = n;
+}
+
 int sl_registry_set_control_socket(struct sl_registry *r, const char *path, char *err,
 				   size_t errlen)
 {
@@ -163,6 +169,7 @@ void sb_box_detach(struct sl_box *box)
 	box->dns = NULL;
 	sl_proxy_listener_close(box->proxy); /* it ends the handlers still running */
 	box->proxy = NULL;
+	sb_unplace_listeners(box->reg, box);
 	sb_names_flush(box);
 	if (sl_list_linked(&box->wlink))
 		sl_list_del(&box->wlink);
@@ -326,6 +333,12 @@ unsigned sl_registry_workers(const struct sl_registry *r)
 size_t sl_registry_worker_count(const struct sl_registry *r, unsigned worker)
 {
 	return worker < r->nworkers ? r->workers[worker].nboxes : 0;
+}
+
+void sl_registry_own_listeners(const struct sl_registry *r, unsigned *used, unsigned *max)
+{
+	*used = __atomic_load_n(&r->own_used, __ATOMIC_RELAXED);
+	*max = r->own_max;
 }
 
 struct visit {

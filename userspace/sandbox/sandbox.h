@@ -93,6 +93,9 @@ struct sl_registry *sl_registry_new(struct sl_bpf *bpf, const char *state_dir, s
 				    const struct sl_dns_ttl *ttl);
 /* What the sandboxes' Lua states get: secrets, KV, events, limits. Before adding any. */
 void sl_registry_set_lua(struct sl_registry *r, const struct sl_lua_opts *o);
+/* How many sandboxes in sluiced's network namespace get DNS and proxy listeners of their own;
+ * those added past that share their worker's (sluiced --own-listeners). Before adopting. */
+void sl_registry_set_own_listeners(struct sl_registry *r, unsigned n);
 /* sluiced's control socket at @path (absolute): denied to every sandbox in the kernel, and no
  * policy may name it. Before adopting. Returns 0 or -errno with a reason in @err. */
 int sl_registry_set_control_socket(struct sl_registry *r, const char *path, char *err,
@@ -252,6 +255,8 @@ unsigned sl_box_worker(const struct sl_box *box);
 /* Workers, and how many sandboxes each has (main thread). */
 unsigned sl_registry_workers(const struct sl_registry *r);
 size_t sl_registry_worker_count(const struct sl_registry *r, unsigned worker);
+/* Sandboxes with listeners of their own now (@used) and at most (@max, --own-listeners). */
+void sl_registry_own_listeners(const struct sl_registry *r, unsigned *used, unsigned *max);
 /* Main thread: calls @fn(box, i, @arg) for every listed sandbox on its worker's thread, i its
  * position in the registry's order (< sl_registry_count()), one sl_loop_call() per worker
  * (the main thread waits: for short reads, the JSON of a list, the stats of metrics). */

@@ -182,6 +182,9 @@ struct sl_box {
 	uint16_t dns_port; /* kept across restarts */
 	struct sl_proxy_listener *proxy; /* where the kernel sends intercepted connections */
 	uint16_t proxy_port; /* kept across restarts */
+	/* Its listeners: 0 not placed yet (sb_place_listeners()), SB_OWN sockets of its own (in
+	 * the registry's count of those), SB_SHARED its worker's shared ones. */
+	int listeners;
 	uint64_t proxied_swept; /* kernel records of intercepted connections never accepted */
 	/* A sandbox with a network of its own: its listeners live in that namespace, which
 	 * sluiced holds open (-1: sluiced's namespace). The path is as given (a restart tries it
@@ -253,7 +256,13 @@ struct sl_registry {
 	size_t count;
 	struct sl_box **by_id; /* [max_ids]: the sandbox of each kernel id, NULL: free */
 	uint32_t max_ids; /* --max-sandboxes: ids are 1..max_ids-1 */
+	/* Sandboxes in sluiced's network namespace with listeners of their own, and how many may
+	 * have them (--own-listeners, default: every one). Counted by the workers (atomic). */
+	unsigned own_used, own_max;
 };
+
+#define SB_OWN 1
+#define SB_SHARED 2
 
 /* sandbox.c: the registry's list, and its jobs thread. */
 void sb_box_free(struct sl_box *box);
@@ -410,6 +419,7 @@ int sb_open_dns(struct sl_registry *r, struct sl_box *box, char *err, size_t err
 int sb_open_ca(struct sl_registry *r, struct sl_box *box, char *err, size_t errlen);
 void sb_remove_ca(struct sl_registry *r, const char *name);
 int sb_open_proxy(struct sl_registry *r, struct sl_box *box, char *err, size_t errlen);
+void sb_unplace_listeners(struct sl_registry *r, struct sl_box *box);
 
 /* sb_netns.c: cgroup, network namespace, reaping. */
 int sb_netns_target(struct sl_box *box, const struct sl_box_spec *spec, char *err, size_t errlen);

@@ -163,6 +163,10 @@ static json_t *box_json(struct sl_registry *r, const struct sl_box *box, int det
 	json_object_set_new(j, "mode", json_string(box->audit ? "audit" : "enforce"));
 	if (box->w)
 		json_object_set_new(j, "worker", json_integer(box->w->index));
+	json_object_set_new(j, "listeners",
+			    box->listeners == SB_SHARED ? json_string("shared") :
+			    box->listeners == SB_OWN	? json_string("own") :
+							  json_null());
 	json_object_set_new(j, "netns", box->netns_fd >= 0 ? json_string(box->netns) : json_null());
 	if (box->netns_fd >= 0)
 		json_object_set_new(j, "netns_inode", json_integer((json_int_t)box->netns_ino));

@@ -199,6 +199,8 @@ void sb_kernel_entry(struct sl_registry *r, const struct sl_box *box, struct sl_
 		memcpy(ksb->dns_ip6, in6addr_loopback.s6_addr, 16);
 		ksb->dns_port = htons(box->dns_port);
 	}
+	if ((box->dns || box->proxy) && box->listeners == SB_SHARED)
+		ksb->flags |= SL_SB_SHARED;
 	if (box->proxy) {
 		ksb->flags |= SL_SB_PROXY;
 		ksb->proxy_ip4 = htonl(INADDR_LOOPBACK);
@@ -289,6 +291,7 @@ void sb_uninstall(struct sl_registry *r, struct sl_box *box)
 	box->dns = NULL;
 	sl_proxy_listener_close(box->proxy);
 	box->proxy = NULL;
+	sb_unplace_listeners(r, box);
 	set_listeners(r, box, 0);
 	sb_remove_ca(r, box->name);
 	e = sl_bpf_detach(r->bpf, box->name);

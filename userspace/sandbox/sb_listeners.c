@@ -31,14 +31,44 @@
 #include "sandbox/sandbox.h"
 #include "sandbox/sb_int.h"
 
+/*
+ * Whether @box gets listeners of its own or shares its worker's, decided when it opens its
+ * first: a sandbox with a network namespace of its own has them there; one in sluiced's
+ * namespace has its own while fewer than --own-listeners do (r->own_max), else it shares.
+ */
+static void sb_place_listeners(struct sl_registry *r, struct sl_box *box)
+{
+	if (box->listeners)
+		return;
+	box->listeners = SB_OWN;
+	if (box->netns_fd >= 0)
+		return;
+	if (__atomic_add_fetch(&r->own_used, 1, __ATOMIC_RELAXED) > r->own_max) {
+		__atomic_sub_fetch(&r->own_used, 1, __ATOMIC_RELAXED);
+		box->listeners = SB_SHARED;
+	}
+}
+
+/* Undoes sb_place_listeners(), its listeners closed. */
+void sb_unplace_listeners(struct sl_registry *r, struct sl_box *box)
+{
+	if (box->listeners == SB_OWN && box->netns_fd < 0)
+		__atomic_sub_fetch(&r->own_used, 1, __ATOMIC_RELAXED);
+	box->listeners = 0;
+}
+
 /* Opens the sandbox's DNS listener (on its previous port if it had one). */
 int sb_open_dns(struct sl_registry *r, struct sl_box *box, char *err, size_t errlen)
 {
-	(void)r;
 	if (!box->w->dns || box->dns)
 		return 0;
-	box->dns = sl_dns_listen(box->w->dns, &sb_dns_ops, box, box->dns_port, box->netns_fd, err,
-				 errlen);
+	sb_place_listeners(r, box);
+	if (box->listeners == SB_SHARED)
+		box->dns = sl_dns_listen_shared(box->w->dns, &sb_dns_ops, box, box->id,
+						box->dns_port, err, errlen);
+	else
+		box->dns = sl_dns_listen(box->w->dns, &sb_dns_ops, box, box->dns_port,
+					 box->netns_fd, err, errlen);
 	if (!box->dns)
 		return -EIO;
 	box->dns_port = sl_dns_listener_port(box->dns);
@@ -219,11 +249,15 @@ void sb_remove_ca(struct sl_registry *r, const char *name)
 /* Opens the sandbox's proxy listener (on its previous port if it had one). */
 int sb_open_proxy(struct sl_registry *r, struct sl_box *box, char *err, size_t errlen)
 {
-	(void)r;
 	if (!box->w->proxy || box->proxy)
 		return 0;
-	box->proxy = sl_proxy_listen(box->w->proxy, &proxy_ops, box, box->proxy_port, box->netns_fd,
-				     err, errlen);
+	sb_place_listeners(r, box);
+	if (box->listeners == SB_SHARED)
+		box->proxy = sl_proxy_listen_shared(box->w->proxy, &proxy_ops, box, box->id,
+						    box->proxy_port, err, errlen);
+	else
+		box->proxy = sl_proxy_listen(box->w->proxy, &proxy_ops, box, box->proxy_port,
+					     box->netns_fd, err, errlen);
 	if (!box->proxy)
 		return -EIO;
 	box->proxy_port = sl_proxy_listener_port(box->proxy);
