@@ -37,6 +37,14 @@ def targets(r):
         c.get("ratio_audited_enforce"), "<=", 1.03)
     for case in _get(r, "kernel", "scale", "cases") or []:
         add(f"allowed connect, {case['case']}, sluice / none", case.get("ratio"), "<=", 1.03)
+        if case.get("add_ms_alone") is None:
+            continue
+        if case["sandboxes"] >= 10000:
+            add(f"{case['sandboxes'] - 1} sandboxes added (measured), s", case.get("load_s"),
+                "<=", 30, "{:.1f}")
+        else:
+            add(f"10,000 sandboxes added (projected from {case['sandboxes'] - 1}), s",
+                case.get("projected_10k_s"), "<=", 30, "{:.1f}")
     for what in ("download", "upload"):
         add(f"1 GiB passthrough {what}, egress program / none",
             _get(r, "kernel", "egress", what, "ratio"), "<=", 1.03)
