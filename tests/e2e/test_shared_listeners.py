@@ -43,6 +43,12 @@ def test_shared_listeners_keep_each_sandbox_its_own(workers_daemon, cgroups, wor
     # share one, b (worker 0) shares the other, own has its own.
     assert ports(a) == ports(c)
     assert len({ports(own), ports(a), ports(b)}) == 3
+    assert [x.show()["listeners"] for x in (own, a, b, c)] == ["own"] + ["shared"] * 3
+    assert "shared DNS and proxy listeners" in d.cli("sandbox", "show", a.name).stdout
+    assert "listeners:" not in d.cli("sandbox", "show", own.name).stdout
+    m = d.metrics()
+    assert (m['sluice_own_listeners{state="used"}'], m['sluice_own_listeners{state="max"}']) \
+        == (1, 1)
 
     # Each sandbox's names under its own policy, over the same sockets.
     assert a.resolve() == ["127.0.0.20"]

@@ -289,6 +289,9 @@ static int cmd_sandbox_show(int argc, char **argv, const char *sock)
 	if (*sl_cli_str(j, "netns"))
 		printf("netns:    %s (inode %lld)\n", sl_cli_str(j, "netns"),
 		       sl_cli_num(j, "netns_inode"));
+	if (!strcmp(sl_cli_str(j, "listeners"), "shared"))
+		printf("listeners: its worker's shared DNS and proxy listeners (past sluiced "
+		       "--own-listeners)\n");
 	if (json_is_string(json_object_get(j, "handler"))) {
 		char *p = json_dumps(json_object_get(j, "params"), JSON_COMPACT);
 
