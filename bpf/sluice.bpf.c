@@ -933,15 +933,15 @@ static __always_inline struct sl_sandbox *sl_skb_sandbox(struct __sk_buff *skb, 
 /*
  * A packet of @sk to the daemon's listener it was redirected to: if that is a shared listener
  * (SL_SO_SHARED), the packet names its sandbox to the daemon, a datagram in its mark (read
- * with SO_RCVMARK), a connection's SYN as a sl_accepts record under the client's address and
- * port. Only this program writes either: a sandbox reaches a listener's port through the
+ * with SO_RCVMARK), a connection's SYN as a sl_accepts record under the connection's
+ * addresses and ports. Only this program writes either: a sandbox reaches a listener's port through the
  * redirect alone, and its own mark needs CAP_NET_ADMIN, which this overwrites anyway.
  */
 static __always_inline void sl_shared_tag(struct __sk_buff *skb, struct bpf_sock *sk,
 					  const struct sl_pkt *p)
 {
 	struct sl_sockorig *o = bpf_sk_storage_get(&sl_sockorig, sk, 0, 0);
-	struct sl_conn_key key = {};
+	struct sl_accept_key key = {};
 	__u8 tcp_flags;
 	__u32 id;
 
@@ -963,6 +963,7 @@ static __always_inline void sl_shared_tag(struct __sk_buff *skb, struct bpf_sock
 	}
 	key.family = p->family;
 	key.port = bpf_ntohs(p->sport);
+	key.listener_port = bpf_ntohs(p->dport);
 	bpf_map_update_elem(&sl_accepts, &key, &id, BPF_ANY);
 }
 

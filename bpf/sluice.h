@@ -149,14 +149,24 @@ struct sl_conn_key {
 };
 
 /*
- * sl_accepts: the sandbox of each TCP connection to a shared listener (SL_SB_SHARED), keyed
- * like sl_proxied (netns_cookie 0) by the client's address and port, written by the egress
- * program as the SYN leaves and taken by sluiced on accept. An LRU: what no accept took (the
- * client gave up) ages out; a record pushed out by a flood of SYNs fails its connection, which
- * sluiced then refuses as not redirected.
+ * sl_accepts: the sandbox of each TCP connection to a shared listener (SL_SB_SHARED), keyed by
+ * the connection (the client's address and port and the listener's port: the listener's
+ * address is loopback's, so no two live connections share a key, even when the kernel gives
+ * two clients one port towards different listeners), written by the egress program as the SYN
+ * leaves and taken by sluiced on accept. An LRU: what no accept took (the client gave up) ages
+ * out; a record pushed out by a flood of SYNs fails its connection, which sluiced then refuses
+ * as not redirected.
  */
 #define SL_ACCEPTS_MAX 65536
 #define SL_SO_SHARED 0x1 /* struct sl_sockorig.flags: redirected to a shared listener */
+
+struct sl_accept_key {
+	__u8 addr[16]; /* the client's, network order, IPv4 in the first 4 bytes */
+	__u16 port; /* the client's, host order */
+	__u16 listener_port; /* host order */
+	__u8 family; /* AF_INET / AF_INET6 (v4-mapped clients are AF_INET) */
+	__u8 pad[3];
+};
 
 struct sl_proxied_rec {
 	struct sl_sockorig o;

@@ -116,7 +116,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, SL_ACCEPTS_MAX);
-	__type(key, struct sl_conn_key);
+	__type(key, struct sl_accept_key);
 	__type(value, __u32); /* sandbox id */
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sl_accepts SEC(".maps");

@@ -1378,7 +1378,7 @@ static struct sl_dns_listener *accepted_owner(struct sl_dns *dns,
 	} else {
 		return NULL;
 	}
-	if (sl_bpf_take_accept(dns->o.bpf, peer->ss_family, addr, port, &id))
+	if (sl_bpf_take_accept(dns->o.bpf, peer->ss_family, addr, port, dns->shared->port, &id))
 		return NULL;
 	return shared_listener(dns, id);
 }

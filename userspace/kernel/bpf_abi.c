@@ -71,6 +71,13 @@ SL_ABI_OFF(sl_conn_key, port, 24);
 SL_ABI_OFF(sl_conn_key, family, 26);
 SL_ABI_OFF(sl_conn_key, pad, 27);
 
+SL_ABI_SIZE(sl_accept_key, 24);
+SL_ABI_OFF(sl_accept_key, addr, 0);
+SL_ABI_OFF(sl_accept_key, port, 16);
+SL_ABI_OFF(sl_accept_key, listener_port, 18);
+SL_ABI_OFF(sl_accept_key, family, 20);
+SL_ABI_OFF(sl_accept_key, pad, 21);
+
 SL_ABI_SIZE(sl_proxied_rec, 72);
 SL_ABI_OFF(sl_proxied_rec, o, 0);
 SL_ABI_OFF(sl_proxied_rec, ts_ns, 64);

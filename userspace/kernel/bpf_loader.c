@@ -1663,9 +1663,9 @@ int sl_bpf_take_proxied(struct sl_bpf *b, uint32_t sandbox_id, uint64_t netns_co
 }
 
 int sl_bpf_take_accept(struct sl_bpf *b, uint8_t family, const uint8_t *addr, uint16_t port,
-		       uint32_t *sandbox_id)
+		       uint16_t listener_port, uint32_t *sandbox_id)
 {
-	struct sl_conn_key k = { .port = port, .family = family };
+	struct sl_accept_key k = { .port = port, .listener_port = listener_port, .family = family };
 
 	if (!b || !b->skel)
 		return -ENOENT;

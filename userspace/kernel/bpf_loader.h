@@ -156,11 +156,11 @@ int sl_bpf_proxied_reap(struct sl_bpf *b);
 int sl_bpf_take_proxied(struct sl_bpf *b, uint32_t sandbox_id, uint64_t netns_cookie,
 			uint8_t family, const uint8_t *addr, uint16_t port,
 			struct sl_sockorig *out);
-/* Takes the sandbox of the TCP connection to a shared listener whose client is @addr:@port
- * (host order), as the egress program recorded it (sl_accepts), removing the record. Returns 0,
- * or -ENOENT when the kernel recorded none. */
+/* Takes the sandbox of the TCP connection from @addr:@port to the shared listener on
+ * @listener_port (ports in host order), as the egress program recorded it (sl_accepts),
+ * removing the record. Returns 0, or -ENOENT when the kernel recorded none. */
 int sl_bpf_take_accept(struct sl_bpf *b, uint8_t family, const uint8_t *addr, uint16_t port,
-		       uint32_t *sandbox_id);
+		       uint16_t listener_port, uint32_t *sandbox_id);
 /* Removes the records of @sandbox_id older than @max_age_ns (CLOCK_MONOTONIC @now_ns): their
  * connections were never accepted. Returns how many. */
 int sl_bpf_proxied_sweep(struct sl_bpf *b, uint32_t sandbox_id, uint64_t now_ns,

@@ -130,8 +130,9 @@ static void accept_cb(struct sl_loop *loop, int fd, void *arg, unsigned events)
 			memcpy(addr, &((struct sockaddr_in6 *)&peer)->sin6_addr, 16);
 			port = ntohs(((struct sockaddr_in6 *)&peer)->sin6_port);
 		}
-		if (shared && (sl_bpf_take_accept(h->px->bpf, peer.ss_family, addr, port, &id) ||
-			       !(l = shared_listener(h->px, id)))) {
+		if (shared &&
+		    (sl_bpf_take_accept(h->px->bpf, peer.ss_family, addr, port, h->port, &id) ||
+		     !(l = shared_listener(h->px, id)))) {
 			close(cfd); /* the kernel sent it no sandbox's way */
 			continue;
 		}
