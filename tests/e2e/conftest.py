@@ -465,9 +465,15 @@ def write_env_file(workdir, values):
     return str(path)
 
 
+# Two workers whatever the machine's CPUs (sluiced's default is one per CPU): the suites of DNS,
+# the proxy, switching and restarts meet sandboxes on different threads. A test that wants
+# another count passes its own --workers to start(), which comes last and wins.
+WORKERS = ["--workers", "2"]
+
+
 @pytest.fixture(scope="session")
 def daemon(workdir, dnsmasq, upstreams):
-    d = Daemon(workdir, "main", extra=["--purge", "-v", *dns_args(dnsmasq, upstreams),
+    d = Daemon(workdir, "main", extra=["--purge", "-v", *WORKERS, *dns_args(dnsmasq, upstreams),
                                        "--env-file", write_env_file(workdir, ENV_SECRETS)])
     try:
         d.start()
@@ -480,7 +486,7 @@ def daemon(workdir, dnsmasq, upstreams):
 def fresh_daemon(workdir, request, dnsmasq, upstreams):
     """A daemon of its own, for tests that kill or restart it."""
     d = Daemon(workdir, "t" + str(abs(hash(request.node.nodeid)) % 10**8),
-               extra=dns_args(dnsmasq, upstreams))
+               extra=[*WORKERS, *dns_args(dnsmasq, upstreams)])
     try:
         yield d
     finally:
