@@ -302,6 +302,51 @@ static void test_cache_hit(void **state)
 	sl_ca_free(ca);
 }
 
+/* The buckets start few and grow with the leaves (a CA of a sandbox that intercepts nothing
+ * holds 16): every leaf is still found after the table grew under it, and after a lower
+ * capacity rehashed the survivors. */
+static void test_cache_grows(void **state)
+{
+	enum { N = 300 };
+	struct sl_ca *ca = new_ca("grow");
+	struct sl_ca_stats st;
+	X509 *first[N];
+	char name[64];
+
+	(void)state;
+	for (int i = 0; i < N; i++) {
+		snprintf(name, sizeof(name), "n%d.example.com", i);
+		first[i] = leaf(ca, name);
+	}
+	for (int i = 0; i < N; i++) {
+		X509 *again;
+
+		snprintf(name, sizeof(name), "n%d.example.com", i);
+		again = leaf(ca, name);
+		assert_ptr_equal(again, first[i]);
+		X509_free(again);
+	}
+	sl_ca_get_stats(ca, &st);
+	assert_int_equal(st.hits, N);
+	assert_int_equal(st.misses, N);
+	assert_int_equal(st.entries, N);
+	assert_int_equal(sl_ca_set_cache_capacity(ca, 40), 0);
+	for (int i = N - 40; i < N; i++) { /* the 40 most recent stay */
+		X509 *again;
+
+		snprintf(name, sizeof(name), "n%d.example.com", i);
+		again = leaf(ca, name);
+		assert_ptr_equal(again, first[i]);
+		X509_free(again);
+	}
+	sl_ca_get_stats(ca, &st);
+	assert_int_equal(st.hits, N + 40);
+	assert_int_equal(st.entries, 40);
+	for (int i = 0; i < N; i++)
+		X509_free(first[i]);
+	sl_ca_free(ca);
+}
+
 static void test_cache_lru(void **state)
 {
 	struct sl_ca *ca = new_ca("alpha");
@@ -1125,6 +1170,7 @@ int main(void)
 		cmocka_unit_test(test_leaf_other_sandbox_refused),
 		cmocka_unit_test(test_leaf_keys),
 		cmocka_unit_test(test_cache_hit),
+		cmocka_unit_test(test_cache_grows),
 		cmocka_unit_test(test_cache_lru),
 		cmocka_unit_test(test_cache_renewal),
 		cmocka_unit_test(test_leaf_ip_literals),

@@ -362,12 +362,13 @@ static int is_p256(EVP_PKEY *key)
 	return nid == NID_X9_62_prime256v1;
 }
 
-static int resize_buckets(struct sl_ca *ca, size_t capacity)
+/* Rehashes the cached leaves into the power of two >= @want (at least 16) buckets. */
+static int resize_buckets(struct sl_ca *ca, size_t want)
 {
 	size_t n = 16;
 	struct leaf **b, *e;
 
-	while (n < capacity)
+	while (n < want)
 		n <<= 1;
 	b = calloc(n, sizeof(*b));
 	if (!b)
@@ -396,8 +397,10 @@ static int ca_prepare(struct sl_ca *ca)
 	long len;
 	int err = 0;
 
+	/* The buckets grow with the leaves (cache_put()): a sandbox that never has a connection
+	 * intercepted holds 16 of them, not SL_CA_CACHE_DEFAULT. */
 	ca->capacity = SL_CA_CACHE_DEFAULT;
-	err = resize_buckets(ca, ca->capacity);
+	err = resize_buckets(ca, 16);
 	if (err)
 		return err;
 	if (RAND_bytes((unsigned char *)&ca->seed, sizeof(ca->seed)) != 1)
@@ -690,6 +693,9 @@ static int leaf_get(struct sl_ca *ca, const struct host *h, X509 **cert, EVP_PKE
 	sl_list_add(&ca->lru, &e->lru);
 	ca->count++;
 	cache_evict(ca, ca->capacity);
+	/* One leaf a bucket at most; failing to grow only lengthens the chains. */
+	if (ca->count > ca->nbuckets)
+		resize_buckets(ca, ca->nbuckets * 2);
 found:
 	if (!X509_up_ref(x)) {
 		err = -ENOMEM;
@@ -896,7 +902,7 @@ int sl_ca_set_cache_capacity(struct sl_ca *ca, size_t capacity)
 		return -EINVAL;
 	pthread_mutex_lock(&ca->lock);
 	cache_evict(ca, capacity);
-	err = resize_buckets(ca, capacity);
+	err = resize_buckets(ca, ca->count); /* as many as the leaves kept: they grow with more */
 	if (!err)
 		ca->capacity = capacity;
 	pthread_mutex_unlock(&ca->lock);
