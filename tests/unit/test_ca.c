@@ -305,40 +305,42 @@ static void test_cache_hit(void **state)
 /* The buckets start few and grow with the leaves (a CA of a sandbox that intercepts nothing
  * holds 16): every leaf is still found after the table grew under it, and after a lower
  * capacity rehashed the survivors. */
+static X509 *nth_leaf(struct sl_ca *ca, int i)
+{
+	char name[64];
+
+	snprintf(name, sizeof(name), "n%d.example.com", i);
+	return leaf(ca, name);
+}
+
+/* Leaves @from.. @to-1 are the cached ones of @first. */
+static void cached(struct sl_ca *ca, X509 **first, int from, int to)
+{
+	for (int i = from; i < to; i++) {
+		X509 *again = nth_leaf(ca, i);
+
+		assert_ptr_equal(again, first[i]);
+		X509_free(again);
+	}
+}
+
 static void test_cache_grows(void **state)
 {
 	enum { N = 300 };
 	struct sl_ca *ca = new_ca("grow");
 	struct sl_ca_stats st;
 	X509 *first[N];
-	char name[64];
 
 	(void)state;
-	for (int i = 0; i < N; i++) {
-		snprintf(name, sizeof(name), "n%d.example.com", i);
-		first[i] = leaf(ca, name);
-	}
-	for (int i = 0; i < N; i++) {
-		X509 *again;
-
-		snprintf(name, sizeof(name), "n%d.example.com", i);
-		again = leaf(ca, name);
-		assert_ptr_equal(again, first[i]);
-		X509_free(again);
-	}
+	for (int i = 0; i < N; i++)
+		first[i] = nth_leaf(ca, i);
+	cached(ca, first, 0, N);
 	sl_ca_get_stats(ca, &st);
 	assert_int_equal(st.hits, N);
 	assert_int_equal(st.misses, N);
 	assert_int_equal(st.entries, N);
 	assert_int_equal(sl_ca_set_cache_capacity(ca, 40), 0);
-	for (int i = N - 40; i < N; i++) { /* the 40 most recent stay */
-		X509 *again;
-
-		snprintf(name, sizeof(name), "n%d.example.com", i);
-		again = leaf(ca, name);
-		assert_ptr_equal(again, first[i]);
-		X509_free(again);
-	}
+	cached(ca, first, N - 40, N); /* the 40 most recent stay */
 	sl_ca_get_stats(ca, &st);
 	assert_int_equal(st.hits, N + 40);
 	assert_int_equal(st.entries, 40);
