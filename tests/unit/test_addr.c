@@ -92,12 +92,41 @@ static void test_prefix(void **state)
 	assert_false(sl_addr_is_public(AF_INET, a));
 }
 
+/* sl_addr_str() writes what inet_ntop() writes, for every kind of IPv4 octet, and refuses a
+ * buffer one byte short rather than truncate. */
+static void test_addr_str(void **state)
+{
+	static const uint8_t v4[][4] = { { 0, 0, 0, 0 },     { 127, 0, 0, 1 },
+					 { 9, 10, 99, 100 }, { 255, 255, 255, 255 },
+					 { 10, 200, 1, 50 }, { 1, 2, 3, 4 } };
+	char buf[INET6_ADDRSTRLEN], want[INET6_ADDRSTRLEN];
+	uint8_t a6[16];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(v4) / sizeof(v4[0]); i++) {
+		size_t n = sl_addr_str(AF_INET, v4[i], buf, sizeof(buf));
+
+		inet_ntop(AF_INET, v4[i], want, sizeof(want));
+		assert_string_equal(buf, want);
+		assert_int_equal(n, strlen(want));
+		assert_int_equal(sl_addr_str(AF_INET, v4[i], buf, n), 0);
+		assert_string_equal(buf, "");
+		assert_int_equal(sl_addr_str(AF_INET, v4[i], buf, n + 1), n);
+	}
+	pton6("2001:db8::1", a6);
+	assert_int_equal(sl_addr_str(AF_INET6, a6, buf, sizeof(buf)), strlen("2001:db8::1"));
+	assert_string_equal(buf, "2001:db8::1");
+	assert_int_equal(sl_addr_str(AF_UNIX, a6, buf, sizeof(buf)), 0);
+	assert_string_equal(buf, "");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_v4mapped),
 		cmocka_unit_test(test_sockaddr_round_trip),
 		cmocka_unit_test(test_prefix),
+		cmocka_unit_test(test_addr_str),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

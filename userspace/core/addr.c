@@ -160,3 +160,30 @@ void sl_unix_str(const struct sl_unix_key *k, char *buf, size_t len)
 	}
 	buf[o] = 0;
 }
+
+size_t sl_addr_str(uint8_t family, const uint8_t *addr, char *buf, size_t len)
+{
+	char t[INET_ADDRSTRLEN], *p = t;
+
+	if (!len)
+		return 0;
+	buf[0] = 0;
+	if (family == AF_INET6)
+		return inet_ntop(AF_INET6, addr, buf, (socklen_t)len) ? strlen(buf) : 0;
+	if (family != AF_INET)
+		return 0;
+	for (int i = 0; i < 4; i++) {
+		unsigned v = addr[i];
+
+		if (v >= 100)
+			*p++ = (char)('0' + v / 100);
+		if (v >= 10)
+			*p++ = (char)('0' + v / 10 % 10);
+		*p++ = (char)('0' + v % 10);
+		*p++ = i < 3 ? '.' : 0;
+	}
+	if ((size_t)(p - t) > len)
+		return 0;
+	memcpy(buf, t, (size_t)(p - t));
+	return (size_t)(p - t) - 1;
+}

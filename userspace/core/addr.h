@@ -45,6 +45,11 @@ unsigned sl_addr_to_sockaddr(uint8_t family, const uint8_t *addr, uint16_t port,
  * IPv6 is judged as IPv4. */
 int sl_addr_is_public(uint8_t family, const uint8_t *addr);
 
+/* @addr of @family (network order) as text into @buf (INET6_ADDRSTRLEN bytes hold any), as
+ * inet_ntop() writes it; IPv4 without stdio, for the DNS path's every answer. Returns the
+ * length, or 0 (buf "") if it does not fit or @family is neither AF_INET nor AF_INET6. */
+size_t sl_addr_str(uint8_t family, const uint8_t *addr, char *buf, size_t len);
+
 /* Formats a UNIX socket address back into its policy syntax ("/path" or "@name"); bytes an
  * abstract name may hold that are not printable show as \xHH. */
 void sl_unix_str(const struct sl_unix_key *k, char *buf, size_t len);

@@ -79,6 +79,8 @@ void sl_buf_reset(struct sl_buf *b)
 
 void sl_buf_free(struct sl_buf *b)
 {
+	if (!b->data)
+		return; /* never used (most of a UDP query's): not even a call to free() */
 	free(b->data);
 	memset(b, 0, sizeof(*b));
 }

@@ -33,6 +33,7 @@
 
 #include <jansson.h>
 
+#include "core/addr.h"
 #include "core/buf.h"
 #include "core/idtab.h"
 #include "dns/dns.h"
@@ -68,6 +69,15 @@
 #define DNS_UP_REUSE 512 /* queries a socket sends before a fresh port replaces it */
 #define DNS_UP_BATCH 64 /* answers read per wake-up of an upstream socket */
 #define DNS_CACHE_SLOTS 32 /* answers a listener keeps (direct-mapped by name and type) */
+/* Finished queries kept for reuse, per worker: no malloc per query (none under ASan, which
+ * must see a query used after its end) */
+#if defined(__SANITIZE_ADDRESS__)
+#define DNS_QUERY_KEEP 0
+#else
+#define DNS_QUERY_KEEP 256
+#endif
+/* The tail of a struct dns_query: the forwarded query, a question of at most a 255-byte name */
+#define DNS_QUERY_PKT_MAX (SL_DNS_HDR_LEN + 255 + 4 + 11)
 /*
  * Datagrams go in and out in batches (recvmmsg, sendmmsg): what one wake-up reads, and what a
  * turn of the loop sends, its answers to UDP clients and its queries upstream, leave together
@@ -127,6 +137,8 @@ struct sl_dns {
 	 * sandbox id that shares them. */
 	struct sl_dns_listener *shared;
 	struct sl_idtab sharers; /* the last one gone closes it */
+	struct dns_query *spare; /* finished queries to reuse (DNS_QUERY_KEEP at most) */
+	unsigned nspare;
 };
 
 struct dns_tcp;
@@ -150,6 +162,8 @@ struct dns_query {
 	struct sl_timer timer; /* the upstream's deadline */
 	int audited; /* the policy does not give the name: resolved for audit mode only */
 	int answered; /* its answer is being handled (a second one is not ours) */
+	int spare; /* of DNS_QUERY_PKT_MAX: it may go back to dns->spare */
+	struct dns_query *next_spare;
 	size_t pkt_len;
 	uint8_t pkt[]; /* the query as the client sent it, id replaced by up_id */
 };
@@ -183,8 +197,13 @@ struct dns_cached {
 	uint8_t flags; /* cache_flags() of the query it answered */
 	uint16_t len;
 	uint64_t stored_ns, expires_ns;
-	char *installed, *blocked; /* JSON lists of the answer's event, for each hit's */
-	uint8_t *msg; /* id and question to be replaced by the asking client's */
+	/* In @mem (@cap bytes, kept when the slot empties so that the next answer stored here
+	 * needs no allocation): the message, id and question to be replaced by the asking
+	 * client's, then the JSON lists of the answer's event, for each hit's. */
+	uint8_t *msg; /* NULL: an empty slot */
+	char *installed, *blocked;
+	uint8_t *mem;
+	size_t cap;
 };
 
 struct sl_dns_listener {
@@ -453,12 +472,13 @@ static struct dns_cached *cache_slot(struct sl_dns_listener *l, const char *qnam
 	return &l->cache[h % DNS_CACHE_SLOTS];
 }
 
+/* Empties the slot; its memory stays for the next answer stored in it. */
 static void cache_drop(struct dns_cached *c)
 {
-	free(c->msg);
-	free(c->installed);
-	free(c->blocked);
-	memset(c, 0, sizeof(*c));
+	c->msg = NULL;
+	c->installed = c->blocked = NULL;
+	c->qname[0] = 0;
+	c->len = 0;
 }
 
 void sl_dns_listener_flush(struct sl_dns_listener *l)
@@ -469,6 +489,16 @@ void sl_dns_listener_flush(struct sl_dns_listener *l)
 		cache_drop(&l->cache[i]);
 }
 
+static void cache_free(struct sl_dns_listener *l)
+{
+	if (!l->cache)
+		return;
+	for (int i = 0; i < DNS_CACHE_SLOTS; i++)
+		free(l->cache[i].mem);
+	free(l->cache);
+	l->cache = NULL;
+}
+
 /* Keeps @msg (@len bytes), the answer @dq got, if it may be served again (see struct
  * dns_cached). @a is its parse, @installed and @blocked its event's lists (copied). */
 static void cache_put(struct dns_query *dq, const uint8_t *msg, size_t len,
@@ -477,8 +507,8 @@ static void cache_put(struct dns_query *dq, const uint8_t *msg, size_t len,
 	struct sl_dns_listener *l = dq->l;
 	uint64_t life_ms = l->dns->o.cache_ms, now = sl_now_ns();
 	uint32_t ttl = a->min_ttl_s < l->dns->o.max_ttl_s ? a->min_ttl_s : l->dns->o.max_ttl_s;
+	size_t ni = strlen(installed) + 1, nb = strlen(blocked) + 1, qn = strlen(dq->q.qname);
 	struct dns_cached *c;
-	uint8_t *copy;
 
 	if (!life_ms || dq->audited || a->tc || a->rcode || !ttl || !a->naddr ||
 	    len <= SL_DNS_HDR_LEN + dq->q.question_len || (msg[2] & 0x02) /* TC */)
@@ -487,26 +517,32 @@ static void cache_put(struct dns_query *dq, const uint8_t *msg, size_t len,
 		life_ms = (uint64_t)ttl * 1000;
 	if (!l->cache && !(l->cache = calloc(DNS_CACHE_SLOTS, sizeof(*l->cache))))
 		return;
-	copy = malloc(len);
-	if (!copy)
+	if (qn >= sizeof(c->qname))
 		return;
-	memcpy(copy, msg, len);
 	c = cache_slot(l, dq->q.qname, dq->q.qtype);
 	cache_drop(c);
-	c->installed = strdup(installed);
-	c->blocked = strdup(blocked);
-	if (!c->installed || !c->blocked) {
-		free(copy);
-		cache_drop(c);
-		return;
+	if (c->cap < len + ni + nb) {
+		size_t cap = c->cap ? c->cap : 512;
+		uint8_t *mem;
+
+		while (cap < len + ni + nb)
+			cap *= 2;
+		mem = realloc(c->mem, cap);
+		if (!mem)
+			return;
+		c->mem = mem;
+		c->cap = cap;
 	}
-	snprintf(c->qname, sizeof(c->qname), "%s", dq->q.qname);
+	memcpy(c->mem, msg, len);
+	c->installed = memcpy(c->mem + len, installed, ni);
+	c->blocked = memcpy(c->mem + len + ni, blocked, nb);
+	memcpy(c->qname, dq->q.qname, qn + 1);
 	c->qtype = dq->q.qtype;
 	c->flags = cache_flags(&dq->q, dq->pkt);
 	c->len = (uint16_t)len;
 	c->stored_ns = now;
 	c->expires_ns = now + life_ms * 1000000ULL;
-	c->msg = copy;
+	c->msg = c->mem;
 }
 
 /* Answers @q from the cache if a young enough answer to the same question is there and fits
@@ -584,11 +620,37 @@ static void query_free(struct dns_query *dq)
 	}
 	sl_buf_free(&dq->up_out);
 	sl_buf_free(&dq->up_in);
-	free(dq);
+	if (dq->spare && l->dns->nspare < DNS_QUERY_KEEP) {
+		dq->next_spare = l->dns->spare;
+		l->dns->spare = dq;
+		l->dns->nspare++;
+	} else {
+		free(dq);
+	}
 	if (tcp) {
 		tcp->npending--;
 		tcp_update(tcp); /* may read again; never re-entered from here (see tcp_update) */
 	}
+}
+
+/* A zeroed query with room for @pkt_max bytes of forwarded query: a spare one when it fits. */
+static struct dns_query *query_alloc(struct sl_dns *dns, size_t pkt_max)
+{
+	struct dns_query *dq = dns->spare;
+
+	if (pkt_max > DNS_QUERY_PKT_MAX)
+		return calloc(1, sizeof(*dq) + pkt_max);
+	if (!dq) {
+		dq = malloc(sizeof(*dq) + DNS_QUERY_PKT_MAX);
+		if (!dq)
+			return NULL;
+	} else {
+		dns->spare = dq->next_spare;
+		dns->nspare--;
+	}
+	memset(dq, 0, sizeof(*dq)); /* the packet is written whole by sl_dns_build_forward() */
+	dq->spare = 1;
+	return dq;
 }
 
 static void query_fail(struct dns_query *dq, const char *why)
@@ -638,8 +700,7 @@ static void addr_list(const struct sl_dns_answer *a, const uint8_t *blocked, int
 		if (n > 1)
 			out[n++] = ',';
 		out[n++] = '"';
-		inet_ntop(a->addr[i].family, a->addr[i].addr, out + n, len - n);
-		n += strlen(out + n);
+		n += sl_addr_str(a->addr[i].family, a->addr[i].addr, out + n, len - n);
 		out[n++] = '"';
 	}
 	out[n++] = ']';
@@ -1061,7 +1122,7 @@ static void handle_query(struct sl_dns_listener *l, const uint8_t *pkt, size_t l
 		reply_error(l, &q, pkt, len, SL_DNS_RCODE_REFUSED, udp_fd, from, fromlen, tcp);
 		return;
 	}
-	dq = calloc(1, sizeof(*dq) + SL_DNS_HDR_LEN + q.question_len + 11);
+	dq = query_alloc(l->dns, SL_DNS_HDR_LEN + q.question_len + 11);
 	if (!dq) {
 		l->stats.servfail++;
 		reply_error(l, &q, pkt, len, SL_DNS_RCODE_SERVFAIL, udp_fd, from, fromlen, tcp);
@@ -1491,6 +1552,12 @@ void sl_dns_free(struct sl_dns *dns)
 	close_shared(dns);
 	free(dns->sharers.v);
 	sl_kbatch_free(dns->kb);
+	while (dns->spare) {
+		struct dns_query *dq = dns->spare;
+
+		dns->spare = dq->next_spare;
+		free(dq);
+	}
 	free(dns);
 }
 
@@ -1697,8 +1764,7 @@ void sl_dns_listener_close(struct sl_dns_listener *l)
 		if (!dns->sharers.n)
 			close_shared(dns);
 	}
-	sl_dns_listener_flush(l);
-	free(l->cache);
+	cache_free(l);
 	free(l);
 }
 

@@ -122,8 +122,7 @@ static int add_range(struct sl_rule *val, struct sl_port_range r)
 	return 0;
 }
 
-/* Adds rule @q's ports and verdict to @val. */
-static int add_rule_range(struct sl_rule *val, const struct sl_addr_rule *q)
+int sl_rule_add_range(struct sl_rule *val, const struct sl_addr_rule *q)
 {
 	struct sl_port_range r = {
 		.expires_ns = q->expires_ns,
@@ -148,7 +147,7 @@ int sl_rules_merge(const struct sl_rule_set *rs, uint8_t family, const uint8_t *
 
 		if (!covers(&rs->v[j], &p))
 			continue;
-		err = add_rule_range(val, &rs->v[j]);
+		err = sl_rule_add_range(val, &rs->v[j]);
 		if (err)
 			return err;
 	}
@@ -253,7 +252,7 @@ int sl_rules_merge_ix(const struct sl_rule_set *rs, const struct sl_rule_index *
 	/* In the set's order, as the scan adds them. */
 	qsort(pos, npos, sizeof(pos[0]), cmp_u32);
 	for (size_t k = 0; k < npos; k++) {
-		int err = add_rule_range(val, &rs->v[pos[k]]);
+		int err = sl_rule_add_range(val, &rs->v[pos[k]]);
 
 		if (err)
 			return err;
@@ -348,7 +347,7 @@ int sl_rules_compile(const struct sl_rule_set *rs, struct sl_kentry **out, size_
 			memcpy(e->val.r, pv->r, pv->n * sizeof(pv->r[0]));
 		}
 		for (; i < rs->n && same_prefix(&sorted[i], p); i++) {
-			err = add_rule_range(&e->val, &sorted[i]);
+			err = sl_rule_add_range(&e->val, &sorted[i]);
 			if (err) {
 				if (bad)
 					*bad = *e;

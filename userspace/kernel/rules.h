@@ -56,6 +56,10 @@ int sl_rule_set_add(struct sl_rule_set *rs, const struct sl_addr_rule *r);
 int sl_rules_compile(const struct sl_rule_set *rs, struct sl_kentry **out, size_t *nout,
 		     struct sl_kentry *bad);
 
+/* Adds rule @q's ports and verdict to @val (whether @q covers the entry is the caller's to
+ * know). 0, or -E2BIG when @val holds SL_MAX_PORT_RANGES ranges already. */
+int sl_rule_add_range(struct sl_rule *val, const struct sl_addr_rule *q);
+
 /*
  * Adds to @val the ranges of every rule of @rs whose prefix covers (@family, @addr, @plen),
  * merged as sl_rules_compile() merges them. Call it once per rule set to build the kernel

@@ -442,7 +442,8 @@ static int name_candidates(const struct sl_policy *p, const char *name, uint32_t
 			out[n++] = p->name_ent[i];
 		}
 	}
-	qsort(out, (size_t)n, sizeof(*out), cmp_ent);
+	if (n > 1)
+		qsort(out, (size_t)n, sizeof(*out), cmp_ent);
 	return n;
 }
 

@@ -72,7 +72,12 @@ int sb_learned_add(struct sb_learned *l, const char *name, const struct sl_addr_
 		}
 		l->names = names;
 	}
-	snprintf(l->names[l->rules.n - 1], SL_DNS_NAME_BUF, "%s", name);
+	{
+		size_t n = strnlen(name, SL_DNS_NAME_BUF - 1);
+
+		memcpy(l->names[l->rules.n - 1], name, n);
+		l->names[l->rules.n - 1][n] = 0;
+	}
 	sb_lx_insert(x, &l->rules, (uint32_t)l->rules.n - 1);
 	l->gen++;
 	return 0;
@@ -108,23 +113,22 @@ int sb_learned_write_addr(struct sl_registry *r, uint32_t bank, const struct sl_
 {
 	const struct sl_rule_set *rules = &layer->rules;
 	struct sl_kentry e = { .family = family, .plen = family == AF_INET ? 32 : 128 };
-	struct sl_rule_set at;
-	int keep = 0, err = 0;
+	uint32_t first;
+	int keep, err = 0;
 
-	sl_rule_set_init(&at);
 	memcpy(e.addr, addr, family == AF_INET ? 4 : 16);
-	for (uint32_t i = sb_lx_first_at(&learned->ix, &learned->rules, family, e.addr);
-	     i != SB_LX_NONE && !err; i = sb_lx_next_at(&learned->ix, &learned->rules, i))
-		err = sl_rule_set_add(&at, &learned->rules.v[i]);
-	keep = at.n > 0 || sl_rules_has_prefix(rules, &layer->rules_ix, family, e.addr, e.plen);
-	if (keep && !err) {
+	first = sb_lx_first_at(&learned->ix, &learned->rules, family, e.addr);
+	keep = first != SB_LX_NONE ||
+	       sl_rules_has_prefix(rules, &layer->rules_ix, family, e.addr, e.plen);
+	if (keep) {
 		err = sl_rules_merge_ix(rules, &layer->rules_ix, family, e.addr, e.plen, &e.val);
-		if (!err)
-			err = sl_rules_merge(&at, family, e.addr, e.plen, &e.val);
+		/* then the learned rules of exactly this address, in the index's order */
+		for (uint32_t i = first; i != SB_LX_NONE && !err;
+		     i = sb_lx_next_at(&learned->ix, &learned->rules, i))
+			err = sl_rule_add_range(&e.val, &learned->rules.v[i]);
 	}
 	if (!err)
 		err = sl_kbatch_rule(kb, r->bpf, bank, &e, fresh && keep);
-	sl_rule_set_free(&at);
 	return err;
 }
 

@@ -161,17 +161,35 @@ void sb_names_path(struct sl_registry *r, const char *name, char *buf, size_t le
 	snprintf(buf, len, "%s/sandboxes/%s.names", r->state_dir, name);
 }
 
+/* "FAMILY HEX32 NAME\n" into @buf; without stdio: a line per address a sandbox resolves.
+ * Returns its length, or -1 if it does not fit @len (NUL included). */
 static int names_line(char *buf, size_t len, uint8_t family, const uint8_t *addr, const char *name)
 {
 	static const char hex[] = "0123456789abcdef";
-	char a[33];
+	size_t nl = strlen(name), n = 0;
+	char fam[3];
+	int nf = 0;
 
+	if (family >= 100)
+		fam[nf++] = (char)('0' + family / 100);
+	if (family >= 10)
+		fam[nf++] = (char)('0' + family / 10 % 10);
+	fam[nf++] = (char)('0' + family % 10);
+	if ((size_t)nf + 1 + 32 + 1 + nl + 1 + 1 > len)
+		return -1;
+	memcpy(buf, fam, (size_t)nf);
+	n = (size_t)nf;
+	buf[n++] = ' ';
 	for (int i = 0; i < 16; i++) {
-		a[2 * i] = hex[addr[i] >> 4];
-		a[2 * i + 1] = hex[addr[i] & 15];
+		buf[n++] = hex[addr[i] >> 4];
+		buf[n++] = hex[addr[i] & 15];
 	}
-	a[32] = 0;
-	return snprintf(buf, len, "%u %s %s\n", family, a, name);
+	buf[n++] = ' ';
+	memcpy(buf + n, name, nl);
+	n += nl;
+	buf[n++] = '\n';
+	buf[n] = 0;
+	return (int)n;
 }
 
 /* Whether @name may go in a line: a DNS name as sluice forwards it. */
@@ -219,7 +237,8 @@ static void names_rewrite(struct sl_registry *r, struct sl_box *box)
 			dup = k < i && !strcmp(box->learned.names[k], box->learned.names[i]);
 		if (dup)
 			continue;
-		names_line(line, sizeof(line), x->family, x->addr, box->learned.names[i]);
+		if (names_line(line, sizeof(line), x->family, x->addr, box->learned.names[i]) < 0)
+			continue;
 		ok = fputs(line, f) >= 0;
 	}
 	if (fclose(f) || !ok || rename(tmp, path) == -1) {
