@@ -24,6 +24,7 @@ of its rounds, each ratio the median of per-round ratios against direct.
 """
 import hashlib
 import json
+import os
 import re
 import subprocess
 import time
@@ -414,7 +415,8 @@ def profile(bench, peer, pid, size, seconds, out, close=False):
     profile (self time, symbols above 0.5%) and the system calls per request to out."""
     data = Path(out).with_suffix(".data")
     conns = bench.s.newconn_conns if close else bench.s.conns
-    rec = subprocess.Popen(["perf", "record", "-q", "-g", "-p", str(pid), "-o", str(data),
+    graph = ["--call-graph", "dwarf,16384"] if os.environ.get("BENCH_PERF_DWARF") else ["-g"]
+    rec = subprocess.Popen(["perf", "record", "-q", *graph, "-p", str(pid), "-o", str(data),
                             "--", "sleep", str(seconds + 1)], stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE)
     try:
@@ -431,8 +433,10 @@ def profile(bench, peer, pid, size, seconds, out, close=False):
         return "\n".join(l for l in text.splitlines() if l.strip() and not l.startswith("#"))
 
     by_dso, by_sym = table(report("dso")), table(report("dso,sym"))
-    data.unlink(missing_ok=True)
-    events = ["raw_syscalls:sys_enter", *(f"syscalls:sys_enter_{c}" for c in SYSCALLS)]
+    if not os.environ.get("BENCH_KEEP_PERF"):
+        data.unlink(missing_ok=True)
+    events = ["raw_syscalls:sys_enter", *(f"syscalls:sys_enter_{c}" for c in SYSCALLS),
+              *filter(None, os.environ.get("BENCH_PERF_EVENTS", "").split(","))]
     st = subprocess.Popen(["perf", "stat", "-x", ",", "-e", ",".join(events), "-p", str(pid),
                            "--", "sleep", str(seconds + 1)], stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True)

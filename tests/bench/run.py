@@ -16,7 +16,10 @@ build/bench-results for a smoke or partial one. --smoke: a few hundred requests 
 every one of them runs and reports (make test does this). Environment: BENCH_PIN (CPU
 pinning, see common.py), BENCH_PEERS (default direct,sluice,nginx,squid,mitmproxy),
 BENCH_HTTPS (default keepalive,fixed_rate,newconn; fixed_rate runs keepalive too),
-BENCH_PROFILE (newconn: only the new-connection profiles), and the sizes of common.Settings.
+BENCH_PROFILE (newconn: only the new-connection profiles), BENCH_KEEP_PERF (keep the profiles'
+perf.data), BENCH_PERF_DWARF (DWARF call graphs: through libc and libcrypto, which have no
+frame pointers), BENCH_PERF_EVENTS (more events to count per request, comma-separated, e.g.
+probe_libc:malloc after `perf probe -x libc.so.6 malloc`), and the sizes of common.Settings.
 
 Everything runs on loopback addresses of this run's own (127.N.M.1-4: the upstream nginx and
 the three peer proxies; 127.88.0.0/16: the names of the DNS-scale case), inside cgroups under
