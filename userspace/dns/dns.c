@@ -620,7 +620,7 @@ static void query_free(struct dns_query *dq)
 	}
 	sl_buf_free(&dq->up_out);
 	sl_buf_free(&dq->up_in);
-	if (dq->spare && l->dns->nspare < DNS_QUERY_KEEP) {
+	if (dq->spare && (int)l->dns->nspare < DNS_QUERY_KEEP) {
 		dq->next_spare = l->dns->spare;
 		l->dns->spare = dq;
 		l->dns->nspare++;
