@@ -192,18 +192,17 @@ struct dns_tcp {
  * larger than the asking client takes. A switch of the sandbox's rules empties the cache.
  */
 struct dns_cached {
-	char qname[SL_DNS_NAME_BUF]; /* "" : an empty slot */
+	char qname[SL_DNS_NAME_BUF];
 	uint16_t qtype;
 	uint8_t flags; /* cache_flags() of the query it answered */
-	uint16_t len;
+	uint16_t len; /* 0: an empty slot */
 	uint64_t stored_ns, expires_ns;
 	/* In @mem (@cap bytes, kept when the slot empties so that the next answer stored here
-	 * needs no allocation): the message, id and question to be replaced by the asking
-	 * client's, then the JSON lists of the answer's event, for each hit's. */
-	uint8_t *msg; /* NULL: an empty slot */
-	char *installed, *blocked;
+	 * needs no allocation): the message (@len bytes; id and question to be replaced by the
+	 * asking client's), then the JSON lists of the answer's event, for each hit's. */
 	uint8_t *mem;
 	size_t cap;
+	char *installed, *blocked;
 };
 
 struct sl_dns_listener {
@@ -475,8 +474,6 @@ static struct dns_cached *cache_slot(struct sl_dns_listener *l, const char *qnam
 /* Empties the slot; its memory stays for the next answer stored in it. */
 static void cache_drop(struct dns_cached *c)
 {
-	c->msg = NULL;
-	c->installed = c->blocked = NULL;
 	c->qname[0] = 0;
 	c->len = 0;
 }
@@ -507,7 +504,7 @@ static void cache_put(struct dns_query *dq, const uint8_t *msg, size_t len,
 	struct sl_dns_listener *l = dq->l;
 	uint64_t life_ms = l->dns->o.cache_ms, now = sl_now_ns();
 	uint32_t ttl = a->min_ttl_s < l->dns->o.max_ttl_s ? a->min_ttl_s : l->dns->o.max_ttl_s;
-	size_t ni = strlen(installed) + 1, nb = strlen(blocked) + 1, qn = strlen(dq->q.qname);
+	size_t ni = strlen(installed) + 1, nb = strlen(blocked) + 1;
 	struct dns_cached *c;
 
 	if (!life_ms || dq->audited || a->tc || a->rcode || !ttl || !a->naddr ||
@@ -516,8 +513,6 @@ static void cache_put(struct dns_query *dq, const uint8_t *msg, size_t len,
 	if ((uint64_t)ttl * 1000 < life_ms)
 		life_ms = (uint64_t)ttl * 1000;
 	if (!l->cache && !(l->cache = calloc(DNS_CACHE_SLOTS, sizeof(*l->cache))))
-		return;
-	if (qn >= sizeof(c->qname))
 		return;
 	c = cache_slot(l, dq->q.qname, dq->q.qtype);
 	cache_drop(c);
@@ -536,13 +531,12 @@ static void cache_put(struct dns_query *dq, const uint8_t *msg, size_t len,
 	memcpy(c->mem, msg, len);
 	c->installed = memcpy(c->mem + len, installed, ni);
 	c->blocked = memcpy(c->mem + len + ni, blocked, nb);
-	memcpy(c->qname, dq->q.qname, qn + 1);
+	memcpy(c->qname, dq->q.qname, sizeof(c->qname)); /* both SL_DNS_NAME_BUF */
 	c->qtype = dq->q.qtype;
 	c->flags = cache_flags(&dq->q, dq->pkt);
 	c->len = (uint16_t)len;
 	c->stored_ns = now;
 	c->expires_ns = now + life_ms * 1000000ULL;
-	c->msg = c->mem;
 }
 
 /* Answers @q from the cache if a young enough answer to the same question is there and fits
@@ -560,7 +554,7 @@ static int cache_serve(struct sl_dns_listener *l, const struct sl_dns_query *q, 
 	if (!l->cache)
 		return 0;
 	c = cache_slot(l, q->qname, q->qtype);
-	if (!c->msg || c->qtype != q->qtype || c->flags != cache_flags(q, pkt) ||
+	if (!c->len || c->qtype != q->qtype || c->flags != cache_flags(q, pkt) ||
 	    strcmp(c->qname, q->qname) || c->len > cap ||
 	    c->len <= SL_DNS_HDR_LEN + q->question_len)
 		return 0;
@@ -570,7 +564,7 @@ static int cache_serve(struct sl_dns_listener *l, const struct sl_dns_query *q, 
 		return 0;
 	}
 	age = (uint32_t)((now - c->stored_ns) / 1000000000ULL);
-	memcpy(out, c->msg, c->len);
+	memcpy(out, c->mem, c->len);
 	out[0] = q->id >> 8;
 	out[1] = q->id & 0xff;
 	/* the question as this client wrote it (letter case: RFC 5452's 0x20 checks) */
