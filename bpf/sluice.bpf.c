@@ -125,15 +125,27 @@ static __always_inline int sl_is_loopback_form(__u8 family, int mapped, const __
  * Returns 0 if the record could not be made.
  */
 static __always_inline int sl_record_dst(struct bpf_sock_addr *ctx, __u8 kind, __u8 family,
-					 int redirected)
+					 __u8 verdict, int redirected)
 {
 	struct sl_sockdst *d;
 	__u32 a[4] = {};
 	__u8 wire = family;
 
-	d = bpf_sk_storage_get(&sl_sockdst, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!d)
-		return 0;
+	/* A TCP socket connected where the rules allow needs no record: its packets cannot go
+	 * anywhere but the peer this hook passed, the egress program judges its SYN against the
+	 * rules, and connections older than the sandbox are judged when it is added
+	 * (sb_install). Socket storage costs two allocations per socket, most of what the hook
+	 * added to connect(). A record made earlier (a redirect, a checked name, a listener's
+	 * mark) is kept up to date. */
+	if (kind == SL_EV_CONNECT && verdict == SL_VERDICT_ALLOW && ctx->protocol == IPPROTO_TCP) {
+		d = bpf_sk_storage_get(&sl_sockdst, ctx->sk, 0, 0);
+		if (!d)
+			return 1;
+	} else {
+		d = bpf_sk_storage_get(&sl_sockdst, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (!d)
+			return 0;
+	}
 	if (family == AF_INET) {
 		a[0] = ctx->user_ip4;
 	} else {
@@ -295,7 +307,7 @@ out:
 	/* What leaves must be what was decided: without its record the egress program would
 	 * drop the socket's packets, so a call whose record cannot be made fails now. */
 	if (verdict != SL_VERDICT_DENY &&
-	    !sl_record_dst(ctx, kind, family,
+	    !sl_record_dst(ctx, kind, family, verdict,
 			   verdict == SL_VERDICT_DNS || verdict == SL_VERDICT_PROXY))
 		verdict = SL_VERDICT_DENY;
 	/* Checked passthrough: TCP connect() only (a sendmsg() is UDP, which no SNI rule
@@ -1068,6 +1080,12 @@ int sl_egress(struct __sk_buff *skb)
 		return 1;
 	}
 	if (!d) {
+		/* A TCP connection the connect hook passed has no record (sl_record_dst): its
+		 * SYN is judged against the rules here, the rest of it goes to that same peer.
+		 * Connections older than the sandbox were judged when it was added. */
+		if (p.proto == IPPROTO_TCP && full->state != BPF_TCP_SYN_SENT &&
+		    !(skb->ifindex == LOOPBACK_IFINDEX && sl_is_listener_port(p.dport)))
+			return 1;
 		reason = sl_judge_unrecorded(skb, full, &p);
 		if (reason)
 			goto drop;

@@ -178,6 +178,9 @@ struct sl_proxied_rec {
  * allowed: the destination decided there, in the form it takes on the wire (after a redirect
  * to a listener; v4-mapped as IPv4). The egress program lets a packet leave only towards it,
  * so that no later step of the kernel (a routing header, IP options) can send it elsewhere.
+ * A TCP connect() the rules allow makes none (two allocations, most of the hook's cost): a
+ * TCP socket's packets all go to its peer; the egress program judges its SYN against the
+ * rules instead, and sluiced judges connections older than the sandbox when it adds it.
  * Cloned to accepted children (BPF_F_CLONE): a listener is marked SL_SD_INBOUND when it
  * answers its first SYN, and the connections it accepts inherit the mark.
  */

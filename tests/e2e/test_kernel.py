@@ -3,12 +3,15 @@
 servers. Every allowed case has its denied twin, each asserting the exact errno; the servers
 listen on every port used, so EPERM can only come from sluice (outside a sandbox the same
 calls succeed)."""
+import json
 import socket
+import subprocess
+from pathlib import Path
 
 import pytest
 
-from conftest import PY, probe, probe_outside, run_in, write_policy, PROBE, bpf_links_of
-import json
+from conftest import (IN_SANDBOX, PY, probe, probe_outside, run_in, write_policy, PROBE,
+                      bpf_links_of)
 
 
 def tcp(host, port):
@@ -197,3 +200,67 @@ def test_socket_whose_sandbox_cannot_be_determined_is_denied(box, daemon, server
     assert daemon.metrics()["sluice_unattributed_denied_total"] == before + 1
     # The same move with the connect done before it is allowed (the control).
     assert probe(box, [tcp("127.0.0.1", pa)], workdir) == ["OK"]
+
+
+# Holds a TCP connection to each port given from inside a cgroup, says "ready", and at each
+# line on stdin sends on every one of them, printing OK or the errno's name per connection.
+HOLDER = r"""
+import errno, socket, sys
+conns = [socket.create_connection(("127.0.0.1", int(p)), timeout=5) for p in sys.argv[1:]]
+for i, s in enumerate(conns):
+    s.sendall(b"pre-%d" % i)
+print("ready", flush=True)
+for n, line in enumerate(sys.stdin):
+    out = []
+    for i, s in enumerate(conns):
+        try:
+            s.sendall(b"post%d-%d" % (n, i))
+            out.append("OK")
+        except OSError as e:
+            out.append(errno.errorcode.get(e.errno, str(e.errno)))
+    print(" ".join(out), flush=True)
+"""
+
+
+def test_connections_older_than_the_sandbox_are_judged_when_it_is_added(daemon, cgroups,
+                                                                        servers, workdir):
+    """The kernel keeps no record of a TCP connection its connect hook passed, and lets the
+    rest of a connection follow its first packet: connections a cgroup opened before it
+    became a sandbox are judged when it is added. The one its policy denies is closed (the
+    next send fails, nothing more reaches the server), the one it allows carries on."""
+    pa, pb, _ = servers.ports
+    cg = cgroups.make("older")
+    policy = write_policy(workdir, "older", f"""
+return {{ egress = {{ allow = {{ "127.0.0.1:{pa}" }} }} }}
+""")
+    p = subprocess.Popen([IN_SANDBOX, str(cg), str(Path(workdir) / "resolv.conf"), PY, "-c",
+                          HOLDER, str(pa), str(pb)], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    added = False
+    try:
+        assert p.stdout.readline().strip() == "ready"
+        assert servers.got(pa, "pre-0") and servers.got(pb, "pre-1")
+        daemon.add("older", cg, policy)
+        added = True
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        first = p.stdout.readline().split()
+        assert first[0] == "OK"
+        # The closed one fails at once, or (the send raced the close) at the next send.
+        if first[1] == "OK":
+            p.stdin.write("go\n")
+            p.stdin.flush()
+            second = p.stdout.readline().split()
+            assert second[0] == "OK"
+            assert second[1] in ("ECONNABORTED", "EPIPE", "ECONNRESET")
+        else:
+            assert first[1] in ("ECONNABORTED", "EPIPE", "ECONNRESET")
+        assert servers.got(pa, "post0-0")
+        assert not servers.got(pb, "post0-1", wait=0.3)
+        # New connections of that process's cgroup are judged as always.
+        assert probe(cg, [tcp("127.0.0.1", pa), tcp("127.0.0.1", pb)], workdir) == ["OK", "EPERM"]
+    finally:
+        p.kill()
+        p.wait()
+        if added:
+            assert daemon.cli("sandbox", "rm", "older").returncode == 0

@@ -685,13 +685,15 @@ static void unpin_link(const char *path)
 }
 
 int sl_bpf_attach(struct sl_bpf *b, const char *name, const char *cgroup_path, uint64_t cgid,
-		  int intercept)
+		  int intercept, int *fresh)
 {
 	struct bpf_program *prog;
 	char dir[PATH_MAX], path[PATH_MAX + 64];
 	char created[32][PATH_MAX + 64];
 	int ncreated = 0, cgfd, err = 0;
 
+	if (fresh)
+		*fresh = 0;
 	snprintf(dir, sizeof(dir), "%s/sandboxes/%s", b->pin_dir, name);
 	if (mkdir(dir, 0700) == -1 && errno != EEXIST)
 		return -errno;
@@ -744,6 +746,8 @@ int sl_bpf_attach(struct sl_bpf *b, const char *name, const char *cgroup_path, u
 		}
 		if (ncreated < (int)(sizeof(created) / sizeof(created[0])))
 			snprintf(created[ncreated++], sizeof(created[0]), "%s", path);
+		if (fresh && prog == b->skel->progs.sl_egress)
+			*fresh = 1;
 	}
 cleanup:
 	if (err)

@@ -56,10 +56,12 @@ void sl_bpf_close(struct sl_bpf *b);
  * BPF_LINK_UPDATE when they still belong to cgroup @cgid, and recreated otherwise.
  * The sockops program, which only serves interception, runs on every TCP connect of the
  * cgroup: it is attached only when @intercept is set (and detached otherwise).
+ * *@fresh (if not NULL) says whether the egress program was attached anew rather than
+ * updated: the cgroup's connections so far were made without the hooks of this sandbox.
  * Returns 0 or -errno; on failure nothing new stays attached.
  */
 int sl_bpf_attach(struct sl_bpf *b, const char *name, const char *cgroup_path, uint64_t cgid,
-		  int intercept);
+		  int intercept, int *fresh);
 /* Detaches and unpins the links of sandbox @name. Returns 0 or -errno. */
 int sl_bpf_detach(struct sl_bpf *b, const char *name);
 /* Names of sandboxes with pinned links, for reconciling with the state directory. @cb is

@@ -289,6 +289,10 @@ void sb_box_job_end(struct sl_box *box);
 /* The kernel entry of @family/@addr was rewritten while @s compiled (sb_learned.c): its
  * entry in the new bank is rewritten too when the switch completes. */
 void sb_switch_note(struct sb_switching *s, uint8_t family, const uint8_t *addr);
+/* Closes the open flows of @box's cgroups that its rules no longer let through (@old: the
+ * learned entries of before, which a checked passthrough flow may have been granted by; NULL:
+ * none). Returns how many were closed. */
+size_t sb_kill_flows(struct sl_box *box, const struct sb_learned *old);
 
 /* Places @box on the worker with the fewest sandboxes (ties: the lowest index). Main. */
 void sb_place(struct sl_registry *r, struct sl_box *box);

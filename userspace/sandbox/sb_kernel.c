@@ -244,7 +244,7 @@ int sb_install(struct sl_registry *r, struct sl_box *box, const struct sl_kentry
 	       size_t nents, int written, char *err, size_t errlen)
 {
 	struct sl_sandbox ksb;
-	int e;
+	int e, fresh;
 
 	e = sb_open_dns(r, box, err, errlen);
 	if (!e)
@@ -274,10 +274,22 @@ int sb_install(struct sl_registry *r, struct sl_box *box, const struct sl_kentry
 		return e;
 	}
 	e = sl_bpf_attach(r->bpf, box->name, box->cgroup, box->cgid,
-			  sl_policy_needs_proxy(sb_policy(box)));
+			  sl_policy_needs_proxy(sb_policy(box)), &fresh);
 	if (e) {
 		sl_errf(err, errlen, "attaching to %s failed: %s", box->cgroup, strerror(-e));
 		return e;
+	}
+	/* The kernel keeps no record of a TCP connection the connect hook passed, and lets the
+	 * rest of a connection go where its first packet went: connections opened before the
+	 * hooks were there are judged now, and those the rules deny are closed. A cgroup with
+	 * no process (a new sandbox's, as a rule) has none to judge: no socket dump per add. */
+	if (fresh && sl_cgroup_populated(box->cgroup) != 0) {
+		size_t n = sb_kill_flows(box, NULL);
+
+		if (n)
+			sl_info("sandbox %s: closed %zu connection%s opened before it was added "
+				"that its policy does not allow",
+				box->name, n, n == 1 ? "" : "s");
 	}
 	return 0;
 }

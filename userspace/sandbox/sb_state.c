@@ -427,7 +427,7 @@ static int adopt_without_policy(struct sl_registry *r, struct sl_box *box)
 	sb_kernel_entry(r, box, &ksb);
 	e = sl_bpf_set_sandbox(r->bpf, box->cgid, &ksb);
 	if (!e)
-		e = sl_bpf_attach(r->bpf, box->name, box->cgroup, box->cgid, 1);
+		e = sl_bpf_attach(r->bpf, box->name, box->cgroup, box->cgid, 1, NULL);
 	return e;
 }
 

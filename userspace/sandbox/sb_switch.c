@@ -153,7 +153,7 @@ static int subtree_cgids(const char *path, uint64_t **ids, size_t *n, size_t *ca
 	return e;
 }
 
-static size_t kill_flows(struct sl_box *box, const struct sb_learned *old)
+size_t sb_kill_flows(struct sl_box *box, const struct sb_learned *old)
 {
 	struct kill_ctx kc = { box, old };
 	uint64_t *ids = NULL;
@@ -518,7 +518,7 @@ static int switch_apply(struct sb_switching *s, struct sl_switch_result *res)
 	was_icpt = sl_policy_needs_proxy(old->policy);
 	now_icpt = sl_policy_needs_proxy(layer);
 	if (!e && now_icpt && !was_icpt)
-		e = sl_bpf_attach(r->bpf, box->name, box->cgroup, box->cgid, 1);
+		e = sl_bpf_attach(r->bpf, box->name, box->cgroup, box->cgid, 1, NULL);
 	if (!e) {
 		box->rules_id = bank;
 		if (s->kind == SW_MODE)
@@ -543,7 +543,7 @@ static int switch_apply(struct sb_switching *s, struct sl_switch_result *res)
 		sl_warn("sandbox %s: clearing the old bank's UNIX rules failed: %s", box->name,
 			strerror(-e));
 	if (!now_icpt && was_icpt)
-		sl_bpf_attach(r->bpf, box->name, box->cgroup, box->cgid, 0);
+		sl_bpf_attach(r->bpf, box->name, box->cgroup, box->cgid, 0, NULL);
 
 	/* The sandbox's own state follows: one pointer, and the learned set swapped (the old
 	 * one, in s->learned from here on, judges the open flows below). */
@@ -575,7 +575,7 @@ static int switch_apply(struct sb_switching *s, struct sl_switch_result *res)
 
 	/* Open flows the new layer does not allow. */
 	res->closed_proxy = box->proxy ? sl_proxy_listener_revalidate(box->proxy) : 0;
-	res->closed_kernel = kill_flows(box, &s->learned); /* the learned entries of before */
+	res->closed_kernel = sb_kill_flows(box, &s->learned); /* the learned entries of before */
 	s->old_bank = old_bank; /* cleared by retire() after the state file is queued */
 	return 0;
 fail:
