@@ -10,6 +10,9 @@ Usage: probe.py JSON, where JSON is a list of operations:
      creates a TCP socket here, moves this process into DIR, then connects
   {"op": "connect_many", "host": H, "port": P, "count": N}
      N TCP connects that must all fail with EPERM
+  {"op": "reconnect", "host": H, "port": P, "then": P2, "data": "..."}
+     one TCP socket: connect to P, disconnect (connect to AF_UNSPEC), connect to P2 and send
+     data: the outcome of the second connect and its send
   {"op": "resolve", "name": N, "family": 0|4|6}
      getaddrinfo: the sorted addresses, or the EAI_* name of the failure
   {"op": "dns", "server": H, "port": P, "tcp": bool, "name": N, "qtype": T, "raw": hex}
@@ -72,6 +75,19 @@ def run(op):
             with open(os.path.join(op["cgroup"], "cgroup.procs"), "w") as f:
                 f.write(str(os.getpid()))
             s.connect(addr(op["host"], op["port"]))
+            return "OK"
+    if kind == "reconnect":
+        with socket.socket(family(op["host"]), socket.SOCK_STREAM) as s:
+            s.settimeout(5)
+            s.connect(addr(op["host"], op["port"]))
+            # connect(AF_UNSPEC): Python's connect() takes no such address; ctypes it is.
+            import ctypes
+            libc = ctypes.CDLL(None, use_errno=True)
+            unspec = struct.pack("=H14x", socket.AF_UNSPEC)
+            if libc.connect(s.fileno(), unspec, len(unspec)):
+                raise OSError(ctypes.get_errno(), "disconnect")
+            s.connect(addr(op["host"], op["then"]))
+            s.send(op["data"].encode())
             return "OK"
     if kind == "connect_many":
         # A deny storm: every result must be the same; the first other one is reported.

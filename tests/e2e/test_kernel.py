@@ -59,6 +59,19 @@ def test_tcp_v4_allowed_port_next_to_denied_port(box, servers, workdir):
     assert probe_outside([tcp("127.0.0.1", pb)]) == ["OK"]
 
 
+def test_tcp_socket_reconnected_after_a_disconnect_is_judged_again(box, servers, workdir):
+    """A TCP connect() the rules allow leaves no record in the kernel: the socket's next
+    connect(), after connect(AF_UNSPEC) took it back to unconnected, meets the hook again."""
+    pa, pb, _ = servers.ports
+    res = probe(box, [{"op": "reconnect", "host": "127.0.0.1", "port": pa, "then": pb,
+                       "data": "re-b"},
+                      {"op": "reconnect", "host": "127.0.0.1", "port": pa, "then": pa,
+                       "data": "re-a"}], workdir)
+    assert res == ["EPERM", "OK"]
+    assert servers.got(pa, "re-a")
+    assert not servers.got(pb, "re-b", wait=0.3)
+
+
 def test_udp_connect_v4(box, servers, workdir):
     pa, pb, _ = servers.ports
     assert probe(box, [udp("127.0.0.1", pa, "udp-a"), udp("127.0.0.1", pb, "udp-b")],
