@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BUILD, RUN_ID
+from conftest import BUILD, RUN_ID, cgroup2_root
 import standin
 
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -179,6 +179,9 @@ def podman(daemon):
         pytest.skip(f"podman cannot run here: {why}")
     base = Path(tempfile.mkdtemp(prefix=f"{RUN_ID}-podman-"))
     base.chmod(0o755)
+    # runc's parent cgroup: made by the first container, left empty by the last one.
+    parent = Path(cgroup2_root()) / "libpod_parent"
+    parent_was_there = parent.exists()
     p = None
     try:
         p = Podman(daemon, base)
@@ -188,6 +191,11 @@ def podman(daemon):
             p.close()
         else:
             shutil.rmtree(base, ignore_errors=True)
+        if not parent_was_there:
+            try:
+                parent.rmdir()  # only if empty: another podman's containers stay
+            except OSError:
+                pass
 
 
 @pytest.fixture
