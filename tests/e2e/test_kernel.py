@@ -4,13 +4,14 @@ servers. Every allowed case has its denied twin, each asserting the exact errno;
 listen on every port used, so EPERM can only come from sluice (outside a sandbox the same
 calls succeed)."""
 import json
+import os
 import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import (IN_SANDBOX, PY, probe, probe_outside, run_in, write_policy, PROBE,
+from conftest import (IN_SANDBOX, PY, RUN_ID, probe, probe_outside, run_in, write_policy, PROBE,
                       bpf_links_of)
 
 
@@ -215,11 +216,12 @@ def test_socket_whose_sandbox_cannot_be_determined_is_denied(box, daemon, server
     assert probe(box, [tcp("127.0.0.1", pa)], workdir) == ["OK"]
 
 
-# Holds a TCP connection to each port given from inside a cgroup, says "ready", and at each
-# line on stdin sends on every one of them, printing OK or the errno's name per connection.
+# Holds a TCP connection to each port given (argv: host, ports) from inside a cgroup, says
+# "ready", and at each line on stdin sends on every one of them, printing OK or the errno's name
+# per connection.
 HOLDER = r"""
 import errno, socket, sys
-conns = [socket.create_connection(("127.0.0.1", int(p)), timeout=5) for p in sys.argv[1:]]
+conns = [socket.create_connection((sys.argv[1], int(p)), timeout=5) for p in sys.argv[2:]]
 for i, s in enumerate(conns):
     s.sendall(b"pre-%d" % i)
 print("ready", flush=True)
@@ -235,19 +237,26 @@ for n, line in enumerate(sys.stdin):
 """
 
 
+@pytest.mark.parametrize("where", ["own", "other"])
 def test_connections_older_than_the_sandbox_are_judged_when_it_is_added(daemon, cgroups,
-                                                                        servers, workdir):
+                                                                        servers, workdir, where):
     """The kernel keeps no record of a TCP connection its connect hook passed, and lets the
     rest of a connection follow its first packet: connections a cgroup opened before it
     became a sandbox are judged when it is added. The one its policy denies is closed (the
-    next send fails, nothing more reaches the server), the one it allows carries on."""
+    next send fails, nothing more reaches the server), the one it allows carries on. "other":
+    the process is in a network namespace that is not the sandbox's (it reaches the servers
+    over a veth): its connections are judged there."""
+    import standin
     pa, pb, _ = servers.ports
-    cg = cgroups.make("older")
+    cg = cgroups.make(f"older-{where}")
+    net = standin.Net(f"{RUN_ID}-older", f"slo{os.getpid() % 100000}") if where == "other" else None
+    host = net.host_ip if net else "127.0.0.1"
     policy = write_policy(workdir, "older", f"""
-return {{ egress = {{ allow = {{ "127.0.0.1:{pa}" }} }} }}
+return {{ egress = {{ allow = {{ "{host}:{pa}" }} }} }}
 """)
-    p = subprocess.Popen([IN_SANDBOX, str(cg), str(Path(workdir) / "resolv.conf"), PY, "-c",
-                          HOLDER, str(pa), str(pb)], stdin=subprocess.PIPE,
+    netns = ["--netns", net.path] if net else []
+    p = subprocess.Popen([IN_SANDBOX, *netns, str(cg), str(Path(workdir) / "resolv.conf"), PY,
+                          "-c", HOLDER, host, str(pa), str(pb)], stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, text=True)
     added = False
     try:
@@ -271,9 +280,12 @@ return {{ egress = {{ allow = {{ "127.0.0.1:{pa}" }} }} }}
         assert servers.got(pa, "post0-0")
         assert not servers.got(pb, "post0-1", wait=0.3)
         # New connections of that process's cgroup are judged as always.
-        assert probe(cg, [tcp("127.0.0.1", pa), tcp("127.0.0.1", pb)], workdir) == ["OK", "EPERM"]
+        if not net:
+            assert probe(cg, [tcp(host, pa), tcp(host, pb)], workdir) == ["OK", "EPERM"]
     finally:
         p.kill()
         p.wait()
         if added:
             assert daemon.cli("sandbox", "rm", "older").returncode == 0
+        if net:
+            net.close()

@@ -293,6 +293,9 @@ void sb_switch_note(struct sb_switching *s, uint8_t family, const uint8_t *addr)
  * learned entries of before, which a checked passthrough flow may have been granted by; NULL:
  * none). Returns how many were closed. */
 size_t sb_kill_flows(struct sl_box *box, const struct sb_learned *old);
+/* The same at an add, for the connections @box's cgroups opened before it: those of the
+ * sandbox's network namespace and of every other namespace one of its processes is in. */
+size_t sb_kill_older_flows(struct sl_box *box);
 
 /* Places @box on the worker with the fewest sandboxes (ties: the lowest index). Main. */
 void sb_place(struct sl_registry *r, struct sl_box *box);

@@ -284,7 +284,7 @@ int sb_install(struct sl_registry *r, struct sl_box *box, const struct sl_kentry
 	 * hooks were there are judged now, and those the rules deny are closed. A cgroup with
 	 * no process (a new sandbox's, as a rule) has none to judge: no socket dump per add. */
 	if (fresh && sl_cgroup_populated(box->cgroup) != 0) {
-		size_t n = sb_kill_flows(box, NULL);
+		size_t n = sb_kill_older_flows(box);
 
 		if (n)
 			sl_info("sandbox %s: closed %zu connection%s opened before it was added "

@@ -153,19 +153,124 @@ static int subtree_cgids(const char *path, uint64_t **ids, size_t *n, size_t *ca
 	return e;
 }
 
-size_t sb_kill_flows(struct sl_box *box, const struct sb_learned *old)
+/* The flows of @box's cgroups (@ids) in namespace @netns_fd that its rules deny, closed. */
+static size_t kill_flows_in(struct sl_box *box, const struct sb_learned *old, int netns_fd,
+			    const uint64_t *ids, size_t n)
 {
 	struct kill_ctx kc = { box, old };
+	size_t killed = 0;
+	int e;
+
+	e = sl_sockdiag_destroy(netns_fd, ids, n, flow_condemned, &kc, &killed);
+	if (e)
+		sl_err("sandbox %s: closing flows the policy no longer allows failed: %s",
+		       box->name, strerror(-e));
+	return killed;
+}
+
+size_t sb_kill_flows(struct sl_box *box, const struct sb_learned *old)
+{
 	uint64_t *ids = NULL;
 	size_t n = 0, cap = 0, killed = 0;
 	int e;
 
 	e = subtree_cgids(box->cgroup, &ids, &n, &cap, 0);
-	if (!e && n)
-		e = sl_sockdiag_destroy(box->netns_fd, ids, n, flow_condemned, &kc, &killed);
 	if (e)
-		sl_err("sandbox %s: closing flows the policy no longer allows failed: %s",
-		       box->name, strerror(-e));
+		sl_err("sandbox %s: listing its cgroups failed: %s", box->name, strerror(-e));
+	else if (n)
+		killed = kill_flows_in(box, old, box->netns_fd, ids, n);
+	free(ids);
+	return killed;
+}
+
+#define OLDER_NETNS_MAX 64 /* namespaces judged at an add besides the sandbox's own */
+
+/* Whether namespace @id is the sandbox's own or one in @seen; if not, it joins @seen. */
+static int netns_seen(const struct sl_box *box, struct sl_netns_id *seen, size_t *nseen,
+		      const struct sl_netns_id *id)
+{
+	if (box->netns_fd >= 0 ? id->dev == box->netns_dev && id->ino == box->netns_ino :
+				 sl_netns_is_ours(id))
+		return 1;
+	for (size_t i = 0; i < *nseen; i++)
+		if (seen[i].dev == id->dev && seen[i].ino == id->ino)
+			return 1;
+	if (*nseen < OLDER_NETNS_MAX)
+		seen[(*nseen)++] = *id;
+	return 0;
+}
+
+/* The processes of cgroup @dir (one level: the caller walks the subtree): the flows of each
+ * namespace one of them is in, other than those judged already. */
+static size_t kill_flows_of_procs(struct sl_box *box, const char *dir, const uint64_t *ids,
+				  size_t n, struct sl_netns_id *seen, size_t *nseen)
+{
+	char path[PATH_MAX + 16], line[32];
+	size_t killed = 0;
+	FILE *f;
+
+	if (snprintf(path, sizeof(path), "%s/cgroup.procs", dir) >= (int)sizeof(path))
+		return 0;
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f) && *nseen < OLDER_NETNS_MAX) {
+		char ns[64];
+		struct sl_netns_id id;
+		int fd;
+
+		snprintf(ns, sizeof(ns), "/proc/%d/ns/net", atoi(line));
+		fd = sl_netns_open(ns, &id);
+		if (fd < 0)
+			continue; /* gone meanwhile */
+		if (!netns_seen(box, seen, nseen, &id))
+			killed += kill_flows_in(box, NULL, fd, ids, n);
+		close(fd);
+	}
+	fclose(f);
+	return killed;
+}
+
+static size_t kill_flows_below(struct sl_box *box, const char *dir, const uint64_t *ids, size_t n,
+			       struct sl_netns_id *seen, size_t *nseen, int depth)
+{
+	size_t killed = kill_flows_of_procs(box, dir, ids, n, seen, nseen);
+	struct dirent *de;
+	DIR *d;
+
+	if (depth >= SL_MAX_CGROUP_DEPTH || !(d = opendir(dir)))
+		return killed;
+	while ((de = readdir(d))) {
+		char sub[PATH_MAX];
+
+		if (de->d_type != DT_DIR || de->d_name[0] == '.')
+			continue;
+		if (snprintf(sub, sizeof(sub), "%s/%s", dir, de->d_name) >= (int)sizeof(sub))
+			continue;
+		killed += kill_flows_below(box, sub, ids, n, seen, nseen, depth + 1);
+	}
+	closedir(d);
+	return killed;
+}
+
+size_t sb_kill_older_flows(struct sl_box *box)
+{
+	struct sl_netns_id seen[OLDER_NETNS_MAX];
+	uint64_t *ids = NULL;
+	size_t n = 0, cap = 0, nseen = 0, killed = 0;
+	int e;
+
+	e = subtree_cgids(box->cgroup, &ids, &n, &cap, 0);
+	if (e) {
+		sl_err("sandbox %s: listing its cgroups failed: %s", box->name, strerror(-e));
+	} else if (n) {
+		killed = kill_flows_in(box, NULL, box->netns_fd, ids, n);
+		killed += kill_flows_below(box, box->cgroup, ids, n, seen, &nseen, 0);
+		if (nseen == OLDER_NETNS_MAX)
+			sl_warn("sandbox %s: its processes are in more than %d network namespaces; "
+				"the connections of the others were not judged",
+				box->name, OLDER_NETNS_MAX);
+	}
 	free(ids);
 	return killed;
 }
