@@ -116,30 +116,20 @@ static int flow_condemned(void *arg, uint8_t family, uint8_t proto, const uint8_
 	return verdict != SL_VERDICT_ALLOW;
 }
 
-/* The cgroup ids of @path and every cgroup below it (sockets carry the one they were made
- * in). */
-static int subtree_cgids(const char *path, uint64_t **ids, size_t *n, size_t *cap, int depth)
+/* Calls @visit for cgroup @path and every cgroup below it, down to SL_MAX_CGROUP_DEPTH; a
+ * directory gone meanwhile is skipped. Stops at the first nonzero return, which it returns. */
+static int walk_cgroups(const char *path, int depth, int (*visit)(const char *dir, void *arg),
+			void *arg)
 {
 	DIR *d;
 	struct dirent *de;
-	uint64_t id;
-	int e = 0;
+	int e;
 
-	if (depth > SL_MAX_CGROUP_DEPTH || sl_cgroup_id(path, &id))
+	if (depth > SL_MAX_CGROUP_DEPTH)
 		return 0;
-	if (*n == *cap) {
-		size_t c = *cap ? *cap * 2 : 16;
-		uint64_t *v = realloc(*ids, c * sizeof(*v));
-
-		if (!v)
-			return -ENOMEM;
-		*ids = v;
-		*cap = c;
-	}
-	(*ids)[(*n)++] = id;
-	d = opendir(path);
-	if (!d)
-		return 0;
+	e = visit(path, arg);
+	if (e || !(d = opendir(path)))
+		return e;
 	while (!e && (de = readdir(d))) {
 		char sub[PATH_MAX];
 
@@ -147,10 +137,42 @@ static int subtree_cgids(const char *path, uint64_t **ids, size_t *n, size_t *ca
 			continue;
 		if (snprintf(sub, sizeof(sub), "%s/%s", path, de->d_name) >= (int)sizeof(sub))
 			continue;
-		e = subtree_cgids(sub, ids, n, cap, depth + 1);
+		e = walk_cgroups(sub, depth + 1, visit, arg);
 	}
 	closedir(d);
 	return e;
+}
+
+struct cgids {
+	uint64_t *v;
+	size_t n, cap;
+};
+
+static int add_cgid(const char *dir, void *arg)
+{
+	struct cgids *ids = arg;
+	uint64_t id;
+
+	if (sl_cgroup_id(dir, &id))
+		return 0;
+	if (ids->n == ids->cap) {
+		size_t c = ids->cap ? ids->cap * 2 : 16;
+		uint64_t *v = realloc(ids->v, c * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		ids->v = v;
+		ids->cap = c;
+	}
+	ids->v[ids->n++] = id;
+	return 0;
+}
+
+/* The cgroup ids of @path and every cgroup below it (sockets carry the one they were made
+ * in), in @ids (freed by the caller). */
+static int subtree_cgids(const char *path, struct cgids *ids)
+{
+	return walk_cgroups(path, 0, add_cgid, ids);
 }
 
 /* The flows of @box's cgroups (@ids) in namespace @netns_fd that its rules deny, closed. */
@@ -170,43 +192,55 @@ static size_t kill_flows_in(struct sl_box *box, const struct sb_learned *old, in
 
 size_t sb_kill_flows(struct sl_box *box, const struct sb_learned *old)
 {
-	uint64_t *ids = NULL;
-	size_t n = 0, cap = 0, killed = 0;
+	struct cgids ids = { 0 };
+	size_t killed = 0;
 	int e;
 
-	e = subtree_cgids(box->cgroup, &ids, &n, &cap, 0);
+	e = subtree_cgids(box->cgroup, &ids);
 	if (e)
 		sl_err("sandbox %s: listing its cgroups failed: %s", box->name, strerror(-e));
-	else if (n)
-		killed = kill_flows_in(box, old, box->netns_fd, ids, n);
-	free(ids);
+	else if (ids.n)
+		killed = kill_flows_in(box, old, box->netns_fd, ids.v, ids.n);
+	free(ids.v);
 	return killed;
 }
 
 #define OLDER_NETNS_MAX 64 /* namespaces judged at an add besides the sandbox's own */
 
-/* Whether namespace @id is the sandbox's own or one in @seen; if not, it joins @seen. */
-static int netns_seen(const struct sl_box *box, struct sl_netns_id *seen, size_t *nseen,
-		      const struct sl_netns_id *id)
+/* An add's judging of older flows in the namespaces of the cgroups' processes. */
+struct older {
+	struct sl_box *box;
+	struct cgids ids;
+	struct sl_netns_id seen[OLDER_NETNS_MAX]; /* judged already, besides the sandbox's */
+	size_t nseen, killed;
+	int overflow; /* a namespace left unjudged: @seen was full */
+};
+
+/* Whether namespace @id is still to be judged (then it joins o->seen). */
+static int netns_new(struct older *o, const struct sl_netns_id *id)
 {
+	const struct sl_box *box = o->box;
+
 	if (box->netns_fd >= 0 ? id->dev == box->netns_dev && id->ino == box->netns_ino :
 				 sl_netns_is_ours(id))
-		return 1;
-	for (size_t i = 0; i < *nseen; i++)
-		if (seen[i].dev == id->dev && seen[i].ino == id->ino)
-			return 1;
-	if (*nseen < OLDER_NETNS_MAX)
-		seen[(*nseen)++] = *id;
-	return 0;
+		return 0;
+	for (size_t i = 0; i < o->nseen; i++)
+		if (o->seen[i].dev == id->dev && o->seen[i].ino == id->ino)
+			return 0;
+	if (o->nseen == OLDER_NETNS_MAX) {
+		o->overflow = 1;
+		return 0;
+	}
+	o->seen[o->nseen++] = *id;
+	return 1;
 }
 
-/* The processes of cgroup @dir (one level: the caller walks the subtree): the flows of each
+/* The processes of cgroup @dir (walk_cgroups() visits each of the subtree): the flows of each
  * namespace one of them is in, other than those judged already. */
-static size_t kill_flows_of_procs(struct sl_box *box, const char *dir, const uint64_t *ids,
-				  size_t n, struct sl_netns_id *seen, size_t *nseen)
+static int kill_flows_of_procs(const char *dir, void *arg)
 {
+	struct older *o = arg;
 	char path[PATH_MAX + 16], line[32];
-	size_t killed = 0;
 	FILE *f;
 
 	if (snprintf(path, sizeof(path), "%s/cgroup.procs", dir) >= (int)sizeof(path))
@@ -214,7 +248,7 @@ static size_t kill_flows_of_procs(struct sl_box *box, const char *dir, const uin
 	f = fopen(path, "re");
 	if (!f)
 		return 0;
-	while (fgets(line, sizeof(line), f) && *nseen < OLDER_NETNS_MAX) {
+	while (!o->overflow && fgets(line, sizeof(line), f)) {
 		char ns[64];
 		struct sl_netns_id id;
 		int fd;
@@ -223,55 +257,37 @@ static size_t kill_flows_of_procs(struct sl_box *box, const char *dir, const uin
 		fd = sl_netns_open(ns, &id);
 		if (fd < 0)
 			continue; /* gone meanwhile */
-		if (!netns_seen(box, seen, nseen, &id))
-			killed += kill_flows_in(box, NULL, fd, ids, n);
+		if (netns_new(o, &id))
+			o->killed += kill_flows_in(o->box, NULL, fd, o->ids.v, o->ids.n);
 		close(fd);
 	}
 	fclose(f);
-	return killed;
-}
-
-static size_t kill_flows_below(struct sl_box *box, const char *dir, const uint64_t *ids, size_t n,
-			       struct sl_netns_id *seen, size_t *nseen, int depth)
-{
-	size_t killed = kill_flows_of_procs(box, dir, ids, n, seen, nseen);
-	struct dirent *de;
-	DIR *d;
-
-	if (depth >= SL_MAX_CGROUP_DEPTH || !(d = opendir(dir)))
-		return killed;
-	while ((de = readdir(d))) {
-		char sub[PATH_MAX];
-
-		if (de->d_type != DT_DIR || de->d_name[0] == '.')
-			continue;
-		if (snprintf(sub, sizeof(sub), "%s/%s", dir, de->d_name) >= (int)sizeof(sub))
-			continue;
-		killed += kill_flows_below(box, sub, ids, n, seen, nseen, depth + 1);
-	}
-	closedir(d);
-	return killed;
+	return 0;
 }
 
 size_t sb_kill_older_flows(struct sl_box *box)
 {
-	struct sl_netns_id seen[OLDER_NETNS_MAX];
-	uint64_t *ids = NULL;
-	size_t n = 0, cap = 0, nseen = 0, killed = 0;
+	struct older *o = calloc(1, sizeof(*o));
+	size_t killed;
 	int e;
 
-	e = subtree_cgids(box->cgroup, &ids, &n, &cap, 0);
+	if (!o)
+		return 0;
+	o->box = box;
+	e = subtree_cgids(box->cgroup, &o->ids);
 	if (e) {
 		sl_err("sandbox %s: listing its cgroups failed: %s", box->name, strerror(-e));
-	} else if (n) {
-		killed = kill_flows_in(box, NULL, box->netns_fd, ids, n);
-		killed += kill_flows_below(box, box->cgroup, ids, n, seen, &nseen, 0);
-		if (nseen == OLDER_NETNS_MAX)
+	} else if (o->ids.n) {
+		o->killed = kill_flows_in(box, NULL, box->netns_fd, o->ids.v, o->ids.n);
+		walk_cgroups(box->cgroup, 0, kill_flows_of_procs, o);
+		if (o->overflow)
 			sl_warn("sandbox %s: its processes are in more than %d network namespaces; "
 				"the connections of the others were not judged",
 				box->name, OLDER_NETNS_MAX);
 	}
-	free(ids);
+	killed = o->killed;
+	free(o->ids.v);
+	free(o);
 	return killed;
 }
 
