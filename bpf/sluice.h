@@ -86,15 +86,16 @@ struct sl_port_range {
 };
 
 /* Rule value: every port range that applies to the key's prefix, including those of the
- * shorter prefixes covering it (sluiced merges them), so one LPM lookup decides. */
+ * shorter prefixes covering it (sluiced merges them), so one lookup decides: in the address
+ * hash (sl_hosts4/6) for a full-length key, else in the trie (sl_rules4/6). */
 struct sl_rule {
 	__u32 n; /* ranges in use, <= SL_MAX_PORT_RANGES */
 	__u32 pad;
 	struct sl_port_range r[SL_MAX_PORT_RANGES];
 };
 
-/* sl_rules4 / sl_rules6 LPM keys. prefixlen counts sandbox_id (always 32 bits) plus the
- * address prefix. */
+/* sl_rules4 / sl_rules6 LPM keys, and sl_hosts4 / sl_hosts6 hash keys (prefixlen 64 / 160).
+ * prefixlen counts sandbox_id (always 32 bits) plus the address prefix. */
 struct sl_key4 {
 	__u32 prefixlen;
 	__u32 sandbox_id;

@@ -46,6 +46,29 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sl_rules6 SEC(".maps");
 
+/* The entries of full length (an address: /32, /128) are kept apart from the tries, in hashes
+ * of the same keys (prefixlen always 64 or 160) and values: one hash lookup decides for most
+ * destinations (resolved names, listed addresses), whatever the number of rules, and only an
+ * address no such entry names walks the trie of its family. Since an entry's value already
+ * merges the ranges of every prefix covering it, the hash's answer is the trie's. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SL_MAX_RULES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct sl_key4);
+	__type(value, struct sl_rule);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_hosts4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SL_MAX_RULES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct sl_key6);
+	__type(value, struct sl_rule);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_hosts6 SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, SL_MAX_SANDBOXES);
@@ -224,7 +247,9 @@ static __always_inline int sl_verdict4(__u32 sandbox_id, __u32 addr_be, __u16 po
 	struct sl_rule *rule;
 
 	__builtin_memcpy(key.addr, &addr_be, 4);
-	rule = bpf_map_lookup_elem(&sl_rules4, &key);
+	rule = bpf_map_lookup_elem(&sl_hosts4, &key);
+	if (!rule)
+		rule = bpf_map_lookup_elem(&sl_rules4, &key);
 	if (!rule)
 		return SL_VERDICT_DENY;
 	return sl_rule_verdict(rule, port, proto_bit, now_ns);
@@ -237,7 +262,9 @@ static __always_inline int sl_verdict6(__u32 sandbox_id, const __u32 addr_be[4],
 	struct sl_rule *rule;
 
 	__builtin_memcpy(key.addr, addr_be, 16);
-	rule = bpf_map_lookup_elem(&sl_rules6, &key);
+	rule = bpf_map_lookup_elem(&sl_hosts6, &key);
+	if (!rule)
+		rule = bpf_map_lookup_elem(&sl_rules6, &key);
 	if (!rule)
 		return SL_VERDICT_DENY;
 	return sl_rule_verdict(rule, port, proto_bit, now_ns);

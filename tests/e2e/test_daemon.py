@@ -131,6 +131,53 @@ return {{ egress = {{ allow = {{ "127.0.0.1:{pa}" }} }} }}
     assert probe(cg, ops, workdir) == ["OK", "OK"]
 
 
+def map_dump(path):
+    """(key bytes, value bytes) of every entry of the pinned map at path."""
+    r = subprocess.run(["bpftool", "-j", "map", "dump", "pinned", str(path)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return [(bytes(int(x, 16) for x in e["key"]), bytes(int(x, 16) for x in e["value"]))
+            for e in json.loads(r.stdout)]
+
+
+def bpftool_map(*args):
+    r = subprocess.run(["bpftool", "map", *args], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+
+
+def test_addresses_an_earlier_sluiced_kept_in_the_trie_move_to_the_hash(fresh_daemon, cgroups,
+                                                                         servers, workdir):
+    """A sluiced before 7 December kept whole addresses in the prefix tries (sl_rules4); one of
+    now keeps them in the address hashes (sl_hosts4) and looks there first. Staged by moving a
+    sandbox's entries from the hash to the trie while no sluiced runs: the kernel still finds
+    them there, and the next sluiced adopts them into the hash, allowed throughout, and then
+    takes them out of the trie."""
+    pa, pb, _ = servers.ports
+    d = fresh_daemon.start()
+    cg = cgroups.make("upgrade")
+    d.add("upgrade", cg, write_policy(workdir, "upgrade", f"""
+return {{ egress = {{ allow = {{ "127.0.0.1:{pa}", "127.0.0.2:{pa}" }} }} }}
+"""))
+    ops = [tcp("127.0.0.1", pa), tcp("127.0.0.2", pa), tcp("127.0.0.1", pb)]
+    assert probe(cg, ops, workdir) == ["OK", "OK", "EPERM"]
+    d.stop()
+    hosts, trie = d.bpffs + "/sl_hosts4", d.bpffs + "/sl_rules4"
+    moved = map_dump(hosts)
+    assert len(moved) == 2
+    for key, val in moved:
+        bpftool_map("update", "pinned", trie, "key", "hex", *key.hex(" ").split(),
+                    "value", "hex", *val.hex(" ").split())
+        bpftool_map("delete", "pinned", hosts, "key", "hex", *key.hex(" ").split())
+    assert map_dump(hosts) == []
+    assert probe(cg, ops, workdir) == ["OK", "OK", "EPERM"]  # from the trie
+    d.start()
+    assert "sandbox upgrade adopted" in d.read_log()
+    assert probe(cg, ops, workdir) == ["OK", "OK", "EPERM"]
+    assert sorted(k for k, _ in map_dump(hosts)) == sorted(k for k, _ in moved)
+    assert [k for k, _ in map_dump(trie) if int.from_bytes(k[:4], "little") == 64] == []
+    assert d.cli("sandbox", "rm", "upgrade").returncode == 0
+
+
 def test_the_ca_lives_in_the_state_file_and_survives_restarts(fresh_daemon, cgroups, workdir):
     """The sandbox's CA is kept in its state file (mode 0600), so that an add writes and syncs
     one file: a restart serves the same CA. A state file of the older layout (the CA in a
@@ -217,12 +264,16 @@ def test_rm_frees_the_cgroup(daemon, cgroups, servers, workdir):
 
 
 def rule_ids(daemon):
-    """The sandbox ids (either bank) that hold entries in the kernel's IPv4 rule map."""
-    r = subprocess.run(["bpftool", "-j", "map", "dump", "pinned", f"{daemon.bpffs}/sl_rules4"],
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
+    """The sandbox ids (either bank) that hold entries in the kernel's IPv4 rule maps (the
+    address hash and the prefix trie)."""
+    dump = []
+    for name in ("sl_hosts4", "sl_rules4"):
+        r = subprocess.run(["bpftool", "-j", "map", "dump", "pinned", f"{daemon.bpffs}/{name}"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        dump += json.loads(r.stdout)
     ids = set()
-    for e in json.loads(r.stdout):
+    for e in dump:
         k = e["key"]
         ids.add((k["sandbox_id"] if isinstance(k, dict) else
                  int.from_bytes(bytes(int(x, 16) for x in k[4:8]), "little")) & 0x7fffffff)

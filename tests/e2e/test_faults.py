@@ -509,7 +509,7 @@ MAX_RULES = 4096  # the --max-rules of the full-map test: small, so that filling
 
 def test_kernel_rule_map_full_refuses_new_names_never_allows(fresh_daemon, cgroups, servers,
                                                               workdir):
-    """sl_rules4 holds --max-rules entries of all sandboxes together (4096 here). Filled for
+    """sl_hosts4 holds --max-rules addresses of all sandboxes together (4096 here). Filled for
     real with sandboxes of 256 address rules each (then smaller ones until not one more entry
     fits), a name resolving to a new address is answered SERVFAIL, its address stays denied,
     and the refusal is counted; a sandbox add is refused whole; freeing entries ends it."""
@@ -574,7 +574,7 @@ def test_capacity_change_on_restart_migrates_or_refuses(fresh_daemon, cgroups, s
     maps stay in force untouched."""
     pa, pb, _ = servers.ports
     d = fresh_daemon.start("--max-rules", "4096", "--max-sandboxes", "64")
-    assert map_max_entries(d, "sl_rules4") == 4096
+    assert map_max_entries(d, "sl_hosts4") == 4096
     assert map_max_entries(d, "sl_sandboxes") == 64
     cg = cgroups.make("cap-box")
     d.add("cap", cg, write_policy(workdir, "cap", filler_policy(0, 100).replace(
@@ -584,8 +584,8 @@ def test_capacity_change_on_restart_migrates_or_refuses(fresh_daemon, cgroups, s
     d.stop()
     d.start("--max-rules", "8192", "--max-sandboxes", "128")
     log = d.read_log()
-    assert "sl_rules4: 101 entries moved from a map of 4096 entries to one of 8192" in log, log
-    assert map_max_entries(d, "sl_rules4") == 8192
+    assert "sl_hosts4: 101 entries moved from a map of 4096 entries to one of 8192" in log, log
+    assert map_max_entries(d, "sl_hosts4") == 8192
     for per_sandbox in ("sl_sandboxes", "sl_counters", "sl_evlimit", "sl_pxfull", "sl_proxied",
                         "sl_auditn", "sl_sni_ctr"):
         assert map_max_entries(d, per_sandbox) == 128, per_sandbox
@@ -598,10 +598,10 @@ def test_capacity_change_on_restart_migrates_or_refuses(fresh_daemon, cgroups, s
         d.start("--max-rules", "64")
     assert "holds 101 entries, more than --max-rules allows (64): start sluiced with " \
            "--max-rules 101 or more" in str(exc.value), str(exc.value)
-    assert map_max_entries(d, "sl_rules4") == 8192
+    assert map_max_entries(d, "sl_hosts4") == 8192
     assert probe(cg, want, workdir) == ["OK", "EPERM"]
     d.start("--max-rules", "101", "--max-sandboxes", "128")
-    assert map_max_entries(d, "sl_rules4") == 101
+    assert map_max_entries(d, "sl_hosts4") == 101
     assert probe(cg, want, workdir) == ["OK", "EPERM"]
     assert d.cli("sandbox", "rm", "cap").returncode == 0
 

@@ -32,20 +32,26 @@
 static struct sl_bpf *b;
 static char pin[64];
 
-static int setup(void **state)
+static struct sl_bpf *open_bpf(void)
 {
 	struct sl_bpf_opts o = { .pin_dir = pin, .max_rules = MAX_RULES, .max_sandboxes = 64 };
 	char err[256];
+	struct sl_bpf *r = sl_bpf_open(&o, err, sizeof(err));
 
+	if (!r)
+		fprintf(stderr, "sl_bpf_open: %s\n", err);
+	return r;
+}
+
+static int setup(void **state)
+{
 	(void)state;
 	if (geteuid() != 0) {
 		fprintf(stderr, "test_kbatch loads BPF programs: run it as root\n");
 		return -1;
 	}
 	snprintf(pin, sizeof(pin), "/sys/fs/bpf/sluice-test-kbatch-%d", (int)getpid());
-	b = sl_bpf_open(&o, err, sizeof(err));
-	if (!b)
-		fprintf(stderr, "sl_bpf_open: %s\n", err);
+	b = open_bpf();
 	return b ? 0 : -1;
 }
 
@@ -387,6 +393,69 @@ static void test_adds_removals_and_reaps_at_once(void **state)
 	assert_false(sl_bpf_proxied_stale(b));
 }
 
+/* The pinned map @name of the test's sluice. */
+static int pinned(const char *name)
+{
+	char path[128];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%s", pin, name);
+	fd = bpf_obj_get(path);
+	assert_true(fd >= 0);
+	return fd;
+}
+
+/* A whole address a sluiced of before kept in the IPv4 trie (the hash holds them now): the
+ * sluiced that takes the pins over writes it to the hash at the bank's sync and leaves the
+ * trie's entry for the old programs, until sl_bpf_drop_trie_hosts() (its links switched)
+ * takes it out; the bank's prefixes stay in the trie, and the bank's count stays exact. */
+static void test_addresses_leave_the_trie_after_the_switch(void **state)
+{
+	const uint32_t box = BOX + 3;
+	struct sl_kentry e = entry(7, 443), p = entry(0, 22);
+	struct sl_key4 k = { .prefixlen = 64, .sandbox_id = box };
+	int trie = pinned("sl_rules4"), hosts = pinned("sl_hosts4");
+	struct sl_kentry ents[2];
+	struct sl_kentry *v;
+	struct sl_rule got;
+	size_t n;
+
+	(void)state;
+	memcpy(k.addr, e.addr, 4);
+	assert_int_equal(bpf_map_update_elem(trie, &k, &e.val, BPF_NOEXIST), 0);
+	sl_bpf_close(b); /* the restart: the new one counts what it finds */
+	b = open_bpf();
+	assert_non_null(b);
+	p.plen = 16;
+	e.val.r[0].lo = e.val.r[0].hi = 444;
+	ents[0] = p;
+	ents[1] = e;
+	assert_int_equal(sl_bpf_sync_rules(b, box, ents, 2), 0);
+	assert_int_equal(bpf_map_lookup_elem(hosts, &k, &got), 0);
+	assert_int_equal(got.r[0].lo, 444);
+	assert_int_equal(bpf_map_lookup_elem(trie, &k, &got), 0);
+	assert_int_equal(got.r[0].lo, 443); /* the old programs' until the switch */
+
+	assert_int_equal(sl_bpf_drop_trie_hosts(b, box, ents, 2), 0);
+	assert_int_equal(bpf_map_lookup_elem(trie, &k, &got), 0);
+	assert_int_equal(got.r[0].lo, 22); /* the longest match is the /16 now */
+	assert_int_equal(sl_bpf_read_rules(b, box, &v, &n), 0);
+	assert_int_equal(n, 2);
+	free(v);
+	/* the bank counted 3 and holds 2: a sync to one entry walks and prunes */
+	assert_int_equal(sl_bpf_sync_rules(b, box, ents + 1, 1), 0);
+	assert_int_equal(sl_bpf_read_rules(b, box, &v, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(v[0].plen, 32);
+	free(v);
+	assert_int_equal(sl_bpf_clear_rules(b, &box, 1), 0);
+	assert_int_equal(sl_bpf_read_rules(b, box, &v, &n), 0);
+	assert_int_equal(n, 0);
+	free(v);
+	close(trie);
+	close(hosts);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -397,6 +466,7 @@ int main(void)
 		cmocka_unit_test(test_an_adds_proxied_map_is_made_with_the_others_wanted),
 		cmocka_unit_test(test_a_removed_sandboxs_map_is_reaped_and_never_handed_on),
 		cmocka_unit_test(test_adds_removals_and_reaps_at_once),
+		cmocka_unit_test(test_addresses_leave_the_trie_after_the_switch),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -78,17 +78,22 @@ static void install(uint32_t sandbox_id, struct sl_rule_set *rs)
 					     .sandbox_id = sandbox_id };
 
 			memcpy(k.addr, e[i].addr, 4);
-			assert_int_equal(bpf_map__update_elem(skel->maps.sl_rules4, &k, sizeof(k),
-							      &e[i].val, sizeof(e[i].val), 0),
-					 0);
+			/* whole addresses in the hash, shorter prefixes in the trie */
+			assert_int_equal(
+				bpf_map__update_elem(e[i].plen == 32 ? skel->maps.sl_hosts4 :
+								       skel->maps.sl_rules4,
+						     &k, sizeof(k), &e[i].val, sizeof(e[i].val), 0),
+				0);
 		} else {
 			struct sl_key6 k = { .prefixlen = 32 + e[i].plen,
 					     .sandbox_id = sandbox_id };
 
 			memcpy(k.addr, e[i].addr, 16);
-			assert_int_equal(bpf_map__update_elem(skel->maps.sl_rules6, &k, sizeof(k),
-							      &e[i].val, sizeof(e[i].val), 0),
-					 0);
+			assert_int_equal(
+				bpf_map__update_elem(e[i].plen == 128 ? skel->maps.sl_hosts6 :
+									skel->maps.sl_rules6,
+						     &k, sizeof(k), &e[i].val, sizeof(e[i].val), 0),
+				0);
 		}
 	}
 	free(e);
@@ -209,6 +214,39 @@ static void test_sni_rank(void **state)
 	assert_int_equal(judge(12, "203.0.113.3", 443, UDP, 1), DENY);
 }
 
+/* A whole address is looked up in its family's address hash, anything else in the trie: a
+ * /128 under a covering prefix carries that prefix's ranges too (merged by the compiler), and
+ * a whole address a sluiced of before left in the trie decides until the hash names it. */
+static void test_hosts_then_trie(void **state)
+{
+	struct sl_rule val = { .n = 1,
+			       .r[0] = { .lo = 80, .hi = 80, .verdict = ALLOW, .protos = TCP } };
+	struct sl_key4 k = { .prefixlen = 64, .sandbox_id = 13, .addr = { 10, 7, 7, 7 } };
+	struct sl_rule_set rs;
+
+	(void)state;
+	sl_rule_set_init(&rs);
+	add(&rs, "2001:db8:1::", 48, 22, 22, TCP, ALLOW, 0);
+	add(&rs, "2001:db8:1::5", 128, 443, 443, TCP, ALLOW, 0);
+	install(13, &rs);
+	sl_rule_set_free(&rs);
+
+	assert_int_equal(judge(13, "2001:db8:1::5", 443, TCP, 1), ALLOW);
+	assert_int_equal(judge(13, "2001:db8:1::5", 22, TCP, 1), ALLOW); /* the /48's */
+	assert_int_equal(judge(13, "2001:db8:1::5", 80, TCP, 1), DENY);
+	assert_int_equal(judge(13, "2001:db8:1::6", 22, TCP, 1), ALLOW);
+	assert_int_equal(judge(13, "2001:db8:1::6", 443, TCP, 1), DENY);
+
+	assert_int_equal(
+		bpf_map__update_elem(skel->maps.sl_rules4, &k, sizeof(k), &val, sizeof(val), 0), 0);
+	assert_int_equal(judge(13, "10.7.7.7", 80, TCP, 1), ALLOW);
+	val.r[0].lo = val.r[0].hi = 81;
+	assert_int_equal(
+		bpf_map__update_elem(skel->maps.sl_hosts4, &k, sizeof(k), &val, sizeof(val), 0), 0);
+	assert_int_equal(judge(13, "10.7.7.7", 80, TCP, 1), DENY);
+	assert_int_equal(judge(13, "10.7.7.7", 81, TCP, 1), ALLOW);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -216,6 +254,7 @@ int main(void)
 		cmocka_unit_test(test_v6_and_v4_mapped),
 		cmocka_unit_test(test_expiry_and_precedence),
 		cmocka_unit_test(test_sni_rank),
+		cmocka_unit_test(test_hosts_then_trie),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

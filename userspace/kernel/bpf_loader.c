@@ -60,6 +60,9 @@ struct sl_bpf {
 	 * bank_ix()), counted at open and kept by every write: a sync that leaves none of the
 	 * bank's earlier keys behind needs no walk of the whole map to prune. */
 	uint32_t *bank_n;
+	/* Whole addresses found in the tries at open, where a sluiced before 7 December kept
+	 * them (the hashes hold them now): sl_bpf_drop_trie_hosts() takes them out. */
+	uint32_t trie_hosts;
 };
 
 /*
@@ -81,12 +84,13 @@ enum px_state { PX_NONE, PX_WANTED, PX_MAKING, PX_FRESH, PX_LIVE, PX_STALE };
 #define PX_FRESH_MAX 64
 
 /* Maps sized by the capacity options (the rest keep their declared size). */
-enum sl_map_size { SZ_RULES, SZ_SANDBOXES, SZ_LISTENERS };
+enum sl_map_size { SZ_NONE, SZ_RULES, SZ_SANDBOXES, SZ_LISTENERS };
 static const struct {
 	const char *name;
 	enum sl_map_size size;
 } sized_maps[] = {
 	{ "sl_rules4", SZ_RULES },	  { "sl_rules6", SZ_RULES },
+	{ "sl_hosts4", SZ_RULES },	  { "sl_hosts6", SZ_RULES },
 	{ "sl_sandboxes", SZ_SANDBOXES }, { "sl_counters", SZ_SANDBOXES },
 	{ "sl_evlimit", SZ_SANDBOXES },	  { "sl_pxfull", SZ_SANDBOXES },
 	{ "sl_proxied", SZ_SANDBOXES },	  { "sl_listeners", SZ_LISTENERS },
@@ -264,22 +268,28 @@ static void drop_stale_pin(const char *pin_dir, const char *name, __u32 type, __
 	close(fd);
 }
 
+/* The capacity option that sizes map @name, SZ_NONE if none does. */
+static enum sl_map_size sized_by(const char *name)
+{
+	for (size_t i = 0; i < sizeof(sized_maps) / sizeof(sized_maps[0]); i++)
+		if (!strcmp(name, sized_maps[i].name))
+			return sized_maps[i].size;
+	return SZ_NONE;
+}
+
 /* Sets max_entries of the maps the capacity options size. */
 static void size_maps(struct sl_bpf *b)
 {
 	struct bpf_map *map;
 
 	bpf_object__for_each_map(map, b->skel->obj) {
-		for (size_t i = 0; i < sizeof(sized_maps) / sizeof(sized_maps[0]); i++) {
-			uint32_t n;
+		enum sl_map_size size = sized_by(bpf_map__name(map));
 
-			if (strcmp(bpf_map__name(map), sized_maps[i].name))
-				continue;
-			n = sized_maps[i].size == SZ_RULES     ? b->max_rules :
-			    sized_maps[i].size == SZ_SANDBOXES ? b->max_sandboxes :
-								 4 * b->max_sandboxes;
-			bpf_map__set_max_entries(map, n);
-		}
+		if (size == SZ_NONE)
+			continue;
+		bpf_map__set_max_entries(map, size == SZ_RULES	   ? b->max_rules :
+					      size == SZ_SANDBOXES ? b->max_sandboxes :
+								     4 * b->max_sandboxes);
 	}
 }
 
@@ -350,8 +360,8 @@ static int migrate_prepare(struct sl_bpf *b, struct sl_migration *mig, int *nmig
 		struct sl_migration *m = &mig[n];
 		__u32 len = sizeof(m->old);
 		const char *pin = bpf_map__pin_path(map);
-		const char *opt = strncmp(bpf_map__name(map), "sl_rules", 8) ? "--max-sandboxes" :
-									       "--max-rules";
+		const char *opt = sized_by(bpf_map__name(map)) == SZ_RULES ? "--max-rules" :
+									     "--max-sandboxes";
 		uint32_t want = bpf_map__max_entries(map), have, top;
 		int fd;
 
@@ -496,19 +506,25 @@ static uint32_t bank_ix(const struct sl_bpf *b, uint32_t rules_id)
 	return id < b->max_sandboxes ? 2 * id + !!(rules_id & SL_RULES_BANK) : 0;
 }
 
-/* Counts the entries of each rule bank in LPM map @map (once, at open). */
+/* Counts the entries of each rule bank in rule map @map (once, at open), and the whole
+ * addresses in a trie. */
 static void count_banks(struct sl_bpf *b, struct bpf_map *map, size_t key_size)
 {
 	unsigned char key[sizeof(struct sl_key6)], next[sizeof(struct sl_key6)];
+	int trie = bpf_map__type(map) == BPF_MAP_TYPE_LPM_TRIE;
+	uint32_t full = 32 + 8 * (uint32_t)(key_size - 8);
 	void *prev = NULL;
 
 	while (!bpf_map__get_next_key(map, prev, next, key_size)) {
-		uint32_t id;
+		uint32_t id, plen;
 
 		memcpy(key, next, key_size);
 		prev = key;
+		memcpy(&plen, key, 4);
 		memcpy(&id, key + 4, 4);
 		b->bank_n[bank_ix(b, id)]++;
+		if (trie && plen == full)
+			b->trie_hosts++;
 	}
 }
 
@@ -603,6 +619,8 @@ struct sl_bpf *sl_bpf_open(const struct sl_bpf_opts *opts, char *err, size_t err
 	nmig = 0;
 	count_banks(b, b->skel->maps.sl_rules4, sizeof(struct sl_key4));
 	count_banks(b, b->skel->maps.sl_rules6, sizeof(struct sl_key6));
+	count_banks(b, b->skel->maps.sl_hosts4, sizeof(struct sl_key4));
+	count_banks(b, b->skel->maps.sl_hosts6, sizeof(struct sl_key6));
 	if (map_each(bpf_map__fd(b->skel->maps.sl_sni_names), sizeof(struct sl_sni_key),
 		     sizeof(struct sl_sni_val), sni_mark_held, b)) {
 		sl_errf(err, errlen, "reading the pinned sl_sni_names failed: %s", strerror(errno));
@@ -835,6 +853,21 @@ static void kentry_key6(uint32_t sandbox_id, const struct sl_kentry *e, struct s
 	memcpy(k->addr, e->addr, 16);
 }
 
+/* Whether @plen of @family is a whole address: such an entry lives in the address hash of its
+ * family, a shorter prefix in the trie (bpf/verdict.h). */
+static int is_host(uint8_t family, uint8_t plen)
+{
+	return plen == (family == AF_INET ? 32 : 128);
+}
+
+/* The kernel map of a rule entry of @family and prefix length @plen. */
+static struct bpf_map *rule_map(const struct sl_bpf *b, uint8_t family, uint8_t plen)
+{
+	if (family == AF_INET)
+		return is_host(family, plen) ? b->skel->maps.sl_hosts4 : b->skel->maps.sl_rules4;
+	return is_host(family, plen) ? b->skel->maps.sl_hosts6 : b->skel->maps.sl_rules6;
+}
+
 static int cmp_key4(const void *a, const void *b)
 {
 	return memcmp(a, b, sizeof(struct sl_key4));
@@ -861,7 +894,7 @@ static int in_banks(const struct banks *w, uint32_t rules_id)
 	return id && id < w->b->max_sandboxes && w->sel[bank_ix(w->b, rules_id)];
 }
 
-/* Deletes the keys of the banks @w in LPM map @map that @keep (sorted by memcmp) does not
+/* Deletes the keys of the banks @w in rule map @map that @keep (sorted by memcmp) does not
  * contain: one walk of the whole map, whatever the number of banks. The keys are collected
  * first: deleting while walking get_next_key would restart the walk. Returns the number
  * deleted or -errno. */
@@ -909,6 +942,13 @@ cleanup:
 	return err ? err : n;
 }
 
+/* -errno of a failed write of a rule entry: a full map is -ENOSPC whichever map it is (a trie
+ * says ENOSPC, a hash E2BIG). */
+static int rule_errno(void)
+{
+	return errno == E2BIG ? -ENOSPC : -errno;
+}
+
 /* Writes one rule entry, counting it in its bank when it is new. @likely_exists: try it as an
  * update of an existing entry first (a resolved address refreshed: one syscall). */
 static int put_rule(struct sl_bpf *b, struct bpf_map *map, const void *key, size_t key_size,
@@ -919,7 +959,7 @@ static int put_rule(struct sl_bpf *b, struct bpf_map *map, const void *key, size
 		if (!bpf_map__update_elem(map, key, key_size, val, sizeof(*val), BPF_EXIST))
 			return 0;
 		if (errno != ENOENT)
-			return -errno;
+			return rule_errno();
 	}
 	if (!bpf_map__update_elem(map, key, key_size, val, sizeof(*val), BPF_NOEXIST)) {
 		b->bank_n[bank_ix(b, rules_id)]++;
@@ -927,21 +967,23 @@ static int put_rule(struct sl_bpf *b, struct bpf_map *map, const void *key, size
 		return 0;
 	}
 	if (errno != EEXIST)
-		return -errno;
+		return rule_errno();
 	if (bpf_map__update_elem(map, key, key_size, val, sizeof(*val), BPF_EXIST))
-		return -errno;
+		return rule_errno();
 	return 0;
 }
 
 /*
- * Writes the @n entries of @family of @ents into an empty bank of @map with batched updates
+ * Writes the entries of @ents of @family that are whole addresses (@hosts) or shorter
+ * prefixes (!@hosts) into an empty bank of their map (rule_map()) with batched updates
  * (BPF_MAP_UPDATE_BATCH: one syscall per 8,192 entries instead of one each). Returns 0,
  * -EOPNOTSUPP when the kernel has no batched update for the map (nothing written), or -errno
  * (what was written before the error is counted in the bank).
  */
-static int put_batch(struct sl_bpf *b, struct bpf_map *map, uint32_t sandbox_id, uint8_t family,
+static int put_batch(struct sl_bpf *b, uint32_t sandbox_id, uint8_t family, int hosts,
 		     const struct sl_kentry *ents, size_t n)
 {
+	struct bpf_map *map = rule_map(b, family, hosts ? (family == AF_INET ? 32 : 128) : 0);
 	/* elem_flags 0: the generic batch takes no BPF_NOEXIST, and the bank is empty anyway */
 	LIBBPF_OPTS(bpf_map_batch_opts, bo, .elem_flags = 0);
 	size_t ksz = family == AF_INET ? sizeof(struct sl_key4) : sizeof(struct sl_key6);
@@ -958,7 +1000,7 @@ static int put_batch(struct sl_bpf *b, struct bpf_map *map, uint32_t sandbox_id,
 		__u32 count = 0;
 
 		for (; i < n && count < chunk; i++) {
-			if (ents[i].family != family)
+			if (ents[i].family != family || is_host(family, ents[i].plen) != !!hosts)
 				continue;
 			if (family == AF_INET)
 				kentry_key4(sandbox_id, &ents[i],
@@ -974,7 +1016,7 @@ static int put_batch(struct sl_bpf *b, struct bpf_map *map, uint32_t sandbox_id,
 			__u32 done = count;
 
 			if (bpf_map_update_batch(bpf_map__fd(map), keys, vals, &done, &bo)) {
-				err = -errno;
+				err = rule_errno();
 				/* 524 is the kernel's ENOTSUPP: no batch op for this map type */
 				if (err == -EINVAL || err == -524 || err == -EOPNOTSUPP)
 					err = done ? -EIO : -EOPNOTSUPP;
@@ -989,6 +1031,33 @@ cleanup:
 	free(keys);
 	free(vals);
 	return err;
+}
+
+/* prune() of the four rule maps: @k4 and @k6 are the IPv4 and IPv6 keys to keep (sorted),
+ * whichever map each is in. Returns the number deleted or -errno. */
+static int prune_rules(struct sl_bpf *b, const struct banks *w, const struct sl_key4 *k4, size_t n4,
+		       const struct sl_key6 *k6, size_t n6)
+{
+	struct {
+		struct bpf_map *map;
+		size_t ksz, nkeep;
+		const void *keep;
+	} maps[] = {
+		{ b->skel->maps.sl_hosts4, sizeof(*k4), n4, k4 },
+		{ b->skel->maps.sl_rules4, sizeof(*k4), n4, k4 },
+		{ b->skel->maps.sl_hosts6, sizeof(*k6), n6, k6 },
+		{ b->skel->maps.sl_rules6, sizeof(*k6), n6, k6 },
+	};
+	int total = 0;
+
+	for (size_t i = 0; i < sizeof(maps) / sizeof(maps[0]); i++) {
+		int r = prune(maps[i].map, maps[i].ksz, w, maps[i].keep, maps[i].nkeep);
+
+		if (r < 0)
+			return r;
+		total += r;
+	}
+	return total;
 }
 
 int sl_bpf_sync_rules(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_kentry *ents, size_t n)
@@ -1006,9 +1075,13 @@ int sl_bpf_sync_rules(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_ken
 	}
 	/* An empty bank (a new sandbox, a switch's other bank): every entry is new. */
 	if (!*bank && n >= 64) {
-		r = put_batch(b, b->skel->maps.sl_rules4, sandbox_id, AF_INET, ents, n);
+		r = put_batch(b, sandbox_id, AF_INET, 1, ents, n);
 		if (!r)
-			r = put_batch(b, b->skel->maps.sl_rules6, sandbox_id, AF_INET6, ents, n);
+			r = put_batch(b, sandbox_id, AF_INET, 0, ents, n);
+		if (!r)
+			r = put_batch(b, sandbox_id, AF_INET6, 1, ents, n);
+		if (!r)
+			r = put_batch(b, sandbox_id, AF_INET6, 0, ents, n);
 		if (r != -EOPNOTSUPP) {
 			err = r;
 			goto cleanup;
@@ -1020,12 +1093,12 @@ int sl_bpf_sync_rules(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_ken
 
 		if (e->family == AF_INET) {
 			kentry_key4(sandbox_id, e, &k4[n4]);
-			r = put_rule(b, b->skel->maps.sl_rules4, &k4[n4++], sizeof(*k4), &e->val,
-				     sandbox_id, 0, &added);
+			r = put_rule(b, rule_map(b, e->family, e->plen), &k4[n4++], sizeof(*k4),
+				     &e->val, sandbox_id, 0, &added);
 		} else {
 			kentry_key6(sandbox_id, e, &k6[n6]);
-			r = put_rule(b, b->skel->maps.sl_rules6, &k6[n6++], sizeof(*k6), &e->val,
-				     sandbox_id, 0, &added);
+			r = put_rule(b, rule_map(b, e->family, e->plen), &k6[n6++], sizeof(*k6),
+				     &e->val, sandbox_id, 0, &added);
 		}
 		if (r) {
 			err = r;
@@ -1038,11 +1111,7 @@ int sl_bpf_sync_rules(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_ken
 		goto cleanup;
 	qsort(k4, n4, sizeof(*k4), cmp_key4);
 	qsort(k6, n6, sizeof(*k6), cmp_key6);
-	r = prune(b->skel->maps.sl_rules4, sizeof(*k4), &one, k4, n4);
-	if (r >= 0) {
-		*bank -= *bank > (uint32_t)r ? (uint32_t)r : *bank;
-		r = prune(b->skel->maps.sl_rules6, sizeof(*k6), &one, k6, n6);
-	}
+	r = prune_rules(b, &one, k4, n4, k6, n6);
 	if (r >= 0)
 		*bank -= *bank > (uint32_t)r ? (uint32_t)r : *bank;
 	else
@@ -1051,6 +1120,37 @@ cleanup:
 	free(k4);
 	free(k6);
 	return err;
+}
+
+int sl_bpf_drop_trie_hosts(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_kentry *ents,
+			   size_t n)
+{
+	uint32_t *bank = &b->bank_n[bank_ix(b, sandbox_id)];
+
+	for (size_t i = 0; i < n && b->trie_hosts; i++) {
+		const struct sl_kentry *e = &ents[i];
+		struct sl_key4 k4;
+		struct sl_key6 k6;
+		int r;
+
+		if (!is_host(e->family, e->plen))
+			continue;
+		if (e->family == AF_INET) {
+			kentry_key4(sandbox_id, e, &k4);
+			r = bpf_map__delete_elem(b->skel->maps.sl_rules4, &k4, sizeof(k4), 0);
+		} else {
+			kentry_key6(sandbox_id, e, &k6);
+			r = bpf_map__delete_elem(b->skel->maps.sl_rules6, &k6, sizeof(k6), 0);
+		}
+		if (r && errno != ENOENT)
+			return -errno;
+		if (!r) {
+			b->trie_hosts--;
+			if (*bank)
+				(*bank)--;
+		}
+	}
+	return 0;
 }
 
 int sl_bpf_clear_rules(struct sl_bpf *b, const uint32_t *rules_ids, size_t n)
@@ -1070,9 +1170,7 @@ int sl_bpf_clear_rules(struct sl_bpf *b, const uint32_t *rules_ids, size_t n)
 			todo++;
 		}
 	}
-	r = todo ? prune(b->skel->maps.sl_rules4, sizeof(struct sl_key4), &w, NULL, 0) : 0;
-	if (r >= 0 && todo)
-		r = prune(b->skel->maps.sl_rules6, sizeof(struct sl_key6), &w, NULL, 0);
+	r = todo ? prune_rules(b, &w, NULL, 0, NULL, 0) : 0;
 	for (size_t i = 0; r >= 0 && i < 2 * (size_t)b->max_sandboxes; i++)
 		if (sel[i])
 			b->bank_n[i] = 0;
@@ -1084,8 +1182,7 @@ int sl_bpf_set_rule(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_kentr
 {
 	struct sl_key4 k4;
 	struct sl_key6 k6;
-	struct bpf_map *map = e->family == AF_INET ? b->skel->maps.sl_rules4 :
-						     b->skel->maps.sl_rules6;
+	struct bpf_map *map = rule_map(b, e->family, e->plen);
 	void *key = e->family == AF_INET ? (void *)&k4 : (void *)&k6;
 	size_t ksz = e->family == AF_INET ? sizeof(k4) : sizeof(k6);
 	uint32_t *bank = &b->bank_n[bank_ix(b, sandbox_id)];
@@ -1127,8 +1224,18 @@ struct kb_map {
 struct sl_kbatch {
 	struct sl_bpf *b;
 	unsigned tag;
-	struct kb_map m[3]; /* sl_rules4, sl_rules6, sl_sni_names */
+	struct kb_map m[5]; /* by kb_ix(): sl_rules4, sl_rules6, sl_sni_names, sl_hosts4, sl_hosts6 */
 };
+
+enum { KB_RULES4, KB_RULES6, KB_SNI, KB_HOSTS4, KB_HOSTS6, KB_NMAPS };
+
+/* The staging slot of a rule entry: that of its map (rule_map()). */
+static int kb_ix(uint8_t family, uint8_t plen)
+{
+	if (family == AF_INET)
+		return is_host(family, plen) ? KB_HOSTS4 : KB_RULES4;
+	return is_host(family, plen) ? KB_HOSTS6 : KB_RULES6;
+}
 
 static int kb_map_init(struct kb_map *m, size_t ksz, size_t vsz)
 {
@@ -1149,9 +1256,11 @@ struct sl_kbatch *sl_kbatch_new(struct sl_bpf *b)
 	if (!kb)
 		return NULL;
 	kb->b = b;
-	if (kb_map_init(&kb->m[0], sizeof(struct sl_key4), sizeof(struct sl_rule)) ||
-	    kb_map_init(&kb->m[1], sizeof(struct sl_key6), sizeof(struct sl_rule)) ||
-	    kb_map_init(&kb->m[2], sizeof(struct sl_sni_key), sizeof(struct sl_sni_val))) {
+	if (kb_map_init(&kb->m[KB_RULES4], sizeof(struct sl_key4), sizeof(struct sl_rule)) ||
+	    kb_map_init(&kb->m[KB_RULES6], sizeof(struct sl_key6), sizeof(struct sl_rule)) ||
+	    kb_map_init(&kb->m[KB_SNI], sizeof(struct sl_sni_key), sizeof(struct sl_sni_val)) ||
+	    kb_map_init(&kb->m[KB_HOSTS4], sizeof(struct sl_key4), sizeof(struct sl_rule)) ||
+	    kb_map_init(&kb->m[KB_HOSTS6], sizeof(struct sl_key6), sizeof(struct sl_rule))) {
 		sl_kbatch_free(kb);
 		return NULL;
 	}
@@ -1162,7 +1271,7 @@ void sl_kbatch_free(struct sl_kbatch *kb)
 {
 	if (!kb)
 		return;
-	for (int i = 0; i < 3; i++) {
+	for (int i = 0; i < KB_NMAPS; i++) {
 		free(kb->m[i].keys);
 		free(kb->m[i].vals);
 		free(kb->m[i].tags);
@@ -1220,7 +1329,7 @@ int sl_kbatch_rule(struct sl_kbatch *kb, struct sl_bpf *b, uint32_t sandbox_id,
 	else
 		kentry_key6(sandbox_id, e, &k6);
 	/* Only a creation is staged: it counts in the bank when written. */
-	if (kb_put(kb, &kb->m[e->family == AF_INET ? 0 : 1],
+	if (kb_put(kb, &kb->m[kb_ix(e->family, e->plen)],
 		   e->family == AF_INET ? (void *)&k4 : (void *)&k6, e->val.n ? &e->val : NULL,
 		   fresh && e->val.n, bank_ix(b, sandbox_id)))
 		return 0;
@@ -1236,7 +1345,7 @@ int sl_kbatch_sni(struct sl_kbatch *kb, struct sl_bpf *b, uint32_t sandbox_id, u
 		return sl_bpf_set_sni_name(b, sandbox_id, family, addr, name, v);
 	if (v && v->n)
 		sni_held_set(b, sandbox_id); /* before it can be in the map */
-	if (kb_put(kb, &kb->m[2], &k, v && v->n ? v : NULL, v && v->n, UINT32_MAX))
+	if (kb_put(kb, &kb->m[KB_SNI], &k, v && v->n ? v : NULL, v && v->n, UINT32_MAX))
 		return 0;
 	return sl_bpf_set_sni_name(b, sandbox_id, family, addr, name, v);
 }
@@ -1278,7 +1387,7 @@ static void kb_commit_map(struct sl_kbatch *kb, struct kb_map *m, int fd, int er
 		__u32 count = (__u32)(w - i);
 		int r = bpf_map_update_batch(fd, m->keys + i * m->ksz, m->vals + i * m->vsz, &count,
 					     &bo);
-		int e = r ? -errno : 0;
+		int e = r ? rule_errno() : 0;
 
 		if (count > w - i)
 			count = (__u32)(w - i);
@@ -1293,7 +1402,7 @@ static void kb_commit_map(struct sl_kbatch *kb, struct kb_map *m, int fd, int er
 			for (; i < w; i++) {
 				if (bpf_map_update_elem(fd, m->keys + i * m->ksz,
 							m->vals + i * m->vsz, BPF_ANY)) {
-					kb_fail(m, i, -errno, err);
+					kb_fail(m, i, rule_errno(), err);
 				} else if (m->bank[i] != UINT32_MAX) {
 					kb->b->bank_n[m->bank[i]]++;
 				}
@@ -1309,12 +1418,14 @@ static void kb_commit_map(struct sl_kbatch *kb, struct kb_map *m, int fd, int er
 void sl_kbatch_commit(struct sl_kbatch *kb, int err[SL_KBATCH_TAGS])
 {
 	memset(err, 0, SL_KBATCH_TAGS * sizeof(*err));
-	kb_commit_map(kb, &kb->m[0], bpf_map__fd(kb->b->skel->maps.sl_rules4), err);
-	kb_commit_map(kb, &kb->m[1], bpf_map__fd(kb->b->skel->maps.sl_rules6), err);
-	kb_commit_map(kb, &kb->m[2], bpf_map__fd(kb->b->skel->maps.sl_sni_names), err);
+	kb_commit_map(kb, &kb->m[KB_HOSTS4], bpf_map__fd(kb->b->skel->maps.sl_hosts4), err);
+	kb_commit_map(kb, &kb->m[KB_HOSTS6], bpf_map__fd(kb->b->skel->maps.sl_hosts6), err);
+	kb_commit_map(kb, &kb->m[KB_RULES4], bpf_map__fd(kb->b->skel->maps.sl_rules4), err);
+	kb_commit_map(kb, &kb->m[KB_RULES6], bpf_map__fd(kb->b->skel->maps.sl_rules6), err);
+	kb_commit_map(kb, &kb->m[KB_SNI], bpf_map__fd(kb->b->skel->maps.sl_sni_names), err);
 }
 
-/* Appends the entries of @sandbox_id in LPM map @map to *@out. */
+/* Appends the entries of @sandbox_id in rule map @map to *@out. */
 static int read_rules(struct bpf_map *map, size_t key_size, uint8_t family, uint32_t sandbox_id,
 		      struct sl_kentry **out, size_t *n, size_t *cap)
 {
@@ -1359,8 +1470,14 @@ int sl_bpf_read_rules(struct sl_bpf *b, uint32_t sandbox_id, struct sl_kentry **
 
 	*out = NULL;
 	*n = 0;
-	err = read_rules(b->skel->maps.sl_rules4, sizeof(struct sl_key4), AF_INET, sandbox_id, out,
+	err = read_rules(b->skel->maps.sl_hosts4, sizeof(struct sl_key4), AF_INET, sandbox_id, out,
 			 n, &cap);
+	if (!err)
+		err = read_rules(b->skel->maps.sl_rules4, sizeof(struct sl_key4), AF_INET,
+				 sandbox_id, out, n, &cap);
+	if (!err)
+		err = read_rules(b->skel->maps.sl_hosts6, sizeof(struct sl_key6), AF_INET6,
+				 sandbox_id, out, n, &cap);
 	if (!err)
 		err = read_rules(b->skel->maps.sl_rules6, sizeof(struct sl_key6), AF_INET6,
 				 sandbox_id, out, n, &cap);

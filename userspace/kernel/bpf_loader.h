@@ -75,10 +75,20 @@ int sl_bpf_del_sandbox(struct sl_bpf *b, uint64_t cgid);
 /*
  * Makes the kernel rules of @sandbox_id exactly @ents: writes every entry, then deletes the
  * sandbox's entries that are not in @ents (so a destination allowed before and after never
- * sees a gap). Returns 0 or -errno.
+ * sees a gap). A whole address goes to the address hash of its family (sl_hosts4/6), a
+ * shorter prefix to the trie (sl_rules4/6). Returns 0 or -errno (-ENOSPC: its map is full).
  */
 int sl_bpf_sync_rules(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_kentry *ents,
 		      size_t n);
+/*
+ * Takes the whole addresses of @ents out of the tries, where a sluiced before 7 December kept
+ * them, once the rules of @sandbox_id are synced (the hashes hold them) and its links run
+ * this sluiced's programs (which look in the hashes first): until then the old programs
+ * decide from the tries. Nothing to do, and no system call, when none was found at open.
+ * Returns 0 or -errno.
+ */
+int sl_bpf_drop_trie_hosts(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_kentry *ents,
+			   size_t n);
 /* Deletes every kernel rule of the banks @rules_ids (removed sandboxes'): one walk of each
  * rule map for all @n of them, where a sync to nothing walks it for each. Returns 0 or
  * -errno. */
@@ -86,7 +96,8 @@ int sl_bpf_clear_rules(struct sl_bpf *b, const uint32_t *rules_ids, size_t n);
 
 /* Writes one entry of @sandbox_id's rules (deletes it when @e->val.n is 0). @fresh: the
  * caller knows of no entry at this key, so it is created first (one syscall, not two); either
- * way a wrong guess costs one more syscall, never a wrong entry. */
+ * way a wrong guess costs one more syscall, never a wrong entry. Returns 0 or -errno
+ * (-ENOSPC: the map is full). */
 int sl_bpf_set_rule(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_kentry *e, int fresh);
 /*
  * Kernel writes held together, e.g. the addresses one DNS wake-up learned: with a batch, new
@@ -112,7 +123,7 @@ int sl_kbatch_rule(struct sl_kbatch *kb, struct sl_bpf *b, uint32_t sandbox_id,
 int sl_kbatch_sni(struct sl_kbatch *kb, struct sl_bpf *b, uint32_t sandbox_id, uint8_t family,
 		  const uint8_t *addr, const char *name, const struct sl_sni_val *v);
 /* Writes what is staged and empties the batch; @err[tag]: 0, or the first -errno of the
- * tag's writes. */
+ * tag's writes (-ENOSPC: a full map). */
 void sl_kbatch_commit(struct sl_kbatch *kb, int err[SL_KBATCH_TAGS]);
 
 /* Reads every kernel entry of @sandbox_id into *@out (malloc'd, caller frees). */

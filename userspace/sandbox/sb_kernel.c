@@ -279,6 +279,11 @@ int sb_install(struct sl_registry *r, struct sl_box *box, const struct sl_kentry
 		sl_errf(err, errlen, "attaching to %s failed: %s", box->cgroup, strerror(-e));
 		return e;
 	}
+	/* Its links run this sluiced's programs now, which find its addresses in the hashes. */
+	e = sl_bpf_drop_trie_hosts(r->bpf, box->rules_id, ents, nents);
+	if (e)
+		sl_warn("sandbox %s: taking its addresses out of the prefix trie failed: %s",
+			box->name, strerror(-e));
 	/* The kernel keeps no record of a TCP connection the connect hook passed, and lets the
 	 * rest of a connection go where its first packet went: connections opened before the
 	 * hooks were there are judged now, and those the rules deny are closed. A cgroup with
