@@ -158,9 +158,9 @@ $(OUTPUT)/tests/%: tests/unit/%.c $(OBJ)/libsluice.a $(SKELS) $(TEST_SKELS) $(US
 	$(call msg,CC,$@)
 	$(Q)$(CC) $(ALL_CFLAGS) -Itests/bpf $< $(OBJ)/libsluice.a $(ALL_LDLIBS) -lcmocka -o $@
 
-$(OUTPUT)/bench/%: tests/bench/%.c $(OBJ)/libsluice.a $(SKELS) $(US_HDRS) | $(OUTPUT)/bench
+$(OUTPUT)/bench/%: tests/bench/%.c $(OBJ)/libsluice.a $(SKELS) $(TEST_SKELS) $(US_HDRS) | $(OUTPUT)/bench
 	$(call msg,CC,$@)
-	$(Q)$(CC) $(ALL_CFLAGS) $< $(OBJ)/libsluice.a $(ALL_LDLIBS) -o $@
+	$(Q)$(CC) $(ALL_CFLAGS) -Itests/bpf $< $(OBJ)/libsluice.a $(ALL_LDLIBS) -o $@
 
 unit: $(UNIT_BINS)
 	$(Q)set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done

@@ -6,9 +6,10 @@
                 the same allowed connect from a sandbox in audit mode, and an audited one
                 (the rules deny it, audit mode records it and lets it through), each next
                 to enforce mode's allowed connect
-    scale       allowed connect with 10 / 1,000 / 100,000 rules in the sandbox, with 1,000
+    scale       allowed connect with 10 / 1,000 / 100,000 / 1,000,000 rules, with 10,000
                 sandboxes registered, and with 10,000 DNS-installed entries: the cost must
-                stay flat, since one LPM lookup decides
+                stay flat, since one hash lookup decides for an address (a trie lookup for
+                a prefix); and the rule lookup alone (bench_lookup), hash against trie
 The client (bench_connect) is pinned to the client CPU, the accepting server to the server
 CPU. Each figure: the median of per-round means; each ratio: the median of per-round ratios
 (adjacent runs share the machine's state of the moment, so this cancels drift).
@@ -412,7 +413,16 @@ def bench_scale(s, daemon, cgroups, workdir, dnsmasq, sluice_resolv):
         out = run([str(BUILD / "bench" / "bench_compile"), str(n)], 600).stdout.split()
         compile.append({"rules": n, "entries": int(out[0]), "seconds": float(out[1])})
         log(f"  compile alone (bench_compile): {n} rules in {float(out[1]):.2f} s")
-    return {"cases": cases, "notes": notes, "sl_max_rules": cap, "compile": compile}, cold
+    lookup = []
+    for n in (10, 1000000) if not s.smoke else (10, 10000):
+        for line in run([str(BUILD / "bench" / "bench_lookup"), str(n)], 600).stdout.splitlines():
+            layout, entries, same, rnd, miss = line.split()
+            lookup.append({"layout": layout, "entries": int(entries), "same_ns": int(same),
+                           "random_ns": float(rnd), "miss_ns": float(miss)})
+            log(f"  rule lookup alone (bench_lookup), {layout} of {entries}: {same} ns same "
+                f"address, {float(rnd):.0f} ns random ones, {float(miss):.0f} ns a miss")
+    return {"cases": cases, "notes": notes, "sl_max_rules": cap, "compile": compile,
+            "lookup": lookup}, cold
 
 
 # Open-loop DNS client (in a sandbox): one A query every GAP seconds for SECS seconds over one

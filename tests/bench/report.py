@@ -202,6 +202,20 @@ def markdown(r):
                                 f"(--own-listeners {c['own_listeners_max']}), the rest "
                                 "sharing their worker's" if c.get("fds") is not None else ""))
         lines += [""] + [f"- {n}" for n in sc.get("notes", [])] + [""]
+        if sc.get("lookup"):
+            lines += ["The rule lookup alone (bench_lookup: `sl_verdict4` in BPF_PROG_RUN, whole "
+                      "addresses of 10 sandboxes in maps of its own): in the address hash as "
+                      "sluice keeps them, or in the prefix trie as it did before. Same address: "
+                      "one looked up 1,000,000 times in one run, its path in the cache. Random: "
+                      "100,000 runs of one lookup each among all entries, the cache cooled by "
+                      "the system call between them, as among a host's many destinations (each "
+                      "run's time includes the kernel's clock reads: compare the rows, not the "
+                      "columns). Miss: random addresses no entry names (a denial).", "",
+                      "| layout | entries | ns, same address | ns, random addresses | "
+                      "ns, a miss |", "|---|---|---|---|---|"]
+            lines += [f"| {l['layout']} | {l['entries']} | {l['same_ns']} | "
+                      f"{l['random_ns']:.0f} | {l['miss_ns']:.0f} |" for l in sc["lookup"]]
+            lines.append("")
 
     h = r.get("https") or {}
     if h.get("keepalive"):
