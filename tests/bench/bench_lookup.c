@@ -102,7 +102,8 @@ static int measure(unsigned n, int hosts)
 		perror("bench_lookup: open");
 		return 1;
 	}
-	bpf_object__for_each_map(m, skel->obj) bpf_map__set_pin_path(m, NULL);
+	bpf_object__for_each_map(m, skel->obj)
+		bpf_map__set_pin_path(m, NULL);
 	bpf_map__set_max_entries(skel->maps.sl_rules4, n + 16);
 	bpf_map__set_max_entries(skel->maps.sl_hosts4, n + 16);
 	if (verdict_test_bpf__load(skel) ||
@@ -117,8 +118,8 @@ static int measure(unsigned n, int hosts)
 		sum += run(skel, (unsigned)rand() % n, 1, SL_VERDICT_ALLOW);
 	for (unsigned r = 0; r < RANDOM_RUNS; r++)
 		miss += run(skel, n + (unsigned)rand() % n, 1, SL_VERDICT_DENY);
-	printf("%s %u %ld %.0f %.0f\n", hosts ? "hash" : "trie", n, same,
-	       (double)sum / RANDOM_RUNS, (double)miss / RANDOM_RUNS);
+	printf("%s %u %ld %.0f %.0f\n", hosts ? "hash" : "trie", n, same, (double)sum / RANDOM_RUNS,
+	       (double)miss / RANDOM_RUNS);
 	verdict_test_bpf__destroy(skel);
 	return 0;
 }
