@@ -558,6 +558,43 @@ return {{ egress = {{ allow = {{ "full.test:{pb}", "127.0.0.1:{pa}" }},
                           tcp("127.0.0.45", pb)], workdir) == [["127.0.0.45"], "OK"]
 
 
+def test_prefixes_and_addresses_fill_their_own_maps_and_fail_closed(fresh_daemon, cgroups,
+                                                                      servers, workdir):
+    """--max-rules bounds each rule map: the prefixes' trie and the addresses' hash of a
+    family (64 here). 50 /24s and 50 addresses fit together; 70 /24s do not, and that add is
+    refused whole, nothing attached and nothing of it left in the kernel, while the sandbox
+    that fit keeps its rules."""
+    pa, pb, _ = servers.ports
+    d = fresh_daemon.start("--max-rules", "64")
+    nets = [f'"10.{200 + (i >> 8)}.{i & 255}.0/24:9"' for i in range(70)]
+    addrs = [f'"10.100.0.{i}:9"' for i in range(49)] + [f'"127.0.0.1:{pa}"']
+    fit = cgroups.make("fit-both")
+    d.add("fit", fit, write_policy(workdir, "fit-both", "return { egress = { allow = { "
+                                   + ", ".join(nets[:50] + addrs) + " } } }"))
+    assert probe(fit, [tcp("127.0.0.1", pa), tcp("127.0.0.1", pb)], workdir) == ["OK", "EPERM"]
+    over = cgroups.make("over-trie")
+    path = write_policy(workdir, "over-trie", "return { egress = { allow = { "
+                        + ", ".join(nets + [f'"127.0.0.2:{pa}"']) + " } } }")
+    r = d.cli("sandbox", "add", "over", "--cgroup", str(over), "--policy", str(path))
+    assert r.returncode != 0 and "the kernel rule map is full" in r.stderr, r.stderr
+    assert bpf_links_of(over) == []
+
+    def entries(name):
+        r = subprocess.run(["bpftool", "-j", "map", "dump", "pinned", f"{d.bpffs}/{name}"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return len(json.loads(r.stdout))
+
+    deadline = time.monotonic() + 10
+    while entries("sl_rules4") != 50 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert (entries("sl_rules4"), entries("sl_hosts4")) == (50, 50)
+    assert probe(fit, [tcp("127.0.0.1", pa), tcp("127.0.0.1", pb)], workdir) == ["OK", "EPERM"]
+    m = d.metrics()
+    assert m["sluice_sandboxes"] == 1, m.get("sluice_sandboxes")
+    assert d.cli("sandbox", "rm", "fit").returncode == 0
+
+
 def map_max_entries(d, name):
     r = subprocess.run(["bpftool", "-j", "map", "show", "pinned", f"{d.bpffs}/{name}"],
                        capture_output=True, text=True, timeout=30)
