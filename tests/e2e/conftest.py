@@ -657,6 +657,15 @@ def progs_bpftool_lists(bpffs):
             if not p.endswith("_unix") and p != "sl_sni_msg"]
 
 
+def map_dump(bpffs, name):
+    """(key bytes, value bytes) of every entry of the daemon's pinned map name."""
+    r = subprocess.run(["bpftool", "-j", "map", "dump", "pinned", f"{bpffs}/{name}"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return [(bytes(int(x, 16) for x in e["key"]), bytes(int(x, 16) for x in e["value"]))
+            for e in json.loads(r.stdout)]
+
+
 def proxied_records(bpffs):
     """Every record of every sandbox's sl_proxied map (an inner map per sandbox)."""
     r = subprocess.run(["bpftool", "-j", "map", "dump", "pinned", f"{bpffs}/sl_proxied"],

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BUILD, Daemon, bpf_links_of, probe, progs_bpftool_lists, write_policy
+from conftest import BUILD, Daemon, bpf_links_of, map_dump, probe, progs_bpftool_lists, \
+    write_policy
 
 
 def tcp(host, port):
@@ -131,15 +132,6 @@ return {{ egress = {{ allow = {{ "127.0.0.1:{pa}" }} }} }}
     assert probe(cg, ops, workdir) == ["OK", "OK"]
 
 
-def map_dump(path):
-    """(key bytes, value bytes) of every entry of the pinned map at path."""
-    r = subprocess.run(["bpftool", "-j", "map", "dump", "pinned", str(path)],
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    return [(bytes(int(x, 16) for x in e["key"]), bytes(int(x, 16) for x in e["value"]))
-            for e in json.loads(r.stdout)]
-
-
 def bpftool_map(*args):
     r = subprocess.run(["bpftool", "map", *args], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
@@ -162,19 +154,20 @@ return {{ egress = {{ allow = {{ "127.0.0.1:{pa}", "127.0.0.2:{pa}" }} }} }}
     assert probe(cg, ops, workdir) == ["OK", "OK", "EPERM"]
     d.stop()
     hosts, trie = d.bpffs + "/sl_hosts4", d.bpffs + "/sl_rules4"
-    moved = map_dump(hosts)
+    moved = map_dump(d.bpffs, "sl_hosts4")
     assert len(moved) == 2
     for key, val in moved:
         bpftool_map("update", "pinned", trie, "key", "hex", *key.hex(" ").split(),
                     "value", "hex", *val.hex(" ").split())
         bpftool_map("delete", "pinned", hosts, "key", "hex", *key.hex(" ").split())
-    assert map_dump(hosts) == []
+    assert map_dump(d.bpffs, "sl_hosts4") == []
     assert probe(cg, ops, workdir) == ["OK", "OK", "EPERM"]  # from the trie
     d.start()
     assert "sandbox upgrade adopted" in d.read_log()
     assert probe(cg, ops, workdir) == ["OK", "OK", "EPERM"]
-    assert sorted(k for k, _ in map_dump(hosts)) == sorted(k for k, _ in moved)
-    assert [k for k, _ in map_dump(trie) if int.from_bytes(k[:4], "little") == 64] == []
+    assert sorted(k for k, _ in map_dump(d.bpffs, "sl_hosts4")) == sorted(k for k, _ in moved)
+    assert [k for k, _ in map_dump(d.bpffs, "sl_rules4")
+            if int.from_bytes(k[:4], "little") == 64] == []
     assert d.cli("sandbox", "rm", "upgrade").returncode == 0
 
 
@@ -266,18 +259,8 @@ def test_rm_frees_the_cgroup(daemon, cgroups, servers, workdir):
 def rule_ids(daemon):
     """The sandbox ids (either bank) that hold entries in the kernel's IPv4 rule maps (the
     address hash and the prefix trie)."""
-    dump = []
-    for name in ("sl_hosts4", "sl_rules4"):
-        r = subprocess.run(["bpftool", "-j", "map", "dump", "pinned", f"{daemon.bpffs}/{name}"],
-                           capture_output=True, text=True, timeout=60)
-        assert r.returncode == 0, r.stderr
-        dump += json.loads(r.stdout)
-    ids = set()
-    for e in dump:
-        k = e["key"]
-        ids.add((k["sandbox_id"] if isinstance(k, dict) else
-                 int.from_bytes(bytes(int(x, 16) for x in k[4:8]), "little")) & 0x7fffffff)
-    return ids
+    return {int.from_bytes(k[4:8], "little") & 0x7fffffff
+            for name in ("sl_hosts4", "sl_rules4") for k, _ in map_dump(daemon.bpffs, name)}
 
 
 def test_rm_clears_the_rules_and_the_next_sandbox_inherits_none(daemon, cgroups, servers,

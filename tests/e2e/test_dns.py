@@ -6,12 +6,11 @@ sluice's capture answers), and every allowed case has its denied twin. Names res
 import json
 import os
 import signal
-import subprocess
 import time
 
 import pytest
 
-from conftest import BUILD, HTTPServer, probe, run_in, write_policy
+from conftest import BUILD, HTTPServer, map_dump, probe, run_in, write_policy
 
 
 def tcp(host, port):
@@ -234,11 +233,8 @@ def test_entry_expires_after_its_ttl(box, daemon, servers, workdir):
             n["name"] for n in show(daemon, "dns")["names"]}:
         time.sleep(0.2)
     assert "short.test" not in {n["name"] for n in show(daemon, "dns")["names"]}
-    dump = subprocess.run(["bpftool", "-j", "map", "dump", "pinned",
-                           f"{daemon.bpffs}/sl_hosts4"], capture_output=True, text=True)
-    assert dump.returncode == 0
     sid = show(daemon, "dns")["id"]
-    keys = [bytes(int(x, 16) for x in e["key"]) for e in json.loads(dump.stdout)]
+    keys = [k for k, _ in map_dump(daemon.bpffs, "sl_hosts4")]
     assert not [k for k in keys if int.from_bytes(k[4:8], "little") == sid and k[8:12] ==
                 bytes([127, 0, 0, 7])]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import IN_SANDBOX, PY, SAN, bpf_links_of, probe, run_in, write_policy
+from conftest import IN_SANDBOX, PY, SAN, bpf_links_of, map_dump, probe, run_in, write_policy
 
 FAULT_ADDRS = {"reset.test": "127.0.0.41", "garbage.test": "127.0.0.42",
                "stall.test": "127.0.0.43", "cut.test": "127.0.0.44"}
@@ -580,10 +580,7 @@ def test_prefixes_and_addresses_fill_their_own_maps_and_fail_closed(fresh_daemon
     assert bpf_links_of(over) == []
 
     def entries(name):
-        r = subprocess.run(["bpftool", "-j", "map", "dump", "pinned", f"{d.bpffs}/{name}"],
-                           capture_output=True, text=True, timeout=60)
-        assert r.returncode == 0, r.stderr
-        return len(json.loads(r.stdout))
+        return len(map_dump(d.bpffs, name))
 
     deadline = time.monotonic() + 10
     while entries("sl_rules4") != 50 and time.monotonic() < deadline:

@@ -853,11 +853,34 @@ static void kentry_key6(uint32_t sandbox_id, const struct sl_kentry *e, struct s
 	memcpy(k->addr, e->addr, 16);
 }
 
+/* A rule map key of either family. */
+union rule_key {
+	struct sl_key4 k4;
+	struct sl_key6 k6;
+};
+
+/* @e's key under @sandbox_id in *@k; returns its size. */
+static size_t kentry_key(uint32_t sandbox_id, const struct sl_kentry *e, union rule_key *k)
+{
+	if (e->family == AF_INET) {
+		kentry_key4(sandbox_id, e, &k->k4);
+		return sizeof(k->k4);
+	}
+	kentry_key6(sandbox_id, e, &k->k6);
+	return sizeof(k->k6);
+}
+
+/* The prefix length of a whole address of @family. */
+static uint8_t full_plen(uint8_t family)
+{
+	return family == AF_INET ? 32 : 128;
+}
+
 /* Whether @plen of @family is a whole address: such an entry lives in the address hash of its
  * family, a shorter prefix in the trie (bpf/verdict.h). */
 static int is_host(uint8_t family, uint8_t plen)
 {
-	return plen == (family == AF_INET ? 32 : 128);
+	return plen == full_plen(family);
 }
 
 /* The kernel map of a rule entry of @family and prefix length @plen. */
@@ -983,7 +1006,7 @@ static int put_rule(struct sl_bpf *b, struct bpf_map *map, const void *key, size
 static int put_batch(struct sl_bpf *b, uint32_t sandbox_id, uint8_t family, int hosts,
 		     const struct sl_kentry *ents, size_t n)
 {
-	struct bpf_map *map = rule_map(b, family, hosts ? (family == AF_INET ? 32 : 128) : 0);
+	struct bpf_map *map = rule_map(b, family, hosts ? full_plen(family) : 0);
 	/* elem_flags 0: the generic batch takes no BPF_NOEXIST, and the bank is empty anyway */
 	LIBBPF_OPTS(bpf_map_batch_opts, bo, .elem_flags = 0);
 	size_t ksz = family == AF_INET ? sizeof(struct sl_key4) : sizeof(struct sl_key6);
@@ -1129,19 +1152,14 @@ int sl_bpf_drop_trie_hosts(struct sl_bpf *b, uint32_t sandbox_id, const struct s
 
 	for (size_t i = 0; i < n && b->trie_hosts; i++) {
 		const struct sl_kentry *e = &ents[i];
-		struct sl_key4 k4;
-		struct sl_key6 k6;
+		union rule_key key;
+		size_t ksz;
 		int r;
 
 		if (!is_host(e->family, e->plen))
 			continue;
-		if (e->family == AF_INET) {
-			kentry_key4(sandbox_id, e, &k4);
-			r = bpf_map__delete_elem(b->skel->maps.sl_rules4, &k4, sizeof(k4), 0);
-		} else {
-			kentry_key6(sandbox_id, e, &k6);
-			r = bpf_map__delete_elem(b->skel->maps.sl_rules6, &k6, sizeof(k6), 0);
-		}
+		ksz = kentry_key(sandbox_id, e, &key);
+		r = bpf_map__delete_elem(rule_map(b, e->family, 0), &key, ksz, 0); /* the trie */
 		if (r && errno != ENOENT)
 			return -errno;
 		if (!r) {
@@ -1180,20 +1198,14 @@ int sl_bpf_clear_rules(struct sl_bpf *b, const uint32_t *rules_ids, size_t n)
 
 int sl_bpf_set_rule(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_kentry *e, int fresh)
 {
-	struct sl_key4 k4;
-	struct sl_key6 k6;
 	struct bpf_map *map = rule_map(b, e->family, e->plen);
-	void *key = e->family == AF_INET ? (void *)&k4 : (void *)&k6;
-	size_t ksz = e->family == AF_INET ? sizeof(k4) : sizeof(k6);
 	uint32_t *bank = &b->bank_n[bank_ix(b, sandbox_id)];
+	union rule_key key;
+	size_t ksz = kentry_key(sandbox_id, e, &key);
 	int added;
 
-	if (e->family == AF_INET)
-		kentry_key4(sandbox_id, e, &k4);
-	else
-		kentry_key6(sandbox_id, e, &k6);
 	if (!e->val.n) {
-		if (!bpf_map__delete_elem(map, key, ksz, 0)) {
+		if (!bpf_map__delete_elem(map, &key, ksz, 0)) {
 			if (*bank)
 				(*bank)--;
 		} else if (errno != ENOENT) {
@@ -1201,7 +1213,7 @@ int sl_bpf_set_rule(struct sl_bpf *b, uint32_t sandbox_id, const struct sl_kentr
 		}
 		return 0;
 	}
-	return put_rule(b, map, key, ksz, &e->val, sandbox_id, !fresh, &added);
+	return put_rule(b, map, &key, ksz, &e->val, sandbox_id, !fresh, &added);
 }
 
 /* ---- batched writes (struct sl_kbatch) ---- */
@@ -1319,18 +1331,13 @@ static int kb_put(struct sl_kbatch *kb, struct kb_map *m, const void *key, const
 int sl_kbatch_rule(struct sl_kbatch *kb, struct sl_bpf *b, uint32_t sandbox_id,
 		   const struct sl_kentry *e, int fresh)
 {
-	struct sl_key4 k4;
-	struct sl_key6 k6;
+	union rule_key key;
 
 	if (!kb)
 		return sl_bpf_set_rule(b, sandbox_id, e, fresh);
-	if (e->family == AF_INET)
-		kentry_key4(sandbox_id, e, &k4);
-	else
-		kentry_key6(sandbox_id, e, &k6);
+	kentry_key(sandbox_id, e, &key);
 	/* Only a creation is staged: it counts in the bank when written. */
-	if (kb_put(kb, &kb->m[kb_ix(e->family, e->plen)],
-		   e->family == AF_INET ? (void *)&k4 : (void *)&k6, e->val.n ? &e->val : NULL,
+	if (kb_put(kb, &kb->m[kb_ix(e->family, e->plen)], &key, e->val.n ? &e->val : NULL,
 		   fresh && e->val.n, bank_ix(b, sandbox_id)))
 		return 0;
 	return sl_bpf_set_rule(b, sandbox_id, e, fresh);
