@@ -295,30 +295,20 @@ static __always_inline __u8 sl_proto_bit(__u32 protocol)
 	return 0;
 }
 
-/* Whether @addr:@port (network order; @addr 4 or 16 bytes by @family) is one of the daemon's
- * listeners. */
-static __always_inline int sl_is_listener(__u8 family, const void *addr, __u16 port_be)
-{
-	struct sl_listener_key k = { .port = port_be, .family = family };
-
-	if (family == AF_INET)
-		__builtin_memcpy(k.addr, addr, 4);
-	else
-		__builtin_memcpy(k.addr, addr, 16);
-	return bpf_map_lookup_elem(&sl_listeners, &k) != NULL;
-}
-
 /*
- * Whether @port_be (network order) is the port of one of the daemon's listeners, whatever the
- * address: sluiced registers each listener port under 127.0.0.1 and ::1 together, so one
- * lookup answers. Listener ports are never a sandbox's to connect to on a local address, nor
- * to bind.
+ * Whether @port_be (network order) is the port of one of the daemon's @protocol listeners,
+ * whatever the address: sluiced registers each listener port under 127.0.0.1 and ::1
+ * together, so one lookup answers. Listener ports are never a sandbox's to connect to on a
+ * local address, nor to bind, in the listener's protocol; the other protocol's port of that
+ * number is any socket's (the kernel hands it out as an ephemeral port).
  */
-static __always_inline int sl_is_listener_port(__u16 port_be)
+static __always_inline int sl_is_listener_port(__u16 port_be, __u32 protocol)
 {
-	__u32 lo = bpf_htonl(0x7f000001);
+	struct sl_listener_key k = { .port = port_be, .family = AF_INET, .proto = protocol };
 
-	return sl_is_listener(AF_INET, &lo, port_be);
+	k.addr[0] = 127;
+	k.addr[3] = 1;
+	return bpf_map_lookup_elem(&sl_listeners, &k) != NULL;
 }
 
 /* Fixed one-second window per CPU: the deny path never waits and never takes a lock. */

@@ -171,6 +171,49 @@ return {{ egress = {{ allow = {{ "127.0.0.1:{pa}", "127.0.0.2:{pa}" }} }} }}
     assert d.cli("sandbox", "rm", "upgrade").returncode == 0
 
 
+def test_listener_keys_of_an_earlier_sluiced_are_copied_into_both_protocols(fresh_daemon,
+                                                                           cgroups, workdir):
+    """A sluiced before 8 December registered each listener port for any protocol (the key's
+    last byte 0); the programs of now look a port up in the socket's own protocol (a proxy's
+    TCP port number is any UDP socket's). Staged by rewriting the table in the old form while
+    no sluiced runs: the next one copies each old key under TCP and UDP before its programs
+    take over, the listeners stay out of reach, and removing the sandbox drops every key."""
+    d = fresh_daemon.start()
+    cg = cgroups.make("oldkeys")
+    d.add("oldkeys", cg, write_policy(workdir, "oldkeys", """
+return { egress = { allow = { "127.0.0.1" }, intercept = { "api.test" } } }
+"""))
+    r = d.cli("sandbox", "show", "oldkeys", "--json")
+    assert r.returncode == 0, r.stderr
+    sb = json.loads(r.stdout)
+    dns, proxy = sb["dns"]["port"], sb["proxy"]["port"]
+
+    def keys():  # (port, family, protocol) of every key
+        return sorted((int.from_bytes(k[16:18], "big"), k[18], k[19])
+                      for k, _ in map_dump(d.bpffs, "sl_listeners"))
+
+    now = [(dns, f, p) for f in (2, 10) for p in (6, 17)] + [(proxy, f, 6) for f in (2, 10)]
+    assert keys() == sorted(now)
+    d.stop()
+    table = d.bpffs + "/sl_listeners"
+    for key, val in map_dump(d.bpffs, "sl_listeners"):
+        bpftool_map("delete", "pinned", table, "key", "hex", *key.hex(" ").split())
+        bpftool_map("update", "pinned", table, "key", "hex", *(key[:19] + b"\0").hex(" ").split(),
+                    "value", "hex", *val.hex(" ").split(), "any")
+    old = sorted({(port, f, 0) for port, f, _ in now})
+    assert keys() == old
+    d.start()
+    assert "sandbox oldkeys adopted" in d.read_log()
+    # The old keys stay (for old programs an orphan's links may still run), copied under both
+    # protocols; the proxy's UDP copy is one too many, and goes with the sandbox.
+    assert keys() == sorted(set(old + now + [(proxy, f, 17) for f in (2, 10)]))
+    ops = [tcp("127.0.0.1", dns), tcp("127.0.0.1", proxy),
+           {"op": "sendto", "host": "127.0.0.1", "port": dns, "data": "x"}]
+    assert probe(cg, ops, workdir) == ["EPERM"] * 3
+    assert d.cli("sandbox", "rm", "oldkeys").returncode == 0
+    assert keys() == []
+
+
 def test_the_ca_lives_in_the_state_file_and_survives_restarts(fresh_daemon, cgroups, workdir):
     """The sandbox's CA is kept in its state file (mode 0600), so that an add writes and syncs
     one file: a restart serves the same CA. A state file of the older layout (the CA in a

@@ -273,9 +273,11 @@ return { egress = { allow = { "127.0.0.1" }, intercept = { "api.test" } } }
                 {"op": "bind", "proto": "tcp", "host": "::", "port": proxy_port},
                 {"op": "bind", "proto": "tcp", "host": "::ffff:127.0.0.1", "port": dns_port},
                 {"op": "bind", "proto": "tcp", "host": "127.0.0.1", "port": free},
-                {"op": "bind", "proto": "udp", "host": "::1", "port": 0}]
+                {"op": "bind", "proto": "udp", "host": "::1", "port": 0},
+                # The proxy listens in TCP alone: its port number in UDP squats nothing.
+                {"op": "bind", "proto": "udp", "host": "127.0.0.1", "port": proxy_port}]
 
-    want = ["EPERM"] * 4 + ["OK", "OK"]
+    want = ["EPERM"] * 4 + ["OK", "OK", "OK"]
     assert inside(cg, resolv, binds()) == want
     assert show(d, "squat")["counters"]["denied"]["bind"] == 4
     ev = [e for e in d.events("squat") if e.get("op") == "bind"]
@@ -287,6 +289,71 @@ return { egress = { allow = { "127.0.0.1" }, intercept = { "api.test" } } }
     assert outside([{"op": "bind", "proto": "udp", "host": "127.0.0.1", "port": dns_port},
                     {"op": "bind", "proto": "tcp", "host": "::", "port": proxy_port}]) == \
         ["OK", "OK"]
+
+
+# In a sandbox: a UDP socket on 127.0.0.1, its port chosen by the kernel (printed); then one
+# datagram to 127.0.0.1:PORT for each PORT read from stdin, with the result printed.
+HELD_UDP = r"""
+import errno, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1], flush=True)
+for line in sys.stdin:
+    try:
+        s.sendto(b"x", ("127.0.0.1", int(line)))
+        print("OK", flush=True)
+    except OSError as e:
+        print(errno.errorcode[e.errno], flush=True)
+"""
+
+
+def listener_key(port, proto):
+    """An sl_listeners key (bpf/sluice.h): 127.0.0.1, the port in network order, AF_INET,
+    the protocol; as bpftool's hex words."""
+    k = bytes([127, 0, 0, 1]) + bytes(12) + port.to_bytes(2, "big") + bytes([2, proto])
+    return k.hex(" ").split()
+
+
+def test_a_udp_socket_on_a_tcp_listeners_port_number_keeps_sending(lbox, daemon, workdir):
+    """The kernel hands out ephemeral ports per protocol: a sandbox's UDP socket may hold the
+    number sluiced's proxy listens on in TCP (a later sandbox's listener took it), and squats
+    nothing. Its datagrams leave; only a UDP listener on that port makes it a squatter, whose
+    datagrams the egress program drops. Staged by registering the socket's port as a
+    listener's in the kernel table, first in TCP, then in UDP."""
+    p = subprocess.Popen([IN_SANDBOX, "--user", USER, str(lbox), str(Path(workdir) /
+                          "resolv.conf"), PY, "-c", HELD_UDP], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
+    table = daemon.bpffs + "/sl_listeners"
+    keys = []
+
+    def send():
+        p.stdin.write(f"{free_port()}\n")
+        p.stdin.flush()
+        return p.stdout.readline().strip()
+
+    def register(proto):
+        keys.append(listener_key(port, proto))
+        r = subprocess.run(["bpftool", "map", "update", "pinned", table, "key", "hex",
+                            *keys[-1], "value", "hex", "01", "00", "00", "00"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+
+    try:
+        port = int(p.stdout.readline())
+        assert send() == "OK"
+        register(6)  # TCP: the number is the proxy's, the socket is no squatter
+        assert send() == "OK"
+        register(17)  # UDP: now it holds a listener's port
+        assert send() == "EPERM"
+        subprocess.run(["bpftool", "map", "delete", "pinned", table, "key", "hex", *keys[1]],
+                       check=True, timeout=30)
+        assert send() == "OK"
+    finally:
+        for k in keys:
+            subprocess.run(["bpftool", "map", "delete", "pinned", table, "key", "hex", *k],
+                           capture_output=True, timeout=30)
+        p.stdin.close()
+        p.wait(timeout=10)
 
 
 SERVER = r"""

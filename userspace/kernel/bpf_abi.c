@@ -96,7 +96,7 @@ SL_ABI_SIZE(sl_listener_key, 20);
 SL_ABI_OFF(sl_listener_key, addr, 0);
 SL_ABI_OFF(sl_listener_key, port, 16);
 SL_ABI_OFF(sl_listener_key, family, 18);
-SL_ABI_OFF(sl_listener_key, pad, 19);
+SL_ABI_OFF(sl_listener_key, proto, 19);
 
 SL_ABI_SIZE(sl_counters, 128);
 SL_ABI_OFF(sl_counters, c, 0);

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -295,6 +296,26 @@ static void size_maps(struct sl_bpf *b)
 
 static int map_each(int fd, size_t ksz, size_t vsz,
 		    int (*fn)(int fd, const void *key, const void *val, void *arg), void *arg);
+
+/* A listener key of a sluiced before 8 December (proto 0: any protocol), copied under TCP and
+ * UDP for the programs of now, before any link moves to them. The old key stays for the old
+ * programs still attached (an orphan's); forgetting the listener drops it. */
+static int listener_upgrade(int fd, const void *key, const void *val, void *arg)
+{
+	struct sl_listener_key k;
+	static const uint8_t protos[] = { IPPROTO_TCP, IPPROTO_UDP };
+
+	(void)arg;
+	memcpy(&k, key, sizeof(k));
+	if (k.proto)
+		return 0;
+	for (size_t i = 0; i < sizeof(protos); i++) {
+		k.proto = protos[i];
+		if (bpf_map_update_elem(fd, &k, val, BPF_NOEXIST) && errno != EEXIST)
+			return -errno;
+	}
+	return 0;
+}
 
 /* Notes that sl_sni_names may hold names of sandbox @id (all ids beyond the array do). */
 static void sni_held_set(struct sl_bpf *b, uint32_t id)
@@ -621,6 +642,12 @@ struct sl_bpf *sl_bpf_open(const struct sl_bpf_opts *opts, char *err, size_t err
 	count_banks(b, b->skel->maps.sl_rules6, sizeof(struct sl_key6));
 	count_banks(b, b->skel->maps.sl_hosts4, sizeof(struct sl_key4));
 	count_banks(b, b->skel->maps.sl_hosts6, sizeof(struct sl_key6));
+	if (map_each(bpf_map__fd(b->skel->maps.sl_listeners), sizeof(struct sl_listener_key),
+		     sizeof(__u32), listener_upgrade, NULL)) {
+		sl_errf(err, errlen, "upgrading the pinned sl_listeners failed: %s",
+			strerror(errno));
+		goto fail;
+	}
 	if (map_each(bpf_map__fd(b->skel->maps.sl_sni_names), sizeof(struct sl_sni_key),
 		     sizeof(struct sl_sni_val), sni_mark_held, b)) {
 		sl_errf(err, errlen, "reading the pinned sl_sni_names failed: %s", strerror(errno));
@@ -1547,19 +1574,21 @@ cleanup:
 }
 
 int sl_bpf_set_listener(struct sl_bpf *b, uint8_t family, const uint8_t *addr, uint16_t port_be,
-			uint32_t sandbox_id)
+			uint8_t protocol, uint32_t sandbox_id)
 {
-	struct sl_listener_key k = { .port = port_be, .family = family };
+	struct sl_listener_key k = { .port = port_be, .family = family, .proto = protocol };
+	struct bpf_map *map = b->skel->maps.sl_listeners;
 
 	memcpy(k.addr, addr, family == AF_INET ? 4 : 16);
 	if (!sandbox_id) {
-		if (bpf_map__delete_elem(b->skel->maps.sl_listeners, &k, sizeof(k), 0) &&
-		    errno != ENOENT)
+		if (bpf_map__delete_elem(map, &k, sizeof(k), 0) && errno != ENOENT)
+			return -errno;
+		k.proto = 0;
+		if (bpf_map__delete_elem(map, &k, sizeof(k), 0) && errno != ENOENT)
 			return -errno;
 		return 0;
 	}
-	if (bpf_map__update_elem(b->skel->maps.sl_listeners, &k, sizeof(k), &sandbox_id,
-				 sizeof(sandbox_id), BPF_ANY))
+	if (bpf_map__update_elem(map, &k, sizeof(k), &sandbox_id, sizeof(sandbox_id), BPF_ANY))
 		return -errno;
 	return 0;
 }

@@ -158,30 +158,47 @@ int sb_compile_box(struct sl_box *box, const struct sl_lua_opts *o, const char *
 	return r;
 }
 
-/* Registers or forgets (@sandbox_id 0) the listener addresses of @box in the kernel. */
-static void set_listeners(struct sl_registry *r, const struct sl_box *box, uint32_t sandbox_id)
+/* Whether a sandbox other than @box has a listener on @port in @protocol. */
+static int port_held(const struct sl_registry *r, const struct sl_box *box, uint16_t port,
+		     uint8_t protocol)
+{
+	const struct sl_box *o;
+
+	sl_list_for_each(o, &r->boxes, link)
+		if (o != box &&
+		    (o->dns_port == port || (protocol == IPPROTO_TCP && o->proxy_port == port)))
+			return 1;
+	return 0;
+}
+
+static void put_listener(struct sl_registry *r, uint16_t port, uint8_t protocol, uint32_t id)
 {
 	uint32_t lo4 = htonl(INADDR_LOOPBACK);
+
+	sl_bpf_set_listener(r->bpf, AF_INET, (const uint8_t *)&lo4, htons(port), protocol, id);
+	sl_bpf_set_listener(r->bpf, AF_INET6, in6addr_loopback.s6_addr, htons(port), protocol, id);
+}
+
+/* Registers (@sandbox_id) the listener addresses of @box in the kernel, its DNS port in TCP
+ * and UDP, its proxy port in TCP; or forgets (0) them, in both protocols (a proxy port has a
+ * UDP key too when it was copied from an earlier sluiced's any-protocol key). */
+static void set_listeners(struct sl_registry *r, const struct sl_box *box, uint32_t sandbox_id)
+{
+	static const uint8_t protos[] = { IPPROTO_TCP, IPPROTO_UDP };
 	uint16_t ports[2] = { box->dns_port, box->proxy_port };
-	const struct sl_box *o;
 
 	for (int i = 0; i < 2; i++) {
 		if (!ports[i])
 			continue;
-		/* Listeners in different network namespaces may share a port, and the kernel's
-		 * table knows no namespaces: forget a port only when no other sandbox has it. */
-		sl_list_for_each(o, &r->boxes, link) {
-			if (sandbox_id || !ports[i])
-				break;
-			if (o != box && (o->dns_port == ports[i] || o->proxy_port == ports[i]))
-				ports[i] = 0;
+		for (size_t p = 0; p < sizeof(protos); p++) {
+			if (sandbox_id && (i == 0 || protos[p] == IPPROTO_TCP))
+				put_listener(r, ports[i], protos[p], sandbox_id);
+			/* Listeners in different network namespaces may share a port, and the
+			 * kernel's table knows no namespaces: forget a port only when no other
+			 * sandbox has it. */
+			else if (!sandbox_id && !port_held(r, box, ports[i], protos[p]))
+				put_listener(r, ports[i], protos[p], 0);
 		}
-		if (!ports[i])
-			continue;
-		sl_bpf_set_listener(r->bpf, AF_INET, (const uint8_t *)&lo4, htons(ports[i]),
-				    sandbox_id);
-		sl_bpf_set_listener(r->bpf, AF_INET6, in6addr_loopback.s6_addr, htons(ports[i]),
-				    sandbox_id);
 	}
 }
 
