@@ -477,7 +477,7 @@ def loop_latency(s, daemon, cgroups, workdir, port, box_argv, name):
     for label in ("idle", f"during a {n}-rule add", f"during {burst} adds, 8 in flight"):
         proc = subprocess.Popen(box_argv(["/usr/bin/python3", "-c", PACED_DNS, "127.0.0.153",
                                           name, "6", "0.002"]),
-                                stdout=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         add_s, added = None, []
         try:
             if label.startswith(f"during a {n}"):
@@ -512,7 +512,11 @@ def loop_latency(s, daemon, cgroups, workdir, port, box_argv, name):
                 if failed:
                     raise BenchError(f"loop latency: {len(failed)} adds of the burst failed, "
                                      f"the first {failed[0]}")
-            res = json.loads(proc.communicate(timeout=60)[0])
+            out_s, err_s = proc.communicate(timeout=60)
+            if proc.returncode:
+                raise BenchError(f"loop latency, {label}: the sandbox's DNS client failed "
+                                 f"(exit {proc.returncode}): {err_s.strip()[-2000:]}")
+            res = json.loads(out_s)
         finally:
             if proc.poll() is None:
                 proc.kill()
