@@ -23,10 +23,8 @@ void sl_http_msg_init(struct sl_http_msg *m)
 
 void sl_http_msg_reset(struct sl_http_msg *m)
 {
-	for (size_t i = 0; i < m->nh; i++) {
-		free(m->h[i].name);
-		free(m->h[i].value);
-	}
+	for (size_t i = 0; i < m->nh; i++)
+		free(m->h[i].name); /* the value lives in the same block (header_fill) */
 	m->nh = 0;
 	free(m->target);
 	free(m->reason);
@@ -41,6 +39,24 @@ void sl_http_msg_free(struct sl_http_msg *m)
 	sl_http_msg_reset(m);
 	free(m->h);
 	memset(m, 0, sizeof(*m));
+}
+
+/* Fills @h with copies of @name and @value in one block (h->name owns it): one allocation
+ * per header, where there were two, on every message's path. */
+static int header_fill(struct sl_http_header *h, const char *name, size_t nlen, const char *value,
+		       size_t vlen)
+{
+	char *b = malloc(nlen + vlen + 2);
+
+	if (!b)
+		return -ENOMEM;
+	memcpy(b, name, nlen);
+	b[nlen] = 0;
+	memcpy(b + nlen + 1, value, vlen);
+	b[nlen + 1 + vlen] = 0;
+	h->name = b;
+	h->value = b + nlen + 1;
+	return 0;
 }
 
 void sl_http_h1_reset(struct sl_http_h1 *h)
@@ -154,18 +170,13 @@ int sl_http_on_header_value_complete(llhttp_t *p)
 		m->caph = cap;
 	}
 	h = &m->h[m->nh];
-	h->name = strndup(sl_buf_head(&ps->field) ? sl_buf_head(&ps->field) : "",
-			  sl_buf_size(&ps->field));
-	h->value = strndup(sl_buf_size(&ps->value) ? sl_buf_head(&ps->value) : "",
-			   sl_buf_size(&ps->value));
+	if (header_fill(h, sl_buf_head(&ps->field), sl_buf_size(&ps->field),
+			sl_buf_size(&ps->value) ? sl_buf_head(&ps->value) : "",
+			sl_buf_size(&ps->value)))
+		return -1;
 	sl_buf_reset(&ps->field);
 	sl_buf_reset(&ps->value);
 	ps->value_at_end = 0;
-	if (!h->name || !h->value) {
-		free(h->name);
-		free(h->value);
-		return -1;
-	}
 	/* Trailing whitespace of a value is not part of it (RFC 9110 section 5.5). */
 	for (size_t n = strlen(h->value); n && (h->value[n - 1] == ' ' || h->value[n - 1] == '\t');)
 		h->value[--n] = 0;
@@ -235,14 +246,8 @@ static int append_header(struct sl_http_msg *m, const char *name, const char *va
 		m->h = h;
 		m->caph = cap;
 	}
-	h = &m->h[m->nh];
-	h->name = strdup(name);
-	h->value = strdup(value);
-	if (!h->name || !h->value) {
-		free(h->name);
-		free(h->value);
+	if (header_fill(&m->h[m->nh], name, strlen(name), value, strlen(value)))
 		return -ENOMEM;
-	}
 	m->nh++;
 	return 0;
 }
@@ -258,18 +263,17 @@ int sl_http_set(struct sl_http_msg *m, const char *name, const char *value)
 			continue;
 		}
 		if (value && !done) {
-			char *v = strdup(value);
+			struct sl_http_header nh;
 
-			if (!v)
+			if (header_fill(&nh, m->h[i].name, strlen(m->h[i].name), value,
+					strlen(value)))
 				return -ENOMEM;
-			free(m->h[i].value);
-			m->h[i].value = v;
-			m->h[j++] = m->h[i];
+			free(m->h[i].name);
+			m->h[j++] = nh;
 			done = 1;
 			continue;
 		}
 		free(m->h[i].name);
-		free(m->h[i].value);
 	}
 	m->nh = j;
 	return value && !done ? append_header(m, name, value) : 0;

@@ -15,6 +15,7 @@
 #define SL_HTTP_MAX_HEAD (64 * 1024) /* request line/status line and headers */
 #define SL_HTTP_MAX_HEADERS 256
 
+/* One header: @name owns one block holding both strings, @value points into it. */
 struct sl_http_header {
 	char *name;
 	char *value;
