@@ -697,10 +697,9 @@ static __always_inline int sl_deny_bind(__u8 family, const __u32 addr[4], __u16 
 
 /*
  * bind(): the daemon's listener ports are not a sandbox's to bind, on any address, in the
- * listener's protocol. The kernel
- * keeps redirecting to them while sluiced is away (restart, crash); a sandbox holding one then
- * would receive other sandboxes' queries and connections. The maps and links stay pinned
- * while sluiced is stopped, so this holds then too.
+ * listener's protocol. The kernel keeps redirecting to them while sluiced is away (restart,
+ * crash); a sandbox holding one then would receive other sandboxes' queries and connections.
+ * The maps and links stay pinned while sluiced is stopped, so this holds then too.
  */
 SEC("cgroup/bind4")
 int sl_bind4(struct bpf_sock_addr *ctx)

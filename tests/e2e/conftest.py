@@ -657,6 +657,12 @@ def progs_bpftool_lists(bpffs):
             if not p.endswith("_unix") and p != "sl_sni_msg"]
 
 
+def bpftool_map(*args):
+    """bpftool map ARGS (update, delete, ...), which must succeed."""
+    r = subprocess.run(["bpftool", "map", *args], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+
+
 def map_dump(bpffs, name):
     """(key bytes, value bytes) of every entry of the daemon's pinned map name."""
     r = subprocess.run(["bpftool", "-j", "map", "dump", "pinned", f"{bpffs}/{name}"],

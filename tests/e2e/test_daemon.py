@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BUILD, Daemon, bpf_links_of, map_dump, probe, progs_bpftool_lists, \
-    write_policy
+from conftest import BUILD, Daemon, bpf_links_of, bpftool_map, map_dump, probe, \
+    progs_bpftool_lists, write_policy
 
 
 def tcp(host, port):
@@ -130,11 +130,6 @@ return {{ egress = {{ allow = {{ "127.0.0.1:{pa}" }} }} }}
     assert len(bpf_links_of(cg)) == len(progs_bpftool_lists(d.bpffs)) - 1 >= 5
     assert d.cli("sandbox", "rm", "survivor").returncode == 0
     assert probe(cg, ops, workdir) == ["OK", "OK"]
-
-
-def bpftool_map(*args):
-    r = subprocess.run(["bpftool", "map", *args], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
 
 
 def test_addresses_an_earlier_sluiced_kept_in_the_trie_move_to_the_hash(fresh_daemon, cgroups,

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import IN_SANDBOX, PY, RUN_ID, free_port, write_policy
+from conftest import IN_SANDBOX, PY, RUN_ID, bpftool_map, free_port, write_policy
 from standin import StandIn, ip
 
 HERE = Path(__file__).resolve().parent
@@ -333,10 +333,8 @@ def test_a_udp_socket_on_a_tcp_listeners_port_number_keeps_sending(lbox, daemon,
 
     def register(proto):
         keys.append(listener_key(port, proto))
-        r = subprocess.run(["bpftool", "map", "update", "pinned", table, "key", "hex",
-                            *keys[-1], "value", "hex", "01", "00", "00", "00"],
-                           capture_output=True, text=True, timeout=30)
-        assert r.returncode == 0, r.stderr
+        bpftool_map("update", "pinned", table, "key", "hex", *keys[-1],
+                    "value", "hex", "01", "00", "00", "00")
 
     try:
         port = int(p.stdout.readline())
@@ -345,8 +343,7 @@ def test_a_udp_socket_on_a_tcp_listeners_port_number_keeps_sending(lbox, daemon,
         assert send() == "OK"
         register(17)  # UDP: now it holds a listener's port
         assert send() == "EPERM"
-        subprocess.run(["bpftool", "map", "delete", "pinned", table, "key", "hex", *keys[1]],
-                       check=True, timeout=30)
+        bpftool_map("delete", "pinned", table, "key", "hex", *keys[1])
         assert send() == "OK"
     finally:
         for k in keys:

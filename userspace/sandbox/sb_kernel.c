@@ -185,19 +185,19 @@ static void put_listener(struct sl_registry *r, uint16_t port, uint8_t protocol,
 static void set_listeners(struct sl_registry *r, const struct sl_box *box, uint32_t sandbox_id)
 {
 	static const uint8_t protos[] = { IPPROTO_TCP, IPPROTO_UDP };
-	uint16_t ports[2] = { box->dns_port, box->proxy_port };
+	uint16_t ports[2] = { box->dns_port, box->proxy_port }; /* DNS first */
 
 	for (int i = 0; i < 2; i++) {
 		if (!ports[i])
 			continue;
 		for (size_t p = 0; p < sizeof(protos); p++) {
-			if (sandbox_id && (i == 0 || protos[p] == IPPROTO_TCP))
-				put_listener(r, ports[i], protos[p], sandbox_id);
+			int dns_or_tcp = i == 0 || protos[p] == IPPROTO_TCP;
+
 			/* Listeners in different network namespaces may share a port, and the
 			 * kernel's table knows no namespaces: forget a port only when no other
 			 * sandbox has it. */
-			else if (!sandbox_id && !port_held(r, box, ports[i], protos[p]))
-				put_listener(r, ports[i], protos[p], 0);
+			if (sandbox_id ? dns_or_tcp : !port_held(r, box, ports[i], protos[p]))
+				put_listener(r, ports[i], protos[p], sandbox_id);
 		}
 	}
 }
