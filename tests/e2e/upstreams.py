@@ -6,8 +6,9 @@
               /sha256, /headers, /ws (WebSocket echo), 404 otherwise
     Nginx     a private nginx (its own prefix, config, pid, logs; never /etc/nginx) terminating
               TLS with SNI on 127.0.0.20:443 and [::1]:443, plain HTTP on 127.0.0.20:80, and
-              proxying everything, unbuffered, to the Backend; its JSON access log lets tests
-              count requests and TCP connections
+              proxying everything but /static (answered by nginx itself, no Backend and no
+              Python in the way: for latency figures), unbuffered, to the Backend; its JSON
+              access log lets tests count requests and TCP connections
     Upstreams the three together, started in order and closed in reverse, even half-started
 
 Every class has start() (returns self) and close() (idempotent, safe after a failed start):
@@ -736,6 +737,10 @@ _LOG_INTS = ("connection", "connection_requests", "remote_port", "server_port", 
              "request_length", "bytes_sent", "body_bytes_sent")
 
 _ROUTES = """\
+location = /static {{
+    default_type text/plain;
+    return 200 "answered by nginx itself\\n";
+}}
 location / {{
     proxy_pass http://sluice_backend;
     proxy_http_version 1.1;
@@ -764,7 +769,8 @@ location = /ws {{
 
 class Nginx:
     """A private nginx in dir: TLS with SNI on the https addresses, plain HTTP on the http
-    ones, everything proxied unbuffered over HTTP/1.1 to backend.
+    ones, everything but /static (nginx's own answer) proxied unbuffered over HTTP/1.1 to
+    backend.
 
     https, http: [(host, port), ...]; by default 127.0.0.20:443 and [::1]:443, and
     127.0.0.20:80. start() raises AddressBusy if one is taken, with its address in the message.
