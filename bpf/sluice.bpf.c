@@ -277,11 +277,12 @@ static __always_inline int sl_judge(struct bpf_sock_addr *ctx, __u8 kind, __u8 f
 	 * refused, whatever the rules say. The host's other addresses leave through lo too; the
 	 * egress program refuses a listener's port there. */
 	if (verdict != SL_VERDICT_DENY && sl_is_loopback_form(family, mapped, addr) &&
-	    sl_is_listener_port((__u16)ctx->user_port, ctx->protocol))
+	    sl_is_listener_port((__u16)ctx->user_port, ctx->protocol, bpf_get_netns_cookie(ctx)))
 		verdict = SL_VERDICT_DENY;
 	else if (verdict == SL_VERDICT_DENY && sl_audit_mode(sb) &&
 		 !(sl_is_loopback_form(family, mapped, addr) &&
-		   sl_is_listener_port((__u16)ctx->user_port, ctx->protocol))) {
+		   sl_is_listener_port((__u16)ctx->user_port, ctx->protocol,
+				       bpf_get_netns_cookie(ctx)))) {
 		/* Audit mode: what the rules deny passes (and is recorded below); what is
 		 * refused whatever the rules say, above and after, stays refused. */
 		verdict = SL_VERDICT_ALLOW;
@@ -706,7 +707,7 @@ int sl_bind4(struct bpf_sock_addr *ctx)
 {
 	__u32 addr[4] = { ctx->user_ip4, 0, 0, 0 };
 
-	if (!sl_is_listener_port((__u16)ctx->user_port, ctx->protocol))
+	if (!sl_is_listener_port((__u16)ctx->user_port, ctx->protocol, bpf_get_netns_cookie(ctx)))
 		return 1;
 	return sl_deny_bind(AF_INET, addr, (__u16)ctx->user_port, ctx->protocol, ctx->type);
 }
@@ -716,7 +717,7 @@ int sl_bind6(struct bpf_sock_addr *ctx)
 {
 	__u32 addr[4];
 
-	if (!sl_is_listener_port((__u16)ctx->user_port, ctx->protocol))
+	if (!sl_is_listener_port((__u16)ctx->user_port, ctx->protocol, bpf_get_netns_cookie(ctx)))
 		return 1;
 	addr[0] = ctx->user_ip6[0];
 	addr[1] = ctx->user_ip6[1];
@@ -732,7 +733,7 @@ static __always_inline int sl_post_bind(struct bpf_sock *sk, __u8 family)
 	__u16 port_be = bpf_htons((__u16)sk->src_port);
 	__u32 addr[4] = {};
 
-	if (!sl_is_listener_port(port_be, sk->protocol))
+	if (!sl_is_listener_port(port_be, sk->protocol, bpf_get_netns_cookie(sk)))
 		return 1;
 	if (family == AF_INET) {
 		addr[0] = sk->src_ip4;
@@ -979,6 +980,13 @@ static __always_inline void sl_shared_tag(struct __sk_buff *skb, struct bpf_sock
 	bpf_map_update_elem(&sl_accepts, &key, &id, BPF_ANY);
 }
 
+/* The network namespace of @skb's socket, for the listener table: 0 (the keys every
+ * namespace shares) where the kernel does not tell cgroup_skb programs (sl_skb_netns). */
+static __always_inline __u64 sl_skb_netns_cookie(struct __sk_buff *skb)
+{
+	return sl_skb_netns ? bpf_get_netns_cookie(skb) : 0;
+}
+
 /*
  * A packet of a socket that has no record (it predates the egress program, or it is a TCP
  * child of a listener that never answered through it): it may leave to what the rules allow
@@ -1018,7 +1026,8 @@ static __always_inline int sl_judge_unrecorded(struct __sk_buff *skb, struct bpf
 	/* Audit mode passes what the rules deny, as the connect/sendmsg hooks do. */
 	if (verdict != SL_VERDICT_ALLOW && !(verdict == SL_VERDICT_DENY && sl_audit_mode(sb)))
 		return SL_DROP_RULES;
-	if (skb->ifindex == LOOPBACK_IFINDEX && sl_is_listener_port(p->dport, p->proto))
+	if (skb->ifindex == LOOPBACK_IFINDEX &&
+	    sl_is_listener_port(p->dport, p->proto, sl_skb_netns_cookie(skb)))
 		return SL_DROP_LISTENER;
 	return 0;
 }
@@ -1058,7 +1067,8 @@ int sl_egress(struct __sk_buff *skb)
 
 		if (!l)
 			return 1;
-		if (sl_is_listener_port(bpf_htons((__u16)l->src_port), IPPROTO_TCP)) {
+		if (sl_is_listener_port(bpf_htons((__u16)l->src_port), IPPROTO_TCP,
+					sl_skb_netns_cookie(skb))) {
 			reason = SL_DROP_LISTENER;
 			goto drop;
 		}
@@ -1073,7 +1083,7 @@ int sl_egress(struct __sk_buff *skb)
 		d = bpf_sk_storage_get(&sl_sockdst, full, 0, BPF_SK_STORAGE_GET_F_CREATE);
 		if (d)
 			d->flags |= SL_SD_INBOUND;
-		if (sl_is_listener_port(p.sport, p.proto)) {
+		if (sl_is_listener_port(p.sport, p.proto, sl_skb_netns_cookie(skb))) {
 			reason = SL_DROP_LISTENER;
 			goto drop;
 		}
@@ -1084,7 +1094,8 @@ int sl_egress(struct __sk_buff *skb)
 		 * SYN is judged against the rules here, the rest of it goes to that same peer.
 		 * Connections older than the sandbox were judged when it was added. */
 		if (p.proto == IPPROTO_TCP && full->state != BPF_TCP_SYN_SENT &&
-		    !(skb->ifindex == LOOPBACK_IFINDEX && sl_is_listener_port(p.dport, p.proto)))
+		    !(skb->ifindex == LOOPBACK_IFINDEX &&
+		      sl_is_listener_port(p.dport, p.proto, sl_skb_netns_cookie(skb))))
 			return 1;
 		reason = sl_judge_unrecorded(skb, full, &p);
 		if (reason)
@@ -1101,13 +1112,15 @@ int sl_egress(struct __sk_buff *skb)
 	if (sl_pkt_is(&p, skb->ifindex, d->conn_family, d->conn_addr, d->conn_port)) {
 		if (d->flags & SL_SD_CONN_REDIR)
 			sl_shared_tag(skb, full, &p);
-		else if (skb->ifindex == LOOPBACK_IFINDEX && sl_is_listener_port(p.dport, p.proto))
+		else if (skb->ifindex == LOOPBACK_IFINDEX &&
+			 sl_is_listener_port(p.dport, p.proto, sl_skb_netns_cookie(skb)))
 			reason = SL_DROP_LISTENER;
 	} else if (p.proto == IPPROTO_UDP &&
 		   sl_pkt_is(&p, skb->ifindex, d->msg_family, d->msg_addr, d->msg_port)) {
 		if (d->flags & SL_SD_MSG_REDIR)
 			sl_shared_tag(skb, full, &p);
-		else if (skb->ifindex == LOOPBACK_IFINDEX && sl_is_listener_port(p.dport, p.proto))
+		else if (skb->ifindex == LOOPBACK_IFINDEX &&
+			 sl_is_listener_port(p.dport, p.proto, sl_skb_netns_cookie(skb)))
 			reason = SL_DROP_LISTENER;
 	} else {
 		reason = SL_DROP_DST;
@@ -1115,7 +1128,7 @@ int sl_egress(struct __sk_buff *skb)
 	/* A UDP socket answering from a listener's port squats it (it was autobound there
 	 * while sluiced was away). */
 	if (!reason && p.proto == IPPROTO_UDP && skb->ifindex == LOOPBACK_IFINDEX &&
-	    sl_is_listener_port(p.sport, p.proto))
+	    sl_is_listener_port(p.sport, p.proto, sl_skb_netns_cookie(skb)))
 		reason = SL_DROP_LISTENER;
 	if (!reason)
 		return 1;

@@ -204,12 +204,15 @@ struct sl_sockdst {
 /* sl_listeners: every DNS and proxy listener of the daemon, so that a sandbox connecting to
  * one directly is denied like any address its policy does not name. Value: sandbox id. A port
  * is a listener's under its own protocol only (DNS: TCP and UDP; proxy: TCP): a sandbox's UDP
- * socket the kernel gave a proxy's port number squats nothing. Keys of a sluiced before
- * 8 December have proto 0 (any protocol): sl_bpf_open() copies them under both protocols. */
+ * socket the kernel gave a proxy's port number squats nothing. And in its own network
+ * namespace only: the key is 127.0.0.1 followed by the namespace's cookie (8 bytes, host
+ * order; sl_is_listener_port()), the rest of the address zero. Cookie 0 holds in every
+ * namespace. Keys of a sluiced before 8 December have cookie 0 and proto 0 (any protocol), and
+ * ::1 twins: sl_bpf_open() copies them under both protocols. */
 struct sl_listener_key {
-	__u8 addr[16]; /* network order, IPv4 in the first 4 bytes */
+	__u8 addr[16]; /* 127.0.0.1, the netns cookie, 4 zero bytes (::1 in keys of before) */
 	__u16 port; /* network order */
-	__u8 family; /* AF_INET / AF_INET6 */
+	__u8 family; /* AF_INET (AF_INET6 in keys of before) */
 	__u8 proto; /* IPPROTO_TCP / IPPROTO_UDP */
 };
 

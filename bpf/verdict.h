@@ -163,6 +163,10 @@ struct {
 
 /* Deny events per sandbox per CPU per second; set by sluiced before load. */
 const volatile __u32 sl_event_limit = 100;
+/* Whether the kernel gives cgroup_skb programs bpf_get_netns_cookie() (newer kernels): set by
+ * the loader after a probe; without it the egress program looks listeners up under cookie 0,
+ * which sluiced then writes too. */
+const volatile __u8 sl_skb_netns = 0;
 
 static __always_inline void sl_count(__u32 sandbox_id, __u32 ctr)
 {
@@ -296,18 +300,28 @@ static __always_inline __u8 sl_proto_bit(__u32 protocol)
 }
 
 /*
- * Whether @port_be (network order) is the port of one of the daemon's @protocol listeners,
- * whatever the address: sluiced registers each listener port under 127.0.0.1 and ::1
- * together, so one lookup answers. Listener ports are never a sandbox's to connect to on a
- * local address, nor to bind, in the listener's protocol; the other protocol's port of that
- * number is any socket's (the kernel hands it out as an ephemeral port).
+ * Whether @port_be (network order) is the port of one of the daemon's @protocol listeners in
+ * network namespace @netns (its cookie, bpf_get_netns_cookie()), whatever the address. A
+ * port number is a namespace's own: sluiced registers each listener under its namespace's
+ * cookie (in the key's address, after 127.0.0.1), so that a listener in a container leaves
+ * the number free to every other namespace's sockets. A key of cookie 0 holds in every
+ * namespace: an earlier sluiced's, or one written where the egress program cannot learn the
+ * namespace (sl_skb_netns). Listener ports are never a sandbox's to connect to on a local
+ * address, nor to bind, in the listener's protocol and namespace; the other protocol's port
+ * of that number is any socket's (the kernel hands it out as an ephemeral port).
  */
-static __always_inline int sl_is_listener_port(__u16 port_be, __u32 protocol)
+static __always_inline int sl_is_listener_port(__u16 port_be, __u32 protocol, __u64 netns)
 {
 	struct sl_listener_key k = { .port = port_be, .family = AF_INET, .proto = protocol };
 
 	k.addr[0] = 127;
 	k.addr[3] = 1;
+	if (netns) {
+		__builtin_memcpy(&k.addr[4], &netns, sizeof(netns));
+		if (bpf_map_lookup_elem(&sl_listeners, &k))
+			return 1;
+		__builtin_memset(&k.addr[4], 0, sizeof(netns));
+	}
 	return bpf_map_lookup_elem(&sl_listeners, &k) != NULL;
 }
 

@@ -169,10 +169,12 @@ return {{ egress = {{ allow = {{ "127.0.0.1:{pa}", "127.0.0.2:{pa}" }} }} }}
 def test_listener_keys_of_an_earlier_sluiced_are_copied_into_both_protocols(fresh_daemon,
                                                                            cgroups, workdir):
     """A sluiced before 8 December registered each listener port for any protocol (the key's
-    last byte 0); the programs of now look a port up in the socket's own protocol (a proxy's
-    TCP port number is any UDP socket's). Staged by rewriting the table in the old form while
-    no sluiced runs: the next one copies each old key under TCP and UDP before its programs
-    take over, the listeners stay out of reach, and removing the sandbox drops every key."""
+    last byte 0), in no namespace (the address bytes after 127.0.0.1 zero) and under ::1 too;
+    the programs of now look a port up in the socket's own protocol and namespace (a proxy's
+    TCP port number is any UDP socket's, a container's port any other namespace's), then under
+    the keys every namespace shares. Staged by rewriting the table in the old form while no
+    sluiced runs: the next one copies each old key under TCP and UDP before its programs take
+    over, the listeners stay out of reach, and removing the sandbox drops every key."""
     d = fresh_daemon.start()
     cg = cgroups.make("oldkeys")
     d.add("oldkeys", cg, write_policy(workdir, "oldkeys", """
@@ -183,25 +185,32 @@ return { egress = { allow = { "127.0.0.1" }, intercept = { "api.test" } } }
     sb = json.loads(r.stdout)
     dns, proxy = sb["dns"]["port"], sb["proxy"]["port"]
 
-    def keys():  # (port, family, protocol) of every key
-        return sorted((int.from_bytes(k[16:18], "big"), k[18], k[19])
-                      for k, _ in map_dump(d.bpffs, "sl_listeners"))
+    def keys():  # (port, family, protocol, in one namespace) of every key
+        return sorted((int.from_bytes(k[16:18], "big"), k[18], k[19], k[18] == 2 and
+                       k[4:12] != bytes(8)) for k, _ in map_dump(d.bpffs, "sl_listeners"))
 
-    now = [(dns, f, p) for f in (2, 10) for p in (6, 17)] + [(proxy, f, 6) for f in (2, 10)]
+    now = [(dns, 2, 6, True), (dns, 2, 17, True), (proxy, 2, 6, True)]
     assert keys() == sorted(now)
     d.stop()
     table = d.bpffs + "/sl_listeners"
+    old = []
     for key, val in map_dump(d.bpffs, "sl_listeners"):
         bpftool_map("delete", "pinned", table, "key", "hex", *key.hex(" ").split())
-        bpftool_map("update", "pinned", table, "key", "hex", *(key[:19] + b"\0").hex(" ").split(),
-                    "value", "hex", *val.hex(" ").split(), "any")
-    old = sorted({(port, f, 0) for port, f, _ in now})
+        for lo, fam in ((bytes([127, 0, 0, 1]) + bytes(12), 2),
+                        (bytes(15) + b"\1", 10)):
+            legacy = lo + key[16:18] + bytes([fam, 0])
+            if legacy not in old:
+                old.append(legacy)
+                bpftool_map("update", "pinned", table, "key", "hex", *legacy.hex(" ").split(),
+                            "value", "hex", *val.hex(" ").split(), "any")
+    old = sorted({(port, f, 0, False) for port in (dns, proxy) for f in (2, 10)})
     assert keys() == old
     d.start()
     assert "sandbox oldkeys adopted" in d.read_log()
     # The old keys stay (for old programs an orphan's links may still run), copied under both
-    # protocols; the proxy's UDP copy is one too many, and goes with the sandbox.
-    assert keys() == sorted(set(old + now + [(proxy, f, 17) for f in (2, 10)]))
+    # protocols for every namespace; the sandbox's own keys are written anew in its namespace.
+    copies = [(port, f, p, False) for port in (dns, proxy) for f in (2, 10) for p in (6, 17)]
+    assert keys() == sorted(old + copies + now)
     ops = [tcp("127.0.0.1", dns), tcp("127.0.0.1", proxy),
            {"op": "sendto", "host": "127.0.0.1", "port": dns, "data": "x"}]
     assert probe(cg, ops, workdir) == ["EPERM"] * 3

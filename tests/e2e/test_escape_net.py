@@ -307,11 +307,51 @@ for line in sys.stdin:
 """
 
 
-def listener_key(port, proto):
-    """An sl_listeners key (bpf/sluice.h): 127.0.0.1, the port in network order, AF_INET,
-    the protocol; as bpftool's hex words."""
-    k = bytes([127, 0, 0, 1]) + bytes(12) + port.to_bytes(2, "big") + bytes([2, proto])
+def listener_key(port, proto, cookie=bytes(8)):
+    """An sl_listeners key (bpf/sluice.h): 127.0.0.1 and the network namespace's cookie (8
+    bytes; zeros: every namespace), the port in network order, AF_INET, the protocol; as
+    bpftool's hex words."""
+    k = bytes([127, 0, 0, 1]) + cookie + bytes(4) + port.to_bytes(2, "big") + bytes([2, proto])
     return k.hex(" ").split()
+
+
+class HeldUdp:
+    """HELD_UDP in sandbox @cg: .port, send() (one datagram from it: "OK" or the errno name),
+    register(proto, cookie) (its port as a listener's in the kernel table), unregister(i) (the
+    i-th key registered); close() removes the keys and ends the process."""
+
+    def __init__(self, cg, daemon, workdir):
+        self.table = daemon.bpffs + "/sl_listeners"
+        self.keys = []
+        self.p = subprocess.Popen([IN_SANDBOX, "--user", USER, str(cg), str(Path(workdir) /
+                                   "resolv.conf"), PY, "-c", HELD_UDP], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  cwd="/")
+        try:
+            self.port = int(self.p.stdout.readline())
+        except ValueError:
+            self.close()
+            raise
+
+    def send(self):
+        self.p.stdin.write(f"{free_port()}\n")
+        self.p.stdin.flush()
+        return self.p.stdout.readline().strip()
+
+    def register(self, proto, cookie=bytes(8)):
+        self.keys.append(listener_key(self.port, proto, cookie))
+        bpftool_map("update", "pinned", self.table, "key", "hex", *self.keys[-1],
+                    "value", "hex", "01", "00", "00", "00")
+
+    def unregister(self, i):
+        bpftool_map("delete", "pinned", self.table, "key", "hex", *self.keys[i])
+
+    def close(self):
+        for k in self.keys:
+            subprocess.run(["bpftool", "map", "delete", "pinned", self.table, "key", "hex", *k],
+                           capture_output=True, timeout=30)
+        self.p.stdin.close()
+        self.p.wait(timeout=10)
 
 
 def test_a_udp_socket_on_a_tcp_listeners_port_number_keeps_sending(lbox, daemon, workdir):
@@ -320,37 +360,80 @@ def test_a_udp_socket_on_a_tcp_listeners_port_number_keeps_sending(lbox, daemon,
     nothing. Its datagrams leave; only a UDP listener on that port makes it a squatter, whose
     datagrams the egress program drops. Staged by registering the socket's port as a
     listener's in the kernel table, first in TCP, then in UDP."""
-    p = subprocess.Popen([IN_SANDBOX, "--user", USER, str(lbox), str(Path(workdir) /
-                          "resolv.conf"), PY, "-c", HELD_UDP], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
-    table = daemon.bpffs + "/sl_listeners"
-    keys = []
-
-    def send():
-        p.stdin.write(f"{free_port()}\n")
-        p.stdin.flush()
-        return p.stdout.readline().strip()
-
-    def register(proto):
-        keys.append(listener_key(port, proto))
-        bpftool_map("update", "pinned", table, "key", "hex", *keys[-1],
-                    "value", "hex", "01", "00", "00", "00")
-
+    h = HeldUdp(lbox, daemon, workdir)
     try:
-        port = int(p.stdout.readline())
-        assert send() == "OK"
-        register(6)  # TCP: the number is the proxy's, the socket is no squatter
-        assert send() == "OK"
-        register(17)  # UDP: now it holds a listener's port
-        assert send() == "EPERM"
-        bpftool_map("delete", "pinned", table, "key", "hex", *keys[1])
-        assert send() == "OK"
+        assert h.send() == "OK"
+        h.register(6)  # TCP: the number is the proxy's, the socket is no squatter
+        assert h.send() == "OK"
+        h.register(17)  # UDP: now it holds a listener's port
+        assert h.send() == "EPERM"
+        h.unregister(1)
+        assert h.send() == "OK"
     finally:
-        for k in keys:
-            subprocess.run(["bpftool", "map", "delete", "pinned", table, "key", "hex", *k],
-                           capture_output=True, timeout=30)
-        p.stdin.close()
-        p.wait(timeout=10)
+        h.close()
+
+
+SO_NETNS_COOKIE = 71
+
+
+def netns_cookie(netns=None):
+    """The kernel's cookie of @netns (a path; None: ours), as a key's 8 bytes."""
+    code = ("import socket, sys; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+            f"sys.stdout.write(s.getsockopt(socket.SOL_SOCKET, {SO_NETNS_COOKIE}, 8).hex())")
+    argv = [*(["nsenter", f"--net={netns}"] if netns else []), PY, "-c", code]
+    return bytes.fromhex(subprocess.run(argv, capture_output=True, text=True, timeout=30,
+                                        check=True).stdout)
+
+
+def test_a_listener_port_is_its_namespaces_alone(esc, lbox, daemon, workdir):
+    """A listener port is a number in one network namespace: the kernel hands the same number
+    to sockets of every other namespace, and a sandbox there that gets it squats nothing. A
+    container sandbox's listener ports stay refused inside its namespace, and bind on the host
+    (from a host sandbox), in both protocols."""
+    sb = show(daemon, "esc")
+    ports = [sb["dns"]["port"]] + ([sb["proxy"]["port"]] if sb.get("proxy") else [])
+    ops = [{"op": "bind", "proto": proto, "host": "127.0.0.1", "port": ports[0]}
+           for proto in ("udp", "tcp")]
+    ops += [{"op": "bind", "proto": "tcp", "host": "127.0.0.1", "port": p} for p in ports[1:]]
+    assert run_esc(esc, ops) == ["EPERM"] * len(ops)
+    # The host's own listeners (the session's other sandboxes') may hold one of the numbers:
+    # those stay refused on the host, rightly.
+    host = set()
+    status, body = daemon.api("GET", "/v1/sandboxes")
+    assert status == 200, body
+    for b in body["sandboxes"]:
+        x = show(daemon, b["name"])
+        if not x.get("netns"):
+            host |= {p for p in ((x.get("dns") or {}).get("port"),
+                                 (x.get("proxy") or {}).get("port")) if p}
+    want = ["EPERM" if o["port"] in host else "OK" for o in ops]
+    assert inside(lbox, Path(workdir) / "resolv.conf", ops) == want
+
+
+def test_a_udp_socket_on_a_port_of_another_namespaces_listener_keeps_sending(lbox, daemon,
+                                                                              workdir):
+    """The egress program's side of the same: a host sandbox's UDP socket whose port is a
+    listener's of another namespace keeps sending; a listener of its own namespace on that
+    port makes it a squatter. Staged by registering the socket's port in the kernel table
+    under another namespace's cookie (a namespace made here), then under the host's."""
+    ns = f"{RUN_ID}-ck"
+    ip("netns", "add", ns)
+    try:
+        other, ours = netns_cookie(f"/run/netns/{ns}"), netns_cookie()
+        assert other != ours and other != bytes(8)
+        h = HeldUdp(lbox, daemon, workdir)
+        try:
+            assert h.send() == "OK"
+            h.register(17, other)  # another namespace's UDP listener: not this socket's
+            assert h.send() == "OK"
+            h.register(17, ours)  # one of its own namespace: now it squats
+            assert h.send() == "EPERM"
+            h.unregister(1)
+            assert h.send() == "OK"
+        finally:
+            h.close()
+    finally:
+        ip("netns", "del", ns, check=False)
 
 
 SERVER = r"""

@@ -44,6 +44,7 @@ struct sl_bpf {
 	char pin_dir[PATH_MAX];
 	int ncpus;
 	int unix_hooks; /* the UNIX socket programs are loaded (kernel >= 6.7) */
+	int skb_netns; /* the egress program knows a packet's network namespace */
 	uint32_t max_sandboxes, max_rules;
 	/* Each sandbox id's sl_proxied inner map: px_fd (-1: none open) and px_state (enum
 	 * px_state) under px_mu, held briefly; px_batch serializes the writes to the outer map
@@ -615,6 +616,11 @@ struct sl_bpf *sl_bpf_open(const struct sl_bpf_opts *opts, char *err, size_t err
 		goto fail;
 	}
 	b->skel->rodata->sl_event_limit = opts->event_limit;
+	/* Where the kernel does not tell cgroup_skb programs their namespace, the branch that
+	 * asks is dead code the verifier never meets, and listeners get keys of cookie 0 too. */
+	b->skb_netns = libbpf_probe_bpf_helper(BPF_PROG_TYPE_CGROUP_SKB, BPF_FUNC_get_netns_cookie,
+					       NULL) == 1;
+	b->skel->rodata->sl_skb_netns = (__u8)b->skb_netns;
 	setup_unix_hooks(b);
 	size_maps(b);
 	if (migrate_prepare(b, mig, &nmig, err, errlen))
@@ -1573,23 +1579,41 @@ cleanup:
 	return err;
 }
 
-int sl_bpf_set_listener(struct sl_bpf *b, uint8_t family, const uint8_t *addr, uint16_t port_be,
-			uint8_t protocol, uint32_t sandbox_id)
+int sl_bpf_set_listener(struct sl_bpf *b, uint64_t netns, uint16_t port_be, uint8_t protocol,
+			uint32_t sandbox_id)
 {
-	struct sl_listener_key k = { .port = port_be, .family = family, .proto = protocol };
+	struct sl_listener_key k = { .port = port_be, .family = AF_INET, .proto = protocol };
 	struct bpf_map *map = b->skel->maps.sl_listeners;
 
-	memcpy(k.addr, addr, family == AF_INET ? 4 : 16);
-	if (!sandbox_id) {
-		if (bpf_map__delete_elem(map, &k, sizeof(k), 0) && errno != ENOENT)
+	k.addr[0] = 127;
+	k.addr[3] = 1;
+	memcpy(&k.addr[4], &netns, sizeof(netns));
+	if (sandbox_id) {
+		if (bpf_map__update_elem(map, &k, sizeof(k), &sandbox_id, sizeof(sandbox_id),
+					 BPF_ANY))
 			return -errno;
-		k.proto = 0;
-		if (bpf_map__delete_elem(map, &k, sizeof(k), 0) && errno != ENOENT)
+		if (!netns || b->skb_netns)
+			return 0;
+		memset(&k.addr[4], 0, sizeof(netns)); /* what the egress program looks up */
+		if (bpf_map__update_elem(map, &k, sizeof(k), &sandbox_id, sizeof(sandbox_id),
+					 BPF_ANY))
 			return -errno;
 		return 0;
 	}
-	if (bpf_map__update_elem(map, &k, sizeof(k), &sandbox_id, sizeof(sandbox_id), BPF_ANY))
+	if (bpf_map__delete_elem(map, &k, sizeof(k), 0) && errno != ENOENT)
 		return -errno;
+	if (netns)
+		return 0;
+	/* The keys of cookie 0 include an earlier sluiced's: for any protocol (0), and under ::1
+	 * as well as 127.0.0.1 (the programs never looked those up). */
+	for (int any = 0; any < 4; any++) {
+		k.proto = any & 1 ? 0 : protocol;
+		k.family = any & 2 ? AF_INET6 : AF_INET;
+		if (k.family == AF_INET6)
+			memcpy(k.addr, in6addr_loopback.s6_addr, 16);
+		if (any && bpf_map__delete_elem(map, &k, sizeof(k), 0) && errno != ENOENT)
+			return -errno;
+	}
 	return 0;
 }
 

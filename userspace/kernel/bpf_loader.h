@@ -139,12 +139,14 @@ int sl_bpf_sync_unix(struct sl_bpf *b, uint32_t rules_id, const struct sl_unix_k
  * if not, UNIX sockets of sandboxes are not confined. */
 int sl_bpf_unix_confined(const struct sl_bpf *b);
 
-/* Registers (@sandbox_id > 0) or forgets (0) a listener of the daemon, of @protocol
- * (IPPROTO_TCP or IPPROTO_UDP): the kernel denies a sandbox that connects to it directly or
- * binds its port in that protocol. Forgetting also drops the key an earlier sluiced wrote for
- * any protocol. */
-int sl_bpf_set_listener(struct sl_bpf *b, uint8_t family, const uint8_t *addr, uint16_t port_be,
-			uint8_t protocol, uint32_t sandbox_id);
+/* Registers (@sandbox_id > 0) or forgets (0) a listener of the daemon on 127.0.0.1 and ::1,
+ * of @protocol (IPPROTO_TCP or IPPROTO_UDP), in the network namespace of cookie @netns
+ * (SO_NETNS_COOKIE; 0: unknown, every namespace): the kernel denies a sandbox of that
+ * namespace that connects to it directly or binds its port in that protocol. Forgetting
+ * under cookie 0 also drops the keys an earlier sluiced wrote (any protocol, ::1); the caller
+ * forgets there only when no listener of any namespace has the port. */
+int sl_bpf_set_listener(struct sl_bpf *b, uint64_t netns, uint16_t port_be, uint8_t protocol,
+			uint32_t sandbox_id);
 
 /*
  * Sandbox @sandbox_id's own sl_proxied map (see sluice.h). Each call is thread-safe.

@@ -92,6 +92,25 @@ int sl_netns_is_ours(const struct sl_netns_id *id)
 	return stat("/proc/self/ns/net", &st) == 0 && st.st_dev == id->dev && st.st_ino == id->ino;
 }
 
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71
+#endif
+
+uint64_t sl_netns_cookie(int fd)
+{
+	uint64_t cookie = 0;
+	socklen_t len = sizeof(cookie);
+	int s = sl_socket_in(fd, AF_INET, SOCK_DGRAM, 0);
+
+	if (s < 0)
+		return 0;
+	if (getsockopt(s, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len) == -1 ||
+	    len != sizeof(cookie))
+		cookie = 0;
+	close(s);
+	return cookie;
+}
+
 int sl_netns_loopback_up(int fd)
 {
 	struct ifreq ifr = { 0 };

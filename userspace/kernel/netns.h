@@ -34,6 +34,12 @@ int sl_netns_of_pid(int pid, char *cgroup, size_t len, struct sl_netns_id *id);
 /* Whether @id is the namespace sluiced itself lives in. */
 int sl_netns_is_ours(const struct sl_netns_id *id);
 
+/*
+ * The cookie of namespace @fd (< 0: sluiced's own), the number the kernel's programs know it
+ * by (bpf_get_netns_cookie(), SO_NETNS_COOKIE: Linux 5.14). 0 if the kernel does not tell.
+ */
+uint64_t sl_netns_cookie(int fd);
+
 /* Whether the loopback interface of namespace @fd is up: 1, 0, or -errno. */
 int sl_netns_loopback_up(int fd);
 

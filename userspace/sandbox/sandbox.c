@@ -71,6 +71,7 @@ struct sl_registry *sl_registry_new(struct sl_bpf *bpf, const char *state_dir, s
 	sl_list_init(&r->adding);
 	r->max_ids = bpf ? sl_bpf_max_sandboxes(bpf) : SL_MAX_SANDBOXES;
 	r->own_max = r->max_ids;
+	r->netns_cookie = sl_netns_cookie(-1);
 	r->by_id = calloc(r->max_ids, sizeof(*r->by_id));
 	r->by_name = calloc(r->max_ids, sizeof(*r->by_name));
 	r->by_cgroup = calloc(r->max_ids, sizeof(*r->by_cgroup));
@@ -606,6 +607,7 @@ static struct sl_box *add_prepare(struct sl_registry *r, const struct sl_box_spe
 		goto fail;
 	}
 	box->netns_fd = -1;
+	box->netns_cookie = r->netns_cookie;
 	snprintf(box->name, sizeof(box->name), "%s", spec->name);
 	box->reg = r;
 	sl_list_init(&box->link);

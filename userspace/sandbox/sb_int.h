@@ -192,6 +192,7 @@ struct sl_box {
 	int netns_fd;
 	char netns[PATH_MAX];
 	uint64_t netns_dev, netns_ino;
+	uint64_t netns_cookie; /* the kernel's name of it (sl_netns_cookie()), for sl_listeners */
 	struct sl_ca *ca; /* the sandbox's own CA: its leaves are what the sandbox sees */
 	int64_t created_s; /* wall clock */
 	/* The OCI container this sandbox was made for ("" if none): only that container's
@@ -259,6 +260,7 @@ struct sl_registry {
 	/* Sandboxes in sluiced's network namespace with listeners of their own, and how many may
 	 * have them (--own-listeners, default: every one). Counted by the workers (atomic). */
 	unsigned own_used, own_max;
+	uint64_t netns_cookie; /* of sluiced's own namespace (0: the kernel does not tell) */
 };
 
 #define SB_OWN 1

@@ -158,30 +158,26 @@ int sb_compile_box(struct sl_box *box, const struct sl_lua_opts *o, const char *
 	return r;
 }
 
-/* Whether a sandbox other than @box has a listener on @port in @protocol. */
+/* Whether a sandbox other than @box has a listener on @port in @protocol, in @box's network
+ * namespace (@anywhere: in any). */
 static int port_held(const struct sl_registry *r, const struct sl_box *box, uint16_t port,
-		     uint8_t protocol)
+		     uint8_t protocol, int anywhere)
 {
 	const struct sl_box *o;
 
 	sl_list_for_each(o, &r->boxes, link)
-		if (o != box &&
+		if (o != box && (anywhere || o->netns_cookie == box->netns_cookie) &&
 		    (o->dns_port == port || (protocol == IPPROTO_TCP && o->proxy_port == port)))
 			return 1;
 	return 0;
 }
 
-static void put_listener(struct sl_registry *r, uint16_t port, uint8_t protocol, uint32_t id)
-{
-	uint32_t lo4 = htonl(INADDR_LOOPBACK);
-
-	sl_bpf_set_listener(r->bpf, AF_INET, (const uint8_t *)&lo4, htons(port), protocol, id);
-	sl_bpf_set_listener(r->bpf, AF_INET6, in6addr_loopback.s6_addr, htons(port), protocol, id);
-}
-
-/* Registers (@sandbox_id) the listener addresses of @box in the kernel, its DNS port in TCP
- * and UDP, its proxy port in TCP; or forgets (0) them, in both protocols (a proxy port has a
- * UDP key too when it was copied from an earlier sluiced's any-protocol key). */
+/* Registers (@sandbox_id) the listener ports of @box in the kernel, in its network
+ * namespace: its DNS port in TCP and UDP, its proxy port in TCP; or forgets (0) them, in both
+ * protocols (a proxy port has a UDP key too when it was copied from an earlier sluiced's
+ * any-protocol key). Sandboxes sharing their worker's listeners share the keys, and a port
+ * another sandbox holds stays: a key of the namespace while one there has it, a key of every
+ * namespace (cookie 0) while one anywhere has it. */
 static void set_listeners(struct sl_registry *r, const struct sl_box *box, uint32_t sandbox_id)
 {
 	static const uint8_t protos[] = { IPPROTO_TCP, IPPROTO_UDP };
@@ -191,13 +187,19 @@ static void set_listeners(struct sl_registry *r, const struct sl_box *box, uint3
 		if (!ports[i])
 			continue;
 		for (size_t p = 0; p < sizeof(protos); p++) {
-			int dns_or_tcp = i == 0 || protos[p] == IPPROTO_TCP;
+			uint16_t port_be = htons(ports[i]);
 
-			/* Listeners in different network namespaces may share a port, and the
-			 * kernel's table knows no namespaces: forget a port only when no other
-			 * sandbox has it. */
-			if (sandbox_id ? dns_or_tcp : !port_held(r, box, ports[i], protos[p]))
-				put_listener(r, ports[i], protos[p], sandbox_id);
+			if (sandbox_id) {
+				if (i == 0 || protos[p] == IPPROTO_TCP)
+					sl_bpf_set_listener(r->bpf, box->netns_cookie, port_be,
+							    protos[p], sandbox_id);
+				continue;
+			}
+			if (box->netns_cookie && !port_held(r, box, ports[i], protos[p], 0))
+				sl_bpf_set_listener(r->bpf, box->netns_cookie, port_be, protos[p],
+						    0);
+			if (!port_held(r, box, ports[i], protos[p], 1))
+				sl_bpf_set_listener(r->bpf, 0, port_be, protos[p], 0);
 		}
 	}
 }

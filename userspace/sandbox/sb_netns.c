@@ -79,6 +79,7 @@ static int take_netns(struct sl_box *box, int fd, const struct sl_netns_id *id, 
 	box->netns_fd = fd;
 	box->netns_dev = id->dev;
 	box->netns_ino = id->ino;
+	box->netns_cookie = sl_netns_cookie(fd);
 	return 0;
 }
 
@@ -156,6 +157,7 @@ int sb_netns_adopt(struct sl_box *box, json_t *j)
 	if (fd < 0)
 		return -ENOENT;
 	box->netns_fd = fd;
+	box->netns_cookie = sl_netns_cookie(fd);
 	return 0;
 }
 

@@ -502,6 +502,7 @@ static int adopt_one(struct sl_registry *r, const char *path)
 		goto cleanup;
 	}
 	box->netns_fd = -1;
+	box->netns_cookie = r->netns_cookie;
 	snprintf(box->name, sizeof(box->name), "%s", name);
 	snprintf(box->cgroup, sizeof(box->cgroup), "%s", cgroup);
 	snprintf(box->policy_path, sizeof(box->policy_path), "%s", policy_path);
