@@ -16,8 +16,9 @@ N_RULES = 100000
 
 # In a sandbox: DNS queries for api.test (one every 5 ms, open loop) on one thread, HTTPS
 # requests to api.test (one at a time; /static, which nginx answers itself: the Python backend
-# runs in pytest's process, whose pauses are not sluice's) on another, until stdin closes or 120 s pass. Prints
-# {"dns": [[seconds, rcode or error], ...], "https": [[seconds, status or error], ...]}.
+# runs in pytest's process, whose pauses are not sluice's) on another, until stdin closes or
+# 120 s pass. Prints {"dns": [[seconds, rcode or error], ...], "https": [[seconds, status or
+# error], ...]}.
 CLIENT = r"""
 import http.client, json, random, select, socket, ssl, struct, sys, threading, time
 ctx = ssl.create_default_context(cafile=sys.argv[1])

@@ -61,6 +61,52 @@ def test_get_through_the_proxy(box, workdir, upstreams, daemon):
     assert r.stdout == pattern(100000)
 
 
+# In a sandbox: one request with "Connection: close" on a TLS connection that reports an end
+# without close_notify (suppress_ragged_eofs=False), read to the end. Prints the response's
+# length and SHA-256, and how the connection ended.
+CLOSE_CLIENT = r"""
+import hashlib, json, socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[1])
+s = ctx.wrap_socket(socket.create_connection(("api.test", 443), timeout=20),
+                    server_hostname="api.test", suppress_ragged_eofs=False)
+s.sendall(sys.argv[2].encode())
+data, end = b"", "close_notify"
+while True:
+    try:
+        b = s.recv(65536)
+    except ssl.SSLEOFError:
+        end = "eof without close_notify"
+        break
+    except ConnectionResetError:
+        end = "reset"
+        break
+    if not b:
+        break
+    data += b
+head, _, body = data.partition(b"\r\n\r\n")
+print(json.dumps({"status": head.split(b" ")[1].decode() if head else "",
+                  "length": len(body), "sha256": hashlib.sha256(body).hexdigest(),
+                  "end": end}))
+"""
+
+
+def test_a_client_that_asks_to_close_gets_the_whole_answer_and_a_clean_end(box, workdir):
+    """After a request sent whole with "Connection: close", nothing more is expected from the
+    client: sluiced closes at once, without draining (as nginx does), and the client still
+    reads the whole answer and its close_notify. A request whose body was refused is still
+    drained (test_refused_requests); here a bodiless GET and a POST read whole."""
+    cg, ca = box
+    for request in ("GET /bytes/300000 HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n",
+                    "POST /echo HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n"
+                    "Content-Length: 5\r\n\r\nhello"):
+        r = run_in(cg, [PY, "-c", CLOSE_CLIENT, ca, request], workdir)
+        assert r.returncode == 0, r.stderr
+        got = json.loads(r.stdout)
+        want = pattern(300000) if request.startswith("GET") else b"hello"
+        assert got == {"status": "200", "length": len(want),
+                       "sha256": hashlib.sha256(want).hexdigest(), "end": "close_notify"}, got
+
+
 RAWHTTP = str(Path(__file__).with_name("rawhttp.py"))
 
 

@@ -285,7 +285,10 @@ void px_finish_request(struct pconn *c)
 	else if (c->close_after)
 		px_pool_put(c);
 	if (c->x.rq != RQ_DONE || c->close_after) {
-		/* The response ended before the request did, or the client is done: close. */
+		/* The response ended before the request did, or the client is done: close. A
+		 * client that asked to close after a request it sent whole has nothing more to
+		 * send (as nginx judges for its lingering close): no draining. */
+		c->drained = c->x.rq == RQ_DONE && !sl_buf_size(&c->c.in);
 		c->st = C_CLOSING;
 		return;
 	}

@@ -208,6 +208,7 @@ struct pconn {
 	unsigned close_after : 1; /* the client does not keep the connection alive */
 	unsigned dead : 1; /* the connection has ended */
 	unsigned lingering : 1; /* answered and closing: draining what the client still sends */
+	unsigned drained : 1; /* closing after a whole request, nothing more expected */
 	/* Spliced in the kernel (splice.c): the bytes never come here. Per socket (0 client,
 	 * 1 upstream): what we wrote into it ourselves, its send count when the splice began,
 	 * whether its peer finished sending, whether we passed that on. */

@@ -374,14 +374,19 @@ size_t sl_stream_flush(struct sl_stream *s)
 	return total;
 }
 
+void sl_stream_close_notify(struct sl_stream *s)
+{
+	if (s->shut || s->err || sl_buf_size(&s->out) || !s->ssl)
+		return;
+	ERR_clear_error();
+	SSL_shutdown(s->ssl);
+}
+
 void sl_stream_shutdown(struct sl_stream *s)
 {
 	if (s->shut || s->err || sl_buf_size(&s->out))
 		return;
-	if (s->ssl) {
-		ERR_clear_error();
-		SSL_shutdown(s->ssl);
-	}
+	sl_stream_close_notify(s);
 	shutdown(s->fd, SHUT_WR);
 	s->shut = 1;
 }

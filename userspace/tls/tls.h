@@ -50,6 +50,9 @@ size_t sl_stream_read(struct sl_stream *s, size_t limit);
 size_t sl_stream_flush(struct sl_stream *s);
 /* Ends our direction once @out is drained (close_notify, then FIN). */
 void sl_stream_shutdown(struct sl_stream *s);
+/* Sends close_notify once @out is drained, and nothing else: for a stream about to be closed
+ * (whose close() sends the FIN). */
+void sl_stream_close_notify(struct sl_stream *s);
 /* SL_READ/SL_WRITE the stream needs from the loop, given whether we want to read now. */
 unsigned sl_stream_events(const struct sl_stream *s, int want_read);
 /* Sets up @ssl (an upstream connection) to present @name as SNI and to verify the server's
