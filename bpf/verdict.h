@@ -167,6 +167,9 @@ const volatile __u32 sl_event_limit = 100;
  * the loader after a probe; without it the egress program looks listeners up under cookie 0,
  * which sluiced then writes too. */
 const volatile __u8 sl_skb_netns = 0;
+/* Whether sl_listeners may hold keys of cookie 0 (every namespace): set by the loader when it
+ * finds or writes one, so that a namespace's miss costs one lookup, not two, where none is. */
+__u8 sl_listeners_shared = 0;
 
 static __always_inline void sl_count(__u32 sandbox_id, __u32 ctr)
 {
@@ -320,6 +323,8 @@ static __always_inline int sl_is_listener_port(__u16 port_be, __u32 protocol, __
 		__builtin_memcpy(&k.addr[4], &netns, sizeof(netns));
 		if (bpf_map_lookup_elem(&sl_listeners, &k))
 			return 1;
+		if (!sl_listeners_shared)
+			return 0;
 		__builtin_memset(&k.addr[4], 0, sizeof(netns));
 	}
 	return bpf_map_lookup_elem(&sl_listeners, &k) != NULL;

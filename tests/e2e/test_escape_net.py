@@ -315,6 +315,18 @@ def listener_key(port, proto, cookie=bytes(8)):
     return k.hex(" ").split()
 
 
+SO_NETNS_COOKIE = 71
+
+
+def netns_cookie(netns=None):
+    """The kernel's cookie of @netns (a path; None: ours), as a key's 8 bytes."""
+    code = ("import socket, sys; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+            f"sys.stdout.write(s.getsockopt(socket.SOL_SOCKET, {SO_NETNS_COOKIE}, 8).hex())")
+    argv = [*(["nsenter", f"--net={netns}"] if netns else []), PY, "-c", code]
+    return bytes.fromhex(subprocess.run(argv, capture_output=True, text=True, timeout=30,
+                                        check=True).stdout)
+
+
 class HeldUdp:
     """HELD_UDP in sandbox @cg: .port, send() (one datagram from it: "OK" or the errno name),
     register(proto, cookie) (its port as a listener's in the kernel table), unregister(i) (the
@@ -338,7 +350,7 @@ class HeldUdp:
         self.p.stdin.flush()
         return self.p.stdout.readline().strip()
 
-    def register(self, proto, cookie=bytes(8)):
+    def register(self, proto, cookie):
         self.keys.append(listener_key(self.port, proto, cookie))
         bpftool_map("update", "pinned", self.table, "key", "hex", *self.keys[-1],
                     "value", "hex", "01", "00", "00", "00")
@@ -360,29 +372,18 @@ def test_a_udp_socket_on_a_tcp_listeners_port_number_keeps_sending(lbox, daemon,
     nothing. Its datagrams leave; only a UDP listener on that port makes it a squatter, whose
     datagrams the egress program drops. Staged by registering the socket's port as a
     listener's in the kernel table, first in TCP, then in UDP."""
+    ours = netns_cookie()
     h = HeldUdp(lbox, daemon, workdir)
     try:
         assert h.send() == "OK"
-        h.register(6)  # TCP: the number is the proxy's, the socket is no squatter
+        h.register(6, ours)  # TCP: the number is the proxy's, the socket is no squatter
         assert h.send() == "OK"
-        h.register(17)  # UDP: now it holds a listener's port
+        h.register(17, ours)  # UDP: now it holds a listener's port
         assert h.send() == "EPERM"
         h.unregister(1)
         assert h.send() == "OK"
     finally:
         h.close()
-
-
-SO_NETNS_COOKIE = 71
-
-
-def netns_cookie(netns=None):
-    """The kernel's cookie of @netns (a path; None: ours), as a key's 8 bytes."""
-    code = ("import socket, sys; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
-            f"sys.stdout.write(s.getsockopt(socket.SOL_SOCKET, {SO_NETNS_COOKIE}, 8).hex())")
-    argv = [*(["nsenter", f"--net={netns}"] if netns else []), PY, "-c", code]
-    return bytes.fromhex(subprocess.run(argv, capture_output=True, text=True, timeout=30,
-                                        check=True).stdout)
 
 
 def test_a_listener_port_is_its_namespaces_alone(esc, lbox, daemon, workdir):

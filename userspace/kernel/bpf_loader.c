@@ -300,14 +300,18 @@ static int map_each(int fd, size_t ksz, size_t vsz,
 
 /* A listener key of a sluiced before 8 December (proto 0: any protocol), copied under TCP and
  * UDP for the programs of now, before any link moves to them. The old key stays for the old
- * programs still attached (an orphan's); forgetting the listener drops it. */
+ * programs still attached (an orphan's); forgetting the listener drops it. A key of cookie 0
+ * (every namespace: such old keys and their copies) turns on sl_listeners_shared. */
 static int listener_upgrade(int fd, const void *key, const void *val, void *arg)
 {
 	struct sl_listener_key k;
 	static const uint8_t protos[] = { IPPROTO_TCP, IPPROTO_UDP };
+	static const uint8_t none[8];
+	struct sl_bpf *b = arg;
 
-	(void)arg;
 	memcpy(&k, key, sizeof(k));
+	if (!memcmp(&k.addr[4], none, sizeof(none)))
+		b->skel->bss->sl_listeners_shared = 1; /* a key of every namespace */
 	if (k.proto)
 		return 0;
 	for (size_t i = 0; i < sizeof(protos); i++) {
@@ -649,7 +653,7 @@ struct sl_bpf *sl_bpf_open(const struct sl_bpf_opts *opts, char *err, size_t err
 	count_banks(b, b->skel->maps.sl_hosts4, sizeof(struct sl_key4));
 	count_banks(b, b->skel->maps.sl_hosts6, sizeof(struct sl_key6));
 	if (map_each(bpf_map__fd(b->skel->maps.sl_listeners), sizeof(struct sl_listener_key),
-		     sizeof(__u32), listener_upgrade, NULL)) {
+		     sizeof(__u32), listener_upgrade, b)) {
 		sl_errf(err, errlen, "upgrading the pinned sl_listeners failed: %s",
 			strerror(errno));
 		goto fail;
@@ -1592,7 +1596,10 @@ int sl_bpf_set_listener(struct sl_bpf *b, uint64_t netns, uint16_t port_be, uint
 		if (bpf_map__update_elem(map, &k, sizeof(k), &sandbox_id, sizeof(sandbox_id),
 					 BPF_ANY))
 			return -errno;
-		if (!netns || b->skb_netns)
+		if (netns && b->skb_netns)
+			return 0;
+		b->skel->bss->sl_listeners_shared = 1;
+		if (!netns)
 			return 0;
 		memset(&k.addr[4], 0, sizeof(netns)); /* what the egress program looks up */
 		if (bpf_map__update_elem(map, &k, sizeof(k), &sandbox_id, sizeof(sandbox_id),
