@@ -954,52 +954,93 @@ static int in_banks(const struct banks *w, uint32_t rules_id)
 	return id && id < w->b->max_sandboxes && w->sel[bank_ix(w->b, rules_id)];
 }
 
+/* Deletes @n keys of @ksz bytes from map @fd, in batches (one system call for thousands);
+ * a key gone meanwhile is skipped. Key by key where the kernel has no batch deletion. Returns
+ * the number deleted or -errno. */
+static int delete_keys(int fd, const unsigned char *keys, size_t n, size_t ksz)
+{
+	size_t i = 0;
+	int deleted = 0, batch = 1;
+
+	while (i < n) {
+		__u32 count = n - i > 4096 ? 4096 : (__u32)(n - i);
+
+		if (batch && !bpf_map_delete_batch(fd, keys + i * ksz, &count, NULL)) {
+			deleted += (int)count;
+			i += count;
+			continue;
+		}
+		if (batch && (errno == EINVAL || errno == EOPNOTSUPP || errno == 524) && !count) {
+			batch = 0; /* ENOTSUPP (524): this map or kernel has no batch deletion */
+			continue;
+		}
+		if (batch) {
+			deleted += (int)count;
+			i += count; /* the key it stopped at follows */
+		} else {
+			count = 0;
+			if (!bpf_map_delete_elem(fd, keys + i * ksz)) {
+				deleted++;
+				i++;
+				continue;
+			}
+		}
+		if (errno != ENOENT)
+			return -errno;
+		i++;
+	}
+	return deleted;
+}
+
+/* What prune() collects on its walk. */
+struct prune_walk {
+	const struct banks *w;
+	const void *keep;
+	size_t nkeep, ksz, n, cap;
+	unsigned char *stale;
+};
+
+static int prune_one(int fd, const void *key, const void *val, void *arg)
+{
+	struct prune_walk *p = arg;
+	uint32_t id;
+
+	(void)fd;
+	(void)val;
+	memcpy(&id, (const unsigned char *)key + 4, 4);
+	if (!in_banks(p->w, id))
+		return 0;
+	if (p->nkeep && bsearch(key, p->keep, p->nkeep, p->ksz,
+				p->ksz == sizeof(struct sl_key4) ? cmp_key4 : cmp_key6))
+		return 0;
+	if (p->n == p->cap) {
+		size_t cap = p->cap ? p->cap * 2 : 64;
+		unsigned char *s = realloc(p->stale, cap * p->ksz);
+
+		if (!s)
+			return -ENOMEM;
+		p->stale = s;
+		p->cap = cap;
+	}
+	memcpy(p->stale + p->n++ * p->ksz, key, p->ksz);
+	return 0;
+}
+
 /* Deletes the keys of the banks @w in rule map @map that @keep (sorted by memcmp) does not
- * contain: one walk of the whole map, whatever the number of banks. The keys are collected
- * first: deleting while walking get_next_key would restart the walk. Returns the number
- * deleted or -errno. */
+ * contain: one walk of the whole map in batches (map_each(): a map of 1,000,000 entries
+ * walked key by key took a system call each), whatever the number of banks. The keys are
+ * collected first, then deleted in batches. Returns the number deleted or -errno. */
 static int prune(struct bpf_map *map, size_t key_size, const struct banks *w, const void *keep,
 		 size_t nkeep)
 {
-	unsigned char key[sizeof(struct sl_key6)], next[sizeof(struct sl_key6)];
-	unsigned char *stale = NULL;
-	size_t nstale = 0, cap = 0;
-	void *prev = NULL;
-	int err = 0, n = 0;
+	struct prune_walk p = { w, keep, nkeep, key_size, 0, 0, NULL };
+	int fd = bpf_map__fd(map), r;
 
-	while (!bpf_map__get_next_key(map, prev, next, key_size)) {
-		uint32_t id;
-
-		memcpy(key, next, key_size);
-		prev = key;
-		memcpy(&id, key + 4, 4);
-		if (!in_banks(w, id))
-			continue;
-		if (nkeep && bsearch(key, keep, nkeep, key_size,
-				     key_size == sizeof(struct sl_key4) ? cmp_key4 : cmp_key6))
-			continue;
-		if (nstale == cap) {
-			unsigned char *s;
-
-			cap = cap ? cap * 2 : 64;
-			s = realloc(stale, cap * key_size);
-			if (!s) {
-				err = -ENOMEM;
-				goto cleanup;
-			}
-			stale = s;
-		}
-		memcpy(stale + nstale++ * key_size, key, key_size);
-	}
-	for (size_t i = 0; i < nstale; i++) {
-		if (!bpf_map__delete_elem(map, stale + i * key_size, key_size, 0))
-			n++;
-		else if (errno != ENOENT)
-			err = -errno;
-	}
-cleanup:
-	free(stale);
-	return err ? err : n;
+	r = map_each(fd, key_size, bpf_map__value_size(map), prune_one, &p);
+	if (!r)
+		r = delete_keys(fd, p.stale, p.n, key_size);
+	free(p.stale);
+	return r;
 }
 
 /* -errno of a failed write of a rule entry: a full map is -ENOSPC whichever map it is (a trie
