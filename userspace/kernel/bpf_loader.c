@@ -65,6 +65,15 @@ struct sl_bpf {
 	/* Whole addresses found in the tries at open, where a sluiced before 7 December kept
 	 * them (the hashes hold them now): sl_bpf_drop_trie_hosts() takes them out. */
 	uint32_t trie_hosts;
+	/* sl_bpf_learned_snapshot(): every bank's resolutions, by rules id (snap_on: taken). */
+	struct snap_ent *snap;
+	size_t nsnap;
+	int snap_on;
+};
+
+struct snap_ent {
+	uint32_t rules_id;
+	struct sl_kentry e;
 };
 
 /*
@@ -532,26 +541,39 @@ static uint32_t bank_ix(const struct sl_bpf *b, uint32_t rules_id)
 	return id < b->max_sandboxes ? 2 * id + !!(rules_id & SL_RULES_BANK) : 0;
 }
 
+/* What count_banks() counts in. */
+struct bank_count {
+	struct sl_bpf *b;
+	int trie;
+	uint32_t full; /* the prefix length of a whole address */
+};
+
+static int count_bank(int fd, const void *key, const void *val, void *arg)
+{
+	struct bank_count *c = arg;
+	uint32_t id, plen;
+
+	(void)fd;
+	(void)val;
+	memcpy(&plen, key, 4);
+	memcpy(&id, (const unsigned char *)key + 4, 4);
+	c->b->bank_n[bank_ix(c->b, id)]++;
+	if (c->trie && plen == c->full)
+		c->b->trie_hosts++;
+	return 0;
+}
+
 /* Counts the entries of each rule bank in rule map @map (once, at open), and the whole
- * addresses in a trie. */
+ * addresses in a trie: one walk in batches (map_each()). */
 static void count_banks(struct sl_bpf *b, struct bpf_map *map, size_t key_size)
 {
-	unsigned char key[sizeof(struct sl_key6)], next[sizeof(struct sl_key6)];
-	int trie = bpf_map__type(map) == BPF_MAP_TYPE_LPM_TRIE;
-	uint32_t full = 32 + 8 * (uint32_t)(key_size - 8);
-	void *prev = NULL;
+	struct bank_count c = { b, bpf_map__type(map) == BPF_MAP_TYPE_LPM_TRIE,
+				32 + 8 * (uint32_t)(key_size - 8) };
 
-	while (!bpf_map__get_next_key(map, prev, next, key_size)) {
-		uint32_t id, plen;
+	int r = map_each(bpf_map__fd(map), key_size, sizeof(struct sl_rule), count_bank, &c);
 
-		memcpy(key, next, key_size);
-		prev = key;
-		memcpy(&plen, key, 4);
-		memcpy(&id, key + 4, 4);
-		b->bank_n[bank_ix(b, id)]++;
-		if (trie && plen == full)
-			b->trie_hosts++;
-	}
+	if (r)
+		sl_warn("counting the entries of %s failed: %s", bpf_map__name(map), strerror(-r));
 }
 
 uint32_t sl_bpf_max_sandboxes(const struct sl_bpf *b)
@@ -712,6 +734,7 @@ void sl_bpf_close(struct sl_bpf *b)
 	pthread_mutex_destroy(&b->px_batch);
 	free(b->bank_n);
 	free(b->sni_held);
+	free(b->snap);
 	ring_buffer__free(b->rb);
 	sluice_bpf__destroy(b->skel);
 	free(b);
@@ -1510,68 +1533,191 @@ void sl_kbatch_commit(struct sl_kbatch *kb, int err[SL_KBATCH_TAGS])
 	kb_commit_map(kb, &kb->m[KB_SNI], bpf_map__fd(kb->b->skel->maps.sl_sni_names), err);
 }
 
-/* Appends the entries of @sandbox_id in rule map @map to *@out. */
-static int read_rules(struct bpf_map *map, size_t key_size, uint8_t family, uint32_t sandbox_id,
-		      struct sl_kentry **out, size_t *n, size_t *cap)
+/* Whether @v holds a resolution: a range that expires (a learned entry's). */
+static int rule_expires(const struct sl_rule *v)
 {
-	unsigned char key[sizeof(struct sl_key6)], next[sizeof(struct sl_key6)];
-	void *prev = NULL;
-
-	while (!bpf_map__get_next_key(map, prev, next, key_size)) {
-		struct sl_kentry *e;
-		uint32_t id, plen;
-
-		memcpy(key, next, key_size);
-		prev = key;
-		memcpy(&plen, key, 4);
-		memcpy(&id, key + 4, 4);
-		if (id != sandbox_id)
-			continue;
-		if (*n == *cap) {
-			size_t c = *cap ? *cap * 2 : 64;
-			struct sl_kentry *v = realloc(*out, c * sizeof(*v));
-
-			if (!v)
-				return -ENOMEM;
-			*out = v;
-			*cap = c;
-		}
-		e = &(*out)[*n];
-		memset(e, 0, sizeof(*e));
-		e->family = family;
-		e->plen = plen - 32;
-		memcpy(e->addr, key + 8, key_size - 8);
-		if (bpf_map__lookup_elem(map, key, key_size, &e->val, sizeof(e->val), 0))
-			continue; /* deleted meanwhile */
-		(*n)++;
-	}
+	for (uint32_t k = 0; k < v->n && k < SL_MAX_PORT_RANGES; k++)
+		if (v->r[k].expires_ns)
+			return 1;
 	return 0;
 }
 
-int sl_bpf_read_rules(struct sl_bpf *b, uint32_t sandbox_id, struct sl_kentry **out, size_t *n)
+/* What read_entries() collects: the entries of one bank, or of every bank (@all, into
+ * the snapshot). */
+struct rules_walk {
+	struct sl_bpf *b;
+	uint32_t rules_id;
+	int all, learned_only;
+	uint8_t family;
+	size_t key_size;
+	struct sl_kentry **out;
+	size_t *n, *cap;
+};
+
+static int read_entry(int fd, const void *key, const void *val, void *arg)
+{
+	struct rules_walk *w = arg;
+	const unsigned char *k = key;
+	struct sl_kentry *e;
+	uint32_t id, plen;
+
+	(void)fd;
+	memcpy(&plen, k, 4);
+	memcpy(&id, k + 4, 4);
+	if ((!w->all && id != w->rules_id) || (w->learned_only && !rule_expires(val)))
+		return 0;
+	if (w->all) {
+		struct snap_ent *x;
+
+		if (*w->n == *w->cap) {
+			size_t c = *w->cap ? *w->cap * 2 : 64;
+
+			x = realloc(w->b->snap, c * sizeof(*x));
+			if (!x)
+				return -ENOMEM;
+			w->b->snap = x;
+			*w->cap = c;
+		}
+		x = &w->b->snap[(*w->n)++];
+		x->rules_id = id;
+		e = &x->e;
+	} else {
+		if (*w->n == *w->cap) {
+			size_t c = *w->cap ? *w->cap * 2 : 64;
+			struct sl_kentry *v = realloc(*w->out, c * sizeof(*v));
+
+			if (!v)
+				return -ENOMEM;
+			*w->out = v;
+			*w->cap = c;
+		}
+		e = &(*w->out)[(*w->n)++];
+	}
+	memset(e, 0, sizeof(*e));
+	e->family = w->family;
+	e->plen = plen - 32;
+	memcpy(e->addr, k + 8, w->key_size - 8);
+	memcpy(&e->val, val, sizeof(e->val));
+	return 0;
+}
+
+/* The entries of bank @rules_id (or of every bank, @all), only its resolutions if
+ * @learned_only, in the four rule maps: one walk of each in batches (map_each()), keys and
+ * values together. */
+static int read_entries(struct sl_bpf *b, uint32_t rules_id, int all, int learned_only,
+			struct sl_kentry **out, size_t *n, size_t *cap)
+{
+	struct {
+		struct bpf_map *map;
+		uint8_t family;
+		size_t ksz;
+	} maps[] = {
+		{ b->skel->maps.sl_hosts4, AF_INET, sizeof(struct sl_key4) },
+		{ b->skel->maps.sl_rules4, AF_INET, sizeof(struct sl_key4) },
+		{ b->skel->maps.sl_hosts6, AF_INET6, sizeof(struct sl_key6) },
+		{ b->skel->maps.sl_rules6, AF_INET6, sizeof(struct sl_key6) },
+	};
+	int err = 0;
+
+	for (size_t i = 0; i < sizeof(maps) / sizeof(maps[0]) && !err; i++) {
+		struct rules_walk w = { .b = b,
+					.rules_id = rules_id,
+					.all = all,
+					.learned_only = learned_only,
+					.family = maps[i].family,
+					.key_size = maps[i].ksz,
+					.out = out,
+					.n = n,
+					.cap = cap };
+
+		err = map_each(bpf_map__fd(maps[i].map), maps[i].ksz, sizeof(struct sl_rule),
+			       read_entry, &w);
+	}
+	return err;
+}
+
+static int snap_cmp(const void *a, const void *b)
+{
+	uint32_t x = ((const struct snap_ent *)a)->rules_id,
+		 y = ((const struct snap_ent *)b)->rules_id;
+
+	return x < y ? -1 : x > y;
+}
+
+int sl_bpf_learned_snapshot(struct sl_bpf *b)
+{
+	size_t cap = 0;
+	int err;
+
+	sl_bpf_learned_snapshot_drop(b);
+	err = read_entries(b, 0, 1, 1, NULL, &b->nsnap, &cap);
+	if (err) {
+		sl_bpf_learned_snapshot_drop(b);
+		return err;
+	}
+	qsort(b->snap, b->nsnap, sizeof(*b->snap), snap_cmp);
+	b->snap_on = 1;
+	return 0;
+}
+
+void sl_bpf_learned_snapshot_drop(struct sl_bpf *b)
+{
+	free(b->snap);
+	b->snap = NULL;
+	b->nsnap = 0;
+	b->snap_on = 0;
+}
+
+/* One bank's entries by a walk of the maps (see read_entries()). */
+static int read_bank(struct sl_bpf *b, uint32_t rules_id, int learned_only, struct sl_kentry **out,
+		     size_t *n)
 {
 	size_t cap = 0;
 	int err;
 
 	*out = NULL;
 	*n = 0;
-	err = read_rules(b->skel->maps.sl_hosts4, sizeof(struct sl_key4), AF_INET, sandbox_id, out,
-			 n, &cap);
-	if (!err)
-		err = read_rules(b->skel->maps.sl_rules4, sizeof(struct sl_key4), AF_INET,
-				 sandbox_id, out, n, &cap);
-	if (!err)
-		err = read_rules(b->skel->maps.sl_hosts6, sizeof(struct sl_key6), AF_INET6,
-				 sandbox_id, out, n, &cap);
-	if (!err)
-		err = read_rules(b->skel->maps.sl_rules6, sizeof(struct sl_key6), AF_INET6,
-				 sandbox_id, out, n, &cap);
+	err = read_entries(b, rules_id, 0, learned_only, out, n, &cap);
 	if (err) {
 		free(*out);
 		*out = NULL;
 		*n = 0;
 	}
 	return err;
+}
+
+int sl_bpf_read_rules(struct sl_bpf *b, uint32_t rules_id, struct sl_kentry **out, size_t *n)
+{
+	return read_bank(b, rules_id, 0, out, n);
+}
+
+int sl_bpf_read_learned(struct sl_bpf *b, uint32_t rules_id, struct sl_kentry **out, size_t *n)
+{
+	size_t lo = 0, hi;
+
+	if (!b->snap_on)
+		return read_bank(b, rules_id, 1, out, n);
+	*out = NULL;
+	*n = 0;
+	hi = b->nsnap; /* the first entry of @rules_id, then past its last */
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (b->snap[mid].rules_id < rules_id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (hi = lo; hi < b->nsnap && b->snap[hi].rules_id == rules_id; hi++)
+		;
+	if (hi == lo)
+		return 0;
+	*out = malloc((hi - lo) * sizeof(**out));
+	if (!*out)
+		return -ENOMEM;
+	for (size_t i = lo; i < hi; i++)
+		(*out)[(*n)++] = b->snap[i].e;
+	return 0;
 }
 
 int sl_bpf_sync_unix(struct sl_bpf *b, uint32_t rules_id, const struct sl_unix_key *keys, size_t n)

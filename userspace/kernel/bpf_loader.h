@@ -126,8 +126,17 @@ int sl_kbatch_sni(struct sl_kbatch *kb, struct sl_bpf *b, uint32_t sandbox_id, u
  * tag's writes (-ENOSPC: a full map). */
 void sl_kbatch_commit(struct sl_kbatch *kb, int err[SL_KBATCH_TAGS]);
 
-/* Reads every kernel entry of @sandbox_id into *@out (malloc'd, caller frees). */
-int sl_bpf_read_rules(struct sl_bpf *b, uint32_t sandbox_id, struct sl_kentry **out, size_t *n);
+/* Reads every kernel entry of rule bank @rules_id into *@out (malloc'd, caller frees). */
+int sl_bpf_read_rules(struct sl_bpf *b, uint32_t rules_id, struct sl_kentry **out, size_t *n);
+/* Reads the kernel entries of rule bank @rules_id that hold a resolution (a range that
+ * expires: what DNS answers installed) into *@out (malloc'd, caller frees): from the snapshot
+ * while one is taken, else one walk of the maps. */
+int sl_bpf_read_learned(struct sl_bpf *b, uint32_t rules_id, struct sl_kentry **out, size_t *n);
+/* Takes (or drops) a snapshot of every bank's resolutions: one walk of the maps for all the
+ * sandboxes an adoption reads, instead of one per sandbox (400 sandboxes of 250 rules: 19 s
+ * of walks, 81 s key by key). */
+int sl_bpf_learned_snapshot(struct sl_bpf *b);
+void sl_bpf_learned_snapshot_drop(struct sl_bpf *b);
 /*
  * Makes the UNIX socket addresses allowed under rule bank @rules_id exactly @keys (their
  * sandbox_id is ignored; path zero-padded past len): writes every key, then deletes the others

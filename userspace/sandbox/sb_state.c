@@ -368,7 +368,7 @@ static int recover_learned(struct sl_registry *r, struct sl_box *box)
 	size_t n, nnames;
 	int err;
 
-	err = sl_bpf_read_rules(r->bpf, box->rules_id, &ents, &n);
+	err = sl_bpf_read_learned(r->bpf, box->rules_id, &ents, &n);
 	if (err)
 		return err;
 	names = names_load(r, box, &nnames);
@@ -639,6 +639,10 @@ int sl_registry_adopt(struct sl_registry *r)
 	d = opendir(dir);
 	if (!d)
 		return 0;
+	/* Every sandbox reads its resolutions back: from one walk of the maps for all. */
+	if (sl_bpf_learned_snapshot(r->bpf))
+		sl_warn("reading resolved addresses from the kernel in one pass failed: each "
+			"sandbox reads its own");
 	while ((de = readdir(d))) {
 		size_t l = strlen(de->d_name);
 
@@ -649,6 +653,7 @@ int sl_registry_adopt(struct sl_registry *r)
 			n++;
 	}
 	closedir(d);
+	sl_bpf_learned_snapshot_drop(r->bpf);
 	sl_bpf_pinned_sandboxes(r->bpf, warn_orphan, r);
 	return n;
 }
