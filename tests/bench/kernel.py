@@ -23,8 +23,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from common import BUILD, CLIENT_CPU, ROOT, UPSTREAM_CPU, BenchError, log, median, run, \
-    taskset, unpinned
+from common import BUILD, CLIENT_CPU, PROXY_CPU, ROOT, UPSTREAM_CPU, BenchError, log, median, \
+    move_to_cgroup, pin, run, taskset, unpinned
+from conftest import cgroup2_root
 from names import MANY_SUFFIX, bench_cold_names, many_addr
 
 
@@ -220,6 +221,20 @@ def remove_sandbox(daemon, name):
     return status
 
 
+def restart(daemon):
+    """Stops sluiced and starts it again with the same options: the seconds until it is ready,
+    every sandbox adopted (its state read, policy compiled, listeners opened, kernel entries
+    read back). The new process goes where the old one was (its cgroup; PROXY_CPU)."""
+    rel = Path(f"/proc/{daemon.proc.pid}/cgroup").read_text().strip().split("::", 1)[1]
+    daemon.stop()
+    t = time.monotonic()
+    daemon.start(timeout=900)
+    took = time.monotonic() - t
+    move_to_cgroup(daemon.proc.pid, Path(cgroup2_root()) / rel.lstrip("/"))
+    pin(daemon.proc.pid, PROXY_CPU)
+    return took
+
+
 def bench_scale(s, daemon, cgroups, workdir, dnsmasq, sluice_resolv):
     """Allowed connect() cost as the kernel's tables grow. Every case alternates with the same
     connect from a plain cgroup, so each ratio is against a baseline of the same moment."""
@@ -370,6 +385,9 @@ def bench_scale(s, daemon, cgroups, workdir, dnsmasq, sluice_resolv):
                f"{10000 * per_conc:.0f} s; " if per_conc else "")
             + f"sluiced RSS {rss_kib / 1024:.0f} MiB, {fds_many} descriptors, {own_used} "
             f"sandboxes with listeners of their own): ratio {res['ratio']:.3f}")
+        res["restart_s"] = restart(daemon)
+        log(f"  restart with {len(others) + 1} sandboxes in place (adopted, ready): "
+            f"{res['restart_s']:.1f} s")
         t = time.monotonic()
         for name in ["manybox", *others]:
             remove_sandbox(daemon, name)

@@ -200,7 +200,10 @@ def markdown(r):
                              + (f", {c['fds']} descriptors of a limit of {c['fd_limit']}, "
                                 f"{c['own_listeners']} sandboxes with listeners of their own "
                                 f"(--own-listeners {c['own_listeners_max']}), the rest "
-                                "sharing their worker's" if c.get("fds") is not None else ""))
+                                "sharing their worker's" if c.get("fds") is not None else "")
+                             + (f"; a restart with all of them in place took "
+                                f"{c['restart_s']:.1f} s until sluiced was ready (every "
+                                "sandbox adopted)" if c.get("restart_s") is not None else ""))
         lines += [""] + [f"- {n}" for n in sc.get("notes", [])] + [""]
         if sc.get("lookup"):
             lines += ["The rule lookup alone (bench_lookup: `sl_verdict4` in BPF_PROG_RUN, whole "

@@ -61,6 +61,7 @@ def test_kernel(smoke):
     many = [c for c in cases if "sandboxes" in c["case"]][0]
     assert many["sandboxes"] == 20  # one at a time, then eight in flight: all of them added
     assert positive(many["add_ms_alone"]) and positive(many["add_ms_in_flight"]), many
+    assert positive(many["restart_s"]), many  # sluiced restarted with them all in place
     dns_case = [c for c in cases if "DNS names" in c["case"]][0]
     assert dns_case["installed"] == dns_case["dns_names"]  # every name became a kernel entry
 
