@@ -18,6 +18,7 @@ import errno
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import time
@@ -222,16 +223,29 @@ def remove_sandbox(daemon, name):
 
 
 def restart(daemon):
-    """Stops sluiced and starts it again with the same options: the seconds until it is ready,
+    """Kills sluiced and starts it again with the same options: the seconds until it is ready,
     every sandbox adopted (its state read, policy compiled, listeners opened, kernel entries
     read back). The new process goes where the old one was (its cgroup; PROXY_CPU)."""
+    def count():
+        status, body = daemon.api("GET", "/v1/sandboxes")
+        if status != 200:
+            raise BenchError(f"listing the sandboxes failed ({status}): {body}")
+        return len(body["sandboxes"])
+
     rel = Path(f"/proc/{daemon.proc.pid}/cgroup").read_text().strip().split("::", 1)[1]
-    daemon.stop()
+    before = count()
+    # Killed, not stopped: the bench's sluiced runs with --purge, whose clean stop takes every
+    # sandbox away. A crash leaves them to the next one, as an upgrade's restart would.
+    daemon.signal(signal.SIGKILL)
     t = time.monotonic()
     daemon.start(timeout=900)
     took = time.monotonic() - t
     move_to_cgroup(daemon.proc.pid, Path(cgroup2_root()) / rel.lstrip("/"))
     pin(daemon.proc.pid, PROXY_CPU)
+    after = count()
+    if after != before:
+        raise BenchError(f"a restart adopted {after} of {before} sandboxes: "
+                         f"{daemon.read_log()[-2000:]}")
     return took
 
 
