@@ -1655,7 +1655,8 @@ int sl_bpf_learned_snapshot(struct sl_bpf *b)
 		sl_bpf_learned_snapshot_drop(b);
 		return err;
 	}
-	qsort(b->snap, b->nsnap, sizeof(*b->snap), snap_cmp);
+	if (b->nsnap) /* none: b->snap is NULL, which qsort() must not be given */
+		qsort(b->snap, b->nsnap, sizeof(*b->snap), snap_cmp);
 	b->snap_on = 1;
 	return 0;
 }
