@@ -1001,7 +1001,6 @@ static int delete_keys(int fd, const unsigned char *keys, size_t n, size_t ksz)
 			deleted += (int)count;
 			i += count; /* the key it stopped at follows */
 		} else {
-			count = 0;
 			if (!bpf_map_delete_elem(fd, keys + i * ksz)) {
 				deleted++;
 				i++;
@@ -1542,23 +1541,22 @@ static int rule_expires(const struct sl_rule *v)
 	return 0;
 }
 
-/* What read_entries() collects: the entries of one bank, or of every bank (@all, into
- * the snapshot). */
+/* What read_entries() collects: the entries of one bank, or of every bank (@all), each with
+ * its bank. */
 struct rules_walk {
-	struct sl_bpf *b;
 	uint32_t rules_id;
 	int all, learned_only;
 	uint8_t family;
 	size_t key_size;
-	struct sl_kentry **out;
-	size_t *n, *cap;
+	struct snap_ent **v;
+	size_t *n, cap;
 };
 
 static int read_entry(int fd, const void *key, const void *val, void *arg)
 {
 	struct rules_walk *w = arg;
 	const unsigned char *k = key;
-	struct sl_kentry *e;
+	struct snap_ent *x;
 	uint32_t id, plen;
 
 	(void)fd;
@@ -1566,46 +1564,30 @@ static int read_entry(int fd, const void *key, const void *val, void *arg)
 	memcpy(&id, k + 4, 4);
 	if ((!w->all && id != w->rules_id) || (w->learned_only && !rule_expires(val)))
 		return 0;
-	if (w->all) {
-		struct snap_ent *x;
+	if (*w->n == w->cap) {
+		size_t c = w->cap ? w->cap * 2 : 64;
 
-		if (*w->n == *w->cap) {
-			size_t c = *w->cap ? *w->cap * 2 : 64;
-
-			x = realloc(w->b->snap, c * sizeof(*x));
-			if (!x)
-				return -ENOMEM;
-			w->b->snap = x;
-			*w->cap = c;
-		}
-		x = &w->b->snap[(*w->n)++];
-		x->rules_id = id;
-		e = &x->e;
-	} else {
-		if (*w->n == *w->cap) {
-			size_t c = *w->cap ? *w->cap * 2 : 64;
-			struct sl_kentry *v = realloc(*w->out, c * sizeof(*v));
-
-			if (!v)
-				return -ENOMEM;
-			*w->out = v;
-			*w->cap = c;
-		}
-		e = &(*w->out)[(*w->n)++];
+		x = realloc(*w->v, c * sizeof(*x));
+		if (!x)
+			return -ENOMEM;
+		*w->v = x;
+		w->cap = c;
 	}
-	memset(e, 0, sizeof(*e));
-	e->family = w->family;
-	e->plen = plen - 32;
-	memcpy(e->addr, k + 8, w->key_size - 8);
-	memcpy(&e->val, val, sizeof(e->val));
+	x = &(*w->v)[(*w->n)++];
+	memset(x, 0, sizeof(*x));
+	x->rules_id = id;
+	x->e.family = w->family;
+	x->e.plen = plen - 32;
+	memcpy(x->e.addr, k + 8, w->key_size - 8);
+	memcpy(&x->e.val, val, sizeof(x->e.val));
 	return 0;
 }
 
 /* The entries of bank @rules_id (or of every bank, @all), only its resolutions if
- * @learned_only, in the four rule maps: one walk of each in batches (map_each()), keys and
- * values together. */
+ * @learned_only, in the four rule maps, appended to *@v (*@n of them): one walk of each in
+ * batches (map_each()), keys and values together. */
 static int read_entries(struct sl_bpf *b, uint32_t rules_id, int all, int learned_only,
-			struct sl_kentry **out, size_t *n, size_t *cap)
+			struct snap_ent **v, size_t *n)
 {
 	struct {
 		struct bpf_map *map;
@@ -1617,19 +1599,17 @@ static int read_entries(struct sl_bpf *b, uint32_t rules_id, int all, int learne
 		{ b->skel->maps.sl_hosts6, AF_INET6, sizeof(struct sl_key6) },
 		{ b->skel->maps.sl_rules6, AF_INET6, sizeof(struct sl_key6) },
 	};
+	struct rules_walk w = { .rules_id = rules_id,
+				.all = all,
+				.learned_only = learned_only,
+				.v = v,
+				.n = n,
+				.cap = *n };
 	int err = 0;
 
 	for (size_t i = 0; i < sizeof(maps) / sizeof(maps[0]) && !err; i++) {
-		struct rules_walk w = { .b = b,
-					.rules_id = rules_id,
-					.all = all,
-					.learned_only = learned_only,
-					.family = maps[i].family,
-					.key_size = maps[i].ksz,
-					.out = out,
-					.n = n,
-					.cap = cap };
-
+		w.family = maps[i].family;
+		w.key_size = maps[i].ksz;
 		err = map_each(bpf_map__fd(maps[i].map), maps[i].ksz, sizeof(struct sl_rule),
 			       read_entry, &w);
 	}
@@ -1646,11 +1626,10 @@ static int snap_cmp(const void *a, const void *b)
 
 int sl_bpf_learned_snapshot(struct sl_bpf *b)
 {
-	size_t cap = 0;
 	int err;
 
 	sl_bpf_learned_snapshot_drop(b);
-	err = read_entries(b, 0, 1, 1, NULL, &b->nsnap, &cap);
+	err = read_entries(b, 0, 1, 1, &b->snap, &b->nsnap);
 	if (err) {
 		sl_bpf_learned_snapshot_drop(b);
 		return err;
@@ -1669,21 +1648,35 @@ void sl_bpf_learned_snapshot_drop(struct sl_bpf *b)
 	b->snap_on = 0;
 }
 
+/* The entries @v[0..@n) as kentries in *@out (malloc'd; NULL when @n is 0). */
+static int kentries(const struct snap_ent *v, size_t n, struct sl_kentry **out, size_t *nout)
+{
+	*out = NULL;
+	*nout = 0;
+	if (!n)
+		return 0;
+	*out = malloc(n * sizeof(**out));
+	if (!*out)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		(*out)[i] = v[i].e;
+	*nout = n;
+	return 0;
+}
+
 /* One bank's entries by a walk of the maps (see read_entries()). */
 static int read_bank(struct sl_bpf *b, uint32_t rules_id, int learned_only, struct sl_kentry **out,
 		     size_t *n)
 {
-	size_t cap = 0;
-	int err;
+	struct snap_ent *v = NULL;
+	size_t nv = 0;
+	int err = read_entries(b, rules_id, 0, learned_only, &v, &nv);
 
 	*out = NULL;
 	*n = 0;
-	err = read_entries(b, rules_id, 0, learned_only, out, n, &cap);
-	if (err) {
-		free(*out);
-		*out = NULL;
-		*n = 0;
-	}
+	if (!err)
+		err = kentries(v, nv, out, n);
+	free(v);
 	return err;
 }
 
@@ -1694,14 +1687,11 @@ int sl_bpf_read_rules(struct sl_bpf *b, uint32_t rules_id, struct sl_kentry **ou
 
 int sl_bpf_read_learned(struct sl_bpf *b, uint32_t rules_id, struct sl_kentry **out, size_t *n)
 {
-	size_t lo = 0, hi;
+	size_t lo = 0, hi = b->nsnap, end;
 
 	if (!b->snap_on)
 		return read_bank(b, rules_id, 1, out, n);
-	*out = NULL;
-	*n = 0;
-	hi = b->nsnap; /* the first entry of @rules_id, then past its last */
-	while (lo < hi) {
+	while (lo < hi) { /* the first entry of @rules_id */
 		size_t mid = lo + (hi - lo) / 2;
 
 		if (b->snap[mid].rules_id < rules_id)
@@ -1709,16 +1699,9 @@ int sl_bpf_read_learned(struct sl_bpf *b, uint32_t rules_id, struct sl_kentry **
 		else
 			hi = mid;
 	}
-	for (hi = lo; hi < b->nsnap && b->snap[hi].rules_id == rules_id; hi++)
+	for (end = lo; end < b->nsnap && b->snap[end].rules_id == rules_id; end++)
 		;
-	if (hi == lo)
-		return 0;
-	*out = malloc((hi - lo) * sizeof(**out));
-	if (!*out)
-		return -ENOMEM;
-	for (size_t i = lo; i < hi; i++)
-		(*out)[(*n)++] = b->snap[i].e;
-	return 0;
+	return kentries(b->snap + lo, end - lo, out, n);
 }
 
 int sl_bpf_sync_unix(struct sl_bpf *b, uint32_t rules_id, const struct sl_unix_key *keys, size_t n)
