@@ -216,6 +216,18 @@ struct sl_listener_key {
 	__u8 proto; /* IPPROTO_TCP / IPPROTO_UDP */
 };
 
+/*
+ * sl_listener_ports: the port numbers some sl_listeners key may hold, in any namespace, a bit
+ * per port and protocol, so that a connect or packet to a local port no listener has (nearly
+ * all of them) costs an array read rather than a hash lookup. Word SL_LPORT_WORD() of the
+ * array, bit (port & 63). Only sluiced writes it, under one rule: a port's bit is set before the
+ * first key of that port and protocol goes in, and cleared only after the last one is gone
+ * (sl_bpf_set_listener()); at start it is made again from the keys there are, before any link
+ * moves to the programs that read it.
+ */
+#define SL_LPORT_WORDS 2048 /* 65536 ports, TCP and UDP, 64 per word */
+#define SL_LPORT_WORD(port, proto) (((proto) == IPPROTO_UDP ? 1024u : 0u) + ((port) >> 6))
+
 /* Per-sandbox per-CPU counters (sl_counters, indexed by sandbox id). Exact: every verdict
  * is counted whether or not an event is emitted. */
 #define SL_CTR_ALLOW_TCP 0

@@ -161,6 +161,14 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } sl_unix SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SL_LPORT_WORDS);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} sl_listener_ports SEC(".maps");
+
 /* Deny events per sandbox per CPU per second; set by sluiced before load. */
 const volatile __u32 sl_event_limit = 100;
 /* Whether the kernel gives cgroup_skb programs bpf_get_netns_cookie() (newer kernels): set by
@@ -316,7 +324,16 @@ static __always_inline __u8 sl_proto_bit(__u32 protocol)
 static __always_inline int sl_is_listener_port(__u16 port_be, __u32 protocol, __u64 netns)
 {
 	struct sl_listener_key k = { .port = port_be, .family = AF_INET, .proto = protocol };
+	__u16 port = bpf_ntohs(port_be);
+	__u32 word = SL_LPORT_WORD(port, protocol);
+	__u64 *bits;
 
+	/* No key of this port and protocol anywhere: no lookup (sl_listener_ports). */
+	if (protocol == IPPROTO_TCP || protocol == IPPROTO_UDP) {
+		bits = bpf_map_lookup_elem(&sl_listener_ports, &word);
+		if (bits && !((*bits >> (port & 63)) & 1))
+			return 0;
+	}
 	k.addr[0] = 127;
 	k.addr[3] = 1;
 	if (netns) {

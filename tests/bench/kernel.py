@@ -76,20 +76,26 @@ def prog_stats(pinned):
 
 
 def program_ns(daemon, cg, host, port, n):
-    """sl_connect4's own time per call, from the kernel's bpf_stats (on only meanwhile: it
-    adds its own timing to every run of every program)."""
+    """What each of sluice's programs costs one allowed connect(), from the kernel's bpf_stats
+    (on only meanwhile: it adds its own timing to every run of every program): for each program
+    that ran, runs per connect and ns per run. "sl_connect4" is the connect hook itself."""
     stats = Path("/proc/sys/kernel/bpf_stats_enabled")
     old = stats.read_text().strip()
-    prog = f"{daemon.bpffs}/progs/sl_connect4"
+    progs = sorted(Path(daemon.bpffs, "progs").iterdir())
     stats.write_text("1")
     try:
-        before = prog_stats(prog)
+        before = {p.name: prog_stats(str(p)) for p in progs}
         connect_cost(cg, host, port, 0, n)
-        after = prog_stats(prog)
+        after = {p.name: prog_stats(str(p)) for p in progs}
     finally:
         stats.write_text(old)
-    runs = after[1] - before[1]
-    return (after[0] - before[0]) / runs if runs else None
+    out = {}
+    for name in before:
+        runs = after[name][1] - before[name][1]
+        if runs:
+            out[name] = {"runs_per_connect": runs / n,
+                         "ns_per_run": (after[name][0] - before[name][0]) / runs}
+    return out
 
 
 def paired(plain, box, host, port, rounds, n):
@@ -143,8 +149,9 @@ def bench_connect(s, daemon, cgroups, workdir):
             "audit_ns": med["audit"], "audited_ns": med["audited"],
             "ratio_audit_enforce": r("audit", "sluice"),
             "ratio_audited_enforce": r("audited", "sluice"),
-            "prog_ns": program_ns(daemon, box, "127.0.0.1", open_port, s.connects),
+            "programs": program_ns(daemon, box, "127.0.0.1", open_port, s.connects),
         }
+        res["prog_ns"] = res["programs"].get("sl_connect4", {}).get("ns_per_run")
         log(f"  connect: denied/refused {res['ratio_denied_refused']:.3f}, allowed "
             f"{res['ratio_allowed']:.3f}, sl_connect4 {res['prog_ns'] or 0:.0f} ns; audit/enforce "
             f"{res['ratio_audit_enforce']:.3f}, audited/enforce {res['ratio_audited_enforce']:.3f}")

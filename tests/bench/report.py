@@ -157,6 +157,16 @@ def markdown(r):
                   f"| allowed, sluice vs no sluice | {_f(k['sluice_ns'])} | "
                   f"{_f(k['plain_ns'])} | {_f(k['ratio_allowed'], '{:.3f}')} |",
                   f"| `sl_connect4` itself per call (bpf_stats) | {_f(k['prog_ns'])} | | |", ""]
+        progs = k.get("programs") or {}
+        if progs:
+            lines += ["What each program costs one allowed connect() (socket, connect, close; "
+                      "bpf_stats, which adds its own timing to each run):", "",
+                      "| program | runs per connect | ns per run | ns per connect |",
+                      "|---|---|---|---|"]
+            lines += [f"| `{name}` | {p['runs_per_connect']:.2f} | {p['ns_per_run']:.0f} | "
+                      f"{p['runs_per_connect'] * p['ns_per_run']:.0f} |"
+                      for name, p in sorted(progs.items())]
+            lines += [""]
     e = _get(r, "kernel", "egress")
     if e:
         lines += ["## Kernel: the egress program", "",

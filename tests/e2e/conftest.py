@@ -663,6 +663,25 @@ def bpftool_map(*args):
     assert r.returncode == 0, r.stderr
 
 
+def listener_port_bit(bpffs, port, proto, on=None):
+    """The bit of @port and @proto (6, 17) in the daemon's sl_listener_ports (bpf/sluice.h:
+    some sl_listeners key may hold the port); with @on, set to that first. Returns the bit as
+    it was."""
+    table = f"{bpffs}/sl_listener_ports"
+    word = (1024 if proto == 17 else 0) + (port >> 6)
+    key = word.to_bytes(4, "little").hex(" ").split()
+    r = subprocess.run(["bpftool", "-j", "map", "lookup", "pinned", table, "key", "hex", *key],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    bits = int.from_bytes(bytes(int(x, 16) for x in json.loads(r.stdout)["value"]), "little")
+    was = (bits >> (port & 63)) & 1
+    if on is not None:
+        bits = bits | (1 << (port & 63)) if on else bits & ~(1 << (port & 63))
+        bpftool_map("update", "pinned", table, "key", "hex", *key, "value", "hex",
+                    *bits.to_bytes(8, "little").hex(" ").split())
+    return was
+
+
 def map_dump(bpffs, name):
     """(key bytes, value bytes) of every entry of the daemon's pinned map name."""
     r = subprocess.run(["bpftool", "-j", "map", "dump", "pinned", f"{bpffs}/{name}"],

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BUILD, Daemon, bpf_links_of, bpftool_map, map_dump, probe, \
-    progs_bpftool_lists, write_policy
+from conftest import BUILD, Daemon, bpf_links_of, bpftool_map, listener_port_bit, map_dump, \
+    probe, progs_bpftool_lists, write_policy
 
 
 def tcp(host, port):
@@ -166,6 +166,18 @@ return {{ egress = {{ allow = {{ "127.0.0.1:{pa}", "127.0.0.2:{pa}" }} }} }}
     assert d.cli("sandbox", "rm", "upgrade").returncode == 0
 
 
+def add_listening(d, cgroups, name, workdir):
+    """Sandbox @name, with a DNS and a proxy listener: (its cgroup, DNS port, proxy port)."""
+    cg = cgroups.make(name)
+    d.add(name, cg, write_policy(workdir, name, """
+return { egress = { allow = { "127.0.0.1" }, intercept = { "api.test" } } }
+"""))
+    r = d.cli("sandbox", "show", name, "--json")
+    assert r.returncode == 0, r.stderr
+    sb = json.loads(r.stdout)
+    return cg, sb["dns"]["port"], sb["proxy"]["port"]
+
+
 def test_listener_keys_of_an_earlier_sluiced_are_copied_into_both_protocols(fresh_daemon,
                                                                            cgroups, workdir):
     """A sluiced before 8 December registered each listener port for any protocol (the key's
@@ -176,14 +188,7 @@ def test_listener_keys_of_an_earlier_sluiced_are_copied_into_both_protocols(fres
     sluiced runs: the next one copies each old key under TCP and UDP before its programs take
     over, the listeners stay out of reach, and removing the sandbox drops every key."""
     d = fresh_daemon.start()
-    cg = cgroups.make("oldkeys")
-    d.add("oldkeys", cg, write_policy(workdir, "oldkeys", """
-return { egress = { allow = { "127.0.0.1" }, intercept = { "api.test" } } }
-"""))
-    r = d.cli("sandbox", "show", "oldkeys", "--json")
-    assert r.returncode == 0, r.stderr
-    sb = json.loads(r.stdout)
-    dns, proxy = sb["dns"]["port"], sb["proxy"]["port"]
+    cg, dns, proxy = add_listening(d, cgroups, "oldkeys", workdir)
 
     def keys():  # (port, family, protocol, in one namespace) of every key
         return sorted((int.from_bytes(k[16:18], "big"), k[18], k[19], k[18] == 2 and
@@ -223,6 +228,34 @@ return { egress = { allow = { "127.0.0.1" }, intercept = { "api.test" } } }
     assert probe(cg, ops, workdir) == ["EPERM"] * 3
     assert d.cli("sandbox", "rm", "oldkeys").returncode == 0
     assert keys() == []
+
+
+def test_the_index_of_listener_ports_is_made_again_from_the_keys_at_start(fresh_daemon, cgroups,
+                                                                          workdir):
+    """sl_listener_ports spares the programs a hash lookup for a port no listener has: a
+    port's bit is on while a key of it is in sl_listeners. A sluiced without the index (staged:
+    its pinned map removed while none runs) leaves keys and no bits; the next one makes the
+    index from the keys before its programs take over, the listeners stay out of reach, and
+    removing the sandbox turns its bits off."""
+    d = fresh_daemon.start()
+    cg, dns, proxy = add_listening(d, cgroups, "lports", workdir)
+    ours = [(dns, 6), (dns, 17), (proxy, 6)]
+
+    def bits():
+        return [listener_port_bit(d.bpffs, port, proto) for port, proto in ours]
+
+    assert bits() == [1, 1, 1]
+    assert listener_port_bit(d.bpffs, proxy, 17) == 0  # a proxy listens in TCP only
+    d.stop()
+    os.unlink(d.bpffs + "/sl_listener_ports")
+    d.start()
+    assert "sandbox lports adopted" in d.read_log()
+    assert bits() == [1, 1, 1]
+    ops = [tcp("127.0.0.1", dns), tcp("127.0.0.1", proxy),
+           {"op": "sendto", "host": "127.0.0.1", "port": dns, "data": "x"}]
+    assert probe(cg, ops, workdir) == ["EPERM"] * 3
+    assert d.cli("sandbox", "rm", "lports").returncode == 0
+    assert bits() == [0, 0, 0]
 
 
 def test_the_ca_lives_in_the_state_file_and_survives_restarts(fresh_daemon, cgroups, workdir):

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import IN_SANDBOX, PY, RUN_ID, bpftool_map, free_port, write_policy
+from conftest import IN_SANDBOX, PY, RUN_ID, bpftool_map, free_port, \
+    listener_port_bit, write_policy
 from standin import StandIn, ip
 
 HERE = Path(__file__).resolve().parent
@@ -333,8 +334,10 @@ class HeldUdp:
     i-th key registered); close() removes the keys and ends the process."""
 
     def __init__(self, cg, daemon, workdir):
+        self.bpffs = daemon.bpffs
         self.table = daemon.bpffs + "/sl_listeners"
         self.keys = []
+        self.bits = {}  # protocol: its bit in sl_listener_ports before register()
         self.p = subprocess.Popen([IN_SANDBOX, "--user", USER, str(cg), str(Path(workdir) /
                                    "resolv.conf"), PY, "-c", HELD_UDP], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -351,6 +354,9 @@ class HeldUdp:
         return self.p.stdout.readline().strip()
 
     def register(self, proto, cookie):
+        # As sluiced writes a key: its port's bit in the index first (kept on until close()).
+        if proto not in self.bits:
+            self.bits[proto] = listener_port_bit(self.bpffs, self.port, proto, on=1)
         self.keys.append(listener_key(self.port, proto, cookie))
         bpftool_map("update", "pinned", self.table, "key", "hex", *self.keys[-1],
                     "value", "hex", "01", "00", "00", "00")
@@ -362,6 +368,8 @@ class HeldUdp:
         for k in self.keys:
             subprocess.run(["bpftool", "map", "delete", "pinned", self.table, "key", "hex", *k],
                            capture_output=True, timeout=30)
+        for proto, was in self.bits.items():
+            listener_port_bit(self.bpffs, self.port, proto, on=was)
         self.p.stdin.close()
         self.p.wait(timeout=10)
 

@@ -62,6 +62,11 @@ struct sl_bpf {
 	 * bank_ix()), counted at open and kept by every write: a sync that leaves none of the
 	 * bank's earlier keys behind needs no walk of the whole map to prune. */
 	uint32_t *bank_n;
+	/* [2 * 65536]: the sl_listeners keys the programs can find, by protocol (TCP, then UDP)
+	 * and port (lport_ix()), counted at open and kept by every write under ls_mu: a port's
+	 * bit in sl_listener_ports is on while its count is. */
+	uint32_t *ls_n;
+	pthread_mutex_t ls_mu;
 	/* Whole addresses found in the tries at open, where a sluiced before 7 December kept
 	 * them (the hashes hold them now): sl_bpf_drop_trie_hosts() takes them out. */
 	uint32_t trie_hosts;
@@ -329,6 +334,110 @@ static int listener_upgrade(int fd, const void *key, const void *val, void *arg)
 			return -errno;
 	}
 	return 0;
+}
+
+/* @k's index in ls_n if the programs can find it (127.0.0.1, TCP or UDP: not a key of before
+ * 8 December), else -1. */
+static long lport_ix(const struct sl_listener_key *k)
+{
+	static const uint8_t lo[4] = { 127, 0, 0, 1 };
+
+	if (k->family != AF_INET || memcmp(k->addr, lo, sizeof(lo)) ||
+	    (k->proto != IPPROTO_TCP && k->proto != IPPROTO_UDP))
+		return -1;
+	return (k->proto == IPPROTO_UDP ? 65536L : 0) + ntohs(k->port);
+}
+
+static int lport_count(int fd, const void *key, const void *val, void *arg)
+{
+	struct sl_bpf *b = arg;
+	long ix = lport_ix(key);
+
+	(void)fd;
+	(void)val;
+	if (ix >= 0)
+		b->ls_n[ix]++;
+	return 0;
+}
+
+/* sl_listener_ports made again from the keys of sl_listeners, before any link moves to the
+ * programs that read it: whatever wrote the keys (an earlier sluiced, of before the index or
+ * not), each one's bit is on. A bit no key needs goes off: nothing else writes keys meanwhile. */
+static int lport_rebuild(struct sl_bpf *b)
+{
+	int fd = bpf_map__fd(b->skel->maps.sl_listener_ports);
+
+	memset(b->ls_n, 0, 2 * 65536 * sizeof(*b->ls_n));
+	if (map_each(bpf_map__fd(b->skel->maps.sl_listeners), sizeof(struct sl_listener_key),
+		     sizeof(__u32), lport_count, b))
+		return -1;
+	for (__u32 w = 0; w < SL_LPORT_WORDS; w++) {
+		__u64 bits = 0;
+
+		for (int i = 0; i < 64; i++)
+			if (b->ls_n[(w >= 1024 ? 65536 : 0) + (w % 1024) * 64 + i])
+				bits |= 1ULL << i;
+		if (bpf_map_update_elem(fd, &w, &bits, BPF_ANY))
+			return -1;
+	}
+	return 0;
+}
+
+/* Turns @port's bit of @proto in sl_listener_ports on or off, the rest of its word as the map
+ * has it. Under ls_mu. */
+static int lport_bit(struct sl_bpf *b, uint16_t port, uint8_t proto, int on)
+{
+	int fd = bpf_map__fd(b->skel->maps.sl_listener_ports);
+	__u32 w = SL_LPORT_WORD(port, proto);
+	__u64 bits;
+
+	if (bpf_map_lookup_elem(fd, &w, &bits))
+		return -errno;
+	if (on)
+		bits |= 1ULL << (port & 63);
+	else
+		bits &= ~(1ULL << (port & 63));
+	return bpf_map_update_elem(fd, &w, &bits, BPF_ANY) ? -errno : 0;
+}
+
+/* Writes listener key @k (value @id): its port's bit goes on first, so that no program skips
+ * the lookup that would find it. */
+static int lport_put(struct sl_bpf *b, const struct sl_listener_key *k, uint32_t id)
+{
+	int fd = bpf_map__fd(b->skel->maps.sl_listeners), r = 0;
+	long ix = lport_ix(k);
+
+	pthread_mutex_lock(&b->ls_mu);
+	if (ix >= 0 && !b->ls_n[ix])
+		r = lport_bit(b, ntohs(k->port), k->proto, 1);
+	if (r) {
+		/* no key without its bit */
+	} else if (!bpf_map_update_elem(fd, k, &id, BPF_NOEXIST)) {
+		if (ix >= 0)
+			b->ls_n[ix]++;
+	} else if (errno != EEXIST || bpf_map_update_elem(fd, k, &id, BPF_EXIST)) {
+		r = -errno;
+	} else if (ix >= 0 && !b->ls_n[ix]) {
+		b->ls_n[ix] = 1; /* a key someone else wrote: counted now, its bit kept on */
+	}
+	pthread_mutex_unlock(&b->ls_mu);
+	return r;
+}
+
+/* Deletes listener key @k (none: 0); its port's bit goes off after the last key of it. A
+ * count can only be too high (a key written behind sluiced's back): a bit stays on then. */
+static int lport_del(struct sl_bpf *b, const struct sl_listener_key *k)
+{
+	int fd = bpf_map__fd(b->skel->maps.sl_listeners), r = 0;
+	long ix = lport_ix(k);
+
+	pthread_mutex_lock(&b->ls_mu);
+	if (bpf_map_delete_elem(fd, k))
+		r = errno == ENOENT ? 0 : -errno;
+	else if (ix >= 0 && b->ls_n[ix] && !--b->ls_n[ix])
+		r = lport_bit(b, ntohs(k->port), k->proto, 0);
+	pthread_mutex_unlock(&b->ls_mu);
+	return r;
 }
 
 /* Notes that sl_sni_names may hold names of sandbox @id (all ids beyond the array do). */
@@ -608,9 +717,11 @@ struct sl_bpf *sl_bpf_open(const struct sl_bpf_opts *opts, char *err, size_t err
 	b->px_state = calloc(b->max_sandboxes, 1);
 	pthread_mutex_init(&b->px_mu, NULL);
 	pthread_mutex_init(&b->px_batch, NULL);
+	pthread_mutex_init(&b->ls_mu, NULL);
 	b->bank_n = calloc(2 * (size_t)b->max_sandboxes, sizeof(*b->bank_n));
 	b->sni_held = calloc(b->max_sandboxes, 1);
-	if (!b->px_fd || !b->px_state || !b->bank_n || !b->sni_held) {
+	b->ls_n = calloc(2 * 65536, sizeof(*b->ls_n));
+	if (!b->px_fd || !b->px_state || !b->bank_n || !b->sni_held || !b->ls_n) {
 		sl_errf(err, errlen, "out of memory");
 		goto fail;
 	}
@@ -680,6 +791,11 @@ struct sl_bpf *sl_bpf_open(const struct sl_bpf_opts *opts, char *err, size_t err
 			strerror(errno));
 		goto fail;
 	}
+	if (lport_rebuild(b)) {
+		sl_errf(err, errlen, "indexing the ports of sl_listeners failed: %s",
+			strerror(errno));
+		goto fail;
+	}
 	if (map_each(bpf_map__fd(b->skel->maps.sl_sni_names), sizeof(struct sl_sni_key),
 		     sizeof(struct sl_sni_val), sni_mark_held, b)) {
 		sl_errf(err, errlen, "reading the pinned sl_sni_names failed: %s", strerror(errno));
@@ -732,7 +848,9 @@ void sl_bpf_close(struct sl_bpf *b)
 	free(b->px_state);
 	pthread_mutex_destroy(&b->px_mu);
 	pthread_mutex_destroy(&b->px_batch);
+	pthread_mutex_destroy(&b->ls_mu);
 	free(b->bank_n);
+	free(b->ls_n);
 	free(b->sni_held);
 	free(b->snap);
 	ring_buffer__free(b->rb);
@@ -1758,30 +1876,24 @@ int sl_bpf_set_listener(struct sl_bpf *b, uint64_t netns, uint16_t port_be, uint
 			uint32_t sandbox_id)
 {
 	struct sl_listener_key k = { .port = port_be, .family = AF_INET, .proto = protocol };
-	struct bpf_map *map = b->skel->maps.sl_listeners;
+	int r;
 
 	k.addr[0] = 127;
 	k.addr[3] = 1;
 	memcpy(&k.addr[4], &netns, sizeof(netns));
 	if (sandbox_id) {
-		if (bpf_map__update_elem(map, &k, sizeof(k), &sandbox_id, sizeof(sandbox_id),
-					 BPF_ANY))
-			return -errno;
-		if (netns && b->skb_netns)
-			return 0;
+		r = lport_put(b, &k, sandbox_id);
+		if (r || (netns && b->skb_netns))
+			return r;
 		b->skel->bss->sl_listeners_shared = 1;
 		if (!netns)
 			return 0;
 		memset(&k.addr[4], 0, sizeof(netns)); /* what the egress program looks up */
-		if (bpf_map__update_elem(map, &k, sizeof(k), &sandbox_id, sizeof(sandbox_id),
-					 BPF_ANY))
-			return -errno;
-		return 0;
+		return lport_put(b, &k, sandbox_id);
 	}
-	if (bpf_map__delete_elem(map, &k, sizeof(k), 0) && errno != ENOENT)
-		return -errno;
-	if (netns)
-		return 0;
+	r = lport_del(b, &k);
+	if (r || netns)
+		return r;
 	/* The keys of cookie 0 include an earlier sluiced's: for any protocol (0), and under ::1
 	 * as well as 127.0.0.1 (the programs never looked those up). */
 	for (int any = 0; any < 4; any++) {
@@ -1789,8 +1901,8 @@ int sl_bpf_set_listener(struct sl_bpf *b, uint64_t netns, uint16_t port_be, uint
 		k.family = any & 2 ? AF_INET6 : AF_INET;
 		if (k.family == AF_INET6)
 			memcpy(k.addr, in6addr_loopback.s6_addr, 16);
-		if (any && bpf_map__delete_elem(map, &k, sizeof(k), 0) && errno != ENOENT)
-			return -errno;
+		if (any && (r = lport_del(b, &k)))
+			return r;
 	}
 	return 0;
 }
