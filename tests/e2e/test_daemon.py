@@ -258,6 +258,37 @@ def test_the_index_of_listener_ports_is_made_again_from_the_keys_at_start(fresh_
     assert bits() == [0, 0, 0]
 
 
+def test_a_port_a_restart_moved_a_listener_off_is_nobodys_any_more(fresh_daemon, cgroups,
+                                                                  workdir):
+    """An adopted sandbox gets its listeners on their earlier ports if they are free, on new
+    ones if not (here: the test took the DNS port while no sluiced ran). The old port's keys
+    go once every sandbox is adopted: the number is any socket's again (a connect to it from
+    the sandbox passes, as its policy allows), and the new port is refused in its place."""
+    d = fresh_daemon.start()
+    cg, dns, proxy = add_listening(d, cgroups, "moved", workdir)
+    d.stop()
+    taker = socket.socket()
+    try:
+        taker.bind(("127.0.0.1", dns))
+        taker.listen(8)
+        d.start()
+        assert "sandbox moved adopted" in d.read_log()
+        r = d.cli("sandbox", "show", "moved", "--json")
+        assert r.returncode == 0, r.stderr
+        sb = json.loads(r.stdout)
+        now = sb["dns"]["port"]
+        assert now != dns and sb["proxy"]["port"] == proxy
+        ports = sorted((int.from_bytes(k[16:18], "big"), k[19])
+                       for k, _ in map_dump(d.bpffs, "sl_listeners"))
+        assert ports == sorted([(now, 6), (now, 17), (proxy, 6)])
+        assert [listener_port_bit(d.bpffs, dns, p) for p in (6, 17)] == [0, 0]
+        assert probe(cg, [tcp("127.0.0.1", dns), tcp("127.0.0.1", now),
+                          tcp("127.0.0.1", proxy)], workdir) == ["OK", "EPERM", "EPERM"]
+    finally:
+        taker.close()
+    assert d.cli("sandbox", "rm", "moved").returncode == 0
+
+
 def test_the_ca_lives_in_the_state_file_and_survives_restarts(fresh_daemon, cgroups, workdir):
     """The sandbox's CA is kept in its state file (mode 0600), so that an add writes and syncs
     one file: a restart serves the same CA. A state file of the older layout (the CA in a

@@ -367,6 +367,14 @@ int sb_compile_box(struct sl_box *box, const struct sl_lua_opts *o, const char *
 		   const char *params, struct sl_kentry **ents, size_t *nents, char *err,
 		   size_t errlen);
 void sb_kernel_entry(struct sl_registry *r, const struct sl_box *box, struct sl_sandbox *ksb);
+/* A listener port an adopted sandbox had under an earlier sluiced (its state file's) and
+ * has no more: its kernel keys would refuse whatever socket gets the number next. Once every
+ * sandbox is adopted, sb_forget_moved_ports() drops those no sandbox holds now. */
+struct sb_moved_port {
+	uint64_t netns; /* cookie */
+	uint16_t port;
+};
+void sb_forget_moved_ports(struct sl_registry *r, struct sb_moved_port *v, size_t n);
 int sb_write_rules(struct sl_registry *r, struct sl_box *box, const struct sl_kentry *ents,
 		   size_t nents, char *err, size_t errlen);
 /* The sandbox's sl_proxied map: @fresh, a new one (an add's, off the worker's loop: writing

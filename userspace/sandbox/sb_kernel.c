@@ -158,49 +158,107 @@ int sb_compile_box(struct sl_box *box, const struct sl_lua_opts *o, const char *
 	return r;
 }
 
-/* Whether a sandbox other than @box has a listener on @port in @protocol, in @box's network
- * namespace (@anywhere: in any). */
-static int port_held(const struct sl_registry *r, const struct sl_box *box, uint16_t port,
-		     uint8_t protocol, int anywhere)
+/* Which of @ports (DNS, proxy; 0: none) a sandbox other than @exclude has a listener on, as
+ * bits (2 * i + p) for ports[i] in protos[p] (TCP, UDP): in network namespace @netns (*@ns)
+ * and in any (*@any). One walk of the registry, which ends when every port is held in its
+ * protocols in @netns (a worker's sharers: the next one in the list, as a rule). */
+static void ports_held(const struct sl_registry *r, const struct sl_box *exclude, uint64_t netns,
+		       const uint16_t ports[2], unsigned *ns, unsigned *any)
 {
+	unsigned need = (ports[0] ? 3u : 0) | (ports[1] ? 1u << 2 : 0);
 	const struct sl_box *o;
 
-	sl_list_for_each(o, &r->boxes, link)
-		if (o != box && (anywhere || o->netns_cookie == box->netns_cookie) &&
-		    (o->dns_port == port || (protocol == IPPROTO_TCP && o->proxy_port == port)))
-			return 1;
-	return 0;
+	*ns = *any = 0;
+	sl_list_for_each(o, &r->boxes, link) {
+		unsigned m = 0;
+
+		if (o == exclude)
+			continue;
+		for (int i = 0; i < 2; i++) {
+			if (!ports[i])
+				continue;
+			if (o->dns_port == ports[i])
+				m |= 3u << (2 * i); /* TCP and UDP */
+			if (o->proxy_port == ports[i])
+				m |= 1u << (2 * i); /* TCP */
+		}
+		*any |= m;
+		if (o->netns_cookie == netns)
+			*ns |= m;
+		if ((*ns & need) == need) {
+			/* And so in any. A proxy port's UDP key (an earlier sluiced's copy)
+			 * stays with its TCP key, for the port's last holder to drop. */
+			if (ports[1]) {
+				*ns |= 1u << 3;
+				*any |= 1u << 3;
+			}
+			return;
+		}
+	}
 }
 
-/* Registers (@sandbox_id) the listener ports of @box in the kernel, in its network
- * namespace: its DNS port in TCP and UDP, its proxy port in TCP; or forgets (0) them, in both
- * protocols (a proxy port has a UDP key too when it was copied from an earlier sluiced's
- * any-protocol key). Sandboxes sharing their worker's listeners share the keys, and a port
- * another sandbox holds stays: a key of the namespace while one there has it, a key of every
- * namespace (cookie 0) while one anywhere has it. */
-static void set_listeners(struct sl_registry *r, const struct sl_box *box, uint32_t sandbox_id)
-{
-	static const uint8_t protos[] = { IPPROTO_TCP, IPPROTO_UDP };
-	uint16_t ports[2] = { box->dns_port, box->proxy_port }; /* DNS first */
+static const uint8_t listener_protos[] = { IPPROTO_TCP, IPPROTO_UDP };
 
+/* Forgets the kernel's keys of @ports (DNS: TCP and UDP; proxy: TCP, and UDP where an earlier
+ * sluiced's any-protocol key was copied) in network namespace @netns that no sandbox but
+ * @exclude still holds: a key of the namespace while one there has the port, a key of every
+ * namespace (cookie 0) while one anywhere has it. */
+static void forget_ports(struct sl_registry *r, const struct sl_box *exclude, uint64_t netns,
+			 const uint16_t ports[2])
+{
+	unsigned held_ns, held_any;
+
+	ports_held(r, exclude, netns, ports, &held_ns, &held_any);
 	for (int i = 0; i < 2; i++) {
 		if (!ports[i])
 			continue;
-		for (size_t p = 0; p < sizeof(protos); p++) {
+		for (size_t p = 0; p < sizeof(listener_protos); p++) {
 			uint16_t port_be = htons(ports[i]);
+			unsigned bit = 1u << (2 * i + p);
 
-			if (sandbox_id) {
-				if (i == 0 || protos[p] == IPPROTO_TCP)
-					sl_bpf_set_listener(r->bpf, box->netns_cookie, port_be,
-							    protos[p], sandbox_id);
-				continue;
-			}
-			if (box->netns_cookie && !port_held(r, box, ports[i], protos[p], 0))
-				sl_bpf_set_listener(r->bpf, box->netns_cookie, port_be, protos[p],
-						    0);
-			if (!port_held(r, box, ports[i], protos[p], 1))
-				sl_bpf_set_listener(r->bpf, 0, port_be, protos[p], 0);
+			if (netns && !(held_ns & bit))
+				sl_bpf_set_listener(r->bpf, netns, port_be, listener_protos[p], 0);
+			if (!(held_any & bit))
+				sl_bpf_set_listener(r->bpf, 0, port_be, listener_protos[p], 0);
 		}
+	}
+}
+
+/* Registers (@sandbox_id) the listener ports of @box in the kernel, in its network
+ * namespace: its DNS port in TCP and UDP, its proxy port in TCP; or forgets (0) them
+ * (forget_ports()): sandboxes sharing their worker's listeners share the keys. */
+static void set_listeners(struct sl_registry *r, const struct sl_box *box, uint32_t sandbox_id)
+{
+	uint16_t ports[2] = { box->dns_port, box->proxy_port }; /* DNS first */
+
+	if (!sandbox_id) {
+		forget_ports(r, box, box->netns_cookie, ports);
+		return;
+	}
+	for (int i = 0; i < 2; i++)
+		for (size_t p = 0; ports[i] && p < sizeof(listener_protos); p++)
+			if (i == 0 || listener_protos[p] == IPPROTO_TCP)
+				sl_bpf_set_listener(r->bpf, box->netns_cookie, htons(ports[i]),
+						    listener_protos[p], sandbox_id);
+}
+
+static int moved_cmp(const void *a, const void *b)
+{
+	const struct sb_moved_port *x = a, *y = b;
+
+	if (x->netns != y->netns)
+		return x->netns < y->netns ? -1 : 1;
+	return (int)x->port - (int)y->port;
+}
+
+void sb_forget_moved_ports(struct sl_registry *r, struct sb_moved_port *v, size_t n)
+{
+	qsort(v, n, sizeof(*v), moved_cmp);
+	for (size_t i = 0; i < n; i++) {
+		uint16_t ports[2] = { v[i].port, 0 };
+
+		if (!i || moved_cmp(&v[i], &v[i - 1]))
+			forget_ports(r, NULL, v[i].netns, ports);
 	}
 }
 

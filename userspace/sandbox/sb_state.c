@@ -470,7 +470,32 @@ static int adopt_ca(struct sl_box *box, json_t *j, const char *path)
 }
 
 /* Loads one state file into a sandbox, adopting its kernel state. */
-static int adopt_one(struct sl_registry *r, const char *path)
+/* The listener ports adopted sandboxes moved off (sb_forget_moved_ports()). */
+struct moved {
+	struct sb_moved_port *v;
+	size_t n, cap;
+};
+
+/* Notes that @box had @was (0: none) before its adoption, if it has another port now. */
+static void note_moved(struct moved *mv, const struct sl_box *box, uint16_t was)
+{
+	if (!was || was == box->dns_port || was == box->proxy_port)
+		return;
+	if (mv->n == mv->cap) {
+		size_t c = mv->cap ? 2 * mv->cap : 64;
+		struct sb_moved_port *v = realloc(mv->v, c * sizeof(*v));
+
+		if (!v) {
+			sl_warn("out of memory: the kernel keeps listener port %u refused", was);
+			return;
+		}
+		mv->v = v;
+		mv->cap = c;
+	}
+	mv->v[mv->n++] = (struct sb_moved_port){ .netns = box->netns_cookie, .port = was };
+}
+
+static int adopt_one(struct sl_registry *r, const char *path, struct moved *mv)
 {
 	const char *name, *cgroup, *policy_path, *src, *handler = NULL, *params = NULL;
 	json_int_t id, cgid, created;
@@ -605,6 +630,8 @@ static int adopt_one(struct sl_registry *r, const char *path)
 	if (e)
 		goto cleanup;
 	sb_remove_ca(r, box->name);
+	note_moved(mv, box, dns_port > 0 && dns_port < 65536 ? (uint16_t)dns_port : 0);
+	note_moved(mv, box, proxy_port > 0 && proxy_port < 65536 ? (uint16_t)proxy_port : 0);
 	sb_link(r, box);
 	sl_list_add_tail(&box->w->boxes, &box->wlink);
 	box = NULL;
@@ -631,6 +658,7 @@ static void warn_orphan(const char *name, void *arg)
 int sl_registry_adopt(struct sl_registry *r)
 {
 	char dir[PATH_MAX + 16], path[PATH_MAX + 300];
+	struct moved mv = { 0 };
 	struct dirent *de;
 	int n = 0;
 	DIR *d;
@@ -649,10 +677,14 @@ int sl_registry_adopt(struct sl_registry *r)
 		if (l < 6 || strcmp(de->d_name + l - 5, ".json"))
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-		if (!adopt_one(r, path))
+		if (!adopt_one(r, path, &mv))
 			n++;
 	}
 	closedir(d);
+	/* Every sandbox's entry points at its listeners of now: the ports they moved off are
+	 * nobody's unless another sandbox took one. */
+	sb_forget_moved_ports(r, mv.v, mv.n);
+	free(mv.v);
 	sl_bpf_learned_snapshot_drop(r->bpf);
 	sl_bpf_pinned_sandboxes(r->bpf, warn_orphan, r);
 	return n;
