@@ -253,6 +253,8 @@ static int moved_cmp(const void *a, const void *b)
 
 void sb_forget_moved_ports(struct sl_registry *r, struct sb_moved_port *v, size_t n)
 {
+	if (!n)
+		return; /* and v may be NULL, which qsort() must not be given */
 	qsort(v, n, sizeof(*v), moved_cmp);
 	for (size_t i = 0; i < n; i++) {
 		uint16_t ports[2] = { v[i].port, 0 };
