@@ -553,14 +553,15 @@ int sl_sock_create(struct bpf_sock *ctx)
 	__u32 sandbox_id = 0;
 	__u64 cgid;
 
+	/* A TCP or UDP socket is judged where it sends: connect() and sendmsg() refuse a task
+	 * whose sandbox is not found. No lookup here for the common socket. */
+	if ((family == AF_INET || family == AF_INET6) &&
+	    ((type == SOCK_STREAM && protocol == IPPROTO_TCP) ||
+	     (type == SOCK_DGRAM && protocol == IPPROTO_UDP)))
+		return 1;
 	sb = sl_current_sandbox(&cgid);
-	if (sb) {
+	if (sb)
 		sandbox_id = sb->id;
-		if ((family == AF_INET || family == AF_INET6) &&
-		    ((type == SOCK_STREAM && protocol == IPPROTO_TCP) ||
-		     (type == SOCK_DGRAM && protocol == IPPROTO_UDP)))
-			return 1;
-	}
 	sl_count(sandbox_id, SL_CTR_DENY_SOCKET);
 	sl_emit_deny(sandbox_id, cgid, SL_EV_SOCKET, family, NULL, 0, 0, protocol, type,
 		     bpf_ktime_get_ns());
