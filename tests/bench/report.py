@@ -213,7 +213,10 @@ def markdown(r):
                                 "sharing their worker's" if c.get("fds") is not None else "")
                              + (f"; a restart with all of them in place took "
                                 f"{c['restart_s']:.1f} s until sluiced was ready (every "
-                                "sandbox adopted)" if c.get("restart_s") is not None else ""))
+                                "sandbox adopted)" if c.get("restart_s") is not None else "")
+                             + (f", and removing them all one at a time after it "
+                                f"{c['remove_s']:.1f} s" if c.get("remove_s") is not None
+                                else ""))
         lines += [""] + [f"- {n}" for n in sc.get("notes", [])] + [""]
         if sc.get("lookup"):
             lines += ["The rule lookup alone (bench_lookup: `sl_verdict4` in BPF_PROG_RUN, whole "
