@@ -336,6 +336,8 @@ static int listener_upgrade(int fd, const void *key, const void *val, void *arg)
 	return 0;
 }
 
+#define LPORT_SLOTS (2 * 65536) /* ls_n: TCP ports, then UDP ports */
+
 /* @k's index in ls_n if the programs can find it (127.0.0.1, TCP or UDP: not a key of before
  * 8 December), else -1. */
 static long lport_ix(const struct sl_listener_key *k)
@@ -366,20 +368,22 @@ static int lport_count(int fd, const void *key, const void *val, void *arg)
 static int lport_rebuild(struct sl_bpf *b)
 {
 	int fd = bpf_map__fd(b->skel->maps.sl_listener_ports);
+	__u64 words[SL_LPORT_WORDS] = { 0 };
 
-	memset(b->ls_n, 0, 2 * 65536 * sizeof(*b->ls_n));
+	memset(b->ls_n, 0, LPORT_SLOTS * sizeof(*b->ls_n));
 	if (map_each(bpf_map__fd(b->skel->maps.sl_listeners), sizeof(struct sl_listener_key),
 		     sizeof(__u32), lport_count, b))
 		return -1;
-	for (__u32 w = 0; w < SL_LPORT_WORDS; w++) {
-		__u64 bits = 0;
+	for (long ix = 0; ix < LPORT_SLOTS; ix++) {
+		uint16_t port = (uint16_t)ix;
 
-		for (int i = 0; i < 64; i++)
-			if (b->ls_n[(w >= 1024 ? 65536 : 0) + (w % 1024) * 64 + i])
-				bits |= 1ULL << i;
-		if (bpf_map_update_elem(fd, &w, &bits, BPF_ANY))
-			return -1;
+		if (b->ls_n[ix])
+			words[SL_LPORT_WORD(port, ix >= 65536 ? IPPROTO_UDP : IPPROTO_TCP)] |=
+				1ULL << (port & 63);
 	}
+	for (__u32 w = 0; w < SL_LPORT_WORDS; w++)
+		if (bpf_map_update_elem(fd, &w, &words[w], BPF_ANY))
+			return -1;
 	return 0;
 }
 
@@ -409,10 +413,10 @@ static int lport_put(struct sl_bpf *b, const struct sl_listener_key *k, uint32_t
 
 	pthread_mutex_lock(&b->ls_mu);
 	if (ix >= 0 && !b->ls_n[ix])
-		r = lport_bit(b, ntohs(k->port), k->proto, 1);
-	if (r) {
-		/* no key without its bit */
-	} else if (!bpf_map_update_elem(fd, k, &id, BPF_NOEXIST)) {
+		r = lport_bit(b, ntohs(k->port), k->proto, 1); /* no key without its bit */
+	if (r)
+		goto out;
+	if (!bpf_map_update_elem(fd, k, &id, BPF_NOEXIST)) {
 		if (ix >= 0)
 			b->ls_n[ix]++;
 	} else if (errno != EEXIST || bpf_map_update_elem(fd, k, &id, BPF_EXIST)) {
@@ -420,6 +424,7 @@ static int lport_put(struct sl_bpf *b, const struct sl_listener_key *k, uint32_t
 	} else if (ix >= 0 && !b->ls_n[ix]) {
 		b->ls_n[ix] = 1; /* a key someone else wrote: counted now, its bit kept on */
 	}
+out:
 	pthread_mutex_unlock(&b->ls_mu);
 	return r;
 }
@@ -720,7 +725,7 @@ struct sl_bpf *sl_bpf_open(const struct sl_bpf_opts *opts, char *err, size_t err
 	pthread_mutex_init(&b->ls_mu, NULL);
 	b->bank_n = calloc(2 * (size_t)b->max_sandboxes, sizeof(*b->bank_n));
 	b->sni_held = calloc(b->max_sandboxes, 1);
-	b->ls_n = calloc(2 * 65536, sizeof(*b->ls_n));
+	b->ls_n = calloc(LPORT_SLOTS, sizeof(*b->ls_n));
 	if (!b->px_fd || !b->px_state || !b->bank_n || !b->sni_held || !b->ls_n) {
 		sl_errf(err, errlen, "out of memory");
 		goto fail;

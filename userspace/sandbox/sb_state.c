@@ -469,7 +469,6 @@ static int adopt_ca(struct sl_box *box, json_t *j, const char *path)
 	return box->ca ? 0 : -errno;
 }
 
-/* Loads one state file into a sandbox, adopting its kernel state. */
 /* The listener ports adopted sandboxes moved off (sb_forget_moved_ports()). */
 struct moved {
 	struct sb_moved_port *v;
@@ -495,6 +494,8 @@ static void note_moved(struct moved *mv, const struct sl_box *box, uint16_t was)
 	mv->v[mv->n++] = (struct sb_moved_port){ .netns = box->netns_cookie, .port = was };
 }
 
+/* Loads one state file into a sandbox, adopting its kernel state; notes in @mv the listener
+ * ports it left. */
 static int adopt_one(struct sl_registry *r, const char *path, struct moved *mv)
 {
 	const char *name, *cgroup, *policy_path, *src, *handler = NULL, *params = NULL;
