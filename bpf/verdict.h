@@ -310,30 +310,26 @@ static __always_inline __u8 sl_proto_bit(__u32 protocol)
 	return 0;
 }
 
-/*
- * Whether @port_be (network order) is the port of one of the daemon's @protocol listeners in
- * network namespace @netns (its cookie, bpf_get_netns_cookie()), whatever the address. A
- * port number is a namespace's own: sluiced registers each listener under its namespace's
- * cookie (in the key's address, after 127.0.0.1), so that a listener in a container leaves
- * the number free to every other namespace's sockets. A key of cookie 0 holds in every
- * namespace: an earlier sluiced's, or one written where the egress program cannot learn the
- * namespace (sl_skb_netns). Listener ports are never a sandbox's to connect to on a local
- * address, nor to bind, in the listener's protocol and namespace; the other protocol's port
- * of that number is any socket's (the kernel hands it out as an ephemeral port).
- */
-static __always_inline int sl_is_listener_port(__u16 port_be, __u32 protocol, __u64 netns)
+/* Whether sl_listener_ports marks @port_be (network order) for @protocol: 0 means that no
+ * listener key of this port and protocol exists in any namespace, and no lookup is needed. */
+static __always_inline int sl_lport_marked(__u16 port_be, __u32 protocol)
 {
-	struct sl_listener_key k = { .port = port_be, .family = AF_INET, .proto = protocol };
 	__u16 port = bpf_ntohs(port_be);
 	__u32 word = SL_LPORT_WORD(port, protocol);
 	__u64 *bits;
 
-	/* No key of this port and protocol anywhere: no lookup (sl_listener_ports). */
-	if (protocol == IPPROTO_TCP || protocol == IPPROTO_UDP) {
-		bits = bpf_map_lookup_elem(&sl_listener_ports, &word);
-		if (bits && !((*bits >> (port & 63)) & 1))
-			return 0;
-	}
+	if (protocol != IPPROTO_TCP && protocol != IPPROTO_UDP)
+		return 1;
+	bits = bpf_map_lookup_elem(&sl_listener_ports, &word);
+	return !bits || ((*bits >> (port & 63)) & 1);
+}
+
+/* Whether sl_listeners holds @port_be/@protocol under namespace cookie @netns, or under the
+ * cookie every namespace shares (0). */
+static __always_inline int sl_listener_key(__u16 port_be, __u32 protocol, __u64 netns)
+{
+	struct sl_listener_key k = { .port = port_be, .family = AF_INET, .proto = protocol };
+
 	k.addr[0] = 127;
 	k.addr[3] = 1;
 	if (netns) {
@@ -346,6 +342,23 @@ static __always_inline int sl_is_listener_port(__u16 port_be, __u32 protocol, __
 	}
 	return bpf_map_lookup_elem(&sl_listeners, &k) != NULL;
 }
+
+/*
+ * Whether @port_be (network order) is the port of one of the daemon's @protocol listeners in
+ * network namespace @netns (its cookie, bpf_get_netns_cookie()), whatever the address. A
+ * port number is a namespace's own: sluiced registers each listener under its namespace's
+ * cookie (in the key's address, after 127.0.0.1), so that a listener in a container leaves
+ * the number free to every other namespace's sockets. A key of cookie 0 holds in every
+ * namespace: an earlier sluiced's, or one written where the egress program cannot learn the
+ * namespace (sl_skb_netns). Listener ports are never a sandbox's to connect to on a local
+ * address, nor to bind, in the listener's protocol and namespace; the other protocol's port
+ * of that number is any socket's (the kernel hands it out as an ephemeral port).
+ * A macro, so that @netns (a helper call) is evaluated only for a port sl_listener_ports
+ * marks: most connects and packets to loopback never need it. @port_be and @protocol are
+ * evaluated twice: pass plain reads.
+ */
+#define sl_is_listener_port(port_be, protocol, netns) \
+	(sl_lport_marked((port_be), (protocol)) && sl_listener_key((port_be), (protocol), (netns)))
 
 /* Fixed one-second window per CPU: the deny path never waits and never takes a lock. */
 static __always_inline int sl_event_allowed(__u32 sandbox_id, __u64 now_ns)

@@ -90,7 +90,7 @@ class Settings:
         self.transfer_rounds = int(e("BENCH_TRANSFER_ROUNDS", "1" if smoke else "3"))
         self.mint_names = 200 if smoke else 2000
         self.conns = 16  # keep-alive connections (wrk -c, bench_load)
-        self.newconn_conns = 8
+        self.newconn_conns = int(e("BENCH_NEWCONN_CONNS", "8"))
 
 
 def pin(pid, cpu):
