@@ -19,7 +19,8 @@ BENCH_HTTPS (default keepalive,fixed_rate,newconn; fixed_rate runs keepalive too
 BENCH_PROFILE (newconn: only the new-connection profiles), BENCH_KEEP_PERF (keep the profiles'
 perf.data), BENCH_PERF_DWARF (DWARF call graphs: through libc and libcrypto, which have no
 frame pointers), BENCH_PERF_EVENTS (more events to count per request, comma-separated, e.g.
-probe_libc:malloc after `perf probe -x libc.so.6 malloc`), and the sizes of common.Settings.
+probe_libc:malloc after `perf probe -x libc.so.6 malloc`), BENCH_SLUICED_ARGS (more options
+for the bench's sluiced, e.g. `--max-rules 4096`), and the sizes of common.Settings.
 
 Everything runs on loopback addresses of this run's own (127.N.M.1-4: the upstream nginx and
 the three peer proxies; 127.88.0.0/16: the names of the DNS-scale case), inside cgroups under
@@ -178,6 +179,7 @@ def main():
         else:
             result["notes"].append("this sluiced has no --env-file: its policy's handler (if "
                                    "it runs at all) finds no BENCH_TOKEN")
+        extra += os.environ.get("BENCH_SLUICED_ARGS", "").split()
         daemon = Daemon(workdir, "bench", extra=extra)
         stack.callback(daemon.cleanup)
         daemon.start()

@@ -122,17 +122,41 @@ struct sl_migration {
 };
 #define SL_MAX_MIGRATIONS 32
 
+/* Lines of a verifier log that sluiced's log keeps: its end, where the verifier says why it
+ * refused a program (libbpf hands the whole log over as one message, often megabytes). */
+#define VERIFIER_TAIL_LINES 40
+
 static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
 {
-	char buf[1024];
-	int n;
+	int lvl = level == LIBBPF_WARN ? SL_LOG_WARN : SL_LOG_DEBUG;
+	char *msg = NULL, *p, *line;
+	int n, skip, lines = 0;
 
 	if (level == LIBBPF_DEBUG)
 		return 0;
-	n = vsnprintf(buf, sizeof(buf), fmt, ap);
-	while (n > 0 && n < (int)sizeof(buf) && buf[n - 1] == '\n')
-		buf[--n] = 0;
-	sl_log(level == LIBBPF_WARN ? SL_LOG_WARN : SL_LOG_DEBUG, "libbpf: %s", buf);
+	n = vasprintf(&msg, fmt, ap);
+	if (n < 0)
+		return 0;
+	while (n > 0 && msg[n - 1] == '\n')
+		msg[--n] = 0;
+	if (!strchr(msg, '\n')) {
+		sl_log(lvl, "libbpf: %s", msg);
+		free(msg);
+		return 0;
+	}
+	/* A message of many lines (a verifier log): one log line each, its first line and its
+	 * last VERIFIER_TAIL_LINES. */
+	for (p = msg; *p; p++)
+		lines += *p == '\n';
+	skip = lines > VERIFIER_TAIL_LINES ? lines - VERIFIER_TAIL_LINES : 0;
+	n = 0;
+	for (line = strtok_r(msg, "\n", &p); line; line = strtok_r(NULL, "\n", &p), n++) {
+		if (n == 1 && skip)
+			sl_log(lvl, "libbpf: (%d lines of the verifier's log left out)", skip);
+		if (n == 0 || n > skip)
+			sl_log(lvl, "libbpf: %s", line);
+	}
+	free(msg);
 	return 0;
 }
 
