@@ -208,6 +208,7 @@ static int client_handshake(struct pconn *c)
 		unsigned alen;
 
 		c->st = C_HTTP;
+		sl_stream_accepted(&c->c);
 		if (SSL_session_reused(c->c.ssl))
 			c->l->stats.tls_resumed++;
 		SSL_get0_alpn_selected(c->c.ssl, &alpn, &alen);

@@ -70,9 +70,11 @@ SSL_CTX *sl_tls_server_ctx(char *err, size_t errlen)
 	 * handshake skips the certificate and its signature, about half the CPU of a new
 	 * connection. One ticket per handshake (a client resumes one connection with it;
 	 * OpenSSL's default is two), valid as long as a key seals (the previous key still
-	 * opens it after a rotation). */
+	 * opens it after a rotation). TLS 1.3 would send it after the handshake, alone, the
+	 * moment the client's Finished arrives; asked for at the first write instead
+	 * (sl_stream_accepted()), it leaves with the first answer. */
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-	SSL_CTX_set_num_tickets(ctx, 1);
+	SSL_CTX_set_num_tickets(ctx, 0);
 	SSL_CTX_set_timeout(ctx, SL_CA_TICKET_ROTATE_S);
 	SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, sl_ca_ticket_cb);
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
@@ -81,6 +83,12 @@ SSL_CTX *sl_tls_server_ctx(char *err, size_t errlen)
 	/* Read whole bursts, not a record header then its body: half the read() calls. */
 	SSL_CTX_set_read_ahead(ctx, 1);
 	return ctx;
+}
+
+void sl_tls_ticket(SSL *ssl)
+{
+	if (SSL_version(ssl) == TLS1_3_VERSION)
+		SSL_new_session_ticket(ssl);
 }
 
 /* SSL ex_data indexes, each taken once for the process (pthread_once), read-only after: -1
@@ -329,6 +337,11 @@ size_t sl_stream_read(struct sl_stream *s, size_t limit)
 	return total;
 }
 
+void sl_stream_accepted(struct sl_stream *s)
+{
+	s->ticket_owed = s->ssl && SSL_version(s->ssl) == TLS1_3_VERSION;
+}
+
 size_t sl_stream_flush(struct sl_stream *s)
 {
 	size_t total = 0;
@@ -338,6 +351,13 @@ size_t sl_stream_flush(struct sl_stream *s)
 		size_t n = 0;
 
 		if (s->ssl) {
+			if (s->ticket_owed) {
+				/* Asked for here, not when the handshake ended: OpenSSL sends
+				 * it at the next SSL_read() or SSL_write(), and the pump reads
+				 * the request before it answers. */
+				s->ticket_owed = 0;
+				sl_tls_ticket(s->ssl);
+			}
 			ERR_clear_error();
 			if (!SSL_write_ex(s->ssl, sl_buf_head(&s->out), sl_buf_size(&s->out), &n)) {
 				int e = SSL_get_error(s->ssl, 0);

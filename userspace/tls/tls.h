@@ -18,6 +18,10 @@
 /* The client-facing context: TLS 1.2+, ALPN h2 or http/1.1 (a client offering ALPN with
  * neither gets no_application_protocol), certificates set per connection from the sandbox CA. */
 SSL_CTX *sl_tls_server_ctx(char *err, size_t errlen);
+/* Asks for a TLS 1.3 session ticket on @ssl, a connection of that context whose handshake
+ * completed: OpenSSL sends it ahead of the next record written (a TLS 1.2 ticket is part of
+ * the handshake). That context issues none by itself: see sl_stream_accepted(). */
+void sl_tls_ticket(SSL *ssl);
 /* The upstream context: TLS 1.2+, peer verified against @ca_file (NULL: the system store),
  * ALPN h2 and http/1.1 (px_h2_up.c speaks h2 when the upstream picks it). */
 SSL_CTX *sl_tls_client_ctx(const char *ca_file, char *err, size_t errlen);
@@ -37,6 +41,7 @@ struct sl_stream {
 	int ssl_wants_read; /* a write needs the socket readable */
 	int shut; /* we sent our close_notify / FIN */
 	int readable; /* the loop said so and no read has drained it since */
+	int ticket_owed; /* a session ticket goes ahead of the first write (sl_stream_accepted()) */
 	unsigned long long rx, tx; /* bytes of plaintext moved */
 };
 
@@ -46,6 +51,10 @@ void sl_stream_close(struct sl_stream *s);
 /* Reads while @in holds less than @limit bytes, if the socket is @readable or OpenSSL holds
  * unread bytes: no read() is spent to learn that there is nothing. Returns bytes read. */
 size_t sl_stream_read(struct sl_stream *s, size_t limit);
+/* The server handshake of @s completed: its session ticket (TLS 1.3) is written with the
+ * first answer, in the same flush, rather than alone the moment the client's Finished
+ * arrived: a segment and a wake-up of the client fewer per connection. */
+void sl_stream_accepted(struct sl_stream *s);
 /* Writes what it can of @out. Returns bytes written. */
 size_t sl_stream_flush(struct sl_stream *s);
 /* Ends our direction once @out is drained (close_notify, then FIN). */
