@@ -139,13 +139,8 @@ static int libbpf_print(enum libbpf_print_level level, const char *fmt, va_list 
 		return 0;
 	while (n > 0 && msg[n - 1] == '\n')
 		msg[--n] = 0;
-	if (!strchr(msg, '\n')) {
-		sl_log(lvl, "libbpf: %s", msg);
-		free(msg);
-		return 0;
-	}
-	/* A message of many lines (a verifier log): one log line each, its first line and its
-	 * last VERIFIER_TAIL_LINES. */
+	/* One log line per line: all of a short message; of a verifier log, its first line and
+	 * its last VERIFIER_TAIL_LINES. */
 	for (p = msg; *p; p++)
 		lines += *p == '\n';
 	skip = lines > VERIFIER_TAIL_LINES ? lines - VERIFIER_TAIL_LINES : 0;

@@ -4,13 +4,10 @@
  * parsers, and what the pump asks of a request and a response. Loop thread only; nothing here
  * blocks.
  */
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
 
 #include "policy/policy.h"
 #include "proxy/px_h1.h"
@@ -292,15 +289,8 @@ void px_finish_request(struct pconn *c)
 		 * client that asked to close after a request it sent whole has nothing more to
 		 * send (as nginx judges for its lingering close): no draining. */
 		c->drained = c->x.rq == RQ_DONE && !sl_buf_size(&c->c.in);
-		if (c->drained && c->c.fd >= 0 && !c->h2s) {
-			int one = 1;
-
-			/* Nothing follows the rest of the answer but close_notify and the FIN:
-			 * corked, they leave together when close() sends the FIN (tcp_send_fin
-			 * pushes what is queued), one segment and one wake-up of the client
-			 * instead of three. Best effort: uncorked, they leave one by one. */
-			setsockopt(c->c.fd, IPPROTO_TCP, TCP_CORK, &one, sizeof(one));
-		}
+		if (c->drained)
+			sl_stream_cork(&c->c); /* the rest of the answer, close_notify, FIN */
 		c->st = C_CLOSING;
 		return;
 	}

@@ -8,6 +8,8 @@
  * Streams are non-blocking: OpenSSL's WANT_READ/WANT_WRITE become loop events.
  */
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -339,7 +341,7 @@ size_t sl_stream_read(struct sl_stream *s, size_t limit)
 
 void sl_stream_accepted(struct sl_stream *s)
 {
-	s->ticket_owed = s->ssl && SSL_version(s->ssl) == TLS1_3_VERSION;
+	s->ticket_owed = s->ssl != NULL; /* TLS 1.3 or not: sl_tls_ticket() */
 }
 
 size_t sl_stream_flush(struct sl_stream *s)
@@ -392,6 +394,15 @@ size_t sl_stream_flush(struct sl_stream *s)
 	}
 	s->tx += total;
 	return total;
+}
+
+void sl_stream_cork(struct sl_stream *s)
+{
+	int one = 1;
+
+	/* tcp_send_fin() pushes what is queued, corked or not. */
+	if (s->fd >= 0)
+		setsockopt(s->fd, IPPROTO_TCP, TCP_CORK, &one, sizeof(one));
 }
 
 void sl_stream_close_notify(struct sl_stream *s)
